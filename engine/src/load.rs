@@ -1,0 +1,132 @@
+//! Loading a stored world into an ECS `World`.
+//!
+//! Shards are read and decoded in parallel (rayon, one task per shard), then
+//! spawned on the calling thread, since spawning needs `&mut World`. An object
+//! whose stored bytes no longer decode with the registered schema is left out
+//! and reported with its URL; the rest of the world still loads.
+
+use bevy_ecs::world::World;
+use rayon::prelude::*;
+
+use crate::digest::StateHash;
+use crate::ids::{ObjectId, ShardId, ZoneId};
+use crate::publish::{Published, Publisher};
+use crate::registry::{ComponentDecodeError, DecodedComponent};
+use crate::state::StateError;
+use crate::store::{ReadError, WorldStore};
+use crate::url::HoardUrl;
+
+/// An object that did not load.
+#[derive(Debug, thiserror::Error)]
+#[error("{url}: {error}")]
+pub struct LoadProblem {
+    /// The object's URL.
+    pub url: HoardUrl,
+    /// Why it did not load.
+    pub error: ObjectDecodeError,
+}
+
+/// Why a stored object did not decode.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ObjectDecodeError {
+    /// The state bytes are not a canonical state.
+    #[error("stored state is damaged: {0}")]
+    State(#[from] StateError),
+    /// A component does not decode with the registered schema.
+    #[error(transparent)]
+    Component(#[from] ComponentDecodeError),
+}
+
+/// What a load did.
+#[derive(Debug, Default)]
+pub struct LoadReport {
+    /// Shards read.
+    pub shards: usize,
+    /// Objects spawned.
+    pub objects: usize,
+    /// Objects left out.
+    pub problems: Vec<LoadProblem>,
+}
+
+struct DecodedObject {
+    id: ObjectId,
+    shard: ShardId,
+    state_hash: StateHash,
+    components: Vec<DecodedComponent>,
+}
+
+/// Loads every zone of `store` into `world`, spawning one entity per object
+/// with its [`Published`] marker and components, and tells `publisher` about
+/// them so they are not republished. `service` is the URL problems are named under.
+pub fn load_world(
+    store: &dyn WorldStore,
+    publisher: &mut Publisher,
+    world: &mut World,
+    service: &HoardUrl,
+) -> Result<LoadReport, ReadError> {
+    let mut shards: Vec<(ZoneId, ShardId)> = Vec::new();
+    for zone in store.zones()? {
+        for shard in store.zone_shards(&zone)? {
+            shards.push((zone.clone(), shard));
+        }
+    }
+    let registry = publisher.registry().clone();
+    let decoded: Vec<(Vec<DecodedObject>, Vec<LoadProblem>)> = shards
+        .par_iter()
+        .map(|(zone, shard)| {
+            let snapshot = store.snapshot(*shard)?;
+            let mut objects = Vec::with_capacity(snapshot.objects.len());
+            let mut problems = Vec::new();
+            for object in snapshot.objects {
+                let decoded = object
+                    .state
+                    .components()
+                    .map_err(ObjectDecodeError::from)
+                    .and_then(|parts| {
+                        parts
+                            .into_iter()
+                            .map(|(name, bytes)| {
+                                registry
+                                    .decode_component(name, bytes)
+                                    .map_err(ObjectDecodeError::from)
+                            })
+                            .collect::<Result<Vec<_>, _>>()
+                    });
+                match decoded {
+                    Ok(components) => objects.push(DecodedObject {
+                        id: object.id,
+                        shard: *shard,
+                        state_hash: object.state.hash(),
+                        components,
+                    }),
+                    Err(error) => problems.push(LoadProblem {
+                        url: service.object(zone.clone(), *shard, object.id),
+                        error,
+                    }),
+                }
+            }
+            Ok((objects, problems))
+        })
+        .collect::<Result<_, ReadError>>()?;
+
+    let mut report = LoadReport {
+        shards: shards.len(),
+        ..LoadReport::default()
+    };
+    let mut adopted = Vec::new();
+    for (objects, problems) in decoded {
+        for problem in &problems {
+            tracing::warn!(%problem, "object not loaded");
+        }
+        report.problems.extend(problems);
+        for object in objects {
+            let mut entity = world.spawn(Published::new(object.id, object.shard));
+            registry.insert(&mut entity, object.components);
+            adopted.push((entity.id(), object.id, object.shard, object.state_hash));
+        }
+    }
+    report.objects = adopted.len();
+    publisher.adopt(world, &adopted);
+    Ok(report)
+}

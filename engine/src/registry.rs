@@ -1,0 +1,347 @@
+//! The publish registry: which component types are published, under which
+//! stable names and schema versions.
+//!
+//! A game registers each publishable component once
+//! (`PublishRegistry::builder().publish::<House>("house", 1)`), in the spirit
+//! of bevy_replicon's `replicate::<C>()`. The name, not the Rust type, is what
+//! goes to disk and the wire, so renaming a Rust type breaks nothing. The
+//! [`RegistryHash`] covers every (name, schema version) pair; server and client
+//! compare it at handshake, and caches are keyed by it, so a schema change
+//! can never be read with the wrong decoder.
+
+use std::any::{Any, TypeId, type_name};
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use bevy_ecs::component::{Component, Mutable};
+use bevy_ecs::schedule::Schedule;
+use bevy_ecs::world::{EntityRef, EntityWorldMut};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::ids::validate_name;
+use crate::state::{MAX_COMPONENT_NAME_LEN, MAX_COMPONENTS_PER_OBJECT};
+
+/// The hash both ends compare: blake3 over the sorted (name, schema version) list.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct RegistryHash(pub [u8; 32]);
+
+impl fmt::Display for RegistryHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&blake3::Hash::from_bytes(self.0).to_hex())
+    }
+}
+
+impl fmt::Debug for RegistryHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RegistryHash({self})")
+    }
+}
+
+/// A decoded component value, ready to insert into an entity.
+pub struct DecodedComponent {
+    pub(crate) slot: usize,
+    pub(crate) value: Box<dyn Any + Send>,
+}
+
+/// Why a component's bytes did not decode.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ComponentDecodeError {
+    /// The name is not registered.
+    #[error("component {name:?} is not registered")]
+    Unknown {
+        /// The stored name.
+        name: String,
+    },
+    /// The bytes do not match the registered type.
+    #[error("component {name:?} (schema v{version}) does not decode: {source}")]
+    Schema {
+        /// The component's name.
+        name: String,
+        /// Its registered schema version.
+        version: u32,
+        /// The decoder's complaint.
+        source: rmp_serde::decode::Error,
+    },
+}
+
+/// Type-erased operations on one registered component type.
+pub(crate) trait ErasedComponent: Send + Sync {
+    fn encode(&self, entity: &EntityRef<'_>) -> Option<Result<Vec<u8>, rmp_serde::encode::Error>>;
+    fn decode(&self, bytes: &[u8]) -> Result<Box<dyn Any + Send>, rmp_serde::decode::Error>;
+    fn insert(&self, entity: &mut EntityWorldMut<'_>, value: Box<dyn Any + Send>);
+    fn add_change_system(&self, schedule: &mut Schedule);
+}
+
+struct Typed<C>(PhantomData<fn() -> C>);
+
+impl<C> ErasedComponent for Typed<C>
+where
+    C: Component<Mutability = Mutable> + Serialize + DeserializeOwned,
+{
+    fn encode(&self, entity: &EntityRef<'_>) -> Option<Result<Vec<u8>, rmp_serde::encode::Error>> {
+        entity.get::<C>().map(rmp_serde::to_vec)
+    }
+
+    fn decode(&self, bytes: &[u8]) -> Result<Box<dyn Any + Send>, rmp_serde::decode::Error> {
+        rmp_serde::from_slice::<C>(bytes).map(|c| Box::new(c) as Box<dyn Any + Send>)
+    }
+
+    fn insert(&self, entity: &mut EntityWorldMut<'_>, value: Box<dyn Any + Send>) {
+        // The slot index ties each decoded value to the entry that decoded it,
+        // so the downcast cannot fail.
+        if let Ok(component) = value.downcast::<C>() {
+            entity.insert(*component);
+        }
+    }
+
+    fn add_change_system(&self, schedule: &mut Schedule) {
+        schedule.add_systems(crate::publish::mark_changed::<C>);
+    }
+}
+
+pub(crate) struct Entry {
+    pub(crate) name: String,
+    pub(crate) version: u32,
+    pub(crate) type_id: TypeId,
+    pub(crate) type_name: &'static str,
+    pub(crate) ops: Box<dyn ErasedComponent>,
+}
+
+/// The set of published component types. Cheap to clone (shared).
+#[derive(Clone)]
+pub struct PublishRegistry {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// Sorted by name; the slot index is the position here.
+    entries: Vec<Entry>,
+    hash: RegistryHash,
+}
+
+/// Collects registrations; see [`PublishRegistry::builder`].
+#[derive(Default)]
+pub struct RegistryBuilder {
+    entries: Vec<Entry>,
+}
+
+impl RegistryBuilder {
+    /// Publishes component `C` under a stable `name` with a schema `version`.
+    /// Bump the version whenever `C`'s serialised form changes.
+    ///
+    /// # Panics
+    ///
+    /// On a programming error caught at startup: a name breaking the naming
+    /// rules (`a-z0-9_-`, at most 64 bytes), a name or type registered twice,
+    /// or more than 64 components.
+    #[must_use]
+    pub fn publish<C>(mut self, name: &str, version: u32) -> Self
+    where
+        C: Component<Mutability = Mutable> + Serialize + DeserializeOwned,
+    {
+        if let Err(e) = validate_name(name) {
+            panic!("hoard: cannot publish {}: {e}", type_name::<C>());
+        }
+        assert!(name.len() <= MAX_COMPONENT_NAME_LEN);
+        if let Some(dup) = self
+            .entries
+            .iter()
+            .find(|e| e.name == name || e.type_id == TypeId::of::<C>())
+        {
+            panic!(
+                "hoard: {} published as {name:?}, but {} is already published as {:?}",
+                type_name::<C>(),
+                dup.type_name,
+                dup.name
+            );
+        }
+        assert!(
+            self.entries.len() < MAX_COMPONENTS_PER_OBJECT,
+            "hoard: at most {MAX_COMPONENTS_PER_OBJECT} published component types"
+        );
+        self.entries.push(Entry {
+            name: name.to_owned(),
+            version,
+            type_id: TypeId::of::<C>(),
+            type_name: type_name::<C>(),
+            ops: Box::new(Typed::<C>(PhantomData)),
+        });
+        self
+    }
+
+    /// Finishes the registry and computes its hash.
+    pub fn build(mut self) -> PublishRegistry {
+        self.entries
+            .sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(b"hoard-registry-v1");
+        for entry in &self.entries {
+            hasher.update(&(entry.name.len() as u32).to_le_bytes());
+            hasher.update(entry.name.as_bytes());
+            hasher.update(&entry.version.to_le_bytes());
+        }
+        let hash = RegistryHash(*hasher.finalize().as_bytes());
+        PublishRegistry {
+            inner: Arc::new(Inner {
+                entries: self.entries,
+                hash,
+            }),
+        }
+    }
+}
+
+impl PublishRegistry {
+    /// Starts a registry.
+    pub fn builder() -> RegistryBuilder {
+        RegistryBuilder::default()
+    }
+
+    /// The hash peers and caches compare.
+    pub fn hash(&self) -> RegistryHash {
+        self.inner.hash
+    }
+
+    /// `(name, schema version)` of every published component, sorted by name.
+    pub fn components(&self) -> impl Iterator<Item = (&str, u32)> {
+        self.inner
+            .entries
+            .iter()
+            .map(|e| (e.name.as_str(), e.version))
+    }
+
+    pub(crate) fn entries(&self) -> &[Entry] {
+        &self.inner.entries
+    }
+
+    /// Encodes the published components of an entity into canonical state bytes.
+    pub(crate) fn encode(
+        &self,
+        entity: &EntityRef<'_>,
+    ) -> Result<crate::state::ObjectState, (String, rmp_serde::encode::Error)> {
+        let mut builder = crate::state::StateBuilder::new();
+        for entry in &self.inner.entries {
+            if let Some(bytes) = entry.ops.encode(entity) {
+                builder.component(&entry.name, bytes.map_err(|e| (entry.name.clone(), e))?);
+            }
+        }
+        Ok(builder.finish())
+    }
+
+    /// Decodes one named component.
+    pub fn decode_component(
+        &self,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<DecodedComponent, ComponentDecodeError> {
+        let slot = self
+            .inner
+            .entries
+            .binary_search_by(|e| e.name.as_bytes().cmp(name.as_bytes()))
+            .map_err(|_| ComponentDecodeError::Unknown {
+                name: name.to_owned(),
+            })?;
+        let entry = &self.inner.entries[slot];
+        let value = entry
+            .ops
+            .decode(bytes)
+            .map_err(|source| ComponentDecodeError::Schema {
+                name: entry.name.clone(),
+                version: entry.version,
+                source,
+            })?;
+        Ok(DecodedComponent { slot, value })
+    }
+
+    /// Inserts decoded components into an entity.
+    pub fn insert(&self, entity: &mut EntityWorldMut<'_>, components: Vec<DecodedComponent>) {
+        for c in components {
+            if let Some(entry) = self.inner.entries.get(c.slot) {
+                entry.ops.insert(entity, c.value);
+            }
+        }
+    }
+}
+
+impl fmt::Debug for PublishRegistry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PublishRegistry")
+            .field("components", &self.components().collect::<Vec<_>>())
+            .field("hash", &self.hash())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bevy_ecs::prelude::*;
+    use serde::Deserialize;
+
+    #[derive(Component, Serialize, Deserialize, Debug, PartialEq)]
+    struct A(u32);
+    #[derive(Component, Serialize, Deserialize, Debug, PartialEq)]
+    struct B(String);
+
+    #[test]
+    fn hash_depends_on_names_and_versions_not_order() {
+        let ab = PublishRegistry::builder()
+            .publish::<A>("a", 1)
+            .publish::<B>("b", 1)
+            .build();
+        let ba = PublishRegistry::builder()
+            .publish::<B>("b", 1)
+            .publish::<A>("a", 1)
+            .build();
+        let bumped = PublishRegistry::builder()
+            .publish::<A>("a", 2)
+            .publish::<B>("b", 1)
+            .build();
+        let renamed = PublishRegistry::builder()
+            .publish::<A>("a2", 1)
+            .publish::<B>("b", 1)
+            .build();
+        assert_eq!(ab.hash(), ba.hash());
+        assert_ne!(ab.hash(), bumped.hash());
+        assert_ne!(ab.hash(), renamed.hash());
+    }
+
+    #[test]
+    #[should_panic(expected = "already published")]
+    fn duplicate_names_are_refused() {
+        let _ = PublishRegistry::builder()
+            .publish::<A>("a", 1)
+            .publish::<B>("a", 1);
+    }
+
+    #[test]
+    fn encode_then_decode_round_trips() {
+        let registry = PublishRegistry::builder()
+            .publish::<A>("a", 1)
+            .publish::<B>("b", 1)
+            .build();
+        let mut world = World::new();
+        let e = world.spawn((A(7), B("x".into()))).id();
+        let state = registry.encode(&world.entity(e)).expect("encodes");
+        let target = world.spawn_empty().id();
+        let decoded: Vec<_> = state
+            .components()
+            .expect("valid")
+            .into_iter()
+            .map(|(n, b)| registry.decode_component(n, b).expect("decodes"))
+            .collect();
+        registry.insert(&mut world.entity_mut(target), decoded);
+        assert_eq!(world.get::<A>(target), Some(&A(7)));
+        assert_eq!(world.get::<B>(target), Some(&B("x".into())));
+        assert!(matches!(
+            registry.decode_component("zzz", &[]),
+            Err(ComponentDecodeError::Unknown { .. })
+        ));
+        assert!(matches!(
+            registry.decode_component("a", &[0xc1]),
+            Err(ComponentDecodeError::Schema { .. })
+        ));
+    }
+}

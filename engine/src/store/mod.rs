@@ -1,0 +1,236 @@
+//! The authoritative world store: the interface and its implementations.
+//!
+//! A world is a set of zones, each a set of shards; each shard holds live
+//! objects, tombstones, and a head (epoch, seq, digest, horizon). The
+//! [`WorldStore`] trait is what the server uses; [`RedbStore`] is the embedded,
+//! durable default and [`MemoryStore`] serves unit tests. Both run the same
+//! commit and read logic ([`logic`]) over their own tables, so they cannot
+//! drift apart.
+//!
+//! Commits are atomic across shards and durable when [`WorldStore::commit`]
+//! returns: the server publishes a change only after that.
+
+mod error;
+mod logic;
+mod memory;
+mod record;
+mod redb_store;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::changeset::ChangeSet;
+use crate::digest::Digest;
+use crate::ids::{Epoch, ObjectId, Seq, ShardId, ZoneId};
+use crate::state::ObjectState;
+
+pub use error::{CommitError, OpenError, ReadError, StoreFault, WriteError};
+pub use memory::MemoryStore;
+pub use redb_store::{RedbStore, STORE_FORMAT_VERSION};
+
+/// Who may see a shard.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ShardScope {
+    /// Every perspective that may enter the zone.
+    Shared,
+    /// Only the named perspective (a player's inventory, a private house).
+    Perspective(String),
+}
+
+/// A shard to create in a zone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardSpec {
+    /// The shard's id, unique in the world.
+    pub id: ShardId,
+    /// Who may see it.
+    pub scope: ShardScope,
+}
+
+impl ShardSpec {
+    /// A shard every visitor of the zone sees.
+    pub fn shared(id: ShardId) -> ShardSpec {
+        ShardSpec {
+            id,
+            scope: ShardScope::Shared,
+        }
+    }
+}
+
+/// The state of a shard at some seq, without its objects.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardHead {
+    /// The shard.
+    pub shard: ShardId,
+    /// The zone it belongs to.
+    pub zone: ZoneId,
+    /// Its history's id.
+    pub epoch: Epoch,
+    /// The seq of its last commit.
+    pub seq: Seq,
+    /// Digest (and count) of its live objects at `seq`.
+    pub digest: Digest,
+    /// Every tombstone newer than this seq is still kept.
+    pub horizon: Seq,
+    /// Who may see it.
+    pub scope: ShardScope,
+}
+
+/// A live object as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredObject {
+    /// Its id.
+    pub id: ObjectId,
+    /// The seq of its last change.
+    pub version: Seq,
+    /// Its canonical state.
+    pub state: ObjectState,
+}
+
+/// The record that an object left a shard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tombstone {
+    /// The object.
+    pub id: ObjectId,
+    /// The seq at which it left.
+    pub seq: Seq,
+}
+
+/// What changed in a shard after some seq.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChangesSince {
+    /// Every object changed after the seq, and every object that left.
+    /// Applying the tombstones, then the upserts, to a copy that was complete
+    /// at the seq yields exactly the live set at `head.seq`.
+    Changes {
+        /// The head the changes lead to.
+        head: ShardHead,
+        /// Live objects with a version after the seq.
+        upserts: Vec<StoredObject>,
+        /// Objects that left after the seq and are not live now.
+        tombstones: Vec<Tombstone>,
+    },
+    /// The seq is older than the horizon: some tombstones are gone, so the
+    /// caller needs the live manifest instead.
+    BehindHorizon {
+        /// The current head.
+        head: ShardHead,
+    },
+}
+
+/// A consistent copy of a whole shard.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardSnapshot {
+    /// The head the objects belong to.
+    pub head: ShardHead,
+    /// All live objects, in id order.
+    pub objects: Vec<StoredObject>,
+}
+
+/// The heads of the shards a commit touched, after it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CommitReceipt {
+    /// One head per changed shard, in shard order.
+    pub heads: Vec<ShardHead>,
+}
+
+/// What a tombstone trim removed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TrimReport {
+    /// Tombstones removed.
+    pub removed: u64,
+    /// Shards whose horizon moved.
+    pub shards: u64,
+}
+
+/// The authoritative store of a world.
+///
+/// Every method is a transaction of its own: reads see one consistent
+/// snapshot, writes are atomic and durable when they return.
+pub trait WorldStore: Send + Sync {
+    /// Creates a zone with new, empty shards, each given a fresh epoch.
+    /// Adding shards to an existing zone is allowed; a shard already in any
+    /// zone is an error.
+    fn create_zone(&self, zone: &ZoneId, shards: &[ShardSpec]) -> Result<(), WriteError>;
+
+    /// All zones, in name order.
+    fn zones(&self) -> Result<Vec<ZoneId>, ReadError>;
+
+    /// The shards of a zone, in id order.
+    fn zone_shards(&self, zone: &ZoneId) -> Result<Vec<ShardId>, ReadError>;
+
+    /// A shard's head.
+    fn shard_head(&self, shard: ShardId) -> Result<ShardHead, ReadError>;
+
+    /// Commits one tick's changes atomically across shards: each changed shard
+    /// gets its next seq, which becomes the version of every object upserted
+    /// in it; digests and tombstones follow. Durable when it returns.
+    fn commit(&self, changes: &ChangeSet) -> Result<CommitReceipt, CommitError>;
+
+    /// What changed in `shard` after `since`.
+    fn changes_since(&self, shard: ShardId, since: Seq) -> Result<ChangesSince, ReadError>;
+
+    /// The live `(id, version)` list of a shard.
+    fn manifest(&self, shard: ShardId) -> Result<(ShardHead, Vec<(ObjectId, Seq)>), ReadError>;
+
+    /// Every live object of a shard.
+    fn snapshot(&self, shard: ShardId) -> Result<ShardSnapshot, ReadError>;
+
+    /// Drops tombstones recorded before `older_than`, moving each affected
+    /// shard's horizon up to the newest seq dropped.
+    fn trim_tombstones(&self, older_than: DateTime<Utc>) -> Result<TrimReport, WriteError>;
+
+    /// Gives a shard a fresh epoch (its history was broken: a restore, a
+    /// re-import). Clients holding the old epoch discard their copy.
+    fn reset_epoch(&self, shard: ShardId) -> Result<Epoch, WriteError>;
+}
+
+/// What [`verify`] found in one shard.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardDamage {
+    /// The shard.
+    pub shard: ShardId,
+    /// What is wrong.
+    pub problem: String,
+}
+
+/// Checks every shard of every zone: each object's state is canonical, no
+/// version is newer than the head, and the stored digest equals the digest
+/// recomputed from the stored objects. Returns the damage found (empty when
+/// the store is sound).
+pub fn verify(store: &dyn WorldStore) -> Result<Vec<ShardDamage>, ReadError> {
+    let mut damage = Vec::new();
+    for zone in store.zones()? {
+        for shard in store.zone_shards(&zone)? {
+            let snapshot = store.snapshot(shard)?;
+            let mut digest = Digest::EMPTY;
+            for object in &snapshot.objects {
+                if let Err(e) = ObjectState::from_bytes(object.state.as_bytes().to_vec()) {
+                    damage.push(ShardDamage {
+                        shard,
+                        problem: format!("object {}: {e}", object.id),
+                    });
+                }
+                if object.version > snapshot.head.seq {
+                    damage.push(ShardDamage {
+                        shard,
+                        problem: format!(
+                            "object {} has version {} past the head {}",
+                            object.id, object.version, snapshot.head.seq
+                        ),
+                    });
+                }
+                digest.add(object.id, object.version, &object.state.hash());
+            }
+            if digest != snapshot.head.digest {
+                damage.push(ShardDamage {
+                    shard,
+                    problem: format!(
+                        "stored digest {} but objects give {}",
+                        snapshot.head.digest, digest
+                    ),
+                });
+            }
+        }
+    }
+    Ok(damage)
+}

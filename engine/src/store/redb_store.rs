@@ -1,0 +1,573 @@
+//! The embedded, durable world store: one redb file in the server's data
+//! directory, nothing to install.
+//!
+//! redb gives atomic, durable (fsync on commit), copy-on-write transactions
+//! and a file lock against a second process. This module maps the store's
+//! tables (see [`super::logic`]) onto redb tables and redb's errors onto the
+//! store's. The `meta` table records the store format version so a newer
+//! file is refused by name rather than misread.
+
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use redb::{
+    Database, DatabaseError, ReadOnlyTable, ReadableDatabase, ReadableTable, StorageError, Table,
+    TableDefinition, WriteTransaction,
+};
+
+use super::error::{CommitError, OpenError, ReadError, StoreFault, WriteError};
+use super::logic::{self, Tables, TablesMut};
+use super::record::{ShardRecord, encode_object, split_object};
+use super::{
+    ChangesSince, CommitReceipt, ShardHead, ShardSnapshot, ShardSpec, StoredObject, Tombstone,
+    TrimReport, WorldStore,
+};
+use crate::changeset::ChangeSet;
+use crate::ids::{Epoch, ObjectId, Seq, ShardId, ZoneId};
+use crate::state::ObjectState;
+
+/// The store format this build writes and the newest it reads.
+pub const STORE_FORMAT_VERSION: u64 = 1;
+
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const ZONES: TableDefinition<&str, &[u8]> = TableDefinition::new("zones");
+const SHARDS: TableDefinition<u64, &[u8]> = TableDefinition::new("shards");
+const OBJECTS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("objects");
+const VERSIONS: TableDefinition<(u64, u64, u64), ()> = TableDefinition::new("versions");
+const TOMBSTONES: TableDefinition<(u64, u64), u64> = TableDefinition::new("tombstones");
+const TOMBSTONES_BY_SEQ: TableDefinition<(u64, u64, u64), i64> =
+    TableDefinition::new("tombstones_by_seq");
+
+const FORMAT_KEY: &str = "format_version";
+/// Most shards one zone record may list.
+const MAX_SHARDS_PER_ZONE: usize = 1 << 20;
+
+/// The redb-backed world store.
+pub struct RedbStore {
+    db: Database,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for RedbStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedbStore")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+fn fault<E: std::error::Error + Send + Sync + 'static>(
+    context: &'static str,
+) -> impl FnOnce(E) -> StoreFault {
+    move |e| StoreFault::backend(context, e)
+}
+
+impl RedbStore {
+    /// The file name used inside a data directory.
+    pub const FILE_NAME: &'static str = "world.redb";
+
+    /// Opens the store in `data_dir` (creating the directory and file if needed).
+    pub fn open_dir(data_dir: &Path) -> Result<RedbStore, OpenError> {
+        std::fs::create_dir_all(data_dir).map_err(|source| OpenError::Io {
+            path: data_dir.to_owned(),
+            source,
+        })?;
+        RedbStore::open(&data_dir.join(Self::FILE_NAME))
+    }
+
+    /// Opens (or creates) the store file at `path`.
+    pub fn open(path: &Path) -> Result<RedbStore, OpenError> {
+        if path.is_dir() {
+            return Err(OpenError::Corrupt {
+                path: path.to_owned(),
+                detail: "is a directory, not a store file".into(),
+            });
+        }
+        let db = Database::builder()
+            .create(path)
+            .map_err(|e| map_open_error(path, e))?;
+        let store = RedbStore {
+            db,
+            path: path.to_owned(),
+        };
+        store.init()?;
+        tracing::debug!(path = %path.display(), "world store open");
+        Ok(store)
+    }
+
+    /// The store file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn init(&self) -> Result<(), OpenError> {
+        let init = |source: StoreFault| OpenError::Init {
+            path: self.path.clone(),
+            source,
+        };
+        let txn = self
+            .db
+            .begin_write()
+            .map_err(fault("beginning the init transaction"))
+            .map_err(init)?;
+        let found = {
+            let mut meta = txn
+                .open_table(META)
+                .map_err(fault("opening meta"))
+                .map_err(init)?;
+            let found = meta
+                .get(FORMAT_KEY)
+                .map_err(fault("reading the format version"))
+                .map_err(init)?
+                .map(|g| g.value());
+            if found.is_none() {
+                meta.insert(FORMAT_KEY, STORE_FORMAT_VERSION)
+                    .map_err(fault("writing the format version"))
+                    .map_err(init)?;
+            }
+            found
+        };
+        if let Some(found) = found
+            && found > STORE_FORMAT_VERSION
+        {
+            return Err(OpenError::NewerFormat {
+                path: self.path.clone(),
+                found,
+                supported: STORE_FORMAT_VERSION,
+            });
+        }
+        // Create every table so read transactions can always open them.
+        open_write_tables(&txn).map_err(init)?;
+        txn.commit()
+            .map_err(fault("committing the init transaction"))
+            .map_err(init)?;
+        Ok(())
+    }
+
+    /// Runs `f` over one consistent read snapshot.
+    fn read<R>(&self, f: impl FnOnce(&ReadTables) -> Result<R, ReadError>) -> Result<R, ReadError> {
+        let txn = self.db.begin_read().map_err(fault("beginning a read"))?;
+        let tables = RedbTables {
+            zones: txn.open_table(ZONES).map_err(fault("opening zones"))?,
+            shards: txn.open_table(SHARDS).map_err(fault("opening shards"))?,
+            objects: txn.open_table(OBJECTS).map_err(fault("opening objects"))?,
+            versions: txn
+                .open_table(VERSIONS)
+                .map_err(fault("opening versions"))?,
+            tombstones: txn
+                .open_table(TOMBSTONES)
+                .map_err(fault("opening tombstones"))?,
+            tombstones_by_seq: txn
+                .open_table(TOMBSTONES_BY_SEQ)
+                .map_err(fault("opening tombstones_by_seq"))?,
+        };
+        f(&tables)
+    }
+
+    /// Runs `f` in a write transaction; commits (durably) only if it succeeds.
+    fn write<R, E: From<StoreFault>>(
+        &self,
+        f: impl FnOnce(&mut WriteTables<'_>) -> Result<R, E>,
+    ) -> Result<R, E> {
+        let txn = self.db.begin_write().map_err(fault("beginning a write"))?;
+        let result = {
+            let mut tables = open_write_tables(&txn)?;
+            f(&mut tables)
+        };
+        match result {
+            Ok(value) => {
+                txn.commit().map_err(fault("committing"))?;
+                Ok(value)
+            }
+            Err(e) => {
+                txn.abort().map_err(fault("aborting"))?;
+                Err(e)
+            }
+        }
+    }
+}
+
+fn map_open_error(path: &Path, e: DatabaseError) -> OpenError {
+    let path = path.to_owned();
+    match e {
+        DatabaseError::DatabaseAlreadyOpen | DatabaseError::LockProtocolMismatch => {
+            OpenError::Locked { path }
+        }
+        DatabaseError::UpgradeRequired(version) => OpenError::OldEngineFormat { path, version },
+        DatabaseError::Storage(StorageError::Io(source)) => OpenError::Io { path, source },
+        DatabaseError::Storage(StorageError::Corrupted(detail)) => {
+            OpenError::Corrupt { path, detail }
+        }
+        other => OpenError::Corrupt {
+            path,
+            detail: other.to_string(),
+        },
+    }
+}
+
+type ReadTables = RedbTables<
+    ReadOnlyTable<&'static str, &'static [u8]>,
+    ReadOnlyTable<u64, &'static [u8]>,
+    ReadOnlyTable<(u64, u64), &'static [u8]>,
+    ReadOnlyTable<(u64, u64, u64), ()>,
+    ReadOnlyTable<(u64, u64), u64>,
+    ReadOnlyTable<(u64, u64, u64), i64>,
+>;
+
+type WriteTables<'txn> = RedbTables<
+    Table<'txn, &'static str, &'static [u8]>,
+    Table<'txn, u64, &'static [u8]>,
+    Table<'txn, (u64, u64), &'static [u8]>,
+    Table<'txn, (u64, u64, u64), ()>,
+    Table<'txn, (u64, u64), u64>,
+    Table<'txn, (u64, u64, u64), i64>,
+>;
+
+fn open_write_tables(txn: &WriteTransaction) -> Result<WriteTables<'_>, StoreFault> {
+    Ok(RedbTables {
+        zones: txn.open_table(ZONES).map_err(fault("opening zones"))?,
+        shards: txn.open_table(SHARDS).map_err(fault("opening shards"))?,
+        objects: txn.open_table(OBJECTS).map_err(fault("opening objects"))?,
+        versions: txn
+            .open_table(VERSIONS)
+            .map_err(fault("opening versions"))?,
+        tombstones: txn
+            .open_table(TOMBSTONES)
+            .map_err(fault("opening tombstones"))?,
+        tombstones_by_seq: txn
+            .open_table(TOMBSTONES_BY_SEQ)
+            .map_err(fault("opening tombstones_by_seq"))?,
+    })
+}
+
+/// The store's tables inside one redb transaction (read-only or writable).
+struct RedbTables<Z, S, O, V, T, TS> {
+    zones: Z,
+    shards: S,
+    objects: O,
+    versions: V,
+    tombstones: T,
+    tombstones_by_seq: TS,
+}
+
+fn decode_zone(zone: &ZoneId, bytes: &[u8]) -> Result<Vec<ShardId>, StoreFault> {
+    if bytes.len() > 10 * MAX_SHARDS_PER_ZONE {
+        return Err(StoreFault::Corrupt(format!(
+            "zone {zone}: record of {} bytes",
+            bytes.len()
+        )));
+    }
+    rmp_serde::from_slice(bytes)
+        .map_err(|e| StoreFault::Corrupt(format!("zone {zone}: record does not decode: {e}")))
+}
+
+impl<Z, S, O, V, T, TS> RedbTables<Z, S, O, V, T, TS>
+where
+    O: ReadableTable<(u64, u64), &'static [u8]>,
+{
+    fn stored(&self, shard: ShardId, id: ObjectId) -> Result<StoredObject, StoreFault> {
+        let guard = self
+            .objects
+            .get((shard.0, id.0))
+            .map_err(fault("reading an object"))?
+            .ok_or_else(|| {
+                StoreFault::Corrupt(format!(
+                    "shard {shard}: version index names missing object {id}"
+                ))
+            })?;
+        stored_from(shard, id, guard.value())
+    }
+}
+
+fn stored_from(shard: ShardId, id: ObjectId, bytes: &[u8]) -> Result<StoredObject, StoreFault> {
+    let (version, state) = split_object(shard, id, bytes)?;
+    Ok(StoredObject {
+        id,
+        version,
+        // Validated when written; component decoding reports damage with the URL.
+        state: ObjectState::from_trusted_bytes(state.to_vec()),
+    })
+}
+
+impl<Z, S, O, V, T, TS> Tables for RedbTables<Z, S, O, V, T, TS>
+where
+    Z: ReadableTable<&'static str, &'static [u8]>,
+    S: ReadableTable<u64, &'static [u8]>,
+    O: ReadableTable<(u64, u64), &'static [u8]>,
+    V: ReadableTable<(u64, u64, u64), ()>,
+    T: ReadableTable<(u64, u64), u64>,
+    TS: ReadableTable<(u64, u64, u64), i64>,
+{
+    fn zones(&self) -> Result<Vec<ZoneId>, StoreFault> {
+        let mut out = Vec::new();
+        for entry in self.zones.iter().map_err(fault("listing zones"))? {
+            let (key, _) = entry.map_err(fault("listing zones"))?;
+            out.push(
+                ZoneId::new(key.value())
+                    .map_err(|e| StoreFault::Corrupt(format!("zone name in store: {e}")))?,
+            );
+        }
+        Ok(out)
+    }
+
+    fn zone_shards(&self, zone: &ZoneId) -> Result<Option<Vec<ShardId>>, StoreFault> {
+        match self
+            .zones
+            .get(zone.as_str())
+            .map_err(fault("reading a zone"))?
+        {
+            Some(guard) => decode_zone(zone, guard.value()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn shard(&self, shard: ShardId) -> Result<Option<ShardRecord>, StoreFault> {
+        match self
+            .shards
+            .get(shard.0)
+            .map_err(fault("reading a shard record"))?
+        {
+            Some(guard) => ShardRecord::decode(shard, guard.value()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn object(&self, shard: ShardId, id: ObjectId) -> Result<Option<(Seq, Vec<u8>)>, StoreFault> {
+        match self
+            .objects
+            .get((shard.0, id.0))
+            .map_err(fault("reading an object"))?
+        {
+            Some(guard) => {
+                let (version, state) = split_object(shard, id, guard.value())?;
+                Ok(Some((version, state.to_vec())))
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn objects_since(&self, shard: ShardId, after: Seq) -> Result<Vec<StoredObject>, StoreFault> {
+        if after.0 == u64::MAX {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        let range = self
+            .versions
+            .range((shard.0, after.0 + 1, 0)..=(shard.0, u64::MAX, u64::MAX))
+            .map_err(fault("scanning versions"))?;
+        for entry in range {
+            let (key, ()) = entry
+                .map(|(k, v)| (k, v.value()))
+                .map_err(fault("scanning versions"))?;
+            let (_, _, id) = key.value();
+            out.push(self.stored(shard, ObjectId(id))?);
+        }
+        Ok(out)
+    }
+
+    fn objects(&self, shard: ShardId) -> Result<Vec<StoredObject>, StoreFault> {
+        let mut out = Vec::new();
+        let range = self
+            .objects
+            .range((shard.0, 0)..=(shard.0, u64::MAX))
+            .map_err(fault("scanning objects"))?;
+        for entry in range {
+            let (key, value) = entry.map_err(fault("scanning objects"))?;
+            out.push(stored_from(shard, ObjectId(key.value().1), value.value())?);
+        }
+        Ok(out)
+    }
+
+    fn manifest(&self, shard: ShardId) -> Result<Vec<(ObjectId, Seq)>, StoreFault> {
+        let mut out = Vec::new();
+        let range = self
+            .objects
+            .range((shard.0, 0)..=(shard.0, u64::MAX))
+            .map_err(fault("scanning objects"))?;
+        for entry in range {
+            let (key, value) = entry.map_err(fault("scanning objects"))?;
+            let id = ObjectId(key.value().1);
+            let (version, _) = split_object(shard, id, value.value())?;
+            out.push((id, version));
+        }
+        Ok(out)
+    }
+
+    fn tombstone(&self, shard: ShardId, id: ObjectId) -> Result<Option<Seq>, StoreFault> {
+        Ok(self
+            .tombstones
+            .get((shard.0, id.0))
+            .map_err(fault("reading a tombstone"))?
+            .map(|g| Seq(g.value())))
+    }
+
+    fn tombstones_since(&self, shard: ShardId, after: Seq) -> Result<Vec<Tombstone>, StoreFault> {
+        if after.0 == u64::MAX {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        let range = self
+            .tombstones_by_seq
+            .range((shard.0, after.0 + 1, 0)..=(shard.0, u64::MAX, u64::MAX))
+            .map_err(fault("scanning tombstones"))?;
+        for entry in range {
+            let (key, _) = entry.map_err(fault("scanning tombstones"))?;
+            let (_, seq, id) = key.value();
+            out.push(Tombstone {
+                id: ObjectId(id),
+                seq: Seq(seq),
+            });
+        }
+        Ok(out)
+    }
+
+    fn all_tombstones(&self) -> Result<Vec<(ShardId, Tombstone, i64)>, StoreFault> {
+        let mut out = Vec::new();
+        for entry in self
+            .tombstones_by_seq
+            .iter()
+            .map_err(fault("scanning tombstones"))?
+        {
+            let (key, at) = entry.map_err(fault("scanning tombstones"))?;
+            let (shard, seq, id) = key.value();
+            out.push((
+                ShardId(shard),
+                Tombstone {
+                    id: ObjectId(id),
+                    seq: Seq(seq),
+                },
+                at.value(),
+            ));
+        }
+        Ok(out)
+    }
+}
+
+impl TablesMut for WriteTables<'_> {
+    fn put_zone(&mut self, zone: &ZoneId, shards: &[ShardId]) -> Result<(), StoreFault> {
+        let bytes = rmp_serde::to_vec(shards).map_err(fault("encoding a zone"))?;
+        self.zones
+            .insert(zone.as_str(), bytes.as_slice())
+            .map_err(fault("writing a zone"))?;
+        Ok(())
+    }
+
+    fn put_shard(&mut self, shard: ShardId, record: &ShardRecord) -> Result<(), StoreFault> {
+        self.shards
+            .insert(shard.0, record.encode().as_slice())
+            .map_err(fault("writing a shard record"))?;
+        Ok(())
+    }
+
+    fn put_object(
+        &mut self,
+        shard: ShardId,
+        id: ObjectId,
+        version: Seq,
+        old_version: Option<Seq>,
+        state: &[u8],
+    ) -> Result<(), StoreFault> {
+        if let Some(old) = old_version {
+            self.versions
+                .remove((shard.0, old.0, id.0))
+                .map_err(fault("moving a version entry"))?;
+        }
+        self.versions
+            .insert((shard.0, version.0, id.0), ())
+            .map_err(fault("writing a version entry"))?;
+        self.objects
+            .insert((shard.0, id.0), encode_object(version, state).as_slice())
+            .map_err(fault("writing an object"))?;
+        Ok(())
+    }
+
+    fn delete_object(
+        &mut self,
+        shard: ShardId,
+        id: ObjectId,
+        version: Seq,
+    ) -> Result<(), StoreFault> {
+        self.versions
+            .remove((shard.0, version.0, id.0))
+            .map_err(fault("removing a version entry"))?;
+        self.objects
+            .remove((shard.0, id.0))
+            .map_err(fault("removing an object"))?;
+        Ok(())
+    }
+
+    fn put_tombstone(
+        &mut self,
+        shard: ShardId,
+        id: ObjectId,
+        seq: Seq,
+        at_ms: i64,
+    ) -> Result<(), StoreFault> {
+        self.tombstones
+            .insert((shard.0, id.0), seq.0)
+            .map_err(fault("writing a tombstone"))?;
+        self.tombstones_by_seq
+            .insert((shard.0, seq.0, id.0), at_ms)
+            .map_err(fault("writing a tombstone"))?;
+        Ok(())
+    }
+
+    fn delete_tombstone(
+        &mut self,
+        shard: ShardId,
+        id: ObjectId,
+        seq: Seq,
+    ) -> Result<(), StoreFault> {
+        self.tombstones
+            .remove((shard.0, id.0))
+            .map_err(fault("removing a tombstone"))?;
+        self.tombstones_by_seq
+            .remove((shard.0, seq.0, id.0))
+            .map_err(fault("removing a tombstone"))?;
+        Ok(())
+    }
+}
+
+impl WorldStore for RedbStore {
+    fn create_zone(&self, zone: &ZoneId, shards: &[ShardSpec]) -> Result<(), WriteError> {
+        self.write(|t| logic::create_zone(t, zone, shards))
+    }
+
+    fn zones(&self) -> Result<Vec<ZoneId>, ReadError> {
+        self.read(|t| Ok(t.zones()?))
+    }
+
+    fn zone_shards(&self, zone: &ZoneId) -> Result<Vec<ShardId>, ReadError> {
+        self.read(|t| logic::zone_shards(t, zone))
+    }
+
+    fn shard_head(&self, shard: ShardId) -> Result<ShardHead, ReadError> {
+        self.read(|t| logic::head(t, shard))
+    }
+
+    fn commit(&self, changes: &ChangeSet) -> Result<CommitReceipt, CommitError> {
+        let span = tracing::debug_span!("commit", objects = changes.len());
+        let _enter = span.enter();
+        self.write(|t| logic::commit(t, changes, Utc::now()))
+    }
+
+    fn changes_since(&self, shard: ShardId, since: Seq) -> Result<ChangesSince, ReadError> {
+        self.read(|t| logic::changes_since(t, shard, since))
+    }
+
+    fn manifest(&self, shard: ShardId) -> Result<(ShardHead, Vec<(ObjectId, Seq)>), ReadError> {
+        self.read(|t| logic::manifest(t, shard))
+    }
+
+    fn snapshot(&self, shard: ShardId) -> Result<ShardSnapshot, ReadError> {
+        self.read(|t| logic::snapshot(t, shard))
+    }
+
+    fn trim_tombstones(&self, older_than: DateTime<Utc>) -> Result<TrimReport, WriteError> {
+        self.write(|t| logic::trim_tombstones(t, older_than))
+    }
+
+    fn reset_epoch(&self, shard: ShardId) -> Result<Epoch, WriteError> {
+        self.write(|t| logic::reset_epoch(t, shard))
+    }
+}
