@@ -83,14 +83,31 @@ impl RedbStore {
                 detail: "is a directory, not a store file".into(),
             });
         }
-        let db = Database::builder()
-            .create(path)
-            .map_err(|e| map_open_error(path, e))?;
-        let store = RedbStore {
-            db,
-            path: path.to_owned(),
-        };
-        store.init()?;
+        // redb panics on some kinds of damage it finds while opening or
+        // repairing a file ("malformed allocator state"); a damaged file
+        // must be an error naming it, never a crash of the server.
+        let opened = std::panic::catch_unwind(|| -> Result<RedbStore, OpenError> {
+            let db = Database::builder()
+                .create(path)
+                .map_err(|e| map_open_error(path, e))?;
+            let store = RedbStore {
+                db,
+                path: path.to_owned(),
+            };
+            store.init()?;
+            Ok(store)
+        });
+        let store = opened.unwrap_or_else(|panic| {
+            let detail = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "storage engine failed on damaged data".to_owned());
+            Err(OpenError::Corrupt {
+                path: path.to_owned(),
+                detail,
+            })
+        })?;
         tracing::debug!(path = %path.display(), "world store open");
         Ok(store)
     }

@@ -1,1 +1,9 @@
-//! Integration tests of hoard-engine.
+//! Integration tests of hoard-engine, one binary (linking is the slow part),
+//! one module per feature.
+
+mod bad_files;
+mod crash;
+mod load;
+mod model;
+mod store;
+mod support;

@@ -1,0 +1,149 @@
+//! A store file that is corrupt, from a newer format, locked by another
+//! process, or not a file: a typed error naming the file, never a panic.
+
+use std::io::{Seek, SeekFrom, Write};
+use std::process::{Command, Stdio};
+
+use hoard_engine::store::{OpenError, STORE_FORMAT_VERSION};
+use hoard_engine::store::{ShardSpec, WorldStore};
+use hoard_engine::{ChangeSet, ObjectId, RedbStore, ShardId};
+
+use super::support::state_n;
+
+#[test]
+fn garbage_file_is_reported_as_corrupt_with_its_path() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("world.redb");
+    std::fs::write(&path, vec![0x5a; 64 * 1024]).expect("write garbage");
+    let err = RedbStore::open(&path).expect_err("garbage must not open");
+    assert!(
+        matches!(err, OpenError::Corrupt { .. } | OpenError::Io { .. }),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains(&path.display().to_string()),
+        "{err}"
+    );
+}
+
+#[test]
+fn damaged_store_never_panics() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("world.redb");
+    {
+        let store = RedbStore::open(&path).expect("create");
+        let zone = hoard_engine::ZoneId::new("z").expect("zone");
+        store
+            .create_zone(
+                &zone,
+                &[ShardSpec::shared(ShardId(1)), ShardSpec::shared(ShardId(2))],
+            )
+            .expect("zone");
+        for n in 0..20u64 {
+            let mut tick = ChangeSet::new();
+            for k in 0..50 {
+                tick.upsert(ShardId(1 + k % 2), ObjectId(n * 100 + k), state_n(n));
+            }
+            store.commit(&tick).expect("commit");
+        }
+    }
+    let len = std::fs::metadata(&path).expect("meta").len();
+    // Overwrite stretches across the file: each open either fails with a
+    // typed error or opens, and reading a store that opened returns data or
+    // typed errors; nothing panics.
+    for offset in (0..len).step_by((len / 64).max(1) as usize) {
+        let copy = dir.path().join(format!("copy-{offset}.redb"));
+        std::fs::copy(&path, &copy).expect("copy");
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&copy)
+            .expect("open copy");
+        file.seek(SeekFrom::Start(offset)).expect("seek");
+        file.write_all(&[0xff; 512]).expect("scribble");
+        drop(file);
+        match RedbStore::open(&copy) {
+            Err(e) => assert!(e.to_string().contains("copy-"), "error names the file: {e}"),
+            Ok(store) => {
+                let _ = hoard_engine::store::verify(&store);
+            }
+        }
+    }
+}
+
+#[test]
+fn truncated_and_empty_files_are_typed_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("world.redb");
+    drop(RedbStore::open(&path).expect("create"));
+    let bytes = std::fs::read(&path).expect("read");
+    let truncated = dir.path().join("truncated.redb");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 3]).expect("write");
+    if let Err(e) = RedbStore::open(&truncated) {
+        assert!(e.to_string().contains("truncated.redb"), "{e}");
+    }
+    let empty = dir.path().join("empty.redb");
+    std::fs::write(&empty, b"").expect("write");
+    // An empty file is a new store: redb initialises it.
+    RedbStore::open(&empty).expect("an empty file becomes a new store");
+}
+
+#[test]
+fn a_directory_in_place_of_the_file_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let err = RedbStore::open(dir.path()).expect_err("directory");
+    assert!(matches!(err, OpenError::Corrupt { .. }), "{err:?}");
+    assert!(err.to_string().contains("is a directory"), "{err}");
+}
+
+#[test]
+fn a_newer_format_is_refused_by_name() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("world.redb");
+    drop(RedbStore::open(&path).expect("create"));
+    {
+        let db = redb::Database::open(&path).expect("raw open");
+        let txn = db.begin_write().expect("write");
+        {
+            let mut meta = txn
+                .open_table(redb::TableDefinition::<&str, u64>::new("meta"))
+                .expect("meta");
+            meta.insert("format_version", STORE_FORMAT_VERSION + 1)
+                .expect("insert");
+        }
+        txn.commit().expect("commit");
+    }
+    let err = RedbStore::open(&path).expect_err("newer format");
+    assert!(
+        matches!(err, OpenError::NewerFormat { found, supported, .. } if found == STORE_FORMAT_VERSION + 1 && supported == STORE_FORMAT_VERSION),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("upgrade hoard"), "{err}");
+}
+
+#[test]
+fn a_store_held_by_another_process_is_locked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("world.redb");
+    let mut writer = Command::new(env!("CARGO_BIN_EXE_hoard-engine-crash-writer"))
+        .arg(&path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn writer");
+    // Once the writer has committed, it holds the store open.
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(writer.stdout.as_mut().expect("stdout")),
+        &mut first,
+    )
+    .expect("read");
+    assert!(first.starts_with("ok "), "{first}");
+    let err = RedbStore::open(&path).expect_err("locked");
+    writer.kill().expect("kill");
+    writer.wait().expect("wait");
+    assert!(matches!(err, OpenError::Locked { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("locked by another process"),
+        "{err}"
+    );
+}
