@@ -121,9 +121,12 @@ pub fn load_world(
         }
         report.problems.extend(problems);
         for object in objects {
-            let mut entity = world.spawn(Published::new(object.id, object.shard));
-            registry.insert(&mut entity, object.components);
-            adopted.push((entity.id(), object.id, object.shard, object.state_hash));
+            let entity = registry.spawn(
+                world,
+                Published::new(object.id, object.shard),
+                object.components,
+            );
+            adopted.push((entity, object.id, object.shard, object.state_hash));
         }
     }
     report.objects = adopted.len();

@@ -12,10 +12,10 @@
 //! running the game's schedule. `gather` calls `World::clear_trackers`, so it
 //! marks the end of the world's frame, as `bevy_app` does once per update.
 
-use std::collections::HashMap;
-
+use bevy_ecs::entity::{EntityHashMap, EntityHashSet};
 use bevy_ecs::prelude::*;
 use bevy_ecs::schedule::ScheduleLabel;
+use bevy_platform::collections::HashMap;
 
 use crate::changeset::ChangeSet;
 use crate::digest::StateHash;
@@ -128,7 +128,7 @@ pub struct Gathered {
 pub struct Publisher {
     registry: PublishRegistry,
     schedule: Schedule,
-    by_entity: HashMap<Entity, Tracked>,
+    by_entity: EntityHashMap<Tracked>,
     by_object: HashMap<ObjectId, Entity>,
 }
 
@@ -143,8 +143,8 @@ impl Publisher {
         Publisher {
             registry,
             schedule,
-            by_entity: HashMap::new(),
-            by_object: HashMap::new(),
+            by_entity: EntityHashMap::default(),
+            by_object: HashMap::default(),
         }
     }
 
@@ -276,7 +276,7 @@ impl Publisher {
         // Consume the change ticks the spawning produced, keeping any other
         // dirty entities for the next gather.
         let dirty = self.collect_dirty(world);
-        let loaded: std::collections::HashSet<Entity> = loaded.iter().map(|l| l.0).collect();
+        let loaded: EntityHashSet = loaded.iter().map(|l| l.0).collect();
         world
             .resource_mut::<DirtyEntities>()
             .0

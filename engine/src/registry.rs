@@ -15,12 +15,14 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use bevy_ecs::component::{Component, Mutable};
+use bevy_ecs::entity::Entity;
 use bevy_ecs::schedule::Schedule;
-use bevy_ecs::world::{EntityRef, EntityWorldMut};
+use bevy_ecs::world::{EntityRef, EntityWorldMut, World};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::ids::validate_name;
+use crate::publish::Published;
 use crate::state::{MAX_COMPONENT_NAME_LEN, MAX_COMPONENTS_PER_OBJECT};
 
 /// The hash both ends compare: blake3 over the sorted (name, schema version) list.
@@ -72,6 +74,12 @@ pub(crate) trait ErasedComponent: Send + Sync {
     fn encode(&self, entity: &EntityRef<'_>) -> Option<Result<Vec<u8>, rmp_serde::encode::Error>>;
     fn decode(&self, bytes: &[u8]) -> Result<Box<dyn Any + Send>, rmp_serde::decode::Error>;
     fn insert(&self, entity: &mut EntityWorldMut<'_>, value: Box<dyn Any + Send>);
+    fn spawn_with(
+        &self,
+        world: &mut World,
+        marker: Published,
+        value: Box<dyn Any + Send>,
+    ) -> Entity;
     fn add_change_system(&self, schedule: &mut Schedule);
 }
 
@@ -94,6 +102,18 @@ where
         // so the downcast cannot fail.
         if let Ok(component) = value.downcast::<C>() {
             entity.insert(*component);
+        }
+    }
+
+    fn spawn_with(
+        &self,
+        world: &mut World,
+        marker: Published,
+        value: Box<dyn Any + Send>,
+    ) -> Entity {
+        match value.downcast::<C>() {
+            Ok(component) => world.spawn((marker, *component)).id(),
+            Err(_) => world.spawn(marker).id(),
         }
     }
 
@@ -255,6 +275,30 @@ impl PublishRegistry {
         Ok(DecodedComponent { slot, value })
     }
 
+    /// Spawns an object's entity with its marker and decoded components.
+    /// The marker and first component are spawned as one bundle, which saves
+    /// an archetype move for the common one-component object.
+    pub fn spawn(
+        &self,
+        world: &mut World,
+        marker: Published,
+        components: Vec<DecodedComponent>,
+    ) -> Entity {
+        let mut components = components.into_iter();
+        let entity = match components.next() {
+            Some(first) => match self.inner.entries.get(first.slot) {
+                Some(entry) => entry.ops.spawn_with(world, marker, first.value),
+                None => world.spawn(marker).id(),
+            },
+            None => world.spawn(marker).id(),
+        };
+        let rest: Vec<DecodedComponent> = components.collect();
+        if !rest.is_empty() {
+            self.insert(&mut world.entity_mut(entity), rest);
+        }
+        entity
+    }
+
     /// Inserts decoded components into an entity.
     pub fn insert(&self, entity: &mut EntityWorldMut<'_>, components: Vec<DecodedComponent>) {
         for c in components {
@@ -277,7 +321,6 @@ impl fmt::Debug for PublishRegistry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bevy_ecs::prelude::*;
     use serde::Deserialize;
 
     #[derive(Component, Serialize, Deserialize, Debug, PartialEq)]

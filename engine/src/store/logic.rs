@@ -121,7 +121,12 @@ pub(crate) fn commit<T: TablesMut>(
             if let Some((version, bytes)) = &old {
                 record.digest.remove(id, *version, &state_hash(bytes));
             }
-            let old_tombstone = t.tombstone(shard, id)?;
+            // A live object has no tombstone in its shard (a logic invariant),
+            // so only an object that is not live needs the lookup.
+            let old_tombstone = match old {
+                Some(_) => None,
+                None => t.tombstone(shard, id)?,
+            };
             match change {
                 Change::Upsert(state) => {
                     t.put_object(
@@ -141,9 +146,6 @@ pub(crate) fn commit<T: TablesMut>(
                     // there is nothing a client could hold to be told about.
                     if let Some((version, _)) = old {
                         t.delete_object(shard, id, version)?;
-                        if let Some(ts) = old_tombstone {
-                            t.delete_tombstone(shard, id, ts)?;
-                        }
                         t.put_tombstone(shard, id, seq, now_ms)?;
                     }
                 }

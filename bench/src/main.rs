@@ -1,0 +1,36 @@
+//! `hoard-bench`: the measurements hoard reports. Each subcommand runs one
+//! set of cases side by side with its baseline in the same process, prints a
+//! table of medians and ratios, and writes the same figures as JSON under
+//! `bench-results/`.
+//!
+//! ```text
+//! cargo run --release -p hoard-bench -- engine
+//! ```
+
+mod engine;
+mod report;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "hoard's benchmarks: print a table, write JSON")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Directory the JSON results go to.
+    #[arg(long, default_value = "bench-results", global = true)]
+    out: std::path::PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Commit throughput, change gathering and loading, on the reference zone.
+    Engine(engine::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Engine(args) => engine::run(&args, &cli.out),
+    }
+}
