@@ -2,7 +2,7 @@
 //!
 //! Form: `hoard://HOST:PORT/SERVICE[/ZONE[/SHARD[/OBJECT]]]`, where HOST is a
 //! DNS name, an IPv4 address or a bracketed IPv6 address, PORT is explicit,
-//! SERVICE and ZONE follow the [`ZoneId`](crate::ZoneId) naming rules and SHARD
+//! SERVICE and ZONE follow the [`ZoneId`] naming rules and SHARD
 //! and OBJECT are decimal `u64`s. Nothing needs escaping, so parsing and
 //! display round-trip exactly. Parse errors say which part is wrong and where.
 

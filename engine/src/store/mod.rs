@@ -4,7 +4,7 @@
 //! objects, tombstones, and a head (epoch, seq, digest, horizon). The
 //! [`WorldStore`] trait is what the server uses; [`RedbStore`] is the embedded,
 //! durable default and [`MemoryStore`] serves unit tests. Both run the same
-//! commit and read logic ([`logic`]) over their own tables, so they cannot
+//! commit and read logic (`logic.rs`) over their own tables, so they cannot
 //! drift apart.
 //!
 //! Commits are atomic across shards and durable when [`WorldStore::commit`]
@@ -233,4 +233,19 @@ pub fn verify(store: &dyn WorldStore) -> Result<Vec<ShardDamage>, ReadError> {
         }
     }
     Ok(damage)
+}
+
+/// Entry points for the fuzz targets in `fuzz/`: the store's record decoders.
+#[doc(hidden)]
+pub mod fuzzing {
+    use crate::ids::{ObjectId, ShardId, ZoneId};
+
+    /// Runs every record decoder on `data`, discarding the results.
+    pub fn decode_records(data: &[u8]) {
+        let _ = super::record::ShardRecord::decode(ShardId(1), data);
+        let _ = super::record::split_object(ShardId(1), ObjectId(1), data);
+        if let Ok(zone) = ZoneId::new("fuzz") {
+            let _ = super::redb_store::decode_zone(&zone, data);
+        }
+    }
 }

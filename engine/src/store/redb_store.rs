@@ -267,7 +267,7 @@ struct RedbTables<Z, S, O, V, T, TS> {
     tombstones_by_seq: TS,
 }
 
-fn decode_zone(zone: &ZoneId, bytes: &[u8]) -> Result<Vec<ShardId>, StoreFault> {
+pub(crate) fn decode_zone(zone: &ZoneId, bytes: &[u8]) -> Result<Vec<ShardId>, StoreFault> {
     if bytes.len() > 10 * MAX_SHARDS_PER_ZONE {
         return Err(StoreFault::Corrupt(format!(
             "zone {zone}: record of {} bytes",
