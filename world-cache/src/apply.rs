@@ -1,0 +1,334 @@
+//! Applying a server answer or a live delta to a cached shard, in memory,
+//! with the digest checked before anything may be written or shown.
+//!
+//! The new digest is computed incrementally from the copy's digest: each
+//! object removed or replaced subtracts its leaf, each object written adds
+//! one, so the cost follows the size of the update, not of the shard.
+
+use chrono::{DateTime, Utc};
+use hoard_engine::{Digest, Epoch, ObjectId, RegistryHash, Seq};
+
+use crate::format::{CachedObject, CachedShard, ShardHeader};
+use crate::key::ShardKey;
+
+/// How an update relates to the copy it applies to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UpdateKind {
+    /// The changes after `base` (the copy's hwm): tombstones, then upserts.
+    Delta {
+        /// The hwm the copy must be at.
+        base: Seq,
+        /// Objects that left the shard after `base`.
+        tombstones: Vec<ObjectId>,
+    },
+    /// The live id list at the new hwm, plus every object changed after
+    /// `base`: used when `base` is behind the server's tombstone horizon.
+    /// Cached objects not in the list are dropped.
+    Manifest {
+        /// The hwm the copy must be at.
+        base: Seq,
+        /// Every live id, ascending.
+        live: Vec<ObjectId>,
+    },
+    /// The whole shard, replacing any copy.
+    Snapshot,
+}
+
+/// A verified-on-apply update of one shard.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardUpdate {
+    /// The shard's epoch on the server.
+    pub epoch: Epoch,
+    /// The seq the update brings the copy to.
+    pub new_hwm: Seq,
+    /// The server's digest at `new_hwm`.
+    pub digest: Digest,
+    /// What the update is relative to.
+    pub kind: UpdateKind,
+    /// Objects written (new or changed), in any order.
+    pub upserts: Vec<CachedObject>,
+}
+
+/// Why an update could not be applied. Nothing was changed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApplyError {
+    /// A delta or manifest arrived without a copy to apply it to.
+    #[error("shard {key}: no cached copy to apply a delta to")]
+    NoBase {
+        /// The shard.
+        key: Box<ShardKey>,
+    },
+    /// The copy is of another epoch or hwm than the update expects.
+    #[error(
+        "shard {key}: update expects epoch {want_epoch} at {want_base}, the copy is epoch {epoch} at {hwm}"
+    )]
+    Base {
+        /// The shard.
+        key: Box<ShardKey>,
+        /// The epoch the update is for.
+        want_epoch: Epoch,
+        /// The hwm it applies to.
+        want_base: Seq,
+        /// The copy's epoch.
+        epoch: Epoch,
+        /// The copy's hwm.
+        hwm: Seq,
+    },
+    /// After applying, the copy's digest differs from the server's: the copy
+    /// (or the update) is damaged, and the shard needs a repair.
+    #[error("shard {key}: digest after applying is {computed}, the server's is {expected}")]
+    DigestMismatch {
+        /// The shard.
+        key: Box<ShardKey>,
+        /// The server's digest.
+        expected: Digest,
+        /// The digest computed from the copy.
+        computed: Digest,
+    },
+    /// Two upserts name the same object.
+    #[error("shard {key}: object {id} appears twice in one update")]
+    Duplicate {
+        /// The shard.
+        key: Box<ShardKey>,
+        /// The object.
+        id: ObjectId,
+    },
+}
+
+/// Applies `update` to `copy` (or builds a new copy from a snapshot),
+/// returning the new copy only if its digest equals the server's.
+pub fn apply(
+    key: &ShardKey,
+    registry: RegistryHash,
+    copy: Option<&CachedShard>,
+    update: ShardUpdate,
+    now: DateTime<Utc>,
+) -> Result<CachedShard, ApplyError> {
+    let mut upserts = update.upserts;
+    upserts.sort_unstable_by_key(|o| o.id);
+    if let Some(dup) = upserts.windows(2).find(|w| w[0].id == w[1].id) {
+        return Err(ApplyError::Duplicate {
+            key: Box::new(key.clone()),
+            id: dup[0].id,
+        });
+    }
+    let (objects, digest) = match &update.kind {
+        UpdateKind::Snapshot => {
+            let digest = crate::format::recompute_digest(&upserts);
+            (upserts, digest)
+        }
+        UpdateKind::Delta { base, .. } | UpdateKind::Manifest { base, .. } => {
+            let copy = copy.ok_or_else(|| ApplyError::NoBase { key: Box::new(key.clone()) })?;
+            if copy.header.epoch != update.epoch || copy.header.hwm != *base {
+                return Err(ApplyError::Base {
+                    key: Box::new(key.clone()),
+                    want_epoch: update.epoch,
+                    want_base: *base,
+                    epoch: copy.header.epoch,
+                    hwm: copy.header.hwm,
+                });
+            }
+            merge(copy, &update.kind, upserts)
+        }
+    };
+    if digest != update.digest {
+        return Err(ApplyError::DigestMismatch {
+            key: Box::new(key.clone()),
+            expected: update.digest,
+            computed: digest,
+        });
+    }
+    Ok(CachedShard {
+        header: ShardHeader {
+            key: key.clone(),
+            epoch: update.epoch,
+            hwm: update.new_hwm,
+            digest,
+            registry,
+            snapshot_time: now,
+        },
+        objects,
+    })
+}
+
+/// Walks the copy and the sorted upserts together, dropping tombstoned (or
+/// unlisted) objects and replacing upserted ones, keeping the digest current.
+fn merge(
+    copy: &CachedShard,
+    kind: &UpdateKind,
+    upserts: Vec<CachedObject>,
+) -> (Vec<CachedObject>, Digest) {
+    let mut digest = copy.header.digest;
+    let mut removed: Vec<ObjectId> = match kind {
+        UpdateKind::Delta { tombstones, .. } => tombstones.clone(),
+        _ => Vec::new(),
+    };
+    removed.sort_unstable();
+    let live: Option<&[ObjectId]> = match kind {
+        UpdateKind::Manifest { live, .. } => Some(live),
+        _ => None,
+    };
+    let drops = |id: ObjectId| {
+        removed.binary_search(&id).is_ok() || live.is_some_and(|l| l.binary_search(&id).is_err())
+    };
+    let mut out = Vec::with_capacity(copy.objects.len() + upserts.len());
+    let mut new = upserts.into_iter().peekable();
+    for old in &copy.objects {
+        while let Some(n) = new.next_if(|n| n.id < old.id) {
+            digest.add(n.id, n.version, &n.state.hash());
+            out.push(n);
+        }
+        let replaced = new.next_if(|n| n.id == old.id);
+        if replaced.is_some() || drops(old.id) {
+            digest.remove(old.id, old.version, &old.state.hash());
+        }
+        match replaced {
+            Some(n) => {
+                digest.add(n.id, n.version, &n.state.hash());
+                out.push(n);
+            }
+            None if drops(old.id) => {}
+            None => out.push(old.clone()),
+        }
+    }
+    for n in new {
+        digest.add(n.id, n.version, &n.state.hash());
+        out.push(n);
+    }
+    (out, digest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::recompute_digest;
+    use hoard_engine::state::StateBuilder;
+    use hoard_engine::{ServerIdentity, ShardId, ZoneId};
+
+    fn key() -> ShardKey {
+        ShardKey::new(
+            ServerIdentity([1; 32]),
+            "world",
+            None,
+            ZoneId::new("z").expect("zone"),
+            ShardId(1),
+        )
+        .expect("key")
+    }
+
+    fn obj(id: u64, version: u64) -> CachedObject {
+        CachedObject {
+            id: ObjectId(id),
+            version: Seq(version),
+            state: StateBuilder::new()
+                .component("v", vec![version as u8])
+                .finish(),
+        }
+    }
+
+    fn snapshot(objects: Vec<CachedObject>, hwm: u64) -> CachedShard {
+        let update = ShardUpdate {
+            epoch: Epoch(9),
+            new_hwm: Seq(hwm),
+            digest: recompute_digest(&objects),
+            kind: UpdateKind::Snapshot,
+            upserts: objects,
+        };
+        apply(&key(), RegistryHash([0; 32]), None, update, Utc::now()).expect("snapshot applies")
+    }
+
+    #[test]
+    fn delta_replaces_removes_and_adds() {
+        let copy = snapshot(vec![obj(1, 1), obj(2, 1), obj(4, 1)], 1);
+        let want = vec![obj(1, 1), obj(3, 2), obj(4, 2), obj(5, 2)];
+        let update = ShardUpdate {
+            epoch: Epoch(9),
+            new_hwm: Seq(2),
+            digest: recompute_digest(&want),
+            kind: UpdateKind::Delta {
+                base: Seq(1),
+                tombstones: vec![ObjectId(2)],
+            },
+            upserts: vec![obj(5, 2), obj(3, 2), obj(4, 2)],
+        };
+        let next = apply(
+            &key(),
+            RegistryHash([0; 32]),
+            Some(&copy),
+            update,
+            Utc::now(),
+        )
+        .expect("applies");
+        assert_eq!(next.objects, want);
+        assert_eq!(next.header.hwm, Seq(2));
+    }
+
+    #[test]
+    fn manifest_drops_unlisted_objects() {
+        let copy = snapshot(vec![obj(1, 1), obj(2, 1), obj(3, 1)], 5);
+        let want = vec![obj(1, 1), obj(3, 7)];
+        let update = ShardUpdate {
+            epoch: Epoch(9),
+            new_hwm: Seq(7),
+            digest: recompute_digest(&want),
+            kind: UpdateKind::Manifest {
+                base: Seq(5),
+                live: vec![ObjectId(1), ObjectId(3)],
+            },
+            upserts: vec![obj(3, 7)],
+        };
+        let next = apply(
+            &key(),
+            RegistryHash([0; 32]),
+            Some(&copy),
+            update,
+            Utc::now(),
+        )
+        .expect("applies");
+        assert_eq!(next.objects, want);
+    }
+
+    #[test]
+    fn a_wrong_digest_or_base_is_refused() {
+        let copy = snapshot(vec![obj(1, 1)], 1);
+        let mut update = ShardUpdate {
+            epoch: Epoch(9),
+            new_hwm: Seq(2),
+            digest: Digest::EMPTY,
+            kind: UpdateKind::Delta {
+                base: Seq(1),
+                tombstones: vec![],
+            },
+            upserts: vec![obj(2, 2)],
+        };
+        assert!(matches!(
+            apply(
+                &key(),
+                RegistryHash([0; 32]),
+                Some(&copy),
+                update.clone(),
+                Utc::now()
+            ),
+            Err(ApplyError::DigestMismatch { .. })
+        ));
+        update.kind = UpdateKind::Delta {
+            base: Seq(0),
+            tombstones: vec![],
+        };
+        assert!(matches!(
+            apply(
+                &key(),
+                RegistryHash([0; 32]),
+                Some(&copy),
+                update.clone(),
+                Utc::now()
+            ),
+            Err(ApplyError::Base { .. })
+        ));
+        assert!(matches!(
+            apply(&key(), RegistryHash([0; 32]), None, update, Utc::now()),
+            Err(ApplyError::NoBase { .. })
+        ));
+    }
+}

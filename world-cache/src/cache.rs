@@ -1,0 +1,531 @@
+//! [`WorldCache`]: a client's cache root — reading heads, loading and
+//! verifying shards, writing them atomically, journalling live deltas,
+//! eviction, and the lock that keeps two processes from corrupting it.
+//!
+//! Every damaged, foreign or stale file is detected, counted by reason,
+//! logged with its path, removed (unless read-only) and treated as missing:
+//! the server will resend the shard. Nothing read from disk can panic or
+//! allocate more than the file's size.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chrono::{DateTime, Utc};
+use hoard_engine::RegistryHash;
+use rayon::prelude::*;
+
+use crate::apply::{ApplyError, ShardUpdate, apply};
+use crate::format::{
+    CachedShard, FormatError, MAX_HEADER_BYTES, ShardHeader, decode_header, decode_shard,
+    encode_shard,
+};
+use crate::journal;
+use crate::key::ShardKey;
+use crate::storage::{FsStorage, Storage};
+
+/// Name of the lock file in the cache root.
+pub const LOCK_FILE: &str = ".lock";
+/// A journal is folded into its shard file once it is this large...
+pub const FOLD_MIN_BYTES: u64 = 256 * 1024;
+/// ...or larger than this fraction (1/n) of the shard file.
+pub const FOLD_FRACTION: u64 = 4;
+
+/// What to do when another process holds the cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LockPolicy {
+    /// Block until the other process releases it.
+    Wait,
+    /// Open read-only (and log that it is so): heads and shards can be read,
+    /// nothing is written.
+    ReadOnlyIfBusy,
+    /// Fail with [`OpenError::Busy`].
+    Fail,
+}
+
+/// Why the cache could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The root could not be created or locked.
+    #[error("cannot open cache {path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Another process holds the cache and the policy was [`LockPolicy::Fail`].
+    #[error("cache {path} is in use by another process")]
+    Busy {
+        /// The cache root.
+        path: PathBuf,
+    },
+}
+
+/// Why a write failed. The previous file (if any) is intact.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WriteError {
+    /// The cache was opened read-only.
+    #[error("cache {0} is read-only (another process holds it)")]
+    ReadOnly(PathBuf),
+    /// A file operation failed.
+    #[error("cannot write {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The update did not apply.
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+}
+
+/// Why a cached file was treated as missing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum DiscardReason {
+    /// Shorter than its header says, or empty.
+    Truncated,
+    /// A checksum (header or file) failed, or a structure is invalid.
+    Corrupt,
+    /// Written by a newer format.
+    FutureFormat,
+    /// Its header names another server, service, perspective, zone or shard than its folder.
+    Misplaced,
+    /// Written with another component registry.
+    Registry,
+    /// Not a regular file (a directory, say).
+    NotAFile,
+    /// Its journal could not be applied.
+    Journal,
+}
+
+impl DiscardReason {
+    const ALL: [DiscardReason; 7] = [
+        DiscardReason::Truncated,
+        DiscardReason::Corrupt,
+        DiscardReason::FutureFormat,
+        DiscardReason::Misplaced,
+        DiscardReason::Registry,
+        DiscardReason::NotAFile,
+        DiscardReason::Journal,
+    ];
+
+    fn of(e: &FormatError) -> DiscardReason {
+        match e {
+            FormatError::Truncated { .. }
+            | FormatError::Length { .. }
+            | FormatError::ObjectTruncated { .. } => DiscardReason::Truncated,
+            FormatError::FutureVersion { .. } => DiscardReason::FutureFormat,
+            _ => DiscardReason::Corrupt,
+        }
+    }
+}
+
+/// Counts of discarded files, by reason.
+#[derive(Default)]
+struct Counters([AtomicU64; 7]);
+
+/// The outcome of writing a shard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WriteReport {
+    /// Bytes written to disk.
+    pub bytes: u64,
+    /// Whether the journal was folded into the shard file.
+    pub folded: bool,
+}
+
+/// A client's shard cache, rooted at one directory.
+pub struct WorldCache {
+    root: PathBuf,
+    storage: Arc<dyn Storage>,
+    read_only: bool,
+    _lock: Option<File>,
+    discards: Counters,
+}
+
+impl std::fmt::Debug for WorldCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorldCache")
+            .field("root", &self.root)
+            .field("read_only", &self.read_only)
+            .finish()
+    }
+}
+
+impl WorldCache {
+    /// Opens (creating if needed) the cache at `root` on the real file system.
+    pub fn open(root: &Path, policy: LockPolicy) -> Result<WorldCache, OpenError> {
+        WorldCache::open_with(root, policy, Arc::new(FsStorage))
+    }
+
+    /// Opens the cache with the given storage (tests inject faults this way).
+    /// The lock itself always uses the real file system.
+    pub fn open_with(
+        root: &Path,
+        policy: LockPolicy,
+        storage: Arc<dyn Storage>,
+    ) -> Result<WorldCache, OpenError> {
+        let io = |source| OpenError::Io {
+            path: root.to_owned(),
+            source,
+        };
+        std::fs::create_dir_all(root).map_err(io)?;
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(root.join(LOCK_FILE))
+            .map_err(io)?;
+        let read_only = match lock.try_lock() {
+            Ok(()) => false,
+            Err(std::fs::TryLockError::WouldBlock) => match policy {
+                LockPolicy::Wait => {
+                    tracing::info!(path = %root.display(), "cache in use by another process; waiting");
+                    lock.lock().map_err(io)?;
+                    false
+                }
+                LockPolicy::ReadOnlyIfBusy => {
+                    tracing::warn!(path = %root.display(), "cache in use by another process; opened read-only, nothing will be saved");
+                    true
+                }
+                LockPolicy::Fail => {
+                    return Err(OpenError::Busy {
+                        path: root.to_owned(),
+                    });
+                }
+            },
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+        };
+        Ok(WorldCache {
+            root: root.to_owned(),
+            storage,
+            read_only,
+            _lock: (!read_only).then_some(lock),
+            discards: Counters::default(),
+        })
+    }
+
+    /// The cache root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Whether this handle may only read.
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// How many files were discarded, by reason, since opening.
+    pub fn discards(&self) -> Vec<(DiscardReason, u64)> {
+        DiscardReason::ALL
+            .iter()
+            .zip(&self.discards.0)
+            .map(|(r, c)| (*r, c.load(Ordering::Relaxed)))
+            .filter(|(_, c)| *c > 0)
+            .collect()
+    }
+
+    /// Total discarded files since opening.
+    pub fn discarded_total(&self) -> u64 {
+        self.discards
+            .0
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    pub(crate) fn storage(&self) -> &dyn Storage {
+        &*self.storage
+    }
+
+    fn discard(&self, path: &Path, reason: DiscardReason, detail: &dyn std::fmt::Display) {
+        self.discards.0[reason as usize].fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(path = %path.display(), ?reason, %detail, "cached shard discarded; it will be fetched again");
+        if !self.read_only {
+            let _ = self.storage.remove_file(path);
+            let journal = path.with_extension(crate::key::JOURNAL_EXT);
+            let _ = self.storage.remove_file(&journal);
+        }
+    }
+
+    /// Checks a header against the folder it was found in and the registry in use.
+    fn check_header(
+        &self,
+        path: &Path,
+        key: &ShardKey,
+        header: &ShardHeader,
+        registry: RegistryHash,
+    ) -> bool {
+        if &header.key != key {
+            self.discard(
+                path,
+                DiscardReason::Misplaced,
+                &format_args!("header names {}", header.key),
+            );
+            return false;
+        }
+        if header.registry != registry {
+            self.discard(
+                path,
+                DiscardReason::Registry,
+                &format_args!("written with registry {}", header.registry),
+            );
+            return false;
+        }
+        true
+    }
+
+    /// Reads one shard's header (its first bytes only), or `None` if there is
+    /// no valid copy.
+    pub fn read_head(&self, key: &ShardKey, registry: RegistryHash) -> Option<ShardHeader> {
+        let path = self.root.join(key.file());
+        if self
+            .storage
+            .metadata(&self.root.join(key.journal()))
+            .is_ok()
+        {
+            // Deltas are pending from a session that did not exit cleanly:
+            // fold them so the head describes what is cached.
+            return self.load(key, registry).map(|s| s.header);
+        }
+        let meta = self.storage.metadata(&path).ok()?;
+        if meta.is_dir {
+            self.discard(
+                &path,
+                DiscardReason::NotAFile,
+                &"a directory where a shard file should be",
+            );
+            return None;
+        }
+        let prefix = match self.storage.read(&path, MAX_HEADER_BYTES as u64) {
+            Ok(p) => p,
+            Err(e) => {
+                self.discard(&path, DiscardReason::Corrupt, &e);
+                return None;
+            }
+        };
+        let info = match decode_header(&prefix) {
+            Ok(info) => info,
+            Err(e) => {
+                self.discard(&path, DiscardReason::of(&e), &e);
+                return None;
+            }
+        };
+        if info.file_len() != meta.len {
+            self.discard(
+                &path,
+                DiscardReason::Truncated,
+                &format_args!("{} bytes, header describes {}", meta.len, info.file_len()),
+            );
+            return None;
+        }
+        self.check_header(&path, key, &info.header, registry)
+            .then_some(info.header)
+    }
+
+    /// Reads the heads of many shards (a zone's), in parallel.
+    pub fn read_heads(
+        &self,
+        keys: &[ShardKey],
+        registry: RegistryHash,
+    ) -> Vec<Option<ShardHeader>> {
+        keys.par_iter()
+            .map(|k| self.read_head(k, registry))
+            .collect()
+    }
+
+    /// Loads and verifies one shard, replaying its journal; `None` if there
+    /// is no valid copy. Marks the file as recently used.
+    pub fn load(&self, key: &ShardKey, registry: RegistryHash) -> Option<CachedShard> {
+        let path = self.root.join(key.file());
+        let meta = self.storage.metadata(&path).ok()?;
+        if meta.is_dir {
+            self.discard(
+                &path,
+                DiscardReason::NotAFile,
+                &"a directory where a shard file should be",
+            );
+            return None;
+        }
+        // Reading is bounded by the file's real size.
+        let bytes = match self.storage.read(&path, meta.len) {
+            Ok(b) => b,
+            Err(e) => {
+                self.discard(&path, DiscardReason::Corrupt, &e);
+                return None;
+            }
+        };
+        let shard = match decode_shard(&bytes) {
+            Ok(s) => s,
+            Err(e) => {
+                self.discard(&path, DiscardReason::of(&e), &e);
+                return None;
+            }
+        };
+        if !self.check_header(&path, key, &shard.header, registry) {
+            return None;
+        }
+        let shard = self.replay_journal(key, shard, registry);
+        if !self.read_only {
+            let _ = self.storage.touch(&path);
+        }
+        Some(shard)
+    }
+
+    /// Loads and verifies many shards in parallel (rayon across shards).
+    pub fn load_many(&self, keys: &[ShardKey], registry: RegistryHash) -> Vec<Option<CachedShard>> {
+        keys.par_iter().map(|k| self.load(k, registry)).collect()
+    }
+
+    fn replay_journal(
+        &self,
+        key: &ShardKey,
+        mut shard: CachedShard,
+        registry: RegistryHash,
+    ) -> CachedShard {
+        let path = self.root.join(key.journal());
+        let Ok(meta) = self.storage.metadata(&path) else {
+            return shard;
+        };
+        let Ok(bytes) = self.storage.read(&path, meta.len) else {
+            return shard;
+        };
+        let replay = journal::replay(&bytes);
+        let mut applied = 0;
+        for record in replay.records {
+            if record.new_hwm <= shard.header.hwm {
+                continue; // already folded into the shard file
+            }
+            match apply(
+                key,
+                registry,
+                Some(&shard),
+                record,
+                shard.header.snapshot_time,
+            ) {
+                Ok(next) => {
+                    shard = next;
+                    applied += 1;
+                }
+                Err(e) => {
+                    self.discards.0[DiscardReason::Journal as usize]
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(path = %path.display(), error = %e, "journal record does not apply; the rest of the journal is dropped");
+                    break;
+                }
+            }
+        }
+        if replay.torn {
+            tracing::info!(path = %path.display(), applied, "journal ended in an incomplete record (unclean exit); kept the complete ones");
+        }
+        if !self.read_only {
+            // Fold what was recovered, so the journal is not replayed again.
+            if let Err(e) = self.write(&shard) {
+                tracing::warn!(path = %path.display(), error = %e, "could not fold the journal");
+            }
+        }
+        shard
+    }
+
+    fn ensure_writable(&self) -> Result<(), WriteError> {
+        if self.read_only {
+            Err(WriteError::ReadOnly(self.root.clone()))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Writes a shard atomically: a temporary file, fsync, rename over the
+    /// old file, fsync of the directory; then drops the shard's journal,
+    /// whose content the new file includes. A crash at any point leaves the
+    /// old file or the new one.
+    pub fn write(&self, shard: &CachedShard) -> Result<WriteReport, WriteError> {
+        self.ensure_writable()?;
+        let key = &shard.header.key;
+        let dir = self.root.join(key.zone_dir());
+        let path = self.root.join(key.file());
+        let tmp = path.with_extension("shard.tmp");
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| WriteError::Io { path, source }
+        };
+        let bytes = encode_shard(shard);
+        self.storage.create_dir_all(&dir).map_err(io(&dir))?;
+        self.storage.write(&tmp, &bytes).map_err(io(&tmp))?;
+        self.storage.sync(&tmp).map_err(io(&tmp))?;
+        self.storage.rename(&tmp, &path).map_err(io(&path))?;
+        self.storage.sync_dir(&dir).map_err(io(&dir))?;
+        let journal = self.root.join(key.journal());
+        let folded = self.storage.remove_file(&journal).is_ok();
+        Ok(WriteReport {
+            bytes: bytes.len() as u64,
+            folded,
+        })
+    }
+
+    /// Applies a server answer to the cached copy and writes the result; the
+    /// write happens only if the digest matches the server's.
+    pub fn apply_and_write(
+        &self,
+        key: &ShardKey,
+        registry: RegistryHash,
+        copy: Option<&CachedShard>,
+        update: ShardUpdate,
+        now: DateTime<Utc>,
+    ) -> Result<(CachedShard, WriteReport), WriteError> {
+        self.ensure_writable()?;
+        let next = apply(key, registry, copy, update, now)?;
+        let report = self.write(&next)?;
+        Ok((next, report))
+    }
+
+    /// Applies a live delta to `shard` in memory and appends it to the
+    /// shard's journal, folding the journal into the shard file when it
+    /// grows past [`FOLD_MIN_BYTES`] and a quarter of the shard file.
+    pub fn append_delta(
+        &self,
+        shard: &mut CachedShard,
+        update: ShardUpdate,
+    ) -> Result<WriteReport, WriteError> {
+        self.ensure_writable()?;
+        let key = shard.header.key.clone();
+        let record = journal::encode_record(&update);
+        let next = apply(&key, shard.header.registry, Some(shard), update, Utc::now())?;
+        *shard = next;
+        let Some(record) = record else {
+            return self.write(shard);
+        };
+        let path = self.root.join(key.journal());
+        let shard_file = self.root.join(key.file());
+        self.storage
+            .create_dir_all(&self.root.join(key.zone_dir()))
+            .map_err(|source| WriteError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        self.storage
+            .append(&path, &record)
+            .map_err(|source| WriteError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        let journal_len = self.storage.metadata(&path).map(|m| m.len).unwrap_or(0);
+        let shard_len = self
+            .storage
+            .metadata(&shard_file)
+            .map(|m| m.len)
+            .unwrap_or(0);
+        if journal_len >= FOLD_MIN_BYTES && journal_len * FOLD_FRACTION >= shard_len {
+            return self.write(shard);
+        }
+        Ok(WriteReport {
+            bytes: record.len() as u64,
+            folded: false,
+        })
+    }
+}

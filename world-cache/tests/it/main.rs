@@ -1,0 +1,10 @@
+//! Integration tests of hoard-world-cache, one binary, one module per feature.
+
+mod bad_files;
+mod crash;
+mod faults;
+mod golden;
+mod lock;
+mod model;
+mod support;
+mod tools;
