@@ -3,8 +3,10 @@
 //! [`prelude`].
 //!
 //! - [`engine`]: the object model, publishing bevy_ecs components, the world store.
+//! - [`world_cache`]: the client's verified, crash-safe, per-shard disk cache.
 
 pub use hoard_engine as engine;
+pub use hoard_world_cache as world_cache;
 
 /// The names a game needs most.
 pub mod prelude {

@@ -5,8 +5,10 @@
 //!
 //! ```text
 //! cargo run --release -p hoard-bench -- engine
+//! cargo run --release -p hoard-bench -- cache
 //! ```
 
+mod cache;
 mod engine;
 mod report;
 
@@ -26,11 +28,14 @@ struct Cli {
 enum Command {
     /// Commit throughput, change gathering and loading, on the reference zone.
     Engine(engine::Args),
+    /// Loading a cached zone, and updating one shard after a 1% answer.
+    Cache(cache::Args),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Engine(args) => engine::run(&args, &cli.out),
+        Command::Cache(args) => cache::run(&args, &cli.out),
     }
 }

@@ -91,8 +91,13 @@ impl ObjectState {
 
     /// Checks that `bytes` are a canonical state and wraps them.
     pub fn from_bytes(bytes: Vec<u8>) -> Result<ObjectState, StateError> {
-        parse(&bytes)?;
+        Self::validate(&bytes)?;
         Ok(ObjectState(bytes))
+    }
+
+    /// Checks that `bytes` are a canonical state without allocating.
+    pub fn validate(bytes: &[u8]) -> Result<(), StateError> {
+        walk(bytes, |_, _| ())
     }
 
     /// Wraps bytes that were validated before (by the store on write, say),
@@ -208,6 +213,13 @@ fn shortest(len: u64, min_for_form: u64) -> Result<u64, StateError> {
 }
 
 fn parse(bytes: &[u8]) -> Result<Vec<(&str, &[u8])>, StateError> {
+    let mut parts = Vec::new();
+    walk(bytes, |name, value| parts.push((name, value)))?;
+    Ok(parts)
+}
+
+/// Checks the whole encoding, handing each component to `visit` in order.
+fn walk<'a>(bytes: &'a [u8], mut visit: impl FnMut(&'a str, &'a [u8])) -> Result<(), StateError> {
     if bytes.len() > MAX_STATE_BYTES {
         return Err(StateError::TooLarge { len: bytes.len() });
     }
@@ -221,7 +233,7 @@ fn parse(bytes: &[u8]) -> Result<Vec<(&str, &[u8])>, StateError> {
     if count > MAX_COMPONENTS_PER_OBJECT as u64 {
         return Err(StateError::TooManyComponents { count });
     }
-    let mut parts: Vec<(&str, &[u8])> = Vec::with_capacity(count as usize);
+    let mut previous: Option<&str> = None;
     for index in 0..count as usize {
         let name_len = match cur.byte()? {
             m @ 0xa0..=0xbf => u64::from(m & 0x1f),
@@ -244,21 +256,22 @@ fn parse(bytes: &[u8]) -> Result<Vec<(&str, &[u8])>, StateError> {
             }
         };
         let value = cur.take(usize::try_from(value_len).map_err(|_| StateError::Truncated)?)?;
-        if let Some((prev, _)) = parts.last()
+        if let Some(prev) = previous
             && prev.as_bytes() >= name.as_bytes()
         {
             return Err(StateError::NotCanonical {
                 name: name.to_owned(),
             });
         }
-        parts.push((name, value));
+        previous = Some(name);
+        visit(name, value);
     }
     if cur.at != bytes.len() {
         return Err(StateError::TrailingBytes {
             extra: bytes.len() - cur.at,
         });
     }
-    Ok(parts)
+    Ok(())
 }
 
 #[cfg(test)]

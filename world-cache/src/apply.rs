@@ -119,7 +119,9 @@ pub fn apply(
             (upserts, digest)
         }
         UpdateKind::Delta { base, .. } | UpdateKind::Manifest { base, .. } => {
-            let copy = copy.ok_or_else(|| ApplyError::NoBase { key: Box::new(key.clone()) })?;
+            let copy = copy.ok_or_else(|| ApplyError::NoBase {
+                key: Box::new(key.clone()),
+            })?;
             if copy.header.epoch != update.epoch || copy.header.hwm != *base {
                 return Err(ApplyError::Base {
                     key: Box::new(key.clone()),

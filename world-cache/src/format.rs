@@ -85,6 +85,12 @@ pub enum FormatError {
         /// The version in the file.
         found: u16,
     },
+    /// A version no build ever wrote.
+    #[error("format version {found} was never written")]
+    UnknownVersion {
+        /// The version in the file.
+        found: u16,
+    },
     /// The header length field is out of range.
     #[error("header length {0} is out of range")]
     HeaderLength(usize),
@@ -245,6 +251,9 @@ pub fn decode_header(prefix: &[u8]) -> Result<HeaderInfo, FormatError> {
     let version = u16_at(prefix, 8);
     if version > FORMAT_VERSION {
         return Err(FormatError::FutureVersion { found: version });
+    }
+    if version == 0 {
+        return Err(FormatError::UnknownVersion { found: version });
     }
     let header_len = u16_at(prefix, 10) as usize;
     if !(FIXED_HEADER_BYTES + 3 + CHECKSUM_BYTES..=MAX_HEADER_BYTES).contains(&header_len) {

@@ -1,0 +1,255 @@
+//! `hoard-bench cache`: loading a cached zone into memory, verified, against
+//! just reading the same files and hashing them with blake3 (the floor); and
+//! what one shard costs to bring up to date after an answer of 1% changes.
+
+use std::path::Path;
+
+use hoard_bench::reference::{self, ReferenceZone};
+use hoard_engine::{Epoch, ObjectId, RegistryHash, Seq, ServerIdentity, ShardId, ZoneId};
+use hoard_world_cache::format::recompute_digest;
+use hoard_world_cache::{
+    CachedObject, CachedShard, LockPolicy, ShardKey, ShardUpdate, UpdateKind, WorldCache,
+};
+use rayon::prelude::*;
+use serde_json::json;
+
+use crate::report::{median, ms, print_table, time, write_json};
+
+/// Options of the cache bench.
+#[derive(clap::Args)]
+pub(crate) struct Args {
+    /// Objects in the reference zone.
+    #[arg(long, default_value_t = 100_000)]
+    objects: u64,
+    /// Shards in the reference zone.
+    #[arg(long, default_value_t = 64)]
+    shards: u64,
+    /// Repetitions of each case.
+    #[arg(long, default_value_t = 15)]
+    reps: usize,
+    /// Seed of the reference zone.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+}
+
+fn keys(shards: u64) -> anyhow::Result<Vec<ShardKey>> {
+    (0..shards)
+        .map(|s| {
+            Ok(ShardKey::new(
+                ServerIdentity([7; 32]),
+                "world",
+                None,
+                ZoneId::new("reference")?,
+                ShardId(s),
+            )?)
+        })
+        .collect()
+}
+
+fn cached_shards(
+    zone: &ReferenceZone,
+    keys: &[ShardKey],
+    registry: RegistryHash,
+) -> Vec<CachedShard> {
+    keys.iter()
+        .map(|key| {
+            let objects: Vec<CachedObject> = zone
+                .objects
+                .iter()
+                .filter(|(_, s, _)| *s == key.shard)
+                .map(|(id, _, o)| CachedObject {
+                    id: *id,
+                    version: Seq(1),
+                    state: o.state(),
+                })
+                .collect();
+            CachedShard {
+                header: hoard_world_cache::ShardHeader {
+                    key: key.clone(),
+                    epoch: Epoch(1),
+                    hwm: Seq(1),
+                    digest: recompute_digest(&objects),
+                    registry,
+                    snapshot_time: chrono::Utc::now(),
+                },
+                objects,
+            }
+        })
+        .collect()
+}
+
+pub(crate) fn run(args: &Args, out: &Path) -> anyhow::Result<()> {
+    let zone = reference::generate(args.objects, args.shards, args.seed);
+    let registry = reference::registry().hash();
+    let keys = keys(args.shards)?;
+    let shards = cached_shards(&zone, &keys, registry);
+    let dir = tempfile::tempdir_in(".")?;
+    let cache = WorldCache::open(dir.path(), LockPolicy::Fail)?;
+    let mut file_bytes = 0;
+    for shard in &shards {
+        file_bytes += cache.write(shard)?.bytes;
+    }
+    println!(
+        "cached zone: {} objects in {} shard files, {:.2} MB on disk",
+        zone.objects.len(),
+        shards.len(),
+        file_bytes as f64 / 1e6
+    );
+    let paths: Vec<_> = keys.iter().map(|k| dir.path().join(k.file())).collect();
+
+    let mut load = Vec::new();
+    let mut floor = Vec::new();
+    let mut heads = Vec::new();
+    let mut verify = Vec::new();
+    for _ in 0..args.reps {
+        let (t, hashed) = time(|| {
+            paths
+                .par_iter()
+                .map(|p| std::fs::read(p).map(|b| *blake3::hash(&b).as_bytes()))
+                .collect::<Result<Vec<_>, _>>()
+        });
+        std::hint::black_box(hashed?);
+        floor.push(t);
+        let (t, loaded) = time(|| cache.load_many(&keys, registry));
+        anyhow::ensure!(loaded.iter().all(Option::is_some), "every shard loads");
+        load.push(t);
+        drop(loaded);
+        let (t, h) = time(|| cache.read_heads(&keys, registry));
+        anyhow::ensure!(h.iter().all(Option::is_some), "every head reads");
+        heads.push(t);
+        let (t, damage) = time(|| cache.verify());
+        anyhow::ensure!(damage.is_empty(), "cache verifies");
+        verify.push(t);
+    }
+    let (load, floor, heads, verify) = (median(load), median(floor), median(heads), median(verify));
+    let ratio = load.as_secs_f64() / floor.as_secs_f64();
+    print_table(
+        &format!(
+            "load a cached zone: {} objects, {} shards (median of {}, {} threads)",
+            zone.objects.len(),
+            shards.len(),
+            args.reps,
+            rayon::current_num_threads()
+        ),
+        &["case", "ms", "ratio"],
+        &[
+            vec![
+                "load_many, verified (checksums, structure)".into(),
+                format!("{:.2}", ms(load)),
+                format!("{ratio:.2}"),
+            ],
+            vec![
+                "read the files + blake3 (floor)".into(),
+                format!("{:.2}", ms(floor)),
+                "1.00".into(),
+            ],
+            vec![
+                "read_heads (headers only)".into(),
+                format!("{:.3}", ms(heads)),
+                format!("{:.3}", heads.as_secs_f64() / floor.as_secs_f64()),
+            ],
+            vec![
+                "verify (also recomputes every digest)".into(),
+                format!("{:.2}", ms(verify)),
+                format!("{:.2}", verify.as_secs_f64() / floor.as_secs_f64()),
+            ],
+        ],
+    );
+
+    // One shard brought up to date by an answer changing 1% of its objects.
+    let base = shards[0].clone();
+    let mut rng = fastrand::Rng::with_seed(args.seed);
+    let changed = (base.objects.len() / 100).max(1);
+    let mut write_times = Vec::new();
+    let mut append_times = Vec::new();
+    let (mut write_bytes, mut append_bytes, mut answer_bytes) = (0, 0, 0);
+    for rep in 0..args.reps {
+        let mut objects = base.objects.clone();
+        let mut upserts = Vec::new();
+        for _ in 0..changed {
+            let i = rng.usize(..objects.len());
+            let original = &zone
+                .objects
+                .iter()
+                .find(|(id, _, _)| *id == objects[i].id)
+                .expect("in zone")
+                .2;
+            let o = CachedObject {
+                id: objects[i].id,
+                version: Seq(2),
+                state: original.mutated(&mut rng).state(),
+            };
+            objects[i] = o.clone();
+            upserts.push(o);
+        }
+        upserts.sort_by_key(|o| o.id);
+        upserts.dedup_by_key(|o| o.id);
+        let update = ShardUpdate {
+            epoch: Epoch(1),
+            new_hwm: Seq(2),
+            digest: recompute_digest(&objects),
+            kind: UpdateKind::Delta {
+                base: Seq(1),
+                tombstones: vec![ObjectId(u64::MAX)],
+            },
+            upserts,
+        };
+        answer_bytes = update
+            .upserts
+            .iter()
+            .map(|o| o.state.as_bytes().len() + 20)
+            .sum::<usize>();
+        cache.write(&base)?;
+        let (t, r) = time(|| {
+            cache.apply_and_write(
+                &base.header.key,
+                registry,
+                Some(&base),
+                update.clone(),
+                chrono::Utc::now(),
+            )
+        });
+        write_bytes = r?.1.bytes;
+        write_times.push(t);
+        cache.write(&base)?;
+        let mut copy = base.clone();
+        let (t, r) = time(|| cache.append_delta(&mut copy, update));
+        append_bytes = r?.bytes;
+        append_times.push(t);
+        let _ = rep;
+    }
+    let (w, a) = (median(write_times), median(append_times));
+    print_table(
+        &format!(
+            "one shard ({} objects) after an answer changing {changed} of them (median of {})",
+            base.objects.len(),
+            args.reps
+        ),
+        &["case", "ms", "bytes written"],
+        &[
+            vec![
+                "apply + atomic rewrite (tmp, fsync, rename, fsync dir)".into(),
+                format!("{:.3}", ms(w)),
+                write_bytes.to_string(),
+            ],
+            vec![
+                "apply + journal append (live delta)".into(),
+                format!("{:.3}", ms(a)),
+                append_bytes.to_string(),
+            ],
+        ],
+    );
+    println!("  (the changed objects themselves: {answer_bytes} bytes)");
+    write_json(
+        out,
+        "cache",
+        &json!({
+            "zone": { "objects": zone.objects.len(), "shards": shards.len(), "file_bytes": file_bytes },
+            "load": { "load_ms": ms(load), "floor_read_hash_ms": ms(floor), "ratio_load_over_floor": ratio,
+                      "read_heads_ms": ms(heads), "verify_ms": ms(verify) },
+            "one_percent_answer": { "shard_objects": base.objects.len(), "changed": changed, "changed_bytes": answer_bytes,
+                                     "rewrite_ms": ms(w), "rewrite_bytes": write_bytes,
+                                     "journal_ms": ms(a), "journal_bytes": append_bytes },
+        }),
+    )
+}

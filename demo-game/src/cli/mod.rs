@@ -1,0 +1,3 @@
+//! The subcommands of `hoard-demo`, one module each.
+
+pub(crate) mod cache;

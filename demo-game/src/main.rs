@@ -1,0 +1,37 @@
+//! `hoard-demo`: the demo game's binary. For now it carries the cache tools
+//! players and modders use to look into and repair a client's shard cache.
+
+mod cli;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "hoard-demo",
+    version,
+    about = "The hoard demo game and its tools"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Look into, verify or clear a client's shard cache.
+    Cache(cli::cache::CacheArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Cache(args) => cli::cache::run(args),
+    };
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("hoard-demo: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}

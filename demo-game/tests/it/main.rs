@@ -1,0 +1,3 @@
+//! Integration tests of hoard-demo: the binary, run as a user would.
+
+mod cache_cli;
