@@ -131,7 +131,16 @@ pub fn apply(
                     hwm: copy.header.hwm,
                 });
             }
-            merge(copy, &update.kind, upserts)
+            let (objects, digest) = merge(copy, &update.kind, upserts);
+            match update.kind {
+                // A manifest also serves repairs, when the copy's own digest
+                // is in doubt: recompute rather than trust it.
+                UpdateKind::Manifest { .. } => {
+                    let digest = crate::format::recompute_digest(&objects);
+                    (objects, digest)
+                }
+                _ => (objects, digest),
+            }
         }
     };
     if digest != update.digest {

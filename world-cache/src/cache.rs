@@ -484,30 +484,26 @@ impl WorldCache {
         Ok((next, report))
     }
 
-    /// Applies a live delta to `shard` in memory and appends it to the
-    /// shard's journal, folding the journal into the shard file when it
-    /// grows past [`FOLD_MIN_BYTES`] and a quarter of the shard file.
-    pub fn append_delta(
+    /// Records a live delta that was already applied (and digest-checked) in
+    /// memory: `shard` is the copy after it. Appends the delta to the shard's
+    /// journal, folding the journal into the shard file when it grows past
+    /// [`FOLD_MIN_BYTES`] and a quarter of the shard file.
+    pub fn record_delta(
         &self,
-        shard: &mut CachedShard,
-        update: ShardUpdate,
+        shard: &CachedShard,
+        update: &ShardUpdate,
     ) -> Result<WriteReport, WriteError> {
         self.ensure_writable()?;
-        let key = shard.header.key.clone();
-        let record = journal::encode_record(&update);
-        let next = apply(&key, shard.header.registry, Some(shard), update, Utc::now())?;
-        *shard = next;
-        let Some(record) = record else {
+        let key = &shard.header.key;
+        let shard_file = self.root.join(key.file());
+        let Some(record) = journal::encode_record(update) else {
             return self.write(shard);
         };
+        if self.storage.metadata(&shard_file).is_err() {
+            // No base file to journal against: write the shard whole.
+            return self.write(shard);
+        }
         let path = self.root.join(key.journal());
-        let shard_file = self.root.join(key.file());
-        self.storage
-            .create_dir_all(&self.root.join(key.zone_dir()))
-            .map_err(|source| WriteError::Io {
-                path: path.clone(),
-                source,
-            })?;
         self.storage
             .append(&path, &record)
             .map_err(|source| WriteError::Io {
@@ -527,5 +523,68 @@ impl WorldCache {
             bytes: record.len() as u64,
             folded: false,
         })
+    }
+
+    /// Applies a live delta to `shard` in memory, then records it with
+    /// [`WorldCache::record_delta`].
+    pub fn append_delta(
+        &self,
+        shard: &mut CachedShard,
+        update: ShardUpdate,
+    ) -> Result<WriteReport, WriteError> {
+        self.ensure_writable()?;
+        let key = shard.header.key.clone();
+        *shard = apply(
+            &key,
+            shard.header.registry,
+            Some(shard),
+            update.clone(),
+            Utc::now(),
+        )?;
+        self.record_delta(shard, &update)
+    }
+
+    /// The keys of every shard of a zone cached for this server and service:
+    /// the shared ones and, if a perspective is given, its own.
+    pub fn zone_keys(
+        &self,
+        server: hoard_engine::ServerIdentity,
+        service: &str,
+        perspective: Option<&str>,
+        zone: &hoard_engine::ZoneId,
+    ) -> Vec<ShardKey> {
+        let mut out = Vec::new();
+        let scopes: &[Option<&str>] = match perspective {
+            Some(p) => &[None, Some(p)],
+            None => &[None],
+        };
+        for &scope in scopes {
+            let Ok(probe) = ShardKey::new(
+                server,
+                service,
+                scope,
+                zone.clone(),
+                hoard_engine::ShardId(0),
+            ) else {
+                continue;
+            };
+            for entry in self
+                .storage
+                .list(&self.root.join(probe.zone_dir()))
+                .unwrap_or_default()
+            {
+                let suffix = format!(".{}", crate::key::SHARD_EXT);
+                if let Some(id) = entry
+                    .name
+                    .strip_suffix(&suffix)
+                    .and_then(|s| s.parse::<u64>().ok())
+                {
+                    let mut key = probe.clone();
+                    key.shard = hoard_engine::ShardId(id);
+                    out.push(key);
+                }
+            }
+        }
+        out
     }
 }

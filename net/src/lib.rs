@@ -1,0 +1,6 @@
+//! hoard-net: the wire protocol, the sans-IO sync state machines, and the
+//! QUIC drivers (server, client) plus a UDP network simulator.
+
+pub mod auth;
+pub mod sync;
+pub mod wire;

@@ -1,0 +1,188 @@
+//! Building one shard's answer from the store: up to date, the changes since
+//! the client's hwm, the live manifest when the hwm is behind the tombstone
+//! horizon (or a repair), or a full snapshot. Each answer is read in one
+//! store transaction, so its seq, digest and objects agree.
+
+use hoard_engine::store::{ChangesSince, ReadError, ShardScope, StoredObject, WorldStore};
+use hoard_engine::{Seq, ShardId};
+
+use crate::wire::{
+    Changes, Manifest, Message, RepairEntry, ShardHave, Snapshot, UpToDate, WireObject,
+};
+
+/// What kind of answer a shard got (for stats and tests).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AnswerKind {
+    /// The copy was current.
+    UpToDate,
+    /// The changes since the copy's hwm.
+    Changes,
+    /// The live manifest plus newer objects (behind the horizon).
+    Manifest,
+    /// The whole shard.
+    Snapshot,
+}
+
+fn wire(o: StoredObject) -> WireObject {
+    WireObject {
+        id: o.id,
+        version: o.version,
+        state: o.state.into_bytes(),
+    }
+}
+
+/// A built answer and the seq the subscription continues from.
+#[derive(Debug)]
+pub struct ShardAnswer {
+    /// The message to send.
+    pub message: Message,
+    /// Its kind.
+    pub kind: AnswerKind,
+    /// The seq the answer brings the client to.
+    pub seq: Seq,
+}
+
+fn snapshot(store: &dyn WorldStore, shard: ShardId) -> Result<ShardAnswer, ReadError> {
+    let snap = store.snapshot(shard)?;
+    let perspective = match snap.head.scope {
+        ShardScope::Shared => None,
+        ShardScope::Perspective(p) => Some(p),
+    };
+    Ok(ShardAnswer {
+        seq: snap.head.seq,
+        kind: AnswerKind::Snapshot,
+        message: Message::Snapshot(Snapshot {
+            shard,
+            epoch: snap.head.epoch,
+            seq: snap.head.seq,
+            digest: snap.head.digest,
+            perspective,
+            objects: snap.objects.into_iter().map(wire).collect(),
+        }),
+    })
+}
+
+/// Answers one shard for a client holding `have` (or nothing).
+pub fn answer_shard(
+    store: &dyn WorldStore,
+    shard: ShardId,
+    have: Option<&ShardHave>,
+) -> Result<ShardAnswer, ReadError> {
+    let Some(have) = have else {
+        return snapshot(store, shard);
+    };
+    let head = store.shard_head(shard)?;
+    // Another epoch, or a hwm this history never reached: the copy is of no
+    // use, whatever produced it.
+    if have.epoch != head.epoch || have.hwm > head.seq {
+        return snapshot(store, shard);
+    }
+    match store.changes_since(shard, have.hwm) {
+        Ok(ChangesSince::Changes {
+            head,
+            upserts,
+            tombstones,
+        }) => {
+            if head.seq == have.hwm {
+                if head.digest == have.digest {
+                    return Ok(ShardAnswer {
+                        seq: head.seq,
+                        kind: AnswerKind::UpToDate,
+                        message: Message::UpToDate(UpToDate {
+                            shard,
+                            seq: head.seq,
+                        }),
+                    });
+                }
+                // Same seq, another digest: the copy is not what it claims.
+                return snapshot(store, shard);
+            }
+            Ok(ShardAnswer {
+                seq: head.seq,
+                kind: AnswerKind::Changes,
+                message: Message::Changes(Changes {
+                    shard,
+                    epoch: head.epoch,
+                    base: have.hwm,
+                    seq: head.seq,
+                    digest: head.digest,
+                    tombstones: tombstones.into_iter().map(|t| t.id).collect(),
+                    upserts: upserts.into_iter().map(wire).collect(),
+                }),
+            })
+        }
+        Ok(ChangesSince::BehindHorizon { .. }) => {
+            // One consistent read: the live ids and the objects newer than hwm.
+            let snap = store.snapshot(shard)?;
+            let live = snap.objects.iter().map(|o| o.id).collect();
+            let upserts = snap
+                .objects
+                .into_iter()
+                .filter(|o| o.version > have.hwm)
+                .map(wire)
+                .collect();
+            Ok(ShardAnswer {
+                seq: snap.head.seq,
+                kind: AnswerKind::Manifest,
+                message: Message::Manifest(Manifest {
+                    shard,
+                    epoch: snap.head.epoch,
+                    base: have.hwm,
+                    seq: snap.head.seq,
+                    digest: snap.head.digest,
+                    live,
+                    upserts,
+                }),
+            })
+        }
+        Err(ReadError::FutureSeq { .. }) => snapshot(store, shard),
+        Err(e) => Err(e),
+    }
+}
+
+/// The first 8 bytes of blake3 of a state, as used in repair entries.
+pub fn short_hash(state: &[u8]) -> [u8; 8] {
+    let mut out = [0u8; 8];
+    out.copy_from_slice(&blake3::hash(state).as_bytes()[..8]);
+    out
+}
+
+/// Answers a repair: every live id, and every object the client lacks or
+/// holds differently (by version or state hash).
+pub fn answer_repair(
+    store: &dyn WorldStore,
+    shard: ShardId,
+    base: Seq,
+    have: &[RepairEntry],
+) -> Result<ShardAnswer, ReadError> {
+    let snap = store.snapshot(shard)?;
+    let mut held: Vec<(&RepairEntry, ())> = have.iter().map(|e| (e, ())).collect();
+    held.sort_by_key(|(e, ())| e.id);
+    let holds = |o: &StoredObject| {
+        held.binary_search_by_key(&o.id, |(e, ())| e.id)
+            .ok()
+            .is_some_and(|i| {
+                held[i].0.version == o.version && held[i].0.hash == short_hash(o.state.as_bytes())
+            })
+    };
+    let live = snap.objects.iter().map(|o| o.id).collect();
+    let upserts = snap
+        .objects
+        .into_iter()
+        .filter(|o| !holds(o))
+        .map(wire)
+        .collect();
+    Ok(ShardAnswer {
+        seq: snap.head.seq,
+        kind: AnswerKind::Manifest,
+        message: Message::Manifest(Manifest {
+            shard,
+            epoch: snap.head.epoch,
+            base,
+            seq: snap.head.seq,
+            digest: snap.head.digest,
+            live,
+            upserts,
+        }),
+    })
+}

@@ -1,0 +1,861 @@
+//! The client side of zone entry and live deltas as a sans-IO state machine.
+//!
+//! [`ClientSync::enter_zone`] turns the cache's shard heads into one
+//! `EnterZone`; the cached copies are handed over with
+//! [`ClientSync::provide_copies`] (the driver loads them while the request is
+//! in flight); each answer is applied to its copy and its digest checked
+//! against the server's; a mismatch costs one `Repair` round trip for that
+//! shard. Only when every shard is verified does [`Effect::ZoneReady`] come
+//! out, after an [`Effect::WriteShard`] for each changed shard: game code sees
+//! the zone already up to date. Live deltas are applied in seq order,
+//! buffered while their shard's answer is still pending.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use chrono::{DateTime, Utc};
+use hoard_engine::{ObjectId, ObjectState, RegistryHash, Seq, ServerIdentity, ShardId, ZoneId};
+use hoard_world_cache::{
+    ApplyError, CachedObject, CachedShard, ShardHeader, ShardKey, ShardUpdate, UpdateKind,
+};
+
+use hoard_world_cache::format::recompute_digest;
+use rayon::prelude::*;
+
+use super::answer::short_hash;
+use crate::wire::{
+    Delta, EnterZone, LeaveZone, Message, Repair, RepairEntry, ShardHave, WireObject,
+};
+
+/// Who the client is talking to, as settled by the handshake.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// The server identity (cache namespace).
+    pub server: ServerIdentity,
+    /// The service.
+    pub service: String,
+    /// The perspective acted through.
+    pub perspective: String,
+    /// The component registry in use.
+    pub registry: RegistryHash,
+}
+
+/// What one zone entry cost and reused.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct EntryStats {
+    /// Shards in the zone.
+    pub shards: u32,
+    /// Shards whose copy was current.
+    pub shards_fresh: u32,
+    /// Shards brought up to date by changes or a manifest.
+    pub shards_delta: u32,
+    /// Shards fetched whole.
+    pub shards_snapshot: u32,
+    /// Shards repaired after a digest mismatch.
+    pub shards_repaired: u32,
+    /// Objects in the zone.
+    pub objects: u64,
+    /// Bytes received for this entry (frames).
+    pub bytes_rx: u64,
+    /// Bytes sent for this entry (frames).
+    pub bytes_tx: u64,
+    /// Round trips (1, plus one per repair wave).
+    pub round_trips: u32,
+    /// Milliseconds from the request to ready.
+    pub elapsed_ms: u64,
+}
+
+/// What the driver must do.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Effect {
+    /// Write this verified shard to the cache.
+    WriteShard(CachedShard),
+    /// Every shard of the zone is verified and written: materialise it.
+    ZoneReady {
+        /// The zone.
+        zone: ZoneId,
+        /// Its shards, verified.
+        shards: Vec<CachedShard>,
+        /// What the entry cost.
+        stats: EntryStats,
+    },
+    /// A live delta was applied and verified.
+    DeltaApplied {
+        /// The zone.
+        zone: ZoneId,
+        /// The shard after the delta (to journal).
+        shard: CachedShard,
+        /// The delta, as journalled.
+        update: ShardUpdate,
+        /// Objects written.
+        upserts: Vec<CachedObject>,
+        /// Objects removed.
+        removed: Vec<ObjectId>,
+    },
+    /// The server refused an entry.
+    ZoneDenied {
+        /// The zone.
+        zone: ZoneId,
+        /// The error code.
+        code: u16,
+        /// Why.
+        message: String,
+    },
+    /// The server reported a fatal error.
+    Failed {
+        /// The error code.
+        code: u16,
+        /// Why.
+        message: String,
+    },
+}
+
+/// Why a message could not be handled: the connection should close.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SyncError {
+    /// The server sent something the protocol does not allow here.
+    #[error("protocol violation by the server: {0}")]
+    Protocol(String),
+    /// A shard stayed wrong after its repair.
+    #[error("shard {shard} of zone {zone} does not match the server even after repair")]
+    RepairFailed {
+        /// The zone.
+        zone: ZoneId,
+        /// The shard.
+        shard: ShardId,
+    },
+}
+
+struct Entry {
+    zone: ZoneId,
+    started: f64,
+    copies: Option<BTreeMap<ShardId, CachedShard>>,
+    pending: Vec<Message>,
+    expected: Option<u32>,
+    answered: u32,
+    ended: bool,
+    done: BTreeMap<ShardId, CachedShard>,
+    repairing: BTreeSet<ShardId>,
+    /// Copies whose contents do not match their header's digest.
+    dishonest: BTreeSet<ShardId>,
+    stats: EntryStats,
+}
+
+/// The client's sync state: entries in flight and live zones.
+pub struct ClientSync {
+    cfg: ClientConfig,
+    next_request: u32,
+    entries: BTreeMap<u32, Entry>,
+    /// repair request → (entry request or none for a live repair, zone, shard).
+    repairs: BTreeMap<u32, (Option<u32>, ZoneId, ShardId)>,
+    live: BTreeMap<ZoneId, BTreeMap<ShardId, CachedShard>>,
+    buffered: BTreeMap<ZoneId, Vec<Delta>>,
+    out: VecDeque<Message>,
+    effects: VecDeque<Effect>,
+    /// The request whose answer stream is being read.
+    answering: Option<u32>,
+}
+
+fn cached(o: WireObject) -> Result<CachedObject, SyncError> {
+    let state = ObjectState::from_bytes(o.state)
+        .map_err(|e| SyncError::Protocol(format!("object {}: {e}", o.id)))?;
+    Ok(CachedObject {
+        id: o.id,
+        version: o.version,
+        state,
+    })
+}
+
+fn cached_all(objects: Vec<WireObject>) -> Result<Vec<CachedObject>, SyncError> {
+    objects.into_iter().map(cached).collect()
+}
+
+impl ClientSync {
+    /// A sync state for a session the handshake settled.
+    pub fn new(cfg: ClientConfig) -> ClientSync {
+        ClientSync {
+            cfg,
+            next_request: 1,
+            entries: BTreeMap::new(),
+            repairs: BTreeMap::new(),
+            live: BTreeMap::new(),
+            buffered: BTreeMap::new(),
+            out: VecDeque::new(),
+            effects: VecDeque::new(),
+            answering: None,
+        }
+    }
+
+    /// The session's configuration.
+    pub fn config(&self) -> &ClientConfig {
+        &self.cfg
+    }
+
+    /// The next message to send on the control stream.
+    pub fn poll_transmit(&mut self) -> Option<Message> {
+        self.out.pop_front()
+    }
+
+    /// The next effect for the driver.
+    pub fn poll_effect(&mut self) -> Option<Effect> {
+        self.effects.pop_front()
+    }
+
+    /// Whether a zone is entered and receiving live deltas.
+    pub fn is_live(&self, zone: &ZoneId) -> bool {
+        self.live.contains_key(zone)
+    }
+
+    /// Starts entering (or, with `subscribe` false, prefetching once) a zone
+    /// whose cached copies have these `heads`. Returns the request id; hand
+    /// the copies over with [`ClientSync::provide_copies`].
+    pub fn enter_zone(
+        &mut self,
+        now: f64,
+        zone: ZoneId,
+        heads: &[ShardHeader],
+        subscribe: bool,
+    ) -> u32 {
+        let request = self.next_request;
+        self.next_request += 1;
+        let have: Vec<ShardHave> = heads
+            .iter()
+            .map(|h| ShardHave {
+                shard: h.key.shard,
+                epoch: h.epoch,
+                hwm: h.hwm,
+                digest: h.digest,
+            })
+            .collect();
+        let msg = Message::EnterZone(EnterZone {
+            request,
+            zone: zone.clone(),
+            subscribe,
+            have,
+        });
+        let stats = EntryStats {
+            bytes_tx: msg.to_frame().len() as u64,
+            round_trips: 1,
+            ..EntryStats::default()
+        };
+        self.out.push_back(msg);
+        self.entries.insert(
+            request,
+            Entry {
+                zone,
+                started: now,
+                copies: None,
+                pending: Vec::new(),
+                expected: None,
+                answered: 0,
+                ended: false,
+                done: BTreeMap::new(),
+                repairing: BTreeSet::new(),
+                dishonest: BTreeSet::new(),
+                stats,
+            },
+        );
+        request
+    }
+
+    /// Hands over the cached copies for an entry (those that loaded; a copy
+    /// that failed to load is simply absent).
+    pub fn provide_copies(
+        &mut self,
+        now: f64,
+        request: u32,
+        copies: Vec<CachedShard>,
+    ) -> Result<(), SyncError> {
+        let Some(entry) = self.entries.get_mut(&request) else {
+            return Ok(());
+        };
+        // Recompute every copy's digest from its objects (in parallel): a copy
+        // whose header does not describe its contents must not be trusted,
+        // even when the server finds it up to date.
+        let checked: Vec<(CachedShard, bool)> = copies
+            .into_par_iter()
+            .map(|mut c| {
+                let real = recompute_digest(&c.objects);
+                let honest = real == c.header.digest;
+                c.header.digest = real;
+                (c, honest)
+            })
+            .collect();
+        for (c, honest) in &checked {
+            if !honest {
+                tracing::warn!(shard = %c.header.key, "cached copy does not match its own header; it will be repaired");
+                entry.dishonest.insert(c.header.key.shard);
+            }
+        }
+        entry.copies = Some(
+            checked
+                .into_iter()
+                .map(|(c, _)| (c.header.key.shard, c))
+                .collect(),
+        );
+        let pending = std::mem::take(&mut entry.pending);
+        for msg in pending {
+            self.apply_answer(request, msg)?;
+        }
+        self.maybe_ready(now, request);
+        Ok(())
+    }
+
+    /// Leaves a zone: no more live deltas for it.
+    pub fn leave_zone(&mut self, zone: &ZoneId) {
+        if self.live.remove(zone).is_some() {
+            self.out
+                .push_back(Message::LeaveZone(LeaveZone { zone: zone.clone() }));
+        }
+        self.buffered.remove(zone);
+    }
+
+    fn key(
+        &self,
+        zone: &ZoneId,
+        shard: ShardId,
+        perspective: Option<&str>,
+    ) -> Result<ShardKey, SyncError> {
+        ShardKey::new(
+            self.cfg.server,
+            &self.cfg.service,
+            perspective,
+            zone.clone(),
+            shard,
+        )
+        .map_err(|e| SyncError::Protocol(format!("shard {shard}: {e}")))
+    }
+
+    /// Handles one message from an answer or delta stream (or a control
+    /// message about entries) at `now`; `frame_len` counts toward the entry's bytes.
+    pub fn handle(&mut self, now: f64, msg: Message, frame_len: usize) -> Result<(), SyncError> {
+        match msg {
+            Message::AnswerBegin(b) => {
+                let request = self.entry_of(b.request)?;
+                let entry = self
+                    .entries
+                    .get_mut(&request)
+                    .ok_or_else(|| SyncError::Protocol("answer for no request".into()))?;
+                entry.stats.bytes_rx += frame_len as u64;
+                if b.request == request {
+                    entry.expected = Some(b.shards);
+                    entry.stats.shards = b.shards;
+                }
+            }
+            Message::AnswerEnd(e) => {
+                let request = self.entry_of(e.request)?;
+                if let Some(entry) = self.entries.get_mut(&request) {
+                    entry.stats.bytes_rx += frame_len as u64;
+                    if e.request == request {
+                        entry.ended = true;
+                    }
+                }
+                if e.request != request
+                    || self.repairs.get(&e.request).is_some_and(|r| r.0.is_none())
+                {
+                    self.repairs.remove(&e.request);
+                }
+                self.maybe_ready(now, request);
+            }
+            m @ (Message::UpToDate(_)
+            | Message::Changes(_)
+            | Message::Manifest(_)
+            | Message::Snapshot(_)) => {
+                let request = self
+                    .current_answer_request()
+                    .ok_or_else(|| SyncError::Protocol("shard answer outside an answer".into()))?;
+                self.answer_frame(now, request, m, frame_len)?;
+            }
+            Message::ZoneDenied(d) => {
+                if let Some(entry) = self.entries.remove(&d.request) {
+                    self.effects.push_back(Effect::ZoneDenied {
+                        zone: entry.zone,
+                        code: d.code,
+                        message: d.message,
+                    });
+                } else if let Some((_, zone, _)) = self.repairs.remove(&d.request) {
+                    self.effects.push_back(Effect::ZoneDenied {
+                        zone,
+                        code: d.code,
+                        message: d.message,
+                    });
+                }
+            }
+            Message::Delta(d) => self.delta(d)?,
+            Message::Error(e) => self.effects.push_back(Effect::Failed {
+                code: e.code,
+                message: e.message,
+            }),
+            other => {
+                return Err(SyncError::Protocol(format!(
+                    "unexpected message type 0x{:02x}",
+                    other.kind()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Handles one frame of an answer stream whose `AnswerBegin` named
+    /// `request` (the driver keeps that per stream, so answer streams may
+    /// interleave).
+    pub fn handle_answer(
+        &mut self,
+        now: f64,
+        request: u32,
+        msg: Message,
+        frame_len: usize,
+    ) -> Result<(), SyncError> {
+        self.answering = Some(request);
+        self.handle(now, msg, frame_len)
+    }
+
+    fn current_answer_request(&self) -> Option<u32> {
+        self.answering
+    }
+
+    fn entry_of(&mut self, request: u32) -> Result<u32, SyncError> {
+        self.answering = Some(request);
+        if self.entries.contains_key(&request) {
+            return Ok(request);
+        }
+        match self.repairs.get(&request) {
+            Some((Some(entry), _, _)) => Ok(*entry),
+            Some((None, _, _)) => Ok(request),
+            None => Err(SyncError::Protocol(format!(
+                "answer for unknown request {request}"
+            ))),
+        }
+    }
+
+    fn answer_frame(
+        &mut self,
+        now: f64,
+        request: u32,
+        msg: Message,
+        frame_len: usize,
+    ) -> Result<(), SyncError> {
+        // A live repair (not part of an entry).
+        if let Some((None, zone, shard)) = self.repairs.get(&request).cloned() {
+            return self.live_repair(zone, shard, msg);
+        }
+        let entry_request = self.entry_of_answer(request)?;
+        let Some(entry) = self.entries.get_mut(&entry_request) else {
+            return Ok(());
+        };
+        entry.stats.bytes_rx += frame_len as u64;
+        if entry.copies.is_none() {
+            entry.pending.push(msg);
+            return Ok(());
+        }
+        self.apply_answer(entry_request, msg)?;
+        self.maybe_ready(now, entry_request);
+        Ok(())
+    }
+
+    fn entry_of_answer(&self, request: u32) -> Result<u32, SyncError> {
+        if self.entries.contains_key(&request) {
+            return Ok(request);
+        }
+        match self.repairs.get(&request) {
+            Some((Some(entry), _, _)) => Ok(*entry),
+            _ => Err(SyncError::Protocol(format!(
+                "answer for unknown request {request}"
+            ))),
+        }
+    }
+
+    fn apply_answer(&mut self, request: u32, msg: Message) -> Result<(), SyncError> {
+        let registry = self.cfg.registry;
+        let perspective = self.cfg.perspective.clone();
+        let Some(entry) = self.entries.get(&request) else {
+            return Ok(());
+        };
+        let zone = entry.zone.clone();
+        let now = Utc::now();
+        let (shard, result, kind) = match msg {
+            Message::UpToDate(u) => {
+                let copy = entry
+                    .copies
+                    .as_ref()
+                    .and_then(|c| c.get(&u.shard))
+                    .ok_or_else(|| {
+                        SyncError::Protocol(format!(
+                            "shard {} up to date, but the client named no copy of it",
+                            u.shard
+                        ))
+                    })?;
+                if copy.header.hwm != u.seq {
+                    return Err(SyncError::Protocol(format!(
+                        "shard {} up to date at {}, the copy is at {}",
+                        u.shard, u.seq, copy.header.hwm
+                    )));
+                }
+                let result = if entry.dishonest.contains(&u.shard) {
+                    Err(ApplyError::DigestMismatch {
+                        key: Box::new(copy.header.key.clone()),
+                        expected: copy.header.digest,
+                        computed: copy.header.digest,
+                    })
+                } else {
+                    Ok(copy.clone())
+                };
+                (u.shard, result, Kind::Fresh)
+            }
+            Message::Changes(c) => {
+                let copy = entry.copies.as_ref().and_then(|m| m.get(&c.shard));
+                let key = copy
+                    .map(|c| c.header.key.clone())
+                    .map_or_else(|| self.key(&zone, c.shard, None), Ok)?;
+                let update = ShardUpdate {
+                    epoch: c.epoch,
+                    new_hwm: c.seq,
+                    digest: c.digest,
+                    kind: UpdateKind::Delta {
+                        base: c.base,
+                        tombstones: c.tombstones,
+                    },
+                    upserts: cached_all(c.upserts)?,
+                };
+                (
+                    c.shard,
+                    hoard_world_cache::apply::apply(&key, registry, copy, update, now),
+                    Kind::Delta,
+                )
+            }
+            Message::Manifest(m) => {
+                let copy = entry.copies.as_ref().and_then(|c| c.get(&m.shard));
+                let key = copy
+                    .map(|c| c.header.key.clone())
+                    .map_or_else(|| self.key(&zone, m.shard, None), Ok)?;
+                let update = ShardUpdate {
+                    epoch: m.epoch,
+                    new_hwm: m.seq,
+                    digest: m.digest,
+                    kind: UpdateKind::Manifest {
+                        base: m.base,
+                        live: m.live,
+                    },
+                    upserts: cached_all(m.upserts)?,
+                };
+                let repaired = entry.repairing.contains(&m.shard);
+                let result = if repaired {
+                    repair_apply(&key, registry, copy, update, now)
+                } else {
+                    hoard_world_cache::apply::apply(&key, registry, copy, update, now)
+                };
+                (
+                    m.shard,
+                    result,
+                    if repaired {
+                        Kind::Repaired
+                    } else {
+                        Kind::Delta
+                    },
+                )
+            }
+            Message::Snapshot(s) => {
+                let scope = s.perspective.as_deref();
+                if scope.is_some_and(|p| p != perspective) {
+                    return Err(SyncError::Protocol(format!(
+                        "shard {} is scoped to another perspective",
+                        s.shard
+                    )));
+                }
+                let key = self.key(&zone, s.shard, scope)?;
+                let update = ShardUpdate {
+                    epoch: s.epoch,
+                    new_hwm: s.seq,
+                    digest: s.digest,
+                    kind: UpdateKind::Snapshot,
+                    upserts: cached_all(s.objects)?,
+                };
+                (
+                    s.shard,
+                    hoard_world_cache::apply::apply(&key, registry, None, update, now),
+                    Kind::Snapshot,
+                )
+            }
+            _ => return Ok(()),
+        };
+        let Some(entry) = self.entries.get_mut(&request) else {
+            return Ok(());
+        };
+        match result {
+            Ok(shard_copy) => {
+                if kind != Kind::Repaired {
+                    entry.answered += 1;
+                }
+                entry.repairing.remove(&shard);
+                match kind {
+                    Kind::Fresh => entry.stats.shards_fresh += 1,
+                    Kind::Delta => entry.stats.shards_delta += 1,
+                    Kind::Snapshot => entry.stats.shards_snapshot += 1,
+                    Kind::Repaired => entry.stats.shards_repaired += 1,
+                }
+                if kind != Kind::Fresh {
+                    self.effects
+                        .push_back(Effect::WriteShard(shard_copy.clone()));
+                }
+                entry.done.insert(shard, shard_copy);
+                Ok(())
+            }
+            Err(
+                ApplyError::DigestMismatch { .. }
+                | ApplyError::Base { .. }
+                | ApplyError::NoBase { .. },
+            ) if kind != Kind::Repaired => {
+                if kind != Kind::Repaired {
+                    entry.answered += 1;
+                }
+                tracing::warn!(%zone, %shard, "shard does not match the server after applying; repairing");
+                let copy = entry.copies.as_ref().and_then(|c| c.get(&shard));
+                let (hwm, have) = match copy {
+                    Some(c) => (c.header.hwm, repair_entries(&c.objects)),
+                    None => (Seq::ZERO, Vec::new()),
+                };
+                entry.repairing.insert(shard);
+                entry.stats.round_trips = 2;
+                let repair_request = self.next_request;
+                self.next_request += 1;
+                self.repairs
+                    .insert(repair_request, (Some(request), zone.clone(), shard));
+                let msg = Message::Repair(Repair {
+                    request: repair_request,
+                    zone,
+                    shard,
+                    hwm,
+                    have,
+                });
+                if let Some(entry) = self.entries.get_mut(&request) {
+                    entry.stats.bytes_tx += msg.to_frame().len() as u64;
+                }
+                self.out.push_back(msg);
+                Ok(())
+            }
+            Err(_) => Err(SyncError::RepairFailed { zone, shard }),
+        }
+    }
+
+    fn maybe_ready(&mut self, now: f64, request: u32) {
+        let Some(entry) = self.entries.get(&request) else {
+            return;
+        };
+        let complete = entry.ended
+            && entry.copies.is_some()
+            && entry.repairing.is_empty()
+            && entry
+                .expected
+                .is_some_and(|n| entry.answered >= n && entry.done.len() as u32 == n);
+        if !complete {
+            return;
+        }
+        let Some(mut entry) = self.entries.remove(&request) else {
+            return;
+        };
+        entry.stats.objects = entry.done.values().map(|s| s.objects.len() as u64).sum();
+        entry.stats.elapsed_ms = ((now - entry.started).max(0.0) * 1000.0).round() as u64;
+        tracing::info!(zone = %entry.zone, stats = ?entry.stats, "zone ready");
+        let shards: Vec<CachedShard> = entry.done.into_values().collect();
+        self.live.insert(
+            entry.zone.clone(),
+            shards
+                .iter()
+                .map(|s| (s.header.key.shard, s.clone()))
+                .collect(),
+        );
+        self.effects.push_back(Effect::ZoneReady {
+            zone: entry.zone.clone(),
+            shards,
+            stats: entry.stats,
+        });
+        if let Some(deltas) = self.buffered.remove(&entry.zone) {
+            for d in deltas {
+                // Deltas that arrived before the zone was ready; ordering and
+                // duplicates are handled by seq.
+                let _ = self.delta(d);
+            }
+        }
+    }
+
+    fn delta(&mut self, d: Delta) -> Result<(), SyncError> {
+        let Some(shards) = self.live.get_mut(&d.zone) else {
+            self.buffered.entry(d.zone.clone()).or_default().push(d);
+            return Ok(());
+        };
+        let Some(copy) = shards.get(&d.shard) else {
+            return Ok(());
+        };
+        if d.seq <= copy.header.hwm {
+            return Ok(()); // already in the answer
+        }
+        if d.base != copy.header.hwm || d.epoch != copy.header.epoch {
+            tracing::warn!(zone = %d.zone, shard = %d.shard, "live delta does not follow the copy; repairing");
+            return self.request_live_repair(d.zone.clone(), d.shard);
+        }
+        let removed = d.tombstones.clone();
+        let upserts = cached_all(d.upserts)?;
+        let update = ShardUpdate {
+            epoch: d.epoch,
+            new_hwm: d.seq,
+            digest: d.digest,
+            kind: UpdateKind::Delta {
+                base: d.base,
+                tombstones: d.tombstones,
+            },
+            upserts: upserts.clone(),
+        };
+        let key = copy.header.key.clone();
+        match hoard_world_cache::apply::apply(
+            &key,
+            self.cfg.registry,
+            Some(copy),
+            update.clone(),
+            Utc::now(),
+        ) {
+            Ok(next) => {
+                shards.insert(d.shard, next.clone());
+                self.effects.push_back(Effect::DeltaApplied {
+                    zone: d.zone,
+                    shard: next,
+                    update,
+                    upserts,
+                    removed,
+                });
+                Ok(())
+            }
+            Err(_) => self.request_live_repair(d.zone, d.shard),
+        }
+    }
+
+    fn request_live_repair(&mut self, zone: ZoneId, shard: ShardId) -> Result<(), SyncError> {
+        let Some(copy) = self.live.get(&zone).and_then(|s| s.get(&shard)) else {
+            return Ok(());
+        };
+        let request = self.next_request;
+        self.next_request += 1;
+        self.repairs.insert(request, (None, zone.clone(), shard));
+        self.out.push_back(Message::Repair(Repair {
+            request,
+            zone,
+            shard,
+            hwm: copy.header.hwm,
+            have: repair_entries(&copy.objects),
+        }));
+        Ok(())
+    }
+
+    fn live_repair(&mut self, zone: ZoneId, shard: ShardId, msg: Message) -> Result<(), SyncError> {
+        let Message::Manifest(m) = msg else {
+            return Err(SyncError::Protocol(
+                "a repair answered with something other than a manifest".into(),
+            ));
+        };
+        let Some(copy) = self.live.get(&zone).and_then(|s| s.get(&shard)).cloned() else {
+            return Ok(());
+        };
+        let update = ShardUpdate {
+            epoch: m.epoch,
+            new_hwm: m.seq,
+            digest: m.digest,
+            kind: UpdateKind::Manifest {
+                base: m.base,
+                live: m.live,
+            },
+            upserts: cached_all(m.upserts)?,
+        };
+        let next = repair_apply(
+            &copy.header.key,
+            self.cfg.registry,
+            Some(&copy),
+            update.clone(),
+            Utc::now(),
+        )
+        .map_err(|_| SyncError::RepairFailed {
+            zone: zone.clone(),
+            shard,
+        })?;
+        let before: BTreeMap<ObjectId, &CachedObject> =
+            copy.objects.iter().map(|o| (o.id, o)).collect();
+        let after: BTreeSet<ObjectId> = next.objects.iter().map(|o| o.id).collect();
+        let removed = before
+            .keys()
+            .filter(|id| !after.contains(id))
+            .copied()
+            .collect();
+        let upserts = next
+            .objects
+            .iter()
+            .filter(|o| before.get(&o.id).is_none_or(|b| *b != *o))
+            .cloned()
+            .collect();
+        if let Some(shards) = self.live.get_mut(&zone) {
+            shards.insert(shard, next.clone());
+        }
+        self.effects.push_back(Effect::WriteShard(next.clone()));
+        self.effects.push_back(Effect::DeltaApplied {
+            zone,
+            shard: next,
+            update,
+            upserts,
+            removed,
+        });
+        Ok(())
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Fresh,
+    Delta,
+    Snapshot,
+    Repaired,
+}
+
+fn repair_entries(objects: &[CachedObject]) -> Vec<RepairEntry> {
+    objects
+        .iter()
+        .map(|o| RepairEntry {
+            id: o.id,
+            version: o.version,
+            hash: short_hash(o.state.as_bytes()),
+        })
+        .collect()
+}
+
+/// Applies a repair manifest: the live ids, taking each object from the
+/// upserts or else from the copy, checked against the server's digest.
+fn repair_apply(
+    key: &ShardKey,
+    registry: RegistryHash,
+    copy: Option<&CachedShard>,
+    update: ShardUpdate,
+    now: DateTime<Utc>,
+) -> Result<CachedShard, ApplyError> {
+    let UpdateKind::Manifest { live, .. } = &update.kind else {
+        return hoard_world_cache::apply::apply(key, registry, copy, update, now);
+    };
+    let upserts: BTreeMap<ObjectId, &CachedObject> =
+        update.upserts.iter().map(|o| (o.id, o)).collect();
+    let held: BTreeMap<ObjectId, &CachedObject> = copy
+        .map(|c| c.objects.iter().map(|o| (o.id, o)).collect())
+        .unwrap_or_default();
+    let objects: Vec<CachedObject> = live
+        .iter()
+        .filter_map(|id| {
+            upserts
+                .get(id)
+                .or_else(|| held.get(id))
+                .map(|o| (*o).clone())
+        })
+        .collect();
+    let snapshot = ShardUpdate {
+        epoch: update.epoch,
+        new_hwm: update.new_hwm,
+        digest: update.digest,
+        kind: UpdateKind::Snapshot,
+        upserts: objects,
+    };
+    hoard_world_cache::apply::apply(key, registry, None, snapshot, now)
+}

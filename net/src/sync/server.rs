@@ -1,0 +1,524 @@
+//! The server side of a connection as a sans-IO state machine: hello and
+//! auth, zone entry answered shard by shard, repairs, subscriptions and
+//! intents. Messages and the current time go in through
+//! [`ServerSession::handle`]; what to send and do comes out of
+//! [`ServerSession::poll_output`]. No sockets, clocks or threads inside; the
+//! store is read through the [`WorldStore`] given to each call.
+
+use std::collections::{BTreeSet, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use hoard_engine::store::{ShardScope, WorldStore};
+use hoard_engine::{RegistryHash, Seq, ServerIdentity, ShardId, ZoneId};
+
+use super::answer::{AnswerKind, answer_repair, answer_shard};
+use crate::auth::{TokenAuthority, TokenError};
+use crate::wire::{
+    AnswerBegin, AnswerEnd, ErrorCode, ErrorMsg, IntentRejected, MAX_INTENT_BYTES,
+    MAX_REPAIR_OBJECTS, MAX_SHARDS_PER_ENTRY, Message, PROTOCOL_VERSION, Welcome, ZoneDenied,
+};
+
+/// Which zones a perspective may enter.
+pub trait AccessPolicy: Send + Sync {
+    /// Whether `perspective` may read `zone`.
+    fn may_enter(&self, perspective: &str, zone: &ZoneId) -> bool;
+}
+
+/// Every perspective may enter every zone (perspective-scoped shards are
+/// still only shown to their owner).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct OpenWorld;
+
+impl AccessPolicy for OpenWorld {
+    fn may_enter(&self, _: &str, _: &ZoneId) -> bool {
+        true
+    }
+}
+
+/// What every session of a server shares.
+pub struct SessionConfig {
+    /// The server identity sent in `Welcome`.
+    pub server: ServerIdentity,
+    /// The service served.
+    pub service: String,
+    /// The component registry clients must match.
+    pub registry: RegistryHash,
+    /// Checks tokens.
+    pub auth: TokenAuthority,
+    /// Decides zone access.
+    pub access: Arc<dyn AccessPolicy>,
+    /// Ticks per second.
+    pub tick_hz: u32,
+    /// Control messages allowed per second (sustained), per connection.
+    pub messages_per_sec: f64,
+    /// Intents allowed per second (sustained), per connection.
+    pub intents_per_sec: f64,
+    /// Perspectives with a live session: a token already in use is refused.
+    pub live: Mutex<HashSet<String>>,
+}
+
+impl SessionConfig {
+    /// A configuration with default limits.
+    pub fn new(
+        server: ServerIdentity,
+        service: &str,
+        registry: RegistryHash,
+        auth: TokenAuthority,
+    ) -> SessionConfig {
+        SessionConfig {
+            server,
+            service: service.to_owned(),
+            registry,
+            auth,
+            access: Arc::new(OpenWorld),
+            tick_hz: 20,
+            messages_per_sec: 50.0,
+            intents_per_sec: 30.0,
+            live: Mutex::new(HashSet::new()),
+        }
+    }
+}
+
+/// What the driver must do for the session.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Output {
+    /// Send on the control stream.
+    Control(Message),
+    /// Open an answer stream and send these frames on it, in order.
+    Answer {
+        /// The request answered.
+        request: u32,
+        /// `AnswerBegin`, one message per shard, `AnswerEnd`.
+        messages: Vec<Message>,
+        /// Answer kinds, for statistics.
+        kinds: Vec<AnswerKind>,
+    },
+    /// Start live deltas of these shards after these seqs (the seqs the
+    /// answer was built from: no gap, no duplicate).
+    Subscribe {
+        /// The zone.
+        zone: ZoneId,
+        /// `(shard, seq)` pairs.
+        shards: Vec<(ShardId, Seq)>,
+    },
+    /// Stop live deltas of a zone.
+    Unsubscribe {
+        /// The zone.
+        zone: ZoneId,
+    },
+    /// A game intent for the game's systems.
+    Intent {
+        /// The sender.
+        perspective: String,
+        /// The registered intent name.
+        kind: String,
+        /// Its MessagePack payload.
+        payload: Vec<u8>,
+        /// The client's seq for it.
+        seq: u32,
+    },
+    /// Close the connection with this code and reason (after sending `Error`).
+    Close {
+        /// Why.
+        code: ErrorCode,
+        /// A sentence.
+        reason: String,
+    },
+}
+
+/// A token bucket: `rate` per second, bursts up to `burst`.
+#[derive(Debug, Clone)]
+struct Bucket {
+    rate: f64,
+    burst: f64,
+    level: f64,
+    at: f64,
+}
+
+impl Bucket {
+    fn new(rate: f64) -> Bucket {
+        Bucket {
+            rate,
+            burst: rate * 2.0,
+            level: rate * 2.0,
+            at: 0.0,
+        }
+    }
+
+    fn take(&mut self, now: f64) -> bool {
+        self.level = (self.level + (now - self.at).max(0.0) * self.rate).min(self.burst);
+        self.at = now;
+        if self.level >= 1.0 {
+            self.level -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+enum State {
+    AwaitHello,
+    Ready { perspective: String },
+    Closed,
+}
+
+/// One connection's server-side session.
+pub struct ServerSession {
+    config: Arc<SessionConfig>,
+    state: State,
+    out: VecDeque<Output>,
+    messages: Bucket,
+    intents: Bucket,
+    subscribed: BTreeSet<ZoneId>,
+}
+
+impl ServerSession {
+    /// A session waiting for `Hello`.
+    pub fn new(config: Arc<SessionConfig>) -> ServerSession {
+        let messages = Bucket::new(config.messages_per_sec);
+        let intents = Bucket::new(config.intents_per_sec);
+        ServerSession {
+            config,
+            state: State::AwaitHello,
+            out: VecDeque::new(),
+            messages,
+            intents,
+            subscribed: BTreeSet::new(),
+        }
+    }
+
+    /// The authenticated perspective, once the handshake is done.
+    pub fn perspective(&self) -> Option<&str> {
+        match &self.state {
+            State::Ready { perspective } => Some(perspective),
+            _ => None,
+        }
+    }
+
+    /// Whether the session has ended.
+    pub fn is_closed(&self) -> bool {
+        matches!(self.state, State::Closed)
+    }
+
+    /// The next thing to do.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// Fails the session: an `Error` to the client, then close.
+    pub fn fail(&mut self, code: ErrorCode, reason: impl Into<String>) {
+        if self.is_closed() {
+            return;
+        }
+        let reason = reason.into();
+        tracing::info!(perspective = self.perspective().unwrap_or("-"), ?code, %reason, "closing session");
+        self.out.push_back(Output::Control(Message::Error(ErrorMsg {
+            code: code as u16,
+            message: reason.clone(),
+        })));
+        self.out.push_back(Output::Close { code, reason });
+        self.release();
+        self.state = State::Closed;
+    }
+
+    fn release(&mut self) {
+        if let State::Ready { perspective } = &self.state
+            && let Ok(mut live) = self.config.live.lock()
+        {
+            live.remove(perspective);
+        }
+    }
+
+    /// Ends the session (the connection closed): frees its perspective.
+    pub fn closed(&mut self) {
+        self.release();
+        self.state = State::Closed;
+    }
+
+    /// Handles one message from the client at `now` (seconds on any monotonic
+    /// clock) and `unix_now` (for token expiry).
+    pub fn handle(&mut self, now: f64, unix_now: i64, msg: Message, store: &dyn WorldStore) {
+        if self.is_closed() {
+            return;
+        }
+        if !self.messages.take(now) {
+            return self.fail(ErrorCode::RateLimited, "too many messages; slow down");
+        }
+        match (&self.state, msg) {
+            (State::AwaitHello, Message::Hello(hello)) => self.hello(unix_now, hello, store),
+            (State::AwaitHello, other) => self.fail(
+                ErrorCode::Protocol,
+                format!("expected hello, got message type 0x{:02x}", other.kind()),
+            ),
+            (State::Ready { .. }, Message::EnterZone(enter)) => self.enter(enter, store),
+            (State::Ready { .. }, Message::LeaveZone(leave)) => {
+                if self.subscribed.remove(&leave.zone) {
+                    self.out.push_back(Output::Unsubscribe { zone: leave.zone });
+                }
+            }
+            (State::Ready { .. }, Message::Repair(repair)) => self.repair(repair, store),
+            (State::Ready { perspective }, Message::Intent(intent)) => {
+                let perspective = perspective.clone();
+                let rejection = if intent.payload.len() > MAX_INTENT_BYTES {
+                    Some((
+                        ErrorCode::Limit,
+                        format!(
+                            "intent of {} bytes is over {MAX_INTENT_BYTES}",
+                            intent.payload.len()
+                        ),
+                    ))
+                } else if !self.intents.take(now) {
+                    Some((
+                        ErrorCode::RateLimited,
+                        "too many intents; slow down".to_owned(),
+                    ))
+                } else {
+                    None
+                };
+                match rejection {
+                    Some((code, message)) => self.out.push_back(Output::Control(
+                        Message::IntentRejected(IntentRejected {
+                            seq: intent.seq,
+                            code: code as u16,
+                            message,
+                        }),
+                    )),
+                    None => self.out.push_back(Output::Intent {
+                        perspective,
+                        kind: intent.kind,
+                        payload: intent.payload,
+                        seq: intent.seq,
+                    }),
+                }
+            }
+            (State::Ready { .. }, other) => self.fail(
+                ErrorCode::Protocol,
+                format!(
+                    "message type 0x{:02x} is not one a client sends after hello",
+                    other.kind()
+                ),
+            ),
+            (State::Closed, _) => {}
+        }
+    }
+
+    fn hello(&mut self, unix_now: i64, hello: crate::wire::Hello, store: &dyn WorldStore) {
+        if hello.protocol != PROTOCOL_VERSION {
+            return self.fail(
+                ErrorCode::Version,
+                format!(
+                    "client speaks protocol {}, this server {PROTOCOL_VERSION}; update the client",
+                    hello.protocol
+                ),
+            );
+        }
+        if hello.registry != self.config.registry.0 {
+            return self.fail(
+                ErrorCode::Registry,
+                "the client's component registry differs from the server's; update the client",
+            );
+        }
+        if hello.service != self.config.service {
+            return self.fail(
+                ErrorCode::UnknownService,
+                format!("no service {:?} here", hello.service),
+            );
+        }
+        let perspective = match self.config.auth.verify(&hello.token, unix_now) {
+            Ok(p) => p,
+            Err(TokenError::Expired { expiry }) => {
+                return self.fail(
+                    ErrorCode::Expired,
+                    format!("token expired at {expiry}; get a new one"),
+                );
+            }
+            Err(e) => return self.fail(ErrorCode::BadToken, e.to_string()),
+        };
+        let fresh = self
+            .config
+            .live
+            .lock()
+            .map(|mut l| l.insert(perspective.clone()))
+            .unwrap_or(false);
+        if !fresh {
+            return self.fail(
+                ErrorCode::TokenInUse,
+                format!("{perspective} is already connected"),
+            );
+        }
+        let zones = match store.zones() {
+            Ok(z) => z
+                .into_iter()
+                .filter(|z| self.config.access.may_enter(&perspective, z))
+                .collect(),
+            Err(e) => {
+                self.state = State::Ready { perspective };
+                return self.fail(ErrorCode::Server, format!("store unavailable: {e}"));
+            }
+        };
+        tracing::info!(%perspective, "session ready");
+        self.out
+            .push_back(Output::Control(Message::Welcome(Welcome {
+                protocol: PROTOCOL_VERSION,
+                server: self.config.server.0,
+                perspective: perspective.clone(),
+                zones,
+                tick_hz: self.config.tick_hz,
+            })));
+        self.state = State::Ready { perspective };
+    }
+
+    fn deny(&mut self, request: u32, zone: ZoneId, code: ErrorCode, message: String) {
+        self.out
+            .push_back(Output::Control(Message::ZoneDenied(ZoneDenied {
+                request,
+                zone,
+                code: code as u16,
+                message,
+            })));
+    }
+
+    /// The shards of `zone` this session may read, with their scope check done.
+    fn readable_shards(
+        &self,
+        zone: &ZoneId,
+        store: &dyn WorldStore,
+    ) -> Result<Vec<ShardId>, (ErrorCode, String)> {
+        let perspective = self.perspective().unwrap_or_default().to_owned();
+        if !self.config.access.may_enter(&perspective, zone) {
+            return Err((
+                ErrorCode::Forbidden,
+                format!("{perspective} may not enter zone {zone}"),
+            ));
+        }
+        let shards = store
+            .zone_shards(zone)
+            .map_err(|_| (ErrorCode::UnknownZone, format!("no zone {zone}")))?;
+        let mut out = Vec::with_capacity(shards.len());
+        for shard in shards {
+            let head = store
+                .shard_head(shard)
+                .map_err(|e| (ErrorCode::Server, e.to_string()))?;
+            match head.scope {
+                ShardScope::Shared => out.push(shard),
+                ShardScope::Perspective(p) if p == perspective => out.push(shard),
+                ShardScope::Perspective(_) => {}
+            }
+        }
+        Ok(out)
+    }
+
+    fn enter(&mut self, enter: crate::wire::EnterZone, store: &dyn WorldStore) {
+        let span =
+            tracing::debug_span!("zone_entry", zone = %enter.zone, shards = enter.have.len());
+        let _guard = span.enter();
+        if enter.have.len() > MAX_SHARDS_PER_ENTRY {
+            return self.fail(
+                ErrorCode::Limit,
+                format!(
+                    "enter zone names {} shards, the limit is {MAX_SHARDS_PER_ENTRY}",
+                    enter.have.len()
+                ),
+            );
+        }
+        let shards = match self.readable_shards(&enter.zone, store) {
+            Ok(s) => s,
+            Err((code, message)) => return self.deny(enter.request, enter.zone, code, message),
+        };
+        let mut messages = Vec::with_capacity(shards.len() + 2);
+        let mut kinds = Vec::with_capacity(shards.len());
+        let mut subscriptions = Vec::with_capacity(shards.len());
+        messages.push(Message::AnswerBegin(AnswerBegin {
+            request: enter.request,
+            zone: enter.zone.clone(),
+            shards: shards.len() as u32,
+        }));
+        for shard in shards {
+            // Copies of shards the client may not read, or that are not in
+            // the zone, are ignored: nothing about them is revealed.
+            let have = enter.have.iter().find(|h| h.shard == shard);
+            match answer_shard(store, shard, have) {
+                Ok(answer) => {
+                    subscriptions.push((shard, answer.seq));
+                    kinds.push(answer.kind);
+                    messages.push(answer.message);
+                }
+                Err(e) => {
+                    return self.fail(ErrorCode::Server, format!("reading shard {shard}: {e}"));
+                }
+            }
+        }
+        messages.push(Message::AnswerEnd(AnswerEnd {
+            request: enter.request,
+        }));
+        tracing::debug!(?kinds, "zone answer built");
+        self.out.push_back(Output::Answer {
+            request: enter.request,
+            messages,
+            kinds,
+        });
+        if enter.subscribe {
+            self.subscribed.insert(enter.zone.clone());
+            self.out.push_back(Output::Subscribe {
+                zone: enter.zone,
+                shards: subscriptions,
+            });
+        }
+    }
+
+    fn repair(&mut self, repair: crate::wire::Repair, store: &dyn WorldStore) {
+        if repair.have.len() > MAX_REPAIR_OBJECTS {
+            return self.fail(
+                ErrorCode::Limit,
+                format!(
+                    "repair lists {} objects, the limit is {MAX_REPAIR_OBJECTS}",
+                    repair.have.len()
+                ),
+            );
+        }
+        let shards = match self.readable_shards(&repair.zone, store) {
+            Ok(s) => s,
+            Err((code, message)) => return self.deny(repair.request, repair.zone, code, message),
+        };
+        if !shards.contains(&repair.shard) {
+            return self.deny(
+                repair.request,
+                repair.zone,
+                ErrorCode::Forbidden,
+                format!("shard {} is not readable here", repair.shard),
+            );
+        }
+        match answer_repair(store, repair.shard, repair.hwm, &repair.have) {
+            Ok(answer) => {
+                tracing::info!(shard = %repair.shard, "repairing a client's shard");
+                self.out.push_back(Output::Answer {
+                    request: repair.request,
+                    messages: vec![
+                        Message::AnswerBegin(AnswerBegin {
+                            request: repair.request,
+                            zone: repair.zone,
+                            shards: 1,
+                        }),
+                        answer.message,
+                        Message::AnswerEnd(AnswerEnd {
+                            request: repair.request,
+                        }),
+                    ],
+                    kinds: vec![AnswerKind::Manifest],
+                })
+            }
+            Err(e) => self.fail(
+                ErrorCode::Server,
+                format!("reading shard {}: {e}", repair.shard),
+            ),
+        }
+    }
+}
+
+impl Drop for ServerSession {
+    fn drop(&mut self) {
+        self.release();
+    }
+}

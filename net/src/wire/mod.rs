@@ -1,0 +1,32 @@
+//! The wire protocol: frames, message types and their encoding. The full
+//! byte-level specification is `docs/PROTOCOL.md`; this module is its
+//! implementation and must agree with it (the golden tests hold both still).
+//!
+//! A frame is `length (u32, big-endian) ‖ type (u8) ‖ body`, where `length`
+//! counts the type byte and the body, and the body is the MessagePack encoding
+//! (rmp-serde, compact: structs are arrays of their fields in order) of the
+//! message for that type. Each stream kind has a frame size limit; a frame
+//! over it, an unknown type or a body that does not decode is a protocol
+//! error that closes the connection with a reason.
+
+mod frame;
+mod msg;
+
+pub use frame::{FrameDecoder, FrameError, encode_frame};
+pub use msg::*;
+
+/// The ALPN protocol id of hoard over QUIC.
+pub const ALPN: &[u8] = b"hoard/1";
+/// The protocol version carried in `Hello` and `Welcome`.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Largest frame a client may send on the control stream.
+pub const MAX_CONTROL_FRAME: usize = 256 * 1024;
+/// Largest frame on answer and delta streams (one shard's answer).
+pub const MAX_BULK_FRAME: usize = 32 * 1024 * 1024;
+/// Most shards one `EnterZone` may name.
+pub const MAX_SHARDS_PER_ENTRY: usize = 4096;
+/// Most objects one `Repair` may list.
+pub const MAX_REPAIR_OBJECTS: usize = 200_000;
+/// Largest intent payload.
+pub const MAX_INTENT_BYTES: usize = 16 * 1024;

@@ -1,0 +1,489 @@
+//! Every message of the protocol, its type code, and its encoding.
+//!
+//! Bodies are rmp-serde compact encodings: a struct is a MessagePack array of
+//! its fields in declaration order. Hashes, digests and object states are
+//! `bin`; ids and seqs are unsigned integers; names are `str`.
+
+use hoard_engine::digest::DIGEST_BYTES;
+use hoard_engine::{Digest, Epoch, ObjectId, RegistryHash, Seq, ServerIdentity, ShardId, ZoneId};
+use serde::{Deserialize, Serialize};
+
+use super::frame::encode_frame;
+
+mod digest_bin {
+    use super::{DIGEST_BYTES, Digest};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(d: &Digest, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&d.to_bytes())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Digest, D::Error> {
+        let bytes = serde_bytes::ByteArray::<DIGEST_BYTES>::deserialize(d)?;
+        Ok(Digest::from_bytes(&bytes))
+    }
+}
+
+mod hash_bin {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(h: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(h)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
+        Ok(serde_bytes::ByteArray::<32>::deserialize(d)?.into_array())
+    }
+}
+
+/// A client's cached copy of one shard, as named in `EnterZone`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardHave {
+    /// The shard.
+    pub shard: ShardId,
+    /// The copy's epoch.
+    pub epoch: Epoch,
+    /// The seq the copy is complete up to.
+    pub hwm: Seq,
+    /// The copy's digest.
+    #[serde(with = "digest_bin")]
+    pub digest: Digest,
+}
+
+/// An object on the wire.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireObject {
+    /// Its id.
+    pub id: ObjectId,
+    /// Its version.
+    pub version: Seq,
+    /// Its canonical state bytes.
+    #[serde(with = "serde_bytes")]
+    pub state: Vec<u8>,
+}
+
+/// One entry of a repair request: what the client holds of one object.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepairEntry {
+    /// The object.
+    pub id: ObjectId,
+    /// Its version in the copy.
+    pub version: Seq,
+    /// The first 8 bytes of blake3 of its state in the copy.
+    #[serde(with = "serde_bytes")]
+    pub hash: [u8; 8],
+}
+
+/// `0x01` client → server, first on the control stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// [`super::PROTOCOL_VERSION`].
+    pub protocol: u32,
+    /// The client's component registry hash.
+    #[serde(with = "hash_bin")]
+    pub registry: [u8; 32],
+    /// The service to use.
+    pub service: String,
+    /// The perspective's token.
+    pub token: String,
+}
+
+/// `0x02` client → server: bring a zone's shards up to date (and subscribe).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnterZone {
+    /// Request id, echoed in the answer.
+    pub request: u32,
+    /// The zone.
+    pub zone: ZoneId,
+    /// Whether to receive live deltas afterwards.
+    pub subscribe: bool,
+    /// The cached copies, one per shard the client holds (others are fetched whole).
+    pub have: Vec<ShardHave>,
+}
+
+/// `0x03` client → server: stop live deltas of a zone.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaveZone {
+    /// The zone.
+    pub zone: ZoneId,
+}
+
+/// `0x04` client → server: a shard's digest did not match after applying;
+/// here is what the copy holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Repair {
+    /// Request id, echoed in the answer.
+    pub request: u32,
+    /// The zone.
+    pub zone: ZoneId,
+    /// The shard.
+    pub shard: ShardId,
+    /// The hwm of the copy (before the update that did not match).
+    pub hwm: Seq,
+    /// Every object of the copy.
+    pub have: Vec<RepairEntry>,
+}
+
+/// `0x05` client → server: a game intent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Intent {
+    /// Client-chosen sequence number, echoed in a rejection.
+    pub seq: u32,
+    /// The registered intent name.
+    pub kind: String,
+    /// The intent's MessagePack encoding.
+    #[serde(with = "serde_bytes")]
+    pub payload: Vec<u8>,
+}
+
+/// `0x81` server → client: the handshake succeeded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// [`super::PROTOCOL_VERSION`].
+    pub protocol: u32,
+    /// The server identity (cache namespace).
+    #[serde(with = "hash_bin")]
+    pub server: [u8; 32],
+    /// The authenticated perspective.
+    pub perspective: String,
+    /// The zones this perspective may enter.
+    pub zones: Vec<ZoneId>,
+    /// Server ticks per second (live deltas arrive at most this often).
+    pub tick_hz: u32,
+}
+
+/// `0x82` server → client: a fatal error; the connection closes after it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorMsg {
+    /// An [`ErrorCode`] value.
+    pub code: u16,
+    /// A sentence for people.
+    pub message: String,
+}
+
+/// `0x83` server → client: an `EnterZone` or `Repair` was refused.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ZoneDenied {
+    /// The request.
+    pub request: u32,
+    /// The zone.
+    pub zone: ZoneId,
+    /// An [`ErrorCode`] value.
+    pub code: u16,
+    /// A sentence for people.
+    pub message: String,
+}
+
+/// `0x84` server → client: an intent was refused.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IntentRejected {
+    /// The intent's seq.
+    pub seq: u32,
+    /// An [`ErrorCode`] value.
+    pub code: u16,
+    /// A sentence for people.
+    pub message: String,
+}
+
+/// `0x90` server → client, first on an answer stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnswerBegin {
+    /// The request answered.
+    pub request: u32,
+    /// The zone.
+    pub zone: ZoneId,
+    /// How many shard answers follow.
+    pub shards: u32,
+}
+
+/// `0x91`: the copy is current.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpToDate {
+    /// The shard.
+    pub shard: ShardId,
+    /// The server's seq (equal to the copy's hwm).
+    pub seq: Seq,
+}
+
+/// `0x92`: the changes after the copy's hwm.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Changes {
+    /// The shard.
+    pub shard: ShardId,
+    /// Its epoch.
+    pub epoch: Epoch,
+    /// The copy's hwm the changes follow.
+    pub base: Seq,
+    /// The seq they lead to.
+    pub seq: Seq,
+    /// The digest at `seq`.
+    #[serde(with = "digest_bin")]
+    pub digest: Digest,
+    /// Objects that left after `base`.
+    pub tombstones: Vec<ObjectId>,
+    /// Objects changed after `base`.
+    pub upserts: Vec<WireObject>,
+}
+
+/// `0x93`: the copy is behind the tombstone horizon (or being repaired):
+/// every live id, and the objects the copy lacks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// The shard.
+    pub shard: ShardId,
+    /// Its epoch.
+    pub epoch: Epoch,
+    /// The copy's hwm.
+    pub base: Seq,
+    /// The seq it leads to.
+    pub seq: Seq,
+    /// The digest at `seq`.
+    #[serde(with = "digest_bin")]
+    pub digest: Digest,
+    /// Every live id, ascending.
+    pub live: Vec<ObjectId>,
+    /// Objects newer than `base` (or, in a repair, differing from the copy).
+    pub upserts: Vec<WireObject>,
+}
+
+/// `0x94`: the whole shard (no copy, or another epoch).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// The shard.
+    pub shard: ShardId,
+    /// Its epoch.
+    pub epoch: Epoch,
+    /// The seq of the snapshot.
+    pub seq: Seq,
+    /// The digest at `seq`.
+    #[serde(with = "digest_bin")]
+    pub digest: Digest,
+    /// The perspective it is scoped to, if any (the client caches it there).
+    pub perspective: Option<String>,
+    /// Every live object, ascending by id.
+    pub objects: Vec<WireObject>,
+}
+
+/// `0x95` server → client, last on an answer stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnswerEnd {
+    /// The request answered.
+    pub request: u32,
+}
+
+/// `0xA0` server → client on the delta stream: one shard's committed change.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delta {
+    /// The zone.
+    pub zone: ZoneId,
+    /// The shard.
+    pub shard: ShardId,
+    /// Its epoch.
+    pub epoch: Epoch,
+    /// The seq this delta follows.
+    pub base: Seq,
+    /// The seq it leads to.
+    pub seq: Seq,
+    /// The digest at `seq`.
+    #[serde(with = "digest_bin")]
+    pub digest: Digest,
+    /// Objects that left.
+    pub tombstones: Vec<ObjectId>,
+    /// Objects written.
+    pub upserts: Vec<WireObject>,
+}
+
+/// Error codes carried by `Error`, `ZoneDenied` and `IntentRejected`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u16)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// Bytes that are not a frame, an unknown type, a body that does not decode.
+    Protocol = 1,
+    /// The client speaks another protocol version.
+    Version = 2,
+    /// The client's component registry differs from the server's.
+    Registry = 3,
+    /// The token is malformed, forged or for another server.
+    BadToken = 4,
+    /// The token has expired.
+    Expired = 5,
+    /// No such service.
+    UnknownService = 6,
+    /// No such zone.
+    UnknownZone = 7,
+    /// The perspective may not read that zone or shard.
+    Forbidden = 8,
+    /// A limit was exceeded (shards per entry, frame size, ...).
+    Limit = 9,
+    /// Too many messages too fast.
+    RateLimited = 10,
+    /// The client names a seq or epoch the server never issued.
+    BadCursor = 11,
+    /// The client does not read fast enough.
+    SlowConsumer = 12,
+    /// The server is shutting down or failed internally.
+    Server = 13,
+    /// The token is already in use by another live connection.
+    TokenInUse = 14,
+}
+
+/// Every message, by type code.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Message {
+    /// `0x01`
+    Hello(Hello),
+    /// `0x02`
+    EnterZone(EnterZone),
+    /// `0x03`
+    LeaveZone(LeaveZone),
+    /// `0x04`
+    Repair(Repair),
+    /// `0x05`
+    Intent(Intent),
+    /// `0x81`
+    Welcome(Welcome),
+    /// `0x82`
+    Error(ErrorMsg),
+    /// `0x83`
+    ZoneDenied(ZoneDenied),
+    /// `0x84`
+    IntentRejected(IntentRejected),
+    /// `0x90`
+    AnswerBegin(AnswerBegin),
+    /// `0x91`
+    UpToDate(UpToDate),
+    /// `0x92`
+    Changes(Changes),
+    /// `0x93`
+    Manifest(Manifest),
+    /// `0x94`
+    Snapshot(Snapshot),
+    /// `0x95`
+    AnswerEnd(AnswerEnd),
+    /// `0xA0`
+    Delta(Delta),
+}
+
+/// Why a frame's body is not a valid message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The type code is not one of the protocol's.
+    #[error("unknown message type 0x{0:02x}")]
+    UnknownType(u8),
+    /// The body does not decode as that type.
+    #[error("message type 0x{kind:02x} does not decode: {reason}")]
+    Body {
+        /// The type code.
+        kind: u8,
+        /// The decoder's complaint.
+        reason: String,
+    },
+}
+
+fn body<T: Serialize>(value: &T) -> Vec<u8> {
+    // Serialising plain data into a Vec cannot fail.
+    rmp_serde::to_vec(value).unwrap_or_default()
+}
+
+fn decode_body<T: for<'de> Deserialize<'de>>(kind: u8, bytes: &[u8]) -> Result<T, DecodeError> {
+    let mut de = rmp_serde::Deserializer::new(bytes);
+    let value = T::deserialize(&mut de).map_err(|e| DecodeError::Body {
+        kind,
+        reason: e.to_string(),
+    })?;
+    let rest = de.into_inner();
+    if !rest.is_empty() {
+        return Err(DecodeError::Body {
+            kind,
+            reason: format!("{} bytes after the message", rest.len()),
+        });
+    }
+    Ok(value)
+}
+
+impl Message {
+    /// The message's type code.
+    pub fn kind(&self) -> u8 {
+        match self {
+            Message::Hello(_) => 0x01,
+            Message::EnterZone(_) => 0x02,
+            Message::LeaveZone(_) => 0x03,
+            Message::Repair(_) => 0x04,
+            Message::Intent(_) => 0x05,
+            Message::Welcome(_) => 0x81,
+            Message::Error(_) => 0x82,
+            Message::ZoneDenied(_) => 0x83,
+            Message::IntentRejected(_) => 0x84,
+            Message::AnswerBegin(_) => 0x90,
+            Message::UpToDate(_) => 0x91,
+            Message::Changes(_) => 0x92,
+            Message::Manifest(_) => 0x93,
+            Message::Snapshot(_) => 0x94,
+            Message::AnswerEnd(_) => 0x95,
+            Message::Delta(_) => 0xA0,
+        }
+    }
+
+    /// The body bytes.
+    pub fn body(&self) -> Vec<u8> {
+        match self {
+            Message::Hello(m) => body(m),
+            Message::EnterZone(m) => body(m),
+            Message::LeaveZone(m) => body(m),
+            Message::Repair(m) => body(m),
+            Message::Intent(m) => body(m),
+            Message::Welcome(m) => body(m),
+            Message::Error(m) => body(m),
+            Message::ZoneDenied(m) => body(m),
+            Message::IntentRejected(m) => body(m),
+            Message::AnswerBegin(m) => body(m),
+            Message::UpToDate(m) => body(m),
+            Message::Changes(m) => body(m),
+            Message::Manifest(m) => body(m),
+            Message::Snapshot(m) => body(m),
+            Message::AnswerEnd(m) => body(m),
+            Message::Delta(m) => body(m),
+        }
+    }
+
+    /// The whole frame.
+    pub fn to_frame(&self) -> Vec<u8> {
+        encode_frame(self.kind(), &self.body())
+    }
+
+    /// Decodes a frame's type and body.
+    pub fn decode(kind: u8, bytes: &[u8]) -> Result<Message, DecodeError> {
+        Ok(match kind {
+            0x01 => Message::Hello(decode_body(kind, bytes)?),
+            0x02 => Message::EnterZone(decode_body(kind, bytes)?),
+            0x03 => Message::LeaveZone(decode_body(kind, bytes)?),
+            0x04 => Message::Repair(decode_body(kind, bytes)?),
+            0x05 => Message::Intent(decode_body(kind, bytes)?),
+            0x81 => Message::Welcome(decode_body(kind, bytes)?),
+            0x82 => Message::Error(decode_body(kind, bytes)?),
+            0x83 => Message::ZoneDenied(decode_body(kind, bytes)?),
+            0x84 => Message::IntentRejected(decode_body(kind, bytes)?),
+            0x90 => Message::AnswerBegin(decode_body(kind, bytes)?),
+            0x91 => Message::UpToDate(decode_body(kind, bytes)?),
+            0x92 => Message::Changes(decode_body(kind, bytes)?),
+            0x93 => Message::Manifest(decode_body(kind, bytes)?),
+            0x94 => Message::Snapshot(decode_body(kind, bytes)?),
+            0x95 => Message::AnswerEnd(decode_body(kind, bytes)?),
+            0xA0 => Message::Delta(decode_body(kind, bytes)?),
+            other => return Err(DecodeError::UnknownType(other)),
+        })
+    }
+}
+
+/// Converts between engine and wire ids where the wire needs raw bytes.
+pub fn registry_bytes(h: RegistryHash) -> [u8; 32] {
+    h.0
+}
+
+/// The server identity carried in `Welcome`.
+pub fn identity_bytes(id: ServerIdentity) -> [u8; 32] {
+    id.0
+}

@@ -1,0 +1,283 @@
+//! A two-sided test pair, in the spirit of quinn-proto's `Pair`: the server
+//! session, hub and store on one side, the client sync and an in-memory
+//! cache on the other, joined by a simulated network with one-way latency,
+//! jitter-free ordered streams and loss (a lost packet costs a retransmission
+//! timeout, as QUIC's reliable streams would), driven by a simulated clock.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::sync::Arc;
+
+use hoard_engine::store::{ShardSpec, WorldStore};
+use hoard_engine::{ChangeSet, MemoryStore, RegistryHash, ServerIdentity, ShardId, ZoneId};
+use hoard_net::auth::TokenAuthority;
+use hoard_net::sync::client::{ClientConfig, ClientSync, Effect, EntryStats};
+use hoard_net::sync::hub::Hub;
+use hoard_net::sync::server::{Output, ServerSession, SessionConfig};
+use hoard_net::wire::{Hello, Message, PROTOCOL_VERSION};
+use hoard_world_cache::{CachedShard, ShardKey};
+
+pub(crate) const SERVER: ServerIdentity = ServerIdentity([1; 32]);
+pub(crate) const REGISTRY: RegistryHash = RegistryHash([2; 32]);
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum To {
+    Server,
+    ClientControl,
+    ClientAnswer(u32),
+    ClientDelta,
+}
+
+/// A frame in flight: (delivery time in µs, send order, destination, bytes).
+type InFlight = Reverse<(u64, u64, To, Vec<u8>)>;
+
+/// The simulated network.
+pub(crate) struct Net {
+    pub(crate) now: f64,
+    pub(crate) one_way: f64,
+    pub(crate) loss: f64,
+    pub(crate) rto: f64,
+    rng: fastrand::Rng,
+    seq: u64,
+    queue: BinaryHeap<InFlight>,
+    /// Per stream, the last delivery time: streams are ordered.
+    last: BTreeMap<To, u64>,
+}
+
+fn micros(t: f64) -> u64 {
+    (t * 1e6).round() as u64
+}
+
+impl Net {
+    fn send(&mut self, to: To, msg: &Message) {
+        let mut at = self.now + self.one_way;
+        while self.rng.f64() < self.loss {
+            at += self.rto;
+        }
+        let at = micros(at).max(self.last.get(&to).copied().unwrap_or(0));
+        self.last.insert(to.clone(), at);
+        self.seq += 1;
+        self.queue.push(Reverse((at, self.seq, to, msg.to_frame())));
+    }
+}
+
+/// Both sides and the network between them.
+pub(crate) struct Pair {
+    pub(crate) store: Arc<MemoryStore>,
+    pub(crate) net: Net,
+    session: ServerSession,
+    hub: Hub,
+    pub(crate) client: ClientSync,
+    /// The client's disk cache.
+    pub(crate) cache: BTreeMap<ShardKey, CachedShard>,
+    /// Zone ready events seen.
+    pub(crate) ready: Vec<(ZoneId, EntryStats)>,
+    pub(crate) denied: Vec<(ZoneId, u16)>,
+    pub(crate) failures: Vec<(u16, String)>,
+    pub(crate) bytes_to_server: u64,
+    pub(crate) bytes_to_client: u64,
+}
+
+impl Pair {
+    /// A pair over a store holding `zone` with `shards` shared shards.
+    pub(crate) fn new(zone: &str, shards: u64, seed: u64) -> Pair {
+        let store = Arc::new(MemoryStore::new());
+        let specs: Vec<ShardSpec> = (0..shards).map(|s| ShardSpec::shared(ShardId(s))).collect();
+        store
+            .create_zone(&ZoneId::new(zone).expect("zone"), &specs)
+            .expect("create zone");
+        let auth = TokenAuthority::new([9; 32]).with_dev_mode(true);
+        let config = Arc::new(SessionConfig::new(SERVER, "world", REGISTRY, auth));
+        let mut pair = Pair {
+            store,
+            net: Net {
+                now: 0.0,
+                one_way: 0.0,
+                loss: 0.0,
+                rto: 0.2,
+                rng: fastrand::Rng::with_seed(seed),
+                seq: 0,
+                queue: BinaryHeap::new(),
+                last: BTreeMap::new(),
+            },
+            session: ServerSession::new(config),
+            hub: Hub::new(),
+            client: ClientSync::new(ClientConfig {
+                server: SERVER,
+                service: "world".into(),
+                perspective: "ann".into(),
+                registry: REGISTRY,
+            }),
+            cache: BTreeMap::new(),
+            ready: Vec::new(),
+            denied: Vec::new(),
+            failures: Vec::new(),
+            bytes_to_server: 0,
+            bytes_to_client: 0,
+        };
+        pair.session.handle(
+            0.0,
+            0,
+            Message::Hello(Hello {
+                protocol: PROTOCOL_VERSION,
+                registry: REGISTRY.0,
+                service: "world".into(),
+                token: "dev:ann".into(),
+            }),
+            &*pair.store,
+        );
+        match pair.session.poll_output() {
+            Some(Output::Control(Message::Welcome(_))) => {}
+            other => panic!("expected welcome, got {other:?}"),
+        }
+        pair
+    }
+
+    /// Commits changes on the server and publishes the deltas.
+    pub(crate) fn commit(&mut self, changes: &ChangeSet) {
+        let receipt = self.store.commit(changes).expect("commit");
+        for (_, delta) in self.hub.publish(changes, &receipt, &*self.store) {
+            self.net.send(To::ClientDelta, &Message::Delta(delta));
+        }
+    }
+
+    /// Starts entering a zone from the cache, as the client driver would.
+    pub(crate) fn enter(&mut self, zone: &str, subscribe: bool) -> u32 {
+        let zone = ZoneId::new(zone).expect("zone");
+        let copies: Vec<CachedShard> = self
+            .cache
+            .iter()
+            .filter(|(k, _)| k.zone == zone)
+            .map(|(_, c)| c.clone())
+            .collect();
+        let heads: Vec<_> = copies.iter().map(|c| c.header.clone()).collect();
+        let request = self
+            .client
+            .enter_zone(self.net.now, zone, &heads, subscribe);
+        self.flush_client();
+        self.client
+            .provide_copies(self.net.now, request, copies)
+            .expect("copies");
+        self.drain_effects();
+        request
+    }
+
+    fn flush_client(&mut self) {
+        while let Some(msg) = self.client.poll_transmit() {
+            self.bytes_to_server += msg.to_frame().len() as u64;
+            self.net.send(To::Server, &msg);
+        }
+    }
+
+    fn flush_server(&mut self) {
+        while let Some(out) = self.session.poll_output() {
+            match out {
+                Output::Control(m) => self.net.send(To::ClientControl, &m),
+                Output::Answer {
+                    request, messages, ..
+                } => {
+                    for m in messages {
+                        self.net.send(To::ClientAnswer(request), &m);
+                    }
+                }
+                Output::Subscribe { zone, shards } => {
+                    for d in self.hub.subscribe(1, &zone, &shards, &*self.store) {
+                        self.net.send(To::ClientDelta, &Message::Delta(d));
+                    }
+                }
+                Output::Unsubscribe { zone } => self.hub.unsubscribe(1, &zone),
+                Output::Intent { .. } | Output::Close { .. } => {}
+                _ => {}
+            }
+        }
+    }
+
+    fn drain_effects(&mut self) {
+        while let Some(effect) = self.client.poll_effect() {
+            match effect {
+                Effect::WriteShard(s) => {
+                    self.cache.insert(s.header.key.clone(), s);
+                }
+                Effect::ZoneReady {
+                    zone,
+                    stats,
+                    shards,
+                } => {
+                    for s in &shards {
+                        assert_eq!(
+                            self.cache.get(&s.header.key),
+                            Some(s),
+                            "written before ready"
+                        );
+                    }
+                    self.ready.push((zone, stats));
+                }
+                Effect::DeltaApplied { shard, .. } => {
+                    self.cache.insert(shard.header.key.clone(), shard);
+                }
+                Effect::ZoneDenied { zone, code, .. } => self.denied.push((zone, code)),
+                Effect::Failed { code, message } => self.failures.push((code, message)),
+                _ => {}
+            }
+        }
+    }
+
+    /// Delivers everything in flight (and what it causes), advancing the clock.
+    pub(crate) fn run(&mut self) {
+        self.flush_client();
+        self.flush_server();
+        while let Some(Reverse((at, _, to, frame))) = self.net.queue.pop() {
+            self.net.now = self.net.now.max(at as f64 / 1e6);
+            let msg = Message::decode(frame[4], &frame[5..]).expect("valid frame");
+            match to {
+                To::Server => {
+                    self.session.handle(self.net.now, 0, msg, &*self.store);
+                    self.flush_server();
+                }
+                To::ClientAnswer(request) => {
+                    self.bytes_to_client += frame.len() as u64;
+                    self.client
+                        .handle_answer(self.net.now, request, msg, frame.len())
+                        .expect("sync");
+                }
+                To::ClientControl | To::ClientDelta => {
+                    self.bytes_to_client += frame.len() as u64;
+                    self.client
+                        .handle(self.net.now, msg, frame.len())
+                        .expect("sync");
+                }
+            }
+            self.drain_effects();
+            self.flush_client();
+        }
+    }
+
+    /// Asserts that the client's copy of every shard of the zone equals the server's.
+    pub(crate) fn assert_in_sync(&self, zone: &str) {
+        let zone = ZoneId::new(zone).expect("zone");
+        for shard in self.store.zone_shards(&zone).expect("shards") {
+            let snap = self.store.snapshot(shard).expect("snapshot");
+            let key = ShardKey::new(SERVER, "world", None, zone.clone(), shard).expect("key");
+            let copy = self
+                .cache
+                .get(&key)
+                .unwrap_or_else(|| panic!("shard {shard} missing on the client"));
+            assert_eq!(
+                copy.header.digest, snap.head.digest,
+                "shard {shard}: digest"
+            );
+            assert_eq!(copy.header.hwm, snap.head.seq, "shard {shard}: hwm");
+            let theirs: Vec<_> = snap
+                .objects
+                .iter()
+                .map(|o| (o.id, o.version, o.state.clone()))
+                .collect();
+            let ours: Vec<_> = copy
+                .objects
+                .iter()
+                .map(|o| (o.id, o.version, o.state.clone()))
+                .collect();
+            assert_eq!(ours, theirs, "shard {shard}: objects");
+        }
+    }
+}

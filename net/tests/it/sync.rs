@@ -1,0 +1,329 @@
+//! Sans-IO zone entry and live deltas through the test pair: every answer
+//! kind, the repair path, subscriptions without gaps, latency and loss, and
+//! random histories against random caches.
+
+use chrono::{Duration, Utc};
+use hoard_engine::state::StateBuilder;
+use hoard_engine::store::WorldStore;
+use hoard_engine::{ChangeSet, ObjectId, ObjectState, ShardId, ZoneId};
+use hoard_world_cache::format::recompute_digest;
+use hoard_world_cache::{CachedShard, ShardKey};
+use proptest::prelude::*;
+
+use super::pair::{Pair, SERVER};
+
+fn state(n: u64) -> ObjectState {
+    StateBuilder::new()
+        .component("n", n.to_le_bytes().to_vec())
+        .finish()
+}
+
+/// Commits `objects` objects per shard with values from `salt`.
+fn fill(pair: &mut Pair, shards: u64, objects: u64, salt: u64) {
+    let mut tick = ChangeSet::new();
+    for s in 0..shards {
+        for i in 0..objects {
+            tick.upsert(ShardId(s), ObjectId(s * 1000 + i), state(i + salt));
+        }
+    }
+    pair.commit(&tick);
+}
+
+fn last_stats(pair: &Pair) -> hoard_net::sync::client::EntryStats {
+    pair.ready.last().expect("zone ready").1.clone()
+}
+
+#[test]
+fn cold_entry_fetches_every_shard_in_one_round_trip() {
+    let mut pair = Pair::new("meadow", 4, 1);
+    fill(&mut pair, 4, 50, 0);
+    pair.net.one_way = 0.025;
+    pair.enter("meadow", true);
+    pair.run();
+    let stats = last_stats(&pair);
+    assert_eq!(
+        (stats.shards, stats.shards_snapshot, stats.round_trips),
+        (4, 4, 1)
+    );
+    assert_eq!(stats.objects, 200);
+    assert_eq!(stats.elapsed_ms, 50, "one round trip of 2 × 25 ms");
+    pair.assert_in_sync("meadow");
+}
+
+#[test]
+fn warm_entry_with_nothing_changed_sends_almost_nothing() {
+    let mut pair = Pair::new("meadow", 64, 2);
+    fill(&mut pair, 64, 20, 0);
+    pair.enter("meadow", false);
+    pair.run();
+    let (to_server, to_client) = (pair.bytes_to_server, pair.bytes_to_client);
+    pair.enter("meadow", false);
+    pair.run();
+    let stats = last_stats(&pair);
+    assert_eq!((stats.shards_fresh, stats.round_trips), (64, 1));
+    let warm = (pair.bytes_to_server - to_server) + (pair.bytes_to_client - to_client);
+    assert!(
+        warm <= 8 * 1024,
+        "warm unchanged entry of 64 shards cost {warm} bytes"
+    );
+    assert_eq!(stats.bytes_rx + stats.bytes_tx, warm);
+    pair.assert_in_sync("meadow");
+}
+
+#[test]
+fn warm_entry_after_changes_gets_only_the_changes() {
+    let mut pair = Pair::new("meadow", 4, 3);
+    fill(&mut pair, 4, 100, 0);
+    pair.enter("meadow", false);
+    pair.run();
+    let mut tick = ChangeSet::new();
+    tick.upsert(ShardId(1), ObjectId(1005), state(777));
+    tick.remove(ShardId(2), ObjectId(2007));
+    tick.upsert(ShardId(2), ObjectId(2999), state(1));
+    pair.commit(&tick);
+    let before = pair.bytes_to_client;
+    pair.enter("meadow", false);
+    pair.run();
+    let stats = last_stats(&pair);
+    assert_eq!(
+        (
+            stats.shards_fresh,
+            stats.shards_delta,
+            stats.shards_snapshot
+        ),
+        (2, 2, 0)
+    );
+    assert!(
+        pair.bytes_to_client - before < 600,
+        "only three objects' worth: {}",
+        pair.bytes_to_client - before
+    );
+    pair.assert_in_sync("meadow");
+}
+
+#[test]
+fn a_cache_behind_the_horizon_gets_the_manifest() {
+    let mut pair = Pair::new("meadow", 2, 4);
+    fill(&mut pair, 2, 30, 0);
+    pair.enter("meadow", false);
+    pair.run();
+    let mut tick = ChangeSet::new();
+    tick.remove(ShardId(0), ObjectId(3));
+    tick.upsert(ShardId(0), ObjectId(4), state(44));
+    pair.commit(&tick);
+    pair.store
+        .trim_tombstones(Utc::now() + Duration::seconds(1))
+        .expect("trim");
+    pair.enter("meadow", false);
+    pair.run();
+    let stats = last_stats(&pair);
+    assert_eq!(
+        (stats.shards_fresh, stats.shards_delta, stats.round_trips),
+        (1, 1, 1)
+    );
+    pair.assert_in_sync("meadow");
+}
+
+#[test]
+fn another_epoch_or_a_future_hwm_gets_a_snapshot() {
+    let mut pair = Pair::new("meadow", 2, 5);
+    fill(&mut pair, 2, 10, 0);
+    pair.enter("meadow", false);
+    pair.run();
+    pair.store.reset_epoch(ShardId(0)).expect("reset");
+    let key = ShardKey::new(
+        SERVER,
+        "world",
+        None,
+        ZoneId::new("meadow").expect("zone"),
+        ShardId(1),
+    )
+    .expect("key");
+    pair.cache.get_mut(&key).expect("cached").header.hwm.0 += 10;
+    pair.enter("meadow", false);
+    pair.run();
+    let stats = last_stats(&pair);
+    assert_eq!(stats.shards_snapshot, 2);
+    pair.assert_in_sync("meadow");
+}
+
+#[test]
+fn a_copy_that_lies_about_its_contents_is_repaired_in_one_more_round_trip() {
+    let mut pair = Pair::new("meadow", 2, 6);
+    fill(&mut pair, 2, 40, 0);
+    pair.enter("meadow", false);
+    pair.run();
+    fill(&mut pair, 1, 5, 100);
+    // The client's copy of shard 0 loses an object and changes another, but
+    // its header still claims the server's digest: only applying reveals it.
+    let key = ShardKey::new(
+        SERVER,
+        "world",
+        None,
+        ZoneId::new("meadow").expect("zone"),
+        ShardId(0),
+    )
+    .expect("key");
+    let copy: &mut CachedShard = pair.cache.get_mut(&key).expect("cached");
+    copy.objects.remove(17);
+    copy.objects[3].state = state(123_456);
+    pair.net.one_way = 0.01;
+    pair.enter("meadow", false);
+    pair.run();
+    let stats = last_stats(&pair);
+    assert_eq!((stats.shards_repaired, stats.round_trips), (1, 2));
+    assert_eq!(stats.elapsed_ms, 40, "two round trips");
+    pair.assert_in_sync("meadow");
+}
+
+#[test]
+fn live_deltas_follow_the_answer_without_gap_or_duplicate() {
+    let mut pair = Pair::new("meadow", 3, 7);
+    fill(&mut pair, 3, 10, 0);
+    pair.net.one_way = 0.02;
+    pair.enter("meadow", true);
+    // Commits land while the request is in flight and after.
+    for round in 0..5u64 {
+        let mut tick = ChangeSet::new();
+        tick.upsert(ShardId(round % 3), ObjectId(round), state(round * 31));
+        tick.remove(ShardId(1), ObjectId(1000 + round));
+        pair.commit(&tick);
+        pair.net.now += 0.013;
+    }
+    pair.run();
+    for round in 5..10u64 {
+        let mut tick = ChangeSet::new();
+        tick.upsert(ShardId(round % 3), ObjectId(5000 + round), state(round));
+        pair.commit(&tick);
+    }
+    pair.run();
+    assert_eq!(pair.ready.len(), 1);
+    pair.assert_in_sync("meadow");
+}
+
+#[test]
+fn loss_costs_time_never_correctness() {
+    let mut pair = Pair::new("meadow", 8, 8);
+    fill(&mut pair, 8, 25, 0);
+    pair.net.one_way = 0.025;
+    pair.net.loss = 0.3;
+    pair.enter("meadow", true);
+    pair.run();
+    for round in 0..20u64 {
+        let mut tick = ChangeSet::new();
+        tick.upsert(
+            ShardId(round % 8),
+            ObjectId(round % 8 * 1000 + round),
+            state(round),
+        );
+        pair.commit(&tick);
+        pair.net.now += 0.05;
+    }
+    pair.run();
+    assert!(last_stats(&pair).elapsed_ms >= 50);
+    pair.assert_in_sync("meadow");
+}
+
+#[test]
+fn unknown_and_forbidden_zones_are_denied() {
+    let mut pair = Pair::new("meadow", 1, 9);
+    pair.enter("nowhere", false);
+    pair.run();
+    assert_eq!(pair.denied.len(), 1);
+    assert_eq!(
+        pair.denied[0].1,
+        hoard_net::wire::ErrorCode::UnknownZone as u16
+    );
+}
+
+#[derive(Debug, Clone)]
+enum Damage {
+    None,
+    Drop,
+    Stale(u64),
+    Lie,
+    Epoch,
+}
+
+fn damage() -> impl Strategy<Value = Damage> {
+    prop_oneof![
+        Just(Damage::None),
+        Just(Damage::Drop),
+        (1u64..5).prop_map(Damage::Stale),
+        Just(Damage::Lie),
+        Just(Damage::Epoch)
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    /// Random server histories and random client caches (stale, partial,
+    /// lying, from another epoch) always end with equal digests.
+    #[test]
+    fn random_histories_and_caches_end_in_sync(
+        seed in any::<u64>(),
+        history in proptest::collection::vec((0u64..4, 0u64..40, any::<bool>(), any::<u16>()), 1..80),
+        damages in proptest::collection::vec(damage(), 4),
+        trim in any::<bool>(),
+        one_way in 0u64..30,
+        loss in 0u32..30,
+    ) {
+        let mut pair = Pair::new("meadow", 4, seed);
+        let split = history.len() / 2;
+        let commit = |pair: &mut Pair, ops: &[(u64, u64, bool, u16)]| {
+            for chunk in ops.chunks(3) {
+                let mut tick = ChangeSet::new();
+                for &(shard, id, remove, value) in chunk {
+                    if remove {
+                        tick.remove(ShardId(shard), ObjectId(id));
+                    } else {
+                        tick.upsert(ShardId(shard), ObjectId(id), state(u64::from(value)));
+                    }
+                }
+                pair.commit(&tick);
+            }
+        };
+        commit(&mut pair, &history[..split]);
+        pair.enter("meadow", false);
+        pair.run();
+        commit(&mut pair, &history[split..]);
+        if trim {
+            pair.store.trim_tombstones(Utc::now() + Duration::seconds(1)).expect("trim");
+        }
+        let zone = ZoneId::new("meadow").expect("zone");
+        for (s, d) in damages.iter().enumerate() {
+            let key = ShardKey::new(SERVER, "world", None, zone.clone(), ShardId(s as u64)).expect("key");
+            match d {
+                Damage::None => {}
+                Damage::Drop => { pair.cache.remove(&key); }
+                Damage::Stale(n) => {
+                    // An older, self-consistent copy: the server's objects at or below hwm - n.
+                    if let Some(c) = pair.cache.get_mut(&key) {
+                        let hwm = c.header.hwm.0.saturating_sub(*n);
+                        c.objects.retain(|o| o.version.0 <= hwm);
+                        c.header.hwm.0 = hwm;
+                        c.header.digest = recompute_digest(&c.objects);
+                    }
+                }
+                Damage::Lie => {
+                    if let Some(c) = pair.cache.get_mut(&key) && !c.objects.is_empty() {
+                        c.objects.pop();
+                    }
+                }
+                Damage::Epoch => {
+                    if let Some(c) = pair.cache.get_mut(&key) {
+                        c.header.epoch.0 ^= 1;
+                    }
+                }
+            }
+        }
+        pair.net.one_way = one_way as f64 / 1000.0;
+        pair.net.loss = f64::from(loss) / 100.0;
+        pair.enter("meadow", true);
+        pair.run();
+        prop_assert!(pair.failures.is_empty());
+        pair.assert_in_sync("meadow");
+        let store_total: usize = (0..4).map(|s| pair.store.snapshot(ShardId(s)).expect("snapshot").objects.len()).sum();
+        prop_assert_eq!(last_stats(&pair).objects as usize, store_total);
+    }
+}
