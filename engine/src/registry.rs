@@ -80,6 +80,7 @@ pub(crate) trait ErasedComponent: Send + Sync {
         marker: Published,
         value: Box<dyn Any + Send>,
     ) -> Entity;
+    fn remove(&self, entity: &mut EntityWorldMut<'_>);
     fn add_change_system(&self, schedule: &mut Schedule);
 }
 
@@ -115,6 +116,10 @@ where
             Ok(component) => world.spawn((marker, *component)).id(),
             Err(_) => world.spawn(marker).id(),
         }
+    }
+
+    fn remove(&self, entity: &mut EntityWorldMut<'_>) {
+        entity.remove::<C>();
     }
 
     fn add_change_system(&self, schedule: &mut Schedule) {
@@ -297,6 +302,37 @@ impl PublishRegistry {
             self.insert(&mut world.entity_mut(entity), rest);
         }
         entity
+    }
+
+    /// Decodes every component of a state (all or nothing).
+    pub fn decode_state(
+        &self,
+        state: &crate::state::ObjectState,
+    ) -> Result<Vec<DecodedComponent>, crate::load::ObjectDecodeError> {
+        state
+            .components()?
+            .into_iter()
+            .map(|(name, bytes)| self.decode_component(name, bytes).map_err(Into::into))
+            .collect()
+    }
+
+    /// Makes an existing entity's published components equal a state:
+    /// inserts (replacing) the components in it and removes the registered
+    /// components it lacks. Nothing changes if the state does not decode.
+    pub fn apply_state(
+        &self,
+        entity: &mut EntityWorldMut<'_>,
+        state: &crate::state::ObjectState,
+    ) -> Result<(), crate::load::ObjectDecodeError> {
+        let decoded = self.decode_state(state)?;
+        let present: Vec<usize> = decoded.iter().map(|d| d.slot).collect();
+        for (slot, entry) in self.inner.entries.iter().enumerate() {
+            if !present.contains(&slot) {
+                entry.ops.remove(entity);
+            }
+        }
+        self.insert(entity, decoded);
+        Ok(())
     }
 
     /// Inserts decoded components into an entity.

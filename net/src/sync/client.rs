@@ -202,6 +202,11 @@ impl ClientSync {
         self.effects.pop_front()
     }
 
+    /// The current, verified shards of a live (entered or prefetched) zone.
+    pub fn live_shards(&self, zone: &ZoneId) -> Option<Vec<CachedShard>> {
+        self.live.get(zone).map(|s| s.values().cloned().collect())
+    }
+
     /// Whether a zone is entered and receiving live deltas.
     pub fn is_live(&self, zone: &ZoneId) -> bool {
         self.live.contains_key(zone)

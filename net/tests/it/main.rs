@@ -1,4 +1,5 @@
 //! Integration tests of hoard-net, one binary, one module per feature.
 
+mod e2e;
 mod pair;
 mod sync;

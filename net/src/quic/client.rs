@@ -1,0 +1,745 @@
+//! The QUIC client: connects (pinning the server identity), says hello,
+//! enters and prefetches zones through [`ClientSync`], keeps the cache on
+//! disk in step, and materialises verified zones and live deltas into the
+//! game's ECS world when the game calls [`HoardClient::update`].
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bevy_ecs::component::Component;
+use bevy_ecs::entity::Entity;
+use bevy_ecs::world::World;
+use hoard_engine::{ObjectId, PublishRegistry, ServerIdentity, ShardId, ZoneId};
+use hoard_world_cache::{CachedObject, CachedShard, LockPolicy, WorldCache};
+use quinn::{Connection, Endpoint, SendStream};
+use serde::Serialize;
+use tokio::sync::{Mutex as AsyncMutex, oneshot};
+
+use super::stream::{FrameReader, write_message};
+use crate::sync::client::{ClientConfig, ClientSync, Effect, EntryStats};
+use crate::tls::{KnownServers, PinnedVerifier, SERVER_NAME, client_config};
+use crate::wire::{Hello, Intent, MAX_BULK_FRAME, MAX_CONTROL_FRAME, Message, PROTOCOL_VERSION};
+
+/// How to reach a server.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// The server's address.
+    pub server: SocketAddr,
+    /// The cache root (also holds `known_servers`).
+    pub cache_dir: PathBuf,
+    /// The perspective's token.
+    pub token: String,
+    /// The service.
+    pub service: String,
+    /// A fingerprint to require; otherwise `known_servers` (trust on first use).
+    pub pin: Option<ServerIdentity>,
+}
+
+/// Why the client failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// Could not connect (including a refused server identity).
+    #[error("cannot connect to {addr}: {detail}")]
+    Connect {
+        /// The server.
+        addr: SocketAddr,
+        /// What went wrong.
+        detail: String,
+    },
+    /// The server refused the session or failed it.
+    #[error("server refused: {message} (code {code})")]
+    Refused {
+        /// The error code.
+        code: u16,
+        /// The server's reason.
+        message: String,
+    },
+    /// The server refused a zone.
+    #[error("zone {zone} refused: {message} (code {code})")]
+    ZoneDenied {
+        /// The zone.
+        zone: ZoneId,
+        /// The error code.
+        code: u16,
+        /// The server's reason.
+        message: String,
+    },
+    /// The cache could not be opened.
+    #[error("cache: {0}")]
+    Cache(String),
+    /// The connection was lost.
+    #[error("connection lost: {0}")]
+    Lost(String),
+}
+
+/// Marks an entity materialised from a published object.
+#[derive(Component, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Replicated {
+    /// The object's id.
+    pub object: ObjectId,
+    /// Its shard.
+    pub shard: ShardId,
+}
+
+/// What happened since the last [`HoardClient::update`].
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum ClientEvent {
+    /// A zone is in the world, verified and up to date.
+    ZoneReady {
+        /// The zone.
+        zone: ZoneId,
+        /// What the entry cost and reused.
+        stats: EntryStats,
+    },
+    /// A zone was refused.
+    ZoneDenied {
+        /// The zone.
+        zone: ZoneId,
+        /// Why.
+        message: String,
+    },
+    /// The connection ended.
+    Disconnected {
+        /// Why.
+        reason: String,
+    },
+}
+
+enum Pending {
+    Zone {
+        zone: ZoneId,
+        shards: Vec<CachedShard>,
+    },
+    Delta {
+        zone: ZoneId,
+        upserts: Vec<CachedObject>,
+        removed: Vec<ObjectId>,
+        shard: ShardId,
+    },
+    Event(ClientEvent),
+}
+
+struct Inner {
+    sync: Mutex<ClientSync>,
+    cache: WorldCache,
+    started: Instant,
+    pending: Mutex<Vec<Pending>>,
+    waiting: Mutex<HashMap<ZoneId, oneshot::Sender<Result<EntryStats, ClientError>>>>,
+    /// Zones the game has entered (materialised), as opposed to prefetched.
+    visible: Mutex<HashSet<ZoneId>>,
+    /// Signalled whenever something is pending for [`HoardClient::update`].
+    changed: tokio::sync::Notify,
+}
+
+/// A connected client.
+pub struct HoardClient {
+    conn: Connection,
+    control: AsyncMutex<SendStream>,
+    inner: Arc<Inner>,
+    registry: PublishRegistry,
+    identity: ServerIdentity,
+    perspective: String,
+    zones: Vec<ZoneId>,
+    index: Mutex<HashMap<ObjectId, Entity>>,
+    next_intent: Mutex<u32>,
+    _endpoint: Endpoint,
+}
+
+fn connect_err(addr: SocketAddr, e: impl std::fmt::Display) -> ClientError {
+    ClientError::Connect {
+        addr,
+        detail: e.to_string(),
+    }
+}
+
+impl HoardClient {
+    /// Connects, pins the server identity, and completes the handshake.
+    pub async fn connect(
+        options: ClientOptions,
+        registry: PublishRegistry,
+    ) -> Result<HoardClient, ClientError> {
+        let addr = options.server;
+        let cache = WorldCache::open(&options.cache_dir, LockPolicy::ReadOnlyIfBusy)
+            .map_err(|e| ClientError::Cache(e.to_string()))?;
+        let known = KnownServers::new(options.cache_dir.join("known_servers"));
+        let pin = options.pin.or_else(|| known.get(&addr.to_string()));
+        let verifier = Arc::new(PinnedVerifier::new(
+            &addr.to_string(),
+            pin,
+            Some(known.path().to_owned()),
+        ));
+        let crypto = client_config(verifier.clone()).map_err(|e| connect_err(addr, e))?;
+        let quic = quinn::crypto::rustls::QuicClientConfig::try_from(crypto)
+            .map_err(|e| connect_err(addr, e))?;
+        let mut config = quinn::ClientConfig::new(Arc::new(quic));
+        config.transport_config(Arc::new(super::transport::client()));
+        let bind: SocketAddr = if addr.is_ipv6() {
+            "[::]:0"
+        } else {
+            "0.0.0.0:0"
+        }
+        .parse()
+        .map_err(|e| connect_err(addr, e))?;
+        let mut endpoint = Endpoint::client(bind).map_err(|e| connect_err(addr, e))?;
+        endpoint.set_default_client_config(config);
+        let connecting = endpoint
+            .connect(addr, SERVER_NAME)
+            .map_err(|e| connect_err(addr, e))?;
+        let conn = connecting.await.map_err(|e| connect_err(addr, e))?;
+        let identity = verifier
+            .seen()
+            .ok_or_else(|| connect_err(addr, "the server presented no certificate"))?;
+        if pin.is_none() {
+            tracing::info!(%addr, %identity, "trusting a new server on first use");
+            let _ = known.remember(&addr.to_string(), identity);
+        }
+        let (mut send, recv) = conn.open_bi().await.map_err(|e| connect_err(addr, e))?;
+        let hello = Message::Hello(Hello {
+            protocol: PROTOCOL_VERSION,
+            registry: registry.hash().0,
+            service: options.service.clone(),
+            token: options.token.clone(),
+        });
+        write_message(&mut send, &hello)
+            .await
+            .map_err(|e| connect_err(addr, e))?;
+        let mut control = FrameReader::new(recv, MAX_CONTROL_FRAME);
+        let welcome = match control.next().await {
+            Ok(Some((Message::Welcome(w), _))) => w,
+            Ok(Some((Message::Error(e), _))) => {
+                return Err(ClientError::Refused {
+                    code: e.code,
+                    message: e.message,
+                });
+            }
+            Ok(_) => return Err(connect_err(addr, "the server closed the control stream")),
+            Err(e) => {
+                // The server may have closed with a reason right after its error frame.
+                return Err(match conn.close_reason() {
+                    Some(quinn::ConnectionError::ApplicationClosed(c)) => ClientError::Refused {
+                        code: c.error_code.into_inner() as u16,
+                        message: String::from_utf8_lossy(&c.reason).into_owned(),
+                    },
+                    _ => connect_err(addr, e),
+                });
+            }
+        };
+        let sync = ClientSync::new(ClientConfig {
+            server: identity,
+            service: options.service.clone(),
+            perspective: welcome.perspective.clone(),
+            registry: registry.hash(),
+        });
+        let inner = Arc::new(Inner {
+            sync: Mutex::new(sync),
+            cache,
+            started: Instant::now(),
+            pending: Mutex::new(Vec::new()),
+            waiting: Mutex::new(HashMap::new()),
+            visible: Mutex::new(HashSet::new()),
+            changed: tokio::sync::Notify::new(),
+        });
+        let client = HoardClient {
+            conn: conn.clone(),
+            control: AsyncMutex::new(send),
+            inner: inner.clone(),
+            registry,
+            identity,
+            perspective: welcome.perspective,
+            zones: welcome.zones,
+            index: Mutex::new(HashMap::new()),
+            next_intent: Mutex::new(1),
+            _endpoint: endpoint,
+        };
+        tokio::spawn(read_control(control, inner.clone()));
+        tokio::spawn(accept_streams(conn, inner));
+        Ok(client)
+    }
+
+    /// The server identity (pinned).
+    pub fn identity(&self) -> ServerIdentity {
+        self.identity
+    }
+
+    /// The perspective the server authenticated.
+    pub fn perspective(&self) -> &str {
+        &self.perspective
+    }
+
+    /// The zones this perspective may enter.
+    pub fn zones(&self) -> &[ZoneId] {
+        &self.zones
+    }
+
+    /// The cache this client writes.
+    pub fn cache(&self) -> &WorldCache {
+        &self.inner.cache
+    }
+
+    async fn start_entry(&self, zone: &ZoneId, subscribe: bool) -> Result<(), ClientError> {
+        let cfg = self
+            .inner
+            .sync
+            .lock()
+            .map_err(|_| ClientError::Lost("poisoned".into()))?
+            .config()
+            .clone();
+        let keys =
+            self.inner
+                .cache
+                .zone_keys(cfg.server, &cfg.service, Some(&cfg.perspective), zone);
+        let heads: Vec<_> = self
+            .inner
+            .cache
+            .read_heads(&keys, cfg.registry)
+            .into_iter()
+            .flatten()
+            .collect();
+        let now = self.inner.started.elapsed().as_secs_f64();
+        let (request, messages) = {
+            let mut sync = self
+                .inner
+                .sync
+                .lock()
+                .map_err(|_| ClientError::Lost("poisoned".into()))?;
+            let request = sync.enter_zone(now, zone.clone(), &heads, subscribe);
+            let mut messages = Vec::new();
+            while let Some(m) = sync.poll_transmit() {
+                messages.push(m);
+            }
+            (request, messages)
+        };
+        self.send_all(messages).await?;
+        // Load the full copies while the request is in flight.
+        let inner = self.inner.clone();
+        let registry = cfg.registry;
+        let present: Vec<_> = heads.iter().map(|h| h.key.clone()).collect();
+        let copies = tokio::task::spawn_blocking(move || inner.cache.load_many(&present, registry))
+            .await
+            .map_err(|e| ClientError::Lost(e.to_string()))?
+            .into_iter()
+            .flatten()
+            .collect();
+        let now = self.inner.started.elapsed().as_secs_f64();
+        let result = self
+            .inner
+            .sync
+            .lock()
+            .map_err(|_| ClientError::Lost("poisoned".into()))?
+            .provide_copies(now, request, copies);
+        if let Err(e) = result {
+            return Err(ClientError::Lost(e.to_string()));
+        }
+        process_effects(&self.inner);
+        self.flush().await
+    }
+
+    /// Enters a zone: brings its shards up to date in one round trip (plus
+    /// one per repaired shard), subscribes to live deltas, and returns once
+    /// the zone is verified and written; its objects appear in the world at
+    /// the next [`HoardClient::update`]. A prefetched zone is entered at once.
+    pub async fn enter_zone(&self, zone: &ZoneId) -> Result<EntryStats, ClientError> {
+        if let Ok(mut visible) = self.inner.visible.lock() {
+            visible.insert(zone.clone());
+        }
+        let live = self
+            .inner
+            .sync
+            .lock()
+            .map(|s| s.live_shards(zone))
+            .ok()
+            .flatten();
+        if let Some(shards) = live {
+            let stats = EntryStats {
+                shards: shards.len() as u32,
+                shards_fresh: shards.len() as u32,
+                objects: shards.iter().map(|s| s.objects.len() as u64).sum(),
+                ..EntryStats::default()
+            };
+            push(
+                &self.inner,
+                Pending::Zone {
+                    zone: zone.clone(),
+                    shards,
+                },
+            );
+            push(
+                &self.inner,
+                Pending::Event(ClientEvent::ZoneReady {
+                    zone: zone.clone(),
+                    stats: stats.clone(),
+                }),
+            );
+            return Ok(stats);
+        }
+        let (tx, rx) = oneshot::channel();
+        if let Ok(mut waiting) = self.inner.waiting.lock() {
+            waiting.insert(zone.clone(), tx);
+        }
+        self.start_entry(zone, true).await?;
+        rx.await
+            .map_err(|_| ClientError::Lost("the connection closed during zone entry".into()))?
+    }
+
+    /// Prefetches a zone in the background: its shards are brought up to
+    /// date, cached and kept current, so a later [`HoardClient::enter_zone`]
+    /// costs nothing on the network.
+    pub async fn prefetch(&self, zone: &ZoneId) -> Result<(), ClientError> {
+        self.start_entry(zone, true).await
+    }
+
+    /// Leaves a zone: no more deltas; its entities are despawned at the next update.
+    pub async fn leave_zone(&self, zone: &ZoneId) -> Result<(), ClientError> {
+        if let Ok(mut visible) = self.inner.visible.lock() {
+            visible.remove(zone);
+        }
+        let messages = {
+            let mut sync = self
+                .inner
+                .sync
+                .lock()
+                .map_err(|_| ClientError::Lost("poisoned".into()))?;
+            let shards = sync.live_shards(zone).unwrap_or_default();
+            // Fold each shard's journal on exit: write the current copy whole.
+            for s in &shards {
+                let _ = self.inner.cache.write(s);
+            }
+            sync.leave_zone(zone);
+            let mut m = Vec::new();
+            while let Some(x) = sync.poll_transmit() {
+                m.push(x);
+            }
+            m
+        };
+        self.send_all(messages).await
+    }
+
+    /// Sends a game intent.
+    pub async fn send_intent<T: Serialize>(
+        &self,
+        kind: &str,
+        intent: &T,
+    ) -> Result<u32, ClientError> {
+        let payload = rmp_serde::to_vec(intent).map_err(|e| ClientError::Lost(e.to_string()))?;
+        let seq = {
+            let mut n = self
+                .next_intent
+                .lock()
+                .map_err(|_| ClientError::Lost("poisoned".into()))?;
+            *n += 1;
+            *n
+        };
+        self.send_all(vec![Message::Intent(Intent {
+            seq,
+            kind: kind.to_owned(),
+            payload,
+        })])
+        .await?;
+        Ok(seq)
+    }
+
+    async fn send_all(&self, messages: Vec<Message>) -> Result<(), ClientError> {
+        let mut control = self.control.lock().await;
+        for m in messages {
+            write_message(&mut control, &m)
+                .await
+                .map_err(|e| ClientError::Lost(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&self) -> Result<(), ClientError> {
+        let messages: Vec<Message> = {
+            let mut sync = self
+                .inner
+                .sync
+                .lock()
+                .map_err(|_| ClientError::Lost("poisoned".into()))?;
+            std::iter::from_fn(|| sync.poll_transmit()).collect()
+        };
+        self.send_all(messages).await
+    }
+
+    /// Sends anything the sync produced in the background (repairs).
+    pub async fn pump(&self) -> Result<(), ClientError> {
+        self.flush().await
+    }
+
+    /// Waits until something is pending for [`HoardClient::update`].
+    pub async fn changed(&self) {
+        let ready = self
+            .inner
+            .pending
+            .lock()
+            .map(|p| !p.is_empty())
+            .unwrap_or(true);
+        if !ready {
+            self.inner.changed.notified().await;
+        }
+    }
+
+    /// Applies verified zones and live deltas to `world`, returning what happened.
+    pub fn update(&self, world: &mut World) -> Vec<ClientEvent> {
+        let pending = self
+            .inner
+            .pending
+            .lock()
+            .map(|mut p| std::mem::take(&mut *p))
+            .unwrap_or_default();
+        let mut events = Vec::new();
+        let Ok(mut index) = self.index.lock() else {
+            return events;
+        };
+        let visible = self
+            .inner
+            .visible
+            .lock()
+            .map(|v| v.clone())
+            .unwrap_or_default();
+        for p in pending {
+            match p {
+                Pending::Zone { zone, shards } => {
+                    if !visible.contains(&zone) {
+                        continue;
+                    }
+                    for shard in shards {
+                        for o in &shard.objects {
+                            self.upsert(world, &mut index, shard.header.key.shard, o);
+                        }
+                    }
+                }
+                Pending::Delta {
+                    zone,
+                    upserts,
+                    removed,
+                    shard,
+                } => {
+                    if !visible.contains(&zone) {
+                        continue;
+                    }
+                    for id in removed {
+                        if let Some(e) = index.remove(&id) {
+                            world.despawn(e);
+                        }
+                    }
+                    for o in &upserts {
+                        self.upsert(world, &mut index, shard, o);
+                    }
+                }
+                Pending::Event(e) => events.push(e),
+            }
+        }
+        events
+    }
+
+    fn upsert(
+        &self,
+        world: &mut World,
+        index: &mut HashMap<ObjectId, Entity>,
+        shard: ShardId,
+        o: &CachedObject,
+    ) {
+        let marker = Replicated {
+            object: o.id,
+            shard,
+        };
+        let entity = match index
+            .get(&o.id)
+            .copied()
+            .filter(|e| world.get_entity(*e).is_ok())
+        {
+            Some(e) => e,
+            None => {
+                let e = world.spawn(marker).id();
+                index.insert(o.id, e);
+                e
+            }
+        };
+        let mut entity = world.entity_mut(entity);
+        entity.insert(marker);
+        if let Err(e) = self.registry.apply_state(&mut entity, &o.state) {
+            tracing::warn!(object = %o.id, error = %e, "object does not decode with this client's components");
+        }
+    }
+
+    /// Closes the connection.
+    pub fn close(&self) {
+        self.conn.close(quinn::VarInt::from_u32(0), b"bye");
+    }
+}
+
+fn push(inner: &Inner, p: Pending) {
+    if let Ok(mut pending) = inner.pending.lock() {
+        pending.push(p);
+    }
+    inner.changed.notify_one();
+}
+
+/// Carries out the sync's effects: cache writes first (a zone is written
+/// before it is announced), then what the game will see.
+fn process_effects(inner: &Arc<Inner>) {
+    let effects: Vec<Effect> = match inner.sync.lock() {
+        Ok(mut sync) => std::iter::from_fn(|| sync.poll_effect()).collect(),
+        Err(_) => return,
+    };
+    for effect in effects {
+        match effect {
+            Effect::WriteShard(shard) => {
+                if let Err(e) = inner.cache.write(&shard) {
+                    tracing::warn!(shard = %shard.header.key, error = %e, "could not cache shard");
+                }
+            }
+            Effect::ZoneReady {
+                zone,
+                shards,
+                stats,
+            } => {
+                push(
+                    inner,
+                    Pending::Zone {
+                        zone: zone.clone(),
+                        shards,
+                    },
+                );
+                push(
+                    inner,
+                    Pending::Event(ClientEvent::ZoneReady {
+                        zone: zone.clone(),
+                        stats: stats.clone(),
+                    }),
+                );
+                if let Some(tx) = inner.waiting.lock().ok().and_then(|mut w| w.remove(&zone)) {
+                    let _ = tx.send(Ok(stats));
+                }
+            }
+            Effect::DeltaApplied {
+                zone,
+                shard,
+                update,
+                upserts,
+                removed,
+            } => {
+                if let Err(e) = inner.cache.record_delta(&shard, &update) {
+                    tracing::warn!(shard = %shard.header.key, error = %e, "could not journal delta");
+                }
+                push(
+                    inner,
+                    Pending::Delta {
+                        zone,
+                        upserts,
+                        removed,
+                        shard: shard.header.key.shard,
+                    },
+                );
+            }
+            Effect::ZoneDenied {
+                zone,
+                code,
+                message,
+            } => {
+                push(
+                    inner,
+                    Pending::Event(ClientEvent::ZoneDenied {
+                        zone: zone.clone(),
+                        message: message.clone(),
+                    }),
+                );
+                if let Some(tx) = inner.waiting.lock().ok().and_then(|mut w| w.remove(&zone)) {
+                    let _ = tx.send(Err(ClientError::ZoneDenied {
+                        zone,
+                        code,
+                        message,
+                    }));
+                }
+            }
+            Effect::Failed { code, message } => {
+                push(
+                    inner,
+                    Pending::Event(ClientEvent::Disconnected {
+                        reason: message.clone(),
+                    }),
+                );
+                if let Ok(mut waiting) = inner.waiting.lock() {
+                    for (_, tx) in waiting.drain() {
+                        let _ = tx.send(Err(ClientError::Refused {
+                            code,
+                            message: message.clone(),
+                        }));
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn read_control(mut control: FrameReader, inner: Arc<Inner>) {
+    while let Ok(Some((msg, len))) = control.next().await {
+        let now = inner.started.elapsed().as_secs_f64();
+        let failed = inner.sync.lock().map(|mut s| s.handle(now, msg, len).is_err()).unwrap_or(true);
+        process_effects(&inner);
+        if failed {
+            break;
+        }
+    }
+    fail_all(&inner, "control stream closed");
+}
+
+fn fail_all(inner: &Arc<Inner>, reason: &str) {
+    push(
+        inner,
+        Pending::Event(ClientEvent::Disconnected {
+            reason: reason.to_owned(),
+        }),
+    );
+    if let Ok(mut waiting) = inner.waiting.lock() {
+        for (_, tx) in waiting.drain() {
+            let _ = tx.send(Err(ClientError::Lost(reason.to_owned())));
+        }
+    }
+}
+
+async fn accept_streams(conn: Connection, inner: Arc<Inner>) {
+    while let Ok(recv) = conn.accept_uni().await {
+        let inner = inner.clone();
+        tokio::spawn(async move {
+            let mut reader = FrameReader::new(recv, MAX_BULK_FRAME);
+            let mut request = None;
+            loop {
+                let (msg, len) = match reader.next().await {
+                    Ok(Some(x)) => x,
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "bad stream from the server");
+                        break;
+                    }
+                };
+                if let Message::AnswerBegin(b) = &msg {
+                    request = Some(b.request);
+                }
+                let now = inner.started.elapsed().as_secs_f64();
+                // Applying an answer hashes and merges objects: keep it off
+                // the async workers' hot path.
+                let result = tokio::task::block_in_place(|| {
+                    let mut sync = inner.sync.lock().map_err(|_| "poisoned".to_owned())?;
+                    match request {
+                        Some(r) => sync.handle_answer(now, r, msg, len),
+                        None => sync.handle(now, msg, len),
+                    }
+                    .map_err(|e| e.to_string())
+                });
+                tokio::task::block_in_place(|| process_effects(&inner));
+                if let Err(e) = result {
+                    tracing::warn!(error = %e, "sync failed");
+                    fail_all(&inner, &e);
+                    break;
+                }
+            }
+        });
+    }
+    fail_all(&inner, "connection closed");
+}

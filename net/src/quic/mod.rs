@@ -1,0 +1,14 @@
+//! The QUIC drivers: thin async loops (quinn, tokio) around the sans-IO
+//! state machines in [`crate::sync`].
+//!
+//! Streams: the client opens one bidirectional *control* stream (hello,
+//! zone enter/leave, repairs, intents; welcome and errors back). The server
+//! opens one unidirectional *answer* stream per zone answer, so a large
+//! answer never blocks control, and one unidirectional *delta* stream per
+//! connection for live deltas. One connection is kept across zones.
+
+pub mod client;
+pub mod intents;
+pub mod server;
+pub mod stream;
+pub mod transport;

@@ -1,0 +1,52 @@
+//! quinn transport settings: bounded windows (quinn's default connection
+//! receive window is unbounded), stream limits, and an initial congestion
+//! window sized for bulk zone answers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use quinn::congestion::CubicConfig;
+use quinn::{IdleTimeout, TransportConfig, VarInt};
+
+/// Bytes a connection may have in flight towards the client (per connection).
+pub const CONNECTION_WINDOW: u32 = 24 * 1024 * 1024;
+/// Bytes one stream may have in flight.
+pub const STREAM_WINDOW: u32 = 16 * 1024 * 1024;
+/// Initial congestion window: a zone answer's first round trips carry this
+/// much rather than ten packets, so short bulk transfers are not all slow start.
+pub const INITIAL_WINDOW: u64 = 512 * 1024;
+
+fn base() -> TransportConfig {
+    let mut t = TransportConfig::default();
+    t.stream_receive_window(VarInt::from_u32(STREAM_WINDOW));
+    t.receive_window(VarInt::from_u32(CONNECTION_WINDOW));
+    t.send_window(u64::from(CONNECTION_WINDOW));
+    let mut cubic = CubicConfig::default();
+    cubic.initial_window(INITIAL_WINDOW);
+    t.congestion_controller_factory(Arc::new(cubic));
+    t.keep_alive_interval(Some(Duration::from_secs(5)));
+    if let Ok(idle) = IdleTimeout::try_from(Duration::from_secs(30)) {
+        t.max_idle_timeout(Some(idle));
+    }
+    t
+}
+
+/// The server side: a client may open one control stream (and a spare) and
+/// no unidirectional streams; the server's receive window stays small, since
+/// clients only send control messages.
+pub fn server() -> TransportConfig {
+    let mut t = base();
+    t.max_concurrent_bidi_streams(VarInt::from_u32(2));
+    t.max_concurrent_uni_streams(VarInt::from_u32(0));
+    t.stream_receive_window(VarInt::from_u32(1024 * 1024));
+    t.receive_window(VarInt::from_u32(2 * 1024 * 1024));
+    t
+}
+
+/// The client side: the server opens answer streams and one delta stream.
+pub fn client() -> TransportConfig {
+    let mut t = base();
+    t.max_concurrent_bidi_streams(VarInt::from_u32(0));
+    t.max_concurrent_uni_streams(VarInt::from_u32(64));
+    t
+}

@@ -1,0 +1,265 @@
+//! End to end on loopback: a real quinn server with a redb store and a ticking
+//! world, real clients with disk caches: cold entry, live deltas from an
+//! intent, a warm re-entry that reuses the cache, prefetch, pinning.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bevy_ecs::prelude::*;
+use hoard_engine::store::{ShardSpec, WorldStore};
+use hoard_engine::{
+    ObjectId, PublishRegistry, Published, Publisher, RedbStore, ServerIdentity, ShardId, ZoneId,
+};
+use hoard_net::quic::client::{ClientError, ClientOptions, HoardClient, Replicated};
+use hoard_net::quic::intents::{IncomingIntents, IntentRegistry};
+use hoard_net::quic::server::{Game, ServerHandle, ServerOptions, start};
+use serde::{Deserialize, Serialize};
+
+#[derive(Component, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub(crate) struct Crate {
+    pub(crate) stones: u32,
+}
+
+#[derive(Serialize, Deserialize, Debug)]
+struct AddStones {
+    object: u64,
+    stones: u32,
+}
+
+fn registry() -> PublishRegistry {
+    PublishRegistry::builder()
+        .publish::<Crate>("crate", 1)
+        .build()
+}
+
+fn add_stones(mut intents: ResMut<IncomingIntents>, mut crates: Query<(&Published, &mut Crate)>) {
+    for (_, add) in intents.read::<AddStones>("add_stones") {
+        for (p, mut c) in &mut crates {
+            if p.object.0 == add.object {
+                c.stones += add.stones;
+            }
+        }
+    }
+    intents.0.clear();
+}
+
+pub(crate) async fn server(data: &Path, shards: u64, per_shard: u64) -> ServerHandle {
+    let store = Arc::new(RedbStore::open_dir(data).expect("store"));
+    let zone = ZoneId::new("meadow").expect("zone");
+    if store.zones().expect("zones").is_empty() {
+        let specs: Vec<_> = (0..shards).map(|s| ShardSpec::shared(ShardId(s))).collect();
+        store.create_zone(&zone, &specs).expect("zone");
+    }
+    let mut publisher = Publisher::new(registry());
+    let mut world = World::new();
+    let report = hoard_engine::load_world(
+        &*store,
+        &mut publisher,
+        &mut world,
+        &hoard_engine::HoardUrl::service("localhost", 1, "world"),
+    )
+    .expect("load");
+    if report.objects == 0 {
+        for s in 0..shards {
+            for i in 0..per_shard {
+                world.spawn((
+                    Published::new(ObjectId(s * 1000 + i), ShardId(s)),
+                    Crate { stones: i as u32 },
+                ));
+            }
+        }
+    }
+    let mut schedule = Schedule::default();
+    schedule.add_systems(add_stones);
+    let game = Game {
+        world,
+        schedule,
+        publisher,
+        intents: IntentRegistry::new().intent::<AddStones>("add_stones"),
+    };
+    let mut options = ServerOptions::new("127.0.0.1:0".parse().expect("addr"), data.to_owned());
+    options.tick_hz = 50;
+    start(options, store, game).await.expect("server starts")
+}
+
+pub(crate) fn options(server: &ServerHandle, cache: &Path, player: &str) -> ClientOptions {
+    ClientOptions {
+        server: server.addr,
+        cache_dir: cache.to_owned(),
+        token: server
+            .auth
+            .issue(player, chrono::Utc::now().timestamp() + 3600)
+            .expect("token"),
+        service: "world".into(),
+        pin: None,
+    }
+}
+
+fn stones(world: &mut World) -> Vec<(u64, u32)> {
+    let mut v: Vec<(u64, u32)> = world
+        .query::<(&Replicated, &Crate)>()
+        .iter(world)
+        .map(|(r, c)| (r.object.0, c.stones))
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+async fn wait_for(
+    client: &HoardClient,
+    world: &mut World,
+    mut done: impl FnMut(&mut World) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        client.update(world);
+        if done(world) {
+            return;
+        }
+        tokio::time::timeout_at(deadline, client.changed())
+            .await
+            .expect("condition reached in time");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cold_entry_live_delta_and_warm_reentry_over_quic() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let cache = tempfile::tempdir().expect("tempdir");
+    let server = server(data.path(), 4, 25).await;
+    let zone = ZoneId::new("meadow").expect("zone");
+
+    let client = HoardClient::connect(options(&server, cache.path(), "ann"), registry())
+        .await
+        .expect("connect");
+    assert_eq!(client.identity(), server.identity);
+    assert_eq!(client.zones(), &[zone.clone()]);
+    let stats = client.enter_zone(&zone).await.expect("enter");
+    assert_eq!(
+        (
+            stats.shards,
+            stats.shards_snapshot,
+            stats.objects,
+            stats.round_trips
+        ),
+        (4, 4, 100, 1)
+    );
+    let mut world = World::new();
+    client.update(&mut world);
+    assert_eq!(stones(&mut world).len(), 100);
+
+    client
+        .send_intent(
+            "add_stones",
+            &AddStones {
+                object: 2005,
+                stones: 10,
+            },
+        )
+        .await
+        .expect("intent");
+    wait_for(&client, &mut world, |w| stones(w).contains(&(2005, 15))).await;
+    client.close();
+    drop(client);
+
+    // A returning player: everything is in the cache and nothing changed.
+    let client = HoardClient::connect(options(&server, cache.path(), "ann"), registry())
+        .await
+        .expect("reconnect");
+    let stats = client.enter_zone(&zone).await.expect("enter again");
+    assert_eq!(
+        (stats.shards_fresh, stats.shards_snapshot, stats.round_trips),
+        (4, 0, 1)
+    );
+    assert!(
+        stats.bytes_rx + stats.bytes_tx < 2048,
+        "warm entry cost {} bytes",
+        stats.bytes_rx + stats.bytes_tx
+    );
+    let mut world = World::new();
+    client.update(&mut world);
+    assert!(
+        stones(&mut world).contains(&(2005, 15)),
+        "the cached copy holds the live delta"
+    );
+    client.close();
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prefetched_zone_enters_without_the_network() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let cache = tempfile::tempdir().expect("tempdir");
+    let server = server(data.path(), 2, 10).await;
+    let zone = ZoneId::new("meadow").expect("zone");
+    let client = HoardClient::connect(options(&server, cache.path(), "bob"), registry())
+        .await
+        .expect("connect");
+    client.prefetch(&zone).await.expect("prefetch");
+    let mut world = World::new();
+    // Wait for the prefetch to complete (it is announced nowhere visible).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while client.cache().inventory().len() < 2 {
+        tokio::time::timeout_at(deadline, client.changed())
+            .await
+            .expect("prefetched in time");
+        client.update(&mut world);
+    }
+    assert!(
+        stones(&mut world).is_empty(),
+        "prefetched objects are not shown before entry"
+    );
+    let stats = client.enter_zone(&zone).await.expect("enter");
+    assert_eq!((stats.bytes_rx, stats.bytes_tx), (0, 0));
+    client.update(&mut world);
+    assert_eq!(stones(&mut world).len(), 20);
+    client.close();
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_server_identity_is_refused_with_a_remedy() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let cache = tempfile::tempdir().expect("tempdir");
+    let server = server(data.path(), 1, 1).await;
+    let mut opts = options(&server, cache.path(), "eve");
+    opts.pin = Some(ServerIdentity([0xee; 32]));
+    let err = HoardClient::connect(opts, registry())
+        .await
+        .err()
+        .expect("refused");
+    let text = err.to_string();
+    assert!(matches!(err, ClientError::Connect { .. }), "{text}");
+    assert!(text.contains("is pinned"), "{text}");
+
+    // Trust on first use records the identity; a different one later is refused.
+    let client = HoardClient::connect(options(&server, cache.path(), "eve"), registry())
+        .await
+        .expect("first use");
+    client.close();
+    let known = std::fs::read_to_string(cache.path().join("known_servers")).expect("known_servers");
+    assert!(known.contains(&server.identity.to_string()));
+    std::fs::write(
+        cache.path().join("known_servers"),
+        format!("{} {}\n", server.addr, ServerIdentity([1; 32])),
+    )
+    .expect("tamper");
+    let err = HoardClient::connect(options(&server, cache.path(), "eve"), registry())
+        .await
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("known_servers"), "{err}");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_identity_survives_a_restart() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let first = server(data.path(), 1, 1).await;
+    let identity = first.identity;
+    first.shutdown().await;
+    let second = server(data.path(), 1, 1).await;
+    assert_eq!(second.identity, identity);
+    second.shutdown().await;
+}
