@@ -134,7 +134,7 @@ async fn cold_entry_live_delta_and_warm_reentry_over_quic() {
         .await
         .expect("connect");
     assert_eq!(client.identity(), server.identity);
-    assert_eq!(client.zones(), &[zone.clone()]);
+    assert_eq!(client.zones(), std::slice::from_ref(&zone));
     let stats = client.enter_zone(&zone).await.expect("enter");
     assert_eq!(
         (
