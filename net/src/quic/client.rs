@@ -680,7 +680,11 @@ fn process_effects(inner: &Arc<Inner>) {
 async fn read_control(mut control: FrameReader, inner: Arc<Inner>) {
     while let Ok(Some((msg, len))) = control.next().await {
         let now = inner.started.elapsed().as_secs_f64();
-        let failed = inner.sync.lock().map(|mut s| s.handle(now, msg, len).is_err()).unwrap_or(true);
+        let failed = inner
+            .sync
+            .lock()
+            .map(|mut s| s.handle(now, msg, len).is_err())
+            .unwrap_or(true);
         process_effects(&inner);
         if failed {
             break;

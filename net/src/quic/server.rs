@@ -70,6 +70,26 @@ pub struct Game {
     pub publisher: Publisher,
     /// The intents the game accepts.
     pub intents: IntentRegistry,
+    /// Which zones each perspective may enter.
+    pub access: Arc<dyn crate::sync::server::AccessPolicy>,
+}
+
+impl Game {
+    /// A game open to every perspective, accepting `intents`.
+    pub fn new(
+        world: World,
+        schedule: Schedule,
+        publisher: Publisher,
+        intents: IntentRegistry,
+    ) -> Game {
+        Game {
+            world,
+            schedule,
+            publisher,
+            intents,
+            access: Arc::new(crate::sync::server::OpenWorld),
+        }
+    }
 }
 
 /// Why the server could not start.
@@ -141,6 +161,7 @@ pub struct ServerHandle {
     endpoint: Endpoint,
     stop: Arc<AtomicBool>,
     world_thread: Option<std::thread::JoinHandle<Game>>,
+    accept_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl ServerHandle {
@@ -158,6 +179,9 @@ impl ServerHandle {
             .ok()
             .flatten();
         self.endpoint.wait_idle().await;
+        if let Some(accept) = self.accept_task.take() {
+            let _ = accept.await;
+        }
         game
     }
 }
@@ -202,6 +226,15 @@ pub async fn start(
         auth.clone(),
     );
     session_config.tick_hz = options.tick_hz;
+    session_config.access = game.access.clone();
+    // The world as loaded or spawned is durable before anyone may see it.
+    let mut game = game;
+    let initial = game.publisher.gather(&mut game.world);
+    if !initial.changes.is_empty() {
+        store
+            .commit(&initial.changes)
+            .map_err(|e| ServerError::Config(format!("committing the initial world: {e}")))?;
+    }
     let stats = Arc::new(ServerStats::default());
     let stop = Arc::new(AtomicBool::new(false));
     let (commands, command_rx) = std_mpsc::channel();
@@ -225,7 +258,7 @@ pub async fn start(
     };
     let accept = endpoint.clone();
     let max = options.max_connections;
-    tokio::spawn(async move {
+    let accept_task = tokio::spawn(async move {
         while let Some(incoming) = accept.accept().await {
             if shared.stats.connections.load(Ordering::SeqCst) >= max {
                 shared.stats.refused.fetch_add(1, Ordering::Relaxed);
@@ -252,6 +285,7 @@ pub async fn start(
         endpoint,
         stop,
         world_thread: Some(world_thread),
+        accept_task: Some(accept_task),
     })
 }
 
@@ -379,7 +413,10 @@ async fn control_loop(
                     }
                 }
                 Output::Close { code, reason } => {
+                    // Let the Error frame reach the client before closing
+                    // (closing discards unsent stream data); bounded wait.
                     let _ = send.finish();
+                    let _ = tokio::time::timeout(Duration::from_secs(2), send.stopped()).await;
                     conn.close(close_code(code), reason.as_bytes());
                     return Ok(());
                 }

@@ -72,12 +72,12 @@ pub(crate) async fn server(data: &Path, shards: u64, per_shard: u64) -> ServerHa
     }
     let mut schedule = Schedule::default();
     schedule.add_systems(add_stones);
-    let game = Game {
+    let game = Game::new(
         world,
         schedule,
         publisher,
-        intents: IntentRegistry::new().intent::<AddStones>("add_stones"),
-    };
+        IntentRegistry::new().intent::<AddStones>("add_stones"),
+    );
     let mut options = ServerOptions::new("127.0.0.1:0".parse().expect("addr"), data.to_owned());
     options.tick_hz = 50;
     start(options, store, game).await.expect("server starts")

@@ -1,5 +1,6 @@
 //! Integration tests of hoard-net, one binary, one module per feature.
 
+mod bad_input;
 mod e2e;
 mod pair;
 mod sync;
