@@ -1,5 +1,6 @@
 //! `hoard-demo`: the demo game's binary. For now it carries the cache tools
-//! players and modders use to look into and repair a client's shard cache.
+//! players and modders use to look into and repair a client's shard cache,
+//! and the network simulator.
 
 mod cli;
 
@@ -20,12 +21,15 @@ struct Cli {
 enum Command {
     /// Look into, verify or clear a client's shard cache.
     Cache(cli::cache::CacheArgs),
+    /// Run a UDP network simulator between clients and a server.
+    Netsim(cli::netsim::NetsimArgs),
 }
 
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Cache(args) => cli::cache::run(args),
+        Command::Netsim(args) => cli::netsim::run(args),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -2,6 +2,7 @@
 //! QUIC drivers (server, client) plus a UDP network simulator.
 
 pub mod auth;
+pub mod netsim;
 pub mod quic;
 pub mod sync;
 pub mod tls;

@@ -1,3 +1,4 @@
 //! The subcommands of `hoard-demo`, one module each.
 
 pub(crate) mod cache;
+pub(crate) mod netsim;

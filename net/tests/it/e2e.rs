@@ -263,3 +263,46 @@ async fn the_server_identity_survives_a_restart() {
     assert_eq!(second.identity, identity);
     second.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entry_through_the_simulator_with_delay_and_loss() {
+    use hoard_net::netsim::{LinkConfig, start as netsim};
+    let data = tempfile::tempdir().expect("tempdir");
+    let cache = tempfile::tempdir().expect("tempdir");
+    let server = server(data.path(), 4, 100).await;
+    let link = LinkConfig {
+        delay: Duration::from_millis(10),
+        jitter: Duration::from_millis(2),
+        loss: 0.05,
+        rate_bps: Some(50_000_000),
+        queue_bytes: None,
+    };
+    let sim = netsim("127.0.0.1:0".parse().expect("addr"), server.addr, link)
+        .await
+        .expect("netsim");
+    let mut opts = options(&server, cache.path(), "ann");
+    opts.server = sim.addr;
+    let client = HoardClient::connect(opts, registry())
+        .await
+        .expect("connect through the simulator");
+    let stats = client
+        .enter_zone(&ZoneId::new("meadow").expect("zone"))
+        .await
+        .expect("enter");
+    assert_eq!(stats.objects, 400);
+    assert!(
+        stats.elapsed_ms >= 20,
+        "at least one 20 ms round trip: {} ms",
+        stats.elapsed_ms
+    );
+    let (up, down) = sim.stats.bytes();
+    assert!(
+        up > 0 && down > stats.bytes_rx,
+        "the simulator counted the traffic: {up} up, {down} down"
+    );
+    let mut world = World::new();
+    client.update(&mut world);
+    assert_eq!(stones(&mut world).len(), 400);
+    client.close();
+    server.shutdown().await;
+}
