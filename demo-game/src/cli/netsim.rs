@@ -50,7 +50,7 @@ pub(crate) fn run(args: NetsimArgs) -> anyhow::Result<i32> {
             delay: Duration::from_millis(args.rtt_ms) / 2,
             jitter: Duration::from_millis(args.jitter_ms),
             loss: args.loss,
-            rate_bps: (args.rate_mbit > 0.0).then(|| (args.rate_mbit * 1e6) as u64),
+            rate_bps: (args.rate_mbit > 0.0).then_some((args.rate_mbit * 1e6) as u64),
             queue_bytes: None,
         };
         let sim = start(args.listen, args.upstream, link).await?;
