@@ -7,9 +7,7 @@ use std::path::Path;
 use hoard_bench::reference::{self, ReferenceZone};
 use hoard_engine::{Epoch, ObjectId, RegistryHash, Seq, ServerIdentity, ShardId, ZoneId};
 use hoard_world_cache::format::recompute_digest;
-use hoard_world_cache::{
-    CachedObject, CachedShard, LockPolicy, ShardKey, ShardUpdate, UpdateKind, WorldCache,
-};
+use hoard_world_cache::{CachedObject, CachedShard, LockPolicy, ShardKey, ShardUpdate, UpdateKind, WorldCache};
 use rayon::prelude::*;
 use serde_json::json;
 
@@ -46,11 +44,7 @@ fn keys(shards: u64) -> anyhow::Result<Vec<ShardKey>> {
         .collect()
 }
 
-fn cached_shards(
-    zone: &ReferenceZone,
-    keys: &[ShardKey],
-    registry: RegistryHash,
-) -> Vec<CachedShard> {
+fn cached_shards(zone: &ReferenceZone, keys: &[ShardKey], registry: RegistryHash) -> Vec<CachedShard> {
     keys.iter()
         .map(|key| {
             let objects: Vec<CachedObject> = zone

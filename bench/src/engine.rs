@@ -45,11 +45,7 @@ pub(crate) struct Args {
 
 pub(crate) fn run(args: &Args, out: &Path) -> anyhow::Result<()> {
     let zone = reference::generate(args.objects, args.shards, args.seed);
-    let bytes: usize = zone
-        .objects
-        .iter()
-        .map(|(_, _, o)| o.state().as_bytes().len())
-        .sum();
+    let bytes: usize = zone.objects.iter().map(|(_, _, o)| o.state().as_bytes().len()).sum();
     println!(
         "reference zone: {} objects in {} shards, {:.2} MB of state",
         zone.objects.len(),
@@ -73,15 +69,9 @@ pub(crate) fn run(args: &Args, out: &Path) -> anyhow::Result<()> {
     )
 }
 
-fn bench_commit(
-    args: &Args,
-    zone: &reference::ReferenceZone,
-    dir: &Path,
-) -> anyhow::Result<serde_json::Value> {
+fn bench_commit(args: &Args, zone: &reference::ReferenceZone, dir: &Path) -> anyhow::Result<serde_json::Value> {
     let store = RedbStore::open_dir(dir)?;
-    let specs: Vec<ShardSpec> = (0..zone.shards)
-        .map(|s| ShardSpec::shared(ShardId(s)))
-        .collect();
+    let specs: Vec<ShardSpec> = (0..zone.shards).map(|s| ShardSpec::shared(ShardId(s))).collect();
     store.create_zone(&ZoneId::new("reference")?, &specs)?;
     let mut all = ChangeSet::new();
     for (id, shard, object) in &zone.objects {
@@ -189,11 +179,7 @@ fn bench_gather(args: &Args, zone: &reference::ReferenceZone) -> serde_json::Val
         } else {
             format!("{:.2}", m.as_secs_f64() * 1e6 / changed as f64)
         };
-        rows.push(vec![
-            changed.to_string(),
-            format!("{:.3}", ms(m)),
-            per_change,
-        ]);
+        rows.push(vec![changed.to_string(), format!("{:.3}", ms(m)), per_change]);
         results.push(json!({ "changed": changed, "median_ms": ms(m) }));
     }
     print_table(
@@ -244,12 +230,9 @@ fn bench_load(args: &Args, dir: &Path) -> anyhow::Result<serde_json::Value> {
             shards
                 .par_iter()
                 .map(|s| {
-                    store.snapshot(*s).map(|snap| {
-                        snap.objects
-                            .iter()
-                            .map(|o| o.state.as_bytes().len())
-                            .sum::<usize>()
-                    })
+                    store
+                        .snapshot(*s)
+                        .map(|snap| snap.objects.iter().map(|o| o.state.as_bytes().len()).sum::<usize>())
                 })
                 .collect::<Result<Vec<_>, _>>()
         });
@@ -259,11 +242,7 @@ fn bench_load(args: &Args, dir: &Path) -> anyhow::Result<serde_json::Value> {
         let mut publisher = Publisher::new(reference::registry());
         let (t, report) = time(|| load_world(&store, &mut publisher, &mut world, &service));
         let report = report?;
-        anyhow::ensure!(
-            report.problems.is_empty(),
-            "load problems: {:?}",
-            report.problems
-        );
+        anyhow::ensure!(report.problems.is_empty(), "load problems: {:?}", report.problems);
         objects = report.objects;
         load_times.push(t);
         // Dropping a world of 100,000 entities is not part of the load.
@@ -292,7 +271,5 @@ fn bench_load(args: &Args, dir: &Path) -> anyhow::Result<serde_json::Value> {
             ],
         ],
     );
-    Ok(
-        json!({ "objects": objects, "load_ms": ms(load), "read_ms": ms(read), "ratio_load_over_read": ratio }),
-    )
+    Ok(json!({ "objects": objects, "load_ms": ms(load), "read_ms": ms(read), "ratio_load_over_read": ratio }))
 }

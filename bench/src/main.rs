@@ -6,10 +6,12 @@
 //! ```text
 //! cargo run --release -p hoard-bench -- engine
 //! cargo run --release -p hoard-bench -- cache
+//! cargo run --release -p hoard-bench -- net
 //! ```
 
 mod cache;
 mod engine;
+mod net;
 mod report;
 
 use clap::{Parser, Subcommand};
@@ -30,6 +32,8 @@ enum Command {
     Engine(engine::Args),
     /// Loading a cached zone, and updating one shard after a 1% answer.
     Cache(cache::Args),
+    /// Zone entry over QUIC through the simulator, against the full-resend baseline and raw quinn.
+    Net(net::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -37,5 +41,6 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Engine(args) => engine::run(&args, &cli.out),
         Command::Cache(args) => cache::run(&args, &cli.out),
+        Command::Net(args) => net::run(&args, &cli.out),
     }
 }

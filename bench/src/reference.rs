@@ -75,9 +75,7 @@ impl RefObject {
         let mut b = StateBuilder::new();
         // Serialising plain data into a Vec cannot fail.
         match self {
-            RefObject::Terrain(t) => {
-                b.component("terrain", rmp_serde::to_vec(t).unwrap_or_default())
-            }
+            RefObject::Terrain(t) => b.component("terrain", rmp_serde::to_vec(t).unwrap_or_default()),
             RefObject::House(h) => b.component("house", rmp_serde::to_vec(h).unwrap_or_default()),
             RefObject::Item(i) => b.component("item", rmp_serde::to_vec(i).unwrap_or_default()),
         };
@@ -120,12 +118,8 @@ pub struct ReferenceZone {
     pub shards: u64,
 }
 
-const ITEM_KINDS: &[&str] = &[
-    "wood", "stone", "gold", "axe", "pickaxe", "seed", "rope", "lantern",
-];
-const NAMES: &[&str] = &[
-    "ann", "bob", "cleo", "dmitri", "eve", "farah", "gus", "hana",
-];
+const ITEM_KINDS: &[&str] = &["wood", "stone", "gold", "axe", "pickaxe", "seed", "rope", "lantern"];
+const NAMES: &[&str] = &["ann", "bob", "cleo", "dmitri", "eve", "farah", "gus", "hana"];
 
 /// Generates `objects` objects over `shards` shards (a square grid of chunks).
 pub fn generate(objects: u64, shards: u64, seed: u64) -> ReferenceZone {
@@ -147,17 +141,8 @@ pub fn generate(objects: u64, shards: u64, seed: u64) -> ReferenceZone {
             } else if k < 64 {
                 RefObject::House(House {
                     owner: NAMES[rng.usize(..NAMES.len())].to_owned(),
-                    name: format!(
-                        "house of the {} {}",
-                        ["red", "old", "tall", "quiet"][rng.usize(..4)],
-                        k
-                    ),
-                    rect: (
-                        cx + rng.u16(0..28),
-                        cy + rng.u16(0..28),
-                        rng.u8(2..5),
-                        rng.u8(2..5),
-                    ),
+                    name: format!("house of the {} {}", ["red", "old", "tall", "quiet"][rng.usize(..4)], k),
+                    rect: (cx + rng.u16(0..28), cy + rng.u16(0..28), rng.u8(2..5), rng.u8(2..5)),
                     colour: (rng.u8(..), rng.u8(..), rng.u8(..)),
                 })
             } else {
@@ -167,17 +152,12 @@ pub fn generate(objects: u64, shards: u64, seed: u64) -> ReferenceZone {
                     count: rng.u16(1..64),
                     pos: (cx + rng.u16(0..32), cy + rng.u16(0..32)),
                     durability: rng.u8(0..=100),
-                    notes: (0..notes_len)
-                        .map(|_| char::from(rng.u8(b'a'..=b'z')))
-                        .collect(),
+                    notes: (0..notes_len).map(|_| char::from(rng.u8(b'a'..=b'z'))).collect(),
                 })
             };
             out.push((ObjectId(next_id), ShardId(shard), object));
             next_id += 1;
         }
     }
-    ReferenceZone {
-        objects: out,
-        shards,
-    }
+    ReferenceZone { objects: out, shards }
 }

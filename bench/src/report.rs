@@ -31,11 +31,7 @@ pub(crate) fn print_table(title: &str, header: &[&str], rows: &[Vec<String>]) {
     }
     println!("\n{title}");
     let line = |cells: Vec<&str>| {
-        let padded: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:>w$}"))
-            .collect();
+        let padded: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:>w$}")).collect();
         println!("  {}", padded.join("  "));
     };
     line(header.to_vec());

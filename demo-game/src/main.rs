@@ -7,11 +7,7 @@ mod cli;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(
-    name = "hoard-demo",
-    version,
-    about = "The hoard demo game and its tools"
-)]
+#[command(name = "hoard-demo", version, about = "The hoard demo game and its tools")]
 struct Cli {
     #[command(subcommand)]
     command: Command,

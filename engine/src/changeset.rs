@@ -66,11 +66,7 @@ impl ChangeSet {
 
     /// Records that `object` leaves `shard`.
     pub fn remove(&mut self, shard: ShardId, object: ObjectId) {
-        self.shards
-            .entry(shard)
-            .or_default()
-            .ops
-            .insert(object, Change::Remove);
+        self.shards.entry(shard).or_default().ops.insert(object, Change::Remove);
     }
 
     /// The shards that change, in id order.
@@ -96,11 +92,7 @@ impl ChangeSet {
     /// Adds every change of `other`, its changes winning over this set's.
     pub fn extend(&mut self, other: ChangeSet) {
         for (shard, changes) in other.shards {
-            self.shards
-                .entry(shard)
-                .or_default()
-                .ops
-                .extend(changes.ops);
+            self.shards.entry(shard).or_default().ops.extend(changes.ops);
         }
     }
 }

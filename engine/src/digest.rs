@@ -39,10 +39,7 @@ pub const DIGEST_BYTES: usize = 40;
 
 impl Digest {
     /// The digest of the empty set.
-    pub const EMPTY: Digest = Digest {
-        sum: [0; 4],
-        count: 0,
-    };
+    pub const EMPTY: Digest = Digest { sum: [0; 4], count: 0 };
 
     /// The leaf of one object, as a 256-bit integer in limbs.
     pub fn leaf(id: ObjectId, version: Seq, state_hash: &StateHash) -> [u64; 4] {
@@ -187,11 +184,7 @@ mod tests {
         assert_ne!(twice, Digest::EMPTY);
         let mut sum_only = twice;
         sum_only.count = 0;
-        assert_ne!(
-            sum_only,
-            Digest::EMPTY,
-            "the sum alone must not cancel either"
-        );
+        assert_ne!(sum_only, Digest::EMPTY, "the sum alone must not cancel either");
     }
 
     #[test]
@@ -249,11 +242,7 @@ mod tests {
     fn golden_digest_of_a_fixed_set() {
         let mut d = Digest::EMPTY;
         for i in 1..=3u64 {
-            d.add(
-                ObjectId(i),
-                Seq(i),
-                &state_hash(format!("state-{i}").as_bytes()),
-            );
+            d.add(ObjectId(i), Seq(i), &state_hash(format!("state-{i}").as_bytes()));
         }
         assert_eq!(d.count(), 3);
         assert_eq!(d.to_string(), GOLDEN);

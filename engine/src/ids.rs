@@ -24,9 +24,7 @@ pub struct ShardId(pub u64);
 /// commit that touches it; an object's version is the seq of its last change.
 ///
 /// `Seq::ZERO` means "nothing yet": a new shard's head and an empty cache.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Seq(pub u64);
 

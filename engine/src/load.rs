@@ -87,9 +87,7 @@ pub fn load_world(
                         parts
                             .into_iter()
                             .map(|(name, bytes)| {
-                                registry
-                                    .decode_component(name, bytes)
-                                    .map_err(ObjectDecodeError::from)
+                                registry.decode_component(name, bytes).map_err(ObjectDecodeError::from)
                             })
                             .collect::<Result<Vec<_>, _>>()
                     });
@@ -121,11 +119,7 @@ pub fn load_world(
         }
         report.problems.extend(problems);
         for object in objects {
-            let entity = registry.spawn(
-                world,
-                Published::new(object.id, object.shard),
-                object.components,
-            );
+            let entity = registry.spawn(world, Published::new(object.id, object.shard), object.components);
             adopted.push((entity, object.id, object.shard, object.state_hash));
         }
     }

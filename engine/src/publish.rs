@@ -81,9 +81,7 @@ struct Tracked {
 #[non_exhaustive]
 pub enum GatherProblem {
     /// Two live entities claim one object id.
-    #[error(
-        "object {object} is claimed by {entity:?} but already published by {owner:?}; {entity:?} is not published"
-    )]
+    #[error("object {object} is claimed by {entity:?} but already published by {owner:?}; {entity:?} is not published")]
     DuplicateObject {
         /// The id.
         object: ObjectId,
@@ -233,11 +231,7 @@ impl Publisher {
                 continue;
             }
             let state_hash = state.hash();
-            if self
-                .by_entity
-                .get(&entity)
-                .is_some_and(|t| t.state_hash == state_hash)
-            {
+            if self.by_entity.get(&entity).is_some_and(|t| t.state_hash == state_hash) {
                 continue;
             }
             self.by_entity.insert(
@@ -257,11 +251,7 @@ impl Publisher {
 
     /// Records entities that already hold stored state (spawned by the
     /// loader), so the next gather does not republish them.
-    pub(crate) fn adopt(
-        &mut self,
-        world: &mut World,
-        loaded: &[(Entity, ObjectId, ShardId, StateHash)],
-    ) {
+    pub(crate) fn adopt(&mut self, world: &mut World, loaded: &[(Entity, ObjectId, ShardId, StateHash)]) {
         for &(entity, object, shard, state_hash) in loaded {
             self.by_entity.insert(
                 entity,
@@ -309,10 +299,7 @@ mod tests {
     fn ops(g: &Gathered) -> Vec<(u64, u64, bool)> {
         g.changes
             .shards()
-            .flat_map(|(s, c)| {
-                c.iter()
-                    .map(move |(o, ch)| (s.0, o.0, matches!(ch, Change::Upsert(_))))
-            })
+            .flat_map(|(s, c)| c.iter().map(move |(o, ch)| (s.0, o.0, matches!(ch, Change::Upsert(_)))))
             .collect()
     }
 
@@ -320,22 +307,15 @@ mod tests {
     fn spawn_change_move_and_despawn() {
         let mut world = World::new();
         let mut p = publisher();
-        let e = world
-            .spawn((Published::new(ObjectId(1), ShardId(10)), Health(5)))
-            .id();
+        let e = world.spawn((Published::new(ObjectId(1), ShardId(10)), Health(5))).id();
         assert_eq!(ops(&p.gather(&mut world)), vec![(10, 1, true)]);
         assert!(p.gather(&mut world).changes.is_empty(), "nothing changed");
 
         world.get_mut::<Health>(e).expect("has health").0 = 6;
         assert_eq!(ops(&p.gather(&mut world)), vec![(10, 1, true)]);
 
-        world
-            .entity_mut(e)
-            .insert(Published::new(ObjectId(1), ShardId(11)));
-        assert_eq!(
-            ops(&p.gather(&mut world)),
-            vec![(10, 1, false), (11, 1, true)]
-        );
+        world.entity_mut(e).insert(Published::new(ObjectId(1), ShardId(11)));
+        assert_eq!(ops(&p.gather(&mut world)), vec![(10, 1, false), (11, 1, true)]);
 
         world.entity_mut(e).remove::<Health>();
         assert_eq!(ops(&p.gather(&mut world)), vec![(11, 1, true)]);
@@ -350,11 +330,7 @@ mod tests {
         let mut world = World::new();
         let mut p = publisher();
         let e = world
-            .spawn((
-                Published::new(ObjectId(1), ShardId(1)),
-                Health(5),
-                NotPublished,
-            ))
+            .spawn((Published::new(ObjectId(1), ShardId(1)), Health(5), NotPublished))
             .id();
         p.gather(&mut world);
         world.get_mut::<Health>(e).expect("has health").0 = 5;
@@ -370,19 +346,14 @@ mod tests {
         world.spawn((Published::new(ObjectId(1), ShardId(2)), Health(2)));
         let g = p.gather(&mut world);
         assert_eq!(g.changes.len(), 1);
-        assert!(matches!(
-            g.problems.as_slice(),
-            [GatherProblem::DuplicateObject { .. }]
-        ));
+        assert!(matches!(g.problems.as_slice(), [GatherProblem::DuplicateObject { .. }]));
     }
 
     #[test]
     fn an_id_released_and_claimed_in_one_tick_moves() {
         let mut world = World::new();
         let mut p = publisher();
-        let a = world
-            .spawn((Published::new(ObjectId(7), ShardId(1)), Health(1)))
-            .id();
+        let a = world.spawn((Published::new(ObjectId(7), ShardId(1)), Health(1))).id();
         p.gather(&mut world);
         world.despawn(a);
         world.spawn((Published::new(ObjectId(7), ShardId(2)), Health(1)));

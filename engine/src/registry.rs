@@ -74,12 +74,7 @@ pub(crate) trait ErasedComponent: Send + Sync {
     fn encode(&self, entity: &EntityRef<'_>) -> Option<Result<Vec<u8>, rmp_serde::encode::Error>>;
     fn decode(&self, bytes: &[u8]) -> Result<Box<dyn Any + Send>, rmp_serde::decode::Error>;
     fn insert(&self, entity: &mut EntityWorldMut<'_>, value: Box<dyn Any + Send>);
-    fn spawn_with(
-        &self,
-        world: &mut World,
-        marker: Published,
-        value: Box<dyn Any + Send>,
-    ) -> Entity;
+    fn spawn_with(&self, world: &mut World, marker: Published, value: Box<dyn Any + Send>) -> Entity;
     fn remove(&self, entity: &mut EntityWorldMut<'_>);
     fn add_change_system(&self, schedule: &mut Schedule);
 }
@@ -106,12 +101,7 @@ where
         }
     }
 
-    fn spawn_with(
-        &self,
-        world: &mut World,
-        marker: Published,
-        value: Box<dyn Any + Send>,
-    ) -> Entity {
+    fn spawn_with(&self, world: &mut World, marker: Published, value: Box<dyn Any + Send>) -> Entity {
         match value.downcast::<C>() {
             Ok(component) => world.spawn((marker, *component)).id(),
             Err(_) => world.spawn(marker).id(),
@@ -199,8 +189,7 @@ impl RegistryBuilder {
 
     /// Finishes the registry and computes its hash.
     pub fn build(mut self) -> PublishRegistry {
-        self.entries
-            .sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
+        self.entries.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
         let mut hasher = blake3::Hasher::new();
         hasher.update(b"hoard-registry-v1");
         for entry in &self.entries {
@@ -231,10 +220,7 @@ impl PublishRegistry {
 
     /// `(name, schema version)` of every published component, sorted by name.
     pub fn components(&self) -> impl Iterator<Item = (&str, u32)> {
-        self.inner
-            .entries
-            .iter()
-            .map(|e| (e.name.as_str(), e.version))
+        self.inner.entries.iter().map(|e| (e.name.as_str(), e.version))
     }
 
     pub(crate) fn entries(&self) -> &[Entry] {
@@ -256,39 +242,25 @@ impl PublishRegistry {
     }
 
     /// Decodes one named component.
-    pub fn decode_component(
-        &self,
-        name: &str,
-        bytes: &[u8],
-    ) -> Result<DecodedComponent, ComponentDecodeError> {
+    pub fn decode_component(&self, name: &str, bytes: &[u8]) -> Result<DecodedComponent, ComponentDecodeError> {
         let slot = self
             .inner
             .entries
             .binary_search_by(|e| e.name.as_bytes().cmp(name.as_bytes()))
-            .map_err(|_| ComponentDecodeError::Unknown {
-                name: name.to_owned(),
-            })?;
+            .map_err(|_| ComponentDecodeError::Unknown { name: name.to_owned() })?;
         let entry = &self.inner.entries[slot];
-        let value = entry
-            .ops
-            .decode(bytes)
-            .map_err(|source| ComponentDecodeError::Schema {
-                name: entry.name.clone(),
-                version: entry.version,
-                source,
-            })?;
+        let value = entry.ops.decode(bytes).map_err(|source| ComponentDecodeError::Schema {
+            name: entry.name.clone(),
+            version: entry.version,
+            source,
+        })?;
         Ok(DecodedComponent { slot, value })
     }
 
     /// Spawns an object's entity with its marker and decoded components.
     /// The marker and first component are spawned as one bundle, which saves
     /// an archetype move for the common one-component object.
-    pub fn spawn(
-        &self,
-        world: &mut World,
-        marker: Published,
-        components: Vec<DecodedComponent>,
-    ) -> Entity {
+    pub fn spawn(&self, world: &mut World, marker: Published, components: Vec<DecodedComponent>) -> Entity {
         let mut components = components.into_iter();
         let entity = match components.next() {
             Some(first) => match self.inner.entries.get(first.slot) {
@@ -390,9 +362,7 @@ mod tests {
     #[test]
     #[should_panic(expected = "already published")]
     fn duplicate_names_are_refused() {
-        let _ = PublishRegistry::builder()
-            .publish::<A>("a", 1)
-            .publish::<B>("a", 1);
+        let _ = PublishRegistry::builder().publish::<A>("a", 1).publish::<B>("a", 1);
     }
 
     #[test]

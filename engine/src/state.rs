@@ -50,9 +50,7 @@ pub enum StateError {
         count: u64,
     },
     /// A key is not a string, or is too long, or not UTF-8.
-    #[error(
-        "component {index}: name is not a utf-8 string of at most {MAX_COMPONENT_NAME_LEN} bytes"
-    )]
+    #[error("component {index}: name is not a utf-8 string of at most {MAX_COMPONENT_NAME_LEN} bytes")]
     BadName {
         /// Position of the entry in the map.
         index: usize,
@@ -131,10 +129,7 @@ impl ObjectState {
 impl fmt::Debug for ObjectState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.components() {
-            Ok(parts) => f
-                .debug_map()
-                .entries(parts.iter().map(|(n, b)| (n, b.len())))
-                .finish(),
+            Ok(parts) => f.debug_map().entries(parts.iter().map(|(n, b)| (n, b.len()))).finish(),
             Err(e) => write!(f, "ObjectState(invalid: {e})"),
         }
     }
@@ -164,8 +159,7 @@ impl StateBuilder {
 
     /// Produces the canonical bytes.
     pub fn finish(&mut self) -> ObjectState {
-        self.parts
-            .sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        self.parts.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
         let payload: usize = self.parts.iter().map(|(n, b)| n.len() + b.len() + 10).sum();
         let mut out = Vec::with_capacity(payload + 5);
         // Writing into a Vec cannot fail.
@@ -243,25 +237,20 @@ fn walk<'a>(bytes: &'a [u8], mut visit: impl FnMut(&'a str, &'a [u8])) -> Result
         if name_len > MAX_COMPONENT_NAME_LEN as u64 {
             return Err(StateError::BadName { index });
         }
-        let name = std::str::from_utf8(cur.take(name_len as usize)?)
-            .map_err(|_| StateError::BadName { index })?;
+        let name = std::str::from_utf8(cur.take(name_len as usize)?).map_err(|_| StateError::BadName { index })?;
         let value_len = match cur.byte()? {
             0xc4 => cur.uint(1)?,
             0xc5 => shortest(cur.uint(2)?, 1 << 8)?,
             0xc6 => shortest(cur.uint(4)?, 1 << 16)?,
             _ => {
-                return Err(StateError::NotBinary {
-                    name: name.to_owned(),
-                });
+                return Err(StateError::NotBinary { name: name.to_owned() });
             }
         };
         let value = cur.take(usize::try_from(value_len).map_err(|_| StateError::Truncated)?)?;
         if let Some(prev) = previous
             && prev.as_bytes() >= name.as_bytes()
         {
-            return Err(StateError::NotCanonical {
-                name: name.to_owned(),
-            });
+            return Err(StateError::NotCanonical { name: name.to_owned() });
         }
         previous = Some(name);
         visit(name, value);
@@ -326,20 +315,12 @@ mod tests {
         let huge_map = [0xdf, 0xff, 0xff, 0xff, 0xff];
         assert_eq!(
             ObjectState::from_bytes(huge_map.to_vec()),
-            Err(StateError::TooManyComponents {
-                count: u32::MAX.into()
-            })
+            Err(StateError::TooManyComponents { count: u32::MAX.into() })
         );
         let huge_bin = [0x81, 0xa1, b'a', 0xc6, 0xff, 0xff, 0xff, 0xff];
-        assert_eq!(
-            ObjectState::from_bytes(huge_bin.to_vec()),
-            Err(StateError::Truncated)
-        );
+        assert_eq!(ObjectState::from_bytes(huge_bin.to_vec()), Err(StateError::Truncated));
         let long_form = [0xde, 0x00, 0x00];
-        assert_eq!(
-            ObjectState::from_bytes(long_form.to_vec()),
-            Err(StateError::LongHeader)
-        );
+        assert_eq!(ObjectState::from_bytes(long_form.to_vec()), Err(StateError::LongHeader));
         assert_eq!(
             ObjectState::from_bytes(vec![0x80, 0x00]),
             Err(StateError::TrailingBytes { extra: 1 })

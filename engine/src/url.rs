@@ -117,9 +117,7 @@ impl FromStr for HoardUrl {
         let rest = s.strip_prefix(SCHEME).ok_or(UrlError::Scheme)?;
         let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
         let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let (addr, after) = v6
-                .split_once(']')
-                .ok_or_else(|| UrlError::Host(authority.to_owned()))?;
+            let (addr, after) = v6.split_once(']').ok_or_else(|| UrlError::Host(authority.to_owned()))?;
             if addr.parse::<std::net::Ipv6Addr>().is_err() {
                 return Err(UrlError::Host(addr.to_owned()));
             }
@@ -173,8 +171,7 @@ impl FromStr for HoardUrl {
 
 /// Strict decimal: digits only, no sign, no leading zeros (so display round-trips).
 fn parse_u64(s: &str) -> Option<u64> {
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) || (s.len() > 1 && s.starts_with('0'))
-    {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) || (s.len() > 1 && s.starts_with('0')) {
         return None;
     }
     s.parse().ok()
@@ -241,10 +238,7 @@ mod tests {
         for (input, want) in cases {
             assert_eq!(input.parse::<HoardUrl>().as_ref(), Err(want), "{input}");
         }
-        assert!(matches!(
-            "hoard://h:1/W".parse::<HoardUrl>(),
-            Err(UrlError::Service(_))
-        ));
+        assert!(matches!("hoard://h:1/W".parse::<HoardUrl>(), Err(UrlError::Service(_))));
         assert!(matches!(
             "hoard://h:1/w/".parse::<HoardUrl>(),
             Err(UrlError::Zone(NameError::Empty))

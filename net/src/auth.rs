@@ -48,10 +48,7 @@ impl std::fmt::Debug for TokenAuthority {
 impl TokenAuthority {
     /// An authority with this secret key.
     pub fn new(key: [u8; 32]) -> TokenAuthority {
-        TokenAuthority {
-            key,
-            dev_mode: false,
-        }
+        TokenAuthority { key, dev_mode: false }
     }
 
     /// Accepts `dev:<name>` as a token for any name. Logs loudly: for local
@@ -79,10 +76,7 @@ impl TokenAuthority {
     /// Issues a token for `player` valid until `expiry` (Unix seconds).
     pub fn issue(&self, player: &str, expiry: i64) -> Result<String, hoard_engine::ids::NameError> {
         validate_name(player)?;
-        Ok(format!(
-            "v1.{player}.{expiry}.{}",
-            self.mac(player, expiry).to_hex()
-        ))
+        Ok(format!("v1.{player}.{expiry}.{}", self.mac(player, expiry).to_hex()))
     }
 
     /// Checks a token at time `now` (Unix seconds); returns the player.
@@ -98,13 +92,9 @@ impl TokenAuthority {
             return Err(TokenError::Malformed);
         }
         let mut parts = token.split('.');
-        let (Some("v1"), Some(player), Some(expiry), Some(mac), None) = (
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-        ) else {
+        let (Some("v1"), Some(player), Some(expiry), Some(mac), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
+        else {
             return Err(TokenError::Malformed);
         };
         validate_name(player).map_err(|_| TokenError::Malformed)?;
@@ -130,23 +120,14 @@ mod tests {
         let auth = TokenAuthority::new([3; 32]);
         let token = auth.issue("ann", 1000).expect("valid name");
         assert_eq!(auth.verify(&token, 999), Ok("ann".into()));
-        assert_eq!(
-            auth.verify(&token, 1000),
-            Err(TokenError::Expired { expiry: 1000 })
-        );
+        assert_eq!(auth.verify(&token, 1000), Err(TokenError::Expired { expiry: 1000 }));
         let forged = token.replace("v1.ann.", "v1.bob.");
         assert_eq!(auth.verify(&forged, 0), Err(TokenError::Forged));
         let extended = token.replace(".1000.", ".9999.");
         assert_eq!(auth.verify(&extended, 0), Err(TokenError::Forged));
-        assert_eq!(
-            TokenAuthority::new([4; 32]).verify(&token, 0),
-            Err(TokenError::Forged)
-        );
+        assert_eq!(TokenAuthority::new([4; 32]).verify(&token, 0), Err(TokenError::Forged));
         assert_eq!(auth.verify("garbage", 0), Err(TokenError::Malformed));
         assert_eq!(auth.verify("dev:ann", 0), Err(TokenError::DevModeOff));
-        assert_eq!(
-            auth.clone().with_dev_mode(true).verify("dev:ann", 0),
-            Ok("ann".into())
-        );
+        assert_eq!(auth.clone().with_dev_mode(true).verify("dev:ann", 0), Ok("ann".into()));
     }
 }

@@ -79,10 +79,7 @@ impl Link {
 
     fn random(&self) -> f64 {
         // xorshift64*: only for simulated loss and jitter, never for security.
-        let mut s = self
-            .rng
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut s = self.rng.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         *s ^= *s >> 12;
         *s ^= *s << 25;
         *s ^= *s >> 27;
@@ -97,10 +94,7 @@ impl Link {
         let now = Instant::now();
         let departure = match self.config.rate_bps {
             Some(bps) if bps > 0 => {
-                let mut free = self
-                    .free_at
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut free = self.free_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 let start = (*free).max(now);
                 let queued = start.saturating_duration_since(now).as_secs_f64() * bps as f64 / 8.0;
                 if queued > self.config.queue_bytes.unwrap_or(256 * 1024) as f64 {
@@ -156,11 +150,7 @@ fn forward(
 }
 
 /// Starts a simulator listening on `listen` and forwarding to `upstream`.
-pub async fn start(
-    listen: SocketAddr,
-    upstream: SocketAddr,
-    link: LinkConfig,
-) -> std::io::Result<NetSim> {
+pub async fn start(listen: SocketAddr, upstream: SocketAddr, link: LinkConfig) -> std::io::Result<NetSim> {
     let front = Arc::new(UdpSocket::bind(listen).await?);
     let addr = front.local_addr()?;
     let stats = Arc::new(NetSimStats::default());
@@ -177,13 +167,9 @@ pub async fn start(
             let back = match peers.get(&client) {
                 Some(s) => s.clone(),
                 None => {
-                    let bind: SocketAddr = if upstream.is_ipv6() {
-                        "[::1]:0"
-                    } else {
-                        "127.0.0.1:0"
-                    }
-                    .parse()
-                    .unwrap_or(upstream);
+                    let bind: SocketAddr = if upstream.is_ipv6() { "[::1]:0" } else { "127.0.0.1:0" }
+                        .parse()
+                        .unwrap_or(upstream);
                     let Ok(socket) = UdpSocket::bind(bind).await else {
                         continue;
                     };
@@ -193,12 +179,8 @@ pub async fn start(
                     let socket = Arc::new(socket);
                     peers.insert(client, socket.clone());
                     // Server → client for this peer.
-                    let (front, socket2, stats, link) = (
-                        front.clone(),
-                        socket.clone(),
-                        task_stats.clone(),
-                        down_link.clone(),
-                    );
+                    let (front, socket2, stats, link) =
+                        (front.clone(), socket.clone(), task_stats.clone(), down_link.clone());
                     tokio::spawn(async move {
                         let mut buf = vec![0u8; 65_536];
                         while let Ok(len) = socket2.recv(&mut buf).await {

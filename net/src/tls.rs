@@ -53,11 +53,8 @@ pub enum TlsError {
 
 /// The identity named by a certificate: blake3 of its public key info.
 pub fn identity_of(cert: &CertificateDer<'_>) -> Result<ServerIdentity, String> {
-    let parsed = webpki::EndEntityCert::try_from(cert)
-        .map_err(|e| format!("certificate does not parse: {e:?}"))?;
-    Ok(ServerIdentity::of_key(
-        parsed.subject_public_key_info().as_ref(),
-    ))
+    let parsed = webpki::EndEntityCert::try_from(cert).map_err(|e| format!("certificate does not parse: {e:?}"))?;
+    Ok(ServerIdentity::of_key(parsed.subject_public_key_info().as_ref()))
 }
 
 /// The server's certificate, key, identity and token secret.
@@ -168,10 +165,7 @@ impl ServerKeys {
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| TlsError::Generate(e.to_string()))?
             .with_no_client_auth()
-            .with_single_cert(
-                vec![self.cert.clone()],
-                PrivateKeyDer::Pkcs8(self.key.clone_key()),
-            )
+            .with_single_cert(vec![self.cert.clone()], PrivateKeyDer::Pkcs8(self.key.clone_key()))
             .map_err(|e| TlsError::Generate(e.to_string()))?;
         config.alpn_protocols = vec![crate::wire::ALPN.to_vec()];
         // quinn requires this exact value to accept 0-RTT.
@@ -212,10 +206,7 @@ impl KnownServers {
         if let Some(dir) = self.path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)?;
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&self.path)?;
         writeln!(f, "{addr} {identity}")
     }
 }
@@ -232,11 +223,7 @@ pub struct PinnedVerifier {
 
 impl PinnedVerifier {
     /// Verifies the server at `addr` against `pinned` (`None`: trust on first use).
-    pub fn new(
-        addr: &str,
-        pinned: Option<ServerIdentity>,
-        known_servers: Option<PathBuf>,
-    ) -> PinnedVerifier {
+    pub fn new(addr: &str, pinned: Option<ServerIdentity>, known_servers: Option<PathBuf>) -> PinnedVerifier {
         PinnedVerifier {
             addr: addr.to_owned(),
             pinned,

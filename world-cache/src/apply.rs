@@ -60,9 +60,7 @@ pub enum ApplyError {
         key: Box<ShardKey>,
     },
     /// The copy is of another epoch or hwm than the update expects.
-    #[error(
-        "shard {key}: update expects epoch {want_epoch} at {want_base}, the copy is epoch {epoch} at {hwm}"
-    )]
+    #[error("shard {key}: update expects epoch {want_epoch} at {want_base}, the copy is epoch {epoch} at {hwm}")]
     Base {
         /// The shard.
         key: Box<ShardKey>,
@@ -165,11 +163,7 @@ pub fn apply(
 
 /// Walks the copy and the sorted upserts together, dropping tombstoned (or
 /// unlisted) objects and replacing upserted ones, keeping the digest current.
-fn merge(
-    copy: &CachedShard,
-    kind: &UpdateKind,
-    upserts: Vec<CachedObject>,
-) -> (Vec<CachedObject>, Digest) {
+fn merge(copy: &CachedShard, kind: &UpdateKind, upserts: Vec<CachedObject>) -> (Vec<CachedObject>, Digest) {
     let mut digest = copy.header.digest;
     let mut removed: Vec<ObjectId> = match kind {
         UpdateKind::Delta { tombstones, .. } => tombstones.clone(),
@@ -180,9 +174,8 @@ fn merge(
         UpdateKind::Manifest { live, .. } => Some(live),
         _ => None,
     };
-    let drops = |id: ObjectId| {
-        removed.binary_search(&id).is_ok() || live.is_some_and(|l| l.binary_search(&id).is_err())
-    };
+    let drops =
+        |id: ObjectId| removed.binary_search(&id).is_ok() || live.is_some_and(|l| l.binary_search(&id).is_err());
     let mut out = Vec::with_capacity(copy.objects.len() + upserts.len());
     let mut new = upserts.into_iter().peekable();
     for old in &copy.objects {
@@ -232,9 +225,7 @@ mod tests {
         CachedObject {
             id: ObjectId(id),
             version: Seq(version),
-            state: StateBuilder::new()
-                .component("v", vec![version as u8])
-                .finish(),
+            state: StateBuilder::new().component("v", vec![version as u8]).finish(),
         }
     }
 
@@ -263,14 +254,7 @@ mod tests {
             },
             upserts: vec![obj(5, 2), obj(3, 2), obj(4, 2)],
         };
-        let next = apply(
-            &key(),
-            RegistryHash([0; 32]),
-            Some(&copy),
-            update,
-            Utc::now(),
-        )
-        .expect("applies");
+        let next = apply(&key(), RegistryHash([0; 32]), Some(&copy), update, Utc::now()).expect("applies");
         assert_eq!(next.objects, want);
         assert_eq!(next.header.hwm, Seq(2));
     }
@@ -289,14 +273,7 @@ mod tests {
             },
             upserts: vec![obj(3, 7)],
         };
-        let next = apply(
-            &key(),
-            RegistryHash([0; 32]),
-            Some(&copy),
-            update,
-            Utc::now(),
-        )
-        .expect("applies");
+        let next = apply(&key(), RegistryHash([0; 32]), Some(&copy), update, Utc::now()).expect("applies");
         assert_eq!(next.objects, want);
     }
 
@@ -314,13 +291,7 @@ mod tests {
             upserts: vec![obj(2, 2)],
         };
         assert!(matches!(
-            apply(
-                &key(),
-                RegistryHash([0; 32]),
-                Some(&copy),
-                update.clone(),
-                Utc::now()
-            ),
+            apply(&key(), RegistryHash([0; 32]), Some(&copy), update.clone(), Utc::now()),
             Err(ApplyError::DigestMismatch { .. })
         ));
         update.kind = UpdateKind::Delta {
@@ -328,13 +299,7 @@ mod tests {
             tombstones: vec![],
         };
         assert!(matches!(
-            apply(
-                &key(),
-                RegistryHash([0; 32]),
-                Some(&copy),
-                update.clone(),
-                Utc::now()
-            ),
+            apply(&key(), RegistryHash([0; 32]), Some(&copy), update.clone(), Utc::now()),
             Err(ApplyError::Base { .. })
         ));
         assert!(matches!(

@@ -18,8 +18,7 @@ use rayon::prelude::*;
 
 use crate::apply::{ApplyError, ShardUpdate, apply};
 use crate::format::{
-    CachedShard, FormatError, MAX_HEADER_BYTES, ShardHeader, decode_header, decode_shard,
-    encode_shard,
+    CachedShard, FormatError, MAX_HEADER_BYTES, ShardHeader, decode_header, decode_shard, encode_shard,
 };
 use crate::journal;
 use crate::key::ShardKey;
@@ -117,9 +116,9 @@ impl DiscardReason {
 
     fn of(e: &FormatError) -> DiscardReason {
         match e {
-            FormatError::Truncated { .. }
-            | FormatError::Length { .. }
-            | FormatError::ObjectTruncated { .. } => DiscardReason::Truncated,
+            FormatError::Truncated { .. } | FormatError::Length { .. } | FormatError::ObjectTruncated { .. } => {
+                DiscardReason::Truncated
+            }
             FormatError::FutureVersion { .. } => DiscardReason::FutureFormat,
             _ => DiscardReason::Corrupt,
         }
@@ -165,11 +164,7 @@ impl WorldCache {
 
     /// Opens the cache with the given storage (tests inject faults this way).
     /// The lock itself always uses the real file system.
-    pub fn open_with(
-        root: &Path,
-        policy: LockPolicy,
-        storage: Arc<dyn Storage>,
-    ) -> Result<WorldCache, OpenError> {
+    pub fn open_with(root: &Path, policy: LockPolicy, storage: Arc<dyn Storage>) -> Result<WorldCache, OpenError> {
         let io = |source| OpenError::Io {
             path: root.to_owned(),
             source,
@@ -194,9 +189,7 @@ impl WorldCache {
                     true
                 }
                 LockPolicy::Fail => {
-                    return Err(OpenError::Busy {
-                        path: root.to_owned(),
-                    });
+                    return Err(OpenError::Busy { path: root.to_owned() });
                 }
             },
             Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
@@ -232,11 +225,7 @@ impl WorldCache {
 
     /// Total discarded files since opening.
     pub fn discarded_total(&self) -> u64 {
-        self.discards
-            .0
-            .iter()
-            .map(|c| c.load(Ordering::Relaxed))
-            .sum()
+        self.discards.0.iter().map(|c| c.load(Ordering::Relaxed)).sum()
     }
 
     pub(crate) fn storage(&self) -> &dyn Storage {
@@ -254,13 +243,7 @@ impl WorldCache {
     }
 
     /// Checks a header against the folder it was found in and the registry in use.
-    fn check_header(
-        &self,
-        path: &Path,
-        key: &ShardKey,
-        header: &ShardHeader,
-        registry: RegistryHash,
-    ) -> bool {
+    fn check_header(&self, path: &Path, key: &ShardKey, header: &ShardHeader, registry: RegistryHash) -> bool {
         if &header.key != key {
             self.discard(
                 path,
@@ -284,11 +267,7 @@ impl WorldCache {
     /// no valid copy.
     pub fn read_head(&self, key: &ShardKey, registry: RegistryHash) -> Option<ShardHeader> {
         let path = self.root.join(key.file());
-        if self
-            .storage
-            .metadata(&self.root.join(key.journal()))
-            .is_ok()
-        {
+        if self.storage.metadata(&self.root.join(key.journal())).is_ok() {
             // Deltas are pending from a session that did not exit cleanly:
             // fold them so the head describes what is cached.
             return self.load(key, registry).map(|s| s.header);
@@ -329,14 +308,8 @@ impl WorldCache {
     }
 
     /// Reads the heads of many shards (a zone's), in parallel.
-    pub fn read_heads(
-        &self,
-        keys: &[ShardKey],
-        registry: RegistryHash,
-    ) -> Vec<Option<ShardHeader>> {
-        keys.par_iter()
-            .map(|k| self.read_head(k, registry))
-            .collect()
+    pub fn read_heads(&self, keys: &[ShardKey], registry: RegistryHash) -> Vec<Option<ShardHeader>> {
+        keys.par_iter().map(|k| self.read_head(k, registry)).collect()
     }
 
     /// Loads and verifies one shard, replaying its journal; `None` if there
@@ -382,12 +355,7 @@ impl WorldCache {
         keys.par_iter().map(|k| self.load(k, registry)).collect()
     }
 
-    fn replay_journal(
-        &self,
-        key: &ShardKey,
-        mut shard: CachedShard,
-        registry: RegistryHash,
-    ) -> CachedShard {
+    fn replay_journal(&self, key: &ShardKey, mut shard: CachedShard, registry: RegistryHash) -> CachedShard {
         let path = self.root.join(key.journal());
         let Ok(meta) = self.storage.metadata(&path) else {
             return shard;
@@ -401,20 +369,13 @@ impl WorldCache {
             if record.new_hwm <= shard.header.hwm {
                 continue; // already folded into the shard file
             }
-            match apply(
-                key,
-                registry,
-                Some(&shard),
-                record,
-                shard.header.snapshot_time,
-            ) {
+            match apply(key, registry, Some(&shard), record, shard.header.snapshot_time) {
                 Ok(next) => {
                     shard = next;
                     applied += 1;
                 }
                 Err(e) => {
-                    self.discards.0[DiscardReason::Journal as usize]
-                        .fetch_add(1, Ordering::Relaxed);
+                    self.discards.0[DiscardReason::Journal as usize].fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(path = %path.display(), error = %e, "journal record does not apply; the rest of the journal is dropped");
                     break;
                 }
@@ -488,11 +449,7 @@ impl WorldCache {
     /// memory: `shard` is the copy after it. Appends the delta to the shard's
     /// journal, folding the journal into the shard file when it grows past
     /// [`FOLD_MIN_BYTES`] and a quarter of the shard file.
-    pub fn record_delta(
-        &self,
-        shard: &CachedShard,
-        update: &ShardUpdate,
-    ) -> Result<WriteReport, WriteError> {
+    pub fn record_delta(&self, shard: &CachedShard, update: &ShardUpdate) -> Result<WriteReport, WriteError> {
         self.ensure_writable()?;
         let key = &shard.header.key;
         let shard_file = self.root.join(key.file());
@@ -504,18 +461,12 @@ impl WorldCache {
             return self.write(shard);
         }
         let path = self.root.join(key.journal());
-        self.storage
-            .append(&path, &record)
-            .map_err(|source| WriteError::Io {
-                path: path.clone(),
-                source,
-            })?;
+        self.storage.append(&path, &record).map_err(|source| WriteError::Io {
+            path: path.clone(),
+            source,
+        })?;
         let journal_len = self.storage.metadata(&path).map(|m| m.len).unwrap_or(0);
-        let shard_len = self
-            .storage
-            .metadata(&shard_file)
-            .map(|m| m.len)
-            .unwrap_or(0);
+        let shard_len = self.storage.metadata(&shard_file).map(|m| m.len).unwrap_or(0);
         if journal_len >= FOLD_MIN_BYTES && journal_len * FOLD_FRACTION >= shard_len {
             return self.write(shard);
         }
@@ -527,20 +478,10 @@ impl WorldCache {
 
     /// Applies a live delta to `shard` in memory, then records it with
     /// [`WorldCache::record_delta`].
-    pub fn append_delta(
-        &self,
-        shard: &mut CachedShard,
-        update: ShardUpdate,
-    ) -> Result<WriteReport, WriteError> {
+    pub fn append_delta(&self, shard: &mut CachedShard, update: ShardUpdate) -> Result<WriteReport, WriteError> {
         self.ensure_writable()?;
         let key = shard.header.key.clone();
-        *shard = apply(
-            &key,
-            shard.header.registry,
-            Some(shard),
-            update.clone(),
-            Utc::now(),
-        )?;
+        *shard = apply(&key, shard.header.registry, Some(shard), update.clone(), Utc::now())?;
         self.record_delta(shard, &update)
     }
 
@@ -559,26 +500,12 @@ impl WorldCache {
             None => &[None],
         };
         for &scope in scopes {
-            let Ok(probe) = ShardKey::new(
-                server,
-                service,
-                scope,
-                zone.clone(),
-                hoard_engine::ShardId(0),
-            ) else {
+            let Ok(probe) = ShardKey::new(server, service, scope, zone.clone(), hoard_engine::ShardId(0)) else {
                 continue;
             };
-            for entry in self
-                .storage
-                .list(&self.root.join(probe.zone_dir()))
-                .unwrap_or_default()
-            {
+            for entry in self.storage.list(&self.root.join(probe.zone_dir())).unwrap_or_default() {
                 let suffix = format!(".{}", crate::key::SHARD_EXT);
-                if let Some(id) = entry
-                    .name
-                    .strip_suffix(&suffix)
-                    .and_then(|s| s.parse::<u64>().ok())
-                {
+                if let Some(id) = entry.name.strip_suffix(&suffix).and_then(|s| s.parse::<u64>().ok()) {
                     let mut key = probe.clone();
                     key.shard = hoard_engine::ShardId(id);
                     out.push(key);

@@ -10,9 +10,7 @@
 use chrono::{DateTime, TimeZone, Utc};
 use hoard_engine::digest::DIGEST_BYTES;
 use hoard_engine::state::{MAX_STATE_BYTES, StateError};
-use hoard_engine::{
-    Digest, Epoch, ObjectId, ObjectState, RegistryHash, Seq, ServerIdentity, ShardId, ZoneId,
-};
+use hoard_engine::{Digest, Epoch, ObjectId, ObjectState, RegistryHash, Seq, ServerIdentity, ShardId, ZoneId};
 
 use crate::key::ShardKey;
 
@@ -204,12 +202,7 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(x)
 }
 
-fn name_at<'a>(
-    b: &'a [u8],
-    at: &mut usize,
-    end: usize,
-    field: &'static str,
-) -> Result<&'a str, FormatError> {
+fn name_at<'a>(b: &'a [u8], at: &mut usize, end: usize, field: &'static str) -> Result<&'a str, FormatError> {
     let len = *b.get(*at).ok_or(FormatError::BadName { field })? as usize;
     let start = *at + 1;
     if start + len > end {
@@ -289,17 +282,13 @@ pub fn decode_header(prefix: &[u8]) -> Result<HeaderInfo, FormatError> {
     let zone = ZoneId::new(zone).map_err(|_| FormatError::BadName { field: "zone" })?;
     let perspective = (!perspective.is_empty()).then_some(perspective);
     let key =
-        ShardKey::new(ServerIdentity(server), service, perspective, zone, shard).map_err(|_| {
-            FormatError::BadName {
-                field: "service or perspective",
-            }
+        ShardKey::new(ServerIdentity(server), service, perspective, zone, shard).map_err(|_| FormatError::BadName {
+            field: "service or perspective",
         })?;
     let snapshot_time = Utc
         .timestamp_millis_opt(time_ms)
         .single()
-        .ok_or(FormatError::BadName {
-            field: "snapshot time",
-        })?;
+        .ok_or(FormatError::BadName { field: "snapshot time" })?;
     Ok(HeaderInfo {
         header: ShardHeader {
             key,
@@ -363,8 +352,8 @@ pub fn decode_shard(bytes: &[u8]) -> Result<CachedShard, FormatError> {
         if body.len() - at < len {
             return Err(FormatError::ObjectTruncated { index });
         }
-        let state = ObjectState::from_bytes(body[at..at + len].to_vec())
-            .map_err(|error| FormatError::State { id, error })?;
+        let state =
+            ObjectState::from_bytes(body[at..at + len].to_vec()).map_err(|error| FormatError::State { id, error })?;
         at += len;
         if let Some(prev) = objects.last().map(|o: &CachedObject| o.id)
             && prev >= id

@@ -76,8 +76,7 @@ impl Reader<'_> {
         Some(s)
     }
     fn u32(&mut self) -> Option<u32> {
-        self.take(4)
-            .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+        self.take(4).map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
     }
     fn u64(&mut self) -> Option<u64> {
         self.take(8).map(|s| {
@@ -197,10 +196,7 @@ mod tests {
         for cut in 1..bytes.len() {
             let r = super::replay(&bytes[..cut]);
             assert!(r.records.len() <= 3);
-            assert_eq!(
-                r.records,
-                (0..r.records.len() as u64).map(update).collect::<Vec<_>>()
-            );
+            assert_eq!(r.records, (0..r.records.len() as u64).map(update).collect::<Vec<_>>());
         }
         let mut flipped = bytes.clone();
         let last = flipped.len() - 1;

@@ -96,8 +96,7 @@ impl ShardKey {
 
     /// The shard's journal, relative to the cache root.
     pub fn journal(&self) -> PathBuf {
-        self.zone_dir()
-            .join(format!("{}.{JOURNAL_EXT}", self.shard))
+        self.zone_dir().join(format!("{}.{JOURNAL_EXT}", self.shard))
     }
 }
 
@@ -128,8 +127,7 @@ mod tests {
             shared.file(),
             Path::new(&"ab".repeat(32)).join("world/shared/meadow/12.shard")
         );
-        let own =
-            ShardKey::new(server, "world", Some("ann"), zone.clone(), ShardId(3)).expect("key");
+        let own = ShardKey::new(server, "world", Some("ann"), zone.clone(), ShardId(3)).expect("key");
         assert_eq!(
             own.journal(),
             Path::new(&"ab".repeat(32)).join("world/ann/meadow/3.journal")

@@ -123,10 +123,7 @@ impl WorldCache {
                                 bytes: meta.as_ref().map_or(0, |m| m.len) + journal,
                                 objects: header.as_ref().ok().map(|h| h.count),
                                 hwm: header.as_ref().ok().map(|h| h.header.hwm.0),
-                                age_secs: now
-                                    .duration_since(modified)
-                                    .unwrap_or_default()
-                                    .as_secs(),
+                                age_secs: now.duration_since(modified).unwrap_or_default().as_secs(),
                                 problem: header.err(),
                                 path,
                                 modified,
@@ -146,17 +143,11 @@ impl WorldCache {
         let mut damage = Vec::new();
         for entry in self.inventory() {
             let problem = (|| -> Result<(), String> {
-                let meta = self
-                    .storage()
-                    .metadata(&entry.path)
-                    .map_err(|e| e.to_string())?;
+                let meta = self.storage().metadata(&entry.path).map_err(|e| e.to_string())?;
                 if meta.is_dir {
                     return Err("a directory where a shard file should be".into());
                 }
-                let bytes = self
-                    .storage()
-                    .read(&entry.path, meta.len)
-                    .map_err(|e| e.to_string())?;
+                let bytes = self.storage().read(&entry.path, meta.len).map_err(|e| e.to_string())?;
                 let shard = decode_shard(&bytes).map_err(|e| e.to_string())?;
                 let h = &shard.header;
                 let expected = (
@@ -174,17 +165,11 @@ impl WorldCache {
                     entry.shard,
                 );
                 if expected != found {
-                    return Err(format!(
-                        "header names {}, but the file is in another folder",
-                        h.key
-                    ));
+                    return Err(format!("header names {}, but the file is in another folder", h.key));
                 }
                 let digest = recompute_digest(&shard.objects);
                 if digest != h.digest {
-                    return Err(format!(
-                        "header digest {} but objects give {digest}",
-                        h.digest
-                    ));
+                    return Err(format!("header digest {} but objects give {digest}", h.digest));
                 }
                 Ok(())
             })();
@@ -224,9 +209,7 @@ impl WorldCache {
             self.storage().remove_file(&entry.path)
         };
         if removed.is_ok() {
-            let _ = self
-                .storage()
-                .remove_file(&entry.path.with_extension(JOURNAL_EXT));
+            let _ = self.storage().remove_file(&entry.path.with_extension(JOURNAL_EXT));
             report.shards += 1;
             report.bytes += entry.bytes;
         }
@@ -265,11 +248,7 @@ impl WorldCache {
         }
         self.prune_empty_dirs();
         if report.shards > 0 {
-            tracing::info!(
-                shards = report.shards,
-                bytes = report.bytes,
-                "evicted cached shards"
-            );
+            tracing::info!(shards = report.shards, bytes = report.bytes, "evicted cached shards");
         }
         Ok(report)
     }

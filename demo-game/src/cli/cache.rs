@@ -72,12 +72,9 @@ pub(crate) fn run(args: CacheArgs) -> anyhow::Result<i32> {
         CacheCommand::Clear { .. } => LockPolicy::Fail,
         _ => LockPolicy::ReadOnlyIfBusy,
     };
-    let cache = WorldCache::open(&root, policy)
-        .with_context(|| format!("opening cache {}", root.display()))?;
+    let cache = WorldCache::open(&root, policy).with_context(|| format!("opening cache {}", root.display()))?;
     match args.command {
-        CacheCommand::Inspect {
-            dump: Some(shard), ..
-        } => dump(&root, &shard),
+        CacheCommand::Inspect { dump: Some(shard), .. } => dump(&root, &shard),
         CacheCommand::Inspect { json: true, .. } => {
             println!("{}", serde_json::to_string_pretty(&cache.inventory())?);
             Ok(0)
@@ -102,16 +99,8 @@ pub(crate) fn run(args: CacheArgs) -> anyhow::Result<i32> {
             }
             Ok(2)
         }
-        CacheCommand::Clear {
-            server,
-            service,
-            zone,
-        } => {
-            let report = cache.clear(&ClearScope {
-                server,
-                service,
-                zone,
-            })?;
+        CacheCommand::Clear { server, service, zone } => {
+            let report = cache.clear(&ClearScope { server, service, zone })?;
             println!(
                 "removed {} cached shards ({})",
                 report.shards,
@@ -155,8 +144,7 @@ fn print_tree(root: &Path, entries: &[ShardEntry]) {
             b.shard,
         ))
     });
-    let mut last: (Option<&str>, Option<&str>, Option<&str>, Option<&str>) =
-        (None, None, None, None);
+    let mut last: (Option<&str>, Option<&str>, Option<&str>, Option<&str>) = (None, None, None, None);
     for e in sorted {
         if last.0 != Some(&e.server) {
             println!("  server {}", e.server);
@@ -174,10 +162,7 @@ fn print_tree(root: &Path, entries: &[ShardEntry]) {
             let zone: Vec<&ShardEntry> = entries
                 .iter()
                 .filter(|x| {
-                    x.server == e.server
-                        && x.service == e.service
-                        && x.perspective == e.perspective
-                        && x.zone == e.zone
+                    x.server == e.server && x.service == e.service && x.perspective == e.perspective && x.zone == e.zone
                 })
                 .collect();
             let objects: u64 = zone.iter().filter_map(|x| x.objects).sum();
@@ -205,9 +190,8 @@ fn print_tree(root: &Path, entries: &[ShardEntry]) {
 
 /// Decodes one component's MessagePack bytes into JSON (MessagePack is self-describing).
 fn component_json(bytes: &[u8]) -> serde_json::Value {
-    rmp_serde::from_slice::<serde_json::Value>(bytes).unwrap_or_else(
-        |e| serde_json::json!({ "undecodable": e.to_string(), "bytes": bytes.len() }),
-    )
+    rmp_serde::from_slice::<serde_json::Value>(bytes)
+        .unwrap_or_else(|e| serde_json::json!({ "undecodable": e.to_string(), "bytes": bytes.len() }))
 }
 
 fn state_json(state: &ObjectState) -> serde_json::Value {
@@ -229,8 +213,7 @@ fn dump(root: &Path, shard: &Path) -> anyhow::Result<i32> {
         root.join(shard)
     };
     let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-    let shard = decode_shard(&bytes)
-        .with_context(|| format!("{} is not a valid shard file", path.display()))?;
+    let shard = decode_shard(&bytes).with_context(|| format!("{} is not a valid shard file", path.display()))?;
     let h = &shard.header;
     let out = serde_json::json!({
         "path": path,

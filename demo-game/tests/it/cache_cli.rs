@@ -77,15 +77,8 @@ fn inspect_shows_the_tree_json_and_a_dump() {
     assert_eq!(entries.as_array().map(Vec::len), Some(3));
 
     let shard = keys[0].file();
-    let dump = demo(
-        dir.path(),
-        &["inspect", "--dump", shard.to_str().expect("utf-8")],
-    );
-    assert!(
-        dump.status.success(),
-        "{}",
-        String::from_utf8_lossy(&dump.stderr)
-    );
+    let dump = demo(dir.path(), &["inspect", "--dump", shard.to_str().expect("utf-8")]);
+    assert!(dump.status.success(), "{}", String::from_utf8_lossy(&dump.stderr));
     let value: serde_json::Value = serde_json::from_str(&stdout(&dump)).expect("json");
     assert_eq!(value["zone"], "meadow");
     assert_eq!(
@@ -118,11 +111,7 @@ fn clear_removes_a_zone() {
     fill(dir.path());
     let out = demo(dir.path(), &["clear", "--zone", "meadow"]);
     assert!(out.status.success());
-    assert!(
-        stdout(&out).contains("removed 2 cached shards"),
-        "{}",
-        stdout(&out)
-    );
+    assert!(stdout(&out).contains("removed 2 cached shards"), "{}", stdout(&out));
     let json = demo(dir.path(), &["inspect", "--json"]);
     let entries: serde_json::Value = serde_json::from_str(&stdout(&json)).expect("json");
     assert_eq!(entries.as_array().map(Vec::len), Some(1));

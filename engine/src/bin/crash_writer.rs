@@ -64,11 +64,7 @@ fn main() -> anyhow::Result<()> {
         }
         for k in 0..20u64 {
             let id = 1000 + (n * 7 + k * 13) % 500;
-            changes.upsert(
-                ShardId(id % SHARDS),
-                ObjectId(id),
-                state(n, (k * 11 % 200) as usize),
-            );
+            changes.upsert(ShardId(id % SHARDS), ObjectId(id), state(n, (k * 11 % 200) as usize));
         }
         let gone = 1000 + (n * 31) % 500;
         changes.remove(ShardId(gone % SHARDS), ObjectId(gone));

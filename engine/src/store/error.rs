@@ -24,10 +24,7 @@ pub enum StoreFault {
 }
 
 impl StoreFault {
-    pub(crate) fn backend(
-        context: impl Into<String>,
-        source: impl std::error::Error + Send + Sync + 'static,
-    ) -> Self {
+    pub(crate) fn backend(context: impl Into<String>, source: impl std::error::Error + Send + Sync + 'static) -> Self {
         StoreFault::Backend {
             context: context.into(),
             source: Box::new(source),
@@ -40,9 +37,7 @@ impl StoreFault {
 #[non_exhaustive]
 pub enum OpenError {
     /// Another process (another server) has the store open.
-    #[error(
-        "store {path} is locked by another process; stop the other server or use another --data directory"
-    )]
+    #[error("store {path} is locked by another process; stop the other server or use another --data directory")]
     Locked {
         /// The store file.
         path: PathBuf,
@@ -56,9 +51,7 @@ pub enum OpenError {
         detail: String,
     },
     /// The file was written by a newer hoard.
-    #[error(
-        "store {path} has format version {found}, this build reads up to {supported}; upgrade hoard"
-    )]
+    #[error("store {path} has format version {found}, this build reads up to {supported}; upgrade hoard")]
     NewerFormat {
         /// The store file.
         path: PathBuf,

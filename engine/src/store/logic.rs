@@ -19,9 +19,7 @@ use chrono::{DateTime, Utc};
 
 use super::error::{CommitError, ReadError, StoreFault, WriteError};
 use super::record::ShardRecord;
-use super::{
-    ChangesSince, CommitReceipt, ShardHead, ShardSnapshot, ShardSpec, StoredObject, Tombstone,
-};
+use super::{ChangesSince, CommitReceipt, ShardHead, ShardSnapshot, ShardSpec, StoredObject, Tombstone};
 use crate::changeset::{Change, ChangeSet};
 use crate::digest::state_hash;
 use crate::ids::{ObjectId, Seq, ShardId, ZoneId};
@@ -60,32 +58,12 @@ pub(crate) trait TablesMut: Tables {
         old_version: Option<Seq>,
         state: &[u8],
     ) -> Result<(), StoreFault>;
-    fn delete_object(
-        &mut self,
-        shard: ShardId,
-        id: ObjectId,
-        version: Seq,
-    ) -> Result<(), StoreFault>;
-    fn put_tombstone(
-        &mut self,
-        shard: ShardId,
-        id: ObjectId,
-        seq: Seq,
-        at_ms: i64,
-    ) -> Result<(), StoreFault>;
-    fn delete_tombstone(
-        &mut self,
-        shard: ShardId,
-        id: ObjectId,
-        seq: Seq,
-    ) -> Result<(), StoreFault>;
+    fn delete_object(&mut self, shard: ShardId, id: ObjectId, version: Seq) -> Result<(), StoreFault>;
+    fn put_tombstone(&mut self, shard: ShardId, id: ObjectId, seq: Seq, at_ms: i64) -> Result<(), StoreFault>;
+    fn delete_tombstone(&mut self, shard: ShardId, id: ObjectId, seq: Seq) -> Result<(), StoreFault>;
 }
 
-pub(crate) fn create_zone<T: TablesMut>(
-    t: &mut T,
-    zone: &ZoneId,
-    specs: &[ShardSpec],
-) -> Result<(), WriteError> {
+pub(crate) fn create_zone<T: TablesMut>(t: &mut T, zone: &ZoneId, specs: &[ShardSpec]) -> Result<(), WriteError> {
     let mut shards = t.zone_shards(zone)?.unwrap_or_default();
     for spec in specs {
         if let Some(existing) = t.shard(spec.id)? {
@@ -129,13 +107,7 @@ pub(crate) fn commit<T: TablesMut>(
             };
             match change {
                 Change::Upsert(state) => {
-                    t.put_object(
-                        shard,
-                        id,
-                        seq,
-                        old.as_ref().map(|(v, _)| *v),
-                        state.as_bytes(),
-                    )?;
+                    t.put_object(shard, id, seq, old.as_ref().map(|(v, _)| *v), state.as_bytes())?;
                     record.digest.add(id, seq, &state.hash());
                     if let Some(ts) = old_tombstone {
                         t.delete_tombstone(shard, id, ts)?;
@@ -159,21 +131,14 @@ pub(crate) fn commit<T: TablesMut>(
 }
 
 pub(crate) fn head<T: Tables>(t: &T, shard: ShardId) -> Result<ShardHead, ReadError> {
-    Ok(t.shard(shard)?
-        .ok_or(ReadError::UnknownShard(shard))?
-        .head(shard))
+    Ok(t.shard(shard)?.ok_or(ReadError::UnknownShard(shard))?.head(shard))
 }
 
 pub(crate) fn zone_shards<T: Tables>(t: &T, zone: &ZoneId) -> Result<Vec<ShardId>, ReadError> {
-    t.zone_shards(zone)?
-        .ok_or_else(|| ReadError::UnknownZone(zone.clone()))
+    t.zone_shards(zone)?.ok_or_else(|| ReadError::UnknownZone(zone.clone()))
 }
 
-pub(crate) fn changes_since<T: Tables>(
-    t: &T,
-    shard: ShardId,
-    since: Seq,
-) -> Result<ChangesSince, ReadError> {
+pub(crate) fn changes_since<T: Tables>(t: &T, shard: ShardId, since: Seq) -> Result<ChangesSince, ReadError> {
     let head = head(t, shard)?;
     if since > head.seq {
         return Err(ReadError::FutureSeq {
@@ -200,10 +165,7 @@ pub(crate) fn snapshot<T: Tables>(t: &T, shard: ShardId) -> Result<ShardSnapshot
     Ok(ShardSnapshot { head, objects })
 }
 
-pub(crate) fn manifest<T: Tables>(
-    t: &T,
-    shard: ShardId,
-) -> Result<(ShardHead, Vec<(ObjectId, Seq)>), ReadError> {
+pub(crate) fn manifest<T: Tables>(t: &T, shard: ShardId) -> Result<(ShardHead, Vec<(ObjectId, Seq)>), ReadError> {
     let head = head(t, shard)?;
     Ok((head, t.manifest(shard)?))
 }
@@ -253,10 +215,7 @@ pub(crate) fn trim_tombstones<T: TablesMut>(
     Ok(report)
 }
 
-pub(crate) fn reset_epoch<T: TablesMut>(
-    t: &mut T,
-    shard: ShardId,
-) -> Result<crate::ids::Epoch, WriteError> {
+pub(crate) fn reset_epoch<T: TablesMut>(t: &mut T, shard: ShardId) -> Result<crate::ids::Epoch, WriteError> {
     let mut record = t.shard(shard)?.ok_or(WriteError::UnknownShard(shard))?;
     record.epoch = crate::ids::Epoch::random();
     t.put_shard(shard, &record)?;

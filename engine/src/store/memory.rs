@@ -10,8 +10,7 @@ use super::error::{CommitError, ReadError, StoreFault, WriteError};
 use super::logic::{self, Tables, TablesMut};
 use super::record::ShardRecord;
 use super::{
-    ChangesSince, CommitReceipt, ShardHead, ShardSnapshot, ShardSpec, StoredObject, Tombstone,
-    TrimReport, WorldStore,
+    ChangesSince, CommitReceipt, ShardHead, ShardSnapshot, ShardSpec, StoredObject, Tombstone, TrimReport, WorldStore,
 };
 use crate::changeset::ChangeSet;
 use crate::ids::{Epoch, ObjectId, Seq, ShardId, ZoneId};
@@ -42,9 +41,7 @@ impl MemoryStore {
     fn lock(&self) -> MutexGuard<'_, Maps> {
         // A panic while holding the lock leaves the maps as consistent as the
         // last completed operation, because writes check before they mutate.
-        self.maps
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.maps.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -70,10 +67,7 @@ impl Tables for Maps {
         let ids: Vec<ObjectId> = if after.0 == u64::MAX {
             Vec::new()
         } else {
-            self.versions
-                .range(range)
-                .map(|((_, _, id), ())| *id)
-                .collect()
+            self.versions.range(range).map(|((_, _, id), ())| *id).collect()
         };
         ids.into_iter().map(|id| self.stored(shard, id)).collect()
     }
@@ -119,11 +113,10 @@ impl Tables for Maps {
 
 impl Maps {
     fn stored(&self, shard: ShardId, id: ObjectId) -> Result<StoredObject, StoreFault> {
-        let (version, bytes) = self.objects.get(&(shard, id)).ok_or_else(|| {
-            StoreFault::Corrupt(format!(
-                "shard {shard}: version index names missing object {id}"
-            ))
-        })?;
+        let (version, bytes) = self
+            .objects
+            .get(&(shard, id))
+            .ok_or_else(|| StoreFault::Corrupt(format!("shard {shard}: version index names missing object {id}")))?;
         Ok(StoredObject {
             id,
             version: *version,
@@ -159,35 +152,19 @@ impl TablesMut for Maps {
         Ok(())
     }
 
-    fn delete_object(
-        &mut self,
-        shard: ShardId,
-        id: ObjectId,
-        version: Seq,
-    ) -> Result<(), StoreFault> {
+    fn delete_object(&mut self, shard: ShardId, id: ObjectId, version: Seq) -> Result<(), StoreFault> {
         self.versions.remove(&(shard, version, id));
         self.objects.remove(&(shard, id));
         Ok(())
     }
 
-    fn put_tombstone(
-        &mut self,
-        shard: ShardId,
-        id: ObjectId,
-        seq: Seq,
-        at_ms: i64,
-    ) -> Result<(), StoreFault> {
+    fn put_tombstone(&mut self, shard: ShardId, id: ObjectId, seq: Seq, at_ms: i64) -> Result<(), StoreFault> {
         self.tombstones.insert((shard, id), seq);
         self.tombstones_by_seq.insert((shard, seq, id), at_ms);
         Ok(())
     }
 
-    fn delete_tombstone(
-        &mut self,
-        shard: ShardId,
-        id: ObjectId,
-        seq: Seq,
-    ) -> Result<(), StoreFault> {
+    fn delete_tombstone(&mut self, shard: ShardId, id: ObjectId, seq: Seq) -> Result<(), StoreFault> {
         self.tombstones.remove(&(shard, id));
         self.tombstones_by_seq.remove(&(shard, seq, id));
         Ok(())

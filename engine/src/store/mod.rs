@@ -224,10 +224,7 @@ pub fn verify(store: &dyn WorldStore) -> Result<Vec<ShardDamage>, ReadError> {
             if digest != snapshot.head.digest {
                 damage.push(ShardDamage {
                     shard,
-                    problem: format!(
-                        "stored digest {} but objects give {}",
-                        snapshot.head.digest, digest
-                    ),
+                    problem: format!("stored digest {} but objects give {}", snapshot.head.digest, digest),
                 });
             }
         }

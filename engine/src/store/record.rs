@@ -106,11 +106,7 @@ pub(crate) fn encode_object(version: Seq, state: &[u8]) -> Vec<u8> {
 }
 
 /// Splits an object value without validating the state bytes.
-pub(crate) fn split_object(
-    shard: ShardId,
-    id: ObjectId,
-    bytes: &[u8],
-) -> Result<(Seq, &[u8]), StoreFault> {
+pub(crate) fn split_object(shard: ShardId, id: ObjectId, bytes: &[u8]) -> Result<(Seq, &[u8]), StoreFault> {
     if bytes.len() < 8 || bytes.len() > 8 + MAX_STATE_BYTES {
         return Err(StoreFault::Corrupt(format!(
             "shard {shard} object {id}: value of {} bytes",
@@ -137,10 +133,7 @@ mod tests {
         rec.seq = Seq(42);
         rec.digest.add(ObjectId(1), Seq(2), &[3; 32]);
         let bytes = rec.encode();
-        assert_eq!(
-            ShardRecord::decode(ShardId(1), &bytes).expect("decodes"),
-            rec
-        );
+        assert_eq!(ShardRecord::decode(ShardId(1), &bytes).expect("decodes"), rec);
         assert!(ShardRecord::decode(ShardId(1), &bytes[..bytes.len() - 1]).is_err());
         assert!(ShardRecord::decode(ShardId(1), &[0xff; 10]).is_err());
         assert!(ShardRecord::decode(ShardId(1), &vec![0x90; 5000]).is_err());

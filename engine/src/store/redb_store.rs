@@ -11,16 +11,15 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 use redb::{
-    Database, DatabaseError, ReadOnlyTable, ReadableDatabase, ReadableTable, StorageError, Table,
-    TableDefinition, WriteTransaction,
+    Database, DatabaseError, ReadOnlyTable, ReadableDatabase, ReadableTable, StorageError, Table, TableDefinition,
+    WriteTransaction,
 };
 
 use super::error::{CommitError, OpenError, ReadError, StoreFault, WriteError};
 use super::logic::{self, Tables, TablesMut};
 use super::record::{ShardRecord, encode_object, split_object};
 use super::{
-    ChangesSince, CommitReceipt, ShardHead, ShardSnapshot, ShardSpec, StoredObject, Tombstone,
-    TrimReport, WorldStore,
+    ChangesSince, CommitReceipt, ShardHead, ShardSnapshot, ShardSpec, StoredObject, Tombstone, TrimReport, WorldStore,
 };
 use crate::changeset::ChangeSet;
 use crate::ids::{Epoch, ObjectId, Seq, ShardId, ZoneId};
@@ -35,8 +34,7 @@ const SHARDS: TableDefinition<u64, &[u8]> = TableDefinition::new("shards");
 const OBJECTS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("objects");
 const VERSIONS: TableDefinition<(u64, u64, u64), ()> = TableDefinition::new("versions");
 const TOMBSTONES: TableDefinition<(u64, u64), u64> = TableDefinition::new("tombstones");
-const TOMBSTONES_BY_SEQ: TableDefinition<(u64, u64, u64), i64> =
-    TableDefinition::new("tombstones_by_seq");
+const TOMBSTONES_BY_SEQ: TableDefinition<(u64, u64, u64), i64> = TableDefinition::new("tombstones_by_seq");
 
 const FORMAT_KEY: &str = "format_version";
 /// Most shards one zone record may list.
@@ -50,15 +48,11 @@ pub struct RedbStore {
 
 impl std::fmt::Debug for RedbStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedbStore")
-            .field("path", &self.path)
-            .finish()
+        f.debug_struct("RedbStore").field("path", &self.path).finish()
     }
 }
 
-fn fault<E: std::error::Error + Send + Sync + 'static>(
-    context: &'static str,
-) -> impl FnOnce(E) -> StoreFault {
+fn fault<E: std::error::Error + Send + Sync + 'static>(context: &'static str) -> impl FnOnce(E) -> StoreFault {
     move |e| StoreFault::backend(context, e)
 }
 
@@ -87,9 +81,7 @@ impl RedbStore {
         // repairing a file ("malformed allocator state"); a damaged file
         // must be an error naming it, never a crash of the server.
         let opened = std::panic::catch_unwind(|| -> Result<RedbStore, OpenError> {
-            let db = Database::builder()
-                .create(path)
-                .map_err(|e| map_open_error(path, e))?;
+            let db = Database::builder().create(path).map_err(|e| map_open_error(path, e))?;
             let store = RedbStore {
                 db,
                 path: path.to_owned(),
@@ -128,10 +120,7 @@ impl RedbStore {
             .map_err(fault("beginning the init transaction"))
             .map_err(init)?;
         let found = {
-            let mut meta = txn
-                .open_table(META)
-                .map_err(fault("opening meta"))
-                .map_err(init)?;
+            let mut meta = txn.open_table(META).map_err(fault("opening meta")).map_err(init)?;
             let found = meta
                 .get(FORMAT_KEY)
                 .map_err(fault("reading the format version"))
@@ -168,12 +157,8 @@ impl RedbStore {
             zones: txn.open_table(ZONES).map_err(fault("opening zones"))?,
             shards: txn.open_table(SHARDS).map_err(fault("opening shards"))?,
             objects: txn.open_table(OBJECTS).map_err(fault("opening objects"))?,
-            versions: txn
-                .open_table(VERSIONS)
-                .map_err(fault("opening versions"))?,
-            tombstones: txn
-                .open_table(TOMBSTONES)
-                .map_err(fault("opening tombstones"))?,
+            versions: txn.open_table(VERSIONS).map_err(fault("opening versions"))?,
+            tombstones: txn.open_table(TOMBSTONES).map_err(fault("opening tombstones"))?,
             tombstones_by_seq: txn
                 .open_table(TOMBSTONES_BY_SEQ)
                 .map_err(fault("opening tombstones_by_seq"))?,
@@ -182,10 +167,7 @@ impl RedbStore {
     }
 
     /// Runs `f` in a write transaction; commits (durably) only if it succeeds.
-    fn write<R, E: From<StoreFault>>(
-        &self,
-        f: impl FnOnce(&mut WriteTables<'_>) -> Result<R, E>,
-    ) -> Result<R, E> {
+    fn write<R, E: From<StoreFault>>(&self, f: impl FnOnce(&mut WriteTables<'_>) -> Result<R, E>) -> Result<R, E> {
         let txn = self.db.begin_write().map_err(fault("beginning a write"))?;
         let result = {
             let mut tables = open_write_tables(&txn)?;
@@ -207,14 +189,10 @@ impl RedbStore {
 fn map_open_error(path: &Path, e: DatabaseError) -> OpenError {
     let path = path.to_owned();
     match e {
-        DatabaseError::DatabaseAlreadyOpen | DatabaseError::LockProtocolMismatch => {
-            OpenError::Locked { path }
-        }
+        DatabaseError::DatabaseAlreadyOpen | DatabaseError::LockProtocolMismatch => OpenError::Locked { path },
         DatabaseError::UpgradeRequired(version) => OpenError::OldEngineFormat { path, version },
         DatabaseError::Storage(StorageError::Io(source)) => OpenError::Io { path, source },
-        DatabaseError::Storage(StorageError::Corrupted(detail)) => {
-            OpenError::Corrupt { path, detail }
-        }
+        DatabaseError::Storage(StorageError::Corrupted(detail)) => OpenError::Corrupt { path, detail },
         other => OpenError::Corrupt {
             path,
             detail: other.to_string(),
@@ -245,12 +223,8 @@ fn open_write_tables(txn: &WriteTransaction) -> Result<WriteTables<'_>, StoreFau
         zones: txn.open_table(ZONES).map_err(fault("opening zones"))?,
         shards: txn.open_table(SHARDS).map_err(fault("opening shards"))?,
         objects: txn.open_table(OBJECTS).map_err(fault("opening objects"))?,
-        versions: txn
-            .open_table(VERSIONS)
-            .map_err(fault("opening versions"))?,
-        tombstones: txn
-            .open_table(TOMBSTONES)
-            .map_err(fault("opening tombstones"))?,
+        versions: txn.open_table(VERSIONS).map_err(fault("opening versions"))?,
+        tombstones: txn.open_table(TOMBSTONES).map_err(fault("opening tombstones"))?,
         tombstones_by_seq: txn
             .open_table(TOMBSTONES_BY_SEQ)
             .map_err(fault("opening tombstones_by_seq"))?,
@@ -274,8 +248,7 @@ pub(crate) fn decode_zone(zone: &ZoneId, bytes: &[u8]) -> Result<Vec<ShardId>, S
             bytes.len()
         )));
     }
-    rmp_serde::from_slice(bytes)
-        .map_err(|e| StoreFault::Corrupt(format!("zone {zone}: record does not decode: {e}")))
+    rmp_serde::from_slice(bytes).map_err(|e| StoreFault::Corrupt(format!("zone {zone}: record does not decode: {e}")))
 }
 
 impl<Z, S, O, V, T, TS> RedbTables<Z, S, O, V, T, TS>
@@ -287,11 +260,7 @@ where
             .objects
             .get((shard.0, id.0))
             .map_err(fault("reading an object"))?
-            .ok_or_else(|| {
-                StoreFault::Corrupt(format!(
-                    "shard {shard}: version index names missing object {id}"
-                ))
-            })?;
+            .ok_or_else(|| StoreFault::Corrupt(format!("shard {shard}: version index names missing object {id}")))?;
         stored_from(shard, id, guard.value())
     }
 }
@@ -319,42 +288,27 @@ where
         let mut out = Vec::new();
         for entry in self.zones.iter().map_err(fault("listing zones"))? {
             let (key, _) = entry.map_err(fault("listing zones"))?;
-            out.push(
-                ZoneId::new(key.value())
-                    .map_err(|e| StoreFault::Corrupt(format!("zone name in store: {e}")))?,
-            );
+            out.push(ZoneId::new(key.value()).map_err(|e| StoreFault::Corrupt(format!("zone name in store: {e}")))?);
         }
         Ok(out)
     }
 
     fn zone_shards(&self, zone: &ZoneId) -> Result<Option<Vec<ShardId>>, StoreFault> {
-        match self
-            .zones
-            .get(zone.as_str())
-            .map_err(fault("reading a zone"))?
-        {
+        match self.zones.get(zone.as_str()).map_err(fault("reading a zone"))? {
             Some(guard) => decode_zone(zone, guard.value()).map(Some),
             None => Ok(None),
         }
     }
 
     fn shard(&self, shard: ShardId) -> Result<Option<ShardRecord>, StoreFault> {
-        match self
-            .shards
-            .get(shard.0)
-            .map_err(fault("reading a shard record"))?
-        {
+        match self.shards.get(shard.0).map_err(fault("reading a shard record"))? {
             Some(guard) => ShardRecord::decode(shard, guard.value()).map(Some),
             None => Ok(None),
         }
     }
 
     fn object(&self, shard: ShardId, id: ObjectId) -> Result<Option<(Seq, Vec<u8>)>, StoreFault> {
-        match self
-            .objects
-            .get((shard.0, id.0))
-            .map_err(fault("reading an object"))?
-        {
+        match self.objects.get((shard.0, id.0)).map_err(fault("reading an object"))? {
             Some(guard) => {
                 let (version, state) = split_object(shard, id, guard.value())?;
                 Ok(Some((version, state.to_vec())))
@@ -373,9 +327,7 @@ where
             .range((shard.0, after.0 + 1, 0)..=(shard.0, u64::MAX, u64::MAX))
             .map_err(fault("scanning versions"))?;
         for entry in range {
-            let (key, ()) = entry
-                .map(|(k, v)| (k, v.value()))
-                .map_err(fault("scanning versions"))?;
+            let (key, ()) = entry.map(|(k, v)| (k, v.value())).map_err(fault("scanning versions"))?;
             let (_, _, id) = key.value();
             out.push(self.stored(shard, ObjectId(id))?);
         }
@@ -440,11 +392,7 @@ where
 
     fn all_tombstones(&self) -> Result<Vec<(ShardId, Tombstone, i64)>, StoreFault> {
         let mut out = Vec::new();
-        for entry in self
-            .tombstones_by_seq
-            .iter()
-            .map_err(fault("scanning tombstones"))?
-        {
+        for entry in self.tombstones_by_seq.iter().map_err(fault("scanning tombstones"))? {
             let (key, at) = entry.map_err(fault("scanning tombstones"))?;
             let (shard, seq, id) = key.value();
             out.push((
@@ -498,12 +446,7 @@ impl TablesMut for WriteTables<'_> {
         Ok(())
     }
 
-    fn delete_object(
-        &mut self,
-        shard: ShardId,
-        id: ObjectId,
-        version: Seq,
-    ) -> Result<(), StoreFault> {
+    fn delete_object(&mut self, shard: ShardId, id: ObjectId, version: Seq) -> Result<(), StoreFault> {
         self.versions
             .remove((shard.0, version.0, id.0))
             .map_err(fault("removing a version entry"))?;
@@ -513,13 +456,7 @@ impl TablesMut for WriteTables<'_> {
         Ok(())
     }
 
-    fn put_tombstone(
-        &mut self,
-        shard: ShardId,
-        id: ObjectId,
-        seq: Seq,
-        at_ms: i64,
-    ) -> Result<(), StoreFault> {
+    fn put_tombstone(&mut self, shard: ShardId, id: ObjectId, seq: Seq, at_ms: i64) -> Result<(), StoreFault> {
         self.tombstones
             .insert((shard.0, id.0), seq.0)
             .map_err(fault("writing a tombstone"))?;
@@ -529,12 +466,7 @@ impl TablesMut for WriteTables<'_> {
         Ok(())
     }
 
-    fn delete_tombstone(
-        &mut self,
-        shard: ShardId,
-        id: ObjectId,
-        seq: Seq,
-    ) -> Result<(), StoreFault> {
+    fn delete_tombstone(&mut self, shard: ShardId, id: ObjectId, seq: Seq) -> Result<(), StoreFault> {
         self.tombstones
             .remove((shard.0, id.0))
             .map_err(fault("removing a tombstone"))?;

@@ -20,10 +20,7 @@ fn garbage_file_is_reported_as_corrupt_with_its_path() {
         matches!(err, OpenError::Corrupt { .. } | OpenError::Io { .. }),
         "{err:?}"
     );
-    assert!(
-        err.to_string().contains(&path.display().to_string()),
-        "{err}"
-    );
+    assert!(err.to_string().contains(&path.display().to_string()), "{err}");
 }
 
 #[test]
@@ -34,10 +31,7 @@ fn damaged_store_never_panics() {
         let store = RedbStore::open(&path).expect("create");
         let zone = hoard_engine::ZoneId::new("z").expect("zone");
         store
-            .create_zone(
-                &zone,
-                &[ShardSpec::shared(ShardId(1)), ShardSpec::shared(ShardId(2))],
-            )
+            .create_zone(&zone, &[ShardSpec::shared(ShardId(1)), ShardSpec::shared(ShardId(2))])
             .expect("zone");
         for n in 0..20u64 {
             let mut tick = ChangeSet::new();
@@ -54,10 +48,7 @@ fn damaged_store_never_panics() {
     for offset in (0..len).step_by((len / 64).max(1) as usize) {
         let copy = dir.path().join(format!("copy-{offset}.redb"));
         std::fs::copy(&path, &copy).expect("copy");
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&copy)
-            .expect("open copy");
+        let mut file = std::fs::OpenOptions::new().write(true).open(&copy).expect("open copy");
         file.seek(SeekFrom::Start(offset)).expect("seek");
         file.write_all(&[0xff; 512]).expect("scribble");
         drop(file);
@@ -107,8 +98,7 @@ fn a_newer_format_is_refused_by_name() {
             let mut meta = txn
                 .open_table(redb::TableDefinition::<&str, u64>::new("meta"))
                 .expect("meta");
-            meta.insert("format_version", STORE_FORMAT_VERSION + 1)
-                .expect("insert");
+            meta.insert("format_version", STORE_FORMAT_VERSION + 1).expect("insert");
         }
         txn.commit().expect("commit");
     }
@@ -142,8 +132,5 @@ fn a_store_held_by_another_process_is_locked() {
     writer.kill().expect("kill");
     writer.wait().expect("wait");
     assert!(matches!(err, OpenError::Locked { .. }), "{err:?}");
-    assert!(
-        err.to_string().contains("locked by another process"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("locked by another process"), "{err}");
 }

@@ -19,10 +19,7 @@ const MARKER_BASE: u64 = 1_000_000;
 const MOVER: u64 = 42;
 
 fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 /// Runs the writer until it has acknowledged `acks` commits (0: kill at once),
@@ -41,10 +38,7 @@ fn run_and_kill(path: &std::path::Path, acks: u64, rng: &mut fastrand::Rng) -> u
     while seen < acks {
         match lines.next() {
             Some(Ok(line)) => {
-                last = line
-                    .strip_prefix("ok ")
-                    .and_then(|n| n.parse().ok())
-                    .expect("ok N");
+                last = line.strip_prefix("ok ").and_then(|n| n.parse().ok()).expect("ok N");
                 seen += 1;
             }
             _ => break,
@@ -55,10 +49,7 @@ fn run_and_kill(path: &std::path::Path, acks: u64, rng: &mut fastrand::Rng) -> u
     child.kill().expect("SIGKILL");
     // Lines already in the pipe were written after their commit returned.
     for line in lines.map_while(Result::ok) {
-        last = line
-            .strip_prefix("ok ")
-            .and_then(|n| n.parse().ok())
-            .expect("ok N");
+        last = line.strip_prefix("ok ").and_then(|n| n.parse().ok()).expect("ok N");
     }
     let status = child.wait().expect("wait");
     if acks > seen {

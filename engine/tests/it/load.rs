@@ -4,9 +4,7 @@
 use bevy_ecs::prelude::*;
 use hoard_engine::state::StateBuilder;
 use hoard_engine::store::{ShardSpec, WorldStore};
-use hoard_engine::{
-    ChangeSet, HoardUrl, ObjectId, Published, Publisher, ShardId, ZoneId, load_world,
-};
+use hoard_engine::{ChangeSet, HoardUrl, ObjectId, Published, Publisher, ShardId, ZoneId, load_world};
 
 use super::support::{Item, Terrain, registry, temp_store};
 
@@ -15,10 +13,7 @@ fn undecodable_objects_are_reported_by_url_and_the_rest_loads() {
     let (_dir, store) = temp_store();
     let zone = ZoneId::new("meadow").expect("zone");
     store
-        .create_zone(
-            &zone,
-            &[ShardSpec::shared(ShardId(1)), ShardSpec::shared(ShardId(2))],
-        )
+        .create_zone(&zone, &[ShardSpec::shared(ShardId(1)), ShardSpec::shared(ShardId(2))])
         .expect("create");
 
     let mut world = World::new();
@@ -36,9 +31,7 @@ fn undecodable_objects_are_reported_by_url_and_the_rest_loads() {
             },
         ));
     }
-    store
-        .commit(&publisher.gather(&mut world).changes)
-        .expect("commit");
+    store.commit(&publisher.gather(&mut world).changes).expect("commit");
 
     // Object 3 gets an "item" written by an older schema (a bare number),
     // object 4 a component nobody registers any more.
@@ -51,9 +44,7 @@ fn undecodable_objects_are_reported_by_url_and_the_rest_loads() {
     tick.upsert(
         ShardId(1),
         ObjectId(4),
-        StateBuilder::new()
-            .component("weather", vec![0xc0])
-            .finish(),
+        StateBuilder::new().component("weather", vec![0xc0]).finish(),
     );
     store.commit(&tick).expect("commit");
 
@@ -74,9 +65,7 @@ fn undecodable_objects_are_reported_by_url_and_the_rest_loads() {
     );
     let messages: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
     assert!(
-        messages
-            .iter()
-            .any(|m| m.contains("\"weather\" is not registered")),
+        messages.iter().any(|m| m.contains("\"weather\" is not registered")),
         "{messages:?}"
     );
     assert!(
@@ -86,11 +75,7 @@ fn undecodable_objects_are_reported_by_url_and_the_rest_loads() {
         "{messages:?}"
     );
 
-    let mut heights: Vec<i16> = loaded
-        .query::<&Terrain>()
-        .iter(&loaded)
-        .map(|t| t.height)
-        .collect();
+    let mut heights: Vec<i16> = loaded.query::<&Terrain>().iter(&loaded).map(|t| t.height).collect();
     heights.sort_unstable();
     assert_eq!(heights, vec![0, 1, 2, 5, 6, 7, 8, 9]);
 }

@@ -84,9 +84,7 @@ fn stored(store: &dyn WorldStore) -> BTreeMap<ShardId, BTreeMap<ObjectId, ModelO
                     other => panic!("unexpected component {other}"),
                 }
             }
-            out.entry(ShardId(shard))
-                .or_default()
-                .insert(object.id, model);
+            out.entry(ShardId(shard)).or_default().insert(object.id, model);
         }
     }
     out
@@ -112,12 +110,7 @@ fn run(ops: Vec<Op>) {
     for op in ops.into_iter().chain([Op::Tick]) {
         let pick = |p: usize| (!live.is_empty()).then(|| p % live.len());
         match op {
-            Op::Spawn {
-                id,
-                shard,
-                kind,
-                item,
-            } => {
+            Op::Spawn { id, shard, kind, item } => {
                 if live.iter().any(|&(_, l)| l == id) {
                     continue;
                 }
@@ -153,10 +146,7 @@ fn run(ops: Vec<Op>) {
             }
             Op::Move { pick: p, shard } => {
                 if let Some(i) = pick(p) {
-                    world
-                        .get_mut::<Published>(live[i].0)
-                        .expect("published")
-                        .shard = ShardId(shard);
+                    world.get_mut::<Published>(live[i].0).expect("published").shard = ShardId(shard);
                 }
             }
             Op::Despawn { pick: p } => {

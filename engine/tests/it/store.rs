@@ -3,8 +3,7 @@
 
 use chrono::{Duration, Utc};
 use hoard_engine::store::{
-    ChangesSince, CommitError, ReadError, ShardScope, ShardSpec, Tombstone, WorldStore, WriteError,
-    verify,
+    ChangesSince, CommitError, ReadError, ShardScope, ShardSpec, Tombstone, WorldStore, WriteError, verify,
 };
 use hoard_engine::{ChangeSet, Digest, MemoryStore, ObjectId, Seq, ShardId, ZoneId};
 
@@ -42,10 +41,7 @@ fn setup(store: &dyn WorldStore) {
 fn zones_and_shards_are_stored_with_fresh_epochs() {
     with_both(|store| {
         setup(store);
-        assert_eq!(
-            store.zones().expect("zones"),
-            vec![zone("homes"), zone("meadow")]
-        );
+        assert_eq!(store.zones().expect("zones"), vec![zone("homes"), zone("meadow")]);
         assert_eq!(
             store.zone_shards(&zone("meadow")).expect("shards"),
             vec![ShardId(1), ShardId(2)]
@@ -53,20 +49,14 @@ fn zones_and_shards_are_stored_with_fresh_epochs() {
         let h1 = store.shard_head(ShardId(1)).expect("head");
         let h2 = store.shard_head(ShardId(2)).expect("head");
         assert_ne!(h1.epoch, h2.epoch);
-        assert_eq!(
-            (h1.seq, h1.digest, h1.horizon),
-            (Seq::ZERO, Digest::EMPTY, Seq::ZERO)
-        );
+        assert_eq!((h1.seq, h1.digest, h1.horizon), (Seq::ZERO, Digest::EMPTY, Seq::ZERO));
         assert_eq!(
             store.shard_head(ShardId(3)).expect("head").scope,
             ShardScope::Perspective("ann".into())
         );
         assert!(matches!(
             store.create_zone(&zone("other"), &[ShardSpec::shared(ShardId(2))]),
-            Err(WriteError::ShardExists {
-                shard: ShardId(2),
-                ..
-            })
+            Err(WriteError::ShardExists { shard: ShardId(2), .. })
         ));
         assert!(matches!(
             store.zone_shards(&zone("nowhere")),
@@ -104,10 +94,7 @@ fn commits_assign_seqs_per_shard_and_track_digests() {
         );
 
         let (_, manifest) = store.manifest(ShardId(1)).expect("manifest");
-        assert_eq!(
-            manifest,
-            vec![(ObjectId(10), Seq(2)), (ObjectId(11), Seq(1))]
-        );
+        assert_eq!(manifest, vec![(ObjectId(10), Seq(2)), (ObjectId(11), Seq(1))]);
         let mut expected = Digest::EMPTY;
         expected.add(ObjectId(10), Seq(2), &state_n(4).hash());
         expected.add(ObjectId(11), Seq(1), &state_n(2).hash());
@@ -150,9 +137,7 @@ fn changes_since_returns_upserts_and_tombstones_after_a_seq() {
         );
 
         let ChangesSince::Changes {
-            upserts,
-            tombstones,
-            ..
+            upserts, tombstones, ..
         } = store.changes_since(ShardId(1), Seq(6)).expect("changes")
         else {
             panic!("expected changes");
@@ -183,9 +168,7 @@ fn a_returning_object_clears_its_tombstone() {
         tick.upsert(ShardId(1), ObjectId(1), state_n(2));
         store.commit(&tick).expect("commit");
         let ChangesSince::Changes {
-            upserts,
-            tombstones,
-            ..
+            upserts, tombstones, ..
         } = store.changes_since(ShardId(1), Seq::ZERO).expect("changes")
         else {
             panic!("expected changes");
@@ -206,17 +189,8 @@ fn a_move_between_shards_is_one_atomic_commit() {
         tick.remove(ShardId(1), ObjectId(7));
         tick.upsert(ShardId(3), ObjectId(7), state_n(1));
         store.commit(&tick).expect("commit");
-        assert!(
-            store
-                .snapshot(ShardId(1))
-                .expect("snapshot")
-                .objects
-                .is_empty()
-        );
-        assert_eq!(
-            store.snapshot(ShardId(3)).expect("snapshot").objects[0].id,
-            ObjectId(7)
-        );
+        assert!(store.snapshot(ShardId(1)).expect("snapshot").objects.is_empty());
+        assert_eq!(store.snapshot(ShardId(3)).expect("snapshot").objects[0].id, ObjectId(7));
     });
 }
 
@@ -251,13 +225,9 @@ fn trimming_moves_the_horizon_and_old_cursors_fall_behind_it() {
             store.commit(&tick).expect("commit");
         }
         // Nothing is older than an hour ago.
-        let report = store
-            .trim_tombstones(Utc::now() - Duration::hours(1))
-            .expect("trim");
+        let report = store.trim_tombstones(Utc::now() - Duration::hours(1)).expect("trim");
         assert_eq!(report.removed, 0);
-        let report = store
-            .trim_tombstones(Utc::now() + Duration::seconds(1))
-            .expect("trim");
+        let report = store.trim_tombstones(Utc::now() + Duration::seconds(1)).expect("trim");
         assert_eq!((report.removed, report.shards), (2, 1));
         let head = store.shard_head(ShardId(1)).expect("head");
         assert_eq!(head.horizon, Seq(3));

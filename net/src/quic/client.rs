@@ -134,12 +134,13 @@ struct Inner {
     visible: Mutex<HashSet<ZoneId>>,
     /// Signalled whenever something is pending for [`HoardClient::update`].
     changed: tokio::sync::Notify,
+    /// The control stream, shared with the background readers (they send repairs).
+    control: AsyncMutex<SendStream>,
 }
 
 /// A connected client.
 pub struct HoardClient {
     conn: Connection,
-    control: AsyncMutex<SendStream>,
     inner: Arc<Inner>,
     registry: PublishRegistry,
     identity: ServerIdentity,
@@ -159,10 +160,7 @@ fn connect_err(addr: SocketAddr, e: impl std::fmt::Display) -> ClientError {
 
 impl HoardClient {
     /// Connects, pins the server identity, and completes the handshake.
-    pub async fn connect(
-        options: ClientOptions,
-        registry: PublishRegistry,
-    ) -> Result<HoardClient, ClientError> {
+    pub async fn connect(options: ClientOptions, registry: PublishRegistry) -> Result<HoardClient, ClientError> {
         let addr = options.server;
         let cache = WorldCache::open(&options.cache_dir, LockPolicy::ReadOnlyIfBusy)
             .map_err(|e| ClientError::Cache(e.to_string()))?;
@@ -174,22 +172,15 @@ impl HoardClient {
             Some(known.path().to_owned()),
         ));
         let crypto = client_config(verifier.clone()).map_err(|e| connect_err(addr, e))?;
-        let quic = quinn::crypto::rustls::QuicClientConfig::try_from(crypto)
-            .map_err(|e| connect_err(addr, e))?;
+        let quic = quinn::crypto::rustls::QuicClientConfig::try_from(crypto).map_err(|e| connect_err(addr, e))?;
         let mut config = quinn::ClientConfig::new(Arc::new(quic));
         config.transport_config(Arc::new(super::transport::client()));
-        let bind: SocketAddr = if addr.is_ipv6() {
-            "[::]:0"
-        } else {
-            "0.0.0.0:0"
-        }
-        .parse()
-        .map_err(|e| connect_err(addr, e))?;
+        let bind: SocketAddr = if addr.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }
+            .parse()
+            .map_err(|e| connect_err(addr, e))?;
         let mut endpoint = Endpoint::client(bind).map_err(|e| connect_err(addr, e))?;
         endpoint.set_default_client_config(config);
-        let connecting = endpoint
-            .connect(addr, SERVER_NAME)
-            .map_err(|e| connect_err(addr, e))?;
+        let connecting = endpoint.connect(addr, SERVER_NAME).map_err(|e| connect_err(addr, e))?;
         let conn = connecting.await.map_err(|e| connect_err(addr, e))?;
         let identity = verifier
             .seen()
@@ -243,10 +234,10 @@ impl HoardClient {
             waiting: Mutex::new(HashMap::new()),
             visible: Mutex::new(HashSet::new()),
             changed: tokio::sync::Notify::new(),
+            control: AsyncMutex::new(send),
         });
         let client = HoardClient {
             conn: conn.clone(),
-            control: AsyncMutex::new(send),
             inner: inner.clone(),
             registry,
             identity,
@@ -289,10 +280,10 @@ impl HoardClient {
             .map_err(|_| ClientError::Lost("poisoned".into()))?
             .config()
             .clone();
-        let keys =
-            self.inner
-                .cache
-                .zone_keys(cfg.server, &cfg.service, Some(&cfg.perspective), zone);
+        let keys = self
+            .inner
+            .cache
+            .zone_keys(cfg.server, &cfg.service, Some(&cfg.perspective), zone);
         let heads: Vec<_> = self
             .inner
             .cache
@@ -347,13 +338,7 @@ impl HoardClient {
         if let Ok(mut visible) = self.inner.visible.lock() {
             visible.insert(zone.clone());
         }
-        let live = self
-            .inner
-            .sync
-            .lock()
-            .map(|s| s.live_shards(zone))
-            .ok()
-            .flatten();
+        let live = self.inner.sync.lock().map(|s| s.live_shards(zone)).ok().flatten();
         if let Some(shards) = live {
             let stats = EntryStats {
                 shards: shards.len() as u32,
@@ -420,11 +405,7 @@ impl HoardClient {
     }
 
     /// Sends a game intent.
-    pub async fn send_intent<T: Serialize>(
-        &self,
-        kind: &str,
-        intent: &T,
-    ) -> Result<u32, ClientError> {
+    pub async fn send_intent<T: Serialize>(&self, kind: &str, intent: &T) -> Result<u32, ClientError> {
         let payload = rmp_serde::to_vec(intent).map_err(|e| ClientError::Lost(e.to_string()))?;
         let seq = {
             let mut n = self
@@ -444,25 +425,11 @@ impl HoardClient {
     }
 
     async fn send_all(&self, messages: Vec<Message>) -> Result<(), ClientError> {
-        let mut control = self.control.lock().await;
-        for m in messages {
-            write_message(&mut control, &m)
-                .await
-                .map_err(|e| ClientError::Lost(e.to_string()))?;
-        }
-        Ok(())
+        send_all(&self.inner, messages).await
     }
 
     async fn flush(&self) -> Result<(), ClientError> {
-        let messages: Vec<Message> = {
-            let mut sync = self
-                .inner
-                .sync
-                .lock()
-                .map_err(|_| ClientError::Lost("poisoned".into()))?;
-            std::iter::from_fn(|| sync.poll_transmit()).collect()
-        };
-        self.send_all(messages).await
+        flush(&self.inner).await
     }
 
     /// Sends anything the sync produced in the background (repairs).
@@ -472,12 +439,7 @@ impl HoardClient {
 
     /// Waits until something is pending for [`HoardClient::update`].
     pub async fn changed(&self) {
-        let ready = self
-            .inner
-            .pending
-            .lock()
-            .map(|p| !p.is_empty())
-            .unwrap_or(true);
+        let ready = self.inner.pending.lock().map(|p| !p.is_empty()).unwrap_or(true);
         if !ready {
             self.inner.changed.notified().await;
         }
@@ -495,12 +457,7 @@ impl HoardClient {
         let Ok(mut index) = self.index.lock() else {
             return events;
         };
-        let visible = self
-            .inner
-            .visible
-            .lock()
-            .map(|v| v.clone())
-            .unwrap_or_default();
+        let visible = self.inner.visible.lock().map(|v| v.clone()).unwrap_or_default();
         for p in pending {
             match p {
                 Pending::Zone { zone, shards } => {
@@ -537,22 +494,9 @@ impl HoardClient {
         events
     }
 
-    fn upsert(
-        &self,
-        world: &mut World,
-        index: &mut HashMap<ObjectId, Entity>,
-        shard: ShardId,
-        o: &CachedObject,
-    ) {
-        let marker = Replicated {
-            object: o.id,
-            shard,
-        };
-        let entity = match index
-            .get(&o.id)
-            .copied()
-            .filter(|e| world.get_entity(*e).is_ok())
-        {
+    fn upsert(&self, world: &mut World, index: &mut HashMap<ObjectId, Entity>, shard: ShardId, o: &CachedObject) {
+        let marker = Replicated { object: o.id, shard };
+        let entity = match index.get(&o.id).copied().filter(|e| world.get_entity(*e).is_ok()) {
             Some(e) => e,
             None => {
                 let e = world.spawn(marker).id();
@@ -571,6 +515,28 @@ impl HoardClient {
     pub fn close(&self) {
         self.conn.close(quinn::VarInt::from_u32(0), b"bye");
     }
+}
+
+async fn send_all(inner: &Inner, messages: Vec<Message>) -> Result<(), ClientError> {
+    let mut control = inner.control.lock().await;
+    for m in messages {
+        write_message(&mut control, &m)
+            .await
+            .map_err(|e| ClientError::Lost(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// Sends whatever the sync has queued (repairs, leaves).
+async fn flush(inner: &Inner) -> Result<(), ClientError> {
+    let messages: Vec<Message> = {
+        let mut sync = inner.sync.lock().map_err(|_| ClientError::Lost("poisoned".into()))?;
+        std::iter::from_fn(|| sync.poll_transmit()).collect()
+    };
+    if messages.is_empty() {
+        return Ok(());
+    }
+    send_all(inner, messages).await
 }
 
 fn push(inner: &Inner, p: Pending) {
@@ -594,11 +560,7 @@ fn process_effects(inner: &Arc<Inner>) {
                     tracing::warn!(shard = %shard.header.key, error = %e, "could not cache shard");
                 }
             }
-            Effect::ZoneReady {
-                zone,
-                shards,
-                stats,
-            } => {
+            Effect::ZoneReady { zone, shards, stats } => {
                 push(
                     inner,
                     Pending::Zone {
@@ -637,11 +599,7 @@ fn process_effects(inner: &Arc<Inner>) {
                     },
                 );
             }
-            Effect::ZoneDenied {
-                zone,
-                code,
-                message,
-            } => {
+            Effect::ZoneDenied { zone, code, message } => {
                 push(
                     inner,
                     Pending::Event(ClientEvent::ZoneDenied {
@@ -650,11 +608,7 @@ fn process_effects(inner: &Arc<Inner>) {
                     }),
                 );
                 if let Some(tx) = inner.waiting.lock().ok().and_then(|mut w| w.remove(&zone)) {
-                    let _ = tx.send(Err(ClientError::ZoneDenied {
-                        zone,
-                        code,
-                        message,
-                    }));
+                    let _ = tx.send(Err(ClientError::ZoneDenied { zone, code, message }));
                 }
             }
             Effect::Failed { code, message } => {
@@ -686,7 +640,7 @@ async fn read_control(mut control: FrameReader, inner: Arc<Inner>) {
             .map(|mut s| s.handle(now, msg, len).is_err())
             .unwrap_or(true);
         process_effects(&inner);
-        if failed {
+        if failed || flush(&inner).await.is_err() {
             break;
         }
     }
@@ -737,6 +691,10 @@ async fn accept_streams(conn: Connection, inner: Arc<Inner>) {
                     .map_err(|e| e.to_string())
                 });
                 tokio::task::block_in_place(|| process_effects(&inner));
+                let result = match result {
+                    Ok(()) => flush(&inner).await.map_err(|e| e.to_string()),
+                    Err(e) => Err(e),
+                };
                 if let Err(e) = result {
                     tracing::warn!(error = %e, "sync failed");
                     fail_all(&inner, &e);

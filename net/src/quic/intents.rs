@@ -39,16 +39,12 @@ impl IntentRegistry {
     pub fn intent<T: DeserializeOwned + Serialize + 'static>(self, name: &str) -> IntentRegistry {
         let mut kinds = (*self.kinds).clone();
         kinds.insert(name.to_owned(), (TypeId::of::<T>(), decodes::<T> as Check));
-        IntentRegistry {
-            kinds: Arc::new(kinds),
-        }
+        IntentRegistry { kinds: Arc::new(kinds) }
     }
 
     /// Whether `payload` is a valid intent named `kind`.
     pub fn accepts(&self, kind: &str, payload: &[u8]) -> bool {
-        self.kinds
-            .get(kind)
-            .is_some_and(|(_, check)| check(payload))
+        self.kinds.get(kind).is_some_and(|(_, check)| check(payload))
     }
 }
 

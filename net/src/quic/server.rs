@@ -76,12 +76,7 @@ pub struct Game {
 
 impl Game {
     /// A game open to every perspective, accepting `intents`.
-    pub fn new(
-        world: World,
-        schedule: Schedule,
-        publisher: Publisher,
-        intents: IntentRegistry,
-    ) -> Game {
+    pub fn new(world: World, schedule: Schedule, publisher: Publisher, intents: IntentRegistry) -> Game {
         Game {
             world,
             schedule,
@@ -195,6 +190,8 @@ struct Shared {
     started: Instant,
     delta_queue: usize,
     next_id: AtomicU64,
+    /// Live connections by session id, to close one from another's session.
+    conns: std::sync::Mutex<HashMap<SessionId, Connection>>,
 }
 
 /// Starts the server: binds, prints nothing (the caller announces), spawns
@@ -209,11 +206,10 @@ pub async fn start(
         .map_err(|e| ServerError::Config(e.to_string()))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     config.transport_config(Arc::new(super::transport::server()));
-    let endpoint =
-        Endpoint::server(config, options.listen).map_err(|source| ServerError::Bind {
-            addr: options.listen,
-            source,
-        })?;
+    let endpoint = Endpoint::server(config, options.listen).map_err(|source| ServerError::Bind {
+        addr: options.listen,
+        source,
+    })?;
     let addr = endpoint.local_addr().map_err(|source| ServerError::Bind {
         addr: options.listen,
         source,
@@ -247,6 +243,7 @@ pub async fn start(
         started: Instant::now(),
         delta_queue: options.delta_queue,
         next_id: AtomicU64::new(1),
+        conns: std::sync::Mutex::new(HashMap::new()),
     });
     let world_thread = {
         let (stop, stats, store) = (stop.clone(), stats.clone(), store.clone());
@@ -301,7 +298,10 @@ async fn serve(
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
     let (mut send, recv) = conn.accept_bi().await?;
     let mut reader = FrameReader::new(recv, MAX_CONTROL_FRAME);
-    let mut session = ServerSession::new(shared.config.clone());
+    let mut session = ServerSession::new(shared.config.clone(), id);
+    if let Ok(mut conns) = shared.conns.lock() {
+        conns.insert(id, conn.clone());
+    }
     let (delta_tx, mut delta_rx) = mpsc::channel::<Delta>(shared.delta_queue);
     let _ = shared.commands.send(Command::Register {
         id,
@@ -328,6 +328,9 @@ async fn serve(
     });
     let result = control_loop(&conn, &mut send, &mut reader, &mut session, shared, id).await;
     session.closed();
+    if let Ok(mut conns) = shared.conns.lock() {
+        conns.remove(&id);
+    }
     let _ = shared.commands.send(Command::Remove { id });
     result
 }
@@ -382,9 +385,7 @@ async fn control_loop(
                     });
                 }
                 Output::Subscribe { zone, shards } => {
-                    let _ = shared
-                        .commands
-                        .send(Command::Subscribe { id, zone, shards });
+                    let _ = shared.commands.send(Command::Subscribe { id, zone, shards });
                 }
                 Output::Unsubscribe { zone } => {
                     let _ = shared.commands.send(Command::Unsubscribe { id, zone });
@@ -405,11 +406,17 @@ async fn control_loop(
                         let rejected = Message::IntentRejected(IntentRejected {
                             seq,
                             code: ErrorCode::Protocol as u16,
-                            message: format!(
-                                "unknown intent {kind:?} or payload that does not decode"
-                            ),
+                            message: format!("unknown intent {kind:?} or payload that does not decode"),
                         });
                         write_message(send, &rejected).await?;
+                    }
+                }
+                Output::Kick { session } => {
+                    if let Some(old) = shared.conns.lock().ok().and_then(|c| c.get(&session).cloned()) {
+                        old.close(
+                            close_code(ErrorCode::TokenInUse),
+                            b"signed in again from another connection",
+                        );
                     }
                 }
                 Output::Close { code, reason } => {
@@ -442,26 +449,21 @@ fn world_loop(
     let mut conns: HashMap<SessionId, Conn> = HashMap::new();
     game.world.init_resource::<IncomingIntents>();
     let mut next = Instant::now();
-    let deliver = |conns: &mut HashMap<SessionId, Conn>,
-                   hub: &mut Hub,
-                   id: SessionId,
-                   delta: Delta,
-                   stats: &ServerStats| {
-        let Some(c) = conns.get(&id) else { return };
-        if c.deltas.try_send(delta).is_err() {
-            tracing::warn!(
-                session = id,
-                "client does not read its deltas fast enough; disconnecting"
-            );
-            stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
-            c.conn.close(
-                close_code(ErrorCode::SlowConsumer),
-                b"slow consumer: deltas not read",
-            );
-            conns.remove(&id);
-            hub.remove(id);
-        }
-    };
+    let deliver =
+        |conns: &mut HashMap<SessionId, Conn>, hub: &mut Hub, id: SessionId, delta: Delta, stats: &ServerStats| {
+            let Some(c) = conns.get(&id) else { return };
+            if c.deltas.try_send(delta).is_err() {
+                tracing::warn!(
+                    session = id,
+                    "client does not read its deltas fast enough; disconnecting"
+                );
+                stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
+                c.conn
+                    .close(close_code(ErrorCode::SlowConsumer), b"slow consumer: deltas not read");
+                conns.remove(&id);
+                hub.remove(id);
+            }
+        };
     while !stop.load(Ordering::SeqCst) {
         while let Ok(cmd) = commands.try_recv() {
             match cmd {
@@ -478,9 +480,7 @@ fn world_loop(
                     hub.remove(id);
                     conns.remove(&id);
                 }
-                Command::Intent(intent) => {
-                    game.world.resource_mut::<IncomingIntents>().0.push(intent)
-                }
+                Command::Intent(intent) => game.world.resource_mut::<IncomingIntents>().0.push(intent),
             }
         }
         game.schedule.run(&mut game.world);
@@ -512,8 +512,7 @@ fn world_loop(
         }
     }
     for c in conns.values() {
-        c.conn
-            .close(close_code(ErrorCode::Server), b"server shutting down");
+        c.conn.close(close_code(ErrorCode::Server), b"server shutting down");
     }
     game
 }

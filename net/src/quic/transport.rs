@@ -14,7 +14,7 @@ pub const CONNECTION_WINDOW: u32 = 24 * 1024 * 1024;
 pub const STREAM_WINDOW: u32 = 16 * 1024 * 1024;
 /// Initial congestion window: a zone answer's first round trips carry this
 /// much rather than ten packets, so short bulk transfers are not all slow start.
-pub const INITIAL_WINDOW: u64 = 512 * 1024;
+pub const INITIAL_WINDOW: u64 = 160 * 1024;
 
 fn base() -> TransportConfig {
     let mut t = TransportConfig::default();

@@ -6,9 +6,7 @@
 use hoard_engine::store::{ChangesSince, ReadError, ShardScope, StoredObject, WorldStore};
 use hoard_engine::{Seq, ShardId};
 
-use crate::wire::{
-    Changes, Manifest, Message, RepairEntry, ShardHave, Snapshot, UpToDate, WireObject,
-};
+use crate::wire::{Changes, Manifest, Message, RepairEntry, ShardHave, Snapshot, UpToDate, WireObject};
 
 /// What kind of answer a shard got (for stats and tests).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,10 +86,7 @@ pub fn answer_shard(
                     return Ok(ShardAnswer {
                         seq: head.seq,
                         kind: AnswerKind::UpToDate,
-                        message: Message::UpToDate(UpToDate {
-                            shard,
-                            seq: head.seq,
-                        }),
+                        message: Message::UpToDate(UpToDate { shard, seq: head.seq }),
                     });
                 }
                 // Same seq, another digest: the copy is not what it claims.
@@ -161,17 +156,10 @@ pub fn answer_repair(
     let holds = |o: &StoredObject| {
         held.binary_search_by_key(&o.id, |(e, ())| e.id)
             .ok()
-            .is_some_and(|i| {
-                held[i].0.version == o.version && held[i].0.hash == short_hash(o.state.as_bytes())
-            })
+            .is_some_and(|i| held[i].0.version == o.version && held[i].0.hash == short_hash(o.state.as_bytes()))
     };
     let live = snap.objects.iter().map(|o| o.id).collect();
-    let upserts = snap
-        .objects
-        .into_iter()
-        .filter(|o| !holds(o))
-        .map(wire)
-        .collect();
+    let upserts = snap.objects.into_iter().filter(|o| !holds(o)).map(wire).collect();
     Ok(ShardAnswer {
         seq: snap.head.seq,
         kind: AnswerKind::Manifest,

@@ -14,17 +14,13 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use chrono::{DateTime, Utc};
 use hoard_engine::{ObjectId, ObjectState, RegistryHash, Seq, ServerIdentity, ShardId, ZoneId};
-use hoard_world_cache::{
-    ApplyError, CachedObject, CachedShard, ShardHeader, ShardKey, ShardUpdate, UpdateKind,
-};
+use hoard_world_cache::{ApplyError, CachedObject, CachedShard, ShardHeader, ShardKey, ShardUpdate, UpdateKind};
 
 use hoard_world_cache::format::recompute_digest;
 use rayon::prelude::*;
 
 use super::answer::short_hash;
-use crate::wire::{
-    Delta, EnterZone, LeaveZone, Message, Repair, RepairEntry, ShardHave, WireObject,
-};
+use crate::wire::{Delta, EnterZone, LeaveZone, Message, Repair, RepairEntry, ShardHave, WireObject};
 
 /// Who the client is talking to, as settled by the handshake.
 #[derive(Clone, Debug)]
@@ -158,8 +154,7 @@ pub struct ClientSync {
 }
 
 fn cached(o: WireObject) -> Result<CachedObject, SyncError> {
-    let state = ObjectState::from_bytes(o.state)
-        .map_err(|e| SyncError::Protocol(format!("object {}: {e}", o.id)))?;
+    let state = ObjectState::from_bytes(o.state).map_err(|e| SyncError::Protocol(format!("object {}: {e}", o.id)))?;
     Ok(CachedObject {
         id: o.id,
         version: o.version,
@@ -215,13 +210,7 @@ impl ClientSync {
     /// Starts entering (or, with `subscribe` false, prefetching once) a zone
     /// whose cached copies have these `heads`. Returns the request id; hand
     /// the copies over with [`ClientSync::provide_copies`].
-    pub fn enter_zone(
-        &mut self,
-        now: f64,
-        zone: ZoneId,
-        heads: &[ShardHeader],
-        subscribe: bool,
-    ) -> u32 {
+    pub fn enter_zone(&mut self, now: f64, zone: ZoneId, heads: &[ShardHeader], subscribe: bool) -> u32 {
         let request = self.next_request;
         self.next_request += 1;
         let have: Vec<ShardHave> = heads
@@ -266,12 +255,7 @@ impl ClientSync {
 
     /// Hands over the cached copies for an entry (those that loaded; a copy
     /// that failed to load is simply absent).
-    pub fn provide_copies(
-        &mut self,
-        now: f64,
-        request: u32,
-        copies: Vec<CachedShard>,
-    ) -> Result<(), SyncError> {
+    pub fn provide_copies(&mut self, now: f64, request: u32, copies: Vec<CachedShard>) -> Result<(), SyncError> {
         let Some(entry) = self.entries.get_mut(&request) else {
             return Ok(());
         };
@@ -293,12 +277,7 @@ impl ClientSync {
                 entry.dishonest.insert(c.header.key.shard);
             }
         }
-        entry.copies = Some(
-            checked
-                .into_iter()
-                .map(|(c, _)| (c.header.key.shard, c))
-                .collect(),
-        );
+        entry.copies = Some(checked.into_iter().map(|(c, _)| (c.header.key.shard, c)).collect());
         let pending = std::mem::take(&mut entry.pending);
         for msg in pending {
             self.apply_answer(request, msg)?;
@@ -310,26 +289,14 @@ impl ClientSync {
     /// Leaves a zone: no more live deltas for it.
     pub fn leave_zone(&mut self, zone: &ZoneId) {
         if self.live.remove(zone).is_some() {
-            self.out
-                .push_back(Message::LeaveZone(LeaveZone { zone: zone.clone() }));
+            self.out.push_back(Message::LeaveZone(LeaveZone { zone: zone.clone() }));
         }
         self.buffered.remove(zone);
     }
 
-    fn key(
-        &self,
-        zone: &ZoneId,
-        shard: ShardId,
-        perspective: Option<&str>,
-    ) -> Result<ShardKey, SyncError> {
-        ShardKey::new(
-            self.cfg.server,
-            &self.cfg.service,
-            perspective,
-            zone.clone(),
-            shard,
-        )
-        .map_err(|e| SyncError::Protocol(format!("shard {shard}: {e}")))
+    fn key(&self, zone: &ZoneId, shard: ShardId, perspective: Option<&str>) -> Result<ShardKey, SyncError> {
+        ShardKey::new(self.cfg.server, &self.cfg.service, perspective, zone.clone(), shard)
+            .map_err(|e| SyncError::Protocol(format!("shard {shard}: {e}")))
     }
 
     /// Handles one message from an answer or delta stream (or a control
@@ -356,17 +323,12 @@ impl ClientSync {
                         entry.ended = true;
                     }
                 }
-                if e.request != request
-                    || self.repairs.get(&e.request).is_some_and(|r| r.0.is_none())
-                {
+                if e.request != request || self.repairs.get(&e.request).is_some_and(|r| r.0.is_none()) {
                     self.repairs.remove(&e.request);
                 }
                 self.maybe_ready(now, request);
             }
-            m @ (Message::UpToDate(_)
-            | Message::Changes(_)
-            | Message::Manifest(_)
-            | Message::Snapshot(_)) => {
+            m @ (Message::UpToDate(_) | Message::Changes(_) | Message::Manifest(_) | Message::Snapshot(_)) => {
                 let request = self
                     .current_answer_request()
                     .ok_or_else(|| SyncError::Protocol("shard answer outside an answer".into()))?;
@@ -405,13 +367,7 @@ impl ClientSync {
     /// Handles one frame of an answer stream whose `AnswerBegin` named
     /// `request` (the driver keeps that per stream, so answer streams may
     /// interleave).
-    pub fn handle_answer(
-        &mut self,
-        now: f64,
-        request: u32,
-        msg: Message,
-        frame_len: usize,
-    ) -> Result<(), SyncError> {
+    pub fn handle_answer(&mut self, now: f64, request: u32, msg: Message, frame_len: usize) -> Result<(), SyncError> {
         self.answering = Some(request);
         self.handle(now, msg, frame_len)
     }
@@ -428,19 +384,11 @@ impl ClientSync {
         match self.repairs.get(&request) {
             Some((Some(entry), _, _)) => Ok(*entry),
             Some((None, _, _)) => Ok(request),
-            None => Err(SyncError::Protocol(format!(
-                "answer for unknown request {request}"
-            ))),
+            None => Err(SyncError::Protocol(format!("answer for unknown request {request}"))),
         }
     }
 
-    fn answer_frame(
-        &mut self,
-        now: f64,
-        request: u32,
-        msg: Message,
-        frame_len: usize,
-    ) -> Result<(), SyncError> {
+    fn answer_frame(&mut self, now: f64, request: u32, msg: Message, frame_len: usize) -> Result<(), SyncError> {
         // A live repair (not part of an entry).
         if let Some((None, zone, shard)) = self.repairs.get(&request).cloned() {
             return self.live_repair(zone, shard, msg);
@@ -465,9 +413,7 @@ impl ClientSync {
         }
         match self.repairs.get(&request) {
             Some((Some(entry), _, _)) => Ok(*entry),
-            _ => Err(SyncError::Protocol(format!(
-                "answer for unknown request {request}"
-            ))),
+            _ => Err(SyncError::Protocol(format!("answer for unknown request {request}"))),
         }
     }
 
@@ -481,30 +427,25 @@ impl ClientSync {
         let now = Utc::now();
         let (shard, result, kind) = match msg {
             Message::UpToDate(u) => {
-                let copy = entry
-                    .copies
-                    .as_ref()
-                    .and_then(|c| c.get(&u.shard))
-                    .ok_or_else(|| {
-                        SyncError::Protocol(format!(
-                            "shard {} up to date, but the client named no copy of it",
-                            u.shard
-                        ))
-                    })?;
-                if copy.header.hwm != u.seq {
-                    return Err(SyncError::Protocol(format!(
-                        "shard {} up to date at {}, the copy is at {}",
-                        u.shard, u.seq, copy.header.hwm
-                    )));
-                }
-                let result = if entry.dishonest.contains(&u.shard) {
-                    Err(ApplyError::DigestMismatch {
+                let copy = entry.copies.as_ref().and_then(|c| c.get(&u.shard));
+                let result = match copy {
+                    // The head was sent but the copy then failed to load
+                    // (damaged body): fetch the shard through a repair.
+                    None => Err(ApplyError::NoBase {
+                        key: Box::new(self.key(&zone, u.shard, None)?),
+                    }),
+                    Some(copy) if copy.header.hwm != u.seq => {
+                        return Err(SyncError::Protocol(format!(
+                            "shard {} up to date at {}, the copy is at {}",
+                            u.shard, u.seq, copy.header.hwm
+                        )));
+                    }
+                    Some(copy) if entry.dishonest.contains(&u.shard) => Err(ApplyError::DigestMismatch {
                         key: Box::new(copy.header.key.clone()),
                         expected: copy.header.digest,
                         computed: copy.header.digest,
-                    })
-                } else {
-                    Ok(copy.clone())
+                    }),
+                    Some(copy) => Ok(copy.clone()),
                 };
                 (u.shard, result, Kind::Fresh)
             }
@@ -550,15 +491,7 @@ impl ClientSync {
                 } else {
                     hoard_world_cache::apply::apply(&key, registry, copy, update, now)
                 };
-                (
-                    m.shard,
-                    result,
-                    if repaired {
-                        Kind::Repaired
-                    } else {
-                        Kind::Delta
-                    },
-                )
+                (m.shard, result, if repaired { Kind::Repaired } else { Kind::Delta })
             }
             Message::Snapshot(s) => {
                 let scope = s.perspective.as_deref();
@@ -600,17 +533,14 @@ impl ClientSync {
                     Kind::Repaired => entry.stats.shards_repaired += 1,
                 }
                 if kind != Kind::Fresh {
-                    self.effects
-                        .push_back(Effect::WriteShard(shard_copy.clone()));
+                    self.effects.push_back(Effect::WriteShard(shard_copy.clone()));
                 }
                 entry.done.insert(shard, shard_copy);
                 Ok(())
             }
-            Err(
-                ApplyError::DigestMismatch { .. }
-                | ApplyError::Base { .. }
-                | ApplyError::NoBase { .. },
-            ) if kind != Kind::Repaired => {
+            Err(ApplyError::DigestMismatch { .. } | ApplyError::Base { .. } | ApplyError::NoBase { .. })
+                if kind != Kind::Repaired =>
+            {
                 if kind != Kind::Repaired {
                     entry.answered += 1;
                 }
@@ -665,10 +595,7 @@ impl ClientSync {
         let shards: Vec<CachedShard> = entry.done.into_values().collect();
         self.live.insert(
             entry.zone.clone(),
-            shards
-                .iter()
-                .map(|s| (s.header.key.shard, s.clone()))
-                .collect(),
+            shards.iter().map(|s| (s.header.key.shard, s.clone())).collect(),
         );
         self.effects.push_back(Effect::ZoneReady {
             zone: entry.zone.clone(),
@@ -712,13 +639,7 @@ impl ClientSync {
             upserts: upserts.clone(),
         };
         let key = copy.header.key.clone();
-        match hoard_world_cache::apply::apply(
-            &key,
-            self.cfg.registry,
-            Some(copy),
-            update.clone(),
-            Utc::now(),
-        ) {
+        match hoard_world_cache::apply::apply(&key, self.cfg.registry, Some(copy), update.clone(), Utc::now()) {
             Ok(next) => {
                 shards.insert(d.shard, next.clone());
                 self.effects.push_back(Effect::DeltaApplied {
@@ -781,14 +702,9 @@ impl ClientSync {
             zone: zone.clone(),
             shard,
         })?;
-        let before: BTreeMap<ObjectId, &CachedObject> =
-            copy.objects.iter().map(|o| (o.id, o)).collect();
+        let before: BTreeMap<ObjectId, &CachedObject> = copy.objects.iter().map(|o| (o.id, o)).collect();
         let after: BTreeSet<ObjectId> = next.objects.iter().map(|o| o.id).collect();
-        let removed = before
-            .keys()
-            .filter(|id| !after.contains(id))
-            .copied()
-            .collect();
+        let removed = before.keys().filter(|id| !after.contains(id)).copied().collect();
         let upserts = next
             .objects
             .iter()
@@ -841,19 +757,13 @@ fn repair_apply(
     let UpdateKind::Manifest { live, .. } = &update.kind else {
         return hoard_world_cache::apply::apply(key, registry, copy, update, now);
     };
-    let upserts: BTreeMap<ObjectId, &CachedObject> =
-        update.upserts.iter().map(|o| (o.id, o)).collect();
+    let upserts: BTreeMap<ObjectId, &CachedObject> = update.upserts.iter().map(|o| (o.id, o)).collect();
     let held: BTreeMap<ObjectId, &CachedObject> = copy
         .map(|c| c.objects.iter().map(|o| (o.id, o)).collect())
         .unwrap_or_default();
     let objects: Vec<CachedObject> = live
         .iter()
-        .filter_map(|id| {
-            upserts
-                .get(id)
-                .or_else(|| held.get(id))
-                .map(|o| (*o).clone())
-        })
+        .filter_map(|id| upserts.get(id).or_else(|| held.get(id)).map(|o| (*o).clone()))
         .collect();
     let snapshot = ShardUpdate {
         epoch: update.epoch,

@@ -5,7 +5,7 @@
 //! [`ServerSession::poll_output`]. No sockets, clocks or threads inside; the
 //! store is read through the [`WorldStore`] given to each call.
 
-use std::collections::{BTreeSet, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use hoard_engine::store::{ShardScope, WorldStore};
@@ -14,8 +14,8 @@ use hoard_engine::{RegistryHash, Seq, ServerIdentity, ShardId, ZoneId};
 use super::answer::{AnswerKind, answer_repair, answer_shard};
 use crate::auth::{TokenAuthority, TokenError};
 use crate::wire::{
-    AnswerBegin, AnswerEnd, ErrorCode, ErrorMsg, IntentRejected, MAX_INTENT_BYTES,
-    MAX_REPAIR_OBJECTS, MAX_SHARDS_PER_ENTRY, Message, PROTOCOL_VERSION, Welcome, ZoneDenied,
+    AnswerBegin, AnswerEnd, ErrorCode, ErrorMsg, IntentRejected, MAX_INTENT_BYTES, MAX_REPAIR_OBJECTS,
+    MAX_SHARDS_PER_ENTRY, Message, PROTOCOL_VERSION, Welcome, ZoneDenied,
 };
 
 /// Which zones a perspective may enter.
@@ -53,18 +53,14 @@ pub struct SessionConfig {
     pub messages_per_sec: f64,
     /// Intents allowed per second (sustained), per connection.
     pub intents_per_sec: f64,
-    /// Perspectives with a live session: a token already in use is refused.
-    pub live: Mutex<HashSet<String>>,
+    /// The live session of each perspective. A newer session for the same
+    /// perspective takes over, and the older one is told to close.
+    pub live: Mutex<HashMap<String, u64>>,
 }
 
 impl SessionConfig {
     /// A configuration with default limits.
-    pub fn new(
-        server: ServerIdentity,
-        service: &str,
-        registry: RegistryHash,
-        auth: TokenAuthority,
-    ) -> SessionConfig {
+    pub fn new(server: ServerIdentity, service: &str, registry: RegistryHash, auth: TokenAuthority) -> SessionConfig {
         SessionConfig {
             server,
             service: service.to_owned(),
@@ -74,7 +70,7 @@ impl SessionConfig {
             tick_hz: 20,
             messages_per_sec: 50.0,
             intents_per_sec: 30.0,
-            live: Mutex::new(HashSet::new()),
+            live: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -117,6 +113,11 @@ pub enum Output {
         payload: Vec<u8>,
         /// The client's seq for it.
         seq: u32,
+    },
+    /// Close another session's connection: its perspective signed in again here.
+    Kick {
+        /// The older session.
+        session: u64,
     },
     /// Close the connection with this code and reason (after sending `Error`).
     Close {
@@ -166,6 +167,7 @@ enum State {
 
 /// One connection's server-side session.
 pub struct ServerSession {
+    id: u64,
     config: Arc<SessionConfig>,
     state: State,
     out: VecDeque<Output>,
@@ -175,11 +177,12 @@ pub struct ServerSession {
 }
 
 impl ServerSession {
-    /// A session waiting for `Hello`.
-    pub fn new(config: Arc<SessionConfig>) -> ServerSession {
+    /// A session, with an id unique on this server, waiting for `Hello`.
+    pub fn new(config: Arc<SessionConfig>, id: u64) -> ServerSession {
         let messages = Bucket::new(config.messages_per_sec);
         let intents = Bucket::new(config.intents_per_sec);
         ServerSession {
+            id,
             config,
             state: State::AwaitHello,
             out: VecDeque::new(),
@@ -226,6 +229,7 @@ impl ServerSession {
     fn release(&mut self) {
         if let State::Ready { perspective } = &self.state
             && let Ok(mut live) = self.config.live.lock()
+            && live.get(perspective) == Some(&self.id)
         {
             live.remove(perspective);
         }
@@ -264,27 +268,22 @@ impl ServerSession {
                 let rejection = if intent.payload.len() > MAX_INTENT_BYTES {
                     Some((
                         ErrorCode::Limit,
-                        format!(
-                            "intent of {} bytes is over {MAX_INTENT_BYTES}",
-                            intent.payload.len()
-                        ),
+                        format!("intent of {} bytes is over {MAX_INTENT_BYTES}", intent.payload.len()),
                     ))
                 } else if !self.intents.take(now) {
-                    Some((
-                        ErrorCode::RateLimited,
-                        "too many intents; slow down".to_owned(),
-                    ))
+                    Some((ErrorCode::RateLimited, "too many intents; slow down".to_owned()))
                 } else {
                     None
                 };
                 match rejection {
-                    Some((code, message)) => self.out.push_back(Output::Control(
-                        Message::IntentRejected(IntentRejected {
-                            seq: intent.seq,
-                            code: code as u16,
-                            message,
-                        }),
-                    )),
+                    Some((code, message)) => {
+                        self.out
+                            .push_back(Output::Control(Message::IntentRejected(IntentRejected {
+                                seq: intent.seq,
+                                code: code as u16,
+                                message,
+                            })))
+                    }
                     None => self.out.push_back(Output::Intent {
                         perspective,
                         kind: intent.kind,
@@ -329,24 +328,21 @@ impl ServerSession {
         let perspective = match self.config.auth.verify(&hello.token, unix_now) {
             Ok(p) => p,
             Err(TokenError::Expired { expiry }) => {
-                return self.fail(
-                    ErrorCode::Expired,
-                    format!("token expired at {expiry}; get a new one"),
-                );
+                return self.fail(ErrorCode::Expired, format!("token expired at {expiry}; get a new one"));
             }
             Err(e) => return self.fail(ErrorCode::BadToken, e.to_string()),
         };
-        let fresh = self
+        let previous = self
             .config
             .live
             .lock()
-            .map(|mut l| l.insert(perspective.clone()))
-            .unwrap_or(false);
-        if !fresh {
-            return self.fail(
-                ErrorCode::TokenInUse,
-                format!("{perspective} is already connected"),
-            );
+            .ok()
+            .and_then(|mut l| l.insert(perspective.clone(), self.id));
+        if let Some(session) = previous {
+            // The same player signing in again (a restarted client, or a
+            // stolen token): the newest connection wins, the old one is told why.
+            tracing::info!(%perspective, "signed in again; closing the previous connection");
+            self.out.push_back(Output::Kick { session });
         }
         let zones = match store.zones() {
             Ok(z) => z
@@ -359,39 +355,30 @@ impl ServerSession {
             }
         };
         tracing::info!(%perspective, "session ready");
-        self.out
-            .push_back(Output::Control(Message::Welcome(Welcome {
-                protocol: PROTOCOL_VERSION,
-                server: self.config.server.0,
-                perspective: perspective.clone(),
-                zones,
-                tick_hz: self.config.tick_hz,
-            })));
+        self.out.push_back(Output::Control(Message::Welcome(Welcome {
+            protocol: PROTOCOL_VERSION,
+            server: self.config.server.0,
+            perspective: perspective.clone(),
+            zones,
+            tick_hz: self.config.tick_hz,
+        })));
         self.state = State::Ready { perspective };
     }
 
     fn deny(&mut self, request: u32, zone: ZoneId, code: ErrorCode, message: String) {
-        self.out
-            .push_back(Output::Control(Message::ZoneDenied(ZoneDenied {
-                request,
-                zone,
-                code: code as u16,
-                message,
-            })));
+        self.out.push_back(Output::Control(Message::ZoneDenied(ZoneDenied {
+            request,
+            zone,
+            code: code as u16,
+            message,
+        })));
     }
 
     /// The shards of `zone` this session may read, with their scope check done.
-    fn readable_shards(
-        &self,
-        zone: &ZoneId,
-        store: &dyn WorldStore,
-    ) -> Result<Vec<ShardId>, (ErrorCode, String)> {
+    fn readable_shards(&self, zone: &ZoneId, store: &dyn WorldStore) -> Result<Vec<ShardId>, (ErrorCode, String)> {
         let perspective = self.perspective().unwrap_or_default().to_owned();
         if !self.config.access.may_enter(&perspective, zone) {
-            return Err((
-                ErrorCode::Forbidden,
-                format!("{perspective} may not enter zone {zone}"),
-            ));
+            return Err((ErrorCode::Forbidden, format!("{perspective} may not enter zone {zone}")));
         }
         let shards = store
             .zone_shards(zone)
@@ -411,8 +398,7 @@ impl ServerSession {
     }
 
     fn enter(&mut self, enter: crate::wire::EnterZone, store: &dyn WorldStore) {
-        let span =
-            tracing::debug_span!("zone_entry", zone = %enter.zone, shards = enter.have.len());
+        let span = tracing::debug_span!("zone_entry", zone = %enter.zone, shards = enter.have.len());
         let _guard = span.enter();
         if enter.have.len() > MAX_SHARDS_PER_ENTRY {
             return self.fail(
@@ -450,9 +436,7 @@ impl ServerSession {
                 }
             }
         }
-        messages.push(Message::AnswerEnd(AnswerEnd {
-            request: enter.request,
-        }));
+        messages.push(Message::AnswerEnd(AnswerEnd { request: enter.request }));
         tracing::debug!(?kinds, "zone answer built");
         self.out.push_back(Output::Answer {
             request: enter.request,
@@ -509,10 +493,7 @@ impl ServerSession {
                     kinds: vec![AnswerKind::Manifest],
                 })
             }
-            Err(e) => self.fail(
-                ErrorCode::Server,
-                format!("reading shard {}: {e}", repair.shard),
-            ),
+            Err(e) => self.fail(ErrorCode::Server, format!("reading shard {}: {e}", repair.shard)),
         }
     }
 }

@@ -46,10 +46,7 @@ pub struct FrameDecoder {
 impl FrameDecoder {
     /// A decoder for a stream whose frames may be at most `limit` bytes.
     pub fn new(limit: usize) -> FrameDecoder {
-        FrameDecoder {
-            limit,
-            buf: Vec::new(),
-        }
+        FrameDecoder { limit, buf: Vec::new() }
     }
 
     /// Adds received bytes.
@@ -71,10 +68,7 @@ impl FrameDecoder {
         }
         let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
         if len > self.limit {
-            return Err(FrameError::TooLarge {
-                len,
-                limit: self.limit,
-            });
+            return Err(FrameError::TooLarge { len, limit: self.limit });
         }
         if len == 0 {
             return Err(FrameError::Empty);
@@ -123,10 +117,7 @@ mod tests {
                     frames.push(f);
                 }
             }
-            assert_eq!(
-                frames,
-                vec![(1, b"hello".to_vec()), (2, vec![]), (3, vec![9; 300])]
-            );
+            assert_eq!(frames, vec![(1, b"hello".to_vec()), (2, vec![]), (3, vec![9; 300])]);
             d.finish().expect("clean end");
         }
     }
@@ -135,13 +126,7 @@ mod tests {
     fn oversized_and_empty_frames_are_refused_early() {
         let mut d = FrameDecoder::new(100);
         d.push(&[0, 0, 1, 0]);
-        assert_eq!(
-            d.next_frame(),
-            Err(FrameError::TooLarge {
-                len: 256,
-                limit: 100
-            })
-        );
+        assert_eq!(d.next_frame(), Err(FrameError::TooLarge { len: 256, limit: 100 }));
         let mut d = FrameDecoder::new(100);
         d.push(&[0, 0, 0, 0]);
         assert_eq!(d.next_frame(), Err(FrameError::Empty));

@@ -10,9 +10,7 @@ use std::time::Duration;
 
 use bevy_ecs::prelude::*;
 use hoard_engine::store::{ShardSpec, WorldStore};
-use hoard_engine::{
-    Digest, Epoch, ObjectId, PublishRegistry, Published, Publisher, RedbStore, Seq, ShardId, ZoneId,
-};
+use hoard_engine::{Digest, Epoch, ObjectId, PublishRegistry, Published, Publisher, RedbStore, Seq, ShardId, ZoneId};
 use hoard_net::quic::client::{HoardClient, Replicated};
 use hoard_net::quic::intents::IntentRegistry;
 use hoard_net::quic::server::{Game, ServerHandle, ServerOptions, start};
@@ -20,8 +18,8 @@ use hoard_net::quic::stream::FrameReader;
 use hoard_net::sync::server::AccessPolicy;
 use hoard_net::tls::{PinnedVerifier, SERVER_NAME, client_config};
 use hoard_net::wire::{
-    EnterZone, ErrorCode, Hello, MAX_BULK_FRAME, MAX_CONTROL_FRAME, MAX_SHARDS_PER_ENTRY, Message,
-    PROTOCOL_VERSION, ShardHave, encode_frame,
+    EnterZone, ErrorCode, Hello, MAX_BULK_FRAME, MAX_CONTROL_FRAME, MAX_SHARDS_PER_ENTRY, Message, PROTOCOL_VERSION,
+    ShardHave, encode_frame,
 };
 use quinn::{Connection, RecvStream, SendStream, VarInt};
 
@@ -48,39 +46,27 @@ fn churn(on: Option<Res<Churn>>, mut crates: Query<&mut Crate>) {
 }
 
 fn registry() -> PublishRegistry {
-    PublishRegistry::builder()
-        .publish::<Crate>("crate", 1)
-        .build()
+    PublishRegistry::builder().publish::<Crate>("crate", 1).build()
 }
 
 async fn server(data: &Path, max_connections: usize, churning: bool) -> ServerHandle {
     let store = Arc::new(RedbStore::open_dir(data).expect("store"));
     for (zone, base) in [("meadow", 0u64), ("vault", 10)] {
-        let specs: Vec<_> = (base..base + 2)
-            .map(|s| ShardSpec::shared(ShardId(s)))
-            .collect();
+        let specs: Vec<_> = (base..base + 2).map(|s| ShardSpec::shared(ShardId(s))).collect();
         store
             .create_zone(&ZoneId::new(zone).expect("zone"), &specs)
             .expect("zone");
     }
     let mut world = World::new();
     for i in 0..400u64 {
-        world.spawn((
-            Published::new(ObjectId(i), ShardId(i % 2)),
-            Crate { stones: 0 },
-        ));
+        world.spawn((Published::new(ObjectId(i), ShardId(i % 2)), Crate { stones: 0 }));
     }
     if churning {
         world.insert_resource(Churn);
     }
     let mut schedule = Schedule::default();
     schedule.add_systems(churn);
-    let mut game = Game::new(
-        world,
-        schedule,
-        Publisher::new(registry()),
-        IntentRegistry::new(),
-    );
+    let mut game = Game::new(world, schedule, Publisher::new(registry()), IntentRegistry::new());
     game.access = Arc::new(Vault);
     let mut options = ServerOptions::new("127.0.0.1:0".parse().expect("addr"), data.to_owned());
     options.tick_hz = 50;
@@ -93,15 +79,13 @@ async fn server(data: &Path, max_connections: usize, churning: bool) -> ServerHa
 async fn raw(server: &ServerHandle) -> (Connection, SendStream, RecvStream) {
     let verifier = Arc::new(PinnedVerifier::new("test", Some(server.identity), None));
     let crypto =
-        quinn::crypto::rustls::QuicClientConfig::try_from(client_config(verifier).expect("tls"))
-            .expect("quic tls");
+        quinn::crypto::rustls::QuicClientConfig::try_from(client_config(verifier).expect("tls")).expect("quic tls");
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
     let mut transport = quinn::TransportConfig::default();
     transport.stream_receive_window(VarInt::from_u32(16 * 1024));
     transport.receive_window(VarInt::from_u32(32 * 1024));
     config.transport_config(Arc::new(transport));
-    let mut endpoint =
-        quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("endpoint");
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("endpoint");
     endpoint.set_default_client_config(config);
     let conn = endpoint
         .connect(server.addr, SERVER_NAME)
@@ -147,9 +131,7 @@ async fn refusal_on(conn: &Connection, mut reader: FrameReader) -> u16 {
                     .await
                     .expect("closed in time")
                 {
-                    quinn::ConnectionError::ApplicationClosed(c) => {
-                        c.error_code.into_inner() as u16
-                    }
+                    quinn::ConnectionError::ApplicationClosed(c) => c.error_code.into_inner() as u16,
                     other => panic!("closed without a reason: {other}"),
                 };
             }
@@ -182,11 +164,7 @@ async fn malformed_streams_get_a_protocol_error_and_others_carry_on() {
     let mut deep = vec![0x91u8; 10_000];
     deep.push(0xc0);
     let cases: Vec<(&str, Vec<u8>, ErrorCode)> = vec![
-        (
-            "garbage",
-            b"GARBAGE! not a frame at all".to_vec(),
-            ErrorCode::Protocol,
-        ),
+        ("garbage", b"GARBAGE! not a frame at all".to_vec(), ErrorCode::Protocol),
         (
             "frame over the limit",
             ((MAX_CONTROL_FRAME + 1) as u32).to_be_bytes().to_vec(),
@@ -197,16 +175,8 @@ async fn malformed_streams_get_a_protocol_error_and_others_carry_on() {
             encode_frame(0x01, &[0xdd, 0xff, 0xff, 0xff, 0xff]),
             ErrorCode::Protocol,
         ),
-        (
-            "nesting 10,000 deep",
-            encode_frame(0x01, &deep),
-            ErrorCode::Protocol,
-        ),
-        (
-            "unknown message type",
-            encode_frame(0x7f, &[0x90]),
-            ErrorCode::Protocol,
-        ),
+        ("nesting 10,000 deep", encode_frame(0x01, &deep), ErrorCode::Protocol),
+        ("unknown message type", encode_frame(0x7f, &[0x90]), ErrorCode::Protocol),
         (
             "enter before hello",
             Message::EnterZone(EnterZone {
@@ -250,18 +220,18 @@ async fn bad_tokens_are_refused_by_reason() {
         send_raw(&mut send, &hello(&server, Some(token))).await;
         assert_eq!(refusal(&conn, recv).await, want as u16);
     }
-    // A token replayed while its owner is connected is refused.
+    // The same token signing in again (a restarted client, or a replayed
+    // token) takes over; the older connection is closed with the reason.
     let token = server.auth.issue("mallory", now + 60).expect("token");
-    let (_conn1, mut send1, recv1) = raw(&server).await;
+    let (conn1, mut send1, recv1) = raw(&server).await;
     send_raw(&mut send1, &hello(&server, Some(token.clone()))).await;
     let mut reader = FrameReader::new(recv1, MAX_CONTROL_FRAME);
-    assert!(matches!(
-        reader.next().await,
-        Ok(Some((Message::Welcome(_), _)))
-    ));
-    let (conn2, mut send2, recv2) = raw(&server).await;
+    assert!(matches!(reader.next().await, Ok(Some((Message::Welcome(_), _)))));
+    let (_conn2, mut send2, recv2) = raw(&server).await;
     send_raw(&mut send2, &hello(&server, Some(token))).await;
-    assert_eq!(refusal(&conn2, recv2).await, ErrorCode::TokenInUse as u16);
+    let mut reader2 = FrameReader::new(recv2, MAX_CONTROL_FRAME);
+    assert!(matches!(reader2.next().await, Ok(Some((Message::Welcome(_), _)))));
+    assert_eq!(refusal_on(&conn1, reader).await, ErrorCode::TokenInUse as u16);
     healthy(&server, cache.path()).await;
     server.shutdown().await;
 }
@@ -274,10 +244,7 @@ async fn after_hello(server: &ServerHandle, player: &str) -> (Connection, SendSt
         .expect("token");
     send_raw(&mut send, &hello(server, Some(token))).await;
     let mut reader = FrameReader::new(recv, MAX_CONTROL_FRAME);
-    assert!(matches!(
-        reader.next().await,
-        Ok(Some((Message::Welcome(_), _)))
-    ));
+    assert!(matches!(reader.next().await, Ok(Some((Message::Welcome(_), _)))));
     (conn, send, reader)
 }
 
@@ -299,10 +266,7 @@ async fn hostile_zone_requests_are_denied_or_answered_safely() {
 
     // Unknown and forbidden zones: a denial, and the session goes on.
     let (conn, mut send, mut reader) = after_hello(&server, "mallory").await;
-    for (zone, want) in [
-        ("atlantis", ErrorCode::UnknownZone),
-        ("vault", ErrorCode::Forbidden),
-    ] {
+    for (zone, want) in [("atlantis", ErrorCode::UnknownZone), ("vault", ErrorCode::Forbidden)] {
         send_raw(&mut send, &enter(zone, vec![])).await;
         match reader.next().await {
             Ok(Some((Message::ZoneDenied(d), _))) => assert_eq!(d.code, want as u16, "{zone}"),
@@ -374,17 +338,13 @@ async fn a_flood_of_connections_is_capped_and_a_player_still_gets_in() {
     let server = server(data.path(), 50, false).await;
     let verifier = Arc::new(PinnedVerifier::new("test", Some(server.identity), None));
     let crypto =
-        quinn::crypto::rustls::QuicClientConfig::try_from(client_config(verifier).expect("tls"))
-            .expect("quic tls");
-    let mut endpoint =
-        quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("endpoint");
+        quinn::crypto::rustls::QuicClientConfig::try_from(client_config(verifier).expect("tls")).expect("quic tls");
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("endpoint");
     endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
     let attempts: Vec<_> = (0..1000)
         .map(|_| {
             let connecting = endpoint.connect(server.addr, SERVER_NAME).expect("connect");
-            tokio::spawn(
-                async move { tokio::time::timeout(Duration::from_secs(20), connecting).await },
-            )
+            tokio::spawn(async move { tokio::time::timeout(Duration::from_secs(20), connecting).await })
         })
         .collect();
     let mut held = Vec::new();
@@ -398,24 +358,13 @@ async fn a_flood_of_connections_is_capped_and_a_player_still_gets_in() {
         "{} connections accepted over a limit of 50",
         held.len()
     );
-    assert!(
-        server
-            .stats
-            .refused
-            .load(std::sync::atomic::Ordering::Relaxed)
-            >= 950
-    );
+    assert!(server.stats.refused.load(std::sync::atomic::Ordering::Relaxed) >= 950);
     // Free one slot and a real player gets in and through.
     for c in &held {
         c.close(VarInt::from_u32(0), b"");
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while server
-        .stats
-        .connections
-        .load(std::sync::atomic::Ordering::SeqCst)
-        > 0
-    {
+    while server.stats.connections.load(std::sync::atomic::Ordering::SeqCst) > 0 {
         tokio::time::timeout_at(deadline, tokio::task::yield_now())
             .await
             .expect("connections drain");
@@ -447,13 +396,7 @@ async fn a_client_that_stops_reading_is_disconnected_and_others_keep_their_delta
         }
         other => panic!("unexpected close: {other}"),
     }
-    assert!(
-        server
-            .stats
-            .slow_consumers
-            .load(std::sync::atomic::Ordering::Relaxed)
-            >= 1
-    );
+    assert!(server.stats.slow_consumers.load(std::sync::atomic::Ordering::Relaxed) >= 1);
 
     // A reading client keeps receiving live deltas.
     let client = HoardClient::connect(options(&server, cache.path(), "alice"), registry())

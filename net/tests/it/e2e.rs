@@ -8,9 +8,7 @@ use std::time::Duration;
 
 use bevy_ecs::prelude::*;
 use hoard_engine::store::{ShardSpec, WorldStore};
-use hoard_engine::{
-    ObjectId, PublishRegistry, Published, Publisher, RedbStore, ServerIdentity, ShardId, ZoneId,
-};
+use hoard_engine::{ObjectId, PublishRegistry, Published, Publisher, RedbStore, ServerIdentity, ShardId, ZoneId};
 use hoard_net::quic::client::{ClientError, ClientOptions, HoardClient, Replicated};
 use hoard_net::quic::intents::{IncomingIntents, IntentRegistry};
 use hoard_net::quic::server::{Game, ServerHandle, ServerOptions, start};
@@ -28,9 +26,7 @@ struct AddStones {
 }
 
 fn registry() -> PublishRegistry {
-    PublishRegistry::builder()
-        .publish::<Crate>("crate", 1)
-        .build()
+    PublishRegistry::builder().publish::<Crate>("crate", 1).build()
 }
 
 fn add_stones(mut intents: ResMut<IncomingIntents>, mut crates: Query<(&Published, &mut Crate)>) {
@@ -106,11 +102,7 @@ fn stones(world: &mut World) -> Vec<(u64, u32)> {
     v
 }
 
-async fn wait_for(
-    client: &HoardClient,
-    world: &mut World,
-    mut done: impl FnMut(&mut World) -> bool,
-) {
+async fn wait_for(client: &HoardClient, world: &mut World, mut done: impl FnMut(&mut World) -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         client.update(world);
@@ -137,12 +129,7 @@ async fn cold_entry_live_delta_and_warm_reentry_over_quic() {
     assert_eq!(client.zones(), std::slice::from_ref(&zone));
     let stats = client.enter_zone(&zone).await.expect("enter");
     assert_eq!(
-        (
-            stats.shards,
-            stats.shards_snapshot,
-            stats.objects,
-            stats.round_trips
-        ),
+        (stats.shards, stats.shards_snapshot, stats.objects, stats.round_trips),
         (4, 4, 100, 1)
     );
     let mut world = World::new();
@@ -225,10 +212,7 @@ async fn a_changed_server_identity_is_refused_with_a_remedy() {
     let server = server(data.path(), 1, 1).await;
     let mut opts = options(&server, cache.path(), "eve");
     opts.pin = Some(ServerIdentity([0xee; 32]));
-    let err = HoardClient::connect(opts, registry())
-        .await
-        .err()
-        .expect("refused");
+    let err = HoardClient::connect(opts, registry()).await.err().expect("refused");
     let text = err.to_string();
     assert!(matches!(err, ClientError::Connect { .. }), "{text}");
     assert!(text.contains("is pinned"), "{text}");

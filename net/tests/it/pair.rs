@@ -100,7 +100,7 @@ impl Pair {
                 queue: BinaryHeap::new(),
                 last: BTreeMap::new(),
             },
-            session: ServerSession::new(config),
+            session: ServerSession::new(config, 1),
             hub: Hub::new(),
             client: ClientSync::new(ClientConfig {
                 server: SERVER,
@@ -151,9 +151,7 @@ impl Pair {
             .map(|(_, c)| c.clone())
             .collect();
         let heads: Vec<_> = copies.iter().map(|c| c.header.clone()).collect();
-        let request = self
-            .client
-            .enter_zone(self.net.now, zone, &heads, subscribe);
+        let request = self.client.enter_zone(self.net.now, zone, &heads, subscribe);
         self.flush_client();
         self.client
             .provide_copies(self.net.now, request, copies)
@@ -173,9 +171,7 @@ impl Pair {
         while let Some(out) = self.session.poll_output() {
             match out {
                 Output::Control(m) => self.net.send(To::ClientControl, &m),
-                Output::Answer {
-                    request, messages, ..
-                } => {
+                Output::Answer { request, messages, .. } => {
                     for m in messages {
                         self.net.send(To::ClientAnswer(request), &m);
                     }
@@ -186,7 +182,7 @@ impl Pair {
                     }
                 }
                 Output::Unsubscribe { zone } => self.hub.unsubscribe(1, &zone),
-                Output::Intent { .. } | Output::Close { .. } => {}
+                Output::Intent { .. } | Output::Close { .. } | Output::Kick { .. } => {}
                 _ => {}
             }
         }
@@ -198,17 +194,9 @@ impl Pair {
                 Effect::WriteShard(s) => {
                     self.cache.insert(s.header.key.clone(), s);
                 }
-                Effect::ZoneReady {
-                    zone,
-                    stats,
-                    shards,
-                } => {
+                Effect::ZoneReady { zone, stats, shards } => {
                     for s in &shards {
-                        assert_eq!(
-                            self.cache.get(&s.header.key),
-                            Some(s),
-                            "written before ready"
-                        );
+                        assert_eq!(self.cache.get(&s.header.key), Some(s), "written before ready");
                     }
                     self.ready.push((zone, stats));
                 }
@@ -242,9 +230,7 @@ impl Pair {
                 }
                 To::ClientControl | To::ClientDelta => {
                     self.bytes_to_client += frame.len() as u64;
-                    self.client
-                        .handle(self.net.now, msg, frame.len())
-                        .expect("sync");
+                    self.client.handle(self.net.now, msg, frame.len()).expect("sync");
                 }
             }
             self.drain_effects();
@@ -262,10 +248,7 @@ impl Pair {
                 .cache
                 .get(&key)
                 .unwrap_or_else(|| panic!("shard {shard} missing on the client"));
-            assert_eq!(
-                copy.header.digest, snap.head.digest,
-                "shard {shard}: digest"
-            );
+            assert_eq!(copy.header.digest, snap.head.digest, "shard {shard}: digest");
             assert_eq!(copy.header.hwm, snap.head.seq, "shard {shard}: hwm");
             let theirs: Vec<_> = snap
                 .objects

@@ -13,9 +13,7 @@ use proptest::prelude::*;
 use super::pair::{Pair, SERVER};
 
 fn state(n: u64) -> ObjectState {
-    StateBuilder::new()
-        .component("n", n.to_le_bytes().to_vec())
-        .finish()
+    StateBuilder::new().component("n", n.to_le_bytes().to_vec()).finish()
 }
 
 /// Commits `objects` objects per shard with values from `salt`.
@@ -41,10 +39,7 @@ fn cold_entry_fetches_every_shard_in_one_round_trip() {
     pair.enter("meadow", true);
     pair.run();
     let stats = last_stats(&pair);
-    assert_eq!(
-        (stats.shards, stats.shards_snapshot, stats.round_trips),
-        (4, 4, 1)
-    );
+    assert_eq!((stats.shards, stats.shards_snapshot, stats.round_trips), (4, 4, 1));
     assert_eq!(stats.objects, 200);
     assert_eq!(stats.elapsed_ms, 50, "one round trip of 2 × 25 ms");
     pair.assert_in_sync("meadow");
@@ -62,10 +57,7 @@ fn warm_entry_with_nothing_changed_sends_almost_nothing() {
     let stats = last_stats(&pair);
     assert_eq!((stats.shards_fresh, stats.round_trips), (64, 1));
     let warm = (pair.bytes_to_server - to_server) + (pair.bytes_to_client - to_client);
-    assert!(
-        warm <= 8 * 1024,
-        "warm unchanged entry of 64 shards cost {warm} bytes"
-    );
+    assert!(warm <= 8 * 1024, "warm unchanged entry of 64 shards cost {warm} bytes");
     assert_eq!(stats.bytes_rx + stats.bytes_tx, warm);
     pair.assert_in_sync("meadow");
 }
@@ -86,11 +78,7 @@ fn warm_entry_after_changes_gets_only_the_changes() {
     pair.run();
     let stats = last_stats(&pair);
     assert_eq!(
-        (
-            stats.shards_fresh,
-            stats.shards_delta,
-            stats.shards_snapshot
-        ),
+        (stats.shards_fresh, stats.shards_delta, stats.shards_snapshot),
         (2, 2, 0)
     );
     assert!(
@@ -117,10 +105,7 @@ fn a_cache_behind_the_horizon_gets_the_manifest() {
     pair.enter("meadow", false);
     pair.run();
     let stats = last_stats(&pair);
-    assert_eq!(
-        (stats.shards_fresh, stats.shards_delta, stats.round_trips),
-        (1, 1, 1)
-    );
+    assert_eq!((stats.shards_fresh, stats.shards_delta, stats.round_trips), (1, 1, 1));
     pair.assert_in_sync("meadow");
 }
 
@@ -131,14 +116,7 @@ fn another_epoch_or_a_future_hwm_gets_a_snapshot() {
     pair.enter("meadow", false);
     pair.run();
     pair.store.reset_epoch(ShardId(0)).expect("reset");
-    let key = ShardKey::new(
-        SERVER,
-        "world",
-        None,
-        ZoneId::new("meadow").expect("zone"),
-        ShardId(1),
-    )
-    .expect("key");
+    let key = ShardKey::new(SERVER, "world", None, ZoneId::new("meadow").expect("zone"), ShardId(1)).expect("key");
     pair.cache.get_mut(&key).expect("cached").header.hwm.0 += 10;
     pair.enter("meadow", false);
     pair.run();
@@ -156,14 +134,7 @@ fn a_copy_that_lies_about_its_contents_is_repaired_in_one_more_round_trip() {
     fill(&mut pair, 1, 5, 100);
     // The client's copy of shard 0 loses an object and changes another, but
     // its header still claims the server's digest: only applying reveals it.
-    let key = ShardKey::new(
-        SERVER,
-        "world",
-        None,
-        ZoneId::new("meadow").expect("zone"),
-        ShardId(0),
-    )
-    .expect("key");
+    let key = ShardKey::new(SERVER, "world", None, ZoneId::new("meadow").expect("zone"), ShardId(0)).expect("key");
     let copy: &mut CachedShard = pair.cache.get_mut(&key).expect("cached");
     copy.objects.remove(17);
     copy.objects[3].state = state(123_456);
@@ -211,11 +182,7 @@ fn loss_costs_time_never_correctness() {
     pair.run();
     for round in 0..20u64 {
         let mut tick = ChangeSet::new();
-        tick.upsert(
-            ShardId(round % 8),
-            ObjectId(round % 8 * 1000 + round),
-            state(round),
-        );
+        tick.upsert(ShardId(round % 8), ObjectId(round % 8 * 1000 + round), state(round));
         pair.commit(&tick);
         pair.net.now += 0.05;
     }
@@ -230,10 +197,7 @@ fn unknown_and_forbidden_zones_are_denied() {
     pair.enter("nowhere", false);
     pair.run();
     assert_eq!(pair.denied.len(), 1);
-    assert_eq!(
-        pair.denied[0].1,
-        hoard_net::wire::ErrorCode::UnknownZone as u16
-    );
+    assert_eq!(pair.denied[0].1, hoard_net::wire::ErrorCode::UnknownZone as u16);
 }
 
 #[derive(Debug, Clone)]
@@ -326,4 +290,32 @@ proptest! {
         let store_total: usize = (0..4).map(|s| pair.store.snapshot(ShardId(s)).expect("snapshot").objects.len()).sum();
         prop_assert_eq!(last_stats(&pair).objects as usize, store_total);
     }
+}
+
+#[test]
+fn a_head_whose_copy_then_fails_to_load_is_fetched_by_repair() {
+    let mut pair = Pair::new("meadow", 2, 10);
+    fill(&mut pair, 2, 30, 0);
+    pair.enter("meadow", false);
+    pair.run();
+    // The header reads fine, but the body is damaged: the head is sent, the
+    // copy never arrives.
+    let zone = ZoneId::new("meadow").expect("zone");
+    let heads: Vec<_> = pair.cache.values().map(|c| c.header.clone()).collect();
+    let copies: Vec<_> = pair
+        .cache
+        .values()
+        .filter(|c| c.header.key.shard != ShardId(1))
+        .cloned()
+        .collect();
+    let request = pair.client.enter_zone(0.0, zone, &heads, false);
+    pair.run();
+    pair.client.provide_copies(0.0, request, copies).expect("copies");
+    pair.run();
+    let stats = last_stats(&pair);
+    assert_eq!(
+        (stats.shards_fresh, stats.shards_repaired, stats.round_trips),
+        (1, 1, 2)
+    );
+    pair.assert_in_sync("meadow");
 }

@@ -82,13 +82,7 @@ fn main() -> anyhow::Result<()> {
                         kind: UpdateKind::Snapshot,
                         upserts: objects,
                     };
-                    cache.apply_and_write(
-                        &key,
-                        registry,
-                        copy.as_ref(),
-                        update,
-                        chrono::Utc::now(),
-                    )?;
+                    cache.apply_and_write(&key, registry, copy.as_ref(), update, chrono::Utc::now())?;
                 }
             }
             writeln!(out, "ok {s} {n}")?;

@@ -3,9 +3,7 @@
 
 use hoard_engine::{Epoch, RegistryHash, Seq, ServerIdentity, ShardId, ZoneId};
 use hoard_world_cache::format::{MAX_HEADER_BYTES, decode_header, decode_shard, encode_shard};
-use hoard_world_cache::{
-    ApplyError, DiscardReason, LockPolicy, ShardKey, ShardUpdate, UpdateKind, WorldCache,
-};
+use hoard_world_cache::{ApplyError, DiscardReason, LockPolicy, ShardKey, ShardUpdate, UpdateKind, WorldCache};
 
 use super::support::{REGISTRY, key, shard};
 
@@ -34,20 +32,14 @@ fn write_file(cache: &WorldCache, key: &ShardKey, bytes: &[u8]) {
 
 fn assert_missing(cache: &WorldCache, key: &ShardKey, reason: DiscardReason) {
     let before = cache.discarded_total();
-    assert!(
-        cache.load(key, REGISTRY).is_none(),
-        "damaged file must not load"
-    );
+    assert!(cache.load(key, REGISTRY).is_none(), "damaged file must not load");
     assert!(cache.discarded_total() > before, "discard must be counted");
     assert!(
         cache.discards().iter().any(|(r, _)| *r == reason),
         "expected {reason:?} among {:?}",
         cache.discards()
     );
-    assert!(
-        !cache.root().join(key.file()).exists(),
-        "a discarded file is removed"
-    );
+    assert!(!cache.root().join(key.file()).exists(), "a discarded file is removed");
 }
 
 #[test]
@@ -114,30 +106,9 @@ fn a_file_moved_to_another_folder_is_missing() {
     let bytes = encode_shard(&shard(key(1), 5, 3));
     let zone = ZoneId::new("meadow").expect("zone");
     let elsewhere = [
-        ShardKey::new(
-            ServerIdentity([8; 32]),
-            "world",
-            None,
-            zone.clone(),
-            ShardId(1),
-        )
-        .expect("key"),
-        ShardKey::new(
-            ServerIdentity([7; 32]),
-            "arena",
-            None,
-            zone.clone(),
-            ShardId(1),
-        )
-        .expect("key"),
-        ShardKey::new(
-            ServerIdentity([7; 32]),
-            "world",
-            Some("ann"),
-            zone.clone(),
-            ShardId(1),
-        )
-        .expect("key"),
+        ShardKey::new(ServerIdentity([8; 32]), "world", None, zone.clone(), ShardId(1)).expect("key"),
+        ShardKey::new(ServerIdentity([7; 32]), "arena", None, zone.clone(), ShardId(1)).expect("key"),
+        ShardKey::new(ServerIdentity([7; 32]), "world", Some("ann"), zone.clone(), ShardId(1)).expect("key"),
         ShardKey::new(
             ServerIdentity([7; 32]),
             "world",

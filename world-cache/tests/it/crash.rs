@@ -16,18 +16,10 @@ use hoard_world_cache::{LockPolicy, WorldCache};
 use super::support::{REGISTRY, key};
 
 fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-fn run_and_kill(
-    root: &std::path::Path,
-    acks: u64,
-    rng: &mut fastrand::Rng,
-    acked: &mut HashMap<u64, u64>,
-) {
+fn run_and_kill(root: &std::path::Path, acks: u64, rng: &mut fastrand::Rng, acked: &mut HashMap<u64, u64>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_hoard-cache-crash-writer"))
         .arg(root)
         .stdout(Stdio::piped())
@@ -68,15 +60,11 @@ fn sigkill_during_writes_leaves_complete_old_or_new_shards() {
     for round in 0..kills {
         let acks = if round % 10 == 0 { 0 } else { rng.u64(1..12) };
         run_and_kill(dir.path(), acks, &mut rng, &mut acked);
-        let cache = WorldCache::open(dir.path(), LockPolicy::Wait)
-            .expect("the killed writer's lock is released");
+        let cache = WorldCache::open(dir.path(), LockPolicy::Wait).expect("the killed writer's lock is released");
         for s in 0..4u64 {
             let loaded = cache.load(&key_for(s), REGISTRY);
             let Some(shard) = loaded else {
-                assert!(
-                    !acked.contains_key(&s),
-                    "shard {s}: acknowledged writes vanished"
-                );
+                assert!(!acked.contains_key(&s), "shard {s}: acknowledged writes vanished");
                 continue;
             };
             let n = shard.header.hwm.0;
@@ -86,11 +74,7 @@ fn sigkill_during_writes_leaves_complete_old_or_new_shards() {
             );
             assert_eq!(shard.objects.len(), 40, "shard {s}: partial object set");
             for o in &shard.objects {
-                assert_eq!(
-                    o.version.0, n,
-                    "shard {s}: object {} from another generation",
-                    o.id
-                );
+                assert_eq!(o.version.0, n, "shard {s}: object {} from another generation", o.id);
                 let parts = o.state.components().expect("canonical");
                 assert_eq!(
                     parts[0].1,

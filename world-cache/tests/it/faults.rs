@@ -103,13 +103,8 @@ fn a_failed_write_leaves_the_old_or_the_new_shard() {
             let _ = cache.write(&new);
         }
         let cache = WorldCache::open(dir.path(), LockPolicy::Wait).expect("reopen");
-        let loaded = cache
-            .load(&key(1), REGISTRY)
-            .expect("old or new is present");
-        assert!(
-            loaded == old || loaded == new,
-            "fault at op {fail_at}: a mixture"
-        );
+        let loaded = cache.load(&key(1), REGISTRY).expect("old or new is present");
+        assert!(loaded == old || loaded == new, "fault at op {fail_at}: a mixture");
     }
 }
 
@@ -152,9 +147,7 @@ fn a_failed_journal_append_leaves_a_complete_prefix() {
         let cache = WorldCache::open(dir.path(), LockPolicy::Wait).expect("reopen");
         let loaded = cache.load(&key(1), REGISTRY).expect("a copy is present");
         let matches = states.iter().any(|s| {
-            s.objects == loaded.objects
-                && s.header.hwm == loaded.header.hwm
-                && s.header.digest == loaded.header.digest
+            s.objects == loaded.objects && s.header.hwm == loaded.header.hwm && s.header.digest == loaded.header.digest
         });
         assert!(
             matches,

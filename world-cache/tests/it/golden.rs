@@ -23,18 +23,14 @@ fn check(name: &str, bytes: &[u8]) {
         std::fs::write(&path, bytes).expect("bless");
     }
     let want = std::fs::read(&path).expect("golden file present (HOARD_BLESS=1 to create)");
-    assert!(
-        want == bytes,
-        "{name}: encoding changed; bump the format version"
-    );
+    assert!(want == bytes, "{name}: encoding changed; bump the format version");
 }
 
 #[test]
 fn shard_file_v1_bytes_are_stable() {
     let fixed = shard(key(3), 9, 3);
     check("shard-v1.shard", &encode_shard(&fixed));
-    let decoded =
-        decode_shard(&std::fs::read(golden("shard-v1.shard")).expect("read")).expect("decodes");
+    let decoded = decode_shard(&std::fs::read(golden("shard-v1.shard")).expect("read")).expect("decodes");
     assert_eq!(decoded, fixed);
 }
 

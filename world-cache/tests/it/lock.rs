@@ -16,10 +16,7 @@ fn a_second_handle_is_read_only_or_refused() {
     first.write(&shard(key(1), 1, 5)).expect("write");
     let second = WorldCache::open(dir.path(), LockPolicy::ReadOnlyIfBusy).expect("second");
     assert!(second.is_read_only());
-    assert!(
-        second.load(&key(1), REGISTRY).is_some(),
-        "reads work read-only"
-    );
+    assert!(second.load(&key(1), REGISTRY).is_some(), "reads work read-only");
     assert!(matches!(
         second.write(&shard(key(1), 2, 5)),
         Err(WriteError::ReadOnly(_))

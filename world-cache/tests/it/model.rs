@@ -101,10 +101,8 @@ fn run(ops: Vec<Op>) {
                 for id in &removed {
                     objects.remove(&id.0);
                 }
-                let mut ups: Vec<CachedObject> = upsert
-                    .iter()
-                    .map(|&i| object(i, next_hwm, i * 7 + next_hwm))
-                    .collect();
+                let mut ups: Vec<CachedObject> =
+                    upsert.iter().map(|&i| object(i, next_hwm, i * 7 + next_hwm)).collect();
                 ups.sort_by_key(|o| o.id);
                 ups.dedup_by_key(|o| o.id);
                 for o in &ups {
@@ -125,32 +123,20 @@ fn run(ops: Vec<Op>) {
                     cache.append_delta(&mut copy, update).expect("append");
                 } else {
                     cache
-                        .apply_and_write(
-                            &key(shard),
-                            REGISTRY,
-                            Some(&copy),
-                            update,
-                            chrono::Utc::now(),
-                        )
+                        .apply_and_write(&key(shard), REGISTRY, Some(&copy), update, chrono::Utc::now())
                         .expect("apply");
                 }
                 model.insert(shard, vec![Some((next_hwm, want))]);
             }
-            Op::CrashDuringWrite {
-                shard,
-                ids,
-                fail_at,
-            } => {
+            Op::CrashDuringWrite { shard, ids, fail_at } => {
                 drop(cache);
                 let failing = Arc::new(FailingStorage {
                     ops: AtomicU64::new(0),
                     fail_at,
                 });
-                let faulty = WorldCache::open_with(dir.path(), LockPolicy::Wait, failing)
-                    .expect("open faulty");
+                let faulty = WorldCache::open_with(dir.path(), LockPolicy::Wait, failing).expect("open faulty");
                 let update = snapshot_update(next_hwm, &ids);
-                let result =
-                    faulty.apply_and_write(&key(shard), REGISTRY, None, update, chrono::Utc::now());
+                let result = faulty.apply_and_write(&key(shard), REGISTRY, None, update, chrono::Utc::now());
                 let new = (next_hwm, snapshot_update(next_hwm, &ids).upserts);
                 let candidates = model.entry(shard).or_default();
                 if result.is_ok() {

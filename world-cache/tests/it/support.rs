@@ -39,10 +39,7 @@ pub(crate) fn shard(key: ShardKey, hwm: u64, objects: u64) -> CachedShard {
             hwm: Seq(hwm),
             digest: recompute_digest(&objects),
             registry: REGISTRY,
-            snapshot_time: Utc
-                .with_ymd_and_hms(2026, 1, 2, 3, 4, 5)
-                .single()
-                .expect("time"),
+            snapshot_time: Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).single().expect("time"),
         },
         objects,
     }

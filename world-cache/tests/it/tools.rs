@@ -22,17 +22,10 @@ fn inventory_lists_every_shard_with_its_header() {
     cache.write(&shard(other_server(1), 5, 30)).expect("write");
     let mut entries = cache.inventory();
     entries.sort_by_key(|e| (e.server.clone(), e.shard));
-    let summary: Vec<_> = entries
-        .iter()
-        .map(|e| (e.shard, e.objects, e.hwm))
-        .collect();
+    let summary: Vec<_> = entries.iter().map(|e| (e.shard, e.objects, e.hwm)).collect();
     assert_eq!(
         summary,
-        vec![
-            (1, Some(10), Some(3)),
-            (2, Some(20), Some(4)),
-            (1, Some(30), Some(5))
-        ]
+        vec![(1, Some(10), Some(3)), (2, Some(20), Some(4)), (1, Some(30), Some(5))]
     );
     assert!(
         entries
@@ -56,11 +49,7 @@ fn verify_lists_damaged_files() {
     let damage = cache.verify();
     assert_eq!(damage.len(), 1);
     assert_eq!(damage[0].path, path);
-    assert!(
-        damage[0].problem.contains("checksum"),
-        "{}",
-        damage[0].problem
-    );
+    assert!(damage[0].problem.contains("checksum"), "{}", damage[0].problem);
 }
 
 #[test]
@@ -79,10 +68,7 @@ fn clear_removes_one_server_service_or_zone() {
         })
         .expect("clear zone");
     assert_eq!(report.shards, 1);
-    assert!(
-        !dir.path().join(desert.zone_dir()).exists(),
-        "empty folders are pruned"
-    );
+    assert!(!dir.path().join(desert.zone_dir()).exists(), "empty folders are pruned");
     let report = cache
         .clear(&ClearScope {
             server: Some(ServerIdentity([9; 32])),
@@ -111,9 +97,7 @@ fn eviction_keeps_the_most_recently_used_within_budget_and_drops_old_ones() {
             .expect("set mtime");
     }
     let size = cache.inventory()[0].bytes;
-    let report = cache
-        .evict(size * 4, Duration::from_secs(86_400))
-        .expect("evict");
+    let report = cache.evict(size * 4, Duration::from_secs(86_400)).expect("evict");
     assert_eq!(report.shards, 2);
     let mut left: Vec<u64> = cache.inventory().iter().map(|e| e.shard).collect();
     left.sort_unstable();
@@ -125,10 +109,6 @@ fn eviction_keeps_the_most_recently_used_within_budget_and_drops_old_ones() {
         .expect("evict by age");
     let mut left: Vec<u64> = cache.inventory().iter().map(|e| e.shard).collect();
     left.sort_unstable();
-    assert_eq!(
-        left,
-        vec![2, 4, 5],
-        "older than 25 minutes go, unless just used"
-    );
+    assert_eq!(left, vec![2, 4, 5], "older than 25 minutes go, unless just used");
     assert_eq!(report.shards, 1);
 }

@@ -1,0 +1,414 @@
+//! `hoard-bench net`: zone entry on the reference zone (100,000 objects, 64
+//! shards, ~10 MB), hoard against the full-resend baseline that replicon,
+//! lightyear and naia use on every join (a client that reuses nothing: a cold
+//! entry every time), and a raw quinn bulk transfer of the same bytes as the
+//! limit for the cold case. Everything runs through the project's UDP
+//! simulator, at 0 ms (uncapped) and at 50 ms round trip with a 20 Mbit/s cap.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bevy_ecs::prelude::*;
+use hoard_bench::reference::{self, ReferenceZone};
+use hoard_engine::store::{ShardSpec, WorldStore};
+use hoard_engine::{ChangeSet, ObjectId, Publisher, RedbStore, ShardId, ZoneId};
+use hoard_net::netsim::{self, LinkConfig};
+use hoard_net::quic::client::{ClientOptions, HoardClient};
+use hoard_net::quic::intents::IntentRegistry;
+use hoard_net::quic::server::{Game, ServerHandle, ServerOptions, start};
+use hoard_net::sync::client::EntryStats;
+use serde_json::json;
+
+use crate::report::{median, ms, print_table};
+
+/// Options of the network bench.
+#[derive(clap::Args)]
+pub(crate) struct Args {
+    /// Objects in the reference zone.
+    #[arg(long, default_value_t = 100_000)]
+    objects: u64,
+    /// Shards in the reference zone.
+    #[arg(long, default_value_t = 64)]
+    shards: u64,
+    /// Repetitions of each case.
+    #[arg(long, default_value_t = 3)]
+    reps: usize,
+    /// Seed of the reference zone.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// Only the 0 ms condition (quick runs).
+    #[arg(long)]
+    fast_only: bool,
+}
+
+struct Condition {
+    name: &'static str,
+    link: LinkConfig,
+}
+
+#[derive(Clone, Copy, Default)]
+struct Sample {
+    ms: f64,
+    up: u64,
+    down: u64,
+    round_trips: u32,
+}
+
+fn median_sample(samples: &[Sample]) -> Sample {
+    let mut by_time: Vec<Sample> = samples.to_vec();
+    by_time.sort_by(|a, b| a.ms.total_cmp(&b.ms));
+    by_time.get(by_time.len() / 2).copied().unwrap_or_default()
+}
+
+/// One measured zone entry through the simulator with the cache at `cache`.
+async fn entry(
+    server: &ServerHandle,
+    link: LinkConfig,
+    cache: &Path,
+    zone: &ZoneId,
+) -> anyhow::Result<(Sample, EntryStats)> {
+    let sim = netsim::start("127.0.0.1:0".parse()?, server.addr, link).await?;
+    let options = ClientOptions {
+        server: sim.addr,
+        cache_dir: cache.to_owned(),
+        token: server.auth.issue("bench", chrono::Utc::now().timestamp() + 3600)?,
+        service: "world".into(),
+        pin: Some(server.identity),
+    };
+    let client = HoardClient::connect(options, reference::registry()).await?;
+    let (up0, down0) = sim.stats.bytes();
+    let start = Instant::now();
+    let stats = client.enter_zone(zone).await?;
+    let elapsed = start.elapsed();
+    let (up1, down1) = sim.stats.bytes();
+    client.close();
+    Ok((
+        Sample {
+            ms: elapsed.as_secs_f64() * 1e3,
+            up: up1 - up0,
+            down: down1 - down0,
+            round_trips: stats.round_trips,
+        },
+        stats,
+    ))
+}
+
+/// A raw quinn transfer of `bytes` bytes on one stream, with hoard's transport settings.
+async fn raw_quinn(link: LinkConfig, bytes: usize, dir: &Path) -> anyhow::Result<Sample> {
+    let keys = hoard_net::tls::ServerKeys::load_or_create(dir)?;
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(keys.rustls_config()?)?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    config.transport_config(Arc::new(hoard_net::quic::transport::server()));
+    let server = quinn::Endpoint::server(config, "127.0.0.1:0".parse()?)?;
+    let server_addr = server.local_addr()?;
+    let payload = vec![0x5au8; bytes];
+    let serve = tokio::spawn(async move {
+        if let Some(incoming) = server.accept().await
+            && let Ok(conn) = incoming.await
+        {
+            // The client asks with one byte on a bidirectional stream.
+            if let Ok((_, mut recv)) = conn.accept_bi().await {
+                let _ = recv.read_to_end(16).await;
+                if let Ok(mut send) = conn.open_uni().await {
+                    let _ = send.write_all(&payload).await;
+                    let _ = send.finish();
+                    let _ = send.stopped().await;
+                }
+            }
+            conn.closed().await;
+        }
+    });
+    let sim = netsim::start("127.0.0.1:0".parse()?, server_addr, link).await?;
+    let verifier = Arc::new(hoard_net::tls::PinnedVerifier::new("raw", Some(keys.identity), None));
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(hoard_net::tls::client_config(verifier)?)?;
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    config.transport_config(Arc::new(hoard_net::quic::transport::client()));
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
+    endpoint.set_default_client_config(config);
+    let conn = endpoint.connect(sim.addr, hoard_net::tls::SERVER_NAME)?.await?;
+    let (up0, down0) = sim.stats.bytes();
+    let start = Instant::now();
+    let (mut send, _recv) = conn.open_bi().await?;
+    send.write_all(&[1]).await?;
+    send.finish()?;
+    let mut recv = conn.accept_uni().await?;
+    let got = recv.read_to_end(bytes + 1).await?;
+    let elapsed = start.elapsed();
+    anyhow::ensure!(got.len() == bytes, "raw transfer incomplete");
+    let (up1, down1) = sim.stats.bytes();
+    conn.close(0u32.into(), b"");
+    serve.abort();
+    Ok(Sample {
+        ms: elapsed.as_secs_f64() * 1e3,
+        up: up1 - up0,
+        down: down1 - down0,
+        round_trips: 1,
+    })
+}
+
+async fn start_server(zone: &ReferenceZone, dir: &Path) -> anyhow::Result<(ServerHandle, Arc<RedbStore>)> {
+    let store = Arc::new(RedbStore::open_dir(&dir.join("server"))?);
+    let specs: Vec<ShardSpec> = (0..zone.shards).map(|s| ShardSpec::shared(ShardId(s))).collect();
+    store.create_zone(&ZoneId::new("reference")?, &specs)?;
+    let mut world = World::new();
+    for (id, shard, object) in &zone.objects {
+        object.spawn(&mut world, *id, *shard);
+    }
+    let game = Game::new(
+        world,
+        Schedule::default(),
+        Publisher::new(reference::registry()),
+        IntentRegistry::new(),
+    );
+    let options = ServerOptions::new("127.0.0.1:0".parse::<SocketAddr>()?, dir.join("server"));
+    let server = start(options, store.clone(), game).await?;
+    Ok((server, store))
+}
+
+/// Changes `count` random objects of the zone, directly in the store.
+fn change(store: &RedbStore, zone: &ReferenceZone, count: usize, rng: &mut fastrand::Rng) -> anyhow::Result<usize> {
+    let mut tick = ChangeSet::new();
+    let mut bytes = 0;
+    for _ in 0..count {
+        let (id, shard, object) = &zone.objects[rng.usize(..zone.objects.len())];
+        let state = object.mutated(rng).state();
+        bytes += state.as_bytes().len();
+        tick.upsert(*shard, *id, state);
+    }
+    store.commit(&tick)?;
+    Ok(bytes)
+}
+
+fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else if entry.file_name() != ".lock" {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn run(args: &Args, out: &Path) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(run_async(args, out))
+}
+
+async fn run_async(args: &Args, out: &Path) -> anyhow::Result<()> {
+    let zone_data = reference::generate(args.objects, args.shards, args.seed);
+    let state_bytes: usize = zone_data
+        .objects
+        .iter()
+        .map(|(_, _, o)| o.state().as_bytes().len())
+        .sum();
+    let dir = tempfile::tempdir_in(".")?;
+    let (server, store) = start_server(&zone_data, dir.path()).await?;
+    let zone = ZoneId::new("reference")?;
+    println!(
+        "reference zone: {} objects in {} shards, {:.2} MB of state",
+        zone_data.objects.len(),
+        zone_data.shards,
+        state_bytes as f64 / 1e6
+    );
+    let mut conditions = vec![Condition {
+        name: "0 ms",
+        link: LinkConfig::default(),
+    }];
+    if !args.fast_only {
+        conditions.push(Condition {
+            name: "50 ms, 20 Mbit/s",
+            link: LinkConfig {
+                delay: Duration::from_millis(25),
+                rate_bps: Some(20_000_000),
+                ..LinkConfig::default()
+            },
+        });
+    }
+    let mut rng = fastrand::Rng::with_seed(args.seed);
+    let mut results = Vec::new();
+    let mut n = 0u64;
+    let mut fresh_dir = || {
+        n += 1;
+        dir.path().join(format!("cache-{n}"))
+    };
+    // A warm cache of the current zone, kept as a template.
+    let template = fresh_dir();
+    entry(&server, LinkConfig::default(), &template, &zone).await?;
+    for cond in &conditions {
+        let mut rows = Vec::new();
+        let mut baseline = Vec::new();
+        let mut raw = Vec::new();
+        for _ in 0..args.reps {
+            raw.push(raw_quinn(cond.link, state_bytes, &dir.path().join("raw")).await?);
+        }
+        let raw = median_sample(&raw);
+        for case in [
+            "cold",
+            "warm, nothing changed",
+            "warm, 1% changed",
+            "warm, one shard corrupted",
+            "past the horizon",
+        ] {
+            let mut hoard = Vec::new();
+            let mut changed_bytes = 0;
+            let mut kinds = EntryStats::default();
+            for _ in 0..args.reps {
+                let cache = fresh_dir();
+                match case {
+                    "cold" => {}
+                    _ => {
+                        // Bring the template up to date, then copy it.
+                        entry(&server, LinkConfig::default(), &template, &zone).await?;
+                        copy_dir(&template, &cache)?;
+                    }
+                }
+                match case {
+                    "warm, 1% changed" => {
+                        changed_bytes = change(&store, &zone_data, zone_data.objects.len() / 100, &mut rng)?
+                    }
+                    "warm, one shard corrupted" => {
+                        let server_dir = std::fs::read_dir(&cache)?
+                            .filter_map(Result::ok)
+                            .find(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+                            .map(|e| e.path())
+                            .ok_or_else(|| anyhow::anyhow!("cache has no server folder"))?;
+                        let file = server_dir.join("world/shared/reference/5.shard");
+                        let mut bytes = std::fs::read(&file)?;
+                        let at = bytes.len() / 2;
+                        bytes[at] ^= 0x20;
+                        std::fs::write(&file, bytes)?;
+                    }
+                    "past the horizon" => {
+                        let mut tick = ChangeSet::new();
+                        for i in 0..100u64 {
+                            let (id, shard, _) = &zone_data.objects[(i as usize * 997) % zone_data.objects.len()];
+                            tick.remove(*shard, ObjectId(id.0));
+                        }
+                        store.commit(&tick)?;
+                        changed_bytes = change(&store, &zone_data, zone_data.objects.len() / 100, &mut rng)?;
+                        store.trim_tombstones(chrono::Utc::now() + chrono::Duration::seconds(1))?;
+                    }
+                    _ => {}
+                }
+                let (sample, stats) = entry(&server, cond.link, &cache, &zone).await?;
+                kinds = stats;
+                hoard.push(sample);
+                baseline.push(entry(&server, cond.link, &fresh_dir(), &zone).await?.0);
+            }
+            let h = median_sample(&hoard);
+            let b = median_sample(&baseline);
+            rows.push(vec![
+                case.to_owned(),
+                format!("{:.0}", h.ms),
+                format!("{}", h.up),
+                format!("{}", h.down),
+                h.round_trips.to_string(),
+                format!(
+                    "{}/{}/{}/{}",
+                    kinds.shards_fresh, kinds.shards_delta, kinds.shards_snapshot, kinds.shards_repaired
+                ),
+                format!("{:.0}", b.ms),
+                format!("{}", b.up + b.down),
+                format!("{:.1}×", b.ms / h.ms.max(0.001)),
+            ]);
+            results.push(json!({
+                "condition": cond.name, "case": case,
+                "hoard": { "ms": h.ms, "bytes_up": h.up, "bytes_down": h.down, "round_trips": h.round_trips,
+                           "fresh": kinds.shards_fresh, "delta": kinds.shards_delta, "snapshot": kinds.shards_snapshot, "repaired": kinds.shards_repaired },
+                "baseline_full_resend": { "ms": b.ms, "bytes_up": b.up, "bytes_down": b.down },
+                "changed_state_bytes": changed_bytes,
+                "speedup": b.ms / h.ms.max(0.001),
+            }));
+            baseline.clear();
+            if changed_bytes > 0 {
+                println!(
+                    "  ({case}: the changed objects' state is {changed_bytes} bytes; hoard moved {} bytes on the wire, {} in frames)",
+                    h.up + h.down,
+                    kinds.bytes_rx + kinds.bytes_tx
+                );
+            }
+        }
+        print_table(
+            &format!(
+                "zone entry, {} (median of {}; kinds = fresh/delta/snapshot/repaired shards)",
+                cond.name, args.reps
+            ),
+            &[
+                "case",
+                "hoard ms",
+                "up B",
+                "down B",
+                "RTs",
+                "kinds",
+                "full-resend ms",
+                "full-resend B",
+                "speedup",
+            ],
+            &rows,
+        );
+        let cold_ms = results
+            .iter()
+            .rev()
+            .find(|r| r["case"] == "cold" && r["condition"] == cond.name)
+            .and_then(|r| r["hoard"]["ms"].as_f64())
+            .unwrap_or(f64::NAN);
+        println!(
+            "  raw quinn, {} bytes on one stream: {:.0} ms ({:.1} MB/s); hoard cold: {:.1} MB/s of state = {:.2} of raw quinn",
+            state_bytes,
+            raw.ms,
+            state_bytes as f64 / raw.ms / 1e3,
+            state_bytes as f64 / cold_ms / 1e3,
+            raw.ms / cold_ms
+        );
+        results.push(json!({ "condition": cond.name, "case": "raw quinn bulk", "ms": raw.ms, "bytes_up": raw.up, "bytes_down": raw.down, "payload": state_bytes }));
+    }
+
+    // Cache → ECS: materialising the warm zone into a world.
+    let client = HoardClient::connect(
+        ClientOptions {
+            server: server.addr,
+            cache_dir: template.clone(),
+            token: server.auth.issue("bench", chrono::Utc::now().timestamp() + 3600)?,
+            service: "world".into(),
+            pin: Some(server.identity),
+        },
+        reference::registry(),
+    )
+    .await?;
+    let mut times = Vec::new();
+    for _ in 0..args.reps {
+        let stats = client.enter_zone(&zone).await?;
+        let mut world = World::new();
+        let t = Instant::now();
+        client.update(&mut world);
+        times.push(t.elapsed());
+        anyhow::ensure!(
+            world.entities().len() as u64 >= stats.objects,
+            "materialised every object"
+        );
+        client.leave_zone(&zone).await?;
+    }
+    let materialise = median(times);
+    println!(
+        "\ncache → ECS world: {} objects materialised in {:.1} ms (median of {})",
+        zone_data.objects.len(),
+        ms(materialise),
+        args.reps
+    );
+    client.close();
+    server.shutdown().await;
+    crate::report::write_json(
+        out,
+        "net",
+        &json!({ "state_bytes": state_bytes, "results": results, "materialise_ms": ms(materialise) }),
+    )
+}
