@@ -41,6 +41,10 @@ pub enum LockPolicy {
     ReadOnlyIfBusy,
     /// Fail with [`OpenError::Busy`].
     Fail,
+    /// Retry for up to this long (a process just exiting, or a child process
+    /// that briefly inherited the lock while being spawned), then fail with
+    /// [`OpenError::Busy`].
+    WaitUpTo(std::time::Duration),
 }
 
 /// Why the cache could not be opened.
@@ -190,6 +194,21 @@ impl WorldCache {
                 }
                 LockPolicy::Fail => {
                     return Err(OpenError::Busy { path: root.to_owned() });
+                }
+                LockPolicy::WaitUpTo(limit) => {
+                    let deadline = std::time::Instant::now() + limit;
+                    loop {
+                        // Polling: flock has no timed wait.
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                        match lock.try_lock() {
+                            Ok(()) => break false,
+                            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {}
+                            Err(std::fs::TryLockError::WouldBlock) => {
+                                return Err(OpenError::Busy { path: root.to_owned() });
+                            }
+                            Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+                        }
+                    }
                 }
             },
             Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),

@@ -7,7 +7,7 @@
 //! next zone entry only has to ask "what changed since this?".
 //!
 //! - [`key`]: the [`ShardKey`] and the folder layout;
-//! - [`format`]: the shard file (header with its own checksum, objects,
+//! - [`mod@format`]: the shard file (header with its own checksum, objects,
 //!   whole-file checksum) — see `docs/CACHE-FORMAT.md`;
 //! - [`apply`]: applying an answer or delta, digest-checked;
 //! - [`journal`]: live deltas appended beside a shard, folded in later;

@@ -69,7 +69,7 @@ pub(crate) fn default_cache_dir() -> PathBuf {
 pub(crate) fn run(args: CacheArgs) -> anyhow::Result<i32> {
     let root = args.cache_dir.unwrap_or_else(default_cache_dir);
     let policy = match args.command {
-        CacheCommand::Clear { .. } => LockPolicy::Fail,
+        CacheCommand::Clear { .. } => LockPolicy::WaitUpTo(std::time::Duration::from_secs(3)),
         _ => LockPolicy::ReadOnlyIfBusy,
     };
     let cache = WorldCache::open(&root, policy).with_context(|| format!("opening cache {}", root.display()))?;

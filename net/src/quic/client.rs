@@ -162,8 +162,19 @@ impl HoardClient {
     /// Connects, pins the server identity, and completes the handshake.
     pub async fn connect(options: ClientOptions, registry: PublishRegistry) -> Result<HoardClient, ClientError> {
         let addr = options.server;
-        let cache = WorldCache::open(&options.cache_dir, LockPolicy::ReadOnlyIfBusy)
-            .map_err(|e| ClientError::Cache(e.to_string()))?;
+        // Another process may be finishing with this cache (a previous run
+        // exiting): wait briefly, then fall back to read-only and say so.
+        let cache = match WorldCache::open(
+            &options.cache_dir,
+            LockPolicy::WaitUpTo(std::time::Duration::from_secs(2)),
+        ) {
+            Ok(c) => c,
+            Err(hoard_world_cache::cache::OpenError::Busy { .. }) => {
+                WorldCache::open(&options.cache_dir, LockPolicy::ReadOnlyIfBusy)
+                    .map_err(|e| ClientError::Cache(e.to_string()))?
+            }
+            Err(e) => return Err(ClientError::Cache(e.to_string())),
+        };
         let known = KnownServers::new(options.cache_dir.join("known_servers"));
         let pin = options.pin.or_else(|| known.get(&addr.to_string()));
         let verifier = Arc::new(PinnedVerifier::new(

@@ -1,0 +1,211 @@
+//! Golden bytes of every message: a change to any encoding fails here and
+//! must be a protocol version bump (and a change to docs/PROTOCOL.md).
+//! Regenerate with `HOARD_BLESS=1` only together with such a bump.
+
+use std::path::PathBuf;
+
+use hoard_engine::{Digest, Epoch, ObjectId, Seq, ShardId, ZoneId};
+use hoard_net::wire::*;
+
+fn digest() -> Digest {
+    let mut d = Digest::EMPTY;
+    d.add(ObjectId(1), Seq(2), &[3; 32]);
+    d
+}
+
+fn zone() -> ZoneId {
+    ZoneId::new("meadow").expect("zone")
+}
+
+fn object() -> WireObject {
+    WireObject {
+        id: ObjectId(42),
+        version: Seq(7),
+        state: vec![0x81, 0xa1, b'n', 0xc4, 0x01, 0x05],
+    }
+}
+
+/// One fixed instance of every message.
+fn messages() -> Vec<(&'static str, Message)> {
+    vec![
+        (
+            "01-hello",
+            Message::Hello(Hello {
+                protocol: PROTOCOL_VERSION,
+                registry: [0xab; 32],
+                service: "world".into(),
+                token: "v1.ann.1700000000.00".into(),
+            }),
+        ),
+        (
+            "02-enter-zone",
+            Message::EnterZone(EnterZone {
+                request: 1,
+                zone: zone(),
+                subscribe: true,
+                have: vec![ShardHave {
+                    shard: ShardId(3),
+                    epoch: Epoch(0x1122_3344_5566_7788),
+                    hwm: Seq(9),
+                    digest: digest(),
+                }],
+            }),
+        ),
+        ("03-leave-zone", Message::LeaveZone(LeaveZone { zone: zone() })),
+        (
+            "04-repair",
+            Message::Repair(Repair {
+                request: 2,
+                zone: zone(),
+                shard: ShardId(3),
+                hwm: Seq(9),
+                have: vec![RepairEntry {
+                    id: ObjectId(42),
+                    version: Seq(7),
+                    hash: [1, 2, 3, 4, 5, 6, 7, 8],
+                }],
+            }),
+        ),
+        (
+            "05-intent",
+            Message::Intent(Intent {
+                seq: 3,
+                kind: "pick_up".into(),
+                payload: vec![0x91, 0x2a],
+            }),
+        ),
+        (
+            "81-welcome",
+            Message::Welcome(Welcome {
+                protocol: PROTOCOL_VERSION,
+                server: [0xcd; 32],
+                perspective: "ann".into(),
+                zones: vec![zone()],
+                tick_hz: 20,
+            }),
+        ),
+        (
+            "82-error",
+            Message::Error(ErrorMsg {
+                code: ErrorCode::Expired as u16,
+                message: "token expired".into(),
+            }),
+        ),
+        (
+            "83-zone-denied",
+            Message::ZoneDenied(ZoneDenied {
+                request: 1,
+                zone: zone(),
+                code: ErrorCode::Forbidden as u16,
+                message: "no".into(),
+            }),
+        ),
+        (
+            "84-intent-rejected",
+            Message::IntentRejected(IntentRejected {
+                seq: 3,
+                code: ErrorCode::RateLimited as u16,
+                message: "slow down".into(),
+            }),
+        ),
+        (
+            "90-answer-begin",
+            Message::AnswerBegin(AnswerBegin {
+                request: 1,
+                zone: zone(),
+                shards: 64,
+            }),
+        ),
+        (
+            "91-up-to-date",
+            Message::UpToDate(UpToDate {
+                shard: ShardId(3),
+                seq: Seq(9),
+            }),
+        ),
+        (
+            "92-changes",
+            Message::Changes(Changes {
+                shard: ShardId(3),
+                epoch: Epoch(5),
+                base: Seq(9),
+                seq: Seq(11),
+                digest: digest(),
+                tombstones: vec![ObjectId(40)],
+                upserts: vec![object()],
+            }),
+        ),
+        (
+            "93-manifest",
+            Message::Manifest(Manifest {
+                shard: ShardId(3),
+                epoch: Epoch(5),
+                base: Seq(2),
+                seq: Seq(11),
+                digest: digest(),
+                live: vec![ObjectId(41), ObjectId(42)],
+                upserts: vec![object()],
+            }),
+        ),
+        (
+            "94-snapshot",
+            Message::Snapshot(Snapshot {
+                shard: ShardId(3),
+                epoch: Epoch(5),
+                seq: Seq(11),
+                digest: digest(),
+                perspective: Some("ann".into()),
+                objects: vec![object()],
+            }),
+        ),
+        ("95-answer-end", Message::AnswerEnd(AnswerEnd { request: 1 })),
+        (
+            "a0-delta",
+            Message::Delta(Delta {
+                zone: zone(),
+                shard: ShardId(3),
+                epoch: Epoch(5),
+                base: Seq(11),
+                seq: Seq(12),
+                digest: digest(),
+                tombstones: vec![],
+                upserts: vec![object()],
+            }),
+        ),
+    ]
+}
+
+#[test]
+fn every_message_encodes_to_its_golden_bytes_and_back() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    for (name, msg) in messages() {
+        let frame = msg.to_frame();
+        let path = dir.join(format!("{name}.bin"));
+        if std::env::var_os("HOARD_BLESS").is_some() {
+            std::fs::write(&path, &frame).expect("bless");
+        }
+        let golden = std::fs::read(&path).unwrap_or_else(|_| panic!("{name}: golden file missing (HOARD_BLESS=1)"));
+        assert!(
+            golden == frame,
+            "{name}: encoding changed; bump PROTOCOL_VERSION and docs/PROTOCOL.md"
+        );
+        let mut decoder = FrameDecoder::new(MAX_BULK_FRAME);
+        decoder.push(&golden);
+        let (kind, body) = decoder.next_frame().expect("frame").expect("whole");
+        assert_eq!(kind, msg.kind(), "{name}");
+        assert_eq!(Message::decode(kind, &body).expect("decodes"), msg, "{name}");
+    }
+}
+
+#[test]
+fn trailing_bytes_and_wrong_types_are_refused() {
+    let hello = messages().remove(0).1;
+    let mut body = hello.body();
+    body.push(0);
+    assert!(matches!(Message::decode(0x01, &body), Err(DecodeError::Body { .. })));
+    assert!(matches!(
+        Message::decode(0x02, &hello.body()),
+        Err(DecodeError::Body { .. })
+    ));
+    assert_eq!(Message::decode(0x7f, &[]), Err(DecodeError::UnknownType(0x7f)));
+}
