@@ -282,6 +282,29 @@ impl WorldCache {
         true
     }
 
+    /// Reads up to `limit` bytes of a shard file (the whole file when
+    /// `limit` is `None`), with its length. A missing file is `None`; a
+    /// directory or an unreadable file is discarded and `None`.
+    fn read_shard_file(&self, path: &Path, limit: Option<u64>) -> Option<(Vec<u8>, u64)> {
+        let meta = self.storage.metadata(path).ok()?;
+        if meta.is_dir {
+            self.discard(
+                path,
+                DiscardReason::NotAFile,
+                &"a directory where a shard file should be",
+            );
+            return None;
+        }
+        // Reading is bounded by the file's real size.
+        match self.storage.read(path, limit.unwrap_or(meta.len).min(meta.len)) {
+            Ok(bytes) => Some((bytes, meta.len)),
+            Err(e) => {
+                self.discard(path, DiscardReason::Corrupt, &e);
+                None
+            }
+        }
+    }
+
     /// Reads one shard's header (its first bytes only), or `None` if there is
     /// no valid copy.
     pub fn read_head(&self, key: &ShardKey, registry: RegistryHash) -> Option<ShardHeader> {
@@ -291,22 +314,7 @@ impl WorldCache {
             // fold them so the head describes what is cached.
             return self.load(key, registry).map(|s| s.header);
         }
-        let meta = self.storage.metadata(&path).ok()?;
-        if meta.is_dir {
-            self.discard(
-                &path,
-                DiscardReason::NotAFile,
-                &"a directory where a shard file should be",
-            );
-            return None;
-        }
-        let prefix = match self.storage.read(&path, MAX_HEADER_BYTES as u64) {
-            Ok(p) => p,
-            Err(e) => {
-                self.discard(&path, DiscardReason::Corrupt, &e);
-                return None;
-            }
-        };
+        let (prefix, len) = self.read_shard_file(&path, Some(MAX_HEADER_BYTES as u64))?;
         let info = match decode_header(&prefix) {
             Ok(info) => info,
             Err(e) => {
@@ -314,11 +322,11 @@ impl WorldCache {
                 return None;
             }
         };
-        if info.file_len() != meta.len {
+        if info.file_len() != len {
             self.discard(
                 &path,
                 DiscardReason::Truncated,
-                &format_args!("{} bytes, header describes {}", meta.len, info.file_len()),
+                &format_args!("{len} bytes, header describes {}", info.file_len()),
             );
             return None;
         }
@@ -335,23 +343,7 @@ impl WorldCache {
     /// is no valid copy. Marks the file as recently used.
     pub fn load(&self, key: &ShardKey, registry: RegistryHash) -> Option<CachedShard> {
         let path = self.root.join(key.file());
-        let meta = self.storage.metadata(&path).ok()?;
-        if meta.is_dir {
-            self.discard(
-                &path,
-                DiscardReason::NotAFile,
-                &"a directory where a shard file should be",
-            );
-            return None;
-        }
-        // Reading is bounded by the file's real size.
-        let bytes = match self.storage.read(&path, meta.len) {
-            Ok(b) => b,
-            Err(e) => {
-                self.discard(&path, DiscardReason::Corrupt, &e);
-                return None;
-            }
-        };
+        let (bytes, _) = self.read_shard_file(&path, None)?;
         let shard = match decode_shard(&bytes) {
             Ok(s) => s,
             Err(e) => {

@@ -29,6 +29,17 @@ pub struct Hub {
     sessions: BTreeMap<SessionId, BTreeMap<ShardId, Sub>>,
 }
 
+fn wire_objects(objects: Vec<hoard_engine::store::StoredObject>) -> Vec<WireObject> {
+    objects
+        .into_iter()
+        .map(|o| WireObject {
+            id: o.id,
+            version: o.version,
+            state: o.state.into_bytes(),
+        })
+        .collect()
+}
+
 fn catch_up(store: &dyn WorldStore, zone: &ZoneId, shard: ShardId, last: Seq) -> Option<Delta> {
     match store.changes_since(shard, last).ok()? {
         ChangesSince::Changes {
@@ -43,14 +54,7 @@ fn catch_up(store: &dyn WorldStore, zone: &ZoneId, shard: ShardId, last: Seq) ->
             seq: head.seq,
             digest: head.digest,
             tombstones: tombstones.into_iter().map(|t| t.id).collect(),
-            upserts: upserts
-                .into_iter()
-                .map(|o| WireObject {
-                    id: o.id,
-                    version: o.version,
-                    state: o.state.into_bytes(),
-                })
-                .collect(),
+            upserts: wire_objects(upserts),
         }),
         // Too far behind for deltas: send the whole live set as upserts; the
         // client's digest check finds any stale extra object and repairs.
@@ -64,15 +68,7 @@ fn catch_up(store: &dyn WorldStore, zone: &ZoneId, shard: ShardId, last: Seq) ->
                 seq: snap.head.seq,
                 digest: snap.head.digest,
                 tombstones: Vec::new(),
-                upserts: snap
-                    .objects
-                    .into_iter()
-                    .map(|o| WireObject {
-                        id: o.id,
-                        version: o.version,
-                        state: o.state.into_bytes(),
-                    })
-                    .collect(),
+                upserts: wire_objects(snap.objects),
             })
         }
     }
