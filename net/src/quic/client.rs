@@ -96,6 +96,11 @@ pub enum ClientEvent {
         /// What the entry cost and reused.
         stats: EntryStats,
     },
+    /// A zone was left: its entities were despawned.
+    ZoneLeft {
+        /// The zone.
+        zone: ZoneId,
+    },
     /// A zone was refused.
     ZoneDenied {
         /// The zone.
@@ -110,7 +115,17 @@ pub enum ClientEvent {
     },
 }
 
+/// Where a materialised object is.
+struct Placed {
+    entity: Entity,
+    shard: ShardId,
+    zone: ZoneId,
+}
+
 enum Pending {
+    Left {
+        zone: ZoneId,
+    },
     Zone {
         zone: ZoneId,
         shards: Vec<CachedShard>,
@@ -146,7 +161,7 @@ pub struct HoardClient {
     identity: ServerIdentity,
     perspective: String,
     zones: Vec<ZoneId>,
-    index: Mutex<HashMap<ObjectId, Entity>>,
+    index: Mutex<HashMap<ObjectId, Placed>>,
     next_intent: Mutex<u32>,
     _endpoint: Endpoint,
 }
@@ -406,6 +421,7 @@ impl HoardClient {
                 let _ = self.inner.cache.write(s);
             }
             sync.leave_zone(zone);
+            push(&self.inner, Pending::Left { zone: zone.clone() });
             let mut m = Vec::new();
             while let Some(x) = sync.poll_transmit() {
                 m.push(x);
@@ -477,7 +493,7 @@ impl HoardClient {
                     }
                     for shard in shards {
                         for o in &shard.objects {
-                            self.upsert(world, &mut index, shard.header.key.shard, o);
+                            self.upsert(world, &mut index, &zone, shard.header.key.shard, o);
                         }
                     }
                 }
@@ -491,13 +507,28 @@ impl HoardClient {
                         continue;
                     }
                     for id in removed {
-                        if let Some(e) = index.remove(&id) {
-                            world.despawn(e);
+                        // An object that moved may already be upserted in its
+                        // new shard: only its old shard's removal despawns it.
+                        if index.get(&id).is_some_and(|e| e.shard == shard)
+                            && let Some(e) = index.remove(&id)
+                        {
+                            world.despawn(e.entity);
                         }
                     }
                     for o in &upserts {
-                        self.upsert(world, &mut index, shard, o);
+                        self.upsert(world, &mut index, &zone, shard, o);
                     }
+                }
+                Pending::Left { zone } => {
+                    index.retain(|_, e| {
+                        if e.zone == zone {
+                            world.despawn(e.entity);
+                            false
+                        } else {
+                            true
+                        }
+                    });
+                    events.push(ClientEvent::ZoneLeft { zone });
                 }
                 Pending::Event(e) => events.push(e),
             }
@@ -505,16 +536,31 @@ impl HoardClient {
         events
     }
 
-    fn upsert(&self, world: &mut World, index: &mut HashMap<ObjectId, Entity>, shard: ShardId, o: &CachedObject) {
+    fn upsert(
+        &self,
+        world: &mut World,
+        index: &mut HashMap<ObjectId, Placed>,
+        zone: &ZoneId,
+        shard: ShardId,
+        o: &CachedObject,
+    ) {
         let marker = Replicated { object: o.id, shard };
-        let entity = match index.get(&o.id).copied().filter(|e| world.get_entity(*e).is_ok()) {
+        let entity = match index
+            .get(&o.id)
+            .map(|p| p.entity)
+            .filter(|e| world.get_entity(*e).is_ok())
+        {
             Some(e) => e,
-            None => {
-                let e = world.spawn(marker).id();
-                index.insert(o.id, e);
-                e
-            }
+            None => world.spawn(marker).id(),
         };
+        index.insert(
+            o.id,
+            Placed {
+                entity,
+                shard,
+                zone: zone.clone(),
+            },
+        );
         let mut entity = world.entity_mut(entity);
         entity.insert(marker);
         if let Err(e) = self.registry.apply_state(&mut entity, &o.state) {

@@ -201,6 +201,14 @@ async fn a_prefetched_zone_enters_without_the_network() {
     assert_eq!((stats.bytes_rx, stats.bytes_tx), (0, 0));
     client.update(&mut world);
     assert_eq!(stones(&mut world).len(), 20);
+    client.leave_zone(&zone).await.expect("leave");
+    let events = client.update(&mut world);
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, hoard_net::quic::client::ClientEvent::ZoneLeft { .. }))
+    );
+    assert!(stones(&mut world).is_empty(), "a left zone's entities are despawned");
     client.close();
     server.shutdown().await;
 }
