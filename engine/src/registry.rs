@@ -288,6 +288,18 @@ impl PublishRegistry {
             .collect()
     }
 
+    /// Makes an entity's published components exactly `decoded`: inserts
+    /// (replacing) them and removes the registered components not among them.
+    pub fn apply_decoded(&self, entity: &mut EntityWorldMut<'_>, decoded: Vec<DecodedComponent>) {
+        let present: Vec<usize> = decoded.iter().map(|d| d.slot).collect();
+        for (slot, entry) in self.inner.entries.iter().enumerate() {
+            if !present.contains(&slot) {
+                entry.ops.remove(entity);
+            }
+        }
+        self.insert(entity, decoded);
+    }
+
     /// Makes an existing entity's published components equal a state:
     /// inserts (replacing) the components in it and removes the registered
     /// components it lacks. Nothing changes if the state does not decode.

@@ -170,6 +170,9 @@ impl ServerKeys {
         config.alpn_protocols = vec![crate::wire::ALPN.to_vec()];
         // quinn requires this exact value to accept 0-RTT.
         config.max_early_data_size = u32::MAX;
+        // The hoard client does not resume sessions yet, so session tickets
+        // would only cost bytes on every connection.
+        config.send_tls13_tickets = 0;
         Ok(config)
     }
 }

@@ -15,6 +15,7 @@ use bevy_ecs::world::World;
 use hoard_engine::{ObjectId, PublishRegistry, ServerIdentity, ShardId, ZoneId};
 use hoard_world_cache::{CachedObject, CachedShard, LockPolicy, WorldCache};
 use quinn::{Connection, Endpoint, SendStream};
+use rayon::prelude::*;
 use serde::Serialize;
 use tokio::sync::{Mutex as AsyncMutex, oneshot};
 
@@ -491,10 +492,18 @@ impl HoardClient {
                     if !visible.contains(&zone) {
                         continue;
                     }
-                    for shard in shards {
-                        for o in &shard.objects {
-                            self.upsert(world, &mut index, &zone, shard.header.key.shard, o);
-                        }
+                    // Decode on every core, then spawn on this thread.
+                    let registry = &self.registry;
+                    let decoded: Vec<_> = shards
+                        .par_iter()
+                        .flat_map_iter(|s| {
+                            s.objects
+                                .iter()
+                                .map(move |o| (s.header.key.shard, o.id, registry.decode_state(&o.state)))
+                        })
+                        .collect();
+                    for (shard, id, components) in decoded {
+                        self.place(world, &mut index, &zone, shard, id, components);
                     }
                 }
                 Pending::Delta {
@@ -544,28 +553,54 @@ impl HoardClient {
         shard: ShardId,
         o: &CachedObject,
     ) {
-        let marker = Replicated { object: o.id, shard };
-        let entity = match index
-            .get(&o.id)
+        let decoded = self.registry.decode_state(&o.state);
+        self.place(world, index, zone, shard, o.id, decoded);
+    }
+
+    /// Puts a decoded object into the world: a new entity, or the existing
+    /// one made equal to the new state.
+    fn place(
+        &self,
+        world: &mut World,
+        index: &mut HashMap<ObjectId, Placed>,
+        zone: &ZoneId,
+        shard: ShardId,
+        id: ObjectId,
+        decoded: Result<Vec<hoard_engine::registry::DecodedComponent>, hoard_engine::load::ObjectDecodeError>,
+    ) {
+        let components = match decoded {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(object = %id, error = %e, "object does not decode with this client's components");
+                return;
+            }
+        };
+        let marker = Replicated { object: id, shard };
+        let existing = index
+            .get(&id)
             .map(|p| p.entity)
-            .filter(|e| world.get_entity(*e).is_ok())
-        {
-            Some(e) => e,
-            None => world.spawn(marker).id(),
+            .filter(|e| world.get_entity(*e).is_ok());
+        let entity = match existing {
+            Some(e) => {
+                let mut entity = world.entity_mut(e);
+                entity.insert(marker);
+                self.registry.apply_decoded(&mut entity, components);
+                e
+            }
+            None => {
+                let mut entity = world.spawn(marker);
+                self.registry.insert(&mut entity, components);
+                entity.id()
+            }
         };
         index.insert(
-            o.id,
+            id,
             Placed {
                 entity,
                 shard,
                 zone: zone.clone(),
             },
         );
-        let mut entity = world.entity_mut(entity);
-        entity.insert(marker);
-        if let Err(e) = self.registry.apply_state(&mut entity, &o.state) {
-            tracing::warn!(object = %o.id, error = %e, "object does not decode with this client's components");
-        }
     }
 
     /// Closes the connection.

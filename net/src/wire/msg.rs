@@ -36,6 +36,112 @@ mod hash_bin {
     }
 }
 
+/// Object lists on the wire are columnar, which roughly halves their
+/// per-object overhead: `[ids, versions, states]` where `ids` holds the first
+/// id, then the (positive) gaps between ascending ids; `versions` holds the
+/// highest version, then each object's distance below it; `states` holds each
+/// state as `bin`. Small gaps and distances encode as one-byte fixints.
+mod object_list {
+    use serde::de::Error as _;
+    use serde::ser::SerializeTuple;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::WireObject;
+    use hoard_engine::{ObjectId, Seq};
+
+    pub(super) fn serialize<S: Serializer>(objects: &[WireObject], s: S) -> Result<S::Ok, S::Error> {
+        let mut sorted: Vec<&WireObject> = objects.iter().collect();
+        sorted.sort_by_key(|o| o.id);
+        let mut ids = Vec::with_capacity(sorted.len());
+        let mut previous = None;
+        for o in &sorted {
+            ids.push(match previous {
+                None => o.id.0,
+                Some(p) => o.id.0 - p,
+            });
+            previous = Some(o.id.0);
+        }
+        let max = sorted.iter().map(|o| o.version.0).max().unwrap_or(0);
+        let mut versions = Vec::with_capacity(sorted.len() + 1);
+        versions.push(max);
+        versions.extend(sorted.iter().map(|o| max - o.version.0));
+        let states: Vec<&serde_bytes::Bytes> = sorted.iter().map(|o| serde_bytes::Bytes::new(&o.state)).collect();
+        let mut t = s.serialize_tuple(3)?;
+        t.serialize_element(&ids)?;
+        t.serialize_element(&versions)?;
+        t.serialize_element(&states)?;
+        t.end()
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<WireObject>, D::Error> {
+        let (ids, versions, states): (Vec<u64>, Vec<u64>, Vec<serde_bytes::ByteBuf>) = Deserialize::deserialize(d)?;
+        if versions.len() != ids.len() + 1 || states.len() != ids.len() {
+            return Err(D::Error::custom("object list columns differ in length"));
+        }
+        let max = versions[0];
+        let mut out = Vec::with_capacity(ids.len());
+        let mut id = 0u64;
+        for (i, ((gap, below), state)) in ids.into_iter().zip(&versions[1..]).zip(states).enumerate() {
+            id = if i == 0 {
+                gap
+            } else if gap == 0 {
+                return Err(D::Error::custom("object ids are not strictly ascending"));
+            } else {
+                id.checked_add(gap)
+                    .ok_or_else(|| D::Error::custom("object id overflows"))?
+            };
+            let version = max
+                .checked_sub(*below)
+                .ok_or_else(|| D::Error::custom("object version below zero"))?;
+            out.push(WireObject {
+                id: ObjectId(id),
+                version: Seq(version),
+                state: state.into_vec(),
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// Id lists on the wire: the first id, then the positive gaps between
+/// ascending ids (a dense shard's live list costs about a byte per object).
+mod id_list {
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use hoard_engine::ObjectId;
+
+    pub(super) fn serialize<S: Serializer>(ids: &[ObjectId], s: S) -> Result<S::Ok, S::Error> {
+        let mut sorted: Vec<u64> = ids.iter().map(|i| i.0).collect();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let mut gaps = Vec::with_capacity(sorted.len());
+        let mut previous = None;
+        for id in sorted {
+            gaps.push(previous.map_or(id, |p| id - p));
+            previous = Some(id);
+        }
+        gaps.serialize(s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ObjectId>, D::Error> {
+        let gaps: Vec<u64> = Deserialize::deserialize(d)?;
+        let mut out = Vec::with_capacity(gaps.len());
+        let mut id = 0u64;
+        for (i, gap) in gaps.into_iter().enumerate() {
+            id = if i == 0 {
+                gap
+            } else if gap == 0 {
+                return Err(D::Error::custom("ids are not strictly ascending"));
+            } else {
+                id.checked_add(gap).ok_or_else(|| D::Error::custom("id overflows"))?
+            };
+            out.push(ObjectId(id));
+        }
+        Ok(out)
+    }
+}
+
 /// A client's cached copy of one shard, as named in `EnterZone`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShardHave {
@@ -220,8 +326,10 @@ pub struct Changes {
     #[serde(with = "digest_bin")]
     pub digest: Digest,
     /// Objects that left after `base`.
+    #[serde(with = "id_list")]
     pub tombstones: Vec<ObjectId>,
     /// Objects changed after `base`.
+    #[serde(with = "object_list")]
     pub upserts: Vec<WireObject>,
 }
 
@@ -241,8 +349,10 @@ pub struct Manifest {
     #[serde(with = "digest_bin")]
     pub digest: Digest,
     /// Every live id, ascending.
+    #[serde(with = "id_list")]
     pub live: Vec<ObjectId>,
     /// Objects newer than `base` (or, in a repair, differing from the copy).
+    #[serde(with = "object_list")]
     pub upserts: Vec<WireObject>,
 }
 
@@ -261,6 +371,7 @@ pub struct Snapshot {
     /// The perspective it is scoped to, if any (the client caches it there).
     pub perspective: Option<String>,
     /// Every live object, ascending by id.
+    #[serde(with = "object_list")]
     pub objects: Vec<WireObject>,
 }
 
@@ -288,8 +399,10 @@ pub struct Delta {
     #[serde(with = "digest_bin")]
     pub digest: Digest,
     /// Objects that left.
+    #[serde(with = "id_list")]
     pub tombstones: Vec<ObjectId>,
     /// Objects written.
+    #[serde(with = "object_list")]
     pub upserts: Vec<WireObject>,
 }
 
