@@ -78,6 +78,10 @@ async fn entry(
         pin: Some(server.identity),
     };
     let client = HoardClient::connect(options, reference::registry()).await?;
+    // Zone entries happen on an established connection (one is kept across
+    // zones): let the handshake's trailing traffic (path MTU probes, new
+    // connection ids) pass before counting.
+    tokio::time::sleep(link.delay * 8 + Duration::from_millis(100)).await;
     let (up0, down0) = sim.stats.bytes();
     let start = Instant::now();
     let stats = client.enter_zone(zone).await?;
