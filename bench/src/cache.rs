@@ -16,18 +16,11 @@ use crate::report::{median, ms, print_table, time, write_json};
 /// Options of the cache bench.
 #[derive(clap::Args)]
 pub(crate) struct Args {
-    /// Objects in the reference zone.
-    #[arg(long, default_value_t = 100_000)]
-    objects: u64,
-    /// Shards in the reference zone.
-    #[arg(long, default_value_t = 64)]
-    shards: u64,
+    #[command(flatten)]
+    zone: crate::report::ZoneArgs,
     /// Repetitions of each case.
     #[arg(long, default_value_t = 15)]
     reps: usize,
-    /// Seed of the reference zone.
-    #[arg(long, default_value_t = 7)]
-    seed: u64,
 }
 
 fn keys(shards: u64) -> anyhow::Result<Vec<ShardKey>> {
@@ -73,9 +66,9 @@ fn cached_shards(zone: &ReferenceZone, keys: &[ShardKey], registry: RegistryHash
 }
 
 pub(crate) fn run(args: &Args, out: &Path) -> anyhow::Result<()> {
-    let zone = reference::generate(args.objects, args.shards, args.seed);
+    let zone = args.zone.generate();
     let registry = reference::registry().hash();
-    let keys = keys(args.shards)?;
+    let keys = keys(args.zone.shards)?;
     let shards = cached_shards(&zone, &keys, registry);
     let dir = tempfile::tempdir_in(".")?;
     let cache = WorldCache::open(dir.path(), LockPolicy::Fail)?;
@@ -152,7 +145,7 @@ pub(crate) fn run(args: &Args, out: &Path) -> anyhow::Result<()> {
 
     // One shard brought up to date by an answer changing 1% of its objects.
     let base = shards[0].clone();
-    let mut rng = fastrand::Rng::with_seed(args.seed);
+    let mut rng = fastrand::Rng::with_seed(args.zone.seed);
     let changed = (base.objects.len() / 100).max(1);
     let mut write_times = Vec::new();
     let mut append_times = Vec::new();

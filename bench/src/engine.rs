@@ -23,12 +23,8 @@ use hoard_bench::reference::{self, RefObject};
 /// Options of the engine bench.
 #[derive(clap::Args)]
 pub(crate) struct Args {
-    /// Objects in the reference zone.
-    #[arg(long, default_value_t = 100_000)]
-    objects: u64,
-    /// Shards in the reference zone.
-    #[arg(long, default_value_t = 64)]
-    shards: u64,
+    #[command(flatten)]
+    zone: crate::report::ZoneArgs,
     /// Changed objects per commit tick.
     #[arg(long, default_value_t = 1_000)]
     tick_objects: usize,
@@ -38,13 +34,10 @@ pub(crate) struct Args {
     /// Repetitions of each gather and load case.
     #[arg(long, default_value_t = 9)]
     reps: usize,
-    /// Seed of the reference zone.
-    #[arg(long, default_value_t = 7)]
-    seed: u64,
 }
 
 pub(crate) fn run(args: &Args, out: &Path) -> anyhow::Result<()> {
-    let zone = reference::generate(args.objects, args.shards, args.seed);
+    let zone = args.zone.generate();
     let bytes: usize = zone.objects.iter().map(|(_, _, o)| o.state().as_bytes().len()).sum();
     println!(
         "reference zone: {} objects in {} shards, {:.2} MB of state",
@@ -82,7 +75,7 @@ fn bench_commit(args: &Args, zone: &reference::ReferenceZone, dir: &Path) -> any
     const RAW: redb::TableDefinition<(u64, u64), &[u8]> = redb::TableDefinition::new("raw");
     let raw = redb::Database::create(dir.join("raw.redb"))?;
 
-    let mut rng = fastrand::Rng::with_seed(args.seed ^ 0xc0ffee);
+    let mut rng = fastrand::Rng::with_seed(args.zone.seed ^ 0xc0ffee);
     let mut hoard_times = Vec::new();
     let mut raw_times = Vec::new();
     for _ in 0..args.ticks {
@@ -159,7 +152,7 @@ fn bench_gather(args: &Args, zone: &reference::ReferenceZone) -> serde_json::Val
         .map(|(id, shard, object)| (object.spawn(&mut world, *id, *shard), object.clone()))
         .collect();
     let (first, first_tick) = time(|| publisher.gather(&mut world));
-    let mut rng = fastrand::Rng::with_seed(args.seed ^ 0x9a7e);
+    let mut rng = fastrand::Rng::with_seed(args.zone.seed ^ 0x9a7e);
     let mut rows = Vec::new();
     let mut results = Vec::new();
     for changed in [0usize, 100, 10_000] {

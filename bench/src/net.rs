@@ -26,18 +26,11 @@ use crate::report::{median, ms, print_table};
 /// Options of the network bench.
 #[derive(clap::Args)]
 pub(crate) struct Args {
-    /// Objects in the reference zone.
-    #[arg(long, default_value_t = 100_000)]
-    objects: u64,
-    /// Shards in the reference zone.
-    #[arg(long, default_value_t = 64)]
-    shards: u64,
+    #[command(flatten)]
+    zone: crate::report::ZoneArgs,
     /// Repetitions of each case.
     #[arg(long, default_value_t = 3)]
     reps: usize,
-    /// Seed of the reference zone.
-    #[arg(long, default_value_t = 7)]
-    seed: u64,
     /// Only the 0 ms condition (quick runs).
     #[arg(long)]
     fast_only: bool,
@@ -208,7 +201,7 @@ pub(crate) fn run(args: &Args, out: &Path) -> anyhow::Result<()> {
 }
 
 async fn run_async(args: &Args, out: &Path) -> anyhow::Result<()> {
-    let zone_data = reference::generate(args.objects, args.shards, args.seed);
+    let zone_data = args.zone.generate();
     let state_bytes: usize = zone_data
         .objects
         .iter()
@@ -237,7 +230,7 @@ async fn run_async(args: &Args, out: &Path) -> anyhow::Result<()> {
             },
         });
     }
-    let mut rng = fastrand::Rng::with_seed(args.seed);
+    let mut rng = fastrand::Rng::with_seed(args.zone.seed);
     let mut results = Vec::new();
     let mut n = 0u64;
     let mut fresh_dir = || {

@@ -48,3 +48,24 @@ pub(crate) fn write_json(dir: &Path, name: &str, value: &serde_json::Value) -> a
     println!("\nwrote {}", path.display());
     Ok(())
 }
+
+/// The reference zone a bench runs on.
+#[derive(clap::Args, Clone, Copy)]
+pub(crate) struct ZoneArgs {
+    /// Objects in the reference zone.
+    #[arg(long, default_value_t = 100_000)]
+    pub(crate) objects: u64,
+    /// Shards in the reference zone.
+    #[arg(long, default_value_t = 64)]
+    pub(crate) shards: u64,
+    /// Seed of the reference zone.
+    #[arg(long, default_value_t = 7)]
+    pub(crate) seed: u64,
+}
+
+impl ZoneArgs {
+    /// Generates the zone.
+    pub(crate) fn generate(&self) -> hoard_bench::reference::ReferenceZone {
+        hoard_bench::reference::generate(self.objects, self.shards, self.seed)
+    }
+}
