@@ -3,6 +3,7 @@
 //! and the network simulator.
 
 mod cli;
+mod game;
 
 use clap::{Parser, Subcommand};
 
@@ -19,6 +20,10 @@ enum Command {
     Cache(cli::cache::CacheArgs),
     /// Run a UDP network simulator between clients and a server.
     Netsim(cli::netsim::NetsimArgs),
+    /// Run a dedicated server (imports a generated world on first start), or issue tokens.
+    Server(cli::server::ServerArgs),
+    /// Join a server; `--headless --zone Z` prints one JSON line per zone entry.
+    Client(cli::client::ClientArgs),
 }
 
 fn main() {
@@ -26,6 +31,8 @@ fn main() {
     let result = match cli.command {
         Command::Cache(args) => cli::cache::run(args),
         Command::Netsim(args) => cli::netsim::run(args),
+        Command::Server(args) => cli::server::run(args),
+        Command::Client(args) => cli::client::run(args),
     };
     match result {
         Ok(code) => std::process::exit(code),

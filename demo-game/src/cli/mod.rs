@@ -1,4 +1,6 @@
 //! The subcommands of `hoard-demo`, one module each.
 
 pub(crate) mod cache;
+pub(crate) mod client;
 pub(crate) mod netsim;
+pub(crate) mod server;

@@ -1,3 +1,4 @@
 //! Integration tests of hoard-demo: the binary, run as a user would.
 
 mod cache_cli;
+mod server_client;

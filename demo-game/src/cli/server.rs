@@ -1,0 +1,138 @@
+//! `hoard-demo server`: a dedicated server for the demo world, and
+//! `hoard-demo server token` to issue player tokens.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use bevy_ecs::schedule::Schedule;
+use bevy_ecs::world::World;
+use clap::{Args, Subcommand};
+use hoard_engine::store::WorldStore;
+use hoard_engine::{HoardUrl, Publisher, RedbStore, load_world};
+use hoard_net::auth::TokenAuthority;
+use hoard_net::quic::intents::IntentRegistry;
+use hoard_net::quic::server::{Game, ServerOptions, start};
+use hoard_net::tls::ServerKeys;
+
+use crate::game;
+
+/// Runs the server, or issues a token.
+///
+/// Example: `hoard-demo server --data ./server-data --listen 127.0.0.1:7000`, then
+/// `hoard-demo server token --data ./server-data --player ann`.
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub(crate) struct ServerArgs {
+    #[command(subcommand)]
+    command: Option<ServerCommand>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// The data directory: world store, certificate, key, token secret.
+    #[arg(long, default_value = "hoard-server-data")]
+    data: PathBuf,
+    /// Address to listen on (port 0 picks a free one; the JSON line says which).
+    #[arg(long, default_value = "127.0.0.1:7000")]
+    listen: SocketAddr,
+    /// Zones to generate on first start (1 to 8).
+    #[arg(long, default_value_t = 4)]
+    zones: usize,
+    /// Seed of the generated world.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// World ticks per second.
+    #[arg(long, default_value_t = 20)]
+    tick_hz: u32,
+    /// Accept `dev:<name>` tokens. For local development only.
+    #[arg(long)]
+    dev: bool,
+}
+
+#[derive(Subcommand)]
+enum ServerCommand {
+    /// Print a token for a player (valid for --hours).
+    Token {
+        /// The server's data directory.
+        #[arg(long, default_value = "hoard-server-data")]
+        data: PathBuf,
+        /// The player's name (a-z, 0-9, _ and -).
+        #[arg(long)]
+        player: String,
+        /// Hours the token stays valid.
+        #[arg(long, default_value_t = 24 * 30)]
+        hours: i64,
+    },
+}
+
+pub(crate) fn run(args: ServerArgs) -> anyhow::Result<i32> {
+    match args.command {
+        Some(ServerCommand::Token { data, player, hours }) => token(&data, &player, hours),
+        None => serve(args.run),
+    }
+}
+
+fn token(data: &Path, player: &str, hours: i64) -> anyhow::Result<i32> {
+    let keys = ServerKeys::load_or_create(data).with_context(|| format!("reading keys in {}", data.display()))?;
+    let expiry = chrono::Utc::now().timestamp() + hours * 3600;
+    println!("{}", TokenAuthority::new(keys.token_secret).issue(player, expiry)?);
+    Ok(0)
+}
+
+fn serve(args: RunArgs) -> anyhow::Result<i32> {
+    anyhow::ensure!(
+        (1..=8).contains(&args.zones),
+        "--zones must be 1 to 8, got {}",
+        args.zones
+    );
+    let store = Arc::new(RedbStore::open_dir(&args.data)?);
+    let registry = game::registry();
+    let mut publisher = Publisher::new(registry);
+    let mut world = World::new();
+    if store.zones()?.is_empty() {
+        eprintln!(
+            "generating and importing a world of {} zones into {}",
+            args.zones,
+            args.data.display()
+        );
+        for plan in game::generate::generate(&mut world, args.zones, args.seed)? {
+            store.create_zone(&plan.zone, &plan.shards)?;
+        }
+    } else {
+        let report = load_world(
+            &*store,
+            &mut publisher,
+            &mut world,
+            &HoardUrl::service("localhost", args.listen.port().max(1), "world"),
+        )?;
+        for problem in &report.problems {
+            eprintln!("warning: {problem}");
+        }
+    }
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async move {
+        let mut options = ServerOptions::new(args.listen, args.data.clone());
+        options.tick_hz = args.tick_hz;
+        options.dev_mode = args.dev;
+        let zones: Vec<String> = store.zones()?.iter().map(|z| z.to_string()).collect();
+        let game = Game::new(world, Schedule::default(), publisher, IntentRegistry::new());
+        let server = start(options, store, game).await?;
+        println!(
+            "{}",
+            serde_json::json!({
+                "event": "listening",
+                "addr": server.addr.to_string(),
+                "fingerprint": server.identity.to_string(),
+                "zones": zones,
+            })
+        );
+        tokio::signal::ctrl_c().await?;
+        eprintln!("shutting down");
+        server.shutdown().await;
+        Ok::<_, anyhow::Error>(0)
+    })
+}
