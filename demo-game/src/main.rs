@@ -4,6 +4,7 @@
 
 mod cli;
 mod game;
+mod tui;
 
 use clap::{Parser, Subcommand};
 
@@ -16,6 +17,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The quick start: an embedded server and the terminal client in one process.
+    Play(cli::play::PlayArgs),
     /// Look into, verify or clear a client's shard cache.
     Cache(cli::cache::CacheArgs),
     /// Run a UDP network simulator between clients and a server.
@@ -29,6 +32,7 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Play(args) => cli::play::run(args),
         Command::Cache(args) => cli::cache::run(args),
         Command::Netsim(args) => cli::netsim::run(args),
         Command::Server(args) => cli::server::run(args),

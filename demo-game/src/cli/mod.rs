@@ -3,4 +3,5 @@
 pub(crate) mod cache;
 pub(crate) mod client;
 pub(crate) mod netsim;
+pub(crate) mod play;
 pub(crate) mod server;
