@@ -33,6 +33,18 @@ pub(crate) struct View {
     pub(crate) last_entry: Option<EntryStats>,
     /// Whether the help overlay is shown.
     pub(crate) help: bool,
+    /// The player's inventory shard.
+    pub(crate) inventory_shard: Option<hoard_engine::ShardId>,
+    /// Items in the inventory: (object, description).
+    pub(crate) inventory: Vec<(u64, String)>,
+    /// Item objects on the ground by position.
+    pub(crate) item_ids: HashMap<(u16, u16), u64>,
+    /// The player's houses: (object, x, y).
+    pub(crate) own_houses: Vec<(u64, u16, u16)>,
+    /// The player's name.
+    pub(crate) player_name: String,
+    /// A message for the player.
+    pub(crate) message: String,
 }
 
 impl View {
@@ -53,9 +65,40 @@ impl View {
                 }
             }
         }
-        for item in world.query::<(&Replicated, &Item)>().iter(world).map(|(_, i)| i) {
-            self.items.insert((item.x, item.y), item.kind.clone());
+        self.inventory.clear();
+        self.item_ids.clear();
+        self.own_houses.clear();
+        for (r, item) in world.query::<(&Replicated, &Item)>().iter(world) {
+            if Some(r.shard) == self.inventory_shard {
+                self.inventory
+                    .push((r.object.0, format!("{} × {}", item.count, item.kind)));
+            } else {
+                self.items.insert((item.x, item.y), item.kind.clone());
+                self.item_ids.insert((item.x, item.y), r.object.0);
+            }
         }
+        self.inventory.sort();
+        for (r, house) in world.query::<(&Replicated, &House)>().iter(world) {
+            if house.owner == self.player_name {
+                self.own_houses.push((r.object.0, house.x, house.y));
+            }
+        }
+    }
+
+    /// An item lying within one tile of `at`.
+    pub(crate) fn item_near(&self, at: (u16, u16)) -> Option<u64> {
+        self.item_ids
+            .iter()
+            .find(|((x, y), _)| x.abs_diff(at.0) <= 1 && y.abs_diff(at.1) <= 1)
+            .map(|(_, id)| *id)
+    }
+
+    /// One of the player's houses within two tiles of `at`.
+    pub(crate) fn own_house_near(&self, at: (u16, u16)) -> Option<u64> {
+        self.own_houses
+            .iter()
+            .find(|(_, x, y)| x.abs_diff(at.0) <= 2 && y.abs_diff(at.1) <= 2)
+            .map(|(id, _, _)| *id)
     }
 }
 
@@ -89,7 +132,20 @@ pub(crate) fn status(stats: &EntryStats) -> String {
 
 /// Draws the whole screen.
 pub(crate) fn draw(frame: &mut Frame<'_>, view: &View) {
-    let [map_area, status_area] = Layout::vertical([Constraint::Min(3), Constraint::Length(1)]).areas(frame.area());
+    let [main_area, status_area] = Layout::vertical([Constraint::Min(3), Constraint::Length(1)]).areas(frame.area());
+    let [map_area, side_area] = Layout::horizontal([Constraint::Min(10), Constraint::Length(22)]).areas(main_area);
+    let mut side: Vec<Line> = view.inventory.iter().map(|(_, d)| Line::from(d.clone())).collect();
+    if side.is_empty() {
+        side.push(Line::from("(empty)"));
+    }
+    if !view.message.is_empty() {
+        side.push(Line::from(""));
+        side.push(Line::from(view.message.clone()));
+    }
+    frame.render_widget(
+        Paragraph::new(side).block(Block::default().borders(Borders::ALL).title(" inventory ")),
+        side_area,
+    );
     let block = Block::default()
         .borders(Borders::ALL)
         .title(format!(" {} — ? help, q quit ", view.zone));
@@ -125,10 +181,12 @@ pub(crate) fn draw(frame: &mut Frame<'_>, view: &View) {
         .map_or_else(|| "entering zone…".to_owned(), status);
     frame.render_widget(Paragraph::new(text), status_area);
     if view.help {
-        let area = centered(frame.area(), 44, 9);
+        let area = centered(frame.area(), 48, 11);
         frame.render_widget(Clear, area);
         let help = Paragraph::new(vec![
             Line::from("arrows / wasd   walk"),
+            Line::from("g pick up   r drop   b build   x demolish"),
+            Line::from("t plant a tree   f dig a pond"),
             Line::from("?               this help"),
             Line::from("q / Esc         quit"),
             Line::from(""),

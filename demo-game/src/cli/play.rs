@@ -7,17 +7,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bevy_ecs::schedule::Schedule;
 use bevy_ecs::world::World;
 use clap::Args;
 use crossterm::event::{self, Event, KeyCode, KeyEventKind};
-use hoard_engine::store::WorldStore;
-use hoard_engine::{HoardUrl, Publisher, RedbStore, ZoneId, load_world};
+use hoard_engine::{RedbStore, ZoneId};
 use hoard_net::quic::client::{ClientOptions, HoardClient};
-use hoard_net::quic::intents::IntentRegistry;
-use hoard_net::quic::server::{Game, ServerOptions, start};
+use hoard_net::quic::server::{ServerOptions, start};
 
 use crate::game;
+use crate::game::rules::{self, Action};
 use crate::tui::{View, draw};
 
 /// Options of `play`.
@@ -53,32 +51,17 @@ pub(crate) fn run(args: PlayArgs) -> anyhow::Result<i32> {
     let data = args.data.unwrap_or_else(default_data_dir);
     let cache_dir = args.cache_dir.unwrap_or_else(crate::cli::cache::default_cache_dir);
     let store = Arc::new(RedbStore::open_dir(&data)?);
-    let mut publisher = Publisher::new(game::registry());
-    let mut world = World::new();
-    if store.zones()?.is_empty() {
-        eprintln!("first start: generating the world into {} …", data.display());
-        for plan in game::generate::generate(&mut world, 4, 1)? {
-            store.create_zone(&plan.zone, &plan.shards)?;
-        }
-    } else {
-        load_world(
-            &*store,
-            &mut publisher,
-            &mut world,
-            &HoardUrl::service("localhost", 1, "world"),
-        )?;
-    }
+    let game = game::server::game(&store, 4, 1, 0)?;
+    let zone_index = game::generate::ZONE_NAMES
+        .iter()
+        .position(|z| *z == args.zone.as_str())
+        .ok_or_else(|| anyhow::anyhow!("no zone {} in the demo world", args.zone))? as u32;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         let mut options = ServerOptions::new("127.0.0.1:0".parse()?, data.clone());
         // The embedded server only listens on loopback, for this process.
         options.dev_mode = true;
-        let server = start(
-            options,
-            store,
-            Game::new(world, Schedule::default(), publisher, IntentRegistry::new()),
-        )
-        .await?;
+        let server = start(options, store, game).await?;
         let client = HoardClient::connect(
             ClientOptions {
                 server: server.addr,
@@ -91,16 +74,29 @@ pub(crate) fn run(args: PlayArgs) -> anyhow::Result<i32> {
         )
         .await?;
         let stats = client.enter_zone(&args.zone).await?;
+        client.enter_zone(&ZoneId::new(rules::INVENTORY_ZONE)?).await?;
         let mut client_world = World::new();
         client.update(&mut client_world);
         let mut view = View {
             zone: args.zone.to_string(),
             player: (128, 128),
             last_entry: Some(stats),
+            inventory_shard: Some(rules::inventory_shard(&args.player)),
+            player_name: args.player.clone(),
             ..View::default()
         };
         view.refresh(&mut client_world);
-        let result = tokio::task::block_in_place(|| ui(&client, &mut client_world, &mut view));
+        client
+            .send_intent(
+                rules::ACTION,
+                &Action::Move {
+                    zone: zone_index,
+                    x: 128,
+                    y: 128,
+                },
+            )
+            .await?;
+        let result = tokio::task::block_in_place(|| ui(&client, &mut client_world, &mut view, zone_index));
         client.leave_zone(&args.zone).await?;
         client.close();
         server.shutdown().await;
@@ -112,7 +108,9 @@ pub(crate) fn run(args: PlayArgs) -> anyhow::Result<i32> {
 }
 
 /// The terminal loop; the terminal is restored on every exit path.
-fn ui(client: &HoardClient, world: &mut World, view: &mut View) -> anyhow::Result<()> {
+fn ui(client: &HoardClient, world: &mut World, view: &mut View, zone: u32) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Handle::current();
+    let send = |action: Action| runtime.block_on(client.send_intent(rules::ACTION, &action)).map(|_| ());
     let mut terminal = ratatui::init();
     let result = (|| -> anyhow::Result<()> {
         loop {
@@ -124,19 +122,61 @@ fn ui(client: &HoardClient, world: &mut World, view: &mut View) -> anyhow::Resul
             if !event::poll(Duration::from_millis(100))? {
                 continue;
             }
-            if let Event::Key(key) = event::read()?
-                && key.kind == KeyEventKind::Press
-            {
-                let (x, y) = view.player;
-                match key.code {
-                    KeyCode::Char('q') | KeyCode::Esc => return Ok(()),
-                    KeyCode::Char('?') => view.help = !view.help,
-                    KeyCode::Left | KeyCode::Char('a') => view.player = (x.saturating_sub(1), y),
-                    KeyCode::Right | KeyCode::Char('d') => view.player = (x.saturating_add(1).min(255), y),
-                    KeyCode::Up | KeyCode::Char('w') => view.player = (x, y.saturating_sub(1)),
-                    KeyCode::Down | KeyCode::Char('s') => view.player = (x, y.saturating_add(1).min(255)),
-                    _ => {}
+            let Event::Key(key) = event::read()? else { continue };
+            if key.kind != KeyEventKind::Press {
+                continue;
+            }
+            let (x, y) = view.player;
+            let step = match key.code {
+                KeyCode::Char('q') | KeyCode::Esc => return Ok(()),
+                KeyCode::Char('?') => {
+                    view.help = !view.help;
+                    None
                 }
+                KeyCode::Left | KeyCode::Char('a') => Some((x.saturating_sub(1), y)),
+                KeyCode::Right | KeyCode::Char('d') => Some((x.saturating_add(1).min(rules::ZONE_SIZE - 1), y)),
+                KeyCode::Up | KeyCode::Char('w') => Some((x, y.saturating_sub(1))),
+                KeyCode::Down | KeyCode::Char('s') => Some((x, y.saturating_add(1).min(rules::ZONE_SIZE - 1))),
+                KeyCode::Char('g') => {
+                    match view.item_near(view.player) {
+                        Some(object) => send(Action::PickUp { object })?,
+                        None => view.message = "nothing to pick up here".into(),
+                    }
+                    None
+                }
+                KeyCode::Char('r') => {
+                    match view.inventory.first() {
+                        Some((object, _)) => send(Action::Drop { object: *object })?,
+                        None => view.message = "your inventory is empty".into(),
+                    }
+                    None
+                }
+                KeyCode::Char('b') => {
+                    send(Action::Build {
+                        name: "a new house".into(),
+                    })?;
+                    None
+                }
+                KeyCode::Char('x') => {
+                    match view.own_house_near(view.player) {
+                        Some(object) => send(Action::Demolish { object })?,
+                        None => view.message = "none of your houses is near".into(),
+                    }
+                    None
+                }
+                KeyCode::Char('t') => {
+                    send(Action::Terraform { kind: 4 })?;
+                    None
+                }
+                KeyCode::Char('f') => {
+                    send(Action::Terraform { kind: 1 })?;
+                    None
+                }
+                _ => None,
+            };
+            if let Some((x, y)) = step {
+                view.player = (x, y);
+                send(Action::Move { zone, x, y })?;
             }
         }
     })();

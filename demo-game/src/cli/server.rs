@@ -6,14 +6,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
-use bevy_ecs::schedule::Schedule;
-use bevy_ecs::world::World;
 use clap::{Args, Subcommand};
+use hoard_engine::RedbStore;
 use hoard_engine::store::WorldStore;
-use hoard_engine::{HoardUrl, Publisher, RedbStore, load_world};
 use hoard_net::auth::TokenAuthority;
-use hoard_net::quic::intents::IntentRegistry;
-use hoard_net::quic::server::{Game, ServerOptions, start};
+use hoard_net::quic::server::{ServerOptions, start};
 use hoard_net::tls::ServerKeys;
 
 use crate::game;
@@ -90,36 +87,18 @@ fn serve(args: RunArgs) -> anyhow::Result<i32> {
         args.zones
     );
     let store = Arc::new(RedbStore::open_dir(&args.data)?);
-    let registry = game::registry();
-    let mut publisher = Publisher::new(registry);
-    let mut world = World::new();
-    if store.zones()?.is_empty() {
-        eprintln!(
-            "generating and importing a world of {} zones into {}",
-            args.zones,
-            args.data.display()
-        );
-        for plan in game::generate::generate(&mut world, args.zones, args.seed)? {
-            store.create_zone(&plan.zone, &plan.shards)?;
-        }
-    } else {
-        let report = load_world(
-            &*store,
-            &mut publisher,
-            &mut world,
-            &HoardUrl::service("localhost", args.listen.port().max(1), "world"),
-        )?;
-        for problem in &report.problems {
-            eprintln!("warning: {problem}");
-        }
-    }
+    let game = game::server::game(&store, args.zones, args.seed, args.listen.port())?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         let mut options = ServerOptions::new(args.listen, args.data.clone());
         options.tick_hz = args.tick_hz;
         options.dev_mode = args.dev;
-        let zones: Vec<String> = store.zones()?.iter().map(|z| z.to_string()).collect();
-        let game = Game::new(world, Schedule::default(), publisher, IntentRegistry::new());
+        let zones: Vec<String> = store
+            .zones()?
+            .iter()
+            .filter(|z| z.as_str() != game::rules::INVENTORY_ZONE)
+            .map(|z| z.to_string())
+            .collect();
         let server = start(options, store, game).await?;
         println!(
             "{}",

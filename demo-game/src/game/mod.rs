@@ -2,6 +2,8 @@
 //! generator of zones (terrain, houses, items), one shard per 32×32 chunk.
 
 pub(crate) mod generate;
+pub(crate) mod rules;
+pub(crate) mod server;
 
 use bevy_ecs::prelude::*;
 use hoard_engine::PublishRegistry;

@@ -72,7 +72,14 @@ pub struct Game {
     pub intents: IntentRegistry,
     /// Which zones each perspective may enter.
     pub access: Arc<dyn crate::sync::server::AccessPolicy>,
+    /// Called once per connection when its perspective is authenticated,
+    /// before any zone request of it is answered (the demo creates the
+    /// player's inventory shard here).
+    pub on_join: Option<JoinHook>,
 }
+
+/// See [`Game::on_join`].
+pub type JoinHook = Arc<dyn Fn(&str, &dyn WorldStore) + Send + Sync>;
 
 impl Game {
     /// A game open to every perspective, accepting `intents`.
@@ -83,6 +90,7 @@ impl Game {
             publisher,
             intents,
             access: Arc::new(crate::sync::server::OpenWorld),
+            on_join: None,
         }
     }
 }
@@ -192,6 +200,7 @@ struct Shared {
     next_id: AtomicU64,
     /// Live connections by session id, to close one from another's session.
     conns: std::sync::Mutex<HashMap<SessionId, Connection>>,
+    on_join: Option<JoinHook>,
 }
 
 /// Starts the server: binds, prints nothing (the caller announces), spawns
@@ -244,6 +253,7 @@ pub async fn start(
         delta_queue: options.delta_queue,
         next_id: AtomicU64::new(1),
         conns: std::sync::Mutex::new(HashMap::new()),
+        on_join: game.on_join.clone(),
     });
     let world_thread = {
         let (stop, stats, store) = (stop.clone(), stats.clone(), store.clone());
@@ -363,7 +373,13 @@ async fn control_loop(
             let store = shared.store.clone();
             // Answers read the store synchronously; keep the runtime's other
             // connections moving meanwhile.
-            tokio::task::block_in_place(|| session.handle(now, unix, msg, &*store));
+            let joined = session.perspective().is_some();
+            tokio::task::block_in_place(|| {
+                session.handle(now, unix, msg, &*store);
+                if !joined && let (Some(perspective), Some(hook)) = (session.perspective(), shared.on_join.as_ref()) {
+                    hook(perspective, &*store);
+                }
+            });
         }
         while let Some(out) = session.poll_output() {
             match out {

@@ -1,0 +1,309 @@
+//! The demo's rules, as ECS systems run by the server each tick. Clients
+//! only send intents ([`Action`]); the server validates each against the
+//! sender (range, ownership, rate) and is the only writer.
+//!
+//! Picking an item up moves it from its ground shard into the player's
+//! inventory shard, and dropping it moves it back: a change of the
+//! `Published` shard, which hoard commits as a tombstone and an upsert in one
+//! transaction, so the item exists exactly once whatever crashes.
+
+use std::collections::HashMap;
+
+use bevy_ecs::prelude::*;
+use hoard_engine::store::{ShardScope, ShardSpec, WorldStore};
+use hoard_engine::{ObjectId, Published, ShardId, ZoneId};
+use hoard_net::quic::intents::IncomingIntents;
+use serde::{Deserialize, Serialize};
+
+use super::{House, Item, TerrainRow};
+
+/// The intent name of [`Action`].
+pub(crate) const ACTION: &str = "action";
+/// The zone holding every player's inventory shard (each scoped to its player).
+pub(crate) const INVENTORY_ZONE: &str = "inventory";
+/// Zone side in tiles.
+pub(crate) const ZONE_SIZE: u16 = 256;
+
+/// What a player asks for.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub(crate) enum Action {
+    /// Walk to a tile (one step at a time) in a zone (by its index).
+    Move { zone: u32, x: u16, y: u16 },
+    /// Pick up an item lying within one tile.
+    PickUp { object: u64 },
+    /// Drop an item from the inventory where the player stands.
+    Drop { object: u64 },
+    /// Build a house where the player stands.
+    Build { name: String },
+    /// Demolish one of the player's own houses within two tiles.
+    Demolish { object: u64 },
+    /// Dig (`kind` 1, water) or plant (`kind` 4, forest) the tile the player stands on.
+    Terraform { kind: u8 },
+}
+
+/// Where each player is (transient: positions are not published).
+#[derive(Resource, Default)]
+pub(crate) struct Players(pub(crate) HashMap<String, (u32, u16, u16)>);
+
+/// The next object id for things the server creates.
+#[derive(Resource)]
+pub(crate) struct NextObject(pub(crate) u64);
+
+/// The shard of a player's inventory: a hash of the name, above every zone's shards.
+pub(crate) fn inventory_shard(player: &str) -> ShardId {
+    let hash = blake3::hash(player.as_bytes());
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&hash.as_bytes()[..8]);
+    ShardId(1 << 40 | (u64::from_le_bytes(bytes) >> 24))
+}
+
+/// The ground shard holding tile (x, y) of zone `zone`.
+pub(crate) fn ground_shard(zone: u32, x: u16, y: u16) -> ShardId {
+    ShardId(u64::from(zone) * 1000 + u64::from(y / 32) * 8 + u64::from(x / 32))
+}
+
+/// Creates `player`'s inventory shard if it does not exist (called when a player joins).
+pub(crate) fn ensure_inventory(player: &str, store: &dyn WorldStore) {
+    let shard = inventory_shard(player);
+    if store.shard_head(shard).is_ok() {
+        return;
+    }
+    let Ok(zone) = ZoneId::new(INVENTORY_ZONE) else { return };
+    let spec = ShardSpec {
+        id: shard,
+        scope: ShardScope::Perspective(player.to_owned()),
+    };
+    if let Err(e) = store.create_zone(&zone, &[spec]) {
+        tracing::warn!(%player, error = %e, "could not create the inventory shard");
+    }
+}
+
+fn near(a: (u16, u16), b: (u16, u16), range: u16) -> bool {
+    a.0.abs_diff(b.0) <= range && a.1.abs_diff(b.1) <= range
+}
+
+/// Terrain rows, disjoint from items and houses (whose markers the other queries write).
+type TerrainQuery<'w, 's> =
+    Query<'w, 's, (&'static Published, &'static mut TerrainRow), (Without<Item>, Without<House>)>;
+
+/// Applies this tick's actions.
+pub(crate) fn apply_actions(
+    intents: Res<IncomingIntents>,
+    mut players: ResMut<Players>,
+    mut next: ResMut<NextObject>,
+    mut items: Query<(&mut Published, &mut Item)>,
+    houses: Query<(Entity, &Published, &House), Without<Item>>,
+    mut terrain: TerrainQuery,
+    mut commands: Commands,
+) {
+    for (player, action) in intents.read::<Action>(ACTION) {
+        let here = players.0.get(&player).copied();
+        match action {
+            Action::Move { zone, x, y } => {
+                let allowed = x < ZONE_SIZE
+                    && y < ZONE_SIZE
+                    && here.is_none_or(|(z, px, py)| {
+                        (z == zone && near((px, py), (x, y), 1))
+                            // Crossing to a neighbouring zone from its edge.
+                            || (z != zone && (px == 0 || py == 0 || px == ZONE_SIZE - 1 || py == ZONE_SIZE - 1))
+                    });
+                if allowed {
+                    players.0.insert(player, (zone, x, y));
+                }
+            }
+            Action::PickUp { object } => {
+                let Some((zone, x, y)) = here else { continue };
+                for (mut published, item) in &mut items {
+                    if published.object.0 == object
+                        && published.shard == ground_shard(zone, item.x, item.y)
+                        && near((x, y), (item.x, item.y), 1)
+                    {
+                        published.shard = inventory_shard(&player);
+                    }
+                }
+            }
+            Action::Drop { object } => {
+                let Some((zone, x, y)) = here else { continue };
+                for (mut published, mut item) in &mut items {
+                    if published.object.0 == object && published.shard == inventory_shard(&player) {
+                        published.shard = ground_shard(zone, x, y);
+                        item.x = x;
+                        item.y = y;
+                    }
+                }
+            }
+            Action::Build { name } => {
+                let Some((zone, x, y)) = here else { continue };
+                let occupied = houses.iter().any(|(_, _, h)| {
+                    x >= h.x && x < h.x + u16::from(h.size.0) && y >= h.y && y < h.y + u16::from(h.size.1)
+                });
+                if occupied || name.is_empty() || name.len() > 32 || x > ZONE_SIZE - 3 || y > ZONE_SIZE - 3 {
+                    continue;
+                }
+                let id = ObjectId(next.0);
+                next.0 += 1;
+                commands.spawn((
+                    Published::new(id, ground_shard(zone, x, y)),
+                    House {
+                        owner: player.clone(),
+                        name,
+                        x,
+                        y,
+                        size: (2, 2),
+                        colour: (200, 120, 60),
+                    },
+                ));
+            }
+            Action::Demolish { object } => {
+                let Some((_, x, y)) = here else { continue };
+                for (entity, published, house) in &houses {
+                    if published.object.0 == object && house.owner == player && near((x, y), (house.x, house.y), 2) {
+                        commands.entity(entity).despawn();
+                    }
+                }
+            }
+            Action::Terraform { kind } => {
+                let Some((zone, x, y)) = here else { continue };
+                if kind != 1 && kind != 4 {
+                    continue;
+                }
+                for (published, mut row) in &mut terrain {
+                    if published.shard == ground_shard(zone, x, y) && row.y == y && x >= row.x {
+                        let at = usize::from(x - row.x);
+                        if let Some(tile) = row.tiles.get_mut(at) {
+                            *tile = kind;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hoard_net::quic::intents::ReceivedIntent;
+
+    fn world() -> (World, Schedule, Entity) {
+        let mut world = World::new();
+        world.init_resource::<IncomingIntents>();
+        world.init_resource::<Players>();
+        world.insert_resource(NextObject(1_000_000));
+        let item = world
+            .spawn((
+                Published::new(ObjectId(7), ground_shard(0, 40, 40)),
+                Item {
+                    kind: "gold".into(),
+                    count: 1,
+                    x: 40,
+                    y: 40,
+                },
+            ))
+            .id();
+        world.spawn((
+            Published::new(ObjectId(8), ground_shard(0, 10, 10)),
+            House {
+                owner: "ann".into(),
+                name: "ann's".into(),
+                x: 10,
+                y: 10,
+                size: (2, 2),
+                colour: (1, 2, 3),
+            },
+        ));
+        let mut schedule = Schedule::default();
+        schedule.add_systems(apply_actions);
+        (world, schedule, item)
+    }
+
+    fn act(world: &mut World, schedule: &mut Schedule, player: &str, action: Action) {
+        world.resource_mut::<IncomingIntents>().0 = vec![ReceivedIntent {
+            perspective: player.into(),
+            kind: ACTION.into(),
+            payload: rmp_serde::to_vec(&action).expect("encode"),
+        }];
+        schedule.run(world);
+    }
+
+    #[test]
+    fn pick_up_needs_range_and_moves_the_item_into_the_inventory_shard() {
+        let (mut world, mut schedule, item) = world();
+        act(&mut world, &mut schedule, "ann", Action::Move { zone: 0, x: 42, y: 42 });
+        act(&mut world, &mut schedule, "ann", Action::PickUp { object: 7 });
+        assert_eq!(
+            world.get::<Published>(item).map(|p| p.shard),
+            Some(ground_shard(0, 40, 40)),
+            "two tiles away"
+        );
+        act(&mut world, &mut schedule, "ann", Action::Move { zone: 0, x: 41, y: 41 });
+        act(&mut world, &mut schedule, "ann", Action::PickUp { object: 7 });
+        assert_eq!(
+            world.get::<Published>(item).map(|p| p.shard),
+            Some(inventory_shard("ann"))
+        );
+        // Bob cannot drop Ann's item.
+        act(
+            &mut world,
+            &mut schedule,
+            "bob",
+            Action::Move {
+                zone: 0,
+                x: 100,
+                y: 100,
+            },
+        );
+        act(&mut world, &mut schedule, "bob", Action::Drop { object: 7 });
+        assert_eq!(
+            world.get::<Published>(item).map(|p| p.shard),
+            Some(inventory_shard("ann"))
+        );
+        // Ann drops it where she stands, in another chunk.
+        for step in 0..30u16 {
+            act(
+                &mut world,
+                &mut schedule,
+                "ann",
+                Action::Move {
+                    zone: 0,
+                    x: 42 + step,
+                    y: 41,
+                },
+            );
+        }
+        act(&mut world, &mut schedule, "ann", Action::Drop { object: 7 });
+        assert_eq!(
+            world.get::<Published>(item).map(|p| p.shard),
+            Some(ground_shard(0, 71, 41))
+        );
+        assert_eq!(world.get::<Item>(item).map(|i| (i.x, i.y)), Some((71, 41)));
+    }
+
+    #[test]
+    fn walking_is_one_step_at_a_time() {
+        let (mut world, mut schedule, _) = world();
+        act(&mut world, &mut schedule, "ann", Action::Move { zone: 0, x: 5, y: 5 });
+        act(&mut world, &mut schedule, "ann", Action::Move { zone: 0, x: 50, y: 50 });
+        assert_eq!(world.resource::<Players>().0.get("ann"), Some(&(0, 5, 5)));
+    }
+
+    #[test]
+    fn only_owners_demolish_and_building_needs_free_ground() {
+        let (mut world, mut schedule, _) = world();
+        let houses = |w: &mut World| w.query::<&House>().iter(w).count();
+        act(&mut world, &mut schedule, "bob", Action::Move { zone: 0, x: 11, y: 11 });
+        act(&mut world, &mut schedule, "bob", Action::Demolish { object: 8 });
+        act(
+            &mut world,
+            &mut schedule,
+            "bob",
+            Action::Build { name: "on top".into() },
+        );
+        assert_eq!(houses(&mut world), 1, "not bob's house, and the ground is taken");
+        act(&mut world, &mut schedule, "ann", Action::Move { zone: 0, x: 12, y: 12 });
+        act(&mut world, &mut schedule, "ann", Action::Demolish { object: 8 });
+        assert_eq!(houses(&mut world), 0);
+        act(&mut world, &mut schedule, "ann", Action::Build { name: "new".into() });
+        assert_eq!(houses(&mut world), 1);
+    }
+}
