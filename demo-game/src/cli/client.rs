@@ -34,9 +34,16 @@ pub(crate) struct ClientArgs {
     /// The zone to enter.
     #[arg(long, default_value = "meadow")]
     zone: ZoneId,
-    /// Exit once the zone is ready.
+    /// Exit once the zone is ready (and any --act sent, any --expect-item seen).
     #[arg(long)]
     exit_after_ready: bool,
+    /// An action to send once the zone is ready, as JSON (repeatable), e.g.
+    /// `{"Move":{"zone":0,"x":40,"y":41}}` or `{"PickUp":{"object":7}}`.
+    #[arg(long)]
+    act: Vec<String>,
+    /// Wait (up to 10 s) until item ID lies at X,Y, then print it: `ID:X:Y`.
+    #[arg(long, value_name = "ID:X:Y")]
+    expect_item: Option<String>,
 }
 
 pub(crate) fn run(args: ClientArgs) -> anyhow::Result<i32> {
@@ -75,6 +82,37 @@ pub(crate) fn run(args: ClientArgs) -> anyhow::Result<i32> {
                 "elapsed_ms": stats.elapsed_ms,
             })
         );
+        for act in &args.act {
+            let action: crate::game::rules::Action =
+                serde_json::from_str(act).map_err(|e| anyhow::anyhow!("--act {act}: {e}"))?;
+            client.send_intent(crate::game::rules::ACTION, &action).await?;
+        }
+        if let Some(expect) = &args.expect_item {
+            let parts: Vec<u64> = expect.split(':').map(str::parse).collect::<Result<_, _>>()?;
+            let [id, x, y] = parts[..] else {
+                anyhow::bail!("--expect-item takes ID:X:Y")
+            };
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+            loop {
+                client.update(&mut world);
+                let found: Vec<(u16, u16)> = world
+                    .query::<(&hoard_net::quic::client::Replicated, &game::Item)>()
+                    .iter(&world)
+                    .filter(|(r, _)| r.object.0 == id)
+                    .map(|(_, i)| (i.x, i.y))
+                    .collect();
+                if found == [(x as u16, y as u16)] {
+                    println!(
+                        "{}",
+                        serde_json::json!({ "event": "item", "object": id, "x": x, "y": y, "copies": found.len() })
+                    );
+                    break;
+                }
+                tokio::time::timeout_at(deadline, client.changed()).await.map_err(|_| {
+                    anyhow::anyhow!("item {id} did not appear at {x},{y} within 10 s (seen at {found:?})")
+                })?;
+            }
+        }
         if !args.exit_after_ready {
             loop {
                 client.changed().await;

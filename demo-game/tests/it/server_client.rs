@@ -137,3 +137,112 @@ fn a_returning_player_gets_the_zone_from_cache() {
         String::from_utf8_lossy(&bad.stderr)
     );
 }
+
+/// Finds an item lying in shard 0 of meadow, from a cached copy: (id, x, y).
+fn some_item(cache: &Path) -> (u64, u64, u64) {
+    let inventory = demo()
+        .args(["cache", "inspect", "--json", "--cache-dir"])
+        .arg(cache)
+        .output()
+        .expect("inspect");
+    let entries: serde_json::Value = serde_json::from_slice(&inventory.stdout).expect("json");
+    let path = entries
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|e| e["zone"] == "meadow" && e["shard"] == 0)
+        .and_then(|e| e["path"].as_str())
+        .expect("shard 0 cached")
+        .to_owned();
+    let dump = demo()
+        .args(["cache", "inspect", "--dump", &path, "--cache-dir"])
+        .arg(cache)
+        .output()
+        .expect("dump");
+    let shard: serde_json::Value = serde_json::from_slice(&dump.stdout).expect("json");
+    let item = shard["objects"]
+        .as_array()
+        .expect("objects")
+        .iter()
+        .find(|o| o["components"].get("item").is_some())
+        .expect("an item in shard 0");
+    // Item is [kind, count, x, y].
+    let fields = &item["components"]["item"];
+    (
+        item["id"].as_u64().expect("id"),
+        fields[2].as_u64().expect("x"),
+        fields[3].as_u64().expect("y"),
+    )
+}
+
+#[test]
+fn an_item_one_player_moves_is_seen_by_another_exactly_once() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let ann_cache = tempfile::tempdir().expect("tempdir");
+    let bob_cache = tempfile::tempdir().expect("tempdir");
+    let server = server(data.path());
+    let (ann, bob) = (token(data.path(), "ann"), token(data.path(), "bob"));
+    enter(&server, ann_cache.path(), &ann, "meadow");
+    let (id, x, y) = some_item(ann_cache.path());
+    let x2 = if x < 255 { x + 1 } else { x - 1 };
+    let expect = format!("{id}:{x2}:{y}");
+
+    // Bob is in the zone first, waiting for the item to show up where Ann drops it.
+    let mut watcher = demo()
+        .args([
+            "client",
+            "--headless",
+            "--exit-after-ready",
+            "--server",
+            &server.addr,
+            "--zone",
+            "meadow",
+            "--token",
+            &bob,
+        ])
+        .args(["--expect-item", &expect, "--cache-dir"])
+        .arg(bob_cache.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("bob");
+    let mut lines = BufReader::new(watcher.stdout.take().expect("stdout")).lines();
+    let ready = lines.next().expect("a line").expect("read");
+    assert!(ready.contains("zone_ready"), "{ready}");
+
+    let acts = [
+        format!(r#"{{"Move":{{"zone":0,"x":{x},"y":{y}}}}}"#),
+        format!(r#"{{"PickUp":{{"object":{id}}}}}"#),
+        format!(r#"{{"Move":{{"zone":0,"x":{x2},"y":{y}}}}}"#),
+        format!(r#"{{"Drop":{{"object":{id}}}}}"#),
+    ];
+    let mut cmd = demo();
+    cmd.args([
+        "client",
+        "--headless",
+        "--exit-after-ready",
+        "--server",
+        &server.addr,
+        "--zone",
+        "meadow",
+        "--token",
+        &ann,
+    ]);
+    for a in &acts {
+        cmd.args(["--act", a]);
+    }
+    let out = cmd
+        .args(["--expect-item", &expect, "--cache-dir"])
+        .arg(ann_cache.path())
+        .output()
+        .expect("ann");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let seen = lines.next().expect("bob saw the item").expect("read");
+    let v: serde_json::Value = serde_json::from_str(&seen).expect("json");
+    assert_eq!(
+        (v["event"].as_str(), v["object"].as_u64(), v["copies"].as_u64()),
+        (Some("item"), Some(id), Some(1))
+    );
+    assert!(watcher.wait().expect("wait").success());
+}
