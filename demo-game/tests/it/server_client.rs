@@ -246,3 +246,79 @@ fn an_item_one_player_moves_is_seen_by_another_exactly_once() {
     );
     assert!(watcher.wait().expect("wait").success());
 }
+
+/// How many copies of object `id` the store at `data` holds, across every shard.
+fn copies_in_store(data: &Path, id: u64) -> usize {
+    use hoard_engine::store::WorldStore;
+    let store = hoard_engine::RedbStore::open_dir(data).expect("the killed server's store reopens");
+    let mut copies = 0;
+    for zone in store.zones().expect("zones") {
+        for shard in store.zone_shards(&zone).expect("shards") {
+            copies += store
+                .snapshot(shard)
+                .expect("snapshot")
+                .objects
+                .iter()
+                .filter(|o| o.id.0 == id)
+                .count();
+        }
+    }
+    copies
+}
+
+#[test]
+fn an_item_picked_up_and_dropped_exists_exactly_once_after_server_sigkills() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let cache = tempfile::tempdir().expect("tempdir");
+    let mut rng = fastrand::Rng::new();
+    let first = server(data.path());
+    let ann = token(data.path(), "ann");
+    enter(&first, cache.path(), &ann, "meadow");
+    drop(first);
+    let (id, x, y) = some_item(cache.path());
+    let x2 = if x < 255 { x + 1 } else { x - 1 };
+    let mv = |x: u64| format!(r#"{{"Move":{{"zone":0,"x":{x},"y":{y}}}}}"#);
+    let pick = format!(r#"{{"PickUp":{{"object":{id}}}}}"#);
+    let put = format!(r#"{{"Drop":{{"object":{id}}}}}"#);
+    for _round in 0..8 {
+        let server = server(data.path());
+        let mut cmd = demo();
+        cmd.args([
+            "client",
+            "--headless",
+            "--exit-after-ready",
+            "--server",
+            &server.addr,
+            "--zone",
+            "meadow",
+            "--token",
+            &ann,
+        ]);
+        for _ in 0..5 {
+            for a in [
+                mv(x),
+                pick.clone(),
+                mv(x2),
+                put.clone(),
+                pick.clone(),
+                mv(x),
+                put.clone(),
+            ] {
+                cmd.args(["--act", &a]);
+            }
+        }
+        let mut client = cmd
+            .arg("--cache-dir")
+            .arg(cache.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("client");
+        // SIGKILL the server at a random moment while the actions are applied.
+        std::thread::sleep(std::time::Duration::from_millis(rng.u64(50..400)));
+        drop(server);
+        let _ = client.kill();
+        let _ = client.wait();
+        assert_eq!(copies_in_store(data.path(), id), 1, "the item must exist exactly once");
+    }
+}
