@@ -109,6 +109,9 @@ pub(crate) fn run(args: PlayArgs) -> anyhow::Result<i32> {
 
 /// The terminal loop; the terminal is restored on every exit path.
 fn ui(client: &HoardClient, world: &mut World, view: &mut View, zone: u32) -> anyhow::Result<()> {
+    let mut zone = zone;
+    let mut prefetched: Option<u32> = None;
+    let zones = game::generate::ZONE_NAMES.len().min(4) as u32;
     let runtime = tokio::runtime::Handle::current();
     let send = |action: Action| runtime.block_on(client.send_intent(rules::ACTION, &action)).map(|_| ());
     let mut terminal = ratatui::init();
@@ -174,12 +177,60 @@ fn ui(client: &HoardClient, world: &mut World, view: &mut View, zone: u32) -> an
                 }
                 _ => None,
             };
+            // Walking off the east or west edge leads into the next zone of
+            // the strip meadow – forest – desert – coast.
+            let step = match (step, key.code) {
+                (Some(_), KeyCode::Right | KeyCode::Char('d')) if x == rules::ZONE_SIZE - 1 && zone + 1 < zones => {
+                    runtime.block_on(cross(client, view, zone, zone + 1))?;
+                    zone += 1;
+                    Some((0, y))
+                }
+                (Some(_), KeyCode::Left | KeyCode::Char('a')) if x == 0 && zone > 0 => {
+                    runtime.block_on(cross(client, view, zone, zone - 1))?;
+                    zone -= 1;
+                    Some((rules::ZONE_SIZE - 1, y))
+                }
+                _ => step,
+            };
             if let Some((x, y)) = step {
                 view.player = (x, y);
                 send(Action::Move { zone, x, y })?;
+                // Prefetch the neighbour the player walks towards, so that
+                // crossing into it costs nothing.
+                let toward = if x > rules::ZONE_SIZE - 32 && zone + 1 < zones {
+                    Some(zone + 1)
+                } else if x < 32 && zone > 0 {
+                    Some(zone - 1)
+                } else {
+                    None
+                };
+                if let Some(next) = toward
+                    && prefetched != Some(next)
+                {
+                    runtime.block_on(client.prefetch(&zone_id(next)?))?;
+                    prefetched = Some(next);
+                    view.message = format!("prefetching {}", zone_id(next)?);
+                }
             }
         }
     })();
     ratatui::restore();
     result
+}
+
+fn zone_id(index: u32) -> anyhow::Result<ZoneId> {
+    let name = game::generate::ZONE_NAMES
+        .get(index as usize)
+        .ok_or_else(|| anyhow::anyhow!("no zone {index}"))?;
+    Ok(ZoneId::new(*name)?)
+}
+
+/// Leaves one zone and enters its neighbour (immediate when prefetched).
+async fn cross(client: &HoardClient, view: &mut View, from: u32, to: u32) -> anyhow::Result<()> {
+    client.leave_zone(&zone_id(from)?).await?;
+    let stats = client.enter_zone(&zone_id(to)?).await?;
+    view.zone = zone_id(to)?.to_string();
+    view.last_entry = Some(stats);
+    view.message.clear();
+    Ok(())
 }
