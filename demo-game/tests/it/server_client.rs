@@ -64,6 +64,23 @@ fn token(data: &Path, player: &str) -> String {
     String::from_utf8(out.stdout).expect("utf-8").trim().to_owned()
 }
 
+/// A headless client command entering meadow as the player with `token`.
+fn headless(addr: &str, token: &str) -> Command {
+    let mut cmd = demo();
+    cmd.args([
+        "client",
+        "--headless",
+        "--exit-after-ready",
+        "--server",
+        addr,
+        "--zone",
+        "meadow",
+        "--token",
+        token,
+    ]);
+    cmd
+}
+
 fn enter(server: &Server, cache: &Path, token: &str, zone: &str) -> serde_json::Value {
     let out = demo()
         .args([
@@ -216,18 +233,7 @@ fn an_item_one_player_moves_is_seen_by_another_exactly_once() {
         format!(r#"{{"Move":{{"zone":0,"x":{x2},"y":{y}}}}}"#),
         format!(r#"{{"Drop":{{"object":{id}}}}}"#),
     ];
-    let mut cmd = demo();
-    cmd.args([
-        "client",
-        "--headless",
-        "--exit-after-ready",
-        "--server",
-        &server.addr,
-        "--zone",
-        "meadow",
-        "--token",
-        &ann,
-    ]);
+    let mut cmd = headless(&server.addr, &ann);
     for a in &acts {
         cmd.args(["--act", a]);
     }
@@ -282,18 +288,7 @@ fn an_item_picked_up_and_dropped_exists_exactly_once_after_server_sigkills() {
     let put = format!(r#"{{"Drop":{{"object":{id}}}}}"#);
     for _round in 0..8 {
         let server = server(data.path());
-        let mut cmd = demo();
-        cmd.args([
-            "client",
-            "--headless",
-            "--exit-after-ready",
-            "--server",
-            &server.addr,
-            "--zone",
-            "meadow",
-            "--token",
-            &ann,
-        ]);
+        let mut cmd = headless(&server.addr, &ann);
         for _ in 0..5 {
             for a in [
                 mv(x),
