@@ -79,19 +79,7 @@ pub fn load_world(
             let mut objects = Vec::with_capacity(snapshot.objects.len());
             let mut problems = Vec::new();
             for object in snapshot.objects {
-                let decoded = object
-                    .state
-                    .components()
-                    .map_err(ObjectDecodeError::from)
-                    .and_then(|parts| {
-                        parts
-                            .into_iter()
-                            .map(|(name, bytes)| {
-                                registry.decode_component(name, bytes).map_err(ObjectDecodeError::from)
-                            })
-                            .collect::<Result<Vec<_>, _>>()
-                    });
-                match decoded {
+                match registry.decode_state(&object.state) {
                     Ok(components) => objects.push(DecodedObject {
                         id: object.id,
                         shard: *shard,

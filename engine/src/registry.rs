@@ -309,13 +309,7 @@ impl PublishRegistry {
         state: &crate::state::ObjectState,
     ) -> Result<(), crate::load::ObjectDecodeError> {
         let decoded = self.decode_state(state)?;
-        let present: Vec<usize> = decoded.iter().map(|d| d.slot).collect();
-        for (slot, entry) in self.inner.entries.iter().enumerate() {
-            if !present.contains(&slot) {
-                entry.ops.remove(entity);
-            }
-        }
-        self.insert(entity, decoded);
+        self.apply_decoded(entity, decoded);
         Ok(())
     }
 

@@ -5,12 +5,12 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use hoard_engine::{ServerIdentity, ShardId, ZoneId};
+use hoard_engine::{ServerIdentity, ZoneId};
 use serde::Serialize;
 
 use crate::cache::{WorldCache, WriteError};
 use crate::format::{MAX_HEADER_BYTES, decode_header, decode_shard, recompute_digest};
-use crate::key::{JOURNAL_EXT, SHARD_EXT, SHARED, ShardKey};
+use crate::key::{JOURNAL_EXT, SHARD_EXT, SHARED};
 
 /// One shard file found in the cache.
 #[derive(Clone, Debug, Serialize)]
@@ -252,18 +252,4 @@ impl WorldCache {
         }
         Ok(report)
     }
-}
-
-/// Builds the key a shard entry's folder names, if its folder names are valid.
-pub fn key_of(entry: &ShardEntry) -> Option<ShardKey> {
-    let server: ServerIdentity = entry.server.parse().ok()?;
-    let perspective = (entry.perspective != SHARED).then_some(entry.perspective.as_str());
-    ShardKey::new(
-        server,
-        &entry.service,
-        perspective,
-        ZoneId::new(&entry.zone).ok()?,
-        ShardId(entry.shard),
-    )
-    .ok()
 }

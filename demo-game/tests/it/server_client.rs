@@ -64,8 +64,8 @@ fn token(data: &Path, player: &str) -> String {
     String::from_utf8(out.stdout).expect("utf-8").trim().to_owned()
 }
 
-/// A headless client command entering meadow as the player with `token`.
-fn headless(addr: &str, token: &str) -> Command {
+/// A headless client command entering `zone` as the player with `token`.
+fn headless(addr: &str, zone: &str, token: &str) -> Command {
     let mut cmd = demo();
     cmd.args([
         "client",
@@ -74,7 +74,7 @@ fn headless(addr: &str, token: &str) -> Command {
         "--server",
         addr,
         "--zone",
-        "meadow",
+        zone,
         "--token",
         token,
     ]);
@@ -82,18 +82,7 @@ fn headless(addr: &str, token: &str) -> Command {
 }
 
 fn enter(server: &Server, cache: &Path, token: &str, zone: &str) -> serde_json::Value {
-    let out = demo()
-        .args([
-            "client",
-            "--headless",
-            "--exit-after-ready",
-            "--server",
-            &server.addr,
-            "--zone",
-            zone,
-            "--token",
-            token,
-        ])
+    let out = headless(&server.addr, zone, token)
         .arg("--cache-dir")
         .arg(cache)
         .output()
@@ -205,18 +194,7 @@ fn an_item_one_player_moves_is_seen_by_another_exactly_once() {
     let expect = format!("{id}:{x2}:{y}");
 
     // Bob is in the zone first, waiting for the item to show up where Ann drops it.
-    let mut watcher = demo()
-        .args([
-            "client",
-            "--headless",
-            "--exit-after-ready",
-            "--server",
-            &server.addr,
-            "--zone",
-            "meadow",
-            "--token",
-            &bob,
-        ])
+    let mut watcher = headless(&server.addr, "meadow", &bob)
         .args(["--expect-item", &expect, "--cache-dir"])
         .arg(bob_cache.path())
         .stdout(Stdio::piped())
@@ -233,7 +211,7 @@ fn an_item_one_player_moves_is_seen_by_another_exactly_once() {
         format!(r#"{{"Move":{{"zone":0,"x":{x2},"y":{y}}}}}"#),
         format!(r#"{{"Drop":{{"object":{id}}}}}"#),
     ];
-    let mut cmd = headless(&server.addr, &ann);
+    let mut cmd = headless(&server.addr, "meadow", &ann);
     for a in &acts {
         cmd.args(["--act", a]);
     }
@@ -288,7 +266,7 @@ fn an_item_picked_up_and_dropped_exists_exactly_once_after_server_sigkills() {
     let put = format!(r#"{{"Drop":{{"object":{id}}}}}"#);
     for _round in 0..8 {
         let server = server(data.path());
-        let mut cmd = headless(&server.addr, &ann);
+        let mut cmd = headless(&server.addr, "meadow", &ann);
         for _ in 0..5 {
             for a in [
                 mv(x),

@@ -204,7 +204,7 @@ pub fn verify(store: &dyn WorldStore) -> Result<Vec<ShardDamage>, ReadError> {
             let snapshot = store.snapshot(shard)?;
             let mut digest = Digest::EMPTY;
             for object in &snapshot.objects {
-                if let Err(e) = ObjectState::from_bytes(object.state.as_bytes().to_vec()) {
+                if let Err(e) = ObjectState::validate(object.state.as_bytes()) {
                     damage.push(ShardDamage {
                         shard,
                         problem: format!("object {}: {e}", object.id),

@@ -3,7 +3,7 @@
 //! horizon (or a repair), or a full snapshot. Each answer is read in one
 //! store transaction, so its seq, digest and objects agree.
 
-use hoard_engine::store::{ChangesSince, ReadError, ShardScope, StoredObject, WorldStore};
+use hoard_engine::store::{ChangesSince, ReadError, ShardScope, ShardSnapshot, StoredObject, WorldStore};
 use hoard_engine::{Seq, ShardId};
 
 use crate::wire::{Changes, Manifest, Message, RepairEntry, ShardHave, Snapshot, UpToDate, WireObject};
@@ -109,29 +109,29 @@ pub fn answer_shard(
         Ok(ChangesSince::BehindHorizon { .. }) => {
             // One consistent read: the live ids and the objects newer than hwm.
             let snap = store.snapshot(shard)?;
-            let live = snap.objects.iter().map(|o| o.id).collect();
-            let upserts = snap
-                .objects
-                .into_iter()
-                .filter(|o| o.version > have.hwm)
-                .map(wire)
-                .collect();
-            Ok(ShardAnswer {
-                seq: snap.head.seq,
-                kind: AnswerKind::Manifest,
-                message: Message::Manifest(Manifest {
-                    shard,
-                    epoch: snap.head.epoch,
-                    base: have.hwm,
-                    seq: snap.head.seq,
-                    digest: snap.head.digest,
-                    live,
-                    upserts,
-                }),
-            })
+            Ok(manifest(shard, have.hwm, snap, |o| o.version > have.hwm))
         }
         Err(ReadError::FutureSeq { .. }) => snapshot(store, shard),
         Err(e) => Err(e),
+    }
+}
+
+/// A manifest answer: every live id of `snap`, and the objects `send` selects.
+fn manifest(shard: ShardId, base: Seq, snap: ShardSnapshot, send: impl Fn(&StoredObject) -> bool) -> ShardAnswer {
+    let live = snap.objects.iter().map(|o| o.id).collect();
+    let upserts = snap.objects.into_iter().filter(|o| send(o)).map(wire).collect();
+    ShardAnswer {
+        seq: snap.head.seq,
+        kind: AnswerKind::Manifest,
+        message: Message::Manifest(Manifest {
+            shard,
+            epoch: snap.head.epoch,
+            base,
+            seq: snap.head.seq,
+            digest: snap.head.digest,
+            live,
+            upserts,
+        }),
     }
 }
 
@@ -158,19 +158,5 @@ pub fn answer_repair(
             .ok()
             .is_some_and(|i| held[i].0.version == o.version && held[i].0.hash == short_hash(o.state.as_bytes()))
     };
-    let live = snap.objects.iter().map(|o| o.id).collect();
-    let upserts = snap.objects.into_iter().filter(|o| !holds(o)).map(wire).collect();
-    Ok(ShardAnswer {
-        seq: snap.head.seq,
-        kind: AnswerKind::Manifest,
-        message: Message::Manifest(Manifest {
-            shard,
-            epoch: snap.head.epoch,
-            base,
-            seq: snap.head.seq,
-            digest: snap.head.digest,
-            live,
-            upserts,
-        }),
-    })
+    Ok(manifest(shard, base, snap, |o| !holds(o)))
 }

@@ -294,6 +294,21 @@ impl ClientSync {
         self.buffered.remove(zone);
     }
 
+    /// The entry's copy of a shard, if loaded, and the key to cache it under.
+    fn copy_and_key<'e>(
+        &self,
+        entry: &'e Entry,
+        zone: &ZoneId,
+        shard: ShardId,
+    ) -> Result<(Option<&'e CachedShard>, ShardKey), SyncError> {
+        let copy = entry.copies.as_ref().and_then(|c| c.get(&shard));
+        let key = match copy {
+            Some(c) => c.header.key.clone(),
+            None => self.key(zone, shard, None)?,
+        };
+        Ok((copy, key))
+    }
+
     fn key(&self, zone: &ZoneId, shard: ShardId, perspective: Option<&str>) -> Result<ShardKey, SyncError> {
         ShardKey::new(self.cfg.server, &self.cfg.service, perspective, zone.clone(), shard)
             .map_err(|e| SyncError::Protocol(format!("shard {shard}: {e}")))
@@ -450,10 +465,7 @@ impl ClientSync {
                 (u.shard, result, Kind::Fresh)
             }
             Message::Changes(c) => {
-                let copy = entry.copies.as_ref().and_then(|m| m.get(&c.shard));
-                let key = copy
-                    .map(|c| c.header.key.clone())
-                    .map_or_else(|| self.key(&zone, c.shard, None), Ok)?;
+                let (copy, key) = self.copy_and_key(entry, &zone, c.shard)?;
                 let update = ShardUpdate {
                     epoch: c.epoch,
                     new_hwm: c.seq,
@@ -471,27 +483,16 @@ impl ClientSync {
                 )
             }
             Message::Manifest(m) => {
-                let copy = entry.copies.as_ref().and_then(|c| c.get(&m.shard));
-                let key = copy
-                    .map(|c| c.header.key.clone())
-                    .map_or_else(|| self.key(&zone, m.shard, None), Ok)?;
-                let update = ShardUpdate {
-                    epoch: m.epoch,
-                    new_hwm: m.seq,
-                    digest: m.digest,
-                    kind: UpdateKind::Manifest {
-                        base: m.base,
-                        live: m.live,
-                    },
-                    upserts: cached_all(m.upserts)?,
-                };
-                let repaired = entry.repairing.contains(&m.shard);
+                let (copy, key) = self.copy_and_key(entry, &zone, m.shard)?;
+                let shard = m.shard;
+                let update = manifest_update(m)?;
+                let repaired = entry.repairing.contains(&shard);
                 let result = if repaired {
                     repair_apply(&key, registry, copy, update, now)
                 } else {
                     hoard_world_cache::apply::apply(&key, registry, copy, update, now)
                 };
-                (m.shard, result, if repaired { Kind::Repaired } else { Kind::Delta })
+                (shard, result, if repaired { Kind::Repaired } else { Kind::Delta })
             }
             Message::Snapshot(s) => {
                 let scope = s.perspective.as_deref();
@@ -681,16 +682,7 @@ impl ClientSync {
         let Some(copy) = self.live.get(&zone).and_then(|s| s.get(&shard)).cloned() else {
             return Ok(());
         };
-        let update = ShardUpdate {
-            epoch: m.epoch,
-            new_hwm: m.seq,
-            digest: m.digest,
-            kind: UpdateKind::Manifest {
-                base: m.base,
-                live: m.live,
-            },
-            upserts: cached_all(m.upserts)?,
-        };
+        let update = manifest_update(m)?;
         let next = repair_apply(
             &copy.header.key,
             self.cfg.registry,
@@ -732,6 +724,20 @@ enum Kind {
     Delta,
     Snapshot,
     Repaired,
+}
+
+/// A manifest answer as an update of the cached copy.
+fn manifest_update(m: crate::wire::Manifest) -> Result<ShardUpdate, SyncError> {
+    Ok(ShardUpdate {
+        epoch: m.epoch,
+        new_hwm: m.seq,
+        digest: m.digest,
+        kind: UpdateKind::Manifest {
+            base: m.base,
+            live: m.live,
+        },
+        upserts: cached_all(m.upserts)?,
+    })
 }
 
 fn repair_entries(objects: &[CachedObject]) -> Vec<RepairEntry> {

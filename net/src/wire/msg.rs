@@ -5,7 +5,7 @@
 //! `bin`; ids and seqs are unsigned integers; names are `str`.
 
 use hoard_engine::digest::DIGEST_BYTES;
-use hoard_engine::{Digest, Epoch, ObjectId, RegistryHash, Seq, ServerIdentity, ShardId, ZoneId};
+use hoard_engine::{Digest, Epoch, ObjectId, Seq, ShardId, ZoneId};
 use serde::{Deserialize, Serialize};
 
 use super::frame::encode_frame;
@@ -441,42 +441,63 @@ pub enum ErrorCode {
     TokenInUse = 14,
 }
 
-/// Every message, by type code.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Message {
-    /// `0x01`
-    Hello(Hello),
-    /// `0x02`
-    EnterZone(EnterZone),
-    /// `0x03`
-    LeaveZone(LeaveZone),
-    /// `0x04`
-    Repair(Repair),
-    /// `0x05`
-    Intent(Intent),
-    /// `0x81`
-    Welcome(Welcome),
-    /// `0x82`
-    Error(ErrorMsg),
-    /// `0x83`
-    ZoneDenied(ZoneDenied),
-    /// `0x84`
-    IntentRejected(IntentRejected),
-    /// `0x90`
-    AnswerBegin(AnswerBegin),
-    /// `0x91`
-    UpToDate(UpToDate),
-    /// `0x92`
-    Changes(Changes),
-    /// `0x93`
-    Manifest(Manifest),
-    /// `0x94`
-    Snapshot(Snapshot),
-    /// `0x95`
-    AnswerEnd(AnswerEnd),
-    /// `0xA0`
-    Delta(Delta),
+/// Declares [`Message`] and its type codes once, so encoding, decoding and
+/// the code of each variant cannot disagree.
+macro_rules! messages {
+    ($($code:literal => $variant:ident($body:ty),)*) => {
+        /// Every message, by type code.
+        #[derive(Clone, Debug, PartialEq, Eq)]
+        #[non_exhaustive]
+        pub enum Message {
+            $(
+                #[doc = concat!("`", stringify!($code), "`")]
+                $variant($body),
+            )*
+        }
+
+        impl Message {
+            /// The message's type code.
+            pub fn kind(&self) -> u8 {
+                match self {
+                    $(Message::$variant(_) => $code,)*
+                }
+            }
+
+            /// The body bytes.
+            pub fn body(&self) -> Vec<u8> {
+                match self {
+                    $(Message::$variant(m) => body(m),)*
+                }
+            }
+
+            /// Decodes a frame's type and body.
+            pub fn decode(kind: u8, bytes: &[u8]) -> Result<Message, DecodeError> {
+                Ok(match kind {
+                    $($code => Message::$variant(decode_body(kind, bytes)?),)*
+                    other => return Err(DecodeError::UnknownType(other)),
+                })
+            }
+        }
+    };
+}
+
+messages! {
+    0x01 => Hello(Hello),
+    0x02 => EnterZone(EnterZone),
+    0x03 => LeaveZone(LeaveZone),
+    0x04 => Repair(Repair),
+    0x05 => Intent(Intent),
+    0x81 => Welcome(Welcome),
+    0x82 => Error(ErrorMsg),
+    0x83 => ZoneDenied(ZoneDenied),
+    0x84 => IntentRejected(IntentRejected),
+    0x90 => AnswerBegin(AnswerBegin),
+    0x91 => UpToDate(UpToDate),
+    0x92 => Changes(Changes),
+    0x93 => Manifest(Manifest),
+    0x94 => Snapshot(Snapshot),
+    0x95 => AnswerEnd(AnswerEnd),
+    0xA0 => Delta(Delta),
 }
 
 /// Why a frame's body is not a valid message.
@@ -518,85 +539,8 @@ fn decode_body<T: for<'de> Deserialize<'de>>(kind: u8, bytes: &[u8]) -> Result<T
 }
 
 impl Message {
-    /// The message's type code.
-    pub fn kind(&self) -> u8 {
-        match self {
-            Message::Hello(_) => 0x01,
-            Message::EnterZone(_) => 0x02,
-            Message::LeaveZone(_) => 0x03,
-            Message::Repair(_) => 0x04,
-            Message::Intent(_) => 0x05,
-            Message::Welcome(_) => 0x81,
-            Message::Error(_) => 0x82,
-            Message::ZoneDenied(_) => 0x83,
-            Message::IntentRejected(_) => 0x84,
-            Message::AnswerBegin(_) => 0x90,
-            Message::UpToDate(_) => 0x91,
-            Message::Changes(_) => 0x92,
-            Message::Manifest(_) => 0x93,
-            Message::Snapshot(_) => 0x94,
-            Message::AnswerEnd(_) => 0x95,
-            Message::Delta(_) => 0xA0,
-        }
-    }
-
-    /// The body bytes.
-    pub fn body(&self) -> Vec<u8> {
-        match self {
-            Message::Hello(m) => body(m),
-            Message::EnterZone(m) => body(m),
-            Message::LeaveZone(m) => body(m),
-            Message::Repair(m) => body(m),
-            Message::Intent(m) => body(m),
-            Message::Welcome(m) => body(m),
-            Message::Error(m) => body(m),
-            Message::ZoneDenied(m) => body(m),
-            Message::IntentRejected(m) => body(m),
-            Message::AnswerBegin(m) => body(m),
-            Message::UpToDate(m) => body(m),
-            Message::Changes(m) => body(m),
-            Message::Manifest(m) => body(m),
-            Message::Snapshot(m) => body(m),
-            Message::AnswerEnd(m) => body(m),
-            Message::Delta(m) => body(m),
-        }
-    }
-
     /// The whole frame.
     pub fn to_frame(&self) -> Vec<u8> {
         encode_frame(self.kind(), &self.body())
     }
-
-    /// Decodes a frame's type and body.
-    pub fn decode(kind: u8, bytes: &[u8]) -> Result<Message, DecodeError> {
-        Ok(match kind {
-            0x01 => Message::Hello(decode_body(kind, bytes)?),
-            0x02 => Message::EnterZone(decode_body(kind, bytes)?),
-            0x03 => Message::LeaveZone(decode_body(kind, bytes)?),
-            0x04 => Message::Repair(decode_body(kind, bytes)?),
-            0x05 => Message::Intent(decode_body(kind, bytes)?),
-            0x81 => Message::Welcome(decode_body(kind, bytes)?),
-            0x82 => Message::Error(decode_body(kind, bytes)?),
-            0x83 => Message::ZoneDenied(decode_body(kind, bytes)?),
-            0x84 => Message::IntentRejected(decode_body(kind, bytes)?),
-            0x90 => Message::AnswerBegin(decode_body(kind, bytes)?),
-            0x91 => Message::UpToDate(decode_body(kind, bytes)?),
-            0x92 => Message::Changes(decode_body(kind, bytes)?),
-            0x93 => Message::Manifest(decode_body(kind, bytes)?),
-            0x94 => Message::Snapshot(decode_body(kind, bytes)?),
-            0x95 => Message::AnswerEnd(decode_body(kind, bytes)?),
-            0xA0 => Message::Delta(decode_body(kind, bytes)?),
-            other => return Err(DecodeError::UnknownType(other)),
-        })
-    }
-}
-
-/// Converts between engine and wire ids where the wire needs raw bytes.
-pub fn registry_bytes(h: RegistryHash) -> [u8; 32] {
-    h.0
-}
-
-/// The server identity carried in `Welcome`.
-pub fn identity_bytes(id: ServerIdentity) -> [u8; 32] {
-    id.0
 }
