@@ -231,20 +231,21 @@ fn an_item_one_player_moves_is_seen_by_another_exactly_once() {
     assert!(watcher.wait().expect("wait").success());
 }
 
-/// How many copies of object `id` the store at `data` holds, across every shard.
-fn copies_in_store(data: &Path, id: u64) -> usize {
+/// Every copy of object `id` the store at `data` holds: (shard, version).
+fn copies_in_store(data: &Path, id: u64) -> Vec<(u64, u64)> {
     use hoard_engine::store::WorldStore;
     let store = hoard_engine::RedbStore::open_dir(data).expect("the killed server's store reopens");
-    let mut copies = 0;
+    let mut copies = Vec::new();
     for zone in store.zones().expect("zones") {
         for shard in store.zone_shards(&zone).expect("shards") {
-            copies += store
-                .snapshot(shard)
-                .expect("snapshot")
-                .objects
-                .iter()
-                .filter(|o| o.id.0 == id)
-                .count();
+            let snapshot = store.snapshot(shard).expect("snapshot");
+            copies.extend(
+                snapshot
+                    .objects
+                    .iter()
+                    .filter(|o| o.id.0 == id)
+                    .map(|o| (shard.0, o.version.0)),
+            );
         }
     }
     copies
@@ -264,6 +265,8 @@ fn an_item_picked_up_and_dropped_exists_exactly_once_after_server_sigkills() {
     let mv = |x: u64| format!(r#"{{"Move":{{"zone":0,"x":{x},"y":{y}}}}}"#);
     let pick = format!(r#"{{"PickUp":{{"object":{id}}}}}"#);
     let put = format!(r#"{{"Drop":{{"object":{id}}}}}"#);
+    let initial = copies_in_store(data.path(), id)[0];
+    let mut moved = false;
     for _round in 0..8 {
         let server = server(data.path());
         let mut cmd = headless(&server.addr, "meadow", &ann);
@@ -292,6 +295,12 @@ fn an_item_picked_up_and_dropped_exists_exactly_once_after_server_sigkills() {
         drop(server);
         let _ = client.kill();
         let _ = client.wait();
-        assert_eq!(copies_in_store(data.path(), id), 1, "the item must exist exactly once");
+        let copies = copies_in_store(data.path(), id);
+        assert_eq!(copies.len(), 1, "the item must exist exactly once: {copies:?}");
+        moved |= copies[0] != initial;
     }
+    assert!(
+        moved,
+        "the item was never moved before a kill: the test exercised nothing"
+    );
 }
