@@ -294,6 +294,12 @@ impl HoardClient {
         &self.zones
     }
 
+    /// How far the entry of `zone` in flight has come (for a progress
+    /// display while [`HoardClient::enter_zone`] runs); `None` when none is.
+    pub fn entry_progress(&self, zone: &ZoneId) -> Option<crate::sync::client::EntryProgress> {
+        self.inner.sync.lock().ok()?.entry_progress(zone)
+    }
+
     /// The cache this client writes.
     pub fn cache(&self) -> &WorldCache {
         &self.inner.cache

@@ -60,6 +60,17 @@ pub struct EntryStats {
     pub elapsed_ms: u64,
 }
 
+/// How far a zone entry in flight has come.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EntryProgress {
+    /// Shards verified so far.
+    pub shards_done: u32,
+    /// Shards in the zone, once the server's answer has said.
+    pub shards: Option<u32>,
+    /// Bytes received so far for this entry.
+    pub bytes_rx: u64,
+}
+
 /// What the driver must do.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -200,6 +211,18 @@ impl ClientSync {
     /// The current, verified shards of a live (entered or prefetched) zone.
     pub fn live_shards(&self, zone: &ZoneId) -> Option<Vec<CachedShard>> {
         self.live.get(zone).map(|s| s.values().cloned().collect())
+    }
+
+    /// How far the entry of `zone` in flight has come; `None` when none is.
+    pub fn entry_progress(&self, zone: &ZoneId) -> Option<EntryProgress> {
+        self.entries
+            .values()
+            .find(|e| e.zone == *zone && !e.ended)
+            .map(|e| EntryProgress {
+                shards_done: e.done.len() as u32,
+                shards: e.expected,
+                bytes_rx: e.stats.bytes_rx,
+            })
     }
 
     /// Whether a zone is entered and receiving live deltas.

@@ -72,6 +72,9 @@ pub(crate) struct Pair {
     pub(crate) cache: BTreeMap<ShardKey, CachedShard>,
     /// Zone ready events seen.
     pub(crate) ready: Vec<(ZoneId, EntryStats)>,
+    /// The progress of the last entry started, after each answer frame.
+    pub(crate) progress: Vec<Option<hoard_net::sync::client::EntryProgress>>,
+    entering: Option<ZoneId>,
     pub(crate) denied: Vec<(ZoneId, u16)>,
     pub(crate) failures: Vec<(u16, String)>,
     pub(crate) bytes_to_server: u64,
@@ -110,6 +113,8 @@ impl Pair {
             }),
             cache: BTreeMap::new(),
             ready: Vec::new(),
+            progress: Vec::new(),
+            entering: None,
             denied: Vec::new(),
             failures: Vec::new(),
             bytes_to_server: 0,
@@ -151,6 +156,7 @@ impl Pair {
             .map(|(_, c)| c.clone())
             .collect();
         let heads: Vec<_> = copies.iter().map(|c| c.header.clone()).collect();
+        self.entering = Some(zone.clone());
         let request = self.client.enter_zone(self.net.now, zone, &heads, subscribe);
         self.flush_client();
         self.client
@@ -227,6 +233,9 @@ impl Pair {
                     self.client
                         .handle_answer(self.net.now, request, msg, frame.len())
                         .expect("sync");
+                    if let Some(zone) = &self.entering {
+                        self.progress.push(self.client.entry_progress(zone));
+                    }
                 }
                 To::ClientControl | To::ClientDelta => {
                     self.bytes_to_client += frame.len() as u64;

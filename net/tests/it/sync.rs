@@ -43,6 +43,30 @@ fn cold_entry_fetches_every_shard_in_one_round_trip() {
     assert_eq!(stats.objects, 200);
     assert_eq!(stats.elapsed_ms, 50, "one round trip of 2 × 25 ms");
     pair.assert_in_sync("meadow");
+    // Progress grew frame by frame: shards verified, bytes received, and the
+    // zone's size once the answer said it; none once the zone was ready.
+    let seen: Vec<_> = pair.progress.iter().flatten().collect();
+    assert!(seen.len() >= 4, "{seen:?}");
+    assert!(
+        seen.windows(2)
+            .all(|w| w[0].shards_done <= w[1].shards_done && w[0].bytes_rx < w[1].bytes_rx)
+    );
+    assert!(
+        seen.iter()
+            .all(|p| p.shards.is_none_or(|n| n == 4) && p.shards_done <= 4),
+        "{seen:?}"
+    );
+    assert_eq!(seen.first().map(|p| p.shards_done), Some(0), "{seen:?}");
+    assert!(
+        seen.last().is_some_and(|p| p.shards == Some(4) && p.shards_done == 4),
+        "{seen:?}"
+    );
+    assert_eq!(pair.progress.last(), Some(&None), "the entry ended");
+    assert_eq!(
+        pair.client
+            .entry_progress(&hoard_engine::ZoneId::new("meadow").expect("zone")),
+        None
+    );
 }
 
 #[test]
