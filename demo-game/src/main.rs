@@ -5,6 +5,7 @@
 mod cli;
 mod game;
 mod tui;
+mod world;
 
 use clap::{Parser, Subcommand};
 
@@ -27,6 +28,8 @@ enum Command {
     Server(cli::server::ServerArgs),
     /// Join a server; `--headless --zone Z` prints one JSON line per zone entry.
     Client(cli::client::ClientArgs),
+    /// Modders' tools: validate, import, export, diff, apply, render and generate world data.
+    World(cli::world::WorldArgs),
 }
 
 fn main() {
@@ -37,6 +40,7 @@ fn main() {
         Command::Netsim(args) => cli::netsim::run(args),
         Command::Server(args) => cli::server::run(args),
         Command::Client(args) => cli::client::run(args),
+        Command::World(args) => cli::world::run(args),
     };
     match result {
         Ok(code) => std::process::exit(code),

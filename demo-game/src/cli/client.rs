@@ -9,11 +9,15 @@ use clap::Args;
 use hoard_engine::{ServerIdentity, ZoneId};
 use hoard_net::quic::client::{ClientOptions, HoardClient};
 
+use crate::cli::progress::Progress;
+use crate::cli::session::Session;
 use crate::game;
 
 /// Options of the client.
 ///
-/// Example: `hoard-demo client --server 127.0.0.1:7000 --cache-dir ./cache --token $(hoard-demo server token --player ann) --headless --zone meadow --exit-after-ready`
+/// Example: `hoard-demo client --server 127.0.0.1:7000 --token $(hoard-demo server token --player ann)`
+/// plays in the terminal; add `--headless --zone meadow --exit-after-ready`
+/// to print the entry as a JSON line and exit.
 #[derive(Args)]
 pub(crate) struct ClientArgs {
     /// The server's address.
@@ -47,10 +51,6 @@ pub(crate) struct ClientArgs {
 }
 
 pub(crate) fn run(args: ClientArgs) -> anyhow::Result<i32> {
-    anyhow::ensure!(
-        args.headless,
-        "the terminal client is not built yet; use --headless --zone ZONE"
-    );
     let cache_dir = args.cache_dir.unwrap_or_else(crate::cli::cache::default_cache_dir);
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
@@ -62,7 +62,18 @@ pub(crate) fn run(args: ClientArgs) -> anyhow::Result<i32> {
             pin: args.fingerprint,
         };
         let client = HoardClient::connect(options, game::registry()).await?;
-        let stats = client.enter_zone(&args.zone).await?;
+        if !args.headless {
+            let player = client.perspective().to_owned();
+            let mut session = Session::start(&client, &player, args.zone).await?;
+            let result = tokio::task::block_in_place(|| session.run_terminal());
+            session.leave().await?;
+            client.close();
+            if let Some(stats) = session.last_entry() {
+                println!("{}", crate::tui::status(stats));
+            }
+            return result.map(|()| 0);
+        }
+        let stats = enter_with_progress(&client, &args.zone).await?;
         let mut world = World::new();
         client.update(&mut world);
         println!(
@@ -126,4 +137,28 @@ pub(crate) fn run(args: ClientArgs) -> anyhow::Result<i32> {
         client.close();
         Ok(0)
     })
+}
+
+/// Enters `zone`, showing the entry's progress on stderr when it is a terminal.
+async fn enter_with_progress(
+    client: &HoardClient,
+    zone: &ZoneId,
+) -> anyhow::Result<hoard_net::sync::client::EntryStats> {
+    let progress = Progress::new("entering", "shards");
+    let report = progress.callback();
+    let entry = client.enter_zone(zone);
+    tokio::pin!(entry);
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
+    let stats = loop {
+        tokio::select! {
+            stats = &mut entry => break stats?,
+            _ = tick.tick() => {
+                if let Some(p) = client.entry_progress(zone) {
+                    report(u64::from(p.shards_done), u64::from(p.shards.unwrap_or(0)));
+                }
+            }
+        }
+    };
+    progress.finish();
+    Ok(stats)
 }

@@ -4,4 +4,7 @@ pub(crate) mod cache;
 pub(crate) mod client;
 pub(crate) mod netsim;
 pub(crate) mod play;
+pub(crate) mod progress;
 pub(crate) mod server;
+pub(crate) mod session;
+pub(crate) mod world;

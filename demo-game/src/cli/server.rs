@@ -13,11 +13,15 @@ use hoard_net::auth::TokenAuthority;
 use hoard_net::quic::server::{ServerOptions, start};
 use hoard_net::tls::ServerKeys;
 
+use crate::cli::progress::Progress;
+use crate::cli::world::default_world_dir;
 use crate::game;
 
 /// Runs the server, or issues a token.
 ///
-/// Example: `hoard-demo server --data ./server-data --listen 127.0.0.1:7000`, then
+/// Example: `hoard-demo server --data ./server-data --listen 127.0.0.1:7000`
+/// (imports `assets/world` on first start; `--world DIR` serves another, such
+/// as one made by `hoard-demo world generate`), then
 /// `hoard-demo server token --data ./server-data --player ann`.
 #[derive(Args)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -36,12 +40,9 @@ struct RunArgs {
     /// Address to listen on (port 0 picks a free one; the JSON line says which).
     #[arg(long, default_value = "127.0.0.1:7000")]
     listen: SocketAddr,
-    /// Zones to generate on first start (1 to 8).
-    #[arg(long, default_value_t = 4)]
-    zones: usize,
-    /// Seed of the generated world.
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
+    /// The world imported on first start (when the data directory is empty).
+    #[arg(long, default_value_os_t = default_world_dir())]
+    world: PathBuf,
     /// World ticks per second.
     #[arg(long, default_value_t = 20)]
     tick_hz: u32,
@@ -81,13 +82,10 @@ fn token(data: &Path, player: &str, hours: i64) -> anyhow::Result<i32> {
 }
 
 fn serve(args: RunArgs) -> anyhow::Result<i32> {
-    anyhow::ensure!(
-        (1..=8).contains(&args.zones),
-        "--zones must be 1 to 8, got {}",
-        args.zones
-    );
     let store = Arc::new(RedbStore::open_dir(&args.data)?);
-    let game = game::server::game(&store, args.zones, args.seed, args.listen.port())?;
+    let progress = Progress::new("importing", "objects");
+    let game = game::server::game(&store, &args.world, args.tick_hz, &progress.callback())?;
+    progress.finish();
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         let mut options = ServerOptions::new(args.listen, args.data.clone());

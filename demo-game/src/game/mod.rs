@@ -1,7 +1,10 @@
-//! The demo game's world: its publishable components and a deterministic
-//! generator of zones (terrain, houses, items), one shard per 32×32 chunk.
+//! The demo game's world: its publishable components (a zone's description,
+//! terrain rows, houses, items) and the rules the server runs on them.
+//!
+//! Every component denies unknown fields, so a typo in a world file
+//! (`colour` spelled `color`) is reported by `hoard-demo world validate`
+//! instead of silently ignored.
 
-pub(crate) mod generate;
 pub(crate) mod rules;
 pub(crate) mod server;
 
@@ -9,19 +12,69 @@ use bevy_ecs::prelude::*;
 use hoard_engine::PublishRegistry;
 use serde::{Deserialize, Serialize};
 
+/// Zone side in tiles.
+pub(crate) const ZONE_SIZE: u16 = 256;
+/// Chunk side in tiles: each chunk of a zone is one shard.
+pub(crate) const CHUNK_SIZE: u16 = 32;
+/// Chunks along a zone's side.
+pub(crate) const CHUNKS_PER_SIDE: u16 = ZONE_SIZE / CHUNK_SIZE;
+
+/// The tile kinds, indexed by kind number, as the glyphs world files and the
+/// terminal client use: grass, water, sand, rock, forest, road.
+pub(crate) const TILE_GLYPHS: [char; 6] = ['.', '~', ':', '^', 'T', '='];
+/// Tile kind numbers.
+pub(crate) mod tile {
+    /// Grass.
+    pub(crate) const GRASS: u8 = 0;
+    /// Water.
+    pub(crate) const WATER: u8 = 1;
+    /// Sand.
+    pub(crate) const SAND: u8 = 2;
+    /// Rock.
+    pub(crate) const ROCK: u8 = 3;
+    /// Forest.
+    pub(crate) const FOREST: u8 = 4;
+    /// Road.
+    pub(crate) const ROAD: u8 = 5;
+}
+
+/// A zone's description: its index (which numbers its shards) and the zones
+/// beyond its edges. One per zone, in one of its shards.
+#[derive(Component, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ZoneInfo {
+    /// The zone's index: its shards are numbered `index * 1000 + chunk`.
+    pub(crate) index: u32,
+    /// The zone beyond the top edge.
+    #[serde(default)]
+    pub(crate) north: Option<String>,
+    /// The zone beyond the bottom edge.
+    #[serde(default)]
+    pub(crate) south: Option<String>,
+    /// The zone beyond the right edge.
+    #[serde(default)]
+    pub(crate) east: Option<String>,
+    /// The zone beyond the left edge.
+    #[serde(default)]
+    pub(crate) west: Option<String>,
+}
+
 /// One row of 32 terrain tiles of a chunk.
 #[derive(Component, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct TerrainRow {
     /// Tile coordinates of the row's first tile.
     pub(crate) x: u16,
     /// Its row.
     pub(crate) y: u16,
-    /// Tile kinds: 0 grass, 1 water, 2 sand, 3 rock, 4 forest, 5 road.
+    /// Tile kinds (indices into [`TILE_GLYPHS`]), written as a string of glyphs.
+    #[serde(with = "glyphs")]
     pub(crate) tiles: Vec<u8>,
 }
 
 /// A house.
 #[derive(Component, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct House {
     /// Owner's player name.
     pub(crate) owner: String,
@@ -39,6 +92,7 @@ pub(crate) struct House {
 
 /// An item on the ground or in an inventory.
 #[derive(Component, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct Item {
     /// wood, stone, gold, axe, ...
     pub(crate) kind: String,
@@ -53,8 +107,61 @@ pub(crate) struct Item {
 /// The demo's publish registry.
 pub(crate) fn registry() -> PublishRegistry {
     PublishRegistry::builder()
-        .publish::<TerrainRow>("terrain", 1)
+        .publish::<ZoneInfo>("zone", 1)
+        .publish::<TerrainRow>("terrain", 2)
         .publish::<House>("house", 1)
         .publish::<Item>("item", 1)
         .build()
+}
+
+/// Tiles as a string of [`TILE_GLYPHS`]: readable in a world file, and as
+/// small as raw bytes on the wire.
+mod glyphs {
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::TILE_GLYPHS;
+
+    pub(super) fn serialize<S: Serializer>(tiles: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        let text: String = tiles
+            .iter()
+            .map(|&t| TILE_GLYPHS.get(usize::from(t)).copied().unwrap_or('?'))
+            .collect();
+        serializer.serialize_str(&text)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        text.chars()
+            .map(|c| match TILE_GLYPHS.iter().position(|&g| g == c) {
+                Some(kind) => Ok(kind as u8),
+                None => Err(D::Error::custom(format!(
+                    "`{c}` is not a tile; tiles are . grass, ~ water, : sand, ^ rock, T forest, = road"
+                ))),
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn terrain_tiles_round_trip_as_glyphs_in_ron_and_messagepack() {
+        let row = TerrainRow {
+            x: 32,
+            y: 7,
+            tiles: vec![0, 1, 2, 3, 4, 5],
+        };
+        let text = ron::to_string(&row).expect("ron");
+        assert!(text.contains("\".~:^T=\""), "{text}");
+        assert_eq!(ron::from_str::<TerrainRow>(&text).expect("parse"), row);
+        let bytes = rmp_serde::to_vec(&row).expect("msgpack");
+        assert_eq!(rmp_serde::from_slice::<TerrainRow>(&bytes).expect("decode"), row);
+        let bad = ron::from_str::<TerrainRow>("(x: 0, y: 0, tiles: \"..x\")").expect_err("x is no tile");
+        assert!(bad.to_string().contains("`x` is not a tile"), "{bad}");
+        let typo = ron::from_str::<Item>("(kind: \"gold\", count: 1, x: 0, y: 0, colour: 3)").expect_err("typo");
+        assert!(typo.to_string().contains("colour"), "{typo}");
+    }
 }

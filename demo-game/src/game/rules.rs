@@ -15,14 +15,12 @@ use hoard_engine::{ObjectId, Published, ShardId, ZoneId};
 use hoard_net::quic::intents::IncomingIntents;
 use serde::{Deserialize, Serialize};
 
-use super::{House, Item, TerrainRow};
+use super::{House, Item, TerrainRow, ZONE_SIZE};
 
 /// The intent name of [`Action`].
 pub(crate) const ACTION: &str = "action";
 /// The zone holding every player's inventory shard (each scoped to its player).
 pub(crate) const INVENTORY_ZONE: &str = "inventory";
-/// Zone side in tiles.
-pub(crate) const ZONE_SIZE: u16 = 256;
 
 /// What a player asks for.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -41,9 +39,86 @@ pub(crate) enum Action {
     Terraform { kind: u8 },
 }
 
+impl Action {
+    /// How many of this kind a player may send per second, and in a burst.
+    fn rate(&self) -> (f32, f32) {
+        match self {
+            Action::Move { .. } => (15.0, 30.0),
+            Action::PickUp { .. } | Action::Drop { .. } => (4.0, 4.0),
+            Action::Build { .. } => (0.5, 1.0),
+            Action::Demolish { .. } => (1.0, 1.0),
+            Action::Terraform { .. } => (4.0, 4.0),
+        }
+    }
+
+    /// Which rate bucket the action draws from.
+    fn bucket(&self) -> usize {
+        match self {
+            Action::Move { .. } => 0,
+            Action::PickUp { .. } | Action::Drop { .. } => 1,
+            Action::Build { .. } => 2,
+            Action::Demolish { .. } => 3,
+            Action::Terraform { .. } => 4,
+        }
+    }
+}
+
 /// Where each player is (transient: positions are not published).
 #[derive(Resource, Default)]
 pub(crate) struct Players(pub(crate) HashMap<String, (u32, u16, u16)>);
+
+/// Each player's rate buckets: (tokens, tick last refilled), one per action kind.
+#[derive(Resource, Default)]
+pub(crate) struct RateBuckets(HashMap<String, [(f32, u64); 5]>);
+
+/// Server ticks so far.
+#[derive(Resource, Default)]
+pub(crate) struct Tick(pub(crate) u64);
+
+/// Server ticks per second.
+#[derive(Resource)]
+pub(crate) struct TickRate(pub(crate) u32);
+
+/// The zones beyond each zone's edges, by zone index: north, south, east, west.
+#[derive(Resource, Default)]
+pub(crate) struct ZoneMap(pub(crate) HashMap<u32, [Option<u32>; 4]>);
+
+/// Counts ticks (runs before [`apply_actions`]).
+pub(crate) fn advance_tick(mut tick: ResMut<Tick>) {
+    tick.0 += 1;
+}
+
+/// Whether `player` may do `action` now, taking a token if so. A player gets
+/// `rate` actions of a kind per second, and up to `burst` at once.
+fn allowed_now(buckets: &mut RateBuckets, player: &str, action: &Action, tick: u64, hz: u32) -> bool {
+    let (rate, burst) = action.rate();
+    let slots = buckets.0.entry(player.to_owned()).or_insert([(f32::MAX, 0); 5]);
+    let (tokens, last) = &mut slots[action.bucket()];
+    let refill = (tick.saturating_sub(*last)) as f32 * rate / hz as f32;
+    *tokens = (*tokens + refill).min(burst);
+    *last = tick;
+    if *tokens >= 1.0 {
+        *tokens -= 1.0;
+        true
+    } else {
+        false
+    }
+}
+
+/// Whether stepping from (from, px, py) to (to, x, y) crosses an edge of
+/// `from` into the neighbour beyond it, arriving on the facing edge.
+fn crosses(map: &ZoneMap, from: (u32, u16, u16), to: (u32, u16, u16)) -> bool {
+    let (z, px, py) = from;
+    let (t, x, y) = to;
+    let last = ZONE_SIZE - 1;
+    let Some([north, south, east, west]) = map.0.get(&z) else {
+        return false;
+    };
+    (*north == Some(t) && py == 0 && y == last && x == px)
+        || (*south == Some(t) && py == last && y == 0 && x == px)
+        || (*east == Some(t) && px == last && x == 0 && y == py)
+        || (*west == Some(t) && px == 0 && x == last && y == py)
+}
 
 /// The next object id for things the server creates.
 #[derive(Resource)]
@@ -87,9 +162,12 @@ type TerrainQuery<'w, 's> =
     Query<'w, 's, (&'static Published, &'static mut TerrainRow), (Without<Item>, Without<House>)>;
 
 /// Applies this tick's actions.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn apply_actions(
     intents: Res<IncomingIntents>,
+    (tick, rate, zones): (Res<Tick>, Res<TickRate>, Res<ZoneMap>),
     mut players: ResMut<Players>,
+    mut buckets: ResMut<RateBuckets>,
     mut next: ResMut<NextObject>,
     mut items: Query<(&mut Published, &mut Item)>,
     houses: Query<(Entity, &Published, &House), Without<Item>>,
@@ -97,15 +175,16 @@ pub(crate) fn apply_actions(
     mut commands: Commands,
 ) {
     for (player, action) in intents.read::<Action>(ACTION) {
+        if !allowed_now(&mut buckets, &player, &action, tick.0, rate.0) {
+            continue;
+        }
         let here = players.0.get(&player).copied();
         match action {
             Action::Move { zone, x, y } => {
                 let allowed = x < ZONE_SIZE
                     && y < ZONE_SIZE
                     && here.is_none_or(|(z, px, py)| {
-                        (z == zone && near((px, py), (x, y), 1))
-                            // Crossing to a neighbouring zone from its edge.
-                            || (z != zone && (px == 0 || py == 0 || px == ZONE_SIZE - 1 || py == ZONE_SIZE - 1))
+                        (z == zone && near((px, py), (x, y), 1)) || crosses(&zones, (z, px, py), (zone, x, y))
                     });
                 if allowed {
                     players.0.insert(player, (zone, x, y));
@@ -189,6 +268,14 @@ mod tests {
         let mut world = World::new();
         world.init_resource::<IncomingIntents>();
         world.init_resource::<Players>();
+        world.init_resource::<RateBuckets>();
+        world.init_resource::<Tick>();
+        world.insert_resource(TickRate(20));
+        // Zone 0 has zone 1 to its east.
+        world.insert_resource(ZoneMap(HashMap::from([
+            (0, [None, None, Some(1), None]),
+            (1, [None, None, None, Some(0)]),
+        ])));
         world.insert_resource(NextObject(1_000_000));
         let item = world
             .spawn((
@@ -213,17 +300,27 @@ mod tests {
             },
         ));
         let mut schedule = Schedule::default();
-        schedule.add_systems(apply_actions);
+        schedule.add_systems((advance_tick, apply_actions).chain());
         (world, schedule, item)
     }
 
-    fn act(world: &mut World, schedule: &mut Schedule, player: &str, action: Action) {
-        world.resource_mut::<IncomingIntents>().0 = vec![ReceivedIntent {
-            perspective: player.into(),
-            kind: ACTION.into(),
-            payload: rmp_serde::to_vec(&action).expect("encode"),
-        }];
+    /// Sends `actions` in one tick.
+    fn act_at_once(world: &mut World, schedule: &mut Schedule, player: &str, actions: &[Action]) {
+        world.resource_mut::<IncomingIntents>().0 = actions
+            .iter()
+            .map(|action| ReceivedIntent {
+                perspective: player.into(),
+                kind: ACTION.into(),
+                payload: rmp_serde::to_vec(action).expect("encode"),
+            })
+            .collect();
         schedule.run(world);
+    }
+
+    /// Sends `action` a second after the previous one (no rate limit applies).
+    fn act(world: &mut World, schedule: &mut Schedule, player: &str, action: Action) {
+        world.resource_mut::<Tick>().0 += 19;
+        act_at_once(world, schedule, player, &[action]);
     }
 
     #[test]
@@ -305,5 +402,51 @@ mod tests {
         assert_eq!(houses(&mut world), 0);
         act(&mut world, &mut schedule, "ann", Action::Build { name: "new".into() });
         assert_eq!(houses(&mut world), 1);
+    }
+
+    #[test]
+    fn each_kind_of_action_is_rate_limited_per_player() {
+        let (mut world, mut schedule, _) = world();
+        let houses = |w: &mut World| w.query::<&House>().iter(w).count();
+        act(&mut world, &mut schedule, "ann", Action::Move { zone: 0, x: 60, y: 60 });
+        let builds: Vec<Action> = (0..5).map(|n| Action::Build { name: format!("h{n}") }).collect();
+        act_at_once(&mut world, &mut schedule, "ann", &builds);
+        assert_eq!(houses(&mut world), 2, "one new house, however many asked at once");
+        // 100 steps east at once: only the burst gets through.
+        let steps: Vec<Action> = (1..=100)
+            .map(|n| Action::Move {
+                zone: 0,
+                x: 60 + n,
+                y: 60,
+            })
+            .collect();
+        act_at_once(&mut world, &mut schedule, "ann", &steps);
+        let (_, x, _) = world.resource::<Players>().0["ann"];
+        assert!((60 + 29..=60 + 31).contains(&x), "walked to {x}");
+        // Bob has his own buckets.
+        act(&mut world, &mut schedule, "bob", Action::Move { zone: 0, x: 90, y: 90 });
+        act_at_once(&mut world, &mut schedule, "bob", &builds[..1]);
+        assert_eq!(houses(&mut world), 3);
+        // After two seconds Ann may build again.
+        world.resource_mut::<Tick>().0 += 40;
+        act_at_once(&mut world, &mut schedule, "ann", &builds[..1]);
+        assert_eq!(houses(&mut world), 4);
+    }
+
+    #[test]
+    fn a_player_crosses_only_into_the_neighbour_beyond_the_edge_they_stand_on() {
+        let (mut world, mut schedule, _) = world();
+        let at = |w: &World| w.resource::<Players>().0["ann"];
+        act(&mut world, &mut schedule, "ann", Action::Move { zone: 0, x: 255, y: 9 });
+        act(&mut world, &mut schedule, "ann", Action::Move { zone: 1, x: 0, y: 10 });
+        assert_eq!(at(&world), (0, 255, 9), "arriving one row off");
+        act(&mut world, &mut schedule, "ann", Action::Move { zone: 2, x: 0, y: 9 });
+        assert_eq!(at(&world), (0, 255, 9), "zone 2 is not zone 0's neighbour");
+        act(&mut world, &mut schedule, "ann", Action::Move { zone: 1, x: 0, y: 9 });
+        assert_eq!(at(&world), (1, 0, 9));
+        act(&mut world, &mut schedule, "ann", Action::Move { zone: 0, x: 0, y: 9 });
+        assert_eq!(at(&world), (1, 0, 9), "back west arrives on the east edge");
+        act(&mut world, &mut schedule, "ann", Action::Move { zone: 0, x: 255, y: 9 });
+        assert_eq!(at(&world), (0, 255, 9));
     }
 }

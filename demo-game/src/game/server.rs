@@ -1,7 +1,10 @@
-//! Setting up the demo's server side: the world (generated on first start,
-//! loaded from the store afterwards), the inventory zone, the rules schedule
-//! and the join hook. Shared by `hoard-demo server` and `hoard-demo play`.
+//! Setting up the demo's server side: the world (imported from world files
+//! on first start, loaded from the store afterwards), the inventory zone, the
+//! zone map, the rules schedule and the join hook. Shared by
+//! `hoard-demo server` and `hoard-demo play`.
 
+use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
 
 use bevy_ecs::prelude::*;
@@ -10,24 +13,33 @@ use hoard_engine::{HoardUrl, Published, Publisher, RedbStore, ZoneId, load_world
 use hoard_net::quic::intents::IntentRegistry;
 use hoard_net::quic::server::Game;
 
-use super::rules::{ACTION, Action, INVENTORY_ZONE, NextObject, Players, apply_actions, ensure_inventory};
+use super::ZoneInfo;
+use super::rules::{
+    ACTION, Action, INVENTORY_ZONE, NextObject, Players, RateBuckets, Tick, TickRate, ZoneMap, advance_tick,
+    apply_actions, ensure_inventory,
+};
 
-/// Builds the game over `store`, generating `zones` zones on first start.
-pub(crate) fn game(store: &Arc<RedbStore>, zones: usize, seed: u64, port: u16) -> anyhow::Result<Game> {
+/// Builds the game over `store`. On first start (an empty store) the world
+/// in `world_dir` is checked and imported; `progress` follows the import.
+pub(crate) fn game(
+    store: &Arc<RedbStore>,
+    world_dir: &Path,
+    tick_hz: u32,
+    progress: &dyn Fn(u64, u64),
+) -> anyhow::Result<Game> {
     let mut publisher = Publisher::new(super::registry());
     let mut world = World::new();
-    if store.zones()?.is_empty() {
-        eprintln!("first start: generating a world of {zones} zones");
-        for plan in super::generate::generate(&mut world, zones, seed)? {
-            store.create_zone(&plan.zone, &plan.shards)?;
-        }
+    if store.zones()?.iter().all(|z| z.as_str() == INVENTORY_ZONE) {
+        eprintln!("first start: importing the world from {}", world_dir.display());
+        let data = crate::world::load_valid(world_dir, &|_, _| {})?;
+        crate::world::store::import(&**store, &data, &mut publisher, &mut world, progress)?;
         store.create_zone(&ZoneId::new(INVENTORY_ZONE)?, &[])?;
     } else {
         let report = load_world(
             &**store,
             &mut publisher,
             &mut world,
-            &HoardUrl::service("localhost", port.max(1), "world"),
+            &HoardUrl::service("localhost", 1, "world"),
         )?;
         for problem in &report.problems {
             eprintln!("warning: {problem}");
@@ -40,10 +52,15 @@ pub(crate) fn game(store: &Arc<RedbStore>, zones: usize, seed: u64, port: u16) -
         .max()
         .unwrap_or(0)
         + 1;
+    let zone_map = zone_map(&**store, &mut world)?;
+    world.insert_resource(zone_map);
     world.insert_resource(NextObject(next));
+    world.insert_resource(TickRate(tick_hz.max(1)));
+    world.init_resource::<Tick>();
     world.init_resource::<Players>();
+    world.init_resource::<RateBuckets>();
     let mut schedule = Schedule::default();
-    schedule.add_systems(apply_actions);
+    schedule.add_systems((advance_tick, apply_actions).chain());
     let mut game = Game::new(
         world,
         schedule,
@@ -54,4 +71,32 @@ pub(crate) fn game(store: &Arc<RedbStore>, zones: usize, seed: u64, port: u16) -
         ensure_inventory(player, store)
     }));
     Ok(game)
+}
+
+/// Which zone lies beyond which edge of which, by zone index, from the
+/// zones' `zone` objects.
+fn zone_map(store: &dyn WorldStore, world: &mut World) -> anyhow::Result<ZoneMap> {
+    let mut index_of: HashMap<String, u32> = HashMap::new();
+    let mut infos = Vec::new();
+    let mut shard_zone = HashMap::new();
+    for zone in store.zones()? {
+        for shard in store.zone_shards(&zone)? {
+            shard_zone.insert(shard, zone.to_string());
+        }
+    }
+    for (published, info) in world.query::<(&Published, &ZoneInfo)>().iter(world) {
+        if let Some(name) = shard_zone.get(&published.shard) {
+            index_of.insert(name.clone(), info.index);
+            infos.push(info.clone());
+        }
+    }
+    let find = |name: &Option<String>| name.as_ref().and_then(|n| index_of.get(n).copied());
+    let mut map = ZoneMap::default();
+    for info in infos {
+        map.0.insert(
+            info.index,
+            [find(&info.north), find(&info.south), find(&info.east), find(&info.west)],
+        );
+    }
+    Ok(map)
 }

@@ -2,3 +2,4 @@
 
 mod cache_cli;
 mod server_client;
+mod world_cli;

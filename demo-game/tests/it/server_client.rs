@@ -6,13 +6,13 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-fn demo() -> Command {
+pub(crate) fn demo() -> Command {
     Command::new(env!("CARGO_BIN_EXE_hoard-demo"))
 }
 
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    addr: String,
+    pub(crate) addr: String,
     fingerprint: String,
 }
 
@@ -23,18 +23,35 @@ impl Drop for Server {
     }
 }
 
-fn server(data: &Path) -> Server {
-    let mut child = demo()
+/// Writes a generated world of two zones (meadow, forest) to `out`.
+pub(crate) fn generate_world(out: &Path) {
+    let status = demo()
         .args([
-            "server",
-            "--listen",
-            "127.0.0.1:0",
+            "world",
+            "generate",
             "--zones",
             "2",
-            "--tick-hz",
-            "50",
-            "--data",
+            "--objects-per-zone",
+            "700",
+            "--out",
         ])
+        .arg(out)
+        .stdout(Stdio::null())
+        .status()
+        .expect("generate");
+    assert!(status.success());
+}
+
+/// Starts a server on `data`, serving a generated world (kept in `data/world-files`).
+pub(crate) fn server(data: &Path) -> Server {
+    let world = data.join("world-files");
+    if !world.exists() {
+        generate_world(&world);
+    }
+    let mut child = demo()
+        .args(["server", "--listen", "127.0.0.1:0", "--tick-hz", "50", "--world"])
+        .arg(&world)
+        .arg("--data")
         .arg(data)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -54,7 +71,7 @@ fn server(data: &Path) -> Server {
     }
 }
 
-fn token(data: &Path, player: &str) -> String {
+pub(crate) fn token(data: &Path, player: &str) -> String {
     let out = demo()
         .args(["server", "token", "--player", player, "--data"])
         .arg(data)
@@ -65,7 +82,7 @@ fn token(data: &Path, player: &str) -> String {
 }
 
 /// A headless client command entering `zone` as the player with `token`.
-fn headless(addr: &str, zone: &str, token: &str) -> Command {
+pub(crate) fn headless(addr: &str, zone: &str, token: &str) -> Command {
     let mut cmd = demo();
     cmd.args([
         "client",
@@ -81,7 +98,7 @@ fn headless(addr: &str, zone: &str, token: &str) -> Command {
     cmd
 }
 
-fn enter(server: &Server, cache: &Path, token: &str, zone: &str) -> serde_json::Value {
+pub(crate) fn enter(server: &Server, cache: &Path, token: &str, zone: &str) -> serde_json::Value {
     let out = headless(&server.addr, zone, token)
         .arg("--cache-dir")
         .arg(cache)
@@ -144,41 +161,40 @@ fn a_returning_player_gets_the_zone_from_cache() {
     );
 }
 
-/// Finds an item lying in shard 0 of meadow, from a cached copy: (id, x, y).
-fn some_item(cache: &Path) -> (u64, u64, u64) {
+/// Finds an item lying in meadow, from the cached copies: (id, x, y, shard).
+pub(crate) fn some_item(cache: &Path) -> (u64, u64, u64, u64) {
     let inventory = demo()
         .args(["cache", "inspect", "--json", "--cache-dir"])
         .arg(cache)
         .output()
         .expect("inspect");
     let entries: serde_json::Value = serde_json::from_slice(&inventory.stdout).expect("json");
-    let path = entries
+    for entry in entries
         .as_array()
         .expect("array")
         .iter()
-        .find(|e| e["zone"] == "meadow" && e["shard"] == 0)
-        .and_then(|e| e["path"].as_str())
-        .expect("shard 0 cached")
-        .to_owned();
-    let dump = demo()
-        .args(["cache", "inspect", "--dump", &path, "--cache-dir"])
-        .arg(cache)
-        .output()
-        .expect("dump");
-    let shard: serde_json::Value = serde_json::from_slice(&dump.stdout).expect("json");
-    let item = shard["objects"]
-        .as_array()
-        .expect("objects")
-        .iter()
-        .find(|o| o["components"].get("item").is_some())
-        .expect("an item in shard 0");
-    // Item is [kind, count, x, y].
-    let fields = &item["components"]["item"];
-    (
-        item["id"].as_u64().expect("id"),
-        fields[2].as_u64().expect("x"),
-        fields[3].as_u64().expect("y"),
-    )
+        .filter(|e| e["zone"] == "meadow")
+    {
+        let path = entry["path"].as_str().expect("path");
+        let dump = demo()
+            .args(["cache", "inspect", "--dump", path, "--cache-dir"])
+            .arg(cache)
+            .output()
+            .expect("dump");
+        let shard: serde_json::Value = serde_json::from_slice(&dump.stdout).expect("json");
+        let objects = shard["objects"].as_array().expect("objects");
+        if let Some(item) = objects.iter().find(|o| o["components"].get("item").is_some()) {
+            // Item is [kind, count, x, y].
+            let fields = &item["components"]["item"];
+            return (
+                item["id"].as_u64().expect("id"),
+                fields[2].as_u64().expect("x"),
+                fields[3].as_u64().expect("y"),
+                entry["shard"].as_u64().expect("shard"),
+            );
+        }
+    }
+    panic!("no item in any cached shard of meadow");
 }
 
 #[test]
@@ -189,7 +205,7 @@ fn an_item_one_player_moves_is_seen_by_another_exactly_once() {
     let server = server(data.path());
     let (ann, bob) = (token(data.path(), "ann"), token(data.path(), "bob"));
     enter(&server, ann_cache.path(), &ann, "meadow");
-    let (id, x, y) = some_item(ann_cache.path());
+    let (id, x, y, _) = some_item(ann_cache.path());
     let x2 = if x < 255 { x + 1 } else { x - 1 };
     let expect = format!("{id}:{x2}:{y}");
 
@@ -260,7 +276,7 @@ fn an_item_picked_up_and_dropped_exists_exactly_once_after_server_sigkills() {
     let ann = token(data.path(), "ann");
     enter(&first, cache.path(), &ann, "meadow");
     drop(first);
-    let (id, x, y) = some_item(cache.path());
+    let (id, x, y, _) = some_item(cache.path());
     let x2 = if x < 255 { x + 1 } else { x - 1 };
     let mv = |x: u64| format!(r#"{{"Move":{{"zone":0,"x":{x},"y":{y}}}}}"#);
     let pick = format!(r#"{{"PickUp":{{"object":{id}}}}}"#);

@@ -1,0 +1,321 @@
+//! A player's session in the terminal, shared by `hoard-demo play` and
+//! `hoard-demo client`: enters the start zone and the player's inventory,
+//! then runs the ratatui loop — walking (one step per key, at most 15 a
+//! second, the server's limit), picking up, dropping, building, demolishing,
+//! digging and planting. Walking off an edge enters the zone beyond it; the
+//! neighbour a player walks towards is prefetched, so crossing costs no
+//! network. A cold zone entry shows its progress in the status line. The
+//! terminal is restored on every exit path.
+
+use std::time::{Duration, Instant};
+
+use bevy_ecs::world::World;
+use crossterm::event::{self, Event, KeyCode, KeyEventKind};
+use hoard_engine::ZoneId;
+use hoard_net::quic::client::{HoardClient, Replicated};
+use hoard_net::sync::client::EntryStats;
+use ratatui::DefaultTerminal;
+
+use crate::game::rules::{self, ACTION, Action};
+use crate::game::{ZONE_SIZE, ZoneInfo};
+use crate::tui::{View, draw};
+
+/// Distance from an edge at which the zone beyond it is prefetched.
+const PREFETCH_WITHIN: u16 = 32;
+/// The shortest time between two steps (the server allows 15 a second).
+const STEP_EVERY: Duration = Duration::from_millis(70);
+
+/// An edge of a zone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Side {
+    North,
+    South,
+    East,
+    West,
+}
+
+fn beyond(info: &ZoneInfo, side: Side) -> Option<&str> {
+    match side {
+        Side::North => info.north.as_deref(),
+        Side::South => info.south.as_deref(),
+        Side::East => info.east.as_deref(),
+        Side::West => info.west.as_deref(),
+    }
+}
+
+/// The `zone` object of `zone`, among the replicated objects of `world`.
+pub(crate) fn zone_info(client: &HoardClient, world: &mut World, zone: &ZoneId) -> Option<ZoneInfo> {
+    let shards: Vec<_> = client
+        .cache()
+        .zone_keys(client.identity(), "world", None, zone)
+        .into_iter()
+        .map(|k| k.shard)
+        .collect();
+    world
+        .query::<(&Replicated, &ZoneInfo)>()
+        .iter(world)
+        .find(|(r, _)| shards.contains(&r.shard))
+        .map(|(_, info)| info.clone())
+}
+
+/// A player in a zone.
+pub(crate) struct Session<'a> {
+    client: &'a HoardClient,
+    world: World,
+    /// What the screen shows.
+    pub(crate) view: View,
+    zone: ZoneId,
+    info: ZoneInfo,
+    prefetched: Option<String>,
+    last_step: Instant,
+}
+
+impl<'a> Session<'a> {
+    /// Enters `zone` and the player's inventory, and places the player at the crossroads.
+    pub(crate) async fn start(client: &'a HoardClient, player: &str, zone: ZoneId) -> anyhow::Result<Session<'a>> {
+        let stats = client.enter_zone(&zone).await?;
+        client.enter_zone(&ZoneId::new(rules::INVENTORY_ZONE)?).await?;
+        let mut world = World::new();
+        client.update(&mut world);
+        let info = zone_info(client, &mut world, &zone)
+            .ok_or_else(|| anyhow::anyhow!("zone {zone} has no `zone` object; is this a hoard-demo world?"))?;
+        let mut view = View {
+            zone: zone.to_string(),
+            player: (ZONE_SIZE / 2, ZONE_SIZE / 2),
+            last_entry: Some(stats),
+            inventory_shard: Some(rules::inventory_shard(player)),
+            player_name: player.to_owned(),
+            ..View::default()
+        };
+        view.refresh(&mut world);
+        let (x, y) = view.player;
+        client
+            .send_intent(ACTION, &Action::Move { zone: info.index, x, y })
+            .await?;
+        Ok(Session {
+            client,
+            world,
+            view,
+            zone,
+            info,
+            prefetched: None,
+            last_step: Instant::now(),
+        })
+    }
+
+    /// The last entry's stats.
+    pub(crate) fn last_entry(&self) -> Option<&EntryStats> {
+        self.view.last_entry.as_ref()
+    }
+
+    /// Leaves the zone.
+    pub(crate) async fn leave(&self) -> anyhow::Result<()> {
+        self.client.leave_zone(&self.zone).await?;
+        Ok(())
+    }
+
+    /// Runs the terminal until the player quits. Call from a blocking context
+    /// inside the runtime (`tokio::task::block_in_place`).
+    pub(crate) fn run_terminal(&mut self) -> anyhow::Result<()> {
+        let mut terminal = ratatui::init();
+        let result = self.event_loop(&mut terminal);
+        ratatui::restore();
+        result
+    }
+
+    fn event_loop(&mut self, terminal: &mut DefaultTerminal) -> anyhow::Result<()> {
+        let runtime = tokio::runtime::Handle::current();
+        loop {
+            // Live deltas change the world without events: redraw from it
+            // every frame (a zone is a few thousand objects).
+            self.client.update(&mut self.world);
+            self.view.refresh(&mut self.world);
+            terminal.draw(|f| draw(f, &self.view))?;
+            if !event::poll(Duration::from_millis(100))? {
+                continue;
+            }
+            let Event::Key(key) = event::read()? else { continue };
+            if key.kind != KeyEventKind::Press {
+                continue;
+            }
+            let side = match key.code {
+                KeyCode::Char('q') | KeyCode::Esc => return Ok(()),
+                KeyCode::Left | KeyCode::Char('a') => Some(Side::West),
+                KeyCode::Right | KeyCode::Char('d') => Some(Side::East),
+                KeyCode::Up | KeyCode::Char('w') => Some(Side::North),
+                KeyCode::Down | KeyCode::Char('s') => Some(Side::South),
+                _ => None,
+            };
+            match side {
+                Some(side) => runtime.block_on(self.step(terminal, side))?,
+                None => {
+                    if let Some(action) = self.action_for(key.code) {
+                        runtime.block_on(self.client.send_intent(ACTION, &action))?;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The action a key asks for (or a message saying why there is none).
+    fn action_for(&mut self, key: KeyCode) -> Option<Action> {
+        let view = &mut self.view;
+        match key {
+            KeyCode::Char('?') => {
+                view.help = !view.help;
+                None
+            }
+            KeyCode::Char('g') => {
+                let found = view.item_near(view.player);
+                if found.is_none() {
+                    view.message = "nothing to pick up here".into();
+                }
+                found.map(|object| Action::PickUp { object })
+            }
+            KeyCode::Char('r') => {
+                let found = view.inventory.first().map(|(object, _)| *object);
+                if found.is_none() {
+                    view.message = "your inventory is empty".into();
+                }
+                found.map(|object| Action::Drop { object })
+            }
+            KeyCode::Char('b') => Some(Action::Build {
+                name: format!("{}'s house", view.player_name),
+            }),
+            KeyCode::Char('x') => {
+                let found = view.own_house_near(view.player);
+                if found.is_none() {
+                    view.message = "none of your houses is near".into();
+                }
+                found.map(|object| Action::Demolish { object })
+            }
+            KeyCode::Char('t') => Some(Action::Terraform {
+                kind: crate::game::tile::FOREST,
+            }),
+            KeyCode::Char('f') => Some(Action::Terraform {
+                kind: crate::game::tile::WATER,
+            }),
+            _ => None,
+        }
+    }
+
+    /// One step towards `side`: within the zone, or across its edge.
+    async fn step(&mut self, terminal: &mut DefaultTerminal, side: Side) -> anyhow::Result<()> {
+        if self.last_step.elapsed() < STEP_EVERY {
+            return Ok(());
+        }
+        self.last_step = Instant::now();
+        let (x, y) = self.view.player;
+        let last = ZONE_SIZE - 1;
+        let at_edge = match side {
+            Side::North => y == 0,
+            Side::South => y == last,
+            Side::East => x == last,
+            Side::West => x == 0,
+        };
+        if at_edge {
+            let Some(next) = beyond(&self.info, side).map(str::to_owned) else {
+                self.view.message = "the world ends here".into();
+                return Ok(());
+            };
+            let arrival = match side {
+                Side::North => (x, last),
+                Side::South => (x, 0),
+                Side::East => (0, y),
+                Side::West => (last, y),
+            };
+            return self.cross(terminal, ZoneId::new(next)?, arrival).await;
+        }
+        let to = match side {
+            Side::North => (x, y - 1),
+            Side::South => (x, y + 1),
+            Side::East => (x + 1, y),
+            Side::West => (x - 1, y),
+        };
+        self.view.player = to;
+        self.client
+            .send_intent(
+                ACTION,
+                &Action::Move {
+                    zone: self.info.index,
+                    x: to.0,
+                    y: to.1,
+                },
+            )
+            .await?;
+        self.prefetch_ahead().await
+    }
+
+    /// Prefetches the zone beyond the nearest edge the player is close to.
+    async fn prefetch_ahead(&mut self) -> anyhow::Result<()> {
+        let (x, y) = self.view.player;
+        let far = ZONE_SIZE - PREFETCH_WITHIN;
+        let side = if x >= far {
+            Some(Side::East)
+        } else if x < PREFETCH_WITHIN {
+            Some(Side::West)
+        } else if y >= far {
+            Some(Side::South)
+        } else if y < PREFETCH_WITHIN {
+            Some(Side::North)
+        } else {
+            None
+        };
+        if let Some(next) = side.and_then(|s| beyond(&self.info, s))
+            && self.prefetched.as_deref() != Some(next)
+        {
+            self.client.prefetch(&ZoneId::new(next)?).await?;
+            self.view.message = format!("prefetching {next}");
+            self.prefetched = Some(next.to_owned());
+        }
+        Ok(())
+    }
+
+    /// Leaves this zone and enters `next`, arriving at `arrival`; a cold
+    /// entry shows its progress.
+    async fn cross(&mut self, terminal: &mut DefaultTerminal, next: ZoneId, arrival: (u16, u16)) -> anyhow::Result<()> {
+        let client = self.client;
+        client.leave_zone(&self.zone).await?;
+        let stats = {
+            let entry = client.enter_zone(&next);
+            tokio::pin!(entry);
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            loop {
+                tokio::select! {
+                    stats = &mut entry => break stats?,
+                    _ = tick.tick() => {
+                        if let Some(p) = client.entry_progress(&next) {
+                            self.view.message = format!(
+                                "entering {next}: {}/{} shards, {} KB",
+                                p.shards_done,
+                                p.shards.map_or_else(|| "?".to_owned(), |n| n.to_string()),
+                                p.bytes_rx / 1000
+                            );
+                            terminal.draw(|f| draw(f, &self.view))?;
+                        }
+                    }
+                }
+            }
+        };
+        self.client.update(&mut self.world);
+        self.info = zone_info(self.client, &mut self.world, &next)
+            .ok_or_else(|| anyhow::anyhow!("zone {next} has no `zone` object"))?;
+        self.zone = next;
+        self.view.zone = self.zone.to_string();
+        self.view.player = arrival;
+        self.view.last_entry = Some(stats);
+        self.view.message.clear();
+        self.prefetched = None;
+        self.client
+            .send_intent(
+                ACTION,
+                &Action::Move {
+                    zone: self.info.index,
+                    x: arrival.0,
+                    y: arrival.1,
+                },
+            )
+            .await?;
+        Ok(())
+    }
+}

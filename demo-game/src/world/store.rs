@@ -1,0 +1,166 @@
+//! World data in and out of a server's store, always through the ECS and the
+//! publisher, the same path the running server takes: `import` spawns the
+//! objects and commits them zone by zone; `read` loads a store back into
+//! [`WorldData`]; `apply` loads the store, makes a mod's changes to the
+//! entities and commits them, so every touched shard's seq and digest advance
+//! and a client that connects later receives just those objects as a delta.
+
+use std::collections::HashMap;
+
+use bevy_ecs::prelude::*;
+use hoard_engine::store::{CommitReceipt, ShardSpec, WorldStore};
+use hoard_engine::{HoardUrl, ObjectId, Published, Publisher, ZoneId, load_world};
+
+use super::problems::Source;
+use super::{Change, Thing, WorldData, WorldObject};
+use crate::game::rules::INVENTORY_ZONE;
+use crate::game::{House, Item, TerrainRow, ZoneInfo};
+
+/// The URL load problems are reported under.
+fn url() -> HoardUrl {
+    HoardUrl::service("localhost", 1, "world")
+}
+
+/// Spawns `object` into `world`.
+fn spawn(world: &mut World, object: &WorldObject) -> Entity {
+    let marker = Published::new(ObjectId(object.id), object.shard);
+    match object.thing.clone() {
+        Thing::Zone(c) => world.spawn((marker, c)).id(),
+        Thing::Terrain(c) => world.spawn((marker, c)).id(),
+        Thing::House(c) => world.spawn((marker, c)).id(),
+        Thing::Item(c) => world.spawn((marker, c)).id(),
+    }
+}
+
+/// Gathers `world`'s changes and commits them.
+fn commit(store: &dyn WorldStore, publisher: &mut Publisher, world: &mut World) -> anyhow::Result<CommitReceipt> {
+    let gathered = publisher.gather(world);
+    if let Some(problem) = gathered.problems.first() {
+        anyhow::bail!(
+            "{} object(s) could not be published, the first: {problem}",
+            gathered.problems.len()
+        );
+    }
+    Ok(store.commit(&gathered.changes)?)
+}
+
+/// Creates `data`'s zones in the (empty) store and commits its objects, one
+/// commit per zone, spawning them into `world` as it goes. `progress` is
+/// called after each zone with (objects done, objects in all).
+pub(crate) fn import(
+    store: &dyn WorldStore,
+    data: &WorldData,
+    publisher: &mut Publisher,
+    world: &mut World,
+    progress: &dyn Fn(u64, u64),
+) -> anyhow::Result<usize> {
+    let existing = store.zones()?;
+    anyhow::ensure!(
+        existing.iter().all(|z| z.as_str() == INVENTORY_ZONE),
+        "this store already holds a world (zones {}); change it with `world apply`, or import into an empty data directory",
+        existing.iter().map(ZoneId::as_str).collect::<Vec<_>>().join(", ")
+    );
+    let total = data.objects.len() as u64;
+    let mut done = 0;
+    for (zone, shards) in &data.zones {
+        let specs: Vec<ShardSpec> = shards.iter().map(|s| ShardSpec::shared(*s)).collect();
+        store.create_zone(zone, &specs)?;
+        for object in data.objects_in_zone(zone) {
+            spawn(world, object);
+            done += 1;
+        }
+        commit(store, publisher, world)?;
+        progress(done, total);
+    }
+    Ok(done as usize)
+}
+
+/// Reads the world (every zone but the players' inventories) out of `store`.
+pub(crate) fn read(store: &dyn WorldStore) -> anyhow::Result<WorldData> {
+    let mut publisher = Publisher::new(crate::game::registry());
+    let mut world = World::new();
+    let report = load_world(store, &mut publisher, &mut world, &url())?;
+    if let Some(problem) = report.problems.first() {
+        anyhow::bail!(
+            "{} stored object(s) could not be read, the first: {problem}",
+            report.problems.len()
+        );
+    }
+    let mut data = WorldData::default();
+    for zone in store.zones()? {
+        if zone.as_str() != INVENTORY_ZONE {
+            data.zones
+                .insert(zone.clone(), store.zone_shards(&zone)?.into_iter().collect());
+        }
+    }
+    let mut query = world.query::<(
+        &Published,
+        Option<&ZoneInfo>,
+        Option<&TerrainRow>,
+        Option<&House>,
+        Option<&Item>,
+    )>();
+    for (published, zone, terrain, house, item) in query.iter(&world) {
+        let id = published.object.0;
+        if data.zone_of(published.shard).is_none() {
+            data.reserved.insert(id);
+            continue;
+        }
+        let thing = match (zone, terrain, house, item) {
+            (Some(c), ..) => Thing::Zone(c.clone()),
+            (_, Some(c), ..) => Thing::Terrain(c.clone()),
+            (_, _, Some(c), _) => Thing::House(c.clone()),
+            (.., Some(c)) => Thing::Item(c.clone()),
+            _ => continue,
+        };
+        data.objects.insert(
+            id,
+            WorldObject {
+                id,
+                shard: published.shard,
+                thing,
+                source: Source::Store(published.shard),
+            },
+        );
+    }
+    Ok(data)
+}
+
+/// Makes `changes` to the objects in `store` in one commit.
+pub(crate) fn apply(store: &dyn WorldStore, changes: &[Change]) -> anyhow::Result<CommitReceipt> {
+    let mut publisher = Publisher::new(crate::game::registry());
+    let mut world = World::new();
+    load_world(store, &mut publisher, &mut world, &url())?;
+    let entities: HashMap<u64, Entity> = world
+        .query::<(Entity, &Published)>()
+        .iter(&world)
+        .map(|(e, p)| (p.object.0, e))
+        .collect();
+    for change in changes {
+        let entity = entities.get(&change.id()).copied();
+        match (change, entity) {
+            (Change::Removed(_), Some(entity)) => {
+                world.despawn(entity);
+            }
+            (Change::Changed { new, .. }, Some(entity)) => {
+                let mut entity = world.entity_mut(entity);
+                if let Some(mut published) = entity.get_mut::<Published>() {
+                    published.shard = new.shard;
+                }
+                // Only a component of another kind is removed: replacing one
+                // of the same kind is an ordinary change the publisher sees.
+                match new.thing.clone() {
+                    Thing::Zone(c) => entity.remove::<(TerrainRow, House, Item)>().insert(c),
+                    Thing::Terrain(c) => entity.remove::<(ZoneInfo, House, Item)>().insert(c),
+                    Thing::House(c) => entity.remove::<(ZoneInfo, TerrainRow, Item)>().insert(c),
+                    Thing::Item(c) => entity.remove::<(ZoneInfo, TerrainRow, House)>().insert(c),
+                };
+            }
+            (Change::Added(new) | Change::Changed { new, .. }, _) => {
+                spawn(&mut world, new);
+            }
+            (Change::Removed(_), None) => {}
+        }
+    }
+    commit(store, &mut publisher, &mut world)
+}
