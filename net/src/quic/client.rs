@@ -148,6 +148,8 @@ struct Inner {
     waiting: Mutex<HashMap<ZoneId, oneshot::Sender<Result<EntryStats, ClientError>>>>,
     /// Zones the game has entered (materialised), as opposed to prefetched.
     visible: Mutex<HashSet<ZoneId>>,
+    /// The latest transient state of each entered zone.
+    transient: Mutex<HashMap<ZoneId, Vec<u8>>>,
     /// Signalled whenever something is pending for [`HoardClient::update`].
     changed: tokio::sync::Notify,
     /// The control stream, shared with the background readers (they send repairs).
@@ -260,6 +262,7 @@ impl HoardClient {
             pending: Mutex::new(Vec::new()),
             waiting: Mutex::new(HashMap::new()),
             visible: Mutex::new(HashSet::new()),
+            transient: Mutex::new(HashMap::new()),
             changed: tokio::sync::Notify::new(),
             control: AsyncMutex::new(send),
         });
@@ -298,6 +301,13 @@ impl HoardClient {
     /// display while [`HoardClient::enter_zone`] runs); `None` when none is.
     pub fn entry_progress(&self, zone: &ZoneId) -> Option<crate::sync::client::EntryProgress> {
         self.inner.sync.lock().ok()?.entry_progress(zone)
+    }
+
+    /// The latest transient state of `zone` (game data the server never
+    /// stores, such as who stands where), as the game encoded it; `None`
+    /// before any arrived, or after the zone was left.
+    pub fn transient(&self, zone: &ZoneId) -> Option<Vec<u8>> {
+        self.inner.transient.lock().ok()?.get(zone).cloned()
     }
 
     /// The cache this client writes.
@@ -415,6 +425,9 @@ impl HoardClient {
     pub async fn leave_zone(&self, zone: &ZoneId) -> Result<(), ClientError> {
         if let Ok(mut visible) = self.inner.visible.lock() {
             visible.remove(zone);
+        }
+        if let Ok(mut transient) = self.inner.transient.lock() {
+            transient.remove(zone);
         }
         let messages = {
             let mut sync = self
@@ -676,6 +689,12 @@ fn process_effects(inner: &Arc<Inner>) {
                 if let Some(tx) = inner.waiting.lock().ok().and_then(|mut w| w.remove(&zone)) {
                     let _ = tx.send(Ok(stats));
                 }
+            }
+            Effect::Transient { zone, payload } => {
+                if let Ok(mut transient) = inner.transient.lock() {
+                    transient.insert(zone, payload);
+                }
+                inner.changed.notify_one();
             }
             Effect::DeltaApplied {
                 zone,

@@ -22,7 +22,7 @@ use crate::auth::TokenAuthority;
 use crate::sync::hub::{Hub, SessionId};
 use crate::sync::server::{Output, ServerSession, SessionConfig};
 use crate::tls::{ServerKeys, TlsError};
-use crate::wire::{Delta, ErrorCode, IntentRejected, MAX_CONTROL_FRAME, Message};
+use crate::wire::{ErrorCode, IntentRejected, MAX_CONTROL_FRAME, MAX_TRANSIENT_BYTES, Message, Transient};
 
 /// How the server runs.
 #[derive(Clone, Debug)]
@@ -76,10 +76,18 @@ pub struct Game {
     /// before any zone request of it is answered (the demo creates the
     /// player's inventory shard here).
     pub on_join: Option<JoinHook>,
+    /// Called once per tick after the schedule: each zone's transient state
+    /// (never stored — who stands where), encoded by the game. A zone's state
+    /// goes to the sessions in that zone when it differs from the last sent,
+    /// and to each session entering the zone; a zone left out is unchanged.
+    pub transient: Option<TransientHook>,
 }
 
 /// See [`Game::on_join`].
 pub type JoinHook = Arc<dyn Fn(&str, &dyn WorldStore) + Send + Sync>;
+
+/// See [`Game::transient`].
+pub type TransientHook = Arc<dyn Fn(&mut World) -> Vec<(ZoneId, Vec<u8>)> + Send + Sync>;
 
 impl Game {
     /// A game open to every perspective, accepting `intents`.
@@ -91,6 +99,7 @@ impl Game {
             intents,
             access: Arc::new(crate::sync::server::OpenWorld),
             on_join: None,
+            transient: None,
         }
     }
 }
@@ -133,7 +142,7 @@ pub struct ServerStats {
 enum Command {
     Register {
         id: SessionId,
-        deltas: mpsc::Sender<Delta>,
+        deltas: mpsc::Sender<Message>,
         conn: Connection,
     },
     Subscribe {
@@ -312,17 +321,17 @@ async fn serve(
     if let Ok(mut conns) = shared.conns.lock() {
         conns.insert(id, conn.clone());
     }
-    let (delta_tx, mut delta_rx) = mpsc::channel::<Delta>(shared.delta_queue);
+    let (delta_tx, mut delta_rx) = mpsc::channel::<Message>(shared.delta_queue);
     let _ = shared.commands.send(Command::Register {
         id,
         deltas: delta_tx,
         conn: conn.clone(),
     });
-    // Live deltas on their own stream, opened on first use.
+    // Live deltas (and transient states) on their own stream, opened on first use.
     let delta_conn = conn.clone();
     tokio::spawn(async move {
         let mut stream = None;
-        while let Some(delta) = delta_rx.recv().await {
+        while let Some(message) = delta_rx.recv().await {
             if stream.is_none() {
                 match delta_conn.open_uni().await {
                     Ok(s) => stream = Some(s),
@@ -330,7 +339,7 @@ async fn serve(
                 }
             }
             if let Some(s) = stream.as_mut()
-                && write_message(s, &Message::Delta(delta)).await.is_err()
+                && write_message(s, &message).await.is_err()
             {
                 return;
             }
@@ -449,7 +458,7 @@ async fn control_loop(
 }
 
 struct Conn {
-    deltas: mpsc::Sender<Delta>,
+    deltas: mpsc::Sender<Message>,
     conn: Connection,
 }
 
@@ -465,10 +474,11 @@ fn world_loop(
     let mut conns: HashMap<SessionId, Conn> = HashMap::new();
     game.world.init_resource::<IncomingIntents>();
     let mut next = Instant::now();
+    let mut last_transient: HashMap<ZoneId, Vec<u8>> = HashMap::new();
     let deliver =
-        |conns: &mut HashMap<SessionId, Conn>, hub: &mut Hub, id: SessionId, delta: Delta, stats: &ServerStats| {
+        |conns: &mut HashMap<SessionId, Conn>, hub: &mut Hub, id: SessionId, message: Message, stats: &ServerStats| {
             let Some(c) = conns.get(&id) else { return };
-            if c.deltas.try_send(delta).is_err() {
+            if c.deltas.try_send(message).is_err() {
                 tracing::warn!(
                     session = id,
                     "client does not read its deltas fast enough; disconnecting"
@@ -488,7 +498,14 @@ fn world_loop(
                 }
                 Command::Subscribe { id, zone, shards } => {
                     for delta in hub.subscribe(id, &zone, &shards, &*store) {
-                        deliver(&mut conns, &mut hub, id, delta, &stats);
+                        deliver(&mut conns, &mut hub, id, Message::Delta(delta), &stats);
+                    }
+                    if let Some(payload) = last_transient.get(&zone) {
+                        let message = Message::Transient(Transient {
+                            zone: zone.clone(),
+                            payload: payload.clone(),
+                        });
+                        deliver(&mut conns, &mut hub, id, message, &stats);
                     }
                 }
                 Command::Unsubscribe { id, zone } => hub.unsubscribe(id, &zone),
@@ -501,6 +518,25 @@ fn world_loop(
         }
         game.schedule.run(&mut game.world);
         game.world.resource_mut::<IncomingIntents>().0.clear();
+        if let Some(hook) = &game.transient {
+            for (zone, payload) in hook(&mut game.world) {
+                if payload.len() > MAX_TRANSIENT_BYTES {
+                    tracing::warn!(%zone, bytes = payload.len(), "transient state over the limit; not sent");
+                    continue;
+                }
+                if last_transient.get(&zone) == Some(&payload) {
+                    continue;
+                }
+                for id in hub.sessions_in(&zone) {
+                    let message = Message::Transient(Transient {
+                        zone: zone.clone(),
+                        payload: payload.clone(),
+                    });
+                    deliver(&mut conns, &mut hub, id, message, &stats);
+                }
+                last_transient.insert(zone, payload);
+            }
+        }
         let gathered = game.publisher.gather(&mut game.world);
         if !gathered.changes.is_empty() {
             // Durable before published: no client may hold state a crash could take back.
@@ -510,7 +546,7 @@ fn world_loop(
                         .committed_objects
                         .fetch_add(gathered.changes.len() as u64, Ordering::Relaxed);
                     for (id, delta) in hub.publish(&gathered.changes, &receipt, &*store) {
-                        deliver(&mut conns, &mut hub, id, delta, &stats);
+                        deliver(&mut conns, &mut hub, id, Message::Delta(delta), &stats);
                     }
                 }
                 Err(e) => {

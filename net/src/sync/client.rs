@@ -99,6 +99,13 @@ pub enum Effect {
         /// Objects removed.
         removed: Vec<ObjectId>,
     },
+    /// A zone's transient state (never stored) replaced the previous one.
+    Transient {
+        /// The zone.
+        zone: ZoneId,
+        /// The game's encoding of it.
+        payload: Vec<u8>,
+    },
     /// The server refused an entry.
     ZoneDenied {
         /// The zone.
@@ -388,6 +395,25 @@ impl ClientSync {
                 }
             }
             Message::Delta(d) => self.delta(d)?,
+            Message::Transient(t) => {
+                if t.payload.len() > crate::wire::MAX_TRANSIENT_BYTES {
+                    return Err(SyncError::Protocol(format!(
+                        "transient state of {} bytes for {}; the limit is {}",
+                        t.payload.len(),
+                        t.zone,
+                        crate::wire::MAX_TRANSIENT_BYTES
+                    )));
+                }
+                // Only for zones this client is in: a late one for a zone
+                // just left is dropped.
+                let wanted = self.live.contains_key(&t.zone) || self.entries.values().any(|e| e.zone == t.zone);
+                if wanted {
+                    self.effects.push_back(Effect::Transient {
+                        zone: t.zone,
+                        payload: t.payload,
+                    });
+                }
+            }
             Message::Error(e) => self.effects.push_back(Effect::Failed {
                 code: e.code,
                 message: e.message,

@@ -115,6 +115,15 @@ impl Hub {
         }
     }
 
+    /// The sessions following at least one shard of `zone`.
+    pub fn sessions_in(&self, zone: &ZoneId) -> Vec<SessionId> {
+        self.sessions
+            .iter()
+            .filter(|(_, subs)| subs.values().any(|s| &s.zone == zone))
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
     /// Forgets a session.
     pub fn remove(&mut self, session: SessionId) {
         self.sessions.remove(&session);

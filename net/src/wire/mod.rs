@@ -18,7 +18,7 @@ pub use msg::*;
 /// The ALPN protocol id of hoard over QUIC.
 pub const ALPN: &[u8] = b"hoard/1";
 /// The protocol version carried in `Hello` and `Welcome`.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Largest frame a client may send on the control stream.
 pub const MAX_CONTROL_FRAME: usize = 256 * 1024;
@@ -30,3 +30,5 @@ pub const MAX_SHARDS_PER_ENTRY: usize = 4096;
 pub const MAX_REPAIR_OBJECTS: usize = 200_000;
 /// Largest intent payload.
 pub const MAX_INTENT_BYTES: usize = 16 * 1024;
+/// The largest transient payload a server sends for one zone.
+pub const MAX_TRANSIENT_BYTES: usize = 64 * 1024;

@@ -382,6 +382,18 @@ pub struct AnswerEnd {
     pub request: u32,
 }
 
+/// `0xA1` server → client on the delta stream: a zone's transient state —
+/// game data that is never stored (who stands where), each one replacing the
+/// previous for its zone. Sent when it changes, and once on subscribing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transient {
+    /// The zone.
+    pub zone: ZoneId,
+    /// The game's encoding of the state (at most [`super::MAX_TRANSIENT_BYTES`]).
+    #[serde(with = "serde_bytes")]
+    pub payload: Vec<u8>,
+}
+
 /// `0xA0` server → client on the delta stream: one shard's committed change.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Delta {
@@ -498,6 +510,7 @@ messages! {
     0x94 => Snapshot(Snapshot),
     0x95 => AnswerEnd(AnswerEnd),
     0xA0 => Delta(Delta),
+    0xA1 => Transient(Transient),
 }
 
 /// Why a frame's body is not a valid message.

@@ -29,8 +29,17 @@ fn registry() -> PublishRegistry {
     PublishRegistry::builder().publish::<Crate>("crate", 1).build()
 }
 
-fn add_stones(mut intents: ResMut<IncomingIntents>, mut crates: Query<(&Published, &mut Crate)>) {
+/// Stones added since the server started: the test game's transient state.
+#[derive(Resource, Default)]
+struct Added(u32);
+
+fn add_stones(
+    mut intents: ResMut<IncomingIntents>,
+    mut added: ResMut<Added>,
+    mut crates: Query<(&Published, &mut Crate)>,
+) {
     for (_, add) in intents.read::<AddStones>("add_stones") {
+        added.0 += add.stones;
         for (p, mut c) in &mut crates {
             if p.object.0 == add.object {
                 c.stones += add.stones;
@@ -66,14 +75,19 @@ pub(crate) async fn server(data: &Path, shards: u64, per_shard: u64) -> ServerHa
             }
         }
     }
+    world.init_resource::<Added>();
     let mut schedule = Schedule::default();
     schedule.add_systems(add_stones);
-    let game = Game::new(
+    let mut game = Game::new(
         world,
         schedule,
         publisher,
         IntentRegistry::new().intent::<AddStones>("add_stones"),
     );
+    game.transient = Some(Arc::new(|world: &mut World| {
+        let added = world.resource::<Added>().0;
+        vec![(ZoneId::new("meadow").expect("zone"), added.to_le_bytes().to_vec())]
+    }));
     let mut options = ServerOptions::new("127.0.0.1:0".parse().expect("addr"), data.to_owned());
     options.tick_hz = 50;
     start(options, store, game).await.expect("server starts")
@@ -172,6 +186,54 @@ async fn cold_entry_live_delta_and_warm_reentry_over_quic() {
     );
     client.close();
     server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_state_reaches_the_clients_in_the_zone_when_it_changes() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let server = server(data.path(), 2, 5).await;
+    let zone = ZoneId::new("meadow").expect("zone");
+    let (ann_cache, bob_cache) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
+    let ann = HoardClient::connect(options(&server, ann_cache.path(), "ann"), registry())
+        .await
+        .expect("ann");
+    let bob = HoardClient::connect(options(&server, bob_cache.path(), "bob"), registry())
+        .await
+        .expect("bob");
+    ann.enter_zone(&zone).await.expect("enter");
+    let transient_is = |client: &HoardClient, n: u32| client.transient(&zone) == Some(n.to_le_bytes().to_vec());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !transient_is(&ann, 0) {
+        tokio::time::timeout_at(deadline, ann.changed())
+            .await
+            .expect("sent on entry");
+    }
+    ann.send_intent("add_stones", &AddStones { object: 1, stones: 7 })
+        .await
+        .expect("intent");
+    while !transient_is(&ann, 7) {
+        tokio::time::timeout_at(deadline, ann.changed())
+            .await
+            .expect("sent on change");
+    }
+    // Bob, not in the zone, hears nothing; entering, he gets the latest.
+    assert_eq!(bob.transient(&zone), None);
+    bob.enter_zone(&zone).await.expect("bob enters");
+    while !transient_is(&bob, 7) {
+        tokio::time::timeout_at(deadline, bob.changed())
+            .await
+            .expect("latest on entry");
+    }
+    ann.leave_zone(&zone).await.expect("leave");
+    assert_eq!(ann.transient(&zone), None, "forgotten on leaving");
+    // Transient state is never stored: the store holds only the crates.
+    let game = server.shutdown().await.expect("game");
+    assert_eq!(game.world.resource::<Added>().0, 7);
+    let store = RedbStore::open_dir(data.path()).expect("store");
+    let stored: usize = (0..2)
+        .map(|s| store.snapshot(ShardId(s)).expect("snapshot").objects.len())
+        .sum();
+    assert_eq!(stored, 10);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

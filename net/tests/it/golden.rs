@@ -172,6 +172,13 @@ fn messages() -> Vec<(&'static str, Message)> {
                 upserts: vec![object()],
             }),
         ),
+        (
+            "a1-transient",
+            Message::Transient(Transient {
+                zone: zone(),
+                payload: vec![0x92, 0xa3, b'a', b'n', b'n', 0x07],
+            }),
+        ),
     ]
 }
 
