@@ -59,6 +59,19 @@ pub struct ReceivedIntent {
     pub payload: Vec<u8>,
 }
 
+/// The perspectives (players) connected now, each with its number of
+/// sessions; the server keeps it up to date before each tick. Games use it
+/// to forget transient state of players who left.
+#[derive(Resource, Default, Debug, Clone, PartialEq, Eq)]
+pub struct ConnectedPlayers(pub std::collections::BTreeMap<String, usize>);
+
+impl ConnectedPlayers {
+    /// Whether `perspective` has a session open.
+    pub fn contains(&self, perspective: &str) -> bool {
+        self.0.contains_key(perspective)
+    }
+}
+
 /// The intents received since the last tick; the server fills it before
 /// running the game's schedule and clears it after.
 #[derive(Resource, Default, Debug)]

@@ -16,7 +16,7 @@ use hoard_engine::{Publisher, Seq, ServerIdentity, ShardId, ZoneId};
 use quinn::{Connection, Endpoint};
 use tokio::sync::mpsc;
 
-use super::intents::{IncomingIntents, IntentRegistry, ReceivedIntent};
+use super::intents::{ConnectedPlayers, IncomingIntents, IntentRegistry, ReceivedIntent};
 use super::stream::{FrameReader, StreamError, write_message};
 use crate::auth::TokenAuthority;
 use crate::sync::hub::{Hub, SessionId};
@@ -153,6 +153,10 @@ enum Command {
     Unsubscribe {
         id: SessionId,
         zone: ZoneId,
+    },
+    Joined {
+        id: SessionId,
+        perspective: String,
     },
     Remove {
         id: SessionId,
@@ -385,8 +389,12 @@ async fn control_loop(
             let joined = session.perspective().is_some();
             tokio::task::block_in_place(|| {
                 session.handle(now, unix, msg, &*store);
-                if !joined && let (Some(perspective), Some(hook)) = (session.perspective(), shared.on_join.as_ref()) {
-                    hook(perspective, &*store);
+                if !joined && let Some(perspective) = session.perspective() {
+                    if let Some(hook) = shared.on_join.as_ref() {
+                        hook(perspective, &*store);
+                    }
+                    let perspective = perspective.to_owned();
+                    let _ = shared.commands.send(Command::Joined { id, perspective });
                 }
             });
         }
@@ -473,6 +481,8 @@ fn world_loop(
     let mut hub = Hub::new();
     let mut conns: HashMap<SessionId, Conn> = HashMap::new();
     game.world.init_resource::<IncomingIntents>();
+    game.world.init_resource::<ConnectedPlayers>();
+    let mut perspectives: HashMap<SessionId, String> = HashMap::new();
     let mut next = Instant::now();
     let mut last_transient: HashMap<ZoneId, Vec<u8>> = HashMap::new();
     let deliver =
@@ -509,9 +519,27 @@ fn world_loop(
                     }
                 }
                 Command::Unsubscribe { id, zone } => hub.unsubscribe(id, &zone),
+                Command::Joined { id, perspective } => {
+                    *game
+                        .world
+                        .resource_mut::<ConnectedPlayers>()
+                        .0
+                        .entry(perspective.clone())
+                        .or_default() += 1;
+                    perspectives.insert(id, perspective);
+                }
                 Command::Remove { id } => {
                     hub.remove(id);
                     conns.remove(&id);
+                    if let Some(perspective) = perspectives.remove(&id) {
+                        let mut connected = game.world.resource_mut::<ConnectedPlayers>();
+                        if let Some(n) = connected.0.get_mut(&perspective) {
+                            *n -= 1;
+                            if *n == 0 {
+                                connected.0.remove(&perspective);
+                            }
+                        }
+                    }
                 }
                 Command::Intent(intent) => game.world.resource_mut::<IncomingIntents>().0.push(intent),
             }

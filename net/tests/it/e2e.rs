@@ -229,6 +229,8 @@ async fn transient_state_reaches_the_clients_in_the_zone_when_it_changes() {
     // Transient state is never stored: the store holds only the crates.
     let game = server.shutdown().await.expect("game");
     assert_eq!(game.world.resource::<Added>().0, 7);
+    let connected = game.world.resource::<hoard_net::quic::intents::ConnectedPlayers>();
+    assert!(connected.contains("ann") && connected.contains("bob"), "{connected:?}");
     let store = RedbStore::open_dir(data.path()).expect("store");
     let stored: usize = (0..2)
         .map(|s| store.snapshot(ShardId(s)).expect("snapshot").objects.len())
