@@ -45,6 +45,8 @@ pub(crate) struct View {
     pub(crate) player_name: String,
     /// A message for the player.
     pub(crate) message: String,
+    /// Other players in the zone: (name, x, y).
+    pub(crate) others: Vec<(String, u16, u16)>,
 }
 
 impl View {
@@ -138,6 +140,13 @@ pub(crate) fn draw(frame: &mut Frame<'_>, view: &View) {
     if side.is_empty() {
         side.push(Line::from("(empty)"));
     }
+    if !view.others.is_empty() {
+        side.push(Line::from(""));
+        side.push(Line::from("players here:"));
+        for (name, x, y) in &view.others {
+            side.push(Line::from(format!("{name} ({x}, {y})")));
+        }
+    }
     if !view.message.is_empty() {
         side.push(Line::from(""));
         side.push(Line::from(view.message.clone()));
@@ -158,8 +167,12 @@ pub(crate) fn draw(frame: &mut Frame<'_>, view: &View) {
     for y in y0..y0 + h {
         let mut spans = Vec::with_capacity(w as usize);
         for x in x0..x0 + w {
+            let other = view.others.iter().find(|(_, ox, oy)| (*ox, *oy) == (x, y));
             let (ch, style) = if (x, y) == view.player {
                 ('@', Style::default().fg(Color::LightRed))
+            } else if let Some((name, ..)) = other {
+                let initial = name.chars().next().map_or('&', |c| c.to_ascii_uppercase());
+                (initial, Style::default().fg(Color::LightMagenta))
             } else if let Some((r, g, b)) = view.houses.get(&(x, y)) {
                 ('#', Style::default().fg(Color::Rgb(*r, *g, *b)))
             } else if view.items.contains_key(&(x, y)) {
@@ -240,6 +253,7 @@ mod tests {
             }
         }
         view.houses.insert((8, 9), (200, 10, 10));
+        view.others.push(("bob".into(), 9, 10));
         view.items.insert((11, 10), "gold".into());
         view.last_entry = Some(EntryStats {
             shards: 64,
@@ -253,7 +267,11 @@ mod tests {
         });
         let text = screen(&view);
         assert!(text.contains("meadow"), "{text}");
-        assert!(text.contains("@*~"), "player, item, then water east of it:\n{text}");
+        assert!(
+            text.contains("B@*~"),
+            "bob, the player, an item, then water east of it:\n{text}"
+        );
+        assert!(text.contains("bob (9, 10)"), "{text}");
         assert!(text.contains('#'), "{text}");
         assert!(text.contains("64 fresh"), "{text}");
         view.help = true;

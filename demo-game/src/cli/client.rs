@@ -12,6 +12,7 @@ use hoard_net::quic::client::{ClientOptions, HoardClient};
 use crate::cli::progress::Progress;
 use crate::cli::session::Session;
 use crate::game;
+use crate::game::presence::Presence;
 
 /// Options of the client.
 ///
@@ -38,7 +39,7 @@ pub(crate) struct ClientArgs {
     /// The zone to enter.
     #[arg(long, default_value = "meadow")]
     zone: ZoneId,
-    /// Exit once the zone is ready (and any --act sent, any --expect-item seen).
+    /// Exit once the zone is ready (and any --act sent, any --expect-item or --expect-player seen).
     #[arg(long)]
     exit_after_ready: bool,
     /// An action to send once the zone is ready, as JSON (repeatable), e.g.
@@ -48,6 +49,9 @@ pub(crate) struct ClientArgs {
     /// Wait (up to 10 s) until item ID lies at X,Y, then print it: `ID:X:Y`.
     #[arg(long, value_name = "ID:X:Y")]
     expect_item: Option<String>,
+    /// Wait (up to 10 s) until player NAME is in the zone, then print where.
+    #[arg(long, value_name = "NAME")]
+    expect_player: Option<String>,
 }
 
 pub(crate) fn run(args: ClientArgs) -> anyhow::Result<i32> {
@@ -122,6 +126,25 @@ pub(crate) fn run(args: ClientArgs) -> anyhow::Result<i32> {
                 tokio::time::timeout_at(deadline, client.changed()).await.map_err(|_| {
                     anyhow::anyhow!("item {id} did not appear at {x},{y} within 10 s (seen at {found:?})")
                 })?;
+            }
+        }
+        if let Some(name) = &args.expect_player {
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+            loop {
+                let presence = client
+                    .transient(&args.zone)
+                    .map(|b| Presence::decode(&b))
+                    .unwrap_or_default();
+                if let Some((_, x, y)) = presence.0.iter().find(|(n, ..)| n == name) {
+                    println!(
+                        "{}",
+                        serde_json::json!({ "event": "player", "name": name, "x": x, "y": y })
+                    );
+                    break;
+                }
+                tokio::time::timeout_at(deadline, client.changed())
+                    .await
+                    .map_err(|_| anyhow::anyhow!("player {name} did not appear in {} within 10 s", args.zone))?;
             }
         }
         if !args.exit_after_ready {

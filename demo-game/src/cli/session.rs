@@ -16,6 +16,7 @@ use hoard_net::quic::client::{HoardClient, Replicated};
 use hoard_net::sync::client::EntryStats;
 use ratatui::DefaultTerminal;
 
+use crate::game::presence::Presence;
 use crate::game::rules::{self, ACTION, Action};
 use crate::game::{ZONE_SIZE, ZoneInfo};
 use crate::tui::{View, draw};
@@ -130,6 +131,7 @@ impl<'a> Session<'a> {
             // every frame (a zone is a few thousand objects).
             self.client.update(&mut self.world);
             self.view.refresh(&mut self.world);
+            self.refresh_others();
             terminal.draw(|f| draw(f, &self.view))?;
             if !event::poll(Duration::from_millis(100))? {
                 continue;
@@ -155,6 +157,20 @@ impl<'a> Session<'a> {
                 }
             }
         }
+    }
+
+    /// The other players in the zone, from its transient state.
+    fn refresh_others(&mut self) {
+        let presence = self
+            .client
+            .transient(&self.zone)
+            .map(|b| Presence::decode(&b))
+            .unwrap_or_default();
+        self.view.others = presence
+            .0
+            .into_iter()
+            .filter(|(name, ..)| *name != self.view.player_name)
+            .collect();
     }
 
     /// The action a key asks for (or a message saying why there is none).

@@ -14,6 +14,7 @@ use hoard_net::quic::intents::IntentRegistry;
 use hoard_net::quic::server::Game;
 
 use super::ZoneInfo;
+use super::presence::{ZoneNames, forget_departed, presence};
 use super::rules::{
     ACTION, Action, INVENTORY_ZONE, NextObject, Players, RateBuckets, Tick, TickRate, ZoneMap, advance_tick,
     apply_actions, ensure_inventory,
@@ -52,15 +53,16 @@ pub(crate) fn game(
         .max()
         .unwrap_or(0)
         + 1;
-    let zone_map = zone_map(&**store, &mut world)?;
+    let (zone_map, zone_names) = zone_map(&**store, &mut world)?;
     world.insert_resource(zone_map);
+    world.insert_resource(zone_names);
     world.insert_resource(NextObject(next));
     world.insert_resource(TickRate(tick_hz.max(1)));
     world.init_resource::<Tick>();
     world.init_resource::<Players>();
     world.init_resource::<RateBuckets>();
     let mut schedule = Schedule::default();
-    schedule.add_systems((advance_tick, apply_actions).chain());
+    schedule.add_systems((advance_tick, forget_departed, apply_actions).chain());
     let mut game = Game::new(
         world,
         schedule,
@@ -70,12 +72,13 @@ pub(crate) fn game(
     game.on_join = Some(Arc::new(|player: &str, store: &dyn WorldStore| {
         ensure_inventory(player, store)
     }));
+    game.transient = Some(Arc::new(presence));
     Ok(game)
 }
 
-/// Which zone lies beyond which edge of which, by zone index, from the
-/// zones' `zone` objects.
-fn zone_map(store: &dyn WorldStore, world: &mut World) -> anyhow::Result<ZoneMap> {
+/// Which zone lies beyond which edge of which, by zone index, and each
+/// index's name, from the zones' `zone` objects.
+fn zone_map(store: &dyn WorldStore, world: &mut World) -> anyhow::Result<(ZoneMap, ZoneNames)> {
     let mut index_of: HashMap<String, u32> = HashMap::new();
     let mut infos = Vec::new();
     let mut shard_zone = HashMap::new();
@@ -91,6 +94,12 @@ fn zone_map(store: &dyn WorldStore, world: &mut World) -> anyhow::Result<ZoneMap
         }
     }
     let find = |name: &Option<String>| name.as_ref().and_then(|n| index_of.get(n).copied());
+    let names = ZoneNames(
+        index_of
+            .iter()
+            .filter_map(|(name, index)| Some((*index, ZoneId::new(name).ok()?)))
+            .collect(),
+    );
     let mut map = ZoneMap::default();
     for info in infos {
         map.0.insert(
@@ -98,5 +107,5 @@ fn zone_map(store: &dyn WorldStore, world: &mut World) -> anyhow::Result<ZoneMap
             [find(&info.north), find(&info.south), find(&info.east), find(&info.west)],
         );
     }
-    Ok(map)
+    Ok((map, names))
 }

@@ -247,6 +247,48 @@ fn an_item_one_player_moves_is_seen_by_another_exactly_once() {
     assert!(watcher.wait().expect("wait").success());
 }
 
+#[test]
+fn players_in_a_zone_see_each_other() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let (ann_cache, bob_cache) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
+    let server = server(data.path());
+    let (ann, bob) = (token(data.path(), "ann"), token(data.path(), "bob"));
+    let mut watcher = headless(&server.addr, "meadow", &bob)
+        .args(["--act", r#"{"Move":{"zone":0,"x":100,"y":100}}"#])
+        .args(["--expect-player", "ann", "--cache-dir"])
+        .arg(bob_cache.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("bob");
+    let mut lines = BufReader::new(watcher.stdout.take().expect("stdout")).lines();
+    assert!(lines.next().expect("a line").expect("read").contains("zone_ready"));
+    let out = headless(&server.addr, "meadow", &ann)
+        .args(["--act", r#"{"Move":{"zone":0,"x":140,"y":7}}"#])
+        .args(["--expect-player", "bob", "--cache-dir"])
+        .arg(ann_cache.path())
+        .output()
+        .expect("ann");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let ann_saw: serde_json::Value = serde_json::from_str(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .nth(1)
+            .expect("player line"),
+    )
+    .expect("json");
+    assert_eq!(
+        (ann_saw["name"].as_str(), ann_saw["x"].as_u64(), ann_saw["y"].as_u64()),
+        (Some("bob"), Some(100), Some(100))
+    );
+    let bob_saw: serde_json::Value = serde_json::from_str(&lines.next().expect("line").expect("read")).expect("json");
+    assert_eq!(
+        (bob_saw["name"].as_str(), bob_saw["x"].as_u64(), bob_saw["y"].as_u64()),
+        (Some("ann"), Some(140), Some(7))
+    );
+    assert!(watcher.wait().expect("wait").success());
+}
+
 /// Every copy of object `id` the store at `data` holds: (shard, version).
 fn copies_in_store(data: &Path, id: u64) -> Vec<(u64, u64)> {
     use hoard_engine::store::WorldStore;
