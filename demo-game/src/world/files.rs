@@ -17,6 +17,8 @@ use crate::game::rules::INVENTORY_ZONE;
 
 /// The suffix of world files.
 pub(crate) const SUFFIX: &str = ".scn.ron";
+/// The largest world file read (a shard of 100,000 objects is about 12 MiB).
+pub(crate) const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
 
 /// One parsed file and the zone and shard its path names.
 struct ShardFile {
@@ -85,11 +87,23 @@ fn read_tree(dir: &Path, problems: &mut Problems, progress: &dyn Fn(u64, u64)) -
     let total = paths.len() as u64;
     let mut out = Vec::with_capacity(paths.len());
     for (n, (zone, shard, path)) in paths.into_iter().enumerate() {
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        progress(n as u64 + 1, total);
+        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        if size > MAX_FILE_BYTES {
+            problems.push(Problem::in_file(
+                &path,
+                format!("the file is {size} bytes; a world file is at most {MAX_FILE_BYTES}"),
+            ));
+            continue;
+        }
+        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        let Ok(text) = String::from_utf8(bytes) else {
+            problems.push(Problem::in_file(&path, "the file is not UTF-8 text"));
+            continue;
+        };
         let file: Arc<Path> = Arc::from(path.as_path());
         let scene = scene::parse(&file, &text, problems);
         out.push(ShardFile { zone, shard, scene });
-        progress(n as u64 + 1, total);
     }
     Ok(out)
 }

@@ -31,6 +31,36 @@ pub(crate) fn load_valid(dir: &std::path::Path, progress: &dyn Fn(u64, u64)) -> 
     Ok(world)
 }
 
+/// Parses `bytes` as one world file of shard 0 of a zone and checks it,
+/// as a world file and as a mod over an empty world (for the fuzzer).
+pub(crate) fn fuzz_world_file(bytes: &[u8]) {
+    let Ok(text) = std::str::from_utf8(bytes) else { return };
+    let file: std::sync::Arc<std::path::Path> = std::sync::Arc::from(std::path::Path::new("meadow/0.scn.ron"));
+    let mut problems = Problems::default();
+    let scene = scene::parse(&file, text, &mut problems);
+    let Ok(zone) = ZoneId::new("meadow") else { return };
+    let mut world = WorldData::default();
+    world.zones.insert(zone, (0..64).map(ShardId).collect());
+    let mut overlay = Overlay::default();
+    for (id, thing, source) in scene.objects {
+        let object = WorldObject {
+            id,
+            shard: ShardId(id % 70),
+            thing,
+            source,
+        };
+        overlay.objects.push(object.clone());
+        world.objects.insert(id, object);
+    }
+    overlay.removed = scene.removed.into_iter().map(|(id, at)| (id, ShardId(0), at)).collect();
+    check::check(&world, &mut problems);
+    world.overlay(overlay, &mut problems);
+    check::check(&world, &mut problems);
+    for problem in problems.iter() {
+        let _ = problem.to_string();
+    }
+}
+
 /// What an object of the demo world is: exactly one of its components.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum Thing {

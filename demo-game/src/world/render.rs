@@ -90,7 +90,8 @@ pub(crate) fn render(
             picture.fill(x, y, w, h, [20, 20, 20]);
             let (r, g, b) = house.colour;
             let inset = u32::from(scale > 2);
-            picture.fill(x + inset, y + inset, w - 2 * inset, h - 2 * inset, [r, g, b]);
+            let (iw, ih) = (w.saturating_sub(2 * inset), h.saturating_sub(2 * inset));
+            picture.fill(x + inset, y + inset, iw, ih, [r, g, b]);
         }
     }
     progress(2, 3);

@@ -227,7 +227,11 @@ fn offset_of(text: &str, line: usize, col: usize) -> usize {
 
 /// The 1-based (line, column in characters) of byte `offset` in `text`.
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
     let line = before.matches('\n').count() + 1;
     let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
     (line, col)
@@ -285,6 +289,76 @@ mod tests {
             problems_of("(\n  entities: {\n    1: (components: {\"item\": (kind: \"gold\" count: 1)}),\n  },\n)");
         assert_eq!(problems.len(), 1, "{problems:#?}");
         assert!(problems[0].starts_with("meadow/1000.scn.ron:3:"), "{}", problems[0]);
+    }
+
+    /// One object of each kind, as a fixed example.
+    fn examples() -> Vec<WorldObject> {
+        let shard = hoard_engine::ShardId(1000);
+        vec![
+            WorldObject::new(
+                1,
+                shard,
+                Thing::Zone(ZoneInfo {
+                    index: 1,
+                    west: Some("meadow".into()),
+                    south: Some("coast".into()),
+                    ..ZoneInfo::default()
+                }),
+            ),
+            WorldObject::new(
+                2,
+                shard,
+                Thing::Terrain(TerrainRow {
+                    x: 0,
+                    y: 0,
+                    tiles: (0..32).map(|i| (i % 6) as u8).collect(),
+                }),
+            ),
+            WorldObject::new(
+                3,
+                shard,
+                Thing::House(House {
+                    owner: "ann".into(),
+                    name: "ann's \"mill\"".into(),
+                    x: 3,
+                    y: 4,
+                    size: (2, 3),
+                    colour: (200, 120, 60),
+                }),
+            ),
+            WorldObject::new(
+                4,
+                shard,
+                Thing::Item(Item {
+                    kind: "gold".into(),
+                    count: 5,
+                    x: 31,
+                    y: 31,
+                }),
+            ),
+        ]
+    }
+
+    #[test]
+    fn the_file_format_matches_its_golden_file() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/forest-1000.scn.ron");
+        let objects = examples();
+        let text = write(&objects.iter().collect::<Vec<_>>(), &[]);
+        if std::env::var_os("HOARD_BLESS").is_some() {
+            std::fs::write(&path, &text).expect("bless");
+        }
+        let golden = std::fs::read_to_string(&path).expect("golden file (HOARD_BLESS=1 writes it)");
+        assert_eq!(
+            text, golden,
+            "the world file format changed: update docs/MODDING.md and the golden file"
+        );
+        let file: Arc<Path> = Arc::from(path.as_path());
+        let mut problems = Problems::default();
+        let scene = parse(&file, &golden, &mut problems);
+        assert!(problems.is_empty(), "{problems:?}");
+        let parsed: Vec<_> = scene.objects.into_iter().map(|(id, thing, _)| (id, thing)).collect();
+        let expected: Vec<_> = objects.into_iter().map(|o| (o.id, o.thing)).collect();
+        assert_eq!(parsed, expected);
     }
 
     #[test]

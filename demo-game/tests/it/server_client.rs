@@ -43,6 +43,16 @@ pub(crate) fn generate_world(out: &Path) {
 }
 
 /// Starts a server on `data`, serving a generated world (kept in `data/world-files`).
+/// A child process killed (and reaped) when the test ends, however it ends.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 pub(crate) fn server(data: &Path) -> Server {
     let world = data.join("world-files");
     if !world.exists() {
@@ -263,20 +273,31 @@ fn players_in_a_zone_see_each_other() {
         .expect("bob");
     let mut lines = BufReader::new(watcher.stdout.take().expect("stdout")).lines();
     assert!(lines.next().expect("a line").expect("read").contains("zone_ready"));
-    let out = headless(&server.addr, "meadow", &ann)
+    // Ann stays connected (no --exit-after-ready) until Bob has seen her:
+    // presence is a latest value, and hers ends when she leaves.
+    let mut ann_client = demo()
+        .args([
+            "client",
+            "--headless",
+            "--server",
+            &server.addr,
+            "--zone",
+            "meadow",
+            "--token",
+            &ann,
+        ])
         .args(["--act", r#"{"Move":{"zone":0,"x":140,"y":7}}"#])
         .args(["--expect-player", "bob", "--cache-dir"])
         .arg(ann_cache.path())
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
         .expect("ann");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let ann_saw: serde_json::Value = serde_json::from_str(
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .nth(1)
-            .expect("player line"),
-    )
-    .expect("json");
+    let mut ann_lines = BufReader::new(ann_client.stdout.take().expect("stdout")).lines();
+    let _ann_guard = KillOnDrop(ann_client);
+    assert!(ann_lines.next().expect("a line").expect("read").contains("zone_ready"));
+    let ann_saw: serde_json::Value =
+        serde_json::from_str(&ann_lines.next().expect("player line").expect("read")).expect("json");
     assert_eq!(
         (ann_saw["name"].as_str(), ann_saw["x"].as_u64(), ann_saw["y"].as_u64()),
         (Some("bob"), Some(100), Some(100))
