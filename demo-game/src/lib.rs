@@ -21,16 +21,43 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// The quick start: an embedded server and the terminal client in one process.
+    ///
+    /// On first start the world in assets/world is imported into the data
+    /// directory (default ~/.local/share/hoard-demo); what you see is cached in
+    /// ~/.cache/hoard. Quit with `q` and play again: the status line shows the
+    /// warm entry (64 fresh shards, a few KB).
+    ///
+    /// Example: `hoard-demo play`, or `hoard-demo play --player bob --zone forest`
     Play(cli::play::PlayArgs),
     /// Look into, verify or clear a client's shard cache.
+    ///
+    /// Example: `hoard-demo cache inspect`, `hoard-demo cache verify`,
+    /// `hoard-demo cache clear --zone meadow`
     Cache(cli::cache::CacheArgs),
     /// Run a UDP network simulator between clients and a server.
+    ///
+    /// Example: `hoard-demo netsim --listen 127.0.0.1:7001 --upstream 127.0.0.1:7000 --rtt-ms 50 --rate-mbit 20`,
+    /// then point the client at 127.0.0.1:7001.
     Netsim(cli::netsim::NetsimArgs),
-    /// Run a dedicated server (imports a generated world on first start), or issue tokens.
+    /// Run a dedicated server (imports the world on first start), or issue player tokens.
+    ///
+    /// Prints one JSON line when ready: {"event":"listening","addr":…,"fingerprint":…,"zones":[…]}.
+    ///
+    /// Example: `hoard-demo server --data ./server-data --listen 127.0.0.1:7000`
+    /// (add `--world DIR` to serve a world made by `hoard-demo world generate`),
+    /// then `hoard-demo server token --data ./server-data --player ann`
     Server(cli::server::ServerArgs),
-    /// Join a server; `--headless --zone Z` prints one JSON line per zone entry.
+    /// Join a server and play in the terminal; `--headless --zone Z` prints one JSON line per zone entry.
+    ///
+    /// Example: `hoard-demo client --server 127.0.0.1:7000 --token TOKEN`, or
+    /// `hoard-demo client --server 127.0.0.1:7000 --token TOKEN --headless --zone meadow --exit-after-ready`
     Client(cli::client::ClientArgs),
     /// Modders' tools: validate, import, export, diff, apply, render and generate world data.
+    ///
+    /// The world is RON files under assets/world/<zone>/<shard>.scn.ron; mods
+    /// are folders of the same layout under assets/mods/ (see docs/MODDING.md).
+    ///
+    /// Example: `hoard-demo world validate --mod assets/mods/harvest-festival`
     World(cli::world::WorldArgs),
 }
 

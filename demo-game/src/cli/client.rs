@@ -9,7 +9,6 @@ use clap::Args;
 use hoard_engine::{ServerIdentity, ZoneId};
 use hoard_net::quic::client::{ClientOptions, HoardClient};
 
-use crate::cli::progress::Progress;
 use crate::cli::session::Session;
 use crate::game;
 use crate::game::presence::Presence;
@@ -77,7 +76,7 @@ pub(crate) fn run(args: ClientArgs) -> anyhow::Result<i32> {
             }
             return result.map(|()| 0);
         }
-        let stats = enter_with_progress(&client, &args.zone).await?;
+        let stats = crate::cli::session::enter_with_progress(&client, &args.zone).await?;
         let mut world = World::new();
         client.update(&mut world);
         println!(
@@ -160,28 +159,4 @@ pub(crate) fn run(args: ClientArgs) -> anyhow::Result<i32> {
         client.close();
         Ok(0)
     })
-}
-
-/// Enters `zone`, showing the entry's progress on stderr when it is a terminal.
-async fn enter_with_progress(
-    client: &HoardClient,
-    zone: &ZoneId,
-) -> anyhow::Result<hoard_net::sync::client::EntryStats> {
-    let progress = Progress::new("entering", "shards");
-    let report = progress.callback();
-    let entry = client.enter_zone(zone);
-    tokio::pin!(entry);
-    let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
-    let stats = loop {
-        tokio::select! {
-            stats = &mut entry => break stats?,
-            _ = tick.tick() => {
-                if let Some(p) = client.entry_progress(zone) {
-                    report(u64::from(p.shards_done), u64::from(p.shards.unwrap_or(0)));
-                }
-            }
-        }
-    };
-    progress.finish();
-    Ok(stats)
 }

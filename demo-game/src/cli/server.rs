@@ -54,6 +54,8 @@ struct RunArgs {
 #[derive(Subcommand)]
 enum ServerCommand {
     /// Print a token for a player (valid for --hours).
+    ///
+    /// Example: `hoard-demo server token --data ./server-data --player ann --hours 48`
     Token {
         /// The server's data directory.
         #[arg(long, default_value = "hoard-server-data")]

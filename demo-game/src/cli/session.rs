@@ -16,6 +16,7 @@ use hoard_net::quic::client::{HoardClient, Replicated};
 use hoard_net::sync::client::EntryStats;
 use ratatui::DefaultTerminal;
 
+use crate::cli::progress::Progress;
 use crate::game::presence::Presence;
 use crate::game::rules::{self, ACTION, Action};
 use crate::game::{ZONE_SIZE, ZoneInfo};
@@ -74,7 +75,7 @@ pub(crate) struct Session<'a> {
 impl<'a> Session<'a> {
     /// Enters `zone` and the player's inventory, and places the player at the crossroads.
     pub(crate) async fn start(client: &'a HoardClient, player: &str, zone: ZoneId) -> anyhow::Result<Session<'a>> {
-        let stats = client.enter_zone(&zone).await?;
+        let stats = enter_with_progress(client, &zone).await?;
         client.enter_zone(&ZoneId::new(rules::INVENTORY_ZONE)?).await?;
         let mut world = World::new();
         client.update(&mut world);
@@ -334,4 +335,28 @@ impl<'a> Session<'a> {
             .await?;
         Ok(())
     }
+}
+
+/// Enters `zone`, showing the entry's progress on stderr when it is a terminal.
+pub(crate) async fn enter_with_progress(
+    client: &HoardClient,
+    zone: &ZoneId,
+) -> anyhow::Result<hoard_net::sync::client::EntryStats> {
+    let progress = Progress::new("entering", "shards");
+    let report = progress.callback();
+    let entry = client.enter_zone(zone);
+    tokio::pin!(entry);
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
+    let stats = loop {
+        tokio::select! {
+            stats = &mut entry => break stats?,
+            _ = tick.tick() => {
+                if let Some(p) = client.entry_progress(zone) {
+                    report(u64::from(p.shards_done), u64::from(p.shards.unwrap_or(0)));
+                }
+            }
+        }
+    };
+    progress.finish();
+    Ok(stats)
 }

@@ -31,6 +31,11 @@ pub(crate) fn game(
     let mut publisher = Publisher::new(super::registry());
     let mut world = World::new();
     if store.zones()?.iter().all(|z| z.as_str() == INVENTORY_ZONE) {
+        anyhow::ensure!(
+            world_dir.is_dir(),
+            "no world at {}: pass --world DIR (`hoard-demo world generate --out DIR` makes one)",
+            world_dir.display()
+        );
         eprintln!("first start: importing the world from {}", world_dir.display());
         let data = crate::world::load_valid(world_dir, &|_, _| {})?;
         crate::world::store::import(&**store, &data, &mut publisher, &mut world, progress)?;

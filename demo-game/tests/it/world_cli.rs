@@ -194,3 +194,35 @@ fn a_mod_applied_offline_reaches_a_client_as_a_delta() {
     assert!(bytes < 8 * 1024, "the delta of two objects cost {bytes} bytes");
     assert_eq!(lines[1]["event"], "item", "{}", lines[1]);
 }
+
+#[test]
+fn every_command_explains_itself_with_an_example() {
+    let commands: &[&[&str]] = &[
+        &["play"],
+        &["server"],
+        &["server", "token"],
+        &["client"],
+        &["cache"],
+        &["cache", "inspect"],
+        &["cache", "verify"],
+        &["cache", "clear"],
+        &["netsim"],
+        &["world"],
+        &["world", "validate"],
+        &["world", "import"],
+        &["world", "export"],
+        &["world", "diff"],
+        &["world", "apply"],
+        &["world", "render"],
+        &["world", "generate"],
+    ];
+    for command in commands {
+        let out = demo().args(*command).arg("--help").output().expect("help");
+        assert!(out.status.success(), "{command:?}");
+        let help = text(&out.stdout);
+        assert!(
+            help.contains("Example: `hoard-demo "),
+            "{command:?} has no example:\n{help}"
+        );
+    }
+}
