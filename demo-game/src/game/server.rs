@@ -59,6 +59,11 @@ pub(crate) fn game(
         .unwrap_or(0)
         + 1;
     let (zone_map, zone_names) = zone_map(&**store, &mut world)?;
+    anyhow::ensure!(
+        !zone_names.0.is_empty(),
+        "the store holds no zone this game can read (a world from an older hoard-demo?): \
+         move its data directory away to start afresh"
+    );
     world.insert_resource(zone_map);
     world.insert_resource(zone_names);
     world.insert_resource(NextObject(next));

@@ -310,6 +310,23 @@ fn players_in_a_zone_see_each_other() {
     assert!(watcher.wait().expect("wait").success());
 }
 
+/// How many objects the store at `data` holds, asserting no id is in two shards.
+fn objects_each_once(data: &Path) -> usize {
+    use hoard_engine::store::WorldStore;
+    let store = hoard_engine::RedbStore::open_dir(data).expect("the killed server's store reopens");
+    let mut seen = std::collections::HashMap::new();
+    for zone in store.zones().expect("zones") {
+        for shard in store.zone_shards(&zone).expect("shards") {
+            for object in store.snapshot(shard).expect("snapshot").objects {
+                if let Some(other) = seen.insert(object.id.0, shard.0) {
+                    panic!("object {} is in shards {other} and {}", object.id.0, shard.0);
+                }
+            }
+        }
+    }
+    seen.len()
+}
+
 /// Every copy of object `id` the store at `data` holds: (shard, version).
 fn copies_in_store(data: &Path, id: u64) -> Vec<(u64, u64)> {
     use hoard_engine::store::WorldStore;
@@ -345,6 +362,7 @@ fn an_item_picked_up_and_dropped_exists_exactly_once_after_server_sigkills() {
     let pick = format!(r#"{{"PickUp":{{"object":{id}}}}}"#);
     let put = format!(r#"{{"Drop":{{"object":{id}}}}}"#);
     let initial = copies_in_store(data.path(), id)[0];
+    let objects = objects_each_once(data.path());
     let mut moved = false;
     for _round in 0..8 {
         let server = server(data.path());
@@ -376,6 +394,7 @@ fn an_item_picked_up_and_dropped_exists_exactly_once_after_server_sigkills() {
         let _ = client.wait();
         let copies = copies_in_store(data.path(), id);
         assert_eq!(copies.len(), 1, "the item must exist exactly once: {copies:?}");
+        assert_eq!(objects_each_once(data.path()), objects, "every object exactly once");
         moved |= copies[0] != initial;
     }
     assert!(
