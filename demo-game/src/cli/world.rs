@@ -153,19 +153,7 @@ pub(crate) fn run(args: WorldArgs) -> anyhow::Result<i32> {
             );
             Ok(0)
         }
-        WorldCommand::Export { data, out } => {
-            let world = store::read(&open_store(&data)?)?;
-            let progress = Progress::new("exporting", "shards");
-            files::write_world(&world, &out, &progress.callback())?;
-            progress.finish();
-            println!(
-                "wrote {} objects in {} zones to {}",
-                world.objects.len(),
-                world.zones.len(),
-                out.display()
-            );
-            Ok(0)
-        }
+        WorldCommand::Export { data, out } => write_files(&store::read(&open_store(&data)?)?, &out, "exporting"),
         WorldCommand::Diff { mod_dir, world, data } => {
             let base = match &data {
                 Some(data) => store::read(&open_store(data)?)?,
@@ -223,18 +211,23 @@ pub(crate) fn run(args: WorldArgs) -> anyhow::Result<i32> {
                 objects_per_zone,
                 seed,
             })?;
-            let progress = Progress::new("writing", "shards");
-            files::write_world(&world, &out, &progress.callback())?;
-            progress.finish();
-            println!(
-                "wrote {} objects in {} zones to {}",
-                world.objects.len(),
-                world.zones.len(),
-                out.display()
-            );
-            Ok(0)
+            write_files(&world, &out, "writing")
         }
     }
+}
+
+/// Writes `world` as files under `out`, with a progress bar labelled `verb`.
+fn write_files(world: &WorldData, out: &Path, verb: &str) -> anyhow::Result<i32> {
+    let progress = Progress::new(verb, "shards");
+    files::write_world(world, out, &progress.callback())?;
+    progress.finish();
+    println!(
+        "wrote {} objects in {} zones to {}",
+        world.objects.len(),
+        world.zones.len(),
+        out.display()
+    );
+    Ok(0)
 }
 
 /// Opens a server's store, explaining the usual reason it is busy.

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use hoard_engine::{ShardId, ZoneId};
 
 use super::problems::{Problem, Problems, Source};
-use super::{Thing, WorldData};
+use super::{Thing, WorldData, WorldObject};
 use crate::game::{CHUNK_SIZE, CHUNKS_PER_SIDE, ZoneInfo};
 
 /// Chunks in a zone.
@@ -84,17 +84,7 @@ pub(crate) fn check(world: &WorldData, problems: &mut Problems) {
             }
             Thing::House(house) => {
                 if !in_chunk(house.x, house.y) {
-                    problems.push(Problem::at(
-                        at,
-                        format!(
-                            "house {id} at ({}, {}) is outside the chunk of shard {} ({cx}..{}, {cy}..{}); move it to the right shard's file",
-                            house.x,
-                            house.y,
-                            object.shard.0,
-                            cx + CHUNK_SIZE,
-                            cy + CHUNK_SIZE
-                        ),
-                    ));
+                    problems.push(outside_chunk(object, "house", (house.x, house.y)));
                 }
                 if !(1..=8).contains(&house.size.0) || !(1..=8).contains(&house.size.1) {
                     problems.push(Problem::at(
@@ -111,17 +101,7 @@ pub(crate) fn check(world: &WorldData, problems: &mut Problems) {
             }
             Thing::Item(item) => {
                 if !in_chunk(item.x, item.y) {
-                    problems.push(Problem::at(
-                        at,
-                        format!(
-                            "item {id} at ({}, {}) is outside the chunk of shard {} ({cx}..{}, {cy}..{}); move it to the right shard's file",
-                            item.x,
-                            item.y,
-                            object.shard.0,
-                            cx + CHUNK_SIZE,
-                            cy + CHUNK_SIZE
-                        ),
-                    ));
+                    problems.push(outside_chunk(object, "item", (item.x, item.y)));
                 }
                 if item.count == 0 || item.kind.is_empty() {
                     problems.push(Problem::at(
@@ -148,6 +128,23 @@ pub(crate) fn check(world: &WorldData, problems: &mut Problems) {
             }
         }
     }
+}
+
+/// The problem of a house or item at `at`, outside its shard's chunk.
+fn outside_chunk(object: &WorldObject, kind: &str, at: (u16, u16)) -> Problem {
+    let (cx, cy) = chunk_origin(object.shard);
+    Problem::at(
+        &object.source,
+        format!(
+            "{kind} {} at ({}, {}) is outside the chunk of shard {} ({cx}..{}, {cy}..{}); move it to the right shard's file",
+            object.id,
+            at.0,
+            at.1,
+            object.shard.0,
+            cx + CHUNK_SIZE,
+            cy + CHUNK_SIZE
+        ),
+    )
 }
 
 /// Each zone's index and description; problems for zones without exactly
