@@ -21,7 +21,7 @@ impl Progress {
     }
 
     /// A callback taking (done, total).
-    pub(crate) fn callback(&self) -> impl Fn(u64, u64) + use<> {
+    pub(crate) fn callback(&self) -> impl Fn(u64, u64) + Sync + use<> {
         let bar = self.bar.clone();
         move |done, total| {
             bar.set_length(total);

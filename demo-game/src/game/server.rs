@@ -26,7 +26,7 @@ pub(crate) fn game(
     store: &Arc<RedbStore>,
     world_dir: &Path,
     tick_hz: u32,
-    progress: &dyn Fn(u64, u64),
+    progress: &(dyn Fn(u64, u64) + Sync),
 ) -> anyhow::Result<Game> {
     let mut publisher = Publisher::new(super::registry());
     let mut world = World::new();

@@ -7,8 +7,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use anyhow::Context;
 use hoard_engine::{ShardId, ZoneId};
+use rayon::prelude::*;
 
 use super::problems::{Problem, Problems, Source};
 use super::scene::{self, SceneFile};
@@ -29,7 +32,11 @@ struct ShardFile {
 
 /// Reads every `<zone>/<shard>.scn.ron` under `dir`, reporting what is wrong
 /// with names and contents to `problems`. `progress` is called once per file.
-fn read_tree(dir: &Path, problems: &mut Problems, progress: &dyn Fn(u64, u64)) -> anyhow::Result<Vec<ShardFile>> {
+fn read_tree(
+    dir: &Path,
+    problems: &mut Problems,
+    progress: &(dyn Fn(u64, u64) + Sync),
+) -> anyhow::Result<Vec<ShardFile>> {
     let mut paths = Vec::new();
     let zones = std::fs::read_dir(dir).with_context(|| format!("reading the world folder {}", dir.display()))?;
     let mut zone_dirs: Vec<PathBuf> = zones
@@ -84,28 +91,46 @@ fn read_tree(dir: &Path, problems: &mut Problems, progress: &dyn Fn(u64, u64)) -
             }
         }
     }
+    // Parsing dominates (RON reads at a few MB/s a core): files are parsed
+    // in parallel, and their problems reported in file order.
     let total = paths.len() as u64;
-    let mut out = Vec::with_capacity(paths.len());
-    for (n, (zone, shard, path)) in paths.into_iter().enumerate() {
-        progress(n as u64 + 1, total);
-        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        if size > MAX_FILE_BYTES {
-            problems.push(Problem::in_file(
-                &path,
-                format!("the file is {size} bytes; a world file is at most {MAX_FILE_BYTES}"),
-            ));
-            continue;
-        }
-        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-        let Ok(text) = String::from_utf8(bytes) else {
-            problems.push(Problem::in_file(&path, "the file is not UTF-8 text"));
-            continue;
-        };
-        let file: Arc<Path> = Arc::from(path.as_path());
-        let scene = scene::parse(&file, &text, problems);
-        out.push(ShardFile { zone, shard, scene });
+    let done = AtomicU64::new(0);
+    let parsed: Vec<anyhow::Result<(Option<ShardFile>, Problems)>> = paths
+        .into_par_iter()
+        .map(|(zone, shard, path)| {
+            let result = read_shard_file(zone, shard, &path);
+            progress(done.fetch_add(1, Ordering::Relaxed) + 1, total);
+            result
+        })
+        .collect();
+    let mut out = Vec::with_capacity(parsed.len());
+    for result in parsed {
+        let (file, found) = result?;
+        problems.extend(found);
+        out.extend(file);
     }
     Ok(out)
+}
+
+/// Reads and parses one world file; `None` when it cannot be parsed at all.
+fn read_shard_file(zone: ZoneId, shard: ShardId, path: &Path) -> anyhow::Result<(Option<ShardFile>, Problems)> {
+    let mut problems = Problems::default();
+    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    if size > MAX_FILE_BYTES {
+        problems.push(Problem::in_file(
+            path,
+            format!("the file is {size} bytes; a world file is at most {MAX_FILE_BYTES}"),
+        ));
+        return Ok((None, problems));
+    }
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let Ok(text) = String::from_utf8(bytes) else {
+        problems.push(Problem::in_file(path, "the file is not UTF-8 text"));
+        return Ok((None, problems));
+    };
+    let file: Arc<Path> = Arc::from(path);
+    let scene = scene::parse(&file, &text, &mut problems);
+    Ok((Some(ShardFile { zone, shard, scene }), problems))
 }
 
 /// Reads a world folder. Problems with names, syntax and duplicates are in
@@ -113,7 +138,7 @@ fn read_tree(dir: &Path, problems: &mut Problems, progress: &dyn Fn(u64, u64)) -
 pub(crate) fn read_world(
     dir: &Path,
     problems: &mut Problems,
-    progress: &dyn Fn(u64, u64),
+    progress: &(dyn Fn(u64, u64) + Sync),
 ) -> anyhow::Result<WorldData> {
     let mut world = WorldData::default();
     for file in read_tree(dir, problems, progress)? {
@@ -179,7 +204,7 @@ pub(crate) fn read_mod(dir: &Path, problems: &mut Problems) -> anyhow::Result<Ov
 }
 
 /// Writes `world` under `out` (created if needed), one file per shard.
-pub(crate) fn write_world(world: &WorldData, out: &Path, progress: &dyn Fn(u64, u64)) -> anyhow::Result<()> {
+pub(crate) fn write_world(world: &WorldData, out: &Path, progress: &(dyn Fn(u64, u64) + Sync)) -> anyhow::Result<()> {
     let mut by_shard: BTreeMap<ShardId, Vec<&WorldObject>> = BTreeMap::new();
     for object in world.objects.values() {
         by_shard.entry(object.shard).or_default().push(object);

@@ -21,7 +21,7 @@ use crate::game::{House, Item, TerrainRow, ZoneInfo};
 use problems::{Problem, Problems, Source};
 
 /// Reads and checks a world folder; every problem is in the error.
-pub(crate) fn load_valid(dir: &std::path::Path, progress: &dyn Fn(u64, u64)) -> anyhow::Result<WorldData> {
+pub(crate) fn load_valid(dir: &std::path::Path, progress: &(dyn Fn(u64, u64) + Sync)) -> anyhow::Result<WorldData> {
     let mut problems = Problems::default();
     let world = files::read_world(dir, &mut problems, progress)?;
     if problems.is_empty() {

@@ -82,6 +82,11 @@ impl Problems {
         self.0.push(problem);
     }
 
+    /// Adds every problem of `other`, in order.
+    pub(crate) fn extend(&mut self, other: Problems) {
+        self.0.extend(other.0);
+    }
+
     /// Whether none was found.
     pub(crate) fn is_empty(&self) -> bool {
         self.0.is_empty()

@@ -59,7 +59,7 @@ pub(crate) fn render(
     world: &WorldData,
     zone: &ZoneId,
     scale: u32,
-    progress: &dyn Fn(u64, u64),
+    progress: &(dyn Fn(u64, u64) + Sync),
 ) -> anyhow::Result<Picture> {
     anyhow::ensure!((1..=16).contains(&scale), "--scale must be 1 to 16, got {scale}");
     anyhow::ensure!(

@@ -98,19 +98,20 @@ struct RawEntity<'a> {
 /// Parses `text`, the contents of `file`; every problem found goes to `problems`.
 pub(crate) fn parse(file: &Arc<Path>, text: &str, problems: &mut Problems) -> SceneFile {
     let mut scene = SceneFile::default();
+    let doc = Doc::new(file, text);
     let raw: RawScene<'_> = match ron::from_str(text) {
         Ok(raw) => raw,
         Err(e) => {
-            problems.push(error_problem(file, text, text, &e));
+            problems.push(doc.error(text, &e));
             return scene;
         }
     };
     for (id, value) in raw.entities.0 {
-        let at = source(file, text, value);
+        let at = doc.source(value);
         let entity: RawEntity<'_> = match value.into_rust() {
             Ok(entity) => entity,
             Err(e) => {
-                problems.push(error_problem(file, text, value.get_ron(), &e));
+                problems.push(doc.error(value.get_ron(), &e));
                 continue;
             }
         };
@@ -119,13 +120,13 @@ pub(crate) fn parse(file: &Arc<Path>, text: &str, problems: &mut Problems) -> Sc
             match parse_component(&name, value) {
                 Ok(thing) => things.push(thing),
                 Err(ParseComponent::Unknown) => problems.push(Problem::at(
-                    &source(file, text, value),
+                    &doc.source(value),
                     format!(
                         "`{name}` is not a component of this game; the components are {}",
                         COMPONENTS.join(", ")
                     ),
                 )),
-                Err(ParseComponent::Bad(e)) => problems.push(error_problem(file, text, value.get_ron(), &e)),
+                Err(ParseComponent::Bad(e)) => problems.push(doc.error(value.get_ron(), &e)),
             }
         }
         match things.len() {
@@ -142,10 +143,10 @@ pub(crate) fn parse(file: &Arc<Path>, text: &str, problems: &mut Problems) -> Sc
         }
     }
     if let Some(value) = raw.remove.0 {
-        let at = source(file, text, value);
+        let at = doc.source(value);
         match value.into_rust::<Vec<u64>>() {
             Ok(ids) => scene.removed.extend(ids.into_iter().map(|id| (id, at.clone()))),
-            Err(e) => problems.push(error_problem(file, text, value.get_ron(), &e)),
+            Err(e) => problems.push(doc.error(value.get_ron(), &e)),
         }
     }
     scene
@@ -167,32 +168,53 @@ fn parse_component(name: &str, value: &RawValue) -> Result<Thing, ParseComponent
     thing.map_err(ParseComponent::Bad)
 }
 
-/// Where `part` (a slice of `text`) begins, skipping leading blanks.
-fn source(file: &Arc<Path>, text: &str, part: &RawValue) -> Source {
-    let part = part.get_ron();
-    let skipped = part.len() - part.trim_start().len();
-    let offset = offset_in(text, part) + skipped;
-    let (line, col) = line_col(text, offset);
-    Source::File {
-        file: file.clone(),
-        line,
-        col,
-    }
+/// A file being parsed: its path, its text, and where each line starts, so
+/// a place is turned into line and column in O(log lines).
+struct Doc<'a> {
+    file: &'a Arc<Path>,
+    text: &'a str,
+    line_starts: Vec<usize>,
 }
 
-/// A parse error of `part` (a slice of `text`) as a problem at its place in the file.
-fn error_problem(file: &Arc<Path>, text: &str, part: &str, error: &ron::error::SpannedError) -> Problem {
-    let start = offset_in(text, part);
-    let inner = offset_of(part, error.span.start.line, error.span.start.col);
-    let (line, col) = line_col(text, start + inner);
-    Problem::at(
-        &Source::File {
-            file: file.clone(),
+impl<'a> Doc<'a> {
+    fn new(file: &'a Arc<Path>, text: &'a str) -> Doc<'a> {
+        let line_starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        Doc {
+            file,
+            text,
+            line_starts,
+        }
+    }
+
+    /// The place of byte `offset`.
+    fn at(&self, offset: usize) -> Source {
+        let mut offset = offset.min(self.text.len());
+        while !self.text.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        let line = self.line_starts.partition_point(|&start| start <= offset);
+        let start = self.line_starts[line - 1];
+        Source::File {
+            file: self.file.clone(),
             line,
-            col,
-        },
-        plain(&error.code),
-    )
+            col: self.text[start..offset].chars().count() + 1,
+        }
+    }
+
+    /// Where `part` (a raw value of this file) begins, skipping leading blanks.
+    fn source(&self, part: &RawValue) -> Source {
+        let part = part.get_ron();
+        let skipped = part.len() - part.trim_start().len();
+        self.at(offset_in(self.text, part) + skipped)
+    }
+
+    /// A parse error of `part` (a slice of this file) as a problem at its place.
+    fn error(&self, part: &str, error: &ron::error::SpannedError) -> Problem {
+        let inner = offset_of(part, error.span.start.line, error.span.start.col);
+        Problem::at(&self.at(offset_in(self.text, part) + inner), plain(&error.code))
+    }
 }
 
 /// A RON error code as a sentence.
@@ -223,18 +245,6 @@ fn offset_of(text: &str, line: usize, col: usize) -> usize {
         offset += l.len();
     }
     text.len()
-}
-
-/// The 1-based (line, column in characters) of byte `offset` in `text`.
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let mut offset = offset.min(text.len());
-    while !text.is_char_boundary(offset) {
-        offset -= 1;
-    }
-    let before = &text[..offset];
-    let line = before.matches('\n').count() + 1;
-    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, col)
 }
 
 /// Writes `objects` (all of one shard) as a world file, one object per line.

@@ -52,7 +52,7 @@ pub(crate) fn import(
     data: &WorldData,
     publisher: &mut Publisher,
     world: &mut World,
-    progress: &dyn Fn(u64, u64),
+    progress: &(dyn Fn(u64, u64) + Sync),
 ) -> anyhow::Result<usize> {
     let existing = store.zones()?;
     anyhow::ensure!(
