@@ -212,8 +212,12 @@ fn an_item_one_player_moves_is_seen_by_another_exactly_once() {
     let data = tempfile::tempdir().expect("tempdir");
     let ann_cache = tempfile::tempdir().expect("tempdir");
     let bob_cache = tempfile::tempdir().expect("tempdir");
+    let cleo_cache = tempfile::tempdir().expect("tempdir");
     let server = server(data.path());
     let (ann, bob) = (token(data.path(), "ann"), token(data.path(), "bob"));
+    // Cleo visits first and leaves; she comes back after the item moved.
+    let cleo = token(data.path(), "cleo");
+    enter(&server, cleo_cache.path(), &cleo, "meadow");
     enter(&server, ann_cache.path(), &ann, "meadow");
     let (id, x, y, _) = some_item(ann_cache.path());
     let x2 = if x < 255 { x + 1 } else { x - 1 };
@@ -255,6 +259,15 @@ fn an_item_one_player_moves_is_seen_by_another_exactly_once() {
         (Some("item"), Some(id), Some(1))
     );
     assert!(watcher.wait().expect("wait").success());
+
+    // Cleo's warm re-entry fetches only the changed shards, as deltas.
+    let again = enter(&server, cleo_cache.path(), &cleo, "meadow");
+    let delta = again["shards_delta"].as_u64().expect("delta");
+    assert!((1..=2).contains(&delta), "{again}");
+    assert_eq!(again["shards_snapshot"], 0, "{again}");
+    assert_eq!(again["shards_fresh"].as_u64(), Some(64 - delta), "{again}");
+    let rx = again["bytes_rx"].as_u64().expect("rx");
+    assert!(rx < 4096, "a re-entry after one item moved cost {rx} bytes in");
 }
 
 #[test]
