@@ -119,7 +119,9 @@ impl<'a> Session<'a> {
     /// Runs the terminal until the player quits. Call from a blocking context
     /// inside the runtime (`tokio::task::block_in_place`).
     pub(crate) fn run_terminal(&mut self) -> anyhow::Result<()> {
-        let mut terminal = ratatui::init();
+        let mut terminal = ratatui::try_init().map_err(|e| {
+            anyhow::anyhow!("cannot use this terminal ({e}); run in a terminal, or use `hoard-demo client --headless`")
+        })?;
         let result = self.event_loop(&mut terminal);
         ratatui::restore();
         result
