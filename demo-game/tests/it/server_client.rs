@@ -377,11 +377,17 @@ fn an_item_picked_up_and_dropped_exists_exactly_once_after_server_sigkills() {
     let initial = copies_in_store(data.path(), id)[0];
     let objects = objects_each_once(data.path());
     let mut moved = false;
-    for _round in 0..8 {
+    const ROUNDS: usize = 8;
+    for round in 0..ROUNDS {
         let server = server(data.path());
         let mut cmd = headless(&server.addr, "meadow", &ann);
-        for _ in 0..5 {
-            for a in [
+        // The last round waits until the item lies at x2, then kills: so at
+        // least one kill follows an applied move, however slow the machine.
+        let last = round == ROUNDS - 1;
+        let script = if last {
+            vec![mv(x), pick.clone(), mv(x2), put.clone()]
+        } else {
+            let once = [
                 mv(x),
                 pick.clone(),
                 mv(x2),
@@ -389,19 +395,32 @@ fn an_item_picked_up_and_dropped_exists_exactly_once_after_server_sigkills() {
                 pick.clone(),
                 mv(x),
                 put.clone(),
-            ] {
-                cmd.args(["--act", &a]);
-            }
+            ];
+            once.iter().cycle().take(5 * once.len()).cloned().collect()
+        };
+        for a in &script {
+            cmd.args(["--act", a]);
+        }
+        if last {
+            cmd.args(["--expect-item", &format!("{id}:{x2}:{y}")]);
         }
         let mut client = cmd
             .arg("--cache-dir")
             .arg(cache.path())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("client");
-        // SIGKILL the server at a random moment while the actions are applied.
-        std::thread::sleep(std::time::Duration::from_millis(rng.u64(50..400)));
+        let mut lines = BufReader::new(client.stdout.take().expect("stdout")).lines();
+        // The actions go out right after the entry: wait for it, then
+        // SIGKILL the server at a random moment while they are applied.
+        let ready = lines.next().and_then(Result::ok).unwrap_or_default();
+        assert!(ready.contains("zone_ready"), "round {round}: {ready}");
+        if last {
+            assert!(client.wait().expect("wait").success(), "the item reached {x2},{y}");
+        } else {
+            std::thread::sleep(std::time::Duration::from_millis(rng.u64(0..300)));
+        }
         drop(server);
         let _ = client.kill();
         let _ = client.wait();
