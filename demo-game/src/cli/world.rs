@@ -13,7 +13,7 @@ use hoard_engine::{Publisher, RedbStore, ZoneId};
 
 use crate::cli::progress::Progress;
 use crate::world::problems::Problems;
-use crate::world::{Change, WorldData, check, files, generate, render, store};
+use crate::world::{Change, WorldData, WorldObject, check, files, generate, render, store};
 
 /// Options of `world`.
 #[derive(Args)]
@@ -297,19 +297,23 @@ fn mods_suffix(mods: &[PathBuf]) -> String {
     format!(" with {}", names.join(", "))
 }
 
+fn print_object(sign: char, o: &WorldObject) {
+    println!(
+        "{sign} {} {} in shard {}: {}",
+        o.thing.name(),
+        o.id,
+        o.shard.0,
+        o.thing.to_ron()
+    );
+}
+
 fn print_changes(changes: &[Change]) {
     let (mut added, mut changed, mut removed) = (0, 0, 0);
     for change in changes {
         match change {
             Change::Added(o) => {
                 added += 1;
-                println!(
-                    "+ {} {} in shard {}: {}",
-                    o.thing.name(),
-                    o.id,
-                    o.shard.0,
-                    o.thing.to_ron()
-                );
+                print_object('+', o);
             }
             Change::Changed { old, new } => {
                 changed += 1;
@@ -324,13 +328,7 @@ fn print_changes(changes: &[Change]) {
             }
             Change::Removed(o) => {
                 removed += 1;
-                println!(
-                    "- {} {} in shard {}: {}",
-                    o.thing.name(),
-                    o.id,
-                    o.shard.0,
-                    o.thing.to_ron()
-                );
+                print_object('-', o);
             }
         }
     }

@@ -91,13 +91,20 @@ pub(crate) fn token(data: &Path, player: &str) -> String {
     String::from_utf8(out.stdout).expect("utf-8").trim().to_owned()
 }
 
-/// A headless client command entering `zone` as the player with `token`.
+/// A headless client command entering `zone` as the player with `token`,
+/// exiting once its work is done.
 pub(crate) fn headless(addr: &str, zone: &str, token: &str) -> Command {
+    let mut cmd = headless_staying(addr, zone, token);
+    cmd.arg("--exit-after-ready");
+    cmd
+}
+
+/// A headless client command that stays in the zone until killed.
+fn headless_staying(addr: &str, zone: &str, token: &str) -> Command {
     let mut cmd = demo();
     cmd.args([
         "client",
         "--headless",
-        "--exit-after-ready",
         "--server",
         addr,
         "--zone",
@@ -288,17 +295,7 @@ fn players_in_a_zone_see_each_other() {
     assert!(lines.next().expect("a line").expect("read").contains("zone_ready"));
     // Ann stays connected (no --exit-after-ready) until Bob has seen her:
     // presence is a latest value, and hers ends when she leaves.
-    let mut ann_client = demo()
-        .args([
-            "client",
-            "--headless",
-            "--server",
-            &server.addr,
-            "--zone",
-            "meadow",
-            "--token",
-            &ann,
-        ])
+    let mut ann_client = headless_staying(&server.addr, "meadow", &ann)
         .args(["--act", r#"{"Move":{"zone":0,"x":140,"y":7}}"#])
         .args(["--expect-player", "bob", "--cache-dir"])
         .arg(ann_cache.path())
