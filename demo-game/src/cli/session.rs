@@ -7,6 +7,7 @@
 //! network. A cold zone entry shows its progress in the status line. The
 //! terminal is restored on every exit path.
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use bevy_ecs::world::World;
@@ -45,6 +46,19 @@ fn beyond(info: &ZoneInfo, side: Side) -> Option<&str> {
     }
 }
 
+/// The zone beyond the edge a player at `at` walking towards `walking`
+/// approaches: within [`PREFETCH_WITHIN`] tiles of that edge.
+fn approaching(info: &ZoneInfo, at: (u16, u16), walking: Side) -> Option<&str> {
+    let (x, y) = at;
+    let distance = match walking {
+        Side::North => y,
+        Side::South => ZONE_SIZE - 1 - y,
+        Side::East => ZONE_SIZE - 1 - x,
+        Side::West => x,
+    };
+    (distance < PREFETCH_WITHIN).then(|| beyond(info, walking)).flatten()
+}
+
 /// The `zone` object of `zone`, among the replicated objects of `world`.
 pub(crate) fn zone_info(client: &HoardClient, world: &mut World, zone: &ZoneId) -> Option<ZoneInfo> {
     let shards: Vec<_> = client
@@ -68,7 +82,8 @@ pub(crate) struct Session<'a> {
     pub(crate) view: View,
     zone: ZoneId,
     info: ZoneInfo,
-    prefetched: Option<String>,
+    /// Neighbours prefetched since entering this zone.
+    prefetched: HashSet<String>,
     last_step: Instant,
 }
 
@@ -100,7 +115,7 @@ impl<'a> Session<'a> {
             view,
             zone,
             info,
-            prefetched: None,
+            prefetched: HashSet::new(),
             last_step: Instant::now(),
         })
     }
@@ -262,30 +277,18 @@ impl<'a> Session<'a> {
                 },
             )
             .await?;
-        self.prefetch_ahead().await
+        self.prefetch_ahead(side).await
     }
 
-    /// Prefetches the zone beyond the nearest edge the player is close to.
-    async fn prefetch_ahead(&mut self) -> anyhow::Result<()> {
-        let (x, y) = self.view.player;
-        let far = ZONE_SIZE - PREFETCH_WITHIN;
-        let side = if x >= far {
-            Some(Side::East)
-        } else if x < PREFETCH_WITHIN {
-            Some(Side::West)
-        } else if y >= far {
-            Some(Side::South)
-        } else if y < PREFETCH_WITHIN {
-            Some(Side::North)
-        } else {
-            None
-        };
-        if let Some(next) = side.and_then(|s| beyond(&self.info, s))
-            && self.prefetched.as_deref() != Some(next)
+    /// Prefetches the zone beyond the edge the player walks towards, once
+    /// they are within [`PREFETCH_WITHIN`] tiles of it.
+    async fn prefetch_ahead(&mut self, walking: Side) -> anyhow::Result<()> {
+        if let Some(next) = approaching(&self.info, self.view.player, walking)
+            && !self.prefetched.contains(next)
         {
             self.client.prefetch(&ZoneId::new(next)?).await?;
             self.view.message = format!("prefetching {next}");
-            self.prefetched = Some(next.to_owned());
+            self.prefetched.insert(next.to_owned());
         }
         Ok(())
     }
@@ -324,7 +327,7 @@ impl<'a> Session<'a> {
         self.view.player = arrival;
         self.view.last_entry = Some(stats);
         self.view.message.clear();
-        self.prefetched = None;
+        self.prefetched.clear();
         self.client
             .send_intent(
                 ACTION,
@@ -361,4 +364,25 @@ pub(crate) async fn enter_with_progress(
     };
     progress.finish();
     Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_zone_prefetched_is_the_one_the_player_walks_towards() {
+        let forest = ZoneInfo {
+            index: 1,
+            west: Some("meadow".into()),
+            south: Some("coast".into()),
+            ..ZoneInfo::default()
+        };
+        // Just arrived from the west, walking south along the west edge.
+        assert_eq!(approaching(&forest, (0, 200), Side::South), None);
+        assert_eq!(approaching(&forest, (0, 230), Side::South), Some("coast"));
+        assert_eq!(approaching(&forest, (0, 230), Side::West), Some("meadow"));
+        assert_eq!(approaching(&forest, (250, 10), Side::East), None, "the world ends east");
+        assert_eq!(approaching(&forest, (128, 3), Side::North), None);
+    }
 }
