@@ -106,45 +106,33 @@ pub(crate) fn run(args: ClientArgs) -> anyhow::Result<i32> {
             let [id, x, y] = parts[..] else {
                 anyhow::bail!("--expect-item takes ID:X:Y")
             };
-            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-            loop {
-                client.update(&mut world);
+            wait_for(&client, &mut world, |world| {
                 let found: Vec<(u16, u16)> = world
                     .query::<(&hoard_net::quic::client::Replicated, &game::Item)>()
-                    .iter(&world)
+                    .iter(world)
                     .filter(|(r, _)| r.object.0 == id)
                     .map(|(_, i)| (i.x, i.y))
                     .collect();
                 if found == [(x as u16, y as u16)] {
-                    println!(
-                        "{}",
-                        serde_json::json!({ "event": "item", "object": id, "x": x, "y": y, "copies": found.len() })
-                    );
-                    break;
+                    Ok(serde_json::json!({ "event": "item", "object": id, "x": x, "y": y, "copies": found.len() }))
+                } else {
+                    Err(format!("item {id} did not appear at {x},{y} (seen at {found:?})"))
                 }
-                tokio::time::timeout_at(deadline, client.changed()).await.map_err(|_| {
-                    anyhow::anyhow!("item {id} did not appear at {x},{y} within 10 s (seen at {found:?})")
-                })?;
-            }
+            })
+            .await?;
         }
         if let Some(name) = &args.expect_player {
-            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-            loop {
+            wait_for(&client, &mut world, |_| {
                 let presence = client
                     .transient(&args.zone)
                     .map(|b| Presence::decode(&b))
                     .unwrap_or_default();
-                if let Some((_, x, y)) = presence.0.iter().find(|(n, ..)| n == name) {
-                    println!(
-                        "{}",
-                        serde_json::json!({ "event": "player", "name": name, "x": x, "y": y })
-                    );
-                    break;
+                match presence.0.iter().find(|(n, ..)| n == name) {
+                    Some((_, x, y)) => Ok(serde_json::json!({ "event": "player", "name": name, "x": x, "y": y })),
+                    None => Err(format!("player {name} did not appear in {}", args.zone)),
                 }
-                tokio::time::timeout_at(deadline, client.changed())
-                    .await
-                    .map_err(|_| anyhow::anyhow!("player {name} did not appear in {} within 10 s", args.zone))?;
-            }
+            })
+            .await?;
         }
         if !args.exit_after_ready {
             loop {
@@ -159,4 +147,27 @@ pub(crate) fn run(args: ClientArgs) -> anyhow::Result<i32> {
         client.close();
         Ok(0)
     })
+}
+
+/// Waits (up to 10 s) until `check` finds what it looks for in the
+/// client's world, and prints the JSON line it returns; otherwise fails
+/// with its last complaint.
+async fn wait_for(
+    client: &HoardClient,
+    world: &mut World,
+    mut check: impl FnMut(&mut World) -> Result<serde_json::Value, String>,
+) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        client.update(world);
+        match check(world) {
+            Ok(line) => {
+                println!("{line}");
+                return Ok(());
+            }
+            Err(not_yet) => tokio::time::timeout_at(deadline, client.changed())
+                .await
+                .map_err(|_| anyhow::anyhow!("{not_yet} within 10 s"))?,
+        }
+    }
 }

@@ -14,7 +14,7 @@ use bevy_ecs::world::World;
 use crossterm::event::{self, Event, KeyCode, KeyEventKind};
 use hoard_engine::ZoneId;
 use hoard_net::quic::client::{HoardClient, Replicated};
-use hoard_net::sync::client::EntryStats;
+use hoard_net::sync::client::{EntryProgress, EntryStats};
 use ratatui::DefaultTerminal;
 
 use crate::cli::progress::Progress;
@@ -298,27 +298,18 @@ impl<'a> Session<'a> {
     async fn cross(&mut self, terminal: &mut DefaultTerminal, next: ZoneId, arrival: (u16, u16)) -> anyhow::Result<()> {
         let client = self.client;
         client.leave_zone(&self.zone).await?;
-        let stats = {
-            let entry = client.enter_zone(&next);
-            tokio::pin!(entry);
-            let mut tick = tokio::time::interval(Duration::from_millis(100));
-            loop {
-                tokio::select! {
-                    stats = &mut entry => break stats?,
-                    _ = tick.tick() => {
-                        if let Some(p) = client.entry_progress(&next) {
-                            self.view.message = format!(
-                                "entering {next}: {}/{} shards, {} KB",
-                                p.shards_done,
-                                p.shards.map_or_else(|| "?".to_owned(), |n| n.to_string()),
-                                p.bytes_rx / 1000
-                            );
-                            terminal.draw(|f| draw(f, &self.view))?;
-                        }
-                    }
-                }
-            }
-        };
+        let view = &mut self.view;
+        let stats = enter_reporting(client, &next, |p| {
+            view.message = format!(
+                "entering {next}: {}/{} shards, {} KB",
+                p.shards_done,
+                p.shards.map_or_else(|| "?".to_owned(), |n| n.to_string()),
+                p.bytes_rx / 1000
+            );
+            // A failed draw only loses this progress frame.
+            let _ = terminal.draw(|f| draw(f, view));
+        })
+        .await?;
         self.client.update(&mut self.world);
         self.info = zone_info(self.client, &mut self.world, &next)
             .ok_or_else(|| anyhow::anyhow!("zone {next} has no `zone` object"))?;
@@ -343,27 +334,36 @@ impl<'a> Session<'a> {
 }
 
 /// Enters `zone`, showing the entry's progress on stderr when it is a terminal.
-pub(crate) async fn enter_with_progress(
-    client: &HoardClient,
-    zone: &ZoneId,
-) -> anyhow::Result<hoard_net::sync::client::EntryStats> {
+pub(crate) async fn enter_with_progress(client: &HoardClient, zone: &ZoneId) -> anyhow::Result<EntryStats> {
     let progress = Progress::new("entering", "shards");
     let report = progress.callback();
+    let stats = enter_reporting(client, zone, |p| {
+        report(u64::from(p.shards_done), u64::from(p.shards.unwrap_or(0)));
+    })
+    .await;
+    progress.finish();
+    stats
+}
+
+/// Enters `zone`, handing its progress to `report` every 100 ms until it is ready.
+async fn enter_reporting(
+    client: &HoardClient,
+    zone: &ZoneId,
+    mut report: impl FnMut(EntryProgress),
+) -> anyhow::Result<EntryStats> {
     let entry = client.enter_zone(zone);
     tokio::pin!(entry);
-    let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
-    let stats = loop {
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
         tokio::select! {
-            stats = &mut entry => break stats?,
+            stats = &mut entry => return Ok(stats?),
             _ = tick.tick() => {
                 if let Some(p) = client.entry_progress(zone) {
-                    report(u64::from(p.shards_done), u64::from(p.shards.unwrap_or(0)));
+                    report(p);
                 }
             }
         }
-    };
-    progress.finish();
-    Ok(stats)
+    }
 }
 
 #[cfg(test)]

@@ -165,12 +165,15 @@ pub(crate) fn run(args: WorldArgs) -> anyhow::Result<i32> {
         }
         WorldCommand::Apply { data, mod_dir } => {
             let store = open_store(&data)?;
-            let (_, changes) = overlay_valid(store::read(&store)?, &mod_dir)?;
+            // One load serves both: its data is checked with the mod over
+            // it, its entities receive the changes.
+            let mut loaded = store::load(&store)?;
+            let (_, changes) = overlay_valid(std::mem::take(&mut loaded.data), &mod_dir)?;
             if changes.is_empty() {
                 println!("{} changes nothing in this store", mod_dir.display());
                 return Ok(0);
             }
-            let receipt = store::apply(&store, &changes)?;
+            let receipt = store::apply(&store, loaded, &changes)?;
             print_changes(&changes);
             for head in &receipt.heads {
                 println!("shard {} of {} is now at seq {}", head.shard.0, head.zone, head.seq.0);

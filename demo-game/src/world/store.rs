@@ -1,15 +1,15 @@
 //! World data in and out of a server's store, always through the ECS and the
 //! publisher, the same path the running server takes: `import` spawns the
 //! objects and commits them zone by zone; `read` loads a store back into
-//! [`WorldData`]; `apply` loads the store, makes a mod's changes to the
-//! entities and commits them, so every touched shard's seq and digest advance
+//! [`WorldData`]; `apply` makes a mod's changes to the entities of the
+//! loaded store and commits them, so every touched shard's seq and digest advance
 //! and a client that connects later receives just those objects as a delta.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use bevy_ecs::prelude::*;
 use hoard_engine::store::{CommitReceipt, ShardSpec, WorldStore};
-use hoard_engine::{HoardUrl, ObjectId, Published, Publisher, ZoneId, load_world};
+use hoard_engine::{HoardUrl, ObjectId, Published, Publisher, ShardId, ZoneId, load_world};
 
 use super::problems::Source;
 use super::{Change, Thing, WorldData, WorldObject};
@@ -75,8 +75,23 @@ pub(crate) fn import(
     Ok(done as usize)
 }
 
+/// A store loaded into an ECS world once: the entities (to change), the
+/// publisher that knows them (to commit), and the world data read from them
+/// (to check and compare).
+pub(crate) struct Loaded {
+    world: World,
+    publisher: Publisher,
+    /// The world: every zone but the players' inventories.
+    pub(crate) data: WorldData,
+}
+
 /// Reads the world (every zone but the players' inventories) out of `store`.
 pub(crate) fn read(store: &dyn WorldStore) -> anyhow::Result<WorldData> {
+    Ok(load(store)?.data)
+}
+
+/// Loads `store` into an ECS world and reads its world data.
+pub(crate) fn load(store: &dyn WorldStore) -> anyhow::Result<Loaded> {
     let mut publisher = Publisher::new(crate::game::registry());
     let mut world = World::new();
     let report = load_world(store, &mut publisher, &mut world, &url())?;
@@ -93,6 +108,7 @@ pub(crate) fn read(store: &dyn WorldStore) -> anyhow::Result<WorldData> {
                 .insert(zone.clone(), store.zone_shards(&zone)?.into_iter().collect());
         }
     }
+    let world_shards: HashSet<ShardId> = data.zones.values().flatten().copied().collect();
     let mut query = world.query::<(
         &Published,
         Option<&ZoneInfo>,
@@ -102,7 +118,7 @@ pub(crate) fn read(store: &dyn WorldStore) -> anyhow::Result<WorldData> {
     )>();
     for (published, zone, terrain, house, item) in query.iter(&world) {
         let id = published.object.0;
-        if data.zone_of(published.shard).is_none() {
+        if !world_shards.contains(&published.shard) {
             data.reserved.insert(id);
             continue;
         }
@@ -123,14 +139,17 @@ pub(crate) fn read(store: &dyn WorldStore) -> anyhow::Result<WorldData> {
             },
         );
     }
-    Ok(data)
+    Ok(Loaded { world, publisher, data })
 }
 
-/// Makes `changes` to the objects in `store` in one commit.
-pub(crate) fn apply(store: &dyn WorldStore, changes: &[Change]) -> anyhow::Result<CommitReceipt> {
-    let mut publisher = Publisher::new(crate::game::registry());
-    let mut world = World::new();
-    load_world(store, &mut publisher, &mut world, &url())?;
+/// Makes `changes` to the objects of `loaded` (as loaded from `store`) and
+/// commits them to `store` in one commit.
+pub(crate) fn apply(store: &dyn WorldStore, loaded: Loaded, changes: &[Change]) -> anyhow::Result<CommitReceipt> {
+    let Loaded {
+        mut world,
+        mut publisher,
+        ..
+    } = loaded;
     let entities: HashMap<u64, Entity> = world
         .query::<(Entity, &Published)>()
         .iter(&world)
