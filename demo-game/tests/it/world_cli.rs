@@ -71,6 +71,36 @@ fn validate_reports_every_problem_with_file_line_and_column() {
 }
 
 #[test]
+fn unreadable_and_misnamed_world_files_are_reported_by_name() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let world = dir.path().join("world");
+    generate_world(&world);
+    std::fs::write(world.join("meadow/0.scn.ron"), [0xff, 0xfe, 0x00, 0x28]).expect("write");
+    // A file claiming 65 MiB (sparse: nothing is written) is refused unread.
+    let huge = std::fs::File::create(world.join("forest/1000.scn.ron")).expect("create");
+    huge.set_len(65 * 1024 * 1024).expect("set_len");
+    std::fs::write(world.join("meadow/notes.ron"), "()").expect("write");
+    std::fs::write(world.join("meadow/first.scn.ron"), "()").expect("write");
+    std::fs::create_dir_all(world.join("Not A Zone")).expect("mkdir");
+
+    let out = run(&["world", "validate"], &[("--world", &world)]);
+    assert_eq!(out.status.code(), Some(1));
+    let report = text(&out.stdout);
+    for (file, sentence) in [
+        ("meadow/0.scn.ron:1:1", "not UTF-8 text"),
+        ("forest/1000.scn.ron:1:1", "a world file is at most"),
+        ("meadow/notes.ron:1:1", "named after their shard"),
+        ("meadow/first.scn.ron:1:1", "`first` is not a shard number"),
+        ("Not A Zone:1:1", "not a zone name"),
+    ] {
+        assert!(
+            report.lines().any(|l| l.contains(file) && l.contains(sentence)),
+            "{file}: {sentence}\n{report}"
+        );
+    }
+}
+
+#[test]
 fn generate_is_deterministic_import_export_round_trips_and_render_draws() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (a, b, c) = (dir.path().join("a"), dir.path().join("b"), dir.path().join("c"));
