@@ -70,7 +70,7 @@ pub(crate) fn run(args: &Args, out: &Path) -> anyhow::Result<()> {
     let registry = reference::registry().hash();
     let keys = keys(args.zone.shards)?;
     let shards = cached_shards(&zone, &keys, registry);
-    let dir = tempfile::tempdir_in(".")?;
+    let dir = hoard_bench::scratch_dir()?;
     let cache = WorldCache::open(dir.path(), LockPolicy::Fail)?;
     let mut file_bytes = 0;
     for shard in &shards {

@@ -45,8 +45,8 @@ pub(crate) fn run(args: &Args, out: &Path) -> anyhow::Result<()> {
         zone.shards,
         bytes as f64 / 1e6
     );
-    // Stores live on the real disk (the current directory), not a tmpfs.
-    let dir = tempfile::tempdir_in(".")?;
+    // Stores live on the real disk (under target/), not a tmpfs.
+    let dir = hoard_bench::scratch_dir()?;
     let commit = bench_commit(args, &zone, dir.path())?;
     let gather = bench_gather(args, &zone);
     let load = bench_load(args, dir.path())?;

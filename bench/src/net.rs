@@ -207,7 +207,7 @@ async fn run_async(args: &Args, out: &Path) -> anyhow::Result<()> {
         .iter()
         .map(|(_, _, o)| o.state().as_bytes().len())
         .sum();
-    let dir = tempfile::tempdir_in(".")?;
+    let dir = hoard_bench::scratch_dir()?;
     let (server, store) = start_server(&zone_data, dir.path()).await?;
     let zone = ZoneId::new("reference")?;
     println!(
