@@ -15,6 +15,7 @@ mod logic;
 mod memory;
 mod record;
 mod redb_store;
+pub mod sim_disk;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -26,7 +27,7 @@ use crate::state::ObjectState;
 
 pub use error::{CommitError, OpenError, ReadError, StoreFault, WriteError};
 pub use memory::MemoryStore;
-pub use redb_store::{RedbStore, STORE_FORMAT_VERSION};
+pub use redb_store::{BackendFactory, RedbStore, STORE_FORMAT_VERSION};
 
 /// Who may see a shard.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -182,6 +183,14 @@ pub trait WorldStore: Send + Sync {
     /// Gives a shard a fresh epoch (its history was broken: a restore, a
     /// re-import). Clients holding the old epoch discard their copy.
     fn reset_epoch(&self, shard: ShardId) -> Result<Epoch, WriteError>;
+
+    /// Tries to bring a store that failed a write back into service (redb
+    /// refuses every write after one failed I/O until it is reopened). The
+    /// server calls it before retrying a failed commit. Stores that need
+    /// nothing keep the default.
+    fn recover(&self) -> Result<(), StoreFault> {
+        Ok(())
+    }
 }
 
 /// What [`verify`] found in one shard.

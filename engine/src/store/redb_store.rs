@@ -7,12 +7,14 @@
 //! store's. The `meta` table records the store format version so a newer
 //! file is refused by name rather than misread.
 
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, Utc};
 use redb::{
-    Database, DatabaseError, ReadOnlyTable, ReadableDatabase, ReadableTable, StorageError, Table, TableDefinition,
-    WriteTransaction,
+    Database, DatabaseError, ReadOnlyTable, ReadableDatabase, ReadableTable, StorageBackend, StorageError, Table,
+    TableDefinition, WriteTransaction,
 };
 
 use super::error::{CommitError, OpenError, ReadError, StoreFault, WriteError};
@@ -40,10 +42,58 @@ const FORMAT_KEY: &str = "format_version";
 /// Most shards one zone record may list.
 const MAX_SHARDS_PER_ZONE: usize = 1 << 20;
 
+/// Makes the storage backend a store is opened on (and reopened on, after a
+/// failed write). Tests use it to inject faults and simulate power loss.
+pub type BackendFactory = Arc<dyn Fn() -> std::io::Result<Box<dyn StorageBackend>> + Send + Sync>;
+
+/// Where the store's bytes live.
+#[derive(Clone)]
+enum Source {
+    File,
+    Backend(BackendFactory),
+}
+
 /// The redb-backed world store.
 pub struct RedbStore {
-    db: Database,
+    /// `None` only between closing and reopening in [`WorldStore::recover`]
+    /// (or after a reopen failed: every call then reports the store closed).
+    db: RwLock<Option<Database>>,
     path: PathBuf,
+    source: Source,
+}
+
+/// A boxed backend, as redb wants a sized one.
+#[derive(Debug)]
+struct BoxedBackend(Box<dyn StorageBackend>);
+
+impl StorageBackend for BoxedBackend {
+    fn len(&self) -> Result<u64, std::io::Error> {
+        self.0.len()
+    }
+    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
+        self.0.read(offset, out)
+    }
+    fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
+        self.0.set_len(len)
+    }
+    fn sync_data(&self) -> Result<(), std::io::Error> {
+        self.0.sync_data()
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
+        self.0.write(offset, data)
+    }
+    fn close(&self) -> Result<(), std::io::Error> {
+        self.0.close()
+    }
+}
+
+/// The message of a caught panic.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "storage engine failed on damaged data".to_owned())
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -77,29 +127,45 @@ impl RedbStore {
                 detail: "is a directory, not a store file".into(),
             });
         }
+        // A file that exists but holds nothing is not a new store: a crash
+        // or a full disk left it so, and creating a world over it would
+        // hide the loss.
+        if std::fs::metadata(path).is_ok_and(|m| m.len() == 0) {
+            return Err(OpenError::Corrupt {
+                path: path.to_owned(),
+                detail: "the file is empty (0 bytes); restore it from a backup, or delete it to start a new world"
+                    .into(),
+            });
+        }
+        if let Ok(meta) = std::fs::metadata(path)
+            && !meta.is_file()
+        {
+            return Err(OpenError::Corrupt {
+                path: path.to_owned(),
+                detail: "is not a regular file".into(),
+            });
+        }
+        RedbStore::open_source(path, Source::File)
+    }
+
+    /// Opens (or creates) a store on the backend `factory` makes; `label`
+    /// names it in messages. The factory is called again to reopen the store
+    /// after a failed write (see [`WorldStore::recover`]).
+    pub fn open_with_backend(label: &Path, factory: BackendFactory) -> Result<RedbStore, OpenError> {
+        RedbStore::open_source(label, Source::Backend(factory))
+    }
+
+    fn open_source(path: &Path, source: Source) -> Result<RedbStore, OpenError> {
+        let db = open_database(path, &source)?;
+        let store = RedbStore {
+            db: RwLock::new(Some(db)),
+            path: path.to_owned(),
+            source,
+        };
         // redb panics on some kinds of damage it finds while opening or
-        // repairing a file ("malformed allocator state"); a damaged file
-        // must be an error naming it, never a crash of the server.
-        let opened = std::panic::catch_unwind(|| -> Result<RedbStore, OpenError> {
-            let db = Database::builder().create(path).map_err(|e| map_open_error(path, e))?;
-            let store = RedbStore {
-                db,
-                path: path.to_owned(),
-            };
-            store.init()?;
-            Ok(store)
-        });
-        let store = opened.unwrap_or_else(|panic| {
-            let detail = panic
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "storage engine failed on damaged data".to_owned());
-            Err(OpenError::Corrupt {
-                path: path.to_owned(),
-                detail,
-            })
-        })?;
+        // repairing a file ("malformed allocator state"); `write` turns that
+        // into an error.
+        store.init()?;
         tracing::debug!(path = %path.display(), "world store open");
         Ok(store)
     }
@@ -110,15 +176,22 @@ impl RedbStore {
     }
 
     fn init(&self) -> Result<(), OpenError> {
-        let init = |source: StoreFault| OpenError::Init {
-            path: self.path.clone(),
-            source,
-        };
-        let txn = self
-            .db
-            .begin_write()
-            .map_err(fault("beginning the init transaction"))
-            .map_err(init)?;
+        let result = self.write(|txn| self.init_in(txn));
+        result.map_err(|e| match e {
+            InitFailure::Open(e) => e,
+            InitFailure::Fault(StoreFault::Corrupt(detail)) => OpenError::Corrupt {
+                path: self.path.clone(),
+                detail,
+            },
+            InitFailure::Fault(source) => OpenError::Init {
+                path: self.path.clone(),
+                source,
+            },
+        })
+    }
+
+    fn init_in(&self, txn: &WriteTransaction) -> Result<(), InitFailure> {
+        let init = InitFailure::Fault;
         let found = {
             let mut meta = txn.open_table(META).map_err(fault("opening meta")).map_err(init)?;
             let found = meta
@@ -136,23 +209,45 @@ impl RedbStore {
         if let Some(found) = found
             && found > STORE_FORMAT_VERSION
         {
-            return Err(OpenError::NewerFormat {
+            return Err(InitFailure::Open(OpenError::NewerFormat {
                 path: self.path.clone(),
                 found,
                 supported: STORE_FORMAT_VERSION,
-            });
+            }));
         }
         // Create every table so read transactions can always open them.
-        open_write_tables(&txn).map_err(init)?;
-        txn.commit()
-            .map_err(fault("committing the init transaction"))
-            .map_err(init)?;
+        open_write_tables(txn).map_err(init)?;
         Ok(())
+    }
+
+    /// Runs `f` with the open database, turning a panic of the storage
+    /// engine (damaged data) into a fault naming the file.
+    fn with_db<R, E: From<StoreFault>>(&self, f: impl FnOnce(&Database) -> Result<R, E>) -> Result<R, E> {
+        let guard = self.db.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(db) = guard.as_ref() else {
+            return Err(StoreFault::Corrupt(format!(
+                "store {} is closed after a failed reopen",
+                self.path.display()
+            ))
+            .into());
+        };
+        match std::panic::catch_unwind(AssertUnwindSafe(|| f(db))) {
+            Ok(result) => result,
+            Err(panic) => {
+                let detail = panic_message(&*panic);
+                tracing::error!(path = %self.path.display(), %detail, "the storage engine failed on damaged data");
+                Err(StoreFault::Corrupt(format!("{}: {detail}", self.path.display())).into())
+            }
+        }
     }
 
     /// Runs `f` over one consistent read snapshot.
     fn read<R>(&self, f: impl FnOnce(&ReadTables) -> Result<R, ReadError>) -> Result<R, ReadError> {
-        let txn = self.db.begin_read().map_err(fault("beginning a read"))?;
+        self.with_db(|db| Self::read_in(db, f))
+    }
+
+    fn read_in<R>(db: &Database, f: impl FnOnce(&ReadTables) -> Result<R, ReadError>) -> Result<R, ReadError> {
+        let txn = db.begin_read().map_err(fault("beginning a read"))?;
         let tables = RedbTables {
             zones: txn.open_table(ZONES).map_err(fault("opening zones"))?,
             shards: txn.open_table(SHARDS).map_err(fault("opening shards"))?,
@@ -167,12 +262,23 @@ impl RedbStore {
     }
 
     /// Runs `f` in a write transaction; commits (durably) only if it succeeds.
-    fn write<R, E: From<StoreFault>>(&self, f: impl FnOnce(&mut WriteTables<'_>) -> Result<R, E>) -> Result<R, E> {
-        let txn = self.db.begin_write().map_err(fault("beginning a write"))?;
-        let result = {
-            let mut tables = open_write_tables(&txn)?;
+    fn write<R, E: From<StoreFault>>(&self, f: impl FnOnce(&WriteTransaction) -> Result<R, E>) -> Result<R, E> {
+        self.with_db(|db| Self::write_in(db, f))
+    }
+
+    fn write_tables<R, E: From<StoreFault>>(
+        &self,
+        f: impl FnOnce(&mut WriteTables<'_>) -> Result<R, E>,
+    ) -> Result<R, E> {
+        self.write(|txn| {
+            let mut tables = open_write_tables(txn)?;
             f(&mut tables)
-        };
+        })
+    }
+
+    fn write_in<R, E: From<StoreFault>>(db: &Database, f: impl FnOnce(&WriteTransaction) -> Result<R, E>) -> Result<R, E> {
+        let txn = db.begin_write().map_err(fault("beginning a write"))?;
+        let result = f(&txn);
         match result {
             Ok(value) => {
                 txn.commit().map_err(fault("committing"))?;
@@ -184,6 +290,39 @@ impl RedbStore {
             }
         }
     }
+}
+
+/// Why the init transaction failed.
+enum InitFailure {
+    Open(OpenError),
+    Fault(StoreFault),
+}
+
+impl From<StoreFault> for InitFailure {
+    fn from(e: StoreFault) -> InitFailure {
+        InitFailure::Fault(e)
+    }
+}
+
+fn open_database(path: &Path, source: &Source) -> Result<Database, OpenError> {
+    let opened = std::panic::catch_unwind(AssertUnwindSafe(|| match source {
+        Source::File => Database::builder().create(path).map_err(|e| map_open_error(path, e)),
+        Source::Backend(factory) => {
+            let backend = factory().map_err(|source| OpenError::Io {
+                path: path.to_owned(),
+                source,
+            })?;
+            Database::builder()
+                .create_with_backend(BoxedBackend(backend))
+                .map_err(|e| map_open_error(path, e))
+        }
+    }));
+    opened.unwrap_or_else(|panic| {
+        Err(OpenError::Corrupt {
+            path: path.to_owned(),
+            detail: panic_message(&*panic),
+        })
+    })
 }
 
 fn map_open_error(path: &Path, e: DatabaseError) -> OpenError {
@@ -479,7 +618,7 @@ impl TablesMut for WriteTables<'_> {
 
 impl WorldStore for RedbStore {
     fn create_zone(&self, zone: &ZoneId, shards: &[ShardSpec]) -> Result<(), WriteError> {
-        self.write(|t| logic::create_zone(t, zone, shards))
+        self.write_tables(|t| logic::create_zone(t, zone, shards))
     }
 
     fn zones(&self) -> Result<Vec<ZoneId>, ReadError> {
@@ -497,7 +636,7 @@ impl WorldStore for RedbStore {
     fn commit(&self, changes: &ChangeSet) -> Result<CommitReceipt, CommitError> {
         let span = tracing::debug_span!("commit", objects = changes.len());
         let _enter = span.enter();
-        self.write(|t| logic::commit(t, changes, Utc::now()))
+        self.write_tables(|t| logic::commit(t, changes, Utc::now()))
     }
 
     fn changes_since(&self, shard: ShardId, since: Seq) -> Result<ChangesSince, ReadError> {
@@ -513,10 +652,25 @@ impl WorldStore for RedbStore {
     }
 
     fn trim_tombstones(&self, older_than: DateTime<Utc>) -> Result<TrimReport, WriteError> {
-        self.write(|t| logic::trim_tombstones(t, older_than))
+        self.write_tables(|t| logic::trim_tombstones(t, older_than))
     }
 
     fn reset_epoch(&self, shard: ShardId) -> Result<Epoch, WriteError> {
-        self.write(|t| logic::reset_epoch(t, shard))
+        self.write_tables(|t| logic::reset_epoch(t, shard))
+    }
+
+    fn recover(&self) -> Result<(), StoreFault> {
+        let mut guard = self.db.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // The old handle must be gone (and its file lock released) before the
+        // file is opened again.
+        drop(guard.take());
+        match open_database(&self.path, &self.source) {
+            Ok(db) => {
+                *guard = Some(db);
+                tracing::info!(path = %self.path.display(), "world store reopened");
+                Ok(())
+            }
+            Err(e) => Err(StoreFault::backend("reopening the store", e)),
+        }
     }
 }

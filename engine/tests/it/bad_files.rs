@@ -74,8 +74,12 @@ fn truncated_and_empty_files_are_typed_errors() {
     }
     let empty = dir.path().join("empty.redb");
     std::fs::write(&empty, b"").expect("write");
-    // An empty file is a new store: redb initialises it.
-    RedbStore::open(&empty).expect("an empty file becomes a new store");
+    // An empty file is what a crash or a full disk leaves, not a new store:
+    // creating a world over it would hide the loss.
+    let err = RedbStore::open(&empty).expect_err("an empty file is refused");
+    assert!(matches!(err, OpenError::Corrupt { .. }), "{err:?}");
+    assert!(err.to_string().contains("empty.redb") && err.to_string().contains("empty (0 bytes)"), "{err}");
+    assert_eq!(std::fs::metadata(&empty).expect("still there").len(), 0, "nothing written over it");
 }
 
 #[test]

@@ -5,5 +5,6 @@ mod bad_files;
 mod crash;
 mod load;
 mod model;
+mod power_loss;
 mod store;
 mod support;
