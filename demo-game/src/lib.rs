@@ -52,6 +52,10 @@ enum Command {
     /// Example: `hoard-demo client --server 127.0.0.1:7000 --token TOKEN`, or
     /// `hoard-demo client --server 127.0.0.1:7000 --token TOKEN --headless --zone meadow --exit-after-ready`
     Client(cli::client::ClientArgs),
+    /// Check a server's world store offline: every shard's digest against its objects.
+    ///
+    /// Example: `hoard-demo store verify --data ./server-data`
+    Store(cli::store::StoreArgs),
     /// Modders' tools: validate, import, export, diff, apply, render and generate world data.
     ///
     /// The world is RON files under assets/world/<zone>/<shard>.scn.ron; mods
@@ -64,6 +68,13 @@ enum Command {
 /// Runs `hoard-demo` with the process's arguments; returns the exit code.
 pub fn run_cli() -> i32 {
     let cli = Cli::parse();
+    // The terminal UIs log to a file (they own the screen); the rest to stderr.
+    match &cli.command {
+        Command::Play(_) => {}
+        Command::Client(args) if !args.headless() => {}
+        Command::Server(_) => cli::logging::to_stderr("info,quinn=warn,rustls=warn"),
+        _ => cli::logging::to_stderr("warn"),
+    }
     let result = match cli.command {
         Command::Play(args) => cli::play::run(args),
         Command::Cache(args) => cli::cache::run(args),
@@ -71,6 +82,7 @@ pub fn run_cli() -> i32 {
         Command::Server(args) => cli::server::run(args),
         Command::Client(args) => cli::client::run(args),
         Command::World(args) => cli::world::run(args),
+        Command::Store(args) => cli::store::run(args),
     };
     match result {
         Ok(code) => code,

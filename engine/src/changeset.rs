@@ -89,6 +89,11 @@ impl ChangeSet {
         self.shards.values().all(ShardChanges::is_empty)
     }
 
+    /// Takes one shard's changes out of the set.
+    pub fn take_shard(&mut self, shard: ShardId) -> Option<ShardChanges> {
+        self.shards.remove(&shard)
+    }
+
     /// Adds every change of `other`, its changes winning over this set's.
     pub fn extend(&mut self, other: ChangeSet) {
         for (shard, changes) in other.shards {

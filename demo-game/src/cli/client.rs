@@ -53,8 +53,20 @@ pub(crate) struct ClientArgs {
     expect_player: Option<String>,
 }
 
+impl ClientArgs {
+    /// Whether the client runs without its terminal UI.
+    pub(crate) fn headless(&self) -> bool {
+        self.headless
+    }
+}
+
 pub(crate) fn run(args: ClientArgs) -> anyhow::Result<i32> {
     let cache_dir = args.cache_dir.unwrap_or_else(crate::cli::cache::default_cache_dir);
+    if !args.headless {
+        let log = cache_dir.join("client.log");
+        crate::cli::logging::to_file(&log, "info,quinn=warn,rustls=warn");
+        eprintln!("hoard-demo: logging to {}", log.display());
+    }
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         let options = ClientOptions {

@@ -2,9 +2,11 @@
 
 pub(crate) mod cache;
 pub(crate) mod client;
+pub(crate) mod logging;
 pub(crate) mod netsim;
 pub(crate) mod play;
 pub(crate) mod progress;
 pub(crate) mod server;
 pub(crate) mod session;
+pub(crate) mod store;
 pub(crate) mod world;

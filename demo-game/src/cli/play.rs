@@ -53,6 +53,8 @@ fn default_data_dir() -> PathBuf {
 pub(crate) fn run(args: PlayArgs) -> anyhow::Result<i32> {
     let data = args.data.unwrap_or_else(default_data_dir);
     let cache_dir = args.cache_dir.unwrap_or_else(crate::cli::cache::default_cache_dir);
+    // The screen is the game's: logs go beside the world's data.
+    crate::cli::logging::to_file(&data.join("play.log"), "info,quinn=warn,rustls=warn");
     let store = Arc::new(RedbStore::open_dir(&data)?);
     let progress = Progress::new("importing", "objects");
     let game = game::server::game(&store, &args.world, 20, &progress.callback())?;

@@ -109,9 +109,20 @@ fn serve(args: RunArgs) -> anyhow::Result<i32> {
                 "zones": zones,
             })
         );
-        tokio::signal::ctrl_c().await?;
-        eprintln!("shutting down");
+        tracing::info!(addr = %server.addr, "serving");
+        let code = tokio::select! {
+            signal = tokio::signal::ctrl_c() => {
+                signal?;
+                tracing::info!("interrupted; shutting down");
+                0
+            }
+            reason = server.failed() => {
+                // Logged by the server; the one line an operator needs on stderr.
+                eprintln!("hoard-demo: the server failed: {reason}");
+                1
+            }
+        };
         server.shutdown().await;
-        Ok::<_, anyhow::Error>(0)
+        Ok::<_, anyhow::Error>(code)
     })
 }

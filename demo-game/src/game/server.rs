@@ -22,6 +22,33 @@ use super::rules::{
 
 /// Builds the game over `store`. On first start (an empty store) the world
 /// in `world_dir` is checked and imported; `progress` follows the import.
+/// Checks every shard's digest against its objects before anything is
+/// served; a damaged shard is refused by name (clients would otherwise fail
+/// to verify that zone for ever).
+fn verify_store(store: &RedbStore) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let damage = hoard_engine::store::verify(store)
+        .map_err(|e| anyhow::anyhow!("{} is damaged: {e}; restore it from a backup", store.path().display()))?;
+    tracing::info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "every shard verified"
+    );
+    if let Some(first) = damage.first() {
+        for d in &damage {
+            tracing::error!(shard = %d.shard, problem = %d.problem, "damaged shard");
+        }
+        anyhow::bail!(
+            "{} is damaged in {} places (first: shard {}: {}); restore it from a backup \
+             (`hoard-demo store verify` lists them all)",
+            store.path().display(),
+            damage.len(),
+            first.shard,
+            first.problem
+        );
+    }
+    Ok(())
+}
+
 pub(crate) fn game(
     store: &Arc<RedbStore>,
     world_dir: &Path,
@@ -30,17 +57,29 @@ pub(crate) fn game(
 ) -> anyhow::Result<Game> {
     let mut publisher = Publisher::new(super::registry());
     let mut world = World::new();
-    if store.zones()?.iter().all(|z| z.as_str() == INVENTORY_ZONE) {
+    let zones = store.zones()?;
+    if zones.is_empty() {
         anyhow::ensure!(
             world_dir.is_dir(),
             "no world at {}: pass --world DIR (`hoard-demo world generate --out DIR` makes one)",
             world_dir.display()
         );
+        tracing::info!(world = %world_dir.display(), "first start: importing the world");
         eprintln!("first start: importing the world from {}", world_dir.display());
         let data = crate::world::load_valid(world_dir, &|_, _| {})?;
         crate::world::store::import(&**store, &data, &mut publisher, &mut world, progress)?;
+        // The completion marker: written last, so a store that has zones
+        // but not this one is an import that did not finish.
         store.create_zone(&ZoneId::new(INVENTORY_ZONE)?, &[])?;
     } else {
+        anyhow::ensure!(
+            zones.iter().any(|z| z.as_str() == INVENTORY_ZONE),
+            "the first import into {} did not finish (it holds zones {} but not its completion marker); \
+             delete that file and start again to import the world afresh",
+            store.path().display(),
+            zones.iter().map(|z| z.as_str()).collect::<Vec<_>>().join(", ")
+        );
+        verify_store(store)?;
         let report = load_world(
             &**store,
             &mut publisher,
@@ -48,6 +87,7 @@ pub(crate) fn game(
             &HoardUrl::service("localhost", 1, "world"),
         )?;
         for problem in &report.problems {
+            tracing::warn!(%problem, "object not loaded");
             eprintln!("warning: {problem}");
         }
     }

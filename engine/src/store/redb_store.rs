@@ -225,11 +225,9 @@ impl RedbStore {
     fn with_db<R, E: From<StoreFault>>(&self, f: impl FnOnce(&Database) -> Result<R, E>) -> Result<R, E> {
         let guard = self.db.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         let Some(db) = guard.as_ref() else {
-            return Err(StoreFault::Corrupt(format!(
-                "store {} is closed after a failed reopen",
-                self.path.display()
-            ))
-            .into());
+            return Err(
+                StoreFault::Corrupt(format!("store {} is closed after a failed reopen", self.path.display())).into(),
+            );
         };
         match std::panic::catch_unwind(AssertUnwindSafe(|| f(db))) {
             Ok(result) => result,
@@ -276,7 +274,10 @@ impl RedbStore {
         })
     }
 
-    fn write_in<R, E: From<StoreFault>>(db: &Database, f: impl FnOnce(&WriteTransaction) -> Result<R, E>) -> Result<R, E> {
+    fn write_in<R, E: From<StoreFault>>(
+        db: &Database,
+        f: impl FnOnce(&WriteTransaction) -> Result<R, E>,
+    ) -> Result<R, E> {
         let txn = db.begin_write().map_err(fault("beginning a write"))?;
         let result = f(&txn);
         match result {

@@ -220,7 +220,10 @@ impl SimBackend {
     fn live(&self, counts: bool) -> Result<MutexGuard<'_, State>, std::io::Error> {
         let mut s = self.disk.lock();
         if s.generation != self.generation {
-            return Err(io(std::io::ErrorKind::BrokenPipe, "simulated disk: the machine lost power"));
+            return Err(io(
+                std::io::ErrorKind::BrokenPipe,
+                "simulated disk: the machine lost power",
+            ));
         }
         if counts {
             s.ops += 1;
@@ -243,7 +246,10 @@ impl StorageBackend for SimBackend {
         let s = self.live(false)?;
         let end = offset as usize + out.len();
         if end > s.current.len() {
-            return Err(io(std::io::ErrorKind::UnexpectedEof, "simulated disk: read past the end"));
+            return Err(io(
+                std::io::ErrorKind::UnexpectedEof,
+                "simulated disk: read past the end",
+            ));
         }
         out.copy_from_slice(&s.current[offset as usize..end]);
         Ok(())

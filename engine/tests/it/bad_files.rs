@@ -78,8 +78,15 @@ fn truncated_and_empty_files_are_typed_errors() {
     // creating a world over it would hide the loss.
     let err = RedbStore::open(&empty).expect_err("an empty file is refused");
     assert!(matches!(err, OpenError::Corrupt { .. }), "{err:?}");
-    assert!(err.to_string().contains("empty.redb") && err.to_string().contains("empty (0 bytes)"), "{err}");
-    assert_eq!(std::fs::metadata(&empty).expect("still there").len(), 0, "nothing written over it");
+    assert!(
+        err.to_string().contains("empty.redb") && err.to_string().contains("empty (0 bytes)"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::metadata(&empty).expect("still there").len(),
+        0,
+        "nothing written over it"
+    );
 }
 
 #[test]

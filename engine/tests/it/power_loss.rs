@@ -129,7 +129,10 @@ fn power_loss_at_random_moments_keeps_every_acknowledged_commit_whole() {
                 }
             }
         }
-        assert!(disk.power_was_cut() || acked.is_none(), "round {round}: the run ended without a cut");
+        assert!(
+            disk.power_was_cut() || acked.is_none(),
+            "round {round}: the run ended without a cut"
+        );
         // Keep a random subset of the unsynced writes; tear one in four kept.
         disk.crash(|w| match rng.u8(0..4) {
             0 => Keep::Drop,
@@ -139,7 +142,8 @@ fn power_loss_at_random_moments_keeps_every_acknowledged_commit_whole() {
             }
             _ => Keep::Whole,
         });
-        let store = open(&disk).unwrap_or_else(|e| panic!("round {round}: the store does not reopen after power loss: {e}"));
+        let store =
+            open(&disk).unwrap_or_else(|e| panic!("round {round}: the store does not reopen after power loss: {e}"));
         let found = contents(&store);
         let ok = match (&found, &acked, &in_flight) {
             (None, None, _) => true,
@@ -161,12 +165,18 @@ fn power_loss_at_random_moments_keeps_every_acknowledged_commit_whole() {
         if let Some(f) = &found {
             let holders = f.values().filter(|m| m.contains_key(&MOVER)).count();
             assert!(holders <= 1, "round {round}: the mover is in {holders} shards");
-            assert_eq!(holders == 1, acked_n > 0, "round {round}: the mover exists once after its first commit");
+            assert_eq!(
+                holders == 1,
+                acked_n > 0,
+                "round {round}: the mover exists once after its first commit"
+            );
         }
         let damage = verify(&store).expect("verify");
         assert!(damage.is_empty(), "round {round}: {damage:?}");
     }
-    println!("power loss test: {losses} crashes, {torn} torn writes, {acked_n} commits survived, {violations} violations");
+    println!(
+        "power loss test: {losses} crashes, {torn} torn writes, {acked_n} commits survived, {violations} violations"
+    );
     assert_eq!(violations, 0, "invariants violated");
     assert!(acked_n > losses / 4, "the writer made progress: {acked_n} commits");
 }
@@ -174,7 +184,10 @@ fn power_loss_at_random_moments_keeps_every_acknowledged_commit_whole() {
 #[test]
 fn a_failed_write_or_fsync_is_reported_and_recover_brings_the_store_back() {
     for (what, inject) in [
-        ("write", &(|d: &SimDisk| d.fail_write_after(1, true)) as &dyn Fn(&SimDisk)),
+        (
+            "write",
+            &(|d: &SimDisk| d.fail_write_after(1, true)) as &dyn Fn(&SimDisk),
+        ),
         ("fsync", &|d: &SimDisk| d.fail_sync_after(1, true)),
     ] {
         let disk = SimDisk::new();
@@ -188,16 +201,30 @@ fn a_failed_write_or_fsync_is_reported_and_recover_brings_the_store_back() {
         }
         inject(&disk);
         let (set, next) = commit_n(4, &model);
-        assert!(store.commit(&set).is_err(), "{what}: the commit fails while the disk fails");
+        assert!(
+            store.commit(&set).is_err(),
+            "{what}: the commit fails while the disk fails"
+        );
         // Still failing: recovery may fail or succeed to open, but a commit
         // cannot succeed while the disk refuses writes.
         let _ = store.recover();
-        assert!(store.commit(&set).is_err(), "{what}: no commit succeeds while the disk fails");
+        assert!(
+            store.commit(&set).is_err(),
+            "{what}: no commit succeeds while the disk fails"
+        );
         disk.clear_faults();
-        store.recover().unwrap_or_else(|e| panic!("{what}: recover once the disk works: {e}"));
-        store.commit(&set).unwrap_or_else(|e| panic!("{what}: the retried commit succeeds: {e}"));
+        store
+            .recover()
+            .unwrap_or_else(|e| panic!("{what}: recover once the disk works: {e}"));
+        store
+            .commit(&set)
+            .unwrap_or_else(|e| panic!("{what}: the retried commit succeeds: {e}"));
         model = next;
-        assert_eq!(contents(&store), Some(model.clone()), "{what}: nothing acknowledged was lost");
+        assert_eq!(
+            contents(&store),
+            Some(model.clone()),
+            "{what}: nothing acknowledged was lost"
+        );
         assert!(verify(&store).expect("verify").is_empty());
         drop(store);
         let reopened = open(&disk).expect("reopen");

@@ -109,6 +109,21 @@ pub enum ClientEvent {
         /// Why.
         message: String,
     },
+    /// The server refused an intent: it was not applied.
+    IntentRejected {
+        /// The seq [`HoardClient::send_intent`] returned for it.
+        seq: u32,
+        /// Why.
+        message: String,
+    },
+    /// The server stopped or resumed accepting actions (its world store
+    /// failed or recovered); show `message` to the player.
+    ServerStatus {
+        /// Whether actions are accepted.
+        writable: bool,
+        /// A sentence for the player.
+        message: String,
+    },
     /// The connection ended.
     Disconnected {
         /// Why.
@@ -727,6 +742,18 @@ fn process_effects(inner: &Arc<Inner>) {
                 if let Some(tx) = inner.waiting.lock().ok().and_then(|mut w| w.remove(&zone)) {
                     let _ = tx.send(Err(ClientError::ZoneDenied { zone, code, message }));
                 }
+            }
+            Effect::IntentRejected { seq, code, message } => {
+                tracing::info!(seq, code, %message, "intent rejected");
+                push(inner, Pending::Event(ClientEvent::IntentRejected { seq, message }));
+            }
+            Effect::Status { writable, message } => {
+                if writable {
+                    tracing::info!(%message, "server accepts actions again");
+                } else {
+                    tracing::warn!(%message, "server does not accept actions");
+                }
+                push(inner, Pending::Event(ClientEvent::ServerStatus { writable, message }));
             }
             Effect::Failed { code, message } => {
                 push(

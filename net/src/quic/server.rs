@@ -1,9 +1,21 @@
 //! The QUIC server: accepts connections, runs a [`ServerSession`] per
 //! connection, and ticks the game's world on its own thread — run the
 //! schedule, gather, commit durably, and only then publish the deltas.
+//!
+//! Bad days, and what the server does (docs/ARCHITECTURE.md keeps the table):
+//! a commit that fails keeps its changes (merged with later ticks' changes,
+//! the last change of each object winning), stops accepting intents, tells
+//! every client, reopens the store and retries with backoff, and resumes
+//! once a commit succeeds; if the store stays broken for
+//! [`ServerOptions::store_retry_for`], or a game system panics, the server
+//! closes every connection and reports the failure through
+//! [`ServerHandle::failed`], so the binary exits non-zero. Every connection
+//! has a budget: a deadline for its handshake and `Hello`, a bound on answers
+//! in flight (it is not read from while they are outstanding), a deadline on
+//! each answer write, and a per-address connection limit.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc as std_mpsc};
@@ -11,10 +23,10 @@ use std::time::{Duration, Instant};
 
 use bevy_ecs::schedule::Schedule;
 use bevy_ecs::world::World;
-use hoard_engine::store::WorldStore;
-use hoard_engine::{Publisher, Seq, ServerIdentity, ShardId, ZoneId};
+use hoard_engine::store::{CommitError, WorldStore};
+use hoard_engine::{ChangeSet, Publisher, Seq, ServerIdentity, ShardId, ZoneId};
 use quinn::{Connection, Endpoint};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc, watch};
 
 use super::intents::{ConnectedPlayers, IncomingIntents, IntentRegistry, ReceivedIntent};
 use super::stream::{FrameReader, StreamError, write_message};
@@ -22,7 +34,7 @@ use crate::auth::TokenAuthority;
 use crate::sync::hub::{Hub, SessionId};
 use crate::sync::server::{Output, ServerSession, SessionConfig};
 use crate::tls::{ServerKeys, TlsError};
-use crate::wire::{ErrorCode, IntentRejected, MAX_CONTROL_FRAME, MAX_TRANSIENT_BYTES, Message, Transient};
+use crate::wire::{ErrorCode, IntentRejected, MAX_CONTROL_FRAME, MAX_TRANSIENT_BYTES, Message, Status, Transient};
 
 /// How the server runs.
 #[derive(Clone, Debug)]
@@ -42,10 +54,28 @@ pub struct ServerOptions {
     /// Live deltas queued per connection before it counts as a slow consumer
     /// and is disconnected.
     pub delta_queue: usize,
+    /// Most simultaneous connections from one IP address.
+    pub max_connections_per_ip: usize,
+    /// Time a connection has to finish its handshake and send `Hello`.
+    pub hello_timeout: Duration,
+    /// Zone answers (and repairs) one connection may have in flight; while
+    /// they are, its control stream is not read, so its memory stays bounded.
+    pub answers_in_flight: usize,
+    /// Zone answers in flight over all connections.
+    pub answers_in_flight_total: usize,
+    /// Longest wait for a client to take one frame of an answer (or for an
+    /// answer slot) before it counts as a slow consumer and is disconnected.
+    pub answer_stall: Duration,
+    /// How long commits may keep failing (the store reopened and retried
+    /// meanwhile) before the server gives up and reports a failure.
+    pub store_retry_for: Duration,
 }
 
 impl ServerOptions {
-    /// Defaults: 20 Hz, 1,000 connections, 256 queued deltas, no dev mode.
+    /// Defaults: 20 Hz, 1,000 connections (32 per address), 256 queued
+    /// deltas, `Hello` within 5 s, 2 answers in flight per connection (128 in
+    /// all), 15 s for a client to take an answer frame, 60 s of store retries,
+    /// no dev mode.
     pub fn new(listen: SocketAddr, data_dir: PathBuf) -> ServerOptions {
         ServerOptions {
             listen,
@@ -55,6 +85,12 @@ impl ServerOptions {
             dev_mode: false,
             max_connections: 1000,
             delta_queue: 256,
+            max_connections_per_ip: 32,
+            hello_timeout: Duration::from_secs(5),
+            answers_in_flight: 2,
+            answers_in_flight_total: 128,
+            answer_stall: Duration::from_secs(15),
+            store_retry_for: Duration::from_secs(60),
         }
     }
 }
@@ -129,8 +165,14 @@ pub enum ServerError {
 pub struct ServerStats {
     /// Live connections.
     pub connections: AtomicUsize,
-    /// Connections refused for the connection limit.
+    /// Connections refused for the connection limit (total or per address).
     pub refused: AtomicU64,
+    /// Connections closed for not saying `Hello` in time.
+    pub hello_timeouts: AtomicU64,
+    /// Commits that failed (each retried).
+    pub failed_commits: AtomicU64,
+    /// Intents rejected because the store was failing.
+    pub unavailable_intents: AtomicU64,
     /// Ticks run.
     pub ticks: AtomicU64,
     /// Connections closed for reading too slowly.
@@ -176,11 +218,30 @@ pub struct ServerHandle {
     pub auth: TokenAuthority,
     endpoint: Endpoint,
     stop: Arc<AtomicBool>,
+    failure: watch::Receiver<Option<String>>,
     world_thread: Option<std::thread::JoinHandle<Game>>,
     accept_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl ServerHandle {
+    /// Waits until the server fails for good — its store stayed broken past
+    /// [`ServerOptions::store_retry_for`], or a game system panicked — and
+    /// says why. By then every connection is closed; the caller should exit
+    /// non-zero so a supervisor restarts it. Never returns for a healthy
+    /// server.
+    pub async fn failed(&self) -> String {
+        let mut failure = self.failure.clone();
+        loop {
+            if let Some(reason) = failure.borrow_and_update().clone() {
+                return reason;
+            }
+            if failure.changed().await.is_err() {
+                // The world thread is gone without a reason: it was stopped.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
     /// Stops accepting, closes connections, stops the world thread, and
     /// returns the game (its world as of the last tick).
     pub async fn shutdown(mut self) -> Option<Game> {
@@ -214,6 +275,44 @@ struct Shared {
     /// Live connections by session id, to close one from another's session.
     conns: std::sync::Mutex<HashMap<SessionId, Connection>>,
     on_join: Option<JoinHook>,
+    /// Live connections per remote address.
+    per_ip: std::sync::Mutex<HashMap<IpAddr, usize>>,
+    /// False while commits fail: intents are rejected.
+    writable: Arc<AtomicBool>,
+    /// Answer slots over all connections.
+    answers_total: Arc<Semaphore>,
+    options: ServerOptions,
+}
+
+/// A connection's place in the per-address count, given back on drop.
+struct IpSlot<'a> {
+    shared: &'a Shared,
+    ip: IpAddr,
+}
+
+impl Drop for IpSlot<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut per_ip) = self.shared.per_ip.lock()
+            && let Some(n) = per_ip.get_mut(&self.ip)
+        {
+            *n -= 1;
+            if *n == 0 {
+                per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+impl Shared {
+    fn take_ip_slot(&self, ip: IpAddr) -> Option<IpSlot<'_>> {
+        let mut per_ip = self.per_ip.lock().ok()?;
+        let n = per_ip.entry(ip).or_default();
+        if *n >= self.options.max_connections_per_ip {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot { shared: self, ip })
+    }
 }
 
 /// Starts the server: binds, prints nothing (the caller announces), spawns
@@ -255,6 +354,8 @@ pub async fn start(
     }
     let stats = Arc::new(ServerStats::default());
     let stop = Arc::new(AtomicBool::new(false));
+    let writable = Arc::new(AtomicBool::new(true));
+    let (failure_tx, failure) = watch::channel(None);
     let (commands, command_rx) = std_mpsc::channel();
     let shared = Arc::new(Shared {
         config: Arc::new(session_config),
@@ -267,13 +368,26 @@ pub async fn start(
         next_id: AtomicU64::new(1),
         conns: std::sync::Mutex::new(HashMap::new()),
         on_join: game.on_join.clone(),
+        per_ip: std::sync::Mutex::new(HashMap::new()),
+        writable: writable.clone(),
+        answers_total: Arc::new(Semaphore::new(options.answers_in_flight_total.max(1))),
+        options: options.clone(),
     });
     let world_thread = {
-        let (stop, stats, store) = (stop.clone(), stats.clone(), store.clone());
-        let tick = Duration::from_secs_f64(1.0 / f64::from(options.tick_hz.max(1)));
+        let world = WorldThread {
+            store: store.clone(),
+            commands: command_rx,
+            stop: stop.clone(),
+            stats: stats.clone(),
+            tick: Duration::from_secs_f64(1.0 / f64::from(options.tick_hz.max(1))),
+            writable,
+            failure: failure_tx,
+            endpoint: endpoint.clone(),
+            retry_for: options.store_retry_for,
+        };
         std::thread::Builder::new()
             .name("hoard-world".into())
-            .spawn(move || world_loop(game, store, command_rx, stop, stats, tick))
+            .spawn(move || world.run(game))
             .map_err(|source| ServerError::Bind { addr, source })?
     };
     let accept = endpoint.clone();
@@ -282,6 +396,7 @@ pub async fn start(
         while let Some(incoming) = accept.accept().await {
             if shared.stats.connections.load(Ordering::SeqCst) >= max {
                 shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(peer = %incoming.remote_address(), max, "connection limit reached; refusing");
                 incoming.refuse();
                 continue;
             }
@@ -289,8 +404,17 @@ pub async fn start(
             let shared = shared.clone();
             tokio::spawn(async move {
                 let peer = incoming.remote_address();
-                if let Err(e) = serve(incoming, &shared).await {
-                    tracing::debug!(%peer, error = %e, "connection ended");
+                match shared.take_ip_slot(peer.ip()) {
+                    Some(_slot) => {
+                        if let Err(e) = serve(incoming, &shared).await {
+                            tracing::debug!(%peer, error = %e, "connection ended");
+                        }
+                    }
+                    None => {
+                        shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(%peer, "too many connections from this address; refusing");
+                        incoming.refuse();
+                    }
                 }
                 shared.stats.connections.fetch_sub(1, Ordering::SeqCst);
             });
@@ -304,6 +428,7 @@ pub async fn start(
         auth,
         endpoint,
         stop,
+        failure,
         world_thread: Some(world_thread),
         accept_task: Some(accept_task),
     })
@@ -317,9 +442,23 @@ async fn serve(
     incoming: quinn::Incoming,
     shared: &Arc<Shared>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let conn = incoming.accept()?.await?;
+    let deadline = tokio::time::Instant::now() + shared.options.hello_timeout;
+    let peer = incoming.remote_address();
+    let connecting = incoming.accept()?;
+    let Ok(conn) = tokio::time::timeout_at(deadline, connecting).await else {
+        shared.stats.hello_timeouts.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(%peer, "handshake not finished in time; dropped");
+        return Ok(());
+    };
+    let conn = conn?;
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-    let (mut send, recv) = conn.accept_bi().await?;
+    let Ok(control) = tokio::time::timeout_at(deadline, conn.accept_bi()).await else {
+        shared.stats.hello_timeouts.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(%peer, "no control stream in time; closing");
+        conn.close(close_code(ErrorCode::Timeout), b"no hello in time");
+        return Ok(());
+    };
+    let (mut send, recv) = control?;
     let mut reader = FrameReader::new(recv, MAX_CONTROL_FRAME);
     let mut session = ServerSession::new(shared.config.clone(), id);
     if let Ok(mut conns) = shared.conns.lock() {
@@ -349,7 +488,7 @@ async fn serve(
             }
         }
     });
-    let result = control_loop(&conn, &mut send, &mut reader, &mut session, shared, id).await;
+    let result = control_loop(&conn, &mut send, &mut reader, &mut session, shared, id, deadline).await;
     session.closed();
     if let Ok(mut conns) = shared.conns.lock() {
         conns.remove(&id);
@@ -365,9 +504,31 @@ async fn control_loop(
     session: &mut ServerSession,
     shared: &Arc<Shared>,
     id: SessionId,
+    hello_deadline: tokio::time::Instant,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let stall = shared.options.answer_stall;
+    let answers = Arc::new(Semaphore::new(shared.options.answers_in_flight.max(1)));
     loop {
-        let next = reader.next().await;
+        let next = if session.perspective().is_none() {
+            match tokio::time::timeout_at(hello_deadline, reader.next()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    shared.stats.hello_timeouts.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(peer = %conn.remote_address(), "no hello in time; closing");
+                    session.fail(ErrorCode::Timeout, "no hello in time");
+                    // Nothing to handle: the loop below sends the error and closes.
+                    Ok(Some((
+                        Message::Error(crate::wire::ErrorMsg {
+                            code: 0,
+                            message: String::new(),
+                        }),
+                        0,
+                    )))
+                }
+            }
+        } else {
+            reader.next().await
+        };
         let msg = match next {
             Ok(Some((msg, _))) => msg,
             Ok(None) => return Ok(()),
@@ -404,17 +565,30 @@ async fn control_loop(
                     write_message(send, &m).await?;
                 }
                 Output::Answer { messages, .. } => {
+                    // Backpressure: while this connection's answers are in
+                    // flight its control stream is not read, so a client that
+                    // asks and never reads holds at most this many answers.
+                    let slot = tokio::time::timeout(stall, async {
+                        let mine = answers.clone().acquire_owned().await.ok()?;
+                        let total = shared.answers_total.clone().acquire_owned().await.ok()?;
+                        Some((mine, total))
+                    })
+                    .await;
+                    let Ok(Some(slot)) = slot else {
+                        shared.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(peer = %conn.remote_address(), "client does not read its zone answers; disconnecting");
+                        conn.close(close_code(ErrorCode::SlowConsumer), b"slow consumer: answers not read");
+                        return Ok(());
+                    };
                     let conn = conn.clone();
+                    let stats = shared.stats.clone();
                     tokio::spawn(async move {
-                        let Ok(mut stream) = conn.open_uni().await else {
-                            return;
-                        };
-                        for m in &messages {
-                            if write_message(&mut stream, m).await.is_err() {
-                                return;
-                            }
+                        let _slot = slot;
+                        if !send_answer(&conn, &messages, stall).await {
+                            stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(peer = %conn.remote_address(), "zone answer not taken in time; disconnecting");
+                            conn.close(close_code(ErrorCode::SlowConsumer), b"slow consumer: answer not read");
                         }
-                        let _ = stream.finish();
                     });
                 }
                 Output::Subscribe { zone, shards } => {
@@ -429,7 +603,15 @@ async fn control_loop(
                     payload,
                     seq,
                 } => {
-                    if shared.intents.accepts(&kind, &payload) {
+                    if !shared.writable.load(Ordering::SeqCst) {
+                        shared.stats.unavailable_intents.fetch_add(1, Ordering::Relaxed);
+                        let rejected = Message::IntentRejected(IntentRejected {
+                            seq,
+                            code: ErrorCode::Unavailable as u16,
+                            message: "the server cannot save the world right now; your action was not applied".into(),
+                        });
+                        write_message(send, &rejected).await?;
+                    } else if shared.intents.accepts(&kind, &payload) {
                         let _ = shared.commands.send(Command::Intent(ReceivedIntent {
                             perspective,
                             kind,
@@ -465,60 +647,298 @@ async fn control_loop(
     }
 }
 
+/// Writes one answer on its own stream; false if the client did not take a
+/// frame within `stall` (or the connection is gone).
+async fn send_answer(conn: &Connection, messages: &[Message], stall: Duration) -> bool {
+    let Ok(Ok(mut stream)) = tokio::time::timeout(stall, conn.open_uni()).await else {
+        return false;
+    };
+    for m in messages {
+        match tokio::time::timeout(stall, write_message(&mut stream, m)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => return true, // the connection ended; nothing to do
+            Err(_) => return false,
+        }
+    }
+    let _ = stream.finish();
+    true
+}
+
 struct Conn {
     deltas: mpsc::Sender<Message>,
     conn: Connection,
 }
 
-fn world_loop(
-    mut game: Game,
+/// What the world thread owns besides the game.
+struct WorldThread {
     store: Arc<dyn WorldStore>,
     commands: std_mpsc::Receiver<Command>,
     stop: Arc<AtomicBool>,
     stats: Arc<ServerStats>,
     tick: Duration,
-) -> Game {
-    let mut hub = Hub::new();
-    let mut conns: HashMap<SessionId, Conn> = HashMap::new();
-    game.world.init_resource::<IncomingIntents>();
-    game.world.init_resource::<ConnectedPlayers>();
-    let mut perspectives: HashMap<SessionId, String> = HashMap::new();
-    let mut next = Instant::now();
-    let mut last_transient: HashMap<ZoneId, Vec<u8>> = HashMap::new();
-    let deliver =
-        |conns: &mut HashMap<SessionId, Conn>, hub: &mut Hub, id: SessionId, message: Message, stats: &ServerStats| {
-            let Some(c) = conns.get(&id) else { return };
-            if c.deltas.try_send(message).is_err() {
-                tracing::warn!(
-                    session = id,
-                    "client does not read its deltas fast enough; disconnecting"
-                );
-                stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
-                c.conn
-                    .close(close_code(ErrorCode::SlowConsumer), b"slow consumer: deltas not read");
-                conns.remove(&id);
-                hub.remove(id);
+    writable: Arc<AtomicBool>,
+    failure: watch::Sender<Option<String>>,
+    endpoint: Endpoint,
+    retry_for: Duration,
+}
+
+/// The world's connections and subscriptions, as the world thread sees them.
+#[derive(Default)]
+struct Sessions {
+    hub: Hub,
+    conns: HashMap<SessionId, Conn>,
+    perspectives: HashMap<SessionId, String>,
+    last_transient: HashMap<ZoneId, Vec<u8>>,
+}
+
+impl Sessions {
+    /// Queues a message on a session's delta stream; a session whose queue
+    /// is full reads too slowly and is disconnected.
+    fn deliver(&mut self, id: SessionId, message: Message, stats: &ServerStats) {
+        let Some(c) = self.conns.get(&id) else { return };
+        if c.deltas.try_send(message).is_err() {
+            tracing::warn!(
+                session = id,
+                "client does not read its deltas fast enough; disconnecting"
+            );
+            stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
+            c.conn
+                .close(close_code(ErrorCode::SlowConsumer), b"slow consumer: deltas not read");
+            self.conns.remove(&id);
+            self.hub.remove(id);
+        }
+    }
+
+    fn broadcast(&mut self, message: &Message, stats: &ServerStats) {
+        let ids: Vec<SessionId> = self.conns.keys().copied().collect();
+        for id in ids {
+            self.deliver(id, message.clone(), stats);
+        }
+    }
+}
+
+/// Changes gathered but not yet durable, and how the store is doing.
+struct Commits {
+    /// Every change not yet committed; a failed commit's changes stay here and
+    /// later ticks' changes merge over them (the last change of an object wins).
+    pending: ChangeSet,
+    /// Since when commits fail, the last error, and when to retry.
+    failing: Option<Failing>,
+}
+
+struct Failing {
+    since: Instant,
+    error: String,
+    retry_at: Instant,
+    backoff: Duration,
+}
+
+impl WorldThread {
+    /// Runs the world until stopped. A panic in the game's systems, or a
+    /// store that stays broken, ends it with a failure report.
+    fn run(self, mut game: Game) -> Game {
+        let mut sessions = Sessions::default();
+        let mut commits = Commits {
+            pending: ChangeSet::new(),
+            failing: None,
+        };
+        game.world.init_resource::<IncomingIntents>();
+        game.world.init_resource::<ConnectedPlayers>();
+        let mut next = Instant::now();
+        while !self.stop.load(Ordering::SeqCst) {
+            let ticked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.tick(&mut game, &mut sessions, &mut commits)
+            }));
+            let failure = match ticked {
+                Ok(Ok(())) => None,
+                Ok(Err(reason)) => Some(reason),
+                Err(panic) => {
+                    let message = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_owned())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "a panic without a message".into());
+                    Some(format!("a game system panicked: {message}"))
+                }
+            };
+            if let Some(reason) = failure {
+                tracing::error!(%reason, "the server stops");
+                self.endpoint.close(close_code(ErrorCode::Server), b"server failed");
+                let _ = self.failure.send(Some(reason));
+                return game;
+            }
+            self.stats.ticks.fetch_add(1, Ordering::Relaxed);
+            next += self.tick;
+            let now = Instant::now();
+            if next > now {
+                std::thread::sleep(next - now);
+            } else {
+                next = now;
+            }
+        }
+        if !commits.pending.is_empty() {
+            // A last try, so a clean shutdown keeps what the last ticks did.
+            if let Err(e) = self.store.commit(&commits.pending) {
+                tracing::error!(error = %e, objects = commits.pending.len(), "changes not saved at shutdown");
+            }
+        }
+        for c in sessions.conns.values() {
+            c.conn.close(close_code(ErrorCode::Server), b"server shutting down");
+        }
+        game
+    }
+
+    fn tick(&self, game: &mut Game, sessions: &mut Sessions, commits: &mut Commits) -> Result<(), String> {
+        self.handle_commands(game, sessions);
+        game.schedule.run(&mut game.world);
+        game.world.resource_mut::<IncomingIntents>().0.clear();
+        if let Some(hook) = &game.transient {
+            for (zone, payload) in hook(&mut game.world) {
+                if payload.len() > MAX_TRANSIENT_BYTES {
+                    tracing::warn!(%zone, bytes = payload.len(), "transient state over the limit; not sent");
+                    continue;
+                }
+                if sessions.last_transient.get(&zone) == Some(&payload) {
+                    continue;
+                }
+                for id in sessions.hub.sessions_in(&zone) {
+                    let message = Message::Transient(Transient {
+                        zone: zone.clone(),
+                        payload: payload.clone(),
+                    });
+                    sessions.deliver(id, message, &self.stats);
+                }
+                sessions.last_transient.insert(zone, payload);
+            }
+        }
+        let gathered = game.publisher.gather(&mut game.world);
+        commits.pending.extend(gathered.changes);
+        self.commit(commits, sessions)
+    }
+
+    /// Commits everything pending, durably, then publishes it. On failure the
+    /// changes stay pending and the store is reopened and retried later.
+    fn commit(&self, commits: &mut Commits, sessions: &mut Sessions) -> Result<(), String> {
+        if commits.pending.is_empty() {
+            return Ok(());
+        }
+        let now = Instant::now();
+        if let Some(f) = &commits.failing {
+            if now < f.retry_at {
+                return Ok(());
+            }
+            if now.duration_since(f.since) > self.retry_for {
+                return Err(format!(
+                    "the world store has failed for {:.0} s ({}); {} changed objects could not be saved",
+                    now.duration_since(f.since).as_secs_f64(),
+                    f.error,
+                    commits.pending.len()
+                ));
+            }
+            if let Err(e) = self.store.recover() {
+                tracing::warn!(error = %e, "reopening the world store failed");
+            }
+        }
+        // Durable before published: no client may hold state a crash could take back.
+        let result = loop {
+            match self.store.commit(&commits.pending) {
+                Err(CommitError::UnknownShard(shard)) => {
+                    // A game bug (an object placed in a shard no zone has):
+                    // the rest of the tick must not suffer for it.
+                    let lost = commits.pending.take_shard(shard).map_or(0, |c| c.len());
+                    tracing::error!(%shard, objects = lost, "objects placed in a shard that does not exist are not saved");
+                    if commits.pending.is_empty() {
+                        return Ok(());
+                    }
+                }
+                other => break other,
             }
         };
-    while !stop.load(Ordering::SeqCst) {
-        while let Ok(cmd) = commands.try_recv() {
+        match result {
+            Ok(receipt) => {
+                let changes = std::mem::take(&mut commits.pending);
+                self.stats
+                    .committed_objects
+                    .fetch_add(changes.len() as u64, Ordering::Relaxed);
+                if let Some(f) = commits.failing.take() {
+                    tracing::info!(
+                        after_s = now.duration_since(f.since).as_secs_f64(),
+                        "the world store works again; actions are accepted"
+                    );
+                    self.writable.store(true, Ordering::SeqCst);
+                    let status = Message::Status(Status {
+                        writable: true,
+                        message: "the server saves the world again".into(),
+                    });
+                    sessions.broadcast(&status, &self.stats);
+                }
+                for (id, delta) in sessions.hub.publish(&changes, &receipt, &*self.store) {
+                    sessions.deliver(id, Message::Delta(delta), &self.stats);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.stats.failed_commits.fetch_add(1, Ordering::Relaxed);
+                let error = e.to_string();
+                match &mut commits.failing {
+                    Some(f) => {
+                        f.backoff = (f.backoff * 2).min(Duration::from_secs(5));
+                        f.retry_at = now + f.backoff;
+                        tracing::warn!(error = %error, objects = commits.pending.len(), "commit failed again; retrying");
+                        f.error = error;
+                    }
+                    None => {
+                        tracing::error!(
+                            error = %error,
+                            objects = commits.pending.len(),
+                            "commit failed; changes kept, actions paused, retrying"
+                        );
+                        self.writable.store(false, Ordering::SeqCst);
+                        let status = Message::Status(Status {
+                            writable: false,
+                            message: "the server cannot save the world right now; actions are paused".into(),
+                        });
+                        sessions.broadcast(&status, &self.stats);
+                        let backoff = Duration::from_millis(250);
+                        commits.failing = Some(Failing {
+                            since: now,
+                            error,
+                            retry_at: now + backoff,
+                            backoff,
+                        });
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn handle_commands(&self, game: &mut Game, sessions: &mut Sessions) {
+        while let Ok(cmd) = self.commands.try_recv() {
             match cmd {
                 Command::Register { id, deltas, conn } => {
-                    conns.insert(id, Conn { deltas, conn });
+                    sessions.conns.insert(id, Conn { deltas, conn });
+                    if !self.writable.load(Ordering::SeqCst) {
+                        let status = Message::Status(Status {
+                            writable: false,
+                            message: "the server cannot save the world right now; actions are paused".into(),
+                        });
+                        sessions.deliver(id, status, &self.stats);
+                    }
                 }
                 Command::Subscribe { id, zone, shards } => {
-                    for delta in hub.subscribe(id, &zone, &shards, &*store) {
-                        deliver(&mut conns, &mut hub, id, Message::Delta(delta), &stats);
+                    for delta in sessions.hub.subscribe(id, &zone, &shards, &*self.store) {
+                        sessions.deliver(id, Message::Delta(delta), &self.stats);
                     }
-                    if let Some(payload) = last_transient.get(&zone) {
+                    if let Some(payload) = sessions.last_transient.get(&zone) {
                         let message = Message::Transient(Transient {
                             zone: zone.clone(),
                             payload: payload.clone(),
                         });
-                        deliver(&mut conns, &mut hub, id, message, &stats);
+                        sessions.deliver(id, message, &self.stats);
                     }
                 }
-                Command::Unsubscribe { id, zone } => hub.unsubscribe(id, &zone),
+                Command::Unsubscribe { id, zone } => sessions.hub.unsubscribe(id, &zone),
                 Command::Joined { id, perspective } => {
                     *game
                         .world
@@ -526,12 +946,12 @@ fn world_loop(
                         .0
                         .entry(perspective.clone())
                         .or_default() += 1;
-                    perspectives.insert(id, perspective);
+                    sessions.perspectives.insert(id, perspective);
                 }
                 Command::Remove { id } => {
-                    hub.remove(id);
-                    conns.remove(&id);
-                    if let Some(perspective) = perspectives.remove(&id) {
+                    sessions.hub.remove(id);
+                    sessions.conns.remove(&id);
+                    if let Some(perspective) = sessions.perspectives.remove(&id) {
                         let mut connected = game.world.resource_mut::<ConnectedPlayers>();
                         if let Some(n) = connected.0.get_mut(&perspective) {
                             *n -= 1;
@@ -544,55 +964,5 @@ fn world_loop(
                 Command::Intent(intent) => game.world.resource_mut::<IncomingIntents>().0.push(intent),
             }
         }
-        game.schedule.run(&mut game.world);
-        game.world.resource_mut::<IncomingIntents>().0.clear();
-        if let Some(hook) = &game.transient {
-            for (zone, payload) in hook(&mut game.world) {
-                if payload.len() > MAX_TRANSIENT_BYTES {
-                    tracing::warn!(%zone, bytes = payload.len(), "transient state over the limit; not sent");
-                    continue;
-                }
-                if last_transient.get(&zone) == Some(&payload) {
-                    continue;
-                }
-                for id in hub.sessions_in(&zone) {
-                    let message = Message::Transient(Transient {
-                        zone: zone.clone(),
-                        payload: payload.clone(),
-                    });
-                    deliver(&mut conns, &mut hub, id, message, &stats);
-                }
-                last_transient.insert(zone, payload);
-            }
-        }
-        let gathered = game.publisher.gather(&mut game.world);
-        if !gathered.changes.is_empty() {
-            // Durable before published: no client may hold state a crash could take back.
-            match store.commit(&gathered.changes) {
-                Ok(receipt) => {
-                    stats
-                        .committed_objects
-                        .fetch_add(gathered.changes.len() as u64, Ordering::Relaxed);
-                    for (id, delta) in hub.publish(&gathered.changes, &receipt, &*store) {
-                        deliver(&mut conns, &mut hub, id, Message::Delta(delta), &stats);
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "commit failed; the tick's changes are not published")
-                }
-            }
-        }
-        stats.ticks.fetch_add(1, Ordering::Relaxed);
-        next += tick;
-        let now = Instant::now();
-        if next > now {
-            std::thread::sleep(next - now);
-        } else {
-            next = now;
-        }
     }
-    for c in conns.values() {
-        c.conn.close(close_code(ErrorCode::Server), b"server shutting down");
-    }
-    game
 }

@@ -115,6 +115,23 @@ pub enum Effect {
         /// Why.
         message: String,
     },
+    /// The server refused an intent (it was not applied).
+    IntentRejected {
+        /// The intent's seq, as sent.
+        seq: u32,
+        /// The error code.
+        code: u16,
+        /// Why.
+        message: String,
+    },
+    /// Whether the server accepts actions changed (its store failed or
+    /// recovered).
+    Status {
+        /// Whether intents are accepted.
+        writable: bool,
+        /// A sentence for the player.
+        message: String,
+    },
     /// The server reported a fatal error.
     Failed {
         /// The error code.
@@ -414,6 +431,15 @@ impl ClientSync {
                     });
                 }
             }
+            Message::IntentRejected(r) => self.effects.push_back(Effect::IntentRejected {
+                seq: r.seq,
+                code: r.code,
+                message: r.message,
+            }),
+            Message::Status(st) => self.effects.push_back(Effect::Status {
+                writable: st.writable,
+                message: st.message,
+            }),
             Message::Error(e) => self.effects.push_back(Effect::Failed {
                 code: e.code,
                 message: e.message,

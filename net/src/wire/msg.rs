@@ -418,6 +418,18 @@ pub struct Delta {
     pub upserts: Vec<WireObject>,
 }
 
+/// `0xA2` server → client on the delta stream: whether the server accepts
+/// actions. Sent to every connection when the world store starts failing
+/// (intents are then rejected with [`ErrorCode::Unavailable`]) and when it
+/// recovers; a client shows the message to its player.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    /// Whether intents are accepted.
+    pub writable: bool,
+    /// A sentence for people.
+    pub message: String,
+}
+
 /// Error codes carried by `Error`, `ZoneDenied` and `IntentRejected`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u16)]
@@ -451,6 +463,10 @@ pub enum ErrorCode {
     Server = 13,
     /// The token is already in use by another live connection.
     TokenInUse = 14,
+    /// The server cannot apply actions now (its store is failing); retry later.
+    Unavailable = 15,
+    /// The connection did not finish its handshake or `Hello` in time.
+    Timeout = 16,
 }
 
 /// Declares [`Message`] and its type codes once, so encoding, decoding and
@@ -511,6 +527,7 @@ messages! {
     0x95 => AnswerEnd(AnswerEnd),
     0xA0 => Delta(Delta),
     0xA1 => Transient(Transient),
+    0xA2 => Status(Status),
 }
 
 /// Why a frame's body is not a valid message.

@@ -50,6 +50,16 @@ fn registry() -> PublishRegistry {
 }
 
 async fn server(data: &Path, max_connections: usize, churning: bool) -> ServerHandle {
+    server_with(data, max_connections, churning, 400, |_| {}).await
+}
+
+async fn server_with(
+    data: &Path,
+    max_connections: usize,
+    churning: bool,
+    objects: u64,
+    tune: impl FnOnce(&mut ServerOptions),
+) -> ServerHandle {
     let store = Arc::new(RedbStore::open_dir(data).expect("store"));
     for (zone, base) in [("meadow", 0u64), ("vault", 10)] {
         let specs: Vec<_> = (base..base + 2).map(|s| ShardSpec::shared(ShardId(s))).collect();
@@ -58,7 +68,7 @@ async fn server(data: &Path, max_connections: usize, churning: bool) -> ServerHa
             .expect("zone");
     }
     let mut world = World::new();
-    for i in 0..400u64 {
+    for i in 0..objects {
         world.spawn((Published::new(ObjectId(i), ShardId(i % 2)), Crate { stones: 0 }));
     }
     if churning {
@@ -72,6 +82,7 @@ async fn server(data: &Path, max_connections: usize, churning: bool) -> ServerHa
     options.tick_hz = 50;
     options.max_connections = max_connections;
     options.delta_queue = 4;
+    tune(&mut options);
     start(options, store, game).await.expect("server")
 }
 
@@ -335,7 +346,13 @@ async fn hostile_zone_requests_are_denied_or_answered_safely() {
 async fn a_flood_of_connections_is_capped_and_a_player_still_gets_in() {
     let data = tempfile::tempdir().expect("tempdir");
     let cache = tempfile::tempdir().expect("tempdir");
-    let server = server(data.path(), 50, false).await;
+    // The total cap alone: no per-address cap, and no hello deadline that
+    // would free slots while the thousand attempts are still arriving.
+    let server = server_with(data.path(), 50, false, 400, |o| {
+        o.max_connections_per_ip = 10_000;
+        o.hello_timeout = Duration::from_secs(120);
+    })
+    .await;
     let verifier = Arc::new(PinnedVerifier::new("test", Some(server.identity), None));
     let crypto =
         quinn::crypto::rustls::QuicClientConfig::try_from(client_config(verifier).expect("tls")).expect("quic tls");
@@ -430,6 +447,131 @@ async fn a_client_that_stops_reading_is_disconnected_and_others_keep_their_delta
             break;
         }
     }
+    client.close();
+    server.shutdown().await;
+}
+
+/// The process's resident memory, in bytes (server and clients share it
+/// here, so this over-counts the server).
+fn rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmRSS")
+        * 1024
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_that_never_say_hello_are_closed_and_hold_no_slot() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let cache = tempfile::tempdir().expect("tempdir");
+    let server = server_with(data.path(), 1000, false, 400, |o| {
+        o.max_connections_per_ip = 8;
+        o.hello_timeout = Duration::from_millis(800);
+    })
+    .await;
+    let verifier = Arc::new(PinnedVerifier::new("test", Some(server.identity), None));
+    let crypto =
+        quinn::crypto::rustls::QuicClientConfig::try_from(client_config(verifier).expect("tls")).expect("quic tls");
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("endpoint");
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+    // Eight silent connections: the handshake, then nothing.
+    let mut silent = Vec::new();
+    for _ in 0..8 {
+        silent.push(
+            endpoint
+                .connect(server.addr, SERVER_NAME)
+                .expect("connect")
+                .await
+                .expect("handshake"),
+        );
+    }
+    // The address is at its limit: a ninth is refused.
+    let ninth = endpoint.connect(server.addr, SERVER_NAME).expect("connect").await;
+    assert!(ninth.is_err(), "a ninth connection from one address is refused");
+    // Each silent one is closed for its silence, with the reason.
+    for conn in &silent {
+        match tokio::time::timeout(Duration::from_secs(10), conn.closed())
+            .await
+            .expect("closed in time")
+        {
+            quinn::ConnectionError::ApplicationClosed(c) => {
+                assert_eq!(c.error_code.into_inner(), ErrorCode::Timeout as u64)
+            }
+            other => panic!("closed without the timeout reason: {other}"),
+        }
+    }
+    assert!(server.stats.hello_timeouts.load(std::sync::atomic::Ordering::Relaxed) >= 8);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while server.stats.connections.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+        tokio::time::timeout_at(deadline, tokio::task::yield_now())
+            .await
+            .expect("connections drain");
+    }
+    // The slots are free again: a player gets in.
+    healthy(&server, cache.path()).await;
+    server.shutdown().await;
+}
+
+/// The bound the EnterZone flood must stay under: two answers in flight and
+/// one being built (about 0.3 MB each here), the client's windows, and the
+/// allocator's slack. Unbounded, the same flood grows by over 100 MB.
+const FLOOD_RSS_BOUND: u64 = 48 * 1024 * 1024;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_floods_zone_entries_and_never_reads_is_bounded_and_disconnected() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let cache = tempfile::tempdir().expect("tempdir");
+    let server = server_with(data.path(), 1000, false, 20_000, |o| {
+        o.answer_stall = Duration::from_secs(2);
+    })
+    .await;
+    let before = rss();
+    let (conn, mut send, _reader) = after_hello(&server, "mallory").await;
+    let mut peak = before;
+    let mut sent = 0;
+    // Sustained: 40 entries a second (under the 50 messages a second
+    // allowed), for up to 4 s.
+    let start = tokio::time::Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(25));
+    while start.elapsed() < Duration::from_secs(4) && conn.close_reason().is_none() {
+        tick.tick().await;
+        if send.write_all(&enter("meadow", vec![])).await.is_err() {
+            break;
+        }
+        sent += 1;
+        peak = peak.max(rss());
+    }
+    let reason = tokio::time::timeout(Duration::from_secs(10), conn.closed())
+        .await
+        .expect("the flooding client is disconnected");
+    match reason {
+        quinn::ConnectionError::ApplicationClosed(c) => {
+            assert_eq!(c.error_code.into_inner(), ErrorCode::SlowConsumer as u64, "{c:?}")
+        }
+        other => panic!("closed for another reason: {other}"),
+    }
+    let growth = peak.saturating_sub(before);
+    println!(
+        "EnterZone flood: {sent} entries sent, RSS {:.1} MB before, peak {:.1} MB (+{:.1} MB, bound {:.0} MB)",
+        before as f64 / 1e6,
+        peak as f64 / 1e6,
+        growth as f64 / 1e6,
+        FLOOD_RSS_BOUND as f64 / 1e6
+    );
+    assert!(sent >= 20, "the flood was sent ({sent} entries)");
+    assert!(growth < FLOOD_RSS_BOUND, "memory grew by {growth} bytes");
+    // Another player is not held up.
+    let client = HoardClient::connect(options(&server, cache.path(), "alice"), registry())
+        .await
+        .expect("connect");
+    let stats = client
+        .enter_zone(&ZoneId::new("meadow").expect("zone"))
+        .await
+        .expect("enter");
+    assert_eq!(stats.objects, 20_000);
     client.close();
     server.shutdown().await;
 }

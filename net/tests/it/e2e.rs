@@ -20,20 +20,20 @@ pub(crate) struct Crate {
 }
 
 #[derive(Serialize, Deserialize, Debug)]
-struct AddStones {
-    object: u64,
-    stones: u32,
+pub(crate) struct AddStones {
+    pub(crate) object: u64,
+    pub(crate) stones: u32,
 }
 
-fn registry() -> PublishRegistry {
+pub(crate) fn registry() -> PublishRegistry {
     PublishRegistry::builder().publish::<Crate>("crate", 1).build()
 }
 
 /// Stones added since the server started: the test game's transient state.
 #[derive(Resource, Default)]
-struct Added(u32);
+pub(crate) struct Added(u32);
 
-fn add_stones(
+pub(crate) fn add_stones(
     mut intents: ResMut<IncomingIntents>,
     mut added: ResMut<Added>,
     mut crates: Query<(&Published, &mut Crate)>,

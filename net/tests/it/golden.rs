@@ -179,6 +179,13 @@ fn messages() -> Vec<(&'static str, Message)> {
                 payload: vec![0x92, 0xa3, b'a', b'n', b'n', 0x07],
             }),
         ),
+        (
+            "a2-status",
+            Message::Status(Status {
+                writable: false,
+                message: "store failing".into(),
+            }),
+        ),
     ]
 }
 

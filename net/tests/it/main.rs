@@ -4,4 +4,5 @@ mod bad_input;
 mod e2e;
 mod golden;
 mod pair;
+mod store_failure;
 mod sync;
