@@ -98,7 +98,15 @@ impl TokenAuthority {
             return Err(TokenError::Malformed);
         };
         validate_name(player).map_err(|_| TokenError::Malformed)?;
+        // One valid spelling per token: the expiry exactly as `issue`
+        // writes it (no `+`, no leading zeros) and the MAC in lower-case hex.
         let expiry: i64 = expiry.parse().map_err(|_| TokenError::Malformed)?;
+        if token.split('.').nth(2) != Some(expiry.to_string().as_str()) {
+            return Err(TokenError::Malformed);
+        }
+        if mac.len() != 64 || !mac.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            return Err(TokenError::Malformed);
+        }
         let mac = blake3::Hash::from_hex(mac).map_err(|_| TokenError::Malformed)?;
         // blake3::Hash compares in constant time.
         if mac != self.mac(player, expiry) {
@@ -123,6 +131,20 @@ mod tests {
         assert_eq!(auth.verify(&token, 1000), Err(TokenError::Expired { expiry: 1000 }));
         let forged = token.replace("v1.ann.", "v1.bob.");
         assert_eq!(auth.verify(&forged, 0), Err(TokenError::Forged));
+        // Other spellings of the same token are refused, not accepted.
+        let (head, mac) = token.rsplit_once('.').expect("mac");
+        assert_eq!(
+            auth.verify(&format!("{head}.{}", mac.to_uppercase()), 999),
+            Err(TokenError::Malformed)
+        );
+        assert_eq!(
+            auth.verify(&token.replace(".1000.", ".+1000."), 999),
+            Err(TokenError::Malformed)
+        );
+        assert_eq!(
+            auth.verify(&token.replace(".1000.", ".01000."), 999),
+            Err(TokenError::Malformed)
+        );
         let extended = token.replace(".1000.", ".9999.");
         assert_eq!(auth.verify(&extended, 0), Err(TokenError::Forged));
         assert_eq!(TokenAuthority::new([4; 32]).verify(&token, 0), Err(TokenError::Forged));

@@ -78,6 +78,12 @@ pub(crate) fn run(args: ServerArgs) -> anyhow::Result<i32> {
 
 fn token(data: &Path, player: &str, hours: i64) -> anyhow::Result<i32> {
     let keys = ServerKeys::load_or_create(data).with_context(|| format!("reading keys in {}", data.display()))?;
+    // Ten years at most: a longer token is a mistake, and a huge --hours
+    // must not wrap round into an already-expired token.
+    anyhow::ensure!(
+        (1..=24 * 366 * 10).contains(&hours),
+        "--hours {hours}: a token must be valid for 1 hour to 10 years"
+    );
     let expiry = chrono::Utc::now().timestamp() + hours * 3600;
     println!("{}", TokenAuthority::new(keys.token_secret).issue(player, expiry)?);
     Ok(0)

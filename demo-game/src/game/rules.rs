@@ -213,14 +213,24 @@ pub(crate) fn apply_actions(
             }
             Action::Build { name } => {
                 let Some((zone, x, y)) = here else { continue };
-                let occupied = houses.iter().any(|(_, _, h)| {
-                    x >= h.x && x < h.x + u16::from(h.size.0) && y >= h.y && y < h.y + u16::from(h.size.1)
+                // Only houses of this zone (a ground shard's id carries its zone).
+                let occupied = houses.iter().any(|(_, p, h)| {
+                    p.shard.0 / 1000 == u64::from(zone)
+                        && x >= h.x
+                        && x < h.x + u16::from(h.size.0)
+                        && y >= h.y
+                        && y < h.y + u16::from(h.size.1)
                 });
                 if occupied || name.is_empty() || name.len() > 32 || x > ZONE_SIZE - 3 || y > ZONE_SIZE - 3 {
                     continue;
                 }
+                // Ids are never reused: at the end of the range, building stops.
+                let Some(after) = next.0.checked_add(1) else {
+                    tracing::error!("object ids are exhausted; no more houses can be built");
+                    continue;
+                };
                 let id = ObjectId(next.0);
-                next.0 += 1;
+                next.0 = after;
                 commands.spawn((
                     Published::new(id, ground_shard(zone, x, y)),
                     House {
@@ -402,6 +412,44 @@ mod tests {
         assert_eq!(houses(&mut world), 0);
         act(&mut world, &mut schedule, "ann", Action::Build { name: "new".into() });
         assert_eq!(houses(&mut world), 1);
+    }
+
+    #[test]
+    fn a_house_in_one_zone_does_not_block_the_same_tile_in_another() {
+        let (mut world, mut schedule, _) = world();
+        let houses = |w: &mut World| w.query::<&House>().iter(w).count();
+        let before = houses(&mut world);
+        // Zone 0 has a house at (11, 11); zone 1 does not.
+        act(
+            &mut world,
+            &mut schedule,
+            "cleo",
+            Action::Move { zone: 1, x: 11, y: 11 },
+        );
+        act(
+            &mut world,
+            &mut schedule,
+            "cleo",
+            Action::Build { name: "cleo's".into() },
+        );
+        assert_eq!(houses(&mut world), before + 1);
+    }
+
+    #[test]
+    fn building_stops_when_object_ids_run_out_instead_of_wrapping() {
+        let (mut world, mut schedule, _) = world();
+        let houses = |w: &mut World| w.query::<&House>().iter(w).count();
+        let before = houses(&mut world);
+        world.insert_resource(NextObject(u64::MAX));
+        act(
+            &mut world,
+            &mut schedule,
+            "cleo",
+            Action::Move { zone: 1, x: 20, y: 20 },
+        );
+        act(&mut world, &mut schedule, "cleo", Action::Build { name: "last".into() });
+        assert_eq!(houses(&mut world), before, "no id left: nothing built");
+        assert_eq!(world.resource::<NextObject>().0, u64::MAX, "the counter did not wrap");
     }
 
     #[test]

@@ -115,7 +115,17 @@ fn read_tree(
 /// Reads and parses one world file; `None` when it cannot be parsed at all.
 fn read_shard_file(zone: ZoneId, shard: ShardId, path: &Path) -> anyhow::Result<(Option<ShardFile>, Problems)> {
     let mut problems = Problems::default();
-    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    // A FIFO or a device would block or never end: only regular files
+    // (through symlinks) are world files.
+    let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    if !meta.is_file() {
+        problems.push(Problem::in_file(
+            path,
+            "not a regular file; world files are plain files",
+        ));
+        return Ok((None, problems));
+    }
+    let size = meta.len();
     if size > MAX_FILE_BYTES {
         problems.push(Problem::in_file(
             path,
@@ -123,7 +133,22 @@ fn read_shard_file(zone: ZoneId, shard: ShardId, path: &Path) -> anyhow::Result<
         ));
         return Ok((None, problems));
     }
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut bytes = Vec::with_capacity(size as usize);
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(
+            std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?,
+            MAX_FILE_BYTES + 1,
+        ),
+        &mut bytes,
+    )
+    .with_context(|| format!("reading {}", path.display()))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        problems.push(Problem::in_file(
+            path,
+            format!("the file grew past {MAX_FILE_BYTES} bytes while read"),
+        ));
+        return Ok((None, problems));
+    }
     let Ok(text) = String::from_utf8(bytes) else {
         problems.push(Problem::in_file(path, "the file is not UTF-8 text"));
         return Ok((None, problems));

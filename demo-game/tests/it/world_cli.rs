@@ -82,6 +82,14 @@ fn unreadable_and_misnamed_world_files_are_reported_by_name() {
     std::fs::write(world.join("meadow/notes.ron"), "()").expect("write");
     std::fs::write(world.join("meadow/first.scn.ron"), "()").expect("write");
     std::fs::create_dir_all(world.join("Not A Zone")).expect("mkdir");
+    // A FIFO named like a world file would block a reader for ever.
+    let fifo = world.join("meadow/1.scn.ron");
+    std::fs::remove_file(&fifo).ok();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo runs");
+    assert!(made.success(), "mkfifo");
 
     let out = run(&["world", "validate"], &[("--world", &world)]);
     assert_eq!(out.status.code(), Some(1));
@@ -92,6 +100,7 @@ fn unreadable_and_misnamed_world_files_are_reported_by_name() {
         ("meadow/notes.ron:1:1", "named after their shard"),
         ("meadow/first.scn.ron:1:1", "`first` is not a shard number"),
         ("Not A Zone:1:1", "not a zone name"),
+        ("meadow/1.scn.ron:1:1", "not a regular file"),
     ] {
         assert!(
             report.lines().any(|l| l.contains(file) && l.contains(sentence)),
