@@ -22,7 +22,7 @@ use tokio::sync::{Mutex as AsyncMutex, oneshot};
 use super::stream::{FrameReader, write_message};
 use crate::sync::client::{ClientConfig, ClientSync, Effect, EntryStats};
 use crate::tls::{KnownServers, PinnedVerifier, SERVER_NAME, client_config};
-use crate::wire::{Hello, Intent, MAX_BULK_FRAME, MAX_CONTROL_FRAME, Message, PROTOCOL_VERSION};
+use crate::wire::{Assembler, Hello, Intent, MAX_BULK_FRAME, MAX_CONTROL_FRAME, Message, PROTOCOL_VERSION};
 
 /// How to reach a server.
 #[derive(Clone, Debug)]
@@ -810,6 +810,8 @@ async fn accept_streams(conn: Connection, inner: Arc<Inner>) {
         let inner = inner.clone();
         tokio::spawn(async move {
             let mut reader = FrameReader::new(recv, MAX_BULK_FRAME);
+            // Shard messages larger than a frame arrive in parts.
+            let mut parts = Assembler::default();
             let mut request = None;
             loop {
                 let (msg, len) = match reader.next().await {
@@ -817,6 +819,16 @@ async fn accept_streams(conn: Connection, inner: Arc<Inner>) {
                     Ok(None) => break,
                     Err(e) => {
                         tracing::warn!(error = %e, "bad stream from the server");
+                        fail_all(&inner, &format!("bad stream from the server: {e}"));
+                        break;
+                    }
+                };
+                let (msg, len) = match parts.push(msg, len) {
+                    Ok(Some(whole)) => whole,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "bad stream from the server");
+                        fail_all(&inner, &format!("bad stream from the server: {e}"));
                         break;
                     }
                 };

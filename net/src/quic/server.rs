@@ -34,7 +34,9 @@ use crate::auth::TokenAuthority;
 use crate::sync::hub::{Hub, SessionId};
 use crate::sync::server::{Output, ServerSession, SessionConfig};
 use crate::tls::{ServerKeys, TlsError};
-use crate::wire::{ErrorCode, IntentRejected, MAX_CONTROL_FRAME, MAX_TRANSIENT_BYTES, Message, Status, Transient};
+use crate::wire::{
+    ErrorCode, IntentRejected, MAX_CONTROL_FRAME, MAX_TRANSIENT_BYTES, Message, PART_BYTES, Status, Transient, split,
+};
 
 /// How the server runs.
 #[derive(Clone, Debug)]
@@ -481,10 +483,13 @@ async fn serve(
                     Err(_) => return,
                 }
             }
-            if let Some(s) = stream.as_mut()
-                && write_message(s, &message).await.is_err()
-            {
-                return;
+            // A delta of any allowed size goes in frames under the limit.
+            for part in split(message, PART_BYTES) {
+                if let Some(s) = stream.as_mut()
+                    && write_message(s, &part).await.is_err()
+                {
+                    return;
+                }
             }
         }
     });
@@ -584,7 +589,7 @@ async fn control_loop(
                     let stats = shared.stats.clone();
                     tokio::spawn(async move {
                         let _slot = slot;
-                        if !send_answer(&conn, &messages, stall).await {
+                        if !send_answer(&conn, messages, stall).await {
                             stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
                             tracing::warn!(peer = %conn.remote_address(), "zone answer not taken in time; disconnecting");
                             conn.close(close_code(ErrorCode::SlowConsumer), b"slow consumer: answer not read");
@@ -649,12 +654,13 @@ async fn control_loop(
 
 /// Writes one answer on its own stream; false if the client did not take a
 /// frame within `stall` (or the connection is gone).
-async fn send_answer(conn: &Connection, messages: &[Message], stall: Duration) -> bool {
+async fn send_answer(conn: &Connection, messages: Vec<Message>, stall: Duration) -> bool {
     let Ok(Ok(mut stream)) = tokio::time::timeout(stall, conn.open_uni()).await else {
         return false;
     };
-    for m in messages {
-        match tokio::time::timeout(stall, write_message(&mut stream, m)).await {
+    // Shard answers of any allowed size go in frames under the limit.
+    for m in messages.into_iter().flat_map(|m| split(m, PART_BYTES)) {
+        match tokio::time::timeout(stall, write_message(&mut stream, &m)).await {
             Ok(Ok(_)) => {}
             Ok(Err(_)) => return true, // the connection ended; nothing to do
             Err(_) => return false,

@@ -11,9 +11,11 @@
 
 mod frame;
 mod msg;
+mod parts;
 
 pub use frame::{FrameDecoder, FrameError, encode_frame};
 pub use msg::*;
+pub use parts::{Assembler, PART_BYTES, PartsError, split};
 
 /// The ALPN protocol id of hoard over QUIC.
 pub const ALPN: &[u8] = b"hoard/1";
@@ -24,6 +26,10 @@ pub const PROTOCOL_VERSION: u32 = 3;
 pub const MAX_CONTROL_FRAME: usize = 256 * 1024;
 /// Largest frame on answer and delta streams (one shard's answer).
 pub const MAX_BULK_FRAME: usize = 32 * 1024 * 1024;
+/// Largest shard message a client reassembles from `Parts` and `More`.
+pub const MAX_ASSEMBLED_BYTES: usize = 1024 * 1024 * 1024;
+/// Most `More` frames one message may announce.
+pub const MAX_PARTS: u32 = 65_536;
 /// Most shards one `EnterZone` may name.
 pub const MAX_SHARDS_PER_ENTRY: usize = 4096;
 /// Most objects one `Repair` may list.

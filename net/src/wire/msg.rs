@@ -430,6 +430,25 @@ pub struct Status {
     pub message: String,
 }
 
+/// `0x96` server → client, on an answer or delta stream: the next message
+/// on this stream (a `Changes`, `Manifest`, `Snapshot` or `Delta`) carries
+/// only the first part of its object list; `count` `More` frames follow it
+/// at once with the rest. A shard message of any allowed size thus travels in
+/// frames under the limit.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Parts {
+    /// How many `More` frames follow the announced message.
+    pub count: u32,
+}
+
+/// `0x97` server → client: more objects of the message announced by `Parts`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct More {
+    /// Further objects, ascending by id (each part in itself).
+    #[serde(with = "object_list")]
+    pub objects: Vec<WireObject>,
+}
+
 /// Error codes carried by `Error`, `ZoneDenied` and `IntentRejected`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u16)]
@@ -525,6 +544,8 @@ messages! {
     0x93 => Manifest(Manifest),
     0x94 => Snapshot(Snapshot),
     0x95 => AnswerEnd(AnswerEnd),
+    0x96 => Parts(Parts),
+    0x97 => More(More),
     0xA0 => Delta(Delta),
     0xA1 => Transient(Transient),
     0xA2 => Status(Status),

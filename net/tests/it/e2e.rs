@@ -362,3 +362,98 @@ async fn entry_through_the_simulator_with_delay_and_loss() {
     client.close();
     server.shutdown().await;
 }
+
+/// A crate with a big published payload (up to the 1 MiB state limit).
+#[derive(Component, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub(crate) struct Boulder {
+    #[serde(with = "serde_bytes")]
+    pub(crate) bytes: Vec<u8>,
+}
+
+#[derive(Serialize, Deserialize, Debug)]
+struct Regrow {
+    fill: u8,
+}
+
+fn regrow(mut intents: ResMut<IncomingIntents>, mut boulders: Query<&mut Boulder>) {
+    for (_, r) in intents.read::<Regrow>("regrow") {
+        for mut b in &mut boulders {
+            b.bytes.iter_mut().for_each(|x| *x = r.fill);
+        }
+    }
+    intents.0.clear();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_and_a_delta_over_the_frame_limit_arrive_in_parts() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let cache = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(RedbStore::open_dir(data.path()).expect("store"));
+    let zone = ZoneId::new("quarry").expect("zone");
+    store
+        .create_zone(&zone, &[ShardSpec::shared(ShardId(0))])
+        .expect("zone");
+    let registry = || PublishRegistry::builder().publish::<Boulder>("boulder", 1).build();
+    // 40 objects of nearly 1 MiB: a 40 MB shard, over the 32 MiB frame limit.
+    let mut world = World::new();
+    for i in 0..40u64 {
+        world.spawn((
+            Published::new(ObjectId(i), ShardId(0)),
+            Boulder {
+                bytes: vec![i as u8; 1_000_000],
+            },
+        ));
+    }
+    let mut schedule = Schedule::default();
+    schedule.add_systems(regrow);
+    let game = Game::new(
+        world,
+        schedule,
+        Publisher::new(registry()),
+        IntentRegistry::new().intent::<Regrow>("regrow"),
+    );
+    let mut options = ServerOptions::new("127.0.0.1:0".parse().expect("addr"), data.path().to_owned());
+    options.tick_hz = 50;
+    let server = start(options, store, game).await.expect("server starts");
+    let client = HoardClient::connect(options_for(&server, cache.path()), registry())
+        .await
+        .expect("connect");
+    let stats = tokio::time::timeout(Duration::from_secs(120), client.enter_zone(&zone))
+        .await
+        .expect("entered in time")
+        .expect("enter");
+    assert_eq!(stats.objects, 40);
+    assert!(
+        stats.bytes_rx > 40_000_000,
+        "the whole shard came: {} bytes",
+        stats.bytes_rx
+    );
+    let mut world = World::new();
+    client.update(&mut world);
+    // One tick changes every object: a 40 MB delta, in parts too.
+    client
+        .send_intent("regrow", &Regrow { fill: 0xee })
+        .await
+        .expect("send");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        client.update(&mut world);
+        let grown = world
+            .query::<&Boulder>()
+            .iter(&world)
+            .filter(|b| b.bytes.first() == Some(&0xee))
+            .count();
+        if grown == 40 {
+            break;
+        }
+        tokio::time::timeout_at(deadline, client.changed())
+            .await
+            .expect("the big delta arrives in time");
+    }
+    client.close();
+    server.shutdown().await;
+}
+
+fn options_for(server: &ServerHandle, cache: &Path) -> ClientOptions {
+    options(server, cache, "ann")
+}

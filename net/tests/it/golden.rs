@@ -179,6 +179,13 @@ fn messages() -> Vec<(&'static str, Message)> {
                 payload: vec![0x92, 0xa3, b'a', b'n', b'n', 0x07],
             }),
         ),
+        ("96-parts", Message::Parts(Parts { count: 2 })),
+        (
+            "97-more",
+            Message::More(More {
+                objects: vec![object()],
+            }),
+        ),
         (
             "a2-status",
             Message::Status(Status {
