@@ -2,4 +2,5 @@
 
 mod cache_cli;
 mod server_client;
+mod start_up;
 mod world_cli;

@@ -228,7 +228,10 @@ fn randomly_damaged_stores_are_refused_or_intact_never_served_damaged() {
                 refused += 1;
             }
             Ok(found) => {
-                assert_eq!(found, original, "variant {variant}: a store that passes verify serves its data intact");
+                assert_eq!(
+                    found, original,
+                    "variant {variant}: a store that passes verify serves its data intact"
+                );
                 intact += 1;
             }
         }
