@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bevy_ecs::component::Component;
 use bevy_ecs::entity::Entity;
@@ -40,7 +40,7 @@ pub struct ClientOptions {
 }
 
 /// Why the client failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
     /// Could not connect (including a refused server identity).
@@ -75,7 +75,21 @@ pub enum ClientError {
     /// The connection was lost.
     #[error("connection lost: {0}")]
     Lost(String),
+    /// A zone entry did not complete within [`ENTRY_TIMEOUT`].
+    #[error("zone {0} was not ready within {1:?}")]
+    Timeout(ZoneId, Duration),
 }
+
+/// Longest a zone entry may take before [`HoardClient::enter_zone`] gives up
+/// (a 100,000-object cold entry takes a few seconds on a slow link).
+pub const ENTRY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The cache is trimmed to this size (least recently used shards first) when
+/// a client connects.
+pub const CACHE_BUDGET_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+
+/// Cached shards unused for this long are dropped when a client connects.
+pub const CACHE_MAX_AGE: Duration = Duration::from_secs(180 * 24 * 3600);
 
 /// Marks an entity materialised from a published object.
 #[derive(Component, Clone, Copy, Debug, PartialEq, Eq)]
@@ -160,7 +174,9 @@ struct Inner {
     cache: WorldCache,
     started: Instant,
     pending: Mutex<Vec<Pending>>,
-    waiting: Mutex<HashMap<ZoneId, oneshot::Sender<Result<EntryStats, ClientError>>>>,
+    /// Callers waiting for each zone entry in flight (a second `enter_zone`
+    /// of a zone joins the first instead of replacing it).
+    waiting: Mutex<HashMap<ZoneId, Vec<oneshot::Sender<Result<EntryStats, ClientError>>>>>,
     /// Zones the game has entered (materialised), as opposed to prefetched.
     visible: Mutex<HashSet<ZoneId>>,
     /// The latest transient state of each entered zone.
@@ -293,6 +309,17 @@ impl HoardClient {
             _endpoint: endpoint,
         };
         tokio::spawn(read_control(control, inner.clone()));
+        // Keep the cache bounded: trim it once per session, off the runtime.
+        let trim = inner.clone();
+        tokio::task::spawn_blocking(move || {
+            if trim.cache.is_read_only() {
+                return;
+            }
+            match trim.cache.evict(CACHE_BUDGET_BYTES, CACHE_MAX_AGE) {
+                Ok(report) => tracing::debug!(?report, "cache trimmed"),
+                Err(e) => tracing::warn!(error = %e, "could not trim the cache"),
+            }
+        });
         tokio::spawn(accept_streams(conn, inner));
         Ok(client)
     }
@@ -421,12 +448,27 @@ impl HoardClient {
             return Ok(stats);
         }
         let (tx, rx) = oneshot::channel();
-        if let Ok(mut waiting) = self.inner.waiting.lock() {
-            waiting.insert(zone.clone(), tx);
+        let in_flight = match self.inner.waiting.lock() {
+            Ok(mut waiting) => {
+                let waiters = waiting.entry(zone.clone()).or_default();
+                waiters.push(tx);
+                waiters.len() > 1
+            }
+            Err(_) => return Err(ClientError::Lost("poisoned".into())),
+        };
+        if !in_flight && let Err(e) = self.start_entry(zone, true).await {
+            finish_waiters(&self.inner, zone, Err(e.clone()));
+            return Err(e);
         }
-        self.start_entry(zone, true).await?;
-        rx.await
-            .map_err(|_| ClientError::Lost("the connection closed during zone entry".into()))?
+        match tokio::time::timeout(ENTRY_TIMEOUT, rx).await {
+            Ok(result) => result.map_err(|_| ClientError::Lost("the connection closed during zone entry".into()))?,
+            Err(_) => {
+                let e = ClientError::Timeout(zone.clone(), ENTRY_TIMEOUT);
+                tracing::warn!(%zone, "zone entry timed out");
+                finish_waiters(&self.inner, zone, Err(e.clone()));
+                Err(e)
+            }
+        }
     }
 
     /// Prefetches a zone in the background: its shards are brought up to
@@ -701,9 +743,7 @@ fn process_effects(inner: &Arc<Inner>) {
                         stats: stats.clone(),
                     }),
                 );
-                if let Some(tx) = inner.waiting.lock().ok().and_then(|mut w| w.remove(&zone)) {
-                    let _ = tx.send(Ok(stats));
-                }
+                finish_waiters(inner, &zone, Ok(stats));
             }
             Effect::Transient { zone, payload } => {
                 if let Ok(mut transient) = inner.transient.lock() {
@@ -739,9 +779,12 @@ fn process_effects(inner: &Arc<Inner>) {
                         message: message.clone(),
                     }),
                 );
-                if let Some(tx) = inner.waiting.lock().ok().and_then(|mut w| w.remove(&zone)) {
-                    let _ = tx.send(Err(ClientError::ZoneDenied { zone, code, message }));
-                }
+                let denied = Err(ClientError::ZoneDenied {
+                    zone: zone.clone(),
+                    code,
+                    message,
+                });
+                finish_waiters(inner, &zone, denied);
             }
             Effect::IntentRejected { seq, code, message } => {
                 tracing::info!(seq, code, %message, "intent rejected");
@@ -763,7 +806,7 @@ fn process_effects(inner: &Arc<Inner>) {
                     }),
                 );
                 if let Ok(mut waiting) = inner.waiting.lock() {
-                    for (_, tx) in waiting.drain() {
+                    for tx in waiting.drain().flat_map(|(_, w)| w) {
                         let _ = tx.send(Err(ClientError::Refused {
                             code,
                             message: message.clone(),
@@ -791,6 +834,19 @@ async fn read_control(mut control: FrameReader, inner: Arc<Inner>) {
     fail_all(&inner, "control stream closed");
 }
 
+/// Answers everyone waiting for `zone`'s entry.
+fn finish_waiters(inner: &Inner, zone: &ZoneId, result: Result<EntryStats, ClientError>) {
+    let waiters = inner
+        .waiting
+        .lock()
+        .ok()
+        .and_then(|mut w| w.remove(zone))
+        .unwrap_or_default();
+    for tx in waiters {
+        let _ = tx.send(result.clone());
+    }
+}
+
 fn fail_all(inner: &Arc<Inner>, reason: &str) {
     push(
         inner,
@@ -799,7 +855,7 @@ fn fail_all(inner: &Arc<Inner>, reason: &str) {
         }),
     );
     if let Ok(mut waiting) = inner.waiting.lock() {
-        for (_, tx) in waiting.drain() {
+        for tx in waiting.drain().flat_map(|(_, w)| w) {
             let _ = tx.send(Err(ClientError::Lost(reason.to_owned())));
         }
     }

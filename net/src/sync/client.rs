@@ -158,6 +158,9 @@ pub enum SyncError {
     },
 }
 
+/// Most live deltas kept for a zone whose entry answer has not arrived.
+pub const MAX_BUFFERED_DELTAS: usize = 1024;
+
 struct Entry {
     zone: ZoneId,
     started: f64,
@@ -182,6 +185,8 @@ pub struct ClientSync {
     repairs: BTreeMap<u32, (Option<u32>, ZoneId, ShardId)>,
     live: BTreeMap<ZoneId, BTreeMap<ShardId, CachedShard>>,
     buffered: BTreeMap<ZoneId, Vec<Delta>>,
+    /// Zones whose buffered deltas overflowed: repaired once live.
+    overflowed: BTreeSet<ZoneId>,
     out: VecDeque<Message>,
     effects: VecDeque<Effect>,
     /// The request whose answer stream is being read.
@@ -211,6 +216,7 @@ impl ClientSync {
             repairs: BTreeMap::new(),
             live: BTreeMap::new(),
             buffered: BTreeMap::new(),
+            overflowed: BTreeSet::new(),
             out: VecDeque::new(),
             effects: VecDeque::new(),
             answering: None,
@@ -339,6 +345,7 @@ impl ClientSync {
             self.out.push_back(Message::LeaveZone(LeaveZone { zone: zone.clone() }));
         }
         self.buffered.remove(zone);
+        self.overflowed.remove(zone);
     }
 
     /// The entry's copy of a shard, if loaded, and the key to cache it under.
@@ -685,11 +692,34 @@ impl ClientSync {
                 let _ = self.delta(d);
             }
         }
+        if self.overflowed.remove(&entry.zone) {
+            // Deltas were dropped: bring every shard back in line.
+            let shards: Vec<ShardId> = self
+                .live
+                .get(&entry.zone)
+                .map(|s| s.keys().copied().collect())
+                .unwrap_or_default();
+            for shard in shards {
+                let _ = self.request_live_repair(entry.zone.clone(), shard);
+            }
+        }
     }
 
     fn delta(&mut self, d: Delta) -> Result<(), SyncError> {
         let Some(shards) = self.live.get_mut(&d.zone) else {
-            self.buffered.entry(d.zone.clone()).or_default().push(d);
+            // Deltas that overtake their zone's answer wait for it; others
+            // (a zone just left) are dropped. The wait is bounded: past the
+            // bound the buffer is dropped, and the gap shows as a delta that
+            // does not follow its copy, which a repair closes.
+            if self.entries.values().any(|e| e.zone == d.zone) {
+                let buffer = self.buffered.entry(d.zone.clone()).or_default();
+                if buffer.len() >= MAX_BUFFERED_DELTAS {
+                    tracing::warn!(zone = %d.zone, "too many deltas ahead of the zone's answer; dropping them");
+                    buffer.clear();
+                    self.overflowed.insert(d.zone.clone());
+                }
+                buffer.push(d);
+            }
             return Ok(());
         };
         let Some(copy) = shards.get(&d.shard) else {

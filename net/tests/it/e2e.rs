@@ -457,3 +457,19 @@ async fn a_shard_and_a_delta_over_the_frame_limit_arrive_in_parts() {
 fn options_for(server: &ServerHandle, cache: &Path) -> ClientOptions {
     options(server, cache, "ann")
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_entries_of_one_zone_at_once_both_complete() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let cache = tempfile::tempdir().expect("tempdir");
+    let server = server(data.path(), 4, 25).await;
+    let zone = ZoneId::new("meadow").expect("zone");
+    let client = HoardClient::connect(options(&server, cache.path(), "ann"), registry())
+        .await
+        .expect("connect");
+    let (a, b) = tokio::join!(client.enter_zone(&zone), client.enter_zone(&zone));
+    let (a, b) = (a.expect("first entry"), b.expect("second entry"));
+    assert_eq!((a.objects, b.objects), (100, 100));
+    client.close();
+    server.shutdown().await;
+}
