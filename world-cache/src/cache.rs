@@ -173,7 +173,13 @@ impl WorldCache {
             path: root.to_owned(),
             source,
         };
-        std::fs::create_dir_all(root).map_err(io)?;
+        if !root.is_dir() {
+            std::fs::create_dir_all(root).map_err(io)?;
+            // A new cache folder is durable only once its parent's entry is.
+            if let Some(parent) = root.parent() {
+                storage.sync_dir(parent).map_err(io)?;
+            }
+        }
         let lock = File::options()
             .create(true)
             .truncate(false)
@@ -427,7 +433,18 @@ impl WorldCache {
             move |source| WriteError::Io { path, source }
         };
         let bytes = encode_shard(shard);
-        self.storage.create_dir_all(&dir).map_err(io(&dir))?;
+        if self.storage.metadata(&dir).is_err() {
+            self.storage.create_dir_all(&dir).map_err(io(&dir))?;
+            // New directories survive a power cut only once each parent's
+            // entry for them is synced, up to the cache root.
+            let mut child = dir.as_path();
+            while let Some(parent) = child.parent()
+                && child != self.root
+            {
+                self.storage.sync_dir(parent).map_err(io(parent))?;
+                child = parent;
+            }
+        }
         self.storage.write(&tmp, &bytes).map_err(io(&tmp))?;
         self.storage.sync(&tmp).map_err(io(&tmp))?;
         self.storage.rename(&tmp, &path).map_err(io(&path))?;

@@ -39,10 +39,10 @@ impl Storage for FailingStorage {
         FsStorage.metadata(path)
     }
     fn write(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
-        self.step()?;
-        // A torn write: half the bytes reach the file before the fault.
-        if self.ops.load(Ordering::SeqCst) > self.fail_at {
+        if let Err(e) = self.step() {
+            // A torn write: half the bytes reach the file before the fault.
             let _ = FsStorage.write(path, &bytes[..bytes.len() / 2]);
+            return Err(e);
         }
         FsStorage.write(path, bytes)
     }

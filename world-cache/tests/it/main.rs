@@ -6,5 +6,6 @@ mod faults;
 mod golden;
 mod lock;
 mod model;
+mod power_loss;
 mod support;
 mod tools;
