@@ -176,7 +176,7 @@ struct Inner {
     pending: Mutex<Vec<Pending>>,
     /// Callers waiting for each zone entry in flight (a second `enter_zone`
     /// of a zone joins the first instead of replacing it).
-    waiting: Mutex<HashMap<ZoneId, Vec<oneshot::Sender<Result<EntryStats, ClientError>>>>>,
+    waiting: Mutex<HashMap<ZoneId, Vec<EntryWaiter>>>,
     /// Zones the game has entered (materialised), as opposed to prefetched.
     visible: Mutex<HashSet<ZoneId>>,
     /// The latest transient state of each entered zone.
@@ -833,6 +833,9 @@ async fn read_control(mut control: FrameReader, inner: Arc<Inner>) {
     }
     fail_all(&inner, "control stream closed");
 }
+
+/// Where one `enter_zone` caller gets its result.
+type EntryWaiter = oneshot::Sender<Result<EntryStats, ClientError>>;
 
 /// Answers everyone waiting for `zone`'s entry.
 fn finish_waiters(inner: &Inner, zone: &ZoneId, result: Result<EntryStats, ClientError>) {
