@@ -96,7 +96,21 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
         f.write_all(bytes).map_err(io)?;
         f.sync_all().map_err(io)?;
     }
-    std::fs::rename(&tmp, path).map_err(io)
+    std::fs::rename(&tmp, path).map_err(io)?;
+    // The rename is durable only once the directory is: a key lost to a
+    // power cut would orphan every client cache keyed by this identity.
+    if let Some(dir) = path.parent() {
+        sync_dir(dir).map_err(|source| TlsError::Io {
+            path: dir.to_owned(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// fsyncs a directory's entries.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
 }
 
 fn read(path: &Path) -> Result<Option<Vec<u8>>, TlsError> {
@@ -113,10 +127,18 @@ fn read(path: &Path) -> Result<Option<Vec<u8>>, TlsError> {
 impl ServerKeys {
     /// Loads the keys from `data_dir`, generating and saving them on first start.
     pub fn load_or_create(data_dir: &Path) -> Result<ServerKeys, TlsError> {
-        std::fs::create_dir_all(data_dir).map_err(|source| TlsError::Io {
-            path: data_dir.to_owned(),
-            source,
-        })?;
+        if !data_dir.is_dir() {
+            std::fs::create_dir_all(data_dir).map_err(|source| TlsError::Io {
+                path: data_dir.to_owned(),
+                source,
+            })?;
+            if let Some(parent) = data_dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                sync_dir(parent).map_err(|source| TlsError::Io {
+                    path: parent.to_owned(),
+                    source,
+                })?;
+            }
+        }
         let cert_path = data_dir.join(CERT_FILE);
         let key_path = data_dir.join(KEY_FILE);
         let secret_path = data_dir.join(SECRET_FILE);

@@ -213,17 +213,21 @@ impl HoardClient {
         let addr = options.server;
         // Another process may be finishing with this cache (a previous run
         // exiting): wait briefly, then fall back to read-only and say so.
-        let cache = match WorldCache::open(
-            &options.cache_dir,
-            LockPolicy::WaitUpTo(std::time::Duration::from_secs(2)),
-        ) {
-            Ok(c) => c,
-            Err(hoard_world_cache::cache::OpenError::Busy { .. }) => {
-                WorldCache::open(&options.cache_dir, LockPolicy::ReadOnlyIfBusy)
-                    .map_err(|e| ClientError::Cache(e.to_string()))?
+        // Opening may wait for the lock and fsyncs a new folder: off the
+        // async workers.
+        let cache_dir = options.cache_dir.clone();
+        let cache = tokio::task::spawn_blocking(move || {
+            match WorldCache::open(&cache_dir, LockPolicy::WaitUpTo(std::time::Duration::from_secs(2))) {
+                Ok(c) => Ok(c),
+                Err(hoard_world_cache::cache::OpenError::Busy { .. }) => {
+                    WorldCache::open(&cache_dir, LockPolicy::ReadOnlyIfBusy)
+                        .map_err(|e| ClientError::Cache(e.to_string()))
+                }
+                Err(e) => Err(ClientError::Cache(e.to_string())),
             }
-            Err(e) => return Err(ClientError::Cache(e.to_string())),
-        };
+        })
+        .await
+        .map_err(|e| ClientError::Cache(e.to_string()))??;
         let known = KnownServers::new(options.cache_dir.join("known_servers"));
         let pin = options.pin.or_else(|| known.get(&addr.to_string()));
         let verifier = Arc::new(PinnedVerifier::new(
@@ -369,10 +373,11 @@ impl HoardClient {
             .inner
             .cache
             .zone_keys(cfg.server, &cfg.service, Some(&cfg.perspective), zone);
-        let heads: Vec<_> = self
-            .inner
-            .cache
-            .read_heads(&keys, cfg.registry)
+        let reader = self.inner.clone();
+        let registry = cfg.registry;
+        let heads: Vec<_> = tokio::task::spawn_blocking(move || reader.cache.read_heads(&keys, registry))
+            .await
+            .map_err(|e| ClientError::Lost(e.to_string()))?
             .into_iter()
             .flatten()
             .collect();
@@ -486,17 +491,31 @@ impl HoardClient {
         if let Ok(mut transient) = self.inner.transient.lock() {
             transient.remove(zone);
         }
+        let shards = self
+            .inner
+            .sync
+            .lock()
+            .map_err(|_| ClientError::Lost("poisoned".into()))?
+            .live_shards(zone)
+            .unwrap_or_default();
+        // Fold each shard's journal on exit: write the current copy whole,
+        // off the async workers and outside the sync lock.
+        let writer = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            for s in &shards {
+                if let Err(e) = writer.cache.write(s) {
+                    tracing::warn!(shard = %s.header.key, error = %e, "could not write shard on leaving");
+                }
+            }
+        })
+        .await
+        .map_err(|e| ClientError::Lost(e.to_string()))?;
         let messages = {
             let mut sync = self
                 .inner
                 .sync
                 .lock()
                 .map_err(|_| ClientError::Lost("poisoned".into()))?;
-            let shards = sync.live_shards(zone).unwrap_or_default();
-            // Fold each shard's journal on exit: write the current copy whole.
-            for s in &shards {
-                let _ = self.inner.cache.write(s);
-            }
             sync.leave_zone(zone);
             push(&self.inner, Pending::Left { zone: zone.clone() });
             let mut m = Vec::new();

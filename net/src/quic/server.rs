@@ -324,7 +324,11 @@ pub async fn start(
     store: Arc<dyn WorldStore>,
     game: Game,
 ) -> Result<ServerHandle, ServerError> {
-    let keys = ServerKeys::load_or_create(&options.data_dir)?;
+    // Key files are read, or generated and fsynced, off the async workers.
+    let data_dir = options.data_dir.clone();
+    let keys = tokio::task::spawn_blocking(move || ServerKeys::load_or_create(&data_dir))
+        .await
+        .map_err(|e| ServerError::Config(format!("loading keys: {e}")))??;
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(keys.rustls_config()?)
         .map_err(|e| ServerError::Config(e.to_string()))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
@@ -346,14 +350,21 @@ pub async fn start(
     );
     session_config.tick_hz = options.tick_hz;
     session_config.access = game.access.clone();
-    // The world as loaded or spawned is durable before anyone may see it.
-    let mut game = game;
-    let initial = game.publisher.gather(&mut game.world);
-    if !initial.changes.is_empty() {
-        store
-            .commit(&initial.changes)
-            .map_err(|e| ServerError::Config(format!("committing the initial world: {e}")))?;
-    }
+    // The world as loaded or spawned is durable before anyone may see it
+    // (gathered and committed off the async workers).
+    let initial_store = store.clone();
+    let game = tokio::task::spawn_blocking(move || {
+        let mut game = game;
+        let initial = game.publisher.gather(&mut game.world);
+        if !initial.changes.is_empty() {
+            initial_store
+                .commit(&initial.changes)
+                .map_err(|e| ServerError::Config(format!("committing the initial world: {e}")))?;
+        }
+        Ok::<_, ServerError>(game)
+    })
+    .await
+    .map_err(|e| ServerError::Config(format!("committing the initial world: {e}")))??;
     let stats = Arc::new(ServerStats::default());
     let stop = Arc::new(AtomicBool::new(false));
     let writable = Arc::new(AtomicBool::new(true));

@@ -16,6 +16,9 @@ pub const STREAM_WINDOW: u32 = 16 * 1024 * 1024;
 /// much rather than ten packets, so short bulk transfers are not all slow start.
 pub const INITIAL_WINDOW: u64 = 160 * 1024;
 
+/// A connection silent for this long (no keep-alive either) is closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
 fn base() -> TransportConfig {
     let mut t = TransportConfig::default();
     t.stream_receive_window(VarInt::from_u32(STREAM_WINDOW));
@@ -24,8 +27,10 @@ fn base() -> TransportConfig {
     let mut cubic = CubicConfig::default();
     cubic.initial_window(INITIAL_WINDOW);
     t.congestion_controller_factory(Arc::new(cubic));
-    t.keep_alive_interval(Some(Duration::from_secs(5)));
-    if let Ok(idle) = IdleTimeout::try_from(Duration::from_secs(30)) {
+    // A peer that vanishes without closing (a killed client) is noticed
+    // within the idle timeout: it leaves its zone's presence that fast.
+    t.keep_alive_interval(Some(Duration::from_secs(2)));
+    if let Ok(idle) = IdleTimeout::try_from(IDLE_TIMEOUT) {
         t.max_idle_timeout(Some(idle));
     }
     t
