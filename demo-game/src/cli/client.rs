@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use bevy_ecs::world::World;
 use clap::Args;
 use hoard_engine::{ServerIdentity, ZoneId};
-use hoard_net::quic::client::{ClientOptions, HoardClient};
+use hoard_net::quic::client::{ClientEvent, ClientOptions, HoardClient};
 
 use crate::cli::session::Session;
 use crate::game;
@@ -38,7 +38,7 @@ pub(crate) struct ClientArgs {
     /// The zone to enter.
     #[arg(long, default_value = "meadow")]
     zone: ZoneId,
-    /// Exit once the zone is ready (and any --act sent, any --expect-item or --expect-player seen).
+    /// Exit once the zone is ready (and every --act answered, any --expect-item or --expect-player seen).
     #[arg(long)]
     exit_after_ready: bool,
     /// An action to send once the zone is ready, as JSON (repeatable), e.g.
@@ -108,10 +108,38 @@ pub(crate) fn run(args: ClientArgs) -> anyhow::Result<i32> {
                 "elapsed_ms": stats.elapsed_ms,
             })
         );
+        let mut unanswered = std::collections::HashMap::new();
         for act in &args.act {
             let action: crate::game::rules::Action =
                 serde_json::from_str(act).map_err(|e| anyhow::anyhow!("--act {act}: {e}"))?;
-            client.send_intent(crate::game::rules::ACTION, &action).await?;
+            let seq = client.send_intent(crate::game::rules::ACTION, &action).await?;
+            unanswered.insert(seq, act.clone());
+        }
+        // Each action is answered: processed (and its effects durable and
+        // already received) or rejected.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !unanswered.is_empty() {
+            for event in client.update(&mut world) {
+                match event {
+                    ClientEvent::IntentsProcessed { seqs } => {
+                        for seq in seqs {
+                            unanswered.remove(&seq);
+                        }
+                    }
+                    ClientEvent::IntentRejected { seq, message } => {
+                        let act = unanswered.remove(&seq).unwrap_or_default();
+                        anyhow::bail!("--act {act} was rejected: {message}");
+                    }
+                    ClientEvent::Disconnected { reason } => anyhow::bail!("disconnected: {reason}"),
+                    _ => {}
+                }
+            }
+            if unanswered.is_empty() {
+                break;
+            }
+            tokio::time::timeout_at(deadline, client.changed())
+                .await
+                .map_err(|_| anyhow::anyhow!("the server did not answer {} action(s) within 10 s", unanswered.len()))?;
         }
         if let Some(expect) = &args.expect_item {
             let parts: Vec<u64> = expect.split(':').map(str::parse).collect::<Result<_, _>>()?;

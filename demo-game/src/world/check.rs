@@ -28,6 +28,25 @@ pub(crate) fn chunk_origin(shard: ShardId) -> (u16, u16) {
     )
 }
 
+/// The size of an object's stored state, exactly as import encodes it
+/// (the registered component name and its MessagePack bytes).
+fn state_len(thing: &Thing) -> Option<usize> {
+    let (name, bytes) = match thing {
+        Thing::Zone(c) => ("zone", rmp_serde::to_vec(c)),
+        Thing::Terrain(c) => ("terrain", rmp_serde::to_vec(c)),
+        Thing::House(c) => ("house", rmp_serde::to_vec(c)),
+        Thing::Item(c) => ("item", rmp_serde::to_vec(c)),
+    };
+    let bytes = bytes.ok()?;
+    Some(
+        hoard_engine::state::StateBuilder::new()
+            .component(name, bytes)
+            .finish()
+            .as_bytes()
+            .len(),
+    )
+}
+
 /// Checks `world`, adding every problem found to `problems`.
 pub(crate) fn check(world: &WorldData, problems: &mut Problems) {
     let infos = zone_infos(world, problems);
@@ -51,6 +70,18 @@ pub(crate) fn check(world: &WorldData, problems: &mut Problems) {
     }
     let mut terrain_rows: BTreeMap<ShardId, BTreeSet<u16>> = BTreeMap::new();
     for object in world.objects.values() {
+        if let Some(len) = state_len(&object.thing)
+            && len > hoard_engine::state::MAX_STATE_BYTES
+        {
+            problems.push(Problem::at(
+                &object.source,
+                format!(
+                    "object {} is {len} bytes when stored; an object is at most {} bytes",
+                    object.id,
+                    hoard_engine::state::MAX_STATE_BYTES
+                ),
+            ));
+        }
         let (cx, cy) = chunk_origin(object.shard);
         let in_chunk = |x: u16, y: u16| x >= cx && x < cx + CHUNK_SIZE && y >= cy && y < cy + CHUNK_SIZE;
         let at = &object.source;

@@ -93,9 +93,11 @@ pub(crate) fn generate(options: &GenerateOptions) -> anyhow::Result<WorldData> {
         let mut rng =
             fastrand::Rng::with_seed(options.seed ^ (u64::from(index) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let mut taken = vec![false; tiles.len()];
-        let houses = options.objects_per_zone / 6;
-        for _ in 0..houses {
+        let wanted_houses = options.objects_per_zone / 6;
+        let mut houses = 0;
+        for _ in 0..wanted_houses {
             if let Some((x, y, size)) = place_house(&mut rng, &tiles, &mut taken) {
+                houses += 1;
                 let owner = OWNERS[rng.usize(..OWNERS.len())];
                 let kind = HOUSE_KINDS[rng.usize(..HOUSE_KINDS.len())];
                 let thing = Thing::House(House {
@@ -108,6 +110,15 @@ pub(crate) fn generate(options: &GenerateOptions) -> anyhow::Result<WorldData> {
                 });
                 add(&mut world, shard_at(index, x, y), thing);
             }
+        }
+        if houses < wanted_houses {
+            // The count asked for is kept: the houses that found no room
+            // become items, and the user is told.
+            eprintln!(
+                "{}: room for {houses} of {wanted_houses} houses; the other {} objects are items",
+                zone_name(index),
+                wanted_houses - houses
+            );
         }
         for _ in houses..options.objects_per_zone {
             let (mut x, mut y) = (rng.u16(..ZONE_SIZE), rng.u16(..ZONE_SIZE));

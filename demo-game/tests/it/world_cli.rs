@@ -265,3 +265,55 @@ fn every_command_explains_itself_with_an_example() {
         );
     }
 }
+
+#[test]
+fn generate_writes_as_many_objects_as_asked_and_says_when_houses_do_not_fit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = super::server_client::demo()
+        .args([
+            "world",
+            "generate",
+            "--zones",
+            "1",
+            "--objects-per-zone",
+            "60000",
+            "--out",
+        ])
+        .arg(dir.path().join("w"))
+        .output()
+        .expect("generate");
+    assert!(out.status.success());
+    // 60,000 houses and items, 2,048 terrain rows and the zone object.
+    assert!(
+        text(&out.stdout).contains("wrote 62049 objects"),
+        "{}",
+        text(&out.stdout)
+    );
+    let said = text(&out.stderr);
+    assert!(
+        said.contains("room for") && said.contains("objects are items"),
+        "{said}"
+    );
+}
+
+#[test]
+fn validate_refuses_an_object_over_the_state_limit_as_import_would() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let world = dir.path().join("world");
+    generate_world(&world);
+    // Give an item a kind of 1.1 MB: a valid file, an object too big to store.
+    let path = world.join("meadow/0.scn.ron");
+    let text_before = std::fs::read_to_string(&path).expect("read");
+    let huge = "x".repeat(1_100_000);
+    let at = text_before.find("(kind: \"").expect("an item in chunk 0") + "(kind: \"".len();
+    let end = at + text_before[at..].find('"').expect("closing quote");
+    let changed = format!("{}{huge}{}", &text_before[..at], &text_before[end..]);
+    std::fs::write(&path, changed).expect("write");
+    let out = run(&["world", "validate"], &[("--world", &world)]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let report = text(&out.stdout);
+    assert!(
+        report.contains("meadow/0.scn.ron") && report.contains("an object is at most 1048576 bytes"),
+        "{report}"
+    );
+}

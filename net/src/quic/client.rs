@@ -130,6 +130,13 @@ pub enum ClientEvent {
         /// Why.
         message: String,
     },
+    /// The server processed these intents (sent with
+    /// [`HoardClient::send_intent`]) in a tick that is now durable; the
+    /// changes they caused arrived before this event.
+    IntentsProcessed {
+        /// Their seqs.
+        seqs: Vec<u32>,
+    },
     /// The server stopped or resumed accepting actions (its world store
     /// failed or recovered); show `message` to the player.
     ServerStatus {
@@ -809,6 +816,7 @@ fn process_effects(inner: &Arc<Inner>) {
                 tracing::info!(seq, code, %message, "intent rejected");
                 push(inner, Pending::Event(ClientEvent::IntentRejected { seq, message }));
             }
+            Effect::Processed { seqs } => push(inner, Pending::Event(ClientEvent::IntentsProcessed { seqs })),
             Effect::Status { writable, message } => {
                 if writable {
                     tracing::info!(%message, "server accepts actions again");

@@ -35,7 +35,8 @@ use crate::sync::hub::{Hub, SessionId};
 use crate::sync::server::{Output, ServerSession, SessionConfig};
 use crate::tls::{ServerKeys, TlsError};
 use crate::wire::{
-    ErrorCode, IntentRejected, MAX_CONTROL_FRAME, MAX_TRANSIENT_BYTES, Message, PART_BYTES, Status, Transient, split,
+    ErrorCode, IntentRejected, MAX_CONTROL_FRAME, MAX_TRANSIENT_BYTES, Message, PART_BYTES, Processed, Status,
+    Transient, split,
 };
 
 /// How the server runs.
@@ -205,7 +206,11 @@ enum Command {
     Remove {
         id: SessionId,
     },
-    Intent(ReceivedIntent),
+    Intent {
+        id: SessionId,
+        seq: u32,
+        intent: ReceivedIntent,
+    },
 }
 
 /// A running server. Dropping it does not stop it; call [`ServerHandle::shutdown`].
@@ -628,11 +633,15 @@ async fn control_loop(
                         });
                         write_message(send, &rejected).await?;
                     } else if shared.intents.accepts(&kind, &payload) {
-                        let _ = shared.commands.send(Command::Intent(ReceivedIntent {
-                            perspective,
-                            kind,
-                            payload,
-                        }));
+                        let _ = shared.commands.send(Command::Intent {
+                            id,
+                            seq,
+                            intent: ReceivedIntent {
+                                perspective,
+                                kind,
+                                payload,
+                            },
+                        });
                     } else {
                         let rejected = Message::IntentRejected(IntentRejected {
                             seq,
@@ -706,6 +715,10 @@ struct Sessions {
     conns: HashMap<SessionId, Conn>,
     perspectives: HashMap<SessionId, String>,
     last_transient: HashMap<ZoneId, Vec<u8>>,
+    /// Intents given to the game whose tick is not yet durable: confirmed
+    /// (`Processed`) after the commit that holds their changes. Bounded:
+    /// intents are refused while commits fail.
+    unconfirmed: Vec<(SessionId, u32)>,
 }
 
 impl Sessions {
@@ -723,6 +736,17 @@ impl Sessions {
                 .close(close_code(ErrorCode::SlowConsumer), b"slow consumer: deltas not read");
             self.conns.remove(&id);
             self.hub.remove(id);
+        }
+    }
+
+    /// Tells each session which of its intents are processed and durable.
+    fn confirm(&mut self, stats: &ServerStats) {
+        let mut by_session: HashMap<SessionId, Vec<u32>> = HashMap::new();
+        for (id, seq) in self.unconfirmed.drain(..) {
+            by_session.entry(id).or_default().push(seq);
+        }
+        for (id, seqs) in by_session {
+            self.deliver(id, Message::Processed(Processed { seqs }), stats);
         }
     }
 
@@ -837,6 +861,8 @@ impl WorldThread {
     /// changes stay pending and the store is reopened and retried later.
     fn commit(&self, commits: &mut Commits, sessions: &mut Sessions) -> Result<(), String> {
         if commits.pending.is_empty() {
+            // Nothing to make durable: this tick's intents are done.
+            sessions.confirm(&self.stats);
             return Ok(());
         }
         let now = Instant::now();
@@ -865,6 +891,7 @@ impl WorldThread {
                     let lost = commits.pending.take_shard(shard).map_or(0, |c| c.len());
                     tracing::error!(%shard, objects = lost, "objects placed in a shard that does not exist are not saved");
                     if commits.pending.is_empty() {
+                        sessions.confirm(&self.stats);
                         return Ok(());
                     }
                 }
@@ -892,6 +919,9 @@ impl WorldThread {
                 for (id, delta) in sessions.hub.publish(&changes, &receipt, &*self.store) {
                     sessions.deliver(id, Message::Delta(delta), &self.stats);
                 }
+                // After the deltas, on the same stream: a client that sees
+                // `Processed` has seen what its intents changed.
+                sessions.confirm(&self.stats);
                 Ok(())
             }
             Err(e) => {
@@ -978,7 +1008,10 @@ impl WorldThread {
                         }
                     }
                 }
-                Command::Intent(intent) => game.world.resource_mut::<IncomingIntents>().0.push(intent),
+                Command::Intent { id, seq, intent } => {
+                    game.world.resource_mut::<IncomingIntents>().0.push(intent);
+                    sessions.unconfirmed.push((id, seq));
+                }
             }
         }
     }

@@ -124,6 +124,12 @@ pub enum Effect {
         /// Why.
         message: String,
     },
+    /// These intents were processed and their effects are durable (their
+    /// deltas came before).
+    Processed {
+        /// The intents' seqs.
+        seqs: Vec<u32>,
+    },
     /// Whether the server accepts actions changed (its store failed or
     /// recovered).
     Status {
@@ -443,6 +449,7 @@ impl ClientSync {
                 code: r.code,
                 message: r.message,
             }),
+            Message::Processed(p) => self.effects.push_back(Effect::Processed { seqs: p.seqs }),
             Message::Status(st) => self.effects.push_back(Effect::Status {
                 writable: st.writable,
                 message: st.message,

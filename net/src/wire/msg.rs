@@ -449,6 +449,17 @@ pub struct More {
     pub objects: Vec<WireObject>,
 }
 
+/// `0xA3` server → client on the delta stream: these intents were processed
+/// by a tick whose changes are now durable, and the deltas they caused were
+/// sent before this message on the same stream. An intent the game ignored
+/// (a move into a wall) is processed too; a refused one gets
+/// `IntentRejected` instead.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Processed {
+    /// The intents' seqs, as the client sent them.
+    pub seqs: Vec<u32>,
+}
+
 /// Error codes carried by `Error`, `ZoneDenied` and `IntentRejected`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u16)]
@@ -549,6 +560,7 @@ messages! {
     0xA0 => Delta(Delta),
     0xA1 => Transient(Transient),
     0xA2 => Status(Status),
+    0xA3 => Processed(Processed),
 }
 
 /// Why a frame's body is not a valid message.

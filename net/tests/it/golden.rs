@@ -186,6 +186,7 @@ fn messages() -> Vec<(&'static str, Message)> {
                 objects: vec![object()],
             }),
         ),
+        ("a3-processed", Message::Processed(Processed { seqs: vec![3, 4] })),
         (
             "a2-status",
             Message::Status(Status {

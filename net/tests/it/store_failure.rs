@@ -108,7 +108,7 @@ async fn a_failing_store_pauses_actions_keeps_changes_and_resumes_when_it_recove
             "write" => disk.fail_write_after(1, true),
             _ => disk.fail_sync_after(1, true),
         }
-        client
+        let kept = client
             .send_intent("add_stones", &AddStones { object: 3, stones: 5 })
             .await
             .expect("send");
@@ -123,6 +123,11 @@ async fn a_failing_store_pauses_actions_keeps_changes_and_resumes_when_it_recove
             Some(0),
             "{fault}: nothing unsaved was published"
         );
+        let processed = |ev: &[ClientEvent], seq: u32| {
+            ev.iter()
+                .any(|e| matches!(e, ClientEvent::IntentsProcessed { seqs } if seqs.contains(&seq)))
+        };
+        assert!(!processed(&events, kept), "{fault}: not confirmed while unsaved");
         // An action now is refused, not silently dropped.
         let seq = client
             .send_intent("add_stones", &AddStones { object: 4, stones: 1 })
@@ -142,6 +147,7 @@ async fn a_failing_store_pauses_actions_keeps_changes_and_resumes_when_it_recove
                 && ev
                     .iter()
                     .any(|e| matches!(e, ClientEvent::ServerStatus { writable: true, .. }))
+                && processed(ev, kept)
         })
         .await;
         assert_eq!(
