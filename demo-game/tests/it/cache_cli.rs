@@ -119,3 +119,22 @@ fn clear_removes_a_zone() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("zone"));
 }
+
+#[test]
+fn inspect_into_a_closed_pipe_exits_quietly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    fill(dir.path());
+    // The reader takes nothing and closes the pipe, as `| head -0` would.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hoard-demo"))
+        .args(["cache", "inspect", "--cache-dir"])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run hoard-demo");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(matches!(out.status.code(), Some(0 | 141)), "{:?} {stderr}", out.status);
+}
