@@ -207,36 +207,47 @@ pub struct ShardDamage {
 /// recomputed from the stored objects. Returns the damage found (empty when
 /// the store is sound).
 pub fn verify(store: &dyn WorldStore) -> Result<Vec<ShardDamage>, ReadError> {
-    let mut damage = Vec::new();
+    let mut shards = Vec::new();
     for zone in store.zones()? {
-        for shard in store.zone_shards(&zone)? {
-            let snapshot = store.snapshot(shard)?;
-            let mut digest = Digest::EMPTY;
-            for object in &snapshot.objects {
-                if let Err(e) = ObjectState::validate(object.state.as_bytes()) {
-                    damage.push(ShardDamage {
-                        shard,
-                        problem: format!("object {}: {e}", object.id),
-                    });
-                }
-                if object.version > snapshot.head.seq {
-                    damage.push(ShardDamage {
-                        shard,
-                        problem: format!(
-                            "object {} has version {} past the head {}",
-                            object.id, object.version, snapshot.head.seq
-                        ),
-                    });
-                }
-                digest.add(object.id, object.version, &object.state.hash());
-            }
-            if digest != snapshot.head.digest {
-                damage.push(ShardDamage {
-                    shard,
-                    problem: format!("stored digest {} but objects give {}", snapshot.head.digest, digest),
-                });
-            }
+        shards.extend(store.zone_shards(&zone)?);
+    }
+    // Shards are independent: check them on every core (a server runs this
+    // on each start, before it serves anyone).
+    use rayon::prelude::*;
+    let found: Vec<Vec<ShardDamage>> = shards
+        .par_iter()
+        .map(|&shard| verify_shard(store, shard))
+        .collect::<Result<_, _>>()?;
+    Ok(found.into_iter().flatten().collect())
+}
+
+fn verify_shard(store: &dyn WorldStore, shard: ShardId) -> Result<Vec<ShardDamage>, ReadError> {
+    let mut damage = Vec::new();
+    let snapshot = store.snapshot(shard)?;
+    let mut digest = Digest::EMPTY;
+    for object in &snapshot.objects {
+        if let Err(e) = ObjectState::validate(object.state.as_bytes()) {
+            damage.push(ShardDamage {
+                shard,
+                problem: format!("object {}: {e}", object.id),
+            });
         }
+        if object.version > snapshot.head.seq {
+            damage.push(ShardDamage {
+                shard,
+                problem: format!(
+                    "object {} has version {} past the head {}",
+                    object.id, object.version, snapshot.head.seq
+                ),
+            });
+        }
+        digest.add(object.id, object.version, &object.state.hash());
+    }
+    if digest != snapshot.head.digest {
+        damage.push(ShardDamage {
+            shard,
+            problem: format!("stored digest {} but objects give {}", snapshot.head.digest, digest),
+        });
     }
     Ok(damage)
 }

@@ -562,6 +562,26 @@ async fn control_loop(
                 })
             }
         };
+        // A request that builds an answer first takes an answer slot (this
+        // connection's and the server's), so answers being built count
+        // towards the bounds too, and a client that does not read its
+        // answers is not read from either.
+        let mut slot = None;
+        if matches!(msg, Message::EnterZone(_) | Message::Repair(_)) && session.perspective().is_some() {
+            let taken = tokio::time::timeout(stall, async {
+                let mine = answers.clone().acquire_owned().await.ok()?;
+                let total = shared.answers_total.clone().acquire_owned().await.ok()?;
+                Some((mine, total))
+            })
+            .await;
+            let Ok(Some(taken)) = taken else {
+                shared.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(peer = %conn.remote_address(), "client does not read its zone answers; disconnecting");
+                conn.close(close_code(ErrorCode::SlowConsumer), b"slow consumer: answers not read");
+                return Ok(());
+            };
+            slot = Some(taken);
+        }
         if !matches!(msg, Message::Error(_)) {
             let now = shared.started.elapsed().as_secs_f64();
             let unix = chrono::Utc::now().timestamp();
@@ -586,21 +606,9 @@ async fn control_loop(
                     write_message(send, &m).await?;
                 }
                 Output::Answer { messages, .. } => {
-                    // Backpressure: while this connection's answers are in
-                    // flight its control stream is not read, so a client that
-                    // asks and never reads holds at most this many answers.
-                    let slot = tokio::time::timeout(stall, async {
-                        let mine = answers.clone().acquire_owned().await.ok()?;
-                        let total = shared.answers_total.clone().acquire_owned().await.ok()?;
-                        Some((mine, total))
-                    })
-                    .await;
-                    let Ok(Some(slot)) = slot else {
-                        shared.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(peer = %conn.remote_address(), "client does not read its zone answers; disconnecting");
-                        conn.close(close_code(ErrorCode::SlowConsumer), b"slow consumer: answers not read");
-                        return Ok(());
-                    };
+                    // The slot taken before the request was handled travels
+                    // with its answer until the client has taken it.
+                    let slot = slot.take();
                     let conn = conn.clone();
                     let stats = shared.stats.clone();
                     tokio::spawn(async move {
