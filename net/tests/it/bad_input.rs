@@ -463,37 +463,62 @@ fn rss() -> u64 {
         * 1024
 }
 
+/// The bound the silent flood must stay under: 200 handshaken connections
+/// and their quinn state.
+const SILENT_RSS_BOUND: u64 = 64 * 1024 * 1024;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_that_never_say_hello_are_closed_and_hold_no_slot() {
     let data = tempfile::tempdir().expect("tempdir");
     let cache = tempfile::tempdir().expect("tempdir");
     let server = server_with(data.path(), 1000, false, 400, |o| {
         o.max_connections_per_ip = 8;
-        o.hello_timeout = Duration::from_millis(800);
+        o.hello_timeout = Duration::from_secs(5);
     })
     .await;
     let verifier = Arc::new(PinnedVerifier::new("test", Some(server.identity), None));
-    let crypto =
-        quinn::crypto::rustls::QuicClientConfig::try_from(client_config(verifier).expect("tls")).expect("quic tls");
-    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("endpoint");
-    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
-    // Eight silent connections: the handshake, then nothing.
-    let mut silent = Vec::new();
+    let crypto = Arc::new(
+        quinn::crypto::rustls::QuicClientConfig::try_from(client_config(verifier).expect("tls")).expect("quic tls"),
+    );
+    let before = rss();
+    // 25 loopback addresses, 8 silent connections each: the handshake, then
+    // nothing. The first address first, to check its limit while its
+    // connections are surely still open.
+    let endpoint_on = |host: u8| {
+        let bind = std::net::SocketAddr::from(([127, 0, 0, host], 0));
+        let mut endpoint = quinn::Endpoint::client(bind).expect("endpoint");
+        endpoint.set_default_client_config(quinn::ClientConfig::new(crypto.clone()));
+        endpoint
+    };
+    let first = endpoint_on(2);
+    let mut held = Vec::new();
     for _ in 0..8 {
-        silent.push(
-            endpoint
+        held.push(
+            first
                 .connect(server.addr, SERVER_NAME)
                 .expect("connect")
                 .await
                 .expect("handshake"),
         );
     }
-    // The address is at its limit: a ninth is refused.
-    let ninth = endpoint.connect(server.addr, SERVER_NAME).expect("connect").await;
+    let ninth = first.connect(server.addr, SERVER_NAME).expect("connect").await;
     assert!(ninth.is_err(), "a ninth connection from one address is refused");
+    let mut endpoints = vec![first];
+    let mut connecting = Vec::new();
+    for host in 3..27u8 {
+        let endpoint = endpoint_on(host);
+        for _ in 0..8 {
+            connecting.push(endpoint.connect(server.addr, SERVER_NAME).expect("connect"));
+        }
+        endpoints.push(endpoint);
+    }
+    for c in connecting {
+        held.push(c.await.expect("handshake"));
+    }
+    let peak = rss();
     // Each silent one is closed for its silence, with the reason.
-    for conn in &silent {
-        match tokio::time::timeout(Duration::from_secs(10), conn.closed())
+    for conn in &held {
+        match tokio::time::timeout(Duration::from_secs(20), conn.closed())
             .await
             .expect("closed in time")
         {
@@ -503,7 +528,15 @@ async fn connections_that_never_say_hello_are_closed_and_hold_no_slot() {
             other => panic!("closed without the timeout reason: {other}"),
         }
     }
-    assert!(server.stats.hello_timeouts.load(std::sync::atomic::Ordering::Relaxed) >= 8);
+    assert!(server.stats.hello_timeouts.load(std::sync::atomic::Ordering::Relaxed) >= 200);
+    let growth = peak.saturating_sub(before);
+    println!(
+        "silent flood: {} connections held, RSS +{:.1} MB (bound {:.0} MB), all closed for silence",
+        held.len(),
+        growth as f64 / 1e6,
+        SILENT_RSS_BOUND as f64 / 1e6
+    );
+    assert!(growth < SILENT_RSS_BOUND, "memory grew by {growth} bytes");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while server.stats.connections.load(std::sync::atomic::Ordering::SeqCst) > 0 {
         tokio::time::timeout_at(deadline, tokio::task::yield_now())
