@@ -31,6 +31,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use super::intents::{ConnectedPlayers, IncomingIntents, IntentRegistry, ReceivedIntent};
 use super::stream::{FrameReader, StreamError, write_message};
 use crate::auth::TokenAuthority;
+use crate::sync::answer::AnswerPlan;
 use crate::sync::hub::{Hub, SessionId};
 use crate::sync::server::{Output, ServerSession, SessionConfig};
 use crate::tls::{ServerKeys, TlsError};
@@ -529,6 +530,9 @@ async fn control_loop(
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let stall = shared.options.answer_stall;
     let answers = Arc::new(Semaphore::new(shared.options.answers_in_flight.max(1)));
+    // The zones this connection wants live deltas of, and the entry (request)
+    // whose answer will start them.
+    let wanted: Wanted = Arc::new(std::sync::Mutex::new(HashMap::new()));
     loop {
         let next = if session.perspective().is_none() {
             match tokio::time::timeout_at(hello_deadline, reader.next()).await {
@@ -605,25 +609,35 @@ async fn control_loop(
                 Output::Control(m) => {
                     write_message(send, &m).await?;
                 }
-                Output::Answer { messages, .. } => {
+                Output::Answer { plan } => {
                     // The slot taken before the request was handled travels
                     // with its answer until the client has taken it.
                     let slot = slot.take();
-                    let conn = conn.clone();
-                    let stats = shared.stats.clone();
+                    if plan.subscribes() {
+                        lock(&wanted).insert(plan.zone().clone(), plan.request());
+                    }
+                    let sender = AnswerSender {
+                        conn: conn.clone(),
+                        store: shared.store.clone(),
+                        stats: shared.stats.clone(),
+                        commands: shared.commands.clone(),
+                        wanted: wanted.clone(),
+                        stall,
+                        id,
+                    };
                     tokio::spawn(async move {
                         let _slot = slot;
-                        if !send_answer(&conn, messages, stall).await {
-                            stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
-                            tracing::warn!(peer = %conn.remote_address(), "zone answer not taken in time; disconnecting");
-                            conn.close(close_code(ErrorCode::SlowConsumer), b"slow consumer: answer not read");
-                        }
+                        sender.send(plan).await;
                     });
                 }
                 Output::Subscribe { zone, shards } => {
                     let _ = shared.commands.send(Command::Subscribe { id, zone, shards });
                 }
                 Output::Unsubscribe { zone } => {
+                    // Under the lock an answer task subscribes under: a zone
+                    // left while its answer is still being sent stays left.
+                    let mut wanted = lock(&wanted);
+                    wanted.remove(&zone);
                     let _ = shared.commands.send(Command::Unsubscribe { id, zone });
                 }
                 Output::Intent {
@@ -680,22 +694,78 @@ async fn control_loop(
     }
 }
 
-/// Writes one answer on its own stream; false if the client did not take a
-/// frame within `stall` (or the connection is gone).
-async fn send_answer(conn: &Connection, messages: Vec<Message>, stall: Duration) -> bool {
-    let Ok(Ok(mut stream)) = tokio::time::timeout(stall, conn.open_uni()).await else {
-        return false;
-    };
-    // Shard answers of any allowed size go in frames under the limit.
-    for m in messages.into_iter().flat_map(|m| split(m, PART_BYTES)) {
-        match tokio::time::timeout(stall, write_message(&mut stream, &m)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(_)) => return true, // the connection ended; nothing to do
-            Err(_) => return false,
+/// A connection's zones with live deltas wanted, by the entry starting them.
+type Wanted = Arc<std::sync::Mutex<HashMap<ZoneId, u32>>>;
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Sends one answer on its own stream, building each shard's message on a
+/// blocking thread only when its turn comes, then starts live deltas.
+struct AnswerSender {
+    conn: Connection,
+    store: Arc<dyn WorldStore>,
+    stats: Arc<ServerStats>,
+    commands: std_mpsc::Sender<Command>,
+    wanted: Wanted,
+    stall: Duration,
+    id: SessionId,
+}
+
+impl AnswerSender {
+    async fn send(self, mut plan: AnswerPlan) {
+        let slow = |why: &'static str| {
+            self.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(peer = %self.conn.remote_address(), "{why}; disconnecting");
+            self.conn
+                .close(close_code(ErrorCode::SlowConsumer), b"slow consumer: answer not read");
+        };
+        let Ok(Ok(mut stream)) = tokio::time::timeout(self.stall, self.conn.open_uni()).await else {
+            return slow("no stream for a zone answer in time");
+        };
+        loop {
+            let store = self.store.clone();
+            let built = tokio::task::spawn_blocking(move || {
+                let next = plan.next_message(&*store);
+                (plan, next)
+            })
+            .await;
+            let Ok((returned, next)) = built else {
+                return; // the runtime is shutting down
+            };
+            plan = returned;
+            let message = match next {
+                None => break,
+                Some(Ok(m)) => m,
+                Some(Err(e)) => {
+                    tracing::error!(zone = %plan.zone(), error = %e, "reading a shard for an answer failed");
+                    self.conn
+                        .close(close_code(ErrorCode::Server), b"the server could not read the zone");
+                    return;
+                }
+            };
+            // Shard answers of any allowed size go in frames under the limit.
+            for part in split(message, PART_BYTES) {
+                match tokio::time::timeout(self.stall, write_message(&mut stream, &part)).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(_)) => return, // the connection ended
+                    Err(_) => return slow("zone answer not taken in time"),
+                }
+            }
+        }
+        let _ = stream.finish();
+        if let Some((zone, shards)) = plan.subscription() {
+            let wanted = lock(&self.wanted);
+            if wanted.get(&zone) == Some(&plan.request()) {
+                let _ = self.commands.send(Command::Subscribe {
+                    id: self.id,
+                    zone,
+                    shards,
+                });
+            }
         }
     }
-    let _ = stream.finish();
-    true
 }
 
 struct Conn {

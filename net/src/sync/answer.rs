@@ -3,10 +3,125 @@
 //! horizon (or a repair), or a full snapshot. Each answer is read in one
 //! store transaction, so its seq, digest and objects agree.
 
-use hoard_engine::store::{ChangesSince, ReadError, ShardScope, ShardSnapshot, StoredObject, WorldStore};
-use hoard_engine::{Seq, ShardId};
+use std::collections::VecDeque;
 
-use crate::wire::{Changes, Manifest, Message, RepairEntry, ShardHave, Snapshot, UpToDate, WireObject};
+use hoard_engine::store::{ChangesSince, ReadError, ShardScope, ShardSnapshot, StoredObject, WorldStore};
+use hoard_engine::{Seq, ShardId, ZoneId};
+
+use crate::wire::{
+    AnswerBegin, AnswerEnd, Changes, Manifest, Message, RepairEntry, ShardHave, Snapshot, UpToDate, WireObject,
+};
+
+/// A zone answer to be built shard by shard as it is sent: `AnswerBegin`,
+/// one message per shard (each read from the store only when its turn
+/// comes, so no whole-zone answer is ever held), `AnswerEnd`. After the last
+/// message, [`AnswerPlan::subscription`] gives the seqs each shard's answer
+/// was built from, where live deltas continue.
+#[derive(Debug)]
+pub struct AnswerPlan {
+    request: u32,
+    zone: ZoneId,
+    /// Messages ready to go (the begin; a repair's one shard).
+    ready: VecDeque<Message>,
+    /// Shards still to answer, with the client's copy of each.
+    shards: VecDeque<(ShardId, Option<ShardHave>)>,
+    end: bool,
+    subscribe: bool,
+    subscriptions: Vec<(ShardId, Seq)>,
+    kinds: Vec<AnswerKind>,
+}
+
+impl AnswerPlan {
+    /// An entry's answer for `shards` (each with the client's copy, if any).
+    pub fn entry(request: u32, zone: ZoneId, shards: Vec<(ShardId, Option<ShardHave>)>, subscribe: bool) -> AnswerPlan {
+        let begin = Message::AnswerBegin(AnswerBegin {
+            request,
+            zone: zone.clone(),
+            shards: shards.len() as u32,
+        });
+        AnswerPlan {
+            request,
+            zone,
+            ready: VecDeque::from([begin]),
+            subscriptions: Vec::with_capacity(shards.len()),
+            kinds: Vec::with_capacity(shards.len()),
+            shards: shards.into(),
+            end: true,
+            subscribe,
+        }
+    }
+
+    /// A repair's answer: one shard, already built.
+    pub fn repair(request: u32, zone: ZoneId, answer: ShardAnswer) -> AnswerPlan {
+        let begin = Message::AnswerBegin(AnswerBegin {
+            request,
+            zone: zone.clone(),
+            shards: 1,
+        });
+        AnswerPlan {
+            request,
+            zone,
+            ready: VecDeque::from([begin, answer.message]),
+            shards: VecDeque::new(),
+            end: true,
+            subscribe: false,
+            subscriptions: Vec::new(),
+            kinds: vec![answer.kind],
+        }
+    }
+
+    /// The request answered.
+    pub fn request(&self) -> u32 {
+        self.request
+    }
+
+    /// The zone.
+    pub fn zone(&self) -> &ZoneId {
+        &self.zone
+    }
+
+    /// Whether live deltas start once the answer is complete.
+    pub fn subscribes(&self) -> bool {
+        self.subscribe
+    }
+
+    /// The next message to send, reading the store for a shard's answer;
+    /// `None` once `AnswerEnd` was returned.
+    pub fn next_message(&mut self, store: &dyn WorldStore) -> Option<Result<Message, ReadError>> {
+        if let Some(m) = self.ready.pop_front() {
+            return Some(Ok(m));
+        }
+        if let Some((shard, have)) = self.shards.pop_front() {
+            return Some(answer_shard(store, shard, have.as_ref()).map(|answer| {
+                self.subscriptions.push((shard, answer.seq));
+                self.kinds.push(answer.kind);
+                answer.message
+            }));
+        }
+        if self.end {
+            self.end = false;
+            tracing::debug!(zone = %self.zone, kinds = ?self.kinds, "zone answer sent");
+            return Some(Ok(Message::AnswerEnd(AnswerEnd { request: self.request })));
+        }
+        None
+    }
+
+    /// Whether every message was returned.
+    pub fn is_done(&self) -> bool {
+        self.ready.is_empty() && self.shards.is_empty() && !self.end
+    }
+
+    /// Once done, and if the entry asked for live deltas: the zone and, per
+    /// shard, the seq its answer brought the client to.
+    pub fn subscription(&self) -> Option<(ZoneId, Vec<(ShardId, Seq)>)> {
+        (self.subscribe && self.is_done()).then(|| (self.zone.clone(), self.subscriptions.clone()))
+    }
+
+    /// The kind of each shard's answer so far, in order.
+    pub fn kinds(&self) -> &[AnswerKind] {
+        &self.kinds
+    }
+}
 
 /// What kind of answer a shard got (for stats and tests).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -11,11 +11,11 @@ use std::sync::{Arc, Mutex};
 use hoard_engine::store::{ShardScope, WorldStore};
 use hoard_engine::{RegistryHash, Seq, ServerIdentity, ShardId, ZoneId};
 
-use super::answer::{AnswerKind, answer_repair, answer_shard};
+use super::answer::{AnswerPlan, answer_repair};
 use crate::auth::{TokenAuthority, TokenError};
 use crate::wire::{
-    AnswerBegin, AnswerEnd, ErrorCode, ErrorMsg, IntentRejected, MAX_INTENT_BYTES, MAX_REPAIR_OBJECTS,
-    MAX_SHARDS_PER_ENTRY, Message, PROTOCOL_VERSION, Welcome, ZoneDenied,
+    ErrorCode, ErrorMsg, IntentRejected, MAX_INTENT_BYTES, MAX_REPAIR_OBJECTS, MAX_SHARDS_PER_ENTRY, Message,
+    PROTOCOL_VERSION, ShardHave, Welcome, ZoneDenied,
 };
 
 /// Which zones a perspective may enter.
@@ -81,14 +81,13 @@ impl SessionConfig {
 pub enum Output {
     /// Send on the control stream.
     Control(Message),
-    /// Open an answer stream and send these frames on it, in order.
+    /// Open an answer stream and send the plan's messages on it, in order,
+    /// building each as its turn comes; once done, start live deltas from
+    /// [`AnswerPlan::subscription`] if it gives one (unless the zone was
+    /// left meanwhile).
     Answer {
-        /// The request answered.
-        request: u32,
-        /// `AnswerBegin`, one message per shard, `AnswerEnd`.
-        messages: Vec<Message>,
-        /// Answer kinds, for statistics.
-        kinds: Vec<AnswerKind>,
+        /// The answer, built as it is sent.
+        plan: AnswerPlan,
     },
     /// Start live deltas of these shards after these seqs (the seqs the
     /// answer was built from: no gap, no duplicate).
@@ -413,43 +412,19 @@ impl ServerSession {
             Ok(s) => s,
             Err((code, message)) => return self.deny(enter.request, enter.zone, code, message),
         };
-        let mut messages = Vec::with_capacity(shards.len() + 2);
-        let mut kinds = Vec::with_capacity(shards.len());
-        let mut subscriptions = Vec::with_capacity(shards.len());
-        messages.push(Message::AnswerBegin(AnswerBegin {
-            request: enter.request,
-            zone: enter.zone.clone(),
-            shards: shards.len() as u32,
-        }));
-        for shard in shards {
-            // Copies of shards the client may not read, or that are not in
-            // the zone, are ignored: nothing about them is revealed.
-            let have = enter.have.iter().find(|h| h.shard == shard);
-            match answer_shard(store, shard, have) {
-                Ok(answer) => {
-                    subscriptions.push((shard, answer.seq));
-                    kinds.push(answer.kind);
-                    messages.push(answer.message);
-                }
-                Err(e) => {
-                    return self.fail(ErrorCode::Server, format!("reading shard {shard}: {e}"));
-                }
-            }
-        }
-        messages.push(Message::AnswerEnd(AnswerEnd { request: enter.request }));
-        tracing::debug!(?kinds, "zone answer built");
-        self.out.push_back(Output::Answer {
-            request: enter.request,
-            messages,
-            kinds,
-        });
+        // Copies of shards the client may not read, or that are not in the
+        // zone, are ignored: nothing about them is revealed. Each shard's
+        // answer is built as it is sent (see `AnswerPlan`).
+        let plan: Vec<(ShardId, Option<ShardHave>)> = shards
+            .into_iter()
+            .map(|shard| (shard, enter.have.iter().find(|h| h.shard == shard).cloned()))
+            .collect();
         if enter.subscribe {
             self.subscribed.insert(enter.zone.clone());
-            self.out.push_back(Output::Subscribe {
-                zone: enter.zone,
-                shards: subscriptions,
-            });
         }
+        self.out.push_back(Output::Answer {
+            plan: AnswerPlan::entry(enter.request, enter.zone, plan, enter.subscribe),
+        });
     }
 
     fn repair(&mut self, repair: crate::wire::Repair, store: &dyn WorldStore) {
@@ -478,19 +453,7 @@ impl ServerSession {
             Ok(answer) => {
                 tracing::info!(shard = %repair.shard, "repairing a client's shard");
                 self.out.push_back(Output::Answer {
-                    request: repair.request,
-                    messages: vec![
-                        Message::AnswerBegin(AnswerBegin {
-                            request: repair.request,
-                            zone: repair.zone,
-                            shards: 1,
-                        }),
-                        answer.message,
-                        Message::AnswerEnd(AnswerEnd {
-                            request: repair.request,
-                        }),
-                    ],
-                    kinds: vec![AnswerKind::Manifest],
+                    plan: AnswerPlan::repair(repair.request, repair.zone, answer),
                 })
             }
             Err(e) => self.fail(ErrorCode::Server, format!("reading shard {}: {e}", repair.shard)),

@@ -177,9 +177,17 @@ impl Pair {
         while let Some(out) = self.session.poll_output() {
             match out {
                 Output::Control(m) => self.net.send(To::ClientControl, &m),
-                Output::Answer { request, messages, .. } => {
-                    for m in messages {
-                        self.net.send(To::ClientAnswer(request), &m);
+                Output::Answer { mut plan } => {
+                    // The driver's job: each shard's answer built as it is
+                    // sent, then live deltas from the seqs it was built at.
+                    let request = plan.request();
+                    while let Some(m) = plan.next_message(&*self.store) {
+                        self.net.send(To::ClientAnswer(request), &m.expect("store reads"));
+                    }
+                    if let Some((zone, shards)) = plan.subscription() {
+                        for d in self.hub.subscribe(1, &zone, &shards, &*self.store) {
+                            self.net.send(To::ClientDelta, &Message::Delta(d));
+                        }
                     }
                 }
                 Output::Subscribe { zone, shards } => {
