@@ -233,3 +233,83 @@ async fn a_panicking_game_system_ends_the_server_with_a_reason() {
     );
     server.shutdown().await;
 }
+
+#[derive(serde::Serialize, serde::Deserialize, Debug)]
+struct Misplace {
+    object: u64,
+}
+
+/// Moves an object into a shard no zone has (a game bug), and adds a stone
+/// to object 4 in the same tick.
+fn misplace(mut intents: ResMut<IncomingIntents>, mut crates: Query<(&mut Published, &mut Crate)>) {
+    for (_, m) in intents.read::<Misplace>("misplace") {
+        for (mut p, mut c) in &mut crates {
+            if p.object.0 == m.object {
+                p.shard = ShardId(999);
+            }
+            if p.object.0 == 4 {
+                c.stones += 1;
+            }
+        }
+    }
+    intents.0.clear();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_placed_in_an_unknown_shard_does_not_fail_the_rest_of_the_tick() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let cache = tempfile::tempdir().expect("tempdir");
+    let store = store_on(&SimDisk::new());
+    let mut world = World::new();
+    for i in 0..20u64 {
+        world.spawn((Published::new(ObjectId(i), ShardId(i % 2)), Crate { stones: 0 }));
+    }
+    let mut schedule = Schedule::default();
+    schedule.add_systems(misplace);
+    let game = Game::new(
+        world,
+        schedule,
+        Publisher::new(registry()),
+        IntentRegistry::new().intent::<Misplace>("misplace"),
+    );
+    let mut options = ServerOptions::new("127.0.0.1:0".parse().expect("addr"), data.path().to_owned());
+    options.tick_hz = 50;
+    let server = start(options, store.clone(), game).await.expect("server starts");
+    let client = HoardClient::connect(options_for(&server, cache.path()), registry())
+        .await
+        .expect("connect");
+    client
+        .enter_zone(&ZoneId::new("meadow").expect("zone"))
+        .await
+        .expect("enter");
+    let seq = client
+        .send_intent("misplace", &Misplace { object: 3 })
+        .await
+        .expect("send");
+    let mut world = World::new();
+    let mut events = Vec::new();
+    until(&client, &mut world, &mut events, |w, ev| {
+        stones_of(w, 4) == Some(1)
+            && ev
+                .iter()
+                .any(|e| matches!(e, ClientEvent::IntentsProcessed { seqs } if seqs.contains(&seq)))
+    })
+    .await;
+    assert_eq!(stored_stones(&store, 4), 1, "the rest of the tick is durable");
+    assert_eq!(
+        server.stats.failed_commits.load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    // The object left its shard (its removal is part of the tick) and was
+    // not saved into the unknown one.
+    assert!(
+        stones_of(&mut world, 3).is_none(),
+        "the misplaced object left its shard"
+    );
+    client.close();
+    server.shutdown().await;
+}
+
+fn options_for(server: &ServerHandle, cache: &Path) -> hoard_net::quic::client::ClientOptions {
+    options(server, cache, "ann")
+}
