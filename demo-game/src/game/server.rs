@@ -91,13 +91,16 @@ pub(crate) fn game(
             eprintln!("warning: {problem}");
         }
     }
+    // The next id for a new object; u64::MAX means none are left (it is
+    // never handed out), so an object at the top of the range cannot make
+    // the counter wrap onto existing ids.
     let next = world
         .query::<&Published>()
         .iter(&world)
         .map(|p| p.object.0)
         .max()
-        .unwrap_or(0)
-        + 1;
+        .map_or(Some(1), |max| max.checked_add(1))
+        .unwrap_or(u64::MAX);
     let (zone_map, zone_names) = zone_map(&**store, &mut world)?;
     anyhow::ensure!(
         !zone_names.0.is_empty(),

@@ -28,6 +28,11 @@ pub(crate) fn chunk_origin(shard: ShardId) -> (u16, u16) {
     )
 }
 
+/// World files use ids below this; the ids above are left for the objects
+/// the game creates (houses players build), so its counter never runs out
+/// because of a world file.
+pub(crate) const MAX_OBJECT_ID: u64 = 1 << 62;
+
 /// The size of an object's stored state, exactly as import encodes it
 /// (the registered component name and its MessagePack bytes).
 fn state_len(thing: &Thing) -> Option<usize> {
@@ -70,6 +75,15 @@ pub(crate) fn check(world: &WorldData, problems: &mut Problems) {
     }
     let mut terrain_rows: BTreeMap<ShardId, BTreeSet<u16>> = BTreeMap::new();
     for object in world.objects.values() {
+        if object.id >= MAX_OBJECT_ID {
+            problems.push(Problem::at(
+                &object.source,
+                format!(
+                    "object id {} is too high: ids are below {MAX_OBJECT_ID}, the rest are kept for objects the game creates",
+                    object.id
+                ),
+            ));
+        }
         if let Some(len) = state_len(&object.thing)
             && len > hoard_engine::state::MAX_STATE_BYTES
         {

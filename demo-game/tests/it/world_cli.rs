@@ -317,3 +317,21 @@ fn validate_refuses_an_object_over_the_state_limit_as_import_would() {
         "{report}"
     );
 }
+
+#[test]
+fn validate_refuses_ids_at_the_top_of_the_range() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let world = dir.path().join("world");
+    generate_world(&world);
+    let path = world.join("meadow/0.scn.ron");
+    let before = std::fs::read_to_string(&path).expect("read");
+    // Renumber the first house or item to u64::MAX.
+    let at = before.find("(components: {\"item\"").expect("an item in chunk 0");
+    let line_start = before[..at].rfind('\n').map_or(0, |i| i + 1);
+    let id_end = line_start + before[line_start..].find(':').expect("id");
+    let changed = format!("{}        {}{}", &before[..line_start], u64::MAX, &before[id_end..]);
+    std::fs::write(&path, changed).expect("write");
+    let out = run(&["world", "validate"], &[("--world", &world)]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("is too high"), "{}", text(&out.stdout));
+}
