@@ -94,6 +94,14 @@ impl ChangeSet {
         self.shards.remove(&shard)
     }
 
+    /// Drops every change of `object`, in every shard (so a move is never
+    /// half-applied).
+    pub fn forget(&mut self, object: ObjectId) {
+        for changes in self.shards.values_mut() {
+            changes.ops.remove(&object);
+        }
+    }
+
     /// Adds every change of `other`, its changes winning over this set's.
     pub fn extend(&mut self, other: ChangeSet) {
         for (shard, changes) in other.shards {
@@ -105,6 +113,19 @@ impl ChangeSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forgetting_an_object_drops_its_move_everywhere() {
+        let mut set = ChangeSet::new();
+        set.remove(ShardId(1), ObjectId(5));
+        set.upsert(ShardId(2), ObjectId(5), ObjectState::empty());
+        set.upsert(ShardId(2), ObjectId(6), ObjectState::empty());
+        set.forget(ObjectId(5));
+        assert_eq!(set.len(), 1);
+        assert!(set.shard(ShardId(1)).is_some_and(ShardChanges::is_empty));
+        assert!(set.take_shard(ShardId(2)).is_some_and(|c| c.len() == 1));
+        assert!(set.is_empty());
+    }
 
     #[test]
     fn last_change_to_an_object_wins() {

@@ -138,19 +138,19 @@ pub(crate) fn ground_shard(zone: u32, x: u16, y: u16) -> ShardId {
 }
 
 /// Creates `player`'s inventory shard if it does not exist (called when a player joins).
-pub(crate) fn ensure_inventory(player: &str, store: &dyn WorldStore) {
+pub(crate) fn ensure_inventory(player: &str, store: &dyn WorldStore) -> Result<(), String> {
     let shard = inventory_shard(player);
     if store.shard_head(shard).is_ok() {
-        return;
+        return Ok(());
     }
-    let Ok(zone) = ZoneId::new(INVENTORY_ZONE) else { return };
+    let zone = ZoneId::new(INVENTORY_ZONE).map_err(|e| e.to_string())?;
     let spec = ShardSpec {
         id: shard,
         scope: ShardScope::Perspective(player.to_owned()),
     };
-    if let Err(e) = store.create_zone(&zone, &[spec]) {
-        tracing::warn!(%player, error = %e, "could not create the inventory shard");
-    }
+    store
+        .create_zone(&zone, &[spec])
+        .map_err(|e| format!("could not create the inventory of {player}: {e}"))
 }
 
 fn near(a: (u16, u16), b: (u16, u16), range: u16) -> bool {

@@ -114,7 +114,9 @@ pub struct Game {
     pub access: Arc<dyn crate::sync::server::AccessPolicy>,
     /// Called once per connection when its perspective is authenticated,
     /// before any zone request of it is answered (the demo creates the
-    /// player's inventory shard here).
+    /// player's inventory shard here). An error refuses the session with
+    /// `Unavailable` and the reason, rather than letting the player act in a
+    /// world not ready for them.
     pub on_join: Option<JoinHook>,
     /// Called once per tick after the schedule: each zone's transient state
     /// (never stored — who stands where), encoded by the game. A zone's state
@@ -124,7 +126,7 @@ pub struct Game {
 }
 
 /// See [`Game::on_join`].
-pub type JoinHook = Arc<dyn Fn(&str, &dyn WorldStore) + Send + Sync>;
+pub type JoinHook = Arc<dyn Fn(&str, &dyn WorldStore) -> Result<(), String> + Send + Sync>;
 
 /// See [`Game::transient`].
 pub type TransientHook = Arc<dyn Fn(&mut World) -> Vec<(ZoneId, Vec<u8>)> + Send + Sync>;
@@ -595,12 +597,23 @@ async fn control_loop(
             let joined = session.perspective().is_some();
             tokio::task::block_in_place(|| {
                 session.handle(now, unix, msg, &*store);
-                if !joined && let Some(perspective) = session.perspective() {
-                    if let Some(hook) = shared.on_join.as_ref() {
-                        hook(perspective, &*store);
+                if !joined && let Some(perspective) = session.perspective().map(str::to_owned) {
+                    let prepared = shared
+                        .on_join
+                        .as_ref()
+                        .map_or(Ok(()), |hook| hook(&perspective, &*store));
+                    match prepared {
+                        Ok(()) => {
+                            let _ = shared.commands.send(Command::Joined { id, perspective });
+                        }
+                        Err(reason) => {
+                            tracing::error!(%perspective, %reason, "session not prepared; refusing it");
+                            session.fail(
+                                ErrorCode::Unavailable,
+                                format!("the server could not prepare your session: {reason}"),
+                            );
+                        }
                     }
-                    let perspective = perspective.to_owned();
-                    let _ = shared.commands.send(Command::Joined { id, perspective });
                 }
             });
         }
@@ -965,9 +978,22 @@ impl WorldThread {
             match self.store.commit(&commits.pending) {
                 Err(CommitError::UnknownShard(shard)) => {
                     // A game bug (an object placed in a shard no zone has):
-                    // the rest of the tick must not suffer for it.
-                    let lost = commits.pending.take_shard(shard).map_or(0, |c| c.len());
-                    tracing::error!(%shard, objects = lost, "objects placed in a shard that does not exist are not saved");
+                    // the rest of the tick must not suffer for it. Those
+                    // objects' changes are dropped everywhere, so one moved
+                    // there stays where the store has it, exactly once.
+                    let ids: Vec<_> = commits
+                        .pending
+                        .take_shard(shard)
+                        .map(|c| c.iter().map(|(id, _)| id).collect())
+                        .unwrap_or_default();
+                    for &id in &ids {
+                        commits.pending.forget(id);
+                    }
+                    tracing::error!(
+                        %shard,
+                        objects = ?ids,
+                        "objects placed in a shard that does not exist are not saved; the store keeps them where they were"
+                    );
                     if commits.pending.is_empty() {
                         sessions.confirm(&self.stats);
                         return Ok(());
