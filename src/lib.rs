@@ -10,7 +10,26 @@ pub use hoard_engine as engine;
 pub use hoard_net as net;
 pub use hoard_world_cache as world_cache;
 
+/// Serving a world: start a server with a game's world, schedule and
+/// intents; its handle issues tokens and reports a failure.
+pub mod server {
+    pub use hoard_net::quic::intents::{ConnectedPlayers, IncomingIntents, IntentRegistry, ReceivedIntent};
+    pub use hoard_net::quic::server::{Game, ServerError, ServerHandle, ServerOptions, ServerStats, start};
+}
+
+/// Joining a world: connect, enter zones, apply what arrives to a `World`.
+pub mod client {
+    pub use hoard_net::quic::client::{ClientError, ClientEvent, ClientOptions, HoardClient, Replicated};
+}
+
 /// The names a game needs most.
 pub mod prelude {
+    pub use crate::client::{ClientError, ClientEvent, ClientOptions, HoardClient, Replicated};
+    pub use crate::server::{Game, IncomingIntents, IntentRegistry, ServerHandle, ServerOptions};
     pub use hoard_engine::prelude::*;
 }
+
+// The README's code is compiled (and run) with the tests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
