@@ -423,7 +423,11 @@ impl HoardClient {
         if let Err(e) = result {
             return Err(ClientError::Lost(e.to_string()));
         }
-        process_effects(&self.inner);
+        // Effects write cache files: off the async workers.
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || process_effects(&inner))
+            .await
+            .map_err(|e| ClientError::Lost(e.to_string()))?;
         self.flush().await
     }
 
@@ -711,6 +715,14 @@ impl HoardClient {
     }
 }
 
+impl Drop for HoardClient {
+    /// Dropping a client closes its connection; its background tasks then
+    /// end and release the cache (and its lock).
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
 async fn send_all(inner: &Inner, messages: Vec<Message>) -> Result<(), ClientError> {
     let mut control = inner.control.lock().await;
     for m in messages {
@@ -922,17 +934,25 @@ async fn accept_streams(conn: Connection, inner: Arc<Inner>) {
                     request = Some(b.request);
                 }
                 let now = inner.started.elapsed().as_secs_f64();
-                // Applying an answer hashes and merges objects: keep it off
-                // the async workers' hot path.
-                let result = tokio::task::block_in_place(|| {
-                    let mut sync = inner.sync.lock().map_err(|_| "poisoned".to_owned())?;
-                    match request {
-                        Some(r) => sync.handle_answer(now, r, msg, len),
-                        None => sync.handle(now, msg, len),
-                    }
-                    .map_err(|e| e.to_string())
-                });
-                tokio::task::block_in_place(|| process_effects(&inner));
+                // Applying an answer hashes and merges objects, and its effects
+                // write cache files: on a blocking thread, so any runtime
+                // works (a current-thread one included) and the async workers
+                // stay free.
+                let applier = inner.clone();
+                let result = tokio::task::spawn_blocking(move || {
+                    let result = {
+                        let mut sync = applier.sync.lock().map_err(|_| "poisoned".to_owned())?;
+                        match request {
+                            Some(r) => sync.handle_answer(now, r, msg, len),
+                            None => sync.handle(now, msg, len),
+                        }
+                        .map_err(|e| e.to_string())
+                    };
+                    process_effects(&applier);
+                    result
+                })
+                .await
+                .unwrap_or_else(|e| Err(e.to_string()));
                 let result = match result {
                     Ok(()) => flush(&inner).await.map_err(|e| e.to_string()),
                     Err(e) => Err(e),

@@ -473,3 +473,45 @@ async fn two_entries_of_one_zone_at_once_both_complete() {
     client.close();
     server.shutdown().await;
 }
+
+#[test]
+fn a_client_on_a_current_thread_runtime_enters_and_dropping_it_releases_the_cache() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let cache = tempfile::tempdir().expect("tempdir");
+    // The server on its own multi-threaded runtime, as a server would be;
+    // the client on a current-thread one, as a game's main loop might be.
+    let server_rt = tokio::runtime::Runtime::new().expect("runtime");
+    let server = server_rt.block_on(server(data.path(), 2, 10));
+    let client_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    client_rt.block_on(async {
+        let zone = ZoneId::new("meadow").expect("zone");
+        let client = HoardClient::connect(options(&server, cache.path(), "ann"), registry())
+            .await
+            .expect("connect");
+        let stats = client.enter_zone(&zone).await.expect("enter");
+        assert_eq!(stats.objects, 20);
+        let mut world = World::new();
+        client.update(&mut world);
+        assert_eq!(stones(&mut world).len(), 20);
+        // Dropped without close: the connection closes and the cache lock
+        // goes, well before the 10 s idle timeout would have ended it.
+        drop(client);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            match hoard_world_cache::WorldCache::open(cache.path(), hoard_world_cache::LockPolicy::Fail) {
+                Ok(_) => break,
+                Err(_) => {
+                    assert!(
+                        tokio::time::Instant::now() < deadline,
+                        "the cache lock was not released"
+                    );
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    });
+    server_rt.block_on(server.shutdown());
+}
