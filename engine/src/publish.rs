@@ -9,8 +9,12 @@
 //! published one (a component written but not changed) is not republished.
 //!
 //! Works with a plain `World` and `Schedule`: call [`Publisher::gather`] after
-//! running the game's schedule. `gather` calls `World::clear_trackers`, so it
-//! marks the end of the world's frame, as `bevy_app` does once per update.
+//! running the game's schedule. By default `gather` calls
+//! `World::clear_trackers`, so it marks the end of the world's frame, as
+//! `bevy_app` does once per update; inside an App, which clears trackers
+//! itself, build the publisher with [`Publisher::leave_trackers`] so that
+//! `RemovedComponents` readers running later in the frame still see this
+//! frame's removals.
 
 use bevy_ecs::entity::{EntityHashMap, EntityHashSet};
 use bevy_ecs::prelude::*;
@@ -128,6 +132,8 @@ pub struct Publisher {
     schedule: Schedule,
     by_entity: EntityHashMap<Tracked>,
     by_object: HashMap<ObjectId, Entity>,
+    /// Whether `gather` ends the world's frame (`World::clear_trackers`).
+    clears_trackers: bool,
 }
 
 impl Publisher {
@@ -143,7 +149,17 @@ impl Publisher {
             schedule,
             by_entity: EntityHashMap::default(),
             by_object: HashMap::default(),
+            clears_trackers: true,
         }
+    }
+
+    /// A publisher whose `gather` leaves `World::clear_trackers` to its
+    /// caller: for a world run by `bevy_app`, which clears trackers once per
+    /// frame itself. Call `gather` once per frame.
+    #[must_use]
+    pub fn leave_trackers(mut self) -> Publisher {
+        self.clears_trackers = false;
+        self
     }
 
     /// The registry this publisher encodes with.
@@ -245,7 +261,9 @@ impl Publisher {
             self.by_object.insert(marker.object, entity);
             out.changes.upsert(marker.shard, marker.object, state);
         }
-        world.clear_trackers();
+        if self.clears_trackers {
+            world.clear_trackers();
+        }
         out
     }
 
@@ -336,6 +354,43 @@ mod tests {
         world.get_mut::<Health>(e).expect("has health").0 = 5;
         world.entity_mut(e).remove::<NotPublished>();
         assert!(p.gather(&mut world).changes.is_empty());
+    }
+
+    #[derive(Resource, Default)]
+    struct SeenRemovals(usize);
+
+    fn read_removals(mut removed: RemovedComponents<Health>, mut seen: ResMut<SeenRemovals>) {
+        seen.0 += removed.read().count();
+    }
+
+    #[test]
+    fn a_publisher_that_leaves_trackers_keeps_removals_for_later_readers() {
+        let mut world = World::new();
+        world.init_resource::<SeenRemovals>();
+        let mut later = Schedule::default();
+        later.add_systems(read_removals);
+        let mut p = publisher().leave_trackers();
+        let e = world.spawn((Published::new(ObjectId(1), ShardId(1)), Health(5))).id();
+        assert_eq!(ops(&p.gather(&mut world)), vec![(1, 1, true)]);
+        world.clear_trackers(); // the App's end of frame
+        world.entity_mut(e).remove::<Health>();
+        assert_eq!(
+            ops(&p.gather(&mut world)),
+            vec![(1, 1, true)],
+            "the removal is published"
+        );
+        later.run(&mut world);
+        assert_eq!(
+            world.resource::<SeenRemovals>().0,
+            1,
+            "a reader after gather still sees it"
+        );
+        world.clear_trackers();
+        // The next frame's changes are still found.
+        world.entity_mut(e).insert(Health(9));
+        assert_eq!(ops(&p.gather(&mut world)), vec![(1, 1, true)]);
+        world.clear_trackers();
+        assert!(p.gather(&mut world).changes.is_empty(), "nothing new");
     }
 
     #[test]
