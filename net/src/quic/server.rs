@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use bevy_ecs::schedule::Schedule;
 use bevy_ecs::world::World;
 use hoard_engine::store::{CommitError, WorldStore};
-use hoard_engine::{ChangeSet, Publisher, Seq, ServerIdentity, ShardId, ZoneId};
+use hoard_engine::{ChangeSet, Publisher, RegistryHash, Seq, ServerIdentity, ShardId, ZoneId};
 use quinn::{Connection, Endpoint};
 use tokio::sync::{Semaphore, mpsc, watch};
 
@@ -260,11 +260,15 @@ impl ServerHandle {
             b"server shutting down",
         );
         self.stop.store(true, Ordering::SeqCst);
-        let thread = self.world_thread.take()?;
-        let game = tokio::task::spawn_blocking(move || thread.join().ok())
-            .await
-            .ok()
-            .flatten();
+        // A linked server (`start_linked`) has no world thread: its caller
+        // stops its world and calls `WorldLink::finish`.
+        let game = match self.world_thread.take() {
+            Some(thread) => tokio::task::spawn_blocking(move || thread.join().ok())
+                .await
+                .ok()
+                .flatten(),
+            None => None,
+        };
         self.endpoint.wait_idle().await;
         if let Some(accept) = self.accept_task.take() {
             let _ = accept.await;
@@ -325,6 +329,32 @@ impl Shared {
     }
 }
 
+/// What a server needs of the game besides its world: the registry clients
+/// must match, the intents it accepts, who may enter what, and the join hook.
+#[derive(Clone)]
+pub struct GameRules {
+    /// The registry hash clients must present in `Hello`.
+    pub registry: RegistryHash,
+    /// The intents the game accepts.
+    pub intents: IntentRegistry,
+    /// Which zones each perspective may enter.
+    pub access: Arc<dyn crate::sync::server::AccessPolicy>,
+    /// See [`Game::on_join`].
+    pub on_join: Option<JoinHook>,
+}
+
+impl GameRules {
+    /// The rules of `game`.
+    pub fn of(game: &Game) -> GameRules {
+        GameRules {
+            registry: game.publisher.registry().hash(),
+            intents: game.intents.clone(),
+            access: game.access.clone(),
+            on_join: game.on_join.clone(),
+        }
+    }
+}
+
 /// Starts the server: binds, prints nothing (the caller announces), spawns
 /// the accept loop on the current tokio runtime and the world on a thread.
 pub async fn start(
@@ -332,6 +362,48 @@ pub async fn start(
     store: Arc<dyn WorldStore>,
     game: Game,
 ) -> Result<ServerHandle, ServerError> {
+    let rules = GameRules::of(&game);
+    // The world as loaded or spawned is durable before anyone may see it
+    // (gathered and committed off the async workers).
+    let initial_store = store.clone();
+    let game = tokio::task::spawn_blocking(move || {
+        let mut game = game;
+        let initial = game.publisher.gather(&mut game.world);
+        if !initial.changes.is_empty() {
+            initial_store
+                .commit(&initial.changes)
+                .map_err(|e| ServerError::Config(format!("committing the initial world: {e}")))?;
+        }
+        Ok::<_, ServerError>(game)
+    })
+    .await
+    .map_err(|e| ServerError::Config(format!("committing the initial world: {e}")))??;
+    let (mut handle, link) = start_linked(options.clone(), store, rules).await?;
+    let world = WorldThread {
+        link,
+        stop: handle.stop.clone(),
+        tick: Duration::from_secs_f64(1.0 / f64::from(options.tick_hz.max(1))),
+    };
+    let thread = std::thread::Builder::new()
+        .name("hoard-world".into())
+        .spawn(move || world.run(game))
+        .map_err(|source| ServerError::Bind {
+            addr: handle.addr,
+            source,
+        })?;
+    handle.world_thread = Some(thread);
+    Ok(handle)
+}
+
+/// Starts the server for a world that runs elsewhere (a `bevy_app` App):
+/// binds and accepts as [`start`] does, and returns the [`WorldLink`] the
+/// caller drives around each frame of its world. Nothing of the world is
+/// published before the caller's first [`WorldLink::after_frame`] commits it.
+pub async fn start_linked(
+    options: ServerOptions,
+    store: Arc<dyn WorldStore>,
+    rules: GameRules,
+) -> Result<(ServerHandle, WorldLink), ServerError> {
     // Key files are read, or generated and fsynced, off the async workers.
     let data_dir = options.data_dir.clone();
     let keys = tokio::task::spawn_blocking(move || ServerKeys::load_or_create(&data_dir))
@@ -350,29 +422,9 @@ pub async fn start(
         source,
     })?;
     let auth = TokenAuthority::new(keys.token_secret).with_dev_mode(options.dev_mode);
-    let mut session_config = SessionConfig::new(
-        keys.identity,
-        &options.service,
-        game.publisher.registry().hash(),
-        auth.clone(),
-    );
+    let mut session_config = SessionConfig::new(keys.identity, &options.service, rules.registry, auth.clone());
     session_config.tick_hz = options.tick_hz;
-    session_config.access = game.access.clone();
-    // The world as loaded or spawned is durable before anyone may see it
-    // (gathered and committed off the async workers).
-    let initial_store = store.clone();
-    let game = tokio::task::spawn_blocking(move || {
-        let mut game = game;
-        let initial = game.publisher.gather(&mut game.world);
-        if !initial.changes.is_empty() {
-            initial_store
-                .commit(&initial.changes)
-                .map_err(|e| ServerError::Config(format!("committing the initial world: {e}")))?;
-        }
-        Ok::<_, ServerError>(game)
-    })
-    .await
-    .map_err(|e| ServerError::Config(format!("committing the initial world: {e}")))??;
+    session_config.access = rules.access.clone();
     let stats = Arc::new(ServerStats::default());
     let stop = Arc::new(AtomicBool::new(false));
     let writable = Arc::new(AtomicBool::new(true));
@@ -383,33 +435,30 @@ pub async fn start(
         store: store.clone(),
         commands,
         stats: stats.clone(),
-        intents: game.intents.clone(),
+        intents: rules.intents.clone(),
         started: Instant::now(),
         delta_queue: options.delta_queue,
         next_id: AtomicU64::new(1),
         conns: std::sync::Mutex::new(HashMap::new()),
-        on_join: game.on_join.clone(),
+        on_join: rules.on_join.clone(),
         per_ip: std::sync::Mutex::new(HashMap::new()),
         writable: writable.clone(),
         answers_total: Arc::new(Semaphore::new(options.answers_in_flight_total.max(1))),
         options: options.clone(),
     });
-    let world_thread = {
-        let world = WorldThread {
-            store: store.clone(),
-            commands: command_rx,
-            stop: stop.clone(),
-            stats: stats.clone(),
-            tick: Duration::from_secs_f64(1.0 / f64::from(options.tick_hz.max(1))),
-            writable,
-            failure: failure_tx,
-            endpoint: endpoint.clone(),
-            retry_for: options.store_retry_for,
-        };
-        std::thread::Builder::new()
-            .name("hoard-world".into())
-            .spawn(move || world.run(game))
-            .map_err(|source| ServerError::Bind { addr, source })?
+    let link = WorldLink {
+        store: store.clone(),
+        commands: command_rx,
+        stats: stats.clone(),
+        writable,
+        failure: failure_tx,
+        endpoint: endpoint.clone(),
+        retry_for: options.store_retry_for,
+        sessions: Sessions::default(),
+        commits: Commits {
+            pending: ChangeSet::new(),
+            failing: None,
+        },
     };
     let accept = endpoint.clone();
     let max = options.max_connections;
@@ -442,7 +491,7 @@ pub async fn start(
         }
     });
     tracing::info!(%addr, identity = %keys.identity, "hoard server listening");
-    Ok(ServerHandle {
+    let handle = ServerHandle {
         addr,
         identity: keys.identity,
         stats,
@@ -450,9 +499,10 @@ pub async fn start(
         endpoint,
         stop,
         failure,
-        world_thread: Some(world_thread),
+        world_thread: None,
         accept_task: Some(accept_task),
-    })
+    };
+    Ok((handle, link))
 }
 
 fn close_code(code: ErrorCode) -> quinn::VarInt {
@@ -786,17 +836,30 @@ struct Conn {
     conn: Connection,
 }
 
-/// What the world thread owns besides the game.
-struct WorldThread {
+/// The server's link to the world it serves: the commands from connections
+/// (joins, subscriptions, intents) going in before each frame of the world,
+/// and after each frame the gather, the durable commit and the publishing.
+/// [`start`] drives it from its own world thread; [`start_linked`] hands it
+/// to a caller whose world runs elsewhere (a `bevy_app` App), which calls
+/// [`WorldLink::before_frame`] and [`WorldLink::after_frame`] around the
+/// game's systems.
+pub struct WorldLink {
     store: Arc<dyn WorldStore>,
     commands: std_mpsc::Receiver<Command>,
-    stop: Arc<AtomicBool>,
     stats: Arc<ServerStats>,
-    tick: Duration,
     writable: Arc<AtomicBool>,
     failure: watch::Sender<Option<String>>,
     endpoint: Endpoint,
     retry_for: Duration,
+    sessions: Sessions,
+    commits: Commits,
+}
+
+/// What the world thread owns besides the game and its link.
+struct WorldThread {
+    link: WorldLink,
+    stop: Arc<AtomicBool>,
+    tick: Duration,
 }
 
 /// The world's connections and subscriptions, as the world thread sees them.
@@ -868,18 +931,15 @@ struct Failing {
 impl WorldThread {
     /// Runs the world until stopped. A panic in the game's systems, or a
     /// store that stays broken, ends it with a failure report.
-    fn run(self, mut game: Game) -> Game {
-        let mut sessions = Sessions::default();
-        let mut commits = Commits {
-            pending: ChangeSet::new(),
-            failing: None,
-        };
-        game.world.init_resource::<IncomingIntents>();
-        game.world.init_resource::<ConnectedPlayers>();
+    fn run(mut self, mut game: Game) -> Game {
+        self.link.prepare(&mut game.world);
         let mut next = Instant::now();
         while !self.stop.load(Ordering::SeqCst) {
+            let link = &mut self.link;
             let ticked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                self.tick(&mut game, &mut sessions, &mut commits)
+                link.before_frame(&mut game.world);
+                game.schedule.run(&mut game.world);
+                link.after_frame(&mut game.world, &mut game.publisher, game.transient.as_ref())
             }));
             let failure = match ticked {
                 Ok(Ok(())) => None,
@@ -894,12 +954,9 @@ impl WorldThread {
                 }
             };
             if let Some(reason) = failure {
-                tracing::error!(%reason, "the server stops");
-                self.endpoint.close(close_code(ErrorCode::Server), b"server failed");
-                let _ = self.failure.send(Some(reason));
+                self.link.fail(reason);
                 return game;
             }
-            self.stats.ticks.fetch_add(1, Ordering::Relaxed);
             next += self.tick;
             let now = Instant::now();
             if next > now {
@@ -908,49 +965,90 @@ impl WorldThread {
                 next = now;
             }
         }
-        if !commits.pending.is_empty() {
-            // A last try, so a clean shutdown keeps what the last ticks did.
-            if let Err(e) = self.store.commit(&commits.pending) {
-                tracing::error!(error = %e, objects = commits.pending.len(), "changes not saved at shutdown");
-            }
-        }
-        for c in sessions.conns.values() {
-            c.conn.close(close_code(ErrorCode::Server), b"server shutting down");
-        }
+        self.link.finish();
         game
     }
+}
 
-    fn tick(&self, game: &mut Game, sessions: &mut Sessions, commits: &mut Commits) -> Result<(), String> {
-        self.handle_commands(game, sessions);
-        game.schedule.run(&mut game.world);
-        game.world.resource_mut::<IncomingIntents>().0.clear();
-        if let Some(hook) = &game.transient {
-            for (zone, payload) in hook(&mut game.world) {
+impl WorldLink {
+    /// Adds the resources hoard's steps use to `world`: call once, before
+    /// the first frame.
+    pub fn prepare(&mut self, world: &mut World) {
+        world.init_resource::<IncomingIntents>();
+        world.init_resource::<ConnectedPlayers>();
+    }
+
+    /// Before the game's systems run: this frame's intents into
+    /// [`IncomingIntents`], joins and leaves into [`ConnectedPlayers`],
+    /// subscriptions into the hub.
+    pub fn before_frame(&mut self, world: &mut World) {
+        self.handle_commands(world);
+    }
+
+    /// After the game's systems ran: intents cleared, transient state sent,
+    /// the frame's changes gathered, committed durably, and only then
+    /// published. An error is a failure the server cannot recover from (its
+    /// store stayed broken past [`ServerOptions::store_retry_for`]): call
+    /// [`WorldLink::fail`] with it and stop.
+    pub fn after_frame(
+        &mut self,
+        world: &mut World,
+        publisher: &mut Publisher,
+        transient: Option<&TransientHook>,
+    ) -> Result<(), String> {
+        world.resource_mut::<IncomingIntents>().0.clear();
+        if let Some(hook) = transient {
+            for (zone, payload) in hook(world) {
                 if payload.len() > MAX_TRANSIENT_BYTES {
                     tracing::warn!(%zone, bytes = payload.len(), "transient state over the limit; not sent");
                     continue;
                 }
-                if sessions.last_transient.get(&zone) == Some(&payload) {
+                if self.sessions.last_transient.get(&zone) == Some(&payload) {
                     continue;
                 }
-                for id in sessions.hub.sessions_in(&zone) {
+                for id in self.sessions.hub.sessions_in(&zone) {
                     let message = Message::Transient(Transient {
                         zone: zone.clone(),
                         payload: payload.clone(),
                     });
-                    sessions.deliver(id, message, &self.stats);
+                    self.sessions.deliver(id, message, &self.stats);
                 }
-                sessions.last_transient.insert(zone, payload);
+                self.sessions.last_transient.insert(zone, payload);
             }
         }
-        let gathered = game.publisher.gather(&mut game.world);
-        commits.pending.extend(gathered.changes);
-        self.commit(commits, sessions)
+        let gathered = publisher.gather(world);
+        self.commits.pending.extend(gathered.changes);
+        let result = self.commit();
+        self.stats.ticks.fetch_add(1, Ordering::Relaxed);
+        result
+    }
+
+    /// The server fails for good: every connection closed, the reason
+    /// reported through [`ServerHandle::failed`].
+    pub fn fail(&mut self, reason: String) {
+        tracing::error!(%reason, "the server stops");
+        self.endpoint.close(close_code(ErrorCode::Server), b"server failed");
+        let _ = self.failure.send(Some(reason));
+    }
+
+    /// A clean stop: a last try to commit what is pending, then every
+    /// connection closed.
+    pub fn finish(&mut self) {
+        if !self.commits.pending.is_empty() {
+            // A last try, so a clean shutdown keeps what the last ticks did.
+            if let Err(e) = self.store.commit(&self.commits.pending) {
+                tracing::error!(error = %e, objects = self.commits.pending.len(), "changes not saved at shutdown");
+            }
+        }
+        for c in self.sessions.conns.values() {
+            c.conn.close(close_code(ErrorCode::Server), b"server shutting down");
+        }
     }
 
     /// Commits everything pending, durably, then publishes it. On failure the
     /// changes stay pending and the store is reopened and retried later.
-    fn commit(&self, commits: &mut Commits, sessions: &mut Sessions) -> Result<(), String> {
+    fn commit(&mut self) -> Result<(), String> {
+        let (commits, sessions) = (&mut self.commits, &mut self.sessions);
         if commits.pending.is_empty() {
             // Nothing to make durable: this tick's intents are done.
             sessions.confirm(&self.stats);
@@ -1064,7 +1162,8 @@ impl WorldThread {
         }
     }
 
-    fn handle_commands(&self, game: &mut Game, sessions: &mut Sessions) {
+    fn handle_commands(&mut self, world: &mut World) {
+        let sessions = &mut self.sessions;
         while let Ok(cmd) = self.commands.try_recv() {
             match cmd {
                 Command::Register { id, deltas, conn } => {
@@ -1091,8 +1190,7 @@ impl WorldThread {
                 }
                 Command::Unsubscribe { id, zone } => sessions.hub.unsubscribe(id, &zone),
                 Command::Joined { id, perspective } => {
-                    *game
-                        .world
+                    *world
                         .resource_mut::<ConnectedPlayers>()
                         .0
                         .entry(perspective.clone())
@@ -1103,7 +1201,7 @@ impl WorldThread {
                     sessions.hub.remove(id);
                     sessions.conns.remove(&id);
                     if let Some(perspective) = sessions.perspectives.remove(&id) {
-                        let mut connected = game.world.resource_mut::<ConnectedPlayers>();
+                        let mut connected = world.resource_mut::<ConnectedPlayers>();
                         if let Some(n) = connected.0.get_mut(&perspective) {
                             *n -= 1;
                             if *n == 0 {
@@ -1113,7 +1211,7 @@ impl WorldThread {
                     }
                 }
                 Command::Intent { id, seq, intent } => {
-                    game.world.resource_mut::<IncomingIntents>().0.push(intent);
+                    world.resource_mut::<IncomingIntents>().0.push(intent);
                     sessions.unconfirmed.push((id, seq));
                 }
             }
