@@ -1,0 +1,9 @@
+//! Bevy plugins for hoard. A game built on `bevy_app` serves its world with
+//! one `add_plugins(HoardServerPlugin::new(..))`: its own schedules run its
+//! systems, and hoard's run in [`server::HoardServerSet`]s around them —
+//! what clients sent before the game's `Update`, the durable commit and the
+//! publishing after it. See the `hoard` crate for the guide.
+
+pub mod server;
+
+pub use server::{FromClient, HoardServer, HoardServerPlugin, HoardServerSet, ZoneTransients};

@@ -1,0 +1,212 @@
+//! [`HoardServerPlugin`]: serves the App's published entities. The App runs
+//! its own schedules; hoard's systems run in [`HoardServerSet`]s around the
+//! game's: in `PreUpdate`, what connections sent (intents as
+//! [`FromClient`] messages, joins and leaves in [`ConnectedPlayers`]); in
+//! `PostUpdate`, after the game's systems, the frame's changes are gathered,
+//! committed durably, and only then published. The networking runs on the
+//! plugin's own tokio runtime; the game needs no async code.
+
+use std::sync::{Arc, Mutex};
+
+use bevy_app::prelude::*;
+use bevy_ecs::prelude::*;
+use hoard_engine::store::WorldStore;
+use hoard_engine::{PublishRegistry, Publisher, ZoneId};
+use hoard_net::quic::intents::IntentRegistry;
+use hoard_net::quic::server::{
+    GameRules, JoinHook, ServerHandle, ServerOptions, TransientHook, WorldLink, start_linked,
+};
+use hoard_net::sync::server::{AccessPolicy, OpenWorld};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub use hoard_net::quic::intents::{ConnectedPlayers, IncomingIntents};
+
+/// Where hoard's server systems run, relative to the game's.
+#[derive(SystemSet, Debug, Clone, PartialEq, Eq, Hash)]
+pub enum HoardServerSet {
+    /// `PreUpdate`: what connections sent reaches the world (intents,
+    /// joins, leaves). Game systems reading [`FromClient`] run after it.
+    Receive,
+    /// `PostUpdate`: the frame's changes gathered, committed durably, then
+    /// published; nothing reaches a client before its commit.
+    Publish,
+}
+
+/// An intent a player sent, as a Bevy message: `perspective` is who sent it
+/// (authenticated), `intent` what they asked. Read it with
+/// `MessageReader<FromClient<T>>` in `Update`.
+#[derive(Message, Debug, Clone)]
+pub struct FromClient<T: Send + Sync + 'static> {
+    /// The authenticated sender.
+    pub perspective: String,
+    /// The intent.
+    pub intent: T,
+}
+
+/// The zones' transient state for this frame (game data never stored: who
+/// stands where). Game systems put each zone's encoding here; hoard sends a
+/// zone's state to the sessions in it when it differs from the last sent,
+/// and to each session entering it. A zone left out is unchanged.
+#[derive(Resource, Default, Debug)]
+pub struct ZoneTransients(pub Vec<(ZoneId, Vec<u8>)>);
+
+/// The running server: its address, identity, token issuer and counters.
+#[derive(Resource)]
+pub struct HoardServer {
+    /// The server's handle.
+    pub handle: ServerHandle,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl HoardServer {
+    /// Runs `f` on the server's runtime (for async calls on the handle).
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.runtime.block_on(f)
+    }
+}
+
+/// The link and the publisher, used only by hoard's exclusive systems.
+#[derive(Resource)]
+struct ServerCore {
+    link: Mutex<WorldLink>,
+    publisher: Mutex<Publisher>,
+    transient: TransientHook,
+}
+
+type IntentAdder = Arc<dyn Fn(&mut App) + Send + Sync>;
+
+/// Serves the App's world: `app.add_plugins(HoardServerPlugin::new(options,
+/// store, registry).intent::<PickUp>("pick_up"))`.
+///
+/// Building the plugin binds the server (it panics with the reason if it
+/// cannot: a server that cannot listen must not run). If the store stays
+/// broken past [`ServerOptions::store_retry_for`], the plugin closes every
+/// connection and writes [`AppExit`] with code 1; a panicking game system
+/// ends the App as any Bevy panic does.
+pub struct HoardServerPlugin {
+    options: ServerOptions,
+    store: Arc<dyn WorldStore>,
+    registry: PublishRegistry,
+    intents: IntentRegistry,
+    adders: Vec<IntentAdder>,
+    access: Arc<dyn AccessPolicy>,
+    on_join: Option<JoinHook>,
+}
+
+impl HoardServerPlugin {
+    /// A server of `registry`'s components over `store`.
+    pub fn new(options: ServerOptions, store: Arc<dyn WorldStore>, registry: PublishRegistry) -> HoardServerPlugin {
+        HoardServerPlugin {
+            options,
+            store,
+            registry,
+            intents: IntentRegistry::new(),
+            adders: Vec::new(),
+            access: Arc::new(OpenWorld),
+            on_join: None,
+        }
+    }
+
+    /// Accepts intents of type `T` under `name`; game systems read them as
+    /// `MessageReader<FromClient<T>>`.
+    #[must_use]
+    pub fn intent<T: DeserializeOwned + Serialize + Send + Sync + 'static>(mut self, name: &str) -> Self {
+        self.intents = self.intents.intent::<T>(name);
+        let name = name.to_owned();
+        self.adders.push(Arc::new(move |app: &mut App| {
+            let name = name.clone();
+            app.add_message::<FromClient<T>>().add_systems(
+                PreUpdate,
+                (move |intents: Res<IncomingIntents>, mut out: MessageWriter<FromClient<T>>| {
+                    for (perspective, intent) in intents.read::<T>(&name) {
+                        out.write(FromClient { perspective, intent });
+                    }
+                })
+                .after(HoardServerSet::Receive),
+            );
+        }));
+        self
+    }
+
+    /// Decides which zones each perspective may enter.
+    #[must_use]
+    pub fn access(mut self, access: Arc<dyn AccessPolicy>) -> Self {
+        self.access = access;
+        self
+    }
+
+    /// Called when a perspective signs in, before its zone requests are
+    /// answered; an error refuses the session.
+    #[must_use]
+    pub fn on_join(mut self, hook: JoinHook) -> Self {
+        self.on_join = Some(hook);
+        self
+    }
+}
+
+impl Plugin for HoardServerPlugin {
+    fn build(&self, app: &mut App) {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("hoard-server")
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("hoard: cannot start the server's runtime: {e}"));
+        let rules = GameRules {
+            registry: self.registry.hash(),
+            intents: self.intents.clone(),
+            access: self.access.clone(),
+            on_join: self.on_join.clone(),
+        };
+        let (handle, mut link) = runtime
+            .block_on(start_linked(self.options.clone(), self.store.clone(), rules))
+            .unwrap_or_else(|e| panic!("hoard: the server cannot start: {e}"));
+        link.prepare(app.world_mut());
+        let transient: TransientHook = Arc::new(|world: &mut World| {
+            world
+                .get_resource_mut::<ZoneTransients>()
+                .map(|mut t| std::mem::take(&mut t.0))
+                .unwrap_or_default()
+        });
+        app.init_resource::<ZoneTransients>()
+            .insert_resource(ServerCore {
+                link: Mutex::new(link),
+                // The App clears change trackers once per frame itself.
+                publisher: Mutex::new(Publisher::new(self.registry.clone()).leave_trackers()),
+                transient,
+            })
+            .insert_resource(HoardServer { handle, runtime })
+            .configure_sets(PreUpdate, HoardServerSet::Receive)
+            .configure_sets(PostUpdate, HoardServerSet::Publish)
+            .add_systems(PreUpdate, receive.in_set(HoardServerSet::Receive))
+            .add_systems(PostUpdate, publish.in_set(HoardServerSet::Publish));
+        for add in &self.adders {
+            add(app);
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn receive(world: &mut World) {
+    world.resource_scope(|world, core: Mut<ServerCore>| lock(&core.link).before_frame(world));
+}
+
+fn publish(world: &mut World) {
+    let result = world.resource_scope(|world, core: Mut<ServerCore>| {
+        let transient = core.transient.clone();
+        let mut publisher = lock(&core.publisher);
+        let mut link = lock(&core.link);
+        let result = link.after_frame(world, &mut publisher, Some(&transient));
+        if let Err(reason) = &result {
+            link.fail(reason.clone());
+        }
+        result
+    });
+    if result.is_err() {
+        world.write_message(AppExit::from_code(1));
+    }
+}

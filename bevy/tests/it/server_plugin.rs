@@ -1,0 +1,144 @@
+//! A server that is a Bevy App: its own schedules run the game, the plugin
+//! serves the published entities on loopback. A client (the network client
+//! on its own runtime) enters, sends a typed intent that a game system reads
+//! as `FromClient<T>`, and sees the change — only after it is durable.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bevy_app::prelude::*;
+use bevy_ecs::prelude::*;
+use hoard_bevy::{FromClient, HoardServer, HoardServerPlugin};
+use hoard_engine::store::{ShardSpec, WorldStore};
+use hoard_engine::{ObjectId, PublishRegistry, Published, RedbStore, ShardId, ZoneId};
+use hoard_net::quic::client::{ClientEvent, ClientOptions, HoardClient, Replicated};
+use hoard_net::quic::server::ServerOptions;
+use serde::{Deserialize, Serialize};
+
+#[derive(Component, Serialize, Deserialize, Debug, Clone, PartialEq)]
+struct Crate {
+    stones: u32,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone)]
+struct AddStones {
+    object: u64,
+    stones: u32,
+}
+
+fn registry() -> PublishRegistry {
+    PublishRegistry::builder().publish::<Crate>("crate", 1).build()
+}
+
+fn spawn_crates(mut commands: Commands) {
+    for i in 0..10u64 {
+        commands.spawn((Published::new(ObjectId(i), ShardId(i % 2)), Crate { stones: 0 }));
+    }
+}
+
+/// The game's rule, an ordinary Update system reading typed intents.
+fn add_stones(mut intents: MessageReader<FromClient<AddStones>>, mut crates: Query<(&Published, &mut Crate)>) {
+    for FromClient { intent, .. } in intents.read() {
+        for (p, mut c) in &mut crates {
+            if p.object.0 == intent.object {
+                c.stones += intent.stones;
+            }
+        }
+    }
+}
+
+fn stones_of(world: &mut World, object: u64) -> Option<u32> {
+    world
+        .query::<(&Replicated, &Crate)>()
+        .iter(world)
+        .find(|(r, _)| r.object.0 == object)
+        .map(|(_, c)| c.stones)
+}
+
+#[test]
+fn a_bevy_app_serves_its_world_and_applies_typed_intents() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let cache = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(RedbStore::open_dir(data.path()).expect("store"));
+    let zone = ZoneId::new("meadow").expect("zone");
+    store
+        .create_zone(&zone, &[ShardSpec::shared(ShardId(0)), ShardSpec::shared(ShardId(1))])
+        .expect("zone");
+    let options = ServerOptions::new("127.0.0.1:0".parse().expect("addr"), data.path().to_owned());
+    let mut app = App::new();
+    app.add_plugins(HoardServerPlugin::new(options, store.clone(), registry()).intent::<AddStones>("add_stones"))
+        .add_systems(Startup, spawn_crates)
+        .add_systems(Update, add_stones);
+    // The first frame spawns the crates; its PostUpdate commits them.
+    app.update();
+    assert_eq!(
+        store.snapshot(ShardId(0)).expect("snapshot").objects.len(),
+        5,
+        "durable after one frame"
+    );
+
+    let (addr, token) = {
+        let server = app.world().resource::<HoardServer>();
+        let token = server
+            .handle
+            .auth
+            .issue("ann", chrono::Utc::now().timestamp() + 600)
+            .expect("token");
+        (server.handle.addr, token)
+    };
+    let client_rt = tokio::runtime::Runtime::new().expect("runtime");
+    let client = client_rt
+        .block_on(HoardClient::connect(
+            ClientOptions {
+                server: addr,
+                cache_dir: cache.path().to_owned(),
+                token,
+                service: "world".into(),
+                pin: None,
+            },
+            registry(),
+        ))
+        .expect("connect");
+    // The App keeps running its frames while the client enters.
+    let entry = client_rt.spawn({
+        let client = Arc::new(client);
+        let zone = zone.clone();
+        async move {
+            let stats = client.enter_zone(&zone).await;
+            (client, stats)
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !entry.is_finished() {
+        assert!(Instant::now() < deadline, "the entry completes while the App runs");
+        app.update();
+        std::thread::sleep(Duration::from_millis(5)); // a frame's pace
+    }
+    let (client, stats) = client_rt.block_on(entry).expect("join");
+    assert_eq!(stats.expect("enter").objects, 10);
+    let mut world = World::new();
+    client.update(&mut world);
+    assert_eq!(stones_of(&mut world, 3), Some(0));
+
+    let seq = client_rt
+        .block_on(client.send_intent("add_stones", &AddStones { object: 3, stones: 4 }))
+        .expect("send");
+    let mut processed = false;
+    while !(processed && stones_of(&mut world, 3) == Some(4)) {
+        assert!(Instant::now() < deadline, "the intent is applied and published");
+        app.update();
+        std::thread::sleep(Duration::from_millis(5));
+        for event in client.update(&mut world) {
+            if let ClientEvent::IntentsProcessed { seqs } = event {
+                processed |= seqs.contains(&seq);
+            }
+        }
+    }
+    // Published only once durable.
+    let snap = store.snapshot(ShardId(1)).expect("snapshot");
+    let stored = snap.objects.iter().find(|o| o.id == ObjectId(3)).expect("object 3");
+    let (_, bytes) = stored.state.components().expect("components")[0];
+    let c: Crate = rmp_serde::from_slice(bytes).expect("crate");
+    assert_eq!(c.stones, 4);
+    client.close();
+}
