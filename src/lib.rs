@@ -5,7 +5,11 @@
 //! - [`engine`]: the object model, publishing bevy_ecs components, the world store.
 //! - [`world_cache`]: the client's verified, crash-safe, per-shard disk cache.
 //! - [`net`]: the wire protocol, sans-IO sync, QUIC server and client.
+//! - `bevy` (feature `bevy`, on by default): `HoardServerPlugin` and
+//!   `HoardClientPlugin` for games built on `bevy_app`.
 
+#[cfg(feature = "bevy")]
+pub use hoard_bevy as bevy;
 pub use hoard_engine as engine;
 pub use hoard_net as net;
 pub use hoard_world_cache as world_cache;

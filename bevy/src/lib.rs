@@ -2,8 +2,13 @@
 //! one `add_plugins(HoardServerPlugin::new(..))`: its own schedules run its
 //! systems, and hoard's run in [`server::HoardServerSet`]s around them —
 //! what clients sent before the game's `Update`, the durable commit and the
-//! publishing after it. See the `hoard` crate for the guide.
+//! publishing after it. A client joins with `add_plugins(HoardClientPlugin::
+//! new(..))`: zones are entered by writing [`ZoneRequest`] messages, objects
+//! arrive as entities, and what happens arrives as [`HoardEvent`] messages.
+//! See the `hoard` crate for the guide.
 
+pub mod client;
 pub mod server;
 
+pub use client::{Hoard, HoardClientPlugin, HoardClientSet, HoardEvent, ZoneRequest};
 pub use server::{FromClient, HoardServer, HoardServerPlugin, HoardServerSet, ZoneTransients};

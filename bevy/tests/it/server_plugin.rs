@@ -16,28 +16,31 @@ use hoard_net::quic::server::ServerOptions;
 use serde::{Deserialize, Serialize};
 
 #[derive(Component, Serialize, Deserialize, Debug, Clone, PartialEq)]
-struct Crate {
-    stones: u32,
+pub(crate) struct Crate {
+    pub(crate) stones: u32,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone)]
-struct AddStones {
-    object: u64,
-    stones: u32,
+pub(crate) struct AddStones {
+    pub(crate) object: u64,
+    pub(crate) stones: u32,
 }
 
-fn registry() -> PublishRegistry {
+pub(crate) fn registry() -> PublishRegistry {
     PublishRegistry::builder().publish::<Crate>("crate", 1).build()
 }
 
-fn spawn_crates(mut commands: Commands) {
+pub(crate) fn spawn_crates(mut commands: Commands) {
     for i in 0..10u64 {
         commands.spawn((Published::new(ObjectId(i), ShardId(i % 2)), Crate { stones: 0 }));
     }
 }
 
 /// The game's rule, an ordinary Update system reading typed intents.
-fn add_stones(mut intents: MessageReader<FromClient<AddStones>>, mut crates: Query<(&Published, &mut Crate)>) {
+pub(crate) fn add_stones(
+    mut intents: MessageReader<FromClient<AddStones>>,
+    mut crates: Query<(&Published, &mut Crate)>,
+) {
     for FromClient { intent, .. } in intents.read() {
         for (p, mut c) in &mut crates {
             if p.object.0 == intent.object {

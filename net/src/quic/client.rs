@@ -538,24 +538,35 @@ impl HoardClient {
         self.send_all(messages).await
     }
 
-    /// Sends a game intent.
+    /// Sends a game intent; returns its seq, which its answer
+    /// (`IntentsProcessed` or `IntentRejected`) names.
     pub async fn send_intent<T: Serialize>(&self, kind: &str, intent: &T) -> Result<u32, ClientError> {
         let payload = rmp_serde::to_vec(intent).map_err(|e| ClientError::Lost(e.to_string()))?;
-        let seq = {
-            let mut n = self
-                .next_intent
-                .lock()
-                .map_err(|_| ClientError::Lost("poisoned".into()))?;
-            *n += 1;
-            *n
-        };
+        let seq = self.next_intent_seq();
+        self.send_encoded_intent(seq, kind, payload).await?;
+        Ok(seq)
+    }
+
+    /// The seq for the next intent (for callers that queue intents and send
+    /// them later, in order, with [`HoardClient::send_encoded_intent`]).
+    pub fn next_intent_seq(&self) -> u32 {
+        let mut n = self
+            .next_intent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *n += 1;
+        *n
+    }
+
+    /// Sends an intent already encoded (MessagePack) under a seq from
+    /// [`HoardClient::next_intent_seq`].
+    pub async fn send_encoded_intent(&self, seq: u32, kind: &str, payload: Vec<u8>) -> Result<(), ClientError> {
         self.send_all(vec![Message::Intent(Intent {
             seq,
             kind: kind.to_owned(),
             payload,
         })])
-        .await?;
-        Ok(seq)
+        .await
     }
 
     async fn send_all(&self, messages: Vec<Message>) -> Result<(), ClientError> {

@@ -1,0 +1,237 @@
+//! [`HoardClientPlugin`]: joins a world from a Bevy App. The plugin
+//! connects on its own runtime; the game enters, prefetches and leaves zones
+//! by writing [`ZoneRequest`] messages, sends intents through the [`Hoard`]
+//! resource, and reads what happened as [`HoardEvent`] messages. Published
+//! objects appear as entities with their components (and
+//! [`Replicated`](hoard_net::quic::client::Replicated)) before the
+//! `ZoneReady` event of their zone is seen, and are despawned on leave.
+
+use std::sync::{Arc, Mutex};
+
+use bevy_app::prelude::*;
+use bevy_ecs::prelude::*;
+use hoard_engine::{PublishRegistry, ZoneId};
+use hoard_net::quic::client::{ClientError, ClientEvent, ClientOptions, HoardClient};
+use std::future::Future;
+
+use serde::Serialize;
+
+/// Where hoard's client systems run: in `PreUpdate`, so the game's `Update`
+/// sees this frame's objects and events.
+#[derive(SystemSet, Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HoardClientSet;
+
+/// What the game asks of the world's zones.
+#[derive(Message, Debug, Clone, PartialEq, Eq)]
+pub enum ZoneRequest {
+    /// Enter a zone: one round trip, verified, cached; `ZoneReady` follows.
+    Enter(ZoneId),
+    /// Bring a zone up to date in the background, so entering it later
+    /// costs nothing.
+    Prefetch(ZoneId),
+    /// Leave a zone: its entities are despawned; `ZoneLeft` follows.
+    Leave(ZoneId),
+}
+
+/// What happened, as a Bevy message: a zone ready or left, an intent
+/// processed or rejected, the server's status, a failure.
+#[derive(Message, Debug, Clone)]
+pub enum HoardEvent {
+    /// The connection is up.
+    Connected {
+        /// The authenticated perspective.
+        perspective: String,
+        /// The zones it may enter.
+        zones: Vec<ZoneId>,
+    },
+    /// The connection could not be made, or a request failed.
+    Failed(ClientError),
+    /// Something the client reported (zone ready or left, intents processed
+    /// or rejected, server status, disconnection).
+    Client(ClientEvent),
+}
+
+/// Intents queued for sending, at most; more is an error to the caller.
+pub const INTENT_QUEUE: usize = 256;
+
+/// The connection, once made: send intents with [`Hoard::send_intent`].
+#[derive(Resource, Clone)]
+pub struct Hoard {
+    client: Arc<HoardClient>,
+    runtime: Arc<tokio::runtime::Runtime>,
+    failures: Arc<Mutex<Vec<ClientError>>>,
+    intents: tokio::sync::mpsc::Sender<(u32, String, Vec<u8>)>,
+}
+
+impl Hoard {
+    /// The network client (for what the plugin does not wrap).
+    pub fn client(&self) -> &HoardClient {
+        &self.client
+    }
+
+    /// Queues an intent, sent in order without blocking the frame; its
+    /// answer arrives as `IntentsProcessed` or `IntentRejected` (in
+    /// [`HoardEvent::Client`]) naming the returned seq.
+    pub fn send_intent<T: Serialize>(&self, kind: &str, intent: &T) -> Result<u32, ClientError> {
+        let payload = rmp_serde::to_vec(intent).map_err(|e| ClientError::Lost(e.to_string()))?;
+        let seq = self.client.next_intent_seq();
+        self.intents
+            .try_send((seq, kind.to_owned(), payload))
+            .map_err(|_| ClientError::Lost(format!("more than {INTENT_QUEUE} intents waiting to be sent")))?;
+        Ok(seq)
+    }
+
+    fn spawn_request(&self, request: ZoneRequest) {
+        let client = self.client.clone();
+        let failures = self.failures.clone();
+        self.runtime.spawn(async move {
+            let result = match &request {
+                ZoneRequest::Enter(zone) => client.enter_zone(zone).await.map(|_| ()),
+                ZoneRequest::Prefetch(zone) => client.prefetch(zone).await,
+                ZoneRequest::Leave(zone) => client.leave_zone(zone).await,
+            };
+            if let Err(e) = result {
+                tracing::warn!(?request, error = %e, "zone request failed");
+                if let Ok(mut f) = failures.lock() {
+                    f.push(e);
+                }
+            }
+        });
+    }
+}
+
+/// The connection being made.
+#[derive(Resource)]
+struct Connecting {
+    runtime: Arc<tokio::runtime::Runtime>,
+    task: Option<tokio::task::JoinHandle<Result<HoardClient, ClientError>>>,
+}
+
+/// Joins a world: `app.add_plugins(HoardClientPlugin::new(options, registry))`.
+pub struct HoardClientPlugin {
+    options: ClientOptions,
+    registry: PublishRegistry,
+}
+
+impl HoardClientPlugin {
+    /// A client of `registry`'s components, connecting with `options`.
+    pub fn new(options: ClientOptions, registry: PublishRegistry) -> HoardClientPlugin {
+        HoardClientPlugin { options, registry }
+    }
+}
+
+impl Plugin for HoardClientPlugin {
+    fn build(&self, app: &mut App) {
+        let runtime = Arc::new(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name("hoard-client")
+                .enable_all()
+                .build()
+                .unwrap_or_else(|e| panic!("hoard: cannot start the client's runtime: {e}")),
+        );
+        let task = runtime.spawn(HoardClient::connect(self.options.clone(), self.registry.clone()));
+        app.add_message::<ZoneRequest>()
+            .add_message::<HoardEvent>()
+            .insert_resource(Connecting {
+                runtime,
+                task: Some(task),
+            })
+            .configure_sets(PreUpdate, HoardClientSet)
+            .add_systems(PreUpdate, (connect, requests, apply).chain().in_set(HoardClientSet));
+    }
+}
+
+fn connect(world: &mut World) {
+    let Some(mut connecting) = world.get_resource_mut::<Connecting>() else {
+        return;
+    };
+    if !connecting
+        .task
+        .as_ref()
+        .is_some_and(tokio::task::JoinHandle::is_finished)
+    {
+        return;
+    }
+    let runtime = connecting.runtime.clone();
+    let Some(task) = connecting.task.take() else { return };
+    // The task has finished: this takes its result without waiting.
+    let result = futures_now(task).unwrap_or_else(|e| Err(ClientError::Lost(e)));
+    match result {
+        Ok(client) => {
+            tracing::info!(perspective = client.perspective(), "connected");
+            let event = HoardEvent::Connected {
+                perspective: client.perspective().to_owned(),
+                zones: client.zones().to_vec(),
+            };
+            let client = Arc::new(client);
+            let failures = Arc::new(Mutex::new(Vec::new()));
+            // One sender task keeps intents in the order they were queued.
+            let (intents, mut queue) = tokio::sync::mpsc::channel::<(u32, String, Vec<u8>)>(INTENT_QUEUE);
+            let (sender, sender_failures) = (client.clone(), failures.clone());
+            runtime.spawn(async move {
+                while let Some((seq, kind, payload)) = queue.recv().await {
+                    if let Err(e) = sender.send_encoded_intent(seq, &kind, payload).await {
+                        if let Ok(mut f) = sender_failures.lock() {
+                            f.push(e);
+                        }
+                        return;
+                    }
+                }
+            });
+            world.insert_resource(Hoard {
+                client,
+                runtime,
+                failures,
+                intents,
+            });
+            world.write_message(event);
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "could not connect");
+            world.write_message(HoardEvent::Failed(e));
+        }
+    }
+}
+
+/// Zone requests written before the connection was up wait for it.
+fn requests(mut requests: MessageReader<ZoneRequest>, hoard: Option<Res<Hoard>>, mut waiting: Local<Vec<ZoneRequest>>) {
+    waiting.extend(requests.read().cloned());
+    if let Some(hoard) = hoard {
+        for request in waiting.drain(..) {
+            hoard.spawn_request(request);
+        }
+    }
+}
+
+/// Materialises what arrived (entities before their events), then writes
+/// the events.
+fn apply(world: &mut World) {
+    let Some(hoard) = world.get_resource::<Hoard>().cloned() else {
+        return;
+    };
+    let events = hoard.client.update(world);
+    let failures = hoard
+        .failures
+        .lock()
+        .map(|mut f| std::mem::take(&mut *f))
+        .unwrap_or_default();
+    for e in failures {
+        world.write_message(HoardEvent::Failed(e));
+    }
+    for event in events {
+        world.write_message(HoardEvent::Client(event));
+    }
+}
+
+/// The output of a finished task, without blocking (and so without needing
+/// to be outside a runtime, whatever the caller runs on).
+fn futures_now<T>(task: tokio::task::JoinHandle<T>) -> Result<T, String> {
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    let mut task = std::pin::pin!(task);
+    match task.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(result) => result.map_err(|e| e.to_string()),
+        std::task::Poll::Pending => Err("the connection task had not finished".into()),
+    }
+}
