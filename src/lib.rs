@@ -28,6 +28,10 @@ pub mod client {
 
 /// The names a game needs most.
 pub mod prelude {
+    #[cfg(feature = "bevy")]
+    pub use crate::bevy::{
+        FromClient, Hoard, HoardClientPlugin, HoardEvent, HoardServer, HoardServerPlugin, ZoneRequest, ZoneTransients,
+    };
     pub use crate::client::{ClientError, ClientEvent, ClientOptions, HoardClient, Replicated};
     pub use crate::server::{Game, IncomingIntents, IntentRegistry, ServerHandle, ServerOptions};
     pub use hoard_engine::prelude::*;
