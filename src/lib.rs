@@ -24,6 +24,7 @@ pub mod server {
 /// Joining a world: connect, enter zones, apply what arrives to a `World`.
 pub mod client {
     pub use hoard_net::quic::client::{ClientError, ClientEvent, ClientOptions, HoardClient, Replicated};
+    pub use hoard_net::sync::client::EntryStats;
 }
 
 /// The names a game needs most.
@@ -32,7 +33,7 @@ pub mod prelude {
     pub use crate::bevy::{
         FromClient, Hoard, HoardClientPlugin, HoardEvent, HoardServer, HoardServerPlugin, ZoneRequest, ZoneTransients,
     };
-    pub use crate::client::{ClientError, ClientEvent, ClientOptions, HoardClient, Replicated};
+    pub use crate::client::{ClientError, ClientEvent, ClientOptions, EntryStats, HoardClient, Replicated};
     pub use crate::server::{Game, IncomingIntents, IntentRegistry, ServerHandle, ServerOptions};
     pub use hoard_engine::prelude::*;
 }

@@ -1,0 +1,127 @@
+//! A tiny game (crates of stones) as a server App, and client Apps for it,
+//! stepped together until a condition holds or a deadline passes.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bevy_app::prelude::*;
+use bevy_ecs::prelude::*;
+use hoard::prelude::*;
+use serde::{Deserialize, Serialize};
+
+#[derive(Component, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub(crate) struct Crate {
+    pub(crate) stones: u32,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub(crate) struct AddStones {
+    pub(crate) object: u64,
+    pub(crate) stones: u32,
+}
+
+pub(crate) fn registry() -> PublishRegistry {
+    PublishRegistry::builder().publish::<Crate>("crate", 1).build()
+}
+
+fn spawn_crates(mut commands: Commands) {
+    for i in 0..40u64 {
+        commands.spawn((Published::new(ObjectId(i), ShardId(i % 4)), Crate { stones: 0 }));
+    }
+}
+
+fn add_stones(mut intents: MessageReader<FromClient<AddStones>>, mut crates: Query<(&Published, &mut Crate)>) {
+    for FromClient { intent, .. } in intents.read() {
+        for (p, mut c) in &mut crates {
+            if p.object.0 == intent.object {
+                c.stones += intent.stones;
+            }
+        }
+    }
+}
+
+/// The server App over a store in `data` (zone `meadow`, four shards).
+pub(crate) fn server(data: &Path) -> App {
+    let store = Arc::new(RedbStore::open_dir(data).expect("store"));
+    if store.zones().expect("zones").is_empty() {
+        let shards: Vec<ShardSpec> = (0..4).map(|s| ShardSpec::shared(ShardId(s))).collect();
+        store.create_zone(&meadow(), &shards).expect("zone");
+    }
+    let options = ServerOptions::new("127.0.0.1:0".parse().expect("addr"), data.to_owned());
+    let mut app = App::new();
+    app.add_plugins(HoardServerPlugin::new(options, store, registry()).intent::<AddStones>("add_stones"))
+        .add_systems(Startup, spawn_crates)
+        .add_systems(Update, add_stones);
+    app.update();
+    app
+}
+
+pub(crate) fn meadow() -> ZoneId {
+    ZoneId::new("meadow").expect("zone")
+}
+
+/// Everything a client App saw.
+#[derive(Resource, Default)]
+pub(crate) struct Seen {
+    pub(crate) events: Vec<HoardEvent>,
+}
+
+fn record(mut events: MessageReader<HoardEvent>, mut seen: ResMut<Seen>) {
+    seen.events.extend(events.read().cloned());
+}
+
+/// A client App of `player`, caching in `cache`, entering the meadow.
+pub(crate) fn client(server: &App, cache: &Path, player: &str) -> App {
+    let handle = &server.world().resource::<HoardServer>().handle;
+    let token = handle
+        .auth
+        .issue(player, chrono::Utc::now().timestamp() + 600)
+        .expect("token");
+    let options = ClientOptions {
+        server: handle.addr,
+        cache_dir: cache.to_owned(),
+        token,
+        service: "world".into(),
+        pin: Some(handle.identity),
+    };
+    let mut app = App::new();
+    app.add_plugins(HoardClientPlugin::new(options, registry()))
+        .init_resource::<Seen>()
+        .add_systems(Update, record);
+    app.world_mut().write_message(ZoneRequest::Enter(meadow()));
+    app
+}
+
+/// Steps the server and the clients until `done` holds for the first
+/// client's world, or fails after 20 s.
+pub(crate) fn run_until(server: &mut App, clients: &mut [&mut App], mut done: impl FnMut(&mut World) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        server.update();
+        for c in clients.iter_mut() {
+            c.update();
+        }
+        if done(clients[0].world_mut()) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "condition not reached in time");
+        std::thread::sleep(Duration::from_millis(2)); // a frame's pace
+    }
+}
+
+/// The stats of the client's last `ZoneReady`.
+pub(crate) fn ready(world: &World) -> Option<EntryStats> {
+    world.resource::<Seen>().events.iter().rev().find_map(|e| match e {
+        HoardEvent::Client(ClientEvent::ZoneReady { stats, .. }) => Some(stats.clone()),
+        _ => None,
+    })
+}
+
+pub(crate) fn stones_of(world: &mut World, object: u64) -> Option<u32> {
+    world
+        .query::<(&Replicated, &Crate)>()
+        .iter(world)
+        .find(|(r, _)| r.object.0 == object)
+        .map(|(_, c)| c.stones)
+}
