@@ -81,8 +81,9 @@ pub enum ClientError {
 }
 
 /// Longest a zone entry may take before [`HoardClient::enter_zone`] gives up
-/// (a 100,000-object cold entry takes a few seconds on a slow link).
-pub const ENTRY_TIMEOUT: Duration = Duration::from_secs(120);
+/// (a 100,000-object cold entry takes a few seconds on a slow link); the
+/// sync's own timer ([`crate::sync::client::ENTRY_TIMEOUT_SECS`]).
+pub const ENTRY_TIMEOUT: Duration = Duration::from_secs(crate::sync::client::ENTRY_TIMEOUT_SECS as u64);
 
 /// The cache is trimmed to this size (least recently used shards first) when
 /// a client connects.
@@ -190,6 +191,9 @@ struct Inner {
     transient: Mutex<HashMap<ZoneId, Vec<u8>>>,
     /// Signalled whenever something is pending for [`HoardClient::update`].
     changed: tokio::sync::Notify,
+    /// Signalled when an entry starts, so the timer task re-reads the sync's
+    /// next timeout.
+    timer: tokio::sync::Notify,
     /// The control stream, shared with the background readers (they send repairs).
     control: AsyncMutex<SendStream>,
 }
@@ -306,6 +310,7 @@ impl HoardClient {
             visible: Mutex::new(HashSet::new()),
             transient: Mutex::new(HashMap::new()),
             changed: tokio::sync::Notify::new(),
+            timer: tokio::sync::Notify::new(),
             control: AsyncMutex::new(send),
         });
         let client = HoardClient {
@@ -320,6 +325,7 @@ impl HoardClient {
             _endpoint: endpoint,
         };
         tokio::spawn(read_control(control, inner.clone()));
+        tokio::spawn(drive_timeouts(conn.clone(), inner.clone()));
         // Keep the cache bounded: trim it once per session, off the runtime.
         let trim = inner.clone();
         tokio::task::spawn_blocking(move || {
@@ -396,6 +402,7 @@ impl HoardClient {
                 .lock()
                 .map_err(|_| ClientError::Lost("poisoned".into()))?;
             let request = sync.enter_zone(now, zone.clone(), &heads, subscribe);
+            self.inner.timer.notify_one();
             let mut messages = Vec::new();
             while let Some(m) = sync.poll_transmit() {
                 messages.push(m);
@@ -476,15 +483,10 @@ impl HoardClient {
             finish_waiters(&self.inner, zone, Err(e.clone()));
             return Err(e);
         }
-        match tokio::time::timeout(ENTRY_TIMEOUT, rx).await {
-            Ok(result) => result.map_err(|_| ClientError::Lost("the connection closed during zone entry".into()))?,
-            Err(_) => {
-                let e = ClientError::Timeout(zone.clone(), ENTRY_TIMEOUT);
-                tracing::warn!(%zone, "zone entry timed out");
-                finish_waiters(&self.inner, zone, Err(e.clone()));
-                Err(e)
-            }
-        }
+        // The sync's timer (driven by `drive_timeouts`) fails the entry
+        // after ENTRY_TIMEOUT, so this wait ends.
+        rx.await
+            .map_err(|_| ClientError::Lost("the connection closed during zone entry".into()))?
     }
 
     /// Prefetches a zone in the background: its shards are brought up to
@@ -835,6 +837,10 @@ fn process_effects(inner: &Arc<Inner>) {
                 });
                 finish_waiters(inner, &zone, denied);
             }
+            Effect::EntryTimedOut { zone, waited } => {
+                tracing::warn!(%zone, waited_s = waited, "zone entry timed out");
+                finish_waiters(inner, &zone, Err(ClientError::Timeout(zone.clone(), ENTRY_TIMEOUT)));
+            }
             Effect::IntentRejected { seq, code, message } => {
                 tracing::info!(seq, code, %message, "intent rejected");
                 push(inner, Pending::Event(ClientEvent::IntentRejected { seq, message }));
@@ -882,6 +888,38 @@ async fn read_control(mut control: FrameReader, inner: Arc<Inner>) {
         }
     }
     fail_all(&inner, "control stream closed");
+}
+
+/// Runs the sync's timers: sleeps until its next timeout (or a new entry),
+/// then lets it abandon what waited too long. Ends with the connection.
+async fn drive_timeouts(conn: Connection, inner: Arc<Inner>) {
+    loop {
+        let next = inner.sync.lock().ok().and_then(|s| s.poll_timeout());
+        let wake = async {
+            match next {
+                Some(at) => {
+                    let at = inner.started + Duration::from_secs_f64(at.max(0.0));
+                    tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = conn.closed() => return,
+            _ = inner.timer.notified() => continue,
+            _ = wake => {}
+        }
+        let now = inner.started.elapsed().as_secs_f64();
+        if let Ok(mut sync) = inner.sync.lock() {
+            sync.handle_timeout(now);
+        }
+        let effects = inner.clone();
+        let _ = tokio::task::spawn_blocking(move || process_effects(&effects)).await;
+        // An abandoned entry leaves its zone.
+        if flush(&inner).await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Where one `enter_zone` caller gets its result.

@@ -115,6 +115,14 @@ pub enum Effect {
         /// Why.
         message: String,
     },
+    /// An entry got no complete answer within [`ENTRY_TIMEOUT_SECS`]: it is
+    /// abandoned (what arrives for it later is ignored).
+    EntryTimedOut {
+        /// The zone.
+        zone: ZoneId,
+        /// How long it waited, in seconds.
+        waited: f64,
+    },
     /// The server refused an intent (it was not applied).
     IntentRejected {
         /// The intent's seq, as sent.
@@ -164,6 +172,13 @@ pub enum SyncError {
     },
 }
 
+/// Longest a zone entry (with its repairs) may wait for its answers before
+/// [`ClientSync::handle_timeout`] abandons it.
+pub const ENTRY_TIMEOUT_SECS: f64 = 120.0;
+
+/// Most abandoned requests remembered (their late answers are dropped).
+const MAX_ABANDONED: usize = 1024;
+
 /// Most live deltas kept for a zone whose entry answer has not arrived.
 pub const MAX_BUFFERED_DELTAS: usize = 1024;
 
@@ -191,6 +206,8 @@ pub struct ClientSync {
     repairs: BTreeMap<u32, (Option<u32>, ZoneId, ShardId)>,
     live: BTreeMap<ZoneId, BTreeMap<ShardId, CachedShard>>,
     buffered: BTreeMap<ZoneId, Vec<Delta>>,
+    /// Requests abandoned by a timeout whose answers may still arrive.
+    abandoned: BTreeSet<u32>,
     /// Zones whose buffered deltas overflowed: repaired once live.
     overflowed: BTreeSet<ZoneId>,
     out: VecDeque<Message>,
@@ -222,6 +239,7 @@ impl ClientSync {
             repairs: BTreeMap::new(),
             live: BTreeMap::new(),
             buffered: BTreeMap::new(),
+            abandoned: BTreeSet::new(),
             overflowed: BTreeSet::new(),
             out: VecDeque::new(),
             effects: VecDeque::new(),
@@ -345,6 +363,58 @@ impl ClientSync {
         Ok(())
     }
 
+    /// When [`ClientSync::handle_timeout`] must next be called (seconds on
+    /// the clock `now` is given in), if any entry is in flight.
+    pub fn poll_timeout(&self) -> Option<f64> {
+        self.entries
+            .values()
+            .map(|e| e.started + ENTRY_TIMEOUT_SECS)
+            .min_by(f64::total_cmp)
+    }
+
+    /// Abandons every entry that has waited [`ENTRY_TIMEOUT_SECS`] by `now`:
+    /// an `EntryTimedOut` effect each, so no caller waits for ever.
+    pub fn handle_timeout(&mut self, now: f64) {
+        let expired: Vec<u32> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| now >= e.started + ENTRY_TIMEOUT_SECS)
+            .map(|(request, _)| *request)
+            .collect();
+        for request in expired {
+            if let Some(entry) = self.entries.remove(&request) {
+                tracing::warn!(zone = %entry.zone, "zone entry timed out");
+                // Its answer (and its repairs' answers) may still arrive.
+                self.abandoned.insert(request);
+                let repairs: Vec<u32> = self
+                    .repairs
+                    .iter()
+                    .filter(|(_, (of, _, _))| *of == Some(request))
+                    .map(|(r, _)| *r)
+                    .collect();
+                for r in repairs {
+                    self.repairs.remove(&r);
+                    self.abandoned.insert(r);
+                }
+                while self.abandoned.len() > MAX_ABANDONED {
+                    self.abandoned.pop_first();
+                }
+                // Stop any live deltas it subscribed to, unless the zone is live.
+                if !self.live.contains_key(&entry.zone) && !self.entries.values().any(|e| e.zone == entry.zone) {
+                    self.out.push_back(Message::LeaveZone(LeaveZone {
+                        zone: entry.zone.clone(),
+                    }));
+                }
+                self.buffered.remove(&entry.zone);
+                self.overflowed.remove(&entry.zone);
+                self.effects.push_back(Effect::EntryTimedOut {
+                    zone: entry.zone,
+                    waited: now - entry.started,
+                });
+            }
+        }
+    }
+
     /// Leaves a zone: no more live deltas for it.
     pub fn leave_zone(&mut self, zone: &ZoneId) {
         if self.live.remove(zone).is_some() {
@@ -377,6 +447,23 @@ impl ClientSync {
     /// Handles one message from an answer or delta stream (or a control
     /// message about entries) at `now`; `frame_len` counts toward the entry's bytes.
     pub fn handle(&mut self, now: f64, msg: Message, frame_len: usize) -> Result<(), SyncError> {
+        // The answer of an abandoned (timed-out) entry may still come: it is
+        // dropped, whole, not taken for a protocol violation.
+        let abandoned = match &msg {
+            Message::AnswerBegin(b) => self.abandoned.contains(&b.request).then_some(b.request),
+            Message::AnswerEnd(e) => self.abandoned.contains(&e.request).then_some(e.request),
+            Message::UpToDate(_) | Message::Changes(_) | Message::Manifest(_) | Message::Snapshot(_) => {
+                self.answering.filter(|r| self.abandoned.contains(r))
+            }
+            _ => None,
+        };
+        if let Some(request) = abandoned {
+            self.answering = Some(request);
+            if matches!(msg, Message::AnswerEnd(_)) {
+                self.abandoned.remove(&request);
+            }
+            return Ok(());
+        }
         match msg {
             Message::AnswerBegin(b) => {
                 let request = self.entry_of(b.request)?;

@@ -343,3 +343,32 @@ fn a_head_whose_copy_then_fails_to_load_is_fetched_by_repair() {
     );
     pair.assert_in_sync("meadow");
 }
+
+#[test]
+fn an_entry_whose_answer_never_comes_times_out_instead_of_waiting_for_ever() {
+    use hoard_net::sync::client::{ENTRY_TIMEOUT_SECS, Effect};
+    let mut pair = Pair::new("meadow", 2, 1);
+    fill(&mut pair, 2, 5, 0);
+    // The request goes out and the network then loses everything: the
+    // answer never arrives (the pair is not run).
+    pair.enter("meadow", true);
+    let started = pair.net.now;
+    assert_eq!(pair.client.poll_timeout(), Some(started + ENTRY_TIMEOUT_SECS));
+    pair.client.handle_timeout(started + ENTRY_TIMEOUT_SECS - 1.0);
+    assert!(
+        !std::iter::from_fn(|| pair.client.poll_effect()).any(|e| matches!(e, Effect::EntryTimedOut { .. })),
+        "not before its time"
+    );
+    pair.client.handle_timeout(started + ENTRY_TIMEOUT_SECS);
+    let timed_out: Vec<_> = std::iter::from_fn(|| pair.client.poll_effect())
+        .filter_map(|e| match e {
+            Effect::EntryTimedOut { zone, .. } => Some(zone),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(timed_out, vec![hoard_engine::ZoneId::new("meadow").expect("zone")]);
+    assert_eq!(pair.client.poll_timeout(), None, "nothing left in flight");
+    // The late answer, if it ever comes, is ignored, not misapplied.
+    pair.run();
+    assert!(pair.ready.is_empty(), "an abandoned entry never becomes ready");
+}
