@@ -1,6 +1,95 @@
 //! hoard keeps an online game's world persistent on the server and on every
-//! player's disk. This facade re-exports the crates; most games only need
-//! [`prelude`].
+//! player's disk. The server stores the world durably and replicates it over
+//! QUIC; each client caches what it has seen, per shard, across sessions, so
+//! entering a zone again costs one round trip and only what changed.
+//!
+//! # Concepts
+//!
+//! - **Object**: an entity with a [`Published`](prelude::Published) marker
+//!   (a stable `ObjectId` and the shard it lives in) and the components you
+//!   registered as publishable.
+//! - **Shard**: the unit of storage, caching and reconciliation (a chunk of a
+//!   zone, a player's inventory). Each has a **seq** (bumped by every commit
+//!   that changes it), an **epoch** (a new one when its history is broken, as
+//!   by a restore) and a **digest** (a set hash of its objects, equal on
+//!   server and client iff they hold the same objects).
+//! - **Zone**: the set of shards a player enters at once.
+//! - **World identity**: the fingerprint of the server's key; it names the
+//!   client's cache, so one world can never poison another's.
+//! - **Service**: a named world served by a server (`world`, `arena`).
+//! - **Perspective**: the authenticated player a client acts through; it
+//!   decides what the client may see (perspective-scoped shards, such as
+//!   inventories, are only sent to their owner) and do.
+//!
+//! # Quick start
+//!
+//! A server and a client are each one plugin on a `bevy_app` App (see
+//! `examples/minimal.rs`, a whole game in under 100 lines):
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use bevy_app::prelude::*;
+//! use bevy_ecs::prelude::*;
+//! use hoard::prelude::*;
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Component, Serialize, Deserialize)]
+//! struct Lamp { lit: bool }
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct Light { lamp: u64 }
+//!
+//! fn registry() -> PublishRegistry {
+//!     // Register each published component under a stable name and a schema version.
+//!     PublishRegistry::builder().publish::<Lamp>("lamp", 1).build()
+//! }
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // The server: the App runs the game; the plugin stores and serves it.
+//! let store = Arc::new(RedbStore::open_dir("server-data".as_ref())?);
+//! let options = ServerOptions::new("127.0.0.1:7000".parse()?, "server-data".into());
+//! let mut server = App::new();
+//! server.add_plugins(HoardServerPlugin::new(options, store, registry()).intent::<Light>("light"));
+//!
+//! // A client: enter a zone by writing a message; objects arrive as entities.
+//! let token = server.world().resource::<HoardServer>().handle.auth.issue("ann", i64::MAX / 2)?;
+//! let options = ClientOptions {
+//!     server: "127.0.0.1:7000".parse()?,
+//!     cache_dir: "cache".into(),
+//!     token,
+//!     service: "world".into(),
+//!     pin: None,
+//! };
+//! let mut client = App::new();
+//! client.add_plugins(HoardClientPlugin::new(options, registry()));
+//! client.world_mut().write_message(ZoneRequest::Enter(ZoneId::new("meadow")?));
+//! loop {
+//!     server.update();
+//!     client.update();
+//! }
+//! # }
+//! ```
+//!
+//! # What happens on zone entry
+//!
+//! The client reads its cache *headers* for the zone's shards and sends them
+//! in one `EnterZone`. The server answers each shard: up to date; the changes
+//! since the client's copy; the live id list plus what is newer (when its
+//! tombstones are gone); or a snapshot. The client applies each answer, checks
+//! its digest equals the server's (one more round trip repairs a copy that
+//! does not match), writes the shards atomically, and only then puts the
+//! objects in the world and sends `ZoneReady`. Live deltas follow from the
+//! seq each answer was built from, and only changes the server has made
+//! durable are ever sent.
+//!
+//! # Logs
+//!
+//! hoard logs through `tracing`. Useful targets for `RUST_LOG`:
+//! `hoard_net::sync` (zone entries, answers, repairs), `hoard_net::quic`
+//! (connections, budgets, the world thread), `hoard_engine::store` (commits,
+//! recovery), `hoard_world_cache` (cache writes and bad files).
+//!
+//! # Crates
 //!
 //! - [`engine`]: the object model, publishing bevy_ecs components, the world store.
 //! - [`world_cache`]: the client's verified, crash-safe, per-shard disk cache.
