@@ -65,9 +65,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let mut client = App::new();
     client.add_plugins(HoardClientPlugin::new(options, registry()));
-    client
-        .world_mut()
-        .write_message(ZoneRequest::Enter(ZoneId::new("meadow")?));
+    let meadow = ZoneRequest::Enter(ZoneId::new("meadow")?);
+    client.world_mut().write_message(meadow);
 
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut sent = false;
@@ -75,18 +74,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         assert!(Instant::now() < deadline, "the lamp was not lit in time");
         server.update();
         client.update();
-        let lamps: Vec<Lamp> = client
-            .world_mut()
-            .query::<&Lamp>()
-            .iter(client.world())
-            .cloned()
-            .collect();
+        let world = client.world_mut();
+        let lamps: Vec<Lamp> = world.query::<&Lamp>().iter(world).cloned().collect();
         if !sent && lamps.len() == 3 {
             println!("entered the meadow: {} lamps, none lit", lamps.len());
-            client
-                .world()
-                .resource::<Hoard>()
-                .send_intent("light", &Light { lamp: 1 })?;
+            world.resource::<Hoard>().send_intent("light", &Light { lamp: 1 })?;
             sent = true;
         }
         if lamps.iter().filter(|l| l.lit).count() == 1 {
@@ -95,8 +87,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         std::thread::sleep(Duration::from_millis(5)); // a frame's pace
     }
-    drop(client);
-    drop(server);
+    drop((client, server));
     std::fs::remove_dir_all(&dir)?;
     Ok(())
 }

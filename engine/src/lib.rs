@@ -56,6 +56,6 @@ pub mod prelude {
     pub use crate::load::load_world;
     pub use crate::publish::{Published, Publisher};
     pub use crate::registry::PublishRegistry;
-    pub use crate::store::{MemoryStore, RedbStore, ShardSpec, WorldStore};
+    pub use crate::store::{MemoryStore, RedbStore, ShardScope, ShardSpec, WorldStore};
     pub use crate::url::HoardUrl;
 }

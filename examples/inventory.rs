@@ -1,0 +1,150 @@
+//! Inventories: each player has a shard only they can see, created when
+//! they first sign in; picking an item up moves it from the meadow's shard
+//! into the player's inventory in one atomic commit, so it exists exactly
+//! once, and the other player sees it leave the ground but never sees the
+//! inventory. Run: `cargo run --example inventory`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bevy_app::prelude::*;
+use bevy_ecs::prelude::*;
+use hoard::prelude::*;
+use serde::{Deserialize, Serialize};
+
+#[derive(Component, Serialize, Deserialize, Clone, Debug)]
+struct Item {
+    name: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct PickUp {
+    item: u64,
+}
+
+const GROUND: ShardId = ShardId(0);
+
+fn registry() -> PublishRegistry {
+    PublishRegistry::builder().publish::<Item>("item", 1).build()
+}
+
+/// A player's inventory shard: derived from their name, in the meadow.
+fn inventory_of(player: &str) -> ShardId {
+    ShardId(1_000 + player.bytes().map(u64::from).sum::<u64>())
+}
+
+fn drop_items(mut commands: Commands) {
+    for (id, name) in [(1, "axe"), (2, "rope")] {
+        commands.spawn((Published::new(ObjectId(id), GROUND), Item { name: name.into() }));
+    }
+}
+
+/// The rule: a player picks an item up from the ground into their inventory.
+fn pick_up(mut intents: MessageReader<FromClient<PickUp>>, mut items: Query<&mut Published, With<Item>>) {
+    for FromClient { perspective, intent } in intents.read() {
+        for mut published in &mut items {
+            if published.object.0 == intent.item && published.shard == GROUND {
+                published.shard = inventory_of(perspective); // one commit: gone here, there once
+            }
+        }
+    }
+}
+
+fn client(server: &App, dir: &std::path::Path, player: &str) -> Result<App, Box<dyn std::error::Error>> {
+    let handle = &server.world().resource::<HoardServer>().handle;
+    let options = ClientOptions {
+        server: handle.addr,
+        cache_dir: dir.join(player),
+        token: handle.auth.issue(player, chrono::Utc::now().timestamp() + 60)?,
+        service: "world".into(),
+        pin: Some(handle.identity),
+    };
+    let mut app = App::new();
+    app.add_plugins(HoardClientPlugin::new(options, registry()));
+    app.world_mut()
+        .write_message(ZoneRequest::Enter(ZoneId::new("meadow")?));
+    Ok(app)
+}
+
+fn items(app: &mut App) -> Vec<String> {
+    let mut v: Vec<String> = app
+        .world_mut()
+        .query::<&Item>()
+        .iter(app.world())
+        .map(|i| i.name.clone())
+        .collect();
+    v.sort();
+    v
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = std::env::temp_dir().join(format!("hoard-inventory-{}", std::process::id()));
+    let store = Arc::new(RedbStore::open_dir(&dir.join("server"))?);
+    let meadow = ZoneId::new("meadow")?;
+    if store.zones()?.is_empty() {
+        store.create_zone(&meadow, &[ShardSpec::shared(GROUND)])?;
+    }
+    let options = ServerOptions::new("127.0.0.1:0".parse()?, dir.join("server"));
+    let plugin = HoardServerPlugin::new(options, store.clone(), registry())
+        .intent::<PickUp>("pick_up")
+        .on_join(Arc::new(|player: &str, store: &dyn WorldStore| {
+            let shard = inventory_of(player);
+            if store.shard_head(shard).is_ok() {
+                return Ok(());
+            }
+            let spec = ShardSpec {
+                id: shard,
+                scope: ShardScope::Perspective(player.to_owned()),
+            };
+            let meadow = ZoneId::new("meadow").map_err(|e| e.to_string())?;
+            store.create_zone(&meadow, &[spec]).map_err(|e| e.to_string())
+        }));
+    let mut server = App::new();
+    server
+        .add_plugins(plugin)
+        .add_systems(Startup, drop_items)
+        .add_systems(Update, pick_up);
+    server.update();
+    let (mut ann, mut bob) = (client(&server, &dir, "ann")?, client(&server, &dir, "bob")?);
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let step = |server: &mut App, ann: &mut App, bob: &mut App| {
+        assert!(Instant::now() < deadline, "the example did not complete in time");
+        server.update();
+        ann.update();
+        bob.update();
+        std::thread::sleep(Duration::from_millis(5)); // a frame's pace
+    };
+    while items(&mut ann).len() < 2 || items(&mut bob).len() < 2 {
+        step(&mut server, &mut ann, &mut bob);
+    }
+    println!("both see the axe and the rope on the ground");
+    ann.world()
+        .resource::<Hoard>()
+        .send_intent("pick_up", &PickUp { item: 1 })?;
+    while items(&mut bob) != ["rope"] || items(&mut ann).len() != 2 {
+        step(&mut server, &mut ann, &mut bob);
+    }
+    // Ann still sees the axe — now in her inventory; Bob sees only the rope.
+    let ann_axe = ann
+        .world_mut()
+        .query::<(&Replicated, &Item)>()
+        .iter(ann.world())
+        .find(|(_, i)| i.name == "axe")
+        .map(|(r, _)| r.shard);
+    assert_eq!(ann_axe, Some(inventory_of("ann")), "the axe is in ann's inventory");
+    // In the store, the axe exists exactly once.
+    let holders = [GROUND, inventory_of("ann"), inventory_of("bob")]
+        .into_iter()
+        .filter(|s| {
+            store
+                .snapshot(*s)
+                .is_ok_and(|snap| snap.objects.iter().any(|o| o.id == ObjectId(1)))
+        })
+        .count();
+    assert_eq!(holders, 1, "the axe exists exactly once");
+    println!("ann picked the axe up: it is in her inventory, once; bob sees only the rope");
+    drop((ann, bob, server));
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
