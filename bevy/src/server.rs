@@ -64,6 +64,33 @@ impl HoardServer {
     pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
         self.runtime.block_on(f)
     }
+
+    /// The server's runtime (to spawn a signal handler, say).
+    pub fn runtime(&self) -> &tokio::runtime::Runtime {
+        &self.runtime
+    }
+
+    /// Why the server failed, if it did (its store stayed broken); the
+    /// plugin has then written `AppExit` with code 1.
+    pub fn failure(&self) -> Option<String> {
+        self.runtime.block_on(async {
+            tokio::time::timeout(std::time::Duration::ZERO, self.handle.failed())
+                .await
+                .ok()
+        })
+    }
+}
+
+/// Stops the server of `app` cleanly: what is pending is committed, every
+/// connection is closed, and the endpoint is drained.
+pub fn shutdown(app: &mut App) {
+    if let Some(core) = app.world_mut().remove_resource::<ServerCore>() {
+        lock(&core.link).finish();
+    }
+    if let Some(server) = app.world_mut().remove_resource::<HoardServer>() {
+        let HoardServer { handle, runtime } = server;
+        runtime.block_on(handle.shutdown());
+    }
 }
 
 /// The link and the publisher, used only by hoard's exclusive systems.
@@ -85,6 +112,7 @@ type IntentAdder = Arc<dyn Fn(&mut App) + Send + Sync>;
 /// connection and writes [`AppExit`] with code 1; a panicking game system
 /// ends the App as any Bevy panic does.
 pub struct HoardServerPlugin {
+    publisher: Mutex<Option<Publisher>>,
     options: ServerOptions,
     store: Arc<dyn WorldStore>,
     registry: PublishRegistry,
@@ -98,6 +126,7 @@ impl HoardServerPlugin {
     /// A server of `registry`'s components over `store`.
     pub fn new(options: ServerOptions, store: Arc<dyn WorldStore>, registry: PublishRegistry) -> HoardServerPlugin {
         HoardServerPlugin {
+            publisher: Mutex::new(None),
             options,
             store,
             registry,
@@ -126,6 +155,15 @@ impl HoardServerPlugin {
                 .after(HoardServerSet::Receive),
             );
         }));
+        self
+    }
+
+    /// Publishes with `publisher`, which already knows the App's loaded
+    /// objects (from `hoard_engine::load_world`), so they are not published
+    /// again. Without it, a new publisher publishes whatever the App holds.
+    #[must_use]
+    pub fn with_publisher(self, publisher: Publisher) -> Self {
+        *lock(&self.publisher) = Some(publisher);
         self
     }
 
@@ -173,7 +211,12 @@ impl Plugin for HoardServerPlugin {
             .insert_resource(ServerCore {
                 link: Mutex::new(link),
                 // The App clears change trackers once per frame itself.
-                publisher: Mutex::new(Publisher::new(self.registry.clone()).leave_trackers()),
+                publisher: Mutex::new(
+                    lock(&self.publisher)
+                        .take()
+                        .unwrap_or_else(|| Publisher::new(self.registry.clone()))
+                        .leave_trackers(),
+                ),
                 transient,
             })
             .insert_resource(HoardServer { handle, runtime })

@@ -4,13 +4,16 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use hoard_bevy::HoardServer;
 use hoard_engine::RedbStore;
 use hoard_engine::store::WorldStore;
 use hoard_net::auth::TokenAuthority;
-use hoard_net::quic::server::{ServerOptions, start};
+use hoard_net::quic::server::ServerOptions;
 use hoard_net::tls::ServerKeys;
 
 use crate::cli::progress::Progress;
@@ -91,44 +94,79 @@ fn token(data: &Path, player: &str, hours: i64) -> anyhow::Result<i32> {
 
 fn serve(args: RunArgs) -> anyhow::Result<i32> {
     let store = Arc::new(RedbStore::open_dir(&args.data)?);
+    let zones: Vec<String> = store
+        .zones()?
+        .iter()
+        .filter(|z| z.as_str() != game::rules::INVENTORY_ZONE)
+        .map(|z| z.to_string())
+        .collect();
+    let mut options = ServerOptions::new(args.listen, args.data.clone());
+    options.tick_hz = args.tick_hz;
+    options.dev_mode = args.dev;
     let progress = Progress::new("importing", "objects");
-    let game = game::server::game(&store, &args.world, args.tick_hz, &progress.callback())?;
+    // The server is a Bevy App: the rules run in its Update, the hoard
+    // plugin around them (and it binds the address).
+    let mut app = game::server::app(&store, &args.world, options, &progress.callback())?;
     progress.finish();
-    let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(async move {
-        let mut options = ServerOptions::new(args.listen, args.data.clone());
-        options.tick_hz = args.tick_hz;
-        options.dev_mode = args.dev;
-        let zones: Vec<String> = store
+    let zones = if zones.is_empty() {
+        // A first start: the zones just imported.
+        store
             .zones()?
             .iter()
             .filter(|z| z.as_str() != game::rules::INVENTORY_ZONE)
             .map(|z| z.to_string())
-            .collect();
-        let server = start(options, store, game).await?;
+            .collect()
+    } else {
+        zones
+    };
+    let interrupted = Arc::new(AtomicBool::new(false));
+    {
+        let server = app.world().resource::<HoardServer>();
         println!(
             "{}",
             serde_json::json!({
                 "event": "listening",
-                "addr": server.addr.to_string(),
-                "fingerprint": server.identity.to_string(),
+                "addr": server.handle.addr.to_string(),
+                "fingerprint": server.handle.identity.to_string(),
                 "zones": zones,
             })
         );
-        tracing::info!(addr = %server.addr, "serving");
-        let code = tokio::select! {
-            signal = tokio::signal::ctrl_c() => {
-                signal?;
-                tracing::info!("interrupted; shutting down");
-                0
+        tracing::info!(addr = %server.handle.addr, "serving");
+        let flag = interrupted.clone();
+        server.runtime().spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                flag.store(true, Ordering::SeqCst);
             }
-            reason = server.failed() => {
-                // Logged by the server; the one line an operator needs on stderr.
-                eprintln!("hoard-demo: the server failed: {reason}");
-                1
-            }
-        };
-        server.shutdown().await;
-        Ok::<_, anyhow::Error>(code)
-    })
+        });
+    }
+    // One frame per tick: the game's rules, then the durable commit and the
+    // publishing (a game system that panics ends the process).
+    let tick = Duration::from_secs_f64(1.0 / f64::from(args.tick_hz.max(1)));
+    let mut next = Instant::now();
+    let code = loop {
+        app.update();
+        if app.should_exit().is_some() {
+            let reason = app
+                .world()
+                .resource::<HoardServer>()
+                .failure()
+                .unwrap_or_else(|| "the server stopped".into());
+            // Logged by the server; the one line an operator needs on stderr.
+            eprintln!("hoard-demo: the server failed: {reason}");
+            break 1;
+        }
+        if interrupted.load(Ordering::SeqCst) {
+            tracing::info!("interrupted; shutting down");
+            break 0;
+        }
+        next += tick;
+        let now = Instant::now();
+        if next > now {
+            std::thread::sleep(next - now);
+        } else {
+            next = now;
+        }
+    };
+    hoard_bevy::server::shutdown(&mut app);
+    Ok(code)
 }

@@ -7,11 +7,13 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use bevy_app::{App, Update};
 use bevy_ecs::prelude::*;
+use hoard_bevy::{HoardServerPlugin, ZoneTransients};
 use hoard_engine::store::WorldStore;
 use hoard_engine::{HoardUrl, Published, Publisher, RedbStore, ZoneId, load_world};
 use hoard_net::quic::intents::IntentRegistry;
-use hoard_net::quic::server::Game;
+use hoard_net::quic::server::{Game, ServerOptions};
 
 use super::ZoneInfo;
 use super::presence::{ZoneNames, forget_departed, presence};
@@ -49,14 +51,18 @@ fn verify_store(store: &RedbStore) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub(crate) fn game(
+/// Fills `world` with the game over `store`: on first start (an empty store)
+/// the world in `world_dir` is checked and imported (`progress` follows the
+/// import); afterwards it is verified and loaded. Returns the publisher that
+/// knows the loaded objects.
+fn populate(
     store: &Arc<RedbStore>,
+    world: &mut World,
     world_dir: &Path,
     tick_hz: u32,
     progress: &(dyn Fn(u64, u64) + Sync),
-) -> anyhow::Result<Game> {
+) -> anyhow::Result<Publisher> {
     let mut publisher = Publisher::new(super::registry());
-    let mut world = World::new();
     let zones = store.zones()?;
     if zones.is_empty() {
         anyhow::ensure!(
@@ -67,7 +73,7 @@ pub(crate) fn game(
         tracing::info!(world = %world_dir.display(), "first start: importing the world");
         eprintln!("first start: importing the world from {}", world_dir.display());
         let data = crate::world::load_valid(world_dir, &|_, _| {})?;
-        crate::world::store::import(&**store, &data, &mut publisher, &mut world, progress)?;
+        crate::world::store::import(&**store, &data, &mut publisher, world, progress)?;
         // The completion marker: written last, so a store that has zones
         // but not this one is an import that did not finish.
         store.create_zone(&ZoneId::new(INVENTORY_ZONE)?, &[])?;
@@ -83,7 +89,7 @@ pub(crate) fn game(
         let report = load_world(
             &**store,
             &mut publisher,
-            &mut world,
+            world,
             &HoardUrl::service("localhost", 1, "world"),
         )?;
         for problem in &report.problems {
@@ -96,12 +102,12 @@ pub(crate) fn game(
     // the counter wrap onto existing ids.
     let next = world
         .query::<&Published>()
-        .iter(&world)
+        .iter(world)
         .map(|p| p.object.0)
         .max()
         .map_or(Some(1), |max| max.checked_add(1))
         .unwrap_or(u64::MAX);
-    let (zone_map, zone_names) = zone_map(&**store, &mut world)?;
+    let (zone_map, zone_names) = zone_map(&**store, world)?;
     anyhow::ensure!(
         !zone_names.0.is_empty(),
         "the store holds no zone this game can read (a world from an older hoard-demo?): \
@@ -114,6 +120,24 @@ pub(crate) fn game(
     world.init_resource::<Tick>();
     world.init_resource::<Players>();
     world.init_resource::<RateBuckets>();
+    Ok(publisher)
+}
+
+/// The join hook: the player's inventory shard exists before they act.
+fn join_hook() -> hoard_net::quic::server::JoinHook {
+    Arc::new(|player: &str, store: &dyn WorldStore| ensure_inventory(player, store))
+}
+
+/// The game for the standalone server (`hoard-demo play`): its world,
+/// rules schedule, intents, join hook and presence.
+pub(crate) fn game(
+    store: &Arc<RedbStore>,
+    world_dir: &Path,
+    tick_hz: u32,
+    progress: &(dyn Fn(u64, u64) + Sync),
+) -> anyhow::Result<Game> {
+    let mut world = World::new();
+    let publisher = populate(store, &mut world, world_dir, tick_hz, progress)?;
     let mut schedule = Schedule::default();
     schedule.add_systems((advance_tick, forget_departed, apply_actions).chain());
     let mut game = Game::new(
@@ -122,11 +146,36 @@ pub(crate) fn game(
         publisher,
         IntentRegistry::new().intent::<Action>(ACTION),
     );
-    game.on_join = Some(Arc::new(|player: &str, store: &dyn WorldStore| {
-        ensure_inventory(player, store)
-    }));
+    game.on_join = Some(join_hook());
     game.transient = Some(Arc::new(presence));
     Ok(game)
+}
+
+/// The game as a Bevy App served by [`HoardServerPlugin`] (`hoard-demo
+/// server`): the rules run in `Update`, hoard's systems around them.
+pub(crate) fn app(
+    store: &Arc<RedbStore>,
+    world_dir: &Path,
+    options: ServerOptions,
+    progress: &(dyn Fn(u64, u64) + Sync),
+) -> anyhow::Result<App> {
+    let mut app = App::new();
+    let publisher = populate(store, app.world_mut(), world_dir, options.tick_hz, progress)?;
+    let plugin = HoardServerPlugin::new(options, store.clone(), super::registry())
+        .with_publisher(publisher)
+        .intent::<Action>(ACTION)
+        .on_join(join_hook());
+    app.add_plugins(plugin).add_systems(
+        Update,
+        (advance_tick, forget_departed, apply_actions, presence_to_transients).chain(),
+    );
+    Ok(app)
+}
+
+/// Presence (who stands where) as this frame's transient zone state.
+fn presence_to_transients(world: &mut World) {
+    let states = presence(world);
+    world.resource_mut::<ZoneTransients>().0 = states;
 }
 
 /// Which zone lies beyond which edge of which, by zone index, and each
