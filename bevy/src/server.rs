@@ -106,8 +106,10 @@ type IntentAdder = Arc<dyn Fn(&mut App) + Send + Sync>;
 /// Serves the App's world: `app.add_plugins(HoardServerPlugin::new(options,
 /// store, registry).intent::<PickUp>("pick_up"))`.
 ///
-/// Building the plugin binds the server (it panics with the reason if it
-/// cannot: a server that cannot listen must not run). If the store stays
+/// Building the plugin migrates stored objects to the registry's schema
+/// versions (`hoard_engine::schema::prepare`) and binds the server; it
+/// panics with the reason if either fails (a server that cannot read its
+/// world or listen must not run). If the store stays
 /// broken past [`ServerOptions::store_retry_for`], the plugin closes every
 /// connection and writes [`AppExit`] with code 1; a panicking game system
 /// ends the App as any Bevy panic does.
@@ -197,6 +199,11 @@ impl Plugin for HoardServerPlugin {
             access: self.access.clone(),
             on_join: self.on_join.clone(),
         };
+        // Stored objects at an older schema are migrated (or the server is
+        // refused, naming the component) before anything decodes them.
+        if let Err(e) = hoard_engine::schema::prepare(&*self.store, &self.registry) {
+            panic!("hoard: the stored world does not fit the registry: {e}");
+        }
         let (handle, mut link) = runtime
             .block_on(start_linked(self.options.clone(), self.store.clone(), rules))
             .unwrap_or_else(|e| panic!("hoard: the server cannot start: {e}"));

@@ -35,6 +35,7 @@ pub mod ids;
 pub mod load;
 pub mod publish;
 pub mod registry;
+pub mod schema;
 pub mod state;
 pub mod store;
 pub mod url;

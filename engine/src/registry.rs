@@ -117,12 +117,24 @@ where
     }
 }
 
+/// Turns a component's stored bytes at an older schema version into its
+/// bytes at the current one.
+pub(crate) type MigrateFn = Box<dyn Fn(&[u8]) -> Result<Vec<u8>, String> + Send + Sync>;
+
 pub(crate) struct Entry {
     pub(crate) name: String,
     pub(crate) version: u32,
     pub(crate) type_id: TypeId,
     pub(crate) type_name: &'static str,
     pub(crate) ops: Box<dyn ErasedComponent>,
+    /// Migrations to `version`, by the version they start from.
+    pub(crate) migrations: Vec<(u32, MigrateFn)>,
+}
+
+/// Decodes bytes a component was stored with, as the type it had then (for
+/// migrations: `decode_old::<HouseV1>(bytes)`).
+pub fn decode_old<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    rmp_serde::from_slice(bytes).map_err(|e| e.to_string())
 }
 
 /// The set of published component types. Cheap to clone (shared).
@@ -183,7 +195,37 @@ impl RegistryBuilder {
             type_id: TypeId::of::<C>(),
             type_name: type_name::<C>(),
             ops: Box::new(Typed::<C>(PhantomData)),
+            migrations: Vec::new(),
         });
+        self
+    }
+
+    /// Registers how component `C`'s stored bytes at schema version `from`
+    /// become a `C` (its current version): stored objects are migrated and
+    /// committed at the current version by [`crate::schema::prepare`] on
+    /// start. Decode the old bytes with [`decode_old`].
+    ///
+    /// # Panics
+    ///
+    /// If `C` is not published yet, or `from` is not older than its version.
+    #[must_use]
+    pub fn migrate<C>(mut self, from: u32, f: impl Fn(&[u8]) -> Result<C, String> + Send + Sync + 'static) -> Self
+    where
+        C: Component<Mutability = Mutable> + Serialize + DeserializeOwned,
+    {
+        let Some(entry) = self.entries.iter_mut().find(|e| e.type_id == TypeId::of::<C>()) else {
+            panic!("hoard: publish {} before registering its migrations", type_name::<C>());
+        };
+        assert!(
+            from < entry.version,
+            "hoard: a migration of {:?} from version {from} to {}: it must start from an older version",
+            entry.name,
+            entry.version
+        );
+        entry.migrations.push((
+            from,
+            Box::new(move |bytes: &[u8]| f(bytes).and_then(|c| rmp_serde::to_vec(&c).map_err(|e| e.to_string()))),
+        ));
         self
     }
 

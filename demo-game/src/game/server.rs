@@ -74,6 +74,7 @@ fn populate(
         eprintln!("first start: importing the world from {}", world_dir.display());
         let data = crate::world::load_valid(world_dir, &|_, _| {})?;
         crate::world::store::import(&**store, &data, &mut publisher, world, progress)?;
+        hoard_engine::schema::prepare(&**store, publisher.registry())?;
         // The completion marker: written last, so a store that has zones
         // but not this one is an import that did not finish.
         store.create_zone(&ZoneId::new(INVENTORY_ZONE)?, &[])?;
@@ -86,6 +87,13 @@ fn populate(
             zones.iter().map(|z| z.as_str()).collect::<Vec<_>>().join(", ")
         );
         verify_store(store)?;
+        // A world written by an older build: its components are migrated
+        // (or refused, naming them) before anything decodes them.
+        let schema = hoard_engine::schema::prepare(&**store, publisher.registry())
+            .map_err(|e| anyhow::anyhow!("{}: {e}", store.path().display()))?;
+        for (component, from, to, objects) in &schema.migrated {
+            eprintln!("migrated {objects} objects' {component} from schema version {from} to {to}");
+        }
         let report = load_world(
             &**store,
             &mut publisher,

@@ -24,6 +24,7 @@ struct Maps {
     versions: BTreeMap<(ShardId, Seq, ObjectId), ()>,
     tombstones: BTreeMap<(ShardId, ObjectId), Seq>,
     tombstones_by_seq: BTreeMap<(ShardId, Seq, ObjectId), i64>,
+    schema: BTreeMap<String, u32>,
 }
 
 /// A world store held in memory, for tests.
@@ -224,5 +225,23 @@ impl WorldStore for MemoryStore {
 
     fn reset_epoch(&self, shard: ShardId) -> Result<Epoch, WriteError> {
         logic::reset_epoch(&mut *self.lock(), shard)
+    }
+
+    fn schema(&self) -> Result<BTreeMap<String, u32>, ReadError> {
+        Ok(self.lock().schema.clone())
+    }
+
+    fn commit_with_schema(
+        &self,
+        changes: &ChangeSet,
+        schema: &BTreeMap<String, u32>,
+    ) -> Result<CommitReceipt, CommitError> {
+        let mut maps = self.lock();
+        if let Some((missing, _)) = changes.shards().find(|(s, _)| !maps.shards.contains_key(s)) {
+            return Err(CommitError::UnknownShard(missing));
+        }
+        let receipt = logic::commit(&mut *maps, changes, Utc::now())?;
+        maps.schema = schema.clone();
+        Ok(receipt)
     }
 }

@@ -184,6 +184,19 @@ pub trait WorldStore: Send + Sync {
     /// re-import). Clients holding the old epoch discard their copy.
     fn reset_epoch(&self, shard: ShardId) -> Result<Epoch, WriteError>;
 
+    /// The schema version each published component's stored bytes are at
+    /// (empty for a store that has recorded none yet).
+    fn schema(&self) -> Result<std::collections::BTreeMap<String, u32>, ReadError>;
+
+    /// Commits `changes` and records `schema` in one atomic, durable
+    /// transaction: a migration is either wholly applied and recorded, or
+    /// not at all, so stored bytes are never read with the wrong decoder.
+    fn commit_with_schema(
+        &self,
+        changes: &ChangeSet,
+        schema: &std::collections::BTreeMap<String, u32>,
+    ) -> Result<CommitReceipt, CommitError>;
+
     /// Tries to bring a store that failed a write back into service (redb
     /// refuses every write after one failed I/O until it is reopened). The
     /// server calls it before retrying a failed commit. Stores that need

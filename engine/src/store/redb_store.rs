@@ -39,6 +39,8 @@ const TOMBSTONES: TableDefinition<(u64, u64), u64> = TableDefinition::new("tombs
 const TOMBSTONES_BY_SEQ: TableDefinition<(u64, u64, u64), i64> = TableDefinition::new("tombstones_by_seq");
 
 const FORMAT_KEY: &str = "format_version";
+/// Keys of the `meta` table recording each component's schema version.
+const SCHEMA_PREFIX: &str = "schema:";
 /// Most shards one zone record may list.
 const MAX_SHARDS_PER_ZONE: usize = 1 << 20;
 
@@ -658,6 +660,51 @@ impl WorldStore for RedbStore {
 
     fn reset_epoch(&self, shard: ShardId) -> Result<Epoch, WriteError> {
         self.write_tables(|t| logic::reset_epoch(t, shard))
+    }
+
+    fn schema(&self) -> Result<std::collections::BTreeMap<String, u32>, ReadError> {
+        self.with_db(|db| {
+            let txn = db.begin_read().map_err(fault("beginning a read"))?;
+            let meta = txn.open_table(META).map_err(fault("opening meta"))?;
+            let mut out = std::collections::BTreeMap::new();
+            for entry in meta.iter().map_err(fault("reading meta"))? {
+                let (key, value) = entry.map_err(fault("reading meta"))?;
+                if let Some(name) = key.value().strip_prefix(SCHEMA_PREFIX) {
+                    let version = u32::try_from(value.value())
+                        .map_err(|_| StoreFault::Corrupt(format!("schema version of {name} out of range")))?;
+                    out.insert(name.to_owned(), version);
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn commit_with_schema(
+        &self,
+        changes: &ChangeSet,
+        schema: &std::collections::BTreeMap<String, u32>,
+    ) -> Result<CommitReceipt, CommitError> {
+        self.write(|txn| {
+            let receipt = {
+                let mut tables = open_write_tables(txn)?;
+                logic::commit(&mut tables, changes, Utc::now())?
+            };
+            let mut meta = txn.open_table(META).map_err(fault("opening meta"))?;
+            let old: Vec<String> = meta
+                .iter()
+                .map_err(fault("reading meta"))?
+                .filter_map(|e| e.ok().map(|(k, _)| k.value().to_owned()))
+                .filter(|k| k.starts_with(SCHEMA_PREFIX))
+                .collect();
+            for key in old {
+                meta.remove(key.as_str()).map_err(fault("writing meta"))?;
+            }
+            for (name, version) in schema {
+                meta.insert(format!("{SCHEMA_PREFIX}{name}").as_str(), u64::from(*version))
+                    .map_err(fault("writing meta"))?;
+            }
+            Ok(receipt)
+        })
     }
 
     fn recover(&self) -> Result<(), StoreFault> {

@@ -6,5 +6,6 @@ mod crash;
 mod load;
 mod model;
 mod power_loss;
+mod schema;
 mod store;
 mod support;
