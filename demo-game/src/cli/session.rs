@@ -61,12 +61,7 @@ fn approaching(info: &ZoneInfo, at: (u16, u16), walking: Side) -> Option<&str> {
 
 /// The `zone` object of `zone`, among the replicated objects of `world`.
 pub(crate) fn zone_info(client: &HoardClient, world: &mut World, zone: &ZoneId) -> Option<ZoneInfo> {
-    let shards: Vec<_> = client
-        .cache()
-        .zone_keys(client.identity(), "world", None, zone)
-        .into_iter()
-        .map(|k| k.shard)
-        .collect();
+    let shards = client.zone_shards(zone);
     world
         .query::<(&Replicated, &ZoneInfo)>()
         .iter(world)

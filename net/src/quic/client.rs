@@ -369,6 +369,19 @@ impl HoardClient {
         self.inner.transient.lock().ok()?.get(zone).cloned()
     }
 
+    /// The shards of `zone` this client holds live (after its entry or
+    /// prefetch): what the zone holds, for finding its objects by
+    /// [`Replicated::shard`]. Empty for a zone not entered.
+    pub fn zone_shards(&self, zone: &ZoneId) -> Vec<ShardId> {
+        self.inner
+            .sync
+            .lock()
+            .ok()
+            .and_then(|s| s.live_shards(zone))
+            .map(|shards| shards.iter().map(|s| s.header.key.shard).collect())
+            .unwrap_or_default()
+    }
+
     /// The cache this client writes.
     pub fn cache(&self) -> &WorldCache {
         &self.inner.cache

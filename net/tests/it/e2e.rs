@@ -470,6 +470,11 @@ async fn two_entries_of_one_zone_at_once_both_complete() {
     let (a, b) = tokio::join!(client.enter_zone(&zone), client.enter_zone(&zone));
     let (a, b) = (a.expect("first entry"), b.expect("second entry"));
     assert_eq!((a.objects, b.objects), (100, 100));
+    // What the zone holds, from the client API.
+    let mut shards = client.zone_shards(&zone);
+    shards.sort();
+    assert_eq!(shards, (0..4).map(ShardId).collect::<Vec<_>>());
+    assert!(client.zone_shards(&ZoneId::new("forest").expect("zone")).is_empty());
     client.close();
     server.shutdown().await;
 }
