@@ -5,11 +5,13 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::Args;
+use hoard_bevy::HoardServer;
 use hoard_engine::{RedbStore, ZoneId};
 use hoard_net::quic::client::{ClientOptions, HoardClient};
-use hoard_net::quic::server::{ServerOptions, start};
+use hoard_net::quic::server::ServerOptions;
 
 use crate::cli::progress::Progress;
 use crate::cli::session::Session;
@@ -56,22 +58,45 @@ pub(crate) fn run(args: PlayArgs) -> anyhow::Result<i32> {
     // The screen is the game's: logs go beside the world's data.
     crate::cli::logging::to_file(&data.join("play.log"), "info,quinn=warn,rustls=warn");
     let store = Arc::new(RedbStore::open_dir(&data)?);
-    let progress = Progress::new("importing", "objects");
-    let game = game::server::game(&store, &args.world, 20, &progress.callback())?;
-    progress.finish();
+    // The embedded server is a Bevy App on its own thread, one frame per
+    // tick; it only listens on loopback, for this process.
+    let mut options = ServerOptions::new("127.0.0.1:0".parse()?, data.clone());
+    options.dev_mode = true;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let server_thread = {
+        let (stop, world) = (stop.clone(), args.world.clone());
+        std::thread::Builder::new()
+            .name("hoard-demo-server".into())
+            .spawn(move || -> Option<String> {
+                let progress = Progress::new("importing", "objects");
+                let mut app = match game::server::app(&store, &world, options, &progress.callback()) {
+                    Ok(app) => app,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return None;
+                    }
+                };
+                progress.finish();
+                let handle = &app.world().resource::<HoardServer>().handle;
+                let _ = ready_tx.send(Ok((handle.addr, handle.identity)));
+                let failure = game::server::run_frames(&mut app, 20, &stop);
+                hoard_bevy::server::shutdown(&mut app);
+                failure
+            })?
+    };
+    let (addr, identity) = ready_rx
+        .recv()
+        .map_err(|_| anyhow::anyhow!("the embedded server did not start"))??;
     let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(async move {
-        let mut options = ServerOptions::new("127.0.0.1:0".parse()?, data.clone());
-        // The embedded server only listens on loopback, for this process.
-        options.dev_mode = true;
-        let server = start(options, store, game).await?;
+    let result = runtime.block_on(async move {
         let client = HoardClient::connect(
             ClientOptions {
-                server: server.addr,
+                server: addr,
                 cache_dir,
                 token: format!("{}{}", hoard_net::auth::DEV_PREFIX, args.player),
                 service: "world".into(),
-                pin: Some(server.identity),
+                pin: Some(identity),
             },
             game::registry(),
         )
@@ -80,10 +105,15 @@ pub(crate) fn run(args: PlayArgs) -> anyhow::Result<i32> {
         let result = tokio::task::block_in_place(|| session.run_terminal());
         session.leave().await?;
         client.close();
-        server.shutdown().await;
         if let Some(stats) = session.last_entry() {
             println!("{}", crate::tui::status(stats));
         }
         result.map(|()| 0)
-    })
+    });
+    stop.store(true, Ordering::SeqCst);
+    if let Ok(Some(reason)) = server_thread.join() {
+        eprintln!("hoard-demo: the embedded server failed: {reason}");
+        return Ok(1);
+    }
+    result
 }

@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
@@ -141,30 +140,15 @@ fn serve(args: RunArgs) -> anyhow::Result<i32> {
     }
     // One frame per tick: the game's rules, then the durable commit and the
     // publishing (a game system that panics ends the process).
-    let tick = Duration::from_secs_f64(1.0 / f64::from(args.tick_hz.max(1)));
-    let mut next = Instant::now();
-    let code = loop {
-        app.update();
-        if app.should_exit().is_some() {
-            let reason = app
-                .world()
-                .resource::<HoardServer>()
-                .failure()
-                .unwrap_or_else(|| "the server stopped".into());
+    let code = match game::server::run_frames(&mut app, args.tick_hz, &interrupted) {
+        Some(reason) => {
             // Logged by the server; the one line an operator needs on stderr.
             eprintln!("hoard-demo: the server failed: {reason}");
-            break 1;
+            1
         }
-        if interrupted.load(Ordering::SeqCst) {
+        None => {
             tracing::info!("interrupted; shutting down");
-            break 0;
-        }
-        next += tick;
-        let now = Instant::now();
-        if next > now {
-            std::thread::sleep(next - now);
-        } else {
-            next = now;
+            0
         }
     };
     hoard_bevy::server::shutdown(&mut app);

@@ -1,6 +1,7 @@
 //! Setting up the demo's server side: the world (imported from world files
 //! on first start, loaded from the store afterwards), the inventory zone, the
-//! zone map, the rules schedule and the join hook. Shared by
+//! zone map, the rules and the join hook, as a Bevy App on the hoard server
+//! plugin. Shared by
 //! `hoard-demo server` and `hoard-demo play`.
 
 use std::collections::HashMap;
@@ -12,8 +13,7 @@ use bevy_ecs::prelude::*;
 use hoard_bevy::{HoardServerPlugin, ZoneTransients};
 use hoard_engine::store::WorldStore;
 use hoard_engine::{HoardUrl, Published, Publisher, RedbStore, ZoneId, load_world};
-use hoard_net::quic::intents::IntentRegistry;
-use hoard_net::quic::server::{Game, ServerOptions};
+use hoard_net::quic::server::ServerOptions;
 
 use super::ZoneInfo;
 use super::presence::{ZoneNames, forget_departed, presence};
@@ -136,31 +136,9 @@ fn join_hook() -> hoard_net::quic::server::JoinHook {
     Arc::new(|player: &str, store: &dyn WorldStore| ensure_inventory(player, store))
 }
 
-/// The game for the standalone server (`hoard-demo play`): its world,
-/// rules schedule, intents, join hook and presence.
-pub(crate) fn game(
-    store: &Arc<RedbStore>,
-    world_dir: &Path,
-    tick_hz: u32,
-    progress: &(dyn Fn(u64, u64) + Sync),
-) -> anyhow::Result<Game> {
-    let mut world = World::new();
-    let publisher = populate(store, &mut world, world_dir, tick_hz, progress)?;
-    let mut schedule = Schedule::default();
-    schedule.add_systems((advance_tick, forget_departed, apply_actions).chain());
-    let mut game = Game::new(
-        world,
-        schedule,
-        publisher,
-        IntentRegistry::new().intent::<Action>(ACTION),
-    );
-    game.on_join = Some(join_hook());
-    game.transient = Some(Arc::new(presence));
-    Ok(game)
-}
-
 /// The game as a Bevy App served by [`HoardServerPlugin`] (`hoard-demo
-/// server`): the rules run in `Update`, hoard's systems around them.
+/// server` and `play`): the rules run in `Update`, hoard's systems around
+/// them.
 pub(crate) fn app(
     store: &Arc<RedbStore>,
     world_dir: &Path,
@@ -178,6 +156,35 @@ pub(crate) fn app(
         (advance_tick, forget_departed, apply_actions, presence_to_transients).chain(),
     );
     Ok(app)
+}
+
+/// Runs the server App one frame per tick until `stop` is set (returns
+/// `None`) or the server fails (returns why). A game system that panics
+/// ends the process.
+pub(crate) fn run_frames(app: &mut App, tick_hz: u32, stop: &std::sync::atomic::AtomicBool) -> Option<String> {
+    let tick = std::time::Duration::from_secs_f64(1.0 / f64::from(tick_hz.max(1)));
+    let mut next = std::time::Instant::now();
+    loop {
+        app.update();
+        if app.should_exit().is_some() {
+            return Some(
+                app.world()
+                    .resource::<hoard_bevy::HoardServer>()
+                    .failure()
+                    .unwrap_or_else(|| "the server stopped".into()),
+            );
+        }
+        if stop.load(std::sync::atomic::Ordering::SeqCst) {
+            return None;
+        }
+        next += tick;
+        let now = std::time::Instant::now();
+        if next > now {
+            std::thread::sleep(next - now);
+        } else {
+            next = now;
+        }
+    }
 }
 
 /// Presence (who stands where) as this frame's transient zone state.
