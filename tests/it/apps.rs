@@ -73,6 +73,11 @@ fn record(mut events: MessageReader<HoardEvent>, mut seen: ResMut<Seen>) {
 
 /// A client App of `player`, caching in `cache`, entering the meadow.
 pub(crate) fn client(server: &App, cache: &Path, player: &str) -> App {
+    client_of(server, cache, player, registry())
+}
+
+/// The same, with another registry (another build of the game).
+pub(crate) fn client_of(server: &App, cache: &Path, player: &str, registry: PublishRegistry) -> App {
     let handle = &server.world().resource::<HoardServer>().handle;
     let token = handle
         .auth
@@ -86,7 +91,7 @@ pub(crate) fn client(server: &App, cache: &Path, player: &str) -> App {
         pin: Some(handle.identity),
     };
     let mut app = App::new();
-    app.add_plugins(HoardClientPlugin::new(options, registry()))
+    app.add_plugins(HoardClientPlugin::new(options, registry))
         .init_resource::<Seen>()
         .add_systems(Update, record);
     app.world_mut().write_message(ZoneRequest::Enter(meadow()));

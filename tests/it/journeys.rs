@@ -76,3 +76,64 @@ fn an_intent_the_server_does_not_know_is_rejected_by_seq() {
     });
     assert_eq!(stones_of(ann.world_mut(), 1), Some(0), "nothing applied");
 }
+
+/// How an older build stored a crate.
+#[derive(bevy_ecs::prelude::Component, serde::Serialize, serde::Deserialize)]
+struct CrateV1 {
+    pebbles: u32,
+}
+
+#[test]
+fn a_world_stored_by_an_older_schema_is_migrated_and_served() {
+    use bevy_ecs::prelude::*;
+    use hoard::engine::registry::decode_old;
+    use hoard::engine::schema::prepare;
+
+    let data = tempfile::tempdir().expect("tempdir");
+    let cache = tempfile::tempdir().expect("tempdir");
+    {
+        // The older build: crates of pebbles, at schema version 1.
+        let store = RedbStore::open_dir(data.path()).expect("store");
+        let shards: Vec<ShardSpec> = (0..4).map(|s| ShardSpec::shared(ShardId(s))).collect();
+        store.create_zone(&super::apps::meadow(), &shards).expect("zone");
+        let v1 = PublishRegistry::builder().publish::<CrateV1>("crate", 1).build();
+        prepare(&store, &v1).expect("record");
+        let mut world = World::new();
+        let mut publisher = Publisher::new(v1);
+        for i in 0..40u64 {
+            world.spawn((Published::new(ObjectId(i), ShardId(i % 4)), CrateV1 { pebbles: 9 }));
+        }
+        store.commit(&publisher.gather(&mut world).changes).expect("commit");
+    }
+    // This build: `Crate { stones }` at version 2, migrated from pebbles.
+    let v2 = PublishRegistry::builder()
+        .publish::<Crate>("crate", 2)
+        .migrate::<Crate>(1, |bytes| {
+            let old: CrateV1 = decode_old(bytes)?;
+            Ok(Crate { stones: old.pebbles })
+        })
+        .build();
+    let store = std::sync::Arc::new(RedbStore::open_dir(data.path()).expect("store"));
+    let report = prepare(&*store, &v2).expect("migrate");
+    assert_eq!(report.migrated, vec![("crate".to_owned(), 1, 2, 40)]);
+    let mut server = bevy_app::App::new();
+    let mut publisher = Publisher::new(v2.clone());
+    load_world(
+        &*store,
+        &mut publisher,
+        server.world_mut(),
+        &HoardUrl::service("localhost", 1, "world"),
+    )
+    .expect("load");
+    let options = ServerOptions::new("127.0.0.1:0".parse().expect("addr"), data.path().to_owned());
+    server.add_plugins(HoardServerPlugin::new(options, store, v2.clone()).with_publisher(publisher));
+    server.update();
+    // A client of this build (an older one is refused: its registry differs).
+    let mut ann = super::apps::client_of(&server, cache.path(), "ann", v2);
+    run_until(&mut server, &mut [&mut ann], |w| ready(w).is_some());
+    assert_eq!(
+        stones_of(ann.world_mut(), 5),
+        Some(9),
+        "the old pebbles arrive as stones"
+    );
+}
