@@ -19,7 +19,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 use tokio::sync::{Mutex as AsyncMutex, oneshot};
 
-use super::stream::{FrameReader, write_message};
+use super::stream::{FrameReader, StreamError, write_message};
 use crate::sync::client::{ClientConfig, ClientSync, Effect, EntryStats};
 use crate::tls::{KnownServers, PinnedVerifier, SERVER_NAME, client_config};
 use crate::wire::{Assembler, Hello, Intent, MAX_BULK_FRAME, MAX_CONTROL_FRAME, Message, PROTOCOL_VERSION};
@@ -968,6 +968,7 @@ fn fail_all(inner: &Arc<Inner>, reason: &str) {
 async fn accept_streams(conn: Connection, inner: Arc<Inner>) {
     while let Ok(recv) = conn.accept_uni().await {
         let inner = inner.clone();
+        let stream_conn = conn.clone();
         tokio::spawn(async move {
             let mut reader = FrameReader::new(recv, MAX_BULK_FRAME);
             // Shard messages larger than a frame arrive in parts.
@@ -977,6 +978,16 @@ async fn accept_streams(conn: Connection, inner: Arc<Inner>) {
                 let (msg, len) = match reader.next().await {
                     Ok(Some(x)) => x,
                     Ok(None) => break,
+                    Err(StreamError::Read(e)) => {
+                        // The connection ended (closed here, or by the
+                        // server with its reason): not a bad stream.
+                        let why = stream_conn
+                            .close_reason()
+                            .map_or_else(|| e.to_string(), |r| r.to_string());
+                        tracing::debug!(reason = %why, "stream ended with the connection");
+                        fail_all(&inner, &format!("connection closed: {why}"));
+                        break;
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "bad stream from the server");
                         fail_all(&inner, &format!("bad stream from the server: {e}"));

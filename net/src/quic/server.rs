@@ -757,6 +757,20 @@ async fn control_loop(
     }
 }
 
+/// Answer bytes built per blocking call (at least one shard each).
+const ANSWER_BATCH_BYTES: usize = 1024 * 1024;
+
+/// Roughly how many bytes a message holds (its object states).
+fn approximate_size(m: &Message) -> usize {
+    let states = |objects: &[crate::wire::WireObject]| objects.iter().map(|o| o.state.len() + 24).sum::<usize>();
+    match m {
+        Message::Changes(c) => states(&c.upserts) + c.tombstones.len() * 8,
+        Message::Manifest(c) => states(&c.upserts) + c.live.len() * 8,
+        Message::Snapshot(c) => states(&c.objects),
+        _ => 64,
+    }
+}
+
 /// A connection's zones with live deltas wanted, by the entry starting them.
 type Wanted = Arc<std::sync::Mutex<HashMap<ZoneId, u32>>>;
 
@@ -788,33 +802,50 @@ impl AnswerSender {
             return slow("no stream for a zone answer in time");
         };
         loop {
+            // Build the next messages on a blocking thread: several shards at
+            // a time up to a byte budget (a warm entry's answers are tiny),
+            // so the answer held in memory stays bounded by the budget plus
+            // one shard.
             let store = self.store.clone();
             let built = tokio::task::spawn_blocking(move || {
-                let next = plan.next_message(&*store);
-                (plan, next)
+                let mut batch = Vec::new();
+                let mut bytes = 0;
+                while bytes < ANSWER_BATCH_BYTES {
+                    match plan.next_message(&*store) {
+                        None => break,
+                        Some(Ok(m)) => {
+                            bytes += approximate_size(&m);
+                            batch.push(m);
+                        }
+                        Some(Err(e)) => return (plan, batch, Some(e)),
+                    }
+                }
+                (plan, batch, None)
             })
             .await;
-            let Ok((returned, next)) = built else {
+            let Ok((returned, batch, failed)) = built else {
                 return; // the runtime is shutting down
             };
             plan = returned;
-            let message = match next {
-                None => break,
-                Some(Ok(m)) => m,
-                Some(Err(e)) => {
-                    tracing::error!(zone = %plan.zone(), error = %e, "reading a shard for an answer failed");
-                    self.conn
-                        .close(close_code(ErrorCode::Server), b"the server could not read the zone");
-                    return;
+            let done = batch.is_empty() && failed.is_none();
+            for message in batch {
+                // Shard answers of any allowed size go in frames under the limit.
+                for part in split(message, PART_BYTES) {
+                    match tokio::time::timeout(self.stall, write_message(&mut stream, &part)).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(_)) => return, // the connection ended
+                        Err(_) => return slow("zone answer not taken in time"),
+                    }
                 }
-            };
-            // Shard answers of any allowed size go in frames under the limit.
-            for part in split(message, PART_BYTES) {
-                match tokio::time::timeout(self.stall, write_message(&mut stream, &part)).await {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(_)) => return, // the connection ended
-                    Err(_) => return slow("zone answer not taken in time"),
-                }
+            }
+            if let Some(e) = failed {
+                tracing::error!(zone = %plan.zone(), error = %e, "reading a shard for an answer failed");
+                self.conn
+                    .close(close_code(ErrorCode::Server), b"the server could not read the zone");
+                return;
+            }
+            if done {
+                break;
             }
         }
         let _ = stream.finish();
