@@ -37,7 +37,7 @@ use crate::sync::server::{Output, ServerSession, SessionConfig};
 use crate::tls::{ServerKeys, TlsError};
 use crate::wire::{
     ErrorCode, IntentRejected, MAX_CONTROL_FRAME, MAX_TRANSIENT_BYTES, Message, PART_BYTES, Processed, Status,
-    Transient, split,
+    Transient, object_bytes, split,
 };
 
 /// How the server runs.
@@ -760,17 +760,6 @@ async fn control_loop(
 /// Answer bytes built per blocking call (at least one shard each).
 const ANSWER_BATCH_BYTES: usize = 1024 * 1024;
 
-/// Roughly how many bytes a message holds (its object states).
-fn approximate_size(m: &Message) -> usize {
-    let states = |objects: &[crate::wire::WireObject]| objects.iter().map(|o| o.state.len() + 24).sum::<usize>();
-    match m {
-        Message::Changes(c) => states(&c.upserts) + c.tombstones.len() * 8,
-        Message::Manifest(c) => states(&c.upserts) + c.live.len() * 8,
-        Message::Snapshot(c) => states(&c.objects),
-        _ => 64,
-    }
-}
-
 /// A connection's zones with live deltas wanted, by the entry starting them.
 type Wanted = Arc<std::sync::Mutex<HashMap<ZoneId, u32>>>;
 
@@ -814,7 +803,7 @@ impl AnswerSender {
                     match plan.next_message(&*store) {
                         None => break,
                         Some(Ok(m)) => {
-                            bytes += approximate_size(&m);
+                            bytes += object_bytes(&m).max(64);
                             batch.push(m);
                         }
                         Some(Err(e)) => return (plan, batch, Some(e)),

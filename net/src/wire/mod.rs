@@ -15,7 +15,7 @@ mod parts;
 
 pub use frame::{FrameDecoder, FrameError, encode_frame};
 pub use msg::*;
-pub use parts::{Assembler, PART_BYTES, PartsError, split};
+pub use parts::{Assembler, PART_BYTES, PartsError, object_bytes, split};
 
 /// The ALPN protocol id of hoard over QUIC.
 pub const ALPN: &[u8] = b"hoard/1";

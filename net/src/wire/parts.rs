@@ -12,6 +12,19 @@ pub const PART_BYTES: usize = 4 * 1024 * 1024;
 /// Per-object overhead counted towards a part: id, version and `bin` header.
 const OBJECT_OVERHEAD: usize = 24;
 
+/// The object bytes a shard message carries, as counted for splitting (0
+/// for other messages).
+pub fn object_bytes(msg: &Message) -> usize {
+    let objects: &[WireObject] = match msg {
+        Message::Changes(m) => &m.upserts,
+        Message::Manifest(m) => &m.upserts,
+        Message::Snapshot(m) => &m.objects,
+        Message::Delta(m) => &m.upserts,
+        _ => return 0,
+    };
+    objects.iter().map(|o| o.state.len() + OBJECT_OVERHEAD).sum()
+}
+
 fn objects_of(msg: &mut Message) -> Option<&mut Vec<WireObject>> {
     match msg {
         Message::Changes(m) => Some(&mut m.upserts),
@@ -25,13 +38,12 @@ fn objects_of(msg: &mut Message) -> Option<&mut Vec<WireObject>> {
 /// The frames to send for `msg`: itself, or, when its objects exceed
 /// `part_bytes`, `Parts`, itself with its first objects, and `More` frames.
 pub fn split(mut msg: Message, part_bytes: usize) -> Vec<Message> {
+    if object_bytes(&msg) <= part_bytes {
+        return vec![msg];
+    }
     let Some(objects) = objects_of(&mut msg) else {
         return vec![msg];
     };
-    let total: usize = objects.iter().map(|o| o.state.len() + OBJECT_OVERHEAD).sum();
-    if total <= part_bytes {
-        return vec![msg];
-    }
     // Ascending ids in every part, as each list is encoded sorted anyway.
     objects.sort_by_key(|o| o.id);
     let mut groups: Vec<Vec<WireObject>> = vec![Vec::new()];
