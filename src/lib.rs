@@ -85,7 +85,7 @@
 //! # Logs
 //!
 //! hoard logs through `tracing`. Useful targets for `RUST_LOG`:
-//! `hoard_net::sync` (zone entries, answers, repairs), `hoard_net::quic`
+//! `hoard_proto::sync` (zone entries, answers, repairs), `hoard_net::quic`
 //! (connections, budgets, the world thread), `hoard_engine::store` (commits,
 //! recovery), `hoard_world_cache` (cache writes and bad files).
 //!
@@ -113,7 +113,7 @@ pub mod server {
 /// Joining a world: connect, enter zones, apply what arrives to a `World`.
 pub mod client {
     pub use hoard_net::quic::client::{ClientError, ClientEvent, ClientOptions, HoardClient, Replicated};
-    pub use hoard_net::sync::client::EntryStats;
+    pub use hoard_proto::sync::client::EntryStats;
 }
 
 /// The names a game needs most.

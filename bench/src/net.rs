@@ -18,7 +18,7 @@ use hoard_net::netsim::{self, LinkConfig};
 use hoard_net::quic::client::{ClientOptions, HoardClient};
 use hoard_net::quic::intents::IntentRegistry;
 use hoard_net::quic::server::{Game, ServerHandle, ServerOptions, start};
-use hoard_net::sync::client::EntryStats;
+use hoard_proto::sync::client::EntryStats;
 use serde_json::json;
 
 use crate::report::{median, ms, print_table};

@@ -16,7 +16,7 @@ use hoard_net::quic::intents::IntentRegistry;
 use hoard_net::quic::server::{
     GameRules, JoinHook, ServerHandle, ServerOptions, TransientHook, WorldLink, start_linked,
 };
-use hoard_net::sync::server::{AccessPolicy, OpenWorld};
+use hoard_proto::sync::server::{AccessPolicy, OpenWorld};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 

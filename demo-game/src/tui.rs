@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use bevy_ecs::world::World;
 use hoard_net::quic::client::Replicated;
-use hoard_net::sync::client::EntryStats;
+use hoard_proto::sync::client::EntryStats;
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Style};

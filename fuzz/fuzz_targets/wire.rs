@@ -4,7 +4,7 @@
 //! the decoded messages also go through a parts assembler, as on a stream.
 #![no_main]
 
-use hoard_net::wire::{Assembler, FrameDecoder, MAX_CONTROL_FRAME, Message};
+use hoard_proto::wire::{Assembler, FrameDecoder, MAX_CONTROL_FRAME, Message};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

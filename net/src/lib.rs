@@ -1,9 +1,7 @@
-//! hoard-net: the wire protocol, the sans-IO sync state machines, and the
-//! QUIC drivers (server, client) plus a UDP network simulator.
+//! hoard-net: the QUIC drivers of hoard (server, client), thin loops around
+//! the sans-IO machines of `hoard-proto`, plus TLS identity and pinning and
+//! a UDP network simulator for tests and measurements.
 
-pub mod auth;
 pub mod netsim;
 pub mod quic;
-pub mod sync;
 pub mod tls;
-pub mod wire;

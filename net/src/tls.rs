@@ -189,7 +189,7 @@ impl ServerKeys {
             .with_no_client_auth()
             .with_single_cert(vec![self.cert.clone()], PrivateKeyDer::Pkcs8(self.key.clone_key()))
             .map_err(|e| TlsError::Generate(e.to_string()))?;
-        config.alpn_protocols = vec![crate::wire::ALPN.to_vec()];
+        config.alpn_protocols = vec![hoard_proto::wire::ALPN.to_vec()];
         // quinn requires this exact value to accept 0-RTT.
         config.max_early_data_size = u32::MAX;
         // The hoard client does not resume sessions yet, so session tickets
@@ -329,7 +329,7 @@ pub fn client_config(verifier: Arc<PinnedVerifier>) -> Result<rustls::ClientConf
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
-    config.alpn_protocols = vec![crate::wire::ALPN.to_vec()];
+    config.alpn_protocols = vec![hoard_proto::wire::ALPN.to_vec()];
     config.enable_early_data = true;
     Ok(config)
 }

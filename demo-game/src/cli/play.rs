@@ -94,7 +94,7 @@ pub(crate) fn run(args: PlayArgs) -> anyhow::Result<i32> {
             ClientOptions {
                 server: addr,
                 cache_dir,
-                token: format!("{}{}", hoard_net::auth::DEV_PREFIX, args.player),
+                token: format!("{}{}", hoard_proto::auth::DEV_PREFIX, args.player),
                 service: "world".into(),
                 pin: Some(identity),
             },

@@ -11,9 +11,9 @@ use clap::{Args, Subcommand};
 use hoard_bevy::HoardServer;
 use hoard_engine::RedbStore;
 use hoard_engine::store::WorldStore;
-use hoard_net::auth::TokenAuthority;
 use hoard_net::quic::server::ServerOptions;
 use hoard_net::tls::ServerKeys;
+use hoard_proto::auth::TokenAuthority;
 
 use crate::cli::progress::Progress;
 use crate::cli::world::default_world_dir;

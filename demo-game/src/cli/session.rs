@@ -14,7 +14,7 @@ use bevy_ecs::world::World;
 use crossterm::event::{self, Event, KeyCode, KeyEventKind};
 use hoard_engine::ZoneId;
 use hoard_net::quic::client::{HoardClient, Replicated};
-use hoard_net::sync::client::{EntryProgress, EntryStats};
+use hoard_proto::sync::client::{EntryProgress, EntryStats};
 use ratatui::DefaultTerminal;
 
 use crate::cli::progress::Progress;

@@ -20,9 +20,9 @@ use serde::Serialize;
 use tokio::sync::{Mutex as AsyncMutex, oneshot};
 
 use super::stream::{FrameReader, StreamError, write_message};
-use crate::sync::client::{ClientConfig, ClientSync, Effect, EntryStats};
 use crate::tls::{KnownServers, PinnedVerifier, SERVER_NAME, client_config};
-use crate::wire::{Assembler, Hello, Intent, MAX_BULK_FRAME, MAX_CONTROL_FRAME, Message, PROTOCOL_VERSION};
+use hoard_proto::sync::client::{CheckedCopy, ClientConfig, ClientSync, Effect, EntryStats};
+use hoard_proto::wire::{Assembler, Hello, Intent, MAX_BULK_FRAME, MAX_CONTROL_FRAME, Message, PROTOCOL_VERSION};
 
 /// How to reach a server.
 #[derive(Clone, Debug)]
@@ -82,8 +82,8 @@ pub enum ClientError {
 
 /// Longest a zone entry may take before [`HoardClient::enter_zone`] gives up
 /// (a 100,000-object cold entry takes a few seconds on a slow link); the
-/// sync's own timer ([`crate::sync::client::ENTRY_TIMEOUT_SECS`]).
-pub const ENTRY_TIMEOUT: Duration = Duration::from_secs(crate::sync::client::ENTRY_TIMEOUT_SECS as u64);
+/// sync's own timer ([`hoard_proto::sync::client::ENTRY_TIMEOUT_SECS`]).
+pub const ENTRY_TIMEOUT: Duration = Duration::from_secs(hoard_proto::sync::client::ENTRY_TIMEOUT_SECS as u64);
 
 /// The cache is trimmed to this size (least recently used shards first) when
 /// a client connects.
@@ -295,16 +295,20 @@ impl HoardClient {
                 });
             }
         };
+        // The sync machine's clock: seconds since `started`, which is
+        // `wall_clock_at_zero` on the wall clock.
+        let started = Instant::now();
         let sync = ClientSync::new(ClientConfig {
             server: identity,
             service: options.service.clone(),
             perspective: welcome.perspective.clone(),
             registry: registry.hash(),
+            wall_clock_at_zero: chrono::Utc::now(),
         });
         let inner = Arc::new(Inner {
             sync: Mutex::new(sync),
             cache,
-            started: Instant::now(),
+            started,
             pending: Mutex::new(Vec::new()),
             waiting: Mutex::new(HashMap::new()),
             visible: Mutex::new(HashSet::new()),
@@ -358,7 +362,7 @@ impl HoardClient {
 
     /// How far the entry of `zone` in flight has come (for a progress
     /// display while [`HoardClient::enter_zone`] runs); `None` when none is.
-    pub fn entry_progress(&self, zone: &ZoneId) -> Option<crate::sync::client::EntryProgress> {
+    pub fn entry_progress(&self, zone: &ZoneId) -> Option<hoard_proto::sync::client::EntryProgress> {
         self.inner.sync.lock().ok()?.entry_progress(zone)
     }
 
@@ -427,12 +431,18 @@ impl HoardClient {
         let inner = self.inner.clone();
         let registry = cfg.registry;
         let present: Vec<_> = heads.iter().map(|h| h.key.clone()).collect();
-        let copies = tokio::task::spawn_blocking(move || inner.cache.load_many(&present, registry))
-            .await
-            .map_err(|e| ClientError::Lost(e.to_string()))?
-            .into_iter()
-            .flatten()
-            .collect();
+        let copies = tokio::task::spawn_blocking(move || {
+            // Each copy's digest is recomputed from its objects, in parallel.
+            let loaded: Vec<_> = inner
+                .cache
+                .load_many(&present, registry)
+                .into_iter()
+                .flatten()
+                .collect();
+            loaded.into_par_iter().map(CheckedCopy::new).collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|e| ClientError::Lost(e.to_string()))?;
         let now = self.inner.started.elapsed().as_secs_f64();
         let result = self
             .inner

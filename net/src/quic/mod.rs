@@ -1,5 +1,5 @@
 //! The QUIC drivers: thin async loops (quinn, tokio) around the sans-IO
-//! state machines in [`crate::sync`].
+//! state machines in [`hoard_proto::sync`].
 //!
 //! Streams: the client opens one bidirectional *control* stream (hello,
 //! zone enter/leave, repairs, intents; welcome and errors back). The server

@@ -30,12 +30,12 @@ use tokio::sync::{Semaphore, mpsc, watch};
 
 use super::intents::{ConnectedPlayers, IncomingIntents, IntentRegistry, ReceivedIntent};
 use super::stream::{FrameReader, StreamError, write_message};
-use crate::auth::TokenAuthority;
-use crate::sync::answer::AnswerPlan;
-use crate::sync::hub::{Hub, SessionId};
-use crate::sync::server::{Output, ServerSession, SessionConfig};
 use crate::tls::{ServerKeys, TlsError};
-use crate::wire::{
+use hoard_proto::auth::TokenAuthority;
+use hoard_proto::sync::answer::AnswerPlan;
+use hoard_proto::sync::hub::{Hub, SessionId};
+use hoard_proto::sync::server::{Output, ServerSession, SessionConfig};
+use hoard_proto::wire::{
     ErrorCode, IntentRejected, MAX_CONTROL_FRAME, MAX_TRANSIENT_BYTES, Message, PART_BYTES, Processed, Status,
     Transient, object_bytes, split,
 };
@@ -111,7 +111,7 @@ pub struct Game {
     /// The intents the game accepts.
     pub intents: IntentRegistry,
     /// Which zones each perspective may enter.
-    pub access: Arc<dyn crate::sync::server::AccessPolicy>,
+    pub access: Arc<dyn hoard_proto::sync::server::AccessPolicy>,
     /// Called once per connection when its perspective is authenticated,
     /// before any zone request of it is answered (the demo creates the
     /// player's inventory shard here). An error refuses the session with
@@ -139,7 +139,7 @@ impl Game {
             schedule,
             publisher,
             intents,
-            access: Arc::new(crate::sync::server::OpenWorld),
+            access: Arc::new(hoard_proto::sync::server::OpenWorld),
             on_join: None,
             transient: None,
         }
@@ -338,7 +338,7 @@ pub struct GameRules {
     /// The intents the game accepts.
     pub intents: IntentRegistry,
     /// Which zones each perspective may enter.
-    pub access: Arc<dyn crate::sync::server::AccessPolicy>,
+    pub access: Arc<dyn hoard_proto::sync::server::AccessPolicy>,
     /// See [`Game::on_join`].
     pub on_join: Option<JoinHook>,
 }
@@ -595,7 +595,7 @@ async fn control_loop(
                     session.fail(ErrorCode::Timeout, "no hello in time");
                     // Nothing to handle: the loop below sends the error and closes.
                     Ok(Some((
-                        Message::Error(crate::wire::ErrorMsg {
+                        Message::Error(hoard_proto::wire::ErrorMsg {
                             code: 0,
                             message: String::new(),
                         }),
@@ -612,7 +612,7 @@ async fn control_loop(
             Err(StreamError::Read(e)) => return Err(e.into()),
             Err(e) => {
                 session.fail(ErrorCode::Protocol, e.to_string());
-                Message::Error(crate::wire::ErrorMsg {
+                Message::Error(hoard_proto::wire::ErrorMsg {
                     code: 0,
                     message: String::new(),
                 })

@@ -2,7 +2,7 @@
 
 use quinn::{RecvStream, SendStream};
 
-use crate::wire::{DecodeError, FrameDecoder, FrameError, Message};
+use hoard_proto::wire::{DecodeError, FrameDecoder, FrameError, Message};
 
 /// Why a stream could not be read as frames.
 #[derive(Debug, thiserror::Error)]

@@ -10,11 +10,11 @@ use std::sync::Arc;
 
 use hoard_engine::store::{ShardSpec, WorldStore};
 use hoard_engine::{ChangeSet, MemoryStore, RegistryHash, ServerIdentity, ShardId, ZoneId};
-use hoard_net::auth::TokenAuthority;
-use hoard_net::sync::client::{ClientConfig, ClientSync, Effect, EntryStats};
-use hoard_net::sync::hub::Hub;
-use hoard_net::sync::server::{Output, ServerSession, SessionConfig};
-use hoard_net::wire::{Hello, Message, PROTOCOL_VERSION};
+use hoard_proto::auth::TokenAuthority;
+use hoard_proto::sync::client::{CheckedCopy, ClientConfig, ClientSync, Effect, EntryStats};
+use hoard_proto::sync::hub::Hub;
+use hoard_proto::sync::server::{Output, ServerSession, SessionConfig};
+use hoard_proto::wire::{Hello, Message, PROTOCOL_VERSION};
 use hoard_world_cache::{CachedShard, ShardKey};
 
 pub(crate) const SERVER: ServerIdentity = ServerIdentity([1; 32]);
@@ -73,7 +73,7 @@ pub(crate) struct Pair {
     /// Zone ready events seen.
     pub(crate) ready: Vec<(ZoneId, EntryStats)>,
     /// The progress of the last entry started, after each answer frame.
-    pub(crate) progress: Vec<Option<hoard_net::sync::client::EntryProgress>>,
+    pub(crate) progress: Vec<Option<hoard_proto::sync::client::EntryProgress>>,
     entering: Option<ZoneId>,
     pub(crate) denied: Vec<(ZoneId, u16)>,
     pub(crate) failures: Vec<(u16, String)>,
@@ -110,6 +110,7 @@ impl Pair {
                 service: "world".into(),
                 perspective: "ann".into(),
                 registry: REGISTRY,
+                wall_clock_at_zero: chrono::Utc::now(),
             }),
             cache: BTreeMap::new(),
             ready: Vec::new(),
@@ -160,7 +161,11 @@ impl Pair {
         let request = self.client.enter_zone(self.net.now, zone, &heads, subscribe);
         self.flush_client();
         self.client
-            .provide_copies(self.net.now, request, copies)
+            .provide_copies(
+                self.net.now,
+                request,
+                copies.into_iter().map(CheckedCopy::new).collect(),
+            )
             .expect("copies");
         self.drain_effects();
         request
@@ -197,7 +202,6 @@ impl Pair {
                 }
                 Output::Unsubscribe { zone } => self.hub.unsubscribe(1, &zone),
                 Output::Intent { .. } | Output::Close { .. } | Output::Kick { .. } => {}
-                _ => {}
             }
         }
     }

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use hoard_engine::{Digest, Epoch, ObjectId, Seq, ShardId, ZoneId};
-use hoard_net::wire::*;
+use hoard_proto::wire::*;
 
 fn digest() -> Digest {
     let mut d = Digest::EMPTY;

@@ -77,7 +77,8 @@ impl SessionConfig {
 
 /// What the driver must do for the session.
 #[derive(Debug)]
-#[non_exhaustive]
+// Deliberately exhaustive: a driver must handle every effect, and a new
+// one must fail its build rather than be ignored.
 pub enum Output {
     /// Send on the control stream.
     Control(Message),

@@ -17,7 +17,6 @@ use hoard_engine::{ObjectId, ObjectState, RegistryHash, Seq, ServerIdentity, Sha
 use hoard_world_cache::{ApplyError, CachedObject, CachedShard, ShardHeader, ShardKey, ShardUpdate, UpdateKind};
 
 use hoard_world_cache::format::recompute_digest;
-use rayon::prelude::*;
 
 use super::answer::short_hash;
 use crate::wire::{Delta, EnterZone, LeaveZone, Message, Repair, RepairEntry, ShardHave, WireObject};
@@ -33,6 +32,32 @@ pub struct ClientConfig {
     pub perspective: String,
     /// The component registry in use.
     pub registry: RegistryHash,
+    /// The wall-clock time at which the driver's clock (the `now` every call
+    /// takes, in seconds) read 0. Cached copies are stamped with this plus
+    /// `now`, so the machine reads no clock of its own.
+    pub wall_clock_at_zero: DateTime<Utc>,
+}
+
+/// A cached copy whose digest was recomputed from its objects: a copy whose
+/// header does not describe its contents must not be trusted, even when the
+/// server finds it up to date. Checking costs a blake3 per object, so the
+/// driver checks copies on its own threads, in parallel, before handing them
+/// to [`ClientSync::provide_copies`].
+#[derive(Clone, Debug)]
+pub struct CheckedCopy {
+    copy: CachedShard,
+    honest: bool,
+}
+
+impl CheckedCopy {
+    /// Recomputes `copy`'s digest from its objects; the header then carries
+    /// the real digest, and a copy whose stored digest differed is repaired.
+    pub fn new(mut copy: CachedShard) -> CheckedCopy {
+        let real = recompute_digest(&copy.objects);
+        let honest = real == copy.header.digest;
+        copy.header.digest = real;
+        CheckedCopy { copy, honest }
+    }
 }
 
 /// What one zone entry cost and reused.
@@ -73,7 +98,8 @@ pub struct EntryProgress {
 
 /// What the driver must do.
 #[derive(Debug)]
-#[non_exhaustive]
+// Deliberately exhaustive: a driver must handle every effect, and a new
+// one must fail its build rather than be ignored.
 pub enum Effect {
     /// Write this verified shard to the cache.
     WriteShard(CachedShard),
@@ -214,6 +240,8 @@ pub struct ClientSync {
     effects: VecDeque<Effect>,
     /// The request whose answer stream is being read.
     answering: Option<u32>,
+    /// The latest `now` a call brought (seconds on the driver's clock).
+    now: f64,
 }
 
 fn cached(o: WireObject) -> Result<CachedObject, SyncError> {
@@ -244,7 +272,19 @@ impl ClientSync {
             out: VecDeque::new(),
             effects: VecDeque::new(),
             answering: None,
+            now: 0.0,
         }
+    }
+
+    /// Notes the time a call brought, for the timestamps of cached copies.
+    fn at(&mut self, now: f64) {
+        self.now = self.now.max(now);
+    }
+
+    /// The wall-clock time of the latest call.
+    fn wall_now(&self) -> DateTime<Utc> {
+        let micros = (self.now * 1e6) as i64;
+        self.cfg.wall_clock_at_zero + chrono::Duration::microseconds(micros)
     }
 
     /// The session's configuration.
@@ -288,6 +328,7 @@ impl ClientSync {
     /// whose cached copies have these `heads`. Returns the request id; hand
     /// the copies over with [`ClientSync::provide_copies`].
     pub fn enter_zone(&mut self, now: f64, zone: ZoneId, heads: &[ShardHeader], subscribe: bool) -> u32 {
+        self.at(now);
         let request = self.next_request;
         self.next_request += 1;
         let have: Vec<ShardHave> = heads
@@ -331,23 +372,14 @@ impl ClientSync {
     }
 
     /// Hands over the cached copies for an entry (those that loaded; a copy
-    /// that failed to load is simply absent).
-    pub fn provide_copies(&mut self, now: f64, request: u32, copies: Vec<CachedShard>) -> Result<(), SyncError> {
+    /// that failed to load is simply absent), each checked by
+    /// [`CheckedCopy::new`] (the driver does that on its own threads).
+    pub fn provide_copies(&mut self, now: f64, request: u32, copies: Vec<CheckedCopy>) -> Result<(), SyncError> {
+        self.at(now);
         let Some(entry) = self.entries.get_mut(&request) else {
             return Ok(());
         };
-        // Recompute every copy's digest from its objects (in parallel): a copy
-        // whose header does not describe its contents must not be trusted,
-        // even when the server finds it up to date.
-        let checked: Vec<(CachedShard, bool)> = copies
-            .into_par_iter()
-            .map(|mut c| {
-                let real = recompute_digest(&c.objects);
-                let honest = real == c.header.digest;
-                c.header.digest = real;
-                (c, honest)
-            })
-            .collect();
+        let checked: Vec<(CachedShard, bool)> = copies.into_iter().map(|c| (c.copy, c.honest)).collect();
         for (c, honest) in &checked {
             if !honest {
                 tracing::warn!(shard = %c.header.key, "cached copy does not match its own header; it will be repaired");
@@ -375,6 +407,7 @@ impl ClientSync {
     /// Abandons every entry that has waited [`ENTRY_TIMEOUT_SECS`] by `now`:
     /// an `EntryTimedOut` effect each, so no caller waits for ever.
     pub fn handle_timeout(&mut self, now: f64) {
+        self.at(now);
         let expired: Vec<u32> = self
             .entries
             .iter()
@@ -447,6 +480,7 @@ impl ClientSync {
     /// Handles one message from an answer or delta stream (or a control
     /// message about entries) at `now`; `frame_len` counts toward the entry's bytes.
     pub fn handle(&mut self, now: f64, msg: Message, frame_len: usize) -> Result<(), SyncError> {
+        self.at(now);
         // The answer of an abandoned (timed-out) entry may still come: it is
         // dropped, whole, not taken for a protocol violation.
         let abandoned = match &msg {
@@ -615,7 +649,7 @@ impl ClientSync {
             return Ok(());
         };
         let zone = entry.zone.clone();
-        let now = Utc::now();
+        let now = self.wall_now();
         let (shard, result, kind) = match msg {
             Message::UpToDate(u) => {
                 let copy = entry.copies.as_ref().and_then(|c| c.get(&u.shard));
@@ -800,6 +834,7 @@ impl ClientSync {
     }
 
     fn delta(&mut self, d: Delta) -> Result<(), SyncError> {
+        let wall_now = self.wall_now();
         let Some(shards) = self.live.get_mut(&d.zone) else {
             // Deltas that overtake their zone's answer wait for it; others
             // (a zone just left) are dropped. The wait is bounded: past the
@@ -839,7 +874,7 @@ impl ClientSync {
             upserts: upserts.clone(),
         };
         let key = copy.header.key.clone();
-        match hoard_world_cache::apply::apply(&key, self.cfg.registry, Some(copy), update.clone(), Utc::now()) {
+        match hoard_world_cache::apply::apply(&key, self.cfg.registry, Some(copy), update.clone(), wall_now) {
             Ok(next) => {
                 shards.insert(d.shard, next.clone());
                 self.effects.push_back(Effect::DeltaApplied {
@@ -887,7 +922,7 @@ impl ClientSync {
             self.cfg.registry,
             Some(&copy),
             update.clone(),
-            Utc::now(),
+            self.wall_now(),
         )
         .map_err(|_| SyncError::RepairFailed {
             zone: zone.clone(),

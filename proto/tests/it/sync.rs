@@ -10,6 +10,8 @@ use hoard_world_cache::format::recompute_digest;
 use hoard_world_cache::{CachedShard, ShardKey};
 use proptest::prelude::*;
 
+use hoard_proto::sync::client::CheckedCopy;
+
 use super::pair::{Pair, SERVER};
 
 fn state(n: u64) -> ObjectState {
@@ -27,7 +29,7 @@ fn fill(pair: &mut Pair, shards: u64, objects: u64, salt: u64) {
     pair.commit(&tick);
 }
 
-fn last_stats(pair: &Pair) -> hoard_net::sync::client::EntryStats {
+fn last_stats(pair: &Pair) -> hoard_proto::sync::client::EntryStats {
     pair.ready.last().expect("zone ready").1.clone()
 }
 
@@ -221,7 +223,7 @@ fn unknown_and_forbidden_zones_are_denied() {
     pair.enter("nowhere", false);
     pair.run();
     assert_eq!(pair.denied.len(), 1);
-    assert_eq!(pair.denied[0].1, hoard_net::wire::ErrorCode::UnknownZone as u16);
+    assert_eq!(pair.denied[0].1, hoard_proto::wire::ErrorCode::UnknownZone as u16);
 }
 
 #[derive(Debug, Clone)]
@@ -334,7 +336,9 @@ fn a_head_whose_copy_then_fails_to_load_is_fetched_by_repair() {
         .collect();
     let request = pair.client.enter_zone(0.0, zone, &heads, false);
     pair.run();
-    pair.client.provide_copies(0.0, request, copies).expect("copies");
+    pair.client
+        .provide_copies(0.0, request, copies.into_iter().map(CheckedCopy::new).collect())
+        .expect("copies");
     pair.run();
     let stats = last_stats(&pair);
     assert_eq!(
@@ -346,7 +350,7 @@ fn a_head_whose_copy_then_fails_to_load_is_fetched_by_repair() {
 
 #[test]
 fn an_entry_whose_answer_never_comes_times_out_instead_of_waiting_for_ever() {
-    use hoard_net::sync::client::{ENTRY_TIMEOUT_SECS, Effect};
+    use hoard_proto::sync::client::{ENTRY_TIMEOUT_SECS, Effect};
     let mut pair = Pair::new("meadow", 2, 1);
     fill(&mut pair, 2, 5, 0);
     // The request goes out and the network then loses everything: the
