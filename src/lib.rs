@@ -106,8 +106,8 @@ pub use hoard_world_cache as world_cache;
 /// Serving a world: start a server with a game's world, schedule and
 /// intents; its handle issues tokens and reports a failure.
 pub mod server {
-    pub use hoard_net::quic::intents::{ConnectedPlayers, IncomingIntents, IntentRegistry, ReceivedIntent};
     pub use hoard_net::quic::server::{Game, ServerError, ServerHandle, ServerOptions, ServerStats, start};
+    pub use hoard_proto::intents::{ConnectedPlayers, IncomingIntents, IntentRegistry, ReceivedIntent};
 }
 
 /// Joining a world: connect, enter zones, apply what arrives to a `World`.

@@ -16,8 +16,8 @@ use hoard_engine::store::{ShardSpec, WorldStore};
 use hoard_engine::{ChangeSet, ObjectId, Publisher, RedbStore, ShardId, ZoneId};
 use hoard_net::netsim::{self, LinkConfig};
 use hoard_net::quic::client::{ClientOptions, HoardClient};
-use hoard_net::quic::intents::IntentRegistry;
 use hoard_net::quic::server::{Game, ServerHandle, ServerOptions, start};
+use hoard_proto::intents::IntentRegistry;
 use hoard_proto::sync::client::EntryStats;
 use serde_json::json;
 

@@ -12,15 +12,15 @@ use bevy_app::prelude::*;
 use bevy_ecs::prelude::*;
 use hoard_engine::store::WorldStore;
 use hoard_engine::{PublishRegistry, Publisher, ZoneId};
-use hoard_net::quic::intents::IntentRegistry;
 use hoard_net::quic::server::{
     GameRules, JoinHook, ServerHandle, ServerOptions, TransientHook, WorldLink, start_linked,
 };
+use hoard_proto::intents::IntentRegistry;
 use hoard_proto::sync::server::{AccessPolicy, OpenWorld};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use hoard_net::quic::intents::{ConnectedPlayers, IncomingIntents};
+pub use hoard_proto::intents::{ConnectedPlayers, IncomingIntents};
 
 /// Where hoard's server systems run, relative to the game's.
 #[derive(SystemSet, Debug, Clone, PartialEq, Eq, Hash)]

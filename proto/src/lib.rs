@@ -8,5 +8,6 @@
 //! byte-level specification is `docs/PROTOCOL.md`.
 
 pub mod auth;
+pub mod intents;
 pub mod sync;
 pub mod wire;

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use bevy_ecs::prelude::*;
 use hoard_engine::ZoneId;
-use hoard_net::quic::intents::ConnectedPlayers;
+use hoard_proto::intents::ConnectedPlayers;
 use serde::{Deserialize, Serialize};
 
 use super::rules::Players;

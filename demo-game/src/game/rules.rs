@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use bevy_ecs::prelude::*;
 use hoard_engine::store::{ShardScope, ShardSpec, WorldStore};
 use hoard_engine::{ObjectId, Published, ShardId, ZoneId};
-use hoard_net::quic::intents::IncomingIntents;
+use hoard_proto::intents::IncomingIntents;
 use serde::{Deserialize, Serialize};
 
 use super::{House, Item, TerrainRow, ZONE_SIZE};
@@ -272,7 +272,7 @@ pub(crate) fn apply_actions(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hoard_net::quic::intents::ReceivedIntent;
+    use hoard_proto::intents::ReceivedIntent;
 
     fn world() -> (World, Schedule, Entity) {
         let mut world = World::new();

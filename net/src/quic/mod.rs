@@ -8,7 +8,6 @@
 //! connection for live deltas. One connection is kept across zones.
 
 pub mod client;
-pub mod intents;
 pub mod server;
 pub mod stream;
 pub mod transport;

@@ -23,22 +23,20 @@ use std::time::{Duration, Instant};
 
 use bevy_ecs::schedule::Schedule;
 use bevy_ecs::world::World;
-use hoard_engine::store::{CommitError, WorldStore};
-use hoard_engine::{ChangeSet, Publisher, RegistryHash, Seq, ServerIdentity, ShardId, ZoneId};
+use hoard_engine::store::WorldStore;
+use hoard_engine::{Publisher, RegistryHash, Seq, ServerIdentity, ShardId, ZoneId};
 use quinn::{Connection, Endpoint};
 use tokio::sync::{Semaphore, mpsc, watch};
 
-use super::intents::{ConnectedPlayers, IncomingIntents, IntentRegistry, ReceivedIntent};
 use super::stream::{FrameReader, StreamError, write_message};
 use crate::tls::{ServerKeys, TlsError};
 use hoard_proto::auth::TokenAuthority;
+use hoard_proto::intents::{IntentRegistry, ReceivedIntent};
 use hoard_proto::sync::answer::AnswerPlan;
-use hoard_proto::sync::hub::{Hub, SessionId};
+use hoard_proto::sync::hub::SessionId;
 use hoard_proto::sync::server::{Output, ServerSession, SessionConfig};
-use hoard_proto::wire::{
-    ErrorCode, IntentRejected, MAX_CONTROL_FRAME, MAX_TRANSIENT_BYTES, Message, PART_BYTES, Processed, Status,
-    Transient, object_bytes, split,
-};
+use hoard_proto::sync::tick::{TickCore, TickInput, TickOutput};
+use hoard_proto::wire::{ErrorCode, IntentRejected, MAX_CONTROL_FRAME, Message, PART_BYTES, object_bytes, split};
 
 /// How the server runs.
 #[derive(Clone, Debug)]
@@ -447,18 +445,14 @@ pub async fn start_linked(
         options: options.clone(),
     });
     let link = WorldLink {
-        store: store.clone(),
+        core: TickCore::new(store.clone(), options.store_retry_for.as_secs_f64()),
         commands: command_rx,
         stats: stats.clone(),
         writable,
         failure: failure_tx,
         endpoint: endpoint.clone(),
-        retry_for: options.store_retry_for,
-        sessions: Sessions::default(),
-        commits: Commits {
-            pending: ChangeSet::new(),
-            failing: None,
-        },
+        conns: HashMap::new(),
+        started: Instant::now(),
     };
     let accept = endpoint.clone();
     let max = options.max_connections;
@@ -862,17 +856,28 @@ struct Conn {
 /// [`start`] drives it from its own world thread; [`start_linked`] hands it
 /// to a caller whose world runs elsewhere (a `bevy_app` App), which calls
 /// [`WorldLink::before_frame`] and [`WorldLink::after_frame`] around the
-/// game's systems.
+/// game's systems. The steps themselves are `hoard_proto`'s sans-IO
+/// [`TickCore`]; the link only carries its inputs and outputs to and from
+/// the connections.
 pub struct WorldLink {
-    store: Arc<dyn WorldStore>,
+    core: TickCore,
     commands: std_mpsc::Receiver<Command>,
     stats: Arc<ServerStats>,
     writable: Arc<AtomicBool>,
     failure: watch::Sender<Option<String>>,
     endpoint: Endpoint,
-    retry_for: Duration,
-    sessions: Sessions,
-    commits: Commits,
+    conns: HashMap<SessionId, Conn>,
+    /// The core's clock: seconds since this instant.
+    started: Instant,
+}
+
+impl std::fmt::Debug for WorldLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorldLink")
+            .field("core", &self.core)
+            .field("connections", &self.conns.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// What the world thread owns besides the game and its link.
@@ -880,72 +885,6 @@ struct WorldThread {
     link: WorldLink,
     stop: Arc<AtomicBool>,
     tick: Duration,
-}
-
-/// The world's connections and subscriptions, as the world thread sees them.
-#[derive(Default)]
-struct Sessions {
-    hub: Hub,
-    conns: HashMap<SessionId, Conn>,
-    perspectives: HashMap<SessionId, String>,
-    last_transient: HashMap<ZoneId, Vec<u8>>,
-    /// Intents given to the game whose tick is not yet durable: confirmed
-    /// (`Processed`) after the commit that holds their changes. Bounded:
-    /// intents are refused while commits fail.
-    unconfirmed: Vec<(SessionId, u32)>,
-}
-
-impl Sessions {
-    /// Queues a message on a session's delta stream; a session whose queue
-    /// is full reads too slowly and is disconnected.
-    fn deliver(&mut self, id: SessionId, message: Message, stats: &ServerStats) {
-        let Some(c) = self.conns.get(&id) else { return };
-        if c.deltas.try_send(message).is_err() {
-            tracing::warn!(
-                session = id,
-                "client does not read its deltas fast enough; disconnecting"
-            );
-            stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
-            c.conn
-                .close(close_code(ErrorCode::SlowConsumer), b"slow consumer: deltas not read");
-            self.conns.remove(&id);
-            self.hub.remove(id);
-        }
-    }
-
-    /// Tells each session which of its intents are processed and durable.
-    fn confirm(&mut self, stats: &ServerStats) {
-        let mut by_session: HashMap<SessionId, Vec<u32>> = HashMap::new();
-        for (id, seq) in self.unconfirmed.drain(..) {
-            by_session.entry(id).or_default().push(seq);
-        }
-        for (id, seqs) in by_session {
-            self.deliver(id, Message::Processed(Processed { seqs }), stats);
-        }
-    }
-
-    fn broadcast(&mut self, message: &Message, stats: &ServerStats) {
-        let ids: Vec<SessionId> = self.conns.keys().copied().collect();
-        for id in ids {
-            self.deliver(id, message.clone(), stats);
-        }
-    }
-}
-
-/// Changes gathered but not yet durable, and how the store is doing.
-struct Commits {
-    /// Every change not yet committed; a failed commit's changes stay here and
-    /// later ticks' changes merge over them (the last change of an object wins).
-    pending: ChangeSet,
-    /// Since when commits fail, the last error, and when to retry.
-    failing: Option<Failing>,
-}
-
-struct Failing {
-    since: Instant,
-    error: String,
-    retry_at: Instant,
-    backoff: Duration,
 }
 
 impl WorldThread {
@@ -994,15 +933,32 @@ impl WorldLink {
     /// Adds the resources hoard's steps use to `world`: call once, before
     /// the first frame.
     pub fn prepare(&mut self, world: &mut World) {
-        world.init_resource::<IncomingIntents>();
-        world.init_resource::<ConnectedPlayers>();
+        self.core.prepare(world);
     }
 
     /// Before the game's systems run: this frame's intents into
-    /// [`IncomingIntents`], joins and leaves into [`ConnectedPlayers`],
+    /// [`IncomingIntents`](hoard_proto::intents::IncomingIntents), joins and leaves into
+    /// [`ConnectedPlayers`](hoard_proto::intents::ConnectedPlayers),
     /// subscriptions into the hub.
     pub fn before_frame(&mut self, world: &mut World) {
-        self.handle_commands(world);
+        while let Ok(cmd) = self.commands.try_recv() {
+            let input = match cmd {
+                Command::Register { id, deltas, conn } => {
+                    self.conns.insert(id, Conn { deltas, conn });
+                    TickInput::Register { id }
+                }
+                Command::Subscribe { id, zone, shards } => TickInput::Subscribe { id, zone, shards },
+                Command::Unsubscribe { id, zone } => TickInput::Unsubscribe { id, zone },
+                Command::Joined { id, perspective } => TickInput::Joined { id, perspective },
+                Command::Remove { id } => {
+                    self.conns.remove(&id);
+                    TickInput::Remove { id }
+                }
+                Command::Intent { id, seq, intent } => TickInput::Intent { id, seq, intent },
+            };
+            self.core.handle(world, input);
+            self.deliver(world);
+        }
     }
 
     /// After the game's systems ran: intents cleared, transient state sent,
@@ -1016,31 +972,39 @@ impl WorldLink {
         publisher: &mut Publisher,
         transient: Option<&TransientHook>,
     ) -> Result<(), String> {
-        world.resource_mut::<IncomingIntents>().0.clear();
-        if let Some(hook) = transient {
-            for (zone, payload) in hook(world) {
-                if payload.len() > MAX_TRANSIENT_BYTES {
-                    tracing::warn!(%zone, bytes = payload.len(), "transient state over the limit; not sent");
-                    continue;
-                }
-                if self.sessions.last_transient.get(&zone) == Some(&payload) {
-                    continue;
-                }
-                for id in self.sessions.hub.sessions_in(&zone) {
-                    let message = Message::Transient(Transient {
-                        zone: zone.clone(),
-                        payload: payload.clone(),
-                    });
-                    self.sessions.deliver(id, message, &self.stats);
-                }
-                self.sessions.last_transient.insert(zone, payload);
+        let transients = transient.map(|hook| hook(world)).unwrap_or_default();
+        let now = self.started.elapsed().as_secs_f64();
+        let result = self.core.after_frame(now, world, publisher, transients);
+        self.deliver(world);
+        let counters = self.core.counters();
+        self.stats.ticks.store(counters.ticks, Ordering::Relaxed);
+        self.stats
+            .committed_objects
+            .store(counters.committed_objects, Ordering::Relaxed);
+        self.stats
+            .failed_commits
+            .store(counters.failed_commits, Ordering::Relaxed);
+        self.writable.store(self.core.writable(), Ordering::SeqCst);
+        result
+    }
+
+    /// Queues the core's messages on each session's delta stream; a session
+    /// whose queue is full reads too slowly and is disconnected.
+    fn deliver(&mut self, world: &mut World) {
+        while let Some(TickOutput { to, message }) = self.core.poll_output() {
+            let Some(c) = self.conns.get(&to) else { continue };
+            if c.deltas.try_send(message).is_err() {
+                tracing::warn!(
+                    session = to,
+                    "client does not read its deltas fast enough; disconnecting"
+                );
+                self.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
+                c.conn
+                    .close(close_code(ErrorCode::SlowConsumer), b"slow consumer: deltas not read");
+                self.conns.remove(&to);
+                self.core.handle(world, TickInput::Remove { id: to });
             }
         }
-        let gathered = publisher.gather(world);
-        self.commits.pending.extend(gathered.changes);
-        let result = self.commit();
-        self.stats.ticks.fetch_add(1, Ordering::Relaxed);
-        result
     }
 
     /// The server fails for good: every connection closed, the reason
@@ -1054,187 +1018,11 @@ impl WorldLink {
     /// A clean stop: a last try to commit what is pending, then every
     /// connection closed.
     pub fn finish(&mut self) {
-        if !self.commits.pending.is_empty() {
-            // A last try, so a clean shutdown keeps what the last ticks did.
-            if let Err(e) = self.store.commit(&self.commits.pending) {
-                tracing::error!(error = %e, objects = self.commits.pending.len(), "changes not saved at shutdown");
-            }
+        if let Err((objects, error)) = self.core.finish() {
+            tracing::error!(%error, objects, "changes not saved at shutdown");
         }
-        for c in self.sessions.conns.values() {
+        for c in self.conns.values() {
             c.conn.close(close_code(ErrorCode::Server), b"server shutting down");
-        }
-    }
-
-    /// Commits everything pending, durably, then publishes it. On failure the
-    /// changes stay pending and the store is reopened and retried later.
-    fn commit(&mut self) -> Result<(), String> {
-        let (commits, sessions) = (&mut self.commits, &mut self.sessions);
-        if commits.pending.is_empty() {
-            // Nothing to make durable: this tick's intents are done.
-            sessions.confirm(&self.stats);
-            return Ok(());
-        }
-        let now = Instant::now();
-        if let Some(f) = &commits.failing {
-            if now < f.retry_at {
-                return Ok(());
-            }
-            if now.duration_since(f.since) > self.retry_for {
-                return Err(format!(
-                    "the world store has failed for {:.0} s ({}); {} changed objects could not be saved",
-                    now.duration_since(f.since).as_secs_f64(),
-                    f.error,
-                    commits.pending.len()
-                ));
-            }
-            if let Err(e) = self.store.recover() {
-                tracing::warn!(error = %e, "reopening the world store failed");
-            }
-        }
-        // Durable before published: no client may hold state a crash could take back.
-        let result = loop {
-            match self.store.commit(&commits.pending) {
-                Err(CommitError::UnknownShard(shard)) => {
-                    // A game bug (an object placed in a shard no zone has):
-                    // the rest of the tick must not suffer for it. Those
-                    // objects' changes are dropped everywhere, so one moved
-                    // there stays where the store has it, exactly once.
-                    let ids: Vec<_> = commits
-                        .pending
-                        .take_shard(shard)
-                        .map(|c| c.iter().map(|(id, _)| id).collect())
-                        .unwrap_or_default();
-                    for &id in &ids {
-                        commits.pending.forget(id);
-                    }
-                    tracing::error!(
-                        %shard,
-                        objects = ?ids,
-                        "objects placed in a shard that does not exist are not saved; the store keeps them where they were"
-                    );
-                    if commits.pending.is_empty() {
-                        sessions.confirm(&self.stats);
-                        return Ok(());
-                    }
-                }
-                other => break other,
-            }
-        };
-        match result {
-            Ok(receipt) => {
-                let changes = std::mem::take(&mut commits.pending);
-                self.stats
-                    .committed_objects
-                    .fetch_add(changes.len() as u64, Ordering::Relaxed);
-                if let Some(f) = commits.failing.take() {
-                    tracing::info!(
-                        after_s = now.duration_since(f.since).as_secs_f64(),
-                        "the world store works again; actions are accepted"
-                    );
-                    self.writable.store(true, Ordering::SeqCst);
-                    let status = Message::Status(Status {
-                        writable: true,
-                        message: "the server saves the world again".into(),
-                    });
-                    sessions.broadcast(&status, &self.stats);
-                }
-                for (id, delta) in sessions.hub.publish(&changes, &receipt, &*self.store) {
-                    sessions.deliver(id, Message::Delta(delta), &self.stats);
-                }
-                // After the deltas, on the same stream: a client that sees
-                // `Processed` has seen what its intents changed.
-                sessions.confirm(&self.stats);
-                Ok(())
-            }
-            Err(e) => {
-                self.stats.failed_commits.fetch_add(1, Ordering::Relaxed);
-                let error = e.to_string();
-                match &mut commits.failing {
-                    Some(f) => {
-                        f.backoff = (f.backoff * 2).min(Duration::from_secs(5));
-                        f.retry_at = now + f.backoff;
-                        tracing::warn!(error = %error, objects = commits.pending.len(), "commit failed again; retrying");
-                        f.error = error;
-                    }
-                    None => {
-                        tracing::error!(
-                            error = %error,
-                            objects = commits.pending.len(),
-                            "commit failed; changes kept, actions paused, retrying"
-                        );
-                        self.writable.store(false, Ordering::SeqCst);
-                        let status = Message::Status(Status {
-                            writable: false,
-                            message: "the server cannot save the world right now; actions are paused".into(),
-                        });
-                        sessions.broadcast(&status, &self.stats);
-                        let backoff = Duration::from_millis(250);
-                        commits.failing = Some(Failing {
-                            since: now,
-                            error,
-                            retry_at: now + backoff,
-                            backoff,
-                        });
-                    }
-                }
-                Ok(())
-            }
-        }
-    }
-
-    fn handle_commands(&mut self, world: &mut World) {
-        let sessions = &mut self.sessions;
-        while let Ok(cmd) = self.commands.try_recv() {
-            match cmd {
-                Command::Register { id, deltas, conn } => {
-                    sessions.conns.insert(id, Conn { deltas, conn });
-                    if !self.writable.load(Ordering::SeqCst) {
-                        let status = Message::Status(Status {
-                            writable: false,
-                            message: "the server cannot save the world right now; actions are paused".into(),
-                        });
-                        sessions.deliver(id, status, &self.stats);
-                    }
-                }
-                Command::Subscribe { id, zone, shards } => {
-                    for delta in sessions.hub.subscribe(id, &zone, &shards, &*self.store) {
-                        sessions.deliver(id, Message::Delta(delta), &self.stats);
-                    }
-                    if let Some(payload) = sessions.last_transient.get(&zone) {
-                        let message = Message::Transient(Transient {
-                            zone: zone.clone(),
-                            payload: payload.clone(),
-                        });
-                        sessions.deliver(id, message, &self.stats);
-                    }
-                }
-                Command::Unsubscribe { id, zone } => sessions.hub.unsubscribe(id, &zone),
-                Command::Joined { id, perspective } => {
-                    *world
-                        .resource_mut::<ConnectedPlayers>()
-                        .0
-                        .entry(perspective.clone())
-                        .or_default() += 1;
-                    sessions.perspectives.insert(id, perspective);
-                }
-                Command::Remove { id } => {
-                    sessions.hub.remove(id);
-                    sessions.conns.remove(&id);
-                    if let Some(perspective) = sessions.perspectives.remove(&id) {
-                        let mut connected = world.resource_mut::<ConnectedPlayers>();
-                        if let Some(n) = connected.0.get_mut(&perspective) {
-                            *n -= 1;
-                            if *n == 0 {
-                                connected.0.remove(&perspective);
-                            }
-                        }
-                    }
-                }
-                Command::Intent { id, seq, intent } => {
-                    world.resource_mut::<IncomingIntents>().0.push(intent);
-                    sessions.unconfirmed.push((id, seq));
-                }
-            }
         }
     }
 }

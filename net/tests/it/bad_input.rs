@@ -12,10 +12,10 @@ use bevy_ecs::prelude::*;
 use hoard_engine::store::{ShardSpec, WorldStore};
 use hoard_engine::{Digest, Epoch, ObjectId, PublishRegistry, Published, Publisher, RedbStore, Seq, ShardId, ZoneId};
 use hoard_net::quic::client::{HoardClient, Replicated};
-use hoard_net::quic::intents::IntentRegistry;
 use hoard_net::quic::server::{Game, ServerHandle, ServerOptions, start};
 use hoard_net::quic::stream::FrameReader;
 use hoard_net::tls::{PinnedVerifier, SERVER_NAME, client_config};
+use hoard_proto::intents::IntentRegistry;
 use hoard_proto::sync::server::AccessPolicy;
 use hoard_proto::wire::{
     EnterZone, ErrorCode, Hello, MAX_BULK_FRAME, MAX_CONTROL_FRAME, MAX_SHARDS_PER_ENTRY, Message, PROTOCOL_VERSION,

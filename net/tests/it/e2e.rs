@@ -10,8 +10,8 @@ use bevy_ecs::prelude::*;
 use hoard_engine::store::{ShardSpec, WorldStore};
 use hoard_engine::{ObjectId, PublishRegistry, Published, Publisher, RedbStore, ServerIdentity, ShardId, ZoneId};
 use hoard_net::quic::client::{ClientError, ClientOptions, HoardClient, Replicated};
-use hoard_net::quic::intents::{IncomingIntents, IntentRegistry};
 use hoard_net::quic::server::{Game, ServerHandle, ServerOptions, start};
+use hoard_proto::intents::{IncomingIntents, IntentRegistry};
 use serde::{Deserialize, Serialize};
 
 #[derive(Component, Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -229,7 +229,7 @@ async fn transient_state_reaches_the_clients_in_the_zone_when_it_changes() {
     // Transient state is never stored: the store holds only the crates.
     let game = server.shutdown().await.expect("game");
     assert_eq!(game.world.resource::<Added>().0, 7);
-    let connected = game.world.resource::<hoard_net::quic::intents::ConnectedPlayers>();
+    let connected = game.world.resource::<hoard_proto::intents::ConnectedPlayers>();
     assert!(connected.contains("ann") && connected.contains("bob"), "{connected:?}");
     let store = RedbStore::open_dir(data.path()).expect("store");
     let stored: usize = (0..2)

@@ -17,8 +17,8 @@ use hoard_engine::store::sim_disk::SimDisk;
 use hoard_engine::store::{ShardSpec, WorldStore};
 use hoard_engine::{ObjectId, Published, Publisher, RedbStore, ShardId, ZoneId};
 use hoard_net::quic::client::{ClientEvent, HoardClient, Replicated};
-use hoard_net::quic::intents::{IncomingIntents, IntentRegistry};
 use hoard_net::quic::server::{Game, ServerHandle, ServerOptions, start};
+use hoard_proto::intents::{IncomingIntents, IntentRegistry};
 
 use super::e2e::{AddStones, Added, Crate, add_stones, options, registry};
 

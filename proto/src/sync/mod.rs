@@ -7,3 +7,4 @@ pub mod answer;
 pub mod client;
 pub mod hub;
 pub mod server;
+pub mod tick;

@@ -5,3 +5,4 @@
 mod golden;
 mod pair;
 mod sync;
+mod tick;

@@ -1,5 +1,6 @@
 //! A two-sided test pair, in the spirit of quinn-proto's `Pair`: the server
-//! session, hub and store on one side, the client sync and an in-memory
+//! session, the tick core (subscriptions, commits, publishing) and the store
+//! on one side, the client sync and an in-memory
 //! cache on the other, joined by a simulated network with one-way latency,
 //! jitter-free ordered streams and loss (a lost packet costs a retransmission
 //! timeout, as QUIC's reliable streams would), driven by a simulated clock.
@@ -8,12 +9,14 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::sync::Arc;
 
+use bevy_ecs::world::World;
 use hoard_engine::store::{ShardSpec, WorldStore};
-use hoard_engine::{ChangeSet, MemoryStore, RegistryHash, ServerIdentity, ShardId, ZoneId};
+use hoard_engine::{ChangeSet, MemoryStore, PublishRegistry, Publisher, RegistryHash, ServerIdentity, ShardId, ZoneId};
 use hoard_proto::auth::TokenAuthority;
+use hoard_proto::intents::ReceivedIntent;
 use hoard_proto::sync::client::{CheckedCopy, ClientConfig, ClientSync, Effect, EntryStats};
-use hoard_proto::sync::hub::Hub;
 use hoard_proto::sync::server::{Output, ServerSession, SessionConfig};
+use hoard_proto::sync::tick::{TickCore, TickInput};
 use hoard_proto::wire::{Hello, Message, PROTOCOL_VERSION};
 use hoard_world_cache::{CachedShard, ShardKey};
 
@@ -61,12 +64,18 @@ impl Net {
     }
 }
 
+/// The one session of the pair, as the tick core knows it.
+pub(crate) const SESSION: u64 = 1;
+
 /// Both sides and the network between them.
 pub(crate) struct Pair {
-    pub(crate) store: Arc<MemoryStore>,
+    pub(crate) store: Arc<dyn WorldStore>,
     pub(crate) net: Net,
     session: ServerSession,
-    hub: Hub,
+    /// The server's tick core and the world it gathers from.
+    pub(crate) tick: TickCore,
+    pub(crate) world: World,
+    pub(crate) publisher: Publisher,
     pub(crate) client: ClientSync,
     /// The client's disk cache.
     pub(crate) cache: BTreeMap<ShardKey, CachedShard>,
@@ -79,18 +88,49 @@ pub(crate) struct Pair {
     pub(crate) failures: Vec<(u16, String)>,
     pub(crate) bytes_to_server: u64,
     pub(crate) bytes_to_client: u64,
+    /// What the client saw of the tick core, in order of arrival.
+    pub(crate) seen: Vec<Seen>,
+}
+
+/// One live message the client applied.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Seen {
+    /// A delta brought a shard to this seq.
+    Delta(ShardId, hoard_engine::Seq),
+    /// These intents are processed and durable.
+    Processed(Vec<u32>),
+    /// The server's store works, or not.
+    Writable(bool),
 }
 
 impl Pair {
     /// A pair over a store holding `zone` with `shards` shared shards.
     pub(crate) fn new(zone: &str, shards: u64, seed: u64) -> Pair {
-        let store = Arc::new(MemoryStore::new());
+        Pair::with_store(
+            Arc::new(MemoryStore::new()),
+            PublishRegistry::builder().build(),
+            zone,
+            shards,
+            seed,
+        )
+    }
+
+    /// A pair over `store` (given `zone` with `shards` shared shards), whose
+    /// server world publishes the components of `registry`.
+    pub(crate) fn with_store(
+        store: Arc<dyn WorldStore>,
+        registry: PublishRegistry,
+        zone: &str,
+        shards: u64,
+        seed: u64,
+    ) -> Pair {
         let specs: Vec<ShardSpec> = (0..shards).map(|s| ShardSpec::shared(ShardId(s))).collect();
         store
             .create_zone(&ZoneId::new(zone).expect("zone"), &specs)
             .expect("create zone");
         let auth = TokenAuthority::new([9; 32]).with_dev_mode(true);
         let config = Arc::new(SessionConfig::new(SERVER, "world", REGISTRY, auth));
+        let tick = TickCore::new(store.clone(), 60.0);
         let mut pair = Pair {
             store,
             net: Net {
@@ -103,8 +143,10 @@ impl Pair {
                 queue: BinaryHeap::new(),
                 last: BTreeMap::new(),
             },
-            session: ServerSession::new(config, 1),
-            hub: Hub::new(),
+            session: ServerSession::new(config, SESSION),
+            tick,
+            world: World::new(),
+            publisher: Publisher::new(registry),
             client: ClientSync::new(ClientConfig {
                 server: SERVER,
                 service: "world".into(),
@@ -120,6 +162,7 @@ impl Pair {
             failures: Vec::new(),
             bytes_to_server: 0,
             bytes_to_client: 0,
+            seen: Vec::new(),
         };
         pair.session.handle(
             0.0,
@@ -136,14 +179,40 @@ impl Pair {
             Some(Output::Control(Message::Welcome(_))) => {}
             other => panic!("expected welcome, got {other:?}"),
         }
+        pair.tick.prepare(&mut pair.world);
+        pair.tick.handle(&mut pair.world, TickInput::Register { id: SESSION });
+        let joined = TickInput::Joined {
+            id: SESSION,
+            perspective: "ann".into(),
+        };
+        pair.tick.handle(&mut pair.world, joined);
         pair
     }
 
-    /// Commits changes on the server and publishes the deltas.
+    /// Commits changes through the tick core, which publishes the deltas
+    /// once the commit returned.
     pub(crate) fn commit(&mut self, changes: &ChangeSet) {
-        let receipt = self.store.commit(changes).expect("commit");
-        for (_, delta) in self.hub.publish(changes, &receipt, &*self.store) {
-            self.net.send(To::ClientDelta, &Message::Delta(delta));
+        self.tick
+            .commit_frame(self.net.now, changes.clone())
+            .expect("the store works");
+        self.flush_tick();
+    }
+
+    /// Ends one frame of the server's world: its changes gathered,
+    /// committed, published. What the core sent is in flight afterwards.
+    pub(crate) fn frame(&mut self) -> Result<(), String> {
+        let result = self
+            .tick
+            .after_frame(self.net.now, &mut self.world, &mut self.publisher, Vec::new());
+        self.flush_tick();
+        result
+    }
+
+    /// Puts the tick core's messages in flight to the client, in order.
+    fn flush_tick(&mut self) {
+        while let Some(out) = self.tick.poll_output() {
+            assert_eq!(out.to, SESSION);
+            self.net.send(To::ClientDelta, &out.message);
         }
     }
 
@@ -190,18 +259,47 @@ impl Pair {
                         self.net.send(To::ClientAnswer(request), &m.expect("store reads"));
                     }
                     if let Some((zone, shards)) = plan.subscription() {
-                        for d in self.hub.subscribe(1, &zone, &shards, &*self.store) {
-                            self.net.send(To::ClientDelta, &Message::Delta(d));
-                        }
+                        let subscribe = TickInput::Subscribe {
+                            id: SESSION,
+                            zone,
+                            shards,
+                        };
+                        self.tick.handle(&mut self.world, subscribe);
                     }
                 }
                 Output::Subscribe { zone, shards } => {
-                    for d in self.hub.subscribe(1, &zone, &shards, &*self.store) {
-                        self.net.send(To::ClientDelta, &Message::Delta(d));
-                    }
+                    let subscribe = TickInput::Subscribe {
+                        id: SESSION,
+                        zone,
+                        shards,
+                    };
+                    self.tick.handle(&mut self.world, subscribe);
                 }
-                Output::Unsubscribe { zone } => self.hub.unsubscribe(1, &zone),
-                Output::Intent { .. } | Output::Close { .. } | Output::Kick { .. } => {}
+                Output::Unsubscribe { zone } => {
+                    self.tick
+                        .handle(&mut self.world, TickInput::Unsubscribe { id: SESSION, zone });
+                }
+                Output::Intent {
+                    perspective,
+                    kind,
+                    payload,
+                    seq,
+                } => {
+                    let intent = ReceivedIntent {
+                        perspective,
+                        kind,
+                        payload,
+                    };
+                    self.tick.handle(
+                        &mut self.world,
+                        TickInput::Intent {
+                            id: SESSION,
+                            seq,
+                            intent,
+                        },
+                    );
+                }
+                Output::Close { .. } | Output::Kick { .. } => {}
             }
         }
     }
@@ -219,8 +317,11 @@ impl Pair {
                     self.ready.push((zone, stats));
                 }
                 Effect::DeltaApplied { shard, .. } => {
+                    self.seen.push(Seen::Delta(shard.header.key.shard, shard.header.hwm));
                     self.cache.insert(shard.header.key.clone(), shard);
                 }
+                Effect::Processed { seqs } => self.seen.push(Seen::Processed(seqs)),
+                Effect::Status { writable, .. } => self.seen.push(Seen::Writable(writable)),
                 Effect::ZoneDenied { zone, code, .. } => self.denied.push((zone, code)),
                 Effect::Failed { code, message } => self.failures.push((code, message)),
                 _ => {}
@@ -239,6 +340,7 @@ impl Pair {
                 To::Server => {
                     self.session.handle(self.net.now, 0, msg, &*self.store);
                     self.flush_server();
+                    self.flush_tick();
                 }
                 To::ClientAnswer(request) => {
                     self.bytes_to_client += frame.len() as u64;

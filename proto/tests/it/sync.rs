@@ -4,7 +4,6 @@
 
 use chrono::{Duration, Utc};
 use hoard_engine::state::StateBuilder;
-use hoard_engine::store::WorldStore;
 use hoard_engine::{ChangeSet, ObjectId, ObjectState, ShardId, ZoneId};
 use hoard_world_cache::format::recompute_digest;
 use hoard_world_cache::{CachedShard, ShardKey};
