@@ -93,7 +93,13 @@
 //!
 //! - [`engine`]: the object model, publishing bevy_ecs components, the world store.
 //! - [`world_cache`]: the client's verified, crash-safe, per-shard disk cache.
-//! - [`net`]: the wire protocol, sans-IO sync, QUIC server and client.
+//! - [`proto`]: the wire protocol and the sans-IO machines (client sync,
+//!   server session, the server's tick core): no sockets, threads or clocks.
+//! - [`net`]: the QUIC server and client, thin drivers of [`proto`].
+//!
+//! A game's client build needs no store: with `default-features = false,
+//! features = ["bevy"]` redb is not compiled (the `redb` feature, on by
+//! default, brings `RedbStore` for servers).
 //! - `bevy` (feature `bevy`, on by default): `HoardServerPlugin` and
 //!   `HoardClientPlugin` for games built on `bevy_app`.
 
@@ -101,12 +107,14 @@
 pub use hoard_bevy as bevy;
 pub use hoard_engine as engine;
 pub use hoard_net as net;
+pub use hoard_proto as proto;
 pub use hoard_world_cache as world_cache;
 
 /// Serving a world: start a server with a game's world, schedule and
 /// intents; its handle issues tokens and reports a failure.
 pub mod server {
     pub use hoard_net::quic::server::{Game, ServerError, ServerHandle, ServerOptions, ServerStats, start};
+    pub use hoard_proto::auth::{TokenAuthority, TokenError};
     pub use hoard_proto::intents::{ConnectedPlayers, IncomingIntents, IntentRegistry, ReceivedIntent};
 }
 

@@ -5,7 +5,8 @@
 //!   shard digest, the canonical object encoding and `hoard://` URLs;
 //! - [`registry`] and [`publish`]: which components are published and how
 //!   each tick's changes are gathered from a `World`;
-//! - [`store`]: the [`WorldStore`] interface, [`RedbStore`] and [`MemoryStore`];
+//! - [`store`]: the [`WorldStore`] interface, `RedbStore` (the embedded,
+//!   durable store; the `redb` feature, on by default) and [`MemoryStore`];
 //! - [`load`]: loading a stored world back into a `World`.
 //!
 //! ```
@@ -33,6 +34,7 @@ pub mod changeset;
 pub mod digest;
 pub mod ids;
 pub mod load;
+pub mod marker;
 pub mod publish;
 pub mod registry;
 pub mod schema;
@@ -47,7 +49,9 @@ pub use load::{LoadProblem, LoadReport, load_world};
 pub use publish::{Gathered, Published, Publisher};
 pub use registry::{PublishRegistry, RegistryHash};
 pub use state::ObjectState;
-pub use store::{MemoryStore, RedbStore, WorldStore};
+#[cfg(feature = "redb")]
+pub use store::RedbStore;
+pub use store::{MemoryStore, WorldStore};
 pub use url::HoardUrl;
 
 /// The names a game needs most, for `use hoard_engine::prelude::*`.
@@ -57,6 +61,8 @@ pub mod prelude {
     pub use crate::load::load_world;
     pub use crate::publish::{Published, Publisher};
     pub use crate::registry::PublishRegistry;
-    pub use crate::store::{MemoryStore, RedbStore, ShardScope, ShardSpec, WorldStore};
+    #[cfg(feature = "redb")]
+    pub use crate::store::RedbStore;
+    pub use crate::store::{MemoryStore, ShardScope, ShardSpec, WorldStore};
     pub use crate::url::HoardUrl;
 }

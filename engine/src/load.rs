@@ -11,8 +11,8 @@ use rayon::prelude::*;
 use crate::digest::StateHash;
 use crate::ids::{ObjectId, ShardId, ZoneId};
 use crate::publish::{Published, Publisher};
-use crate::registry::{ComponentDecodeError, DecodedComponent};
-use crate::state::StateError;
+use crate::registry::DecodedComponent;
+pub use crate::registry::ObjectDecodeError;
 use crate::store::{ReadError, WorldStore};
 use crate::url::HoardUrl;
 
@@ -24,18 +24,6 @@ pub struct LoadProblem {
     pub url: HoardUrl,
     /// Why it did not load.
     pub error: ObjectDecodeError,
-}
-
-/// Why a stored object did not decode.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ObjectDecodeError {
-    /// The state bytes are not a canonical state.
-    #[error("stored state is damaged: {0}")]
-    State(#[from] StateError),
-    /// A component does not decode with the registered schema.
-    #[error(transparent)]
-    Component(#[from] ComponentDecodeError),
 }
 
 /// What a load did.

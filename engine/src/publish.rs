@@ -24,52 +24,12 @@ use bevy_platform::collections::HashMap;
 use crate::changeset::ChangeSet;
 use crate::digest::StateHash;
 use crate::ids::{ObjectId, ShardId};
+pub use crate::marker::Published;
+use crate::marker::{DirtyEntities, mark_published};
 use crate::registry::PublishRegistry;
-
-/// Marks an entity as a published object: its id and the shard it lives in.
-///
-/// Changing `shard` moves the object: a tombstone in the old shard and an
-/// upsert in the new one, in the same commit. Removing the marker or despawning
-/// the entity deletes the object.
-#[derive(Component, Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Published {
-    /// The object's stable id.
-    pub object: ObjectId,
-    /// The shard it belongs to.
-    pub shard: ShardId,
-}
-
-impl Published {
-    /// Marks an object.
-    pub fn new(object: ObjectId, shard: ShardId) -> Published {
-        Published { object, shard }
-    }
-}
-
-/// Entities whose published state may have changed since the last gather.
-#[derive(Resource, Default)]
-pub(crate) struct DirtyEntities(pub(crate) Vec<Entity>);
 
 #[derive(ScheduleLabel, Debug, Clone, PartialEq, Eq, Hash)]
 struct GatherSchedule;
-
-pub(crate) fn mark_changed<C: Component>(
-    changed: Query<Entity, (With<Published>, Changed<C>)>,
-    mut removed: RemovedComponents<C>,
-    mut dirty: ResMut<DirtyEntities>,
-) {
-    dirty.0.extend(changed.iter());
-    dirty.0.extend(removed.read());
-}
-
-fn mark_published(
-    changed: Query<Entity, Changed<Published>>,
-    mut removed: RemovedComponents<Published>,
-    mut dirty: ResMut<DirtyEntities>,
-) {
-    dirty.0.extend(changed.iter());
-    dirty.0.extend(removed.read());
-}
 
 /// What the publisher last published for an entity.
 #[derive(Clone, Copy)]

@@ -22,8 +22,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::ids::validate_name;
-use crate::publish::Published;
-use crate::state::{MAX_COMPONENT_NAME_LEN, MAX_COMPONENTS_PER_OBJECT};
+use crate::marker::Published;
+use crate::state::{MAX_COMPONENT_NAME_LEN, MAX_COMPONENTS_PER_OBJECT, StateError};
 
 /// The hash both ends compare: blake3 over the sorted (name, schema version) list.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -113,7 +113,7 @@ where
     }
 
     fn add_change_system(&self, schedule: &mut Schedule) {
-        schedule.add_systems(crate::publish::mark_changed::<C>);
+        schedule.add_systems(crate::marker::mark_changed::<C>);
     }
 }
 
@@ -319,10 +319,7 @@ impl PublishRegistry {
     }
 
     /// Decodes every component of a state (all or nothing).
-    pub fn decode_state(
-        &self,
-        state: &crate::state::ObjectState,
-    ) -> Result<Vec<DecodedComponent>, crate::load::ObjectDecodeError> {
+    pub fn decode_state(&self, state: &crate::state::ObjectState) -> Result<Vec<DecodedComponent>, ObjectDecodeError> {
         state
             .components()?
             .into_iter()
@@ -349,7 +346,7 @@ impl PublishRegistry {
         &self,
         entity: &mut EntityWorldMut<'_>,
         state: &crate::state::ObjectState,
-    ) -> Result<(), crate::load::ObjectDecodeError> {
+    ) -> Result<(), ObjectDecodeError> {
         let decoded = self.decode_state(state)?;
         self.apply_decoded(entity, decoded);
         Ok(())
@@ -372,6 +369,18 @@ impl fmt::Debug for PublishRegistry {
             .field("hash", &self.hash())
             .finish()
     }
+}
+
+/// Why a stored object did not decode.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ObjectDecodeError {
+    /// The state bytes are not a canonical state.
+    #[error("stored state is damaged: {0}")]
+    State(#[from] StateError),
+    /// A component does not decode with the registered schema.
+    #[error(transparent)]
+    Component(#[from] ComponentDecodeError),
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@ pub enum StoreFault {
 }
 
 impl StoreFault {
+    #[cfg_attr(not(feature = "redb"), allow(dead_code))]
     pub(crate) fn backend(context: impl Into<String>, source: impl std::error::Error + Send + Sync + 'static) -> Self {
         StoreFault::Backend {
             context: context.into(),

@@ -1,0 +1,54 @@
+//! The [`Published`] marker and change tracking: which entities are
+//! published objects, and the small systems that note, each frame, the
+//! entities whose published state may have changed (`Changed<C>` and
+//! removals per registered component, changes and removals of the marker).
+//!
+//! The registry adds one tracking system per component it registers; the
+//! publisher runs them and encodes only the entities they noted. Both depend
+//! on this module, and it on neither.
+
+use bevy_ecs::prelude::*;
+
+use crate::ids::{ObjectId, ShardId};
+
+/// Marks an entity as a published object: its id and the shard it lives in.
+///
+/// Changing `shard` moves the object: a tombstone in the old shard and an
+/// upsert in the new one, in the same commit. Removing the marker or despawning
+/// the entity deletes the object.
+#[derive(Component, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Published {
+    /// The object's stable id.
+    pub object: ObjectId,
+    /// The shard it belongs to.
+    pub shard: ShardId,
+}
+
+impl Published {
+    /// Marks an object.
+    pub fn new(object: ObjectId, shard: ShardId) -> Published {
+        Published { object, shard }
+    }
+}
+
+/// Entities whose published state may have changed since the last gather.
+#[derive(Resource, Default)]
+pub(crate) struct DirtyEntities(pub(crate) Vec<Entity>);
+
+pub(crate) fn mark_changed<C: Component>(
+    changed: Query<Entity, (With<Published>, Changed<C>)>,
+    mut removed: RemovedComponents<C>,
+    mut dirty: ResMut<DirtyEntities>,
+) {
+    dirty.0.extend(changed.iter());
+    dirty.0.extend(removed.read());
+}
+
+pub(crate) fn mark_published(
+    changed: Query<Entity, Changed<Published>>,
+    mut removed: RemovedComponents<Published>,
+    mut dirty: ResMut<DirtyEntities>,
+) {
+    dirty.0.extend(changed.iter());
+    dirty.0.extend(removed.read());
+}
