@@ -93,9 +93,10 @@
 //!
 //! - [`engine`]: the object model, publishing bevy_ecs components, the world store.
 //! - [`world_cache`]: the client's verified, crash-safe, per-shard disk cache.
-//! - [`proto`]: the wire protocol and the sans-IO machines (client sync,
-//!   server session, the server's tick core): no sockets, threads or clocks.
-//! - [`net`]: the QUIC server and client, thin drivers of [`proto`].
+//! - [`net`]: the QUIC server and client, thin drivers of the sans-IO
+//!   machines of `hoard-proto` (the wire protocol, client sync, server
+//!   session, the server's tick core: no sockets, threads or clocks inside),
+//!   which a game does not use directly and the facade does not re-export.
 //!
 //! A game's client build needs no store: with `default-features = false,
 //! features = ["bevy"]` redb is not compiled (the `redb` feature, on by
@@ -107,7 +108,6 @@
 pub use hoard_bevy as bevy;
 pub use hoard_engine as engine;
 pub use hoard_net as net;
-pub use hoard_proto as proto;
 pub use hoard_world_cache as world_cache;
 
 /// Serving a world: start a server with a game's world, schedule and

@@ -97,7 +97,7 @@ async fn raw_quinn(link: LinkConfig, bytes: usize, dir: &Path) -> anyhow::Result
     let keys = hoard_net::tls::ServerKeys::load_or_create(dir)?;
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(keys.rustls_config()?)?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    config.transport_config(Arc::new(hoard_net::quic::transport::server()));
+    config.transport_config(Arc::new(hoard_net::testing::server_transport()));
     let server = quinn::Endpoint::server(config, "127.0.0.1:0".parse()?)?;
     let server_addr = server.local_addr()?;
     let payload = vec![0x5au8; bytes];
@@ -121,7 +121,7 @@ async fn raw_quinn(link: LinkConfig, bytes: usize, dir: &Path) -> anyhow::Result
     let verifier = Arc::new(hoard_net::tls::PinnedVerifier::new("raw", Some(keys.identity), None));
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(hoard_net::tls::client_config(verifier)?)?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-    config.transport_config(Arc::new(hoard_net::quic::transport::client()));
+    config.transport_config(Arc::new(hoard_net::testing::client_transport()));
     let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
     endpoint.set_default_client_config(config);
     let conn = endpoint.connect(sim.addr, hoard_net::tls::SERVER_NAME)?.await?;

@@ -5,3 +5,13 @@
 pub mod netsim;
 pub mod quic;
 pub mod tls;
+
+/// Internals that hoard's own benches and tests reach (the `testing`
+/// feature): reading raw frames off a stream, and the transport settings,
+/// so a raw-quinn baseline runs with exactly hoard's. Not part of the API.
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub mod testing {
+    pub use crate::quic::stream::{FrameReader, StreamError};
+    pub use crate::quic::transport::{client as client_transport, server as server_transport};
+}

@@ -9,5 +9,5 @@
 
 pub mod client;
 pub mod server;
-pub mod stream;
-pub mod transport;
+pub(crate) mod stream;
+pub(crate) mod transport;

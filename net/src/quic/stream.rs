@@ -1,5 +1,8 @@
 //! Reading and writing frames on quinn streams.
 
+// Reached from other crates only through `hoard_net::testing`.
+#![cfg_attr(not(feature = "testing"), allow(unreachable_pub))]
+
 use quinn::{RecvStream, SendStream};
 
 use hoard_proto::wire::{DecodeError, FrameDecoder, FrameError, Message};
@@ -56,7 +59,7 @@ impl FrameReader {
 }
 
 /// Writes one message as a frame.
-pub async fn write_message(send: &mut SendStream, msg: &Message) -> Result<usize, StreamError> {
+pub(crate) async fn write_message(send: &mut SendStream, msg: &Message) -> Result<usize, StreamError> {
     let frame = msg.to_frame();
     send.write_all(&frame).await?;
     Ok(frame.len())

@@ -2,6 +2,9 @@
 //! receive window is unbounded), stream limits, and an initial congestion
 //! window sized for bulk zone answers.
 
+// Reached from other crates only through `hoard_net::testing`.
+#![cfg_attr(not(feature = "testing"), allow(unreachable_pub))]
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,15 +12,15 @@ use quinn::congestion::CubicConfig;
 use quinn::{IdleTimeout, TransportConfig, VarInt};
 
 /// Bytes a connection may have in flight towards the client (per connection).
-pub const CONNECTION_WINDOW: u32 = 24 * 1024 * 1024;
+pub(crate) const CONNECTION_WINDOW: u32 = 24 * 1024 * 1024;
 /// Bytes one stream may have in flight.
-pub const STREAM_WINDOW: u32 = 16 * 1024 * 1024;
+pub(crate) const STREAM_WINDOW: u32 = 16 * 1024 * 1024;
 /// Initial congestion window: a zone answer's first round trips carry this
 /// much rather than ten packets, so short bulk transfers are not all slow start.
-pub const INITIAL_WINDOW: u64 = 160 * 1024;
+pub(crate) const INITIAL_WINDOW: u64 = 160 * 1024;
 
 /// A connection silent for this long (no keep-alive either) is closed.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn base() -> TransportConfig {
     let mut t = TransportConfig::default();

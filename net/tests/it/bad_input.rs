@@ -13,7 +13,7 @@ use hoard_engine::store::{ShardSpec, WorldStore};
 use hoard_engine::{Digest, Epoch, ObjectId, PublishRegistry, Published, Publisher, RedbStore, Seq, ShardId, ZoneId};
 use hoard_net::quic::client::{HoardClient, Replicated};
 use hoard_net::quic::server::{Game, ServerHandle, ServerOptions, start};
-use hoard_net::quic::stream::FrameReader;
+use hoard_net::testing::FrameReader;
 use hoard_net::tls::{PinnedVerifier, SERVER_NAME, client_config};
 use hoard_proto::intents::IntentRegistry;
 use hoard_proto::sync::server::AccessPolicy;
