@@ -23,6 +23,7 @@ pub struct HoardClientSet;
 
 /// What the game asks of the world's zones.
 #[derive(Message, Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ZoneRequest {
     /// Enter a zone: one round trip, verified, cached; `ZoneReady` follows.
     Enter(ZoneId),
@@ -36,6 +37,7 @@ pub enum ZoneRequest {
 /// What happened, as a Bevy message: a zone ready or left, an intent
 /// processed or rejected, the server's status, a failure.
 #[derive(Message, Debug, Clone)]
+#[non_exhaustive]
 pub enum HoardEvent {
     /// The connection is up.
     Connected {

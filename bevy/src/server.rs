@@ -24,6 +24,7 @@ pub use hoard_proto::intents::{ConnectedPlayers, IncomingIntents};
 
 /// Where hoard's server systems run, relative to the game's.
 #[derive(SystemSet, Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum HoardServerSet {
     /// `PreUpdate`: what connections sent reaches the world (intents,
     /// joins, leaves). Game systems reading [`FromClient`] run after it.

@@ -13,6 +13,8 @@ use crate::state::ObjectState;
 
 /// What happens to one object in one shard.
 #[derive(Clone, Debug, PartialEq, Eq)]
+// Deliberately exhaustive: every store (a custom one too) must handle each
+// case, and a new one must fail its build rather than be ignored.
 pub enum Change {
     /// The object is created or replaced with this state.
     Upsert(ObjectState),

@@ -13,6 +13,7 @@ use crate::key::ShardKey;
 
 /// How an update relates to the copy it applies to.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum UpdateKind {
     /// The changes after `base` (the copy's hwm): tombstones, then upserts.
     Delta {

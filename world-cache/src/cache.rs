@@ -33,6 +33,7 @@ pub const FOLD_FRACTION: u64 = 4;
 
 /// What to do when another process holds the cache.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum LockPolicy {
     /// Block until the other process releases it.
     Wait,

@@ -36,6 +36,8 @@ pub use redb_store::{BackendFactory, RedbStore, STORE_FORMAT_VERSION};
 
 /// Who may see a shard.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+// Deliberately exhaustive: every store (a custom one too) must handle each
+// case, and a new one must fail its build rather than be ignored.
 pub enum ShardScope {
     /// Every perspective that may enter the zone.
     Shared,
@@ -103,6 +105,8 @@ pub struct Tombstone {
 
 /// What changed in a shard after some seq.
 #[derive(Clone, Debug, PartialEq, Eq)]
+// Deliberately exhaustive: every store (a custom one too) must handle each
+// case, and a new one must fail its build rather than be ignored.
 pub enum ChangesSince {
     /// Every object changed after the seq, and every object that left.
     /// Applying the tombstones, then the upserts, to a copy that was complete

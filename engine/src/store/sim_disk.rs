@@ -31,6 +31,7 @@ pub struct PendingWrite {
 
 /// What a crash keeps of one unsynced write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Keep {
     /// Nothing of it reached the platter.
     Drop,

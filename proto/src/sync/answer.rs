@@ -125,6 +125,7 @@ impl AnswerPlan {
 
 /// What kind of answer a shard got (for stats and tests).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum AnswerKind {
     /// The copy was current.
     UpToDate,

@@ -43,6 +43,7 @@ pub const MAX_UNCONFIRMED_INTENTS: usize = 65_536;
 
 /// Something a connection did that the world must see.
 #[derive(Debug)]
+// Deliberately exhaustive: a driver builds these and the core handles each.
 pub enum TickInput {
     /// A session opened: it can now be sent messages.
     Register {
