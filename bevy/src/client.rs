@@ -6,12 +6,14 @@
 //! [`Replicated`](hoard_net::quic::client::Replicated)) before the
 //! `ZoneReady` event of their zone is seen, and are despawned on leave.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use bevy_app::prelude::*;
 use bevy_ecs::prelude::*;
 use hoard_engine::{PublishRegistry, ZoneId};
 use hoard_net::quic::client::{ClientError, ClientEvent, ClientOptions, HoardClient};
+use hoard_proto::sync::client::EntryProgress;
 use std::future::Future;
 
 use serde::Serialize;
@@ -51,6 +53,14 @@ pub enum HoardEvent {
     /// Something the client reported (zone ready or left, intents processed
     /// or rejected, server status, disconnection).
     Client(ClientEvent),
+    /// How far an entry in flight has come: written in a frame where it
+    /// moved, until the zone's `ZoneReady` (or a failure).
+    EntryProgress {
+        /// The zone being entered.
+        zone: ZoneId,
+        /// Shards verified, shards in the zone, bytes received.
+        progress: EntryProgress,
+    },
 }
 
 /// Intents queued for sending, at most; more is an error to the caller.
@@ -63,6 +73,8 @@ pub struct Hoard {
     runtime: Arc<tokio::runtime::Runtime>,
     failures: Arc<Mutex<Vec<ClientError>>>,
     intents: tokio::sync::mpsc::Sender<(u32, String, Vec<u8>)>,
+    /// Zones whose entry is in flight (their progress is reported).
+    entering: Arc<Mutex<BTreeSet<ZoneId>>>,
 }
 
 impl Hoard {
@@ -83,12 +95,30 @@ impl Hoard {
         Ok(seq)
     }
 
+    /// The zones whose entry is in flight.
+    pub fn entering(&self) -> Vec<ZoneId> {
+        self.entering
+            .lock()
+            .map(|e| e.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
     fn spawn_request(&self, request: ZoneRequest) {
         let client = self.client.clone();
         let failures = self.failures.clone();
+        let entering = self.entering.clone();
+        if let (ZoneRequest::Enter(zone), Ok(mut e)) = (&request, entering.lock()) {
+            e.insert(zone.clone());
+        }
         self.runtime.spawn(async move {
             let result = match &request {
-                ZoneRequest::Enter(zone) => client.enter_zone(zone).await.map(|_| ()),
+                ZoneRequest::Enter(zone) => {
+                    let result = client.enter_zone(zone).await.map(|_| ());
+                    if let Ok(mut e) = entering.lock() {
+                        e.remove(zone);
+                    }
+                    result
+                }
                 ZoneRequest::Prefetch(zone) => client.prefetch(zone).await,
                 ZoneRequest::Leave(zone) => client.leave_zone(zone).await,
             };
@@ -186,6 +216,7 @@ fn connect(world: &mut World) {
                 runtime,
                 failures,
                 intents,
+                entering: Arc::new(Mutex::new(BTreeSet::new())),
             });
             world.write_message(event);
         }
@@ -206,12 +237,33 @@ fn requests(mut requests: MessageReader<ZoneRequest>, hoard: Option<Res<Hoard>>,
     }
 }
 
+/// The progress last reported per zone being entered.
+#[derive(Resource, Default)]
+struct ReportedProgress(BTreeMap<ZoneId, EntryProgress>);
+
 /// Materialises what arrived (entities before their events), then writes
-/// the events.
+/// the events: entry progress that moved, failures, what the client reported.
 fn apply(world: &mut World) {
     let Some(hoard) = world.get_resource::<Hoard>().cloned() else {
         return;
     };
+    let entering = hoard.entering();
+    let mut moved = Vec::new();
+    {
+        let mut reported = world.get_resource_or_insert_with(ReportedProgress::default);
+        reported.0.retain(|zone, _| entering.contains(zone));
+        for zone in entering {
+            if let Some(progress) = hoard.client.entry_progress(&zone)
+                && reported.0.get(&zone) != Some(&progress)
+            {
+                reported.0.insert(zone.clone(), progress);
+                moved.push(HoardEvent::EntryProgress { zone, progress });
+            }
+        }
+    }
+    for event in moved {
+        world.write_message(event);
+    }
     let events = hoard.client.update(world);
     let failures = hoard
         .failures

@@ -4,14 +4,21 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use bevy_ecs::world::World;
-use clap::Args;
-use hoard_engine::{ServerIdentity, ZoneId};
-use hoard_net::quic::client::{ClientEvent, ClientOptions, HoardClient};
+use std::time::Duration;
 
+use clap::Args;
+use hoard_bevy::client::HoardEvent;
+use hoard_engine::{ServerIdentity, ZoneId};
+use hoard_net::quic::client::{ClientEvent, ClientOptions, Replicated};
+
+use crate::cli::app::ClientApp;
 use crate::cli::session::Session;
 use crate::game;
 use crate::game::presence::Presence;
+
+/// How long the server may take to answer the actions, or to show what
+/// `--expect-item` / `--expect-player` wait for.
+const ANSWER_WITHIN: Duration = Duration::from_secs(10);
 
 /// Options of the client.
 ///
@@ -67,147 +74,133 @@ pub(crate) fn run(args: ClientArgs) -> anyhow::Result<i32> {
         crate::cli::logging::to_file(&log, "info,quinn=warn,rustls=warn");
         eprintln!("hoard-demo: logging to {}", log.display());
     }
-    let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(async move {
-        let options = ClientOptions {
-            server: args.server,
-            cache_dir,
-            token: args.token,
-            service: "world".into(),
-            pin: args.fingerprint,
-        };
-        let client = HoardClient::connect(options, game::registry()).await?;
-        if !args.headless {
-            let player = client.perspective().to_owned();
-            let mut session = Session::start(&client, &player, args.zone).await?;
-            let result = tokio::task::block_in_place(|| session.run_terminal());
-            session.leave().await?;
-            client.close();
-            if let Some(stats) = session.last_entry() {
-                println!("{}", crate::tui::status(stats));
-            }
-            return result.map(|()| 0);
+    let options = ClientOptions {
+        server: args.server,
+        cache_dir,
+        token: args.token,
+        service: "world".into(),
+        pin: args.fingerprint,
+    };
+    // The client is a Bevy App on `HoardClientPlugin`; dropping it closes
+    // the connection and releases the cache.
+    let mut app = ClientApp::connect(options)?;
+    if !args.headless {
+        let mut session = Session::start(app, args.zone)?;
+        let result = session.run_terminal();
+        let last = session.last_entry().cloned();
+        session.leave()?;
+        if let Some(stats) = last {
+            println!("{}", crate::tui::status(&stats));
         }
-        let stats = crate::cli::session::enter_with_progress(&client, &args.zone).await?;
-        let mut world = World::new();
-        client.update(&mut world);
-        println!(
-            "{}",
-            serde_json::json!({
-                "event": "zone_ready",
-                "zone": args.zone.as_str(),
-                "shards": stats.shards,
-                "shards_fresh": stats.shards_fresh,
-                "shards_delta": stats.shards_delta,
-                "shards_snapshot": stats.shards_snapshot,
-                "shards_repaired": stats.shards_repaired,
-                "objects": stats.objects,
-                "bytes_rx": stats.bytes_rx,
-                "bytes_tx": stats.bytes_tx,
-                "round_trips": stats.round_trips,
-                "elapsed_ms": stats.elapsed_ms,
-            })
-        );
-        let mut unanswered = std::collections::HashMap::new();
-        for act in &args.act {
-            let action: crate::game::rules::Action =
-                serde_json::from_str(act).map_err(|e| anyhow::anyhow!("--act {act}: {e}"))?;
-            let seq = client.send_intent(crate::game::rules::ACTION, &action).await?;
-            unanswered.insert(seq, act.clone());
-        }
-        // Each action is answered: processed (and its effects durable and
-        // already received) or rejected.
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-        while !unanswered.is_empty() {
-            for event in client.update(&mut world) {
-                match event {
-                    ClientEvent::IntentsProcessed { seqs } => {
-                        for seq in seqs {
-                            unanswered.remove(&seq);
+        return result.map(|()| 0);
+    }
+    let stats = crate::cli::session::enter_with_progress(&mut app, &args.zone)?;
+    println!(
+        "{}",
+        serde_json::json!({
+            "event": "zone_ready",
+            "zone": args.zone.as_str(),
+            "shards": stats.shards,
+            "shards_fresh": stats.shards_fresh,
+            "shards_delta": stats.shards_delta,
+            "shards_snapshot": stats.shards_snapshot,
+            "shards_repaired": stats.shards_repaired,
+            "objects": stats.objects,
+            "bytes_rx": stats.bytes_rx,
+            "bytes_tx": stats.bytes_tx,
+            "round_trips": stats.round_trips,
+            "elapsed_ms": stats.elapsed_ms,
+        })
+    );
+    let mut unanswered = std::collections::HashMap::new();
+    let hoard = app.hoard();
+    for act in &args.act {
+        let action: crate::game::rules::Action =
+            serde_json::from_str(act).map_err(|e| anyhow::anyhow!("--act {act}: {e}"))?;
+        let seq = hoard.send_intent(crate::game::rules::ACTION, &action)?;
+        unanswered.insert(seq, act.clone());
+    }
+    // Each action is answered: processed (and its effects durable and
+    // already received) or rejected.
+    if !unanswered.is_empty() {
+        app.until(
+            ANSWER_WITHIN,
+            "waiting for the server to answer the actions",
+            |_, events| {
+                for event in events {
+                    match event {
+                        HoardEvent::Client(ClientEvent::IntentsProcessed { seqs }) => {
+                            for seq in seqs {
+                                unanswered.remove(seq);
+                            }
                         }
+                        HoardEvent::Client(ClientEvent::IntentRejected { seq, message }) => {
+                            let act = unanswered.remove(seq).unwrap_or_default();
+                            return Some(Err(anyhow::anyhow!("--act {act} was rejected: {message}")));
+                        }
+                        HoardEvent::Failed(e) => return Some(Err(anyhow::anyhow!("{e}"))),
+                        _ => {}
                     }
-                    ClientEvent::IntentRejected { seq, message } => {
-                        let act = unanswered.remove(&seq).unwrap_or_default();
-                        anyhow::bail!("--act {act} was rejected: {message}");
-                    }
-                    ClientEvent::Disconnected { reason } => anyhow::bail!("disconnected: {reason}"),
-                    _ => {}
                 }
-            }
-            if unanswered.is_empty() {
-                break;
-            }
-            tokio::time::timeout_at(deadline, client.changed())
-                .await
-                .map_err(|_| anyhow::anyhow!("the server did not answer {} action(s) within 10 s", unanswered.len()))?;
-        }
-        if let Some(expect) = &args.expect_item {
-            let parts: Vec<u64> = expect.split(':').map(str::parse).collect::<Result<_, _>>()?;
-            let [id, x, y] = parts[..] else {
-                anyhow::bail!("--expect-item takes ID:X:Y")
-            };
-            wait_for(&client, &mut world, |world| {
-                let found: Vec<(u16, u16)> = world
-                    .query::<(&hoard_net::quic::client::Replicated, &game::Item)>()
+                unanswered.is_empty().then_some(Ok(()))
+            },
+        )?;
+    }
+    if let Some(expect) = &args.expect_item {
+        let parts: Vec<u64> = expect.split(':').map(str::parse).collect::<Result<_, _>>()?;
+        let [id, x, y] = parts[..] else {
+            anyhow::bail!("--expect-item takes ID:X:Y")
+        };
+        let mut seen = Vec::new();
+        let found = app.until(
+            ANSWER_WITHIN,
+            &format!("waiting for item {id} at {x},{y}"),
+            |world, _| {
+                seen = world
+                    .query::<(&Replicated, &game::Item)>()
                     .iter(world)
                     .filter(|(r, _)| r.object.0 == id)
                     .map(|(_, i)| (i.x, i.y))
-                    .collect();
-                if found == [(x as u16, y as u16)] {
-                    Ok(serde_json::json!({ "event": "item", "object": id, "x": x, "y": y, "copies": found.len() }))
-                } else {
-                    Err(format!("item {id} did not appear at {x},{y} (seen at {found:?})"))
-                }
-            })
-            .await?;
-        }
-        if let Some(name) = &args.expect_player {
-            wait_for(&client, &mut world, |_| {
-                let presence = client
-                    .transient(&args.zone)
+                    .collect::<Vec<_>>();
+                (seen == [(x as u16, y as u16)]).then_some(Ok(()))
+            },
+        );
+        found.map_err(|e| anyhow::anyhow!("{e} (seen at {seen:?})"))?;
+        println!(
+            "{}",
+            serde_json::json!({ "event": "item", "object": id, "x": x, "y": y, "copies": 1 })
+        );
+    }
+    if let Some(name) = &args.expect_player {
+        let hoard = app.hoard();
+        let zone = args.zone.clone();
+        let (x, y) = app.until(
+            ANSWER_WITHIN,
+            &format!("waiting for player {name} in {zone}"),
+            |_, _| {
+                let presence = hoard
+                    .client()
+                    .transient(&zone)
                     .map(|b| Presence::decode(&b))
                     .unwrap_or_default();
-                match presence.0.iter().find(|(n, ..)| n == name) {
-                    Some((_, x, y)) => Ok(serde_json::json!({ "event": "player", "name": name, "x": x, "y": y })),
-                    None => Err(format!("player {name} did not appear in {}", args.zone)),
-                }
-            })
-            .await?;
-        }
-        if !args.exit_after_ready {
-            loop {
-                client.changed().await;
-                for event in client.update(&mut world) {
-                    if let hoard_net::quic::client::ClientEvent::Disconnected { reason } = event {
-                        anyhow::bail!("disconnected: {reason}");
-                    }
-                }
-            }
-        }
-        client.close();
-        Ok(0)
-    })
-}
-
-/// Waits (up to 10 s) until `check` finds what it looks for in the
-/// client's world, and prints the JSON line it returns; otherwise fails
-/// with its last complaint.
-async fn wait_for(
-    client: &HoardClient,
-    world: &mut World,
-    mut check: impl FnMut(&mut World) -> Result<serde_json::Value, String>,
-) -> anyhow::Result<()> {
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        client.update(world);
-        match check(world) {
-            Ok(line) => {
-                println!("{line}");
-                return Ok(());
-            }
-            Err(not_yet) => tokio::time::timeout_at(deadline, client.changed())
-                .await
-                .map_err(|_| anyhow::anyhow!("{not_yet} within 10 s"))?,
+                presence
+                    .0
+                    .iter()
+                    .find(|(n, ..)| n == name)
+                    .map(|(_, x, y)| Ok((*x, *y)))
+            },
+        )?;
+        println!(
+            "{}",
+            serde_json::json!({ "event": "player", "name": name, "x": x, "y": y })
+        );
+    }
+    if !args.exit_after_ready {
+        // Stay in the zone until the connection ends.
+        loop {
+            app.frame()?;
+            std::thread::sleep(crate::cli::app::FRAME);
         }
     }
+    Ok(0)
 }

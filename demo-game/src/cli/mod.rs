@@ -1,5 +1,6 @@
 //! The subcommands of `hoard-demo`, one module each.
 
+pub(crate) mod app;
 pub(crate) mod cache;
 pub(crate) mod client;
 pub(crate) mod logging;

@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use clap::Args;
 use hoard_bevy::HoardServer;
 use hoard_engine::{RedbStore, ZoneId};
-use hoard_net::quic::client::{ClientOptions, HoardClient};
+use hoard_net::quic::client::ClientOptions;
+
+use crate::cli::app::ClientApp;
 use hoard_net::quic::server::ServerOptions;
 
 use crate::cli::progress::Progress;
@@ -88,28 +90,23 @@ pub(crate) fn run(args: PlayArgs) -> anyhow::Result<i32> {
     let (addr, identity) = ready_rx
         .recv()
         .map_err(|_| anyhow::anyhow!("the embedded server did not start"))??;
-    let runtime = tokio::runtime::Runtime::new()?;
-    let result = runtime.block_on(async move {
-        let client = HoardClient::connect(
-            ClientOptions {
-                server: addr,
-                cache_dir,
-                token: format!("{}{}", hoard_proto::auth::DEV_PREFIX, args.player),
-                service: "world".into(),
-                pin: Some(identity),
-            },
-            game::registry(),
-        )
-        .await?;
-        let mut session = Session::start(&client, &args.player, args.zone).await?;
-        let result = tokio::task::block_in_place(|| session.run_terminal());
-        session.leave().await?;
-        client.close();
-        if let Some(stats) = session.last_entry() {
-            println!("{}", crate::tui::status(stats));
+    let result = (|| {
+        let app = ClientApp::connect(ClientOptions {
+            server: addr,
+            cache_dir,
+            token: format!("{}{}", hoard_proto::auth::DEV_PREFIX, args.player),
+            service: "world".into(),
+            pin: Some(identity),
+        })?;
+        let mut session = Session::start(app, args.zone)?;
+        let result = session.run_terminal();
+        let last = session.last_entry().cloned();
+        session.leave()?;
+        if let Some(stats) = last {
+            println!("{}", crate::tui::status(&stats));
         }
         result.map(|()| 0)
-    });
+    })();
     stop.store(true, Ordering::SeqCst);
     if let Ok(Some(reason)) = server_thread.join() {
         eprintln!("hoard-demo: the embedded server failed: {reason}");

@@ -10,13 +10,13 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use bevy_ecs::world::World;
 use crossterm::event::{self, Event, KeyCode, KeyEventKind};
+use hoard_bevy::client::ZoneRequest;
 use hoard_engine::ZoneId;
-use hoard_net::quic::client::{HoardClient, Replicated};
-use hoard_proto::sync::client::{EntryProgress, EntryStats};
+use hoard_proto::sync::client::EntryStats;
 use ratatui::DefaultTerminal;
 
+use crate::cli::app::ClientApp;
 use crate::cli::progress::Progress;
 use crate::game::presence::Presence;
 use crate::game::rules::{self, ACTION, Action};
@@ -59,20 +59,9 @@ fn approaching(info: &ZoneInfo, at: (u16, u16), walking: Side) -> Option<&str> {
     (distance < PREFETCH_WITHIN).then(|| beyond(info, walking)).flatten()
 }
 
-/// The `zone` object of `zone`, among the replicated objects of `world`.
-pub(crate) fn zone_info(client: &HoardClient, world: &mut World, zone: &ZoneId) -> Option<ZoneInfo> {
-    let shards = client.zone_shards(zone);
-    world
-        .query::<(&Replicated, &ZoneInfo)>()
-        .iter(world)
-        .find(|(r, _)| shards.contains(&r.shard))
-        .map(|(_, info)| info.clone())
-}
-
 /// A player in a zone.
-pub(crate) struct Session<'a> {
-    client: &'a HoardClient,
-    world: World,
+pub(crate) struct Session {
+    app: ClientApp,
     /// What the screen shows.
     pub(crate) view: View,
     zone: ZoneId,
@@ -82,31 +71,29 @@ pub(crate) struct Session<'a> {
     last_step: Instant,
 }
 
-impl<'a> Session<'a> {
+impl Session {
     /// Enters `zone` and the player's inventory, and places the player at the crossroads.
-    pub(crate) async fn start(client: &'a HoardClient, player: &str, zone: ZoneId) -> anyhow::Result<Session<'a>> {
-        let stats = enter_with_progress(client, &zone).await?;
-        client.enter_zone(&ZoneId::new(rules::INVENTORY_ZONE)?).await?;
-        let mut world = World::new();
-        client.update(&mut world);
-        let info = zone_info(client, &mut world, &zone)
+    pub(crate) fn start(mut app: ClientApp, zone: ZoneId) -> anyhow::Result<Session> {
+        let player = app.perspective().to_owned();
+        let stats = enter_with_progress(&mut app, &zone)?;
+        app.enter(&ZoneId::new(rules::INVENTORY_ZONE)?, |_| {})?;
+        let info = app
+            .zone_info(&zone)
             .ok_or_else(|| anyhow::anyhow!("zone {zone} has no `zone` object; is this a hoard-demo world?"))?;
         let mut view = View {
             zone: zone.to_string(),
             player: (ZONE_SIZE / 2, ZONE_SIZE / 2),
             last_entry: Some(stats),
-            inventory_shard: Some(rules::inventory_shard(player)),
-            player_name: player.to_owned(),
+            inventory_shard: Some(rules::inventory_shard(&player)),
+            player_name: player.clone(),
             ..View::default()
         };
-        view.refresh(&mut world);
+        view.refresh(app.world_mut());
         let (x, y) = view.player;
-        client
-            .send_intent(ACTION, &Action::Move { zone: info.index, x, y })
-            .await?;
+        app.hoard()
+            .send_intent(ACTION, &Action::Move { zone: info.index, x, y })?;
         Ok(Session {
-            client,
-            world,
+            app,
             view,
             zone,
             info,
@@ -120,14 +107,14 @@ impl<'a> Session<'a> {
         self.view.last_entry.as_ref()
     }
 
-    /// Leaves the zone.
-    pub(crate) async fn leave(&self) -> anyhow::Result<()> {
-        self.client.leave_zone(&self.zone).await?;
+    /// Leaves the zone and runs a last frame, so the leave goes out.
+    pub(crate) fn leave(mut self) -> anyhow::Result<()> {
+        self.app.request(ZoneRequest::Leave(self.zone.clone()));
+        self.app.frame()?;
         Ok(())
     }
 
-    /// Runs the terminal until the player quits. Call from a blocking context
-    /// inside the runtime (`tokio::task::block_in_place`).
+    /// Runs the terminal until the player quits.
     pub(crate) fn run_terminal(&mut self) -> anyhow::Result<()> {
         let mut terminal = ratatui::try_init().map_err(|e| {
             anyhow::anyhow!("cannot use this terminal ({e}); run in a terminal, or use `hoard-demo client --headless`")
@@ -138,15 +125,14 @@ impl<'a> Session<'a> {
     }
 
     fn event_loop(&mut self, terminal: &mut DefaultTerminal) -> anyhow::Result<()> {
-        let runtime = tokio::runtime::Handle::current();
         loop {
             // Live deltas change the world without events: redraw from it
             // every frame (a zone is a few thousand objects).
-            self.client.update(&mut self.world);
-            self.view.refresh(&mut self.world);
+            self.app.frame()?;
+            self.view.refresh(self.app.world_mut());
             self.refresh_others();
             terminal.draw(|f| draw(f, &self.view))?;
-            if !event::poll(Duration::from_millis(100))? {
+            if !event::poll(Duration::from_millis(50))? {
                 continue;
             }
             let Event::Key(key) = event::read()? else { continue };
@@ -162,10 +148,10 @@ impl<'a> Session<'a> {
                 _ => None,
             };
             match side {
-                Some(side) => runtime.block_on(self.step(terminal, side))?,
+                Some(side) => self.step(terminal, side)?,
                 None => {
                     if let Some(action) = self.action_for(key.code) {
-                        runtime.block_on(self.client.send_intent(ACTION, &action))?;
+                        self.app.hoard().send_intent(ACTION, &action)?;
                     }
                 }
             }
@@ -175,7 +161,7 @@ impl<'a> Session<'a> {
     /// The other players in the zone, from its transient state.
     fn refresh_others(&mut self) {
         let presence = self
-            .client
+            .app
             .transient(&self.zone)
             .map(|b| Presence::decode(&b))
             .unwrap_or_default();
@@ -229,7 +215,7 @@ impl<'a> Session<'a> {
     }
 
     /// One step towards `side`: within the zone, or across its edge.
-    async fn step(&mut self, terminal: &mut DefaultTerminal, side: Side) -> anyhow::Result<()> {
+    fn step(&mut self, terminal: &mut DefaultTerminal, side: Side) -> anyhow::Result<()> {
         if self.last_step.elapsed() < STEP_EVERY {
             return Ok(());
         }
@@ -253,7 +239,7 @@ impl<'a> Session<'a> {
                 Side::East => (0, y),
                 Side::West => (last, y),
             };
-            return self.cross(terminal, ZoneId::new(next)?, arrival).await;
+            return self.cross(terminal, ZoneId::new(next)?, arrival);
         }
         let to = match side {
             Side::North => (x, y - 1),
@@ -262,26 +248,22 @@ impl<'a> Session<'a> {
             Side::West => (x - 1, y),
         };
         self.view.player = to;
-        self.client
-            .send_intent(
-                ACTION,
-                &Action::Move {
-                    zone: self.info.index,
-                    x: to.0,
-                    y: to.1,
-                },
-            )
-            .await?;
-        self.prefetch_ahead(side).await
+        let step = Action::Move {
+            zone: self.info.index,
+            x: to.0,
+            y: to.1,
+        };
+        self.app.hoard().send_intent(ACTION, &step)?;
+        self.prefetch_ahead(side)
     }
 
     /// Prefetches the zone beyond the edge the player walks towards, once
     /// they are within [`PREFETCH_WITHIN`] tiles of it.
-    async fn prefetch_ahead(&mut self, walking: Side) -> anyhow::Result<()> {
+    fn prefetch_ahead(&mut self, walking: Side) -> anyhow::Result<()> {
         if let Some(next) = approaching(&self.info, self.view.player, walking)
             && !self.prefetched.contains(next)
         {
-            self.client.prefetch(&ZoneId::new(next)?).await?;
+            self.app.request(ZoneRequest::Prefetch(ZoneId::new(next)?));
             self.view.message = format!("prefetching {next}");
             self.prefetched.insert(next.to_owned());
         }
@@ -290,11 +272,10 @@ impl<'a> Session<'a> {
 
     /// Leaves this zone and enters `next`, arriving at `arrival`; a cold
     /// entry shows its progress.
-    async fn cross(&mut self, terminal: &mut DefaultTerminal, next: ZoneId, arrival: (u16, u16)) -> anyhow::Result<()> {
-        let client = self.client;
-        client.leave_zone(&self.zone).await?;
+    fn cross(&mut self, terminal: &mut DefaultTerminal, next: ZoneId, arrival: (u16, u16)) -> anyhow::Result<()> {
+        self.app.request(ZoneRequest::Leave(self.zone.clone()));
         let view = &mut self.view;
-        let stats = enter_reporting(client, &next, |p| {
+        let stats = self.app.enter(&next, |p| {
             view.message = format!(
                 "entering {next}: {}/{} shards, {} KB",
                 p.shards_done,
@@ -303,10 +284,10 @@ impl<'a> Session<'a> {
             );
             // A failed draw only loses this progress frame.
             let _ = terminal.draw(|f| draw(f, view));
-        })
-        .await?;
-        self.client.update(&mut self.world);
-        self.info = zone_info(self.client, &mut self.world, &next)
+        })?;
+        self.info = self
+            .app
+            .zone_info(&next)
             .ok_or_else(|| anyhow::anyhow!("zone {next} has no `zone` object"))?;
         self.zone = next;
         self.view.zone = self.zone.to_string();
@@ -314,51 +295,25 @@ impl<'a> Session<'a> {
         self.view.last_entry = Some(stats);
         self.view.message.clear();
         self.prefetched.clear();
-        self.client
-            .send_intent(
-                ACTION,
-                &Action::Move {
-                    zone: self.info.index,
-                    x: arrival.0,
-                    y: arrival.1,
-                },
-            )
-            .await?;
+        let arrive = Action::Move {
+            zone: self.info.index,
+            x: arrival.0,
+            y: arrival.1,
+        };
+        self.app.hoard().send_intent(ACTION, &arrive)?;
         Ok(())
     }
 }
 
 /// Enters `zone`, showing the entry's progress on stderr when it is a terminal.
-pub(crate) async fn enter_with_progress(client: &HoardClient, zone: &ZoneId) -> anyhow::Result<EntryStats> {
+pub(crate) fn enter_with_progress(app: &mut ClientApp, zone: &ZoneId) -> anyhow::Result<EntryStats> {
     let progress = Progress::new("entering", "shards");
     let report = progress.callback();
-    let stats = enter_reporting(client, zone, |p| {
+    let stats = app.enter(zone, |p| {
         report(u64::from(p.shards_done), u64::from(p.shards.unwrap_or(0)));
-    })
-    .await;
+    });
     progress.finish();
     stats
-}
-
-/// Enters `zone`, handing its progress to `report` every 100 ms until it is ready.
-async fn enter_reporting(
-    client: &HoardClient,
-    zone: &ZoneId,
-    mut report: impl FnMut(EntryProgress),
-) -> anyhow::Result<EntryStats> {
-    let entry = client.enter_zone(zone);
-    tokio::pin!(entry);
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
-    loop {
-        tokio::select! {
-            stats = &mut entry => return Ok(stats?),
-            _ = tick.tick() => {
-                if let Some(p) = client.entry_progress(zone) {
-                    report(p);
-                }
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,159 @@
+//! The demo's client as a Bevy App on `HoardClientPlugin`: the terminal
+//! client, the headless client and `play` all run one. The App connects on
+//! the plugin's runtime; zones are entered, prefetched and left with
+//! `ZoneRequest` messages, intents go through the `Hoard` resource, and what
+//! happened comes back as `HoardEvent` messages, collected here after each
+//! frame. Replicated objects are entities of the App's world.
+//!
+//! The loop is the game's: [`ClientApp::frame`] runs one update;
+//! [`ClientApp::until`] runs frames (at [`FRAME`] pace) until a condition on
+//! the world and the frame's events holds, or a deadline passes.
+
+use std::time::{Duration, Instant};
+
+use bevy_app::prelude::*;
+use bevy_ecs::prelude::*;
+use hoard_bevy::client::{Hoard, HoardClientPlugin, HoardEvent, ZoneRequest};
+use hoard_engine::{ShardId, ZoneId};
+use hoard_net::quic::client::{ClientEvent, ClientOptions, Replicated};
+use hoard_proto::sync::client::{EntryProgress, EntryStats};
+
+use crate::game::{self, ZoneInfo};
+
+/// The pace of the client's frames while it waits for something.
+pub(crate) const FRAME: Duration = Duration::from_millis(10);
+/// How long connecting may take (the handshake and `Hello`).
+const CONNECT_WITHIN: Duration = Duration::from_secs(30);
+/// How long an entry may take before the client gives up (the sync's own
+/// entry timeout is shorter; this only catches a plugin that never answers).
+const ENTER_WITHIN: Duration = Duration::from_secs(180);
+
+/// The events of the frame just run.
+#[derive(Resource, Default)]
+struct Inbox(Vec<HoardEvent>);
+
+fn collect(mut events: MessageReader<HoardEvent>, mut inbox: ResMut<Inbox>) {
+    inbox.0.extend(events.read().cloned());
+}
+
+/// A connected client App.
+pub(crate) struct ClientApp {
+    app: App,
+    perspective: String,
+}
+
+impl ClientApp {
+    /// Builds the App and runs frames until it is connected.
+    pub(crate) fn connect(options: ClientOptions) -> anyhow::Result<ClientApp> {
+        let mut app = App::new();
+        app.add_plugins(HoardClientPlugin::new(options, game::registry()))
+            .init_resource::<Inbox>()
+            .add_systems(Update, collect);
+        let mut client = ClientApp {
+            app,
+            perspective: String::new(),
+        };
+        client.perspective = client.until(CONNECT_WITHIN, "connecting", |_, events| {
+            events.iter().find_map(|e| match e {
+                HoardEvent::Connected { perspective, .. } => Some(Ok(perspective.clone())),
+                HoardEvent::Failed(e) => Some(Err(anyhow::anyhow!("{e}"))),
+                _ => None,
+            })
+        })?;
+        Ok(client)
+    }
+
+    /// The player this client acts as.
+    pub(crate) fn perspective(&self) -> &str {
+        &self.perspective
+    }
+
+    /// The connection (present once connected).
+    pub(crate) fn hoard(&self) -> Hoard {
+        self.app.world().resource::<Hoard>().clone()
+    }
+
+    /// The App's world: the replicated objects.
+    pub(crate) fn world_mut(&mut self) -> &mut World {
+        self.app.world_mut()
+    }
+
+    /// Asks for a zone to be entered, prefetched or left.
+    pub(crate) fn request(&mut self, request: ZoneRequest) {
+        self.app.world_mut().write_message(request);
+    }
+
+    /// Runs one frame and returns its events. A disconnection is an error.
+    pub(crate) fn frame(&mut self) -> anyhow::Result<Vec<HoardEvent>> {
+        self.app.update();
+        let events = std::mem::take(&mut self.app.world_mut().resource_mut::<Inbox>().0);
+        for e in &events {
+            if let HoardEvent::Client(ClientEvent::Disconnected { reason }) = e {
+                anyhow::bail!("disconnected: {reason}");
+            }
+        }
+        Ok(events)
+    }
+
+    /// Runs frames until `check` (given the world and each frame's events)
+    /// returns an answer, or fails saying it was still `what` after `within`.
+    pub(crate) fn until<T>(
+        &mut self,
+        within: Duration,
+        what: &str,
+        mut check: impl FnMut(&mut World, &[HoardEvent]) -> Option<anyhow::Result<T>>,
+    ) -> anyhow::Result<T> {
+        let deadline = Instant::now() + within;
+        loop {
+            let events = self.frame()?;
+            if let Some(answer) = check(self.app.world_mut(), &events) {
+                return answer;
+            }
+            if Instant::now() >= deadline {
+                anyhow::bail!("still {what} after {} s", within.as_secs());
+            }
+            std::thread::sleep(FRAME);
+        }
+    }
+
+    /// Enters `zone`, handing each step of its progress to `report`, and
+    /// returns what the entry cost once its objects are in the world.
+    pub(crate) fn enter(&mut self, zone: &ZoneId, mut report: impl FnMut(EntryProgress)) -> anyhow::Result<EntryStats> {
+        self.request(ZoneRequest::Enter(zone.clone()));
+        self.until(ENTER_WITHIN, &format!("entering {zone}"), |_, events| {
+            events.iter().find_map(|e| match e {
+                HoardEvent::EntryProgress { zone: z, progress } if z == zone => {
+                    report(*progress);
+                    None
+                }
+                HoardEvent::Client(ClientEvent::ZoneReady { zone: z, stats }) if z == zone => Some(Ok(stats.clone())),
+                HoardEvent::Client(ClientEvent::ZoneDenied { zone: z, message }) if z == zone => {
+                    Some(Err(anyhow::anyhow!("zone {zone} denied: {message}")))
+                }
+                HoardEvent::Failed(e) => Some(Err(anyhow::anyhow!("entering {zone}: {e}"))),
+                _ => None,
+            })
+        })
+    }
+
+    /// The shards `zone` holds, as the client knows them.
+    pub(crate) fn zone_shards(&self, zone: &ZoneId) -> Vec<ShardId> {
+        self.hoard().client().zone_shards(zone)
+    }
+
+    /// The latest transient state of `zone` (who stands where).
+    pub(crate) fn transient(&self, zone: &ZoneId) -> Option<Vec<u8>> {
+        self.hoard().client().transient(zone)
+    }
+
+    /// The `zone` object of `zone`, among the replicated objects.
+    pub(crate) fn zone_info(&mut self, zone: &ZoneId) -> Option<ZoneInfo> {
+        let shards = self.zone_shards(zone);
+        let world = self.app.world_mut();
+        world
+            .query::<(&Replicated, &ZoneInfo)>()
+            .iter(world)
+            .find(|(r, _)| shards.contains(&r.shard))
+            .map(|(_, info)| info.clone())
+    }
+}
