@@ -250,3 +250,48 @@ mod tests {
     /// Computed independently (Python blake3) from the definition in the module docs.
     const GOLDEN: &str = "d13ac85adf02aa48399630aa09410808de1836401c73b0c6f35636c974644d68/3";
 }
+
+/// The worked examples of docs/PROTOCOL.md § Hashes and digests, to the byte.
+#[cfg(test)]
+mod protocol_examples {
+    use super::*;
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    #[test]
+    fn the_documented_leaves_and_digests_are_what_the_code_computes() {
+        let h1 = state_hash(&[0x81, 0xa1, b'n', 0xc4, 0x01, 0x05]);
+        assert_eq!(
+            hex(&h1),
+            "c3742658d81e23a2c86e72892a1fc92056710adcbd097d132630d66a9691b3f5"
+        );
+        let leaf1 = blake3::hash(&[&42u64.to_le_bytes()[..], &7u64.to_le_bytes(), &h1].concat());
+        assert_eq!(
+            leaf1.to_hex().as_str(),
+            "b9dd2370a31d986fa7fda5ae22355ed20974a2d4ec656206980d070b037e5979"
+        );
+        let mut d = Digest::EMPTY;
+        d.add(ObjectId(42), Seq(7), &h1);
+        assert_eq!(
+            hex(&d.to_bytes()),
+            "b9dd2370a31d986fa7fda5ae22355ed20974a2d4ec656206980d070b037e59790100000000000000"
+        );
+        let h2 = state_hash(&[0x81, 0xa1, b'n', 0xc4, 0x01, 0x06]);
+        assert_eq!(
+            hex(&h2),
+            "db1a2d24ea7331977b6374bdea77627b992a45d16e47e7d57d10ada759d17369"
+        );
+        let leaf2 = blake3::hash(&[&43u64.to_le_bytes()[..], &9u64.to_le_bytes(), &h2].concat());
+        assert_eq!(
+            leaf2.to_hex().as_str(),
+            "e94564b874135f3f41815a99efa308e4192dd2cbdf8f659a16234ad20b3b1fd4"
+        );
+        d.add(ObjectId(43), Seq(9), &h2);
+        assert_eq!(
+            hex(&d.to_bytes()),
+            "a22388281831f7aee87e004812d966b623a174a0ccf5c7a0ae3051dd0eb9784d0200000000000000"
+        );
+    }
+}

@@ -450,4 +450,26 @@ mod tests {
             Err(ComponentDecodeError::Schema { .. })
         ));
     }
+
+    /// The worked example of docs/PROTOCOL.md § Hashes and digests.
+    #[test]
+    fn the_documented_registry_hashes_are_what_the_code_computes() {
+        #[derive(Component, Serialize, serde::Deserialize)]
+        struct House;
+        #[derive(Component, Serialize, serde::Deserialize)]
+        struct Item;
+        let empty = PublishRegistry::builder().build();
+        assert_eq!(
+            empty.hash().to_string(),
+            "f3168bd738b30778c2bd09777e9083849e28b12f6be00fce7a7c2d559137d3fb"
+        );
+        let two = PublishRegistry::builder()
+            .publish::<Item>("item", 2)
+            .publish::<House>("house", 1)
+            .build();
+        assert_eq!(
+            two.hash().to_string(),
+            "3d209bb8aee0fd6658ea562a2748d5201f35b92990631457f5f050da676a2c36"
+        );
+    }
 }
