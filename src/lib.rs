@@ -120,7 +120,10 @@ pub mod server {
 
 /// Joining a world: connect, enter zones, apply what arrives to a `World`.
 pub mod client {
-    pub use hoard_net::quic::client::{ClientError, ClientEvent, ClientOptions, HoardClient, Replicated};
+    /// Materialising what a client receives as entities.
+    #[cfg(feature = "bevy")]
+    pub use hoard_bevy::materialise::{Materialiser, Replicated, update};
+    pub use hoard_net::quic::client::{ClientError, ClientEvent, ClientOptions, ClientUpdate, HoardClient};
     pub use hoard_proto::sync::client::EntryStats;
 }
 
@@ -130,7 +133,9 @@ pub mod prelude {
     pub use crate::bevy::{
         FromClient, Hoard, HoardClientPlugin, HoardEvent, HoardServer, HoardServerPlugin, ZoneRequest, ZoneTransients,
     };
-    pub use crate::client::{ClientError, ClientEvent, ClientOptions, EntryStats, HoardClient, Replicated};
+    #[cfg(feature = "bevy")]
+    pub use crate::client::Replicated;
+    pub use crate::client::{ClientError, ClientEvent, ClientOptions, EntryStats, HoardClient};
     pub use crate::server::{Game, IncomingIntents, IntentRegistry, ServerHandle, ServerOptions};
     pub use hoard_engine::prelude::*;
 }

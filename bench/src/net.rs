@@ -387,7 +387,7 @@ async fn run_async(args: &Args, out: &Path) -> anyhow::Result<()> {
         let stats = client.enter_zone(&zone).await?;
         let mut world = World::new();
         let t = Instant::now();
-        client.update(&mut world);
+        hoard_bevy::materialise::update(&client, &mut world);
         times.push(t.elapsed());
         anyhow::ensure!(
             world.entities().len() as u64 >= stats.objects,

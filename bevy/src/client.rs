@@ -3,7 +3,7 @@
 //! by writing [`ZoneRequest`] messages, sends intents through the [`Hoard`]
 //! resource, and reads what happened as [`HoardEvent`] messages. Published
 //! objects appear as entities with their components (and
-//! [`Replicated`](hoard_net::quic::client::Replicated)) before the
+//! [`Replicated`](crate::Replicated)) before the
 //! `ZoneReady` event of their zone is seen, and are despawned on leave.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -241,8 +241,9 @@ fn requests(mut requests: MessageReader<ZoneRequest>, hoard: Option<Res<Hoard>>,
 #[derive(Resource, Default)]
 struct ReportedProgress(BTreeMap<ZoneId, EntryProgress>);
 
-/// Materialises what arrived (entities before their events), then writes
-/// the events: entry progress that moved, failures, what the client reported.
+/// Materialises what arrived (entities before their events, through the
+/// App's [`Materialiser`](crate::Materialiser)), then writes the events: entry progress that
+/// moved, failures, what the client reported.
 fn apply(world: &mut World) {
     let Some(hoard) = world.get_resource::<Hoard>().cloned() else {
         return;
@@ -264,7 +265,7 @@ fn apply(world: &mut World) {
     for event in moved {
         world.write_message(event);
     }
-    let events = hoard.client.update(world);
+    let events = crate::materialise::update(&hoard.client, world);
     let failures = hoard
         .failures
         .lock()

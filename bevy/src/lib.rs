@@ -8,7 +8,9 @@
 //! See the `hoard` crate for the guide.
 
 pub mod client;
+pub mod materialise;
 pub mod server;
 
 pub use client::{Hoard, HoardClientPlugin, HoardClientSet, HoardEvent, ZoneRequest};
+pub use materialise::{Materialiser, Replicated};
 pub use server::{FromClient, HoardServer, HoardServerPlugin, HoardServerSet, ZoneTransients};

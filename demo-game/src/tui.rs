@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use bevy_ecs::world::World;
-use hoard_net::quic::client::Replicated;
+use hoard_bevy::Replicated;
 use hoard_proto::sync::client::EntryStats;
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};

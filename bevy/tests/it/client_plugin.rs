@@ -9,10 +9,11 @@ use std::time::{Duration, Instant};
 
 use bevy_app::prelude::*;
 use bevy_ecs::prelude::*;
+use hoard_bevy::Replicated;
 use hoard_bevy::{Hoard, HoardClientPlugin, HoardEvent, HoardServer, HoardServerPlugin, ZoneRequest};
 use hoard_engine::store::{ShardSpec, WorldStore};
 use hoard_engine::{RedbStore, ShardId, ZoneId};
-use hoard_net::quic::client::{ClientEvent, ClientOptions, Replicated};
+use hoard_net::quic::client::{ClientEvent, ClientOptions};
 use hoard_net::quic::server::ServerOptions;
 
 use super::server_plugin::{AddStones, Crate, add_stones, registry, spawn_crates};

@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 
 use bevy_app::prelude::*;
 use bevy_ecs::prelude::*;
+use hoard_bevy::Replicated;
 use hoard_bevy::{FromClient, HoardServer, HoardServerPlugin};
 use hoard_engine::store::{ShardSpec, WorldStore};
 use hoard_engine::{ObjectId, PublishRegistry, Published, RedbStore, ShardId, ZoneId};
-use hoard_net::quic::client::{ClientEvent, ClientOptions, HoardClient, Replicated};
+use hoard_net::quic::client::{ClientEvent, ClientOptions, HoardClient};
 use hoard_net::quic::server::ServerOptions;
 use serde::{Deserialize, Serialize};
 
@@ -120,7 +121,7 @@ fn a_bevy_app_serves_its_world_and_applies_typed_intents() {
     let (client, stats) = client_rt.block_on(entry).expect("join");
     assert_eq!(stats.expect("enter").objects, 10);
     let mut world = World::new();
-    client.update(&mut world);
+    hoard_bevy::materialise::update(&client, &mut world);
     assert_eq!(stones_of(&mut world, 3), Some(0));
 
     let seq = client_rt
@@ -131,7 +132,7 @@ fn a_bevy_app_serves_its_world_and_applies_typed_intents() {
         assert!(Instant::now() < deadline, "the intent is applied and published");
         app.update();
         std::thread::sleep(Duration::from_millis(5));
-        for event in client.update(&mut world) {
+        for event in hoard_bevy::materialise::update(&client, &mut world) {
             if let ClientEvent::IntentsProcessed { seqs } = event {
                 processed |= seqs.contains(&seq);
             }

@@ -13,9 +13,10 @@ use std::time::{Duration, Instant};
 
 use bevy_app::prelude::*;
 use bevy_ecs::prelude::*;
+use hoard_bevy::Replicated;
 use hoard_bevy::client::{Hoard, HoardClientPlugin, HoardEvent, ZoneRequest};
 use hoard_engine::{ShardId, ZoneId};
-use hoard_net::quic::client::{ClientEvent, ClientOptions, Replicated};
+use hoard_net::quic::client::{ClientEvent, ClientOptions};
 use hoard_proto::sync::client::{EntryProgress, EntryStats};
 
 use crate::game::{self, ZoneInfo};

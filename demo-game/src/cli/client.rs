@@ -7,9 +7,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
+use hoard_bevy::Replicated;
 use hoard_bevy::client::HoardEvent;
 use hoard_engine::{ServerIdentity, ZoneId};
-use hoard_net::quic::client::{ClientEvent, ClientOptions, Replicated};
+use hoard_net::quic::client::{ClientEvent, ClientOptions};
 
 use crate::cli::app::ClientApp;
 use crate::cli::session::Session;

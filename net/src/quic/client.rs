@@ -1,7 +1,8 @@
 //! The QUIC client: connects (pinning the server identity), says hello,
 //! enters and prefetches zones through [`ClientSync`], keeps the cache on
-//! disk in step, and materialises verified zones and live deltas into the
-//! game's ECS world when the game calls [`HoardClient::update`].
+//! disk in step, and hands verified zones and live deltas to the game as
+//! [`ClientUpdate`]s ([`HoardClient::take_updates`]); turning them into
+//! entities is the client plugin's job (`hoard-bevy`'s `Materialiser`).
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -9,9 +10,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bevy_ecs::component::Component;
-use bevy_ecs::entity::Entity;
-use bevy_ecs::world::World;
 use hoard_engine::{ObjectId, PublishRegistry, ServerIdentity, ShardId, ZoneId};
 use hoard_world_cache::{CachedObject, CachedShard, LockPolicy, WorldCache};
 use quinn::{Connection, Endpoint, SendStream};
@@ -92,16 +90,7 @@ pub const CACHE_BUDGET_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 /// Cached shards unused for this long are dropped when a client connects.
 pub const CACHE_MAX_AGE: Duration = Duration::from_secs(180 * 24 * 3600);
 
-/// Marks an entity materialised from a published object.
-#[derive(Component, Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Replicated {
-    /// The object's id.
-    pub object: ObjectId,
-    /// Its shard.
-    pub shard: ShardId,
-}
-
-/// What happened since the last [`HoardClient::update`].
+/// What happened, as the last of a zone's or an intent's [`ClientUpdate`]s.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub enum ClientEvent {
@@ -153,29 +142,45 @@ pub enum ClientEvent {
     },
 }
 
-/// Where a materialised object is.
-struct Placed {
-    entity: Entity,
-    shard: ShardId,
-    zone: ZoneId,
-}
-
-enum Pending {
-    Left {
+/// What arrived for the game's world since the last
+/// [`HoardClient::take_updates`], in order: verified objects of entered
+/// zones, live changes, zones left, and events. The client plugin of
+/// `hoard-bevy` materialises them as entities (`Materialiser`); a game on
+/// another ECS applies them itself. Prefetched zones bring none: only zones
+/// entered with [`HoardClient::enter_zone`] are visible.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum ClientUpdate {
+    /// A zone was entered: every object of its shards, verified.
+    ZoneLoaded {
+        /// The zone.
         zone: ZoneId,
-    },
-    Zone {
-        zone: ZoneId,
+        /// Its shards, each with its objects.
         shards: Vec<CachedShard>,
     },
-    Delta {
+    /// A live change of one shard: objects written and objects removed.
+    Objects {
+        /// The zone.
         zone: ZoneId,
-        upserts: Vec<CachedObject>,
-        removed: Vec<ObjectId>,
+        /// The shard.
         shard: ShardId,
+        /// Objects new or changed (their full new state).
+        upserts: Vec<CachedObject>,
+        /// Objects removed from this shard (an object that moved to
+        /// another shard may already be upserted there).
+        removed: Vec<ObjectId>,
     },
+    /// A zone was left: its objects are gone from the game's view.
+    ZoneLeft {
+        /// The zone.
+        zone: ZoneId,
+    },
+    /// Something else that happened (a zone ready, an intent answered, the
+    /// server's status, a disconnection).
     Event(ClientEvent),
 }
+
+type Pending = ClientUpdate;
 
 struct Inner {
     sync: Mutex<ClientSync>,
@@ -189,7 +194,7 @@ struct Inner {
     visible: Mutex<HashSet<ZoneId>>,
     /// The latest transient state of each entered zone.
     transient: Mutex<HashMap<ZoneId, Vec<u8>>>,
-    /// Signalled whenever something is pending for [`HoardClient::update`].
+    /// Signalled whenever something is pending for [`HoardClient::take_updates`].
     changed: tokio::sync::Notify,
     /// Signalled when an entry starts, so the timer task re-reads the sync's
     /// next timeout.
@@ -206,7 +211,6 @@ pub struct HoardClient {
     identity: ServerIdentity,
     perspective: String,
     zones: Vec<ZoneId>,
-    index: Mutex<HashMap<ObjectId, Placed>>,
     next_intent: Mutex<u32>,
     _endpoint: Endpoint,
 }
@@ -324,7 +328,6 @@ impl HoardClient {
             identity,
             perspective: welcome.perspective,
             zones: welcome.zones,
-            index: Mutex::new(HashMap::new()),
             next_intent: Mutex::new(1),
             _endpoint: endpoint,
         };
@@ -463,8 +466,8 @@ impl HoardClient {
 
     /// Enters a zone: brings its shards up to date in one round trip (plus
     /// one per repaired shard), subscribes to live deltas, and returns once
-    /// the zone is verified and written; its objects appear in the world at
-    /// the next [`HoardClient::update`]. A prefetched zone is entered at once.
+    /// the zone is verified and written; its objects come with the next
+    /// [`HoardClient::take_updates`]. A prefetched zone is entered at once.
     pub async fn enter_zone(&self, zone: &ZoneId) -> Result<EntryStats, ClientError> {
         if let Ok(mut visible) = self.inner.visible.lock() {
             visible.insert(zone.clone());
@@ -479,7 +482,7 @@ impl HoardClient {
             };
             push(
                 &self.inner,
-                Pending::Zone {
+                Pending::ZoneLoaded {
                     zone: zone.clone(),
                     shards,
                 },
@@ -553,7 +556,7 @@ impl HoardClient {
                 .lock()
                 .map_err(|_| ClientError::Lost("poisoned".into()))?;
             sync.leave_zone(zone);
-            push(&self.inner, Pending::Left { zone: zone.clone() });
+            push(&self.inner, Pending::ZoneLeft { zone: zone.clone() });
             let mut m = Vec::new();
             while let Some(x) = sync.poll_transmit() {
                 m.push(x);
@@ -607,7 +610,7 @@ impl HoardClient {
         self.flush().await
     }
 
-    /// Waits until something is pending for [`HoardClient::update`].
+    /// Waits until something is pending for [`HoardClient::take_updates`].
     pub async fn changed(&self) {
         let ready = self.inner.pending.lock().map(|p| !p.is_empty()).unwrap_or(true);
         if !ready {
@@ -615,134 +618,29 @@ impl HoardClient {
         }
     }
 
-    /// Applies verified zones and live deltas to `world`, returning what happened.
-    pub fn update(&self, world: &mut World) -> Vec<ClientEvent> {
+    /// Takes what arrived since the last call, in order (see
+    /// [`ClientUpdate`]); updates of zones that were only prefetched, or
+    /// were left meanwhile, are left out.
+    pub fn take_updates(&self) -> Vec<ClientUpdate> {
         let pending = self
             .inner
             .pending
             .lock()
             .map(|mut p| std::mem::take(&mut *p))
             .unwrap_or_default();
-        let mut events = Vec::new();
-        let Ok(mut index) = self.index.lock() else {
-            return events;
-        };
         let visible = self.inner.visible.lock().map(|v| v.clone()).unwrap_or_default();
-        for p in pending {
-            match p {
-                Pending::Zone { zone, shards } => {
-                    if !visible.contains(&zone) {
-                        continue;
-                    }
-                    // Decode on every core, then spawn on this thread.
-                    let registry = &self.registry;
-                    let decoded: Vec<_> = shards
-                        .par_iter()
-                        .flat_map_iter(|s| {
-                            s.objects
-                                .iter()
-                                .map(move |o| (s.header.key.shard, o.id, registry.decode_state(&o.state)))
-                        })
-                        .collect();
-                    for (shard, id, components) in decoded {
-                        self.place(world, &mut index, &zone, shard, id, components);
-                    }
-                }
-                Pending::Delta {
-                    zone,
-                    upserts,
-                    removed,
-                    shard,
-                } => {
-                    if !visible.contains(&zone) {
-                        continue;
-                    }
-                    for id in removed {
-                        // An object that moved may already be upserted in its
-                        // new shard: only its old shard's removal despawns it.
-                        if index.get(&id).is_some_and(|e| e.shard == shard)
-                            && let Some(e) = index.remove(&id)
-                        {
-                            world.despawn(e.entity);
-                        }
-                    }
-                    for o in &upserts {
-                        self.upsert(world, &mut index, &zone, shard, o);
-                    }
-                }
-                Pending::Left { zone } => {
-                    index.retain(|_, e| {
-                        if e.zone == zone {
-                            world.despawn(e.entity);
-                            false
-                        } else {
-                            true
-                        }
-                    });
-                    events.push(ClientEvent::ZoneLeft { zone });
-                }
-                Pending::Event(e) => events.push(e),
-            }
-        }
-        events
+        pending
+            .into_iter()
+            .filter(|p| match p {
+                ClientUpdate::ZoneLoaded { zone, .. } | ClientUpdate::Objects { zone, .. } => visible.contains(zone),
+                ClientUpdate::ZoneLeft { .. } | ClientUpdate::Event(_) => true,
+            })
+            .collect()
     }
 
-    fn upsert(
-        &self,
-        world: &mut World,
-        index: &mut HashMap<ObjectId, Placed>,
-        zone: &ZoneId,
-        shard: ShardId,
-        o: &CachedObject,
-    ) {
-        let decoded = self.registry.decode_state(&o.state);
-        self.place(world, index, zone, shard, o.id, decoded);
-    }
-
-    /// Puts a decoded object into the world: a new entity, or the existing
-    /// one made equal to the new state.
-    fn place(
-        &self,
-        world: &mut World,
-        index: &mut HashMap<ObjectId, Placed>,
-        zone: &ZoneId,
-        shard: ShardId,
-        id: ObjectId,
-        decoded: Result<Vec<hoard_engine::registry::DecodedComponent>, hoard_engine::load::ObjectDecodeError>,
-    ) {
-        let components = match decoded {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(object = %id, error = %e, "object does not decode with this client's components");
-                return;
-            }
-        };
-        let marker = Replicated { object: id, shard };
-        let existing = index
-            .get(&id)
-            .map(|p| p.entity)
-            .filter(|e| world.get_entity(*e).is_ok());
-        let entity = match existing {
-            Some(e) => {
-                let mut entity = world.entity_mut(e);
-                entity.insert(marker);
-                self.registry.apply_decoded(&mut entity, components);
-                e
-            }
-            None => {
-                let mut entity = world.spawn(marker);
-                self.registry.insert(&mut entity, components);
-                entity.id()
-            }
-        };
-        index.insert(
-            id,
-            Placed {
-                entity,
-                shard,
-                zone: zone.clone(),
-            },
-        );
+    /// The component registry this client decodes objects with.
+    pub fn registry(&self) -> &PublishRegistry {
+        &self.registry
     }
 
     /// Closes the connection.
@@ -805,7 +703,7 @@ fn process_effects(inner: &Arc<Inner>) {
             Effect::ZoneReady { zone, shards, stats } => {
                 push(
                     inner,
-                    Pending::Zone {
+                    Pending::ZoneLoaded {
                         zone: zone.clone(),
                         shards,
                     },
@@ -837,7 +735,7 @@ fn process_effects(inner: &Arc<Inner>) {
                 }
                 push(
                     inner,
-                    Pending::Delta {
+                    Pending::Objects {
                         zone,
                         upserts,
                         removed,

@@ -9,9 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bevy_ecs::prelude::*;
+use hoard_bevy::Replicated;
 use hoard_engine::store::{ShardSpec, WorldStore};
 use hoard_engine::{Digest, Epoch, ObjectId, PublishRegistry, Published, Publisher, RedbStore, Seq, ShardId, ZoneId};
-use hoard_net::quic::client::{HoardClient, Replicated};
+use hoard_net::quic::client::HoardClient;
 use hoard_net::quic::server::{Game, ServerHandle, ServerOptions, start};
 use hoard_net::testing::FrameReader;
 use hoard_net::tls::{PinnedVerifier, SERVER_NAME, client_config};
@@ -424,7 +425,7 @@ async fn a_client_that_stops_reading_is_disconnected_and_others_keep_their_delta
         .await
         .expect("enter");
     let mut world = World::new();
-    client.update(&mut world);
+    hoard_bevy::materialise::update(&client, &mut world);
     let first: u32 = world
         .query::<(&Replicated, &Crate)>()
         .iter(&world)
@@ -436,7 +437,7 @@ async fn a_client_that_stops_reading_is_disconnected_and_others_keep_their_delta
         tokio::time::timeout_at(deadline, client.changed())
             .await
             .expect("deltas keep coming");
-        client.update(&mut world);
+        hoard_bevy::materialise::update(&client, &mut world);
         let now: u32 = world
             .query::<(&Replicated, &Crate)>()
             .iter(&world)

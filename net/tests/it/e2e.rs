@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bevy_ecs::prelude::*;
+use hoard_bevy::Replicated;
 use hoard_engine::store::{ShardSpec, WorldStore};
 use hoard_engine::{ObjectId, PublishRegistry, Published, Publisher, RedbStore, ServerIdentity, ShardId, ZoneId};
-use hoard_net::quic::client::{ClientError, ClientOptions, HoardClient, Replicated};
+use hoard_net::quic::client::{ClientError, ClientOptions, HoardClient};
 use hoard_net::quic::server::{Game, ServerHandle, ServerOptions, start};
 use hoard_proto::intents::{IncomingIntents, IntentRegistry};
 use serde::{Deserialize, Serialize};
@@ -119,7 +120,7 @@ fn stones(world: &mut World) -> Vec<(u64, u32)> {
 async fn wait_for(client: &HoardClient, world: &mut World, mut done: impl FnMut(&mut World) -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        client.update(world);
+        hoard_bevy::materialise::update(client, world);
         if done(world) {
             return;
         }
@@ -147,7 +148,7 @@ async fn cold_entry_live_delta_and_warm_reentry_over_quic() {
         (4, 4, 100, 1)
     );
     let mut world = World::new();
-    client.update(&mut world);
+    hoard_bevy::materialise::update(&client, &mut world);
     assert_eq!(stones(&mut world).len(), 100);
 
     client
@@ -179,7 +180,7 @@ async fn cold_entry_live_delta_and_warm_reentry_over_quic() {
         stats.bytes_rx + stats.bytes_tx
     );
     let mut world = World::new();
-    client.update(&mut world);
+    hoard_bevy::materialise::update(&client, &mut world);
     assert!(
         stones(&mut world).contains(&(2005, 15)),
         "the cached copy holds the live delta"
@@ -255,7 +256,7 @@ async fn a_prefetched_zone_enters_without_the_network() {
         tokio::time::timeout_at(deadline, client.changed())
             .await
             .expect("prefetched in time");
-        client.update(&mut world);
+        hoard_bevy::materialise::update(&client, &mut world);
     }
     assert!(
         stones(&mut world).is_empty(),
@@ -263,10 +264,10 @@ async fn a_prefetched_zone_enters_without_the_network() {
     );
     let stats = client.enter_zone(&zone).await.expect("enter");
     assert_eq!((stats.bytes_rx, stats.bytes_tx), (0, 0));
-    client.update(&mut world);
+    hoard_bevy::materialise::update(&client, &mut world);
     assert_eq!(stones(&mut world).len(), 20);
     client.leave_zone(&zone).await.expect("leave");
-    let events = client.update(&mut world);
+    let events = hoard_bevy::materialise::update(&client, &mut world);
     assert!(
         events
             .iter()
@@ -357,7 +358,7 @@ async fn entry_through_the_simulator_with_delay_and_loss() {
         "the simulator counted the traffic: {up} up, {down} down"
     );
     let mut world = World::new();
-    client.update(&mut world);
+    hoard_bevy::materialise::update(&client, &mut world);
     assert_eq!(stones(&mut world).len(), 400);
     client.close();
     server.shutdown().await;
@@ -429,7 +430,7 @@ async fn a_shard_and_a_delta_over_the_frame_limit_arrive_in_parts() {
         stats.bytes_rx
     );
     let mut world = World::new();
-    client.update(&mut world);
+    hoard_bevy::materialise::update(&client, &mut world);
     // One tick changes every object: a 40 MB delta, in parts too.
     client
         .send_intent("regrow", &Regrow { fill: 0xee })
@@ -437,7 +438,7 @@ async fn a_shard_and_a_delta_over_the_frame_limit_arrive_in_parts() {
         .expect("send");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     loop {
-        client.update(&mut world);
+        hoard_bevy::materialise::update(&client, &mut world);
         let grown = world
             .query::<&Boulder>()
             .iter(&world)
@@ -499,7 +500,7 @@ fn a_client_on_a_current_thread_runtime_enters_and_dropping_it_releases_the_cach
         let stats = client.enter_zone(&zone).await.expect("enter");
         assert_eq!(stats.objects, 20);
         let mut world = World::new();
-        client.update(&mut world);
+        hoard_bevy::materialise::update(&client, &mut world);
         assert_eq!(stones(&mut world).len(), 20);
         // Dropped without close: the connection closes and the cache lock
         // goes, well before the 10 s idle timeout would have ended it.

@@ -13,10 +13,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bevy_ecs::prelude::*;
+use hoard_bevy::Replicated;
 use hoard_engine::store::sim_disk::SimDisk;
 use hoard_engine::store::{ShardSpec, WorldStore};
 use hoard_engine::{ObjectId, Published, Publisher, RedbStore, ShardId, ZoneId};
-use hoard_net::quic::client::{ClientEvent, HoardClient, Replicated};
+use hoard_net::quic::client::{ClientEvent, HoardClient};
 use hoard_net::quic::server::{Game, ServerHandle, ServerOptions, start};
 use hoard_proto::intents::{IncomingIntents, IntentRegistry};
 
@@ -66,7 +67,7 @@ async fn until(
 ) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
-        events.extend(client.update(world));
+        events.extend(hoard_bevy::materialise::update(client, world));
         if done(world, events) {
             return;
         }
