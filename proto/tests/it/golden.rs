@@ -1,16 +1,30 @@
 //! Golden bytes of every message: a change to any encoding fails here and
 //! must be a protocol version bump (and a change to docs/PROTOCOL.md).
-//! Regenerate with `HOARD_BLESS=1` only together with such a bump.
+//! Regenerate with `HOARD_BLESS=1` only together with such a bump (or when
+//! the fixed instances themselves change, as when their digests became the
+//! real digests of the documented objects: same encoding, new values).
 
 use std::path::PathBuf;
 
 use hoard_engine::{Digest, Epoch, ObjectId, Seq, ShardId, ZoneId};
 use hoard_proto::wire::*;
 
+/// The digest of the shard every shard message here describes: objects 42
+/// (version 7) and 43 (version 9), as in docs/PROTOCOL.md's worked example.
 fn digest() -> Digest {
     let mut d = Digest::EMPTY;
-    d.add(ObjectId(1), Seq(2), &[3; 32]);
+    for o in [object(), object_43()] {
+        d.add(o.id, o.version, &hoard_engine::digest::state_hash(&o.state));
+    }
     d
+}
+
+fn object_43() -> WireObject {
+    WireObject {
+        id: ObjectId(43),
+        version: Seq(9),
+        state: vec![0x81, 0xa1, b'n', 0xc4, 0x01, 0x06],
+    }
 }
 
 fn zone() -> ZoneId {
@@ -143,7 +157,7 @@ fn messages() -> Vec<(&'static str, Message)> {
                 base: Seq(2),
                 seq: Seq(11),
                 digest: digest(),
-                live: vec![ObjectId(41), ObjectId(42)],
+                live: vec![ObjectId(42), ObjectId(43)],
                 upserts: vec![object()],
             }),
         ),
@@ -155,7 +169,7 @@ fn messages() -> Vec<(&'static str, Message)> {
                 seq: Seq(11),
                 digest: digest(),
                 perspective: Some("ann".into()),
-                objects: vec![object()],
+                objects: vec![object(), object_43()],
             }),
         ),
         ("95-answer-end", Message::AnswerEnd(AnswerEnd { request: 1 })),
@@ -217,6 +231,28 @@ fn every_message_encodes_to_its_golden_bytes_and_back() {
         assert_eq!(kind, msg.kind(), "{name}");
         assert_eq!(Message::decode(kind, &body).expect("decodes"), msg, "{name}");
     }
+}
+
+/// The golden digests are real: the snapshot's digest is the documented
+/// formula over its objects, and its 40 bytes are the worked example's.
+#[test]
+fn the_golden_snapshot_digest_is_the_digest_of_its_objects() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let bytes = std::fs::read(dir.join("94-snapshot.bin")).expect("golden");
+    let Ok(Message::Snapshot(snapshot)) = Message::decode(bytes[4], &bytes[5..]) else {
+        panic!("94-snapshot.bin is a snapshot")
+    };
+    let mut recomputed = Digest::EMPTY;
+    for o in &snapshot.objects {
+        recomputed.add(o.id, o.version, &hoard_engine::digest::state_hash(&o.state));
+    }
+    assert_eq!(recomputed, snapshot.digest);
+    let hex: String = snapshot.digest.to_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(
+        hex,
+        "a22388281831f7aee87e004812d966b623a174a0ccf5c7a0ae3051dd0eb9784d0200000000000000",
+        "the worked example of docs/PROTOCOL.md"
+    );
 }
 
 #[test]
