@@ -123,7 +123,9 @@ pub mod client {
     /// Materialising what a client receives as entities.
     #[cfg(feature = "bevy")]
     pub use hoard_bevy::materialise::{Materialiser, Replicated, update};
-    pub use hoard_net::quic::client::{ClientError, ClientEvent, ClientOptions, ClientUpdate, HoardClient};
+    pub use hoard_net::quic::client::{
+        ClientError, ClientEvent, ClientOptions, ClientUpdate, HoardClient, PendingEntry,
+    };
     pub use hoard_proto::sync::client::EntryStats;
 }
 

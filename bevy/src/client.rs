@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use bevy_app::prelude::*;
 use bevy_ecs::prelude::*;
 use hoard_engine::{PublishRegistry, ZoneId};
-use hoard_net::quic::client::{ClientError, ClientEvent, ClientOptions, HoardClient};
+use hoard_net::quic::client::{ClientError, ClientEvent, ClientOptions, HoardClient, PendingEntry};
 use hoard_proto::sync::client::EntryProgress;
 use std::future::Future;
 
@@ -132,23 +132,40 @@ impl Hoard {
     }
 }
 
+/// A connection made, with the entry started as part of it.
+type Connected = Result<(HoardClient, Option<(ZoneId, PendingEntry)>), ClientError>;
+
 /// The connection being made.
 #[derive(Resource)]
 struct Connecting {
     runtime: Arc<tokio::runtime::Runtime>,
-    task: Option<tokio::task::JoinHandle<Result<HoardClient, ClientError>>>,
+    task: Option<tokio::task::JoinHandle<Connected>>,
 }
 
 /// Joins a world: `app.add_plugins(HoardClientPlugin::new(options, registry))`.
 pub struct HoardClientPlugin {
     options: ClientOptions,
     registry: PublishRegistry,
+    entering: Option<ZoneId>,
 }
 
 impl HoardClientPlugin {
     /// A client of `registry`'s components, connecting with `options`.
     pub fn new(options: ClientOptions, registry: PublishRegistry) -> HoardClientPlugin {
-        HoardClientPlugin { options, registry }
+        HoardClientPlugin {
+            options,
+            registry,
+            entering: None,
+        }
+    }
+
+    /// Enters `zone` as part of connecting: its `EnterZone` goes right
+    /// behind `Hello`, so a returning player's zone is ready after the
+    /// handshake and one round trip (`ZoneReady` follows `Connected`).
+    #[must_use]
+    pub fn entering(mut self, zone: ZoneId) -> HoardClientPlugin {
+        self.entering = Some(zone);
+        self
     }
 }
 
@@ -162,7 +179,15 @@ impl Plugin for HoardClientPlugin {
                 .build()
                 .unwrap_or_else(|e| panic!("hoard: cannot start the client's runtime: {e}")),
         );
-        let task = runtime.spawn(HoardClient::connect(self.options.clone(), self.registry.clone()));
+        let (options, registry) = (self.options.clone(), self.registry.clone());
+        let task = match self.entering.clone() {
+            None => runtime.spawn(async move { HoardClient::connect(options, registry).await.map(|c| (c, None)) }),
+            Some(zone) => runtime.spawn(async move {
+                HoardClient::connect_and_enter(options, registry, &zone)
+                    .await
+                    .map(|(client, entry)| (client, Some((zone, entry))))
+            }),
+        };
         app.add_message::<ZoneRequest>()
             .add_message::<HoardEvent>()
             .insert_resource(Connecting {
@@ -190,7 +215,7 @@ fn connect(world: &mut World) {
     // The task has finished: this takes its result without waiting.
     let result = futures_now(task).unwrap_or_else(|e| Err(ClientError::Lost(e)));
     match result {
-        Ok(client) => {
+        Ok((client, first_entry)) => {
             tracing::info!(perspective = client.perspective(), "connected");
             let event = HoardEvent::Connected {
                 perspective: client.perspective().to_owned(),
@@ -211,12 +236,33 @@ fn connect(world: &mut World) {
                     }
                 }
             });
+            let entering = Arc::new(Mutex::new(BTreeSet::new()));
+            if let Some((zone, entry)) = first_entry {
+                // The entry started with the connection: its progress is
+                // reported, and its failure, like any other.
+                if let Ok(mut e) = entering.lock() {
+                    e.insert(zone.clone());
+                }
+                let (entering, failures) = (entering.clone(), failures.clone());
+                runtime.spawn(async move {
+                    let result = entry.wait().await;
+                    if let Ok(mut e) = entering.lock() {
+                        e.remove(&zone);
+                    }
+                    if let Err(e) = result {
+                        tracing::warn!(%zone, error = %e, "zone entry failed");
+                        if let Ok(mut f) = failures.lock() {
+                            f.push(e);
+                        }
+                    }
+                });
+            }
             world.insert_resource(Hoard {
                 client,
                 runtime,
                 failures,
                 intents,
-                entering: Arc::new(Mutex::new(BTreeSet::new())),
+                entering,
             });
             world.write_message(event);
         }

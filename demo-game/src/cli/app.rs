@@ -41,27 +41,51 @@ fn collect(mut events: MessageReader<HoardEvent>, mut inbox: ResMut<Inbox>) {
 pub(crate) struct ClientApp {
     app: App,
     perspective: String,
+    /// Events of a frame already run that no caller has looked at yet.
+    backlog: Vec<HoardEvent>,
 }
 
 impl ClientApp {
-    /// Builds the App and runs frames until it is connected.
-    pub(crate) fn connect(options: ClientOptions) -> anyhow::Result<ClientApp> {
+    /// Builds the App and runs frames until it is connected. With `first`,
+    /// that zone is entered as part of connecting (its `EnterZone` right
+    /// behind `Hello`): wait for it with [`ClientApp::ready`].
+    pub(crate) fn connect(options: ClientOptions, first: Option<&ZoneId>) -> anyhow::Result<ClientApp> {
         let mut app = App::new();
-        app.add_plugins(HoardClientPlugin::new(options, game::registry()))
+        let mut plugin = HoardClientPlugin::new(options, game::registry());
+        if let Some(zone) = first {
+            plugin = plugin.entering(zone.clone());
+        }
+        app.add_plugins(plugin)
             .init_resource::<Inbox>()
             .add_systems(Update, collect);
         let mut client = ClientApp {
             app,
             perspective: String::new(),
+            backlog: Vec::new(),
         };
-        client.perspective = client.until(CONNECT_WITHIN, "connecting", |_, events| {
-            events.iter().find_map(|e| match e {
-                HoardEvent::Connected { perspective, .. } => Some(Ok(perspective.clone())),
-                HoardEvent::Failed(e) => Some(Err(anyhow::anyhow!("{e}"))),
+        let deadline = Instant::now() + CONNECT_WITHIN;
+        loop {
+            let mut events = client.frame()?;
+            if let Some(e) = events.iter().find_map(|e| match e {
+                HoardEvent::Failed(e) => Some(e.to_string()),
                 _ => None,
-            })
-        })?;
-        Ok(client)
+            }) {
+                anyhow::bail!("{e}");
+            }
+            if let Some(i) = events.iter().position(|e| matches!(e, HoardEvent::Connected { .. })) {
+                if let HoardEvent::Connected { perspective, .. } = events.remove(i) {
+                    client.perspective = perspective;
+                }
+                // What came in the same frame (a pipelined entry's
+                // `ZoneReady`) is for the next caller.
+                client.backlog = events;
+                return Ok(client);
+            }
+            if Instant::now() >= deadline {
+                anyhow::bail!("still connecting after {} s", CONNECT_WITHIN.as_secs());
+            }
+            std::thread::sleep(FRAME);
+        }
     }
 
     /// The player this client acts as.
@@ -87,7 +111,8 @@ impl ClientApp {
     /// Runs one frame and returns its events. A disconnection is an error.
     pub(crate) fn frame(&mut self) -> anyhow::Result<Vec<HoardEvent>> {
         self.app.update();
-        let events = std::mem::take(&mut self.app.world_mut().resource_mut::<Inbox>().0);
+        let mut events = std::mem::take(&mut self.backlog);
+        events.append(&mut self.app.world_mut().resource_mut::<Inbox>().0);
         for e in &events {
             if let HoardEvent::Client(ClientEvent::Disconnected { reason }) = e {
                 anyhow::bail!("disconnected: {reason}");
@@ -119,8 +144,14 @@ impl ClientApp {
 
     /// Enters `zone`, handing each step of its progress to `report`, and
     /// returns what the entry cost once its objects are in the world.
-    pub(crate) fn enter(&mut self, zone: &ZoneId, mut report: impl FnMut(EntryProgress)) -> anyhow::Result<EntryStats> {
+    pub(crate) fn enter(&mut self, zone: &ZoneId, report: impl FnMut(EntryProgress)) -> anyhow::Result<EntryStats> {
         self.request(ZoneRequest::Enter(zone.clone()));
+        self.ready(zone, report)
+    }
+
+    /// Runs frames until the entry of `zone` under way is ready, handing
+    /// each step of its progress to `report`.
+    pub(crate) fn ready(&mut self, zone: &ZoneId, mut report: impl FnMut(EntryProgress)) -> anyhow::Result<EntryStats> {
         self.until(ENTER_WITHIN, &format!("entering {zone}"), |_, events| {
             events.iter().find_map(|e| match e {
                 HoardEvent::EntryProgress { zone: z, progress } if z == zone => {

@@ -84,7 +84,9 @@ pub(crate) fn run(args: ClientArgs) -> anyhow::Result<i32> {
     };
     // The client is a Bevy App on `HoardClientPlugin`; dropping it closes
     // the connection and releases the cache.
-    let mut app = ClientApp::connect(options)?;
+    // The zone is entered as part of connecting: `EnterZone` right behind
+    // `Hello`, one round trip after the handshake.
+    let mut app = ClientApp::connect(options, Some(&args.zone))?;
     if !args.headless {
         let mut session = Session::start(app, args.zone)?;
         let result = session.run_terminal();
@@ -95,7 +97,7 @@ pub(crate) fn run(args: ClientArgs) -> anyhow::Result<i32> {
         }
         return result.map(|()| 0);
     }
-    let stats = crate::cli::session::enter_with_progress(&mut app, &args.zone)?;
+    let stats = crate::cli::session::ready_with_progress(&mut app, &args.zone)?;
     println!(
         "{}",
         serde_json::json!({

@@ -91,13 +91,16 @@ pub(crate) fn run(args: PlayArgs) -> anyhow::Result<i32> {
         .recv()
         .map_err(|_| anyhow::anyhow!("the embedded server did not start"))??;
     let result = (|| {
-        let app = ClientApp::connect(ClientOptions {
-            server: addr,
-            cache_dir,
-            token: format!("{}{}", hoard_proto::auth::DEV_PREFIX, args.player),
-            service: "world".into(),
-            pin: Some(identity),
-        })?;
+        let app = ClientApp::connect(
+            ClientOptions {
+                server: addr,
+                cache_dir,
+                token: format!("{}{}", hoard_proto::auth::DEV_PREFIX, args.player),
+                service: "world".into(),
+                pin: Some(identity),
+            },
+            Some(&args.zone),
+        )?;
         let mut session = Session::start(app, args.zone)?;
         let result = session.run_terminal();
         let last = session.last_entry().cloned();

@@ -72,10 +72,12 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    /// Enters `zone` and the player's inventory, and places the player at the crossroads.
+    /// Waits for `zone` (entered as part of connecting: see
+    /// [`ClientApp::connect`]), enters the player's inventory, and places the
+    /// player at the crossroads.
     pub(crate) fn start(mut app: ClientApp, zone: ZoneId) -> anyhow::Result<Session> {
         let player = app.perspective().to_owned();
-        let stats = enter_with_progress(&mut app, &zone)?;
+        let stats = ready_with_progress(&mut app, &zone)?;
         app.enter(&ZoneId::new(rules::INVENTORY_ZONE)?, |_| {})?;
         let info = app
             .zone_info(&zone)
@@ -305,11 +307,12 @@ impl Session {
     }
 }
 
-/// Enters `zone`, showing the entry's progress on stderr when it is a terminal.
-pub(crate) fn enter_with_progress(app: &mut ClientApp, zone: &ZoneId) -> anyhow::Result<EntryStats> {
+/// Waits for the entry of `zone` under way, showing its progress on stderr
+/// when it is a terminal.
+pub(crate) fn ready_with_progress(app: &mut ClientApp, zone: &ZoneId) -> anyhow::Result<EntryStats> {
     let progress = Progress::new("entering", "shards");
     let report = progress.callback();
-    let stats = app.enter(zone, |p| {
+    let stats = app.ready(zone, |p| {
         report(u64::from(p.shards_done), u64::from(p.shards.unwrap_or(0)));
     });
     progress.finish();

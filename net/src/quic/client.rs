@@ -222,9 +222,33 @@ fn connect_err(addr: SocketAddr, e: impl std::fmt::Display) -> ClientError {
     }
 }
 
-impl HoardClient {
-    /// Connects, pins the server identity, and completes the handshake.
-    pub async fn connect(options: ClientOptions, registry: PublishRegistry) -> Result<HoardClient, ClientError> {
+/// A zone entry started by [`HoardClient::connect_and_enter`].
+#[derive(Debug)]
+pub struct PendingEntry(oneshot::Receiver<Result<EntryStats, ClientError>>);
+
+impl PendingEntry {
+    /// Waits until the zone is verified and written (or the entry failed).
+    pub async fn wait(self) -> Result<EntryStats, ClientError> {
+        self.0
+            .await
+            .map_err(|_| ClientError::Lost("the connection closed during zone entry".into()))?
+    }
+}
+
+/// A connection whose handshake is done and whose `Hello` is sent.
+struct Opened {
+    conn: Connection,
+    endpoint: Endpoint,
+    cache: WorldCache,
+    identity: ServerIdentity,
+    send: SendStream,
+    recv: quinn::RecvStream,
+}
+
+impl Opened {
+    /// Opens the cache, connects (pinning the server identity), opens the
+    /// control stream and writes `Hello`.
+    async fn open(options: &ClientOptions, registry: &PublishRegistry) -> Result<Opened, ClientError> {
         let addr = options.server;
         // Another process may be finishing with this cache (a previous run
         // exiting): wait briefly, then fall back to read-only and say so.
@@ -278,38 +302,77 @@ impl HoardClient {
         write_message(&mut send, &hello)
             .await
             .map_err(|e| connect_err(addr, e))?;
-        let mut control = FrameReader::new(recv, MAX_CONTROL_FRAME);
-        let welcome = match control.next().await {
-            Ok(Some((Message::Welcome(w), _))) => w,
-            Ok(Some((Message::Error(e), _))) => {
-                return Err(ClientError::Refused {
-                    code: e.code,
-                    message: e.message,
-                });
-            }
-            Ok(_) => return Err(connect_err(addr, "the server closed the control stream")),
-            Err(e) => {
-                // The server may have closed with a reason right after its error frame.
-                return Err(match conn.close_reason() {
-                    Some(quinn::ConnectionError::ApplicationClosed(c)) => ClientError::Refused {
-                        code: c.error_code.into_inner() as u16,
-                        message: String::from_utf8_lossy(&c.reason).into_owned(),
-                    },
-                    _ => connect_err(addr, e),
-                });
-            }
-        };
+        Ok(Opened {
+            conn,
+            endpoint,
+            cache,
+            identity,
+            send,
+            recv,
+        })
+    }
+}
+
+/// Reads the server's answer to `Hello`: `Welcome`, or why it refused.
+async fn read_welcome(
+    control: &mut FrameReader,
+    conn: &Connection,
+    addr: SocketAddr,
+) -> Result<hoard_proto::wire::Welcome, ClientError> {
+    match control.next().await {
+        Ok(Some((Message::Welcome(w), _))) => Ok(w),
+        Ok(Some((Message::Error(e), _))) => Err(ClientError::Refused {
+            code: e.code,
+            message: e.message,
+        }),
+        Ok(_) => Err(connect_err(addr, "the server closed the control stream")),
+        Err(e) => {
+            // The server may have closed with a reason right after its error frame.
+            Err(match conn.close_reason() {
+                Some(quinn::ConnectionError::ApplicationClosed(c)) => ClientError::Refused {
+                    code: c.error_code.into_inner() as u16,
+                    message: String::from_utf8_lossy(&c.reason).into_owned(),
+                },
+                _ => connect_err(addr, e),
+            })
+        }
+    }
+}
+
+/// The player a token names, as the server will authenticate it: the name
+/// of a dev-mode token (`dev:NAME`) or of a signed one (`v1.NAME.…`).
+fn token_player(token: &str) -> Option<String> {
+    if let Some(name) = token.strip_prefix(hoard_proto::auth::DEV_PREFIX) {
+        return Some(name.to_owned());
+    }
+    let mut parts = token.split('.');
+    match (parts.next(), parts.next()) {
+        (Some("v1"), Some(name)) if !name.is_empty() => Some(name.to_owned()),
+        _ => None,
+    }
+}
+
+impl Inner {
+    /// The shared state of a client about to talk as `perspective`.
+    fn new(
+        cache: WorldCache,
+        send: SendStream,
+        identity: ServerIdentity,
+        options: &ClientOptions,
+        registry: &PublishRegistry,
+        perspective: &str,
+    ) -> Arc<Inner> {
         // The sync machine's clock: seconds since `started`, which is
         // `wall_clock_at_zero` on the wall clock.
         let started = Instant::now();
         let sync = ClientSync::new(ClientConfig {
             server: identity,
             service: options.service.clone(),
-            perspective: welcome.perspective.clone(),
+            perspective: perspective.to_owned(),
             registry: registry.hash(),
             wall_clock_at_zero: chrono::Utc::now(),
         });
-        let inner = Arc::new(Inner {
+        Arc::new(Inner {
             sync: Mutex::new(sync),
             cache,
             started,
@@ -320,7 +383,102 @@ impl HoardClient {
             changed: tokio::sync::Notify::new(),
             timer: tokio::sync::Notify::new(),
             control: AsyncMutex::new(send),
-        });
+        })
+    }
+}
+
+impl HoardClient {
+    /// Connects, pins the server identity, and completes the handshake
+    /// (`Hello` → `Welcome`).
+    pub async fn connect(options: ClientOptions, registry: PublishRegistry) -> Result<HoardClient, ClientError> {
+        let opened = Opened::open(&options, &registry).await?;
+        let addr = options.server;
+        let mut control = FrameReader::new(opened.recv, MAX_CONTROL_FRAME);
+        let welcome = read_welcome(&mut control, &opened.conn, addr).await?;
+        let inner = Inner::new(
+            opened.cache,
+            opened.send,
+            opened.identity,
+            &options,
+            &registry,
+            &welcome.perspective,
+        );
+        Ok(HoardClient::start(
+            inner,
+            opened.conn,
+            opened.endpoint,
+            control,
+            registry,
+            opened.identity,
+            welcome,
+        ))
+    }
+
+    /// Connects and enters `zone` in the same round trip: `EnterZone` goes
+    /// right behind `Hello`, without waiting for `Welcome`, so a returning
+    /// player's zone costs the QUIC handshake plus one round trip. The
+    /// perspective the cached heads are read under is the one the token
+    /// names (its player); the server confirms it in `Welcome`. A token
+    /// that names no player (an unknown form) is connected and entered in
+    /// two steps instead. Returns once `Welcome` is read, with the entry in
+    /// flight: [`PendingEntry::wait`] returns once the zone is verified and
+    /// written, as [`HoardClient::enter_zone`] does.
+    pub async fn connect_and_enter(
+        options: ClientOptions,
+        registry: PublishRegistry,
+        zone: &ZoneId,
+    ) -> Result<(HoardClient, PendingEntry), ClientError> {
+        let Some(guess) = token_player(&options.token) else {
+            let client = HoardClient::connect(options, registry).await?;
+            let (tx, rx) = oneshot::channel();
+            let _ = tx.send(client.enter_zone(zone).await);
+            return Ok((client, PendingEntry(rx)));
+        };
+        let opened = Opened::open(&options, &registry).await?;
+        let addr = options.server;
+        let inner = Inner::new(opened.cache, opened.send, opened.identity, &options, &registry, &guess);
+        if let Ok(mut visible) = inner.visible.lock() {
+            visible.insert(zone.clone());
+        }
+        let (tx, rx) = oneshot::channel();
+        if let Ok(mut waiting) = inner.waiting.lock() {
+            waiting.entry(zone.clone()).or_default().push(tx);
+        }
+        // `EnterZone` is written now, behind `Hello`; the cached copies load
+        // while both are in flight.
+        start_entry(&inner, zone, true).await?;
+        let mut control = FrameReader::new(opened.recv, MAX_CONTROL_FRAME);
+        let welcome = read_welcome(&mut control, &opened.conn, addr).await?;
+        if welcome.perspective != guess {
+            // Cannot happen with the server's token forms; never act on heads
+            // read under another perspective.
+            return Err(ClientError::Lost(format!(
+                "the token names {guess} but the server says {}",
+                welcome.perspective
+            )));
+        }
+        let client = HoardClient::start(
+            inner,
+            opened.conn,
+            opened.endpoint,
+            control,
+            registry,
+            opened.identity,
+            welcome,
+        );
+        Ok((client, PendingEntry(rx)))
+    }
+
+    /// Starts the background tasks of a client whose `Welcome` was read.
+    fn start(
+        inner: Arc<Inner>,
+        conn: Connection,
+        endpoint: Endpoint,
+        control: FrameReader,
+        registry: PublishRegistry,
+        identity: ServerIdentity,
+        welcome: hoard_proto::wire::Welcome,
+    ) -> HoardClient {
         let client = HoardClient {
             conn: conn.clone(),
             inner: inner.clone(),
@@ -345,7 +503,7 @@ impl HoardClient {
             }
         });
         tokio::spawn(accept_streams(conn, inner));
-        Ok(client)
+        client
     }
 
     /// The server identity (pinned).
@@ -395,73 +553,7 @@ impl HoardClient {
     }
 
     async fn start_entry(&self, zone: &ZoneId, subscribe: bool) -> Result<(), ClientError> {
-        let cfg = self
-            .inner
-            .sync
-            .lock()
-            .map_err(|_| ClientError::Lost("poisoned".into()))?
-            .config()
-            .clone();
-        let keys = self
-            .inner
-            .cache
-            .zone_keys(cfg.server, &cfg.service, Some(&cfg.perspective), zone);
-        let reader = self.inner.clone();
-        let registry = cfg.registry;
-        let heads: Vec<_> = tokio::task::spawn_blocking(move || reader.cache.read_heads(&keys, registry))
-            .await
-            .map_err(|e| ClientError::Lost(e.to_string()))?
-            .into_iter()
-            .flatten()
-            .collect();
-        let now = self.inner.started.elapsed().as_secs_f64();
-        let (request, messages) = {
-            let mut sync = self
-                .inner
-                .sync
-                .lock()
-                .map_err(|_| ClientError::Lost("poisoned".into()))?;
-            let request = sync.enter_zone(now, zone.clone(), &heads, subscribe);
-            self.inner.timer.notify_one();
-            let mut messages = Vec::new();
-            while let Some(m) = sync.poll_transmit() {
-                messages.push(m);
-            }
-            (request, messages)
-        };
-        self.send_all(messages).await?;
-        // Load the full copies while the request is in flight.
-        let inner = self.inner.clone();
-        let registry = cfg.registry;
-        let present: Vec<_> = heads.iter().map(|h| h.key.clone()).collect();
-        let copies = tokio::task::spawn_blocking(move || {
-            // Each copy's digest is recomputed from its objects, in parallel.
-            let loaded: Vec<_> = inner
-                .cache
-                .load_many(&present, registry)
-                .into_iter()
-                .flatten()
-                .collect();
-            loaded.into_par_iter().map(CheckedCopy::new).collect::<Vec<_>>()
-        })
-        .await
-        .map_err(|e| ClientError::Lost(e.to_string()))?;
-        let now = self.inner.started.elapsed().as_secs_f64();
-        let result = self
-            .inner
-            .sync
-            .lock()
-            .map_err(|_| ClientError::Lost("poisoned".into()))?
-            .provide_copies(now, request, copies);
-        if let Err(e) = result {
-            return Err(ClientError::Lost(e.to_string()));
-        }
-        // Effects write cache files: off the async workers.
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || process_effects(&inner))
-            .await
-            .map_err(|e| ClientError::Lost(e.to_string()))?;
-        self.flush().await
+        start_entry(&self.inner, zone, subscribe).await
     }
 
     /// Enters a zone: brings its shards up to date in one round trip (plus
@@ -649,12 +741,87 @@ impl HoardClient {
     }
 }
 
+impl std::fmt::Debug for HoardClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HoardClient")
+            .field("server", &self.conn.remote_address())
+            .field("identity", &self.identity)
+            .field("perspective", &self.perspective)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Drop for HoardClient {
     /// Dropping a client closes its connection; its background tasks then
     /// end and release the cache (and its lock).
     fn drop(&mut self) {
         self.close();
     }
+}
+
+/// Starts an entry (or prefetch) of `zone`: reads the cached heads, sends
+/// `EnterZone`, then loads and checks the cached copies while it is in flight.
+async fn start_entry(inner: &Arc<Inner>, zone: &ZoneId, subscribe: bool) -> Result<(), ClientError> {
+    let cfg = inner
+        .sync
+        .lock()
+        .map_err(|_| ClientError::Lost("poisoned".into()))?
+        .config()
+        .clone();
+    let keys = inner
+        .cache
+        .zone_keys(cfg.server, &cfg.service, Some(&cfg.perspective), zone);
+    let reader = inner.clone();
+    let registry = cfg.registry;
+    let heads: Vec<_> = tokio::task::spawn_blocking(move || reader.cache.read_heads(&keys, registry))
+        .await
+        .map_err(|e| ClientError::Lost(e.to_string()))?
+        .into_iter()
+        .flatten()
+        .collect();
+    let now = inner.started.elapsed().as_secs_f64();
+    let (request, messages) = {
+        let mut sync = inner.sync.lock().map_err(|_| ClientError::Lost("poisoned".into()))?;
+        let request = sync.enter_zone(now, zone.clone(), &heads, subscribe);
+        inner.timer.notify_one();
+        let mut messages = Vec::new();
+        while let Some(m) = sync.poll_transmit() {
+            messages.push(m);
+        }
+        (request, messages)
+    };
+    send_all(inner, messages).await?;
+    // Load the full copies while the request is in flight.
+    let loader = inner.clone();
+    let registry = cfg.registry;
+    let present: Vec<_> = heads.iter().map(|h| h.key.clone()).collect();
+    let copies = tokio::task::spawn_blocking(move || {
+        // Each copy's digest is recomputed from its objects, in parallel.
+        let loaded: Vec<_> = loader
+            .cache
+            .load_many(&present, registry)
+            .into_iter()
+            .flatten()
+            .collect();
+        loaded.into_par_iter().map(CheckedCopy::new).collect::<Vec<_>>()
+    })
+    .await
+    .map_err(|e| ClientError::Lost(e.to_string()))?;
+    let now = inner.started.elapsed().as_secs_f64();
+    let result = inner
+        .sync
+        .lock()
+        .map_err(|_| ClientError::Lost("poisoned".into()))?
+        .provide_copies(now, request, copies);
+    if let Err(e) = result {
+        return Err(ClientError::Lost(e.to_string()));
+    }
+    // Effects write cache files: off the async workers.
+    let effects = inner.clone();
+    tokio::task::spawn_blocking(move || process_effects(&effects))
+        .await
+        .map_err(|e| ClientError::Lost(e.to_string()))?;
+    flush(inner).await
 }
 
 async fn send_all(inner: &Inner, messages: Vec<Message>) -> Result<(), ClientError> {

@@ -10,7 +10,7 @@ use bevy_ecs::prelude::*;
 use hoard_bevy::Replicated;
 use hoard_engine::store::{ShardSpec, WorldStore};
 use hoard_engine::{ObjectId, PublishRegistry, Published, Publisher, RedbStore, ServerIdentity, ShardId, ZoneId};
-use hoard_net::quic::client::{ClientError, ClientOptions, HoardClient};
+use hoard_net::quic::client::{ClientError, ClientEvent, ClientOptions, HoardClient};
 use hoard_net::quic::server::{Game, ServerHandle, ServerOptions, start};
 use hoard_proto::intents::{IncomingIntents, IntentRegistry};
 use serde::{Deserialize, Serialize};
@@ -520,4 +520,62 @@ fn a_client_on_a_current_thread_runtime_enters_and_dropping_it_releases_the_cach
         }
     });
     server_rt.block_on(server.shutdown());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zone_entered_as_part_of_connecting_is_cold_then_fresh() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let cache = tempfile::tempdir().expect("tempdir");
+    let server = server(data.path(), 4, 25).await;
+    let zone = ZoneId::new("meadow").expect("zone");
+
+    // `EnterZone` goes behind `Hello`, under the perspective the token names.
+    let (client, entry) = HoardClient::connect_and_enter(options(&server, cache.path(), "ann"), registry(), &zone)
+        .await
+        .expect("connect");
+    assert_eq!(client.perspective(), "ann");
+    let stats = entry.wait().await.expect("enter");
+    assert_eq!((stats.shards, stats.shards_snapshot, stats.objects), (4, 4, 100));
+    let mut world = World::new();
+    let events = hoard_bevy::materialise::update(&client, &mut world);
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, ClientEvent::ZoneReady { zone: z, .. } if *z == zone))
+    );
+    assert_eq!(stones(&mut world).len(), 100);
+    drop(client);
+
+    // A returning process: the same cache, every shard fresh, one round trip.
+    let (client, entry) = HoardClient::connect_and_enter(options(&server, cache.path(), "ann"), registry(), &zone)
+        .await
+        .expect("reconnect");
+    let stats = entry.wait().await.expect("enter again");
+    assert_eq!(
+        (stats.shards_fresh, stats.shards_snapshot, stats.round_trips),
+        (4, 0, 1)
+    );
+    let mut world = World::new();
+    hoard_bevy::materialise::update(&client, &mut world);
+    assert_eq!(stones(&mut world).len(), 100);
+    // The connection is whole afterwards: intents and live deltas work.
+    client
+        .send_intent(
+            "add_stones",
+            &AddStones {
+                object: 2005,
+                stones: 10,
+            },
+        )
+        .await
+        .expect("intent");
+    wait_for(&client, &mut world, |w| stones(w).contains(&(2005, 15))).await;
+    drop(client);
+
+    // A token of no known form: refused as before, whichever way it connects.
+    let mut bad = options(&server, cache.path(), "ann");
+    bad.token = "not-a-token".into();
+    let refused = HoardClient::connect_and_enter(bad, registry(), &zone).await;
+    assert!(matches!(refused, Err(ClientError::Refused { .. })), "{refused:?}");
+    server.shutdown().await;
 }

@@ -249,8 +249,7 @@ fn the_golden_snapshot_digest_is_the_digest_of_its_objects() {
     assert_eq!(recomputed, snapshot.digest);
     let hex: String = snapshot.digest.to_bytes().iter().map(|b| format!("{b:02x}")).collect();
     assert_eq!(
-        hex,
-        "a22388281831f7aee87e004812d966b623a174a0ccf5c7a0ae3051dd0eb9784d0200000000000000",
+        hex, "a22388281831f7aee87e004812d966b623a174a0ccf5c7a0ae3051dd0eb9784d0200000000000000",
         "the worked example of docs/PROTOCOL.md"
     );
 }
