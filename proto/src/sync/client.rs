@@ -19,7 +19,9 @@ use hoard_world_cache::{ApplyError, CachedObject, CachedShard, ShardHeader, Shar
 use hoard_world_cache::format::recompute_digest;
 
 use super::answer::short_hash;
-use crate::wire::{Delta, EnterZone, LeaveZone, Message, Repair, RepairEntry, ShardHave, WireObject};
+use crate::wire::{
+    Delta, EnterZone, LeaveZone, MAX_REPAIR_OBJECTS, Message, Repair, RepairEntry, ShardHave, WireObject,
+};
 
 /// Who the client is talking to, as settled by the handshake.
 #[derive(Clone, Debug)]
@@ -974,9 +976,13 @@ fn manifest_update(m: crate::wire::Manifest) -> Result<ShardUpdate, SyncError> {
     })
 }
 
+/// What a `Repair` says the copy holds: its first [`MAX_REPAIR_OBJECTS`]
+/// objects by id (one control frame's worth); the server sends every object
+/// not listed, so a larger copy is repaired all the same.
 fn repair_entries(objects: &[CachedObject]) -> Vec<RepairEntry> {
     objects
         .iter()
+        .take(MAX_REPAIR_OBJECTS)
         .map(|o| RepairEntry {
             id: o.id,
             version: o.version,

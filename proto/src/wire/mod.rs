@@ -20,7 +20,7 @@ pub use parts::{Assembler, PART_BYTES, PartsError, object_bytes, split};
 /// The ALPN protocol id of hoard over QUIC.
 pub const ALPN: &[u8] = b"hoard/1";
 /// The protocol version carried in `Hello` and `Welcome`.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// Largest frame a client may send on the control stream.
 pub const MAX_CONTROL_FRAME: usize = 256 * 1024;
@@ -32,8 +32,19 @@ pub const MAX_ASSEMBLED_BYTES: usize = 1024 * 1024 * 1024;
 pub const MAX_PARTS: u32 = 65_536;
 /// Most shards one `EnterZone` may name.
 pub const MAX_SHARDS_PER_ENTRY: usize = 4096;
-/// Most objects one `Repair` may list.
-pub const MAX_REPAIR_OBJECTS: usize = 200_000;
+/// Most objects one `Repair` may list: as many as fit one control frame at
+/// the largest encoding of an entry ([`MAX_REPAIR_ENTRY_BYTES`]). A client
+/// whose copy holds more lists the first `MAX_REPAIR_OBJECTS` by id; the
+/// server sends every object not listed, so a shard of any size can be
+/// repaired.
+pub const MAX_REPAIR_OBJECTS: usize = 8_192;
+/// The largest encoding of one `RepairEntry`: a 3-element array header (1),
+/// two u64 (9 each), a bin8 (2 + 8).
+pub const MAX_REPAIR_ENTRY_BYTES: usize = 1 + 9 + 9 + 10;
+
+// A full `Repair` (entries plus the frame, request, zone, shard and hwm, well
+// under 1 KiB) fits one control frame.
+const _: () = assert!(MAX_REPAIR_OBJECTS * MAX_REPAIR_ENTRY_BYTES + 1024 <= MAX_CONTROL_FRAME);
 /// Largest intent payload.
 pub const MAX_INTENT_BYTES: usize = 16 * 1024;
 /// The largest transient payload a server sends for one zone.

@@ -88,6 +88,8 @@ pub(crate) struct Pair {
     pub(crate) failures: Vec<(u16, String)>,
     pub(crate) bytes_to_server: u64,
     pub(crate) bytes_to_client: u64,
+    /// The largest frame the client sent (each must fit a control frame).
+    pub(crate) largest_to_server: usize,
     /// What the client saw of the tick core, in order of arrival.
     pub(crate) seen: Vec<Seen>,
 }
@@ -162,6 +164,7 @@ impl Pair {
             failures: Vec::new(),
             bytes_to_server: 0,
             bytes_to_client: 0,
+            largest_to_server: 0,
             seen: Vec::new(),
         };
         pair.session.handle(
@@ -242,7 +245,9 @@ impl Pair {
 
     fn flush_client(&mut self) {
         while let Some(msg) = self.client.poll_transmit() {
-            self.bytes_to_server += msg.to_frame().len() as u64;
+            let len = msg.to_frame().len();
+            self.bytes_to_server += len as u64;
+            self.largest_to_server = self.largest_to_server.max(len);
             self.net.send(To::Server, &msg);
         }
     }

@@ -151,6 +151,37 @@ fn another_epoch_or_a_future_hwm_gets_a_snapshot() {
 }
 
 #[test]
+fn a_shard_larger_than_one_repair_frame_is_repaired() {
+    use hoard_proto::wire::{MAX_CONTROL_FRAME, MAX_REPAIR_OBJECTS};
+    let mut pair = Pair::new("meadow", 1, 9);
+    let n = MAX_REPAIR_OBJECTS * 2 + 123;
+    let mut tick = ChangeSet::new();
+    for i in 0..n as u64 {
+        // Ids and versions of every width, so entries are not all small.
+        tick.upsert(ShardId(0), ObjectId(i * 0x0123_4567_89ab), state(i));
+    }
+    pair.commit(&tick);
+    pair.enter("meadow", false);
+    pair.run();
+    // Damage the copy past what one Repair can list, and within it.
+    let key = ShardKey::new(SERVER, "world", None, ZoneId::new("meadow").expect("zone"), ShardId(0)).expect("key");
+    let copy: &mut CachedShard = pair.cache.get_mut(&key).expect("cached");
+    copy.objects[n - 7].state = state(987_654);
+    copy.objects.remove(MAX_REPAIR_OBJECTS + 5);
+    copy.objects[3].state = state(123_456);
+    pair.enter("meadow", false);
+    pair.run();
+    let stats = last_stats(&pair);
+    assert_eq!((stats.shards_repaired, stats.round_trips), (1, 2));
+    pair.assert_in_sync("meadow");
+    assert!(
+        pair.largest_to_server <= MAX_CONTROL_FRAME,
+        "the Repair took {} bytes",
+        pair.largest_to_server
+    );
+}
+
+#[test]
 fn a_copy_that_lies_about_its_contents_is_repaired_in_one_more_round_trip() {
     let mut pair = Pair::new("meadow", 2, 6);
     fill(&mut pair, 2, 40, 0);
