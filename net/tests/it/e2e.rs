@@ -285,7 +285,7 @@ async fn a_changed_server_identity_is_refused_with_a_remedy() {
     let server = server(data.path(), 1, 1).await;
     let mut opts = options(&server, cache.path(), "eve");
     opts.pin = Some(ServerIdentity([0xee; 32]));
-    let err = HoardClient::connect(opts, registry()).await.err().expect("refused");
+    let err = HoardClient::connect(opts, registry()).await.expect_err("refused");
     let text = err.to_string();
     assert!(matches!(err, ClientError::Connect { .. }), "{text}");
     assert!(text.contains("is pinned"), "{text}");
@@ -304,8 +304,7 @@ async fn a_changed_server_identity_is_refused_with_a_remedy() {
     .expect("tamper");
     let err = HoardClient::connect(options(&server, cache.path(), "eve"), registry())
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert!(err.to_string().contains("known_servers"), "{err}");
     server.shutdown().await;
 }
