@@ -536,7 +536,7 @@ impl HoardClient {
 
     /// The shards of `zone` this client holds live (after its entry or
     /// prefetch): what the zone holds, for finding its objects by
-    /// [`Replicated::shard`]. Empty for a zone not entered.
+    /// `Replicated::shard` (hoard-bevy). Empty for a zone not entered.
     pub fn zone_shards(&self, zone: &ZoneId) -> Vec<ShardId> {
         self.inner
             .sync
