@@ -196,6 +196,7 @@ async fn malformed_streams_get_a_protocol_error_and_others_carry_on() {
                 zone: ZoneId::new("meadow").expect("z"),
                 subscribe: false,
                 have: vec![],
+                held: Vec::new(),
             })
             .to_frame(),
             ErrorCode::Protocol,
@@ -266,6 +267,7 @@ fn enter(zone: &str, have: Vec<ShardHave>) -> Vec<u8> {
         zone: ZoneId::new(zone).expect("zone"),
         subscribe: false,
         have,
+        held: Vec::new(),
     })
     .to_frame()
 }
@@ -402,6 +404,7 @@ async fn a_client_that_stops_reading_is_disconnected_and_others_keep_their_delta
         zone: ZoneId::new("meadow").expect("zone"),
         subscribe: true,
         have: vec![],
+        held: Vec::new(),
     });
     send_raw(&mut send, &msg.to_frame()).await;
     // Never accept or read a stream again.

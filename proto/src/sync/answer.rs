@@ -6,11 +6,24 @@
 use std::collections::VecDeque;
 
 use hoard_engine::store::{ChangesSince, ReadError, ShardScope, ShardSnapshot, StoredObject, WorldStore};
-use hoard_engine::{Seq, ShardId, ZoneId};
+use hoard_engine::{Digest, Epoch, Seq, ShardId, ZoneId};
 
 use crate::wire::{
-    AnswerBegin, AnswerEnd, Changes, Manifest, Message, RepairEntry, ShardHave, Snapshot, UpToDate, WireObject,
+    AnswerBegin, AnswerEnd, Changes, Fresh, Manifest, Message, RepairEntry, ShardHave, Snapshot, UpToDate, WireObject,
+    fresh_root,
 };
+
+/// What a client said it holds of one shard.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Held {
+    /// Nothing: the shard is sent whole.
+    Nothing,
+    /// A copy named by its full head.
+    Head(ShardHave),
+    /// A copy named by its hwm only (the compact form): at the server's seq
+    /// it is confirmed, with every other such shard, by one `Fresh`.
+    Hwm(Seq),
+}
 
 /// A zone answer to be built shard by shard as it is sent: `AnswerBegin`,
 /// one message per shard (each read from the store only when its turn
@@ -24,7 +37,9 @@ pub struct AnswerPlan {
     /// Messages ready to go (the begin; a repair's one shard).
     ready: VecDeque<Message>,
     /// Shards still to answer, with the client's copy of each.
-    shards: VecDeque<(ShardId, Option<ShardHave>)>,
+    shards: VecDeque<(ShardId, Held)>,
+    /// Compact shards found at the server's seq, with the server's head.
+    fresh: Vec<(ShardId, Epoch, Seq, Digest)>,
     end: bool,
     subscribe: bool,
     subscriptions: Vec<(ShardId, Seq)>,
@@ -32,8 +47,8 @@ pub struct AnswerPlan {
 }
 
 impl AnswerPlan {
-    /// An entry's answer for `shards` (each with the client's copy, if any).
-    pub fn entry(request: u32, zone: ZoneId, shards: Vec<(ShardId, Option<ShardHave>)>, subscribe: bool) -> AnswerPlan {
+    /// An entry's answer for `shards` (each with what the client holds).
+    pub fn entry(request: u32, zone: ZoneId, shards: Vec<(ShardId, Held)>, subscribe: bool) -> AnswerPlan {
         let begin = Message::AnswerBegin(AnswerBegin {
             request,
             zone: zone.clone(),
@@ -46,6 +61,7 @@ impl AnswerPlan {
             subscriptions: Vec::with_capacity(shards.len()),
             kinds: Vec::with_capacity(shards.len()),
             shards: shards.into(),
+            fresh: Vec::new(),
             end: true,
             subscribe,
         }
@@ -63,6 +79,7 @@ impl AnswerPlan {
             zone,
             ready: VecDeque::from([begin, answer.message]),
             shards: VecDeque::new(),
+            fresh: Vec::new(),
             end: true,
             subscribe: false,
             subscriptions: Vec::new(),
@@ -91,12 +108,47 @@ impl AnswerPlan {
         if let Some(m) = self.ready.pop_front() {
             return Some(Ok(m));
         }
-        if let Some((shard, have)) = self.shards.pop_front() {
-            return Some(answer_shard(store, shard, have.as_ref()).map(|answer| {
+        while let Some((shard, held)) = self.shards.pop_front() {
+            let answer = match held {
+                Held::Nothing => answer_shard(store, shard, None),
+                Held::Head(have) => answer_shard(store, shard, Some(&have)),
+                Held::Hwm(hwm) => match store.shard_head(shard) {
+                    Ok(head) if head.seq == hwm => {
+                        // Confirmed with the others by one `Fresh`: nothing
+                        // is sent for it on its own.
+                        self.fresh.push((shard, head.epoch, head.seq, head.digest));
+                        self.subscriptions.push((shard, head.seq));
+                        self.kinds.push(AnswerKind::UpToDate);
+                        continue;
+                    }
+                    // Behind or ahead: answered as a copy of this epoch at
+                    // `hwm` (a copy of another epoch fails to apply the
+                    // answer and is repaired).
+                    Ok(head) => answer_shard(
+                        store,
+                        shard,
+                        Some(&ShardHave {
+                            shard,
+                            epoch: head.epoch,
+                            hwm,
+                            digest: Digest::EMPTY,
+                        }),
+                    ),
+                    Err(e) => Err(e),
+                },
+            };
+            return Some(answer.map(|answer| {
                 self.subscriptions.push((shard, answer.seq));
                 self.kinds.push(answer.kind);
                 answer.message
             }));
+        }
+        if !self.fresh.is_empty() {
+            let fresh = std::mem::take(&mut self.fresh);
+            return Some(Ok(Message::Fresh(Fresh {
+                shards: fresh.iter().map(|(shard, ..)| *shard).collect(),
+                root: fresh_root(&fresh),
+            })));
         }
         if self.end {
             self.end = false;
@@ -108,7 +160,7 @@ impl AnswerPlan {
 
     /// Whether every message was returned.
     pub fn is_done(&self) -> bool {
-        self.ready.is_empty() && self.shards.is_empty() && !self.end
+        self.ready.is_empty() && self.shards.is_empty() && self.fresh.is_empty() && !self.end
     }
 
     /// Once done, and if the entry asked for live deltas: the zone and, per

@@ -19,9 +19,7 @@ use hoard_world_cache::{ApplyError, CachedObject, CachedShard, ShardHeader, Shar
 use hoard_world_cache::format::recompute_digest;
 
 use super::answer::short_hash;
-use crate::wire::{
-    Delta, EnterZone, LeaveZone, MAX_REPAIR_OBJECTS, Message, Repair, RepairEntry, ShardHave, WireObject,
-};
+use crate::wire::{Delta, EnterZone, LeaveZone, MAX_REPAIR_OBJECTS, Message, Repair, RepairEntry, WireObject};
 
 /// Who the client is talking to, as settled by the handshake.
 #[derive(Clone, Debug)]
@@ -333,20 +331,16 @@ impl ClientSync {
         self.at(now);
         let request = self.next_request;
         self.next_request += 1;
-        let have: Vec<ShardHave> = heads
-            .iter()
-            .map(|h| ShardHave {
-                shard: h.key.shard,
-                epoch: h.epoch,
-                hwm: h.hwm,
-                digest: h.digest,
-            })
-            .collect();
+        // The compact form: each copy by its hwm only. Copies at the
+        // server's seq are confirmed together by one `Fresh` root, so a warm
+        // entry's size hardly grows with the zone's shard count.
+        let held: Vec<(ShardId, Seq)> = heads.iter().map(|h| (h.key.shard, h.hwm)).collect();
         let msg = Message::EnterZone(EnterZone {
             request,
             zone: zone.clone(),
             subscribe,
-            have,
+            have: Vec::new(),
+            held,
         });
         let stats = EntryStats {
             bytes_tx: msg.to_frame().len() as u64,
@@ -488,9 +482,11 @@ impl ClientSync {
         let abandoned = match &msg {
             Message::AnswerBegin(b) => self.abandoned.contains(&b.request).then_some(b.request),
             Message::AnswerEnd(e) => self.abandoned.contains(&e.request).then_some(e.request),
-            Message::UpToDate(_) | Message::Changes(_) | Message::Manifest(_) | Message::Snapshot(_) => {
-                self.answering.filter(|r| self.abandoned.contains(r))
-            }
+            Message::UpToDate(_)
+            | Message::Changes(_)
+            | Message::Manifest(_)
+            | Message::Snapshot(_)
+            | Message::Fresh(_) => self.answering.filter(|r| self.abandoned.contains(r)),
             _ => None,
         };
         if let Some(request) = abandoned {
@@ -526,7 +522,11 @@ impl ClientSync {
                 }
                 self.maybe_ready(now, request);
             }
-            m @ (Message::UpToDate(_) | Message::Changes(_) | Message::Manifest(_) | Message::Snapshot(_)) => {
+            m @ (Message::UpToDate(_)
+            | Message::Changes(_)
+            | Message::Manifest(_)
+            | Message::Snapshot(_)
+            | Message::Fresh(_)) => {
                 let request = self
                     .current_answer_request()
                     .ok_or_else(|| SyncError::Protocol("shard answer outside an answer".into()))?;
@@ -728,8 +728,66 @@ impl ClientSync {
                     Kind::Snapshot,
                 )
             }
+            Message::Fresh(f) => return self.apply_fresh(request, zone, f),
             _ => return Ok(()),
         };
+        self.settle(request, zone, shard, result, kind)
+    }
+
+    /// Applies `Fresh`: when the root over this client's heads of the listed
+    /// shards (each copy's digest recomputed from its objects) equals the
+    /// server's, every one of them is current; otherwise each is repaired.
+    fn apply_fresh(&mut self, request: u32, zone: ZoneId, fresh: crate::wire::Fresh) -> Result<(), SyncError> {
+        let Some(entry) = self.entries.get(&request) else {
+            return Ok(());
+        };
+        let copies: BTreeMap<ShardId, CachedShard> = fresh
+            .shards
+            .iter()
+            .filter_map(|shard| entry.copies.as_ref()?.get(shard).map(|c| (*shard, c.clone())))
+            .collect();
+        let mut heads = Vec::with_capacity(fresh.shards.len());
+        let mut whole = true;
+        for shard in &fresh.shards {
+            match copies.get(shard) {
+                Some(c) if !entry.dishonest.contains(shard) => {
+                    heads.push((*shard, c.header.epoch, c.header.hwm, c.header.digest));
+                }
+                _ => whole = false,
+            }
+        }
+        let current = whole && crate::wire::fresh_root(&heads) == fresh.root;
+        if !current {
+            tracing::warn!(%zone, shards = fresh.shards.len(), "cached heads do not match the server's root; repairing those shards");
+        }
+        for shard in fresh.shards {
+            let result = match copies.get(&shard).cloned() {
+                Some(copy) if current => Ok(copy),
+                Some(copy) => Err(ApplyError::DigestMismatch {
+                    key: Box::new(copy.header.key.clone()),
+                    expected: copy.header.digest,
+                    computed: copy.header.digest,
+                }),
+                None => Err(ApplyError::NoBase {
+                    key: Box::new(self.key(&zone, shard, None)?),
+                }),
+            };
+            self.settle(request, zone.clone(), shard, result, Kind::Fresh)?;
+        }
+        Ok(())
+    }
+
+    /// Records one shard's outcome in its entry: verified (and written,
+    /// unless the copy was already current), or repaired with one more
+    /// round trip.
+    fn settle(
+        &mut self,
+        request: u32,
+        zone: ZoneId,
+        shard: ShardId,
+        result: Result<CachedShard, ApplyError>,
+        kind: Kind,
+    ) -> Result<(), SyncError> {
         let Some(entry) = self.entries.get_mut(&request) else {
             return Ok(());
         };

@@ -5,13 +5,13 @@
 //! [`ServerSession::poll_output`]. No sockets, clocks or threads inside; the
 //! store is read through the [`WorldStore`] given to each call.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use hoard_engine::store::{ShardScope, WorldStore};
 use hoard_engine::{RegistryHash, Seq, ServerIdentity, ShardId, ZoneId};
 
-use super::answer::{AnswerPlan, answer_repair};
+use super::answer::{AnswerPlan, Held, answer_repair};
 use crate::auth::{TokenAuthority, TokenError};
 use crate::wire::{
     ErrorCode, ErrorMsg, IntentRejected, MAX_INTENT_BYTES, MAX_REPAIR_OBJECTS, MAX_SHARDS_PER_ENTRY, Message,
@@ -398,15 +398,13 @@ impl ServerSession {
     }
 
     fn enter(&mut self, enter: crate::wire::EnterZone, store: &dyn WorldStore) {
-        let span = tracing::debug_span!("zone_entry", zone = %enter.zone, shards = enter.have.len());
+        let named = enter.have.len() + enter.held.len();
+        let span = tracing::debug_span!("zone_entry", zone = %enter.zone, shards = named);
         let _guard = span.enter();
-        if enter.have.len() > MAX_SHARDS_PER_ENTRY {
+        if named > MAX_SHARDS_PER_ENTRY {
             return self.fail(
                 ErrorCode::Limit,
-                format!(
-                    "enter zone names {} shards, the limit is {MAX_SHARDS_PER_ENTRY}",
-                    enter.have.len()
-                ),
+                format!("enter zone names {named} shards, the limit is {MAX_SHARDS_PER_ENTRY}"),
             );
         }
         let shards = match self.readable_shards(&enter.zone, store) {
@@ -416,9 +414,18 @@ impl ServerSession {
         // Copies of shards the client may not read, or that are not in the
         // zone, are ignored: nothing about them is revealed. Each shard's
         // answer is built as it is sent (see `AnswerPlan`).
-        let plan: Vec<(ShardId, Option<ShardHave>)> = shards
+        let have: BTreeMap<ShardId, ShardHave> = enter.have.into_iter().map(|h| (h.shard, h)).collect();
+        let held: BTreeMap<ShardId, Seq> = enter.held.into_iter().collect();
+        let plan: Vec<(ShardId, Held)> = shards
             .into_iter()
-            .map(|shard| (shard, enter.have.iter().find(|h| h.shard == shard).cloned()))
+            .map(|shard| {
+                let held = match (have.get(&shard), held.get(&shard)) {
+                    (Some(h), _) => Held::Head(h.clone()),
+                    (None, Some(hwm)) => Held::Hwm(*hwm),
+                    (None, None) => Held::Nothing,
+                };
+                (shard, held)
+            })
             .collect();
         if enter.subscribe {
             self.subscribed.insert(enter.zone.clone());

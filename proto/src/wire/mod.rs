@@ -20,7 +20,7 @@ pub use parts::{Assembler, PART_BYTES, PartsError, object_bytes, split};
 /// The ALPN protocol id of hoard over QUIC.
 pub const ALPN: &[u8] = b"hoard/1";
 /// The protocol version carried in `Hello` and `Welcome`.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// Largest frame a client may send on the control stream.
 pub const MAX_CONTROL_FRAME: usize = 256 * 1024;
@@ -49,3 +49,28 @@ const _: () = assert!(MAX_REPAIR_OBJECTS * MAX_REPAIR_ENTRY_BYTES + 1024 <= MAX_
 pub const MAX_INTENT_BYTES: usize = 16 * 1024;
 /// The largest transient payload a server sends for one zone.
 pub const MAX_TRANSIENT_BYTES: usize = 64 * 1024;
+
+/// The root of `Fresh`: BLAKE3 of `"hoard-fresh-root-v1"` followed, for each
+/// shard in ascending id order, by `u64le(shard) ‖ u64le(epoch) ‖ u64le(seq)
+/// ‖ digest` (the digest's 40 wire bytes). Server and client compute it
+/// over their own heads of the same shards; equal roots mean equal heads.
+pub fn fresh_root(
+    heads: &[(
+        hoard_engine::ShardId,
+        hoard_engine::Epoch,
+        hoard_engine::Seq,
+        hoard_engine::Digest,
+    )],
+) -> [u8; 32] {
+    let mut sorted: Vec<_> = heads.to_vec();
+    sorted.sort_by_key(|(shard, ..)| *shard);
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(b"hoard-fresh-root-v1");
+    for (shard, epoch, seq, digest) in sorted {
+        hasher.update(&shard.0.to_le_bytes());
+        hasher.update(&epoch.0.to_le_bytes());
+        hasher.update(&seq.0.to_le_bytes());
+        hasher.update(&digest.to_bytes());
+    }
+    *hasher.finalize().as_bytes()
+}

@@ -142,6 +142,64 @@ mod id_list {
     }
 }
 
+/// `[shards, hwms]`: the shards a client holds, as an IdList (first id,
+/// then gaps ≥ 1), and their hwms as a column like ObjectList's versions
+/// (the highest hwm `V`, then `V − hwm` per shard, in shard order). A warm
+/// zone whose shards last changed together costs about two bytes a shard.
+mod held_list {
+    use serde::de::Error as _;
+    use serde::ser::SerializeTuple;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use hoard_engine::{Seq, ShardId};
+
+    pub(super) fn serialize<S: Serializer>(held: &[(ShardId, Seq)], s: S) -> Result<S::Ok, S::Error> {
+        let mut sorted: Vec<(u64, u64)> = held.iter().map(|(sh, seq)| (sh.0, seq.0)).collect();
+        sorted.sort_unstable();
+        sorted.dedup_by_key(|(sh, _)| *sh);
+        let mut gaps = Vec::with_capacity(sorted.len());
+        let mut previous = None;
+        for (shard, _) in &sorted {
+            gaps.push(previous.map_or(*shard, |p| shard - p));
+            previous = Some(*shard);
+        }
+        let max = sorted.iter().map(|(_, h)| *h).max().unwrap_or(0);
+        let mut hwms = Vec::with_capacity(sorted.len() + 1);
+        hwms.push(max);
+        hwms.extend(sorted.iter().map(|(_, h)| max - h));
+        let mut t = s.serialize_tuple(2)?;
+        t.serialize_element(&gaps)?;
+        t.serialize_element(&hwms)?;
+        t.end()
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(ShardId, Seq)>, D::Error> {
+        let (gaps, hwms): (Vec<u64>, Vec<u64>) = Deserialize::deserialize(d)?;
+        if hwms.len() != gaps.len() + 1 {
+            return Err(D::Error::custom("held shards and hwms differ in length"));
+        }
+        let max = hwms[0];
+        let mut out = Vec::with_capacity(gaps.len());
+        let mut shard = 0u64;
+        for (i, (gap, below)) in gaps.into_iter().zip(&hwms[1..]).enumerate() {
+            shard = if i == 0 {
+                gap
+            } else if gap == 0 {
+                return Err(D::Error::custom("held shards are not strictly ascending"));
+            } else {
+                shard
+                    .checked_add(gap)
+                    .ok_or_else(|| D::Error::custom("shard id overflows"))?
+            };
+            let hwm = max
+                .checked_sub(*below)
+                .ok_or_else(|| D::Error::custom("hwm below zero"))?;
+            out.push((ShardId(shard), Seq(hwm)));
+        }
+        Ok(out)
+    }
+}
+
 /// A client's cached copy of one shard, as named in `EnterZone`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShardHave {
@@ -203,8 +261,14 @@ pub struct EnterZone {
     pub zone: ZoneId,
     /// Whether to receive live deltas afterwards.
     pub subscribe: bool,
-    /// The cached copies, one per shard the client holds (others are fetched whole).
+    /// Cached copies named by their full head (epoch, hwm, digest): the
+    /// server compares each with its own.
     pub have: Vec<ShardHave>,
+    /// Cached copies named by their hwm only (the compact form): a shard at
+    /// the server's seq is confirmed for all of them at once by `Fresh`.
+    /// Shards in neither list are fetched whole.
+    #[serde(with = "held_list")]
+    pub held: Vec<(ShardId, Seq)>,
 }
 
 /// `0x03` client → server: stop live deltas of a zone.
@@ -373,6 +437,40 @@ pub struct Snapshot {
     /// Every live object, ascending by id.
     #[serde(with = "object_list")]
     pub objects: Vec<WireObject>,
+}
+
+/// `0x98` server → client on an answer stream, just before `AnswerEnd`: the
+/// shards of the entry's compact `held` list that are at the server's seq,
+/// and the root over the server's heads of exactly those shards
+/// ([`fresh_root`](super::fresh_root)). A client whose own heads give the
+/// same root holds every one of them up to date; otherwise it repairs them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fresh {
+    /// The shards, ascending.
+    #[serde(with = "shard_list")]
+    pub shards: Vec<ShardId>,
+    /// The root over the server's heads of `shards`.
+    #[serde(with = "serde_bytes")]
+    pub root: [u8; 32],
+}
+
+/// Shard ids as an IdList.
+mod shard_list {
+    use serde::{Deserializer, Serializer};
+
+    use hoard_engine::{ObjectId, ShardId};
+
+    pub(super) fn serialize<S: Serializer>(shards: &[ShardId], s: S) -> Result<S::Ok, S::Error> {
+        let ids: Vec<ObjectId> = shards.iter().map(|s| ObjectId(s.0)).collect();
+        super::id_list::serialize(&ids, s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ShardId>, D::Error> {
+        Ok(super::id_list::deserialize(d)?
+            .into_iter()
+            .map(|i| ShardId(i.0))
+            .collect())
+    }
 }
 
 /// `0x95` server → client, last on an answer stream.
@@ -557,6 +655,7 @@ messages! {
     0x95 => AnswerEnd(AnswerEnd),
     0x96 => Parts(Parts),
     0x97 => More(More),
+    0x98 => Fresh(Fresh),
     0xA0 => Delta(Delta),
     0xA1 => Transient(Transient),
     0xA2 => Status(Status),

@@ -19,6 +19,15 @@ fn digest() -> Digest {
     d
 }
 
+/// The heads the `Fresh` golden's root is computed over (PROTOCOL.md's
+/// worked example): shards 4 and 5, both at seq 11 of one epoch, both
+/// holding the documented two objects.
+fn fresh_heads() -> Vec<(ShardId, Epoch, Seq, Digest)> {
+    [4, 5]
+        .map(|s| (ShardId(s), Epoch(0x1122_3344_5566_7788), Seq(11), digest()))
+        .to_vec()
+}
+
 fn object_43() -> WireObject {
     WireObject {
         id: ObjectId(43),
@@ -63,6 +72,7 @@ fn messages() -> Vec<(&'static str, Message)> {
                     hwm: Seq(9),
                     digest: digest(),
                 }],
+                held: vec![(ShardId(4), Seq(11)), (ShardId(5), Seq(11)), (ShardId(7), Seq(2))],
             }),
         ),
         ("03-leave-zone", Message::LeaveZone(LeaveZone { zone: zone() })),
@@ -172,6 +182,13 @@ fn messages() -> Vec<(&'static str, Message)> {
                 objects: vec![object(), object_43()],
             }),
         ),
+        (
+            "98-fresh",
+            Message::Fresh(Fresh {
+                shards: vec![ShardId(4), ShardId(5)],
+                root: fresh_root(&fresh_heads()),
+            }),
+        ),
         ("95-answer-end", Message::AnswerEnd(AnswerEnd { request: 1 })),
         (
             "a0-delta",
@@ -253,6 +270,15 @@ fn the_golden_snapshot_digest_is_the_digest_of_its_objects() {
         "the worked example of docs/PROTOCOL.md"
     );
 }
+
+#[test]
+fn the_golden_fresh_root_is_the_documented_one() {
+    let hex: String = fresh_root(&fresh_heads()).iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(hex, FRESH_ROOT, "the worked example of docs/PROTOCOL.md");
+}
+
+/// docs/PROTOCOL.md § The fresh root.
+const FRESH_ROOT: &str = "b6091ea3c617cb2aea77055caec237dbd0ec403e80a56be1fc339ef055b7e684";
 
 #[test]
 fn trailing_bytes_and_wrong_types_are_refused() {

@@ -135,7 +135,7 @@ fn a_cache_behind_the_horizon_gets_the_manifest() {
 }
 
 #[test]
-fn another_epoch_or_a_future_hwm_gets_a_snapshot() {
+fn another_epoch_is_repaired_and_a_future_hwm_gets_a_snapshot() {
     let mut pair = Pair::new("meadow", 2, 5);
     fill(&mut pair, 2, 10, 0);
     pair.enter("meadow", false);
@@ -146,7 +146,13 @@ fn another_epoch_or_a_future_hwm_gets_a_snapshot() {
     pair.enter("meadow", false);
     pair.run();
     let stats = last_stats(&pair);
-    assert_eq!(stats.shards_snapshot, 2);
+    // A copy names its shard by hwm only: one of another epoch at the same
+    // seq is caught by the `Fresh` root and repaired; a hwm the shard never
+    // reached gets a snapshot at once.
+    assert_eq!(
+        (stats.shards_repaired, stats.shards_snapshot, stats.round_trips),
+        (1, 1, 2)
+    );
     pair.assert_in_sync("meadow");
 }
 
@@ -371,9 +377,11 @@ fn a_head_whose_copy_then_fails_to_load_is_fetched_by_repair() {
         .expect("copies");
     pair.run();
     let stats = last_stats(&pair);
+    // The missing copy leaves the `Fresh` root unconfirmed, so both shards
+    // it covered are repaired, in the same one extra round trip.
     assert_eq!(
         (stats.shards_fresh, stats.shards_repaired, stats.round_trips),
-        (1, 1, 2)
+        (0, 2, 2)
     );
     pair.assert_in_sync("meadow");
 }
@@ -405,4 +413,59 @@ fn an_entry_whose_answer_never_comes_times_out_instead_of_waiting_for_ever() {
     // The late answer, if it ever comes, is ignored, not misapplied.
     pair.run();
     assert!(pair.ready.is_empty(), "an abandoned entry never becomes ready");
+}
+
+/// Bytes both ways of a warm, unchanged entry of a zone of `shards` shards.
+fn warm_entry_bytes(shards: u64, separate_commits: bool) -> (u64, u64) {
+    let mut pair = Pair::new("meadow", shards, 11);
+    if separate_commits {
+        // Every shard last changed at its own seq.
+        for s in 0..shards {
+            let mut tick = ChangeSet::new();
+            tick.upsert(ShardId(s), ObjectId(s * 1000), state(s));
+            pair.commit(&tick);
+        }
+    } else {
+        fill(&mut pair, shards, 2, 0);
+    }
+    pair.enter("meadow", false);
+    pair.run();
+    pair.enter("meadow", false);
+    pair.run();
+    let stats = last_stats(&pair);
+    assert_eq!((stats.shards_fresh, stats.round_trips), (shards as u32, 1));
+    pair.assert_in_sync("meadow");
+    (stats.bytes_tx, stats.bytes_rx)
+}
+
+#[test]
+fn a_warm_unchanged_entry_costs_little_more_for_more_shards() {
+    let (tx64, rx64) = warm_entry_bytes(64, false);
+    let (tx1k, rx1k) = warm_entry_bytes(1024, false);
+    assert!(tx64 + rx64 <= 1024, "64 shards: {tx64} up, {rx64} down");
+    let per_shard = (tx1k + rx1k - tx64 - rx64) as f64 / 960.0;
+    assert!(per_shard <= 4.0, "{per_shard:.2} bytes per additional shard");
+    // Shards that last changed at different seqs cost their hwm distance.
+    let (tx, rx) = warm_entry_bytes(64, true);
+    assert!(tx + rx <= 1024, "64 shards at 64 seqs: {tx} up, {rx} down");
+}
+
+#[test]
+fn a_copy_consistent_with_itself_but_not_the_server_is_caught_by_the_root() {
+    let mut pair = Pair::new("meadow", 4, 12);
+    fill(&mut pair, 4, 20, 0);
+    pair.enter("meadow", false);
+    pair.run();
+    // One object of shard 2 changes in the cache and the header follows it:
+    // the copy checks out against itself, at the server's hwm.
+    let key = ShardKey::new(SERVER, "world", None, ZoneId::new("meadow").expect("zone"), ShardId(2)).expect("key");
+    let copy: &mut CachedShard = pair.cache.get_mut(&key).expect("cached");
+    copy.objects[5].state = state(777_777);
+    copy.header.digest = recompute_digest(&copy.objects);
+    pair.enter("meadow", false);
+    pair.run();
+    let stats = last_stats(&pair);
+    assert_eq!((stats.shards_fresh, stats.round_trips), (0, 2));
+    assert_eq!(stats.shards_repaired, 4, "the root names no shard: each is repaired");
+    pair.assert_in_sync("meadow");
 }
