@@ -94,13 +94,47 @@ async fn entry(
 
 /// A raw quinn transfer of `bytes` bytes on one stream, with hoard's transport settings.
 async fn raw_quinn(link: LinkConfig, bytes: usize, dir: &Path) -> anyhow::Result<Sample> {
+    transfer(link, Arc::new(vec![0x5au8; bytes]), dir, |got| {
+        anyhow::ensure!(got.len() == bytes, "raw transfer incomplete");
+        Ok(())
+    })
+    .await
+}
+
+/// What the peers do on every join, and nothing more: the server streams
+/// the zone's objects (`[id, state]` pairs, MessagePack) on one quinn
+/// stream; the client decodes every object's components into memory. No
+/// cache, no digests, no fsync, no entities.
+async fn peers_resend(link: LinkConfig, payload: Arc<Vec<u8>>, objects: usize, dir: &Path) -> anyhow::Result<Sample> {
+    let registry = reference::registry();
+    transfer(link, payload, dir, move |got| {
+        let pairs: Vec<(u64, serde_bytes::ByteBuf)> = rmp_serde::from_slice(got)?;
+        let mut decoded = 0;
+        for (_, state) in pairs {
+            let state = hoard_engine::ObjectState::from_bytes(state.into_vec())?;
+            decoded += usize::from(registry.decode_state(&state).is_ok());
+        }
+        anyhow::ensure!(decoded == objects, "every object decoded");
+        Ok(())
+    })
+    .await
+}
+
+/// Sends `payload` on one quinn stream through the simulator and times it
+/// until `consume` has handled what arrived.
+async fn transfer(
+    link: LinkConfig,
+    payload: Arc<Vec<u8>>,
+    dir: &Path,
+    consume: impl FnOnce(&[u8]) -> anyhow::Result<()>,
+) -> anyhow::Result<Sample> {
+    let bytes = payload.len();
     let keys = hoard_net::tls::ServerKeys::load_or_create(dir)?;
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(keys.rustls_config()?)?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     config.transport_config(Arc::new(hoard_net::testing::server_transport()));
     let server = quinn::Endpoint::server(config, "127.0.0.1:0".parse()?)?;
     let server_addr = server.local_addr()?;
-    let payload = vec![0x5au8; bytes];
     let serve = tokio::spawn(async move {
         if let Some(incoming) = server.accept().await
             && let Ok(conn) = incoming.await
@@ -132,8 +166,8 @@ async fn raw_quinn(link: LinkConfig, bytes: usize, dir: &Path) -> anyhow::Result
     send.finish()?;
     let mut recv = conn.accept_uni().await?;
     let got = recv.read_to_end(bytes + 1).await?;
+    consume(&got)?;
     let elapsed = start.elapsed();
-    anyhow::ensure!(got.len() == bytes, "raw transfer incomplete");
     let (up1, down1) = sim.stats.bytes();
     conn.close(0u32.into(), b"");
     serve.abort();
@@ -207,6 +241,13 @@ async fn run_async(args: &Args, out: &Path) -> anyhow::Result<()> {
         .iter()
         .map(|(_, _, o)| o.state().as_bytes().len())
         .sum();
+    let peers_payload = Arc::new(rmp_serde::to_vec(
+        &zone_data
+            .objects
+            .iter()
+            .map(|(id, _, o)| (id.0, serde_bytes::ByteBuf::from(o.state().as_bytes().to_vec())))
+            .collect::<Vec<_>>(),
+    )?);
     let dir = hoard_bench::scratch_dir()?;
     let (server, store) = start_server(&zone_data, dir.path()).await?;
     let zone = ZoneId::new("reference")?;
@@ -248,6 +289,13 @@ async fn run_async(args: &Args, out: &Path) -> anyhow::Result<()> {
             raw.push(raw_quinn(cond.link, state_bytes, &dir.path().join("raw")).await?);
         }
         let raw = median_sample(&raw);
+        let mut peers = Vec::new();
+        for _ in 0..args.reps {
+            let raw_dir = dir.path().join("raw");
+            let sample = peers_resend(cond.link, peers_payload.clone(), zone_data.objects.len(), &raw_dir);
+            peers.push(sample.await?);
+        }
+        let peers = median_sample(&peers);
         for case in [
             "cold",
             "warm, nothing changed",
@@ -317,14 +365,17 @@ async fn run_async(args: &Args, out: &Path) -> anyhow::Result<()> {
                 format!("{:.0}", b.ms),
                 format!("{}", b.up + b.down),
                 format!("{:.1}×", b.ms / h.ms.max(0.001)),
+                format!("{:.1}×", peers.ms / h.ms.max(0.001)),
             ]);
             results.push(json!({
                 "condition": cond.name, "case": case,
                 "hoard": { "ms": h.ms, "bytes_up": h.up, "bytes_down": h.down, "round_trips": h.round_trips,
                            "fresh": kinds.shards_fresh, "delta": kinds.shards_delta, "snapshot": kinds.shards_snapshot, "repaired": kinds.shards_repaired },
                 "baseline_full_resend": { "ms": b.ms, "bytes_up": b.up, "bytes_down": b.down },
+                "baseline_peers_resend": { "ms": peers.ms, "bytes_up": peers.up, "bytes_down": peers.down },
                 "changed_state_bytes": changed_bytes,
                 "speedup": b.ms / h.ms.max(0.001),
+                "speedup_over_peers": peers.ms / h.ms.max(0.001),
             }));
             baseline.clear();
             if changed_bytes > 0 {
@@ -335,9 +386,15 @@ async fn run_async(args: &Args, out: &Path) -> anyhow::Result<()> {
                 );
             }
         }
+        println!(
+            "\n{}: the peers' resend (objects streamed and decoded into memory, nothing else): {:.0} ms, {} B",
+            cond.name,
+            peers.ms,
+            peers.up + peers.down
+        );
         print_table(
             &format!(
-                "zone entry, {} (median of {}; kinds = fresh/delta/snapshot/repaired shards)",
+                "zone entry, {} (median of {}; kinds = fresh/delta/snapshot/repaired shards; full resend = hoard's own cold entry)",
                 cond.name, args.reps
             ),
             &[
@@ -350,6 +407,7 @@ async fn run_async(args: &Args, out: &Path) -> anyhow::Result<()> {
                 "full-resend ms",
                 "full-resend B",
                 "speedup",
+                "vs peers",
             ],
             &rows,
         );

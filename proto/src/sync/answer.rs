@@ -10,7 +10,7 @@ use hoard_engine::{Digest, Epoch, Seq, ShardId, ZoneId};
 
 use crate::wire::{
     AnswerBegin, AnswerEnd, Changes, Fresh, Manifest, Message, RepairEntry, ShardHave, Snapshot, UpToDate, WireObject,
-    fresh_root,
+    fresh_root, head_tag,
 };
 
 /// What a client said it holds of one shard.
@@ -40,6 +40,9 @@ pub struct AnswerPlan {
     shards: VecDeque<(ShardId, Held)>,
     /// Compact shards found at the server's seq, with the server's head.
     fresh: Vec<(ShardId, Epoch, Seq, Digest)>,
+    /// The entry's `held` list as the client sent it (ascending): the
+    /// order of `Fresh.mask`.
+    held: Vec<ShardId>,
     end: bool,
     subscribe: bool,
     subscriptions: Vec<(ShardId, Seq)>,
@@ -62,9 +65,18 @@ impl AnswerPlan {
             kinds: Vec::with_capacity(shards.len()),
             shards: shards.into(),
             fresh: Vec::new(),
+            held: Vec::new(),
             end: true,
             subscribe,
         }
+    }
+
+    /// The entry's compact `held` list, ascending, as the client sent it:
+    /// `Fresh` names shards by their place in it.
+    #[must_use]
+    pub fn held_in_order(mut self, held: Vec<ShardId>) -> AnswerPlan {
+        self.held = held;
+        self
     }
 
     /// A repair's answer: one shard, already built.
@@ -80,6 +92,7 @@ impl AnswerPlan {
             ready: VecDeque::from([begin, answer.message]),
             shards: VecDeque::new(),
             fresh: Vec::new(),
+            held: Vec::new(),
             end: true,
             subscribe: false,
             subscriptions: Vec::new(),
@@ -144,9 +157,23 @@ impl AnswerPlan {
             }));
         }
         if !self.fresh.is_empty() {
-            let fresh = std::mem::take(&mut self.fresh);
+            let mut fresh = std::mem::take(&mut self.fresh);
+            fresh.sort_by_key(|(shard, ..)| *shard);
+            let mut mask = vec![0u8; self.held.len().div_ceil(8)];
+            let mut tags = Vec::with_capacity(fresh.len());
+            let mut next = fresh.iter().peekable();
+            for (i, shard) in self.held.iter().enumerate() {
+                if let Some((s, epoch, seq, digest)) = next.peek()
+                    && s == shard
+                {
+                    mask[i / 8] |= 1 << (i % 8);
+                    tags.push(head_tag(*s, *epoch, *seq, digest));
+                    next.next();
+                }
+            }
             return Some(Ok(Message::Fresh(Fresh {
-                shards: fresh.iter().map(|(shard, ..)| *shard).collect(),
+                mask,
+                tags,
                 root: fresh_root(&fresh),
             })));
         }

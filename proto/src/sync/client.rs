@@ -19,7 +19,9 @@ use hoard_world_cache::{ApplyError, CachedObject, CachedShard, ShardHeader, Shar
 use hoard_world_cache::format::recompute_digest;
 
 use super::answer::short_hash;
-use crate::wire::{Delta, EnterZone, LeaveZone, MAX_REPAIR_OBJECTS, Message, Repair, RepairEntry, WireObject};
+use crate::wire::{
+    Delta, EnterZone, LeaveZone, MAX_REPAIR_OBJECTS, Message, Repair, RepairEntry, WireObject, fresh_root, head_tag,
+};
 
 /// Who the client is talking to, as settled by the handshake.
 #[derive(Clone, Debug)]
@@ -220,7 +222,19 @@ struct Entry {
     repairing: BTreeSet<ShardId>,
     /// Copies whose contents do not match their header's digest.
     dishonest: BTreeSet<ShardId>,
+    /// The shards sent in `held`, ascending: the order of `Fresh.mask`.
+    held: Vec<ShardId>,
+    /// A `Fresh` whose root is checked again once its flagged copies are
+    /// repaired.
+    fresh_check: Option<FreshCheck>,
     stats: EntryStats,
+}
+
+/// What `Fresh` said, kept while its flagged copies are repaired.
+struct FreshCheck {
+    root: [u8; 32],
+    shards: Vec<ShardId>,
+    flagged: BTreeSet<ShardId>,
 }
 
 /// The client's sync state: entries in flight and live zones.
@@ -334,7 +348,10 @@ impl ClientSync {
         // The compact form: each copy by its hwm only. Copies at the
         // server's seq are confirmed together by one `Fresh` root, so a warm
         // entry's size hardly grows with the zone's shard count.
-        let held: Vec<(ShardId, Seq)> = heads.iter().map(|h| (h.key.shard, h.hwm)).collect();
+        let mut held: Vec<(ShardId, Seq)> = heads.iter().map(|h| (h.key.shard, h.hwm)).collect();
+        held.sort_unstable();
+        held.dedup_by_key(|(shard, _)| *shard);
+        let held_order: Vec<ShardId> = held.iter().map(|(shard, _)| *shard).collect();
         let msg = Message::EnterZone(EnterZone {
             request,
             zone: zone.clone(),
@@ -361,6 +378,8 @@ impl ClientSync {
                 done: BTreeMap::new(),
                 repairing: BTreeSet::new(),
                 dishonest: BTreeSet::new(),
+                held: held_order,
+                fresh_check: None,
                 stats,
             },
         );
@@ -734,47 +753,117 @@ impl ClientSync {
         self.settle(request, zone, shard, result, kind)
     }
 
-    /// Applies `Fresh`: when the root over this client's heads of the listed
+    /// Applies `Fresh`. When the root over this client's heads of the listed
     /// shards (each copy's digest recomputed from its objects) equals the
-    /// server's, every one of them is current; otherwise each is repaired.
+    /// server's, every one of them is current. Otherwise the copies whose
+    /// tag differs, or that did not load or do not match their header, are
+    /// repaired; once they are, the root is checked again over the repaired
+    /// heads and the others, and if it still differs the others are
+    /// repaired too. Either way one more round trip in all, mostly.
     fn apply_fresh(&mut self, request: u32, zone: ZoneId, fresh: crate::wire::Fresh) -> Result<(), SyncError> {
         let Some(entry) = self.entries.get(&request) else {
             return Ok(());
         };
-        let copies: BTreeMap<ShardId, CachedShard> = fresh
-            .shards
+        let shards = fresh.selected(&entry.held).map_err(SyncError::Protocol)?;
+        let copies: BTreeMap<ShardId, CachedShard> = shards
             .iter()
             .filter_map(|shard| entry.copies.as_ref()?.get(shard).map(|c| (*shard, c.clone())))
             .collect();
-        let mut heads = Vec::with_capacity(fresh.shards.len());
-        let mut whole = true;
-        for shard in &fresh.shards {
+        let mut heads = Vec::with_capacity(shards.len());
+        let mut flagged = BTreeSet::new();
+        for (shard, tag) in shards.iter().zip(&fresh.tags) {
             match copies.get(shard) {
                 Some(c) if !entry.dishonest.contains(shard) => {
-                    heads.push((*shard, c.header.epoch, c.header.hwm, c.header.digest));
+                    let h = &c.header;
+                    heads.push((*shard, h.epoch, h.hwm, h.digest));
+                    if head_tag(*shard, h.epoch, h.hwm, &h.digest) != *tag {
+                        flagged.insert(*shard);
+                    }
                 }
-                _ => whole = false,
+                _ => {
+                    flagged.insert(*shard);
+                }
             }
         }
-        let current = whole && crate::wire::fresh_root(&heads) == fresh.root;
+        let current = flagged.is_empty() && fresh_root(&heads) == fresh.root;
         if !current {
-            tracing::warn!(%zone, shards = fresh.shards.len(), "cached heads do not match the server's root; repairing those shards");
+            tracing::warn!(%zone, shards = shards.len(), flagged = flagged.len(), "cached heads do not match the server's root; repairing");
         }
-        for shard in fresh.shards {
-            let result = match copies.get(&shard).cloned() {
-                Some(copy) if current => Ok(copy),
+        // A differing root that no tag explains: every listed copy is suspect.
+        let repair_all = !current && flagged.is_empty();
+        for shard in &shards {
+            let result = match copies.get(shard).cloned() {
+                Some(copy) if current || !(repair_all || flagged.contains(shard)) => Ok(copy),
                 Some(copy) => Err(ApplyError::DigestMismatch {
                     key: Box::new(copy.header.key.clone()),
                     expected: copy.header.digest,
                     computed: copy.header.digest,
                 }),
                 None => Err(ApplyError::NoBase {
-                    key: Box::new(self.key(&zone, shard, None)?),
+                    key: Box::new(self.key(&zone, *shard, None)?),
                 }),
             };
-            self.settle(request, zone.clone(), shard, result, Kind::Fresh)?;
+            self.settle(request, zone.clone(), *shard, result, Kind::Fresh)?;
+        }
+        if !current
+            && !repair_all
+            && let Some(entry) = self.entries.get_mut(&request)
+        {
+            // The unflagged copies stand provisionally, until the root
+            // checks out with the repaired heads in place.
+            entry.fresh_check = Some(FreshCheck {
+                root: fresh.root,
+                shards,
+                flagged,
+            });
         }
         Ok(())
+    }
+
+    /// Once the flagged copies of a `Fresh` are repaired, checks the root
+    /// over every listed shard's head as it stands now; if it still differs,
+    /// the copies that stood provisionally are repaired as well.
+    fn recheck_fresh(&mut self, request: u32) {
+        let Some(entry) = self.entries.get_mut(&request) else {
+            return;
+        };
+        let Some(check) = entry.fresh_check.as_ref() else {
+            return;
+        };
+        if check.flagged.iter().any(|s| entry.repairing.contains(s)) {
+            return;
+        }
+        let Some(check) = entry.fresh_check.take() else {
+            return;
+        };
+        let heads: Option<Vec<_>> = check
+            .shards
+            .iter()
+            .map(|s| {
+                entry
+                    .done
+                    .get(s)
+                    .map(|c| (*s, c.header.epoch, c.header.hwm, c.header.digest))
+            })
+            .collect();
+        if heads.is_some_and(|h| fresh_root(&h) == check.root) {
+            return;
+        }
+        tracing::warn!(zone = %entry.zone, "the server's root still differs; repairing the other listed shards");
+        let zone = entry.zone.clone();
+        let suspects: Vec<ShardId> = check
+            .shards
+            .into_iter()
+            .filter(|s| !check.flagged.contains(s))
+            .collect();
+        for shard in suspects {
+            if let Some(entry) = self.entries.get_mut(&request)
+                && entry.done.remove(&shard).is_some()
+            {
+                entry.stats.shards_fresh = entry.stats.shards_fresh.saturating_sub(1);
+            }
+            self.send_repair(request, zone.clone(), shard);
+        }
     }
 
     /// Records one shard's outcome in its entry: verified (and written,
@@ -816,40 +905,49 @@ impl ClientSync {
                     entry.answered += 1;
                 }
                 tracing::warn!(%zone, %shard, "shard does not match the server after applying; repairing");
-                let copy = entry.copies.as_ref().and_then(|c| c.get(&shard));
-                let (hwm, have) = match copy {
-                    Some(c) => (c.header.hwm, repair_entries(&c.objects)),
-                    None => (Seq::ZERO, Vec::new()),
-                };
-                entry.repairing.insert(shard);
-                entry.stats.round_trips = 2;
-                let repair_request = self.next_request;
-                self.next_request += 1;
-                self.repairs
-                    .insert(repair_request, (Some(request), zone.clone(), shard));
-                let msg = Message::Repair(Repair {
-                    request: repair_request,
-                    zone,
-                    shard,
-                    hwm,
-                    have,
-                });
-                if let Some(entry) = self.entries.get_mut(&request) {
-                    entry.stats.bytes_tx += msg.to_frame().len() as u64;
-                }
-                self.out.push_back(msg);
+                self.send_repair(request, zone, shard);
                 Ok(())
             }
             Err(_) => Err(SyncError::RepairFailed { zone, shard }),
         }
     }
 
+    /// Asks the server to repair one shard of an entry: the copy's hwm and
+    /// what it holds go up; the answer is a manifest.
+    fn send_repair(&mut self, request: u32, zone: ZoneId, shard: ShardId) {
+        let Some(entry) = self.entries.get_mut(&request) else {
+            return;
+        };
+        let copy = entry.copies.as_ref().and_then(|c| c.get(&shard));
+        let (hwm, have) = match copy {
+            Some(c) => (c.header.hwm, repair_entries(&c.objects)),
+            None => (Seq::ZERO, Vec::new()),
+        };
+        entry.repairing.insert(shard);
+        entry.stats.round_trips = 2;
+        let repair_request = self.next_request;
+        self.next_request += 1;
+        self.repairs
+            .insert(repair_request, (Some(request), zone.clone(), shard));
+        let msg = Message::Repair(Repair {
+            request: repair_request,
+            zone,
+            shard,
+            hwm,
+            have,
+        });
+        entry.stats.bytes_tx += msg.to_frame().len() as u64;
+        self.out.push_back(msg);
+    }
+
     fn maybe_ready(&mut self, now: f64, request: u32) {
+        self.recheck_fresh(request);
         let Some(entry) = self.entries.get(&request) else {
             return;
         };
         let complete = entry.ended
             && entry.copies.is_some()
+            && entry.fresh_check.is_none()
             && entry.repairing.is_empty()
             && entry
                 .expected

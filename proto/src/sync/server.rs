@@ -416,6 +416,7 @@ impl ServerSession {
         // answer is built as it is sent (see `AnswerPlan`).
         let have: BTreeMap<ShardId, ShardHave> = enter.have.into_iter().map(|h| (h.shard, h)).collect();
         let held: BTreeMap<ShardId, Seq> = enter.held.into_iter().collect();
+        let held_order: Vec<ShardId> = held.keys().copied().collect();
         let plan: Vec<(ShardId, Held)> = shards
             .into_iter()
             .map(|shard| {
@@ -431,7 +432,7 @@ impl ServerSession {
             self.subscribed.insert(enter.zone.clone());
         }
         self.out.push_back(Output::Answer {
-            plan: AnswerPlan::entry(enter.request, enter.zone, plan, enter.subscribe),
+            plan: AnswerPlan::entry(enter.request, enter.zone, plan, enter.subscribe).held_in_order(held_order),
         });
     }
 

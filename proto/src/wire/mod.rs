@@ -74,3 +74,20 @@ pub fn fresh_root(
     }
     *hasher.finalize().as_bytes()
 }
+
+/// The tag of one head in `Fresh.tags`: the first byte of BLAKE3 of
+/// `u64le(shard) ‖ u64le(epoch) ‖ u64le(seq) ‖ digest`. It only points at
+/// copies that differ; the root is what confirms the others.
+pub fn head_tag(
+    shard: hoard_engine::ShardId,
+    epoch: hoard_engine::Epoch,
+    seq: hoard_engine::Seq,
+    digest: &hoard_engine::Digest,
+) -> u8 {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&shard.0.to_le_bytes());
+    hasher.update(&epoch.0.to_le_bytes());
+    hasher.update(&seq.0.to_le_bytes());
+    hasher.update(&digest.to_bytes());
+    hasher.finalize().as_bytes()[0]
+}

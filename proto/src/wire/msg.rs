@@ -439,37 +439,59 @@ pub struct Snapshot {
     pub objects: Vec<WireObject>,
 }
 
-/// `0x98` server → client on an answer stream, just before `AnswerEnd`: the
-/// shards of the entry's compact `held` list that are at the server's seq,
-/// and the root over the server's heads of exactly those shards
+/// `0x98` server → client on an answer stream, just before `AnswerEnd`: which
+/// shards of the entry's compact `held` list are at the server's seq, and
+/// the root over the server's heads of exactly those shards
 /// ([`fresh_root`](super::fresh_root)). A client whose own heads give the
-/// same root holds every one of them up to date; otherwise it repairs them.
+/// same root holds every one of them up to date; otherwise the tags point
+/// at the copies to repair.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Fresh {
-    /// The shards, ascending.
-    #[serde(with = "shard_list")]
-    pub shards: Vec<ShardId>,
-    /// The root over the server's heads of `shards`.
+    /// One bit per shard of the entry's `held` list in ascending shard
+    /// order (bit 0 is the lowest bit of the first byte): set when that
+    /// shard is at the server's seq. `ceil(len(held) / 8)` bytes; bits past
+    /// the list are 0.
+    #[serde(with = "serde_bytes")]
+    pub mask: Vec<u8>,
+    /// One byte per set bit, in the same order: the tag of the server's
+    /// head ([`head_tag`](super::head_tag)).
+    #[serde(with = "serde_bytes")]
+    pub tags: Vec<u8>,
+    /// The root over the server's heads of the shards the mask selects.
     #[serde(with = "serde_bytes")]
     pub root: [u8; 32],
 }
 
-/// Shard ids as an IdList.
-mod shard_list {
-    use serde::{Deserializer, Serializer};
-
-    use hoard_engine::{ObjectId, ShardId};
-
-    pub(super) fn serialize<S: Serializer>(shards: &[ShardId], s: S) -> Result<S::Ok, S::Error> {
-        let ids: Vec<ObjectId> = shards.iter().map(|s| ObjectId(s.0)).collect();
-        super::id_list::serialize(&ids, s)
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ShardId>, D::Error> {
-        Ok(super::id_list::deserialize(d)?
-            .into_iter()
-            .map(|i| ShardId(i.0))
-            .collect())
+impl Fresh {
+    /// The shards `mask` selects from `held` (ascending, as sent), or why
+    /// the mask does not fit the list.
+    pub fn selected(&self, held: &[ShardId]) -> Result<Vec<ShardId>, String> {
+        if self.mask.len() != held.len().div_ceil(8) {
+            return Err(format!(
+                "Fresh has a {}-byte mask for {} held shards",
+                self.mask.len(),
+                held.len()
+            ));
+        }
+        let mut out = Vec::new();
+        for (i, byte) in self.mask.iter().enumerate() {
+            for bit in 0..8 {
+                if byte & (1 << bit) != 0 {
+                    let shard = held
+                        .get(i * 8 + bit)
+                        .ok_or_else(|| "Fresh sets a bit past the held list".to_owned())?;
+                    out.push(*shard);
+                }
+            }
+        }
+        if out.len() != self.tags.len() {
+            return Err(format!(
+                "Fresh selects {} shards but has {} tags",
+                out.len(),
+                self.tags.len()
+            ));
+        }
+        Ok(out)
     }
 }
 

@@ -185,7 +185,12 @@ fn messages() -> Vec<(&'static str, Message)> {
         (
             "98-fresh",
             Message::Fresh(Fresh {
-                shards: vec![ShardId(4), ShardId(5)],
+                // Of the EnterZone golden's held shards 4, 5 and 7: the first two.
+                mask: vec![0b011],
+                tags: fresh_heads()
+                    .iter()
+                    .map(|(shard, epoch, seq, digest)| head_tag(*shard, *epoch, *seq, digest))
+                    .collect(),
                 root: fresh_root(&fresh_heads()),
             }),
         ),
@@ -291,4 +296,28 @@ fn trailing_bytes_and_wrong_types_are_refused() {
         Err(DecodeError::Body { .. })
     ));
     assert_eq!(Message::decode(0x7f, &[]), Err(DecodeError::UnknownType(0x7f)));
+}
+
+#[test]
+fn a_fresh_mask_that_does_not_fit_the_held_list_is_refused() {
+    let held = [ShardId(4), ShardId(5), ShardId(7)];
+    let fresh = |mask: Vec<u8>, tags: Vec<u8>| Fresh {
+        mask,
+        tags,
+        root: [0; 32],
+    };
+    assert_eq!(
+        fresh(vec![0b101], vec![1, 2]).selected(&held),
+        Ok(vec![ShardId(4), ShardId(7)])
+    );
+    assert!(
+        fresh(vec![0b101, 0], vec![1, 2]).selected(&held).is_err(),
+        "mask too long"
+    );
+    assert!(
+        fresh(vec![0b1000], vec![1]).selected(&held).is_err(),
+        "a bit past the list"
+    );
+    assert!(fresh(vec![0b011], vec![1]).selected(&held).is_err(), "too few tags");
+    assert_eq!(fresh(vec![], vec![]).selected(&[]), Ok(vec![]));
 }
