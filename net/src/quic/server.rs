@@ -975,6 +975,9 @@ impl WorldLink {
         let transients = transient.map(|hook| hook(world)).unwrap_or_default();
         let now = self.started.elapsed().as_secs_f64();
         let result = self.core.after_frame(now, world, publisher, transients);
+        // Before anything goes out: a client told the world is read-only
+        // must find its next action refused by its connection.
+        self.writable.store(self.core.writable(), Ordering::SeqCst);
         self.deliver(world);
         let counters = self.core.counters();
         self.stats.ticks.store(counters.ticks, Ordering::Relaxed);
@@ -984,7 +987,6 @@ impl WorldLink {
         self.stats
             .failed_commits
             .store(counters.failed_commits, Ordering::Relaxed);
-        self.writable.store(self.core.writable(), Ordering::SeqCst);
         result
     }
 
@@ -992,6 +994,9 @@ impl WorldLink {
     /// whose queue is full reads too slowly and is disconnected.
     fn deliver(&mut self, world: &mut World) {
         while let Some(TickOutput { to, message }) = self.core.poll_output() {
+            if matches!(message, Message::IntentRejected(_)) {
+                self.stats.unavailable_intents.fetch_add(1, Ordering::Relaxed);
+            }
             let Some(c) = self.conns.get(&to) else { continue };
             if c.deltas.try_send(message).is_err() {
                 tracing::warn!(

@@ -264,11 +264,20 @@ impl TickCore {
                 if !self.sessions.contains_key(&id) {
                     return;
                 }
-                if self.unconfirmed.len() >= MAX_UNCONFIRMED_INTENTS {
+                // While commits fail the world is read-only: an action that
+                // reached the core before the driver knew is refused here.
+                let refusal = if !self.writable() {
+                    Some("the server cannot save the world right now; actions are paused")
+                } else if self.unconfirmed.len() >= MAX_UNCONFIRMED_INTENTS {
+                    Some("the server has too many actions waiting to be saved")
+                } else {
+                    None
+                };
+                if let Some(message) = refusal {
                     let rejected = IntentRejected {
                         seq,
                         code: ErrorCode::Unavailable as u16,
-                        message: "the server has too many actions waiting to be saved".into(),
+                        message: message.into(),
                     };
                     self.send(id, Message::IntentRejected(rejected));
                     return;

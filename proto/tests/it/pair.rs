@@ -103,6 +103,8 @@ pub(crate) enum Seen {
     Processed(Vec<u32>),
     /// The server's store works, or not.
     Writable(bool),
+    /// This intent was refused.
+    Rejected(u32),
 }
 
 impl Pair {
@@ -326,6 +328,7 @@ impl Pair {
                     self.cache.insert(shard.header.key.clone(), shard);
                 }
                 Effect::Processed { seqs } => self.seen.push(Seen::Processed(seqs)),
+                Effect::IntentRejected { seq, .. } => self.seen.push(Seen::Rejected(seq)),
                 Effect::Status { writable, .. } => self.seen.push(Seen::Writable(writable)),
                 Effect::ZoneDenied { zone, code, .. } => self.denied.push((zone, code)),
                 Effect::Failed { code, message } => self.failures.push((code, message)),
@@ -338,6 +341,7 @@ impl Pair {
     pub(crate) fn run(&mut self) {
         self.flush_client();
         self.flush_server();
+        self.flush_tick();
         while let Some(Reverse((at, _, to, frame))) = self.net.queue.pop() {
             self.net.now = self.net.now.max(at as f64 / 1e6);
             let msg = Message::decode(frame[4], &frame[5..]).expect("valid frame");

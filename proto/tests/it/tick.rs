@@ -98,6 +98,11 @@ fn a_frame_whose_commit_fails_publishes_nothing_until_a_commit_returns() {
     pair.run();
     assert_eq!(deltas(&pair.seen), 0, "no delta before a commit returned");
     assert!(!pair.seen.iter().any(|s| matches!(s, Seen::Processed(_))));
+    // An action that reaches the core while the world is read-only is
+    // refused, not kept or dropped.
+    intent(&mut pair, 8);
+    pair.run();
+    assert_eq!(pair.seen.last(), Some(&Seen::Rejected(8)));
 
     // The disk heals: the next attempt (after the backoff) commits both
     // frames as one, then publishes, then confirms the intent.
@@ -107,7 +112,7 @@ fn a_frame_whose_commit_fails_publishes_nothing_until_a_commit_returns() {
     pair.run();
     assert!(pair.tick.writable());
     assert_eq!(pair.tick.pending(), 0);
-    let tail = &pair.seen[1..];
+    let tail = &pair.seen[2..];
     assert_eq!(tail.first(), Some(&Seen::Writable(true)), "{tail:?}");
     assert_eq!(deltas(tail), 2, "one delta per shard: {tail:?}");
     assert_eq!(
