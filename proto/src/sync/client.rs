@@ -850,6 +850,8 @@ impl ClientSync {
             return;
         }
         tracing::warn!(zone = %entry.zone, "the server's root still differs; repairing the other listed shards");
+        // A second wave of repairs, after the first came back.
+        entry.stats.round_trips = 3;
         let zone = entry.zone.clone();
         let suspects: Vec<ShardId> = check
             .shards
@@ -924,7 +926,7 @@ impl ClientSync {
             None => (Seq::ZERO, Vec::new()),
         };
         entry.repairing.insert(shard);
-        entry.stats.round_trips = 2;
+        entry.stats.round_trips = entry.stats.round_trips.max(2);
         let repair_request = self.next_request;
         self.next_request += 1;
         self.repairs

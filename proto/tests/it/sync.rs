@@ -473,3 +473,75 @@ fn a_copy_consistent_with_itself_but_not_the_server_is_caught_by_the_root() {
     );
     pair.assert_in_sync("meadow");
 }
+
+#[test]
+fn a_wrong_copy_whose_tag_happens_to_match_is_caught_by_the_root() {
+    use hoard_proto::wire::head_tag;
+    let mut pair = Pair::new("meadow", 4, 13);
+    fill(&mut pair, 4, 20, 0);
+    pair.enter("meadow", false);
+    pair.run();
+    // Change one object of shard 1 until the copy's head has the same tag
+    // as the server's (1 in 256): only the root can tell them apart.
+    let key = ShardKey::new(SERVER, "world", None, ZoneId::new("meadow").expect("zone"), ShardId(1)).expect("key");
+    let copy: &mut CachedShard = pair.cache.get_mut(&key).expect("cached");
+    let h = copy.header.clone();
+    let server_tag = head_tag(ShardId(1), h.epoch, h.hwm, &h.digest);
+    let mut n = 1_000_000;
+    loop {
+        copy.objects[7].state = state(n);
+        copy.header.digest = recompute_digest(&copy.objects);
+        if head_tag(ShardId(1), h.epoch, h.hwm, &copy.header.digest) == server_tag {
+            break;
+        }
+        n += 1;
+    }
+    pair.enter("meadow", false);
+    pair.run();
+    let stats = last_stats(&pair);
+    // No tag points anywhere, so every selected copy is repaired.
+    assert_eq!(
+        (stats.shards_fresh, stats.shards_repaired, stats.round_trips),
+        (0, 4, 2)
+    );
+    pair.assert_in_sync("meadow");
+}
+
+#[test]
+fn a_wrong_copy_the_tags_miss_is_caught_when_the_root_is_checked_again() {
+    use hoard_proto::wire::head_tag;
+    let mut pair = Pair::new("meadow", 4, 14);
+    fill(&mut pair, 4, 20, 0);
+    pair.enter("meadow", false);
+    pair.run();
+    let zone = ZoneId::new("meadow").expect("zone");
+    // Shard 2 differs and its tag shows it; shard 1 differs behind a
+    // matching tag.
+    let key2 = ShardKey::new(SERVER, "world", None, zone.clone(), ShardId(2)).expect("key");
+    let copy: &mut CachedShard = pair.cache.get_mut(&key2).expect("cached");
+    copy.objects[4].state = state(555_555);
+    copy.header.digest = recompute_digest(&copy.objects);
+    let key1 = ShardKey::new(SERVER, "world", None, zone, ShardId(1)).expect("key");
+    let copy: &mut CachedShard = pair.cache.get_mut(&key1).expect("cached");
+    let h = copy.header.clone();
+    let server_tag = head_tag(ShardId(1), h.epoch, h.hwm, &h.digest);
+    let mut n = 2_000_000;
+    loop {
+        copy.objects[7].state = state(n);
+        copy.header.digest = recompute_digest(&copy.objects);
+        if head_tag(ShardId(1), h.epoch, h.hwm, &copy.header.digest) == server_tag {
+            break;
+        }
+        n += 1;
+    }
+    pair.enter("meadow", false);
+    pair.run();
+    let stats = last_stats(&pair);
+    // Shard 2 is repaired first; the root over its repaired head and the
+    // others still differs, so the others are repaired in a second wave.
+    assert_eq!(
+        (stats.shards_fresh, stats.shards_repaired, stats.round_trips),
+        (0, 4, 3)
+    );
+    pair.assert_in_sync("meadow");
+}
