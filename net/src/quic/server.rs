@@ -975,18 +975,19 @@ impl WorldLink {
         let transients = transient.map(|hook| hook(world)).unwrap_or_default();
         let now = self.started.elapsed().as_secs_f64();
         let result = self.core.after_frame(now, world, publisher, transients);
-        // Before anything goes out: a client told the world is read-only
-        // must find its next action refused by its connection.
+        // Before anything goes out, the state it reports is visible: a client
+        // told the world is read-only must find its next action refused by
+        // its connection, and the statistics must already count the failure.
         self.writable.store(self.core.writable(), Ordering::SeqCst);
-        self.deliver(world);
         let counters = self.core.counters();
-        self.stats.ticks.store(counters.ticks, Ordering::Relaxed);
+        self.stats.ticks.store(counters.ticks, Ordering::SeqCst);
         self.stats
             .committed_objects
-            .store(counters.committed_objects, Ordering::Relaxed);
+            .store(counters.committed_objects, Ordering::SeqCst);
         self.stats
             .failed_commits
-            .store(counters.failed_commits, Ordering::Relaxed);
+            .store(counters.failed_commits, Ordering::SeqCst);
+        self.deliver(world);
         result
     }
 
