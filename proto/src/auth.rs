@@ -30,6 +30,21 @@ pub enum TokenError {
     DevModeOff,
 }
 
+/// The player a token names, as [`TokenAuthority::verify`] would return it
+/// if the token is valid: the name of a dev-mode token (`dev:NAME`) or of a
+/// signed one (`v1.NAME.…`). Nothing is checked but the form, so a client
+/// can read its own perspective before the server confirms it.
+pub fn named_player(token: &str) -> Option<&str> {
+    if let Some(name) = token.strip_prefix(DEV_PREFIX) {
+        return validate_name(name).is_ok().then_some(name);
+    }
+    let mut parts = token.split('.');
+    match (parts.next(), parts.next()) {
+        (Some("v1"), Some(name)) => validate_name(name).is_ok().then_some(name),
+        _ => None,
+    }
+}
+
 /// Issues and checks tokens with the server's secret key.
 #[derive(Clone)]
 pub struct TokenAuthority {
@@ -122,6 +137,19 @@ impl TokenAuthority {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_named_player_is_the_one_verify_returns() {
+        let auth = TokenAuthority::new([3; 32]).with_dev_mode(true);
+        let token = auth.issue("ann", 2_000_000_000).expect("issue");
+        assert_eq!(named_player(&token), Some("ann"));
+        assert_eq!(auth.verify(&token, 0).as_deref(), Ok("ann"));
+        assert_eq!(named_player("dev:bob"), Some("bob"));
+        assert_eq!(auth.verify("dev:bob", 0).as_deref(), Ok("bob"));
+        for bad in ["", "v1", "v2.ann.1.00", "dev:", "v1.Ann.1.00", "garbage"] {
+            assert_eq!(named_player(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn tokens_verify_expire_and_resist_forgery() {

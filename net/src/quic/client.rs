@@ -235,6 +235,19 @@ impl PendingEntry {
     }
 }
 
+/// Registers a caller waiting for the entry of `zone`; also says whether an
+/// entry of it was already in flight (the caller then joins it).
+fn wait_for_entry(
+    inner: &Inner,
+    zone: &ZoneId,
+) -> Result<(oneshot::Receiver<Result<EntryStats, ClientError>>, bool), ClientError> {
+    let (tx, rx) = oneshot::channel();
+    let mut waiting = inner.waiting.lock().map_err(|_| ClientError::Lost("poisoned".into()))?;
+    let waiters = waiting.entry(zone.clone()).or_default();
+    waiters.push(tx);
+    Ok((rx, waiters.len() > 1))
+}
+
 /// A connection whose handshake is done and whose `Hello` is sent.
 struct Opened {
     conn: Connection,
@@ -339,19 +352,6 @@ async fn read_welcome(
     }
 }
 
-/// The player a token names, as the server will authenticate it: the name
-/// of a dev-mode token (`dev:NAME`) or of a signed one (`v1.NAME.…`).
-fn token_player(token: &str) -> Option<String> {
-    if let Some(name) = token.strip_prefix(hoard_proto::auth::DEV_PREFIX) {
-        return Some(name.to_owned());
-    }
-    let mut parts = token.split('.');
-    match (parts.next(), parts.next()) {
-        (Some("v1"), Some(name)) if !name.is_empty() => Some(name.to_owned()),
-        _ => None,
-    }
-}
-
 impl Inner {
     /// The shared state of a client about to talk as `perspective`.
     fn new(
@@ -428,7 +428,7 @@ impl HoardClient {
         registry: PublishRegistry,
         zone: &ZoneId,
     ) -> Result<(HoardClient, PendingEntry), ClientError> {
-        let Some(guess) = token_player(&options.token) else {
+        let Some(guess) = hoard_proto::auth::named_player(&options.token).map(str::to_owned) else {
             let client = HoardClient::connect(options, registry).await?;
             let (tx, rx) = oneshot::channel();
             let _ = tx.send(client.enter_zone(zone).await);
@@ -440,10 +440,7 @@ impl HoardClient {
         if let Ok(mut visible) = inner.visible.lock() {
             visible.insert(zone.clone());
         }
-        let (tx, rx) = oneshot::channel();
-        if let Ok(mut waiting) = inner.waiting.lock() {
-            waiting.entry(zone.clone()).or_default().push(tx);
-        }
+        let (rx, _) = wait_for_entry(&inner, zone)?;
         // `EnterZone` is written now, behind `Hello`; the cached copies load
         // while both are in flight.
         start_entry(&inner, zone, true).await?;
@@ -588,15 +585,7 @@ impl HoardClient {
             );
             return Ok(stats);
         }
-        let (tx, rx) = oneshot::channel();
-        let in_flight = match self.inner.waiting.lock() {
-            Ok(mut waiting) => {
-                let waiters = waiting.entry(zone.clone()).or_default();
-                waiters.push(tx);
-                waiters.len() > 1
-            }
-            Err(_) => return Err(ClientError::Lost("poisoned".into())),
-        };
+        let (rx, in_flight) = wait_for_entry(&self.inner, zone)?;
         if !in_flight && let Err(e) = self.start_entry(zone, true).await {
             finish_waiters(&self.inner, zone, Err(e.clone()));
             return Err(e);

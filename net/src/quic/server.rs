@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use bevy_ecs::schedule::Schedule;
 use bevy_ecs::world::World;
 use hoard_engine::store::WorldStore;
-use hoard_engine::{Publisher, RegistryHash, Seq, ServerIdentity, ShardId, ZoneId};
+use hoard_engine::{Publisher, RegistryHash, ServerIdentity, ZoneId};
 use quinn::{Connection, Endpoint};
 use tokio::sync::{Semaphore, mpsc, watch};
 
@@ -185,33 +185,16 @@ pub struct ServerStats {
     pub committed_objects: AtomicU64,
 }
 
+/// What a connection tells the world: a session to deliver to (with its
+/// delta queue and connection, which only the driver holds), or an input of
+/// the tick core.
 enum Command {
     Register {
         id: SessionId,
         deltas: mpsc::Sender<Message>,
         conn: Connection,
     },
-    Subscribe {
-        id: SessionId,
-        zone: ZoneId,
-        shards: Vec<(ShardId, Seq)>,
-    },
-    Unsubscribe {
-        id: SessionId,
-        zone: ZoneId,
-    },
-    Joined {
-        id: SessionId,
-        perspective: String,
-    },
-    Remove {
-        id: SessionId,
-    },
-    Intent {
-        id: SessionId,
-        seq: u32,
-        intent: ReceivedIntent,
-    },
+    Tick(TickInput),
 }
 
 /// A running server. Dropping it does not stop it; call [`ServerHandle::shutdown`].
@@ -561,7 +544,7 @@ async fn serve(
     if let Ok(mut conns) = shared.conns.lock() {
         conns.remove(&id);
     }
-    let _ = shared.commands.send(Command::Remove { id });
+    let _ = shared.commands.send(Command::Tick(TickInput::Remove { id }));
     result
 }
 
@@ -648,7 +631,9 @@ async fn control_loop(
                         .map_or(Ok(()), |hook| hook(&perspective, &*store));
                     match prepared {
                         Ok(()) => {
-                            let _ = shared.commands.send(Command::Joined { id, perspective });
+                            let _ = shared
+                                .commands
+                                .send(Command::Tick(TickInput::Joined { id, perspective }));
                         }
                         Err(reason) => {
                             tracing::error!(%perspective, %reason, "session not prepared; refusing it");
@@ -688,14 +673,16 @@ async fn control_loop(
                     });
                 }
                 Output::Subscribe { zone, shards } => {
-                    let _ = shared.commands.send(Command::Subscribe { id, zone, shards });
+                    let _ = shared
+                        .commands
+                        .send(Command::Tick(TickInput::Subscribe { id, zone, shards }));
                 }
                 Output::Unsubscribe { zone } => {
                     // Under the lock an answer task subscribes under: a zone
                     // left while its answer is still being sent stays left.
                     let mut wanted = lock(&wanted);
                     wanted.remove(&zone);
-                    let _ = shared.commands.send(Command::Unsubscribe { id, zone });
+                    let _ = shared.commands.send(Command::Tick(TickInput::Unsubscribe { id, zone }));
                 }
                 Output::Intent {
                     perspective,
@@ -712,7 +699,7 @@ async fn control_loop(
                         });
                         write_message(send, &rejected).await?;
                     } else if shared.intents.accepts(&kind, &payload) {
-                        let _ = shared.commands.send(Command::Intent {
+                        let _ = shared.commands.send(Command::Tick(TickInput::Intent {
                             id,
                             seq,
                             intent: ReceivedIntent {
@@ -720,7 +707,7 @@ async fn control_loop(
                                 kind,
                                 payload,
                             },
-                        });
+                        }));
                     } else {
                         let rejected = Message::IntentRejected(IntentRejected {
                             seq,
@@ -835,11 +822,11 @@ impl AnswerSender {
         if let Some((zone, shards)) = plan.subscription() {
             let wanted = lock(&self.wanted);
             if wanted.get(&zone) == Some(&plan.request()) {
-                let _ = self.commands.send(Command::Subscribe {
+                let _ = self.commands.send(Command::Tick(TickInput::Subscribe {
                     id: self.id,
                     zone,
                     shards,
-                });
+                }));
             }
         }
     }
@@ -947,14 +934,12 @@ impl WorldLink {
                     self.conns.insert(id, Conn { deltas, conn });
                     TickInput::Register { id }
                 }
-                Command::Subscribe { id, zone, shards } => TickInput::Subscribe { id, zone, shards },
-                Command::Unsubscribe { id, zone } => TickInput::Unsubscribe { id, zone },
-                Command::Joined { id, perspective } => TickInput::Joined { id, perspective },
-                Command::Remove { id } => {
-                    self.conns.remove(&id);
-                    TickInput::Remove { id }
+                Command::Tick(input) => {
+                    if let TickInput::Remove { id } = input {
+                        self.conns.remove(&id);
+                    }
+                    input
                 }
-                Command::Intent { id, seq, intent } => TickInput::Intent { id, seq, intent },
             };
             self.core.handle(world, input);
             self.deliver(world);

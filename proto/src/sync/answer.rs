@@ -134,19 +134,12 @@ impl AnswerPlan {
                         self.kinds.push(AnswerKind::UpToDate);
                         continue;
                     }
-                    // Behind or ahead: answered as a copy of this epoch at
-                    // `hwm` (a copy of another epoch fails to apply the
-                    // answer and is repaired).
-                    Ok(head) => answer_shard(
-                        store,
-                        shard,
-                        Some(&ShardHave {
-                            shard,
-                            epoch: head.epoch,
-                            hwm,
-                            digest: Digest::EMPTY,
-                        }),
-                    ),
+                    // Ahead of this history: of no use.
+                    Ok(head) if hwm > head.seq => snapshot(store, shard),
+                    // Behind: the answer for a copy of this epoch at `hwm`
+                    // (a copy of another epoch fails to apply it and is
+                    // repaired).
+                    Ok(_) => answer_since(store, shard, hwm, None),
                     Err(e) => Err(e),
                 },
             };
@@ -270,14 +263,27 @@ pub fn answer_shard(
     if have.epoch != head.epoch || have.hwm > head.seq {
         return snapshot(store, shard);
     }
-    match store.changes_since(shard, have.hwm) {
+    answer_since(store, shard, have.hwm, Some(&have.digest))
+}
+
+/// Answers a copy complete up to `hwm` of the shard's current epoch: the
+/// changes since, or the live manifest when `hwm` is behind the horizon. A
+/// copy already at the shard's seq is up to date only if its `digest` is
+/// known and equal; otherwise it gets a snapshot.
+fn answer_since(
+    store: &dyn WorldStore,
+    shard: ShardId,
+    hwm: Seq,
+    digest: Option<&Digest>,
+) -> Result<ShardAnswer, ReadError> {
+    match store.changes_since(shard, hwm) {
         Ok(ChangesSince::Changes {
             head,
             upserts,
             tombstones,
         }) => {
-            if head.seq == have.hwm {
-                if head.digest == have.digest {
+            if head.seq == hwm {
+                if digest == Some(&head.digest) {
                     return Ok(ShardAnswer {
                         seq: head.seq,
                         kind: AnswerKind::UpToDate,
@@ -293,7 +299,7 @@ pub fn answer_shard(
                 message: Message::Changes(Changes {
                     shard,
                     epoch: head.epoch,
-                    base: have.hwm,
+                    base: hwm,
                     seq: head.seq,
                     digest: head.digest,
                     tombstones: tombstones.into_iter().map(|t| t.id).collect(),
@@ -304,7 +310,7 @@ pub fn answer_shard(
         Ok(ChangesSince::BehindHorizon { .. }) => {
             // One consistent read: the live ids and the objects newer than hwm.
             let snap = store.snapshot(shard)?;
-            Ok(manifest(shard, have.hwm, snap, |o| o.version > have.hwm))
+            Ok(manifest(shard, hwm, snap, |o| o.version > hwm))
         }
         Err(ReadError::FutureSeq { .. }) => snapshot(store, shard),
         Err(e) => Err(e),
