@@ -41,7 +41,8 @@ enum Command {
     Netsim(cli::netsim::NetsimArgs),
     /// Run a dedicated server (imports the world on first start), or issue player tokens.
     ///
-    /// Prints one JSON line when ready: {"event":"listening","addr":…,"fingerprint":…,"zones":[…]}.
+    /// Prints one JSON line when ready: {"event":"listening","addr":…,"fingerprint":…,"metrics":…,"zones":[…]}.
+    /// `--metrics 127.0.0.1:9100` serves Prometheus metrics there.
     ///
     /// Example: `hoard-demo server --data ./server-data --listen 127.0.0.1:7000`
     /// (add `--world DIR` to serve a world made by `hoard-demo world generate`),

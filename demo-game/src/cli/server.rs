@@ -51,6 +51,10 @@ struct RunArgs {
     /// Accept `dev:<name>` tokens. For local development only.
     #[arg(long)]
     dev: bool,
+    /// Serve Prometheus metrics over HTTP here (e.g. 127.0.0.1:9100; port 0
+    /// picks one, the JSON line says which).
+    #[arg(long)]
+    metrics: Option<SocketAddr>,
 }
 
 #[derive(Subcommand)]
@@ -102,6 +106,7 @@ fn serve(args: RunArgs) -> anyhow::Result<i32> {
     let mut options = ServerOptions::new(args.listen, args.data.clone());
     options.tick_hz = args.tick_hz;
     options.dev_mode = args.dev;
+    options.metrics = args.metrics;
     let progress = Progress::new("importing", "objects");
     // The server is a Bevy App: the rules run in its Update, the hoard
     // plugin around them (and it binds the address).
@@ -127,6 +132,7 @@ fn serve(args: RunArgs) -> anyhow::Result<i32> {
                 "event": "listening",
                 "addr": server.handle.addr.to_string(),
                 "fingerprint": server.handle.identity.to_string(),
+                "metrics": server.handle.metrics_addr.map(|a| format!("http://{a}/metrics")),
                 "zones": zones,
             })
         );

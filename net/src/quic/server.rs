@@ -29,10 +29,11 @@ use quinn::{Connection, Endpoint};
 use tokio::sync::{Semaphore, mpsc, watch};
 
 use super::stream::{FrameReader, StreamError, write_message};
+use crate::metrics::{KindLabel, MetricsExporter, ServerMetrics, ZoneLabel};
 use crate::tls::{ServerKeys, TlsError};
 use hoard_proto::auth::TokenAuthority;
 use hoard_proto::intents::{IntentRegistry, ReceivedIntent};
-use hoard_proto::sync::answer::AnswerPlan;
+use hoard_proto::sync::answer::{AnswerKind, AnswerPlan};
 use hoard_proto::sync::hub::SessionId;
 use hoard_proto::sync::server::{Output, ServerSession, SessionConfig};
 use hoard_proto::sync::tick::{TickCore, TickInput, TickOutput};
@@ -71,6 +72,9 @@ pub struct ServerOptions {
     /// How long commits may keep failing (the store reopened and retried
     /// meanwhile) before the server gives up and reports a failure.
     pub store_retry_for: Duration,
+    /// Where to serve Prometheus metrics over HTTP (`None`: not served; the
+    /// metrics are still kept, see [`ServerHandle::metrics`]).
+    pub metrics: Option<SocketAddr>,
 }
 
 impl ServerOptions {
@@ -93,6 +97,7 @@ impl ServerOptions {
             answers_in_flight_total: 128,
             answer_stall: Duration::from_secs(15),
             store_retry_for: Duration::from_secs(60),
+            metrics: None,
         }
     }
 }
@@ -191,7 +196,7 @@ pub struct ServerStats {
 enum Command {
     Register {
         id: SessionId,
-        deltas: mpsc::Sender<Message>,
+        deltas: mpsc::Sender<Frames>,
         conn: Connection,
     },
     Tick(TickInput),
@@ -207,6 +212,11 @@ pub struct ServerHandle {
     pub stats: Arc<ServerStats>,
     /// Issues tokens for this server.
     pub auth: TokenAuthority,
+    /// The server's Prometheus metrics.
+    pub metrics: Arc<ServerMetrics>,
+    /// Where they are served, if [`ServerOptions::metrics`] asked for it.
+    pub metrics_addr: Option<SocketAddr>,
+    _exporter: Option<MetricsExporter>,
     endpoint: Endpoint,
     stop: Arc<AtomicBool>,
     failure: watch::Receiver<Option<String>>,
@@ -263,6 +273,7 @@ struct Shared {
     store: Arc<dyn WorldStore>,
     commands: std_mpsc::Sender<Command>,
     stats: Arc<ServerStats>,
+    metrics: Arc<ServerMetrics>,
     intents: IntentRegistry,
     started: Instant,
     delta_queue: usize,
@@ -407,6 +418,13 @@ pub async fn start_linked(
     session_config.tick_hz = options.tick_hz;
     session_config.access = rules.access.clone();
     let stats = Arc::new(ServerStats::default());
+    let metrics = Arc::new(ServerMetrics::new(Some(options.data_dir.clone())));
+    let exporter = match options.metrics {
+        Some(addr) => {
+            Some(MetricsExporter::start(addr, metrics.clone()).map_err(|source| ServerError::Bind { addr, source })?)
+        }
+        None => None,
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let writable = Arc::new(AtomicBool::new(true));
     let (failure_tx, failure) = watch::channel(None);
@@ -416,6 +434,7 @@ pub async fn start_linked(
         store: store.clone(),
         commands,
         stats: stats.clone(),
+        metrics: metrics.clone(),
         intents: rules.intents.clone(),
         started: Instant::now(),
         delta_queue: options.delta_queue,
@@ -427,10 +446,14 @@ pub async fn start_linked(
         answers_total: Arc::new(Semaphore::new(options.answers_in_flight_total.max(1))),
         options: options.clone(),
     });
+    let metered: Arc<dyn WorldStore> = Arc::new(crate::metrics::MeteredStore::new(store.clone(), metrics.clone()));
     let link = WorldLink {
-        core: TickCore::new(store.clone(), options.store_retry_for.as_secs_f64()),
+        core: TickCore::new(metered, options.store_retry_for.as_secs_f64()),
         commands: command_rx,
         stats: stats.clone(),
+        metrics: metrics.clone(),
+        frame_started: None,
+        subscribers: HashMap::new(),
         writable,
         failure: failure_tx,
         endpoint: endpoint.clone(),
@@ -443,11 +466,13 @@ pub async fn start_linked(
         while let Some(incoming) = accept.accept().await {
             if shared.stats.connections.load(Ordering::SeqCst) >= max {
                 shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+                shared.metrics.disconnect("refused");
                 tracing::warn!(peer = %incoming.remote_address(), max, "connection limit reached; refusing");
                 incoming.refuse();
                 continue;
             }
             shared.stats.connections.fetch_add(1, Ordering::SeqCst);
+            shared.metrics.connected.inc();
             let shared = shared.clone();
             tokio::spawn(async move {
                 let peer = incoming.remote_address();
@@ -459,11 +484,13 @@ pub async fn start_linked(
                     }
                     None => {
                         shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+                        shared.metrics.disconnect("refused");
                         tracing::warn!(%peer, "too many connections from this address; refusing");
                         incoming.refuse();
                     }
                 }
                 shared.stats.connections.fetch_sub(1, Ordering::SeqCst);
+                shared.metrics.connected.dec();
             });
         }
     });
@@ -473,6 +500,9 @@ pub async fn start_linked(
         identity: keys.identity,
         stats,
         auth,
+        metrics,
+        metrics_addr: exporter.as_ref().map(MetricsExporter::addr),
+        _exporter: exporter,
         endpoint,
         stop,
         failure,
@@ -495,6 +525,7 @@ async fn serve(
     let connecting = incoming.accept()?;
     let Ok(conn) = tokio::time::timeout_at(deadline, connecting).await else {
         shared.stats.hello_timeouts.fetch_add(1, Ordering::Relaxed);
+        shared.metrics.disconnect("hello_timeout");
         tracing::info!(%peer, "handshake not finished in time; dropped");
         return Ok(());
     };
@@ -502,6 +533,7 @@ async fn serve(
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
     let Ok(control) = tokio::time::timeout_at(deadline, conn.accept_bi()).await else {
         shared.stats.hello_timeouts.fetch_add(1, Ordering::Relaxed);
+        shared.metrics.disconnect("hello_timeout");
         tracing::info!(%peer, "no control stream in time; closing");
         conn.close(close_code(ErrorCode::Timeout), b"no hello in time");
         return Ok(());
@@ -512,7 +544,7 @@ async fn serve(
     if let Ok(mut conns) = shared.conns.lock() {
         conns.insert(id, conn.clone());
     }
-    let (delta_tx, mut delta_rx) = mpsc::channel::<Message>(shared.delta_queue);
+    let (delta_tx, mut delta_rx) = mpsc::channel::<Frames>(shared.delta_queue);
     let _ = shared.commands.send(Command::Register {
         id,
         deltas: delta_tx,
@@ -520,26 +552,33 @@ async fn serve(
     });
     // Live deltas (and transient states) on their own stream, opened on first use.
     let delta_conn = conn.clone();
+    let delta_metrics = shared.metrics.clone();
     tokio::spawn(async move {
         let mut stream = None;
-        while let Some(message) = delta_rx.recv().await {
+        while let Some(frames) = delta_rx.recv().await {
             if stream.is_none() {
                 match delta_conn.open_uni().await {
                     Ok(s) => stream = Some(s),
                     Err(_) => return,
                 }
             }
-            // A delta of any allowed size goes in frames under the limit.
-            for part in split(message, PART_BYTES) {
-                if let Some(s) = stream.as_mut()
-                    && write_message(s, &part).await.is_err()
-                {
+            for frame in frames.iter() {
+                let Some(s) = stream.as_mut() else { return };
+                if s.write_all(frame).await.is_err() {
                     return;
                 }
+                delta_metrics.sent("delta", frame.len());
             }
         }
     });
     let result = control_loop(&conn, &mut send, &mut reader, &mut session, shared, id, deadline).await;
+    // Ends the server chose (slow consumer, timeout, refusal, replacement)
+    // were counted where it chose them; the rest are the client's doing.
+    match conn.close_reason() {
+        Some(quinn::ConnectionError::LocallyClosed) => {}
+        Some(quinn::ConnectionError::ApplicationClosed(_)) | None => shared.metrics.disconnect("closed"),
+        Some(_) => shared.metrics.disconnect("lost"),
+    }
     session.closed();
     if let Ok(mut conns) = shared.conns.lock() {
         conns.remove(&id);
@@ -600,6 +639,14 @@ async fn control_loop(
         // towards the bounds too, and a client that does not read its
         // answers is not read from either.
         let mut slot = None;
+        // What kind of entry a request is, for the metrics, and when it came.
+        let entry_kind = match &msg {
+            Message::EnterZone(e) if e.have.is_empty() && e.held.is_empty() => Some("cold"),
+            Message::EnterZone(_) => Some("warm"),
+            Message::Repair(_) => Some("repair"),
+            _ => None,
+        }
+        .map(|kind| (kind, Instant::now()));
         if matches!(msg, Message::EnterZone(_) | Message::Repair(_)) && session.perspective().is_some() {
             let taken = tokio::time::timeout(stall, async {
                 let mine = answers.clone().acquire_owned().await.ok()?;
@@ -609,6 +656,7 @@ async fn control_loop(
             .await;
             let Ok(Some(taken)) = taken else {
                 shared.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
+                shared.metrics.disconnect("slow_consumer");
                 tracing::warn!(peer = %conn.remote_address(), "client does not read its zone answers; disconnecting");
                 conn.close(close_code(ErrorCode::SlowConsumer), b"slow consumer: answers not read");
                 return Ok(());
@@ -649,7 +697,8 @@ async fn control_loop(
         while let Some(out) = session.poll_output() {
             match out {
                 Output::Control(m) => {
-                    write_message(send, &m).await?;
+                    let bytes = write_message(send, &m).await?;
+                    shared.metrics.sent("control", bytes);
                 }
                 Output::Answer { plan } => {
                     // The slot taken before the request was handled travels
@@ -662,6 +711,8 @@ async fn control_loop(
                         conn: conn.clone(),
                         store: shared.store.clone(),
                         stats: shared.stats.clone(),
+                        metrics: shared.metrics.clone(),
+                        entry: entry_kind,
                         commands: shared.commands.clone(),
                         wanted: wanted.clone(),
                         stall,
@@ -692,12 +743,14 @@ async fn control_loop(
                 } => {
                     if !shared.writable.load(Ordering::SeqCst) {
                         shared.stats.unavailable_intents.fetch_add(1, Ordering::Relaxed);
+                        shared.metrics.reject("unavailable");
                         let rejected = Message::IntentRejected(IntentRejected {
                             seq,
                             code: ErrorCode::Unavailable as u16,
                             message: "the server cannot save the world right now; your action was not applied".into(),
                         });
-                        write_message(send, &rejected).await?;
+                        let bytes = write_message(send, &rejected).await?;
+                        shared.metrics.sent("control", bytes);
                     } else if shared.intents.accepts(&kind, &payload) {
                         let _ = shared.commands.send(Command::Tick(TickInput::Intent {
                             id,
@@ -709,16 +762,19 @@ async fn control_loop(
                             },
                         }));
                     } else {
+                        shared.metrics.reject("unknown");
                         let rejected = Message::IntentRejected(IntentRejected {
                             seq,
                             code: ErrorCode::Protocol as u16,
                             message: format!("unknown intent {kind:?} or payload that does not decode"),
                         });
-                        write_message(send, &rejected).await?;
+                        let bytes = write_message(send, &rejected).await?;
+                        shared.metrics.sent("control", bytes);
                     }
                 }
                 Output::Kick { session } => {
                     if let Some(old) = shared.conns.lock().ok().and_then(|c| c.get(&session).cloned()) {
+                        shared.metrics.disconnect("replaced");
                         old.close(
                             close_code(ErrorCode::TokenInUse),
                             b"signed in again from another connection",
@@ -726,6 +782,11 @@ async fn control_loop(
                     }
                 }
                 Output::Close { code, reason } => {
+                    shared.metrics.disconnect(if code == ErrorCode::Timeout {
+                        "hello_timeout"
+                    } else {
+                        "refused"
+                    });
                     // Let the Error frame reach the client before closing
                     // (closing discards unsent stream data); bounded wait.
                     let _ = send.finish();
@@ -754,6 +815,9 @@ struct AnswerSender {
     conn: Connection,
     store: Arc<dyn WorldStore>,
     stats: Arc<ServerStats>,
+    metrics: Arc<ServerMetrics>,
+    /// The entry's kind for the metrics, and when its request came.
+    entry: Option<(&'static str, Instant)>,
     commands: std_mpsc::Sender<Command>,
     wanted: Wanted,
     stall: Duration,
@@ -764,6 +828,7 @@ impl AnswerSender {
     async fn send(self, mut plan: AnswerPlan) {
         let slow = |why: &'static str| {
             self.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
+            self.metrics.disconnect("slow_consumer");
             tracing::warn!(peer = %self.conn.remote_address(), "{why}; disconnecting");
             self.conn
                 .close(close_code(ErrorCode::SlowConsumer), b"slow consumer: answer not read");
@@ -802,7 +867,7 @@ impl AnswerSender {
                 // Shard answers of any allowed size go in frames under the limit.
                 for part in split(message, PART_BYTES) {
                     match tokio::time::timeout(self.stall, write_message(&mut stream, &part)).await {
-                        Ok(Ok(_)) => {}
+                        Ok(Ok(bytes)) => self.metrics.sent("answer", bytes),
                         Ok(Err(_)) => return, // the connection ended
                         Err(_) => return slow("zone answer not taken in time"),
                     }
@@ -819,6 +884,23 @@ impl AnswerSender {
             }
         }
         let _ = stream.finish();
+        if let Some((kind, since)) = self.entry {
+            let label = KindLabel { kind };
+            self.metrics.entries.get_or_create(&label).inc();
+            self.metrics
+                .entry_seconds
+                .get_or_create(&label)
+                .observe(since.elapsed().as_secs_f64());
+            for answer in plan.kinds() {
+                let kind = match answer {
+                    AnswerKind::UpToDate => "up_to_date",
+                    AnswerKind::Changes => "changes",
+                    AnswerKind::Manifest => "manifest",
+                    _ => "snapshot",
+                };
+                self.metrics.shard_answers.get_or_create(&KindLabel { kind }).inc();
+            }
+        }
         if let Some((zone, shards)) = plan.subscription() {
             let wanted = lock(&self.wanted);
             if wanted.get(&zone) == Some(&plan.request()) {
@@ -832,8 +914,22 @@ impl AnswerSender {
     }
 }
 
+/// A message for the delta stream, encoded: its frames (a delta of any
+/// allowed size is split into frames under the limit). One encoding is
+/// shared by every session a delta goes to.
+type Frames = Arc<Vec<Vec<u8>>>;
+
+fn encode_frames(message: &Message) -> Frames {
+    Arc::new(
+        split(message.clone(), PART_BYTES)
+            .iter()
+            .map(Message::to_frame)
+            .collect(),
+    )
+}
+
 struct Conn {
-    deltas: mpsc::Sender<Message>,
+    deltas: mpsc::Sender<Frames>,
     conn: Connection,
 }
 
@@ -850,6 +946,11 @@ pub struct WorldLink {
     core: TickCore,
     commands: std_mpsc::Receiver<Command>,
     stats: Arc<ServerStats>,
+    metrics: Arc<ServerMetrics>,
+    /// When the current frame's inputs started going in (for `tick_seconds`).
+    frame_started: Option<Instant>,
+    /// Each zone's subscriber count as last reported, to update only changes.
+    subscribers: HashMap<ZoneId, usize>,
     writable: Arc<AtomicBool>,
     failure: watch::Sender<Option<String>>,
     endpoint: Endpoint,
@@ -928,6 +1029,7 @@ impl WorldLink {
     /// [`ConnectedPlayers`](hoard_proto::intents::ConnectedPlayers),
     /// subscriptions into the hub.
     pub fn before_frame(&mut self, world: &mut World) {
+        self.frame_started = Some(Instant::now());
         while let Ok(cmd) = self.commands.try_recv() {
             let input = match cmd {
                 Command::Register { id, deltas, conn } => {
@@ -972,30 +1074,79 @@ impl WorldLink {
         self.stats
             .failed_commits
             .store(counters.failed_commits, Ordering::SeqCst);
+        self.metrics.commit_queue.set(self.core.pending() as i64);
+        self.metrics.unconfirmed_intents.set(self.core.unconfirmed() as i64);
         self.deliver(world);
+        self.report_subscribers();
+        if let Some(started) = self.frame_started.take() {
+            self.metrics.tick_seconds.observe(started.elapsed().as_secs_f64());
+        }
         result
     }
 
     /// Queues the core's messages on each session's delta stream; a session
     /// whose queue is full reads too slowly and is disconnected.
     fn deliver(&mut self, world: &mut World) {
+        // The last message encoded: the outputs of one fan-out come in a row.
+        let mut encoded: Option<(Arc<Message>, Frames)> = None;
         while let Some(TickOutput { to, message }) = self.core.poll_output() {
-            if matches!(message, Message::IntentRejected(_)) {
-                self.stats.unavailable_intents.fetch_add(1, Ordering::Relaxed);
+            match &*message {
+                Message::IntentRejected(_) => {
+                    self.stats.unavailable_intents.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.reject("unavailable");
+                }
+                Message::Processed(p) => {
+                    self.metrics.intents.inc_by(p.seqs.len() as u64);
+                }
+                Message::Delta(_) => {
+                    self.metrics.deltas.inc();
+                }
+                _ => {}
             }
             let Some(c) = self.conns.get(&to) else { continue };
-            if c.deltas.try_send(message).is_err() {
+            let frames = match &encoded {
+                Some((last, frames)) if Arc::ptr_eq(last, &message) => frames.clone(),
+                _ => {
+                    let frames = encode_frames(&message);
+                    encoded = Some((message, frames.clone()));
+                    frames
+                }
+            };
+            if c.deltas.try_send(frames).is_err() {
                 tracing::warn!(
                     session = to,
                     "client does not read its deltas fast enough; disconnecting"
                 );
                 self.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
+                self.metrics.disconnect("slow_consumer");
                 c.conn
                     .close(close_code(ErrorCode::SlowConsumer), b"slow consumer: deltas not read");
                 self.conns.remove(&to);
                 self.core.handle(world, TickInput::Remove { id: to });
             }
         }
+    }
+
+    /// Sets the per-zone subscriber gauges that changed.
+    fn report_subscribers(&mut self) {
+        let now = self.core.subscribers_by_zone();
+        for (zone, n) in &now {
+            if self.subscribers.get(zone) != Some(n) {
+                self.metrics
+                    .zone_subscribers
+                    .get_or_create(&ZoneLabel { zone: zone.to_string() })
+                    .set(*n as i64);
+            }
+        }
+        for zone in self.subscribers.keys() {
+            if !now.contains_key(zone) {
+                self.metrics
+                    .zone_subscribers
+                    .get_or_create(&ZoneLabel { zone: zone.to_string() })
+                    .set(0);
+            }
+        }
+        self.subscribers = now;
     }
 
     /// The server fails for good: every connection closed, the reason

@@ -7,7 +7,7 @@
 //! (a commit landed between the answer and the subscription) is caught up
 //! from the store first, so there is never a gap and never a duplicate.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use hoard_engine::store::{ChangesSince, CommitReceipt, WorldStore};
 use hoard_engine::{Change, ChangeSet, Seq, ShardId, ZoneId};
@@ -23,10 +23,28 @@ struct Sub {
     last: Seq,
 }
 
-/// Subscriptions of every session.
+/// Subscriptions of every session, indexed three ways so that each
+/// operation costs what it touches, not the number of sessions: by shard
+/// (publishing a shard's delta visits its subscribers only), by zone (a
+/// zone's transient state goes to its sessions only) and by session (a
+/// session that leaves or ends drops its own entries).
 #[derive(Debug, Default)]
 pub struct Hub {
-    sessions: BTreeMap<SessionId, BTreeMap<ShardId, Sub>>,
+    /// Shard → its subscribers and where each is.
+    by_shard: HashMap<ShardId, BTreeMap<SessionId, Sub>>,
+    /// Zone → its sessions, each with how many of its shards it follows.
+    by_zone: HashMap<ZoneId, BTreeMap<SessionId, usize>>,
+    /// Session → the shards it follows.
+    by_session: HashMap<SessionId, BTreeSet<ShardId>>,
+}
+
+/// One delta and every session it goes to (the same bytes for each).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fanout {
+    /// The sessions, ascending.
+    pub to: Vec<SessionId>,
+    /// The delta.
+    pub delta: Delta,
 }
 
 fn wire_objects(objects: Vec<hoard_engine::store::StoredObject>) -> Vec<WireObject> {
@@ -80,6 +98,50 @@ impl Hub {
         Hub::default()
     }
 
+    fn follow(&mut self, session: SessionId, shard: ShardId, sub: Sub) {
+        let zone = sub.zone.clone();
+        let previous = self.by_shard.entry(shard).or_default().insert(session, sub);
+        match previous {
+            // Re-subscribed under the same zone: counts are unchanged.
+            Some(old) if old.zone == zone => return,
+            Some(old) => self.uncount(&old.zone, session),
+            None => {}
+        }
+        *self.by_zone.entry(zone).or_default().entry(session).or_default() += 1;
+        self.by_session.entry(session).or_default().insert(shard);
+    }
+
+    fn uncount(&mut self, zone: &ZoneId, session: SessionId) {
+        if let Some(sessions) = self.by_zone.get_mut(zone) {
+            if let Some(n) = sessions.get_mut(&session) {
+                *n -= 1;
+                if *n == 0 {
+                    sessions.remove(&session);
+                }
+            }
+            if sessions.is_empty() {
+                self.by_zone.remove(zone);
+            }
+        }
+    }
+
+    fn unfollow(&mut self, session: SessionId, shard: ShardId) {
+        let Some(subs) = self.by_shard.get_mut(&shard) else {
+            return;
+        };
+        let Some(old) = subs.remove(&session) else { return };
+        if subs.is_empty() {
+            self.by_shard.remove(&shard);
+        }
+        self.uncount(&old.zone, session);
+        if let Some(shards) = self.by_session.get_mut(&session) {
+            shards.remove(&shard);
+            if shards.is_empty() {
+                self.by_session.remove(&session);
+            }
+        }
+    }
+
     /// Subscribes a session to shards of a zone after the given seqs;
     /// returns catch-up deltas for shards that moved on since.
     pub fn subscribe(
@@ -89,7 +151,6 @@ impl Hub {
         shards: &[(ShardId, Seq)],
         store: &dyn WorldStore,
     ) -> Vec<Delta> {
-        let subs = self.sessions.entry(session).or_default();
         let mut out = Vec::new();
         for &(shard, seq) in shards {
             let mut sub = Sub {
@@ -103,87 +164,205 @@ impl Hub {
                 sub.last = delta.seq;
                 out.push(delta);
             }
-            subs.insert(shard, sub);
+            self.follow(session, shard, sub);
         }
         out
     }
 
     /// Stops a session's deltas for a zone.
     pub fn unsubscribe(&mut self, session: SessionId, zone: &ZoneId) {
-        if let Some(subs) = self.sessions.get_mut(&session) {
-            subs.retain(|_, s| &s.zone != zone);
+        let shards: Vec<ShardId> = self
+            .by_session
+            .get(&session)
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(|shard| {
+                self.by_shard
+                    .get(shard)
+                    .and_then(|subs| subs.get(&session))
+                    .is_some_and(|sub| &sub.zone == zone)
+            })
+            .collect();
+        for shard in shards {
+            self.unfollow(session, shard);
         }
     }
 
-    /// The sessions following at least one shard of `zone`.
+    /// The sessions following at least one shard of `zone`, ascending.
     pub fn sessions_in(&self, zone: &ZoneId) -> Vec<SessionId> {
-        self.sessions
-            .iter()
-            .filter(|(_, subs)| subs.values().any(|s| &s.zone == zone))
-            .map(|(id, _)| *id)
-            .collect()
+        self.by_zone
+            .get(zone)
+            .map(|sessions| sessions.keys().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// How many sessions follow each zone (zones nobody follows are absent).
+    pub fn subscribers_by_zone(&self) -> HashMap<ZoneId, usize> {
+        self.by_zone.iter().map(|(zone, s)| (zone.clone(), s.len())).collect()
     }
 
     /// Forgets a session.
     pub fn remove(&mut self, session: SessionId) {
-        self.sessions.remove(&session);
+        let shards: Vec<ShardId> = self.by_session.get(&session).into_iter().flatten().copied().collect();
+        for shard in shards {
+            self.unfollow(session, shard);
+        }
     }
 
     /// How many sessions follow at least one shard.
     pub fn sessions(&self) -> usize {
-        self.sessions.values().filter(|s| !s.is_empty()).count()
+        self.by_session.len()
     }
 
-    /// The deltas a committed tick produces, per subscribed session.
-    pub fn publish(
-        &mut self,
-        changes: &ChangeSet,
-        receipt: &CommitReceipt,
-        store: &dyn WorldStore,
-    ) -> Vec<(SessionId, Delta)> {
+    /// The deltas a committed tick produces: each shard's delta once, with
+    /// the sessions it goes to, then any catch-up a lagging session needs.
+    pub fn publish(&mut self, changes: &ChangeSet, receipt: &CommitReceipt, store: &dyn WorldStore) -> Vec<Fanout> {
         let mut out = Vec::new();
         for head in &receipt.heads {
+            let Some(subs) = self.by_shard.get_mut(&head.shard) else {
+                continue;
+            };
             let Some(shard_changes) = changes.shard(head.shard) else {
                 continue;
             };
-            let mut tombstones = Vec::new();
-            let mut upserts = Vec::new();
-            for (id, change) in shard_changes.iter() {
-                match change {
-                    Change::Upsert(state) => upserts.push(WireObject {
-                        id,
-                        version: head.seq,
-                        state: state.as_bytes().to_vec(),
-                    }),
-                    Change::Remove => tombstones.push(id),
-                }
-            }
-            let delta = Delta {
-                zone: head.zone.clone(),
-                shard: head.shard,
-                epoch: head.epoch,
-                base: Seq(head.seq.0.saturating_sub(1)),
-                seq: head.seq,
-                digest: head.digest,
-                tombstones,
-                upserts,
-            };
-            for (&session, subs) in &mut self.sessions {
-                let Some(sub) = subs.get_mut(&head.shard) else {
-                    continue;
-                };
+            let base = Seq(head.seq.0.saturating_sub(1));
+            let mut to = Vec::new();
+            let mut caught = Vec::new();
+            for (&session, sub) in subs.iter_mut() {
                 if sub.last >= head.seq {
                     continue;
                 }
-                if sub.last == delta.base {
+                if sub.last == base {
                     sub.last = head.seq;
-                    out.push((session, delta.clone()));
-                } else if let Some(caught) = catch_up(store, &sub.zone, head.shard, sub.last) {
-                    sub.last = caught.seq;
-                    out.push((session, caught));
+                    to.push(session);
+                } else if let Some(delta) = catch_up(store, &sub.zone, head.shard, sub.last) {
+                    sub.last = delta.seq;
+                    caught.push(Fanout {
+                        to: vec![session],
+                        delta,
+                    });
                 }
             }
+            if !to.is_empty() {
+                let mut tombstones = Vec::new();
+                let mut upserts = Vec::new();
+                for (id, change) in shard_changes.iter() {
+                    match change {
+                        Change::Upsert(state) => upserts.push(WireObject {
+                            id,
+                            version: head.seq,
+                            state: state.as_bytes().to_vec(),
+                        }),
+                        Change::Remove => tombstones.push(id),
+                    }
+                }
+                let delta = Delta {
+                    zone: head.zone.clone(),
+                    shard: head.shard,
+                    epoch: head.epoch,
+                    base,
+                    seq: head.seq,
+                    digest: head.digest,
+                    tombstones,
+                    upserts,
+                };
+                out.push(Fanout { to, delta });
+            }
+            out.extend(caught);
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hoard_engine::state::StateBuilder;
+    use hoard_engine::store::ShardSpec;
+    use hoard_engine::{MemoryStore, ObjectId, ObjectState};
+
+    fn state(n: u8) -> ObjectState {
+        StateBuilder::new().component("n", vec![n]).finish()
+    }
+
+    fn zone(name: &str) -> ZoneId {
+        ZoneId::new(name).expect("zone")
+    }
+
+    #[test]
+    fn indexes_follow_subscribe_unsubscribe_and_remove() {
+        let store = MemoryStore::new();
+        store
+            .create_zone(
+                &zone("a"),
+                &[ShardSpec::shared(ShardId(1)), ShardSpec::shared(ShardId(2))],
+            )
+            .expect("zone a");
+        store
+            .create_zone(&zone("b"), &[ShardSpec::shared(ShardId(3))])
+            .expect("zone b");
+        let mut hub = Hub::new();
+        hub.subscribe(7, &zone("a"), &[(ShardId(1), Seq(0)), (ShardId(2), Seq(0))], &store);
+        hub.subscribe(8, &zone("a"), &[(ShardId(1), Seq(0))], &store);
+        hub.subscribe(8, &zone("b"), &[(ShardId(3), Seq(0))], &store);
+        assert_eq!(hub.sessions_in(&zone("a")), vec![7, 8]);
+        assert_eq!(hub.sessions_in(&zone("b")), vec![8]);
+        assert_eq!(hub.subscribers_by_zone().get(&zone("a")), Some(&2));
+        // Subscribing again to the same shards does not count twice.
+        hub.subscribe(7, &zone("a"), &[(ShardId(1), Seq(0))], &store);
+        assert_eq!(hub.subscribers_by_zone().get(&zone("a")), Some(&2));
+        hub.unsubscribe(8, &zone("a"));
+        assert_eq!(hub.sessions_in(&zone("a")), vec![7]);
+        assert_eq!(hub.sessions_in(&zone("b")), vec![8]);
+        hub.remove(7);
+        assert!(hub.sessions_in(&zone("a")).is_empty());
+        assert_eq!(hub.subscribers_by_zone().get(&zone("a")), None);
+        assert_eq!(hub.sessions(), 1);
+        hub.remove(8);
+        assert_eq!(hub.sessions(), 0);
+        assert!(hub.by_shard.is_empty() && hub.by_zone.is_empty() && hub.by_session.is_empty());
+    }
+
+    #[test]
+    fn a_shards_delta_is_built_once_for_every_subscriber_one_behind_and_caught_up_for_the_rest() {
+        let store = MemoryStore::new();
+        store
+            .create_zone(
+                &zone("a"),
+                &[ShardSpec::shared(ShardId(1)), ShardSpec::shared(ShardId(2))],
+            )
+            .expect("zone");
+        let mut hub = Hub::new();
+        for session in [1, 2, 3] {
+            hub.subscribe(session, &zone("a"), &[(ShardId(1), Seq(0))], &store);
+        }
+        let mut first = ChangeSet::new();
+        first.upsert(ShardId(1), ObjectId(10), state(1));
+        let receipt = store.commit(&first).expect("commit");
+        // Session 3 falls behind: it missed the first commit.
+        hub.by_shard
+            .get_mut(&ShardId(1))
+            .and_then(|s| s.get_mut(&3))
+            .expect("sub")
+            .last = Seq(0);
+        let out = hub.publish(&first, &receipt, &store);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].to, vec![1, 2, 3]);
+        let mut second = ChangeSet::new();
+        second.upsert(ShardId(1), ObjectId(11), state(2));
+        let receipt = store.commit(&second).expect("commit");
+        hub.by_shard
+            .get_mut(&ShardId(1))
+            .and_then(|s| s.get_mut(&3))
+            .expect("sub")
+            .last = Seq(0);
+        let out = hub.publish(&second, &receipt, &store);
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert_eq!(out[0].to, vec![1, 2]);
+        assert_eq!(out[0].delta.base, Seq(1));
+        assert_eq!(out[1].to, vec![3], "the lagging one gets a catch-up from its own seq");
+        assert_eq!(out[1].delta.base, Seq(0));
+        assert_eq!(out[1].delta.upserts.len(), 2);
     }
 }

@@ -90,12 +90,15 @@ pub enum TickInput {
 }
 
 /// A message for one session, to go on its delta stream in this order.
+/// A delta for many sessions comes out once per session with the same
+/// `Arc`, so a driver encodes it once (consecutive outputs sharing one
+/// message are the rule).
 #[derive(Debug, Clone, PartialEq)]
 pub struct TickOutput {
     /// The session.
     pub to: SessionId,
     /// The message.
-    pub message: Message,
+    pub message: Arc<Message>,
 }
 
 /// Running totals of the core, for a driver's statistics.
@@ -194,6 +197,11 @@ impl TickCore {
         self.pending.len()
     }
 
+    /// How many sessions follow each zone (zones nobody follows are absent).
+    pub fn subscribers_by_zone(&self) -> HashMap<ZoneId, usize> {
+        self.hub.subscribers_by_zone()
+    }
+
     /// Running totals.
     pub fn counters(&self) -> TickCounters {
         self.counters
@@ -205,16 +213,25 @@ impl TickCore {
     }
 
     fn send(&mut self, to: SessionId, message: Message) {
+        self.send_shared(to, Arc::new(message));
+    }
+
+    fn send_shared(&mut self, to: SessionId, message: Arc<Message>) {
         if self.sessions.contains_key(&to) {
             self.out.push_back(TickOutput { to, message });
         }
     }
 
-    fn broadcast(&mut self, message: &Message) {
-        let ids: Vec<SessionId> = self.sessions.keys().copied().collect();
-        for id in ids {
-            self.send(id, message.clone());
+    fn send_all(&mut self, to: &[SessionId], message: Message) {
+        let message = Arc::new(message);
+        for &id in to {
+            self.send_shared(id, message.clone());
         }
+    }
+
+    fn broadcast(&mut self, message: Message) {
+        let ids: Vec<SessionId> = self.sessions.keys().copied().collect();
+        self.send_all(&ids, message);
     }
 
     /// Applies what a connection did to the world and the subscriptions.
@@ -309,13 +326,11 @@ impl TickCore {
             if self.last_transient.get(&zone) == Some(&payload) {
                 continue;
             }
-            for id in self.hub.sessions_in(&zone) {
-                let message = Message::Transient(Transient {
-                    zone: zone.clone(),
-                    payload: payload.clone(),
-                });
-                self.send(id, message);
-            }
+            let message = Message::Transient(Transient {
+                zone: zone.clone(),
+                payload: payload.clone(),
+            });
+            self.send_all(&self.hub.sessions_in(&zone), message);
             self.last_transient.insert(zone, payload);
         }
         let gathered = publisher.gather(world);
@@ -420,13 +435,13 @@ impl TickCore {
                         after_s = now - f.since,
                         "the world store works again; actions are accepted"
                     );
-                    self.broadcast(&Message::Status(Status {
+                    self.broadcast(Message::Status(Status {
                         writable: true,
                         message: "the server saves the world again".into(),
                     }));
                 }
-                for (id, delta) in self.hub.publish(&changes, &receipt, &*self.store) {
-                    self.send(id, Message::Delta(delta));
+                for fanout in self.hub.publish(&changes, &receipt, &*self.store) {
+                    self.send_all(&fanout.to, Message::Delta(fanout.delta));
                 }
                 // After the deltas, on the same stream: a client that sees
                 // `Processed` has seen what its intents changed.
@@ -455,7 +470,7 @@ impl TickCore {
                             retry_at: now + FIRST_BACKOFF_SECS,
                             backoff: FIRST_BACKOFF_SECS,
                         });
-                        self.broadcast(&paused());
+                        self.broadcast(paused());
                     }
                 }
                 Ok(())
