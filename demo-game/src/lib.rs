@@ -57,6 +57,14 @@ enum Command {
     ///
     /// Example: `hoard-demo store verify --data ./server-data`
     Store(cli::store::StoreArgs),
+    /// A headless load test: N bots living scripted random lives against a server.
+    ///
+    /// Prints a table (zone entries cold and warm with latency percentiles
+    /// and bytes, actions, live updates and their delay, errors by kind);
+    /// `--report DIR` writes report.json and report.html with plots.
+    ///
+    /// Example: `hoard-demo bots --server 127.0.0.1:7000 --server-data ./server-data --clients 200 --duration 60 --metrics http://127.0.0.1:9100/metrics --report target/bots`
+    Bots(cli::bots::BotsArgs),
     /// Modders' tools: validate, import, export, diff, apply, render and generate world data.
     ///
     /// The world is RON files under assets/world/<zone>/<shard>.scn.ron; mods
@@ -84,6 +92,7 @@ pub fn run_cli() -> i32 {
         Command::Client(args) => cli::client::run(args),
         Command::World(args) => cli::world::run(args),
         Command::Store(args) => cli::store::run(args),
+        Command::Bots(args) => cli::bots::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,6 +1,7 @@
 //! The subcommands of `hoard-demo`, one module each.
 
 pub(crate) mod app;
+pub(crate) mod bots;
 pub(crate) mod cache;
 pub(crate) mod client;
 pub(crate) mod logging;

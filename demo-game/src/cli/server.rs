@@ -55,6 +55,13 @@ struct RunArgs {
     /// picks one, the JSON line says which).
     #[arg(long)]
     metrics: Option<SocketAddr>,
+    /// Most simultaneous connections.
+    #[arg(long, default_value_t = 1000)]
+    max_connections: usize,
+    /// Most simultaneous connections from one IP address (raise it for a
+    /// load test whose bots all come from one machine).
+    #[arg(long, default_value_t = 32)]
+    max_connections_per_ip: usize,
 }
 
 #[derive(Subcommand)]
@@ -107,6 +114,8 @@ fn serve(args: RunArgs) -> anyhow::Result<i32> {
     options.tick_hz = args.tick_hz;
     options.dev_mode = args.dev;
     options.metrics = args.metrics;
+    options.max_connections = args.max_connections;
+    options.max_connections_per_ip = args.max_connections_per_ip;
     let progress = Progress::new("importing", "objects");
     // The server is a Bevy App: the rules run in its Update, the hoard
     // plugin around them (and it binds the address).

@@ -1,5 +1,6 @@
 //! Integration tests of hoard-demo: the binary, run as a user would.
 
+mod bots;
 mod cache_cli;
 mod server_client;
 mod start_up;

@@ -1,0 +1,145 @@
+//! `hoard-demo bots` against a real server process with metrics: a short
+//! cold run, then a warm one from the same caches. What the bots counted
+//! (zone entries, their bytes, actions) must agree with what the server's
+//! Prometheus metrics say it did, and the report must be written.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Stdio};
+
+use super::server_client::demo;
+
+struct MetricsServer {
+    child: Child,
+    addr: String,
+    metrics: String,
+}
+
+impl Drop for MetricsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A server of the demo world (its four zones meet at one corner, where
+/// the bots live) with metrics on a free port.
+fn server(data: &Path) -> MetricsServer {
+    let mut child = demo()
+        .args([
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics",
+            "127.0.0.1:0",
+            "--data",
+        ])
+        .arg(data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start server");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("listening line");
+    let v: serde_json::Value = serde_json::from_str(&line).expect("json");
+    MetricsServer {
+        child,
+        addr: v["addr"].as_str().expect("addr").to_owned(),
+        metrics: v["metrics"].as_str().expect("metrics url").to_owned(),
+    }
+}
+
+/// Runs the bots; returns their JSON summary.
+fn bots(server: &MetricsServer, data: &Path, work: &Path, report: &Path) -> serde_json::Value {
+    let out = demo()
+        .args(["bots", "--server", &server.addr, "--clients", "4", "--duration", "5"])
+        .args(["--zone-change-every", "1.5-2", "--actions-per-sec", "4", "--json"])
+        .args(["--metrics", &server.metrics, "--server-data"])
+        .arg(data)
+        .arg("--work")
+        .arg(work)
+        .arg("--report")
+        .arg(report)
+        .output()
+        .expect("bots");
+    assert!(
+        out.status.success(),
+        "bots failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("one json line")
+}
+
+fn totals(v: &serde_json::Value) -> BTreeMap<String, f64> {
+    serde_json::from_value(v["server_totals"].clone()).expect("server totals")
+}
+
+fn total(t: &BTreeMap<String, f64>, key: &str) -> f64 {
+    t.get(key).copied().unwrap_or(0.0)
+}
+
+fn entries(v: &serde_json::Value, kind: &str) -> f64 {
+    v["bots"]["entries"][kind]["count"].as_f64().unwrap_or(0.0)
+}
+
+#[test]
+fn a_bots_run_agrees_with_the_servers_metrics_cold_then_warm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("server");
+    std::fs::create_dir_all(&data).expect("data dir");
+    let work = dir.path().join("bots");
+    let server = server(&data);
+    let mut before = BTreeMap::new();
+    for (round, report) in ["cold", "warm"].iter().enumerate() {
+        let report_dir = dir.path().join(report);
+        let run = bots(&server, &data, &work, &report_dir);
+        let after = totals(&run);
+        let delta = |key: &str| total(&after, key) - total(&before, key);
+        let b = &run["bots"];
+        assert!(b["errors"].as_object().expect("errors").is_empty(), "{run}");
+        // Every entry a bot finished, the server answered, by kind.
+        let (cold, warm) = (entries(&run, "cold"), entries(&run, "warm"));
+        assert_eq!(cold, delta("hoard_zone_entries_total{kind=\"cold\"}"), "{run}");
+        assert_eq!(warm, delta("hoard_zone_entries_total{kind=\"warm\"}"), "{run}");
+        // Each bot enters at least twice (its first zone, then the next).
+        assert!(cold + warm >= 8.0, "{run}");
+        if round == 0 {
+            assert_eq!(warm, 0.0, "nothing is cached on the first run: {run}");
+        } else {
+            assert!(warm >= 4.0, "the second run starts from the first one's caches: {run}");
+            let warm_bytes = b["entries"]["warm"]["bytes_rx"].as_f64().expect("warm bytes");
+            assert!(warm_bytes < 2000.0, "a warm entry of an unchanged zone is small: {run}");
+        }
+        // Every answer byte the server sent, the bots received for their entries.
+        assert_eq!(
+            b["entry_bytes_rx"].as_f64().expect("bytes"),
+            delta("hoard_sent_bytes_total{stream=\"answer\"}"),
+            "{run}"
+        );
+        // Every action sent was processed or rejected by the server, or was
+        // still in flight when the bot stopped (at most one tick's worth).
+        let sent = b["sent"].as_f64().expect("sent");
+        let answered = delta("hoard_intents_total") + delta("hoard_rejected_intents_total{reason=\"unavailable\"}");
+        assert!(
+            sent >= answered && sent - answered <= 8.0,
+            "sent {sent}, answered {answered}: {run}"
+        );
+        // The bots saw `Processed` for all of those but the last few.
+        let processed = b["processed"].as_f64().expect("processed");
+        assert!(processed <= delta("hoard_intents_total"), "{run}");
+        assert!(delta("hoard_intents_total") - processed <= 8.0, "{run}");
+        assert!(processed > 20.0, "{run}");
+        // The report was written, with its plots.
+        let html = std::fs::read_to_string(report_dir.join("report.html")).expect("report.html");
+        assert!(html.matches("<svg").count() >= 5, "five plots");
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(report_dir.join("report.json")).expect("report.json"))
+                .expect("report json");
+        assert!(!json["server"].as_array().expect("server samples").is_empty());
+        before = after;
+    }
+}
