@@ -611,13 +611,26 @@ impl HoardClient {
         if let Ok(mut transient) = self.inner.transient.lock() {
             transient.remove(zone);
         }
-        let shards = self
-            .inner
-            .sync
-            .lock()
-            .map_err(|_| ClientError::Lost("poisoned".into()))?
-            .live_shards(zone)
-            .unwrap_or_default();
+        // The copies to keep and the leave itself under one lock: no delta
+        // is applied after the copies are taken, so the whole copies written
+        // below are the zone's last state (a delta applied in between would
+        // be journaled onto a copy that the whole write then replaces by
+        // an older one, and the journal would no longer apply).
+        let (shards, messages) = {
+            let mut sync = self
+                .inner
+                .sync
+                .lock()
+                .map_err(|_| ClientError::Lost("poisoned".into()))?;
+            let shards = sync.live_shards(zone).unwrap_or_default();
+            sync.leave_zone(zone);
+            push(&self.inner, Pending::ZoneLeft { zone: zone.clone() });
+            let mut m = Vec::new();
+            while let Some(x) = sync.poll_transmit() {
+                m.push(x);
+            }
+            (shards, m)
+        };
         // Fold each shard's journal on exit: write the current copy whole,
         // off the async workers and outside the sync lock.
         let writer = self.inner.clone();
@@ -630,20 +643,6 @@ impl HoardClient {
         })
         .await
         .map_err(|e| ClientError::Lost(e.to_string()))?;
-        let messages = {
-            let mut sync = self
-                .inner
-                .sync
-                .lock()
-                .map_err(|_| ClientError::Lost("poisoned".into()))?;
-            sync.leave_zone(zone);
-            push(&self.inner, Pending::ZoneLeft { zone: zone.clone() });
-            let mut m = Vec::new();
-            while let Some(x) = sync.poll_transmit() {
-                m.push(x);
-            }
-            m
-        };
         self.send_all(messages).await
     }
 
