@@ -4,11 +4,10 @@
 //! Prometheus metrics say it did, and the report must be written.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::Child;
 
-use super::server_client::demo;
+use super::server_client::{demo, spawn_listening};
 
 struct MetricsServer {
     child: Child,
@@ -26,25 +25,17 @@ impl Drop for MetricsServer {
 /// A server of the demo world (its four zones meet at one corner, where
 /// the bots live) with metrics on a free port.
 fn server(data: &Path) -> MetricsServer {
-    let mut child = demo()
-        .args([
-            "server",
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics",
-            "127.0.0.1:0",
-            "--data",
-        ])
-        .arg(data)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start server");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("listening line");
-    let v: serde_json::Value = serde_json::from_str(&line).expect("json");
+    let mut cmd = demo();
+    cmd.args([
+        "server",
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics",
+        "127.0.0.1:0",
+        "--data",
+    ])
+    .arg(data);
+    let (child, v) = spawn_listening(cmd);
     MetricsServer {
         child,
         addr: v["addr"].as_str().expect("addr").to_owned(),

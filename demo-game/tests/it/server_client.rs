@@ -58,11 +58,23 @@ pub(crate) fn server(data: &Path) -> Server {
     if !world.exists() {
         generate_world(&world);
     }
-    let mut child = demo()
-        .args(["server", "--listen", "127.0.0.1:0", "--tick-hz", "50", "--world"])
+    let mut cmd = demo();
+    cmd.args(["server", "--listen", "127.0.0.1:0", "--tick-hz", "50", "--world"])
         .arg(&world)
         .arg("--data")
-        .arg(data)
+        .arg(data);
+    let (child, v) = spawn_listening(cmd);
+    assert_eq!(v["zones"], serde_json::json!(["forest", "meadow"]));
+    Server {
+        child,
+        addr: v["addr"].as_str().expect("addr").to_owned(),
+        fingerprint: v["fingerprint"].as_str().expect("fingerprint").to_owned(),
+    }
+}
+
+/// Spawns a server command and reads its `listening` JSON line.
+pub(crate) fn spawn_listening(mut cmd: Command) -> (Child, serde_json::Value) {
+    let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -73,12 +85,7 @@ pub(crate) fn server(data: &Path) -> Server {
         .expect("listening line");
     let v: serde_json::Value = serde_json::from_str(&line).expect("json");
     assert_eq!(v["event"], "listening");
-    assert_eq!(v["zones"], serde_json::json!(["forest", "meadow"]));
-    Server {
-        child,
-        addr: v["addr"].as_str().expect("addr").to_owned(),
-        fingerprint: v["fingerprint"].as_str().expect("fingerprint").to_owned(),
-    }
+    (child, v)
 }
 
 pub(crate) fn token(data: &Path, player: &str) -> String {
