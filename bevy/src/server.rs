@@ -86,7 +86,7 @@ impl HoardServer {
 /// connection is closed, and the endpoint is drained.
 pub fn shutdown(app: &mut App) {
     if let Some(core) = app.world_mut().remove_resource::<ServerCore>() {
-        lock(&core.link).finish();
+        lock(&core.link).finish(app.world_mut());
     }
     if let Some(server) = app.world_mut().remove_resource::<HoardServer>() {
         let HoardServer { handle, runtime } = server;

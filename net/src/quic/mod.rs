@@ -8,6 +8,7 @@
 //! connection for live deltas. One connection is kept across zones.
 
 pub mod client;
+mod committer;
 pub mod server;
 pub(crate) mod stream;
 pub(crate) mod transport;

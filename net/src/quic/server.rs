@@ -28,6 +28,7 @@ use hoard_engine::{Publisher, RegistryHash, ServerIdentity, ZoneId};
 use quinn::{Connection, Endpoint};
 use tokio::sync::{Semaphore, mpsc, watch};
 
+use super::committer::Committer;
 use super::stream::{FrameReader, StreamError, write_message};
 use crate::metrics::{KindLabel, MetricsExporter, ServerMetrics, ZoneLabel};
 use crate::tls::{ServerKeys, TlsError};
@@ -447,8 +448,14 @@ pub async fn start_linked(
         options: options.clone(),
     });
     let metered: Arc<dyn WorldStore> = Arc::new(crate::metrics::MeteredStore::new(store.clone(), metrics.clone()));
+    let committer = Committer::start(metered.clone()).map_err(|source| ServerError::Bind {
+        addr: options.listen,
+        source,
+    })?;
     let link = WorldLink {
         core: TickCore::new(metered, options.store_retry_for.as_secs_f64()),
+        committer,
+        fatal: None,
         commands: command_rx,
         stats: stats.clone(),
         metrics: metrics.clone(),
@@ -944,6 +951,10 @@ struct Conn {
 /// the connections.
 pub struct WorldLink {
     core: TickCore,
+    /// Runs the core's commit jobs, so a frame never waits for an fsync.
+    committer: Committer,
+    /// A failure met between frames, reported by the next `after_frame`.
+    fatal: Option<String>,
     commands: std_mpsc::Receiver<Command>,
     stats: Arc<ServerStats>,
     metrics: Arc<ServerMetrics>,
@@ -967,6 +978,9 @@ impl std::fmt::Debug for WorldLink {
             .finish_non_exhaustive()
     }
 }
+
+/// How long a clean stop waits for the commit in flight.
+const FINISH_COMMIT_WAIT: Duration = Duration::from_secs(30);
 
 /// What the world thread owns besides the game and its link.
 struct WorldThread {
@@ -1007,12 +1021,16 @@ impl WorldThread {
             next += self.tick;
             let now = Instant::now();
             if next > now {
-                std::thread::sleep(next - now);
+                // Between frames: commits that finish are published at once.
+                if let Err(reason) = self.link.wait_for_commits(&mut game.world, next) {
+                    self.link.fail(reason);
+                    return game;
+                }
             } else {
                 next = now;
             }
         }
-        self.link.finish();
+        self.link.finish(&mut game.world);
         game
     }
 }
@@ -1046,25 +1064,70 @@ impl WorldLink {
             self.core.handle(world, input);
             self.deliver(world);
         }
+        if let Err(reason) = self.pump_commits(world) {
+            self.fatal.get_or_insert(reason);
+        }
     }
 
-    /// After the game's systems ran: intents cleared, transient state sent,
-    /// the frame's changes gathered, committed durably, and only then
-    /// published. An error is a failure the server cannot recover from (its
-    /// store stayed broken past [`ServerOptions::store_retry_for`]): call
-    /// [`WorldLink::fail`] with it and stop.
-    pub fn after_frame(
+    fn now(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+
+    /// Hands a due commit job to the commit thread, and publishes every job
+    /// it finished (which may make the next job due).
+    fn pump_commits(&mut self, world: &mut World) -> Result<(), String> {
+        loop {
+            if let Some(job) = self.core.poll_commit() {
+                self.committer.submit(job).map_err(|e| e.to_string())?;
+            }
+            let Some((id, result)) = self.committer.try_done().map_err(|e| e.to_string())? else {
+                return Ok(());
+            };
+            self.finish_job(world, id, result)?;
+        }
+    }
+
+    /// Tells the core a job is done and delivers what that sends.
+    fn finish_job(
         &mut self,
         world: &mut World,
-        publisher: &mut Publisher,
-        transient: Option<&TransientHook>,
+        id: u64,
+        result: Result<hoard_engine::store::CommitReceipt, hoard_engine::store::CommitError>,
     ) -> Result<(), String> {
-        let transients = transient.map(|hook| hook(world)).unwrap_or_default();
-        let now = self.started.elapsed().as_secs_f64();
-        let result = self.core.after_frame(now, world, publisher, transients);
-        // Before anything goes out, the state it reports is visible: a client
-        // told the world is read-only must find its next action refused by
-        // its connection, and the statistics must already count the failure.
+        let now = self.now();
+        let outcome = self.core.commit_done(now, id, result);
+        self.report();
+        self.deliver(world);
+        outcome
+    }
+
+    /// Until `deadline`: publishes each commit as soon as the commit thread
+    /// finishes it (the world thread's wait between frames).
+    fn wait_for_commits(&mut self, world: &mut World, deadline: Instant) -> Result<(), String> {
+        loop {
+            if let Some(job) = self.core.poll_commit() {
+                self.committer.submit(job).map_err(|e| e.to_string())?;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(());
+            }
+            if !self.core.commit_in_flight() {
+                std::thread::sleep(deadline - now);
+                return Ok(());
+            }
+            match self.committer.wait_done(deadline - now).map_err(|e| e.to_string())? {
+                Some((id, result)) => self.finish_job(world, id, result)?,
+                None => return Ok(()),
+            }
+        }
+    }
+
+    /// Makes the core's state visible to connections and metrics. Called
+    /// before anything goes out: a client told the world is read-only must
+    /// find its next action refused by its connection, and the statistics
+    /// must already count the failure.
+    fn report(&mut self) {
         self.writable.store(self.core.writable(), Ordering::SeqCst);
         let counters = self.core.counters();
         self.stats.ticks.store(counters.ticks, Ordering::SeqCst);
@@ -1076,12 +1139,38 @@ impl WorldLink {
             .store(counters.failed_commits, Ordering::SeqCst);
         self.metrics.commit_queue.set(self.core.pending() as i64);
         self.metrics.unconfirmed_intents.set(self.core.unconfirmed() as i64);
+    }
+
+    /// After the game's systems ran: intents cleared, transient state sent,
+    /// the frame's changes gathered and handed to the commit thread; they
+    /// are published once durable (at a later frame, or between frames on
+    /// the server's own world thread), the frames meanwhile committed
+    /// together as the next group. An error is a failure the server cannot
+    /// recover from (its store stayed broken past
+    /// [`ServerOptions::store_retry_for`], or the commit thread died): call
+    /// [`WorldLink::fail`] with it and stop.
+    pub fn after_frame(
+        &mut self,
+        world: &mut World,
+        publisher: &mut Publisher,
+        transient: Option<&TransientHook>,
+    ) -> Result<(), String> {
+        let transients = transient.map(|hook| hook(world)).unwrap_or_default();
+        let now = self.now();
+        let mut result = self.core.after_frame(now, world, publisher, transients);
+        self.report();
         self.deliver(world);
+        if result.is_ok() {
+            result = self.pump_commits(world);
+        }
         self.report_subscribers();
         if let Some(started) = self.frame_started.take() {
             self.metrics.tick_seconds.observe(started.elapsed().as_secs_f64());
         }
-        result
+        match self.fatal.take() {
+            Some(reason) => Err(reason),
+            None => result,
+        }
     }
 
     /// Queues the core's messages on each session's delta stream; a session
@@ -1157,9 +1246,28 @@ impl WorldLink {
         let _ = self.failure.send(Some(reason));
     }
 
-    /// A clean stop: a last try to commit what is pending, then every
-    /// connection closed.
-    pub fn finish(&mut self) {
+    /// A clean stop: the commit in flight waited for (a bounded time), a
+    /// last try to commit what is pending, then every connection closed.
+    pub fn finish(&mut self, world: &mut World) {
+        if let Some(job) = self.core.poll_commit()
+            && let Err(e) = self.committer.submit(job)
+        {
+            tracing::warn!(error = %e, "the last commit job could not be handed over");
+        }
+        if self.core.commit_in_flight() {
+            match self.committer.wait_done(FINISH_COMMIT_WAIT) {
+                Ok(Some((id, result))) => {
+                    if let Err(reason) = self.finish_job(world, id, result) {
+                        tracing::error!(%reason, "the last commit failed");
+                    }
+                }
+                Ok(None) => tracing::error!(
+                    waited_s = FINISH_COMMIT_WAIT.as_secs(),
+                    "the commit in flight did not return; trying once more"
+                ),
+                Err(e) => tracing::error!(error = %e, "the commit in flight is lost; trying once more"),
+            }
+        }
         if let Err((objects, error)) = self.core.finish() {
             tracing::error!(%error, objects, "changes not saved at shutdown");
         }

@@ -2,5 +2,6 @@
 //! QUIC drivers on loopback.
 
 mod bad_input;
+mod commit_pipeline;
 mod e2e;
 mod store_failure;

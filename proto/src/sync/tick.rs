@@ -12,20 +12,28 @@
 //! threads or clocks inside: the QUIC server's world thread and the Bevy
 //! plugin are two drivers of this one core.
 //!
+//! Commits are pipelined: the core hands the driver a [`CommitJob`]
+//! ([`TickCore::poll_commit`]) and the world keeps ticking while the driver
+//! makes it durable on another thread; the frames that end meanwhile are
+//! gathered into one group, committed as the next job once the driver
+//! reports the first one done ([`TickCore::commit_done`]). At most one job
+//! is in flight, so the store sees commits in frame order. A driver without
+//! a commit thread calls [`TickCore::commit_inline`] after each frame.
+//!
 //! The invariant this module keeps: **durable before published**. A delta,
 //! and the `Processed` confirmation of the intents behind it, is queued only
 //! after [`WorldStore::commit`] returned success for the changes it carries.
-//! A failed commit keeps its changes (later frames' changes merge over them,
-//! the last change of an object winning), tells every session the world is
-//! read-only (`Status`), and is retried with a backoff of 250 ms doubling to
-//! 5 s; past the retry budget [`TickCore::after_frame`] returns the reason
-//! the server cannot go on.
+//! A failed commit keeps its changes (the frames' changes gathered since
+//! merge over them, the last change of an object winning), tells every
+//! session the world is read-only (`Status`), and is retried with a backoff
+//! of 250 ms doubling to 5 s; past the retry budget
+//! [`TickCore::after_frame`] returns the reason the server cannot go on.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
 use bevy_ecs::world::World;
-use hoard_engine::store::{CommitError, WorldStore};
+use hoard_engine::store::{CommitError, CommitReceipt, WorldStore};
 use hoard_engine::{ChangeSet, Publisher, Seq, ShardId, ZoneId};
 
 use super::hub::{Hub, SessionId};
@@ -101,6 +109,29 @@ pub struct TickOutput {
     pub message: Arc<Message>,
 }
 
+/// A group of frames' changes for the driver to make durable: run
+/// [`WorldStore::commit`] on `changes` (after [`WorldStore::recover`] when
+/// `recover_first` is set) and report the result to
+/// [`TickCore::commit_done`] with this `id`.
+#[derive(Debug, Clone)]
+pub struct CommitJob {
+    /// Names the job in [`TickCore::commit_done`].
+    pub id: u64,
+    /// Every change of the frames in the group, the last change of an
+    /// object winning.
+    pub changes: Arc<ChangeSet>,
+    /// The previous attempt failed: bring the store back first.
+    pub recover_first: bool,
+}
+
+/// The job the driver is running, and what waits for it.
+struct InFlight {
+    id: u64,
+    changes: Arc<ChangeSet>,
+    /// Intents of the group's frames, confirmed once it is durable.
+    intents: Vec<(SessionId, u32)>,
+}
+
 /// Running totals of the core, for a driver's statistics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TickCounters {
@@ -110,6 +141,8 @@ pub struct TickCounters {
     pub committed_objects: u64,
     /// Commits that failed.
     pub failed_commits: u64,
+    /// Commits that succeeded (each a group of one or more frames).
+    pub commits: u64,
 }
 
 /// Why commits fail, since when, and when to try again (seconds on the
@@ -130,10 +163,15 @@ pub struct TickCore {
     /// once joined.
     sessions: BTreeMap<SessionId, Option<String>>,
     last_transient: HashMap<ZoneId, Vec<u8>>,
-    /// Intents given to the game whose frame is not yet durable.
+    /// Intents given to the game whose frame is not yet in a commit job.
     unconfirmed: Vec<(SessionId, u32)>,
-    /// Every change not yet committed.
+    /// Every change not yet in a commit job.
     pending: ChangeSet,
+    /// The commit job the driver runs, if any (at most one).
+    in_flight: Option<InFlight>,
+    /// The job made but not yet taken by the driver.
+    ready: Option<CommitJob>,
+    next_job: u64,
     failing: Option<Failing>,
     out: VecDeque<TickOutput>,
     counters: TickCounters,
@@ -168,6 +206,9 @@ impl TickCore {
             last_transient: HashMap::new(),
             unconfirmed: Vec::new(),
             pending: ChangeSet::new(),
+            in_flight: None,
+            ready: None,
+            next_job: 1,
             failing: None,
             out: VecDeque::new(),
             counters: TickCounters::default(),
@@ -189,12 +230,40 @@ impl TickCore {
 
     /// Intents waiting for their frame's commit.
     pub fn unconfirmed(&self) -> usize {
-        self.unconfirmed.len()
+        self.unconfirmed.len() + self.in_flight.as_ref().map_or(0, |f| f.intents.len())
     }
 
-    /// Objects changed but not yet durable.
+    /// Object changes not yet durable (in the job in flight or waiting for
+    /// the next one).
     pub fn pending(&self) -> usize {
-        self.pending.len()
+        self.pending.len() + self.in_flight.as_ref().map_or(0, |f| f.changes.len())
+    }
+
+    /// Whether a commit job is with the driver.
+    pub fn commit_in_flight(&self) -> bool {
+        self.in_flight.is_some()
+    }
+
+    /// The commit job to run now, if one is due: the driver runs it (on
+    /// another thread, or inline) and reports with [`TickCore::commit_done`].
+    pub fn poll_commit(&mut self) -> Option<CommitJob> {
+        self.ready.take()
+    }
+
+    /// Runs a due commit job on this thread, at once: for drivers without a
+    /// commit thread (and tests), this makes a frame durable and published
+    /// before it returns, as if commits were not pipelined.
+    pub fn commit_inline(&mut self, now: f64) -> Result<(), String> {
+        while let Some(job) = self.poll_commit() {
+            if job.recover_first
+                && let Err(e) = self.store.recover()
+            {
+                tracing::warn!(error = %e, "reopening the world store failed");
+            }
+            let result = self.store.commit(&job.changes);
+            self.commit_done(now, job.id, result)?;
+        }
+        Ok(())
     }
 
     /// How many sessions follow each zone (zones nobody follows are absent).
@@ -267,6 +336,9 @@ impl TickCore {
             TickInput::Remove { id } => {
                 self.hub.remove(id);
                 self.unconfirmed.retain(|(s, _)| *s != id);
+                if let Some(f) = &mut self.in_flight {
+                    f.intents.retain(|(s, _)| *s != id);
+                }
                 if let Some(Some(perspective)) = self.sessions.remove(&id) {
                     let mut connected = world.resource_mut::<ConnectedPlayers>();
                     if let Some(n) = connected.0.get_mut(&perspective) {
@@ -285,7 +357,7 @@ impl TickCore {
                 // reached the core before the driver knew is refused here.
                 let refusal = if !self.writable() {
                     Some("the server cannot save the world right now; actions are paused")
-                } else if self.unconfirmed.len() >= MAX_UNCONFIRMED_INTENTS {
+                } else if self.unconfirmed() >= MAX_UNCONFIRMED_INTENTS {
                     Some("the server has too many actions waiting to be saved")
                 } else {
                     None
@@ -307,9 +379,11 @@ impl TickCore {
 
     /// After the game's systems ran at `now` (seconds on the driver's
     /// clock): intents cleared, each zone's transient state sent where it
-    /// changed, the frame's changes gathered, committed durably, and only
-    /// then published. An error is a failure the server cannot recover from
-    /// (its store stayed broken for the retry budget): the driver stops.
+    /// changed, the frame's changes gathered and, unless a commit is in
+    /// flight, made into the next commit job ([`TickCore::poll_commit`]);
+    /// they are published once it is durable. An error is a failure the
+    /// server cannot recover from (its store stayed broken for the retry
+    /// budget): the driver stops.
     pub fn after_frame(
         &mut self,
         now: f64,
@@ -338,19 +412,23 @@ impl TickCore {
     }
 
     /// The commit step of a frame whose changes were gathered elsewhere:
-    /// `changes` join what is pending, everything pending is committed
-    /// durably, and only then published ([`TickCore::after_frame`] calls
-    /// this after its gather).
+    /// `changes` join what is pending, and a commit job is made of it
+    /// unless one is in flight ([`TickCore::after_frame`] calls this after
+    /// its gather).
     pub fn commit_frame(&mut self, now: f64, changes: ChangeSet) -> Result<(), String> {
         self.pending.extend(changes);
-        let result = self.commit(now);
         self.counters.ticks += 1;
-        result
+        self.start_commit(now)
     }
 
-    /// A clean stop: a last try to commit what is pending. Returns how many
-    /// changed objects could not be saved, with the error.
+    /// A clean stop: a last try to commit what is pending, with the job in
+    /// flight if the driver could not wait for it. Returns how many changed
+    /// objects could not be saved, with the error.
     pub fn finish(&mut self) -> Result<(), (usize, String)> {
+        self.ready = None;
+        if let Some(flight) = self.in_flight.take() {
+            self.merge_back(flight);
+        }
         if self.pending.is_empty() {
             return Ok(());
         }
@@ -363,10 +441,21 @@ impl TickCore {
         }
     }
 
-    /// Tells each session which of its intents are processed and durable.
-    fn confirm(&mut self) {
+    /// Puts a job that did not commit back under what was gathered since:
+    /// the newer changes win, and its intents wait again, first.
+    fn merge_back(&mut self, flight: InFlight) {
+        let mut changes = Arc::try_unwrap(flight.changes).unwrap_or_else(|shared| (*shared).clone());
+        changes.extend(std::mem::take(&mut self.pending));
+        self.pending = changes;
+        let mut intents = flight.intents;
+        intents.append(&mut self.unconfirmed);
+        self.unconfirmed = intents;
+    }
+
+    /// Tells each session which of these intents are processed and durable.
+    fn confirm(&mut self, intents: Vec<(SessionId, u32)>) {
         let mut by_session: BTreeMap<SessionId, Vec<u32>> = BTreeMap::new();
-        for (id, seq) in self.unconfirmed.drain(..) {
+        for (id, seq) in intents {
             by_session.entry(id).or_default().push(seq);
         }
         for (id, seqs) in by_session {
@@ -374,11 +463,17 @@ impl TickCore {
         }
     }
 
-    /// Commits everything pending, durably, then publishes it.
-    fn commit(&mut self, now: f64) -> Result<(), String> {
+    /// Makes a commit job of everything pending, unless one is in flight
+    /// or a failed commit's backoff has not run out.
+    fn start_commit(&mut self, now: f64) -> Result<(), String> {
+        if self.in_flight.is_some() {
+            return Ok(());
+        }
         if self.pending.is_empty() {
-            // Nothing to make durable: this frame's intents are done.
-            self.confirm();
+            // Nothing to make durable and nothing before it in flight: these
+            // frames' intents are done.
+            let intents = std::mem::take(&mut self.unconfirmed);
+            self.confirm(intents);
             return Ok(());
         }
         if let Some(f) = &self.failing {
@@ -393,43 +488,44 @@ impl TickCore {
                     self.pending.len()
                 ));
             }
-            if let Err(e) = self.store.recover() {
-                tracing::warn!(error = %e, "reopening the world store failed");
-            }
         }
-        // Durable before published: no client may hold state a crash could take back.
-        let result = loop {
-            match self.store.commit(&self.pending) {
-                Err(CommitError::UnknownShard(shard)) => {
-                    // A game bug (an object placed in a shard no zone has):
-                    // the rest of the frame must not suffer for it. Those
-                    // objects' changes are dropped everywhere, so one moved
-                    // there stays where the store has it, exactly once.
-                    let ids: Vec<_> = self
-                        .pending
-                        .take_shard(shard)
-                        .map(|c| c.iter().map(|(id, _)| id).collect())
-                        .unwrap_or_default();
-                    for &id in &ids {
-                        self.pending.forget(id);
-                    }
-                    tracing::error!(
-                        %shard,
-                        objects = ?ids,
-                        "objects placed in a shard that does not exist are not saved; the store keeps them where they were"
-                    );
-                    if self.pending.is_empty() {
-                        self.confirm();
-                        return Ok(());
-                    }
-                }
-                other => break other,
-            }
+        let id = self.next_job;
+        self.next_job += 1;
+        let changes = Arc::new(std::mem::take(&mut self.pending));
+        self.ready = Some(CommitJob {
+            id,
+            changes: changes.clone(),
+            recover_first: self.failing.is_some(),
+        });
+        self.in_flight = Some(InFlight {
+            id,
+            changes,
+            intents: std::mem::take(&mut self.unconfirmed),
+        });
+        Ok(())
+    }
+
+    /// The driver ran commit job `id` at `now`: on success its changes are
+    /// published and its intents confirmed, and the frames gathered since
+    /// become the next job; on failure they are kept, actions pause, and
+    /// the commit is retried after a backoff. An error is a failure the
+    /// server cannot recover from: the driver stops.
+    pub fn commit_done(
+        &mut self,
+        now: f64,
+        id: u64,
+        result: Result<CommitReceipt, CommitError>,
+    ) -> Result<(), String> {
+        let Some(flight) = self.in_flight.take_if(|f| f.id == id) else {
+            tracing::warn!(job = id, "a commit result for no job in flight; ignored");
+            return Ok(());
         };
+        self.ready = None;
         match result {
+            // Durable before published: no client may hold state a crash could take back.
             Ok(receipt) => {
-                let changes = std::mem::take(&mut self.pending);
-                self.counters.committed_objects += changes.len() as u64;
+                self.counters.committed_objects += flight.changes.len() as u64;
+                self.counters.commits += 1;
                 if let Some(f) = self.failing.take() {
                     tracing::info!(
                         after_s = now - f.since,
@@ -440,15 +536,38 @@ impl TickCore {
                         message: "the server saves the world again".into(),
                     }));
                 }
-                for fanout in self.hub.publish(&changes, &receipt, &*self.store) {
+                for fanout in self.hub.publish(&flight.changes, &receipt, &*self.store) {
                     self.send_all(&fanout.to, Message::Delta(fanout.delta));
                 }
                 // After the deltas, on the same stream: a client that sees
                 // `Processed` has seen what its intents changed.
-                self.confirm();
-                Ok(())
+                self.confirm(flight.intents);
+                self.start_commit(now)
+            }
+            Err(CommitError::UnknownShard(shard)) => {
+                // A game bug (an object placed in a shard no zone has): the
+                // rest of the group must not suffer for it. Those objects'
+                // changes are dropped everywhere, so one moved there stays
+                // where the store has it, exactly once; the rest is
+                // committed again at once.
+                self.merge_back(flight);
+                let ids: Vec<_> = self
+                    .pending
+                    .take_shard(shard)
+                    .map(|c| c.iter().map(|(id, _)| id).collect())
+                    .unwrap_or_default();
+                for &id in &ids {
+                    self.pending.forget(id);
+                }
+                tracing::error!(
+                    %shard,
+                    objects = ?ids,
+                    "objects placed in a shard that does not exist are not saved; the store keeps them where they were"
+                );
+                self.start_commit(now)
             }
             Err(e) => {
+                self.merge_back(flight);
                 self.counters.failed_commits += 1;
                 let error = e.to_string();
                 match &mut self.failing {

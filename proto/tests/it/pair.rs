@@ -199,6 +199,7 @@ impl Pair {
     pub(crate) fn commit(&mut self, changes: &ChangeSet) {
         self.tick
             .commit_frame(self.net.now, changes.clone())
+            .and_then(|()| self.tick.commit_inline(self.net.now))
             .expect("the store works");
         self.flush_tick();
     }
@@ -208,9 +209,34 @@ impl Pair {
     pub(crate) fn frame(&mut self) -> Result<(), String> {
         let result = self
             .tick
-            .after_frame(self.net.now, &mut self.world, &mut self.publisher, Vec::new());
+            .after_frame(self.net.now, &mut self.world, &mut self.publisher, Vec::new())
+            .and_then(|()| self.tick.commit_inline(self.net.now));
         self.flush_tick();
         result
+    }
+
+    /// Ends one frame as a pipelining driver does: changes gathered and, if
+    /// no commit is in flight, made into a job the caller runs (the core's
+    /// messages, if any, are put in flight).
+    pub(crate) fn frame_pipelined(&mut self) -> Option<hoard_proto::sync::tick::CommitJob> {
+        self.tick
+            .after_frame(self.net.now, &mut self.world, &mut self.publisher, Vec::new())
+            .expect("within the retry budget");
+        self.flush_tick();
+        self.tick.poll_commit()
+    }
+
+    /// Reports a commit job's result to the core, as a pipelining driver
+    /// does when its commit thread returns, and puts what it sends in flight.
+    pub(crate) fn commit_done(
+        &mut self,
+        job: &hoard_proto::sync::tick::CommitJob,
+        result: Result<hoard_engine::store::CommitReceipt, hoard_engine::store::CommitError>,
+    ) {
+        self.tick
+            .commit_done(self.net.now, job.id, result)
+            .expect("within the retry budget");
+        self.flush_tick();
     }
 
     /// Puts the tick core's messages in flight to the client, in order.

@@ -5,13 +5,16 @@
 //! and tells the client the world is read-only; once the disk works again
 //! the kept changes are committed and only then go out. And whatever point a
 //! power cut strikes at, the store that comes back holds everything the
-//! client was sent: no client ever sees state a crash takes back.
+//! client was sent: no client ever sees state a crash takes back. With
+//! pipelined commits the world ticks on while a commit job runs, the frames
+//! of that time go as one group, and nothing of a job is published before
+//! the driver reports it durable.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use bevy_ecs::prelude::*;
-use hoard_engine::store::WorldStore;
+use hoard_engine::store::{CommitError, StoreFault, WorldStore};
 use hoard_engine::store::sim_disk::{Keep, SimDisk};
 use hoard_engine::{ObjectId, PublishRegistry, Published, RedbStore, ShardId};
 use hoard_proto::intents::ReceivedIntent;
@@ -190,4 +193,106 @@ fn the_store_after_a_power_cut_holds_everything_the_client_was_sent() {
         (1..24).contains(&rounds_with_deltas),
         "{rounds_with_deltas} of 24 rounds saw deltas"
     );
+}
+
+/// The stones' counts as the store has them.
+fn stored_counts(pair: &Pair) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for shard in [ShardId(0), ShardId(1)] {
+        let snap = pair.store.snapshot(shard).expect("snapshot");
+        out.extend(snap.objects.into_iter().map(|o| o.state.as_bytes().to_vec()));
+    }
+    out
+}
+
+#[test]
+fn a_pipelined_commit_publishes_nothing_until_done_and_the_frames_meanwhile_go_as_one_group() {
+    let disk = SimDisk::new();
+    let mut pair = pair_on(&disk, 3);
+
+    intent(&mut pair, 1);
+    play(&mut pair, 1);
+    let first = pair.frame_pipelined().expect("a job for the first frame");
+    assert_eq!(first.changes.len(), STONES as usize);
+    // The world ticks on while the job runs: two more frames, one with an
+    // intent and changes, one with an intent only. No second job yet.
+    intent(&mut pair, 2);
+    play(&mut pair, 1);
+    assert!(pair.frame_pipelined().is_none(), "one job in flight at a time");
+    intent(&mut pair, 3);
+    assert!(pair.frame_pipelined().is_none());
+    assert_eq!(pair.tick.pending(), 2 * STONES as usize, "the job's and the next group's");
+    pair.run();
+    assert!(pair.seen.is_empty(), "nothing before the job is durable: {:?}", pair.seen);
+
+    // The commit thread makes the job durable; until the core hears of it,
+    // still nothing goes out, though the store already has it.
+    let receipt = pair.store.commit(&first.changes);
+    assert!(receipt.is_ok());
+    pair.run();
+    assert!(pair.seen.is_empty(), "not before the driver reports it");
+    pair.commit_done(&first, receipt);
+    pair.run();
+    assert_eq!(deltas(&pair.seen), 2, "one delta per shard: {:?}", pair.seen);
+    assert_eq!(pair.seen.last(), Some(&Seen::Processed(vec![1])));
+
+    // The two frames gathered meanwhile are the next job, each stone once.
+    let second = pair.tick.poll_commit().expect("the next group starts at once");
+    assert_eq!(second.changes.len(), STONES as usize, "frames merged: the last change wins");
+    pair.seen.clear();
+    let receipt = pair.store.commit(&second.changes);
+    pair.commit_done(&second, receipt);
+    pair.run();
+    assert_eq!(deltas(&pair.seen), 2, "{:?}", pair.seen);
+    assert_eq!(pair.seen.last(), Some(&Seen::Processed(vec![2, 3])));
+    assert_eq!(pair.tick.pending(), 0);
+    assert_eq!(pair.tick.unconfirmed(), 0);
+    pair.assert_in_sync("meadow");
+    assert!(stored_counts(&pair).iter().all(|c| *c == stored_counts(&pair)[0]));
+}
+
+#[test]
+fn a_failed_pipelined_commit_keeps_its_changes_under_the_newer_ones_and_retries() {
+    let disk = SimDisk::new();
+    let mut pair = pair_on(&disk, 4);
+
+    intent(&mut pair, 1);
+    play(&mut pair, 1);
+    let first = pair.frame_pipelined().expect("a job");
+    // A newer frame while the job runs: every stone at 2.
+    play(&mut pair, 1);
+    assert!(pair.frame_pipelined().is_none());
+    let failed = Err(CommitError::Fault(StoreFault::Corrupt("the disk is gone".into())));
+    pair.commit_done(&first, failed);
+    pair.run();
+    assert_eq!(pair.seen, vec![Seen::Writable(false)], "only the pause");
+    assert!(!pair.tick.writable());
+    assert_eq!(pair.tick.pending(), STONES as usize, "both frames kept, merged");
+    assert_eq!(pair.tick.unconfirmed(), 1, "the intent waits again");
+
+    // Before the backoff ran out no job is made; after it, one that asks
+    // for the store to be recovered first, holding the newest counts.
+    pair.net.now += 0.1;
+    assert!(pair.frame_pipelined().is_none(), "the backoff holds");
+    pair.net.now += 0.5;
+    let retry = pair.frame_pipelined().expect("the retry");
+    assert!(retry.recover_first);
+    let receipt = pair.store.commit(&retry.changes);
+    pair.commit_done(&retry, receipt);
+    pair.run();
+    assert!(pair.tick.writable());
+    assert_eq!(pair.seen[1], Seen::Writable(true));
+    assert_eq!(pair.seen.last(), Some(&Seen::Processed(vec![1])));
+    pair.assert_in_sync("meadow");
+    let mut stones = pair.world.query::<&Stone>();
+    assert!(stones.iter(&pair.world).all(|s| s.0 == 2));
+    let newest = stored_counts(&pair);
+    assert_eq!(newest.len(), STONES as usize);
+    assert!(newest.iter().all(|c| *c == newest[0]), "one state for all");
+    let (_, older) = first.changes.shards().next().expect("a shard");
+    let (_, older) = older.iter().next().expect("an object");
+    let hoard_engine::Change::Upsert(older) = older else {
+        panic!("the first frame upserted")
+    };
+    assert_ne!(newest[0], older.as_bytes(), "the newer frame's state won over the failed job's");
 }

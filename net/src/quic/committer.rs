@@ -1,0 +1,90 @@
+//! The commit thread: runs the tick core's [`CommitJob`]s against the store
+//! so the world thread never waits for an fsync.
+//!
+//! One job at a time (the core never makes a second before the first is
+//! reported), so the channel to the thread holds at most one job and the
+//! one back at most one result: nothing here grows. A store that panics
+//! ends the thread; the world thread sees the result channel close and
+//! stops the server with that reason (fail-stop, never a lost commit
+//! reported as done).
+
+use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::time::Duration;
+
+use hoard_engine::store::{CommitError, CommitReceipt, WorldStore};
+use hoard_proto::sync::tick::CommitJob;
+
+/// What a commit job came to.
+pub(crate) type Done = (u64, Result<CommitReceipt, CommitError>);
+
+/// Why the commit thread can take or give nothing more.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CommitterGone {
+    #[error("the commit thread stopped (a panic in the world store's commit)")]
+    Stopped,
+    #[error("a second commit job while one is in flight")]
+    Busy,
+}
+
+/// The handle the world's driver keeps on its commit thread.
+pub(crate) struct Committer {
+    /// Dropping it ends the thread after its current job (the thread is
+    /// not joined: a store that hangs must not hang the shutdown too; the
+    /// driver waits for the last result with a timeout instead).
+    jobs: SyncSender<CommitJob>,
+    done: Receiver<Done>,
+}
+
+impl Committer {
+    /// Starts the thread committing to `store`.
+    pub(crate) fn start(store: Arc<dyn WorldStore>) -> std::io::Result<Committer> {
+        let (jobs, job_rx) = mpsc::sync_channel::<CommitJob>(1);
+        let (done_tx, done) = mpsc::sync_channel::<Done>(1);
+        std::thread::Builder::new()
+            .name("hoard-commit".into())
+            .spawn(move || {
+                for job in job_rx {
+                    if job.recover_first
+                        && let Err(e) = store.recover()
+                    {
+                        tracing::warn!(error = %e, "reopening the world store failed");
+                    }
+                    let span = tracing::debug_span!("commit_job", job = job.id, objects = job.changes.len());
+                    let result = span.in_scope(|| store.commit(&job.changes));
+                    if done_tx.send((job.id, result)).is_err() {
+                        return;
+                    }
+                }
+            })?;
+        Ok(Committer { jobs, done })
+    }
+
+    /// Hands the thread a job (never blocks: at most one is in flight).
+    pub(crate) fn submit(&self, job: CommitJob) -> Result<(), CommitterGone> {
+        match self.jobs.try_send(job) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => Err(CommitterGone::Busy),
+            Err(TrySendError::Disconnected(_)) => Err(CommitterGone::Stopped),
+        }
+    }
+
+    /// A result, if one is ready.
+    pub(crate) fn try_done(&self) -> Result<Option<Done>, CommitterGone> {
+        match self.done.try_recv() {
+            Ok(done) => Ok(Some(done)),
+            Err(mpsc::TryRecvError::Empty) => Ok(None),
+            Err(mpsc::TryRecvError::Disconnected) => Err(CommitterGone::Stopped),
+        }
+    }
+
+    /// Waits up to `timeout` for a result.
+    pub(crate) fn wait_done(&self, timeout: Duration) -> Result<Option<Done>, CommitterGone> {
+        match self.done.recv_timeout(timeout) {
+            Ok(done) => Ok(Some(done)),
+            Err(RecvTimeoutError::Timeout) => Ok(None),
+            Err(RecvTimeoutError::Disconnected) => Err(CommitterGone::Stopped),
+        }
+    }
+}
+

@@ -1,0 +1,250 @@
+//! The commit pipeline end to end on loopback: the server's world keeps
+//! ticking while a commit runs on the commit thread, and nothing of that
+//! commit — no delta, no `IntentsProcessed` — reaches a client before the
+//! store returned it durable. The store here blocks every commit until the
+//! test opens its gate.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use bevy_ecs::prelude::*;
+use chrono::{DateTime, Utc};
+use hoard_engine::store::{
+    ChangesSince, CommitError, CommitReceipt, ReadError, ShardHead, ShardSnapshot, ShardSpec, StoreFault, TrimReport,
+    WorldStore, WriteError,
+};
+use hoard_engine::{ChangeSet, Epoch, ObjectId, Published, Publisher, RedbStore, Seq, ShardId, ZoneId};
+use hoard_net::quic::client::{ClientEvent, HoardClient};
+use hoard_net::quic::server::{Game, ServerOptions, start};
+use hoard_proto::intents::IntentRegistry;
+
+use super::e2e::{AddStones, Added, Crate, add_stones, options, registry};
+
+#[derive(Default)]
+struct Gate {
+    closed: bool,
+    /// Commits that reached the store.
+    entered: u64,
+    /// Commits the store returned.
+    returned: u64,
+}
+
+/// A redb store whose commits wait at a gate the test opens and closes.
+struct GatedStore {
+    inner: RedbStore,
+    gate: Mutex<Gate>,
+    changed: Condvar,
+}
+
+impl GatedStore {
+    fn gate(&self) -> std::sync::MutexGuard<'_, Gate> {
+        self.gate.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn set_closed(&self, closed: bool) {
+        self.gate().closed = closed;
+        self.changed.notify_all();
+    }
+
+    /// Blocks until `entered` commits have reached the store (10 s at most).
+    fn wait_entered(&self, entered: u64) {
+        let gate = self.gate();
+        let (gate, timeout) = self
+            .changed
+            .wait_timeout_while(gate, Duration::from_secs(10), |g| g.entered < entered)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        assert!(!timeout.timed_out(), "commit {entered} reached the store ({} did)", gate.entered);
+    }
+
+    fn gated<T>(&self, commit: impl FnOnce() -> T) -> T {
+        {
+            let mut gate = self.gate();
+            gate.entered += 1;
+            self.changed.notify_all();
+            let _open = self
+                .changed
+                .wait_while(gate, |g| g.closed)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        let result = commit();
+        self.gate().returned += 1;
+        self.changed.notify_all();
+        result
+    }
+}
+
+impl WorldStore for GatedStore {
+    fn create_zone(&self, zone: &ZoneId, shards: &[ShardSpec]) -> Result<(), WriteError> {
+        self.inner.create_zone(zone, shards)
+    }
+    fn zones(&self) -> Result<Vec<ZoneId>, ReadError> {
+        self.inner.zones()
+    }
+    fn zone_shards(&self, zone: &ZoneId) -> Result<Vec<ShardId>, ReadError> {
+        self.inner.zone_shards(zone)
+    }
+    fn shard_head(&self, shard: ShardId) -> Result<ShardHead, ReadError> {
+        self.inner.shard_head(shard)
+    }
+    fn commit(&self, changes: &ChangeSet) -> Result<CommitReceipt, CommitError> {
+        self.gated(|| self.inner.commit(changes))
+    }
+    fn changes_since(&self, shard: ShardId, since: Seq) -> Result<ChangesSince, ReadError> {
+        self.inner.changes_since(shard, since)
+    }
+    fn manifest(&self, shard: ShardId) -> Result<(ShardHead, Vec<(ObjectId, Seq)>), ReadError> {
+        self.inner.manifest(shard)
+    }
+    fn snapshot(&self, shard: ShardId) -> Result<ShardSnapshot, ReadError> {
+        self.inner.snapshot(shard)
+    }
+    fn trim_tombstones(&self, older_than: DateTime<Utc>) -> Result<TrimReport, WriteError> {
+        self.inner.trim_tombstones(older_than)
+    }
+    fn reset_epoch(&self, shard: ShardId) -> Result<Epoch, WriteError> {
+        self.inner.reset_epoch(shard)
+    }
+    fn schema(&self) -> Result<BTreeMap<String, u32>, ReadError> {
+        self.inner.schema()
+    }
+    fn commit_with_schema(
+        &self,
+        changes: &ChangeSet,
+        schema: &BTreeMap<String, u32>,
+    ) -> Result<CommitReceipt, CommitError> {
+        self.gated(|| self.inner.commit_with_schema(changes, schema))
+    }
+    fn recover(&self) -> Result<(), StoreFault> {
+        self.inner.recover()
+    }
+}
+
+fn stones_of(world: &mut World, object: u64) -> Option<u32> {
+    world
+        .query::<(&hoard_bevy::Replicated, &Crate)>()
+        .iter(world)
+        .find(|(r, _)| r.object.0 == object)
+        .map(|(_, c)| c.stones)
+}
+
+/// Updates the client's world until `done` says so.
+async fn until(
+    client: &HoardClient,
+    world: &mut World,
+    events: &mut Vec<ClientEvent>,
+    mut done: impl FnMut(&mut World, &[ClientEvent]) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        events.extend(hoard_bevy::materialise::update(client, world));
+        if done(world, events) {
+            return;
+        }
+        tokio::time::timeout_at(deadline, client.changed())
+            .await
+            .expect("condition reached in time");
+    }
+}
+
+fn processed(events: &[ClientEvent], seq: u32) -> Option<usize> {
+    events
+        .iter()
+        .position(|e| matches!(e, ClientEvent::IntentsProcessed { seqs } if seqs.contains(&seq)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_world_ticks_while_a_commit_runs_and_nothing_of_it_is_published_before_it_returns() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let cache = tempfile::tempdir().expect("tempdir");
+    let inner = RedbStore::open_dir(data.path()).expect("store");
+    let specs: Vec<_> = (0..2).map(|s| ShardSpec::shared(ShardId(s))).collect();
+    inner
+        .create_zone(&ZoneId::new("meadow").expect("zone"), &specs)
+        .expect("zone");
+    let store = Arc::new(GatedStore {
+        inner,
+        gate: Mutex::new(Gate::default()),
+        changed: Condvar::new(),
+    });
+    let mut world = World::new();
+    for i in 0..10u64 {
+        world.spawn((Published::new(ObjectId(i), ShardId(i % 2)), Crate { stones: 0 }));
+    }
+    world.init_resource::<Added>();
+    let mut schedule = Schedule::default();
+    schedule.add_systems(add_stones);
+    let game = Game::new(
+        world,
+        schedule,
+        Publisher::new(registry()),
+        IntentRegistry::new().intent::<AddStones>("add_stones"),
+    );
+    let mut opts = ServerOptions::new("127.0.0.1:0".parse().expect("addr"), data.path().to_owned());
+    opts.tick_hz = 50;
+    let server = start(opts, store.clone(), game).await.expect("server starts");
+    let client = HoardClient::connect(options(&server, cache.path(), "ann"), registry())
+        .await
+        .expect("connect");
+    client
+        .enter_zone(&ZoneId::new("meadow").expect("zone"))
+        .await
+        .expect("enter");
+    let mut world = World::new();
+    let mut events = Vec::new();
+    until(&client, &mut world, &mut events, |w, _| stones_of(w, 3) == Some(0)).await;
+    let entered_before = store.gate().entered;
+
+    // The gate closes: the next commit blocks inside the store.
+    store.set_closed(true);
+    let first = client
+        .send_intent("add_stones", &AddStones { object: 3, stones: 5 })
+        .await
+        .expect("send");
+    let waiting = store.clone();
+    tokio::task::spawn_blocking(move || waiting.wait_entered(entered_before + 1))
+        .await
+        .expect("waited");
+
+    // The world goes on ticking meanwhile (the old tick thread would have
+    // stood still in the commit), and takes a second action.
+    let ticks = server.stats.ticks.load(std::sync::atomic::Ordering::SeqCst);
+    let second = client
+        .send_intent("add_stones", &AddStones { object: 4, stones: 1 })
+        .await
+        .expect("send");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while server.stats.ticks.load(std::sync::atomic::Ordering::SeqCst) < ticks + 10 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the world did not tick while a commit was blocked"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    events.extend(hoard_bevy::materialise::update(&client, &mut world));
+    assert_eq!(stones_of(&mut world, 3), Some(0), "no delta before the commit returned");
+    assert_eq!(processed(&events, first), None, "no confirmation before the commit returned");
+    assert_eq!(store.gate().returned, entered_before, "the blocked commit has not returned");
+    assert_eq!(store.gate().entered, entered_before + 1, "one commit in flight at a time");
+
+    // The gate opens: the first commit returns, is published and confirmed,
+    // and the frames gathered meanwhile follow as the next group.
+    store.set_closed(false);
+    until(&client, &mut world, &mut events, |w, ev| {
+        stones_of(w, 3) == Some(5) && stones_of(w, 4) == Some(1) && processed(ev, second).is_some()
+    })
+    .await;
+    let first_at = processed(&events, first).expect("the first action confirmed");
+    let second_at = processed(&events, second).expect("the second action confirmed");
+    assert!(first_at <= second_at, "confirmed in order: {events:?}");
+    let gate = store.gate();
+    assert_eq!(
+        gate.entered,
+        entered_before + 2,
+        "every frame of the blocked time went into one group"
+    );
+    assert_eq!(gate.returned, gate.entered);
+    drop(gate);
+    drop(client);
+    server.shutdown().await;
+}
