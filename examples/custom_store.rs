@@ -105,6 +105,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         })
         .add_systems(Update, count_up);
     server.update();
+    // Commits run on their own thread while frames go on; wait for this one.
+    hoard::bevy::server::flush(&mut server, Duration::from_secs(10))?;
     println!(
         "committed after the first frame: {}",
         store.committed.load(Ordering::SeqCst)

@@ -82,6 +82,33 @@ impl HoardServer {
     }
 }
 
+/// Waits (up to `timeout`) until every change of `app`'s frames so far is
+/// durable and published. Commits run on their own thread while the App
+/// keeps running frames, so a change is durable some time after the frame
+/// that made it; call this where a test or a scripted shutdown needs that
+/// point. Fails if the time runs out or the store is failing.
+pub fn flush(app: &mut App, timeout: std::time::Duration) -> Result<(), String> {
+    let world = app.world_mut();
+    world.resource_scope(|world, core: Mut<ServerCore>| lock(&core.link).flush(world, timeout))
+}
+
+/// Idles until `deadline` between two frames of `app`, publishing each
+/// commit as soon as it is durable (a frame loop that would sleep calls
+/// this instead, so clients get deltas without waiting for the next
+/// frame). An error is a failure the server cannot recover from: the
+/// server has then closed every connection.
+pub fn idle_until(app: &mut App, deadline: std::time::Instant) -> Result<(), String> {
+    let world = app.world_mut();
+    world.resource_scope(|world, core: Mut<ServerCore>| {
+        let mut link = lock(&core.link);
+        let result = link.wait_for_commits(world, deadline);
+        if let Err(reason) = &result {
+            link.fail(reason.clone());
+        }
+        result
+    })
+}
+
 /// Stops the server of `app` cleanly: what is pending is committed, every
 /// connection is closed, and the endpoint is drained.
 pub fn shutdown(app: &mut App) {

@@ -73,12 +73,14 @@ fn a_bevy_app_serves_its_world_and_applies_typed_intents() {
     app.add_plugins(HoardServerPlugin::new(options, store.clone(), registry()).intent::<AddStones>("add_stones"))
         .add_systems(Startup, spawn_crates)
         .add_systems(Update, add_stones);
-    // The first frame spawns the crates; its PostUpdate commits them.
+    // The first frame spawns the crates; its PostUpdate hands them to the
+    // commit thread.
     app.update();
+    hoard_bevy::server::flush(&mut app, Duration::from_secs(10)).expect("committed");
     assert_eq!(
         store.snapshot(ShardId(0)).expect("snapshot").objects.len(),
         5,
-        "durable after one frame"
+        "durable once flushed"
     );
 
     let (addr, token) = {

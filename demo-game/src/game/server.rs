@@ -180,7 +180,10 @@ pub(crate) fn run_frames(app: &mut App, tick_hz: u32, stop: &std::sync::atomic::
         next += tick;
         let now = std::time::Instant::now();
         if next > now {
-            std::thread::sleep(next - now);
+            // Between frames, commits that finish are published at once.
+            if let Err(reason) = hoard_bevy::server::idle_until(app, next) {
+                return Some(reason);
+            }
         } else {
             next = now;
         }

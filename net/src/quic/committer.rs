@@ -29,21 +29,28 @@ pub(crate) enum CommitterGone {
 
 /// The handle the world's driver keeps on its commit thread.
 pub(crate) struct Committer {
-    /// Dropping it ends the thread after its current job (the thread is
-    /// not joined: a store that hangs must not hang the shutdown too; the
-    /// driver waits for the last result with a timeout instead).
-    jobs: SyncSender<CommitJob>,
+    jobs: Option<SyncSender<CommitJob>>,
     done: Receiver<Done>,
+    /// Closes when the thread ends (its sender is dropped then, even by a
+    /// panic), so a drop can wait for it with a timeout.
+    exited: Receiver<()>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
+
+/// How long dropping the committer waits for its thread to end (its store
+/// handle released, so the store can be reopened at once).
+const EXIT_WAIT: Duration = Duration::from_secs(30);
 
 impl Committer {
     /// Starts the thread committing to `store`.
     pub(crate) fn start(store: Arc<dyn WorldStore>) -> std::io::Result<Committer> {
         let (jobs, job_rx) = mpsc::sync_channel::<CommitJob>(1);
         let (done_tx, done) = mpsc::sync_channel::<Done>(1);
-        std::thread::Builder::new()
+        let (exit_tx, exited) = mpsc::sync_channel::<()>(0);
+        let thread = std::thread::Builder::new()
             .name("hoard-commit".into())
             .spawn(move || {
+                let _exit = exit_tx;
                 for job in job_rx {
                     if job.recover_first
                         && let Err(e) = store.recover()
@@ -57,12 +64,18 @@ impl Committer {
                     }
                 }
             })?;
-        Ok(Committer { jobs, done })
+        Ok(Committer {
+            jobs: Some(jobs),
+            done,
+            exited,
+            thread: Some(thread),
+        })
     }
 
     /// Hands the thread a job (never blocks: at most one is in flight).
     pub(crate) fn submit(&self, job: CommitJob) -> Result<(), CommitterGone> {
-        match self.jobs.try_send(job) {
+        let jobs = self.jobs.as_ref().ok_or(CommitterGone::Stopped)?;
+        match jobs.try_send(job) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => Err(CommitterGone::Busy),
             Err(TrySendError::Disconnected(_)) => Err(CommitterGone::Stopped),
@@ -88,3 +101,22 @@ impl Committer {
     }
 }
 
+
+impl Drop for Committer {
+    /// Ends the thread after its current job and waits for it, a bounded
+    /// time: a store that hangs must not hang the shutdown too.
+    fn drop(&mut self) {
+        drop(self.jobs.take());
+        match self.exited.recv_timeout(EXIT_WAIT) {
+            Err(RecvTimeoutError::Disconnected) | Ok(()) => {
+                if let Some(thread) = self.thread.take() {
+                    let _ = thread.join();
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => tracing::error!(
+                waited_s = EXIT_WAIT.as_secs(),
+                "the commit thread did not end; leaving it behind"
+            ),
+        }
+    }
+}

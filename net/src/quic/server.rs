@@ -1102,8 +1102,11 @@ impl WorldLink {
     }
 
     /// Until `deadline`: publishes each commit as soon as the commit thread
-    /// finishes it (the world thread's wait between frames).
-    fn wait_for_commits(&mut self, world: &mut World, deadline: Instant) -> Result<(), String> {
+    /// finishes it. The server's own world thread waits here between
+    /// frames; a caller driving its world (a `bevy_app` App) can too,
+    /// instead of sleeping, so deltas go out when durable rather than at
+    /// the next frame. An error is a failure the server cannot recover from.
+    pub fn wait_for_commits(&mut self, world: &mut World, deadline: Instant) -> Result<(), String> {
         loop {
             if let Some(job) = self.core.poll_commit() {
                 self.committer.submit(job).map_err(|e| e.to_string())?;
@@ -1119,6 +1122,31 @@ impl WorldLink {
             match self.committer.wait_done(deadline - now).map_err(|e| e.to_string())? {
                 Some((id, result)) => self.finish_job(world, id, result)?,
                 None => return Ok(()),
+            }
+        }
+    }
+
+    /// Waits (up to `timeout`) until every change of the frames so far is
+    /// durable and published: for a caller that drives the world itself
+    /// and needs a save point (a test, a scripted shutdown). Fails if the
+    /// time runs out or commits are failing (the changes are kept and
+    /// retried by later frames).
+    pub fn flush(&mut self, world: &mut World, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(job) = self.core.poll_commit() {
+                self.committer.submit(job).map_err(|e| e.to_string())?;
+            }
+            if !self.core.commit_in_flight() {
+                return match self.core.pending() {
+                    0 => Ok(()),
+                    n => Err(format!("{n} changed objects are not durable: commits are failing")),
+                };
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.committer.wait_done(left).map_err(|e| e.to_string())? {
+                Some((id, result)) => self.finish_job(world, id, result)?,
+                None => return Err(format!("commits did not finish within {} ms", timeout.as_millis())),
             }
         }
     }
