@@ -21,7 +21,7 @@ use super::error::{CommitError, ReadError, StoreFault, WriteError};
 use super::record::ShardRecord;
 use super::{ChangesSince, CommitReceipt, ShardHead, ShardSnapshot, ShardSpec, StoredObject, Tombstone};
 use crate::changeset::{Change, ChangeSet};
-use crate::digest::state_hash;
+use crate::digest::StateHash;
 use crate::ids::{ObjectId, Seq, ShardId, ZoneId};
 
 /// Read access to a backend's tables within one transaction.
@@ -29,8 +29,6 @@ pub(crate) trait Tables {
     fn zones(&self) -> Result<Vec<ZoneId>, StoreFault>;
     fn zone_shards(&self, zone: &ZoneId) -> Result<Option<Vec<ShardId>>, StoreFault>;
     fn shard(&self, shard: ShardId) -> Result<Option<ShardRecord>, StoreFault>;
-    /// The object's version and raw state bytes.
-    fn object(&self, shard: ShardId, id: ObjectId) -> Result<Option<(Seq, Vec<u8>)>, StoreFault>;
     /// Live objects with a version after `after`, in version order.
     fn objects_since(&self, shard: ShardId, after: Seq) -> Result<Vec<StoredObject>, StoreFault>;
     /// Every live object, in id order.
@@ -48,17 +46,19 @@ pub(crate) trait Tables {
 pub(crate) trait TablesMut: Tables {
     fn put_zone(&mut self, zone: &ZoneId, shards: &[ShardId]) -> Result<(), StoreFault>;
     fn put_shard(&mut self, shard: ShardId, record: &ShardRecord) -> Result<(), StoreFault>;
-    /// Writes an object; `old_version` is its current version, if live, so
-    /// the versions index can be moved.
+    /// Writes an object at `version`, moving its versions entry; returns
+    /// the version and state hash of the live object it replaced, if any
+    /// (read in the same step as the write: one lookup, not two).
     fn put_object(
         &mut self,
         shard: ShardId,
         id: ObjectId,
         version: Seq,
-        old_version: Option<Seq>,
         state: &[u8],
-    ) -> Result<(), StoreFault>;
-    fn delete_object(&mut self, shard: ShardId, id: ObjectId, version: Seq) -> Result<(), StoreFault>;
+    ) -> Result<Option<(Seq, StateHash)>, StoreFault>;
+    /// Removes a live object and its versions entry; returns its version
+    /// and state hash (`None`: it was not live).
+    fn delete_object(&mut self, shard: ShardId, id: ObjectId) -> Result<Option<(Seq, StateHash)>, StoreFault>;
     fn put_tombstone(&mut self, shard: ShardId, id: ObjectId, seq: Seq, at_ms: i64) -> Result<(), StoreFault>;
     fn delete_tombstone(&mut self, shard: ShardId, id: ObjectId, seq: Seq) -> Result<(), StoreFault>;
 }
@@ -95,29 +95,27 @@ pub(crate) fn commit<T: TablesMut>(
         let mut record = t.shard(shard)?.ok_or(CommitError::UnknownShard(shard))?;
         let seq = record.seq.next();
         for (id, change) in shard_changes.iter() {
-            let old = t.object(shard, id)?;
-            if let Some((version, bytes)) = &old {
-                record.digest.remove(id, *version, &state_hash(bytes));
-            }
-            // A live object has no tombstone in its shard (a logic invariant),
-            // so only an object that is not live needs the lookup.
-            let old_tombstone = match old {
-                Some(_) => None,
-                None => t.tombstone(shard, id)?,
-            };
             match change {
                 Change::Upsert(state) => {
-                    t.put_object(shard, id, seq, old.as_ref().map(|(v, _)| *v), state.as_bytes())?;
-                    record.digest.add(id, seq, &state.hash());
-                    if let Some(ts) = old_tombstone {
-                        t.delete_tombstone(shard, id, ts)?;
+                    let old = t.put_object(shard, id, seq, state.as_bytes())?;
+                    match old {
+                        Some((version, hash)) => record.digest.remove(id, version, &hash),
+                        // A live object has no tombstone in its shard (a
+                        // logic invariant), so only one that was not live
+                        // needs the lookup.
+                        None => {
+                            if let Some(ts) = t.tombstone(shard, id)? {
+                                t.delete_tombstone(shard, id, ts)?;
+                            }
+                        }
                     }
+                    record.digest.add(id, seq, &state.hash());
                 }
                 Change::Remove => {
                     // Removing an object that is not live leaves no trace:
                     // there is nothing a client could hold to be told about.
-                    if let Some((version, _)) = old {
-                        t.delete_object(shard, id, version)?;
+                    if let Some((version, hash)) = t.delete_object(shard, id)? {
+                        record.digest.remove(id, version, &hash);
                         t.put_tombstone(shard, id, seq, now_ms)?;
                     }
                 }

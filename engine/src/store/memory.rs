@@ -13,6 +13,7 @@ use super::{
     ChangesSince, CommitReceipt, ShardHead, ShardSnapshot, ShardSpec, StoredObject, Tombstone, TrimReport, WorldStore,
 };
 use crate::changeset::ChangeSet;
+use crate::digest::{StateHash, state_hash};
 use crate::ids::{Epoch, ObjectId, Seq, ShardId, ZoneId};
 use crate::state::ObjectState;
 
@@ -57,10 +58,6 @@ impl Tables for Maps {
 
     fn shard(&self, shard: ShardId) -> Result<Option<ShardRecord>, StoreFault> {
         Ok(self.shards.get(&shard).cloned())
-    }
-
-    fn object(&self, shard: ShardId, id: ObjectId) -> Result<Option<(Seq, Vec<u8>)>, StoreFault> {
-        Ok(self.objects.get(&(shard, id)).cloned())
     }
 
     fn objects_since(&self, shard: ShardId, after: Seq) -> Result<Vec<StoredObject>, StoreFault> {
@@ -142,21 +139,28 @@ impl TablesMut for Maps {
         shard: ShardId,
         id: ObjectId,
         version: Seq,
-        old_version: Option<Seq>,
         state: &[u8],
-    ) -> Result<(), StoreFault> {
-        if let Some(old) = old_version {
+    ) -> Result<Option<(Seq, StateHash)>, StoreFault> {
+        let old = self
+            .objects
+            .insert((shard, id), (version, state.to_vec()))
+            .map(|(old, bytes)| (old, state_hash(&bytes)));
+        if let Some((old, _)) = old {
             self.versions.remove(&(shard, old, id));
         }
         self.versions.insert((shard, version, id), ());
-        self.objects.insert((shard, id), (version, state.to_vec()));
-        Ok(())
+        Ok(old)
     }
 
-    fn delete_object(&mut self, shard: ShardId, id: ObjectId, version: Seq) -> Result<(), StoreFault> {
-        self.versions.remove(&(shard, version, id));
-        self.objects.remove(&(shard, id));
-        Ok(())
+    fn delete_object(&mut self, shard: ShardId, id: ObjectId) -> Result<Option<(Seq, StateHash)>, StoreFault> {
+        let old = self
+            .objects
+            .remove(&(shard, id))
+            .map(|(old, bytes)| (old, state_hash(&bytes)));
+        if let Some((version, _)) = old {
+            self.versions.remove(&(shard, version, id));
+        }
+        Ok(old)
     }
 
     fn put_tombstone(&mut self, shard: ShardId, id: ObjectId, seq: Seq, at_ms: i64) -> Result<(), StoreFault> {

@@ -24,6 +24,7 @@ use super::{
     ChangesSince, CommitReceipt, ShardHead, ShardSnapshot, ShardSpec, StoredObject, Tombstone, TrimReport, WorldStore,
 };
 use crate::changeset::ChangeSet;
+use crate::digest::{StateHash, state_hash};
 use crate::ids::{Epoch, ObjectId, Seq, ShardId, ZoneId};
 use crate::state::ObjectState;
 
@@ -449,16 +450,6 @@ where
         }
     }
 
-    fn object(&self, shard: ShardId, id: ObjectId) -> Result<Option<(Seq, Vec<u8>)>, StoreFault> {
-        match self.objects.get((shard.0, id.0)).map_err(fault("reading an object"))? {
-            Some(guard) => {
-                let (version, state) = split_object(shard, id, guard.value())?;
-                Ok(Some((version, state.to_vec())))
-            }
-            None => Ok(None),
-        }
-    }
-
     fn objects_since(&self, shard: ShardId, after: Seq) -> Result<Vec<StoredObject>, StoreFault> {
         if after.0 == u64::MAX {
             return Ok(Vec::new());
@@ -571,10 +562,20 @@ impl TablesMut for WriteTables<'_> {
         shard: ShardId,
         id: ObjectId,
         version: Seq,
-        old_version: Option<Seq>,
         state: &[u8],
-    ) -> Result<(), StoreFault> {
-        if let Some(old) = old_version {
+    ) -> Result<Option<(Seq, StateHash)>, StoreFault> {
+        let old = match self
+            .objects
+            .insert((shard.0, id.0), encode_object(version, state).as_slice())
+            .map_err(fault("writing an object"))?
+        {
+            Some(guard) => {
+                let (old, state) = split_object(shard, id, guard.value())?;
+                Some((old, state_hash(state)))
+            }
+            None => None,
+        };
+        if let Some((old, _)) = old {
             self.versions
                 .remove((shard.0, old.0, id.0))
                 .map_err(fault("moving a version entry"))?;
@@ -582,20 +583,25 @@ impl TablesMut for WriteTables<'_> {
         self.versions
             .insert((shard.0, version.0, id.0), ())
             .map_err(fault("writing a version entry"))?;
-        self.objects
-            .insert((shard.0, id.0), encode_object(version, state).as_slice())
-            .map_err(fault("writing an object"))?;
-        Ok(())
+        Ok(old)
     }
 
-    fn delete_object(&mut self, shard: ShardId, id: ObjectId, version: Seq) -> Result<(), StoreFault> {
+    fn delete_object(&mut self, shard: ShardId, id: ObjectId) -> Result<Option<(Seq, StateHash)>, StoreFault> {
+        let (version, hash) = match self
+            .objects
+            .remove((shard.0, id.0))
+            .map_err(fault("removing an object"))?
+        {
+            Some(guard) => {
+                let (version, state) = split_object(shard, id, guard.value())?;
+                (version, state_hash(state))
+            }
+            None => return Ok(None),
+        };
         self.versions
             .remove((shard.0, version.0, id.0))
             .map_err(fault("removing a version entry"))?;
-        self.objects
-            .remove((shard.0, id.0))
-            .map_err(fault("removing an object"))?;
-        Ok(())
+        Ok(Some((version, hash)))
     }
 
     fn put_tombstone(&mut self, shard: ShardId, id: ObjectId, seq: Seq, at_ms: i64) -> Result<(), StoreFault> {
