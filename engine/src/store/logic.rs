@@ -19,7 +19,7 @@ use chrono::{DateTime, Utc};
 
 use super::error::{CommitError, ReadError, StoreFault, WriteError};
 use super::record::ShardRecord;
-use super::{ChangesSince, CommitReceipt, ShardHead, ShardSnapshot, ShardSpec, StoredObject, Tombstone};
+use super::{ChangesSince, CommitReceipt, ShardHead, ShardScope, ShardSnapshot, ShardSpec, StoredObject, Tombstone};
 use crate::changeset::{Change, ChangeSet};
 use crate::digest::StateHash;
 use crate::ids::{ObjectId, Seq, ShardId, ZoneId};
@@ -27,7 +27,13 @@ use crate::ids::{ObjectId, Seq, ShardId, ZoneId};
 /// Read access to a backend's tables within one transaction.
 pub(crate) trait Tables {
     fn zones(&self) -> Result<Vec<ZoneId>, StoreFault>;
+    /// Every shard of the zone, in id order (`None`: no such zone).
     fn zone_shards(&self, zone: &ZoneId) -> Result<Option<Vec<ShardId>>, StoreFault>;
+    /// The zone's shards of one scope, in id order, found by an index (not
+    /// a scan of the zone).
+    fn scoped_zone_shards(&self, zone: &ZoneId, scope: &ShardScope) -> Result<Vec<ShardId>, StoreFault>;
+    /// Whether the zone exists.
+    fn zone_exists(&self, zone: &ZoneId) -> Result<bool, StoreFault>;
     fn shard(&self, shard: ShardId) -> Result<Option<ShardRecord>, StoreFault>;
     /// Live objects with a version after `after`, in version order.
     fn objects_since(&self, shard: ShardId, after: Seq) -> Result<Vec<StoredObject>, StoreFault>;
@@ -44,7 +50,11 @@ pub(crate) trait Tables {
 
 /// Write access to a backend's tables within one transaction.
 pub(crate) trait TablesMut: Tables {
-    fn put_zone(&mut self, zone: &ZoneId, shards: &[ShardId]) -> Result<(), StoreFault>;
+    /// Adds a shard to a zone (creating the zone): one row, never a
+    /// rewrite of the zone's list.
+    fn add_zone_shard(&mut self, zone: &ZoneId, scope: &ShardScope, shard: ShardId) -> Result<(), StoreFault>;
+    /// Creates a zone without shards.
+    fn add_zone_marker(&mut self, zone: &ZoneId) -> Result<(), StoreFault>;
     fn put_shard(&mut self, shard: ShardId, record: &ShardRecord) -> Result<(), StoreFault>;
     /// Writes an object at `version`, moving its versions entry; returns
     /// the version and state hash of the live object it replaced, if any
@@ -64,7 +74,6 @@ pub(crate) trait TablesMut: Tables {
 }
 
 pub(crate) fn create_zone<T: TablesMut>(t: &mut T, zone: &ZoneId, specs: &[ShardSpec]) -> Result<(), WriteError> {
-    let mut shards = t.zone_shards(zone)?.unwrap_or_default();
     for spec in specs {
         if let Some(existing) = t.shard(spec.id)? {
             return Err(WriteError::ShardExists {
@@ -73,11 +82,12 @@ pub(crate) fn create_zone<T: TablesMut>(t: &mut T, zone: &ZoneId, specs: &[Shard
             });
         }
         t.put_shard(spec.id, &ShardRecord::new(zone.clone(), spec.scope.clone()))?;
-        shards.push(spec.id);
+        t.add_zone_shard(zone, &spec.scope, spec.id)?;
     }
-    shards.sort_unstable();
-    shards.dedup();
-    t.put_zone(zone, &shards)?;
+    if specs.is_empty() && t.zone_shards(zone)?.is_none() {
+        // A zone with no shards yet still exists.
+        t.add_zone_marker(zone)?;
+    }
     Ok(())
 }
 
@@ -134,6 +144,17 @@ pub(crate) fn head<T: Tables>(t: &T, shard: ShardId) -> Result<ShardHead, ReadEr
 
 pub(crate) fn zone_shards<T: Tables>(t: &T, zone: &ZoneId) -> Result<Vec<ShardId>, ReadError> {
     t.zone_shards(zone)?.ok_or_else(|| ReadError::UnknownZone(zone.clone()))
+}
+
+/// The zone's shared shards and those of `perspective`, in id order.
+pub(crate) fn zone_shards_for<T: Tables>(t: &T, zone: &ZoneId, perspective: &str) -> Result<Vec<ShardId>, ReadError> {
+    if !t.zone_exists(zone)? {
+        return Err(ReadError::UnknownZone(zone.clone()));
+    }
+    let mut out = t.scoped_zone_shards(zone, &ShardScope::Shared)?;
+    out.extend(t.scoped_zone_shards(zone, &ShardScope::Perspective(perspective.to_owned()))?);
+    out.sort_unstable();
+    Ok(out)
 }
 
 pub(crate) fn changes_since<T: Tables>(t: &T, shard: ShardId, since: Seq) -> Result<ChangesSince, ReadError> {

@@ -10,7 +10,8 @@ use super::error::{CommitError, ReadError, StoreFault, WriteError};
 use super::logic::{self, Tables, TablesMut};
 use super::record::ShardRecord;
 use super::{
-    ChangesSince, CommitReceipt, ShardHead, ShardSnapshot, ShardSpec, StoredObject, Tombstone, TrimReport, WorldStore,
+    ChangesSince, CommitReceipt, ShardHead, ShardScope, ShardSnapshot, ShardSpec, StoredObject, Tombstone, TrimReport,
+    WorldStore,
 };
 use crate::changeset::ChangeSet;
 use crate::digest::{StateHash, state_hash};
@@ -54,6 +55,20 @@ impl Tables for Maps {
 
     fn zone_shards(&self, zone: &ZoneId) -> Result<Option<Vec<ShardId>>, StoreFault> {
         Ok(self.zones.get(zone).cloned())
+    }
+
+    fn scoped_zone_shards(&self, zone: &ZoneId, scope: &ShardScope) -> Result<Vec<ShardId>, StoreFault> {
+        // A scan: the memory store serves tests, whose zones are small.
+        let shards = self.zones.get(zone).map(Vec::as_slice).unwrap_or_default();
+        Ok(shards
+            .iter()
+            .copied()
+            .filter(|s| self.shards.get(s).is_some_and(|r| &r.scope == scope))
+            .collect())
+    }
+
+    fn zone_exists(&self, zone: &ZoneId) -> Result<bool, StoreFault> {
+        Ok(self.zones.contains_key(zone))
     }
 
     fn shard(&self, shard: ShardId) -> Result<Option<ShardRecord>, StoreFault> {
@@ -124,8 +139,16 @@ impl Maps {
 }
 
 impl TablesMut for Maps {
-    fn put_zone(&mut self, zone: &ZoneId, shards: &[ShardId]) -> Result<(), StoreFault> {
-        self.zones.insert(zone.clone(), shards.to_vec());
+    fn add_zone_shard(&mut self, zone: &ZoneId, _scope: &ShardScope, shard: ShardId) -> Result<(), StoreFault> {
+        let shards = self.zones.entry(zone.clone()).or_default();
+        if let Err(at) = shards.binary_search(&shard) {
+            shards.insert(at, shard);
+        }
+        Ok(())
+    }
+
+    fn add_zone_marker(&mut self, zone: &ZoneId) -> Result<(), StoreFault> {
+        self.zones.entry(zone.clone()).or_default();
         Ok(())
     }
 
@@ -197,6 +220,10 @@ impl WorldStore for MemoryStore {
 
     fn zone_shards(&self, zone: &ZoneId) -> Result<Vec<ShardId>, ReadError> {
         logic::zone_shards(&*self.lock(), zone)
+    }
+
+    fn zone_shards_for(&self, zone: &ZoneId, perspective: &str) -> Result<Vec<ShardId>, ReadError> {
+        logic::zone_shards_for(&*self.lock(), zone, perspective)
     }
 
     fn shard_head(&self, shard: ShardId) -> Result<ShardHead, ReadError> {

@@ -168,6 +168,23 @@ pub trait WorldStore: Send + Sync {
     /// The shards of a zone, in id order.
     fn zone_shards(&self, zone: &ZoneId) -> Result<Vec<ShardId>, ReadError>;
 
+    /// The shards of a zone that `perspective` may see: the shared ones and
+    /// those scoped to it, in id order. The stores hoard ships find them by
+    /// an index (a zone of 100,000 players' inventories costs the same as
+    /// one of ten); the default reads every shard's head, for a store that
+    /// keeps no index.
+    fn zone_shards_for(&self, zone: &ZoneId, perspective: &str) -> Result<Vec<ShardId>, ReadError> {
+        let mut out = Vec::new();
+        for shard in self.zone_shards(zone)? {
+            match self.shard_head(shard)?.scope {
+                ShardScope::Shared => out.push(shard),
+                ShardScope::Perspective(p) if p == perspective => out.push(shard),
+                ShardScope::Perspective(_) => {}
+            }
+        }
+        Ok(out)
+    }
+
     /// A shard's head.
     fn shard_head(&self, shard: ShardId) -> Result<ShardHead, ReadError>;
 

@@ -21,7 +21,8 @@ use super::error::{CommitError, OpenError, ReadError, StoreFault, WriteError};
 use super::logic::{self, Tables, TablesMut};
 use super::record::{ShardRecord, encode_object, split_object};
 use super::{
-    ChangesSince, CommitReceipt, ShardHead, ShardSnapshot, ShardSpec, StoredObject, Tombstone, TrimReport, WorldStore,
+    ChangesSince, CommitReceipt, ShardHead, ShardScope, ShardSnapshot, ShardSpec, StoredObject, Tombstone, TrimReport,
+    WorldStore,
 };
 use crate::changeset::ChangeSet;
 use crate::digest::{StateHash, state_hash};
@@ -29,10 +30,15 @@ use crate::ids::{Epoch, ObjectId, Seq, ShardId, ZoneId};
 use crate::state::ObjectState;
 
 /// The store format this build writes and the newest it reads.
-pub const STORE_FORMAT_VERSION: u64 = 1;
+pub const STORE_FORMAT_VERSION: u64 = 2;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Zone → a marker (format 2; format 1 kept the zone's whole shard list here).
 const ZONES: TableDefinition<&str, &[u8]> = TableDefinition::new("zones");
+/// (zone, scope key, shard): the zone's shards indexed by who may see them
+/// (see [`scope_key`]), so a zone's shards for one perspective are two range
+/// scans and adding a shard writes one row.
+const ZONE_SHARDS: TableDefinition<(&str, &str, u64), ()> = TableDefinition::new("zone_shards");
 const SHARDS: TableDefinition<u64, &[u8]> = TableDefinition::new("shards");
 const OBJECTS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("objects");
 const VERSIONS: TableDefinition<(u64, u64, u64), ()> = TableDefinition::new("versions");
@@ -218,6 +224,14 @@ impl RedbStore {
                 supported: STORE_FORMAT_VERSION,
             }));
         }
+        if found == Some(1) {
+            migrate_zone_index(txn).map_err(init)?;
+            let mut meta = txn.open_table(META).map_err(fault("opening meta")).map_err(init)?;
+            meta.insert(FORMAT_KEY, STORE_FORMAT_VERSION)
+                .map_err(fault("writing the format version"))
+                .map_err(init)?;
+            tracing::info!(path = %self.path.display(), "store migrated from format 1 to 2 (zone shards indexed by scope)");
+        }
         // Create every table so read transactions can always open them.
         open_write_tables(txn).map_err(init)?;
         Ok(())
@@ -251,6 +265,7 @@ impl RedbStore {
         let txn = db.begin_read().map_err(fault("beginning a read"))?;
         let tables = RedbTables {
             zones: txn.open_table(ZONES).map_err(fault("opening zones"))?,
+            zone_shards: txn.open_table(ZONE_SHARDS).map_err(fault("opening zone_shards"))?,
             shards: txn.open_table(SHARDS).map_err(fault("opening shards"))?,
             objects: txn.open_table(OBJECTS).map_err(fault("opening objects"))?,
             versions: txn.open_table(VERSIONS).map_err(fault("opening versions"))?,
@@ -345,6 +360,7 @@ fn map_open_error(path: &Path, e: DatabaseError) -> OpenError {
 
 type ReadTables = RedbTables<
     ReadOnlyTable<&'static str, &'static [u8]>,
+    ReadOnlyTable<(&'static str, &'static str, u64), ()>,
     ReadOnlyTable<u64, &'static [u8]>,
     ReadOnlyTable<(u64, u64), &'static [u8]>,
     ReadOnlyTable<(u64, u64, u64), ()>,
@@ -354,6 +370,7 @@ type ReadTables = RedbTables<
 
 type WriteTables<'txn> = RedbTables<
     Table<'txn, &'static str, &'static [u8]>,
+    Table<'txn, (&'static str, &'static str, u64), ()>,
     Table<'txn, u64, &'static [u8]>,
     Table<'txn, (u64, u64), &'static [u8]>,
     Table<'txn, (u64, u64, u64), ()>,
@@ -364,6 +381,7 @@ type WriteTables<'txn> = RedbTables<
 fn open_write_tables(txn: &WriteTransaction) -> Result<WriteTables<'_>, StoreFault> {
     Ok(RedbTables {
         zones: txn.open_table(ZONES).map_err(fault("opening zones"))?,
+        zone_shards: txn.open_table(ZONE_SHARDS).map_err(fault("opening zone_shards"))?,
         shards: txn.open_table(SHARDS).map_err(fault("opening shards"))?,
         objects: txn.open_table(OBJECTS).map_err(fault("opening objects"))?,
         versions: txn.open_table(VERSIONS).map_err(fault("opening versions"))?,
@@ -375,8 +393,9 @@ fn open_write_tables(txn: &WriteTransaction) -> Result<WriteTables<'_>, StoreFau
 }
 
 /// The store's tables inside one redb transaction (read-only or writable).
-struct RedbTables<Z, S, O, V, T, TS> {
+struct RedbTables<Z, ZS, S, O, V, T, TS> {
     zones: Z,
+    zone_shards: ZS,
     shards: S,
     objects: O,
     versions: V,
@@ -384,6 +403,50 @@ struct RedbTables<Z, S, O, V, T, TS> {
     tombstones_by_seq: TS,
 }
 
+/// Format 1 → 2: each zone's shard list becomes rows of [`ZONE_SHARDS`]
+/// keyed by the shard's scope, and the zone record a marker. Runs inside
+/// the opening transaction, so a crash leaves format 1 whole or format 2.
+fn migrate_zone_index(txn: &WriteTransaction) -> Result<(), StoreFault> {
+    let mut zones = txn.open_table(ZONES).map_err(fault("opening zones"))?;
+    let shards = txn.open_table(SHARDS).map_err(fault("opening shards"))?;
+    let mut index = txn.open_table(ZONE_SHARDS).map_err(fault("opening zone_shards"))?;
+    let mut lists = Vec::new();
+    for entry in zones.iter().map_err(fault("listing zones"))? {
+        let (key, value) = entry.map_err(fault("listing zones"))?;
+        let zone = ZoneId::new(key.value()).map_err(|e| StoreFault::Corrupt(format!("zone name in store: {e}")))?;
+        let list = decode_zone(&zone, value.value())?;
+        lists.push((zone, list));
+    }
+    for (zone, list) in &lists {
+        for &shard in list {
+            let record = shards
+                .get(shard.0)
+                .map_err(fault("reading a shard record"))?
+                .ok_or_else(|| StoreFault::Corrupt(format!("zone {zone} lists shard {shard}, which has no record")))?;
+            let record = ShardRecord::decode(shard, record.value())?;
+            let key = scope_key(&record.scope);
+            index
+                .insert((zone.as_str(), key.as_str(), shard.0), ())
+                .map_err(fault("writing a zone's shard"))?;
+        }
+        zones
+            .insert(zone.as_str(), [].as_slice())
+            .map_err(fault("writing a zone"))?;
+    }
+    Ok(())
+}
+
+/// The middle part of a [`ZONE_SHARDS`] key: `""` for a shared shard,
+/// `"@"` and the perspective for one only that perspective sees (so no
+/// perspective's key can equal the shared one).
+fn scope_key(scope: &ShardScope) -> String {
+    match scope {
+        ShardScope::Shared => String::new(),
+        ShardScope::Perspective(p) => format!("@{p}"),
+    }
+}
+
+/// A format 1 zone record: the zone's whole shard list.
 pub(crate) fn decode_zone(zone: &ZoneId, bytes: &[u8]) -> Result<Vec<ShardId>, StoreFault> {
     if bytes.len() > 10 * MAX_SHARDS_PER_ZONE {
         return Err(StoreFault::Corrupt(format!(
@@ -394,7 +457,7 @@ pub(crate) fn decode_zone(zone: &ZoneId, bytes: &[u8]) -> Result<Vec<ShardId>, S
     rmp_serde::from_slice(bytes).map_err(|e| StoreFault::Corrupt(format!("zone {zone}: record does not decode: {e}")))
 }
 
-impl<Z, S, O, V, T, TS> RedbTables<Z, S, O, V, T, TS>
+impl<Z, ZS, S, O, V, T, TS> RedbTables<Z, ZS, S, O, V, T, TS>
 where
     O: ReadableTable<(u64, u64), &'static [u8]>,
 {
@@ -418,9 +481,10 @@ fn stored_from(shard: ShardId, id: ObjectId, bytes: &[u8]) -> Result<StoredObjec
     })
 }
 
-impl<Z, S, O, V, T, TS> Tables for RedbTables<Z, S, O, V, T, TS>
+impl<Z, ZS, S, O, V, T, TS> Tables for RedbTables<Z, ZS, S, O, V, T, TS>
 where
     Z: ReadableTable<&'static str, &'static [u8]>,
+    ZS: ReadableTable<(&'static str, &'static str, u64), ()>,
     S: ReadableTable<u64, &'static [u8]>,
     O: ReadableTable<(u64, u64), &'static [u8]>,
     V: ReadableTable<(u64, u64, u64), ()>,
@@ -436,11 +500,56 @@ where
         Ok(out)
     }
 
+    fn zone_exists(&self, zone: &ZoneId) -> Result<bool, StoreFault> {
+        Ok(self
+            .zones
+            .get(zone.as_str())
+            .map_err(fault("reading a zone"))?
+            .is_some())
+    }
+
     fn zone_shards(&self, zone: &ZoneId) -> Result<Option<Vec<ShardId>>, StoreFault> {
-        match self.zones.get(zone.as_str()).map_err(fault("reading a zone"))? {
-            Some(guard) => decode_zone(zone, guard.value()).map(Some),
-            None => Ok(None),
+        if !self.zone_exists(zone)? {
+            return Ok(None);
         }
+        let mut out = Vec::new();
+        let range = self
+            .zone_shards
+            .range((zone.as_str(), "", 0)..)
+            .map_err(fault("scanning a zone's shards"))?;
+        for entry in range {
+            let (key, ()) = entry
+                .map(|(k, v)| (k, v.value()))
+                .map_err(fault("scanning a zone's shards"))?;
+            let (z, _, shard) = key.value();
+            if z != zone.as_str() {
+                break;
+            }
+            if out.len() >= MAX_SHARDS_PER_ZONE {
+                return Err(StoreFault::Corrupt(format!(
+                    "zone {zone}: more than {MAX_SHARDS_PER_ZONE} shards"
+                )));
+            }
+            out.push(ShardId(shard));
+        }
+        out.sort_unstable();
+        Ok(Some(out))
+    }
+
+    fn scoped_zone_shards(&self, zone: &ZoneId, scope: &ShardScope) -> Result<Vec<ShardId>, StoreFault> {
+        let key = scope_key(scope);
+        let range = self
+            .zone_shards
+            .range((zone.as_str(), key.as_str(), 0)..=(zone.as_str(), key.as_str(), u64::MAX))
+            .map_err(fault("scanning a zone's shards"))?;
+        let mut out = Vec::new();
+        for entry in range {
+            let (key, ()) = entry
+                .map(|(k, v)| (k, v.value()))
+                .map_err(fault("scanning a zone's shards"))?;
+            out.push(ShardId(key.value().2));
+        }
+        Ok(out)
     }
 
     fn shard(&self, shard: ShardId) -> Result<Option<ShardRecord>, StoreFault> {
@@ -542,11 +651,21 @@ where
 }
 
 impl TablesMut for WriteTables<'_> {
-    fn put_zone(&mut self, zone: &ZoneId, shards: &[ShardId]) -> Result<(), StoreFault> {
-        let bytes = rmp_serde::to_vec(shards).map_err(fault("encoding a zone"))?;
-        self.zones
-            .insert(zone.as_str(), bytes.as_slice())
-            .map_err(fault("writing a zone"))?;
+    fn add_zone_marker(&mut self, zone: &ZoneId) -> Result<(), StoreFault> {
+        if !self.zone_exists(zone)? {
+            self.zones
+                .insert(zone.as_str(), [].as_slice())
+                .map_err(fault("writing a zone"))?;
+        }
+        Ok(())
+    }
+
+    fn add_zone_shard(&mut self, zone: &ZoneId, scope: &ShardScope, shard: ShardId) -> Result<(), StoreFault> {
+        self.add_zone_marker(zone)?;
+        let key = scope_key(scope);
+        self.zone_shards
+            .insert((zone.as_str(), key.as_str(), shard.0), ())
+            .map_err(fault("writing a zone's shard"))?;
         Ok(())
     }
 
@@ -638,6 +757,10 @@ impl WorldStore for RedbStore {
         self.read(|t| logic::zone_shards(t, zone))
     }
 
+    fn zone_shards_for(&self, zone: &ZoneId, perspective: &str) -> Result<Vec<ShardId>, ReadError> {
+        self.read(|t| logic::zone_shards_for(t, zone, perspective))
+    }
+
     fn shard_head(&self, shard: ShardId) -> Result<ShardHead, ReadError> {
         self.read(|t| logic::head(t, shard))
     }
@@ -726,5 +849,98 @@ impl WorldStore for RedbStore {
             }
             Err(e) => Err(StoreFault::backend("reopening the store", e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn zone(name: &str) -> ZoneId {
+        ZoneId::new(name).expect("zone")
+    }
+
+    /// Rewrites a current store file as format 1 wrote it: each zone's
+    /// whole shard list in its zone record, no scope index.
+    fn downgrade_to_format_1(path: &Path) {
+        let db = Database::create(path).expect("open");
+        let txn = db.begin_write().expect("write");
+        {
+            let index = txn.open_table(ZONE_SHARDS).expect("index");
+            let mut lists: std::collections::BTreeMap<String, Vec<ShardId>> = Default::default();
+            for entry in index.iter().expect("rows") {
+                let (key, _) = entry.expect("row");
+                let (z, _, shard) = key.value();
+                lists.entry(z.to_owned()).or_default().push(ShardId(shard));
+            }
+            let mut zones = txn.open_table(ZONES).expect("zones");
+            for (z, mut list) in lists {
+                list.sort_unstable();
+                let bytes = rmp_serde::to_vec(&list).expect("encode");
+                zones.insert(z.as_str(), bytes.as_slice()).expect("zone");
+            }
+            let mut meta = txn.open_table(META).expect("meta");
+            meta.insert(FORMAT_KEY, 1).expect("format");
+        }
+        txn.delete_table(ZONE_SHARDS).expect("drop the index");
+        txn.commit().expect("commit");
+    }
+
+    #[test]
+    fn a_format_1_store_is_migrated_on_open_and_keeps_every_zone_and_scope() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("world.redb");
+        {
+            let store = RedbStore::open(&path).expect("store");
+            store
+                .create_zone(
+                    &zone("meadow"),
+                    &[ShardSpec::shared(ShardId(1)), ShardSpec::shared(ShardId(2))],
+                )
+                .expect("meadow");
+            for (id, player) in [(10, "ann"), (11, "bob")] {
+                let spec = ShardSpec {
+                    id: ShardId(id),
+                    scope: ShardScope::Perspective(player.into()),
+                };
+                store.create_zone(&zone("inventory"), &[spec]).expect("inventory");
+            }
+        }
+        downgrade_to_format_1(&path);
+        {
+            let db = Database::open(&path).expect("open");
+            let txn = db.begin_read().expect("read");
+            assert!(txn.open_table(ZONE_SHARDS).is_err(), "the file is format 1 now");
+        }
+        let store = RedbStore::open(&path).expect("a format 1 store opens");
+        assert_eq!(store.zones().expect("zones"), vec![zone("inventory"), zone("meadow")]);
+        assert_eq!(
+            store.zone_shards(&zone("meadow")).expect("meadow"),
+            vec![ShardId(1), ShardId(2)]
+        );
+        assert_eq!(
+            store.zone_shards_for(&zone("inventory"), "bob").expect("bob's"),
+            vec![ShardId(11)]
+        );
+        assert_eq!(
+            store.zone_shards_for(&zone("meadow"), "bob").expect("shared"),
+            vec![ShardId(1), ShardId(2)]
+        );
+        // A shard added after the migration joins the index.
+        let spec = ShardSpec {
+            id: ShardId(12),
+            scope: ShardScope::Perspective("cy".into()),
+        };
+        store.create_zone(&zone("inventory"), &[spec]).expect("cy's");
+        assert_eq!(
+            store.zone_shards(&zone("inventory")).expect("all"),
+            vec![ShardId(10), ShardId(11), ShardId(12)]
+        );
+        drop(store);
+        let db = Database::open(&path).expect("open");
+        let txn = db.begin_read().expect("read");
+        let meta = txn.open_table(META).expect("meta");
+        let format = meta.get(FORMAT_KEY).expect("read").expect("format").value();
+        assert_eq!(format, STORE_FORMAT_VERSION);
     }
 }

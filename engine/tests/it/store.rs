@@ -70,6 +70,41 @@ fn zones_and_shards_are_stored_with_fresh_epochs() {
 }
 
 #[test]
+fn a_zones_shards_for_a_perspective_are_the_shared_ones_and_its_own() {
+    with_both(|store| {
+        setup(store);
+        // Players' inventories join the zone one by one, beside a shared shard.
+        for (i, player) in ["bob", "ann", "cy", "ann2", ""].iter().enumerate() {
+            let spec = ShardSpec {
+                id: ShardId(100 + i as u64),
+                scope: ShardScope::Perspective((*player).into()),
+            };
+            store.create_zone(&zone("homes"), &[spec]).expect("one more shard");
+        }
+        store
+            .create_zone(&zone("homes"), &[ShardSpec::shared(ShardId(50))])
+            .expect("a shared shard");
+        let for_ann = store.zone_shards_for(&zone("homes"), "ann").expect("ann's");
+        assert_eq!(for_ann, vec![ShardId(3), ShardId(50), ShardId(101)]);
+        let for_cy = store.zone_shards_for(&zone("homes"), "cy").expect("cy's");
+        assert_eq!(for_cy, vec![ShardId(50), ShardId(102)]);
+        // The empty perspective sees its own shard, never a shared one twice.
+        let for_nobody = store.zone_shards_for(&zone("homes"), "").expect("the empty name's");
+        assert_eq!(for_nobody, vec![ShardId(50), ShardId(104)]);
+        assert_eq!(
+            store.zone_shards(&zone("homes")).expect("all").len(),
+            7,
+            "every shard of the zone, in id order"
+        );
+        assert!(store.zone_shards(&zone("homes")).expect("all").is_sorted());
+        assert!(matches!(
+            store.zone_shards_for(&zone("nowhere"), "ann"),
+            Err(ReadError::UnknownZone(_))
+        ));
+    });
+}
+
+#[test]
 fn commits_assign_seqs_per_shard_and_track_digests() {
     with_both(|store| {
         setup(store);

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use hoard_engine::store::{ShardScope, WorldStore};
+use hoard_engine::store::WorldStore;
 use hoard_engine::{RegistryHash, Seq, ServerIdentity, ShardId, ZoneId};
 
 use super::answer::{AnswerPlan, Held, answer_repair};
@@ -380,21 +380,12 @@ impl ServerSession {
         if !self.config.access.may_enter(&perspective, zone) {
             return Err((ErrorCode::Forbidden, format!("{perspective} may not enter zone {zone}")));
         }
-        let shards = store
-            .zone_shards(zone)
-            .map_err(|_| (ErrorCode::UnknownZone, format!("no zone {zone}")))?;
-        let mut out = Vec::with_capacity(shards.len());
-        for shard in shards {
-            let head = store
-                .shard_head(shard)
-                .map_err(|e| (ErrorCode::Server, e.to_string()))?;
-            match head.scope {
-                ShardScope::Shared => out.push(shard),
-                ShardScope::Perspective(p) if p == perspective => out.push(shard),
-                ShardScope::Perspective(_) => {}
-            }
-        }
-        Ok(out)
+        // The stores' scope index: a zone of many players' private shards
+        // costs this perspective its own, not a look at everyone's.
+        store.zone_shards_for(zone, &perspective).map_err(|e| match e {
+            hoard_engine::store::ReadError::UnknownZone(_) => (ErrorCode::UnknownZone, format!("no zone {zone}")),
+            other => (ErrorCode::Server, other.to_string()),
+        })
     }
 
     fn enter(&mut self, enter: crate::wire::EnterZone, store: &dyn WorldStore) {
