@@ -54,7 +54,11 @@ impl GatedStore {
             .changed
             .wait_timeout_while(gate, Duration::from_secs(10), |g| g.entered < entered)
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        assert!(!timeout.timed_out(), "commit {entered} reached the store ({} did)", gate.entered);
+        assert!(
+            !timeout.timed_out(),
+            "commit {entered} reached the store ({} did)",
+            gate.entered
+        );
     }
 
     fn gated<T>(&self, commit: impl FnOnce() -> T) -> T {
@@ -223,9 +227,21 @@ async fn the_world_ticks_while_a_commit_runs_and_nothing_of_it_is_published_befo
     }
     events.extend(hoard_bevy::materialise::update(&client, &mut world));
     assert_eq!(stones_of(&mut world, 3), Some(0), "no delta before the commit returned");
-    assert_eq!(processed(&events, first), None, "no confirmation before the commit returned");
-    assert_eq!(store.gate().returned, entered_before, "the blocked commit has not returned");
-    assert_eq!(store.gate().entered, entered_before + 1, "one commit in flight at a time");
+    assert_eq!(
+        processed(&events, first),
+        None,
+        "no confirmation before the commit returned"
+    );
+    assert_eq!(
+        store.gate().returned,
+        entered_before,
+        "the blocked commit has not returned"
+    );
+    assert_eq!(
+        store.gate().entered,
+        entered_before + 1,
+        "one commit in flight at a time"
+    );
 
     // The gate opens: the first commit returns, is published and confirmed,
     // and the frames gathered meanwhile follow as the next group.
@@ -237,14 +253,16 @@ async fn the_world_ticks_while_a_commit_runs_and_nothing_of_it_is_published_befo
     let first_at = processed(&events, first).expect("the first action confirmed");
     let second_at = processed(&events, second).expect("the second action confirmed");
     assert!(first_at <= second_at, "confirmed in order: {events:?}");
-    let gate = store.gate();
+    let (entered, returned) = {
+        let gate = store.gate();
+        (gate.entered, gate.returned)
+    };
     assert_eq!(
-        gate.entered,
+        entered,
         entered_before + 2,
         "every frame of the blocked time went into one group"
     );
-    assert_eq!(gate.returned, gate.entered);
-    drop(gate);
+    assert_eq!(returned, entered);
     drop(client);
     server.shutdown().await;
 }
