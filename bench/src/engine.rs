@@ -4,6 +4,11 @@
 //! - commit: ticks of 1,000 changed objects spread over the 64 shards,
 //!   durable, against a raw redb transaction writing the same bytes (the
 //!   floor: what the storage engine costs without seqs, digests and indexes);
+//! - pipeline: the same ticks offered to the server's tick core faster than
+//!   one commit each can keep up with, committed by a commit thread as the
+//!   server's driver does (the frames of one commit's time go as one
+//!   group): durable changes per second, beside raw redb transactions of
+//!   one tick each and of the same groups;
 //! - gather: one tick with 0, 100 and 10,000 of 100,000 published entities
 //!   changed (the cost must follow the changes, not the world);
 //! - load: the whole store into a fresh ECS world, against reading the same
@@ -31,6 +36,14 @@ pub(crate) struct Args {
     /// Commit ticks measured.
     #[arg(long, default_value_t = 30)]
     ticks: usize,
+    /// Ticks offered to the commit pipeline.
+    #[arg(long, default_value_t = 200)]
+    pipeline_ticks: usize,
+    /// Milliseconds between two ticks offered to the pipeline, one run
+    /// each: the demo's 20 Hz, then faster than one commit per tick can
+    /// follow, so groups form.
+    #[arg(long, value_delimiter = ',', default_value = "50,10,2")]
+    offer_every_ms: Vec<f64>,
     /// Repetitions of each gather and load case.
     #[arg(long, default_value_t = 9)]
     reps: usize,
@@ -48,6 +61,16 @@ pub(crate) fn run(args: &Args, out: &Path) -> anyhow::Result<()> {
     // Stores live on the real disk (under target/), not a tmpfs.
     let dir = hoard_bench::scratch_dir()?;
     let commit = bench_commit(args, &zone, dir.path())?;
+    let pipeline = crate::pipeline::run(
+        &crate::pipeline::Params {
+            seed: args.zone.seed,
+            tick_objects: args.tick_objects,
+            ticks: args.pipeline_ticks,
+            offer_every_ms: args.offer_every_ms.clone(),
+        },
+        &zone,
+        &dir.path().join("pipeline"),
+    )?;
     let gather = bench_gather(args, &zone);
     let load = bench_load(args, dir.path())?;
     write_json(
@@ -56,6 +79,7 @@ pub(crate) fn run(args: &Args, out: &Path) -> anyhow::Result<()> {
         &json!({
             "zone": { "objects": zone.objects.len(), "shards": zone.shards, "state_bytes": bytes },
             "commit": commit,
+            "pipeline": pipeline,
             "gather": gather,
             "load": load,
         }),

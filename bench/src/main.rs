@@ -12,6 +12,7 @@
 mod cache;
 mod engine;
 mod net;
+mod pipeline;
 mod report;
 
 use clap::{Parser, Subcommand};
