@@ -47,23 +47,21 @@ impl Committer {
         let (jobs, job_rx) = mpsc::sync_channel::<CommitJob>(1);
         let (done_tx, done) = mpsc::sync_channel::<Done>(1);
         let (exit_tx, exited) = mpsc::sync_channel::<()>(0);
-        let thread = std::thread::Builder::new()
-            .name("hoard-commit".into())
-            .spawn(move || {
-                let _exit = exit_tx;
-                for job in job_rx {
-                    if job.recover_first
-                        && let Err(e) = store.recover()
-                    {
-                        tracing::warn!(error = %e, "reopening the world store failed");
-                    }
-                    let span = tracing::debug_span!("commit_job", job = job.id, objects = job.changes.len());
-                    let result = span.in_scope(|| store.commit(&job.changes));
-                    if done_tx.send((job.id, result)).is_err() {
-                        return;
-                    }
+        let thread = std::thread::Builder::new().name("hoard-commit".into()).spawn(move || {
+            let _exit = exit_tx;
+            for job in job_rx {
+                if job.recover_first
+                    && let Err(e) = store.recover()
+                {
+                    tracing::warn!(error = %e, "reopening the world store failed");
                 }
-            })?;
+                let span = tracing::debug_span!("commit_job", job = job.id, objects = job.changes.len());
+                let result = span.in_scope(|| store.commit(&job.changes));
+                if done_tx.send((job.id, result)).is_err() {
+                    return;
+                }
+            }
+        })?;
         Ok(Committer {
             jobs: Some(jobs),
             done,
@@ -100,7 +98,6 @@ impl Committer {
         }
     }
 }
-
 
 impl Drop for Committer {
     /// Ends the thread after its current job and waits for it, a bounded

@@ -510,12 +510,7 @@ impl TickCore {
     /// become the next job; on failure they are kept, actions pause, and
     /// the commit is retried after a backoff. An error is a failure the
     /// server cannot recover from: the driver stops.
-    pub fn commit_done(
-        &mut self,
-        now: f64,
-        id: u64,
-        result: Result<CommitReceipt, CommitError>,
-    ) -> Result<(), String> {
+    pub fn commit_done(&mut self, now: f64, id: u64, result: Result<CommitReceipt, CommitError>) -> Result<(), String> {
         let Some(flight) = self.in_flight.take_if(|f| f.id == id) else {
             tracing::warn!(job = id, "a commit result for no job in flight; ignored");
             return Ok(());

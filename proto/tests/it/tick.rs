@@ -14,8 +14,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bevy_ecs::prelude::*;
-use hoard_engine::store::{CommitError, StoreFault, WorldStore};
 use hoard_engine::store::sim_disk::{Keep, SimDisk};
+use hoard_engine::store::{CommitError, StoreFault, WorldStore};
 use hoard_engine::{ObjectId, PublishRegistry, Published, RedbStore, ShardId};
 use hoard_proto::intents::ReceivedIntent;
 use hoard_proto::sync::tick::TickInput;
@@ -221,9 +221,17 @@ fn a_pipelined_commit_publishes_nothing_until_done_and_the_frames_meanwhile_go_a
     assert!(pair.frame_pipelined().is_none(), "one job in flight at a time");
     intent(&mut pair, 3);
     assert!(pair.frame_pipelined().is_none());
-    assert_eq!(pair.tick.pending(), 2 * STONES as usize, "the job's and the next group's");
+    assert_eq!(
+        pair.tick.pending(),
+        2 * STONES as usize,
+        "the job's and the next group's"
+    );
     pair.run();
-    assert!(pair.seen.is_empty(), "nothing before the job is durable: {:?}", pair.seen);
+    assert!(
+        pair.seen.is_empty(),
+        "nothing before the job is durable: {:?}",
+        pair.seen
+    );
 
     // The commit thread makes the job durable; until the core hears of it,
     // still nothing goes out, though the store already has it.
@@ -238,7 +246,11 @@ fn a_pipelined_commit_publishes_nothing_until_done_and_the_frames_meanwhile_go_a
 
     // The two frames gathered meanwhile are the next job, each stone once.
     let second = pair.tick.poll_commit().expect("the next group starts at once");
-    assert_eq!(second.changes.len(), STONES as usize, "frames merged: the last change wins");
+    assert_eq!(
+        second.changes.len(),
+        STONES as usize,
+        "frames merged: the last change wins"
+    );
     pair.seen.clear();
     let receipt = pair.store.commit(&second.changes);
     pair.commit_done(&second, receipt);
@@ -294,5 +306,9 @@ fn a_failed_pipelined_commit_keeps_its_changes_under_the_newer_ones_and_retries(
     let hoard_engine::Change::Upsert(older) = older else {
         panic!("the first frame upserted")
     };
-    assert_ne!(newest[0], older.as_bytes(), "the newer frame's state won over the failed job's");
+    assert_ne!(
+        newest[0],
+        older.as_bytes(),
+        "the newer frame's state won over the failed job's"
+    );
 }
