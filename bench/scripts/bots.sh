@@ -5,6 +5,7 @@
 # second. Writes the report (report.json, report.html) and a headless
 # Chromium screenshot of it under target/bots-N/.
 # Usage: bench/scripts/bots.sh [N] [SECONDS]   (defaults 1000 60; builds first)
+# SERVER_ARGS adds flags to the server (e.g. SERVER_ARGS="--transient-hz 0").
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 N=${1:-1000}
@@ -16,7 +17,7 @@ W=$(mktemp -d)
 trap 'kill "$SRV_PID" 2>/dev/null || true; rm -rf "$W"' EXIT
 mkdir -p "$OUT"
 coproc SRV { exec $B server --data "$W/data" --listen 127.0.0.1:0 --metrics 127.0.0.1:0 \
-  --max-connections $((N + 100)) --max-connections-per-ip $((N + 100)) 2>"$OUT/server.log"; }
+  --max-connections $((N + 100)) --max-connections-per-ip $((N + 100)) ${SERVER_ARGS:-} 2>"$OUT/server.log"; }
 read -r line <&"${SRV[0]}"
 ADDR=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["addr"])' "$line")
 METRICS=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["metrics"])' "$line")

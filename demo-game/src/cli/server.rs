@@ -48,6 +48,10 @@ struct RunArgs {
     /// World ticks per second.
     #[arg(long, default_value_t = 20)]
     tick_hz: u32,
+    /// Most sends per second of a zone's presence list (0: every tick it
+    /// changes); each player in the zone gets the whole list each time.
+    #[arg(long, default_value_t = 10)]
+    transient_hz: u32,
     /// Accept `dev:<name>` tokens. For local development only.
     #[arg(long)]
     dev: bool,
@@ -112,6 +116,7 @@ fn serve(args: RunArgs) -> anyhow::Result<i32> {
         .collect();
     let mut options = ServerOptions::new(args.listen, args.data.clone());
     options.tick_hz = args.tick_hz;
+    options.transient_hz = args.transient_hz;
     options.dev_mode = args.dev;
     options.metrics = args.metrics;
     options.max_connections = args.max_connections;

@@ -76,6 +76,11 @@ pub struct ServerOptions {
     /// Where to serve Prometheus metrics over HTTP (`None`: not served; the
     /// metrics are still kept, see [`ServerHandle::metrics`]).
     pub metrics: Option<SocketAddr>,
+    /// Most sends per second of one zone's transient state (0: every frame
+    /// it changes). Every session in a zone gets the whole state each time,
+    /// so the cost grows with the square of the zone's players; the cap
+    /// bounds it. The latest state still always goes out.
+    pub transient_hz: u32,
 }
 
 impl ServerOptions {
@@ -99,6 +104,7 @@ impl ServerOptions {
             answer_stall: Duration::from_secs(15),
             store_retry_for: Duration::from_secs(60),
             metrics: None,
+            transient_hz: 10,
         }
     }
 }
@@ -453,7 +459,12 @@ pub async fn start_linked(
         source,
     })?;
     let link = WorldLink {
-        core: TickCore::new(metered, options.store_retry_for.as_secs_f64()),
+        core: TickCore::new(metered, options.store_retry_for.as_secs_f64()).with_transient_interval(
+            match options.transient_hz {
+                0 => 0.0,
+                hz => 1.0 / f64::from(hz),
+            },
+        ),
         committer,
         fatal: None,
         commands: command_rx,

@@ -162,7 +162,13 @@ pub struct TickCore {
     /// Registered sessions (those messages may go to), and their perspective
     /// once joined.
     sessions: BTreeMap<SessionId, Option<String>>,
+    /// Each zone's latest transient state (what a session that subscribes
+    /// is sent first).
     last_transient: HashMap<ZoneId, Vec<u8>>,
+    /// Each zone's transient state as last sent to its sessions, and when.
+    sent_transient: HashMap<ZoneId, (Vec<u8>, f64)>,
+    /// The shortest time between two transient sends of one zone, seconds.
+    transient_interval: f64,
     /// Intents given to the game whose frame is not yet in a commit job.
     unconfirmed: Vec<(SessionId, u32)>,
     /// Every change not yet in a commit job.
@@ -204,6 +210,8 @@ impl TickCore {
             hub: Hub::new(),
             sessions: BTreeMap::new(),
             last_transient: HashMap::new(),
+            sent_transient: HashMap::new(),
+            transient_interval: 0.0,
             unconfirmed: Vec::new(),
             pending: ChangeSet::new(),
             in_flight: None,
@@ -213,6 +221,17 @@ impl TickCore {
             out: VecDeque::new(),
             counters: TickCounters::default(),
         }
+    }
+
+    /// Sends each zone's transient state at most once per `secs` (0: every
+    /// frame it changes). A zone's state is what every session in it gets
+    /// whole whenever it changes, so its cost grows with the square of the
+    /// zone's sessions; a cap bounds that per second. The latest state
+    /// always goes out once the interval has passed, and a session that
+    /// subscribes gets the latest at once.
+    pub fn with_transient_interval(mut self, secs: f64) -> TickCore {
+        self.transient_interval = secs.max(0.0);
+        self
     }
 
     /// Adds the resources the core fills to `world`: call once, before the
@@ -397,18 +416,37 @@ impl TickCore {
                 tracing::warn!(%zone, bytes = payload.len(), "transient state over the limit; not sent");
                 continue;
             }
-            if self.last_transient.get(&zone) == Some(&payload) {
+            self.last_transient.insert(zone, payload);
+        }
+        self.send_transients(now);
+        let gathered = publisher.gather(world);
+        self.commit_frame(now, gathered.changes)
+    }
+
+    /// Sends each zone's latest transient state to its sessions where it
+    /// differs from what they were last sent and the zone's interval has
+    /// passed (a state held back goes out at a later frame).
+    fn send_transients(&mut self, now: f64) {
+        let due: Vec<ZoneId> = self
+            .last_transient
+            .iter()
+            .filter(|(zone, latest)| match self.sent_transient.get(*zone) {
+                None => true,
+                Some((sent, at)) => sent != *latest && now - at >= self.transient_interval,
+            })
+            .map(|(zone, _)| zone.clone())
+            .collect();
+        for zone in due {
+            let Some(payload) = self.last_transient.get(&zone).cloned() else {
                 continue;
-            }
+            };
             let message = Message::Transient(Transient {
                 zone: zone.clone(),
                 payload: payload.clone(),
             });
             self.send_all(&self.hub.sessions_in(&zone), message);
-            self.last_transient.insert(zone, payload);
+            self.sent_transient.insert(zone, (payload, now));
         }
-        let gathered = publisher.gather(world);
-        self.commit_frame(now, gathered.changes)
     }
 
     /// The commit step of a frame whose changes were gathered elsewhere:
@@ -590,5 +628,78 @@ impl TickCore {
                 Ok(())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hoard_engine::store::ShardSpec;
+    use hoard_engine::{MemoryStore, PublishRegistry};
+
+    fn zone() -> ZoneId {
+        ZoneId::new("meadow").expect("zone")
+    }
+
+    /// The transient payloads each session was sent, in order.
+    fn transients(core: &mut TickCore) -> Vec<(SessionId, Vec<u8>)> {
+        let mut out = Vec::new();
+        while let Some(TickOutput { to, message }) = core.poll_output() {
+            if let Message::Transient(t) = &*message {
+                out.push((to, t.payload.clone()));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_zones_transient_state_goes_out_at_most_once_an_interval_and_the_latest_always_does() {
+        let store = Arc::new(MemoryStore::new());
+        store
+            .create_zone(&zone(), &[ShardSpec::shared(ShardId(0))])
+            .expect("zone");
+        let mut core = TickCore::new(store, 60.0).with_transient_interval(0.5);
+        let mut world = World::new();
+        core.prepare(&mut world);
+        let mut publisher = Publisher::new(PublishRegistry::builder().build());
+        let mut frame = |core: &mut TickCore, now: f64, payload: &[u8]| {
+            core.after_frame(now, &mut world, &mut publisher, vec![(zone(), payload.to_vec())])
+                .expect("frame");
+            transients(core)
+        };
+        let join = |core: &mut TickCore, id: SessionId| {
+            let mut world = World::new();
+            core.prepare(&mut world);
+            core.handle(&mut world, TickInput::Register { id });
+            core.handle(
+                &mut world,
+                TickInput::Subscribe {
+                    id,
+                    zone: zone(),
+                    shards: vec![(ShardId(0), Seq::ZERO)],
+                },
+            );
+            transients(core)
+        };
+        assert!(join(&mut core, 1).is_empty(), "no state yet");
+        assert_eq!(frame(&mut core, 0.0, b"a"), vec![(1, b"a".to_vec())]);
+        // Changes within the interval are held back...
+        assert!(frame(&mut core, 0.1, b"b").is_empty());
+        assert!(frame(&mut core, 0.2, b"c").is_empty());
+        // ...but a session that subscribes meanwhile gets the latest at once.
+        assert_eq!(join(&mut core, 2), vec![(2, b"c".to_vec())]);
+        // Once the interval has passed, the latest goes to the zone's sessions
+        // (even if no frame changed it since).
+        assert_eq!(
+            frame(&mut core, 0.6, b"c"),
+            vec![(1, b"c".to_vec()), (2, b"c".to_vec())]
+        );
+        // An unchanged state is not sent again.
+        assert!(frame(&mut core, 1.2, b"c").is_empty());
+        assert_eq!(
+            frame(&mut core, 1.3, b"d").len(),
+            2,
+            "the interval since the last send has passed"
+        );
     }
 }
