@@ -5,14 +5,19 @@
 # second. Writes the report (report.json, report.html) and a headless
 # Chromium screenshot of it under target/bots-N/.
 # Usage: bench/scripts/bots.sh [N] [SECONDS]   (defaults 1000 60; builds first)
-# SERVER_ARGS adds flags to the server (e.g. SERVER_ARGS="--transient-hz 0").
+# SERVER_ARGS adds flags to the server (e.g. SERVER_ARGS="--transient-hz 0");
+# PROFILE=1 samples the server with perf (Debian's linux-perf) for 20 s once
+# the bots are up, and writes the hottest functions to profile.txt.
+# B=path/to/hoard-demo runs another build (e.g. an older commit's).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 N=${1:-1000}
 SECS=${2:-60}
-cargo build --release -q -p hoard-demo
-B=$PWD/target/release/hoard-demo
-OUT=$PWD/target/bots-$N
+if [ -z "${B:-}" ]; then
+  cargo build --release -q -p hoard-demo
+  B=$PWD/target/release/hoard-demo
+fi
+OUT=${OUT:-$PWD/target/bots-$N}
 W=$(mktemp -d)
 trap 'kill "$SRV_PID" 2>/dev/null || true; rm -rf "$W"' EXIT
 mkdir -p "$OUT"
@@ -25,10 +30,24 @@ echo "server $ADDR (pid $SRV_PID), metrics $METRICS"
 # One bot tours the four zones to make the warm cache.
 $B bots --server "$ADDR" --server-data "$W/data" --clients 1 --duration 30 \
   --zone-change-every 5-6 --work "$W/seed" > /dev/null
+if [ -n "${PROFILE:-}" ]; then
+  ( sleep $((N / 100 + 10)); perf record -F 199 -g -p "$SRV_PID" -o "$OUT/server.perf" -- sleep 20 2>/dev/null
+    perf report -i "$OUT/server.perf" --stdio --no-children --percent-limit 1 2>/dev/null | grep -v '^$' | head -150 > "$OUT/profile.txt" ) &
+fi
+SRV_CPU_BEFORE=$(ps -o times= -p "$SRV_PID")
+START=$(date +%s.%N)
+/usr/bin/time -o "$W/bots.time" -f "%U %S" \
 $B bots --server "$ADDR" --server-data "$W/data" --clients "$N" --duration "$SECS" --ramp 100 \
   --zone-change-every 10-20 --actions-per-sec 1 --warm-from "$W/seed/bot-0" --work "$W/bots" \
   --metrics "$METRICS" --report "$OUT" | tee "$OUT/table.txt"
 ps -o rss= -p "$SRV_PID" | awk '{print "server RSS after the run: " $1 " KiB"}' | tee -a "$OUT/table.txt"
+# CPU used during the bots' run, in cores (CPU seconds over wall seconds).
+python3 - "$START" "$SRV_CPU_BEFORE" "$(ps -o times= -p "$SRV_PID")" "$(cat "$W/bots.time")" <<'PY' | tee -a "$OUT/table.txt"
+import sys, time
+start, before, after, bots = float(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4].split()
+wall = time.time() - start
+print(f"cores used over {wall:.0f} s: server {(after - before) / wall:.2f}, bots process {(float(bots[0]) + float(bots[1])) / wall:.2f}")
+PY
 if command -v chromium > /dev/null; then
   chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1360,1500 \
     --screenshot="$OUT/report.png" "file://$OUT/report.html" 2>/dev/null
