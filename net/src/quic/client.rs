@@ -1087,8 +1087,17 @@ async fn accept_streams(conn: Connection, inner: Arc<Inner>) {
                     process_effects(&applier);
                     result
                 })
-                .await
-                .unwrap_or_else(|e| Err(e.to_string()));
+                .await;
+                let result = match result {
+                    Ok(result) => result,
+                    // The runtime is shutting down (the client is being
+                    // dropped with its process): nothing failed.
+                    Err(e) if e.is_cancelled() => {
+                        tracing::debug!("answer stream ended with the runtime");
+                        break;
+                    }
+                    Err(e) => Err(e.to_string()),
+                };
                 let result = match result {
                     Ok(()) => flush(&inner).await.map_err(|e| e.to_string()),
                     Err(e) => Err(e),
