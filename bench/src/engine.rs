@@ -17,8 +17,8 @@
 use std::path::Path;
 
 use bevy_ecs::prelude::*;
-use hoard_engine::store::{ShardSpec, WorldStore};
-use hoard_engine::{ChangeSet, HoardUrl, Publisher, RedbStore, ShardId, ZoneId, load_world};
+use hoard_engine::store::WorldStore;
+use hoard_engine::{ChangeSet, HoardUrl, Publisher, RedbStore, ShardId, load_world};
 use rayon::prelude::*;
 use serde_json::json;
 
@@ -87,14 +87,7 @@ pub(crate) fn run(args: &Args, out: &Path) -> anyhow::Result<()> {
 }
 
 fn bench_commit(args: &Args, zone: &reference::ReferenceZone, dir: &Path) -> anyhow::Result<serde_json::Value> {
-    let store = RedbStore::open_dir(dir)?;
-    let specs: Vec<ShardSpec> = (0..zone.shards).map(|s| ShardSpec::shared(ShardId(s))).collect();
-    store.create_zone(&ZoneId::new("reference")?, &specs)?;
-    let mut all = ChangeSet::new();
-    for (id, shard, object) in &zone.objects {
-        all.upsert(*shard, *id, object.state());
-    }
-    let (initial, _) = time(|| store.commit(&all));
+    let (store, initial) = crate::pipeline::imported_store(zone, dir)?;
 
     const RAW: redb::TableDefinition<(u64, u64), &[u8]> = redb::TableDefinition::new("raw");
     let raw = redb::Database::create(dir.join("raw.redb"))?;

@@ -31,8 +31,9 @@ pub(crate) struct Params {
     pub(crate) offer_every_ms: Vec<f64>,
 }
 
-/// A fresh store at `dir` holding the whole reference zone.
-fn imported_store(zone: &reference::ReferenceZone, dir: &Path) -> anyhow::Result<RedbStore> {
+/// A fresh store at `dir` holding the whole reference zone, and how long
+/// its one import commit took.
+pub(crate) fn imported_store(zone: &reference::ReferenceZone, dir: &Path) -> anyhow::Result<(RedbStore, Duration)> {
     std::fs::create_dir_all(dir)?;
     let store = RedbStore::open_dir(dir)?;
     let specs: Vec<ShardSpec> = (0..zone.shards).map(|s| ShardSpec::shared(ShardId(s))).collect();
@@ -41,8 +42,9 @@ fn imported_store(zone: &reference::ReferenceZone, dir: &Path) -> anyhow::Result
     for (id, shard, object) in &zone.objects {
         all.upsert(*shard, *id, object.state());
     }
-    store.commit(&all)?;
-    Ok(store)
+    let (took, result) = time(|| store.commit(&all));
+    result?;
+    Ok((store, took))
 }
 
 type Rows = Vec<(u64, u64, Vec<u8>)>;
@@ -192,7 +194,7 @@ fn quantile(mut samples: Vec<Duration>, q: f64) -> Duration {
 }
 
 pub(crate) fn run(params: &Params, zone: &reference::ReferenceZone, dir: &Path) -> anyhow::Result<serde_json::Value> {
-    let store: Arc<dyn WorldStore> = Arc::new(imported_store(zone, dir)?);
+    let store: Arc<dyn WorldStore> = Arc::new(imported_store(zone, dir)?.0);
     let raw = redb::Database::create(dir.join("raw.redb"))?;
     let mut rng = fastrand::Rng::with_seed(params.seed ^ 0x919e);
     let mut table = Vec::new();

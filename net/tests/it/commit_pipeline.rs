@@ -20,6 +20,7 @@ use hoard_net::quic::server::{Game, ServerOptions, start};
 use hoard_proto::intents::IntentRegistry;
 
 use super::e2e::{AddStones, Added, Crate, add_stones, options, registry};
+use super::store_failure::{stones_of, until};
 
 #[derive(Default)]
 struct Gate {
@@ -121,33 +122,6 @@ impl WorldStore for GatedStore {
     }
     fn recover(&self) -> Result<(), StoreFault> {
         self.inner.recover()
-    }
-}
-
-fn stones_of(world: &mut World, object: u64) -> Option<u32> {
-    world
-        .query::<(&hoard_bevy::Replicated, &Crate)>()
-        .iter(world)
-        .find(|(r, _)| r.object.0 == object)
-        .map(|(_, c)| c.stones)
-}
-
-/// Updates the client's world until `done` says so.
-async fn until(
-    client: &HoardClient,
-    world: &mut World,
-    events: &mut Vec<ClientEvent>,
-    mut done: impl FnMut(&mut World, &[ClientEvent]) -> bool,
-) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        events.extend(hoard_bevy::materialise::update(client, world));
-        if done(world, events) {
-            return;
-        }
-        tokio::time::timeout_at(deadline, client.changed())
-            .await
-            .expect("condition reached in time");
     }
 }
 

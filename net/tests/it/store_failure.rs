@@ -50,7 +50,7 @@ async fn server(data: &Path, store: Arc<RedbStore>, retry_for: Duration, schedul
     start(options, store, game).await.expect("server starts")
 }
 
-fn stones_of(world: &mut World, object: u64) -> Option<u32> {
+pub(crate) fn stones_of(world: &mut World, object: u64) -> Option<u32> {
     world
         .query::<(&Replicated, &Crate)>()
         .iter(world)
@@ -59,7 +59,7 @@ fn stones_of(world: &mut World, object: u64) -> Option<u32> {
 }
 
 /// Updates the client's world until `done` says so; returns the events seen.
-async fn until(
+pub(crate) async fn until(
     client: &HoardClient,
     world: &mut World,
     events: &mut Vec<ClientEvent>,
