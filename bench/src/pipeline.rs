@@ -130,7 +130,7 @@ fn offer(store: Arc<dyn WorldStore>, ticks: &[ChangeSet], every: Duration) -> an
         let store = store.clone();
         std::thread::spawn(move || {
             for job in job_rx {
-                let result = store.commit(&job.changes);
+                let result = job.run(&*store);
                 if done_tx.send((job.id, result)).is_err() {
                     return;
                 }

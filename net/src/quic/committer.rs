@@ -50,13 +50,8 @@ impl Committer {
         let thread = std::thread::Builder::new().name("hoard-commit".into()).spawn(move || {
             let _exit = exit_tx;
             for job in job_rx {
-                if job.recover_first
-                    && let Err(e) = store.recover()
-                {
-                    tracing::warn!(error = %e, "reopening the world store failed");
-                }
                 let span = tracing::debug_span!("commit_job", job = job.id, objects = job.changes.len());
-                let result = span.in_scope(|| store.commit(&job.changes));
+                let result = span.in_scope(|| job.run(&*store));
                 if done_tx.send((job.id, result)).is_err() {
                     return;
                 }

@@ -1088,13 +1088,19 @@ impl WorldLink {
     /// it finished (which may make the next job due).
     fn pump_commits(&mut self, world: &mut World) -> Result<(), String> {
         loop {
-            if let Some(job) = self.core.poll_commit() {
-                self.committer.submit(job).map_err(|e| e.to_string())?;
-            }
+            self.submit_due()?;
             let Some((id, result)) = self.committer.try_done().map_err(|e| e.to_string())? else {
                 return Ok(());
             };
             self.finish_job(world, id, result)?;
+        }
+    }
+
+    /// Hands the core's due commit job, if any, to the commit thread.
+    fn submit_due(&mut self) -> Result<(), String> {
+        match self.core.poll_commit() {
+            Some(job) => self.committer.submit(job).map_err(|e| e.to_string()),
+            None => Ok(()),
         }
     }
 
@@ -1119,9 +1125,7 @@ impl WorldLink {
     /// the next frame. An error is a failure the server cannot recover from.
     pub fn wait_for_commits(&mut self, world: &mut World, deadline: Instant) -> Result<(), String> {
         loop {
-            if let Some(job) = self.core.poll_commit() {
-                self.committer.submit(job).map_err(|e| e.to_string())?;
-            }
+            self.submit_due()?;
             let now = Instant::now();
             if now >= deadline {
                 return Ok(());
@@ -1145,9 +1149,7 @@ impl WorldLink {
     pub fn flush(&mut self, world: &mut World, timeout: Duration) -> Result<(), String> {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(job) = self.core.poll_commit() {
-                self.committer.submit(job).map_err(|e| e.to_string())?;
-            }
+            self.submit_due()?;
             if !self.core.commit_in_flight() {
                 return match self.core.pending() {
                     0 => Ok(()),
@@ -1288,9 +1290,7 @@ impl WorldLink {
     /// A clean stop: the commit in flight waited for (a bounded time), a
     /// last try to commit what is pending, then every connection closed.
     pub fn finish(&mut self, world: &mut World) {
-        if let Some(job) = self.core.poll_commit()
-            && let Err(e) = self.committer.submit(job)
-        {
+        if let Err(e) = self.submit_due() {
             tracing::warn!(error = %e, "the last commit job could not be handed over");
         }
         if self.core.commit_in_flight() {

@@ -14,13 +14,11 @@ use hoard_engine::store::{
     ChangesSince, CommitError, CommitReceipt, ReadError, ShardHead, ShardSnapshot, ShardSpec, StoreFault, TrimReport,
     WorldStore, WriteError,
 };
-use hoard_engine::{ChangeSet, Epoch, ObjectId, Published, Publisher, RedbStore, Seq, ShardId, ZoneId};
+use hoard_engine::{ChangeSet, Epoch, ObjectId, RedbStore, Seq, ShardId, ZoneId};
 use hoard_net::quic::client::{ClientEvent, HoardClient};
-use hoard_net::quic::server::{Game, ServerOptions, start};
-use hoard_proto::intents::IntentRegistry;
 
-use super::e2e::{AddStones, Added, Crate, add_stones, options, registry};
-use super::store_failure::{stones_of, until};
+use super::e2e::{AddStones, add_stones, options, registry};
+use super::store_failure::{server, stones_of, until};
 
 #[derive(Default)]
 struct Gate {
@@ -145,22 +143,9 @@ async fn the_world_ticks_while_a_commit_runs_and_nothing_of_it_is_published_befo
         gate: Mutex::new(Gate::default()),
         changed: Condvar::new(),
     });
-    let mut world = World::new();
-    for i in 0..10u64 {
-        world.spawn((Published::new(ObjectId(i), ShardId(i % 2)), Crate { stones: 0 }));
-    }
-    world.init_resource::<Added>();
     let mut schedule = Schedule::default();
     schedule.add_systems(add_stones);
-    let game = Game::new(
-        world,
-        schedule,
-        Publisher::new(registry()),
-        IntentRegistry::new().intent::<AddStones>("add_stones"),
-    );
-    let mut opts = ServerOptions::new("127.0.0.1:0".parse().expect("addr"), data.path().to_owned());
-    opts.tick_hz = 50;
-    let server = start(opts, store.clone(), game).await.expect("server starts");
+    let server = server(data.path(), store.clone(), Duration::from_secs(60), schedule).await;
     let client = HoardClient::connect(options(&server, cache.path(), "ann"), registry())
         .await
         .expect("connect");

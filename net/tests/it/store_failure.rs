@@ -32,7 +32,14 @@ fn store_on(disk: &SimDisk) -> Arc<RedbStore> {
     Arc::new(store)
 }
 
-async fn server(data: &Path, store: Arc<RedbStore>, retry_for: Duration, schedule: Schedule) -> ServerHandle {
+/// A server at 50 Hz over `store`, whose world holds 20 crates over two
+/// shards and takes `add_stones` intents.
+pub(crate) async fn server(
+    data: &Path,
+    store: Arc<dyn WorldStore>,
+    retry_for: Duration,
+    schedule: Schedule,
+) -> ServerHandle {
     let mut world = World::new();
     for i in 0..20u64 {
         world.spawn((Published::new(ObjectId(i), ShardId(i % 2)), Crate { stones: 0 }));

@@ -124,12 +124,28 @@ pub struct CommitJob {
     pub recover_first: bool,
 }
 
+impl CommitJob {
+    /// Runs the job against `store` as every driver does: the store
+    /// recovered first when asked, then one durable commit.
+    pub fn run(&self, store: &dyn WorldStore) -> Result<CommitReceipt, CommitError> {
+        if self.recover_first
+            && let Err(e) = store.recover()
+        {
+            tracing::warn!(error = %e, "reopening the world store failed");
+        }
+        store.commit(&self.changes)
+    }
+}
+
 /// The job the driver is running, and what waits for it.
 struct InFlight {
     id: u64,
     changes: Arc<ChangeSet>,
     /// Intents of the group's frames, confirmed once it is durable.
     intents: Vec<(SessionId, u32)>,
+    recover_first: bool,
+    /// Whether the driver has taken it ([`TickCore::poll_commit`]).
+    handed_out: bool,
 }
 
 /// Running totals of the core, for a driver's statistics.
@@ -141,8 +157,6 @@ pub struct TickCounters {
     pub committed_objects: u64,
     /// Commits that failed.
     pub failed_commits: u64,
-    /// Commits that succeeded (each a group of one or more frames).
-    pub commits: u64,
 }
 
 /// Why commits fail, since when, and when to try again (seconds on the
@@ -173,10 +187,8 @@ pub struct TickCore {
     unconfirmed: Vec<(SessionId, u32)>,
     /// Every change not yet in a commit job.
     pending: ChangeSet,
-    /// The commit job the driver runs, if any (at most one).
+    /// The commit job the driver runs or is to take, if any (at most one).
     in_flight: Option<InFlight>,
-    /// The job made but not yet taken by the driver.
-    ready: Option<CommitJob>,
     next_job: u64,
     failing: Option<Failing>,
     out: VecDeque<TickOutput>,
@@ -215,7 +227,6 @@ impl TickCore {
             unconfirmed: Vec::new(),
             pending: ChangeSet::new(),
             in_flight: None,
-            ready: None,
             next_job: 1,
             failing: None,
             out: VecDeque::new(),
@@ -266,7 +277,13 @@ impl TickCore {
     /// The commit job to run now, if one is due: the driver runs it (on
     /// another thread, or inline) and reports with [`TickCore::commit_done`].
     pub fn poll_commit(&mut self) -> Option<CommitJob> {
-        self.ready.take()
+        let flight = self.in_flight.as_mut().filter(|f| !f.handed_out)?;
+        flight.handed_out = true;
+        Some(CommitJob {
+            id: flight.id,
+            changes: flight.changes.clone(),
+            recover_first: flight.recover_first,
+        })
     }
 
     /// Runs a due commit job on this thread, at once: for drivers without a
@@ -274,12 +291,7 @@ impl TickCore {
     /// before it returns, as if commits were not pipelined.
     pub fn commit_inline(&mut self, now: f64) -> Result<(), String> {
         while let Some(job) = self.poll_commit() {
-            if job.recover_first
-                && let Err(e) = self.store.recover()
-            {
-                tracing::warn!(error = %e, "reopening the world store failed");
-            }
-            let result = self.store.commit(&job.changes);
+            let result = job.run(&*self.store);
             self.commit_done(now, job.id, result)?;
         }
         Ok(())
@@ -463,7 +475,6 @@ impl TickCore {
     /// flight if the driver could not wait for it. Returns how many changed
     /// objects could not be saved, with the error.
     pub fn finish(&mut self) -> Result<(), (usize, String)> {
-        self.ready = None;
         if let Some(flight) = self.in_flight.take() {
             self.merge_back(flight);
         }
@@ -529,16 +540,12 @@ impl TickCore {
         }
         let id = self.next_job;
         self.next_job += 1;
-        let changes = Arc::new(std::mem::take(&mut self.pending));
-        self.ready = Some(CommitJob {
-            id,
-            changes: changes.clone(),
-            recover_first: self.failing.is_some(),
-        });
         self.in_flight = Some(InFlight {
             id,
-            changes,
+            changes: Arc::new(std::mem::take(&mut self.pending)),
             intents: std::mem::take(&mut self.unconfirmed),
+            recover_first: self.failing.is_some(),
+            handed_out: false,
         });
         Ok(())
     }
@@ -553,12 +560,10 @@ impl TickCore {
             tracing::warn!(job = id, "a commit result for no job in flight; ignored");
             return Ok(());
         };
-        self.ready = None;
         match result {
             // Durable before published: no client may hold state a crash could take back.
             Ok(receipt) => {
                 self.counters.committed_objects += flight.changes.len() as u64;
-                self.counters.commits += 1;
                 if let Some(f) = self.failing.take() {
                     tracing::info!(
                         after_s = now - f.since,
