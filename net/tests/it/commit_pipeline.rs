@@ -23,6 +23,8 @@ use super::store_failure::{server, stones_of, until};
 #[derive(Default)]
 struct Gate {
     closed: bool,
+    /// The next commit panics inside the store.
+    panic: bool,
     /// Commits that reached the store.
     entered: u64,
     /// Commits the store returned.
@@ -65,6 +67,10 @@ impl GatedStore {
             let mut gate = self.gate();
             gate.entered += 1;
             self.changed.notify_all();
+            if gate.panic {
+                drop(gate);
+                panic!("the store's commit panicked (on purpose)");
+            }
             let _open = self
                 .changed
                 .wait_while(gate, |g| g.closed)
@@ -129,20 +135,55 @@ fn processed(events: &[ClientEvent], seq: u32) -> Option<usize> {
         .position(|e| matches!(e, ClientEvent::IntentsProcessed { seqs } if seqs.contains(&seq)))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_world_ticks_while_a_commit_runs_and_nothing_of_it_is_published_before_it_returns() {
-    let data = tempfile::tempdir().expect("tempdir");
-    let cache = tempfile::tempdir().expect("tempdir");
-    let inner = RedbStore::open_dir(data.path()).expect("store");
+/// A store at `data` with the two-shard zone `meadow`, behind an open gate.
+fn gated_store(data: &std::path::Path) -> Arc<GatedStore> {
+    let inner = RedbStore::open_dir(data).expect("store");
     let specs: Vec<_> = (0..2).map(|s| ShardSpec::shared(ShardId(s))).collect();
     inner
         .create_zone(&ZoneId::new("meadow").expect("zone"), &specs)
         .expect("zone");
-    let store = Arc::new(GatedStore {
+    Arc::new(GatedStore {
         inner,
         gate: Mutex::new(Gate::default()),
         changed: Condvar::new(),
-    });
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_panics_on_the_commit_thread_stops_the_server_with_the_reason() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let cache = tempfile::tempdir().expect("tempdir");
+    let store = gated_store(data.path());
+    let mut schedule = Schedule::default();
+    schedule.add_systems(add_stones);
+    let server = server(data.path(), store.clone(), Duration::from_secs(60), schedule).await;
+    let client = HoardClient::connect(options(&server, cache.path(), "ann"), registry())
+        .await
+        .expect("connect");
+    store.gate().panic = true;
+    let seq = client
+        .send_intent("add_stones", &AddStones { object: 3, stones: 5 })
+        .await
+        .expect("send");
+    let reason = tokio::time::timeout(Duration::from_secs(15), server.failed())
+        .await
+        .expect("the server stops");
+    assert!(reason.contains("commit thread stopped"), "{reason}");
+    let (entered, returned) = {
+        let gate = store.gate();
+        (gate.entered, gate.returned)
+    };
+    assert_eq!(returned, entered - 1, "the panicked commit never returned");
+    let mut world = bevy_ecs::world::World::new();
+    let events = hoard_bevy::materialise::update(&client, &mut world);
+    assert_eq!(processed(&events, seq), None, "nothing of it was confirmed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_world_ticks_while_a_commit_runs_and_nothing_of_it_is_published_before_it_returns() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let cache = tempfile::tempdir().expect("tempdir");
+    let store = gated_store(data.path());
     let mut schedule = Schedule::default();
     schedule.add_systems(add_stones);
     let server = server(data.path(), store.clone(), Duration::from_secs(60), schedule).await;
