@@ -448,7 +448,7 @@ async fn run_async(args: &Args, out: &Path) -> anyhow::Result<()> {
         hoard_bevy::materialise::update(&client, &mut world);
         times.push(t.elapsed());
         anyhow::ensure!(
-            world.entities().len() as u64 >= stats.objects,
+            world.query::<&hoard_bevy::Replicated>().iter(&world).count() as u64 >= stats.objects,
             "materialised every object"
         );
         client.leave_zone(&zone).await?;

@@ -3,13 +3,19 @@
 //! decoded components; a live change updates that entity in place (or
 //! despawns it), and leaving a zone despawns its entities.
 //!
+//! A zone that arrives whole (from the cache or an answer) is decoded on
+//! every core, one shard per task, into typed columns, and spawned by
+//! archetype: one `spawn_batch` of markers and one `insert_batch` per
+//! component for each shard's objects of the same components
+//! ([`PublishRegistry::spawn_decoded`]).
+//!
 //! [`HoardClientPlugin`](crate::client::HoardClientPlugin) keeps one
 //! [`Materialiser`] as a resource of its App's world and calls [`update`]
 //! each frame. A game on a bare `World` (no App) calls [`update`] itself.
 
-use std::collections::HashMap;
-
 use bevy_ecs::prelude::*;
+use bevy_platform::collections::HashMap;
+use hoard_engine::batch::DecodedObjects;
 use hoard_engine::load::ObjectDecodeError;
 use hoard_engine::registry::DecodedComponent;
 use hoard_engine::{ObjectId, PublishRegistry, ShardId, ZoneId};
@@ -30,7 +36,9 @@ pub struct Replicated {
 struct Placed {
     entity: Entity,
     shard: ShardId,
-    zone: ZoneId,
+    /// The zone, as its index in [`Materialiser::zones`] (a zone's name is
+    /// not copied for each of its objects).
+    zone: usize,
 }
 
 /// Turns a client's updates into entities, and remembers which entity
@@ -39,6 +47,8 @@ struct Placed {
 pub struct Materialiser {
     registry: PublishRegistry,
     index: HashMap<ObjectId, Placed>,
+    /// Every zone materialised so far (bounded by the zones the game enters).
+    zones: Vec<ZoneId>,
 }
 
 impl std::fmt::Debug for Materialiser {
@@ -54,7 +64,18 @@ impl Materialiser {
     pub fn new(registry: PublishRegistry) -> Materialiser {
         Materialiser {
             registry,
-            index: HashMap::new(),
+            index: HashMap::default(),
+            zones: Vec::new(),
+        }
+    }
+
+    fn zone_index(&mut self, zone: &ZoneId) -> usize {
+        match self.zones.iter().position(|z| z == zone) {
+            Some(i) => i,
+            None => {
+                self.zones.push(zone.clone());
+                self.zones.len() - 1
+            }
         }
     }
 
@@ -69,21 +90,7 @@ impl Materialiser {
         let mut events = Vec::new();
         for update in updates {
             match update {
-                ClientUpdate::ZoneLoaded { zone, shards } => {
-                    // Decode on every core, then spawn on this thread.
-                    let registry = &self.registry;
-                    let decoded: Vec<_> = shards
-                        .par_iter()
-                        .flat_map_iter(|s| {
-                            s.objects
-                                .iter()
-                                .map(move |o| (s.header.key.shard, o.id, registry.decode_state(&o.state)))
-                        })
-                        .collect();
-                    for (shard, id, components) in decoded {
-                        self.place(world, &zone, shard, id, components);
-                    }
-                }
+                ClientUpdate::ZoneLoaded { zone, shards } => self.load_zone(world, &zone, &shards),
                 ClientUpdate::Objects {
                     zone,
                     shard,
@@ -104,8 +111,9 @@ impl Materialiser {
                     }
                 }
                 ClientUpdate::ZoneLeft { zone } => {
+                    let left = self.zone_index(&zone);
                     self.index.retain(|_, e| {
-                        if e.zone == zone {
+                        if e.zone == left {
                             world.despawn(e.entity);
                             false
                         } else {
@@ -119,6 +127,50 @@ impl Materialiser {
             }
         }
         events
+    }
+
+    /// Puts a whole zone into the world: objects not yet materialised are
+    /// decoded on every core (a shard per task) and spawned by archetype;
+    /// objects already there (a zone entered again before its entities
+    /// were despawned) are updated in place.
+    fn load_zone(&mut self, world: &mut World, zone: &ZoneId, shards: &[hoard_world_cache::CachedShard]) {
+        let zone_index = self.zone_index(zone);
+        let (registry, index) = (&self.registry, &self.index);
+        let decoded: Vec<DecodedObjects<(ObjectId, ShardId)>> = shards
+            .par_iter()
+            .map(|s| {
+                let shard = s.header.key.shard;
+                let new = s.objects.iter().filter(|o| !index.contains_key(&o.id));
+                registry.decode_objects(new.map(|o| ((o.id, shard), &o.state)))
+            })
+            .collect();
+        let known: Vec<(ShardId, &CachedObject)> = shards
+            .iter()
+            .flat_map(|s| s.objects.iter().map(move |o| (s.header.key.shard, o)))
+            .filter(|(_, o)| self.index.contains_key(&o.id))
+            .collect();
+        for (shard, o) in known {
+            self.upsert(world, zone, shard, o);
+        }
+        self.index.reserve(decoded.iter().map(DecodedObjects::len).sum());
+        for batch in decoded {
+            let spawned = self
+                .registry
+                .spawn_decoded(world, batch, |&(object, shard)| Replicated { object, shard });
+            for ((object, _), e) in &spawned.failed {
+                tracing::warn!(%object, error = %e, "object does not decode with this client's components");
+            }
+            for ((object, shard), entity) in spawned.placed {
+                self.index.insert(
+                    object,
+                    Placed {
+                        entity,
+                        shard,
+                        zone: zone_index,
+                    },
+                );
+            }
+        }
     }
 
     fn upsert(&mut self, world: &mut World, zone: &ZoneId, shard: ShardId, o: &CachedObject) {
@@ -162,14 +214,8 @@ impl Materialiser {
                 entity.id()
             }
         };
-        self.index.insert(
-            id,
-            Placed {
-                entity,
-                shard,
-                zone: zone.clone(),
-            },
-        );
+        let zone = self.zone_index(zone);
+        self.index.insert(id, Placed { entity, shard, zone });
     }
 }
 

@@ -7,7 +7,8 @@
 //!   each tick's changes are gathered from a `World`;
 //! - [`store`]: the [`WorldStore`] interface, `RedbStore` (the embedded,
 //!   durable store; the `redb` feature, on by default) and [`MemoryStore`];
-//! - [`load`]: loading a stored world back into a `World`.
+//! - [`load`]: loading a stored world back into a `World`;
+//! - [`batch`]: decoding many objects at once and spawning them by archetype.
 //!
 //! ```
 //! use bevy_ecs::prelude::*;
@@ -30,6 +31,7 @@
 //! assert_eq!(receipt.heads[0].digest.count(), 1);
 //! ```
 
+pub mod batch;
 pub mod changeset;
 pub mod digest;
 pub mod ids;

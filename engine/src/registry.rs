@@ -77,6 +77,10 @@ pub(crate) trait ErasedComponent: Send + Sync {
     fn spawn_with(&self, world: &mut World, marker: Published, value: Box<dyn Any + Send>) -> Entity;
     fn remove(&self, entity: &mut EntityWorldMut<'_>);
     fn add_change_system(&self, schedule: &mut Schedule);
+    /// An empty column of this type, for decoding many objects at once.
+    fn new_column(&self) -> Box<dyn crate::batch::ErasedColumn>;
+    /// Inserts `column`'s values into `entities`, one each, in order.
+    fn insert_column(&self, world: &mut World, entities: &[Entity], column: Box<dyn crate::batch::ErasedColumn>);
 }
 
 struct Typed<C>(PhantomData<fn() -> C>);
@@ -114,6 +118,18 @@ where
 
     fn add_change_system(&self, schedule: &mut Schedule) {
         schedule.add_systems(crate::marker::mark_changed::<C>);
+    }
+
+    fn new_column(&self) -> Box<dyn crate::batch::ErasedColumn> {
+        Box::new(crate::batch::Column::<C>::default())
+    }
+
+    fn insert_column(&self, world: &mut World, entities: &[Entity], column: Box<dyn crate::batch::ErasedColumn>) {
+        // The column was made by this entry's `new_column` (the slot ties
+        // them), so the downcast cannot fail.
+        if let Ok(column) = column.into_any().downcast::<crate::batch::Column<C>>() {
+            world.insert_batch(entities.iter().copied().zip(column.values));
+        }
     }
 }
 
@@ -269,6 +285,14 @@ impl PublishRegistry {
         &self.inner.entries
     }
 
+    /// The slot (index in name order) of the component named `name`.
+    pub(crate) fn slot(&self, name: &str) -> Option<usize> {
+        self.inner
+            .entries
+            .binary_search_by(|e| e.name.as_bytes().cmp(name.as_bytes()))
+            .ok()
+    }
+
     /// Encodes the published components of an entity into canonical state bytes.
     pub(crate) fn encode(
         &self,
@@ -286,10 +310,8 @@ impl PublishRegistry {
     /// Decodes one named component.
     pub fn decode_component(&self, name: &str, bytes: &[u8]) -> Result<DecodedComponent, ComponentDecodeError> {
         let slot = self
-            .inner
-            .entries
-            .binary_search_by(|e| e.name.as_bytes().cmp(name.as_bytes()))
-            .map_err(|_| ComponentDecodeError::Unknown { name: name.to_owned() })?;
+            .slot(name)
+            .ok_or_else(|| ComponentDecodeError::Unknown { name: name.to_owned() })?;
         let entry = &self.inner.entries[slot];
         let value = entry.ops.decode(bytes).map_err(|source| ComponentDecodeError::Schema {
             name: entry.name.clone(),

@@ -124,6 +124,13 @@ impl ObjectState {
     pub fn components(&self) -> Result<Vec<(&str, &[u8])>, StateError> {
         parse(&self.0)
     }
+
+    /// Hands each `(name, component bytes)` pair to `visit` in canonical
+    /// order, without allocating; fails (possibly after some visits) on a
+    /// damaged encoding.
+    pub fn visit_components<'a>(&'a self, visit: impl FnMut(&'a str, &'a [u8])) -> Result<(), StateError> {
+        walk(&self.0, visit)
+    }
 }
 
 impl fmt::Debug for ObjectState {

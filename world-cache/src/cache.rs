@@ -19,6 +19,7 @@ use rayon::prelude::*;
 use crate::apply::{ApplyError, ShardUpdate, apply};
 use crate::format::{
     CachedShard, FormatError, MAX_HEADER_BYTES, ShardHeader, decode_header, decode_shard, encode_shard,
+    recompute_digest,
 };
 use crate::journal;
 use crate::key::ShardKey;
@@ -106,10 +107,13 @@ pub enum DiscardReason {
     NotAFile,
     /// Its journal could not be applied.
     Journal,
+    /// Its objects do not give the digest its header states (found by
+    /// [`WorldCache::audit`]; the checksums held, so the file was written so).
+    Digest,
 }
 
 impl DiscardReason {
-    const ALL: [DiscardReason; 7] = [
+    const ALL: [DiscardReason; 8] = [
         DiscardReason::Truncated,
         DiscardReason::Corrupt,
         DiscardReason::FutureFormat,
@@ -117,6 +121,7 @@ impl DiscardReason {
         DiscardReason::Registry,
         DiscardReason::NotAFile,
         DiscardReason::Journal,
+        DiscardReason::Digest,
     ];
 
     fn of(e: &FormatError) -> DiscardReason {
@@ -132,7 +137,7 @@ impl DiscardReason {
 
 /// Counts of discarded files, by reason.
 #[derive(Default)]
-struct Counters([AtomicU64; 7]);
+struct Counters([AtomicU64; 8]);
 
 /// The outcome of writing a shard.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -371,6 +376,31 @@ impl WorldCache {
     /// Loads and verifies many shards in parallel (rayon across shards).
     pub fn load_many(&self, keys: &[ShardKey], registry: RegistryHash) -> Vec<Option<CachedShard>> {
         keys.par_iter().map(|k| self.load(k, registry)).collect()
+    }
+
+    /// Checks that a shard file's objects give the digest its header states:
+    /// the one check [`WorldCache::load`] leaves out, since the writer
+    /// compares the digest before writing (invariant 1) and the checksums
+    /// prove the bytes unchanged since. A client runs it in the background
+    /// on the copies a zone entry took on trust. Reads the file only, never
+    /// its journal, and changes nothing on disk: `Some(false)` is counted as
+    /// [`DiscardReason::Digest`] and logged, and the caller repairs the
+    /// shard (its repair rewrites the file). `None`: no valid file to check.
+    pub fn audit(&self, key: &ShardKey, registry: RegistryHash) -> Option<bool> {
+        let path = self.root.join(key.file());
+        let (bytes, _) = self.read_shard_file(&path, None)?;
+        let shard = decode_shard(&bytes).ok()?;
+        if shard.header.key != *key || shard.header.registry != registry {
+            return None;
+        }
+        let real = recompute_digest(&shard.objects);
+        if real == shard.header.digest {
+            return Some(true);
+        }
+        self.discards.0[DiscardReason::Digest as usize].fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(path = %path.display(), stated = %shard.header.digest, real = %real,
+            "cached shard's objects do not give its digest; it will be repaired");
+        Some(false)
     }
 
     fn replay_journal(&self, key: &ShardKey, mut shard: CachedShard, registry: RegistryHash) -> CachedShard {

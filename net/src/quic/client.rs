@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hoard_engine::{ObjectId, PublishRegistry, ServerIdentity, ShardId, ZoneId};
-use hoard_world_cache::{CachedObject, CachedShard, LockPolicy, WorldCache};
+use hoard_engine::{ObjectId, PublishRegistry, RegistryHash, ServerIdentity, ShardId, ZoneId};
+use hoard_world_cache::{CachedObject, CachedShard, LockPolicy, ShardKey, WorldCache};
 use quinn::{Connection, Endpoint, SendStream};
 use rayon::prelude::*;
 use serde::Serialize;
@@ -201,6 +201,9 @@ struct Inner {
     timer: tokio::sync::Notify,
     /// The control stream, shared with the background readers (they send repairs).
     control: AsyncMutex<SendStream>,
+    /// The cache files each zone entry in flight took on trust, audited
+    /// once the zone is ready (one list per zone being entered).
+    audits: Mutex<HashMap<ZoneId, Vec<ShardKey>>>,
 }
 
 /// A connected client.
@@ -353,6 +356,11 @@ async fn read_welcome(
 }
 
 impl Inner {
+    /// The registry hash the cache is keyed by.
+    fn cache_registry(&self) -> RegistryHash {
+        self.sync.lock().map_or(RegistryHash([0; 32]), |s| s.config().registry)
+    }
+
     /// The shared state of a client about to talk as `perspective`.
     fn new(
         cache: WorldCache,
@@ -383,6 +391,7 @@ impl Inner {
             changed: tokio::sync::Notify::new(),
             timer: tokio::sync::Notify::new(),
             control: AsyncMutex::new(send),
+            audits: Mutex::new(HashMap::new()),
         })
     }
 }
@@ -611,6 +620,9 @@ impl HoardClient {
         if let Ok(mut transient) = self.inner.transient.lock() {
             transient.remove(zone);
         }
+        if let Ok(mut audits) = self.inner.audits.lock() {
+            audits.remove(zone);
+        }
         // The copies to keep and the leave itself under one lock: no delta
         // is applied after the copies are taken, so the whole copies written
         // below are the zone's last state (a delta applied in between would
@@ -779,22 +791,29 @@ async fn start_entry(inner: &Arc<Inner>, zone: &ZoneId, subscribe: bool) -> Resu
         (request, messages)
     };
     send_all(inner, messages).await?;
-    // Load the full copies while the request is in flight.
+    // Load the full copies while the request is in flight. Each file's
+    // checksums are checked as it is read; its digest, which its writer
+    // checked before writing, is audited once the zone is ready (below),
+    // off the path to the player's world.
     let loader = inner.clone();
     let registry = cfg.registry;
     let present: Vec<_> = heads.iter().map(|h| h.key.clone()).collect();
     let copies = tokio::task::spawn_blocking(move || {
-        // Each copy's digest is recomputed from its objects, in parallel.
-        let loaded: Vec<_> = loader
+        loader
             .cache
             .load_many(&present, registry)
             .into_iter()
             .flatten()
-            .collect();
-        loaded.into_par_iter().map(CheckedCopy::new).collect::<Vec<_>>()
+            .map(CheckedCopy::from_verified_file)
+            .collect::<Vec<_>>()
     })
     .await
     .map_err(|e| ClientError::Lost(e.to_string()))?;
+    // Registered before the copies are handed over: the zone may be ready
+    // as soon as they are.
+    if let Ok(mut audits) = inner.audits.lock() {
+        audits.insert(zone.clone(), heads.into_iter().map(|h| h.key).collect());
+    }
     let now = inner.started.elapsed().as_secs_f64();
     let result = inner
         .sync
@@ -810,6 +829,34 @@ async fn start_entry(inner: &Arc<Inner>, zone: &ZoneId, subscribe: bool) -> Resu
         .await
         .map_err(|e| ClientError::Lost(e.to_string()))?;
     flush(inner).await
+}
+
+/// Recomputes the digests of the cache files an entry took on trust, on a
+/// blocking thread once the zone is ready, and has the server repair any
+/// live shard whose file's objects do not give its stated digest (which
+/// only a writer's bug could cause: the checksums held). The repair
+/// replaces the wrong objects in the world like a live change.
+async fn audit_copies(inner: Arc<Inner>, zone: ZoneId, keys: Vec<ShardKey>, registry: RegistryHash) {
+    let auditor = inner.clone();
+    let failed = tokio::task::spawn_blocking(move || {
+        keys.par_iter()
+            .filter(|k| auditor.cache.audit(k, registry) == Some(false))
+            .map(|k| k.shard)
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_default();
+    if failed.is_empty() {
+        return;
+    }
+    if let Ok(mut sync) = inner.sync.lock() {
+        for shard in failed {
+            sync.repair_live_shard(&zone, shard);
+        }
+    }
+    if let Err(e) = flush(&inner).await {
+        tracing::debug!(error = %e, "could not send the audit's repairs");
+    }
 }
 
 async fn send_all(inner: &Inner, messages: Vec<Message>) -> Result<(), ClientError> {
@@ -856,6 +903,14 @@ fn process_effects(inner: &Arc<Inner>) {
                 }
             }
             Effect::ZoneReady { zone, shards, stats } => {
+                let audit = inner.audits.lock().ok().and_then(|mut a| a.remove(&zone));
+                if let Some(keys) = audit.filter(|k| !k.is_empty()) {
+                    let registry = inner.cache_registry();
+                    match tokio::runtime::Handle::try_current() {
+                        Ok(rt) => drop(rt.spawn(audit_copies(inner.clone(), zone.clone(), keys, registry))),
+                        Err(e) => tracing::warn!(%zone, error = %e, "no runtime to audit the cached copies on"),
+                    }
+                }
                 push(
                     inner,
                     Pending::ZoneLoaded {

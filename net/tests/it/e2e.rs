@@ -580,3 +580,67 @@ async fn a_zone_entered_as_part_of_connecting_is_cold_then_fresh() {
     assert!(matches!(refused, Err(ClientError::Refused { .. })), "{refused:?}");
     server.shutdown().await;
 }
+
+/// A cache file whose checksums hold but whose objects do not give the
+/// digest its header states (what only a writer's bug could leave) is taken
+/// on trust at entry — the zone is ready without recomputing digests — and
+/// the background audit then finds it and has the server repair it: the
+/// world ends with the server's objects, and the cache counts the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cache_file_that_lies_about_its_digest_is_audited_and_repaired() {
+    use hoard_engine::state::StateBuilder;
+    use hoard_world_cache::cache::DiscardReason;
+    use hoard_world_cache::{LockPolicy, ShardKey, WorldCache};
+
+    let data = tempfile::tempdir().expect("tempdir");
+    let cache = tempfile::tempdir().expect("tempdir");
+    let server = server(data.path(), 2, 25).await;
+    let zone = ZoneId::new("meadow").expect("zone");
+    let client = HoardClient::connect(options(&server, cache.path(), "ann"), registry())
+        .await
+        .expect("connect");
+    client.enter_zone(&zone).await.expect("cold entry");
+    drop(client);
+
+    // Object 1003 (3 stones) now claims 999, under the server's digest,
+    // with checksums recomputed: self-consistent bytes, a lying header.
+    {
+        let writer = WorldCache::open(cache.path(), LockPolicy::WaitUpTo(Duration::from_secs(5))).expect("cache");
+        let key = ShardKey::new(server.identity, "world", None, zone.clone(), ShardId(1)).expect("key");
+        let mut copy = writer.load(&key, registry().hash()).expect("cached copy");
+        let lie = copy
+            .objects
+            .iter_mut()
+            .find(|o| o.id == ObjectId(1003))
+            .expect("object");
+        let mut state = StateBuilder::new();
+        state.component("crate", rmp_serde::to_vec(&Crate { stones: 999 }).expect("encode"));
+        lie.state = state.finish();
+        writer.write(&copy).expect("write");
+    }
+
+    let client = HoardClient::connect(options(&server, cache.path(), "ann"), registry())
+        .await
+        .expect("reconnect");
+    let stats = client.enter_zone(&zone).await.expect("warm entry");
+    assert_eq!(
+        (stats.shards_fresh, stats.round_trips),
+        (2, 1),
+        "taken on trust: {stats:?}"
+    );
+    let mut world = World::new();
+    wait_for(&client, &mut world, |w| {
+        stones(w).contains(&(1003, 3)) && stones(w).len() == 50
+    })
+    .await;
+    assert!(
+        client.cache().discards().contains(&(DiscardReason::Digest, 1)),
+        "{:?}",
+        client.cache().discards()
+    );
+    let key = ShardKey::new(server.identity, "world", None, zone.clone(), ShardId(1)).expect("key");
+    // The repair rewrote the file before its objects reached the world.
+    assert_eq!(client.cache().audit(&key, registry().hash()), Some(true));
+    client.close();
+    server.shutdown().await;
+}

@@ -209,6 +209,46 @@ fn a_copy_that_lies_about_its_contents_is_repaired_in_one_more_round_trip() {
     pair.assert_in_sync("meadow");
 }
 
+/// A copy taken on trust (as the QUIC client takes a checksummed cache
+/// file) whose objects do not give its header's digest enters as fresh; a
+/// repair of the live shard — what the client's background audit asks for —
+/// then brings it in line in place, in one round trip, without leaving the
+/// zone, and live deltas go on after it.
+#[test]
+fn a_live_shard_taken_on_trust_and_found_wrong_is_repaired_in_place() {
+    let mut pair = Pair::new("meadow", 2, 9);
+    fill(&mut pair, 2, 40, 0);
+    pair.enter("meadow", false);
+    pair.run();
+    let zone = ZoneId::new("meadow").expect("zone");
+    let key = ShardKey::new(SERVER, "world", None, zone.clone(), ShardId(0)).expect("key");
+    let copy: &mut CachedShard = pair.cache.get_mut(&key).expect("cached");
+    copy.objects.remove(17);
+    copy.objects[3].state = state(123_456);
+    pair.trust_copies = true;
+    pair.enter("meadow", true);
+    pair.run();
+    let stats = last_stats(&pair);
+    assert_eq!((stats.shards_fresh, stats.round_trips), (2, 1), "taken on trust");
+    let (to_server, to_client) = (pair.bytes_to_server, pair.bytes_to_client);
+
+    pair.net.one_way = 0.01;
+    let started = pair.net.now;
+    pair.client.repair_live_shard(&zone, ShardId(0));
+    pair.run();
+    assert!(pair.failures.is_empty(), "{:?}", pair.failures);
+    pair.assert_in_sync("meadow");
+    assert!((pair.net.now - started - 0.02).abs() < 1e-9, "one round trip");
+    assert!(pair.bytes_to_server > to_server && pair.bytes_to_client > to_client);
+
+    let mut tick = ChangeSet::new();
+    tick.upsert(ShardId(0), ObjectId(3), state(7));
+    pair.commit(&tick);
+    pair.run();
+    pair.assert_in_sync("meadow");
+    assert_eq!(pair.ready.len(), 2, "the zone was never entered again");
+}
+
 #[test]
 fn live_deltas_follow_the_answer_without_gap_or_duplicate() {
     let mut pair = Pair::new("meadow", 3, 7);

@@ -1,0 +1,380 @@
+//! Decoding many objects at once and spawning them by archetype: what a
+//! client does when a whole zone comes out of its cache.
+//!
+//! Spawning objects one by one costs an archetype lookup, a boxed value per
+//! component and an entity move per further component. Here objects are
+//! decoded into one typed column per (component set, component) —
+//! [`PublishRegistry::decode_objects`], which callers run on several threads
+//! and join with [`DecodedObjects::merge`] — and each group of objects with
+//! the same components is spawned with one `spawn_batch` of markers and one
+//! `insert_batch` per component ([`PublishRegistry::spawn_decoded`]).
+//!
+//! ```
+//! use bevy_ecs::prelude::*;
+//! use hoard_engine::prelude::*;
+//! use hoard_engine::state::StateBuilder;
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Component, Serialize, Deserialize, Debug, PartialEq)]
+//! struct House { owner: String }
+//!
+//! let registry = PublishRegistry::builder().publish::<House>("house", 1).build();
+//! let mut b = StateBuilder::new();
+//! b.component("house", rmp_serde::to_vec(&House { owner: "ann".into() }).unwrap());
+//! let state = b.finish();
+//!
+//! let decoded = registry.decode_objects([(ObjectId(7), &state)]);
+//! let mut world = World::new();
+//! let spawned = registry.spawn_decoded(&mut world, decoded, |id| Published::new(*id, ShardId(1)));
+//! let (id, entity) = spawned.placed[0];
+//! assert_eq!(id, ObjectId(7));
+//! assert_eq!(world.get::<House>(entity), Some(&House { owner: "ann".into() }));
+//! ```
+
+use std::any::Any;
+
+use bevy_ecs::bundle::{Bundle, NoBundleEffect};
+use bevy_ecs::component::Component;
+use bevy_ecs::entity::Entity;
+use bevy_ecs::world::World;
+use serde::de::DeserializeOwned;
+
+use crate::registry::{ComponentDecodeError, ObjectDecodeError, PublishRegistry};
+use crate::state::{MAX_COMPONENTS_PER_OBJECT, ObjectState};
+
+/// A growable column of one component type's decoded values (type-erased).
+pub(crate) trait ErasedColumn: Send {
+    /// Decodes `bytes` and appends the value.
+    fn push_decoded(&mut self, bytes: &[u8]) -> Result<(), rmp_serde::decode::Error>;
+    /// Drops values past `len` (undoes a partly decoded object).
+    fn truncate(&mut self, len: usize);
+    /// Number of values.
+    fn len(&self) -> usize;
+    /// Appends another column of the same type (made by the same entry).
+    fn append(&mut self, other: Box<dyn ErasedColumn>);
+    /// For the typed side to take the values back.
+    fn into_any(self: Box<Self>) -> Box<dyn Any>;
+}
+
+/// The typed column behind [`ErasedColumn`].
+pub(crate) struct Column<C> {
+    pub(crate) values: Vec<C>,
+}
+
+impl<C> Default for Column<C> {
+    fn default() -> Self {
+        Column { values: Vec::new() }
+    }
+}
+
+impl<C: Component + DeserializeOwned> ErasedColumn for Column<C> {
+    fn push_decoded(&mut self, bytes: &[u8]) -> Result<(), rmp_serde::decode::Error> {
+        self.values.push(rmp_serde::from_slice(bytes)?);
+        Ok(())
+    }
+
+    fn truncate(&mut self, len: usize) {
+        self.values.truncate(len);
+    }
+
+    fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    fn append(&mut self, other: Box<dyn ErasedColumn>) {
+        if let Ok(mut other) = other.into_any().downcast::<Column<C>>() {
+            self.values.append(&mut other.values);
+        }
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn Any> {
+        self
+    }
+}
+
+/// Objects that have the same set of components: their tags and one column
+/// per component, all of the same length.
+struct Group<K> {
+    /// Bit `slot` set for each component the objects have.
+    mask: u64,
+    tags: Vec<K>,
+    /// `(slot, column)`, ascending by slot.
+    columns: Vec<(usize, Box<dyn ErasedColumn>)>,
+}
+
+/// Objects decoded by [`PublishRegistry::decode_objects`], grouped by their
+/// set of components, each tagged with the caller's `K` (an object id, say).
+pub struct DecodedObjects<K> {
+    groups: Vec<Group<K>>,
+    failed: Vec<(K, ObjectDecodeError)>,
+}
+
+impl<K> Default for DecodedObjects<K> {
+    fn default() -> Self {
+        DecodedObjects {
+            groups: Vec::new(),
+            failed: Vec::new(),
+        }
+    }
+}
+
+impl<K> std::fmt::Debug for DecodedObjects<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DecodedObjects")
+            .field("groups", &self.groups.len())
+            .field("objects", &self.len())
+            .field("failed", &self.failed.len())
+            .finish()
+    }
+}
+
+impl<K> DecodedObjects<K> {
+    /// Objects decoded (those that failed are not counted).
+    pub fn len(&self) -> usize {
+        self.groups.iter().map(|g| g.tags.len()).sum()
+    }
+
+    /// Whether no object decoded.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Objects that did not decode, and why (they are left out of the groups).
+    pub fn failed(&self) -> &[(K, ObjectDecodeError)] {
+        &self.failed
+    }
+
+    /// Adds `other`'s objects (decoded with the same registry) to these.
+    pub fn merge(&mut self, other: DecodedObjects<K>) {
+        self.failed.extend(other.failed);
+        for group in other.groups {
+            match self.groups.iter_mut().find(|g| g.mask == group.mask) {
+                Some(mine) => {
+                    mine.tags.extend(group.tags);
+                    for ((_, column), (_, theirs)) in mine.columns.iter_mut().zip(group.columns) {
+                        column.append(theirs);
+                    }
+                }
+                None => self.groups.push(group),
+            }
+        }
+    }
+}
+
+/// What [`PublishRegistry::spawn_decoded`] spawned.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Spawned<K> {
+    /// Each decoded object's tag and its new entity.
+    pub placed: Vec<(K, Entity)>,
+    /// Objects that did not decode, and why (nothing was spawned for them).
+    pub failed: Vec<(K, ObjectDecodeError)>,
+}
+
+impl PublishRegistry {
+    /// Decodes objects' states into columns grouped by their set of
+    /// components (all of an object's components or none: an object with a
+    /// damaged state or a component that does not decode is listed in
+    /// [`DecodedObjects::failed`]). Run it on slices of a zone on several
+    /// threads and [`merge`](DecodedObjects::merge) the results.
+    pub fn decode_objects<'a, K>(&self, objects: impl IntoIterator<Item = (K, &'a ObjectState)>) -> DecodedObjects<K> {
+        let mut out = DecodedObjects::default();
+        let mut parts: Vec<(&'a str, &'a [u8])> = Vec::with_capacity(4);
+        // The group the previous object went to: a shard's objects mostly
+        // share their components, so this rarely searches.
+        let mut last = 0usize;
+        for (tag, state) in objects {
+            parts.clear();
+            if let Err(e) = state.visit_components(|name, bytes| parts.push((name, bytes))) {
+                out.failed.push((tag, e.into()));
+                continue;
+            }
+            let mut mask = 0u64;
+            let mut unknown = None;
+            for (name, _) in &parts {
+                match self.slot(name) {
+                    Some(slot) if slot < MAX_COMPONENTS_PER_OBJECT => mask |= 1 << slot,
+                    _ => {
+                        unknown = Some(*name);
+                        break;
+                    }
+                }
+            }
+            if let Some(name) = unknown {
+                let e = ComponentDecodeError::Unknown { name: name.to_owned() };
+                out.failed.push((tag, e.into()));
+                continue;
+            }
+            if out.groups.get(last).is_none_or(|g| g.mask != mask) {
+                last = match out.groups.iter().position(|g| g.mask == mask) {
+                    Some(i) => i,
+                    None => {
+                        out.groups.push(self.new_group(mask));
+                        out.groups.len() - 1
+                    }
+                };
+            }
+            let group = &mut out.groups[last];
+            let before = group.tags.len();
+            // A canonical state lists components in name order, which is
+            // slot order: the columns line up with the parts.
+            let mut result = Ok(());
+            for ((_, bytes), (slot, column)) in parts.iter().zip(group.columns.iter_mut()) {
+                if let Err(source) = column.push_decoded(bytes) {
+                    let (name, version) = self.name_and_version(*slot);
+                    result = Err(ComponentDecodeError::Schema { name, version, source });
+                    break;
+                }
+            }
+            match result {
+                Ok(()) => group.tags.push(tag),
+                Err(e) => {
+                    for (_, column) in &mut group.columns {
+                        column.truncate(before);
+                    }
+                    out.failed.push((tag, e.into()));
+                }
+            }
+        }
+        out
+    }
+
+    /// Spawns decoded objects: per group, one `spawn_batch` of the markers
+    /// `marker` makes from each tag, then one `insert_batch` per component.
+    pub fn spawn_decoded<K, M>(
+        &self,
+        world: &mut World,
+        decoded: DecodedObjects<K>,
+        mut marker: impl FnMut(&K) -> M,
+    ) -> Spawned<K>
+    where
+        M: Bundle<Effect: NoBundleEffect>,
+    {
+        let mut placed = Vec::with_capacity(decoded.len());
+        for group in decoded.groups {
+            let entities: Vec<Entity> = world.spawn_batch(group.tags.iter().map(&mut marker)).collect();
+            for (slot, column) in group.columns {
+                debug_assert_eq!(column.len(), entities.len());
+                if let Some(entry) = self.entries().get(slot) {
+                    entry.ops.insert_column(world, &entities, column);
+                }
+            }
+            placed.extend(group.tags.into_iter().zip(entities));
+        }
+        Spawned {
+            placed,
+            failed: decoded.failed,
+        }
+    }
+
+    fn new_group<K>(&self, mask: u64) -> Group<K> {
+        let columns = self
+            .entries()
+            .iter()
+            .enumerate()
+            .filter(|(slot, _)| mask & (1 << slot) != 0)
+            .map(|(slot, entry)| (slot, entry.ops.new_column()))
+            .collect();
+        Group {
+            mask,
+            tags: Vec::new(),
+            columns,
+        }
+    }
+
+    fn name_and_version(&self, slot: usize) -> (String, u32) {
+        self.entries()
+            .get(slot)
+            .map_or_else(|| (String::new(), 0), |e| (e.name.clone(), e.version))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::{ObjectId, ShardId};
+    use crate::marker::Published;
+    use crate::state::StateBuilder;
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Component, Serialize, Deserialize, Debug, PartialEq, Clone)]
+    struct A(u32);
+    #[derive(Component, Serialize, Deserialize, Debug, PartialEq, Clone)]
+    struct B(String);
+
+    fn registry() -> PublishRegistry {
+        PublishRegistry::builder()
+            .publish::<A>("a", 1)
+            .publish::<B>("b", 2)
+            .build()
+    }
+
+    fn state(a: Option<u32>, b: Option<&str>) -> ObjectState {
+        let mut s = StateBuilder::new();
+        if let Some(a) = a {
+            s.component("a", rmp_serde::to_vec(&A(a)).unwrap_or_default());
+        }
+        if let Some(b) = b {
+            s.component("b", rmp_serde::to_vec(&B(b.into())).unwrap_or_default());
+        }
+        s.finish()
+    }
+
+    /// Objects of three archetypes, decoded in two halves and merged, spawn
+    /// with exactly their own components; the damaged ones are reported and
+    /// spawn nothing, and a failure midway through an object leaves no value
+    /// behind in the columns (the next object still lines up).
+    #[test]
+    fn groups_spawn_with_their_own_components_and_failures_leave_nothing() {
+        let registry = registry();
+        let mut bad_b = StateBuilder::new();
+        bad_b.component("a", rmp_serde::to_vec(&A(99)).unwrap_or_default());
+        bad_b.component("b", vec![0xc1]); // never valid MessagePack
+        let mut unknown = StateBuilder::new();
+        unknown.component("zzz", vec![0xc0]);
+        let states = [
+            state(Some(1), None),
+            state(Some(2), Some("two")),
+            bad_b.finish(),
+            state(None, Some("three")),
+            state(Some(4), Some("four")),
+            unknown.finish(),
+            ObjectState::from_trusted_bytes(vec![0xff]),
+            state(Some(5), None),
+        ];
+        let tagged: Vec<_> = states
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (ObjectId(i as u64), s))
+            .collect();
+        let (first, second) = tagged.split_at(4);
+        let mut decoded = registry.decode_objects(first.iter().copied());
+        decoded.merge(registry.decode_objects(second.iter().copied()));
+        assert_eq!(decoded.len(), 5);
+        let failed: Vec<u64> = decoded.failed().iter().map(|(id, _)| id.0).collect();
+        assert_eq!(failed, vec![2, 5, 6]);
+
+        let mut world = World::new();
+        let spawned = registry.spawn_decoded(&mut world, decoded, |id| Published::new(*id, ShardId(1)));
+        assert_eq!(spawned.placed.len(), 5);
+        assert_eq!(world.query::<&Published>().iter(&world).count(), 5);
+        let expect: [(u64, Option<A>, Option<B>); 5] = [
+            (0, Some(A(1)), None),
+            (1, Some(A(2)), Some(B("two".into()))),
+            (3, None, Some(B("three".into()))),
+            (4, Some(A(4)), Some(B("four".into()))),
+            (7, Some(A(5)), None),
+        ];
+        for (id, a, b) in expect {
+            let (_, entity) = spawned
+                .placed
+                .iter()
+                .find(|(tag, _)| tag.0 == id)
+                .copied()
+                .unwrap_or_else(|| panic!("object {id} spawned"));
+            assert_eq!(world.get::<A>(entity).cloned(), a, "object {id}");
+            assert_eq!(world.get::<B>(entity).cloned(), b, "object {id}");
+            assert_eq!(world.get::<Published>(entity).map(|p| p.object), Some(ObjectId(id)));
+        }
+    }
+}
