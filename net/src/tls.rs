@@ -192,12 +192,21 @@ impl ServerKeys {
         config.alpn_protocols = vec![hoard_proto::wire::ALPN.to_vec()];
         // quinn requires this exact value to accept 0-RTT.
         config.max_early_data_size = u32::MAX;
-        // The hoard client does not resume sessions yet, so session tickets
-        // would only cost bytes on every connection.
-        config.send_tls13_tickets = 0;
+        // One ticket a connection: a client that comes back within this
+        // process's life resumes with it and sends `Hello` and `EnterZone`
+        // as 0-RTT data. Tickets are stateful and single-use (rustls takes
+        // a session out of this cache when it is resumed), so early data
+        // is accepted at most once per ticket; the cache is bounded, and a
+        // restarted server has none (its clients make a full handshake).
+        config.send_tls13_tickets = 1;
+        config.session_storage = rustls::server::ServerSessionMemoryCache::new(RESUMABLE_SESSIONS);
         Ok(config)
     }
 }
+
+/// Sessions a server keeps for resumption (one per ticket it issued and no
+/// client has used yet; about 200 bytes each). Past this, the oldest go.
+pub const RESUMABLE_SESSIONS: usize = 8192;
 
 /// The client's record of server identities by address (`known_servers`).
 #[derive(Debug, Clone)]
@@ -240,7 +249,7 @@ impl KnownServers {
 #[derive(Debug)]
 pub struct PinnedVerifier {
     addr: String,
-    pinned: Option<ServerIdentity>,
+    pinned: Mutex<Option<ServerIdentity>>,
     known_servers: Option<PathBuf>,
     seen: Mutex<Option<ServerIdentity>>,
     algorithms: WebPkiSupportedAlgorithms,
@@ -251,7 +260,7 @@ impl PinnedVerifier {
     pub fn new(addr: &str, pinned: Option<ServerIdentity>, known_servers: Option<PathBuf>) -> PinnedVerifier {
         PinnedVerifier {
             addr: addr.to_owned(),
-            pinned,
+            pinned: Mutex::new(pinned),
             known_servers,
             seen: Mutex::new(None),
             algorithms: rustls::crypto::ring::default_provider().signature_verification_algorithms,
@@ -261,6 +270,11 @@ impl PinnedVerifier {
     /// The identity the server presented, once the handshake got that far.
     pub fn seen(&self) -> Option<ServerIdentity> {
         self.seen.lock().ok().and_then(|s| *s)
+    }
+
+    /// From now on, requires `identity` (after a first contact trusted it).
+    pub fn pin(&self, identity: ServerIdentity) {
+        *lock(&self.pinned) = Some(identity);
     }
 }
 
@@ -277,7 +291,8 @@ impl ServerCertVerifier for PinnedVerifier {
         if let Ok(mut seen) = self.seen.lock() {
             *seen = Some(identity);
         }
-        match self.pinned {
+        let pinned = *lock(&self.pinned);
+        match pinned {
             Some(pinned) if pinned != identity => {
                 let remedy = match &self.known_servers {
                     Some(path) => format!(
@@ -332,4 +347,108 @@ pub fn client_config(verifier: Arc<PinnedVerifier>) -> Result<rustls::ClientConf
     config.alpn_protocols = vec![hoard_proto::wire::ALPN.to_vec()];
     config.enable_early_data = true;
     Ok(config)
+}
+
+/// Servers (per client cache) whose TLS sessions this process keeps at
+/// most; past this, one is forgotten (its next connection makes a full
+/// handshake).
+pub const RESUMABLE_SERVERS: usize = 1024;
+
+/// Tickets kept per server (each resumption uses one; the server gives a
+/// new one on every connection).
+const TICKETS_PER_SERVER: usize = 4;
+
+/// A client's TLS configuration for one pinned server, kept so that a
+/// later connection resumes: rustls resumes a session only under the very
+/// verifier (the same `Arc`) that verified it, with the tickets its store
+/// holds.
+#[derive(Clone, Debug)]
+pub struct ResumableConfig {
+    /// The configuration, with its own ticket store.
+    pub crypto: Arc<rustls::ClientConfig>,
+    /// Its verifier, pinned to the server's identity.
+    pub verifier: Arc<PinnedVerifier>,
+}
+
+/// (known_servers file, address, identity) → its configuration.
+type Resumable = std::collections::HashMap<(Option<PathBuf>, String, ServerIdentity), ResumableConfig>;
+
+fn resumable() -> &'static Mutex<Resumable> {
+    static CONFIGS: std::sync::OnceLock<Mutex<Resumable>> = std::sync::OnceLock::new();
+    CONFIGS.get_or_init(|| Mutex::new(Resumable::new()))
+}
+
+/// A new client configuration for the server at `addr`, verifying by
+/// `pinned` (`None`: trust on first use), with its own ticket store.
+pub fn new_client_config(
+    addr: &str,
+    pinned: Option<ServerIdentity>,
+    known_servers: Option<PathBuf>,
+) -> Result<ResumableConfig, TlsError> {
+    let verifier = Arc::new(PinnedVerifier::new(addr, pinned, known_servers));
+    let mut crypto = client_config(verifier.clone())?;
+    crypto.resumption = rustls::client::Resumption::store(Arc::new(rustls::client::ClientSessionMemoryCache::new(
+        TICKETS_PER_SERVER,
+    )));
+    Ok(ResumableConfig {
+        crypto: Arc::new(crypto),
+        verifier,
+    })
+}
+
+/// The configuration this process keeps for the server at `addr` pinned to
+/// `identity` (by the client whose pins are in `known_servers`), made on
+/// first use. Kept for the process's life: a client that connects to that
+/// server again from this process resumes its TLS session and sends its
+/// first messages as 0-RTT data (one round trip to a zone instead of two).
+/// A ticket is only ever offered to the identity it came from. Tickets
+/// cannot outlive the process: rustls 0.23 offers no way to serialize a
+/// client session (rustls/rustls#2287).
+pub fn resumable_client_config(
+    addr: &str,
+    identity: ServerIdentity,
+    known_servers: Option<PathBuf>,
+) -> Result<ResumableConfig, TlsError> {
+    let key = (known_servers.clone(), addr.to_owned(), identity);
+    if let Some(found) = lock(resumable()).get(&key) {
+        return Ok(found.clone());
+    }
+    let made = new_client_config(addr, Some(identity), known_servers)?;
+    keep(key, made.clone());
+    Ok(made)
+}
+
+/// Keeps the configuration of a first contact with the server at `addr`,
+/// now known to be `identity` (its verifier is pinned to it first), so the
+/// next connection resumes with the tickets this one receives.
+pub fn keep_client_config(
+    addr: &str,
+    identity: ServerIdentity,
+    known_servers: Option<PathBuf>,
+    config: ResumableConfig,
+) {
+    config.verifier.pin(identity);
+    keep((known_servers, addr.to_owned(), identity), config);
+}
+
+fn keep(key: (Option<PathBuf>, String, ServerIdentity), config: ResumableConfig) {
+    let mut configs = lock(resumable());
+    if configs.len() >= RESUMABLE_SERVERS
+        && let Some(any) = configs.keys().next().cloned()
+    {
+        configs.remove(&any);
+    }
+    configs.insert(key, config);
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The identity of the certificate a connection's server presented (or,
+/// for a resumed session, presented when the session began); `None`
+/// before the handshake got that far.
+pub fn peer_identity(conn: &quinn::Connection) -> Option<ServerIdentity> {
+    let certs = conn.peer_identity()?.downcast::<Vec<CertificateDer<'static>>>().ok()?;
+    identity_of(certs.first()?).ok()
 }

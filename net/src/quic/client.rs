@@ -18,7 +18,7 @@ use serde::Serialize;
 use tokio::sync::{Mutex as AsyncMutex, oneshot};
 
 use super::stream::{FrameReader, StreamError, write_message};
-use crate::tls::{KnownServers, PinnedVerifier, SERVER_NAME, client_config};
+use crate::tls::{KnownServers, SERVER_NAME};
 use hoard_proto::sync::client::{CheckedCopy, ClientConfig, ClientSync, Effect, EntryStats};
 use hoard_proto::wire::{Assembler, Hello, Intent, MAX_BULK_FRAME, MAX_CONTROL_FRAME, Message, PROTOCOL_VERSION};
 
@@ -204,6 +204,10 @@ struct Inner {
     /// The cache files each zone entry in flight took on trust, audited
     /// once the zone is ready (one list per zone being entered).
     audits: Mutex<HashMap<ZoneId, Vec<ShardKey>>>,
+    /// While a 0-RTT handshake is under way: what was sent as early data,
+    /// to send again if the server refuses it (bounded: a client sends only
+    /// `EnterZone` before its handshake completes).
+    early_log: Mutex<Option<Vec<Message>>>,
 }
 
 /// A connected client.
@@ -215,6 +219,7 @@ pub struct HoardClient {
     perspective: String,
     zones: Vec<ZoneId>,
     next_intent: Mutex<u32>,
+    early_data: Option<bool>,
     _endpoint: Endpoint,
 }
 
@@ -251,7 +256,8 @@ fn wait_for_entry(
     Ok((rx, waiters.len() > 1))
 }
 
-/// A connection whose handshake is done and whose `Hello` is sent.
+/// A connection whose `Hello` is sent: after its handshake, or — a
+/// resumed session — as 0-RTT data with the handshake still under way.
 struct Opened {
     conn: Connection,
     endpoint: Endpoint,
@@ -259,6 +265,13 @@ struct Opened {
     identity: ServerIdentity,
     send: SendStream,
     recv: quinn::RecvStream,
+    /// Resolves when the handshake of a 0-RTT connection completes: `true`
+    /// if the server took the early data, `false` if it must be sent again.
+    early: Option<quinn::ZeroRttAccepted>,
+    /// Once settled: whether early data was sent and taken (`None`: a full
+    /// handshake).
+    early_data: Option<bool>,
+    hello: Message,
 }
 
 impl Opened {
@@ -285,13 +298,18 @@ impl Opened {
         .map_err(|e| ClientError::Cache(e.to_string()))??;
         let known = KnownServers::new(options.cache_dir.join("known_servers"));
         let pin = options.pin.or_else(|| known.get(&addr.to_string()));
-        let verifier = Arc::new(PinnedVerifier::new(
-            &addr.to_string(),
-            pin,
-            Some(known.path().to_owned()),
-        ));
-        let crypto = client_config(verifier.clone()).map_err(|e| connect_err(addr, e))?;
-        let quic = quinn::crypto::rustls::QuicClientConfig::try_from(crypto).map_err(|e| connect_err(addr, e))?;
+        // A server already met in this process is connected to with the same
+        // configuration as before, so its session resumes: `Hello` (and
+        // `EnterZone`) then go as 0-RTT data.
+        let addr_name = addr.to_string();
+        let known_path = Some(known.path().to_owned());
+        let tls = match pin {
+            Some(identity) => crate::tls::resumable_client_config(&addr_name, identity, known_path.clone()),
+            None => crate::tls::new_client_config(&addr_name, None, known_path.clone()),
+        }
+        .map_err(|e| connect_err(addr, e))?;
+        let quic =
+            quinn::crypto::rustls::QuicClientConfig::try_from(tls.crypto.clone()).map_err(|e| connect_err(addr, e))?;
         let mut config = quinn::ClientConfig::new(Arc::new(quic));
         config.transport_config(Arc::new(super::transport::client()));
         let bind: SocketAddr = if addr.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }
@@ -300,13 +318,25 @@ impl Opened {
         let mut endpoint = Endpoint::client(bind).map_err(|e| connect_err(addr, e))?;
         endpoint.set_default_client_config(config);
         let connecting = endpoint.connect(addr, SERVER_NAME).map_err(|e| connect_err(addr, e))?;
-        let conn = connecting.await.map_err(|e| connect_err(addr, e))?;
-        let identity = verifier
-            .seen()
-            .ok_or_else(|| connect_err(addr, "the server presented no certificate"))?;
+        let (conn, early) = match connecting.into_0rtt() {
+            Ok((conn, accepted)) => (conn, Some(accepted)),
+            Err(connecting) => (connecting.await.map_err(|e| connect_err(addr, e))?, None),
+        };
+        // A completed handshake names the certificate the verifier checked
+        // (or, resumed, the one the session began with); a 0-RTT connection
+        // can only be the pinned identity's, whose configuration holds its
+        // tickets — checked again once its handshake completes.
+        let identity = match (early.is_some(), pin) {
+            (true, Some(pinned)) => pinned,
+            (true, None) => return Err(connect_err(addr, "0-RTT without a pinned identity")),
+            (false, _) => crate::tls::peer_identity(&conn)
+                .ok_or_else(|| connect_err(addr, "the server presented no certificate"))?,
+        };
         if pin.is_none() {
             tracing::info!(%addr, %identity, "trusting a new server on first use");
-            let _ = known.remember(&addr.to_string(), identity);
+            let _ = known.remember(&addr_name, identity);
+            // The tickets this connection receives serve the next one.
+            crate::tls::keep_client_config(&addr_name, identity, known_path, tls);
         }
         let (mut send, recv) = conn.open_bi().await.map_err(|e| connect_err(addr, e))?;
         let hello = Message::Hello(Hello {
@@ -318,6 +348,9 @@ impl Opened {
         write_message(&mut send, &hello)
             .await
             .map_err(|e| connect_err(addr, e))?;
+        if early.is_some() {
+            tracing::debug!(%addr, "hello sent as 0-RTT data");
+        }
         Ok(Opened {
             conn,
             endpoint,
@@ -325,8 +358,82 @@ impl Opened {
             identity,
             send,
             recv,
+            early,
+            early_data: None,
+            hello,
         })
     }
+}
+
+impl Opened {
+    /// Waits for a 0-RTT connection's handshake; if the server refused the
+    /// early data, sends `Hello` again on a new control stream.
+    async fn settle(mut self, addr: SocketAddr) -> Result<Opened, ClientError> {
+        let Some(accepted) = self.early.take() else {
+            return Ok(self);
+        };
+        let taken = accepted.await;
+        check_resumed_identity(&self.conn, addr, self.identity)?;
+        self.early_data = Some(taken);
+        if !taken {
+            tracing::info!(%addr, "the server refused the 0-RTT data; saying hello again");
+            let (mut send, recv) = self.conn.open_bi().await.map_err(|e| connect_err(addr, e))?;
+            write_message(&mut send, &self.hello)
+                .await
+                .map_err(|e| connect_err(addr, e))?;
+            (self.send, self.recv) = (send, recv);
+        }
+        Ok(self)
+    }
+}
+
+/// A resumed session's server must still be the pinned identity (its
+/// tickets are kept under it; checked again once the handshake is done).
+fn check_resumed_identity(conn: &Connection, addr: SocketAddr, identity: ServerIdentity) -> Result<(), ClientError> {
+    match crate::tls::peer_identity(conn) {
+        Some(seen) if seen == identity => Ok(()),
+        Some(seen) => Err(connect_err(
+            addr,
+            format!("the server is {seen}, not the pinned {identity}"),
+        )),
+        None => Err(connect_err(addr, "the server presented no certificate")),
+    }
+}
+
+/// Ends a pipelined connection's 0-RTT phase once its handshake completes:
+/// if the server refused the early data, a new control stream carries
+/// `Hello` and everything sent early again (the old stream is gone with the
+/// early data). Returns the control stream to read `Welcome` from.
+async fn finish_early(
+    inner: &Inner,
+    conn: &Connection,
+    addr: SocketAddr,
+    accepted: quinn::ZeroRttAccepted,
+    identity: ServerIdentity,
+    hello: &Message,
+    recv: quinn::RecvStream,
+) -> Result<(quinn::RecvStream, bool), ClientError> {
+    let taken = accepted.await;
+    check_resumed_identity(conn, addr, identity)?;
+    // Under the control stream's lock, so nothing is sent between taking
+    // the log and replacing the stream.
+    let mut control = inner.control.lock().await;
+    let sent_early = inner
+        .early_log
+        .lock()
+        .map_err(|_| ClientError::Lost("poisoned".into()))?
+        .take()
+        .unwrap_or_default();
+    if taken {
+        return Ok((recv, true));
+    }
+    tracing::info!(%addr, messages = sent_early.len() + 1, "the server refused the 0-RTT data; sending it again");
+    let (mut send, recv) = conn.open_bi().await.map_err(|e| connect_err(addr, e))?;
+    for m in std::iter::once(hello).chain(&sent_early) {
+        write_message(&mut send, m).await.map_err(|e| connect_err(addr, e))?;
+    }
+    *control = send;
+    Ok((recv, false))
 }
 
 /// Reads the server's answer to `Hello`: `Welcome`, or why it refused.
@@ -369,6 +476,7 @@ impl Inner {
         options: &ClientOptions,
         registry: &PublishRegistry,
         perspective: &str,
+        early: bool,
     ) -> Arc<Inner> {
         // The sync machine's clock: seconds since `started`, which is
         // `wall_clock_at_zero` on the wall clock.
@@ -392,6 +500,7 @@ impl Inner {
             timer: tokio::sync::Notify::new(),
             control: AsyncMutex::new(send),
             audits: Mutex::new(HashMap::new()),
+            early_log: Mutex::new(early.then(Vec::new)),
         })
     }
 }
@@ -400,7 +509,7 @@ impl HoardClient {
     /// Connects, pins the server identity, and completes the handshake
     /// (`Hello` → `Welcome`).
     pub async fn connect(options: ClientOptions, registry: PublishRegistry) -> Result<HoardClient, ClientError> {
-        let opened = Opened::open(&options, &registry).await?;
+        let opened = Opened::open(&options, &registry).await?.settle(options.server).await?;
         let addr = options.server;
         let mut control = FrameReader::new(opened.recv, MAX_CONTROL_FRAME);
         let welcome = read_welcome(&mut control, &opened.conn, addr).await?;
@@ -411,6 +520,7 @@ impl HoardClient {
             &options,
             &registry,
             &welcome.perspective,
+            false,
         );
         Ok(HoardClient::start(
             inner,
@@ -418,7 +528,7 @@ impl HoardClient {
             opened.endpoint,
             control,
             registry,
-            opened.identity,
+            (opened.identity, opened.early_data),
             welcome,
         ))
     }
@@ -445,7 +555,16 @@ impl HoardClient {
         };
         let opened = Opened::open(&options, &registry).await?;
         let addr = options.server;
-        let inner = Inner::new(opened.cache, opened.send, opened.identity, &options, &registry, &guess);
+        let early = opened.early.is_some();
+        let inner = Inner::new(
+            opened.cache,
+            opened.send,
+            opened.identity,
+            &options,
+            &registry,
+            &guess,
+            early,
+        );
         if let Ok(mut visible) = inner.visible.lock() {
             visible.insert(zone.clone());
         }
@@ -453,7 +572,25 @@ impl HoardClient {
         // `EnterZone` is written now, behind `Hello`; the cached copies load
         // while both are in flight.
         start_entry(&inner, zone, true).await?;
-        let mut control = FrameReader::new(opened.recv, MAX_CONTROL_FRAME);
+        // No intent is sent before the handshake completes: the client is
+        // handed out only after this.
+        let (recv, early_data) = match opened.early {
+            Some(accepted) => {
+                let (recv, taken) = finish_early(
+                    &inner,
+                    &opened.conn,
+                    addr,
+                    accepted,
+                    opened.identity,
+                    &opened.hello,
+                    opened.recv,
+                )
+                .await?;
+                (recv, Some(taken))
+            }
+            None => (opened.recv, None),
+        };
+        let mut control = FrameReader::new(recv, MAX_CONTROL_FRAME);
         let welcome = read_welcome(&mut control, &opened.conn, addr).await?;
         if welcome.perspective != guess {
             // Cannot happen with the server's token forms; never act on heads
@@ -469,7 +606,7 @@ impl HoardClient {
             opened.endpoint,
             control,
             registry,
-            opened.identity,
+            (opened.identity, early_data),
             welcome,
         );
         Ok((client, PendingEntry(rx)))
@@ -482,7 +619,7 @@ impl HoardClient {
         endpoint: Endpoint,
         control: FrameReader,
         registry: PublishRegistry,
-        identity: ServerIdentity,
+        (identity, early_data): (ServerIdentity, Option<bool>),
         welcome: hoard_proto::wire::Welcome,
     ) -> HoardClient {
         let client = HoardClient {
@@ -493,6 +630,7 @@ impl HoardClient {
             perspective: welcome.perspective,
             zones: welcome.zones,
             next_intent: Mutex::new(1),
+            early_data,
             _endpoint: endpoint,
         };
         tokio::spawn(read_control(control, inner.clone()));
@@ -515,6 +653,15 @@ impl HoardClient {
     /// The server identity (pinned).
     pub fn identity(&self) -> ServerIdentity {
         self.identity
+    }
+
+    /// Whether this connection resumed an earlier one's TLS session and sent
+    /// its first messages as 0-RTT data: `None` for a full handshake (the
+    /// first connection to a server in this process), `Some(true)` if the
+    /// server took the early data (a returning player's zone in one round
+    /// trip), `Some(false)` if it refused it and they were sent again.
+    pub fn early_data(&self) -> Option<bool> {
+        self.early_data
     }
 
     /// The perspective the server authenticated.
@@ -861,10 +1008,20 @@ async fn audit_copies(inner: Arc<Inner>, zone: ZoneId, keys: Vec<ShardKey>, regi
 
 async fn send_all(inner: &Inner, messages: Vec<Message>) -> Result<(), ClientError> {
     let mut control = inner.control.lock().await;
+    // While a 0-RTT handshake is under way, what goes out is also kept, to
+    // send again should the server refuse the early data.
+    let early = match inner.early_log.lock() {
+        Ok(mut log) => log.as_mut().map(|l| l.extend(messages.iter().cloned())).is_some(),
+        Err(_) => false,
+    };
     for m in messages {
-        write_message(&mut control, &m)
-            .await
-            .map_err(|e| ClientError::Lost(e.to_string()))?;
+        if let Err(e) = write_message(&mut control, &m).await {
+            if early {
+                tracing::debug!(error = %e, "early data refused; it is sent again after the handshake");
+                break;
+            }
+            return Err(ClientError::Lost(e.to_string()));
+        }
     }
     Ok(())
 }

@@ -541,13 +541,23 @@ async fn serve(
     let deadline = tokio::time::Instant::now() + shared.options.hello_timeout;
     let peer = incoming.remote_address();
     let connecting = incoming.accept()?;
-    let Ok(conn) = tokio::time::timeout_at(deadline, connecting).await else {
-        shared.stats.hello_timeouts.fetch_add(1, Ordering::Relaxed);
-        shared.metrics.disconnect("hello_timeout");
-        tracing::info!(%peer, "handshake not finished in time; dropped");
-        return Ok(());
+    // The connection is used before its handshake completes, so a returning
+    // client's 0-RTT `Hello` and `EnterZone` are answered at once (in 0.5-RTT
+    // data); until the handshake completes the session is early
+    // (`ServerSession::early`: no takeover, no intents), and the handshake
+    // must complete by the hello deadline.
+    let (conn, handshake) = match connecting.into_0rtt() {
+        Ok((conn, accepted)) => (conn, Some(accepted)),
+        Err(connecting) => {
+            let Ok(conn) = tokio::time::timeout_at(deadline, connecting).await else {
+                shared.stats.hello_timeouts.fetch_add(1, Ordering::Relaxed);
+                shared.metrics.disconnect("hello_timeout");
+                tracing::info!(%peer, "handshake not finished in time; dropped");
+                return Ok(());
+            };
+            (conn?, None)
+        }
     };
-    let conn = conn?;
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
     let Ok(control) = tokio::time::timeout_at(deadline, conn.accept_bi()).await else {
         shared.stats.hello_timeouts.fetch_add(1, Ordering::Relaxed);
@@ -558,7 +568,11 @@ async fn serve(
     };
     let (mut send, recv) = control?;
     let mut reader = FrameReader::new(recv, MAX_CONTROL_FRAME);
-    let mut session = ServerSession::new(shared.config.clone(), id);
+    let mut session = if handshake.is_some() {
+        ServerSession::early(shared.config.clone(), id)
+    } else {
+        ServerSession::new(shared.config.clone(), id)
+    };
     if let Ok(mut conns) = shared.conns.lock() {
         conns.insert(id, conn.clone());
     }
@@ -589,7 +603,13 @@ async fn serve(
             }
         }
     });
-    let result = control_loop(&conn, &mut send, &mut reader, &mut session, shared, id, deadline).await;
+    let link = ControlLink {
+        conn: &conn,
+        shared,
+        id,
+        hello_deadline: deadline,
+    };
+    let result = control_loop(&link, &mut send, &mut reader, &mut session, handshake).await;
     // Ends the server chose (slow consumer, timeout, refusal, replacement)
     // were counted where it chose them; the rest are the client's doing.
     match conn.close_reason() {
@@ -605,112 +625,204 @@ async fn serve(
     result
 }
 
-async fn control_loop(
-    conn: &Connection,
-    send: &mut quinn::SendStream,
-    reader: &mut FrameReader,
-    session: &mut ServerSession,
-    shared: &Arc<Shared>,
+/// What the control loop of one connection works with.
+struct ControlLink<'a> {
+    conn: &'a Connection,
+    shared: &'a Arc<Shared>,
     id: SessionId,
+    /// `Hello` (and the handshake) must have come by then.
     hello_deadline: tokio::time::Instant,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let stall = shared.options.answer_stall;
-    let answers = Arc::new(Semaphore::new(shared.options.answers_in_flight.max(1)));
-    // The zones this connection wants live deltas of, and the entry (request)
-    // whose answer will start them.
-    let wanted: Wanted = Arc::new(std::sync::Mutex::new(HashMap::new()));
-    loop {
+}
+
+impl ControlLink<'_> {
+    /// The next control message; before `Hello`, bounded by the hello
+    /// deadline (a timeout fails the session). Cancel-safe.
+    async fn next_message(
+        &self,
+        reader: &mut FrameReader,
+        session: &mut ServerSession,
+    ) -> Result<Option<Message>, Box<dyn std::error::Error + Send + Sync>> {
         let next = if session.perspective().is_none() {
-            match tokio::time::timeout_at(hello_deadline, reader.next()).await {
+            match tokio::time::timeout_at(self.hello_deadline, reader.next()).await {
                 Ok(next) => next,
                 Err(_) => {
-                    shared.stats.hello_timeouts.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(peer = %conn.remote_address(), "no hello in time; closing");
+                    self.shared.stats.hello_timeouts.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(peer = %self.conn.remote_address(), "no hello in time; closing");
                     session.fail(ErrorCode::Timeout, "no hello in time");
-                    // Nothing to handle: the loop below sends the error and closes.
-                    Ok(Some((
-                        Message::Error(hoard_proto::wire::ErrorMsg {
-                            code: 0,
-                            message: String::new(),
-                        }),
-                        0,
-                    )))
+                    return Ok(None);
                 }
             }
         } else {
             reader.next().await
         };
-        let msg = match next {
-            Ok(Some((msg, _))) => msg,
-            Ok(None) => return Ok(()),
-            Err(StreamError::Read(e)) => return Err(e.into()),
+        match next {
+            Ok(Some((msg, _))) => Ok(Some(msg)),
+            Ok(None) => Err(StreamEnded.into()),
+            Err(StreamError::Read(e)) => Err(e.into()),
             Err(e) => {
                 session.fail(ErrorCode::Protocol, e.to_string());
-                Message::Error(hoard_proto::wire::ErrorMsg {
-                    code: 0,
-                    message: String::new(),
-                })
+                Ok(None)
             }
+        }
+    }
+
+    /// Waits (until the hello deadline) for the connection's handshake;
+    /// `false` if it failed or did not complete in time, and the session is
+    /// then failed. (`accepted` resolves on a server once the handshake
+    /// ends either way; its value says whether the client used 0-RTT.)
+    async fn complete_handshake(&self, accepted: quinn::ZeroRttAccepted, session: &mut ServerSession) -> bool {
+        match tokio::time::timeout_at(self.hello_deadline, accepted).await {
+            Ok(_) if self.conn.close_reason().is_none() => {
+                session.handshake_complete();
+                true
+            }
+            _ => {
+                self.shared.stats.hello_timeouts.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(peer = %self.conn.remote_address(), "handshake not finished in time; closing");
+                session.fail(ErrorCode::Timeout, "the handshake did not complete in time");
+                false
+            }
+        }
+    }
+}
+
+/// What the control loop waits for.
+enum ControlEvent {
+    /// The connection's handshake ended (completed: `true`).
+    Handshake(bool),
+    /// A message was read (`None`: the session failed instead).
+    Read(Result<Option<Message>, Box<dyn std::error::Error + Send + Sync>>),
+}
+
+/// The control stream ended cleanly (the client finished it).
+#[derive(Debug, thiserror::Error)]
+#[error("the control stream ended")]
+struct StreamEnded;
+
+async fn control_loop(
+    link: &ControlLink<'_>,
+    send: &mut quinn::SendStream,
+    reader: &mut FrameReader,
+    session: &mut ServerSession,
+    mut handshake: Option<quinn::ZeroRttAccepted>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let (conn, shared, id) = (link.conn, link.shared, link.id);
+    let stall = shared.options.answer_stall;
+    let answers = Arc::new(Semaphore::new(shared.options.answers_in_flight.max(1)));
+    // The zones this connection wants live deltas of, and the entry (request)
+    // whose answer will start them.
+    let wanted: Wanted = Arc::new(std::sync::Mutex::new(HashMap::new()));
+    // A perspective whose `Hello` was answered, for the game once the
+    // handshake is complete.
+    let mut pending_join: Option<String> = None;
+    loop {
+        // The handshake completing is an event of its own (an early
+        // session's perspective takes over then); messages are read
+        // meanwhile, so early data is answered at once.
+        let event = match handshake.as_mut() {
+            Some(accepted) => tokio::select! {
+                biased;
+                // On a server it resolves once the handshake ends, completed
+                // or not (its value says whether the client used 0-RTT).
+                done = tokio::time::timeout_at(link.hello_deadline, accepted) => {
+                    ControlEvent::Handshake(done.is_ok() && conn.close_reason().is_none())
+                }
+                next = link.next_message(reader, session) => ControlEvent::Read(next),
+            },
+            None => ControlEvent::Read(link.next_message(reader, session).await),
         };
+        let mut msg = match event {
+            ControlEvent::Handshake(ok) => {
+                handshake = None;
+                if ok {
+                    session.handshake_complete();
+                } else {
+                    shared.stats.hello_timeouts.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(peer = %conn.remote_address(), "handshake not finished in time; closing");
+                    session.fail(ErrorCode::Timeout, "the handshake did not complete in time");
+                }
+                None
+            }
+            ControlEvent::Read(Ok(msg)) => msg,
+            ControlEvent::Read(Err(e)) if e.is::<StreamEnded>() => return Ok(()),
+            ControlEvent::Read(Err(e)) => return Err(e),
+        };
+        // An intent is never acted on from early data: it waits for the
+        // handshake (a client sends none before, so this is at most the
+        // moment between the handshake's end and its event).
+        if matches!(msg, Some(Message::Intent(_)))
+            && let Some(accepted) = handshake.take()
+            && !link.complete_handshake(accepted, session).await
+        {
+            msg = None;
+        }
         // A request that builds an answer first takes an answer slot (this
         // connection's and the server's), so answers being built count
         // towards the bounds too, and a client that does not read its
         // answers is not read from either.
         let mut slot = None;
-        // What kind of entry a request is, for the metrics, and when it came.
-        let entry_kind = match &msg {
-            Message::EnterZone(e) if e.have.is_empty() && e.held.is_empty() => Some("cold"),
-            Message::EnterZone(_) => Some("warm"),
-            Message::Repair(_) => Some("repair"),
-            _ => None,
-        }
-        .map(|kind| (kind, Instant::now()));
-        if matches!(msg, Message::EnterZone(_) | Message::Repair(_)) && session.perspective().is_some() {
-            let taken = tokio::time::timeout(stall, async {
-                let mine = answers.clone().acquire_owned().await.ok()?;
-                let total = shared.answers_total.clone().acquire_owned().await.ok()?;
-                Some((mine, total))
-            })
-            .await;
-            let Ok(Some(taken)) = taken else {
-                shared.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
-                shared.metrics.disconnect("slow_consumer");
-                tracing::warn!(peer = %conn.remote_address(), "client does not read its zone answers; disconnecting");
-                conn.close(close_code(ErrorCode::SlowConsumer), b"slow consumer: answers not read");
-                return Ok(());
-            };
-            slot = Some(taken);
-        }
-        if !matches!(msg, Message::Error(_)) {
-            let now = shared.started.elapsed().as_secs_f64();
-            let unix = chrono::Utc::now().timestamp();
-            let store = shared.store.clone();
-            // Answers read the store synchronously; keep the runtime's other
-            // connections moving meanwhile.
-            let joined = session.perspective().is_some();
-            tokio::task::block_in_place(|| {
-                session.handle(now, unix, msg, &*store);
-                if !joined && let Some(perspective) = session.perspective().map(str::to_owned) {
-                    let prepared = shared
-                        .on_join
-                        .as_ref()
-                        .map_or(Ok(()), |hook| hook(&perspective, &*store));
-                    match prepared {
-                        Ok(()) => {
-                            let _ = shared
-                                .commands
-                                .send(Command::Tick(TickInput::Joined { id, perspective }));
-                        }
-                        Err(reason) => {
-                            tracing::error!(%perspective, %reason, "session not prepared; refusing it");
-                            session.fail(
-                                ErrorCode::Unavailable,
-                                format!("the server could not prepare your session: {reason}"),
-                            );
+        let mut entry_kind = None;
+        if let Some(msg) = msg {
+            // What kind of entry a request is, for the metrics, and when it came.
+            entry_kind = match &msg {
+                Message::EnterZone(e) if e.have.is_empty() && e.held.is_empty() => Some("cold"),
+                Message::EnterZone(_) => Some("warm"),
+                Message::Repair(_) => Some("repair"),
+                _ => None,
+            }
+            .map(|kind| (kind, Instant::now()));
+            if matches!(msg, Message::EnterZone(_) | Message::Repair(_)) && session.perspective().is_some() {
+                let taken = tokio::time::timeout(stall, async {
+                    let mine = answers.clone().acquire_owned().await.ok()?;
+                    let total = shared.answers_total.clone().acquire_owned().await.ok()?;
+                    Some((mine, total))
+                })
+                .await;
+                let Ok(Some(taken)) = taken else {
+                    shared.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
+                    shared.metrics.disconnect("slow_consumer");
+                    tracing::warn!(peer = %conn.remote_address(), "client does not read its zone answers; disconnecting");
+                    conn.close(close_code(ErrorCode::SlowConsumer), b"slow consumer: answers not read");
+                    return Ok(());
+                };
+                slot = Some(taken);
+            }
+            {
+                let now = shared.started.elapsed().as_secs_f64();
+                let unix = chrono::Utc::now().timestamp();
+                let store = shared.store.clone();
+                // Answers read the store synchronously; keep the runtime's other
+                // connections moving meanwhile.
+                let joined = session.perspective().is_some();
+                tokio::task::block_in_place(|| {
+                    session.handle(now, unix, msg, &*store);
+                    if !joined && let Some(perspective) = session.perspective().map(str::to_owned) {
+                        let prepared = shared
+                            .on_join
+                            .as_ref()
+                            .map_or(Ok(()), |hook| hook(&perspective, &*store));
+                        match prepared {
+                            Ok(()) => pending_join = Some(perspective),
+                            Err(reason) => {
+                                tracing::error!(%perspective, %reason, "session not prepared; refusing it");
+                                session.fail(
+                                    ErrorCode::Unavailable,
+                                    format!("the server could not prepare your session: {reason}"),
+                                );
+                            }
                         }
                     }
-                }
-            });
+                });
+            }
+        }
+        // The game sees the player connected only once the handshake is
+        // complete: a replayed early `Hello` never shows as a player.
+        if !session.is_early()
+            && let Some(perspective) = pending_join.take()
+        {
+            let _ = shared
+                .commands
+                .send(Command::Tick(TickInput::Joined { id, perspective }));
         }
         while let Some(out) = session.poll_output() {
             match out {

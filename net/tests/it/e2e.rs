@@ -51,6 +51,16 @@ pub(crate) fn add_stones(
 }
 
 pub(crate) async fn server(data: &Path, shards: u64, per_shard: u64) -> ServerHandle {
+    server_with(data, shards, per_shard, |_| {}).await
+}
+
+/// [`server`] with its options changed by `configure` first.
+pub(crate) async fn server_with(
+    data: &Path,
+    shards: u64,
+    per_shard: u64,
+    configure: impl FnOnce(&mut ServerOptions),
+) -> ServerHandle {
     let store = Arc::new(RedbStore::open_dir(data).expect("store"));
     let zone = ZoneId::new("meadow").expect("zone");
     if store.zones().expect("zones").is_empty() {
@@ -91,6 +101,7 @@ pub(crate) async fn server(data: &Path, shards: u64, per_shard: u64) -> ServerHa
     }));
     let mut options = ServerOptions::new("127.0.0.1:0".parse().expect("addr"), data.to_owned());
     options.tick_hz = 50;
+    configure(&mut options);
     start(options, store, game).await.expect("server starts")
 }
 
@@ -107,7 +118,7 @@ pub(crate) fn options(server: &ServerHandle, cache: &Path, player: &str) -> Clie
     }
 }
 
-fn stones(world: &mut World) -> Vec<(u64, u32)> {
+pub(crate) fn stones(world: &mut World) -> Vec<(u64, u32)> {
     let mut v: Vec<(u64, u32)> = world
         .query::<(&Replicated, &Crate)>()
         .iter(world)
@@ -117,7 +128,7 @@ fn stones(world: &mut World) -> Vec<(u64, u32)> {
     v
 }
 
-async fn wait_for(client: &HoardClient, world: &mut World, mut done: impl FnMut(&mut World) -> bool) {
+pub(crate) async fn wait_for(client: &HoardClient, world: &mut World, mut done: impl FnMut(&mut World) -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         hoard_bevy::materialise::update(client, world);

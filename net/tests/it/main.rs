@@ -5,3 +5,4 @@ mod bad_input;
 mod commit_pipeline;
 mod e2e;
 mod store_failure;
+mod zero_rtt;

@@ -174,6 +174,13 @@ pub struct ServerSession {
     messages: Bucket,
     intents: Bucket,
     subscribed: BTreeSet<ZoneId>,
+    /// The connection's TLS handshake is not complete: what arrives may be
+    /// 0-RTT early data, which anyone who saw it can replay (see
+    /// [`ServerSession::early`]).
+    early: bool,
+    /// `Hello` came in early data: the perspective takes over from its live
+    /// session only once the handshake completes.
+    takeover_pending: bool,
 }
 
 impl ServerSession {
@@ -189,6 +196,61 @@ impl ServerSession {
             messages,
             intents,
             subscribed: BTreeSet::new(),
+            early: false,
+            takeover_pending: false,
+        }
+    }
+
+    /// A session on a connection whose TLS handshake is not complete yet,
+    /// so what it reads may be 0-RTT early data, which an attacker who
+    /// captured it can replay (though never decrypt the answers to). Until
+    /// [`ServerSession::handshake_complete`]: `Hello` is checked and
+    /// answered and zones may be entered (pure reads), but the perspective
+    /// does not take over from its live session — a replayed `Hello` cannot
+    /// sign the real player out — and an intent is a protocol error (a
+    /// driver holds intents until the handshake completes, and a client
+    /// never sends one earlier).
+    pub fn early(config: Arc<SessionConfig>, id: u64) -> ServerSession {
+        let mut session = ServerSession::new(config, id);
+        session.early = true;
+        session
+    }
+
+    /// The connection's handshake completed: the session is no longer
+    /// early, and a perspective that said `Hello` in early data now takes
+    /// over from its live session (which is told to close).
+    pub fn handshake_complete(&mut self) {
+        if !self.early {
+            return;
+        }
+        self.early = false;
+        if std::mem::take(&mut self.takeover_pending)
+            && let State::Ready { perspective } = &self.state
+        {
+            let perspective = perspective.clone();
+            self.take_over(&perspective);
+        }
+    }
+
+    /// Whether the session still waits for its connection's handshake.
+    pub fn is_early(&self) -> bool {
+        self.early
+    }
+
+    /// Makes this session the live one of `perspective`; the previous one is
+    /// told to close.
+    fn take_over(&mut self, perspective: &str) {
+        let previous = self
+            .config
+            .live
+            .lock()
+            .ok()
+            .and_then(|mut l| l.insert(perspective.to_owned(), self.id));
+        if let Some(session) = previous.filter(|s| *s != self.id) {
+            // The same player signing in again (a restarted client, or a
+            // stolen token): the newest connection wins, the old one is told why.
+            tracing::info!(%perspective, "signed in again; closing the previous connection");
+            self.out.push_back(Output::Kick { session });
         }
     }
 
@@ -263,6 +325,10 @@ impl ServerSession {
                 }
             }
             (State::Ready { .. }, Message::Repair(repair)) => self.repair(repair, store),
+            (State::Ready { .. }, Message::Intent(_)) if self.early => self.fail(
+                ErrorCode::Protocol,
+                "an intent before the handshake completed (early data may be replayed)",
+            ),
             (State::Ready { perspective }, Message::Intent(intent)) => {
                 let perspective = perspective.clone();
                 let rejection = if intent.payload.len() > MAX_INTENT_BYTES {
@@ -332,17 +398,10 @@ impl ServerSession {
             }
             Err(e) => return self.fail(ErrorCode::BadToken, e.to_string()),
         };
-        let previous = self
-            .config
-            .live
-            .lock()
-            .ok()
-            .and_then(|mut l| l.insert(perspective.clone(), self.id));
-        if let Some(session) = previous {
-            // The same player signing in again (a restarted client, or a
-            // stolen token): the newest connection wins, the old one is told why.
-            tracing::info!(%perspective, "signed in again; closing the previous connection");
-            self.out.push_back(Output::Kick { session });
+        if self.early {
+            self.takeover_pending = true;
+        } else {
+            self.take_over(&perspective);
         }
         let zones = match store.zones() {
             Ok(z) => z
@@ -464,5 +523,93 @@ impl ServerSession {
 impl Drop for ServerSession {
     fn drop(&mut self) {
         self.release();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::TokenAuthority;
+    use crate::wire::{Hello, Intent};
+    use hoard_engine::MemoryStore;
+
+    fn hello() -> Message {
+        Message::Hello(Hello {
+            protocol: PROTOCOL_VERSION,
+            registry: [2; 32],
+            service: "world".into(),
+            token: "dev:ann".into(),
+        })
+    }
+
+    fn intent() -> Message {
+        Message::Intent(Intent {
+            seq: 1,
+            kind: "act".into(),
+            payload: vec![0xc0],
+        })
+    }
+
+    fn outputs(session: &mut ServerSession) -> Vec<Output> {
+        std::iter::from_fn(|| session.poll_output()).collect()
+    }
+
+    /// A session opened by early data answers `Hello` but takes the
+    /// perspective over from its live session only once the handshake
+    /// completes (a replay never completes it), and refuses an intent
+    /// until then; a session that never completes leaves the live one be.
+    #[test]
+    fn an_early_session_takes_over_only_when_its_handshake_completes() {
+        let auth = TokenAuthority::new([9; 32]).with_dev_mode(true);
+        let config = Arc::new(SessionConfig::new(
+            ServerIdentity([1; 32]),
+            "world",
+            RegistryHash([2; 32]),
+            auth,
+        ));
+        let store = MemoryStore::new();
+        let mut live = ServerSession::new(config.clone(), 1);
+        live.handle(0.0, 0, hello(), &store);
+        assert!(matches!(outputs(&mut live)[..], [Output::Control(Message::Welcome(_))]));
+
+        // A replayed early Hello: welcomed, no kick; it dies unfinished.
+        let mut replayed = ServerSession::early(config.clone(), 2);
+        replayed.handle(0.0, 0, hello(), &store);
+        assert!(matches!(
+            outputs(&mut replayed)[..],
+            [Output::Control(Message::Welcome(_))]
+        ));
+        replayed.closed();
+        assert_eq!(
+            config.live.lock().map(|l| l.get("ann").copied()).ok().flatten(),
+            Some(1)
+        );
+
+        // A real returning client: no kick until its handshake completes,
+        // no intent before it.
+        let mut returning = ServerSession::early(config.clone(), 3);
+        returning.handle(0.0, 0, hello(), &store);
+        assert!(matches!(
+            outputs(&mut returning)[..],
+            [Output::Control(Message::Welcome(_))]
+        ));
+        returning.handshake_complete();
+        assert!(!returning.is_early());
+        assert!(matches!(outputs(&mut returning)[..], [Output::Kick { session: 1 }]));
+        assert_eq!(
+            config.live.lock().map(|l| l.get("ann").copied()).ok().flatten(),
+            Some(3)
+        );
+        returning.handle(1.0, 0, intent(), &store);
+        assert!(matches!(outputs(&mut returning)[..], [Output::Intent { seq: 1, .. }]));
+
+        let mut early_intent = ServerSession::early(config, 4);
+        early_intent.handle(0.0, 0, hello(), &store);
+        early_intent.handle(0.1, 0, intent(), &store);
+        let out = outputs(&mut early_intent);
+        assert!(
+            matches!(out[..], [Output::Control(Message::Welcome(_)), Output::Control(Message::Error(ref e)), Output::Close { .. }] if e.code == ErrorCode::Protocol as u16),
+            "{out:?}"
+        );
     }
 }
