@@ -129,7 +129,7 @@ pub(crate) fn run(args: &Args, out: &Path) -> anyhow::Result<()> {
             time(|| -> Vec<CachedShard> { cache.load_many(&keys, registry).into_iter().flatten().collect() });
         let update = ClientUpdate::ZoneLoaded {
             zone: zone_id.clone(),
-            shards: checked,
+            shards: checked.into_iter().map(std::sync::Arc::new).collect(),
         };
         let (t_spawn, spawned) = time(|| {
             materialiser.apply(&mut world, vec![update]);

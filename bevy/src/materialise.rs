@@ -132,9 +132,14 @@ impl Materialiser {
     /// decoded on rayon's threads (a shard per task) while this thread
     /// spawns each shard as soon as it is decoded, by archetype; objects
     /// already there (a zone entered again before its entities were
-    /// despawned) are updated in place. The copies are freed on a rayon
-    /// thread afterwards.
-    fn load_zone(&mut self, world: &mut World, zone: &ZoneId, shards: Vec<hoard_world_cache::CachedShard>) {
+    /// despawned) are updated in place. The last references to the copies
+    /// (the client usually keeps its own) are dropped on a rayon thread.
+    fn load_zone(
+        &mut self,
+        world: &mut World,
+        zone: &ZoneId,
+        shards: Vec<std::sync::Arc<hoard_world_cache::CachedShard>>,
+    ) {
         let zone_index = self.zone_index(zone);
         let known: HashSet<ObjectId> = if self.index.is_empty() {
             HashSet::default()
@@ -335,7 +340,10 @@ mod tests {
         let first = vec![
             shard(&zone, 0, vec![object(1, 10, None), object(2, 20, Some("two"))]),
             shard(&zone, 1, vec![object(3, 30, Some("three"))]),
-        ];
+        ]
+        .into_iter()
+        .map(std::sync::Arc::new)
+        .collect();
         m.apply(
             &mut world,
             vec![ClientUpdate::ZoneLoaded {
@@ -356,7 +364,10 @@ mod tests {
         let again = vec![
             shard(&zone, 0, vec![object(1, 10, None), object(2, 21, None)]),
             shard(&zone, 1, vec![object(3, 30, Some("three")), object(4, 40, None)]),
-        ];
+        ]
+        .into_iter()
+        .map(std::sync::Arc::new)
+        .collect();
         m.apply(
             &mut world,
             vec![ClientUpdate::ZoneLoaded {

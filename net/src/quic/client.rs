@@ -155,8 +155,9 @@ pub enum ClientUpdate {
     ZoneLoaded {
         /// The zone.
         zone: ZoneId,
-        /// Its shards, each with its objects.
-        shards: Vec<CachedShard>,
+        /// Its shards, each with its objects (shared with the client's live
+        /// copies, not copied for the game).
+        shards: Vec<Arc<CachedShard>>,
     },
     /// A live change of one shard: objects written and objects removed.
     Objects {

@@ -11,6 +11,7 @@
 //! buffered while their shard's answer is still pending.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use hoard_engine::{ObjectId, ObjectState, RegistryHash, Seq, ServerIdentity, ShardId, ZoneId};
@@ -122,8 +123,9 @@ pub enum Effect {
     ZoneReady {
         /// The zone.
         zone: ZoneId,
-        /// Its shards, verified.
-        shards: Vec<CachedShard>,
+        /// Its shards, verified (shared with the sync's live copies: no
+        /// zone is copied to be handed over).
+        shards: Vec<Arc<CachedShard>>,
         /// What the entry cost.
         stats: EntryStats,
     },
@@ -131,8 +133,8 @@ pub enum Effect {
     DeltaApplied {
         /// The zone.
         zone: ZoneId,
-        /// The shard after the delta (to journal).
-        shard: CachedShard,
+        /// The shard after the delta (to journal; shared with the live copy).
+        shard: Arc<CachedShard>,
         /// The delta, as journalled.
         update: ShardUpdate,
         /// Objects written.
@@ -257,7 +259,7 @@ pub struct ClientSync {
     entries: BTreeMap<u32, Entry>,
     /// repair request → (entry request or none for a live repair, zone, shard).
     repairs: BTreeMap<u32, (Option<u32>, ZoneId, ShardId)>,
-    live: BTreeMap<ZoneId, BTreeMap<ShardId, CachedShard>>,
+    live: BTreeMap<ZoneId, BTreeMap<ShardId, Arc<CachedShard>>>,
     buffered: BTreeMap<ZoneId, Vec<Delta>>,
     /// Requests abandoned by a timeout whose answers may still arrive.
     abandoned: BTreeSet<u32>,
@@ -330,7 +332,7 @@ impl ClientSync {
     }
 
     /// The current, verified shards of a live (entered or prefetched) zone.
-    pub fn live_shards(&self, zone: &ZoneId) -> Option<Vec<CachedShard>> {
+    pub fn live_shards(&self, zone: &ZoneId) -> Option<Vec<Arc<CachedShard>>> {
         self.live.get(zone).map(|s| s.values().cloned().collect())
     }
 
@@ -792,14 +794,11 @@ impl ClientSync {
             return Ok(());
         };
         let shards = fresh.selected(&entry.held).map_err(SyncError::Protocol)?;
-        let copies: BTreeMap<ShardId, CachedShard> = shards
-            .iter()
-            .filter_map(|shard| entry.copies.as_ref()?.get(shard).map(|c| (*shard, c.clone())))
-            .collect();
+        let held = |shard: &ShardId| entry.copies.as_ref().and_then(|c| c.get(shard));
         let mut heads = Vec::with_capacity(shards.len());
         let mut flagged = BTreeSet::new();
         for (shard, tag) in shards.iter().zip(&fresh.tags) {
-            match copies.get(shard) {
+            match held(shard) {
                 Some(c) if !entry.dishonest.contains(shard) => {
                     let h = &c.header;
                     heads.push((*shard, h.epoch, h.hwm, h.digest));
@@ -813,13 +812,30 @@ impl ClientSync {
             }
         }
         let current = flagged.is_empty() && fresh_root(&heads) == fresh.root;
+        // Current copies are taken out of the entry (a whole zone is not
+        // copied); suspect ones stay there as the base of their repair.
+        let mut copies: BTreeMap<ShardId, CachedShard> = BTreeMap::new();
+        if let Some(entry) = self.entries.get_mut(&request)
+            && let Some(held) = entry.copies.as_mut()
+        {
+            for shard in &shards {
+                let copy = if current {
+                    held.remove(shard)
+                } else {
+                    held.get(shard).cloned()
+                };
+                if let Some(copy) = copy {
+                    copies.insert(*shard, copy);
+                }
+            }
+        }
         if !current {
             tracing::warn!(%zone, shards = shards.len(), flagged = flagged.len(), "cached heads do not match the server's root; repairing");
         }
         // A differing root that no tag explains: every listed copy is suspect.
         let repair_all = !current && flagged.is_empty();
         for shard in &shards {
-            let result = match copies.get(shard).cloned() {
+            let result = match copies.remove(shard) {
                 Some(copy) if current || !(repair_all || flagged.contains(shard)) => Ok(copy),
                 Some(copy) => Err(ApplyError::DigestMismatch {
                     key: Box::new(copy.header.key.clone()),
@@ -990,7 +1006,7 @@ impl ClientSync {
         entry.stats.objects = entry.done.values().map(|s| s.objects.len() as u64).sum();
         entry.stats.elapsed_ms = ((now - entry.started).max(0.0) * 1000.0).round() as u64;
         tracing::info!(zone = %entry.zone, stats = ?entry.stats, "zone ready");
-        let shards: Vec<CachedShard> = entry.done.into_values().collect();
+        let shards: Vec<Arc<CachedShard>> = entry.done.into_values().map(Arc::new).collect();
         self.live.insert(
             entry.zone.clone(),
             shards.iter().map(|s| (s.header.key.shard, s.clone())).collect(),
@@ -1063,6 +1079,7 @@ impl ClientSync {
         let key = copy.header.key.clone();
         match hoard_world_cache::apply::apply(&key, self.cfg.registry, Some(copy), update.clone(), wall_now) {
             Ok(next) => {
+                let next = Arc::new(next);
                 shards.insert(d.shard, next.clone());
                 self.effects.push_back(Effect::DeltaApplied {
                     zone: d.zone,
@@ -1124,10 +1141,11 @@ impl ClientSync {
             .filter(|o| before.get(&o.id).is_none_or(|b| *b != *o))
             .cloned()
             .collect();
+        self.effects.push_back(Effect::WriteShard(next.clone()));
+        let next = Arc::new(next);
         if let Some(shards) = self.live.get_mut(&zone) {
             shards.insert(shard, next.clone());
         }
-        self.effects.push_back(Effect::WriteShard(next.clone()));
         self.effects.push_back(Effect::DeltaApplied {
             zone,
             shard: next,

@@ -351,13 +351,13 @@ impl Pair {
                 }
                 Effect::ZoneReady { zone, stats, shards } => {
                     for s in &shards {
-                        assert_eq!(self.cache.get(&s.header.key), Some(s), "written before ready");
+                        assert_eq!(self.cache.get(&s.header.key), Some(&**s), "written before ready");
                     }
                     self.ready.push((zone, stats));
                 }
                 Effect::DeltaApplied { shard, .. } => {
                     self.seen.push(Seen::Delta(shard.header.key.shard, shard.header.hwm));
-                    self.cache.insert(shard.header.key.clone(), shard);
+                    self.cache.insert(shard.header.key.clone(), (*shard).clone());
                 }
                 Effect::Processed { seqs } => self.seen.push(Seen::Processed(seqs)),
                 Effect::IntentRejected { seq, .. } => self.seen.push(Seen::Rejected(seq)),
