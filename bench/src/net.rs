@@ -226,6 +226,124 @@ fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One connection from nothing to a verified zone through `sim`: connect,
+/// `Hello` and `EnterZone` pipelined (as 0-RTT data when the process holds a
+/// ticket for the server), answer applied. Times it and counts the UDP bytes
+/// both ways, handshake included.
+async fn connect_and_enter(
+    server: &ServerHandle,
+    sim: &netsim::NetSim,
+    cache: &Path,
+    zone: &ZoneId,
+) -> anyhow::Result<(Sample, Option<bool>)> {
+    let options = ClientOptions {
+        server: sim.addr,
+        cache_dir: cache.to_owned(),
+        token: server.auth.issue("bench", chrono::Utc::now().timestamp() + 3600)?,
+        service: "world".into(),
+        pin: Some(server.identity),
+    };
+    let (up0, down0) = sim.stats.bytes();
+    let start = Instant::now();
+    let (client, entry) = HoardClient::connect_and_enter(options, reference::registry(), zone).await?;
+    let stats = entry.wait().await?;
+    let elapsed = start.elapsed();
+    let (up1, down1) = sim.stats.bytes();
+    let early = client.early_data();
+    client.close();
+    drop(client);
+    Ok((
+        Sample {
+            ms: elapsed.as_secs_f64() * 1e3,
+            up: up1 - up0,
+            down: down1 - down0,
+            round_trips: stats.round_trips,
+        },
+        early,
+    ))
+}
+
+/// Round trips on the critical path from connecting to a verified zone —
+/// cold, warm without a ticket (a new process), warm with one (a client
+/// that connected before from this process) — from wall times at 0 and at
+/// 300 ms round trip (uncapped): (t₃₀₀ − t₀) / 300 ms.
+async fn connect_round_trips(
+    server: &ServerHandle,
+    zone: &ZoneId,
+    template: &Path,
+    mut fresh_dir: impl FnMut() -> std::path::PathBuf,
+    reps: usize,
+) -> anyhow::Result<serde_json::Value> {
+    const RTTS: [u64; 2] = [0, 300];
+    let cases = ["cold", "warm, no ticket", "warm, with a ticket"];
+    let mut medians: Vec<Vec<Sample>> = vec![Vec::new(); cases.len()];
+    for rtt in RTTS {
+        let link = LinkConfig {
+            delay: Duration::from_millis(rtt / 2),
+            ..LinkConfig::default()
+        };
+        let sim = netsim::start("127.0.0.1:0".parse()?, server.addr, link).await?;
+        // One cache for the ticket case: its first connection (untimed)
+        // leaves the ticket each later one resumes with (and gets a new one).
+        let ticketed = fresh_dir();
+        copy_dir(template, &ticketed)?;
+        connect_and_enter(server, &sim, &ticketed, zone).await?;
+        for (i, case) in cases.iter().enumerate() {
+            let mut samples = Vec::new();
+            for _ in 0..reps {
+                let (sample, early) = match *case {
+                    "cold" => connect_and_enter(server, &sim, &fresh_dir(), zone).await?,
+                    "warm, no ticket" => {
+                        // A copy of the warm cache elsewhere: a client this
+                        // process never connected with, as a new process is.
+                        let cache = fresh_dir();
+                        copy_dir(template, &cache)?;
+                        connect_and_enter(server, &sim, &cache, zone).await?
+                    }
+                    _ => connect_and_enter(server, &sim, &ticketed, zone).await?,
+                };
+                let expected = (*case == "warm, with a ticket").then_some(true);
+                anyhow::ensure!(early == expected, "{case}: early data {early:?}, expected {expected:?}");
+                samples.push(sample);
+            }
+            medians[i].push(median_sample(&samples));
+        }
+    }
+    let mut rows = Vec::new();
+    let mut results = Vec::new();
+    for (case, m) in cases.iter().zip(&medians) {
+        let (at0, at300) = (m[0], m[1]);
+        let round_trips = (at300.ms - at0.ms) / 300.0;
+        rows.push(vec![
+            (*case).to_owned(),
+            format!("{:.0}", at0.ms),
+            format!("{:.0}", at300.ms),
+            format!("{round_trips:.2}"),
+            at300.up.to_string(),
+            at300.down.to_string(),
+        ]);
+        results.push(
+            json!({ "case": case, "ms_at_0": at0.ms, "ms_at_300": at300.ms, "round_trips": round_trips,
+                             "udp_up": at300.up, "udp_down": at300.down }),
+        );
+    }
+    print_table(
+        &format!(
+            "from connecting to a verified zone (median of {reps}; round trips = (t300 - t0) / 300 ms; UDP bytes with the handshake)"
+        ),
+        &[
+            "case",
+            "ms at 0 ms",
+            "ms at 300 ms",
+            "round trips",
+            "UDP up B",
+            "UDP down B",
+        ],
+        &rows,
+    );
+    Ok(serde_json::Value::Array(results))
+}
+
 pub(crate) fn run(args: &Args, out: &Path) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -428,6 +546,14 @@ async fn run_async(args: &Args, out: &Path) -> anyhow::Result<()> {
         results.push(json!({ "condition": cond.name, "case": "raw quinn bulk", "ms": raw.ms, "bytes_up": raw.up, "bytes_down": raw.down, "payload": state_bytes }));
     }
 
+    // Round trips from connecting (the template brought up to date first).
+    entry(&server, LinkConfig::default(), &template, &zone).await?;
+    let connect = if args.fast_only {
+        serde_json::Value::Null
+    } else {
+        connect_round_trips(&server, &zone, &template, &mut fresh_dir, args.reps).await?
+    };
+
     // Cache → ECS: materialising the warm zone into a world.
     let client = HoardClient::connect(
         ClientOptions {
@@ -465,6 +591,6 @@ async fn run_async(args: &Args, out: &Path) -> anyhow::Result<()> {
     crate::report::write_json(
         out,
         "net",
-        &json!({ "state_bytes": state_bytes, "results": results, "materialise_ms": ms(materialise) }),
+        &json!({ "state_bytes": state_bytes, "results": results, "from_connect": connect, "materialise_ms": ms(materialise) }),
     )
 }

@@ -180,3 +180,43 @@ async fn a_replayed_early_hello_does_not_sign_the_player_out() {
     drop(live);
     server.shutdown().await;
 }
+
+/// A restarted server (same address, same identity) no longer knows the
+/// ticket: it refuses the early data, and the client sends `Hello` and its
+/// `EnterZone` again on a new control stream once the handshake completes —
+/// the zone still comes in warm, and actions work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_data_a_restarted_server_refuses_is_sent_again() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let cache = tempfile::tempdir().expect("tempdir");
+    let zone = ZoneId::new("meadow").expect("zone");
+    let first = server_with(data.path(), 4, 25, |_| {}).await;
+    let addr = first.addr;
+    let (client, entry) = HoardClient::connect_and_enter(options(&first, cache.path(), "ann"), registry(), &zone)
+        .await
+        .expect("connect");
+    entry.wait().await.expect("cold entry");
+    drop(client);
+    first.shutdown().await;
+
+    let server = server_with(data.path(), 4, 25, |o| o.listen = addr).await;
+    let (client, entry) = HoardClient::connect_and_enter(options(&server, cache.path(), "ann"), registry(), &zone)
+        .await
+        .expect("connect to the restarted server");
+    let stats = entry.wait().await.expect("warm entry");
+    assert_eq!(
+        client.early_data(),
+        Some(false),
+        "the restarted server refused the early data"
+    );
+    assert_eq!((stats.shards_fresh, stats.shards_snapshot), (4, 0));
+    let mut world = World::new();
+    hoard_bevy::materialise::update(&client, &mut world);
+    client
+        .send_intent("add_stones", &AddStones { object: 2, stones: 1 })
+        .await
+        .expect("intent");
+    wait_for(&client, &mut world, |w| stones(w).contains(&(2, 3))).await;
+    drop(client);
+    server.shutdown().await;
+}
