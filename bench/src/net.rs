@@ -34,6 +34,9 @@ pub(crate) struct Args {
     /// Only the 0 ms condition (quick runs).
     #[arg(long)]
     fast_only: bool,
+    /// Only the round trips from connecting to a verified zone.
+    #[arg(long)]
+    connect_only: bool,
 }
 
 struct Condition {
@@ -55,6 +58,18 @@ fn median_sample(samples: &[Sample]) -> Sample {
     by_time.get(by_time.len() / 2).copied().unwrap_or_default()
 }
 
+/// The bench player's options for reaching `server` at `addr` (the
+/// simulator in front of it) with the cache at `cache`, its identity pinned.
+fn bench_client(server: &ServerHandle, addr: SocketAddr, cache: &Path) -> anyhow::Result<ClientOptions> {
+    Ok(ClientOptions {
+        server: addr,
+        cache_dir: cache.to_owned(),
+        token: server.auth.issue("bench", chrono::Utc::now().timestamp() + 3600)?,
+        service: "world".into(),
+        pin: Some(server.identity),
+    })
+}
+
 /// One measured zone entry through the simulator with the cache at `cache`.
 async fn entry(
     server: &ServerHandle,
@@ -63,14 +78,7 @@ async fn entry(
     zone: &ZoneId,
 ) -> anyhow::Result<(Sample, EntryStats)> {
     let sim = netsim::start("127.0.0.1:0".parse()?, server.addr, link).await?;
-    let options = ClientOptions {
-        server: sim.addr,
-        cache_dir: cache.to_owned(),
-        token: server.auth.issue("bench", chrono::Utc::now().timestamp() + 3600)?,
-        service: "world".into(),
-        pin: Some(server.identity),
-    };
-    let client = HoardClient::connect(options, reference::registry()).await?;
+    let client = HoardClient::connect(bench_client(server, sim.addr, cache)?, reference::registry()).await?;
     // Zone entries happen on an established connection (one is kept across
     // zones): let the handshake's trailing traffic (path MTU probes, new
     // connection ids) pass before counting.
@@ -235,14 +243,9 @@ async fn connect_and_enter(
     sim: &netsim::NetSim,
     cache: &Path,
     zone: &ZoneId,
+    linger: Duration,
 ) -> anyhow::Result<(Sample, Option<bool>)> {
-    let options = ClientOptions {
-        server: sim.addr,
-        cache_dir: cache.to_owned(),
-        token: server.auth.issue("bench", chrono::Utc::now().timestamp() + 3600)?,
-        service: "world".into(),
-        pin: Some(server.identity),
-    };
+    let options = bench_client(server, sim.addr, cache)?;
     let (up0, down0) = sim.stats.bytes();
     let start = Instant::now();
     let (client, entry) = HoardClient::connect_and_enter(options, reference::registry(), zone).await?;
@@ -250,6 +253,10 @@ async fn connect_and_enter(
     let elapsed = start.elapsed();
     let (up1, down1) = sim.stats.bytes();
     let early = client.early_data();
+    // A player stays: the server's ticket for the next connection comes
+    // after the handshake (a round trip after a 0-RTT entry is ready), and
+    // a client that leaves at once never receives it.
+    tokio::time::sleep(linger).await;
     client.close();
     drop(client);
     Ok((
@@ -263,11 +270,18 @@ async fn connect_and_enter(
     ))
 }
 
+/// The largest zone whose cold entry the round-trip section times: at a
+/// 300 ms round trip a 10 MB cold entry through the simulator takes minutes
+/// (its losses cost Cubic dearly at that delay), so it is timed on a smaller
+/// zone (`--objects 5000`).
+const COLD_CONNECT_MAX_OBJECTS: usize = 20_000;
+
 /// Round trips on the critical path from connecting to a verified zone —
 /// cold, warm without a ticket (a new process), warm with one (a client
 /// that connected before from this process) — from wall times at 0 and at
 /// 300 ms round trip (uncapped): (t₃₀₀ − t₀) / 300 ms.
 async fn connect_round_trips(
+    objects: usize,
     server: &ServerHandle,
     zone: &ZoneId,
     template: &Path,
@@ -283,24 +297,29 @@ async fn connect_round_trips(
             ..LinkConfig::default()
         };
         let sim = netsim::start("127.0.0.1:0".parse()?, server.addr, link).await?;
+        let linger = Duration::from_millis(rtt + 100);
         // One cache for the ticket case: its first connection (untimed)
         // leaves the ticket each later one resumes with (and gets a new one).
         let ticketed = fresh_dir();
         copy_dir(template, &ticketed)?;
-        connect_and_enter(server, &sim, &ticketed, zone).await?;
+        connect_and_enter(server, &sim, &ticketed, zone, linger).await?;
         for (i, case) in cases.iter().enumerate() {
             let mut samples = Vec::new();
+            if *case == "cold" && objects > COLD_CONNECT_MAX_OBJECTS {
+                medians[i].push(Sample::default());
+                continue;
+            }
             for _ in 0..reps {
                 let (sample, early) = match *case {
-                    "cold" => connect_and_enter(server, &sim, &fresh_dir(), zone).await?,
+                    "cold" => connect_and_enter(server, &sim, &fresh_dir(), zone, Duration::ZERO).await?,
                     "warm, no ticket" => {
                         // A copy of the warm cache elsewhere: a client this
                         // process never connected with, as a new process is.
                         let cache = fresh_dir();
                         copy_dir(template, &cache)?;
-                        connect_and_enter(server, &sim, &cache, zone).await?
+                        connect_and_enter(server, &sim, &cache, zone, Duration::ZERO).await?
                     }
-                    _ => connect_and_enter(server, &sim, &ticketed, zone).await?,
+                    _ => connect_and_enter(server, &sim, &ticketed, zone, linger).await?,
                 };
                 let expected = (*case == "warm, with a ticket").then_some(true);
                 anyhow::ensure!(early == expected, "{case}: early data {early:?}, expected {expected:?}");
@@ -308,11 +327,21 @@ async fn connect_round_trips(
             }
             medians[i].push(median_sample(&samples));
         }
+        let dropped = sim.stats.down.dropped.load(std::sync::atomic::Ordering::Relaxed)
+            + sim.stats.up.dropped.load(std::sync::atomic::Ordering::Relaxed);
+        println!("  ({rtt} ms round trip: the simulator dropped {dropped} packets)");
     }
     let mut rows = Vec::new();
     let mut results = Vec::new();
     for (case, m) in cases.iter().zip(&medians) {
         let (at0, at300) = (m[0], m[1]);
+        if at300.ms == 0.0 {
+            rows.push(vec![
+                (*case).to_owned(),
+                format!("(over {COLD_CONNECT_MAX_OBJECTS} objects: --objects 5000)"),
+            ]);
+            continue;
+        }
         let round_trips = (at300.ms - at0.ms) / 300.0;
         rows.push(vec![
             (*case).to_owned(),
@@ -379,7 +408,9 @@ async fn run_async(args: &Args, out: &Path) -> anyhow::Result<()> {
         name: "0 ms",
         link: LinkConfig::default(),
     }];
-    if !args.fast_only {
+    if args.connect_only {
+        conditions.clear();
+    } else if !args.fast_only {
         conditions.push(Condition {
             name: "50 ms, 20 Mbit/s",
             link: LinkConfig {
@@ -551,21 +582,19 @@ async fn run_async(args: &Args, out: &Path) -> anyhow::Result<()> {
     let connect = if args.fast_only {
         serde_json::Value::Null
     } else {
-        connect_round_trips(&server, &zone, &template, &mut fresh_dir, args.reps).await?
+        connect_round_trips(
+            zone_data.objects.len(),
+            &server,
+            &zone,
+            &template,
+            &mut fresh_dir,
+            args.reps,
+        )
+        .await?
     };
 
     // Cache → ECS: materialising the warm zone into a world.
-    let client = HoardClient::connect(
-        ClientOptions {
-            server: server.addr,
-            cache_dir: template.clone(),
-            token: server.auth.issue("bench", chrono::Utc::now().timestamp() + 3600)?,
-            service: "world".into(),
-            pin: Some(server.identity),
-        },
-        reference::registry(),
-    )
-    .await?;
+    let client = HoardClient::connect(bench_client(&server, server.addr, &template)?, reference::registry()).await?;
     let mut times = Vec::new();
     for _ in 0..args.reps {
         let stats = client.enter_zone(&zone).await?;

@@ -362,12 +362,25 @@ const TICKETS_PER_SERVER: usize = 4;
 /// later connection resumes: rustls resumes a session only under the very
 /// verifier (the same `Arc`) that verified it, with the tickets its store
 /// holds.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ResumableConfig {
     /// The configuration, with its own ticket store.
     pub crypto: Arc<rustls::ClientConfig>,
     /// Its verifier, pinned to the server's identity.
     pub verifier: Arc<PinnedVerifier>,
+    /// The QUIC address-validation tokens the server gave (NEW_TOKEN): with
+    /// one, the server may answer a returning client's first flight in full
+    /// at once, instead of sending at most three times what it received
+    /// until the client's address is proven.
+    pub tokens: Arc<dyn quinn::TokenStore>,
+}
+
+impl fmt::Debug for ResumableConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResumableConfig")
+            .field("verifier", &self.verifier)
+            .finish_non_exhaustive()
+    }
 }
 
 /// (known_servers file, address, identity) → its configuration.
@@ -393,6 +406,7 @@ pub fn new_client_config(
     Ok(ResumableConfig {
         crypto: Arc::new(crypto),
         verifier,
+        tokens: Arc::new(quinn::TokenMemoryCache::default()),
     })
 }
 

@@ -313,6 +313,7 @@ impl Opened {
             quinn::crypto::rustls::QuicClientConfig::try_from(tls.crypto.clone()).map_err(|e| connect_err(addr, e))?;
         let mut config = quinn::ClientConfig::new(Arc::new(quic));
         config.transport_config(Arc::new(super::transport::client()));
+        config.token_store(tls.tokens.clone());
         let bind: SocketAddr = if addr.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }
             .parse()
             .map_err(|e| connect_err(addr, e))?;
@@ -536,7 +537,11 @@ impl HoardClient {
 
     /// Connects and enters `zone` in the same round trip: `EnterZone` goes
     /// right behind `Hello`, without waiting for `Welcome`, so a returning
-    /// player's zone costs the QUIC handshake plus one round trip. The
+    /// player's zone costs the QUIC handshake plus one round trip — or one
+    /// round trip in all when this process connected to the server before
+    /// (its TLS session resumes and both go as 0-RTT data; see
+    /// [`HoardClient::early_data`]). Intents can only be sent once this
+    /// returns, after the handshake. The
     /// perspective the cached heads are read under is the one the token
     /// names (its player); the server confirms it in `Welcome`. A token
     /// that names no player (an unknown form) is connected and entered in
