@@ -154,6 +154,9 @@ impl RedbStore {
                 detail: "is not a regular file".into(),
             });
         }
+        if !path.exists() {
+            create_new(path)?;
+        }
         RedbStore::open_source(path, Source::File)
     }
 
@@ -321,6 +324,39 @@ impl From<StoreFault> for InitFailure {
     fn from(e: StoreFault) -> InitFailure {
         InitFailure::Fault(e)
     }
+}
+
+/// Creates a new, empty store at `path` as a whole: made and initialised
+/// under a temporary name (`<path>.creating`, replacing one a crash left),
+/// fsynced, renamed into place and the directory fsynced. A crash or power
+/// cut while a store is being created leaves no `path` at all — the next
+/// start creates it again — rather than a half-written file that would be
+/// refused as damaged.
+fn create_new(path: &Path) -> Result<(), OpenError> {
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| OpenError::Io { path, source }
+    };
+    let mut creating = path.as_os_str().to_owned();
+    creating.push(".creating");
+    let creating = std::path::PathBuf::from(creating);
+    match std::fs::remove_file(&creating) {
+        Ok(()) => tracing::info!(path = %creating.display(), "removed a store a crash left half-created"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(&creating)(e)),
+    }
+    drop(RedbStore::open_source(&creating, Source::File)?);
+    std::fs::File::open(&creating)
+        .and_then(|f| f.sync_all())
+        .map_err(io(&creating))?;
+    std::fs::rename(&creating, path).map_err(io(path))?;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
+    tracing::info!(path = %path.display(), "created a new world store");
+    Ok(())
 }
 
 fn open_database(path: &Path, source: &Source) -> Result<Database, OpenError> {

@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 
 use hoard_engine::store::{OpenError, STORE_FORMAT_VERSION};
 use hoard_engine::store::{ShardSpec, WorldStore};
-use hoard_engine::{ChangeSet, ObjectId, RedbStore, ShardId};
+use hoard_engine::{ChangeSet, ObjectId, RedbStore, ShardId, ZoneId};
 
 use super::support::state_n;
 
@@ -239,4 +239,25 @@ fn randomly_damaged_stores_are_refused_or_intact_never_served_damaged() {
     }
     println!("damage test: 120 variants, {refused} refused, {intact} intact");
     assert_eq!(refused + intact, 120);
+}
+
+/// A new store is made under a temporary name and renamed into place whole:
+/// what a crash during creation leaves (`world.redb.creating`, here junk) is
+/// replaced on the next start, which then creates a sound, empty store; a
+/// store that exists is never created over.
+#[test]
+fn a_store_half_created_by_a_crash_is_made_again_not_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let creating = dir.path().join("world.redb.creating");
+    std::fs::write(&creating, b"redb\x1a\x0a\xa9\x0d\x0a half a header").expect("write");
+    let store = RedbStore::open_dir(dir.path()).expect("a new store is created");
+    assert!(store.zones().expect("zones").is_empty());
+    let meadow = ZoneId::new("meadow").expect("zone");
+    store
+        .create_zone(&meadow, &[ShardSpec::shared(ShardId(1))])
+        .expect("zone");
+    drop(store);
+    assert!(!creating.exists(), "the half-made file is gone");
+    let store = RedbStore::open_dir(dir.path()).expect("reopens");
+    assert_eq!(store.zones().expect("zones"), vec![meadow], "opened, not created again");
 }
