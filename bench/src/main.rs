@@ -1,7 +1,7 @@
 //! `hoard-bench`: the measurements hoard reports. Each subcommand runs one
 //! set of cases side by side with its baseline in the same process, prints a
 //! table of medians and ratios, and writes the same figures as JSON under
-//! `bench-results/`.
+//! `target/bench-results/` by default (`--out DIR`).
 //!
 //! ```text
 //! cargo run --release -p hoard-bench -- engine
@@ -23,7 +23,7 @@ struct Cli {
     #[command(subcommand)]
     command: Command,
     /// Directory the JSON results go to.
-    #[arg(long, default_value = "bench-results", global = true)]
+    #[arg(long, default_value = "target/bench-results", global = true)]
     out: std::path::PathBuf,
 }
 
