@@ -5,7 +5,8 @@
 //! `hoard-demo netsim` runs it for game developers.
 //!
 //! Each client address gets its own upstream socket, so the server sees one
-//! peer per client.
+//! peer per client. Each direction of each peer is a FIFO: packets are
+//! delivered in the order they were sent (jitter delays, never reorders).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -126,25 +127,43 @@ impl Drop for NetSim {
     }
 }
 
-fn forward(
-    link: &Arc<Link>,
-    stats: &Arc<NetSimStats>,
-    up: bool,
-    bytes: Vec<u8>,
-    send: impl FnOnce(Vec<u8>) -> tokio::task::JoinHandle<()> + Send + 'static,
-) {
-    let dir = if up { &stats.up } else { &stats.down };
-    match link.schedule(bytes.len()) {
-        None => {
-            dir.dropped.fetch_add(1, Ordering::Relaxed);
+/// Packets a direction of one peer may hold in flight; past this, more are
+/// dropped (counted), so a flood cannot grow the simulator without bound.
+const MAX_IN_FLIGHT: usize = 65_536;
+
+/// One direction of one peer: packets go out in the order they came, each
+/// when it is due. (A task per packet, as before, let packets due within the
+/// same timer tick overtake each other; QUIC then drops a 1-RTT or 0-RTT
+/// packet that overtakes the handshake packet it depends on, and the first
+/// flight costs a retransmission — a round trip the network did not cause.)
+type Lane = tokio::sync::mpsc::Sender<(Instant, Vec<u8>)>;
+
+/// Starts a lane that sends each packet with `send` once it is due.
+fn lane<S, F>(send: S) -> Lane
+where
+    S: Fn(Vec<u8>) -> F + Send + 'static,
+    F: std::future::Future<Output = ()> + Send,
+{
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(Instant, Vec<u8>)>(MAX_IN_FLIGHT);
+    tokio::spawn(async move {
+        while let Some((at, bytes)) = rx.recv().await {
+            tokio::time::sleep_until(at).await;
+            send(bytes).await;
         }
-        Some(at) => {
-            dir.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+    });
+    tx
+}
+
+fn forward(link: &Arc<Link>, stats: &Arc<NetSimStats>, up: bool, bytes: Vec<u8>, lane: &Lane) {
+    let dir = if up { &stats.up } else { &stats.down };
+    let len = bytes.len() as u64;
+    match link.schedule(bytes.len()) {
+        Some(at) if lane.try_send((at, bytes)).is_ok() => {
+            dir.bytes.fetch_add(len, Ordering::Relaxed);
             dir.packets.fetch_add(1, Ordering::Relaxed);
-            tokio::spawn(async move {
-                tokio::time::sleep_until(at).await;
-                let _ = send(bytes).await;
-            });
+        }
+        _ => {
+            dir.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -158,14 +177,14 @@ pub async fn start(listen: SocketAddr, upstream: SocketAddr, link: LinkConfig) -
     let down_link = Arc::new(Link::new(link, 0xc2b2_ae3d_27d4_eb4f));
     let task_stats = stats.clone();
     let task = tokio::spawn(async move {
-        let mut peers: HashMap<SocketAddr, Arc<UdpSocket>> = HashMap::new();
+        let mut peers: HashMap<SocketAddr, Lane> = HashMap::new();
         let mut buf = vec![0u8; 65_536];
         loop {
             let Ok((len, client)) = front.recv_from(&mut buf).await else {
                 return;
             };
-            let back = match peers.get(&client) {
-                Some(s) => s.clone(),
+            let up = match peers.get(&client) {
+                Some(lane) => lane.clone(),
                 None => {
                     let bind: SocketAddr = if upstream.is_ipv6() { "[::1]:0" } else { "127.0.0.1:0" }
                         .parse()
@@ -177,29 +196,32 @@ pub async fn start(listen: SocketAddr, upstream: SocketAddr, link: LinkConfig) -
                         continue;
                     }
                     let socket = Arc::new(socket);
-                    peers.insert(client, socket.clone());
                     // Server → client for this peer.
-                    let (front, socket2, stats, link) =
-                        (front.clone(), socket.clone(), task_stats.clone(), down_link.clone());
+                    let front_down = front.clone();
+                    let down = lane(move |b: Vec<u8>| {
+                        let front = front_down.clone();
+                        async move {
+                            let _ = front.send_to(&b, client).await;
+                        }
+                    });
+                    let (socket2, stats, link) = (socket.clone(), task_stats.clone(), down_link.clone());
                     tokio::spawn(async move {
                         let mut buf = vec![0u8; 65_536];
                         while let Ok(len) = socket2.recv(&mut buf).await {
-                            let front = front.clone();
-                            forward(&link, &stats, false, buf[..len].to_vec(), move |b| {
-                                tokio::spawn(async move {
-                                    let _ = front.send_to(&b, client).await;
-                                })
-                            });
+                            forward(&link, &stats, false, buf[..len].to_vec(), &down);
                         }
                     });
-                    socket
+                    let up = lane(move |b: Vec<u8>| {
+                        let socket = socket.clone();
+                        async move {
+                            let _ = socket.send(&b).await;
+                        }
+                    });
+                    peers.insert(client, up.clone());
+                    up
                 }
             };
-            forward(&up_link, &task_stats, true, buf[..len].to_vec(), move |b| {
-                tokio::spawn(async move {
-                    let _ = back.send(&b).await;
-                })
-            });
+            forward(&up_link, &task_stats, true, buf[..len].to_vec(), &up);
         }
     });
     Ok(NetSim { addr, stats, task })
