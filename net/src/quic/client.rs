@@ -1065,6 +1065,11 @@ fn process_effects(inner: &Arc<Inner>) {
                     tracing::warn!(shard = %shard.header.key, error = %e, "could not cache shard");
                 }
             }
+            Effect::JournalShard { shard, update } => {
+                if let Err(e) = inner.cache.record_delta(&shard, &update) {
+                    tracing::warn!(shard = %shard.header.key, error = %e, "could not journal shard");
+                }
+            }
             Effect::ZoneReady { zone, shards, stats } => {
                 let audit = inner.audits.lock().ok().and_then(|mut a| a.remove(&zone));
                 if let Some(keys) = audit.filter(|k| !k.is_empty()) {

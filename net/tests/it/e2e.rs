@@ -655,3 +655,65 @@ async fn a_cache_file_that_lies_about_its_digest_is_audited_and_repaired() {
     client.close();
     server.shutdown().await;
 }
+
+/// A warm entry whose answer changes a few objects records them in the
+/// shard's journal instead of rewriting the shard file (the file keeps its
+/// old, self-consistent contents); the next load folds the journal in and
+/// holds the changed objects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_entry_with_changes_journals_them_and_the_next_load_has_them() {
+    use hoard_world_cache::{LockPolicy, ShardKey, WorldCache};
+
+    let data = tempfile::tempdir().expect("tempdir");
+    let cache = tempfile::tempdir().expect("tempdir");
+    let other = tempfile::tempdir().expect("tempdir");
+    let server = server(data.path(), 2, 25).await;
+    let zone = ZoneId::new("meadow").expect("zone");
+    let client = HoardClient::connect(options(&server, cache.path(), "ann"), registry())
+        .await
+        .expect("connect");
+    client.enter_zone(&zone).await.expect("cold entry");
+    drop(client);
+
+    // Someone else changes an object while ann is away.
+    let bob = HoardClient::connect(options(&server, other.path(), "bob"), registry())
+        .await
+        .expect("bob connects");
+    bob.enter_zone(&zone).await.expect("bob enters");
+    let mut world = World::new();
+    hoard_bevy::materialise::update(&bob, &mut world);
+    bob.send_intent(
+        "add_stones",
+        &AddStones {
+            object: 1007,
+            stones: 100,
+        },
+    )
+    .await
+    .expect("intent");
+    wait_for(&bob, &mut world, |w| stones(w).contains(&(1007, 107))).await;
+    drop(bob);
+
+    let client = HoardClient::connect(options(&server, cache.path(), "ann"), registry())
+        .await
+        .expect("ann again");
+    let stats = client.enter_zone(&zone).await.expect("warm entry");
+    assert_eq!((stats.shards_fresh, stats.shards_delta), (1, 1), "{stats:?}");
+    let key = ShardKey::new(server.identity, "world", None, zone.clone(), ShardId(1)).expect("key");
+    let journal = cache.path().join(key.journal());
+    assert!(journal.exists(), "the change went to the journal");
+    drop(client);
+
+    let reader = WorldCache::open(cache.path(), LockPolicy::WaitUpTo(Duration::from_secs(5))).expect("cache");
+    let copy = reader.load(&key, registry().hash()).expect("loads");
+    let state = &copy
+        .objects
+        .iter()
+        .find(|o| o.id == ObjectId(1007))
+        .expect("object")
+        .state;
+    let parts = state.components().expect("state");
+    let stored: Crate = rmp_serde::from_slice(parts[0].1).expect("crate");
+    assert_eq!(stored, Crate { stones: 107 });
+    server.shutdown().await;
+}

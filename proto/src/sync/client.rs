@@ -6,7 +6,7 @@
 //! in flight); each answer is applied to its copy and its digest checked
 //! against the server's; a mismatch costs one `Repair` round trip for that
 //! shard. Only when every shard is verified does [`Effect::ZoneReady`] come
-//! out, after an [`Effect::WriteShard`] for each changed shard: game code sees
+//! out, after an [`Effect::WriteShard`] (or [`Effect::JournalShard`]) for each changed shard: game code sees
 //! the zone already up to date. Live deltas are applied in seq order,
 //! buffered while their shard's answer is still pending.
 
@@ -119,6 +119,17 @@ pub struct EntryProgress {
 pub enum Effect {
     /// Write this verified shard to the cache.
     WriteShard(CachedShard),
+    /// Record a shard an entry's `Changes` brought up to date by appending
+    /// the change to its cached copy's journal (the copy on disk is at the
+    /// change's base): a few objects' bytes instead of the whole shard
+    /// rewritten and fsynced. A journal tail lost to a crash only costs
+    /// fetching those changes again.
+    JournalShard {
+        /// The shard after the change.
+        shard: CachedShard,
+        /// The change, as journalled.
+        update: ShardUpdate,
+    },
     /// Every shard of the zone is verified and written: materialise it.
     ZoneReady {
         /// The zone.
@@ -700,6 +711,7 @@ impl ClientSync {
         };
         let zone = entry.zone.clone();
         let now = self.wall_now();
+        let mut journal = None;
         let (shard, result, kind) = match msg {
             Message::UpToDate(u) => {
                 let copy = entry.copies.as_ref().and_then(|c| c.get(&u.shard));
@@ -736,6 +748,7 @@ impl ClientSync {
                     },
                     upserts: cached_all(c.upserts)?,
                 };
+                journal = Some(update.clone());
                 (
                     c.shard,
                     hoard_world_cache::apply::apply(&key, registry, copy, update, now),
@@ -779,7 +792,7 @@ impl ClientSync {
             Message::Fresh(f) => return self.apply_fresh(request, zone, f),
             _ => return Ok(()),
         };
-        self.settle(request, zone, shard, result, kind)
+        self.settle(request, zone, shard, result, kind, journal)
     }
 
     /// Applies `Fresh`. When the root over this client's heads of the listed
@@ -846,7 +859,7 @@ impl ClientSync {
                     key: Box::new(self.key(&zone, *shard, None)?),
                 }),
             };
-            self.settle(request, zone.clone(), *shard, result, Kind::Fresh)?;
+            self.settle(request, zone.clone(), *shard, result, Kind::Fresh, None)?;
         }
         if !current
             && !repair_all
@@ -921,6 +934,7 @@ impl ClientSync {
         shard: ShardId,
         result: Result<CachedShard, ApplyError>,
         kind: Kind,
+        journal: Option<ShardUpdate>,
     ) -> Result<(), SyncError> {
         let Some(entry) = self.entries.get_mut(&request) else {
             return Ok(());
@@ -937,8 +951,13 @@ impl ClientSync {
                     Kind::Snapshot => entry.stats.shards_snapshot += 1,
                     Kind::Repaired => entry.stats.shards_repaired += 1,
                 }
-                if kind != Kind::Fresh {
-                    self.effects.push_back(Effect::WriteShard(shard_copy.clone()));
+                match journal {
+                    _ if kind == Kind::Fresh => {}
+                    Some(update) => self.effects.push_back(Effect::JournalShard {
+                        shard: shard_copy.clone(),
+                        update,
+                    }),
+                    None => self.effects.push_back(Effect::WriteShard(shard_copy.clone())),
                 }
                 entry.done.insert(shard, shard_copy);
                 Ok(())

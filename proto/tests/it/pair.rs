@@ -346,7 +346,7 @@ impl Pair {
     fn drain_effects(&mut self) {
         while let Some(effect) = self.client.poll_effect() {
             match effect {
-                Effect::WriteShard(s) => {
+                Effect::WriteShard(s) | Effect::JournalShard { shard: s, .. } => {
                     self.cache.insert(s.header.key.clone(), s);
                 }
                 Effect::ZoneReady { zone, stats, shards } => {
