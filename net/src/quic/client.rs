@@ -340,19 +340,33 @@ impl Opened {
             // The tickets this connection receives serve the next one.
             crate::tls::keep_client_config(&addr_name, identity, known_path, tls);
         }
-        let (mut send, recv) = conn.open_bi().await.map_err(|e| connect_err(addr, e))?;
         let hello = Message::Hello(Hello {
             protocol: PROTOCOL_VERSION,
             registry: registry.hash().0,
             service: options.service.clone(),
             token: options.token.clone(),
         });
-        write_message(&mut send, &hello)
-            .await
-            .map_err(|e| connect_err(addr, e))?;
-        if early.is_some() {
-            tracing::debug!(%addr, "hello sent as 0-RTT data");
-        }
+        let (send, recv, early, early_data) = match early {
+            None => {
+                let (send, recv) = open_control(&conn, &hello).await.map_err(|e| connect_err(addr, e))?;
+                (send, recv, None, None)
+            }
+            Some(accepted) => match open_control(&conn, &hello).await {
+                Ok((send, recv)) => {
+                    tracing::debug!(%addr, "hello sent as 0-RTT data");
+                    (send, recv, Some(accepted), None)
+                }
+                Err(e) => {
+                    // The handshake already ended with the early data
+                    // refused (a quick server that lost the ticket): say
+                    // hello over the completed connection instead.
+                    tracing::debug!(%addr, error = %e, "0-RTT refused before hello went out");
+                    let taken = accepted.await;
+                    let (send, recv) = open_control(&conn, &hello).await.map_err(|e| connect_err(addr, e))?;
+                    (send, recv, None, Some(taken))
+                }
+            },
+        };
         Ok(Opened {
             conn,
             endpoint,
@@ -361,10 +375,17 @@ impl Opened {
             send,
             recv,
             early,
-            early_data: None,
+            early_data,
             hello,
         })
     }
+}
+
+/// Opens the control stream and writes `hello` on it.
+async fn open_control(conn: &Connection, hello: &Message) -> Result<(SendStream, quinn::RecvStream), String> {
+    let (mut send, recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+    write_message(&mut send, hello).await.map_err(|e| e.to_string())?;
+    Ok((send, recv))
 }
 
 impl Opened {
@@ -594,7 +615,7 @@ impl HoardClient {
                 .await?;
                 (recv, Some(taken))
             }
-            None => (opened.recv, None),
+            None => (opened.recv, opened.early_data),
         };
         let mut control = FrameReader::new(recv, MAX_CONTROL_FRAME);
         let welcome = read_welcome(&mut control, &opened.conn, addr).await?;

@@ -610,6 +610,16 @@ async fn serve(
         hello_deadline: deadline,
     };
     let result = control_loop(&link, &mut send, &mut reader, &mut session, handshake).await;
+    if conn.close_reason().is_none() {
+        // The control stream ended or failed: say so, rather than let the
+        // connection close without a reason when its last handle goes.
+        let reason = match &result {
+            Ok(()) => "the control stream ended".to_owned(),
+            Err(e) => format!("the control stream failed: {e}"),
+        };
+        tracing::debug!(%peer, %reason, "closing the connection");
+        conn.close(close_code(ErrorCode::Protocol), reason.as_bytes());
+    }
     // Ends the server chose (slow consumer, timeout, refusal, replacement)
     // were counted where it chose them; the rest are the client's doing.
     match conn.close_reason() {
