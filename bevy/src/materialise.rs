@@ -318,6 +318,13 @@ mod tests {
         }
     }
 
+    fn loaded(zone: &ZoneId, shards: Vec<CachedShard>) -> ClientUpdate {
+        ClientUpdate::ZoneLoaded {
+            zone: zone.clone(),
+            shards: shards.into_iter().map(std::sync::Arc::new).collect(),
+        }
+    }
+
     fn contents(world: &mut World) -> Vec<(u64, u64, Option<N>, Option<Label>)> {
         let mut v: Vec<_> = world
             .query::<(&Replicated, Option<&N>, Option<&Label>)>()
@@ -340,17 +347,8 @@ mod tests {
         let first = vec![
             shard(&zone, 0, vec![object(1, 10, None), object(2, 20, Some("two"))]),
             shard(&zone, 1, vec![object(3, 30, Some("three"))]),
-        ]
-        .into_iter()
-        .map(std::sync::Arc::new)
-        .collect();
-        m.apply(
-            &mut world,
-            vec![ClientUpdate::ZoneLoaded {
-                zone: zone.clone(),
-                shards: first,
-            }],
-        );
+        ];
+        m.apply(&mut world, vec![loaded(&zone, first)]);
         assert_eq!(
             contents(&mut world),
             vec![
@@ -364,17 +362,8 @@ mod tests {
         let again = vec![
             shard(&zone, 0, vec![object(1, 10, None), object(2, 21, None)]),
             shard(&zone, 1, vec![object(3, 30, Some("three")), object(4, 40, None)]),
-        ]
-        .into_iter()
-        .map(std::sync::Arc::new)
-        .collect();
-        m.apply(
-            &mut world,
-            vec![ClientUpdate::ZoneLoaded {
-                zone: zone.clone(),
-                shards: again,
-            }],
-        );
+        ];
+        m.apply(&mut world, vec![loaded(&zone, again)]);
         assert_eq!(
             contents(&mut world),
             vec![

@@ -118,15 +118,15 @@ pub struct EntryProgress {
 // one must fail its build rather than be ignored.
 pub enum Effect {
     /// Write this verified shard to the cache.
-    WriteShard(CachedShard),
+    WriteShard(Arc<CachedShard>),
     /// Record a shard an entry's `Changes` brought up to date by appending
     /// the change to its cached copy's journal (the copy on disk is at the
     /// change's base): a few objects' bytes instead of the whole shard
     /// rewritten and fsynced. A journal tail lost to a crash only costs
     /// fetching those changes again.
     JournalShard {
-        /// The shard after the change.
-        shard: CachedShard,
+        /// The shard after the change (shared with the entry's result).
+        shard: Arc<CachedShard>,
         /// The change, as journalled.
         update: ShardUpdate,
     },
@@ -244,7 +244,7 @@ struct Entry {
     expected: Option<u32>,
     answered: u32,
     ended: bool,
-    done: BTreeMap<ShardId, CachedShard>,
+    done: BTreeMap<ShardId, Arc<CachedShard>>,
     repairing: BTreeSet<ShardId>,
     /// Copies whose contents do not match their header's digest.
     dishonest: BTreeSet<ShardId>,
@@ -941,6 +941,9 @@ impl ClientSync {
         };
         match result {
             Ok(shard_copy) => {
+                // One copy shared by the write, the entry and, once ready,
+                // the game and the live zone: a zone is never copied.
+                let shard_copy = Arc::new(shard_copy);
                 if kind != Kind::Repaired {
                     entry.answered += 1;
                 }
@@ -1025,7 +1028,7 @@ impl ClientSync {
         entry.stats.objects = entry.done.values().map(|s| s.objects.len() as u64).sum();
         entry.stats.elapsed_ms = ((now - entry.started).max(0.0) * 1000.0).round() as u64;
         tracing::info!(zone = %entry.zone, stats = ?entry.stats, "zone ready");
-        let shards: Vec<Arc<CachedShard>> = entry.done.into_values().map(Arc::new).collect();
+        let shards: Vec<Arc<CachedShard>> = entry.done.into_values().collect();
         self.live.insert(
             entry.zone.clone(),
             shards.iter().map(|s| (s.header.key.shard, s.clone())).collect(),
@@ -1160,8 +1163,8 @@ impl ClientSync {
             .filter(|o| before.get(&o.id).is_none_or(|b| *b != *o))
             .cloned()
             .collect();
-        self.effects.push_back(Effect::WriteShard(next.clone()));
         let next = Arc::new(next);
+        self.effects.push_back(Effect::WriteShard(next.clone()));
         if let Some(shards) = self.live.get_mut(&zone) {
             shards.insert(shard, next.clone());
         }

@@ -347,7 +347,7 @@ impl Pair {
         while let Some(effect) = self.client.poll_effect() {
             match effect {
                 Effect::WriteShard(s) | Effect::JournalShard { shard: s, .. } => {
-                    self.cache.insert(s.header.key.clone(), s);
+                    self.cache.insert(s.header.key.clone(), (*s).clone());
                 }
                 Effect::ZoneReady { zone, stats, shards } => {
                     for s in &shards {
