@@ -24,7 +24,7 @@ pub enum StoreFault {
 }
 
 impl StoreFault {
-    #[cfg_attr(not(feature = "redb"), allow(dead_code))]
+    #[cfg_attr(not(any(feature = "redb", feature = "postgres")), allow(dead_code))]
     pub(crate) fn backend(context: impl Into<String>, source: impl std::error::Error + Send + Sync + 'static) -> Self {
         StoreFault::Backend {
             context: context.into(),
@@ -77,6 +77,24 @@ pub enum OpenError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The database cannot be reached or refused the store's setup.
+    #[error("cannot open the world store in {database}: {detail}")]
+    Database {
+        /// The database, without a password.
+        database: String,
+        /// What went wrong.
+        detail: String,
+    },
+    /// The database's schema was written by a newer hoard.
+    #[error("the world store in {database} has schema migration {found}, this build knows up to {supported}; upgrade hoard")]
+    NewerSchema {
+        /// The database, without a password.
+        database: String,
+        /// The newest migration applied to it.
+        found: i64,
+        /// The newest this build knows.
+        supported: i64,
+    },
     /// Setting up the store's tables failed.
     #[error("cannot initialise store {path}: {source}")]
     Init {
@@ -119,6 +137,15 @@ pub enum CommitError {
     /// The change set names a shard the world does not have.
     #[error("commit names unknown shard {0}")]
     UnknownShard(ShardId),
+    /// The commit writes a zone this server no longer holds the lease on
+    /// (another server has taken it over): the server must stop serving it.
+    #[error("commit refused: zone {zone} is no longer leased to {owner}")]
+    Fenced {
+        /// The zone.
+        zone: ZoneId,
+        /// This server's lease name.
+        owner: String,
+    },
     /// A fault below the logic.
     #[error(transparent)]
     Fault(#[from] StoreFault),

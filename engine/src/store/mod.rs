@@ -14,8 +14,10 @@ mod error;
 mod logic;
 mod memory;
 // The record encoding of the redb store (the memory store keeps values).
-#[cfg_attr(not(feature = "redb"), allow(dead_code))]
+#[cfg_attr(not(any(feature = "redb", feature = "postgres")), allow(dead_code))]
 mod record;
+#[cfg(feature = "postgres")]
+mod postgres;
 #[cfg(feature = "redb")]
 mod redb_store;
 #[cfg(feature = "redb")]
@@ -31,6 +33,8 @@ use crate::state::ObjectState;
 
 pub use error::{CommitError, OpenError, ReadError, StoreFault, WriteError};
 pub use memory::MemoryStore;
+#[cfg(feature = "postgres")]
+pub use postgres::{Lease, LeaseError, LeaseHolder, PgOptions, PgStore};
 #[cfg(feature = "redb")]
 pub use redb_store::{BackendFactory, RedbStore, STORE_FORMAT_VERSION};
 

@@ -97,6 +97,26 @@ impl ShardRecord {
     }
 }
 
+/// A shard scope as an index key: `""` for a shared shard, `"@"` and the
+/// perspective's name for a private one, so no perspective's key equals
+/// the shared one.
+pub(crate) fn scope_key(scope: &ShardScope) -> String {
+    match scope {
+        ShardScope::Shared => String::new(),
+        ShardScope::Perspective(p) => format!("@{p}"),
+    }
+}
+
+/// The scope a [`scope_key`] names (`None`: not a scope key).
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+pub(crate) fn scope_from_key(key: &str) -> Option<ShardScope> {
+    match key.strip_prefix('@') {
+        Some(name) => Some(ShardScope::Perspective(name.to_owned())),
+        None if key.is_empty() => Some(ShardScope::Shared),
+        None => None,
+    }
+}
+
 /// An object value: its version (8 bytes little-endian) then its state bytes.
 pub(crate) fn encode_object(version: Seq, state: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(8 + state.len());

@@ -19,7 +19,7 @@ use redb::{
 
 use super::error::{CommitError, OpenError, ReadError, StoreFault, WriteError};
 use super::logic::{self, Tables, TablesMut};
-use super::record::{ShardRecord, encode_object, split_object};
+use super::record::{ShardRecord, encode_object, scope_key, split_object};
 use super::{
     ChangesSince, CommitReceipt, ShardHead, ShardScope, ShardSnapshot, ShardSpec, StoredObject, Tombstone, TrimReport,
     WorldStore,
@@ -475,13 +475,6 @@ fn migrate_zone_index(txn: &WriteTransaction) -> Result<(), StoreFault> {
 /// The middle part of a [`ZONE_SHARDS`] key: `""` for a shared shard,
 /// `"@"` and the perspective for one only that perspective sees (so no
 /// perspective's key can equal the shared one).
-fn scope_key(scope: &ShardScope) -> String {
-    match scope {
-        ShardScope::Shared => String::new(),
-        ShardScope::Perspective(p) => format!("@{p}"),
-    }
-}
-
 /// A format 1 zone record: the zone's whole shard list.
 pub(crate) fn decode_zone(zone: &ZoneId, bytes: &[u8]) -> Result<Vec<ShardId>, StoreFault> {
     if bytes.len() > 10 * MAX_SHARDS_PER_ZONE {

@@ -1,5 +1,5 @@
-//! Behaviour of the `WorldStore` operations, run against both the redb store
-//! and the memory store so the two cannot drift apart.
+//! Behaviour of the `WorldStore` operations, run against every store — the
+//! memory store, redb and PostgreSQL — so they cannot drift apart.
 
 use chrono::{Duration, Utc};
 use hoard_engine::store::{
@@ -7,16 +7,18 @@ use hoard_engine::store::{
 };
 use hoard_engine::{ChangeSet, Digest, MemoryStore, ObjectId, Seq, ShardId, ZoneId};
 
-use super::support::{state_n, temp_store};
+use super::support::{pg_store, state_n, temp_store};
 
 fn zone(name: &str) -> ZoneId {
     ZoneId::new(name).expect("valid zone")
 }
 
-fn with_both(test: impl Fn(&dyn WorldStore)) {
+fn with_each(test: impl Fn(&dyn WorldStore)) {
     test(&MemoryStore::new());
     let (_dir, redb) = temp_store();
     test(&redb);
+    let (_schema, pg) = pg_store();
+    test(&pg);
 }
 
 fn setup(store: &dyn WorldStore) {
@@ -39,7 +41,7 @@ fn setup(store: &dyn WorldStore) {
 
 #[test]
 fn zones_and_shards_are_stored_with_fresh_epochs() {
-    with_both(|store| {
+    with_each(|store| {
         setup(store);
         assert_eq!(store.zones().expect("zones"), vec![zone("homes"), zone("meadow")]);
         assert_eq!(
@@ -71,7 +73,7 @@ fn zones_and_shards_are_stored_with_fresh_epochs() {
 
 #[test]
 fn a_zones_shards_for_a_perspective_are_the_shared_ones_and_its_own() {
-    with_both(|store| {
+    with_each(|store| {
         setup(store);
         // Players' inventories join the zone one by one, beside a shared shard.
         for (i, player) in ["bob", "ann", "cy", "ann2", ""].iter().enumerate() {
@@ -106,7 +108,7 @@ fn a_zones_shards_for_a_perspective_are_the_shared_ones_and_its_own() {
 
 #[test]
 fn commits_assign_seqs_per_shard_and_track_digests() {
-    with_both(|store| {
+    with_each(|store| {
         setup(store);
         let mut tick = ChangeSet::new();
         tick.upsert(ShardId(1), ObjectId(10), state_n(1));
@@ -140,7 +142,7 @@ fn commits_assign_seqs_per_shard_and_track_digests() {
 
 #[test]
 fn changes_since_returns_upserts_and_tombstones_after_a_seq() {
-    with_both(|store| {
+    with_each(|store| {
         setup(store);
         for n in 1..=5u64 {
             let mut tick = ChangeSet::new();
@@ -191,7 +193,7 @@ fn changes_since_returns_upserts_and_tombstones_after_a_seq() {
 
 #[test]
 fn a_returning_object_clears_its_tombstone() {
-    with_both(|store| {
+    with_each(|store| {
         setup(store);
         let mut tick = ChangeSet::new();
         tick.upsert(ShardId(1), ObjectId(1), state_n(1));
@@ -215,7 +217,7 @@ fn a_returning_object_clears_its_tombstone() {
 
 #[test]
 fn a_move_between_shards_is_one_atomic_commit() {
-    with_both(|store| {
+    with_each(|store| {
         setup(store);
         let mut tick = ChangeSet::new();
         tick.upsert(ShardId(1), ObjectId(7), state_n(1));
@@ -231,7 +233,7 @@ fn a_move_between_shards_is_one_atomic_commit() {
 
 #[test]
 fn a_commit_naming_an_unknown_shard_applies_nothing() {
-    with_both(|store| {
+    with_each(|store| {
         setup(store);
         let mut tick = ChangeSet::new();
         tick.upsert(ShardId(1), ObjectId(1), state_n(1));
@@ -247,7 +249,7 @@ fn a_commit_naming_an_unknown_shard_applies_nothing() {
 
 #[test]
 fn trimming_moves_the_horizon_and_old_cursors_fall_behind_it() {
-    with_both(|store| {
+    with_each(|store| {
         setup(store);
         let mut tick = ChangeSet::new();
         for id in 1..=3 {
@@ -279,7 +281,7 @@ fn trimming_moves_the_horizon_and_old_cursors_fall_behind_it() {
 
 #[test]
 fn reset_epoch_changes_only_the_epoch() {
-    with_both(|store| {
+    with_each(|store| {
         setup(store);
         let before = store.shard_head(ShardId(2)).expect("head");
         let epoch = store.reset_epoch(ShardId(2)).expect("reset");
