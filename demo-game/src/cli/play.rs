@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::Args;
 use hoard_bevy::HoardServer;
-use hoard_engine::{RedbStore, ZoneId};
+use hoard_engine::ZoneId;
 use hoard_net::quic::client::ClientOptions;
 
 use crate::cli::app::ClientApp;
@@ -59,7 +59,7 @@ pub(crate) fn run(args: PlayArgs) -> anyhow::Result<i32> {
     let cache_dir = args.cache_dir.unwrap_or_else(crate::cli::cache::default_cache_dir);
     // The screen is the game's: logs go beside the world's data.
     crate::cli::logging::to_file(&data.join("play.log"), "info,quinn=warn,rustls=warn");
-    let store = Arc::new(RedbStore::open_dir(&data)?);
+    let store = game::server::ServerStore::open(&data, None, None)?;
     // The embedded server is a Bevy App on its own thread, one frame per
     // tick; it only listens on loopback, for this process.
     let mut options = ServerOptions::new("127.0.0.1:0".parse()?, data.clone());

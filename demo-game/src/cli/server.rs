@@ -9,8 +9,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use hoard_bevy::HoardServer;
-use hoard_engine::RedbStore;
-use hoard_engine::store::WorldStore;
 use hoard_net::quic::server::ServerOptions;
 use hoard_net::tls::ServerKeys;
 use hoard_proto::auth::TokenAuthority;
@@ -39,6 +37,15 @@ struct RunArgs {
     /// The data directory: world store, certificate, key, token secret.
     #[arg(long, default_value = "hoard-server-data")]
     data: PathBuf,
+    /// The world store: a PostgreSQL URL (`postgres://user@host:port/db`,
+    /// for a world shared by several servers). Default: the embedded store
+    /// in the data directory.
+    #[arg(long)]
+    store: Option<String>,
+    /// The PostgreSQL schema holding the world's tables (created if
+    /// missing), so one database can hold several worlds. Default: `public`.
+    #[arg(long, requires = "store")]
+    store_schema: Option<String>,
     /// Address to listen on (port 0 picks a free one; the JSON line says which).
     #[arg(long, default_value = "127.0.0.1:7000")]
     listen: SocketAddr,
@@ -107,7 +114,8 @@ fn token(data: &Path, player: &str, hours: i64) -> anyhow::Result<i32> {
 }
 
 fn serve(args: RunArgs) -> anyhow::Result<i32> {
-    let store = Arc::new(RedbStore::open_dir(&args.data)?);
+    let opened = game::server::ServerStore::open(&args.data, args.store.as_deref(), args.store_schema.as_deref())?;
+    let store = opened.store.clone();
     let zones: Vec<String> = store
         .zones()?
         .iter()
@@ -124,7 +132,7 @@ fn serve(args: RunArgs) -> anyhow::Result<i32> {
     let progress = Progress::new("importing", "objects");
     // The server is a Bevy App: the rules run in its Update, the hoard
     // plugin around them (and it binds the address).
-    let mut app = game::server::app(&store, &args.world, options, &progress.callback())?;
+    let mut app = game::server::app(&opened, &args.world, options, &progress.callback())?;
     progress.finish();
     let zones = if zones.is_empty() {
         // A first start: the zones just imported.

@@ -12,7 +12,7 @@ use bevy_app::{App, Update};
 use bevy_ecs::prelude::*;
 use hoard_bevy::{HoardServerPlugin, ZoneTransients};
 use hoard_engine::store::WorldStore;
-use hoard_engine::{HoardUrl, Published, Publisher, RedbStore, ZoneId, load_world};
+use hoard_engine::{HoardUrl, Published, Publisher, ZoneId, load_world};
 use hoard_net::quic::server::ServerOptions;
 
 use super::ZoneInfo;
@@ -22,15 +22,54 @@ use super::rules::{
     apply_actions, ensure_inventory,
 };
 
+/// A server's world store and how messages name it.
+#[derive(Clone)]
+pub(crate) struct ServerStore {
+    pub(crate) store: Arc<dyn WorldStore>,
+    /// The store file, or the database (without its password).
+    pub(crate) label: String,
+}
+
+impl ServerStore {
+    /// The store `url` names (`postgres://...`, its tables in `schema`), or
+    /// the embedded redb store in `data_dir` when there is none.
+    pub(crate) fn open(data_dir: &Path, url: Option<&str>, schema: Option<&str>) -> anyhow::Result<ServerStore> {
+        match url {
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                let mut options = hoard_engine::store::PgOptions::new(url);
+                options.schema = schema.map(str::to_owned);
+                let store = hoard_engine::store::PgStore::open(&options)?;
+                let label = store.database().to_owned();
+                Ok(ServerStore {
+                    store: Arc::new(store),
+                    label,
+                })
+            }
+            Some(other) => anyhow::bail!(
+                "--store {other:?}: give a PostgreSQL URL (postgres://user@host:port/db), \
+                 or leave --store out for the embedded store in the data directory"
+            ),
+            None => {
+                let store = hoard_engine::RedbStore::open_dir(data_dir)?;
+                let label = store.path().display().to_string();
+                Ok(ServerStore {
+                    store: Arc::new(store),
+                    label,
+                })
+            }
+        }
+    }
+}
+
 /// Builds the game over `store`. On first start (an empty store) the world
 /// in `world_dir` is checked and imported; `progress` follows the import.
 /// Checks every shard's digest against its objects before anything is
 /// served; a damaged shard is refused by name (clients would otherwise fail
 /// to verify that zone for ever).
-fn verify_store(store: &RedbStore) -> anyhow::Result<()> {
+fn verify_store(store: &ServerStore) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
-    let damage = hoard_engine::store::verify(store)
-        .map_err(|e| anyhow::anyhow!("{} is damaged: {e}; restore it from a backup", store.path().display()))?;
+    let damage = hoard_engine::store::verify(&*store.store)
+        .map_err(|e| anyhow::anyhow!("{} is damaged: {e}; restore it from a backup", store.label))?;
     tracing::info!(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "every shard verified"
@@ -42,7 +81,7 @@ fn verify_store(store: &RedbStore) -> anyhow::Result<()> {
         anyhow::bail!(
             "{} is damaged in {} places (first: shard {}: {}); restore it from a backup \
              (`hoard-demo store verify` lists them all)",
-            store.path().display(),
+            store.label,
             damage.len(),
             first.shard,
             first.problem
@@ -56,12 +95,13 @@ fn verify_store(store: &RedbStore) -> anyhow::Result<()> {
 /// import); afterwards it is verified and loaded. Returns the publisher that
 /// knows the loaded objects.
 fn populate(
-    store: &Arc<RedbStore>,
+    server_store: &ServerStore,
     world: &mut World,
     world_dir: &Path,
     tick_hz: u32,
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> anyhow::Result<Publisher> {
+    let store = &server_store.store;
     let mut publisher = Publisher::new(super::registry());
     let zones = store.zones()?;
     if zones.is_empty() {
@@ -82,15 +122,15 @@ fn populate(
         anyhow::ensure!(
             zones.iter().any(|z| z.as_str() == INVENTORY_ZONE),
             "the first import into {} did not finish (it holds zones {} but not its completion marker); \
-             delete that file and start again to import the world afresh",
-            store.path().display(),
+             delete it and start again to import the world afresh",
+            server_store.label,
             zones.iter().map(|z| z.as_str()).collect::<Vec<_>>().join(", ")
         );
-        verify_store(store)?;
+        verify_store(server_store)?;
         // A world written by an older build: its components are migrated
         // (or refused, naming them) before anything decodes them.
         let schema = hoard_engine::schema::prepare(&**store, publisher.registry())
-            .map_err(|e| anyhow::anyhow!("{}: {e}", store.path().display()))?;
+            .map_err(|e| anyhow::anyhow!("{}: {e}", server_store.label))?;
         for (component, from, to, objects) in &schema.migrated {
             eprintln!("migrated {objects} objects' {component} from schema version {from} to {to}");
         }
@@ -140,14 +180,14 @@ fn join_hook() -> hoard_net::quic::server::JoinHook {
 /// server` and `play`): the rules run in `Update`, hoard's systems around
 /// them.
 pub(crate) fn app(
-    store: &Arc<RedbStore>,
+    store: &ServerStore,
     world_dir: &Path,
     options: ServerOptions,
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> anyhow::Result<App> {
     let mut app = App::new();
     let publisher = populate(store, app.world_mut(), world_dir, options.tick_hz, progress)?;
-    let plugin = HoardServerPlugin::new(options, store.clone(), super::registry())
+    let plugin = HoardServerPlugin::new(options, store.store.clone(), super::registry())
         .with_publisher(publisher)
         .intent::<Action>(ACTION)
         .on_join(join_hook());

@@ -64,11 +64,19 @@ pub(crate) fn server(data: &Path) -> Server {
         .arg("--data")
         .arg(data);
     let (child, v) = spawn_listening(cmd);
-    assert_eq!(v["zones"], serde_json::json!(["forest", "meadow"]));
-    Server {
-        child,
-        addr: v["addr"].as_str().expect("addr").to_owned(),
-        fingerprint: v["fingerprint"].as_str().expect("fingerprint").to_owned(),
+    Server::from_listening(child, &v)
+}
+
+impl Server {
+    /// The server whose `listening` line is `v`, serving the two generated zones.
+    pub(crate) fn from_listening(child: Child, v: &serde_json::Value) -> Server {
+        let server = Server {
+            child,
+            addr: v["addr"].as_str().expect("addr").to_owned(),
+            fingerprint: v["fingerprint"].as_str().expect("fingerprint").to_owned(),
+        };
+        assert_eq!(v["zones"], serde_json::json!(["forest", "meadow"]));
+        server
     }
 }
 

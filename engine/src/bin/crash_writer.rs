@@ -3,7 +3,8 @@
 //! SIGKILL it at a random moment and then check that every acknowledged
 //! commit survived, atomically.
 //!
-//! Usage: `hoard-engine-crash-writer STORE_FILE`. Each commit N writes, in one
+//! Usage: `hoard-engine-crash-writer STORE_FILE` (a redb store) or
+//! `hoard-engine-crash-writer postgres URL SCHEMA`. Each commit N writes, in one
 //! transaction: a marker object holding N in each of four shards, a batch of
 //! objects with varying sizes, removals of older ones, and a move of object
 //! 42 from one shard to the next — so after any crash the markers must agree,
@@ -15,6 +16,8 @@ use std::path::PathBuf;
 use hoard_engine::state::StateBuilder;
 use hoard_engine::store::{ShardSpec, WorldStore};
 use hoard_engine::{ChangeSet, ObjectId, RedbStore, ShardId, ZoneId};
+
+const USAGE: &str = "usage: hoard-engine-crash-writer STORE_FILE | hoard-engine-crash-writer postgres URL SCHEMA";
 
 /// Shards the writer uses.
 const SHARDS: u64 = 4;
@@ -33,7 +36,7 @@ fn state(n: u64, pad: usize) -> hoard_engine::ObjectState {
         .finish()
 }
 
-fn marker_of(store: &RedbStore, shard: u64) -> anyhow::Result<u64> {
+fn marker_of(store: &dyn WorldStore, shard: u64) -> anyhow::Result<u64> {
     let snapshot = store.snapshot(ShardId(shard))?;
     Ok(snapshot
         .objects
@@ -43,18 +46,22 @@ fn marker_of(store: &RedbStore, shard: u64) -> anyhow::Result<u64> {
 }
 
 fn main() -> anyhow::Result<()> {
-    let path: PathBuf = std::env::args_os()
-        .nth(1)
-        .map(PathBuf::from)
-        .ok_or_else(|| anyhow::anyhow!("usage: hoard-engine-crash-writer STORE_FILE"))?;
-    let store = RedbStore::open(&path)?;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let store: Box<dyn WorldStore> = match args.as_slice() {
+        [path] => Box::new(RedbStore::open(&PathBuf::from(path))?),
+        [kind, url, schema] if kind == "postgres" => Box::new(hoard_engine::store::PgStore::open(
+            &hoard_engine::store::PgOptions::new(url).with_schema(schema),
+        )?),
+        _ => anyhow::bail!(USAGE),
+    };
+    let store = &*store;
     let zone = ZoneId::new("crash")?;
     if store.zones()?.is_empty() {
         let specs: Vec<ShardSpec> = (0..SHARDS).map(|s| ShardSpec::shared(ShardId(s))).collect();
         store.create_zone(&zone, &specs)?;
     }
     // Commits so far = the marker's version in shard 0 (each commit bumps every shard once).
-    let mut n = marker_of(&store, 0)?;
+    let mut n = marker_of(store, 0)?;
     let mut stdout = std::io::stdout().lock();
     loop {
         n += 1;

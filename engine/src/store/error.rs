@@ -86,7 +86,9 @@ pub enum OpenError {
         detail: String,
     },
     /// The database's schema was written by a newer hoard.
-    #[error("the world store in {database} has schema migration {found}, this build knows up to {supported}; upgrade hoard")]
+    #[error(
+        "the world store in {database} has schema migration {found}, this build knows up to {supported}; upgrade hoard"
+    )]
     NewerSchema {
         /// The database, without a password.
         database: String,

@@ -14,10 +14,10 @@ mod error;
 mod logic;
 mod memory;
 // The record encoding of the redb store (the memory store keeps values).
-#[cfg_attr(not(any(feature = "redb", feature = "postgres")), allow(dead_code))]
-mod record;
 #[cfg(feature = "postgres")]
 mod postgres;
+#[cfg_attr(not(any(feature = "redb", feature = "postgres")), allow(dead_code))]
+mod record;
 #[cfg(feature = "redb")]
 mod redb_store;
 #[cfg(feature = "redb")]

@@ -3,7 +3,8 @@
 //! object exists exactly once, and every stored digest equals the digest
 //! recomputed from the stored objects.
 //!
-//! The writer is a real second process (`hoard-engine-crash-writer`) killed
+//! Run against both durable stores: redb (a file) and PostgreSQL (a schema
+//! of the test's own). The writer is a real second process (`hoard-engine-crash-writer`) killed
 //! with SIGKILL. `HOARD_CRASH_KILLS` raises the kill count for a longer run by
 //! hand; `HOARD_CRASH_SEED` replays one run.
 
@@ -13,6 +14,32 @@ use std::time::Duration;
 
 use hoard_engine::store::{WorldStore, verify};
 use hoard_engine::{ObjectId, RedbStore, ShardId};
+
+use super::support::PgSchema;
+
+/// The store the writer commits to.
+enum Target {
+    Redb(std::path::PathBuf),
+    Postgres(PgSchema),
+}
+
+impl Target {
+    fn args(&self) -> Vec<String> {
+        match self {
+            Target::Redb(path) => vec![path.display().to_string()],
+            Target::Postgres(schema) => vec!["postgres".into(), super::support::pg_url(), schema.name.clone()],
+        }
+    }
+
+    fn open(&self) -> Box<dyn WorldStore> {
+        match self {
+            Target::Redb(path) => Box::new(RedbStore::open(path).expect("a killed store reopens")),
+            Target::Postgres(schema) => {
+                Box::new(hoard_engine::store::PgStore::open(&schema.options()).expect("the database reopens"))
+            }
+        }
+    }
+}
 
 const SHARDS: u64 = 4;
 const MARKER_BASE: u64 = 1_000_000;
@@ -24,9 +51,9 @@ fn env_u64(name: &str, default: u64) -> u64 {
 
 /// Runs the writer until it has acknowledged `acks` commits (0: kill at once),
 /// waits a random few hundred microseconds, kills it. Returns the last acknowledged commit.
-fn run_and_kill(path: &std::path::Path, acks: u64, rng: &mut fastrand::Rng) -> u64 {
+fn run_and_kill(target: &Target, acks: u64, rng: &mut fastrand::Rng) -> u64 {
     let mut child = Command::new(env!("CARGO_BIN_EXE_hoard-engine-crash-writer"))
-        .arg(path)
+        .args(target.args())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -63,8 +90,9 @@ fn run_and_kill(path: &std::path::Path, acks: u64, rng: &mut fastrand::Rng) -> u
     last
 }
 
-fn check(path: &std::path::Path, acked: u64) -> u64 {
-    let store = RedbStore::open(path).expect("a killed store reopens");
+fn check(target: &Target, acked: u64) -> u64 {
+    let store = target.open();
+    let store = &*store;
     if store.zones().expect("zones").is_empty() {
         assert_eq!(acked, 0, "acknowledged commits vanished with the zone");
         return 0;
@@ -110,25 +138,35 @@ fn check(path: &std::path::Path, acked: u64) -> u64 {
             "moved object must exist exactly once"
         );
     }
-    let damage = verify(&store).expect("verify");
+    let damage = verify(store).expect("verify");
     assert!(damage.is_empty(), "{damage:?}");
     committed
 }
 
-#[test]
-fn sigkill_during_commits_loses_no_acknowledged_commit_and_applies_none_by_half() {
-    let kills = env_u64("HOARD_CRASH_KILLS", 50);
+fn kill_repeatedly(target: &Target, kills: u64) {
     let seed = env_u64("HOARD_CRASH_SEED", fastrand::u64(..));
     println!("crash test: {kills} kills, HOARD_CRASH_SEED={seed}");
     let mut rng = fastrand::Rng::with_seed(seed);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("world.redb");
     let mut total = 0;
     for round in 0..kills {
         // One round in ten kills during startup, before any commit is acknowledged.
         let acks = if round % 10 == 3 { 0 } else { rng.u64(1..25) };
-        let acked = run_and_kill(&path, acks, &mut rng).max(total);
-        total = check(&path, acked);
+        let acked = run_and_kill(target, acks, &mut rng).max(total);
+        total = check(target, acked);
     }
     assert!(total > kills, "the writer made progress: {total} commits");
+}
+
+#[test]
+fn sigkill_during_commits_loses_no_acknowledged_commit_and_applies_none_by_half() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    kill_repeatedly(
+        &Target::Redb(dir.path().join("world.redb")),
+        env_u64("HOARD_CRASH_KILLS", 50),
+    );
+}
+
+#[test]
+fn sigkill_during_postgres_commits_loses_no_acknowledged_commit_and_applies_none_by_half() {
+    kill_repeatedly(&Target::Postgres(PgSchema::new()), env_u64("HOARD_CRASH_KILLS", 30));
 }

@@ -5,6 +5,7 @@ mod bad_files;
 mod crash;
 mod load;
 mod model;
+mod postgres;
 mod power_loss;
 mod schema;
 mod store;

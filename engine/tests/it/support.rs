@@ -72,7 +72,10 @@ impl Drop for PgSchema {
         let url = pg_url();
         // Best effort: a schema left behind is dropped with the run's database.
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
             rt.block_on(async {
                 let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.ok()?;
                 tokio::spawn(conn);

@@ -54,8 +54,11 @@ pub(crate) fn head_from_row(row: &Row) -> Result<ShardHead, StoreFault> {
         ))
     })?;
     let key: &str = col(row, 6, T)?;
-    let scope = scope_from_key(key)
-        .ok_or_else(|| StoreFault::Corrupt(format!("shard {shard}: scope key {key:?} is neither \"\" nor \"@name\"")))?;
+    let scope = scope_from_key(key).ok_or_else(|| {
+        StoreFault::Corrupt(format!(
+            "shard {shard}: scope key {key:?} is neither \"\" nor \"@name\""
+        ))
+    })?;
     Ok(ShardHead {
         shard,
         zone,

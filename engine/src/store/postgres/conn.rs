@@ -129,7 +129,9 @@ impl std::ops::Deref for Conn {
     type Target = deadpool_postgres::ClientWrapper;
     fn deref(&self) -> &Self::Target {
         // Present until drop.
-        self.object.as_deref().unwrap_or_else(|| unreachable!("a Conn holds its connection until dropped"))
+        self.object
+            .as_deref()
+            .unwrap_or_else(|| unreachable!("a Conn holds its connection until dropped"))
     }
 }
 

@@ -30,9 +30,7 @@ use self::conn::{Conn, Connections, is_conflict, is_unique_violation};
 use self::write::Attempt;
 use super::error::{CommitError, OpenError, ReadError, StoreFault, WriteError};
 use super::record::ShardRecord;
-use super::{
-    ChangesSince, CommitReceipt, ShardHead, ShardSnapshot, ShardSpec, Tombstone, TrimReport, WorldStore,
-};
+use super::{ChangesSince, CommitReceipt, ShardHead, ShardSnapshot, ShardSpec, Tombstone, TrimReport, WorldStore};
 use crate::changeset::ChangeSet;
 use crate::ids::{Epoch, ObjectId, Seq, ShardId, ZoneId};
 
@@ -105,7 +103,9 @@ impl std::fmt::Debug for PgStore {
 fn valid_schema(name: &str) -> bool {
     name.len() <= 63
         && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
 /// Names a database without its password.
@@ -270,7 +270,8 @@ impl From<tokio_postgres::Error> for MigrateStep {
 async fn migrate_once(conn: &Conn, schema: Option<&str>) -> Result<(), MigrateStep> {
     if let Some(schema) = schema {
         // Checked by `valid_schema`: safe to splice.
-        conn.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}")).await?;
+        conn.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+            .await?;
     }
     conn.batch_execute(
         "CREATE TABLE IF NOT EXISTS hoard_migrations (
@@ -305,7 +306,11 @@ async fn migrate_once(conn: &Conn, schema: Option<&str>) -> Result<(), MigrateSt
             let _ = conn.batch_execute("ROLLBACK").await;
             return Err(e.into());
         }
-        tracing::info!(version = migration.version, name = migration.name, "applied a store migration");
+        tracing::info!(
+            version = migration.version,
+            name = migration.name,
+            "applied a store migration"
+        );
     }
     Ok(())
 }
@@ -336,7 +341,10 @@ impl WorldStore for PgStore {
     fn zones(&self) -> Result<Vec<ZoneId>, ReadError> {
         self.run("listing zones", |pool| async move {
             let conn = Conn::get(&pool, "connecting").await?;
-            let rows = conn.query("SELECT zone FROM hoard_zones", &[]).await.map_err(pg("listing zones"))?;
+            let rows = conn
+                .query("SELECT zone FROM hoard_zones", &[])
+                .await
+                .map_err(pg("listing zones"))?;
             conn.clean();
             let mut zones = rows
                 .iter()
@@ -363,7 +371,10 @@ impl WorldStore for PgStore {
                 )
                 .await
                 .map_err(pg("preparing"))?;
-            let rows = conn.query(&stmt, &[&zone.as_str()]).await.map_err(pg("listing a zone's shards"))?;
+            let rows = conn
+                .query(&stmt, &[&zone.as_str()])
+                .await
+                .map_err(pg("listing a zone's shards"))?;
             conn.clean();
             shards_of_zone(&zone, &rows)
         })
@@ -569,7 +580,11 @@ async fn head_and_rows(
     let rows = match head {
         Ok(_) => {
             let stmt = conn.prepare_cached(sql).await.map_err(pg("preparing"))?;
-            Some(conn.query(&stmt, &[&enc(shard.0)]).await.map_err(pg("reading a shard"))?)
+            Some(
+                conn.query(&stmt, &[&enc(shard.0)])
+                    .await
+                    .map_err(pg("reading a shard"))?,
+            )
         }
         Err(_) => None,
     };
@@ -606,15 +621,13 @@ async fn changes_since_in(conn: &Conn, shard: ShardId, since: Seq) -> Result<Cha
         .await
         .map_err(pg("preparing"))?;
     let tombs = conn
-        .prepare_cached(
-            "SELECT object, seq FROM hoard_tombstones WHERE shard = $1 AND seq > $2 ORDER BY seq, object",
-        )
+        .prepare_cached("SELECT object, seq FROM hoard_tombstones WHERE shard = $1 AND seq > $2 ORDER BY seq, object")
         .await
         .map_err(pg("preparing"))?;
     let (shard_key, since_key) = (enc(shard.0), enc(since.0));
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&shard_key, &since_key];
-    let (objects, tombs) = tokio::try_join!(conn.query(&objects, &params), conn.query(&tombs, &params))
-    .map_err(pg("reading changes"))?;
+    let (objects, tombs) =
+        tokio::try_join!(conn.query(&objects, &params), conn.query(&tombs, &params)).map_err(pg("reading changes"))?;
     let upserts = objects
         .iter()
         .map(|row| object_from_row(shard, row))

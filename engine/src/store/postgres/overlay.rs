@@ -53,7 +53,9 @@ pub(crate) struct Overlay {
 }
 
 fn not_fetched(what: &str) -> StoreFault {
-    StoreFault::Corrupt(format!("the PostgreSQL store's commit read {what}, which it had not fetched"))
+    StoreFault::Corrupt(format!(
+        "the PostgreSQL store's commit read {what}, which it had not fetched"
+    ))
 }
 
 impl Overlay {

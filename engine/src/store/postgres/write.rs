@@ -26,13 +26,17 @@ use super::lease::FenceSnapshot;
 use super::overlay::{LiveRow, Overlay, TombRow};
 use super::{ROWS_PER_STATEMENT, SCHEMA_PREFIX};
 use crate::changeset::ChangeSet;
+use crate::ids::{ObjectId, Seq, ShardId};
 use crate::store::error::{CommitError, StoreFault, WriteError};
 use crate::store::logic;
 use crate::store::record::ShardRecord;
 use crate::store::{CommitReceipt, ShardHead, Tombstone, TrimReport};
-use crate::ids::{ObjectId, Seq, ShardId};
 
 type PgResult<T> = Result<T, tokio_postgres::Error>;
+/// An object row to write: shard, object, version, state hash, state.
+type ObjectRow<'a> = (i64, i64, i64, &'a [u8], &'a [u8]);
+/// The columns of object rows, as the upsert statement's arrays.
+type ObjectColumns<'a> = (Vec<i64>, Vec<i64>, Vec<i64>, Vec<&'a [u8]>, Vec<&'a [u8]>);
 /// One statement parameter.
 type Param<'a> = &'a (dyn tokio_postgres::types::ToSql + Sync);
 
@@ -42,8 +46,7 @@ const FETCH_OBJECTS: &str = "SELECT o.shard, o.object, o.version, o.state_hash F
      JOIN unnest($1::BIGINT[], $2::BIGINT[]) AS k(shard, object) ON o.shard = k.shard AND o.object = k.object";
 const FETCH_TOMBSTONES: &str = "SELECT t.shard, t.object, t.seq, t.at_ms FROM hoard_tombstones t \
      JOIN unnest($1::BIGINT[], $2::BIGINT[]) AS k(shard, object) ON t.shard = k.shard AND t.object = k.object";
-const CHECK_LEASES: &str =
-    "SELECT zone, token FROM hoard_zone_leases WHERE zone = ANY($1) AND owner = $2 FOR SHARE";
+const CHECK_LEASES: &str = "SELECT zone, token FROM hoard_zone_leases WHERE zone = ANY($1) AND owner = $2 FOR SHARE";
 
 const UPSERT_OBJECTS: &str = "INSERT INTO hoard_objects (shard, object, version, state_hash, state) \
      SELECT * FROM unnest($1::BIGINT[], $2::BIGINT[], $3::BIGINT[], $4::BYTEA[], $5::BYTEA[]) \
@@ -60,8 +63,7 @@ const UPDATE_SHARDS: &str = "UPDATE hoard_shards SET epoch = k.epoch, seq = k.se
      horizon = k.horizon FROM unnest($1::BIGINT[], $2::BIGINT[], $3::BIGINT[], $4::BYTEA[], $5::BIGINT[]) \
      AS k(shard, epoch, seq, digest, horizon) WHERE hoard_shards.shard = k.shard";
 const CLEAR_SCHEMA: &str = "DELETE FROM hoard_meta WHERE key LIKE 'schema:%'";
-const WRITE_SCHEMA: &str =
-    "INSERT INTO hoard_meta (key, value) SELECT * FROM unnest($1::TEXT[], $2::BIGINT[])";
+const WRITE_SCHEMA: &str = "INSERT INTO hoard_meta (key, value) SELECT * FROM unnest($1::TEXT[], $2::BIGINT[])";
 
 fn record_of(head: ShardHead) -> ShardRecord {
     ShardRecord {
@@ -252,7 +254,10 @@ pub(crate) async fn trim_once(conn: &Conn, cutoff_ms: i64) -> Result<TrimReport,
         ));
     }
     overlay.put_all_tombstones(all);
-    let report = match logic::trim_tombstones(&mut overlay, chrono::DateTime::from_timestamp_millis(cutoff_ms).unwrap_or_default()) {
+    let report = match logic::trim_tombstones(
+        &mut overlay,
+        chrono::DateTime::from_timestamp_millis(cutoff_ms).unwrap_or_default(),
+    ) {
         Ok(report) => report,
         Err(e) => {
             conn.batch_execute("ROLLBACK").await?;
@@ -266,13 +271,9 @@ pub(crate) async fn trim_once(conn: &Conn, cutoff_ms: i64) -> Result<TrimReport,
 /// Writes what the logic changed in `overlay`, and `schema` if given, and
 /// commits: one statement per table, pipelined with `COMMIT` (a huge
 /// commit's extra chunks go first, one round trip each).
-async fn write_and_commit(
-    conn: &Conn,
-    overlay: &Overlay,
-    schema: Option<&BTreeMap<String, u32>>,
-) -> PgResult<()> {
+async fn write_and_commit(conn: &Conn, overlay: &Overlay, schema: Option<&BTreeMap<String, u32>>) -> PgResult<()> {
     // Objects: upserts and deletes.
-    let mut upserts: Vec<(i64, i64, i64, &[u8], &[u8])> = Vec::new();
+    let mut upserts: Vec<ObjectRow<'_>> = Vec::new();
     let (mut del_shards, mut del_objects) = (Vec::new(), Vec::new());
     let mut dirty: Vec<_> = overlay.dirty_objects.iter().copied().collect();
     dirty.sort_unstable();
@@ -379,8 +380,7 @@ async fn write_and_commit(
 }
 
 /// The columns of object rows, as the upsert statement's arrays.
-#[allow(clippy::type_complexity)]
-fn columns<'a>(rows: &[(i64, i64, i64, &'a [u8], &'a [u8])]) -> (Vec<i64>, Vec<i64>, Vec<i64>, Vec<&'a [u8]>, Vec<&'a [u8]>) {
+fn columns<'a>(rows: &[ObjectRow<'a>]) -> ObjectColumns<'a> {
     let mut c = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for &(s, o, v, h, st) in rows {
         c.0.push(s);
