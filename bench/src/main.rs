@@ -7,6 +7,7 @@
 //! cargo run --release -p hoard-bench -- engine
 //! cargo run --release -p hoard-bench -- cache
 //! cargo run --release -p hoard-bench -- net
+//! cargo run --release -p hoard-bench -- stores
 //! ```
 
 mod cache;
@@ -14,6 +15,7 @@ mod engine;
 mod net;
 mod pipeline;
 mod report;
+mod stores;
 
 use clap::{Parser, Subcommand};
 
@@ -35,6 +37,8 @@ enum Command {
     Cache(cache::Args),
     /// Zone entry over QUIC through the simulator, against the full-resend baseline and raw quinn.
     Net(net::Args),
+    /// Commits of the same ticks to redb and to PostgreSQL, side by side, beside each engine's raw transaction.
+    Stores(stores::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -43,5 +47,6 @@ fn main() -> anyhow::Result<()> {
         Command::Engine(args) => engine::run(&args, &cli.out),
         Command::Cache(args) => cache::run(&args, &cli.out),
         Command::Net(args) => net::run(&args, &cli.out),
+        Command::Stores(args) => stores::run(&args, &cli.out),
     }
 }
