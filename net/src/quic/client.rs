@@ -67,6 +67,16 @@ pub enum ClientError {
         /// The server's reason.
         message: String,
     },
+    /// The zone is served by another server of the same world: connect
+    /// there (with the same pin: a world's servers share its identity) and
+    /// enter it again.
+    #[error("zone {zone} is served by {address}")]
+    ZoneElsewhere {
+        /// The zone.
+        zone: ZoneId,
+        /// The serving server's address (`host:port`).
+        address: String,
+    },
     /// The cache could not be opened.
     #[error("cache: {0}")]
     Cache(String),
@@ -112,6 +122,13 @@ pub enum ClientEvent {
         zone: ZoneId,
         /// Why.
         message: String,
+    },
+    /// The zone is served by another server of the world, at `address`.
+    ZoneElsewhere {
+        /// The zone.
+        zone: ZoneId,
+        /// The serving server's address (`host:port`).
+        address: String,
     },
     /// The server refused an intent: it was not applied.
     IntentRejected {
@@ -1156,6 +1173,17 @@ fn process_effects(inner: &Arc<Inner>) {
                     message,
                 });
                 finish_waiters(inner, &zone, denied);
+            }
+            Effect::ZoneElsewhere { zone, address } => {
+                tracing::info!(%zone, %address, "zone served by another server");
+                push(
+                    inner,
+                    Pending::Event(ClientEvent::ZoneElsewhere {
+                        zone: zone.clone(),
+                        address: address.clone(),
+                    }),
+                );
+                finish_waiters(inner, &zone, Err(ClientError::ZoneElsewhere { zone: zone.clone(), address }));
             }
             Effect::EntryTimedOut { zone, waited } => {
                 tracing::warn!(%zone, waited_s = waited, "zone entry timed out");

@@ -81,6 +81,10 @@ pub struct ServerOptions {
     /// so the cost grows with the square of the zone's players; the cap
     /// bounds it. The latest state still always goes out.
     pub transient_hz: u32,
+    /// Which server serves each zone, for a world spread over several
+    /// servers (a client entering a zone served elsewhere is sent there).
+    /// Default: every zone is served here.
+    pub directory: Arc<dyn hoard_proto::sync::server::ZoneDirectory>,
 }
 
 impl ServerOptions {
@@ -105,6 +109,7 @@ impl ServerOptions {
             store_retry_for: Duration::from_secs(60),
             metrics: None,
             transient_hz: 10,
+            directory: Arc::new(hoard_proto::sync::server::OneServer),
         }
     }
 }
@@ -424,6 +429,7 @@ pub async fn start_linked(
     let mut session_config = SessionConfig::new(keys.identity, &options.service, rules.registry, auth.clone());
     session_config.tick_hz = options.tick_hz;
     session_config.access = rules.access.clone();
+    session_config.directory = options.directory.clone();
     let stats = Arc::new(ServerStats::default());
     let metrics = Arc::new(ServerMetrics::new(Some(options.data_dir.clone())));
     let exporter = match options.metrics {

@@ -169,6 +169,13 @@ pub enum Effect {
         /// Why.
         message: String,
     },
+    /// The zone is served by another server of the world, at `address`.
+    ZoneElsewhere {
+        /// The zone.
+        zone: ZoneId,
+        /// The serving server's address (`host:port`).
+        address: String,
+    },
     /// An entry got no complete answer within [`ENTRY_TIMEOUT_SECS`]: it is
     /// abandoned (what arrives for it later is ignored).
     EntryTimedOut {
@@ -603,6 +610,21 @@ impl ClientSync {
                         zone,
                         code: d.code,
                         message: d.message,
+                    });
+                }
+            }
+            Message::ZoneElsewhere(e) => {
+                if e.address.len() > crate::wire::MAX_ADDRESS_BYTES {
+                    return Err(SyncError::Protocol(format!(
+                        "a server address of {} bytes; the limit is {}",
+                        e.address.len(),
+                        crate::wire::MAX_ADDRESS_BYTES
+                    )));
+                }
+                if let Some(entry) = self.entries.remove(&e.request) {
+                    self.effects.push_back(Effect::ZoneElsewhere {
+                        zone: entry.zone,
+                        address: e.address,
                     });
                 }
             }

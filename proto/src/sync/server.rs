@@ -15,7 +15,7 @@ use super::answer::{AnswerPlan, Held, answer_repair};
 use crate::auth::{TokenAuthority, TokenError};
 use crate::wire::{
     ErrorCode, ErrorMsg, IntentRejected, MAX_INTENT_BYTES, MAX_REPAIR_OBJECTS, MAX_SHARDS_PER_ENTRY, Message,
-    PROTOCOL_VERSION, ShardHave, Welcome, ZoneDenied,
+    PROTOCOL_VERSION, ShardHave, Welcome, ZoneDenied, ZoneElsewhere,
 };
 
 /// Which zones a perspective may enter.
@@ -35,6 +35,35 @@ impl AccessPolicy for OpenWorld {
     }
 }
 
+/// Where a zone is served, for a world whose zones are spread over several
+/// servers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ZoneLocation {
+    /// By this server.
+    Here,
+    /// By the server at this address (`host:port`): the client is sent there.
+    Elsewhere(String),
+    /// By no server right now (its owner died and no other has taken it
+    /// over yet): the entry is refused as unavailable, to be retried.
+    Nowhere,
+}
+
+/// Which server serves each zone.
+pub trait ZoneDirectory: Send + Sync + std::fmt::Debug {
+    /// Where `zone` is served.
+    fn locate(&self, zone: &ZoneId) -> ZoneLocation;
+}
+
+/// A world on one server: every zone is here.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct OneServer;
+
+impl ZoneDirectory for OneServer {
+    fn locate(&self, _: &ZoneId) -> ZoneLocation {
+        ZoneLocation::Here
+    }
+}
+
 /// What every session of a server shares.
 pub struct SessionConfig {
     /// The server identity sent in `Welcome`.
@@ -47,6 +76,8 @@ pub struct SessionConfig {
     pub auth: TokenAuthority,
     /// Decides zone access.
     pub access: Arc<dyn AccessPolicy>,
+    /// Which server serves each zone.
+    pub directory: Arc<dyn ZoneDirectory>,
     /// Ticks per second.
     pub tick_hz: u32,
     /// Control messages allowed per second (sustained), per connection.
@@ -67,6 +98,7 @@ impl SessionConfig {
             registry,
             auth,
             access: Arc::new(OpenWorld),
+            directory: Arc::new(OneServer),
             tick_hz: 20,
             messages_per_sec: 50.0,
             intents_per_sec: 30.0,
@@ -456,6 +488,25 @@ impl ServerSession {
                 ErrorCode::Limit,
                 format!("enter zone names {named} shards, the limit is {MAX_SHARDS_PER_ENTRY}"),
             );
+        }
+        let perspective = self.perspective().unwrap_or_default().to_owned();
+        if self.config.access.may_enter(&perspective, &enter.zone) {
+            match self.config.directory.locate(&enter.zone) {
+                ZoneLocation::Here => {}
+                ZoneLocation::Elsewhere(address) => {
+                    tracing::debug!(zone = %enter.zone, %address, "zone served elsewhere");
+                    self.out.push_back(Output::Control(Message::ZoneElsewhere(ZoneElsewhere {
+                        request: enter.request,
+                        zone: enter.zone,
+                        address,
+                    })));
+                    return;
+                }
+                ZoneLocation::Nowhere => {
+                    let message = format!("no server serves zone {} right now; try again shortly", enter.zone);
+                    return self.deny(enter.request, enter.zone, ErrorCode::Unavailable, message);
+                }
+            }
         }
         let shards = match self.readable_shards(&enter.zone, store) {
             Ok(s) => s,

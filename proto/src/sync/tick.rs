@@ -582,6 +582,16 @@ impl TickCore {
                 self.confirm(flight.intents);
                 self.start_commit(now)
             }
+            Err(CommitError::Fenced { zone, owner }) => {
+                // Another server has taken the zone over: nothing of this
+                // server's may land in it any more, and retrying cannot
+                // help. Fail-stop: nothing of the refused group was durable
+                // or published, its intents were never confirmed, and the
+                // new owner serves the zone from the store.
+                Err(format!(
+                    "this server ({owner}) no longer holds the lease on zone {zone}: another server has taken it over"
+                ))
+            }
             Err(CommitError::UnknownShard(shard)) => {
                 // A game bug (an object placed in a shard no zone has): the
                 // rest of the group must not suffer for it. Those objects'

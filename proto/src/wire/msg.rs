@@ -344,6 +344,23 @@ pub struct ZoneDenied {
     pub message: String,
 }
 
+/// `0x85` server → client: the zone of an `EnterZone` is served by another
+/// server of the same world: connect there (the world's identity is the
+/// same, so the cache stays valid) and enter it again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ZoneElsewhere {
+    /// The request.
+    pub request: u32,
+    /// The zone.
+    pub zone: ZoneId,
+    /// The serving server's address, `host:port`, at most
+    /// [`MAX_ADDRESS_BYTES`] bytes.
+    pub address: String,
+}
+
+/// Longest server address a `ZoneElsewhere` may carry.
+pub const MAX_ADDRESS_BYTES: usize = 255;
+
 /// `0x84` server → client: an intent was refused.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IntentRejected {
@@ -669,6 +686,7 @@ messages! {
     0x82 => Error(ErrorMsg),
     0x83 => ZoneDenied(ZoneDenied),
     0x84 => IntentRejected(IntentRejected),
+    0x85 => ZoneElsewhere(ZoneElsewhere),
     0x90 => AnswerBegin(AnswerBegin),
     0x91 => UpToDate(UpToDate),
     0x92 => Changes(Changes),

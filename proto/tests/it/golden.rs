@@ -125,6 +125,14 @@ fn messages() -> Vec<(&'static str, Message)> {
             }),
         ),
         (
+            "85-zone-elsewhere",
+            Message::ZoneElsewhere(ZoneElsewhere {
+                request: 1,
+                zone: zone(),
+                address: "10.0.0.2:7000".into(),
+            }),
+        ),
+        (
             "84-intent-rejected",
             Message::IntentRejected(IntentRejected {
                 seq: 3,
