@@ -45,6 +45,14 @@ pub(crate) struct ClientApp {
     backlog: Vec<HoardEvent>,
 }
 
+/// An entry answered "served by another server of this world, at `address`".
+#[derive(Debug, thiserror::Error)]
+#[error("zone {zone} is served by {address}")]
+pub(crate) struct Redirected {
+    pub(crate) zone: ZoneId,
+    pub(crate) address: String,
+}
+
 impl ClientApp {
     /// Builds the App and runs frames until it is connected. With `first`,
     /// that zone is entered as part of connecting (its `EnterZone` right
@@ -67,9 +75,13 @@ impl ClientApp {
         loop {
             let mut events = client.frame()?;
             if let Some(e) = events.iter().find_map(|e| match e {
-                HoardEvent::Failed(e) => Some(e.to_string()),
+                HoardEvent::Failed(e) => Some(e.clone()),
                 _ => None,
             }) {
+                // The zone entered with `Hello` is served by another server.
+                if let hoard_net::quic::client::ClientError::ZoneElsewhere { zone, address } = e {
+                    return Err(anyhow::Error::new(Redirected { zone, address }));
+                }
                 anyhow::bail!("{e}");
             }
             if let Some(i) = events.iter().position(|e| matches!(e, HoardEvent::Connected { .. })) {
@@ -161,6 +173,12 @@ impl ClientApp {
                 HoardEvent::Client(ClientEvent::ZoneReady { zone: z, stats }) if z == zone => Some(Ok(stats.clone())),
                 HoardEvent::Client(ClientEvent::ZoneDenied { zone: z, message }) if z == zone => {
                     Some(Err(anyhow::anyhow!("zone {zone} denied: {message}")))
+                }
+                HoardEvent::Client(ClientEvent::ZoneElsewhere { zone: z, address }) if z == zone => {
+                    Some(Err(anyhow::Error::new(Redirected {
+                        zone: zone.clone(),
+                        address: address.clone(),
+                    })))
                 }
                 HoardEvent::Failed(e) => Some(Err(anyhow::anyhow!("entering {zone}: {e}"))),
                 _ => None,

@@ -13,6 +13,9 @@ use hoard_net::quic::server::ServerOptions;
 use hoard_net::tls::ServerKeys;
 use hoard_proto::auth::TokenAuthority;
 
+use hoard_engine::ZoneId;
+use hoard_engine::store::LeaseHolder;
+
 use crate::cli::progress::Progress;
 use crate::cli::world::default_world_dir;
 use crate::game;
@@ -46,6 +49,24 @@ struct RunArgs {
     /// missing), so one database can hold several worlds. Default: `public`.
     #[arg(long, requires = "store")]
     store_schema: Option<String>,
+    /// Serve only these zones of the world (comma-separated), sharing the
+    /// PostgreSQL store with the world's other servers: their leases are
+    /// taken (waiting, as a standby, while another server holds one), and
+    /// clients entering any other zone are sent to the server serving it.
+    /// The world's servers share one data directory's keys and token secret.
+    #[arg(long, value_delimiter = ',', requires = "store")]
+    zones: Vec<ZoneId>,
+    /// This server's name among the world's servers (default: its address).
+    #[arg(long)]
+    name: Option<String>,
+    /// The address clients are sent to for this server's zones (default:
+    /// the listen address, which must then name a port).
+    #[arg(long)]
+    advertise: Option<String>,
+    /// How long a zone lease lasts unless renewed: a dead server's zones are
+    /// taken over this long after it stopped renewing.
+    #[arg(long, default_value_t = 10.0)]
+    lease_secs: f64,
     /// Address to listen on (port 0 picks a free one; the JSON line says which).
     #[arg(long, default_value = "127.0.0.1:7000")]
     listen: SocketAddr,
@@ -116,12 +137,32 @@ fn token(data: &Path, player: &str, hours: i64) -> anyhow::Result<i32> {
 fn serve(args: RunArgs) -> anyhow::Result<i32> {
     let opened = game::server::ServerStore::open(&args.data, args.store.as_deref(), args.store_schema.as_deref())?;
     let store = opened.store.clone();
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let failure = Arc::new(std::sync::Mutex::new(None::<String>));
+    // A world on several servers: this one takes its zones' leases before
+    // it loads them (a standby waits here), so what it loads is what the
+    // previous owner last committed. On a first start the world is imported
+    // first (nobody serves an empty store) and the leases taken after.
+    let leases = match args.zones.is_empty() {
+        true => None,
+        false => Some(ZoneLeases::prepare(&args, &opened)?),
+    };
+    let first_start = store.zones()?.is_empty();
     let zones: Vec<String> = store
         .zones()?
         .iter()
         .filter(|z| z.as_str() != game::rules::INVENTORY_ZONE)
         .map(|z| z.to_string())
         .collect();
+    let mut directory = None;
+    if let Some(leases) = &leases
+        && !first_start
+    {
+        match leases.take(&interrupted, &failure)? {
+            Some(d) => directory = Some(d),
+            None => return Ok(0),
+        }
+    }
     let mut options = ServerOptions::new(args.listen, args.data.clone());
     options.tick_hz = args.tick_hz;
     options.transient_hz = args.transient_hz;
@@ -129,11 +170,30 @@ fn serve(args: RunArgs) -> anyhow::Result<i32> {
     options.metrics = args.metrics;
     options.max_connections = args.max_connections;
     options.max_connections_per_ip = args.max_connections_per_ip;
+    if let Some((directory, _)) = &directory {
+        options.directory = directory.clone();
+    }
     let progress = Progress::new("importing", "objects");
     // The server is a Bevy App: the rules run in its Update, the hoard
     // plugin around them (and it binds the address).
+    if let Some(leases) = &leases
+        && first_start
+    {
+        // The directory the sessions ask is set before serving; the zones'
+        // leases are taken right after the import, before the first frame.
+        let d = leases.directory();
+        options.directory = d.clone();
+        directory = Some((d, std::time::Instant::now()));
+    }
     let mut app = game::server::app(&opened, &args.world, options, &progress.callback())?;
     progress.finish();
+    if let Some(leases) = &leases
+        && first_start
+        && leases.take(&interrupted, &failure)?.is_none()
+    {
+        hoard_bevy::server::shutdown(&mut app);
+        return Ok(0);
+    }
     let zones = if zones.is_empty() {
         // A first start: the zones just imported.
         store
@@ -145,7 +205,6 @@ fn serve(args: RunArgs) -> anyhow::Result<i32> {
     } else {
         zones
     };
-    let interrupted = Arc::new(AtomicBool::new(false));
     {
         let server = app.world().resource::<HoardServer>();
         println!(
@@ -156,6 +215,8 @@ fn serve(args: RunArgs) -> anyhow::Result<i32> {
                 "fingerprint": server.handle.identity.to_string(),
                 "metrics": server.handle.metrics_addr.map(|a| format!("http://{a}/metrics")),
                 "zones": zones,
+                "serving": args.zones.iter().map(ZoneId::as_str).collect::<Vec<_>>(),
+                "leases_taken_ms": directory.as_ref().map(|(_, at)| at.elapsed().as_millis() as u64),
             })
         );
         tracing::info!(addr = %server.handle.addr, "serving");
@@ -174,11 +235,93 @@ fn serve(args: RunArgs) -> anyhow::Result<i32> {
             eprintln!("hoard-demo: the server failed: {reason}");
             1
         }
-        None => {
-            tracing::info!("interrupted; shutting down");
-            0
-        }
+        None => match failure.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+            Some(reason) => {
+                eprintln!("hoard-demo: the server stopped: {reason}");
+                1
+            }
+            None => {
+                tracing::info!("interrupted; shutting down");
+                0
+            }
+        },
     };
     hoard_bevy::server::shutdown(&mut app);
     Ok(code)
+}
+
+/// Sets `flag` on Ctrl-C (before the server's runtime exists).
+fn ctrlc_flag(flag: Arc<AtomicBool>) -> std::io::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    std::thread::Builder::new().name("hoard-ctrl-c".into()).spawn(move || {
+        runtime.block_on(async {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                flag.store(true, Ordering::SeqCst);
+            }
+        });
+    })?;
+    Ok(())
+}
+
+/// The leases of the zones `--zones` names, and how they are taken.
+struct ZoneLeases {
+    store: Arc<hoard_engine::store::PgStore>,
+    zones: Vec<ZoneId>,
+    holder: LeaseHolder,
+}
+
+impl ZoneLeases {
+    fn prepare(args: &RunArgs, opened: &game::server::ServerStore) -> anyhow::Result<ZoneLeases> {
+        let store = opened
+            .postgres
+            .clone()
+            .context("--zones needs a PostgreSQL store (--store postgres://...)")?;
+        anyhow::ensure!(
+            args.advertise.is_some() || args.listen.port() != 0,
+            "--zones: give --advertise ADDR, or a --listen address with a port, so other servers can send clients here"
+        );
+        anyhow::ensure!(
+            args.lease_secs >= 1.0,
+            "--lease-secs {}: at least 1 second",
+            args.lease_secs
+        );
+        let address = args.advertise.clone().unwrap_or_else(|| args.listen.to_string());
+        Ok(ZoneLeases {
+            store,
+            zones: args.zones.clone(),
+            holder: LeaseHolder {
+                owner: args.name.clone().unwrap_or_else(|| address.clone()),
+                address,
+                ttl: std::time::Duration::from_secs_f64(args.lease_secs),
+            },
+        })
+    }
+
+    fn directory(&self) -> Arc<game::leases::LeaseDirectory> {
+        Arc::new(game::leases::LeaseDirectory::new(self.store.clone(), &self.zones))
+    }
+
+    /// Takes the leases (waiting while others hold them; `None` if
+    /// interrupted meanwhile) and keeps them renewed; the directory the
+    /// sessions ask, and when the last lease was taken.
+    #[allow(clippy::type_complexity)]
+    fn take(
+        &self,
+        interrupted: &Arc<AtomicBool>,
+        failure: &Arc<std::sync::Mutex<Option<String>>>,
+    ) -> anyhow::Result<Option<(Arc<game::leases::LeaseDirectory>, std::time::Instant)>> {
+        // Ctrl-C while waiting for a lease.
+        ctrlc_flag(interrupted.clone())?;
+        if !game::leases::take_zones(&self.store, &self.zones, &self.holder, interrupted)? {
+            return Ok(None);
+        }
+        let taken = std::time::Instant::now();
+        game::leases::keep_renewed(
+            self.store.clone(),
+            self.holder.clone(),
+            interrupted.clone(),
+            failure.clone(),
+        )?;
+        Ok(Some((self.directory(), taken)))
+    }
 }

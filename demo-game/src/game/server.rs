@@ -26,6 +26,8 @@ use super::rules::{
 #[derive(Clone)]
 pub(crate) struct ServerStore {
     pub(crate) store: Arc<dyn WorldStore>,
+    /// The same store when it is PostgreSQL (zone leases).
+    pub(crate) postgres: Option<Arc<hoard_engine::store::PgStore>>,
     /// The store file, or the database (without its password).
     pub(crate) label: String,
 }
@@ -38,10 +40,11 @@ impl ServerStore {
             Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
                 let mut options = hoard_engine::store::PgOptions::new(url);
                 options.schema = schema.map(str::to_owned);
-                let store = hoard_engine::store::PgStore::open(&options)?;
+                let store = Arc::new(hoard_engine::store::PgStore::open(&options)?);
                 let label = store.database().to_owned();
                 Ok(ServerStore {
-                    store: Arc::new(store),
+                    store: store.clone(),
+                    postgres: Some(store),
                     label,
                 })
             }
@@ -54,6 +57,7 @@ impl ServerStore {
                 let label = store.path().display().to_string();
                 Ok(ServerStore {
                     store: Arc::new(store),
+                    postgres: None,
                     label,
                 })
             }

@@ -2,6 +2,7 @@
 
 mod bots;
 mod cache_cli;
+mod multi_server;
 mod postgres;
 mod server_client;
 mod start_up;

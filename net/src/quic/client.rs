@@ -1183,7 +1183,14 @@ fn process_effects(inner: &Arc<Inner>) {
                         address: address.clone(),
                     }),
                 );
-                finish_waiters(inner, &zone, Err(ClientError::ZoneElsewhere { zone: zone.clone(), address }));
+                finish_waiters(
+                    inner,
+                    &zone,
+                    Err(ClientError::ZoneElsewhere {
+                        zone: zone.clone(),
+                        address,
+                    }),
+                );
             }
             Effect::EntryTimedOut { zone, waited } => {
                 tracing::warn!(%zone, waited_s = waited, "zone entry timed out");

@@ -495,11 +495,12 @@ impl ServerSession {
                 ZoneLocation::Here => {}
                 ZoneLocation::Elsewhere(address) => {
                     tracing::debug!(zone = %enter.zone, %address, "zone served elsewhere");
-                    self.out.push_back(Output::Control(Message::ZoneElsewhere(ZoneElsewhere {
-                        request: enter.request,
-                        zone: enter.zone,
-                        address,
-                    })));
+                    self.out
+                        .push_back(Output::Control(Message::ZoneElsewhere(ZoneElsewhere {
+                            request: enter.request,
+                            zone: enter.zone,
+                            address,
+                        })));
                     return;
                 }
                 ZoneLocation::Nowhere => {

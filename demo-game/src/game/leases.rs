@@ -1,0 +1,166 @@
+//! A server that serves some of a world's zones (`hoard-demo server --zones
+//! meadow,forest` on a PostgreSQL store): it takes those zones' leases —
+//! waiting, as a standby, for any another server holds until it lapses —
+//! keeps them renewed, stops the process if it loses one, and tells clients
+//! which server serves the zones it does not (the [`ZoneDirectory`] the
+//! sessions ask).
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hoard_engine::ZoneId;
+use hoard_engine::store::{LeaseError, LeaseHolder, PgStore};
+use hoard_proto::sync::server::{ZoneDirectory, ZoneLocation};
+
+use super::rules::INVENTORY_ZONE;
+
+/// How long a looked-up owner of another zone is trusted before it is read
+/// again (a client is sent to a dead owner for at most this long after a
+/// takeover; it then retries).
+const LOOKUP_FOR: Duration = Duration::from_secs(1);
+/// Most zones whose owner is remembered.
+const MAX_SEEN: usize = 1024;
+
+/// Takes each of `zones`, waiting while another server's lease on it runs
+/// (logging who has it) until it lapses or `stop` is set. Returns when all
+/// are held; `Ok(false)` if stopped first.
+pub(crate) fn take_zones(
+    store: &PgStore,
+    zones: &[ZoneId],
+    holder: &LeaseHolder,
+    stop: &AtomicBool,
+) -> anyhow::Result<bool> {
+    for zone in zones {
+        let mut announced = false;
+        loop {
+            match store.acquire_zone(zone, holder) {
+                Ok(lease) => {
+                    tracing::info!(%zone, token = lease.token, "serving zone");
+                    break;
+                }
+                Err(LeaseError::Held(lease)) => {
+                    if !announced {
+                        eprintln!(
+                            "zone {zone} is served by {} at {} (lease until {}); waiting to take it over",
+                            lease.owner, lease.address, lease.expires_at
+                        );
+                        announced = true;
+                    }
+                    let left = (lease.expires_at - chrono::Utc::now()).to_std().unwrap_or_default();
+                    // Wake a little after the lease lapses, and at least now and then to see `stop`.
+                    std::thread::sleep((left + Duration::from_millis(20)).min(Duration::from_millis(250)));
+                }
+                Err(e) => return Err(e.into()),
+            }
+            if stop.load(Ordering::SeqCst) {
+                return Ok(false);
+            }
+        }
+    }
+    Ok(true)
+}
+
+/// Renews this server's leases every third of their life, on a thread of
+/// its own. If one is lost (another server took the zone) or none could be
+/// renewed for a whole lease life (the database is unreachable: another
+/// server may take over), it records why and sets `stop`: the server
+/// must not serve those zones any longer.
+pub(crate) fn keep_renewed(
+    store: Arc<PgStore>,
+    holder: LeaseHolder,
+    stop: Arc<AtomicBool>,
+    failure: Arc<Mutex<Option<String>>>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new().name("hoard-leases".into()).spawn(move || {
+        let every = holder.ttl / 3;
+        let mut renewed = Instant::now();
+        while !stop.load(Ordering::SeqCst) {
+            std::thread::sleep(every.min(Duration::from_millis(200)));
+            if renewed.elapsed() < every {
+                continue;
+            }
+            let fail = |reason: String| {
+                tracing::error!(%reason, "stopping");
+                *failure.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(reason);
+                stop.store(true, Ordering::SeqCst);
+            };
+            match store.renew_leases(&holder) {
+                Ok(lost) if lost.is_empty() => renewed = Instant::now(),
+                Ok(lost) => {
+                    let names: Vec<&str> = lost.iter().map(ZoneId::as_str).collect();
+                    return fail(format!("lost the lease on {} to another server", names.join(", ")));
+                }
+                Err(e) if renewed.elapsed() >= holder.ttl => {
+                    return fail(format!("could not renew the zone leases for {:?}: {e}", holder.ttl));
+                }
+                Err(e) => tracing::warn!(error = %e, "renewing the zone leases failed; retrying"),
+            }
+        }
+    })
+}
+
+/// Where each zone is served, as the world's leases say.
+#[derive(Debug)]
+pub(crate) struct LeaseDirectory {
+    store: Arc<PgStore>,
+    /// The zones this server serves.
+    mine: BTreeSet<ZoneId>,
+    /// Other zones' owners, as last read.
+    seen: Mutex<HashMap<ZoneId, (Instant, ZoneLocation)>>,
+}
+
+impl LeaseDirectory {
+    pub(crate) fn new(store: Arc<PgStore>, mine: &[ZoneId]) -> LeaseDirectory {
+        LeaseDirectory {
+            store,
+            mine: mine.iter().cloned().collect(),
+            seen: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn look_up(&self, zone: &ZoneId) -> ZoneLocation {
+        match self.store.zone_lease(zone) {
+            Ok(Some(lease)) if lease.expires_at > chrono::Utc::now() => ZoneLocation::Elsewhere(lease.address),
+            // A zone the world does not have is refused here, by name.
+            Ok(_)
+                if matches!(
+                    hoard_engine::store::WorldStore::zone_shards(&*self.store, zone),
+                    Err(hoard_engine::store::ReadError::UnknownZone(_))
+                ) =>
+            {
+                ZoneLocation::Here
+            }
+            Ok(_) => ZoneLocation::Nowhere,
+            Err(e) => {
+                tracing::warn!(%zone, error = %e, "could not read the zone's lease");
+                ZoneLocation::Nowhere
+            }
+        }
+    }
+}
+
+impl ZoneDirectory for LeaseDirectory {
+    fn locate(&self, zone: &ZoneId) -> ZoneLocation {
+        // Players' inventories travel with them: each server serves the
+        // inventories of the players connected to it.
+        if self.mine.contains(zone) || zone.as_str() == INVENTORY_ZONE {
+            return ZoneLocation::Here;
+        }
+        let mut seen = self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((at, location)) = seen.get(zone)
+            && at.elapsed() < LOOKUP_FOR
+        {
+            return location.clone();
+        }
+        // Bounded: a client may name any zone, so the table is emptied
+        // when it is full.
+        if seen.len() >= MAX_SEEN {
+            seen.clear();
+        }
+        let location = self.look_up(zone);
+        seen.insert(zone.clone(), (Instant::now(), location.clone()));
+        location
+    }
+}
