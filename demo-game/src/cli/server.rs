@@ -185,7 +185,7 @@ fn serve(args: RunArgs) -> anyhow::Result<i32> {
         options.directory = d.clone();
         directory = Some((d, std::time::Instant::now()));
     }
-    let mut app = game::server::app(&opened, &args.world, options, &progress.callback())?;
+    let mut app = game::server::app(&opened, &args.world, options, &args.zones, &progress.callback())?;
     progress.finish();
     if let Some(leases) = &leases
         && first_start

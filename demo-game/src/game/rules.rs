@@ -83,6 +83,12 @@ pub(crate) struct TickRate(pub(crate) u32);
 #[derive(Resource, Default)]
 pub(crate) struct ZoneMap(pub(crate) HashMap<u32, [Option<u32>; 4]>);
 
+/// The zones (by index) this server serves, in a world spread over several
+/// servers; `None`: every zone. A move into a zone served elsewhere is
+/// refused (the client enters it through the server that serves it).
+#[derive(Resource, Default)]
+pub(crate) struct ServedZones(pub(crate) Option<std::collections::HashSet<u32>>);
+
 /// Counts ticks (runs before [`apply_actions`]).
 pub(crate) fn advance_tick(mut tick: ResMut<Tick>) {
     tick.0 += 1;
@@ -165,7 +171,7 @@ type TerrainQuery<'w, 's> =
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn apply_actions(
     intents: Res<IncomingIntents>,
-    (tick, rate, zones): (Res<Tick>, Res<TickRate>, Res<ZoneMap>),
+    (tick, rate, zones, served): (Res<Tick>, Res<TickRate>, Res<ZoneMap>, Res<ServedZones>),
     mut players: ResMut<Players>,
     mut buckets: ResMut<RateBuckets>,
     mut next: ResMut<NextObject>,
@@ -183,6 +189,7 @@ pub(crate) fn apply_actions(
             Action::Move { zone, x, y } => {
                 let allowed = x < ZONE_SIZE
                     && y < ZONE_SIZE
+                    && served.0.as_ref().is_none_or(|s| s.contains(&zone))
                     && here.is_none_or(|(z, px, py)| {
                         (z == zone && near((px, py), (x, y), 1)) || crosses(&zones, (z, px, py), (zone, x, y))
                     });
@@ -279,6 +286,7 @@ mod tests {
         world.init_resource::<IncomingIntents>();
         world.init_resource::<Players>();
         world.init_resource::<RateBuckets>();
+        world.init_resource::<ServedZones>();
         world.init_resource::<Tick>();
         world.insert_resource(TickRate(20));
         // Zone 0 has zone 1 to its east.
@@ -433,6 +441,31 @@ mod tests {
             Action::Build { name: "cleo's".into() },
         );
         assert_eq!(houses(&mut world), before + 1);
+    }
+
+    #[test]
+    fn a_server_serving_some_zones_refuses_moves_into_the_others() {
+        let (mut world, mut schedule, _) = world();
+        world.insert_resource(ServedZones(Some([0].into())));
+        act(&mut world, &mut schedule, "cleo", Action::Move { zone: 1, x: 5, y: 5 });
+        assert_eq!(
+            world.resource::<Players>().0.get("cleo"),
+            None,
+            "zone 1 is served elsewhere"
+        );
+        act(&mut world, &mut schedule, "cleo", Action::Move { zone: 0, x: 5, y: 5 });
+        assert_eq!(world.resource::<Players>().0.get("cleo"), Some(&(0, 5, 5)));
+        // Walking off the east edge into zone 1 is refused too: the player stays.
+        world.resource_mut::<Players>().0.insert("cleo".into(), (0, 255, 5));
+        act(&mut world, &mut schedule, "cleo", Action::Move { zone: 1, x: 0, y: 5 });
+        assert_eq!(world.resource::<Players>().0.get("cleo"), Some(&(0, 255, 5)));
+        world.insert_resource(ServedZones(None));
+        act(&mut world, &mut schedule, "cleo", Action::Move { zone: 1, x: 0, y: 5 });
+        assert_eq!(
+            world.resource::<Players>().0.get("cleo"),
+            Some(&(1, 0, 5)),
+            "on a server serving every zone the same step crosses"
+        );
     }
 
     #[test]

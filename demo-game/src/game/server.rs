@@ -103,6 +103,7 @@ fn populate(
     world: &mut World,
     world_dir: &Path,
     tick_hz: u32,
+    served: &[ZoneId],
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> anyhow::Result<Publisher> {
     let store = &server_store.store;
@@ -166,6 +167,15 @@ fn populate(
          move its data directory away to start afresh"
     );
     world.insert_resource(zone_map);
+    let served_indices = (!served.is_empty()).then(|| {
+        zone_names
+            .0
+            .iter()
+            .filter(|(_, name)| served.contains(name))
+            .map(|(index, _)| *index)
+            .collect()
+    });
+    world.insert_resource(super::rules::ServedZones(served_indices));
     world.insert_resource(zone_names);
     world.insert_resource(NextObject(next));
     world.insert_resource(TickRate(tick_hz.max(1)));
@@ -182,15 +192,16 @@ fn join_hook() -> hoard_net::quic::server::JoinHook {
 
 /// The game as a Bevy App served by [`HoardServerPlugin`] (`hoard-demo
 /// server` and `play`): the rules run in `Update`, hoard's systems around
-/// them.
+/// them. `served`: the zones players may act in here (empty: all).
 pub(crate) fn app(
     store: &ServerStore,
     world_dir: &Path,
     options: ServerOptions,
+    served: &[ZoneId],
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> anyhow::Result<App> {
     let mut app = App::new();
-    let publisher = populate(store, app.world_mut(), world_dir, options.tick_hz, progress)?;
+    let publisher = populate(store, app.world_mut(), world_dir, options.tick_hz, served, progress)?;
     let plugin = HoardServerPlugin::new(options, store.store.clone(), super::registry())
         .with_publisher(publisher)
         .intent::<Action>(ACTION)
