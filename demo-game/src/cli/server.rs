@@ -189,10 +189,18 @@ fn serve(args: RunArgs) -> anyhow::Result<i32> {
     progress.finish();
     if let Some(leases) = &leases
         && first_start
-        && leases.take(&interrupted, &failure)?.is_none()
     {
-        hoard_bevy::server::shutdown(&mut app);
-        return Ok(0);
+        match leases.take(&interrupted, &failure)? {
+            Some((_, taken)) => {
+                if let Some((_, at)) = &mut directory {
+                    *at = taken;
+                }
+            }
+            None => {
+                hoard_bevy::server::shutdown(&mut app);
+                return Ok(0);
+            }
+        }
     }
     let zones = if zones.is_empty() {
         // A first start: the zones just imported.
@@ -216,7 +224,8 @@ fn serve(args: RunArgs) -> anyhow::Result<i32> {
                 "metrics": server.handle.metrics_addr.map(|a| format!("http://{a}/metrics")),
                 "zones": zones,
                 "serving": args.zones.iter().map(ZoneId::as_str).collect::<Vec<_>>(),
-                "leases_taken_ms": directory.as_ref().map(|(_, at)| at.elapsed().as_millis() as u64),
+                // From taking the zones' leases to serving them (loading the world).
+                "serving_after_leases_ms": directory.as_ref().map(|(_, at)| at.elapsed().as_millis() as u64),
             })
         );
         tracing::info!(addr = %server.handle.addr, "serving");
