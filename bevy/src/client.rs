@@ -95,6 +95,16 @@ impl Hoard {
         Ok(seq)
     }
 
+    /// Closes the connection and waits (at most half a second) until the
+    /// server has been told, so its session ends at once rather than after
+    /// its idle timeout. Call it from outside an async runtime (a game's
+    /// main thread) before dropping the App, as a client moving to another
+    /// server does.
+    pub fn close(&self) {
+        self.runtime
+            .block_on(self.client.close_and_wait(std::time::Duration::from_millis(500)));
+    }
+
     /// The zones whose entry is in flight.
     pub fn entering(&self) -> Vec<ZoneId> {
         self.entering

@@ -13,4 +13,4 @@ pub mod server;
 
 pub use client::{Hoard, HoardClientPlugin, HoardClientSet, HoardEvent, ZoneRequest};
 pub use materialise::{Materialiser, Replicated};
-pub use server::{FromClient, HoardServer, HoardServerPlugin, HoardServerSet, ZoneTransients};
+pub use server::{FromClient, HoardServer, HoardServerPlugin, HoardServerSet, ShardCare, ZoneTransients};

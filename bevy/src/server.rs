@@ -13,7 +13,7 @@ use bevy_ecs::prelude::*;
 use hoard_engine::store::WorldStore;
 use hoard_engine::{PublishRegistry, Publisher, ZoneId};
 use hoard_net::quic::server::{
-    GameRules, JoinHook, ServerHandle, ServerOptions, TransientHook, WorldLink, start_linked,
+    GameRules, JoinHook, LeaveHook, ServerHandle, ServerOptions, TransientHook, WorldLink, start_linked,
 };
 use hoard_proto::intents::IntentRegistry;
 use hoard_proto::sync::server::{AccessPolicy, OpenWorld};
@@ -121,12 +121,29 @@ pub fn shutdown(app: &mut App) {
     }
 }
 
+/// Shards that come into or leave this server's care while it runs, for a
+/// world spread over several servers: a player's inventory is loaded from
+/// the store when the player arrives and forgotten (despawned without
+/// publishing a removal: the store keeps it) when they go to another
+/// server. Requests are carried out at the start of the next frame
+/// (`PreUpdate`, in [`HoardServerSet::Receive`]), forgets before loads (a
+/// loaded shard replaces any copy of it the world holds); a load the store
+/// fails is tried again the frame after.
+#[derive(Resource, Default, Debug)]
+pub struct ShardCare {
+    /// Shards to load, each with its zone.
+    pub load: Vec<(ZoneId, hoard_engine::ShardId)>,
+    /// Shards to forget.
+    pub forget: Vec<hoard_engine::ShardId>,
+}
+
 /// The link and the publisher, used only by hoard's exclusive systems.
 #[derive(Resource)]
 struct ServerCore {
     link: Mutex<WorldLink>,
     publisher: Mutex<Publisher>,
     transient: TransientHook,
+    store: Arc<dyn WorldStore>,
 }
 
 type IntentAdder = Arc<dyn Fn(&mut App) + Send + Sync>;
@@ -150,6 +167,7 @@ pub struct HoardServerPlugin {
     adders: Vec<IntentAdder>,
     access: Arc<dyn AccessPolicy>,
     on_join: Option<JoinHook>,
+    on_leave: Option<LeaveHook>,
 }
 
 impl HoardServerPlugin {
@@ -164,6 +182,7 @@ impl HoardServerPlugin {
             adders: Vec::new(),
             access: Arc::new(OpenWorld),
             on_join: None,
+            on_leave: None,
         }
     }
 
@@ -211,6 +230,14 @@ impl HoardServerPlugin {
         self.on_join = Some(hook);
         self
     }
+
+    /// Called when a connection whose join hook ran has ended (off the
+    /// world's thread).
+    #[must_use]
+    pub fn on_leave(mut self, hook: LeaveHook) -> Self {
+        self.on_leave = Some(hook);
+        self
+    }
 }
 
 impl Plugin for HoardServerPlugin {
@@ -226,6 +253,7 @@ impl Plugin for HoardServerPlugin {
             intents: self.intents.clone(),
             access: self.access.clone(),
             on_join: self.on_join.clone(),
+            on_leave: self.on_leave.clone(),
         };
         // Stored objects at an older schema are migrated (or the server is
         // refused, naming the component) before anything decodes them.
@@ -253,7 +281,9 @@ impl Plugin for HoardServerPlugin {
                         .leave_trackers(),
                 ),
                 transient,
+                store: self.store.clone(),
             })
+            .init_resource::<ShardCare>()
             .insert_resource(HoardServer { handle, runtime })
             .configure_sets(PreUpdate, HoardServerSet::Receive)
             .configure_sets(PostUpdate, HoardServerSet::Publish)
@@ -270,7 +300,40 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 fn receive(world: &mut World) {
-    world.resource_scope(|world, core: Mut<ServerCore>| lock(&core.link).before_frame(world));
+    world.resource_scope(|world, core: Mut<ServerCore>| {
+        take_care(world, &core);
+        lock(&core.link).before_frame(world);
+    });
+}
+
+/// Carries out the frame's [`ShardCare`] requests.
+fn take_care(world: &mut World, core: &ServerCore) {
+    let (load, forget) = {
+        let Some(mut care) = world.get_resource_mut::<ShardCare>() else {
+            return;
+        };
+        if care.load.is_empty() && care.forget.is_empty() {
+            return;
+        }
+        (std::mem::take(&mut care.load), std::mem::take(&mut care.forget))
+    };
+    let mut publisher = lock(&core.publisher);
+    // A shard loaded again replaces its old copy, never sits beside it.
+    for shard in forget.into_iter().chain(load.iter().map(|(_, shard)| *shard)) {
+        let gone = publisher.forget_shard(world, shard);
+        tracing::debug!(%shard, objects = gone, "shard left this server's care");
+    }
+    if load.is_empty() {
+        return;
+    }
+    let service = hoard_engine::HoardUrl::service("localhost", 1, "world");
+    match hoard_engine::load_shards(&*core.store, &mut publisher, world, &load, &service) {
+        Ok(report) => tracing::debug!(shards = report.shards, objects = report.objects, "shards loaded"),
+        Err(e) => {
+            tracing::warn!(error = %e, "loading shards failed; retrying next frame");
+            world.resource_mut::<ShardCare>().load.extend(load);
+        }
+    }
 }
 
 fn publish(world: &mut World) {

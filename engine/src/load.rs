@@ -53,12 +53,39 @@ pub fn load_world(
     world: &mut World,
     service: &HoardUrl,
 ) -> Result<LoadReport, ReadError> {
+    let zones = store.zones()?;
+    load_zones(store, publisher, world, &zones, service)
+}
+
+/// Loads the named zones of `store` into `world`, as [`load_world`] does for
+/// all of them: a server serving some of a world's zones loads only those.
+pub fn load_zones(
+    store: &dyn WorldStore,
+    publisher: &mut Publisher,
+    world: &mut World,
+    zones: &[ZoneId],
+    service: &HoardUrl,
+) -> Result<LoadReport, ReadError> {
     let mut shards: Vec<(ZoneId, ShardId)> = Vec::new();
-    for zone in store.zones()? {
-        for shard in store.zone_shards(&zone)? {
+    for zone in zones {
+        for shard in store.zone_shards(zone)? {
             shards.push((zone.clone(), shard));
         }
     }
+    load_shards(store, publisher, world, &shards, service)
+}
+
+/// Loads the given shards (each with the zone it belongs to) into `world`,
+/// as [`load_world`] does: for a shard that comes into a server's care
+/// while it runs, such as a player's inventory when the player arrives
+/// (first [`Publisher::forget_shard`] any older copy of it).
+pub fn load_shards(
+    store: &dyn WorldStore,
+    publisher: &mut Publisher,
+    world: &mut World,
+    shards: &[(ZoneId, ShardId)],
+    service: &HoardUrl,
+) -> Result<LoadReport, ReadError> {
     let registry = publisher.registry().clone();
     let decoded: Vec<(Vec<DecodedObject>, Vec<LoadProblem>)> = shards
         .par_iter()

@@ -227,6 +227,29 @@ impl Publisher {
         out
     }
 
+    /// Despawns every published entity of `shard` without publishing their
+    /// removal: the shard leaves this world's care (a player's inventory
+    /// when the player moves to another server), not the store. Changes
+    /// already gathered are not undone. Returns how many went.
+    pub fn forget_shard(&mut self, world: &mut World, shard: ShardId) -> usize {
+        let entities: Vec<Entity> = self
+            .by_entity
+            .iter()
+            .filter(|(_, t)| t.shard == shard)
+            .map(|(e, _)| *e)
+            .collect();
+        for entity in &entities {
+            if let Some(tracked) = self.by_entity.remove(entity)
+                && self.by_object.get(&tracked.object) == Some(entity)
+            {
+                self.by_object.remove(&tracked.object);
+            }
+            // Untracked now, so the despawn the next gather sees publishes nothing.
+            let _ = world.try_despawn(*entity);
+        }
+        entities.len()
+    }
+
     /// Records entities that already hold stored state (spawned by the
     /// loader), so the next gather does not republish them.
     pub(crate) fn adopt(&mut self, world: &mut World, loaded: &[(Entity, ObjectId, ShardId, StateHash)]) {
@@ -301,6 +324,28 @@ mod tests {
         world.despawn(e);
         assert_eq!(ops(&p.gather(&mut world)), vec![(11, 1, false)]);
         assert_eq!(p.published_count(), 0);
+    }
+
+    #[test]
+    fn a_forgotten_shard_leaves_the_world_but_publishes_no_removal() {
+        let mut world = World::new();
+        let mut p = publisher();
+        world.spawn((Published::new(ObjectId(1), ShardId(10)), Health(5)));
+        world.spawn((Published::new(ObjectId(2), ShardId(10)), Health(6)));
+        let kept = world.spawn((Published::new(ObjectId(3), ShardId(11)), Health(7))).id();
+        p.gather(&mut world);
+        assert_eq!(p.forget_shard(&mut world, ShardId(10)), 2);
+        assert!(
+            p.gather(&mut world).changes.is_empty(),
+            "the store keeps what was forgotten"
+        );
+        assert_eq!(p.published_count(), 1);
+        assert_eq!(world.query::<&Published>().iter(&world).count(), 1);
+        // The id is free again: a fresh load of the shard takes it without a clash.
+        world.spawn((Published::new(ObjectId(1), ShardId(10)), Health(5)));
+        assert_eq!(ops(&p.gather(&mut world)), vec![(10, 1, true)]);
+        world.despawn(kept);
+        assert_eq!(ops(&p.gather(&mut world)), vec![(11, 3, false)]);
     }
 
     #[test]

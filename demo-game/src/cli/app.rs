@@ -45,6 +45,16 @@ pub(crate) struct ClientApp {
     backlog: Vec<HoardEvent>,
 }
 
+impl Drop for ClientApp {
+    /// The server is told the client goes (a client sent on to another
+    /// server must not stay signed in here until the idle timeout).
+    fn drop(&mut self) {
+        if let Some(hoard) = self.app.world().get_resource::<Hoard>() {
+            hoard.close();
+        }
+    }
+}
+
 /// An entry answered "served by another server of this world, at `address`".
 #[derive(Debug, thiserror::Error)]
 #[error("zone {zone} is served by {address}")]

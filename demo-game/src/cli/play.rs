@@ -72,7 +72,7 @@ pub(crate) fn run(args: PlayArgs) -> anyhow::Result<i32> {
             .name("hoard-demo-server".into())
             .spawn(move || -> Option<String> {
                 let progress = Progress::new("importing", "objects");
-                let mut app = match game::server::app(&store, &world, options, &[], &progress.callback()) {
+                let mut app = match game::server::app(&store, &world, options, None, &progress.callback()) {
                     Ok(app) => app,
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));

@@ -185,7 +185,16 @@ fn serve(args: RunArgs) -> anyhow::Result<i32> {
         options.directory = d.clone();
         directory = Some((d, std::time::Instant::now()));
     }
-    let mut app = game::server::app(&opened, &args.world, options, &args.zones, &progress.callback())?;
+    let zone_server = leases
+        .as_ref()
+        .map(|l| game::leases::ZoneServer::new(l.store.clone(), l.holder.clone(), l.zones.clone()));
+    let mut app = game::server::app(
+        &opened,
+        &args.world,
+        options,
+        zone_server.as_ref(),
+        &progress.callback(),
+    )?;
     progress.finish();
     if let Some(leases) = &leases
         && first_start

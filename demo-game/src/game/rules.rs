@@ -171,7 +171,8 @@ type TerrainQuery<'w, 's> =
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn apply_actions(
     intents: Res<IncomingIntents>,
-    (tick, rate, zones, served): (Res<Tick>, Res<TickRate>, Res<ZoneMap>, Res<ServedZones>),
+    (tick, rate, zones): (Res<Tick>, Res<TickRate>, Res<ZoneMap>),
+    (served, hosted): (Res<ServedZones>, Option<Res<super::leases::Hosted>>),
     mut players: ResMut<Players>,
     mut buckets: ResMut<RateBuckets>,
     mut next: ResMut<NextObject>,
@@ -181,6 +182,11 @@ pub(crate) fn apply_actions(
     mut commands: Commands,
 ) {
     for (player, action) in intents.read::<Action>(ACTION) {
+        // On a server of some zones, a player acts once this server hosts
+        // them (their lease held, their inventory loaded).
+        if hosted.as_ref().is_some_and(|h| !h.may_act(&player)) {
+            continue;
+        }
         if !allowed_now(&mut buckets, &player, &action, tick.0, rate.0) {
             continue;
         }

@@ -16,11 +16,16 @@ use hoard_engine::{HoardUrl, Published, Publisher, ZoneId, load_world};
 use hoard_net::quic::server::ServerOptions;
 
 use super::ZoneInfo;
+use super::leases::ZoneServer;
 use super::presence::{ZoneNames, forget_departed, presence};
 use super::rules::{
     ACTION, Action, INVENTORY_ZONE, NextObject, Players, RateBuckets, Tick, TickRate, ZoneMap, advance_tick,
     apply_actions, ensure_inventory,
 };
+
+/// Object ids a server of some zones reserves for what its players build
+/// (2^40: more than a server builds between two starts).
+const OBJECT_ID_BLOCK: u64 = 1 << 40;
 
 /// A server's world store and how messages name it.
 #[derive(Clone)]
@@ -103,9 +108,10 @@ fn populate(
     world: &mut World,
     world_dir: &Path,
     tick_hz: u32,
-    served: &[ZoneId],
+    zone_server: Option<&ZoneServer>,
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> anyhow::Result<Publisher> {
+    let served: &[ZoneId] = zone_server.map_or(&[], |z| &z.zones);
     let store = &server_store.store;
     let mut publisher = Publisher::new(super::registry());
     let zones = store.zones()?;
@@ -123,6 +129,14 @@ fn populate(
         // The completion marker: written last, so a store that has zones
         // but not this one is an import that did not finish.
         store.create_zone(&ZoneId::new(INVENTORY_ZONE)?, &[])?;
+        // A server of some zones keeps only those in its world.
+        if !served.is_empty() {
+            for zone in store.zones()?.iter().filter(|z| !served.contains(z)) {
+                for shard in store.zone_shards(zone)? {
+                    publisher.forget_shard(world, shard);
+                }
+            }
+        }
     } else {
         anyhow::ensure!(
             zones.iter().any(|z| z.as_str() == INVENTORY_ZONE),
@@ -139,12 +153,13 @@ fn populate(
         for (component, from, to, objects) in &schema.migrated {
             eprintln!("migrated {objects} objects' {component} from schema version {from} to {to}");
         }
-        let report = load_world(
-            &**store,
-            &mut publisher,
-            world,
-            &HoardUrl::service("localhost", 1, "world"),
-        )?;
+        let service = HoardUrl::service("localhost", 1, "world");
+        // A server of some zones loads only those; its players' inventories
+        // come with them (`leases::host_players`).
+        let report = match served.is_empty() {
+            true => load_world(&**store, &mut publisher, world, &service)?,
+            false => hoard_engine::load_zones(&**store, &mut publisher, world, served, &service)?,
+        };
         for problem in &report.problems {
             tracing::warn!(%problem, "object not loaded");
             eprintln!("warning: {problem}");
@@ -160,6 +175,11 @@ fn populate(
         .max()
         .map_or(Some(1), |max| max.checked_add(1))
         .unwrap_or(u64::MAX);
+    // The world's servers each build from a block of their own.
+    let next = match zone_server {
+        Some(z) => z.store.reserve_object_ids(OBJECT_ID_BLOCK, next)?.start,
+        None => next,
+    };
     let (zone_map, zone_names) = zone_map(&**store, world)?;
     anyhow::ensure!(
         !zone_names.0.is_empty(),
@@ -185,9 +205,15 @@ fn populate(
     Ok(publisher)
 }
 
-/// The join hook: the player's inventory shard exists before they act.
-fn join_hook() -> hoard_net::quic::server::JoinHook {
-    Arc::new(|player: &str, store: &dyn WorldStore| ensure_inventory(player, store))
+/// The join hook: the player's inventory shard exists before they act
+/// (and, on a server of some zones, this server hosts them: their lease).
+fn join_hook(zone_server: Option<ZoneServer>) -> hoard_net::quic::server::JoinHook {
+    Arc::new(move |player: &str, store: &dyn WorldStore| {
+        if let Some(z) = &zone_server {
+            z.host(player)?;
+        }
+        ensure_inventory(player, store)
+    })
 }
 
 /// The game as a Bevy App served by [`HoardServerPlugin`] (`hoard-demo
@@ -197,18 +223,39 @@ pub(crate) fn app(
     store: &ServerStore,
     world_dir: &Path,
     options: ServerOptions,
-    served: &[ZoneId],
+    zone_server: Option<&ZoneServer>,
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> anyhow::Result<App> {
     let mut app = App::new();
-    let publisher = populate(store, app.world_mut(), world_dir, options.tick_hz, served, progress)?;
+    let publisher = populate(
+        store,
+        app.world_mut(),
+        world_dir,
+        options.tick_hz,
+        zone_server,
+        progress,
+    )?;
     let plugin = HoardServerPlugin::new(options, store.store.clone(), super::registry())
         .with_publisher(publisher)
         .intent::<Action>(ACTION)
-        .on_join(join_hook());
+        .on_join(join_hook(zone_server.cloned()));
+    if let Some(z) = zone_server {
+        app.insert_resource(super::leases::Hosted::new(z)?);
+    }
+    let plugin = match zone_server.cloned() {
+        Some(z) => plugin.on_leave(Arc::new(move |player: &str| z.unhost_unseen(player))),
+        None => plugin,
+    };
     app.add_plugins(plugin).add_systems(
         Update,
-        (advance_tick, forget_departed, apply_actions, presence_to_transients).chain(),
+        (
+            super::leases::host_players,
+            advance_tick,
+            forget_departed,
+            apply_actions,
+            presence_to_transients,
+        )
+            .chain(),
     );
     Ok(app)
 }

@@ -3,7 +3,8 @@
 //! server, and a player's cache stays valid across them (one world, one
 //! identity). A server SIGKILLed mid-play has its zone taken over by a
 //! standby once the lease lapses, and a returning player re-enters there
-//! with their cache: fresh shards, not snapshots.
+//! with their cache: fresh shards, not snapshots. An item a player carries
+//! from one server's zone to another's exists exactly once at every step.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -143,4 +144,68 @@ fn a_player_moves_between_servers_with_a_warm_cache_and_a_killed_servers_zone_is
         served.as_millis(),
         ready.as_millis()
     );
+}
+
+/// Every copy of object `id` in the store of `schema`: (zone, shard).
+fn copies(schema: &PgSchema, id: u64) -> Vec<(String, u64)> {
+    use hoard_engine::store::WorldStore;
+    let store = hoard_engine::store::PgStore::open(
+        &hoard_engine::store::PgOptions::new(pg_url()).with_schema(schema.0.clone()),
+    )
+    .expect("the store");
+    let mut found = Vec::new();
+    for zone in store.zones().expect("zones") {
+        for shard in store.zone_shards(&zone).expect("shards") {
+            let (_, live) = store.manifest(shard).expect("manifest");
+            found.extend(
+                live.iter()
+                    .filter(|(o, _)| o.0 == id)
+                    .map(|_| (zone.to_string(), shard.0)),
+            );
+        }
+    }
+    found
+}
+
+#[test]
+fn an_item_carried_from_one_servers_zone_to_anothers_exists_exactly_once() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let cache = tempfile::tempdir().expect("tempdir");
+    let schema = PgSchema::new();
+    generate_world(&data.path().join("world-files"));
+    let ann = token(data.path(), "ann");
+    let (_alpha, alpha_addr, alpha_rx) = start(data.path(), &schema, "alpha", "meadow");
+    listening(&alpha_rx, Duration::from_secs(60));
+    let (_beta, _, beta_rx) = start(data.path(), &schema, "beta", "forest");
+    listening(&beta_rx, Duration::from_secs(60));
+
+    enter_via(&alpha_addr, cache.path(), &ann, "meadow", Duration::from_secs(10));
+    let (id, x, y, _) = super::server_client::some_item(cache.path());
+    assert_eq!(copies(&schema, id).len(), 1);
+    // Picked up in meadow, on alpha: into ann's inventory.
+    let out = super::server_client::headless(&alpha_addr, "meadow", &ann)
+        .args(["--act", &format!(r#"{{"Move":{{"zone":0,"x":{x},"y":{y}}}}}"#)])
+        .args(["--act", &format!(r#"{{"PickUp":{{"object":{id}}}}}"#)])
+        .arg("--cache-dir")
+        .arg(cache.path())
+        .output()
+        .expect("client");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let held = copies(&schema, id);
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert_eq!(held[0].0, "inventory", "picked up: {held:?}");
+    // Carried to forest, which beta serves (the client asks alpha and is
+    // sent on), and dropped there.
+    let out = super::server_client::headless(&alpha_addr, "forest", &ann)
+        .args(["--act", r#"{"Move":{"zone":1,"x":20,"y":21}}"#])
+        .args(["--act", &format!(r#"{{"Drop":{{"object":{id}}}}}"#)])
+        .args(["--expect-item", &format!("{id}:20:21")])
+        .arg("--cache-dir")
+        .arg(cache.path())
+        .output()
+        .expect("client");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let dropped = copies(&schema, id);
+    assert_eq!(dropped.len(), 1, "exactly once: {dropped:?}");
+    assert_eq!(dropped[0].0, "forest", "{dropped:?}");
 }

@@ -139,12 +139,13 @@ pub enum CommitError {
     /// The change set names a shard the world does not have.
     #[error("commit names unknown shard {0}")]
     UnknownShard(ShardId),
-    /// The commit writes a zone this server no longer holds the lease on
-    /// (another server has taken it over): the server must stop serving it.
-    #[error("commit refused: zone {zone} is no longer leased to {owner}")]
+    /// The commit writes a zone (or a player's own shard) this server no
+    /// longer holds the lease on (another server has taken it over): the
+    /// server must stop serving it.
+    #[error("commit refused: {lease} is no longer leased to {owner}")]
     Fenced {
-        /// The zone.
-        zone: ZoneId,
+        /// What the lease is on: `zone NAME` or `player NAME`.
+        lease: String,
         /// This server's lease name.
         owner: String,
     },

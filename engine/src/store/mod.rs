@@ -34,7 +34,7 @@ use crate::state::ObjectState;
 pub use error::{CommitError, OpenError, ReadError, StoreFault, WriteError};
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
-pub use postgres::{Lease, LeaseError, LeaseHolder, PgOptions, PgStore};
+pub use postgres::{Lease, LeaseError, LeaseHolder, LeaseKey, PgOptions, PgStore};
 #[cfg(feature = "redb")]
 pub use redb_store::{BackendFactory, RedbStore, STORE_FORMAT_VERSION};
 

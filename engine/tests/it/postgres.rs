@@ -1,11 +1,13 @@
 //! What only the PostgreSQL store has: a database shared by several
 //! processes (reopening, concurrent writers, versioned migrations) and zone
-//! leases whose fencing tokens every commit checks.
+//! and player leases whose fencing tokens every commit checks.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use hoard_engine::store::{CommitError, LeaseError, LeaseHolder, OpenError, PgStore, ShardSpec, WorldStore, verify};
+use hoard_engine::store::{
+    CommitError, LeaseError, LeaseHolder, LeaseKey, OpenError, PgStore, ShardScope, ShardSpec, WorldStore, verify,
+};
 use hoard_engine::{ChangeSet, ObjectId, Seq, ShardId, ZoneId};
 
 use super::support::{pg_store, state_n};
@@ -183,14 +185,16 @@ fn a_zone_is_leased_to_one_server_and_a_stale_owner_is_refused_at_commit() {
     let mut late = ChangeSet::new();
     late.upsert(ShardId(1), ObjectId(2), state_n(2));
     match a.commit(&late) {
-        Err(CommitError::Fenced { zone: z, owner }) => assert_eq!((z, owner.as_str()), (zone("meadow"), "alpha")),
+        Err(CommitError::Fenced { lease, owner }) => {
+            assert_eq!((lease.as_str(), owner.as_str()), ("zone meadow", "alpha"))
+        }
         other => panic!("expected Fenced, got {other:?}"),
     }
     assert_eq!(b.manifest(ShardId(1)).expect("manifest").1.len(), 1);
     // Alpha's renewal reports the loss.
     assert_eq!(
         a.renew_leases(&holder("alpha", short)).expect("renew"),
-        vec![zone("meadow")]
+        vec![LeaseKey::Zone(zone("meadow"))]
     );
     // Beta commits.
     b.commit(&late).expect("the new owner commits");
@@ -210,4 +214,57 @@ fn a_zone_is_leased_to_one_server_and_a_stale_owner_is_refused_at_commit() {
         a.zone_lease(&zone("meadow")).expect("lease").map(|l| l.owner),
         Some("alpha".into())
     );
+}
+
+#[test]
+fn a_players_own_shards_are_written_only_by_the_server_holding_the_player() {
+    let (schema, a) = pg_store();
+    let spec = ShardSpec {
+        id: ShardId(9),
+        scope: ShardScope::Perspective("ann".into()),
+    };
+    a.create_zone(&zone("inventory"), &[spec]).expect("inventory");
+    let b = PgStore::open(&schema.options()).expect("second server");
+    let ttl = Duration::from_secs(60);
+    // Both serve zones, so both check their leases; ann is on alpha.
+    a.create_zone(&zone("meadow"), &[ShardSpec::shared(ShardId(1))])
+        .expect("zone");
+    a.acquire_zone(&zone("meadow"), &holder("alpha", ttl)).expect("meadow");
+    a.acquire_player("ann", &holder("alpha", ttl)).expect("alpha hosts ann");
+    match b.acquire_player("ann", &holder("beta", ttl)) {
+        Err(LeaseError::Held(lease)) => assert_eq!(lease.key, LeaseKey::Player("ann".into())),
+        other => panic!("expected Held, got {other:?}"),
+    }
+    // Picking an item up: the zone's shard and ann's, in one commit.
+    let mut pick = ChangeSet::new();
+    pick.upsert(ShardId(9), ObjectId(7), state_n(7));
+    a.commit(&pick).expect("alpha writes ann's inventory");
+    // Ann moves to beta: alpha lets her go, beta takes her.
+    a.release_player("ann").expect("release");
+    b.acquire_player("ann", &holder("beta", ttl)).expect("beta hosts ann");
+    let mut late = ChangeSet::new();
+    late.remove(ShardId(9), ObjectId(7));
+    match a.commit(&late) {
+        Err(CommitError::Fenced { lease, .. }) => assert_eq!(lease, "player ann"),
+        other => panic!("expected Fenced, got {other:?}"),
+    }
+    b.commit(&late).expect("beta writes ann's inventory");
+    assert!(b.manifest(ShardId(9)).expect("manifest").1.is_empty());
+}
+
+#[test]
+fn servers_reserve_disjoint_blocks_of_object_ids() {
+    let (schema, a) = pg_store();
+    a.create_zone(&zone("far"), &[ShardSpec::shared(ShardId(1))])
+        .expect("zone");
+    let mut far = ChangeSet::new();
+    far.upsert(ShardId(1), ObjectId(499), state_n(1));
+    a.commit(&far).expect("an object in a zone this server does not load");
+    let b = PgStore::open(&schema.options()).expect("second server");
+    let first = a.reserve_object_ids(1000, 10).expect("a");
+    assert_eq!(first, 500..1500, "the first block starts past every id in the world");
+    let second = b.reserve_object_ids(1000, 10).expect("b");
+    assert_eq!(second, 1500..2500);
+    let third = a.reserve_object_ids(10, 5000).expect("a again");
+    assert_eq!(third, 5000..5010, "never below what the server knows");
 }

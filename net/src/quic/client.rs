@@ -930,6 +930,15 @@ impl HoardClient {
     pub fn close(&self) {
         self.conn.close(quinn::VarInt::from_u32(0), b"bye");
     }
+
+    /// Closes the connection and waits, at most `within`, until the server
+    /// has been told: a client about to drop its runtime (and with it the
+    /// endpoint that would send the close) calls this, so the server ends
+    /// the session at once instead of after its idle timeout.
+    pub async fn close_and_wait(&self, within: Duration) {
+        self.close();
+        let _ = tokio::time::timeout(within, self._endpoint.wait_idle()).await;
+    }
 }
 
 impl std::fmt::Debug for HoardClient {

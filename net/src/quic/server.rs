@@ -133,6 +133,10 @@ pub struct Game {
     /// `Unavailable` and the reason, rather than letting the player act in a
     /// world not ready for them.
     pub on_join: Option<JoinHook>,
+    /// Called once per connection whose join hook ran, when it has ended
+    /// (on the connection's task, off the world thread; the world sees the
+    /// player leave through `ConnectedPlayers` as ever).
+    pub on_leave: Option<LeaveHook>,
     /// Called once per tick after the schedule: each zone's transient state
     /// (never stored — who stands where), encoded by the game. A zone's state
     /// goes to the sessions in that zone when it differs from the last sent,
@@ -142,6 +146,9 @@ pub struct Game {
 
 /// See [`Game::on_join`].
 pub type JoinHook = Arc<dyn Fn(&str, &dyn WorldStore) -> Result<(), String> + Send + Sync>;
+
+/// See [`Game::on_leave`].
+pub type LeaveHook = Arc<dyn Fn(&str) + Send + Sync>;
 
 /// See [`Game::transient`].
 pub type TransientHook = Arc<dyn Fn(&mut World) -> Vec<(ZoneId, Vec<u8>)> + Send + Sync>;
@@ -156,6 +163,7 @@ impl Game {
             intents,
             access: Arc::new(hoard_proto::sync::server::OpenWorld),
             on_join: None,
+            on_leave: None,
             transient: None,
         }
     }
@@ -293,6 +301,7 @@ struct Shared {
     /// Live connections by session id, to close one from another's session.
     conns: std::sync::Mutex<HashMap<SessionId, Connection>>,
     on_join: Option<JoinHook>,
+    on_leave: Option<LeaveHook>,
     /// Live connections per remote address.
     per_ip: std::sync::Mutex<HashMap<IpAddr, usize>>,
     /// False while commits fail: intents are rejected.
@@ -345,6 +354,8 @@ pub struct GameRules {
     pub access: Arc<dyn hoard_proto::sync::server::AccessPolicy>,
     /// See [`Game::on_join`].
     pub on_join: Option<JoinHook>,
+    /// See [`Game::on_leave`].
+    pub on_leave: Option<LeaveHook>,
 }
 
 impl GameRules {
@@ -355,6 +366,7 @@ impl GameRules {
             intents: game.intents.clone(),
             access: game.access.clone(),
             on_join: game.on_join.clone(),
+            on_leave: game.on_leave.clone(),
         }
     }
 }
@@ -454,6 +466,7 @@ pub async fn start_linked(
         next_id: AtomicU64::new(1),
         conns: std::sync::Mutex::new(HashMap::new()),
         on_join: rules.on_join.clone(),
+        on_leave: rules.on_leave.clone(),
         per_ip: std::sync::Mutex::new(HashMap::new()),
         writable: writable.clone(),
         answers_total: Arc::new(Semaphore::new(options.answers_in_flight_total.max(1))),
@@ -636,6 +649,11 @@ async fn serve(
     session.closed();
     if let Ok(mut conns) = shared.conns.lock() {
         conns.remove(&id);
+    }
+    if let (Some(hook), Some(perspective)) = (&shared.on_leave, session.perspective()) {
+        let (hook, perspective) = (hook.clone(), perspective.to_owned());
+        // The hook may touch the store: off the async workers.
+        tokio::task::spawn_blocking(move || hook(&perspective));
     }
     let _ = shared.commands.send(Command::Tick(TickInput::Remove { id }));
     result

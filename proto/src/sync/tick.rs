@@ -582,14 +582,14 @@ impl TickCore {
                 self.confirm(flight.intents);
                 self.start_commit(now)
             }
-            Err(CommitError::Fenced { zone, owner }) => {
+            Err(CommitError::Fenced { lease, owner }) => {
                 // Another server has taken the zone over: nothing of this
                 // server's may land in it any more, and retrying cannot
                 // help. Fail-stop: nothing of the refused group was durable
                 // or published, its intents were never confirmed, and the
                 // new owner serves the zone from the store.
                 Err(format!(
-                    "this server ({owner}) no longer holds the lease on zone {zone}: another server has taken it over"
+                    "this server ({owner}) no longer holds the lease on {lease}: another server has taken it over"
                 ))
             }
             Err(CommitError::UnknownShard(shard)) => {

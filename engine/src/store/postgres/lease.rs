@@ -1,4 +1,5 @@
-//! Zone leases: which server owns a zone, kept in the database.
+//! Zone and player leases: which server owns a zone, and which hosts a
+//! player (and so may write the player's own shards), kept in the database.
 //!
 //! A lease row names the zone's owner (a server's name), the address its
 //! clients should connect to, a fencing token and an expiry (database time,
@@ -22,11 +23,49 @@ use super::conn::Conn;
 use crate::ids::ZoneId;
 use crate::store::error::StoreFault;
 
-/// A zone lease as the database holds it.
+/// What a lease is on.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum LeaseKey {
+    /// A zone: its shared shards are written only by the server holding it.
+    Zone(ZoneId),
+    /// A player (a perspective): the shards scoped to them (an inventory)
+    /// are written only by the server the player is connected to.
+    Player(String),
+}
+
+impl LeaseKey {
+    /// The key as stored: the zone's name, or `@` and the player's.
+    pub(crate) fn stored(&self) -> String {
+        match self {
+            LeaseKey::Zone(zone) => zone.as_str().to_owned(),
+            LeaseKey::Player(name) => format!("@{name}"),
+        }
+    }
+
+    pub(crate) fn from_stored(key: &str) -> Result<LeaseKey, StoreFault> {
+        match key.strip_prefix('@') {
+            Some(name) => Ok(LeaseKey::Player(name.to_owned())),
+            None => ZoneId::new(key)
+                .map(LeaseKey::Zone)
+                .map_err(|e| StoreFault::Corrupt(format!("lease key {key:?}: {e}"))),
+        }
+    }
+}
+
+impl std::fmt::Display for LeaseKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LeaseKey::Zone(zone) => write!(f, "zone {zone}"),
+            LeaseKey::Player(name) => write!(f, "player {name}"),
+        }
+    }
+}
+
+/// A lease as the database holds it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Lease {
-    /// The zone.
-    pub zone: ZoneId,
+    /// What it is on.
+    pub key: LeaseKey,
     /// The owning server's name.
     pub owner: String,
     /// Where its clients connect (`host:port`).
@@ -52,8 +91,8 @@ pub struct LeaseHolder {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum LeaseError {
-    /// Another server holds the zone and its lease has not expired.
-    #[error("zone {} is leased to {} ({}) until {}", .0.zone, .0.owner, .0.address, .0.expires_at)]
+    /// Another server holds it and its lease has not expired.
+    #[error("{} is leased to {} ({}) until {}", .0.key, .0.owner, .0.address, .0.expires_at)]
     Held(Lease),
     /// The database failed.
     #[error(transparent)]
@@ -72,7 +111,7 @@ pub(crate) struct FenceSnapshot {
     /// `None`: this store takes no leases (a world on one server) and its
     /// commits check none.
     pub(crate) owner: Option<String>,
-    /// Zone → the token this store took it with.
+    /// Stored lease key → the token this store took it with.
     pub(crate) zones: BTreeMap<String, i64>,
 }
 
@@ -87,9 +126,9 @@ impl Fence {
 }
 
 fn lease_from_row(row: &tokio_postgres::Row) -> Result<Lease, StoreFault> {
-    let zone: String = super::codec::col(row, 0, "hoard_zone_leases")?;
+    let key: String = super::codec::col(row, 0, "hoard_zone_leases")?;
     Ok(Lease {
-        zone: ZoneId::new(zone).map_err(|e| StoreFault::Corrupt(format!("zone name in a lease: {e}")))?,
+        key: LeaseKey::from_stored(&key)?,
         owner: super::codec::col(row, 1, "hoard_zone_leases")?,
         address: super::codec::col(row, 2, "hoard_zone_leases")?,
         token: super::codec::col(row, 3, "hoard_zone_leases")?,
@@ -109,6 +148,23 @@ impl PgStore {
     /// take raises the token, fencing off any earlier holder. From now on
     /// every commit of this store checks its leases.
     pub fn acquire_zone(&self, zone: &ZoneId, holder: &LeaseHolder) -> Result<Lease, LeaseError> {
+        self.acquire(&LeaseKey::Zone(zone.clone()), holder)
+    }
+
+    /// Takes the lease on `player` (the shards scoped to them) for
+    /// `holder`, as [`PgStore::acquire_zone`] does for a zone: the server a
+    /// player connects to takes it, and releases it when they leave.
+    pub fn acquire_player(&self, player: &str, holder: &LeaseHolder) -> Result<Lease, LeaseError> {
+        self.acquire(&LeaseKey::Player(player.to_owned()), holder)
+    }
+
+    /// Gives up the lease on `player` (it expires at once).
+    pub fn release_player(&self, player: &str) -> Result<(), StoreFault> {
+        self.release(&LeaseKey::Player(player.to_owned()))
+    }
+
+    fn acquire(&self, key: &LeaseKey, holder: &LeaseHolder) -> Result<Lease, LeaseError> {
+        let stored = key.stored();
         {
             let mut fence = self.leases.lock();
             match &fence.owner {
@@ -122,7 +178,7 @@ impl PgStore {
                 _ => fence.owner = Some(holder.owner.clone()),
             }
         }
-        let (zone_name, holder2) = (zone.clone(), holder.clone());
+        let (zone_name, holder2) = (stored.clone(), holder.clone());
         let taken = self.run("taking a zone lease", move |pool| async move {
             let conn = Conn::get(&pool, "connecting").await?;
             let taken = conn
@@ -160,15 +216,15 @@ impl PgStore {
             conn.clean();
             out
         })?;
-        self.leases.lock().zones.insert(zone.as_str().to_owned(), taken.token);
-        tracing::info!(zone = %zone, owner = %taken.owner, token = taken.token, "took the zone lease");
+        self.leases.lock().zones.insert(stored, taken.token);
+        tracing::info!(lease = %key, owner = %taken.owner, token = taken.token, "took the lease");
         Ok(taken)
     }
 
     /// Extends every lease this store holds by its holder's ttl. Returns the
-    /// zones it has lost (taken by another server after expiring): they are
+    /// leases it has lost (taken by another server after expiring): they are
     /// dropped from the store's leases, so any commit to them is refused.
-    pub fn renew_leases(&self, holder: &LeaseHolder) -> Result<Vec<ZoneId>, StoreFault> {
+    pub fn renew_leases(&self, holder: &LeaseHolder) -> Result<Vec<LeaseKey>, StoreFault> {
         let held = self.leases.snapshot();
         if held.zones.is_empty() {
             return Ok(Vec::new());
@@ -198,10 +254,8 @@ impl PgStore {
         for zone in held.zones.keys() {
             if !renewed.contains(zone) {
                 fence.zones.remove(zone);
-                tracing::warn!(%zone, "lost the zone lease to another server");
-                if let Ok(zone) = ZoneId::new(zone.clone()) {
-                    lost.push(zone);
-                }
+                tracing::warn!(lease = %zone, "lost the lease to another server");
+                lost.push(LeaseKey::from_stored(zone)?);
             }
         }
         Ok(lost)
@@ -210,19 +264,23 @@ impl PgStore {
     /// Gives up the lease on `zone` (it expires at once), so another
     /// server may take it without waiting.
     pub fn release_zone(&self, zone: &ZoneId) -> Result<(), StoreFault> {
-        let Some(token) = self.leases.lock().zones.remove(zone.as_str()) else {
+        self.release(&LeaseKey::Zone(zone.clone()))
+    }
+
+    fn release(&self, key: &LeaseKey) -> Result<(), StoreFault> {
+        let zone = key.stored();
+        let Some(token) = self.leases.lock().zones.remove(&zone) else {
             return Ok(());
         };
-        let zone = zone.clone();
         self.run("releasing a zone lease", move |pool| async move {
             let conn = Conn::get(&pool, "connecting").await?;
             conn.execute(
                 "UPDATE hoard_zone_leases SET expires_at = now() - INTERVAL '1 millisecond' \
                  WHERE zone = $1 AND token = $2",
-                &[&zone.as_str(), &token],
+                &[&zone, &token],
             )
             .await
-            .map_err(|e| StoreFault::backend("releasing a zone lease", e))?;
+            .map_err(|e| StoreFault::backend("releasing a lease", e))?;
             conn.clean();
             Ok(())
         })

@@ -34,7 +34,7 @@ use super::{ChangesSince, CommitReceipt, ShardHead, ShardSnapshot, ShardSpec, To
 use crate::changeset::ChangeSet;
 use crate::ids::{Epoch, ObjectId, Seq, ShardId, ZoneId};
 
-pub use self::lease::{Lease, LeaseError, LeaseHolder};
+pub use self::lease::{Lease, LeaseError, LeaseHolder, LeaseKey};
 
 /// How many times a transaction that lost a conflict (serialization
 /// failure, deadlock, a concurrent create) is run again before the error
@@ -173,6 +173,56 @@ impl PgStore {
             })?;
         tracing::info!(database = %label, schema = ?options.schema, "PostgreSQL world store open");
         Ok(store)
+    }
+
+    /// Reserves `count` object ids for this server's new objects, none of
+    /// them below `at_least` (one past the largest id it knows): the
+    /// world's servers each build from their own block, so two never give
+    /// the same id to different objects. The counter is `hoard_meta`'s
+    /// `next_object_id` (a plain `BIGINT`: ids reserved this way stay below
+    /// 2^63).
+    pub fn reserve_object_ids(&self, count: u64, at_least: u64) -> Result<std::ops::Range<u64>, StoreFault> {
+        let count = i64::try_from(count).map_err(|_| StoreFault::Corrupt("too many ids asked for".into()))?;
+        let at_least =
+            i64::try_from(at_least).map_err(|_| StoreFault::Corrupt("ids past 2^63 cannot be reserved".into()))?;
+        self.run("reserving object ids", move |pool| async move {
+            let conn = Conn::get(&pool, "connecting").await?;
+            let bump = conn
+                .query_opt(
+                    "UPDATE hoard_meta SET value = GREATEST(value, $1::BIGINT) + $2::BIGINT \
+                     WHERE key = 'next_object_id' RETURNING value",
+                    &[&at_least, &count],
+                )
+                .await
+                .map_err(pg("reserving object ids"))?;
+            let end: i64 = match bump {
+                Some(row) => codec::col(&row, 0, "hoard_meta")?,
+                None => {
+                    // The first reservation: past every object the world
+                    // holds, whichever server's zone it is in.
+                    let row = conn
+                        .query_one("SELECT MAX(object) FROM hoard_objects", &[])
+                        .await
+                        .map_err(pg("finding the largest object id"))?;
+                    let max: Option<i64> = codec::col(&row, 0, "hoard_objects")?;
+                    let past = max.map_or(0, |m| dec(m).saturating_add(1));
+                    let start = i64::try_from(past).unwrap_or(i64::MAX).max(at_least);
+                    let row = conn
+                        .query_one(
+                            "INSERT INTO hoard_meta (key, value) VALUES ('next_object_id', $1::BIGINT + $2::BIGINT) \
+                             ON CONFLICT (key) DO UPDATE SET value = GREATEST(hoard_meta.value, $1::BIGINT) + $2::BIGINT \
+                             RETURNING value",
+                            &[&start, &count],
+                        )
+                        .await
+                        .map_err(pg("reserving object ids"))?;
+                    codec::col(&row, 0, "hoard_meta")?
+                }
+            };
+            conn.clean();
+            let end = u64::try_from(end).map_err(|_| StoreFault::Corrupt("next_object_id is negative".into()))?;
+            Ok(end - count as u64..end)
+        })
     }
 
     /// The database, as messages name it (without a password).

@@ -22,7 +22,7 @@ use chrono::Utc;
 
 use super::codec::{dec, enc, head_from_row, state_hash_from};
 use super::conn::Conn;
-use super::lease::FenceSnapshot;
+use super::lease::{FenceSnapshot, LeaseKey};
 use super::overlay::{LiveRow, Overlay, TombRow};
 use super::{ROWS_PER_STATEMENT, SCHEMA_PREFIX};
 use crate::changeset::ChangeSet;
@@ -30,7 +30,7 @@ use crate::ids::{ObjectId, Seq, ShardId};
 use crate::store::error::{CommitError, StoreFault, WriteError};
 use crate::store::logic;
 use crate::store::record::ShardRecord;
-use crate::store::{CommitReceipt, ShardHead, Tombstone, TrimReport};
+use crate::store::{CommitReceipt, ShardHead, ShardScope, Tombstone, TrimReport};
 
 type PgResult<T> = Result<T, tokio_postgres::Error>;
 /// An object row to write: shard, object, version, state hash, state.
@@ -161,13 +161,20 @@ pub(crate) async fn commit_once(
             .map(|row| Ok((row.try_get::<_, String>(0)?, row.try_get::<_, i64>(1)?)))
             .collect::<PgResult<_>>()?;
         for (shard, _) in changes.shards().filter(|(_, c)| !c.is_empty()) {
-            let zone = overlay.shard_record(shard).map(|r| r.zone.clone());
-            let Some(zone) = zone else { continue };
-            let held = fence.zones.get(zone.as_str());
-            if held.is_none() || held != current.get(zone.as_str()) {
+            let Some(record) = overlay.shard_record(shard) else {
+                continue;
+            };
+            // A shared shard is its zone's; a player's own shard is the player's.
+            let key = match &record.scope {
+                ShardScope::Shared => LeaseKey::Zone(record.zone.clone()),
+                ShardScope::Perspective(p) => LeaseKey::Player(p.clone()),
+            };
+            let stored = key.stored();
+            let held = fence.zones.get(&stored);
+            if held.is_none() || held != current.get(&stored) {
                 conn.batch_execute("ROLLBACK").await?;
                 return Err(Attempt::Refused(CommitError::Fenced {
-                    zone,
+                    lease: key.to_string(),
                     owner: owner.clone(),
                 }));
             }
