@@ -43,8 +43,20 @@ fn start(
     zones: &str,
 ) -> (Proc, String, std::sync::mpsc::Receiver<serde_json::Value>) {
     let addr = format!("127.0.0.1:{}", free_port());
+    let (proc, rx) = start_at(&addr, data, schema, name, zones);
+    (proc, addr, rx)
+}
+
+/// [`start`] on a given address (a server restarted where it was).
+fn start_at(
+    addr: &str,
+    data: &Path,
+    schema: &PgSchema,
+    name: &str,
+    zones: &str,
+) -> (Proc, std::sync::mpsc::Receiver<serde_json::Value>) {
     let mut child = demo()
-        .args(["server", "--listen", &addr, "--tick-hz", "50", "--world"])
+        .args(["server", "--listen", addr, "--tick-hz", "50", "--world"])
         .arg(data.join("world-files"))
         .arg("--data")
         .arg(data)
@@ -64,7 +76,7 @@ fn start(
             let _ = tx.send(v);
         }
     });
-    (Proc(child), addr, rx)
+    (Proc(child), rx)
 }
 
 fn listening(rx: &std::sync::mpsc::Receiver<serde_json::Value>, within: Duration) -> serde_json::Value {
@@ -208,4 +220,175 @@ fn an_item_carried_from_one_servers_zone_to_anothers_exists_exactly_once() {
     let dropped = copies(&schema, id);
     assert_eq!(dropped.len(), 1, "exactly once: {dropped:?}");
     assert_eq!(dropped[0].0, "forest", "{dropped:?}");
+}
+
+/// Where the store has object `id`: its zone and, for an inventory, whose.
+fn whereabouts(schema: &PgSchema, id: u64) -> Vec<(String, Option<String>)> {
+    use hoard_engine::store::{ShardScope, WorldStore};
+    let store = hoard_engine::store::PgStore::open(
+        &hoard_engine::store::PgOptions::new(pg_url()).with_schema(schema.0.clone()),
+    )
+    .expect("the store");
+    let mut found = Vec::new();
+    for zone in store.zones().expect("zones") {
+        for shard in store.zone_shards(&zone).expect("shards") {
+            let (head, live) = store.manifest(shard).expect("manifest");
+            if live.iter().any(|(o, _)| o.0 == id) {
+                let owner = match head.scope {
+                    ShardScope::Perspective(p) => Some(p),
+                    ShardScope::Shared => None,
+                };
+                found.push((zone.to_string(), owner));
+            }
+        }
+    }
+    found
+}
+
+/// Every object of the world, asserting none is in two shards: how many.
+fn each_once(schema: &PgSchema) -> usize {
+    use hoard_engine::store::WorldStore;
+    let store = hoard_engine::store::PgStore::open(
+        &hoard_engine::store::PgOptions::new(pg_url()).with_schema(schema.0.clone()),
+    )
+    .expect("the store");
+    let mut seen = std::collections::HashMap::new();
+    for zone in store.zones().expect("zones") {
+        for shard in store.zone_shards(&zone).expect("shards") {
+            for (object, _) in store.manifest(shard).expect("manifest").1 {
+                if let Some(other) = seen.insert(object.0, shard.0) {
+                    panic!("object {} is in shards {other} and {}", object.0, shard.0);
+                }
+            }
+        }
+    }
+    assert!(hoard_engine::store::verify(&store).expect("verify").is_empty());
+    seen.len()
+}
+
+#[test]
+fn players_trade_an_item_across_servers_while_the_servers_are_killed_and_it_exists_exactly_once() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let schema = PgSchema::new();
+    generate_world(&data.path().join("world-files"));
+    let players: Vec<(String, String, tempfile::TempDir)> = ["ann", "bob"]
+        .iter()
+        .map(|p| {
+            (
+                p.to_string(),
+                token(data.path(), p),
+                tempfile::tempdir().expect("tempdir"),
+            )
+        })
+        .collect();
+    let addrs = [
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    ];
+    let names = [("alpha", "meadow"), ("beta", "forest")];
+    let servers: Vec<std::sync::Arc<std::sync::Mutex<Proc>>> = names
+        .iter()
+        .zip(&addrs)
+        .map(|((name, zone), addr)| {
+            let (proc, rx) = start_at(addr, data.path(), &schema, name, zone);
+            listening(&rx, Duration::from_secs(60));
+            std::sync::Arc::new(std::sync::Mutex::new(proc))
+        })
+        .collect();
+    enter_via(
+        &addrs[0],
+        players[0].2.path(),
+        &players[0].1,
+        "meadow",
+        Duration::from_secs(10),
+    );
+    let (id, x, y, _) = super::server_client::some_item(players[0].2.path());
+    let objects = each_once(&schema);
+
+    // A killer SIGKILLs one server at a random moment, restarts it where it
+    // was (it takes its zone back at once: same name), and again, while the
+    // players carry the item back and forth.
+    const KILLS: usize = 4;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let killer = {
+        let (servers, stop, addrs) = (servers.clone(), stop.clone(), addrs.clone());
+        let (data, schema_name) = (data.path().to_owned(), schema.0.clone());
+        std::thread::spawn(move || {
+            let schema = PgSchema(schema_name);
+            let mut rng = fastrand::Rng::new();
+            for _ in 0..KILLS {
+                std::thread::sleep(Duration::from_millis(rng.u64(300..1500)));
+                if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                let which = rng.usize(..2);
+                let (name, zone) = names[which];
+                let mut server = servers[which].lock().expect("server");
+                let _ = server.0.kill();
+                let _ = server.0.wait();
+                let (proc, rx) = start_at(&addrs[which], &data, &schema, name, zone);
+                *server = proc;
+                listening(&rx, Duration::from_secs(60));
+            }
+            // The schema is the test's: not dropped here.
+            std::mem::forget(schema);
+        })
+    };
+
+    let zone_index = |zone: &str| u64::from(zone == "forest");
+    let spot = |zone: &str| if zone == "forest" { (20, 21) } else { (x, y) };
+    let mut moves = 0;
+    let mut last_ground = "meadow".to_owned();
+    for step in 0..12 {
+        let now = whereabouts(&schema, id);
+        assert_eq!(now.len(), 1, "step {step}: the item must exist exactly once: {now:?}");
+        let (zone, holder) = now[0].clone();
+        // On the ground: the next player picks it up. Carried: its carrier
+        // drops it in the other zone.
+        let (player, target, acts) = match &holder {
+            None => {
+                last_ground = zone.clone();
+                let (px, py) = spot(&zone);
+                let player = &players[step % 2];
+                (
+                    player,
+                    zone.clone(),
+                    vec![
+                        format!(r#"{{"Move":{{"zone":{},"x":{px},"y":{py}}}}}"#, zone_index(&zone)),
+                        format!(r#"{{"PickUp":{{"object":{id}}}}}"#),
+                    ],
+                )
+            }
+            Some(carrier) => {
+                let other = if last_ground == "meadow" { "forest" } else { "meadow" };
+                let (px, py) = spot(other);
+                let player = players.iter().find(|p| &p.0 == carrier).expect("a player carries it");
+                (
+                    player,
+                    other.to_owned(),
+                    vec![
+                        format!(r#"{{"Move":{{"zone":{},"x":{px},"y":{py}}}}}"#, zone_index(other)),
+                        format!(r#"{{"Drop":{{"object":{id}}}}}"#),
+                    ],
+                )
+            }
+        };
+        // Through either server: the wrong one sends the client on. A
+        // server being killed fails the step; the next one looks again.
+        let mut cmd = super::server_client::headless(&addrs[step % 2], &target, &player.1);
+        for act in &acts {
+            cmd.args(["--act", act]);
+        }
+        let _ = cmd.arg("--cache-dir").arg(player.2.path()).output().expect("client");
+        if whereabouts(&schema, id) != now {
+            moves += 1;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    killer.join().expect("killer");
+    let end = whereabouts(&schema, id);
+    assert_eq!(end.len(), 1, "the item exists exactly once at the end: {end:?}");
+    assert_eq!(each_once(&schema), objects, "no object was lost or made twice");
+    assert!(moves >= 3, "the players carried the item around: {moves} moves");
+    println!("{moves} moves of the item across two servers, {KILLS} kills at most");
 }
