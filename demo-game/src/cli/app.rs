@@ -190,6 +190,14 @@ impl ClientApp {
                         address: address.clone(),
                     })))
                 }
+                HoardEvent::Failed(hoard_net::quic::client::ClientError::ZoneElsewhere { zone: z, address })
+                    if z == zone =>
+                {
+                    Some(Err(anyhow::Error::new(Redirected {
+                        zone: zone.clone(),
+                        address: address.clone(),
+                    })))
+                }
                 HoardEvent::Failed(e) => Some(Err(anyhow::anyhow!("entering {zone}: {e}"))),
                 _ => None,
             })

@@ -187,7 +187,8 @@ fn serve(args: RunArgs) -> anyhow::Result<i32> {
     }
     let zone_server = leases
         .as_ref()
-        .map(|l| game::leases::ZoneServer::new(l.store.clone(), l.holder.clone(), l.zones.clone()));
+        .map(|l| game::hosting::ZoneServer::new(l.store.clone(), l.holder.clone(), l.zones.clone()))
+        .transpose()?;
     let mut app = game::server::app(
         &opened,
         &args.world,
@@ -235,6 +236,8 @@ fn serve(args: RunArgs) -> anyhow::Result<i32> {
                 "serving": args.zones.iter().map(ZoneId::as_str).collect::<Vec<_>>(),
                 // From taking the zones' leases to serving them (loading the world).
                 "serving_after_leases_ms": directory.as_ref().map(|(_, at)| at.elapsed().as_millis() as u64),
+                // A takeover: from the previous owner's lease lapsing to holding the zones.
+                "taken_after_expiry_ms": leases.as_ref().and_then(|l| l.took_over_after.get()).map(|d| d.as_millis() as u64),
             })
         );
         tracing::info!(addr = %server.handle.addr, "serving");
@@ -286,6 +289,8 @@ struct ZoneLeases {
     store: Arc<hoard_engine::store::PgStore>,
     zones: Vec<ZoneId>,
     holder: LeaseHolder,
+    /// For a takeover: from the previous owner's lease lapsing to holding it.
+    took_over_after: std::cell::Cell<Option<std::time::Duration>>,
 }
 
 impl ZoneLeases {
@@ -312,6 +317,7 @@ impl ZoneLeases {
                 address,
                 ttl: std::time::Duration::from_secs_f64(args.lease_secs),
             },
+            took_over_after: std::cell::Cell::new(None),
         })
     }
 
@@ -330,8 +336,11 @@ impl ZoneLeases {
     ) -> anyhow::Result<Option<(Arc<game::leases::LeaseDirectory>, std::time::Instant)>> {
         // Ctrl-C while waiting for a lease.
         ctrlc_flag(interrupted.clone())?;
-        if !game::leases::take_zones(&self.store, &self.zones, &self.holder, interrupted)? {
+        let Some(report) = game::leases::take_zones(&self.store, &self.zones, &self.holder, interrupted)? else {
             return Ok(None);
+        };
+        if let Some(after) = report.after_expiry {
+            self.took_over_after.set(Some(after));
         }
         let taken = std::time::Instant::now();
         game::leases::keep_renewed(

@@ -89,6 +89,10 @@ pub(crate) struct ZoneMap(pub(crate) HashMap<u32, [Option<u32>; 4]>);
 #[derive(Resource, Default)]
 pub(crate) struct ServedZones(pub(crate) Option<std::collections::HashSet<u32>>);
 
+/// Actions of players this server does not host yet, in order.
+#[derive(Resource, Default)]
+pub(crate) struct Deferred(pub(crate) HashMap<String, std::collections::VecDeque<Action>>);
+
 /// Counts ticks (runs before [`apply_actions`]).
 pub(crate) fn advance_tick(mut tick: ResMut<Tick>) {
     tick.0 += 1;
@@ -172,7 +176,11 @@ type TerrainQuery<'w, 's> =
 pub(crate) fn apply_actions(
     intents: Res<IncomingIntents>,
     (tick, rate, zones): (Res<Tick>, Res<TickRate>, Res<ZoneMap>),
-    (served, hosted): (Res<ServedZones>, Option<Res<super::leases::Hosted>>),
+    (served, hosted, mut deferred): (
+        Res<ServedZones>,
+        Option<Res<super::hosting::Hosted>>,
+        Option<ResMut<Deferred>>,
+    ),
     mut players: ResMut<Players>,
     mut buckets: ResMut<RateBuckets>,
     mut next: ResMut<NextObject>,
@@ -181,12 +189,34 @@ pub(crate) fn apply_actions(
     mut terrain: TerrainQuery,
     mut commands: Commands,
 ) {
+    // On a server of some zones, a player acts once this server hosts them
+    // (their lease held, their inventory loaded); until then their actions
+    // wait, in order, at most MAX_DEFERRED of them.
+    let mut todo = Vec::new();
+    if let (Some(hosted), Some(deferred)) = (&hosted, &mut deferred) {
+        deferred.0.retain(|player, queue| {
+            if hosted.may_act(player) {
+                todo.extend(queue.drain(..).map(|a| (player.clone(), a)));
+                false
+            } else {
+                hosted.expects(player)
+            }
+        });
+    }
     for (player, action) in intents.read::<Action>(ACTION) {
-        // On a server of some zones, a player acts once this server hosts
-        // them (their lease held, their inventory loaded).
-        if hosted.as_ref().is_some_and(|h| !h.may_act(&player)) {
-            continue;
+        match (&hosted, &mut deferred) {
+            (Some(hosted), Some(deferred)) if !hosted.may_act(&player) => {
+                let queue = deferred.0.entry(player.clone()).or_default();
+                if queue.len() < super::hosting::MAX_DEFERRED {
+                    queue.push_back(action);
+                } else {
+                    tracing::warn!(%player, "too many actions while the server takes the player over; one dropped");
+                }
+            }
+            _ => todo.push((player, action)),
         }
+    }
+    for (player, action) in todo {
         if !allowed_now(&mut buckets, &player, &action, tick.0, rate.0) {
             continue;
         }

@@ -16,7 +16,7 @@ use hoard_engine::{HoardUrl, Published, Publisher, ZoneId, load_world};
 use hoard_net::quic::server::ServerOptions;
 
 use super::ZoneInfo;
-use super::leases::ZoneServer;
+use super::hosting::ZoneServer;
 use super::presence::{ZoneNames, forget_departed, presence};
 use super::rules::{
     ACTION, Action, INVENTORY_ZONE, NextObject, Players, RateBuckets, Tick, TickRate, ZoneMap, advance_tick,
@@ -209,10 +209,11 @@ fn populate(
 /// (and, on a server of some zones, this server hosts them: their lease).
 fn join_hook(zone_server: Option<ZoneServer>) -> hoard_net::quic::server::JoinHook {
     Arc::new(move |player: &str, store: &dyn WorldStore| {
+        ensure_inventory(player, store)?;
         if let Some(z) = &zone_server {
-            z.host(player)?;
+            z.host(player);
         }
-        ensure_inventory(player, store)
+        Ok(())
     })
 }
 
@@ -240,7 +241,8 @@ pub(crate) fn app(
         .intent::<Action>(ACTION)
         .on_join(join_hook(zone_server.cloned()));
     if let Some(z) = zone_server {
-        app.insert_resource(super::leases::Hosted::new(z)?);
+        app.insert_resource(super::hosting::Hosted::new(z))
+            .init_resource::<super::rules::Deferred>();
     }
     let plugin = match zone_server.cloned() {
         Some(z) => plugin.on_leave(Arc::new(move |player: &str| z.unhost_unseen(player))),
@@ -249,7 +251,7 @@ pub(crate) fn app(
     app.add_plugins(plugin).add_systems(
         Update,
         (
-            super::leases::host_players,
+            super::hosting::host_players,
             advance_tick,
             forget_departed,
             apply_actions,

@@ -145,6 +145,8 @@ fn a_player_moves_between_servers_with_a_warm_cache_and_a_killed_servers_zone_is
     drop(alpha);
     let v = listening(&gamma_rx, Duration::from_secs(30));
     let served = killed.elapsed();
+    let taken_after_expiry = v["taken_after_expiry_ms"].as_u64().expect("a takeover");
+    let loaded_in = v["serving_after_leases_ms"].as_u64().expect("serving after the leases");
     assert_eq!(v["serving"], serde_json::json!(["meadow"]));
     // The returning player asks beta, which sends them to gamma: fresh.
     let meadow = enter_via(&beta_addr, cache.path(), &ann, "meadow", Duration::from_secs(20));
@@ -152,10 +154,26 @@ fn a_player_moves_between_servers_with_a_warm_cache_and_a_killed_servers_zone_is
     assert_eq!(meadow["shards_fresh"], 64, "a delta entry after the takeover: {meadow}");
     assert_eq!(meadow["shards_snapshot"], 0);
     println!(
-        "handover: alpha killed → gamma serving meadow {} ms (lease 2 s) → first client's zone ready {} ms (via {gamma_addr})",
+        "handover: alpha killed → gamma serving meadow {} ms (lease 2 s) → first client's zone ready {} ms \
+         (via {gamma_addr}); lease lapsed → taken {taken_after_expiry} ms, taken → serving {loaded_in} ms, \
+         serving → first zone ready {} ms",
         served.as_millis(),
-        ready.as_millis()
+        ready.as_millis(),
+        ready.saturating_sub(served).as_millis()
     );
+}
+
+/// Polls `look` until it differs from `before` (an action applied and
+/// durable), at most `within`; returns the last value seen.
+fn settle<T: PartialEq>(before: &T, within: Duration, look: impl Fn() -> T) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        let now = look();
+        if &now != before || Instant::now() >= deadline {
+            return now;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Every copy of object `id` in the store of `schema`: (zone, shard).
@@ -193,7 +211,8 @@ fn an_item_carried_from_one_servers_zone_to_anothers_exists_exactly_once() {
 
     enter_via(&alpha_addr, cache.path(), &ann, "meadow", Duration::from_secs(10));
     let (id, x, y, _) = super::server_client::some_item(cache.path());
-    assert_eq!(copies(&schema, id).len(), 1);
+    let lying = copies(&schema, id);
+    assert_eq!(lying.len(), 1);
     // Picked up in meadow, on alpha: into ann's inventory.
     let out = super::server_client::headless(&alpha_addr, "meadow", &ann)
         .args(["--act", &format!(r#"{{"Move":{{"zone":0,"x":{x},"y":{y}}}}}"#)])
@@ -203,7 +222,7 @@ fn an_item_carried_from_one_servers_zone_to_anothers_exists_exactly_once() {
         .output()
         .expect("client");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let held = copies(&schema, id);
+    let held = settle(&lying, Duration::from_secs(5), || copies(&schema, id));
     assert_eq!(held.len(), 1, "{held:?}");
     assert_eq!(held[0].0, "inventory", "picked up: {held:?}");
     // Carried to forest, which beta serves (the client asks alpha and is
@@ -217,7 +236,7 @@ fn an_item_carried_from_one_servers_zone_to_anothers_exists_exactly_once() {
         .output()
         .expect("client");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let dropped = copies(&schema, id);
+    let dropped = settle(&held, Duration::from_secs(5), || copies(&schema, id));
     assert_eq!(dropped.len(), 1, "exactly once: {dropped:?}");
     assert_eq!(dropped[0].0, "forest", "{dropped:?}");
 }
@@ -380,7 +399,7 @@ fn players_trade_an_item_across_servers_while_the_servers_are_killed_and_it_exis
             cmd.args(["--act", act]);
         }
         let _ = cmd.arg("--cache-dir").arg(player.2.path()).output().expect("client");
-        if whereabouts(&schema, id) != now {
+        if settle(&now, Duration::from_secs(2), || whereabouts(&schema, id)) != now {
             moves += 1;
         }
     }

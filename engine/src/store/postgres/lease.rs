@@ -252,7 +252,8 @@ impl PgStore {
         let mut lost = Vec::new();
         let mut fence = self.leases.lock();
         for zone in held.zones.keys() {
-            if !renewed.contains(zone) {
+            // One released meanwhile is not lost.
+            if !renewed.contains(zone) && fence.zones.contains_key(zone) {
                 fence.zones.remove(zone);
                 tracing::warn!(lease = %zone, "lost the lease to another server");
                 lost.push(LeaseKey::from_stored(zone)?);
@@ -275,7 +276,8 @@ impl PgStore {
         self.run("releasing a zone lease", move |pool| async move {
             let conn = Conn::get(&pool, "connecting").await?;
             conn.execute(
-                "UPDATE hoard_zone_leases SET expires_at = now() - INTERVAL '1 millisecond' \
+                // No owner: a renewal already in flight cannot bring it back.
+                "UPDATE hoard_zone_leases SET expires_at = now() - INTERVAL '1 millisecond', owner = '' \
                  WHERE zone = $1 AND token = $2",
                 &[&zone, &token],
             )

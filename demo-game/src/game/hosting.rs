@@ -1,0 +1,283 @@
+//! Hosting players on a server of some of a world's zones.
+//!
+//! A player's own shards (the inventory) are written only by the server
+//! holding the player's lease (see docs/STORE.md, player leases). Signing
+//! in never waits for it: the server tries to take the lease at once and,
+//! while another server still holds it (the one the player just left lets
+//! them go a moment later), keeps trying on a worker thread; meanwhile the
+//! player reads zones as usual, and their actions wait (queued, bounded) until
+//! this server hosts them — lease held and inventory loaded from the store.
+//! A player who leaves has their inventory forgotten here (the store keeps
+//! it) and their lease let go, after a grace in case they come straight
+//! back, or at once if they never acted here.
+
+use std::collections::HashMap;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hoard_engine::ZoneId;
+use hoard_engine::store::{LeaseError, LeaseHolder, PgStore};
+
+use super::rules::{INVENTORY_ZONE, inventory_shard};
+
+/// How long a departed player's inventory stays in this server's care (and
+/// their lease held) in case they come straight back; also time for the
+/// commits of their last actions to be durable before another server may
+/// take them.
+pub(crate) const DEPARTURE_GRACE: Duration = Duration::from_secs(1);
+
+/// How long a player whose lease is held but whom the world has not seen
+/// is kept, should their connection's leave hook not have let them go.
+const PENDING_GRACE: Duration = Duration::from_secs(5);
+
+/// How often the worker tries again to take waiting players' leases.
+const RETRY_EVERY: Duration = Duration::from_millis(25);
+
+/// Actions of one player waiting for this server to host them.
+pub(crate) const MAX_DEFERRED: usize = 32;
+
+/// Where a player stands on this server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Host {
+    /// Signed in; another server still holds their lease.
+    Waiting,
+    /// Lease held (since this moment); the world has not seen them yet.
+    Pending(Instant),
+    /// Seen; their inventory loads at the start of the next frame.
+    Loading,
+    /// Lease held, inventory loaded: they act.
+    Here,
+    /// Left at this moment; inventory still loaded and lease held.
+    Left(Instant),
+}
+
+/// This server's part in a world spread over several servers.
+#[derive(Clone)]
+pub(crate) struct ZoneServer {
+    pub(crate) store: Arc<PgStore>,
+    pub(crate) holder: LeaseHolder,
+    /// The zones it serves.
+    pub(crate) zones: Vec<ZoneId>,
+    /// The players it hosts, shared by the hooks, the worker and the world.
+    hosted: Arc<Mutex<HashMap<String, Host>>>,
+    /// Leases to let go, for the worker (bounded).
+    release: SyncSender<String>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl ZoneServer {
+    /// Starts the lease worker.
+    pub(crate) fn new(store: Arc<PgStore>, holder: LeaseHolder, zones: Vec<ZoneId>) -> std::io::Result<ZoneServer> {
+        let (release, releases) = std::sync::mpsc::sync_channel(1024);
+        let hosted = Arc::new(Mutex::new(HashMap::new()));
+        let worker = Worker {
+            store: store.clone(),
+            holder: holder.clone(),
+            hosted: hosted.clone(),
+        };
+        std::thread::Builder::new()
+            .name("hoard-player-leases".into())
+            .spawn(move || worker.run(&releases))?;
+        Ok(ZoneServer {
+            store,
+            holder,
+            zones,
+            hosted,
+            release,
+        })
+    }
+
+    /// The join hook's part: takes the player's lease if it is free (one
+    /// round trip), else leaves them waiting for the worker. Never refuses.
+    pub(crate) fn host(&self, player: &str) {
+        {
+            let mut hosted = lock(&self.hosted);
+            match hosted.get(player) {
+                // Back before their departure was let go: still hosted.
+                Some(Host::Left(_) | Host::Here | Host::Loading | Host::Pending(_)) => return,
+                Some(Host::Waiting) => return,
+                None => hosted.insert(player.to_owned(), Host::Waiting),
+            };
+        }
+        match self.store.acquire_player(player, &self.holder) {
+            Ok(_) => {
+                let mut hosted = lock(&self.hosted);
+                if hosted.get(player) == Some(&Host::Waiting) {
+                    hosted.insert(player.to_owned(), Host::Pending(Instant::now()));
+                } else {
+                    drop(hosted);
+                    self.let_go(player);
+                }
+            }
+            Err(LeaseError::Held(lease)) => {
+                tracing::debug!(player, owner = %lease.owner, "player still hosted elsewhere; waiting for them");
+            }
+            Err(e) => tracing::warn!(player, error = %e, "could not take the player's lease; retrying"),
+        }
+    }
+
+    /// The leave hook's part: a player who never acted here (waiting, or
+    /// not yet seen by the world: sent on to another server) is let go at
+    /// once. One the world has seen is let go by [`host_players`].
+    pub(crate) fn unhost_unseen(&self, player: &str) {
+        let release = {
+            let mut hosted = lock(&self.hosted);
+            match hosted.get(player) {
+                Some(Host::Waiting) => {
+                    hosted.remove(player);
+                    false
+                }
+                Some(Host::Pending(_)) => {
+                    hosted.remove(player);
+                    true
+                }
+                _ => false,
+            }
+        };
+        if release {
+            self.let_go(player);
+        }
+    }
+
+    fn let_go(&self, player: &str) {
+        if self.release.try_send(player.to_owned()).is_err() {
+            tracing::warn!(player, "too many leases to let go at once; this one lapses by itself");
+        }
+    }
+}
+
+/// Takes waiting players' leases and lets departed players' go, off the
+/// world thread.
+struct Worker {
+    store: Arc<PgStore>,
+    holder: LeaseHolder,
+    hosted: Arc<Mutex<HashMap<String, Host>>>,
+}
+
+impl Worker {
+    fn run(&self, releases: &Receiver<String>) {
+        loop {
+            match releases.recv_timeout(RETRY_EVERY) {
+                Ok(player) => {
+                    if let Err(e) = self.store.release_player(&player) {
+                        tracing::warn!(player, error = %e, "could not let the player's lease go; it lapses by itself");
+                    }
+                    continue;
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            let waiting: Vec<String> = lock(&self.hosted)
+                .iter()
+                .filter(|(_, h)| **h == Host::Waiting)
+                .map(|(p, _)| p.clone())
+                .collect();
+            for player in waiting {
+                match self.store.acquire_player(&player, &self.holder) {
+                    Ok(_) => {
+                        let mut hosted = lock(&self.hosted);
+                        if hosted.get(&player) == Some(&Host::Waiting) {
+                            hosted.insert(player, Host::Pending(Instant::now()));
+                        } else if !hosted.contains_key(&player) {
+                            // Gone meanwhile.
+                            drop(hosted);
+                            let _ = self.store.release_player(&player);
+                        }
+                    }
+                    Err(LeaseError::Held(_)) => {}
+                    Err(e) => tracing::warn!(player, error = %e, "could not take the player's lease; retrying"),
+                }
+            }
+        }
+    }
+}
+
+/// The hosted players, as the world's systems see them.
+#[derive(bevy_ecs::resource::Resource, Clone)]
+pub(crate) struct Hosted(ZoneServer);
+
+impl Hosted {
+    pub(crate) fn new(server: &ZoneServer) -> Hosted {
+        Hosted(server.clone())
+    }
+
+    /// Whether `player`'s actions may be applied here: hosted, their
+    /// inventory loaded (a player who has just left too: what they did
+    /// before leaving is applied, not dropped).
+    pub(crate) fn may_act(&self, player: &str) -> bool {
+        matches!(lock(&self.0.hosted).get(player), Some(Host::Here | Host::Left(_)))
+    }
+
+    /// Whether `player` is (or is about to be) hosted here.
+    pub(crate) fn expects(&self, player: &str) -> bool {
+        lock(&self.0.hosted).contains_key(player)
+    }
+}
+
+/// Follows who is connected: a player whose lease is held gets their
+/// inventory loaded from the store (another server may have changed it) and
+/// acts from the next frame; one who left more than [`DEPARTURE_GRACE`] ago
+/// has it forgotten (not deleted: the store keeps it) and their lease let
+/// go, so the server they go to next may host them.
+pub(crate) fn host_players(
+    connected: Option<bevy_ecs::system::Res<hoard_bevy::server::ConnectedPlayers>>,
+    hosted: Option<bevy_ecs::system::Res<Hosted>>,
+    mut care: bevy_ecs::system::ResMut<hoard_bevy::ShardCare>,
+) {
+    let Some(hosted) = hosted else {
+        return;
+    };
+    let Ok(inventory) = ZoneId::new(INVENTORY_ZONE) else {
+        return;
+    };
+    // No one has connected until the plugin has seen a sign-in.
+    let none = hoard_bevy::server::ConnectedPlayers::default();
+    let connected = connected.as_deref().unwrap_or(&none);
+    let now = Instant::now();
+    let mut gone = Vec::new();
+    {
+        let mut players = lock(&hosted.0.hosted);
+        for (player, host) in players.iter_mut() {
+            let here = connected.contains(player);
+            *host = match (*host, here) {
+                (Host::Pending(_), true) => {
+                    care.load.push((inventory.clone(), inventory_shard(player)));
+                    Host::Loading
+                }
+                // Loaded in this frame's `PreUpdate`, before the rules.
+                (Host::Loading | Host::Left(_), true) => Host::Here,
+                (Host::Here | Host::Waiting, true) => *host,
+                (Host::Here | Host::Loading, false) => Host::Left(now),
+                (Host::Left(at), false) if now.duration_since(at) >= DEPARTURE_GRACE => {
+                    gone.push((player.clone(), true, true));
+                    *host
+                }
+                (Host::Pending(at), false) if now.duration_since(at) >= PENDING_GRACE => {
+                    gone.push((player.clone(), false, true));
+                    *host
+                }
+                (Host::Waiting, false) => {
+                    gone.push((player.clone(), false, false));
+                    *host
+                }
+                (Host::Left(_) | Host::Pending(_), false) => *host,
+            };
+        }
+        for (player, _, _) in &gone {
+            players.remove(player);
+        }
+    }
+    for (player, loaded, leased) in gone {
+        if loaded {
+            care.forget.push(inventory_shard(&player));
+        }
+        if leased {
+            tracing::debug!(player, "letting a departed player go");
+            hosted.0.let_go(&player);
+        }
+    }
+}
