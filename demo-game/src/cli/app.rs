@@ -43,7 +43,12 @@ pub(crate) struct ClientApp {
     perspective: String,
     /// Events of a frame already run that no caller has looked at yet.
     backlog: Vec<HoardEvent>,
+    /// How it connected (to connect to another server of the world).
+    options: ClientOptions,
 }
+
+/// Most times one entry follows `ZoneElsewhere` to another server.
+const MAX_REDIRECTS: usize = 4;
 
 impl Drop for ClientApp {
     /// The server is told the client goes (a client sent on to another
@@ -69,7 +74,7 @@ impl ClientApp {
     /// behind `Hello`): wait for it with [`ClientApp::ready`].
     pub(crate) fn connect(options: ClientOptions, first: Option<&ZoneId>) -> anyhow::Result<ClientApp> {
         let mut app = App::new();
-        let mut plugin = HoardClientPlugin::new(options, game::registry());
+        let mut plugin = HoardClientPlugin::new(options.clone(), game::registry());
         if let Some(zone) = first {
             plugin = plugin.entering(zone.clone());
         }
@@ -80,6 +85,7 @@ impl ClientApp {
             app,
             perspective: String::new(),
             backlog: Vec::new(),
+            options,
         };
         let deadline = Instant::now() + CONNECT_WITHIN;
         loop {
@@ -108,6 +114,61 @@ impl ClientApp {
             }
             std::thread::sleep(FRAME);
         }
+    }
+
+    /// Connects and enters `zone`; if the server says another server of
+    /// the world serves it, goes there — requiring the identity already
+    /// verified (a world's servers share it, and the cache stays valid) —
+    /// at most [`MAX_REDIRECTS`] times.
+    pub(crate) fn connect_entered(
+        mut options: ClientOptions,
+        zone: &ZoneId,
+    ) -> anyhow::Result<(ClientApp, EntryStats)> {
+        let mut hops = 0;
+        loop {
+            let attempt = ClientApp::connect(options.clone(), Some(zone)).and_then(|mut app| {
+                let stats = crate::cli::session::ready_with_progress(&mut app, zone)?;
+                Ok((app, stats))
+            });
+            let e = match attempt {
+                Ok(entered) => return Ok(entered),
+                Err(e) => e,
+            };
+            let Some(redirect) = e.downcast_ref::<Redirected>() else {
+                return Err(e);
+            };
+            anyhow::ensure!(
+                hops < MAX_REDIRECTS,
+                "zone {zone}: sent on {hops} times (last to {}); the world's servers disagree about who serves it",
+                redirect.address
+            );
+            hops += 1;
+            let known = hoard_net::tls::KnownServers::new(options.cache_dir.join("known_servers"));
+            let identity = options
+                .pin
+                .or_else(|| known.get(&options.server.to_string()))
+                .ok_or_else(|| anyhow::anyhow!("the server that sent this client on has no known identity"))?;
+            options = redirected(&options, identity, &redirect.address)?;
+            tracing::info!(%zone, address = %redirect.address, "entering the zone on another server of the world");
+        }
+    }
+
+    /// Enters `zone` on the server the world says serves it, as
+    /// [`ClientApp::connect_entered`] does, from this connection's options
+    /// and the identity it verified.
+    ///
+    /// This connection is closed first, so the cache it holds is free for
+    /// the next one; this client is of no further use.
+    pub(crate) fn connect_elsewhere(
+        &mut self,
+        address: &str,
+        zone: &ZoneId,
+    ) -> anyhow::Result<(ClientApp, EntryStats)> {
+        let options = redirected(&self.options, self.hoard().client().identity(), address)?;
+        if let Some(hoard) = self.app.world_mut().remove_resource::<Hoard>() {
+            hoard.close();
+        }
+        ClientApp::connect_entered(options, zone)
     }
 
     /// The player this client acts as.
@@ -224,4 +285,21 @@ impl ClientApp {
             .find(|(r, _)| shards.contains(&r.shard))
             .map(|(_, info)| info.clone())
     }
+}
+
+/// `options` for the server at `address`, pinned to the world's `identity`.
+fn redirected(
+    options: &ClientOptions,
+    identity: hoard_engine::ServerIdentity,
+    address: &str,
+) -> anyhow::Result<ClientOptions> {
+    let server = std::net::ToSocketAddrs::to_socket_addrs(address)
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| anyhow::anyhow!("the server address {address:?} a server sent does not resolve"))?;
+    Ok(ClientOptions {
+        server,
+        pin: Some(identity),
+        ..options.clone()
+    })
 }

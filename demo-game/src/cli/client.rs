@@ -6,13 +6,11 @@ use std::path::PathBuf;
 
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::Args;
 use hoard_bevy::Replicated;
 use hoard_bevy::client::HoardEvent;
 use hoard_engine::{ServerIdentity, ZoneId};
 use hoard_net::quic::client::{ClientEvent, ClientOptions};
-use hoard_proto::sync::client::EntryStats;
 
 use crate::cli::app::ClientApp;
 use crate::cli::session::Session;
@@ -22,9 +20,6 @@ use crate::game::presence::Presence;
 /// How long the server may take to answer the actions, or to show what
 /// `--expect-item` / `--expect-player` wait for.
 const ANSWER_WITHIN: Duration = Duration::from_secs(10);
-
-/// Most times one entry follows `ZoneElsewhere` to another server.
-const MAX_REDIRECTS: usize = 4;
 
 /// Options of the client.
 ///
@@ -92,8 +87,8 @@ pub(crate) fn run(args: ClientArgs) -> anyhow::Result<i32> {
     // The zone is entered as part of connecting: `EnterZone` right behind
     // `Hello`, one round trip after the handshake.
     if !args.headless {
-        let app = ClientApp::connect(options, Some(&args.zone))?;
-        let mut session = Session::start(app, args.zone)?;
+        let (app, stats) = ClientApp::connect_entered(options, &args.zone)?;
+        let mut session = Session::start(app, args.zone, stats)?;
         let result = session.run_terminal();
         let last = session.last_entry().cloned();
         session.leave()?;
@@ -102,7 +97,7 @@ pub(crate) fn run(args: ClientArgs) -> anyhow::Result<i32> {
         }
         return result.map(|()| 0);
     }
-    let (mut app, stats) = enter_following(options, &args.zone)?;
+    let (mut app, stats) = ClientApp::connect_entered(options, &args.zone)?;
     println!(
         "{}",
         serde_json::json!({
@@ -211,47 +206,4 @@ pub(crate) fn run(args: ClientArgs) -> anyhow::Result<i32> {
         }
     }
     Ok(0)
-}
-
-/// Connects and enters `zone`; if the server says another server of the
-/// world serves it, goes there — requiring the identity already verified
-/// (a world's servers share it, and the cache stays valid) — at most
-/// [`MAX_REDIRECTS`] times.
-fn enter_following(mut options: ClientOptions, zone: &ZoneId) -> anyhow::Result<(ClientApp, EntryStats)> {
-    let mut hops = 0;
-    loop {
-        let attempt = ClientApp::connect(options.clone(), Some(zone)).and_then(|mut app| {
-            let stats = crate::cli::session::ready_with_progress(&mut app, zone)?;
-            Ok((app, stats))
-        });
-        let e = match attempt {
-            Ok(entered) => return Ok(entered),
-            Err(e) => e,
-        };
-        let Some(redirect) = e.downcast_ref::<crate::cli::app::Redirected>() else {
-            return Err(e);
-        };
-        anyhow::ensure!(
-            hops < MAX_REDIRECTS,
-            "zone {zone}: sent on {hops} times (last to {}); the world's servers disagree about who serves it",
-            redirect.address
-        );
-        hops += 1;
-        let known = hoard_net::tls::KnownServers::new(options.cache_dir.join("known_servers"));
-        let identity = options
-            .pin
-            .or_else(|| known.get(&options.server.to_string()))
-            .context("the server that sent this client on has no known identity")?;
-        options.server = std::net::ToSocketAddrs::to_socket_addrs(redirect.address.as_str())
-            .ok()
-            .and_then(|mut addrs| addrs.next())
-            .with_context(|| {
-                format!(
-                    "the server address {:?} a server sent does not resolve",
-                    redirect.address
-                )
-            })?;
-        options.pin = Some(identity);
-        tracing::info!(%zone, address = %redirect.address, "entering the zone on another server of the world");
-    }
 }

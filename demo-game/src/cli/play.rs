@@ -91,7 +91,7 @@ pub(crate) fn run(args: PlayArgs) -> anyhow::Result<i32> {
         .recv()
         .map_err(|_| anyhow::anyhow!("the embedded server did not start"))??;
     let result = (|| {
-        let app = ClientApp::connect(
+        let (app, stats) = ClientApp::connect_entered(
             ClientOptions {
                 server: addr,
                 cache_dir,
@@ -99,9 +99,9 @@ pub(crate) fn run(args: PlayArgs) -> anyhow::Result<i32> {
                 service: "world".into(),
                 pin: Some(identity),
             },
-            Some(&args.zone),
+            &args.zone,
         )?;
-        let mut session = Session::start(app, args.zone)?;
+        let mut session = Session::start(app, args.zone, stats)?;
         let result = session.run_terminal();
         let last = session.last_entry().cloned();
         session.leave()?;

@@ -72,12 +72,11 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    /// Waits for `zone` (entered as part of connecting: see
-    /// [`ClientApp::connect`]), enters the player's inventory, and places the
-    /// player at the crossroads.
-    pub(crate) fn start(mut app: ClientApp, zone: ZoneId) -> anyhow::Result<Session> {
+    /// Takes over a client that has entered `zone` (see
+    /// [`ClientApp::connect_entered`]), enters the player's inventory, and
+    /// places the player at the crossroads.
+    pub(crate) fn start(mut app: ClientApp, zone: ZoneId, stats: EntryStats) -> anyhow::Result<Session> {
         let player = app.perspective().to_owned();
-        let stats = ready_with_progress(&mut app, &zone)?;
         app.enter(&ZoneId::new(rules::INVENTORY_ZONE)?, |_| {})?;
         let info = app
             .zone_info(&zone)
@@ -277,7 +276,7 @@ impl Session {
     fn cross(&mut self, terminal: &mut DefaultTerminal, next: ZoneId, arrival: (u16, u16)) -> anyhow::Result<()> {
         self.app.request(ZoneRequest::Leave(self.zone.clone()));
         let view = &mut self.view;
-        let stats = self.app.enter(&next, |p| {
+        let entered = self.app.enter(&next, |p| {
             view.message = format!(
                 "entering {next}: {}/{} shards, {} KB",
                 p.shards_done,
@@ -286,7 +285,23 @@ impl Session {
             );
             // A failed draw only loses this progress frame.
             let _ = terminal.draw(|f| draw(f, view));
-        })?;
+        });
+        let stats = match entered {
+            Ok(stats) => stats,
+            // Another server of the world serves `next`: the player moves
+            // there, with their cache; this connection closes.
+            Err(e) => {
+                let Some(redirect) = e.downcast_ref::<crate::cli::app::Redirected>() else {
+                    return Err(e);
+                };
+                self.view.message = format!("{next} is served by {}; moving there", redirect.address);
+                let _ = terminal.draw(|f| draw(f, &self.view));
+                let (mut app, stats) = self.app.connect_elsewhere(&redirect.address, &next)?;
+                app.enter(&ZoneId::new(rules::INVENTORY_ZONE)?, |_| {})?;
+                self.app = app;
+                stats
+            }
+        };
         self.info = self
             .app
             .zone_info(&next)
