@@ -411,3 +411,54 @@ fn players_trade_an_item_across_servers_while_the_servers_are_killed_and_it_exis
     assert!(moves >= 2, "the players carried the item around: {moves} moves");
     println!("{moves} moves of the item across two servers, {KILLS} kills at most");
 }
+
+#[test]
+fn bots_walking_round_the_world_follow_it_from_server_to_server() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let work = tempfile::tempdir().expect("tempdir");
+    let schema = PgSchema::new();
+    // The bots walk round all four zones: meadow, forest, coast, desert.
+    let status = demo()
+        .args([
+            "world",
+            "generate",
+            "--zones",
+            "4",
+            "--objects-per-zone",
+            "300",
+            "--out",
+        ])
+        .arg(data.path().join("world-files"))
+        .stdout(Stdio::null())
+        .status()
+        .expect("generate");
+    assert!(status.success());
+    let _ = token(data.path(), "keys");
+    let (_alpha, alpha_addr, alpha_rx) = start(data.path(), &schema, "alpha", "meadow,forest");
+    listening(&alpha_rx, Duration::from_secs(60));
+    let (_beta, _, beta_rx) = start(data.path(), &schema, "beta", "coast,desert");
+    listening(&beta_rx, Duration::from_secs(60));
+    let out = demo()
+        .args(["bots", "--server", &alpha_addr, "--clients", "4", "--duration", "8"])
+        .args([
+            "--zone-change-every",
+            "1.5-2",
+            "--actions-per-sec",
+            "4",
+            "--json",
+            "--server-data",
+        ])
+        .arg(data.path())
+        .arg("--work")
+        .arg(work.path())
+        .output()
+        .expect("bots");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one json line");
+    let bots = &v["bots"];
+    assert!(bots["errors"].as_object().expect("errors").is_empty(), "{v}");
+    let count = |kind: &str| bots["entries"][kind]["count"].as_f64().unwrap_or(0.0);
+    // Every bot entered once, then changed zones several times, half of
+    // them onto the other server.
+    assert!(count("cold") + count("warm") >= 8.0, "{v}");
+}

@@ -63,7 +63,10 @@ struct InFlight {
 }
 
 struct Bot {
-    client: HoardClient,
+    /// `None` only while moving to another server.
+    client: Option<HoardClient>,
+    /// How `client` connected (to move to another server of the world).
+    options: ClientOptions,
     record: Arc<Record>,
     rng: fastrand::Rng,
     name: String,
@@ -122,28 +125,20 @@ pub(crate) async fn live(
     }
     let mut rng = fastrand::Rng::with_seed(seed);
     let zone = rng.usize(..RING.len());
-    let connected = HoardClient::connect_and_enter(options, crate::game::registry(), &zone_id(zone)).await;
-    let (client, pending) = match connected {
-        Ok(c) => c,
+    let (client, stats, options) = match enter_following(options, &zone_id(zone)).await {
+        Ok(entered) => entered,
         Err(e) => {
-            tracing::debug!(bot = %name, error = %e, "could not connect");
+            tracing::debug!(bot = %name, error = %e, "could not connect and enter");
             return record.error(error_kind(&e));
         }
     };
     record.connected(1);
-    match pending.wait().await {
-        Ok(stats) => record.entry(entry_kind(&stats), due, stats.bytes_rx, stats.bytes_tx),
-        Err(e) => {
-            record.error(error_kind(&e));
-            record.connected(-1);
-            client.close();
-            return;
-        }
-    }
+    record.entry(entry_kind(&stats), due, stats.bytes_rx, stats.bytes_tx);
     // A random tile of the square (clamping a random tile lands in it).
     let pos = (rng.u16(..ZONE_SIZE), rng.u16(..ZONE_SIZE));
     let mut bot = Bot {
-        client,
+        client: Some(client),
+        options,
         record: record.clone(),
         rng,
         name,
@@ -157,9 +152,57 @@ pub(crate) async fn live(
         builds: 0,
     };
     bot.run(plan).await;
-    bot.client.close();
+    if let Some(client) = &bot.client {
+        client.close();
+    }
     bot.resolve_receipts(true);
     record.connected(-1);
+}
+
+/// Most times one entry follows `ZoneElsewhere` to another server.
+const MAX_REDIRECTS: usize = 4;
+
+/// Connects and enters `zone`, following the world to the server that
+/// serves it (pinning the identity already verified, as a world's servers
+/// share it); the client, the entry, and the options it connected with.
+async fn enter_following(
+    mut options: ClientOptions,
+    zone: &ZoneId,
+) -> Result<(HoardClient, EntryStats, ClientOptions), hoard_net::quic::client::ClientError> {
+    use hoard_net::quic::client::ClientError;
+    for _ in 0..=MAX_REDIRECTS {
+        let (address, identity) =
+            match HoardClient::connect_and_enter(options.clone(), crate::game::registry(), zone).await {
+                Ok((client, pending)) => match pending.wait().await {
+                    Ok(stats) => return Ok((client, stats, options)),
+                    Err(ClientError::ZoneElsewhere { address, .. }) => {
+                        client.close_and_wait(Duration::from_millis(500)).await;
+                        (address, client.identity())
+                    }
+                    Err(e) => {
+                        client.close();
+                        return Err(e);
+                    }
+                },
+                Err(ClientError::ZoneElsewhere { address, .. }) => {
+                    let known = hoard_net::tls::KnownServers::new(options.cache_dir.join("known_servers"));
+                    let identity = options
+                        .pin
+                        .or_else(|| known.get(&options.server.to_string()))
+                        .ok_or_else(|| ClientError::Lost("sent on by a server whose identity is not known".into()))?;
+                    (address, identity)
+                }
+                Err(e) => return Err(e),
+            };
+        options.server = std::net::ToSocketAddrs::to_socket_addrs(address.as_str())
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| ClientError::Lost(format!("the server address {address:?} does not resolve")))?;
+        options.pin = Some(identity);
+    }
+    Err(hoard_net::quic::client::ClientError::Lost(format!(
+        "zone {zone}: sent on more than {MAX_REDIRECTS} times"
+    )))
 }
 
 /// The tile `pos` moved into `zone`'s square at the corner.
@@ -172,6 +215,12 @@ fn clamp_to_box(zone: usize, pos: (u16, u16)) -> (u16, u16) {
 }
 
 impl Bot {
+    /// The connection (present except while moving to another server,
+    /// which only `change_zone` does, and it returns false if that fails).
+    fn client(&self) -> &HoardClient {
+        self.client.as_ref().expect("a bot is connected between zone changes")
+    }
+
     async fn run(&mut self, plan: Plan) {
         let period = Duration::from_secs_f64(1.0 / plan.actions_per_sec.max(0.001));
         // Place the bot (the first move of a player may go anywhere).
@@ -192,7 +241,7 @@ impl Bot {
             let wake = next_action.min(next_change).min(plan.stop_at);
             tokio::select! {
                 _ = tokio::time::sleep_until(wake.into()) => {}
-                _ = self.client.changed() => {}
+                _ = self.client().changed() => {}
             }
             if !self.take_updates() {
                 return;
@@ -226,7 +275,7 @@ impl Bot {
     /// Sends one action; a world-changing one (on `shard`) is followed
     /// until it is processed, to match the live update it causes.
     async fn act(&mut self, action: Action, due: Instant, shard: Option<ShardId>) {
-        match self.client.send_intent(ACTION, &action).await {
+        match self.client().send_intent(ACTION, &action).await {
             Ok(seq) => {
                 self.record.sent();
                 if self.in_flight.len() < 1024 {
@@ -334,18 +383,61 @@ impl Bot {
             None,
         )
         .await;
-        if let Err(e) = self.client.leave_zone(&zone_id(from)).await {
+        if let Err(e) = self.client().leave_zone(&zone_id(from)).await {
             self.record.error(error_kind(&e));
             return false;
         }
         self.zone = to;
         self.pos = arrival;
         self.items.clear();
-        match self.client.enter_zone(&zone_id(to)).await {
+        match self.client().enter_zone(&zone_id(to)).await {
             Ok(stats) => {
                 self.record
                     .entry(entry_kind(&stats), due, stats.bytes_rx, stats.bytes_tx);
                 true
+            }
+            // Another server of the world serves it: the bot moves there.
+            Err(hoard_net::quic::client::ClientError::ZoneElsewhere { address, .. }) => {
+                let mut options = self.options.clone();
+                options.pin = Some(self.client().identity());
+                // Gone before the next connection opens the bot's cache.
+                if let Some(old) = self.client.take() {
+                    old.close_and_wait(Duration::from_millis(500)).await;
+                }
+                options.server = match std::net::ToSocketAddrs::to_socket_addrs(address.as_str())
+                    .ok()
+                    .and_then(|mut a| a.next())
+                {
+                    Some(server) => server,
+                    None => {
+                        self.record.error("bad redirect");
+                        return false;
+                    }
+                };
+                match enter_following(options, &zone_id(to)).await {
+                    Ok((client, stats, options)) => {
+                        self.client = Some(client);
+                        self.options = options;
+                        self.record
+                            .entry(entry_kind(&stats), due, stats.bytes_rx, stats.bytes_tx);
+                        // The step across went to the old server; say it here.
+                        self.act(
+                            Action::Move {
+                                zone: RING[to].1,
+                                x: arrival.0,
+                                y: arrival.1,
+                            },
+                            due,
+                            None,
+                        )
+                        .await;
+                        true
+                    }
+                    Err(e) => {
+                        self.record.error(error_kind(&e));
+                        false
+                    }
+                }
             }
             Err(e) => {
                 self.record.error(error_kind(&e));
@@ -358,7 +450,8 @@ impl Bot {
     fn take_updates(&mut self) -> bool {
         let now = Instant::now();
         let mut alive = true;
-        for update in self.client.take_updates() {
+        let Some(client) = &self.client else { return false };
+        for update in client.take_updates() {
             match update {
                 ClientUpdate::ZoneLoaded { shards, .. } => {
                     for shard in shards {
