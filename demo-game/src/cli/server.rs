@@ -268,6 +268,16 @@ fn serve(args: RunArgs) -> anyhow::Result<i32> {
         },
     };
     hoard_bevy::server::shutdown(&mut app);
+    // Stopped cleanly, every commit durable: the zones and players go at
+    // once, rather than when the leases lapse.
+    if code == 0
+        && let Some(leases) = &leases
+    {
+        match leases.store.release_all() {
+            Ok(()) => tracing::info!("released the zone and player leases"),
+            Err(e) => tracing::warn!(error = %e, "could not release the leases; they lapse by themselves"),
+        }
+    }
     Ok(code)
 }
 

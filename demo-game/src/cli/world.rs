@@ -12,6 +12,7 @@ use clap::{Args, Subcommand};
 use hoard_engine::{Publisher, RedbStore, ZoneId};
 
 use crate::cli::progress::Progress;
+use crate::game::server::ServerStore;
 use crate::world::problems::Problems;
 use crate::world::{Change, WorldData, WorldObject, check, files, generate, render, store};
 
@@ -20,6 +21,14 @@ use crate::world::{Change, WorldData, WorldObject, check, files, generate, rende
 pub(crate) struct WorldArgs {
     #[command(subcommand)]
     command: WorldCommand,
+    /// Use the world store on PostgreSQL at this URL instead of a data
+    /// directory's (`postgres://user@host:port/db`). Commands that write it
+    /// refuse while any server of the world is running.
+    #[arg(long, global = true)]
+    store: Option<String>,
+    /// The PostgreSQL schema holding the world (default: `public`).
+    #[arg(long, global = true, requires = "store")]
+    store_schema: Option<String>,
 }
 
 /// The world shipped with the demo, found next to the sources it was built from.
@@ -45,9 +54,9 @@ enum WorldCommand {
     ///
     /// Example: `hoard-demo world import --data ./server-data --world assets/world`
     Import {
-        /// The server's data directory.
+        /// The server's data directory (or give --store).
         #[arg(long)]
-        data: PathBuf,
+        data: Option<PathBuf>,
         /// The world folder.
         #[arg(long, default_value_os_t = default_world_dir())]
         world: PathBuf,
@@ -56,9 +65,9 @@ enum WorldCommand {
     ///
     /// Example: `hoard-demo world export --data ./server-data --out ./exported`
     Export {
-        /// The server's data directory (the server must not be running).
+        /// The server's data directory (the server must not be running; or give --store).
         #[arg(long)]
-        data: PathBuf,
+        data: Option<PathBuf>,
         /// The folder to write (created; existing world files in it are replaced).
         #[arg(long)]
         out: PathBuf,
@@ -83,9 +92,9 @@ enum WorldCommand {
     ///
     /// Example: `hoard-demo world apply --data ./server-data --mod assets/mods/harvest-festival`
     Apply {
-        /// The server's data directory (stop the server first).
+        /// The server's data directory (stop the server first; or give --store).
         #[arg(long)]
-        data: PathBuf,
+        data: Option<PathBuf>,
         /// The mod folder.
         #[arg(long = "mod")]
         mod_dir: PathBuf,
@@ -131,15 +140,22 @@ enum WorldCommand {
 }
 
 pub(crate) fn run(args: WorldArgs) -> anyhow::Result<i32> {
+    let at = StoreAt {
+        url: args.store,
+        schema: args.store_schema,
+    };
+    let open_store = |data: Option<&Path>| at.open(data);
     match args.command {
         WorldCommand::Validate { world, mods } => validate(&world, &mods),
         WorldCommand::Import { data, world } => {
             let world_data = load_valid(&world)?;
-            let store = open_store(&data)?;
+            let opened = open_store(data.as_deref())?;
+            ensure_no_server(&opened)?;
+            let store = &*opened.store;
             let mut publisher = Publisher::new(crate::game::registry());
             let progress = Progress::new("importing", "objects");
             let n = store::import(
-                &store,
+                store,
                 &world_data,
                 &mut publisher,
                 &mut World::new(),
@@ -149,14 +165,17 @@ pub(crate) fn run(args: WorldArgs) -> anyhow::Result<i32> {
             println!(
                 "imported {n} objects in {} zones into {}",
                 world_data.zones.len(),
-                data.display()
+                opened.label
             );
             Ok(0)
         }
-        WorldCommand::Export { data, out } => write_files(&store::read(&open_store(&data)?)?, &out, "exporting"),
+        WorldCommand::Export { data, out } => {
+            write_files(&store::read(&*open_store(data.as_deref())?.store)?, &out, "exporting")
+        }
         WorldCommand::Diff { mod_dir, world, data } => {
             let base = match &data {
-                Some(data) => store::read(&open_store(data)?)?,
+                Some(data) => store::read(&*open_store(Some(data))?.store)?,
+                None if at.url.is_some() => store::read(&*open_store(None)?.store)?,
                 None => load_valid(&world)?,
             };
             let (_, changes) = overlay_valid(base, &mod_dir)?;
@@ -164,16 +183,18 @@ pub(crate) fn run(args: WorldArgs) -> anyhow::Result<i32> {
             Ok(0)
         }
         WorldCommand::Apply { data, mod_dir } => {
-            let store = open_store(&data)?;
+            let opened = open_store(data.as_deref())?;
+            ensure_no_server(&opened)?;
+            let store = &*opened.store;
             // One load serves both: its data is checked with the mod over
             // it, its entities receive the changes.
-            let mut loaded = store::load(&store)?;
+            let mut loaded = store::load(store)?;
             let (_, changes) = overlay_valid(std::mem::take(&mut loaded.data), &mod_dir)?;
             if changes.is_empty() {
                 println!("{} changes nothing in this store", mod_dir.display());
                 return Ok(0);
             }
-            let receipt = store::apply(&store, loaded, &changes)?;
+            let receipt = store::apply(store, loaded, &changes)?;
             print_changes(&changes);
             for head in &receipt.heads {
                 println!("shard {} of {} is now at seq {}", head.shard.0, head.zone, head.seq.0);
@@ -188,7 +209,8 @@ pub(crate) fn run(args: WorldArgs) -> anyhow::Result<i32> {
             data,
         } => {
             let source = match &data {
-                Some(data) => store::read(&open_store(data)?)?,
+                Some(data) => store::read(&*open_store(Some(data))?.store)?,
+                None if at.url.is_some() => store::read(&*open_store(None)?.store)?,
                 None => load_valid(&world)?,
             };
             let progress = Progress::new("drawing", "layers");
@@ -233,14 +255,54 @@ fn write_files(world: &WorldData, out: &Path, verb: &str) -> anyhow::Result<i32>
     Ok(0)
 }
 
-/// Opens a server's store, explaining the usual reason it is busy.
-fn open_store(data: &Path) -> anyhow::Result<RedbStore> {
-    RedbStore::open_dir(data).with_context(|| {
-        format!(
-            "opening the store in {} (a running server holds it: stop the server first)",
-            data.display()
-        )
-    })
+/// Which store a command works on: a PostgreSQL one, or a data directory's.
+struct StoreAt {
+    url: Option<String>,
+    schema: Option<String>,
+}
+
+impl StoreAt {
+    /// Opens the store, explaining the usual reason a data directory's is busy.
+    fn open(&self, data: Option<&Path>) -> anyhow::Result<ServerStore> {
+        if let Some(url) = &self.url {
+            anyhow::ensure!(data.is_none(), "give --data DIR or --store URL, not both");
+            return ServerStore::open(Path::new("."), Some(url), self.schema.as_deref());
+        }
+        let data = data.context("give the server's --data DIR (or --store URL)")?;
+        let store = RedbStore::open_dir(data).with_context(|| {
+            format!(
+                "opening the store in {} (a running server holds it: stop the server first)",
+                data.display()
+            )
+        })?;
+        let label = store.path().display().to_string();
+        Ok(ServerStore {
+            store: std::sync::Arc::new(store),
+            postgres: None,
+            label,
+        })
+    }
+}
+
+/// A PostgreSQL world shared by servers has no file lock: a tool writing
+/// it refuses while any server of the world holds a lease (it would change
+/// zones behind their backs).
+fn ensure_no_server(opened: &ServerStore) -> anyhow::Result<()> {
+    let Some(pg) = &opened.postgres else {
+        return Ok(());
+    };
+    let live = pg.live_leases()?;
+    if let Some(first) = live.first() {
+        anyhow::bail!(
+            "the world is being served ({} live leases; {} is leased to {} at {}): stop its servers first, \
+             or wait until their leases lapse",
+            live.len(),
+            first.key,
+            first.owner,
+            first.address
+        );
+    }
+    Ok(())
 }
 
 /// Reads and checks a world folder, with a progress bar.

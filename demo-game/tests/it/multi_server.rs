@@ -462,3 +462,49 @@ fn bots_walking_round_the_world_follow_it_from_server_to_server() {
     // them onto the other server.
     assert!(count("cold") + count("warm") >= 8.0, "{v}");
 }
+
+#[test]
+fn offline_world_tools_refuse_to_write_a_world_its_servers_are_serving() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let out_dir = tempfile::tempdir().expect("tempdir");
+    let schema = PgSchema::new();
+    generate_world(&data.path().join("world-files"));
+    let _ = token(data.path(), "keys");
+    let (mut alpha, _, alpha_rx) = start(data.path(), &schema, "alpha", "meadow");
+    listening(&alpha_rx, Duration::from_secs(60));
+    let store_args = ["--store", &pg_url(), "--store-schema", &schema.0];
+    // Reading is fine while it runs.
+    let export = demo()
+        .args(["world", "export", "--out"])
+        .arg(out_dir.path().join("exported"))
+        .args(store_args)
+        .output()
+        .expect("export");
+    assert!(export.status.success(), "{}", String::from_utf8_lossy(&export.stderr));
+    // Writing is refused, naming who serves what.
+    let import = demo()
+        .args(["world", "import", "--world"])
+        .arg(data.path().join("world-files"))
+        .args(store_args)
+        .output()
+        .expect("import");
+    assert!(!import.status.success());
+    let err = String::from_utf8_lossy(&import.stderr);
+    assert!(err.contains("zone meadow is leased to alpha"), "{err}");
+    // Stopped cleanly (Ctrl-C), alpha gives its leases back at once.
+    let interrupted = std::process::Command::new("kill")
+        .args(["-INT", &alpha.0.id().to_string()])
+        .status()
+        .expect("kill -INT");
+    assert!(interrupted.success());
+    let status = alpha.0.wait().expect("alpha stops");
+    assert!(status.success(), "a clean stop: {status}");
+    let import = demo()
+        .args(["world", "import", "--world"])
+        .arg(data.path().join("world-files"))
+        .args(store_args)
+        .output()
+        .expect("import");
+    let err = String::from_utf8_lossy(&import.stderr);
+    assert!(!err.contains("leased to"), "the leases were given back: {err}");
+}

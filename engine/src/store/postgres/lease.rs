@@ -262,6 +262,16 @@ impl PgStore {
         Ok(lost)
     }
 
+    /// Gives up every lease this store holds (a server stopping cleanly,
+    /// after its last commit: its standby takes over at once).
+    pub fn release_all(&self) -> Result<(), StoreFault> {
+        let held: Vec<String> = self.leases.snapshot().zones.into_keys().collect();
+        for key in held {
+            self.release(&LeaseKey::from_stored(&key)?)?;
+        }
+        Ok(())
+    }
+
     /// Gives up the lease on `zone` (it expires at once), so another
     /// server may take it without waiting.
     pub fn release_zone(&self, zone: &ZoneId) -> Result<(), StoreFault> {
@@ -285,6 +295,27 @@ impl PgStore {
             .map_err(|e| StoreFault::backend("releasing a lease", e))?;
             conn.clean();
             Ok(())
+        })
+    }
+
+    /// Every lease that has not lapsed: which servers are serving which
+    /// zones and hosting which players now. A tool that writes the store
+    /// offline refuses while there are any.
+    pub fn live_leases(&self) -> Result<Vec<Lease>, StoreFault> {
+        self.run("reading the live leases", move |pool| async move {
+            let conn = Conn::get(&pool, "connecting").await?;
+            let rows = conn
+                .query(
+                    &format!(
+                        "SELECT {LEASE_COLUMNS} FROM hoard_zone_leases WHERE expires_at > now() AND owner <> '' \
+                         ORDER BY zone"
+                    ),
+                    &[],
+                )
+                .await
+                .map_err(|e| StoreFault::backend("reading the live leases", e))?;
+            conn.clean();
+            rows.iter().map(lease_from_row).collect()
         })
     }
 
