@@ -58,6 +58,8 @@ fn client(server: &App, dir: &std::path::Path, player: &str) -> Result<App, Box<
         token: handle.auth.issue(player, chrono::Utc::now().timestamp() + 60)?,
         service: "world".into(),
         pin: Some(handle.identity),
+        world: None,
+        proofs: false,
     };
     let mut app = App::new();
     app.add_plugins(HoardClientPlugin::new(options, registry()));

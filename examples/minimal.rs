@@ -62,6 +62,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         token,
         service: "world".into(),
         pin: Some(handle.identity),
+        world: None,
+        proofs: false,
     };
     let mut client = App::new();
     client.add_plugins(HoardClientPlugin::new(options, registry()));

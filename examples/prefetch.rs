@@ -61,6 +61,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         token: handle.auth.issue("ann", chrono::Utc::now().timestamp() + 60)?,
         service: "world".into(),
         pin: Some(handle.identity),
+        world: None,
+        proofs: false,
     };
     let mut client = App::new();
     client

@@ -59,6 +59,8 @@
 //!     token,
 //!     service: "world".into(),
 //!     pin: None,
+//!     world: None,
+//!     proofs: false,
 //! };
 //! let mut client = App::new();
 //! client.add_plugins(HoardClientPlugin::new(options, registry()));

@@ -130,6 +130,7 @@ pub(crate) fn run(args: &Args, out: &Path) -> anyhow::Result<()> {
         let update = ClientUpdate::ZoneLoaded {
             zone: zone_id.clone(),
             shards: checked.into_iter().map(std::sync::Arc::new).collect(),
+            proofs: Vec::new(),
         };
         let (t_spawn, spawned) = time(|| {
             materialiser.apply(&mut world, vec![update]);

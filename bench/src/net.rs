@@ -67,6 +67,8 @@ fn bench_client(server: &ServerHandle, addr: SocketAddr, cache: &Path) -> anyhow
         token: server.auth.issue("bench", chrono::Utc::now().timestamp() + 3600)?,
         service: "world".into(),
         pin: Some(server.identity),
+        world: None,
+        proofs: false,
     })
 }
 

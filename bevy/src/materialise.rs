@@ -89,12 +89,13 @@ impl Materialiser {
         let mut events = Vec::new();
         for update in updates {
             match update {
-                ClientUpdate::ZoneLoaded { zone, shards } => self.load_zone(world, &zone, shards),
+                ClientUpdate::ZoneLoaded { zone, shards, .. } => self.load_zone(world, &zone, shards),
                 ClientUpdate::Objects {
                     zone,
                     shard,
                     upserts,
                     removed,
+                    ..
                 } => {
                     for id in removed {
                         // An object that moved may already be upserted in its

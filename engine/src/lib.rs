@@ -40,6 +40,7 @@ pub mod marker;
 pub mod publish;
 pub mod registry;
 pub mod schema;
+pub mod set_root;
 pub mod state;
 pub mod store;
 pub mod url;

@@ -2,6 +2,7 @@
 //! the sans-IO machines of `hoard-proto`, plus TLS identity and pinning and
 //! a UDP network simulator for tests and measurements.
 
+pub mod heads;
 pub mod metrics;
 pub mod netsim;
 pub mod quic;

@@ -179,6 +179,14 @@ impl ServerKeys {
         })
     }
 
+    /// The world's public key, SubjectPublicKeyInfo DER (its BLAKE3 is
+    /// [`ServerKeys::identity`]): what verifies signed shard heads.
+    pub fn world_key(&self) -> Result<Vec<u8>, String> {
+        let parsed =
+            webpki::EndEntityCert::try_from(&self.cert).map_err(|e| format!("certificate does not parse: {e:?}"))?;
+        Ok(parsed.subject_public_key_info().as_ref().to_vec())
+    }
+
     /// A rustls server configuration presenting this certificate, ALPN
     /// `hoard/1`, TLS 1.3, 0-RTT allowed.
     pub fn rustls_config(&self) -> Result<rustls::ServerConfig, TlsError> {

@@ -9,5 +9,6 @@
 
 pub mod auth;
 pub mod intents;
+pub mod proof;
 pub mod sync;
 pub mod wire;

@@ -89,6 +89,8 @@ pub(crate) fn client_of(server: &App, cache: &Path, player: &str, registry: Publ
         token,
         service: "world".into(),
         pin: Some(handle.identity),
+        world: None,
+        proofs: false,
     };
     let mut app = App::new();
     app.add_plugins(HoardClientPlugin::new(options, registry))

@@ -80,6 +80,8 @@ fn a_client_app_enters_sees_entities_before_ready_and_sends_intents() {
                 token,
                 service: "world".into(),
                 pin: None,
+                world: None,
+                proofs: false,
             },
             registry(),
         ))

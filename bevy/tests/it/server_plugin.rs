@@ -101,6 +101,8 @@ fn a_bevy_app_serves_its_world_and_applies_typed_intents() {
                 token,
                 service: "world".into(),
                 pin: None,
+                world: None,
+                proofs: false,
             },
             registry(),
         ))

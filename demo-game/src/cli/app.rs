@@ -300,6 +300,8 @@ fn redirected(
     Ok(ClientOptions {
         server,
         pin: Some(identity),
+        world: None,
+        proofs: false,
         ..options.clone()
     })
 }

@@ -81,6 +81,8 @@ pub(crate) fn run(args: ClientArgs) -> anyhow::Result<i32> {
         token: args.token,
         service: "world".into(),
         pin: args.fingerprint,
+        world: None,
+        proofs: false,
     };
     // The client is a Bevy App on `HoardClientPlugin`; dropping it closes
     // the connection and releases the cache.

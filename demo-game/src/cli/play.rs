@@ -98,6 +98,8 @@ pub(crate) fn run(args: PlayArgs) -> anyhow::Result<i32> {
                 token: format!("{}{}", hoard_proto::auth::DEV_PREFIX, args.player),
                 service: "world".into(),
                 pin: Some(identity),
+                world: None,
+                proofs: false,
             },
             &args.zone,
         )?;

@@ -35,6 +35,34 @@ pub struct ClientOptions {
     pub service: String,
     /// A fingerprint to require; otherwise `known_servers` (trust on first use).
     pub pin: Option<ServerIdentity>,
+    /// The world this server serves, when it is a relay of it: the cache is
+    /// keyed by the world (so it stays valid through any relay and at the
+    /// origin), and every shard is checked against the world's signed
+    /// heads. `None`: the server is the world's own.
+    pub world: Option<ServerIdentity>,
+    /// Ask for signed heads and check them even from the world's own server
+    /// (a relay's upstream does, to hand them on).
+    pub proofs: bool,
+}
+
+impl ClientOptions {
+    /// The world identity the cache is keyed by, for a server presenting
+    /// `tls_identity`, and whether shards are checked against signed heads.
+    fn world_and_proofs(&self, tls_identity: ServerIdentity) -> (ServerIdentity, bool) {
+        let world = self.world.unwrap_or(tls_identity);
+        (world, self.proofs || world != tls_identity)
+    }
+}
+
+/// The world's key, known once `Welcome` is read (answers and deltas are
+/// read only after that): checks signed heads.
+#[derive(Debug, Default)]
+struct WorldKey(std::sync::OnceLock<crate::heads::KeyVerifier>);
+
+impl hoard_proto::proof::HeadVerifier for WorldKey {
+    fn verify(&self, scheme: u16, statement: &[u8], signature: &[u8]) -> bool {
+        self.0.get().is_some_and(|k| k.verify(scheme, statement, signature))
+    }
 }
 
 /// Why the client failed.
@@ -175,6 +203,9 @@ pub enum ClientUpdate {
         /// Its shards, each with its objects (shared with the client's live
         /// copies, not copied for the game).
         shards: Vec<Arc<CachedShard>>,
+        /// The world's signed head of each shard, when the client checks
+        /// them ([`ClientOptions::proofs`], or through a relay).
+        proofs: Vec<hoard_proto::wire::HeadProof>,
     },
     /// A live change of one shard: objects written and objects removed.
     Objects {
@@ -187,6 +218,11 @@ pub enum ClientUpdate {
         /// Objects removed from this shard (an object that moved to
         /// another shard may already be upserted there).
         removed: Vec<ObjectId>,
+        /// The whole shard after the change (shared with the live copy).
+        head: Arc<CachedShard>,
+        /// The world's signed head after the change, when the client checks
+        /// them.
+        proof: Option<hoard_proto::wire::HeadProof>,
     },
     /// A zone was left: its objects are gone from the game's view.
     ZoneLeft {
@@ -226,6 +262,8 @@ struct Inner {
     /// to send again if the server refuses it (bounded: a client sends only
     /// `EnterZone` before its handshake completes).
     early_log: Mutex<Option<Vec<Message>>>,
+    /// The world's key, once `Welcome` brought it (proof mode).
+    world_key: Arc<WorldKey>,
 }
 
 /// A connected client.
@@ -521,12 +559,15 @@ impl Inner {
         // The sync machine's clock: seconds since `started`, which is
         // `wall_clock_at_zero` on the wall clock.
         let started = Instant::now();
+        let (world, proven) = options.world_and_proofs(identity);
+        let world_key = Arc::new(WorldKey::default());
         let sync = ClientSync::new(ClientConfig {
-            server: identity,
+            server: world,
             service: options.service.clone(),
             perspective: perspective.to_owned(),
             registry: registry.hash(),
             wall_clock_at_zero: chrono::Utc::now(),
+            proofs: proven.then(|| hoard_proto::proof::ProofChecker::new(world, &options.service, world_key.clone())),
         });
         Arc::new(Inner {
             sync: Mutex::new(sync),
@@ -541,7 +582,32 @@ impl Inner {
             control: AsyncMutex::new(send),
             audits: Mutex::new(HashMap::new()),
             early_log: Mutex::new(early.then(Vec::new)),
+            world_key,
         })
+    }
+
+    /// Checks `Welcome` names the world this client keys its cache by, and,
+    /// when shards are checked against signed heads, takes the world's key
+    /// from it.
+    fn accept_welcome(&self, welcome: &hoard_proto::wire::Welcome, addr: SocketAddr) -> Result<(), ClientError> {
+        let (world, proven) = match self.sync.lock() {
+            Ok(sync) => (sync.config().server, sync.config().proofs.is_some()),
+            Err(_) => return Err(ClientError::Lost("poisoned".into())),
+        };
+        if welcome.server != world.0 {
+            return Err(connect_err(
+                addr,
+                format!(
+                    "the server relays world {}, not {world}: connect with that world named",
+                    ServerIdentity(welcome.server)
+                ),
+            ));
+        }
+        if proven {
+            let key = crate::heads::KeyVerifier::new(world, &welcome.world_key).map_err(|e| connect_err(addr, e))?;
+            let _ = self.world_key.0.set(key);
+        }
+        Ok(())
     }
 }
 
@@ -562,6 +628,7 @@ impl HoardClient {
             &welcome.perspective,
             false,
         );
+        inner.accept_welcome(&welcome, addr)?;
         Ok(HoardClient::start(
             inner,
             opened.conn,
@@ -636,6 +703,7 @@ impl HoardClient {
         };
         let mut control = FrameReader::new(recv, MAX_CONTROL_FRAME);
         let welcome = read_welcome(&mut control, &opened.conn, addr).await?;
+        inner.accept_welcome(&welcome, addr)?;
         if welcome.perspective != guess {
             // Cannot happen with the server's token forms; never act on heads
             // read under another perspective.
@@ -761,8 +829,19 @@ impl HoardClient {
         if let Ok(mut visible) = self.inner.visible.lock() {
             visible.insert(zone.clone());
         }
-        let live = self.inner.sync.lock().map(|s| s.live_shards(zone)).ok().flatten();
-        if let Some(shards) = live {
+        let live = self
+            .inner
+            .sync
+            .lock()
+            .map(|s| {
+                s.live_shards(zone).map(|shards| {
+                    let proofs = shards.iter().filter_map(|c| s.proof(c.header.key.shard).cloned()).collect();
+                    (shards, proofs)
+                })
+            })
+            .ok()
+            .flatten();
+        if let Some((shards, proofs)) = live {
             let stats = EntryStats {
                 shards: shards.len() as u32,
                 shards_fresh: shards.len() as u32,
@@ -774,6 +853,7 @@ impl HoardClient {
                 Pending::ZoneLoaded {
                     zone: zone.clone(),
                     shards,
+                    proofs,
                 },
             );
             push(
@@ -1117,7 +1197,12 @@ fn process_effects(inner: &Arc<Inner>) {
                     tracing::warn!(shard = %shard.header.key, error = %e, "could not journal shard");
                 }
             }
-            Effect::ZoneReady { zone, shards, stats } => {
+            Effect::ZoneReady {
+                zone,
+                shards,
+                stats,
+                proofs,
+            } => {
                 let audit = inner.audits.lock().ok().and_then(|mut a| a.remove(&zone));
                 if let Some(keys) = audit.filter(|k| !k.is_empty()) {
                     let registry = inner.cache_registry();
@@ -1131,6 +1216,7 @@ fn process_effects(inner: &Arc<Inner>) {
                     Pending::ZoneLoaded {
                         zone: zone.clone(),
                         shards,
+                        proofs,
                     },
                 );
                 push(
@@ -1154,6 +1240,7 @@ fn process_effects(inner: &Arc<Inner>) {
                 update,
                 upserts,
                 removed,
+                proof,
             } => {
                 if let Err(e) = inner.cache.record_delta(&shard, &update) {
                     tracing::warn!(shard = %shard.header.key, error = %e, "could not journal delta");
@@ -1164,6 +1251,8 @@ fn process_effects(inner: &Arc<Inner>) {
                         zone,
                         upserts,
                         removed,
+                        head: shard.clone(),
+                        proof,
                         shard: shard.header.key.shard,
                     },
                 );

@@ -442,6 +442,16 @@ pub async fn start_linked(
     session_config.tick_hz = options.tick_hz;
     session_config.access = rules.access.clone();
     session_config.directory = options.directory.clone();
+    // Every head this server publishes can be signed with the world's key,
+    // for relays (and their clients) that ask.
+    let signer = crate::heads::KeySigner::new(&keys.key).map_err(ServerError::Config)?;
+    let proofs: Arc<dyn hoard_proto::proof::ProofSource> = Arc::new(hoard_proto::proof::OriginProofs::new(
+        keys.identity,
+        &options.service,
+        Arc::new(signer),
+    ));
+    session_config.world_key = keys.world_key().map_err(ServerError::Config)?;
+    session_config.proofs = Some(proofs.clone());
     let stats = Arc::new(ServerStats::default());
     let metrics = Arc::new(ServerMetrics::new(Some(options.data_dir.clone())));
     let exporter = match options.metrics {
@@ -483,7 +493,8 @@ pub async fn start_linked(
                 0 => 0.0,
                 hz => 1.0 / f64::from(hz),
             },
-        ),
+        )
+        .with_proofs(proofs),
         committer,
         fatal: None,
         commands: command_rx,
@@ -890,7 +901,12 @@ async fn control_loop(
                 Output::Subscribe { zone, shards } => {
                     let _ = shared
                         .commands
-                        .send(Command::Tick(TickInput::Subscribe { id, zone, shards }));
+                        .send(Command::Tick(TickInput::Subscribe {
+                            id,
+                            zone,
+                            shards,
+                            proofs: false,
+                        }));
                 }
                 Output::Unsubscribe { zone } => {
                     // Under the lock an answer task subscribes under: a zone
@@ -1072,6 +1088,7 @@ impl AnswerSender {
                     id: self.id,
                     zone,
                     shards,
+                    proofs: plan.proves(),
                 }));
             }
         }

@@ -197,6 +197,7 @@ async fn malformed_streams_get_a_protocol_error_and_others_carry_on() {
                 subscribe: false,
                 have: vec![],
                 held: Vec::new(),
+                proofs: false,
             })
             .to_frame(),
             ErrorCode::Protocol,
@@ -268,6 +269,7 @@ fn enter(zone: &str, have: Vec<ShardHave>) -> Vec<u8> {
         subscribe: false,
         have,
         held: Vec::new(),
+        proofs: false,
     })
     .to_frame()
 }
@@ -405,6 +407,7 @@ async fn a_client_that_stops_reading_is_disconnected_and_others_keep_their_delta
         subscribe: true,
         have: vec![],
         held: Vec::new(),
+        proofs: false,
     });
     send_raw(&mut send, &msg.to_frame()).await;
     // Never accept or read a stream again.

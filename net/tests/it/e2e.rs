@@ -115,6 +115,8 @@ pub(crate) fn options(server: &ServerHandle, cache: &Path, player: &str) -> Clie
             .expect("token"),
         service: "world".into(),
         pin: None,
+        world: None,
+        proofs: false,
     }
 }
 

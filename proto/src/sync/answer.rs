@@ -8,6 +8,9 @@ use std::collections::VecDeque;
 use hoard_engine::store::{ChangesSince, ReadError, ShardScope, ShardSnapshot, StoredObject, WorldStore};
 use hoard_engine::{Digest, Epoch, Seq, ShardId, ZoneId};
 
+use std::sync::Arc;
+
+use crate::proof::ProofSource;
 use crate::wire::{
     AnswerBegin, AnswerEnd, Changes, Fresh, Manifest, Message, RepairEntry, ShardHave, Snapshot, UpToDate, WireObject,
     fresh_root, head_tag,
@@ -47,6 +50,8 @@ pub struct AnswerPlan {
     subscribe: bool,
     subscriptions: Vec<(ShardId, Seq)>,
     kinds: Vec<AnswerKind>,
+    /// Signed heads go before each shard's answer (see [`answer_proven`]).
+    proofs: Option<Arc<dyn ProofSource>>,
 }
 
 impl AnswerPlan {
@@ -68,7 +73,21 @@ impl AnswerPlan {
             held: Vec::new(),
             end: true,
             subscribe,
+            proofs: None,
         }
+    }
+
+    /// Each shard's answer is built from one snapshot and preceded by the
+    /// head's proof from `proofs` (see [`answer_proven`]).
+    #[must_use]
+    pub fn with_proofs(mut self, proofs: Arc<dyn ProofSource>) -> AnswerPlan {
+        self.proofs = Some(proofs);
+        self
+    }
+
+    /// Whether the answer carries signed heads (its live deltas should too).
+    pub fn proves(&self) -> bool {
+        self.proofs.is_some()
     }
 
     /// The entry's compact `held` list, ascending, as the client sent it:
@@ -97,7 +116,15 @@ impl AnswerPlan {
             subscribe: false,
             subscriptions: Vec::new(),
             kinds: vec![answer.kind],
+            proofs: None,
         }
+    }
+
+    /// A repair's answer with the head's proof before it.
+    pub fn proven_repair(request: u32, zone: ZoneId, answer: ShardAnswer, proof: crate::wire::HeadProof) -> AnswerPlan {
+        let mut plan = AnswerPlan::repair(request, zone, answer);
+        plan.ready.insert(1, Message::HeadProof(proof));
+        plan
     }
 
     /// The request answered.
@@ -122,6 +149,14 @@ impl AnswerPlan {
             return Some(Ok(m));
         }
         while let Some((shard, held)) = self.shards.pop_front() {
+            if let Some(proofs) = &self.proofs {
+                return Some(answer_proven(store, shard, &held, &**proofs).map(|(answer, proof)| {
+                    self.subscriptions.push((shard, answer.seq));
+                    self.kinds.push(answer.kind);
+                    self.ready.push_back(answer.message);
+                    Message::HeadProof(proof)
+                }));
+            }
             let answer = match held {
                 Held::Nothing => answer_shard(store, shard, None),
                 Held::Head(have) => answer_shard(store, shard, Some(&have)),
@@ -229,12 +264,16 @@ pub struct ShardAnswer {
 }
 
 fn snapshot(store: &dyn WorldStore, shard: ShardId) -> Result<ShardAnswer, ReadError> {
-    let snap = store.snapshot(shard)?;
+    Ok(snapshot_answer(store.snapshot(shard)?))
+}
+
+fn snapshot_answer(snap: ShardSnapshot) -> ShardAnswer {
+    let shard = snap.head.shard;
     let perspective = match snap.head.scope {
         ShardScope::Shared => None,
         ShardScope::Perspective(p) => Some(p),
     };
-    Ok(ShardAnswer {
+    ShardAnswer {
         seq: snap.head.seq,
         kind: AnswerKind::Snapshot,
         message: Message::Snapshot(Snapshot {
@@ -245,7 +284,7 @@ fn snapshot(store: &dyn WorldStore, shard: ShardId) -> Result<ShardAnswer, ReadE
             perspective,
             objects: snap.objects.into_iter().map(wire).collect(),
         }),
-    })
+    }
 }
 
 /// Answers one shard for a client holding `have` (or nothing).
@@ -336,6 +375,65 @@ fn manifest(shard: ShardId, base: Seq, snap: ShardSnapshot, send: impl Fn(&Store
     }
 }
 
+/// Answers one shard with its signed head: everything comes from one
+/// snapshot, so the answer and the proof describe the same head whatever
+/// commits meanwhile. A copy at the head is up to date; a copy of the
+/// epoch behind it gets the live ids and the objects newer than its hwm
+/// (a manifest: one round trip, no tombstones needed, which a relay does
+/// not keep); anything else gets the whole shard.
+pub fn answer_proven(
+    store: &dyn WorldStore,
+    shard: ShardId,
+    held: &Held,
+    proofs: &dyn ProofSource,
+) -> Result<(ShardAnswer, crate::wire::HeadProof), ReadError> {
+    let snap = store.snapshot(shard)?;
+    let proof = proofs.prove(&snap).map_err(|reason| {
+        no_proof(shard, &reason)
+    })?;
+    let head = &snap.head;
+    let (hwm, epoch, digest) = match held {
+        Held::Nothing => (None, None, None),
+        Held::Head(h) => (Some(h.hwm), Some(h.epoch), Some(h.digest)),
+        Held::Hwm(hwm) => (Some(*hwm), None, None),
+    };
+    let answer = match hwm {
+        Some(hwm) if epoch.is_none_or(|e| e == head.epoch) && hwm == head.seq && digest == Some(head.digest) => {
+            ShardAnswer {
+                seq: head.seq,
+                kind: AnswerKind::UpToDate,
+                message: Message::UpToDate(UpToDate { shard, seq: head.seq }),
+            }
+        }
+        Some(hwm) if epoch.is_none_or(|e| e == head.epoch) && hwm < head.seq => {
+            manifest(shard, hwm, snap, |o| o.version > hwm)
+        }
+        _ => snapshot_answer(snap),
+    };
+    Ok((answer, proof))
+}
+
+fn no_proof(shard: ShardId, reason: &str) -> ReadError {
+    ReadError::Fault(hoard_engine::store::StoreFault::Corrupt(format!(
+        "no signed head for shard {shard}: {reason}"
+    )))
+}
+
+/// Answers a repair with the head's proof, from one snapshot.
+pub fn answer_repair_proven(
+    store: &dyn WorldStore,
+    shard: ShardId,
+    base: Seq,
+    have: &[RepairEntry],
+    proofs: &dyn ProofSource,
+) -> Result<(ShardAnswer, crate::wire::HeadProof), ReadError> {
+    let snap = store.snapshot(shard)?;
+    let proof = proofs.prove(&snap).map_err(|reason| {
+        no_proof(shard, &reason)
+    })?;
+    Ok((repair_manifest(shard, base, snap, have), proof))
+}
+
 /// The first 8 bytes of blake3 of a state, as used in repair entries.
 pub fn short_hash(state: &[u8]) -> [u8; 8] {
     let mut out = [0u8; 8];
@@ -352,6 +450,10 @@ pub fn answer_repair(
     have: &[RepairEntry],
 ) -> Result<ShardAnswer, ReadError> {
     let snap = store.snapshot(shard)?;
+    Ok(repair_manifest(shard, base, snap, have))
+}
+
+fn repair_manifest(shard: ShardId, base: Seq, snap: ShardSnapshot, have: &[RepairEntry]) -> ShardAnswer {
     let mut held: Vec<(&RepairEntry, ())> = have.iter().map(|e| (e, ())).collect();
     held.sort_by_key(|(e, ())| e.id);
     let holds = |o: &StoredObject| {
@@ -359,5 +461,5 @@ pub fn answer_repair(
             .ok()
             .is_some_and(|i| held[i].0.version == o.version && held[i].0.hash == short_hash(o.state.as_bytes()))
     };
-    Ok(manifest(shard, base, snap, |o| !holds(o)))
+    manifest(shard, base, snap, |o| !holds(o))
 }

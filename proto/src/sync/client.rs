@@ -14,12 +14,14 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use hoard_engine::{ObjectId, ObjectState, RegistryHash, Seq, ServerIdentity, ShardId, ZoneId};
+use hoard_engine::{Epoch, ObjectId, ObjectState, RegistryHash, Seq, ServerIdentity, ShardId, ZoneId};
 use hoard_world_cache::{ApplyError, CachedObject, CachedShard, ShardHeader, ShardKey, ShardUpdate, UpdateKind};
 
 use hoard_world_cache::format::recompute_digest;
 
 use super::answer::short_hash;
+use crate::proof::{ProofChecker, ProofError};
+use crate::wire::{HeadProof, ShardHave};
 use crate::wire::{
     Delta, EnterZone, LeaveZone, MAX_REPAIR_OBJECTS, Message, Repair, RepairEntry, WireObject, fresh_root, head_tag,
 };
@@ -39,6 +41,10 @@ pub struct ClientConfig {
     /// takes, in seconds) read 0. Cached copies are stamped with this plus
     /// `now`, so the machine reads no clock of its own.
     pub wall_clock_at_zero: DateTime<Utc>,
+    /// Set when every shard must come with the origin's signed head (the
+    /// server is a relay, or the client republishes what it gets): each
+    /// copy is checked against it before it is written, used or shown.
+    pub proofs: Option<ProofChecker>,
 }
 
 /// A cached copy handed to [`ClientSync::provide_copies`], with what is
@@ -139,6 +145,9 @@ pub enum Effect {
         shards: Vec<Arc<CachedShard>>,
         /// What the entry cost.
         stats: EntryStats,
+        /// The signed head of each shard, when the session checks them
+        /// ([`ClientConfig::proofs`]).
+        proofs: Vec<HeadProof>,
     },
     /// A live delta was applied and verified.
     DeltaApplied {
@@ -152,6 +161,8 @@ pub enum Effect {
         upserts: Vec<CachedObject>,
         /// Objects removed.
         removed: Vec<ObjectId>,
+        /// The signed head after the delta, when the session checks them.
+        proof: Option<HeadProof>,
     },
     /// A zone's transient state (never stored) replaced the previous one.
     Transient {
@@ -231,7 +242,15 @@ pub enum SyncError {
         /// The shard.
         shard: ShardId,
     },
+    /// A shard is not what the world's origin signed: the server (a relay)
+    /// altered, dropped, invented or replayed something. Nothing of it was
+    /// written or shown; take another route to the world.
+    #[error("the server is not faithful to the world: {0}")]
+    Forged(#[from] ProofError),
 }
+
+/// Most signed heads held waiting for their shard's message.
+const MAX_PENDING_PROOFS: usize = 2 * crate::wire::MAX_SHARDS_PER_ENTRY;
 
 /// Longest a zone entry (with its repairs) may wait for its answers before
 /// [`ClientSync::handle_timeout`] abandons it.
@@ -289,6 +308,13 @@ pub struct ClientSync {
     answering: Option<u32>,
     /// The latest `now` a call brought (seconds on the driver's clock).
     now: f64,
+    /// Signed heads whose shard message is still to come (proof mode).
+    proofs_pending: BTreeMap<ShardId, HeadProof>,
+    /// The signed head each live or entered shard was last checked against.
+    verified: BTreeMap<ShardId, HeadProof>,
+    /// The newest (epoch, seq) held of each shard: a signed head behind it
+    /// is a replay.
+    newest: BTreeMap<ShardId, (Epoch, Seq)>,
 }
 
 fn cached(o: WireObject) -> Result<CachedObject, SyncError> {
@@ -320,7 +346,56 @@ impl ClientSync {
             effects: VecDeque::new(),
             answering: None,
             now: 0.0,
+            proofs_pending: BTreeMap::new(),
+            verified: BTreeMap::new(),
+            newest: BTreeMap::new(),
         }
+    }
+
+    /// The signed head a live shard was last checked against (proof mode).
+    pub fn proof(&self, shard: ShardId) -> Option<&HeadProof> {
+        self.verified.get(&shard)
+    }
+
+    /// A signed head came: its signature is checked now, and it waits for
+    /// its shard's message.
+    fn take_proof(&mut self, proof: HeadProof) -> Result<(), SyncError> {
+        let Some(checker) = &self.cfg.proofs else {
+            return Ok(()); // not asked for: nothing to check it against
+        };
+        checker.check_signature(&proof)?;
+        if let Some((epoch, seq)) = self.newest.get(&proof.shard)
+            && *epoch == proof.epoch
+            && proof.seq < *seq
+        {
+            return Err(ProofError::Rollback {
+                shard: proof.shard,
+                seq: proof.seq,
+                held: *seq,
+            }
+            .into());
+        }
+        if self.proofs_pending.len() >= MAX_PENDING_PROOFS && !self.proofs_pending.contains_key(&proof.shard) {
+            return Err(SyncError::Protocol(format!(
+                "more than {MAX_PENDING_PROOFS} signed heads without their shards"
+            )));
+        }
+        self.proofs_pending.insert(proof.shard, proof);
+        Ok(())
+    }
+
+    /// In proof mode, checks a copy against the signed head that came for
+    /// it, before anything of it is written or shown.
+    fn check_proven(&mut self, copy: &CachedShard) -> Result<(), SyncError> {
+        let Some(checker) = &self.cfg.proofs else {
+            return Ok(());
+        };
+        let shard = copy.header.key.shard;
+        let proof = self.proofs_pending.remove(&shard).ok_or(ProofError::Missing(shard))?;
+        checker.check_copy(&proof, copy)?;
+        self.newest.insert(shard, (proof.epoch, proof.seq));
+        self.verified.insert(shard, proof);
+        Ok(())
     }
 
     /// Notes the time a call brought, for the timestamps of cached copies.
@@ -391,16 +466,40 @@ impl ClientSync {
         // The compact form: each copy by its hwm only. Copies at the
         // server's seq are confirmed together by one `Fresh` root, so a warm
         // entry's size hardly grows with the zone's shard count.
-        let mut held: Vec<(ShardId, Seq)> = heads.iter().map(|h| (h.key.shard, h.hwm)).collect();
-        held.sort_unstable();
-        held.dedup_by_key(|(shard, _)| *shard);
+        let proofs = self.cfg.proofs.is_some();
+        let (have, held) = if proofs {
+            // Signed heads are checked against full heads; a copy newer
+            // than a head the server offers later is a replay.
+            for h in heads {
+                let newest = self.newest.entry(h.key.shard).or_insert((h.epoch, h.hwm));
+                if newest.0 == h.epoch && newest.1 < h.hwm {
+                    newest.1 = h.hwm;
+                }
+            }
+            let have = heads
+                .iter()
+                .map(|h| ShardHave {
+                    shard: h.key.shard,
+                    epoch: h.epoch,
+                    hwm: h.hwm,
+                    digest: h.digest,
+                })
+                .collect();
+            (have, Vec::new())
+        } else {
+            let mut held: Vec<(ShardId, Seq)> = heads.iter().map(|h| (h.key.shard, h.hwm)).collect();
+            held.sort_unstable();
+            held.dedup_by_key(|(shard, _)| *shard);
+            (Vec::new(), held)
+        };
         let held_order: Vec<ShardId> = held.iter().map(|(shard, _)| *shard).collect();
         let msg = Message::EnterZone(EnterZone {
             request,
             zone: zone.clone(),
             subscribe,
-            have: Vec::new(),
+            have,
             held,
+            proofs,
         });
         let stats = EntryStats {
             bytes_tx: msg.to_frame().len() as u64,
@@ -548,6 +647,7 @@ impl ClientSync {
             | Message::Changes(_)
             | Message::Manifest(_)
             | Message::Snapshot(_)
+            | Message::HeadProof(_)
             | Message::Fresh(_) => self.answering.filter(|r| self.abandoned.contains(r)),
             _ => None,
         };
@@ -629,6 +729,7 @@ impl ClientSync {
                 }
             }
             Message::Delta(d) => self.delta(d)?,
+            Message::HeadProof(p) => self.take_proof(p)?,
             Message::Transient(t) => {
                 if t.payload.len() > crate::wire::MAX_TRANSIENT_BYTES {
                     return Err(SyncError::Protocol(format!(
@@ -963,6 +1064,10 @@ impl ClientSync {
         };
         match result {
             Ok(shard_copy) => {
+                self.check_proven(&shard_copy)?;
+                let Some(entry) = self.entries.get_mut(&request) else {
+                    return Ok(());
+                };
                 // One copy shared by the write, the entry and, once ready,
                 // the game and the live zone: a zone is never copied.
                 let shard_copy = Arc::new(shard_copy);
@@ -1051,6 +1156,13 @@ impl ClientSync {
         entry.stats.elapsed_ms = ((now - entry.started).max(0.0) * 1000.0).round() as u64;
         tracing::info!(zone = %entry.zone, stats = ?entry.stats, "zone ready");
         let shards: Vec<Arc<CachedShard>> = entry.done.into_values().collect();
+        let proofs = match self.cfg.proofs {
+            Some(_) => shards
+                .iter()
+                .filter_map(|s| self.verified.get(&s.header.key.shard).cloned())
+                .collect(),
+            None => Vec::new(),
+        };
         self.live.insert(
             entry.zone.clone(),
             shards.iter().map(|s| (s.header.key.shard, s.clone())).collect(),
@@ -1059,6 +1171,7 @@ impl ClientSync {
             zone: entry.zone.clone(),
             shards,
             stats: entry.stats,
+            proofs,
         });
         if let Some(deltas) = self.buffered.remove(&entry.zone) {
             for d in deltas {
@@ -1123,14 +1236,27 @@ impl ClientSync {
         let key = copy.header.key.clone();
         match hoard_world_cache::apply::apply(&key, self.cfg.registry, Some(copy), update.clone(), wall_now) {
             Ok(next) => {
+                if self.cfg.proofs.is_some() {
+                    if !self.proofs_pending.contains_key(&d.shard) {
+                        // Sent unsigned (the origin had moved on when it
+                        // signed): a repair brings the shard with its head.
+                        tracing::debug!(zone = %d.zone, shard = %d.shard, "delta without a signed head; repairing");
+                        return self.request_live_repair(d.zone, d.shard);
+                    }
+                    self.check_proven(&next)?;
+                }
+                let proof = self.verified.get(&d.shard).cloned().filter(|_| self.cfg.proofs.is_some());
                 let next = Arc::new(next);
-                shards.insert(d.shard, next.clone());
+                if let Some(shards) = self.live.get_mut(&d.zone) {
+                    shards.insert(d.shard, next.clone());
+                }
                 self.effects.push_back(Effect::DeltaApplied {
                     zone: d.zone,
                     shard: next,
                     update,
                     upserts,
                     removed,
+                    proof,
                 });
                 Ok(())
             }
@@ -1176,6 +1302,8 @@ impl ClientSync {
             zone: zone.clone(),
             shard,
         })?;
+        self.check_proven(&next)?;
+        let proof = self.verified.get(&shard).cloned().filter(|_| self.cfg.proofs.is_some());
         let before: BTreeMap<ObjectId, &CachedObject> = copy.objects.iter().map(|o| (o.id, o)).collect();
         let after: BTreeSet<ObjectId> = next.objects.iter().map(|o| o.id).collect();
         let removed = before.keys().filter(|id| !after.contains(id)).copied().collect();
@@ -1196,6 +1324,7 @@ impl ClientSync {
             update,
             upserts,
             removed,
+            proof,
         });
         Ok(())
     }

@@ -12,7 +12,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use hoard_engine::store::{ChangesSince, CommitReceipt, WorldStore};
 use hoard_engine::{Change, ChangeSet, Seq, ShardId, ZoneId};
 
-use crate::wire::{Delta, WireObject};
+use std::sync::Arc;
+
+use crate::proof::ProofSource;
+use crate::wire::{Delta, HeadProof, WireObject};
 
 /// A session's id within the hub.
 pub type SessionId = u64;
@@ -21,6 +24,8 @@ pub type SessionId = u64;
 struct Sub {
     zone: ZoneId,
     last: Seq,
+    /// Whether each delta goes with its signed head.
+    proofs: bool,
 }
 
 /// Subscriptions of every session, indexed three ways so that each
@@ -36,6 +41,8 @@ pub struct Hub {
     by_zone: HashMap<ZoneId, BTreeMap<SessionId, usize>>,
     /// Session → the shards it follows.
     by_session: HashMap<SessionId, BTreeSet<ShardId>>,
+    /// Signs heads for subscribers that want them.
+    proofs: Option<Arc<dyn ProofSource>>,
 }
 
 /// One delta and every session it goes to (the same bytes for each).
@@ -45,6 +52,28 @@ pub struct Fanout {
     pub to: Vec<SessionId>,
     /// The delta.
     pub delta: Delta,
+    /// The signed head after the delta, and the sessions of `to` that get
+    /// it (just before the delta).
+    pub proof: Option<(HeadProof, Vec<SessionId>)>,
+}
+
+/// The signed head of `shard` at `seq`, read from one snapshot between
+/// commits; `None` when the store has moved past `seq` (a subscriber then
+/// gets the delta unsigned, and its own checks ask for a repair, which is
+/// signed).
+fn prove_at(store: &dyn WorldStore, proofs: &dyn ProofSource, shard: ShardId, seq: Seq) -> Option<HeadProof> {
+    let snap = store.snapshot(shard).ok()?;
+    if snap.head.seq != seq {
+        tracing::debug!(%shard, %seq, now = %snap.head.seq, "store moved on; delta goes unsigned");
+        return None;
+    }
+    match proofs.prove(&snap) {
+        Ok(proof) => Some(proof),
+        Err(reason) => {
+            tracing::warn!(%shard, %reason, "could not sign a shard head");
+            None
+        }
+    }
 }
 
 fn wire_objects(objects: Vec<hoard_engine::store::StoredObject>) -> Vec<WireObject> {
@@ -98,6 +127,13 @@ impl Hub {
         Hub::default()
     }
 
+    /// Signs heads with `proofs` for subscribers that want them.
+    #[must_use]
+    pub fn with_proofs(mut self, proofs: Arc<dyn ProofSource>) -> Hub {
+        self.proofs = Some(proofs);
+        self
+    }
+
     fn follow(&mut self, session: SessionId, shard: ShardId, sub: Sub) {
         let zone = sub.zone.clone();
         let previous = self.by_shard.entry(shard).or_default().insert(session, sub);
@@ -149,20 +185,26 @@ impl Hub {
         session: SessionId,
         zone: &ZoneId,
         shards: &[(ShardId, Seq)],
+        proofs: bool,
         store: &dyn WorldStore,
-    ) -> Vec<Delta> {
+    ) -> Vec<(Option<HeadProof>, Delta)> {
         let mut out = Vec::new();
         for &(shard, seq) in shards {
             let mut sub = Sub {
                 zone: zone.clone(),
                 last: seq,
+                proofs,
             };
             if let Ok(head) = store.shard_head(shard)
                 && head.seq > seq
                 && let Some(delta) = catch_up(store, zone, shard, seq)
             {
                 sub.last = delta.seq;
-                out.push(delta);
+                let proof = match (&self.proofs, proofs) {
+                    (Some(source), true) => prove_at(store, &**source, shard, delta.seq),
+                    _ => None,
+                };
+                out.push((proof, delta));
             }
             self.follow(session, shard, sub);
         }
@@ -228,6 +270,7 @@ impl Hub {
             };
             let base = Seq(head.seq.0.saturating_sub(1));
             let mut to = Vec::new();
+            let mut proven = Vec::new();
             let mut caught = Vec::new();
             for (&session, sub) in subs.iter_mut() {
                 if sub.last >= head.seq {
@@ -236,14 +279,30 @@ impl Hub {
                 if sub.last == base {
                     sub.last = head.seq;
                     to.push(session);
+                    if sub.proofs {
+                        proven.push(session);
+                    }
                 } else if let Some(delta) = catch_up(store, &sub.zone, head.shard, sub.last) {
                     sub.last = delta.seq;
-                    caught.push(Fanout {
-                        to: vec![session],
-                        delta,
-                    });
+                    caught.push((session, sub.proofs, delta));
                 }
             }
+            // One signature per shard and commit, whoever wants it.
+            let proof = match (&self.proofs, proven.is_empty() && caught.iter().all(|c| !c.1)) {
+                (Some(source), false) => prove_at(store, &**source, head.shard, head.seq),
+                _ => None,
+            };
+            let caught: Vec<Fanout> = caught
+                .into_iter()
+                .map(|(session, wants, delta)| Fanout {
+                    to: vec![session],
+                    proof: proof
+                        .clone()
+                        .filter(|p| wants && p.seq == delta.seq)
+                        .map(|p| (p, vec![session])),
+                    delta,
+                })
+                .collect();
             if !to.is_empty() {
                 let mut tombstones = Vec::new();
                 let mut upserts = Vec::new();
@@ -267,7 +326,8 @@ impl Hub {
                     tombstones,
                     upserts,
                 };
-                out.push(Fanout { to, delta });
+                let proof = proof.filter(|_| !proven.is_empty()).map(|p| (p, proven));
+                out.push(Fanout { to, delta, proof });
             }
             out.extend(caught);
         }
@@ -303,14 +363,14 @@ mod tests {
             .create_zone(&zone("b"), &[ShardSpec::shared(ShardId(3))])
             .expect("zone b");
         let mut hub = Hub::new();
-        hub.subscribe(7, &zone("a"), &[(ShardId(1), Seq(0)), (ShardId(2), Seq(0))], &store);
-        hub.subscribe(8, &zone("a"), &[(ShardId(1), Seq(0))], &store);
-        hub.subscribe(8, &zone("b"), &[(ShardId(3), Seq(0))], &store);
+        hub.subscribe(7, &zone("a"), &[(ShardId(1), Seq(0)), (ShardId(2), Seq(0))], false, &store);
+        hub.subscribe(8, &zone("a"), &[(ShardId(1), Seq(0))], false, &store);
+        hub.subscribe(8, &zone("b"), &[(ShardId(3), Seq(0))], false, &store);
         assert_eq!(hub.sessions_in(&zone("a")), vec![7, 8]);
         assert_eq!(hub.sessions_in(&zone("b")), vec![8]);
         assert_eq!(hub.subscribers_by_zone().get(&zone("a")), Some(&2));
         // Subscribing again to the same shards does not count twice.
-        hub.subscribe(7, &zone("a"), &[(ShardId(1), Seq(0))], &store);
+        hub.subscribe(7, &zone("a"), &[(ShardId(1), Seq(0))], false, &store);
         assert_eq!(hub.subscribers_by_zone().get(&zone("a")), Some(&2));
         hub.unsubscribe(8, &zone("a"));
         assert_eq!(hub.sessions_in(&zone("a")), vec![7]);
@@ -335,7 +395,7 @@ mod tests {
             .expect("zone");
         let mut hub = Hub::new();
         for session in [1, 2, 3] {
-            hub.subscribe(session, &zone("a"), &[(ShardId(1), Seq(0))], &store);
+            hub.subscribe(session, &zone("a"), &[(ShardId(1), Seq(0))], false, &store);
         }
         let mut first = ChangeSet::new();
         first.upsert(ShardId(1), ObjectId(10), state(1));

@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex};
 use hoard_engine::store::WorldStore;
 use hoard_engine::{RegistryHash, Seq, ServerIdentity, ShardId, ZoneId};
 
-use super::answer::{AnswerPlan, Held, answer_repair};
+use super::answer::{AnswerPlan, Held, answer_repair, answer_repair_proven};
+use crate::proof::ProofSource;
 use crate::auth::{TokenAuthority, TokenError};
 use crate::wire::{
     ErrorCode, ErrorMsg, IntentRejected, MAX_INTENT_BYTES, MAX_REPAIR_OBJECTS, MAX_SHARDS_PER_ENTRY, Message,
@@ -87,6 +88,13 @@ pub struct SessionConfig {
     /// The live session of each perspective. A newer session for the same
     /// perspective takes over, and the older one is told to close.
     pub live: Mutex<HashMap<String, u64>>,
+    /// The world's public key (SubjectPublicKeyInfo DER), sent in `Welcome`.
+    pub world_key: Vec<u8>,
+    /// Signed heads for entries that ask for them (`EnterZone.proofs`).
+    pub proofs: Option<Arc<dyn ProofSource>>,
+    /// Every answer and delta carries signed heads, asked for or not (a
+    /// relay: its clients cannot trust it without them).
+    pub always_prove: bool,
 }
 
 impl SessionConfig {
@@ -103,6 +111,9 @@ impl SessionConfig {
             messages_per_sec: 50.0,
             intents_per_sec: 30.0,
             live: Mutex::new(HashMap::new()),
+            world_key: Vec::new(),
+            proofs: None,
+            always_prove: false,
         }
     }
 }
@@ -206,6 +217,8 @@ pub struct ServerSession {
     messages: Bucket,
     intents: Bucket,
     subscribed: BTreeSet<ZoneId>,
+    /// Zones entered with signed heads: their repairs get them too.
+    proven: BTreeSet<ZoneId>,
     /// The connection's TLS handshake is not complete: what arrives may be
     /// 0-RTT early data, which anyone who saw it can replay (see
     /// [`ServerSession::early`]).
@@ -228,6 +241,7 @@ impl ServerSession {
             messages,
             intents,
             subscribed: BTreeSet::new(),
+            proven: BTreeSet::new(),
             early: false,
             takeover_pending: false,
         }
@@ -452,6 +466,7 @@ impl ServerSession {
             perspective: perspective.clone(),
             zones,
             tick_hz: self.config.tick_hz,
+            world_key: self.config.world_key.clone(),
         })));
         self.state = State::Ready { perspective };
     }
@@ -530,12 +545,23 @@ impl ServerSession {
                 (shard, held)
             })
             .collect();
+        let proofs = match (enter.proofs || self.config.always_prove, &self.config.proofs) {
+            (false, _) => None,
+            (true, Some(proofs)) => Some(proofs.clone()),
+            (true, None) => {
+                let message = "this server does not sign shard heads".to_owned();
+                return self.deny(enter.request, enter.zone, ErrorCode::Unavailable, message);
+            }
+        };
         if enter.subscribe {
             self.subscribed.insert(enter.zone.clone());
         }
-        self.out.push_back(Output::Answer {
-            plan: AnswerPlan::entry(enter.request, enter.zone, plan, enter.subscribe).held_in_order(held_order),
-        });
+        let mut answer = AnswerPlan::entry(enter.request, enter.zone, plan, enter.subscribe).held_in_order(held_order);
+        if let Some(proofs) = proofs {
+            self.proven.insert(answer.zone().clone());
+            answer = answer.with_proofs(proofs);
+        }
+        self.out.push_back(Output::Answer { plan: answer });
     }
 
     fn repair(&mut self, repair: crate::wire::Repair, store: &dyn WorldStore) {
@@ -559,6 +585,15 @@ impl ServerSession {
                 ErrorCode::Forbidden,
                 format!("shard {} is not readable here", repair.shard),
             );
+        }
+        let proven = self.config.always_prove || self.proven.contains(&repair.zone);
+        if let (true, Some(proofs)) = (proven, &self.config.proofs) {
+            return match answer_repair_proven(store, repair.shard, repair.hwm, &repair.have, &**proofs) {
+                Ok((answer, proof)) => self.out.push_back(Output::Answer {
+                    plan: AnswerPlan::proven_repair(repair.request, repair.zone, answer, proof),
+                }),
+                Err(e) => self.fail(ErrorCode::Server, format!("reading shard {}: {e}", repair.shard)),
+            };
         }
         match answer_repair(store, repair.shard, repair.hwm, &repair.have) {
             Ok(answer) => {

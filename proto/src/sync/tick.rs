@@ -66,6 +66,8 @@ pub enum TickInput {
         zone: ZoneId,
         /// Each shard and the seq its answer was built at.
         shards: Vec<(ShardId, Seq)>,
+        /// Whether its deltas go with signed heads (the answer had them).
+        proofs: bool,
     },
     /// A session left a zone.
     Unsubscribe {
@@ -240,6 +242,12 @@ impl TickCore {
     /// zone's sessions; a cap bounds that per second. The latest state
     /// always goes out once the interval has passed, and a session that
     /// subscribes gets the latest at once.
+    pub fn with_proofs(mut self, proofs: std::sync::Arc<dyn crate::proof::ProofSource>) -> TickCore {
+        self.hub = std::mem::take(&mut self.hub).with_proofs(proofs);
+        self
+    }
+
+    /// Sends a zone's transient state at most once per `secs`.
     pub fn with_transient_interval(mut self, secs: f64) -> TickCore {
         self.transient_interval = secs.max(0.0);
         self
@@ -343,11 +351,19 @@ impl TickCore {
                     self.send(id, paused());
                 }
             }
-            TickInput::Subscribe { id, zone, shards } => {
+            TickInput::Subscribe {
+                id,
+                zone,
+                shards,
+                proofs,
+            } => {
                 if !self.sessions.contains_key(&id) {
                     return;
                 }
-                for delta in self.hub.subscribe(id, &zone, &shards, &*self.store) {
+                for (proof, delta) in self.hub.subscribe(id, &zone, &shards, proofs, &*self.store) {
+                    if let Some(proof) = proof {
+                        self.send(id, Message::HeadProof(proof));
+                    }
                     self.send(id, Message::Delta(delta));
                 }
                 if let Some(payload) = self.last_transient.get(&zone).cloned() {
@@ -575,6 +591,9 @@ impl TickCore {
                     }));
                 }
                 for fanout in self.hub.publish(&flight.changes, &receipt, &*self.store) {
+                    if let Some((proof, to)) = fanout.proof {
+                        self.send_all(&to, Message::HeadProof(proof));
+                    }
                     self.send_all(&fanout.to, Message::Delta(fanout.delta));
                 }
                 // After the deltas, on the same stream: a client that sees
@@ -692,6 +711,7 @@ mod tests {
                     id,
                     zone: zone(),
                     shards: vec![(ShardId(0), Seq::ZERO)],
+                    proofs: false,
                 },
             );
             transients(core)

@@ -269,6 +269,11 @@ pub struct EnterZone {
     /// Shards in neither list are fetched whole.
     #[serde(with = "held_list")]
     pub held: Vec<(ShardId, Seq)>,
+    /// Whether each shard answer (and each live delta) should come with the
+    /// origin's signed head, `HeadProof` (relays ask for it; a relay's own
+    /// clients always get it). Absent in an encoding means `false`.
+    #[serde(default)]
+    pub proofs: bool,
 }
 
 /// `0x03` client → server: stop live deltas of a zone.
@@ -320,7 +325,16 @@ pub struct Welcome {
     pub zones: Vec<ZoneId>,
     /// Server ticks per second (live deltas arrive at most this often).
     pub tick_hz: u32,
+    /// The world's public key (the SubjectPublicKeyInfo DER whose BLAKE3 is
+    /// `server`), which verifies signed shard heads; at most
+    /// [`MAX_WORLD_KEY_BYTES`]. Absent in an encoding means empty (a server
+    /// that signs nothing).
+    #[serde(default, with = "serde_bytes")]
+    pub world_key: Vec<u8>,
 }
+
+/// Longest world key a `Welcome` may carry.
+pub const MAX_WORLD_KEY_BYTES: usize = 1024;
 
 /// `0x82` server → client: a fatal error; the connection closes after it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -512,6 +526,39 @@ impl Fresh {
     }
 }
 
+/// `0x99` server → client, on an answer or delta stream just before the
+/// shard message it proves (an `UpToDate`, `Changes`, `Manifest`,
+/// `Snapshot` or `Delta` of the same shard): the origin's signature over
+/// the shard's head after that message. Sent when the entry asked for
+/// proofs, and always by a relay. The statement signed is
+/// [`signed_statement`](crate::proof::signed_statement).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeadProof {
+    /// The shard.
+    pub shard: ShardId,
+    /// Its epoch.
+    pub epoch: Epoch,
+    /// The seq of the head.
+    pub seq: Seq,
+    /// The digest (and count) at `seq`.
+    #[serde(with = "digest_bin")]
+    pub digest: Digest,
+    /// The set root of the live objects at `seq`
+    /// ([`set_root`](hoard_engine::set_root)).
+    #[serde(with = "hash_bin")]
+    pub root: [u8; 32],
+    /// The signature scheme, by its TLS 1.3 `SignatureScheme` code
+    /// (`0x0403` ECDSA P-256 SHA-256, `0x0503` ECDSA P-384 SHA-384,
+    /// `0x0807` Ed25519).
+    pub scheme: u16,
+    /// The signature over the statement, at most [`MAX_SIGNATURE_BYTES`].
+    #[serde(with = "serde_bytes")]
+    pub signature: Vec<u8>,
+}
+
+/// Longest signature a `HeadProof` may carry.
+pub const MAX_SIGNATURE_BYTES: usize = 512;
+
 /// `0x95` server → client, last on an answer stream.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AnswerEnd {
@@ -696,6 +743,7 @@ messages! {
     0x96 => Parts(Parts),
     0x97 => More(More),
     0x98 => Fresh(Fresh),
+    0x99 => HeadProof(HeadProof),
     0xA0 => Delta(Delta),
     0xA1 => Transient(Transient),
     0xA2 => Status(Status),

@@ -36,6 +36,41 @@ fn object_43() -> WireObject {
     }
 }
 
+/// The world key of docs/PROTOCOL.md § "Signed shard heads": the Ed25519
+/// key of seed `[1; 32]`, as SubjectPublicKeyInfo DER.
+const WORLD_KEY: [u8; 44] = hex44("302a300506032b65700321008a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c");
+
+/// Its signature over the head of the `94-snapshot` golden's shard (the
+/// `hoard-net` test `signed_head_of_the_protocol_document` makes it).
+const SIGNATURE: &str = "a3b0c841d1bb83f04fc28774256b0cae63c672caa887145215b3d384a474a35e29360cba78c750d42915b6892db4c1b9e8b93389ad2573811ea85ee0c725210b";
+
+/// The set root of that shard (objects 42 and 43).
+const SET_ROOT: &str = "bafe1864b8beaa3731b62dc495ea3a7de1726013576847911506829bbe930957";
+
+const fn hex44(s: &str) -> [u8; 44] {
+    let b = s.as_bytes();
+    let mut out = [0u8; 44];
+    let mut i = 0;
+    while i < 44 {
+        out[i] = nibble(b[2 * i]) * 16 + nibble(b[2 * i + 1]);
+        i += 1;
+    }
+    out
+}
+
+const fn nibble(c: u8) -> u8 {
+    match c {
+        b'0'..=b'9' => c - b'0',
+        _ => c - b'a' + 10,
+    }
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len() / 2)
+        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).expect("hex"))
+        .collect()
+}
+
 fn zone() -> ZoneId {
     ZoneId::new("meadow").expect("zone")
 }
@@ -73,6 +108,7 @@ fn messages() -> Vec<(&'static str, Message)> {
                     digest: digest(),
                 }],
                 held: vec![(ShardId(4), Seq(11)), (ShardId(5), Seq(11)), (ShardId(7), Seq(2))],
+                proofs: false,
             }),
         ),
         ("03-leave-zone", Message::LeaveZone(LeaveZone { zone: zone() })),
@@ -106,6 +142,7 @@ fn messages() -> Vec<(&'static str, Message)> {
                 perspective: "ann".into(),
                 zones: vec![zone()],
                 tick_hz: 20,
+                world_key: WORLD_KEY.to_vec(),
             }),
         ),
         (
@@ -202,6 +239,18 @@ fn messages() -> Vec<(&'static str, Message)> {
                 root: fresh_root(&fresh_heads()),
             }),
         ),
+        (
+            "99-head-proof",
+            Message::HeadProof(HeadProof {
+                shard: ShardId(3),
+                epoch: Epoch(5),
+                seq: Seq(11),
+                digest: digest(),
+                root: unhex(SET_ROOT).try_into().expect("32 bytes"),
+                scheme: 0x0807,
+                signature: unhex(SIGNATURE),
+            }),
+        ),
         ("95-answer-end", Message::AnswerEnd(AnswerEnd { request: 1 })),
         (
             "a0-delta",
@@ -292,6 +341,17 @@ fn the_golden_fresh_root_is_the_documented_one() {
 
 /// docs/PROTOCOL.md § The fresh root.
 const FRESH_ROOT: &str = "b6091ea3c617cb2aea77055caec237dbd0ec403e80a56be1fc339ef055b7e684";
+
+/// The set root of docs/PROTOCOL.md's worked example, over the objects of
+/// the `94-snapshot` golden.
+#[test]
+fn the_golden_set_root_is_the_documented_one() {
+    let objects = [object(), object_43()];
+    let root = hoard_engine::set_root::set_root(objects.iter().map(|o| (o.id, o.version, &o.state[..]))).expect("sorted");
+    let hex: String = root.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(hex, SET_ROOT);
+    assert_eq!(hoard_engine::ServerIdentity::of_key(&WORLD_KEY).to_hex(), "f4298f90fd6f9627a3f0f2678dcfca9c3019eacc227433144b6b41d1ac6f144c");
+}
 
 #[test]
 fn trailing_bytes_and_wrong_types_are_refused() {

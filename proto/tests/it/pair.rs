@@ -161,6 +161,7 @@ impl Pair {
                 perspective: "ann".into(),
                 registry: REGISTRY,
                 wall_clock_at_zero: chrono::Utc::now(),
+                proofs: None,
             }),
             cache: BTreeMap::new(),
             ready: Vec::new(),
@@ -302,6 +303,7 @@ impl Pair {
                             id: SESSION,
                             zone,
                             shards,
+                            proofs: false,
                         };
                         self.tick.handle(&mut self.world, subscribe);
                     }
@@ -311,6 +313,7 @@ impl Pair {
                         id: SESSION,
                         zone,
                         shards,
+                        proofs: false,
                     };
                     self.tick.handle(&mut self.world, subscribe);
                 }
@@ -349,7 +352,7 @@ impl Pair {
                 Effect::WriteShard(s) | Effect::JournalShard { shard: s, .. } => {
                     self.cache.insert(s.header.key.clone(), (*s).clone());
                 }
-                Effect::ZoneReady { zone, stats, shards } => {
+                Effect::ZoneReady { zone, stats, shards, .. } => {
                     for s in &shards {
                         assert_eq!(self.cache.get(&s.header.key), Some(&**s), "written before ready");
                     }

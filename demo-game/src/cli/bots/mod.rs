@@ -139,6 +139,8 @@ pub(crate) fn run(args: BotsArgs) -> anyhow::Result<i32> {
             token: tokens.issue(&name)?,
             service: "world".into(),
             pin: args.fingerprint,
+            world: None,
+            proofs: false,
         };
         bots.push((name, options));
     }
