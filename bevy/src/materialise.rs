@@ -323,6 +323,7 @@ mod tests {
         ClientUpdate::ZoneLoaded {
             zone: zone.clone(),
             shards: shards.into_iter().map(std::sync::Arc::new).collect(),
+            proofs: Vec::new(),
         }
     }
 
