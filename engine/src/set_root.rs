@@ -76,8 +76,14 @@ mod tests {
         assert_ne!(Some(a), other_version);
         assert_ne!(Some(a), other_state);
         assert_ne!(Some(a), fewer);
-        assert_eq!(set_root([(ObjectId(2), Seq(4), &b"y"[..]), (ObjectId(1), Seq(3), &b"x"[..])]), None);
-        assert_eq!(set_root([(ObjectId(1), Seq(3), &b"x"[..]), (ObjectId(1), Seq(3), &b"x"[..])]), None);
+        assert_eq!(
+            set_root([(ObjectId(2), Seq(4), &b"y"[..]), (ObjectId(1), Seq(3), &b"x"[..])]),
+            None
+        );
+        assert_eq!(
+            set_root([(ObjectId(1), Seq(3), &b"x"[..]), (ObjectId(1), Seq(3), &b"x"[..])]),
+            None
+        );
         let hashed = set_root_of_hashes([
             (ObjectId(1), Seq(3), *blake3::hash(b"x").as_bytes()),
             (ObjectId(2), Seq(4), *blake3::hash(b"y").as_bytes()),

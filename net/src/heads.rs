@@ -105,8 +105,14 @@ mod tests {
         let last = flipped.len() - 1;
         flipped[last] ^= 1;
         assert!(!verifier.verify(signer.scheme(), b"statement", &flipped));
-        assert!(!verifier.verify(0x0804, b"statement", &signature), "an RSA scheme is refused");
-        assert!(KeyVerifier::new(ServerIdentity([7; 32]), &spki).is_err(), "a key of another world");
+        assert!(
+            !verifier.verify(0x0804, b"statement", &signature),
+            "an RSA scheme is refused"
+        );
+        assert!(
+            KeyVerifier::new(ServerIdentity([7; 32]), &spki).is_err(),
+            "a key of another world"
+        );
     }
 }
 
@@ -166,6 +172,7 @@ mod worked_example {
         assert_eq!(hex(&signature), EXAMPLE_SIGNATURE);
     }
 
-    const EXAMPLE_WORLD_KEY: &str = "302a300506032b65700321008a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c";
+    const EXAMPLE_WORLD_KEY: &str =
+        "302a300506032b65700321008a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c";
     const EXAMPLE_SIGNATURE: &str = "a3b0c841d1bb83f04fc28774256b0cae63c672caa887145215b3d384a474a35e29360cba78c750d42915b6892db4c1b9e8b93389ad2573811ea85ee0c725210b";
 }

@@ -16,6 +16,9 @@ type Check = fn(&[u8]) -> bool;
 #[derive(Clone, Default)]
 pub struct IntentRegistry {
     kinds: Arc<BTreeMap<String, (TypeId, Check)>>,
+    /// Passes every intent on (a relay's: it runs no game and answers
+    /// intents itself).
+    any: bool,
 }
 
 impl std::fmt::Debug for IntentRegistry {
@@ -39,12 +42,25 @@ impl IntentRegistry {
     pub fn intent<T: DeserializeOwned + Serialize + 'static>(self, name: &str) -> IntentRegistry {
         let mut kinds = (*self.kinds).clone();
         kinds.insert(name.to_owned(), (TypeId::of::<T>(), decodes::<T> as Check));
-        IntentRegistry { kinds: Arc::new(kinds) }
+        IntentRegistry {
+            kinds: Arc::new(kinds),
+            any: self.any,
+        }
+    }
+
+    /// A registry that passes every intent on, whatever its name: for a
+    /// server that runs no game of its own (a relay), whose driver answers
+    /// intents itself.
+    pub fn any() -> IntentRegistry {
+        IntentRegistry {
+            kinds: Arc::default(),
+            any: true,
+        }
     }
 
     /// Whether `payload` is a valid intent named `kind`.
     pub fn accepts(&self, kind: &str, payload: &[u8]) -> bool {
-        self.kinds.get(kind).is_some_and(|(_, check)| check(payload))
+        self.any || self.kinds.get(kind).is_some_and(|(_, check)| check(payload))
     }
 }
 

@@ -10,5 +10,6 @@
 pub mod auth;
 pub mod intents;
 pub mod proof;
+pub mod relay;
 pub mod sync;
 pub mod wire;

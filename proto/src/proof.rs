@@ -69,6 +69,12 @@ pub trait ProofSource: Send + Sync + fmt::Debug {
     /// The proof of `snap`'s head, whose objects are the shard's exact
     /// live set at it.
     fn prove(&self, snap: &ShardSnapshot) -> Result<HeadProof, String>;
+
+    /// The proof of `shard` at `seq` if it is at hand without reading the
+    /// shard (a relay's, received with the change); `None` otherwise.
+    fn held(&self, _shard: ShardId, _seq: Seq) -> Option<HeadProof> {
+        None
+    }
 }
 
 /// An origin's [`ProofSource`]: the set root of the snapshot, signed.
@@ -199,16 +205,10 @@ impl ProofChecker {
             return Err(ProofError::OtherHead {
                 shard,
                 got: format!("epoch {} seq {} count {}", h.epoch, h.hwm, h.digest.count()),
-                signed: format!(
-                    "epoch {} seq {} count {}",
-                    proof.epoch,
-                    proof.seq,
-                    proof.digest.count()
-                ),
+                signed: format!("epoch {} seq {} count {}", proof.epoch, proof.seq, proof.digest.count()),
             });
         }
-        let root =
-            hoard_engine::set_root::set_root(copy.objects.iter().map(|o| (o.id, o.version, o.state.as_bytes())));
+        let root = hoard_engine::set_root::set_root(copy.objects.iter().map(|o| (o.id, o.version, o.state.as_bytes())));
         if root != Some(proof.root) {
             return Err(ProofError::OtherSet(shard));
         }

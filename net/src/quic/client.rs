@@ -276,6 +276,9 @@ pub struct HoardClient {
     zones: Vec<ZoneId>,
     next_intent: Mutex<u32>,
     early_data: Option<bool>,
+    /// The world's identity (the cache namespace) and key, from `Welcome`.
+    world: ServerIdentity,
+    world_key: Vec<u8>,
     _endpoint: Endpoint,
 }
 
@@ -743,6 +746,8 @@ impl HoardClient {
             zones: welcome.zones,
             next_intent: Mutex::new(1),
             early_data,
+            world: ServerIdentity(welcome.server),
+            world_key: welcome.world_key,
             _endpoint: endpoint,
         };
         tokio::spawn(read_control(control, inner.clone()));
@@ -760,6 +765,18 @@ impl HoardClient {
         });
         tokio::spawn(accept_streams(conn, inner));
         client
+    }
+
+    /// The world this client's cache and checks are for: the server's own
+    /// identity, or, through a relay, the world the relay carries.
+    pub fn world(&self) -> ServerIdentity {
+        self.world
+    }
+
+    /// The world's public key (SubjectPublicKeyInfo DER) as `Welcome` gave
+    /// it: empty from a server that signs nothing.
+    pub fn world_key(&self) -> &[u8] {
+        &self.world_key
     }
 
     /// The server identity (pinned).
@@ -835,7 +852,10 @@ impl HoardClient {
             .lock()
             .map(|s| {
                 s.live_shards(zone).map(|shards| {
-                    let proofs = shards.iter().filter_map(|c| s.proof(c.header.key.shard).cloned()).collect();
+                    let proofs = shards
+                        .iter()
+                        .filter_map(|c| s.proof(c.header.key.shard).cloned())
+                        .collect();
                     (shards, proofs)
                 })
             })

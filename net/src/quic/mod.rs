@@ -9,6 +9,7 @@
 
 pub mod client;
 mod committer;
+pub mod relay;
 pub mod server;
 pub(crate) mod stream;
 pub(crate) mod transport;

@@ -213,7 +213,7 @@ pub struct ServerStats {
 /// What a connection tells the world: a session to deliver to (with its
 /// delta queue and connection, which only the driver holds), or an input of
 /// the tick core.
-enum Command {
+pub(crate) enum Command {
     Register {
         id: SessionId,
         deltas: mpsc::Sender<Frames>,
@@ -420,6 +420,75 @@ pub async fn start_linked(
     store: Arc<dyn WorldStore>,
     rules: GameRules,
 ) -> Result<(ServerHandle, WorldLink), ServerError> {
+    let mut proofs = None;
+    let bound = bind(options.clone(), store.clone(), rules, |keys, config| {
+        // Every head this server publishes can be signed with the world's
+        // key, for relays (and their clients) that ask.
+        let signer = crate::heads::KeySigner::new(&keys.key).map_err(ServerError::Config)?;
+        let source: Arc<dyn hoard_proto::proof::ProofSource> = Arc::new(hoard_proto::proof::OriginProofs::new(
+            keys.identity,
+            &config.service,
+            Arc::new(signer),
+        ));
+        config.world_key = keys.world_key().map_err(ServerError::Config)?;
+        config.proofs = Some(source.clone());
+        proofs = Some(source);
+        Ok(())
+    })
+    .await?;
+    let metered: Arc<dyn WorldStore> = Arc::new(crate::metrics::MeteredStore::new(store, bound.metrics.clone()));
+    let committer = Committer::start(metered.clone()).map_err(|source| ServerError::Bind {
+        addr: options.listen,
+        source,
+    })?;
+    let mut core = TickCore::new(metered, options.store_retry_for.as_secs_f64()).with_transient_interval(match options
+        .transient_hz
+    {
+        0 => 0.0,
+        hz => 1.0 / f64::from(hz),
+    });
+    if let Some(proofs) = proofs {
+        core = core.with_proofs(proofs);
+    }
+    let link = WorldLink {
+        core,
+        committer,
+        fatal: None,
+        commands: bound.commands,
+        stats: bound.handle.stats.clone(),
+        metrics: bound.metrics,
+        frame_started: None,
+        subscribers: HashMap::new(),
+        writable: bound.writable,
+        failure: bound.failure,
+        endpoint: bound.endpoint,
+        conns: HashMap::new(),
+        started: Instant::now(),
+    };
+    Ok((bound.handle, link))
+}
+
+/// A bound server endpoint and what its driver (a world's link, or a
+/// relay's) receives from the connections.
+pub(crate) struct Bound {
+    pub(crate) handle: ServerHandle,
+    pub(crate) commands: std_mpsc::Receiver<Command>,
+    pub(crate) metrics: Arc<ServerMetrics>,
+    pub(crate) writable: Arc<AtomicBool>,
+    pub(crate) failure: watch::Sender<Option<String>>,
+    pub(crate) endpoint: Endpoint,
+}
+
+/// Loads (or makes) the keys in the data directory, binds, and accepts
+/// connections whose sessions answer from `store`; `configure` adjusts the
+/// sessions' configuration with the keys at hand (what they sign with, or
+/// which world a relay speaks for).
+pub(crate) async fn bind(
+    options: ServerOptions,
+    store: Arc<dyn WorldStore>,
+    rules: GameRules,
+    configure: impl FnOnce(&ServerKeys, &mut SessionConfig) -> Result<(), ServerError>,
+) -> Result<Bound, ServerError> {
     // Key files are read, or generated and fsynced, off the async workers.
     let data_dir = options.data_dir.clone();
     let keys = tokio::task::spawn_blocking(move || ServerKeys::load_or_create(&data_dir))
@@ -442,16 +511,7 @@ pub async fn start_linked(
     session_config.tick_hz = options.tick_hz;
     session_config.access = rules.access.clone();
     session_config.directory = options.directory.clone();
-    // Every head this server publishes can be signed with the world's key,
-    // for relays (and their clients) that ask.
-    let signer = crate::heads::KeySigner::new(&keys.key).map_err(ServerError::Config)?;
-    let proofs: Arc<dyn hoard_proto::proof::ProofSource> = Arc::new(hoard_proto::proof::OriginProofs::new(
-        keys.identity,
-        &options.service,
-        Arc::new(signer),
-    ));
-    session_config.world_key = keys.world_key().map_err(ServerError::Config)?;
-    session_config.proofs = Some(proofs.clone());
+    configure(&keys, &mut session_config)?;
     let stats = Arc::new(ServerStats::default());
     let metrics = Arc::new(ServerMetrics::new(Some(options.data_dir.clone())));
     let exporter = match options.metrics {
@@ -466,7 +526,7 @@ pub async fn start_linked(
     let (commands, command_rx) = std_mpsc::channel();
     let shared = Arc::new(Shared {
         config: Arc::new(session_config),
-        store: store.clone(),
+        store,
         commands,
         stats: stats.clone(),
         metrics: metrics.clone(),
@@ -482,32 +542,6 @@ pub async fn start_linked(
         answers_total: Arc::new(Semaphore::new(options.answers_in_flight_total.max(1))),
         options: options.clone(),
     });
-    let metered: Arc<dyn WorldStore> = Arc::new(crate::metrics::MeteredStore::new(store.clone(), metrics.clone()));
-    let committer = Committer::start(metered.clone()).map_err(|source| ServerError::Bind {
-        addr: options.listen,
-        source,
-    })?;
-    let link = WorldLink {
-        core: TickCore::new(metered, options.store_retry_for.as_secs_f64()).with_transient_interval(
-            match options.transient_hz {
-                0 => 0.0,
-                hz => 1.0 / f64::from(hz),
-            },
-        )
-        .with_proofs(proofs),
-        committer,
-        fatal: None,
-        commands: command_rx,
-        stats: stats.clone(),
-        metrics: metrics.clone(),
-        frame_started: None,
-        subscribers: HashMap::new(),
-        writable,
-        failure: failure_tx,
-        endpoint: endpoint.clone(),
-        conns: HashMap::new(),
-        started: Instant::now(),
-    };
     let accept = endpoint.clone();
     let max = options.max_connections;
     let accept_task = tokio::spawn(async move {
@@ -548,19 +582,26 @@ pub async fn start_linked(
         identity: keys.identity,
         stats,
         auth,
-        metrics,
+        metrics: metrics.clone(),
         metrics_addr: exporter.as_ref().map(MetricsExporter::addr),
         _exporter: exporter,
-        endpoint,
+        endpoint: endpoint.clone(),
         stop,
         failure,
         world_thread: None,
         accept_task: Some(accept_task),
     };
-    Ok((handle, link))
+    Ok(Bound {
+        handle,
+        commands: command_rx,
+        metrics,
+        writable,
+        failure: failure_tx,
+        endpoint,
+    })
 }
 
-fn close_code(code: ErrorCode) -> quinn::VarInt {
+pub(crate) fn close_code(code: ErrorCode) -> quinn::VarInt {
     quinn::VarInt::from_u32(code as u32)
 }
 
@@ -899,14 +940,12 @@ async fn control_loop(
                     });
                 }
                 Output::Subscribe { zone, shards } => {
-                    let _ = shared
-                        .commands
-                        .send(Command::Tick(TickInput::Subscribe {
-                            id,
-                            zone,
-                            shards,
-                            proofs: false,
-                        }));
+                    let _ = shared.commands.send(Command::Tick(TickInput::Subscribe {
+                        id,
+                        zone,
+                        shards,
+                        proofs: false,
+                    }));
                 }
                 Output::Unsubscribe { zone } => {
                     // Under the lock an answer task subscribes under: a zone
@@ -1098,9 +1137,9 @@ impl AnswerSender {
 /// A message for the delta stream, encoded: its frames (a delta of any
 /// allowed size is split into frames under the limit). One encoding is
 /// shared by every session a delta goes to.
-type Frames = Arc<Vec<Vec<u8>>>;
+pub(crate) type Frames = Arc<Vec<Vec<u8>>>;
 
-fn encode_frames(message: &Message) -> Frames {
+pub(crate) fn encode_frames(message: &Message) -> Frames {
     Arc::new(
         split(message.clone(), PART_BYTES)
             .iter()
@@ -1109,9 +1148,9 @@ fn encode_frames(message: &Message) -> Frames {
     )
 }
 
-struct Conn {
-    deltas: mpsc::Sender<Frames>,
-    conn: Connection,
+pub(crate) struct Conn {
+    pub(crate) deltas: mpsc::Sender<Frames>,
+    pub(crate) conn: Connection,
 }
 
 /// The server's link to the world it serves: the commands from connections

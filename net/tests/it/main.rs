@@ -4,5 +4,6 @@
 mod bad_input;
 mod commit_pipeline;
 mod e2e;
+mod relay;
 mod store_failure;
 mod zero_rtt;

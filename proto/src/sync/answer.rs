@@ -388,9 +388,7 @@ pub fn answer_proven(
     proofs: &dyn ProofSource,
 ) -> Result<(ShardAnswer, crate::wire::HeadProof), ReadError> {
     let snap = store.snapshot(shard)?;
-    let proof = proofs.prove(&snap).map_err(|reason| {
-        no_proof(shard, &reason)
-    })?;
+    let proof = proofs.prove(&snap).map_err(|reason| no_proof(shard, &reason))?;
     let head = &snap.head;
     let (hwm, epoch, digest) = match held {
         Held::Nothing => (None, None, None),
@@ -428,9 +426,7 @@ pub fn answer_repair_proven(
     proofs: &dyn ProofSource,
 ) -> Result<(ShardAnswer, crate::wire::HeadProof), ReadError> {
     let snap = store.snapshot(shard)?;
-    let proof = proofs.prove(&snap).map_err(|reason| {
-        no_proof(shard, &reason)
-    })?;
+    let proof = proofs.prove(&snap).map_err(|reason| no_proof(shard, &reason))?;
     Ok((repair_manifest(shard, base, snap, have), proof))
 }
 

@@ -21,10 +21,10 @@ use hoard_world_cache::format::recompute_digest;
 
 use super::answer::short_hash;
 use crate::proof::{ProofChecker, ProofError};
-use crate::wire::{HeadProof, ShardHave};
 use crate::wire::{
     Delta, EnterZone, LeaveZone, MAX_REPAIR_OBJECTS, Message, Repair, RepairEntry, WireObject, fresh_root, head_tag,
 };
+use crate::wire::{HeadProof, ShardHave};
 
 /// Who the client is talking to, as settled by the handshake.
 #[derive(Clone, Debug)]
@@ -1245,7 +1245,11 @@ impl ClientSync {
                     }
                     self.check_proven(&next)?;
                 }
-                let proof = self.verified.get(&d.shard).cloned().filter(|_| self.cfg.proofs.is_some());
+                let proof = self
+                    .verified
+                    .get(&d.shard)
+                    .cloned()
+                    .filter(|_| self.cfg.proofs.is_some());
                 let next = Arc::new(next);
                 if let Some(shards) = self.live.get_mut(&d.zone) {
                     shards.insert(d.shard, next.clone());

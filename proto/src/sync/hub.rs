@@ -62,6 +62,9 @@ pub struct Fanout {
 /// gets the delta unsigned, and its own checks ask for a repair, which is
 /// signed).
 fn prove_at(store: &dyn WorldStore, proofs: &dyn ProofSource, shard: ShardId, seq: Seq) -> Option<HeadProof> {
+    if let Some(proof) = proofs.held(shard, seq) {
+        return Some(proof);
+    }
     let snap = store.snapshot(shard).ok()?;
     if snap.head.seq != seq {
         tracing::debug!(%shard, %seq, now = %snap.head.seq, "store moved on; delta goes unsigned");
@@ -262,48 +265,11 @@ impl Hub {
     pub fn publish(&mut self, changes: &ChangeSet, receipt: &CommitReceipt, store: &dyn WorldStore) -> Vec<Fanout> {
         let mut out = Vec::new();
         for head in &receipt.heads {
-            let Some(subs) = self.by_shard.get_mut(&head.shard) else {
-                continue;
-            };
             let Some(shard_changes) = changes.shard(head.shard) else {
                 continue;
             };
             let base = Seq(head.seq.0.saturating_sub(1));
-            let mut to = Vec::new();
-            let mut proven = Vec::new();
-            let mut caught = Vec::new();
-            for (&session, sub) in subs.iter_mut() {
-                if sub.last >= head.seq {
-                    continue;
-                }
-                if sub.last == base {
-                    sub.last = head.seq;
-                    to.push(session);
-                    if sub.proofs {
-                        proven.push(session);
-                    }
-                } else if let Some(delta) = catch_up(store, &sub.zone, head.shard, sub.last) {
-                    sub.last = delta.seq;
-                    caught.push((session, sub.proofs, delta));
-                }
-            }
-            // One signature per shard and commit, whoever wants it.
-            let proof = match (&self.proofs, proven.is_empty() && caught.iter().all(|c| !c.1)) {
-                (Some(source), false) => prove_at(store, &**source, head.shard, head.seq),
-                _ => None,
-            };
-            let caught: Vec<Fanout> = caught
-                .into_iter()
-                .map(|(session, wants, delta)| Fanout {
-                    to: vec![session],
-                    proof: proof
-                        .clone()
-                        .filter(|p| wants && p.seq == delta.seq)
-                        .map(|p| (p, vec![session])),
-                    delta,
-                })
-                .collect();
-            if !to.is_empty() {
+            let build = || {
                 let mut tombstones = Vec::new();
                 let mut upserts = Vec::new();
                 for (id, change) in shard_changes.iter() {
@@ -316,7 +282,7 @@ impl Hub {
                         Change::Remove => tombstones.push(id),
                     }
                 }
-                let delta = Delta {
+                Delta {
                     zone: head.zone.clone(),
                     shard: head.shard,
                     epoch: head.epoch,
@@ -325,13 +291,80 @@ impl Hub {
                     digest: head.digest,
                     tombstones,
                     upserts,
-                };
-                let proof = proof.filter(|_| !proven.is_empty()).map(|p| (p, proven));
-                out.push(Fanout { to, delta, proof });
-            }
-            out.extend(caught);
+                }
+            };
+            self.fan_out(head.shard, base, head.seq, build, store, &mut out);
         }
         out
+    }
+
+    /// The fan-out of one shard's change that arrived whole (a relay's, from
+    /// upstream): to the subscribers at its base, and catch-ups for the
+    /// others.
+    pub fn publish_delta(&mut self, delta: Delta, store: &dyn WorldStore) -> Vec<Fanout> {
+        let mut out = Vec::new();
+        let (shard, base, seq) = (delta.shard, delta.base, delta.seq);
+        self.fan_out(shard, base, seq, || delta, store, &mut out);
+        out
+    }
+
+    /// Sends a shard's change from `base` to `seq` (built only if someone is
+    /// at `base`) to the subscribers at `base`, and catches up the others.
+    fn fan_out(
+        &mut self,
+        shard: ShardId,
+        base: Seq,
+        seq: Seq,
+        build: impl FnOnce() -> Delta,
+        store: &dyn WorldStore,
+        out: &mut Vec<Fanout>,
+    ) {
+        let Some(subs) = self.by_shard.get_mut(&shard) else {
+            return;
+        };
+        let mut to = Vec::new();
+        let mut proven = Vec::new();
+        let mut caught = Vec::new();
+        for (&session, sub) in subs.iter_mut() {
+            if sub.last >= seq {
+                continue;
+            }
+            if sub.last == base {
+                sub.last = seq;
+                to.push(session);
+                if sub.proofs {
+                    proven.push(session);
+                }
+            } else if let Some(delta) = catch_up(store, &sub.zone, shard, sub.last) {
+                sub.last = delta.seq;
+                caught.push((session, sub.proofs, delta));
+            }
+        }
+        // One signature per shard and change, whoever wants it.
+        let proof = match (&self.proofs, proven.is_empty() && caught.iter().all(|c| !c.1)) {
+            (Some(source), false) => prove_at(store, &**source, shard, seq),
+            _ => None,
+        };
+        let caught: Vec<Fanout> = caught
+            .into_iter()
+            .map(|(session, wants, delta)| Fanout {
+                to: vec![session],
+                proof: proof
+                    .clone()
+                    .filter(|p| wants && p.seq == delta.seq)
+                    .map(|p| (p, vec![session])),
+                delta,
+            })
+            .collect();
+        if !to.is_empty() {
+            let proof = proof.filter(|_| !proven.is_empty()).map(|p| (p, proven));
+            out.push(Fanout {
+                to,
+                delta: build(),
+                proof,
+            });
+        }
+        out.extend(caught);
     }
 }
 
@@ -363,7 +396,13 @@ mod tests {
             .create_zone(&zone("b"), &[ShardSpec::shared(ShardId(3))])
             .expect("zone b");
         let mut hub = Hub::new();
-        hub.subscribe(7, &zone("a"), &[(ShardId(1), Seq(0)), (ShardId(2), Seq(0))], false, &store);
+        hub.subscribe(
+            7,
+            &zone("a"),
+            &[(ShardId(1), Seq(0)), (ShardId(2), Seq(0))],
+            false,
+            &store,
+        );
         hub.subscribe(8, &zone("a"), &[(ShardId(1), Seq(0))], false, &store);
         hub.subscribe(8, &zone("b"), &[(ShardId(3), Seq(0))], false, &store);
         assert_eq!(hub.sessions_in(&zone("a")), vec![7, 8]);

@@ -12,8 +12,8 @@ use hoard_engine::store::WorldStore;
 use hoard_engine::{RegistryHash, Seq, ServerIdentity, ShardId, ZoneId};
 
 use super::answer::{AnswerPlan, Held, answer_repair, answer_repair_proven};
-use crate::proof::ProofSource;
 use crate::auth::{TokenAuthority, TokenError};
+use crate::proof::ProofSource;
 use crate::wire::{
     ErrorCode, ErrorMsg, IntentRejected, MAX_INTENT_BYTES, MAX_REPAIR_OBJECTS, MAX_SHARDS_PER_ENTRY, Message,
     PROTOCOL_VERSION, ShardHave, Welcome, ZoneDenied, ZoneElsewhere,

@@ -38,7 +38,8 @@ fn object_43() -> WireObject {
 
 /// The world key of docs/PROTOCOL.md § "Signed shard heads": the Ed25519
 /// key of seed `[1; 32]`, as SubjectPublicKeyInfo DER.
-const WORLD_KEY: [u8; 44] = hex44("302a300506032b65700321008a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c");
+const WORLD_KEY: [u8; 44] =
+    hex44("302a300506032b65700321008a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c");
 
 /// Its signature over the head of the `94-snapshot` golden's shard (the
 /// `hoard-net` test `signed_head_of_the_protocol_document` makes it).
@@ -347,10 +348,14 @@ const FRESH_ROOT: &str = "b6091ea3c617cb2aea77055caec237dbd0ec403e80a56be1fc339e
 #[test]
 fn the_golden_set_root_is_the_documented_one() {
     let objects = [object(), object_43()];
-    let root = hoard_engine::set_root::set_root(objects.iter().map(|o| (o.id, o.version, &o.state[..]))).expect("sorted");
+    let root =
+        hoard_engine::set_root::set_root(objects.iter().map(|o| (o.id, o.version, &o.state[..]))).expect("sorted");
     let hex: String = root.iter().map(|b| format!("{b:02x}")).collect();
     assert_eq!(hex, SET_ROOT);
-    assert_eq!(hoard_engine::ServerIdentity::of_key(&WORLD_KEY).to_hex(), "f4298f90fd6f9627a3f0f2678dcfca9c3019eacc227433144b6b41d1ac6f144c");
+    assert_eq!(
+        hoard_engine::ServerIdentity::of_key(&WORLD_KEY).to_hex(),
+        "f4298f90fd6f9627a3f0f2678dcfca9c3019eacc227433144b6b41d1ac6f144c"
+    );
 }
 
 #[test]

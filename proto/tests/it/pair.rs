@@ -352,7 +352,9 @@ impl Pair {
                 Effect::WriteShard(s) | Effect::JournalShard { shard: s, .. } => {
                     self.cache.insert(s.header.key.clone(), (*s).clone());
                 }
-                Effect::ZoneReady { zone, stats, shards, .. } => {
+                Effect::ZoneReady {
+                    zone, stats, shards, ..
+                } => {
                     for s in &shards {
                         assert_eq!(self.cache.get(&s.header.key), Some(&**s), "written before ready");
                     }

@@ -1,0 +1,409 @@
+//! A relay: a node that follows a world's zones upstream as a client (the
+//! origin, or another relay) and serves them downstream with the same
+//! protocol and the same one-round-trip entry, so one origin feeds many
+//! players through relays near them.
+//!
+//! The relay keeps its own world cache on disk (its upstream client's) and
+//! serves from a [`RelayStore`] in memory; every shard it serves goes with
+//! the origin's signed head, which it cannot forge, and it speaks for the
+//! origin's world identity (the cache namespace), so a client's cache is
+//! valid through any relay and at the origin. Each change comes from
+//! upstream once and goes to each subscriber ([`RelayCore`]). If the
+//! upstream goes away the relay keeps serving what it has, tells its
+//! clients it may be stale, reconnects with backoff and catches every zone
+//! up in one warm entry each. Perspective-scoped shards (inventories) are
+//! never relayed: the relay's own perspective sees none. Intents are
+//! refused with a reason; players act at the origin.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, mpsc as std_mpsc};
+use std::time::Duration;
+
+use hoard_engine::{PublishRegistry, ServerIdentity, ZoneId};
+use hoard_proto::relay::{RelayCore, RelayStore};
+use hoard_proto::sync::tick::{TickInput, TickOutput};
+use hoard_proto::wire::{ErrorCode, Message};
+
+use super::client::{ClientError, ClientEvent, ClientOptions, ClientUpdate, HoardClient};
+use super::server::{
+    Command, Conn, Frames, GameRules, ServerError, ServerHandle, ServerOptions, bind, close_code, encode_frames,
+};
+
+/// How to run a relay.
+#[derive(Clone, Debug)]
+pub struct RelayOptions {
+    /// Where downstream clients connect.
+    pub listen: SocketAddr,
+    /// The relay's own directory: its TLS key (its transport identity), its
+    /// token secret for downstream tokens, and its cache of the world.
+    pub data_dir: PathBuf,
+    /// The upstream: the world's server, or another relay.
+    pub upstream: SocketAddr,
+    /// The upstream's transport identity to require (otherwise trusted on
+    /// first use).
+    pub upstream_pin: Option<ServerIdentity>,
+    /// The world, when the upstream is itself a relay of it.
+    pub world: Option<ServerIdentity>,
+    /// The relay's token upstream (its perspective there).
+    pub token: String,
+    /// The service.
+    pub service: String,
+    /// The zones to follow; empty: every zone the upstream offers.
+    pub zones: Vec<ZoneId>,
+    /// Accept `dev:` tokens downstream.
+    pub dev_mode: bool,
+}
+
+/// Why a relay could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RelayError {
+    /// The upstream could not be reached or refused the relay.
+    #[error("upstream {upstream}: {source}")]
+    Upstream {
+        /// The upstream's address.
+        upstream: SocketAddr,
+        /// Why.
+        source: ClientError,
+    },
+    /// The upstream sent something a relay cannot serve.
+    #[error("upstream {upstream}: {detail}")]
+    Unusable {
+        /// The upstream's address.
+        upstream: SocketAddr,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The downstream server could not start.
+    #[error(transparent)]
+    Server(#[from] ServerError),
+}
+
+/// Counters of a running relay.
+#[derive(Debug, Default)]
+pub struct RelayStats {
+    /// Changes received from upstream and published downstream.
+    pub changes: AtomicU64,
+    /// Times the upstream was lost.
+    pub upstream_lost: AtomicU64,
+    /// Times every zone was caught up after the upstream came back.
+    pub resyncs: AtomicU64,
+    /// Whether the upstream is connected now.
+    pub connected: AtomicBool,
+}
+
+/// A running relay.
+pub struct RelayHandle {
+    /// The downstream server (its address, its transport identity).
+    pub server: ServerHandle,
+    /// The world relayed.
+    pub world: ServerIdentity,
+    /// Counters.
+    pub stats: Arc<RelayStats>,
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RelayHandle {
+    /// The downstream address.
+    pub fn addr(&self) -> SocketAddr {
+        self.server.addr
+    }
+
+    /// Stops the relay: closes its clients and its upstream.
+    pub async fn shutdown(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.task.await;
+        self.server.shutdown().await;
+    }
+}
+
+/// How long the relay waits between upstream reconnection attempts, at most.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How long one attempt to reach the upstream again may take.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How often the relay's loop looks at its clients' commands.
+const POLL: Duration = Duration::from_millis(5);
+
+fn client_options(options: &RelayOptions) -> ClientOptions {
+    ClientOptions {
+        server: options.upstream,
+        cache_dir: options.data_dir.join("cache"),
+        token: options.token.clone(),
+        service: options.service.clone(),
+        pin: options.upstream_pin,
+        world: options.world,
+        proofs: true,
+    }
+}
+
+/// Connects upstream and enters every zone to follow, installing each in
+/// `store`; returns the client and the changes for current subscribers.
+async fn follow(
+    options: &RelayOptions,
+    registry: &PublishRegistry,
+    store: &RelayStore,
+) -> Result<(HoardClient, Vec<hoard_proto::wire::Delta>), RelayError> {
+    let upstream = options.upstream;
+    let client = HoardClient::connect(client_options(options), registry.clone())
+        .await
+        .map_err(|source| RelayError::Upstream { upstream, source })?;
+    let zones = if options.zones.is_empty() {
+        client.zones().to_vec()
+    } else {
+        options.zones.clone()
+    };
+    let mut deltas = Vec::new();
+    for zone in &zones {
+        client
+            .enter_zone(zone)
+            .await
+            .map_err(|source| RelayError::Upstream { upstream, source })?;
+    }
+    for update in client.take_updates() {
+        match update {
+            ClientUpdate::ZoneLoaded { zone, shards, proofs } => {
+                let mut pairs = Vec::with_capacity(shards.len());
+                for shard in &shards {
+                    let id = shard.header.key.shard;
+                    let proof = proofs
+                        .iter()
+                        .find(|p| p.shard == id)
+                        .ok_or_else(|| RelayError::Unusable {
+                            upstream,
+                            detail: format!("shard {id} of zone {zone} came without a signed head"),
+                        })?;
+                    pairs.push((&**shard, proof));
+                }
+                deltas.extend(store.install(&zone, &pairs));
+            }
+            ClientUpdate::Objects { .. } => {
+                // Already in the zone's copy, which the entry handed over
+                // whole after it (live changes wait for the entry).
+            }
+            _ => {}
+        }
+    }
+    tracing::info!(%upstream, zones = zones.len(), world = %client.world(), "relay following its upstream");
+    Ok((client, deltas))
+}
+
+/// Starts a relay: follows its zones upstream (failing if the upstream
+/// cannot be reached now), then serves them.
+pub async fn start_relay(options: RelayOptions, registry: PublishRegistry) -> Result<RelayHandle, RelayError> {
+    let store = Arc::new(RelayStore::new());
+    let (client, _) = follow(&options, &registry, &store).await?;
+    let world = client.world();
+    let world_key = client.world_key().to_vec();
+    let mut server_options = ServerOptions::new(options.listen, options.data_dir.clone());
+    server_options.service = options.service.clone();
+    server_options.dev_mode = options.dev_mode;
+    let rules = GameRules {
+        registry: registry.hash(),
+        intents: hoard_proto::intents::IntentRegistry::any(),
+        access: Arc::new(hoard_proto::sync::server::OpenWorld),
+        on_join: None,
+        on_leave: None,
+    };
+    let proofs: Arc<dyn hoard_proto::proof::ProofSource> = store.clone();
+    let bound = bind(server_options.clone(), store.clone(), rules, |_, config| {
+        config.server = world;
+        config.world_key = world_key;
+        config.proofs = Some(proofs);
+        config.always_prove = true;
+        Ok(())
+    })
+    .await?;
+    let stats = Arc::new(RelayStats::default());
+    stats.connected.store(true, Ordering::SeqCst);
+    let stop = Arc::new(AtomicBool::new(false));
+    let link = RelayLink {
+        core: RelayCore::new(store.clone()),
+        store,
+        commands: bound.commands,
+        conns: std::collections::HashMap::new(),
+        stats: stats.clone(),
+    };
+    let task = tokio::spawn(run(link, client, options, registry, stop.clone()));
+    tracing::info!(addr = %bound.handle.addr, %world, "relay serving");
+    Ok(RelayHandle {
+        server: bound.handle,
+        world,
+        stats,
+        stop,
+        task,
+    })
+}
+
+/// The relay's side of its connections.
+struct RelayLink {
+    core: RelayCore,
+    store: Arc<RelayStore>,
+    commands: std_mpsc::Receiver<Command>,
+    conns: std::collections::HashMap<u64, Conn>,
+    stats: Arc<RelayStats>,
+}
+
+impl RelayLink {
+    /// Takes in what the connections did.
+    fn commands(&mut self) {
+        while let Ok(cmd) = self.commands.try_recv() {
+            let input = match cmd {
+                Command::Register { id, deltas, conn } => {
+                    self.conns.insert(id, Conn { deltas, conn });
+                    TickInput::Register { id }
+                }
+                Command::Tick(input) => {
+                    if let TickInput::Remove { id } = input {
+                        self.conns.remove(&id);
+                    }
+                    input
+                }
+            };
+            self.core.handle(input);
+        }
+        self.deliver();
+    }
+
+    /// Queues the core's messages; a client that reads too slowly is
+    /// disconnected.
+    fn deliver(&mut self) {
+        let mut encoded: Option<(Arc<Message>, Frames)> = None;
+        while let Some(TickOutput { to, message }) = self.core.poll_output() {
+            let Some(c) = self.conns.get(&to) else { continue };
+            let frames = match &encoded {
+                Some((last, frames)) if Arc::ptr_eq(last, &message) => frames.clone(),
+                _ => {
+                    let frames = encode_frames(&message);
+                    encoded = Some((message, frames.clone()));
+                    frames
+                }
+            };
+            if c.deltas.try_send(frames).is_err() {
+                tracing::warn!(
+                    session = to,
+                    "relay client does not read its deltas fast enough; disconnecting"
+                );
+                c.conn
+                    .close(close_code(ErrorCode::SlowConsumer), b"slow consumer: deltas not read");
+                self.conns.remove(&to);
+                self.core.handle(TickInput::Remove { id: to });
+            }
+        }
+    }
+
+    /// Takes in what came from upstream; returns why the upstream ended,
+    /// if it did.
+    fn upstream(&mut self, client: &HoardClient) -> Option<String> {
+        let mut ended = None;
+        for update in client.take_updates() {
+            match update {
+                ClientUpdate::Objects {
+                    zone,
+                    upserts,
+                    removed,
+                    head,
+                    proof: Some(proof),
+                    ..
+                } => {
+                    if let Some(delta) = self.store.apply(&zone, &head, &upserts, &removed, &proof) {
+                        self.stats.changes.fetch_add(1, Ordering::Relaxed);
+                        self.core.publish(vec![delta]);
+                    }
+                }
+                ClientUpdate::ZoneLoaded { zone, shards, proofs } => {
+                    let pairs: Vec<_> = shards
+                        .iter()
+                        .filter_map(|s| proofs.iter().find(|p| p.shard == s.header.key.shard).map(|p| (&**s, p)))
+                        .collect();
+                    let deltas = self.store.install(&zone, &pairs);
+                    self.core.publish(deltas);
+                }
+                ClientUpdate::Event(ClientEvent::Disconnected { reason }) => ended = Some(reason),
+                _ => {}
+            }
+        }
+        self.deliver();
+        ended
+    }
+}
+
+async fn run(
+    mut link: RelayLink,
+    client: HoardClient,
+    options: RelayOptions,
+    registry: PublishRegistry,
+    stop: Arc<AtomicBool>,
+) {
+    let mut client = Some(client);
+    let mut backoff = Duration::from_millis(200);
+    let mut ticker = tokio::time::interval(POLL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while !stop.load(Ordering::SeqCst) {
+        match &client {
+            Some(c) => {
+                tokio::select! {
+                    _ = c.changed() => {}
+                    _ = ticker.tick() => {}
+                }
+                if let Some(reason) = link.upstream(c) {
+                    tracing::warn!(upstream = %options.upstream, %reason, "relay lost its upstream; serving what it has");
+                    link.stats.upstream_lost.fetch_add(1, Ordering::Relaxed);
+                    link.stats.connected.store(false, Ordering::SeqCst);
+                    link.core.upstream_lost(&reason);
+                    // Closed before the next connection opens the cache.
+                    if let Some(old) = client.take() {
+                        old.close_and_wait(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+            None => {
+                // Keep serving while reconnecting; the entries catch each
+                // zone up in one warm round trip.
+                let store = link.store.clone();
+                // Bounded: an attempt made while the upstream was down may
+                // otherwise wait out QUIC's growing retransmission timers
+                // long after the upstream is back.
+                let attempt = tokio::time::timeout(ATTEMPT_TIMEOUT, follow(&options, &registry, &store));
+                tokio::pin!(attempt);
+                let retry_at = tokio::time::Instant::now() + backoff;
+                let mut result = None;
+                while result.is_none() && !stop.load(Ordering::SeqCst) {
+                    tokio::select! {
+                        r = &mut attempt => result = Some(r),
+                        _ = ticker.tick() => link.commands(),
+                    }
+                }
+                match result {
+                    Some(Ok(Ok((c, deltas)))) => {
+                        link.core.publish(deltas);
+                        link.core.upstream_back();
+                        link.stats.resyncs.fetch_add(1, Ordering::Relaxed);
+                        link.stats.connected.store(true, Ordering::SeqCst);
+                        tracing::info!(upstream = %options.upstream, "relay caught up with its upstream");
+                        backoff = Duration::from_millis(200);
+                        client = Some(c);
+                    }
+                    Some(failed) => {
+                        match failed {
+                            Ok(Err(e)) => tracing::debug!(error = %e, "upstream still unreachable"),
+                            _ => tracing::debug!("upstream did not answer in time"),
+                        }
+                        while tokio::time::Instant::now() < retry_at && !stop.load(Ordering::SeqCst) {
+                            ticker.tick().await;
+                            link.commands();
+                        }
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                    }
+                    None => {}
+                }
+            }
+        }
+        link.commands();
+    }
+    if let Some(c) = client {
+        c.close_and_wait(Duration::from_secs(2)).await;
+    }
+}

@@ -1,0 +1,258 @@
+//! Relays on loopback: an origin, two chained relays and clients whose
+//! caches stay valid whichever way the data came; live changes through the
+//! chain; an upstream that goes away and comes back.
+
+use std::path::Path;
+use std::time::Duration;
+
+use bevy_ecs::prelude::*;
+use hoard_engine::{ServerIdentity, ZoneId};
+use hoard_net::quic::client::{ClientEvent, ClientOptions, ClientUpdate, HoardClient};
+use hoard_net::quic::relay::{RelayHandle, RelayOptions, start_relay};
+use hoard_net::quic::server::ServerHandle;
+
+use crate::e2e::{AddStones, options, registry, server, server_with, stones, wait_for};
+
+fn zone() -> ZoneId {
+    ZoneId::new("meadow").expect("zone")
+}
+
+async fn relay(
+    data: &Path,
+    upstream: std::net::SocketAddr,
+    pin: ServerIdentity,
+    world: Option<ServerIdentity>,
+    token: String,
+) -> RelayHandle {
+    start_relay(
+        RelayOptions {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            data_dir: data.to_owned(),
+            upstream,
+            upstream_pin: Some(pin),
+            world,
+            token,
+            service: "world".into(),
+            zones: Vec::new(),
+            dev_mode: true,
+        },
+        registry(),
+    )
+    .await
+    .expect("relay starts")
+}
+
+/// A player's options through `relay` of `world`.
+fn via(relay: &RelayHandle, world: ServerIdentity, cache: &Path, player: &str) -> ClientOptions {
+    ClientOptions {
+        server: relay.addr(),
+        cache_dir: cache.to_owned(),
+        token: format!("dev:{player}"),
+        service: "world".into(),
+        pin: Some(relay.server.identity),
+        world: Some(world),
+        proofs: false,
+    }
+}
+
+/// Closes a client and lets go of its cache (so the next one may write it).
+async fn leave(client: HoardClient) {
+    client.close_and_wait(Duration::from_secs(2)).await;
+    drop(client);
+}
+
+async fn add(origin: &ServerHandle, cache: &Path, object: u64, stones: u32) {
+    let bob = HoardClient::connect(options(origin, cache, "bob"), registry())
+        .await
+        .expect("bob connects");
+    let mut world = World::new();
+    bob.enter_zone(&zone()).await.expect("bob enters");
+    let before = {
+        crate::e2e::wait_for(&bob, &mut world, |_| true).await;
+        crate::e2e::stones(&mut world)
+            .into_iter()
+            .find(|(o, _)| *o == object)
+            .map(|(_, s)| s)
+    }
+    .expect("object exists");
+    bob.send_intent("add_stones", &AddStones { object, stones })
+        .await
+        .expect("intent");
+    wait_for(&bob, &mut world, |w| {
+        crate::e2e::stones(w).contains(&(object, before + stones))
+    })
+    .await;
+    leave(bob).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chained_relays_serve_the_origins_world_and_a_cache_moves_between_routes() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let (r1, r2) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let (cache, bob_cache) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let origin = server(data.path(), 4, 25).await;
+    let world_id = origin.identity;
+    let token = origin
+        .auth
+        .issue("relay-one", chrono::Utc::now().timestamp() + 3600)
+        .expect("token");
+    let first = relay(r1.path(), origin.addr, origin.identity, None, token).await;
+    assert_eq!(first.world, world_id);
+    let second = relay(
+        r2.path(),
+        first.addr(),
+        first.server.identity,
+        Some(world_id),
+        "dev:relay-two".into(),
+    )
+    .await;
+    assert_eq!(second.world, world_id);
+
+    // Cold through two relays: the origin's world, every shard checked
+    // against the origin's signed head.
+    let ann = HoardClient::connect(via(&second, world_id, cache.path(), "ann"), registry())
+        .await
+        .expect("ann connects through two relays");
+    assert_eq!(ann.world(), world_id);
+    assert_ne!(ann.identity(), world_id, "the transport is the relay's");
+    let stats = ann.enter_zone(&zone()).await.expect("enter");
+    assert_eq!((stats.shards, stats.shards_snapshot, stats.objects), (4, 4, 100));
+    let mut world = World::new();
+    hoard_bevy::materialise::update(&ann, &mut world);
+    assert_eq!(stones(&mut world).len(), 100);
+
+    // A change at the origin reaches her through both relays.
+    add(&origin, bob_cache.path(), 2005, 10).await;
+    wait_for(&ann, &mut world, |w| stones(w).contains(&(2005, 15))).await;
+    let intent = ann
+        .send_intent("add_stones", &AddStones { object: 1, stones: 1 })
+        .await
+        .expect("sent");
+    let refused = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            ann.changed().await;
+            for u in ann.take_updates() {
+                if let ClientUpdate::Event(ClientEvent::IntentRejected { seq, message }) = u
+                    && seq == intent
+                {
+                    return message;
+                }
+            }
+        }
+    })
+    .await
+    .expect("the relay answers the intent");
+    assert!(refused.contains("relay"), "{refused}");
+    leave(ann).await;
+
+    // The same cache through the other relay: up to date, nothing resent.
+    let ann = HoardClient::connect(via(&first, world_id, cache.path(), "ann"), registry())
+        .await
+        .expect("ann connects through the first relay");
+    let stats = ann.enter_zone(&zone()).await.expect("enter");
+    assert_eq!((stats.shards_fresh, stats.shards_snapshot), (4, 0), "{stats:?}");
+    leave(ann).await;
+
+    // Something changes while she is away: through the far relay her entry
+    // is a delta, not the shard again.
+    add(&origin, bob_cache.path(), 2005, 10).await;
+    let ann = HoardClient::connect(via(&second, world_id, cache.path(), "ann"), registry())
+        .await
+        .expect("ann connects through two relays again");
+    let stats = ann.enter_zone(&zone()).await.expect("enter");
+    assert_eq!(
+        (stats.shards_fresh, stats.shards_delta, stats.shards_snapshot),
+        (3, 1, 0),
+        "{stats:?}"
+    );
+    let mut world = World::new();
+    hoard_bevy::materialise::update(&ann, &mut world);
+    assert!(stones(&mut world).contains(&(2005, 25)));
+    leave(ann).await;
+
+    // And straight at the origin: the cache is the world's, not a relay's.
+    let ann = HoardClient::connect(options(&origin, cache.path(), "ann"), registry())
+        .await
+        .expect("ann connects to the origin");
+    let stats = ann.enter_zone(&zone()).await.expect("enter");
+    assert_eq!((stats.shards_fresh, stats.shards_snapshot), (4, 0), "{stats:?}");
+    leave(ann).await;
+
+    second.shutdown().await;
+    first.shutdown().await;
+    origin.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_that_loses_its_upstream_keeps_serving_and_catches_up_when_it_returns() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let data = tempfile::tempdir().expect("tempdir");
+    let r1 = tempfile::tempdir().expect("tempdir");
+    let (cache, bob_cache) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let origin = server(data.path(), 4, 25).await;
+    let (addr, world_id) = (origin.addr, origin.identity);
+    let token = origin
+        .auth
+        .issue("relay-one", chrono::Utc::now().timestamp() + 3600)
+        .expect("token");
+    let relay = relay(r1.path(), addr, world_id, None, token).await;
+    let ann = HoardClient::connect(via(&relay, world_id, cache.path(), "ann"), registry())
+        .await
+        .expect("ann connects");
+    ann.enter_zone(&zone()).await.expect("enter");
+    let mut world = World::new();
+    hoard_bevy::materialise::update(&ann, &mut world);
+
+    // The origin goes away: ann is told the relay's world may be stale.
+    origin.shutdown().await;
+    let status = |writable: bool| {
+        let ann = &ann;
+        async move {
+            tokio::time::timeout(Duration::from_secs(20), async {
+                loop {
+                    ann.changed().await;
+                    for u in ann.take_updates() {
+                        if let ClientUpdate::Event(ClientEvent::ServerStatus { writable: w, message }) = u
+                            && w == writable
+                        {
+                            return message;
+                        }
+                    }
+                }
+            })
+            .await
+            .expect("a status in time")
+        }
+    };
+    let stale = status(false).await;
+    assert!(stale.contains("stale"), "{stale}");
+    // Still served meanwhile: a second player enters through the relay.
+    let cid = tempfile::tempdir().expect("tempdir");
+    let cid_client = HoardClient::connect(via(&relay, world_id, cid.path(), "cid"), registry())
+        .await
+        .expect("cid connects while the origin is away");
+    assert_eq!(cid_client.enter_zone(&zone()).await.expect("enter").objects, 100);
+    leave(cid_client).await;
+
+    // Back on the same address, and changed while away.
+    let origin = server_with(data.path(), 4, 25, |o| o.listen = addr).await;
+    status(true).await;
+    add(&origin, bob_cache.path(), 3007, 5).await;
+    wait_for(&ann, &mut world, |w| stones(w).contains(&(3007, 12))).await;
+    assert!(relay.stats.resyncs.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+    leave(ann).await;
+    relay.shutdown().await;
+    origin.shutdown().await;
+}

@@ -1,0 +1,546 @@
+//! What a relay holds and serves, sans-IO: the shards it follows upstream,
+//! each with the origin's signed head, kept in memory as a read-only
+//! [`WorldStore`] that the server's sessions answer from exactly as an
+//! origin's do, and a [`ProofSource`] that hands on the origin's
+//! signatures (a relay cannot make any).
+//!
+//! A shard comes in whole (from an upstream zone entry: [`RelayStore::install`])
+//! or as a change of a copy already held ([`RelayStore::apply`]). Each
+//! change is recorded with its seq, objects that left as tombstones, so the
+//! relay answers a client's entry with `Changes` since its hwm like an
+//! origin; tombstones are kept for the last [`TOMBSTONES_KEPT`] per shard,
+//! and a client behind that (or behind when the relay started following the
+//! shard) gets the live manifest instead, still in one round trip. Every
+//! change comes out as a [`Delta`] for the relay's own subscribers.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::RwLock;
+
+use chrono::{DateTime, Utc};
+use hoard_engine::store::{
+    ChangesSince, CommitError, CommitReceipt, ReadError, ShardHead, ShardScope, ShardSnapshot, ShardSpec, StoreFault,
+    StoredObject, Tombstone, TrimReport, WorldStore, WriteError,
+};
+use hoard_engine::{ChangeSet, Digest, Epoch, ObjectId, ObjectState, Seq, ShardId, ZoneId};
+use hoard_world_cache::format::{CachedObject, CachedShard};
+
+use crate::proof::ProofSource;
+use crate::wire::{Delta, HeadProof, WireObject};
+
+/// Tombstones a relay keeps per shard; older ones move the horizon up.
+pub const TOMBSTONES_KEPT: usize = 4096;
+
+struct RelayShard {
+    zone: ZoneId,
+    epoch: Epoch,
+    seq: Seq,
+    digest: Digest,
+    horizon: Seq,
+    objects: BTreeMap<ObjectId, (Seq, ObjectState)>,
+    /// (seq, id) of objects that left, oldest first.
+    tombstones: VecDeque<(Seq, ObjectId)>,
+    proof: HeadProof,
+}
+
+impl RelayShard {
+    fn head(&self, shard: ShardId) -> ShardHead {
+        ShardHead {
+            shard,
+            zone: self.zone.clone(),
+            epoch: self.epoch,
+            seq: self.seq,
+            digest: self.digest,
+            horizon: self.horizon,
+            scope: ShardScope::Shared,
+        }
+    }
+
+    fn tombstone(&mut self, seq: Seq, id: ObjectId) {
+        if self.tombstones.len() >= TOMBSTONES_KEPT
+            && let Some((dropped, _)) = self.tombstones.pop_front()
+        {
+            self.horizon = self.horizon.max(dropped);
+        }
+        self.tombstones.push_back((seq, id));
+    }
+}
+
+#[derive(Default)]
+struct Held {
+    zones: BTreeMap<ZoneId, Vec<ShardId>>,
+    shards: BTreeMap<ShardId, RelayShard>,
+}
+
+/// The shards a relay follows, served read-only.
+#[derive(Default)]
+pub struct RelayStore {
+    held: RwLock<Held>,
+}
+
+impl std::fmt::Debug for RelayStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let held = self.read();
+        f.debug_struct("RelayStore")
+            .field("zones", &held.zones.len())
+            .field("shards", &held.shards.len())
+            .finish()
+    }
+}
+
+fn wire(id: ObjectId, version: Seq, state: &ObjectState) -> WireObject {
+    WireObject {
+        id,
+        version,
+        state: state.as_bytes().to_vec(),
+    }
+}
+
+impl RelayStore {
+    /// An empty relay store.
+    pub fn new() -> RelayStore {
+        RelayStore::default()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Held> {
+        self.held.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Held> {
+        self.held.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The zones held, and how many shards.
+    pub fn counts(&self) -> (usize, usize) {
+        let held = self.read();
+        (held.zones.len(), held.shards.len())
+    }
+
+    /// A zone's shards as the upstream entry verified them (each with the
+    /// origin's proof), replacing what was held. For a shard already held
+    /// in the same epoch and behind, the difference comes back as a delta
+    /// for subscribers; a shard new, reset or unchanged gives none.
+    pub fn install(&self, zone: &ZoneId, shards: &[(&CachedShard, &HeadProof)]) -> Vec<Delta> {
+        let mut held = self.write();
+        held.zones
+            .insert(zone.clone(), shards.iter().map(|(s, _)| s.header.key.shard).collect());
+        shards
+            .iter()
+            .filter_map(|(copy, proof)| install_one(&mut held, zone, copy, proof))
+            .collect()
+    }
+
+    /// A live change of a held shard, verified upstream: `removed` left,
+    /// `upserts` were written, and `after` is the whole shard now. Returns
+    /// the delta for subscribers, or `None` if the shard is not held or the
+    /// change is not newer (then the copy is installed whole).
+    pub fn apply(
+        &self,
+        zone: &ZoneId,
+        after: &CachedShard,
+        upserts: &[CachedObject],
+        removed: &[ObjectId],
+        proof: &HeadProof,
+    ) -> Option<Delta> {
+        let shard = after.header.key.shard;
+        {
+            let mut held = self.write();
+            if let Some(old) = held.shards.get_mut(&shard)
+                && old.epoch == after.header.epoch
+                && old.seq < after.header.hwm
+                && count_after(old, upserts, removed) == after.header.digest.count()
+            {
+                let seq = after.header.hwm;
+                let base = old.seq;
+                for id in removed {
+                    if old.objects.remove(id).is_some() {
+                        old.tombstone(seq, *id);
+                    }
+                }
+                for o in upserts {
+                    old.objects.insert(o.id, (o.version, o.state.clone()));
+                }
+                old.seq = seq;
+                old.digest = after.header.digest;
+                old.proof = proof.clone();
+                return Some(Delta {
+                    zone: zone.clone(),
+                    shard,
+                    epoch: old.epoch,
+                    base,
+                    seq,
+                    digest: after.header.digest,
+                    tombstones: removed.to_vec(),
+                    upserts: upserts.iter().map(|o| wire(o.id, o.version, &o.state)).collect(),
+                });
+            }
+        }
+        // Not a change of the copy held (a repair upstream replaced more
+        // than it named, or the shard is new here): take it whole.
+        let mut held = self.write();
+        let listed = held.zones.entry(zone.clone()).or_default();
+        if !listed.contains(&shard) {
+            listed.push(shard);
+            listed.sort_unstable();
+        }
+        install_one(&mut held, zone, after, proof)
+    }
+
+    fn shard<T>(&self, shard: ShardId, f: impl FnOnce(&RelayShard) -> T) -> Result<T, ReadError> {
+        self.read()
+            .shards
+            .get(&shard)
+            .map(f)
+            .ok_or(ReadError::UnknownShard(shard))
+    }
+}
+
+/// How many objects `shard` holds once `removed` left and `upserts` were
+/// written: the change fits the copy only if that is the new count.
+fn count_after(shard: &RelayShard, upserts: &[CachedObject], removed: &[ObjectId]) -> u64 {
+    let gone: std::collections::BTreeSet<ObjectId> = removed
+        .iter()
+        .filter(|id| shard.objects.contains_key(id))
+        .copied()
+        .collect();
+    let added = upserts
+        .iter()
+        .filter(|o| gone.contains(&o.id) || !shard.objects.contains_key(&o.id))
+        .count();
+    (shard.objects.len() - gone.len() + added) as u64
+}
+
+/// Replaces one held shard by a verified whole copy; the difference from
+/// a copy of the same epoch behind it comes back as a delta.
+fn install_one(held: &mut Held, zone: &ZoneId, copy: &CachedShard, proof: &HeadProof) -> Option<Delta> {
+    let shard = copy.header.key.shard;
+    let objects: BTreeMap<ObjectId, (Seq, ObjectState)> = copy
+        .objects
+        .iter()
+        .map(|o| (o.id, (o.version, o.state.clone())))
+        .collect();
+    let seq = copy.header.hwm;
+    match held.shards.get_mut(&shard) {
+        Some(old) if old.epoch == copy.header.epoch && old.seq <= seq => {
+            let removed: Vec<ObjectId> = old
+                .objects
+                .keys()
+                .filter(|id| !objects.contains_key(id))
+                .copied()
+                .collect();
+            let upserts: Vec<WireObject> = objects
+                .iter()
+                .filter(|(id, (v, s))| old.objects.get(id).is_none_or(|(ov, os)| ov != v || os != s))
+                .map(|(id, (v, s))| wire(*id, *v, s))
+                .collect();
+            for id in &removed {
+                old.tombstone(seq, *id);
+            }
+            let delta = (old.seq < seq).then(|| Delta {
+                zone: zone.clone(),
+                shard,
+                epoch: old.epoch,
+                base: old.seq,
+                seq,
+                digest: copy.header.digest,
+                tombstones: removed,
+                upserts,
+            });
+            old.objects = objects;
+            old.seq = seq;
+            old.digest = copy.header.digest;
+            old.proof = proof.clone();
+            delta
+        }
+        _ => {
+            held.shards.insert(
+                shard,
+                RelayShard {
+                    zone: zone.clone(),
+                    epoch: copy.header.epoch,
+                    seq,
+                    digest: copy.header.digest,
+                    horizon: seq,
+                    objects,
+                    tombstones: VecDeque::new(),
+                    proof: proof.clone(),
+                },
+            );
+            None
+        }
+    }
+}
+
+fn read_only() -> StoreFault {
+    StoreFault::Corrupt("a relay's world is written by its origin only".into())
+}
+
+impl WorldStore for RelayStore {
+    fn create_zone(&self, _: &ZoneId, _: &[ShardSpec]) -> Result<(), WriteError> {
+        Err(read_only().into())
+    }
+
+    fn zones(&self) -> Result<Vec<ZoneId>, ReadError> {
+        Ok(self.read().zones.keys().cloned().collect())
+    }
+
+    fn zone_shards(&self, zone: &ZoneId) -> Result<Vec<ShardId>, ReadError> {
+        self.read()
+            .zones
+            .get(zone)
+            .cloned()
+            .ok_or_else(|| ReadError::UnknownZone(zone.clone()))
+    }
+
+    fn shard_head(&self, shard: ShardId) -> Result<ShardHead, ReadError> {
+        self.shard(shard, |s| s.head(shard))
+    }
+
+    fn commit(&self, _: &ChangeSet) -> Result<CommitReceipt, CommitError> {
+        Err(read_only().into())
+    }
+
+    fn changes_since(&self, shard: ShardId, since: Seq) -> Result<ChangesSince, ReadError> {
+        self.shard(shard, |s| {
+            if since > s.seq {
+                return Err(ReadError::FutureSeq {
+                    shard,
+                    asked: since,
+                    head: s.seq,
+                });
+            }
+            if since < s.horizon {
+                return Ok(ChangesSince::BehindHorizon { head: s.head(shard) });
+            }
+            let upserts = s
+                .objects
+                .iter()
+                .filter(|(_, (v, _))| *v > since)
+                .map(|(id, (v, st))| StoredObject {
+                    id: *id,
+                    version: *v,
+                    state: st.clone(),
+                })
+                .collect();
+            let tombstones = s
+                .tombstones
+                .iter()
+                .filter(|(seq, id)| *seq > since && !s.objects.contains_key(id))
+                .map(|(seq, id)| Tombstone { id: *id, seq: *seq })
+                .collect();
+            Ok(ChangesSince::Changes {
+                head: s.head(shard),
+                upserts,
+                tombstones,
+            })
+        })?
+    }
+
+    fn manifest(&self, shard: ShardId) -> Result<(ShardHead, Vec<(ObjectId, Seq)>), ReadError> {
+        self.shard(shard, |s| {
+            (s.head(shard), s.objects.iter().map(|(id, (v, _))| (*id, *v)).collect())
+        })
+    }
+
+    fn snapshot(&self, shard: ShardId) -> Result<ShardSnapshot, ReadError> {
+        self.shard(shard, |s| ShardSnapshot {
+            head: s.head(shard),
+            objects: s
+                .objects
+                .iter()
+                .map(|(id, (v, st))| StoredObject {
+                    id: *id,
+                    version: *v,
+                    state: st.clone(),
+                })
+                .collect(),
+        })
+    }
+
+    fn trim_tombstones(&self, _: DateTime<Utc>) -> Result<TrimReport, WriteError> {
+        Ok(TrimReport::default())
+    }
+
+    fn reset_epoch(&self, _: ShardId) -> Result<Epoch, WriteError> {
+        Err(read_only().into())
+    }
+
+    fn schema(&self) -> Result<BTreeMap<String, u32>, ReadError> {
+        Ok(BTreeMap::new())
+    }
+
+    fn commit_with_schema(&self, _: &ChangeSet, _: &BTreeMap<String, u32>) -> Result<CommitReceipt, CommitError> {
+        Err(read_only().into())
+    }
+}
+
+impl ProofSource for RelayStore {
+    fn prove(&self, snap: &ShardSnapshot) -> Result<HeadProof, String> {
+        let head = &snap.head;
+        self.read()
+            .shards
+            .get(&head.shard)
+            .map(|s| s.proof.clone())
+            .filter(|p| p.epoch == head.epoch && p.seq == head.seq && p.digest == head.digest)
+            .ok_or_else(|| format!("the relay holds no signed head of shard {} at {}", head.shard, head.seq))
+    }
+
+    fn held(&self, shard: ShardId, seq: Seq) -> Option<HeadProof> {
+        self.read()
+            .shards
+            .get(&shard)
+            .map(|s| s.proof.clone())
+            .filter(|p| p.seq == seq)
+    }
+}
+
+/// Most messages a relay core holds for its driver (deltas of one
+/// upstream change for every subscriber); a driver drains them after each
+/// input, so this is only a backstop.
+const MAX_OUTPUT: usize = 1 << 20;
+
+/// The relay's side of its sessions, sans-IO: which session follows which
+/// shard (the server's [`Hub`]), and the messages each gets when a change
+/// comes from upstream or the upstream comes and goes. A relay's clients
+/// always get signed heads; a relay carries no intents (the origin is the
+/// only writer, and a player acts there).
+#[derive(Debug)]
+pub struct RelayCore {
+    store: std::sync::Arc<RelayStore>,
+    hub: crate::sync::hub::Hub,
+    sessions: std::collections::BTreeSet<crate::sync::hub::SessionId>,
+    out: VecDeque<crate::sync::tick::TickOutput>,
+    /// Why the upstream is gone, while it is.
+    stale: Option<String>,
+}
+
+impl RelayCore {
+    /// A core serving what `store` holds.
+    pub fn new(store: std::sync::Arc<RelayStore>) -> RelayCore {
+        RelayCore {
+            hub: crate::sync::hub::Hub::new().with_proofs(store.clone()),
+            store,
+            sessions: std::collections::BTreeSet::new(),
+            out: VecDeque::new(),
+            stale: None,
+        }
+    }
+
+    /// The next message for a session.
+    pub fn poll_output(&mut self) -> Option<crate::sync::tick::TickOutput> {
+        self.out.pop_front()
+    }
+
+    /// How many sessions follow at least one shard.
+    pub fn subscribers(&self) -> usize {
+        self.hub.sessions()
+    }
+
+    fn send(&mut self, to: crate::sync::hub::SessionId, message: std::sync::Arc<crate::wire::Message>) {
+        if self.sessions.contains(&to) && self.out.len() < MAX_OUTPUT {
+            self.out.push_back(crate::sync::tick::TickOutput { to, message });
+        }
+    }
+
+    fn broadcast(&mut self, message: crate::wire::Message) {
+        let message = std::sync::Arc::new(message);
+        let ids: Vec<_> = self.sessions.iter().copied().collect();
+        for id in ids {
+            self.send(id, message.clone());
+        }
+    }
+
+    fn status(&self) -> Option<crate::wire::Message> {
+        self.stale.as_ref().map(|reason| {
+            crate::wire::Message::Status(crate::wire::Status {
+                writable: false,
+                message: format!("this relay lost the world's server ({reason}); what you see may be stale"),
+            })
+        })
+    }
+
+    /// What a session did.
+    pub fn handle(&mut self, input: crate::sync::tick::TickInput) {
+        use crate::sync::tick::TickInput;
+        use crate::wire::Message;
+        match input {
+            TickInput::Register { id } => {
+                self.sessions.insert(id);
+                if let Some(status) = self.status() {
+                    self.send(id, std::sync::Arc::new(status));
+                }
+            }
+            TickInput::Subscribe { id, zone, shards, .. } => {
+                if !self.sessions.contains(&id) {
+                    return;
+                }
+                for (proof, delta) in self.hub.subscribe(id, &zone, &shards, true, &*self.store) {
+                    if let Some(proof) = proof {
+                        self.send(id, std::sync::Arc::new(Message::HeadProof(proof)));
+                    }
+                    self.send(id, std::sync::Arc::new(Message::Delta(delta)));
+                }
+            }
+            TickInput::Unsubscribe { id, zone } => self.hub.unsubscribe(id, &zone),
+            TickInput::Remove { id } => {
+                self.sessions.remove(&id);
+                self.hub.remove(id);
+            }
+            TickInput::Intent { id, seq, .. } => {
+                let rejected = Message::IntentRejected(crate::wire::IntentRejected {
+                    seq,
+                    code: crate::wire::ErrorCode::Unavailable as u16,
+                    message: "this relay carries the world to you but not your actions: act through the world's server"
+                        .into(),
+                });
+                self.send(id, std::sync::Arc::new(rejected));
+            }
+            TickInput::Joined { .. } => {}
+        }
+    }
+
+    /// Changes that came from upstream, already in the store: each goes to
+    /// its subscribers with the origin's signed head.
+    pub fn publish(&mut self, deltas: Vec<Delta>) {
+        use crate::wire::Message;
+        for delta in deltas {
+            for fanout in self.hub.publish_delta(delta, &*self.store) {
+                if let Some((proof, to)) = fanout.proof {
+                    let proof = std::sync::Arc::new(Message::HeadProof(proof));
+                    for id in to {
+                        self.send(id, proof.clone());
+                    }
+                }
+                let delta = std::sync::Arc::new(Message::Delta(fanout.delta));
+                for id in fanout.to {
+                    self.send(id, delta.clone());
+                }
+            }
+        }
+    }
+
+    /// The upstream connection is gone: clients keep what they have and
+    /// are told it may be stale.
+    pub fn upstream_lost(&mut self, reason: &str) {
+        if self.stale.is_none() {
+            self.stale = Some(reason.to_owned());
+            if let Some(status) = self.status() {
+                self.broadcast(status);
+            }
+        }
+    }
+
+    /// The upstream is back and every zone caught up.
+    pub fn upstream_back(&mut self) {
+        if self.stale.take().is_some() {
+            self.broadcast(crate::wire::Message::Status(crate::wire::Status {
+                writable: true,
+                message: "this relay reaches the world's server again".into(),
+            }));
+        }
+    }
+
+    /// Whether the upstream is gone.
+    pub fn is_stale(&self) -> bool {
+        self.stale.is_some()
+    }
+}
