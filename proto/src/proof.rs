@@ -157,6 +157,11 @@ pub enum ProofError {
     },
 }
 
+fn describe(epoch: Epoch, seq: Seq, digest: &Digest) -> String {
+    let sum: String = digest.to_bytes()[..6].iter().map(|b| format!("{b:02x}")).collect();
+    format!("epoch {epoch} seq {seq} count {} digest {sum}…", digest.count())
+}
+
 /// Checks proofs for one world and service.
 #[derive(Debug, Clone)]
 pub struct ProofChecker {
@@ -204,8 +209,8 @@ impl ProofChecker {
         if h.key.shard != shard || h.epoch != proof.epoch || h.hwm != proof.seq || h.digest != proof.digest {
             return Err(ProofError::OtherHead {
                 shard,
-                got: format!("epoch {} seq {} count {}", h.epoch, h.hwm, h.digest.count()),
-                signed: format!("epoch {} seq {} count {}", proof.epoch, proof.seq, proof.digest.count()),
+                got: describe(h.epoch, h.hwm, &h.digest),
+                signed: describe(proof.epoch, proof.seq, &proof.digest),
             });
         }
         let root = hoard_engine::set_root::set_root(copy.objects.iter().map(|o| (o.id, o.version, o.state.as_bytes())));

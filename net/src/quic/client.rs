@@ -20,7 +20,9 @@ use tokio::sync::{Mutex as AsyncMutex, oneshot};
 use super::stream::{FrameReader, StreamError, write_message};
 use crate::tls::{KnownServers, SERVER_NAME};
 use hoard_proto::sync::client::{CheckedCopy, ClientConfig, ClientSync, Effect, EntryStats};
-use hoard_proto::wire::{Assembler, Hello, Intent, MAX_BULK_FRAME, MAX_CONTROL_FRAME, Message, PROTOCOL_VERSION};
+use hoard_proto::wire::{
+    Assembler, ErrorCode, Hello, Intent, MAX_BULK_FRAME, MAX_CONTROL_FRAME, Message, PROTOCOL_VERSION,
+};
 
 /// How to reach a server.
 #[derive(Clone, Debug)]
@@ -69,6 +71,11 @@ impl hoard_proto::proof::HeadVerifier for WorldKey {
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
+    /// The server (a relay) sent a shard that is not the world's: altered,
+    /// incomplete, invented or replayed, as the world's signed heads show.
+    /// Nothing of it was written or shown; use another route to the world.
+    #[error("the server is not faithful to the world: {0}")]
+    Forged(String),
     /// Could not connect (including a refused server identity).
     #[error("cannot connect to {addr}: {detail}")]
     Connect {
@@ -725,6 +732,43 @@ impl HoardClient {
             welcome,
         );
         Ok((client, PendingEntry(rx)))
+    }
+
+    /// Connects and enters `zone` through the first of `routes` that is
+    /// reachable and faithful to the world: relays near the player first,
+    /// say, then the world's own server. A route that cannot be reached,
+    /// drops the connection or is caught serving something the world did
+    /// not sign ([`ClientError::Forged`]) is left for the next; a zone
+    /// refused or served elsewhere ends the search. Returns the client, the
+    /// entry's cost and which route it took; with no route left, the last
+    /// route's error.
+    pub async fn connect_and_enter_any(
+        routes: &[ClientOptions],
+        registry: PublishRegistry,
+        zone: &ZoneId,
+    ) -> Result<(HoardClient, EntryStats, usize), ClientError> {
+        let mut last = ClientError::Lost("no route to the world was given".into());
+        for (i, route) in routes.iter().enumerate() {
+            let attempt = async {
+                let (client, pending) = HoardClient::connect_and_enter(route.clone(), registry.clone(), zone).await?;
+                match pending.wait().await {
+                    Ok(stats) => Ok((client, stats)),
+                    Err(e) => {
+                        client.close_and_wait(Duration::from_secs(1)).await;
+                        Err(e)
+                    }
+                }
+            };
+            match attempt.await {
+                Ok((client, stats)) => return Ok((client, stats, i)),
+                Err(e @ (ClientError::ZoneDenied { .. } | ClientError::ZoneElsewhere { .. })) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(route = %route.server, error = %e, "route to the world failed; trying the next");
+                    last = e;
+                }
+            }
+        }
+        Err(last)
     }
 
     /// Starts the background tasks of a client whose `Welcome` was read.
@@ -1411,7 +1455,20 @@ fn finish_waiters(inner: &Inner, zone: &ZoneId, result: Result<EntryStats, Clien
     }
 }
 
+/// Why applying what the server sent failed.
+enum Failure {
+    /// The server is not faithful to the world (a relay that lied).
+    Forged(String),
+    /// Anything else.
+    Other(String),
+}
+
 fn fail_all(inner: &Arc<Inner>, reason: &str) {
+    fail_with(inner, reason, ClientError::Lost(reason.to_owned()));
+}
+
+/// Ends the session: the game is told, and every entry waiting gets `error`.
+fn fail_with(inner: &Arc<Inner>, reason: &str, error: ClientError) {
     push(
         inner,
         Pending::Event(ClientEvent::Disconnected {
@@ -1420,7 +1477,7 @@ fn fail_all(inner: &Arc<Inner>, reason: &str) {
     );
     if let Ok(mut waiting) = inner.waiting.lock() {
         for tx in waiting.drain().flat_map(|(_, w)| w) {
-            let _ = tx.send(Err(ClientError::Lost(reason.to_owned())));
+            let _ = tx.send(Err(error.clone()));
         }
     }
 }
@@ -1474,12 +1531,15 @@ async fn accept_streams(conn: Connection, inner: Arc<Inner>) {
                 let applier = inner.clone();
                 let result = tokio::task::spawn_blocking(move || {
                     let result = {
-                        let mut sync = applier.sync.lock().map_err(|_| "poisoned".to_owned())?;
+                        let mut sync = applier.sync.lock().map_err(|_| Failure::Other("poisoned".to_owned()))?;
                         match request {
                             Some(r) => sync.handle_answer(now, r, msg, len),
                             None => sync.handle(now, msg, len),
                         }
-                        .map_err(|e| e.to_string())
+                        .map_err(|e| match e {
+                            hoard_proto::sync::client::SyncError::Forged(f) => Failure::Forged(f.to_string()),
+                            other => Failure::Other(other.to_string()),
+                        })
                     };
                     process_effects(&applier);
                     result
@@ -1493,16 +1553,32 @@ async fn accept_streams(conn: Connection, inner: Arc<Inner>) {
                         tracing::debug!("answer stream ended with the runtime");
                         break;
                     }
-                    Err(e) => Err(e.to_string()),
+                    Err(e) => Err(Failure::Other(e.to_string())),
                 };
                 let result = match result {
-                    Ok(()) => flush(&inner).await.map_err(|e| e.to_string()),
+                    Ok(()) => flush(&inner).await.map_err(|e| Failure::Other(e.to_string())),
                     Err(e) => Err(e),
                 };
-                if let Err(e) = result {
-                    tracing::warn!(error = %e, "sync failed");
-                    fail_all(&inner, &e);
-                    break;
+                match result {
+                    Ok(()) => {}
+                    Err(Failure::Forged(why)) => {
+                        // Nothing of it was written or shown; this route to
+                        // the world is not to be used.
+                        tracing::error!(server = %stream_conn.remote_address(), %why, "the server is not faithful to the world; disconnecting");
+                        // Waiters learn why before the close ends the
+                        // other streams with a vaguer reason.
+                        fail_with(&inner, &why, ClientError::Forged(why.clone()));
+                        stream_conn.close(
+                            quinn::VarInt::from_u32(ErrorCode::Protocol as u32),
+                            b"not faithful to the world",
+                        );
+                        break;
+                    }
+                    Err(Failure::Other(e)) => {
+                        tracing::warn!(error = %e, "sync failed");
+                        fail_all(&inner, &e);
+                        break;
+                    }
                 }
             }
         });

@@ -193,6 +193,42 @@ async fn follow(
 /// Starts a relay: follows its zones upstream (failing if the upstream
 /// cannot be reached now), then serves them.
 pub async fn start_relay(options: RelayOptions, registry: PublishRegistry) -> Result<RelayHandle, RelayError> {
+    start(options, registry, |store| {
+        let served: Arc<dyn hoard_engine::store::WorldStore> = store.clone();
+        let proofs: Arc<dyn hoard_proto::proof::ProofSource> = store;
+        (served, proofs)
+    })
+    .await
+}
+
+/// Starts a relay that lies to its clients in the way `tamper` says, to
+/// test that they find out (hoard's own tests; see [`tamper`]).
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub async fn start_tampering_relay(
+    options: RelayOptions,
+    registry: PublishRegistry,
+    tamper: tamper::Tamper,
+) -> Result<RelayHandle, RelayError> {
+    start(options, registry, |store| {
+        let lying = Arc::new(tamper::TamperingStore::new(store, tamper));
+        let served: Arc<dyn hoard_engine::store::WorldStore> = lying.clone();
+        let proofs: Arc<dyn hoard_proto::proof::ProofSource> = lying;
+        (served, proofs)
+    })
+    .await
+}
+
+type Served = (
+    Arc<dyn hoard_engine::store::WorldStore>,
+    Arc<dyn hoard_proto::proof::ProofSource>,
+);
+
+async fn start(
+    options: RelayOptions,
+    registry: PublishRegistry,
+    serve: impl FnOnce(Arc<RelayStore>) -> Served,
+) -> Result<RelayHandle, RelayError> {
     let store = Arc::new(RelayStore::new());
     let (client, _) = follow(&options, &registry, &store).await?;
     let world = client.world();
@@ -207,8 +243,8 @@ pub async fn start_relay(options: RelayOptions, registry: PublishRegistry) -> Re
         on_join: None,
         on_leave: None,
     };
-    let proofs: Arc<dyn hoard_proto::proof::ProofSource> = store.clone();
-    let bound = bind(server_options.clone(), store.clone(), rules, |_, config| {
+    let (served, proofs) = serve(store.clone());
+    let bound = bind(server_options.clone(), served, rules, |_, config| {
         config.server = world;
         config.world_key = world_key;
         config.proofs = Some(proofs);
@@ -405,5 +441,171 @@ async fn run(
     }
     if let Some(c) = client {
         c.close_and_wait(Duration::from_secs(2)).await;
+    }
+}
+
+/// A relay that lies, for hoard's own tests: what it serves is altered the
+/// way an adversarial relay would, consistently (digests recomputed over
+/// the altered set), so that only the origin's signature can give it away.
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub mod tamper {
+    use std::collections::{BTreeMap, HashMap};
+    use std::sync::{Arc, Mutex};
+
+    use chrono::{DateTime, Utc};
+    use hoard_engine::digest::state_hash;
+    use hoard_engine::store::{
+        ChangesSince, CommitError, CommitReceipt, ReadError, ShardHead, ShardSnapshot, ShardSpec, TrimReport,
+        WorldStore, WriteError,
+    };
+    use hoard_engine::{ChangeSet, Digest, Epoch, ObjectId, ObjectState, Seq, ShardId, ZoneId};
+    use hoard_proto::proof::ProofSource;
+    use hoard_proto::relay::RelayStore;
+    use hoard_proto::wire::HeadProof;
+
+    /// How the relay lies.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Tamper {
+        /// Flips a bit of the first object of each shard it serves.
+        FlipByte,
+        /// Keeps serving objects that left a shard (drops the tombstones).
+        DropTombstone,
+        /// Serves each shard as it was when the relay started, with the
+        /// origin's signed head of then (a replay).
+        ReplayOldHead,
+    }
+
+    /// The relay's store, served with lies.
+    #[derive(Debug)]
+    pub struct TamperingStore {
+        inner: Arc<RelayStore>,
+        tamper: Tamper,
+        /// Each shard as first served, with its signed head.
+        #[allow(clippy::type_complexity)]
+        first: Mutex<HashMap<ShardId, (ShardSnapshot, HeadProof)>>,
+    }
+
+    impl TamperingStore {
+        /// Lies about what `inner` holds.
+        pub fn new(inner: Arc<RelayStore>, tamper: Tamper) -> TamperingStore {
+            let mut first = HashMap::new();
+            for zone in inner.zones().unwrap_or_default() {
+                for shard in inner.zone_shards(&zone).unwrap_or_default() {
+                    if let Ok(snap) = inner.snapshot(shard)
+                        && let Some(proof) = inner.held(shard, snap.head.seq)
+                    {
+                        first.insert(shard, (snap, proof));
+                    }
+                }
+            }
+            TamperingStore {
+                inner,
+                tamper,
+                first: Mutex::new(first),
+            }
+        }
+
+        fn first(&self, shard: ShardId) -> Option<(ShardSnapshot, HeadProof)> {
+            self.first.lock().ok()?.get(&shard).cloned()
+        }
+
+        fn lie(&self, mut snap: ShardSnapshot) -> ShardSnapshot {
+            match self.tamper {
+                Tamper::FlipByte => {
+                    if let Some(o) = snap.objects.first_mut() {
+                        let mut bytes = o.state.as_bytes().to_vec();
+                        if let Some(last) = bytes.last_mut() {
+                            *last ^= 1;
+                        }
+                        if let Ok(state) = ObjectState::from_bytes(bytes) {
+                            o.state = state;
+                        }
+                    }
+                }
+                Tamper::DropTombstone => {
+                    if let Some((old, _)) = self.first(snap.head.shard) {
+                        let mut all: BTreeMap<ObjectId, _> = old.objects.into_iter().map(|o| (o.id, o)).collect();
+                        for o in snap.objects {
+                            all.insert(o.id, o);
+                        }
+                        snap.objects = all.into_values().collect();
+                    }
+                }
+                Tamper::ReplayOldHead => {
+                    if let Some((old, _)) = self.first(snap.head.shard) {
+                        return old;
+                    }
+                }
+            }
+            let mut digest = Digest::EMPTY;
+            for o in &snap.objects {
+                digest.add(o.id, o.version, &state_hash(o.state.as_bytes()));
+            }
+            snap.head.digest = digest;
+            snap
+        }
+    }
+
+    impl WorldStore for TamperingStore {
+        fn create_zone(&self, zone: &ZoneId, shards: &[ShardSpec]) -> Result<(), WriteError> {
+            self.inner.create_zone(zone, shards)
+        }
+        fn zones(&self) -> Result<Vec<ZoneId>, ReadError> {
+            self.inner.zones()
+        }
+        fn zone_shards(&self, zone: &ZoneId) -> Result<Vec<ShardId>, ReadError> {
+            self.inner.zone_shards(zone)
+        }
+        fn shard_head(&self, shard: ShardId) -> Result<ShardHead, ReadError> {
+            Ok(self.snapshot(shard)?.head)
+        }
+        fn commit(&self, changes: &ChangeSet) -> Result<CommitReceipt, CommitError> {
+            self.inner.commit(changes)
+        }
+        fn changes_since(&self, shard: ShardId, _: Seq) -> Result<ChangesSince, ReadError> {
+            Ok(ChangesSince::BehindHorizon {
+                head: self.shard_head(shard)?,
+            })
+        }
+        fn manifest(&self, shard: ShardId) -> Result<(ShardHead, Vec<(ObjectId, Seq)>), ReadError> {
+            let snap = self.snapshot(shard)?;
+            Ok((snap.head, snap.objects.iter().map(|o| (o.id, o.version)).collect()))
+        }
+        fn snapshot(&self, shard: ShardId) -> Result<ShardSnapshot, ReadError> {
+            Ok(self.lie(self.inner.snapshot(shard)?))
+        }
+        fn trim_tombstones(&self, older_than: DateTime<Utc>) -> Result<TrimReport, WriteError> {
+            self.inner.trim_tombstones(older_than)
+        }
+        fn reset_epoch(&self, shard: ShardId) -> Result<Epoch, WriteError> {
+            self.inner.reset_epoch(shard)
+        }
+        fn schema(&self) -> Result<BTreeMap<String, u32>, ReadError> {
+            self.inner.schema()
+        }
+        fn commit_with_schema(
+            &self,
+            changes: &ChangeSet,
+            schema: &BTreeMap<String, u32>,
+        ) -> Result<CommitReceipt, CommitError> {
+            self.inner.commit_with_schema(changes, schema)
+        }
+    }
+
+    impl ProofSource for TamperingStore {
+        /// The origin's real signature, whatever is served with it.
+        fn prove(&self, snap: &ShardSnapshot) -> Result<HeadProof, String> {
+            let shard = snap.head.shard;
+            if self.tamper == Tamper::ReplayOldHead
+                && let Some((_, proof)) = self.first(shard)
+            {
+                return Ok(proof);
+            }
+            let head = self.inner.shard_head(shard).map_err(|e| e.to_string())?;
+            self.inner
+                .held(shard, head.seq)
+                .ok_or_else(|| format!("no signed head of shard {shard}"))
+        }
     }
 }

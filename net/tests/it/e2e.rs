@@ -26,6 +26,26 @@ pub(crate) struct AddStones {
     pub(crate) stones: u32,
 }
 
+/// Takes a crate out of the world (its shard records a tombstone).
+#[derive(Serialize, Deserialize, Debug)]
+pub(crate) struct RemoveCrate {
+    pub(crate) object: u64,
+}
+
+pub(crate) fn remove_crates(
+    mut commands: Commands,
+    intents: ResMut<IncomingIntents>,
+    crates: Query<(Entity, &Published)>,
+) {
+    for (_, remove) in intents.read::<RemoveCrate>("remove_crate") {
+        for (entity, p) in &crates {
+            if p.object.0 == remove.object {
+                commands.entity(entity).despawn();
+            }
+        }
+    }
+}
+
 pub(crate) fn registry() -> PublishRegistry {
     PublishRegistry::builder().publish::<Crate>("crate", 1).build()
 }
@@ -88,12 +108,14 @@ pub(crate) async fn server_with(
     }
     world.init_resource::<Added>();
     let mut schedule = Schedule::default();
-    schedule.add_systems(add_stones);
+    schedule.add_systems((remove_crates, add_stones).chain());
     let mut game = Game::new(
         world,
         schedule,
         publisher,
-        IntentRegistry::new().intent::<AddStones>("add_stones"),
+        IntentRegistry::new()
+            .intent::<AddStones>("add_stones")
+            .intent::<RemoveCrate>("remove_crate"),
     );
     game.transient = Some(Arc::new(|world: &mut World| {
         let added = world.resource::<Added>().0;

@@ -7,14 +7,36 @@ use std::time::Duration;
 
 use bevy_ecs::prelude::*;
 use hoard_engine::{ServerIdentity, ZoneId};
+use hoard_net::quic::client::ClientError;
 use hoard_net::quic::client::{ClientEvent, ClientOptions, ClientUpdate, HoardClient};
-use hoard_net::quic::relay::{RelayHandle, RelayOptions, start_relay};
+use hoard_net::quic::relay::tamper::Tamper;
+use hoard_net::quic::relay::{RelayHandle, RelayOptions, start_relay, start_tampering_relay};
 use hoard_net::quic::server::ServerHandle;
 
 use crate::e2e::{AddStones, options, registry, server, server_with, stones, wait_for};
 
 fn zone() -> ZoneId {
     ZoneId::new("meadow").expect("zone")
+}
+
+fn relay_options(
+    data: &Path,
+    upstream: std::net::SocketAddr,
+    pin: ServerIdentity,
+    world: Option<ServerIdentity>,
+    token: String,
+) -> RelayOptions {
+    RelayOptions {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        data_dir: data.to_owned(),
+        upstream,
+        upstream_pin: Some(pin),
+        world,
+        token,
+        service: "world".into(),
+        zones: Vec::new(),
+        dev_mode: true,
+    }
 }
 
 async fn relay(
@@ -24,22 +46,9 @@ async fn relay(
     world: Option<ServerIdentity>,
     token: String,
 ) -> RelayHandle {
-    start_relay(
-        RelayOptions {
-            listen: "127.0.0.1:0".parse().expect("addr"),
-            data_dir: data.to_owned(),
-            upstream,
-            upstream_pin: Some(pin),
-            world,
-            token,
-            service: "world".into(),
-            zones: Vec::new(),
-            dev_mode: true,
-        },
-        registry(),
-    )
-    .await
-    .expect("relay starts")
+    start_relay(relay_options(data, upstream, pin, world, token), registry())
+        .await
+        .expect("relay starts")
 }
 
 /// A player's options through `relay` of `world`.
@@ -255,4 +264,142 @@ async fn a_relay_that_loses_its_upstream_keeps_serving_and_catches_up_when_it_re
     leave(ann).await;
     relay.shutdown().await;
     origin.shutdown().await;
+}
+
+/// A relay that alters what it serves, consistently (digests recomputed),
+/// is caught by the origin's signatures: a bit flipped, an object that left
+/// kept (a dropped tombstone), an old signed head replayed. Nothing of it is
+/// cached, and the client goes on through an honest route.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tampering_relay_is_caught_and_the_client_takes_another_route() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let bob_cache = tempfile::tempdir().expect("tempdir");
+    let origin = server(data.path(), 4, 25).await;
+    let world_id = origin.identity;
+    let token = |name: &str| {
+        origin
+            .auth
+            .issue(name, chrono::Utc::now().timestamp() + 3600)
+            .expect("token")
+    };
+    let honest_dir = tempfile::tempdir().expect("tempdir");
+    let honest = relay(honest_dir.path(), origin.addr, world_id, None, token("honest")).await;
+    let mut liars = Vec::new();
+    for (i, how) in [Tamper::FlipByte, Tamper::DropTombstone, Tamper::ReplayOldHead]
+        .into_iter()
+        .enumerate()
+    {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let options = relay_options(dir.path(), origin.addr, world_id, None, token(&format!("liar-{i}")));
+        let liar = start_tampering_relay(options, registry(), how)
+            .await
+            .expect("liar starts");
+        liars.push((how, liar, dir));
+    }
+    // The world moves on after the liars took their first copies: a crate
+    // leaves shard 2, another gets stones.
+    let bob = HoardClient::connect(options(&origin, bob_cache.path(), "bob"), registry())
+        .await
+        .expect("bob");
+    bob.enter_zone(&zone()).await.expect("bob enters");
+    let mut bob_world = World::new();
+    bob.send_intent("remove_crate", &crate::e2e::RemoveCrate { object: 2003 })
+        .await
+        .expect("remove");
+    bob.send_intent(
+        "add_stones",
+        &AddStones {
+            object: 1004,
+            stones: 3,
+        },
+    )
+    .await
+    .expect("add");
+    wait_for(&bob, &mut bob_world, |w| {
+        let s = stones(w);
+        s.len() == 99 && s.contains(&(1004, 7))
+    })
+    .await;
+    leave(bob).await;
+    // The honest relay has the change before anyone asks it.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while honest.stats.changes.load(std::sync::atomic::Ordering::Relaxed) < 2 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the honest relay follows");
+
+    for (how, liar, _) in &liars {
+        // A player with an up-to-date cache (the replay needs one newer
+        // than what it replays; the others catch a cold entry too).
+        let cache = tempfile::tempdir().expect("tempdir");
+        if *how == Tamper::ReplayOldHead {
+            let warm = HoardClient::connect(via(&honest, world_id, cache.path(), "ann"), registry())
+                .await
+                .expect("ann warms up");
+            warm.enter_zone(&zone()).await.expect("enter");
+            leave(warm).await;
+        }
+        let caught = match HoardClient::connect(via(liar, world_id, cache.path(), "ann"), registry()).await {
+            Ok(client) => {
+                let result = client.enter_zone(&zone()).await;
+                leave(client).await;
+                result
+            }
+            Err(e) => Err(e),
+        };
+        let Err(ClientError::Forged(why)) = caught else {
+            panic!("{how:?}: {caught:?}");
+        };
+        // The shard caught was not kept (shards the liar served faithfully
+        // may be).
+        let shard = why
+            .strip_prefix("shard ")
+            .and_then(|r| r.split(':').next())
+            .expect("the error names the shard");
+        let kept = walk(cache.path())
+            .into_iter()
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy() == format!("{shard}.shard"))
+            })
+            .count();
+        if *how != Tamper::ReplayOldHead {
+            assert_eq!(kept, 0, "{how:?}: the forged shard {shard} was cached");
+        }
+        // Routes in order: the liar, then the honest relay.
+        let routes = [
+            via(liar, world_id, cache.path(), "ann"),
+            via(&honest, world_id, cache.path(), "ann"),
+        ];
+        let (client, stats, taken) = HoardClient::connect_and_enter_any(&routes, registry(), &zone())
+            .await
+            .expect("an honest route");
+        assert_eq!(taken, 1, "{how:?}");
+        assert_eq!(stats.objects, 99, "{how:?}");
+        let mut world = World::new();
+        hoard_bevy::materialise::update(&client, &mut world);
+        let s = stones(&mut world);
+        assert!(s.contains(&(1004, 7)) && !s.iter().any(|(o, _)| *o == 2003), "{how:?}");
+        leave(client).await;
+    }
+    for (_, liar, _) in liars {
+        liar.shutdown().await;
+    }
+    honest.shutdown().await;
+    origin.shutdown().await;
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
 }
