@@ -48,6 +48,14 @@ enum Command {
     /// (add `--world DIR` to serve a world made by `hoard-demo world generate`),
     /// then `hoard-demo server token --data ./server-data --player ann`
     Server(cli::server::ServerArgs),
+    /// Carry a world's zones to players near this machine: a relay of the
+    /// world's server (or of another relay), with the world's signatures.
+    ///
+    /// Prints one JSON line when ready: {"event":"relaying","addr":…,"fingerprint":…,"world":…}.
+    ///
+    /// Example: `hoard-demo relay --upstream 127.0.0.1:7000 --listen 127.0.0.1:7100 --token TOKEN`,
+    /// then `hoard-demo client --server 127.0.0.1:7100 --world WORLD --token TOKEN`
+    Relay(cli::relay::RelayArgs),
     /// Join a server and play in the terminal; `--headless --zone Z` prints one JSON line per zone entry.
     ///
     /// Example: `hoard-demo client --server 127.0.0.1:7000 --token TOKEN`, or
@@ -81,7 +89,7 @@ pub fn run_cli() -> i32 {
     match &cli.command {
         Command::Play(_) => {}
         Command::Client(args) if !args.headless() => {}
-        Command::Server(_) => cli::logging::to_stderr("info,quinn=warn,rustls=warn"),
+        Command::Server(_) | Command::Relay(_) => cli::logging::to_stderr("info,quinn=warn,rustls=warn"),
         _ => cli::logging::to_stderr("warn"),
     }
     let result = match cli.command {
@@ -89,6 +97,7 @@ pub fn run_cli() -> i32 {
         Command::Cache(args) => cli::cache::run(args),
         Command::Netsim(args) => cli::netsim::run(args),
         Command::Server(args) => cli::server::run(args),
+        Command::Relay(args) => cli::relay::run(args),
         Command::Client(args) => cli::client::run(args),
         Command::World(args) => cli::world::run(args),
         Command::Store(args) => cli::store::run(args),

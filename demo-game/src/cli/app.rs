@@ -300,8 +300,6 @@ fn redirected(
     Ok(ClientOptions {
         server,
         pin: Some(identity),
-        world: None,
-        proofs: false,
         ..options.clone()
     })
 }

@@ -40,6 +40,11 @@ pub(crate) struct ClientArgs {
     /// Require this server fingerprint (otherwise trust on first use).
     #[arg(long)]
     fingerprint: Option<ServerIdentity>,
+    /// The world's fingerprint, when --server is a relay of it: the cache
+    /// is the world's (valid through any relay and at the world's server),
+    /// and every shard is checked against the world's signatures.
+    #[arg(long)]
+    world: Option<ServerIdentity>,
     /// Run without a terminal: enter --zone and print JSON lines.
     #[arg(long)]
     headless: bool,
@@ -81,7 +86,7 @@ pub(crate) fn run(args: ClientArgs) -> anyhow::Result<i32> {
         token: args.token,
         service: "world".into(),
         pin: args.fingerprint,
-        world: None,
+        world: args.world,
         proofs: false,
     };
     // The client is a Bevy App on `HoardClientPlugin`; dropping it closes

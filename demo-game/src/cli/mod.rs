@@ -8,6 +8,7 @@ pub(crate) mod logging;
 pub(crate) mod netsim;
 pub(crate) mod play;
 pub(crate) mod progress;
+pub(crate) mod relay;
 pub(crate) mod server;
 pub(crate) mod session;
 pub(crate) mod store;

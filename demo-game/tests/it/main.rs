@@ -4,6 +4,7 @@ mod bots;
 mod cache_cli;
 mod multi_server;
 mod postgres;
+mod relay;
 mod server_client;
 mod start_up;
 mod world_cli;

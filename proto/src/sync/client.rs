@@ -778,6 +778,12 @@ impl ClientSync {
     /// interleave).
     pub fn handle_answer(&mut self, now: f64, request: u32, msg: Message, frame_len: usize) -> Result<(), SyncError> {
         self.answering = Some(request);
+        if matches!(msg, Message::HeadProof(_))
+            && let Ok(entry) = self.entry_of_answer(request)
+            && let Some(entry) = self.entries.get_mut(&entry)
+        {
+            entry.stats.bytes_rx += frame_len as u64;
+        }
         self.handle(now, msg, frame_len)
     }
 

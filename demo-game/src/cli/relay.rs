@@ -1,0 +1,88 @@
+//! `hoard-demo relay`: carries a world's zones from an upstream (the world's
+//! server, or another relay) to players near it, with the origin's
+//! signatures, so players can trust it without trusting whoever runs it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use hoard_engine::{ServerIdentity, ZoneId};
+use hoard_net::quic::relay::{RelayOptions, start_relay};
+
+use crate::game;
+
+/// Options of the relay.
+///
+/// Example: `hoard-demo relay --upstream 127.0.0.1:7000 --listen 127.0.0.1:7100 --data ./relay-data --token $(hoard-demo server token --player relay-eu)`;
+/// players then connect with `hoard-demo client --server 127.0.0.1:7100 --world FINGERPRINT`
+/// (the world's fingerprint, which the relay prints).
+#[derive(Args)]
+pub(crate) struct RelayArgs {
+    /// The upstream: the world's server, or another relay of it.
+    #[arg(long)]
+    upstream: SocketAddr,
+    /// Require this upstream fingerprint (otherwise trusted on first use).
+    #[arg(long)]
+    upstream_fingerprint: Option<ServerIdentity>,
+    /// The world's fingerprint, when the upstream is itself a relay.
+    #[arg(long)]
+    world: Option<ServerIdentity>,
+    /// The relay's token upstream (`hoard-demo server token --player NAME`
+    /// at the world's server; a relay of a relay in dev mode may use
+    /// `dev:NAME`).
+    #[arg(long)]
+    token: String,
+    /// Address players connect to.
+    #[arg(long, default_value = "127.0.0.1:7100")]
+    listen: SocketAddr,
+    /// The relay's directory: its own key, its token secret, its cache.
+    #[arg(long, default_value = "hoard-relay-data")]
+    data: PathBuf,
+    /// Zones to carry (comma-separated; default: every zone the upstream
+    /// lets the relay enter).
+    #[arg(long, value_delimiter = ',')]
+    zones: Vec<ZoneId>,
+    /// Accept `dev:<name>` tokens from players. For local development only.
+    #[arg(long)]
+    dev: bool,
+}
+
+pub(crate) fn run(args: RelayArgs) -> anyhow::Result<i32> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let relay = start_relay(
+            RelayOptions {
+                listen: args.listen,
+                data_dir: args.data,
+                upstream: args.upstream,
+                upstream_pin: args.upstream_fingerprint,
+                world: args.world,
+                token: args.token,
+                service: "world".into(),
+                zones: args.zones,
+                dev_mode: args.dev,
+            },
+            game::registry(),
+        )
+        .await
+        .context("starting the relay")?;
+        println!(
+            "{}",
+            serde_json::json!({
+                "event": "relaying",
+                "addr": relay.addr().to_string(),
+                "fingerprint": relay.server.identity.to_string(),
+                "world": relay.world.to_string(),
+                "upstream": args.upstream.to_string(),
+            })
+        );
+        tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+        eprintln!("hoard-demo: stopping the relay");
+        relay.shutdown().await;
+        Ok(0)
+    })
+}

@@ -1,0 +1,90 @@
+//! `hoard-demo relay` as a process between a server and headless clients: a
+//! player's cache filled through the relay is warm through it and at the
+//! world's own server.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Stdio};
+
+use crate::server_client::{demo, headless, server, token};
+
+struct Relay {
+    child: Child,
+    addr: String,
+    world: String,
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn relay(upstream: &str, data: &Path, token: &str) -> Relay {
+    let mut child = demo()
+        .args([
+            "relay",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            upstream,
+            "--token",
+            token,
+            "--dev",
+            "--data",
+        ])
+        .arg(data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start relay");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("relaying line");
+    let v: serde_json::Value = serde_json::from_str(&line).expect("json");
+    assert_eq!(v["event"], "relaying", "{line}");
+    Relay {
+        child,
+        addr: v["addr"].as_str().expect("addr").to_owned(),
+        world: v["world"].as_str().expect("world").to_owned(),
+    }
+}
+
+fn enter(addr: &str, world: Option<&str>, token: &str, cache: &Path) -> serde_json::Value {
+    let mut cmd = headless(addr, "meadow", token);
+    cmd.arg("--cache-dir").arg(cache);
+    if let Some(world) = world {
+        cmd.args(["--world", world]);
+    }
+    let out = cmd.output().expect("client");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("one json line")
+}
+
+#[test]
+fn a_player_enters_through_a_relay_and_keeps_the_cache_at_the_origin() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let relay_data = tempfile::tempdir().expect("tempdir");
+    let cache = tempfile::tempdir().expect("tempdir");
+    let origin = server(data.path());
+    let relay = relay(&origin.addr, relay_data.path(), &token(data.path(), "relay-one"));
+
+    let cold = enter(&relay.addr, Some(&relay.world), "dev:ann", cache.path());
+    let shards = cold["shards"].as_u64().expect("shards");
+    assert!(shards > 0);
+    assert_eq!(cold["shards_snapshot"].as_u64(), Some(shards), "{cold}");
+    let warm = enter(&relay.addr, Some(&relay.world), "dev:ann", cache.path());
+    assert_eq!(warm["shards_fresh"].as_u64(), Some(shards), "{warm}");
+    // Without --world the relay's fingerprint is not the world's: refused,
+    // with the world named.
+    let mut cmd = headless(&relay.addr, "meadow", "dev:ann");
+    let other = tempfile::tempdir().expect("tempdir");
+    let out = cmd.arg("--cache-dir").arg(other.path()).output().expect("client");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&relay.world));
+    // At the world's own server the same cache is warm.
+    let direct = enter(&origin.addr, None, &token(data.path(), "ann"), cache.path());
+    assert_eq!(direct["shards_fresh"].as_u64(), Some(shards), "{direct}");
+}
