@@ -144,6 +144,8 @@ struct ServerCore {
     publisher: Mutex<Publisher>,
     transient: TransientHook,
     store: Arc<dyn WorldStore>,
+    /// Names the world in load errors.
+    world_url: hoard_engine::HoardUrl,
 }
 
 type IntentAdder = Arc<dyn Fn(&mut App) + Send + Sync>;
@@ -282,6 +284,7 @@ impl Plugin for HoardServerPlugin {
                 ),
                 transient,
                 store: self.store.clone(),
+                world_url: self.options.world_url(handle.addr),
             })
             .init_resource::<ShardCare>()
             .insert_resource(HoardServer { handle, runtime })
@@ -326,7 +329,7 @@ fn take_care(world: &mut World, core: &ServerCore) {
     if load.is_empty() {
         return;
     }
-    let service = hoard_engine::HoardUrl::service("localhost", 1, "world");
+    let service = core.world_url.clone();
     match hoard_engine::load_shards(&*core.store, &mut publisher, world, &load, &service) {
         Ok(report) => tracing::debug!(shards = report.shards, objects = report.objects, "shards loaded"),
         Err(e) => {

@@ -242,6 +242,19 @@ impl KnownServers {
             .and_then(|(_, id)| id.trim().parse().ok())
     }
 
+    /// Every address `identity` was met at.
+    pub fn addresses_of(&self, identity: ServerIdentity) -> Vec<String> {
+        let text = std::fs::read_to_string(&self.path).unwrap_or_default();
+        let mut out: Vec<String> = text
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .filter(|(_, id)| id.trim().parse::<ServerIdentity>().is_ok_and(|i| i == identity))
+            .map(|(a, _)| a.to_owned())
+            .collect();
+        out.dedup();
+        out
+    }
+
     /// Remembers `addr` → `identity`.
     pub fn remember(&self, addr: &str, identity: ServerIdentity) -> std::io::Result<()> {
         use std::io::Write;

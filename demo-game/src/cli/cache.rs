@@ -33,6 +33,14 @@ enum CacheCommand {
         /// or relative to the cache root, as `inspect --json` lists them).
         #[arg(long, value_name = "SHARD")]
         dump: Option<PathBuf>,
+        /// Print what a `hoard://HOST:PORT/SERVICE/ZONE/SHARD[/OBJECT]` URL
+        /// names, as this cache holds it (the world at HOST:PORT is the one
+        /// this cache met there; through a relay, name it with --world).
+        #[arg(long, value_name = "URL", conflicts_with = "dump")]
+        url: Option<hoard_engine::HoardUrl>,
+        /// The world a --url is resolved in (its fingerprint).
+        #[arg(long, requires = "url")]
+        world: Option<ServerIdentity>,
     },
     /// Check every cached shard fully; exit with status 2 and list the damage if any.
     ///
@@ -75,6 +83,9 @@ pub(crate) fn run(args: CacheArgs) -> anyhow::Result<i32> {
     let cache = WorldCache::open(&root, policy).with_context(|| format!("opening cache {}", root.display()))?;
     match args.command {
         CacheCommand::Inspect { dump: Some(shard), .. } => dump(&root, &shard),
+        CacheCommand::Inspect {
+            url: Some(url), world, ..
+        } => resolve(&root, &cache, &url, world),
         CacheCommand::Inspect { json: true, .. } => {
             println!("{}", serde_json::to_string_pretty(&cache.inventory())?);
             Ok(0)
@@ -206,6 +217,83 @@ fn state_json(state: &ObjectState) -> serde_json::Value {
     }
 }
 
+/// The URL of a service of the world `server`, at the first address this
+/// cache met it at (`None` if it only met it through relays).
+fn world_url(root: &Path, server: ServerIdentity, service: &str) -> Option<hoard_engine::HoardUrl> {
+    let known = hoard_net::tls::KnownServers::new(root.join("known_servers"));
+    known.addresses_of(server).into_iter().find_map(|addr| {
+        let addr: std::net::SocketAddr = addr.parse().ok()?;
+        Some(hoard_engine::HoardUrl::service(
+            addr.ip().to_string(),
+            addr.port(),
+            service,
+        ))
+    })
+}
+
+/// Prints what `url` names as the cache holds it: a shard (header and
+/// objects) or one object.
+fn resolve(
+    root: &Path,
+    cache: &WorldCache,
+    url: &hoard_engine::HoardUrl,
+    world: Option<ServerIdentity>,
+) -> anyhow::Result<i32> {
+    let host = if url.host.contains(':') {
+        format!("[{}]", url.host)
+    } else {
+        url.host.clone()
+    };
+    let address = format!("{host}:{}", url.port);
+    let known = hoard_net::tls::KnownServers::new(root.join("known_servers"));
+    let world = world
+        .or_else(|| known.get(&address))
+        .with_context(|| format!("this cache met no world at {address}; name the world with --world FINGERPRINT"))?;
+    let (Some(zone), Some(shard)) = (&url.zone, url.shard) else {
+        anyhow::bail!("{url} names no shard: give service/zone/shard[/object]");
+    };
+    let registry = crate::game::registry().hash();
+    // The shared copy, or the one of a perspective that holds the shard.
+    let copy = cache
+        .inventory()
+        .into_iter()
+        .filter(|e| {
+            e.server == world.to_hex() && e.service == url.service && e.zone == zone.as_str() && e.shard == shard.0
+        })
+        .find_map(|e| {
+            let perspective = (e.perspective != "shared").then_some(e.perspective.as_str());
+            let key = hoard_world_cache::ShardKey::new(world, &url.service, perspective, zone.clone(), shard).ok()?;
+            cache.load(&key, registry)
+        })
+        .with_context(|| format!("{url}: this cache holds no copy of that shard"))?;
+    let h = &copy.header;
+    let out = match url.object {
+        None => serde_json::json!({
+            "url": url.to_string(),
+            "hwm": h.hwm.0,
+            "epoch": h.epoch.to_string(),
+            "objects": copy.objects.len(),
+            "snapshot_time": h.snapshot_time.to_rfc3339(),
+        }),
+        Some(id) => {
+            let object = copy
+                .objects
+                .iter()
+                .find(|o| o.id == id)
+                .with_context(|| format!("{url}: the cached shard (at seq {}) does not hold object {id}", h.hwm))?;
+            serde_json::json!({
+                "url": url.to_string(),
+                "id": object.id.0,
+                "version": object.version.0,
+                "shard_hwm": h.hwm.0,
+                "components": state_json(&object.state),
+            })
+        }
+    };
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(0)
+}
+
 fn dump(root: &Path, shard: &Path) -> anyhow::Result<i32> {
     let path = if shard.is_absolute() || shard.exists() {
         shard.to_owned()
@@ -215,6 +303,7 @@ fn dump(root: &Path, shard: &Path) -> anyhow::Result<i32> {
     let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
     let shard = decode_shard(&bytes).with_context(|| format!("{} is not a valid shard file", path.display()))?;
     let h = &shard.header;
+    let base = world_url(root, h.key.server, &h.key.service);
     let out = serde_json::json!({
         "path": path,
         "server": h.key.server.to_hex(),
@@ -228,6 +317,7 @@ fn dump(root: &Path, shard: &Path) -> anyhow::Result<i32> {
         "registry": h.registry.to_string(),
         "snapshot_time": h.snapshot_time.to_rfc3339(),
         "objects": shard.objects.iter().map(|o| serde_json::json!({
+            "url": base.as_ref().map(|b| b.object(h.key.zone.clone(), h.key.shard, o.id).to_string()),
             "id": o.id.0,
             "version": o.version.0,
             "components": state_json(&o.state),

@@ -167,6 +167,7 @@ fn serve(args: RunArgs) -> anyhow::Result<i32> {
     options.tick_hz = args.tick_hz;
     options.transient_hz = args.transient_hz;
     options.dev_mode = args.dev;
+    options.advertise = args.advertise.clone();
     options.metrics = args.metrics;
     options.max_connections = args.max_connections;
     options.max_connections_per_ip = args.max_connections_per_ip;

@@ -109,6 +109,7 @@ fn populate(
     world_dir: &Path,
     tick_hz: u32,
     zone_server: Option<&ZoneServer>,
+    service: &HoardUrl,
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> anyhow::Result<Publisher> {
     let served: &[ZoneId] = zone_server.map_or(&[], |z| &z.zones);
@@ -153,12 +154,11 @@ fn populate(
         for (component, from, to, objects) in &schema.migrated {
             eprintln!("migrated {objects} objects' {component} from schema version {from} to {to}");
         }
-        let service = HoardUrl::service("localhost", 1, "world");
         // A server of some zones loads only those; its players' inventories
         // come with them (`leases::host_players`).
         let report = match served.is_empty() {
-            true => load_world(&**store, &mut publisher, world, &service)?,
-            false => hoard_engine::load_zones(&**store, &mut publisher, world, served, &service)?,
+            true => load_world(&**store, &mut publisher, world, service)?,
+            false => hoard_engine::load_zones(&**store, &mut publisher, world, served, service)?,
         };
         for problem in &report.problems {
             tracing::warn!(%problem, "object not loaded");
@@ -234,6 +234,7 @@ pub(crate) fn app(
         world_dir,
         options.tick_hz,
         zone_server,
+        &options.world_url(options.listen),
         progress,
     )?;
     let plugin = HoardServerPlugin::new(options, store.store.clone(), super::registry())

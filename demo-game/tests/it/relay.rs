@@ -87,4 +87,37 @@ fn a_player_enters_through_a_relay_and_keeps_the_cache_at_the_origin() {
     // At the world's own server the same cache is warm.
     let direct = enter(&origin.addr, None, &token(data.path(), "ann"), cache.path());
     assert_eq!(direct["shards_fresh"].as_u64(), Some(shards), "{direct}");
+
+    // Objects have URLs naming the world at its address, and a URL resolves
+    // from the cache.
+    let inspect = |args: &[&str]| -> serde_json::Value {
+        let out = demo()
+            .args(["cache", "inspect", "--cache-dir"])
+            .arg(cache.path())
+            .args(args)
+            .output()
+            .expect("inspect");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("json")
+    };
+    let entries = inspect(&["--json"]);
+    let path = entries
+        .as_array()
+        .and_then(|a| {
+            a.iter()
+                .find(|e| e["zone"] == "meadow" && e["objects"].as_u64().unwrap_or(0) > 0)
+        })
+        .and_then(|e| e["path"].as_str())
+        .expect("a meadow shard")
+        .to_owned();
+    let dumped = inspect(&["--dump", &path]);
+    let object = &dumped["objects"][0];
+    let url = object["url"].as_str().expect("an object url").to_owned();
+    assert!(
+        url.starts_with(&format!("hoard://{}/world/meadow/", origin.addr)),
+        "{url}"
+    );
+    let resolved = inspect(&["--url", &url]);
+    assert_eq!(resolved["id"], object["id"], "{resolved}");
+    assert_eq!(resolved["url"], url.as_str());
 }

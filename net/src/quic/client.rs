@@ -76,6 +76,10 @@ pub enum ClientError {
     /// Nothing of it was written or shown; use another route to the world.
     #[error("the server is not faithful to the world: {0}")]
     Forged(String),
+    /// A `hoard://` URL this client cannot resolve (another service, no
+    /// such zone or shard).
+    #[error("{0}")]
+    Url(String),
     /// Could not connect (including a refused server identity).
     #[error("cannot connect to {addr}: {detail}")]
     Connect {
@@ -134,6 +138,19 @@ pub const CACHE_BUDGET_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 
 /// Cached shards unused for this long are dropped when a client connects.
 pub const CACHE_MAX_AGE: Duration = Duration::from_secs(180 * 24 * 3600);
+
+/// What a `hoard://` URL names ([`HoardClient::resolve`]).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Resolved {
+    /// A zone: its shards this player may see.
+    Zone(Vec<Arc<CachedShard>>),
+    /// A shard, whole.
+    Shard(Arc<CachedShard>),
+    /// An object of a shard, or `None` if the shard does not hold it now
+    /// (it left, or never was there).
+    Object(Option<CachedObject>),
+}
 
 /// What happened, as the last of a zone's or an intent's [`ClientUpdate`]s.
 #[derive(Clone, Debug)]
@@ -938,6 +955,82 @@ impl HoardClient {
         // after ENTRY_TIMEOUT, so this wait ends.
         rx.await
             .map_err(|_| ClientError::Lost("the connection closed during zone entry".into()))?
+    }
+
+    /// What a `hoard://` URL names, as the world has it now: from the live
+    /// copy when this client follows the URL's zone (no network), otherwise
+    /// after one round trip that brings the zone's shards up to date (and
+    /// keeps following them, as [`HoardClient::prefetch`] does). The URL's
+    /// host names where the world is found; it is resolved against the
+    /// world this client is connected to (directly or through relays), whose
+    /// service it must name.
+    pub async fn resolve(&self, url: &hoard_engine::HoardUrl) -> Result<Resolved, ClientError> {
+        let service = self
+            .inner
+            .sync
+            .lock()
+            .map(|s| s.config().service.clone())
+            .map_err(|_| ClientError::Lost("poisoned".into()))?;
+        if url.service != service {
+            return Err(ClientError::Url(format!(
+                "{url} names service {}, this client is in {service}",
+                url.service
+            )));
+        }
+        let Some(zone) = &url.zone else {
+            return Err(ClientError::Url(format!(
+                "{url} names a service, not a zone or what is in one"
+            )));
+        };
+        let live = |client: &HoardClient| client.inner.sync.lock().ok().and_then(|s| s.live_shards(zone));
+        let shards = match live(self) {
+            Some(shards) => shards,
+            None => {
+                let (rx, in_flight) = wait_for_entry(&self.inner, zone)?;
+                if !in_flight && let Err(e) = self.start_entry(zone, true).await {
+                    finish_waiters(&self.inner, zone, Err(e.clone()));
+                    return Err(e);
+                }
+                rx.await
+                    .map_err(|_| ClientError::Lost("the connection closed during zone entry".into()))??;
+                live(self).ok_or_else(|| ClientError::Lost(format!("zone {zone} was left while resolving {url}")))?
+            }
+        };
+        let Some(shard) = url.shard else {
+            return Ok(Resolved::Zone(shards));
+        };
+        let copy = shards
+            .into_iter()
+            .find(|s| s.header.key.shard == shard)
+            .ok_or_else(|| ClientError::Url(format!("{url}: zone {zone} has no shard {shard} this player may see")))?;
+        Ok(match url.object {
+            None => Resolved::Shard(copy),
+            Some(id) => Resolved::Object(
+                copy.objects
+                    .binary_search_by_key(&id, |o| o.id)
+                    .ok()
+                    .map(|i| copy.objects[i].clone()),
+            ),
+        })
+    }
+
+    /// The URL of an object this client holds, with the world found at
+    /// `host:port`.
+    pub fn url_of(
+        &self,
+        host: &str,
+        port: u16,
+        zone: &ZoneId,
+        shard: ShardId,
+        object: ObjectId,
+    ) -> hoard_engine::HoardUrl {
+        let service = self
+            .inner
+            .sync
+            .lock()
+            .map(|s| s.config().service.clone())
+            .unwrap_or_default();
+        hoard_engine::HoardUrl::service(host, port, service).object(zone.clone(), shard, object)
     }
 
     /// Prefetches a zone in the background: its shards are brought up to

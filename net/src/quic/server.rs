@@ -85,6 +85,9 @@ pub struct ServerOptions {
     /// servers (a client entering a zone served elsewhere is sent there).
     /// Default: every zone is served here.
     pub directory: Arc<dyn hoard_proto::sync::server::ZoneDirectory>,
+    /// The address players reach the world at (`host:port`), which names it
+    /// in `hoard://` URLs (a load error's, say). Default: the listen address.
+    pub advertise: Option<String>,
 }
 
 impl ServerOptions {
@@ -110,7 +113,21 @@ impl ServerOptions {
             metrics: None,
             transient_hz: 10,
             directory: Arc::new(hoard_proto::sync::server::OneServer),
+            advertise: None,
         }
+    }
+
+    /// The `hoard://` URL of the world served, as players reach it:
+    /// [`ServerOptions::advertise`] if set (and `host:port`), else `bound`,
+    /// the address the server is bound to.
+    pub fn world_url(&self, bound: SocketAddr) -> hoard_engine::HoardUrl {
+        let advertised = self
+            .advertise
+            .as_deref()
+            .and_then(|a| a.rsplit_once(':'))
+            .and_then(|(host, port)| Some((host.trim_matches(['[', ']']).to_owned(), port.parse::<u16>().ok()?)));
+        let (host, port) = advertised.unwrap_or_else(|| (bound.ip().to_string(), bound.port()));
+        hoard_engine::HoardUrl::service(host, port.max(1), self.service.clone())
     }
 }
 

@@ -185,6 +185,29 @@ async fn chained_relays_serve_the_origins_world_and_a_cache_moves_between_routes
     assert!(stones(&mut world).contains(&(2005, 25)));
     leave(ann).await;
 
+    // A URL names the object the same way whichever route the data took:
+    // resolved through two relays by a client that never entered the zone
+    // (one round trip), then from its live copy.
+    let url: hoard_engine::HoardUrl = "hoard://world.example:7000/world/meadow/2/2005".parse().expect("url");
+    let cid_cache = tempfile::tempdir().expect("tempdir");
+    let cid = HoardClient::connect(via(&second, world_id, cid_cache.path(), "cid"), registry())
+        .await
+        .expect("cid connects");
+    for _ in 0..2 {
+        match cid.resolve(&url).await.expect("resolves") {
+            hoard_net::quic::client::Resolved::Object(Some(o)) => assert_eq!(o.id.0, 2005),
+            other => panic!("{other:?}"),
+        }
+    }
+    let gone: hoard_engine::HoardUrl = "hoard://world.example:7000/world/meadow/2/2999".parse().expect("url");
+    assert!(matches!(
+        cid.resolve(&gone).await,
+        Ok(hoard_net::quic::client::Resolved::Object(None))
+    ));
+    let elsewhere: hoard_engine::HoardUrl = "hoard://world.example:7000/arena/meadow".parse().expect("url");
+    assert!(matches!(cid.resolve(&elsewhere).await, Err(ClientError::Url(_))));
+    leave(cid).await;
+
     // And straight at the origin: the cache is the world's, not a relay's.
     let ann = HoardClient::connect(options(&origin, cache.path(), "ann"), registry())
         .await
