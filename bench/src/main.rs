@@ -8,12 +8,14 @@
 //! cargo run --release -p hoard-bench -- cache
 //! cargo run --release -p hoard-bench -- net
 //! cargo run --release -p hoard-bench -- stores
+//! cargo run --release -p hoard-bench -- relay
 //! ```
 
 mod cache;
 mod engine;
 mod net;
 mod pipeline;
+mod relay;
 mod report;
 mod stores;
 
@@ -39,6 +41,11 @@ enum Command {
     Net(net::Args),
     /// Commits of the same ticks to redb and to PostgreSQL, side by side, beside each engine's raw transaction.
     Stores(stores::Args),
+    /// What a relay saves the origin (bytes, CPU) for many clients, what its hop adds, what a signed head costs.
+    Relay(relay::Args),
+    /// The origin process of `relay` (started by it).
+    #[command(hide = true)]
+    RelayOrigin(relay::OriginArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -48,5 +55,7 @@ fn main() -> anyhow::Result<()> {
         Command::Cache(args) => cache::run(&args, &cli.out),
         Command::Net(args) => net::run(&args, &cli.out),
         Command::Stores(args) => stores::run(&args, &cli.out),
+        Command::Relay(args) => relay::run(&args, &cli.out),
+        Command::RelayOrigin(args) => relay::origin(&args),
     }
 }
