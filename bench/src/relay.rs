@@ -246,6 +246,8 @@ async fn relay_of(origin: &Origin, dir: &Path) -> anyhow::Result<RelayHandle> {
             service: "world".into(),
             zones: Vec::new(),
             dev_mode: true,
+            max_connections: 1000,
+            max_connections_per_ip: 1000,
         },
         reference::registry(),
     )
@@ -302,7 +304,14 @@ async fn fan_out(args: &Args, through_relay: bool) -> anyhow::Result<FanOut> {
             }
         });
         for client in futures_join(entries).await {
-            clients.push(client?);
+            clients.push(client.map_err(|e| {
+                e.context(format!(
+                    "client {} of {} ({})",
+                    clients.len() + 1,
+                    args.clients,
+                    if through_relay { "through the relay" } else { "straight" }
+                ))
+            })?);
         }
     }
     let writer = HoardClient::connect(

@@ -46,6 +46,12 @@ pub(crate) struct RelayArgs {
     /// Accept `dev:<name>` tokens from players. For local development only.
     #[arg(long)]
     dev: bool,
+    /// Most simultaneous player connections.
+    #[arg(long, default_value_t = 1000)]
+    max_connections: usize,
+    /// Most simultaneous connections from one IP address.
+    #[arg(long, default_value_t = 32)]
+    max_connections_per_ip: usize,
 }
 
 pub(crate) fn run(args: RelayArgs) -> anyhow::Result<i32> {
@@ -65,6 +71,8 @@ pub(crate) fn run(args: RelayArgs) -> anyhow::Result<i32> {
                 service: "world".into(),
                 zones: args.zones,
                 dev_mode: args.dev,
+                max_connections: args.max_connections,
+                max_connections_per_ip: args.max_connections_per_ip,
             },
             game::registry(),
         )

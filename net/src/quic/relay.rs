@@ -54,6 +54,10 @@ pub struct RelayOptions {
     pub zones: Vec<ZoneId>,
     /// Accept `dev:` tokens downstream.
     pub dev_mode: bool,
+    /// Most simultaneous client connections.
+    pub max_connections: usize,
+    /// Most simultaneous client connections from one IP address.
+    pub max_connections_per_ip: usize,
 }
 
 /// Why a relay could not start.
@@ -236,6 +240,8 @@ async fn start(
     let mut server_options = ServerOptions::new(options.listen, options.data_dir.clone());
     server_options.service = options.service.clone();
     server_options.dev_mode = options.dev_mode;
+    server_options.max_connections = options.max_connections;
+    server_options.max_connections_per_ip = options.max_connections_per_ip;
     let rules = GameRules {
         registry: registry.hash(),
         intents: hoard_proto::intents::IntentRegistry::any(),

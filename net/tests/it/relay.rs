@@ -36,6 +36,8 @@ fn relay_options(
         service: "world".into(),
         zones: Vec::new(),
         dev_mode: true,
+        max_connections: 1000,
+        max_connections_per_ip: 1000,
     }
 }
 
