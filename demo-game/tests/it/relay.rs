@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Stdio};
 
-use crate::server_client::{demo, headless, server, token};
+use crate::server_client::{demo, headless, server, server_listening, some_item, token};
 
 struct Relay {
     child: Child,
@@ -120,4 +120,64 @@ fn a_player_enters_through_a_relay_and_keeps_the_cache_at_the_origin() {
     let resolved = inspect(&["--url", &url]);
     assert_eq!(resolved["id"], object["id"], "{resolved}");
     assert_eq!(resolved["url"], url.as_str());
+}
+
+/// The world's server is killed (SIGKILL) and restarted under a relay while
+/// a player follows the zone through it: the player is told the world may
+/// be stale, and sees a change made after the restart, through the relay.
+#[test]
+fn a_player_through_a_relay_sees_the_world_again_after_its_server_is_killed_and_restarted() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let relay_data = tempfile::tempdir().expect("tempdir");
+    let (ann_cache, bob_cache) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let mut origin = server(data.path());
+    let addr = origin.addr.clone();
+    let relay = relay(&addr, relay_data.path(), &token(data.path(), "relay-one"));
+    let ann = token(data.path(), "ann");
+    let _ = enter(&addr, None, &ann, ann_cache.path());
+    let (id, x, y, _) = some_item(ann_cache.path());
+    let x2 = if x < 255 { x + 1 } else { x - 1 };
+    let expect = format!("{id}:{x2}:{y}");
+
+    // Bob follows the zone through the relay, waiting for the item to move.
+    let mut watcher = headless(&relay.addr, "meadow", "dev:bob")
+        .args(["--world", &relay.world, "--expect-item", &expect, "--cache-dir"])
+        .arg(bob_cache.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("bob");
+    let mut lines = BufReader::new(watcher.stdout.take().expect("stdout")).lines();
+    let ready = lines.next().expect("a line").expect("read");
+    assert!(ready.contains("zone_ready"), "{ready}");
+
+    // kill -9, and back on the same address.
+    origin.child.kill().expect("kill");
+    origin.child.wait().expect("reap");
+    drop(origin);
+    let origin = server_listening(data.path(), &addr);
+    let acts = [
+        format!(r#"{{"Move":{{"zone":0,"x":{x},"y":{y}}}}}"#),
+        format!(r#"{{"PickUp":{{"object":{id}}}}}"#),
+        format!(r#"{{"Move":{{"zone":0,"x":{x2},"y":{y}}}}}"#),
+        format!(r#"{{"Drop":{{"object":{id}}}}}"#),
+    ];
+    let mut cmd = headless(&origin.addr, "meadow", &ann);
+    for a in &acts {
+        cmd.args(["--act", a]);
+    }
+    let out = cmd.arg("--cache-dir").arg(ann_cache.path()).output().expect("ann");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let seen = lines.next().expect("bob saw the item").expect("read");
+    let v: serde_json::Value = serde_json::from_str(&seen).expect("json");
+    assert_eq!(
+        (v["event"].as_str(), v["object"].as_u64(), v["copies"].as_u64()),
+        (Some("item"), Some(id), Some(1)),
+        "{seen}"
+    );
+    assert!(watcher.wait().expect("wait").success());
 }

@@ -11,7 +11,7 @@ pub(crate) fn demo() -> Command {
 }
 
 pub(crate) struct Server {
-    child: Child,
+    pub(crate) child: Child,
     pub(crate) addr: String,
     fingerprint: String,
 }
@@ -54,12 +54,17 @@ impl Drop for KillOnDrop {
 }
 
 pub(crate) fn server(data: &Path) -> Server {
+    server_listening(data, "127.0.0.1:0")
+}
+
+/// [`server`] on a given address (a restart on the address clients know).
+pub(crate) fn server_listening(data: &Path, listen: &str) -> Server {
     let world = data.join("world-files");
     if !world.exists() {
         generate_world(&world);
     }
     let mut cmd = demo();
-    cmd.args(["server", "--listen", "127.0.0.1:0", "--tick-hz", "50", "--world"])
+    cmd.args(["server", "--listen", listen, "--tick-hz", "50", "--world"])
         .arg(&world)
         .arg("--data")
         .arg(data);

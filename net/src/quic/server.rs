@@ -515,10 +515,29 @@ pub(crate) async fn bind(
         .map_err(|e| ServerError::Config(e.to_string()))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     config.transport_config(Arc::new(super::transport::server()));
-    let endpoint = Endpoint::server(config, options.listen).map_err(|source| ServerError::Bind {
+    // Stateless resets with a key derived from the world's secret: a server
+    // restarted after a crash answers packets of its predecessor's
+    // connections with a reset their peers accept, so clients and relays
+    // learn at once that the server they knew is gone, instead of after the
+    // idle timeout.
+    // (The connection ids' hash key too: quinn drops, without a reset,
+    // packets whose ids this endpoint's generator did not make.)
+    let reset_key = blake3::derive_key("hoard stateless reset v1", &keys.token_secret);
+    let mut endpoint_config =
+        quinn::EndpointConfig::new(Arc::new(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &reset_key)));
+    let cid_key = u64::from_le_bytes(
+        blake3::derive_key("hoard connection id v1", &keys.token_secret)[..8]
+            .try_into()
+            .unwrap_or_default(),
+    );
+    endpoint_config.cid_generator(move || Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key)));
+    let bind_err = |source| ServerError::Bind {
         addr: options.listen,
         source,
-    })?;
+    };
+    let socket = std::net::UdpSocket::bind(options.listen).map_err(bind_err)?;
+    let runtime = quinn::default_runtime().ok_or_else(|| bind_err(std::io::Error::other("no async runtime")))?;
+    let endpoint = Endpoint::new(endpoint_config, Some(config), socket, runtime).map_err(bind_err)?;
     let addr = endpoint.local_addr().map_err(|source| ServerError::Bind {
         addr: options.listen,
         source,
