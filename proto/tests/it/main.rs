@@ -4,5 +4,6 @@
 
 mod golden;
 mod pair;
+mod proofs;
 mod sync;
 mod tick;
