@@ -48,6 +48,20 @@ pub struct ClientOptions {
 }
 
 impl ClientOptions {
+    /// Options for the world's own server at `server`, service `world`,
+    /// trusting it on first use, with the cache at `cache_dir`.
+    pub fn new(server: SocketAddr, cache_dir: PathBuf, token: String) -> ClientOptions {
+        ClientOptions {
+            server,
+            cache_dir,
+            token,
+            service: "world".into(),
+            pin: None,
+            world: None,
+            proofs: false,
+        }
+    }
+
     /// The world identity the cache is keyed by, for a server presenting
     /// `tls_identity`, and whether shards are checked against signed heads.
     fn world_and_proofs(&self, tls_identity: ServerIdentity) -> (ServerIdentity, bool) {
