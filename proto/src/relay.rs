@@ -399,7 +399,7 @@ impl ProofSource for RelayStore {
 const MAX_OUTPUT: usize = 1 << 20;
 
 /// The relay's side of its sessions, sans-IO: which session follows which
-/// shard (the server's [`Hub`]), and the messages each gets when a change
+/// shard (the server's [`Hub`](crate::sync::hub::Hub)), and the messages each gets when a change
 /// comes from upstream or the upstream comes and goes. A relay's clients
 /// always get signed heads; a relay carries no intents (the origin is the
 /// only writer, and a player acts there).

@@ -119,6 +119,22 @@ enum WorldCommand {
         #[arg(long)]
         data: Option<PathBuf>,
     },
+    /// Show what a `hoard://HOST:PORT/SERVICE/ZONE/SHARD/OBJECT` URL names
+    /// (the URL `hoard-demo cache inspect --dump` prints for a cached object):
+    /// the object, and the file and line it is written at.
+    ///
+    /// Example: `hoard-demo world show hoard://127.0.0.1:7000/world/meadow/3/42`
+    Show {
+        /// The URL (its host names where the world is served; the world is
+        /// read from --world or --data).
+        url: hoard_engine::HoardUrl,
+        /// The world folder to read.
+        #[arg(long, default_value_os_t = default_world_dir(), conflicts_with = "data")]
+        world: PathBuf,
+        /// A server's data directory to read instead.
+        #[arg(long)]
+        data: Option<PathBuf>,
+    },
     /// Write a synthetic but plausible world of a given size, the same for the same seed.
     ///
     /// Example: `hoard-demo world generate --zones 16 --objects-per-zone 20000 --out ./big-world`,
@@ -225,6 +241,14 @@ pub(crate) fn run(args: WorldArgs) -> anyhow::Result<i32> {
             );
             Ok(0)
         }
+        WorldCommand::Show { url, world, data } => {
+            let source = match &data {
+                Some(data) => store::read(&*open_store(Some(data))?.store)?,
+                None if at.url.is_some() => store::read(&*open_store(None)?.store)?,
+                None => load_valid(&world)?,
+            };
+            show(&source, &url)
+        }
         WorldCommand::Generate {
             zones,
             objects_per_zone,
@@ -239,6 +263,29 @@ pub(crate) fn run(args: WorldArgs) -> anyhow::Result<i32> {
             write_files(&world, &out, "writing")
         }
     }
+}
+
+/// Prints the object `url` names in `world`, with where it is written.
+fn show(world: &WorldData, url: &hoard_engine::HoardUrl) -> anyhow::Result<i32> {
+    let (Some(zone), Some(shard), Some(object)) = (&url.zone, url.shard, url.object) else {
+        anyhow::bail!("{url} names no object: give service/zone/shard/object");
+    };
+    anyhow::ensure!(
+        world.zones.get(zone).is_some_and(|s| s.contains(&shard)),
+        "{url}: the world has no shard {shard} in zone {zone}"
+    );
+    let Some(o) = world.objects.get(&object.0).filter(|o| o.shard == shard) else {
+        anyhow::bail!("{url}: shard {shard} holds no object {object}");
+    };
+    println!(
+        "{} {} in shard {} of {zone}, at {}",
+        o.thing.name(),
+        o.id,
+        o.shard.0,
+        o.source
+    );
+    println!("{}", o.thing.to_ron());
+    Ok(0)
 }
 
 /// Writes `world` as files under `out`, with a progress bar labelled `verb`.

@@ -120,6 +120,18 @@ fn a_player_enters_through_a_relay_and_keeps_the_cache_at_the_origin() {
     let resolved = inspect(&["--url", &url]);
     assert_eq!(resolved["id"], object["id"], "{resolved}");
     assert_eq!(resolved["url"], url.as_str());
+    // A modder follows the same URL to the file the object is written in.
+    let out = demo()
+        .args(["world", "show", &url, "--world"])
+        .arg(data.path().join("world-files"))
+        .output()
+        .expect("world show");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        shown.contains(&format!(" {} in shard ", object["id"])) && shown.contains(".scn.ron:"),
+        "{shown}"
+    );
 }
 
 /// The world's server is killed (SIGKILL) and restarted under a relay while
