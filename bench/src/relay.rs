@@ -248,6 +248,7 @@ async fn relay_of(origin: &Origin, dir: &Path) -> anyhow::Result<RelayHandle> {
             dev_mode: true,
             max_connections: 1000,
             max_connections_per_ip: 1000,
+            carry_actions: false,
         },
         reference::registry(),
     )

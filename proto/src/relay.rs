@@ -458,6 +458,12 @@ impl RelayCore {
         })
     }
 
+    /// Sends `message` to session `to` (a driver's answer to an intent it
+    /// carried upstream).
+    pub fn send_to(&mut self, to: crate::sync::hub::SessionId, message: crate::wire::Message) {
+        self.send(to, std::sync::Arc::new(message));
+    }
+
     /// What a session did.
     pub fn handle(&mut self, input: crate::sync::tick::TickInput) {
         use crate::sync::tick::TickInput;

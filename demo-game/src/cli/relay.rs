@@ -46,6 +46,12 @@ pub(crate) struct RelayArgs {
     /// Accept `dev:<name>` tokens from players. For local development only.
     #[arg(long)]
     dev: bool,
+    /// Carry players' actions to the world's server (a trusted relay): copy
+    /// the world's `token.secret` into --data first; players then use the
+    /// world's tokens here. Without it actions are refused, and players act
+    /// at the world's server.
+    #[arg(long)]
+    carry_actions: bool,
     /// Most simultaneous player connections.
     #[arg(long, default_value_t = 1000)]
     max_connections: usize,
@@ -73,6 +79,7 @@ pub(crate) fn run(args: RelayArgs) -> anyhow::Result<i32> {
                 dev_mode: args.dev,
                 max_connections: args.max_connections,
                 max_connections_per_ip: args.max_connections_per_ip,
+                carry_actions: args.carry_actions,
             },
             game::registry(),
         )

@@ -58,6 +58,12 @@ pub struct RelayOptions {
     pub max_connections: usize,
     /// Most simultaneous client connections from one IP address.
     pub max_connections_per_ip: usize,
+    /// Carry players' actions to the origin (a *trusted* relay): each acting
+    /// player gets a session of their own at the origin, under a token this
+    /// relay issues — so its data directory must hold the world's token
+    /// secret (`token.secret`), which lets it act as any player. Off: intents
+    /// are refused with a reason and players act at the origin.
+    pub carry_actions: bool,
 }
 
 /// Why a relay could not start.
@@ -261,12 +267,16 @@ async fn start(
     let stats = Arc::new(RelayStats::default());
     stats.connected.store(true, Ordering::SeqCst);
     let stop = Arc::new(AtomicBool::new(false));
+    let actions = options
+        .carry_actions
+        .then(|| actions::Actions::new(client_options(&options), registry.clone(), bound.handle.auth.clone()));
     let link = RelayLink {
         core: RelayCore::new(store.clone()),
         store,
         commands: bound.commands,
         conns: std::collections::HashMap::new(),
         stats: stats.clone(),
+        actions,
     };
     let task = tokio::spawn(run(link, client, options, registry, stop.clone()));
     tracing::info!(addr = %bound.handle.addr, %world, "relay serving");
@@ -286,6 +296,8 @@ struct RelayLink {
     commands: std_mpsc::Receiver<Command>,
     conns: std::collections::HashMap<u64, Conn>,
     stats: Arc<RelayStats>,
+    /// Players' actions carried upstream (a trusted relay), if so.
+    actions: Option<actions::Actions>,
 }
 
 impl RelayLink {
@@ -304,7 +316,19 @@ impl RelayLink {
                     input
                 }
             };
+            let input = match &mut self.actions {
+                Some(actions) => match actions.take(input) {
+                    Some(input) => input,
+                    None => continue,
+                },
+                None => input,
+            };
             self.core.handle(input);
+        }
+        if let Some(actions) = &mut self.actions {
+            while let Some((to, message)) = actions.answer() {
+                self.core.send_to(to, message);
+            }
         }
         self.deliver();
     }
@@ -613,5 +637,240 @@ pub mod tamper {
                 .held(shard, head.seq)
                 .ok_or_else(|| format!("no signed head of shard {shard}"))
         }
+    }
+}
+
+/// A trusted relay carrying players' actions to the origin: one upstream
+/// session per acting player, under a token the relay issues (it holds the
+/// world's token secret). Intents go up in order with the player's own
+/// seqs; the origin's `Processed` and `IntentRejected` come back to the
+/// player's session. The changes the actions cause reach the player through
+/// the relay's followed shards like everyone's, so a `Processed` may arrive
+/// before them (at the origin it comes after).
+mod actions {
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    use hoard_engine::PublishRegistry;
+    use hoard_proto::auth::TokenAuthority;
+    use hoard_proto::sync::tick::TickInput;
+    use hoard_proto::wire::{ErrorCode, IntentRejected, Message, Processed};
+    use tokio::sync::mpsc;
+
+    use crate::quic::client::{ClientEvent, ClientOptions, ClientUpdate, HoardClient};
+
+    /// Intents queued for one player's upstream session; past this the
+    /// player is told to slow down.
+    const QUEUED: usize = 64;
+    /// Answers waiting for the relay's loop (every player's).
+    const ANSWERS: usize = 4096;
+    /// How long a player's upstream token is valid (a new session is made
+    /// for a player whose session ended).
+    const TOKEN_HOURS: i64 = 12;
+
+    struct Forward {
+        session: u64,
+        seq: u32,
+        kind: String,
+        payload: Vec<u8>,
+    }
+
+    pub(super) struct Actions {
+        template: ClientOptions,
+        registry: PublishRegistry,
+        auth: TokenAuthority,
+        /// Each session's player.
+        players: HashMap<u64, String>,
+        /// Each acting player's upstream session.
+        actors: HashMap<String, mpsc::Sender<Forward>>,
+        answers_tx: mpsc::Sender<(u64, Message)>,
+        answers: mpsc::Receiver<(u64, Message)>,
+    }
+
+    impl Actions {
+        pub(super) fn new(template: ClientOptions, registry: PublishRegistry, auth: TokenAuthority) -> Actions {
+            let (answers_tx, answers) = mpsc::channel(ANSWERS);
+            Actions {
+                template,
+                registry,
+                auth,
+                players: HashMap::new(),
+                actors: HashMap::new(),
+                answers_tx,
+                answers,
+            }
+        }
+
+        /// An answer for a session, if one came back.
+        pub(super) fn answer(&mut self) -> Option<(u64, Message)> {
+            self.answers.try_recv().ok()
+        }
+
+        /// Takes what concerns actions (a player known, an intent, a
+        /// session gone); gives back what the relay's core handles.
+        pub(super) fn take(&mut self, input: TickInput) -> Option<TickInput> {
+            match input {
+                TickInput::Joined { id, perspective } => {
+                    self.players.insert(id, perspective.clone());
+                    Some(TickInput::Joined { id, perspective })
+                }
+                TickInput::Remove { id } => {
+                    if let Some(player) = self.players.remove(&id)
+                        && !self.players.values().any(|p| *p == player)
+                    {
+                        // Its upstream session ends with its queue.
+                        self.actors.remove(&player);
+                    }
+                    Some(TickInput::Remove { id })
+                }
+                TickInput::Intent { id, seq, intent } => {
+                    let Some(player) = self.players.get(&id).cloned() else {
+                        self.reject(id, seq, ErrorCode::Unavailable, "your session is not ready to act yet");
+                        return None;
+                    };
+                    let forward = Forward {
+                        session: id,
+                        seq,
+                        kind: intent.kind,
+                        payload: intent.payload,
+                    };
+                    let actor = self.actor(&player);
+                    if let Err(e) = actor.try_send(forward) {
+                        let (code, message) = match e {
+                            mpsc::error::TrySendError::Full(_) => {
+                                (ErrorCode::RateLimited, "too many actions in flight; slow down")
+                            }
+                            mpsc::error::TrySendError::Closed(_) => {
+                                self.actors.remove(&player);
+                                (
+                                    ErrorCode::Unavailable,
+                                    "this relay lost your session at the world's server; act again",
+                                )
+                            }
+                        };
+                        self.reject(id, seq, code, message);
+                    }
+                    None
+                }
+                other => Some(other),
+            }
+        }
+
+        fn reject(&self, to: u64, seq: u32, code: ErrorCode, message: &str) {
+            let _ = self.answers_tx.try_send((
+                to,
+                Message::IntentRejected(IntentRejected {
+                    seq,
+                    code: code as u16,
+                    message: message.to_owned(),
+                }),
+            ));
+        }
+
+        /// The player's upstream session, opened on first use.
+        fn actor(&mut self, player: &str) -> mpsc::Sender<Forward> {
+            if let Some(tx) = self.actors.get(player).filter(|tx| !tx.is_closed()) {
+                return tx.clone();
+            }
+            let (tx, rx) = mpsc::channel(QUEUED);
+            let mut options = self.template.clone();
+            options.proofs = false;
+            options.token = self
+                .auth
+                .issue(player, chrono::Utc::now().timestamp() + TOKEN_HOURS * 3600)
+                .unwrap_or_default();
+            // Its own cache folder: it enters no zone, and must not hold the
+            // relay's cache lock.
+            options.cache_dir = options.cache_dir.join("actors").join(player);
+            tokio::spawn(act(options, self.registry.clone(), rx, self.answers_tx.clone()));
+            self.actors.insert(player.to_owned(), tx.clone());
+            tx
+        }
+    }
+
+    /// One player's upstream session: sends their intents, brings the
+    /// origin's answers back.
+    async fn act(
+        options: ClientOptions,
+        registry: PublishRegistry,
+        mut intents: mpsc::Receiver<Forward>,
+        answers: mpsc::Sender<(u64, Message)>,
+    ) {
+        let reject = |session: u64, seq: u32, message: String| {
+            let answers = answers.clone();
+            async move {
+                let _ = answers
+                    .send((
+                        session,
+                        Message::IntentRejected(IntentRejected {
+                            seq,
+                            code: ErrorCode::Unavailable as u16,
+                            message,
+                        }),
+                    ))
+                    .await;
+            }
+        };
+        let client = match HoardClient::connect(options, registry).await {
+            Ok(client) => client,
+            Err(e) => {
+                tracing::warn!(error = %e, "the world's server refused a player's session through this relay");
+                while let Some(f) = intents.recv().await {
+                    reject(
+                        f.session,
+                        f.seq,
+                        format!("the world's server refused your session through this relay: {e}"),
+                    )
+                    .await;
+                }
+                return;
+            }
+        };
+        let mut sessions: HashMap<u32, u64> = HashMap::new();
+        loop {
+            tokio::select! {
+                next = intents.recv() => {
+                    let Some(f) = next else { break };
+                    if sessions.len() >= QUEUED * 16 {
+                        reject(f.session, f.seq, "too many actions unanswered by the world's server".into()).await;
+                        continue;
+                    }
+                    sessions.insert(f.seq, f.session);
+                    if let Err(e) = client.send_encoded_intent(f.seq, &f.kind, f.payload).await {
+                        reject(f.session, f.seq, format!("could not reach the world's server: {e}")).await;
+                    }
+                }
+                () = client.changed() => {
+                    for update in client.take_updates() {
+                        match update {
+                            ClientUpdate::Event(ClientEvent::IntentRejected { seq, message }) => {
+                                if let Some(session) = sessions.remove(&seq) {
+                                    reject(session, seq, message).await;
+                                }
+                            }
+                            ClientUpdate::Event(ClientEvent::IntentsProcessed { seqs }) => {
+                                let mut by_session: HashMap<u64, Vec<u32>> = HashMap::new();
+                                for seq in seqs {
+                                    if let Some(session) = sessions.remove(&seq) {
+                                        by_session.entry(session).or_default().push(seq);
+                                    }
+                                }
+                                for (session, seqs) in by_session {
+                                    let _ = answers.send((session, Message::Processed(Processed { seqs }))).await;
+                                }
+                            }
+                            ClientUpdate::Event(ClientEvent::Disconnected { reason }) => {
+                                for (seq, session) in sessions.drain() {
+                                    reject(session, seq, format!("the world's server closed your session: {reason}")).await;
+                                }
+                                return;
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        }
+        client.close_and_wait(Duration::from_secs(1)).await;
     }
 }

@@ -38,6 +38,7 @@ fn relay_options(
         dev_mode: true,
         max_connections: 1000,
         max_connections_per_ip: 1000,
+        carry_actions: false,
     }
 }
 
@@ -427,4 +428,83 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+/// A trusted relay (it holds the world's token secret) carries a player's
+/// actions to the origin: the player's intent is processed there, the
+/// `Processed` comes back through the relay, and the change reaches the
+/// player through the relay's followed shards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trusted_relay_carries_a_players_actions_to_the_origin() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let (r1, cache) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let origin = server(data.path(), 4, 25).await;
+    std::fs::copy(data.path().join("token.secret"), r1.path().join("token.secret")).expect("the world's secret");
+    let token = |name: &str| {
+        origin
+            .auth
+            .issue(name, chrono::Utc::now().timestamp() + 3600)
+            .expect("token")
+    };
+    let mut options = relay_options(r1.path(), origin.addr, origin.identity, None, token("relay-one"));
+    options.carry_actions = true;
+    options.dev_mode = false;
+    let relay = start_relay(options, registry()).await.expect("relay");
+    let mut player = via(&relay, origin.identity, cache.path(), "ann");
+    player.token = token("ann");
+    let ann = HoardClient::connect(player, registry())
+        .await
+        .expect("ann connects with the world's token");
+    ann.enter_zone(&zone()).await.expect("enter");
+    let seq = ann
+        .send_intent(
+            "add_stones",
+            &AddStones {
+                object: 2005,
+                stones: 10,
+            },
+        )
+        .await
+        .expect("sent");
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            ann.changed().await;
+            for u in ann.take_updates() {
+                match u {
+                    ClientUpdate::Event(ClientEvent::IntentsProcessed { seqs }) if seqs.contains(&seq) => return,
+                    ClientUpdate::Event(ClientEvent::IntentRejected { message, .. }) => panic!("rejected: {message}"),
+                    _ => {}
+                }
+            }
+        }
+    })
+    .await
+    .expect("processed at the origin, answered through the relay");
+    // The change comes through the relay's shards (it may trail `Processed`).
+    let url: hoard_engine::HoardUrl = "hoard://127.0.0.1:1/world/meadow/2/2005".parse().expect("url");
+    let stones = |o: &hoard_world_cache::CachedObject| {
+        let components = o.state.components().expect("components");
+        let (_, bytes) = components.into_iter().find(|(n, _)| *n == "crate").expect("a crate");
+        rmp_serde::from_slice::<crate::e2e::Crate>(bytes)
+            .expect("decodes")
+            .stones
+    };
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Ok(hoard_net::quic::client::Resolved::Object(Some(o))) = ann.resolve(&url).await
+                && stones(&o) == 15
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the change reaches the player through the relay");
+    leave(ann).await;
+    relay.shutdown().await;
+    origin.shutdown().await;
 }
