@@ -75,6 +75,14 @@ pub trait ProofSource: Send + Sync + fmt::Debug {
     fn held(&self, _shard: ShardId, _seq: Seq) -> Option<HeadProof> {
         None
     }
+
+    /// Signs `head` with the set root `root` the caller computed (an
+    /// origin's hub keeps each followed shard's leaves, so a delta's head is
+    /// signed without reading the shard); `None` from a source that cannot
+    /// sign (a relay's).
+    fn sign_root(&self, _head: &hoard_engine::store::ShardHead, _root: [u8; 32]) -> Option<Result<HeadProof, String>> {
+        None
+    }
 }
 
 /// An origin's [`ProofSource`]: the set root of the snapshot, signed.
@@ -100,7 +108,16 @@ impl ProofSource for OriginProofs {
     fn prove(&self, snap: &ShardSnapshot) -> Result<HeadProof, String> {
         let root = hoard_engine::set_root::set_root(snap.objects.iter().map(|o| (o.id, o.version, o.state.as_bytes())))
             .ok_or_else(|| format!("shard {}: the store gave objects out of id order", snap.head.shard))?;
-        let head = &snap.head;
+        self.sign_head(&snap.head, root)
+    }
+
+    fn sign_root(&self, head: &hoard_engine::store::ShardHead, root: [u8; 32]) -> Option<Result<HeadProof, String>> {
+        Some(self.sign_head(head, root))
+    }
+}
+
+impl OriginProofs {
+    fn sign_head(&self, head: &hoard_engine::store::ShardHead, root: [u8; 32]) -> Result<HeadProof, String> {
         let statement = signed_statement(
             &self.world,
             &self.service,

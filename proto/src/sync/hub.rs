@@ -43,6 +43,18 @@ pub struct Hub {
     by_session: HashMap<SessionId, BTreeSet<ShardId>>,
     /// Signs heads for subscribers that want them.
     proofs: Option<Arc<dyn ProofSource>>,
+    /// Each shard followed with proofs: its leaves at its last signed head,
+    /// kept from the commits' changes, so signing a delta's head costs a
+    /// hash over the leaves, not a read of the shard.
+    leaves: HashMap<ShardId, Leaves>,
+}
+
+/// A shard's live set as (version, BLAKE3(state)) by id, at one head.
+#[derive(Debug)]
+struct Leaves {
+    epoch: hoard_engine::Epoch,
+    seq: Seq,
+    objects: BTreeMap<hoard_engine::ObjectId, (Seq, hoard_engine::digest::StateHash)>,
 }
 
 /// One delta and every session it goes to (the same bytes for each).
@@ -171,6 +183,7 @@ impl Hub {
         let Some(old) = subs.remove(&session) else { return };
         if subs.is_empty() {
             self.by_shard.remove(&shard);
+            self.leaves.remove(&shard);
         }
         self.uncount(&old.zone, session);
         if let Some(shards) = self.by_session.get_mut(&session) {
@@ -269,6 +282,15 @@ impl Hub {
                 continue;
             };
             let base = Seq(head.seq.0.saturating_sub(1));
+            let proven = self
+                .by_shard
+                .get(&head.shard)
+                .is_some_and(|subs| subs.values().any(|s| s.proofs));
+            let proof = if proven {
+                self.sign_commit(head, shard_changes, store)
+            } else {
+                None
+            };
             let build = || {
                 let mut tombstones = Vec::new();
                 let mut upserts = Vec::new();
@@ -293,19 +315,86 @@ impl Hub {
                     upserts,
                 }
             };
-            self.fan_out(head.shard, base, head.seq, build, store, &mut out);
+            out.extend(self.fan_out(head.shard, base, head.seq, build, proof, store));
         }
         out
+    }
+
+    /// Signs a committed head of a shard followed with proofs, from its
+    /// leaves brought forward by the commit's changes (read from the store
+    /// once, when the shard is first signed or the leaves fell behind).
+    fn sign_commit(
+        &mut self,
+        head: &hoard_engine::store::ShardHead,
+        changes: &hoard_engine::ShardChanges,
+        store: &dyn WorldStore,
+    ) -> Option<HeadProof> {
+        let source = self.proofs.clone()?;
+        let base = Seq(head.seq.0.saturating_sub(1));
+        let current = match self.leaves.get_mut(&head.shard) {
+            Some(leaves) if leaves.epoch == head.epoch && leaves.seq == base => {
+                for (id, change) in changes.iter() {
+                    match change {
+                        Change::Upsert(state) => {
+                            leaves
+                                .objects
+                                .insert(id, (head.seq, hoard_engine::digest::state_hash(state.as_bytes())));
+                        }
+                        Change::Remove => {
+                            leaves.objects.remove(&id);
+                        }
+                    }
+                }
+                leaves.seq = head.seq;
+                true
+            }
+            _ => false,
+        };
+        if !current {
+            // Between commits the store is at this head (one commit in
+            // flight at a time).
+            let snap = store.snapshot(head.shard).ok()?;
+            if snap.head.seq != head.seq || snap.head.epoch != head.epoch {
+                self.leaves.remove(&head.shard);
+                return None;
+            }
+            let objects = snap
+                .objects
+                .iter()
+                .map(|o| (o.id, (o.version, hoard_engine::digest::state_hash(o.state.as_bytes()))))
+                .collect();
+            self.leaves.insert(
+                head.shard,
+                Leaves {
+                    epoch: head.epoch,
+                    seq: head.seq,
+                    objects,
+                },
+            );
+        }
+        let leaves = self.leaves.get(&head.shard)?;
+        if leaves.objects.len() as u64 != head.digest.count() {
+            // Not the store's set: start again from the store next time.
+            tracing::warn!(shard = %head.shard, "a shard's leaves disagree with its head; signing from the store");
+            self.leaves.remove(&head.shard);
+            return prove_at(store, &*source, head.shard, head.seq);
+        }
+        let root = hoard_engine::set_root::set_root_of_hashes(leaves.objects.iter().map(|(id, (v, h))| (*id, *v, *h)))?;
+        match source.sign_root(head, root)? {
+            Ok(proof) => Some(proof),
+            Err(reason) => {
+                tracing::warn!(shard = %head.shard, %reason, "could not sign a shard head");
+                None
+            }
+        }
     }
 
     /// The fan-out of one shard's change that arrived whole (a relay's, from
     /// upstream): to the subscribers at its base, and catch-ups for the
     /// others.
     pub fn publish_delta(&mut self, delta: Delta, store: &dyn WorldStore) -> Vec<Fanout> {
-        let mut out = Vec::new();
         let (shard, base, seq) = (delta.shard, delta.base, delta.seq);
-        self.fan_out(shard, base, seq, || delta, store, &mut out);
-        out
+        self.fan_out(shard, base, seq, || delta, None, store)
     }
 
     /// Sends a shard's change from `base` to `seq` (built only if someone is
@@ -316,11 +405,12 @@ impl Hub {
         base: Seq,
         seq: Seq,
         build: impl FnOnce() -> Delta,
+        signed: Option<HeadProof>,
         store: &dyn WorldStore,
-        out: &mut Vec<Fanout>,
-    ) {
+    ) -> Vec<Fanout> {
+        let mut out = Vec::new();
         let Some(subs) = self.by_shard.get_mut(&shard) else {
-            return;
+            return out;
         };
         let mut to = Vec::new();
         let mut proven = Vec::new();
@@ -342,7 +432,7 @@ impl Hub {
         }
         // One signature per shard and change, whoever wants it.
         let proof = match (&self.proofs, proven.is_empty() && caught.iter().all(|c| !c.1)) {
-            (Some(source), false) => prove_at(store, &**source, shard, seq),
+            (Some(source), false) => signed.or_else(|| prove_at(store, &**source, shard, seq)),
             _ => None,
         };
         let caught: Vec<Fanout> = caught
@@ -365,6 +455,7 @@ impl Hub {
             });
         }
         out.extend(caught);
+        out
     }
 }
 
@@ -463,5 +554,70 @@ mod tests {
         assert_eq!(out[1].to, vec![3], "the lagging one gets a catch-up from its own seq");
         assert_eq!(out[1].delta.base, Seq(0));
         assert_eq!(out[1].delta.upserts.len(), 2);
+    }
+
+    #[derive(Debug)]
+    struct KeyedHash;
+
+    impl crate::proof::HeadSigner for KeyedHash {
+        fn scheme(&self) -> u16 {
+            0xfe00
+        }
+        fn sign(&self, statement: &[u8]) -> Result<Vec<u8>, String> {
+            Ok(blake3::keyed_hash(&[3; 32], statement).as_bytes().to_vec())
+        }
+    }
+
+    /// The leaves the hub keeps give, commit after commit (upserts, removals,
+    /// an object moving away), the root a fresh read of the shard gives.
+    #[test]
+    fn signed_heads_from_kept_leaves_equal_those_from_the_store() {
+        let store = MemoryStore::new();
+        store
+            .create_zone(
+                &zone("a"),
+                &[ShardSpec::shared(ShardId(1)), ShardSpec::shared(ShardId(2))],
+            )
+            .expect("zone");
+        let source = Arc::new(crate::proof::OriginProofs::new(
+            hoard_engine::ServerIdentity([1; 32]),
+            "world",
+            Arc::new(KeyedHash),
+        ));
+        let mut hub = Hub::new().with_proofs(source);
+        hub.subscribe(1, &zone("a"), &[(ShardId(1), Seq(0))], true, &store);
+        let mut ticks = Vec::new();
+        let mut t = ChangeSet::new();
+        for i in 0..20 {
+            t.upsert(ShardId(1), ObjectId(i), state(i as u8));
+        }
+        ticks.push(t);
+        let mut t = ChangeSet::new();
+        t.upsert(ShardId(1), ObjectId(3), state(99));
+        t.remove(ShardId(1), ObjectId(4));
+        ticks.push(t);
+        let mut t = ChangeSet::new();
+        t.remove(ShardId(1), ObjectId(5));
+        t.upsert(ShardId(2), ObjectId(5), state(5));
+        t.upsert(ShardId(1), ObjectId(40), state(40));
+        ticks.push(t);
+        for (i, tick) in ticks.iter().enumerate() {
+            let receipt = store.commit(tick).expect("commit");
+            let out = hub.publish(tick, &receipt, &store);
+            let fanout = out
+                .iter()
+                .find(|f| f.delta.shard == ShardId(1))
+                .expect("shard 1's delta");
+            let (proof, to) = fanout.proof.as_ref().expect("signed");
+            assert_eq!(to, &vec![1]);
+            let snap = store.snapshot(ShardId(1)).expect("snapshot");
+            let root =
+                hoard_engine::set_root::set_root(snap.objects.iter().map(|o| (o.id, o.version, o.state.as_bytes())));
+            assert_eq!(Some(proof.root), root, "tick {i}");
+            assert_eq!((proof.seq, proof.digest), (snap.head.seq, snap.head.digest), "tick {i}");
+            assert!(hub.leaves.contains_key(&ShardId(1)));
+        }
+        hub.remove(1);
+        assert!(hub.leaves.is_empty(), "leaves go with the last subscriber");
     }
 }
