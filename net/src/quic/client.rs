@@ -644,6 +644,16 @@ impl Inner {
                 ),
             ));
         }
+        if welcome.world_key.len() > hoard_proto::wire::MAX_WORLD_KEY_BYTES {
+            return Err(connect_err(
+                addr,
+                format!(
+                    "a world key of {} bytes; the limit is {}",
+                    welcome.world_key.len(),
+                    hoard_proto::wire::MAX_WORLD_KEY_BYTES
+                ),
+            ));
+        }
         if proven {
             let key = crate::heads::KeyVerifier::new(world, &welcome.world_key).map_err(|e| connect_err(addr, e))?;
             let _ = self.world_key.0.set(key);
