@@ -87,6 +87,20 @@ fn touch(mut intents: ResMut<IncomingIntents>, mut items: Query<(&Published, &mu
     }
 }
 
+/// The writer sets the touched item's count.
+async fn touch_to(writer: &HoardClient, object: ObjectId, count: u16) -> anyhow::Result<()> {
+    writer
+        .send_intent(
+            "touch",
+            &Touch {
+                object: object.0,
+                count,
+            },
+        )
+        .await?;
+    Ok(())
+}
+
 fn zone_id() -> ZoneId {
     ZoneId::new("reference").expect("zone name")
 }
@@ -295,17 +309,18 @@ async fn fan_out(args: &Args, through_relay: bool) -> anyhow::Result<FanOut> {
     let started = Instant::now();
     let mut clients = Vec::with_capacity(args.clients);
     for batch in (0..args.clients).collect::<Vec<_>>().chunks(16) {
-        let entries = batch.iter().map(|i| {
+        let mut entries = tokio::task::JoinSet::new();
+        for &i in batch {
             let options = options(addr, world, &scratch.path().join(format!("c{i}")), &format!("bot{i}"));
-            async move {
+            entries.spawn(async move {
                 let (client, pending) =
                     HoardClient::connect_and_enter(options, reference::registry(), &zone_id()).await?;
                 pending.wait().await?;
                 anyhow::Ok(client)
-            }
-        });
-        for client in futures_join(entries).await {
-            clients.push(client.map_err(|e| {
+            });
+        }
+        while let Some(client) = entries.join_next().await {
+            clients.push(client?.map_err(|e| {
                 e.context(format!(
                     "client {} of {} ({})",
                     clients.len() + 1,
@@ -321,15 +336,7 @@ async fn fan_out(args: &Args, through_relay: bool) -> anyhow::Result<FanOut> {
     )
     .await?;
     for count in 1..=args.changes {
-        writer
-            .send_intent(
-                "touch",
-                &Touch {
-                    object: object.0,
-                    count,
-                },
-            )
-            .await?;
+        touch_to(&writer, object, count).await?;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // Every client has the last change (each reads its live copy).
@@ -355,36 +362,6 @@ async fn fan_out(args: &Args, through_relay: bool) -> anyhow::Result<FanOut> {
         origin_sent: sent,
         wall,
     })
-}
-
-/// Runs futures concurrently on the current task.
-async fn futures_join<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
-    let handles: Vec<_> = futures.map(Box::pin).collect();
-    let mut out = Vec::with_capacity(handles.len());
-    let mut pending: Vec<_> = handles.into_iter().map(Some).collect();
-    let mut results: Vec<Option<F::Output>> = (0..pending.len()).map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut all = true;
-        for (slot, result) in pending.iter_mut().zip(results.iter_mut()) {
-            if let Some(f) = slot {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => {
-                        *result = Some(v);
-                        *slot = None;
-                    }
-                    std::task::Poll::Pending => all = false,
-                }
-            }
-        }
-        if all {
-            std::task::Poll::Ready(())
-        } else {
-            std::task::Poll::Pending
-        }
-    })
-    .await;
-    out.extend(results.into_iter().flatten());
-    out
 }
 
 struct Hop {
@@ -449,15 +426,7 @@ async fn hop(args: &Args) -> anyhow::Result<Hop> {
     let (mut delta_direct, mut delta_relay) = (Vec::new(), Vec::new());
     for count in 1..=args.reps as u16 {
         let sent = Instant::now();
-        writer
-            .send_intent(
-                "touch",
-                &Touch {
-                    object: object.0,
-                    count,
-                },
-            )
-            .await?;
+        touch_to(&writer, object, count).await?;
         let (a, b) = tokio::join!(seen_at(&observer, object, count), seen_at(&far, object, count));
         delta_direct.push(a - sent);
         delta_relay.push(b - sent);

@@ -436,9 +436,17 @@ impl RelayCore {
     }
 
     fn send(&mut self, to: crate::sync::hub::SessionId, message: std::sync::Arc<crate::wire::Message>) {
-        if self.sessions.contains(&to) && self.out.len() < MAX_OUTPUT {
-            self.out.push_back(crate::sync::tick::TickOutput { to, message });
+        if !self.sessions.contains(&to) {
+            return;
         }
+        if self.out.len() >= MAX_OUTPUT {
+            // The driver drains after every input, so this is a driver that
+            // stopped draining; the session's next delta will not follow
+            // its copy, and the client repairs the shard.
+            tracing::warn!(session = to, "relay output full; a message for this session is dropped");
+            return;
+        }
+        self.out.push_back(crate::sync::tick::TickOutput { to, message });
     }
 
     fn broadcast(&mut self, message: crate::wire::Message) {

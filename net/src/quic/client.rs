@@ -970,6 +970,12 @@ impl HoardClient {
             );
             return Ok(stats);
         }
+        self.entry(zone).await
+    }
+
+    /// Starts (or joins) the entry of `zone`, live deltas following, and
+    /// waits for it.
+    async fn entry(&self, zone: &ZoneId) -> Result<EntryStats, ClientError> {
         let (rx, in_flight) = wait_for_entry(&self.inner, zone)?;
         if !in_flight && let Err(e) = self.start_entry(zone, true).await {
             finish_waiters(&self.inner, zone, Err(e.clone()));
@@ -1010,13 +1016,7 @@ impl HoardClient {
         let shards = match live(self) {
             Some(shards) => shards,
             None => {
-                let (rx, in_flight) = wait_for_entry(&self.inner, zone)?;
-                if !in_flight && let Err(e) = self.start_entry(zone, true).await {
-                    finish_waiters(&self.inner, zone, Err(e.clone()));
-                    return Err(e);
-                }
-                rx.await
-                    .map_err(|_| ClientError::Lost("the connection closed during zone entry".into()))??;
+                self.entry(zone).await?;
                 live(self).ok_or_else(|| ClientError::Lost(format!("zone {zone} was left while resolving {url}")))?
             }
         };

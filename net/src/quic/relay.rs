@@ -24,12 +24,9 @@ use std::time::Duration;
 use hoard_engine::{PublishRegistry, ServerIdentity, ZoneId};
 use hoard_proto::relay::{RelayCore, RelayStore};
 use hoard_proto::sync::tick::{TickInput, TickOutput};
-use hoard_proto::wire::{ErrorCode, Message};
 
 use super::client::{ClientError, ClientEvent, ClientOptions, ClientUpdate, HoardClient};
-use super::server::{
-    Command, Conn, Frames, GameRules, ServerError, ServerHandle, ServerOptions, bind, close_code, encode_frames,
-};
+use super::server::{Command, Conn, GameRules, Outbox, ServerError, ServerHandle, ServerOptions, bind};
 
 /// How to run a relay.
 #[derive(Clone, Debug)]
@@ -149,6 +146,22 @@ fn client_options(options: &RelayOptions) -> ClientOptions {
     }
 }
 
+/// Each shard of a verified zone with its signed head, or the first shard
+/// that came without one.
+fn with_proofs<'a>(
+    shards: &'a [Arc<hoard_world_cache::CachedShard>],
+    proofs: &'a [hoard_proto::wire::HeadProof],
+) -> Result<Vec<(&'a hoard_world_cache::CachedShard, &'a hoard_proto::wire::HeadProof)>, hoard_engine::ShardId> {
+    let by_shard: std::collections::HashMap<_, _> = proofs.iter().map(|p| (p.shard, p)).collect();
+    shards
+        .iter()
+        .map(|s| {
+            let id = s.header.key.shard;
+            by_shard.get(&id).map(|p| (&**s, *p)).ok_or(id)
+        })
+        .collect()
+}
+
 /// Connects upstream and enters every zone to follow, installing each in
 /// `store`; returns the client and the changes for current subscribers.
 async fn follow(
@@ -175,18 +188,10 @@ async fn follow(
     for update in client.take_updates() {
         match update {
             ClientUpdate::ZoneLoaded { zone, shards, proofs } => {
-                let mut pairs = Vec::with_capacity(shards.len());
-                for shard in &shards {
-                    let id = shard.header.key.shard;
-                    let proof = proofs
-                        .iter()
-                        .find(|p| p.shard == id)
-                        .ok_or_else(|| RelayError::Unusable {
-                            upstream,
-                            detail: format!("shard {id} of zone {zone} came without a signed head"),
-                        })?;
-                    pairs.push((&**shard, proof));
-                }
+                let pairs = with_proofs(&shards, &proofs).map_err(|id| RelayError::Unusable {
+                    upstream,
+                    detail: format!("shard {id} of zone {zone} came without a signed head"),
+                })?;
                 deltas.extend(store.install(&zone, &pairs));
             }
             ClientUpdate::Objects { .. } => {
@@ -274,7 +279,8 @@ async fn start(
         core: RelayCore::new(store.clone()),
         store,
         commands: bound.commands,
-        conns: std::collections::HashMap::new(),
+        conns: Outbox::default(),
+        metrics: bound.metrics.clone(),
         stats: stats.clone(),
         actions,
     };
@@ -294,7 +300,8 @@ struct RelayLink {
     core: RelayCore,
     store: Arc<RelayStore>,
     commands: std_mpsc::Receiver<Command>,
-    conns: std::collections::HashMap<u64, Conn>,
+    conns: Outbox,
+    metrics: Arc<crate::metrics::ServerMetrics>,
     stats: Arc<RelayStats>,
     /// Players' actions carried upstream (a trusted relay), if so.
     actions: Option<actions::Actions>,
@@ -306,12 +313,12 @@ impl RelayLink {
         while let Ok(cmd) = self.commands.try_recv() {
             let input = match cmd {
                 Command::Register { id, deltas, conn } => {
-                    self.conns.insert(id, Conn { deltas, conn });
+                    self.conns.register(id, Conn { deltas, conn });
                     TickInput::Register { id }
                 }
                 Command::Tick(input) => {
                     if let TickInput::Remove { id } = input {
-                        self.conns.remove(&id);
+                        self.conns.remove(id);
                     }
                     input
                 }
@@ -336,28 +343,12 @@ impl RelayLink {
     /// Queues the core's messages; a client that reads too slowly is
     /// disconnected.
     fn deliver(&mut self) {
-        let mut encoded: Option<(Arc<Message>, Frames)> = None;
         while let Some(TickOutput { to, message }) = self.core.poll_output() {
-            let Some(c) = self.conns.get(&to) else { continue };
-            let frames = match &encoded {
-                Some((last, frames)) if Arc::ptr_eq(last, &message) => frames.clone(),
-                _ => {
-                    let frames = encode_frames(&message);
-                    encoded = Some((message, frames.clone()));
-                    frames
-                }
-            };
-            if c.deltas.try_send(frames).is_err() {
-                tracing::warn!(
-                    session = to,
-                    "relay client does not read its deltas fast enough; disconnecting"
-                );
-                c.conn
-                    .close(close_code(ErrorCode::SlowConsumer), b"slow consumer: deltas not read");
-                self.conns.remove(&to);
+            if !self.conns.queue(to, message, &self.metrics) {
                 self.core.handle(TickInput::Remove { id: to });
             }
         }
+        self.conns.flush();
     }
 
     /// Takes in what came from upstream; returns why the upstream ended,
@@ -379,14 +370,13 @@ impl RelayLink {
                         self.core.publish(vec![delta]);
                     }
                 }
-                ClientUpdate::ZoneLoaded { zone, shards, proofs } => {
-                    let pairs: Vec<_> = shards
-                        .iter()
-                        .filter_map(|s| proofs.iter().find(|p| p.shard == s.header.key.shard).map(|p| (&**s, p)))
-                        .collect();
-                    let deltas = self.store.install(&zone, &pairs);
-                    self.core.publish(deltas);
-                }
+                ClientUpdate::ZoneLoaded { zone, shards, proofs } => match with_proofs(&shards, &proofs) {
+                    Ok(pairs) => {
+                        let deltas = self.store.install(&zone, &pairs);
+                        self.core.publish(deltas);
+                    }
+                    Err(id) => tracing::warn!(%zone, shard = %id, "a shard came without a signed head; not served"),
+                },
                 ClientUpdate::Event(ClientEvent::Disconnected { reason }) => ended = Some(reason),
                 _ => {}
             }

@@ -479,7 +479,7 @@ pub async fn start_linked(
         writable: bound.writable,
         failure: bound.failure,
         endpoint: bound.endpoint,
-        conns: HashMap::new(),
+        conns: Outbox::default(),
         started: Instant::now(),
     };
     Ok((bound.handle, link))
@@ -637,7 +637,7 @@ pub(crate) async fn bind(
     })
 }
 
-pub(crate) fn close_code(code: ErrorCode) -> quinn::VarInt {
+fn close_code(code: ErrorCode) -> quinn::VarInt {
     quinn::VarInt::from_u32(code as u32)
 }
 
@@ -1173,9 +1173,9 @@ impl AnswerSender {
 /// A message for the delta stream, encoded: its frames (a delta of any
 /// allowed size is split into frames under the limit). One encoding is
 /// shared by every session a delta goes to.
-pub(crate) type Frames = Arc<Vec<Vec<u8>>>;
+type Frames = Arc<Vec<Vec<u8>>>;
 
-pub(crate) fn encode_frames(message: &Message) -> Frames {
+fn encode_frames(message: &Message) -> Frames {
     Arc::new(
         split(message.clone(), PART_BYTES)
             .iter()
@@ -1187,6 +1187,68 @@ pub(crate) fn encode_frames(message: &Message) -> Frames {
 pub(crate) struct Conn {
     pub(crate) deltas: mpsc::Sender<Frames>,
     pub(crate) conn: Connection,
+}
+
+/// Sessions' delta streams, as a driver (a world's link, a relay's) feeds
+/// them: each message encoded once for the sessions it goes to in a row,
+/// and a session whose queue is full closed as a slow consumer.
+#[derive(Default)]
+pub(crate) struct Outbox {
+    conns: HashMap<SessionId, Conn>,
+    /// The last message encoded: the outputs of one fan-out come in a row.
+    encoded: Option<(Arc<Message>, Frames)>,
+}
+
+impl Outbox {
+    pub(crate) fn register(&mut self, id: SessionId, conn: Conn) {
+        self.conns.insert(id, conn);
+    }
+
+    pub(crate) fn remove(&mut self, id: SessionId) {
+        self.conns.remove(&id);
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Queues `message` for `to`. `false`: `to` reads too slowly and was
+    /// closed (and forgotten here); the caller removes its session.
+    pub(crate) fn queue(&mut self, to: SessionId, message: Arc<Message>, metrics: &ServerMetrics) -> bool {
+        let Some(c) = self.conns.get(&to) else { return true };
+        let frames = match &self.encoded {
+            Some((last, frames)) if Arc::ptr_eq(last, &message) => frames.clone(),
+            _ => {
+                let frames = encode_frames(&message);
+                self.encoded = Some((message, frames.clone()));
+                frames
+            }
+        };
+        if c.deltas.try_send(frames).is_ok() {
+            return true;
+        }
+        tracing::warn!(
+            session = to,
+            "client does not read its deltas fast enough; disconnecting"
+        );
+        metrics.disconnect("slow_consumer");
+        c.conn
+            .close(close_code(ErrorCode::SlowConsumer), b"slow consumer: deltas not read");
+        self.conns.remove(&to);
+        false
+    }
+
+    /// Closes every connection with `reason`.
+    pub(crate) fn close_all(&self, reason: &[u8]) {
+        for c in self.conns.values() {
+            c.conn.close(close_code(ErrorCode::Server), reason);
+        }
+    }
+
+    /// Forgets the last encoding (a batch of outputs ended).
+    pub(crate) fn flush(&mut self) {
+        self.encoded = None;
+    }
 }
 
 /// The server's link to the world it serves: the commands from connections
@@ -1214,7 +1276,7 @@ pub struct WorldLink {
     writable: Arc<AtomicBool>,
     failure: watch::Sender<Option<String>>,
     endpoint: Endpoint,
-    conns: HashMap<SessionId, Conn>,
+    conns: Outbox,
     /// The core's clock: seconds since this instant.
     started: Instant,
 }
@@ -1300,12 +1362,12 @@ impl WorldLink {
         while let Ok(cmd) = self.commands.try_recv() {
             let input = match cmd {
                 Command::Register { id, deltas, conn } => {
-                    self.conns.insert(id, Conn { deltas, conn });
+                    self.conns.register(id, Conn { deltas, conn });
                     TickInput::Register { id }
                 }
                 Command::Tick(input) => {
                     if let TickInput::Remove { id } = input {
-                        self.conns.remove(&id);
+                        self.conns.remove(id);
                     }
                     input
                 }
@@ -1455,8 +1517,6 @@ impl WorldLink {
     /// Queues the core's messages on each session's delta stream; a session
     /// whose queue is full reads too slowly and is disconnected.
     fn deliver(&mut self, world: &mut World) {
-        // The last message encoded: the outputs of one fan-out come in a row.
-        let mut encoded: Option<(Arc<Message>, Frames)> = None;
         while let Some(TickOutput { to, message }) = self.core.poll_output() {
             match &*message {
                 Message::IntentRejected(_) => {
@@ -1471,28 +1531,12 @@ impl WorldLink {
                 }
                 _ => {}
             }
-            let Some(c) = self.conns.get(&to) else { continue };
-            let frames = match &encoded {
-                Some((last, frames)) if Arc::ptr_eq(last, &message) => frames.clone(),
-                _ => {
-                    let frames = encode_frames(&message);
-                    encoded = Some((message, frames.clone()));
-                    frames
-                }
-            };
-            if c.deltas.try_send(frames).is_err() {
-                tracing::warn!(
-                    session = to,
-                    "client does not read its deltas fast enough; disconnecting"
-                );
+            if !self.conns.queue(to, message, &self.metrics) {
                 self.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
-                self.metrics.disconnect("slow_consumer");
-                c.conn
-                    .close(close_code(ErrorCode::SlowConsumer), b"slow consumer: deltas not read");
-                self.conns.remove(&to);
                 self.core.handle(world, TickInput::Remove { id: to });
             }
         }
+        self.conns.flush();
     }
 
     /// Sets the per-zone subscriber gauges that changed.
@@ -1548,8 +1592,6 @@ impl WorldLink {
         if let Err((objects, error)) = self.core.finish() {
             tracing::error!(%error, objects, "changes not saved at shutdown");
         }
-        for c in self.conns.values() {
-            c.conn.close(close_code(ErrorCode::Server), b"server shutting down");
-        }
+        self.conns.close_all(b"server shutting down");
     }
 }
