@@ -344,7 +344,7 @@ impl RelayLink {
     /// disconnected.
     fn deliver(&mut self) {
         while let Some(TickOutput { to, message }) = self.core.poll_output() {
-            if !self.conns.queue(to, message, &self.metrics) {
+            if !self.conns.queue(to, message, &self.metrics, None) {
                 self.core.handle(TickInput::Remove { id: to });
             }
         }

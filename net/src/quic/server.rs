@@ -1214,7 +1214,15 @@ impl Outbox {
 
     /// Queues `message` for `to`. `false`: `to` reads too slowly and was
     /// closed (and forgotten here); the caller removes its session.
-    pub(crate) fn queue(&mut self, to: SessionId, message: Arc<Message>, metrics: &ServerMetrics) -> bool {
+    /// `slow` is counted before the close (whoever sees the connection
+    /// closed sees it counted).
+    pub(crate) fn queue(
+        &mut self,
+        to: SessionId,
+        message: Arc<Message>,
+        metrics: &ServerMetrics,
+        slow: Option<&AtomicU64>,
+    ) -> bool {
         let Some(c) = self.conns.get(&to) else { return true };
         let frames = match &self.encoded {
             Some((last, frames)) if Arc::ptr_eq(last, &message) => frames.clone(),
@@ -1232,6 +1240,9 @@ impl Outbox {
             "client does not read its deltas fast enough; disconnecting"
         );
         metrics.disconnect("slow_consumer");
+        if let Some(slow) = slow {
+            slow.fetch_add(1, Ordering::Relaxed);
+        }
         c.conn
             .close(close_code(ErrorCode::SlowConsumer), b"slow consumer: deltas not read");
         self.conns.remove(&to);
@@ -1531,8 +1542,10 @@ impl WorldLink {
                 }
                 _ => {}
             }
-            if !self.conns.queue(to, message, &self.metrics) {
-                self.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
+            if !self
+                .conns
+                .queue(to, message, &self.metrics, Some(&self.stats.slow_consumers))
+            {
                 self.core.handle(world, TickInput::Remove { id: to });
             }
         }
