@@ -522,20 +522,25 @@ pub(crate) async fn bind(
     // idle timeout.
     // (The connection ids' hash key too: quinn drops, without a reset,
     // packets whose ids this endpoint's generator did not make.)
-    let reset_key = blake3::derive_key("hoard stateless reset v1", &keys.token_secret);
-    let mut endpoint_config =
-        quinn::EndpointConfig::new(Arc::new(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &reset_key)));
-    let cid_key = u64::from_le_bytes(
-        blake3::derive_key("hoard connection id v1", &keys.token_secret)[..8]
-            .try_into()
-            .unwrap_or_default(),
-    );
-    endpoint_config.cid_generator(move || Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key)));
     let bind_err = |source| ServerError::Bind {
         addr: options.listen,
         source,
     };
     let socket = std::net::UdpSocket::bind(options.listen).map_err(bind_err)?;
+    // Keyed by the world's secret and this server's address: its successor
+    // on the address resets its connections; another server of the world
+    // (another address) shares none of its keys.
+    let mut material = keys.token_secret.to_vec();
+    material.extend_from_slice(socket.local_addr().map_err(bind_err)?.to_string().as_bytes());
+    let reset_key = blake3::derive_key("hoard stateless reset v1", &material);
+    let mut endpoint_config =
+        quinn::EndpointConfig::new(Arc::new(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &reset_key)));
+    let cid_key = u64::from_le_bytes(
+        blake3::derive_key("hoard connection id v1", &material)[..8]
+            .try_into()
+            .unwrap_or_default(),
+    );
+    endpoint_config.cid_generator(move || Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key)));
     let runtime = quinn::default_runtime().ok_or_else(|| bind_err(std::io::Error::other("no async runtime")))?;
     let endpoint = Endpoint::new(endpoint_config, Some(config), socket, runtime).map_err(bind_err)?;
     let addr = endpoint.local_addr().map_err(|source| ServerError::Bind {
