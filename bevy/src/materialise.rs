@@ -5,13 +5,23 @@
 //!
 //! A zone that arrives whole (from the cache or an answer) is decoded on
 //! every core, one shard per task, into typed columns, and spawned by
-//! archetype: one `spawn_batch` of markers and one `insert_batch` per
-//! component for each shard's objects of the same components
-//! ([`PublishRegistry::spawn_decoded`]).
+//! archetype: one `spawn_batch` of markers beside the first component and
+//! one `insert_batch` per further component for each shard's objects of the
+//! same components ([`PublishRegistry::spawn_decoded`]).
+//!
+//! A warm entry's cached copies are decoded *before* the server confirms
+//! them ([`ClientUpdate::ZoneCached`], while the request is in flight): the
+//! columns wait, unseen, until the entry's `ZoneLoaded` names each copy as
+//! current (the same `Arc`), and only the spawn is left once the answer is
+//! in. Columns of a copy that turned out stale are dropped unused.
 //!
 //! [`HoardClientPlugin`](crate::client::HoardClientPlugin) keeps one
 //! [`Materialiser`] as a resource of its App's world and calls [`update`]
 //! each frame. A game on a bare `World` (no App) calls [`update`] itself.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, channel};
+use std::sync::{Arc, Mutex};
 
 use bevy_ecs::prelude::*;
 use bevy_platform::collections::{HashMap, HashSet};
@@ -20,15 +30,39 @@ use hoard_engine::load::ObjectDecodeError;
 use hoard_engine::registry::DecodedComponent;
 use hoard_engine::{ObjectId, PublishRegistry, ShardId, ZoneId};
 use hoard_net::quic::client::{ClientEvent, ClientUpdate, HoardClient};
-use hoard_world_cache::CachedObject;
+use hoard_world_cache::{CachedObject, CachedShard};
 
-/// Marks an entity materialised from a published object.
-#[derive(Component, Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Replicated {
-    /// The object's id.
-    pub object: ObjectId,
-    /// Its shard.
-    pub shard: ShardId,
+pub use hoard_engine::Replicated;
+
+/// Zones whose cached copies are decoded ahead of their answer at once; a
+/// further one drops the oldest (an entry that never completes cannot hold
+/// decoded copies for ever).
+const MAX_PREPARED_ZONES: usize = 2;
+
+/// One shard's objects decoded into columns, tagged for spawning.
+type Decoded = DecodedObjects<(ObjectId, ShardId)>;
+
+/// A zone's cached copies being decoded on rayon's threads before the
+/// server confirms them.
+struct Prepared {
+    zone: ZoneId,
+    /// The copies, by the index their decodings are sent with.
+    copies: Vec<Arc<CachedShard>>,
+    /// Whether each copy's decoding is still wanted: a task that starts
+    /// after its flag went down decodes nothing and sends nothing.
+    wanted: Arc<Vec<AtomicBool>>,
+    /// In a mutex only to make the materialiser `Sync` (a resource); only
+    /// the materialiser's owner receives.
+    decoded: Mutex<Receiver<(usize, Decoded)>>,
+}
+
+impl Prepared {
+    /// Stops the decodings that have not started.
+    fn abandon(&self) {
+        for flag in self.wanted.iter() {
+            flag.store(false, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Where a materialised object is.
@@ -48,6 +82,8 @@ pub struct Materialiser {
     index: HashMap<ObjectId, Placed>,
     /// Every zone materialised so far (bounded by the zones the game enters).
     zones: Vec<ZoneId>,
+    /// Zones decoded ahead of their answer, oldest first.
+    prepared: Vec<Prepared>,
 }
 
 impl std::fmt::Debug for Materialiser {
@@ -65,6 +101,7 @@ impl Materialiser {
             registry,
             index: HashMap::default(),
             zones: Vec::new(),
+            prepared: Vec::new(),
         }
     }
 
@@ -89,6 +126,7 @@ impl Materialiser {
         let mut events = Vec::new();
         for update in updates {
             match update {
+                ClientUpdate::ZoneCached { zone, shards } => self.prepare(zone, shards),
                 ClientUpdate::ZoneLoaded { zone, shards, .. } => self.load_zone(world, &zone, shards),
                 ClientUpdate::Objects {
                     zone,
@@ -111,6 +149,7 @@ impl Materialiser {
                     }
                 }
                 ClientUpdate::ZoneLeft { zone } => {
+                    self.take_prepared(&zone).inspect(Prepared::abandon);
                     let left = self.zone_index(&zone);
                     self.index.retain(|_, e| {
                         if e.zone == left {
@@ -129,18 +168,49 @@ impl Materialiser {
         events
     }
 
+    /// Starts decoding a zone's cached copies on rayon's threads, one task a
+    /// shard, ahead of the entry's answer. Nothing enters the world here.
+    fn prepare(&mut self, zone: ZoneId, copies: Vec<Arc<CachedShard>>) {
+        self.take_prepared(&zone).inspect(Prepared::abandon);
+        if self.prepared.len() >= MAX_PREPARED_ZONES {
+            self.prepared.remove(0).abandon();
+        }
+        let wanted: Arc<Vec<AtomicBool>> = Arc::new(copies.iter().map(|_| AtomicBool::new(true)).collect());
+        let (tx, decoded) = channel();
+        for (i, copy) in copies.iter().enumerate() {
+            let (tx, registry, wanted, copy) = (tx.clone(), self.registry.clone(), wanted.clone(), copy.clone());
+            rayon::spawn(move || {
+                if !wanted[i].load(Ordering::Relaxed) {
+                    return;
+                }
+                let shard = copy.header.key.shard;
+                let batch = registry.decode_objects(copy.objects.iter().map(|o| ((o.id, shard), &o.state)));
+                // The receiver may be gone (the zone was left): nothing to do.
+                let _ = tx.send((i, batch));
+            });
+        }
+        self.prepared.push(Prepared {
+            zone,
+            copies,
+            wanted,
+            decoded: Mutex::new(decoded),
+        });
+    }
+
+    fn take_prepared(&mut self, zone: &ZoneId) -> Option<Prepared> {
+        let i = self.prepared.iter().position(|p| &p.zone == zone)?;
+        Some(self.prepared.remove(i))
+    }
+
     /// Puts a whole zone into the world: objects not yet materialised are
     /// decoded on rayon's threads (a shard per task) while this thread
-    /// spawns each shard as soon as it is decoded, by archetype; objects
-    /// already there (a zone entered again before its entities were
-    /// despawned) are updated in place. The last references to the copies
-    /// (the client usually keeps its own) are dropped on a rayon thread.
-    fn load_zone(
-        &mut self,
-        world: &mut World,
-        zone: &ZoneId,
-        shards: Vec<std::sync::Arc<hoard_world_cache::CachedShard>>,
-    ) {
+    /// spawns each shard as soon as it is decoded, by archetype; copies
+    /// decoded ahead ([`ClientUpdate::ZoneCached`]) that the answer kept are
+    /// spawned from their columns. Objects already there (a zone entered
+    /// again before its entities were despawned) are updated in place. The
+    /// last references to the copies (the client usually keeps its own) are
+    /// dropped on a rayon thread.
+    fn load_zone(&mut self, world: &mut World, zone: &ZoneId, shards: Vec<Arc<CachedShard>>) {
         let zone_index = self.zone_index(zone);
         let known: HashSet<ObjectId> = if self.index.is_empty() {
             HashSet::default()
@@ -152,10 +222,25 @@ impl Materialiser {
                 .filter(|id| self.index.contains_key(id))
                 .collect()
         };
+        // Which shards were decoded ahead: the answer kept their copies as
+        // they were (the same `Arc`). Objects already materialised are
+        // updated in place below, so with any of those nothing is reused.
+        let prepared = self.take_prepared(zone);
+        // One growth of the index for the whole zone, not one per shard.
+        self.index.reserve(shards.iter().map(|s| s.objects.len()).sum());
+        let mut ahead = vec![false; shards.len()];
+        if let Some(p) = &prepared {
+            for (i, copy) in p.copies.iter().enumerate() {
+                match shards.iter().position(|s| Arc::ptr_eq(s, copy)) {
+                    Some(j) if known.is_empty() => ahead[j] = true,
+                    _ => p.wanted[i].store(false, Ordering::Relaxed),
+                }
+            }
+        }
         let registry = self.registry.clone();
-        let (tx, rx) = std::sync::mpsc::channel::<DecodedObjects<(ObjectId, ShardId)>>();
+        let (tx, rx) = channel::<Decoded>();
         rayon::in_place_scope(|scope| {
-            for s in &shards {
+            for (s, _) in shards.iter().zip(&ahead).filter(|(_, ahead)| !**ahead) {
                 let (tx, registry, known) = (tx.clone(), &registry, &known);
                 scope.spawn(move |_| {
                     let shard = s.header.key.shard;
@@ -165,6 +250,15 @@ impl Materialiser {
                 });
             }
             drop(tx);
+            if let Some(p) = prepared {
+                // Every wanted decoding arrives before the last sender goes.
+                let (wanted, decoded) = (p.wanted, p.decoded.into_inner().unwrap_or_else(|e| e.into_inner()));
+                for (i, batch) in receive_all(&decoded) {
+                    if wanted[i].load(Ordering::Relaxed) {
+                        self.spawn_batch(world, batch, zone_index);
+                    }
+                }
+            }
             for batch in receive_all(&rx) {
                 self.spawn_batch(world, batch, zone_index);
             }
@@ -179,7 +273,7 @@ impl Materialiser {
     }
 
     /// Spawns one decoded shard and indexes its objects.
-    fn spawn_batch(&mut self, world: &mut World, batch: DecodedObjects<(ObjectId, ShardId)>, zone: usize) {
+    fn spawn_batch(&mut self, world: &mut World, batch: Decoded, zone: usize) {
         self.index.reserve(batch.len());
         let spawned = self
             .registry
@@ -380,5 +474,65 @@ mod tests {
         m.apply(&mut world, vec![ClientUpdate::ZoneLeft { zone }]);
         assert!(contents(&mut world).is_empty());
         assert_eq!(m.entity(ObjectId(1)), None);
+    }
+
+    /// Copies decoded ahead of their answer show nothing; once the answer
+    /// is in, a copy it kept (the same `Arc`) spawns from its columns and a
+    /// copy it replaced spawns from the replacement, never from the stale
+    /// columns. Leaving a zone whose copies are being decoded drops them,
+    /// and no more than `MAX_PREPARED_ZONES` zones are decoded ahead.
+    #[test]
+    fn copies_decoded_ahead_show_only_what_the_answer_confirms() {
+        let zone = ZoneId::new("meadow").expect("zone");
+        let mut world = World::new();
+        let mut m = Materialiser::new(registry());
+        let kept = Arc::new(shard(&zone, 0, vec![object(1, 10, None), object(2, 20, Some("two"))]));
+        let stale = Arc::new(shard(&zone, 1, vec![object(3, 30, Some("old"))]));
+        m.apply(
+            &mut world,
+            vec![ClientUpdate::ZoneCached {
+                zone: zone.clone(),
+                shards: vec![kept.clone(), stale.clone()],
+            }],
+        );
+        assert!(contents(&mut world).is_empty(), "nothing shown before the answer");
+        assert_eq!(m.prepared.len(), 1);
+
+        let replaced = Arc::new(shard(&zone, 1, vec![object(3, 31, Some("new")), object(4, 40, None)]));
+        m.apply(
+            &mut world,
+            vec![ClientUpdate::ZoneLoaded {
+                zone: zone.clone(),
+                shards: vec![kept, replaced],
+                proofs: Vec::new(),
+            }],
+        );
+        assert_eq!(
+            contents(&mut world),
+            vec![
+                (1, 0, Some(N(10)), None),
+                (2, 0, Some(N(20)), Some(Label("two".into()))),
+                (3, 1, Some(N(31)), Some(Label("new".into()))),
+                (4, 1, Some(N(40)), None),
+            ]
+        );
+        assert!(m.prepared.is_empty(), "the decoded copies were taken");
+
+        let zones: Vec<ZoneId> = ["a", "b", "c"].iter().map(|z| ZoneId::new(*z).expect("zone")).collect();
+        for z in &zones {
+            let copy = Arc::new(shard(z, 0, vec![object(100, 1, None)]));
+            m.apply(
+                &mut world,
+                vec![ClientUpdate::ZoneCached {
+                    zone: z.clone(),
+                    shards: vec![copy],
+                }],
+            );
+        }
+        assert_eq!(m.prepared.len(), MAX_PREPARED_ZONES, "the oldest is dropped");
+        assert!(m.prepared.iter().all(|p| p.zone != zones[0]));
+        m.apply(&mut world, vec![ClientUpdate::ZoneLeft { zone: zones[2].clone() }]);
+        assert!(m.prepared.iter().all(|p| p.zone != zones[2]));
+        assert_eq!(contents(&mut world).len(), 4, "no copy decoded ahead was shown");
     }
 }

@@ -6,8 +6,10 @@
 //! decoded into one typed column per (component set, component) —
 //! [`PublishRegistry::decode_objects`], which callers run on several threads
 //! and join with [`DecodedObjects::merge`] — and each group of objects with
-//! the same components is spawned with one `spawn_batch` of markers and one
-//! `insert_batch` per component ([`PublishRegistry::spawn_decoded`]).
+//! the same components is spawned with one `spawn_batch` of its markers
+//! beside its first component and one `insert_batch` per further component
+//! ([`PublishRegistry::spawn_decoded`]): objects of one component (most of
+//! a world) never move between archetypes.
 //!
 //! ```
 //! use bevy_ecs::prelude::*;
@@ -33,14 +35,77 @@
 
 use std::any::Any;
 
-use bevy_ecs::bundle::{Bundle, NoBundleEffect};
 use bevy_ecs::component::Component;
 use bevy_ecs::entity::Entity;
 use bevy_ecs::world::World;
 use serde::de::DeserializeOwned;
 
+use crate::marker::{Published, Replicated};
 use crate::registry::{ComponentDecodeError, ObjectDecodeError, PublishRegistry};
 use crate::state::{MAX_COMPONENTS_PER_OBJECT, ObjectState};
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for crate::marker::Published {}
+    impl Sealed for crate::marker::Replicated {}
+}
+
+/// A marker [`PublishRegistry::spawn_decoded`] spawns objects with:
+/// [`Published`] (a server loading its world) or [`Replicated`] (a client
+/// materialising its copies). The set is closed so that a component's
+/// typed code, made once when it is registered, can spawn the pair in one
+/// batch.
+pub trait SpawnMarker: Component + sealed::Sealed + Sized {
+    #[doc(hidden)]
+    fn into_column(markers: Vec<Self>) -> MarkerColumn;
+}
+
+impl SpawnMarker for Published {
+    fn into_column(markers: Vec<Self>) -> MarkerColumn {
+        MarkerColumn::Published(markers)
+    }
+}
+
+impl SpawnMarker for Replicated {
+    fn into_column(markers: Vec<Self>) -> MarkerColumn {
+        MarkerColumn::Replicated(markers)
+    }
+}
+
+/// The markers of one group of objects, of one of the [`SpawnMarker`] types.
+#[doc(hidden)]
+pub enum MarkerColumn {
+    /// Server-side markers.
+    Published(Vec<Published>),
+    /// Client-side markers.
+    Replicated(Vec<Replicated>),
+}
+
+impl MarkerColumn {
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            MarkerColumn::Published(m) => m.len(),
+            MarkerColumn::Replicated(m) => m.len(),
+        }
+    }
+
+    /// Spawns the markers alone.
+    pub(crate) fn spawn(self, world: &mut World) -> Vec<Entity> {
+        match self {
+            MarkerColumn::Published(m) => world.spawn_batch(m).collect(),
+            MarkerColumn::Replicated(m) => world.spawn_batch(m).collect(),
+        }
+    }
+
+    /// Spawns each marker with its value, in one batch; `values` has one
+    /// value per marker.
+    pub(crate) fn spawn_with<C: Component>(self, world: &mut World, values: Vec<C>) -> Vec<Entity> {
+        match self {
+            MarkerColumn::Published(m) => world.spawn_batch(m.into_iter().zip(values)).collect(),
+            MarkerColumn::Replicated(m) => world.spawn_batch(m.into_iter().zip(values)).collect(),
+        }
+    }
+}
 
 /// A growable column of one component type's decoded values (type-erased).
 pub(crate) trait ErasedColumn: Send {
@@ -240,20 +305,26 @@ impl PublishRegistry {
     }
 
     /// Spawns decoded objects: per group, one `spawn_batch` of the markers
-    /// `marker` makes from each tag, then one `insert_batch` per component.
-    pub fn spawn_decoded<K, M>(
+    /// `marker` makes from each tag beside the group's first component,
+    /// then one `insert_batch` per further component.
+    pub fn spawn_decoded<K, M: SpawnMarker>(
         &self,
         world: &mut World,
         decoded: DecodedObjects<K>,
         mut marker: impl FnMut(&K) -> M,
-    ) -> Spawned<K>
-    where
-        M: Bundle<Effect: NoBundleEffect>,
-    {
+    ) -> Spawned<K> {
         let mut placed = Vec::with_capacity(decoded.len());
         for group in decoded.groups {
-            let entities: Vec<Entity> = world.spawn_batch(group.tags.iter().map(&mut marker)).collect();
-            for (slot, column) in group.columns {
+            let markers = M::into_column(group.tags.iter().map(&mut marker).collect());
+            let mut columns = group.columns.into_iter();
+            let entities = match columns.next() {
+                Some((slot, column)) => match self.entries().get(slot) {
+                    Some(entry) => entry.ops.spawn_column(world, markers, column),
+                    None => markers.spawn(world),
+                },
+                None => markers.spawn(world),
+            };
+            for (slot, column) in columns {
                 debug_assert_eq!(column.len(), entities.len());
                 if let Some(entry) = self.entries().get(slot) {
                     entry.ops.insert_column(world, &entities, column);

@@ -49,6 +49,7 @@ pub use changeset::{Change, ChangeSet, ShardChanges};
 pub use digest::Digest;
 pub use ids::{Epoch, ObjectId, Seq, ServerIdentity, ShardId, ZoneId};
 pub use load::{LoadProblem, LoadReport, load_shards, load_world, load_zones};
+pub use marker::Replicated;
 pub use publish::{Gathered, Published, Publisher};
 pub use registry::{PublishRegistry, RegistryHash};
 pub use state::ObjectState;

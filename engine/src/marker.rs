@@ -1,4 +1,5 @@
-//! The [`Published`] marker and change tracking: which entities are
+//! The [`Published`] marker (a server's objects), the [`Replicated`] marker
+//! (a client's copies of them) and change tracking: which entities are
 //! published objects, and the small systems that note, each frame, the
 //! entities whose published state may have changed (`Changed<C>` and
 //! removals per registered component, changes and removals of the marker).
@@ -29,6 +30,17 @@ impl Published {
     pub fn new(object: ObjectId, shard: ShardId) -> Published {
         Published { object, shard }
     }
+}
+
+/// Marks an entity a client materialised from a published object: its id and
+/// the shard it came in. The client's copy of [`Published`]; it is read, not
+/// published (changing it on a client changes nothing on the server).
+#[derive(Component, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Replicated {
+    /// The object's id.
+    pub object: ObjectId,
+    /// Its shard.
+    pub shard: ShardId,
 }
 
 /// Entities whose published state may have changed since the last gather.

@@ -81,6 +81,14 @@ pub(crate) trait ErasedComponent: Send + Sync {
     fn new_column(&self) -> Box<dyn crate::batch::ErasedColumn>;
     /// Inserts `column`'s values into `entities`, one each, in order.
     fn insert_column(&self, world: &mut World, entities: &[Entity], column: Box<dyn crate::batch::ErasedColumn>);
+    /// Spawns one entity per marker with `column`'s value beside it, in one
+    /// batch (no entity moves between archetypes).
+    fn spawn_column(
+        &self,
+        world: &mut World,
+        markers: crate::batch::MarkerColumn,
+        column: Box<dyn crate::batch::ErasedColumn>,
+    ) -> Vec<Entity>;
 }
 
 struct Typed<C>(PhantomData<fn() -> C>);
@@ -129,6 +137,20 @@ where
         // them), so the downcast cannot fail.
         if let Ok(column) = column.into_any().downcast::<crate::batch::Column<C>>() {
             world.insert_batch(entities.iter().copied().zip(column.values));
+        }
+    }
+
+    fn spawn_column(
+        &self,
+        world: &mut World,
+        markers: crate::batch::MarkerColumn,
+        column: Box<dyn crate::batch::ErasedColumn>,
+    ) -> Vec<Entity> {
+        // As in `insert_column`, the downcast cannot fail; the lengths are
+        // equal by construction (one value per tag).
+        match column.into_any().downcast::<crate::batch::Column<C>>() {
+            Ok(column) if column.values.len() == markers.len() => markers.spawn_with(world, column.values),
+            _ => markers.spawn(world),
         }
     }
 }

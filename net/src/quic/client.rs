@@ -234,6 +234,19 @@ pub enum ClientEvent {
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub enum ClientUpdate {
+    /// A zone's cached copies, loaded from disk while its entry is in flight
+    /// and **not yet confirmed** by the server: a game may prepare them
+    /// (decode them on other threads, say) but must not show them. The
+    /// entry's `ZoneLoaded` follows, carrying each copy that turned out
+    /// current as the very same `Arc` (compare with `Arc::ptr_eq`; changed
+    /// shards come as new copies), or the entry fails. Sent for warm entries
+    /// of entered (not prefetched) zones.
+    ZoneCached {
+        /// The zone being entered.
+        zone: ZoneId,
+        /// The copies as loaded (their checksums held).
+        shards: Vec<Arc<CachedShard>>,
+    },
     /// A zone was entered: every object of its shards, verified.
     ZoneLoaded {
         /// The zone.
@@ -1176,7 +1189,9 @@ impl HoardClient {
         pending
             .into_iter()
             .filter(|p| match p {
-                ClientUpdate::ZoneLoaded { zone, .. } | ClientUpdate::Objects { zone, .. } => visible.contains(zone),
+                ClientUpdate::ZoneCached { zone, .. }
+                | ClientUpdate::ZoneLoaded { zone, .. }
+                | ClientUpdate::Objects { zone, .. } => visible.contains(zone),
                 ClientUpdate::ZoneLeft { .. } | ClientUpdate::Event(_) => true,
             })
             .collect()
@@ -1265,11 +1280,24 @@ async fn start_entry(inner: &Arc<Inner>, zone: &ZoneId, subscribe: bool) -> Resu
             .load_many(&present, registry)
             .into_iter()
             .flatten()
-            .map(CheckedCopy::from_verified_file)
+            .map(Arc::new)
             .collect::<Vec<_>>()
     })
     .await
     .map_err(|e| ClientError::Lost(e.to_string()))?;
+    // The game may prepare the copies while the answer is on its way; a
+    // current copy becomes the live one as it is (the same `Arc`).
+    let visible = inner.visible.lock().is_ok_and(|v| v.contains(zone));
+    if visible && !copies.is_empty() {
+        push(
+            inner,
+            Pending::ZoneCached {
+                zone: zone.clone(),
+                shards: copies.clone(),
+            },
+        );
+    }
+    let copies: Vec<CheckedCopy> = copies.into_iter().map(CheckedCopy::from_verified_shared).collect();
     // Registered before the copies are handed over: the zone may be ready
     // as soon as they are.
     if let Ok(mut audits) = inner.audits.lock() {

@@ -10,7 +10,7 @@ use bevy_ecs::prelude::*;
 use hoard_bevy::Replicated;
 use hoard_engine::store::{ShardSpec, WorldStore};
 use hoard_engine::{ObjectId, PublishRegistry, Published, Publisher, RedbStore, ServerIdentity, ShardId, ZoneId};
-use hoard_net::quic::client::{ClientError, ClientEvent, ClientOptions, HoardClient};
+use hoard_net::quic::client::{ClientError, ClientEvent, ClientOptions, ClientUpdate, HoardClient};
 use hoard_net::quic::server::{Game, ServerHandle, ServerOptions, start};
 use hoard_proto::intents::{IncomingIntents, IntentRegistry};
 use serde::{Deserialize, Serialize};
@@ -723,6 +723,36 @@ async fn a_warm_entry_with_changes_journals_them_and_the_next_load_has_them() {
         .expect("ann again");
     let stats = client.enter_zone(&zone).await.expect("warm entry");
     assert_eq!((stats.shards_fresh, stats.shards_delta), (1, 1), "{stats:?}");
+    // The game was handed the copies before the answer, and the answer
+    // kept the current one as it was (the same `Arc`) and replaced the
+    // changed one; materialised, the world holds the change.
+    let updates = client.take_updates();
+    let cached = updates
+        .iter()
+        .position(|u| matches!(u, ClientUpdate::ZoneCached { .. }));
+    let loaded = updates
+        .iter()
+        .position(|u| matches!(u, ClientUpdate::ZoneLoaded { .. }));
+    assert!(cached.is_some() && cached < loaded, "copies before the answer");
+    let (Some(ClientUpdate::ZoneCached { shards: before, .. }), Some(ClientUpdate::ZoneLoaded { shards: after, .. })) =
+        (cached.map(|i| &updates[i]), loaded.map(|i| &updates[i]))
+    else {
+        unreachable!("found above")
+    };
+    let kept: Vec<u64> = after
+        .iter()
+        .filter(|a| before.iter().any(|b| Arc::ptr_eq(a, b)))
+        .map(|a| a.header.key.shard.0)
+        .collect();
+    assert_eq!(kept, vec![0], "the unchanged shard is the copy as loaded");
+    let mut world = World::new();
+    let mut materialiser = hoard_bevy::Materialiser::new(registry());
+    materialiser.apply(&mut world, updates);
+    assert!(
+        stones(&mut world).contains(&(1007, 107)),
+        "the changed copy is shown, not the stale one"
+    );
+    assert_eq!(stones(&mut world).len(), 50);
     let key = ShardKey::new(server.identity, "world", None, zone.clone(), ShardId(1)).expect("key");
     let journal = cache.path().join(key.journal());
     assert!(journal.exists(), "the change went to the journal");

@@ -59,7 +59,7 @@ pub struct ClientConfig {
 /// driver does either on its own threads, in parallel.
 #[derive(Clone, Debug)]
 pub struct CheckedCopy {
-    copy: CachedShard,
+    copy: Arc<CachedShard>,
     honest: bool,
 }
 
@@ -70,7 +70,10 @@ impl CheckedCopy {
         let real = recompute_digest(&copy.objects);
         let honest = real == copy.header.digest;
         copy.header.digest = real;
-        CheckedCopy { copy, honest }
+        CheckedCopy {
+            copy: Arc::new(copy),
+            honest,
+        }
     }
 
     /// Takes `copy`'s header digest as stated: for a copy just read from a
@@ -78,6 +81,13 @@ impl CheckedCopy {
     /// writer checked before writing. The driver should audit such copies
     /// in the background (`WorldCache::audit`) and repair any that fails.
     pub fn from_verified_file(copy: CachedShard) -> CheckedCopy {
+        CheckedCopy::from_verified_shared(Arc::new(copy))
+    }
+
+    /// [`CheckedCopy::from_verified_file`] for a copy the driver shares (with
+    /// a game preparing the zone while the answer is in flight, say): a
+    /// current copy becomes the live one as it is, never copied.
+    pub fn from_verified_shared(copy: Arc<CachedShard>) -> CheckedCopy {
         CheckedCopy { copy, honest: true }
     }
 }
@@ -265,7 +275,7 @@ pub const MAX_BUFFERED_DELTAS: usize = 1024;
 struct Entry {
     zone: ZoneId,
     started: f64,
-    copies: Option<BTreeMap<ShardId, CachedShard>>,
+    copies: Option<BTreeMap<ShardId, Arc<CachedShard>>>,
     pending: Vec<Message>,
     expected: Option<u32>,
     answered: u32,
@@ -536,7 +546,7 @@ impl ClientSync {
         let Some(entry) = self.entries.get_mut(&request) else {
             return Ok(());
         };
-        let checked: Vec<(CachedShard, bool)> = copies.into_iter().map(|c| (c.copy, c.honest)).collect();
+        let checked: Vec<(Arc<CachedShard>, bool)> = copies.into_iter().map(|c| (c.copy, c.honest)).collect();
         for (c, honest) in &checked {
             if !honest {
                 tracing::warn!(shard = %c.header.key, "cached copy does not match its own header; it will be repaired");
@@ -621,7 +631,7 @@ impl ClientSync {
         zone: &ZoneId,
         shard: ShardId,
     ) -> Result<(Option<&'e CachedShard>, ShardKey), SyncError> {
-        let copy = entry.copies.as_ref().and_then(|c| c.get(&shard));
+        let copy = entry.copies.as_ref().and_then(|c| c.get(&shard)).map(Arc::as_ref);
         let key = match copy {
             Some(c) => c.header.key.clone(),
             None => self.key(zone, shard, None)?,
@@ -880,7 +890,7 @@ impl ClientSync {
                 journal = Some(update.clone());
                 (
                     c.shard,
-                    hoard_world_cache::apply::apply(&key, registry, copy, update, now),
+                    hoard_world_cache::apply::apply(&key, registry, copy, update, now).map(Arc::new),
                     Kind::Delta,
                 )
             }
@@ -893,7 +903,8 @@ impl ClientSync {
                     repair_apply(&key, registry, copy, update, now)
                 } else {
                     hoard_world_cache::apply::apply(&key, registry, copy, update, now)
-                };
+                }
+                .map(Arc::new);
                 (shard, result, if repaired { Kind::Repaired } else { Kind::Delta })
             }
             Message::Snapshot(s) => {
@@ -914,7 +925,7 @@ impl ClientSync {
                 };
                 (
                     s.shard,
-                    hoard_world_cache::apply::apply(&key, registry, None, update, now),
+                    hoard_world_cache::apply::apply(&key, registry, None, update, now).map(Arc::new),
                     Kind::Snapshot,
                 )
             }
@@ -956,7 +967,7 @@ impl ClientSync {
         let current = flagged.is_empty() && fresh_root(&heads) == fresh.root;
         // Current copies are taken out of the entry (a whole zone is not
         // copied); suspect ones stay there as the base of their repair.
-        let mut copies: BTreeMap<ShardId, CachedShard> = BTreeMap::new();
+        let mut copies: BTreeMap<ShardId, Arc<CachedShard>> = BTreeMap::new();
         if let Some(entry) = self.entries.get_mut(&request)
             && let Some(held) = entry.copies.as_mut()
         {
@@ -1061,7 +1072,7 @@ impl ClientSync {
         request: u32,
         zone: ZoneId,
         shard: ShardId,
-        result: Result<CachedShard, ApplyError>,
+        result: Result<Arc<CachedShard>, ApplyError>,
         kind: Kind,
         journal: Option<ShardUpdate>,
     ) -> Result<(), SyncError> {
@@ -1076,7 +1087,6 @@ impl ClientSync {
                 };
                 // One copy shared by the write, the entry and, once ready,
                 // the game and the live zone: a zone is never copied.
-                let shard_copy = Arc::new(shard_copy);
                 if kind != Kind::Repaired {
                     entry.answered += 1;
                 }
