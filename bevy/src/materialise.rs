@@ -5,9 +5,10 @@
 //!
 //! A zone that arrives whole (from the cache or an answer) is decoded on
 //! every core, one shard per task, into typed columns, and spawned by
-//! archetype: one `spawn_batch` of markers beside the first component and
-//! one `insert_batch` per further component for each shard's objects of the
-//! same components ([`PublishRegistry::spawn_decoded`]).
+//! archetype: for all the zone's objects of the same components, one
+//! `spawn_batch` of markers beside the first component (its table grows
+//! once) and one `insert_batch` per further component
+//! ([`PublishRegistry::spawn_decoded_with`]).
 //!
 //! A warm entry's cached copies are decoded *before* the server confirms
 //! them ([`ClientUpdate::ZoneCached`], while the request is in flight): the
@@ -203,8 +204,8 @@ impl Materialiser {
     }
 
     /// Puts a whole zone into the world: objects not yet materialised are
-    /// decoded on rayon's threads (a shard per task) while this thread
-    /// spawns each shard as soon as it is decoded, by archetype; copies
+    /// decoded on rayon's threads (a shard per task), then spawned together
+    /// by archetype; copies
     /// decoded ahead ([`ClientUpdate::ZoneCached`]) that the answer kept are
     /// spawned from their columns. Objects already there (a zone entered
     /// again before its entities were despawned) are updated in place. The
@@ -250,18 +251,19 @@ impl Materialiser {
                 });
             }
             drop(tx);
+            let mut batches = Vec::with_capacity(shards.len());
             if let Some(p) = prepared {
                 // Every wanted decoding arrives before the last sender goes.
                 let (wanted, decoded) = (p.wanted, p.decoded.into_inner().unwrap_or_else(|e| e.into_inner()));
-                for (i, batch) in receive_all(&decoded) {
-                    if wanted[i].load(Ordering::Relaxed) {
-                        self.spawn_batch(world, batch, zone_index);
-                    }
-                }
+                batches.extend(
+                    receive_all(&decoded)
+                        .filter(|(i, _)| wanted[*i].load(Ordering::Relaxed))
+                        .map(|(_, batch)| batch),
+                );
             }
-            for batch in receive_all(&rx) {
-                self.spawn_batch(world, batch, zone_index);
-            }
+            batches.extend(receive_all(&rx));
+            // All at once: each archetype's table grows once for the zone.
+            self.spawn_batches(world, batches, zone_index);
         });
         for s in &shards {
             let shard = s.header.key.shard;
@@ -272,17 +274,19 @@ impl Materialiser {
         rayon::spawn(move || drop(shards));
     }
 
-    /// Spawns one decoded shard and indexes its objects.
-    fn spawn_batch(&mut self, world: &mut World, batch: Decoded, zone: usize) {
-        self.index.reserve(batch.len());
-        let spawned = self
-            .registry
-            .spawn_decoded(world, batch, |&(object, shard)| Replicated { object, shard });
-        for ((object, _), e) in &spawned.failed {
+    /// Spawns decoded shards together and indexes their objects.
+    fn spawn_batches(&mut self, world: &mut World, batches: Vec<Decoded>, zone: usize) {
+        let index = &mut self.index;
+        let failed = self.registry.spawn_decoded_with(
+            world,
+            batches,
+            |&(object, shard)| Replicated { object, shard },
+            |(object, shard), entity| {
+                index.insert(object, Placed { entity, shard, zone });
+            },
+        );
+        for ((object, _), e) in &failed {
             tracing::warn!(%object, error = %e, "object does not decode with this client's components");
-        }
-        for ((object, shard), entity) in spawned.placed {
-            self.index.insert(object, Placed { entity, shard, zone });
         }
     }
 

@@ -5,11 +5,13 @@
 //! component and an entity move per further component. Here objects are
 //! decoded into one typed column per (component set, component) —
 //! [`PublishRegistry::decode_objects`], which callers run on several threads
-//! and join with [`DecodedObjects::merge`] — and each group of objects with
-//! the same components is spawned with one `spawn_batch` of its markers
-//! beside its first component and one `insert_batch` per further component
-//! ([`PublishRegistry::spawn_decoded`]): objects of one component (most of
-//! a world) never move between archetypes.
+//! and join with [`DecodedObjects::merge`] or hand over together — and each
+//! group of objects with the same components is spawned with one
+//! `spawn_batch` of its markers beside its first component and one
+//! `insert_batch` per further component ([`PublishRegistry::spawn_decoded`],
+//! or [`PublishRegistry::spawn_decoded_all`] for parts decoded apart):
+//! objects of one component (most of a world) never move between
+//! archetypes, and each archetype's table grows once for all the parts.
 //!
 //! ```
 //! use bevy_ecs::prelude::*;
@@ -57,35 +59,57 @@ mod sealed {
 /// batch.
 pub trait SpawnMarker: Component + sealed::Sealed + Sized {
     #[doc(hidden)]
-    fn into_column(markers: Vec<Self>) -> MarkerColumn;
+    fn into_column(markers: Markers<'_, Self>) -> MarkerColumn<'_>;
 }
 
 impl SpawnMarker for Published {
-    fn into_column(markers: Vec<Self>) -> MarkerColumn {
+    fn into_column(markers: Markers<'_, Self>) -> MarkerColumn<'_> {
         MarkerColumn::Published(markers)
     }
 }
 
 impl SpawnMarker for Replicated {
-    fn into_column(markers: Vec<Self>) -> MarkerColumn {
+    fn into_column(markers: Markers<'_, Self>) -> MarkerColumn<'_> {
         MarkerColumn::Replicated(markers)
+    }
+}
+
+/// A group's markers, made one by one as they are spawned (a zone's worth
+/// of them is never held in a list), saying exactly how many.
+#[doc(hidden)]
+pub struct Markers<'a, M> {
+    made: Box<dyn Iterator<Item = M> + 'a>,
+    left: usize,
+}
+
+impl<M> Iterator for Markers<'_, M> {
+    type Item = M;
+
+    fn next(&mut self) -> Option<M> {
+        let marker = self.made.next()?;
+        self.left = self.left.saturating_sub(1);
+        Some(marker)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left, Some(self.left))
     }
 }
 
 /// The markers of one group of objects, of one of the [`SpawnMarker`] types.
 #[doc(hidden)]
-pub enum MarkerColumn {
+pub enum MarkerColumn<'a> {
     /// Server-side markers.
-    Published(Vec<Published>),
+    Published(Markers<'a, Published>),
     /// Client-side markers.
-    Replicated(Vec<Replicated>),
+    Replicated(Markers<'a, Replicated>),
 }
 
-impl MarkerColumn {
+impl MarkerColumn<'_> {
     pub(crate) fn len(&self) -> usize {
         match self {
-            MarkerColumn::Published(m) => m.len(),
-            MarkerColumn::Replicated(m) => m.len(),
+            MarkerColumn::Published(m) => m.left,
+            MarkerColumn::Replicated(m) => m.left,
         }
     }
 
@@ -99,12 +123,63 @@ impl MarkerColumn {
 
     /// Spawns each marker with its value, in one batch; `values` has one
     /// value per marker.
-    pub(crate) fn spawn_with<C: Component>(self, world: &mut World, values: Vec<C>) -> Vec<Entity> {
+    pub(crate) fn spawn_with<C: Component>(self, world: &mut World, values: Exact<C>) -> Vec<Entity> {
         match self {
-            MarkerColumn::Published(m) => world.spawn_batch(m.into_iter().zip(values)).collect(),
-            MarkerColumn::Replicated(m) => world.spawn_batch(m.into_iter().zip(values)).collect(),
+            MarkerColumn::Published(m) => world.spawn_batch(m.zip(values)).collect(),
+            MarkerColumn::Replicated(m) => world.spawn_batch(m.zip(values)).collect(),
         }
     }
+}
+
+/// The values of several columns of one type, in order, saying exactly how
+/// many they are: a batch spawn or insert reserves its table once for all
+/// of them (growing it part by part copies it, and touches fresh memory,
+/// again and again).
+pub(crate) struct Exact<C> {
+    values: std::iter::Flatten<std::vec::IntoIter<Vec<C>>>,
+    left: usize,
+}
+
+impl<C> Exact<C> {
+    pub(crate) fn new(parts: Vec<Vec<C>>) -> Exact<C> {
+        let left = parts.iter().map(Vec::len).sum();
+        Exact {
+            values: parts.into_iter().flatten(),
+            left,
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.left
+    }
+}
+
+impl<C> Iterator for Exact<C> {
+    type Item = C;
+
+    fn next(&mut self) -> Option<C> {
+        let value = self.values.next()?;
+        self.left -= 1;
+        Some(value)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left, Some(self.left))
+    }
+}
+
+impl<C> ExactSizeIterator for Exact<C> {}
+
+/// The typed values of columns made by one registry entry's `new_column`
+/// (the slot ties them, so every downcast succeeds).
+pub(crate) fn typed_columns<C: 'static>(columns: Vec<Box<dyn ErasedColumn>>) -> Exact<C> {
+    Exact::new(
+        columns
+            .into_iter()
+            .filter_map(|c| c.into_any().downcast::<Column<C>>().ok())
+            .map(|c| c.values)
+            .collect(),
+    )
 }
 
 /// A growable column of one component type's decoded values (type-erased).
@@ -113,8 +188,6 @@ pub(crate) trait ErasedColumn: Send {
     fn push_decoded(&mut self, bytes: &[u8]) -> Result<(), rmp_serde::decode::Error>;
     /// Drops values past `len` (undoes a partly decoded object).
     fn truncate(&mut self, len: usize);
-    /// Number of values.
-    fn len(&self) -> usize;
     /// Appends another column of the same type (made by the same entry).
     fn append(&mut self, other: Box<dyn ErasedColumn>);
     /// For the typed side to take the values back.
@@ -140,10 +213,6 @@ impl<C: Component + DeserializeOwned> ErasedColumn for Column<C> {
 
     fn truncate(&mut self, len: usize) {
         self.values.truncate(len);
-    }
-
-    fn len(&self) -> usize {
-        self.values.len()
     }
 
     fn append(&mut self, other: Box<dyn ErasedColumn>) {
@@ -311,31 +380,84 @@ impl PublishRegistry {
         &self,
         world: &mut World,
         decoded: DecodedObjects<K>,
-        mut marker: impl FnMut(&K) -> M,
+        marker: impl FnMut(&K) -> M,
     ) -> Spawned<K> {
-        let mut placed = Vec::with_capacity(decoded.len());
-        for group in decoded.groups {
-            let markers = M::into_column(group.tags.iter().map(&mut marker).collect());
-            let mut columns = group.columns.into_iter();
+        self.spawn_decoded_all(world, [decoded], marker)
+    }
+
+    /// [`spawn_decoded`](Self::spawn_decoded) for objects decoded in parts
+    /// (a shard each, on several threads): the groups of one set of
+    /// components are spawned together, as one batch whose tables grow
+    /// once, without first copying the parts into one.
+    pub fn spawn_decoded_all<K, M: SpawnMarker>(
+        &self,
+        world: &mut World,
+        parts: impl IntoIterator<Item = DecodedObjects<K>>,
+        marker: impl FnMut(&K) -> M,
+    ) -> Spawned<K> {
+        let mut placed = Vec::new();
+        let failed = self.spawn_decoded_with(world, parts, marker, |tag, entity| placed.push((tag, entity)));
+        Spawned { placed, failed }
+    }
+
+    /// [`spawn_decoded_all`](Self::spawn_decoded_all) handing each object's
+    /// tag and entity to `placed` as they are spawned (no list of them is
+    /// made); returns the objects that did not decode.
+    pub fn spawn_decoded_with<K, M: SpawnMarker>(
+        &self,
+        world: &mut World,
+        parts: impl IntoIterator<Item = DecodedObjects<K>>,
+        mut marker: impl FnMut(&K) -> M,
+        mut placed: impl FnMut(K, Entity),
+    ) -> Vec<(K, ObjectDecodeError)> {
+        let mut failed = Vec::new();
+        // The parts' groups by set of components, in the order first met.
+        let mut sets: Vec<(u64, Vec<Group<K>>)> = Vec::new();
+        for part in parts {
+            failed.extend(part.failed);
+            for group in part.groups {
+                match sets.iter_mut().find(|(mask, _)| *mask == group.mask) {
+                    Some((_, groups)) => groups.push(group),
+                    None => sets.push((group.mask, vec![group])),
+                }
+            }
+        }
+        for (_, groups) in sets {
+            // One mask, so the same slots in the same order in every group.
+            let slots: Vec<usize> = groups
+                .first()
+                .map(|g| g.columns.iter().map(|(slot, _)| *slot).collect())
+                .unwrap_or_default();
+            let mut tags = Vec::with_capacity(groups.iter().map(|g| g.tags.len()).sum());
+            let mut by_slot: Vec<Vec<Box<dyn ErasedColumn>>> = slots.iter().map(|_| Vec::new()).collect();
+            for group in groups {
+                tags.extend(group.tags);
+                for (parts, (_, column)) in by_slot.iter_mut().zip(group.columns) {
+                    parts.push(column);
+                }
+            }
+            let markers = M::into_column(Markers {
+                made: Box::new(tags.iter().map(&mut marker)),
+                left: tags.len(),
+            });
+            let mut columns = slots.into_iter().zip(by_slot);
             let entities = match columns.next() {
-                Some((slot, column)) => match self.entries().get(slot) {
-                    Some(entry) => entry.ops.spawn_column(world, markers, column),
+                Some((slot, parts)) => match self.entries().get(slot) {
+                    Some(entry) => entry.ops.spawn_column(world, markers, parts),
                     None => markers.spawn(world),
                 },
                 None => markers.spawn(world),
             };
-            for (slot, column) in columns {
-                debug_assert_eq!(column.len(), entities.len());
+            for (slot, parts) in columns {
                 if let Some(entry) = self.entries().get(slot) {
-                    entry.ops.insert_column(world, &entities, column);
+                    entry.ops.insert_column(world, &entities, parts);
                 }
             }
-            placed.extend(group.tags.into_iter().zip(entities));
+            for (tag, entity) in tags.into_iter().zip(entities) {
+                placed(tag, entity);
+            }
         }
-        Spawned {
-            placed,
-            failed: decoded.failed,
-        }
+        failed
     }
 
     fn new_group<K>(&self, mask: u64) -> Group<K> {
@@ -436,7 +558,7 @@ mod tests {
             (4, Some(A(4)), Some(B("four".into()))),
             (7, Some(A(5)), None),
         ];
-        for (id, a, b) in expect {
+        for (id, a, b) in expect.clone() {
             let (_, entity) = spawned
                 .placed
                 .iter()
@@ -446,6 +568,36 @@ mod tests {
             assert_eq!(world.get::<A>(entity).cloned(), a, "object {id}");
             assert_eq!(world.get::<B>(entity).cloned(), b, "object {id}");
             assert_eq!(world.get::<Published>(entity).map(|p| p.object), Some(ObjectId(id)));
+        }
+
+        // The same parts spawned together without merging them first, with
+        // the client's marker: the same entities, each group in one batch.
+        let parts = [
+            registry.decode_objects(first.iter().copied()),
+            registry.decode_objects(second.iter().copied()),
+        ];
+        let mut world = World::new();
+        let spawned = registry.spawn_decoded_all(&mut world, parts, |id| crate::marker::Replicated {
+            object: *id,
+            shard: ShardId(1),
+        });
+        let failed: Vec<u64> = spawned.failed.iter().map(|(id, _)| id.0).collect();
+        assert_eq!(failed, vec![2, 5, 6]);
+        assert_eq!(spawned.placed.len(), 5);
+        assert_eq!(world.query::<&crate::marker::Replicated>().iter(&world).count(), 5);
+        for (id, a, b) in expect {
+            let (_, entity) = spawned
+                .placed
+                .iter()
+                .find(|(tag, _)| tag.0 == id)
+                .copied()
+                .unwrap_or_else(|| panic!("object {id} spawned"));
+            assert_eq!(world.get::<A>(entity).cloned(), a, "object {id}");
+            assert_eq!(world.get::<B>(entity).cloned(), b, "object {id}");
+            assert_eq!(
+                world.get::<crate::marker::Replicated>(entity).map(|p| p.object),
+                Some(ObjectId(id))
+            );
         }
     }
 }

@@ -79,15 +79,15 @@ pub(crate) trait ErasedComponent: Send + Sync {
     fn add_change_system(&self, schedule: &mut Schedule);
     /// An empty column of this type, for decoding many objects at once.
     fn new_column(&self) -> Box<dyn crate::batch::ErasedColumn>;
-    /// Inserts `column`'s values into `entities`, one each, in order.
-    fn insert_column(&self, world: &mut World, entities: &[Entity], column: Box<dyn crate::batch::ErasedColumn>);
-    /// Spawns one entity per marker with `column`'s value beside it, in one
-    /// batch (no entity moves between archetypes).
+    /// Inserts the values of `columns` (in order) into `entities`, one each.
+    fn insert_column(&self, world: &mut World, entities: &[Entity], columns: Vec<Box<dyn crate::batch::ErasedColumn>>);
+    /// Spawns one entity per marker with the next value of `columns` (in
+    /// order) beside it, in one batch (no entity moves between archetypes).
     fn spawn_column(
         &self,
         world: &mut World,
-        markers: crate::batch::MarkerColumn,
-        column: Box<dyn crate::batch::ErasedColumn>,
+        markers: crate::batch::MarkerColumn<'_>,
+        columns: Vec<Box<dyn crate::batch::ErasedColumn>>,
     ) -> Vec<Entity>;
 }
 
@@ -132,25 +132,25 @@ where
         Box::new(crate::batch::Column::<C>::default())
     }
 
-    fn insert_column(&self, world: &mut World, entities: &[Entity], column: Box<dyn crate::batch::ErasedColumn>) {
-        // The column was made by this entry's `new_column` (the slot ties
-        // them), so the downcast cannot fail.
-        if let Ok(column) = column.into_any().downcast::<crate::batch::Column<C>>() {
-            world.insert_batch(entities.iter().copied().zip(column.values));
+    fn insert_column(&self, world: &mut World, entities: &[Entity], columns: Vec<Box<dyn crate::batch::ErasedColumn>>) {
+        // The lengths are equal by construction (one value per tag).
+        let values = crate::batch::typed_columns::<C>(columns);
+        if values.len() == entities.len() {
+            world.insert_batch(entities.iter().copied().zip(values));
         }
     }
 
     fn spawn_column(
         &self,
         world: &mut World,
-        markers: crate::batch::MarkerColumn,
-        column: Box<dyn crate::batch::ErasedColumn>,
+        markers: crate::batch::MarkerColumn<'_>,
+        columns: Vec<Box<dyn crate::batch::ErasedColumn>>,
     ) -> Vec<Entity> {
-        // As in `insert_column`, the downcast cannot fail; the lengths are
-        // equal by construction (one value per tag).
-        match column.into_any().downcast::<crate::batch::Column<C>>() {
-            Ok(column) if column.values.len() == markers.len() => markers.spawn_with(world, column.values),
-            _ => markers.spawn(world),
+        let values = crate::batch::typed_columns::<C>(columns);
+        if values.len() == markers.len() {
+            markers.spawn_with(world, values)
+        } else {
+            markers.spawn(world)
         }
     }
 }
