@@ -1,8 +1,9 @@
 #!/bin/bash
 # The demo server's memory on loopback: resident set size per stored object
 # (two generated worlds of different sizes, each server measured once
-# listening) and per connected client in one zone (N idle bots entering
-# and staying, sampled at their peak, against the same server before them).
+# listening), per connected client in one zone (N idle bots entering and
+# staying, sampled at their peak, against the same server before them) and
+# per further subscribed zone (the same bots each following all four zones).
 # Usage: bench/scripts/memory.sh [BOTS]   (default 200; builds first)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -36,25 +37,40 @@ for per_zone in 1000 11000; do
   OBJECTS[$per_zone]=$((4 * (per_zone + 2048)))
   RSS[$per_zone]=$(rss_kib "$SRV_PID")
   echo "world of ${OBJECTS[$per_zone]} objects: server RSS ${RSS[$per_zone]} KiB"
-  if [ "$per_zone" = 1000 ]; then
-    # Idle bots: each enters one zone and stays (no zone change; one action in
-    # a hundred seconds, the least the bots take).
-    base=$(rss_kib "$SRV_PID")
-    $B bots --server "$ADDR" --server-data "$W/data-$per_zone" --clients "$N" --duration 20 --ramp 100 \
-      --actions-per-sec 0.01 --zone-change-every 1000-1001 --work "$W/bots" > "$W/bots.txt" 2>/dev/null &
-    BOTS_PID=$!
-    peak=$base
-    while kill -0 "$BOTS_PID" 2>/dev/null; do
-      now=$(rss_kib "$SRV_PID")
-      [ "$now" -gt "$peak" ] && peak=$now
-      sleep 1
-    done
-    wait "$BOTS_PID" || echo "the bots reported errors: $(tail -3 "$W/bots.txt")"
-    echo "$N idle bots in one zone each: server RSS $base -> peak $peak KiB"
-    echo "per connected client (with its zone subscription): $(( (peak - base) / N )) KiB"
-  fi
   stop_server
 done
+
+# Idle bots: each enters one zone and stays (no zone change; one action in a
+# hundred seconds, the least the bots take), against a server started afresh
+# on the small world; prints the peak server RSS in KiB and sets BASE.
+idle_bots_peak() {
+  start_server "$W/world-1000" "$W/data-1000"
+  BASE=$(rss_kib "$SRV_PID")
+  $B bots --server "$ADDR" --server-data "$W/data-1000" --clients "$N" --duration 20 --ramp 100 \
+    --actions-per-sec 0.01 --zone-change-every 1000-1001 --work "$W/bots" "$@" > "$W/bots.txt" 2>/dev/null &
+  BOTS_PID=$!
+  PEAK=$BASE
+  while kill -0 "$BOTS_PID" 2>/dev/null; do
+    now=$(rss_kib "$SRV_PID")
+    [ "$now" -gt "$PEAK" ] && PEAK=$now
+    sleep 1
+  done
+  wait "$BOTS_PID" || echo "the bots reported errors: $(tail -3 "$W/bots.txt")"
+  stop_server
+}
+
+# First fill every bot's cache with all four zones (not reported), so both
+# runs below enter warm and their peaks are the sessions, not cold answers.
+idle_bots_peak --prefetch-all
+idle_bots_peak
+one=$PEAK
+echo "$N idle bots in one zone each: server RSS $BASE -> peak $one KiB"
+echo "per connected client (with its zone subscription): $(( (one - BASE) / N )) KiB"
+# The same bots, each following all four zones (three more subscriptions).
+idle_bots_peak --prefetch-all
+all=$PEAK
+echo "$N idle bots following all 4 zones each: server RSS $BASE -> peak $all KiB"
+echo "per further subscribed zone: $(( (all - one) * 1024 / (3 * N) )) bytes"
 d_obj=$((OBJECTS[11000] - OBJECTS[1000]))
 d_rss=$((RSS[11000] - RSS[1000]))
 echo "per stored object: $((d_rss * 1024 / d_obj)) bytes of RSS ($d_rss KiB for $d_obj more objects)"

@@ -52,6 +52,8 @@ pub(crate) struct Plan {
     pub(crate) zone_change_every: (f64, f64),
     /// When the run ends.
     pub(crate) stop_at: Instant,
+    /// Whether the bot prefetches (follows) every other zone as well.
+    pub(crate) prefetch_all: bool,
 }
 
 /// A world-changing action in flight: when it was due and sent, and the
@@ -134,6 +136,14 @@ pub(crate) async fn live(
     };
     record.connected(1);
     record.entry(entry_kind(&stats), due, stats.bytes_rx, stats.bytes_tx);
+    if plan.prefetch_all {
+        for other in (0..RING.len()).filter(|i| *i != zone) {
+            if let Err(e) = client.prefetch(&zone_id(other)).await {
+                tracing::debug!(bot = %name, error = %e, "could not prefetch a zone");
+                record.error(error_kind(&e));
+            }
+        }
+    }
     // A random tile of the square (clamping a random tile lands in it).
     let pos = (rng.u16(..ZONE_SIZE), rng.u16(..ZONE_SIZE));
     let mut bot = Bot {

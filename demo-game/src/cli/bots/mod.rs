@@ -78,6 +78,12 @@ pub(crate) struct BotsArgs {
     /// Print the summary as one JSON line instead of a table.
     #[arg(long)]
     json: bool,
+    /// Each bot also prefetches every other zone of the world once it is in
+    /// its own: the server then follows each bot in every zone (what a
+    /// zone subscription costs the server, measured by
+    /// `bench/scripts/memory.sh`).
+    #[arg(long)]
+    prefetch_all: bool,
 }
 
 fn parse_range(s: &str) -> Result<(f64, f64), String> {
@@ -222,6 +228,7 @@ async fn drive(args: &BotsArgs, bots: Vec<(String, ClientOptions)>) -> (Summary,
         actions_per_sec: args.actions_per_sec,
         zone_change_every: args.zone_change_every,
         stop_at: start + Duration::from_secs_f64(args.duration),
+        prefetch_all: args.prefetch_all,
     };
     let mut tasks = tokio::task::JoinSet::new();
     for (n, (name, options)) in bots.into_iter().enumerate() {
