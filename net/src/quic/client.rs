@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use hoard_engine::{ObjectId, PublishRegistry, RegistryHash, ServerIdentity, ShardId, ZoneId};
 use hoard_world_cache::{CachedObject, CachedShard, LockPolicy, ShardKey, WorldCache};
 use quinn::{Connection, Endpoint, SendStream};
-use rayon::prelude::*;
 use serde::Serialize;
 use tokio::sync::{Mutex as AsyncMutex, oneshot};
 
@@ -1327,8 +1326,11 @@ async fn start_entry(inner: &Arc<Inner>, zone: &ZoneId, subscribe: bool) -> Resu
 /// replaces the wrong objects in the world like a live change.
 async fn audit_copies(inner: Arc<Inner>, zone: ZoneId, keys: Vec<ShardKey>, registry: RegistryHash) {
     let auditor = inner.clone();
+    // One file after another on this blocking thread, not on rayon's pool:
+    // the game is materialising the zone on that pool right now, and the
+    // audit must not queue ahead of it.
     let failed = tokio::task::spawn_blocking(move || {
-        keys.par_iter()
+        keys.iter()
             .filter(|k| auditor.cache.audit(k, registry) == Some(false))
             .map(|k| k.shard)
             .collect::<Vec<_>>()
