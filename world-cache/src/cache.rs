@@ -504,6 +504,18 @@ impl WorldCache {
         Ok((next, report))
     }
 
+    /// Folds `shard`'s journal into its file: writes the copy whole if it
+    /// has journaled deltas, and does nothing (`None`) if it has none — the
+    /// file already holds the copy. What a client does on leaving a zone: a
+    /// shard that did not change while it was followed costs no write.
+    pub fn fold_journal(&self, shard: &CachedShard) -> Result<Option<WriteReport>, WriteError> {
+        let journal = self.root.join(shard.header.key.journal());
+        if self.storage.metadata(&journal).is_err() {
+            return Ok(None);
+        }
+        self.write(shard).map(Some)
+    }
+
     /// Records a live delta that was already applied (and digest-checked) in
     /// memory: `shard` is the copy after it. Appends the delta to the shard's
     /// journal, folding the journal into the shard file when it grows past

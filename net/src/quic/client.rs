@@ -1107,12 +1107,14 @@ impl HoardClient {
             }
             (shards, m)
         };
-        // Fold each shard's journal on exit: write the current copy whole,
-        // off the async workers and outside the sync lock.
+        // Fold each journaled shard on exit: write the current copy whole,
+        // off the async workers and outside the sync lock. A shard with no
+        // journal is already on disk as it stands (its file was written
+        // when it was fetched, or loaded from it): no write, no fsync.
         let writer = self.inner.clone();
         tokio::task::spawn_blocking(move || {
             for s in &shards {
-                if let Err(e) = writer.cache.write(s) {
+                if let Err(e) = writer.cache.fold_journal(s) {
                     tracing::warn!(shard = %s.header.key, error = %e, "could not write shard on leaving");
                 }
             }

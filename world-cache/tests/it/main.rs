@@ -4,6 +4,7 @@ mod bad_files;
 mod crash;
 mod faults;
 mod golden;
+mod journal;
 mod lock;
 mod model;
 mod power_loss;
