@@ -527,17 +527,18 @@ impl WorldCache {
         let Some(record) = journal::encode_record(update) else {
             return self.write(shard);
         };
-        if self.storage.metadata(&shard_file).is_err() {
+        // One lookup of the shard file and one of the journal per delta
+        // (a client journals every live delta of every zone it follows).
+        let Ok(shard_meta) = self.storage.metadata(&shard_file) else {
             // No base file to journal against: write the shard whole.
             return self.write(shard);
-        }
+        };
         let path = self.root.join(key.journal());
-        self.storage.append(&path, &record).map_err(|source| WriteError::Io {
+        let journal_len = self.storage.append(&path, &record).map_err(|source| WriteError::Io {
             path: path.clone(),
             source,
         })?;
-        let journal_len = self.storage.metadata(&path).map(|m| m.len).unwrap_or(0);
-        let shard_len = self.storage.metadata(&shard_file).map(|m| m.len).unwrap_or(0);
+        let shard_len = shard_meta.len;
         if journal_len >= FOLD_MIN_BYTES && journal_len * FOLD_FRACTION >= shard_len {
             return self.write(shard);
         }

@@ -37,8 +37,9 @@ pub trait Storage: Send + Sync {
     fn metadata(&self, path: &Path) -> io::Result<FileMeta>;
     /// Creates or truncates a file and writes `bytes` (not synced).
     fn write(&self, path: &Path, bytes: &[u8]) -> io::Result<()>;
-    /// Appends `bytes` to a file, creating it if needed (not synced).
-    fn append(&self, path: &Path, bytes: &[u8]) -> io::Result<()>;
+    /// Appends `bytes` to a file, creating it if needed (not synced);
+    /// returns the file's length after the append.
+    fn append(&self, path: &Path, bytes: &[u8]) -> io::Result<u64>;
     /// Flushes a file's contents to stable storage.
     fn sync(&self, path: &Path) -> io::Result<()>;
     /// Atomically replaces `to` with `from`.
@@ -85,9 +86,11 @@ impl Storage for FsStorage {
         f.write_all(bytes)
     }
 
-    fn append(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+    fn append(&self, path: &Path, bytes: &[u8]) -> io::Result<u64> {
         let mut f = OpenOptions::new().create(true).append(true).open(path)?;
-        f.write_all(bytes)
+        f.write_all(bytes)?;
+        // The open file's length: no second lookup of the path.
+        Ok(f.metadata()?.len())
     }
 
     fn sync(&self, path: &Path) -> io::Result<()> {

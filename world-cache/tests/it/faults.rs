@@ -46,7 +46,7 @@ impl Storage for FailingStorage {
         }
         FsStorage.write(path, bytes)
     }
-    fn append(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+    fn append(&self, path: &Path, bytes: &[u8]) -> io::Result<u64> {
         if let Err(e) = self.step() {
             let _ = FsStorage.append(path, &bytes[..bytes.len() / 2]);
             return Err(e);

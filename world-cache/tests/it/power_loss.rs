@@ -153,7 +153,7 @@ impl Storage for PowerLossStorage {
         d.inodes[i].current = bytes.to_vec();
         FsStorage.write(path, bytes)
     }
-    fn append(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+    fn append(&self, path: &Path, bytes: &[u8]) -> io::Result<u64> {
         let mut d = self.step()?;
         let i = Self::inode(&mut d, path);
         d.inodes[i].current.extend_from_slice(bytes);
