@@ -260,11 +260,12 @@ pub(crate) fn host_players(
                     gone.push((player.clone(), false, true));
                     *host
                 }
-                (Host::Waiting, false) => {
-                    gone.push((player.clone(), false, false));
-                    *host
-                }
-                (Host::Left(_) | Host::Pending(_), false) => *host,
+                // Not gone: the world may not have seen the sign-in yet
+                // (the join hook runs before the world lists the player).
+                // The leave hook removes a waiting player who goes; one
+                // whose lease comes meanwhile is let go after
+                // `PENDING_GRACE` if the world never sees them.
+                (Host::Left(_) | Host::Pending(_) | Host::Waiting, false) => *host,
             };
         }
         for (player, _, _) in &gone {
@@ -279,5 +280,80 @@ pub(crate) fn host_players(
             tracing::debug!(player, "letting a departed player go");
             hosted.0.let_go(&player);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bevy_ecs::system::RunSystemOnce;
+    use bevy_ecs::world::World;
+    use hoard_engine::store::PgOptions;
+
+    fn holder(owner: &str) -> LeaseHolder {
+        LeaseHolder {
+            owner: owner.into(),
+            address: "127.0.0.1:1".into(),
+            ttl: Duration::from_secs(60),
+        }
+    }
+
+    fn drop_schema(schema: &str) {
+        let url = std::env::var("HOARD_TEST_POSTGRES")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let sql = format!("DROP SCHEMA IF EXISTS {schema} CASCADE");
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async {
+                let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.ok()?;
+                tokio::spawn(conn);
+                client.batch_execute(&sql).await.ok()
+            })
+        })
+        .join();
+    }
+
+    /// A player signed in here while another server still holds their lease
+    /// waits — also through frames in which the world does not list them
+    /// yet (the join hook runs before it does; a slow database widens that
+    /// window) — and is taken over once the lease is let go. Forgetting
+    /// them there dropped their queued actions and never took the lease.
+    #[test]
+    fn a_waiting_player_the_world_does_not_list_yet_is_not_forgotten() {
+        let schema = format!("hoard_hosting_{}_{:08x}", std::process::id(), fastrand::u32(..));
+        let url = std::env::var("HOARD_TEST_POSTGRES")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let options = PgOptions::new(url).with_schema(schema.clone());
+        // Each server's store takes leases as that server.
+        let alpha = PgStore::open(&options).expect("alpha's store");
+        alpha.acquire_player("ann", &holder("alpha")).expect("alpha hosts ann");
+        let store = Arc::new(PgStore::open(&options).expect("beta's store"));
+        let beta = ZoneServer::new(store, holder("beta"), Vec::new()).expect("beta");
+        beta.host("ann");
+        let mut world = World::new();
+        world.insert_resource(Hosted::new(&beta));
+        world.init_resource::<hoard_bevy::ShardCare>();
+        // Frames in which the world lists no player yet.
+        for _ in 0..3 {
+            world.run_system_once(host_players).expect("frame");
+        }
+        assert!(Hosted::new(&beta).expects("ann"), "still waiting for ann");
+        alpha.release_player("ann").expect("alpha lets ann go");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let taken = loop {
+            if matches!(lock(&beta.hosted).get("ann"), Some(Host::Pending(_))) {
+                break true;
+            }
+            if Instant::now() >= deadline {
+                break false;
+            }
+            std::thread::sleep(RETRY_EVERY);
+        };
+        drop((beta, alpha));
+        drop_schema(&schema);
+        assert!(taken, "beta took ann's lease once alpha let it go");
     }
 }
