@@ -558,15 +558,7 @@ mod tests {
             (4, Some(A(4)), Some(B("four".into()))),
             (7, Some(A(5)), None),
         ];
-        for (id, a, b) in expect.clone() {
-            let (_, entity) = spawned
-                .placed
-                .iter()
-                .find(|(tag, _)| tag.0 == id)
-                .copied()
-                .unwrap_or_else(|| panic!("object {id} spawned"));
-            assert_eq!(world.get::<A>(entity).cloned(), a, "object {id}");
-            assert_eq!(world.get::<B>(entity).cloned(), b, "object {id}");
+        for (id, entity) in check_components(&world, &spawned.placed, &expect) {
             assert_eq!(world.get::<Published>(entity).map(|p| p.object), Some(ObjectId(id)));
         }
 
@@ -585,19 +577,33 @@ mod tests {
         assert_eq!(failed, vec![2, 5, 6]);
         assert_eq!(spawned.placed.len(), 5);
         assert_eq!(world.query::<&crate::marker::Replicated>().iter(&world).count(), 5);
-        for (id, a, b) in expect {
-            let (_, entity) = spawned
-                .placed
-                .iter()
-                .find(|(tag, _)| tag.0 == id)
-                .copied()
-                .unwrap_or_else(|| panic!("object {id} spawned"));
-            assert_eq!(world.get::<A>(entity).cloned(), a, "object {id}");
-            assert_eq!(world.get::<B>(entity).cloned(), b, "object {id}");
+        for (id, entity) in check_components(&world, &spawned.placed, &expect) {
             assert_eq!(
                 world.get::<crate::marker::Replicated>(entity).map(|p| p.object),
                 Some(ObjectId(id))
             );
         }
+    }
+
+    /// Checks each expected object's components on its spawned entity;
+    /// returns `(id, entity)` for the marker checks.
+    fn check_components(
+        world: &World,
+        placed: &[(ObjectId, Entity)],
+        expect: &[(u64, Option<A>, Option<B>)],
+    ) -> Vec<(u64, Entity)> {
+        expect
+            .iter()
+            .map(|(id, a, b)| {
+                let (_, entity) = placed
+                    .iter()
+                    .find(|(tag, _)| tag.0 == *id)
+                    .copied()
+                    .unwrap_or_else(|| panic!("object {id} spawned"));
+                assert_eq!(world.get::<A>(entity), a.as_ref(), "object {id}");
+                assert_eq!(world.get::<B>(entity), b.as_ref(), "object {id}");
+                (*id, entity)
+            })
+            .collect()
     }
 }
