@@ -16,12 +16,12 @@ use quinn::{Connection, Endpoint, SendStream};
 use serde::Serialize;
 use tokio::sync::{Mutex as AsyncMutex, oneshot};
 
-use super::stream::{FrameReader, StreamError, write_message};
+use super::stream::{FrameReader, write_message};
 use crate::tls::{KnownServers, SERVER_NAME};
 use hoard_proto::sync::client::{CheckedCopy, ClientConfig, ClientSync, Effect, EntryStats};
-use hoard_proto::wire::{
-    Assembler, ErrorCode, Hello, Intent, MAX_BULK_FRAME, MAX_CONTROL_FRAME, Message, PROTOCOL_VERSION,
-};
+use hoard_proto::wire::{Hello, Intent, MAX_CONTROL_FRAME, Message, PROTOCOL_VERSION};
+
+mod inbound;
 
 /// How to reach a server.
 #[derive(Clone, Debug)]
@@ -860,7 +860,7 @@ impl HoardClient {
                 Err(e) => tracing::warn!(error = %e, "could not trim the cache"),
             }
         });
-        tokio::spawn(accept_streams(conn, inner));
+        tokio::spawn(inbound::accept_streams(conn, inner));
         client
     }
 
@@ -1608,6 +1608,9 @@ fn finish_waiters(inner: &Inner, zone: &ZoneId, result: Result<EntryStats, Clien
 enum Failure {
     /// The server is not faithful to the world (a relay that lied).
     Forged(String),
+    /// The runtime is shutting down (the client is being dropped with its
+    /// process): nothing failed.
+    Cancelled,
     /// Anything else.
     Other(String),
 }
@@ -1629,108 +1632,4 @@ fn fail_with(inner: &Arc<Inner>, reason: &str, error: ClientError) {
             let _ = tx.send(Err(error.clone()));
         }
     }
-}
-
-async fn accept_streams(conn: Connection, inner: Arc<Inner>) {
-    while let Ok(recv) = conn.accept_uni().await {
-        let inner = inner.clone();
-        let stream_conn = conn.clone();
-        tokio::spawn(async move {
-            let mut reader = FrameReader::new(recv, MAX_BULK_FRAME);
-            // Shard messages larger than a frame arrive in parts.
-            let mut parts = Assembler::default();
-            let mut request = None;
-            loop {
-                let (msg, len) = match reader.next().await {
-                    Ok(Some(x)) => x,
-                    Ok(None) => break,
-                    Err(StreamError::Read(e)) => {
-                        // The connection ended (closed here, or by the
-                        // server with its reason): not a bad stream.
-                        let why = stream_conn
-                            .close_reason()
-                            .map_or_else(|| e.to_string(), |r| r.to_string());
-                        tracing::debug!(reason = %why, "stream ended with the connection");
-                        fail_all(&inner, &format!("connection closed: {why}"));
-                        break;
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "bad stream from the server");
-                        fail_all(&inner, &format!("bad stream from the server: {e}"));
-                        break;
-                    }
-                };
-                let (msg, len) = match parts.push(msg, len) {
-                    Ok(Some(whole)) => whole,
-                    Ok(None) => continue,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "bad stream from the server");
-                        fail_all(&inner, &format!("bad stream from the server: {e}"));
-                        break;
-                    }
-                };
-                if let Message::AnswerBegin(b) = &msg {
-                    request = Some(b.request);
-                }
-                let now = inner.started.elapsed().as_secs_f64();
-                // Applying an answer hashes and merges objects, and its effects
-                // write cache files: on a blocking thread, so any runtime
-                // works (a current-thread one included) and the async workers
-                // stay free.
-                let applier = inner.clone();
-                let result = tokio::task::spawn_blocking(move || {
-                    let result = {
-                        let mut sync = applier.sync.lock().map_err(|_| Failure::Other("poisoned".to_owned()))?;
-                        match request {
-                            Some(r) => sync.handle_answer(now, r, msg, len),
-                            None => sync.handle(now, msg, len),
-                        }
-                        .map_err(|e| match e {
-                            hoard_proto::sync::client::SyncError::Forged(f) => Failure::Forged(f.to_string()),
-                            other => Failure::Other(other.to_string()),
-                        })
-                    };
-                    process_effects(&applier);
-                    result
-                })
-                .await;
-                let result = match result {
-                    Ok(result) => result,
-                    // The runtime is shutting down (the client is being
-                    // dropped with its process): nothing failed.
-                    Err(e) if e.is_cancelled() => {
-                        tracing::debug!("answer stream ended with the runtime");
-                        break;
-                    }
-                    Err(e) => Err(Failure::Other(e.to_string())),
-                };
-                let result = match result {
-                    Ok(()) => flush(&inner).await.map_err(|e| Failure::Other(e.to_string())),
-                    Err(e) => Err(e),
-                };
-                match result {
-                    Ok(()) => {}
-                    Err(Failure::Forged(why)) => {
-                        // Nothing of it was written or shown; this route to
-                        // the world is not to be used.
-                        tracing::error!(server = %stream_conn.remote_address(), %why, "the server is not faithful to the world; disconnecting");
-                        // Waiters learn why before the close ends the
-                        // other streams with a vaguer reason.
-                        fail_with(&inner, &why, ClientError::Forged(why.clone()));
-                        stream_conn.close(
-                            quinn::VarInt::from_u32(ErrorCode::Protocol as u32),
-                            b"not faithful to the world",
-                        );
-                        break;
-                    }
-                    Err(Failure::Other(e)) => {
-                        tracing::warn!(error = %e, "sync failed");
-                        fail_all(&inner, &e);
-                        break;
-                    }
-                }
-            }
-        });
-    }
-    fail_all(&inner, "connection closed");
 }

@@ -1,0 +1,177 @@
+//! The server's streams to a client (answers, live deltas, transient
+//! states): each stream is read by one task and applied by another, in the
+//! order sent, in batches. Applying hashes and merges objects and writes
+//! cache files, so it runs on a blocking thread; handing each message over
+//! on its own cost a wake-up and a context switch per live delta, which a
+//! process of many clients (the bots) spent a third of its time on. The
+//! applier takes everything the reader has queued since its last batch
+//! (up to [`APPLY_BATCH`]) in one hand-off, so an idle client still applies
+//! each message as it comes and a busy one amortises the hand-off. The
+//! queue between them is bounded ([`READ_AHEAD`]): a client that cannot
+//! keep up stops reading, and QUIC's flow control pushes back on the
+//! server, whose own bounded queue then ends the slow session.
+
+use std::sync::Arc;
+
+use hoard_proto::wire::{Assembler, ErrorCode, MAX_BULK_FRAME, Message};
+use quinn::{Connection, RecvStream};
+use tokio::sync::mpsc;
+
+use super::{ClientError, Failure, Inner, fail_all, fail_with, flush, process_effects};
+use crate::quic::stream::{FrameReader, StreamError};
+
+/// Messages read from one stream ahead of the applier, at most.
+const READ_AHEAD: usize = 256;
+/// Messages applied in one hand-off to a blocking thread, at most.
+const APPLY_BATCH: usize = 64;
+
+/// One whole message of a stream, with its frame length and the answer it
+/// belongs to (if the stream began with an `AnswerBegin`).
+struct Inbound {
+    msg: Message,
+    len: usize,
+    request: Option<u32>,
+}
+
+/// Why a stream stopped yielding messages.
+enum StreamEnd {
+    /// The connection ended (closed here, or by the server with its reason).
+    Closed(String),
+    /// The server sent bytes that are not a valid stream.
+    Bad(String),
+}
+
+/// Accepts the server's streams until the connection ends.
+pub(super) async fn accept_streams(conn: Connection, inner: Arc<Inner>) {
+    while let Ok(recv) = conn.accept_uni().await {
+        let (tx, rx) = mpsc::channel(READ_AHEAD);
+        tokio::spawn(read_stream(recv, conn.clone(), tx));
+        tokio::spawn(apply_stream(rx, conn.clone(), inner.clone()));
+    }
+    fail_all(&inner, "connection closed");
+}
+
+/// Reads one stream's messages, whole (shard messages larger than a frame
+/// arrive in parts), into `tx`; its end, if not a clean finish, goes last.
+async fn read_stream(recv: RecvStream, conn: Connection, tx: mpsc::Sender<Result<Inbound, StreamEnd>>) {
+    let mut reader = FrameReader::new(recv, MAX_BULK_FRAME);
+    let mut parts = Assembler::default();
+    let mut request = None;
+    loop {
+        let (msg, len) = match reader.next().await {
+            Ok(Some(x)) => x,
+            Ok(None) => return,
+            Err(StreamError::Read(e)) => {
+                let why = conn.close_reason().map_or_else(|| e.to_string(), |r| r.to_string());
+                let _ = tx.send(Err(StreamEnd::Closed(why))).await;
+                return;
+            }
+            Err(e) => {
+                let _ = tx.send(Err(StreamEnd::Bad(e.to_string()))).await;
+                return;
+            }
+        };
+        let (msg, len) = match parts.push(msg, len) {
+            Ok(Some(whole)) => whole,
+            Ok(None) => continue,
+            Err(e) => {
+                let _ = tx.send(Err(StreamEnd::Bad(e.to_string()))).await;
+                return;
+            }
+        };
+        if let Message::AnswerBegin(b) = &msg {
+            request = Some(b.request);
+        }
+        // The applier gone (it failed, or the client ended): stop reading.
+        if tx.send(Ok(Inbound { msg, len, request })).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Applies one stream's messages in the order read, a batch per hand-off;
+/// ends the session on the first failure.
+async fn apply_stream(mut rx: mpsc::Receiver<Result<Inbound, StreamEnd>>, conn: Connection, inner: Arc<Inner>) {
+    let mut batch = Vec::with_capacity(APPLY_BATCH);
+    while rx.recv_many(&mut batch, APPLY_BATCH).await > 0 {
+        // Messages before a stream's end are applied; the end comes after.
+        let end = batch.iter().position(Result::is_err).map(|i| batch.drain(i..).next());
+        let messages: Vec<Inbound> = batch.drain(..).filter_map(Result::ok).collect();
+        if !messages.is_empty() {
+            match apply(&inner, messages).await {
+                Ok(()) => {}
+                Err(Failure::Cancelled) => {
+                    // The runtime is shutting down (the client is being
+                    // dropped with its process): nothing failed.
+                    tracing::debug!("stream ended with the runtime");
+                    return;
+                }
+                Err(Failure::Forged(why)) => {
+                    // Nothing of it was written or shown; this route to the
+                    // world is not to be used.
+                    tracing::error!(server = %conn.remote_address(), %why, "the server is not faithful to the world; disconnecting");
+                    // Waiters learn why before the close ends the other
+                    // streams with a vaguer reason.
+                    fail_with(&inner, &why, ClientError::Forged(why.clone()));
+                    conn.close(
+                        quinn::VarInt::from_u32(ErrorCode::Protocol as u32),
+                        b"not faithful to the world",
+                    );
+                    return;
+                }
+                Err(Failure::Other(e)) => {
+                    tracing::warn!(error = %e, "sync failed");
+                    fail_all(&inner, &e);
+                    return;
+                }
+            }
+        }
+        match end.flatten() {
+            Some(Err(StreamEnd::Closed(why))) => {
+                tracing::debug!(reason = %why, "stream ended with the connection");
+                fail_all(&inner, &format!("connection closed: {why}"));
+                return;
+            }
+            Some(Err(StreamEnd::Bad(e))) => {
+                tracing::warn!(error = %e, "bad stream from the server");
+                fail_all(&inner, &format!("bad stream from the server: {e}"));
+                return;
+            }
+            Some(Ok(_)) | None => {}
+        }
+    }
+}
+
+/// Applies `messages` in order on a blocking thread (one lock of the sync
+/// for all of them), carries out their effects, then sends what the sync
+/// has to say.
+async fn apply(inner: &Arc<Inner>, messages: Vec<Inbound>) -> Result<(), Failure> {
+    let now = inner.started.elapsed().as_secs_f64();
+    let applier = inner.clone();
+    let applied = tokio::task::spawn_blocking(move || {
+        let result = (|| {
+            let mut sync = applier.sync.lock().map_err(|_| Failure::Other("poisoned".to_owned()))?;
+            for Inbound { msg, len, request } in messages {
+                match request {
+                    Some(r) => sync.handle_answer(now, r, msg, len),
+                    None => sync.handle(now, msg, len),
+                }
+                .map_err(|e| match e {
+                    hoard_proto::sync::client::SyncError::Forged(f) => Failure::Forged(f.to_string()),
+                    other => Failure::Other(other.to_string()),
+                })?;
+            }
+            Ok(())
+        })();
+        // What was applied before a failure is still carried out.
+        process_effects(&applier);
+        result
+    })
+    .await;
+    match applied {
+        Ok(result) => result?,
+        Err(e) if e.is_cancelled() => return Err(Failure::Cancelled),
+        Err(e) => return Err(Failure::Other(e.to_string())),
+    }
+    flush(inner).await.map_err(|e| Failure::Other(e.to_string()))
+}
