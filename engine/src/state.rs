@@ -18,6 +18,8 @@
 
 use std::fmt;
 
+use bytes::Bytes;
+
 /// Most components one object may carry.
 pub const MAX_COMPONENTS_PER_OBJECT: usize = 64;
 /// Longest component name.
@@ -27,8 +29,12 @@ pub const MAX_STATE_BYTES: usize = 1 << 20;
 
 /// Canonically encoded object state. Construct with [`StateBuilder`] or
 /// [`ObjectState::from_bytes`], which checks the encoding.
+///
+/// The bytes are shared, not copied, when a state is cloned: a shard copy
+/// that takes a live delta keeps every unchanged object, and a clone of
+/// each is a reference count, not an allocation and a copy of its bytes.
 #[derive(Clone, PartialEq, Eq, Hash, Default)]
-pub struct ObjectState(Vec<u8>);
+pub struct ObjectState(Bytes);
 
 /// Why bytes are not a canonical object state.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -90,7 +96,7 @@ impl ObjectState {
     /// Checks that `bytes` are a canonical state and wraps them.
     pub fn from_bytes(bytes: Vec<u8>) -> Result<ObjectState, StateError> {
         Self::validate(&bytes)?;
-        Ok(ObjectState(bytes))
+        Ok(ObjectState(Bytes::from(bytes)))
     }
 
     /// Checks that `bytes` are a canonical state without allocating.
@@ -102,7 +108,7 @@ impl ObjectState {
     /// without checking them again. Reading code must still expect
     /// [`ObjectState::components`] to fail.
     pub fn from_trusted_bytes(bytes: Vec<u8>) -> ObjectState {
-        ObjectState(bytes)
+        ObjectState(Bytes::from(bytes))
     }
 
     /// The canonical bytes.
@@ -110,9 +116,10 @@ impl ObjectState {
         &self.0
     }
 
-    /// Consumes the state, returning its bytes.
+    /// Consumes the state, returning its bytes (without a copy when no
+    /// clone of the state is left).
     pub fn into_bytes(self) -> Vec<u8> {
-        self.0
+        Vec::from(self.0)
     }
 
     /// The blake3 hash of the bytes, as used in the digest.
@@ -175,7 +182,7 @@ impl StateBuilder {
             let _ = rmp::encode::write_str(&mut out, name);
             let _ = rmp::encode::write_bin(&mut out, bytes);
         }
-        ObjectState(out)
+        ObjectState(Bytes::from(out))
     }
 }
 
