@@ -6,7 +6,7 @@
 //! whole server, service, player or zone is dropped by removing one folder.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use hoard_engine::ids::{NameError, validate_name};
 use hoard_engine::{ServerIdentity, ShardId, ZoneId};
@@ -83,20 +83,39 @@ impl ShardKey {
 
     /// The zone folder, relative to the cache root.
     pub fn zone_dir(&self) -> PathBuf {
-        Path::new(&self.server.to_hex())
-            .join(&self.service)
-            .join(self.perspective.as_deref().unwrap_or(SHARED))
-            .join(self.zone.as_str())
+        PathBuf::from(self.zone_dir_string(0))
     }
 
     /// The shard file, relative to the cache root.
     pub fn file(&self) -> PathBuf {
-        self.zone_dir().join(format!("{}.{SHARD_EXT}", self.shard))
+        self.in_zone_dir(SHARD_EXT)
     }
 
     /// The shard's journal, relative to the cache root.
     pub fn journal(&self) -> PathBuf {
-        self.zone_dir().join(format!("{}.{JOURNAL_EXT}", self.shard))
+        self.in_zone_dir(JOURNAL_EXT)
+    }
+
+    /// `<zone dir>/<shard>.<ext>`, built in one string: a client builds
+    /// these paths for every live delta it journals.
+    fn in_zone_dir(&self, ext: &str) -> PathBuf {
+        use std::fmt::Write as _;
+        let mut path = self.zone_dir_string(24 + ext.len());
+        let _ = write!(path, "/{}.{ext}", self.shard);
+        PathBuf::from(path)
+    }
+
+    /// The zone folder as a string with room for `extra` more bytes.
+    fn zone_dir_string(&self, extra: usize) -> String {
+        let perspective = self.perspective.as_deref().unwrap_or(SHARED);
+        let zone = self.zone.as_str();
+        let mut dir = String::with_capacity(64 + self.service.len() + perspective.len() + zone.len() + 3 + extra);
+        dir.push_str(&self.server.to_hex());
+        for part in [self.service.as_str(), perspective, zone] {
+            dir.push('/');
+            dir.push_str(part);
+        }
+        dir
     }
 }
 
@@ -117,6 +136,7 @@ impl fmt::Display for ShardKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     #[test]
     fn layout_names_every_part() {

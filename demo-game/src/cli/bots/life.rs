@@ -525,10 +525,14 @@ impl Bot {
 
     /// Notes an item lying in the bot's square.
     fn see(&mut self, object: &CachedObject) {
-        let Ok(components) = object.state.components() else {
-            return;
-        };
-        let Some((_, bytes)) = components.iter().find(|(name, _)| *name == "item") else {
+        // Every object of each zone entered passes here: no allocation.
+        let mut item_bytes = None;
+        let _ = object.state.visit_components(|name, bytes| {
+            if name == "item" {
+                item_bytes = Some(bytes);
+            }
+        });
+        let Some(bytes) = item_bytes else {
             return;
         };
         let Ok(item) = rmp_serde::from_slice::<Item>(bytes) else {

@@ -27,6 +27,9 @@ use hoard_proto::auth::TokenAuthority;
 use record::{Record, Summary};
 use scrape::ServerSample;
 
+/// Blocking threads of the bots' runtime, at most.
+const BLOCKING_THREADS: usize = 8;
+
 /// Runs N bots against a server.
 ///
 /// Example: `hoard-demo bots --server 127.0.0.1:7000 --server-data ./server-data --clients 200 --duration 60 --metrics http://127.0.0.1:9100/metrics --report target/bots`
@@ -150,8 +153,12 @@ pub(crate) fn run(args: BotsArgs) -> anyhow::Result<i32> {
         };
         bots.push((name, options));
     }
+    // Thousands of clients hand short file work (journal appends, cache
+    // loads) to blocking threads: a few threads that stay busy take them
+    // in turn, where a pool of hundreds woke a sleeping thread for each.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(BLOCKING_THREADS)
         .build()
         .context("starting the runtime")?;
     let (summary, server) = runtime.block_on(drive(&args, bots));
