@@ -61,6 +61,17 @@ fn seconds_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0001, 2.0, 17))
 }
 
+/// Frame and commit times: finer where a 20 Hz frame's budget is decided,
+/// with 50 ms (the whole budget) a bucket bound, so a p99 read off the
+/// buckets says whether ticks kept within it.
+fn budget_histogram() -> Histogram {
+    const MS: [f64; 18] = [
+        0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 80.0, 100.0, 150.0, 250.0, 500.0, 1000.0, 2500.0,
+        5000.0,
+    ];
+    Histogram::new(MS.iter().map(|ms| ms / 1000.0))
+}
+
 fn kind_seconds() -> Histogram {
     seconds_histogram()
 }
@@ -128,8 +139,8 @@ impl ServerMetrics {
             entry_seconds: Family::new_with_constructor(kind_seconds),
             shard_answers: Family::default(),
             sent_bytes: Family::default(),
-            tick_seconds: seconds_histogram(),
-            commit_seconds: seconds_histogram(),
+            tick_seconds: budget_histogram(),
+            commit_seconds: budget_histogram(),
             commit_objects: Histogram::new(exponential_buckets(1.0, 4.0, 10)),
             commit_queue: Gauge::default(),
             unconfirmed_intents: Gauge::default(),
@@ -397,6 +408,9 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("hoard_tick_seconds_count 1"), "{text}");
+        // The 20 Hz budget is a bucket bound; a 4 ms tick is within it.
+        assert!(text.contains("hoard_tick_seconds_bucket{le=\"0.05\"} 1"), "{text}");
+        assert!(text.contains("hoard_tick_seconds_bucket{le=\"0.002\"} 0"), "{text}");
         assert!(text.contains("# TYPE hoard_commit_seconds histogram"), "{text}");
     }
 }

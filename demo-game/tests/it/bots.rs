@@ -131,6 +131,12 @@ fn a_bots_run_agrees_with_the_servers_metrics_cold_then_warm() {
             serde_json::from_str(&std::fs::read_to_string(report_dir.join("report.json")).expect("report.json"))
                 .expect("report json");
         assert!(!json["server"].as_array().expect("server samples").is_empty());
+        // The server's frames while all four bots were connected: some ran,
+        // and their p99 is one of the frame histogram's bounds.
+        let steady = &run["server_steady"];
+        assert!(steady["ticks"].as_f64().expect("frames") > 0.0, "{run}");
+        assert!(steady["tick_p99_ms"].as_f64().expect("frame p99") > 0.0, "{run}");
+        assert_eq!(json["server_steady"], *steady, "the report says the same");
         before = after;
     }
 }

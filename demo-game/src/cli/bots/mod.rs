@@ -163,13 +163,14 @@ pub(crate) fn run(args: BotsArgs) -> anyhow::Result<i32> {
         .context("starting the runtime")?;
     let (summary, server) = runtime.block_on(drive(&args, bots));
     let totals = server.last().map(|s| s.values.clone()).unwrap_or_default();
+    let steady = scrape::steady(&server, args.clients);
     if args.json {
         println!(
             "{}",
-            serde_json::json!({ "bots": &summary, "server_totals": &totals, "work": work })
+            serde_json::json!({ "bots": &summary, "server_totals": &totals, "server_steady": &steady, "work": work })
         );
     } else {
-        print_table(&summary);
+        print_table(&summary, steady.as_ref());
     }
     if let Some(dir) = &args.report {
         let settings = serde_json::json!({
@@ -189,6 +190,7 @@ pub(crate) fn run(args: BotsArgs) -> anyhow::Result<i32> {
                 bots: &summary,
                 server: &server,
                 server_totals: totals,
+                server_steady: steady,
             },
         )?;
         eprintln!("report: {}", dir.join("report.html").display());
@@ -318,7 +320,7 @@ async fn drive(args: &BotsArgs, bots: Vec<(String, ClientOptions)>) -> (Summary,
     (record.summary(start.elapsed()), server)
 }
 
-fn print_table(s: &Summary) {
+fn print_table(s: &Summary, steady: Option<&scrape::Steady>) {
     println!(
         "{:<28} {:>8} {:>9} {:>9} {:>9} {:>9} {:>16}",
         "", "count", "p50 ms", "p90 ms", "p99 ms", "max ms", "bytes down/up"
@@ -348,6 +350,17 @@ fn print_table(s: &Summary) {
         "actions sent {}, processed {}, rejected {}; live updates {} ({:.0}/s); {:.0} s",
         s.sent, s.processed, s.rejected, s.updates, s.updates_per_sec, s.seconds
     );
+    if let Some(st) = steady {
+        let ms = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("≤ {v:.0} ms"));
+        println!(
+            "server while all were connected ({:.0}-{:.0} s): {:.0} frames, frame p99 {}, commit p99 {}",
+            st.from_s,
+            st.to_s,
+            st.ticks,
+            ms(st.tick_p99_ms),
+            ms(st.commit_p99_ms)
+        );
+    }
     if s.errors.is_empty() {
         println!("errors: none");
     } else {

@@ -15,7 +15,7 @@ use anyhow::Context;
 use serde::Serialize;
 
 use super::record::{EntryKind, Summary};
-use super::scrape::ServerSample;
+use super::scrape::{ServerSample, Steady};
 
 /// Everything a report holds.
 #[derive(Serialize)]
@@ -28,6 +28,8 @@ pub(crate) struct Report<'a> {
     pub(crate) server: &'a [ServerSample],
     /// The last scrape's counters and gauges.
     pub(crate) server_totals: std::collections::BTreeMap<String, f64>,
+    /// The server's frame and commit times while every bot was connected.
+    pub(crate) server_steady: Option<Steady>,
 }
 
 /// Writes `report.json` and `report.html` into `dir`.
@@ -187,6 +189,33 @@ fn html(report: &Report<'_>) -> String {
             format!("{:.1}", l.p90_ms),
             format!("{:.1}", l.p99_ms),
             format!("{:.1}", l.max_ms),
+            String::new(),
+        ]);
+    }
+    if let Some(steady) = &report.server_steady {
+        let ms = |v: Option<f64>| v.map_or_else(String::new, |v| format!("≤ {v:.0}"));
+        let label = |what: &str| {
+            format!(
+                "server {what}, all connected ({:.0}–{:.0} s)",
+                steady.from_s, steady.to_s
+            )
+        };
+        table += &row(&[
+            label("frame"),
+            format!("{:.0}", steady.ticks),
+            String::new(),
+            String::new(),
+            ms(steady.tick_p99_ms),
+            String::new(),
+            String::new(),
+        ]);
+        table += &row(&[
+            label("commit"),
+            String::new(),
+            String::new(),
+            String::new(),
+            ms(steady.commit_p99_ms),
+            String::new(),
             String::new(),
         ]);
     }

@@ -72,6 +72,38 @@ pub(crate) fn scrape(url: &str, t: f64) -> anyhow::Result<ServerSample> {
     Ok(sample)
 }
 
+/// The server's frame and commit times over a run's steady part: from the
+/// first scrape at which every bot was connected to the last at which they
+/// still were (the ramp and the leaving left out).
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct Steady {
+    /// Seconds since the run started, at its start and end.
+    pub(crate) from_s: f64,
+    pub(crate) to_s: f64,
+    /// Frames the server ran in between.
+    pub(crate) ticks: f64,
+    /// Frame time p99, ms (a bucket's upper bound).
+    pub(crate) tick_p99_ms: Option<f64>,
+    /// Commit time p99, ms (a bucket's upper bound).
+    pub(crate) commit_p99_ms: Option<f64>,
+}
+
+/// The steady part of `samples` for a run of `clients` bots; `None` if
+/// they were never all connected at once.
+pub(crate) fn steady(samples: &[ServerSample], clients: usize) -> Option<Steady> {
+    let all = |s: &&ServerSample| s.connected >= clients as f64;
+    let first = samples.iter().find(all)?;
+    let last = samples.iter().rev().find(all)?;
+    let count = |b: &[(f64, f64)]| b.last().map_or(0.0, |x| x.1);
+    Some(Steady {
+        from_s: first.t,
+        to_s: last.t,
+        ticks: count(&last.tick) - count(&first.tick),
+        tick_p99_ms: p99_between(&first.tick, &last.tick),
+        commit_p99_ms: p99_between(&first.commit, &last.commit),
+    })
+}
+
 /// The p99 (ms, a bucket's upper bound) of what was observed between two
 /// scrapes of one cumulative histogram; `None` if nothing was.
 pub(crate) fn p99_between(before: &[(f64, f64)], after: &[(f64, f64)]) -> Option<f64> {
@@ -98,5 +130,31 @@ mod tests {
         // 200 new: 90 under 1 ms, 188 under 2 ms, 200 under 4 ms.
         assert_eq!(p99_between(&before, &after), Some(4.0));
         assert_eq!(p99_between(&after, &after), None);
+    }
+
+    #[test]
+    fn the_steady_part_runs_from_all_connected_to_the_last_scrape_they_were() {
+        let sample = |t: f64, connected: f64, ticks: [f64; 3]| ServerSample {
+            t,
+            connected,
+            tick: vec![(0.01, ticks[0]), (0.05, ticks[1]), (f64::INFINITY, ticks[2])],
+            commit: vec![(0.01, ticks[0]), (f64::INFINITY, ticks[2])],
+            ..ServerSample::default()
+        };
+        let samples = [
+            // The ramp: slow frames that must not count.
+            sample(1.0, 5.0, [0.0, 0.0, 20.0]),
+            sample(2.0, 10.0, [100.0, 100.0, 120.0]),
+            sample(3.0, 10.0, [150.0, 199.0, 220.0]),
+            sample(4.0, 10.0, [200.0, 320.0, 320.0]),
+            // Leaving.
+            sample(5.0, 3.0, [200.0, 320.0, 400.0]),
+        ];
+        let steady = steady(&samples, 10).expect("all were connected");
+        assert_eq!((steady.from_s, steady.to_s, steady.ticks), (2.0, 4.0, 200.0));
+        // 100 of the 200 under 10 ms, all under 50 ms.
+        assert_eq!(steady.tick_p99_ms, Some(50.0));
+        assert_eq!(steady.commit_p99_ms, Some(f64::INFINITY));
+        assert!(super::steady(&samples, 11).is_none());
     }
 }
