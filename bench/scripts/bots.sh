@@ -9,6 +9,11 @@
 # PROFILE=1 samples the server with perf (Debian's linux-perf) for 20 s once
 # the bots are up, and writes the hottest functions to profile.txt.
 # B=path/to/hoard-demo runs another build (e.g. an older commit's).
+# The server's store is on the disk (its durable commits are what is
+# measured); the bots' caches are on tmpfs (/dev/shm) when there is one:
+# each player's cache is on their own machine's disk, and 1,000 caches'
+# fsyncs on the server's disk queue the server's commits behind them (and
+# theirs behind the server's). BOTS_DIR=path puts them elsewhere.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 N=${1:-1000}
@@ -19,7 +24,9 @@ if [ -z "${B:-}" ]; then
 fi
 OUT=${OUT:-$PWD/target/bots-$N}
 W=$(mktemp -d)
-trap 'kill "$SRV_PID" 2>/dev/null || true; rm -rf "$W"' EXIT
+if [ -z "${BOTS_DIR:-}" ] && [ -d /dev/shm ] && [ -w /dev/shm ]; then BOTS_DIR=/dev/shm; fi
+C=$(mktemp -d -p "${BOTS_DIR:-$W}")
+trap 'kill "$SRV_PID" 2>/dev/null || true; rm -rf "$W" "$C"' EXIT
 mkdir -p "$OUT"
 coproc SRV { exec $B server --data "$W/data" --listen 127.0.0.1:0 --metrics 127.0.0.1:0 \
   --max-connections $((N + 100)) --max-connections-per-ip $((N + 100)) ${SERVER_ARGS:-} 2>"$OUT/server.log"; }
@@ -29,7 +36,7 @@ METRICS=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["metrics"])
 echo "server $ADDR (pid $SRV_PID), metrics $METRICS"
 # One bot tours the four zones to make the warm cache.
 $B bots --server "$ADDR" --server-data "$W/data" --clients 1 --duration 30 \
-  --zone-change-every 5-6 --work "$W/seed" > /dev/null
+  --zone-change-every 5-6 --work "$C/seed" > /dev/null
 if [ -n "${PROFILE:-}" ]; then
   ( sleep $((N / 100 + 10)); perf record -F 199 -g -p "$SRV_PID" -o "$OUT/server.perf" -- sleep 20 2>/dev/null
     perf report -i "$OUT/server.perf" --stdio --no-children --percent-limit 1 2>/dev/null | grep -v '^$' | head -150 > "$OUT/profile.txt" ) &
@@ -38,7 +45,7 @@ SRV_CPU_BEFORE=$(ps -o times= -p "$SRV_PID")
 START=$(date +%s.%N)
 /usr/bin/time -o "$W/bots.time" -f "%U %S" \
 $B bots --server "$ADDR" --server-data "$W/data" --clients "$N" --duration "$SECS" --ramp 100 \
-  --zone-change-every 10-20 --actions-per-sec 1 --warm-from "$W/seed/bot-0" --work "$W/bots" \
+  --zone-change-every 10-20 --actions-per-sec 1 --warm-from "$C/seed/bot-0" --work "$C/bots" \
   --metrics "$METRICS" --report "$OUT" | tee "$OUT/table.txt"
 ps -o rss= -p "$SRV_PID" | awk '{print "server RSS after the run: " $1 " KiB"}' | tee -a "$OUT/table.txt"
 # CPU used during the bots' run, in cores (CPU seconds over wall seconds).
