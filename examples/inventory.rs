@@ -60,6 +60,7 @@ fn client(server: &App, dir: &std::path::Path, player: &str) -> Result<App, Box<
         pin: Some(handle.identity),
         world: None,
         proofs: false,
+        endpoint: None,
     };
     let mut app = App::new();
     app.add_plugins(HoardClientPlugin::new(options, registry()));

@@ -83,6 +83,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         pin: Some(handle.identity),
         world: None,
         proofs: false,
+        endpoint: None,
     };
     let mut client = App::new();
     client.add_plugins(HoardClientPlugin::new(options, registry_v2()));

@@ -61,6 +61,7 @@
 //!     pin: None,
 //!     world: None,
 //!     proofs: false,
+//!     endpoint: None,
 //! };
 //! let mut client = App::new();
 //! client.add_plugins(HoardClientPlugin::new(options, registry()));

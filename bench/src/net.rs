@@ -69,6 +69,7 @@ fn bench_client(server: &ServerHandle, addr: SocketAddr, cache: &Path) -> anyhow
         pin: Some(server.identity),
         world: None,
         proofs: false,
+        endpoint: None,
     })
 }
 

@@ -245,6 +245,7 @@ fn options(server: SocketAddr, world: Option<ServerIdentity>, cache: &Path, name
         pin: None,
         world,
         proofs: false,
+        endpoint: None,
     }
 }
 

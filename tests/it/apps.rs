@@ -91,6 +91,7 @@ pub(crate) fn client_of(server: &App, cache: &Path, player: &str, registry: Publ
         pin: Some(handle.identity),
         world: None,
         proofs: false,
+        endpoint: None,
     };
     let mut app = App::new();
     app.add_plugins(HoardClientPlugin::new(options, registry))

@@ -82,6 +82,7 @@ fn a_client_app_enters_sees_entities_before_ready_and_sends_intents() {
                 pin: None,
                 world: None,
                 proofs: false,
+                endpoint: None,
             },
             registry(),
         ))

@@ -103,6 +103,7 @@ fn a_bevy_app_serves_its_world_and_applies_typed_intents() {
                 pin: None,
                 world: None,
                 proofs: false,
+                endpoint: None,
             },
             registry(),
         ))

@@ -88,6 +88,7 @@ pub(crate) fn run(args: ClientArgs) -> anyhow::Result<i32> {
         pin: args.fingerprint,
         world: args.world,
         proofs: false,
+        endpoint: None,
     };
     // The client is a Bevy App on `HoardClientPlugin`; dropping it closes
     // the connection and releases the cache.

@@ -100,6 +100,7 @@ pub(crate) fn run(args: PlayArgs) -> anyhow::Result<i32> {
                 pin: Some(identity),
                 world: None,
                 proofs: false,
+                endpoint: None,
             },
             &args.zone,
         )?;

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use hoard_engine::{ObjectId, PublishRegistry, RegistryHash, ServerIdentity, ShardId, ZoneId};
 use hoard_world_cache::{CachedObject, CachedShard, LockPolicy, ShardKey, WorldCache};
-use quinn::{Connection, Endpoint, SendStream};
+pub use quinn::Endpoint;
+use quinn::{Connection, SendStream};
 use serde::Serialize;
 use tokio::sync::{Mutex as AsyncMutex, oneshot};
 
@@ -44,6 +45,12 @@ pub struct ClientOptions {
     /// Ask for signed heads and check them even from the world's own server
     /// (a relay's upstream does, to hand them on).
     pub proofs: bool,
+    /// A QUIC endpoint (one UDP socket and its driver) to connect from,
+    /// shared with other connections; `None`: the connection gets an
+    /// endpoint of its own. A process holding many connections at once (a
+    /// load tester's bots) saves a socket, a driver task and a wake-up per
+    /// received datagram for each. Its owner waits for it to go idle.
+    pub endpoint: Option<Endpoint>,
 }
 
 impl ClientOptions {
@@ -58,6 +65,7 @@ impl ClientOptions {
             pin: None,
             world: None,
             proofs: false,
+            endpoint: None,
         }
     }
 
@@ -329,7 +337,10 @@ pub struct HoardClient {
     /// The world's identity (the cache namespace) and key, from `Welcome`.
     world: ServerIdentity,
     world_key: Vec<u8>,
-    _endpoint: Endpoint,
+    endpoint: Endpoint,
+    /// Whether `endpoint` is this client's alone (it then waits for it to
+    /// go idle on closing).
+    own_endpoint: bool,
 }
 
 fn connect_err(addr: SocketAddr, e: impl std::fmt::Display) -> ClientError {
@@ -337,6 +348,19 @@ fn connect_err(addr: SocketAddr, e: impl std::fmt::Display) -> ClientError {
         addr,
         detail: e.to_string(),
     }
+}
+
+/// A client endpoint (a UDP socket on an ephemeral port of every local
+/// address of `server`'s family) from which to reach `server`: what each
+/// connection opens for itself, or one to share between many through
+/// [`ClientOptions::endpoint`]. Needs a running tokio runtime.
+pub fn client_endpoint(server: SocketAddr) -> std::io::Result<Endpoint> {
+    let bind = if server.is_ipv6() {
+        SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0))
+    } else {
+        SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0))
+    };
+    Endpoint::client(bind)
 }
 
 /// A zone entry started by [`HoardClient::connect_and_enter`].
@@ -370,6 +394,7 @@ fn wait_for_entry(
 struct Opened {
     conn: Connection,
     endpoint: Endpoint,
+    own_endpoint: bool,
     cache: WorldCache,
     identity: ServerIdentity,
     send: SendStream,
@@ -422,12 +447,13 @@ impl Opened {
         let mut config = quinn::ClientConfig::new(Arc::new(quic));
         config.transport_config(Arc::new(super::transport::client()));
         config.token_store(tls.tokens.clone());
-        let bind: SocketAddr = if addr.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }
-            .parse()
+        let (endpoint, own_endpoint) = match &options.endpoint {
+            Some(shared) => (shared.clone(), false),
+            None => (client_endpoint(addr).map_err(|e| connect_err(addr, e))?, true),
+        };
+        let connecting = endpoint
+            .connect_with(config, addr, SERVER_NAME)
             .map_err(|e| connect_err(addr, e))?;
-        let mut endpoint = Endpoint::client(bind).map_err(|e| connect_err(addr, e))?;
-        endpoint.set_default_client_config(config);
-        let connecting = endpoint.connect(addr, SERVER_NAME).map_err(|e| connect_err(addr, e))?;
         let (conn, early) = match connecting.into_0rtt() {
             Ok((conn, accepted)) => (conn, Some(accepted)),
             Err(connecting) => (connecting.await.map_err(|e| connect_err(addr, e))?, None),
@@ -478,6 +504,7 @@ impl Opened {
         Ok(Opened {
             conn,
             endpoint,
+            own_endpoint,
             cache,
             identity,
             send,
@@ -695,7 +722,7 @@ impl HoardClient {
         Ok(HoardClient::start(
             inner,
             opened.conn,
-            opened.endpoint,
+            (opened.endpoint, opened.own_endpoint),
             control,
             registry,
             (opened.identity, opened.early_data),
@@ -778,7 +805,7 @@ impl HoardClient {
         let client = HoardClient::start(
             inner,
             opened.conn,
-            opened.endpoint,
+            (opened.endpoint, opened.own_endpoint),
             control,
             registry,
             (opened.identity, early_data),
@@ -828,7 +855,7 @@ impl HoardClient {
     fn start(
         inner: Arc<Inner>,
         conn: Connection,
-        endpoint: Endpoint,
+        (endpoint, own_endpoint): (Endpoint, bool),
         control: FrameReader,
         registry: PublishRegistry,
         (identity, early_data): (ServerIdentity, Option<bool>),
@@ -845,7 +872,8 @@ impl HoardClient {
             early_data,
             world: ServerIdentity(welcome.server),
             world_key: welcome.world_key,
-            _endpoint: endpoint,
+            endpoint,
+            own_endpoint,
         };
         tokio::spawn(read_control(control, inner.clone()));
         tokio::spawn(drive_timeouts(conn.clone(), inner.clone()));
@@ -1211,10 +1239,14 @@ impl HoardClient {
     /// Closes the connection and waits, at most `within`, until the server
     /// has been told: a client about to drop its runtime (and with it the
     /// endpoint that would send the close) calls this, so the server ends
-    /// the session at once instead of after its idle timeout.
+    /// the session at once instead of after its idle timeout. A shared
+    /// endpoint ([`ClientOptions::endpoint`]) outlives the client and sends
+    /// the close itself: its owner waits for it.
     pub async fn close_and_wait(&self, within: Duration) {
         self.close();
-        let _ = tokio::time::timeout(within, self._endpoint.wait_idle()).await;
+        if self.own_endpoint {
+            let _ = tokio::time::timeout(within, self.endpoint.wait_idle()).await;
+        }
     }
 }
 

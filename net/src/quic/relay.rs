@@ -143,6 +143,7 @@ fn client_options(options: &RelayOptions) -> ClientOptions {
         pin: options.upstream_pin,
         world: options.world,
         proofs: true,
+        endpoint: None,
     }
 }
 

@@ -139,6 +139,7 @@ pub(crate) fn options(server: &ServerHandle, cache: &Path, player: &str) -> Clie
         pin: None,
         world: None,
         proofs: false,
+        endpoint: None,
     }
 }
 
@@ -493,6 +494,70 @@ async fn a_shard_and_a_delta_over_the_frame_limit_arrive_in_parts() {
 
 fn options_for(server: &ServerHandle, cache: &Path) -> ClientOptions {
     options(server, cache, "ann")
+}
+
+/// Two players' clients connected from one shared endpoint (one UDP
+/// socket): each is its own session, each sees the other's change live, and
+/// one closing leaves the other connected and served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_sharing_one_endpoint_are_separate_sessions() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let caches = [
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    ];
+    let server = server(data.path(), 2, 25).await;
+    let zone = ZoneId::new("meadow").expect("zone");
+    let shared = hoard_net::quic::client::client_endpoint(server.addr).expect("endpoint");
+    let socket = shared.local_addr().expect("local address");
+    let connect = |cache: &Path, player: &str| {
+        let options = ClientOptions {
+            endpoint: Some(shared.clone()),
+            ..options(&server, cache, player)
+        };
+        HoardClient::connect(options, registry())
+    };
+    let ann = connect(caches[0].path(), "ann").await.expect("ann connects");
+    let bob = connect(caches[1].path(), "bob").await.expect("bob connects");
+    assert_eq!(server.metrics.connected.get(), 2, "two sessions");
+    for client in [&ann, &bob] {
+        let stats = client.enter_zone(&zone).await.expect("enter");
+        assert_eq!(stats.objects, 50);
+    }
+    let (mut ann_world, mut bob_world) = (World::new(), World::new());
+    ann.send_intent(
+        "add_stones",
+        &AddStones {
+            object: 1005,
+            stones: 7,
+        },
+    )
+    .await
+    .expect("intent");
+    wait_for(&bob, &mut bob_world, |w| stones(w).contains(&(1005, 12))).await;
+    wait_for(&ann, &mut ann_world, |w| stones(w).contains(&(1005, 12))).await;
+
+    ann.close_and_wait(Duration::from_secs(1)).await;
+    drop(ann);
+    bob.send_intent(
+        "add_stones",
+        &AddStones {
+            object: 1006,
+            stones: 1,
+        },
+    )
+    .await
+    .expect("bob still served");
+    wait_for(&bob, &mut bob_world, |w| stones(w).contains(&(1006, 7))).await;
+    assert_eq!(
+        shared.local_addr().expect("local address"),
+        socket,
+        "still the one socket"
+    );
+    bob.close_and_wait(Duration::from_secs(1)).await;
+    let idle = tokio::time::timeout(Duration::from_secs(5), shared.wait_idle()).await;
+    assert!(idle.is_ok(), "the shared endpoint's connections all closed");
+    server.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -64,6 +64,7 @@ fn via(relay: &RelayHandle, world: ServerIdentity, cache: &Path, player: &str) -
         pin: Some(relay.server.identity),
         world: Some(world),
         proofs: false,
+        endpoint: None,
     }
 }
 

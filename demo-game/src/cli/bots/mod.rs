@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use hoard_engine::ServerIdentity;
-use hoard_net::quic::client::ClientOptions;
+use hoard_net::quic::client::{ClientOptions, client_endpoint};
 use hoard_net::tls::ServerKeys;
 use hoard_proto::auth::TokenAuthority;
 
@@ -87,6 +87,12 @@ pub(crate) struct BotsArgs {
     /// `bench/scripts/memory.sh`).
     #[arg(long)]
     prefetch_all: bool,
+    /// Bots that share one UDP socket (a QUIC endpoint): each socket's
+    /// driver then reads many bots' datagrams per wake-up. 1 gives each bot
+    /// its own, as each player's machine has; the server sees the same
+    /// connections either way, told apart by their connection IDs.
+    #[arg(long, default_value_t = 64)]
+    bots_per_socket: usize,
 }
 
 fn parse_range(s: &str) -> Result<(f64, f64), String> {
@@ -123,6 +129,7 @@ pub(crate) fn run(args: BotsArgs) -> anyhow::Result<i32> {
         "--duration must be between 0 and 24 hours"
     );
     anyhow::ensure!(args.ramp > 0.0, "--ramp must be positive");
+    anyhow::ensure!(args.bots_per_socket > 0, "--bots-per-socket must be at least 1");
     anyhow::ensure!(
         args.actions_per_sec > 0.0 && args.actions_per_sec <= 50.0,
         "--actions-per-sec must be in (0, 50]"
@@ -150,6 +157,7 @@ pub(crate) fn run(args: BotsArgs) -> anyhow::Result<i32> {
             pin: args.fingerprint,
             world: None,
             proofs: false,
+            endpoint: None,
         };
         bots.push((name, options));
     }
@@ -240,7 +248,20 @@ async fn drive(args: &BotsArgs, bots: Vec<(String, ClientOptions)>) -> (Summary,
         prefetch_all: args.prefetch_all,
     };
     let mut tasks = tokio::task::JoinSet::new();
-    for (n, (name, options)) in bots.into_iter().enumerate() {
+    let mut sockets = Vec::new();
+    for (n, (name, mut options)) in bots.into_iter().enumerate() {
+        if args.bots_per_socket > 1 {
+            if n % args.bots_per_socket == 0 {
+                match client_endpoint(args.server) {
+                    Ok(endpoint) => sockets.push(endpoint),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "opening a shared socket failed; the bots open their own");
+                        record.error("shared socket");
+                    }
+                }
+            }
+            options.endpoint = sockets.last().cloned();
+        }
         let due = start + Duration::from_secs_f64(n as f64 / args.ramp);
         let seed = args.seed.wrapping_mul(1_000_003).wrapping_add(n as u64);
         tasks.spawn(life::live(options, name, seed, due, plan.clone(), record.clone()));
@@ -309,6 +330,13 @@ async fn drive(args: &BotsArgs, bots: Vec<(String, ClientOptions)>) -> (Summary,
         }
     }
     progress.finish_and_clear();
+    // The shared sockets send the bots' closes: wait (briefly) until sent.
+    let idle = async {
+        for socket in &sockets {
+            socket.wait_idle().await;
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), idle).await;
     // A last scrape, after every bot has gone, for the totals.
     if let Some(url) = &args.metrics {
         let url = url.clone();
