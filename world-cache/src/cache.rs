@@ -11,6 +11,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use hoard_engine::RegistryHash;
@@ -23,6 +24,7 @@ use crate::format::{
 };
 use crate::journal;
 use crate::key::ShardKey;
+use crate::known::{Known, KnownFiles, TOUCH_EVERY};
 use crate::storage::{FsStorage, Storage};
 
 /// Name of the lock file in the cache root.
@@ -155,6 +157,7 @@ pub struct WorldCache {
     read_only: bool,
     _lock: Option<File>,
     discards: Counters,
+    known: KnownFiles,
 }
 
 impl std::fmt::Debug for WorldCache {
@@ -231,6 +234,7 @@ impl WorldCache {
             read_only,
             _lock: (!read_only).then_some(lock),
             discards: Counters::default(),
+            known: KnownFiles::new(!read_only),
         })
     }
 
@@ -263,6 +267,12 @@ impl WorldCache {
         &*self.storage
     }
 
+    /// Forgets what the cache knew of its files without asking: called by
+    /// whatever removes files (clearing, eviction).
+    pub(crate) fn forget_known(&self) {
+        self.known.forget_all();
+    }
+
     fn discard(&self, path: &Path, reason: DiscardReason, detail: &dyn std::fmt::Display) {
         self.discards.0[reason as usize].fetch_add(1, Ordering::Relaxed);
         tracing::warn!(path = %path.display(), ?reason, %detail, "cached shard discarded; it will be fetched again");
@@ -270,6 +280,7 @@ impl WorldCache {
             let _ = self.storage.remove_file(path);
             let journal = path.with_extension(crate::key::JOURNAL_EXT);
             let _ = self.storage.remove_file(&journal);
+            self.known.forget_all();
         }
     }
 
@@ -298,7 +309,15 @@ impl WorldCache {
     /// `limit` is `None`), with its length. A missing file is `None`; a
     /// directory or an unreadable file is discarded and `None`.
     fn read_shard_file(&self, path: &Path, limit: Option<u64>) -> Option<(Vec<u8>, u64)> {
-        let meta = self.storage.metadata(path).ok()?;
+        // Reading is bounded by the file's real size.
+        let (bytes, meta) = match self.storage.read_with_meta(path, limit.unwrap_or(u64::MAX)) {
+            Ok(read) => read,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(e) => {
+                self.discard(path, DiscardReason::Corrupt, &e);
+                return None;
+            }
+        };
         if meta.is_dir {
             self.discard(
                 path,
@@ -307,21 +326,15 @@ impl WorldCache {
             );
             return None;
         }
-        // Reading is bounded by the file's real size.
-        match self.storage.read(path, limit.unwrap_or(meta.len).min(meta.len)) {
-            Ok(bytes) => Some((bytes, meta.len)),
-            Err(e) => {
-                self.discard(path, DiscardReason::Corrupt, &e);
-                None
-            }
-        }
+        Some((bytes, meta.len))
     }
 
     /// Reads one shard's header (its first bytes only), or `None` if there is
     /// no valid copy.
     pub fn read_head(&self, key: &ShardKey, registry: RegistryHash) -> Option<ShardHeader> {
         let path = self.root.join(key.file());
-        if self.storage.metadata(&self.root.join(key.journal())).is_ok() {
+        let journal_known_empty = self.known.get(key).is_some_and(|k| k.journal == 0);
+        if !journal_known_empty && self.storage.metadata(&self.root.join(key.journal())).is_ok() {
             // Deltas are pending from a session that did not exit cleanly:
             // fold them so the head describes what is cached.
             return self.load(key, registry).map(|s| s.header);
@@ -355,7 +368,7 @@ impl WorldCache {
     /// is no valid copy. Marks the file as recently used.
     pub fn load(&self, key: &ShardKey, registry: RegistryHash) -> Option<CachedShard> {
         let path = self.root.join(key.file());
-        let (bytes, _) = self.read_shard_file(&path, None)?;
+        let (bytes, len) = self.read_shard_file(&path, None)?;
         let shard = match decode_shard(&bytes) {
             Ok(s) => s,
             Err(e) => {
@@ -366,9 +379,39 @@ impl WorldCache {
         if !self.check_header(&path, key, &shard.header, registry) {
             return None;
         }
-        let shard = self.replay_journal(key, shard, registry);
+        let known = self.known.get(key).filter(|k| k.file == len);
+        let shard = if known.is_some_and(|k| k.journal == 0) {
+            shard
+        } else {
+            self.replay_journal(key, shard, registry)
+        };
         if !self.read_only {
-            let _ = self.storage.touch(&path);
+            // Marking use is for eviction, which counts days: a file marked
+            // (or written) by this process a minute ago is not marked again.
+            let now = Instant::now();
+            match self.known.get(key) {
+                Some(k) if now.duration_since(k.touched) < TOUCH_EVERY => {}
+                Some(_) => {
+                    let _ = self.storage.touch(&path);
+                    self.known.update(key, |k| k.touched = now);
+                }
+                None => {
+                    let _ = self.storage.touch(&path);
+                    // First seen by this process: remembered once no journal
+                    // is left (a replay folds it into a new file, which its
+                    // write records; a fold that failed leaves it).
+                    if self.storage.metadata(&self.root.join(key.journal())).is_err() {
+                        self.known.set(
+                            key,
+                            Known {
+                                file: len,
+                                journal: 0,
+                                touched: now,
+                            },
+                        );
+                    }
+                }
+            }
         }
         Some(shard)
     }
@@ -393,14 +436,25 @@ impl WorldCache {
         if shard.header.key != *key || shard.header.registry != registry {
             return None;
         }
-        let real = recompute_digest(&shard.objects);
-        if real == shard.header.digest {
-            return Some(true);
+        Some(self.audit_copy(&shard))
+    }
+
+    /// [`WorldCache::audit`] of a copy already in memory, as
+    /// [`WorldCache::load`] returned it: what a client checks once a zone
+    /// is ready, without reading the files again. A copy whose journal was
+    /// replayed is audited as well as its file: each record's digest was
+    /// derived from the file's stated one, so the copy's objects give its
+    /// digest exactly when the file's gave theirs. `false` is counted as
+    /// [`DiscardReason::Digest`] and logged.
+    pub fn audit_copy(&self, copy: &CachedShard) -> bool {
+        let real = recompute_digest(&copy.objects);
+        if real == copy.header.digest {
+            return true;
         }
         self.discards.0[DiscardReason::Digest as usize].fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(path = %path.display(), stated = %shard.header.digest, real = %real,
+        tracing::warn!(shard = %copy.header.key, stated = %copy.header.digest, real = %real,
             "cached shard's objects do not give its digest; it will be repaired");
-        Some(false)
+        false
     }
 
     fn replay_journal(&self, key: &ShardKey, mut shard: CachedShard, registry: RegistryHash) -> CachedShard {
@@ -464,7 +518,10 @@ impl WorldCache {
             move |source| WriteError::Io { path, source }
         };
         let bytes = encode_shard(shard);
-        if self.storage.metadata(&dir).is_err() {
+        // A shard this process knows has its folder: no lookup.
+        let dir_known = self.known.get(key).is_some();
+        self.known.forget(key);
+        if !dir_known && self.storage.metadata(&dir).is_err() {
             self.storage.create_dir_all(&dir).map_err(io(&dir))?;
             // New directories survive a power cut only once each parent's
             // entry for them is synced, up to the cache root.
@@ -481,7 +538,22 @@ impl WorldCache {
         self.storage.rename(&tmp, &path).map_err(io(&path))?;
         self.storage.sync_dir(&dir).map_err(io(&dir))?;
         let journal = self.root.join(key.journal());
-        let folded = self.storage.remove_file(&journal).is_ok();
+        let removed = self.storage.remove_file(&journal);
+        let folded = removed.is_ok();
+        if removed
+            .as_ref()
+            .err()
+            .is_none_or(|e| e.kind() == std::io::ErrorKind::NotFound)
+        {
+            self.known.set(
+                key,
+                Known {
+                    file: bytes.len() as u64,
+                    journal: 0,
+                    touched: Instant::now(),
+                },
+            );
+        }
         Ok(WriteReport {
             bytes: bytes.len() as u64,
             folded,
@@ -509,9 +581,15 @@ impl WorldCache {
     /// file already holds the copy. What a client does on leaving a zone: a
     /// shard that did not change while it was followed costs no write.
     pub fn fold_journal(&self, shard: &CachedShard) -> Result<Option<WriteReport>, WriteError> {
-        let journal = self.root.join(shard.header.key.journal());
-        if self.storage.metadata(&journal).is_err() {
-            return Ok(None);
+        let key = &shard.header.key;
+        match self.known.get(key) {
+            Some(k) if k.journal == 0 => return Ok(None),
+            Some(_) => {}
+            None => {
+                if self.storage.metadata(&self.root.join(key.journal())).is_err() {
+                    return Ok(None);
+                }
+            }
         }
         self.write(shard).map(Some)
     }
@@ -527,18 +605,36 @@ impl WorldCache {
         let Some(record) = journal::encode_record(update) else {
             return self.write(shard);
         };
-        // One lookup of the shard file and one of the journal per delta
-        // (a client journals every live delta of every zone it follows).
-        let Ok(shard_meta) = self.storage.metadata(&shard_file) else {
-            // No base file to journal against: write the shard whole.
-            return self.write(shard);
+        // A client journals every live delta of every zone it follows: the
+        // shard file's length comes from what this process knows of it when
+        // it can, from one lookup when not.
+        let shard_len = match self.known.get(key) {
+            Some(k) => k.file,
+            None => match self.storage.metadata(&shard_file) {
+                Ok(meta) => meta.len,
+                // No base file to journal against: write the shard whole.
+                Err(_) => return self.write(shard),
+            },
         };
         let path = self.root.join(key.journal());
-        let journal_len = self.storage.append(&path, &record).map_err(|source| WriteError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        let shard_len = shard_meta.len;
+        let journal_len = match self.storage.append(&path, &record) {
+            Ok(len) => len,
+            Err(source) => {
+                self.known.forget(key);
+                return Err(WriteError::Io { path, source });
+            }
+        };
+        match self.known.get(key) {
+            Some(_) => self.known.update(key, |k| k.journal = journal_len),
+            None => self.known.set(
+                key,
+                Known {
+                    file: shard_len,
+                    journal: journal_len,
+                    touched: Instant::now(),
+                },
+            ),
+        }
         if journal_len >= FOLD_MIN_BYTES && journal_len * FOLD_FRACTION >= shard_len {
             return self.write(shard);
         }

@@ -12,6 +12,8 @@
 //! - [`apply`]: applying an answer or delta, digest-checked;
 //! - [`journal`]: live deltas appended beside a shard, folded in later;
 //! - [`cache`]: [`WorldCache`] — heads, loads, atomic writes, the lock;
+//!   `known` remembers its own files' lengths, so it asks the file system
+//!   less;
 //! - [`tools`]: inventory, verify, clear, eviction;
 //! - [`storage`]: the file operations, injectable for fault tests.
 //!
@@ -22,6 +24,7 @@ pub mod cache;
 pub mod format;
 pub mod journal;
 pub mod key;
+mod known;
 pub mod storage;
 pub mod tools;
 

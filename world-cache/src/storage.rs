@@ -33,6 +33,16 @@ pub struct FileMeta {
 pub trait Storage: Send + Sync {
     /// Reads at most `limit` bytes from the start of a file.
     fn read(&self, path: &Path, limit: u64) -> io::Result<Vec<u8>>;
+    /// Reads at most `limit` bytes from the start of a file, with the
+    /// file's metadata (of a directory, nothing is read). One lookup of the
+    /// path where a real file system can; by default, `metadata` then `read`.
+    fn read_with_meta(&self, path: &Path, limit: u64) -> io::Result<(Vec<u8>, FileMeta)> {
+        let meta = self.metadata(path)?;
+        if meta.is_dir {
+            return Ok((Vec::new(), meta));
+        }
+        Ok((self.read(path, limit.min(meta.len))?, meta))
+    }
     /// Metadata of a path.
     fn metadata(&self, path: &Path) -> io::Result<FileMeta>;
     /// Creates or truncates a file and writes `bytes` (not synced).
@@ -62,6 +72,14 @@ pub trait Storage: Send + Sync {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct FsStorage;
 
+fn file_meta(m: &fs::Metadata) -> io::Result<FileMeta> {
+    Ok(FileMeta {
+        len: m.len(),
+        is_dir: m.is_dir(),
+        modified: m.modified()?,
+    })
+}
+
 impl Storage for FsStorage {
     fn read(&self, path: &Path, limit: u64) -> io::Result<Vec<u8>> {
         let file = File::open(path)?;
@@ -72,13 +90,22 @@ impl Storage for FsStorage {
         Ok(out)
     }
 
+    fn read_with_meta(&self, path: &Path, limit: u64) -> io::Result<(Vec<u8>, FileMeta)> {
+        // Opening a directory for reading succeeds on Unix; the open
+        // file's metadata tells it apart without reading.
+        let file = File::open(path)?;
+        let meta = file_meta(&file.metadata()?)?;
+        if meta.is_dir {
+            return Ok((Vec::new(), meta));
+        }
+        let len = meta.len.min(limit);
+        let mut out = Vec::with_capacity(len as usize);
+        file.take(len).read_to_end(&mut out)?;
+        Ok((out, meta))
+    }
+
     fn metadata(&self, path: &Path) -> io::Result<FileMeta> {
-        let m = fs::metadata(path)?;
-        Ok(FileMeta {
-            len: m.len(),
-            is_dir: m.is_dir(),
-            modified: m.modified()?,
-        })
+        file_meta(&fs::metadata(path)?)
     }
 
     fn write(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {

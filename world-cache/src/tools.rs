@@ -203,6 +203,7 @@ impl WorldCache {
     }
 
     fn remove_entry(&self, entry: &ShardEntry, report: &mut EvictReport) {
+        self.forget_known();
         let removed = if self.storage().metadata(&entry.path).is_ok_and(|m| m.is_dir) {
             self.storage().remove_dir_all(&entry.path)
         } else {

@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hoard_engine::{ObjectId, PublishRegistry, RegistryHash, ServerIdentity, ShardId, ZoneId};
-use hoard_world_cache::{CachedObject, CachedShard, LockPolicy, ShardKey, WorldCache};
+use hoard_engine::{ObjectId, PublishRegistry, ServerIdentity, ShardId, ZoneId};
+use hoard_world_cache::{CachedObject, CachedShard, LockPolicy, WorldCache};
 pub use quinn::Endpoint;
 use quinn::{Connection, SendStream};
 use serde::Serialize;
@@ -315,7 +315,7 @@ struct Inner {
     control: AsyncMutex<SendStream>,
     /// The cache files each zone entry in flight took on trust, audited
     /// once the zone is ready (one list per zone being entered).
-    audits: Mutex<HashMap<ZoneId, Vec<ShardKey>>>,
+    audits: Mutex<HashMap<ZoneId, Vec<Arc<CachedShard>>>>,
     /// While a 0-RTT handshake is under way: what was sent as early data,
     /// to send again if the server refuses it (bounded: a client sends only
     /// `EnterZone` before its handshake completes).
@@ -621,11 +621,6 @@ async fn read_welcome(
 }
 
 impl Inner {
-    /// The registry hash the cache is keyed by.
-    fn cache_registry(&self) -> RegistryHash {
-        self.sync.lock().map_or(RegistryHash([0; 32]), |s| s.config().registry)
-    }
-
     /// The shared state of a client about to talk as `perspective`.
     fn new(
         cache: WorldCache,
@@ -1330,12 +1325,12 @@ async fn start_entry(inner: &Arc<Inner>, zone: &ZoneId, subscribe: bool) -> Resu
             },
         );
     }
-    let copies: Vec<CheckedCopy> = copies.into_iter().map(CheckedCopy::from_verified_shared).collect();
     // Registered before the copies are handed over: the zone may be ready
     // as soon as they are.
     if let Ok(mut audits) = inner.audits.lock() {
-        audits.insert(zone.clone(), heads.into_iter().map(|h| h.key).collect());
+        audits.insert(zone.clone(), copies.clone());
     }
+    let copies: Vec<CheckedCopy> = copies.into_iter().map(CheckedCopy::from_verified_shared).collect();
     let now = inner.started.elapsed().as_secs_f64();
     let result = inner
         .sync
@@ -1353,20 +1348,22 @@ async fn start_entry(inner: &Arc<Inner>, zone: &ZoneId, subscribe: bool) -> Resu
     flush(inner).await
 }
 
-/// Recomputes the digests of the cache files an entry took on trust, on a
-/// blocking thread once the zone is ready, and has the server repair any
-/// live shard whose file's objects do not give its stated digest (which
-/// only a writer's bug could cause: the checksums held). The repair
-/// replaces the wrong objects in the world like a live change.
-async fn audit_copies(inner: Arc<Inner>, zone: ZoneId, keys: Vec<ShardKey>, registry: RegistryHash) {
+/// Recomputes the digests of the cached copies an entry took on trust (as
+/// loaded, in memory: the files are not read again), on a blocking thread
+/// once the zone is ready, and has the server repair any live shard whose
+/// copy's objects do not give its stated digest (which only a writer's bug
+/// could cause: the checksums held). The repair replaces the wrong objects
+/// in the world like a live change.
+async fn audit_copies(inner: Arc<Inner>, zone: ZoneId, copies: Vec<Arc<CachedShard>>) {
     let auditor = inner.clone();
-    // One file after another on this blocking thread, not on rayon's pool:
+    // One copy after another on this blocking thread, not on rayon's pool:
     // the game is materialising the zone on that pool right now, and the
     // audit must not queue ahead of it.
     let failed = tokio::task::spawn_blocking(move || {
-        keys.iter()
-            .filter(|k| auditor.cache.audit(k, registry) == Some(false))
-            .map(|k| k.shard)
+        copies
+            .iter()
+            .filter(|c| !auditor.cache.audit_copy(c))
+            .map(|c| c.header.key.shard)
             .collect::<Vec<_>>()
     })
     .await
@@ -1449,10 +1446,9 @@ fn process_effects(inner: &Arc<Inner>) {
                 proofs,
             } => {
                 let audit = inner.audits.lock().ok().and_then(|mut a| a.remove(&zone));
-                if let Some(keys) = audit.filter(|k| !k.is_empty()) {
-                    let registry = inner.cache_registry();
+                if let Some(copies) = audit.filter(|c| !c.is_empty()) {
                     match tokio::runtime::Handle::try_current() {
-                        Ok(rt) => drop(rt.spawn(audit_copies(inner.clone(), zone.clone(), keys, registry))),
+                        Ok(rt) => drop(rt.spawn(audit_copies(inner.clone(), zone.clone(), copies))),
                         Err(e) => tracing::warn!(%zone, error = %e, "no runtime to audit the cached copies on"),
                     }
                 }

@@ -5,6 +5,7 @@ mod crash;
 mod faults;
 mod golden;
 mod journal;
+mod known;
 mod lock;
 mod model;
 mod power_loss;

@@ -1,0 +1,186 @@
+//! A writable cache remembers its own files (lengths, whether a journal is
+//! pending): live deltas, folds and head reads then skip lookups of the
+//! file system — and what is read back is still exactly what was written,
+//! through deltas, folds and clearing. Copies in memory are audited without
+//! reading their files again.
+
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use hoard_engine::{Epoch, Seq};
+use hoard_world_cache::format::recompute_digest;
+use hoard_world_cache::storage::{Entry, FileMeta, FsStorage, Storage};
+use hoard_world_cache::tools::ClearScope;
+use hoard_world_cache::{CachedShard, LockPolicy, ShardUpdate, UpdateKind, WorldCache};
+
+use crate::support::{REGISTRY, key, object, shard};
+
+/// The real file system, counting lookups and reads.
+#[derive(Default)]
+struct Counting {
+    metadata: AtomicU64,
+    reads: AtomicU64,
+}
+
+impl Counting {
+    fn lookups(&self) -> (u64, u64) {
+        (self.metadata.load(Ordering::SeqCst), self.reads.load(Ordering::SeqCst))
+    }
+}
+
+impl Storage for Counting {
+    fn read(&self, path: &Path, limit: u64) -> io::Result<Vec<u8>> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        FsStorage.read(path, limit)
+    }
+    fn metadata(&self, path: &Path) -> io::Result<FileMeta> {
+        self.metadata.fetch_add(1, Ordering::SeqCst);
+        FsStorage.metadata(path)
+    }
+    fn write(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        FsStorage.write(path, bytes)
+    }
+    fn append(&self, path: &Path, bytes: &[u8]) -> io::Result<u64> {
+        FsStorage.append(path, bytes)
+    }
+    fn sync(&self, path: &Path) -> io::Result<()> {
+        FsStorage.sync(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        FsStorage.rename(from, to)
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        FsStorage.sync_dir(dir)
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        FsStorage.remove_file(path)
+    }
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+        FsStorage.remove_dir_all(path)
+    }
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        FsStorage.create_dir_all(path)
+    }
+    fn list(&self, dir: &Path) -> io::Result<Vec<Entry>> {
+        FsStorage.list(dir)
+    }
+    fn touch(&self, path: &Path) -> io::Result<()> {
+        FsStorage.touch(path)
+    }
+}
+
+/// A delta of `copy` that sets object `id` to `value` at version `hwm`.
+fn delta(copy: &CachedShard, id: u64, value: u64) -> ShardUpdate {
+    let hwm = copy.header.hwm.0 + 1;
+    let mut objects = copy.objects.clone();
+    let changed = object(id, hwm, value);
+    let at = objects.iter().position(|o| o.id == changed.id).expect("object present");
+    objects[at] = changed.clone();
+    ShardUpdate {
+        epoch: Epoch(0x1234),
+        new_hwm: Seq(hwm),
+        digest: recompute_digest(&objects),
+        kind: UpdateKind::Delta {
+            base: copy.header.hwm,
+            tombstones: vec![],
+        },
+        upserts: vec![changed],
+    }
+}
+
+#[test]
+fn a_writer_journals_and_folds_its_own_files_without_lookups() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = Arc::new(Counting::default());
+    let cache = WorldCache::open_with(dir.path(), LockPolicy::Fail, storage.clone()).expect("open");
+    let mut copy = shard(key(1), 5, 40);
+    cache.write(&copy).expect("write");
+
+    let before = storage.lookups();
+    for n in 0..5 {
+        let update = delta(&copy, n, 1000 + n);
+        cache.append_delta(&mut copy, update).expect("journaled");
+    }
+    assert_eq!(storage.lookups(), before, "live deltas on a known file look nothing up");
+    assert!(
+        dir.path().join(key(1).journal()).exists(),
+        "the deltas are in the journal"
+    );
+
+    // The head and the copy read back include the journal.
+    let head = cache.read_head(&key(1), REGISTRY).expect("head");
+    assert_eq!(head.hwm, copy.header.hwm);
+    let loaded = cache.load(&key(1), REGISTRY).expect("loads");
+    assert_eq!((loaded.header.hwm, &loaded.objects), (copy.header.hwm, &copy.objects));
+
+    // Folded (by the load's replay): nothing left to fold, without asking.
+    let before = storage.lookups();
+    assert!(cache.fold_journal(&copy).expect("fold").is_none());
+    assert_eq!(storage.lookups(), before, "a known empty journal is not looked up");
+
+    // A copy in memory is audited without reading anything.
+    let before = storage.lookups();
+    assert!(cache.audit_copy(&loaded));
+    assert_eq!(storage.lookups(), before);
+
+    // What clearing removes is not remembered.
+    cache.clear(&ClearScope::default()).expect("clear");
+    assert!(cache.read_head(&key(1), REGISTRY).is_none());
+    assert!(cache.load(&key(1), REGISTRY).is_none());
+    assert!(cache.fold_journal(&copy).expect("fold").is_none());
+    let update = delta(&copy, 8, 8);
+    cache.append_delta(&mut copy, update).expect("written whole");
+    assert_eq!(
+        cache.load(&key(1), REGISTRY).map(|s| s.objects),
+        Some(copy.objects.clone())
+    );
+}
+
+/// A second handle on the same cache (what a new session opens) reads what
+/// the first journaled, whatever the first remembered.
+#[test]
+fn a_new_handle_replays_what_the_last_one_journaled() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut copy = shard(key(2), 5, 10);
+    {
+        let cache = WorldCache::open(dir.path(), LockPolicy::Fail).expect("open");
+        cache.write(&copy).expect("write");
+        assert!(cache.load(&key(2), REGISTRY).is_some());
+        for n in 0..3 {
+            let update = delta(&copy, n, 50 + n);
+            cache.append_delta(&mut copy, update).expect("journaled");
+        }
+    }
+    let cache = WorldCache::open(dir.path(), LockPolicy::Fail).expect("reopen");
+    assert_eq!(cache.read_head(&key(2), REGISTRY).map(|h| h.hwm), Some(copy.header.hwm));
+    assert_eq!(cache.load(&key(2), REGISTRY).map(|s| s.objects), Some(copy.objects));
+}
+
+/// A copy whose objects do not give its stated digest (a file written with
+/// a lying header, then a journaled delta on top) fails the audit in memory
+/// as it fails on the file, and is counted.
+#[test]
+fn a_copy_with_a_lying_header_fails_its_audit_in_memory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache = WorldCache::open(dir.path(), LockPolicy::Fail).expect("open");
+    let honest = shard(key(3), 5, 10);
+    let mut copy = honest.clone();
+    copy.objects[2] = object(2, 5, 999); // the header's digest is of the honest object
+    cache.write(&copy).expect("write");
+    // The server's delta: its digest follows from the stated one.
+    let update = delta(&honest, 4, 44);
+    cache.append_delta(&mut copy, update).expect("journaled");
+    let loaded = cache.load(&key(3), REGISTRY).expect("loads: checksums hold");
+    assert_eq!(loaded.header.hwm, copy.header.hwm, "the journal was replayed");
+    assert_eq!(cache.audit(&key(3), REGISTRY), Some(false), "the file fails");
+    assert!(!cache.audit_copy(&loaded), "and so does the copy");
+    assert!(
+        cache
+            .discards()
+            .contains(&(hoard_world_cache::DiscardReason::Digest, 2)),
+        "{:?}",
+        cache.discards()
+    );
+}
