@@ -44,7 +44,7 @@ fi
 SRV_CPU_BEFORE=$(ps -o times= -p "$SRV_PID")
 START=$(date +%s.%N)
 /usr/bin/time -o "$W/bots.time" -f "%U %S" \
-$B bots --server "$ADDR" --server-data "$W/data" --clients "$N" --duration "$SECS" --ramp 100 \
+$B bots --server "$ADDR" --server-data "$W/data" --clients "$N" --duration "$SECS" --ramp ${RAMP:-100} \
   --zone-change-every 10-20 --actions-per-sec 1 --warm-from "$C/seed/bot-0" --work "$C/bots" \
   --metrics "$METRICS" --report "$OUT" | tee "$OUT/table.txt"
 ps -o rss= -p "$SRV_PID" | awk '{print "server RSS after the run: " $1 " KiB"}' | tee -a "$OUT/table.txt"

@@ -360,7 +360,9 @@ pub fn client_endpoint(server: SocketAddr) -> std::io::Result<Endpoint> {
     } else {
         SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0))
     };
-    Endpoint::client(bind)
+    let socket = super::socket::bind(bind)?;
+    let runtime = quinn::default_runtime().ok_or_else(|| std::io::Error::other("no async runtime"))?;
+    Endpoint::new(quinn::EndpointConfig::default(), None, socket, runtime)
 }
 
 /// A zone entry started by [`HoardClient::connect_and_enter`].

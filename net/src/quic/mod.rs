@@ -11,5 +11,6 @@ pub mod client;
 mod committer;
 pub mod relay;
 pub mod server;
+mod socket;
 pub(crate) mod stream;
 pub(crate) mod transport;

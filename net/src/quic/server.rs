@@ -526,7 +526,7 @@ pub(crate) async fn bind(
         addr: options.listen,
         source,
     };
-    let socket = std::net::UdpSocket::bind(options.listen).map_err(bind_err)?;
+    let socket = super::socket::bind(options.listen).map_err(bind_err)?;
     // Keyed by the world's secret and this server's address: its successor
     // on the address resets its connections; another server of the world
     // (another address) shares none of its keys.
