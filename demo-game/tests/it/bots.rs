@@ -137,6 +137,17 @@ fn a_bots_run_agrees_with_the_servers_metrics_cold_then_warm() {
         assert!(steady["ticks"].as_f64().expect("frames") > 0.0, "{run}");
         assert!(steady["tick_p99_ms"].as_f64().expect("frame p99") > 0.0, "{run}");
         assert_eq!(json["server_steady"], *steady, "the report says the same");
+        // The bots' own latencies while all were connected: a part of the
+        // run's, within its bounds.
+        let part = &b["steady"];
+        let count = |v: &serde_json::Value| v["count"].as_f64().expect("count");
+        let max = |v: &serde_json::Value| v["max_ms"].as_f64().expect("max");
+        let (steady_entries, steady_actions) = (count(&part["entries"]), count(&part["actions"]));
+        assert!(steady_entries > 0.0 && steady_entries <= cold + warm, "{run}");
+        assert!(steady_actions > 0.0 && steady_actions <= processed, "{run}");
+        assert!(max(&part["actions"]) <= max(&b["actions"]), "{run}");
+        assert!(count(&part["update_delay"]) <= count(&b["update_delay"]), "{run}");
+        assert!(html.contains("all connected"), "the report shows them");
         before = after;
     }
 }

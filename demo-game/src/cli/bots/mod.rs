@@ -240,7 +240,7 @@ impl Tokens {
 /// Runs the bots and the scraper until the end; returns what they measured.
 async fn drive(args: &BotsArgs, bots: Vec<(String, ClientOptions)>) -> (Summary, Vec<ServerSample>) {
     let start = Instant::now();
-    let record = Arc::new(Record::new(start));
+    let record = Arc::new(Record::new(start, args.clients as u64));
     let plan = life::Plan {
         actions_per_sec: args.actions_per_sec,
         zone_change_every: args.zone_change_every,
@@ -373,6 +373,19 @@ fn print_table(s: &Summary, steady: Option<&scrape::Steady>) {
             "{:<28} {:>8} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
             what, l.count, l.p50_ms, l.p90_ms, l.p99_ms, l.max_ms
         );
+    }
+    if let Some(st) = &s.steady {
+        println!("while all were connected ({:.0}-{:.0} s):", st.from_s, st.to_s);
+        for (what, l) in [
+            ("  zone entries", &st.entries),
+            ("  actions (due → durable)", &st.actions),
+            ("  live update delay", &st.update_delay),
+        ] {
+            println!(
+                "{:<28} {:>8} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
+                what, l.count, l.p50_ms, l.p90_ms, l.p99_ms, l.max_ms
+            );
+        }
     }
     println!(
         "actions sent {}, processed {}, rejected {}; live updates {} ({:.0}/s); {:.0} s",

@@ -3,6 +3,10 @@
 //! per-second timeline. Every latency is taken from when the thing was
 //! *due* by the bot's schedule, not when it was sent, so a bot delayed by
 //! an overloaded machine shows the delay (no coordinated omission).
+//!
+//! Besides the whole run, the same latencies are kept for the part of it in
+//! which every bot was connected (the ramp and the leaving left out): the
+//! steady play the server is sized for, apart from the connect storm.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
@@ -73,6 +77,25 @@ struct Inner {
     /// For each shard commit an action of a bot caused: when the action was due.
     causes: HashMap<(ShardId, Seq), Instant>,
     cause_order: VecDeque<(ShardId, Seq)>,
+    /// Bots in the run: while `connected` is this, play is steady.
+    clients: u64,
+    steady: SteadyHistograms,
+}
+
+/// Latencies recorded while every bot was connected.
+struct SteadyHistograms {
+    entries: Histogram<u64>,
+    actions: Histogram<u64>,
+    update_delay: Histogram<u64>,
+    /// Seconds since the start of the first and last thing recorded.
+    span: Option<(f64, f64)>,
+}
+
+impl SteadyHistograms {
+    fn note(&mut self, at: f64) {
+        let (from, _) = self.span.unwrap_or((at, at));
+        self.span = Some((from, at));
+    }
 }
 
 /// The shared record.
@@ -85,8 +108,16 @@ fn micros(d: Duration) -> u64 {
     (d.as_micros() as u64).clamp(1, MAX_MICROS)
 }
 
+impl Inner {
+    /// The steady histograms, if every bot is connected now.
+    fn steady(&mut self) -> Option<&mut SteadyHistograms> {
+        (self.clients > 0 && self.connected >= self.clients).then_some(&mut self.steady)
+    }
+}
+
 impl Record {
-    pub(crate) fn new(start: Instant) -> Record {
+    /// A record for a run of `clients` bots from `start`.
+    pub(crate) fn new(start: Instant, clients: u64) -> Record {
         Record {
             start,
             inner: Mutex::new(Inner {
@@ -107,6 +138,13 @@ impl Record {
                 timeline: Vec::new(),
                 causes: HashMap::new(),
                 cause_order: VecDeque::new(),
+                clients,
+                steady: SteadyHistograms {
+                    entries: histogram(),
+                    actions: histogram(),
+                    update_delay: histogram(),
+                    span: None,
+                },
             }),
         }
     }
@@ -119,7 +157,12 @@ impl Record {
     /// A zone entry due at `due` finished now.
     pub(crate) fn entry(&self, kind: EntryKind, due: Instant, bytes_rx: u64, bytes_tx: u64) {
         let us = micros(due.elapsed());
+        let at = self.start.elapsed().as_secs_f64();
         self.with(|r| {
+            if let Some(steady) = r.steady() {
+                let _ = steady.entries.record(us);
+                steady.note(at);
+            }
             let _ = r.entries.entry(kind).or_insert_with(histogram).record(us);
             *r.entry_bytes_rx.entry(kind).or_default() += bytes_rx;
             *r.entry_bytes_tx.entry(kind).or_default() += bytes_tx;
@@ -136,7 +179,12 @@ impl Record {
     /// An action due at `due` was processed (durably) now.
     pub(crate) fn processed(&self, due: Instant) {
         let us = micros(due.elapsed());
+        let at = self.start.elapsed().as_secs_f64();
         self.with(|r| {
+            if let Some(steady) = r.steady() {
+                let _ = steady.actions.record(us);
+                steady.note(at);
+            }
             r.processed += 1;
             let _ = r.actions.record(us);
             let _ = r.now_actions.record(us);
@@ -187,9 +235,15 @@ impl Record {
     /// A live update of `(shard, seq)` received at `at`: its delay is
     /// measured if a bot's action caused it (the acting bot said so by now).
     pub(crate) fn resolve(&self, shard: ShardId, seq: Seq, at: Instant) {
+        let t = at.saturating_duration_since(self.start).as_secs_f64();
         self.with(|r| {
             if let Some(due) = r.causes.get(&(shard, seq)) {
-                let _ = r.update_delay.record(micros(at.saturating_duration_since(*due)));
+                let us = micros(at.saturating_duration_since(*due));
+                let _ = r.update_delay.record(us);
+                if let Some(steady) = r.steady() {
+                    let _ = steady.update_delay.record(us);
+                    steady.note(t);
+                }
             }
         });
     }
@@ -242,6 +296,13 @@ impl Record {
                 rejected: r.rejected,
                 errors: r.errors.clone(),
                 timeline: r.timeline.clone(),
+                steady: r.steady.span.map(|(from_s, to_s)| SteadyLatency {
+                    from_s,
+                    to_s,
+                    entries: Latency::of(&r.steady.entries),
+                    actions: Latency::of(&r.steady.actions),
+                    update_delay: Latency::of(&r.steady.update_delay),
+                }),
             }
         })
     }
@@ -310,4 +371,45 @@ pub(crate) struct Summary {
     pub(crate) rejected: u64,
     pub(crate) errors: BTreeMap<String, u64>,
     pub(crate) timeline: Vec<Second>,
+    /// The latencies while every bot was connected (`None`: never all).
+    pub(crate) steady: Option<SteadyLatency>,
+}
+
+/// Latencies while every bot was connected.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct SteadyLatency {
+    /// Seconds since the start of the first and last one recorded.
+    pub(crate) from_s: f64,
+    pub(crate) to_s: f64,
+    /// Zone entries (all warm in a warm run; cold ones are in the table).
+    pub(crate) entries: Latency,
+    pub(crate) actions: Latency,
+    pub(crate) update_delay: Latency,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_steady_part_holds_only_what_happened_while_all_were_connected() {
+        let start = Instant::now();
+        let record = Record::new(start, 2);
+        let due = start;
+        record.entry(EntryKind::Warm, due, 10, 1);
+        record.connected(1);
+        record.processed(due);
+        assert!(record.summary(start.elapsed()).steady.is_none(), "one of two connected");
+        record.connected(1);
+        record.entry(EntryKind::Warm, due, 10, 1);
+        record.processed(due);
+        record.processed(due);
+        record.connected(-1);
+        record.processed(due);
+        let s = record.summary(start.elapsed());
+        let steady = s.steady.expect("both were connected for a while");
+        assert_eq!((steady.entries.count, steady.actions.count), (1, 2));
+        assert_eq!((s.entries[&EntryKind::Warm].count, s.actions.count), (2, 4));
+        assert!(steady.from_s <= steady.to_s);
+    }
 }

@@ -192,6 +192,23 @@ fn html(report: &Report<'_>) -> String {
             String::new(),
         ]);
     }
+    if let Some(st) = &b.steady {
+        for (what, l) in [
+            ("zone entries", &st.entries),
+            ("actions", &st.actions),
+            ("live update delay", &st.update_delay),
+        ] {
+            table += &row(&[
+                format!("{what}, all connected ({:.0}–{:.0} s)", st.from_s, st.to_s),
+                l.count.to_string(),
+                format!("{:.1}", l.p50_ms),
+                format!("{:.1}", l.p90_ms),
+                format!("{:.1}", l.p99_ms),
+                format!("{:.1}", l.max_ms),
+                String::new(),
+            ]);
+        }
+    }
     if let Some(steady) = &report.server_steady {
         let ms = |v: Option<f64>| v.map_or_else(String::new, |v| format!("≤ {v:.0}"));
         let label = |what: &str| {
