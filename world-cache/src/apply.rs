@@ -162,6 +162,89 @@ pub fn apply(
     })
 }
 
+/// [`apply`] of a live delta to a copy the caller owns, changing it in
+/// place: only the objects the delta names are touched (hashed, replaced,
+/// inserted or removed), where [`apply`] builds a new copy of every object.
+/// What a client does with each live delta of a shard it follows. The
+/// digest is checked before anything changes: on an error the copy is as
+/// it was. A snapshot or manifest is applied by [`apply`].
+pub fn apply_in_place(
+    key: &ShardKey,
+    registry: RegistryHash,
+    shard: &mut CachedShard,
+    update: ShardUpdate,
+    now: DateTime<Utc>,
+) -> Result<(), ApplyError> {
+    let UpdateKind::Delta { base, tombstones } = &update.kind else {
+        *shard = apply(key, registry, Some(shard), update, now)?;
+        return Ok(());
+    };
+    if shard.header.epoch != update.epoch || shard.header.hwm != *base {
+        return Err(ApplyError::Base {
+            key: Box::new(key.clone()),
+            want_epoch: update.epoch,
+            want_base: *base,
+            epoch: shard.header.epoch,
+            hwm: shard.header.hwm,
+        });
+    }
+    let mut upserts = update.upserts;
+    upserts.sort_unstable_by_key(|o| o.id);
+    if let Some(dup) = upserts.windows(2).find(|w| w[0].id == w[1].id) {
+        return Err(ApplyError::Duplicate {
+            key: Box::new(key.clone()),
+            id: dup[0].id,
+        });
+    }
+    let upserted = |id: ObjectId| upserts.binary_search_by_key(&id, |o| o.id).is_ok();
+    let mut removed: Vec<ObjectId> = tombstones.iter().copied().filter(|id| !upserted(*id)).collect();
+    removed.sort_unstable();
+    removed.dedup();
+    let find = |objects: &[CachedObject], id: ObjectId| objects.binary_search_by_key(&id, |o| o.id);
+    // The digest first, from the objects that change only.
+    let mut digest = shard.header.digest;
+    for id in &removed {
+        if let Ok(at) = find(&shard.objects, *id) {
+            let old = &shard.objects[at];
+            digest.remove(old.id, old.version, &old.state.hash());
+        }
+    }
+    for n in &upserts {
+        if let Ok(at) = find(&shard.objects, n.id) {
+            let old = &shard.objects[at];
+            digest.remove(old.id, old.version, &old.state.hash());
+        }
+        digest.add(n.id, n.version, &n.state.hash());
+    }
+    if digest != update.digest {
+        return Err(ApplyError::DigestMismatch {
+            key: Box::new(key.clone()),
+            expected: update.digest,
+            computed: digest,
+        });
+    }
+    // Then the change: a removal or an insertion shifts the objects after
+    // it (a move of their handles, no copy of their bytes).
+    if !removed.is_empty() {
+        shard.objects.retain(|o| removed.binary_search(&o.id).is_err());
+    }
+    for n in upserts {
+        match find(&shard.objects, n.id) {
+            Ok(at) => shard.objects[at] = n,
+            Err(at) => shard.objects.insert(at, n),
+        }
+    }
+    shard.header = ShardHeader {
+        key: key.clone(),
+        epoch: update.epoch,
+        hwm: update.new_hwm,
+        digest,
+        registry,
+        snapshot_time: now,
+    };
+    Ok(())
+}
+
 /// Walks the copy and the sorted upserts together, dropping tombstoned (or
 /// unlisted) objects and replacing upserted ones, keeping the digest current.
 fn merge(copy: &CachedShard, kind: &UpdateKind, upserts: Vec<CachedObject>) -> (Vec<CachedObject>, Digest) {
@@ -307,5 +390,55 @@ mod tests {
             apply(&key(), RegistryHash([0; 32]), None, update, Utc::now()),
             Err(ApplyError::NoBase { .. })
         ));
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        /// A delta applied in place gives exactly what `apply` gives (the
+        /// same objects and header, or the same refusal), and a refused
+        /// delta leaves the copy as it was.
+        #[test]
+        fn in_place_agrees_with_apply(
+            base in proptest::collection::btree_set(0u64..40, 0..20),
+            upserts in proptest::collection::btree_set(0u64..40, 0..8),
+            tombstones in proptest::collection::vec(0u64..40, 0..8),
+            honest in any::<bool>(),
+            stale in any::<bool>(),
+        ) {
+            let copy = snapshot(base.iter().map(|id| obj(*id, 1)).collect(), 3);
+            let mut update = ShardUpdate {
+                epoch: Epoch(9),
+                new_hwm: Seq(4),
+                digest: Digest::EMPTY,
+                kind: UpdateKind::Delta {
+                    base: Seq(if stale { 2 } else { 3 }),
+                    tombstones: tombstones.iter().map(|id| ObjectId(*id)).collect(),
+                },
+                upserts: upserts.iter().rev().map(|id| obj(*id, 4)).collect(),
+            };
+            if honest && !stale {
+                match apply(&key(), RegistryHash([0; 32]), Some(&copy), update.clone(), Utc::now()) {
+                    Err(ApplyError::DigestMismatch { computed, .. }) => update.digest = computed,
+                    other => prop_assert!(false, "a wrong digest is refused: {other:?}"),
+                }
+            }
+            let now = Utc::now();
+            let reference = apply(&key(), RegistryHash([0; 32]), Some(&copy), update.clone(), now);
+            let mut in_place = copy.clone();
+            let result = apply_in_place(&key(), RegistryHash([0; 32]), &mut in_place, update, now);
+            match reference {
+                Ok(next) => {
+                    prop_assert!(result.is_ok());
+                    prop_assert_eq!(&in_place.objects, &next.objects);
+                    prop_assert_eq!(&in_place.header, &next.header);
+                    prop_assert_eq!(recompute_digest(&in_place.objects), in_place.header.digest);
+                }
+                Err(e) => {
+                    prop_assert_eq!(result.map_err(|e| e.to_string()), Err(e.to_string()));
+                    prop_assert_eq!(&in_place, &copy);
+                }
+            }
+        }
     }
 }

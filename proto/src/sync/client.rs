@@ -1250,6 +1250,9 @@ impl ClientSync {
             upserts: upserts.clone(),
         };
         let key = copy.header.key.clone();
+        if self.cfg.proofs.is_none() {
+            return self.delta_in_place(d.zone, d.shard, key, update, upserts, removed, wall_now);
+        }
         match hoard_world_cache::apply::apply(&key, self.cfg.registry, Some(copy), update.clone(), wall_now) {
             Ok(next) => {
                 if self.cfg.proofs.is_some() {
@@ -1281,6 +1284,45 @@ impl ClientSync {
                 Ok(())
             }
             Err(_) => self.request_live_repair(d.zone, d.shard),
+        }
+    }
+
+    /// Applies a live delta (already checked to follow the copy) to the
+    /// live copy in place: the copy is cloned only if something else still
+    /// holds it (the game, or an effect not yet carried out), and only the
+    /// objects the delta names are touched. A delta that does not apply
+    /// leaves the copy as it was and asks for a repair.
+    #[allow(clippy::too_many_arguments)]
+    fn delta_in_place(
+        &mut self,
+        zone: ZoneId,
+        shard: ShardId,
+        key: ShardKey,
+        update: ShardUpdate,
+        upserts: Vec<CachedObject>,
+        removed: Vec<ObjectId>,
+        now: DateTime<Utc>,
+    ) -> Result<(), SyncError> {
+        let registry = self.cfg.registry;
+        let Some(live) = self.live.get_mut(&zone).and_then(|shards| shards.get_mut(&shard)) else {
+            return Ok(());
+        };
+        let applied =
+            hoard_world_cache::apply::apply_in_place(&key, registry, Arc::make_mut(live), update.clone(), now);
+        match applied {
+            Ok(()) => {
+                let next = live.clone();
+                self.effects.push_back(Effect::DeltaApplied {
+                    zone,
+                    shard: next,
+                    update,
+                    upserts,
+                    removed,
+                    proof: None,
+                });
+                Ok(())
+            }
+            Err(_) => self.request_live_repair(zone, shard),
         }
     }
 
