@@ -104,14 +104,8 @@ pub fn apply(
     update: ShardUpdate,
     now: DateTime<Utc>,
 ) -> Result<CachedShard, ApplyError> {
-    let mut upserts = update.upserts;
-    upserts.sort_unstable_by_key(|o| o.id);
-    if let Some(dup) = upserts.windows(2).find(|w| w[0].id == w[1].id) {
-        return Err(ApplyError::Duplicate {
-            key: Box::new(key.clone()),
-            id: dup[0].id,
-        });
-    }
+    let header = header_after(key, registry, &update, now);
+    let upserts = sorted_upserts(key, update.upserts)?;
     let (objects, digest) = match &update.kind {
         UpdateKind::Snapshot => {
             let digest = crate::format::recompute_digest(&upserts);
@@ -121,15 +115,7 @@ pub fn apply(
             let copy = copy.ok_or_else(|| ApplyError::NoBase {
                 key: Box::new(key.clone()),
             })?;
-            if copy.header.epoch != update.epoch || copy.header.hwm != *base {
-                return Err(ApplyError::Base {
-                    key: Box::new(key.clone()),
-                    want_epoch: update.epoch,
-                    want_base: *base,
-                    epoch: copy.header.epoch,
-                    hwm: copy.header.hwm,
-                });
-            }
+            check_base(key, &copy.header, update.epoch, *base)?;
             let (objects, digest) = merge(copy, &update.kind, upserts);
             match update.kind {
                 // A manifest also serves repairs, when the copy's own digest
@@ -142,24 +128,58 @@ pub fn apply(
             }
         }
     };
-    if digest != update.digest {
-        return Err(ApplyError::DigestMismatch {
+    check_digest(key, header.digest, digest)?;
+    Ok(CachedShard { header, objects })
+}
+
+/// The upserts sorted by id; two of one id are refused.
+fn sorted_upserts(key: &ShardKey, mut upserts: Vec<CachedObject>) -> Result<Vec<CachedObject>, ApplyError> {
+    upserts.sort_unstable_by_key(|o| o.id);
+    match upserts.windows(2).find(|w| w[0].id == w[1].id) {
+        Some(dup) => Err(ApplyError::Duplicate {
             key: Box::new(key.clone()),
-            expected: update.digest,
-            computed: digest,
+            id: dup[0].id,
+        }),
+        None => Ok(upserts),
+    }
+}
+
+/// Refuses an update that does not follow the copy (`header`).
+fn check_base(key: &ShardKey, header: &ShardHeader, epoch: Epoch, base: Seq) -> Result<(), ApplyError> {
+    if header.epoch != epoch || header.hwm != base {
+        return Err(ApplyError::Base {
+            key: Box::new(key.clone()),
+            want_epoch: epoch,
+            want_base: base,
+            epoch: header.epoch,
+            hwm: header.hwm,
         });
     }
-    Ok(CachedShard {
-        header: ShardHeader {
-            key: key.clone(),
-            epoch: update.epoch,
-            hwm: update.new_hwm,
-            digest,
-            registry,
-            snapshot_time: now,
-        },
-        objects,
-    })
+    Ok(())
+}
+
+/// Refuses a result whose digest is not the one the update states.
+fn check_digest(key: &ShardKey, expected: Digest, computed: Digest) -> Result<(), ApplyError> {
+    if computed != expected {
+        return Err(ApplyError::DigestMismatch {
+            key: Box::new(key.clone()),
+            expected,
+            computed,
+        });
+    }
+    Ok(())
+}
+
+/// The header of a copy once `update` is applied (its digest checked).
+fn header_after(key: &ShardKey, registry: RegistryHash, update: &ShardUpdate, now: DateTime<Utc>) -> ShardHeader {
+    ShardHeader {
+        key: key.clone(),
+        epoch: update.epoch,
+        hwm: update.new_hwm,
+        digest: update.digest,
+        registry,
+        snapshot_time: now,
+    }
 }
 
 /// [`apply`] of a live delta to a copy the caller owns, changing it in
@@ -179,23 +199,9 @@ pub fn apply_in_place(
         *shard = apply(key, registry, Some(shard), update, now)?;
         return Ok(());
     };
-    if shard.header.epoch != update.epoch || shard.header.hwm != *base {
-        return Err(ApplyError::Base {
-            key: Box::new(key.clone()),
-            want_epoch: update.epoch,
-            want_base: *base,
-            epoch: shard.header.epoch,
-            hwm: shard.header.hwm,
-        });
-    }
-    let mut upserts = update.upserts;
-    upserts.sort_unstable_by_key(|o| o.id);
-    if let Some(dup) = upserts.windows(2).find(|w| w[0].id == w[1].id) {
-        return Err(ApplyError::Duplicate {
-            key: Box::new(key.clone()),
-            id: dup[0].id,
-        });
-    }
+    let header = header_after(key, registry, &update, now);
+    let upserts = sorted_upserts(key, update.upserts)?;
+    check_base(key, &shard.header, update.epoch, *base)?;
     let upserted = |id: ObjectId| upserts.binary_search_by_key(&id, |o| o.id).is_ok();
     let mut removed: Vec<ObjectId> = tombstones.iter().copied().filter(|id| !upserted(*id)).collect();
     removed.sort_unstable();
@@ -216,13 +222,7 @@ pub fn apply_in_place(
         }
         digest.add(n.id, n.version, &n.state.hash());
     }
-    if digest != update.digest {
-        return Err(ApplyError::DigestMismatch {
-            key: Box::new(key.clone()),
-            expected: update.digest,
-            computed: digest,
-        });
-    }
+    check_digest(key, header.digest, digest)?;
     // Then the change: a removal or an insertion shifts the objects after
     // it (a move of their handles, no copy of their bytes).
     if !removed.is_empty() {
@@ -234,14 +234,7 @@ pub fn apply_in_place(
             Err(at) => shard.objects.insert(at, n),
         }
     }
-    shard.header = ShardHeader {
-        key: key.clone(),
-        epoch: update.epoch,
-        hwm: update.new_hwm,
-        digest,
-        registry,
-        snapshot_time: now,
-    };
+    shard.header = header;
     Ok(())
 }
 

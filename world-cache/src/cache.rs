@@ -608,7 +608,8 @@ impl WorldCache {
         // A client journals every live delta of every zone it follows: the
         // shard file's length comes from what this process knows of it when
         // it can, from one lookup when not.
-        let shard_len = match self.known.get(key) {
+        let known = self.known.get(key);
+        let shard_len = match known {
             Some(k) => k.file,
             None => match self.storage.metadata(&shard_file) {
                 Ok(meta) => meta.len,
@@ -624,17 +625,14 @@ impl WorldCache {
                 return Err(WriteError::Io { path, source });
             }
         };
-        match self.known.get(key) {
-            Some(_) => self.known.update(key, |k| k.journal = journal_len),
-            None => self.known.set(
-                key,
-                Known {
-                    file: shard_len,
-                    journal: journal_len,
-                    touched: Instant::now(),
-                },
-            ),
-        }
+        self.known.set(
+            key,
+            Known {
+                file: shard_len,
+                journal: journal_len,
+                touched: known.map_or_else(Instant::now, |k| k.touched),
+            },
+        );
         if journal_len >= FOLD_MIN_BYTES && journal_len * FOLD_FRACTION >= shard_len {
             return self.write(shard);
         }

@@ -365,27 +365,19 @@ fn print_table(s: &Summary, steady: Option<&scrape::Steady>) {
             format!("{}/{}", l.bytes_rx.unwrap_or(0), l.bytes_tx.unwrap_or(0))
         );
     }
-    for (what, l) in [
-        ("actions (due → durable)", &s.actions),
-        ("live update delay", &s.update_delay),
-    ] {
+    let latency = |what: &str, l: &record::Latency| {
         println!(
             "{:<28} {:>8} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
             what, l.count, l.p50_ms, l.p90_ms, l.p99_ms, l.max_ms
         );
-    }
+    };
+    latency("actions (due → durable)", &s.actions);
+    latency("live update delay", &s.update_delay);
     if let Some(st) = &s.steady {
         println!("while all were connected ({:.0}-{:.0} s):", st.from_s, st.to_s);
-        for (what, l) in [
-            ("  zone entries", &st.entries),
-            ("  actions (due → durable)", &st.actions),
-            ("  live update delay", &st.update_delay),
-        ] {
-            println!(
-                "{:<28} {:>8} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
-                what, l.count, l.p50_ms, l.p90_ms, l.p99_ms, l.max_ms
-            );
-        }
+        latency("  zone entries", &st.entries);
+        latency("  actions (due → durable)", &st.actions);
+        latency("  live update delay", &st.update_delay);
     }
     println!(
         "actions sent {}, processed {}, rejected {}; live updates {} ({:.0}/s); {:.0} s",

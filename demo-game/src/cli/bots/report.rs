@@ -14,7 +14,7 @@ use std::path::Path;
 use anyhow::Context;
 use serde::Serialize;
 
-use super::record::{EntryKind, Summary};
+use super::record::{EntryKind, Latency, Summary};
 use super::scrape::{ServerSample, Steady};
 
 /// Everything a report holds.
@@ -161,6 +161,19 @@ fn row(cells: &[String]) -> String {
     )
 }
 
+/// A table row of one latency's percentiles, with `bytes` in the last cell.
+fn latency_row(what: String, l: &Latency, bytes: String) -> String {
+    row(&[
+        what,
+        l.count.to_string(),
+        format!("{:.1}", l.p50_ms),
+        format!("{:.1}", l.p90_ms),
+        format!("{:.1}", l.p99_ms),
+        format!("{:.1}", l.max_ms),
+        bytes,
+    ])
+}
+
 /// The page.
 fn html(report: &Report<'_>) -> String {
     let b = report.bots;
@@ -168,29 +181,17 @@ fn html(report: &Report<'_>) -> String {
         "<table><tr><th>what</th><th>count</th><th>p50 ms</th><th>p90 ms</th><th>p99 ms</th><th>max ms</th><th>bytes down / up each</th></tr>",
     );
     for (kind, l) in &b.entries {
-        table += &row(&[
+        table += &latency_row(
             format!("{kind:?} zone entries"),
-            l.count.to_string(),
-            format!("{:.1}", l.p50_ms),
-            format!("{:.1}", l.p90_ms),
-            format!("{:.1}", l.p99_ms),
-            format!("{:.1}", l.max_ms),
+            l,
             format!("{} / {}", l.bytes_rx.unwrap_or(0), l.bytes_tx.unwrap_or(0)),
-        ]);
+        );
     }
     for (what, l) in [
         ("actions (due → durable)", &b.actions),
         ("live update delay", &b.update_delay),
     ] {
-        table += &row(&[
-            what.to_owned(),
-            l.count.to_string(),
-            format!("{:.1}", l.p50_ms),
-            format!("{:.1}", l.p90_ms),
-            format!("{:.1}", l.p99_ms),
-            format!("{:.1}", l.max_ms),
-            String::new(),
-        ]);
+        table += &latency_row(what.to_owned(), l, String::new());
     }
     if let Some(st) = &b.steady {
         for (what, l) in [
@@ -198,15 +199,8 @@ fn html(report: &Report<'_>) -> String {
             ("actions", &st.actions),
             ("live update delay", &st.update_delay),
         ] {
-            table += &row(&[
-                format!("{what}, all connected ({:.0}–{:.0} s)", st.from_s, st.to_s),
-                l.count.to_string(),
-                format!("{:.1}", l.p50_ms),
-                format!("{:.1}", l.p90_ms),
-                format!("{:.1}", l.p99_ms),
-                format!("{:.1}", l.max_ms),
-                String::new(),
-            ]);
+            let what = format!("{what}, all connected ({:.0}–{:.0} s)", st.from_s, st.to_s);
+            table += &latency_row(what, l, String::new());
         }
     }
     if let Some(steady) = &report.server_steady {
