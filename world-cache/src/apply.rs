@@ -413,6 +413,8 @@ mod tests {
             if honest && !stale {
                 match apply(&key(), RegistryHash([0; 32]), Some(&copy), update.clone(), Utc::now()) {
                     Err(ApplyError::DigestMismatch { computed, .. }) => update.digest = computed,
+                    // Only an empty result has the empty digest guessed.
+                    Ok(next) => prop_assert!(next.objects.is_empty(), "a wrong digest is refused: {next:?}"),
                     other => prop_assert!(false, "a wrong digest is refused: {other:?}"),
                 }
             }
