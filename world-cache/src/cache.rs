@@ -7,11 +7,12 @@
 //! the server will resend the shard. Nothing read from disk can panic or
 //! allocate more than the file's size.
 
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use chrono::{DateTime, Utc};
 use hoard_engine::RegistryHash;
@@ -25,7 +26,7 @@ use crate::format::{
 use crate::journal;
 use crate::key::ShardKey;
 use crate::known::{Known, KnownFiles, TOUCH_EVERY};
-use crate::storage::{FsStorage, Storage};
+use crate::storage::{FileMeta, FsStorage, Storage};
 
 /// Name of the lock file in the cache root.
 pub const LOCK_FILE: &str = ".lock";
@@ -33,6 +34,28 @@ pub const LOCK_FILE: &str = ".lock";
 pub const FOLD_MIN_BYTES: u64 = 256 * 1024;
 /// ...or larger than this fraction (1/n) of the shard file.
 pub const FOLD_FRACTION: u64 = 4;
+
+/// Shards read per task when many are read in parallel: a shard file is a
+/// few kilobytes, and a task per file costs more in hand-offs between
+/// threads than its read.
+const SHARDS_PER_TASK: usize = 8;
+
+/// Shards of one folder, unknown to this process, from which a head read
+/// lists the folder rather than looking each one's files up.
+const LIST_FROM: usize = 4;
+
+/// What a listing of a shard's folder showed of its files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Listed {
+    /// Not listed: look the files up.
+    Unlisted,
+    /// No shard file.
+    Missing,
+    /// A shard file and no journal.
+    NoJournal,
+    /// A shard file and a journal.
+    Journal,
+}
 
 /// What to do when another process holds the cache.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -308,7 +331,7 @@ impl WorldCache {
     /// Reads up to `limit` bytes of a shard file (the whole file when
     /// `limit` is `None`), with its length. A missing file is `None`; a
     /// directory or an unreadable file is discarded and `None`.
-    fn read_shard_file(&self, path: &Path, limit: Option<u64>) -> Option<(Vec<u8>, u64)> {
+    fn read_shard_file(&self, path: &Path, limit: Option<u64>) -> Option<(Vec<u8>, FileMeta)> {
         // Reading is bounded by the file's real size.
         let (bytes, meta) = match self.storage.read_with_meta(path, limit.unwrap_or(u64::MAX)) {
             Ok(read) => read,
@@ -326,20 +349,35 @@ impl WorldCache {
             );
             return None;
         }
-        Some((bytes, meta.len))
+        Some((bytes, meta))
     }
 
-    /// Reads one shard's header (its first bytes only), or `None` if there is
-    /// no valid copy.
+    /// Reads one shard's header (its first bytes only), or `None` if there
+    /// is no valid copy.
     pub fn read_head(&self, key: &ShardKey, registry: RegistryHash) -> Option<ShardHeader> {
-        let path = self.root.join(key.file());
-        let journal_known_empty = self.known.get(key).is_some_and(|k| k.journal == 0);
-        if !journal_known_empty && self.storage.metadata(&self.root.join(key.journal())).is_ok() {
+        self.read_head_listed(key, registry, Listed::Unlisted)
+    }
+
+    /// [`WorldCache::read_head`], told what a listing of the shard's folder
+    /// showed (if it was listed) instead of looking its journal up.
+    fn read_head_listed(&self, key: &ShardKey, registry: RegistryHash, listed: Listed) -> Option<ShardHeader> {
+        let journal_pending = match listed {
+            Listed::Missing => return None,
+            Listed::NoJournal => false,
+            Listed::Journal => true,
+            Listed::Unlisted => {
+                self.known.get(key).is_none_or(|k| k.journal != 0)
+                    && self.storage.metadata(&self.root.join(key.journal())).is_ok()
+            }
+        };
+        if journal_pending {
             // Deltas are pending from a session that did not exit cleanly:
             // fold them so the head describes what is cached.
             return self.load(key, registry).map(|s| s.header);
         }
-        let (prefix, len) = self.read_shard_file(&path, Some(MAX_HEADER_BYTES as u64))?;
+        let path = self.root.join(key.file());
+        let (prefix, meta) = self.read_shard_file(&path, Some(MAX_HEADER_BYTES as u64))?;
+        let len = meta.len;
         let info = match decode_header(&prefix) {
             Ok(info) => info,
             Err(e) => {
@@ -355,20 +393,89 @@ impl WorldCache {
             );
             return None;
         }
-        self.check_header(&path, key, &info.header, registry)
-            .then_some(info.header)
+        if !self.check_header(&path, key, &info.header, registry) {
+            return None;
+        }
+        if listed == Listed::NoJournal {
+            // The listing showed no journal: the load that follows a head
+            // read need not look for one either.
+            self.known.set_if_unknown(
+                key,
+                Known {
+                    file: len,
+                    journal: 0,
+                    touched: None,
+                },
+            );
+        }
+        Some(info.header)
     }
 
-    /// Reads the heads of many shards (a zone's), in parallel.
+    /// Reads the heads of many shards (a zone's), in parallel. The folder of
+    /// shards this process knows nothing of yet is listed once, instead of
+    /// each shard's file and journal being looked up: on a zone entry that
+    /// is one listing in place of 64 lookups of journals that are almost
+    /// never there (and of files that are not, on a first visit).
     pub fn read_heads(&self, keys: &[ShardKey], registry: RegistryHash) -> Vec<Option<ShardHeader>> {
-        keys.par_iter().map(|k| self.read_head(k, registry)).collect()
+        let listed = self.list_folders(keys);
+        keys.par_iter()
+            .zip(listed)
+            .with_min_len(SHARDS_PER_TASK)
+            .map(|(k, listed)| self.read_head_listed(k, registry, listed))
+            .collect()
+    }
+
+    /// What one listing of each folder says of the files of `keys` this
+    /// process knows nothing of; [`Listed::Unlisted`] for the rest, and for
+    /// folders with too few such shards to be worth a listing.
+    fn list_folders(&self, keys: &[ShardKey]) -> Vec<Listed> {
+        let unknown: Vec<bool> = keys.iter().map(|k| self.known.get(k).is_none()).collect();
+        let mut per_folder: HashMap<PathBuf, usize> = HashMap::new();
+        for (key, _) in keys.iter().zip(&unknown).filter(|(_, u)| **u) {
+            *per_folder.entry(key.zone_dir()).or_default() += 1;
+        }
+        let mut names: HashMap<PathBuf, Option<HashSet<String>>> = HashMap::new();
+        for (folder, count) in per_folder {
+            if count < LIST_FROM {
+                continue;
+            }
+            let listing = match self.storage.list(&self.root.join(&folder)) {
+                // Directories are kept: a directory where a file should be
+                // is found (and reported) by the read.
+                Ok(entries) => Some(entries.into_iter().map(|e| e.name).collect()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(HashSet::new()),
+                Err(_) => None,
+            };
+            names.insert(folder, listing);
+        }
+        keys.iter()
+            .zip(unknown)
+            .map(|(key, unknown)| {
+                let Some(Some(names)) = unknown.then(|| names.get(&key.zone_dir())).flatten() else {
+                    return Listed::Unlisted;
+                };
+                let has = |path: PathBuf| {
+                    path.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| names.contains(n))
+                };
+                if !has(key.file()) {
+                    Listed::Missing
+                } else if has(key.journal()) {
+                    Listed::Journal
+                } else {
+                    Listed::NoJournal
+                }
+            })
+            .collect()
     }
 
     /// Loads and verifies one shard, replaying its journal; `None` if there
     /// is no valid copy. Marks the file as recently used.
     pub fn load(&self, key: &ShardKey, registry: RegistryHash) -> Option<CachedShard> {
         let path = self.root.join(key.file());
-        let (bytes, len) = self.read_shard_file(&path, None)?;
+        let (bytes, meta) = self.read_shard_file(&path, None)?;
+        let len = meta.len;
         let shard = match decode_shard(&bytes) {
             Ok(s) => s,
             Err(e) => {
@@ -386,39 +493,52 @@ impl WorldCache {
             self.replay_journal(key, shard, registry)
         };
         if !self.read_only {
-            // Marking use is for eviction, which counts days: a file marked
-            // (or written) by this process a minute ago is not marked again.
-            let now = Instant::now();
-            match self.known.get(key) {
-                Some(k) if now.duration_since(k.touched) < TOUCH_EVERY => {}
-                Some(_) => {
-                    let _ = self.storage.touch(&path);
-                    self.known.update(key, |k| k.touched = now);
-                }
-                None => {
-                    let _ = self.storage.touch(&path);
-                    // First seen by this process: remembered once no journal
-                    // is left (a replay folds it into a new file, which its
-                    // write records; a fold that failed leaves it).
-                    if self.storage.metadata(&self.root.join(key.journal())).is_err() {
-                        self.known.set(
-                            key,
-                            Known {
-                                file: len,
-                                journal: 0,
-                                touched: now,
-                            },
-                        );
-                    }
-                }
-            }
+            self.mark_used(key, &path, &meta);
         }
         Some(shard)
     }
 
+    /// Marks a loaded file as used, for eviction, which counts days: a file
+    /// this process marked (or wrote) a minute ago, or that was modified
+    /// within that minute, is not marked again.
+    fn mark_used(&self, key: &ShardKey, path: &Path, meta: &FileMeta) {
+        let now = Instant::now();
+        let known = self.known.get(key);
+        if known
+            .and_then(|k| k.touched)
+            .is_some_and(|t| now.duration_since(t) < TOUCH_EVERY)
+        {
+            return;
+        }
+        let fresh = SystemTime::now()
+            .duration_since(meta.modified)
+            .is_ok_and(|age| age < TOUCH_EVERY);
+        if !fresh {
+            let _ = self.storage.touch(path);
+        }
+        if known.is_some() {
+            self.known.update(key, |k| k.touched = Some(now));
+        } else if self.storage.metadata(&self.root.join(key.journal())).is_err() {
+            // First seen by this process: remembered once no journal is
+            // left (a replay folds it into a new file, which its write
+            // records; a fold that failed leaves it).
+            self.known.set(
+                key,
+                Known {
+                    file: meta.len,
+                    journal: 0,
+                    touched: Some(now),
+                },
+            );
+        }
+    }
+
     /// Loads and verifies many shards in parallel (rayon across shards).
     pub fn load_many(&self, keys: &[ShardKey], registry: RegistryHash) -> Vec<Option<CachedShard>> {
-        keys.par_iter().map(|k| self.load(k, registry)).collect()
+        keys.par_iter()
+            .with_min_len(SHARDS_PER_TASK)
+            .map(|k| self.load(k, registry))
+            .collect()
     }
 
     /// Checks that a shard file's objects give the digest its header states:
@@ -550,7 +670,7 @@ impl WorldCache {
                 Known {
                     file: bytes.len() as u64,
                     journal: 0,
-                    touched: Instant::now(),
+                    touched: Some(Instant::now()),
                 },
             );
         }
@@ -630,7 +750,7 @@ impl WorldCache {
             Known {
                 file: shard_len,
                 journal: journal_len,
-                touched: known.map_or_else(Instant::now, |k| k.touched),
+                touched: known.and_then(|k| k.touched),
             },
         );
         if journal_len >= FOLD_MIN_BYTES && journal_len * FOLD_FRACTION >= shard_len {

@@ -33,8 +33,9 @@ pub(crate) struct Known {
     pub(crate) file: u64,
     /// The journal's length (0: none).
     pub(crate) journal: u64,
-    /// When the file was last written or marked used by this process.
-    pub(crate) touched: Instant,
+    /// When the file was last written or marked used by this process
+    /// (`None`: not yet; its head was read).
+    pub(crate) touched: Option<Instant>,
 }
 
 /// The remembered shards; empty and unused for a read-only cache.
@@ -68,6 +69,22 @@ impl KnownFiles {
         }
         if let Ok(mut map) = self.map.lock() {
             if map.len() >= MAX_KNOWN && !map.contains_key(key) {
+                map.clear();
+            }
+            map.insert(key.clone(), known);
+        }
+    }
+
+    /// Records `known` unless something is already known of `key`.
+    pub(crate) fn set_if_unknown(&self, key: &ShardKey, known: Known) {
+        if !self.enabled {
+            return;
+        }
+        if let Ok(mut map) = self.map.lock() {
+            if map.contains_key(key) {
+                return;
+            }
+            if map.len() >= MAX_KNOWN {
                 map.clear();
             }
             map.insert(key.clone(), known);
@@ -119,7 +136,7 @@ mod tests {
         Known {
             file,
             journal: 0,
-            touched: Instant::now(),
+            touched: Some(Instant::now()),
         }
     }
 

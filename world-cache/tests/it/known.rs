@@ -22,6 +22,8 @@ use crate::support::{REGISTRY, key, object, shard};
 struct Counting {
     metadata: AtomicU64,
     reads: AtomicU64,
+    lists: AtomicU64,
+    touches: AtomicU64,
 }
 
 impl Counting {
@@ -34,6 +36,10 @@ impl Storage for Counting {
     fn read(&self, path: &Path, limit: u64) -> io::Result<Vec<u8>> {
         self.reads.fetch_add(1, Ordering::SeqCst);
         FsStorage.read(path, limit)
+    }
+    fn read_with_meta(&self, path: &Path, limit: u64) -> io::Result<(Vec<u8>, FileMeta)> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        FsStorage.read_with_meta(path, limit)
     }
     fn metadata(&self, path: &Path) -> io::Result<FileMeta> {
         self.metadata.fetch_add(1, Ordering::SeqCst);
@@ -64,9 +70,11 @@ impl Storage for Counting {
         FsStorage.create_dir_all(path)
     }
     fn list(&self, dir: &Path) -> io::Result<Vec<Entry>> {
+        self.lists.fetch_add(1, Ordering::SeqCst);
         FsStorage.list(dir)
     }
     fn touch(&self, path: &Path) -> io::Result<()> {
+        self.touches.fetch_add(1, Ordering::SeqCst);
         FsStorage.touch(path)
     }
 }
@@ -183,4 +191,71 @@ fn a_copy_with_a_lying_header_fails_its_audit_in_memory() {
         "{:?}",
         cache.discards()
     );
+}
+
+/// A zone entry's head reads list the shards' folder once instead of
+/// looking each journal up, and the loads that follow look nothing up; a
+/// journal an earlier session left is still found and replayed, a missing
+/// shard is not opened, and only a file not used for a while is marked used.
+#[test]
+fn a_zone_is_read_with_one_listing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keys: Vec<_> = (10..18).map(key).collect();
+    let mut journaled = shard(key(12), 5, 10);
+    {
+        let cache = WorldCache::open(dir.path(), LockPolicy::Fail).expect("open");
+        for k in &keys {
+            cache.write(&shard(k.clone(), 5, 10)).expect("write");
+        }
+        let update = delta(&journaled, 3, 33);
+        cache.append_delta(&mut journaled, update).expect("journaled");
+    }
+    // One file last used long ago.
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3 * 24 * 3600);
+    std::fs::File::options()
+        .write(true)
+        .open(dir.path().join(key(15).file()))
+        .and_then(|f| f.set_modified(old))
+        .expect("age a file");
+
+    let storage = Arc::new(Counting::default());
+    let cache = WorldCache::open_with(dir.path(), LockPolicy::Fail, storage.clone()).expect("reopen");
+    let mut asked = keys.clone();
+    asked.push(key(40)); // never cached
+    let heads = cache.read_heads(&asked, REGISTRY);
+    assert_eq!(heads.iter().filter(|h| h.is_some()).count(), keys.len());
+    assert!(heads[keys.len()].is_none());
+    assert_eq!(
+        heads[2].as_ref().map(|h| h.hwm),
+        Some(journaled.header.hwm),
+        "journal replayed"
+    );
+    assert_eq!(storage.lists.load(Ordering::SeqCst), 1, "one listing");
+    assert_eq!(
+        storage.metadata.load(Ordering::SeqCst),
+        2,
+        "no lookups but the journal's replay and its fold's folder"
+    );
+    // Seven heads, then the journaled shard's file and journal; nothing of
+    // the missing shard.
+    assert_eq!(storage.reads.load(Ordering::SeqCst), keys.len() as u64 + 1);
+
+    let before = storage.lookups();
+    let copies = cache.load_many(&keys, REGISTRY);
+    assert!(copies.iter().all(Option::is_some));
+    assert_eq!(copies[2].as_ref().map(|c| &c.objects), Some(&journaled.objects));
+    assert_eq!(storage.lookups().0, before.0, "loads look nothing up");
+    assert_eq!(storage.lookups().1, before.1 + keys.len() as u64, "one read each");
+    assert_eq!(
+        storage.touches.load(Ordering::SeqCst),
+        1,
+        "only the old file is marked used"
+    );
+    let marked = std::fs::metadata(dir.path().join(key(15).file()))
+        .and_then(|m| m.modified())
+        .expect("mtime");
+    assert!(marked > old, "the old file was marked");
+    // Loaded again within the minute: nothing more.
+    cache.load_many(&keys, REGISTRY);
+    assert_eq!(storage.touches.load(Ordering::SeqCst), 1);
 }
