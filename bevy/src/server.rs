@@ -22,6 +22,13 @@ use serde::de::DeserializeOwned;
 
 pub use hoard_proto::intents::{ConnectedPlayers, IncomingIntents};
 
+/// Blocking threads of the server's runtime, at most: zone answers read the
+/// store on them. Beyond it, reads queue (one per connection at most, each
+/// connection awaiting its own) instead of each starting a thread, with
+/// its stack and its allocator's cache: at 1,000 players, ~100 threads
+/// served no faster than a few.
+const BLOCKING_THREADS: usize = 16;
+
 /// Where hoard's server systems run, relative to the game's.
 #[derive(SystemSet, Debug, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -246,6 +253,7 @@ impl Plugin for HoardServerPlugin {
     fn build(&self, app: &mut App) {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
+            .max_blocking_threads(BLOCKING_THREADS)
             .thread_name("hoard-server")
             .enable_all()
             .build()
