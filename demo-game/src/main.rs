@@ -1,5 +1,10 @@
 //! `hoard-demo`: the demo game and its tools; see the library's documentation.
 
+/// mimalloc: per-thread free lists suit a server's and the bots' many small
+/// buffers freed on other threads than they were allocated on.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     quiet_on_closed_pipe();
     std::process::exit(hoard_demo::run_cli());
