@@ -5,7 +5,7 @@
 //! them onto its root).
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, Write};
 use std::path::Path;
 use std::time::SystemTime;
 
@@ -116,8 +116,9 @@ impl Storage for FsStorage {
     fn append(&self, path: &Path, bytes: &[u8]) -> io::Result<u64> {
         let mut f = OpenOptions::new().create(true).append(true).open(path)?;
         f.write_all(bytes)?;
-        // The open file's length: no second lookup of the path.
-        Ok(f.metadata()?.len())
+        // The open file's length, from its end: no lookup of the path, nor
+        // of the file's metadata.
+        f.seek(io::SeekFrom::End(0))
     }
 
     fn sync(&self, path: &Path) -> io::Result<()> {
