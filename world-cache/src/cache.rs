@@ -719,11 +719,24 @@ impl WorldCache {
     /// journal, folding the journal into the shard file when it grows past
     /// [`FOLD_MIN_BYTES`] and a quarter of the shard file.
     pub fn record_delta(&self, shard: &CachedShard, update: &ShardUpdate) -> Result<WriteReport, WriteError> {
+        match self.journal_delta(shard, update)? {
+            Some(report) => Ok(report),
+            None => self.write(shard),
+        }
+    }
+
+    /// [`WorldCache::record_delta`] without its whole writes: appends the
+    /// delta to the shard's journal and returns `Some`, or `None` when the
+    /// shard is to be written whole instead (its journal is due to be
+    /// folded, or there is no file to journal against), which the caller
+    /// then does with [`WorldCache::write`]. An append is a few system calls
+    /// without a sync; a whole write syncs, so a caller on an async thread
+    /// hands only those to a blocking one.
+    pub fn journal_delta(&self, shard: &CachedShard, update: &ShardUpdate) -> Result<Option<WriteReport>, WriteError> {
         self.ensure_writable()?;
         let key = &shard.header.key;
-        let shard_file = self.root.join(key.file());
         let Some(record) = journal::encode_record(update) else {
-            return self.write(shard);
+            return Ok(None);
         };
         // A client journals every live delta of every zone it follows: the
         // shard file's length comes from what this process knows of it when
@@ -731,10 +744,10 @@ impl WorldCache {
         let known = self.known.get(key);
         let shard_len = match known {
             Some(k) => k.file,
-            None => match self.storage.metadata(&shard_file) {
+            None => match self.storage.metadata(&self.root.join(key.file())) {
                 Ok(meta) => meta.len,
                 // No base file to journal against: write the shard whole.
-                Err(_) => return self.write(shard),
+                Err(_) => return Ok(None),
             },
         };
         let path = self.root.join(key.journal());
@@ -754,12 +767,12 @@ impl WorldCache {
             },
         );
         if journal_len >= FOLD_MIN_BYTES && journal_len * FOLD_FRACTION >= shard_len {
-            return self.write(shard);
+            return Ok(None);
         }
-        Ok(WriteReport {
+        Ok(Some(WriteReport {
             bytes: record.len() as u64,
             folded: false,
-        })
+        }))
     }
 
     /// Applies a live delta to `shard` in memory, then records it with

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hoard_engine::{ObjectId, PublishRegistry, ServerIdentity, ShardId, ZoneId};
-use hoard_world_cache::{CachedObject, CachedShard, LockPolicy, WorldCache};
+use hoard_world_cache::{CachedObject, CachedShard, LockPolicy, ShardKey, ShardUpdate, WorldCache};
 pub use quinn::Endpoint;
 use quinn::{Connection, SendStream};
 use serde::Serialize;
@@ -1423,22 +1423,74 @@ fn push(inner: &Inner, p: Pending) {
 }
 
 /// Carries out the sync's effects: cache writes first (a zone is written
-/// before it is announced), then what the game will see.
+/// before it is announced), then what the game will see. On a blocking
+/// thread: whole shard writes sync.
 fn process_effects(inner: &Arc<Inner>) {
+    let deferred = process_effects_with(inner, Writes::Now);
+    debug_assert!(deferred.is_empty());
+}
+
+/// Where an effect's whole shard writes (each synced) happen.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Writes {
+    /// Here: the caller is a blocking thread.
+    Now,
+    /// Later: returned to the caller (an async task), which hands them to a
+    /// blocking thread. Journal appends, which do not sync, happen here.
+    Returned,
+}
+
+/// Writes shards whole, the newest copy of each once (a later copy of a
+/// shard includes an earlier one's changes).
+fn write_shards(inner: &Inner, shards: Vec<Arc<CachedShard>>) {
+    let mut newest: HashMap<ShardKey, Arc<CachedShard>> = HashMap::new();
+    for shard in shards {
+        newest.insert(shard.header.key.clone(), shard);
+    }
+    for shard in newest.into_values() {
+        if let Err(e) = inner.cache.write(&shard) {
+            tracing::warn!(shard = %shard.header.key, error = %e, "could not cache shard");
+        }
+    }
+}
+
+/// [`process_effects`], with whole shard writes done or returned as
+/// `writes` says. Returned writes are to be done before the next effects
+/// of the same shards are carried out.
+fn process_effects_with(inner: &Arc<Inner>, writes: Writes) -> Vec<Arc<CachedShard>> {
+    let mut whole: Vec<Arc<CachedShard>> = Vec::new();
+    // Journals a delta; true if the shard is to be written whole instead
+    // (also when a whole write of it is already waiting: a journal must not
+    // get ahead of its file).
+    let journal = |whole: &[Arc<CachedShard>], shard: &Arc<CachedShard>, update: &ShardUpdate, what: &str| {
+        if whole.iter().any(|w| w.header.key == shard.header.key) {
+            return true;
+        }
+        let journaled = match writes {
+            Writes::Now => inner.cache.record_delta(shard, update).map(Some),
+            Writes::Returned => inner.cache.journal_delta(shard, update),
+        };
+        match journaled {
+            Ok(written) => written.is_none(),
+            Err(e) => {
+                tracing::warn!(shard = %shard.header.key, error = %e, "could not journal {what}");
+                false
+            }
+        }
+    };
     let effects: Vec<Effect> = match inner.sync.lock() {
         Ok(mut sync) => std::iter::from_fn(|| sync.poll_effect()).collect(),
-        Err(_) => return,
+        Err(_) => return whole,
     };
     for effect in effects {
         match effect {
-            Effect::WriteShard(shard) => {
-                if let Err(e) = inner.cache.write(&shard) {
-                    tracing::warn!(shard = %shard.header.key, error = %e, "could not cache shard");
-                }
-            }
+            Effect::WriteShard(shard) => match writes {
+                Writes::Now => write_shards(inner, vec![shard]),
+                Writes::Returned => whole.push(shard),
+            },
             Effect::JournalShard { shard, update } => {
-                if let Err(e) = inner.cache.record_delta(&shard, &update) {
-                    tracing::warn!(shard = %shard.header.key, error = %e, "could not journal shard");
+                if journal(&whole, &shard, &update, "shard") {
+                    whole.push(shard);
                 }
             }
             Effect::ZoneReady {
@@ -1485,8 +1537,8 @@ fn process_effects(inner: &Arc<Inner>) {
                 removed,
                 proof,
             } => {
-                if let Err(e) = inner.cache.record_delta(&shard, &update) {
-                    tracing::warn!(shard = %shard.header.key, error = %e, "could not journal delta");
+                if journal(&whole, &shard, &update, "delta") {
+                    whole.push(shard.clone());
                 }
                 push(
                     inner,
@@ -1568,6 +1620,7 @@ fn process_effects(inner: &Arc<Inner>) {
             }
         }
     }
+    whole
 }
 
 async fn read_control(mut control: FrameReader, inner: Arc<Inner>) {

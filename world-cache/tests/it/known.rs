@@ -259,3 +259,46 @@ fn a_zone_is_read_with_one_listing() {
     cache.load_many(&keys, REGISTRY);
     assert_eq!(storage.touches.load(Ordering::SeqCst), 1);
 }
+
+/// `journal_delta` appends until the journal is due to be folded, then
+/// leaves the whole write to its caller (and records the append, so the
+/// journal is not replayed against the wrong file); `record_delta` folds.
+#[test]
+fn journal_delta_leaves_the_fold_to_its_caller() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache = WorldCache::open(dir.path(), LockPolicy::Fail).expect("open");
+    let mut copy = shard(key(20), 5, 4);
+    cache.write(&copy).expect("write");
+    let journal = dir.path().join(key(20).journal());
+    let mut appended = 0;
+    let due = loop {
+        let update = delta(&copy, appended % 4, 10_000 + appended);
+        copy = hoard_world_cache::apply::apply(&key(20), REGISTRY, Some(&copy), update.clone(), chrono::Utc::now())
+            .expect("applies");
+        match cache.journal_delta(&copy, &update).expect("journaled") {
+            Some(report) => {
+                assert!(!report.folded);
+                appended += 1;
+            }
+            None => break copy.clone(),
+        }
+        assert!(appended < 100_000, "a fold is never due");
+    };
+    let len = std::fs::metadata(&journal).expect("journal").len();
+    assert!(len >= hoard_world_cache::cache::FOLD_MIN_BYTES, "due at {len} bytes");
+    // The last delta is in the journal too: what is read back is the copy.
+    let reopened = WorldCache::open(dir.path(), LockPolicy::ReadOnlyIfBusy).expect("reopen");
+    assert_eq!(
+        reopened.load(&key(20), REGISTRY).map(|s| s.objects),
+        Some(due.objects.clone())
+    );
+    // The caller's whole write folds it.
+    assert!(cache.write(&due).expect("write").folded);
+    assert!(!journal.exists());
+    // record_delta does the same by itself.
+    let update = delta(&copy, 1, 1);
+    copy = hoard_world_cache::apply::apply(&key(20), REGISTRY, Some(&copy), update.clone(), chrono::Utc::now())
+        .expect("applies");
+    assert!(!cache.record_delta(&copy, &update).expect("recorded").folded);
+    assert!(journal.exists());
+}

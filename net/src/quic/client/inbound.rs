@@ -1,12 +1,14 @@
 //! The server's streams to a client (answers, live deltas, transient
 //! states): each stream is read by one task and applied by another, in the
-//! order sent, in batches. Applying hashes and merges objects and writes
-//! cache files, so it runs on a blocking thread; handing each message over
-//! on its own cost a wake-up and a context switch per live delta, which a
-//! process of many clients (the bots) spent a third of its time on. The
-//! applier takes everything the reader has queued since its last batch
-//! (up to [`APPLY_BATCH`]) in one hand-off, so an idle client still applies
-//! each message as it comes and a busy one amortises the hand-off. The
+//! order sent, in batches. Applying an answer hashes and merges objects and
+//! writes (and syncs) cache files, so it runs on a blocking thread; handing
+//! each message over on its own cost a wake-up and a context switch per
+//! live delta, which a process of many clients (the bots) spent a third of
+//! its time on. The applier takes everything the reader has queued since
+//! its last batch (up to [`APPLY_BATCH`]) in one hand-off, so an idle
+//! client still applies each message as it comes and a busy one amortises
+//! the hand-off; a few live deltas (up to [`INLINE_BATCH`]) are applied on
+//! the task itself, only a whole write of a shard going to a thread. The
 //! queue between them is bounded ([`READ_AHEAD`]): a client that cannot
 //! keep up stops reading, and QUIC's flow control pushes back on the
 //! server, whose own bounded queue then ends the slow session.
@@ -17,7 +19,10 @@ use hoard_proto::wire::{Assembler, ErrorCode, MAX_BULK_FRAME, Message};
 use quinn::{Connection, RecvStream};
 use tokio::sync::mpsc;
 
-use super::{ClientError, Failure, Inner, fail_all, fail_with, flush, process_effects};
+use super::{
+    ClientError, Failure, Inner, Writes, fail_all, fail_with, flush, process_effects, process_effects_with,
+    write_shards,
+};
 use crate::quic::stream::{FrameReader, StreamError};
 
 /// Messages read from one stream ahead of the applier, at most.
@@ -142,36 +147,75 @@ async fn apply_stream(mut rx: mpsc::Receiver<Result<Inbound, StreamEnd>>, conn: 
     }
 }
 
-/// Applies `messages` in order on a blocking thread (one lock of the sync
-/// for all of them), carries out their effects, then sends what the sync
-/// has to say.
+/// Messages applied on the stream's task itself, at most, when all are
+/// pushed ones (live deltas, transient states, statuses): each applies in
+/// memory and appends to a journal in microseconds, where a hand-off to a
+/// blocking thread and back cost two wake-ups per batch, which a process of
+/// many clients spent a tenth of its time on. Whole shard writes (a
+/// journal's fold), which sync, still go to a blocking thread.
+const INLINE_BATCH: usize = 8;
+
+/// Whether `messages` can be applied on the async task (see
+/// [`INLINE_BATCH`]): answers write shards whole, so they never are.
+fn inline(messages: &[Inbound]) -> bool {
+    messages.len() <= INLINE_BATCH
+        && messages.iter().all(|m| {
+            m.request.is_none()
+                && matches!(
+                    m.msg,
+                    Message::Delta(_) | Message::Transient(_) | Message::Status(_) | Message::Processed(_)
+                )
+        })
+}
+
+/// Applies `messages` in order (one lock of the sync for all of them),
+/// carries out their effects, then sends what the sync has to say. Small
+/// batches of pushed messages are applied here; others on a blocking thread.
 async fn apply(inner: &Arc<Inner>, messages: Vec<Inbound>) -> Result<(), Failure> {
     let now = inner.started.elapsed().as_secs_f64();
-    let applier = inner.clone();
-    let applied = tokio::task::spawn_blocking(move || {
-        let result = (|| {
-            let mut sync = applier.sync.lock().map_err(|_| Failure::Other("poisoned".to_owned()))?;
-            for Inbound { msg, len, request } in messages {
-                match request {
-                    Some(r) => sync.handle_answer(now, r, msg, len),
-                    None => sync.handle(now, msg, len),
-                }
-                .map_err(|e| match e {
-                    hoard_proto::sync::client::SyncError::Forged(f) => Failure::Forged(f.to_string()),
-                    other => Failure::Other(other.to_string()),
-                })?;
-            }
-            Ok(())
-        })();
+    if inline(&messages) {
+        let result = handle(inner, now, messages);
         // What was applied before a failure is still carried out.
-        process_effects(&applier);
-        result
-    })
-    .await;
-    match applied {
-        Ok(result) => result?,
-        Err(e) if e.is_cancelled() => return Err(Failure::Cancelled),
-        Err(e) => return Err(Failure::Other(e.to_string())),
+        let whole = process_effects_with(inner, Writes::Returned);
+        if !whole.is_empty() {
+            let writer = inner.clone();
+            match tokio::task::spawn_blocking(move || write_shards(&writer, whole)).await {
+                Ok(()) => {}
+                Err(e) if e.is_cancelled() => return Err(Failure::Cancelled),
+                Err(e) => return Err(Failure::Other(e.to_string())),
+            }
+        }
+        result?;
+    } else {
+        let applier = inner.clone();
+        let applied = tokio::task::spawn_blocking(move || {
+            let result = handle(&applier, now, messages);
+            // What was applied before a failure is still carried out.
+            process_effects(&applier);
+            result
+        })
+        .await;
+        match applied {
+            Ok(result) => result?,
+            Err(e) if e.is_cancelled() => return Err(Failure::Cancelled),
+            Err(e) => return Err(Failure::Other(e.to_string())),
+        }
     }
     flush(inner).await.map_err(|e| Failure::Other(e.to_string()))
+}
+
+/// Hands `messages` to the sync in order, under one lock.
+fn handle(inner: &Inner, now: f64, messages: Vec<Inbound>) -> Result<(), Failure> {
+    let mut sync = inner.sync.lock().map_err(|_| Failure::Other("poisoned".to_owned()))?;
+    for Inbound { msg, len, request } in messages {
+        match request {
+            Some(r) => sync.handle_answer(now, r, msg, len),
+            None => sync.handle(now, msg, len),
+        }
+        .map_err(|e| match e {
+            hoard_proto::sync::client::SyncError::Forged(f) => Failure::Forged(f.to_string()),
+            other => Failure::Other(other.to_string()),
+        })?;
+    }
+    Ok(())
 }
