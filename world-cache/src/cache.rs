@@ -44,6 +44,21 @@ const SHARDS_PER_TASK: usize = 8;
 /// lists the folder rather than looking each one's files up.
 const LIST_FROM: usize = 4;
 
+/// Largest shard file a head read keeps whole for the load that follows
+/// ([`WorldCache::read_heads_keeping`]): a head read opens the file anyway,
+/// and reading a small file whole costs little more than its header.
+pub const KEEP_WHOLE_UP_TO: u64 = 64 * 1024;
+
+/// A shard file a head read read whole, handed to
+/// [`WorldCache::load_kept`] so the load does not open it again. It is
+/// exactly the file the head was read from: the copy loaded from it is the
+/// one the head described.
+#[derive(Debug)]
+pub struct KeptFile {
+    bytes: Vec<u8>,
+    meta: FileMeta,
+}
+
 /// What a listing of a shard's folder showed of its files.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Listed {
@@ -355,12 +370,21 @@ impl WorldCache {
     /// Reads one shard's header (its first bytes only), or `None` if there
     /// is no valid copy.
     pub fn read_head(&self, key: &ShardKey, registry: RegistryHash) -> Option<ShardHeader> {
-        self.read_head_listed(key, registry, Listed::Unlisted)
+        self.read_head_listed(key, registry, Listed::Unlisted, false)
+            .map(|(head, _)| head)
     }
 
     /// [`WorldCache::read_head`], told what a listing of the shard's folder
     /// showed (if it was listed) instead of looking its journal up.
-    fn read_head_listed(&self, key: &ShardKey, registry: RegistryHash, listed: Listed) -> Option<ShardHeader> {
+    /// With `keep`, a file of up to [`KEEP_WHOLE_UP_TO`] bytes is read whole
+    /// and returned with its head.
+    fn read_head_listed(
+        &self,
+        key: &ShardKey,
+        registry: RegistryHash,
+        listed: Listed,
+        keep: bool,
+    ) -> Option<(ShardHeader, Option<KeptFile>)> {
         let journal_pending = match listed {
             Listed::Missing => return None,
             Listed::NoJournal => false,
@@ -373,10 +397,15 @@ impl WorldCache {
         if journal_pending {
             // Deltas are pending from a session that did not exit cleanly:
             // fold them so the head describes what is cached.
-            return self.load(key, registry).map(|s| s.header);
+            return self.load(key, registry).map(|s| (s.header, None));
         }
         let path = self.root.join(key.file());
-        let (prefix, meta) = self.read_shard_file(&path, Some(MAX_HEADER_BYTES as u64))?;
+        let limit = if keep {
+            KEEP_WHOLE_UP_TO
+        } else {
+            MAX_HEADER_BYTES as u64
+        };
+        let (prefix, meta) = self.read_shard_file(&path, Some(limit))?;
         let len = meta.len;
         let info = match decode_header(&prefix) {
             Ok(info) => info,
@@ -408,7 +437,8 @@ impl WorldCache {
                 },
             );
         }
-        Some(info.header)
+        let kept = (prefix.len() as u64 == len).then_some(KeptFile { bytes: prefix, meta });
+        Some((info.header, kept))
     }
 
     /// Reads the heads of many shards (a zone's), in parallel. The folder of
@@ -417,11 +447,35 @@ impl WorldCache {
     /// is one listing in place of 64 lookups of journals that are almost
     /// never there (and of files that are not, on a first visit).
     pub fn read_heads(&self, keys: &[ShardKey], registry: RegistryHash) -> Vec<Option<ShardHeader>> {
+        self.read_heads_with(keys, registry, false)
+            .into_iter()
+            .map(|h| h.map(|(head, _)| head))
+            .collect()
+    }
+
+    /// [`WorldCache::read_heads`], keeping the files of up to
+    /// [`KEEP_WHOLE_UP_TO`] bytes whole for [`WorldCache::load_kept`]: a
+    /// zone entry then opens each small file once, not once for its head
+    /// and again for its copy. At most `keys.len()` such files are held.
+    pub fn read_heads_keeping(
+        &self,
+        keys: &[ShardKey],
+        registry: RegistryHash,
+    ) -> Vec<Option<(ShardHeader, Option<KeptFile>)>> {
+        self.read_heads_with(keys, registry, true)
+    }
+
+    fn read_heads_with(
+        &self,
+        keys: &[ShardKey],
+        registry: RegistryHash,
+        keep: bool,
+    ) -> Vec<Option<(ShardHeader, Option<KeptFile>)>> {
         let listed = self.list_folders(keys);
         keys.par_iter()
             .zip(listed)
             .with_min_len(SHARDS_PER_TASK)
-            .map(|(k, listed)| self.read_head_listed(k, registry, listed))
+            .map(|(k, listed)| self.read_head_listed(k, registry, listed, keep))
             .collect()
     }
 
@@ -473,8 +527,17 @@ impl WorldCache {
     /// Loads and verifies one shard, replaying its journal; `None` if there
     /// is no valid copy. Marks the file as recently used.
     pub fn load(&self, key: &ShardKey, registry: RegistryHash) -> Option<CachedShard> {
+        self.load_kept(key, registry, None)
+    }
+
+    /// [`WorldCache::load`] from the file a head read kept, if it kept it
+    /// (the file is not read again); from the file otherwise.
+    pub fn load_kept(&self, key: &ShardKey, registry: RegistryHash, kept: Option<KeptFile>) -> Option<CachedShard> {
         let path = self.root.join(key.file());
-        let (bytes, meta) = self.read_shard_file(&path, None)?;
+        let (bytes, meta) = match kept {
+            Some(KeptFile { bytes, meta }) => (bytes, meta),
+            None => self.read_shard_file(&path, None)?,
+        };
         let len = meta.len;
         let shard = match decode_shard(&bytes) {
             Ok(s) => s,
@@ -538,6 +601,19 @@ impl WorldCache {
         keys.par_iter()
             .with_min_len(SHARDS_PER_TASK)
             .map(|k| self.load(k, registry))
+            .collect()
+    }
+
+    /// [`WorldCache::load_kept`] of many shards in parallel.
+    pub fn load_many_kept(
+        &self,
+        shards: Vec<(ShardKey, Option<KeptFile>)>,
+        registry: RegistryHash,
+    ) -> Vec<Option<CachedShard>> {
+        shards
+            .into_par_iter()
+            .with_min_len(SHARDS_PER_TASK)
+            .map(|(k, kept)| self.load_kept(&k, registry, kept))
             .collect()
     }
 

@@ -29,7 +29,7 @@ pub mod storage;
 pub mod tools;
 
 pub use apply::{ApplyError, ShardUpdate, UpdateKind};
-pub use cache::{DiscardReason, LockPolicy, WorldCache, WriteReport};
+pub use cache::{DiscardReason, KeptFile, LockPolicy, WorldCache, WriteReport};
 pub use format::{CachedObject, CachedShard, ShardHeader};
 pub use key::ShardKey;
 pub use storage::{FsStorage, Storage};

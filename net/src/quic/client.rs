@@ -1279,12 +1279,18 @@ async fn start_entry(inner: &Arc<Inner>, zone: &ZoneId, subscribe: bool) -> Resu
         .zone_keys(cfg.server, &cfg.service, Some(&cfg.perspective), zone);
     let reader = inner.clone();
     let registry = cfg.registry;
-    let heads: Vec<_> = tokio::task::spawn_blocking(move || reader.cache.read_heads(&keys, registry))
-        .await
-        .map_err(|e| ClientError::Lost(e.to_string()))?
-        .into_iter()
-        .flatten()
-        .collect();
+    // Small files are read whole with their heads, for the load below.
+    let (heads, kept): (Vec<_>, Vec<_>) =
+        tokio::task::spawn_blocking(move || reader.cache.read_heads_keeping(&keys, registry))
+            .await
+            .map_err(|e| ClientError::Lost(e.to_string()))?
+            .into_iter()
+            .flatten()
+            .map(|(head, file)| {
+                let key = head.key.clone();
+                (head, (key, file))
+            })
+            .unzip();
     let now = inner.started.elapsed().as_secs_f64();
     let (request, messages) = {
         let mut sync = inner.sync.lock().map_err(|_| ClientError::Lost("poisoned".into()))?;
@@ -1303,11 +1309,10 @@ async fn start_entry(inner: &Arc<Inner>, zone: &ZoneId, subscribe: bool) -> Resu
     // off the path to the player's world.
     let loader = inner.clone();
     let registry = cfg.registry;
-    let present: Vec<_> = heads.iter().map(|h| h.key.clone()).collect();
     let copies = tokio::task::spawn_blocking(move || {
         loader
             .cache
-            .load_many(&present, registry)
+            .load_many_kept(kept, registry)
             .into_iter()
             .flatten()
             .map(Arc::new)

@@ -302,3 +302,50 @@ fn journal_delta_leaves_the_fold_to_its_caller() {
     assert!(!cache.record_delta(&copy, &update).expect("recorded").folded);
     assert!(journal.exists());
 }
+
+/// A zone entry opens each small file once: the head read keeps it whole
+/// and the load decodes the kept bytes; a large file's head is read alone
+/// and its load reads it. The copies are the ones `load` gives.
+#[test]
+fn small_files_are_read_once_per_entry() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let small: Vec<_> = (50..54).map(key).collect();
+    let large = key(60);
+    {
+        let cache = WorldCache::open(dir.path(), LockPolicy::Fail).expect("open");
+        for k in &small {
+            cache.write(&shard(k.clone(), 5, 10)).expect("write");
+        }
+        cache.write(&shard(large.clone(), 5, 4000)).expect("write");
+    }
+    let large_len = std::fs::metadata(dir.path().join(large.file())).expect("file").len();
+    assert!(
+        large_len > hoard_world_cache::cache::KEEP_WHOLE_UP_TO,
+        "{large_len} bytes"
+    );
+
+    let storage = Arc::new(Counting::default());
+    let cache = WorldCache::open_with(dir.path(), LockPolicy::Fail, storage.clone()).expect("reopen");
+    let mut keys = small.clone();
+    keys.push(large.clone());
+    let heads = cache.read_heads_keeping(&keys, REGISTRY);
+    assert_eq!(storage.reads.load(Ordering::SeqCst), keys.len() as u64);
+    let kept: Vec<_> = heads
+        .into_iter()
+        .map(|h| h.expect("head"))
+        .map(|(head, file)| (head.key.clone(), file))
+        .collect();
+    assert!(kept[..small.len()].iter().all(|(_, f)| f.is_some()), "small files kept");
+    assert!(kept[small.len()].1.is_none(), "the large file is not");
+    let copies = cache.load_many_kept(kept, REGISTRY);
+    assert_eq!(
+        storage.reads.load(Ordering::SeqCst),
+        keys.len() as u64 + 1,
+        "only the large file is read again"
+    );
+    for (k, copy) in keys.iter().zip(copies) {
+        let copy = copy.expect("loads");
+        let fresh = cache.load(k, REGISTRY).expect("loads");
+        assert_eq!((copy.header, copy.objects), (fresh.header, fresh.objects));
+    }
+}
