@@ -1,7 +1,8 @@
 //! Fuzzes the wire decoders: the frame splitter and every message body.
 //! Typed errors only, never a panic, never an allocation beyond the input;
 //! whatever decodes re-encodes to a frame that decodes to the same message;
-//! the decoded messages also go through a parts assembler, as on a stream.
+//! the decoded messages also go through a parts assembler, as on a stream;
+//! a decoded `TransientPatch` is applied to the input as its base.
 #![no_main]
 
 use hoard_proto::wire::{Assembler, FrameDecoder, MAX_CONTROL_FRAME, Message};
@@ -16,6 +17,13 @@ fuzz_target!(|data: &[u8]| {
             let frame = msg.to_frame();
             let again = Message::decode(frame[4], &frame[5..]).expect("re-encoded message decodes");
             assert_eq!(again, msg);
+            // A patch applies to any base with a typed error or a result
+            // within the limit, never a panic.
+            if let Message::TransientPatch(p) = &msg {
+                if let Ok(out) = hoard_proto::transient::apply(data, &p.ops) {
+                    assert!(out.len() <= hoard_proto::wire::MAX_TRANSIENT_BYTES);
+                }
+            }
             if assembler.push(msg, frame.len()).is_err() {
                 assembler = Assembler::default();
             }

@@ -12,4 +12,5 @@ pub mod intents;
 pub mod proof;
 pub mod relay;
 pub mod sync;
+pub mod transient;
 pub mod wire;

@@ -325,6 +325,9 @@ pub struct ClientSync {
     /// The newest (epoch, seq) held of each shard: a signed head behind it
     /// is a replay.
     newest: BTreeMap<ShardId, (Epoch, Seq)>,
+    /// Each zone's transient state as last received, for the zones this
+    /// client is in or entering: the base of the next `TransientPatch`.
+    transients: BTreeMap<ZoneId, Vec<u8>>,
 }
 
 fn cached(o: WireObject) -> Result<CachedObject, SyncError> {
@@ -359,6 +362,7 @@ impl ClientSync {
             proofs_pending: BTreeMap::new(),
             verified: BTreeMap::new(),
             newest: BTreeMap::new(),
+            transients: BTreeMap::new(),
         }
     }
 
@@ -622,6 +626,57 @@ impl ClientSync {
         }
         self.buffered.remove(zone);
         self.overflowed.remove(zone);
+        self.transients.remove(zone);
+    }
+
+    /// Whether this client is in `zone` or entering it.
+    fn follows(&self, zone: &ZoneId) -> bool {
+        self.live.contains_key(zone) || self.entries.values().any(|e| e.zone == *zone)
+    }
+
+    /// A zone's new transient state: kept as the base of the next patch
+    /// and handed to the game, if this client is in the zone or entering
+    /// it (a late one for a zone just left is dropped). States of zones no
+    /// longer followed are forgotten here, so at most one is held per
+    /// zone followed.
+    fn take_transient(&mut self, zone: ZoneId, payload: Vec<u8>) {
+        self.transients
+            .retain(|z, _| *z == zone || self.live.contains_key(z) || self.entries.values().any(|e| e.zone == *z));
+        if self.follows(&zone) {
+            self.transients.insert(zone.clone(), payload.clone());
+            self.effects.push_back(Effect::Transient { zone, payload });
+        } else {
+            self.transients.remove(&zone);
+        }
+    }
+
+    /// A `TransientPatch`: applied to the state held for its zone when that
+    /// is its base. Without that base (a zone not followed, or a state
+    /// missed) it is dropped and the zone's state waits for the next whole
+    /// one, which the server sends at least every
+    /// [`crate::transient::WHOLE_EVERY`] sends.
+    fn transient_patch(&mut self, p: crate::wire::TransientPatch) -> Result<(), SyncError> {
+        if p.base.len() != crate::transient::BASE_TAG_BYTES {
+            return Err(SyncError::Protocol(format!(
+                "transient patch for {} names a base of {} bytes; a base tag is {}",
+                p.zone,
+                p.base.len(),
+                crate::transient::BASE_TAG_BYTES
+            )));
+        }
+        let Some(base) = self.transients.get(&p.zone) else {
+            tracing::debug!(zone = %p.zone, "transient patch without its base; dropped");
+            return Ok(());
+        };
+        if crate::transient::base_tag(base).as_slice() != p.base.as_slice() {
+            tracing::debug!(zone = %p.zone, "transient patch of another base; dropped until a whole state");
+            self.transients.remove(&p.zone);
+            return Ok(());
+        }
+        let payload = crate::transient::apply(base, &p.ops)
+            .map_err(|e| SyncError::Protocol(format!("transient patch for {}: {e}", p.zone)))?;
+        self.take_transient(p.zone, payload);
+        Ok(())
     }
 
     /// The entry's copy of a shard, if loaded, and the key to cache it under.
@@ -749,16 +804,9 @@ impl ClientSync {
                         crate::wire::MAX_TRANSIENT_BYTES
                     )));
                 }
-                // Only for zones this client is in: a late one for a zone
-                // just left is dropped.
-                let wanted = self.live.contains_key(&t.zone) || self.entries.values().any(|e| e.zone == t.zone);
-                if wanted {
-                    self.effects.push_back(Effect::Transient {
-                        zone: t.zone,
-                        payload: t.payload,
-                    });
-                }
+                self.take_transient(t.zone, t.payload);
             }
+            Message::TransientPatch(p) => self.transient_patch(p)?,
             Message::IntentRejected(r) => self.effects.push_back(Effect::IntentRejected {
                 seq: r.seq,
                 code: r.code,

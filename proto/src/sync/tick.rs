@@ -38,7 +38,9 @@ use hoard_engine::{ChangeSet, Publisher, Seq, ShardId, ZoneId};
 
 use super::hub::{Hub, SessionId};
 use crate::intents::{ConnectedPlayers, IncomingIntents, ReceivedIntent};
-use crate::wire::{ErrorCode, IntentRejected, MAX_TRANSIENT_BYTES, Message, Processed, Status, Transient};
+use crate::wire::{
+    ErrorCode, IntentRejected, MAX_TRANSIENT_BYTES, Message, Processed, Status, Transient, TransientPatch,
+};
 
 /// The first wait after a failed commit, in seconds; it doubles per failure.
 const FIRST_BACKOFF_SECS: f64 = 0.25;
@@ -170,6 +172,15 @@ struct Failing {
     backoff: f64,
 }
 
+/// A zone's transient state as last sent to every session in it.
+struct SentTransient {
+    payload: Vec<u8>,
+    /// When, on the driver's clock.
+    at: f64,
+    /// Sends since the last whole one.
+    patches: u32,
+}
+
 /// The tick core: sessions, subscriptions and pending changes of one world.
 pub struct TickCore {
     store: Arc<dyn WorldStore>,
@@ -181,8 +192,9 @@ pub struct TickCore {
     /// Each zone's latest transient state (what a session that subscribes
     /// is sent first).
     last_transient: HashMap<ZoneId, Vec<u8>>,
-    /// Each zone's transient state as last sent to its sessions, and when.
-    sent_transient: HashMap<ZoneId, (Vec<u8>, f64)>,
+    /// Each zone's transient state as last sent to its sessions (the base
+    /// of the next patch, and what a session that subscribes is sent).
+    sent_transient: HashMap<ZoneId, SentTransient>,
     /// The shortest time between two transient sends of one zone, seconds.
     transient_interval: f64,
     /// Intents given to the game whose frame is not yet in a commit job.
@@ -236,18 +248,20 @@ impl TickCore {
         }
     }
 
-    /// Sends each zone's transient state at most once per `secs` (0: every
-    /// frame it changes). A zone's state is what every session in it gets
-    /// whole whenever it changes, so its cost grows with the square of the
-    /// zone's sessions; a cap bounds that per second. The latest state
-    /// always goes out once the interval has passed, and a session that
-    /// subscribes gets the latest at once.
+    /// Hands on the origin's signed heads ([`crate::proof::ProofSource`])
+    /// to sessions that ask for proofs.
     pub fn with_proofs(mut self, proofs: std::sync::Arc<dyn crate::proof::ProofSource>) -> TickCore {
         self.hub = std::mem::take(&mut self.hub).with_proofs(proofs);
         self
     }
 
-    /// Sends a zone's transient state at most once per `secs`.
+    /// Sends each zone's transient state at most once per `secs` (0: every
+    /// frame it changes). A zone's state goes to every session in it
+    /// whenever it changes (as a patch of the previous one where that is
+    /// smaller), so its cost grows with the square of the zone's sessions;
+    /// a cap bounds that per second. The latest state always goes out once
+    /// the interval has passed, and a session that subscribes gets, at
+    /// once, the state the zone's sessions were last sent.
     pub fn with_transient_interval(mut self, secs: f64) -> TickCore {
         self.transient_interval = secs.max(0.0);
         self
@@ -366,7 +380,14 @@ impl TickCore {
                     }
                     self.send(id, Message::Delta(delta));
                 }
-                if let Some(payload) = self.last_transient.get(&zone).cloned() {
+                // What the zone's other sessions hold, so that the next
+                // patch applies here too; the latest follows with the
+                // zone's next send.
+                let payload = match self.sent_transient.get(&zone) {
+                    Some(sent) => Some(sent.payload.clone()),
+                    None => self.last_transient.get(&zone).cloned(),
+                };
+                if let Some(payload) = payload {
                     self.send(id, Message::Transient(Transient { zone, payload }));
                 }
             }
@@ -460,7 +481,7 @@ impl TickCore {
             .iter()
             .filter(|(zone, latest)| match self.sent_transient.get(*zone) {
                 None => true,
-                Some((sent, at)) => sent != *latest && now - at >= self.transient_interval,
+                Some(sent) => sent.payload != **latest && now - sent.at >= self.transient_interval,
             })
             .map(|(zone, _)| zone.clone())
             .collect();
@@ -468,12 +489,46 @@ impl TickCore {
             let Some(payload) = self.last_transient.get(&zone).cloned() else {
                 continue;
             };
-            let message = Message::Transient(Transient {
-                zone: zone.clone(),
-                payload: payload.clone(),
-            });
+            // A patch of what every session in the zone was last sent,
+            // unless it is not worth it or a whole one is due.
+            let patch = self
+                .sent_transient
+                .get(&zone)
+                .filter(|sent| sent.patches + 1 < crate::transient::WHOLE_EVERY)
+                .and_then(|sent| {
+                    let ops = crate::transient::diff(&sent.payload, &payload)?;
+                    Some((
+                        crate::transient::base_tag(&sent.payload).to_vec(),
+                        ops,
+                        sent.patches + 1,
+                    ))
+                });
+            let (message, patches) = match patch {
+                Some((base, ops, patches)) => (
+                    Message::TransientPatch(TransientPatch {
+                        zone: zone.clone(),
+                        base,
+                        ops,
+                    }),
+                    patches,
+                ),
+                None => (
+                    Message::Transient(Transient {
+                        zone: zone.clone(),
+                        payload: payload.clone(),
+                    }),
+                    0,
+                ),
+            };
             self.send_all(&self.hub.sessions_in(&zone), message);
-            self.sent_transient.insert(zone, (payload, now));
+            self.sent_transient.insert(
+                zone,
+                SentTransient {
+                    payload,
+                    at: now,
+                    patches,
+                },
+            );
         }
     }
 
@@ -675,13 +730,36 @@ mod tests {
         ZoneId::new("meadow").expect("zone")
     }
 
-    /// The transient payloads each session was sent, in order.
+    /// The transient payloads each session was sent, in order, patches
+    /// applied as a client applies them (to what that session last got).
     fn transients(core: &mut TickCore) -> Vec<(SessionId, Vec<u8>)> {
+        let mut held = HashMap::new();
+        transients_held(core, &mut held)
+            .into_iter()
+            .map(|(to, p, _)| (to, p))
+            .collect()
+    }
+
+    /// [`transients`] with each session's held payload kept in `held`, and
+    /// whether each came whole.
+    fn transients_held(core: &mut TickCore, held: &mut HashMap<SessionId, Vec<u8>>) -> Vec<(SessionId, Vec<u8>, bool)> {
         let mut out = Vec::new();
         while let Some(TickOutput { to, message }) = core.poll_output() {
-            if let Message::Transient(t) = &*message {
-                out.push((to, t.payload.clone()));
-            }
+            let (payload, whole) = match &*message {
+                Message::Transient(t) => (t.payload.clone(), true),
+                Message::TransientPatch(p) => {
+                    let base = held.get(&to).expect("a patch only follows a whole state");
+                    assert_eq!(
+                        p.base,
+                        crate::transient::base_tag(base).to_vec(),
+                        "the patch names its base"
+                    );
+                    (crate::transient::apply(base, &p.ops).expect("applies"), false)
+                }
+                _ => continue,
+            };
+            held.insert(to, payload.clone());
+            out.push((to, payload, whole));
         }
         out
     }
@@ -721,8 +799,9 @@ mod tests {
         // Changes within the interval are held back...
         assert!(frame(&mut core, 0.1, b"b").is_empty());
         assert!(frame(&mut core, 0.2, b"c").is_empty());
-        // ...but a session that subscribes meanwhile gets the latest at once.
-        assert_eq!(join(&mut core, 2), vec![(2, b"c".to_vec())]);
+        // ...and a session that subscribes meanwhile gets, at once, what the
+        // zone's other sessions hold (the base of the next patch).
+        assert_eq!(join(&mut core, 2), vec![(2, b"a".to_vec())]);
         // Once the interval has passed, the latest goes to the zone's sessions
         // (even if no frame changed it since).
         assert_eq!(
@@ -735,6 +814,67 @@ mod tests {
             frame(&mut core, 1.3, b"d").len(),
             2,
             "the interval since the last send has passed"
+        );
+    }
+
+    #[test]
+    fn a_changed_state_goes_as_a_patch_of_the_last_sent_and_whole_every_so_often() {
+        let store = Arc::new(MemoryStore::new());
+        store
+            .create_zone(&zone(), &[ShardSpec::shared(ShardId(0))])
+            .expect("zone");
+        let mut core = TickCore::new(store, 60.0);
+        let mut world = World::new();
+        core.prepare(&mut world);
+        let mut publisher = Publisher::new(PublishRegistry::builder().build());
+        let mut held = HashMap::new();
+        // A long state of which one byte changes each frame.
+        let state = |n: u32| -> Vec<u8> {
+            let mut s: Vec<u8> = (0..2000u32).map(|i| (i % 251) as u8).collect();
+            s[(n as usize * 37) % 2000] = 0xff;
+            s
+        };
+        let mut frame = |core: &mut TickCore, n: u32, held: &mut HashMap<SessionId, Vec<u8>>| {
+            core.after_frame(f64::from(n), &mut world, &mut publisher, vec![(zone(), state(n))])
+                .expect("frame");
+            transients_held(core, held)
+        };
+        let join = |core: &mut TickCore, id: SessionId, held: &mut HashMap<SessionId, Vec<u8>>| {
+            let mut world = World::new();
+            core.prepare(&mut world);
+            core.handle(&mut world, TickInput::Register { id });
+            core.handle(
+                &mut world,
+                TickInput::Subscribe {
+                    id,
+                    zone: zone(),
+                    shards: vec![(ShardId(0), Seq::ZERO)],
+                    proofs: false,
+                },
+            );
+            transients_held(core, held)
+        };
+        join(&mut core, 1, &mut held);
+        assert_eq!(frame(&mut core, 0, &mut held), vec![(1, state(0), true)]);
+        assert_eq!(frame(&mut core, 1, &mut held), vec![(1, state(1), false)], "a patch");
+        // A session joining between sends gets the last sent whole; the next
+        // patch applies for both.
+        assert_eq!(join(&mut core, 2, &mut held), vec![(2, state(1), true)]);
+        assert_eq!(
+            frame(&mut core, 2, &mut held),
+            vec![(1, state(2), false), (2, state(2), false)]
+        );
+        let mut kinds = Vec::new();
+        for n in 3..3 + crate::transient::WHOLE_EVERY {
+            let sent = frame(&mut core, n, &mut held);
+            assert!(sent.iter().all(|(_, payload, _)| *payload == state(n)));
+            kinds.push(sent[0].2);
+        }
+        assert_eq!(
+            kinds.iter().filter(|whole| **whole).count(),
+            1,
+            "one send in {} is whole",
+            crate::transient::WHOLE_EVERY
         );
     }
 }

@@ -578,6 +578,26 @@ pub struct Transient {
     pub payload: Vec<u8>,
 }
 
+/// `0xA4` server → client on the delta stream: a zone's transient state as
+/// a change of the one sent before it (see [`crate::transient`]). It
+/// replaces the previous state as a [`Transient`] would.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransientPatch {
+    /// The zone.
+    pub zone: ZoneId,
+    /// The state it applies to: the first 8 bytes of the BLAKE3 hash of
+    /// that payload ([`crate::transient::base_tag`]).
+    #[serde(with = "serde_bytes")]
+    pub base: Vec<u8>,
+    /// The operations, in order (at most [`super::MAX_TRANSIENT_PATCH_OPS`]).
+    pub ops: Vec<PatchOp>,
+}
+
+/// One operation of a [`TransientPatch`]: copy `.1` bytes of the base from
+/// offset `.0`, then append the bytes `.2`. Encoded as a 3-array.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PatchOp(pub u32, pub u32, #[serde(with = "serde_bytes")] pub Vec<u8>);
+
 /// `0xA0` server → client on the delta stream: one shard's committed change.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Delta {
@@ -748,6 +768,7 @@ messages! {
     0xA1 => Transient(Transient),
     0xA2 => Status(Status),
     0xA3 => Processed(Processed),
+    0xA4 => TransientPatch(TransientPatch),
 }
 
 /// Why a frame's body is not a valid message.

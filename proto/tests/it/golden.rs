@@ -273,6 +273,14 @@ fn messages() -> Vec<(&'static str, Message)> {
                 payload: vec![0x92, 0xa3, b'a', b'n', b'n', 0x07],
             }),
         ),
+        (
+            "a4-transient-patch",
+            Message::TransientPatch(TransientPatch {
+                zone: zone(),
+                base: hoard_proto::transient::base_tag(&[0x92, 0xa3, b'a', b'n', b'n', 0x07]).to_vec(),
+                ops: vec![PatchOp(0, 5, vec![0x08])],
+            }),
+        ),
         ("96-parts", Message::Parts(Parts { count: 2 })),
         (
             "97-more",
@@ -393,4 +401,27 @@ fn a_fresh_mask_that_does_not_fit_the_held_list_is_refused() {
     );
     assert!(fresh(vec![0b011], vec![1]).selected(&held).is_err(), "too few tags");
     assert_eq!(fresh(vec![], vec![]).selected(&[]), Ok(vec![]));
+}
+
+/// docs/PROTOCOL.md § Transient state: the golden patch turns the golden
+/// `Transient`'s payload into `["ann", 8]`, and its base is the documented
+/// tag of that payload.
+#[test]
+fn the_golden_transient_patch_rebuilds_the_documented_payload() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let read = |name: &str| {
+        let bytes = std::fs::read(dir.join(name)).expect("golden");
+        Message::decode(bytes[4], &bytes[5..]).expect("decodes")
+    };
+    let (Message::Transient(whole), Message::TransientPatch(patch)) =
+        (read("a1-transient.bin"), read("a4-transient-patch.bin"))
+    else {
+        panic!("a transient and a patch")
+    };
+    assert_eq!(patch.base, [0xc1, 0x05, 0x73, 0x8e, 0xe6, 0xc0, 0x89, 0xbc]);
+    assert_eq!(patch.base, hoard_proto::transient::base_tag(&whole.payload));
+    assert_eq!(
+        hoard_proto::transient::apply(&whole.payload, &patch.ops).expect("applies"),
+        [0x92, 0xa3, b'a', b'n', b'n', 0x08]
+    );
 }

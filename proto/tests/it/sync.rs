@@ -580,3 +580,70 @@ fn a_wrong_copy_the_tags_miss_is_caught_when_the_root_is_checked_again() {
     );
     pair.assert_in_sync("meadow");
 }
+
+/// The client rebuilds a zone's transient state from patches of the one it
+/// holds, drops patches it holds no base for until a whole state comes, and
+/// refuses a patch that reads past its base.
+#[test]
+fn a_transient_patch_applies_to_the_state_held_and_only_to_it() {
+    use hoard_proto::sync::client::Effect;
+    use hoard_proto::transient::base_tag;
+    use hoard_proto::wire::{Message, PatchOp, Transient, TransientPatch};
+
+    let mut pair = Pair::new("meadow", 1, 1);
+    pair.enter("meadow", true);
+    pair.run();
+    let zone = ZoneId::new("meadow").expect("zone");
+    let received = |pair: &mut Pair, msg: Message| {
+        let len = msg.to_frame().len();
+        let result = pair.client.handle(pair.net.now, msg, len);
+        let mut states = Vec::new();
+        while let Some(effect) = pair.client.poll_effect() {
+            if let Effect::Transient { payload, .. } = effect {
+                states.push(payload);
+            }
+        }
+        result.map(|()| states)
+    };
+    let patch = |base: &[u8], ops: Vec<PatchOp>| {
+        Message::TransientPatch(TransientPatch {
+            zone: zone.clone(),
+            base: base_tag(base).to_vec(),
+            ops,
+        })
+    };
+    // No base yet: dropped.
+    assert_eq!(
+        received(&mut pair, patch(b"abcdef", vec![PatchOp(0, 6, b"g".to_vec())])),
+        Ok(vec![])
+    );
+    let whole = Message::Transient(Transient {
+        zone: zone.clone(),
+        payload: b"abcdef".to_vec(),
+    });
+    assert_eq!(received(&mut pair, whole), Ok(vec![b"abcdef".to_vec()]));
+    assert_eq!(
+        received(
+            &mut pair,
+            patch(b"abcdef", vec![PatchOp(0, 3, b"X".to_vec()), PatchOp(4, 2, vec![])])
+        ),
+        Ok(vec![b"abcXef".to_vec()])
+    );
+    // A patch of another base: dropped, and so are the ones after it until
+    // a whole state.
+    assert_eq!(
+        received(&mut pair, patch(b"other", vec![PatchOp(0, 1, vec![])])),
+        Ok(vec![])
+    );
+    assert_eq!(
+        received(&mut pair, patch(b"abcXef", vec![PatchOp(0, 1, vec![])])),
+        Ok(vec![])
+    );
+    // A patch that copies past its base is the server breaking the protocol.
+    let whole = Message::Transient(Transient {
+        zone: zone.clone(),
+        payload: b"abc".to_vec(),
+    });
+    assert_eq!(received(&mut pair, whole), Ok(vec![b"abc".to_vec()]));
+    assert!(received(&mut pair, patch(b"abc", vec![PatchOp(1, 3, vec![])])).is_err());
+}

@@ -163,7 +163,11 @@ fn inline(messages: &[Inbound]) -> bool {
             m.request.is_none()
                 && matches!(
                     m.msg,
-                    Message::Delta(_) | Message::Transient(_) | Message::Status(_) | Message::Processed(_)
+                    Message::Delta(_)
+                        | Message::Transient(_)
+                        | Message::TransientPatch(_)
+                        | Message::Status(_)
+                        | Message::Processed(_)
                 )
         })
 }
