@@ -730,6 +730,36 @@ mod tests {
         ZoneId::new("meadow").expect("zone")
     }
 
+    /// A core over a store holding one zone of one shard, sending its
+    /// transient state at most once per `interval` seconds, with its world
+    /// and publisher.
+    fn core_with_zone(interval: f64) -> (TickCore, World, Publisher) {
+        let store = Arc::new(MemoryStore::new());
+        store
+            .create_zone(&zone(), &[ShardSpec::shared(ShardId(0))])
+            .expect("zone");
+        let core = TickCore::new(store, 60.0).with_transient_interval(interval);
+        let mut world = World::new();
+        core.prepare(&mut world);
+        (core, world, Publisher::new(PublishRegistry::builder().build()))
+    }
+
+    /// Registers session `id` and subscribes it to the zone.
+    fn subscribe(core: &mut TickCore, id: SessionId) {
+        let mut world = World::new();
+        core.prepare(&mut world);
+        core.handle(&mut world, TickInput::Register { id });
+        core.handle(
+            &mut world,
+            TickInput::Subscribe {
+                id,
+                zone: zone(),
+                shards: vec![(ShardId(0), Seq::ZERO)],
+                proofs: false,
+            },
+        );
+    }
+
     /// The transient payloads each session was sent, in order, patches
     /// applied as a client applies them (to what that session last got).
     fn transients(core: &mut TickCore) -> Vec<(SessionId, Vec<u8>)> {
@@ -766,32 +796,14 @@ mod tests {
 
     #[test]
     fn a_zones_transient_state_goes_out_at_most_once_an_interval_and_the_latest_always_does() {
-        let store = Arc::new(MemoryStore::new());
-        store
-            .create_zone(&zone(), &[ShardSpec::shared(ShardId(0))])
-            .expect("zone");
-        let mut core = TickCore::new(store, 60.0).with_transient_interval(0.5);
-        let mut world = World::new();
-        core.prepare(&mut world);
-        let mut publisher = Publisher::new(PublishRegistry::builder().build());
+        let (mut core, mut world, mut publisher) = core_with_zone(0.5);
         let mut frame = |core: &mut TickCore, now: f64, payload: &[u8]| {
             core.after_frame(now, &mut world, &mut publisher, vec![(zone(), payload.to_vec())])
                 .expect("frame");
             transients(core)
         };
         let join = |core: &mut TickCore, id: SessionId| {
-            let mut world = World::new();
-            core.prepare(&mut world);
-            core.handle(&mut world, TickInput::Register { id });
-            core.handle(
-                &mut world,
-                TickInput::Subscribe {
-                    id,
-                    zone: zone(),
-                    shards: vec![(ShardId(0), Seq::ZERO)],
-                    proofs: false,
-                },
-            );
+            subscribe(core, id);
             transients(core)
         };
         assert!(join(&mut core, 1).is_empty(), "no state yet");
@@ -819,14 +831,7 @@ mod tests {
 
     #[test]
     fn a_changed_state_goes_as_a_patch_of_the_last_sent_and_whole_every_so_often() {
-        let store = Arc::new(MemoryStore::new());
-        store
-            .create_zone(&zone(), &[ShardSpec::shared(ShardId(0))])
-            .expect("zone");
-        let mut core = TickCore::new(store, 60.0);
-        let mut world = World::new();
-        core.prepare(&mut world);
-        let mut publisher = Publisher::new(PublishRegistry::builder().build());
+        let (mut core, mut world, mut publisher) = core_with_zone(0.0);
         let mut held = HashMap::new();
         // A long state of which one byte changes each frame.
         let state = |n: u32| -> Vec<u8> {
@@ -840,18 +845,7 @@ mod tests {
             transients_held(core, held)
         };
         let join = |core: &mut TickCore, id: SessionId, held: &mut HashMap<SessionId, Vec<u8>>| {
-            let mut world = World::new();
-            core.prepare(&mut world);
-            core.handle(&mut world, TickInput::Register { id });
-            core.handle(
-                &mut world,
-                TickInput::Subscribe {
-                    id,
-                    zone: zone(),
-                    shards: vec![(ShardId(0), Seq::ZERO)],
-                    proofs: false,
-                },
-            );
+            subscribe(core, id);
             transients_held(core, held)
         };
         join(&mut core, 1, &mut held);
