@@ -640,13 +640,12 @@ impl ClientSync {
     /// longer followed are forgotten here, so at most one is held per
     /// zone followed.
     fn take_transient(&mut self, zone: ZoneId, payload: Vec<u8>) {
-        self.transients
-            .retain(|z, _| *z == zone || self.live.contains_key(z) || self.entries.values().any(|e| e.zone == *z));
+        let mut held = std::mem::take(&mut self.transients);
+        held.retain(|z, _| self.follows(z));
+        self.transients = held;
         if self.follows(&zone) {
             self.transients.insert(zone.clone(), payload.clone());
             self.effects.push_back(Effect::Transient { zone, payload });
-        } else {
-            self.transients.remove(&zone);
         }
     }
 
