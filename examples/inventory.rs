@@ -125,17 +125,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     ann.world()
         .resource::<Hoard>()
         .send_intent("pick_up", &PickUp { item: 1 })?;
-    while items(&mut bob) != ["rope"] || items(&mut ann).len() != 2 {
+    // The shard ann sees the axe in.
+    let axe_shard = |ann: &mut App| {
+        ann.world_mut()
+            .query::<(&Replicated, &Item)>()
+            .iter(ann.world())
+            .find(|(_, i)| i.name == "axe")
+            .map(|(r, _)| r.shard)
+    };
+    // Both of ann's shards change (the ground and her inventory), each by
+    // its own delta: wait for both, not only for bob's view.
+    while items(&mut bob) != ["rope"] || items(&mut ann).len() != 2 || axe_shard(&mut ann) != Some(inventory_of("ann"))
+    {
         step(&mut server, &mut ann, &mut bob);
     }
     // Ann still sees the axe — now in her inventory; Bob sees only the rope.
-    let ann_axe = ann
-        .world_mut()
-        .query::<(&Replicated, &Item)>()
-        .iter(ann.world())
-        .find(|(_, i)| i.name == "axe")
-        .map(|(r, _)| r.shard);
-    assert_eq!(ann_axe, Some(inventory_of("ann")), "the axe is in ann's inventory");
+    assert_eq!(
+        axe_shard(&mut ann),
+        Some(inventory_of("ann")),
+        "the axe is in ann's inventory"
+    );
     // In the store, the axe exists exactly once.
     let holders = [GROUND, inventory_of("ann"), inventory_of("bob")]
         .into_iter()
