@@ -344,11 +344,15 @@ impl WorldCache {
     }
 
     /// Reads up to `limit` bytes of a shard file (the whole file when
-    /// `limit` is `None`), with its length. A missing file is `None`; a
-    /// directory or an unreadable file is discarded and `None`.
-    fn read_shard_file(&self, path: &Path, limit: Option<u64>) -> Option<(Vec<u8>, FileMeta)> {
+    /// `limit` is `None`, or when it is at most `whole_up_to` bytes long),
+    /// with its length. A missing file is `None`; a directory or an
+    /// unreadable file is discarded and `None`.
+    fn read_shard_file(&self, path: &Path, limit: Option<u64>, whole_up_to: u64) -> Option<(Vec<u8>, FileMeta)> {
         // Reading is bounded by the file's real size.
-        let (bytes, meta) = match self.storage.read_with_meta(path, limit.unwrap_or(u64::MAX)) {
+        let (bytes, meta) = match self
+            .storage
+            .read_with_meta(path, limit.unwrap_or(u64::MAX), whole_up_to)
+        {
             Ok(read) => read,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
             Err(e) => {
@@ -400,12 +404,9 @@ impl WorldCache {
             return self.load(key, registry).map(|s| (s.header, None));
         }
         let path = self.root.join(key.file());
-        let limit = if keep {
-            KEEP_WHOLE_UP_TO
-        } else {
-            MAX_HEADER_BYTES as u64
-        };
-        let (prefix, meta) = self.read_shard_file(&path, Some(limit))?;
+        // A file too large to keep has its header read alone.
+        let whole_up_to = if keep { KEEP_WHOLE_UP_TO } else { 0 };
+        let (prefix, meta) = self.read_shard_file(&path, Some(MAX_HEADER_BYTES as u64), whole_up_to)?;
         let len = meta.len;
         let info = match decode_header(&prefix) {
             Ok(info) => info,
@@ -536,7 +537,7 @@ impl WorldCache {
         let path = self.root.join(key.file());
         let (bytes, meta) = match kept {
             Some(KeptFile { bytes, meta }) => (bytes, meta),
-            None => self.read_shard_file(&path, None)?,
+            None => self.read_shard_file(&path, None, 0)?,
         };
         let len = meta.len;
         let shard = match decode_shard(&bytes) {
@@ -627,7 +628,7 @@ impl WorldCache {
     /// shard (its repair rewrites the file). `None`: no valid file to check.
     pub fn audit(&self, key: &ShardKey, registry: RegistryHash) -> Option<bool> {
         let path = self.root.join(key.file());
-        let (bytes, _) = self.read_shard_file(&path, None)?;
+        let (bytes, _) = self.read_shard_file(&path, None, 0)?;
         let shard = decode_shard(&bytes).ok()?;
         if shard.header.key != *key || shard.header.registry != registry {
             return None;

@@ -33,15 +33,18 @@ pub struct FileMeta {
 pub trait Storage: Send + Sync {
     /// Reads at most `limit` bytes from the start of a file.
     fn read(&self, path: &Path, limit: u64) -> io::Result<Vec<u8>>;
-    /// Reads at most `limit` bytes from the start of a file, with the
-    /// file's metadata (of a directory, nothing is read). One lookup of the
-    /// path where a real file system can; by default, `metadata` then `read`.
-    fn read_with_meta(&self, path: &Path, limit: u64) -> io::Result<(Vec<u8>, FileMeta)> {
+    /// Reads a file whole if it is at most `whole_up_to` bytes long, else
+    /// at most `limit` bytes from its start, with the file's metadata (of a
+    /// directory, nothing is read). The choice is made from the file's
+    /// length before anything is read, so a large file's head read never
+    /// reads more than `limit`. One lookup of the path where a real file
+    /// system can; by default, `metadata` then `read`.
+    fn read_with_meta(&self, path: &Path, limit: u64, whole_up_to: u64) -> io::Result<(Vec<u8>, FileMeta)> {
         let meta = self.metadata(path)?;
         if meta.is_dir {
             return Ok((Vec::new(), meta));
         }
-        Ok((self.read(path, limit.min(meta.len))?, meta))
+        Ok((self.read(path, read_span(&meta, limit, whole_up_to))?, meta))
     }
     /// Metadata of a path.
     fn metadata(&self, path: &Path) -> io::Result<FileMeta>;
@@ -72,6 +75,15 @@ pub trait Storage: Send + Sync {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct FsStorage;
 
+/// How many bytes [`Storage::read_with_meta`] reads of a file of `meta`.
+pub fn read_span(meta: &FileMeta, limit: u64, whole_up_to: u64) -> u64 {
+    if meta.len <= whole_up_to {
+        meta.len
+    } else {
+        meta.len.min(limit)
+    }
+}
+
 fn file_meta(m: &fs::Metadata) -> io::Result<FileMeta> {
     Ok(FileMeta {
         len: m.len(),
@@ -90,7 +102,7 @@ impl Storage for FsStorage {
         Ok(out)
     }
 
-    fn read_with_meta(&self, path: &Path, limit: u64) -> io::Result<(Vec<u8>, FileMeta)> {
+    fn read_with_meta(&self, path: &Path, limit: u64, whole_up_to: u64) -> io::Result<(Vec<u8>, FileMeta)> {
         // Opening a directory for reading succeeds on Unix; the open
         // file's metadata tells it apart without reading.
         let file = File::open(path)?;
@@ -98,7 +110,7 @@ impl Storage for FsStorage {
         if meta.is_dir {
             return Ok((Vec::new(), meta));
         }
-        let len = meta.len.min(limit);
+        let len = read_span(&meta, limit, whole_up_to);
         let mut out = Vec::with_capacity(len as usize);
         file.take(len).read_to_end(&mut out)?;
         Ok((out, meta))

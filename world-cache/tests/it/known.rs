@@ -22,6 +22,7 @@ use crate::support::{REGISTRY, key, object, shard};
 struct Counting {
     metadata: AtomicU64,
     reads: AtomicU64,
+    bytes_read: AtomicU64,
     lists: AtomicU64,
     touches: AtomicU64,
 }
@@ -35,11 +36,15 @@ impl Counting {
 impl Storage for Counting {
     fn read(&self, path: &Path, limit: u64) -> io::Result<Vec<u8>> {
         self.reads.fetch_add(1, Ordering::SeqCst);
-        FsStorage.read(path, limit)
+        let read = FsStorage.read(path, limit)?;
+        self.bytes_read.fetch_add(read.len() as u64, Ordering::SeqCst);
+        Ok(read)
     }
-    fn read_with_meta(&self, path: &Path, limit: u64) -> io::Result<(Vec<u8>, FileMeta)> {
+    fn read_with_meta(&self, path: &Path, limit: u64, whole_up_to: u64) -> io::Result<(Vec<u8>, FileMeta)> {
         self.reads.fetch_add(1, Ordering::SeqCst);
-        FsStorage.read_with_meta(path, limit)
+        let read = FsStorage.read_with_meta(path, limit, whole_up_to)?;
+        self.bytes_read.fetch_add(read.0.len() as u64, Ordering::SeqCst);
+        Ok(read)
     }
     fn metadata(&self, path: &Path) -> io::Result<FileMeta> {
         self.metadata.fetch_add(1, Ordering::SeqCst);
@@ -330,6 +335,16 @@ fn small_files_are_read_once_per_entry() {
     keys.push(large.clone());
     let heads = cache.read_heads_keeping(&keys, REGISTRY);
     assert_eq!(storage.reads.load(Ordering::SeqCst), keys.len() as u64);
+    // The small files whole, and no more of the large one than a header.
+    let small_bytes: u64 = small
+        .iter()
+        .map(|k| std::fs::metadata(dir.path().join(k.file())).expect("file").len())
+        .sum();
+    let head_bytes = storage.bytes_read.load(Ordering::SeqCst) - small_bytes;
+    assert!(
+        head_bytes <= hoard_world_cache::format::MAX_HEADER_BYTES as u64,
+        "{head_bytes} bytes of the large file read for its head"
+    );
     let kept: Vec<_> = heads
         .into_iter()
         .map(|h| h.expect("head"))
