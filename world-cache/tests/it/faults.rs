@@ -12,7 +12,7 @@ use hoard_world_cache::format::recompute_digest;
 use hoard_world_cache::storage::{Entry, FileMeta};
 use hoard_world_cache::{FsStorage, LockPolicy, ShardUpdate, Storage, UpdateKind, WorldCache};
 
-use super::support::{REGISTRY, key, object, shard};
+use super::support::{REGISTRY, fs_pass_through, key, object, shard};
 
 /// Real storage that fails the `fail_at`-th mutating operation (counting
 /// from 0), and every one after it, as a crash would.
@@ -32,12 +32,8 @@ impl FailingStorage {
 }
 
 impl Storage for FailingStorage {
-    fn read(&self, path: &Path, limit: u64) -> io::Result<Vec<u8>> {
-        FsStorage.read(path, limit)
-    }
-    fn metadata(&self, path: &Path) -> io::Result<FileMeta> {
-        FsStorage.metadata(path)
-    }
+    fs_pass_through!(read, metadata, create_dir_all, list, touch);
+
     fn write(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
         if let Err(e) = self.step() {
             // A torn write: half the bytes reach the file before the fault.
@@ -72,15 +68,6 @@ impl Storage for FailingStorage {
     fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
         self.step()?;
         FsStorage.remove_dir_all(path)
-    }
-    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        FsStorage.create_dir_all(path)
-    }
-    fn list(&self, dir: &Path) -> io::Result<Vec<Entry>> {
-        FsStorage.list(dir)
-    }
-    fn touch(&self, path: &Path) -> io::Result<()> {
-        FsStorage.touch(path)
     }
 }
 

@@ -15,7 +15,7 @@ use hoard_world_cache::storage::{Entry, FileMeta, FsStorage, Storage};
 use hoard_world_cache::tools::ClearScope;
 use hoard_world_cache::{CachedShard, LockPolicy, ShardUpdate, UpdateKind, WorldCache};
 
-use crate::support::{REGISTRY, key, object, shard};
+use crate::support::{REGISTRY, fs_pass_through, key, object, shard};
 
 /// The real file system, counting lookups and reads.
 #[derive(Default)]
@@ -50,30 +50,16 @@ impl Storage for Counting {
         self.metadata.fetch_add(1, Ordering::SeqCst);
         FsStorage.metadata(path)
     }
-    fn write(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
-        FsStorage.write(path, bytes)
-    }
-    fn append(&self, path: &Path, bytes: &[u8]) -> io::Result<u64> {
-        FsStorage.append(path, bytes)
-    }
-    fn sync(&self, path: &Path) -> io::Result<()> {
-        FsStorage.sync(path)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        FsStorage.rename(from, to)
-    }
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        FsStorage.sync_dir(dir)
-    }
-    fn remove_file(&self, path: &Path) -> io::Result<()> {
-        FsStorage.remove_file(path)
-    }
-    fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
-        FsStorage.remove_dir_all(path)
-    }
-    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        FsStorage.create_dir_all(path)
-    }
+    fs_pass_through!(
+        write,
+        append,
+        sync,
+        rename,
+        sync_dir,
+        remove_file,
+        remove_dir_all,
+        create_dir_all
+    );
     fn list(&self, dir: &Path) -> io::Result<Vec<Entry>> {
         self.lists.fetch_add(1, Ordering::SeqCst);
         FsStorage.list(dir)

@@ -19,7 +19,7 @@ use hoard_world_cache::format::recompute_digest;
 use hoard_world_cache::storage::{Entry, FileMeta};
 use hoard_world_cache::{CachedShard, FsStorage, LockPolicy, ShardKey, ShardUpdate, Storage, UpdateKind, WorldCache};
 
-use super::support::{REGISTRY, object, shard};
+use super::support::{REGISTRY, fs_pass_through, object, shard};
 
 #[derive(Default)]
 struct Inode {
@@ -141,12 +141,8 @@ impl PowerLossStorage {
 }
 
 impl Storage for PowerLossStorage {
-    fn read(&self, path: &Path, limit: u64) -> io::Result<Vec<u8>> {
-        FsStorage.read(path, limit)
-    }
-    fn metadata(&self, path: &Path) -> io::Result<FileMeta> {
-        FsStorage.metadata(path)
-    }
+    fs_pass_through!(read, metadata, list, touch);
+
     fn write(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
         let mut d = self.step()?;
         let i = Self::inode(&mut d, path);
@@ -206,12 +202,6 @@ impl Storage for PowerLossStorage {
             d.dirs.insert(a.to_owned());
         }
         FsStorage.create_dir_all(path)
-    }
-    fn list(&self, dir: &Path) -> io::Result<Vec<Entry>> {
-        FsStorage.list(dir)
-    }
-    fn touch(&self, path: &Path) -> io::Result<()> {
-        FsStorage.touch(path)
     }
 }
 

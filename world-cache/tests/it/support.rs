@@ -44,3 +44,72 @@ pub(crate) fn shard(key: ShardKey, hwm: u64, objects: u64) -> CachedShard {
         objects,
     }
 }
+
+/// Storage methods a test storage hands to the real file system unchanged,
+/// written once: `fs_pass_through!(read, list);` inside an
+/// `impl Storage for …` block (which imports `std::io`, `std::path::Path`,
+/// `FsStorage` and the storage module's `Entry` and `FileMeta` as needed).
+macro_rules! fs_pass_through {
+    ($($method:ident),+ $(,)?) => { $(fs_pass_through!(@ $method);)+ };
+    (@ read) => {
+        fn read(&self, path: &Path, limit: u64) -> io::Result<Vec<u8>> {
+            FsStorage.read(path, limit)
+        }
+    };
+    (@ metadata) => {
+        fn metadata(&self, path: &Path) -> io::Result<FileMeta> {
+            FsStorage.metadata(path)
+        }
+    };
+    (@ write) => {
+        fn write(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+            FsStorage.write(path, bytes)
+        }
+    };
+    (@ append) => {
+        fn append(&self, path: &Path, bytes: &[u8]) -> io::Result<u64> {
+            FsStorage.append(path, bytes)
+        }
+    };
+    (@ sync) => {
+        fn sync(&self, path: &Path) -> io::Result<()> {
+            FsStorage.sync(path)
+        }
+    };
+    (@ rename) => {
+        fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+            FsStorage.rename(from, to)
+        }
+    };
+    (@ sync_dir) => {
+        fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+            FsStorage.sync_dir(dir)
+        }
+    };
+    (@ remove_file) => {
+        fn remove_file(&self, path: &Path) -> io::Result<()> {
+            FsStorage.remove_file(path)
+        }
+    };
+    (@ remove_dir_all) => {
+        fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+            FsStorage.remove_dir_all(path)
+        }
+    };
+    (@ create_dir_all) => {
+        fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+            FsStorage.create_dir_all(path)
+        }
+    };
+    (@ list) => {
+        fn list(&self, dir: &Path) -> io::Result<Vec<Entry>> {
+            FsStorage.list(dir)
+        }
+    };
+    (@ touch) => {
+        fn touch(&self, path: &Path) -> io::Result<()> {
+            FsStorage.touch(path)
+        }
+    };
+}
+pub(crate) use fs_pass_through;
