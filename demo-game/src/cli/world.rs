@@ -309,8 +309,16 @@ struct StoreAt {
 }
 
 impl StoreAt {
-    /// Opens the store, explaining the usual reason a data directory's is busy.
+    /// Opens the store, explaining the usual reason a data directory's is
+    /// busy, and refuses one whose first import did not finish (exporting
+    /// or changing a part of a world would pass it off as the whole).
     fn open(&self, data: Option<&Path>) -> anyhow::Result<ServerStore> {
+        let opened = self.open_any(data)?;
+        store::ensure_import_finished(&*opened.store, &opened.label)?;
+        Ok(opened)
+    }
+
+    fn open_any(&self, data: Option<&Path>) -> anyhow::Result<ServerStore> {
         if let Some(url) = &self.url {
             anyhow::ensure!(data.is_none(), "give --data DIR or --store URL, not both");
             return ServerStore::open(Path::new("."), Some(url), self.schema.as_deref());

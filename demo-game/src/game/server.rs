@@ -19,8 +19,8 @@ use super::ZoneInfo;
 use super::hosting::ZoneServer;
 use super::presence::{ZoneNames, forget_departed, presence};
 use super::rules::{
-    ACTION, Action, INVENTORY_ZONE, NextObject, Players, RateBuckets, Tick, TickRate, ZoneMap, advance_tick,
-    apply_actions, ensure_inventory,
+    ACTION, Action, NextObject, Players, RateBuckets, Tick, TickRate, ZoneMap, advance_tick, apply_actions,
+    ensure_inventory,
 };
 
 /// Object ids a server of some zones reserves for what its players build
@@ -126,10 +126,6 @@ fn populate(
         eprintln!("first start: importing the world from {}", world_dir.display());
         let data = crate::world::load_valid(world_dir, &|_, _| {})?;
         crate::world::store::import(&**store, &data, &mut publisher, world, progress)?;
-        hoard_engine::schema::prepare(&**store, publisher.registry())?;
-        // The completion marker: written last, so a store that has zones
-        // but not this one is an import that did not finish.
-        store.create_zone(&ZoneId::new(INVENTORY_ZONE)?, &[])?;
         // A server of some zones keeps only those in its world.
         if !served.is_empty() {
             for zone in store.zones()?.iter().filter(|z| !served.contains(z)) {
@@ -139,13 +135,7 @@ fn populate(
             }
         }
     } else {
-        anyhow::ensure!(
-            zones.iter().any(|z| z.as_str() == INVENTORY_ZONE),
-            "the first import into {} did not finish (it holds zones {} but not its completion marker); \
-             delete it and start again to import the world afresh",
-            server_store.label,
-            zones.iter().map(|z| z.as_str()).collect::<Vec<_>>().join(", ")
-        );
+        crate::world::store::ensure_import_finished(&**store, &server_store.label)?;
         verify_store(server_store)?;
         // A world written by an older build: its components are migrated
         // (or refused, naming them) before anything decodes them.

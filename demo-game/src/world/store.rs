@@ -44,9 +44,37 @@ fn commit(store: &dyn WorldStore, publisher: &mut Publisher, world: &mut World) 
     Ok(store.commit(&gathered.changes)?)
 }
 
-/// Creates `data`'s zones in the (empty) store and commits its objects, one
-/// commit per zone, spawning them into `world` as it goes. `progress` is
-/// called after each zone with (objects done, objects in all).
+/// The zone whose presence marks a finished first import: the players'
+/// inventories, created last. A store that holds zones but not this one is
+/// an import that was cut short.
+fn completion_marker() -> anyhow::Result<ZoneId> {
+    Ok(ZoneId::new(INVENTORY_ZONE)?)
+}
+
+/// Refuses a store whose first import did not finish (it has zones but not
+/// the completion marker `import` writes last): serving, exporting or
+/// changing it would pass a part of a world off as the whole. `label` names
+/// the store in the message.
+pub(crate) fn ensure_import_finished(store: &dyn WorldStore, label: &str) -> anyhow::Result<()> {
+    let zones = store.zones()?;
+    let marker = completion_marker()?;
+    anyhow::ensure!(
+        zones.is_empty() || zones.contains(&marker),
+        "the first import into {label} did not finish (it holds zones {} but not its completion marker); \
+         delete it and import the world afresh",
+        zones.iter().map(ZoneId::as_str).collect::<Vec<_>>().join(", ")
+    );
+    Ok(())
+}
+
+/// A world's first import, whole: creates `data`'s zones in the (empty)
+/// store and commits its objects, one commit per zone, spawning them into
+/// `world` as it goes; records the registry's schema versions; and writes
+/// the completion marker last, so a store cut short anywhere before it is
+/// refused rather than served in part. The server's first start and
+/// `hoard-demo world import` both come here, so a store either made is
+/// served the same. `progress` is called after each zone with (objects
+/// done, objects in all).
 pub(crate) fn import(
     store: &dyn WorldStore,
     data: &WorldData,
@@ -56,7 +84,7 @@ pub(crate) fn import(
 ) -> anyhow::Result<usize> {
     let existing = store.zones()?;
     anyhow::ensure!(
-        existing.iter().all(|z| z.as_str() == INVENTORY_ZONE),
+        existing.is_empty(),
         "this store already holds a world (zones {}); change it with `world apply`, or import into an empty data directory",
         existing.iter().map(ZoneId::as_str).collect::<Vec<_>>().join(", ")
     );
@@ -71,6 +99,11 @@ pub(crate) fn import(
         }
         commit(store, publisher, world)?;
         progress(done, total);
+    }
+    hoard_engine::schema::prepare(store, publisher.registry())?;
+    let marker = completion_marker()?;
+    if !store.zones()?.contains(&marker) {
+        store.create_zone(&marker, &[])?;
     }
     Ok(done as usize)
 }
@@ -182,4 +215,41 @@ pub(crate) fn apply(store: &dyn WorldStore, loaded: Loaded, changes: &[Change]) 
         }
     }
     commit(store, &mut publisher, &mut world)
+}
+
+#[cfg(test)]
+mod tests {
+    use hoard_engine::MemoryStore;
+
+    use super::*;
+    use crate::world::generate::{GenerateOptions, generate};
+
+    #[test]
+    fn a_store_is_whole_only_once_its_import_wrote_the_marker() {
+        let data = generate(&GenerateOptions {
+            zones: 1,
+            objects_per_zone: 10,
+            seed: 3,
+        })
+        .expect("generate");
+        // An import cut short: a zone created, its objects and the marker not.
+        let cut = MemoryStore::new();
+        let (zone, shards) = data.zones.iter().next().expect("a zone");
+        let specs: Vec<ShardSpec> = shards.iter().map(|s| ShardSpec::shared(*s)).collect();
+        cut.create_zone(zone, &specs).expect("zone");
+        let refused = ensure_import_finished(&cut, "the store").expect_err("refused");
+        assert!(refused.to_string().contains("did not finish"), "{refused}");
+
+        let whole = MemoryStore::new();
+        ensure_import_finished(&whole, "the store").expect("an empty store is not a cut import");
+        let mut publisher = Publisher::new(crate::game::registry());
+        import(&whole, &data, &mut publisher, &mut World::new(), &|_, _| {}).expect("import");
+        ensure_import_finished(&whole, "the store").expect("a finished import");
+        assert!(
+            !whole.schema().expect("schema").is_empty(),
+            "the import records the schema"
+        );
+        let again = import(&whole, &data, &mut publisher, &mut World::new(), &|_, _| {});
+        assert!(again.is_err(), "a second import is refused");
+    }
 }

@@ -235,6 +235,23 @@ fn a_mod_applied_offline_reaches_a_client_as_a_delta() {
 }
 
 #[test]
+fn a_store_made_by_world_import_is_served() {
+    // MODDING.md's workflow: import a world into a data directory, then
+    // serve it. The import writes the same completion marker as a server's
+    // own first start, so the server takes the store as a whole world.
+    let data = tempfile::tempdir().expect("tempdir");
+    let world = data.path().join("world-files");
+    generate_world(&world);
+    let import = run(&["world", "import"], &[("--data", data.path()), ("--world", &world)]);
+    assert!(import.status.success(), "{}", text(&import.stderr));
+    let served = server(data.path());
+    let cache = tempfile::tempdir().expect("tempdir");
+    let ann = token(data.path(), "ann");
+    let cold = enter(&served, cache.path(), &ann, "meadow");
+    assert_eq!(cold["shards_snapshot"], 64, "{cold}");
+}
+
+#[test]
 fn every_command_explains_itself_with_an_example() {
     let commands: &[&[&str]] = &[
         &["play"],
