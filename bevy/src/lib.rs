@@ -13,4 +13,7 @@ pub mod server;
 
 pub use client::{Hoard, HoardClientPlugin, HoardClientSet, HoardEvent, ZoneRequest};
 pub use materialise::{Materialiser, Replicated};
-pub use server::{FromClient, HoardServer, HoardServerPlugin, HoardServerSet, ShardCare, ZoneTransients};
+pub use server::{
+    FromClient, HoardServer, HoardServerPlugin, HoardServerSet, ShardCare, StartError, StartedServerPlugin,
+    ZoneTransients,
+};

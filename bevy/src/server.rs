@@ -163,7 +163,9 @@ type IntentAdder = Arc<dyn Fn(&mut App) + Send + Sync>;
 /// Building the plugin migrates stored objects to the registry's schema
 /// versions (`hoard_engine::schema::prepare`) and binds the server; it
 /// panics with the reason if either fails (a server that cannot read its
-/// world or listen must not run). If the store stays
+/// world or listen must not run) — [`HoardServerPlugin::start`] does the
+/// same and returns the error instead, for a binary that reports it and
+/// exits. If the store stays
 /// broken past [`ServerOptions::store_retry_for`], the plugin closes every
 /// connection and writes [`AppExit`] with code 1; a panicking game system
 /// ends the App as any Bevy panic does.
@@ -249,15 +251,70 @@ impl HoardServerPlugin {
     }
 }
 
-impl Plugin for HoardServerPlugin {
-    fn build(&self, app: &mut App) {
+/// Why [`HoardServerPlugin::start`] could not start the server.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The server's tokio runtime could not be made.
+    #[error("cannot start the server's runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    /// The stored objects could not be brought to the registry's schema
+    /// versions (a component the registry no longer knows, a failed
+    /// migration, a store error).
+    #[error("the stored world does not fit the registry: {0}")]
+    Schema(#[from] hoard_engine::schema::SchemaError),
+    /// The server could not load its keys, bind or configure QUIC.
+    #[error(transparent)]
+    Server(#[from] hoard_net::quic::server::ServerError),
+}
+
+/// A server that [`HoardServerPlugin::start`] started: add it to the App
+/// with `app.add_plugins(started)`.
+pub struct StartedServerPlugin {
+    parts: Mutex<Option<Started>>,
+    adders: Vec<IntentAdder>,
+}
+
+/// What starting a server makes, waiting for the App it joins.
+struct Started {
+    runtime: tokio::runtime::Runtime,
+    handle: ServerHandle,
+    link: WorldLink,
+    publisher: Publisher,
+    store: Arc<dyn WorldStore>,
+    world_url: hoard_engine::HoardUrl,
+}
+
+impl HoardServerPlugin {
+    /// Starts the server now — migrates the stored objects to the
+    /// registry's schema versions, loads (or makes) the keys in the data
+    /// directory and binds — and returns the started server to add to the
+    /// App, or why it could not start: a port in use, an address that
+    /// cannot be bound, damaged key files, a full disk, a store that does
+    /// not fit the registry. A binary reports the error and exits; adding
+    /// the plugin itself (`app.add_plugins(plugin)`) panics with the same
+    /// reason instead. Call it after every `intent`, `access` and hook:
+    /// they are fixed from here on.
+    ///
+    /// ```no_run
+    /// # use std::sync::Arc;
+    /// # use bevy_app::App;
+    /// # use hoard_bevy::HoardServerPlugin;
+    /// # fn example(options: hoard_net::quic::server::ServerOptions,
+    /// #     store: Arc<dyn hoard_engine::store::WorldStore>,
+    /// #     registry: hoard_engine::PublishRegistry) -> Result<(), Box<dyn std::error::Error>> {
+    /// let started = HoardServerPlugin::new(options, store, registry).start()?;
+    /// App::new().add_plugins(started).run();
+    /// # Ok(()) }
+    /// ```
+    pub fn start(self) -> Result<StartedServerPlugin, StartError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .max_blocking_threads(BLOCKING_THREADS)
             .thread_name("hoard-server")
             .enable_all()
             .build()
-            .unwrap_or_else(|e| panic!("hoard: cannot start the server's runtime: {e}"));
+            .map_err(StartError::Runtime)?;
         let rules = GameRules {
             registry: self.registry.hash(),
             intents: self.intents.clone(),
@@ -267,12 +324,62 @@ impl Plugin for HoardServerPlugin {
         };
         // Stored objects at an older schema are migrated (or the server is
         // refused, naming the component) before anything decodes them.
-        if let Err(e) = hoard_engine::schema::prepare(&*self.store, &self.registry) {
-            panic!("hoard: the stored world does not fit the registry: {e}");
+        hoard_engine::schema::prepare(&*self.store, &self.registry)?;
+        let (handle, link) = runtime.block_on(start_linked(self.options.clone(), self.store.clone(), rules))?;
+        let publisher = lock(&self.publisher)
+            .take()
+            .unwrap_or_else(|| Publisher::new(self.registry.clone()));
+        Ok(StartedServerPlugin {
+            parts: Mutex::new(Some(Started {
+                world_url: self.options.world_url(handle.addr),
+                runtime,
+                handle,
+                link,
+                publisher,
+                store: self.store.clone(),
+            })),
+            adders: self.adders,
+        })
+    }
+}
+
+impl Plugin for HoardServerPlugin {
+    /// Starts the server and adds it; panics with the reason if it cannot
+    /// start (use [`HoardServerPlugin::start`] to get the error instead).
+    fn build(&self, app: &mut App) {
+        let plugin = HoardServerPlugin {
+            publisher: Mutex::new(lock(&self.publisher).take()),
+            options: self.options.clone(),
+            store: self.store.clone(),
+            registry: self.registry.clone(),
+            intents: self.intents.clone(),
+            adders: self.adders.clone(),
+            access: self.access.clone(),
+            on_join: self.on_join.clone(),
+            on_leave: self.on_leave.clone(),
+        };
+        match plugin.start() {
+            Ok(started) => started.build(app),
+            Err(e) => panic!("hoard: the server cannot start: {e}"),
         }
-        let (handle, mut link) = runtime
-            .block_on(start_linked(self.options.clone(), self.store.clone(), rules))
-            .unwrap_or_else(|e| panic!("hoard: the server cannot start: {e}"));
+    }
+}
+
+impl Plugin for StartedServerPlugin {
+    fn build(&self, app: &mut App) {
+        let Some(started) = lock(&self.parts).take() else {
+            // Bevy refuses a plugin added twice (it is unique), so the
+            // parts are always here on the one build.
+            panic!("hoard: a started server can be added to one App only");
+        };
+        let Started {
+            runtime,
+            handle,
+            mut link,
+            publisher,
+            store,
+            world_url,
+        } = started;
         link.prepare(app.world_mut());
         let transient: TransientHook = Arc::new(|world: &mut World| {
             world
@@ -284,15 +391,10 @@ impl Plugin for HoardServerPlugin {
             .insert_resource(ServerCore {
                 link: Mutex::new(link),
                 // The App clears change trackers once per frame itself.
-                publisher: Mutex::new(
-                    lock(&self.publisher)
-                        .take()
-                        .unwrap_or_else(|| Publisher::new(self.registry.clone()))
-                        .leave_trackers(),
-                ),
+                publisher: Mutex::new(publisher.leave_trackers()),
                 transient,
-                store: self.store.clone(),
-                world_url: self.options.world_url(handle.addr),
+                store,
+                world_url,
             })
             .init_resource::<ShardCare>()
             .insert_resource(HoardServer { handle, runtime })

@@ -83,7 +83,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
         source,
     };
     let tmp = path.with_extension("tmp");
-    {
+    let written = (|| {
         use std::io::Write;
         let mut options = std::fs::OpenOptions::new();
         options.write(true).create(true).truncate(true);
@@ -92,11 +92,18 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
             use std::os::unix::fs::OpenOptionsExt;
             options.mode(0o600);
         }
-        let mut f = options.open(&tmp).map_err(io)?;
-        f.write_all(bytes).map_err(io)?;
-        f.sync_all().map_err(io)?;
+        let mut f = options.open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = written {
+        // A full disk must not leave a half-written key file behind: the
+        // next start would find it and refuse it as damaged.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io(e));
     }
-    std::fs::rename(&tmp, path).map_err(io)?;
     // The rename is durable only once the directory is: a key lost to a
     // power cut would orphan every client cache keyed by this identity.
     if let Some(dir) = path.parent() {
@@ -159,6 +166,14 @@ impl ServerKeys {
             path: cert_path.clone(),
             detail,
         })?;
+        // A damaged or foreign key file is named here, at start-up, rather
+        // than failing later as a TLS configuration error.
+        let provider = rustls::crypto::ring::default_provider();
+        rustls::sign::CertifiedKey::from_der(vec![cert.clone()], PrivateKeyDer::Pkcs8(key.clone_key()), &provider)
+            .map_err(|e| TlsError::Invalid {
+                path: key_path.clone(),
+                detail: format!("not the private key of {}: {e}", cert_path.display()),
+            })?;
         let token_secret = match read(&secret_path)? {
             Some(bytes) => bytes.try_into().map_err(|_| TlsError::Invalid {
                 path: secret_path.clone(),
@@ -486,4 +501,41 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub fn peer_identity(conn: &quinn::Connection) -> Option<ServerIdentity> {
     let certs = conn.peer_identity()?.downcast::<Vec<CertificateDer<'static>>>().ok()?;
     identity_of(certs.first()?).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_file_that_cannot_be_written_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // The rename onto a non-empty directory fails after the temporary
+        // file was written and synced, as a full disk can fail a write.
+        let path = dir.path().join("server.key.der");
+        std::fs::create_dir_all(path.join("occupied")).expect("mkdir");
+        let error = write_private(&path, b"key bytes").expect_err("the rename fails");
+        assert!(error.to_string().contains("server.key.der"), "{error}");
+        assert!(!path.with_extension("tmp").exists(), "the temporary file is removed");
+    }
+
+    #[test]
+    fn a_damaged_key_file_is_refused_by_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let made = ServerKeys::load_or_create(dir.path()).expect("first start makes keys");
+        ServerKeys::load_or_create(dir.path()).expect("the same keys load again");
+        std::fs::write(dir.path().join(KEY_FILE), b"garbage").expect("write");
+        let error = ServerKeys::load_or_create(dir.path()).expect_err("refused");
+        assert!(
+            matches!(&error, TlsError::Invalid { path, .. } if path.ends_with(KEY_FILE)),
+            "{error}"
+        );
+        // Another server's key beside this certificate is refused too.
+        let other = tempfile::tempdir().expect("tempdir");
+        ServerKeys::load_or_create(other.path()).expect("other keys");
+        std::fs::copy(other.path().join(KEY_FILE), dir.path().join(KEY_FILE)).expect("copy");
+        let error = ServerKeys::load_or_create(dir.path()).expect_err("refused");
+        assert!(error.to_string().contains("not the private key"), "{error}");
+        drop(made);
+    }
 }

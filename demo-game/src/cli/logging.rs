@@ -12,10 +12,15 @@ fn filter(default: &str) -> EnvFilter {
     EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default))
 }
 
-/// Logs to stderr at `default` unless `RUST_LOG` says otherwise.
+/// Logs to stderr at `default` unless `RUST_LOG` says otherwise; in colour
+/// only when stderr is a terminal (a log redirected to a file or a pipe
+/// gets plain text), and never when `NO_COLOR` is set.
 pub(crate) fn to_stderr(default: &str) {
+    use std::io::IsTerminal;
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter(default))
+        .with_ansi(colour)
         .with_writer(std::io::stderr)
         .try_init();
 }

@@ -239,7 +239,9 @@ pub(crate) fn app(
         Some(z) => plugin.on_leave(Arc::new(move |player: &str| z.unhost_unseen(player))),
         None => plugin,
     };
-    app.add_plugins(plugin).add_systems(
+    // Started here so a port in use, damaged keys or a full disk come back
+    // as the error the binary prints, not as a panic.
+    app.add_plugins(plugin.start()?).add_systems(
         Update,
         (
             super::hosting::host_players,

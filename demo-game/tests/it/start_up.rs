@@ -13,8 +13,17 @@ use super::server_client::{demo, generate_world};
 /// Starts a server on `data`; returns its first stdout line (the listening
 /// JSON) or, if it exits first, its exit code and stderr.
 fn start(data: &Path, world: &Path) -> Result<(std::process::Child, serde_json::Value), (Option<i32>, String)> {
+    start_on(data, world, "127.0.0.1:0")
+}
+
+/// [`start`] listening on `listen`.
+fn start_on(
+    data: &Path,
+    world: &Path,
+    listen: &str,
+) -> Result<(std::process::Child, serde_json::Value), (Option<i32>, String)> {
     let mut child = demo()
-        .args(["server", "--listen", "127.0.0.1:0", "--world"])
+        .args(["server", "--listen", listen, "--world"])
         .arg(world)
         .arg("--data")
         .arg(data)
@@ -142,4 +151,54 @@ fn a_damaged_store_stops_the_server_with_a_message_as_store_verify_does() {
         }
     }
     assert!(began.elapsed() < Duration::from_secs(60), "no hang");
+}
+
+/// A start-up refusal: exit code 1, no panic, and a last line
+/// `hoard-demo: ...` naming the cause.
+fn assert_refused(result: Result<(std::process::Child, serde_json::Value), (Option<i32>, String)>, cause: &str) {
+    let (code, stderr) = match result {
+        Ok((child, _)) => {
+            stop(child);
+            panic!("the server started; expected a refusal naming {cause:?}");
+        }
+        Err(refusal) => refusal,
+    };
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(!stderr.contains("panicked"), "no panic: {stderr}");
+    assert!(!stderr.contains("backtrace"), "no backtrace: {stderr}");
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "no colour codes in a log that is not a terminal: {stderr}"
+    );
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(last.starts_with("hoard-demo: "), "one line with the error: {stderr}");
+    assert!(last.contains(cause), "names {cause:?}: {stderr}");
+}
+
+#[test]
+fn start_up_errors_exit_1_with_one_line_naming_the_cause() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let world = dir.path().join("world");
+    generate_world(&world);
+    let data = dir.path().join("data");
+    let (first, listening) = start(&data, &world).expect("first start");
+    let addr = listening["addr"].as_str().expect("addr").to_owned();
+
+    // A second server on an address in use.
+    assert_refused(start_on(&dir.path().join("second"), &world, &addr), "cannot listen on");
+    stop(first);
+
+    // An address on no interface of this machine (TEST-NET-1).
+    assert_refused(start_on(&data, &world, "192.0.2.1:0"), "cannot listen on 192.0.2.1");
+
+    // A damaged key file.
+    std::fs::write(data.join("server.key.der"), b"not a key").expect("write key");
+    assert_refused(start(&data, &world), "server.key.der");
+    let leftovers: Vec<_> = std::fs::read_dir(&data)
+        .expect("data dir")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "no temporary files left: {leftovers:?}");
 }
