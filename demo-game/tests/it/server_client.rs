@@ -451,3 +451,47 @@ fn an_item_picked_up_and_dropped_exists_exactly_once_after_server_sigkills() {
         "the item was never moved before a kill: the test exercised nothing"
     );
 }
+
+#[test]
+fn a_new_player_signing_in_on_several_connections_at_once_keeps_one_session() {
+    // Each sign-in's join hook finds no inventory for a new player; one
+    // creates it and the others must not be refused for it (the newest
+    // session is the one that keeps the player; older ones are replaced).
+    let data = tempfile::tempdir().expect("tempdir");
+    let served = server(data.path());
+    for round in 0..5 {
+        let player = format!("newcomer-{round}");
+        let token = token(data.path(), &player);
+        let caches: Vec<_> = (0..8).map(|_| tempfile::tempdir().expect("tempdir")).collect();
+        let children: Vec<_> = caches
+            .iter()
+            .map(|cache| {
+                headless(&served.addr, "meadow", &token)
+                    .arg("--cache-dir")
+                    .arg(cache.path())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .expect("client")
+            })
+            .collect();
+        let mut entered = 0;
+        for child in children {
+            let out = child.wait_with_output().expect("client");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                !stderr.contains("inventory"),
+                "round {round}: a sign-in was refused over the inventory: {stderr}"
+            );
+            if out.status.success() {
+                entered += 1;
+            } else {
+                assert!(
+                    stderr.contains("signed in again"),
+                    "round {round}: only a replaced session may fail: {stderr}"
+                );
+            }
+        }
+        assert!(entered >= 1, "round {round}: the newest session entered");
+    }
+}
