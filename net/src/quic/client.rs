@@ -350,6 +350,61 @@ fn connect_err(addr: SocketAddr, e: impl std::fmt::Display) -> ClientError {
     }
 }
 
+/// How long a client that failed to read or write waits for the
+/// connection's close, to learn the server's reason.
+const CLOSE_REASON_WAIT: Duration = Duration::from_secs(2);
+
+/// The server's reason for closing `conn`, if it closed it with one (a
+/// refused token, a newer session of the same player, a slow consumer):
+/// waits up to [`CLOSE_REASON_WAIT`] for the close to arrive. A write that
+/// failed because the server had refused `Hello` and stopped reading says
+/// only "stream write failed"; the close carries the refusal.
+async fn server_close_reason(conn: &Connection) -> Option<ClientError> {
+    let closed = match conn.close_reason() {
+        Some(closed) => closed,
+        None => tokio::time::timeout(CLOSE_REASON_WAIT, conn.closed()).await.ok()?,
+    };
+    refusal_of(&closed)
+}
+
+/// The server's refusal in a connection's close, if the server closed it
+/// with a code and reason.
+fn refusal_of(closed: &quinn::ConnectionError) -> Option<ClientError> {
+    match closed {
+        quinn::ConnectionError::ApplicationClosed(c) => Some(ClientError::Refused {
+            code: c.error_code.into_inner().try_into().unwrap_or(u16::MAX),
+            message: String::from_utf8_lossy(&c.reason).into_owned(),
+        }),
+        _ => None,
+    }
+}
+
+/// Ends the session of a connection that has closed: with the server's
+/// reason when it closed it (a newer session of the player, a slow
+/// consumer, a failing server), else as lost with `lost`.
+fn fail_closed(inner: &Arc<Inner>, conn: &Connection, lost: &str) {
+    match conn.close_reason().as_ref().and_then(refusal_of) {
+        Some(error) => fail_with(inner, &error.to_string(), error),
+        None => fail_all(inner, lost),
+    }
+}
+
+/// Why signing in failed after `failure` (a write or read of the control
+/// stream): the server's `Error` frame on `recv` if it sent one, else its
+/// close reason, else `failure` itself.
+async fn refusal_or(recv: Option<quinn::RecvStream>, conn: &Connection, failure: ClientError) -> ClientError {
+    if let Some(recv) = recv {
+        let mut control = FrameReader::new(recv, MAX_CONTROL_FRAME);
+        if let Ok(Ok(Some((Message::Error(e), _)))) = tokio::time::timeout(CLOSE_REASON_WAIT, control.next()).await {
+            return ClientError::Refused {
+                code: e.code,
+                message: e.message,
+            };
+        }
+    }
+    server_close_reason(conn).await.unwrap_or(failure)
+}
+
 /// A client endpoint (a UDP socket on an ephemeral port of every local
 /// address of `server`'s family) from which to reach `server`: what each
 /// connection opens for itself, or one to share between many through
@@ -608,17 +663,12 @@ async fn read_welcome(
             code: e.code,
             message: e.message,
         }),
-        Ok(_) => Err(connect_err(addr, "the server closed the control stream")),
-        Err(e) => {
-            // The server may have closed with a reason right after its error frame.
-            Err(match conn.close_reason() {
-                Some(quinn::ConnectionError::ApplicationClosed(c)) => ClientError::Refused {
-                    code: c.error_code.into_inner() as u16,
-                    message: String::from_utf8_lossy(&c.reason).into_owned(),
-                },
-                _ => connect_err(addr, e),
-            })
-        }
+        // The server may have closed with a reason right after its error
+        // frame (which a close can overtake).
+        Ok(_) => Err(server_close_reason(conn)
+            .await
+            .unwrap_or_else(|| connect_err(addr, "the server closed the control stream"))),
+        Err(e) => Err(server_close_reason(conn).await.unwrap_or_else(|| connect_err(addr, e))),
     }
 }
 
@@ -768,13 +818,16 @@ impl HoardClient {
         }
         let (rx, _) = wait_for_entry(&inner, zone)?;
         // `EnterZone` is written now, behind `Hello`; the cached copies load
-        // while both are in flight.
-        start_entry(&inner, zone, true).await?;
+        // while both are in flight. A server that refused `Hello` stops
+        // reading, so this write can fail first: the refusal is the reason.
+        if let Err(failure) = start_entry(&inner, zone, true).await {
+            return Err(refusal_or(Some(opened.recv), &opened.conn, failure).await);
+        }
         // No intent is sent before the handshake completes: the client is
         // handed out only after this.
         let (recv, early_data) = match opened.early {
             Some(accepted) => {
-                let (recv, taken) = finish_early(
+                let (recv, taken) = match finish_early(
                     &inner,
                     &opened.conn,
                     addr,
@@ -783,7 +836,11 @@ impl HoardClient {
                     &opened.hello,
                     opened.recv,
                 )
-                .await?;
+                .await
+                {
+                    Ok(finished) => finished,
+                    Err(failure) => return Err(refusal_or(None, &opened.conn, failure).await),
+                };
                 (recv, Some(taken))
             }
             None => (opened.recv, opened.early_data),
@@ -872,7 +929,7 @@ impl HoardClient {
             endpoint,
             own_endpoint,
         };
-        tokio::spawn(read_control(control, inner.clone()));
+        tokio::spawn(read_control(control, conn.clone(), inner.clone()));
         tokio::spawn(drive_timeouts(conn.clone(), inner.clone()));
         // Keep the cache bounded: trim it once per session, off the runtime.
         let trim = inner.clone();
@@ -1628,7 +1685,7 @@ fn process_effects_with(inner: &Arc<Inner>, writes: Writes) -> Vec<Arc<CachedSha
     whole
 }
 
-async fn read_control(mut control: FrameReader, inner: Arc<Inner>) {
+async fn read_control(mut control: FrameReader, conn: Connection, inner: Arc<Inner>) {
     while let Ok(Some((msg, len))) = control.next().await {
         let now = inner.started.elapsed().as_secs_f64();
         let failed = inner
@@ -1641,7 +1698,12 @@ async fn read_control(mut control: FrameReader, inner: Arc<Inner>) {
             break;
         }
     }
-    fail_all(&inner, "control stream closed");
+    // The server's reason when it closed the connection (a newer session
+    // of this player, a slow consumer, a failing server), not the stream's.
+    match server_close_reason(&conn).await {
+        Some(error @ ClientError::Refused { .. }) => fail_with(&inner, &error.to_string(), error),
+        _ => fail_all(&inner, "control stream closed"),
+    }
 }
 
 /// Runs the sync's timers: sleeps until its next timeout (or a new entry),

@@ -250,6 +250,73 @@ async fn bad_tokens_are_refused_by_reason() {
     server.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_reports_the_servers_refusal_not_a_lost_stream() {
+    // `connect_and_enter` writes `EnterZone` right behind `Hello`; a
+    // server that refuses the token stops reading, so that write can fail
+    // before the refusal is read. The client must still say why.
+    let data = tempfile::tempdir().expect("tempdir");
+    let cache = tempfile::tempdir().expect("tempdir");
+    let server = server(data.path(), 100, false).await;
+    let other_data = tempfile::tempdir().expect("tempdir");
+    let other = self::server(other_data.path(), 100, false).await;
+    let now = chrono::Utc::now().timestamp();
+    let meadow = ZoneId::new("meadow").expect("zone");
+    for round in 0..8 {
+        let expired = server.auth.issue("mallory", now - 1).expect("token");
+        let altered = server
+            .auth
+            .issue("mallory", now + 60)
+            .expect("token")
+            .replace("mallory", "alice");
+        let foreign = other.auth.issue("mallory", now + 60).expect("token");
+        for (token, want) in [
+            (expired, ErrorCode::Expired),
+            (altered, ErrorCode::BadToken),
+            (foreign, ErrorCode::BadToken),
+        ] {
+            let mut opts = options(&server, cache.path(), "mallory");
+            opts.token = token;
+            let result = HoardClient::connect_and_enter(opts, registry(), &meadow).await;
+            match result {
+                Err(hoard_net::quic::client::ClientError::Refused { code, .. }) => {
+                    assert_eq!(code, want as u16, "round {round}");
+                }
+                Err(other) => panic!("round {round}: the refusal was lost: {other}"),
+                Ok(_) => panic!("round {round}: a bad token was accepted"),
+            }
+        }
+    }
+    // An older session replaced by a newer one is told so.
+    let (older, entry) = HoardClient::connect_and_enter(options(&server, cache.path(), "alice"), registry(), &meadow)
+        .await
+        .expect("older");
+    entry.wait().await.expect("entered");
+    older.take_updates();
+    let newer = HoardClient::connect(options(&server, cache.path(), "alice"), registry())
+        .await
+        .expect("newer");
+    let reason = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            for update in older.take_updates() {
+                if let hoard_net::quic::client::ClientUpdate::Event(
+                    hoard_net::quic::client::ClientEvent::Disconnected { reason },
+                ) = update
+                {
+                    return reason;
+                }
+            }
+            older.changed().await;
+        }
+    })
+    .await
+    .expect("the older session hears it was replaced");
+    assert!(reason.contains("signed in again"), "{reason}");
+    newer.close();
+    other.shutdown().await;
+    server.shutdown().await;
+}
+
 async fn after_hello(server: &ServerHandle, player: &str) -> (Connection, SendStream, FrameReader) {
     let (conn, mut send, recv) = raw(server).await;
     let token = server

@@ -20,8 +20,8 @@ use quinn::{Connection, RecvStream};
 use tokio::sync::mpsc;
 
 use super::{
-    ClientError, Failure, Inner, Writes, fail_all, fail_with, flush, process_effects, process_effects_with,
-    write_shards,
+    ClientError, Failure, Inner, Writes, fail_all, fail_closed, fail_with, flush, process_effects,
+    process_effects_with, write_shards,
 };
 use crate::quic::stream::{FrameReader, StreamError};
 
@@ -53,7 +53,7 @@ pub(super) async fn accept_streams(conn: Connection, inner: Arc<Inner>) {
         tokio::spawn(read_stream(recv, conn.clone(), tx));
         tokio::spawn(apply_stream(rx, conn.clone(), inner.clone()));
     }
-    fail_all(&inner, "connection closed");
+    fail_closed(&inner, &conn, "connection closed");
 }
 
 /// Reads one stream's messages, whole (shard messages larger than a frame
@@ -134,7 +134,7 @@ async fn apply_stream(mut rx: mpsc::Receiver<Result<Inbound, StreamEnd>>, conn: 
         match end.flatten() {
             Some(Err(StreamEnd::Closed(why))) => {
                 tracing::debug!(reason = %why, "stream ended with the connection");
-                fail_all(&inner, &format!("connection closed: {why}"));
+                fail_closed(&inner, &conn, &format!("connection closed: {why}"));
                 return;
             }
             Some(Err(StreamEnd::Bad(e))) => {
