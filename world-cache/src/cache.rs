@@ -196,6 +196,13 @@ pub struct WorldCache {
     _lock: Option<File>,
     discards: Counters,
     known: KnownFiles,
+    /// Shard writes hold it shared from before they look for their folder
+    /// until their file is renamed into it; removing empty folders
+    /// (eviction, clearing) holds it alone. Without it a trim could remove
+    /// a zone folder between a write creating it and the write's file
+    /// landing in it. The cache's file lock keeps other processes out, so
+    /// this process's lock covers every writer.
+    folders: std::sync::RwLock<()>,
 }
 
 impl std::fmt::Debug for WorldCache {
@@ -273,7 +280,14 @@ impl WorldCache {
             _lock: (!read_only).then_some(lock),
             discards: Counters::default(),
             known: KnownFiles::new(!read_only),
+            folders: std::sync::RwLock::new(()),
         })
+    }
+
+    /// Holds off shard writes while empty folders are removed (see
+    /// `folders`).
+    pub(crate) fn lock_folders(&self) -> std::sync::RwLockWriteGuard<'_, ()> {
+        self.folders.write().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The cache root.
@@ -703,7 +717,8 @@ impl WorldCache {
     /// Writes a shard atomically: a temporary file, fsync, rename over the
     /// old file, fsync of the directory; then drops the shard's journal,
     /// whose content the new file includes. A crash at any point leaves the
-    /// old file or the new one.
+    /// old file or the new one; a failed write (a full disk) removes its
+    /// temporary file.
     pub fn write(&self, shard: &CachedShard) -> Result<WriteReport, WriteError> {
         self.ensure_writable()?;
         let key = &shard.header.key;
@@ -715,6 +730,7 @@ impl WorldCache {
             move |source| WriteError::Io { path, source }
         };
         let bytes = encode_shard(shard);
+        let _folders = self.folders.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         // A shard this process knows has its folder: no lookup.
         let dir_known = self.known.get(key).is_some();
         self.known.forget(key);
@@ -730,9 +746,18 @@ impl WorldCache {
                 child = parent;
             }
         }
-        self.storage.write(&tmp, &bytes).map_err(io(&tmp))?;
-        self.storage.sync(&tmp).map_err(io(&tmp))?;
-        self.storage.rename(&tmp, &path).map_err(io(&path))?;
+        let placed = self
+            .storage
+            .write(&tmp, &bytes)
+            .and_then(|()| self.storage.sync(&tmp))
+            .map_err(io(&tmp))
+            .and_then(|()| self.storage.rename(&tmp, &path).map_err(io(&path)));
+        if let Err(e) = placed {
+            // A full disk must not leave temporary files behind, one per
+            // shard that failed.
+            let _ = self.storage.remove_file(&tmp);
+            return Err(e);
+        }
         self.storage.sync_dir(&dir).map_err(io(&dir))?;
         let journal = self.root.join(key.journal());
         let removed = self.storage.remove_file(&journal);

@@ -216,7 +216,10 @@ impl WorldCache {
         }
     }
 
+    /// Removes empty folders, with shard writes held off: a folder a write
+    /// has just made is not empty by the time this looks at it.
     fn prune_empty_dirs(&self) {
+        let _folders = self.lock_folders();
         fn prune(cache: &WorldCache, dir: &Path, depth: usize) {
             if depth == 0 {
                 return;

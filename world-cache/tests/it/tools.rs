@@ -112,3 +112,39 @@ fn eviction_keeps_the_most_recently_used_within_budget_and_drops_old_ones() {
     assert_eq!(left, vec![2, 4, 5], "older than 25 minutes go, unless just used");
     assert_eq!(report.shards, 1);
 }
+
+#[test]
+fn a_trim_beside_writes_into_new_zone_folders_loses_none() {
+    // A client trims its cache once per connection while a zone entry
+    // writes shards into folders it has just made; the trim's removal of
+    // empty folders must never take one from under a write.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache = std::sync::Arc::new(WorldCache::open(dir.path(), LockPolicy::Fail).expect("open"));
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let trimmer = {
+        let (cache, done) = (cache.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut trims = 0u32;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                cache.evict(u64::MAX, Duration::from_secs(86_400)).expect("trim");
+                trims += 1;
+            }
+            trims
+        })
+    };
+    let zones = 300u64;
+    let mut keys = Vec::new();
+    for z in 0..zones {
+        let mut k = key(z);
+        k.zone = ZoneId::new(format!("zone-{z}")).expect("zone");
+        let written = cache.write(&shard(k.clone(), 1, 3));
+        assert!(written.is_ok(), "write {z}: {written:?}");
+        keys.push(k);
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let trims = trimmer.join().expect("trimmer");
+    assert!(trims > 0);
+    for k in &keys {
+        assert!(dir.path().join(k.file()).is_file(), "{k} is cached");
+    }
+}
