@@ -16,6 +16,8 @@ mod memory;
 // The record encoding of the redb store (the memory store keeps values).
 #[cfg(feature = "postgres")]
 mod postgres;
+#[cfg(feature = "redb")]
+mod read_view;
 #[cfg_attr(not(any(feature = "redb", feature = "postgres")), allow(dead_code))]
 mod record;
 #[cfg(feature = "redb")]

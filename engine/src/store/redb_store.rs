@@ -46,6 +46,10 @@ const TOMBSTONES: TableDefinition<(u64, u64), u64> = TableDefinition::new("tombs
 const TOMBSTONES_BY_SEQ: TableDefinition<(u64, u64, u64), i64> = TableDefinition::new("tombstones_by_seq");
 
 const FORMAT_KEY: &str = "format_version";
+/// Key of the `meta` table counting the write transactions ever committed:
+/// a read-only view after a failed write is trusted only if it holds the
+/// count of the last one acknowledged (see [`open_view`]).
+const WRITES_KEY: &str = "writes";
 /// Keys of the `meta` table recording each component's schema version.
 const SCHEMA_PREFIX: &str = "schema:";
 /// Most shards one zone record may list.
@@ -65,10 +69,34 @@ enum Source {
 /// The redb-backed world store.
 pub struct RedbStore {
     /// `None` only between closing and reopening in [`WorldStore::recover`]
-    /// (or after a reopen failed: every call then reports the store closed).
-    db: RwLock<Option<Database>>,
+    /// (or after a reopen and a read-only view both failed: every call then
+    /// reports the store closed).
+    db: RwLock<Option<Handle>>,
     path: PathBuf,
     source: Source,
+    /// The `writes` count of the last write transaction acknowledged.
+    acknowledged: std::sync::atomic::AtomicU64,
+}
+
+/// The open database, and whether it is the read-only view a store falls
+/// back on while its disk refuses writes (see [`super::read_view`]).
+struct Handle {
+    db: Database,
+    view: bool,
+}
+
+/// The `writes` count a database holds (0 for a store from before it).
+fn write_count(db: &Database) -> Result<u64, StoreFault> {
+    let txn = db.begin_read().map_err(fault("beginning a read"))?;
+    let meta = match txn.open_table(META) {
+        Ok(meta) => meta,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(0),
+        Err(e) => return Err(StoreFault::backend("opening meta", e)),
+    };
+    Ok(meta
+        .get(WRITES_KEY)
+        .map_err(fault("reading the write count"))?
+        .map_or(0, |g| g.value()))
 }
 
 /// A boxed backend, as redb wants a sized one.
@@ -169,10 +197,15 @@ impl RedbStore {
 
     fn open_source(path: &Path, source: Source) -> Result<RedbStore, OpenError> {
         let db = open_database(path, &source)?;
+        let acknowledged = std::panic::catch_unwind(AssertUnwindSafe(|| write_count(&db)))
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or(0);
         let store = RedbStore {
-            db: RwLock::new(Some(db)),
+            db: RwLock::new(Some(Handle { db, view: false })),
             path: path.to_owned(),
             source,
+            acknowledged: std::sync::atomic::AtomicU64::new(acknowledged),
         };
         // redb panics on some kinds of damage it finds while opening or
         // repairing a file ("malformed allocator state"); `write` turns that
@@ -243,12 +276,32 @@ impl RedbStore {
     /// Runs `f` with the open database, turning a panic of the storage
     /// engine (damaged data) into a fault naming the file.
     fn with_db<R, E: From<StoreFault>>(&self, f: impl FnOnce(&Database) -> Result<R, E>) -> Result<R, E> {
+        self.with_handle(false, f)
+    }
+
+    /// [`Self::with_db`], refusing a read-only view when `for_write`.
+    fn with_handle<R, E: From<StoreFault>>(
+        &self,
+        for_write: bool,
+        f: impl FnOnce(&Database) -> Result<R, E>,
+    ) -> Result<R, E> {
         let guard = self.db.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let Some(db) = guard.as_ref() else {
+        let Some(handle) = guard.as_ref() else {
             return Err(
                 StoreFault::Corrupt(format!("store {} is closed after a failed reopen", self.path.display())).into(),
             );
         };
+        if for_write && handle.view {
+            return Err(StoreFault::backend(
+                "writing",
+                std::io::Error::other(format!(
+                    "store {} is read-only until its disk takes writes again",
+                    self.path.display()
+                )),
+            )
+            .into());
+        }
+        let db = &handle.db;
         match std::panic::catch_unwind(AssertUnwindSafe(|| f(db))) {
             Ok(result) => result,
             Err(panic) => {
@@ -281,8 +334,25 @@ impl RedbStore {
     }
 
     /// Runs `f` in a write transaction; commits (durably) only if it succeeds.
+    /// Runs `f` in a write transaction; commits (durably) only if it
+    /// succeeds. A write the disk fails leaves redb refusing reads as well,
+    /// so the store reopens at once (falling back on a read-only view of
+    /// what is durable) rather than waiting for the caller's retry: zone
+    /// entries go on being answered meanwhile.
     fn write<R, E: From<StoreFault>>(&self, f: impl FnOnce(&WriteTransaction) -> Result<R, E>) -> Result<R, E> {
-        self.with_db(|db| Self::write_in(db, f))
+        let mut failed_io = false;
+        let result = self.with_handle(true, |db| {
+            Self::write_in(db, &self.acknowledged, f).inspect_err(|_| {
+                // redb latches a failed write: every later call fails
+                // (a write transaction is the cheapest call that says so;
+                // this one is dropped unused).
+                failed_io = !matches!(db.try_begin_write(), Ok(_) | Err(redb::TransactionError::WouldBlock));
+            })
+        });
+        if failed_io && let Err(e) = self.recover() {
+            tracing::error!(path = %self.path.display(), error = %e, "the store cannot be read after a failed write");
+        }
+        result
     }
 
     fn write_tables<R, E: From<StoreFault>>(
@@ -297,13 +367,26 @@ impl RedbStore {
 
     fn write_in<R, E: From<StoreFault>>(
         db: &Database,
+        acknowledged: &std::sync::atomic::AtomicU64,
         f: impl FnOnce(&WriteTransaction) -> Result<R, E>,
     ) -> Result<R, E> {
         let txn = db.begin_write().map_err(fault("beginning a write"))?;
         let result = f(&txn);
         match result {
             Ok(value) => {
+                let count = {
+                    let mut meta = txn.open_table(META).map_err(fault("opening meta"))?;
+                    let count = meta
+                        .get(WRITES_KEY)
+                        .map_err(fault("reading the write count"))?
+                        .map_or(0, |g| g.value())
+                        + 1;
+                    meta.insert(WRITES_KEY, count)
+                        .map_err(fault("writing the write count"))?;
+                    count
+                };
                 txn.commit().map_err(fault("committing"))?;
+                acknowledged.store(count, std::sync::atomic::Ordering::SeqCst);
                 Ok(value)
             }
             Err(e) => {
@@ -371,6 +454,49 @@ fn open_database(path: &Path, source: &Source) -> Result<Database, OpenError> {
                 .create_with_backend(BoxedBackend(backend))
                 .map_err(|e| map_open_error(path, e))
         }
+    }));
+    opened.unwrap_or_else(|panic| {
+        Err(OpenError::Corrupt {
+            path: path.to_owned(),
+            detail: panic_message(&*panic),
+        })
+    })
+}
+
+/// Opens a read-only view of the store (see [`super::read_view`]): what is
+/// durable, with redb's repair kept in memory. Refused unless the view
+/// holds exactly the last write acknowledged (`acknowledged`, the `writes`
+/// count): after a failed fsync the file may show a commit that was never
+/// acknowledged and may not survive a power cut, and nothing of it may
+/// reach a client.
+fn open_view(path: &Path, source: &Source, acknowledged: u64) -> Result<Database, OpenError> {
+    let io = |source| OpenError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let base: Box<dyn StorageBackend> = match source {
+        Source::File => Box::new(super::read_view::ReadOnlyFile::open(path).map_err(io)?),
+        Source::Backend(factory) => factory().map_err(io)?,
+    };
+    let view = super::read_view::ReadView::new(base).map_err(io)?;
+    let opened = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        let db = Database::builder()
+            .create_with_backend(view)
+            .map_err(|e| map_open_error(path, e))?;
+        let holds = write_count(&db).map_err(|source| OpenError::Init {
+            path: path.to_owned(),
+            source,
+        })?;
+        if holds != acknowledged {
+            return Err(OpenError::Corrupt {
+                path: path.to_owned(),
+                detail: format!(
+                    "the file holds write {holds}, the last acknowledged was {acknowledged} \
+                     (a failed fsync): nothing is served from it until it reopens"
+                ),
+            });
+        }
+        Ok(db)
     }));
     opened.unwrap_or_else(|panic| {
         Err(OpenError::Corrupt {
@@ -865,18 +991,40 @@ impl WorldStore for RedbStore {
         })
     }
 
+    /// Reopens the store for writing. If the disk still refuses (a reopen
+    /// after a failed write repairs the file, which writes), the store
+    /// falls back on a read-only view of what is durable, kept until a
+    /// later reopen succeeds: reads are answered, writes are refused, and
+    /// this returns the reopen's error so the caller keeps retrying.
     fn recover(&self) -> Result<(), StoreFault> {
         let mut guard = self.db.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         // The old handle must be gone (and its file lock released) before the
         // file is opened again.
-        drop(guard.take());
+        let old = guard.take();
+        let was_view = old.as_ref().is_some_and(|h| h.view);
+        drop(old);
         match open_database(&self.path, &self.source) {
             Ok(db) => {
-                *guard = Some(db);
+                *guard = Some(Handle { db, view: false });
                 tracing::info!(path = %self.path.display(), "world store reopened");
                 Ok(())
             }
-            Err(e) => Err(StoreFault::backend("reopening the store", e)),
+            Err(e) => {
+                let acknowledged = self.acknowledged.load(std::sync::atomic::Ordering::SeqCst);
+                match open_view(&self.path, &self.source, acknowledged) {
+                    Ok(db) => {
+                        if !was_view {
+                            tracing::warn!(path = %self.path.display(), error = %e,
+                                "the store cannot be reopened for writing; serving reads from what is durable");
+                        }
+                        *guard = Some(Handle { db, view: true });
+                    }
+                    Err(view) => {
+                        tracing::error!(path = %self.path.display(), error = %view, "the store cannot be read either");
+                    }
+                }
+                Err(StoreFault::backend("reopening the store", e))
+            }
         }
     }
 }

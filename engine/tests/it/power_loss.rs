@@ -11,6 +11,7 @@
 //! `HOARD_CRASH_SEED` replays one run.
 
 use std::collections::BTreeMap;
+use std::panic::AssertUnwindSafe;
 use std::path::Path;
 
 use hoard_engine::store::sim_disk::{Keep, SimDisk};
@@ -221,13 +222,35 @@ fn a_failed_write_or_fsync_is_reported_and_recover_brings_the_store_back() {
             store.commit(&set).is_err(),
             "{what}: the commit fails while the disk fails"
         );
-        // Still failing: recovery may fail or succeed to open, but a commit
-        // cannot succeed while the disk refuses writes.
-        let _ = store.recover();
-        assert!(
-            store.commit(&set).is_err(),
-            "{what}: no commit succeeds while the disk fails"
-        );
+        // Reads show exactly the last acknowledged commit, never the failed
+        // one: after a failed write they go on (zone entries are answered
+        // while the server cannot save); after a failed fsync the file
+        // holds a commit never acknowledged, and reads are refused instead.
+        let reads = || std::panic::catch_unwind(AssertUnwindSafe(|| contents(&store))).ok();
+        for moment in ["after the failed commit", "after a failed recovery"] {
+            match (what, reads()) {
+                ("write", seen) => assert_eq!(
+                    seen,
+                    Some(Some(model.clone())),
+                    "{what}: reads show the last durable commit {moment}"
+                ),
+                (_, None) => {}
+                (_, Some(seen)) => assert_eq!(seen, Some(model.clone()), "{what}: {moment}"),
+            }
+            // Still failing: recovery may fail or succeed to open, but a
+            // commit cannot succeed while the disk refuses writes.
+            let _ = store.recover();
+            assert!(
+                store.commit(&set).is_err(),
+                "{what}: no commit succeeds while the disk fails"
+            );
+        }
+        if what == "write" {
+            assert!(
+                store.shard_head(ShardId(0)).is_ok() && store.zone_shards(&ZoneId::new("z").expect("zone")).is_ok(),
+                "{what}: heads and zones are read too"
+            );
+        }
         disk.clear_faults();
         store
             .recover()

@@ -147,6 +147,25 @@ async fn a_failing_store_pauses_actions_keeps_changes_and_resumes_when_it_recove
         })
         .await;
         assert!(server.stats.failed_commits.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+        if fault == "write" {
+            // A player entering now is answered from what is durable: the
+            // unsaved change is not in it.
+            let late_cache = tempfile::tempdir().expect("tempdir");
+            let late = HoardClient::connect(options(&server, late_cache.path(), "bob"), registry())
+                .await
+                .expect("connect while the store fails");
+            late.enter_zone(&zone)
+                .await
+                .expect("an entry is answered while the store fails");
+            let mut late_world = World::new();
+            let mut late_events = Vec::new();
+            until(&late, &mut late_world, &mut late_events, |w, _| {
+                stones_of(w, 3).is_some()
+            })
+            .await;
+            assert_eq!(stones_of(&mut late_world, 3), Some(0), "only what is durable");
+            late.close();
+        }
 
         // Space returns: the kept change is committed and published, actions resume.
         disk.clear_faults();
