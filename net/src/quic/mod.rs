@@ -11,6 +11,7 @@ pub mod client;
 mod committer;
 pub mod relay;
 pub mod server;
+mod slots;
 mod socket;
 pub(crate) mod stream;
 pub(crate) mod transport;

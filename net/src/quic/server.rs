@@ -29,6 +29,7 @@ use quinn::{Connection, Endpoint};
 use tokio::sync::{Semaphore, mpsc, watch};
 
 use super::committer::Committer;
+use super::slots::{AnswerSlots, FairPool, LIGHT_ANSWER_BYTES, Slot};
 use super::stream::{FrameReader, StreamError, write_message};
 use crate::metrics::{KindLabel, MetricsExporter, ServerMetrics, ZoneLabel};
 use crate::tls::{ServerKeys, TlsError};
@@ -65,8 +66,18 @@ pub struct ServerOptions {
     /// Zone answers (and repairs) one connection may have in flight; while
     /// they are, its control stream is not read, so its memory stays bounded.
     pub answers_in_flight: usize,
-    /// Zone answers in flight over all connections.
+    /// Zone answers in flight over all connections, in each of two pools:
+    /// every request's first part (a repair, or the first 64 KiB of an
+    /// entry's answer: a warm entry's whole answer, usually) goes under a
+    /// light slot, an answer going on past it under a bulk slot, so small
+    /// answers never wait behind large ones.
     pub answers_in_flight_total: usize,
+    /// Of each pool, the slots one IP address may hold at once: while fewer
+    /// than `answers_in_flight_total / answers_in_flight_per_ip` addresses
+    /// fill their share, no address waits for another's answers (a few
+    /// clients that request zones and stop reading cannot stall every
+    /// player's entry).
+    pub answers_in_flight_per_ip: usize,
     /// Longest wait for a client to take one frame of an answer (or for an
     /// answer slot) before it counts as a slow consumer and is disconnected.
     pub answer_stall: Duration,
@@ -92,9 +103,9 @@ pub struct ServerOptions {
 
 impl ServerOptions {
     /// Defaults: 20 Hz, 1,000 connections (32 per address), 256 queued
-    /// deltas, `Hello` within 5 s, 2 answers in flight per connection (128 in
-    /// all), 15 s for a client to take an answer frame, 60 s of store retries,
-    /// no dev mode.
+    /// deltas, `Hello` within 5 s, 2 answers in flight per connection (128
+    /// light and 128 bulk in all, 16 of each per address), 15 s for a client
+    /// to take an answer frame, 60 s of store retries, no dev mode.
     pub fn new(listen: SocketAddr, data_dir: PathBuf) -> ServerOptions {
         ServerOptions {
             listen,
@@ -108,6 +119,7 @@ impl ServerOptions {
             hello_timeout: Duration::from_secs(5),
             answers_in_flight: 2,
             answers_in_flight_total: 128,
+            answers_in_flight_per_ip: 16,
             answer_stall: Duration::from_secs(15),
             store_retry_for: Duration::from_secs(60),
             metrics: None,
@@ -323,8 +335,8 @@ struct Shared {
     per_ip: std::sync::Mutex<HashMap<IpAddr, usize>>,
     /// False while commits fail: intents are rejected.
     writable: Arc<AtomicBool>,
-    /// Answer slots over all connections.
-    answers_total: Arc<Semaphore>,
+    /// Answer slots over all connections, shared fairly by address.
+    slots: AnswerSlots,
     options: ServerOptions,
 }
 
@@ -580,7 +592,7 @@ pub(crate) async fn bind(
         on_leave: rules.on_leave.clone(),
         per_ip: std::sync::Mutex::new(HashMap::new()),
         writable: writable.clone(),
-        answers_total: Arc::new(Semaphore::new(options.answers_in_flight_total.max(1))),
+        slots: AnswerSlots::new(options.answers_in_flight_total, options.answers_in_flight_per_ip),
         options: options.clone(),
     });
     let accept = endpoint.clone();
@@ -899,10 +911,13 @@ async fn control_loop(
             }
             .map(|kind| (kind, Instant::now()));
             if matches!(msg, Message::EnterZone(_) | Message::Repair(_)) && session.perspective().is_some() {
+                // This connection's slot, then a light one of the server's
+                // within this address's share (see `slots`).
+                let ip = conn.remote_address().ip();
                 let taken = tokio::time::timeout(stall, async {
                     let mine = answers.clone().acquire_owned().await.ok()?;
-                    let total = shared.answers_total.clone().acquire_owned().await.ok()?;
-                    Some((mine, total))
+                    let light = shared.slots.light.take(ip).await;
+                    Some((mine, light))
                 })
                 .await;
                 let Ok(Some(taken)) = taken else {
@@ -966,6 +981,7 @@ async fn control_loop(
                     }
                     let sender = AnswerSender {
                         conn: conn.clone(),
+                        bulk: shared.slots.bulk.clone(),
                         store: shared.store.clone(),
                         stats: shared.stats.clone(),
                         metrics: shared.metrics.clone(),
@@ -976,8 +992,8 @@ async fn control_loop(
                         id,
                     };
                     tokio::spawn(async move {
-                        let _slot = slot;
-                        sender.send(plan).await;
+                        let (_mine, light) = slot.unzip();
+                        sender.send(plan, light).await;
                     });
                 }
                 Output::Subscribe { zone, shards } => {
@@ -1069,10 +1085,35 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// The server slot an answer is being built and sent under.
+enum SlotHeld {
+    /// Its light part (`None` once given up for a bulk slot, or for a
+    /// request that took none).
+    Light(Option<Slot>),
+    /// The rest of it.
+    Bulk {
+        /// Held until the answer is sent.
+        _held: Slot,
+    },
+}
+
+impl SlotHeld {
+    /// Once the light part is sent: the light slot, to give back when the
+    /// bulk slot is held (or `Some(None)` if there was none).
+    fn light_done(&mut self) -> Option<Option<Slot>> {
+        match self {
+            SlotHeld::Light(light) => Some(light.take()),
+            SlotHeld::Bulk { .. } => None,
+        }
+    }
+}
+
 /// Sends one answer on its own stream, building each shard's message on a
 /// blocking thread only when its turn comes, then starts live deltas.
 struct AnswerSender {
     conn: Connection,
+    /// The server's bulk slots, for an answer going on past its light part.
+    bulk: Arc<FairPool>,
     store: Arc<dyn WorldStore>,
     stats: Arc<ServerStats>,
     metrics: Arc<ServerMetrics>,
@@ -1085,7 +1126,12 @@ struct AnswerSender {
 }
 
 impl AnswerSender {
-    async fn send(self, mut plan: AnswerPlan) {
+    /// Sends `plan`: its first [`LIGHT_ANSWER_BYTES`] under `light` (the
+    /// request's light slot), the rest under a bulk slot of this address's
+    /// share, waited for only if the answer goes on past them.
+    async fn send(self, mut plan: AnswerPlan, light: Option<Slot>) {
+        let mut slot = SlotHeld::Light(light);
+        let mut light_part_sent = false;
         let slow = |why: &'static str| {
             self.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
             self.metrics.disconnect("slow_consumer");
@@ -1097,6 +1143,30 @@ impl AnswerSender {
             return slow("no stream for a zone answer in time");
         };
         loop {
+            // Past its light part, an answer goes on under a bulk slot.
+            if light_part_sent
+                && !plan.is_done()
+                && let Some(light_done) = slot.light_done()
+            {
+                let ip = self.conn.remote_address().ip();
+                match tokio::time::timeout(self.stall * 2, self.bulk.take(ip)).await {
+                    Ok(bulk) => slot = SlotHeld::Bulk { _held: bulk },
+                    Err(_) => {
+                        tracing::warn!(peer = %self.conn.remote_address(), "no answer slot for this address in time; disconnecting");
+                        self.metrics.disconnect("busy");
+                        self.conn.close(
+                            close_code(ErrorCode::Unavailable),
+                            b"the server is too busy to answer; try again",
+                        );
+                        return;
+                    }
+                }
+                drop(light_done);
+            }
+            let budget = match slot {
+                SlotHeld::Light(_) => LIGHT_ANSWER_BYTES,
+                SlotHeld::Bulk { .. } => ANSWER_BATCH_BYTES,
+            };
             // Build the next messages on a blocking thread: several shards at
             // a time up to a byte budget (a warm entry's answers are tiny),
             // so the answer held in memory stays bounded by the budget plus
@@ -1105,7 +1175,7 @@ impl AnswerSender {
             let built = tokio::task::spawn_blocking(move || {
                 let mut batch = Vec::new();
                 let mut bytes = 0;
-                while bytes < ANSWER_BATCH_BYTES {
+                while bytes < budget {
                     match plan.next_message(&*store) {
                         None => break,
                         Some(Ok(m)) => {
@@ -1122,6 +1192,7 @@ impl AnswerSender {
                 return; // the runtime is shutting down
             };
             plan = returned;
+            light_part_sent = true;
             let done = batch.is_empty() && failed.is_none();
             for message in batch {
                 // Shard answers of any allowed size go in frames under the limit.

@@ -46,7 +46,7 @@ fn churn(on: Option<Res<Churn>>, mut crates: Query<&mut Crate>) {
     }
 }
 
-fn registry() -> PublishRegistry {
+pub(crate) fn registry() -> PublishRegistry {
     PublishRegistry::builder().publish::<Crate>("crate", 1).build()
 }
 
@@ -54,7 +54,7 @@ async fn server(data: &Path, max_connections: usize, churning: bool) -> ServerHa
     server_with(data, max_connections, churning, 400, |_| {}).await
 }
 
-async fn server_with(
+pub(crate) async fn server_with(
     data: &Path,
     max_connections: usize,
     churning: bool,
@@ -108,7 +108,7 @@ async fn raw(server: &ServerHandle) -> (Connection, SendStream, RecvStream) {
     (conn, send, recv)
 }
 
-fn hello(server: &ServerHandle, token: Option<String>) -> Vec<u8> {
+pub(crate) fn hello(server: &ServerHandle, token: Option<String>) -> Vec<u8> {
     let token = token.unwrap_or_else(|| {
         server
             .auth
@@ -329,7 +329,7 @@ async fn after_hello(server: &ServerHandle, player: &str) -> (Connection, SendSt
     (conn, send, reader)
 }
 
-fn enter(zone: &str, have: Vec<ShardHave>) -> Vec<u8> {
+pub(crate) fn enter(zone: &str, have: Vec<ShardHave>) -> Vec<u8> {
     Message::EnterZone(EnterZone {
         request: 7,
         zone: ZoneId::new(zone).expect("zone"),

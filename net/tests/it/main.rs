@@ -1,6 +1,7 @@
 //! Integration tests of hoard-net, one binary, one module per feature: the
 //! QUIC drivers on loopback.
 
+mod answer_slots;
 mod bad_input;
 mod commit_pipeline;
 mod e2e;

@@ -1,0 +1,99 @@
+//! Answer slots shared fairly: 64 connections from two addresses that ask
+//! for zones and then stop reading do not hold up another player's zone
+//! entry, warm or cold, while they stall.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use hoard_engine::ZoneId;
+use hoard_net::quic::client::HoardClient;
+use hoard_net::testing::{FROZEN_WINDOW, FrozenReader, frozen_endpoint, frozen_reader};
+
+use super::bad_input::{enter, hello, registry, server_with};
+use super::e2e::options;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_that_stall_from_two_addresses_do_not_hold_up_another_players_entry() {
+    let data = tempfile::tempdir().expect("tempdir");
+    // Answers that stall are given a minute before their connections are
+    // closed as slow consumers: the honest entries below must not wait for
+    // that (with one shared pool they did, every one of them).
+    let server = server_with(data.path(), 1000, false, 20_000, |o| {
+        o.answer_stall = Duration::from_secs(60);
+    })
+    .await;
+    let meadow = ZoneId::new("meadow").expect("zone");
+    // A returning player's cache, filled before the attack.
+    let warm = tempfile::tempdir().expect("tempdir");
+    let first = HoardClient::connect(options(&server, warm.path(), "alice"), registry())
+        .await
+        .expect("connect");
+    first.enter_zone(&meadow).await.expect("first entry");
+    first.close_and_wait(Duration::from_secs(1)).await;
+
+    // 32 connections from each of two addresses (the per-address limit),
+    // each signing in and asking for two cold entries of a zone whose
+    // answer is larger than its receive window, then reading nothing.
+    let mut hostile: Vec<FrozenReader> = Vec::new();
+    for ip in [[127, 0, 0, 2], [127, 0, 0, 3]] {
+        let endpoint = frozen_endpoint(IpAddr::from(ip), server.identity).expect("endpoint");
+        for i in 0..32 {
+            let token = server
+                .auth
+                .issue(&format!("mallory-{}-{i}", ip[3]), chrono::Utc::now().timestamp() + 600)
+                .expect("token");
+            let frames = [
+                hello(&server, Some(token)),
+                enter("meadow", vec![]),
+                enter("meadow", vec![]),
+            ];
+            hostile.push(frozen_reader(&endpoint, server.addr, &frames).await.expect("hostile"));
+        }
+    }
+    // Their answers fill their windows and stall: each address's share of
+    // the slots (16, two answers on each of 8 connections) is held by
+    // stalled answers now.
+    tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let filled = hostile
+                .iter()
+                .filter(|h| h.conn.stats().udp_rx.bytes >= u64::from(FROZEN_WINDOW) * 9 / 10)
+                .count();
+            if filled >= 16 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("every hostile connection got an answer to stall");
+
+    // A returning player's warm entry, and a new player's cold one.
+    let returning = tokio::time::timeout(Duration::from_secs(30), async {
+        let client = HoardClient::connect(options(&server, warm.path(), "alice"), registry())
+            .await
+            .expect("connect");
+        let stats = client.enter_zone(&meadow).await.expect("warm entry");
+        client.close();
+        stats
+    })
+    .await
+    .expect("a warm entry is not held up by the stalled answers");
+    assert_eq!(returning.shards_snapshot, 0, "warm: {returning:?}");
+    let cold_cache = tempfile::tempdir().expect("tempdir");
+    let newcomer = tokio::time::timeout(Duration::from_secs(30), async {
+        let client = HoardClient::connect(options(&server, cold_cache.path(), "bob"), registry())
+            .await
+            .expect("connect");
+        let stats = client.enter_zone(&meadow).await.expect("cold entry");
+        client.close();
+        stats
+    })
+    .await
+    .expect("a cold entry is not held up by the stalled answers");
+    assert_eq!(newcomer.objects, 20_000);
+    // The hostile connections still stall (none was closed to make room).
+    let open = hostile.iter().filter(|h| h.conn.close_reason().is_none()).count();
+    assert_eq!(open, hostile.len(), "the stalled connections are all still open");
+    server.shutdown().await;
+}
