@@ -9,6 +9,7 @@
 //! cargo run --release -p hoard-bench -- net
 //! cargo run --release -p hoard-bench -- stores
 //! cargo run --release -p hoard-bench -- relay
+//! cargo run --release -p hoard-bench -- slots --server-bin target/release/hoard-demo
 //! ```
 
 mod cache;
@@ -17,6 +18,7 @@ mod net;
 mod pipeline;
 mod relay;
 mod report;
+mod slots;
 mod stores;
 
 use clap::{Parser, Subcommand};
@@ -43,6 +45,8 @@ enum Command {
     Stores(stores::Args),
     /// What a relay saves the origin (bytes, CPU) for many clients, what its hop adds, what a signed head costs.
     Relay(relay::Args),
+    /// An honest player's zone entry beside hostile connections that hold answer slots (hoard-demo servers of given builds).
+    Slots(slots::Args),
     /// The origin process of `relay` (started by it).
     #[command(hide = true)]
     RelayOrigin(relay::OriginArgs),
@@ -56,6 +60,7 @@ fn main() -> anyhow::Result<()> {
         Command::Net(args) => net::run(&args, &cli.out),
         Command::Stores(args) => stores::run(&args, &cli.out),
         Command::Relay(args) => relay::run(&args, &cli.out),
+        Command::Slots(args) => slots::run(&args, &cli.out),
         Command::RelayOrigin(args) => relay::origin(&args),
     }
 }

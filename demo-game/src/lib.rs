@@ -112,6 +112,13 @@ pub fn run_cli() -> i32 {
     }
 }
 
+/// The demo's published components and their schema versions: what a
+/// client's `Hello` names by its hash (docs/PROTOCOL.md, "The demo game",
+/// lists them), for tools that speak to a demo server.
+pub fn registry() -> hoard_engine::PublishRegistry {
+    game::registry()
+}
+
 /// Entry points for the fuzzer.
 pub mod fuzzing {
     /// Parses `bytes` as a world file (and, if it is one, as a mod file) and

@@ -7,7 +7,8 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use hoard_engine::ServerIdentity;
+use hoard_engine::{ServerIdentity, ZoneId};
+use hoard_proto::wire::{EnterZone, Hello, Message, PROTOCOL_VERSION};
 use quinn::{Connection, Endpoint, RecvStream, SendStream, VarInt};
 
 use crate::tls::{PinnedVerifier, SERVER_NAME, client_config};
@@ -61,4 +62,36 @@ pub async fn frozen_reader(
         conn,
         _control: (control, recv),
     })
+}
+
+/// The frames a hostile reader sends: `Hello` with `token` for a client of
+/// `registry` (its hash), then `entries` cold `EnterZone`s of `zone`
+/// without live deltas.
+pub fn hello_and_cold_entries(registry: [u8; 32], token: String, zone: &ZoneId, entries: u32) -> Vec<Vec<u8>> {
+    let hello = Message::Hello(Hello {
+        protocol: PROTOCOL_VERSION,
+        registry,
+        service: "world".into(),
+        token,
+    });
+    let enters = (1..=entries).map(|request| {
+        Message::EnterZone(EnterZone {
+            request,
+            zone: zone.clone(),
+            subscribe: false,
+            have: Vec::new(),
+            held: Vec::new(),
+            proofs: false,
+        })
+    });
+    std::iter::once(hello).chain(enters).map(|m| m.to_frame()).collect()
+}
+
+/// How many of `readers` have been sent at least 90% of their window:
+/// their answers stall on the server now.
+pub fn stalled(readers: &[FrozenReader]) -> usize {
+    readers
+        .iter()
+        .filter(|r| r.conn.stats().udp_rx.bytes >= u64::from(FROZEN_WINDOW) * 9 / 10)
+        .count()
 }

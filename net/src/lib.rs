@@ -14,7 +14,9 @@ pub mod tls;
 #[cfg(feature = "testing")]
 #[doc(hidden)]
 pub mod testing {
-    pub use crate::hostile::{FROZEN_WINDOW, FrozenReader, frozen_endpoint, frozen_reader};
+    pub use crate::hostile::{
+        FROZEN_WINDOW, FrozenReader, frozen_endpoint, frozen_reader, hello_and_cold_entries, stalled,
+    };
     pub use crate::quic::stream::{FrameReader, StreamError};
     pub use crate::quic::transport::{client as client_transport, server as server_transport};
 }

@@ -1,5 +1,6 @@
 //! Integration tests of hoard-demo: the binary, run as a user would.
 
+mod answer_slots;
 mod bots;
 mod cache_cli;
 mod multi_server;

@@ -13,7 +13,7 @@ pub(crate) fn demo() -> Command {
 pub(crate) struct Server {
     pub(crate) child: Child,
     pub(crate) addr: String,
-    fingerprint: String,
+    pub(crate) fingerprint: String,
 }
 
 impl Drop for Server {

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use hoard_engine::ZoneId;
 use hoard_net::quic::client::HoardClient;
-use hoard_net::testing::{FROZEN_WINDOW, FrozenReader, frozen_endpoint, frozen_reader};
+use hoard_net::testing::{FrozenReader, frozen_endpoint, frozen_reader, hello_and_cold_entries, stalled};
 
-use super::bad_input::{enter, hello, registry, server_with};
+use super::bad_input::{registry, server_with};
 use super::e2e::options;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -42,24 +42,15 @@ async fn readers_that_stall_from_two_addresses_do_not_hold_up_another_players_en
                 .auth
                 .issue(&format!("mallory-{}-{i}", ip[3]), chrono::Utc::now().timestamp() + 600)
                 .expect("token");
-            let frames = [
-                hello(&server, Some(token)),
-                enter("meadow", vec![]),
-                enter("meadow", vec![]),
-            ];
+            let frames = hello_and_cold_entries(registry().hash().0, token, &meadow, 2);
             hostile.push(frozen_reader(&endpoint, server.addr, &frames).await.expect("hostile"));
         }
     }
     // Their answers fill their windows and stall: each address's share of
-    // the slots (16, two answers on each of 8 connections) is held by
-    // stalled answers now.
+    // the slots (16) is held by answers that stall now.
     tokio::time::timeout(Duration::from_secs(60), async {
         loop {
-            let filled = hostile
-                .iter()
-                .filter(|h| h.conn.stats().udp_rx.bytes >= u64::from(FROZEN_WINDOW) * 9 / 10)
-                .count();
-            if filled >= 16 {
+            if stalled(&hostile) >= 16 {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;

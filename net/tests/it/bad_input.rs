@@ -108,7 +108,7 @@ async fn raw(server: &ServerHandle) -> (Connection, SendStream, RecvStream) {
     (conn, send, recv)
 }
 
-pub(crate) fn hello(server: &ServerHandle, token: Option<String>) -> Vec<u8> {
+fn hello(server: &ServerHandle, token: Option<String>) -> Vec<u8> {
     let token = token.unwrap_or_else(|| {
         server
             .auth
@@ -329,7 +329,7 @@ async fn after_hello(server: &ServerHandle, player: &str) -> (Connection, SendSt
     (conn, send, reader)
 }
 
-pub(crate) fn enter(zone: &str, have: Vec<ShardHave>) -> Vec<u8> {
+fn enter(zone: &str, have: Vec<ShardHave>) -> Vec<u8> {
     Message::EnterZone(EnterZone {
         request: 7,
         zone: ZoneId::new(zone).expect("zone"),
