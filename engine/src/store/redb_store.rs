@@ -7,7 +7,6 @@
 //! store's. The `meta` table records the store format version so a newer
 //! file is refused by name rather than misread.
 
-use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
@@ -197,7 +196,7 @@ impl RedbStore {
 
     fn open_source(path: &Path, source: Source) -> Result<RedbStore, OpenError> {
         let db = open_database(path, &source)?;
-        let acknowledged = std::panic::catch_unwind(AssertUnwindSafe(|| write_count(&db)))
+        let acknowledged = super::quiet_panic::catch(|| write_count(&db))
             .ok()
             .and_then(Result::ok)
             .unwrap_or(0);
@@ -302,7 +301,7 @@ impl RedbStore {
             .into());
         }
         let db = &handle.db;
-        match std::panic::catch_unwind(AssertUnwindSafe(|| f(db))) {
+        match super::quiet_panic::catch(|| f(db)) {
             Ok(result) => result,
             Err(panic) => {
                 let detail = panic_message(&*panic);
@@ -443,7 +442,7 @@ fn create_new(path: &Path) -> Result<(), OpenError> {
 }
 
 fn open_database(path: &Path, source: &Source) -> Result<Database, OpenError> {
-    let opened = std::panic::catch_unwind(AssertUnwindSafe(|| match source {
+    let opened = super::quiet_panic::catch(|| match source {
         Source::File => Database::builder().create(path).map_err(|e| map_open_error(path, e)),
         Source::Backend(factory) => {
             let backend = factory().map_err(|source| OpenError::Io {
@@ -454,13 +453,35 @@ fn open_database(path: &Path, source: &Source) -> Result<Database, OpenError> {
                 .create_with_backend(BoxedBackend(backend))
                 .map_err(|e| map_open_error(path, e))
         }
-    }));
+    });
     opened.unwrap_or_else(|panic| {
         Err(OpenError::Corrupt {
             path: path.to_owned(),
             detail: panic_message(&*panic),
         })
     })
+}
+
+/// Reads every entry of `table` (keys and values decoded), counting them.
+fn scan_table<K: redb::Key + 'static, V: redb::Value + 'static>(
+    txn: &redb::ReadTransaction,
+    table: TableDefinition<K, V>,
+    name: &str,
+) -> Result<u64, StoreFault> {
+    let read = |e: redb::StorageError| StoreFault::backend(format!("reading table {name}"), e);
+    let opened = match txn.open_table(table) {
+        Ok(opened) => opened,
+        // Tables are made on first open; a store may predate one.
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(0),
+        Err(e) => return Err(StoreFault::backend(format!("opening table {name}"), e)),
+    };
+    let mut records = 0;
+    for entry in opened.iter().map_err(read)? {
+        let (key, value) = entry.map_err(read)?;
+        let _ = (key.value(), value.value());
+        records += 1;
+    }
+    Ok(records)
 }
 
 /// Opens a read-only view of the store (see [`super::read_view`]): what is
@@ -479,7 +500,7 @@ fn open_view(path: &Path, source: &Source, acknowledged: u64) -> Result<Database
         Source::Backend(factory) => factory().map_err(io)?,
     };
     let view = super::read_view::ReadView::new(base).map_err(io)?;
-    let opened = std::panic::catch_unwind(AssertUnwindSafe(|| {
+    let opened = super::quiet_panic::catch(|| {
         let db = Database::builder()
             .create_with_backend(view)
             .map_err(|e| map_open_error(path, e))?;
@@ -497,7 +518,7 @@ fn open_view(path: &Path, source: &Source, acknowledged: u64) -> Result<Database
             });
         }
         Ok(db)
-    }));
+    });
     opened.unwrap_or_else(|panic| {
         Err(OpenError::Corrupt {
             path: path.to_owned(),
@@ -988,6 +1009,42 @@ impl WorldStore for RedbStore {
                     .map_err(fault("writing meta"))?;
             }
             Ok(receipt)
+        })
+    }
+
+    fn scan(&self) -> Result<u64, ReadError> {
+        // redb's own check first: every page's checksum, which ordinary
+        // reads do not verify (a flipped bit in an index reads as another
+        // value, not as an error). It needs the database to itself.
+        {
+            let mut guard = self.db.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(handle) = guard.as_mut().filter(|h| !h.view) {
+                let checked = super::quiet_panic::catch(|| handle.db.check_integrity());
+                let damaged =
+                    |detail: String| ReadError::from(StoreFault::Corrupt(format!("{}: {detail}", self.path.display())));
+                match checked {
+                    Ok(Ok(true)) => {}
+                    Ok(Ok(false)) => {
+                        return Err(damaged(
+                            "pages failed their checksums (the storage engine rolled the file back to its last intact commit)"
+                                .into(),
+                        ));
+                    }
+                    Ok(Err(e)) => return Err(damaged(e.to_string())),
+                    Err(panic) => return Err(damaged(panic_message(&*panic))),
+                }
+            }
+        }
+        self.with_db(|db| {
+            let txn = db.begin_read().map_err(fault("beginning a read"))?;
+            Ok(scan_table(&txn, META, "meta")?
+                + scan_table(&txn, ZONES, "zones")?
+                + scan_table(&txn, ZONE_SHARDS, "zone_shards")?
+                + scan_table(&txn, SHARDS, "shards")?
+                + scan_table(&txn, OBJECTS, "objects")?
+                + scan_table(&txn, VERSIONS, "versions")?
+                + scan_table(&txn, TOMBSTONES, "tombstones")?
+                + scan_table(&txn, TOMBSTONES_BY_SEQ, "tombstones_by_seq")?)
         })
     }
 

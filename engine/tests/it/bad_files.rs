@@ -146,12 +146,20 @@ fn a_store_held_by_another_process_is_locked() {
     assert!(err.to_string().contains("locked by another process"), "{err}");
 }
 
-/// Everything a server would serve from a store: every shard's head and objects.
-fn contents(store: &RedbStore) -> Result<Vec<hoard_engine::store::ShardSnapshot>, String> {
+/// Everything a server would serve from a store: every shard's head and
+/// objects, and its changes since a few seqs (read from the version and
+/// tombstone indexes), written out.
+fn contents(store: &RedbStore) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
     for zone in store.zones().map_err(|e| e.to_string())? {
         for shard in store.zone_shards(&zone).map_err(|e| e.to_string())? {
-            out.push(store.snapshot(shard).map_err(|e| e.to_string())?);
+            out.push(format!("{:?}", store.snapshot(shard).map_err(|e| e.to_string())?));
+            for since in [0, 5, 20] {
+                let changes = store
+                    .changes_since(shard, hoard_engine::Seq(since))
+                    .map_err(|e| e.to_string())?;
+                out.push(format!("{changes:?}"));
+            }
         }
     }
     Ok(out)
