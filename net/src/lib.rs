@@ -3,6 +3,7 @@
 //! a UDP network simulator for tests and measurements.
 
 pub mod heads;
+mod log_limit;
 pub mod metrics;
 pub mod netsim;
 pub mod quic;

@@ -31,6 +31,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use super::committer::Committer;
 use super::slots::{AnswerSlots, FairPool, LIGHT_ANSWER_BYTES, Slot};
 use super::stream::{FrameReader, StreamError, write_message};
+use crate::log_limit::LogLimit;
 use crate::metrics::{KindLabel, MetricsExporter, ServerMetrics, ZoneLabel};
 use crate::tls::{ServerKeys, TlsError};
 use hoard_proto::auth::TokenAuthority;
@@ -602,7 +603,10 @@ pub(crate) async fn bind(
             if shared.stats.connections.load(Ordering::SeqCst) >= max {
                 shared.stats.refused.fetch_add(1, Ordering::Relaxed);
                 shared.metrics.disconnect("refused");
-                tracing::warn!(peer = %incoming.remote_address(), max, "connection limit reached; refusing");
+                static FULL: LogLimit = LogLimit::new();
+                if let Some(left_out) = FULL.allow() {
+                    tracing::warn!(peer = %incoming.remote_address(), max, left_out, "connection limit reached; refusing");
+                }
                 incoming.refuse();
                 continue;
             }
@@ -620,7 +624,10 @@ pub(crate) async fn bind(
                     None => {
                         shared.stats.refused.fetch_add(1, Ordering::Relaxed);
                         shared.metrics.disconnect("refused");
-                        tracing::warn!(%peer, "too many connections from this address; refusing");
+                        static PER_IP: LogLimit = LogLimit::new();
+                        if let Some(left_out) = PER_IP.allow() {
+                            tracing::warn!(%peer, left_out, "too many connections from this address; refusing");
+                        }
                         incoming.refuse();
                     }
                 }
@@ -923,7 +930,10 @@ async fn control_loop(
                 let Ok(Some(taken)) = taken else {
                     shared.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
                     shared.metrics.disconnect("slow_consumer");
-                    tracing::warn!(peer = %conn.remote_address(), "client does not read its zone answers; disconnecting");
+                    static UNREAD: LogLimit = LogLimit::new();
+                    if let Some(left_out) = UNREAD.allow() {
+                        tracing::warn!(peer = %conn.remote_address(), left_out, "client does not read its zone answers; disconnecting");
+                    }
                     conn.close(close_code(ErrorCode::SlowConsumer), b"slow consumer: answers not read");
                     return Ok(());
                 };
@@ -1135,7 +1145,10 @@ impl AnswerSender {
         let slow = |why: &'static str| {
             self.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
             self.metrics.disconnect("slow_consumer");
-            tracing::warn!(peer = %self.conn.remote_address(), "{why}; disconnecting");
+            static STALLED: LogLimit = LogLimit::new();
+            if let Some(left_out) = STALLED.allow() {
+                tracing::warn!(peer = %self.conn.remote_address(), left_out, "{why}; disconnecting");
+            }
             self.conn
                 .close(close_code(ErrorCode::SlowConsumer), b"slow consumer: answer not read");
         };
@@ -1152,7 +1165,10 @@ impl AnswerSender {
                 match tokio::time::timeout(self.stall * 2, self.bulk.take(ip)).await {
                     Ok(bulk) => slot = SlotHeld::Bulk { _held: bulk },
                     Err(_) => {
-                        tracing::warn!(peer = %self.conn.remote_address(), "no answer slot for this address in time; disconnecting");
+                        static BUSY: LogLimit = LogLimit::new();
+                        if let Some(left_out) = BUSY.allow() {
+                            tracing::warn!(peer = %self.conn.remote_address(), left_out, "no answer slot for this address in time; disconnecting");
+                        }
                         self.metrics.disconnect("busy");
                         self.conn.close(
                             close_code(ErrorCode::Unavailable),
@@ -1311,10 +1327,14 @@ impl Outbox {
         if c.deltas.try_send(frames).is_ok() {
             return true;
         }
-        tracing::warn!(
-            session = to,
-            "client does not read its deltas fast enough; disconnecting"
-        );
+        static UNREAD_DELTAS: LogLimit = LogLimit::new();
+        if let Some(left_out) = UNREAD_DELTAS.allow() {
+            tracing::warn!(
+                session = to,
+                left_out,
+                "client does not read its deltas fast enough; disconnecting"
+            );
+        }
         metrics.disconnect("slow_consumer");
         if let Some(slow) = slow {
             slow.fetch_add(1, Ordering::Relaxed);
