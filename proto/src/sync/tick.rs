@@ -602,7 +602,8 @@ impl TickCore {
             }
             if now - f.since > self.retry_for_secs {
                 return Err(format!(
-                    "the world store has failed for {:.0} s ({}); {} changed objects could not be saved",
+                    "the world store has failed for {:.0} s ({}); {} changed objects were never confirmed saved \
+                     (a failed write or fsync may have left them on disk or not; no player was told they were)",
                     now - f.since,
                     f.error,
                     self.pending.len()
