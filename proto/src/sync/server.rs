@@ -428,7 +428,11 @@ impl ServerSession {
         if hello.registry != self.config.registry.0 {
             return self.fail(
                 ErrorCode::Registry,
-                "the client's component registry differs from the server's; update the client",
+                format!(
+                    "the client's component registry {} differs from the server's {}; update the client",
+                    hoard_engine::RegistryHash(hello.registry),
+                    self.config.registry
+                ),
             );
         }
         if hello.service != self.config.service {

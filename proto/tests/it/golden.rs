@@ -139,7 +139,8 @@ fn messages() -> Vec<(&'static str, Message)> {
             "81-welcome",
             Message::Welcome(Welcome {
                 protocol: PROTOCOL_VERSION,
-                server: [0xcd; 32],
+                // The world identity names the world key: BLAKE3 of it.
+                server: hoard_engine::ServerIdentity::of_key(&WORLD_KEY).0,
                 perspective: "ann".into(),
                 zones: vec![zone()],
                 tick_hz: 20,
@@ -353,6 +354,23 @@ const FRESH_ROOT: &str = "b6091ea3c617cb2aea77055caec237dbd0ec403e80a56be1fc339e
 
 /// The set root of docs/PROTOCOL.md's worked example, over the objects of
 /// the `94-snapshot` golden.
+#[test]
+fn the_golden_welcome_names_the_world_by_its_key() {
+    let bytes = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/81-welcome.bin")).expect("golden");
+    let mut decoder = FrameDecoder::new(MAX_BULK_FRAME);
+    decoder.push(&bytes);
+    let (kind, body) = decoder.next_frame().expect("frame").expect("whole");
+    let message = Message::decode(kind, &body).expect("decodes");
+    let Message::Welcome(welcome) = message else {
+        panic!("not a Welcome: {message:?}")
+    };
+    assert_eq!(
+        welcome.server,
+        *blake3::hash(&welcome.world_key).as_bytes(),
+        "Welcome.server = BLAKE3(world_key), as signed heads require"
+    );
+}
+
 #[test]
 fn the_golden_set_root_is_the_documented_one() {
     let objects = [object(), object_43()];
