@@ -167,4 +167,36 @@ mod tests {
         let typo = ron::from_str::<Item>("(kind: \"gold\", count: 1, x: 0, y: 0, colour: 3)").expect_err("typo");
         assert!(typo.to_string().contains("colour"), "{typo}");
     }
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The bytes docs/PROTOCOL.md ("The demo game") gives a client written
+    /// in another language.
+    #[test]
+    fn the_demo_registry_and_encodings_are_the_documented_ones() {
+        use super::rules::Action;
+        assert_eq!(
+            registry().hash().to_string(),
+            "55cdab920a8e0e8aa6e0cc6b64ab0cf517fadd5bc014ab95b2109225da5bad41"
+        );
+        let moved = rmp_serde::to_vec(&Action::Move { zone: 2, x: 50, y: 50 }).expect("encode");
+        assert_eq!(hex(&moved), "81a44d6f766593023232");
+        let dropped = rmp_serde::to_vec(&Action::Drop { object: 2174 }).expect("encode");
+        assert_eq!(hex(&dropped), "81a444726f7091cd087e");
+        let item = Item {
+            kind: "wood".into(),
+            count: 3,
+            x: 10,
+            y: 12,
+        };
+        assert_eq!(hex(&rmp_serde::to_vec(&item).expect("encode")), "94a4776f6f64030a0c");
+        let row = TerrainRow {
+            x: 32,
+            y: 7,
+            tiles: vec![0, 1, 4],
+        };
+        assert_eq!(hex(&rmp_serde::to_vec(&row).expect("encode")), "932007a32e7e54");
+    }
 }
