@@ -219,7 +219,10 @@ async fn a_store_that_stays_broken_ends_the_server_with_a_reason() {
         .await
         .expect("the server gives up in time");
     assert!(reason.contains("world store has failed"), "{reason}");
-    assert!(reason.contains("1 changed objects were never confirmed saved"), "{reason}");
+    assert!(
+        reason.contains("1 changed objects were never confirmed saved"),
+        "{reason}"
+    );
     // Its clients are disconnected, not left hanging.
     let mut world = World::new();
     let mut events = Vec::new();
