@@ -60,31 +60,37 @@ async fn readers_that_stall_from_two_addresses_do_not_hold_up_another_players_en
     .expect("every hostile connection got an answer to stall");
 
     // A returning player's warm entry, and a new player's cold one.
-    let returning = tokio::time::timeout(Duration::from_secs(30), async {
-        let client = HoardClient::connect(options(&server, warm.path(), "alice"), registry())
-            .await
-            .expect("connect");
-        let stats = client.enter_zone(&meadow).await.expect("warm entry");
-        client.close();
-        stats
-    })
-    .await
-    .expect("a warm entry is not held up by the stalled answers");
+    let returning = entry_within(&server, warm.path(), "alice", &meadow)
+        .await
+        .expect("a warm entry is not held up by the stalled answers");
     assert_eq!(returning.shards_snapshot, 0, "warm: {returning:?}");
     let cold_cache = tempfile::tempdir().expect("tempdir");
-    let newcomer = tokio::time::timeout(Duration::from_secs(30), async {
-        let client = HoardClient::connect(options(&server, cold_cache.path(), "bob"), registry())
-            .await
-            .expect("connect");
-        let stats = client.enter_zone(&meadow).await.expect("cold entry");
-        client.close();
-        stats
-    })
-    .await
-    .expect("a cold entry is not held up by the stalled answers");
+    let newcomer = entry_within(&server, cold_cache.path(), "bob", &meadow)
+        .await
+        .expect("a cold entry is not held up by the stalled answers");
     assert_eq!(newcomer.objects, 20_000);
     // The hostile connections still stall (none was closed to make room).
     let open = hostile.iter().filter(|h| h.conn.close_reason().is_none()).count();
     assert_eq!(open, hostile.len(), "the stalled connections are all still open");
     server.shutdown().await;
+}
+
+/// `player` connects with `cache` and enters `zone`, within 30 s (half the
+/// stall the hostile answers are given), or `None`.
+async fn entry_within(
+    server: &hoard_net::quic::server::ServerHandle,
+    cache: &std::path::Path,
+    player: &str,
+    zone: &ZoneId,
+) -> Option<hoard_proto::sync::client::EntryStats> {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let client = HoardClient::connect(options(server, cache, player), registry())
+            .await
+            .expect("connect");
+        let stats = client.enter_zone(zone).await.expect("entry");
+        client.close();
+        stats
+    })
+    .await
+    .ok()
 }
