@@ -229,8 +229,14 @@ impl WorldCache {
         };
         if !root.is_dir() {
             std::fs::create_dir_all(root).map_err(io)?;
-            // A new cache folder is durable only once its parent's entry is.
-            if let Some(parent) = root.parent() {
+            // A new cache folder is durable only once its parent's entry is
+            // (a relative name of one component has the current directory
+            // as its parent, spelled "").
+            let parent = match root.parent() {
+                Some(p) if p.as_os_str().is_empty() => Some(Path::new(".")),
+                other => other,
+            };
+            if let Some(parent) = parent {
                 storage.sync_dir(parent).map_err(io)?;
             }
         }

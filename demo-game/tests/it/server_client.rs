@@ -495,3 +495,27 @@ fn a_new_player_signing_in_on_several_connections_at_once_keeps_one_session() {
         assert!(entered >= 1, "round {round}: the newest session entered");
     }
 }
+
+#[test]
+fn a_cache_dir_named_by_one_relative_component_is_made_and_used() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let served = server(data.path());
+    let work = tempfile::tempdir().expect("tempdir");
+    let ann = token(data.path(), "ann");
+    for round in ["cold", "warm"] {
+        let out = headless(&served.addr, "meadow", &ann)
+            .current_dir(work.path())
+            .args(["--cache-dir", "my-cache"])
+            .output()
+            .expect("client");
+        assert!(
+            out.status.success(),
+            "{round}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let entry: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        let fresh = entry["shards_fresh"].as_u64();
+        assert_eq!(fresh == Some(64), round == "warm", "{round}: {entry}");
+    }
+    assert!(work.path().join("my-cache").is_dir());
+}
