@@ -1,7 +1,13 @@
 //! The smallest hoard game: one published component, a server and a client
-//! as Bevy Apps in one process on loopback. The client enters the meadow,
-//! sees the lamps, lights one with an intent, and sees it lit — saved on the
-//! server before it was shown. Run: `cargo run --example minimal`.
+//! as Bevy Apps in one process on loopback. The server seeds a new world
+//! (three lamps) only when its store is empty, and otherwise loads what it
+//! stored; the client enters the meadow, sees the lamps, lights one with an
+//! intent, and sees it lit — saved on the server before it was shown.
+//!
+//! Run: `cargo run --example minimal` (a fresh world in a temporary
+//! directory), or `cargo run --example minimal -- DIR` twice: the second
+//! run's first line reads `entered the meadow: 3 lamps, 1 lit` — the world
+//! it stored, not a fresh one.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,10 +33,19 @@ fn registry() -> PublishRegistry {
     PublishRegistry::builder().publish::<Lamp>("lamp", 1).build()
 }
 
-fn spawn_lamps(mut commands: Commands) {
-    for id in 0..3 {
-        commands.spawn((Published::new(ObjectId(id), ShardId(0)), Lamp { lit: false }));
+/// A new world: the meadow and its three lamps. Runs only when the store
+/// holds no world yet; every later start loads the stored lamps instead.
+fn seed(world: &mut World, store: &dyn WorldStore) -> Result<(), String> {
+    let meadow = ZoneId::new("meadow").map_err(|e| e.to_string())?;
+    if !store.zones().map_err(|e| e.to_string())?.contains(&meadow) {
+        store
+            .create_zone(&meadow, &[ShardSpec::shared(ShardId(0))])
+            .map_err(|e| e.to_string())?;
     }
+    for id in 0..3 {
+        world.spawn((Published::new(ObjectId(id), ShardId(0)), Lamp { lit: false }));
+    }
+    Ok(())
 }
 
 fn light(mut intents: MessageReader<FromClient<Light>>, mut lamps: Query<(&Published, &mut Lamp)>) {
@@ -42,17 +57,18 @@ fn light(mut intents: MessageReader<FromClient<Light>>, mut lamps: Query<(&Publi
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = std::env::temp_dir().join(format!("hoard-minimal-{}", std::process::id()));
+    // The data directory: the first argument (kept), or a temporary one.
+    let given = std::env::args_os().nth(1).map(std::path::PathBuf::from);
+    let dir = given
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("hoard-minimal-{}", std::process::id())));
     let store = Arc::new(RedbStore::open_dir(&dir.join("server"))?);
-    if store.zones()?.is_empty() {
-        store.create_zone(&ZoneId::new("meadow")?, &[ShardSpec::shared(ShardId(0))])?;
-    }
     let mut server = App::new();
     let options = ServerOptions::new("127.0.0.1:0".parse()?, dir.join("server"));
-    server
-        .add_plugins(HoardServerPlugin::new(options, store, registry()).intent::<Light>("light"))
-        .add_systems(Startup, spawn_lamps)
-        .add_systems(Update, light);
+    let plugin = HoardServerPlugin::new(options, store, registry())
+        .seed(seed)
+        .intent::<Light>("light");
+    server.add_plugins(plugin.start()?).add_systems(Update, light);
     server.update();
     let handle = &server.world().resource::<HoardServer>().handle;
     let token = handle.auth.issue("ann", chrono::Utc::now().timestamp() + 60)?;
@@ -80,7 +96,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let world = client.world_mut();
         let lamps: Vec<Lamp> = world.query::<&Lamp>().iter(world).cloned().collect();
         if !sent && lamps.len() == 3 {
-            println!("entered the meadow: {} lamps, none lit", lamps.len());
+            let lit = lamps.iter().filter(|l| l.lit).count();
+            println!("entered the meadow: {} lamps, {lit} lit", lamps.len());
             world.resource::<Hoard>().send_intent("light", &Light { lamp: 1 })?;
             sent = true;
         }
@@ -91,6 +108,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         std::thread::sleep(Duration::from_millis(5)); // a frame's pace
     }
     drop((client, server));
-    std::fs::remove_dir_all(&dir)?;
+    if given.is_none() {
+        std::fs::remove_dir_all(&dir)?;
+    }
     Ok(())
 }

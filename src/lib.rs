@@ -44,12 +44,27 @@
 //!     PublishRegistry::builder().publish::<Lamp>("lamp", 1).build()
 //! }
 //!
+//! // A new world: its zone and first objects. Runs only while the store is
+//! // empty; every later start loads what is stored instead.
+//! fn seed(world: &mut World, store: &dyn WorldStore) -> Result<(), String> {
+//!     let meadow = ZoneId::new("meadow").map_err(|e| e.to_string())?;
+//!     if !store.zones().map_err(|e| e.to_string())?.contains(&meadow) {
+//!         store.create_zone(&meadow, &[ShardSpec::shared(ShardId(0))]).map_err(|e| e.to_string())?;
+//!     }
+//!     for id in 0..3 {
+//!         world.spawn((Published::new(ObjectId(id), ShardId(0)), Lamp { lit: false }));
+//!     }
+//!     Ok(())
+//! }
+//!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! // The server: the App runs the game; the plugin stores and serves it.
+//! // The server: the App runs the game; the plugin loads the stored world
+//! // into it (or seeds a new one), stores its changes and serves it.
 //! let store = Arc::new(RedbStore::open_dir("server-data".as_ref())?);
 //! let options = ServerOptions::new("127.0.0.1:7000".parse()?, "server-data".into());
+//! let plugin = HoardServerPlugin::new(options, store, registry()).seed(seed).intent::<Light>("light");
 //! let mut server = App::new();
-//! server.add_plugins(HoardServerPlugin::new(options, store, registry()).intent::<Light>("light"));
+//! server.add_plugins(plugin.start()?); // a port in use, damaged keys, ...: an error, not a panic
 //!
 //! // A client: enter a zone by writing a message; objects arrive as entities.
 //! let token = server.world().resource::<HoardServer>().handle.auth.issue("ann", i64::MAX / 2)?;

@@ -160,6 +160,14 @@ type IntentAdder = Arc<dyn Fn(&mut App) + Send + Sync>;
 /// Serves the App's world: `app.add_plugins(HoardServerPlugin::new(options,
 /// store, registry).intent::<PickUp>("pick_up"))`.
 ///
+/// The stored world is the truth: building the plugin loads every stored
+/// object into the App (unless the game loaded them itself and gave its
+/// publisher, [`HoardServerPlugin::with_publisher`]), before any game
+/// system runs. A new world is made by the [`HoardServerPlugin::seed`]
+/// hook, which runs only on a store that holds no world yet; a game system
+/// that spawns an object whose id is already published is refused (logged
+/// as an error naming the id; the stored object is kept).
+///
 /// Building the plugin migrates stored objects to the registry's schema
 /// versions (`hoard_engine::schema::prepare`) and binds the server; it
 /// panics with the reason if either fails (a server that cannot read its
@@ -179,6 +187,7 @@ pub struct HoardServerPlugin {
     access: Arc<dyn AccessPolicy>,
     on_join: Option<JoinHook>,
     on_leave: Option<LeaveHook>,
+    seed: Option<SeedHook>,
 }
 
 impl HoardServerPlugin {
@@ -194,6 +203,7 @@ impl HoardServerPlugin {
             access: Arc::new(OpenWorld),
             on_join: None,
             on_leave: None,
+            seed: None,
         }
     }
 
@@ -242,6 +252,44 @@ impl HoardServerPlugin {
         self
     }
 
+    /// Makes a new world: `hook` runs once, when the store holds no world
+    /// yet (it has recorded no schema), before anything is served. It
+    /// creates the world's zones in the store (only those missing: a start
+    /// that crashed before the seed's commit runs it again) and spawns the
+    /// first published objects into the world it is given; they are
+    /// committed in one transaction together with the schema record that
+    /// marks the world as made. Every later start loads the stored world
+    /// instead, so nothing the players changed is overwritten.
+    ///
+    /// ```no_run
+    /// # use std::sync::Arc;
+    /// # use bevy_ecs::prelude::*;
+    /// # use hoard_bevy::HoardServerPlugin;
+    /// # use hoard_engine::store::ShardSpec;
+    /// # use hoard_engine::{ObjectId, Published, ShardId, ZoneId};
+    /// # #[derive(Component, serde::Serialize, serde::Deserialize)] struct Lamp { lit: bool }
+    /// # fn example(plugin: HoardServerPlugin) -> HoardServerPlugin {
+    /// plugin.seed(|world, store| {
+    ///     let meadow = ZoneId::new("meadow").map_err(|e| e.to_string())?;
+    ///     if !store.zones().map_err(|e| e.to_string())?.contains(&meadow) {
+    ///         store.create_zone(&meadow, &[ShardSpec::shared(ShardId(0))]).map_err(|e| e.to_string())?;
+    ///     }
+    ///     for id in 0..3 {
+    ///         world.spawn((Published::new(ObjectId(id), ShardId(0)), Lamp { lit: false }));
+    ///     }
+    ///     Ok(())
+    /// })
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn seed(
+        mut self,
+        hook: impl Fn(&mut World, &dyn WorldStore) -> Result<(), String> + Send + Sync + 'static,
+    ) -> Self {
+        self.seed = Some(Arc::new(hook));
+        self
+    }
+
     /// Called when a connection whose join hook ran has ended (off the
     /// world's thread).
     #[must_use]
@@ -266,7 +314,15 @@ pub enum StartError {
     /// The server could not load its keys, bind or configure QUIC.
     #[error(transparent)]
     Server(#[from] hoard_net::quic::server::ServerError),
+    /// The seed hook of a new world failed, or its objects could not be
+    /// published or committed.
+    #[error("seeding the new world: {0}")]
+    Seed(String),
 }
+
+/// Makes a new world (see [`HoardServerPlugin::seed`]): creates its zones in
+/// the store and spawns its first published objects into the world given.
+pub type SeedHook = Arc<dyn Fn(&mut World, &dyn WorldStore) -> Result<(), String> + Send + Sync>;
 
 /// A server that [`HoardServerPlugin::start`] started: add it to the App
 /// with `app.add_plugins(started)`.
@@ -281,8 +337,46 @@ struct Started {
     handle: ServerHandle,
     link: WorldLink,
     publisher: Publisher,
+    /// Whether the plugin loads the stored world into the App (the game
+    /// gave no publisher of its own loading).
+    load: bool,
     store: Arc<dyn WorldStore>,
     world_url: hoard_engine::HoardUrl,
+}
+
+impl HoardServerPlugin {
+    /// Seeds a new world if there is a seed hook and the store has
+    /// recorded no schema yet: the hook's objects and the schema record are
+    /// one commit, so a crash before it leaves the store new again.
+    fn seed_new_world(&self) -> Result<(), StartError> {
+        let Some(seed) = &self.seed else {
+            return Ok(());
+        };
+        let stored = self
+            .store
+            .schema()
+            .map_err(|e| StartError::Seed(format!("reading the store's schema: {e}")))?;
+        if !stored.is_empty() {
+            return Ok(());
+        }
+        let mut scratch = World::new();
+        seed(&mut scratch, &*self.store).map_err(StartError::Seed)?;
+        let mut publisher = Publisher::new(self.registry.clone());
+        let gathered = publisher.gather(&mut scratch);
+        if let Some(problem) = gathered.problems.first() {
+            return Err(StartError::Seed(format!(
+                "{} object(s) could not be published, the first: {problem}",
+                gathered.problems.len()
+            )));
+        }
+        let schema: std::collections::BTreeMap<String, u32> =
+            self.registry.components().map(|(n, v)| (n.to_owned(), v)).collect();
+        self.store
+            .commit_with_schema(&gathered.changes, &schema)
+            .map_err(|e| StartError::Seed(format!("committing the new world: {e}")))?;
+        tracing::info!(objects = gathered.changes.len(), "seeded a new world");
+        Ok(())
+    }
 }
 
 impl HoardServerPlugin {
@@ -322,13 +416,14 @@ impl HoardServerPlugin {
             on_join: self.on_join.clone(),
             on_leave: self.on_leave.clone(),
         };
+        self.seed_new_world()?;
         // Stored objects at an older schema are migrated (or the server is
         // refused, naming the component) before anything decodes them.
         hoard_engine::schema::prepare(&*self.store, &self.registry)?;
         let (handle, link) = runtime.block_on(start_linked(self.options.clone(), self.store.clone(), rules))?;
-        let publisher = lock(&self.publisher)
-            .take()
-            .unwrap_or_else(|| Publisher::new(self.registry.clone()));
+        let given = lock(&self.publisher).take();
+        let load = given.is_none();
+        let publisher = given.unwrap_or_else(|| Publisher::new(self.registry.clone()));
         Ok(StartedServerPlugin {
             parts: Mutex::new(Some(Started {
                 world_url: self.options.world_url(handle.addr),
@@ -336,6 +431,7 @@ impl HoardServerPlugin {
                 handle,
                 link,
                 publisher,
+                load,
                 store: self.store.clone(),
             })),
             adders: self.adders,
@@ -357,6 +453,7 @@ impl Plugin for HoardServerPlugin {
             access: self.access.clone(),
             on_join: self.on_join.clone(),
             on_leave: self.on_leave.clone(),
+            seed: self.seed.clone(),
         };
         match plugin.start() {
             Ok(started) => started.build(app),
@@ -376,10 +473,25 @@ impl Plugin for StartedServerPlugin {
             runtime,
             handle,
             mut link,
-            publisher,
+            mut publisher,
+            load,
             store,
             world_url,
         } = started;
+        // The stored world is the truth: it is in the App before any game
+        // system runs, so a game's systems change it rather than write
+        // fresh objects over it.
+        if load {
+            match hoard_engine::load_world(&*store, &mut publisher, app.world_mut(), &world_url) {
+                Ok(report) => {
+                    for problem in &report.problems {
+                        tracing::warn!(%problem, "stored object not loaded");
+                    }
+                    tracing::info!(objects = report.objects, shards = report.shards, "stored world loaded");
+                }
+                Err(e) => panic!("hoard: cannot load the stored world: {e}"),
+            }
+        }
         link.prepare(app.world_mut());
         let transient: TransientHook = Arc::new(|world: &mut World| {
             world

@@ -45,7 +45,11 @@ struct Tracked {
 #[non_exhaustive]
 pub enum GatherProblem {
     /// Two live entities claim one object id.
-    #[error("object {object} is claimed by {entity:?} but already published by {owner:?}; {entity:?} is not published")]
+    #[error(
+        "object {object} is claimed by {entity:?} but already published by {owner:?} (loaded from the store, or spawned \
+         earlier); {entity:?} is not published and the stored object is kept. Spawn a new world's objects in the \
+         server plugin's seed hook, which runs only on an empty store, or give new objects ids no object holds"
+    )]
     DuplicateObject {
         /// The id.
         object: ObjectId,

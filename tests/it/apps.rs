@@ -25,10 +25,17 @@ pub(crate) fn registry() -> PublishRegistry {
     PublishRegistry::builder().publish::<Crate>("crate", 1).build()
 }
 
-fn spawn_crates(mut commands: Commands) {
-    for i in 0..40u64 {
-        commands.spawn((Published::new(ObjectId(i), ShardId(i % 4)), Crate { stones: 0 }));
+/// A new world: the meadow's four shards and 40 empty crates (run only on
+/// an empty store, as the crate docs show).
+fn seed(world: &mut World, store: &dyn WorldStore) -> Result<(), String> {
+    if !store.zones().map_err(|e| e.to_string())?.contains(&meadow()) {
+        let shards: Vec<ShardSpec> = (0..4).map(|s| ShardSpec::shared(ShardId(s))).collect();
+        store.create_zone(&meadow(), &shards).map_err(|e| e.to_string())?;
     }
+    for i in 0..40u64 {
+        world.spawn((Published::new(ObjectId(i), ShardId(i % 4)), Crate { stones: 0 }));
+    }
+    Ok(())
 }
 
 fn add_stones(mut intents: MessageReader<FromClient<AddStones>>, mut crates: Query<(&Published, &mut Crate)>) {
@@ -41,17 +48,17 @@ fn add_stones(mut intents: MessageReader<FromClient<AddStones>>, mut crates: Que
     }
 }
 
-/// The server App over a store in `data` (zone `meadow`, four shards).
+/// The server App over a store in `data` (zone `meadow`, four shards),
+/// written as the crate docs show: a seed for a new world, the stored world
+/// loaded on every later start.
 pub(crate) fn server(data: &Path) -> App {
     let store = Arc::new(RedbStore::open_dir(data).expect("store"));
-    if store.zones().expect("zones").is_empty() {
-        let shards: Vec<ShardSpec> = (0..4).map(|s| ShardSpec::shared(ShardId(s))).collect();
-        store.create_zone(&meadow(), &shards).expect("zone");
-    }
     let options = ServerOptions::new("127.0.0.1:0".parse().expect("addr"), data.to_owned());
+    let plugin = HoardServerPlugin::new(options, store, registry())
+        .seed(seed)
+        .intent::<AddStones>("add_stones");
     let mut app = App::new();
-    app.add_plugins(HoardServerPlugin::new(options, store, registry()).intent::<AddStones>("add_stones"))
-        .add_systems(Startup, spawn_crates)
+    app.add_plugins(plugin.start().expect("the server starts"))
         .add_systems(Update, add_stones);
     app.update();
     app

@@ -138,3 +138,41 @@ fn a_world_stored_by_an_older_schema_is_migrated_and_served() {
         "the old pebbles arrive as stones"
     );
 }
+
+#[test]
+fn a_restarted_server_keeps_what_its_players_changed() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let cache = tempfile::tempdir().expect("tempdir");
+    {
+        let mut server = server(data.path());
+        let mut ann = client(&server, cache.path(), "ann");
+        run_until(&mut server, &mut [&mut ann], |w| ready(w).is_some());
+        ann.world()
+            .resource::<Hoard>()
+            .send_intent("add_stones", &AddStones { object: 7, stones: 5 })
+            .expect("queued");
+        // Seen by the client only once it is durable on the server.
+        run_until(&mut server, &mut [&mut ann], |w| stones_of(w, 7) == Some(5));
+    }
+    // The same server, started again as the docs show: it loads the stored
+    // world, and its seed does not run again over it.
+    let mut server = server(data.path());
+    let stored = {
+        let world = server.world_mut();
+        world
+            .query::<(&Published, &Crate)>()
+            .iter(world)
+            .map(|(p, c)| (p.object.0, c.stones))
+            .collect::<std::collections::BTreeMap<u64, u32>>()
+    };
+    assert_eq!(stored.len(), 40, "every stored crate loaded, none twice");
+    assert_eq!(stored.get(&7), Some(&5), "the change survived the restart");
+    let fresh_cache = tempfile::tempdir().expect("tempdir");
+    let mut bob = client(&server, fresh_cache.path(), "bob");
+    run_until(&mut server, &mut [&mut bob], |w| ready(w).is_some());
+    assert_eq!(
+        stones_of(bob.world_mut(), 7),
+        Some(5),
+        "a new player sees the stored world"
+    );
+}
