@@ -33,10 +33,19 @@ fn inventory_of(player: &str) -> ShardId {
     ShardId(1_000 + player.bytes().map(u64::from).sum::<u64>())
 }
 
-fn drop_items(mut commands: Commands) {
-    for (id, name) in [(1, "axe"), (2, "rope")] {
-        commands.spawn((Published::new(ObjectId(id), GROUND), Item { name: name.into() }));
+/// A new world: the meadow's ground, an axe and a rope on it. Runs only on
+/// an empty store.
+fn drop_items(world: &mut World, store: &dyn WorldStore) -> Result<(), String> {
+    let meadow = ZoneId::new("meadow").map_err(|e| e.to_string())?;
+    if !store.zones().map_err(|e| e.to_string())?.contains(&meadow) {
+        store
+            .create_zone(&meadow, &[ShardSpec::shared(GROUND)])
+            .map_err(|e| e.to_string())?;
     }
+    for (id, name) in [(1, "axe"), (2, "rope")] {
+        world.spawn((Published::new(ObjectId(id), GROUND), Item { name: name.into() }));
+    }
+    Ok(())
 }
 
 /// The rule: a player picks an item up from the ground into their inventory.
@@ -83,12 +92,9 @@ fn items(app: &mut App) -> Vec<String> {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = std::env::temp_dir().join(format!("hoard-inventory-{}", std::process::id()));
     let store = Arc::new(RedbStore::open_dir(&dir.join("server"))?);
-    let meadow = ZoneId::new("meadow")?;
-    if store.zones()?.is_empty() {
-        store.create_zone(&meadow, &[ShardSpec::shared(GROUND)])?;
-    }
     let options = ServerOptions::new("127.0.0.1:0".parse()?, dir.join("server"));
     let plugin = HoardServerPlugin::new(options, store.clone(), registry())
+        .seed(drop_items)
         .intent::<PickUp>("pick_up")
         .on_join(Arc::new(|player: &str, store: &dyn WorldStore| {
             let shard = inventory_of(player);
@@ -103,10 +109,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             store.create_zone(&meadow, &[spec]).map_err(|e| e.to_string())
         }));
     let mut server = App::new();
-    server
-        .add_plugins(plugin)
-        .add_systems(Startup, drop_items)
-        .add_systems(Update, pick_up);
+    server.add_plugins(plugin.start()?).add_systems(Update, pick_up);
     server.update();
     let (mut ann, mut bob) = (client(&server, &dir, "ann")?, client(&server, &dir, "bob")?);
 

@@ -20,12 +20,23 @@ fn registry() -> PublishRegistry {
     PublishRegistry::builder().publish::<Tree>("tree", 1).build()
 }
 
-/// Ten trees in the meadow (shard 0), a hundred in the forest (shard 1).
-fn plant(mut commands: Commands) {
+/// A new world: the meadow (shard 0) with ten trees, the forest (shard 1)
+/// with a hundred. Runs only on an empty store.
+fn plant(world: &mut World, store: &dyn WorldStore) -> Result<(), String> {
+    let zones = store.zones().map_err(|e| e.to_string())?;
+    for (zone, shard) in [("meadow", 0), ("forest", 1)] {
+        let zone = ZoneId::new(zone).map_err(|e| e.to_string())?;
+        if !zones.contains(&zone) {
+            store
+                .create_zone(&zone, &[ShardSpec::shared(ShardId(shard))])
+                .map_err(|e| e.to_string())?;
+        }
+    }
     for id in 0..110u64 {
         let shard = if id < 10 { ShardId(0) } else { ShardId(1) };
-        commands.spawn((Published::new(ObjectId(id), shard), Tree { height: (id % 7) as u8 }));
+        world.spawn((Published::new(ObjectId(id), shard), Tree { height: (id % 7) as u8 }));
     }
+    Ok(())
 }
 
 /// The last ZoneReady per zone: its stats.
@@ -44,15 +55,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = std::env::temp_dir().join(format!("hoard-prefetch-{}", std::process::id()));
     let store = Arc::new(RedbStore::open_dir(&dir.join("server"))?);
     let (meadow, forest) = (ZoneId::new("meadow")?, ZoneId::new("forest")?);
-    if store.zones()?.is_empty() {
-        store.create_zone(&meadow, &[ShardSpec::shared(ShardId(0))])?;
-        store.create_zone(&forest, &[ShardSpec::shared(ShardId(1))])?;
-    }
     let mut server = App::new();
     let options = ServerOptions::new("127.0.0.1:0".parse()?, dir.join("server"));
-    server
-        .add_plugins(HoardServerPlugin::new(options, store, registry()))
-        .add_systems(Startup, plant);
+    server.add_plugins(HoardServerPlugin::new(options, store, registry()).seed(plant).start()?);
     server.update();
     let handle = &server.world().resource::<HoardServer>().handle;
     let options = ClientOptions {
