@@ -371,6 +371,12 @@ impl WorldStore for MeteredStore {
     fn reset_epoch(&self, shard: ShardId) -> Result<Epoch, WriteError> {
         self.inner.reset_epoch(shard)
     }
+    fn reserve_object_ids(&self, count: u64, at_least: u64) -> Result<std::ops::Range<u64>, WriteError> {
+        self.inner.reserve_object_ids(count, at_least)
+    }
+    fn scan(&self) -> Result<u64, ReadError> {
+        self.inner.scan()
+    }
     fn schema(&self) -> Result<BTreeMap<String, u32>, ReadError> {
         self.inner.schema()
     }

@@ -27,6 +27,8 @@ struct Maps {
     tombstones: BTreeMap<(ShardId, ObjectId), Seq>,
     tombstones_by_seq: BTreeMap<(ShardId, Seq, ObjectId), i64>,
     schema: BTreeMap<String, u32>,
+    /// The next object id to reserve (`None`: past the largest held).
+    next_object_id: Option<u64>,
 }
 
 /// A world store held in memory, for tests.
@@ -256,6 +258,19 @@ impl WorldStore for MemoryStore {
 
     fn reset_epoch(&self, shard: ShardId) -> Result<Epoch, WriteError> {
         logic::reset_epoch(&mut *self.lock(), shard)
+    }
+
+    fn reserve_object_ids(&self, count: u64, at_least: u64) -> Result<std::ops::Range<u64>, WriteError> {
+        let mut maps = self.lock();
+        let past_held = (maps.objects.keys())
+            .chain(maps.tombstones.keys())
+            .map(|(_, id)| id.0.saturating_add(1))
+            .max()
+            .unwrap_or(0);
+        let next = maps.next_object_id.unwrap_or(past_held);
+        let range = super::id_range(next, count, at_least)?;
+        maps.next_object_id = Some(range.end);
+        Ok(range)
     }
 
     fn schema(&self) -> Result<BTreeMap<String, u32>, ReadError> {

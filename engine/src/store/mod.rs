@@ -239,12 +239,41 @@ pub trait WorldStore: Send + Sync {
         Ok(())
     }
 
+    /// Reserves `count` object ids for new objects, none below `at_least`,
+    /// and none any object of the store holds or any earlier reservation
+    /// gave: the reservation is durable before it returns, so ids a crashed
+    /// server had reserved but not used are skipped, never given twice.
+    /// Returns the ids, ascending. The server plugin hands them out to
+    /// objects spawned without an id (`NewObject`). Stores that cannot keep
+    /// a counter keep the default, which refuses.
+    fn reserve_object_ids(&self, count: u64, at_least: u64) -> Result<std::ops::Range<u64>, WriteError> {
+        let _ = (count, at_least);
+        Err(WriteError::Fault(StoreFault::Backend {
+            context: "reserving object ids".into(),
+            source: "this store keeps no object id counter".into(),
+        }))
+    }
+
     /// Reads every record of every table once, so damage anywhere in the
     /// store is found at start-up ([`verify`] calls it) rather than by a
     /// player's request while serving. Returns the records read. Stores
     /// whose backend checks itself keep the default (nothing to read).
     fn scan(&self) -> Result<u64, ReadError> {
         Ok(0)
+    }
+}
+
+/// The ids a reservation of `count` from the counter at `next` gives, none
+/// below `at_least`; refused if they would pass 2^63 (PostgreSQL keeps the
+/// counter as a signed 64-bit integer, and every store agrees).
+#[cfg_attr(not(any(feature = "redb", feature = "postgres")), allow(dead_code))]
+pub(crate) fn id_range(next: u64, count: u64, at_least: u64) -> Result<std::ops::Range<u64>, WriteError> {
+    let start = next.max(at_least);
+    match start.checked_add(count) {
+        Some(end) if end <= 1 << 63 => Ok(start..end),
+        _ => Err(WriteError::Fault(StoreFault::Corrupt(format!(
+            "no {count} object ids are left past {start} (ids stay below 2^63)"
+        )))),
     }
 }
 

@@ -49,6 +49,9 @@ const FORMAT_KEY: &str = "format_version";
 /// a read-only view after a failed write is trusted only if it holds the
 /// count of the last one acknowledged (see [`open_view`]).
 const WRITES_KEY: &str = "writes";
+/// Key of the `meta` table holding the next object id to reserve (absent
+/// until the first reservation, which starts past the largest id held).
+const NEXT_OBJECT_ID_KEY: &str = "next_object_id";
 /// Keys of the `meta` table recording each component's schema version.
 const SCHEMA_PREFIX: &str = "schema:";
 /// Most shards one zone record may list.
@@ -965,6 +968,39 @@ impl WorldStore for RedbStore {
 
     fn reset_epoch(&self, shard: ShardId) -> Result<Epoch, WriteError> {
         self.write_tables(|t| logic::reset_epoch(t, shard))
+    }
+
+    fn reserve_object_ids(&self, count: u64, at_least: u64) -> Result<std::ops::Range<u64>, WriteError> {
+        self.write(|txn| {
+            let mut meta = txn.open_table(META).map_err(fault("opening meta"))?;
+            let stored = meta
+                .get(NEXT_OBJECT_ID_KEY)
+                .map_err(fault("reading the next object id"))?
+                .map(|g| g.value());
+            let next = match stored {
+                Some(next) => next,
+                // The first reservation: past every object held or removed
+                // (both keyed by shard first, so this reads them all, once).
+                None => {
+                    let mut past = 0u64;
+                    let objects = txn.open_table(OBJECTS).map_err(fault("opening objects"))?;
+                    for entry in objects.iter().map_err(fault("reading objects"))? {
+                        let (key, _) = entry.map_err(fault("reading objects"))?;
+                        past = past.max(key.value().1.saturating_add(1));
+                    }
+                    let tombstones = txn.open_table(TOMBSTONES).map_err(fault("opening tombstones"))?;
+                    for entry in tombstones.iter().map_err(fault("reading tombstones"))? {
+                        let (key, _) = entry.map_err(fault("reading tombstones"))?;
+                        past = past.max(key.value().1.saturating_add(1));
+                    }
+                    past
+                }
+            };
+            let range = super::id_range(next, count, at_least)?;
+            meta.insert(NEXT_OBJECT_ID_KEY, range.end)
+                .map_err(fault("writing the next object id"))?;
+            Ok(range)
+        })
     }
 
     fn schema(&self) -> Result<std::collections::BTreeMap<String, u32>, ReadError> {

@@ -314,3 +314,45 @@ fn redb_store_keeps_everything_across_reopen() {
         state_n(5)
     );
 }
+
+#[test]
+fn reserved_object_ids_pass_every_object_and_are_never_given_twice() {
+    with_each(|store| {
+        setup(store);
+        let mut tick = ChangeSet::new();
+        tick.upsert(ShardId(1), ObjectId(5), state_n(1));
+        tick.upsert(ShardId(2), ObjectId(10), state_n(1));
+        store.commit(&tick).expect("commit");
+        let first = store.reserve_object_ids(100, 0).expect("reserve");
+        assert_eq!(first, 11..111, "past every object held");
+        let floor = store.reserve_object_ids(10, 500).expect("reserve above a floor");
+        assert_eq!(floor, 500..510);
+        let low = store.reserve_object_ids(5, 3).expect("a floor below the counter");
+        assert_eq!(low, 510..515, "never back below an earlier reservation");
+        assert!(
+            store.reserve_object_ids(1, u64::MAX - 1).is_err(),
+            "ids stay below 2^63"
+        );
+    });
+}
+
+#[test]
+fn a_reservation_survives_a_reopen_and_skips_the_ids_of_a_removed_object() {
+    let (dir, store) = super::support::temp_store();
+    store
+        .create_zone(&zone("meadow"), &[ShardSpec::shared(ShardId(1))])
+        .expect("zone");
+    let mut tick = ChangeSet::new();
+    tick.upsert(ShardId(1), ObjectId(40), state_n(1));
+    store.commit(&tick).expect("commit");
+    let mut removal = ChangeSet::new();
+    removal.remove(ShardId(1), ObjectId(40));
+    store.commit(&removal).expect("remove");
+    let first = store.reserve_object_ids(8, 0).expect("reserve");
+    assert_eq!(first, 41..49, "a removed object's id is not given again");
+    let path = store.path().to_owned();
+    drop(store);
+    let reopened = hoard_engine::RedbStore::open(&path).expect("reopen");
+    assert_eq!(reopened.reserve_object_ids(8, 0).expect("reserve"), 49..57);
+    drop(dir);
+}

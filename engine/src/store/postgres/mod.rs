@@ -537,6 +537,10 @@ impl WorldStore for PgStore {
         })
     }
 
+    fn reserve_object_ids(&self, count: u64, at_least: u64) -> Result<std::ops::Range<u64>, WriteError> {
+        Ok(PgStore::reserve_object_ids(self, count, at_least)?)
+    }
+
     fn reset_epoch(&self, shard: ShardId) -> Result<Epoch, WriteError> {
         self.run("resetting an epoch", move |pool| async move {
             let conn = Conn::get(&pool, "connecting").await?;
