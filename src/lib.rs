@@ -7,7 +7,10 @@
 //!
 //! - **Object**: an entity with a [`Published`](prelude::Published) marker
 //!   (a stable `ObjectId` and the shard it lives in) and the components you
-//!   registered as publishable.
+//!   registered as publishable. Spawn it with
+//!   [`NewObject::in_shard`](prelude::NewObject::in_shard) instead, and the
+//!   server gives it an id from the store's allocator (never one given
+//!   before, also after a crash); hand-picked ids suit static world files.
 //! - **Shard**: the unit of storage, caching and reconciliation (a chunk of a
 //!   zone, a player's inventory). Each has a **seq** (bumped by every commit
 //!   that changes it), an **epoch** (a new one when its history is broken, as

@@ -153,7 +153,13 @@ struct ServerCore {
     store: Arc<dyn WorldStore>,
     /// Names the world in load errors.
     world_url: hoard_engine::HoardUrl,
+    /// Object ids reserved from the store and not given out yet.
+    ids: Mutex<std::ops::Range<u64>>,
 }
+
+/// Object ids reserved from the store at a time, for objects spawned
+/// without one ([`hoard_engine::NewObject`]): one store write per this many.
+const ID_BLOCK: u64 = 1024;
 
 type IntentAdder = Arc<dyn Fn(&mut App) + Send + Sync>;
 
@@ -507,13 +513,17 @@ impl Plugin for StartedServerPlugin {
                 transient,
                 store,
                 world_url,
+                ids: Mutex::new(0..0),
             })
             .init_resource::<ShardCare>()
             .insert_resource(HoardServer { handle, runtime })
             .configure_sets(PreUpdate, HoardServerSet::Receive)
             .configure_sets(PostUpdate, HoardServerSet::Publish)
             .add_systems(PreUpdate, receive.in_set(HoardServerSet::Receive))
-            .add_systems(PostUpdate, publish.in_set(HoardServerSet::Publish));
+            .add_systems(
+                PostUpdate,
+                (assign_ids, publish.in_set(HoardServerSet::Publish)).chain(),
+            );
         for add in &self.adders {
             add(app);
         }
@@ -522,6 +532,37 @@ impl Plugin for StartedServerPlugin {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Gives each object spawned without an id ([`hoard_engine::NewObject`])
+/// the next id reserved from the store, before the frame's changes are
+/// gathered. If the store cannot reserve ids now, the objects wait
+/// (unpublished, logged) for a later frame: never an id given twice.
+fn assign_ids(world: &mut World) {
+    let mut new = world.query_filtered::<(Entity, &hoard_engine::NewObject), Without<hoard_engine::Published>>();
+    let waiting: Vec<(Entity, hoard_engine::ShardId)> = new.iter(world).map(|(e, n)| (e, n.shard)).collect();
+    if waiting.is_empty() {
+        return;
+    }
+    world.resource_scope(|world, core: Mut<ServerCore>| {
+        let mut ids = lock(&core.ids);
+        for (entity, shard) in waiting {
+            if ids.is_empty() {
+                match core.store.reserve_object_ids(ID_BLOCK, 0) {
+                    Ok(reserved) => *ids = reserved,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot reserve object ids; new objects wait for the next frame");
+                        return;
+                    }
+                }
+            }
+            let Some(id) = ids.next() else { return };
+            world
+                .entity_mut(entity)
+                .remove::<hoard_engine::NewObject>()
+                .insert(hoard_engine::Published::new(hoard_engine::ObjectId(id), shard));
+        }
+    });
 }
 
 fn receive(world: &mut World) {

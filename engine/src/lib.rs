@@ -49,6 +49,7 @@ pub use changeset::{Change, ChangeSet, ShardChanges};
 pub use digest::Digest;
 pub use ids::{Epoch, ObjectId, Seq, ServerIdentity, ShardId, ZoneId};
 pub use load::{LoadProblem, LoadReport, load_shards, load_world, load_zones};
+pub use marker::NewObject;
 pub use marker::Replicated;
 pub use publish::{Gathered, Published, Publisher};
 pub use registry::{PublishRegistry, RegistryHash};
@@ -63,6 +64,7 @@ pub mod prelude {
     pub use crate::changeset::ChangeSet;
     pub use crate::ids::{ObjectId, Seq, ShardId, ZoneId};
     pub use crate::load::load_world;
+    pub use crate::marker::NewObject;
     pub use crate::publish::{Published, Publisher};
     pub use crate::registry::PublishRegistry;
     #[cfg(feature = "redb")]

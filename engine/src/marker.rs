@@ -32,6 +32,25 @@ impl Published {
     }
 }
 
+/// An object to publish that has no id yet: a server running the hoard
+/// server plugin gives it the next id of the store's allocator
+/// ([`WorldStore::reserve_object_ids`](crate::store::WorldStore::reserve_object_ids),
+/// reserved in blocks, never given twice, also after a crash) and replaces
+/// this with [`Published`] in the same frame, before its changes are
+/// gathered. Hand-picked ids ([`Published::new`]) still work beside it.
+#[derive(Component, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct NewObject {
+    /// The shard it will live in.
+    pub shard: ShardId,
+}
+
+impl NewObject {
+    /// An object of `shard` whose id the server will choose.
+    pub fn in_shard(shard: ShardId) -> NewObject {
+        NewObject { shard }
+    }
+}
+
 /// Marks an entity a client materialised from a published object: its id and
 /// the shard it came in. The client's copy of [`Published`]; it is read, not
 /// published (changing it on a client changes nothing on the server).

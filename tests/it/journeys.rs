@@ -176,3 +176,51 @@ fn a_restarted_server_keeps_what_its_players_changed() {
         "a new player sees the stored world"
     );
 }
+
+#[test]
+fn objects_spawned_without_an_id_get_one_from_the_store_never_twice() {
+    let data = tempfile::tempdir().expect("tempdir");
+    // Spawns `n` crates of `stones` without ids; returns the ids they got.
+    let spawn = |server: &mut bevy_app::App, stones: u32, n: usize| -> Vec<u64> {
+        for _ in 0..n {
+            server
+                .world_mut()
+                .spawn((NewObject::in_shard(ShardId(2)), Crate { stones }));
+        }
+        server.update();
+        hoard::bevy::server::flush(server, std::time::Duration::from_secs(10)).expect("durable");
+        let world = server.world_mut();
+        let mut ids: Vec<u64> = world
+            .query::<(&Published, &Crate)>()
+            .iter(world)
+            .filter(|(_, c)| c.stones == stones)
+            .map(|(p, _)| p.object.0)
+            .collect();
+        ids.sort_unstable();
+        ids
+    };
+    let first = {
+        let mut server = server(data.path());
+        spawn(&mut server, 1_000, 3)
+    };
+    assert_eq!(first.len(), 3);
+    assert!(
+        first.iter().all(|&id| id >= 40),
+        "past the seeded crates 0..40: {first:?}"
+    );
+    // A restart (the rest of the first block is never given out again).
+    let mut server = server(data.path());
+    let second = spawn(&mut server, 2_000, 3);
+    assert_eq!(second.len(), 3);
+    assert!(
+        second.iter().all(|id| id > first.iter().max().expect("ids")),
+        "never an id given before: {first:?} then {second:?}"
+    );
+    let world = server.world_mut();
+    let all: std::collections::BTreeSet<u64> = world.query::<&Published>().iter(world).map(|p| p.object.0).collect();
+    assert_eq!(
+        all.len(),
+        46,
+        "40 seeded, 3 and 3 new, each once, all stored and loaded again"
+    );
+}
