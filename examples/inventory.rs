@@ -50,7 +50,10 @@ fn drop_items(world: &mut World, store: &dyn WorldStore) -> Result<(), String> {
 
 /// The rule: a player picks an item up from the ground into their inventory.
 fn pick_up(mut intents: MessageReader<FromClient<PickUp>>, mut items: Query<&mut Published, With<Item>>) {
-    for FromClient { perspective, intent } in intents.read() {
+    for FromClient {
+        perspective, intent, ..
+    } in intents.read()
+    {
         for mut published in &mut items {
             if published.object.0 == intent.item && published.shard == GROUND {
                 published.shard = inventory_of(perspective); // one commit: gone here, there once

@@ -154,7 +154,8 @@ pub mod client {
 pub mod prelude {
     #[cfg(feature = "bevy")]
     pub use crate::bevy::{
-        FromClient, Hoard, HoardClientPlugin, HoardEvent, HoardServer, HoardServerPlugin, ZoneRequest, ZoneTransients,
+        FromClient, Hoard, HoardClientPlugin, HoardEvent, HoardServer, HoardServerPlugin, IntentId, IntentOutcomes,
+        ZoneRequest, ZoneTransients,
     };
     #[cfg(feature = "bevy")]
     pub use crate::client::Replicated;

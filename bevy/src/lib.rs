@@ -14,6 +14,6 @@ pub mod server;
 pub use client::{Hoard, HoardClientPlugin, HoardClientSet, HoardEvent, ZoneRequest};
 pub use materialise::{Materialiser, Replicated};
 pub use server::{
-    FromClient, HoardServer, HoardServerPlugin, HoardServerSet, ShardCare, StartError, StartedServerPlugin,
-    ZoneTransients,
+    FIRST_GAME_CODE, FromClient, HoardServer, HoardServerPlugin, HoardServerSet, IntentId, IntentOutcomes, SeedHook,
+    ShardCare, StartError, StartedServerPlugin, ZoneTransients,
 };

@@ -20,7 +20,7 @@ use hoard_proto::sync::server::{AccessPolicy, OpenWorld};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use hoard_proto::intents::{ConnectedPlayers, IncomingIntents};
+pub use hoard_proto::intents::{ConnectedPlayers, FIRST_GAME_CODE, IncomingIntents, IntentId, IntentOutcomes};
 
 /// Blocking threads of the server's runtime, at most: zone answers read the
 /// store on them. Beyond it, reads queue (one per connection at most, each
@@ -50,6 +50,11 @@ pub struct FromClient<T: Send + Sync + 'static> {
     pub perspective: String,
     /// The intent.
     pub intent: T,
+    /// Which intent this is: refuse it with the game's own reason, or defer
+    /// it, through [`IntentOutcomes`] (`ResMut<IntentOutcomes>`). An intent
+    /// neither refused nor deferred in the frame it arrives is taken as
+    /// applied, and its player gets `Processed` once the frame is durable.
+    pub id: IntentId,
 }
 
 /// The zones' transient state for this frame (game data never stored: who
@@ -224,8 +229,12 @@ impl HoardServerPlugin {
             app.add_message::<FromClient<T>>().add_systems(
                 PreUpdate,
                 (move |intents: Res<IncomingIntents>, mut out: MessageWriter<FromClient<T>>| {
-                    for (perspective, intent) in intents.read::<T>(&name) {
-                        out.write(FromClient { perspective, intent });
+                    for (id, perspective, intent) in intents.read_with_ids::<T>(&name) {
+                        out.write(FromClient {
+                            perspective,
+                            intent,
+                            id,
+                        });
                     }
                 })
                 .after(HoardServerSet::Receive),

@@ -64,9 +64,22 @@ impl IntentRegistry {
     }
 }
 
+/// Which intent: the session it came on and its seq there. A game names an
+/// intent by it to refuse, defer or complete it ([`IntentOutcomes`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IntentId {
+    /// The session (connection) it came on.
+    pub session: u64,
+    /// Its seq, as the client numbered it.
+    pub seq: u32,
+}
+
 /// One intent received this tick.
 #[derive(Clone, Debug)]
 pub struct ReceivedIntent {
+    /// Which intent it is (set by the server's tick core when it hands the
+    /// intent to the game).
+    pub id: IntentId,
     /// Who sent it.
     pub perspective: String,
     /// Its registered name.
@@ -94,6 +107,20 @@ impl ConnectedPlayers {
 pub struct IncomingIntents(pub Vec<ReceivedIntent>);
 
 impl IncomingIntents {
+    /// The intents named `kind`, decoded as `T`, each with its id (to
+    /// refuse or defer it, [`IntentOutcomes`]) and its sender.
+    pub fn read_with_ids<T: DeserializeOwned>(&self, kind: &str) -> Vec<(IntentId, String, T)> {
+        self.0
+            .iter()
+            .filter(|i| i.kind == kind)
+            .filter_map(|i| {
+                rmp_serde::from_slice(&i.payload)
+                    .ok()
+                    .map(|t| (i.id, i.perspective.clone(), t))
+            })
+            .collect()
+    }
+
     /// The intents named `kind`, decoded as `T`, with their senders.
     pub fn read<T: DeserializeOwned>(&self, kind: &str) -> Vec<(String, T)> {
         self.0
@@ -105,5 +132,54 @@ impl IncomingIntents {
                     .map(|t| (i.perspective.clone(), t))
             })
             .collect()
+    }
+}
+
+/// The lowest code a game may refuse an intent with: codes below are
+/// hoard's own (docs/PROTOCOL.md, "Error codes").
+pub const FIRST_GAME_CODE: u16 = 1000;
+
+/// What the game did with this frame's intents, beyond applying them: an
+/// intent it neither refuses nor defers in the frame it arrives is taken as
+/// applied by that frame, and confirmed (`Processed`) once the commit
+/// holding the frame's changes is durable.
+#[derive(Resource, Default, Debug)]
+pub struct IntentOutcomes {
+    refused: Vec<(IntentId, u16, String)>,
+    deferred: Vec<IntentId>,
+    completed: Vec<IntentId>,
+}
+
+impl IntentOutcomes {
+    /// Refuses `intent` with the game's own `code` (at least
+    /// [`FIRST_GAME_CODE`]; a lower one is raised to it) and `message` for
+    /// the player: its client gets `IntentRejected` for the intent's seq
+    /// instead of `Processed`. The game must not have changed the world for
+    /// it.
+    pub fn refuse(&mut self, intent: IntentId, code: u16, message: impl Into<String>) {
+        self.refused.push((intent, code.max(FIRST_GAME_CODE), message.into()));
+    }
+
+    /// Holds `intent` back: the game will apply it at a later frame (it
+    /// waits for something) and then [`IntentOutcomes::complete`] it, or
+    /// refuse it. Until then it is not confirmed.
+    pub fn defer(&mut self, intent: IntentId) {
+        self.deferred.push(intent);
+    }
+
+    /// A deferred intent was applied this frame: it is confirmed once this
+    /// frame's commit is durable.
+    pub fn complete(&mut self, intent: IntentId) {
+        self.completed.push(intent);
+    }
+
+    /// Takes this frame's outcomes (refused, deferred, completed).
+    #[allow(clippy::type_complexity)]
+    pub fn take(&mut self) -> (Vec<(IntentId, u16, String)>, Vec<IntentId>, Vec<IntentId>) {
+        (
+            std::mem::take(&mut self.refused),
+            std::mem::take(&mut self.deferred),
+            std::mem::take(&mut self.completed),
+        )
     }
 }

@@ -38,8 +38,44 @@ fn seed(world: &mut World, store: &dyn WorldStore) -> Result<(), String> {
     Ok(())
 }
 
-fn add_stones(mut intents: MessageReader<FromClient<AddStones>>, mut crates: Query<(&Published, &mut Crate)>) {
-    for FromClient { intent, .. } in intents.read() {
+/// The most stones a crate takes at once: more is refused with the game's
+/// own code and reason.
+pub(crate) const TOO_MANY: u16 = 1001;
+
+/// Additions of exactly 13 stones wait a frame (the game defers them, then
+/// applies and completes them).
+#[derive(Resource, Default)]
+struct Later(Vec<(IntentId, AddStones)>);
+
+fn add_stones(
+    mut intents: MessageReader<FromClient<AddStones>>,
+    mut outcomes: ResMut<IntentOutcomes>,
+    mut later: ResMut<Later>,
+    mut crates: Query<(&Published, &mut Crate)>,
+) {
+    // Those deferred last frame first: applied now, then completed.
+    for (id, intent) in std::mem::take(&mut later.0) {
+        for (p, mut c) in &mut crates {
+            if p.object.0 == intent.object {
+                c.stones += intent.stones;
+            }
+        }
+        outcomes.complete(id);
+    }
+    for FromClient { intent, id, .. } in intents.read() {
+        if intent.stones > 100 {
+            outcomes.refuse(
+                *id,
+                TOO_MANY,
+                format!("a crate takes 100 stones at most, not {}", intent.stones),
+            );
+            continue;
+        }
+        if intent.stones == 13 {
+            outcomes.defer(*id);
+            later.0.push((*id, intent.clone()));
+            continue;
+        }
         for (p, mut c) in &mut crates {
             if p.object.0 == intent.object {
                 c.stones += intent.stones;
@@ -59,6 +95,7 @@ pub(crate) fn server(data: &Path) -> App {
         .intent::<AddStones>("add_stones");
     let mut app = App::new();
     app.add_plugins(plugin.start().expect("the server starts"))
+        .init_resource::<Later>()
         .add_systems(Update, add_stones);
     app.update();
     app

@@ -224,3 +224,41 @@ fn objects_spawned_without_an_id_get_one_from_the_store_never_twice() {
         "40 seeded, 3 and 3 new, each once, all stored and loaded again"
     );
 }
+
+#[test]
+fn the_game_refuses_an_intent_with_its_reason_and_confirms_a_deferred_one_once_applied() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let cache = tempfile::tempdir().expect("tempdir");
+    let mut server = server(data.path());
+    let mut ann = client(&server, cache.path(), "ann");
+    run_until(&mut server, &mut [&mut ann], |w| ready(w).is_some());
+    let hoard = |app: &bevy_app::App| app.world().resource::<Hoard>().clone();
+    let events = |w: &bevy_ecs::world::World| w.resource::<super::apps::Seen>().events.clone();
+    let refused = hoard(&ann)
+        .send_intent("add_stones", &AddStones { object: 3, stones: 500 })
+        .expect("queued");
+    run_until(&mut server, &mut [&mut ann], |w| {
+        events(w).iter().any(|e| {
+            matches!(e, HoardEvent::Client(ClientEvent::IntentRejected { seq, message })
+                if seq == &refused && message.contains("100 stones at most"))
+        })
+    });
+    let deferred = hoard(&ann)
+        .send_intent("add_stones", &AddStones { object: 3, stones: 13 })
+        .expect("queued");
+    run_until(&mut server, &mut [&mut ann], |w| {
+        events(w).iter().any(
+            |e| matches!(e, HoardEvent::Client(ClientEvent::IntentsProcessed { seqs }) if seqs.contains(&deferred)),
+        )
+    });
+    // Confirmed only once applied and durable: the change came first.
+    assert_eq!(
+        stones_of(ann.world_mut(), 3),
+        Some(13),
+        "the refused 500 were not applied"
+    );
+    let never = events(ann.world())
+        .iter()
+        .any(|e| matches!(e, HoardEvent::Client(ClientEvent::IntentsProcessed { seqs }) if seqs.contains(&refused)));
+    assert!(!never, "a refused intent is never confirmed");
+}

@@ -390,6 +390,7 @@ mod tests {
         world.resource_mut::<IncomingIntents>().0 = actions
             .iter()
             .map(|action| ReceivedIntent {
+                id: Default::default(),
                 perspective: player.into(),
                 kind: ACTION.into(),
                 payload: rmp_serde::to_vec(action).expect("encode"),

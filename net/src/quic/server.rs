@@ -1042,6 +1042,7 @@ async fn control_loop(
                             id,
                             seq,
                             intent: ReceivedIntent {
+                                id: Default::default(),
                                 perspective,
                                 kind,
                                 payload,

@@ -37,7 +37,7 @@ use hoard_engine::store::{CommitError, CommitReceipt, WorldStore};
 use hoard_engine::{ChangeSet, Publisher, Seq, ShardId, ZoneId};
 
 use super::hub::{Hub, SessionId};
-use crate::intents::{ConnectedPlayers, IncomingIntents, ReceivedIntent};
+use crate::intents::{ConnectedPlayers, IncomingIntents, IntentId, IntentOutcomes, ReceivedIntent};
 use crate::wire::{
     ErrorCode, IntentRejected, MAX_TRANSIENT_BYTES, Message, Processed, Status, Transient, TransientPatch,
 };
@@ -199,6 +199,8 @@ pub struct TickCore {
     transient_interval: f64,
     /// Intents given to the game whose frame is not yet in a commit job.
     unconfirmed: Vec<(SessionId, u32)>,
+    /// Intents the game deferred and has not completed or refused yet.
+    deferred: std::collections::BTreeSet<IntentId>,
     /// Every change not yet in a commit job.
     pending: ChangeSet,
     /// The commit job the driver runs or is to take, if any (at most one).
@@ -239,6 +241,7 @@ impl TickCore {
             sent_transient: HashMap::new(),
             transient_interval: 0.0,
             unconfirmed: Vec::new(),
+            deferred: std::collections::BTreeSet::new(),
             pending: ChangeSet::new(),
             in_flight: None,
             next_job: 1,
@@ -271,6 +274,7 @@ impl TickCore {
     /// first frame.
     pub fn prepare(&self, world: &mut World) {
         world.init_resource::<IncomingIntents>();
+        world.init_resource::<IntentOutcomes>();
         world.init_resource::<ConnectedPlayers>();
     }
 
@@ -282,7 +286,48 @@ impl TickCore {
 
     /// Intents waiting for their frame's commit.
     pub fn unconfirmed(&self) -> usize {
-        self.unconfirmed.len() + self.in_flight.as_ref().map_or(0, |f| f.intents.len())
+        self.unconfirmed.len() + self.deferred.len() + self.in_flight.as_ref().map_or(0, |f| f.intents.len())
+    }
+
+    /// Carries out what the game did with intents this frame (see
+    /// [`IntentOutcomes`]): a refused one is answered `IntentRejected` and
+    /// not confirmed; a deferred one waits, unconfirmed, until the game
+    /// completes it (then it joins this frame's) or refuses it.
+    fn settle_intents(&mut self, world: &mut World) {
+        let Some(mut outcomes) = world.get_resource_mut::<IntentOutcomes>() else {
+            return;
+        };
+        let (refused, deferred, completed) = outcomes.take();
+        for id in deferred {
+            if let Some(at) = self.unconfirmed.iter().position(|u| *u == (id.session, id.seq)) {
+                self.unconfirmed.remove(at);
+                self.deferred.insert(id);
+            }
+        }
+        for id in completed {
+            if self.deferred.remove(&id) {
+                self.unconfirmed.push((id.session, id.seq));
+            }
+        }
+        for (id, code, message) in refused {
+            let waiting = match self.unconfirmed.iter().position(|u| *u == (id.session, id.seq)) {
+                Some(at) => {
+                    self.unconfirmed.remove(at);
+                    true
+                }
+                None => self.deferred.remove(&id),
+            };
+            if waiting {
+                let rejected = IntentRejected {
+                    seq: id.seq,
+                    code,
+                    message,
+                };
+                self.send(id.session, Message::IntentRejected(rejected));
+            } else {
+                tracing::debug!(?id, "a refusal of an intent already answered; ignored");
+            }
+        }
     }
 
     /// Object changes not yet durable (in the job in flight or waiting for
@@ -404,6 +449,7 @@ impl TickCore {
             TickInput::Remove { id } => {
                 self.hub.remove(id);
                 self.unconfirmed.retain(|(s, _)| *s != id);
+                self.deferred.retain(|d| d.session != id);
                 if let Some(f) = &mut self.in_flight {
                     f.intents.retain(|(s, _)| *s != id);
                 }
@@ -439,6 +485,8 @@ impl TickCore {
                     self.send(id, Message::IntentRejected(rejected));
                     return;
                 }
+                let mut intent = intent;
+                intent.id = IntentId { session: id, seq };
                 world.resource_mut::<IncomingIntents>().0.push(intent);
                 self.unconfirmed.push((id, seq));
             }
@@ -460,6 +508,7 @@ impl TickCore {
         transients: Vec<(ZoneId, Vec<u8>)>,
     ) -> Result<(), String> {
         world.resource_mut::<IncomingIntents>().0.clear();
+        self.settle_intents(world);
         for (zone, payload) in transients {
             if payload.len() > MAX_TRANSIENT_BYTES {
                 tracing::warn!(%zone, bytes = payload.len(), "transient state over the limit; not sent");

@@ -328,6 +328,7 @@ impl Pair {
                     seq,
                 } => {
                     let intent = ReceivedIntent {
+                        id: Default::default(),
                         perspective,
                         kind,
                         payload,

@@ -61,6 +61,7 @@ fn play(pair: &mut Pair, n: u32) {
 /// driver would.
 fn intent(pair: &mut Pair, seq: u32) {
     let intent = ReceivedIntent {
+        id: Default::default(),
         perspective: "ann".into(),
         kind: "poke".into(),
         payload: Vec::new(),
