@@ -11,8 +11,10 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use crossterm::event::{self, Event, KeyCode, KeyEventKind};
+use hoard_bevy::HoardEvent;
 use hoard_bevy::client::ZoneRequest;
 use hoard_engine::ZoneId;
+use hoard_net::quic::client::ClientEvent;
 use hoard_proto::sync::client::EntryStats;
 use ratatui::DefaultTerminal;
 
@@ -128,8 +130,13 @@ impl Session {
     fn event_loop(&mut self, terminal: &mut DefaultTerminal) -> anyhow::Result<()> {
         loop {
             // Live deltas change the world without events: redraw from it
-            // every frame (a zone is a few thousand objects).
-            self.app.frame()?;
+            // every frame (a zone is a few thousand objects). A refused
+            // action says why.
+            for event in self.app.frame()? {
+                if let HoardEvent::Client(ClientEvent::IntentRejected { message, .. }) = event {
+                    self.view.message = message;
+                }
+            }
             self.view.refresh(self.app.world_mut());
             self.refresh_others();
             terminal.draw(|f| draw(f, &self.view))?;

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use bevy_ecs::prelude::*;
 use hoard_engine::store::{ShardScope, ShardSpec, WorldStore};
 use hoard_engine::{ObjectId, Published, ShardId, ZoneId};
-use hoard_proto::intents::IncomingIntents;
+use hoard_proto::intents::{IncomingIntents, IntentId, IntentOutcomes};
 use serde::{Deserialize, Serialize};
 
 use super::{House, Item, TerrainRow, ZONE_SIZE};
@@ -89,9 +89,28 @@ pub(crate) struct ZoneMap(pub(crate) HashMap<u32, [Option<u32>; 4]>);
 #[derive(Resource, Default)]
 pub(crate) struct ServedZones(pub(crate) Option<std::collections::HashSet<u32>>);
 
-/// Actions of players this server does not host yet, in order.
+/// Actions of players this server does not host yet, in order, each with
+/// its intent (deferred: confirmed only once applied).
 #[derive(Resource, Default)]
-pub(crate) struct Deferred(pub(crate) HashMap<String, std::collections::VecDeque<Action>>);
+pub(crate) struct Deferred(pub(crate) HashMap<String, std::collections::VecDeque<(IntentId, Action)>>);
+
+/// Why the rules refused an action: the demo's code (1000 and up, as
+/// docs/PROTOCOL.md lists them) and the reason shown to the player.
+type Refusal = (u16, String);
+
+/// The demo's refusal codes (docs/PROTOCOL.md, "The demo game").
+pub(crate) mod refusal {
+    /// Over the action's rate.
+    pub(crate) const TOO_FAST: u16 = 1001;
+    /// The player is not in a zone yet (no `Move` yet).
+    pub(crate) const NOWHERE: u16 = 1002;
+    /// Out of reach, or not the player's to take, drop or demolish.
+    pub(crate) const OUT_OF_REACH: u16 = 1003;
+    /// The place or the arguments do not allow it.
+    pub(crate) const NOT_HERE: u16 = 1004;
+    /// The server is busy taking the player over from another server.
+    pub(crate) const BUSY: u16 = 1005;
+}
 
 /// Counts ticks (runs before [`apply_actions`]).
 pub(crate) fn advance_tick(mut tick: ResMut<Tick>) {
@@ -172,14 +191,24 @@ fn near(a: (u16, u16), b: (u16, u16), range: u16) -> bool {
     a.0.abs_diff(b.0) <= range && a.1.abs_diff(b.1) <= range
 }
 
+/// Items: moved between the ground and inventories.
+type ItemQuery<'w, 's> = Query<'w, 's, (&'static mut Published, &'static mut Item)>;
+
+/// Houses, disjoint from items.
+type HouseQuery<'w, 's> = Query<'w, 's, (Entity, &'static Published, &'static House), Without<Item>>;
+
 /// Terrain rows, disjoint from items and houses (whose markers the other queries write).
 type TerrainQuery<'w, 's> =
     Query<'w, 's, (&'static Published, &'static mut TerrainRow), (Without<Item>, Without<House>)>;
 
-/// Applies this tick's actions.
+/// Applies this tick's actions; every action that changes nothing is
+/// refused with the reason (the player's client shows it), and one that
+/// must wait for this server to host its player is deferred, confirmed only
+/// once applied.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn apply_actions(
     intents: Res<IncomingIntents>,
+    mut outcomes: ResMut<IntentOutcomes>,
     (tick, rate, zones): (Res<Tick>, Res<TickRate>, Res<ZoneMap>),
     (served, hosted, mut deferred): (
         Res<ServedZones>,
@@ -189,8 +218,8 @@ pub(crate) fn apply_actions(
     mut players: ResMut<Players>,
     mut buckets: ResMut<RateBuckets>,
     mut next: ResMut<NextObject>,
-    mut items: Query<(&mut Published, &mut Item)>,
-    houses: Query<(Entity, &Published, &House), Without<Item>>,
+    mut items: ItemQuery,
+    houses: HouseQuery,
     mut terrain: TerrainQuery,
     mut commands: Commands,
 ) {
@@ -201,120 +230,193 @@ pub(crate) fn apply_actions(
     if let (Some(hosted), Some(deferred)) = (&hosted, &mut deferred) {
         deferred.0.retain(|player, queue| {
             if hosted.may_act(player) {
-                todo.extend(queue.drain(..).map(|a| (player.clone(), a)));
+                todo.extend(queue.drain(..).map(|(id, a)| (id, player.clone(), a, true)));
                 false
+            } else if hosted.expects(player) {
+                true
             } else {
-                hosted.expects(player)
+                for (id, _) in queue.drain(..) {
+                    outcomes.refuse(
+                        id,
+                        refusal::BUSY,
+                        "this server no longer expects you; act on the server you are on",
+                    );
+                }
+                false
             }
         });
     }
-    for (player, action) in intents.read::<Action>(ACTION) {
+    for (id, player, action) in intents.read_with_ids::<Action>(ACTION) {
         match (&hosted, &mut deferred) {
             (Some(hosted), Some(deferred)) if !hosted.may_act(&player) => {
                 let queue = deferred.0.entry(player.clone()).or_default();
                 if queue.len() < super::hosting::MAX_DEFERRED {
-                    queue.push_back(action);
+                    outcomes.defer(id);
+                    queue.push_back((id, action));
                 } else {
-                    tracing::warn!(%player, "too many actions while the server takes the player over; one dropped");
+                    outcomes.refuse(
+                        id,
+                        refusal::BUSY,
+                        "too many actions while this server takes you over; try again in a moment",
+                    );
                 }
             }
-            _ => todo.push((player, action)),
+            _ => todo.push((id, player, action, false)),
         }
     }
-    for (player, action) in todo {
-        if !allowed_now(&mut buckets, &player, &action, tick.0, rate.0) {
-            continue;
+    for (id, player, action, was_deferred) in todo {
+        let done = apply_one(
+            &player,
+            action,
+            (&mut players, &mut buckets, &mut next),
+            (&tick, &rate, &zones, &served),
+            (&mut items, &houses, &mut terrain),
+            &mut commands,
+        );
+        match done {
+            Err((code, reason)) => outcomes.refuse(id, code, reason),
+            Ok(()) if was_deferred => outcomes.complete(id),
+            Ok(()) => {}
         }
-        let here = players.0.get(&player).copied();
-        match action {
-            Action::Move { zone, x, y } => {
-                let allowed = x < ZONE_SIZE
-                    && y < ZONE_SIZE
-                    && served.0.as_ref().is_none_or(|s| s.contains(&zone))
-                    && here.is_none_or(|(z, px, py)| {
-                        (z == zone && near((px, py), (x, y), 1)) || crosses(&zones, (z, px, py), (zone, x, y))
-                    });
-                if allowed {
-                    players.0.insert(player, (zone, x, y));
+    }
+}
+
+/// One action by `player`: applied, or why not.
+fn apply_one(
+    player: &str,
+    action: Action,
+    (players, buckets, next): (&mut Players, &mut RateBuckets, &mut NextObject),
+    (tick, rate, zones, served): (&Tick, &TickRate, &ZoneMap, &ServedZones),
+    (items, houses, terrain): (&mut ItemQuery, &HouseQuery, &mut TerrainQuery),
+    commands: &mut Commands,
+) -> Result<(), Refusal> {
+    if !allowed_now(buckets, player, &action, tick.0, rate.0) {
+        return Err((refusal::TOO_FAST, "too many actions of this kind; slow down".into()));
+    }
+    let here = players.0.get(player).copied();
+    let nowhere = || (refusal::NOWHERE, "you are in no zone yet: move first".to_owned());
+    match action {
+        Action::Move { zone, x, y } => {
+            if x >= ZONE_SIZE || y >= ZONE_SIZE {
+                return Err((refusal::NOT_HERE, format!("({x}, {y}) is outside the zone")));
+            }
+            if served.0.as_ref().is_some_and(|s| !s.contains(&zone)) {
+                return Err((refusal::NOT_HERE, "that zone is served by another server".into()));
+            }
+            let reachable = here.is_none_or(|(z, px, py)| {
+                (z == zone && near((px, py), (x, y), 1)) || crosses(zones, (z, px, py), (zone, x, y))
+            });
+            if !reachable {
+                return Err((refusal::OUT_OF_REACH, format!("({x}, {y}) is more than one step away")));
+            }
+            players.0.insert(player.to_owned(), (zone, x, y));
+        }
+        Action::PickUp { object } => {
+            let (zone, x, y) = here.ok_or_else(nowhere)?;
+            let mut taken = false;
+            for (mut published, item) in items.iter_mut() {
+                if published.object.0 == object
+                    && published.shard == ground_shard(zone, item.x, item.y)
+                    && near((x, y), (item.x, item.y), 1)
+                {
+                    published.shard = inventory_shard(player);
+                    taken = true;
                 }
             }
-            Action::PickUp { object } => {
-                let Some((zone, x, y)) = here else { continue };
-                for (mut published, item) in &mut items {
-                    if published.object.0 == object
-                        && published.shard == ground_shard(zone, item.x, item.y)
-                        && near((x, y), (item.x, item.y), 1)
-                    {
-                        published.shard = inventory_shard(&player);
-                    }
-                }
-            }
-            Action::Drop { object } => {
-                let Some((zone, x, y)) = here else { continue };
-                for (mut published, mut item) in &mut items {
-                    if published.object.0 == object && published.shard == inventory_shard(&player) {
-                        published.shard = ground_shard(zone, x, y);
-                        item.x = x;
-                        item.y = y;
-                    }
-                }
-            }
-            Action::Build { name } => {
-                let Some((zone, x, y)) = here else { continue };
-                // Only houses of this zone (a ground shard's id carries its zone).
-                let occupied = houses.iter().any(|(_, p, h)| {
-                    p.shard.0 / 1000 == u64::from(zone)
-                        && x >= h.x
-                        && x < h.x + u16::from(h.size.0)
-                        && y >= h.y
-                        && y < h.y + u16::from(h.size.1)
-                });
-                if occupied || name.is_empty() || name.len() > 32 || x > ZONE_SIZE - 3 || y > ZONE_SIZE - 3 {
-                    continue;
-                }
-                // Ids are never reused: at the end of the range, building stops.
-                let Some(after) = next.0.checked_add(1) else {
-                    tracing::error!("object ids are exhausted; no more houses can be built");
-                    continue;
-                };
-                let id = ObjectId(next.0);
-                next.0 = after;
-                commands.spawn((
-                    Published::new(id, ground_shard(zone, x, y)),
-                    House {
-                        owner: player.clone(),
-                        name,
-                        x,
-                        y,
-                        size: (2, 2),
-                        colour: (200, 120, 60),
-                    },
+            if !taken {
+                return Err((
+                    refusal::OUT_OF_REACH,
+                    format!("no item {object} lies within one tile of you"),
                 ));
             }
-            Action::Demolish { object } => {
-                let Some((_, x, y)) = here else { continue };
-                for (entity, published, house) in &houses {
-                    if published.object.0 == object && house.owner == player && near((x, y), (house.x, house.y), 2) {
-                        commands.entity(entity).despawn();
-                    }
+        }
+        Action::Drop { object } => {
+            let (zone, x, y) = here.ok_or_else(nowhere)?;
+            let mut dropped = false;
+            for (mut published, mut item) in items.iter_mut() {
+                if published.object.0 == object && published.shard == inventory_shard(player) {
+                    published.shard = ground_shard(zone, x, y);
+                    item.x = x;
+                    item.y = y;
+                    dropped = true;
                 }
             }
-            Action::Terraform { kind } => {
-                let Some((zone, x, y)) = here else { continue };
-                if kind != 1 && kind != 4 {
-                    continue;
+            if !dropped {
+                return Err((refusal::OUT_OF_REACH, format!("item {object} is not in your inventory")));
+            }
+        }
+        Action::Build { name } => {
+            let (zone, x, y) = here.ok_or_else(nowhere)?;
+            // Only houses of this zone (a ground shard's id carries its zone).
+            let occupied = houses.iter().any(|(_, p, h)| {
+                p.shard.0 / 1000 == u64::from(zone)
+                    && x >= h.x
+                    && x < h.x + u16::from(h.size.0)
+                    && y >= h.y
+                    && y < h.y + u16::from(h.size.1)
+            });
+            if occupied {
+                return Err((refusal::NOT_HERE, "a house stands here already".into()));
+            }
+            if name.is_empty() || name.len() > 32 {
+                return Err((refusal::NOT_HERE, "a house's name is 1 to 32 bytes".into()));
+            }
+            if x > ZONE_SIZE - 3 || y > ZONE_SIZE - 3 {
+                return Err((refusal::NOT_HERE, "too close to the zone's edge to build".into()));
+            }
+            // Ids are never reused: at the end of the range, building stops.
+            let Some(after) = next.0.checked_add(1) else {
+                tracing::error!("object ids are exhausted; no more houses can be built");
+                return Err((refusal::NOT_HERE, "this world can hold no more houses".into()));
+            };
+            let id = ObjectId(next.0);
+            next.0 = after;
+            commands.spawn((
+                Published::new(id, ground_shard(zone, x, y)),
+                House {
+                    owner: player.to_owned(),
+                    name,
+                    x,
+                    y,
+                    size: (2, 2),
+                    colour: (200, 120, 60),
+                },
+            ));
+        }
+        Action::Demolish { object } => {
+            let (_, x, y) = here.ok_or_else(nowhere)?;
+            let mine = houses
+                .iter()
+                .find(|(_, p, h)| p.object.0 == object && h.owner == player && near((x, y), (h.x, h.y), 2));
+            match mine {
+                Some((entity, _, _)) => commands.entity(entity).despawn(),
+                None => {
+                    return Err((
+                        refusal::OUT_OF_REACH,
+                        format!("no house {object} of yours stands within two tiles"),
+                    ));
                 }
-                for (published, mut row) in &mut terrain {
-                    if published.shard == ground_shard(zone, x, y) && row.y == y && x >= row.x {
-                        let at = usize::from(x - row.x);
-                        if let Some(tile) = row.tiles.get_mut(at) {
-                            *tile = kind;
-                        }
+            }
+        }
+        Action::Terraform { kind } => {
+            let (zone, x, y) = here.ok_or_else(nowhere)?;
+            if kind != 1 && kind != 4 {
+                return Err((
+                    refusal::NOT_HERE,
+                    format!("tile kind {kind}: dig water (1) or plant forest (4)"),
+                ));
+            }
+            for (published, mut row) in terrain.iter_mut() {
+                if published.shard == ground_shard(zone, x, y) && row.y == y && x >= row.x {
+                    let at = usize::from(x - row.x);
+                    if let Some(tile) = row.tiles.get_mut(at) {
+                        *tile = kind;
                     }
                 }
             }
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -347,6 +449,7 @@ mod tests {
     fn world() -> (World, Schedule, Entity) {
         let mut world = World::new();
         world.init_resource::<IncomingIntents>();
+        world.init_resource::<IntentOutcomes>();
         world.init_resource::<Players>();
         world.init_resource::<RateBuckets>();
         world.init_resource::<ServedZones>();
@@ -403,6 +506,30 @@ mod tests {
     fn act(world: &mut World, schedule: &mut Schedule, player: &str, action: Action) {
         world.resource_mut::<Tick>().0 += 19;
         act_at_once(world, schedule, player, &[action]);
+    }
+
+    #[test]
+    fn an_action_that_changes_nothing_is_refused_with_its_reason() {
+        let (mut world, mut schedule, _) = world();
+        let refusals = |world: &mut World| world.resource_mut::<IntentOutcomes>().take().0;
+        act(&mut world, &mut schedule, "ann", Action::PickUp { object: 7 });
+        let nowhere = refusals(&mut world);
+        assert_eq!(nowhere.len(), 1);
+        assert_eq!(nowhere[0].1, refusal::NOWHERE, "{nowhere:?}");
+        act(&mut world, &mut schedule, "ann", Action::Move { zone: 0, x: 42, y: 42 });
+        assert!(refusals(&mut world).is_empty(), "a move is applied, not refused");
+        act(&mut world, &mut schedule, "ann", Action::PickUp { object: 7 });
+        let far = refusals(&mut world);
+        assert_eq!(far[0].1, refusal::OUT_OF_REACH);
+        assert!(far[0].2.contains("within one tile"), "{far:?}");
+        act(&mut world, &mut schedule, "ann", Action::Terraform { kind: 9 });
+        assert_eq!(refusals(&mut world)[0].1, refusal::NOT_HERE);
+        let burst: Vec<Action> = (0..40).map(|_| Action::Move { zone: 0, x: 42, y: 42 }).collect();
+        act_at_once(&mut world, &mut schedule, "ann", &burst);
+        assert!(
+            refusals(&mut world).iter().any(|r| r.1 == refusal::TOO_FAST),
+            "a burst over the rate is refused, not dropped"
+        );
     }
 
     #[test]
