@@ -11,5 +11,6 @@ pub(crate) mod progress;
 pub(crate) mod relay;
 pub(crate) mod server;
 pub(crate) mod session;
+pub(crate) mod signals;
 pub(crate) mod store;
 pub(crate) mod world;

@@ -95,8 +95,14 @@ pub(crate) fn run(args: RelayArgs) -> anyhow::Result<i32> {
                 "upstream": args.upstream.to_string(),
             })
         );
-        tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
-        eprintln!("hoard-demo: stopping the relay");
+        let signal = super::signals::stop_signal().await;
+        eprintln!("hoard-demo: {signal}: stopping the relay");
+        // A second signal while the relay drains ends it at once.
+        tokio::spawn(async {
+            let again = super::signals::stop_signal().await;
+            eprintln!("hoard-demo: {again} again: stopping at once");
+            std::process::exit(1);
+        });
         relay.shutdown().await;
         Ok(0)
     })

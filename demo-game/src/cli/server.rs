@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
@@ -242,12 +242,9 @@ fn serve(args: RunArgs) -> anyhow::Result<i32> {
             })
         );
         tracing::info!(addr = %server.handle.addr, "serving");
-        let flag = interrupted.clone();
-        server.runtime().spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                flag.store(true, Ordering::SeqCst);
-            }
-        });
+        server
+            .runtime()
+            .spawn(super::signals::stop_on_signal(interrupted.clone()));
     }
     // One frame per tick: the game's rules, then the durable commit and the
     // publishing (a game system that panics ends the process).
@@ -285,13 +282,11 @@ fn serve(args: RunArgs) -> anyhow::Result<i32> {
 /// Sets `flag` on Ctrl-C (before the server's runtime exists).
 fn ctrlc_flag(flag: Arc<AtomicBool>) -> std::io::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    std::thread::Builder::new().name("hoard-ctrl-c".into()).spawn(move || {
-        runtime.block_on(async {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                flag.store(true, Ordering::SeqCst);
-            }
-        });
-    })?;
+    std::thread::Builder::new()
+        .name("hoard-signals".into())
+        .spawn(move || {
+            runtime.block_on(super::signals::stop_on_signal(flag));
+        })?;
     Ok(())
 }
 

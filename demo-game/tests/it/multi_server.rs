@@ -491,20 +491,32 @@ fn offline_world_tools_refuse_to_write_a_world_its_servers_are_serving() {
     assert!(!import.status.success());
     let err = String::from_utf8_lossy(&import.stderr);
     assert!(err.contains("zone meadow is leased to alpha"), "{err}");
-    // Stopped cleanly (Ctrl-C), alpha gives its leases back at once.
-    let interrupted = std::process::Command::new("kill")
-        .args(["-INT", &alpha.0.id().to_string()])
-        .status()
-        .expect("kill -INT");
-    assert!(interrupted.success());
-    let status = alpha.0.wait().expect("alpha stops");
-    assert!(status.success(), "a clean stop: {status}");
-    let import = demo()
-        .args(["world", "import", "--world"])
-        .arg(data.path().join("world-files"))
-        .args(store_args)
-        .output()
-        .expect("import");
-    let err = String::from_utf8_lossy(&import.stderr);
-    assert!(!err.contains("leased to"), "the leases were given back: {err}");
+    // Stopped cleanly — by Ctrl-C (SIGINT), then, started again, by the
+    // SIGTERM of systemd, docker or Kubernetes — alpha gives its leases back
+    // at once.
+    for signal in ["-INT", "-TERM"] {
+        if signal == "-TERM" {
+            let (again, _, again_rx) = start(data.path(), &schema, "alpha", "meadow");
+            alpha = again;
+            listening(&again_rx, Duration::from_secs(60));
+        }
+        let interrupted = std::process::Command::new("kill")
+            .args([signal, &alpha.0.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(interrupted.success());
+        let status = alpha.0.wait().expect("alpha stops");
+        assert!(status.success(), "{signal}: a clean stop: {status}");
+        let import = demo()
+            .args(["world", "import", "--world"])
+            .arg(data.path().join("world-files"))
+            .args(store_args)
+            .output()
+            .expect("import");
+        let err = String::from_utf8_lossy(&import.stderr);
+        assert!(
+            !err.contains("leased to"),
+            "{signal}: the leases were given back: {err}"
+        );
+    }
 }
