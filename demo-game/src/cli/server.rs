@@ -188,7 +188,9 @@ fn serve(args: RunArgs) -> anyhow::Result<i32> {
     }
     let zone_server = leases
         .as_ref()
-        .map(|l| game::hosting::ZoneServer::new(l.store.clone(), l.holder.clone(), l.zones.clone()))
+        .map(|l| {
+            game::hosting::ZoneServer::new(l.store.clone(), l.holder.clone(), l.zones.clone(), interrupted.clone())
+        })
         .transpose()?;
     let mut app = game::server::app(
         &opened,

@@ -12,6 +12,7 @@
 //! back, or at once if they never acted here.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -63,6 +64,9 @@ pub(crate) struct ZoneServer {
     hosted: Arc<Mutex<HashMap<String, Host>>>,
     /// Leases to let go, for the worker (bounded).
     release: SyncSender<String>,
+    /// Set once the server has decided to stop (a lost zone lease, a
+    /// signal): from then on it takes no player's lease.
+    stopping: Arc<AtomicBool>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -70,14 +74,22 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl ZoneServer {
-    /// Starts the lease worker.
-    pub(crate) fn new(store: Arc<PgStore>, holder: LeaseHolder, zones: Vec<ZoneId>) -> std::io::Result<ZoneServer> {
+    /// Starts the lease worker. `stopping` is the server's stop flag: once
+    /// set, no player's lease is taken any more (a fenced server must not
+    /// hold players up on the real owner of their zones).
+    pub(crate) fn new(
+        store: Arc<PgStore>,
+        holder: LeaseHolder,
+        zones: Vec<ZoneId>,
+        stopping: Arc<AtomicBool>,
+    ) -> std::io::Result<ZoneServer> {
         let (release, releases) = std::sync::mpsc::sync_channel(1024);
         let hosted = Arc::new(Mutex::new(HashMap::new()));
         let worker = Worker {
             store: store.clone(),
             holder: holder.clone(),
             hosted: hosted.clone(),
+            stopping: stopping.clone(),
         };
         std::thread::Builder::new()
             .name("hoard-player-leases".into())
@@ -88,6 +100,7 @@ impl ZoneServer {
             zones,
             hosted,
             release,
+            stopping,
         })
     }
 
@@ -102,6 +115,10 @@ impl ZoneServer {
                 Some(Host::Waiting) => return,
                 None => hosted.insert(player.to_owned(), Host::Waiting),
             };
+        }
+        if self.stopping.load(Ordering::SeqCst) {
+            tracing::debug!(player, "stopping: not taking the player's lease");
+            return;
         }
         match self.store.acquire_player(player, &self.holder) {
             Ok(_) => {
@@ -156,6 +173,7 @@ struct Worker {
     store: Arc<PgStore>,
     holder: LeaseHolder,
     hosted: Arc<Mutex<HashMap<String, Host>>>,
+    stopping: Arc<AtomicBool>,
 }
 
 impl Worker {
@@ -170,6 +188,10 @@ impl Worker {
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
+            }
+            if self.stopping.load(Ordering::SeqCst) {
+                // Lets go what it is asked to, takes nothing new.
+                continue;
             }
             let waiting: Vec<String> = lock(&self.hosted)
                 .iter()
@@ -331,7 +353,7 @@ mod tests {
         let alpha = PgStore::open(&options).expect("alpha's store");
         alpha.acquire_player("ann", &holder("alpha")).expect("alpha hosts ann");
         let store = Arc::new(PgStore::open(&options).expect("beta's store"));
-        let beta = ZoneServer::new(store, holder("beta"), Vec::new()).expect("beta");
+        let beta = ZoneServer::new(store, holder("beta"), Vec::new(), Arc::default()).expect("beta");
         beta.host("ann");
         let mut world = World::new();
         world.insert_resource(Hosted::new(&beta));
@@ -355,5 +377,50 @@ mod tests {
         drop((beta, alpha));
         drop_schema(&schema);
         assert!(taken, "beta took ann's lease once alpha let it go");
+    }
+
+    /// A server that has decided to stop (its zone lease lost) takes no
+    /// player's lease any more, at sign-in or from the worker: the player's
+    /// actions on the real owner must not wait for this server's lease to
+    /// lapse.
+    #[test]
+    fn a_stopping_server_takes_no_players_lease() {
+        let schema = format!("hoard_hosting_{}_{:08x}", std::process::id(), fastrand::u32(..));
+        let url = std::env::var("HOARD_TEST_POSTGRES")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let options = PgOptions::new(url).with_schema(schema.clone());
+        let alpha = PgStore::open(&options).expect("alpha's store");
+        alpha.acquire_player("bob", &holder("alpha")).expect("alpha hosts bob");
+        let stopping = Arc::new(AtomicBool::new(false));
+        let beta = ZoneServer::new(
+            Arc::new(PgStore::open(&options).expect("beta's store")),
+            holder("beta"),
+            Vec::new(),
+            stopping.clone(),
+        )
+        .expect("beta");
+        beta.host("bob"); // waits: alpha holds bob
+        stopping.store(true, Ordering::SeqCst);
+        beta.host("cid"); // free, but beta is stopping
+        alpha.release_player("bob").expect("alpha lets bob go");
+        // The worker retries every 25 ms; give it many rounds to (wrongly) act.
+        for _ in 0..20 {
+            std::thread::sleep(RETRY_EVERY);
+        }
+        let hosted = lock(&beta.hosted).clone();
+        let gamma = PgStore::open(&options).expect("gamma's store");
+        let bob_free = gamma.acquire_player("bob", &holder("gamma"));
+        let cid_free = gamma.acquire_player("cid", &holder("gamma"));
+        let (bob_free, cid_free) = (bob_free.map_err(|e| e.to_string()), cid_free.map_err(|e| e.to_string()));
+        drop((beta, alpha, gamma));
+        drop_schema(&schema);
+        assert!(
+            bob_free.is_ok(),
+            "a waiting player's lease was not taken while stopping: {bob_free:?} {hosted:?}"
+        );
+        assert!(
+            cid_free.is_ok(),
+            "a new player's lease was not taken while stopping: {cid_free:?} {hosted:?}"
+        );
     }
 }
