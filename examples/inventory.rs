@@ -64,16 +64,12 @@ fn pick_up(mut intents: MessageReader<FromClient<PickUp>>, mut items: Query<&mut
 
 fn client(server: &App, dir: &std::path::Path, player: &str) -> Result<App, Box<dyn std::error::Error>> {
     let handle = &server.world().resource::<HoardServer>().handle;
-    let options = ClientOptions {
-        server: handle.addr,
-        cache_dir: dir.join(player),
-        token: handle.auth.issue(player, chrono::Utc::now().timestamp() + 60)?,
-        service: "world".into(),
-        pin: Some(handle.identity),
-        world: None,
-        proofs: false,
-        endpoint: None,
-    };
+    let options = ClientOptions::new(
+        handle.addr,
+        dir.join(player),
+        handle.auth.issue(player, chrono::Utc::now().timestamp() + 60)?,
+    )
+    .with_pin(handle.identity);
     let mut app = App::new();
     app.add_plugins(HoardClientPlugin::new(options, registry()));
     app.world_mut()

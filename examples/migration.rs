@@ -75,16 +75,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     server.add_plugins(HoardServerPlugin::new(options, store, registry_v2()).with_publisher(publisher));
     server.update();
     let handle = &server.world().resource::<HoardServer>().handle;
-    let options = ClientOptions {
-        server: handle.addr,
-        cache_dir: dir.join("cache"),
-        token: handle.auth.issue("ann", chrono::Utc::now().timestamp() + 60)?,
-        service: "world".into(),
-        pin: Some(handle.identity),
-        world: None,
-        proofs: false,
-        endpoint: None,
-    };
+    let options = ClientOptions::new(
+        handle.addr,
+        dir.join("cache"),
+        handle.auth.issue("ann", chrono::Utc::now().timestamp() + 60)?,
+    )
+    .with_pin(handle.identity);
     let mut client = App::new();
     client.add_plugins(HoardClientPlugin::new(options, registry_v2()));
     client

@@ -72,16 +72,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     server.update();
     let handle = &server.world().resource::<HoardServer>().handle;
     let token = handle.auth.issue("ann", chrono::Utc::now().timestamp() + 60)?;
-    let options = ClientOptions {
-        server: handle.addr,
-        cache_dir: dir.join("cache"),
-        token,
-        service: "world".into(),
-        pin: Some(handle.identity),
-        world: None,
-        proofs: false,
-        endpoint: None,
-    };
+    let options = ClientOptions::new(handle.addr, dir.join("cache"), token).with_pin(handle.identity);
     let mut client = App::new();
     client.add_plugins(HoardClientPlugin::new(options, registry()));
     let meadow = ZoneRequest::Enter(ZoneId::new("meadow")?);

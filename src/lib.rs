@@ -71,16 +71,7 @@
 //!
 //! // A client: enter a zone by writing a message; objects arrive as entities.
 //! let token = server.world().resource::<HoardServer>().handle.auth.issue("ann", i64::MAX / 2)?;
-//! let options = ClientOptions {
-//!     server: "127.0.0.1:7000".parse()?,
-//!     cache_dir: "cache".into(),
-//!     token,
-//!     service: "world".into(),
-//!     pin: None,
-//!     world: None,
-//!     proofs: false,
-//!     endpoint: None,
-//! };
+//! let options = ClientOptions::new("127.0.0.1:7000".parse()?, "cache".into(), token);
 //! let mut client = App::new();
 //! client.add_plugins(HoardClientPlugin::new(options, registry()));
 //! client.world_mut().write_message(ZoneRequest::Enter(ZoneId::new("meadow")?));

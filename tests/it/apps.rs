@@ -127,16 +127,7 @@ pub(crate) fn client_of(server: &App, cache: &Path, player: &str, registry: Publ
         .auth
         .issue(player, chrono::Utc::now().timestamp() + 600)
         .expect("token");
-    let options = ClientOptions {
-        server: handle.addr,
-        cache_dir: cache.to_owned(),
-        token,
-        service: "world".into(),
-        pin: Some(handle.identity),
-        world: None,
-        proofs: false,
-        endpoint: None,
-    };
+    let options = ClientOptions::new(handle.addr, cache.to_owned(), token).with_pin(handle.identity);
     let mut app = App::new();
     app.add_plugins(HoardClientPlugin::new(options, registry))
         .init_resource::<Seen>()

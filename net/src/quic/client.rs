@@ -69,6 +69,31 @@ impl ClientOptions {
         }
     }
 
+    /// Pins the server's identity (its fingerprint, or the world's): the
+    /// client refuses any other. Without it the first identity seen is
+    /// trusted and remembered (`known_servers` in the cache directory).
+    ///
+    /// ```
+    /// # use hoard_net::quic::client::ClientOptions;
+    /// # let identity = hoard_engine::ServerIdentity([7; 32]);
+    /// let options = ClientOptions::new("127.0.0.1:7000".parse().unwrap(), "cache".into(), "token".into())
+    ///     .with_pin(identity)
+    ///     .with_service("arena");
+    /// assert_eq!((options.pin, options.service.as_str()), (Some(identity), "arena"));
+    /// ```
+    #[must_use]
+    pub fn with_pin(mut self, identity: ServerIdentity) -> ClientOptions {
+        self.pin = Some(identity);
+        self
+    }
+
+    /// Names the service (world) to join on the server (default `world`).
+    #[must_use]
+    pub fn with_service(mut self, service: impl Into<String>) -> ClientOptions {
+        self.service = service.into();
+        self
+    }
+
     /// The world identity the cache is keyed by, for a server presenting
     /// `tls_identity`, and whether shards are checked against signed heads.
     fn world_and_proofs(&self, tls_identity: ServerIdentity) -> (ServerIdentity, bool) {
