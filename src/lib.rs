@@ -145,8 +145,8 @@ pub mod client {
 pub mod prelude {
     #[cfg(feature = "bevy")]
     pub use crate::bevy::{
-        FromClient, Hoard, HoardClientPlugin, HoardEvent, HoardServer, HoardServerPlugin, IntentId, IntentOutcomes,
-        ZoneRequest, ZoneTransients,
+        Audience, FromClient, FromServer, Hoard, HoardClientPlugin, HoardEvent, HoardServer, HoardServerPlugin,
+        IntentId, IntentOutcomes, ToClients, ZoneRequest, ZoneTransients,
     };
     #[cfg(feature = "bevy")]
     pub use crate::client::Replicated;

@@ -157,6 +157,21 @@ pub struct HoardClientPlugin {
     options: ClientOptions,
     registry: PublishRegistry,
     entering: Option<ZoneId>,
+    adders: Vec<MessageAdder>,
+}
+
+type MessageAdder = Arc<dyn Fn(&mut App) + Send + Sync>;
+
+/// A message of the game's server to this player, as a Bevy message: read
+/// it with `MessageReader<FromServer<M>>` in `Update`. Register its type
+/// with [`HoardClientPlugin::server_message`] under the name the server
+/// sends it by.
+#[derive(Message, Debug, Clone)]
+pub struct FromServer<M: Send + Sync + 'static> {
+    /// The zone it was sent to, if the server sent it to a zone's players.
+    pub zone: Option<ZoneId>,
+    /// The message.
+    pub message: M,
 }
 
 impl HoardClientPlugin {
@@ -166,7 +181,45 @@ impl HoardClientPlugin {
             options,
             registry,
             entering: None,
+            adders: Vec::new(),
         }
+    }
+
+    /// Receives the server's messages of type `M` sent under `name`, as
+    /// [`FromServer<M>`] Bevy messages. A message that does not decode as
+    /// `M` is logged and dropped.
+    #[must_use]
+    pub fn server_message<M: serde::de::DeserializeOwned + Send + Sync + 'static>(mut self, name: &str) -> Self {
+        let name = name.to_owned();
+        self.adders.push(Arc::new(move |app: &mut App| {
+            let name = name.clone();
+            app.add_message::<FromServer<M>>().add_systems(
+                PreUpdate,
+                (move |mut events: MessageReader<HoardEvent>, mut out: MessageWriter<FromServer<M>>| {
+                    for event in events.read() {
+                        let HoardEvent::Client(ClientEvent::GameMessage { kind, zone, payload }) = event else {
+                            continue;
+                        };
+                        if *kind != name {
+                            continue;
+                        }
+                        match rmp_serde::from_slice::<M>(payload) {
+                            Ok(message) => {
+                                out.write(FromServer {
+                                    zone: zone.clone(),
+                                    message,
+                                });
+                            }
+                            Err(e) => {
+                                tracing::warn!(%kind, error = %e, "a server message that does not decode; dropped")
+                            }
+                        }
+                    }
+                })
+                .after(HoardClientSet),
+            );
+        }));
+        self
     }
 
     /// Enters `zone` as part of connecting: its `EnterZone` goes right
@@ -206,6 +259,9 @@ impl Plugin for HoardClientPlugin {
             })
             .configure_sets(PreUpdate, HoardClientSet)
             .add_systems(PreUpdate, (connect, requests, apply).chain().in_set(HoardClientSet));
+        for add in &self.adders {
+            add(app);
+        }
     }
 }
 

@@ -11,9 +11,9 @@ pub mod client;
 pub mod materialise;
 pub mod server;
 
-pub use client::{Hoard, HoardClientPlugin, HoardClientSet, HoardEvent, ZoneRequest};
+pub use client::{FromServer, Hoard, HoardClientPlugin, HoardClientSet, HoardEvent, ZoneRequest};
 pub use materialise::{Materialiser, Replicated};
 pub use server::{
-    FIRST_GAME_CODE, FromClient, HoardServer, HoardServerPlugin, HoardServerSet, IntentId, IntentOutcomes, SeedHook,
-    ShardCare, StartError, StartedServerPlugin, ZoneTransients,
+    Audience, FIRST_GAME_CODE, FromClient, HoardServer, HoardServerPlugin, HoardServerSet, IntentId, IntentOutcomes,
+    SeedHook, ShardCare, StartError, StartedServerPlugin, ToClients, ZoneTransients,
 };

@@ -21,6 +21,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use hoard_proto::intents::{ConnectedPlayers, FIRST_GAME_CODE, IncomingIntents, IntentId, IntentOutcomes};
+pub use hoard_proto::messages::{Audience, OutgoingMessages};
 
 /// Blocking threads of the server's runtime, at most: zone answers read the
 /// store on them. Beyond it, reads queue (one per connection at most, each
@@ -55,6 +56,19 @@ pub struct FromClient<T: Send + Sync + 'static> {
     /// neither refused nor deferred in the frame it arrives is taken as
     /// applied, and its player gets `Processed` once the frame is durable.
     pub id: IntentId,
+}
+
+/// A message of the game to its players, as a Bevy message: write it with
+/// `MessageWriter<ToClients<M>>` in a game system. Register its type with
+/// [`HoardServerPlugin::server_message`]. It reaches the clients right
+/// after the deltas of the frame that wrote it, once they are durable; it is
+/// not stored.
+#[derive(Message, Debug, Clone)]
+pub struct ToClients<M: Send + Sync + 'static> {
+    /// Who gets it.
+    pub to: Audience,
+    /// The message.
+    pub message: M,
 }
 
 /// The zones' transient state for this frame (game data never stored: who
@@ -249,6 +263,29 @@ impl HoardServerPlugin {
     #[must_use]
     pub fn with_publisher(self, publisher: Publisher) -> Self {
         *lock(&self.publisher) = Some(publisher);
+        self
+    }
+
+    /// Sends messages of type `M` to players under `name`: game systems
+    /// write [`ToClients<M>`]; clients that registered the same name
+    /// receive them as `FromServer<M>`.
+    #[must_use]
+    pub fn server_message<M: Serialize + Send + Sync + 'static>(mut self, name: &str) -> Self {
+        let name = name.to_owned();
+        self.adders.push(Arc::new(move |app: &mut App| {
+            let name = name.clone();
+            app.add_message::<ToClients<M>>().add_systems(
+                PostUpdate,
+                (move |mut written: MessageReader<ToClients<M>>, mut out: ResMut<OutgoingMessages>| {
+                    for ToClients { to, message } in written.read() {
+                        if let Err(e) = out.send(to.clone(), &name, message) {
+                            tracing::error!(error = %e, "a game message not sent");
+                        }
+                    }
+                })
+                .before(HoardServerSet::Publish),
+            );
+        }));
         self
     }
 

@@ -9,6 +9,7 @@
 
 pub mod auth;
 pub mod intents;
+pub mod messages;
 pub mod proof;
 pub mod relay;
 pub mod sync;

@@ -47,10 +47,17 @@ pub(crate) const TOO_MANY: u16 = 1001;
 #[derive(Resource, Default)]
 struct Later(Vec<(IntentId, AddStones)>);
 
+/// A message of the game to its players.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub(crate) struct Notice {
+    pub(crate) text: String,
+}
+
 fn add_stones(
     mut intents: MessageReader<FromClient<AddStones>>,
     mut outcomes: ResMut<IntentOutcomes>,
     mut later: ResMut<Later>,
+    mut notices: MessageWriter<ToClients<Notice>>,
     mut crates: Query<(&Published, &mut Crate)>,
 ) {
     // Those deferred last frame first: applied now, then completed.
@@ -62,7 +69,12 @@ fn add_stones(
         }
         outcomes.complete(id);
     }
-    for FromClient { intent, id, .. } in intents.read() {
+    for FromClient {
+        intent,
+        id,
+        perspective,
+    } in intents.read()
+    {
         if intent.stones > 100 {
             outcomes.refuse(
                 *id,
@@ -81,6 +93,19 @@ fn add_stones(
                 c.stones += intent.stones;
             }
         }
+        // Everyone in the meadow hears of it; the sender is thanked.
+        notices.write(ToClients {
+            to: Audience::Zone(meadow()),
+            message: Notice {
+                text: format!("{} stones went into crate {}", intent.stones, intent.object),
+            },
+        });
+        notices.write(ToClients {
+            to: Audience::Player(perspective.clone()),
+            message: Notice {
+                text: "thank you".into(),
+            },
+        });
     }
 }
 
@@ -92,7 +117,8 @@ pub(crate) fn server(data: &Path) -> App {
     let options = ServerOptions::new("127.0.0.1:0".parse().expect("addr"), data.to_owned());
     let plugin = HoardServerPlugin::new(options, store, registry())
         .seed(seed)
-        .intent::<AddStones>("add_stones");
+        .intent::<AddStones>("add_stones")
+        .server_message::<Notice>("notice");
     let mut app = App::new();
     app.add_plugins(plugin.start().expect("the server starts"))
         .init_resource::<Later>()
@@ -109,10 +135,22 @@ pub(crate) fn meadow() -> ZoneId {
 #[derive(Resource, Default)]
 pub(crate) struct Seen {
     pub(crate) events: Vec<HoardEvent>,
+    /// The game's notices, each with the zone it was sent to and the
+    /// stones of crate 7 in this client's world when it arrived.
+    pub(crate) notices: Vec<(Option<ZoneId>, String, Option<u32>)>,
 }
 
-fn record(mut events: MessageReader<HoardEvent>, mut seen: ResMut<Seen>) {
+fn record(
+    mut events: MessageReader<HoardEvent>,
+    mut notices: MessageReader<FromServer<Notice>>,
+    mut seen: ResMut<Seen>,
+    crates: Query<(&Replicated, &Crate)>,
+) {
     seen.events.extend(events.read().cloned());
+    let seven = crates.iter().find(|(r, _)| r.object.0 == 7).map(|(_, c)| c.stones);
+    for FromServer { zone, message } in notices.read() {
+        seen.notices.push((zone.clone(), message.text.clone(), seven));
+    }
 }
 
 /// A client App of `player`, caching in `cache`, entering the meadow.
@@ -129,7 +167,7 @@ pub(crate) fn client_of(server: &App, cache: &Path, player: &str, registry: Publ
         .expect("token");
     let options = ClientOptions::new(handle.addr, cache.to_owned(), token).with_pin(handle.identity);
     let mut app = App::new();
-    app.add_plugins(HoardClientPlugin::new(options, registry))
+    app.add_plugins(HoardClientPlugin::new(options, registry).server_message::<Notice>("notice"))
         .init_resource::<Seen>()
         .add_systems(Update, record);
     app.world_mut().write_message(ZoneRequest::Enter(meadow()));

@@ -4,7 +4,7 @@
 
 use hoard::prelude::*;
 
-use super::apps::{AddStones, Crate, client, ready, run_until, server, stones_of};
+use super::apps::{AddStones, Crate, client, meadow, ready, run_until, server, stones_of};
 
 #[test]
 fn cold_entry_then_a_warm_reentry_from_the_cache() {
@@ -261,4 +261,38 @@ fn the_game_refuses_an_intent_with_its_reason_and_confirms_a_deferred_one_once_a
         .iter()
         .any(|e| matches!(e, HoardEvent::Client(ClientEvent::IntentsProcessed { seqs }) if seqs.contains(&refused)));
     assert!(!never, "a refused intent is never confirmed");
+}
+
+#[test]
+fn the_game_tells_a_zone_and_a_player_after_the_change_is_durable() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let (ann_cache, bob_cache) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
+    let mut server = server(data.path());
+    let mut ann = client(&server, ann_cache.path(), "ann");
+    let mut bob = client(&server, bob_cache.path(), "bob");
+    run_until(&mut server, &mut [&mut ann, &mut bob], |w| ready(w).is_some());
+    run_until(&mut server, &mut [&mut bob, &mut ann], |w| ready(w).is_some());
+    ann.world()
+        .resource::<Hoard>()
+        .send_intent("add_stones", &AddStones { object: 7, stones: 4 })
+        .expect("queued");
+    let notices = |w: &bevy_ecs::world::World| w.resource::<super::apps::Seen>().notices.clone();
+    run_until(&mut server, &mut [&mut bob, &mut ann], |w| !notices(w).is_empty());
+    run_until(&mut server, &mut [&mut ann, &mut bob], |w| notices(w).len() >= 2);
+    // Bob, in the meadow, hears what happened there — after the change
+    // reached his world (messages follow their frame's deltas).
+    assert_eq!(
+        notices(bob.world()),
+        vec![(Some(meadow()), "4 stones went into crate 7".to_owned(), Some(4))]
+    );
+    // Ann hears it too, and her own thanks, which nobody else gets.
+    let ann_heard = notices(ann.world());
+    assert!(
+        ann_heard.contains(&(Some(meadow()), "4 stones went into crate 7".to_owned(), Some(4))),
+        "{ann_heard:?}"
+    );
+    assert!(
+        ann_heard.contains(&(None, "thank you".to_owned(), Some(4))),
+        "{ann_heard:?}"
+    );
 }

@@ -228,6 +228,17 @@ pub enum ClientEvent {
         /// The serving server's address (`host:port`).
         address: String,
     },
+    /// A message of the game to this player: `kind` names its type, as
+    /// both ends registered it; `payload` is its MessagePack encoding. The
+    /// Bevy client plugin turns it into a typed `FromServer<M>` message.
+    GameMessage {
+        /// Its registered kind.
+        kind: String,
+        /// The zone it was sent to, if it went to a zone's players.
+        zone: Option<ZoneId>,
+        /// Its MessagePack encoding.
+        payload: Vec<u8>,
+    },
     /// The server refused an intent: it was not applied.
     IntentRejected {
         /// The seq [`HoardClient::send_intent`] returned for it.
@@ -1638,6 +1649,9 @@ fn process_effects_with(inner: &Arc<Inner>, writes: Writes) -> Vec<Arc<CachedSha
                         shard: shard.header.key.shard,
                     },
                 );
+            }
+            Effect::GameMessage { kind, zone, payload } => {
+                push(inner, Pending::Event(ClientEvent::GameMessage { kind, zone, payload }));
             }
             Effect::ZoneDenied { zone, code, message } => {
                 push(

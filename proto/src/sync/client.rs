@@ -174,6 +174,15 @@ pub enum Effect {
         /// The signed head after the delta, when the session checks them.
         proof: Option<HeadProof>,
     },
+    /// A message of the game to this player (`GameMessage`).
+    GameMessage {
+        /// Its registered kind.
+        kind: String,
+        /// The zone it was sent to, if it went to a zone's players.
+        zone: Option<ZoneId>,
+        /// Its MessagePack encoding.
+        payload: Vec<u8>,
+    },
     /// A zone's transient state (never stored) replaced the previous one.
     Transient {
         /// The zone.
@@ -806,6 +815,24 @@ impl ClientSync {
                 self.take_transient(t.zone, t.payload);
             }
             Message::TransientPatch(p) => self.transient_patch(p)?,
+            Message::GameMessage(m) => {
+                if m.payload.len() > crate::wire::MAX_GAME_MESSAGE_BYTES
+                    || m.kind.len() > crate::wire::MAX_GAME_MESSAGE_KIND
+                {
+                    return Err(SyncError::Protocol(format!(
+                        "a game message of kind {:?} ({} bytes) over the limits ({} bytes, kind {} bytes)",
+                        m.kind,
+                        m.payload.len(),
+                        crate::wire::MAX_GAME_MESSAGE_BYTES,
+                        crate::wire::MAX_GAME_MESSAGE_KIND
+                    )));
+                }
+                self.effects.push_back(Effect::GameMessage {
+                    kind: m.kind,
+                    zone: m.zone,
+                    payload: m.payload,
+                });
+            }
             Message::IntentRejected(r) => self.effects.push_back(Effect::IntentRejected {
                 seq: r.seq,
                 code: r.code,

@@ -38,8 +38,9 @@ use hoard_engine::{ChangeSet, Publisher, Seq, ShardId, ZoneId};
 
 use super::hub::{Hub, SessionId};
 use crate::intents::{ConnectedPlayers, IncomingIntents, IntentId, IntentOutcomes, ReceivedIntent};
+use crate::messages::{Audience, OutgoingMessage, OutgoingMessages};
 use crate::wire::{
-    ErrorCode, IntentRejected, MAX_TRANSIENT_BYTES, Message, Processed, Status, Transient, TransientPatch,
+    ErrorCode, GameMessage, IntentRejected, MAX_TRANSIENT_BYTES, Message, Processed, Status, Transient, TransientPatch,
 };
 
 /// The first wait after a failed commit, in seconds; it doubles per failure.
@@ -50,6 +51,9 @@ const MAX_BACKOFF_SECS: f64 = 5.0;
 /// rejected with `Unavailable` (drivers already refuse intents while the
 /// store fails, so this bounds only what arrived in between).
 pub const MAX_UNCONFIRMED_INTENTS: usize = 65_536;
+/// Game messages waiting for their frames' commits, at most; past it a
+/// frame's further messages are dropped with an error.
+pub const MAX_UNSENT_MESSAGES: usize = 65_536;
 
 /// Something a connection did that the world must see.
 #[derive(Debug)]
@@ -147,6 +151,8 @@ struct InFlight {
     changes: Arc<ChangeSet>,
     /// Intents of the group's frames, confirmed once it is durable.
     intents: Vec<(SessionId, u32)>,
+    /// The game's messages of those frames, sent after its deltas.
+    messages: Vec<(Vec<SessionId>, Message)>,
     recover_first: bool,
     /// Whether the driver has taken it ([`TickCore::poll_commit`]).
     handed_out: bool,
@@ -201,6 +207,9 @@ pub struct TickCore {
     unconfirmed: Vec<(SessionId, u32)>,
     /// Intents the game deferred and has not completed or refused yet.
     deferred: std::collections::BTreeSet<IntentId>,
+    /// The game's messages of frames not yet in a commit job, each with its
+    /// recipients (resolved when it was written).
+    unsent: Vec<(Vec<SessionId>, Message)>,
     /// Every change not yet in a commit job.
     pending: ChangeSet,
     /// The commit job the driver runs or is to take, if any (at most one).
@@ -242,6 +251,7 @@ impl TickCore {
             transient_interval: 0.0,
             unconfirmed: Vec::new(),
             deferred: std::collections::BTreeSet::new(),
+            unsent: Vec::new(),
             pending: ChangeSet::new(),
             in_flight: None,
             next_job: 1,
@@ -275,7 +285,62 @@ impl TickCore {
     pub fn prepare(&self, world: &mut World) {
         world.init_resource::<IncomingIntents>();
         world.init_resource::<IntentOutcomes>();
+        world.init_resource::<OutgoingMessages>();
         world.init_resource::<ConnectedPlayers>();
+    }
+
+    /// Takes the game's messages of this frame ([`OutgoingMessages`]):
+    /// each is checked, its recipients resolved now, and it waits for the
+    /// frame's changes to be durable. Past [`MAX_UNSENT_MESSAGES`] waiting,
+    /// the frame's further messages are dropped with an error (a game that
+    /// writes without bound).
+    fn take_messages(&mut self, world: &mut World) {
+        let Some(mut outgoing) = world.get_resource_mut::<OutgoingMessages>() else {
+            return;
+        };
+        let written = std::mem::take(&mut outgoing.0);
+        for OutgoingMessage { to, kind, payload } in written {
+            if payload.len() > crate::wire::MAX_GAME_MESSAGE_BYTES || kind.len() > crate::wire::MAX_GAME_MESSAGE_KIND {
+                tracing::error!(%kind, bytes = payload.len(), "a game message over the limits; not sent");
+                continue;
+            }
+            let waiting = self.unsent.len() + self.in_flight.as_ref().map_or(0, |f| f.messages.len());
+            if waiting >= MAX_UNSENT_MESSAGES {
+                tracing::error!(%kind, waiting, "too many game messages waiting for their frames' commits; dropped");
+                continue;
+            }
+            let (recipients, zone) = match &to {
+                Audience::Player(player) => (
+                    self.sessions
+                        .iter()
+                        .filter(|(_, p)| p.as_deref() == Some(player.as_str()))
+                        .map(|(id, _)| *id)
+                        .collect(),
+                    None,
+                ),
+                Audience::Zone(zone) => (self.hub.sessions_in(zone), Some(zone.clone())),
+                _ => (
+                    self.sessions
+                        .iter()
+                        .filter(|(_, p)| p.is_some())
+                        .map(|(id, _)| *id)
+                        .collect(),
+                    None,
+                ),
+            };
+            if recipients.is_empty() {
+                continue;
+            }
+            self.unsent
+                .push((recipients, Message::GameMessage(GameMessage { kind, zone, payload })));
+        }
+    }
+
+    /// Sends game messages whose frames are durable.
+    fn send_messages(&mut self, messages: Vec<(Vec<SessionId>, Message)>) {
+        for (to, message) in messages {
+            self.send_all(&to, message);
+        }
     }
 
     /// Whether the store takes commits now (false while commits fail: the
@@ -509,6 +574,7 @@ impl TickCore {
     ) -> Result<(), String> {
         world.resource_mut::<IncomingIntents>().0.clear();
         self.settle_intents(world);
+        self.take_messages(world);
         for (zone, payload) in transients {
             if payload.len() > MAX_TRANSIENT_BYTES {
                 tracing::warn!(%zone, bytes = payload.len(), "transient state over the limit; not sent");
@@ -619,6 +685,9 @@ impl TickCore {
         let mut intents = flight.intents;
         intents.append(&mut self.unconfirmed);
         self.unconfirmed = intents;
+        let mut messages = flight.messages;
+        messages.append(&mut self.unsent);
+        self.unsent = messages;
     }
 
     /// Tells each session which of these intents are processed and durable.
@@ -643,6 +712,8 @@ impl TickCore {
             // frames' intents are done.
             let intents = std::mem::take(&mut self.unconfirmed);
             self.confirm(intents);
+            let messages = std::mem::take(&mut self.unsent);
+            self.send_messages(messages);
             return Ok(());
         }
         if let Some(f) = &self.failing {
@@ -665,6 +736,7 @@ impl TickCore {
             id,
             changes: Arc::new(std::mem::take(&mut self.pending)),
             intents: std::mem::take(&mut self.unconfirmed),
+            messages: std::mem::take(&mut self.unsent),
             recover_first: self.failing.is_some(),
             handed_out: false,
         });
@@ -704,6 +776,7 @@ impl TickCore {
                 // After the deltas, on the same stream: a client that sees
                 // `Processed` has seen what its intents changed.
                 self.confirm(flight.intents);
+                self.send_messages(flight.messages);
                 self.start_commit(now)
             }
             Err(CommitError::Fenced { lease, owner }) => {

@@ -20,7 +20,7 @@ pub use parts::{Assembler, PART_BYTES, PartsError, object_bytes, split};
 /// The ALPN protocol id of hoard over QUIC.
 pub const ALPN: &[u8] = b"hoard/1";
 /// The protocol version carried in `Hello` and `Welcome`.
-pub const PROTOCOL_VERSION: u32 = 8;
+pub const PROTOCOL_VERSION: u32 = 9;
 
 /// Largest frame a client may send on the control stream.
 pub const MAX_CONTROL_FRAME: usize = 256 * 1024;
@@ -51,6 +51,10 @@ pub const MAX_INTENT_BYTES: usize = 16 * 1024;
 pub const MAX_TRANSIENT_BYTES: usize = 64 * 1024;
 /// Most operations one `TransientPatch` holds.
 pub const MAX_TRANSIENT_PATCH_OPS: usize = 4096;
+/// Largest payload of one `GameMessage`.
+pub const MAX_GAME_MESSAGE_BYTES: usize = 16 * 1024;
+/// Longest name of a game message's kind.
+pub const MAX_GAME_MESSAGE_KIND: usize = 64;
 
 /// The root of `Fresh`: BLAKE3 of `"hoard-fresh-root-v1"` followed, for each
 /// shard in ascending id order, by `u64le(shard) ‖ u64le(epoch) ‖ u64le(seq)

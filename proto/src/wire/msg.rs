@@ -593,6 +593,21 @@ pub struct TransientPatch {
     pub ops: Vec<PatchOp>,
 }
 
+/// `0xA5` server → client on the delta stream: a message of the game to
+/// this player (to them alone, to everyone in a zone, or to everyone), of a
+/// kind both ends registered. Not stored; sent after the deltas of the
+/// frame that wrote it, once they are durable.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GameMessage {
+    /// Its registered kind (at most [`super::MAX_GAME_MESSAGE_KIND`] bytes).
+    pub kind: String,
+    /// The zone it was sent to, if it went to a zone's players.
+    pub zone: Option<ZoneId>,
+    /// Its MessagePack encoding (at most [`super::MAX_GAME_MESSAGE_BYTES`]).
+    #[serde(with = "serde_bytes")]
+    pub payload: Vec<u8>,
+}
+
 /// One operation of a [`TransientPatch`]: copy `.1` bytes of the base from
 /// offset `.0`, then append the bytes `.2`. Encoded as a 3-array.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -769,6 +784,7 @@ messages! {
     0xA2 => Status(Status),
     0xA3 => Processed(Processed),
     0xA4 => TransientPatch(TransientPatch),
+    0xA5 => GameMessage(GameMessage),
 }
 
 /// Why a frame's body is not a valid message.

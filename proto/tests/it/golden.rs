@@ -282,6 +282,14 @@ fn messages() -> Vec<(&'static str, Message)> {
                 ops: vec![PatchOp(0, 5, vec![0x08])],
             }),
         ),
+        (
+            "a5-game-message",
+            Message::GameMessage(GameMessage {
+                kind: "notice".into(),
+                zone: Some(zone()),
+                payload: vec![0x91, 0xa2, b'h', b'i'],
+            }),
+        ),
         ("96-parts", Message::Parts(Parts { count: 2 })),
         (
             "97-more",
