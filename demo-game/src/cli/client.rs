@@ -51,13 +51,21 @@ pub(crate) struct ClientArgs {
     /// The zone to enter.
     #[arg(long, default_value = "meadow")]
     zone: ZoneId,
-    /// Exit once the zone is ready (and every --act answered, any --expect-item or --expect-player seen).
+    /// Exit once the zone is ready (and every --act and --say answered, any --expect-chat, --expect-item or
+    /// --expect-player seen).
     #[arg(long)]
     exit_after_ready: bool,
     /// An action to send once the zone is ready, as JSON (repeatable), e.g.
     /// `{"Move":{"zone":0,"x":40,"y":41}}` or `{"PickUp":{"object":7}}`.
     #[arg(long)]
     act: Vec<String>,
+    /// A chat line to say to the zone once it is ready (repeatable; say it
+    /// after a `--act` Move, so you stand somewhere).
+    #[arg(long)]
+    say: Vec<String>,
+    /// Wait (up to 10 s) until someone says TEXT in the zone, then print who.
+    #[arg(long, value_name = "TEXT")]
+    expect_chat: Option<String>,
     /// Wait (up to 10 s) until item ID lies at X,Y, then print it: `ID:X:Y`.
     #[arg(long, value_name = "ID:X:Y")]
     expect_item: Option<String>,
@@ -131,6 +139,11 @@ pub(crate) fn run(args: ClientArgs) -> anyhow::Result<i32> {
         let seq = hoard.send_intent(crate::game::rules::ACTION, &action)?;
         unanswered.insert(seq, act.clone());
     }
+    for line in &args.say {
+        let say = crate::game::chat::Say { text: line.clone() };
+        let seq = hoard.send_intent(crate::game::chat::SAY, &say)?;
+        unanswered.insert(seq, format!("--say {line:?}"));
+    }
     // Each action is answered: processed (and its effects durable and
     // already received) or rejected.
     if !unanswered.is_empty() {
@@ -156,6 +169,29 @@ pub(crate) fn run(args: ClientArgs) -> anyhow::Result<i32> {
                 unanswered.is_empty().then_some(Ok(()))
             },
         )?;
+    }
+    if let Some(expected) = &args.expect_chat {
+        let from = app.until(
+            ANSWER_WITHIN,
+            &format!("waiting for someone to say {expected:?}"),
+            |_, events| {
+                events.iter().find_map(|event| match event {
+                    HoardEvent::Client(ClientEvent::GameMessage { kind, payload, .. })
+                        if kind == crate::game::chat::CHAT =>
+                    {
+                        rmp_serde::from_slice::<crate::game::chat::Chat>(payload)
+                            .ok()
+                            .filter(|chat| chat.text == *expected)
+                            .map(|chat| Ok(chat.from))
+                    }
+                    _ => None,
+                })
+            },
+        )?;
+        println!(
+            "{}",
+            serde_json::json!({ "event": "chat", "from": from, "text": expected })
+        );
     }
     if let Some(expect) = &args.expect_item {
         let parts: Vec<u64> = expect.split(':').map(str::parse).collect::<Result<_, _>>()?;

@@ -133,8 +133,17 @@ impl Session {
             // every frame (a zone is a few thousand objects). A refused
             // action says why.
             for event in self.app.frame()? {
-                if let HoardEvent::Client(ClientEvent::IntentRejected { message, .. }) = event {
-                    self.view.message = message;
+                match event {
+                    HoardEvent::Client(ClientEvent::IntentRejected { message, .. }) => self.view.message = message,
+                    // A line said in the zone.
+                    HoardEvent::Client(ClientEvent::GameMessage { kind, payload, .. })
+                        if kind == crate::game::chat::CHAT =>
+                    {
+                        if let Ok(chat) = rmp_serde::from_slice::<crate::game::chat::Chat>(&payload) {
+                            self.view.message = format!("{}: {}", chat.from, chat.text);
+                        }
+                    }
+                    _ => {}
                 }
             }
             self.view.refresh(self.app.world_mut());

@@ -5,6 +5,7 @@
 //! (`colour` spelled `color`) is reported by `hoard-demo world validate`
 //! instead of silently ignored.
 
+pub(crate) mod chat;
 pub(crate) mod hosting;
 pub(crate) mod leases;
 pub(crate) mod presence;

@@ -192,6 +192,7 @@ fn populate(
     world.init_resource::<Tick>();
     world.init_resource::<Players>();
     world.init_resource::<RateBuckets>();
+    world.init_resource::<super::chat::ChatBuckets>();
     Ok(publisher)
 }
 
@@ -230,6 +231,8 @@ pub(crate) fn app(
     let plugin = HoardServerPlugin::new(options, store.store.clone(), super::registry())
         .with_publisher(publisher)
         .intent::<Action>(ACTION)
+        .intent::<super::chat::Say>(super::chat::SAY)
+        .server_message::<super::chat::Chat>(super::chat::CHAT)
         .on_join(join_hook(zone_server.cloned()));
     if let Some(z) = zone_server {
         app.insert_resource(super::hosting::Hosted::new(z))
@@ -248,6 +251,7 @@ pub(crate) fn app(
             advance_tick,
             forget_departed,
             apply_actions,
+            super::chat::chat,
             presence_to_transients,
         )
             .chain(),

@@ -519,3 +519,47 @@ fn a_cache_dir_named_by_one_relative_component_is_made_and_used() {
     }
     assert!(work.path().join("my-cache").is_dir());
 }
+
+#[test]
+fn a_line_said_in_a_zone_is_heard_by_the_players_there_and_a_line_from_nowhere_is_refused() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let served = server(data.path());
+    let (bob_cache, ann_cache, cid_cache) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let mut bob = headless(&served.addr, "meadow", &token(data.path(), "bob"))
+        .args(["--expect-chat", "hello meadow", "--cache-dir"])
+        .arg(bob_cache.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("bob");
+    let mut bob_out = BufReader::new(bob.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    bob_out.read_line(&mut line).expect("bob's first line");
+    assert!(line.contains("zone_ready"), "bob is in the meadow: {line}");
+    let ann = headless(&served.addr, "meadow", &token(data.path(), "ann"))
+        .args(["--act", r#"{"Move":{"zone":0,"x":10,"y":10}}"#])
+        .args(["--say", "hello meadow", "--cache-dir"])
+        .arg(ann_cache.path())
+        .output()
+        .expect("ann");
+    assert!(ann.status.success(), "{}", String::from_utf8_lossy(&ann.stderr));
+    line.clear();
+    bob_out.read_line(&mut line).expect("bob's second line");
+    let heard: serde_json::Value = serde_json::from_str(&line).expect("json");
+    assert_eq!(heard["event"], "chat", "{heard}");
+    assert_eq!(heard["from"], "ann", "{heard}");
+    assert!(bob.wait().expect("bob exits").success());
+    // Said before standing anywhere: refused, with the reason.
+    let cid = headless(&served.addr, "meadow", &token(data.path(), "cid"))
+        .args(["--say", "hi", "--cache-dir"])
+        .arg(cid_cache.path())
+        .output()
+        .expect("cid");
+    assert!(!cid.status.success());
+    let err = String::from_utf8_lossy(&cid.stderr);
+    assert!(err.contains("move first"), "{err}");
+}
