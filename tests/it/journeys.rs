@@ -296,3 +296,84 @@ fn the_game_tells_a_zone_and_a_player_after_the_change_is_durable() {
         "{ann_heard:?}"
     );
 }
+
+/// A sign, as an older build stored it (schema version 1).
+#[derive(bevy_ecs::prelude::Component, serde::Serialize, serde::Deserialize, Clone)]
+struct SignV1 {
+    text: String,
+}
+
+/// A sign, as this build stores it (schema version 2).
+#[derive(bevy_ecs::prelude::Component, serde::Serialize, serde::Deserialize, Clone)]
+struct Sign {
+    text: String,
+    lit: bool,
+}
+
+#[test]
+fn a_schema_change_refetches_only_the_shards_holding_the_changed_component() {
+    use hoard::engine::registry::decode_old;
+
+    let data = tempfile::tempdir().expect("tempdir");
+    let cache = tempfile::tempdir().expect("tempdir");
+    // Crates in all four shards; one sign, in shard 3.
+    let start = |registry: PublishRegistry| {
+        let store = std::sync::Arc::new(RedbStore::open_dir(data.path()).expect("store"));
+        let options = ServerOptions::new("127.0.0.1:0".parse().expect("addr"), data.path().to_owned());
+        let plugin = HoardServerPlugin::new(options, store, registry).seed(|world, store| {
+            let shards: Vec<ShardSpec> = (0..4).map(|s| ShardSpec::shared(ShardId(s))).collect();
+            store.create_zone(&meadow(), &shards).map_err(|e| e.to_string())?;
+            for i in 0..40u64 {
+                world.spawn((Published::new(ObjectId(i), ShardId(i % 4)), Crate { stones: 0 }));
+            }
+            world.spawn((Published::new(ObjectId(100), ShardId(3)), SignV1 { text: "inn".into() }));
+            Ok(())
+        });
+        let mut server = bevy_app::App::new();
+        server.add_plugins(plugin.start().expect("the server starts"));
+        server.update();
+        server
+    };
+    let v1 = PublishRegistry::builder()
+        .publish::<Crate>("crate", 1)
+        .publish::<SignV1>("sign", 1)
+        .build();
+    {
+        let mut server = start(v1.clone());
+        let mut ann = super::apps::client_of(&server, cache.path(), "ann", v1);
+        run_until(&mut server, &mut [&mut ann], |w| ready(w).is_some());
+        assert_eq!(ready(ann.world()).expect("ready").shards_snapshot, 4, "cold");
+    }
+    // This build: signs at version 2 (migrated on start), crates unchanged.
+    let v2 = PublishRegistry::builder()
+        .publish::<Crate>("crate", 1)
+        .publish::<Sign>("sign", 2)
+        .migrate::<Sign>(1, |bytes| {
+            let old: SignV1 = decode_old(bytes)?;
+            Ok(Sign {
+                text: old.text,
+                lit: false,
+            })
+        })
+        .build();
+    let mut server = start(v2.clone());
+    let mut ann = super::apps::client_of(&server, cache.path(), "ann", v2);
+    run_until(&mut server, &mut [&mut ann], |w| ready(w).is_some());
+    let warm = ready(ann.world()).expect("ready");
+    assert_eq!(
+        (warm.shards_fresh, warm.shards_delta, warm.shards_snapshot),
+        (3, 1, 0),
+        "only the shard holding a sign is fetched again, as a delta: {warm:?}"
+    );
+    let world = ann.world_mut();
+    let signs: Vec<(String, bool)> = world
+        .query::<&Sign>()
+        .iter(world)
+        .map(|s| (s.text.clone(), s.lit))
+        .collect();
+    assert_eq!(
+        signs,
+        vec![("inn".to_owned(), false)],
+        "the sign arrives at its new schema"
+    );
+}

@@ -141,8 +141,6 @@ pub enum DiscardReason {
     FutureFormat,
     /// Its header names another server, service, perspective, zone or shard than its folder.
     Misplaced,
-    /// Written with another component registry.
-    Registry,
     /// Not a regular file (a directory, say).
     NotAFile,
     /// Its journal could not be applied.
@@ -153,12 +151,11 @@ pub enum DiscardReason {
 }
 
 impl DiscardReason {
-    const ALL: [DiscardReason; 8] = [
+    const ALL: [DiscardReason; 7] = [
         DiscardReason::Truncated,
         DiscardReason::Corrupt,
         DiscardReason::FutureFormat,
         DiscardReason::Misplaced,
-        DiscardReason::Registry,
         DiscardReason::NotAFile,
         DiscardReason::Journal,
         DiscardReason::Digest,
@@ -342,7 +339,13 @@ impl WorldCache {
         }
     }
 
-    /// Checks a header against the folder it was found in and the registry in use.
+    /// Checks a header against the folder it was found in. A copy written
+    /// with another component registry is kept: when a component's schema
+    /// changes, the server migrates the objects holding it and commits
+    /// them, so its answer for this copy brings every object whose
+    /// encoding changed (as changes, or a snapshot), and a shard holding
+    /// none of them stays current — a schema change costs only what
+    /// changed. The copy's objects are never shown before that answer.
     fn check_header(&self, path: &Path, key: &ShardKey, header: &ShardHeader, registry: RegistryHash) -> bool {
         if &header.key != key {
             self.discard(
@@ -353,12 +356,8 @@ impl WorldCache {
             return false;
         }
         if header.registry != registry {
-            self.discard(
-                path,
-                DiscardReason::Registry,
-                &format_args!("written with registry {}", header.registry),
-            );
-            return false;
+            tracing::debug!(path = %path.display(), written = %header.registry, now = %registry,
+                "cached shard written with another registry: kept; the server sends what changed");
         }
         true
     }
@@ -650,9 +649,10 @@ impl WorldCache {
         let path = self.root.join(key.file());
         let (bytes, _) = self.read_shard_file(&path, None, 0)?;
         let shard = decode_shard(&bytes).ok()?;
-        if shard.header.key != *key || shard.header.registry != registry {
+        if shard.header.key != *key {
             return None;
         }
+        let _ = registry;
         Some(self.audit_copy(&shard))
     }
 
