@@ -316,7 +316,13 @@ fn connect(world: &mut World) {
                         e.remove(&zone);
                     }
                     if let Err(e) = result {
-                        tracing::warn!(%zone, error = %e, "zone entry failed");
+                        // A redirect to the zone's server is not a failure
+                        // (the game follows it): no warning for it.
+                        if matches!(e, ClientError::ZoneElsewhere { .. }) {
+                            tracing::debug!(%zone, error = %e, "zone entry redirected");
+                        } else {
+                            tracing::warn!(%zone, error = %e, "zone entry failed");
+                        }
                         if let Ok(mut f) = failures.lock() {
                             f.push(e);
                         }
