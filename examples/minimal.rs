@@ -68,6 +68,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let plugin = HoardServerPlugin::new(options, store, registry())
         .seed(seed)
         .intent::<Light>("light");
+    // hoard's warnings (RUST_LOG=info for more) on stderr.
+    server.add_plugins(HoardLogPlugin {
+        default_filter: "warn".into(),
+    });
     server.add_plugins(plugin.start()?).add_systems(Update, light);
     server.update();
     let handle = &server.world().resource::<HoardServer>().handle;

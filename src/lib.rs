@@ -96,7 +96,9 @@
 //!
 //! # Logs
 //!
-//! hoard logs through `tracing`. Useful targets for `RUST_LOG`:
+//! hoard logs through `tracing`; a game without a subscriber of its own adds
+//! [`HoardLogPlugin`](prelude::HoardLogPlugin) to print them on stderr.
+//! Useful targets for `RUST_LOG`:
 //! `hoard_proto::sync` (zone entries, answers, repairs), `hoard_net::quic`
 //! (connections, budgets, the world thread), `hoard_engine::store` (commits,
 //! recovery), `hoard_world_cache` (cache writes and bad files).
@@ -145,8 +147,8 @@ pub mod client {
 pub mod prelude {
     #[cfg(feature = "bevy")]
     pub use crate::bevy::{
-        Audience, FromClient, FromServer, Hoard, HoardClientPlugin, HoardEvent, HoardServer, HoardServerPlugin,
-        IntentId, IntentOutcomes, ToClients, ZoneRequest, ZoneTransients,
+        Audience, FromClient, FromServer, Hoard, HoardClientPlugin, HoardEvent, HoardLogPlugin, HoardServer,
+        HoardServerPlugin, IntentId, IntentOutcomes, StartError, ToClients, ZoneRequest, ZoneTransients,
     };
     #[cfg(feature = "bevy")]
     pub use crate::client::Replicated;

@@ -8,10 +8,12 @@
 //! See the `hoard` crate for the guide.
 
 pub mod client;
+pub mod log;
 pub mod materialise;
 pub mod server;
 
 pub use client::{FromServer, Hoard, HoardClientPlugin, HoardClientSet, HoardEvent, ZoneRequest};
+pub use log::HoardLogPlugin;
 pub use materialise::{Materialiser, Replicated};
 pub use server::{
     Audience, FIRST_GAME_CODE, FromClient, HoardServer, HoardServerPlugin, HoardServerSet, IntentId, IntentOutcomes,
