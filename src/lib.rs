@@ -147,8 +147,8 @@ pub mod client {
 pub mod prelude {
     #[cfg(feature = "bevy")]
     pub use crate::bevy::{
-        Audience, FromClient, FromServer, Hoard, HoardClientPlugin, HoardEvent, HoardLogPlugin, HoardServer,
-        HoardServerPlugin, IntentId, IntentOutcomes, StartError, ToClients, ZoneRequest, ZoneTransients,
+        Audience, FromClient, FromServer, Hoard, HoardClientPlugin, HoardConnection, HoardEvent, HoardLogPlugin,
+        HoardServer, HoardServerPlugin, IntentId, IntentOutcomes, StartError, ToClients, ZoneRequest, ZoneTransients,
     };
     #[cfg(feature = "bevy")]
     pub use crate::client::Replicated;

@@ -162,6 +162,26 @@ pub struct HoardClientPlugin {
 
 type MessageAdder = Arc<dyn Fn(&mut App) + Send + Sync>;
 
+/// Where the client's connection stands: a resource present from the moment
+/// the plugin is added (unlike [`Hoard`], which exists once connected), so a
+/// game's systems can show "connecting…" or why it failed.
+#[derive(Resource, Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HoardConnection {
+    /// Connecting (and, if asked, entering the first zone).
+    Connecting,
+    /// Connected and signed in as `perspective`.
+    Connected {
+        /// The player the server knows this client as.
+        perspective: String,
+    },
+    /// The connection could not be made, or ended; `reason` says why.
+    Failed {
+        /// Why.
+        reason: String,
+    },
+}
+
 /// A message of the game's server to this player, as a Bevy message: read
 /// it with `MessageReader<FromServer<M>>` in `Update`. Register its type
 /// with [`HoardClientPlugin::server_message`] under the name the server
@@ -257,6 +277,7 @@ impl Plugin for HoardClientPlugin {
                 runtime,
                 task: Some(task),
             })
+            .insert_resource(HoardConnection::Connecting)
             .configure_sets(PreUpdate, HoardClientSet)
             .add_systems(PreUpdate, (connect, requests, apply).chain().in_set(HoardClientSet));
         for add in &self.adders {
@@ -283,6 +304,9 @@ fn connect(world: &mut World) {
     match result {
         Ok((client, first_entry)) => {
             tracing::info!(perspective = client.perspective(), "connected");
+            world.insert_resource(HoardConnection::Connected {
+                perspective: client.perspective().to_owned(),
+            });
             let event = HoardEvent::Connected {
                 perspective: client.perspective().to_owned(),
                 zones: client.zones().to_vec(),
@@ -340,6 +364,7 @@ fn connect(world: &mut World) {
         }
         Err(e) => {
             tracing::error!(error = %e, "could not connect");
+            world.insert_resource(HoardConnection::Failed { reason: e.to_string() });
             world.write_message(HoardEvent::Failed(e));
         }
     }
@@ -393,6 +418,9 @@ fn apply(world: &mut World) {
         world.write_message(HoardEvent::Failed(e));
     }
     for event in events {
+        if let ClientEvent::Disconnected { reason } = &event {
+            world.insert_resource(HoardConnection::Failed { reason: reason.clone() });
+        }
         world.write_message(HoardEvent::Client(event));
     }
 }

@@ -12,7 +12,7 @@ pub mod log;
 pub mod materialise;
 pub mod server;
 
-pub use client::{FromServer, Hoard, HoardClientPlugin, HoardClientSet, HoardEvent, ZoneRequest};
+pub use client::{FromServer, Hoard, HoardClientPlugin, HoardClientSet, HoardConnection, HoardEvent, ZoneRequest};
 pub use log::HoardLogPlugin;
 pub use materialise::{Materialiser, Replicated};
 pub use server::{

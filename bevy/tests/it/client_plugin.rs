@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bevy_app::prelude::*;
 use bevy_ecs::prelude::*;
 use hoard_bevy::Replicated;
-use hoard_bevy::{Hoard, HoardClientPlugin, HoardEvent, HoardServer, HoardServerPlugin, ZoneRequest};
+use hoard_bevy::{Hoard, HoardClientPlugin, HoardConnection, HoardEvent, HoardServer, HoardServerPlugin, ZoneRequest};
 use hoard_engine::store::{ShardSpec, WorldStore};
 use hoard_engine::{RedbStore, ShardId, ZoneId};
 use hoard_net::quic::client::{ClientEvent, ClientOptions};
@@ -90,6 +90,11 @@ fn a_client_app_enters_sees_entities_before_ready_and_sends_intents() {
         .add_systems(Startup, enter_meadow)
         .add_systems(Update, watch);
 
+    // The connection's state is there from the start.
+    assert_eq!(
+        client.world().get_resource::<HoardConnection>(),
+        Some(&HoardConnection::Connecting)
+    );
     let deadline = Instant::now() + Duration::from_secs(20);
     let frames = |server: &mut App, client: &mut App, done: &dyn Fn(&Seen) -> bool| {
         while !done(client.world().resource::<Seen>()) {
@@ -100,6 +105,12 @@ fn a_client_app_enters_sees_entities_before_ready_and_sends_intents() {
         }
     };
     frames(&mut server, &mut client, &|s| s.crates_at_ready.is_some());
+    assert_eq!(
+        client.world().get_resource::<HoardConnection>(),
+        Some(&HoardConnection::Connected {
+            perspective: "ann".into()
+        })
+    );
     assert_eq!(
         client.world().resource::<Seen>().crates_at_ready,
         Some(10),
