@@ -95,6 +95,20 @@ impl Hoard {
         Ok(seq)
     }
 
+    /// Queues an intent of a type registered in the client's registry
+    /// (`PublishRegistry::builder().intent::<I>(name, version)`), under its
+    /// registered name: no name repeated at the call site. Answered as
+    /// [`Hoard::send_intent`]'s are.
+    pub fn send<I: Serialize + 'static>(&self, intent: &I) -> Result<u32, ClientError> {
+        let Some(kind) = self.client.registry().intent_name::<I>().map(str::to_owned) else {
+            return Err(ClientError::Lost(format!(
+                "intent type {} is not in the client's registry: register it with .intent::<I>(name, version)",
+                std::any::type_name::<I>()
+            )));
+        };
+        self.send_intent(&kind, intent)
+    }
+
     /// Closes the connection and waits (at most half a second) until the
     /// server has been told, so its session ends at once rather than after
     /// its idle timeout. Call it from outside an async runtime (a game's

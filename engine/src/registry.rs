@@ -184,13 +184,24 @@ pub struct PublishRegistry {
 struct Inner {
     /// Sorted by name; the slot index is the position here.
     entries: Vec<Entry>,
+    /// Sorted by name.
+    intents: Vec<IntentEntry>,
     hash: RegistryHash,
+}
+
+/// One registered intent type: what a client may ask the server to do.
+struct IntentEntry {
+    name: String,
+    version: u32,
+    type_id: TypeId,
+    type_name: &'static str,
 }
 
 /// Collects registrations; see [`PublishRegistry::builder`].
 #[derive(Default)]
 pub struct RegistryBuilder {
     entries: Vec<Entry>,
+    intents: Vec<IntentEntry>,
 }
 
 impl RegistryBuilder {
@@ -267,9 +278,51 @@ impl RegistryBuilder {
         self
     }
 
-    /// Finishes the registry and computes its hash.
+    /// Registers intent type `I` under a stable `name` with a schema
+    /// `version`, as part of the agreement between client and server: the
+    /// registry hash covers it, so a client of another intent schema is told
+    /// at `Hello` (error 3, naming both hashes) rather than refused action
+    /// by action. A client sends it by type (`Hoard::send(&intent)`); the
+    /// server accepts it with `HoardServerPlugin::intent::<I>(name)`.
+    ///
+    /// # Panics
+    ///
+    /// On a name breaking the naming rules, or a name or type registered
+    /// twice as an intent.
+    #[must_use]
+    pub fn intent<I: Serialize + DeserializeOwned + 'static>(mut self, name: &str, version: u32) -> Self {
+        if let Err(e) = validate_name(name) {
+            panic!("hoard: cannot register intent {}: {e}", type_name::<I>());
+        }
+        if let Some(dup) = self
+            .intents
+            .iter()
+            .find(|e| e.name == name || e.type_id == TypeId::of::<I>())
+        {
+            panic!(
+                "hoard: intent {} registered as {name:?}, but {} is already registered as {:?}",
+                type_name::<I>(),
+                dup.type_name,
+                dup.name
+            );
+        }
+        self.intents.push(IntentEntry {
+            name: name.to_owned(),
+            version,
+            type_id: TypeId::of::<I>(),
+            type_name: type_name::<I>(),
+        });
+        self
+    }
+
+    /// Finishes the registry and computes its hash: BLAKE3 of
+    /// `"hoard-registry-v1"`, then per component in name order
+    /// `u32le(len(name)) ‖ name ‖ u32le(version)`, then per intent in name
+    /// order the same over `"intent:" ‖ name` (docs/PROTOCOL.md; a registry
+    /// without intents hashes as before intents existed).
     pub fn build(mut self) -> PublishRegistry {
         self.entries.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
+        self.intents.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
         let mut hasher = blake3::Hasher::new();
         hasher.update(b"hoard-registry-v1");
         for entry in &self.entries {
@@ -277,10 +330,17 @@ impl RegistryBuilder {
             hasher.update(entry.name.as_bytes());
             hasher.update(&entry.version.to_le_bytes());
         }
+        for intent in &self.intents {
+            let name = format!("intent:{}", intent.name);
+            hasher.update(&(name.len() as u32).to_le_bytes());
+            hasher.update(name.as_bytes());
+            hasher.update(&intent.version.to_le_bytes());
+        }
         let hash = RegistryHash(*hasher.finalize().as_bytes());
         PublishRegistry {
             inner: Arc::new(Inner {
                 entries: self.entries,
+                intents: self.intents,
                 hash,
             }),
         }
@@ -301,6 +361,20 @@ impl PublishRegistry {
     /// `(name, schema version)` of every published component, sorted by name.
     pub fn components(&self) -> impl Iterator<Item = (&str, u32)> {
         self.inner.entries.iter().map(|e| (e.name.as_str(), e.version))
+    }
+
+    /// `(name, schema version)` of every registered intent, sorted by name.
+    pub fn intents(&self) -> impl Iterator<Item = (&str, u32)> {
+        self.inner.intents.iter().map(|e| (e.name.as_str(), e.version))
+    }
+
+    /// The name intent type `I` is registered under, if it is.
+    pub fn intent_name<I: 'static>(&self) -> Option<&str> {
+        self.inner
+            .intents
+            .iter()
+            .find(|e| e.type_id == TypeId::of::<I>())
+            .map(|e| e.name.as_str())
     }
 
     pub(crate) fn entries(&self) -> &[Entry] {
@@ -429,6 +503,30 @@ pub enum ObjectDecodeError {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn intents_are_part_of_the_registry_hash_and_known_by_type() {
+        #[derive(serde::Serialize, serde::Deserialize)]
+        struct Light {
+            lamp: u64,
+        }
+        let components = PublishRegistry::builder().build();
+        let with_intent = PublishRegistry::builder().intent::<Light>("light", 1).build();
+        let bumped = PublishRegistry::builder().intent::<Light>("light", 2).build();
+        assert_ne!(components.hash(), with_intent.hash(), "an intent changes the hash");
+        assert_ne!(with_intent.hash(), bumped.hash(), "so does its version");
+        // The documented bytes: the empty registry's prefix, then the intent.
+        let mut expected = blake3::Hasher::new();
+        expected.update(b"hoard-registry-v1");
+        expected.update(&12u32.to_le_bytes());
+        expected.update(b"intent:light");
+        expected.update(&1u32.to_le_bytes());
+        assert_eq!(with_intent.hash().0, *expected.finalize().as_bytes());
+        assert_eq!(with_intent.intent_name::<Light>(), Some("light"));
+        assert_eq!(components.intent_name::<Light>(), None);
+        assert_eq!(with_intent.intents().collect::<Vec<_>>(), vec![("light", 1)]);
+        let _ = Light { lamp: 1 }.lamp;
+    }
     use super::*;
     use serde::Deserialize;
 
@@ -514,6 +612,17 @@ mod tests {
         assert_eq!(
             two.hash().to_string(),
             "3d209bb8aee0fd6658ea562a2748d5201f35b92990631457f5f050da676a2c36"
+        );
+        #[derive(Serialize, serde::Deserialize)]
+        struct Light;
+        let with_intent = PublishRegistry::builder()
+            .publish::<Item>("item", 2)
+            .intent::<Light>("light", 1)
+            .publish::<House>("house", 1)
+            .build();
+        assert_eq!(
+            with_intent.hash().to_string(),
+            "2729be52ef3a67edd0f77f1bfa86c59e7a87e738eaa40b73fb491dfcfeac8372"
         );
     }
 }

@@ -22,7 +22,10 @@ pub(crate) struct AddStones {
 }
 
 pub(crate) fn registry() -> PublishRegistry {
-    PublishRegistry::builder().publish::<Crate>("crate", 1).build()
+    PublishRegistry::builder()
+        .publish::<Crate>("crate", 1)
+        .intent::<AddStones>("add_stones", 1)
+        .build()
 }
 
 /// A new world: the meadow's four shards and 40 empty crates (run only on

@@ -48,9 +48,10 @@ fn a_change_one_player_makes_is_seen_by_another() {
     let mut bob = client(&server, bob_cache.path(), "bob");
     run_until(&mut server, &mut [&mut ann, &mut bob], |w| ready(w).is_some());
     run_until(&mut server, &mut [&mut bob, &mut ann], |w| ready(w).is_some());
+    // Sent by type: the registry knows its name.
     ann.world()
         .resource::<Hoard>()
-        .send_intent("add_stones", &AddStones { object: 7, stones: 3 })
+        .send(&AddStones { object: 7, stones: 3 })
         .expect("queued");
     // Each client's App takes in what arrived at its own frames: both see it.
     run_until(&mut server, &mut [&mut bob, &mut ann], |w| stones_of(w, 7) == Some(3));
@@ -375,5 +376,29 @@ fn a_schema_change_refetches_only_the_shards_holding_the_changed_component() {
         signs,
         vec![("inn".to_owned(), false)],
         "the sign arrives at its new schema"
+    );
+}
+
+#[test]
+fn a_client_of_another_intent_schema_is_told_at_hello_what_to_update() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let cache = tempfile::tempdir().expect("tempdir");
+    let mut server = server(data.path());
+    // An older client: the same components, its intent at version 0.
+    let older = PublishRegistry::builder()
+        .publish::<Crate>("crate", 1)
+        .intent::<AddStones>("add_stones", 0)
+        .build();
+    let mut ann = super::apps::client_of(&server, cache.path(), "ann", older);
+    run_until(&mut server, &mut [&mut ann], |w| {
+        matches!(w.resource::<HoardConnection>(), HoardConnection::Failed { .. })
+    });
+    let HoardConnection::Failed { reason } = ann.world().resource::<HoardConnection>().clone() else {
+        unreachable!("matched above")
+    };
+    assert!(reason.contains("registry"), "{reason}");
+    assert!(
+        reason.contains(&super::apps::registry().hash().to_string()),
+        "names the registry the server expects: {reason}"
     );
 }

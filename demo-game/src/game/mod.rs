@@ -115,6 +115,8 @@ pub(crate) fn registry() -> PublishRegistry {
         .publish::<TerrainRow>("terrain", 2)
         .publish::<House>("house", 1)
         .publish::<Item>("item", 1)
+        .intent::<rules::Action>(rules::ACTION, 1)
+        .intent::<chat::Say>(chat::SAY, 1)
         .build()
 }
 
@@ -180,7 +182,7 @@ mod tests {
         use super::rules::Action;
         assert_eq!(
             registry().hash().to_string(),
-            "55cdab920a8e0e8aa6e0cc6b64ab0cf517fadd5bc014ab95b2109225da5bad41"
+            "c715021f49e6d261e3f3fd6cd986aea18b53008ca8f0232d9015cf5b59a163a4"
         );
         let moved = rmp_serde::to_vec(&Action::Move { zone: 2, x: 50, y: 50 }).expect("encode");
         assert_eq!(hex(&moved), "81a44d6f766593023232");
