@@ -135,6 +135,47 @@ pub fn idle_until(app: &mut App, deadline: std::time::Instant) -> Result<(), Str
     })
 }
 
+/// The App runner a server App gets from [`HoardServerPlugin`]: runs a
+/// frame every `1 / tick_hz` s, and between frames publishes each commit as
+/// soon as it is durable ([`idle_until`]); when the App exits (a game
+/// system writes `AppExit`), or the server fails, stops it cleanly
+/// ([`shutdown`]: what is pending is committed) and returns. So a server
+/// game ends its `main` with `app.run()`.
+pub fn runner(tick_hz: u32) -> impl FnOnce(App) -> AppExit + 'static {
+    move |mut app: App| {
+        if app.plugins_state() != bevy_app::PluginsState::Cleaned {
+            while app.plugins_state() == bevy_app::PluginsState::Adding {
+                std::thread::yield_now();
+            }
+            app.finish();
+            app.cleanup();
+        }
+        let tick = std::time::Duration::from_secs_f64(1.0 / f64::from(tick_hz.max(1)));
+        let mut next = std::time::Instant::now();
+        loop {
+            app.update();
+            if let Some(exit) = app.should_exit() {
+                if let Some(reason) = app.world().get_resource::<HoardServer>().and_then(HoardServer::failure) {
+                    tracing::error!(%reason, "the server failed");
+                }
+                shutdown(&mut app);
+                return exit;
+            }
+            next += tick;
+            let now = std::time::Instant::now();
+            if next > now {
+                if let Err(reason) = idle_until(&mut app, next) {
+                    tracing::error!(%reason, "the server stops");
+                    shutdown(&mut app);
+                    return AppExit::error();
+                }
+            } else {
+                next = now;
+            }
+        }
+    }
+}
+
 /// Stops the server of `app` cleanly: what is pending is committed, every
 /// connection is closed, and the endpoint is drained.
 pub fn shutdown(app: &mut App) {
@@ -191,7 +232,9 @@ type IntentAdder = Arc<dyn Fn(&mut App) + Send + Sync>;
 /// system runs. A new world is made by the [`HoardServerPlugin::seed`]
 /// hook, which runs only on a store that holds no world yet; a game system
 /// that spawns an object whose id is already published is refused (logged
-/// as an error naming the id; the stored object is kept).
+/// as an error naming the id; the stored object is kept). The plugin sets
+/// the App's runner ([`runner`]): `app.run()` serves at the tick rate until
+/// a system writes `AppExit`, and returns once what is pending is durable.
 ///
 /// Building the plugin migrates stored objects to the registry's schema
 /// versions (`hoard_engine::schema::prepare`) and binds the server; it
@@ -392,6 +435,8 @@ struct Started {
     /// Whether the plugin loads the stored world into the App (the game
     /// gave no publisher of its own loading).
     load: bool,
+    /// Frames a second, for `app.run()`.
+    tick_hz: u32,
     store: Arc<dyn WorldStore>,
     world_url: hoard_engine::HoardUrl,
 }
@@ -484,6 +529,7 @@ impl HoardServerPlugin {
                 link,
                 publisher,
                 load,
+                tick_hz: self.options.tick_hz,
                 store: self.store.clone(),
             })),
             adders: self.adders,
@@ -527,9 +573,13 @@ impl Plugin for StartedServerPlugin {
             mut link,
             mut publisher,
             load,
+            tick_hz,
             store,
             world_url,
         } = started;
+        // `app.run()` runs the server at its tick rate (a game that calls
+        // `update` itself is unaffected; a runner set later wins).
+        app.set_runner(runner(tick_hz));
         // The stored world is the truth: it is in the App before any game
         // system runs, so a game's systems change it rather than write
         // fresh objects over it.

@@ -402,3 +402,37 @@ fn a_client_of_another_intent_schema_is_told_at_hello_what_to_update() {
         "names the registry the server expects: {reason}"
     );
 }
+
+/// Counts frames; adds a stone to crate 5 in each, and ends the App after 10.
+fn ten_frames(
+    mut frames: bevy_ecs::prelude::Local<u32>,
+    mut crates: bevy_ecs::prelude::Query<(&Published, &mut Crate)>,
+    mut exit: bevy_ecs::prelude::MessageWriter<bevy_app::AppExit>,
+) {
+    *frames += 1;
+    for (p, mut c) in &mut crates {
+        if p.object.0 == 5 {
+            c.stones += 1;
+        }
+    }
+    if *frames == 10 {
+        exit.write(bevy_app::AppExit::Success);
+    }
+}
+
+#[test]
+fn a_server_app_runs_with_app_run_and_its_last_changes_are_durable_when_it_returns() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut app = server(data.path());
+    app.add_systems(bevy_app::Update, ten_frames);
+    let exit = app.run();
+    assert_eq!(exit, bevy_app::AppExit::Success);
+    drop(app);
+    // The store holds every frame's stone.
+    let store = RedbStore::open_dir(data.path()).expect("store");
+    let snapshot = store.snapshot(ShardId(1)).expect("shard 1");
+    let five = snapshot.objects.iter().find(|o| o.id == ObjectId(5)).expect("crate 5");
+    let (_, bytes) = five.state.components().expect("components")[0];
+    let stored: Crate = hoard::engine::registry::decode_old(bytes).expect("a crate");
+    assert_eq!(stored.stones, 10, "every frame's change is durable once run returns");
+}
