@@ -123,14 +123,9 @@ impl IncomingIntents {
 
     /// The intents named `kind`, decoded as `T`, with their senders.
     pub fn read<T: DeserializeOwned>(&self, kind: &str) -> Vec<(String, T)> {
-        self.0
-            .iter()
-            .filter(|i| i.kind == kind)
-            .filter_map(|i| {
-                rmp_serde::from_slice(&i.payload)
-                    .ok()
-                    .map(|t| (i.perspective.clone(), t))
-            })
+        self.read_with_ids(kind)
+            .into_iter()
+            .map(|(_, perspective, t)| (perspective, t))
             .collect()
     }
 }

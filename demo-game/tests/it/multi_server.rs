@@ -485,14 +485,17 @@ fn offline_world_tools_refuse_to_write_a_world_its_servers_are_serving() {
         .expect("export");
     assert!(export.status.success(), "{}", String::from_utf8_lossy(&export.stderr));
     // Writing is refused, naming who serves what.
-    let import = demo()
-        .args(["world", "import", "--world"])
-        .arg(data.path().join("world-files"))
-        .args(store_args)
-        .output()
-        .expect("import");
-    assert!(!import.status.success());
-    let err = String::from_utf8_lossy(&import.stderr);
+    let import = || {
+        demo()
+            .args(["world", "import", "--world"])
+            .arg(data.path().join("world-files"))
+            .args(store_args)
+            .output()
+            .expect("import")
+    };
+    let refused = import();
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
     assert!(err.contains("zone meadow is leased to alpha"), "{err}");
     // Stopped cleanly — by Ctrl-C (SIGINT), then, started again, by the
     // SIGTERM of systemd, docker or Kubernetes — alpha gives its leases back
@@ -510,13 +513,8 @@ fn offline_world_tools_refuse_to_write_a_world_its_servers_are_serving() {
         assert!(interrupted.success());
         let status = alpha.0.wait().expect("alpha stops");
         assert!(status.success(), "{signal}: a clean stop: {status}");
-        let import = demo()
-            .args(["world", "import", "--world"])
-            .arg(data.path().join("world-files"))
-            .args(store_args)
-            .output()
-            .expect("import");
-        let err = String::from_utf8_lossy(&import.stderr);
+        let again = import();
+        let err = String::from_utf8_lossy(&again.stderr);
         assert!(
             !err.contains("leased to"),
             "{signal}: the leases were given back: {err}"
