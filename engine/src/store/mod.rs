@@ -338,6 +338,40 @@ fn verify_shard(store: &dyn WorldStore, shard: ShardId) -> Result<Vec<ShardDamag
             problem: format!("stored digest {} but objects give {}", snapshot.head.digest, digest),
         });
     }
+    // The indexes changes are read from (versions, tombstones) agree with
+    // the objects: every live object changed since the horizon is listed at
+    // its version, and no tombstone names a live object.
+    let horizon = snapshot.head.horizon;
+    if let ChangesSince::Changes {
+        upserts, tombstones, ..
+    } = store.changes_since(shard, horizon)?
+    {
+        let indexed: std::collections::BTreeSet<(ObjectId, Seq)> = upserts.iter().map(|o| (o.id, o.version)).collect();
+        let live: std::collections::BTreeSet<(ObjectId, Seq)> = snapshot
+            .objects
+            .iter()
+            .filter(|o| o.version > horizon)
+            .map(|o| (o.id, o.version))
+            .collect();
+        if indexed != live {
+            damage.push(ShardDamage {
+                shard,
+                problem: format!(
+                    "the version index lists {} objects changed since seq {}, the shard holds {}",
+                    indexed.len(),
+                    horizon.0,
+                    live.len()
+                ),
+            });
+        }
+        let ids: std::collections::BTreeSet<ObjectId> = snapshot.objects.iter().map(|o| o.id).collect();
+        if let Some(t) = tombstones.iter().find(|t| ids.contains(&t.id)) {
+            damage.push(ShardDamage {
+                shard,
+                problem: format!("a tombstone at seq {} names object {}, which is live", t.seq.0, t.id),
+            });
+        }
+    }
     Ok(damage)
 }
 

@@ -135,6 +135,29 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "storage engine failed on damaged data".to_owned())
 }
 
+/// Closes a database handle. After the storage engine panicked on damaged
+/// data (a panic the store caught), closing it can panic again (a lock it
+/// left poisoned): that is caught too, and the handle's memory let go as far
+/// as it can be, rather than a refusal of a damaged store ending in a crash.
+fn close_quietly(handle: Handle, path: &Path) {
+    if super::quiet_panic::catch(move || drop(handle)).is_err() {
+        tracing::warn!(path = %path.display(), "the damaged store could not be closed cleanly");
+    }
+}
+
+impl Drop for RedbStore {
+    fn drop(&mut self) {
+        let handle = self
+            .db
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(handle) = handle {
+            close_quietly(handle, &self.path);
+        }
+    }
+}
+
 impl std::fmt::Debug for RedbStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedbStore").field("path", &self.path).finish()
@@ -1095,7 +1118,9 @@ impl WorldStore for RedbStore {
         // file is opened again.
         let old = guard.take();
         let was_view = old.as_ref().is_some_and(|h| h.view);
-        drop(old);
+        if let Some(old) = old {
+            close_quietly(old, &self.path);
+        }
         match open_database(&self.path, &self.source) {
             Ok(db) => {
                 *guard = Some(Handle { db, view: false });
