@@ -94,6 +94,167 @@
 //! seq each answer was built from, and only changes the server has made
 //! durable are ever sent.
 //!
+//! # Recipes
+//!
+//! Each is compiled with the tests; those that need no server run too.
+//!
+//! **A registry**: published components and the intents players may send,
+//! each under a stable name and a schema version; both ends must agree on
+//! its hash.
+//!
+//! ```
+//! # use bevy_ecs::prelude::*;
+//! # use hoard::prelude::*;
+//! # use serde::{Deserialize, Serialize};
+//! #[derive(Component, Serialize, Deserialize)]
+//! struct Lamp { lit: bool }
+//! #[derive(Serialize, Deserialize)]
+//! struct Light { lamp: u64 }
+//!
+//! let registry = PublishRegistry::builder().publish::<Lamp>("lamp", 1).intent::<Light>("light", 1).build();
+//! assert_eq!(registry.intent_name::<Light>(), Some("light"));
+//! assert_ne!(registry.hash(), PublishRegistry::builder().publish::<Lamp>("lamp", 2).build().hash());
+//! ```
+//!
+//! **A schema change**: the stored objects are migrated on start; a
+//! returning player re-fetches only the shards holding them.
+//!
+//! ```
+//! # use bevy_ecs::prelude::*;
+//! # use hoard::prelude::*;
+//! # use serde::{Deserialize, Serialize};
+//! #[derive(Serialize, Deserialize)]
+//! struct LampV1 { on: bool }
+//! #[derive(Component, Serialize, Deserialize)]
+//! struct Lamp { lit: bool, colour: u8 }
+//!
+//! let registry = PublishRegistry::builder()
+//!     .publish::<Lamp>("lamp", 2)
+//!     .migrate::<Lamp>(1, |bytes| {
+//!         let old: LampV1 = hoard::engine::registry::decode_old(bytes)?;
+//!         Ok(Lamp { lit: old.on, colour: 0 })
+//!     })
+//!     .build();
+//! assert_eq!(registry.components().collect::<Vec<_>>(), vec![("lamp", 2)]);
+//! ```
+//!
+//! **Object ids from the store**: reserved in blocks, never given twice,
+//! also after a crash; the server plugin hands them to objects spawned
+//! with [`NewObject`](prelude::NewObject).
+//!
+//! ```
+//! # use hoard::prelude::*;
+//! let store = MemoryStore::new();
+//! let first = store.reserve_object_ids(100, 0)?;
+//! let next = store.reserve_object_ids(100, 0)?;
+//! assert!(first.end <= next.start);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! **Verifying a store** (what a server does before it serves):
+//!
+//! ```
+//! # use hoard::prelude::*;
+//! let store = MemoryStore::new();
+//! store.create_zone(&ZoneId::new("meadow")?, &[ShardSpec::shared(ShardId(1))])?;
+//! assert!(hoard::engine::store::verify(&store)?.is_empty());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! **Naming an object** anywhere (across sessions and relays):
+//!
+//! ```
+//! # use hoard::prelude::*;
+//! let url: HoardUrl = "hoard://127.0.0.1:7000/world/meadow/3/42".parse()?;
+//! assert_eq!(url.object, Some(ObjectId(42)));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! **Client options**: built, then pinned to the server's identity.
+//!
+//! ```
+//! # use hoard::prelude::*;
+//! let identity = ServerIdentity([7; 32]);
+//! let options = ClientOptions::new("127.0.0.1:7000".parse()?, "cache".into(), "token".into()).with_pin(identity);
+//! assert_eq!(options.pin, Some(identity));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! **A new world, made once** (every later start loads the stored one):
+//!
+//! ```no_run
+//! # use std::sync::Arc;
+//! # use bevy_ecs::prelude::*;
+//! # use hoard::prelude::*;
+//! # #[derive(Component, serde::Serialize, serde::Deserialize)] struct Lamp { lit: bool }
+//! # fn registry() -> PublishRegistry { PublishRegistry::builder().publish::<Lamp>("lamp", 1).build() }
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let (options, store) = (ServerOptions::new("127.0.0.1:0".parse()?, "data".into()), Arc::new(RedbStore::open_dir("data".as_ref())?));
+//! let plugin = HoardServerPlugin::new(options, store, registry()).seed(|world, store| {
+//!     let meadow = ZoneId::new("meadow").map_err(|e| e.to_string())?;
+//!     if !store.zones().map_err(|e| e.to_string())?.contains(&meadow) {
+//!         store.create_zone(&meadow, &[ShardSpec::shared(ShardId(0))]).map_err(|e| e.to_string())?;
+//!     }
+//!     world.spawn((NewObject::in_shard(ShardId(0)), Lamp { lit: false }));
+//!     Ok(())
+//! });
+//! let started = plugin.start()?; // a port in use or damaged keys: an error, not a panic
+//! # let _ = started; Ok(()) }
+//! ```
+//!
+//! **Answering players**: apply an intent, or refuse it with the game's own
+//! code (1000 and up) and reason; or hold it back and complete it later
+//! (it is confirmed only once applied and durable).
+//!
+//! ```
+//! # use bevy_ecs::prelude::*;
+//! # use hoard::prelude::*;
+//! # #[derive(serde::Serialize, serde::Deserialize)] struct Light { lamp: u64 }
+//! fn light(mut asked: MessageReader<FromClient<Light>>, mut outcomes: ResMut<IntentOutcomes>) {
+//!     for FromClient { intent, id, .. } in asked.read() {
+//!         if intent.lamp > 2 {
+//!             outcomes.refuse(*id, 1000, format!("there is no lamp {}", intent.lamp));
+//!         }
+//!     }
+//! }
+//! # let _ = light;
+//! ```
+//!
+//! **Telling players**: a message to one player, a zone's players or
+//! everyone, after the frame's changes are durable.
+//!
+//! ```
+//! # use bevy_ecs::prelude::*;
+//! # use hoard::prelude::*;
+//! # #[derive(Clone, serde::Serialize, serde::Deserialize)] struct Notice { text: String }
+//! fn announce(mut tell: MessageWriter<ToClients<Notice>>) {
+//!     tell.write(ToClients { to: Audience::All, message: Notice { text: "the market opens".into() } });
+//! }
+//! # let _ = announce;
+//! ```
+//!
+//! **Where the connection stands**, from the first frame:
+//!
+//! ```
+//! # use bevy_ecs::prelude::*;
+//! # use hoard::prelude::*;
+//! fn status(connection: Res<HoardConnection>) {
+//!     if let HoardConnection::Failed { reason } = &*connection {
+//!         eprintln!("cannot reach the world: {reason}");
+//!     }
+//! }
+//! # let _ = status;
+//! ```
+//!
+//! **Logs** on stderr for a game without a `tracing` subscriber of its own
+//! (`RUST_LOG` filters them):
+//!
+//! ```
+//! # use bevy_app::App;
+//! # use hoard::prelude::*;
+//! App::new().add_plugins(HoardLogPlugin { default_filter: "warn".into() });
+//! ```
+//!
 //! # Logs
 //!
 //! hoard logs through `tracing`; a game without a subscriber of its own adds
@@ -154,6 +315,7 @@ pub mod prelude {
     pub use crate::client::Replicated;
     pub use crate::client::{ClientError, ClientEvent, ClientOptions, EntryStats, HoardClient};
     pub use crate::server::{Game, IncomingIntents, IntentRegistry, ServerHandle, ServerOptions};
+    pub use hoard_engine::ServerIdentity;
     pub use hoard_engine::prelude::*;
 }
 
