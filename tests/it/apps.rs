@@ -161,6 +161,19 @@ pub(crate) fn client(server: &App, cache: &Path, player: &str) -> App {
     client_of(server, cache, player, registry())
 }
 
+/// A client App of `player` whose entry of the meadow is done (the server
+/// and the client stepped until it is ready).
+pub(crate) fn entered(server: &mut App, cache: &Path, player: &str) -> App {
+    entered_with(server, cache, player, registry())
+}
+
+/// [`entered`], with another registry (another build of the game).
+pub(crate) fn entered_with(server: &mut App, cache: &Path, player: &str, registry: PublishRegistry) -> App {
+    let mut client = client_of(server, cache, player, registry);
+    run_until(server, &mut [&mut client], |w| ready(w).is_some());
+    client
+}
+
 /// The same, with another registry (another build of the game).
 pub(crate) fn client_of(server: &App, cache: &Path, player: &str, registry: PublishRegistry) -> App {
     let handle = &server.world().resource::<HoardServer>().handle;

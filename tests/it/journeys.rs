@@ -4,15 +4,14 @@
 
 use hoard::prelude::*;
 
-use super::apps::{AddStones, Crate, client, meadow, ready, run_until, server, stones_of};
+use super::apps::{AddStones, Crate, client, entered, meadow, ready, run_until, server, stones_of};
 
 #[test]
 fn cold_entry_then_a_warm_reentry_from_the_cache() {
     let data = tempfile::tempdir().expect("tempdir");
     let cache = tempfile::tempdir().expect("tempdir");
     let mut server = server(data.path());
-    let mut first = client(&server, cache.path(), "ann");
-    run_until(&mut server, &mut [&mut first], |w| ready(w).is_some());
+    let mut first = entered(&mut server, cache.path(), "ann");
     let cold = ready(first.world()).expect("ready");
     assert_eq!(
         (cold.objects, cold.shards_snapshot),
@@ -23,8 +22,7 @@ fn cold_entry_then_a_warm_reentry_from_the_cache() {
     assert_eq!(crates, 40, "the objects are entities");
     drop(first); // without close: the cache is released
 
-    let mut again = client(&server, cache.path(), "ann");
-    run_until(&mut server, &mut [&mut again], |w| ready(w).is_some());
+    let again = entered(&mut server, cache.path(), "ann");
     let warm = ready(again.world()).expect("ready");
     assert_eq!(
         (warm.objects, warm.shards_fresh),
@@ -63,8 +61,7 @@ fn an_intent_the_server_does_not_know_is_rejected_by_seq() {
     let data = tempfile::tempdir().expect("tempdir");
     let cache = tempfile::tempdir().expect("tempdir");
     let mut server = server(data.path());
-    let mut ann = client(&server, cache.path(), "ann");
-    run_until(&mut server, &mut [&mut ann], |w| ready(w).is_some());
+    let mut ann = entered(&mut server, cache.path(), "ann");
     let seq = ann
         .world()
         .resource::<Hoard>()
@@ -131,8 +128,7 @@ fn a_world_stored_by_an_older_schema_is_migrated_and_served() {
     server.add_plugins(HoardServerPlugin::new(options, store, v2.clone()).with_publisher(publisher));
     server.update();
     // A client of this build (an older one is refused: its registry differs).
-    let mut ann = super::apps::client_of(&server, cache.path(), "ann", v2);
-    run_until(&mut server, &mut [&mut ann], |w| ready(w).is_some());
+    let mut ann = super::apps::entered_with(&mut server, cache.path(), "ann", v2);
     assert_eq!(
         stones_of(ann.world_mut(), 5),
         Some(9),
@@ -146,8 +142,7 @@ fn a_restarted_server_keeps_what_its_players_changed() {
     let cache = tempfile::tempdir().expect("tempdir");
     {
         let mut server = server(data.path());
-        let mut ann = client(&server, cache.path(), "ann");
-        run_until(&mut server, &mut [&mut ann], |w| ready(w).is_some());
+        let mut ann = entered(&mut server, cache.path(), "ann");
         ann.world()
             .resource::<Hoard>()
             .send_intent("add_stones", &AddStones { object: 7, stones: 5 })
@@ -169,8 +164,7 @@ fn a_restarted_server_keeps_what_its_players_changed() {
     assert_eq!(stored.len(), 40, "every stored crate loaded, none twice");
     assert_eq!(stored.get(&7), Some(&5), "the change survived the restart");
     let fresh_cache = tempfile::tempdir().expect("tempdir");
-    let mut bob = client(&server, fresh_cache.path(), "bob");
-    run_until(&mut server, &mut [&mut bob], |w| ready(w).is_some());
+    let mut bob = entered(&mut server, fresh_cache.path(), "bob");
     assert_eq!(
         stones_of(bob.world_mut(), 7),
         Some(5),
@@ -231,8 +225,7 @@ fn the_game_refuses_an_intent_with_its_reason_and_confirms_a_deferred_one_once_a
     let data = tempfile::tempdir().expect("tempdir");
     let cache = tempfile::tempdir().expect("tempdir");
     let mut server = server(data.path());
-    let mut ann = client(&server, cache.path(), "ann");
-    run_until(&mut server, &mut [&mut ann], |w| ready(w).is_some());
+    let mut ann = entered(&mut server, cache.path(), "ann");
     let hoard = |app: &bevy_app::App| app.world().resource::<Hoard>().clone();
     let events = |w: &bevy_ecs::world::World| w.resource::<super::apps::Seen>().events.clone();
     let refused = hoard(&ann)
@@ -341,8 +334,7 @@ fn a_schema_change_refetches_only_the_shards_holding_the_changed_component() {
         .build();
     {
         let mut server = start(v1.clone());
-        let mut ann = super::apps::client_of(&server, cache.path(), "ann", v1);
-        run_until(&mut server, &mut [&mut ann], |w| ready(w).is_some());
+        let ann = super::apps::entered_with(&mut server, cache.path(), "ann", v1);
         assert_eq!(ready(ann.world()).expect("ready").shards_snapshot, 4, "cold");
     }
     // This build: signs at version 2 (migrated on start), crates unchanged.
@@ -358,8 +350,7 @@ fn a_schema_change_refetches_only_the_shards_holding_the_changed_component() {
         })
         .build();
     let mut server = start(v2.clone());
-    let mut ann = super::apps::client_of(&server, cache.path(), "ann", v2);
-    run_until(&mut server, &mut [&mut ann], |w| ready(w).is_some());
+    let mut ann = super::apps::entered_with(&mut server, cache.path(), "ann", v2);
     let warm = ready(ann.world()).expect("ready");
     assert_eq!(
         (warm.shards_fresh, warm.shards_delta, warm.shards_snapshot),
