@@ -1096,29 +1096,6 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// The server slot an answer is being built and sent under.
-enum SlotHeld {
-    /// Its light part (`None` once given up for a bulk slot, or for a
-    /// request that took none).
-    Light(Option<Slot>),
-    /// The rest of it.
-    Bulk {
-        /// Held until the answer is sent.
-        _held: Slot,
-    },
-}
-
-impl SlotHeld {
-    /// Once the light part is sent: the light slot, to give back when the
-    /// bulk slot is held (or `Some(None)` if there was none).
-    fn light_done(&mut self) -> Option<Option<Slot>> {
-        match self {
-            SlotHeld::Light(light) => Some(light.take()),
-            SlotHeld::Bulk { .. } => None,
-        }
-    }
-}
-
 /// Sends one answer on its own stream, building each shard's message on a
 /// blocking thread only when its turn comes, then starts live deltas.
 struct AnswerSender {
@@ -1141,7 +1118,10 @@ impl AnswerSender {
     /// request's light slot), the rest under a bulk slot of this address's
     /// share, waited for only if the answer goes on past them.
     async fn send(self, mut plan: AnswerPlan, light: Option<Slot>) {
-        let mut slot = SlotHeld::Light(light);
+        // The light slot is held until the answer goes on past its light
+        // part; then a bulk slot is held instead, to the end.
+        let mut light = light;
+        let mut bulk: Option<Slot> = None;
         let mut light_part_sent = false;
         let slow = |why: &'static str| {
             self.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
@@ -1158,13 +1138,10 @@ impl AnswerSender {
         };
         loop {
             // Past its light part, an answer goes on under a bulk slot.
-            if light_part_sent
-                && !plan.is_done()
-                && let Some(light_done) = slot.light_done()
-            {
+            if light_part_sent && bulk.is_none() && !plan.is_done() {
                 let ip = self.conn.remote_address().ip();
                 match tokio::time::timeout(self.stall * 2, self.bulk.take(ip)).await {
-                    Ok(bulk) => slot = SlotHeld::Bulk { _held: bulk },
+                    Ok(taken) => bulk = Some(taken),
                     Err(_) => {
                         static BUSY: LogLimit = LogLimit::new();
                         if let Some(left_out) = BUSY.allow() {
@@ -1178,11 +1155,12 @@ impl AnswerSender {
                         return;
                     }
                 }
-                drop(light_done);
+                drop(light.take());
             }
-            let budget = match slot {
-                SlotHeld::Light(_) => LIGHT_ANSWER_BYTES,
-                SlotHeld::Bulk { .. } => ANSWER_BATCH_BYTES,
+            let budget = if bulk.is_some() {
+                ANSWER_BATCH_BYTES
+            } else {
+                LIGHT_ANSWER_BYTES
             };
             // Build the next messages on a blocking thread: several shards at
             // a time up to a byte budget (a warm entry's answers are tiny),
