@@ -99,7 +99,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     options.store_retry_for = Duration::from_secs(60);
     let mut server = App::new();
     server
-        .add_plugins(HoardServerPlugin::new(options, store.clone(), registry()))
+        .add_plugins(HoardServerPlugin::with_registry(options, store.clone(), registry()))
         .add_systems(Startup, |mut commands: Commands| {
             commands.spawn((Published::new(ObjectId(1), ShardId(0)), Counter(0)));
         })

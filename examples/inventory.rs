@@ -71,7 +71,7 @@ fn client(server: &App, dir: &std::path::Path, player: &str) -> Result<App, Box<
     )
     .with_pin(handle.identity);
     let mut app = App::new();
-    app.add_plugins(HoardClientPlugin::new(options, registry()));
+    app.add_plugins(HoardClientPlugin::with_registry(options, registry()));
     app.world_mut()
         .write_message(ZoneRequest::Enter(ZoneId::new("meadow")?));
     Ok(app)
@@ -92,7 +92,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = std::env::temp_dir().join(format!("hoard-inventory-{}", std::process::id()));
     let store = Arc::new(RedbStore::open_dir(&dir.join("server"))?);
     let options = ServerOptions::new("127.0.0.1:0".parse()?, dir.join("server"));
-    let plugin = HoardServerPlugin::new(options, store.clone(), registry())
+    let plugin = HoardServerPlugin::with_registry(options, store.clone(), registry())
         .seed(drop_items)
         .intent::<PickUp>("pick_up")
         .on_join(Arc::new(|player: &str, store: &dyn WorldStore| {

@@ -72,7 +72,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         &HoardUrl::service("localhost", 1, "world"),
     )?;
     let options = ServerOptions::new("127.0.0.1:0".parse()?, dir.join("server"));
-    server.add_plugins(HoardServerPlugin::new(options, store, registry_v2()).with_publisher(publisher));
+    server.add_plugins(HoardServerPlugin::with_registry(options, store, registry_v2()).with_publisher(publisher));
     server.update();
     let handle = &server.world().resource::<HoardServer>().handle;
     let options = ClientOptions::new(
@@ -82,7 +82,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )
     .with_pin(handle.identity);
     let mut client = App::new();
-    client.add_plugins(HoardClientPlugin::new(options, registry_v2()));
+    client.add_plugins(HoardClientPlugin::with_registry(options, registry_v2()));
     client
         .world_mut()
         .write_message(ZoneRequest::Enter(ZoneId::new("meadow")?));

@@ -29,8 +29,9 @@ struct Light {
     lamp: u64,
 }
 
-fn registry() -> PublishRegistry {
-    PublishRegistry::builder().publish::<Lamp>("lamp", 1).build()
+/// What both ends register: the published component and the intent.
+fn shared(app: &mut App) {
+    app.publish::<Lamp>("lamp", 1).add_intent::<Light>("light", 1);
 }
 
 /// A new world: the meadow and its three lamps. Runs only when the store
@@ -65,20 +66,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let store = Arc::new(RedbStore::open_dir(&dir.join("server"))?);
     let mut server = App::new();
     let options = ServerOptions::new("127.0.0.1:0".parse()?, dir.join("server"));
-    let plugin = HoardServerPlugin::new(options, store, registry())
-        .seed(seed)
-        .intent::<Light>("light");
     // hoard's warnings (RUST_LOG=info for more) on stderr.
-    server.add_plugins(HoardLogPlugin {
+    let logs = HoardLogPlugin {
         default_filter: "warn".into(),
-    });
-    server.add_plugins(plugin.start()?).add_systems(Update, light);
+    };
+    server.add_plugins((logs, shared));
+    server.add_hoard_server(HoardServerPlugin::new(options, store).seed(seed))?;
+    server.add_systems(Update, light);
     server.update();
     let handle = &server.world().resource::<HoardServer>().handle;
     let token = handle.auth.issue("ann", chrono::Utc::now().timestamp() + 60)?;
     let options = ClientOptions::new(handle.addr, dir.join("cache"), token).with_pin(handle.identity);
     let mut client = App::new();
-    client.add_plugins(HoardClientPlugin::new(options, registry()));
+    client.add_plugins((shared, HoardClientPlugin::new(options)));
     let meadow = ZoneRequest::Enter(ZoneId::new("meadow")?);
     client.world_mut().write_message(meadow);
 
@@ -93,7 +93,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         if !sent && lamps.len() == 3 {
             let lit = lamps.iter().filter(|l| l.lit).count();
             println!("entered the meadow: {} lamps, {lit} lit", lamps.len());
-            world.resource::<Hoard>().send_intent("light", &Light { lamp: 1 })?;
+            world.resource::<Hoard>().send(&Light { lamp: 1 })?;
             sent = true;
         }
         if lamps.iter().filter(|l| l.lit).count() == 1 {

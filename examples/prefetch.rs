@@ -57,7 +57,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (meadow, forest) = (ZoneId::new("meadow")?, ZoneId::new("forest")?);
     let mut server = App::new();
     let options = ServerOptions::new("127.0.0.1:0".parse()?, dir.join("server"));
-    server.add_plugins(HoardServerPlugin::new(options, store, registry()).seed(plant).start()?);
+    server.add_plugins(
+        HoardServerPlugin::with_registry(options, store, registry())
+            .seed(plant)
+            .start()?,
+    );
     server.update();
     let handle = &server.world().resource::<HoardServer>().handle;
     let options = ClientOptions::new(
@@ -68,7 +72,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     .with_pin(handle.identity);
     let mut client = App::new();
     client
-        .add_plugins(HoardClientPlugin::new(options, registry()))
+        .add_plugins(HoardClientPlugin::with_registry(options, registry()))
         .init_resource::<Entries>()
         .add_systems(Update, record);
     // Enter the meadow and, as the player nears its edge, prefetch the forest.

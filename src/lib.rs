@@ -42,9 +42,10 @@
 //! #[derive(Serialize, Deserialize)]
 //! struct Light { lamp: u64 }
 //!
-//! fn registry() -> PublishRegistry {
-//!     // Register each published component under a stable name and a schema version.
-//!     PublishRegistry::builder().publish::<Lamp>("lamp", 1).build()
+//! // What server and client both register: each published component and
+//! // intent under a stable name and a schema version.
+//! fn shared(app: &mut App) {
+//!     app.publish::<Lamp>("lamp", 1).add_intent::<Light>("light", 1);
 //! }
 //!
 //! // A new world: its zone and first objects. Runs only while the store is
@@ -65,15 +66,16 @@
 //! // into it (or seeds a new one), stores its changes and serves it.
 //! let store = Arc::new(RedbStore::open_dir("server-data".as_ref())?);
 //! let options = ServerOptions::new("127.0.0.1:7000".parse()?, "server-data".into());
-//! let plugin = HoardServerPlugin::new(options, store, registry()).seed(seed).intent::<Light>("light");
 //! let mut server = App::new();
-//! server.add_plugins(plugin.start()?); // a port in use, damaged keys, ...: an error, not a panic
+//! server.add_plugins(shared);
+//! // A port in use, damaged keys, ...: an error, not a panic.
+//! server.add_hoard_server(HoardServerPlugin::new(options, store).seed(seed))?;
 //!
 //! // A client: enter a zone by writing a message; objects arrive as entities.
 //! let token = server.world().resource::<HoardServer>().handle.auth.issue("ann", i64::MAX / 2)?;
 //! let options = ClientOptions::new("127.0.0.1:7000".parse()?, "cache".into(), token);
 //! let mut client = App::new();
-//! client.add_plugins(HoardClientPlugin::new(options, registry()));
+//! client.add_plugins((shared, HoardClientPlugin::new(options)));
 //! client.world_mut().write_message(ZoneRequest::Enter(ZoneId::new("meadow")?));
 //! loop {
 //!     server.update();
@@ -81,6 +83,28 @@
 //! }
 //! # }
 //! ```
+//!
+//! # Compared with bevy_replicon
+//!
+//! What a `bevy_replicon` user finds, and what differs:
+//!
+//! | bevy_replicon | hoard |
+//! | --- | --- |
+//! | `app.replicate::<C>()` | `app.publish::<C>(name, version)`: a stable name and a schema version, with migrations of stored objects (`app.migrate`) |
+//! | entities mapped server → client automatically | objects have persistent ids ([`ObjectId`](prelude::ObjectId)): from the store's allocator ([`NewObject`](prelude::NewObject)) or hand-picked; the same id across restarts, caches and relays |
+//! | client events (`FromClient<E>`, `add_client_event`) | intents (`app.add_intent::<I>`, `FromClient<I>` with the authenticated perspective), versioned in the registry, each answered `Processed` (applied and durable) or `IntentRejected` (with the game's own code and reason) |
+//! | server events (`ToClients`, `SendMode::Broadcast`/`Direct`/`BroadcastExcept`) | server messages (`ToClients` with `Audience::All`/`Zone`/`Player`), sent after the deltas of the frame that wrote them, once durable |
+//! | visibility per client entity | zones of shards a client enters; shards scoped to one player (inventories) |
+//! | state lives in the server's memory | state is stored durably (redb, PostgreSQL) and cached per shard on every client's disk: a returning player's zone costs one round trip and only what changed |
+//!
+//! Not in hoard (use bevy_replicon, or build on hoard's messages): unreliable
+//! or unordered channels (every message is reliable and ordered with its
+//! zone's deltas); `BroadcastExcept`; custom per-component serialisation
+//! functions (components are serde MessagePack); client-side prediction
+//! and interpolation helpers; client-authoritative entities; transports
+//! other than QUIC (replicon has backends for renet, quinnet, aeronet).
+//! Players on a relay hear a zone's messages, not messages to everyone or
+//! to them alone (docs/PROTOCOL.md, relays).
 //!
 //! # What happens on zone entry
 //!
@@ -97,6 +121,34 @@
 //! # Recipes
 //!
 //! Each is compiled with the tests; those that need no server run too.
+//!
+//! **Registering on the App**, as Bevy games register everything else: one
+//! function both the server's and the client's App add, so the two ends
+//! agree; hoard's plugins build the registry from it when they are added.
+//! [`HoardPlugins`](prelude::HoardPlugins) adds the log plugin with either
+//! side's plugin.
+//!
+//! ```
+//! # use bevy_app::App;
+//! # use bevy_ecs::prelude::*;
+//! # use hoard::prelude::*;
+//! # use serde::{Deserialize, Serialize};
+//! #[derive(Component, Serialize, Deserialize)]
+//! struct Lamp { lit: bool }
+//! #[derive(Serialize, Deserialize)]
+//! struct Light { lamp: u64 }
+//! #[derive(Serialize, Deserialize)]
+//! struct Notice { text: String }
+//!
+//! fn shared(app: &mut App) {
+//!     app.publish::<Lamp>("lamp", 1)
+//!         .add_intent::<Light>("light", 1)
+//!         .add_server_message::<Notice>("notice");
+//! }
+//! let mut app = App::new();
+//! app.add_plugins(shared);
+//! assert!(app.world().resource::<hoard::bevy::HoardRegistration>().has_registry());
+//! ```
 //!
 //! **A registry**: published components and the intents players may send,
 //! each under a stable name and a schema version; both ends must agree on
@@ -190,7 +242,7 @@
 //! # fn registry() -> PublishRegistry { PublishRegistry::builder().publish::<Lamp>("lamp", 1).build() }
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! # let (options, store) = (ServerOptions::new("127.0.0.1:0".parse()?, "data".into()), Arc::new(RedbStore::open_dir("data".as_ref())?));
-//! let plugin = HoardServerPlugin::new(options, store, registry()).seed(|world, store| {
+//! let plugin = HoardServerPlugin::with_registry(options, store, registry()).seed(|world, store| {
 //!     let meadow = ZoneId::new("meadow").map_err(|e| e.to_string())?;
 //!     if !store.zones().map_err(|e| e.to_string())?.contains(&meadow) {
 //!         store.create_zone(&meadow, &[ShardSpec::shared(ShardId(0))]).map_err(|e| e.to_string())?;
@@ -307,9 +359,12 @@ pub mod client {
 /// The names a game needs most.
 pub mod prelude {
     #[cfg(feature = "bevy")]
+    pub use crate::bevy::server::{flush, idle_until, shutdown};
+    #[cfg(feature = "bevy")]
     pub use crate::bevy::{
-        Audience, FromClient, FromServer, Hoard, HoardClientPlugin, HoardConnection, HoardEvent, HoardLogPlugin,
-        HoardServer, HoardServerPlugin, IntentId, IntentOutcomes, StartError, ToClients, ZoneRequest, ZoneTransients,
+        Audience, FromClient, FromServer, Hoard, HoardAppExt, HoardClientPlugin, HoardConnection, HoardEvent,
+        HoardLogPlugin, HoardPlugins, HoardServer, HoardServerPlugin, IntentId, IntentOutcomes, StartError, ToClients,
+        ZoneRequest, ZoneTransients,
     };
     #[cfg(feature = "bevy")]
     pub use crate::client::Replicated;
@@ -317,6 +372,7 @@ pub mod prelude {
     pub use crate::server::{Game, IncomingIntents, IntentRegistry, ServerHandle, ServerOptions};
     pub use hoard_engine::ServerIdentity;
     pub use hoard_engine::prelude::*;
+    pub use hoard_engine::registry::decode_old;
 }
 
 // The README's code is compiled (and run) with the tests.

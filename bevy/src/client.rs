@@ -166,10 +166,12 @@ struct Connecting {
     task: Option<tokio::task::JoinHandle<Connected>>,
 }
 
-/// Joins a world: `app.add_plugins(HoardClientPlugin::new(options, registry))`.
+/// Joins a world: `app.add_plugins(HoardClientPlugin::new(options))` on an
+/// App that registered the game's components ([`HoardAppExt`](crate::HoardAppExt)).
 pub struct HoardClientPlugin {
     options: ClientOptions,
-    registry: PublishRegistry,
+    /// `None`: the App's registration.
+    registry: Option<PublishRegistry>,
     entering: Option<ZoneId>,
     adders: Vec<MessageAdder>,
 }
@@ -208,14 +210,60 @@ pub struct FromServer<M: Send + Sync + 'static> {
     pub message: M,
 }
 
+/// Installs the reading of the server's messages sent under `name` as
+/// `FromServer<M>`.
+pub(crate) fn message_installer<M: serde::de::DeserializeOwned + Send + Sync + 'static>(name: &str) -> MessageAdder {
+    let name = name.to_owned();
+    Arc::new(move |app: &mut App| {
+        let name = name.clone();
+        app.add_message::<FromServer<M>>().add_systems(
+            PreUpdate,
+            (move |mut events: MessageReader<HoardEvent>, mut out: MessageWriter<FromServer<M>>| {
+                for event in events.read() {
+                    let HoardEvent::Client(ClientEvent::GameMessage { kind, zone, payload }) = event else {
+                        continue;
+                    };
+                    if *kind != name {
+                        continue;
+                    }
+                    match rmp_serde::from_slice::<M>(payload) {
+                        Ok(message) => {
+                            out.write(FromServer {
+                                zone: zone.clone(),
+                                message,
+                            });
+                        }
+                        Err(e) => {
+                            tracing::warn!(%kind, error = %e, "a server message that does not decode; dropped")
+                        }
+                    }
+                }
+            })
+            .after(HoardClientSet),
+        );
+    })
+}
+
 impl HoardClientPlugin {
-    /// A client of `registry`'s components, connecting with `options`.
-    pub fn new(options: ClientOptions, registry: PublishRegistry) -> HoardClientPlugin {
+    /// A client of what the App registered
+    /// ([`HoardAppExt`](crate::HoardAppExt): `app.publish::<C>(..)`,
+    /// `app.add_intent::<I>(..)`, `app.add_server_message::<M>(..)`),
+    /// connecting with `options`. Register before adding the plugin.
+    pub fn new(options: ClientOptions) -> HoardClientPlugin {
         HoardClientPlugin {
             options,
-            registry,
+            registry: None,
             entering: None,
             adders: Vec::new(),
+        }
+    }
+
+    /// A client of `registry`'s components and intents, built by hand
+    /// (`PublishRegistry::builder()`) instead of on the App.
+    pub fn with_registry(options: ClientOptions, registry: PublishRegistry) -> HoardClientPlugin {
+        HoardClientPlugin {
+            registry: Some(registry),
+            ..HoardClientPlugin::new(options)
         }
     }
 
@@ -224,35 +272,7 @@ impl HoardClientPlugin {
     /// `M` is logged and dropped.
     #[must_use]
     pub fn server_message<M: serde::de::DeserializeOwned + Send + Sync + 'static>(mut self, name: &str) -> Self {
-        let name = name.to_owned();
-        self.adders.push(Arc::new(move |app: &mut App| {
-            let name = name.clone();
-            app.add_message::<FromServer<M>>().add_systems(
-                PreUpdate,
-                (move |mut events: MessageReader<HoardEvent>, mut out: MessageWriter<FromServer<M>>| {
-                    for event in events.read() {
-                        let HoardEvent::Client(ClientEvent::GameMessage { kind, zone, payload }) = event else {
-                            continue;
-                        };
-                        if *kind != name {
-                            continue;
-                        }
-                        match rmp_serde::from_slice::<M>(payload) {
-                            Ok(message) => {
-                                out.write(FromServer {
-                                    zone: zone.clone(),
-                                    message,
-                                });
-                            }
-                            Err(e) => {
-                                tracing::warn!(%kind, error = %e, "a server message that does not decode; dropped")
-                            }
-                        }
-                    }
-                })
-                .after(HoardClientSet),
-            );
-        }));
+        self.adders.push(message_installer::<M>(name));
         self
     }
 
@@ -276,7 +296,29 @@ impl Plugin for HoardClientPlugin {
                 .build()
                 .unwrap_or_else(|e| panic!("hoard: cannot start the client's runtime: {e}")),
         );
-        let (options, registry) = (self.options.clone(), self.registry.clone());
+        let mut adders = Vec::new();
+        let registered = app.world_mut().get_resource_mut::<crate::app::HoardRegistration>();
+        let registry = match (registered, self.registry.clone()) {
+            (Some(mut registration), given) => {
+                adders = registration.client_installers();
+                match (registration.has_registry(), given) {
+                    (true, Some(_)) => panic!(
+                        "hoard: the App registers components or intents and the client plugin was given a \
+                         registry too: use one (HoardClientPlugin::new with app.publish, or with_registry)"
+                    ),
+                    (true, None) => registration.registry(),
+                    (false, Some(given)) => given,
+                    (false, None) => registration.registry(),
+                }
+            }
+            (None, Some(given)) => given,
+            (None, None) => panic!(
+                "hoard: the client has nothing to replicate: register components on the App \
+                 (app.publish::<C>(name, version)) before adding HoardClientPlugin, or use \
+                 HoardClientPlugin::with_registry"
+            ),
+        };
+        let options = self.options.clone();
         let task = match self.entering.clone() {
             None => runtime.spawn(async move { HoardClient::connect(options, registry).await.map(|c| (c, None)) }),
             Some(zone) => runtime.spawn(async move {
@@ -294,7 +336,7 @@ impl Plugin for HoardClientPlugin {
             .insert_resource(HoardConnection::Connecting)
             .configure_sets(PreUpdate, HoardClientSet)
             .add_systems(PreUpdate, (connect, requests, apply).chain().in_set(HoardClientSet));
-        for add in &self.adders {
+        for add in adders.iter().chain(&self.adders) {
             add(app);
         }
     }

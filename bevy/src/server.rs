@@ -221,10 +221,61 @@ struct ServerCore {
 /// without one ([`hoard_engine::NewObject`]): one store write per this many.
 const ID_BLOCK: u64 = 1024;
 
-type IntentAdder = Arc<dyn Fn(&mut App) + Send + Sync>;
+use crate::app::Installer as IntentAdder;
 
-/// Serves the App's world: `app.add_plugins(HoardServerPlugin::new(options,
-/// store, registry).intent::<PickUp>("pick_up"))`.
+/// A check, at start, that an intent the plugin accepts by name is in the
+/// registry under that name (when the registry lists intents).
+#[derive(Clone)]
+struct IntentCheck {
+    name: String,
+    type_name: &'static str,
+    registered: fn(&PublishRegistry) -> Option<String>,
+}
+
+/// Installs the reading of intents of type `T` sent under `name`: each
+/// frame, what arrived becomes `FromClient<T>` messages.
+pub(crate) fn intent_installer<T: DeserializeOwned + Serialize + Send + Sync + 'static>(name: &str) -> IntentAdder {
+    let name = name.to_owned();
+    Arc::new(move |app: &mut App| {
+        let name = name.clone();
+        app.add_message::<FromClient<T>>().add_systems(
+            PreUpdate,
+            (move |intents: Res<IncomingIntents>, mut out: MessageWriter<FromClient<T>>| {
+                for (id, perspective, intent) in intents.read_with_ids::<T>(&name) {
+                    out.write(FromClient {
+                        perspective,
+                        intent,
+                        id,
+                    });
+                }
+            })
+            .after(HoardServerSet::Receive),
+        );
+    })
+}
+
+/// Installs the sending of `ToClients<M>` messages under `name`.
+pub(crate) fn message_installer<M: Serialize + Send + Sync + 'static>(name: &str) -> IntentAdder {
+    let name = name.to_owned();
+    Arc::new(move |app: &mut App| {
+        let name = name.clone();
+        app.add_message::<ToClients<M>>().add_systems(
+            PostUpdate,
+            (move |mut written: MessageReader<ToClients<M>>, mut out: ResMut<OutgoingMessages>| {
+                for ToClients { to, message } in written.read() {
+                    if let Err(e) = out.send(to.clone(), &name, message) {
+                        tracing::error!(error = %e, "a game message not sent");
+                    }
+                }
+            })
+            .before(HoardServerSet::Publish),
+        );
+    })
+}
+
+/// Serves the App's world: `app.add_hoard_server(HoardServerPlugin::new(options,
+/// store))?` on an App that registered the game's components and intents
+/// ([`HoardAppExt`](crate::HoardAppExt)).
 ///
 /// The stored world is the truth: building the plugin loads every stored
 /// object into the App (unless the game loaded them itself and gave its
@@ -249,8 +300,11 @@ pub struct HoardServerPlugin {
     publisher: Mutex<Option<Publisher>>,
     options: ServerOptions,
     store: Arc<dyn WorldStore>,
-    registry: PublishRegistry,
+    /// `None` until the App's registration is taken (see
+    /// [`HoardServerPlugin::new`]).
+    registry: Option<PublishRegistry>,
     intents: IntentRegistry,
+    intent_checks: Vec<IntentCheck>,
     adders: Vec<IntentAdder>,
     access: Arc<dyn AccessPolicy>,
     on_join: Option<JoinHook>,
@@ -259,14 +313,19 @@ pub struct HoardServerPlugin {
 }
 
 impl HoardServerPlugin {
-    /// A server of `registry`'s components over `store`.
-    pub fn new(options: ServerOptions, store: Arc<dyn WorldStore>, registry: PublishRegistry) -> HoardServerPlugin {
+    /// A server over `store` of what the App registered
+    /// ([`HoardAppExt`](crate::HoardAppExt): `app.publish::<C>(..)`,
+    /// `app.add_intent::<I>(..)`, `app.add_server_message::<M>(..)`). Add
+    /// it with `app.add_hoard_server(plugin)?` (or `app.add_plugins`, which
+    /// panics if it cannot start).
+    pub fn new(options: ServerOptions, store: Arc<dyn WorldStore>) -> HoardServerPlugin {
         HoardServerPlugin {
             publisher: Mutex::new(None),
             options,
             store,
-            registry,
+            registry: None,
             intents: IntentRegistry::new(),
+            intent_checks: Vec::new(),
             adders: Vec::new(),
             access: Arc::new(OpenWorld),
             on_join: None,
@@ -276,27 +335,20 @@ impl HoardServerPlugin {
     }
 
     /// Accepts intents of type `T` under `name`; game systems read them as
-    /// `MessageReader<FromClient<T>>`.
+    /// `MessageReader<FromClient<T>>`. Prefer registering it on the App
+    /// (`app.add_intent::<T>(name, version)`), which puts it in the
+    /// registry both ends agree on. If the registry lists intents, `T` must
+    /// be among them under `name` (start fails otherwise); a registry
+    /// without intents accepts it unversioned.
     #[must_use]
     pub fn intent<T: DeserializeOwned + Serialize + Send + Sync + 'static>(mut self, name: &str) -> Self {
         self.intents = self.intents.intent::<T>(name);
-        let name = name.to_owned();
-        self.adders.push(Arc::new(move |app: &mut App| {
-            let name = name.clone();
-            app.add_message::<FromClient<T>>().add_systems(
-                PreUpdate,
-                (move |intents: Res<IncomingIntents>, mut out: MessageWriter<FromClient<T>>| {
-                    for (id, perspective, intent) in intents.read_with_ids::<T>(&name) {
-                        out.write(FromClient {
-                            perspective,
-                            intent,
-                            id,
-                        });
-                    }
-                })
-                .after(HoardServerSet::Receive),
-            );
-        }));
+        self.intent_checks.push(IntentCheck {
+            name: name.to_owned(),
+            type_name: std::any::type_name::<T>(),
+            registered: |registry| registry.intent_name::<T>().map(str::to_owned),
+        });
+        self.adders.push(intent_installer::<T>(name));
         self
     }
 
@@ -314,21 +366,7 @@ impl HoardServerPlugin {
     /// receive them as `FromServer<M>`.
     #[must_use]
     pub fn server_message<M: Serialize + Send + Sync + 'static>(mut self, name: &str) -> Self {
-        let name = name.to_owned();
-        self.adders.push(Arc::new(move |app: &mut App| {
-            let name = name.clone();
-            app.add_message::<ToClients<M>>().add_systems(
-                PostUpdate,
-                (move |mut written: MessageReader<ToClients<M>>, mut out: ResMut<OutgoingMessages>| {
-                    for ToClients { to, message } in written.read() {
-                        if let Err(e) = out.send(to.clone(), &name, message) {
-                            tracing::error!(error = %e, "a game message not sent");
-                        }
-                    }
-                })
-                .before(HoardServerSet::Publish),
-            );
-        }));
+        self.adders.push(message_installer::<M>(name));
         self
     }
 
@@ -409,6 +447,10 @@ pub enum StartError {
     /// The server could not load its keys, bind or configure QUIC.
     #[error(transparent)]
     Server(#[from] hoard_net::quic::server::ServerError),
+    /// No registry, two registries, or an intent accepted by a name the
+    /// registry does not give it.
+    #[error("the server's registry: {0}")]
+    Registry(String),
     /// The seed hook of a new world failed, or its objects could not be
     /// published or committed.
     #[error("seeding the new world: {0}")]
@@ -442,10 +484,83 @@ struct Started {
 }
 
 impl HoardServerPlugin {
+    /// A server over `store` of `registry`'s components and intents, built
+    /// by hand (`PublishRegistry::builder()`) instead of on the App. An App
+    /// that also registers components or intents is refused at start (two
+    /// registries); server messages registered on the App are added.
+    pub fn with_registry(
+        options: ServerOptions,
+        store: Arc<dyn WorldStore>,
+        registry: PublishRegistry,
+    ) -> HoardServerPlugin {
+        let mut plugin = HoardServerPlugin::new(options, store);
+        plugin.registry = Some(registry);
+        plugin
+    }
+
+    /// Takes what `app` registered: its registry (unless one was given),
+    /// its intents and its server messages.
+    pub(crate) fn with_app_registration(mut self, app: &mut App) -> Result<HoardServerPlugin, StartError> {
+        let Some(mut registration) = app.world_mut().get_resource_mut::<crate::app::HoardRegistration>() else {
+            return Ok(self);
+        };
+        if registration.has_registry() {
+            if self.registry.is_some() {
+                return Err(StartError::Registry(
+                    "the App registers components or intents and the plugin was given a registry too: use one \
+                     (HoardServerPlugin::new with app.publish, or HoardServerPlugin::with_registry)"
+                        .into(),
+                ));
+            }
+            self.registry = Some(registration.registry());
+        }
+        let side = registration.server.clone();
+        for add in side.intents {
+            self.intents = add(self.intents);
+        }
+        let mut adders = side.installers;
+        adders.append(&mut self.adders);
+        self.adders = adders;
+        Ok(self)
+    }
+
+    /// The registry, checked against the intents the plugin accepts by
+    /// name.
+    fn checked_registry(&self) -> Result<PublishRegistry, StartError> {
+        let Some(registry) = self.registry.clone() else {
+            return Err(StartError::Registry(
+                "nothing to serve: register components on the App (app.publish::<C>(name, version)) and add the \
+                 plugin with app.add_hoard_server, or give one with HoardServerPlugin::with_registry"
+                    .into(),
+            ));
+        };
+        if registry.intents().next().is_some() {
+            for check in &self.intent_checks {
+                match (check.registered)(&registry) {
+                    Some(name) if name == check.name => {}
+                    Some(name) => {
+                        return Err(StartError::Registry(format!(
+                            "intent {} is accepted as {:?} but registered as {name:?}",
+                            check.type_name, check.name
+                        )));
+                    }
+                    None => {
+                        return Err(StartError::Registry(format!(
+                            "intent {} ({:?}) is accepted but not in the registry: register it with \
+                             app.add_intent or .intent::<I>(name, version) so clients agree on its version",
+                            check.type_name, check.name
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(registry)
+    }
+
     /// Seeds a new world if there is a seed hook and the store has
     /// recorded no schema yet: the hook's objects and the schema record are
     /// one commit, so a crash before it leaves the store new again.
-    fn seed_new_world(&self) -> Result<(), StartError> {
+    fn seed_new_world(&self, registry: &PublishRegistry) -> Result<(), StartError> {
         let Some(seed) = &self.seed else {
             return Ok(());
         };
@@ -458,7 +573,7 @@ impl HoardServerPlugin {
         }
         let mut scratch = World::new();
         seed(&mut scratch, &*self.store).map_err(StartError::Seed)?;
-        let mut publisher = Publisher::new(self.registry.clone());
+        let mut publisher = Publisher::new(registry.clone());
         let gathered = publisher.gather(&mut scratch);
         if let Some(problem) = gathered.problems.first() {
             return Err(StartError::Seed(format!(
@@ -467,7 +582,7 @@ impl HoardServerPlugin {
             )));
         }
         let schema: std::collections::BTreeMap<String, u32> =
-            self.registry.components().map(|(n, v)| (n.to_owned(), v)).collect();
+            registry.components().map(|(n, v)| (n.to_owned(), v)).collect();
         self.store
             .commit_with_schema(&gathered.changes, &schema)
             .map_err(|e| StartError::Seed(format!("committing the new world: {e}")))?;
@@ -494,11 +609,12 @@ impl HoardServerPlugin {
     /// # fn example(options: hoard_net::quic::server::ServerOptions,
     /// #     store: Arc<dyn hoard_engine::store::WorldStore>,
     /// #     registry: hoard_engine::PublishRegistry) -> Result<(), Box<dyn std::error::Error>> {
-    /// let started = HoardServerPlugin::new(options, store, registry).start()?;
+    /// let started = HoardServerPlugin::with_registry(options, store, registry).start()?;
     /// App::new().add_plugins(started).run();
     /// # Ok(()) }
     /// ```
     pub fn start(self) -> Result<StartedServerPlugin, StartError> {
+        let registry = self.checked_registry()?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .max_blocking_threads(BLOCKING_THREADS)
@@ -507,20 +623,20 @@ impl HoardServerPlugin {
             .build()
             .map_err(StartError::Runtime)?;
         let rules = GameRules {
-            registry: self.registry.hash(),
+            registry: registry.hash(),
             intents: self.intents.clone(),
             access: self.access.clone(),
             on_join: self.on_join.clone(),
             on_leave: self.on_leave.clone(),
         };
-        self.seed_new_world()?;
+        self.seed_new_world(&registry)?;
         // Stored objects at an older schema are migrated (or the server is
         // refused, naming the component) before anything decodes them.
-        hoard_engine::schema::prepare(&*self.store, &self.registry)?;
+        hoard_engine::schema::prepare(&*self.store, &registry)?;
         let (handle, link) = runtime.block_on(start_linked(self.options.clone(), self.store.clone(), rules))?;
         let given = lock(&self.publisher).take();
         let load = given.is_none();
-        let publisher = given.unwrap_or_else(|| Publisher::new(self.registry.clone()));
+        let publisher = given.unwrap_or_else(|| Publisher::new(registry.clone()));
         Ok(StartedServerPlugin {
             parts: Mutex::new(Some(Started {
                 world_url: self.options.world_url(handle.addr),
@@ -547,13 +663,14 @@ impl Plugin for HoardServerPlugin {
             store: self.store.clone(),
             registry: self.registry.clone(),
             intents: self.intents.clone(),
+            intent_checks: self.intent_checks.clone(),
             adders: self.adders.clone(),
             access: self.access.clone(),
             on_join: self.on_join.clone(),
             on_leave: self.on_leave.clone(),
             seed: self.seed.clone(),
         };
-        match plugin.start() {
+        match plugin.with_app_registration(app).and_then(HoardServerPlugin::start) {
             Ok(started) => started.build(app),
             Err(e) => panic!("hoard: the server cannot start: {e}"),
         }

@@ -466,6 +466,21 @@ impl RelayCore {
         })
     }
 
+    /// Passes on a message of the game that upstream sent to a zone's
+    /// players: to this relay's sessions following that zone. A message
+    /// without a zone (to everyone, or to one player) was the upstream's to
+    /// this relay's own session — the relay cannot tell which — and goes no
+    /// further.
+    pub fn forward_game_message(&mut self, message: crate::wire::GameMessage) {
+        let Some(zone) = message.zone.clone() else {
+            return;
+        };
+        let message = std::sync::Arc::new(crate::wire::Message::GameMessage(message));
+        for id in self.hub.sessions_in(&zone) {
+            self.send(id, message.clone());
+        }
+    }
+
     /// Sends `message` to session `to` (a driver's answer to an intent it
     /// carried upstream).
     pub fn send_to(&mut self, to: crate::sync::hub::SessionId, message: crate::wire::Message) {

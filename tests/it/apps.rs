@@ -21,6 +21,14 @@ pub(crate) struct AddStones {
     pub(crate) stones: u32,
 }
 
+/// What the server and the client Apps both register, as the crate docs
+/// show; [`registry`] is the same registry built by hand.
+pub(crate) fn shared(app: &mut App) {
+    app.publish::<Crate>("crate", 1)
+        .add_intent::<AddStones>("add_stones", 1)
+        .add_server_message::<Notice>("notice");
+}
+
 pub(crate) fn registry() -> PublishRegistry {
     PublishRegistry::builder()
         .publish::<Crate>("crate", 1)
@@ -118,12 +126,10 @@ fn add_stones(
 pub(crate) fn server(data: &Path) -> App {
     let store = Arc::new(RedbStore::open_dir(data).expect("store"));
     let options = ServerOptions::new("127.0.0.1:0".parse().expect("addr"), data.to_owned());
-    let plugin = HoardServerPlugin::new(options, store, registry())
-        .seed(seed)
-        .intent::<AddStones>("add_stones")
-        .server_message::<Notice>("notice");
     let mut app = App::new();
-    app.add_plugins(plugin.start().expect("the server starts"))
+    app.add_plugins(shared)
+        .add_hoard_server(HoardServerPlugin::new(options, store).seed(seed))
+        .expect("the server starts")
         .init_resource::<Later>()
         .add_systems(Update, add_stones);
     app.update();
@@ -158,24 +164,26 @@ fn record(
 
 /// A client App of `player`, caching in `cache`, entering the meadow.
 pub(crate) fn client(server: &App, cache: &Path, player: &str) -> App {
-    client_of(server, cache, player, registry())
+    client_of(server, cache, player, None)
 }
 
 /// A client App of `player` whose entry of the meadow is done (the server
 /// and the client stepped until it is ready).
 pub(crate) fn entered(server: &mut App, cache: &Path, player: &str) -> App {
-    entered_with(server, cache, player, registry())
+    entered_with(server, cache, player, None)
 }
 
-/// [`entered`], with another registry (another build of the game).
-pub(crate) fn entered_with(server: &mut App, cache: &Path, player: &str, registry: PublishRegistry) -> App {
+/// [`entered`], with another registry (another build of the game), or the
+/// App's registration ([`shared`]) for `None`.
+pub(crate) fn entered_with(server: &mut App, cache: &Path, player: &str, registry: Option<PublishRegistry>) -> App {
     let mut client = client_of(server, cache, player, registry);
     run_until(server, &mut [&mut client], |w| ready(w).is_some());
     client
 }
 
-/// The same, with another registry (another build of the game).
-pub(crate) fn client_of(server: &App, cache: &Path, player: &str, registry: PublishRegistry) -> App {
+/// The same, with another registry (another build of the game), or the
+/// App's registration ([`shared`]) for `None`.
+pub(crate) fn client_of(server: &App, cache: &Path, player: &str, registry: Option<PublishRegistry>) -> App {
     let handle = &server.world().resource::<HoardServer>().handle;
     let token = handle
         .auth
@@ -183,9 +191,14 @@ pub(crate) fn client_of(server: &App, cache: &Path, player: &str, registry: Publ
         .expect("token");
     let options = ClientOptions::new(handle.addr, cache.to_owned(), token).with_pin(handle.identity);
     let mut app = App::new();
-    app.add_plugins(HoardClientPlugin::new(options, registry).server_message::<Notice>("notice"))
-        .init_resource::<Seen>()
-        .add_systems(Update, record);
+    match registry {
+        Some(registry) => {
+            app.add_plugins(HoardClientPlugin::with_registry(options, registry).server_message::<Notice>("notice"))
+        }
+        None => app.add_plugins((shared, HoardClientPlugin::new(options))),
+    }
+    .init_resource::<Seen>()
+    .add_systems(Update, record);
     app.world_mut().write_message(ZoneRequest::Enter(meadow()));
     app
 }

@@ -125,10 +125,10 @@ fn a_world_stored_by_an_older_schema_is_migrated_and_served() {
     )
     .expect("load");
     let options = ServerOptions::new("127.0.0.1:0".parse().expect("addr"), data.path().to_owned());
-    server.add_plugins(HoardServerPlugin::new(options, store, v2.clone()).with_publisher(publisher));
+    server.add_plugins(HoardServerPlugin::with_registry(options, store, v2.clone()).with_publisher(publisher));
     server.update();
     // A client of this build (an older one is refused: its registry differs).
-    let mut ann = super::apps::entered_with(&mut server, cache.path(), "ann", v2);
+    let mut ann = super::apps::entered_with(&mut server, cache.path(), "ann", Some(v2));
     assert_eq!(
         stones_of(ann.world_mut(), 5),
         Some(9),
@@ -314,7 +314,7 @@ fn a_schema_change_refetches_only_the_shards_holding_the_changed_component() {
     let start = |registry: PublishRegistry| {
         let store = std::sync::Arc::new(RedbStore::open_dir(data.path()).expect("store"));
         let options = ServerOptions::new("127.0.0.1:0".parse().expect("addr"), data.path().to_owned());
-        let plugin = HoardServerPlugin::new(options, store, registry).seed(|world, store| {
+        let plugin = HoardServerPlugin::with_registry(options, store, registry).seed(|world, store| {
             let shards: Vec<ShardSpec> = (0..4).map(|s| ShardSpec::shared(ShardId(s))).collect();
             store.create_zone(&meadow(), &shards).map_err(|e| e.to_string())?;
             for i in 0..40u64 {
@@ -334,7 +334,7 @@ fn a_schema_change_refetches_only_the_shards_holding_the_changed_component() {
         .build();
     {
         let mut server = start(v1.clone());
-        let ann = super::apps::entered_with(&mut server, cache.path(), "ann", v1);
+        let ann = super::apps::entered_with(&mut server, cache.path(), "ann", Some(v1));
         assert_eq!(ready(ann.world()).expect("ready").shards_snapshot, 4, "cold");
     }
     // This build: signs at version 2 (migrated on start), crates unchanged.
@@ -350,7 +350,7 @@ fn a_schema_change_refetches_only_the_shards_holding_the_changed_component() {
         })
         .build();
     let mut server = start(v2.clone());
-    let mut ann = super::apps::entered_with(&mut server, cache.path(), "ann", v2);
+    let mut ann = super::apps::entered_with(&mut server, cache.path(), "ann", Some(v2));
     let warm = ready(ann.world()).expect("ready");
     assert_eq!(
         (warm.shards_fresh, warm.shards_delta, warm.shards_snapshot),
@@ -380,7 +380,7 @@ fn a_client_of_another_intent_schema_is_told_at_hello_what_to_update() {
         .publish::<Crate>("crate", 1)
         .intent::<AddStones>("add_stones", 0)
         .build();
-    let mut ann = super::apps::client_of(&server, cache.path(), "ann", older);
+    let mut ann = super::apps::client_of(&server, cache.path(), "ann", Some(older));
     run_until(&mut server, &mut [&mut ann], |w| {
         matches!(w.resource::<HoardConnection>(), HoardConnection::Failed { .. })
     });

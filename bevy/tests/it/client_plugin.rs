@@ -57,7 +57,7 @@ fn a_client_app_enters_sees_entities_before_ready_and_sends_intents() {
     let options = ServerOptions::new("127.0.0.1:0".parse().expect("addr"), data.path().to_owned());
     let mut server = App::new();
     server
-        .add_plugins(HoardServerPlugin::new(options, store, registry()).intent::<AddStones>("add_stones"))
+        .add_plugins(HoardServerPlugin::with_registry(options, store, registry()).intent::<AddStones>("add_stones"))
         .add_systems(Startup, spawn_crates)
         .add_systems(Update, add_stones);
     server.update();
@@ -73,7 +73,7 @@ fn a_client_app_enters_sees_entities_before_ready_and_sends_intents() {
 
     let mut client = App::new();
     client
-        .add_plugins(HoardClientPlugin::new(
+        .add_plugins(HoardClientPlugin::with_registry(
             ClientOptions {
                 server: addr,
                 cache_dir: cache.path().to_owned(),

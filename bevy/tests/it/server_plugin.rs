@@ -70,9 +70,11 @@ fn a_bevy_app_serves_its_world_and_applies_typed_intents() {
         .expect("zone");
     let options = ServerOptions::new("127.0.0.1:0".parse().expect("addr"), data.path().to_owned());
     let mut app = App::new();
-    app.add_plugins(HoardServerPlugin::new(options, store.clone(), registry()).intent::<AddStones>("add_stones"))
-        .add_systems(Startup, spawn_crates)
-        .add_systems(Update, add_stones);
+    app.add_plugins(
+        HoardServerPlugin::with_registry(options, store.clone(), registry()).intent::<AddStones>("add_stones"),
+    )
+    .add_systems(Startup, spawn_crates)
+    .add_systems(Update, add_stones);
     // The first frame spawns the crates; its PostUpdate hands them to the
     // commit thread.
     app.update();
@@ -150,4 +152,71 @@ fn a_bevy_app_serves_its_world_and_applies_typed_intents() {
     let c: Crate = rmp_serde::from_slice(bytes).expect("crate");
     assert_eq!(c.stones, 4);
     client.close();
+}
+
+/// What the App registered, for the start-up checks below.
+fn registered(app: &mut App) {
+    use hoard_bevy::HoardAppExt;
+    app.publish::<Crate>("crate", 1)
+        .add_intent::<AddStones>("add_stones", 1);
+}
+
+#[test]
+fn a_server_is_refused_at_start_when_its_registry_is_missing_doubled_or_names_an_intent_otherwise() {
+    use hoard_bevy::{HoardAppExt, StartError};
+    let data = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn WorldStore> = Arc::new(RedbStore::open_dir(data.path()).expect("store"));
+    let options = ServerOptions::new("127.0.0.1:0".parse().expect("addr"), data.path().to_owned());
+    let plugin = || HoardServerPlugin::new(options.clone(), store.clone());
+    let error = |result: Result<&mut App, StartError>| match result {
+        Ok(_) => panic!("the server started"),
+        Err(StartError::Registry(reason)) => reason,
+        Err(other) => panic!("another error: {other}"),
+    };
+
+    // Nothing registered: nothing to serve.
+    let reason = error(App::new().add_hoard_server(plugin()));
+    assert!(reason.contains("app.publish"), "{reason}");
+
+    // Registered on the App and given by hand: which one?
+    let mut app = App::new();
+    app.add_plugins(registered);
+    let given = HoardServerPlugin::with_registry(options.clone(), store.clone(), registry());
+    let reason = error(app.add_hoard_server(given));
+    assert!(reason.contains("use one"), "{reason}");
+
+    // An intent accepted under a name the registry does not give it.
+    let mut app = App::new();
+    app.add_plugins(registered);
+    let reason = error(app.add_hoard_server(plugin().intent::<AddStones>("stones")));
+    assert!(reason.contains("registered as \"add_stones\""), "{reason}");
+
+    // Accepted but not registered, while the registry lists intents.
+    #[derive(Serialize, Deserialize)]
+    struct Other;
+    let mut app = App::new();
+    app.add_plugins(registered);
+    let reason = error(app.add_hoard_server(plugin().intent::<Other>("other")));
+    assert!(reason.contains("not in the registry"), "{reason}");
+
+    // Registered on the App alone: it starts, and reads the App's intents.
+    let mut app = App::new();
+    app.add_plugins(registered);
+    app.add_hoard_server(plugin()).expect("starts");
+    assert!(app.world().contains_resource::<Messages<FromClient<AddStones>>>());
+    hoard_bevy::server::shutdown(&mut app);
+}
+
+#[test]
+#[should_panic(expected = "registered after a hoard plugin was added")]
+fn registering_after_the_plugin_was_added_is_caught_at_once() {
+    use hoard_bevy::HoardAppExt;
+    let data = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(RedbStore::open_dir(data.path()).expect("store"));
+    let options = ServerOptions::new("127.0.0.1:0".parse().expect("addr"), data.path().to_owned());
+    let mut app = App::new();
+    app.add_plugins(registered);
+    app.add_hoard_server(HoardServerPlugin::new(options, store))
+        .expect("starts");
+    app.publish::<Crate>("late", 1);
 }

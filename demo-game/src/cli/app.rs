@@ -74,7 +74,7 @@ impl ClientApp {
     /// behind `Hello`): wait for it with [`ClientApp::ready`].
     pub(crate) fn connect(options: ClientOptions, first: Option<&ZoneId>) -> anyhow::Result<ClientApp> {
         let mut app = App::new();
-        let mut plugin = HoardClientPlugin::new(options.clone(), game::registry());
+        let mut plugin = HoardClientPlugin::with_registry(options.clone(), game::registry());
         if let Some(zone) = first {
             plugin = plugin.entering(zone.clone());
         }

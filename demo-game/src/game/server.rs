@@ -228,7 +228,7 @@ pub(crate) fn app(
         &options.world_url(options.listen),
         progress,
     )?;
-    let plugin = HoardServerPlugin::new(options, store.store.clone(), super::registry())
+    let plugin = HoardServerPlugin::with_registry(options, store.store.clone(), super::registry())
         .with_publisher(publisher)
         .intent::<Action>(ACTION)
         .intent::<super::chat::Say>(super::chat::SAY)

@@ -379,6 +379,10 @@ impl RelayLink {
                     Err(id) => tracing::warn!(%zone, shard = %id, "a shard came without a signed head; not served"),
                 },
                 ClientUpdate::Event(ClientEvent::Disconnected { reason }) => ended = Some(reason),
+                ClientUpdate::Event(ClientEvent::GameMessage { kind, zone, payload }) => {
+                    self.core
+                        .forward_game_message(hoard_proto::wire::GameMessage { kind, zone, payload });
+                }
                 _ => {}
             }
         }

@@ -58,9 +58,15 @@ pub(crate) fn add_stones(
     mut intents: ResMut<IncomingIntents>,
     mut added: ResMut<Added>,
     mut crates: Query<(&Published, &mut Crate)>,
+    mut told: Option<ResMut<hoard_proto::messages::OutgoingMessages>>,
 ) {
     for (_, add) in intents.read::<AddStones>("add_stones") {
         added.0 += add.stones;
+        // The zone's players hear of it (a message of the game).
+        if let Some(told) = &mut told {
+            let zone = hoard_proto::messages::Audience::Zone(ZoneId::new("meadow").expect("zone"));
+            told.send(zone, "added", &add.stones).expect("encodes");
+        }
         for (p, mut c) in &mut crates {
             if p.object.0 == add.object {
                 c.stones += add.stones;

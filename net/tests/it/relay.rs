@@ -220,6 +220,35 @@ async fn chained_relays_serve_the_origins_world_and_a_cache_moves_between_routes
     assert_eq!((stats.shards_fresh, stats.shards_snapshot), (4, 0), "{stats:?}");
     leave(ann).await;
 
+    // A message of the game to the zone's players reaches those who follow
+    // the zone through two relays.
+    let ann = HoardClient::connect(via(&second, world_id, cache.path(), "ann"), registry())
+        .await
+        .expect("ann connects through two relays");
+    ann.enter_zone(&zone()).await.expect("enter");
+    add(&origin, bob_cache.path(), 1001, 3).await;
+    let heard = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            for u in ann.take_updates() {
+                if let ClientUpdate::Event(ClientEvent::GameMessage { kind, zone, payload }) = u {
+                    return (kind, zone, payload);
+                }
+            }
+            ann.changed().await;
+        }
+    })
+    .await
+    .expect("the zone's message comes through the relays");
+    assert_eq!(
+        heard,
+        (
+            "added".to_owned(),
+            Some(zone()),
+            rmp_serde::to_vec(&3u32).expect("encodes")
+        )
+    );
+    leave(ann).await;
+
     second.shutdown().await;
     first.shutdown().await;
     origin.shutdown().await;
