@@ -10,6 +10,7 @@
 //! cargo run --release -p hoard-bench -- stores
 //! cargo run --release -p hoard-bench -- relay
 //! cargo run --release -p hoard-bench -- slots --server-bin target/release/hoard-demo
+//! cargo run --release -p hoard-bench -- schema --demo-bin target/release/hoard-demo
 //! ```
 
 mod cache;
@@ -18,6 +19,7 @@ mod net;
 mod pipeline;
 mod relay;
 mod report;
+mod schema;
 mod slots;
 mod stores;
 
@@ -47,6 +49,8 @@ enum Command {
     Relay(relay::Args),
     /// An honest player's zone entry beside hostile connections that hold answer slots (hoard-demo servers of given builds).
     Slots(slots::Args),
+    /// What one component's schema change costs a returning player of the demo world.
+    Schema(schema::Args),
     /// The origin process of `relay` (started by it).
     #[command(hide = true)]
     RelayOrigin(relay::OriginArgs),
@@ -61,6 +65,7 @@ fn main() -> anyhow::Result<()> {
         Command::Stores(args) => stores::run(&args, &cli.out),
         Command::Relay(args) => relay::run(&args, &cli.out),
         Command::Slots(args) => slots::run(&args, &cli.out),
+        Command::Schema(args) => schema::run(&args, &cli.out),
         Command::RelayOrigin(args) => relay::origin(&args),
     }
 }

@@ -119,6 +119,15 @@ pub fn registry() -> hoard_engine::PublishRegistry {
     game::registry()
 }
 
+/// [`registry`] as a next build of the demo would have it after changing
+/// one `component` ("zone", "terrain", "house" or "item"): that component one
+/// schema version up, with a migration that keeps its stored objects as they
+/// are. For tools that measure what a schema change costs returning players
+/// (`hoard-bench schema`).
+pub fn registry_bumping(component: &str) -> Option<hoard_engine::PublishRegistry> {
+    game::registry_bumping(component)
+}
+
 /// Entry points for the fuzzer.
 pub mod fuzzing {
     /// Parses `bytes` as a world file (and, if it is one, as a mod file) and

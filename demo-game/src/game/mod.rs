@@ -120,6 +120,40 @@ pub(crate) fn registry() -> PublishRegistry {
         .build()
 }
 
+/// The demo's registry as a next build would have it after changing
+/// `component` ("zone", "terrain", "house" or "item"): that component one
+/// schema version up, its stored objects migrated unchanged. `None` for
+/// another name.
+pub(crate) fn registry_bumping(component: &str) -> Option<PublishRegistry> {
+    use hoard_engine::registry::{RegistryBuilder, decode_old};
+    use serde::de::DeserializeOwned;
+    fn publish<C>(builder: RegistryBuilder, name: &str, version: u32, bump: bool) -> RegistryBuilder
+    where
+        C: Component<Mutability = bevy_ecs::component::Mutable> + Serialize + DeserializeOwned,
+    {
+        if bump {
+            builder
+                .publish::<C>(name, version + 1)
+                .migrate::<C>(version, |bytes| decode_old::<C>(bytes))
+        } else {
+            builder.publish::<C>(name, version)
+        }
+    }
+    if !["zone", "terrain", "house", "item"].contains(&component) {
+        return None;
+    }
+    let builder = publish::<ZoneInfo>(PublishRegistry::builder(), "zone", 1, component == "zone");
+    let builder = publish::<TerrainRow>(builder, "terrain", 2, component == "terrain");
+    let builder = publish::<House>(builder, "house", 1, component == "house");
+    let builder = publish::<Item>(builder, "item", 1, component == "item");
+    Some(
+        builder
+            .intent::<rules::Action>(rules::ACTION, 1)
+            .intent::<chat::Say>(chat::SAY, 1)
+            .build(),
+    )
+}
+
 /// Tiles as a string of [`TILE_GLYPHS`]: readable in a world file, and as
 /// small as raw bytes on the wire.
 mod glyphs {
@@ -152,6 +186,22 @@ mod glyphs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bumped_registry_differs_from_the_demos_in_that_component_alone() {
+        let current: Vec<(String, u32)> = registry().components().map(|(n, v)| (n.to_owned(), v)).collect();
+        for bumped in ["zone", "terrain", "house", "item"] {
+            let next = registry_bumping(bumped).expect("a demo component");
+            let expected: Vec<(String, u32)> = current
+                .iter()
+                .map(|(n, v)| (n.clone(), if n == bumped { v + 1 } else { *v }))
+                .collect();
+            let got: Vec<(String, u32)> = next.components().map(|(n, v)| (n.to_owned(), v)).collect();
+            assert_eq!(got, expected);
+            assert_eq!(next.intents().count(), registry().intents().count());
+        }
+        assert!(registry_bumping("sign").is_none());
+    }
 
     #[test]
     fn terrain_tiles_round_trip_as_glyphs_in_ron_and_messagepack() {
