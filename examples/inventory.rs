@@ -2,7 +2,10 @@
 //! they first sign in; picking an item up moves it from the meadow's shard
 //! into the player's inventory in one atomic commit, so it exists exactly
 //! once, and the other player sees it leave the ground but never sees the
-//! inventory. Run: `cargo run --example inventory`.
+//! inventory. The game answers its players: the whole meadow is told who
+//! picked what up (a server message), and a player who asks for an item no
+//! longer on the ground is refused with the game's own reason. Run:
+//! `cargo run --example inventory`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,10 +25,22 @@ struct PickUp {
     item: u64,
 }
 
+/// What the game tells the meadow's players.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+struct News {
+    text: String,
+}
+
 const GROUND: ShardId = ShardId(0);
 
-fn registry() -> PublishRegistry {
-    PublishRegistry::builder().publish::<Item>("item", 1).build()
+/// The game's own refusal code (games use 1000 and up).
+const NOT_ON_THE_GROUND: u16 = 1000;
+
+/// What the server and the clients both register.
+fn shared(app: &mut App) {
+    app.publish::<Item>("item", 1)
+        .add_intent::<PickUp>("pick_up", 1)
+        .add_server_message::<News>("news");
 }
 
 /// A player's inventory shard: derived from their name, in the meadow.
@@ -42,22 +57,59 @@ fn drop_items(world: &mut World, store: &dyn WorldStore) -> Result<(), String> {
             .create_zone(&meadow, &[ShardSpec::shared(GROUND)])
             .map_err(|e| e.to_string())?;
     }
-    for (id, name) in [(1, "axe"), (2, "rope")] {
-        world.spawn((Published::new(ObjectId(id), GROUND), Item { name: name.into() }));
-    }
+    // The axe has a hand-picked id (a static world file's); the rope gets
+    // one from the store's allocator.
+    world.spawn((Published::new(ObjectId(1), GROUND), Item { name: "axe".into() }));
+    world.spawn((NewObject::in_shard(GROUND), Item { name: "rope".into() }));
     Ok(())
 }
 
-/// The rule: a player picks an item up from the ground into their inventory.
-fn pick_up(mut intents: MessageReader<FromClient<PickUp>>, mut items: Query<&mut Published, With<Item>>) {
+/// The rule: a player picks an item up from the ground into their
+/// inventory, and the meadow hears of it; an item not on the ground is
+/// refused, saying why.
+fn pick_up(
+    mut intents: MessageReader<FromClient<PickUp>>,
+    mut items: Query<(&mut Published, &Item)>,
+    mut outcomes: ResMut<IntentOutcomes>,
+    mut news: MessageWriter<ToClients<News>>,
+) {
     for FromClient {
-        perspective, intent, ..
+        perspective,
+        intent,
+        id,
     } in intents.read()
     {
-        for mut published in &mut items {
-            if published.object.0 == intent.item && published.shard == GROUND {
+        let found = items.iter_mut().find(|(p, _)| p.object.0 == intent.item);
+        match found {
+            Some((mut published, item)) if published.shard == GROUND => {
                 published.shard = inventory_of(perspective); // one commit: gone here, there once
+                let text = format!("{perspective} picked up the {}", item.name);
+                news.write(ToClients {
+                    to: Audience::Zone(ZoneId::new("meadow").expect("a zone name")),
+                    message: News { text },
+                });
             }
+            _ => outcomes.refuse(
+                *id,
+                NOT_ON_THE_GROUND,
+                format!("item {} is not on the ground", intent.item),
+            ),
+        }
+    }
+}
+
+/// What a client heard: the meadow's news and its refusals.
+#[derive(Resource, Default)]
+struct Heard {
+    news: Vec<String>,
+    refusals: Vec<(u16, String)>,
+}
+
+fn listen(mut news: MessageReader<FromServer<News>>, mut events: MessageReader<HoardEvent>, mut heard: ResMut<Heard>) {
+    heard.news.extend(news.read().map(|n| n.message.text.clone()));
+    for event in events.read() {
+        if let HoardEvent::Client(ClientEvent::IntentRejected { code, message, .. }) = event {
+            heard.refusals.push((*code, message.clone()));
         }
     }
 }
@@ -71,7 +123,9 @@ fn client(server: &App, dir: &std::path::Path, player: &str) -> Result<App, Box<
     )
     .with_pin(handle.identity);
     let mut app = App::new();
-    app.add_plugins(HoardClientPlugin::with_registry(options, registry()));
+    app.add_plugins((shared, HoardClientPlugin::new(options)))
+        .init_resource::<Heard>()
+        .add_systems(Update, listen);
     app.world_mut()
         .write_message(ZoneRequest::Enter(ZoneId::new("meadow")?));
     Ok(app)
@@ -92,9 +146,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = std::env::temp_dir().join(format!("hoard-inventory-{}", std::process::id()));
     let store = Arc::new(RedbStore::open_dir(&dir.join("server"))?);
     let options = ServerOptions::new("127.0.0.1:0".parse()?, dir.join("server"));
-    let plugin = HoardServerPlugin::with_registry(options, store.clone(), registry())
+    let plugin = HoardServerPlugin::new(options, store.clone())
         .seed(drop_items)
-        .intent::<PickUp>("pick_up")
         .on_join(Arc::new(|player: &str, store: &dyn WorldStore| {
             let shard = inventory_of(player);
             if store.shard_head(shard).is_ok() {
@@ -108,7 +161,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             store.create_zone(&meadow, &[spec]).map_err(|e| e.to_string())
         }));
     let mut server = App::new();
-    server.add_plugins(plugin.start()?).add_systems(Update, pick_up);
+    server
+        .add_plugins(shared)
+        .add_hoard_server(plugin)?
+        .add_systems(Update, pick_up);
     server.update();
     let (mut ann, mut bob) = (client(&server, &dir, "ann")?, client(&server, &dir, "bob")?);
 
@@ -124,9 +180,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         step(&mut server, &mut ann, &mut bob);
     }
     println!("both see the axe and the rope on the ground");
-    ann.world()
-        .resource::<Hoard>()
-        .send_intent("pick_up", &PickUp { item: 1 })?;
+    ann.world().resource::<Hoard>().send(&PickUp { item: 1 })?;
     // The shard ann sees the axe in.
     let axe_shard = |ann: &mut App| {
         ann.world_mut()
@@ -158,6 +212,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .count();
     assert_eq!(holders, 1, "the axe exists exactly once");
     println!("ann picked the axe up: it is in her inventory, once; bob sees only the rope");
+    while bob.world().resource::<Heard>().news.is_empty() {
+        step(&mut server, &mut ann, &mut bob);
+    }
+    println!("bob heard: {}", bob.world().resource::<Heard>().news[0]);
+
+    // Bob asks for the axe too late: the game says why.
+    bob.world().resource::<Hoard>().send(&PickUp { item: 1 })?;
+    while bob.world().resource::<Heard>().refusals.is_empty() {
+        step(&mut server, &mut ann, &mut bob);
+    }
+    let (code, reason) = bob.world().resource::<Heard>().refusals[0].clone();
+    assert_eq!(code, NOT_ON_THE_GROUND);
+    println!("bob was refused ({code}): {reason}");
     drop((ann, bob, server));
     std::fs::remove_dir_all(&dir)?;
     Ok(())

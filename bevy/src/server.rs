@@ -557,6 +557,35 @@ impl HoardServerPlugin {
         Ok(registry)
     }
 
+    /// Gives the seed's objects spawned without an id
+    /// ([`hoard_engine::NewObject`]) ids from the store's allocator, above
+    /// every id the seed picked by hand (those are not stored yet).
+    fn give_seeded_ids(&self, scratch: &mut World) -> Result<(), StartError> {
+        let mut new =
+            scratch.query_filtered::<Entity, (With<hoard_engine::NewObject>, Without<hoard_engine::Published>)>();
+        let waiting: Vec<Entity> = new.iter(scratch).collect();
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        let mut picked = scratch.query::<&hoard_engine::Published>();
+        let above = picked.iter(scratch).map(|p| p.object.0 + 1).max().unwrap_or(0);
+        let mut ids = self
+            .store
+            .reserve_object_ids(waiting.len() as u64, above)
+            .map_err(|e| StartError::Seed(format!("reserving ids for the new world's objects: {e}")))?;
+        for entity in waiting {
+            let Some(id) = ids.next() else {
+                return Err(StartError::Seed("the store reserved fewer ids than asked".into()));
+            };
+            let mut object = scratch.entity_mut(entity);
+            let Some(new) = object.take::<hoard_engine::NewObject>() else {
+                continue;
+            };
+            object.insert(hoard_engine::Published::new(hoard_engine::ObjectId(id), new.shard));
+        }
+        Ok(())
+    }
+
     /// Seeds a new world if there is a seed hook and the store has
     /// recorded no schema yet: the hook's objects and the schema record are
     /// one commit, so a crash before it leaves the store new again.
@@ -573,6 +602,7 @@ impl HoardServerPlugin {
         }
         let mut scratch = World::new();
         seed(&mut scratch, &*self.store).map_err(StartError::Seed)?;
+        self.give_seeded_ids(&mut scratch)?;
         let mut publisher = Publisher::new(registry.clone());
         let gathered = publisher.gather(&mut scratch);
         if let Some(problem) = gathered.problems.first() {

@@ -221,6 +221,45 @@ fn objects_spawned_without_an_id_get_one_from_the_store_never_twice() {
 }
 
 #[test]
+fn a_seed_may_leave_ids_to_the_store_beside_hand_picked_ones() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let store = std::sync::Arc::new(RedbStore::open_dir(data.path()).expect("store"));
+    let options = ServerOptions::new("127.0.0.1:0".parse().expect("addr"), data.path().to_owned());
+    let plugin =
+        HoardServerPlugin::with_registry(options, store.clone(), super::apps::registry()).seed(|world, store| {
+            store
+                .create_zone(&meadow(), &[ShardSpec::shared(ShardId(0))])
+                .map_err(|e| e.to_string())?;
+            world.spawn((Published::new(ObjectId(500), ShardId(0)), Crate { stones: 5 }));
+            for stones in 1..=3 {
+                world.spawn((NewObject::in_shard(ShardId(0)), Crate { stones }));
+            }
+            Ok(())
+        });
+    let mut server = bevy_app::App::new();
+    server.add_plugins(plugin.start().expect("the server starts"));
+    let stored: Vec<u64> = store
+        .snapshot(ShardId(0))
+        .expect("snapshot")
+        .objects
+        .iter()
+        .map(|o| o.id.0)
+        .collect();
+    assert_eq!(stored.len(), 4, "every seeded object is stored: {stored:?}");
+    assert!(stored.contains(&500));
+    assert!(
+        stored.iter().filter(|&&id| id != 500).all(|&id| id > 500),
+        "ids from the store stay clear of the hand-picked one: {stored:?}"
+    );
+    let world = server.world_mut();
+    assert_eq!(
+        world.query::<&Published>().iter(world).count(),
+        4,
+        "and loaded into the App"
+    );
+}
+
+#[test]
 fn the_game_refuses_an_intent_with_its_reason_and_confirms_a_deferred_one_once_applied() {
     let data = tempfile::tempdir().expect("tempdir");
     let cache = tempfile::tempdir().expect("tempdir");
@@ -233,8 +272,8 @@ fn the_game_refuses_an_intent_with_its_reason_and_confirms_a_deferred_one_once_a
         .expect("queued");
     run_until(&mut server, &mut [&mut ann], |w| {
         events(w).iter().any(|e| {
-            matches!(e, HoardEvent::Client(ClientEvent::IntentRejected { seq, message })
-                if seq == &refused && message.contains("100 stones at most"))
+            matches!(e, HoardEvent::Client(ClientEvent::IntentRejected { seq, code, message })
+                if seq == &refused && *code == super::apps::TOO_MANY && message.contains("100 stones at most"))
         })
     });
     let deferred = hoard(&ann)

@@ -158,9 +158,9 @@ pub(crate) fn run(args: ClientArgs) -> anyhow::Result<i32> {
                                 unanswered.remove(seq);
                             }
                         }
-                        HoardEvent::Client(ClientEvent::IntentRejected { seq, message }) => {
+                        HoardEvent::Client(ClientEvent::IntentRejected { seq, code, message }) => {
                             let act = unanswered.remove(seq).unwrap_or_default();
-                            return Some(Err(anyhow::anyhow!("--act {act} was rejected: {message}")));
+                            return Some(Err(anyhow::anyhow!("--act {act} was rejected ({code}): {message}")));
                         }
                         HoardEvent::Failed(e) => return Some(Err(anyhow::anyhow!("{e}"))),
                         _ => {}

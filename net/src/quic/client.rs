@@ -243,6 +243,9 @@ pub enum ClientEvent {
     IntentRejected {
         /// The seq [`HoardClient::send_intent`] returned for it.
         seq: u32,
+        /// The error code (docs/PROTOCOL.md, error codes): hoard's below
+        /// 1000, the game's own from 1000.
+        code: u16,
         /// Why.
         message: String,
     },
@@ -1692,7 +1695,10 @@ fn process_effects_with(inner: &Arc<Inner>, writes: Writes) -> Vec<Arc<CachedSha
             }
             Effect::IntentRejected { seq, code, message } => {
                 tracing::info!(seq, code, %message, "intent rejected");
-                push(inner, Pending::Event(ClientEvent::IntentRejected { seq, message }));
+                push(
+                    inner,
+                    Pending::Event(ClientEvent::IntentRejected { seq, code, message }),
+                );
             }
             Effect::Processed { seqs } => push(inner, Pending::Event(ClientEvent::IntentsProcessed { seqs })),
             Effect::Status { writable, message } => {

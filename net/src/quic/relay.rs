@@ -791,18 +791,11 @@ mod actions {
         mut intents: mpsc::Receiver<Forward>,
         answers: mpsc::Sender<(u64, Message)>,
     ) {
-        let reject = |session: u64, seq: u32, message: String| {
+        let reject = |session: u64, seq: u32, code: u16, message: String| {
             let answers = answers.clone();
             async move {
                 let _ = answers
-                    .send((
-                        session,
-                        Message::IntentRejected(IntentRejected {
-                            seq,
-                            code: ErrorCode::Unavailable as u16,
-                            message,
-                        }),
-                    ))
+                    .send((session, Message::IntentRejected(IntentRejected { seq, code, message })))
                     .await;
             }
         };
@@ -814,6 +807,7 @@ mod actions {
                     reject(
                         f.session,
                         f.seq,
+                        ErrorCode::Unavailable as u16,
                         format!("the world's server refused your session through this relay: {e}"),
                     )
                     .await;
@@ -827,20 +821,22 @@ mod actions {
                 next = intents.recv() => {
                     let Some(f) = next else { break };
                     if sessions.len() >= QUEUED * 16 {
-                        reject(f.session, f.seq, "too many actions unanswered by the world's server".into()).await;
+                        reject(f.session, f.seq, ErrorCode::Unavailable as u16, "too many actions unanswered by the world's server".into()).await;
                         continue;
                     }
                     sessions.insert(f.seq, f.session);
                     if let Err(e) = client.send_encoded_intent(f.seq, &f.kind, f.payload).await {
-                        reject(f.session, f.seq, format!("could not reach the world's server: {e}")).await;
+                        reject(f.session, f.seq, ErrorCode::Unavailable as u16, format!("could not reach the world's server: {e}")).await;
                     }
                 }
                 () = client.changed() => {
                     for update in client.take_updates() {
                         match update {
-                            ClientUpdate::Event(ClientEvent::IntentRejected { seq, message }) => {
+                            // The origin's code (the game's own, say) goes back
+                            // to the player as it is.
+                            ClientUpdate::Event(ClientEvent::IntentRejected { seq, code, message }) => {
                                 if let Some(session) = sessions.remove(&seq) {
-                                    reject(session, seq, message).await;
+                                    reject(session, seq, code, message).await;
                                 }
                             }
                             ClientUpdate::Event(ClientEvent::IntentsProcessed { seqs }) => {
@@ -856,7 +852,7 @@ mod actions {
                             }
                             ClientUpdate::Event(ClientEvent::Disconnected { reason }) => {
                                 for (seq, session) in sessions.drain() {
-                                    reject(session, seq, format!("the world's server closed your session: {reason}")).await;
+                                    reject(session, seq, ErrorCode::Unavailable as u16, format!("the world's server closed your session: {reason}")).await;
                                 }
                                 return;
                             }

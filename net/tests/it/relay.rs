@@ -151,7 +151,7 @@ async fn chained_relays_serve_the_origins_world_and_a_cache_moves_between_routes
         loop {
             ann.changed().await;
             for u in ann.take_updates() {
-                if let ClientUpdate::Event(ClientEvent::IntentRejected { seq, message }) = u
+                if let ClientUpdate::Event(ClientEvent::IntentRejected { seq, message, .. }) = u
                     && seq == intent
                 {
                     return message;
