@@ -158,7 +158,14 @@ fn serve(args: RunArgs) -> anyhow::Result<i32> {
     if let Some(leases) = &leases
         && !first_start
     {
-        match leases.take(&interrupted, &failure)? {
+        // While another server holds a zone, this one is its standby: it
+        // says so, and listens, sending players on to the zone's owner.
+        let standby = leases.standby(&args, &opened)?;
+        let taken = leases.take(&interrupted, &failure);
+        if let Some(standby) = standby {
+            standby.stop();
+        }
+        match taken? {
             Some(d) => directory = Some(d),
             None => return Ok(0),
         }
@@ -292,6 +299,20 @@ fn ctrlc_flag(flag: Arc<AtomicBool>) -> std::io::Result<()> {
     Ok(())
 }
 
+/// A standby's endpoint: sends players on to the zones' owners.
+struct Standby {
+    runtime: tokio::runtime::Runtime,
+    handle: hoard_net::quic::server::ServerHandle,
+}
+
+impl Standby {
+    /// Closes its connections and frees the address for the server.
+    fn stop(self) {
+        let Standby { runtime, handle } = self;
+        runtime.block_on(handle.shutdown());
+    }
+}
+
 /// The leases of the zones `--zones` names, and how they are taken.
 struct ZoneLeases {
     store: Arc<hoard_engine::store::PgStore>,
@@ -327,6 +348,60 @@ impl ZoneLeases {
             },
             took_over_after: std::cell::Cell::new(None),
         })
+    }
+
+    /// If another server holds any of the zones: prints the `standby`
+    /// line and starts an endpoint on the server's address that serves no
+    /// zone of its own (it takes no lease and writes nothing) and sends
+    /// each player entering a zone to its owner, until this server has
+    /// taken its zones over and stops it.
+    fn standby(&self, args: &RunArgs, opened: &game::server::ServerStore) -> anyhow::Result<Option<Standby>> {
+        let mut served_by = serde_json::Map::new();
+        for zone in &self.zones {
+            if let Some(lease) = self.store.zone_lease(zone)?
+                && lease.expires_at > chrono::Utc::now()
+                && lease.owner != self.holder.owner
+            {
+                served_by.insert(zone.to_string(), serde_json::Value::String(lease.address));
+            }
+        }
+        if served_by.is_empty() {
+            return Ok(None);
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("hoard-standby")
+            .enable_all()
+            .build()?;
+        let mut options = ServerOptions::new(args.listen, args.data.clone());
+        options.dev_mode = args.dev;
+        options.advertise = args.advertise.clone();
+        options.max_connections = args.max_connections;
+        options.max_connections_per_ip = args.max_connections_per_ip;
+        // No zone is this server's yet: every entry goes to its owner.
+        options.directory = Arc::new(game::leases::LeaseDirectory::new(self.store.clone(), &[]));
+        let registry = game::registry();
+        let idle = hoard_net::quic::server::Game::new(
+            bevy_ecs::world::World::new(),
+            bevy_ecs::schedule::Schedule::default(),
+            hoard_engine::Publisher::new(registry),
+            hoard_proto::intents::IntentRegistry::new(),
+        );
+        let handle = runtime
+            .block_on(hoard_net::quic::server::start(options, opened.store.clone(), idle))
+            .context("listening as a standby")?;
+        println!(
+            "{}",
+            serde_json::json!({
+                "event": "standby",
+                "addr": handle.addr.to_string(),
+                "fingerprint": handle.identity.to_string(),
+                "zones": self.zones.iter().map(ZoneId::as_str).collect::<Vec<_>>(),
+                "served_by": served_by,
+            })
+        );
+        tracing::info!(addr = %handle.addr, "standby: sending players to the zones' owners");
+        Ok(Some(Standby { runtime, handle }))
     }
 
     fn directory(&self) -> Arc<game::leases::LeaseDirectory> {

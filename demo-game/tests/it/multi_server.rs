@@ -69,11 +69,14 @@ fn start_at(
     let stdout = child.stdout.take().expect("stdout");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let mut line = String::new();
-        if BufReader::new(stdout).read_line(&mut line).is_ok()
-            && let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
-        {
-            let _ = tx.send(v);
+        // Its JSON lines: `standby` (while another server holds its zones),
+        // then `listening`.
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                && tx.send(v).is_err()
+            {
+                return;
+            }
         }
     });
     (Proc(child), rx)
@@ -135,11 +138,20 @@ fn a_player_moves_between_servers_with_a_warm_cache_and_a_killed_servers_zone_is
     let meadow = enter_via(&alpha_addr, cache.path(), &ann, "meadow", Duration::from_secs(10));
     assert_eq!(meadow["shards_fresh"], 64, "{meadow}");
 
-    // A standby for meadow waits; alpha dies mid-play.
+    // A standby for meadow says so, and sends a player who comes to it on
+    // to alpha (the cache stays warm); then alpha dies mid-play.
     let (_gamma, gamma_addr, gamma_rx) = start(data.path(), &schema, "gamma", "meadow");
+    let v = gamma_rx.recv_timeout(Duration::from_secs(30)).expect("a line");
+    assert_eq!(
+        v["event"], "standby",
+        "the standby must not serve meadow while alpha holds it: {v}"
+    );
+    assert_eq!(v["served_by"]["meadow"], serde_json::json!(alpha_addr), "{v}");
+    let meadow = enter_via(&gamma_addr, cache.path(), &ann, "meadow", Duration::from_secs(10));
+    assert_eq!(meadow["shards_fresh"], 64, "through the standby to alpha: {meadow}");
     assert!(
-        gamma_rx.recv_timeout(Duration::from_millis(500)).is_err(),
-        "the standby must not serve meadow while alpha holds it"
+        gamma_rx.recv_timeout(Duration::from_millis(300)).is_err(),
+        "still a standby while alpha holds meadow"
     );
     let killed = Instant::now();
     drop(alpha);
