@@ -153,6 +153,37 @@ impl ClientApp {
         }
     }
 
+    /// [`ClientApp::connect_entered`] through the first of `servers` (the
+    /// world's servers, in the order given) that answers: one that cannot
+    /// be reached, or refuses (a server stopping, say), is left for the
+    /// next. Fails, naming each server's reason, if none does.
+    pub(crate) fn connect_entered_any(
+        options: ClientOptions,
+        servers: &[std::net::SocketAddr],
+        zone: &ZoneId,
+    ) -> anyhow::Result<(ClientApp, EntryStats)> {
+        let mut reasons = Vec::new();
+        for (i, server) in servers.iter().enumerate() {
+            let options = ClientOptions {
+                server: *server,
+                ..options.clone()
+            };
+            match ClientApp::connect_entered(options, zone) {
+                Ok(entered) => return Ok(entered),
+                Err(e) if i + 1 < servers.len() => {
+                    tracing::warn!(%server, error = %format!("{e:#}"), "this server of the world did not answer; trying the next");
+                    reasons.push(format!("{server}: {e:#}"));
+                }
+                Err(e) if reasons.is_empty() => return Err(e),
+                Err(e) => {
+                    reasons.push(format!("{server}: {e:#}"));
+                    anyhow::bail!("none of the world's servers answered: {}", reasons.join("; "));
+                }
+            }
+        }
+        anyhow::bail!("no server address given")
+    }
+
     /// Enters `zone` on the server the world says serves it, as
     /// [`ClientApp::connect_entered`] does, from this connection's options
     /// and the identity it verified.

@@ -28,9 +28,12 @@ const ANSWER_WITHIN: Duration = Duration::from_secs(10);
 /// to print the entry as a JSON line and exit.
 #[derive(Args)]
 pub(crate) struct ClientArgs {
-    /// The server's address.
-    #[arg(long, default_value = "127.0.0.1:7000")]
-    server: SocketAddr,
+    /// The server's address; or the world's servers' addresses,
+    /// comma-separated (`A,B,C`), tried in order until one answers (a dead
+    /// server is not a dead end; any of a world's servers sends the player
+    /// on to the one serving their zone).
+    #[arg(long, default_value = "127.0.0.1:7000", value_delimiter = ',', num_args = 1)]
+    server: Vec<SocketAddr>,
     /// The cache root (default: $XDG_CACHE_HOME/hoard, or ~/.cache/hoard).
     #[arg(long)]
     cache_dir: Option<PathBuf>,
@@ -89,7 +92,10 @@ pub(crate) fn run(args: ClientArgs) -> anyhow::Result<i32> {
         eprintln!("hoard-demo: logging to {}", log.display());
     }
     let options = ClientOptions {
-        server: args.server,
+        server: *args
+            .server
+            .first()
+            .ok_or_else(|| anyhow::anyhow!("--server: give an address"))?,
         cache_dir,
         token: args.token,
         service: "world".into(),
@@ -103,7 +109,7 @@ pub(crate) fn run(args: ClientArgs) -> anyhow::Result<i32> {
     // The zone is entered as part of connecting: `EnterZone` right behind
     // `Hello`, one round trip after the handshake.
     if !args.headless {
-        let (app, stats) = ClientApp::connect_entered(options, &args.zone)?;
+        let (app, stats) = ClientApp::connect_entered_any(options, &args.server, &args.zone)?;
         let mut session = Session::start(app, args.zone, stats)?;
         let result = session.run_terminal();
         let last = session.last_entry().cloned();
@@ -113,7 +119,7 @@ pub(crate) fn run(args: ClientArgs) -> anyhow::Result<i32> {
         }
         return result.map(|()| 0);
     }
-    let (mut app, stats) = ClientApp::connect_entered(options, &args.zone)?;
+    let (mut app, stats) = ClientApp::connect_entered_any(options, &args.server, &args.zone)?;
     println!(
         "{}",
         serde_json::json!({

@@ -165,6 +165,20 @@ fn a_player_moves_between_servers_with_a_warm_cache_and_a_killed_servers_zone_is
     let ready = killed.elapsed();
     assert_eq!(meadow["shards_fresh"], 64, "a delta entry after the takeover: {meadow}");
     assert_eq!(meadow["shards_snapshot"], 0);
+    // A player given the world's servers, the dead one first, gets in
+    // through the next (which sends them on to gamma).
+    let out = super::server_client::headless(&format!("{alpha_addr},{beta_addr}"), "meadow", &ann)
+        .arg("--cache-dir")
+        .arg(cache.path())
+        .output()
+        .expect("client");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let meadow: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one json line");
+    assert_eq!(meadow["shards_fresh"], 64, "{meadow}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("trying the next"),
+        "says it left the dead server for the next"
+    );
     println!(
         "handover: alpha killed → gamma serving meadow {} ms (lease 2 s) → first client's zone ready {} ms \
          (via {gamma_addr}); lease lapsed → taken {taken_after_expiry} ms, taken → serving {loaded_in} ms, \
