@@ -147,7 +147,21 @@ fn serve(args: RunArgs) -> anyhow::Result<i32> {
         true => None,
         false => Some(ZoneLeases::prepare(&args, &opened)?),
     };
-    let first_start = store.zones()?.is_empty();
+    let mut first_start = store.zones()?.is_empty();
+    // Servers of a world started together on an empty store: one imports
+    // the world, the others wait for it and then start as on any day.
+    let mut importing = false;
+    if let Some(leases) = &leases
+        && first_start
+    {
+        match leases.claim_import(&args, &interrupted)? {
+            Some(ours) => {
+                first_start = ours;
+                importing = ours;
+            }
+            None => return Ok(0),
+        }
+    }
     let zones: Vec<String> = store
         .zones()?
         .iter()
@@ -207,6 +221,9 @@ fn serve(args: RunArgs) -> anyhow::Result<i32> {
         &progress.callback(),
     )?;
     progress.finish();
+    if importing && let Some(leases) = &leases {
+        leases.import_done()?;
+    }
     if let Some(leases) = &leases
         && first_start
     {
@@ -299,6 +316,10 @@ fn ctrlc_flag(flag: Arc<AtomicBool>) -> std::io::Result<()> {
     Ok(())
 }
 
+/// How long a server may take to import the world on a first start before
+/// another may take the import over.
+const IMPORT_LEASE: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// A standby's endpoint: sends players on to the zones' owners.
 struct Standby {
     runtime: tokio::runtime::Runtime,
@@ -320,6 +341,9 @@ struct ZoneLeases {
     holder: LeaseHolder,
     /// For a takeover: from the previous owner's lease lapsing to holding it.
     took_over_after: std::cell::Cell<Option<std::time::Duration>>,
+    /// The store handle holding the claim on the world's first import,
+    /// while this server imports it.
+    import_claim: std::cell::RefCell<Option<hoard_engine::store::PgStore>>,
 }
 
 impl ZoneLeases {
@@ -347,6 +371,7 @@ impl ZoneLeases {
                 ttl: std::time::Duration::from_secs_f64(args.lease_secs),
             },
             took_over_after: std::cell::Cell::new(None),
+            import_claim: std::cell::RefCell::new(None),
         })
     }
 
@@ -402,6 +427,68 @@ impl ZoneLeases {
         );
         tracing::info!(addr = %handle.addr, "standby: sending players to the zones' owners");
         Ok(Some(Standby { runtime, handle }))
+    }
+
+    /// Whether this server imports the world into the empty store (`Some(true)`),
+    /// or another server of the world did and it is done (`Some(false)`,
+    /// after waiting for it with a line saying so); `None` if interrupted
+    /// while waiting. The import is claimed by a lease on the import's
+    /// completion marker, long enough for any import (if its server dies,
+    /// the next to take it finds an unfinished import and refuses it).
+    fn claim_import(&self, args: &RunArgs, interrupted: &Arc<AtomicBool>) -> anyhow::Result<Option<bool>> {
+        ctrlc_flag(interrupted.clone())?;
+        // The claim is held through a store handle of its own: a store that
+        // holds zone leases fences its commits to them, and the import
+        // commits every zone.
+        let url = args.store.as_deref().context("--zones needs a PostgreSQL store")?;
+        let mut options = hoard_engine::store::PgOptions::new(url);
+        options.schema = args.store_schema.clone();
+        let claims = hoard_engine::store::PgStore::open(&options)?;
+        let marker = ZoneId::new(game::rules::INVENTORY_ZONE)?;
+        let importer = LeaseHolder {
+            ttl: IMPORT_LEASE,
+            ..self.holder.clone()
+        };
+        let mut announced = false;
+        loop {
+            if hoard_engine::store::WorldStore::zones(&*self.store)?.contains(&marker) {
+                return Ok(Some(false));
+            }
+            match claims.acquire_zone(&marker, &importer) {
+                Ok(_) if hoard_engine::store::WorldStore::zones(&*self.store)?.is_empty() => {
+                    *self.import_claim.borrow_mut() = Some(claims);
+                    return Ok(Some(true));
+                }
+                Ok(_) => {
+                    // Another server's import, cut short (or finished
+                    // between the two reads): not ours to redo.
+                    claims.release_zone(&marker)?;
+                    return Ok(Some(false));
+                }
+                Err(hoard_engine::store::LeaseError::Held(lease)) => {
+                    if !announced {
+                        eprintln!(
+                            "the world is being imported by {} at {}; waiting for it to finish",
+                            lease.owner, lease.address
+                        );
+                        announced = true;
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+            if interrupted.load(std::sync::atomic::Ordering::SeqCst) {
+                return Ok(None);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
+    }
+
+    /// Gives back the import's lease once the world is imported.
+    fn import_done(&self) -> anyhow::Result<()> {
+        if let Some(claims) = self.import_claim.borrow_mut().take() {
+            claims.release_zone(&ZoneId::new(game::rules::INVENTORY_ZONE)?)?;
+        }
+        Ok(())
     }
 
     fn directory(&self) -> Arc<game::leases::LeaseDirectory> {

@@ -547,3 +547,26 @@ fn offline_world_tools_refuse_to_write_a_world_its_servers_are_serving() {
         );
     }
 }
+
+#[test]
+fn two_servers_started_together_on_an_empty_store_import_the_world_once_and_both_serve() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let cache = tempfile::tempdir().expect("tempdir");
+    let schema = PgSchema::new();
+    generate_world(&data.path().join("world-files"));
+    let ann = token(data.path(), "ann");
+    // Started at the same moment: one imports, the other waits for it.
+    let (_alpha, alpha_addr, alpha_rx) = start(data.path(), &schema, "alpha", "meadow");
+    let (_beta, _, beta_rx) = start(data.path(), &schema, "beta", "forest");
+    assert_eq!(
+        listening(&alpha_rx, Duration::from_secs(60))["serving"],
+        serde_json::json!(["meadow"])
+    );
+    assert_eq!(
+        listening(&beta_rx, Duration::from_secs(60))["serving"],
+        serde_json::json!(["forest"])
+    );
+    // The world is whole: every zone enters, through either server.
+    let forest = enter_via(&alpha_addr, cache.path(), &ann, "forest", Duration::from_secs(10));
+    assert_eq!(forest["shards"], 64, "{forest}");
+}
