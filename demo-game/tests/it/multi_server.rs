@@ -570,3 +570,72 @@ fn two_servers_started_together_on_an_empty_store_import_the_world_once_and_both
     let forest = enter_via(&alpha_addr, cache.path(), &ann, "forest", Duration::from_secs(10));
     assert_eq!(forest["shards"], 64, "{forest}");
 }
+
+/// Sends `signal` (`STOP`, `CONT`) to process `pid`.
+fn signal(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
+
+#[test]
+fn an_owner_paused_past_its_lease_exits_within_two_seconds_of_resuming() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let caches = tempfile::tempdir().expect("tempdir");
+    let schema = PgSchema::new();
+    generate_world(&data.path().join("world-files"));
+    let (mut alpha, alpha_addr, alpha_rx) = start(data.path(), &schema, "alpha", "meadow");
+    listening(&alpha_rx, Duration::from_secs(60));
+    let (_gamma, _, gamma_rx) = start(data.path(), &schema, "gamma", "meadow");
+    let v = gamma_rx.recv_timeout(Duration::from_secs(30)).expect("a line");
+    assert_eq!(v["event"], "standby", "{v}");
+    // Players in meadow on alpha, their connections busy when it pauses.
+    let mut players: Vec<Proc> = ["ann", "bob", "cid"]
+        .iter()
+        .map(|p| {
+            let child = super::server_client::headless_staying(&alpha_addr, "meadow", &token(data.path(), p))
+                .arg("--cache-dir")
+                .arg(caches.path().join(p))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("client");
+            Proc(child)
+        })
+        .collect();
+    for p in &mut players {
+        // Each is in the zone once it prints its entry (the players are
+        // killed when the test ends).
+        let mut line = String::new();
+        BufReader::new(p.0.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("an entry");
+        assert!(line.contains("zone_ready"), "{line}");
+    }
+
+    let pid = alpha.0.id();
+    signal(pid, "STOP");
+    // Gamma takes meadow over once alpha's lease lapses.
+    assert_eq!(
+        listening(&gamma_rx, Duration::from_secs(30))["serving"],
+        serde_json::json!(["meadow"])
+    );
+    signal(pid, "CONT");
+    let resumed = Instant::now();
+    let status = loop {
+        if let Some(status) = alpha.0.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            resumed.elapsed() < Duration::from_secs(20),
+            "alpha still runs 20 s after resuming"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let after = resumed.elapsed();
+    assert_eq!(status.code(), Some(1), "a fenced server stops with exit 1");
+    assert!(after < Duration::from_secs(2), "exited {after:?} after resuming");
+    println!("alpha exited {} ms after resuming", after.as_millis());
+}

@@ -120,7 +120,7 @@ pub(crate) fn headless(addr: &str, zone: &str, token: &str) -> Command {
 }
 
 /// A headless client command that stays in the zone until killed.
-fn headless_staying(addr: &str, zone: &str, token: &str) -> Command {
+pub(crate) fn headless_staying(addr: &str, zone: &str, token: &str) -> Command {
     let mut cmd = demo();
     cmd.args([
         "client",

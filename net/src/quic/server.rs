@@ -310,9 +310,22 @@ impl ServerHandle {
                 .flatten(),
             None => None,
         };
-        self.endpoint.wait_idle().await;
+        // Every connection has been sent its close; waiting for them to
+        // drain is only courtesy, bounded: a connection whose round-trip
+        // estimate grew while the process was paused (SIGSTOP, a long GC of
+        // the host) would otherwise hold the exit for three of its probe
+        // timeouts, many seconds.
+        if tokio::time::timeout(DRAIN_WAIT, self.endpoint.wait_idle())
+            .await
+            .is_err()
+        {
+            tracing::debug!(
+                waited_ms = DRAIN_WAIT.as_millis() as u64,
+                "connections still draining; not waiting for them"
+            );
+        }
         if let Some(accept) = self.accept_task.take() {
-            let _ = accept.await;
+            let _ = tokio::time::timeout(DRAIN_WAIT, accept).await;
         }
         game
     }
@@ -1378,6 +1391,9 @@ impl std::fmt::Debug for WorldLink {
 
 /// How long a clean stop waits for the commit in flight.
 const FINISH_COMMIT_WAIT: Duration = Duration::from_secs(30);
+
+/// How long a stopping server waits for its closed connections to drain.
+const DRAIN_WAIT: Duration = Duration::from_secs(1);
 
 /// What the world thread owns besides the game and its link.
 struct WorldThread {
