@@ -341,6 +341,9 @@ struct ZoneLeases {
     holder: LeaseHolder,
     /// For a takeover: from the previous owner's lease lapsing to holding it.
     took_over_after: std::cell::Cell<Option<std::time::Duration>>,
+    /// How long the database may stay unreachable before the server stops
+    /// (the server's store retry window).
+    store_retry_for: std::time::Duration,
     /// The store handle holding the claim on the world's first import,
     /// while this server imports it.
     import_claim: std::cell::RefCell<Option<hoard_engine::store::PgStore>>,
@@ -372,6 +375,7 @@ impl ZoneLeases {
             },
             took_over_after: std::cell::Cell::new(None),
             import_claim: std::cell::RefCell::new(None),
+            store_retry_for: ServerOptions::new(args.listen, args.data.clone()).store_retry_for,
         })
     }
 
@@ -518,6 +522,7 @@ impl ZoneLeases {
             self.holder.clone(),
             interrupted.clone(),
             failure.clone(),
+            self.store_retry_for,
         )?;
         Ok(Some((self.directory(), taken)))
     }

@@ -178,6 +178,9 @@ struct Worker {
 
 impl Worker {
     fn run(&self, releases: &Receiver<String>) {
+        // One line when the database cannot be reached, one when it can
+        // again: not one per player per retry.
+        let mut unreachable = false;
         loop {
             match releases.recv_timeout(RETRY_EVERY) {
                 Ok(player) => {
@@ -211,7 +214,18 @@ impl Worker {
                         }
                     }
                     Err(LeaseError::Held(_)) => {}
-                    Err(e) => tracing::warn!(player, error = %e, "could not take the player's lease; retrying"),
+                    Err(e) if !unreachable => {
+                        tracing::warn!(player, error = %e, "could not take players' leases; retrying until the database answers");
+                        unreachable = true;
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::debug!(player, error = %e, "could not take the player's lease");
+                        continue;
+                    }
+                }
+                if std::mem::take(&mut unreachable) {
+                    tracing::info!("taking players' leases again");
                 }
             }
         }

@@ -1,7 +1,8 @@
 //! A server that serves some of a world's zones (`hoard-demo server --zones
 //! meadow,forest` on a PostgreSQL store): it takes those zones' leases —
 //! waiting, as a standby, for any another server holds until it lapses —
-//! keeps them renewed, stops the process if it loses one, and tells clients
+//! keeps them renewed (through database outages: see [`keep_renewed`]),
+//! stops the process if it loses one, and tells clients
 //! which server serves the zones it does not (the [`ZoneDirectory`] the
 //! sessions ask).
 
@@ -77,35 +78,55 @@ pub(crate) fn take_zones(
 }
 
 /// Renews this server's leases every third of their life, on a thread of
-/// its own. If one is lost (another server took the zone) or none could be
-/// renewed for a whole lease life (the database is unreachable: another
-/// server may take over), it records why and sets `stop`: the server
-/// must not serve those zones any longer.
+/// its own. If one is lost (another server took the zone) it records why
+/// and sets `stop`: the server must not serve that zone any longer.
+///
+/// While the database cannot be reached, the leases are kept: no other
+/// server can take a zone without the database, and when it returns the
+/// renewal succeeds only on the fencing tokens this server holds (a zone
+/// taken meanwhile has a new token, and is reported lost). So an outage
+/// pauses writes as a store outage does (commits are retried, players are
+/// told), renewals are retried every `retry_every` with one log line when
+/// the database goes and one when it returns, and the server stops only if
+/// the outage outlasts `give_up_after` (the store's retry window) — or a
+/// zone turns out to be taken.
 pub(crate) fn keep_renewed(
     store: Arc<PgStore>,
     holder: LeaseHolder,
     stop: Arc<AtomicBool>,
     failure: Arc<Mutex<Option<String>>>,
+    give_up_after: Duration,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new().name("hoard-leases".into()).spawn(move || {
         let every = holder.ttl / 3;
-        let mut renewed = Instant::now();
+        let retry_every = every.clamp(Duration::from_millis(200), Duration::from_secs(1));
+        let mut attempted = Instant::now();
+        let mut unreachable_since: Option<Instant> = None;
         while !stop.load(Ordering::SeqCst) {
             std::thread::sleep(every.min(Duration::from_millis(200)));
-            if renewed.elapsed() < every {
+            let due = if unreachable_since.is_some() {
+                retry_every
+            } else {
+                every
+            };
+            if attempted.elapsed() < due {
                 continue;
             }
+            attempted = Instant::now();
             let fail = |reason: String| {
                 tracing::error!(%reason, "stopping");
                 *failure.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(reason);
                 stop.store(true, Ordering::SeqCst);
             };
             match store.renew_leases(&holder) {
-                Ok(lost) if lost.is_empty() => renewed = Instant::now(),
                 Ok(lost) => {
-                    renewed = Instant::now();
-                    // A lost zone stops the server. A player's lease lapses
-                    // only when renewals failed for its whole life; it is
+                    if let Some(since) = unreachable_since.take() {
+                        tracing::info!(
+                            after_ms = since.elapsed().as_millis() as u64,
+                            "the database is back: leases renewed on the tokens this server holds"
+                        );
+                    }
+                    // A lost zone stops the server. A player's lease is
                     // logged (a write of theirs here would now be refused,
                     // which stops the server then).
                     let zones: Vec<String> = lost
@@ -116,12 +137,28 @@ pub(crate) fn keep_renewed(
                     if !zones.is_empty() {
                         return fail(format!("lost the lease on {} to another server", zones.join(", ")));
                     }
-                    tracing::warn!(?lost, "players' leases taken by another server");
+                    if !lost.is_empty() {
+                        tracing::warn!(?lost, "players' leases taken by another server");
+                    }
                 }
-                Err(e) if renewed.elapsed() >= holder.ttl => {
-                    return fail(format!("could not renew the zone leases for {:?}: {e}", holder.ttl));
-                }
-                Err(e) => tracing::warn!(error = %e, "renewing the zone leases failed; retrying"),
+                Err(e) => match unreachable_since {
+                    None => {
+                        tracing::warn!(
+                            error = %e,
+                            retry_ms = retry_every.as_millis() as u64,
+                            give_up_s = give_up_after.as_secs(),
+                            "cannot renew the leases: the database is unreachable; writes pause until it returns"
+                        );
+                        unreachable_since = Some(Instant::now());
+                    }
+                    Some(since) if since.elapsed() >= give_up_after => {
+                        return fail(format!(
+                            "the database was unreachable for {} s (renewing the leases: {e})",
+                            since.elapsed().as_secs()
+                        ));
+                    }
+                    Some(_) => tracing::debug!(error = %e, "renewing the leases failed again"),
+                },
             }
         }
     })

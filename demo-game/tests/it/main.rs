@@ -3,6 +3,7 @@
 mod answer_slots;
 mod bots;
 mod cache_cli;
+mod db_outage;
 mod multi_server;
 mod postgres;
 mod relay;
