@@ -11,10 +11,12 @@
 //! cargo run --release -p hoard-bench -- relay
 //! cargo run --release -p hoard-bench -- slots --server-bin target/release/hoard-demo
 //! cargo run --release -p hoard-bench -- schema --demo-bin target/release/hoard-demo
+//! cargo run --release -p hoard-bench -- kills --demo-bin target/release/hoard-demo --seconds 240
 //! ```
 
 mod cache;
 mod engine;
+mod kills;
 mod net;
 mod pipeline;
 mod relay;
@@ -49,6 +51,8 @@ enum Command {
     Relay(relay::Args),
     /// An honest player's zone entry beside hostile connections that hold answer slots (hoard-demo servers of given builds).
     Slots(slots::Args),
+    /// A world on three servers and one PostgreSQL under kills and pauses: nothing confirmed lost, nothing twice.
+    Kills(kills::Args),
     /// What one component's schema change costs a returning player of the demo world.
     Schema(schema::Args),
     /// The origin process of `relay` (started by it).
@@ -66,6 +70,7 @@ fn main() -> anyhow::Result<()> {
         Command::Relay(args) => relay::run(&args, &cli.out),
         Command::Slots(args) => slots::run(&args, &cli.out),
         Command::Schema(args) => schema::run(&args, &cli.out),
+        Command::Kills(args) => kills::run(&args, &cli.out),
         Command::RelayOrigin(args) => relay::origin(&args),
     }
 }
