@@ -427,7 +427,20 @@ fn players_trade_an_item_across_servers_while_the_servers_are_killed_and_it_exis
         for act in &acts {
             cmd.args(["--act", act]);
         }
-        let _ = cmd.arg("--cache-dir").arg(player.2.path()).output().expect("client");
+        let out = cmd.arg("--cache-dir").arg(player.2.path()).output().expect("client");
+        if out.status.success() {
+            // Confirmed (`Processed`) means applied and durable, even with
+            // servers dying around it: the store holds the effect now.
+            let expected = match &holder {
+                None => ("inventory".to_owned(), Some(player.0.clone())),
+                Some(_) => (target.clone(), None),
+            };
+            assert_eq!(
+                whereabouts(&schema, id),
+                vec![expected],
+                "step {step}: confirmed {acts:?} but not applied"
+            );
+        }
         if settle(&now, Duration::from_secs(2), || whereabouts(&schema, id)) != now {
             moves += 1;
         }
