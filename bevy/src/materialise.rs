@@ -29,9 +29,9 @@ use bevy_platform::collections::{HashMap, HashSet};
 use hoard_engine::batch::DecodedObjects;
 use hoard_engine::load::ObjectDecodeError;
 use hoard_engine::registry::DecodedComponent;
+use hoard_engine::shard::{CachedObject, CachedShard};
 use hoard_engine::{ObjectId, PublishRegistry, ShardId, ZoneId};
 use hoard_net::quic::client::{ClientEvent, ClientUpdate, HoardClient};
-use hoard_world_cache::{CachedObject, CachedShard};
 
 pub use hoard_engine::Replicated;
 
@@ -370,10 +370,10 @@ pub fn update(client: &HoardClient, world: &mut World) -> Vec<ClientEvent> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hoard_engine::shard::recompute_digest;
+    use hoard_engine::shard::{CachedShard, ShardHeader, ShardKey};
     use hoard_engine::state::StateBuilder;
     use hoard_engine::{Epoch, Seq, ServerIdentity};
-    use hoard_world_cache::format::recompute_digest;
-    use hoard_world_cache::{CachedShard, ShardHeader, ShardKey};
     use serde::{Deserialize, Serialize};
 
     #[derive(Component, Serialize, Deserialize, Debug, PartialEq, Clone, Copy)]

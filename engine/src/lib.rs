@@ -41,6 +41,7 @@ pub mod publish;
 pub mod registry;
 pub mod schema;
 pub mod set_root;
+pub mod shard;
 pub mod state;
 pub mod store;
 pub mod url;

@@ -14,9 +14,9 @@
 use std::fmt;
 use std::sync::Arc;
 
+use hoard_engine::shard::CachedShard;
 use hoard_engine::store::ShardSnapshot;
 use hoard_engine::{Digest, Epoch, Seq, ServerIdentity, ShardId};
-use hoard_world_cache::format::CachedShard;
 
 use crate::wire::{HeadProof, MAX_SIGNATURE_BYTES};
 

@@ -17,12 +17,12 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::RwLock;
 
 use chrono::{DateTime, Utc};
+use hoard_engine::shard::{CachedObject, CachedShard};
 use hoard_engine::store::{
     ChangesSince, CommitError, CommitReceipt, ReadError, ShardHead, ShardScope, ShardSnapshot, ShardSpec, StoreFault,
     StoredObject, Tombstone, TrimReport, WorldStore, WriteError,
 };
 use hoard_engine::{ChangeSet, Digest, Epoch, ObjectId, ObjectState, Seq, ShardId, ZoneId};
-use hoard_world_cache::format::{CachedObject, CachedShard};
 
 use crate::proof::ProofSource;
 use crate::wire::{Delta, HeadProof, WireObject};

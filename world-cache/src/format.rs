@@ -7,12 +7,13 @@
 //! objects. Every length is checked against the bytes actually present before
 //! anything is allocated: a file claiming gigabytes costs nothing.
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{TimeZone, Utc};
 use hoard_engine::digest::DIGEST_BYTES;
 use hoard_engine::state::{MAX_STATE_BYTES, StateError};
 use hoard_engine::{Digest, Epoch, ObjectId, ObjectState, RegistryHash, Seq, ServerIdentity, ShardId, ZoneId};
 
-use crate::key::ShardKey;
+use hoard_engine::shard::ShardKey;
+pub use hoard_engine::shard::{CachedObject, CachedShard, ShardHeader, recompute_digest};
 
 /// First bytes of every shard file.
 pub const MAGIC: [u8; 8] = *b"HOARDSHD";
@@ -26,43 +27,6 @@ pub const CHECKSUM_BYTES: usize = 32;
 const FIXED_HEADER_BYTES: usize = 164;
 /// Bytes of one object record before its state.
 const OBJECT_RECORD_HEADER: usize = 20;
-
-/// What a shard file's header says: which shard this is and how fresh.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ShardHeader {
-    /// The shard's identity (server, service, perspective, zone, shard).
-    pub key: ShardKey,
-    /// The history the copy belongs to.
-    pub epoch: Epoch,
-    /// The seq the copy is complete up to.
-    pub hwm: Seq,
-    /// Digest and count of the objects.
-    pub digest: Digest,
-    /// The component registry the objects were encoded with.
-    pub registry: RegistryHash,
-    /// When this copy was written (display and age-based eviction only).
-    pub snapshot_time: DateTime<Utc>,
-}
-
-/// One cached object.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CachedObject {
-    /// Its id.
-    pub id: ObjectId,
-    /// Its version.
-    pub version: Seq,
-    /// Its canonical state.
-    pub state: ObjectState,
-}
-
-/// A whole cached shard: header and objects in id order.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CachedShard {
-    /// The header.
-    pub header: ShardHeader,
-    /// Objects, strictly ascending by id.
-    pub objects: Vec<CachedObject>,
-}
 
 /// Why bytes are not a valid shard file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -373,13 +337,4 @@ pub fn decode_shard(bytes: &[u8]) -> Result<CachedShard, FormatError> {
         header: info.header,
         objects,
     })
-}
-
-/// The digest of a set of cached objects, computed from their bytes.
-pub fn recompute_digest(objects: &[CachedObject]) -> Digest {
-    let mut digest = Digest::EMPTY;
-    for o in objects {
-        digest.add(o.id, o.version, &o.state.hash());
-    }
-    digest
 }

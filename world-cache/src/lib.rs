@@ -6,10 +6,13 @@
 //! shard, component registry) and how fresh it is (epoch, hwm, digest), so the
 //! next zone entry only has to ask "what changed since this?".
 //!
-//! - [`key`]: the [`ShardKey`] and the folder layout;
+//! What a copy of a shard *is* — [`ShardKey`], [`CachedShard`], applying an
+//! answer or delta to it — is the shard model of `hoard_engine::shard`,
+//! shared with the protocol and relays (re-exported here as [`key`],
+//! [`apply`] and the types below); this crate stores copies:
+//!
 //! - [`mod@format`]: the shard file (header with its own checksum, objects,
 //!   whole-file checksum) — see `docs/CACHE-FORMAT.md`;
-//! - [`apply`]: applying an answer or delta, digest-checked;
 //! - [`journal`]: live deltas appended beside a shard, folded in later;
 //! - [`cache`]: [`WorldCache`] — heads, loads, atomic writes, the lock;
 //!   `known` remembers its own files' lengths, so it asks the file system

@@ -14,10 +14,10 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use hoard_engine::shard::{ApplyError, CachedObject, CachedShard, ShardHeader, ShardKey, ShardUpdate, UpdateKind};
 use hoard_engine::{Epoch, ObjectId, ObjectState, RegistryHash, Seq, ServerIdentity, ShardId, ZoneId};
-use hoard_world_cache::{ApplyError, CachedObject, CachedShard, ShardHeader, ShardKey, ShardUpdate, UpdateKind};
 
-use hoard_world_cache::format::recompute_digest;
+use hoard_engine::shard::recompute_digest;
 
 use super::answer::short_hash;
 use crate::proof::{ProofChecker, ProofError};
@@ -964,7 +964,7 @@ impl ClientSync {
                 journal = Some(update.clone());
                 (
                     c.shard,
-                    hoard_world_cache::apply::apply(&key, registry, copy, update, now).map(Arc::new),
+                    hoard_engine::shard::apply::apply(&key, registry, copy, update, now).map(Arc::new),
                     Kind::Delta,
                 )
             }
@@ -976,7 +976,7 @@ impl ClientSync {
                 let result = if repaired {
                     repair_apply(&key, registry, copy, update, now)
                 } else {
-                    hoard_world_cache::apply::apply(&key, registry, copy, update, now)
+                    hoard_engine::shard::apply::apply(&key, registry, copy, update, now)
                 }
                 .map(Arc::new);
                 (shard, result, if repaired { Kind::Repaired } else { Kind::Delta })
@@ -999,7 +999,7 @@ impl ClientSync {
                 };
                 (
                     s.shard,
-                    hoard_world_cache::apply::apply(&key, registry, None, update, now).map(Arc::new),
+                    hoard_engine::shard::apply::apply(&key, registry, None, update, now).map(Arc::new),
                     Kind::Snapshot,
                 )
             }
@@ -1327,7 +1327,7 @@ impl ClientSync {
         if self.cfg.proofs.is_none() {
             return self.delta_in_place(d.zone, d.shard, key, update, upserts, removed, wall_now);
         }
-        match hoard_world_cache::apply::apply(&key, self.cfg.registry, Some(copy), update.clone(), wall_now) {
+        match hoard_engine::shard::apply::apply(&key, self.cfg.registry, Some(copy), update.clone(), wall_now) {
             Ok(next) => {
                 if self.cfg.proofs.is_some() {
                     if !self.proofs_pending.contains_key(&d.shard) {
@@ -1382,7 +1382,7 @@ impl ClientSync {
             return Ok(());
         };
         let applied =
-            hoard_world_cache::apply::apply_in_place(&key, registry, Arc::make_mut(live), update.clone(), now);
+            hoard_engine::shard::apply::apply_in_place(&key, registry, Arc::make_mut(live), update.clone(), now);
         match applied {
             Ok(()) => {
                 let next = live.clone();
@@ -1513,7 +1513,7 @@ fn repair_apply(
     now: DateTime<Utc>,
 ) -> Result<CachedShard, ApplyError> {
     let UpdateKind::Manifest { live, .. } = &update.kind else {
-        return hoard_world_cache::apply::apply(key, registry, copy, update, now);
+        return hoard_engine::shard::apply::apply(key, registry, copy, update, now);
     };
     let upserts: BTreeMap<ObjectId, &CachedObject> = update.upserts.iter().map(|o| (o.id, o)).collect();
     let held: BTreeMap<ObjectId, &CachedObject> = copy
@@ -1530,5 +1530,5 @@ fn repair_apply(
         kind: UpdateKind::Snapshot,
         upserts: objects,
     };
-    hoard_world_cache::apply::apply(key, registry, None, snapshot, now)
+    hoard_engine::shard::apply::apply(key, registry, None, snapshot, now)
 }

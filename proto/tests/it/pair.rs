@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BinaryHeap};
 use std::sync::Arc;
 
 use bevy_ecs::world::World;
+use hoard_engine::shard::{CachedShard, ShardKey};
 use hoard_engine::store::{ShardSpec, WorldStore};
 use hoard_engine::{ChangeSet, MemoryStore, PublishRegistry, Publisher, RegistryHash, ServerIdentity, ShardId, ZoneId};
 use hoard_proto::auth::TokenAuthority;
@@ -18,7 +19,6 @@ use hoard_proto::sync::client::{CheckedCopy, ClientConfig, ClientSync, Effect, E
 use hoard_proto::sync::server::{Output, ServerSession, SessionConfig};
 use hoard_proto::sync::tick::{TickCore, TickInput};
 use hoard_proto::wire::{Hello, Message, PROTOCOL_VERSION};
-use hoard_world_cache::{CachedShard, ShardKey};
 
 pub(crate) const SERVER: ServerIdentity = ServerIdentity([1; 32]);
 pub(crate) const REGISTRY: RegistryHash = RegistryHash([2; 32]);

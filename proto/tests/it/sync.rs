@@ -3,10 +3,10 @@
 //! random histories against random caches.
 
 use chrono::{Duration, Utc};
+use hoard_engine::shard::recompute_digest;
+use hoard_engine::shard::{CachedShard, ShardKey};
 use hoard_engine::state::StateBuilder;
 use hoard_engine::{ChangeSet, ObjectId, ObjectState, ShardId, ZoneId};
-use hoard_world_cache::format::recompute_digest;
-use hoard_world_cache::{CachedShard, ShardKey};
 use proptest::prelude::*;
 
 use hoard_proto::sync::client::CheckedCopy;
