@@ -1,20 +1,19 @@
 //! A store of your own behind the `WorldStore` trait: here an audit layer
-//! over the embedded redb store that counts what it commits and fails the
+//! (a `StoreLayer`: it overrides `commit`, everything else goes to the
+//! store it wraps) over the embedded redb store that counts what it commits and fails the
 //! server's commits on demand, the way a replicated or remote store would
 //! report an outage. The server pauses actions while it fails, keeps the
 //! change, and saves it once the store works again.
 //! Run: `cargo run --example custom_store`.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bevy_app::prelude::*;
 use bevy_ecs::prelude::*;
-use chrono::{DateTime, Utc};
+use hoard::engine::Seq;
 use hoard::engine::store::*;
-use hoard::engine::{Epoch, Seq};
 use hoard::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -25,7 +24,11 @@ struct AuditedStore {
     down: AtomicBool,
 }
 
-impl WorldStore for AuditedStore {
+// Everything but `commit` goes straight to redb.
+impl StoreLayer for AuditedStore {
+    fn inner(&self) -> &dyn WorldStore {
+        &self.inner
+    }
     fn commit(&self, changes: &ChangeSet) -> Result<CommitReceipt, CommitError> {
         if self.down.load(Ordering::SeqCst) {
             return Err(StoreFault::Corrupt("the audit log is unreachable".into()).into());
@@ -33,40 +36,6 @@ impl WorldStore for AuditedStore {
         let receipt = self.inner.commit(changes)?;
         self.committed.fetch_add(changes.len() as u64, Ordering::SeqCst);
         Ok(receipt)
-    }
-    // Everything else goes straight to redb.
-    fn create_zone(&self, zone: &ZoneId, shards: &[ShardSpec]) -> Result<(), WriteError> {
-        self.inner.create_zone(zone, shards)
-    }
-    fn zones(&self) -> Result<Vec<ZoneId>, ReadError> {
-        self.inner.zones()
-    }
-    fn zone_shards(&self, zone: &ZoneId) -> Result<Vec<ShardId>, ReadError> {
-        self.inner.zone_shards(zone)
-    }
-    fn shard_head(&self, shard: ShardId) -> Result<ShardHead, ReadError> {
-        self.inner.shard_head(shard)
-    }
-    fn changes_since(&self, shard: ShardId, since: Seq) -> Result<ChangesSince, ReadError> {
-        self.inner.changes_since(shard, since)
-    }
-    fn manifest(&self, shard: ShardId) -> Result<(ShardHead, Vec<(ObjectId, Seq)>), ReadError> {
-        self.inner.manifest(shard)
-    }
-    fn snapshot(&self, shard: ShardId) -> Result<ShardSnapshot, ReadError> {
-        self.inner.snapshot(shard)
-    }
-    fn trim_tombstones(&self, older_than: DateTime<Utc>) -> Result<TrimReport, WriteError> {
-        self.inner.trim_tombstones(older_than)
-    }
-    fn reset_epoch(&self, shard: ShardId) -> Result<Epoch, WriteError> {
-        self.inner.reset_epoch(shard)
-    }
-    fn schema(&self) -> Result<BTreeMap<String, u32>, ReadError> {
-        self.inner.schema()
-    }
-    fn commit_with_schema(&self, c: &ChangeSet, s: &BTreeMap<String, u32>) -> Result<CommitReceipt, CommitError> {
-        self.inner.commit_with_schema(c, s)
     }
 }
 
@@ -125,7 +94,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         std::thread::sleep(Duration::from_millis(5)); // a frame's pace
     }
-    let snap = store.snapshot(ShardId(0))?;
+    let snap = WorldStore::snapshot(&*store, ShardId(0))?;
     assert_eq!(
         snap.head.seq,
         Seq(2),

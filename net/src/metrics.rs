@@ -14,12 +14,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use chrono::{DateTime, Utc};
-use hoard_engine::store::{
-    ChangesSince, CommitError, CommitReceipt, ReadError, ShardHead, ShardSnapshot, ShardSpec, StoreFault, TrimReport,
-    WorldStore, WriteError,
-};
-use hoard_engine::{ChangeSet, Epoch, ObjectId, Seq, ShardId, ZoneId};
+use hoard_engine::ChangeSet;
+use hoard_engine::store::{CommitError, CommitReceipt, StoreLayer, WorldStore};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -340,45 +336,12 @@ impl MeteredStore {
     }
 }
 
-impl WorldStore for MeteredStore {
-    fn create_zone(&self, zone: &ZoneId, shards: &[ShardSpec]) -> Result<(), WriteError> {
-        self.inner.create_zone(zone, shards)
-    }
-    fn zones(&self) -> Result<Vec<ZoneId>, ReadError> {
-        self.inner.zones()
-    }
-    fn zone_shards(&self, zone: &ZoneId) -> Result<Vec<ShardId>, ReadError> {
-        self.inner.zone_shards(zone)
-    }
-    fn shard_head(&self, shard: ShardId) -> Result<ShardHead, ReadError> {
-        self.inner.shard_head(shard)
+impl StoreLayer for MeteredStore {
+    fn inner(&self) -> &dyn WorldStore {
+        &*self.inner
     }
     fn commit(&self, changes: &ChangeSet) -> Result<CommitReceipt, CommitError> {
         self.timed(changes, || self.inner.commit(changes))
-    }
-    fn changes_since(&self, shard: ShardId, since: Seq) -> Result<ChangesSince, ReadError> {
-        self.inner.changes_since(shard, since)
-    }
-    fn manifest(&self, shard: ShardId) -> Result<(ShardHead, Vec<(ObjectId, Seq)>), ReadError> {
-        self.inner.manifest(shard)
-    }
-    fn snapshot(&self, shard: ShardId) -> Result<ShardSnapshot, ReadError> {
-        self.inner.snapshot(shard)
-    }
-    fn trim_tombstones(&self, older_than: DateTime<Utc>) -> Result<TrimReport, WriteError> {
-        self.inner.trim_tombstones(older_than)
-    }
-    fn reset_epoch(&self, shard: ShardId) -> Result<Epoch, WriteError> {
-        self.inner.reset_epoch(shard)
-    }
-    fn reserve_object_ids(&self, count: u64, at_least: u64) -> Result<std::ops::Range<u64>, WriteError> {
-        self.inner.reserve_object_ids(count, at_least)
-    }
-    fn scan(&self) -> Result<u64, ReadError> {
-        self.inner.scan()
-    }
-    fn schema(&self) -> Result<BTreeMap<String, u32>, ReadError> {
-        self.inner.schema()
     }
     fn commit_with_schema(
         &self,
@@ -386,9 +349,6 @@ impl WorldStore for MeteredStore {
         schema: &BTreeMap<String, u32>,
     ) -> Result<CommitReceipt, CommitError> {
         self.timed(changes, || self.inner.commit_with_schema(changes, schema))
-    }
-    fn recover(&self) -> Result<(), StoreFault> {
-        self.inner.recover()
     }
 }
 

@@ -5,6 +5,8 @@
 //! object removed or replaced subtracts its leaf, each object written adds
 //! one, so the cost follows the size of the update, not of the shard.
 
+use std::collections::BTreeMap;
+
 use crate::{Digest, Epoch, ObjectId, RegistryHash, Seq};
 use chrono::{DateTime, Utc};
 
@@ -278,6 +280,39 @@ fn merge(copy: &CachedShard, kind: &UpdateKind, upserts: Vec<CachedObject>) -> (
         out.push(n);
     }
     (out, digest)
+}
+
+/// Applies a repair answer: for a manifest, the live ids, each object taken
+/// from the upserts or else from the copy (whose digest did not match, so
+/// only its objects the server lists as live at their versions count),
+/// checked against the server's digest as a snapshot; any other update as
+/// [`apply`] does.
+pub fn apply_repair(
+    key: &ShardKey,
+    registry: RegistryHash,
+    copy: Option<&CachedShard>,
+    update: ShardUpdate,
+    now: DateTime<Utc>,
+) -> Result<CachedShard, ApplyError> {
+    let UpdateKind::Manifest { live, .. } = &update.kind else {
+        return apply(key, registry, copy, update, now);
+    };
+    let upserts: BTreeMap<ObjectId, &CachedObject> = update.upserts.iter().map(|o| (o.id, o)).collect();
+    let held: BTreeMap<ObjectId, &CachedObject> = copy
+        .map(|c| c.objects.iter().map(|o| (o.id, o)).collect())
+        .unwrap_or_default();
+    let objects: Vec<CachedObject> = live
+        .iter()
+        .filter_map(|id| upserts.get(id).or_else(|| held.get(id)).map(|o| (*o).clone()))
+        .collect();
+    let snapshot = ShardUpdate {
+        epoch: update.epoch,
+        new_hwm: update.new_hwm,
+        digest: update.digest,
+        kind: UpdateKind::Snapshot,
+        upserts: objects,
+    };
+    apply(key, registry, None, snapshot, now)
 }
 
 #[cfg(test)]

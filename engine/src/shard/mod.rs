@@ -12,6 +12,6 @@ pub mod apply;
 pub mod copy;
 pub mod key;
 
-pub use apply::{ApplyError, ShardUpdate, UpdateKind, apply, apply_in_place};
+pub use apply::{ApplyError, ShardUpdate, UpdateKind, apply, apply_in_place, apply_repair};
 pub use copy::{CachedObject, CachedShard, ShardHeader, recompute_digest};
 pub use key::{KeyError, SHARED, ShardKey};

@@ -11,6 +11,7 @@
 //! returns: the server publishes a change only after that.
 
 mod error;
+mod layer;
 mod logic;
 mod memory;
 // The record encoding of the redb store (the memory store keeps values).
@@ -36,6 +37,7 @@ use crate::ids::{Epoch, ObjectId, Seq, ShardId, ZoneId};
 use crate::state::ObjectState;
 
 pub use error::{CommitError, OpenError, ReadError, StoreFault, WriteError};
+pub use layer::StoreLayer;
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
 pub use postgres::{Lease, LeaseError, LeaseHolder, LeaseKey, PgOptions, PgStore};

@@ -478,13 +478,9 @@ pub mod tamper {
     use std::collections::{BTreeMap, HashMap};
     use std::sync::{Arc, Mutex};
 
-    use chrono::{DateTime, Utc};
     use hoard_engine::digest::state_hash;
-    use hoard_engine::store::{
-        ChangesSince, CommitError, CommitReceipt, ReadError, ShardHead, ShardSnapshot, ShardSpec, TrimReport,
-        WorldStore, WriteError,
-    };
-    use hoard_engine::{ChangeSet, Digest, Epoch, ObjectId, ObjectState, Seq, ShardId, ZoneId};
+    use hoard_engine::store::{ChangesSince, ReadError, ShardHead, ShardSnapshot, StoreLayer, WorldStore};
+    use hoard_engine::{Digest, ObjectId, ObjectState, Seq, ShardId};
     use hoard_proto::proof::ProofSource;
     use hoard_proto::relay::RelayStore;
     use hoard_proto::wire::HeadProof;
@@ -572,49 +568,24 @@ pub mod tamper {
         }
     }
 
-    impl WorldStore for TamperingStore {
-        fn create_zone(&self, zone: &ZoneId, shards: &[ShardSpec]) -> Result<(), WriteError> {
-            self.inner.create_zone(zone, shards)
-        }
-        fn zones(&self) -> Result<Vec<ZoneId>, ReadError> {
-            self.inner.zones()
-        }
-        fn zone_shards(&self, zone: &ZoneId) -> Result<Vec<ShardId>, ReadError> {
-            self.inner.zone_shards(zone)
+    impl StoreLayer for TamperingStore {
+        fn inner(&self) -> &dyn WorldStore {
+            &*self.inner
         }
         fn shard_head(&self, shard: ShardId) -> Result<ShardHead, ReadError> {
-            Ok(self.snapshot(shard)?.head)
-        }
-        fn commit(&self, changes: &ChangeSet) -> Result<CommitReceipt, CommitError> {
-            self.inner.commit(changes)
+            Ok(StoreLayer::snapshot(self, shard)?.head)
         }
         fn changes_since(&self, shard: ShardId, _: Seq) -> Result<ChangesSince, ReadError> {
             Ok(ChangesSince::BehindHorizon {
-                head: self.shard_head(shard)?,
+                head: StoreLayer::shard_head(self, shard)?,
             })
         }
         fn manifest(&self, shard: ShardId) -> Result<(ShardHead, Vec<(ObjectId, Seq)>), ReadError> {
-            let snap = self.snapshot(shard)?;
+            let snap = StoreLayer::snapshot(self, shard)?;
             Ok((snap.head, snap.objects.iter().map(|o| (o.id, o.version)).collect()))
         }
         fn snapshot(&self, shard: ShardId) -> Result<ShardSnapshot, ReadError> {
             Ok(self.lie(self.inner.snapshot(shard)?))
-        }
-        fn trim_tombstones(&self, older_than: DateTime<Utc>) -> Result<TrimReport, WriteError> {
-            self.inner.trim_tombstones(older_than)
-        }
-        fn reset_epoch(&self, shard: ShardId) -> Result<Epoch, WriteError> {
-            self.inner.reset_epoch(shard)
-        }
-        fn schema(&self) -> Result<BTreeMap<String, u32>, ReadError> {
-            self.inner.schema()
-        }
-        fn commit_with_schema(
-            &self,
-            changes: &ChangeSet,
-            schema: &BTreeMap<String, u32>,
-        ) -> Result<CommitReceipt, CommitError> {
-            self.inner.commit_with_schema(changes, schema)
         }
     }
 

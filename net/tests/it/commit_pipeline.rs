@@ -9,12 +9,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use bevy_ecs::prelude::*;
-use chrono::{DateTime, Utc};
-use hoard_engine::store::{
-    ChangesSince, CommitError, CommitReceipt, ReadError, ShardHead, ShardSnapshot, ShardSpec, StoreFault, TrimReport,
-    WorldStore, WriteError,
-};
-use hoard_engine::{ChangeSet, Epoch, ObjectId, RedbStore, Seq, ShardId, ZoneId};
+use hoard_engine::store::{CommitError, CommitReceipt, ShardSpec, StoreLayer, WorldStore};
+use hoard_engine::{ChangeSet, RedbStore, ShardId, ZoneId};
 use hoard_net::quic::client::{ClientEvent, HoardClient};
 
 use super::e2e::{AddStones, add_stones, options, registry};
@@ -83,39 +79,12 @@ impl GatedStore {
     }
 }
 
-impl WorldStore for GatedStore {
-    fn create_zone(&self, zone: &ZoneId, shards: &[ShardSpec]) -> Result<(), WriteError> {
-        self.inner.create_zone(zone, shards)
-    }
-    fn zones(&self) -> Result<Vec<ZoneId>, ReadError> {
-        self.inner.zones()
-    }
-    fn zone_shards(&self, zone: &ZoneId) -> Result<Vec<ShardId>, ReadError> {
-        self.inner.zone_shards(zone)
-    }
-    fn shard_head(&self, shard: ShardId) -> Result<ShardHead, ReadError> {
-        self.inner.shard_head(shard)
+impl StoreLayer for GatedStore {
+    fn inner(&self) -> &dyn WorldStore {
+        &self.inner
     }
     fn commit(&self, changes: &ChangeSet) -> Result<CommitReceipt, CommitError> {
         self.gated(|| self.inner.commit(changes))
-    }
-    fn changes_since(&self, shard: ShardId, since: Seq) -> Result<ChangesSince, ReadError> {
-        self.inner.changes_since(shard, since)
-    }
-    fn manifest(&self, shard: ShardId) -> Result<(ShardHead, Vec<(ObjectId, Seq)>), ReadError> {
-        self.inner.manifest(shard)
-    }
-    fn snapshot(&self, shard: ShardId) -> Result<ShardSnapshot, ReadError> {
-        self.inner.snapshot(shard)
-    }
-    fn trim_tombstones(&self, older_than: DateTime<Utc>) -> Result<TrimReport, WriteError> {
-        self.inner.trim_tombstones(older_than)
-    }
-    fn reset_epoch(&self, shard: ShardId) -> Result<Epoch, WriteError> {
-        self.inner.reset_epoch(shard)
-    }
-    fn schema(&self) -> Result<BTreeMap<String, u32>, ReadError> {
-        self.inner.schema()
     }
     fn commit_with_schema(
         &self,
@@ -123,9 +92,6 @@ impl WorldStore for GatedStore {
         schema: &BTreeMap<String, u32>,
     ) -> Result<CommitReceipt, CommitError> {
         self.gated(|| self.inner.commit_with_schema(changes, schema))
-    }
-    fn recover(&self) -> Result<(), StoreFault> {
-        self.inner.recover()
     }
 }
 

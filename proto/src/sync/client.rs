@@ -974,7 +974,7 @@ impl ClientSync {
                 let update = manifest_update(m)?;
                 let repaired = entry.repairing.contains(&shard);
                 let result = if repaired {
-                    repair_apply(&key, registry, copy, update, now)
+                    hoard_engine::shard::apply::apply_repair(&key, registry, copy, update, now)
                 } else {
                     hoard_engine::shard::apply::apply(&key, registry, copy, update, now)
                 }
@@ -1427,7 +1427,7 @@ impl ClientSync {
             return Ok(());
         };
         let update = manifest_update(m)?;
-        let next = repair_apply(
+        let next = hoard_engine::shard::apply::apply_repair(
             &copy.header.key,
             self.cfg.registry,
             Some(&copy),
@@ -1501,34 +1501,4 @@ fn repair_entries(objects: &[CachedObject]) -> Vec<RepairEntry> {
             hash: short_hash(o.state.as_bytes()),
         })
         .collect()
-}
-
-/// Applies a repair manifest: the live ids, taking each object from the
-/// upserts or else from the copy, checked against the server's digest.
-fn repair_apply(
-    key: &ShardKey,
-    registry: RegistryHash,
-    copy: Option<&CachedShard>,
-    update: ShardUpdate,
-    now: DateTime<Utc>,
-) -> Result<CachedShard, ApplyError> {
-    let UpdateKind::Manifest { live, .. } = &update.kind else {
-        return hoard_engine::shard::apply::apply(key, registry, copy, update, now);
-    };
-    let upserts: BTreeMap<ObjectId, &CachedObject> = update.upserts.iter().map(|o| (o.id, o)).collect();
-    let held: BTreeMap<ObjectId, &CachedObject> = copy
-        .map(|c| c.objects.iter().map(|o| (o.id, o)).collect())
-        .unwrap_or_default();
-    let objects: Vec<CachedObject> = live
-        .iter()
-        .filter_map(|id| upserts.get(id).or_else(|| held.get(id)).map(|o| (*o).clone()))
-        .collect();
-    let snapshot = ShardUpdate {
-        epoch: update.epoch,
-        new_hwm: update.new_hwm,
-        digest: update.digest,
-        kind: UpdateKind::Snapshot,
-        upserts: objects,
-    };
-    hoard_engine::shard::apply::apply(key, registry, None, snapshot, now)
 }
