@@ -773,9 +773,7 @@ impl Plugin for StartedServerPlugin {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
+use hoard_engine::lock::lock;
 
 /// Gives each object spawned without an id ([`hoard_engine::NewObject`])
 /// the next id reserved from the store, before the frame's changes are

@@ -36,6 +36,7 @@ pub mod changeset;
 pub mod digest;
 pub mod ids;
 pub mod load;
+pub mod lock;
 pub mod marker;
 pub mod publish;
 pub mod registry;

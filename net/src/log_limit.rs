@@ -33,7 +33,7 @@ impl LogLimit {
     }
 
     fn allow_at(&self, now: Instant) -> Option<u64> {
-        let mut last = self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut last = hoard_engine::lock::lock(&self.last);
         match *last {
             Some(at) if now.saturating_duration_since(at) < WINDOW => {
                 self.left_out.fetch_add(1, Ordering::Relaxed);

@@ -80,7 +80,7 @@ impl Link {
 
     fn random(&self) -> f64 {
         // xorshift64*: only for simulated loss and jitter, never for security.
-        let mut s = self.rng.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut s = hoard_engine::lock::lock(&self.rng);
         *s ^= *s >> 12;
         *s ^= *s << 25;
         *s ^= *s >> 27;
@@ -95,7 +95,7 @@ impl Link {
         let now = Instant::now();
         let departure = match self.config.rate_bps {
             Some(bps) if bps > 0 => {
-                let mut free = self.free_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut free = hoard_engine::lock::lock(&self.free_at);
                 let start = (*free).max(now);
                 let queued = start.saturating_duration_since(now).as_secs_f64() * bps as f64 / 8.0;
                 if queued > self.config.queue_bytes.unwrap_or(256 * 1024) as f64 {

@@ -491,9 +491,7 @@ fn keep(key: (Option<PathBuf>, String, ServerIdentity), config: ResumableConfig)
     configs.insert(key, config);
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
+use hoard_engine::lock::lock;
 
 /// The identity of the certificate a connection's server presented (or,
 /// for a resumed session, presented when the session began); `None`

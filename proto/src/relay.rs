@@ -102,11 +102,11 @@ impl RelayStore {
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Held> {
-        self.held.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+        hoard_engine::lock::read(&self.held)
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Held> {
-        self.held.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+        hoard_engine::lock::write(&self.held)
     }
 
     /// The zones held, and how many shards.

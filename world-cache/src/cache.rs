@@ -290,7 +290,7 @@ impl WorldCache {
     /// Holds off shard writes while empty folders are removed (see
     /// `folders`).
     pub(crate) fn lock_folders(&self) -> std::sync::RwLockWriteGuard<'_, ()> {
-        self.folders.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+        hoard_engine::lock::write(&self.folders)
     }
 
     /// The cache root.
@@ -736,7 +736,7 @@ impl WorldCache {
             move |source| WriteError::Io { path, source }
         };
         let bytes = encode_shard(shard);
-        let _folders = self.folders.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _folders = hoard_engine::lock::read(&self.folders);
         // A shard this process knows has its folder: no lookup.
         let dir_known = self.known.get(key).is_some();
         self.known.forget(key);

@@ -280,7 +280,7 @@ fn serve(args: RunArgs) -> anyhow::Result<i32> {
             eprintln!("hoard-demo: the server failed: {reason}");
             1
         }
-        None => match failure.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+        None => match hoard_engine::lock::lock(&failure).take() {
             Some(reason) => {
                 eprintln!("hoard-demo: the server stopped: {reason}");
                 1

@@ -69,9 +69,7 @@ pub(crate) struct ZoneServer {
     stopping: Arc<AtomicBool>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
+use hoard_engine::lock::lock;
 
 impl ZoneServer {
     /// Starts the lease worker. `stopping` is the server's stop flag: once

@@ -115,7 +115,7 @@ pub(crate) fn keep_renewed(
             attempted = Instant::now();
             let fail = |reason: String| {
                 tracing::error!(%reason, "stopping");
-                *failure.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(reason);
+                *hoard_engine::lock::lock(&failure) = Some(reason);
                 stop.store(true, Ordering::SeqCst);
             };
             match store.renew_leases(&holder) {
@@ -220,7 +220,7 @@ impl ZoneDirectory for LeaseDirectory {
         if self.mine.contains(zone) || zone.as_str() == INVENTORY_ZONE {
             return ZoneLocation::Here;
         }
-        let mut seen = self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut seen = hoard_engine::lock::lock(&self.seen);
         if let Some((until, location)) = seen.get(zone)
             && Instant::now() < *until
         {

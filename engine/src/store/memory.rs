@@ -46,7 +46,7 @@ impl MemoryStore {
     fn lock(&self) -> MutexGuard<'_, Maps> {
         // A panic while holding the lock leaves the maps as consistent as the
         // last completed operation, because writes check before they mutate.
-        self.maps.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::lock::lock(&self.maps)
     }
 }
 

@@ -59,7 +59,7 @@ impl ReadView {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Changed> {
-        self.changed.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::lock::lock(&self.changed)
     }
 
     /// The page at `start` as the base holds it (zeros past its end).
@@ -175,7 +175,7 @@ impl ReadOnlyFile {
     }
 
     fn file(&self) -> std::sync::MutexGuard<'_, std::fs::File> {
-        self.file.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::lock::lock(&self.file)
     }
 }
 

@@ -310,7 +310,7 @@ impl RedbStore {
         for_write: bool,
         f: impl FnOnce(&Database) -> Result<R, E>,
     ) -> Result<R, E> {
-        let guard = self.db.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let guard = crate::lock::read(&self.db);
         let Some(handle) = guard.as_ref() else {
             return Err(
                 StoreFault::Corrupt(format!("store {} is closed after a failed reopen", self.path.display())).into(),
@@ -1076,7 +1076,7 @@ impl WorldStore for RedbStore {
         // reads do not verify (a flipped bit in an index reads as another
         // value, not as an error). It needs the database to itself.
         {
-            let mut guard = self.db.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut guard = crate::lock::write(&self.db);
             if let Some(handle) = guard.as_mut().filter(|h| !h.view) {
                 let checked = super::quiet_panic::catch(|| handle.db.check_integrity());
                 let damaged =
@@ -1113,7 +1113,7 @@ impl WorldStore for RedbStore {
     /// later reopen succeeds: reads are answered, writes are refused, and
     /// this returns the reopen's error so the caller keeps retrying.
     fn recover(&self) -> Result<(), StoreFault> {
-        let mut guard = self.db.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut guard = crate::lock::write(&self.db);
         // The old handle must be gone (and its file lock released) before the
         // file is opened again.
         let old = guard.take();

@@ -1257,10 +1257,7 @@ impl HoardClient {
     /// The seq for the next intent (for callers that queue intents and send
     /// them later, in order, with [`HoardClient::send_encoded_intent`]).
     pub fn next_intent_seq(&self) -> u32 {
-        let mut n = self
-            .next_intent
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut n = hoard_engine::lock::lock(&self.next_intent);
         *n += 1;
         *n
     }

@@ -1105,9 +1105,7 @@ const ANSWER_BATCH_BYTES: usize = 1024 * 1024;
 /// A connection's zones with live deltas wanted, by the entry starting them.
 type Wanted = Arc<std::sync::Mutex<HashMap<ZoneId, u32>>>;
 
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
+use hoard_engine::lock::lock;
 
 /// Sends one answer on its own stream, building each shard's message on a
 /// blocking thread only when its turn comes, then starts live deltas.

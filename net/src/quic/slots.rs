@@ -68,7 +68,7 @@ impl FairPool {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Held> {
-        self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        hoard_engine::lock::lock(&self.held)
     }
 
     /// A slot for `ip` if one is free now within its share.

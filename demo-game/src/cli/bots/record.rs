@@ -150,7 +150,7 @@ impl Record {
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
-        let mut inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut inner = hoard_engine::lock::lock(&self.inner);
         f(&mut inner)
     }
 

@@ -121,7 +121,7 @@ impl Fence {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, FenceSnapshot> {
-        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::lock::lock(&self.inner)
     }
 }
 
