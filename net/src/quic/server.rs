@@ -38,7 +38,7 @@ use hoard_proto::auth::TokenAuthority;
 use hoard_proto::intents::{IntentRegistry, ReceivedIntent};
 use hoard_proto::sync::answer::{AnswerKind, AnswerPlan};
 use hoard_proto::sync::hub::SessionId;
-use hoard_proto::sync::server::{Output, ServerSession, SessionConfig};
+use hoard_proto::sync::server::{LiveSessions, Output, ServerSession, SessionConfig};
 use hoard_proto::sync::tick::{TickCore, TickInput, TickOutput};
 use hoard_proto::wire::{ErrorCode, IntentRejected, MAX_CONTROL_FRAME, Message, PART_BYTES, object_bytes, split};
 
@@ -343,6 +343,8 @@ struct Shared {
     next_id: AtomicU64,
     /// Live connections by session id, to close one from another's session.
     conns: std::sync::Mutex<HashMap<SessionId, Connection>>,
+    /// The live session of each signed-in perspective.
+    live: std::sync::Mutex<LiveSessions>,
     on_join: Option<JoinHook>,
     on_leave: Option<LeaveHook>,
     /// Live connections per remote address.
@@ -602,6 +604,7 @@ pub(crate) async fn bind(
         delta_queue: options.delta_queue,
         next_id: AtomicU64::new(1),
         conns: std::sync::Mutex::new(HashMap::new()),
+        live: std::sync::Mutex::new(LiveSessions::default()),
         on_join: rules.on_join.clone(),
         on_leave: rules.on_leave.clone(),
         per_ip: std::sync::Mutex::new(HashMap::new()),
@@ -772,6 +775,11 @@ async fn serve(
         Some(_) => shared.metrics.disconnect("lost"),
     }
     session.closed();
+    while let Some(output) = session.poll_output() {
+        if let Output::SignedOut { perspective } = output {
+            lock(&shared.live).sign_out(&perspective, id);
+        }
+    }
     if let Ok(mut conns) = shared.conns.lock() {
         conns.remove(&id);
     }
@@ -1072,8 +1080,9 @@ async fn control_loop(
                         shared.metrics.sent("control", bytes);
                     }
                 }
-                Output::Kick { session } => {
-                    if let Some(old) = shared.conns.lock().ok().and_then(|c| c.get(&session).cloned()) {
+                Output::SignedIn { perspective } => {
+                    let previous = lock(&shared.live).sign_in(&perspective, session.id());
+                    if let Some(old) = previous.and_then(|s| lock(&shared.conns).get(&s).cloned()) {
                         shared.metrics.disconnect("replaced");
                         old.close(
                             close_code(ErrorCode::TokenInUse),
@@ -1081,6 +1090,7 @@ async fn control_loop(
                         );
                     }
                 }
+                Output::SignedOut { perspective } => lock(&shared.live).sign_out(&perspective, session.id()),
                 Output::Close { code, reason } => {
                     shared.metrics.disconnect(if code == ErrorCode::Timeout {
                         "hello_timeout"

@@ -6,7 +6,7 @@
 //! store is read through the [`WorldStore`] given to each call.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use hoard_engine::store::WorldStore;
 use hoard_engine::{RegistryHash, Seq, ServerIdentity, ShardId, ZoneId};
@@ -65,6 +65,40 @@ impl ZoneDirectory for OneServer {
     }
 }
 
+/// The live session of each perspective, kept by the driver from its
+/// sessions' [`Output::SignedIn`] and [`Output::SignedOut`]: a newer
+/// session of the same perspective takes over, and the older one is closed.
+/// Bounded by the sessions signed in.
+#[derive(Debug, Default)]
+pub struct LiveSessions(HashMap<String, u64>);
+
+impl LiveSessions {
+    /// `session` signed in as `perspective`; returns the session it takes
+    /// over from, which the driver closes.
+    pub fn sign_in(&mut self, perspective: &str, session: u64) -> Option<u64> {
+        let previous = self.0.insert(perspective.to_owned(), session).filter(|s| *s != session);
+        if previous.is_some() {
+            // The same player signing in again (a restarted client, or a
+            // stolen token): the newest connection wins, the old one is told why.
+            tracing::info!(%perspective, "signed in again; closing the previous connection");
+        }
+        previous
+    }
+
+    /// `session` no longer acts as `perspective`: freed, unless a newer
+    /// session has taken it over.
+    pub fn sign_out(&mut self, perspective: &str, session: u64) {
+        if self.0.get(perspective) == Some(&session) {
+            self.0.remove(perspective);
+        }
+    }
+
+    /// The live session of `perspective`.
+    pub fn session(&self, perspective: &str) -> Option<u64> {
+        self.0.get(perspective).copied()
+    }
+}
+
 /// What every session of a server shares.
 pub struct SessionConfig {
     /// The server identity sent in `Welcome`.
@@ -85,9 +119,6 @@ pub struct SessionConfig {
     pub messages_per_sec: f64,
     /// Intents allowed per second (sustained), per connection.
     pub intents_per_sec: f64,
-    /// The live session of each perspective. A newer session for the same
-    /// perspective takes over, and the older one is told to close.
-    pub live: Mutex<HashMap<String, u64>>,
     /// The world's public key (SubjectPublicKeyInfo DER), sent in `Welcome`.
     pub world_key: Vec<u8>,
     /// Signed heads for entries that ask for them (`EnterZone.proofs`).
@@ -110,7 +141,6 @@ impl SessionConfig {
             tick_hz: 20,
             messages_per_sec: 50.0,
             intents_per_sec: 30.0,
-            live: Mutex::new(HashMap::new()),
             world_key: Vec::new(),
             proofs: None,
             always_prove: false,
@@ -157,10 +187,19 @@ pub enum Output {
         /// The client's seq for it.
         seq: u32,
     },
-    /// Close another session's connection: its perspective signed in again here.
-    Kick {
-        /// The older session.
-        session: u64,
+    /// The session is signed in as `perspective` (its handshake complete):
+    /// the driver records it in its [`LiveSessions`], and closes the
+    /// session it takes over from, if any (the same player signing in
+    /// again: the newest connection wins).
+    SignedIn {
+        /// Who.
+        perspective: String,
+    },
+    /// The session no longer acts as `perspective` (it failed or its
+    /// connection closed): the driver takes it out of its [`LiveSessions`].
+    SignedOut {
+        /// Who.
+        perspective: String,
     },
     /// Close the connection with this code and reason (after sending `Error`).
     Close {
@@ -278,26 +317,22 @@ impl ServerSession {
         }
     }
 
+    /// The id the driver gave the session.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
     /// Whether the session still waits for its connection's handshake.
     pub fn is_early(&self) -> bool {
         self.early
     }
 
-    /// Makes this session the live one of `perspective`; the previous one is
-    /// told to close.
+    /// Makes this session the live one of `perspective` (the driver's
+    /// [`LiveSessions`] closes the previous one).
     fn take_over(&mut self, perspective: &str) {
-        let previous = self
-            .config
-            .live
-            .lock()
-            .ok()
-            .and_then(|mut l| l.insert(perspective.to_owned(), self.id));
-        if let Some(session) = previous.filter(|s| *s != self.id) {
-            // The same player signing in again (a restarted client, or a
-            // stolen token): the newest connection wins, the old one is told why.
-            tracing::info!(%perspective, "signed in again; closing the previous connection");
-            self.out.push_back(Output::Kick { session });
-        }
+        self.out.push_back(Output::SignedIn {
+            perspective: perspective.to_owned(),
+        });
     }
 
     /// The authenticated perspective, once the handshake is done.
@@ -336,14 +371,17 @@ impl ServerSession {
 
     fn release(&mut self) {
         if let State::Ready { perspective } = &self.state
-            && let Ok(mut live) = self.config.live.lock()
-            && live.get(perspective) == Some(&self.id)
+            && !self.early
         {
-            live.remove(perspective);
+            self.out.push_back(Output::SignedOut {
+                perspective: perspective.clone(),
+            });
         }
     }
 
-    /// Ends the session (the connection closed): frees its perspective.
+    /// Ends the session (the connection closed): frees its perspective
+    /// (drain [`ServerSession::poll_output`] once more for its
+    /// [`Output::SignedOut`]).
     pub fn closed(&mut self) {
         self.release();
         self.state = State::Closed;
@@ -645,6 +683,20 @@ mod tests {
         std::iter::from_fn(|| session.poll_output()).collect()
     }
 
+    /// Runs a driver's part for `session`'s outputs: sign-ins and sign-outs
+    /// go to `live` (returning the sessions a sign-in closes), the rest back.
+    fn drive(live: &mut LiveSessions, session: &mut ServerSession) -> (Vec<Output>, Vec<u64>) {
+        let (mut rest, mut closed) = (Vec::new(), Vec::new());
+        for output in outputs(session) {
+            match output {
+                Output::SignedIn { perspective } => closed.extend(live.sign_in(&perspective, session.id())),
+                Output::SignedOut { perspective } => live.sign_out(&perspective, session.id()),
+                other => rest.push(other),
+            }
+        }
+        (rest, closed)
+    }
+
     /// A session opened by early data answers `Hello` but takes the
     /// perspective over from its live session only once the handshake
     /// completes (a replay never completes it), and refuses an intent
@@ -659,40 +711,47 @@ mod tests {
             auth,
         ));
         let store = MemoryStore::new();
+        let mut sessions = LiveSessions::default();
         let mut live = ServerSession::new(config.clone(), 1);
         live.handle(0.0, 0, hello(), &store);
-        assert!(matches!(outputs(&mut live)[..], [Output::Control(Message::Welcome(_))]));
+        let (out, closed) = drive(&mut sessions, &mut live);
+        assert!(matches!(out[..], [Output::Control(Message::Welcome(_))]));
+        assert!(closed.is_empty());
+        assert_eq!(sessions.session("ann"), Some(1));
 
-        // A replayed early Hello: welcomed, no kick; it dies unfinished.
+        // A replayed early Hello: welcomed, no takeover; it dies unfinished.
         let mut replayed = ServerSession::early(config.clone(), 2);
         replayed.handle(0.0, 0, hello(), &store);
-        assert!(matches!(
-            outputs(&mut replayed)[..],
-            [Output::Control(Message::Welcome(_))]
-        ));
+        let (out, closed) = drive(&mut sessions, &mut replayed);
+        assert!(matches!(out[..], [Output::Control(Message::Welcome(_))]));
+        assert!(closed.is_empty());
         replayed.closed();
-        assert_eq!(
-            config.live.lock().map(|l| l.get("ann").copied()).ok().flatten(),
-            Some(1)
-        );
+        drive(&mut sessions, &mut replayed);
+        assert_eq!(sessions.session("ann"), Some(1));
 
-        // A real returning client: no kick until its handshake completes,
-        // no intent before it.
+        // A real returning client: no takeover until its handshake
+        // completes, no intent before it.
         let mut returning = ServerSession::early(config.clone(), 3);
         returning.handle(0.0, 0, hello(), &store);
-        assert!(matches!(
-            outputs(&mut returning)[..],
-            [Output::Control(Message::Welcome(_))]
-        ));
+        let (out, closed) = drive(&mut sessions, &mut returning);
+        assert!(matches!(out[..], [Output::Control(Message::Welcome(_))]));
+        assert!(closed.is_empty());
         returning.handshake_complete();
         assert!(!returning.is_early());
-        assert!(matches!(outputs(&mut returning)[..], [Output::Kick { session: 1 }]));
-        assert_eq!(
-            config.live.lock().map(|l| l.get("ann").copied()).ok().flatten(),
-            Some(3)
-        );
+        let (out, closed) = drive(&mut sessions, &mut returning);
+        assert!(out.is_empty());
+        assert_eq!(closed, vec![1], "the older session is closed");
+        assert_eq!(sessions.session("ann"), Some(3));
         returning.handle(1.0, 0, intent(), &store);
         assert!(matches!(outputs(&mut returning)[..], [Output::Intent { seq: 1, .. }]));
+
+        // The older session ending does not free the newer one's place.
+        live.closed();
+        drive(&mut sessions, &mut live);
+        assert_eq!(sessions.session("ann"), Some(3));
+        returning.closed();
+        drive(&mut sessions, &mut returning);
+        assert_eq!(sessions.session("ann"), None);
 
         let mut early_intent = ServerSession::early(config, 4);
         early_intent.handle(0.0, 0, hello(), &store);

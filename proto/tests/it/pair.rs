@@ -186,6 +186,11 @@ impl Pair {
             }),
             &*pair.store,
         );
+        // One session: its sign-in takes over from nobody.
+        match pair.session.poll_output() {
+            Some(Output::SignedIn { perspective }) => assert_eq!(perspective, "ann"),
+            other => panic!("expected the sign-in, got {other:?}"),
+        }
         match pair.session.poll_output() {
             Some(Output::Control(Message::Welcome(_))) => {}
             other => panic!("expected welcome, got {other:?}"),
@@ -342,7 +347,7 @@ impl Pair {
                         },
                     );
                 }
-                Output::Close { .. } | Output::Kick { .. } => {}
+                Output::Close { .. } | Output::SignedIn { .. } | Output::SignedOut { .. } => {}
             }
         }
     }
