@@ -1,0 +1,438 @@
+//! One connection, accepted: its handshake and `Hello` deadline, the
+//! per-address count, and the control loop that feeds the connection's
+//! [`ServerSession`] and carries out its outputs (answers, subscriptions,
+//! intents, sign-ins, closes).
+
+use super::*;
+
+pub(super) fn close_code(code: ErrorCode) -> quinn::VarInt {
+    quinn::VarInt::from_u32(code as u32)
+}
+
+pub(super) async fn serve(
+    incoming: quinn::Incoming,
+    shared: &Arc<Shared>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let deadline = tokio::time::Instant::now() + shared.options.hello_timeout;
+    let peer = incoming.remote_address();
+    let connecting = incoming.accept()?;
+    // The connection is used before its handshake completes, so a returning
+    // client's 0-RTT `Hello` and `EnterZone` are answered at once (in 0.5-RTT
+    // data); until the handshake completes the session is early
+    // (`ServerSession::early`: no takeover, no intents), and the handshake
+    // must complete by the hello deadline.
+    let (conn, handshake) = match connecting.into_0rtt() {
+        Ok((conn, accepted)) => (conn, Some(accepted)),
+        Err(connecting) => {
+            let Ok(conn) = tokio::time::timeout_at(deadline, connecting).await else {
+                shared.stats.hello_timeouts.fetch_add(1, Ordering::Relaxed);
+                shared.metrics.disconnect("hello_timeout");
+                tracing::info!(%peer, "handshake not finished in time; dropped");
+                return Ok(());
+            };
+            (conn?, None)
+        }
+    };
+    let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+    let Ok(control) = tokio::time::timeout_at(deadline, conn.accept_bi()).await else {
+        shared.stats.hello_timeouts.fetch_add(1, Ordering::Relaxed);
+        shared.metrics.disconnect("hello_timeout");
+        tracing::info!(%peer, "no control stream in time; closing");
+        conn.close(close_code(ErrorCode::Timeout), b"no hello in time");
+        return Ok(());
+    };
+    let (mut send, recv) = control?;
+    let mut reader = FrameReader::new(recv, MAX_CONTROL_FRAME);
+    let mut session = if handshake.is_some() {
+        ServerSession::early(shared.config.clone(), id)
+    } else {
+        ServerSession::new(shared.config.clone(), id)
+    };
+    if let Ok(mut conns) = shared.conns.lock() {
+        conns.insert(id, conn.clone());
+    }
+    let (delta_tx, mut delta_rx) = mpsc::channel::<Frames>(shared.delta_queue);
+    let _ = shared.commands.send(Command::Register {
+        id,
+        deltas: delta_tx,
+        conn: conn.clone(),
+    });
+    // Live deltas (and transient states) on their own stream, opened on first use.
+    let delta_conn = conn.clone();
+    let delta_metrics = shared.metrics.clone();
+    tokio::spawn(async move {
+        let mut stream = None;
+        while let Some(frames) = delta_rx.recv().await {
+            if stream.is_none() {
+                match delta_conn.open_uni().await {
+                    Ok(s) => stream = Some(s),
+                    Err(_) => return,
+                }
+            }
+            for frame in frames.iter() {
+                let Some(s) = stream.as_mut() else { return };
+                if s.write_all(frame).await.is_err() {
+                    return;
+                }
+                delta_metrics.sent("delta", frame.len());
+            }
+        }
+    });
+    let link = ControlLink {
+        conn: &conn,
+        shared,
+        id,
+        hello_deadline: deadline,
+    };
+    let result = control_loop(&link, &mut send, &mut reader, &mut session, handshake).await;
+    if conn.close_reason().is_none() {
+        // The control stream ended or failed: say so, rather than let the
+        // connection close without a reason when its last handle goes.
+        let reason = match &result {
+            Ok(()) => "the control stream ended".to_owned(),
+            Err(e) => format!("the control stream failed: {e}"),
+        };
+        tracing::debug!(%peer, %reason, "closing the connection");
+        conn.close(close_code(ErrorCode::Protocol), reason.as_bytes());
+    }
+    // Ends the server chose (slow consumer, timeout, refusal, replacement)
+    // were counted where it chose them; the rest are the client's doing.
+    match conn.close_reason() {
+        Some(quinn::ConnectionError::LocallyClosed) => {}
+        Some(quinn::ConnectionError::ApplicationClosed(_)) | None => shared.metrics.disconnect("closed"),
+        Some(_) => shared.metrics.disconnect("lost"),
+    }
+    session.closed();
+    while let Some(output) = session.poll_output() {
+        if let Output::SignedOut { perspective } = output {
+            lock(&shared.live).sign_out(&perspective, id);
+        }
+    }
+    if let Ok(mut conns) = shared.conns.lock() {
+        conns.remove(&id);
+    }
+    if let (Some(hook), Some(perspective)) = (&shared.on_leave, session.perspective()) {
+        let (hook, perspective) = (hook.clone(), perspective.to_owned());
+        // The hook may touch the store: off the async workers.
+        tokio::task::spawn_blocking(move || hook(&perspective));
+    }
+    let _ = shared.commands.send(Command::Tick(TickInput::Remove { id }));
+    result
+}
+
+/// What the control loop of one connection works with.
+pub(super) struct ControlLink<'a> {
+    conn: &'a Connection,
+    shared: &'a Arc<Shared>,
+    id: SessionId,
+    /// `Hello` (and the handshake) must have come by then.
+    hello_deadline: tokio::time::Instant,
+}
+
+impl ControlLink<'_> {
+    /// The next control message; before `Hello`, bounded by the hello
+    /// deadline (a timeout fails the session). Cancel-safe.
+    async fn next_message(
+        &self,
+        reader: &mut FrameReader,
+        session: &mut ServerSession,
+    ) -> Result<Option<Message>, Box<dyn std::error::Error + Send + Sync>> {
+        let next = if session.perspective().is_none() {
+            match tokio::time::timeout_at(self.hello_deadline, reader.next()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    self.shared.stats.hello_timeouts.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(peer = %self.conn.remote_address(), "no hello in time; closing");
+                    session.fail(ErrorCode::Timeout, "no hello in time");
+                    return Ok(None);
+                }
+            }
+        } else {
+            reader.next().await
+        };
+        match next {
+            Ok(Some((msg, _))) => Ok(Some(msg)),
+            Ok(None) => Err(StreamEnded.into()),
+            Err(StreamError::Read(e)) => Err(e.into()),
+            Err(e) => {
+                session.fail(ErrorCode::Protocol, e.to_string());
+                Ok(None)
+            }
+        }
+    }
+
+    /// Waits (until the hello deadline) for the connection's handshake;
+    /// `false` if it failed or did not complete in time, and the session is
+    /// then failed. (`accepted` resolves on a server once the handshake
+    /// ends either way; its value says whether the client used 0-RTT.)
+    async fn complete_handshake(&self, accepted: quinn::ZeroRttAccepted, session: &mut ServerSession) -> bool {
+        match tokio::time::timeout_at(self.hello_deadline, accepted).await {
+            Ok(_) if self.conn.close_reason().is_none() => {
+                session.handshake_complete();
+                true
+            }
+            _ => {
+                self.shared.stats.hello_timeouts.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(peer = %self.conn.remote_address(), "handshake not finished in time; closing");
+                session.fail(ErrorCode::Timeout, "the handshake did not complete in time");
+                false
+            }
+        }
+    }
+}
+
+/// What the control loop waits for.
+pub(super) enum ControlEvent {
+    /// The connection's handshake ended (completed: `true`).
+    Handshake(bool),
+    /// A message was read (`None`: the session failed instead).
+    Read(Result<Option<Message>, Box<dyn std::error::Error + Send + Sync>>),
+}
+
+/// The control stream ended cleanly (the client finished it).
+#[derive(Debug, thiserror::Error)]
+#[error("the control stream ended")]
+pub(super) struct StreamEnded;
+
+pub(super) async fn control_loop(
+    link: &ControlLink<'_>,
+    send: &mut quinn::SendStream,
+    reader: &mut FrameReader,
+    session: &mut ServerSession,
+    mut handshake: Option<quinn::ZeroRttAccepted>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let (conn, shared, id) = (link.conn, link.shared, link.id);
+    let stall = shared.options.answer_stall;
+    let answers = Arc::new(Semaphore::new(shared.options.answers_in_flight.max(1)));
+    // The zones this connection wants live deltas of, and the entry (request)
+    // whose answer will start them.
+    let wanted: Wanted = Arc::new(std::sync::Mutex::new(HashMap::new()));
+    // A perspective whose `Hello` was answered, for the game once the
+    // handshake is complete.
+    let mut pending_join: Option<String> = None;
+    loop {
+        // The handshake completing is an event of its own (an early
+        // session's perspective takes over then); messages are read
+        // meanwhile, so early data is answered at once.
+        let event = match handshake.as_mut() {
+            Some(accepted) => tokio::select! {
+                biased;
+                // On a server it resolves once the handshake ends, completed
+                // or not (its value says whether the client used 0-RTT).
+                done = tokio::time::timeout_at(link.hello_deadline, accepted) => {
+                    ControlEvent::Handshake(done.is_ok() && conn.close_reason().is_none())
+                }
+                next = link.next_message(reader, session) => ControlEvent::Read(next),
+            },
+            None => ControlEvent::Read(link.next_message(reader, session).await),
+        };
+        let mut msg = match event {
+            ControlEvent::Handshake(ok) => {
+                handshake = None;
+                if ok {
+                    session.handshake_complete();
+                } else {
+                    shared.stats.hello_timeouts.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(peer = %conn.remote_address(), "handshake not finished in time; closing");
+                    session.fail(ErrorCode::Timeout, "the handshake did not complete in time");
+                }
+                None
+            }
+            ControlEvent::Read(Ok(msg)) => msg,
+            ControlEvent::Read(Err(e)) if e.is::<StreamEnded>() => return Ok(()),
+            ControlEvent::Read(Err(e)) => return Err(e),
+        };
+        // An intent is never acted on from early data: it waits for the
+        // handshake (a client sends none before, so this is at most the
+        // moment between the handshake's end and its event).
+        if matches!(msg, Some(Message::Intent(_)))
+            && let Some(accepted) = handshake.take()
+            && !link.complete_handshake(accepted, session).await
+        {
+            msg = None;
+        }
+        // A request that builds an answer first takes an answer slot (this
+        // connection's and the server's), so answers being built count
+        // towards the bounds too, and a client that does not read its
+        // answers is not read from either.
+        let mut slot = None;
+        let mut entry_kind = None;
+        if let Some(msg) = msg {
+            // What kind of entry a request is, for the metrics, and when it came.
+            entry_kind = match &msg {
+                Message::EnterZone(e) if e.have.is_empty() && e.held.is_empty() => Some("cold"),
+                Message::EnterZone(_) => Some("warm"),
+                Message::Repair(_) => Some("repair"),
+                _ => None,
+            }
+            .map(|kind| (kind, Instant::now()));
+            if matches!(msg, Message::EnterZone(_) | Message::Repair(_)) && session.perspective().is_some() {
+                // This connection's slot, then a light one of the server's
+                // within this address's share (see `slots`).
+                let ip = conn.remote_address().ip();
+                let taken = tokio::time::timeout(stall, async {
+                    let mine = answers.clone().acquire_owned().await.ok()?;
+                    let light = shared.slots.light.take(ip).await;
+                    Some((mine, light))
+                })
+                .await;
+                let Ok(Some(taken)) = taken else {
+                    shared.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
+                    shared.metrics.disconnect("slow_consumer");
+                    static UNREAD: LogLimit = LogLimit::new();
+                    if let Some(left_out) = UNREAD.allow() {
+                        tracing::warn!(peer = %conn.remote_address(), left_out, "client does not read its zone answers; disconnecting");
+                    }
+                    conn.close(close_code(ErrorCode::SlowConsumer), b"slow consumer: answers not read");
+                    return Ok(());
+                };
+                slot = Some(taken);
+            }
+            {
+                let now = shared.started.elapsed().as_secs_f64();
+                let unix = chrono::Utc::now().timestamp();
+                let store = shared.store.clone();
+                // Answers read the store synchronously; keep the runtime's other
+                // connections moving meanwhile.
+                let joined = session.perspective().is_some();
+                tokio::task::block_in_place(|| {
+                    session.handle(now, unix, msg, &*store);
+                    if !joined && let Some(perspective) = session.perspective().map(str::to_owned) {
+                        let prepared = shared
+                            .on_join
+                            .as_ref()
+                            .map_or(Ok(()), |hook| hook(&perspective, &*store));
+                        match prepared {
+                            Ok(()) => pending_join = Some(perspective),
+                            Err(reason) => {
+                                tracing::error!(%perspective, %reason, "session not prepared; refusing it");
+                                session.fail(
+                                    ErrorCode::Unavailable,
+                                    format!("the server could not prepare your session: {reason}"),
+                                );
+                            }
+                        }
+                    }
+                });
+            }
+        }
+        // The game sees the player connected only once the handshake is
+        // complete: a replayed early `Hello` never shows as a player.
+        if !session.is_early()
+            && let Some(perspective) = pending_join.take()
+        {
+            let _ = shared
+                .commands
+                .send(Command::Tick(TickInput::Joined { id, perspective }));
+        }
+        while let Some(out) = session.poll_output() {
+            match out {
+                Output::Control(m) => {
+                    let bytes = write_message(send, &m).await?;
+                    shared.metrics.sent("control", bytes);
+                }
+                Output::Answer { plan } => {
+                    // The slot taken before the request was handled travels
+                    // with its answer until the client has taken it.
+                    let slot = slot.take();
+                    if plan.subscribes() {
+                        lock(&wanted).insert(plan.zone().clone(), plan.request());
+                    }
+                    let sender = AnswerSender {
+                        conn: conn.clone(),
+                        bulk: shared.slots.bulk.clone(),
+                        store: shared.store.clone(),
+                        stats: shared.stats.clone(),
+                        metrics: shared.metrics.clone(),
+                        entry: entry_kind,
+                        commands: shared.commands.clone(),
+                        wanted: wanted.clone(),
+                        stall,
+                        id,
+                    };
+                    tokio::spawn(async move {
+                        let (_mine, light) = slot.unzip();
+                        sender.send(plan, light).await;
+                    });
+                }
+                Output::Subscribe { zone, shards } => {
+                    let _ = shared.commands.send(Command::Tick(TickInput::Subscribe {
+                        id,
+                        zone,
+                        shards,
+                        proofs: false,
+                    }));
+                }
+                Output::Unsubscribe { zone } => {
+                    // Under the lock an answer task subscribes under: a zone
+                    // left while its answer is still being sent stays left.
+                    let mut wanted = lock(&wanted);
+                    wanted.remove(&zone);
+                    let _ = shared.commands.send(Command::Tick(TickInput::Unsubscribe { id, zone }));
+                }
+                Output::Intent {
+                    perspective,
+                    kind,
+                    payload,
+                    seq,
+                } => {
+                    if !shared.writable.load(Ordering::SeqCst) {
+                        shared.stats.unavailable_intents.fetch_add(1, Ordering::Relaxed);
+                        shared.metrics.reject("unavailable");
+                        let rejected = Message::IntentRejected(IntentRejected {
+                            seq,
+                            code: ErrorCode::Unavailable as u16,
+                            message: "the server cannot save the world right now; your action was not applied".into(),
+                        });
+                        let bytes = write_message(send, &rejected).await?;
+                        shared.metrics.sent("control", bytes);
+                    } else if shared.intents.accepts(&kind, &payload) {
+                        let _ = shared.commands.send(Command::Tick(TickInput::Intent {
+                            id,
+                            seq,
+                            intent: ReceivedIntent {
+                                id: Default::default(),
+                                perspective,
+                                kind,
+                                payload,
+                            },
+                        }));
+                    } else {
+                        shared.metrics.reject("unknown");
+                        let rejected = Message::IntentRejected(IntentRejected {
+                            seq,
+                            code: ErrorCode::Protocol as u16,
+                            message: format!("unknown intent {kind:?} or payload that does not decode"),
+                        });
+                        let bytes = write_message(send, &rejected).await?;
+                        shared.metrics.sent("control", bytes);
+                    }
+                }
+                Output::SignedIn { perspective } => {
+                    let previous = lock(&shared.live).sign_in(&perspective, session.id());
+                    if let Some(old) = previous.and_then(|s| lock(&shared.conns).get(&s).cloned()) {
+                        shared.metrics.disconnect("replaced");
+                        old.close(
+                            close_code(ErrorCode::TokenInUse),
+                            b"signed in again from another connection",
+                        );
+                    }
+                }
+                Output::SignedOut { perspective } => lock(&shared.live).sign_out(&perspective, session.id()),
+                Output::Close { code, reason } => {
+                    shared.metrics.disconnect(if code == ErrorCode::Timeout {
+                        "hello_timeout"
+                    } else {
+                        "refused"
+                    });
+                    // Let the Error frame reach the client before closing
+                    // (closing discards unsent stream data); bounded wait.
+                    let _ = send.finish();
+                    let _ = tokio::time::timeout(Duration::from_secs(2), send.stopped()).await;
+                    conn.close(close_code(code), reason.as_bytes());
+                    return Ok(());
+                }
+            }
+        }
+    }
+}

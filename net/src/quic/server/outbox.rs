@@ -1,0 +1,101 @@
+//! [`Outbox`]: the sessions' delta streams as a driver (the world's link,
+//! a relay's) feeds them — each message encoded once for the sessions it
+//! goes to, and a session whose queue is full closed as a slow consumer.
+
+use super::*;
+
+/// A message for the delta stream, encoded: its frames (a delta of any
+/// allowed size is split into frames under the limit). One encoding is
+/// shared by every session a delta goes to.
+pub(super) type Frames = Arc<Vec<Vec<u8>>>;
+
+pub(super) fn encode_frames(message: &Message) -> Frames {
+    Arc::new(
+        split(message.clone(), PART_BYTES)
+            .iter()
+            .map(Message::to_frame)
+            .collect(),
+    )
+}
+
+pub(crate) struct Conn {
+    pub(crate) deltas: mpsc::Sender<Frames>,
+    pub(crate) conn: Connection,
+}
+
+/// Sessions' delta streams, as a driver (a world's link, a relay's) feeds
+/// them: each message encoded once for the sessions it goes to in a row,
+/// and a session whose queue is full closed as a slow consumer.
+#[derive(Default)]
+pub(crate) struct Outbox {
+    conns: HashMap<SessionId, Conn>,
+    /// The last message encoded: the outputs of one fan-out come in a row.
+    encoded: Option<(Arc<Message>, Frames)>,
+}
+
+impl Outbox {
+    pub(crate) fn register(&mut self, id: SessionId, conn: Conn) {
+        self.conns.insert(id, conn);
+    }
+
+    pub(crate) fn remove(&mut self, id: SessionId) {
+        self.conns.remove(&id);
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Queues `message` for `to`. `false`: `to` reads too slowly and was
+    /// closed (and forgotten here); the caller removes its session.
+    /// `slow` is counted before the close (whoever sees the connection
+    /// closed sees it counted).
+    pub(crate) fn queue(
+        &mut self,
+        to: SessionId,
+        message: Arc<Message>,
+        metrics: &ServerMetrics,
+        slow: Option<&AtomicU64>,
+    ) -> bool {
+        let Some(c) = self.conns.get(&to) else { return true };
+        let frames = match &self.encoded {
+            Some((last, frames)) if Arc::ptr_eq(last, &message) => frames.clone(),
+            _ => {
+                let frames = encode_frames(&message);
+                self.encoded = Some((message, frames.clone()));
+                frames
+            }
+        };
+        if c.deltas.try_send(frames).is_ok() {
+            return true;
+        }
+        static UNREAD_DELTAS: LogLimit = LogLimit::new();
+        if let Some(left_out) = UNREAD_DELTAS.allow() {
+            tracing::warn!(
+                session = to,
+                left_out,
+                "client does not read its deltas fast enough; disconnecting"
+            );
+        }
+        metrics.disconnect("slow_consumer");
+        if let Some(slow) = slow {
+            slow.fetch_add(1, Ordering::Relaxed);
+        }
+        c.conn
+            .close(close_code(ErrorCode::SlowConsumer), b"slow consumer: deltas not read");
+        self.conns.remove(&to);
+        false
+    }
+
+    /// Closes every connection with `reason`.
+    pub(crate) fn close_all(&self, reason: &[u8]) {
+        for c in self.conns.values() {
+            c.conn.close(close_code(ErrorCode::Server), reason);
+        }
+    }
+
+    /// Forgets the last encoding (a batch of outputs ended).
+    pub(crate) fn flush(&mut self) {
+        self.encoded = None;
+    }
+}
