@@ -26,7 +26,7 @@ use hoard_proto::relay::{RelayCore, RelayStore};
 use hoard_proto::sync::tick::{TickInput, TickOutput};
 
 use super::client::{ClientError, ClientEvent, ClientOptions, ClientUpdate, HoardClient};
-use super::server::{Command, Conn, GameRules, Outbox, ServerError, ServerHandle, ServerOptions, bind};
+use super::server::{Command, GameRules, Outbox, ServerError, ServerHandle, ServerOptions, bind};
 
 /// How to run a relay.
 #[derive(Clone, Debug)]
@@ -312,18 +312,7 @@ impl RelayLink {
     /// Takes in what the connections did.
     fn commands(&mut self) {
         while let Ok(cmd) = self.commands.try_recv() {
-            let input = match cmd {
-                Command::Register { id, deltas, conn } => {
-                    self.conns.register(id, Conn { deltas, conn });
-                    TickInput::Register { id }
-                }
-                Command::Tick(input) => {
-                    if let TickInput::Remove { id } = input {
-                        self.conns.remove(id);
-                    }
-                    input
-                }
-            };
+            let input = self.conns.take(cmd);
             let input = match &mut self.actions {
                 Some(actions) => match actions.take(input) {
                     Some(input) => input,

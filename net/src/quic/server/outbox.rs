@@ -34,6 +34,24 @@ pub(crate) struct Outbox {
 }
 
 impl Outbox {
+    /// Takes a connection's command in: a new connection's delta stream is
+    /// registered, a closed one's dropped; returns the core's input for it.
+    /// The world's link and a relay's both feed their cores through it.
+    pub(crate) fn take(&mut self, command: Command) -> TickInput {
+        match command {
+            Command::Register { id, deltas, conn } => {
+                self.register(id, Conn { deltas, conn });
+                TickInput::Register { id }
+            }
+            Command::Tick(input) => {
+                if let TickInput::Remove { id } = input {
+                    self.remove(id);
+                }
+                input
+            }
+        }
+    }
+
     pub(crate) fn register(&mut self, id: SessionId, conn: Conn) {
         self.conns.insert(id, conn);
     }

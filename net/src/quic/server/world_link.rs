@@ -117,18 +117,7 @@ impl WorldLink {
     pub fn before_frame(&mut self, world: &mut World) {
         self.frame_started = Some(Instant::now());
         while let Ok(cmd) = self.commands.try_recv() {
-            let input = match cmd {
-                Command::Register { id, deltas, conn } => {
-                    self.conns.register(id, Conn { deltas, conn });
-                    TickInput::Register { id }
-                }
-                Command::Tick(input) => {
-                    if let TickInput::Remove { id } = input {
-                        self.conns.remove(id);
-                    }
-                    input
-                }
-            };
+            let input = self.conns.take(cmd);
             self.core.handle(world, input);
             self.deliver(world);
         }
