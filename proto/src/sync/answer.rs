@@ -230,6 +230,41 @@ impl AnswerPlan {
     }
 }
 
+/// Which entry's answer starts each zone's live deltas, for one session.
+/// An answer is sent on its own stream while the session goes on, so the
+/// session may leave the zone, or enter it again, before the answer is
+/// done: live deltas start only if the zone is still wanted, and by that
+/// answer (a later entry's answer supersedes an earlier one's). The driver
+/// keeps one per connection and asks it at each step. Bounded by the zones
+/// the session has entered and not left.
+#[derive(Debug, Default)]
+pub struct Subscriptions {
+    wanted: std::collections::HashMap<ZoneId, u32>,
+}
+
+impl Subscriptions {
+    /// `plan` is about to be sent: if its entry asked for live deltas, its
+    /// zone is wanted from its request on.
+    pub fn answering(&mut self, plan: &AnswerPlan) {
+        if plan.subscribes() {
+            self.wanted.insert(plan.zone().clone(), plan.request());
+        }
+    }
+
+    /// The session left `zone`: an answer still being sent starts nothing.
+    pub fn left(&mut self, zone: &ZoneId) {
+        self.wanted.remove(zone);
+    }
+
+    /// `plan` was sent whole: the live deltas to start (its zone and, per
+    /// shard, the seq its answer brought the client to), if its zone is
+    /// still wanted by it.
+    pub fn answered(&self, plan: &AnswerPlan) -> Option<(ZoneId, Vec<(ShardId, Seq)>)> {
+        let (zone, shards) = plan.subscription()?;
+        (self.wanted.get(&zone) == Some(&plan.request())).then_some((zone, shards))
+    }
+}
+
 /// What kind of answer a shard got (for stats and tests).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -458,4 +493,36 @@ fn repair_manifest(shard: ShardId, base: Seq, snap: ShardSnapshot, have: &[Repai
             .is_some_and(|i| held[i].0.version == o.version && held[i].0.hash == short_hash(o.state.as_bytes()))
     };
     manifest(shard, base, snap, |o| !holds(o))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hoard_engine::MemoryStore;
+
+    /// An entry of `zone` with no shards, answered whole.
+    fn answered_entry(request: u32, zone: &ZoneId, subscribe: bool) -> AnswerPlan {
+        let mut plan = AnswerPlan::entry(request, zone.clone(), Vec::new(), subscribe);
+        let store = MemoryStore::new();
+        while plan.next_message(&store).is_some() {}
+        assert!(plan.is_done());
+        plan
+    }
+
+    #[test]
+    fn live_deltas_start_from_the_latest_entry_of_a_zone_still_wanted() {
+        let meadow = ZoneId::new("meadow").expect("zone");
+        let mut subs = Subscriptions::default();
+        let first = answered_entry(1, &meadow, true);
+        let second = answered_entry(2, &meadow, true);
+        subs.answering(&first);
+        subs.answering(&second);
+        assert!(subs.answered(&first).is_none(), "superseded by the later entry");
+        assert_eq!(subs.answered(&second).map(|(z, _)| z), Some(meadow.clone()));
+        subs.left(&meadow);
+        assert!(subs.answered(&second).is_none(), "left while its answer was sent");
+        let prefetch = answered_entry(3, &meadow, false);
+        subs.answering(&prefetch);
+        assert!(subs.answered(&prefetch).is_none(), "an entry without live deltas");
+    }
 }

@@ -156,22 +156,15 @@ pub enum Output {
     /// Send on the control stream.
     Control(Message),
     /// Open an answer stream and send the plan's messages on it, in order,
-    /// building each as its turn comes; once done, start live deltas from
-    /// [`AnswerPlan::subscription`] if it gives one (unless the zone was
-    /// left meanwhile).
+    /// building each as its turn comes; once done, start the live deltas
+    /// the connection's [`Subscriptions`](crate::sync::answer::Subscriptions)
+    /// say (the zone still wanted by this answer).
     Answer {
         /// The answer, built as it is sent.
         plan: AnswerPlan,
     },
-    /// Start live deltas of these shards after these seqs (the seqs the
-    /// answer was built from: no gap, no duplicate).
-    Subscribe {
-        /// The zone.
-        zone: ZoneId,
-        /// `(shard, seq)` pairs.
-        shards: Vec<(ShardId, Seq)>,
-    },
-    /// Stop live deltas of a zone.
+    /// Stop live deltas of a zone (and tell the connection's
+    /// [`Subscriptions`](crate::sync::answer::Subscriptions) it was left).
     Unsubscribe {
         /// The zone.
         zone: ZoneId,

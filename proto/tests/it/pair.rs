@@ -72,6 +72,8 @@ pub(crate) struct Pair {
     pub(crate) store: Arc<dyn WorldStore>,
     pub(crate) net: Net,
     session: ServerSession,
+    /// Which answers start live deltas (proto's rule, as the QUIC driver keeps it).
+    subscriptions: hoard_proto::sync::answer::Subscriptions,
     /// The server's tick core and the world it gathers from.
     pub(crate) tick: TickCore,
     pub(crate) world: World,
@@ -152,6 +154,7 @@ impl Pair {
                 last: BTreeMap::new(),
             },
             session: ServerSession::new(config, SESSION),
+            subscriptions: Default::default(),
             tick,
             world: World::new(),
             publisher: Publisher::new(registry),
@@ -298,12 +301,13 @@ impl Pair {
                 Output::Control(m) => self.net.send(To::ClientControl, &m),
                 Output::Answer { mut plan } => {
                     // The driver's job: each shard's answer built as it is
-                    // sent, then live deltas from the seqs it was built at.
+                    // sent, then the live deltas proto's rule starts.
+                    self.subscriptions.answering(&plan);
                     let request = plan.request();
                     while let Some(m) = plan.next_message(&*self.store) {
                         self.net.send(To::ClientAnswer(request), &m.expect("store reads"));
                     }
-                    if let Some((zone, shards)) = plan.subscription() {
+                    if let Some((zone, shards)) = self.subscriptions.answered(&plan) {
                         let subscribe = TickInput::Subscribe {
                             id: SESSION,
                             zone,
@@ -313,16 +317,8 @@ impl Pair {
                         self.tick.handle(&mut self.world, subscribe);
                     }
                 }
-                Output::Subscribe { zone, shards } => {
-                    let subscribe = TickInput::Subscribe {
-                        id: SESSION,
-                        zone,
-                        shards,
-                        proofs: false,
-                    };
-                    self.tick.handle(&mut self.world, subscribe);
-                }
                 Output::Unsubscribe { zone } => {
+                    self.subscriptions.left(&zone);
                     self.tick
                         .handle(&mut self.world, TickInput::Unsubscribe { id: SESSION, zone });
                 }

@@ -8,8 +8,10 @@ use super::*;
 /// Answer bytes built per blocking call (at least one shard each).
 pub(super) const ANSWER_BATCH_BYTES: usize = 1024 * 1024;
 
-/// A connection's zones with live deltas wanted, by the entry starting them.
-pub(super) type Wanted = Arc<std::sync::Mutex<HashMap<ZoneId, u32>>>;
+/// A connection's zones with live deltas wanted, by the entry starting them
+/// (proto's rule; the lock is the connection's control loop and its answer
+/// tasks sharing it).
+pub(super) type Wanted = Arc<std::sync::Mutex<Subscriptions>>;
 
 /// Sends one answer on its own stream, building each shard's message on a
 /// blocking thread only when its turn comes, then starts live deltas.
@@ -142,16 +144,16 @@ impl AnswerSender {
                 self.metrics.shard_answers.get_or_create(&KindLabel { kind }).inc();
             }
         }
-        if let Some((zone, shards)) = plan.subscription() {
-            let wanted = lock(&self.wanted);
-            if wanted.get(&zone) == Some(&plan.request()) {
-                let _ = self.commands.send(Command::Tick(TickInput::Subscribe {
-                    id: self.id,
-                    zone,
-                    shards,
-                    proofs: plan.proves(),
-                }));
-            }
+        // Under the lock the control loop records a leave under: a zone left
+        // while this answer was being sent stays left.
+        let wanted = lock(&self.wanted);
+        if let Some((zone, shards)) = wanted.answered(&plan) {
+            let _ = self.commands.send(Command::Tick(TickInput::Subscribe {
+                id: self.id,
+                zone,
+                shards,
+                proofs: plan.proves(),
+            }));
         }
     }
 }

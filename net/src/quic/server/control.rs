@@ -206,7 +206,7 @@ pub(super) async fn control_loop(
     let answers = Arc::new(Semaphore::new(shared.options.answers_in_flight.max(1)));
     // The zones this connection wants live deltas of, and the entry (request)
     // whose answer will start them.
-    let wanted: Wanted = Arc::new(std::sync::Mutex::new(HashMap::new()));
+    let wanted: Wanted = Arc::new(std::sync::Mutex::new(Subscriptions::default()));
     // A perspective whose `Hello` was answered, for the game once the
     // handshake is complete.
     let mut pending_join: Option<String> = None;
@@ -335,9 +335,7 @@ pub(super) async fn control_loop(
                     // The slot taken before the request was handled travels
                     // with its answer until the client has taken it.
                     let slot = slot.take();
-                    if plan.subscribes() {
-                        lock(&wanted).insert(plan.zone().clone(), plan.request());
-                    }
+                    lock(&wanted).answering(&plan);
                     let sender = AnswerSender {
                         conn: conn.clone(),
                         bulk: shared.slots.bulk.clone(),
@@ -355,19 +353,11 @@ pub(super) async fn control_loop(
                         sender.send(plan, light).await;
                     });
                 }
-                Output::Subscribe { zone, shards } => {
-                    let _ = shared.commands.send(Command::Tick(TickInput::Subscribe {
-                        id,
-                        zone,
-                        shards,
-                        proofs: false,
-                    }));
-                }
                 Output::Unsubscribe { zone } => {
                     // Under the lock an answer task subscribes under: a zone
                     // left while its answer is still being sent stays left.
                     let mut wanted = lock(&wanted);
-                    wanted.remove(&zone);
+                    wanted.left(&zone);
                     let _ = shared.commands.send(Command::Tick(TickInput::Unsubscribe { id, zone }));
                 }
                 Output::Intent {
