@@ -25,8 +25,9 @@ use crate::wire::{MAX_TRANSIENT_BYTES, MAX_TRANSIENT_PATCH_OPS, PatchOp};
 pub const WHOLE_EVERY: u32 = 20;
 
 /// Longest a diff may take; a slower one (payloads with little in common)
-/// gives up and the payload goes whole.
-const DIFF_DEADLINE: Duration = Duration::from_millis(2);
+/// gives up and the payload goes whole. The caller makes it the deadline
+/// [`diff`] takes (this module reads no clock).
+pub const DIFF_DEADLINE: Duration = Duration::from_millis(2);
 
 /// Bytes of a payload's hash that name it as a patch's base.
 pub const BASE_TAG_BYTES: usize = 8;
@@ -42,9 +43,10 @@ pub fn base_tag(payload: &[u8]) -> [u8; BASE_TAG_BYTES] {
 /// The operations that turn `old` into `new`, or `None` when a patch would
 /// not be worth sending: its operations would carry at least half of `new`'s
 /// bytes, or there would be more than [`MAX_TRANSIENT_PATCH_OPS`], or the
-/// diff ran out of time.
-pub fn diff(old: &[u8], new: &[u8]) -> Option<Vec<PatchOp>> {
-    let ops = capture_diff_slices_deadline(Algorithm::Myers, old, new, Some(Instant::now() + DIFF_DEADLINE));
+/// diff ran out of time: `deadline`, on the caller's clock (its now plus
+/// [`DIFF_DEADLINE`]).
+pub fn diff(old: &[u8], new: &[u8], deadline: Instant) -> Option<Vec<PatchOp>> {
+    let ops = capture_diff_slices_deadline(Algorithm::Myers, old, new, Some(deadline));
     let mut out: Vec<PatchOp> = Vec::new();
     let mut cost = 0usize;
     for op in ops {
@@ -136,6 +138,11 @@ pub fn apply(base: &[u8], ops: &[PatchOp]) -> Result<Vec<u8>, PatchError> {
 
 #[cfg(test)]
 mod tests {
+    /// A diff's deadline, as a driver gives it.
+    fn soon() -> std::time::Instant {
+        std::time::Instant::now() + super::DIFF_DEADLINE
+    }
+
     use super::*;
     use proptest::prelude::*;
 
@@ -152,7 +159,7 @@ mod tests {
     fn a_few_moves_in_a_long_list_make_a_small_patch_that_rebuilds_the_list() {
         let old = presence(&[]);
         let new = presence(&[(3, 11), (100, 200), (249, 0)]);
-        let ops = diff(&old, &new).expect("worth a patch");
+        let ops = diff(&old, &new, soon()).expect("worth a patch");
         assert_eq!(apply(&old, &ops).expect("applies"), new);
         let bytes: usize = ops.iter().map(|op| op.2.len() + 6).sum();
         assert!(
@@ -164,7 +171,7 @@ mod tests {
 
     #[test]
     fn an_unrelated_payload_goes_whole() {
-        assert_eq!(diff(b"abcdefghijklmnop", b"0123456789"), None);
+        assert_eq!(diff(b"abcdefghijklmnop", b"0123456789", soon()), None);
     }
 
     #[test]
@@ -209,7 +216,7 @@ mod tests {
                     new[i] = byte;
                 }
             }
-            if let Some(ops) = diff(&old, &new) {
+            if let Some(ops) = diff(&old, &new, soon()) {
                 prop_assert_eq!(apply(&old, &ops).expect("applies"), new);
             }
         }

@@ -559,7 +559,8 @@ impl TickCore {
     }
 
     /// After the game's systems ran at `now` (seconds on the driver's
-    /// clock): intents cleared, each zone's transient state sent where it
+    /// clock; `clock`, the same moment as the driver's `Instant`, bounds the
+    /// time spent diffing transient states): intents cleared, each zone's transient state sent where it
     /// changed, the frame's changes gathered and, unless a commit is in
     /// flight, made into the next commit job ([`TickCore::poll_commit`]);
     /// they are published once it is durable. An error is a failure the
@@ -568,6 +569,7 @@ impl TickCore {
     pub fn after_frame(
         &mut self,
         now: f64,
+        clock: std::time::Instant,
         world: &mut World,
         publisher: &mut Publisher,
         transients: Vec<(ZoneId, Vec<u8>)>,
@@ -582,7 +584,7 @@ impl TickCore {
             }
             self.last_transient.insert(zone, payload);
         }
-        self.send_transients(now);
+        self.send_transients(now, clock);
         let gathered = publisher.gather(world);
         self.commit_frame(now, gathered.changes)
     }
@@ -590,7 +592,7 @@ impl TickCore {
     /// Sends each zone's latest transient state to its sessions where it
     /// differs from what they were last sent and the zone's interval has
     /// passed (a state held back goes out at a later frame).
-    fn send_transients(&mut self, now: f64) {
+    fn send_transients(&mut self, now: f64, clock: std::time::Instant) {
         let due: Vec<ZoneId> = self
             .last_transient
             .iter()
@@ -611,7 +613,7 @@ impl TickCore {
                 .get(&zone)
                 .filter(|sent| sent.patches + 1 < crate::transient::WHOLE_EVERY)
                 .and_then(|sent| {
-                    let ops = crate::transient::diff(&sent.payload, &payload)?;
+                    let ops = crate::transient::diff(&sent.payload, &payload, clock + crate::transient::DIFF_DEADLINE)?;
                     Some((
                         crate::transient::base_tag(&sent.payload).to_vec(),
                         ops,
@@ -921,8 +923,14 @@ mod tests {
     fn a_zones_transient_state_goes_out_at_most_once_an_interval_and_the_latest_always_does() {
         let (mut core, mut world, mut publisher) = core_with_zone(0.5);
         let mut frame = |core: &mut TickCore, now: f64, payload: &[u8]| {
-            core.after_frame(now, &mut world, &mut publisher, vec![(zone(), payload.to_vec())])
-                .expect("frame");
+            core.after_frame(
+                now,
+                std::time::Instant::now(),
+                &mut world,
+                &mut publisher,
+                vec![(zone(), payload.to_vec())],
+            )
+            .expect("frame");
             transients(core)
         };
         let join = |core: &mut TickCore, id: SessionId| {
@@ -963,8 +971,14 @@ mod tests {
             s
         };
         let mut frame = |core: &mut TickCore, n: u32, held: &mut HashMap<SessionId, Vec<u8>>| {
-            core.after_frame(f64::from(n), &mut world, &mut publisher, vec![(zone(), state(n))])
-                .expect("frame");
+            core.after_frame(
+                f64::from(n),
+                std::time::Instant::now(),
+                &mut world,
+                &mut publisher,
+                vec![(zone(), state(n))],
+            )
+            .expect("frame");
             transients_held(core, held)
         };
         let join = |core: &mut TickCore, id: SessionId, held: &mut HashMap<SessionId, Vec<u8>>| {

@@ -223,7 +223,13 @@ impl Pair {
     pub(crate) fn frame(&mut self) -> Result<(), String> {
         let result = self
             .tick
-            .after_frame(self.net.now, &mut self.world, &mut self.publisher, Vec::new())
+            .after_frame(
+                self.net.now,
+                std::time::Instant::now(),
+                &mut self.world,
+                &mut self.publisher,
+                Vec::new(),
+            )
             .and_then(|()| self.tick.commit_inline(self.net.now));
         self.flush_tick();
         result
@@ -234,7 +240,13 @@ impl Pair {
     /// messages, if any, are put in flight).
     pub(crate) fn frame_pipelined(&mut self) -> Option<hoard_proto::sync::tick::CommitJob> {
         self.tick
-            .after_frame(self.net.now, &mut self.world, &mut self.publisher, Vec::new())
+            .after_frame(
+                self.net.now,
+                std::time::Instant::now(),
+                &mut self.world,
+                &mut self.publisher,
+                Vec::new(),
+            )
             .expect("within the retry budget");
         self.flush_tick();
         self.tick.poll_commit()

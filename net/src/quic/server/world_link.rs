@@ -244,7 +244,7 @@ impl WorldLink {
     ) -> Result<(), String> {
         let transients = transient.map(|hook| hook(world)).unwrap_or_default();
         let now = self.now();
-        let mut result = self.core.after_frame(now, world, publisher, transients);
+        let mut result = self.core.after_frame(now, Instant::now(), world, publisher, transients);
         self.report();
         self.deliver(world);
         if result.is_ok() {
