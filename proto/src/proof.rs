@@ -237,3 +237,19 @@ impl ProofChecker {
         Ok(())
     }
 }
+
+/// A shared store's proofs, read under its lock (a relay's store, which its
+/// driver changes while sessions read it).
+impl<S: ProofSource> ProofSource for hoard_engine::store::Locked<S> {
+    fn prove(&self, snap: &ShardSnapshot) -> Result<HeadProof, String> {
+        self.read().prove(snap)
+    }
+
+    fn held(&self, shard: ShardId, seq: Seq) -> Option<HeadProof> {
+        self.read().held(shard, seq)
+    }
+
+    fn sign_root(&self, head: &hoard_engine::store::ShardHead, root: [u8; 32]) -> Option<Result<HeadProof, String>> {
+        self.read().sign_root(head, root)
+    }
+}

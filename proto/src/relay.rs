@@ -14,7 +14,6 @@
 //! change comes out as a [`Delta`] for the relay's own subscribers.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::RwLock;
 
 use chrono::{DateTime, Utc};
 use hoard_engine::shard::{CachedObject, CachedShard};
@@ -71,10 +70,13 @@ struct Held {
     shards: BTreeMap<ShardId, RelayShard>,
 }
 
-/// The shards a relay follows, served read-only.
+/// The shards a relay follows, served read-only: plain data, changed by
+/// its owner (`install`, `apply`) and read as a [`WorldStore`] and a
+/// [`ProofSource`]. A driver that shares it between its upstream and its
+/// sessions puts it behind a lock (`hoard_engine::store::Locked`).
 #[derive(Default)]
 pub struct RelayStore {
-    held: RwLock<Held>,
+    held: Held,
 }
 
 impl std::fmt::Debug for RelayStore {
@@ -101,12 +103,8 @@ impl RelayStore {
         RelayStore::default()
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, Held> {
-        hoard_engine::lock::read(&self.held)
-    }
-
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Held> {
-        hoard_engine::lock::write(&self.held)
+    fn read(&self) -> &Held {
+        &self.held
     }
 
     /// The zones held, and how many shards.
@@ -119,13 +117,13 @@ impl RelayStore {
     /// origin's proof), replacing what was held. For a shard already held
     /// in the same epoch and behind, the difference comes back as a delta
     /// for subscribers; a shard new, reset or unchanged gives none.
-    pub fn install(&self, zone: &ZoneId, shards: &[(&CachedShard, &HeadProof)]) -> Vec<Delta> {
-        let mut held = self.write();
+    pub fn install(&mut self, zone: &ZoneId, shards: &[(&CachedShard, &HeadProof)]) -> Vec<Delta> {
+        let held = &mut self.held;
         held.zones
             .insert(zone.clone(), shards.iter().map(|(s, _)| s.header.key.shard).collect());
         shards
             .iter()
-            .filter_map(|(copy, proof)| install_one(&mut held, zone, copy, proof))
+            .filter_map(|(copy, proof)| install_one(held, zone, copy, proof))
             .collect()
     }
 
@@ -134,7 +132,7 @@ impl RelayStore {
     /// the delta for subscribers, or `None` if the shard is not held or the
     /// change is not newer (then the copy is installed whole).
     pub fn apply(
-        &self,
+        &mut self,
         zone: &ZoneId,
         after: &CachedShard,
         upserts: &[CachedObject],
@@ -143,7 +141,7 @@ impl RelayStore {
     ) -> Option<Delta> {
         let shard = after.header.key.shard;
         {
-            let mut held = self.write();
+            let held = &mut self.held;
             if let Some(old) = held.shards.get_mut(&shard)
                 && old.epoch == after.header.epoch
                 && old.seq < after.header.hwm
@@ -176,13 +174,13 @@ impl RelayStore {
         }
         // Not a change of the copy held (a repair upstream replaced more
         // than it named, or the shard is new here): take it whole.
-        let mut held = self.write();
+        let held = &mut self.held;
         let listed = held.zones.entry(zone.clone()).or_default();
         if !listed.contains(&shard) {
             listed.push(shard);
             listed.sort_unstable();
         }
-        install_one(&mut held, zone, after, proof)
+        install_one(held, zone, after, proof)
     }
 
     fn shard<T>(&self, shard: ShardId, f: impl FnOnce(&RelayShard) -> T) -> Result<T, ReadError> {
@@ -403,9 +401,8 @@ const MAX_OUTPUT: usize = 1 << 20;
 /// comes from upstream or the upstream comes and goes. A relay's clients
 /// always get signed heads; a relay carries no intents (the origin is the
 /// only writer, and a player acts there).
-#[derive(Debug)]
 pub struct RelayCore {
-    store: std::sync::Arc<RelayStore>,
+    store: std::sync::Arc<dyn WorldStore>,
     hub: crate::sync::hub::Hub,
     sessions: std::collections::BTreeSet<crate::sync::hub::SessionId>,
     out: VecDeque<crate::sync::tick::TickOutput>,
@@ -413,11 +410,27 @@ pub struct RelayCore {
     stale: Option<String>,
 }
 
+impl std::fmt::Debug for RelayCore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RelayCore")
+            .field("hub", &self.hub)
+            .field("sessions", &self.sessions.len())
+            .field("out", &self.out.len())
+            .field("stale", &self.stale)
+            .finish_non_exhaustive()
+    }
+}
+
 impl RelayCore {
-    /// A core serving what `store` holds.
-    pub fn new(store: std::sync::Arc<RelayStore>) -> RelayCore {
+    /// A core serving what `store` holds (a relay's [`RelayStore`], shared
+    /// with the driver that changes it), each shard with the proof `proofs`
+    /// holds.
+    pub fn new(
+        store: std::sync::Arc<dyn WorldStore>,
+        proofs: std::sync::Arc<dyn crate::proof::ProofSource>,
+    ) -> RelayCore {
         RelayCore {
-            hub: crate::sync::hub::Hub::new().with_proofs(store.clone()),
+            hub: crate::sync::hub::Hub::new().with_proofs(proofs),
             store,
             sessions: std::collections::BTreeSet::new(),
             out: VecDeque::new(),

@@ -12,6 +12,7 @@
 
 mod error;
 mod layer;
+mod locked;
 mod logic;
 mod memory;
 // The record encoding of the redb store (the memory store keeps values).
@@ -38,6 +39,7 @@ use crate::state::ObjectState;
 
 pub use error::{CommitError, OpenError, ReadError, StoreFault, WriteError};
 pub use layer::StoreLayer;
+pub use locked::Locked;
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
 pub use postgres::{Lease, LeaseError, LeaseHolder, LeaseKey, PgOptions, PgStore};

@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, mpsc as std_mpsc};
 use std::time::Duration;
 
+use hoard_engine::store::Locked;
 use hoard_engine::{PublishRegistry, ServerIdentity, ZoneId};
 use hoard_proto::relay::{RelayCore, RelayStore};
 use hoard_proto::sync::tick::{TickInput, TickOutput};
@@ -168,7 +169,7 @@ fn with_proofs<'a>(
 async fn follow(
     options: &RelayOptions,
     registry: &PublishRegistry,
-    store: &RelayStore,
+    store: &Locked<RelayStore>,
 ) -> Result<(HoardClient, Vec<hoard_proto::wire::Delta>), RelayError> {
     let upstream = options.upstream;
     let client = HoardClient::connect(client_options(options), registry.clone())
@@ -193,7 +194,7 @@ async fn follow(
                     upstream,
                     detail: format!("shard {id} of zone {zone} came without a signed head"),
                 })?;
-                deltas.extend(store.install(&zone, &pairs));
+                deltas.extend(store.write().install(&zone, &pairs));
             }
             ClientUpdate::Objects { .. } => {
                 // Already in the zone's copy, which the entry handed over
@@ -243,9 +244,9 @@ type Served = (
 async fn start(
     options: RelayOptions,
     registry: PublishRegistry,
-    serve: impl FnOnce(Arc<RelayStore>) -> Served,
+    serve: impl FnOnce(Arc<Locked<RelayStore>>) -> Served,
 ) -> Result<RelayHandle, RelayError> {
-    let store = Arc::new(RelayStore::new());
+    let store = Arc::new(Locked::new(RelayStore::new()));
     let (client, _) = follow(&options, &registry, &store).await?;
     let world = client.world();
     let world_key = client.world_key().to_vec();
@@ -277,7 +278,7 @@ async fn start(
         .carry_actions
         .then(|| actions::Actions::new(client_options(&options), registry.clone(), bound.handle.auth.clone()));
     let link = RelayLink {
-        core: RelayCore::new(store.clone()),
+        core: RelayCore::new(store.clone(), store.clone()),
         store,
         commands: bound.commands,
         conns: Outbox::default(),
@@ -299,7 +300,7 @@ async fn start(
 /// The relay's side of its connections.
 struct RelayLink {
     core: RelayCore,
-    store: Arc<RelayStore>,
+    store: Arc<Locked<RelayStore>>,
     commands: std_mpsc::Receiver<Command>,
     conns: Outbox,
     metrics: Arc<crate::metrics::ServerMetrics>,
@@ -355,14 +356,15 @@ impl RelayLink {
                     proof: Some(proof),
                     ..
                 } => {
-                    if let Some(delta) = self.store.apply(&zone, &head, &upserts, &removed, &proof) {
+                    let applied = self.store.write().apply(&zone, &head, &upserts, &removed, &proof);
+                    if let Some(delta) = applied {
                         self.stats.changes.fetch_add(1, Ordering::Relaxed);
                         self.core.publish(vec![delta]);
                     }
                 }
                 ClientUpdate::ZoneLoaded { zone, shards, proofs } => match with_proofs(&shards, &proofs) {
                     Ok(pairs) => {
-                        let deltas = self.store.install(&zone, &pairs);
+                        let deltas = self.store.write().install(&zone, &pairs);
                         self.core.publish(deltas);
                     }
                     Err(id) => tracing::warn!(%zone, shard = %id, "a shard came without a signed head; not served"),
@@ -468,6 +470,7 @@ pub mod tamper {
     use std::sync::{Arc, Mutex};
 
     use hoard_engine::digest::state_hash;
+    use hoard_engine::store::Locked;
     use hoard_engine::store::{ChangesSince, ReadError, ShardHead, ShardSnapshot, StoreLayer, WorldStore};
     use hoard_engine::{Digest, ObjectId, ObjectState, Seq, ShardId};
     use hoard_proto::proof::ProofSource;
@@ -489,7 +492,7 @@ pub mod tamper {
     /// The relay's store, served with lies.
     #[derive(Debug)]
     pub struct TamperingStore {
-        inner: Arc<RelayStore>,
+        inner: Arc<Locked<RelayStore>>,
         tamper: Tamper,
         /// Each shard as first served, with its signed head.
         #[allow(clippy::type_complexity)]
@@ -498,7 +501,7 @@ pub mod tamper {
 
     impl TamperingStore {
         /// Lies about what `inner` holds.
-        pub fn new(inner: Arc<RelayStore>, tamper: Tamper) -> TamperingStore {
+        pub fn new(inner: Arc<Locked<RelayStore>>, tamper: Tamper) -> TamperingStore {
             let mut first = HashMap::new();
             for zone in inner.zones().unwrap_or_default() {
                 for shard in inner.zone_shards(&zone).unwrap_or_default() {
