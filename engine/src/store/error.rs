@@ -11,7 +11,7 @@ use crate::ids::{Seq, ShardId, ZoneId};
 #[non_exhaustive]
 pub enum StoreFault {
     /// The storage backend failed.
-    #[error("store backend failed while {context}: {source}")]
+    #[error("store backend failed while {context}: {}", chain(source.as_ref()))]
     Backend {
         /// What the store was doing.
         context: String,
@@ -21,6 +21,22 @@ pub enum StoreFault {
     /// A stored record does not decode.
     #[error("corrupt store record: {0}")]
     Corrupt(String),
+}
+
+/// An error and the errors beneath it, as one line (a PostgreSQL client
+/// error says only "db error"; the server's message is its source).
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = e.to_string();
+    let mut next = e.source();
+    while let Some(inner) = next {
+        let text = inner.to_string();
+        if !line.ends_with(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        next = inner.source();
+    }
+    line
 }
 
 impl StoreFault {

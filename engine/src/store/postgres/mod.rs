@@ -298,12 +298,27 @@ async fn migrate(pool: Pool, schema: Option<String>) -> Result<(), Migrate> {
             }
             Err(MigrateStep::Newer(v)) => return Err(Migrate::Newer(v)),
             // Another server migrating the same database at once.
-            Err(MigrateStep::Pg(e)) if attempt < CONFLICT_RETRIES && (is_unique_violation(&e) || is_conflict(&e)) => {
+            Err(MigrateStep::Pg(e))
+                if attempt < CONFLICT_RETRIES && (is_unique_violation(&e) || is_conflict(&e) || is_ddl_race(&e)) =>
+            {
                 tracing::debug!(error = %e, "migration raced another server; retrying");
             }
             Err(MigrateStep::Pg(e)) => return Err(StoreFault::backend("applying the schema migrations", e).into()),
         }
     }
+}
+
+/// Whether `e` is what PostgreSQL answers when two sessions create the same
+/// schema, table or index at once: `IF NOT EXISTS` checks before it takes
+/// its lock, so the second may still find the object made meanwhile.
+fn is_ddl_race(e: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    matches!(
+        e.code(),
+        Some(c) if *c == SqlState::DUPLICATE_SCHEMA
+            || *c == SqlState::DUPLICATE_TABLE
+            || *c == SqlState::DUPLICATE_OBJECT
+    )
 }
 
 enum MigrateStep {
