@@ -371,7 +371,8 @@ pub struct HoardClient {
     identity: ServerIdentity,
     perspective: String,
     zones: Vec<ZoneId>,
-    next_intent: Mutex<u32>,
+    /// The seq of the last intent given out.
+    next_intent: std::sync::atomic::AtomicU32,
     early_data: Option<bool>,
     /// The world's identity (the cache namespace) and key, from `Welcome`.
     world: ServerIdentity,
@@ -961,7 +962,7 @@ impl HoardClient {
             identity,
             perspective: welcome.perspective,
             zones: welcome.zones,
-            next_intent: Mutex::new(1),
+            next_intent: std::sync::atomic::AtomicU32::new(1),
             early_data,
             world: ServerIdentity(welcome.server),
             world_key: welcome.world_key,
@@ -1257,9 +1258,7 @@ impl HoardClient {
     /// The seq for the next intent (for callers that queue intents and send
     /// them later, in order, with [`HoardClient::send_encoded_intent`]).
     pub fn next_intent_seq(&self) -> u32 {
-        let mut n = hoard_engine::lock::lock(&self.next_intent);
-        *n += 1;
-        *n
+        self.next_intent.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
     }
 
     /// Sends an intent already encoded (MessagePack) under a seq from
