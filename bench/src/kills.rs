@@ -88,21 +88,7 @@ pub(crate) fn run(args: &Args, out: &Path) -> anyhow::Result<()> {
     };
     std::fs::create_dir_all(dir.join("logs"))?;
     let world = dir.join("world");
-    let status = Command::new(&args.demo)
-        .args([
-            "world",
-            "generate",
-            "--zones",
-            "4",
-            "--objects-per-zone",
-            "300",
-            "--out",
-        ])
-        .arg(&world)
-        .stdout(Stdio::null())
-        .status()
-        .with_context(|| format!("running {}", args.demo.display()))?;
-    anyhow::ensure!(status.success(), "generating the world failed");
+    crate::demo::generate_world(&args.demo, &world, 4, 300)?;
     let schema = format!("hoard_kills_{}", std::process::id());
     let world_store = Arc::new(PgStore::open(
         &PgOptions::new(args.store.clone()).with_schema(schema.clone()),

@@ -15,6 +15,7 @@
 //! ```
 
 mod cache;
+mod demo;
 mod engine;
 mod kills;
 mod net;

@@ -226,20 +226,7 @@ fn measure(bin: &Path, args: &Args, runtime: &tokio::runtime::Runtime) -> anyhow
     println!("{}:", bin.display());
     let dir = tempfile::tempdir()?;
     let world = dir.path().join("world");
-    let status = Command::new(bin)
-        .args([
-            "world",
-            "generate",
-            "--zones",
-            "2",
-            "--objects-per-zone",
-            "700",
-            "--out",
-        ])
-        .arg(&world)
-        .stdout(Stdio::null())
-        .status()?;
-    anyhow::ensure!(status.success(), "generating the world failed");
+    crate::demo::generate_world(bin, &world, 2, 700)?;
     let server = start_server(bin, &world, &dir.path().join("data"))?;
     let warm = dir.path().join("warm-cache");
     honest_entry(&server, "alice", &warm)?;

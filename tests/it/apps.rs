@@ -173,6 +173,17 @@ pub(crate) fn entered(server: &mut App, cache: &Path, player: &str) -> App {
     entered_with(server, cache, player, None)
 }
 
+/// Ann and Bob, caching in `ann_cache` and `bob_cache`, both entered into
+/// the meadow (the server and both clients stepped together until each is
+/// ready).
+pub(crate) fn both_entered(server: &mut App, ann_cache: &Path, bob_cache: &Path) -> (App, App) {
+    let mut ann = client(server, ann_cache, "ann");
+    let mut bob = client(server, bob_cache, "bob");
+    run_until(server, &mut [&mut ann, &mut bob], |w| ready(w).is_some());
+    run_until(server, &mut [&mut bob, &mut ann], |w| ready(w).is_some());
+    (ann, bob)
+}
+
 /// [`entered`], with another registry (another build of the game), or the
 /// App's registration ([`shared`]) for `None`.
 pub(crate) fn entered_with(server: &mut App, cache: &Path, player: &str, registry: Option<PublishRegistry>) -> App {

@@ -4,7 +4,7 @@
 
 use hoard::prelude::*;
 
-use super::apps::{AddStones, Crate, client, entered, meadow, ready, run_until, server, stones_of};
+use super::apps::{AddStones, Crate, entered, meadow, ready, run_until, server, stones_of};
 
 #[test]
 fn cold_entry_then_a_warm_reentry_from_the_cache() {
@@ -42,10 +42,7 @@ fn a_change_one_player_makes_is_seen_by_another() {
     let data = tempfile::tempdir().expect("tempdir");
     let (ann_cache, bob_cache) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
     let mut server = server(data.path());
-    let mut ann = client(&server, ann_cache.path(), "ann");
-    let mut bob = client(&server, bob_cache.path(), "bob");
-    run_until(&mut server, &mut [&mut ann, &mut bob], |w| ready(w).is_some());
-    run_until(&mut server, &mut [&mut bob, &mut ann], |w| ready(w).is_some());
+    let (mut ann, mut bob) = super::apps::both_entered(&mut server, ann_cache.path(), bob_cache.path());
     // Sent by type: the registry knows its name.
     ann.world()
         .resource::<Hoard>()
@@ -301,10 +298,7 @@ fn the_game_tells_a_zone_and_a_player_after_the_change_is_durable() {
     let data = tempfile::tempdir().expect("tempdir");
     let (ann_cache, bob_cache) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
     let mut server = server(data.path());
-    let mut ann = client(&server, ann_cache.path(), "ann");
-    let mut bob = client(&server, bob_cache.path(), "bob");
-    run_until(&mut server, &mut [&mut ann, &mut bob], |w| ready(w).is_some());
-    run_until(&mut server, &mut [&mut bob, &mut ann], |w| ready(w).is_some());
+    let (mut ann, mut bob) = super::apps::both_entered(&mut server, ann_cache.path(), bob_cache.path());
     ann.world()
         .resource::<Hoard>()
         .send_intent("add_stones", &AddStones { object: 7, stones: 4 })

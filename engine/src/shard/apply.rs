@@ -284,7 +284,7 @@ fn merge(copy: &CachedShard, kind: &UpdateKind, upserts: Vec<CachedObject>) -> (
 
 /// Applies a repair answer: for a manifest, the live ids, each object taken
 /// from the upserts or else from the copy (whose digest did not match, so
-/// only its objects the server lists as live at their versions count),
+/// its own digest is not trusted and the whole result is recomputed),
 /// checked against the server's digest as a snapshot; any other update as
 /// [`apply`] does.
 pub fn apply_repair(

@@ -43,116 +43,76 @@ use crate::{ChangeSet, Epoch, ObjectId, Seq, ShardId, ZoneId};
 /// assert!(store.reserve_object_ids(10, 0).is_ok(), "the inner store's allocator, not a refusing default");
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+/// Every [`WorldStore`] method, each calling `$via::method($target, ..)`:
+/// the one list of forwarders the store wrappers share ([`StoreLayer`]'s
+/// defaults and its blanket impl, [`Locked`](super::Locked)). `$this` is the
+/// caller's `self`, so `$target` may use it.
+macro_rules! forward_world_store {
+    ($this:ident => $via:ident, $target:expr) => {
+        fn create_zone(&$this, zone: &ZoneId, shards: &[ShardSpec]) -> Result<(), WriteError> {
+            $via::create_zone($target, zone, shards)
+        }
+        fn zones(&$this) -> Result<Vec<ZoneId>, ReadError> {
+            $via::zones($target)
+        }
+        fn zone_shards(&$this, zone: &ZoneId) -> Result<Vec<ShardId>, ReadError> {
+            $via::zone_shards($target, zone)
+        }
+        fn zone_shards_for(&$this, zone: &ZoneId, perspective: &str) -> Result<Vec<ShardId>, ReadError> {
+            $via::zone_shards_for($target, zone, perspective)
+        }
+        fn shard_head(&$this, shard: ShardId) -> Result<ShardHead, ReadError> {
+            $via::shard_head($target, shard)
+        }
+        fn commit(&$this, changes: &ChangeSet) -> Result<CommitReceipt, CommitError> {
+            $via::commit($target, changes)
+        }
+        fn changes_since(&$this, shard: ShardId, since: Seq) -> Result<ChangesSince, ReadError> {
+            $via::changes_since($target, shard, since)
+        }
+        fn manifest(&$this, shard: ShardId) -> Result<(ShardHead, Vec<(ObjectId, Seq)>), ReadError> {
+            $via::manifest($target, shard)
+        }
+        fn snapshot(&$this, shard: ShardId) -> Result<ShardSnapshot, ReadError> {
+            $via::snapshot($target, shard)
+        }
+        fn trim_tombstones(&$this, older_than: DateTime<Utc>) -> Result<TrimReport, WriteError> {
+            $via::trim_tombstones($target, older_than)
+        }
+        fn reset_epoch(&$this, shard: ShardId) -> Result<Epoch, WriteError> {
+            $via::reset_epoch($target, shard)
+        }
+        fn schema(&$this) -> Result<BTreeMap<String, u32>, ReadError> {
+            $via::schema($target)
+        }
+        fn commit_with_schema(
+            &$this,
+            changes: &ChangeSet,
+            schema: &BTreeMap<String, u32>,
+        ) -> Result<CommitReceipt, CommitError> {
+            $via::commit_with_schema($target, changes, schema)
+        }
+        fn recover(&$this) -> Result<(), StoreFault> {
+            $via::recover($target)
+        }
+        fn reserve_object_ids(&$this, count: u64, at_least: u64) -> Result<std::ops::Range<u64>, WriteError> {
+            $via::reserve_object_ids($target, count, at_least)
+        }
+        fn scan(&$this) -> Result<u64, ReadError> {
+            $via::scan($target)
+        }
+    };
+}
+pub(super) use forward_world_store;
+
 #[allow(missing_docs)] // Each method is `WorldStore`'s of the same name.
 pub trait StoreLayer: Send + Sync {
     /// The wrapped store.
     fn inner(&self) -> &dyn WorldStore;
 
-    fn create_zone(&self, zone: &ZoneId, shards: &[ShardSpec]) -> Result<(), WriteError> {
-        self.inner().create_zone(zone, shards)
-    }
-    fn zones(&self) -> Result<Vec<ZoneId>, ReadError> {
-        self.inner().zones()
-    }
-    fn zone_shards(&self, zone: &ZoneId) -> Result<Vec<ShardId>, ReadError> {
-        self.inner().zone_shards(zone)
-    }
-    fn zone_shards_for(&self, zone: &ZoneId, perspective: &str) -> Result<Vec<ShardId>, ReadError> {
-        self.inner().zone_shards_for(zone, perspective)
-    }
-    fn shard_head(&self, shard: ShardId) -> Result<ShardHead, ReadError> {
-        self.inner().shard_head(shard)
-    }
-    fn commit(&self, changes: &ChangeSet) -> Result<CommitReceipt, CommitError> {
-        self.inner().commit(changes)
-    }
-    fn changes_since(&self, shard: ShardId, since: Seq) -> Result<ChangesSince, ReadError> {
-        self.inner().changes_since(shard, since)
-    }
-    fn manifest(&self, shard: ShardId) -> Result<(ShardHead, Vec<(ObjectId, Seq)>), ReadError> {
-        self.inner().manifest(shard)
-    }
-    fn snapshot(&self, shard: ShardId) -> Result<ShardSnapshot, ReadError> {
-        self.inner().snapshot(shard)
-    }
-    fn trim_tombstones(&self, older_than: DateTime<Utc>) -> Result<TrimReport, WriteError> {
-        self.inner().trim_tombstones(older_than)
-    }
-    fn reset_epoch(&self, shard: ShardId) -> Result<Epoch, WriteError> {
-        self.inner().reset_epoch(shard)
-    }
-    fn schema(&self) -> Result<BTreeMap<String, u32>, ReadError> {
-        self.inner().schema()
-    }
-    fn commit_with_schema(
-        &self,
-        changes: &ChangeSet,
-        schema: &BTreeMap<String, u32>,
-    ) -> Result<CommitReceipt, CommitError> {
-        self.inner().commit_with_schema(changes, schema)
-    }
-    fn recover(&self) -> Result<(), StoreFault> {
-        self.inner().recover()
-    }
-    fn reserve_object_ids(&self, count: u64, at_least: u64) -> Result<std::ops::Range<u64>, WriteError> {
-        self.inner().reserve_object_ids(count, at_least)
-    }
-    fn scan(&self) -> Result<u64, ReadError> {
-        self.inner().scan()
-    }
+    forward_world_store!(self => WorldStore, self.inner());
 }
 
 impl<L: StoreLayer> WorldStore for L {
-    fn create_zone(&self, zone: &ZoneId, shards: &[ShardSpec]) -> Result<(), WriteError> {
-        StoreLayer::create_zone(self, zone, shards)
-    }
-    fn zones(&self) -> Result<Vec<ZoneId>, ReadError> {
-        StoreLayer::zones(self)
-    }
-    fn zone_shards(&self, zone: &ZoneId) -> Result<Vec<ShardId>, ReadError> {
-        StoreLayer::zone_shards(self, zone)
-    }
-    fn zone_shards_for(&self, zone: &ZoneId, perspective: &str) -> Result<Vec<ShardId>, ReadError> {
-        StoreLayer::zone_shards_for(self, zone, perspective)
-    }
-    fn shard_head(&self, shard: ShardId) -> Result<ShardHead, ReadError> {
-        StoreLayer::shard_head(self, shard)
-    }
-    fn commit(&self, changes: &ChangeSet) -> Result<CommitReceipt, CommitError> {
-        StoreLayer::commit(self, changes)
-    }
-    fn changes_since(&self, shard: ShardId, since: Seq) -> Result<ChangesSince, ReadError> {
-        StoreLayer::changes_since(self, shard, since)
-    }
-    fn manifest(&self, shard: ShardId) -> Result<(ShardHead, Vec<(ObjectId, Seq)>), ReadError> {
-        StoreLayer::manifest(self, shard)
-    }
-    fn snapshot(&self, shard: ShardId) -> Result<ShardSnapshot, ReadError> {
-        StoreLayer::snapshot(self, shard)
-    }
-    fn trim_tombstones(&self, older_than: DateTime<Utc>) -> Result<TrimReport, WriteError> {
-        StoreLayer::trim_tombstones(self, older_than)
-    }
-    fn reset_epoch(&self, shard: ShardId) -> Result<Epoch, WriteError> {
-        StoreLayer::reset_epoch(self, shard)
-    }
-    fn schema(&self) -> Result<BTreeMap<String, u32>, ReadError> {
-        StoreLayer::schema(self)
-    }
-    fn commit_with_schema(
-        &self,
-        changes: &ChangeSet,
-        schema: &BTreeMap<String, u32>,
-    ) -> Result<CommitReceipt, CommitError> {
-        StoreLayer::commit_with_schema(self, changes, schema)
-    }
-    fn recover(&self) -> Result<(), StoreFault> {
-        StoreLayer::recover(self)
-    }
-    fn reserve_object_ids(&self, count: u64, at_least: u64) -> Result<std::ops::Range<u64>, WriteError> {
-        StoreLayer::reserve_object_ids(self, count, at_least)
-    }
-    fn scan(&self) -> Result<u64, ReadError> {
-        StoreLayer::scan(self)
-    }
+    forward_world_store!(self => StoreLayer, self);
 }

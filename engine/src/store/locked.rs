@@ -38,56 +38,5 @@ impl<S> Locked<S> {
 }
 
 impl<S: WorldStore> WorldStore for Locked<S> {
-    fn create_zone(&self, zone: &ZoneId, shards: &[ShardSpec]) -> Result<(), WriteError> {
-        self.read().create_zone(zone, shards)
-    }
-    fn zones(&self) -> Result<Vec<ZoneId>, ReadError> {
-        self.read().zones()
-    }
-    fn zone_shards(&self, zone: &ZoneId) -> Result<Vec<ShardId>, ReadError> {
-        self.read().zone_shards(zone)
-    }
-    fn zone_shards_for(&self, zone: &ZoneId, perspective: &str) -> Result<Vec<ShardId>, ReadError> {
-        self.read().zone_shards_for(zone, perspective)
-    }
-    fn shard_head(&self, shard: ShardId) -> Result<ShardHead, ReadError> {
-        self.read().shard_head(shard)
-    }
-    fn commit(&self, changes: &ChangeSet) -> Result<CommitReceipt, CommitError> {
-        self.read().commit(changes)
-    }
-    fn changes_since(&self, shard: ShardId, since: Seq) -> Result<ChangesSince, ReadError> {
-        self.read().changes_since(shard, since)
-    }
-    fn manifest(&self, shard: ShardId) -> Result<(ShardHead, Vec<(ObjectId, Seq)>), ReadError> {
-        self.read().manifest(shard)
-    }
-    fn snapshot(&self, shard: ShardId) -> Result<ShardSnapshot, ReadError> {
-        self.read().snapshot(shard)
-    }
-    fn trim_tombstones(&self, older_than: DateTime<Utc>) -> Result<TrimReport, WriteError> {
-        self.read().trim_tombstones(older_than)
-    }
-    fn reset_epoch(&self, shard: ShardId) -> Result<Epoch, WriteError> {
-        self.read().reset_epoch(shard)
-    }
-    fn schema(&self) -> Result<BTreeMap<String, u32>, ReadError> {
-        self.read().schema()
-    }
-    fn commit_with_schema(
-        &self,
-        changes: &ChangeSet,
-        schema: &BTreeMap<String, u32>,
-    ) -> Result<CommitReceipt, CommitError> {
-        self.read().commit_with_schema(changes, schema)
-    }
-    fn recover(&self) -> Result<(), StoreFault> {
-        self.read().recover()
-    }
-    fn reserve_object_ids(&self, count: u64, at_least: u64) -> Result<std::ops::Range<u64>, WriteError> {
-        self.read().reserve_object_ids(count, at_least)
-    }
-    fn scan(&self) -> Result<u64, ReadError> {
-        self.read().scan()
-    }
+    super::layer::forward_world_store!(self => WorldStore, &*self.read());
 }

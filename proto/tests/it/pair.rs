@@ -218,19 +218,22 @@ impl Pair {
         self.flush_tick();
     }
 
+    /// The tick core's end of a frame, at the pair's time.
+    fn end_frame(&mut self) -> Result<(), String> {
+        let now = self.net.now;
+        self.tick.after_frame(
+            now,
+            std::time::Instant::now(),
+            &mut self.world,
+            &mut self.publisher,
+            Vec::new(),
+        )
+    }
+
     /// Ends one frame of the server's world: its changes gathered,
     /// committed, published. What the core sent is in flight afterwards.
     pub(crate) fn frame(&mut self) -> Result<(), String> {
-        let result = self
-            .tick
-            .after_frame(
-                self.net.now,
-                std::time::Instant::now(),
-                &mut self.world,
-                &mut self.publisher,
-                Vec::new(),
-            )
-            .and_then(|()| self.tick.commit_inline(self.net.now));
+        let result = self.end_frame().and_then(|()| self.tick.commit_inline(self.net.now));
         self.flush_tick();
         result
     }
@@ -239,15 +242,7 @@ impl Pair {
     /// no commit is in flight, made into a job the caller runs (the core's
     /// messages, if any, are put in flight).
     pub(crate) fn frame_pipelined(&mut self) -> Option<hoard_proto::sync::tick::CommitJob> {
-        self.tick
-            .after_frame(
-                self.net.now,
-                std::time::Instant::now(),
-                &mut self.world,
-                &mut self.publisher,
-                Vec::new(),
-            )
-            .expect("within the retry budget");
+        self.end_frame().expect("within the retry budget");
         self.flush_tick();
         self.tick.poll_commit()
     }
