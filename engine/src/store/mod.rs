@@ -26,6 +26,7 @@ mod read_view;
 mod record;
 #[cfg(feature = "redb")]
 mod redb_store;
+mod request;
 #[cfg(feature = "redb")]
 pub mod sim_disk;
 
@@ -45,6 +46,7 @@ pub use memory::MemoryStore;
 pub use postgres::{Lease, LeaseError, LeaseHolder, LeaseKey, PgOptions, PgStore};
 #[cfg(feature = "redb")]
 pub use redb_store::{BackendFactory, RedbStore, STORE_FORMAT_VERSION};
+pub use request::{StoreRead, StoreReply};
 
 /// Who may see a shard.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -1,11 +1,16 @@
-//! Building one shard's answer from the store: up to date, the changes since
-//! the client's hwm, the live manifest when the hwm is behind the tombstone
-//! horizon (or a repair), or a full snapshot. Each answer is read in one
-//! store transaction, so its seq, digest and objects agree.
+//! Building a zone answer shard by shard, sans-IO: up to date, the changes
+//! since the client's hwm, the live manifest when the hwm is behind the
+//! tombstone horizon (or a repair), or a full snapshot. The plan never
+//! touches the store: it asks for each read as a [`StoreRead`] and takes
+//! the reply in [`AnswerPlan::supply`]. Each shard's answer is built from
+//! reads that agree (a snapshot is one read, so its seq, digest and objects
+//! agree; changes carry the head they lead to).
 
 use std::collections::VecDeque;
 
-use hoard_engine::store::{ChangesSince, ReadError, ShardScope, ShardSnapshot, StoredObject, WorldStore};
+use hoard_engine::store::{
+    ChangesSince, ReadError, ShardScope, ShardSnapshot, StoreFault, StoreRead, StoreReply, StoredObject,
+};
 use hoard_engine::{Digest, Epoch, Seq, ShardId, ZoneId};
 
 use std::sync::Arc;
@@ -28,19 +33,84 @@ pub enum Held {
     Hwm(Seq),
 }
 
+/// What a plan does for one shard.
+#[derive(Debug)]
+enum Job {
+    /// Answer an entry for a client holding this.
+    Entry(Held),
+    /// Answer a repair: every live id, and every object the client lacks
+    /// or holds differently.
+    Repair {
+        /// The hwm the client's copy claims.
+        base: Seq,
+        /// What the client holds.
+        have: Vec<RepairEntry>,
+    },
+}
+
+/// The read a shard's answer waits for, and what its reply is for.
+#[derive(Debug)]
+enum Awaiting {
+    /// The shard's head, to compare with the client's copy.
+    Head(Held),
+    /// The changes since `hwm` of a copy of the current epoch; `digest` is
+    /// the copy's at `hwm`, if the client named it.
+    Changes { hwm: Seq, digest: Option<Digest> },
+    /// A snapshot, for this use.
+    Snapshot(SnapshotFor),
+}
+
+#[derive(Debug)]
+enum SnapshotFor {
+    /// The whole shard.
+    Whole,
+    /// The live ids and the objects newer than this hwm (behind the horizon).
+    Manifest(Seq),
+    /// An answer with its signed head (see [`answer_proven`]).
+    Proven(Held),
+    /// A repair's answer.
+    Repair { base: Seq, have: Vec<RepairEntry> },
+}
+
+impl Awaiting {
+    fn read(&self, shard: ShardId) -> StoreRead {
+        match self {
+            Awaiting::Head(_) => StoreRead::Head(shard),
+            Awaiting::Changes { hwm, .. } => StoreRead::ChangesSince { shard, since: *hwm },
+            Awaiting::Snapshot(_) => StoreRead::Snapshot(shard),
+        }
+    }
+}
+
+/// The next thing an [`AnswerPlan`] needs from its driver.
+#[derive(Debug)]
+pub enum AnswerStep {
+    /// Send this message on the answer's stream, then ask again.
+    Send(Message),
+    /// Perform this read (see [`StoreRead::run`]) and hand the reply to
+    /// [`AnswerPlan::supply`]; asking again before that asks for the same read.
+    Read(StoreRead),
+    /// Every message was sent: the answer is complete.
+    Done,
+}
+
 /// A zone answer to be built shard by shard as it is sent: `AnswerBegin`,
 /// one message per shard (each read from the store only when its turn
-/// comes, so no whole-zone answer is ever held), `AnswerEnd`. After the last
-/// message, [`AnswerPlan::subscription`] gives the seqs each shard's answer
-/// was built from, where live deltas continue.
+/// comes, so no whole-zone answer is ever held), `AnswerEnd`. The driver
+/// loops on [`AnswerPlan::step`]: it sends what it is given and performs
+/// the reads it is asked for. After the last message,
+/// [`AnswerPlan::subscription`] gives the seqs each shard's answer was
+/// built from, where live deltas continue.
 #[derive(Debug)]
 pub struct AnswerPlan {
     request: u32,
     zone: ZoneId,
-    /// Messages ready to go (the begin; a repair's one shard).
+    /// Messages ready to go (the begin; a shard's proof and answer).
     ready: VecDeque<Message>,
-    /// Shards still to answer, with the client's copy of each.
-    shards: VecDeque<(ShardId, Held)>,
+    /// Shards still to answer, with what to do for each.
+    shards: VecDeque<(ShardId, Job)>,
+    /// The shard whose read is out, and what its reply is for.
+    awaiting: Option<(ShardId, Awaiting)>,
     /// Compact shards found at the server's seq, with the server's head.
     fresh: Vec<(ShardId, Epoch, Seq, Digest)>,
     /// The entry's `held` list as the client sent it (ascending): the
@@ -55,8 +125,7 @@ pub struct AnswerPlan {
 }
 
 impl AnswerPlan {
-    /// An entry's answer for `shards` (each with what the client holds).
-    pub fn entry(request: u32, zone: ZoneId, shards: Vec<(ShardId, Held)>, subscribe: bool) -> AnswerPlan {
+    fn new(request: u32, zone: ZoneId, shards: VecDeque<(ShardId, Job)>, subscribe: bool) -> AnswerPlan {
         let begin = Message::AnswerBegin(AnswerBegin {
             request,
             zone: zone.clone(),
@@ -68,13 +137,35 @@ impl AnswerPlan {
             ready: VecDeque::from([begin]),
             subscriptions: Vec::with_capacity(shards.len()),
             kinds: Vec::with_capacity(shards.len()),
-            shards: shards.into(),
+            shards,
+            awaiting: None,
             fresh: Vec::new(),
             held: Vec::new(),
             end: true,
             subscribe,
             proofs: None,
         }
+    }
+
+    /// An entry's answer for `shards` (each with what the client holds).
+    pub fn entry(request: u32, zone: ZoneId, shards: Vec<(ShardId, Held)>, subscribe: bool) -> AnswerPlan {
+        let jobs = shards
+            .into_iter()
+            .map(|(shard, held)| (shard, Job::Entry(held)))
+            .collect();
+        AnswerPlan::new(request, zone, jobs, subscribe)
+    }
+
+    /// A repair's answer for `shard`, whose copy the client says is
+    /// complete up to `base` and holds `have`: every live id, and every
+    /// object it lacks or holds differently (by version or state hash).
+    pub fn repair(request: u32, zone: ZoneId, shard: ShardId, base: Seq, have: Vec<RepairEntry>) -> AnswerPlan {
+        AnswerPlan::new(
+            request,
+            zone,
+            VecDeque::from([(shard, Job::Repair { base, have })]),
+            false,
+        )
     }
 
     /// Each shard's answer is built from one snapshot and preceded by the
@@ -98,35 +189,6 @@ impl AnswerPlan {
         self
     }
 
-    /// A repair's answer: one shard, already built.
-    pub fn repair(request: u32, zone: ZoneId, answer: ShardAnswer) -> AnswerPlan {
-        let begin = Message::AnswerBegin(AnswerBegin {
-            request,
-            zone: zone.clone(),
-            shards: 1,
-        });
-        AnswerPlan {
-            request,
-            zone,
-            ready: VecDeque::from([begin, answer.message]),
-            shards: VecDeque::new(),
-            fresh: Vec::new(),
-            held: Vec::new(),
-            end: true,
-            subscribe: false,
-            subscriptions: Vec::new(),
-            kinds: vec![answer.kind],
-            proofs: None,
-        }
-    }
-
-    /// A repair's answer with the head's proof before it.
-    pub fn proven_repair(request: u32, zone: ZoneId, answer: ShardAnswer, proof: crate::wire::HeadProof) -> AnswerPlan {
-        let mut plan = AnswerPlan::repair(request, zone, answer);
-        plan.ready.insert(1, Message::HeadProof(proof));
-        plan
-    }
-
     /// The request answered.
     pub fn request(&self) -> u32 {
         self.request
@@ -142,80 +204,137 @@ impl AnswerPlan {
         self.subscribe
     }
 
-    /// The next message to send, reading the store for a shard's answer;
-    /// `None` once `AnswerEnd` was returned.
-    pub fn next_message(&mut self, store: &dyn WorldStore) -> Option<Result<Message, ReadError>> {
+    /// What to do next: a message to send, a read to perform, or nothing
+    /// more (the answer is complete).
+    pub fn step(&mut self) -> AnswerStep {
         if let Some(m) = self.ready.pop_front() {
-            return Some(Ok(m));
+            return AnswerStep::Send(m);
         }
-        while let Some((shard, held)) = self.shards.pop_front() {
-            if let Some(proofs) = &self.proofs {
-                return Some(answer_proven(store, shard, &held, &**proofs).map(|(answer, proof)| {
-                    self.subscriptions.push((shard, answer.seq));
-                    self.kinds.push(answer.kind);
-                    self.ready.push_back(answer.message);
-                    Message::HeadProof(proof)
-                }));
-            }
-            let answer = match held {
-                Held::Nothing => answer_shard(store, shard, None),
-                Held::Head(have) => answer_shard(store, shard, Some(&have)),
-                Held::Hwm(hwm) => match store.shard_head(shard) {
-                    Ok(head) if head.seq == hwm => {
+        if let Some((shard, awaiting)) = &self.awaiting {
+            return AnswerStep::Read(awaiting.read(*shard));
+        }
+        if let Some((shard, job)) = self.shards.pop_front() {
+            let awaiting = match job {
+                // Proven answers come from one snapshot, proof and all.
+                Job::Entry(held) if self.proofs.is_some() => Awaiting::Snapshot(SnapshotFor::Proven(held)),
+                Job::Entry(Held::Nothing) => Awaiting::Snapshot(SnapshotFor::Whole),
+                Job::Entry(held) => Awaiting::Head(held),
+                Job::Repair { base, have } => Awaiting::Snapshot(SnapshotFor::Repair { base, have }),
+            };
+            return self.wait(shard, awaiting);
+        }
+        if !self.fresh.is_empty() {
+            return AnswerStep::Send(self.fresh_message());
+        }
+        if self.end {
+            self.end = false;
+            tracing::debug!(zone = %self.zone, kinds = ?self.kinds, "zone answer sent");
+            return AnswerStep::Send(Message::AnswerEnd(AnswerEnd { request: self.request }));
+        }
+        AnswerStep::Done
+    }
+
+    fn wait(&mut self, shard: ShardId, awaiting: Awaiting) -> AnswerStep {
+        let read = awaiting.read(shard);
+        self.awaiting = Some((shard, awaiting));
+        AnswerStep::Read(read)
+    }
+
+    /// The reply to the read [`AnswerPlan::step`] asked for. A failed read
+    /// fails the answer (the error is returned; the driver ends the answer
+    /// and tells the client).
+    pub fn supply(&mut self, reply: StoreReply) -> Result<(), ReadError> {
+        let Some((shard, awaiting)) = self.awaiting.take() else {
+            return Err(ReadError::Fault(StoreFault::Corrupt(
+                "a store reply came for an answer that asked for no read".into(),
+            )));
+        };
+        match awaiting {
+            Awaiting::Head(held) => {
+                let head = reply.into_head()?;
+                let next = match held {
+                    // Another epoch, or a hwm this history never reached:
+                    // the copy is of no use, whatever produced it.
+                    Held::Head(have) if have.epoch != head.epoch || have.hwm > head.seq => {
+                        Awaiting::Snapshot(SnapshotFor::Whole)
+                    }
+                    Held::Head(have) => Awaiting::Changes {
+                        hwm: have.hwm,
+                        digest: Some(have.digest),
+                    },
+                    Held::Hwm(hwm) if head.seq == hwm => {
                         // Confirmed with the others by one `Fresh`: nothing
                         // is sent for it on its own.
                         self.fresh.push((shard, head.epoch, head.seq, head.digest));
                         self.subscriptions.push((shard, head.seq));
                         self.kinds.push(AnswerKind::UpToDate);
-                        continue;
+                        return Ok(());
                     }
                     // Ahead of this history: of no use.
-                    Ok(head) if hwm > head.seq => snapshot(store, shard),
+                    Held::Hwm(hwm) if hwm > head.seq => Awaiting::Snapshot(SnapshotFor::Whole),
                     // Behind: the answer for a copy of this epoch at `hwm`
                     // (a copy of another epoch fails to apply it and is
                     // repaired).
-                    Ok(_) => answer_since(store, shard, hwm, None),
-                    Err(e) => Err(e),
-                },
-            };
-            return Some(answer.map(|answer| {
-                self.subscriptions.push((shard, answer.seq));
-                self.kinds.push(answer.kind);
-                answer.message
-            }));
-        }
-        if !self.fresh.is_empty() {
-            let mut fresh = std::mem::take(&mut self.fresh);
-            fresh.sort_by_key(|(shard, ..)| *shard);
-            let mut mask = vec![0u8; self.held.len().div_ceil(8)];
-            let mut tags = Vec::with_capacity(fresh.len());
-            let mut next = fresh.iter().peekable();
-            for (i, shard) in self.held.iter().enumerate() {
-                if let Some((s, epoch, seq, digest)) = next.peek()
-                    && s == shard
-                {
-                    mask[i / 8] |= 1 << (i % 8);
-                    tags.push(head_tag(*s, *epoch, *seq, digest));
-                    next.next();
-                }
+                    Held::Hwm(hwm) => Awaiting::Changes { hwm, digest: None },
+                    Held::Nothing => Awaiting::Snapshot(SnapshotFor::Whole),
+                };
+                self.awaiting = Some((shard, next));
             }
-            return Some(Ok(Message::Fresh(Fresh {
-                mask,
-                tags,
-                root: fresh_root(&fresh),
-            })));
+            Awaiting::Changes { hwm, digest } => match since(shard, hwm, digest, reply.into_changes()) {
+                Since::Answer(answer) => self.answered(shard, answer),
+                Since::Snapshot(use_) => self.awaiting = Some((shard, Awaiting::Snapshot(use_))),
+                Since::Failed(e) => return Err(e),
+            },
+            Awaiting::Snapshot(use_) => {
+                let snap = reply.into_snapshot()?;
+                if let Some(proofs) = &self.proofs {
+                    let proof = proofs.prove(&snap).map_err(|reason| no_proof(shard, &reason))?;
+                    self.ready.push_back(Message::HeadProof(proof));
+                }
+                let answer = match use_ {
+                    SnapshotFor::Whole => snapshot_answer(snap),
+                    SnapshotFor::Manifest(hwm) => manifest(shard, hwm, snap, |o| o.version > hwm),
+                    SnapshotFor::Proven(held) => answer_proven(shard, &held, snap),
+                    SnapshotFor::Repair { base, have } => repair_manifest(shard, base, snap, &have),
+                };
+                self.answered(shard, answer);
+            }
         }
-        if self.end {
-            self.end = false;
-            tracing::debug!(zone = %self.zone, kinds = ?self.kinds, "zone answer sent");
-            return Some(Ok(Message::AnswerEnd(AnswerEnd { request: self.request })));
+        Ok(())
+    }
+
+    fn answered(&mut self, shard: ShardId, answer: ShardAnswer) {
+        self.subscriptions.push((shard, answer.seq));
+        self.kinds.push(answer.kind);
+        self.ready.push_back(answer.message);
+    }
+
+    /// One `Fresh` for every compact shard found at the server's seq.
+    fn fresh_message(&mut self) -> Message {
+        let mut fresh = std::mem::take(&mut self.fresh);
+        fresh.sort_by_key(|(shard, ..)| *shard);
+        let mut mask = vec![0u8; self.held.len().div_ceil(8)];
+        let mut tags = Vec::with_capacity(fresh.len());
+        let mut next = fresh.iter().peekable();
+        for (i, shard) in self.held.iter().enumerate() {
+            if let Some((s, epoch, seq, digest)) = next.peek()
+                && s == shard
+            {
+                mask[i / 8] |= 1 << (i % 8);
+                tags.push(head_tag(*s, *epoch, *seq, digest));
+                next.next();
+            }
         }
-        None
+        Message::Fresh(Fresh {
+            mask,
+            tags,
+            root: fresh_root(&fresh),
+        })
     }
 
     /// Whether every message was returned.
     pub fn is_done(&self) -> bool {
-        self.ready.is_empty() && self.shards.is_empty() && self.fresh.is_empty() && !self.end
+        self.ready.is_empty() && self.awaiting.is_none() && self.shards.is_empty() && self.fresh.is_empty() && !self.end
     }
 
     /// Once done, and if the entry asked for live deltas: the zone and, per
@@ -289,17 +408,13 @@ fn wire(o: StoredObject) -> WireObject {
 
 /// A built answer and the seq the subscription continues from.
 #[derive(Debug)]
-pub struct ShardAnswer {
+struct ShardAnswer {
     /// The message to send.
-    pub message: Message,
+    message: Message,
     /// Its kind.
-    pub kind: AnswerKind,
+    kind: AnswerKind,
     /// The seq the answer brings the client to.
-    pub seq: Seq,
-}
-
-fn snapshot(store: &dyn WorldStore, shard: ShardId) -> Result<ShardAnswer, ReadError> {
-    Ok(snapshot_answer(store.snapshot(shard)?))
+    seq: Seq,
 }
 
 fn snapshot_answer(snap: ShardSnapshot) -> ShardAnswer {
@@ -322,52 +437,36 @@ fn snapshot_answer(snap: ShardSnapshot) -> ShardAnswer {
     }
 }
 
-/// Answers one shard for a client holding `have` (or nothing).
-pub fn answer_shard(
-    store: &dyn WorldStore,
-    shard: ShardId,
-    have: Option<&ShardHave>,
-) -> Result<ShardAnswer, ReadError> {
-    let Some(have) = have else {
-        return snapshot(store, shard);
-    };
-    let head = store.shard_head(shard)?;
-    // Another epoch, or a hwm this history never reached: the copy is of no
-    // use, whatever produced it.
-    if have.epoch != head.epoch || have.hwm > head.seq {
-        return snapshot(store, shard);
-    }
-    answer_since(store, shard, have.hwm, Some(&have.digest))
+/// What the changes since a copy's hwm make of its answer.
+enum Since {
+    Answer(ShardAnswer),
+    Snapshot(SnapshotFor),
+    Failed(ReadError),
 }
 
-/// Answers a copy complete up to `hwm` of the shard's current epoch: the
-/// changes since, or the live manifest when `hwm` is behind the horizon. A
-/// copy already at the shard's seq is up to date only if its `digest` is
-/// known and equal; otherwise it gets a snapshot.
-fn answer_since(
-    store: &dyn WorldStore,
-    shard: ShardId,
-    hwm: Seq,
-    digest: Option<&Digest>,
-) -> Result<ShardAnswer, ReadError> {
-    match store.changes_since(shard, hwm) {
+/// Answers a copy complete up to `hwm` of the shard's current epoch from
+/// the changes since: those changes, or the live manifest when `hwm` is
+/// behind the horizon. A copy already at the shard's seq is up to date only
+/// if its `digest` is known and equal; otherwise it gets a snapshot.
+fn since(shard: ShardId, hwm: Seq, digest: Option<Digest>, changes: Result<ChangesSince, ReadError>) -> Since {
+    match changes {
         Ok(ChangesSince::Changes {
             head,
             upserts,
             tombstones,
         }) => {
             if head.seq == hwm {
-                if digest == Some(&head.digest) {
-                    return Ok(ShardAnswer {
+                if digest == Some(head.digest) {
+                    return Since::Answer(ShardAnswer {
                         seq: head.seq,
                         kind: AnswerKind::UpToDate,
                         message: Message::UpToDate(UpToDate { shard, seq: head.seq }),
                     });
                 }
                 // Same seq, another digest: the copy is not what it claims.
-                return snapshot(store, shard);
+                return Since::Snapshot(SnapshotFor::Whole);
             }
-            Ok(ShardAnswer {
+            Since::Answer(ShardAnswer {
                 seq: head.seq,
                 kind: AnswerKind::Changes,
                 message: Message::Changes(Changes {
@@ -381,13 +480,10 @@ fn answer_since(
                 }),
             })
         }
-        Ok(ChangesSince::BehindHorizon { .. }) => {
-            // One consistent read: the live ids and the objects newer than hwm.
-            let snap = store.snapshot(shard)?;
-            Ok(manifest(shard, hwm, snap, |o| o.version > hwm))
-        }
-        Err(ReadError::FutureSeq { .. }) => snapshot(store, shard),
-        Err(e) => Err(e),
+        // One consistent read: the live ids and the objects newer than hwm.
+        Ok(ChangesSince::BehindHorizon { .. }) => Since::Snapshot(SnapshotFor::Manifest(hwm)),
+        Err(ReadError::FutureSeq { .. }) => Since::Snapshot(SnapshotFor::Whole),
+        Err(e) => Since::Failed(e),
     }
 }
 
@@ -410,27 +506,20 @@ fn manifest(shard: ShardId, base: Seq, snap: ShardSnapshot, send: impl Fn(&Store
     }
 }
 
-/// Answers one shard with its signed head: everything comes from one
-/// snapshot, so the answer and the proof describe the same head whatever
-/// commits meanwhile. A copy at the head is up to date; a copy of the
-/// epoch behind it gets the live ids and the objects newer than its hwm
-/// (a manifest: one round trip, no tombstones needed, which a relay does
-/// not keep); anything else gets the whole shard.
-pub fn answer_proven(
-    store: &dyn WorldStore,
-    shard: ShardId,
-    held: &Held,
-    proofs: &dyn ProofSource,
-) -> Result<(ShardAnswer, crate::wire::HeadProof), ReadError> {
-    let snap = store.snapshot(shard)?;
-    let proof = proofs.prove(&snap).map_err(|reason| no_proof(shard, &reason))?;
+/// Answers one shard from the snapshot its signed head was made from, so
+/// the answer and the proof describe the same head whatever commits
+/// meanwhile. A copy at the head is up to date; a copy of the epoch behind
+/// it gets the live ids and the objects newer than its hwm (a manifest: one
+/// round trip, no tombstones needed, which a relay does not keep); anything
+/// else gets the whole shard.
+fn answer_proven(shard: ShardId, held: &Held, snap: ShardSnapshot) -> ShardAnswer {
     let head = &snap.head;
     let (hwm, epoch, digest) = match held {
         Held::Nothing => (None, None, None),
         Held::Head(h) => (Some(h.hwm), Some(h.epoch), Some(h.digest)),
         Held::Hwm(hwm) => (Some(*hwm), None, None),
     };
-    let answer = match hwm {
+    match hwm {
         Some(hwm) if epoch.is_none_or(|e| e == head.epoch) && hwm == head.seq && digest == Some(head.digest) => {
             ShardAnswer {
                 seq: head.seq,
@@ -442,27 +531,13 @@ pub fn answer_proven(
             manifest(shard, hwm, snap, |o| o.version > hwm)
         }
         _ => snapshot_answer(snap),
-    };
-    Ok((answer, proof))
+    }
 }
 
 fn no_proof(shard: ShardId, reason: &str) -> ReadError {
-    ReadError::Fault(hoard_engine::store::StoreFault::Corrupt(format!(
+    ReadError::Fault(StoreFault::Corrupt(format!(
         "no signed head for shard {shard}: {reason}"
     )))
-}
-
-/// Answers a repair with the head's proof, from one snapshot.
-pub fn answer_repair_proven(
-    store: &dyn WorldStore,
-    shard: ShardId,
-    base: Seq,
-    have: &[RepairEntry],
-    proofs: &dyn ProofSource,
-) -> Result<(ShardAnswer, crate::wire::HeadProof), ReadError> {
-    let snap = store.snapshot(shard)?;
-    let proof = proofs.prove(&snap).map_err(|reason| no_proof(shard, &reason))?;
-    Ok((repair_manifest(shard, base, snap, have), proof))
 }
 
 /// The first 8 bytes of blake3 of a state, as used in repair entries.
@@ -472,18 +547,8 @@ pub fn short_hash(state: &[u8]) -> [u8; 8] {
     out
 }
 
-/// Answers a repair: every live id, and every object the client lacks or
+/// A repair's answer: every live id, and every object the client lacks or
 /// holds differently (by version or state hash).
-pub fn answer_repair(
-    store: &dyn WorldStore,
-    shard: ShardId,
-    base: Seq,
-    have: &[RepairEntry],
-) -> Result<ShardAnswer, ReadError> {
-    let snap = store.snapshot(shard)?;
-    Ok(repair_manifest(shard, base, snap, have))
-}
-
 fn repair_manifest(shard: ShardId, base: Seq, snap: ShardSnapshot, have: &[RepairEntry]) -> ShardAnswer {
     let mut held: Vec<(&RepairEntry, ())> = have.iter().map(|e| (e, ())).collect();
     held.sort_by_key(|(e, ())| e.id);
@@ -504,7 +569,13 @@ mod tests {
     fn answered_entry(request: u32, zone: &ZoneId, subscribe: bool) -> AnswerPlan {
         let mut plan = AnswerPlan::entry(request, zone.clone(), Vec::new(), subscribe);
         let store = MemoryStore::new();
-        while plan.next_message(&store).is_some() {}
+        loop {
+            match plan.step() {
+                AnswerStep::Send(_) => {}
+                AnswerStep::Read(read) => plan.supply(read.run(&store)).expect("read"),
+                AnswerStep::Done => break,
+            }
+        }
         assert!(plan.is_done());
         plan
     }

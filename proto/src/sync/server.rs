@@ -2,22 +2,28 @@
 //! auth, zone entry answered shard by shard, repairs, subscriptions and
 //! intents. Messages and the current time go in through
 //! [`ServerSession::handle`]; what to send and do comes out of
-//! [`ServerSession::poll_output`]. No sockets, clocks or threads inside; the
-//! store is read through the [`WorldStore`] given to each call.
+//! [`ServerSession::poll_output`]. No sockets, clocks, threads or store
+//! inside: a store read leaves as [`Output::Read`] and its reply comes back
+//! through [`ServerSession::read_done`].
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
-use hoard_engine::store::WorldStore;
+use hoard_engine::store::{ReadError, StoreRead, StoreReply};
 use hoard_engine::{RegistryHash, Seq, ServerIdentity, ShardId, ZoneId};
 
-use super::answer::{AnswerPlan, Held, answer_repair, answer_repair_proven};
+use super::answer::{AnswerPlan, Held};
 use crate::auth::{TokenAuthority, TokenError};
 use crate::proof::ProofSource;
 use crate::wire::{
-    ErrorCode, ErrorMsg, IntentRejected, MAX_INTENT_BYTES, MAX_REPAIR_OBJECTS, MAX_SHARDS_PER_ENTRY, Message,
-    PROTOCOL_VERSION, ShardHave, Welcome, ZoneDenied, ZoneElsewhere,
+    EnterZone, ErrorCode, ErrorMsg, IntentRejected, MAX_INTENT_BYTES, MAX_REPAIR_OBJECTS, MAX_SHARDS_PER_ENTRY,
+    Message, PROTOCOL_VERSION, Repair, ShardHave, Welcome, ZoneDenied, ZoneElsewhere,
 };
+
+/// Messages a session holds while a store read is out (a driver that
+/// performs each read before handing over the next message never fills
+/// it; one that does not is bounded here).
+const MAX_BACKLOG: usize = 64;
 
 /// Which zones a perspective may enter.
 pub trait AccessPolicy: Send + Sync {
@@ -155,6 +161,10 @@ impl SessionConfig {
 pub enum Output {
     /// Send on the control stream.
     Control(Message),
+    /// Perform this store read (see [`StoreRead::run`]) and hand its reply
+    /// to [`ServerSession::read_done`]. Messages handed over meanwhile wait
+    /// for it, in order.
+    Read(StoreRead),
     /// Open an answer stream and send the plan's messages on it, in order,
     /// building each as its turn comes; once done, start the live deltas
     /// the connection's [`Subscriptions`](crate::sync::answer::Subscriptions)
@@ -234,6 +244,16 @@ impl Bucket {
     }
 }
 
+/// What a session waits for a store read to go on with.
+enum Pending {
+    /// The zones, for `Welcome`.
+    Welcome,
+    /// The readable shards of the zone entered.
+    Enter(EnterZone),
+    /// The readable shards of the zone of a repair.
+    Repair(Repair),
+}
+
 enum State {
     AwaitHello,
     Ready { perspective: String },
@@ -258,6 +278,10 @@ pub struct ServerSession {
     /// `Hello` came in early data: the perspective takes over from its live
     /// session only once the handshake completes.
     takeover_pending: bool,
+    /// The store read out, and what its reply is for.
+    pending: Option<Pending>,
+    /// Messages that came while a read was out, with their times.
+    backlog: VecDeque<(f64, i64, Message)>,
 }
 
 impl ServerSession {
@@ -276,6 +300,8 @@ impl ServerSession {
             proven: BTreeSet::new(),
             early: false,
             takeover_pending: false,
+            pending: None,
+            backlog: VecDeque::new(),
         }
     }
 
@@ -381,27 +407,80 @@ impl ServerSession {
     }
 
     /// Handles one message from the client at `now` (seconds on any monotonic
-    /// clock) and `unix_now` (for token expiry).
-    pub fn handle(&mut self, now: f64, unix_now: i64, msg: Message, store: &dyn WorldStore) {
+    /// clock) and `unix_now` (for token expiry). While a store read is out
+    /// the message waits for its reply.
+    pub fn handle(&mut self, now: f64, unix_now: i64, msg: Message) {
         if self.is_closed() {
             return;
         }
+        if self.pending.is_some() {
+            if self.backlog.len() >= MAX_BACKLOG {
+                return self.fail(
+                    ErrorCode::Limit,
+                    format!("over {MAX_BACKLOG} messages while the server reads its store"),
+                );
+            }
+            self.backlog.push_back((now, unix_now, msg));
+            return;
+        }
+        self.process(now, unix_now, msg);
+    }
+
+    /// Whether a store read is out (an [`Output::Read`] not yet answered).
+    pub fn is_reading(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// The reply to the session's [`Output::Read`]; then the messages that
+    /// waited for it are handled, until one reads the store again.
+    pub fn read_done(&mut self, reply: StoreReply) {
+        if self.is_closed() {
+            return;
+        }
+        let Some(pending) = self.pending.take() else {
+            return self.fail(ErrorCode::Server, "a store reply came for no read");
+        };
+        match pending {
+            Pending::Welcome => self.welcome(reply.into_zones()),
+            Pending::Enter(enter) => match readable(&enter.zone, reply.into_shards()) {
+                Ok(shards) => self.answer_entry(enter, shards),
+                Err((code, message)) => self.deny(enter.request, enter.zone, code, message),
+            },
+            Pending::Repair(repair) => match readable(&repair.zone, reply.into_shards()) {
+                Ok(shards) => self.answer_repair(repair, &shards),
+                Err((code, message)) => self.deny(repair.request, repair.zone, code, message),
+            },
+        }
+        while self.pending.is_none() && !self.is_closed() {
+            let Some((now, unix_now, msg)) = self.backlog.pop_front() else {
+                break;
+            };
+            self.process(now, unix_now, msg);
+        }
+    }
+
+    fn read(&mut self, read: StoreRead, pending: Pending) {
+        self.pending = Some(pending);
+        self.out.push_back(Output::Read(read));
+    }
+
+    fn process(&mut self, now: f64, unix_now: i64, msg: Message) {
         if !self.messages.take(now) {
             return self.fail(ErrorCode::RateLimited, "too many messages; slow down");
         }
         match (&self.state, msg) {
-            (State::AwaitHello, Message::Hello(hello)) => self.hello(unix_now, hello, store),
+            (State::AwaitHello, Message::Hello(hello)) => self.hello(unix_now, hello),
             (State::AwaitHello, other) => self.fail(
                 ErrorCode::Protocol,
                 format!("expected hello, got message type 0x{:02x}", other.kind()),
             ),
-            (State::Ready { .. }, Message::EnterZone(enter)) => self.enter(enter, store),
+            (State::Ready { .. }, Message::EnterZone(enter)) => self.enter(enter),
             (State::Ready { .. }, Message::LeaveZone(leave)) => {
                 if self.subscribed.remove(&leave.zone) {
                     self.out.push_back(Output::Unsubscribe { zone: leave.zone });
                 }
             }
-            (State::Ready { .. }, Message::Repair(repair)) => self.repair(repair, store),
+            (State::Ready { .. }, Message::Repair(repair)) => self.repair(repair),
             (State::Ready { .. }, Message::Intent(_)) if self.early => self.fail(
                 ErrorCode::Protocol,
                 "an intent before the handshake completed (early data may be replayed)",
@@ -446,7 +525,7 @@ impl ServerSession {
         }
     }
 
-    fn hello(&mut self, unix_now: i64, hello: crate::wire::Hello, store: &dyn WorldStore) {
+    fn hello(&mut self, unix_now: i64, hello: crate::wire::Hello) {
         if hello.protocol != PROTOCOL_VERSION {
             return self.fail(
                 ErrorCode::Version,
@@ -484,15 +563,20 @@ impl ServerSession {
         } else {
             self.take_over(&perspective);
         }
-        let zones = match store.zones() {
+        // Signed in from here (a failed read signs out again); welcomed
+        // once the zones are read.
+        self.state = State::Ready { perspective };
+        self.read(StoreRead::Zones, Pending::Welcome);
+    }
+
+    fn welcome(&mut self, zones: Result<Vec<hoard_engine::ZoneId>, ReadError>) {
+        let perspective = self.perspective().unwrap_or_default().to_owned();
+        let zones = match zones {
             Ok(z) => z
                 .into_iter()
                 .filter(|z| self.config.access.may_enter(&perspective, z))
                 .collect(),
-            Err(e) => {
-                self.state = State::Ready { perspective };
-                return self.fail(ErrorCode::Server, format!("store unavailable: {e}"));
-            }
+            Err(e) => return self.fail(ErrorCode::Server, format!("store unavailable: {e}")),
         };
         tracing::info!(%perspective, "session ready");
         self.out.push_back(Output::Control(Message::Welcome(Welcome {
@@ -503,7 +587,6 @@ impl ServerSession {
             tick_hz: self.config.tick_hz,
             world_key: self.config.world_key.clone(),
         })));
-        self.state = State::Ready { perspective };
     }
 
     fn deny(&mut self, request: u32, zone: ZoneId, code: ErrorCode, message: String) {
@@ -515,21 +598,24 @@ impl ServerSession {
         })));
     }
 
-    /// The shards of `zone` this session may read, with their scope check done.
-    fn readable_shards(&self, zone: &ZoneId, store: &dyn WorldStore) -> Result<Vec<ShardId>, (ErrorCode, String)> {
+    /// Asks for the shards of `zone` this session may read, for `pending`
+    /// (denied at once when the perspective may not enter the zone).
+    fn read_shards(&mut self, request: u32, zone: &ZoneId, pending: Pending) {
         let perspective = self.perspective().unwrap_or_default().to_owned();
         if !self.config.access.may_enter(&perspective, zone) {
-            return Err((ErrorCode::Forbidden, format!("{perspective} may not enter zone {zone}")));
+            let message = format!("{perspective} may not enter zone {zone}");
+            return self.deny(request, zone.clone(), ErrorCode::Forbidden, message);
         }
         // The stores' scope index: a zone of many players' private shards
         // costs this perspective its own, not a look at everyone's.
-        store.zone_shards_for(zone, &perspective).map_err(|e| match e {
-            hoard_engine::store::ReadError::UnknownZone(_) => (ErrorCode::UnknownZone, format!("no zone {zone}")),
-            other => (ErrorCode::Server, other.to_string()),
-        })
+        let read = StoreRead::ZoneShardsFor {
+            zone: zone.clone(),
+            perspective,
+        };
+        self.read(read, pending);
     }
 
-    fn enter(&mut self, enter: crate::wire::EnterZone, store: &dyn WorldStore) {
+    fn enter(&mut self, enter: EnterZone) {
         let named = enter.have.len() + enter.held.len();
         let span = tracing::debug_span!("zone_entry", zone = %enter.zone, shards = named);
         let _guard = span.enter();
@@ -559,10 +645,11 @@ impl ServerSession {
                 }
             }
         }
-        let shards = match self.readable_shards(&enter.zone, store) {
-            Ok(s) => s,
-            Err((code, message)) => return self.deny(enter.request, enter.zone, code, message),
-        };
+        let (request, zone) = (enter.request, enter.zone.clone());
+        self.read_shards(request, &zone, Pending::Enter(enter));
+    }
+
+    fn answer_entry(&mut self, enter: EnterZone, shards: Vec<ShardId>) {
         // Copies of shards the client may not read, or that are not in the
         // zone, are ignored: nothing about them is revealed. Each shard's
         // answer is built as it is sent (see `AnswerPlan`).
@@ -599,7 +686,7 @@ impl ServerSession {
         self.out.push_back(Output::Answer { plan: answer });
     }
 
-    fn repair(&mut self, repair: crate::wire::Repair, store: &dyn WorldStore) {
+    fn repair(&mut self, repair: Repair) {
         if repair.have.len() > MAX_REPAIR_OBJECTS {
             return self.fail(
                 ErrorCode::Limit,
@@ -609,10 +696,11 @@ impl ServerSession {
                 ),
             );
         }
-        let shards = match self.readable_shards(&repair.zone, store) {
-            Ok(s) => s,
-            Err((code, message)) => return self.deny(repair.request, repair.zone, code, message),
-        };
+        let (request, zone) = (repair.request, repair.zone.clone());
+        self.read_shards(request, &zone, Pending::Repair(repair));
+    }
+
+    fn answer_repair(&mut self, repair: Repair, shards: &[ShardId]) {
         if !shards.contains(&repair.shard) {
             return self.deny(
                 repair.request,
@@ -622,24 +710,21 @@ impl ServerSession {
             );
         }
         let proven = self.config.always_prove || self.proven.contains(&repair.zone);
-        if let (true, Some(proofs)) = (proven, &self.config.proofs) {
-            return match answer_repair_proven(store, repair.shard, repair.hwm, &repair.have, &**proofs) {
-                Ok((answer, proof)) => self.out.push_back(Output::Answer {
-                    plan: AnswerPlan::proven_repair(repair.request, repair.zone, answer, proof),
-                }),
-                Err(e) => self.fail(ErrorCode::Server, format!("reading shard {}: {e}", repair.shard)),
-            };
+        let mut plan = AnswerPlan::repair(repair.request, repair.zone, repair.shard, repair.hwm, repair.have);
+        match (proven, &self.config.proofs) {
+            (true, Some(proofs)) => plan = plan.with_proofs(proofs.clone()),
+            _ => tracing::info!(shard = %repair.shard, "repairing a client's shard"),
         }
-        match answer_repair(store, repair.shard, repair.hwm, &repair.have) {
-            Ok(answer) => {
-                tracing::info!(shard = %repair.shard, "repairing a client's shard");
-                self.out.push_back(Output::Answer {
-                    plan: AnswerPlan::repair(repair.request, repair.zone, answer),
-                })
-            }
-            Err(e) => self.fail(ErrorCode::Server, format!("reading shard {}: {e}", repair.shard)),
-        }
+        self.out.push_back(Output::Answer { plan });
     }
+}
+
+/// The shards a `ZoneShardsFor` read found, or why the zone is denied.
+fn readable(zone: &ZoneId, shards: Result<Vec<ShardId>, ReadError>) -> Result<Vec<ShardId>, (ErrorCode, String)> {
+    shards.map_err(|e| match e {
+        ReadError::UnknownZone(_) => (ErrorCode::UnknownZone, format!("no zone {zone}")),
+        other => (ErrorCode::Server, other.to_string()),
+    })
 }
 
 impl Drop for ServerSession {
@@ -672,15 +757,23 @@ mod tests {
         })
     }
 
-    fn outputs(session: &mut ServerSession) -> Vec<Output> {
-        std::iter::from_fn(|| session.poll_output()).collect()
+    /// The session's outputs, its store reads performed against `store`.
+    fn outputs(session: &mut ServerSession, store: &MemoryStore) -> Vec<Output> {
+        let mut out = Vec::new();
+        while let Some(output) = session.poll_output() {
+            match output {
+                Output::Read(read) => session.read_done(read.run(store)),
+                other => out.push(other),
+            }
+        }
+        out
     }
 
     /// Runs a driver's part for `session`'s outputs: sign-ins and sign-outs
     /// go to `live` (returning the sessions a sign-in closes), the rest back.
-    fn drive(live: &mut LiveSessions, session: &mut ServerSession) -> (Vec<Output>, Vec<u64>) {
+    fn drive(live: &mut LiveSessions, session: &mut ServerSession, store: &MemoryStore) -> (Vec<Output>, Vec<u64>) {
         let (mut rest, mut closed) = (Vec::new(), Vec::new());
-        for output in outputs(session) {
+        for output in outputs(session, store) {
             match output {
                 Output::SignedIn { perspective } => closed.extend(live.sign_in(&perspective, session.id())),
                 Output::SignedOut { perspective } => live.sign_out(&perspective, session.id()),
@@ -706,50 +799,53 @@ mod tests {
         let store = MemoryStore::new();
         let mut sessions = LiveSessions::default();
         let mut live = ServerSession::new(config.clone(), 1);
-        live.handle(0.0, 0, hello(), &store);
-        let (out, closed) = drive(&mut sessions, &mut live);
+        live.handle(0.0, 0, hello());
+        let (out, closed) = drive(&mut sessions, &mut live, &store);
         assert!(matches!(out[..], [Output::Control(Message::Welcome(_))]));
         assert!(closed.is_empty());
         assert_eq!(sessions.session("ann"), Some(1));
 
         // A replayed early Hello: welcomed, no takeover; it dies unfinished.
         let mut replayed = ServerSession::early(config.clone(), 2);
-        replayed.handle(0.0, 0, hello(), &store);
-        let (out, closed) = drive(&mut sessions, &mut replayed);
+        replayed.handle(0.0, 0, hello());
+        let (out, closed) = drive(&mut sessions, &mut replayed, &store);
         assert!(matches!(out[..], [Output::Control(Message::Welcome(_))]));
         assert!(closed.is_empty());
         replayed.closed();
-        drive(&mut sessions, &mut replayed);
+        drive(&mut sessions, &mut replayed, &store);
         assert_eq!(sessions.session("ann"), Some(1));
 
         // A real returning client: no takeover until its handshake
         // completes, no intent before it.
         let mut returning = ServerSession::early(config.clone(), 3);
-        returning.handle(0.0, 0, hello(), &store);
-        let (out, closed) = drive(&mut sessions, &mut returning);
+        returning.handle(0.0, 0, hello());
+        let (out, closed) = drive(&mut sessions, &mut returning, &store);
         assert!(matches!(out[..], [Output::Control(Message::Welcome(_))]));
         assert!(closed.is_empty());
         returning.handshake_complete();
         assert!(!returning.is_early());
-        let (out, closed) = drive(&mut sessions, &mut returning);
+        let (out, closed) = drive(&mut sessions, &mut returning, &store);
         assert!(out.is_empty());
         assert_eq!(closed, vec![1], "the older session is closed");
         assert_eq!(sessions.session("ann"), Some(3));
-        returning.handle(1.0, 0, intent(), &store);
-        assert!(matches!(outputs(&mut returning)[..], [Output::Intent { seq: 1, .. }]));
+        returning.handle(1.0, 0, intent());
+        assert!(matches!(
+            outputs(&mut returning, &store)[..],
+            [Output::Intent { seq: 1, .. }]
+        ));
 
         // The older session ending does not free the newer one's place.
         live.closed();
-        drive(&mut sessions, &mut live);
+        drive(&mut sessions, &mut live, &store);
         assert_eq!(sessions.session("ann"), Some(3));
         returning.closed();
-        drive(&mut sessions, &mut returning);
+        drive(&mut sessions, &mut returning, &store);
         assert_eq!(sessions.session("ann"), None);
 
         let mut early_intent = ServerSession::early(config, 4);
-        early_intent.handle(0.0, 0, hello(), &store);
-        early_intent.handle(0.1, 0, intent(), &store);
-        let out = outputs(&mut early_intent);
+        early_intent.handle(0.0, 0, hello());
+        early_intent.handle(0.1, 0, intent());
+        let out = outputs(&mut early_intent, &store);
         assert!(
             matches!(out[..], [Output::Control(Message::Welcome(_)), Output::Control(Message::Error(ref e)), Output::Close { .. }] if e.code == ErrorCode::Protocol as u16),
             "{out:?}"

@@ -5,5 +5,6 @@
 mod golden;
 mod pair;
 mod proofs;
+mod slow_store;
 mod sync;
 mod tick;

@@ -4,6 +4,9 @@
 //! cache on the other, joined by a simulated network with one-way latency,
 //! jitter-free ordered streams and loss (a lost packet costs a retransmission
 //! timeout, as QUIC's reliable streams would), driven by a simulated clock.
+//! The store is reached only through the state machines' read effects, so
+//! it can be made slow (each read answered `store_latency` simulated
+//! seconds later, other traffic going on meanwhile) or failing.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
@@ -11,14 +14,15 @@ use std::sync::Arc;
 
 use bevy_ecs::world::World;
 use hoard_engine::shard::{CachedShard, ShardKey};
-use hoard_engine::store::{ShardSpec, WorldStore};
+use hoard_engine::store::{ReadError, ShardSpec, StoreFault, StoreRead, StoreReply, WorldStore};
 use hoard_engine::{ChangeSet, MemoryStore, PublishRegistry, Publisher, RegistryHash, ServerIdentity, ShardId, ZoneId};
 use hoard_proto::auth::TokenAuthority;
 use hoard_proto::intents::ReceivedIntent;
+use hoard_proto::sync::answer::{AnswerPlan, AnswerStep};
 use hoard_proto::sync::client::{CheckedCopy, ClientConfig, ClientSync, Effect, EntryStats};
 use hoard_proto::sync::server::{Output, ServerSession, SessionConfig};
 use hoard_proto::sync::tick::{TickCore, TickInput};
-use hoard_proto::wire::{Hello, Message, PROTOCOL_VERSION};
+use hoard_proto::wire::{ErrorCode, Hello, Message, PROTOCOL_VERSION};
 
 pub(crate) const SERVER: ServerIdentity = ServerIdentity([1; 32]);
 pub(crate) const REGISTRY: RegistryHash = RegistryHash([2; 32]);
@@ -29,6 +33,17 @@ enum To {
     ClientControl,
     ClientAnswer(u32),
     ClientDelta,
+    /// A store read done (by its id in `Pair::reads`).
+    Store(u64),
+}
+
+/// Who asked for a store read.
+#[derive(Debug, Clone, Copy)]
+enum Reader {
+    /// The session (one read at a time).
+    Session,
+    /// The answer to this request.
+    Answer(u32),
 }
 
 /// A frame in flight: (delivery time in µs, send order, destination, bytes).
@@ -52,6 +67,13 @@ fn micros(t: f64) -> u64 {
 }
 
 impl Net {
+    /// An event `after` seconds from now, with no bytes (a store read done).
+    fn after(&mut self, after: f64, to: To) {
+        self.seq += 1;
+        self.queue
+            .push(Reverse((micros(self.now + after), self.seq, to, Vec::new())));
+    }
+
     fn send(&mut self, to: To, msg: &Message) {
         let mut at = self.now + self.one_way;
         while self.rng.f64() < self.loss {
@@ -98,6 +120,20 @@ pub(crate) struct Pair {
     /// digests taken on trust, `CheckedCopy::from_verified_file`) rather
     /// than recomputed.
     pub(crate) trust_copies: bool,
+    /// Each store read is answered this many simulated seconds after it
+    /// is asked for (0: at once, inline).
+    pub(crate) store_latency: f64,
+    /// Every store read fails (a store that cannot be reached).
+    pub(crate) store_failing: bool,
+    /// Store reads out, by id: who asked, and what.
+    reads: BTreeMap<u64, (Reader, StoreRead)>,
+    next_read: u64,
+    /// Answers being sent, by request.
+    answers: BTreeMap<u32, AnswerPlan>,
+    /// How the server ended the connection, if it did.
+    pub(crate) closed: Option<(ErrorCode, String)>,
+    /// Store reads performed.
+    pub(crate) store_reads: u64,
 }
 
 /// One live message the client applied.
@@ -177,6 +213,13 @@ impl Pair {
             largest_to_server: 0,
             seen: Vec::new(),
             trust_copies: false,
+            store_latency: 0.0,
+            store_failing: false,
+            reads: BTreeMap::new(),
+            next_read: 0,
+            answers: BTreeMap::new(),
+            closed: None,
+            store_reads: 0,
         };
         pair.session.handle(
             0.0,
@@ -187,12 +230,18 @@ impl Pair {
                 service: "world".into(),
                 token: "dev:ann".into(),
             }),
-            &*pair.store,
         );
         // One session: its sign-in takes over from nobody.
         match pair.session.poll_output() {
             Some(Output::SignedIn { perspective }) => assert_eq!(perspective, "ann"),
             other => panic!("expected the sign-in, got {other:?}"),
+        }
+        match pair.session.poll_output() {
+            Some(Output::Read(read)) => {
+                let reply = pair.perform(&read);
+                pair.session.read_done(reply);
+            }
+            other => panic!("expected the zones read, got {other:?}"),
         }
         match pair.session.poll_output() {
             Some(Output::Control(Message::Welcome(_))) => {}
@@ -306,23 +355,14 @@ impl Pair {
         while let Some(out) = self.session.poll_output() {
             match out {
                 Output::Control(m) => self.net.send(To::ClientControl, &m),
-                Output::Answer { mut plan } => {
+                Output::Read(read) => self.read(Reader::Session, read),
+                Output::Answer { plan } => {
                     // The driver's job: each shard's answer built as it is
                     // sent, then the live deltas proto's rule starts.
                     self.subscriptions.answering(&plan);
                     let request = plan.request();
-                    while let Some(m) = plan.next_message(&*self.store) {
-                        self.net.send(To::ClientAnswer(request), &m.expect("store reads"));
-                    }
-                    if let Some((zone, shards)) = self.subscriptions.answered(&plan) {
-                        let subscribe = TickInput::Subscribe {
-                            id: SESSION,
-                            zone,
-                            shards,
-                            proofs: false,
-                        };
-                        self.tick.handle(&mut self.world, subscribe);
-                    }
+                    self.answers.insert(request, plan);
+                    self.advance_answer(request);
                 }
                 Output::Unsubscribe { zone } => {
                     self.subscriptions.left(&zone);
@@ -350,7 +390,95 @@ impl Pair {
                         },
                     );
                 }
-                Output::Close { .. } | Output::SignedIn { .. } | Output::SignedOut { .. } => {}
+                Output::Close { code, reason } => self.closed = Some((code, reason)),
+                Output::SignedIn { .. } | Output::SignedOut { .. } => {}
+            }
+        }
+    }
+
+    /// Performs a store read now, as the simulated store is: working or not.
+    fn perform(&mut self, read: &StoreRead) -> StoreReply {
+        self.store_reads += 1;
+        if self.store_failing {
+            let outage = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "simulated outage");
+            return read.failed(ReadError::Fault(StoreFault::Backend {
+                context: "reading".into(),
+                source: Box::new(outage),
+            }));
+        }
+        read.run(&*self.store)
+    }
+
+    /// A read `reader` asked for: answered at once, or `store_latency` later.
+    fn read(&mut self, reader: Reader, read: StoreRead) {
+        if self.store_latency == 0.0 {
+            let reply = self.perform(&read);
+            return self.read_done(reader, reply);
+        }
+        self.next_read += 1;
+        self.reads.insert(self.next_read, (reader, read));
+        self.net.after(self.store_latency, To::Store(self.next_read));
+    }
+
+    fn read_done(&mut self, reader: Reader, reply: StoreReply) {
+        match reader {
+            Reader::Session => {
+                self.session.read_done(reply);
+                self.flush_server();
+            }
+            Reader::Answer(request) => {
+                let Some(plan) = self.answers.get_mut(&request) else {
+                    return;
+                };
+                match plan.supply(reply) {
+                    Ok(()) => self.advance_answer(request),
+                    Err(e) => self.answer_failed(request, e),
+                }
+            }
+        }
+    }
+
+    /// As the QUIC driver does when an answer's read fails: the connection ends.
+    fn answer_failed(&mut self, request: u32, e: ReadError) {
+        self.answers.remove(&request);
+        self.closed = Some((ErrorCode::Server, format!("reading the zone failed: {e}")));
+    }
+
+    /// Sends an answer's messages until it needs a read or is complete;
+    /// once complete, starts the live deltas proto's rule says.
+    fn advance_answer(&mut self, request: u32) {
+        loop {
+            let Some(plan) = self.answers.get_mut(&request) else {
+                return;
+            };
+            match plan.step() {
+                AnswerStep::Send(m) => self.net.send(To::ClientAnswer(request), &m),
+                AnswerStep::Read(read) if self.store_latency == 0.0 => {
+                    let reply = self.perform(&read);
+                    let Some(plan) = self.answers.get_mut(&request) else {
+                        return;
+                    };
+                    if let Err(e) = plan.supply(reply) {
+                        return self.answer_failed(request, e);
+                    }
+                }
+                AnswerStep::Read(read) => return self.read(Reader::Answer(request), read),
+                AnswerStep::Done => {
+                    let Some(plan) = self.answers.remove(&request) else {
+                        return;
+                    };
+                    if let Some((zone, shards)) = self.subscriptions.answered(&plan) {
+                        let subscribe = TickInput::Subscribe {
+                            id: SESSION,
+                            zone,
+                            shards,
+                            proofs: false,
+                        };
+                        self.tick.handle(&mut self.world, subscribe);
+                        self.flush_tick();
+                    }
+                    return;
+                }
             }
         }
     }
@@ -385,19 +513,40 @@ impl Pair {
 
     /// Delivers everything in flight (and what it causes), advancing the clock.
     pub(crate) fn run(&mut self) {
+        self.run_until(f64::INFINITY);
+    }
+
+    /// Delivers what arrives up to `until` (and what it causes), advancing
+    /// the clock to it; the rest stays in flight.
+    pub(crate) fn run_until(&mut self, until: f64) {
         self.flush_client();
         self.flush_server();
         self.flush_tick();
-        while let Some(Reverse((at, _, to, frame))) = self.net.queue.pop() {
+        while let Some(Reverse((at, ..))) = self.net.queue.peek() {
+            if until.is_finite() && *at > micros(until) {
+                self.net.now = self.net.now.max(until);
+                break;
+            }
+            let Some(Reverse((at, _, to, frame))) = self.net.queue.pop() else {
+                break;
+            };
             self.net.now = self.net.now.max(at as f64 / 1e6);
-            let msg = Message::decode(frame[4], &frame[5..]).expect("valid frame");
             match to {
+                To::Store(id) => {
+                    if let Some((reader, read)) = self.reads.remove(&id) {
+                        let reply = self.perform(&read);
+                        self.read_done(reader, reply);
+                        self.flush_tick();
+                    }
+                }
                 To::Server => {
-                    self.session.handle(self.net.now, 0, msg, &*self.store);
+                    let msg = Message::decode(frame[4], &frame[5..]).expect("valid frame");
+                    self.session.handle(self.net.now, 0, msg);
                     self.flush_server();
                     self.flush_tick();
                 }
                 To::ClientAnswer(request) => {
+                    let msg = Message::decode(frame[4], &frame[5..]).expect("valid frame");
                     self.bytes_to_client += frame.len() as u64;
                     self.client
                         .handle_answer(self.net.now, request, msg, frame.len())
@@ -407,6 +556,7 @@ impl Pair {
                     }
                 }
                 To::ClientControl | To::ClientDelta => {
+                    let msg = Message::decode(frame[4], &frame[5..]).expect("valid frame");
                     self.bytes_to_client += frame.len() as u64;
                     self.client.handle(self.net.now, msg, frame.len()).expect("sync");
                 }

@@ -88,13 +88,17 @@ impl AnswerSender {
                 let mut batch = Vec::new();
                 let mut bytes = 0;
                 while bytes < budget {
-                    match plan.next_message(&*store) {
-                        None => break,
-                        Some(Ok(m)) => {
+                    match plan.step() {
+                        AnswerStep::Done => break,
+                        AnswerStep::Send(m) => {
                             bytes += object_bytes(&m).max(64);
                             batch.push(m);
                         }
-                        Some(Err(e)) => return (plan, batch, Some(e)),
+                        AnswerStep::Read(read) => {
+                            if let Err(e) = plan.supply(read.run(&*store)) {
+                                return (plan, batch, Some(e));
+                            }
+                        }
                     }
                 }
                 (plan, batch, None)

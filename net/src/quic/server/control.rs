@@ -292,11 +292,11 @@ pub(super) async fn control_loop(
                 let now = shared.started.elapsed().as_secs_f64();
                 let unix = chrono::Utc::now().timestamp();
                 let store = shared.store.clone();
-                // Answers read the store synchronously; keep the runtime's other
-                // connections moving meanwhile.
                 let joined = session.perspective().is_some();
+                session.handle(now, unix, msg);
+                // The game's join hook may touch the store: keep the
+                // runtime's other connections moving meanwhile.
                 tokio::task::block_in_place(|| {
-                    session.handle(now, unix, msg, &*store);
                     if !joined && let Some(perspective) = session.perspective().map(str::to_owned) {
                         let prepared = shared
                             .on_join
@@ -330,6 +330,13 @@ pub(super) async fn control_loop(
                 Output::Control(m) => {
                     let bytes = write_message(send, &m).await?;
                     shared.metrics.sent("control", bytes);
+                }
+                Output::Read(read) => {
+                    // The store may be a database round trip away: keep the
+                    // runtime's other connections moving meanwhile.
+                    let store = shared.store.clone();
+                    let reply = tokio::task::block_in_place(|| read.run(&*store));
+                    session.read_done(reply);
                 }
                 Output::Answer { plan } => {
                     // The slot taken before the request was handled travels

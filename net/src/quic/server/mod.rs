@@ -38,7 +38,7 @@ use crate::metrics::{KindLabel, MetricsExporter, ServerMetrics, ZoneLabel};
 use crate::tls::{ServerKeys, TlsError};
 use hoard_proto::auth::TokenAuthority;
 use hoard_proto::intents::{IntentRegistry, ReceivedIntent};
-use hoard_proto::sync::answer::{AnswerKind, AnswerPlan, Subscriptions};
+use hoard_proto::sync::answer::{AnswerKind, AnswerPlan, AnswerStep, Subscriptions};
 use hoard_proto::sync::hub::SessionId;
 use hoard_proto::sync::server::{LiveSessions, Output, ServerSession, SessionConfig};
 use hoard_proto::sync::tick::{TickCore, TickInput, TickOutput};
