@@ -130,7 +130,7 @@ fn offer(store: Arc<dyn WorldStore>, ticks: &[ChangeSet], every: Duration) -> an
         let store = store.clone();
         std::thread::spawn(move || {
             for job in job_rx {
-                let result = job.run(&*store);
+                let result = hoard_engine::store::run_commit(&*store, &job.changes, job.recover_first);
                 if done_tx.send((job.id, result)).is_err() {
                     return;
                 }
@@ -139,7 +139,7 @@ fn offer(store: Arc<dyn WorldStore>, ticks: &[ChangeSet], every: Duration) -> an
     };
     let start = Instant::now();
     let mut driver = Driver {
-        core: TickCore::new(store, 60.0),
+        core: TickCore::new(60.0),
         jobs: job_tx,
         waiting: Vec::new(),
         in_flight: Vec::new(),

@@ -402,7 +402,6 @@ const MAX_OUTPUT: usize = 1 << 20;
 /// always get signed heads; a relay carries no intents (the origin is the
 /// only writer, and a player acts there).
 pub struct RelayCore {
-    store: std::sync::Arc<dyn WorldStore>,
     hub: crate::sync::hub::Hub,
     sessions: std::collections::BTreeSet<crate::sync::hub::SessionId>,
     out: VecDeque<crate::sync::tick::TickOutput>,
@@ -422,16 +421,11 @@ impl std::fmt::Debug for RelayCore {
 }
 
 impl RelayCore {
-    /// A core serving what `store` holds (a relay's [`RelayStore`], shared
-    /// with the driver that changes it), each shard with the proof `proofs`
-    /// holds.
-    pub fn new(
-        store: std::sync::Arc<dyn WorldStore>,
-        proofs: std::sync::Arc<dyn crate::proof::ProofSource>,
-    ) -> RelayCore {
+    /// A core serving what the driver's [`RelayStore`] holds (read through
+    /// [`RelayCore::poll_read`]), each shard with the proof `proofs` holds.
+    pub fn new(proofs: std::sync::Arc<dyn crate::proof::ProofSource>) -> RelayCore {
         RelayCore {
             hub: crate::sync::hub::Hub::new().with_proofs(proofs),
-            store,
             sessions: std::collections::BTreeSet::new(),
             out: VecDeque::new(),
             stale: None,
@@ -441,6 +435,34 @@ impl RelayCore {
     /// The next message for a session.
     pub fn poll_output(&mut self) -> Option<crate::sync::tick::TickOutput> {
         self.out.pop_front()
+    }
+
+    /// The next read of the relay's store its subscriptions need: the
+    /// driver performs it and hands the reply to [`RelayCore::read_done`].
+    pub fn poll_read(&mut self) -> Option<crate::sync::hub::HubRead> {
+        self.hub.poll_read()
+    }
+
+    /// The reply to the read named `ticket`: the catch-ups it makes are
+    /// queued for their sessions.
+    pub fn read_done(&mut self, ticket: u64, reply: hoard_engine::store::StoreReply) {
+        for fanout in self.hub.read_done(ticket, reply) {
+            self.send_fanout(fanout);
+        }
+    }
+
+    fn send_fanout(&mut self, fanout: crate::sync::hub::Fanout) {
+        use crate::wire::Message;
+        if let Some((proof, to)) = fanout.proof {
+            let proof = std::sync::Arc::new(Message::HeadProof(proof));
+            for id in to {
+                self.send(id, proof.clone());
+            }
+        }
+        let delta = std::sync::Arc::new(Message::Delta(fanout.delta));
+        for id in fanout.to {
+            self.send(id, delta.clone());
+        }
     }
 
     /// How many sessions follow at least one shard.
@@ -515,12 +537,7 @@ impl RelayCore {
                 if !self.sessions.contains(&id) {
                     return;
                 }
-                for (proof, delta) in self.hub.subscribe(id, &zone, &shards, true, &*self.store) {
-                    if let Some(proof) = proof {
-                        self.send(id, std::sync::Arc::new(Message::HeadProof(proof)));
-                    }
-                    self.send(id, std::sync::Arc::new(Message::Delta(delta)));
-                }
+                self.hub.subscribe(id, &zone, &shards, true);
             }
             TickInput::Unsubscribe { id, zone } => self.hub.unsubscribe(id, &zone),
             TickInput::Remove { id } => {
@@ -543,19 +560,9 @@ impl RelayCore {
     /// Changes that came from upstream, already in the store: each goes to
     /// its subscribers with the origin's signed head.
     pub fn publish(&mut self, deltas: Vec<Delta>) {
-        use crate::wire::Message;
         for delta in deltas {
-            for fanout in self.hub.publish_delta(delta, &*self.store) {
-                if let Some((proof, to)) = fanout.proof {
-                    let proof = std::sync::Arc::new(Message::HeadProof(proof));
-                    for id in to {
-                        self.send(id, proof.clone());
-                    }
-                }
-                let delta = std::sync::Arc::new(Message::Delta(fanout.delta));
-                for id in fanout.to {
-                    self.send(id, delta.clone());
-                }
+            for fanout in self.hub.publish_delta(delta) {
+                self.send_fanout(fanout);
             }
         }
     }

@@ -46,7 +46,7 @@ pub use memory::MemoryStore;
 pub use postgres::{Lease, LeaseError, LeaseHolder, LeaseKey, PgOptions, PgStore};
 #[cfg(feature = "redb")]
 pub use redb_store::{BackendFactory, RedbStore, STORE_FORMAT_VERSION};
-pub use request::{StoreRead, StoreReply};
+pub use request::{StoreRead, StoreReply, run_commit};
 
 /// Who may see a shard.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

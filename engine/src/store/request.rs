@@ -6,8 +6,24 @@
 //! for PostgreSQL, inline for an in-memory store, later for a simulated
 //! slow one).
 
-use super::{ChangesSince, ReadError, ShardHead, ShardSnapshot, StoreFault, WorldStore};
+use super::{ChangesSince, CommitError, CommitReceipt, ReadError, ShardHead, ShardSnapshot, StoreFault, WorldStore};
+use crate::changeset::ChangeSet;
 use crate::ids::{Seq, ShardId, ZoneId};
+
+/// Makes `changes` durable as every driver of the protocol's tick core runs
+/// its commit jobs: the store brought back first when `recover_first` (the
+/// previous attempt failed; a failure to reopen is logged, and the commit
+/// then says what is wrong), then one durable commit.
+pub fn run_commit(
+    store: &dyn WorldStore,
+    changes: &ChangeSet,
+    recover_first: bool,
+) -> Result<CommitReceipt, CommitError> {
+    if recover_first && let Err(e) = store.recover() {
+        tracing::warn!(error = %e, "reopening the world store failed");
+    }
+    store.commit(changes)
+}
 
 /// One read of the world store, as a protocol state machine asks for it.
 #[derive(Clone, Debug, PartialEq, Eq)]

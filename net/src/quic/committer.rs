@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::time::Duration;
 
-use hoard_engine::store::{CommitError, CommitReceipt, WorldStore};
+use hoard_engine::store::{CommitError, CommitReceipt, WorldStore, run_commit};
 use hoard_proto::sync::tick::CommitJob;
 
 /// What a commit job came to.
@@ -51,7 +51,7 @@ impl Committer {
             let _exit = exit_tx;
             for job in job_rx {
                 let span = tracing::debug_span!("commit_job", job = job.id, objects = job.changes.len());
-                let result = span.in_scope(|| job.run(&*store));
+                let result = span.in_scope(|| run_commit(&*store, &job.changes, job.recover_first));
                 if done_tx.send((job.id, result)).is_err() {
                     return;
                 }

@@ -24,6 +24,7 @@ use std::time::Duration;
 use hoard_engine::store::Locked;
 use hoard_engine::{PublishRegistry, ServerIdentity, ZoneId};
 use hoard_proto::relay::{RelayCore, RelayStore};
+use hoard_proto::sync::hub::HubRead;
 use hoard_proto::sync::tick::{TickInput, TickOutput};
 
 use super::client::{ClientError, ClientEvent, ClientOptions, ClientUpdate, HoardClient};
@@ -278,7 +279,7 @@ async fn start(
         .carry_actions
         .then(|| actions::Actions::new(client_options(&options), registry.clone(), bound.handle.auth.clone()));
     let link = RelayLink {
-        core: RelayCore::new(store.clone(), store.clone()),
+        core: RelayCore::new(store.clone()),
         store,
         commands: bound.commands,
         conns: Outbox::default(),
@@ -334,6 +335,10 @@ impl RelayLink {
     /// Queues the core's messages; a client that reads too slowly is
     /// disconnected.
     fn deliver(&mut self) {
+        while let Some(HubRead { ticket, read }) = self.core.poll_read() {
+            let reply = read.run(&*self.store);
+            self.core.read_done(ticket, reply);
+        }
         while let Some(TickOutput { to, message }) = self.core.poll_output() {
             if !self.conns.queue(to, message, &self.metrics, None) {
                 self.core.handle(TickInput::Remove { id: to });

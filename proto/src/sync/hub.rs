@@ -6,10 +6,17 @@
 //! are sent only to subscribers exactly one seq behind; one further behind
 //! (a commit landed between the answer and the subscription) is caught up
 //! from the store first, so there is never a gap and never a duplicate.
+//!
+//! The hub never touches the store: what it must read (a subscriber's head
+//! and the changes it missed, a shard's live set to sign heads from) it asks
+//! for with [`Hub::poll_read`], and the driver hands each reply to
+//! [`Hub::read_done`]. A subscription being caught up takes no deltas until
+//! its catch-up is sent (so its deltas stay in order), then catches up again
+//! if commits went by meanwhile.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
-use hoard_engine::store::{ChangesSince, CommitReceipt, WorldStore};
+use hoard_engine::store::{ChangesSince, CommitReceipt, ShardSnapshot, StoreRead, StoreReply};
 use hoard_engine::{Change, ChangeSet, Seq, ShardId, ZoneId};
 
 use std::sync::Arc;
@@ -26,6 +33,42 @@ struct Sub {
     last: Seq,
     /// Whether each delta goes with its signed head.
     proofs: bool,
+    /// A catch-up read for it is out: it takes no deltas until it is sent.
+    catching: bool,
+}
+
+/// Why the hub asked for a read.
+#[derive(Debug)]
+enum Purpose {
+    /// Whether `session`'s subscription to `shard` is behind the store.
+    Behind { session: SessionId, shard: ShardId },
+    /// The changes `session`'s subscription to `shard` missed since `from`.
+    CatchUp {
+        session: SessionId,
+        shard: ShardId,
+        from: Seq,
+    },
+    /// The same from the whole live set (`from` is behind the store's
+    /// tombstone horizon).
+    CatchUpWhole {
+        session: SessionId,
+        shard: ShardId,
+        from: Seq,
+    },
+    /// The head a catch-up delta leads to, to sign it for `session`.
+    Prove { session: SessionId, delta: Delta },
+    /// A shard's live set, to sign its next heads from.
+    Leaves { shard: ShardId },
+}
+
+/// A store read the hub asked for: perform [`HubRead::read`] and hand the
+/// reply to [`Hub::read_done`] with its `ticket`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubRead {
+    /// Names the read in [`Hub::read_done`].
+    pub ticket: u64,
+    /// The read.
+    pub read: StoreRead,
 }
 
 /// Subscriptions of every session, indexed three ways so that each
@@ -41,12 +84,22 @@ pub struct Hub {
     by_zone: HashMap<ZoneId, BTreeMap<SessionId, usize>>,
     /// Session → the shards it follows.
     by_session: HashMap<SessionId, BTreeSet<ShardId>>,
+    /// The newest seq published of each followed shard: a subscription
+    /// caught up to less catches up again.
+    published: HashMap<ShardId, Seq>,
     /// Signs heads for subscribers that want them.
     proofs: Option<Arc<dyn ProofSource>>,
     /// Each shard followed with proofs: its leaves at its last signed head,
     /// kept from the commits' changes, so signing a delta's head costs a
     /// hash over the leaves, not a read of the shard.
     leaves: HashMap<ShardId, Leaves>,
+    /// Shards whose leaves are being read.
+    leaves_reading: BTreeSet<ShardId>,
+    /// Reads asked for and not yet handed out.
+    reads: VecDeque<HubRead>,
+    /// Reads out, by ticket (bounded by the subscriptions and followed shards).
+    waiting: HashMap<u64, Purpose>,
+    next_ticket: u64,
 }
 
 /// A shard's live set as (version, BLAKE3(state)) by id, at one head.
@@ -55,6 +108,20 @@ struct Leaves {
     epoch: hoard_engine::Epoch,
     seq: Seq,
     objects: BTreeMap<hoard_engine::ObjectId, (Seq, hoard_engine::digest::StateHash)>,
+}
+
+impl Leaves {
+    fn of(snap: &ShardSnapshot) -> Leaves {
+        Leaves {
+            epoch: snap.head.epoch,
+            seq: snap.head.seq,
+            objects: snap
+                .objects
+                .iter()
+                .map(|o| (o.id, (o.version, hoard_engine::digest::state_hash(o.state.as_bytes()))))
+                .collect(),
+        }
+    }
 }
 
 /// One delta and every session it goes to (the same bytes for each).
@@ -69,28 +136,6 @@ pub struct Fanout {
     pub proof: Option<(HeadProof, Vec<SessionId>)>,
 }
 
-/// The signed head of `shard` at `seq`, read from one snapshot between
-/// commits; `None` when the store has moved past `seq` (a subscriber then
-/// gets the delta unsigned, and its own checks ask for a repair, which is
-/// signed).
-fn prove_at(store: &dyn WorldStore, proofs: &dyn ProofSource, shard: ShardId, seq: Seq) -> Option<HeadProof> {
-    if let Some(proof) = proofs.held(shard, seq) {
-        return Some(proof);
-    }
-    let snap = store.snapshot(shard).ok()?;
-    if snap.head.seq != seq {
-        tracing::debug!(%shard, %seq, now = %snap.head.seq, "store moved on; delta goes unsigned");
-        return None;
-    }
-    match proofs.prove(&snap) {
-        Ok(proof) => Some(proof),
-        Err(reason) => {
-            tracing::warn!(%shard, %reason, "could not sign a shard head");
-            None
-        }
-    }
-}
-
 fn wire_objects(objects: Vec<hoard_engine::store::StoredObject>) -> Vec<WireObject> {
     objects
         .into_iter()
@@ -102,37 +147,19 @@ fn wire_objects(objects: Vec<hoard_engine::store::StoredObject>) -> Vec<WireObje
         .collect()
 }
 
-fn catch_up(store: &dyn WorldStore, zone: &ZoneId, shard: ShardId, last: Seq) -> Option<Delta> {
-    match store.changes_since(shard, last).ok()? {
-        ChangesSince::Changes {
-            head,
-            upserts,
-            tombstones,
-        } => (head.seq > last).then(|| Delta {
-            zone: zone.clone(),
-            shard,
-            epoch: head.epoch,
-            base: last,
-            seq: head.seq,
-            digest: head.digest,
-            tombstones: tombstones.into_iter().map(|t| t.id).collect(),
-            upserts: wire_objects(upserts),
-        }),
-        // Too far behind for deltas: send the whole live set as upserts; the
-        // client's digest check finds any stale extra object and repairs.
-        ChangesSince::BehindHorizon { .. } => {
-            let snap = store.snapshot(shard).ok()?;
-            Some(Delta {
-                zone: zone.clone(),
-                shard,
-                epoch: snap.head.epoch,
-                base: last,
-                seq: snap.head.seq,
-                digest: snap.head.digest,
-                tombstones: Vec::new(),
-                upserts: wire_objects(snap.objects),
-            })
-        }
+/// A delta of the whole live set (a subscriber too far behind for the
+/// changes): every object as an upsert, no tombstones; the client's digest
+/// check finds any stale extra object and repairs.
+fn whole_delta(zone: &ZoneId, from: Seq, snap: ShardSnapshot) -> Delta {
+    Delta {
+        zone: zone.clone(),
+        shard: snap.head.shard,
+        epoch: snap.head.epoch,
+        base: from,
+        seq: snap.head.seq,
+        digest: snap.head.digest,
+        tombstones: Vec::new(),
+        upserts: wire_objects(snap.objects),
     }
 }
 
@@ -147,6 +174,29 @@ impl Hub {
     pub fn with_proofs(mut self, proofs: Arc<dyn ProofSource>) -> Hub {
         self.proofs = Some(proofs);
         self
+    }
+
+    /// The next store read the hub needs, if any.
+    pub fn poll_read(&mut self) -> Option<HubRead> {
+        self.reads.pop_front()
+    }
+
+    /// How many reads are out (asked for, not yet answered).
+    pub fn reads_out(&self) -> usize {
+        self.waiting.len()
+    }
+
+    fn ask(&mut self, read: StoreRead, purpose: Purpose) {
+        self.next_ticket += 1;
+        self.waiting.insert(self.next_ticket, purpose);
+        self.reads.push_back(HubRead {
+            ticket: self.next_ticket,
+            read,
+        });
+    }
+
+    fn sub_mut(&mut self, session: SessionId, shard: ShardId) -> Option<&mut Sub> {
+        self.by_shard.get_mut(&shard)?.get_mut(&session)
     }
 
     fn follow(&mut self, session: SessionId, shard: ShardId, sub: Sub) {
@@ -184,6 +234,7 @@ impl Hub {
         if subs.is_empty() {
             self.by_shard.remove(&shard);
             self.leaves.remove(&shard);
+            self.published.remove(&shard);
         }
         self.uncount(&old.zone, session);
         if let Some(shards) = self.by_session.get_mut(&session) {
@@ -194,37 +245,31 @@ impl Hub {
         }
     }
 
-    /// Subscribes a session to shards of a zone after the given seqs;
-    /// returns catch-up deltas for shards that moved on since.
-    pub fn subscribe(
-        &mut self,
-        session: SessionId,
-        zone: &ZoneId,
-        shards: &[(ShardId, Seq)],
-        proofs: bool,
-        store: &dyn WorldStore,
-    ) -> Vec<(Option<HeadProof>, Delta)> {
-        let mut out = Vec::new();
+    /// Subscribes a session to shards of a zone after the given seqs (where
+    /// its answer brought it). Each is checked against the store: one that
+    /// moved on since is caught up ([`Hub::read_done`] gives its delta).
+    pub fn subscribe(&mut self, session: SessionId, zone: &ZoneId, shards: &[(ShardId, Seq)], proofs: bool) {
         for &(shard, seq) in shards {
-            let mut sub = Sub {
+            let sub = Sub {
                 zone: zone.clone(),
                 last: seq,
                 proofs,
+                catching: true,
             };
-            if let Ok(head) = store.shard_head(shard)
-                && head.seq > seq
-                && let Some(delta) = catch_up(store, zone, shard, seq)
-            {
-                sub.last = delta.seq;
-                let proof = match (&self.proofs, proofs) {
-                    (Some(source), true) => prove_at(store, &**source, shard, delta.seq),
-                    _ => None,
-                };
-                out.push((proof, delta));
-            }
             self.follow(session, shard, sub);
+            self.ask(StoreRead::Head(shard), Purpose::Behind { session, shard });
+            if proofs && self.proofs.is_some() {
+                self.read_leaves(shard);
+            }
         }
-        out
+    }
+
+    /// Reads `shard`'s live set to sign its heads from, unless it is kept
+    /// or being read.
+    fn read_leaves(&mut self, shard: ShardId) {
+        if !self.leaves.contains_key(&shard) && self.leaves_reading.insert(shard) {
+            self.ask(StoreRead::Snapshot(shard), Purpose::Leaves { shard });
+        }
     }
 
     /// Stops a session's deltas for a zone.
@@ -274,8 +319,9 @@ impl Hub {
     }
 
     /// The deltas a committed tick produces: each shard's delta once, with
-    /// the sessions it goes to, then any catch-up a lagging session needs.
-    pub fn publish(&mut self, changes: &ChangeSet, receipt: &CommitReceipt, store: &dyn WorldStore) -> Vec<Fanout> {
+    /// the sessions it goes to; a lagging session is caught up from the
+    /// store ([`Hub::poll_read`]).
+    pub fn publish(&mut self, changes: &ChangeSet, receipt: &CommitReceipt) -> Vec<Fanout> {
         let mut out = Vec::new();
         for head in &receipt.heads {
             let Some(shard_changes) = changes.shard(head.shard) else {
@@ -287,7 +333,7 @@ impl Hub {
                 .get(&head.shard)
                 .is_some_and(|subs| subs.values().any(|s| s.proofs));
             let proof = if proven {
-                self.sign_commit(head, shard_changes, store)
+                self.sign_commit(head, shard_changes)
             } else {
                 None
             };
@@ -315,69 +361,46 @@ impl Hub {
                     upserts,
                 }
             };
-            out.extend(self.fan_out(head.shard, base, head.seq, build, proof, store));
+            out.extend(self.fan_out(head.shard, base, head.seq, build, proof));
         }
         out
     }
 
     /// Signs a committed head of a shard followed with proofs, from its
-    /// leaves brought forward by the commit's changes (read from the store
-    /// once, when the shard is first signed or the leaves fell behind).
-    fn sign_commit(
-        &mut self,
-        head: &hoard_engine::store::ShardHead,
-        changes: &hoard_engine::ShardChanges,
-        store: &dyn WorldStore,
-    ) -> Option<HeadProof> {
+    /// leaves brought forward by the commit's changes. Leaves not at the
+    /// commit's base (not read yet, or another epoch) are read again, and
+    /// the delta goes unsigned meanwhile (the subscriber's checks then ask
+    /// for a repair, which is signed).
+    fn sign_commit(&mut self, head: &hoard_engine::store::ShardHead, changes: &hoard_engine::ShardChanges) -> Option<HeadProof> {
         let source = self.proofs.clone()?;
         let base = Seq(head.seq.0.saturating_sub(1));
-        let current = match self.leaves.get_mut(&head.shard) {
-            Some(leaves) if leaves.epoch == head.epoch && leaves.seq == base => {
-                for (id, change) in changes.iter() {
-                    match change {
-                        Change::Upsert(state) => {
-                            leaves
-                                .objects
-                                .insert(id, (head.seq, hoard_engine::digest::state_hash(state.as_bytes())));
-                        }
-                        Change::Remove => {
-                            leaves.objects.remove(&id);
-                        }
-                    }
-                }
-                leaves.seq = head.seq;
-                true
-            }
-            _ => false,
-        };
-        if !current {
-            // Between commits the store is at this head (one commit in
-            // flight at a time).
-            let snap = store.snapshot(head.shard).ok()?;
-            if snap.head.seq != head.seq || snap.head.epoch != head.epoch {
+        let leaves = match self.leaves.get_mut(&head.shard) {
+            Some(leaves) if leaves.epoch == head.epoch && leaves.seq == base => leaves,
+            _ => {
                 self.leaves.remove(&head.shard);
-                return None;
+                self.read_leaves(head.shard);
+                return source.held(head.shard, head.seq);
             }
-            let objects = snap
-                .objects
-                .iter()
-                .map(|o| (o.id, (o.version, hoard_engine::digest::state_hash(o.state.as_bytes()))))
-                .collect();
-            self.leaves.insert(
-                head.shard,
-                Leaves {
-                    epoch: head.epoch,
-                    seq: head.seq,
-                    objects,
-                },
-            );
+        };
+        for (id, change) in changes.iter() {
+            match change {
+                Change::Upsert(state) => {
+                    leaves
+                        .objects
+                        .insert(id, (head.seq, hoard_engine::digest::state_hash(state.as_bytes())));
+                }
+                Change::Remove => {
+                    leaves.objects.remove(&id);
+                }
+            }
         }
-        let leaves = self.leaves.get(&head.shard)?;
+        leaves.seq = head.seq;
         if leaves.objects.len() as u64 != head.digest.count() {
-            // Not the store's set: start again from the store next time.
-            tracing::warn!(shard = %head.shard, "a shard's leaves disagree with its head; signing from the store");
+            // Not the store's set: read it again.
+            tracing::warn!(shard = %head.shard, "a shard's leaves disagree with its head; reading them again");
             self.leaves.remove(&head.shard);
-            return prove_at(store, &*source, head.shard, head.seq);
+            self.read_leaves(head.shard);
+            return source.held(head.shard, head.seq);
         }
         let root = hoard_engine::set_root::set_root_of_hashes(leaves.objects.iter().map(|(id, (v, h))| (*id, *v, *h)))?;
         match source.sign_root(head, root)? {
@@ -392,13 +415,14 @@ impl Hub {
     /// The fan-out of one shard's change that arrived whole (a relay's, from
     /// upstream): to the subscribers at its base, and catch-ups for the
     /// others.
-    pub fn publish_delta(&mut self, delta: Delta, store: &dyn WorldStore) -> Vec<Fanout> {
+    pub fn publish_delta(&mut self, delta: Delta) -> Vec<Fanout> {
         let (shard, base, seq) = (delta.shard, delta.base, delta.seq);
-        self.fan_out(shard, base, seq, || delta, None, store)
+        self.fan_out(shard, base, seq, || delta, None)
     }
 
     /// Sends a shard's change from `base` to `seq` (built only if someone is
-    /// at `base`) to the subscribers at `base`, and catches up the others.
+    /// at `base`) to the subscribers at `base`, and asks for catch-ups of
+    /// the others behind it.
     fn fan_out(
         &mut self,
         shard: ShardId,
@@ -406,17 +430,17 @@ impl Hub {
         seq: Seq,
         build: impl FnOnce() -> Delta,
         signed: Option<HeadProof>,
-        store: &dyn WorldStore,
     ) -> Vec<Fanout> {
-        let mut out = Vec::new();
         let Some(subs) = self.by_shard.get_mut(&shard) else {
-            return out;
+            return Vec::new();
         };
+        let newest = self.published.entry(shard).or_insert(seq);
+        *newest = (*newest).max(seq);
         let mut to = Vec::new();
         let mut proven = Vec::new();
-        let mut caught = Vec::new();
+        let mut lagging = Vec::new();
         for (&session, sub) in subs.iter_mut() {
-            if sub.last >= seq {
+            if sub.catching || sub.last >= seq {
                 continue;
             }
             if sub.last == base {
@@ -425,37 +449,219 @@ impl Hub {
                 if sub.proofs {
                     proven.push(session);
                 }
-            } else if let Some(delta) = catch_up(store, &sub.zone, shard, sub.last) {
-                sub.last = delta.seq;
-                caught.push((session, sub.proofs, delta));
+            } else {
+                sub.catching = true;
+                lagging.push((session, sub.last));
             }
         }
+        for (session, from) in lagging {
+            self.ask(
+                StoreRead::ChangesSince { shard, since: from },
+                Purpose::CatchUp { session, shard, from },
+            );
+        }
+        if to.is_empty() {
+            return Vec::new();
+        }
         // One signature per shard and change, whoever wants it.
-        let proof = match (&self.proofs, proven.is_empty() && caught.iter().all(|c| !c.1)) {
-            (Some(source), false) => signed.or_else(|| prove_at(store, &**source, shard, seq)),
+        let proof = match (&self.proofs, proven.is_empty()) {
+            (Some(source), false) => signed.or_else(|| source.held(shard, seq)).map(|p| (p, proven)),
             _ => None,
         };
-        let caught: Vec<Fanout> = caught
-            .into_iter()
-            .map(|(session, wants, delta)| Fanout {
-                to: vec![session],
-                proof: proof
-                    .clone()
-                    .filter(|p| wants && p.seq == delta.seq)
-                    .map(|p| (p, vec![session])),
-                delta,
-            })
-            .collect();
-        if !to.is_empty() {
-            let proof = proof.filter(|_| !proven.is_empty()).map(|p| (p, proven));
-            out.push(Fanout {
-                to,
-                delta: build(),
-                proof,
-            });
+        vec![Fanout {
+            to,
+            delta: build(),
+            proof,
+        }]
+    }
+
+    /// The reply to the read named `ticket`: the catch-up deltas it makes
+    /// (each for one session, its proof first if it wants one). A failed
+    /// read leaves the subscription where it was, caught up at the shard's
+    /// next change.
+    pub fn read_done(&mut self, ticket: u64, reply: StoreReply) -> Vec<Fanout> {
+        let Some(purpose) = self.waiting.remove(&ticket) else {
+            tracing::warn!(ticket, "a store reply for no read of the hub; ignored");
+            return Vec::new();
+        };
+        match purpose {
+            Purpose::Behind { session, shard } => {
+                let Some(sub) = self.sub_mut(session, shard) else {
+                    return Vec::new();
+                };
+                match reply.into_head() {
+                    Ok(head) if head.seq > sub.last => {
+                        let from = sub.last;
+                        self.ask(
+                            StoreRead::ChangesSince { shard, since: from },
+                            Purpose::CatchUp { session, shard, from },
+                        );
+                        Vec::new()
+                    }
+                    Ok(_) => self.settled(session, shard),
+                    Err(e) => {
+                        tracing::warn!(%shard, error = %e, "reading a subscriber's shard head failed");
+                        self.settled(session, shard)
+                    }
+                }
+            }
+            Purpose::CatchUp { session, shard, from } => {
+                let Some(sub) = self.sub_mut(session, shard) else {
+                    return Vec::new();
+                };
+                let zone = sub.zone.clone();
+                match reply.into_changes() {
+                    Ok(ChangesSince::Changes {
+                        head,
+                        upserts,
+                        tombstones,
+                    }) if head.seq > from => {
+                        let delta = Delta {
+                            zone,
+                            shard,
+                            epoch: head.epoch,
+                            base: from,
+                            seq: head.seq,
+                            digest: head.digest,
+                            tombstones: tombstones.into_iter().map(|t| t.id).collect(),
+                            upserts: wire_objects(upserts),
+                        };
+                        self.caught_up(session, delta, None)
+                    }
+                    Ok(ChangesSince::Changes { .. }) => self.settled(session, shard),
+                    Ok(ChangesSince::BehindHorizon { .. }) => {
+                        self.ask(
+                            StoreRead::Snapshot(shard),
+                            Purpose::CatchUpWhole { session, shard, from },
+                        );
+                        Vec::new()
+                    }
+                    Err(e) => {
+                        tracing::warn!(%shard, error = %e, "catching a subscriber up failed; it waits for the next change");
+                        self.settled(session, shard)
+                    }
+                }
+            }
+            Purpose::CatchUpWhole { session, shard, from } => {
+                let Some(sub) = self.sub_mut(session, shard) else {
+                    return Vec::new();
+                };
+                let zone = sub.zone.clone();
+                match reply.into_snapshot() {
+                    Ok(snap) if snap.head.seq > from => {
+                        let proof = self.prove(&snap);
+                        self.caught_up(session, whole_delta(&zone, from, snap), proof)
+                    }
+                    Ok(_) => self.settled(session, shard),
+                    Err(e) => {
+                        tracing::warn!(%shard, error = %e, "catching a subscriber up failed; it waits for the next change");
+                        self.settled(session, shard)
+                    }
+                }
+            }
+            Purpose::Prove { session, delta } => {
+                // Signed if the store is still at the delta's head; if it
+                // moved on, the delta goes unsigned (the subscriber's checks
+                // ask for a repair, which is signed).
+                let proof = match reply.into_snapshot() {
+                    Ok(snap) if snap.head.seq == delta.seq => self.prove(&snap),
+                    Ok(snap) => {
+                        tracing::debug!(shard = %delta.shard, seq = %delta.seq, now = %snap.head.seq, "store moved on; delta goes unsigned");
+                        None
+                    }
+                    Err(e) => {
+                        tracing::warn!(shard = %delta.shard, error = %e, "reading a shard to sign its head failed");
+                        None
+                    }
+                };
+                self.send_caught_up(session, delta, proof)
+            }
+            Purpose::Leaves { shard } => {
+                self.leaves_reading.remove(&shard);
+                match reply.into_snapshot() {
+                    // Kept only while someone follows the shard.
+                    Ok(snap) if self.by_shard.contains_key(&shard) => {
+                        self.leaves.insert(shard, Leaves::of(&snap));
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(%shard, error = %e, "reading a shard's leaves failed"),
+                }
+                Vec::new()
+            }
         }
-        out.extend(caught);
+    }
+
+    /// Signs the head of `snap`, if this hub signs.
+    fn prove(&self, snap: &ShardSnapshot) -> Option<HeadProof> {
+        let source = self.proofs.as_ref()?;
+        match source.prove(snap) {
+            Ok(proof) => Some(proof),
+            Err(reason) => {
+                tracing::warn!(shard = %snap.head.shard, %reason, "could not sign a shard head");
+                None
+            }
+        }
+    }
+
+    /// A catch-up delta read for `session`: sent, with its proof if the
+    /// subscription wants one (read first when it is not at hand).
+    fn caught_up(&mut self, session: SessionId, delta: Delta, proof: Option<HeadProof>) -> Vec<Fanout> {
+        let wants = self.by_shard.get(&delta.shard).and_then(|s| s.get(&session)).is_some_and(|s| s.proofs);
+        let held = match (&self.proofs, wants, proof) {
+            (_, _, Some(proof)) => Some(proof),
+            (Some(source), true, None) => source.held(delta.shard, delta.seq),
+            _ => None,
+        };
+        if wants && held.is_none() && self.proofs.is_some() {
+            self.ask(StoreRead::Snapshot(delta.shard), Purpose::Prove { session, delta });
+            return Vec::new();
+        }
+        self.send_caught_up(session, delta, held)
+    }
+
+    /// Sends a catch-up delta to `session`, whose subscription is then at
+    /// the delta's seq and takes deltas again (catching up once more if
+    /// commits went by meanwhile).
+    fn send_caught_up(&mut self, session: SessionId, delta: Delta, proof: Option<HeadProof>) -> Vec<Fanout> {
+        let shard = delta.shard;
+        let Some(sub) = self.sub_mut(session, shard) else {
+            return Vec::new();
+        };
+        if sub.last != delta.base {
+            // Read for an earlier subscription of the same shard (the zone
+            // was entered again meanwhile): the newer one catches up itself.
+            return Vec::new();
+        }
+        sub.last = delta.seq;
+        let wants = sub.proofs;
+        let mut out = vec![Fanout {
+            to: vec![session],
+            proof: proof.filter(|p| wants && p.seq == delta.seq).map(|p| (p, vec![session])),
+            delta,
+        }];
+        out.extend(self.settled(session, shard));
         out
+    }
+
+    /// `session`'s subscription to `shard` is where the store was when
+    /// read: it takes deltas again, and is caught up again if a newer
+    /// change was published meanwhile.
+    fn settled(&mut self, session: SessionId, shard: ShardId) -> Vec<Fanout> {
+        let newest = self.published.get(&shard).copied();
+        let Some(sub) = self.sub_mut(session, shard) else {
+            return Vec::new();
+        };
+        match newest {
+            Some(newest) if newest > sub.last => {
+                let from = sub.last;
+                self.ask(
+                    StoreRead::ChangesSince { shard, since: from },
+                    Purpose::CatchUp { session, shard, from },
+                );
+            }
+            _ => sub.catching = false,
+        }
+        Vec::new()
     }
 }
 
@@ -463,8 +669,18 @@ impl Hub {
 mod tests {
     use super::*;
     use hoard_engine::state::StateBuilder;
-    use hoard_engine::store::ShardSpec;
+    use hoard_engine::store::{ShardSpec, WorldStore};
     use hoard_engine::{MemoryStore, ObjectId, ObjectState};
+
+    /// Performs every read the hub asks for against `store`, at once; the
+    /// catch-ups they make.
+    fn settle(hub: &mut Hub, store: &MemoryStore) -> Vec<Fanout> {
+        let mut out = Vec::new();
+        while let Some(HubRead { ticket, read }) = hub.poll_read() {
+            out.extend(hub.read_done(ticket, read.run(store)));
+        }
+        out
+    }
 
     fn state(n: u8) -> ObjectState {
         StateBuilder::new().component("n", vec![n]).finish()
@@ -492,15 +708,14 @@ mod tests {
             &zone("a"),
             &[(ShardId(1), Seq(0)), (ShardId(2), Seq(0))],
             false,
-            &store,
         );
-        hub.subscribe(8, &zone("a"), &[(ShardId(1), Seq(0))], false, &store);
-        hub.subscribe(8, &zone("b"), &[(ShardId(3), Seq(0))], false, &store);
+        hub.subscribe(8, &zone("a"), &[(ShardId(1), Seq(0))], false);
+        hub.subscribe(8, &zone("b"), &[(ShardId(3), Seq(0))], false);
         assert_eq!(hub.sessions_in(&zone("a")), vec![7, 8]);
         assert_eq!(hub.sessions_in(&zone("b")), vec![8]);
         assert_eq!(hub.subscribers_by_zone().get(&zone("a")), Some(&2));
         // Subscribing again to the same shards does not count twice.
-        hub.subscribe(7, &zone("a"), &[(ShardId(1), Seq(0))], false, &store);
+        hub.subscribe(7, &zone("a"), &[(ShardId(1), Seq(0))], false);
         assert_eq!(hub.subscribers_by_zone().get(&zone("a")), Some(&2));
         hub.unsubscribe(8, &zone("a"));
         assert_eq!(hub.sessions_in(&zone("a")), vec![7]);
@@ -525,20 +740,16 @@ mod tests {
             .expect("zone");
         let mut hub = Hub::new();
         for session in [1, 2, 3] {
-            hub.subscribe(session, &zone("a"), &[(ShardId(1), Seq(0))], false, &store);
+            hub.subscribe(session, &zone("a"), &[(ShardId(1), Seq(0))], false);
         }
+        assert!(settle(&mut hub, &store).is_empty(), "all at the store's head");
         let mut first = ChangeSet::new();
         first.upsert(ShardId(1), ObjectId(10), state(1));
         let receipt = store.commit(&first).expect("commit");
-        // Session 3 falls behind: it missed the first commit.
-        hub.by_shard
-            .get_mut(&ShardId(1))
-            .and_then(|s| s.get_mut(&3))
-            .expect("sub")
-            .last = Seq(0);
-        let out = hub.publish(&first, &receipt, &store);
+        let out = hub.publish(&first, &receipt);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].to, vec![1, 2, 3]);
+        // Session 3 falls behind: it missed the first commit.
         let mut second = ChangeSet::new();
         second.upsert(ShardId(1), ObjectId(11), state(2));
         let receipt = store.commit(&second).expect("commit");
@@ -547,13 +758,65 @@ mod tests {
             .and_then(|s| s.get_mut(&3))
             .expect("sub")
             .last = Seq(0);
-        let out = hub.publish(&second, &receipt, &store);
-        assert_eq!(out.len(), 2, "{out:?}");
+        let out = hub.publish(&second, &receipt);
+        assert_eq!(out.len(), 1, "{out:?}");
         assert_eq!(out[0].to, vec![1, 2]);
         assert_eq!(out[0].delta.base, Seq(1));
-        assert_eq!(out[1].to, vec![3], "the lagging one gets a catch-up from its own seq");
-        assert_eq!(out[1].delta.base, Seq(0));
-        assert_eq!(out[1].delta.upserts.len(), 2);
+        let out = settle(&mut hub, &store);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out[0].to, vec![3], "the lagging one gets a catch-up from its own seq");
+        assert_eq!(out[0].delta.base, Seq(0));
+        assert_eq!(out[0].delta.upserts.len(), 2);
+    }
+
+    /// Reads answered late, with commits published in between: a
+    /// subscription being caught up takes no delta meanwhile, and once its
+    /// catch-up is sent it catches up again to what went by, so its deltas
+    /// chain from the answer's seq to the store's with no gap or overlap.
+    #[test]
+    fn a_subscription_caught_up_by_late_reads_chains_without_gap_or_overlap() {
+        let store = MemoryStore::new();
+        store
+            .create_zone(&zone("a"), &[ShardSpec::shared(ShardId(1))])
+            .expect("zone");
+        let mut hub = Hub::new();
+        let commit = |hub: &mut Hub, n: u8| {
+            let mut tick = ChangeSet::new();
+            tick.upsert(ShardId(1), ObjectId(u64::from(n)), state(n));
+            let receipt = store.commit(&tick).expect("commit");
+            hub.publish(&tick, &receipt)
+        };
+        commit(&mut hub, 1);
+        // Its answer was built at seq 0; the store is at 1.
+        hub.subscribe(1, &zone("a"), &[(ShardId(1), Seq(0))], false);
+        let mut chain = Vec::new();
+        let step = |hub: &mut Hub, chain: &mut Vec<(Seq, Seq)>, n: u8| {
+            // Each read is performed, then a commit lands, then the reply
+            // arrives: the reply is always one commit old.
+            let HubRead { ticket, read } = hub.poll_read().expect("a read");
+            let reply = read.run(&store);
+            let out = commit(hub, n);
+            assert!(out.is_empty(), "no delta while catching up: {out:?}");
+            for fanout in hub.read_done(ticket, reply) {
+                assert_eq!(fanout.to, vec![1]);
+                chain.push((fanout.delta.base, fanout.delta.seq));
+            }
+        };
+        for n in 2..6 {
+            step(&mut hub, &mut chain, n);
+        }
+        // Reads answered at once from here: it settles at the store's head.
+        for fanout in settle(&mut hub, &store) {
+            chain.push((fanout.delta.base, fanout.delta.seq));
+        }
+        let head = store.shard_head(ShardId(1)).expect("head").seq;
+        assert_eq!(chain.first().map(|c| c.0), Some(Seq(0)), "{chain:?}");
+        assert_eq!(chain.last().map(|c| c.1), Some(head), "{chain:?}");
+        assert!(chain.windows(2).all(|w| w[0].1 == w[1].0), "links: {chain:?}");
+        let out = commit(&mut hub, 9);
+        assert_eq!(out.len(), 1);
+        assert_eq!((out[0].delta.base, out[0].delta.seq), (head, Seq(head.0 + 1)));
+        assert_eq!(hub.reads_out(), 0);
     }
 
     #[derive(Debug)]
@@ -585,7 +848,8 @@ mod tests {
             Arc::new(KeyedHash),
         ));
         let mut hub = Hub::new().with_proofs(source);
-        hub.subscribe(1, &zone("a"), &[(ShardId(1), Seq(0))], true, &store);
+        hub.subscribe(1, &zone("a"), &[(ShardId(1), Seq(0))], true);
+        assert!(settle(&mut hub, &store).is_empty());
         let mut ticks = Vec::new();
         let mut t = ChangeSet::new();
         for i in 0..20 {
@@ -603,7 +867,8 @@ mod tests {
         ticks.push(t);
         for (i, tick) in ticks.iter().enumerate() {
             let receipt = store.commit(tick).expect("commit");
-            let out = hub.publish(tick, &receipt, &store);
+            let out = hub.publish(tick, &receipt);
+            assert!(settle(&mut hub, &store).is_empty(), "nothing to catch up or read again");
             let fanout = out
                 .iter()
                 .find(|f| f.delta.shard == ShardId(1))

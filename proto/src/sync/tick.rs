@@ -9,8 +9,10 @@
 //! time it is given. Messages for sessions come out of
 //! [`TickCore::poll_output`]; the driver delivers them (and tells the core,
 //! with [`TickInput::Remove`], about a session it had to drop). No sockets,
-//! threads or clocks inside: the QUIC server's world thread and the Bevy
-//! plugin are two drivers of this one core.
+//! threads, clocks or store inside: the reads its subscriptions need come out
+//! of [`TickCore::poll_read`] and their replies go back through
+//! [`TickCore::read_done`]; commits go out as [`CommitJob`]s. The QUIC
+//! server's world thread and the relay are drivers of this one core.
 //!
 //! Commits are pipelined: the core hands the driver a [`CommitJob`]
 //! ([`TickCore::poll_commit`]) and the world keeps ticking while the driver
@@ -18,11 +20,11 @@
 //! gathered into one group, committed as the next job once the driver
 //! reports the first one done ([`TickCore::commit_done`]). At most one job
 //! is in flight, so the store sees commits in frame order. A driver without
-//! a commit thread calls [`TickCore::commit_inline`] after each frame.
+//! a commit thread runs each job at once (see [`run_commit`]).
 //!
 //! The invariant this module keeps: **durable before published**. A delta,
 //! and the `Processed` confirmation of the intents behind it, is queued only
-//! after [`WorldStore::commit`] returned success for the changes it carries.
+//! after the driver reported its commit job durable ([`TickCore::commit_done`]).
 //! A failed commit keeps its changes (the frames' changes gathered since
 //! merge over them, the last change of an object winning), tells every
 //! session the world is read-only (`Status`), and is retried with a backoff
@@ -33,10 +35,12 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
 use bevy_ecs::world::World;
-use hoard_engine::store::{CommitError, CommitReceipt, WorldStore};
+use hoard_engine::store::{CommitError, CommitReceipt, StoreReply};
+#[cfg(doc)]
+use hoard_engine::store::run_commit;
 use hoard_engine::{ChangeSet, Publisher, Seq, ShardId, ZoneId};
 
-use super::hub::{Hub, SessionId};
+use super::hub::{Hub, HubRead, SessionId};
 use crate::intents::{ConnectedPlayers, IncomingIntents, IntentId, IntentOutcomes, ReceivedIntent};
 use crate::messages::{Audience, OutgoingMessage, OutgoingMessages};
 use crate::wire::{
@@ -118,8 +122,7 @@ pub struct TickOutput {
 }
 
 /// A group of frames' changes for the driver to make durable: run
-/// [`WorldStore::commit`] on `changes` (after [`WorldStore::recover`] when
-/// `recover_first` is set) and report the result to
+/// [`run_commit`] on `changes` and `recover_first` and report the result to
 /// [`TickCore::commit_done`] with this `id`.
 #[derive(Debug, Clone)]
 pub struct CommitJob {
@@ -130,19 +133,6 @@ pub struct CommitJob {
     pub changes: Arc<ChangeSet>,
     /// The previous attempt failed: bring the store back first.
     pub recover_first: bool,
-}
-
-impl CommitJob {
-    /// Runs the job against `store` as every driver does: the store
-    /// recovered first when asked, then one durable commit.
-    pub fn run(&self, store: &dyn WorldStore) -> Result<CommitReceipt, CommitError> {
-        if self.recover_first
-            && let Err(e) = store.recover()
-        {
-            tracing::warn!(error = %e, "reopening the world store failed");
-        }
-        store.commit(&self.changes)
-    }
 }
 
 /// The job the driver is running, and what waits for it.
@@ -189,7 +179,6 @@ struct SentTransient {
 
 /// The tick core: sessions, subscriptions and pending changes of one world.
 pub struct TickCore {
-    store: Arc<dyn WorldStore>,
     retry_for_secs: f64,
     hub: Hub,
     /// Registered sessions (those messages may go to), and their perspective
@@ -238,11 +227,9 @@ fn paused() -> Message {
 }
 
 impl TickCore {
-    /// A core committing to `store`, which gives up after commits have failed
-    /// for `retry_for_secs`.
-    pub fn new(store: Arc<dyn WorldStore>, retry_for_secs: f64) -> TickCore {
+    /// A core that gives up after commits have failed for `retry_for_secs`.
+    pub fn new(retry_for_secs: f64) -> TickCore {
         TickCore {
-            store,
             retry_for_secs,
             hub: Hub::new(),
             sessions: BTreeMap::new(),
@@ -418,15 +405,27 @@ impl TickCore {
         })
     }
 
-    /// Runs a due commit job on this thread, at once: for drivers without a
-    /// commit thread (and tests), this makes a frame durable and published
-    /// before it returns, as if commits were not pipelined.
-    pub fn commit_inline(&mut self, now: f64) -> Result<(), String> {
-        while let Some(job) = self.poll_commit() {
-            let result = job.run(&*self.store);
-            self.commit_done(now, job.id, result)?;
+    /// The next store read the subscriptions need: the driver performs it
+    /// (see [`StoreRead::run`](hoard_engine::store::StoreRead::run)) and
+    /// hands the reply to [`TickCore::read_done`]. Drivers drain this after
+    /// every input, commit result and frame.
+    pub fn poll_read(&mut self) -> Option<HubRead> {
+        self.hub.poll_read()
+    }
+
+    /// The reply to the read named `ticket`: the catch-up deltas it makes
+    /// are queued for their sessions.
+    pub fn read_done(&mut self, ticket: u64, reply: StoreReply) {
+        for fanout in self.hub.read_done(ticket, reply) {
+            self.send_fanout(fanout);
         }
-        Ok(())
+    }
+
+    fn send_fanout(&mut self, fanout: super::hub::Fanout) {
+        if let Some((proof, to)) = fanout.proof {
+            self.send_all(&to, Message::HeadProof(proof));
+        }
+        self.send_all(&fanout.to, Message::Delta(fanout.delta));
     }
 
     /// How many sessions follow each zone (zones nobody follows are absent).
@@ -484,12 +483,8 @@ impl TickCore {
                 if !self.sessions.contains_key(&id) {
                     return;
                 }
-                for (proof, delta) in self.hub.subscribe(id, &zone, &shards, proofs, &*self.store) {
-                    if let Some(proof) = proof {
-                        self.send(id, Message::HeadProof(proof));
-                    }
-                    self.send(id, Message::Delta(delta));
-                }
+                // Catch-ups, if it fell behind, come from the reads this asks for.
+                self.hub.subscribe(id, &zone, &shards, proofs);
                 // What the zone's other sessions hold, so that the next
                 // patch applies here too; the latest follows with the
                 // zone's next send.
@@ -659,23 +654,14 @@ impl TickCore {
         self.start_commit(now)
     }
 
-    /// A clean stop: a last try to commit what is pending, with the job in
-    /// flight if the driver could not wait for it. Returns how many changed
-    /// objects could not be saved, with the error.
-    pub fn finish(&mut self) -> Result<(), (usize, String)> {
+    /// A clean stop: everything not yet durable, with the job in flight if
+    /// the driver could not wait for it, for one last commit by the driver
+    /// (`None` when nothing is pending). Nothing of it is published.
+    pub fn finish(&mut self) -> Option<ChangeSet> {
         if let Some(flight) = self.in_flight.take() {
             self.merge_back(flight);
         }
-        if self.pending.is_empty() {
-            return Ok(());
-        }
-        match self.store.commit(&self.pending) {
-            Ok(_) => {
-                self.pending = ChangeSet::new();
-                Ok(())
-            }
-            Err(e) => Err((self.pending.len(), e.to_string())),
-        }
+        (!self.pending.is_empty()).then(|| std::mem::take(&mut self.pending))
     }
 
     /// Puts a job that did not commit back under what was gathered since:
@@ -769,11 +755,8 @@ impl TickCore {
                         message: "the server saves the world again".into(),
                     }));
                 }
-                for fanout in self.hub.publish(&flight.changes, &receipt, &*self.store) {
-                    if let Some((proof, to)) = fanout.proof {
-                        self.send_all(&to, Message::HeadProof(proof));
-                    }
-                    self.send_all(&fanout.to, Message::Delta(fanout.delta));
+                for fanout in self.hub.publish(&flight.changes, &receipt) {
+                    self.send_fanout(fanout);
                 }
                 // After the deltas, on the same stream: a client that sees
                 // `Processed` has seen what its intents changed.
@@ -848,22 +831,17 @@ impl TickCore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hoard_engine::store::ShardSpec;
-    use hoard_engine::{MemoryStore, PublishRegistry};
+    use hoard_engine::PublishRegistry;
 
     fn zone() -> ZoneId {
         ZoneId::new("meadow").expect("zone")
     }
 
-    /// A core over a store holding one zone of one shard, sending its
+    /// A core of a world with one zone of one shard, sending its
     /// transient state at most once per `interval` seconds, with its world
     /// and publisher.
     fn core_with_zone(interval: f64) -> (TickCore, World, Publisher) {
-        let store = Arc::new(MemoryStore::new());
-        store
-            .create_zone(&zone(), &[ShardSpec::shared(ShardId(0))])
-            .expect("zone");
-        let core = TickCore::new(store, 60.0).with_transient_interval(interval);
+        let core = TickCore::new(60.0).with_transient_interval(interval);
         let mut world = World::new();
         core.prepare(&mut world);
         (core, world, Publisher::new(PublishRegistry::builder().build()))

@@ -14,7 +14,8 @@ use std::sync::Arc;
 
 use bevy_ecs::world::World;
 use hoard_engine::shard::{CachedShard, ShardKey};
-use hoard_engine::store::{ReadError, ShardSpec, StoreFault, StoreRead, StoreReply, WorldStore};
+use hoard_engine::store::{ReadError, ShardSpec, StoreFault, StoreRead, StoreReply, WorldStore, run_commit};
+use hoard_proto::sync::hub::HubRead;
 use hoard_engine::{ChangeSet, MemoryStore, PublishRegistry, Publisher, RegistryHash, ServerIdentity, ShardId, ZoneId};
 use hoard_proto::auth::TokenAuthority;
 use hoard_proto::intents::ReceivedIntent;
@@ -44,6 +45,8 @@ enum Reader {
     Session,
     /// The answer to this request.
     Answer(u32),
+    /// The tick core's subscriptions (the read's ticket).
+    Tick(u64),
 }
 
 /// A frame in flight: (delivery time in µs, send order, destination, bytes).
@@ -176,7 +179,7 @@ impl Pair {
             .expect("create zone");
         let auth = TokenAuthority::new([9; 32]).with_dev_mode(true);
         let config = Arc::new(SessionConfig::new(SERVER, "world", REGISTRY, auth));
-        let tick = TickCore::new(store.clone(), 60.0);
+        let tick = TickCore::new(60.0);
         let mut pair = Pair {
             store,
             net: Net {
@@ -262,9 +265,19 @@ impl Pair {
     pub(crate) fn commit(&mut self, changes: &ChangeSet) {
         self.tick
             .commit_frame(self.net.now, changes.clone())
-            .and_then(|()| self.tick.commit_inline(self.net.now))
+            .and_then(|()| self.commit_due())
             .expect("the store works");
         self.flush_tick();
+    }
+
+    /// Runs the core's due commit jobs at once, as a driver without a
+    /// commit thread does.
+    fn commit_due(&mut self) -> Result<(), String> {
+        while let Some(job) = self.tick.poll_commit() {
+            let result = run_commit(&*self.store, &job.changes, job.recover_first);
+            self.tick.commit_done(self.net.now, job.id, result)?;
+        }
+        Ok(())
     }
 
     /// The tick core's end of a frame, at the pair's time.
@@ -282,7 +295,7 @@ impl Pair {
     /// Ends one frame of the server's world: its changes gathered,
     /// committed, published. What the core sent is in flight afterwards.
     pub(crate) fn frame(&mut self) -> Result<(), String> {
-        let result = self.end_frame().and_then(|()| self.tick.commit_inline(self.net.now));
+        let result = self.end_frame().and_then(|()| self.commit_due());
         self.flush_tick();
         result
     }
@@ -311,6 +324,9 @@ impl Pair {
 
     /// Puts the tick core's messages in flight to the client, in order.
     fn flush_tick(&mut self) {
+        while let Some(HubRead { ticket, read }) = self.tick.poll_read() {
+            self.read(Reader::Tick(ticket), read);
+        }
         while let Some(out) = self.tick.poll_output() {
             assert_eq!(out.to, SESSION);
             self.net.send(To::ClientDelta, &out.message);
@@ -426,6 +442,7 @@ impl Pair {
                 self.session.read_done(reply);
                 self.flush_server();
             }
+            Reader::Tick(ticket) => self.tick.read_done(ticket, reply),
             Reader::Answer(request) => {
                 let Some(plan) = self.answers.get_mut(&request) else {
                     return;

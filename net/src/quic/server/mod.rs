@@ -39,7 +39,7 @@ use crate::tls::{ServerKeys, TlsError};
 use hoard_proto::auth::TokenAuthority;
 use hoard_proto::intents::{IntentRegistry, ReceivedIntent};
 use hoard_proto::sync::answer::{AnswerKind, AnswerPlan, AnswerStep, Subscriptions};
-use hoard_proto::sync::hub::SessionId;
+use hoard_proto::sync::hub::{HubRead, SessionId};
 use hoard_proto::sync::server::{LiveSessions, Output, ServerSession, SessionConfig};
 use hoard_proto::sync::tick::{TickCore, TickInput, TickOutput};
 use hoard_proto::wire::{ErrorCode, IntentRejected, MAX_CONTROL_FRAME, Message, PART_BYTES, object_bytes, split};
@@ -398,7 +398,7 @@ pub async fn start_linked(
         addr: options.listen,
         source,
     })?;
-    let mut core = TickCore::new(metered, options.store_retry_for.as_secs_f64()).with_transient_interval(match options
+    let mut core = TickCore::new(options.store_retry_for.as_secs_f64()).with_transient_interval(match options
         .transient_hz
     {
         0 => 0.0,
@@ -409,6 +409,7 @@ pub async fn start_linked(
     }
     let link = WorldLink {
         core,
+        store: metered,
         committer,
         fatal: None,
         commands: bound.commands,

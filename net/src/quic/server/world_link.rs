@@ -16,6 +16,9 @@ use super::*;
 /// the connections.
 pub struct WorldLink {
     pub(super) core: TickCore,
+    /// Where the core's reads go (on this thread, between frames: the
+    /// store is then at the last commit the core published).
+    pub(super) store: Arc<dyn WorldStore>,
     /// Runs the core's commit jobs, so a frame never waits for an fsync.
     pub(super) committer: Committer,
     /// A failure met between frames, reported by the next `after_frame`.
@@ -263,6 +266,10 @@ impl WorldLink {
     /// Queues the core's messages on each session's delta stream; a session
     /// whose queue is full reads too slowly and is disconnected.
     fn deliver(&mut self, world: &mut World) {
+        while let Some(HubRead { ticket, read }) = self.core.poll_read() {
+            let reply = read.run(&*self.store);
+            self.core.read_done(ticket, reply);
+        }
         while let Some(TickOutput { to, message }) = self.core.poll_output() {
             match &*message {
                 Message::IntentRejected(_) => {
@@ -337,8 +344,10 @@ impl WorldLink {
                 Err(e) => tracing::error!(error = %e, "the commit in flight is lost; trying once more"),
             }
         }
-        if let Err((objects, error)) = self.core.finish() {
-            tracing::error!(%error, objects, "changes not saved at shutdown");
+        if let Some(changes) = self.core.finish()
+            && let Err(error) = self.store.commit(&changes)
+        {
+            tracing::error!(%error, objects = changes.len(), "changes not saved at shutdown");
         }
         self.conns.close_all(b"server shutting down");
     }
