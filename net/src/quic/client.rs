@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use hoard_engine::lock::lock;
 use hoard_engine::{ObjectId, PublishRegistry, ServerIdentity, ShardId, ZoneId};
 use hoard_world_cache::{CachedObject, CachedShard, LockPolicy, ShardKey, ShardUpdate, WorldCache};
 pub use quinn::Endpoint;
@@ -333,18 +334,36 @@ pub enum ClientUpdate {
 
 type Pending = ClientUpdate;
 
+/// A connection's state, under one lock (quinn's pattern: the sans-IO
+/// machine and what the driver keeps beside it). Held only for short,
+/// non-blocking steps: never across an await, a cache write or a send.
+struct State {
+    /// The sync state machine.
+    sync: ClientSync,
+    /// Callers waiting for each zone entry in flight (a second `enter_zone`
+    /// of a zone joins the first instead of replacing it).
+    waiting: HashMap<ZoneId, Vec<EntryWaiter>>,
+    /// Zones the game has entered (materialised), as opposed to prefetched.
+    visible: HashSet<ZoneId>,
+    /// The latest transient state of each entered zone.
+    transient: HashMap<ZoneId, Vec<u8>>,
+    /// The cache files each zone entry in flight took on trust, audited
+    /// once the zone is ready (one list per zone being entered).
+    audits: HashMap<ZoneId, Vec<Arc<CachedShard>>>,
+    /// While a 0-RTT handshake is under way: what was sent as early data,
+    /// to send again if the server refuses it (bounded: a client sends only
+    /// `EnterZone` before its handshake completes).
+    early_log: Option<Vec<Message>>,
+}
+
+/// What a connection's tasks share: its [`State`] under one lock, the
+/// game-facing queue under its own (the game takes it every frame and must
+/// never wait behind the network), and the control stream's writer.
 struct Inner {
-    sync: Mutex<ClientSync>,
+    state: Mutex<State>,
     cache: WorldCache,
     started: Instant,
     pending: Mutex<Vec<Pending>>,
-    /// Callers waiting for each zone entry in flight (a second `enter_zone`
-    /// of a zone joins the first instead of replacing it).
-    waiting: Mutex<HashMap<ZoneId, Vec<EntryWaiter>>>,
-    /// Zones the game has entered (materialised), as opposed to prefetched.
-    visible: Mutex<HashSet<ZoneId>>,
-    /// The latest transient state of each entered zone.
-    transient: Mutex<HashMap<ZoneId, Vec<u8>>>,
     /// Signalled whenever something is pending for [`HoardClient::take_updates`].
     changed: tokio::sync::Notify,
     /// Signalled when an entry starts, so the timer task re-reads the sync's
@@ -352,13 +371,6 @@ struct Inner {
     timer: tokio::sync::Notify,
     /// The control stream, shared with the background readers (they send repairs).
     control: AsyncMutex<SendStream>,
-    /// The cache files each zone entry in flight took on trust, audited
-    /// once the zone is ready (one list per zone being entered).
-    audits: Mutex<HashMap<ZoneId, Vec<Arc<CachedShard>>>>,
-    /// While a 0-RTT handshake is under way: what was sent as early data,
-    /// to send again if the server refuses it (bounded: a client sends only
-    /// `EnterZone` before its handshake completes).
-    early_log: Mutex<Option<Vec<Message>>>,
     /// The world's key, once `Welcome` brought it (proof mode).
     world_key: Arc<WorldKey>,
 }
@@ -480,8 +492,8 @@ fn wait_for_entry(
     zone: &ZoneId,
 ) -> Result<(oneshot::Receiver<Result<EntryStats, ClientError>>, bool), ClientError> {
     let (tx, rx) = oneshot::channel();
-    let mut waiting = inner.waiting.lock().map_err(|_| ClientError::Lost("poisoned".into()))?;
-    let waiters = waiting.entry(zone.clone()).or_default();
+    let mut state = inner.state();
+    let waiters = state.waiting.entry(zone.clone()).or_default();
     waiters.push(tx);
     Ok((rx, waiters.len() > 1))
 }
@@ -673,12 +685,7 @@ async fn finish_early(
     // Under the control stream's lock, so nothing is sent between taking
     // the log and replacing the stream.
     let mut control = inner.control.lock().await;
-    let sent_early = inner
-        .early_log
-        .lock()
-        .map_err(|_| ClientError::Lost("poisoned".into()))?
-        .take()
-        .unwrap_or_default();
+    let sent_early = inner.state().early_log.take().unwrap_or_default();
     if taken {
         return Ok((recv, true));
     }
@@ -737,29 +744,36 @@ impl Inner {
             proofs: proven.then(|| hoard_proto::proof::ProofChecker::new(world, &options.service, world_key.clone())),
         });
         Arc::new(Inner {
-            sync: Mutex::new(sync),
+            state: Mutex::new(State {
+                sync,
+                waiting: HashMap::new(),
+                visible: HashSet::new(),
+                transient: HashMap::new(),
+                audits: HashMap::new(),
+                early_log: early.then(Vec::new),
+            }),
             cache,
             started,
             pending: Mutex::new(Vec::new()),
-            waiting: Mutex::new(HashMap::new()),
-            visible: Mutex::new(HashSet::new()),
-            transient: Mutex::new(HashMap::new()),
             changed: tokio::sync::Notify::new(),
             timer: tokio::sync::Notify::new(),
             control: AsyncMutex::new(send),
-            audits: Mutex::new(HashMap::new()),
-            early_log: Mutex::new(early.then(Vec::new)),
             world_key,
         })
+    }
+
+    /// The connection's state, locked (see [`State`]).
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        lock(&self.state)
     }
 
     /// Checks `Welcome` names the world this client keys its cache by, and,
     /// when shards are checked against signed heads, takes the world's key
     /// from it.
     fn accept_welcome(&self, welcome: &hoard_proto::wire::Welcome, addr: SocketAddr) -> Result<(), ClientError> {
-        let (world, proven) = match self.sync.lock() {
-            Ok(sync) => (sync.config().server, sync.config().proofs.is_some()),
-            Err(_) => return Err(ClientError::Lost("poisoned".into())),
+        let (world, proven) = {
+            let state = self.state();
+            (state.sync.config().server, state.sync.config().proofs.is_some())
         };
         if welcome.server != world.0 {
             return Err(connect_err(
@@ -853,9 +867,7 @@ impl HoardClient {
             &guess,
             early,
         );
-        if let Ok(mut visible) = inner.visible.lock() {
-            visible.insert(zone.clone());
-        }
+        inner.state().visible.insert(zone.clone());
         let (rx, _) = wait_for_entry(&inner, zone)?;
         // `EnterZone` is written now, behind `Hello`; the cached copies load
         // while both are in flight. A server that refused `Hello` stops
@@ -1025,14 +1037,14 @@ impl HoardClient {
     /// How far the entry of `zone` in flight has come (for a progress
     /// display while [`HoardClient::enter_zone`] runs); `None` when none is.
     pub fn entry_progress(&self, zone: &ZoneId) -> Option<hoard_proto::sync::client::EntryProgress> {
-        self.inner.sync.lock().ok()?.entry_progress(zone)
+        self.inner.state().sync.entry_progress(zone)
     }
 
     /// The latest transient state of `zone` (game data the server never
     /// stores, such as who stands where), as the game encoded it; `None`
     /// before any arrived, or after the zone was left.
     pub fn transient(&self, zone: &ZoneId) -> Option<Vec<u8>> {
-        self.inner.transient.lock().ok()?.get(zone).cloned()
+        self.inner.state().transient.get(zone).cloned()
     }
 
     /// The shards of `zone` this client holds live (after its entry or
@@ -1040,10 +1052,9 @@ impl HoardClient {
     /// `Replicated::shard` (hoard-bevy). Empty for a zone not entered.
     pub fn zone_shards(&self, zone: &ZoneId) -> Vec<ShardId> {
         self.inner
+            .state()
             .sync
-            .lock()
-            .ok()
-            .and_then(|s| s.live_shards(zone))
+            .live_shards(zone)
             .map(|shards| shards.iter().map(|s| s.header.key.shard).collect())
             .unwrap_or_default()
     }
@@ -1062,24 +1073,18 @@ impl HoardClient {
     /// the zone is verified and written; its objects come with the next
     /// [`HoardClient::take_updates`]. A prefetched zone is entered at once.
     pub async fn enter_zone(&self, zone: &ZoneId) -> Result<EntryStats, ClientError> {
-        if let Ok(mut visible) = self.inner.visible.lock() {
-            visible.insert(zone.clone());
-        }
-        let live = self
-            .inner
-            .sync
-            .lock()
-            .map(|s| {
-                s.live_shards(zone).map(|shards| {
-                    let proofs = shards
-                        .iter()
-                        .filter_map(|c| s.proof(c.header.key.shard).cloned())
-                        .collect();
-                    (shards, proofs)
-                })
+        let live = {
+            let mut state = self.inner.state();
+            state.visible.insert(zone.clone());
+            let s = &state.sync;
+            s.live_shards(zone).map(|shards| {
+                let proofs = shards
+                    .iter()
+                    .filter_map(|c| s.proof(c.header.key.shard).cloned())
+                    .collect();
+                (shards, proofs)
             })
-            .ok()
-            .flatten();
+        };
         if let Some((shards, proofs)) = live {
             let stats = EntryStats {
                 shards: shards.len() as u32,
@@ -1129,12 +1134,7 @@ impl HoardClient {
     /// world this client is connected to (directly or through relays), whose
     /// service it must name.
     pub async fn resolve(&self, url: &hoard_engine::HoardUrl) -> Result<Resolved, ClientError> {
-        let service = self
-            .inner
-            .sync
-            .lock()
-            .map(|s| s.config().service.clone())
-            .map_err(|_| ClientError::Lost("poisoned".into()))?;
+        let service = self.inner.state().sync.config().service.clone();
         if url.service != service {
             return Err(ClientError::Url(format!(
                 "{url} names service {}, this client is in {service}",
@@ -1146,7 +1146,7 @@ impl HoardClient {
                 "{url} names a service, not a zone or what is in one"
             )));
         };
-        let live = |client: &HoardClient| client.inner.sync.lock().ok().and_then(|s| s.live_shards(zone));
+        let live = |client: &HoardClient| client.inner.state().sync.live_shards(zone);
         let shards = match live(self) {
             Some(shards) => shards,
             None => {
@@ -1182,12 +1182,7 @@ impl HoardClient {
         shard: ShardId,
         object: ObjectId,
     ) -> hoard_engine::HoardUrl {
-        let service = self
-            .inner
-            .sync
-            .lock()
-            .map(|s| s.config().service.clone())
-            .unwrap_or_default();
+        let service = self.inner.state().sync.config().service.clone();
         hoard_engine::HoardUrl::service(host, port, service).object(zone.clone(), shard, object)
     }
 
@@ -1200,26 +1195,17 @@ impl HoardClient {
 
     /// Leaves a zone: no more deltas; its entities are despawned at the next update.
     pub async fn leave_zone(&self, zone: &ZoneId) -> Result<(), ClientError> {
-        if let Ok(mut visible) = self.inner.visible.lock() {
-            visible.remove(zone);
-        }
-        if let Ok(mut transient) = self.inner.transient.lock() {
-            transient.remove(zone);
-        }
-        if let Ok(mut audits) = self.inner.audits.lock() {
-            audits.remove(zone);
-        }
         // The copies to keep and the leave itself under one lock: no delta
         // is applied after the copies are taken, so the whole copies written
         // below are the zone's last state (a delta applied in between would
         // be journaled onto a copy that the whole write then replaces by
         // an older one, and the journal would no longer apply).
         let (shards, messages) = {
-            let mut sync = self
-                .inner
-                .sync
-                .lock()
-                .map_err(|_| ClientError::Lost("poisoned".into()))?;
+            let mut state = self.inner.state();
+            state.visible.remove(zone);
+            state.transient.remove(zone);
+            state.audits.remove(zone);
+            let sync = &mut state.sync;
             let shards = sync.live_shards(zone).unwrap_or_default();
             sync.leave_zone(zone);
             push(&self.inner, Pending::ZoneLeft { zone: zone.clone() });
@@ -1287,7 +1273,7 @@ impl HoardClient {
 
     /// Waits until something is pending for [`HoardClient::take_updates`].
     pub async fn changed(&self) {
-        let ready = self.inner.pending.lock().map(|p| !p.is_empty()).unwrap_or(true);
+        let ready = !lock(&self.inner.pending).is_empty();
         if !ready {
             self.inner.changed.notified().await;
         }
@@ -1297,13 +1283,8 @@ impl HoardClient {
     /// [`ClientUpdate`]); updates of zones that were only prefetched, or
     /// were left meanwhile, are left out.
     pub fn take_updates(&self) -> Vec<ClientUpdate> {
-        let pending = self
-            .inner
-            .pending
-            .lock()
-            .map(|mut p| std::mem::take(&mut *p))
-            .unwrap_or_default();
-        let visible = self.inner.visible.lock().map(|v| v.clone()).unwrap_or_default();
+        let pending = std::mem::take(&mut *lock(&self.inner.pending));
+        let visible = self.inner.state().visible.clone();
         pending
             .into_iter()
             .filter(|p| match p {
@@ -1360,12 +1341,7 @@ impl Drop for HoardClient {
 /// Starts an entry (or prefetch) of `zone`: reads the cached heads, sends
 /// `EnterZone`, then loads and checks the cached copies while it is in flight.
 async fn start_entry(inner: &Arc<Inner>, zone: &ZoneId, subscribe: bool) -> Result<(), ClientError> {
-    let cfg = inner
-        .sync
-        .lock()
-        .map_err(|_| ClientError::Lost("poisoned".into()))?
-        .config()
-        .clone();
+    let cfg = inner.state().sync.config().clone();
     let keys = inner
         .cache
         .zone_keys(cfg.server, &cfg.service, Some(&cfg.perspective), zone);
@@ -1385,7 +1361,8 @@ async fn start_entry(inner: &Arc<Inner>, zone: &ZoneId, subscribe: bool) -> Resu
             .unzip();
     let now = inner.started.elapsed().as_secs_f64();
     let (request, messages) = {
-        let mut sync = inner.sync.lock().map_err(|_| ClientError::Lost("poisoned".into()))?;
+        let mut state = inner.state();
+        let sync = &mut state.sync;
         let request = sync.enter_zone(now, zone.clone(), &heads, subscribe);
         inner.timer.notify_one();
         let mut messages = Vec::new();
@@ -1414,7 +1391,7 @@ async fn start_entry(inner: &Arc<Inner>, zone: &ZoneId, subscribe: bool) -> Resu
     .map_err(|e| ClientError::Lost(e.to_string()))?;
     // The game may prepare the copies while the answer is on its way; a
     // current copy becomes the live one as it is (the same `Arc`).
-    let visible = inner.visible.lock().is_ok_and(|v| v.contains(zone));
+    let visible = inner.state().visible.contains(zone);
     if visible && !copies.is_empty() {
         push(
             inner,
@@ -1426,16 +1403,10 @@ async fn start_entry(inner: &Arc<Inner>, zone: &ZoneId, subscribe: bool) -> Resu
     }
     // Registered before the copies are handed over: the zone may be ready
     // as soon as they are.
-    if let Ok(mut audits) = inner.audits.lock() {
-        audits.insert(zone.clone(), copies.clone());
-    }
+    inner.state().audits.insert(zone.clone(), copies.clone());
     let copies: Vec<CheckedCopy> = copies.into_iter().map(CheckedCopy::from_verified_shared).collect();
     let now = inner.started.elapsed().as_secs_f64();
-    let result = inner
-        .sync
-        .lock()
-        .map_err(|_| ClientError::Lost("poisoned".into()))?
-        .provide_copies(now, request, copies);
+    let result = inner.state().sync.provide_copies(now, request, copies);
     if let Err(e) = result {
         return Err(ClientError::Lost(e.to_string()));
     }
@@ -1470,9 +1441,10 @@ async fn audit_copies(inner: Arc<Inner>, zone: ZoneId, copies: Vec<Arc<CachedSha
     if failed.is_empty() {
         return;
     }
-    if let Ok(mut sync) = inner.sync.lock() {
+    {
+        let mut state = inner.state();
         for shard in failed {
-            sync.repair_live_shard(&zone, shard);
+            state.sync.repair_live_shard(&zone, shard);
         }
     }
     if let Err(e) = flush(&inner).await {
@@ -1484,10 +1456,12 @@ async fn send_all(inner: &Inner, messages: Vec<Message>) -> Result<(), ClientErr
     let mut control = inner.control.lock().await;
     // While a 0-RTT handshake is under way, what goes out is also kept, to
     // send again should the server refuse the early data.
-    let early = match inner.early_log.lock() {
-        Ok(mut log) => log.as_mut().map(|l| l.extend(messages.iter().cloned())).is_some(),
-        Err(_) => false,
-    };
+    let early = inner
+        .state()
+        .early_log
+        .as_mut()
+        .map(|l| l.extend(messages.iter().cloned()))
+        .is_some();
     for m in messages {
         if let Err(e) = write_message(&mut control, &m).await {
             if early {
@@ -1503,8 +1477,8 @@ async fn send_all(inner: &Inner, messages: Vec<Message>) -> Result<(), ClientErr
 /// Sends whatever the sync has queued (repairs, leaves).
 async fn flush(inner: &Inner) -> Result<(), ClientError> {
     let messages: Vec<Message> = {
-        let mut sync = inner.sync.lock().map_err(|_| ClientError::Lost("poisoned".into()))?;
-        std::iter::from_fn(|| sync.poll_transmit()).collect()
+        let mut state = inner.state();
+        std::iter::from_fn(|| state.sync.poll_transmit()).collect()
     };
     if messages.is_empty() {
         return Ok(());
@@ -1513,9 +1487,7 @@ async fn flush(inner: &Inner) -> Result<(), ClientError> {
 }
 
 fn push(inner: &Inner, p: Pending) {
-    if let Ok(mut pending) = inner.pending.lock() {
-        pending.push(p);
-    }
+    lock(&inner.pending).push(p);
     inner.changed.notify_one();
 }
 
@@ -1575,9 +1547,9 @@ fn process_effects_with(inner: &Arc<Inner>, writes: Writes) -> Vec<Arc<CachedSha
             }
         }
     };
-    let effects: Vec<Effect> = match inner.sync.lock() {
-        Ok(mut sync) => std::iter::from_fn(|| sync.poll_effect()).collect(),
-        Err(_) => return whole,
+    let effects: Vec<Effect> = {
+        let mut state = inner.state();
+        std::iter::from_fn(|| state.sync.poll_effect()).collect()
     };
     for effect in effects {
         match effect {
@@ -1596,7 +1568,7 @@ fn process_effects_with(inner: &Arc<Inner>, writes: Writes) -> Vec<Arc<CachedSha
                 stats,
                 proofs,
             } => {
-                let audit = inner.audits.lock().ok().and_then(|mut a| a.remove(&zone));
+                let audit = inner.state().audits.remove(&zone);
                 if let Some(copies) = audit.filter(|c| !c.is_empty()) {
                     match tokio::runtime::Handle::try_current() {
                         Ok(rt) => drop(rt.spawn(audit_copies(inner.clone(), zone.clone(), copies))),
@@ -1621,9 +1593,7 @@ fn process_effects_with(inner: &Arc<Inner>, writes: Writes) -> Vec<Arc<CachedSha
                 finish_waiters(inner, &zone, Ok(stats));
             }
             Effect::Transient { zone, payload } => {
-                if let Ok(mut transient) = inner.transient.lock() {
-                    transient.insert(zone, payload);
-                }
+                inner.state().transient.insert(zone, payload);
                 inner.changed.notify_one();
             }
             Effect::DeltaApplied {
@@ -1712,13 +1682,12 @@ fn process_effects_with(inner: &Arc<Inner>, writes: Writes) -> Vec<Arc<CachedSha
                         reason: message.clone(),
                     }),
                 );
-                if let Ok(mut waiting) = inner.waiting.lock() {
-                    for tx in waiting.drain().flat_map(|(_, w)| w) {
-                        let _ = tx.send(Err(ClientError::Refused {
-                            code,
-                            message: message.clone(),
-                        }));
-                    }
+                let waiting = std::mem::take(&mut inner.state().waiting);
+                for tx in waiting.into_values().flatten() {
+                    let _ = tx.send(Err(ClientError::Refused {
+                        code,
+                        message: message.clone(),
+                    }));
                 }
             }
         }
@@ -1729,11 +1698,7 @@ fn process_effects_with(inner: &Arc<Inner>, writes: Writes) -> Vec<Arc<CachedSha
 async fn read_control(mut control: FrameReader, conn: Connection, inner: Arc<Inner>) {
     while let Ok(Some((msg, len))) = control.next().await {
         let now = inner.started.elapsed().as_secs_f64();
-        let failed = inner
-            .sync
-            .lock()
-            .map(|mut s| s.handle(now, msg, len).is_err())
-            .unwrap_or(true);
+        let failed = inner.state().sync.handle(now, msg, len).is_err();
         process_effects(&inner);
         if failed || flush(&inner).await.is_err() {
             break;
@@ -1751,7 +1716,7 @@ async fn read_control(mut control: FrameReader, conn: Connection, inner: Arc<Inn
 /// then lets it abandon what waited too long. Ends with the connection.
 async fn drive_timeouts(conn: Connection, inner: Arc<Inner>) {
     loop {
-        let next = inner.sync.lock().ok().and_then(|s| s.poll_timeout());
+        let next = inner.state().sync.poll_timeout();
         let wake = async {
             match next {
                 Some(at) => {
@@ -1767,9 +1732,7 @@ async fn drive_timeouts(conn: Connection, inner: Arc<Inner>) {
             _ = wake => {}
         }
         let now = inner.started.elapsed().as_secs_f64();
-        if let Ok(mut sync) = inner.sync.lock() {
-            sync.handle_timeout(now);
-        }
+        inner.state().sync.handle_timeout(now);
         let effects = inner.clone();
         let _ = tokio::task::spawn_blocking(move || process_effects(&effects)).await;
         // An abandoned entry leaves its zone.
@@ -1784,12 +1747,7 @@ type EntryWaiter = oneshot::Sender<Result<EntryStats, ClientError>>;
 
 /// Answers everyone waiting for `zone`'s entry.
 fn finish_waiters(inner: &Inner, zone: &ZoneId, result: Result<EntryStats, ClientError>) {
-    let waiters = inner
-        .waiting
-        .lock()
-        .ok()
-        .and_then(|mut w| w.remove(zone))
-        .unwrap_or_default();
+    let waiters = inner.state().waiting.remove(zone).unwrap_or_default();
     for tx in waiters {
         let _ = tx.send(result.clone());
     }
@@ -1818,9 +1776,8 @@ fn fail_with(inner: &Arc<Inner>, reason: &str, error: ClientError) {
             reason: reason.to_owned(),
         }),
     );
-    if let Ok(mut waiting) = inner.waiting.lock() {
-        for tx in waiting.drain().flat_map(|(_, w)| w) {
-            let _ = tx.send(Err(error.clone()));
-        }
+    let waiting = std::mem::take(&mut inner.state().waiting);
+    for tx in waiting.into_values().flatten() {
+        let _ = tx.send(Err(error.clone()));
     }
 }

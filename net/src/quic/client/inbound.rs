@@ -210,7 +210,8 @@ async fn apply(inner: &Arc<Inner>, messages: Vec<Inbound>) -> Result<(), Failure
 
 /// Hands `messages` to the sync in order, under one lock.
 fn handle(inner: &Inner, now: f64, messages: Vec<Inbound>) -> Result<(), Failure> {
-    let mut sync = inner.sync.lock().map_err(|_| Failure::Other("poisoned".to_owned()))?;
+    let mut state = inner.state();
+    let sync = &mut state.sync;
     for Inbound { msg, len, request } in messages {
         match request {
             Some(r) => sync.handle_answer(now, r, msg, len),
