@@ -1,22 +1,25 @@
 //! [`HoardClientPlugin`]: joins a world from a Bevy App. The plugin
-//! connects on its own runtime; the game enters, prefetches and leaves zones
+//! connects through its transport (QUIC by default, see
+//! [`transport`](crate::transport)); the game enters, prefetches and leaves zones
 //! by writing [`ZoneRequest`] messages, sends intents through the [`Hoard`]
 //! resource, and reads what happened as [`HoardEvent`] messages. Published
 //! objects appear as entities with their components (and
 //! [`Replicated`](crate::Replicated)) before the
 //! `ZoneReady` event of their zone is seen, and are despawned on leave.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use bevy_app::prelude::*;
 use bevy_ecs::prelude::*;
-use hoard_engine::{PublishRegistry, ZoneId};
-use hoard_net::quic::client::{ClientError, ClientEvent, ClientOptions, HoardClient, PendingEntry};
+use hoard_engine::{PublishRegistry, ShardId, ZoneId};
+use hoard_net::quic::client::{ClientError, ClientEvent, ClientOptions, HoardClient};
 use hoard_proto::sync::client::EntryProgress;
-use std::future::Future;
 
 use serde::Serialize;
+
+pub use crate::transport::INTENT_QUEUE;
+use crate::transport::{ClientLink, ClientTransport, Connecting, QuicLink, QuicTransport};
 
 /// Where hoard's client systems run: in `PreUpdate`, so the game's `Update`
 /// sees this frame's objects and events.
@@ -63,36 +66,36 @@ pub enum HoardEvent {
     },
 }
 
-/// Intents queued for sending, at most; more is an error to the caller.
-pub const INTENT_QUEUE: usize = 256;
-
-/// The connection, once made: send intents with [`Hoard::send_intent`].
+/// The connection, once made: send intents with [`Hoard::send`].
 #[derive(Resource, Clone)]
 pub struct Hoard {
-    client: Arc<HoardClient>,
-    runtime: Arc<tokio::runtime::Runtime>,
-    failures: Arc<Mutex<Vec<ClientError>>>,
-    intents: tokio::sync::mpsc::Sender<(u32, String, Vec<u8>)>,
-    /// Zones whose entry is in flight (their progress is reported).
-    entering: Arc<Mutex<BTreeSet<ZoneId>>>,
+    link: Arc<dyn ClientLink>,
 }
 
 impl Hoard {
-    /// The network client (for what the plugin does not wrap).
-    pub fn client(&self) -> &HoardClient {
-        &self.client
+    /// The connection, as the plugin's transport made it.
+    pub fn link(&self) -> &dyn ClientLink {
+        &*self.link
+    }
+
+    /// The QUIC client, when the plugin connects over QUIC (its default
+    /// transport), for what the plugin does not wrap.
+    pub fn client(&self) -> Option<&HoardClient> {
+        self.link.as_any().downcast_ref::<QuicLink>().map(QuicLink::client)
+    }
+
+    /// The player the server knows this client as.
+    pub fn perspective(&self) -> &str {
+        self.link.perspective()
     }
 
     /// Queues an intent, sent in order without blocking the frame; its
     /// answer arrives as `IntentsProcessed` or `IntentRejected` (in
-    /// [`HoardEvent::Client`]) naming the returned seq.
+    /// [`HoardEvent::Client`]) naming the returned seq. At most
+    /// [`INTENT_QUEUE`] wait to be sent; more is an error.
     pub fn send_intent<T: Serialize>(&self, kind: &str, intent: &T) -> Result<u32, ClientError> {
         let payload = rmp_serde::to_vec(intent).map_err(|e| ClientError::Lost(e.to_string()))?;
-        let seq = self.client.next_intent_seq();
-        self.intents
-            .try_send((seq, kind.to_owned(), payload))
-            .map_err(|_| ClientError::Lost(format!("more than {INTENT_QUEUE} intents waiting to be sent")))?;
-        Ok(seq)
+        self.link.send_intent(kind, payload)
     }
 
     /// Queues an intent of a type registered in the client's registry
@@ -100,7 +103,7 @@ impl Hoard {
     /// registered name: no name repeated at the call site. Answered as
     /// [`Hoard::send_intent`]'s are.
     pub fn send<I: Serialize + 'static>(&self, intent: &I) -> Result<u32, ClientError> {
-        let Some(kind) = self.client.registry().intent_name::<I>().map(str::to_owned) else {
+        let Some(kind) = self.link.registry().intent_name::<I>().map(str::to_owned) else {
             return Err(ClientError::Lost(format!(
                 "intent type {} is not in the client's registry: register it with .intent::<I>(name, version)",
                 std::any::type_name::<I>()
@@ -109,67 +112,35 @@ impl Hoard {
         self.send_intent(&kind, intent)
     }
 
+    /// The latest transient state of an entered zone (game data the server
+    /// never stores, such as who stands where).
+    pub fn transient(&self, zone: &ZoneId) -> Option<Vec<u8>> {
+        self.link.transient(zone)
+    }
+
+    /// The shards of `zone` held live (empty for a zone not entered).
+    pub fn zone_shards(&self, zone: &ZoneId) -> Vec<ShardId> {
+        self.link.zone_shards(zone)
+    }
+
     /// Closes the connection and waits (at most half a second) until the
     /// server has been told, so its session ends at once rather than after
     /// its idle timeout. Call it from outside an async runtime (a game's
     /// main thread) before dropping the App, as a client moving to another
     /// server does.
     pub fn close(&self) {
-        self.runtime
-            .block_on(self.client.close_and_wait(std::time::Duration::from_millis(500)));
-    }
-
-    /// The zones whose entry is in flight.
-    pub fn entering(&self) -> Vec<ZoneId> {
-        self.entering
-            .lock()
-            .map(|e| e.iter().cloned().collect())
-            .unwrap_or_default()
-    }
-
-    fn spawn_request(&self, request: ZoneRequest) {
-        let client = self.client.clone();
-        let failures = self.failures.clone();
-        let entering = self.entering.clone();
-        if let (ZoneRequest::Enter(zone), Ok(mut e)) = (&request, entering.lock()) {
-            e.insert(zone.clone());
-        }
-        self.runtime.spawn(async move {
-            let result = match &request {
-                ZoneRequest::Enter(zone) => {
-                    let result = client.enter_zone(zone).await.map(|_| ());
-                    if let Ok(mut e) = entering.lock() {
-                        e.remove(zone);
-                    }
-                    result
-                }
-                ZoneRequest::Prefetch(zone) => client.prefetch(zone).await,
-                ZoneRequest::Leave(zone) => client.leave_zone(zone).await,
-            };
-            if let Err(e) = result {
-                tracing::warn!(?request, error = %e, "zone request failed");
-                if let Ok(mut f) = failures.lock() {
-                    f.push(e);
-                }
-            }
-        });
+        self.link.close();
     }
 }
-
-/// A connection made, with the entry started as part of it.
-type Connected = Result<(HoardClient, Option<(ZoneId, PendingEntry)>), ClientError>;
 
 /// The connection being made.
 #[derive(Resource)]
-struct Connecting {
-    runtime: Arc<tokio::runtime::Runtime>,
-    task: Option<tokio::task::JoinHandle<Connected>>,
-}
+struct Joining(Box<dyn Connecting>);
 
 /// Joins a world: `app.add_plugins(HoardClientPlugin::new(options))` on an
 /// App that registered the game's components ([`HoardAppExt`](crate::HoardAppExt)).
 pub struct HoardClientPlugin {
-    options: ClientOptions,
+    transport: Arc<dyn ClientTransport>,
     /// `None`: the App's registration.
     registry: Option<PublishRegistry>,
     entering: Option<ZoneId>,
@@ -250,8 +221,14 @@ impl HoardClientPlugin {
     /// `app.add_intent::<I>(..)`, `app.add_server_message::<M>(..)`),
     /// connecting with `options`. Register before adding the plugin.
     pub fn new(options: ClientOptions) -> HoardClientPlugin {
+        HoardClientPlugin::with_transport(QuicTransport::new(options))
+    }
+
+    /// A client of what the App registered, connecting through `transport`
+    /// instead of hoard-net's QUIC client (see [`transport`](crate::transport)).
+    pub fn with_transport(transport: impl ClientTransport) -> HoardClientPlugin {
         HoardClientPlugin {
-            options,
+            transport: Arc::new(transport),
             registry: None,
             entering: None,
             adders: Vec::new(),
@@ -288,14 +265,6 @@ impl HoardClientPlugin {
 
 impl Plugin for HoardClientPlugin {
     fn build(&self, app: &mut App) {
-        let runtime = Arc::new(
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .thread_name("hoard-client")
-                .enable_all()
-                .build()
-                .unwrap_or_else(|e| panic!("hoard: cannot start the client's runtime: {e}")),
-        );
         let mut adders = Vec::new();
         let registered = app.world_mut().get_resource_mut::<crate::app::HoardRegistration>();
         let registry = match (registered, self.registry.clone()) {
@@ -318,21 +287,10 @@ impl Plugin for HoardClientPlugin {
                  HoardClientPlugin::with_registry"
             ),
         };
-        let options = self.options.clone();
-        let task = match self.entering.clone() {
-            None => runtime.spawn(async move { HoardClient::connect(options, registry).await.map(|c| (c, None)) }),
-            Some(zone) => runtime.spawn(async move {
-                HoardClient::connect_and_enter(options, registry, &zone)
-                    .await
-                    .map(|(client, entry)| (client, Some((zone, entry))))
-            }),
-        };
+        let connecting = self.transport.connect(registry, self.entering.clone());
         app.add_message::<ZoneRequest>()
             .add_message::<HoardEvent>()
-            .insert_resource(Connecting {
-                runtime,
-                task: Some(task),
-            })
+            .insert_resource(Joining(connecting))
             .insert_resource(HoardConnection::Connecting)
             .configure_sets(PreUpdate, HoardClientSet)
             .add_systems(PreUpdate, (connect, requests, apply).chain().in_set(HoardClientSet));
@@ -343,79 +301,24 @@ impl Plugin for HoardClientPlugin {
 }
 
 fn connect(world: &mut World) {
-    let Some(mut connecting) = world.get_resource_mut::<Connecting>() else {
+    let Some(mut connecting) = world.get_resource_mut::<Joining>() else {
         return;
     };
-    if !connecting
-        .task
-        .as_ref()
-        .is_some_and(tokio::task::JoinHandle::is_finished)
-    {
+    let Some(result) = connecting.0.poll() else {
         return;
-    }
-    let runtime = connecting.runtime.clone();
-    let Some(task) = connecting.task.take() else { return };
-    // The task has finished: this takes its result without waiting.
-    let result = futures_now(task).unwrap_or_else(|e| Err(ClientError::Lost(e)));
+    };
+    world.remove_resource::<Joining>();
     match result {
-        Ok((client, first_entry)) => {
-            tracing::info!(perspective = client.perspective(), "connected");
+        Ok(link) => {
+            tracing::info!(perspective = link.perspective(), "connected");
             world.insert_resource(HoardConnection::Connected {
-                perspective: client.perspective().to_owned(),
+                perspective: link.perspective().to_owned(),
             });
             let event = HoardEvent::Connected {
-                perspective: client.perspective().to_owned(),
-                zones: client.zones().to_vec(),
+                perspective: link.perspective().to_owned(),
+                zones: link.zones().to_vec(),
             };
-            let client = Arc::new(client);
-            let failures = Arc::new(Mutex::new(Vec::new()));
-            // One sender task keeps intents in the order they were queued.
-            let (intents, mut queue) = tokio::sync::mpsc::channel::<(u32, String, Vec<u8>)>(INTENT_QUEUE);
-            let (sender, sender_failures) = (client.clone(), failures.clone());
-            runtime.spawn(async move {
-                while let Some((seq, kind, payload)) = queue.recv().await {
-                    if let Err(e) = sender.send_encoded_intent(seq, &kind, payload).await {
-                        if let Ok(mut f) = sender_failures.lock() {
-                            f.push(e);
-                        }
-                        return;
-                    }
-                }
-            });
-            let entering = Arc::new(Mutex::new(BTreeSet::new()));
-            if let Some((zone, entry)) = first_entry {
-                // The entry started with the connection: its progress is
-                // reported, and its failure, like any other.
-                if let Ok(mut e) = entering.lock() {
-                    e.insert(zone.clone());
-                }
-                let (entering, failures) = (entering.clone(), failures.clone());
-                runtime.spawn(async move {
-                    let result = entry.wait().await;
-                    if let Ok(mut e) = entering.lock() {
-                        e.remove(&zone);
-                    }
-                    if let Err(e) = result {
-                        // A redirect to the zone's server is not a failure
-                        // (the game follows it): no warning for it.
-                        if matches!(e, ClientError::ZoneElsewhere { .. }) {
-                            tracing::debug!(%zone, error = %e, "zone entry redirected");
-                        } else {
-                            tracing::warn!(%zone, error = %e, "zone entry failed");
-                        }
-                        if let Ok(mut f) = failures.lock() {
-                            f.push(e);
-                        }
-                    }
-                });
-            }
-            world.insert_resource(Hoard {
-                client,
-                runtime,
-                failures,
-                intents,
-                entering,
-            });
+            world.insert_resource(Hoard { link });
             world.write_message(event);
         }
         Err(e) => {
@@ -431,7 +334,7 @@ fn requests(mut requests: MessageReader<ZoneRequest>, hoard: Option<Res<Hoard>>,
     waiting.extend(requests.read().cloned());
     if let Some(hoard) = hoard {
         for request in waiting.drain(..) {
-            hoard.spawn_request(request);
+            hoard.link.request(request);
         }
     }
 }
@@ -447,15 +350,15 @@ fn apply(world: &mut World) {
     let Some(hoard) = world.get_resource::<Hoard>().cloned() else {
         return;
     };
-    let entering = hoard.entering();
+    let arrived = hoard.link.take();
     let mut moved = Vec::new();
     {
         let mut reported = world.get_resource_or_insert_with(ReportedProgress::default);
-        reported.0.retain(|zone, _| entering.contains(zone));
-        for zone in entering {
-            if let Some(progress) = hoard.client.entry_progress(&zone)
-                && reported.0.get(&zone) != Some(&progress)
-            {
+        reported
+            .0
+            .retain(|zone, _| arrived.progress.iter().any(|(z, _)| z == zone));
+        for (zone, progress) in arrived.progress {
+            if reported.0.get(&zone) != Some(&progress) {
                 reported.0.insert(zone.clone(), progress);
                 moved.push(HoardEvent::EntryProgress { zone, progress });
             }
@@ -464,13 +367,8 @@ fn apply(world: &mut World) {
     for event in moved {
         world.write_message(event);
     }
-    let events = crate::materialise::update(&hoard.client, world);
-    let failures = hoard
-        .failures
-        .lock()
-        .map(|mut f| std::mem::take(&mut *f))
-        .unwrap_or_default();
-    for e in failures {
+    let events = crate::materialise::apply_updates(hoard.link.registry(), arrived.updates, world);
+    for e in arrived.failures {
         world.write_message(HoardEvent::Failed(e));
     }
     for event in events {
@@ -478,17 +376,5 @@ fn apply(world: &mut World) {
             world.insert_resource(HoardConnection::Failed { reason: reason.clone() });
         }
         world.write_message(HoardEvent::Client(event));
-    }
-}
-
-/// The output of a finished task, without blocking (and so without needing
-/// to be outside a runtime, whatever the caller runs on).
-fn futures_now<T>(task: tokio::task::JoinHandle<T>) -> Result<T, String> {
-    let waker = std::task::Waker::noop();
-    let mut cx = std::task::Context::from_waker(waker);
-    let mut task = std::pin::pin!(task);
-    match task.as_mut().poll(&mut cx) {
-        std::task::Poll::Ready(result) => result.map_err(|e| e.to_string()),
-        std::task::Poll::Pending => Err("the connection task had not finished".into()),
     }
 }

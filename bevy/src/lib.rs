@@ -14,6 +14,7 @@ pub mod client;
 pub mod log;
 pub mod materialise;
 pub mod server;
+pub mod transport;
 
 pub use app::{HoardAppExt, HoardPlugins, HoardRegistration};
 pub use client::{FromServer, Hoard, HoardClientPlugin, HoardClientSet, HoardConnection, HoardEvent, ZoneRequest};

@@ -360,10 +360,16 @@ fn receive_all<T>(rx: &std::sync::mpsc::Receiver<T>) -> impl Iterator<Item = T> 
 /// that announce them) and returns the events. The [`Materialiser`] lives in
 /// `world` as a resource, created on first use.
 pub fn update(client: &HoardClient, world: &mut World) -> Vec<ClientEvent> {
+    apply_updates(client.registry(), client.take_updates(), world)
+}
+
+/// Applies `updates` (decoded with `registry`) to `world`, entities before
+/// the events that announce them, and returns the events; the
+/// [`Materialiser`] lives in `world` as a resource, created on first use.
+pub fn apply_updates(registry: &PublishRegistry, updates: Vec<ClientUpdate>, world: &mut World) -> Vec<ClientEvent> {
     if !world.contains_resource::<Materialiser>() {
-        world.insert_resource(Materialiser::new(client.registry().clone()));
+        world.insert_resource(Materialiser::new(registry.clone()));
     }
-    let updates = client.take_updates();
     world.resource_scope(|world, mut materialiser: Mut<Materialiser>| materialiser.apply(world, updates))
 }
 

@@ -2,3 +2,4 @@
 
 mod client_plugin;
 mod server_plugin;
+mod transport;

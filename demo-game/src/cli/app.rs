@@ -195,7 +195,12 @@ impl ClientApp {
         address: &str,
         zone: &ZoneId,
     ) -> anyhow::Result<(ClientApp, EntryStats)> {
-        let options = redirected(&self.options, self.hoard().client().identity(), address)?;
+        let hoard = self.hoard();
+        let identity = hoard
+            .client()
+            .map(|c| c.identity())
+            .ok_or_else(|| anyhow::anyhow!("the demo client connects over QUIC"))?;
+        let options = redirected(&self.options, identity, address)?;
         if let Some(hoard) = self.app.world_mut().remove_resource::<Hoard>() {
             hoard.close();
         }
@@ -298,12 +303,12 @@ impl ClientApp {
 
     /// The shards `zone` holds, as the client knows them.
     pub(crate) fn zone_shards(&self, zone: &ZoneId) -> Vec<ShardId> {
-        self.hoard().client().zone_shards(zone)
+        self.hoard().zone_shards(zone)
     }
 
     /// The latest transient state of `zone` (who stands where).
     pub(crate) fn transient(&self, zone: &ZoneId) -> Option<Vec<u8>> {
-        self.hoard().client().transient(zone)
+        self.hoard().transient(zone)
     }
 
     /// The `zone` object of `zone`, among the replicated objects.

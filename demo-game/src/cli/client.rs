@@ -231,11 +231,7 @@ pub(crate) fn run(args: ClientArgs) -> anyhow::Result<i32> {
             ANSWER_WITHIN,
             &format!("waiting for player {name} in {zone}"),
             |_, _| {
-                let presence = hoard
-                    .client()
-                    .transient(&zone)
-                    .map(|b| Presence::decode(&b))
-                    .unwrap_or_default();
+                let presence = hoard.transient(&zone).map(|b| Presence::decode(&b)).unwrap_or_default();
                 presence
                     .0
                     .iter()

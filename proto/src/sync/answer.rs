@@ -169,7 +169,10 @@ impl AnswerPlan {
     }
 
     /// Each shard's answer is built from one snapshot and preceded by the
-    /// head's proof from `proofs` (see [`answer_proven`]).
+    /// head's proof from `proofs`, so the answer and the proof describe the
+    /// same head: a copy at the head is up to date, a copy of the epoch
+    /// behind it gets a manifest (no tombstones needed, which a relay does
+    /// not keep), anything else the whole shard.
     #[must_use]
     pub fn with_proofs(mut self, proofs: Arc<dyn ProofSource>) -> AnswerPlan {
         self.proofs = Some(proofs);

@@ -371,7 +371,11 @@ impl Hub {
     /// commit's base (not read yet, or another epoch) are read again, and
     /// the delta goes unsigned meanwhile (the subscriber's checks then ask
     /// for a repair, which is signed).
-    fn sign_commit(&mut self, head: &hoard_engine::store::ShardHead, changes: &hoard_engine::ShardChanges) -> Option<HeadProof> {
+    fn sign_commit(
+        &mut self,
+        head: &hoard_engine::store::ShardHead,
+        changes: &hoard_engine::ShardChanges,
+    ) -> Option<HeadProof> {
         let source = self.proofs.clone()?;
         let base = Seq(head.seq.0.saturating_sub(1));
         let leaves = match self.leaves.get_mut(&head.shard) {
@@ -606,7 +610,11 @@ impl Hub {
     /// A catch-up delta read for `session`: sent, with its proof if the
     /// subscription wants one (read first when it is not at hand).
     fn caught_up(&mut self, session: SessionId, delta: Delta, proof: Option<HeadProof>) -> Vec<Fanout> {
-        let wants = self.by_shard.get(&delta.shard).and_then(|s| s.get(&session)).is_some_and(|s| s.proofs);
+        let wants = self
+            .by_shard
+            .get(&delta.shard)
+            .and_then(|s| s.get(&session))
+            .is_some_and(|s| s.proofs);
         let held = match (&self.proofs, wants, proof) {
             (_, _, Some(proof)) => Some(proof),
             (Some(source), true, None) => source.held(delta.shard, delta.seq),
@@ -636,7 +644,9 @@ impl Hub {
         let wants = sub.proofs;
         let mut out = vec![Fanout {
             to: vec![session],
-            proof: proof.filter(|p| wants && p.seq == delta.seq).map(|p| (p, vec![session])),
+            proof: proof
+                .filter(|p| wants && p.seq == delta.seq)
+                .map(|p| (p, vec![session])),
             delta,
         }];
         out.extend(self.settled(session, shard));
@@ -703,12 +713,7 @@ mod tests {
             .create_zone(&zone("b"), &[ShardSpec::shared(ShardId(3))])
             .expect("zone b");
         let mut hub = Hub::new();
-        hub.subscribe(
-            7,
-            &zone("a"),
-            &[(ShardId(1), Seq(0)), (ShardId(2), Seq(0))],
-            false,
-        );
+        hub.subscribe(7, &zone("a"), &[(ShardId(1), Seq(0)), (ShardId(2), Seq(0))], false);
         hub.subscribe(8, &zone("a"), &[(ShardId(1), Seq(0))], false);
         hub.subscribe(8, &zone("b"), &[(ShardId(3), Seq(0))], false);
         assert_eq!(hub.sessions_in(&zone("a")), vec![7, 8]);

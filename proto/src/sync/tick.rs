@@ -35,9 +35,9 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
 use bevy_ecs::world::World;
-use hoard_engine::store::{CommitError, CommitReceipt, StoreReply};
 #[cfg(doc)]
 use hoard_engine::store::run_commit;
+use hoard_engine::store::{CommitError, CommitReceipt, StoreReply};
 use hoard_engine::{ChangeSet, Publisher, Seq, ShardId, ZoneId};
 
 use super::hub::{Hub, HubRead, SessionId};

@@ -398,12 +398,11 @@ pub async fn start_linked(
         addr: options.listen,
         source,
     })?;
-    let mut core = TickCore::new(options.store_retry_for.as_secs_f64()).with_transient_interval(match options
-        .transient_hz
-    {
-        0 => 0.0,
-        hz => 1.0 / f64::from(hz),
-    });
+    let mut core =
+        TickCore::new(options.store_retry_for.as_secs_f64()).with_transient_interval(match options.transient_hz {
+            0 => 0.0,
+            hz => 1.0 / f64::from(hz),
+        });
     if let Some(proofs) = proofs {
         core = core.with_proofs(proofs);
     }
