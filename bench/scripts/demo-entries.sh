@@ -3,10 +3,13 @@
 # loopback: cold, warm (nothing changed), and after the harvest-festival mod
 # was applied offline (one shard changed). Medians of 5 runs.
 # Usage: bench/scripts/demo-entries.sh   (builds hoard-demo in release first)
+# B=path/to/hoard-demo runs another build (e.g. an older commit's).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-cargo build --release -q -p hoard-demo
-B=target/release/hoard-demo
+if [ -z "${B:-}" ]; then
+  cargo build --release -q -p hoard-demo
+  B=target/release/hoard-demo
+fi
 OUT=$(mktemp)
 trap 'rm -f "$OUT"' EXIT
 start_server() {
