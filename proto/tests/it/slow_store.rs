@@ -2,25 +2,11 @@
 //! read effects, so the simulated pair can make it slow (PostgreSQL-like
 //! latency, other traffic going on meanwhile) or failing, deterministically.
 
-use hoard_engine::state::StateBuilder;
-use hoard_engine::{ChangeSet, ObjectId, ObjectState, ShardId, ZoneId};
+use hoard_engine::{ChangeSet, ObjectId, ShardId, ZoneId};
 use hoard_proto::wire::ErrorCode;
 
 use super::pair::{Pair, Seen};
-
-fn state(n: u64) -> ObjectState {
-    StateBuilder::new().component("n", n.to_le_bytes().to_vec()).finish()
-}
-
-fn fill(pair: &mut Pair, shards: u64, objects: u64, salt: u64) {
-    let mut tick = ChangeSet::new();
-    for s in 0..shards {
-        for i in 0..objects {
-            tick.upsert(ShardId(s), ObjectId(s * 1000 + i), state(i + salt));
-        }
-    }
-    pair.commit(&tick);
-}
+use super::sync::{fill, state};
 
 /// A cold entry over a store 5 ms away: one read for the zone's shards and
 /// one per shard, each after the one before (an answer is built as it is

@@ -13,12 +13,12 @@ use hoard_proto::sync::client::CheckedCopy;
 
 use super::pair::{Pair, SERVER};
 
-fn state(n: u64) -> ObjectState {
+pub(crate) fn state(n: u64) -> ObjectState {
     StateBuilder::new().component("n", n.to_le_bytes().to_vec()).finish()
 }
 
 /// Commits `objects` objects per shard with values from `salt`.
-fn fill(pair: &mut Pair, shards: u64, objects: u64, salt: u64) {
+pub(crate) fn fill(pair: &mut Pair, shards: u64, objects: u64, salt: u64) {
     let mut tick = ChangeSet::new();
     for s in 0..shards {
         for i in 0..objects {
