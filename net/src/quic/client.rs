@@ -1,10 +1,11 @@
 //! The QUIC client: connects (pinning the server identity), says hello,
-//! enters and prefetches zones through [`ClientSync`], keeps the cache on
-//! disk in step, and hands verified zones and live deltas to the game as
+//! and carries out proto's [`ClientSession`] — the bytes of its messages,
+//! its timers, its cache writes (journals, whole copies, audits) and its
+//! entries' waiters — handing verified zones and live deltas to the game as
 //! [`ClientUpdate`]s ([`HoardClient::take_updates`]); turning them into
 //! entities is the client plugin's job (`hoard-bevy`'s `Materialiser`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -20,7 +21,8 @@ use tokio::sync::{Mutex as AsyncMutex, oneshot};
 
 use super::stream::{FrameReader, write_message};
 use crate::tls::{KnownServers, SERVER_NAME};
-use hoard_proto::sync::client::{CheckedCopy, ClientConfig, ClientSync, Effect, EntryStats};
+use hoard_proto::sync::client::{ClientConfig, EntryStats};
+use hoard_proto::sync::session::{ClientSession, ClientStep};
 use hoard_proto::wire::{Hello, Intent, MAX_CONTROL_FRAME, Message, PROTOCOL_VERSION};
 
 mod inbound;
@@ -147,18 +149,12 @@ type Pending = ClientUpdate;
 /// machine and what the driver keeps beside it). Held only for short,
 /// non-blocking steps: never across an await, a cache write or a send.
 struct State {
-    /// The sync state machine.
-    sync: ClientSync,
+    /// The connection's sans-IO session: the sync machine, visible zones,
+    /// transient state, the copies entries took on trust.
+    session: ClientSession,
     /// Callers waiting for each zone entry in flight (a second `enter_zone`
     /// of a zone joins the first instead of replacing it).
     waiting: HashMap<ZoneId, Vec<EntryWaiter>>,
-    /// Zones the game has entered (materialised), as opposed to prefetched.
-    visible: HashSet<ZoneId>,
-    /// The latest transient state of each entered zone.
-    transient: HashMap<ZoneId, Vec<u8>>,
-    /// The cache files each zone entry in flight took on trust, audited
-    /// once the zone is ready (one list per zone being entered).
-    audits: HashMap<ZoneId, Vec<Arc<CachedShard>>>,
     /// While a 0-RTT handshake is under way: what was sent as early data,
     /// to send again if the server refuses it (bounded: a client sends only
     /// `EnterZone` before its handshake completes).
@@ -544,7 +540,7 @@ impl Inner {
         let started = Instant::now();
         let (world, proven) = options.world_and_proofs(identity);
         let world_key = Arc::new(WorldKey::default());
-        let sync = ClientSync::new(ClientConfig {
+        let session = ClientSession::new(ClientConfig {
             server: world,
             service: options.service.clone(),
             perspective: perspective.to_owned(),
@@ -554,11 +550,8 @@ impl Inner {
         });
         Arc::new(Inner {
             state: Mutex::new(State {
-                sync,
+                session,
                 waiting: HashMap::new(),
-                visible: HashSet::new(),
-                transient: HashMap::new(),
-                audits: HashMap::new(),
                 early_log: early.then(Vec::new),
             }),
             cache,
@@ -582,7 +575,10 @@ impl Inner {
     fn accept_welcome(&self, welcome: &hoard_proto::wire::Welcome, addr: SocketAddr) -> Result<(), ClientError> {
         let (world, proven) = {
             let state = self.state();
-            (state.sync.config().server, state.sync.config().proofs.is_some())
+            (
+                state.session.sync().config().server,
+                state.session.sync().config().proofs.is_some(),
+            )
         };
         if welcome.server != world.0 {
             return Err(connect_err(
@@ -676,7 +672,7 @@ impl HoardClient {
             &guess,
             early,
         );
-        inner.state().visible.insert(zone.clone());
+        inner.state().session.show(zone);
         let (rx, _) = wait_for_entry(&inner, zone)?;
         // `EnterZone` is written now, behind `Hello`; the cached copies load
         // while both are in flight. A server that refused `Hello` stops
@@ -846,14 +842,14 @@ impl HoardClient {
     /// How far the entry of `zone` in flight has come (for a progress
     /// display while [`HoardClient::enter_zone`] runs); `None` when none is.
     pub fn entry_progress(&self, zone: &ZoneId) -> Option<hoard_proto::sync::client::EntryProgress> {
-        self.inner.state().sync.entry_progress(zone)
+        self.inner.state().session.sync().entry_progress(zone)
     }
 
     /// The latest transient state of `zone` (game data the server never
     /// stores, such as who stands where), as the game encoded it; `None`
     /// before any arrived, or after the zone was left.
     pub fn transient(&self, zone: &ZoneId) -> Option<Vec<u8>> {
-        self.inner.state().transient.get(zone).cloned()
+        self.inner.state().session.transient(zone).map(<[u8]>::to_vec)
     }
 
     /// The shards of `zone` this client holds live (after its entry or
@@ -862,7 +858,8 @@ impl HoardClient {
     pub fn zone_shards(&self, zone: &ZoneId) -> Vec<ShardId> {
         self.inner
             .state()
-            .sync
+            .session
+            .sync()
             .live_shards(zone)
             .map(|shards| shards.iter().map(|s| s.header.key.shard).collect())
             .unwrap_or_default()
@@ -884,8 +881,8 @@ impl HoardClient {
     pub async fn enter_zone(&self, zone: &ZoneId) -> Result<EntryStats, ClientError> {
         let live = {
             let mut state = self.inner.state();
-            state.visible.insert(zone.clone());
-            let s = &state.sync;
+            state.session.show(zone);
+            let s = state.session.sync();
             s.live_shards(zone).map(|shards| {
                 let proofs = shards
                     .iter()
@@ -943,7 +940,7 @@ impl HoardClient {
     /// world this client is connected to (directly or through relays), whose
     /// service it must name.
     pub async fn resolve(&self, url: &hoard_engine::HoardUrl) -> Result<Resolved, ClientError> {
-        let service = self.inner.state().sync.config().service.clone();
+        let service = self.inner.state().session.sync().config().service.clone();
         if url.service != service {
             return Err(ClientError::Url(format!(
                 "{url} names service {}, this client is in {service}",
@@ -955,7 +952,7 @@ impl HoardClient {
                 "{url} names a service, not a zone or what is in one"
             )));
         };
-        let live = |client: &HoardClient| client.inner.state().sync.live_shards(zone);
+        let live = |client: &HoardClient| client.inner.state().session.sync().live_shards(zone);
         let shards = match live(self) {
             Some(shards) => shards,
             None => {
@@ -991,7 +988,7 @@ impl HoardClient {
         shard: ShardId,
         object: ObjectId,
     ) -> hoard_engine::HoardUrl {
-        let service = self.inner.state().sync.config().service.clone();
+        let service = self.inner.state().session.sync().config().service.clone();
         hoard_engine::HoardUrl::service(host, port, service).object(zone.clone(), shard, object)
     }
 
@@ -1011,15 +1008,9 @@ impl HoardClient {
         // an older one, and the journal would no longer apply).
         let (shards, messages) = {
             let mut state = self.inner.state();
-            state.visible.remove(zone);
-            state.transient.remove(zone);
-            state.audits.remove(zone);
-            let sync = &mut state.sync;
-            let shards = sync.live_shards(zone).unwrap_or_default();
-            sync.leave_zone(zone);
-            push(&self.inner, Pending::ZoneLeft { zone: zone.clone() });
+            let shards = state.session.leave(zone);
             let mut m = Vec::new();
-            while let Some(x) = sync.poll_transmit() {
+            while let Some(x) = state.session.poll_transmit() {
                 m.push(x);
             }
             (shards, m)
@@ -1030,6 +1021,9 @@ impl HoardClient {
         // when it was fetched, or loaded from it): no write, no fsync.
         let writer = self.inner.clone();
         tokio::task::spawn_blocking(move || {
+            // The leave's steps first (the game's `ZoneLeft`, and anything
+            // queued before it).
+            process_effects(&writer);
             for s in &shards {
                 if let Err(e) = writer.cache.fold_journal(s) {
                     tracing::warn!(shard = %s.header.key, error = %e, "could not write shard on leaving");
@@ -1093,16 +1087,8 @@ impl HoardClient {
     /// were left meanwhile, are left out.
     pub fn take_updates(&self) -> Vec<ClientUpdate> {
         let pending = std::mem::take(&mut *lock(&self.inner.pending));
-        let visible = self.inner.state().visible.clone();
-        pending
-            .into_iter()
-            .filter(|p| match p {
-                ClientUpdate::ZoneCached { zone, .. }
-                | ClientUpdate::ZoneLoaded { zone, .. }
-                | ClientUpdate::Objects { zone, .. } => visible.contains(zone),
-                _ => true,
-            })
-            .collect()
+        let state = self.inner.state();
+        pending.into_iter().filter(|p| state.session.for_game(p)).collect()
     }
 
     /// The component registry this client decodes objects with.
@@ -1150,7 +1136,7 @@ impl Drop for HoardClient {
 /// Starts an entry (or prefetch) of `zone`: reads the cached heads, sends
 /// `EnterZone`, then loads and checks the cached copies while it is in flight.
 async fn start_entry(inner: &Arc<Inner>, zone: &ZoneId, subscribe: bool) -> Result<(), ClientError> {
-    let cfg = inner.state().sync.config().clone();
+    let cfg = inner.state().session.sync().config().clone();
     let keys = inner
         .cache
         .zone_keys(cfg.server, &cfg.service, Some(&cfg.perspective), zone);
@@ -1171,11 +1157,13 @@ async fn start_entry(inner: &Arc<Inner>, zone: &ZoneId, subscribe: bool) -> Resu
     let now = inner.started.elapsed().as_secs_f64();
     let (request, messages) = {
         let mut state = inner.state();
-        let sync = &mut state.sync;
-        let request = sync.enter_zone(now, zone.clone(), &heads, subscribe);
+        let request = state
+            .session
+            .sync_mut()
+            .enter_zone(now, zone.clone(), &heads, subscribe);
         inner.timer.notify_one();
         let mut messages = Vec::new();
-        while let Some(m) = sync.poll_transmit() {
+        while let Some(m) = state.session.poll_transmit() {
             messages.push(m);
         }
         (request, messages)
@@ -1200,25 +1188,8 @@ async fn start_entry(inner: &Arc<Inner>, zone: &ZoneId, subscribe: bool) -> Resu
     .map_err(|e| ClientError::Lost(e.to_string()))?;
     // The game may prepare the copies while the answer is on its way; a
     // current copy becomes the live one as it is (the same `Arc`).
-    let visible = inner.state().visible.contains(zone);
-    if visible && !copies.is_empty() {
-        push(
-            inner,
-            Pending::ZoneCached {
-                zone: zone.clone(),
-                shards: copies.clone(),
-            },
-        );
-    }
-    // Registered before the copies are handed over: the zone may be ready
-    // as soon as they are.
-    inner.state().audits.insert(zone.clone(), copies.clone());
-    let copies: Vec<CheckedCopy> = copies.into_iter().map(CheckedCopy::from_verified_shared).collect();
     let now = inner.started.elapsed().as_secs_f64();
-    let result = inner.state().sync.provide_copies(now, request, copies);
-    if let Err(e) = result {
-        return Err(ClientError::Lost(e.to_string()));
-    }
+    inner.state().session.provide_copies(now, request, zone, copies)?;
     // Effects write cache files: off the async workers.
     let effects = inner.clone();
     tokio::task::spawn_blocking(move || process_effects(&effects))
@@ -1253,7 +1224,7 @@ async fn audit_copies(inner: Arc<Inner>, zone: ZoneId, copies: Vec<Arc<CachedSha
     {
         let mut state = inner.state();
         for shard in failed {
-            state.sync.repair_live_shard(&zone, shard);
+            state.session.sync_mut().repair_live_shard(&zone, shard);
         }
     }
     if let Err(e) = flush(&inner).await {
@@ -1287,7 +1258,7 @@ async fn send_all(inner: &Inner, messages: Vec<Message>) -> Result<(), ClientErr
 async fn flush(inner: &Inner) -> Result<(), ClientError> {
     let messages: Vec<Message> = {
         let mut state = inner.state();
-        std::iter::from_fn(|| state.sync.poll_transmit()).collect()
+        std::iter::from_fn(|| state.session.poll_transmit()).collect()
     };
     if messages.is_empty() {
         return Ok(());
@@ -1340,7 +1311,7 @@ fn process_effects_with(inner: &Arc<Inner>, writes: Writes) -> Vec<Arc<CachedSha
     // Journals a delta; true if the shard is to be written whole instead
     // (also when a whole write of it is already waiting: a journal must not
     // get ahead of its file).
-    let journal = |whole: &[Arc<CachedShard>], shard: &Arc<CachedShard>, update: &ShardUpdate, what: &str| {
+    let journal = |whole: &[Arc<CachedShard>], shard: &Arc<CachedShard>, update: &ShardUpdate| {
         if whole.iter().any(|w| w.header.key == shard.header.key) {
             return true;
         }
@@ -1351,152 +1322,36 @@ fn process_effects_with(inner: &Arc<Inner>, writes: Writes) -> Vec<Arc<CachedSha
         match journaled {
             Ok(written) => written.is_none(),
             Err(e) => {
-                tracing::warn!(shard = %shard.header.key, error = %e, "could not journal {what}");
+                tracing::warn!(shard = %shard.header.key, error = %e, "could not journal a change");
                 false
             }
         }
     };
-    let effects: Vec<Effect> = {
+    let steps: Vec<ClientStep> = {
         let mut state = inner.state();
-        std::iter::from_fn(|| state.sync.poll_effect()).collect()
+        std::iter::from_fn(|| state.session.poll_step()).collect()
     };
-    for effect in effects {
-        match effect {
-            Effect::WriteShard(shard) => match writes {
+    for step in steps {
+        match step {
+            ClientStep::WriteShard(shard) => match writes {
                 Writes::Now => write_shards(inner, vec![shard]),
                 Writes::Returned => whole.push(shard),
             },
-            Effect::JournalShard { shard, update } => {
-                if journal(&whole, &shard, &update, "shard") {
+            ClientStep::JournalShard { shard, update } => {
+                if journal(&whole, &shard, &update) {
                     whole.push(shard);
                 }
             }
-            Effect::ZoneReady {
-                zone,
-                shards,
-                stats,
-                proofs,
-            } => {
-                let audit = inner.state().audits.remove(&zone);
-                if let Some(copies) = audit.filter(|c| !c.is_empty()) {
-                    match tokio::runtime::Handle::try_current() {
-                        Ok(rt) => drop(rt.spawn(audit_copies(inner.clone(), zone.clone(), copies))),
-                        Err(e) => tracing::warn!(%zone, error = %e, "no runtime to audit the cached copies on"),
-                    }
-                }
-                push(
-                    inner,
-                    Pending::ZoneLoaded {
-                        zone: zone.clone(),
-                        shards,
-                        proofs,
-                    },
-                );
-                push(
-                    inner,
-                    Pending::Event(ClientEvent::ZoneReady {
-                        zone: zone.clone(),
-                        stats: stats.clone(),
-                    }),
-                );
-                finish_waiters(inner, &zone, Ok(stats));
-            }
-            Effect::Transient { zone, payload } => {
-                inner.state().transient.insert(zone, payload);
-                inner.changed.notify_one();
-            }
-            Effect::DeltaApplied {
-                zone,
-                shard,
-                update,
-                upserts,
-                removed,
-                proof,
-            } => {
-                if journal(&whole, &shard, &update, "delta") {
-                    whole.push(shard.clone());
-                }
-                push(
-                    inner,
-                    Pending::Objects {
-                        zone,
-                        upserts,
-                        removed,
-                        head: shard.clone(),
-                        proof,
-                        shard: shard.header.key.shard,
-                    },
-                );
-            }
-            Effect::GameMessage { kind, zone, payload } => {
-                push(inner, Pending::Event(ClientEvent::GameMessage { kind, zone, payload }));
-            }
-            Effect::ZoneDenied { zone, code, message } => {
-                push(
-                    inner,
-                    Pending::Event(ClientEvent::ZoneDenied {
-                        zone: zone.clone(),
-                        message: message.clone(),
-                    }),
-                );
-                let denied = Err(ClientError::ZoneDenied {
-                    zone: zone.clone(),
-                    code,
-                    message,
-                });
-                finish_waiters(inner, &zone, denied);
-            }
-            Effect::ZoneElsewhere { zone, address } => {
-                tracing::info!(%zone, %address, "zone served by another server");
-                push(
-                    inner,
-                    Pending::Event(ClientEvent::ZoneElsewhere {
-                        zone: zone.clone(),
-                        address: address.clone(),
-                    }),
-                );
-                finish_waiters(
-                    inner,
-                    &zone,
-                    Err(ClientError::ZoneElsewhere {
-                        zone: zone.clone(),
-                        address,
-                    }),
-                );
-            }
-            Effect::EntryTimedOut { zone, waited } => {
-                tracing::warn!(%zone, waited_s = waited, "zone entry timed out");
-                finish_waiters(inner, &zone, Err(ClientError::Timeout(zone.clone(), ENTRY_TIMEOUT)));
-            }
-            Effect::IntentRejected { seq, code, message } => {
-                tracing::info!(seq, code, %message, "intent rejected");
-                push(
-                    inner,
-                    Pending::Event(ClientEvent::IntentRejected { seq, code, message }),
-                );
-            }
-            Effect::Processed { seqs } => push(inner, Pending::Event(ClientEvent::IntentsProcessed { seqs })),
-            Effect::Status { writable, message } => {
-                if writable {
-                    tracing::info!(%message, "server accepts actions again");
-                } else {
-                    tracing::warn!(%message, "server does not accept actions");
-                }
-                push(inner, Pending::Event(ClientEvent::ServerStatus { writable, message }));
-            }
-            Effect::Failed { code, message } => {
-                push(
-                    inner,
-                    Pending::Event(ClientEvent::Disconnected {
-                        reason: message.clone(),
-                    }),
-                );
+            ClientStep::Update(update) => push(inner, update),
+            ClientStep::Audit { zone, copies } => match tokio::runtime::Handle::try_current() {
+                Ok(rt) => drop(rt.spawn(audit_copies(inner.clone(), zone, copies))),
+                Err(e) => tracing::warn!(%zone, error = %e, "no runtime to audit the cached copies on"),
+            },
+            ClientStep::EntryFinished { zone, result } => finish_waiters(inner, &zone, result),
+            ClientStep::FailAll(error) => {
                 let waiting = std::mem::take(&mut inner.state().waiting);
                 for tx in waiting.into_values().flatten() {
-                    let _ = tx.send(Err(ClientError::Refused {
-                        code,
-                        message: message.clone(),
-                    }));
+                    let _ = tx.send(Err(error.clone()));
                 }
             }
         }
@@ -1507,7 +1362,7 @@ fn process_effects_with(inner: &Arc<Inner>, writes: Writes) -> Vec<Arc<CachedSha
 async fn read_control(mut control: FrameReader, conn: Connection, inner: Arc<Inner>) {
     while let Ok(Some((msg, len))) = control.next().await {
         let now = inner.started.elapsed().as_secs_f64();
-        let failed = inner.state().sync.handle(now, msg, len).is_err();
+        let failed = inner.state().session.sync_mut().handle(now, msg, len).is_err();
         process_effects(&inner);
         if failed || flush(&inner).await.is_err() {
             break;
@@ -1525,7 +1380,7 @@ async fn read_control(mut control: FrameReader, conn: Connection, inner: Arc<Inn
 /// then lets it abandon what waited too long. Ends with the connection.
 async fn drive_timeouts(conn: Connection, inner: Arc<Inner>) {
     loop {
-        let next = inner.state().sync.poll_timeout();
+        let next = inner.state().session.sync().poll_timeout();
         let wake = async {
             match next {
                 Some(at) => {
@@ -1541,7 +1396,7 @@ async fn drive_timeouts(conn: Connection, inner: Arc<Inner>) {
             _ = wake => {}
         }
         let now = inner.started.elapsed().as_secs_f64();
-        inner.state().sync.handle_timeout(now);
+        inner.state().session.sync_mut().handle_timeout(now);
         let effects = inner.clone();
         let _ = tokio::task::spawn_blocking(move || process_effects(&effects)).await;
         // An abandoned entry leaves its zone.

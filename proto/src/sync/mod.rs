@@ -7,4 +7,5 @@ pub mod answer;
 pub mod client;
 pub mod hub;
 pub mod server;
+pub mod session;
 pub mod tick;

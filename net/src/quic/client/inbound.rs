@@ -211,7 +211,7 @@ async fn apply(inner: &Arc<Inner>, messages: Vec<Inbound>) -> Result<(), Failure
 /// Hands `messages` to the sync in order, under one lock.
 fn handle(inner: &Inner, now: f64, messages: Vec<Inbound>) -> Result<(), Failure> {
     let mut state = inner.state();
-    let sync = &mut state.sync;
+    let sync = state.session.sync_mut();
     for Inbound { msg, len, request } in messages {
         match request {
             Some(r) => sync.handle_answer(now, r, msg, len),
