@@ -37,6 +37,10 @@ pub(crate) struct Args {
     /// Only the round trips from connecting to a verified zone.
     #[arg(long)]
     connect_only: bool,
+    /// The server probes each path for packets over 1,200 bytes
+    /// (`ServerOptions::mtu_discovery`; off by default).
+    #[arg(long)]
+    mtu_discovery: bool,
 }
 
 struct Condition {
@@ -190,7 +194,11 @@ async fn transfer(
     })
 }
 
-async fn start_server(zone: &ReferenceZone, dir: &Path) -> anyhow::Result<(ServerHandle, Arc<RedbStore>)> {
+async fn start_server(
+    zone: &ReferenceZone,
+    dir: &Path,
+    mtu_discovery: bool,
+) -> anyhow::Result<(ServerHandle, Arc<RedbStore>)> {
     let store = Arc::new(RedbStore::open_dir(&dir.join("server"))?);
     let specs: Vec<ShardSpec> = (0..zone.shards).map(|s| ShardSpec::shared(ShardId(s))).collect();
     store.create_zone(&ZoneId::new("reference")?, &specs)?;
@@ -204,7 +212,8 @@ async fn start_server(zone: &ReferenceZone, dir: &Path) -> anyhow::Result<(Serve
         Publisher::new(reference::registry()),
         IntentRegistry::new(),
     );
-    let options = ServerOptions::new("127.0.0.1:0".parse::<SocketAddr>()?, dir.join("server"));
+    let mut options = ServerOptions::new("127.0.0.1:0".parse::<SocketAddr>()?, dir.join("server"));
+    options.mtu_discovery = mtu_discovery;
     let server = start(options, store.clone(), game).await?;
     Ok((server, store))
 }
@@ -381,7 +390,7 @@ async fn run_async(args: &Args, out: &Path) -> anyhow::Result<()> {
             .collect::<Vec<_>>(),
     )?);
     let dir = hoard_bench::scratch_dir()?;
-    let (server, store) = start_server(&zone_data, dir.path()).await?;
+    let (server, store) = start_server(&zone_data, dir.path(), args.mtu_discovery).await?;
     let zone = ZoneId::new("reference")?;
     println!(
         "reference zone: {} objects in {} shards, {:.2} MB of state",

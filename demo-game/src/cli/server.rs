@@ -80,6 +80,11 @@ struct RunArgs {
     /// changes); each player in the zone gets the whole list each time.
     #[arg(long, default_value_t = 10)]
     transient_hz: u32,
+    /// Probe each player's path for packets over 1,200 bytes (QUIC path
+    /// MTU discovery): fewer packets for big cold entries, ~5.6 KB of probes
+    /// per connection.
+    #[arg(long)]
+    mtu_discovery: bool,
     /// Accept `dev:<name>` tokens. For local development only.
     #[arg(long)]
     dev: bool,
@@ -187,6 +192,7 @@ fn serve(args: RunArgs) -> anyhow::Result<i32> {
     let mut options = ServerOptions::new(args.listen, args.data.clone());
     options.tick_hz = args.tick_hz;
     options.transient_hz = args.transient_hz;
+    options.mtu_discovery = args.mtu_discovery;
     options.dev_mode = args.dev;
     options.advertise = args.advertise.clone();
     options.metrics = args.metrics;

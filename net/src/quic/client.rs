@@ -834,6 +834,12 @@ impl HoardClient {
         &self.perspective
     }
 
+    /// The connection's path as QUIC sees it: round trip, congestion
+    /// window, packets and bytes lost, MTU and its probes.
+    pub fn path_stats(&self) -> quinn::PathStats {
+        self.conn.stats().path
+    }
+
     /// The zones this perspective may enter.
     pub fn zones(&self) -> &[ZoneId] {
         &self.zones

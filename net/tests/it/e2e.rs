@@ -842,3 +842,37 @@ async fn a_warm_entry_with_changes_journals_them_and_the_next_load_has_them() {
     assert_eq!(stored, Crate { stones: 107 });
     server.shutdown().await;
 }
+
+/// Path MTU discovery is off unless the server asks for it: a client never
+/// probes, a server with the defaults never does, and one with
+/// `mtu_discovery` probes each connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_server_that_asks_for_it_probes_the_path_mtu() {
+    for probing in [false, true] {
+        let data = tempfile::tempdir().expect("tempdir");
+        let cache = tempfile::tempdir().expect("tempdir");
+        let server = server_with(data.path(), 2, 10, |o| o.mtu_discovery = probing).await;
+        let client = HoardClient::connect(options(&server, cache.path(), "ann"), registry())
+            .await
+            .expect("connect");
+        client
+            .enter_zone(&ZoneId::new("meadow").expect("zone"))
+            .await
+            .expect("enter");
+        let path = client.path_stats();
+        assert_eq!(path.sent_plpmtud_probes, 0, "the client never probes");
+        client.close_and_wait(Duration::from_secs(2)).await;
+        // The server counts a connection's probes when it ends.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while server.stats.connections.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the connection ended on the server"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let probes = server.stats.mtu_probes.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(probes > 0, probing, "server probes: {probes} (mtu_discovery {probing})");
+        server.shutdown().await;
+    }
+}

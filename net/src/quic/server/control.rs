@@ -85,6 +85,10 @@ pub(super) async fn serve(
         hello_deadline: deadline,
     };
     let result = control_loop(&link, &mut send, &mut reader, &mut session, handshake).await;
+    shared
+        .stats
+        .mtu_probes
+        .fetch_add(conn.stats().path.sent_plpmtud_probes, Ordering::Relaxed);
     if conn.close_reason().is_none() {
         // The control stream ended or failed: say so, rather than let the
         // connection close without a reason when its last handle goes.

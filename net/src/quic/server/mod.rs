@@ -150,6 +150,9 @@ pub struct ServerStats {
     pub slow_consumers: AtomicU64,
     /// Objects committed.
     pub committed_objects: AtomicU64,
+    /// Path MTU probes sent, over the connections that ended
+    /// ([`ServerOptions::mtu_discovery`]).
+    pub mtu_probes: AtomicU64,
 }
 
 /// What a connection tells the world: a session to deliver to (with its
@@ -454,7 +457,11 @@ pub(crate) async fn bind(
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(keys.rustls_config()?)
         .map_err(|e| ServerError::Config(e.to_string()))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    config.transport_config(Arc::new(super::transport::server()));
+    config.transport_config(Arc::new(if options.mtu_discovery {
+        super::transport::server_with_mtu_discovery()
+    } else {
+        super::transport::server()
+    }));
     // Stateless resets with a key derived from the world's secret: a server
     // restarted after a crash answers packets of its predecessor's
     // connections with a reset their peers accept, so clients and relays

@@ -61,13 +61,19 @@ pub struct ServerOptions {
     /// The address players reach the world at (`host:port`), which names it
     /// in `hoard://` URLs (a load error's, say). Default: the listen address.
     pub advertise: Option<String>,
+    /// Probe each connection's path for packets larger than 1,200 bytes
+    /// (QUIC path MTU discovery): fewer packets for big cold entries over
+    /// links that carry them, at ~5.6 KB of probes per connection, which is
+    /// most of a warm entry's bytes. Default: off.
+    pub mtu_discovery: bool,
 }
 
 impl ServerOptions {
     /// Defaults: 20 Hz, 1,000 connections (32 per address), 256 queued
     /// deltas, `Hello` within 5 s, 2 answers in flight per connection (128
     /// light and 128 bulk in all, 16 of each per address), 15 s for a client
-    /// to take an answer frame, 60 s of store retries, no dev mode.
+    /// to take an answer frame, 60 s of store retries, no dev mode, no path
+    /// MTU discovery.
     pub fn new(listen: SocketAddr, data_dir: PathBuf) -> ServerOptions {
         ServerOptions {
             listen,
@@ -88,6 +94,7 @@ impl ServerOptions {
             transient_hz: 10,
             directory: Arc::new(hoard_proto::sync::server::OneServer),
             advertise: None,
+            mtu_discovery: false,
         }
     }
 
