@@ -876,3 +876,43 @@ async fn only_a_server_that_asks_for_it_probes_the_path_mtu() {
         server.shutdown().await;
     }
 }
+
+/// The server asks its clients to acknowledge a bulk answer every
+/// `ACK_EVERY` packets rather than every other one (the QUIC ACK frequency
+/// extension): a cold entry's client sends a small fraction of the
+/// datagrams it receives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_acknowledges_a_bulk_answer_sparingly() {
+    use hoard_net::netsim::{LinkConfig, start as netsim};
+    use std::sync::atomic::Ordering;
+    let data = tempfile::tempdir().expect("tempdir");
+    let cache = tempfile::tempdir().expect("tempdir");
+    let server = server(data.path(), 40, 1_000).await;
+    // Packets spaced as a real link spaces them (on bare loopback they
+    // arrive in bursts, acknowledged a burst at a time anyway).
+    let link = LinkConfig {
+        delay: Duration::from_millis(5),
+        rate_bps: Some(50_000_000),
+        ..LinkConfig::default()
+    };
+    let sim = netsim("127.0.0.1:0".parse().expect("addr"), server.addr, link)
+        .await
+        .expect("netsim");
+    let mut opts = options(&server, cache.path(), "ann");
+    opts.server = sim.addr;
+    let client = HoardClient::connect(opts, registry()).await.expect("connect");
+    let stats = client
+        .enter_zone(&ZoneId::new("meadow").expect("zone"))
+        .await
+        .expect("enter");
+    assert_eq!(stats.objects, 40_000);
+    let down = sim.stats.down.packets.load(Ordering::Relaxed);
+    let up = sim.stats.up.packets.load(Ordering::Relaxed);
+    assert!(down > 100, "a bulk answer: {down} datagrams down");
+    // Without the request a client here sends one datagram per five it
+    // receives (acknowledging every other packet, a received batch at a
+    // time); asked for one per ten, about that.
+    assert!(up * 8 < down, "{up} datagrams up for {down} down");
+    client.close();
+    server.shutdown().await;
+}
