@@ -42,6 +42,10 @@ if [ -n "${PROFILE:-}" ]; then
     perf report -i "$OUT/server.perf" --stdio --no-children --percent-limit 1 2>/dev/null | grep -v '^$' | head -150 > "$OUT/profile.txt" ) &
 fi
 SRV_CPU_BEFORE=$(ps -o times= -p "$SRV_PID")
+# UDP datagrams sent on this machine (all of it goes over loopback between
+# the server and the bots; the machine's other services add little).
+udp_out() { awk '/^Udp: [0-9]/ {print $5}' /proc/net/snmp; }
+UDP_BEFORE=$(udp_out)
 START=$(date +%s.%N)
 /usr/bin/time -o "$W/bots.time" -f "%U %S" \
 $B bots --server "$ADDR" --server-data "$W/data" --clients "$N" --duration "$SECS" --ramp ${RAMP:-100} \
@@ -49,11 +53,14 @@ $B bots --server "$ADDR" --server-data "$W/data" --clients "$N" --duration "$SEC
   --metrics "$METRICS" --report "$OUT" | tee "$OUT/table.txt"
 ps -o rss= -p "$SRV_PID" | awk '{print "server RSS after the run: " $1 " KiB"}' | tee -a "$OUT/table.txt"
 # CPU used during the bots' run, in cores (CPU seconds over wall seconds).
-python3 - "$START" "$SRV_CPU_BEFORE" "$(ps -o times= -p "$SRV_PID")" "$(cat "$W/bots.time")" <<'PY' | tee -a "$OUT/table.txt"
+python3 - "$START" "$SRV_CPU_BEFORE" "$(ps -o times= -p "$SRV_PID")" "$(cat "$W/bots.time")" \
+  "$UDP_BEFORE" "$(udp_out)" "$N" <<'PY' | tee -a "$OUT/table.txt"
 import sys, time
 start, before, after, bots = float(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4].split()
+udp_before, udp_after, n = int(sys.argv[5]), int(sys.argv[6]), int(sys.argv[7])
 wall = time.time() - start
 print(f"cores used over {wall:.0f} s: server {(after - before) / wall:.2f}, bots process {(float(bots[0]) + float(bots[1])) / wall:.2f}")
+print(f"UDP datagrams over {wall:.0f} s, both ways: {(udp_after - udp_before) / wall:.0f}/s, {(udp_after - udp_before) / wall / n:.1f} per player-second")
 PY
 if command -v chromium > /dev/null; then
   chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1360,1500 \
