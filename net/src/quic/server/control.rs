@@ -5,6 +5,12 @@
 
 use super::*;
 
+/// Bytes of queued deltas written to a connection's delta stream at once,
+/// at most (a batch may pass it by one message).
+pub(super) const DELTA_BATCH_BYTES: usize = 64 * 1024;
+/// A connection's batch buffer is kept between writes up to this size.
+const KEPT_BATCH_BYTES: usize = 16 * 1024;
+
 pub(super) fn close_code(code: ErrorCode) -> quinn::VarInt {
     quinn::VarInt::from_u32(code as u32)
 }
@@ -57,24 +63,41 @@ pub(super) async fn serve(
         deltas: delta_tx,
         conn: conn.clone(),
     });
-    // Live deltas (and transient states) on their own stream, opened on first use.
+    // Live deltas (and transient states) on their own stream, opened on
+    // first use. What a tick queued for the connection goes out as one
+    // write (up to `DELTA_BATCH_BYTES`): one wake-up of the connection, and
+    // as few datagrams as the bytes need rather than one per message.
     let delta_conn = conn.clone();
     let delta_metrics = shared.metrics.clone();
     tokio::spawn(async move {
         let mut stream = None;
-        while let Some(frames) = delta_rx.recv().await {
+        let mut batch = Vec::new();
+        while let Some(first) = delta_rx.recv().await {
             if stream.is_none() {
                 match delta_conn.open_uni().await {
                     Ok(s) => stream = Some(s),
                     Err(_) => return,
                 }
             }
-            for frame in frames.iter() {
-                let Some(s) = stream.as_mut() else { return };
-                if s.write_all(frame).await.is_err() {
-                    return;
+            batch.clear();
+            let mut next = Some(first);
+            while let Some(frames) = next.take() {
+                for frame in frames.iter() {
+                    batch.extend_from_slice(frame);
+                    delta_metrics.sent("delta", frame.len());
                 }
-                delta_metrics.sent("delta", frame.len());
+                if batch.len() < DELTA_BATCH_BYTES {
+                    next = delta_rx.try_recv().ok();
+                }
+            }
+            let Some(s) = stream.as_mut() else { return };
+            if s.write_all(&batch).await.is_err() {
+                return;
+            }
+            if batch.capacity() > KEPT_BATCH_BYTES {
+                // A large catch-up passed through: a thousand idle
+                // connections do not each keep its buffer.
+                batch = Vec::new();
             }
         }
     });
