@@ -149,6 +149,18 @@ pub(crate) fn options(server: &ServerHandle, cache: &Path, player: &str) -> Clie
     }
 }
 
+/// Ann's client of `server`, connected with `cache` and in the meadow.
+pub(crate) async fn ann_in_meadow(server: &ServerHandle, cache: &Path) -> HoardClient {
+    let client = HoardClient::connect(options(server, cache, "ann"), registry())
+        .await
+        .expect("connect");
+    client
+        .enter_zone(&ZoneId::new("meadow").expect("zone"))
+        .await
+        .expect("enter");
+    client
+}
+
 pub(crate) fn stones(world: &mut World) -> Vec<(u64, u32)> {
     let mut v: Vec<(u64, u32)> = world
         .query::<(&Replicated, &Crate)>()
@@ -852,13 +864,7 @@ async fn only_a_server_that_asks_for_it_probes_the_path_mtu() {
         let data = tempfile::tempdir().expect("tempdir");
         let cache = tempfile::tempdir().expect("tempdir");
         let server = server_with(data.path(), 2, 10, |o| o.mtu_discovery = probing).await;
-        let client = HoardClient::connect(options(&server, cache.path(), "ann"), registry())
-            .await
-            .expect("connect");
-        client
-            .enter_zone(&ZoneId::new("meadow").expect("zone"))
-            .await
-            .expect("enter");
+        let client = ann_in_meadow(&server, cache.path()).await;
         let path = client.path_stats();
         assert_eq!(path.sent_plpmtud_probes, 0, "the client never probes");
         client.close_and_wait(Duration::from_secs(2)).await;
