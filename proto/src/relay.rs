@@ -1,8 +1,9 @@
 //! What a relay holds and serves, sans-IO: the shards it follows upstream,
-//! each with the origin's signed head, kept in memory as a read-only
-//! [`WorldStore`] that the server's sessions answer from exactly as an
-//! origin's do, and a [`ProofSource`] that hands on the origin's
-//! signatures (a relay cannot make any).
+//! each with the origin's signed head, kept in memory and read in the world
+//! store's terms (its driver serves them to the server's sessions as a
+//! read-only `WorldStore`, so they answer exactly as an origin's do), and a
+//! [`ProofSource`] that hands on the origin's signatures (a relay cannot
+//! make any).
 //!
 //! A shard comes in whole (from an upstream zone entry: [`RelayStore::install`])
 //! or as a change of a copy already held ([`RelayStore::apply`]). Each
@@ -15,13 +16,9 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use chrono::{DateTime, Utc};
 use hoard_engine::shard::{CachedObject, CachedShard};
-use hoard_engine::store::{
-    ChangesSince, CommitError, CommitReceipt, ReadError, ShardHead, ShardScope, ShardSnapshot, ShardSpec, StoreFault,
-    StoredObject, Tombstone, TrimReport, WorldStore, WriteError,
-};
-use hoard_engine::{ChangeSet, Digest, Epoch, ObjectId, ObjectState, Seq, ShardId, ZoneId};
+use hoard_engine::store::{ChangesSince, ReadError, ShardHead, ShardScope, ShardSnapshot, StoredObject, Tombstone};
+use hoard_engine::{Digest, Epoch, ObjectId, ObjectState, Seq, ShardId, ZoneId};
 
 use crate::proof::ProofSource;
 use crate::wire::{Delta, HeadProof, WireObject};
@@ -71,9 +68,9 @@ struct Held {
 }
 
 /// The shards a relay follows, served read-only: plain data, changed by
-/// its owner (`install`, `apply`) and read as a [`WorldStore`] and a
-/// [`ProofSource`]. A driver that shares it between its upstream and its
-/// sessions puts it behind a lock (`hoard_engine::store::Locked`).
+/// its owner (`install`, `apply`) and read in the world store's terms and
+/// as a [`ProofSource`]. A driver that shares it between its upstream and
+/// its sessions puts it behind a lock (`hoard_engine::store::Locked`).
 #[derive(Default)]
 pub struct RelayStore {
     held: Held,
@@ -268,20 +265,16 @@ fn install_one(held: &mut Held, zone: &ZoneId, copy: &CachedShard, proof: &HeadP
     }
 }
 
-fn read_only() -> StoreFault {
-    StoreFault::Corrupt("a relay's world is written by its origin only".into())
-}
-
-impl WorldStore for RelayStore {
-    fn create_zone(&self, _: &ZoneId, _: &[ShardSpec]) -> Result<(), WriteError> {
-        Err(read_only().into())
+/// Reads of what the relay holds, in the world store's terms (its driver
+/// serves them to its sessions as a read-only `WorldStore`).
+impl RelayStore {
+    /// Every zone held.
+    pub fn zones(&self) -> Vec<ZoneId> {
+        self.read().zones.keys().cloned().collect()
     }
 
-    fn zones(&self) -> Result<Vec<ZoneId>, ReadError> {
-        Ok(self.read().zones.keys().cloned().collect())
-    }
-
-    fn zone_shards(&self, zone: &ZoneId) -> Result<Vec<ShardId>, ReadError> {
+    /// The shards of a zone held.
+    pub fn zone_shards(&self, zone: &ZoneId) -> Result<Vec<ShardId>, ReadError> {
         self.read()
             .zones
             .get(zone)
@@ -289,15 +282,14 @@ impl WorldStore for RelayStore {
             .ok_or_else(|| ReadError::UnknownZone(zone.clone()))
     }
 
-    fn shard_head(&self, shard: ShardId) -> Result<ShardHead, ReadError> {
+    /// A shard's head.
+    pub fn shard_head(&self, shard: ShardId) -> Result<ShardHead, ReadError> {
         self.shard(shard, |s| s.head(shard))
     }
 
-    fn commit(&self, _: &ChangeSet) -> Result<CommitReceipt, CommitError> {
-        Err(read_only().into())
-    }
-
-    fn changes_since(&self, shard: ShardId, since: Seq) -> Result<ChangesSince, ReadError> {
+    /// A shard's changes after `since`, as far as the relay's tombstones
+    /// reach (behind them: `BehindHorizon`).
+    pub fn changes_since(&self, shard: ShardId, since: Seq) -> Result<ChangesSince, ReadError> {
         self.shard(shard, |s| {
             if since > s.seq {
                 return Err(ReadError::FutureSeq {
@@ -333,13 +325,15 @@ impl WorldStore for RelayStore {
         })?
     }
 
-    fn manifest(&self, shard: ShardId) -> Result<(ShardHead, Vec<(ObjectId, Seq)>), ReadError> {
+    /// A shard's head and the version of each live object.
+    pub fn manifest(&self, shard: ShardId) -> Result<(ShardHead, Vec<(ObjectId, Seq)>), ReadError> {
         self.shard(shard, |s| {
             (s.head(shard), s.objects.iter().map(|(id, (v, _))| (*id, *v)).collect())
         })
     }
 
-    fn snapshot(&self, shard: ShardId) -> Result<ShardSnapshot, ReadError> {
+    /// A shard's live objects with their head.
+    pub fn snapshot(&self, shard: ShardId) -> Result<ShardSnapshot, ReadError> {
         self.shard(shard, |s| ShardSnapshot {
             head: s.head(shard),
             objects: s
@@ -352,22 +346,6 @@ impl WorldStore for RelayStore {
                 })
                 .collect(),
         })
-    }
-
-    fn trim_tombstones(&self, _: DateTime<Utc>) -> Result<TrimReport, WriteError> {
-        Ok(TrimReport::default())
-    }
-
-    fn reset_epoch(&self, _: ShardId) -> Result<Epoch, WriteError> {
-        Err(read_only().into())
-    }
-
-    fn schema(&self) -> Result<BTreeMap<String, u32>, ReadError> {
-        Ok(BTreeMap::new())
-    }
-
-    fn commit_with_schema(&self, _: &ChangeSet, _: &BTreeMap<String, u32>) -> Result<CommitReceipt, CommitError> {
-        Err(read_only().into())
     }
 }
 

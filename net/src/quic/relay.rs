@@ -21,11 +21,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, mpsc as std_mpsc};
 use std::time::Duration;
 
-use hoard_engine::store::Locked;
-use hoard_engine::{PublishRegistry, ServerIdentity, ZoneId};
+use hoard_engine::store::{
+    ChangesSince, CommitError, CommitReceipt, Locked, ReadError, ShardHead, ShardSnapshot, ShardSpec, StoreFault,
+    TrimReport, WorldStore, WriteError,
+};
+use hoard_engine::{ChangeSet, Epoch, ObjectId, PublishRegistry, Seq, ServerIdentity, ShardId, ZoneId};
+use hoard_proto::proof::ProofSource;
 use hoard_proto::relay::{RelayCore, RelayStore};
 use hoard_proto::sync::hub::HubRead;
 use hoard_proto::sync::tick::{TickInput, TickOutput};
+use hoard_proto::wire::HeadProof;
 
 use super::client::{ClientError, ClientEvent, ClientOptions, ClientUpdate, HoardClient};
 use super::server::{Command, GameRules, Outbox, ServerError, ServerHandle, ServerOptions, bind};
@@ -170,7 +175,7 @@ fn with_proofs<'a>(
 async fn follow(
     options: &RelayOptions,
     registry: &PublishRegistry,
-    store: &Locked<RelayStore>,
+    store: &Locked<RelayWorld>,
 ) -> Result<(HoardClient, Vec<hoard_proto::wire::Delta>), RelayError> {
     let upstream = options.upstream;
     let client = HoardClient::connect(client_options(options), registry.clone())
@@ -245,9 +250,9 @@ type Served = (
 async fn start(
     options: RelayOptions,
     registry: PublishRegistry,
-    serve: impl FnOnce(Arc<Locked<RelayStore>>) -> Served,
+    serve: impl FnOnce(Arc<Locked<RelayWorld>>) -> Served,
 ) -> Result<RelayHandle, RelayError> {
-    let store = Arc::new(Locked::new(RelayStore::new()));
+    let store = Arc::new(Locked::new(RelayWorld::default()));
     let (client, _) = follow(&options, &registry, &store).await?;
     let world = client.world();
     let world_key = client.world_key().to_vec();
@@ -298,10 +303,85 @@ async fn start(
     })
 }
 
+/// What the relay holds, as the server machinery reads a world store:
+/// [`RelayStore`]'s reads, and every write refused (a relay's world is
+/// written by its origin only).
+#[derive(Debug, Default)]
+pub struct RelayWorld(RelayStore);
+
+impl std::ops::Deref for RelayWorld {
+    type Target = RelayStore;
+    fn deref(&self) -> &RelayStore {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for RelayWorld {
+    fn deref_mut(&mut self) -> &mut RelayStore {
+        &mut self.0
+    }
+}
+
+fn read_only() -> StoreFault {
+    StoreFault::Corrupt("a relay's world is written by its origin only".into())
+}
+
+impl WorldStore for RelayWorld {
+    fn create_zone(&self, _: &ZoneId, _: &[ShardSpec]) -> Result<(), WriteError> {
+        Err(read_only().into())
+    }
+    fn zones(&self) -> Result<Vec<ZoneId>, ReadError> {
+        Ok(self.0.zones())
+    }
+    fn zone_shards(&self, zone: &ZoneId) -> Result<Vec<ShardId>, ReadError> {
+        self.0.zone_shards(zone)
+    }
+    fn shard_head(&self, shard: ShardId) -> Result<ShardHead, ReadError> {
+        self.0.shard_head(shard)
+    }
+    fn commit(&self, _: &ChangeSet) -> Result<CommitReceipt, CommitError> {
+        Err(read_only().into())
+    }
+    fn changes_since(&self, shard: ShardId, since: Seq) -> Result<ChangesSince, ReadError> {
+        self.0.changes_since(shard, since)
+    }
+    fn manifest(&self, shard: ShardId) -> Result<(ShardHead, Vec<(ObjectId, Seq)>), ReadError> {
+        self.0.manifest(shard)
+    }
+    fn snapshot(&self, shard: ShardId) -> Result<ShardSnapshot, ReadError> {
+        self.0.snapshot(shard)
+    }
+    fn trim_tombstones(&self, _: chrono::DateTime<chrono::Utc>) -> Result<TrimReport, WriteError> {
+        Ok(TrimReport::default())
+    }
+    fn reset_epoch(&self, _: ShardId) -> Result<Epoch, WriteError> {
+        Err(read_only().into())
+    }
+    fn schema(&self) -> Result<std::collections::BTreeMap<String, u32>, ReadError> {
+        Ok(std::collections::BTreeMap::new())
+    }
+    fn commit_with_schema(
+        &self,
+        _: &ChangeSet,
+        _: &std::collections::BTreeMap<String, u32>,
+    ) -> Result<CommitReceipt, CommitError> {
+        Err(read_only().into())
+    }
+}
+
+impl ProofSource for RelayWorld {
+    fn prove(&self, snap: &ShardSnapshot) -> Result<HeadProof, String> {
+        self.0.prove(snap)
+    }
+    fn held(&self, shard: ShardId, seq: Seq) -> Option<HeadProof> {
+        self.0.held(shard, seq)
+    }
+}
+
 /// The relay's side of its connections.
 struct RelayLink {
     core: RelayCore,
-    store: Arc<Locked<RelayStore>>,
+    store: Arc<Locked<RelayWorld>>,
     commands: std_mpsc::Receiver<Command>,
     conns: Outbox,
     metrics: Arc<crate::metrics::ServerMetrics>,
@@ -474,12 +554,12 @@ pub mod tamper {
     use std::collections::{BTreeMap, HashMap};
     use std::sync::{Arc, Mutex};
 
+    use super::RelayWorld;
     use hoard_engine::digest::state_hash;
     use hoard_engine::store::Locked;
     use hoard_engine::store::{ChangesSince, ReadError, ShardHead, ShardSnapshot, StoreLayer, WorldStore};
     use hoard_engine::{Digest, ObjectId, ObjectState, Seq, ShardId};
     use hoard_proto::proof::ProofSource;
-    use hoard_proto::relay::RelayStore;
     use hoard_proto::wire::HeadProof;
 
     /// How the relay lies.
@@ -497,7 +577,7 @@ pub mod tamper {
     /// The relay's store, served with lies.
     #[derive(Debug)]
     pub struct TamperingStore {
-        inner: Arc<Locked<RelayStore>>,
+        inner: Arc<Locked<RelayWorld>>,
         tamper: Tamper,
         /// Each shard as first served, with its signed head.
         #[allow(clippy::type_complexity)]
@@ -506,7 +586,7 @@ pub mod tamper {
 
     impl TamperingStore {
         /// Lies about what `inner` holds.
-        pub fn new(inner: Arc<Locked<RelayStore>>, tamper: Tamper) -> TamperingStore {
+        pub fn new(inner: Arc<Locked<RelayWorld>>, tamper: Tamper) -> TamperingStore {
             let mut first = HashMap::new();
             for zone in inner.zones().unwrap_or_default() {
                 for shard in inner.zone_shards(&zone).unwrap_or_default() {
