@@ -9,6 +9,7 @@
 # PROFILE=1 samples the server with perf (Debian's linux-perf) for 20 s once
 # the bots are up, and writes the hottest functions to profile.txt.
 # B=path/to/hoard-demo runs another build (e.g. an older commit's).
+# BOT_ARGS adds flags to the bots (e.g. BOT_ARGS=--caches-in-memory).
 # The server's store is on the disk (its durable commits are what is
 # measured); the bots' caches are on tmpfs (/dev/shm) when there is one:
 # each player's cache is on their own machine's disk, and 1,000 caches'
@@ -49,7 +50,7 @@ UDP_BEFORE=$(udp_out)
 START=$(date +%s.%N)
 /usr/bin/time -o "$W/bots.time" -f "%U %S" \
 $B bots --server "$ADDR" --server-data "$W/data" --clients "$N" --duration "$SECS" --ramp ${RAMP:-100} \
-  --zone-change-every 10-20 --actions-per-sec 1 --warm-from "$C/seed/bot-0" --work "$C/bots" \
+  --zone-change-every 10-20 --actions-per-sec 1 --warm-from "$C/seed/bot-0" --work "$C/bots" ${BOT_ARGS:-} \
   --metrics "$METRICS" --report "$OUT" | tee "$OUT/table.txt"
 ps -o rss= -p "$SRV_PID" | awk '{print "server RSS after the run: " $1 " KiB"}' | tee -a "$OUT/table.txt"
 # CPU used during the bots' run, in cores (CPU seconds over wall seconds).

@@ -74,6 +74,7 @@ fn bench_client(server: &ServerHandle, addr: SocketAddr, cache: &Path) -> anyhow
         world: None,
         proofs: false,
         endpoint: None,
+        cache_files: None,
     })
 }
 

@@ -246,6 +246,7 @@ fn options(server: SocketAddr, world: Option<ServerIdentity>, cache: &Path, name
         world,
         proofs: false,
         endpoint: None,
+        cache_files: None,
     }
 }
 

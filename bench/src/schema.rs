@@ -187,6 +187,7 @@ async fn enter_all(
         world: None,
         proofs: false,
         endpoint: None,
+        cache_files: None,
     };
     let client = HoardClient::connect(options, registry.clone()).await?;
     let mut entries = Entries::default();

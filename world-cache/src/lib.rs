@@ -28,6 +28,7 @@ pub mod format;
 pub mod journal;
 pub mod key;
 mod known;
+pub mod memory;
 pub mod storage;
 pub mod tools;
 
@@ -35,5 +36,6 @@ pub use apply::{ApplyError, ShardUpdate, UpdateKind};
 pub use cache::{DiscardReason, KeptFile, LockPolicy, WorldCache, WriteReport};
 pub use format::{CachedObject, CachedShard, ShardHeader};
 pub use key::ShardKey;
+pub use memory::MemStorage;
 pub use storage::{FsStorage, Storage};
 pub use tools::{ClearScope, Damage, EvictReport, ShardEntry};

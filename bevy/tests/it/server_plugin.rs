@@ -106,6 +106,7 @@ fn a_bevy_app_serves_its_world_and_applies_typed_intents() {
                 world: None,
                 proofs: false,
                 endpoint: None,
+                cache_files: None,
             },
             registry(),
         ))

@@ -103,6 +103,7 @@ pub(crate) fn run(args: ClientArgs) -> anyhow::Result<i32> {
         world: args.world,
         proofs: false,
         endpoint: None,
+        cache_files: None,
     };
     // The client is a Bevy App on `HoardClientPlugin`; dropping it closes
     // the connection and releases the cache.

@@ -101,6 +101,7 @@ pub(crate) fn run(args: PlayArgs) -> anyhow::Result<i32> {
                 world: None,
                 proofs: false,
                 endpoint: None,
+                cache_files: None,
             },
             &args.zone,
         )?;

@@ -151,3 +151,58 @@ fn a_bots_run_agrees_with_the_servers_metrics_cold_then_warm() {
         before = after;
     }
 }
+
+/// Bots with their caches in memory, started warm from a cache a bot made
+/// on disk: their entries are warm, nothing fails, and each bot's folder on
+/// disk holds only the cache's lock and the server it trusts.
+#[test]
+fn bots_with_caches_in_memory_start_warm_and_write_no_cache_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("server");
+    std::fs::create_dir_all(&data).expect("data dir");
+    let server = server(&data);
+    let on_disk = dir.path().join("bots");
+    bots(&server, &data, &on_disk, &dir.path().join("cold"));
+    let in_memory = dir.path().join("in-memory");
+    let out = demo()
+        .args(["bots", "--server", &server.addr, "--clients", "4", "--duration", "5"])
+        .args([
+            "--zone-change-every",
+            "1.5-2",
+            "--actions-per-sec",
+            "4",
+            "--json",
+            "--caches-in-memory",
+        ])
+        .arg("--server-data")
+        .arg(&data)
+        .arg("--work")
+        .arg(&in_memory)
+        .arg("--warm-from")
+        .arg(on_disk.join("bot-0"))
+        .output()
+        .expect("bots");
+    assert!(
+        out.status.success(),
+        "bots failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one json line");
+    assert!(run["bots"]["errors"].as_object().expect("errors").is_empty(), "{run}");
+    assert!(entries(&run, "warm") >= 4.0, "started from the copied cache: {run}");
+    for bot in std::fs::read_dir(&in_memory).expect("work dir") {
+        let bot = bot.expect("entry").path();
+        let mut names: Vec<String> = std::fs::read_dir(&bot)
+            .expect("bot dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            vec![".lock".to_owned(), "known_servers".to_owned()],
+            "{}",
+            bot.display()
+        );
+    }
+}

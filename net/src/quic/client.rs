@@ -54,6 +54,22 @@ pub struct ClientOptions {
     /// load tester's bots) saves a socket, a driver task and a wake-up per
     /// received datagram for each. Its owner waits for it to go idle.
     pub endpoint: Option<Endpoint>,
+    /// Where the cache's files live, if not on disk under `cache_dir`
+    /// (`cache_dir` still holds the cache's lock and `known_servers`): a
+    /// process holding many clients whose caches need not outlive it (a
+    /// load tester's bots) keeps them in memory
+    /// ([`hoard_world_cache::MemStorage`]).
+    pub cache_files: Option<CacheFiles>,
+}
+
+/// A cache's file storage, for [`ClientOptions::cache_files`].
+#[derive(Clone)]
+pub struct CacheFiles(pub Arc<dyn hoard_world_cache::Storage>);
+
+impl std::fmt::Debug for CacheFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CacheFiles(..)")
+    }
 }
 
 impl ClientOptions {
@@ -69,6 +85,7 @@ impl ClientOptions {
             world: None,
             proofs: false,
             endpoint: None,
+            cache_files: None,
         }
     }
 
@@ -332,11 +349,16 @@ impl Opened {
         // Opening may wait for the lock and fsyncs a new folder: off the
         // async workers.
         let cache_dir = options.cache_dir.clone();
+        let files = match &options.cache_files {
+            Some(CacheFiles(files)) => files.clone(),
+            None => Arc::new(hoard_world_cache::FsStorage),
+        };
         let cache = tokio::task::spawn_blocking(move || {
-            match WorldCache::open(&cache_dir, LockPolicy::WaitUpTo(std::time::Duration::from_secs(2))) {
+            let wait = LockPolicy::WaitUpTo(std::time::Duration::from_secs(2));
+            match WorldCache::open_with(&cache_dir, wait, files.clone()) {
                 Ok(c) => Ok(c),
                 Err(hoard_world_cache::cache::OpenError::Busy { .. }) => {
-                    WorldCache::open(&cache_dir, LockPolicy::ReadOnlyIfBusy)
+                    WorldCache::open_with(&cache_dir, LockPolicy::ReadOnlyIfBusy, files)
                         .map_err(|e| ClientError::Cache(e.to_string()))
                 }
                 Err(e) => Err(ClientError::Cache(e.to_string())),

@@ -151,6 +151,7 @@ fn client_options(options: &RelayOptions) -> ClientOptions {
         world: options.world,
         proofs: true,
         endpoint: None,
+        cache_files: None,
     }
 }
 

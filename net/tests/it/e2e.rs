@@ -146,6 +146,7 @@ pub(crate) fn options(server: &ServerHandle, cache: &Path, player: &str) -> Clie
         world: None,
         proofs: false,
         endpoint: None,
+        cache_files: None,
     }
 }
 

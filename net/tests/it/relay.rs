@@ -65,6 +65,7 @@ fn via(relay: &RelayHandle, world: ServerIdentity, cache: &Path, player: &str) -
         world: Some(world),
         proofs: false,
         endpoint: None,
+        cache_files: None,
     }
 }
 

@@ -7,6 +7,7 @@ mod golden;
 mod journal;
 mod known;
 mod lock;
+mod memory;
 mod model;
 mod power_loss;
 mod support;

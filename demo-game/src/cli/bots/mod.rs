@@ -20,9 +20,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use hoard_engine::ServerIdentity;
-use hoard_net::quic::client::{ClientOptions, client_endpoint};
+use hoard_net::quic::client::{CacheFiles, ClientOptions, client_endpoint};
 use hoard_net::tls::ServerKeys;
 use hoard_proto::auth::TokenAuthority;
+use hoard_world_cache::MemStorage;
 
 use record::{Record, Summary};
 use scrape::ServerSample;
@@ -62,6 +63,12 @@ pub(crate) struct BotsArgs {
     /// cache directory (a warm cache, e.g. a bot's from an earlier run).
     #[arg(long)]
     warm_from: Option<PathBuf>,
+    /// Keep each bot's cache files in memory instead of on disk (the cache
+    /// works the same, checksums and journals included, and goes with the
+    /// process): a thousand bots' journal appends cost path lookups and
+    /// system calls a player's one cache never adds up to.
+    #[arg(long)]
+    caches_in_memory: bool,
     /// The server's data directory, to mint real tokens with its secret;
     /// without it the bots use `dev:` names (the server needs `--dev`).
     #[arg(long)]
@@ -144,7 +151,23 @@ pub(crate) fn run(args: BotsArgs) -> anyhow::Result<i32> {
     for n in 0..args.clients {
         let name = format!("bot-{n}");
         let cache_dir = work.join(&name);
-        if let Some(warm) = &args.warm_from
+        let mut cache_files = None;
+        if args.caches_in_memory {
+            // On disk: the lock and the server trusted on first use.
+            std::fs::create_dir_all(&cache_dir).with_context(|| format!("creating {}", cache_dir.display()))?;
+            let files = match &args.warm_from {
+                Some(warm) => {
+                    let known = warm.join("known_servers");
+                    if known.exists() {
+                        std::fs::copy(&known, cache_dir.join("known_servers"))?;
+                    }
+                    MemStorage::copy_of(warm, &cache_dir)
+                        .with_context(|| format!("copying {} for {name}", warm.display()))?
+                }
+                None => MemStorage::new(),
+            };
+            cache_files = Some(CacheFiles(Arc::new(files)));
+        } else if let Some(warm) = &args.warm_from
             && !cache_dir.exists()
         {
             copy_tree(warm, &cache_dir).with_context(|| format!("copying {} for {name}", warm.display()))?;
@@ -158,6 +181,7 @@ pub(crate) fn run(args: BotsArgs) -> anyhow::Result<i32> {
             world: None,
             proofs: false,
             endpoint: None,
+            cache_files,
         };
         bots.push((name, options));
     }

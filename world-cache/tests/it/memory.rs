@@ -1,0 +1,79 @@
+//! A cache whose files live in memory (`MemStorage`): shards written,
+//! journaled, folded, listed and evicted as on disk, and a copy of a cache
+//! made on disk starts warm.
+
+use std::sync::Arc;
+
+use hoard_engine::{Epoch, Seq};
+use hoard_world_cache::format::recompute_digest;
+use hoard_world_cache::{LockPolicy, MemStorage, ShardUpdate, UpdateKind, WorldCache};
+
+use crate::support::{REGISTRY, key, object, shard};
+
+#[test]
+fn a_cache_in_memory_writes_journals_and_folds_as_on_disk() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache = WorldCache::open_with(dir.path(), LockPolicy::Fail, Arc::new(MemStorage::new())).expect("open");
+    let base = shard(key(1), 5, 10);
+    cache.write(&base).expect("write");
+    assert!(!dir.path().join(key(1).file()).exists(), "nothing on disk");
+    assert_eq!(cache.load(&key(1), REGISTRY), Some(base.clone()));
+
+    let mut objects = base.objects.clone();
+    objects[3] = object(3, 6, 600);
+    let update = ShardUpdate {
+        epoch: Epoch(0x1234),
+        new_hwm: Seq(6),
+        digest: recompute_digest(&objects),
+        kind: UpdateKind::Delta {
+            base: Seq(5),
+            tombstones: vec![],
+        },
+        upserts: vec![object(3, 6, 600)],
+    };
+    let mut copy = base.clone();
+    cache.append_delta(&mut copy, update).expect("journal");
+    let same = |loaded: Option<hoard_world_cache::CachedShard>| {
+        let loaded = loaded.expect("loaded");
+        (loaded.header.hwm, loaded.header.digest, loaded.objects)
+            == (copy.header.hwm, copy.header.digest, copy.objects.clone())
+    };
+    assert!(cache.fold_journal(&copy).expect("fold").is_some(), "the journal folded");
+    assert!(same(cache.load(&key(1), REGISTRY)));
+    let mut again = copy.clone();
+    let mut objects = again.objects.clone();
+    objects[4] = object(4, 7, 700);
+    let update = ShardUpdate {
+        epoch: Epoch(0x1234),
+        new_hwm: Seq(7),
+        digest: recompute_digest(&objects),
+        kind: UpdateKind::Delta {
+            base: Seq(6),
+            tombstones: vec![],
+        },
+        upserts: vec![object(4, 7, 700)],
+    };
+    cache.append_delta(&mut again, update).expect("journal");
+    let loaded = cache.load(&key(1), REGISTRY).expect("loaded");
+    assert_eq!(
+        (loaded.header.hwm, loaded.objects),
+        (Seq(7), again.objects),
+        "the file and its journal replayed"
+    );
+    assert_eq!(cache.inventory().len(), 1);
+}
+
+#[test]
+fn a_copy_of_a_cache_on_disk_starts_warm_in_memory() {
+    let on_disk = tempfile::tempdir().expect("tempdir");
+    {
+        let cache = WorldCache::open(on_disk.path(), LockPolicy::Fail).expect("open");
+        cache.write(&shard(key(1), 5, 10)).expect("write");
+        cache.write(&shard(key(2), 7, 3)).expect("write");
+    }
+    let root = tempfile::tempdir().expect("tempdir");
+    let storage = MemStorage::copy_of(on_disk.path(), root.path()).expect("copy");
+    let cache = WorldCache::open_with(root.path(), LockPolicy::Fail, Arc::new(storage)).expect("open");
+    assert_eq!(cache.load(&key(1), REGISTRY), Some(shard(key(1), 5, 10)));
+    assert_eq!(cache.load(&key(2), REGISTRY), Some(shard(key(2), 7, 3)));
+}
