@@ -124,6 +124,54 @@ impl RelayStore {
             .collect()
     }
 
+    /// Installs a zone the upstream entered, each shard with its signed
+    /// head (see [`RelayStore::install`]); the first shard that came
+    /// without one refuses the zone.
+    pub fn install_loaded(
+        &mut self,
+        zone: &ZoneId,
+        shards: &[std::sync::Arc<CachedShard>],
+        proofs: &[HeadProof],
+    ) -> Result<Vec<Delta>, ShardId> {
+        let by_shard: std::collections::HashMap<_, _> = proofs.iter().map(|p| (p.shard, p)).collect();
+        let pairs = shards
+            .iter()
+            .map(|s| {
+                let id = s.header.key.shard;
+                by_shard.get(&id).map(|p| (&**s, *p)).ok_or(id)
+            })
+            .collect::<Result<Vec<_>, ShardId>>()?;
+        Ok(self.install(zone, &pairs))
+    }
+
+    /// Takes one update of the relay's upstream client in: a live change
+    /// applied, a zone (re)entered installed; returns what the relay's
+    /// sessions are to get ([`RelayCore::pass_on`]), or the upstream's end.
+    pub fn take_upstream(&mut self, update: crate::client::ClientUpdate) -> Upstream {
+        use crate::client::{ClientEvent, ClientUpdate};
+        match update {
+            ClientUpdate::Objects {
+                zone,
+                upserts,
+                removed,
+                head,
+                proof: Some(proof),
+                ..
+            } => self
+                .apply(&zone, &head, &upserts, &removed, &proof)
+                .map_or(Upstream::Nothing, Upstream::Changed),
+            ClientUpdate::ZoneLoaded { zone, shards, proofs } => match self.install_loaded(&zone, &shards, &proofs) {
+                Ok(deltas) => Upstream::Loaded(deltas),
+                Err(shard) => Upstream::Unsigned { zone, shard },
+            },
+            ClientUpdate::Event(ClientEvent::Disconnected { reason }) => Upstream::Ended(reason),
+            ClientUpdate::Event(ClientEvent::GameMessage { kind, zone, payload }) => {
+                Upstream::Message(crate::wire::GameMessage { kind, zone, payload })
+            }
+            _ => Upstream::Nothing,
+        }
+    }
+
     /// A live change of a held shard, verified upstream: `removed` left,
     /// `upserts` were written, and `after` is the whole shard now. Returns
     /// the delta for subscribers, or `None` if the shard is not held or the
@@ -369,6 +417,30 @@ impl ProofSource for RelayStore {
     }
 }
 
+/// What one update of the relay's upstream brought
+/// ([`RelayStore::take_upstream`]), to send on ([`RelayCore::pass_on`]).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Upstream {
+    /// A shard's live change, applied.
+    Changed(Delta),
+    /// A zone installed whole: its changes for current subscribers.
+    Loaded(Vec<Delta>),
+    /// A game message to a zone's players.
+    Message(crate::wire::GameMessage),
+    /// A zone came with a shard lacking its signed head: not served.
+    Unsigned {
+        /// The zone.
+        zone: ZoneId,
+        /// The shard without a signed head.
+        shard: ShardId,
+    },
+    /// The upstream connection ended, for this reason.
+    Ended(String),
+    /// Nothing for the relay's sessions.
+    Nothing,
+}
+
 /// Most messages a relay core holds for its driver (deltas of one
 /// upstream change for every subscriber); a driver drains them after each
 /// input, so this is only a backstop.
@@ -545,6 +617,20 @@ impl RelayCore {
         }
     }
 
+    /// Sends on what an update of the relay's upstream brought
+    /// ([`RelayStore::take_upstream`], called first, under the driver's lock
+    /// of the store; this one after it is released: the core's proofs read
+    /// the store): changes to their subscribers with the origin's proofs, a
+    /// zone's game message to the zone's sessions.
+    pub fn pass_on(&mut self, upstream: Upstream) {
+        match upstream {
+            Upstream::Changed(delta) => self.publish(vec![delta]),
+            Upstream::Loaded(deltas) => self.publish(deltas),
+            Upstream::Message(message) => self.forward_game_message(message),
+            Upstream::Unsigned { .. } | Upstream::Ended(_) | Upstream::Nothing => {}
+        }
+    }
+
     /// The upstream connection is gone: clients keep what they have and
     /// are told it may be stale.
     pub fn upstream_lost(&mut self, reason: &str) {
@@ -569,5 +655,48 @@ impl RelayCore {
     /// Whether the upstream is gone.
     pub fn is_stale(&self) -> bool {
         self.stale.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::{ClientEvent, ClientUpdate};
+    use hoard_engine::shard::{ShardHeader, ShardKey};
+    use hoard_engine::{RegistryHash, ServerIdentity};
+
+    /// A zone whose shard came without a signed head is not served, and
+    /// the upstream's end is reported with its reason.
+    #[test]
+    fn an_unsigned_zone_is_refused_and_the_upstreams_end_reported() {
+        let zone = ZoneId::new("meadow").expect("zone");
+        let key = ShardKey::new(ServerIdentity([1; 32]), "world", None, zone.clone(), ShardId(3)).expect("key");
+        let shard = CachedShard {
+            header: ShardHeader {
+                key,
+                epoch: Epoch(1),
+                hwm: Seq(1),
+                digest: Digest::EMPTY,
+                registry: RegistryHash([2; 32]),
+                snapshot_time: chrono::DateTime::UNIX_EPOCH,
+            },
+            objects: Vec::new(),
+        };
+        let mut store = RelayStore::new();
+        let loaded = ClientUpdate::ZoneLoaded {
+            zone: zone.clone(),
+            shards: vec![std::sync::Arc::new(shard)],
+            proofs: Vec::new(),
+        };
+        assert_eq!(
+            store.take_upstream(loaded),
+            Upstream::Unsigned {
+                zone,
+                shard: ShardId(3)
+            }
+        );
+        assert_eq!(store.counts(), (0, 0), "nothing of it is served");
+        let ended = ClientUpdate::Event(ClientEvent::Disconnected { reason: "gone".into() });
+        assert_eq!(store.take_upstream(ended), Upstream::Ended("gone".into()));
     }
 }

@@ -27,12 +27,12 @@ use hoard_engine::store::{
 };
 use hoard_engine::{ChangeSet, Epoch, ObjectId, PublishRegistry, Seq, ServerIdentity, ShardId, ZoneId};
 use hoard_proto::proof::ProofSource;
-use hoard_proto::relay::{RelayCore, RelayStore};
+use hoard_proto::relay::{RelayCore, RelayStore, Upstream};
 use hoard_proto::sync::hub::HubRead;
 use hoard_proto::sync::tick::{TickInput, TickOutput};
 use hoard_proto::wire::HeadProof;
 
-use super::client::{ClientError, ClientEvent, ClientOptions, ClientUpdate, HoardClient};
+use super::client::{ClientError, ClientOptions, ClientUpdate, HoardClient};
 use super::server::{Command, GameRules, Outbox, ServerError, ServerHandle, ServerOptions, bind};
 
 /// How to run a relay.
@@ -155,22 +155,6 @@ fn client_options(options: &RelayOptions) -> ClientOptions {
     }
 }
 
-/// Each shard of a verified zone with its signed head, or the first shard
-/// that came without one.
-fn with_proofs<'a>(
-    shards: &'a [Arc<hoard_world_cache::CachedShard>],
-    proofs: &'a [hoard_proto::wire::HeadProof],
-) -> Result<Vec<(&'a hoard_world_cache::CachedShard, &'a hoard_proto::wire::HeadProof)>, hoard_engine::ShardId> {
-    let by_shard: std::collections::HashMap<_, _> = proofs.iter().map(|p| (p.shard, p)).collect();
-    shards
-        .iter()
-        .map(|s| {
-            let id = s.header.key.shard;
-            by_shard.get(&id).map(|p| (&**s, *p)).ok_or(id)
-        })
-        .collect()
-}
-
 /// Connects upstream and enters every zone to follow, installing each in
 /// `store`; returns the client and the changes for current subscribers.
 async fn follow(
@@ -197,11 +181,11 @@ async fn follow(
     for update in client.take_updates() {
         match update {
             ClientUpdate::ZoneLoaded { zone, shards, proofs } => {
-                let pairs = with_proofs(&shards, &proofs).map_err(|id| RelayError::Unusable {
+                let installed = store.write().install_loaded(&zone, &shards, &proofs);
+                deltas.extend(installed.map_err(|id| RelayError::Unusable {
                     upstream,
                     detail: format!("shard {id} of zone {zone} came without a signed head"),
-                })?;
-                deltas.extend(store.write().install(&zone, &pairs));
+                })?);
             }
             ClientUpdate::Objects { .. } => {
                 // Already in the zone's copy, which the entry handed over
@@ -433,35 +417,20 @@ impl RelayLink {
     fn upstream(&mut self, client: &HoardClient) -> Option<String> {
         let mut ended = None;
         for update in client.take_updates() {
-            match update {
-                ClientUpdate::Objects {
-                    zone,
-                    upserts,
-                    removed,
-                    head,
-                    proof: Some(proof),
-                    ..
-                } => {
-                    let applied = self.store.write().apply(&zone, &head, &upserts, &removed, &proof);
-                    if let Some(delta) = applied {
-                        self.stats.changes.fetch_add(1, Ordering::Relaxed);
-                        self.core.publish(vec![delta]);
-                    }
+            // The store's lock is released before passing on: the core's
+            // proofs read the store.
+            let taken = self.store.write().take_upstream(update);
+            match &taken {
+                Upstream::Changed(_) => {
+                    self.stats.changes.fetch_add(1, Ordering::Relaxed);
                 }
-                ClientUpdate::ZoneLoaded { zone, shards, proofs } => match with_proofs(&shards, &proofs) {
-                    Ok(pairs) => {
-                        let deltas = self.store.write().install(&zone, &pairs);
-                        self.core.publish(deltas);
-                    }
-                    Err(id) => tracing::warn!(%zone, shard = %id, "a shard came without a signed head; not served"),
-                },
-                ClientUpdate::Event(ClientEvent::Disconnected { reason }) => ended = Some(reason),
-                ClientUpdate::Event(ClientEvent::GameMessage { kind, zone, payload }) => {
-                    self.core
-                        .forward_game_message(hoard_proto::wire::GameMessage { kind, zone, payload });
+                Upstream::Unsigned { zone, shard } => {
+                    tracing::warn!(%zone, %shard, "a shard came without a signed head; not served");
                 }
+                Upstream::Ended(reason) => ended = Some(reason.clone()),
                 _ => {}
             }
+            self.core.pass_on(taken);
         }
         self.deliver();
         ended
