@@ -43,17 +43,23 @@ fn server(data: &Path) -> MetricsServer {
     }
 }
 
-/// Runs the bots; returns their JSON summary.
-fn bots(server: &MetricsServer, data: &Path, work: &Path, report: &Path) -> serde_json::Value {
+/// Runs four bots for five seconds with their caches under `work` and
+/// `extra` flags; returns their JSON summary.
+fn run_bots(server: &MetricsServer, data: &Path, work: &Path, extra: &[&std::ffi::OsStr]) -> serde_json::Value {
     let out = demo()
         .args(["bots", "--server", &server.addr, "--clients", "4", "--duration", "5"])
-        .args(["--zone-change-every", "1.5-2", "--actions-per-sec", "4", "--json"])
-        .args(["--metrics", &server.metrics, "--server-data"])
+        .args([
+            "--zone-change-every",
+            "1.5-2",
+            "--actions-per-sec",
+            "4",
+            "--json",
+            "--server-data",
+        ])
         .arg(data)
         .arg("--work")
         .arg(work)
-        .arg("--report")
-        .arg(report)
+        .args(extra)
         .output()
         .expect("bots");
     assert!(
@@ -63,6 +69,18 @@ fn bots(server: &MetricsServer, data: &Path, work: &Path, report: &Path) -> serd
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).expect("one json line")
+}
+
+/// Runs the bots, scraping the server's metrics and writing a report;
+/// returns their JSON summary.
+fn bots(server: &MetricsServer, data: &Path, work: &Path, report: &Path) -> serde_json::Value {
+    let extra = [
+        "--metrics".as_ref(),
+        server.metrics.as_ref(),
+        "--report".as_ref(),
+        report.as_os_str(),
+    ];
+    run_bots(server, data, work, &extra)
 }
 
 fn totals(v: &serde_json::Value) -> BTreeMap<String, f64> {
@@ -164,31 +182,13 @@ fn bots_with_caches_in_memory_start_warm_and_write_no_cache_files() {
     let on_disk = dir.path().join("bots");
     bots(&server, &data, &on_disk, &dir.path().join("cold"));
     let in_memory = dir.path().join("in-memory");
-    let out = demo()
-        .args(["bots", "--server", &server.addr, "--clients", "4", "--duration", "5"])
-        .args([
-            "--zone-change-every",
-            "1.5-2",
-            "--actions-per-sec",
-            "4",
-            "--json",
-            "--caches-in-memory",
-        ])
-        .arg("--server-data")
-        .arg(&data)
-        .arg("--work")
-        .arg(&in_memory)
-        .arg("--warm-from")
-        .arg(on_disk.join("bot-0"))
-        .output()
-        .expect("bots");
-    assert!(
-        out.status.success(),
-        "bots failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let warm = on_disk.join("bot-0");
+    let run = run_bots(
+        &server,
+        &data,
+        &in_memory,
+        &["--caches-in-memory".as_ref(), "--warm-from".as_ref(), warm.as_os_str()],
     );
-    let run: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one json line");
     assert!(run["bots"]["errors"].as_object().expect("errors").is_empty(), "{run}");
     assert!(entries(&run, "warm") >= 4.0, "started from the copied cache: {run}");
     for bot in std::fs::read_dir(&in_memory).expect("work dir") {

@@ -9,13 +9,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use hoard_engine::{Epoch, Seq};
-use hoard_world_cache::format::recompute_digest;
 use hoard_world_cache::storage::{Entry, FileMeta, FsStorage, Storage};
 use hoard_world_cache::tools::ClearScope;
-use hoard_world_cache::{CachedShard, LockPolicy, ShardUpdate, UpdateKind, WorldCache};
+use hoard_world_cache::{LockPolicy, WorldCache};
 
-use crate::support::{REGISTRY, fs_pass_through, key, object, shard};
+use crate::support::{REGISTRY, delta, fs_pass_through, key, object, shard};
 
 /// The real file system, counting lookups and reads.
 #[derive(Default)]
@@ -67,25 +65,6 @@ impl Storage for Counting {
     fn touch(&self, path: &Path) -> io::Result<()> {
         self.touches.fetch_add(1, Ordering::SeqCst);
         FsStorage.touch(path)
-    }
-}
-
-/// A delta of `copy` that sets object `id` to `value` at version `hwm`.
-fn delta(copy: &CachedShard, id: u64, value: u64) -> ShardUpdate {
-    let hwm = copy.header.hwm.0 + 1;
-    let mut objects = copy.objects.clone();
-    let changed = object(id, hwm, value);
-    let at = objects.iter().position(|o| o.id == changed.id).expect("object present");
-    objects[at] = changed.clone();
-    ShardUpdate {
-        epoch: Epoch(0x1234),
-        new_hwm: Seq(hwm),
-        digest: recompute_digest(&objects),
-        kind: UpdateKind::Delta {
-            base: copy.header.hwm,
-            tombstones: vec![],
-        },
-        upserts: vec![changed],
     }
 }
 

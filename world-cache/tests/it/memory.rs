@@ -4,11 +4,10 @@
 
 use std::sync::Arc;
 
-use hoard_engine::{Epoch, Seq};
-use hoard_world_cache::format::recompute_digest;
-use hoard_world_cache::{LockPolicy, MemStorage, ShardUpdate, UpdateKind, WorldCache};
+use hoard_engine::Seq;
+use hoard_world_cache::{LockPolicy, MemStorage, WorldCache};
 
-use crate::support::{REGISTRY, key, object, shard};
+use crate::support::{REGISTRY, delta, key, shard};
 
 #[test]
 fn a_cache_in_memory_writes_journals_and_folds_as_on_disk() {
@@ -19,18 +18,7 @@ fn a_cache_in_memory_writes_journals_and_folds_as_on_disk() {
     assert!(!dir.path().join(key(1).file()).exists(), "nothing on disk");
     assert_eq!(cache.load(&key(1), REGISTRY), Some(base.clone()));
 
-    let mut objects = base.objects.clone();
-    objects[3] = object(3, 6, 600);
-    let update = ShardUpdate {
-        epoch: Epoch(0x1234),
-        new_hwm: Seq(6),
-        digest: recompute_digest(&objects),
-        kind: UpdateKind::Delta {
-            base: Seq(5),
-            tombstones: vec![],
-        },
-        upserts: vec![object(3, 6, 600)],
-    };
+    let update = delta(&base, 3, 600);
     let mut copy = base.clone();
     cache.append_delta(&mut copy, update).expect("journal");
     let same = |loaded: Option<hoard_world_cache::CachedShard>| {
@@ -41,18 +29,7 @@ fn a_cache_in_memory_writes_journals_and_folds_as_on_disk() {
     assert!(cache.fold_journal(&copy).expect("fold").is_some(), "the journal folded");
     assert!(same(cache.load(&key(1), REGISTRY)));
     let mut again = copy.clone();
-    let mut objects = again.objects.clone();
-    objects[4] = object(4, 7, 700);
-    let update = ShardUpdate {
-        epoch: Epoch(0x1234),
-        new_hwm: Seq(7),
-        digest: recompute_digest(&objects),
-        kind: UpdateKind::Delta {
-            base: Seq(6),
-            tombstones: vec![],
-        },
-        upserts: vec![object(4, 7, 700)],
-    };
+    let update = delta(&copy, 4, 700);
     cache.append_delta(&mut again, update).expect("journal");
     let loaded = cache.load(&key(1), REGISTRY).expect("loaded");
     assert_eq!(

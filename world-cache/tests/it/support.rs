@@ -4,7 +4,7 @@ use chrono::{TimeZone, Utc};
 use hoard_engine::state::StateBuilder;
 use hoard_engine::{Epoch, ObjectId, RegistryHash, Seq, ServerIdentity, ShardId, ZoneId};
 use hoard_world_cache::format::recompute_digest;
-use hoard_world_cache::{CachedObject, CachedShard, ShardHeader, ShardKey};
+use hoard_world_cache::{CachedObject, CachedShard, ShardHeader, ShardKey, ShardUpdate, UpdateKind};
 
 pub(crate) const REGISTRY: RegistryHash = RegistryHash([1; 32]);
 
@@ -113,3 +113,22 @@ macro_rules! fs_pass_through {
     };
 }
 pub(crate) use fs_pass_through;
+
+/// A delta of `copy` that sets object `id` to `value` at version `hwm`.
+pub(crate) fn delta(copy: &CachedShard, id: u64, value: u64) -> ShardUpdate {
+    let hwm = copy.header.hwm.0 + 1;
+    let mut objects = copy.objects.clone();
+    let changed = object(id, hwm, value);
+    let at = objects.iter().position(|o| o.id == changed.id).expect("object present");
+    objects[at] = changed.clone();
+    ShardUpdate {
+        epoch: Epoch(0x1234),
+        new_hwm: Seq(hwm),
+        digest: recompute_digest(&objects),
+        kind: UpdateKind::Delta {
+            base: copy.header.hwm,
+            tombstones: vec![],
+        },
+        upserts: vec![changed],
+    }
+}
