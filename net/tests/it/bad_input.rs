@@ -24,7 +24,7 @@ use hoard_proto::wire::{
 };
 use quinn::{Connection, RecvStream, SendStream, VarInt};
 
-use super::e2e::{Crate, options};
+use super::e2e::{Crate, in_meadow, options};
 
 /// `vault` is closed to everyone but `warden`.
 struct Vault;
@@ -490,13 +490,7 @@ async fn a_client_that_stops_reading_is_disconnected_and_others_keep_their_delta
     assert!(server.stats.slow_consumers.load(std::sync::atomic::Ordering::Relaxed) >= 1);
 
     // A reading client keeps receiving live deltas.
-    let client = HoardClient::connect(options(&server, cache.path(), "alice"), registry())
-        .await
-        .expect("connect");
-    client
-        .enter_zone(&ZoneId::new("meadow").expect("zone"))
-        .await
-        .expect("enter");
+    let client = in_meadow(&server, cache.path(), "alice").await;
     let mut world = World::new();
     hoard_bevy::materialise::update(&client, &mut world);
     let first: u32 = world

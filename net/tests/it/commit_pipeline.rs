@@ -13,7 +13,7 @@ use hoard_engine::store::{CommitError, CommitReceipt, ShardSpec, StoreLayer, Wor
 use hoard_engine::{ChangeSet, RedbStore, ShardId, ZoneId};
 use hoard_net::quic::client::{ClientEvent, HoardClient};
 
-use super::e2e::{AddStones, add_stones, ann_in_meadow, options, registry};
+use super::e2e::{AddStones, add_stones, in_meadow, options, registry};
 use super::store_failure::{server, stones_of, until};
 
 #[derive(Default)]
@@ -153,7 +153,7 @@ async fn the_world_ticks_while_a_commit_runs_and_nothing_of_it_is_published_befo
     let mut schedule = Schedule::default();
     schedule.add_systems(add_stones);
     let server = server(data.path(), store.clone(), Duration::from_secs(60), schedule).await;
-    let client = ann_in_meadow(&server, cache.path()).await;
+    let client = in_meadow(&server, cache.path(), "ann").await;
     let mut world = World::new();
     let mut events = Vec::new();
     until(&client, &mut world, &mut events, |w, _| stones_of(w, 3) == Some(0)).await;

@@ -150,9 +150,9 @@ pub(crate) fn options(server: &ServerHandle, cache: &Path, player: &str) -> Clie
     }
 }
 
-/// Ann's client of `server`, connected with `cache` and in the meadow.
-pub(crate) async fn ann_in_meadow(server: &ServerHandle, cache: &Path) -> HoardClient {
-    let client = HoardClient::connect(options(server, cache, "ann"), registry())
+/// `player`'s client of `server`, connected with `cache` and in the meadow.
+pub(crate) async fn in_meadow(server: &ServerHandle, cache: &Path, player: &str) -> HoardClient {
+    let client = HoardClient::connect(options(server, cache, player), registry())
         .await
         .expect("connect");
     client
@@ -865,7 +865,7 @@ async fn only_a_server_that_asks_for_it_probes_the_path_mtu() {
         let data = tempfile::tempdir().expect("tempdir");
         let cache = tempfile::tempdir().expect("tempdir");
         let server = server_with(data.path(), 2, 10, |o| o.mtu_discovery = probing).await;
-        let client = ann_in_meadow(&server, cache.path()).await;
+        let client = in_meadow(&server, cache.path(), "ann").await;
         let path = client.path_stats();
         assert_eq!(path.sent_plpmtud_probes, 0, "the client never probes");
         client.close_and_wait(Duration::from_secs(2)).await;

@@ -21,7 +21,7 @@ use hoard_net::quic::client::{ClientEvent, HoardClient};
 use hoard_net::quic::server::{Game, ServerHandle, ServerOptions, start};
 use hoard_proto::intents::{IncomingIntents, IntentRegistry};
 
-use super::e2e::{AddStones, Added, Crate, add_stones, ann_in_meadow, options, registry};
+use super::e2e::{AddStones, Added, Crate, add_stones, in_meadow, options, registry};
 
 fn store_on(disk: &SimDisk) -> Arc<RedbStore> {
     let store = RedbStore::open_with_backend(Path::new("sim://world.redb"), disk.factory()).expect("store");
@@ -203,7 +203,7 @@ async fn a_store_that_stays_broken_ends_the_server_with_a_reason() {
     let mut schedule = Schedule::default();
     schedule.add_systems(add_stones);
     let server = server(data.path(), store, Duration::from_secs(1), schedule).await;
-    let client = ann_in_meadow(&server, cache.path()).await;
+    let client = in_meadow(&server, cache.path(), "ann").await;
     disk.fail_write_after(1, true);
     client
         .send_intent("add_stones", &AddStones { object: 3, stones: 5 })
