@@ -75,6 +75,7 @@ fn bench_client(server: &ServerHandle, addr: SocketAddr, cache: &Path) -> anyhow
         proofs: false,
         endpoint: None,
         cache_files: None,
+        compression: true,
     })
 }
 
@@ -85,8 +86,23 @@ async fn entry(
     cache: &Path,
     zone: &ZoneId,
 ) -> anyhow::Result<(Sample, EntryStats)> {
+    entry_with(server, link, cache, zone, true).await
+}
+
+/// [`entry`], with the client asking for compressed answers or not.
+async fn entry_with(
+    server: &ServerHandle,
+    link: LinkConfig,
+    cache: &Path,
+    zone: &ZoneId,
+    compression: bool,
+) -> anyhow::Result<(Sample, EntryStats)> {
     let sim = netsim::start("127.0.0.1:0".parse()?, server.addr, link).await?;
-    let client = HoardClient::connect(bench_client(server, sim.addr, cache)?, reference::registry()).await?;
+    let options = ClientOptions {
+        compression,
+        ..bench_client(server, sim.addr, cache)?
+    };
+    let client = HoardClient::connect(options, reference::registry()).await?;
     // Zone entries happen on an established connection (one is kept across
     // zones): let the handshake's trailing traffic (path MTU probes, new
     // connection ids) pass before counting.
@@ -442,18 +458,21 @@ async fn run_async(args: &Args, out: &Path) -> anyhow::Result<()> {
         let peers = median_sample(&peers);
         for case in [
             "cold",
+            "cold, uncompressed",
             "warm, nothing changed",
             "warm, 1% changed",
+            "warm, 1% changed, uncompressed",
             "warm, one shard corrupted",
             "past the horizon",
         ] {
+            let compression = !case.ends_with("uncompressed");
             let mut hoard = Vec::new();
             let mut changed_bytes = 0;
             let mut kinds = EntryStats::default();
             for _ in 0..args.reps {
                 let cache = fresh_dir();
                 match case {
-                    "cold" => {}
+                    "cold" | "cold, uncompressed" => {}
                     _ => {
                         // Bring the template up to date, then copy it.
                         entry(&server, LinkConfig::default(), &template, &zone).await?;
@@ -461,7 +480,7 @@ async fn run_async(args: &Args, out: &Path) -> anyhow::Result<()> {
                     }
                 }
                 match case {
-                    "warm, 1% changed" => {
+                    "warm, 1% changed" | "warm, 1% changed, uncompressed" => {
                         changed_bytes = change(&store, &zone_data, zone_data.objects.len() / 100, &mut rng)?
                     }
                     "warm, one shard corrupted" => {
@@ -489,7 +508,7 @@ async fn run_async(args: &Args, out: &Path) -> anyhow::Result<()> {
                     }
                     _ => {}
                 }
-                let (sample, stats) = entry(&server, cond.link, &cache, &zone).await?;
+                let (sample, stats) = entry_with(&server, cond.link, &cache, &zone, compression).await?;
                 kinds = stats;
                 hoard.push(sample);
                 baseline.push(entry(&server, cond.link, &fresh_dir(), &zone).await?.0);
@@ -510,6 +529,7 @@ async fn run_async(args: &Args, out: &Path) -> anyhow::Result<()> {
                 format!("{}", b.up + b.down),
                 format!("{:.1}×", b.ms / h.ms.max(0.001)),
                 format!("{:.1}×", peers.ms / h.ms.max(0.001)),
+                format!("{:.2}", (h.up + h.down) as f64 / (peers.up + peers.down).max(1) as f64),
             ]);
             results.push(json!({
                 "condition": cond.name, "case": case,
@@ -520,12 +540,15 @@ async fn run_async(args: &Args, out: &Path) -> anyhow::Result<()> {
                 "changed_state_bytes": changed_bytes,
                 "speedup": b.ms / h.ms.max(0.001),
                 "speedup_over_peers": peers.ms / h.ms.max(0.001),
+                "bytes_over_peers": (h.up + h.down) as f64 / (peers.up + peers.down).max(1) as f64,
+                "compression": compression,
             }));
             baseline.clear();
             if changed_bytes > 0 {
                 println!(
-                    "  ({case}: the changed objects' state is {changed_bytes} bytes; hoard moved {} bytes on the wire, {} in frames)",
+                    "  ({case}: the changed objects' state is {changed_bytes} bytes; hoard moved {} bytes on the wire ({:.2}×), {} in frames)",
                     h.up + h.down,
+                    (h.up + h.down) as f64 / changed_bytes as f64,
                     kinds.bytes_rx + kinds.bytes_tx
                 );
             }
@@ -552,6 +575,7 @@ async fn run_async(args: &Args, out: &Path) -> anyhow::Result<()> {
                 "full-resend B",
                 "speedup",
                 "vs peers",
+                "B ÷ peers",
             ],
             &rows,
         );

@@ -247,6 +247,7 @@ fn options(server: SocketAddr, world: Option<ServerIdentity>, cache: &Path, name
         proofs: false,
         endpoint: None,
         cache_files: None,
+        compression: true,
     }
 }
 

@@ -188,6 +188,7 @@ async fn enter_all(
         proofs: false,
         endpoint: None,
         cache_files: None,
+        compression: true,
     };
     let client = HoardClient::connect(options, registry.clone()).await?;
     let mut entries = Entries::default();

@@ -73,6 +73,7 @@ pub fn hello_and_cold_entries(registry: [u8; 32], token: String, zone: &ZoneId, 
         registry,
         service: "world".into(),
         token,
+        codecs: Vec::new(),
     });
     let enters = (1..=entries).map(|request| {
         Message::EnterZone(EnterZone {

@@ -208,6 +208,12 @@ impl ServerMetrics {
         self.rejected_intents.get_or_create(&ReasonLabel { reason }).inc();
     }
 
+    /// Bytes written on a stream kind (`control`, `answer`, `delta`) so far,
+    /// as they went on the stream (packed where they were).
+    pub fn sent_bytes(&self, stream: &'static str) -> u64 {
+        self.sent_bytes.get_or_create(&StreamLabel { stream }).get()
+    }
+
     /// Counts bytes written on a stream.
     pub fn sent(&self, stream: &'static str, bytes: usize) {
         self.sent_bytes

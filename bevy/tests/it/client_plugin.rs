@@ -84,6 +84,7 @@ fn a_client_app_enters_sees_entities_before_ready_and_sends_intents() {
                 proofs: false,
                 endpoint: None,
                 cache_files: None,
+                compression: true,
             },
             registry(),
         ))

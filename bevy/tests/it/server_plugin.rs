@@ -107,6 +107,7 @@ fn a_bevy_app_serves_its_world_and_applies_typed_intents() {
                 proofs: false,
                 endpoint: None,
                 cache_files: None,
+                compression: true,
             },
             registry(),
         ))

@@ -51,6 +51,9 @@ pub(crate) struct ClientArgs {
     /// Run without a terminal: enter --zone and print JSON lines.
     #[arg(long)]
     headless: bool,
+    /// Ask for answers and deltas uncompressed (to compare the bytes).
+    #[arg(long)]
+    no_compression: bool,
     /// The zone to enter.
     #[arg(long, default_value = "meadow")]
     zone: ZoneId,
@@ -104,6 +107,7 @@ pub(crate) fn run(args: ClientArgs) -> anyhow::Result<i32> {
         proofs: false,
         endpoint: None,
         cache_files: None,
+        compression: !args.no_compression,
     };
     // The client is a Bevy App on `HoardClientPlugin`; dropping it closes
     // the connection and releases the cache.

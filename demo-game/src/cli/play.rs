@@ -102,6 +102,7 @@ pub(crate) fn run(args: PlayArgs) -> anyhow::Result<i32> {
                 proofs: false,
                 endpoint: None,
                 cache_files: None,
+                compression: true,
             },
             &args.zone,
         )?;

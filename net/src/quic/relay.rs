@@ -152,6 +152,7 @@ fn client_options(options: &RelayOptions) -> ClientOptions {
         proofs: true,
         endpoint: None,
         cache_files: None,
+        compression: true,
     }
 }
 

@@ -120,6 +120,7 @@ fn hello(server: &ServerHandle, token: Option<String>) -> Vec<u8> {
         registry: registry().hash().0,
         service: "world".into(),
         token,
+        codecs: Vec::new(),
     })
     .to_frame()
 }

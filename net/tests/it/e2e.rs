@@ -32,6 +32,26 @@ pub(crate) struct RemoveCrate {
     pub(crate) object: u64,
 }
 
+/// Sets every crate's stones to `stones` times its object id plus one
+/// (one tick changing the whole zone, no two crates alike).
+#[derive(Serialize, Deserialize, Debug)]
+pub(crate) struct Refill {
+    pub(crate) stones: u32,
+}
+
+pub(crate) fn refill(intents: Res<IncomingIntents>, mut crates: Query<(&Published, &mut Crate)>) {
+    for (_, refill) in intents.read::<Refill>("refill") {
+        for (p, mut c) in &mut crates {
+            c.stones = refilled(refill.stones, p.object.0);
+        }
+    }
+}
+
+/// What a refill of `stones` leaves in crate `object`.
+pub(crate) fn refilled(stones: u32, object: u64) -> u32 {
+    stones.wrapping_mul(object as u32 + 1)
+}
+
 pub(crate) fn remove_crates(
     mut commands: Commands,
     intents: ResMut<IncomingIntents>,
@@ -114,14 +134,15 @@ pub(crate) async fn server_with(
     }
     world.init_resource::<Added>();
     let mut schedule = Schedule::default();
-    schedule.add_systems((remove_crates, add_stones).chain());
+    schedule.add_systems((remove_crates, refill, add_stones).chain());
     let mut game = Game::new(
         world,
         schedule,
         publisher,
         IntentRegistry::new()
             .intent::<AddStones>("add_stones")
-            .intent::<RemoveCrate>("remove_crate"),
+            .intent::<RemoveCrate>("remove_crate")
+            .intent::<Refill>("refill"),
     );
     game.transient = Some(Arc::new(|world: &mut World| {
         let added = world.resource::<Added>().0;
@@ -147,6 +168,7 @@ pub(crate) fn options(server: &ServerHandle, cache: &Path, player: &str) -> Clie
         proofs: false,
         endpoint: None,
         cache_files: None,
+        compression: true,
     }
 }
 
@@ -920,6 +942,72 @@ async fn a_client_acknowledges_a_bulk_answer_sparingly() {
     // receives (acknowledging every other packet, a received batch at a
     // time); asked for one per ten, about that.
     assert!(up * 8 < down, "{up} datagrams up for {down} down");
+    client.close();
+    server.shutdown().await;
+}
+
+/// A client that asks for compression gets its answers and deltas packed
+/// (zstd) and the same world as one that does not; each is verified by the
+/// same digests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_and_deltas_travel_packed_to_a_client_that_asks() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let caches = [
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    ];
+    let server = server(data.path(), 4, 250).await;
+    let zone = ZoneId::new("meadow").expect("zone");
+    let connect = |cache: &Path, compression: bool| {
+        let options = ClientOptions {
+            compression,
+            ..options(&server, cache, "ann")
+        };
+        HoardClient::connect(options, registry())
+    };
+    // Each in turn: one tick changing all 1,000 crates, and the bytes the
+    // server's delta streams carried for it.
+    let mut results = Vec::new();
+    for (cache, compression, fill) in [(&caches[0], false, 77), (&caches[1], true, 78)] {
+        let client = connect(cache.path(), compression).await.expect("connect");
+        let entry = client.enter_zone(&zone).await.expect("cold entry");
+        assert_eq!((entry.objects, entry.shards_snapshot), (1000, 4));
+        let mut world = World::new();
+        let before = server.metrics.sent_bytes("delta");
+        client
+            .send_intent("refill", &Refill { stones: fill })
+            .await
+            .expect("intent");
+        wait_for(&client, &mut world, |w| {
+            let s = stones(w);
+            s.len() == 1000 && s.iter().all(|&(id, n)| n == refilled(fill, id))
+        })
+        .await;
+        let deltas = server.metrics.sent_bytes("delta") - before;
+        client.close_and_wait(Duration::from_secs(1)).await;
+        results.push((entry.bytes_rx, deltas));
+    }
+    let [(plain_answer, plain_deltas), (packed_answer, packed_deltas)] = results[..] else {
+        unreachable!()
+    };
+    assert!(
+        packed_answer * 2 < plain_answer,
+        "the cold answer packed: {packed_answer} B against {plain_answer} B"
+    );
+    assert!(
+        packed_deltas * 2 < plain_deltas,
+        "the tick's deltas packed: {packed_deltas} B against {plain_deltas} B"
+    );
+    // The first cache, brought up to date through a packed connection, is
+    // the world the second holds: every shard fresh or a delta, digests checked.
+    let client = connect(caches[0].path(), true).await.expect("connect");
+    let warm = client.enter_zone(&zone).await.expect("warm entry");
+    assert_eq!((warm.shards_snapshot, warm.shards_repaired), (0, 0));
+    let mut world = World::new();
+    wait_for(&client, &mut world, |w| {
+        stones(w).iter().all(|&(id, n)| n == refilled(78, id))
+    })
+    .await;
     client.close();
     server.shutdown().await;
 }

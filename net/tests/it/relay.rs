@@ -66,6 +66,7 @@ fn via(relay: &RelayHandle, world: ServerIdentity, cache: &Path, player: &str) -
         proofs: false,
         endpoint: None,
         cache_files: None,
+        compression: true,
     }
 }
 

@@ -282,6 +282,9 @@ pub struct ServerSession {
     pending: Option<Pending>,
     /// Messages that came while a read was out, with their times.
     backlog: VecDeque<(f64, i64, Message)>,
+    /// The codec this session's answers and deltas may be packed in: the
+    /// first of the client's `Hello.codecs` this build writes.
+    codec: Option<u8>,
 }
 
 impl ServerSession {
@@ -302,6 +305,7 @@ impl ServerSession {
             takeover_pending: false,
             pending: None,
             backlog: VecDeque::new(),
+            codec: None,
         }
     }
 
@@ -360,6 +364,13 @@ impl ServerSession {
             State::Ready { perspective } => Some(perspective),
             _ => None,
         }
+    }
+
+    /// The codec to pack this session's answer and delta frames in
+    /// ([`crate::wire::Packer`]), once `Hello` named one this build
+    /// writes; `None`: send every frame as it is.
+    pub fn codec(&self) -> Option<u8> {
+        self.codec
     }
 
     /// Whether the session has ended.
@@ -563,6 +574,7 @@ impl ServerSession {
         } else {
             self.take_over(&perspective);
         }
+        self.codec = crate::wire::Packer::choose(&hello.codecs);
         // Signed in from here (a failed read signs out again); welcomed
         // once the zones are read.
         self.state = State::Ready { perspective };
@@ -746,6 +758,7 @@ mod tests {
             registry: [2; 32],
             service: "world".into(),
             token: "dev:ann".into(),
+            codecs: vec![crate::wire::CODEC_ZSTD],
         })
     }
 

@@ -11,16 +11,21 @@
 
 mod frame;
 mod msg;
+mod packed;
 mod parts;
 
 pub use frame::{FrameDecoder, FrameError, encode_frame};
 pub use msg::*;
+pub use packed::{
+    CODEC_ZSTD, CODECS, MAX_PACK_RATIO, MAX_PACKED_BYTES, PACK_LEVEL, PACK_MIN_BYTES, Packed, PackedError, Packer,
+    StreamDecodeError, StreamDecoder, unpack,
+};
 pub use parts::{Assembler, PART_BYTES, PartsError, object_bytes, split};
 
 /// The ALPN protocol id of hoard over QUIC.
 pub const ALPN: &[u8] = b"hoard/1";
 /// The protocol version carried in `Hello` and `Welcome`.
-pub const PROTOCOL_VERSION: u32 = 9;
+pub const PROTOCOL_VERSION: u32 = 10;
 
 /// Largest frame a client may send on the control stream.
 pub const MAX_CONTROL_FRAME: usize = 256 * 1024;

@@ -9,6 +9,7 @@ use hoard_engine::{Digest, Epoch, ObjectId, Seq, ShardId, ZoneId};
 use serde::{Deserialize, Serialize};
 
 use super::frame::encode_frame;
+use super::packed::Packed;
 
 mod digest_bin {
     use super::{DIGEST_BYTES, Digest};
@@ -250,6 +251,11 @@ pub struct Hello {
     pub service: String,
     /// The perspective's token.
     pub token: String,
+    /// The codecs the client reads `Packed` frames in ([`super::CODECS`]),
+    /// in its order of preference; empty: send nothing packed. Absent in
+    /// an encoding means empty.
+    #[serde(default)]
+    pub codecs: Vec<u8>,
 }
 
 /// `0x02` client → server: bring a zone's shards up to date (and subscribe).
@@ -779,6 +785,7 @@ messages! {
     0x97 => More(More),
     0x98 => Fresh(Fresh),
     0x99 => HeadProof(HeadProof),
+    0x9A => Packed(Packed),
     0xA0 => Delta(Delta),
     0xA1 => Transient(Transient),
     0xA2 => Status(Status),

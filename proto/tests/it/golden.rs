@@ -48,6 +48,11 @@ const SIGNATURE: &str = "a3b0c841d1bb83f04fc28774256b0cae63c672caa887145215b3d38
 /// The set root of that shard (objects 42 and 43).
 const SET_ROOT: &str = "bafe1864b8beaa3731b62dc495ea3a7de1726013576847911506829bbe930957";
 
+/// The `9a-packed` golden's content: one Zstandard frame (RFC 8878) of the
+/// `91-up-to-date` and `95-answer-end` frames, 15 bytes, as a raw block
+/// (docs/PROTOCOL.md's worked example).
+const PACKED_DATA: &str = "28b52ffd200f790000000000049192030900000003959101";
+
 const fn hex44(s: &str) -> [u8; 44] {
     let b = s.as_bytes();
     let mut out = [0u8; 44];
@@ -94,6 +99,7 @@ fn messages() -> Vec<(&'static str, Message)> {
                 registry: [0xab; 32],
                 service: "world".into(),
                 token: "v1.ann.1700000000.00".into(),
+                codecs: vec![CODEC_ZSTD],
             }),
         ),
         (
@@ -254,6 +260,14 @@ fn messages() -> Vec<(&'static str, Message)> {
             }),
         ),
         ("95-answer-end", Message::AnswerEnd(AnswerEnd { request: 1 })),
+        (
+            "9a-packed",
+            Message::Packed(Packed {
+                codec: CODEC_ZSTD,
+                size: 15,
+                data: unhex(PACKED_DATA),
+            }),
+        ),
         (
             "a0-delta",
             Message::Delta(Delta {
@@ -450,4 +464,32 @@ fn the_golden_transient_patch_rebuilds_the_documented_payload() {
         hoard_proto::transient::apply(&whole.payload, &patch.ops).expect("applies"),
         [0x92, 0xa3, b'a', b'n', b'n', 0x08]
     );
+}
+
+#[test]
+fn the_golden_packed_frame_holds_the_documented_frames() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let read = |name: &str| std::fs::read(dir.join(format!("{name}.bin"))).expect("golden");
+    let packed = read("9a-packed");
+    let mut inner = read("91-up-to-date");
+    inner.extend(read("95-answer-end"));
+    let Message::Packed(p) = Message::decode(packed[4], &packed[5..]).expect("decodes") else {
+        panic!("not a Packed");
+    };
+    assert_eq!(unpack(&p).expect("unpacks"), inner);
+    // On a bulk stream it reads as the two messages, their shares its 34 bytes.
+    let mut stream = StreamDecoder::bulk();
+    stream.push(&packed);
+    let (first, a) = stream.next_message().expect("valid").expect("a message");
+    let (second, b) = stream.next_message().expect("valid").expect("a message");
+    assert_eq!(
+        first,
+        Message::UpToDate(UpToDate {
+            shard: ShardId(3),
+            seq: Seq(9)
+        })
+    );
+    assert_eq!(second, Message::AnswerEnd(AnswerEnd { request: 1 }));
+    assert_eq!((a + b, packed.len()), (34, 34));
+    assert_eq!(stream.next_message(), Ok(None));
 }

@@ -232,6 +232,7 @@ impl Pair {
                 registry: REGISTRY.0,
                 service: "world".into(),
                 token: "dev:ann".into(),
+                codecs: Vec::new(),
             }),
         );
         // One session: its sign-in takes over from nobody.

@@ -182,6 +182,7 @@ pub(crate) fn run(args: BotsArgs) -> anyhow::Result<i32> {
             proofs: false,
             endpoint: None,
             cache_files,
+            compression: true,
         };
         bots.push((name, options));
     }

@@ -15,7 +15,7 @@
 
 use std::sync::Arc;
 
-use hoard_proto::wire::{Assembler, ErrorCode, MAX_BULK_FRAME, Message};
+use hoard_proto::wire::{Assembler, ErrorCode, Message};
 use quinn::{Connection, RecvStream};
 use tokio::sync::mpsc;
 
@@ -59,7 +59,7 @@ pub(super) async fn accept_streams(conn: Connection, inner: Arc<Inner>) {
 /// Reads one stream's messages, whole (shard messages larger than a frame
 /// arrive in parts), into `tx`; its end, if not a clean finish, goes last.
 async fn read_stream(recv: RecvStream, conn: Connection, tx: mpsc::Sender<Result<Inbound, StreamEnd>>) {
-    let mut reader = FrameReader::new(recv, MAX_BULK_FRAME);
+    let mut reader = FrameReader::bulk(recv);
     let mut parts = Assembler::default();
     let mut request = None;
     loop {

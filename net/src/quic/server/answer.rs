@@ -28,6 +28,8 @@ pub(super) struct AnswerSender {
     pub(super) wanted: Wanted,
     pub(super) stall: Duration,
     pub(super) id: SessionId,
+    /// The codec the client reads packed frames in, if any.
+    pub(super) codec: Option<u8>,
 }
 
 impl AnswerSender {
@@ -84,40 +86,44 @@ impl AnswerSender {
             // so the answer held in memory stays bounded by the budget plus
             // one shard.
             let store = self.store.clone();
+            let codec = self.codec;
             let built = tokio::task::spawn_blocking(move || {
-                let mut batch = Vec::new();
+                let mut frames = Vec::new();
                 let mut bytes = 0;
+                let mut failed = None;
                 while bytes < budget {
                     match plan.step() {
                         AnswerStep::Done => break,
                         AnswerStep::Send(m) => {
                             bytes += object_bytes(&m).max(64);
-                            batch.push(m);
+                            // Shard answers of any allowed size go in frames under the limit.
+                            for part in split(m, PART_BYTES) {
+                                frames.extend_from_slice(&part.to_frame());
+                            }
                         }
                         AnswerStep::Read(read) => {
                             if let Err(e) = plan.supply(read.run(&*store)) {
-                                return (plan, batch, Some(e));
+                                failed = Some(e);
+                                break;
                             }
                         }
                     }
                 }
-                (plan, batch, None)
+                // Compressed here, off the async workers, where the client asked.
+                (plan, packed(codec, frames), failed)
             })
             .await;
-            let Ok((returned, batch, failed)) = built else {
+            let Ok((returned, wire, failed)) = built else {
                 return; // the runtime is shutting down
             };
             plan = returned;
             light_part_sent = true;
-            let done = batch.is_empty() && failed.is_none();
-            for message in batch {
-                // Shard answers of any allowed size go in frames under the limit.
-                for part in split(message, PART_BYTES) {
-                    match tokio::time::timeout(self.stall, write_message(&mut stream, &part)).await {
-                        Ok(Ok(bytes)) => self.metrics.sent("answer", bytes),
-                        Ok(Err(_)) => return, // the connection ended
-                        Err(_) => return slow("zone answer not taken in time"),
-                    }
+            let done = wire.is_empty() && failed.is_none();
+            if !wire.is_empty() {
+                match tokio::time::timeout(self.stall, stream.write_all(&wire)).await {
+                    Ok(Ok(())) => self.metrics.sent("answer", wire.len()),
+                    Ok(Err(_)) => return, // the connection ended
+                    Err(_) => return slow("zone answer not taken in time"),
                 }
             }
             if let Some(e) = failed {

@@ -69,6 +69,10 @@ pub(super) async fn serve(
     // as few datagrams as the bytes need rather than one per message.
     let delta_conn = conn.clone();
     let delta_metrics = shared.metrics.clone();
+    // The session's codec, once its `Hello` names one: a tick's batch of
+    // at least `PACK_MIN_BYTES` goes packed (a catch-up, a busy zone).
+    let codec: Arc<OnceLock<u8>> = Arc::default();
+    let delta_codec = codec.clone();
     tokio::spawn(async move {
         let mut stream = None;
         let mut batch = Vec::new();
@@ -84,16 +88,31 @@ pub(super) async fn serve(
             while let Some(frames) = next.take() {
                 for frame in frames.iter() {
                     batch.extend_from_slice(frame);
-                    delta_metrics.sent("delta", frame.len());
                 }
                 if batch.len() < DELTA_BATCH_BYTES {
                     next = delta_rx.try_recv().ok();
                 }
             }
             let Some(s) = stream.as_mut() else { return };
-            if s.write_all(&batch).await.is_err() {
-                return;
-            }
+            let written = match delta_codec.get() {
+                Some(&codec) if batch.len() >= PACK_MIN_BYTES => {
+                    let frames = std::mem::take(&mut batch);
+                    let wire = if frames.len() > DELTA_BATCH_BYTES {
+                        // A large catch-up: compressed off the async workers.
+                        match tokio::task::spawn_blocking(move || packed(Some(codec), frames)).await {
+                            Ok(wire) => wire,
+                            Err(_) => return, // the runtime is shutting down
+                        }
+                    } else {
+                        packed(Some(codec), frames)
+                    };
+                    let ok = s.write_all(&wire).await.is_ok();
+                    ok.then_some(wire.len())
+                }
+                _ => s.write_all(&batch).await.is_ok().then_some(batch.len()),
+            };
+            let Some(written) = written else { return };
+            delta_metrics.sent("delta", written);
             if batch.capacity() > KEPT_BATCH_BYTES {
                 // A large catch-up passed through: a thousand idle
                 // connections do not each keep its buffer.
@@ -106,6 +125,7 @@ pub(super) async fn serve(
         shared,
         id,
         hello_deadline: deadline,
+        codec,
     };
     let result = control_loop(&link, &mut send, &mut reader, &mut session, handshake).await;
     shared
@@ -154,6 +174,8 @@ pub(super) struct ControlLink<'a> {
     id: SessionId,
     /// `Hello` (and the handshake) must have come by then.
     hello_deadline: tokio::time::Instant,
+    /// The session's codec for its delta stream, set once `Hello` names one.
+    codec: Arc<OnceLock<u8>>,
 }
 
 impl ControlLink<'_> {
@@ -321,6 +343,9 @@ pub(super) async fn control_loop(
                 let store = shared.store.clone();
                 let joined = session.perspective().is_some();
                 session.handle(now, unix, msg);
+                if let Some(codec) = session.codec() {
+                    let _ = link.codec.set(codec);
+                }
                 // The game's join hook may touch the store: keep the
                 // runtime's other connections moving meanwhile.
                 tokio::task::block_in_place(|| {
@@ -381,6 +406,7 @@ pub(super) async fn control_loop(
                         wanted: wanted.clone(),
                         stall,
                         id,
+                        codec: session.codec(),
                     };
                     tokio::spawn(async move {
                         let (_mine, light) = slot.unzip();

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, mpsc as std_mpsc};
+use std::sync::{Arc, OnceLock, mpsc as std_mpsc};
 use std::time::{Duration, Instant};
 
 use bevy_ecs::schedule::Schedule;
@@ -32,7 +32,7 @@ use hoard_engine::lock::lock;
 
 use super::committer::Committer;
 use super::slots::{AnswerSlots, FairPool, LIGHT_ANSWER_BYTES, Slot};
-use super::stream::{FrameReader, StreamError, write_message};
+use super::stream::{FrameReader, StreamError, packed, write_message};
 use crate::log_limit::LogLimit;
 use crate::metrics::{KindLabel, MetricsExporter, ServerMetrics, ZoneLabel};
 use crate::tls::{ServerKeys, TlsError};
@@ -42,7 +42,9 @@ use hoard_proto::sync::answer::{AnswerKind, AnswerPlan, AnswerStep, Subscription
 use hoard_proto::sync::hub::{HubRead, SessionId};
 use hoard_proto::sync::server::{LiveSessions, Output, ServerSession, SessionConfig};
 use hoard_proto::sync::tick::{TickCore, TickInput, TickOutput};
-use hoard_proto::wire::{ErrorCode, IntentRejected, MAX_CONTROL_FRAME, Message, PART_BYTES, object_bytes, split};
+use hoard_proto::wire::{
+    ErrorCode, IntentRejected, MAX_CONTROL_FRAME, Message, PACK_MIN_BYTES, PART_BYTES, object_bytes, split,
+};
 mod answer;
 mod control;
 mod options;
