@@ -596,6 +596,8 @@ async fn run_async(args: &Args, out: &Path) -> anyhow::Result<()> {
         results.push(json!({ "condition": cond.name, "case": "raw quinn bulk", "ms": raw.ms, "bytes_up": raw.up, "bytes_down": raw.down, "payload": state_bytes }));
     }
 
+    let codec = codec_cost(&zone_data, args.reps.max(5));
+
     // Round trips from connecting (the template brought up to date first).
     entry(&server, LinkConfig::default(), &template, &zone).await?;
     let connect = if args.fast_only {
@@ -631,6 +633,102 @@ async fn run_async(args: &Args, out: &Path) -> anyhow::Result<()> {
     crate::report::write_json(
         out,
         "net",
-        &json!({ "state_bytes": state_bytes, "results": results, "from_connect": connect, "materialise_ms": ms(materialise) }),
+        &json!({ "state_bytes": state_bytes, "results": results, "from_connect": connect, "materialise_ms": ms(materialise), "codec": codec }),
     )
+}
+
+/// What compression costs each side, on one core: the reference zone's
+/// cold answer (one `Snapshot` a shard, in frames under the limit) packed
+/// in ~1 MiB runs as the server sends it, and read back as the client's
+/// stream decoder does — against reading the same answer unpacked. The
+/// client's CPU per MB received is the decoder's time over the bytes that
+/// crossed the wire.
+fn codec_cost(zone: &ReferenceZone, reps: usize) -> serde_json::Value {
+    use hoard_proto::wire::{CODEC_ZSTD, Packer, Snapshot, StreamDecoder, WireObject, split};
+    let mut shards: Vec<Vec<WireObject>> = vec![Vec::new(); zone.shards as usize];
+    for (id, shard, object) in &zone.objects {
+        shards[shard.0 as usize].push(WireObject {
+            id: *id,
+            version: hoard_engine::Seq(1),
+            state: object.state().as_bytes().to_vec(),
+        });
+    }
+    let mut runs: Vec<Vec<u8>> = vec![Vec::new()];
+    for (shard, objects) in shards.into_iter().enumerate() {
+        let message = hoard_proto::wire::Message::Snapshot(Snapshot {
+            shard: ShardId(shard as u64),
+            epoch: hoard_engine::Epoch(1),
+            seq: hoard_engine::Seq(1),
+            digest: hoard_engine::Digest::EMPTY,
+            perspective: None,
+            objects,
+        });
+        for part in split(message, hoard_proto::wire::PART_BYTES) {
+            if runs.last().is_some_and(|r| r.len() >= 1 << 20) {
+                runs.push(Vec::new());
+            }
+            if let Some(run) = runs.last_mut() {
+                run.extend(part.to_frame());
+            }
+        }
+    }
+    let plain: Vec<u8> = runs.concat();
+    let Some(mut packer) = Packer::new(CODEC_ZSTD) else {
+        return serde_json::Value::Null;
+    };
+    let mut packed = Vec::new();
+    let mut pack_times = Vec::new();
+    for _ in 0..reps {
+        packed.clear();
+        let t = Instant::now();
+        for run in &runs {
+            packer.pack_into(run, &mut packed);
+        }
+        pack_times.push(t.elapsed());
+    }
+    let read = |bytes: &[u8]| {
+        let t = Instant::now();
+        let mut decoder = StreamDecoder::bulk();
+        let mut messages = 0;
+        for chunk in bytes.chunks(256 * 1024) {
+            decoder.push(chunk);
+            while let Ok(Some(_)) = decoder.next_message() {
+                messages += 1;
+            }
+        }
+        (t.elapsed(), messages)
+    };
+    let mut plain_times = Vec::new();
+    let mut packed_times = Vec::new();
+    for _ in 0..reps {
+        let (t, a) = read(&plain);
+        plain_times.push(t);
+        let (t, b) = read(&packed);
+        packed_times.push(t);
+        assert_eq!(a, b, "the packed answer reads as the same messages");
+    }
+    let (pack, plain_read, packed_read) = (median(pack_times), median(plain_times), median(packed_times));
+    let mb = |n: usize| n as f64 / 1e6;
+    println!(
+        "\ncompression (zstd level {}), the cold answer on one core: {:.2} MB of frames packed into {:.2} MB ({:.3}) in {:.1} ms ({:.1} ms/MB, the server); \
+         the client reads it in {:.1} ms = {:.1} ms per MB received ({:.1} ms unpacked: {:.1} ms/MB; decompression adds {:.1} ms per MB of state)",
+        hoard_proto::wire::PACK_LEVEL,
+        mb(plain.len()),
+        mb(packed.len()),
+        packed.len() as f64 / plain.len() as f64,
+        ms(pack),
+        ms(pack) / mb(plain.len()),
+        ms(packed_read),
+        ms(packed_read) / mb(packed.len()),
+        ms(plain_read),
+        ms(plain_read) / mb(plain.len()),
+        (ms(packed_read) - ms(plain_read)) / mb(plain.len()),
+    );
+    json!({
+        "level": hoard_proto::wire::PACK_LEVEL,
+        "frames_bytes": plain.len(), "packed_bytes": packed.len(),
+        "pack_ms": ms(pack), "read_packed_ms": ms(packed_read), "read_plain_ms": ms(plain_read),
+        "client_ms_per_mb_received": ms(packed_read) / mb(packed.len()),
+        "client_ms_per_mb_received_unpacked": ms(plain_read) / mb(plain.len()),
+    })
 }
