@@ -10,6 +10,9 @@
 # the bots are up, and writes the hottest functions to profile.txt.
 # B=path/to/hoard-demo runs another build (e.g. an older commit's).
 # BOT_ARGS adds flags to the bots (e.g. BOT_ARGS=--caches-in-memory).
+# PIN=1 pins the server to CPU 0 and the bots to CPU 1 (taskset): one core
+# each, so the server's capacity is measured apart from the bots' (see
+# bench/scripts/knee.sh).
 # The server's store is on the disk (its durable commits are what is
 # measured); the bots' caches are on tmpfs (/dev/shm) when there is one:
 # each player's cache is on their own machine's disk, and 1,000 caches'
@@ -24,19 +27,23 @@ if [ -z "${B:-}" ]; then
   B=$PWD/target/release/hoard-demo
 fi
 OUT=${OUT:-$PWD/target/bots-$N}
+export OUT
 W=$(mktemp -d)
 if [ -z "${BOTS_DIR:-}" ] && [ -d /dev/shm ] && [ -w /dev/shm ]; then BOTS_DIR=/dev/shm; fi
 C=$(mktemp -d -p "${BOTS_DIR:-$W}")
 trap 'kill "$SRV_PID" 2>/dev/null || true; rm -rf "$W" "$C"' EXIT
 mkdir -p "$OUT"
-coproc SRV { exec $B server --data "$W/data" --listen 127.0.0.1:0 --metrics 127.0.0.1:0 \
+SRV_PIN=
+BOT_PIN=
+if [ -n "${PIN:-}" ]; then SRV_PIN="taskset -c 0"; BOT_PIN="taskset -c 1"; fi
+coproc SRV { exec $SRV_PIN $B server --data "$W/data" --listen 127.0.0.1:0 --metrics 127.0.0.1:0 \
   --max-connections $((N + 100)) --max-connections-per-ip $((N + 100)) ${SERVER_ARGS:-} 2>"$OUT/server.log"; }
 read -r line <&"${SRV[0]}"
 ADDR=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["addr"])' "$line")
 METRICS=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["metrics"])' "$line")
 echo "server $ADDR (pid $SRV_PID), metrics $METRICS"
 # One bot tours the four zones to make the warm cache.
-$B bots --server "$ADDR" --server-data "$W/data" --clients 1 --duration 30 \
+$BOT_PIN $B bots --server "$ADDR" --server-data "$W/data" --clients 1 --duration 30 \
   --zone-change-every 5-6 --work "$C/seed" > /dev/null
 if [ -n "${PROFILE:-}" ]; then
   ( sleep $((N / 100 + 10)); perf record -F 199 -g -p "$SRV_PID" -o "$OUT/server.perf" -- sleep 20 2>/dev/null
@@ -49,7 +56,7 @@ udp_out() { awk '/^Udp: [0-9]/ {print $5}' /proc/net/snmp; }
 UDP_BEFORE=$(udp_out)
 START=$(date +%s.%N)
 /usr/bin/time -o "$W/bots.time" -f "%U %S" \
-$B bots --server "$ADDR" --server-data "$W/data" --clients "$N" --duration "$SECS" --ramp ${RAMP:-100} \
+$BOT_PIN $B bots --server "$ADDR" --server-data "$W/data" --clients "$N" --duration "$SECS" --ramp ${RAMP:-100} \
   --zone-change-every 10-20 --actions-per-sec 1 --warm-from "$C/seed/bot-0" --work "$C/bots" ${BOT_ARGS:-} \
   --metrics "$METRICS" --report "$OUT" | tee "$OUT/table.txt"
 ps -o rss= -p "$SRV_PID" | awk '{print "server RSS after the run: " $1 " KiB"}' | tee -a "$OUT/table.txt"
@@ -62,6 +69,11 @@ udp_before, udp_after, n = int(sys.argv[5]), int(sys.argv[6]), int(sys.argv[7])
 wall = time.time() - start
 print(f"cores used over {wall:.0f} s: server {(after - before) / wall:.2f}, bots process {(float(bots[0]) + float(bots[1])) / wall:.2f}")
 print(f"UDP datagrams over {wall:.0f} s, both ways: {(udp_after - udp_before) / wall:.0f}/s, {(udp_after - udp_before) / wall / n:.1f} per player-second")
+import json, os
+with open(os.path.join(os.environ["OUT"], "cpu.json"), "w") as f:
+    json.dump({"wall_s": wall, "server_cores": (after - before) / wall,
+               "bots_cores": (float(bots[0]) + float(bots[1])) / wall,
+               "udp_per_player_s": (udp_after - udp_before) / wall / n}, f)
 PY
 if command -v chromium > /dev/null; then
   chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1360,1500 \
