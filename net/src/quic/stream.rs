@@ -54,6 +54,12 @@ impl FrameReader {
         }
     }
 
+    /// The next message already received and buffered, without waiting:
+    /// `Ok(None)` if reading another would have to wait for the network.
+    pub fn next_buffered(&mut self) -> Result<Option<(Message, usize)>, StreamError> {
+        Ok(self.decoder.next_message()?)
+    }
+
     /// The next message and its frame length; `None` at the end of the stream.
     pub async fn next(&mut self) -> Result<Option<(Message, usize)>, StreamError> {
         loop {

@@ -41,59 +41,77 @@ pub fn encode_frame(kind: u8, body: &[u8]) -> Vec<u8> {
 pub struct FrameDecoder {
     limit: usize,
     buf: Vec<u8>,
+    /// Where the next frame starts in `buf`: frames are taken by moving
+    /// it, and the bytes before it are dropped only when more arrive (one
+    /// move per push, not one per frame taken).
+    start: usize,
 }
 
 impl FrameDecoder {
     /// A decoder for a stream whose frames may be at most `limit` bytes.
     pub fn new(limit: usize) -> FrameDecoder {
-        FrameDecoder { limit, buf: Vec::new() }
+        FrameDecoder {
+            limit,
+            buf: Vec::new(),
+            start: 0,
+        }
     }
 
     /// Adds received bytes.
     pub fn push(&mut self, bytes: &[u8]) {
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
         self.buf.extend_from_slice(bytes);
     }
 
     /// How many bytes are buffered.
     pub fn buffered(&self) -> usize {
-        self.buf.len()
+        self.buf.len() - self.start
     }
 
     /// The next whole frame as `(type, body)`, `Ok(None)` if more bytes are
     /// needed. The length is checked against the limit as soon as its four
     /// bytes arrive, so an oversized frame is refused before it is buffered.
     pub fn next_frame(&mut self) -> Result<Option<(u8, Vec<u8>)>, FrameError> {
-        if self.buf.len() < 4 {
+        let rest = &self.buf[self.start..];
+        if rest.len() < 4 {
             return Ok(None);
         }
-        let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
+        let len = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
         if len > self.limit {
             return Err(FrameError::TooLarge { len, limit: self.limit });
         }
         if len == 0 {
             return Err(FrameError::Empty);
         }
-        if self.buf.len() < 4 + len {
+        if rest.len() < 4 + len {
             return Ok(None);
         }
-        let kind = self.buf[4];
-        let body = self.buf[5..4 + len].to_vec();
-        self.buf.drain(..4 + len);
+        let kind = rest[4];
+        let body = rest[5..4 + len].to_vec();
+        self.start += 4 + len;
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
         Ok(Some((kind, body)))
     }
 
     /// Checks that the stream did not end inside a frame.
     pub fn finish(&self) -> Result<(), FrameError> {
-        if self.buf.is_empty() {
+        let rest = &self.buf[self.start..];
+        if rest.is_empty() {
             return Ok(());
         }
-        let want = if self.buf.len() >= 4 {
-            u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize + 4
+        let want = if rest.len() >= 4 {
+            u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize + 4
         } else {
             4
         };
         Err(FrameError::Truncated {
-            have: self.buf.len(),
+            have: rest.len(),
             want,
         })
     }

@@ -1,17 +1,18 @@
 //! The server's streams to a client (answers, live deltas, transient
-//! states): each stream is read by one task and applied by another, in the
-//! order sent, in batches. Applying an answer hashes and merges objects and
-//! writes (and syncs) cache files, so it runs on a blocking thread; handing
-//! each message over on its own cost a wake-up and a context switch per
-//! live delta, which a process of many clients (the bots) spent a third of
-//! its time on. The applier takes everything the reader has queued since
-//! its last batch (up to [`APPLY_BATCH`]) in one hand-off, so an idle
-//! client still applies each message as it comes and a busy one amortises
-//! the hand-off; a few live deltas (up to [`INLINE_BATCH`]) are applied on
-//! the task itself, only a whole write of a shard going to a thread. The
-//! queue between them is bounded ([`READ_AHEAD`]): a client that cannot
-//! keep up stops reading, and QUIC's flow control pushes back on the
-//! server, whose own bounded queue then ends the slow session.
+//! states), applied in the order sent, in batches. An answer stream is read
+//! by one task and applied by another: applying an answer hashes and merges
+//! objects and writes (and syncs) cache files on a blocking thread, while
+//! the next shards are read. The applier takes everything the reader has
+//! queued since its last batch (up to [`APPLY_BATCH`]) in one hand-off;
+//! the queue between them is bounded ([`READ_AHEAD`]). The delta stream is
+//! read and applied by one task, a batch of what arrived together at a
+//! time: its messages apply in microseconds, and a hand-off per message
+//! between two tasks cost a process of many clients (the bots) two
+//! wake-ups per live delta. A few pushed messages (up to [`INLINE_BATCH`])
+//! are applied on the task itself, only a whole write of a shard going to
+//! a thread. Either way a client that cannot keep up stops reading, and
+//! QUIC's flow control pushes back on the server, whose own bounded queue
+//! then ends the slow session.
 
 use std::sync::Arc;
 
@@ -49,100 +50,209 @@ enum StreamEnd {
 /// Accepts the server's streams until the connection ends.
 pub(super) async fn accept_streams(conn: Connection, inner: Arc<Inner>) {
     while let Ok(recv) = conn.accept_uni().await {
-        let (tx, rx) = mpsc::channel(READ_AHEAD);
-        tokio::spawn(read_stream(recv, conn.clone(), tx));
-        tokio::spawn(apply_stream(rx, conn.clone(), inner.clone()));
+        tokio::spawn(serve_stream(recv, conn.clone(), inner.clone()));
     }
     fail_closed(&inner, &conn, "connection closed");
 }
 
-/// Reads one stream's messages, whole (shard messages larger than a frame
-/// arrive in parts), into `tx`; its end, if not a clean finish, goes last.
-async fn read_stream(recv: RecvStream, conn: Connection, tx: mpsc::Sender<Result<Inbound, StreamEnd>>) {
-    let mut reader = FrameReader::bulk(recv);
-    let mut parts = Assembler::default();
-    let mut request = None;
-    loop {
-        let (msg, len) = match reader.next().await {
-            Ok(Some(x)) => x,
-            Ok(None) => return,
-            Err(StreamError::Read(e)) => {
-                let why = conn.close_reason().map_or_else(|| e.to_string(), |r| r.to_string());
-                let _ = tx.send(Err(StreamEnd::Closed(why))).await;
-                return;
-            }
-            Err(e) => {
-                let _ = tx.send(Err(StreamEnd::Bad(e.to_string()))).await;
-                return;
-            }
-        };
-        let (msg, len) = match parts.push(msg, len) {
-            Ok(Some(whole)) => whole,
-            Ok(None) => continue,
-            Err(e) => {
-                let _ = tx.send(Err(StreamEnd::Bad(e.to_string()))).await;
-                return;
-            }
-        };
-        if let Message::AnswerBegin(b) = &msg {
-            request = Some(b.request);
+/// Reads one of the server's streams and applies what it carries. An
+/// answer stream (its first message an `AnswerBegin`) gets a reader and an
+/// applier of its own, so the next shards are read while one is written;
+/// the delta stream is read and applied by this one task, a batch of what
+/// arrived together at a time: its messages apply in microseconds, and a
+/// hand-off between two tasks for each cost a process of many clients (the
+/// bots) two wake-ups per live delta.
+async fn serve_stream(recv: RecvStream, conn: Connection, inner: Arc<Inner>) {
+    let mut reader = Reader {
+        frames: FrameReader::bulk(recv),
+        parts: Assembler::default(),
+        request: None,
+    };
+    let first = match reader.next(&conn).await {
+        Ok(Some(first)) => first,
+        Ok(None) => return,
+        Err(end) => return finish(&inner, &conn, end),
+    };
+    if first.request.is_some() {
+        let (tx, rx) = mpsc::channel(READ_AHEAD);
+        tokio::spawn(apply_stream(rx, conn.clone(), inner));
+        if tx.send(Ok(first)).await.is_ok() {
+            read_stream(reader, &conn, tx).await;
         }
+        return;
+    }
+    let mut batch = vec![first];
+    loop {
+        // What else arrived with it, up to a batch.
+        while batch.len() < APPLY_BATCH {
+            match reader.next_buffered(&conn) {
+                Ok(Some(more)) => batch.push(more),
+                Ok(None) => break,
+                Err(end) => {
+                    // What came before the end is applied; then the end.
+                    if apply_or_end(&inner, &conn, std::mem::take(&mut batch)).await {
+                        finish(&inner, &conn, end);
+                    }
+                    return;
+                }
+            }
+        }
+        if !apply_or_end(&inner, &conn, std::mem::take(&mut batch)).await {
+            return;
+        }
+        match reader.next(&conn).await {
+            Ok(Some(next)) => batch.push(next),
+            Ok(None) => return,
+            Err(end) => return finish(&inner, &conn, end),
+        }
+    }
+}
+
+/// A stream's messages, whole (shard messages larger than a frame arrive
+/// in parts), each with the answer it belongs to.
+struct Reader {
+    frames: FrameReader,
+    parts: Assembler,
+    request: Option<u32>,
+}
+
+impl Reader {
+    /// The next whole message; `None` at a clean end of the stream.
+    async fn next(&mut self, conn: &Connection) -> Result<Option<Inbound>, StreamEnd> {
+        loop {
+            match self.frames.next().await {
+                Ok(Some(read)) => {
+                    if let Some(whole) = self.assemble(read)? {
+                        return Ok(Some(whole));
+                    }
+                }
+                Ok(None) => return Ok(None),
+                Err(e) => return Err(stream_end(e, conn)),
+            }
+        }
+    }
+
+    /// The next whole message already received, without waiting; `None` if
+    /// it would have to wait for the network.
+    fn next_buffered(&mut self, conn: &Connection) -> Result<Option<Inbound>, StreamEnd> {
+        loop {
+            match self.frames.next_buffered() {
+                Ok(Some(read)) => {
+                    if let Some(whole) = self.assemble(read)? {
+                        return Ok(Some(whole));
+                    }
+                }
+                Ok(None) => return Ok(None),
+                Err(e) => return Err(stream_end(e, conn)),
+            }
+        }
+    }
+
+    fn assemble(&mut self, (msg, len): (Message, usize)) -> Result<Option<Inbound>, StreamEnd> {
+        match self.parts.push(msg, len) {
+            Ok(Some((msg, len))) => {
+                if let Message::AnswerBegin(b) = &msg {
+                    self.request = Some(b.request);
+                }
+                Ok(Some(Inbound {
+                    msg,
+                    len,
+                    request: self.request,
+                }))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => Err(StreamEnd::Bad(e.to_string())),
+        }
+    }
+}
+
+/// Why reading stopped, as the applier reports it.
+fn stream_end(e: StreamError, conn: &Connection) -> StreamEnd {
+    match e {
+        StreamError::Read(e) => StreamEnd::Closed(conn.close_reason().map_or_else(|| e.to_string(), |r| r.to_string())),
+        e => StreamEnd::Bad(e.to_string()),
+    }
+}
+
+/// Reads an answer stream's messages into `tx` for its applier; its end,
+/// if not a clean finish, goes last.
+async fn read_stream(mut reader: Reader, conn: &Connection, tx: mpsc::Sender<Result<Inbound, StreamEnd>>) {
+    loop {
+        let next = match reader.next(conn).await {
+            Ok(Some(msg)) => Ok(msg),
+            Ok(None) => return,
+            Err(end) => Err(end),
+        };
+        let ended = next.is_err();
         // The applier gone (it failed, or the client ended): stop reading.
-        if tx.send(Ok(Inbound { msg, len, request })).await.is_err() {
+        if tx.send(next).await.is_err() || ended {
             return;
         }
     }
 }
 
-/// Applies one stream's messages in the order read, a batch per hand-off;
-/// ends the session on the first failure.
+/// Applies an answer stream's messages in the order read, a batch per
+/// hand-off; ends the session on the first failure.
 async fn apply_stream(mut rx: mpsc::Receiver<Result<Inbound, StreamEnd>>, conn: Connection, inner: Arc<Inner>) {
     let mut batch = Vec::with_capacity(APPLY_BATCH);
     while rx.recv_many(&mut batch, APPLY_BATCH).await > 0 {
         // Messages before a stream's end are applied; the end comes after.
         let end = batch.iter().position(Result::is_err).map(|i| batch.drain(i..).next());
         let messages: Vec<Inbound> = batch.drain(..).filter_map(Result::ok).collect();
-        if !messages.is_empty() {
-            match apply(&inner, messages).await {
-                Ok(()) => {}
-                Err(Failure::Cancelled) => {
-                    // The runtime is shutting down (the client is being
-                    // dropped with its process): nothing failed.
-                    tracing::debug!("stream ended with the runtime");
-                    return;
-                }
-                Err(Failure::Forged(why)) => {
-                    // Nothing of it was written or shown; this route to the
-                    // world is not to be used.
-                    tracing::error!(server = %conn.remote_address(), %why, "the server is not faithful to the world; disconnecting");
-                    // Waiters learn why before the close ends the other
-                    // streams with a vaguer reason.
-                    fail_with(&inner, &why, ClientError::Forged(why.clone()));
-                    conn.close(
-                        quinn::VarInt::from_u32(ErrorCode::Protocol as u32),
-                        b"not faithful to the world",
-                    );
-                    return;
-                }
-                Err(Failure::Other(e)) => {
-                    tracing::warn!(error = %e, "sync failed");
-                    fail_all(&inner, &e);
-                    return;
-                }
-            }
+        if !apply_or_end(&inner, &conn, messages).await {
+            return;
         }
-        match end.flatten() {
-            Some(Err(StreamEnd::Closed(why))) => {
-                tracing::debug!(reason = %why, "stream ended with the connection");
-                fail_closed(&inner, &conn, &format!("connection closed: {why}"));
-                return;
-            }
-            Some(Err(StreamEnd::Bad(e))) => {
-                tracing::warn!(error = %e, "bad stream from the server");
-                fail_all(&inner, &format!("bad stream from the server: {e}"));
-                return;
-            }
-            Some(Ok(_)) | None => {}
+        if let Some(Some(Err(end))) = end {
+            return finish(&inner, &conn, end);
+        }
+    }
+}
+
+/// Applies `messages`; `false` if that ended the session (a failure, or
+/// the runtime shutting down).
+async fn apply_or_end(inner: &Arc<Inner>, conn: &Connection, messages: Vec<Inbound>) -> bool {
+    if messages.is_empty() {
+        return true;
+    }
+    match apply(inner, messages).await {
+        Ok(()) => true,
+        Err(Failure::Cancelled) => {
+            // The runtime is shutting down (the client is being dropped
+            // with its process): nothing failed.
+            tracing::debug!("stream ended with the runtime");
+            false
+        }
+        Err(Failure::Forged(why)) => {
+            // Nothing of it was written or shown; this route to the world
+            // is not to be used.
+            tracing::error!(server = %conn.remote_address(), %why, "the server is not faithful to the world; disconnecting");
+            // Waiters learn why before the close ends the other streams
+            // with a vaguer reason.
+            fail_with(inner, &why, ClientError::Forged(why.clone()));
+            conn.close(
+                quinn::VarInt::from_u32(ErrorCode::Protocol as u32),
+                b"not faithful to the world",
+            );
+            false
+        }
+        Err(Failure::Other(e)) => {
+            tracing::warn!(error = %e, "sync failed");
+            fail_all(inner, &e);
+            false
+        }
+    }
+}
+
+/// A stream that ended other than by finishing: the session fails with why.
+fn finish(inner: &Arc<Inner>, conn: &Connection, end: StreamEnd) {
+    match end {
+        StreamEnd::Closed(why) => {
+            tracing::debug!(reason = %why, "stream ended with the connection");
+            fail_closed(inner, conn, &format!("connection closed: {why}"));
+        }
+        StreamEnd::Bad(e) => {
+            tracing::warn!(error = %e, "bad stream from the server");
+            fail_all(inner, &format!("bad stream from the server: {e}"));
         }
     }
 }
