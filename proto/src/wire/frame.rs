@@ -110,10 +110,7 @@ impl FrameDecoder {
         } else {
             4
         };
-        Err(FrameError::Truncated {
-            have: rest.len(),
-            want,
-        })
+        Err(FrameError::Truncated { have: rest.len(), want })
     }
 }
 

@@ -8,6 +8,11 @@ use super::*;
 /// Bytes of queued deltas written to a connection's delta stream at once,
 /// at most (a batch may pass it by one message).
 pub(super) const DELTA_BATCH_BYTES: usize = 64 * 1024;
+/// A tick's batch for one connection is packed (for a client that asked)
+/// only from this size: a smaller one fits a datagram or two either way,
+/// and compressing it cost the server about 6% of its CPU at 600 bots
+/// (0.39 cores against 0.37) for no fewer packets.
+const DELTA_PACK_MIN_BYTES: usize = 4 * 1024;
 /// A connection's batch buffer is kept between writes up to this size.
 const KEPT_BATCH_BYTES: usize = 16 * 1024;
 
@@ -70,7 +75,7 @@ pub(super) async fn serve(
     let delta_conn = conn.clone();
     let delta_metrics = shared.metrics.clone();
     // The session's codec, once its `Hello` names one: a tick's batch of
-    // at least `PACK_MIN_BYTES` goes packed (a catch-up, a busy zone).
+    // at least `DELTA_PACK_MIN_BYTES` goes packed (a catch-up, a busy zone).
     let codec: Arc<OnceLock<u8>> = Arc::default();
     let delta_codec = codec.clone();
     tokio::spawn(async move {
@@ -95,7 +100,7 @@ pub(super) async fn serve(
             }
             let Some(s) = stream.as_mut() else { return };
             let written = match delta_codec.get() {
-                Some(&codec) if batch.len() >= PACK_MIN_BYTES => {
+                Some(&codec) if batch.len() >= DELTA_PACK_MIN_BYTES => {
                     let frames = std::mem::take(&mut batch);
                     let wire = if frames.len() > DELTA_BATCH_BYTES {
                         // A large catch-up: compressed off the async workers.

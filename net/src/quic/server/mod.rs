@@ -42,9 +42,7 @@ use hoard_proto::sync::answer::{AnswerKind, AnswerPlan, AnswerStep, Subscription
 use hoard_proto::sync::hub::{HubRead, SessionId};
 use hoard_proto::sync::server::{LiveSessions, Output, ServerSession, SessionConfig};
 use hoard_proto::sync::tick::{TickCore, TickInput, TickOutput};
-use hoard_proto::wire::{
-    ErrorCode, IntentRejected, MAX_CONTROL_FRAME, Message, PACK_MIN_BYTES, PART_BYTES, object_bytes, split,
-};
+use hoard_proto::wire::{ErrorCode, IntentRejected, MAX_CONTROL_FRAME, Message, PART_BYTES, object_bytes, split};
 mod answer;
 mod control;
 mod options;
