@@ -9,9 +9,14 @@
 use hoard_proto::wire::{CODEC_ZSTD, MAX_PACKED_BYTES, Message, Packed, StreamDecoder, unpack};
 use libfuzzer_sys::fuzz_target;
 
-/// Every message `bytes` holds as a bulk stream, until the first error.
-fn messages(bytes: &[u8]) -> (Vec<Message>, bool) {
-    let mut stream = StreamDecoder::bulk();
+/// Every message `bytes` holds as a bulk stream, until the first error
+/// (with `packed`, `Packed` frames expanded; without, refused).
+fn messages(bytes: &[u8], packed: bool) -> (Vec<Message>, bool) {
+    let mut stream = if packed {
+        StreamDecoder::bulk()
+    } else {
+        StreamDecoder::new(hoard_proto::wire::MAX_BULK_FRAME)
+    };
     stream.push(bytes);
     let mut out = Vec::new();
     loop {
@@ -25,7 +30,7 @@ fn messages(bytes: &[u8]) -> (Vec<Message>, bool) {
 
 fuzz_target!(|data: &[u8]| {
     // The input itself as a stream (it may hold Packed frames).
-    let _ = messages(data);
+    let _ = messages(data, true);
     if data.is_empty() || data.len() > MAX_PACKED_BYTES {
         return;
     }
@@ -37,9 +42,9 @@ fuzz_target!(|data: &[u8]| {
         data: compressed.clone(),
     })
     .to_frame();
-    let plain = messages(data);
-    let expanded = messages(&packed);
-    if plain.1 && !plain.0.iter().any(|m| matches!(m, Message::Packed(_))) {
+    let plain = messages(data, false);
+    let expanded = messages(&packed, true);
+    if plain.1 {
         // Whole frames, none packed: within the ratio cap, the same messages.
         if data.len() <= compressed.len() * hoard_proto::wire::MAX_PACK_RATIO {
             assert_eq!(expanded, plain);
