@@ -29,8 +29,10 @@ fn cold_entry_then_a_warm_reentry_from_the_cache() {
         (40, 4),
         "warm: every shard fresh from the cache"
     );
+    // The cold answer comes compressed (these 40 crates pack into under
+    // 300 bytes); the warm one is each shard's few confirming bytes.
     assert!(
-        warm.bytes_rx < cold.bytes_rx / 4,
+        warm.bytes_rx < cold.bytes_rx / 2,
         "warm {} bytes vs cold {}",
         warm.bytes_rx,
         cold.bytes_rx
