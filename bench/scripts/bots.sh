@@ -6,6 +6,8 @@
 # Chromium screenshot of it under target/bots-N/.
 # Usage: bench/scripts/bots.sh [N] [SECONDS]   (defaults 1000 60; builds first)
 # SERVER_ARGS adds flags to the server (e.g. SERVER_ARGS="--transient-hz 0");
+# With perf (Debian's linux-perf) able to count system calls, the server's
+# are counted for 10 s once every bot is up (syscalls per player-second).
 # PROFILE=1 samples the server with perf (Debian's linux-perf) for 20 s once
 # the bots are up, and writes the hottest functions to profile.txt.
 # B=path/to/hoard-demo runs another build (e.g. an older commit's).
@@ -49,6 +51,11 @@ if [ -n "${PROFILE:-}" ]; then
   ( sleep $((N / 100 + 10)); perf record -F 199 -g -p "$SRV_PID" -o "$OUT/server.perf" -- sleep 20 2>/dev/null
     perf report -i "$OUT/server.perf" --stdio --no-children --percent-limit 1 2>/dev/null | grep -v '^$' | head -150 > "$OUT/profile.txt" ) &
 fi
+echo 0 > "$W/syscalls"
+if [ "$SECS" -ge 30 ] && perf stat -e raw_syscalls:sys_enter -x, -- true > /dev/null 2>&1; then
+  ( sleep $((N / ${RAMP:-100} + 10)); perf stat -e raw_syscalls:sys_enter -x, -p "$SRV_PID" -- sleep 10 2>&1 >/dev/null \
+      | awk -F, '/raw_syscalls/ {print $1}' > "$W/syscalls.tmp" && mv "$W/syscalls.tmp" "$W/syscalls" ) &
+fi
 SRV_CPU_BEFORE=$(ps -o times= -p "$SRV_PID")
 # UDP datagrams sent on this machine (all of it goes over loopback between
 # the server and the bots; the machine's other services add little).
@@ -62,16 +69,20 @@ $BOT_PIN $B bots --server "$ADDR" --server-data "$W/data" --clients "$N" --durat
 ps -o rss= -p "$SRV_PID" | awk '{print "server RSS after the run: " $1 " KiB"}' | tee -a "$OUT/table.txt"
 # CPU used during the bots' run, in cores (CPU seconds over wall seconds).
 python3 - "$START" "$SRV_CPU_BEFORE" "$(ps -o times= -p "$SRV_PID")" "$(cat "$W/bots.time")" \
-  "$UDP_BEFORE" "$(udp_out)" "$N" <<'PY' | tee -a "$OUT/table.txt"
+  "$UDP_BEFORE" "$(udp_out)" "$N" "$(cat "$W/syscalls" 2>/dev/null || echo 0)" <<'PY' | tee -a "$OUT/table.txt"
 import sys, time
 start, before, after, bots = float(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4].split()
 udp_before, udp_after, n = int(sys.argv[5]), int(sys.argv[6]), int(sys.argv[7])
+syscalls = int(sys.argv[8] or 0)
 wall = time.time() - start
 print(f"cores used over {wall:.0f} s: server {(after - before) / wall:.2f}, bots process {(float(bots[0]) + float(bots[1])) / wall:.2f}")
 print(f"UDP datagrams over {wall:.0f} s, both ways: {(udp_after - udp_before) / wall:.0f}/s, {(udp_after - udp_before) / wall / n:.1f} per player-second")
+if syscalls:
+    print(f"server system calls over 10 s with every bot up: {syscalls / 10:.0f}/s, {syscalls / 10 / n:.1f} per player-second")
 import json, os
 with open(os.path.join(os.environ["OUT"], "cpu.json"), "w") as f:
     json.dump({"wall_s": wall, "server_cores": (after - before) / wall,
+               "server_syscalls_per_player_s": syscalls / 10 / n if syscalls else None,
                "bots_cores": (float(bots[0]) + float(bots[1])) / wall,
                "udp_per_player_s": (udp_after - udp_before) / wall / n}, f)
 PY
