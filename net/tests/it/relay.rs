@@ -138,6 +138,27 @@ async fn chained_relays_serve_the_origins_world_and_a_cache_moves_between_routes
     assert_ne!(ann.identity(), world_id, "the transport is the relay's");
     let stats = ann.enter_zone(&zone()).await.expect("enter");
     assert_eq!((stats.shards, stats.shards_snapshot, stats.objects), (4, 4, 100));
+    // The relay packs its answers as the origin does: a client that does
+    // not ask gets the same entry in more bytes.
+    let plain_cache = tempfile::tempdir().expect("tempdir");
+    let plain = HoardClient::connect(
+        ClientOptions {
+            compression: false,
+            ..via(&second, world_id, plain_cache.path(), "cleo")
+        },
+        registry(),
+    )
+    .await
+    .expect("cleo connects through two relays");
+    let unpacked = plain.enter_zone(&zone()).await.expect("enter");
+    assert_eq!((unpacked.shards_snapshot, unpacked.objects), (4, 100));
+    assert!(
+        stats.bytes_rx * 2 < unpacked.bytes_rx,
+        "packed through the relay: {} B against {} B",
+        stats.bytes_rx,
+        unpacked.bytes_rx
+    );
+    leave(plain).await;
     let mut world = World::new();
     hoard_bevy::materialise::update(&ann, &mut world);
     assert_eq!(stones(&mut world).len(), 100);
