@@ -299,13 +299,7 @@ async fn an_object_placed_in_an_unknown_shard_does_not_fail_the_rest_of_the_tick
     let mut options = ServerOptions::new("127.0.0.1:0".parse().expect("addr"), data.path().to_owned());
     options.tick_hz = 50;
     let server = start(options, store.clone(), game).await.expect("server starts");
-    let client = HoardClient::connect(options_for(&server, cache.path()), registry())
-        .await
-        .expect("connect");
-    client
-        .enter_zone(&ZoneId::new("meadow").expect("zone"))
-        .await
-        .expect("enter");
+    let client = in_meadow(&server, cache.path(), "ann").await;
     let seq = client
         .send_intent("misplace", &Misplace { object: 3 })
         .await
@@ -339,8 +333,4 @@ async fn an_object_placed_in_an_unknown_shard_does_not_fail_the_rest_of_the_tick
     assert_eq!(holders, vec![1], "object 3 stays in shard 1, once");
     client.close();
     server.shutdown().await;
-}
-
-fn options_for(server: &ServerHandle, cache: &Path) -> hoard_net::quic::client::ClientOptions {
-    options(server, cache, "ann")
 }
