@@ -9,6 +9,7 @@
 
 pub mod client;
 mod committer;
+mod link;
 pub mod relay;
 pub mod server;
 mod slots;

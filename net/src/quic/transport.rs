@@ -82,6 +82,17 @@ pub fn server() -> TransportConfig {
     t
 }
 
+/// The WebTransport server side: as [`server`], but a browser opens
+/// HTTP/3's streams too — its control stream and QPACK's encoder and
+/// decoder streams (unidirectional), its session's CONNECT stream
+/// (bidirectional) beside hoard's control stream.
+pub(crate) fn web_server() -> TransportConfig {
+    let mut t = server();
+    t.max_concurrent_bidi_streams(VarInt::from_u32(4));
+    t.max_concurrent_uni_streams(VarInt::from_u32(4));
+    t
+}
+
 /// The client side: the server opens answer streams and one delta stream.
 pub fn client() -> TransportConfig {
     let mut t = base();

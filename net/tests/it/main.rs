@@ -7,4 +7,5 @@ mod commit_pipeline;
 mod e2e;
 mod relay;
 mod store_failure;
+mod web;
 mod zero_rtt;

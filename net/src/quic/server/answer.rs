@@ -16,7 +16,7 @@ pub(super) type Wanted = Arc<std::sync::Mutex<Subscriptions>>;
 /// Sends one answer on its own stream, building each shard's message on a
 /// blocking thread only when its turn comes, then starts live deltas.
 pub(super) struct AnswerSender {
-    pub(super) conn: Connection,
+    pub(super) link: Link,
     /// The server's bulk slots, for an answer going on past its light part.
     pub(super) bulk: Arc<FairPool>,
     pub(super) store: Arc<dyn WorldStore>,
@@ -47,30 +47,28 @@ impl AnswerSender {
             self.metrics.disconnect("slow_consumer");
             static STALLED: LogLimit = LogLimit::new();
             if let Some(left_out) = STALLED.allow() {
-                tracing::warn!(peer = %self.conn.remote_address(), left_out, "{why}; disconnecting");
+                tracing::warn!(peer = %self.link.conn().remote_address(), left_out, "{why}; disconnecting");
             }
-            self.conn
-                .close(close_code(ErrorCode::SlowConsumer), b"slow consumer: answer not read");
+            self.link
+                .close(ErrorCode::SlowConsumer, b"slow consumer: answer not read");
         };
-        let Ok(Ok(mut stream)) = tokio::time::timeout(self.stall, self.conn.open_uni()).await else {
+        let Ok(Ok(mut stream)) = tokio::time::timeout(self.stall, self.link.open_uni()).await else {
             return slow("no stream for a zone answer in time");
         };
         loop {
             // Past its light part, an answer goes on under a bulk slot.
             if light_part_sent && bulk.is_none() && !plan.is_done() {
-                let ip = self.conn.remote_address().ip();
+                let ip = self.link.conn().remote_address().ip();
                 match tokio::time::timeout(self.stall * 2, self.bulk.take(ip)).await {
                     Ok(taken) => bulk = Some(taken),
                     Err(_) => {
                         static BUSY: LogLimit = LogLimit::new();
                         if let Some(left_out) = BUSY.allow() {
-                            tracing::warn!(peer = %self.conn.remote_address(), left_out, "no answer slot for this address in time; disconnecting");
+                            tracing::warn!(peer = %self.link.conn().remote_address(), left_out, "no answer slot for this address in time; disconnecting");
                         }
                         self.metrics.disconnect("busy");
-                        self.conn.close(
-                            close_code(ErrorCode::Unavailable),
-                            b"the server is too busy to answer; try again",
-                        );
+                        self.link
+                            .close(ErrorCode::Unavailable, b"the server is too busy to answer; try again");
                         return;
                     }
                 }
@@ -128,8 +126,8 @@ impl AnswerSender {
             }
             if let Some(e) = failed {
                 tracing::error!(zone = %plan.zone(), error = %e, "reading a shard for an answer failed");
-                self.conn
-                    .close(close_code(ErrorCode::Server), b"the server could not read the zone");
+                self.link
+                    .close(ErrorCode::Server, b"the server could not read the zone");
                 return;
             }
             if done {

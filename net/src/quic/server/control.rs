@@ -16,10 +16,6 @@ const DELTA_PACK_MIN_BYTES: usize = 4 * 1024;
 /// A connection's batch buffer is kept between writes up to this size.
 const KEPT_BATCH_BYTES: usize = 16 * 1024;
 
-pub(super) fn close_code(code: ErrorCode) -> quinn::VarInt {
-    quinn::VarInt::from_u32(code as u32)
-}
-
 pub(super) async fn serve(
     incoming: quinn::Incoming,
     shared: &Arc<Shared>,
@@ -36,21 +32,67 @@ pub(super) async fn serve(
         Ok((conn, accepted)) => (conn, Some(accepted)),
         Err(connecting) => {
             let Ok(conn) = tokio::time::timeout_at(deadline, connecting).await else {
-                shared.stats.hello_timeouts.fetch_add(1, Ordering::Relaxed);
-                shared.metrics.disconnect("hello_timeout");
-                tracing::info!(%peer, "handshake not finished in time; dropped");
-                return Ok(());
+                return hello_late(shared, peer, "handshake not finished in time; dropped");
             };
             (conn?, None)
         }
     };
+    serve_link(Link::quic(conn), handshake, deadline, shared).await
+}
+
+/// A browser's connection: the QUIC handshake, then HTTP/3's SETTINGS and
+/// the extended CONNECT of a WebTransport session to [`WEB_PATH`] (anything
+/// else is answered 404), all by the hello deadline; then the same hoard
+/// session as on raw QUIC, on the session's streams.
+pub(super) async fn serve_web(
+    incoming: quinn::Incoming,
+    shared: &Arc<Shared>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let deadline = tokio::time::Instant::now() + shared.options.hello_timeout;
+    let peer = incoming.remote_address();
+    let accepted = tokio::time::timeout_at(deadline, async {
+        let conn = incoming.accept()?.await?;
+        let request = web_transport_quinn::Request::accept(conn).await?;
+        if request.connect().url.path() != WEB_PATH {
+            let path = request.connect().url.path().to_owned();
+            tracing::info!(%peer, %path, "WebTransport session to another path; refused");
+            request.reject(web_transport_quinn::http::StatusCode::NOT_FOUND).await?;
+            return Ok(None);
+        }
+        let conn = request.conn().clone();
+        let session = request.ok().await?;
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Some(Link::web(conn, session)))
+    })
+    .await;
+    match accepted {
+        Err(_) => hello_late(shared, peer, "WebTransport session not set up in time; dropped"),
+        Ok(Err(e)) => Err(e),
+        Ok(Ok(None)) => Ok(()),
+        Ok(Ok(Some(link))) => serve_link(link, None, deadline, shared).await,
+    }
+}
+
+/// Counts a connection that did not come to its `Hello` in time.
+fn hello_late(shared: &Shared, peer: SocketAddr, what: &str) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    shared.stats.hello_timeouts.fetch_add(1, Ordering::Relaxed);
+    shared.metrics.disconnect("hello_timeout");
+    tracing::info!(%peer, "{what}");
+    Ok(())
+}
+
+/// Runs one connection's hoard session, raw QUIC or WebTransport alike.
+async fn serve_link(
+    link: Link,
+    handshake: Option<quinn::ZeroRttAccepted>,
+    deadline: tokio::time::Instant,
+    shared: &Arc<Shared>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let conn = link.conn().clone();
+    let peer = conn.remote_address();
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-    let Ok(control) = tokio::time::timeout_at(deadline, conn.accept_bi()).await else {
-        shared.stats.hello_timeouts.fetch_add(1, Ordering::Relaxed);
-        shared.metrics.disconnect("hello_timeout");
-        tracing::info!(%peer, "no control stream in time; closing");
-        conn.close(close_code(ErrorCode::Timeout), b"no hello in time");
-        return Ok(());
+    let Ok(control) = tokio::time::timeout_at(deadline, link.accept_control()).await else {
+        link.close(ErrorCode::Timeout, b"no hello in time");
+        return hello_late(shared, peer, "no control stream in time; closing");
     };
     let (mut send, recv) = control?;
     let mut reader = FrameReader::new(recv, MAX_CONTROL_FRAME);
@@ -60,19 +102,19 @@ pub(super) async fn serve(
         ServerSession::new(shared.config.clone(), id)
     };
     if let Ok(mut conns) = shared.conns.lock() {
-        conns.insert(id, conn.clone());
+        conns.insert(id, link.clone());
     }
     let (delta_tx, mut delta_rx) = mpsc::channel::<Frames>(shared.delta_queue);
     let _ = shared.commands.send(Command::Register {
         id,
         deltas: delta_tx,
-        conn: conn.clone(),
+        link: link.clone(),
     });
     // Live deltas (and transient states) on their own stream, opened on
     // first use. What a tick queued for the connection goes out as one
     // write (up to `DELTA_BATCH_BYTES`): one wake-up of the connection, and
     // as few datagrams as the bytes need rather than one per message.
-    let delta_conn = conn.clone();
+    let delta_link = link.clone();
     let delta_metrics = shared.metrics.clone();
     // The session's codec, once its `Hello` names one: a tick's batch of
     // at least `DELTA_PACK_MIN_BYTES` goes packed (a catch-up, a busy zone).
@@ -83,7 +125,7 @@ pub(super) async fn serve(
         let mut batch = Vec::new();
         while let Some(first) = delta_rx.recv().await {
             if stream.is_none() {
-                match delta_conn.open_uni().await {
+                match delta_link.open_uni().await {
                     Ok(s) => stream = Some(s),
                     Err(_) => return,
                 }
@@ -125,14 +167,14 @@ pub(super) async fn serve(
             }
         }
     });
-    let link = ControlLink {
-        conn: &conn,
+    let control_link = ControlLink {
+        link: &link,
         shared,
         id,
         hello_deadline: deadline,
         codec,
     };
-    let result = control_loop(&link, &mut send, &mut reader, &mut session, handshake).await;
+    let result = control_loop(&control_link, &mut send, &mut reader, &mut session, handshake).await;
     shared
         .stats
         .mtu_probes
@@ -145,7 +187,7 @@ pub(super) async fn serve(
             Err(e) => format!("the control stream failed: {e}"),
         };
         tracing::debug!(%peer, %reason, "closing the connection");
-        conn.close(close_code(ErrorCode::Protocol), reason.as_bytes());
+        link.close(ErrorCode::Protocol, reason.as_bytes());
     }
     // Ends the server chose (slow consumer, timeout, refusal, replacement)
     // were counted where it chose them; the rest are the client's doing.
@@ -174,7 +216,7 @@ pub(super) async fn serve(
 
 /// What the control loop of one connection works with.
 pub(super) struct ControlLink<'a> {
-    conn: &'a Connection,
+    link: &'a Link,
     shared: &'a Arc<Shared>,
     id: SessionId,
     /// `Hello` (and the handshake) must have come by then.
@@ -196,7 +238,7 @@ impl ControlLink<'_> {
                 Ok(next) => next,
                 Err(_) => {
                     self.shared.stats.hello_timeouts.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(peer = %self.conn.remote_address(), "no hello in time; closing");
+                    tracing::info!(peer = %self.link.conn().remote_address(), "no hello in time; closing");
                     session.fail(ErrorCode::Timeout, "no hello in time");
                     return Ok(None);
                 }
@@ -221,13 +263,13 @@ impl ControlLink<'_> {
     /// ends either way; its value says whether the client used 0-RTT.)
     async fn complete_handshake(&self, accepted: quinn::ZeroRttAccepted, session: &mut ServerSession) -> bool {
         match tokio::time::timeout_at(self.hello_deadline, accepted).await {
-            Ok(_) if self.conn.close_reason().is_none() => {
+            Ok(_) if self.link.conn().close_reason().is_none() => {
                 session.handshake_complete();
                 true
             }
             _ => {
                 self.shared.stats.hello_timeouts.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(peer = %self.conn.remote_address(), "handshake not finished in time; closing");
+                tracing::info!(peer = %self.link.conn().remote_address(), "handshake not finished in time; closing");
                 session.fail(ErrorCode::Timeout, "the handshake did not complete in time");
                 false
             }
@@ -249,13 +291,14 @@ pub(super) enum ControlEvent {
 pub(super) struct StreamEnded;
 
 pub(super) async fn control_loop(
-    link: &ControlLink<'_>,
+    control: &ControlLink<'_>,
     send: &mut quinn::SendStream,
     reader: &mut FrameReader,
     session: &mut ServerSession,
     mut handshake: Option<quinn::ZeroRttAccepted>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let (conn, shared, id) = (link.conn, link.shared, link.id);
+    let (link, shared, id) = (control.link, control.shared, control.id);
+    let conn = link.conn();
     let stall = shared.options.answer_stall;
     let answers = Arc::new(Semaphore::new(shared.options.answers_in_flight.max(1)));
     // The zones this connection wants live deltas of, and the entry (request)
@@ -273,12 +316,12 @@ pub(super) async fn control_loop(
                 biased;
                 // On a server it resolves once the handshake ends, completed
                 // or not (its value says whether the client used 0-RTT).
-                done = tokio::time::timeout_at(link.hello_deadline, accepted) => {
+                done = tokio::time::timeout_at(control.hello_deadline, accepted) => {
                     ControlEvent::Handshake(done.is_ok() && conn.close_reason().is_none())
                 }
-                next = link.next_message(reader, session) => ControlEvent::Read(next),
+                next = control.next_message(reader, session) => ControlEvent::Read(next),
             },
-            None => ControlEvent::Read(link.next_message(reader, session).await),
+            None => ControlEvent::Read(control.next_message(reader, session).await),
         };
         let mut msg = match event {
             ControlEvent::Handshake(ok) => {
@@ -301,7 +344,7 @@ pub(super) async fn control_loop(
         // moment between the handshake's end and its event).
         if matches!(msg, Some(Message::Intent(_)))
             && let Some(accepted) = handshake.take()
-            && !link.complete_handshake(accepted, session).await
+            && !control.complete_handshake(accepted, session).await
         {
             msg = None;
         }
@@ -337,7 +380,7 @@ pub(super) async fn control_loop(
                     if let Some(left_out) = UNREAD.allow() {
                         tracing::warn!(peer = %conn.remote_address(), left_out, "client does not read its zone answers; disconnecting");
                     }
-                    conn.close(close_code(ErrorCode::SlowConsumer), b"slow consumer: answers not read");
+                    link.close(ErrorCode::SlowConsumer, b"slow consumer: answers not read");
                     return Ok(());
                 };
                 slot = Some(taken);
@@ -349,7 +392,7 @@ pub(super) async fn control_loop(
                 let joined = session.perspective().is_some();
                 session.handle(now, unix, msg);
                 if let Some(codec) = session.codec() {
-                    let _ = link.codec.set(codec);
+                    let _ = control.codec.set(codec);
                 }
                 // The game's join hook may touch the store: keep the
                 // runtime's other connections moving meanwhile.
@@ -401,7 +444,7 @@ pub(super) async fn control_loop(
                     let slot = slot.take();
                     lock(&wanted).answering(&plan);
                     let sender = AnswerSender {
-                        conn: conn.clone(),
+                        link: link.clone(),
                         bulk: shared.slots.bulk.clone(),
                         store: shared.store.clone(),
                         stats: shared.stats.clone(),
@@ -467,10 +510,7 @@ pub(super) async fn control_loop(
                     let previous = lock(&shared.live).sign_in(&perspective, session.id());
                     if let Some(old) = previous.and_then(|s| lock(&shared.conns).get(&s).cloned()) {
                         shared.metrics.disconnect("replaced");
-                        old.close(
-                            close_code(ErrorCode::TokenInUse),
-                            b"signed in again from another connection",
-                        );
+                        old.close(ErrorCode::TokenInUse, b"signed in again from another connection");
                     }
                 }
                 Output::SignedOut { perspective } => lock(&shared.live).sign_out(&perspective, session.id()),
@@ -484,7 +524,7 @@ pub(super) async fn control_loop(
                     // (closing discards unsent stream data); bounded wait.
                     let _ = send.finish();
                     let _ = tokio::time::timeout(Duration::from_secs(2), send.stopped()).await;
-                    conn.close(close_code(code), reason.as_bytes());
+                    link.close(code, reason.as_bytes());
                     return Ok(());
                 }
             }

@@ -25,12 +25,13 @@ use bevy_ecs::schedule::Schedule;
 use bevy_ecs::world::World;
 use hoard_engine::store::WorldStore;
 use hoard_engine::{Publisher, RegistryHash, ServerIdentity, ZoneId};
-use quinn::{Connection, Endpoint};
+use quinn::Endpoint;
 use tokio::sync::{Semaphore, mpsc, watch};
 
 use hoard_engine::lock::lock;
 
 use super::committer::Committer;
+use super::link::Link;
 use super::slots::{AnswerSlots, FairPool, LIGHT_ANSWER_BYTES, Slot};
 use super::stream::{FrameReader, StreamError, packed, write_message};
 use crate::log_limit::LogLimit;
@@ -47,12 +48,14 @@ mod answer;
 mod control;
 mod options;
 mod outbox;
+mod web;
 mod world_link;
 
 use answer::*;
 use control::*;
 pub use options::*;
 pub(crate) use outbox::*;
+pub use web::{DEV_CERT_ROTATE, DEV_CERT_VALIDITY, WEB_PATH, WebCertificate, WebEndpoint, WebTransportOptions};
 use world_link::WorldThread;
 pub use world_link::*;
 
@@ -162,7 +165,7 @@ pub(crate) enum Command {
     Register {
         id: SessionId,
         deltas: mpsc::Sender<Frames>,
-        conn: Connection,
+        link: Link,
     },
     Tick(TickInput),
 }
@@ -181,6 +184,9 @@ pub struct ServerHandle {
     pub metrics: Arc<ServerMetrics>,
     /// Where they are served, if [`ServerOptions::metrics`] asked for it.
     pub metrics_addr: Option<SocketAddr>,
+    /// The WebTransport endpoint browsers connect to, if
+    /// [`ServerOptions::web_transport`] asked for one.
+    pub web: Option<WebEndpoint>,
     _exporter: Option<MetricsExporter>,
     endpoint: Endpoint,
     stop: Arc<AtomicBool>,
@@ -211,10 +217,11 @@ impl ServerHandle {
     /// Stops accepting, closes connections, stops the world thread, and
     /// returns the game (its world as of the last tick).
     pub async fn shutdown(mut self) -> Option<Game> {
-        self.endpoint.close(
-            quinn::VarInt::from_u32(ErrorCode::Server as u32),
-            b"server shutting down",
-        );
+        self.endpoint
+            .close(close_code(ErrorCode::Server), b"server shutting down");
+        if let Some(web) = &self.web {
+            web.close(ErrorCode::Server, b"server shutting down");
+        }
         self.stop.store(true, Ordering::SeqCst);
         // A linked server (`start_linked`) has no world thread: its caller
         // stops its world and calls `WorldLink::finish`.
@@ -230,10 +237,13 @@ impl ServerHandle {
         // estimate grew while the process was paused (SIGSTOP, a long GC of
         // the host) would otherwise hold the exit for three of its probe
         // timeouts, many seconds.
-        if tokio::time::timeout(DRAIN_WAIT, self.endpoint.wait_idle())
-            .await
-            .is_err()
-        {
+        let idle = async {
+            self.endpoint.wait_idle().await;
+            if let Some(web) = &self.web {
+                web.endpoint().wait_idle().await;
+            }
+        };
+        if tokio::time::timeout(DRAIN_WAIT, idle).await.is_err() {
             tracing::debug!(
                 waited_ms = DRAIN_WAIT.as_millis() as u64,
                 "connections still draining; not waiting for them"
@@ -257,7 +267,7 @@ struct Shared {
     delta_queue: usize,
     next_id: AtomicU64,
     /// Live connections by session id, to close one from another's session.
-    conns: std::sync::Mutex<HashMap<SessionId, Connection>>,
+    conns: std::sync::Mutex<HashMap<SessionId, Link>>,
     /// The live session of each signed-in perspective.
     live: std::sync::Mutex<LiveSessions>,
     on_join: Option<JoinHook>,
@@ -421,7 +431,7 @@ pub async fn start_linked(
         subscribers: HashMap::new(),
         writable: bound.writable,
         failure: bound.failure,
-        endpoint: bound.endpoint,
+        endpoints: bound.endpoints,
         conns: Outbox::default(),
         started: Instant::now(),
     };
@@ -436,7 +446,8 @@ pub(crate) struct Bound {
     pub(crate) metrics: Arc<ServerMetrics>,
     pub(crate) writable: Arc<AtomicBool>,
     pub(crate) failure: watch::Sender<Option<String>>,
-    pub(crate) endpoint: Endpoint,
+    /// The raw QUIC endpoint and the WebTransport one, if any.
+    pub(crate) endpoints: Vec<Endpoint>,
 }
 
 /// Loads (or makes) the keys in the data directory, binds, and accepts
@@ -531,47 +542,15 @@ pub(crate) async fn bind(
         slots: AnswerSlots::new(options.answers_in_flight_total, options.answers_in_flight_per_ip),
         options: options.clone(),
     });
-    let accept = endpoint.clone();
-    let max = options.max_connections;
-    let accept_task = tokio::spawn(async move {
-        while let Some(incoming) = accept.accept().await {
-            if shared.stats.connections.load(Ordering::SeqCst) >= max {
-                shared.stats.refused.fetch_add(1, Ordering::Relaxed);
-                shared.metrics.disconnect("refused");
-                static FULL: LogLimit = LogLimit::new();
-                if let Some(left_out) = FULL.allow() {
-                    tracing::warn!(peer = %incoming.remote_address(), max, left_out, "connection limit reached; refusing");
-                }
-                incoming.refuse();
-                continue;
-            }
-            shared.stats.connections.fetch_add(1, Ordering::SeqCst);
-            shared.metrics.connected.inc();
-            let shared = shared.clone();
-            tokio::spawn(async move {
-                let peer = incoming.remote_address();
-                match shared.take_ip_slot(peer.ip()) {
-                    Some(_slot) => {
-                        if let Err(e) = serve(incoming, &shared).await {
-                            tracing::debug!(%peer, error = %e, "connection ended");
-                        }
-                    }
-                    None => {
-                        shared.stats.refused.fetch_add(1, Ordering::Relaxed);
-                        shared.metrics.disconnect("refused");
-                        static PER_IP: LogLimit = LogLimit::new();
-                        if let Some(left_out) = PER_IP.allow() {
-                            tracing::warn!(%peer, left_out, "too many connections from this address; refusing");
-                        }
-                        incoming.refuse();
-                    }
-                }
-                shared.stats.connections.fetch_sub(1, Ordering::SeqCst);
-                shared.metrics.connected.dec();
-            });
-        }
-    });
+    let web = match &options.web_transport {
+        Some(web) => Some(web::bind_web(web, &shared)?),
+        None => None,
+    };
+    let accept_task = tokio::spawn(accept_loop(endpoint.clone(), shared, Flavor::Quic));
     tracing::info!(%addr, identity = %keys.identity, "hoard server listening");
+    let endpoints = std::iter::once(endpoint.clone())
+        .chain(web.as_ref().map(|w| w.endpoint().clone()))
+        .collect();
     let handle = ServerHandle {
         addr,
         identity: keys.identity,
@@ -579,6 +558,7 @@ pub(crate) async fn bind(
         auth,
         metrics: metrics.clone(),
         metrics_addr: exporter.as_ref().map(MetricsExporter::addr),
+        web,
         _exporter: exporter,
         endpoint: endpoint.clone(),
         stop,
@@ -592,6 +572,68 @@ pub(crate) async fn bind(
         metrics,
         writable,
         failure: failure_tx,
-        endpoint,
+        endpoints,
     })
+}
+
+/// A QUIC application close code for hoard's `code` (a whole endpoint's
+/// close; one connection's goes through [`Link::close`]).
+pub(super) fn close_code(code: ErrorCode) -> quinn::VarInt {
+    quinn::VarInt::from_u32(code as u32)
+}
+
+/// Which protocol an endpoint's connections speak.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Flavor {
+    /// hoard over raw QUIC.
+    Quic,
+    /// hoard over WebTransport sessions (HTTP/3).
+    Web,
+}
+
+/// Accepts an endpoint's connections, within the server's connection limits
+/// (in all and per address; both endpoints count against the same ones),
+/// each served on a task of its own.
+async fn accept_loop(endpoint: Endpoint, shared: Arc<Shared>, flavor: Flavor) {
+    let max = shared.options.max_connections;
+    while let Some(incoming) = endpoint.accept().await {
+        if shared.stats.connections.load(Ordering::SeqCst) >= max {
+            shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+            shared.metrics.disconnect("refused");
+            static FULL: LogLimit = LogLimit::new();
+            if let Some(left_out) = FULL.allow() {
+                tracing::warn!(peer = %incoming.remote_address(), max, left_out, "connection limit reached; refusing");
+            }
+            incoming.refuse();
+            continue;
+        }
+        shared.stats.connections.fetch_add(1, Ordering::SeqCst);
+        shared.metrics.connected.inc();
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let peer = incoming.remote_address();
+            match shared.take_ip_slot(peer.ip()) {
+                Some(_slot) => {
+                    let served = match flavor {
+                        Flavor::Quic => serve(incoming, &shared).await,
+                        Flavor::Web => serve_web(incoming, &shared).await,
+                    };
+                    if let Err(e) = served {
+                        tracing::debug!(%peer, error = %e, "connection ended");
+                    }
+                }
+                None => {
+                    shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+                    shared.metrics.disconnect("refused");
+                    static PER_IP: LogLimit = LogLimit::new();
+                    if let Some(left_out) = PER_IP.allow() {
+                        tracing::warn!(%peer, left_out, "too many connections from this address; refusing");
+                    }
+                    incoming.refuse();
+                }
+            }
+            shared.stats.connections.fetch_sub(1, Ordering::SeqCst);
+            shared.metrics.connected.dec();
+        });
+    }
 }

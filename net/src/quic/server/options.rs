@@ -66,6 +66,9 @@ pub struct ServerOptions {
     /// links that carry them, at ~5.6 KB of probes per connection, which is
     /// most of a warm entry's bytes. Default: off.
     pub mtu_discovery: bool,
+    /// A WebTransport (HTTP/3) endpoint for browsers beside the raw QUIC
+    /// one (see [`WebTransportOptions`]). Default: none.
+    pub web_transport: Option<WebTransportOptions>,
 }
 
 impl ServerOptions {
@@ -95,6 +98,7 @@ impl ServerOptions {
             directory: Arc::new(hoard_proto::sync::server::OneServer),
             advertise: None,
             mtu_discovery: false,
+            web_transport: None,
         }
     }
 

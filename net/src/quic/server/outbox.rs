@@ -20,7 +20,7 @@ pub(super) fn encode_frames(message: &Message) -> Frames {
 
 pub(crate) struct Conn {
     pub(crate) deltas: mpsc::Sender<Frames>,
-    pub(crate) conn: Connection,
+    pub(crate) link: Link,
 }
 
 /// Sessions' delta streams, as a driver (a world's link, a relay's) feeds
@@ -39,8 +39,8 @@ impl Outbox {
     /// The world's link and a relay's both feed their cores through it.
     pub(crate) fn take(&mut self, command: Command) -> TickInput {
         match command {
-            Command::Register { id, deltas, conn } => {
-                self.register(id, Conn { deltas, conn });
+            Command::Register { id, deltas, link } => {
+                self.register(id, Conn { deltas, link });
                 TickInput::Register { id }
             }
             Command::Tick(input) => {
@@ -99,8 +99,7 @@ impl Outbox {
         if let Some(slow) = slow {
             slow.fetch_add(1, Ordering::Relaxed);
         }
-        c.conn
-            .close(close_code(ErrorCode::SlowConsumer), b"slow consumer: deltas not read");
+        c.link.close(ErrorCode::SlowConsumer, b"slow consumer: deltas not read");
         self.conns.remove(&to);
         false
     }
@@ -108,7 +107,7 @@ impl Outbox {
     /// Closes every connection with `reason`.
     pub(crate) fn close_all(&self, reason: &[u8]) {
         for c in self.conns.values() {
-            c.conn.close(close_code(ErrorCode::Server), reason);
+            c.link.close(ErrorCode::Server, reason);
         }
     }
 

@@ -32,7 +32,8 @@ pub struct WorldLink {
     pub(super) subscribers: HashMap<ZoneId, usize>,
     pub(super) writable: Arc<AtomicBool>,
     pub(super) failure: watch::Sender<Option<String>>,
-    pub(super) endpoint: Endpoint,
+    /// The raw QUIC endpoint and the WebTransport one, if any.
+    pub(super) endpoints: Vec<Endpoint>,
     pub(super) conns: Outbox,
     /// The core's clock: seconds since this instant.
     pub(super) started: Instant,
@@ -320,7 +321,9 @@ impl WorldLink {
     /// reported through [`ServerHandle::failed`].
     pub fn fail(&mut self, reason: String) {
         tracing::error!(%reason, "the server stops");
-        self.endpoint.close(close_code(ErrorCode::Server), b"server failed");
+        for endpoint in &self.endpoints {
+            endpoint.close(close_code(ErrorCode::Server), b"server failed");
+        }
         let _ = self.failure.send(Some(reason));
     }
 
