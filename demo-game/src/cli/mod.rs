@@ -13,4 +13,5 @@ pub(crate) mod server;
 pub(crate) mod session;
 pub(crate) mod signals;
 pub(crate) mod store;
+pub(crate) mod web;
 pub(crate) mod world;

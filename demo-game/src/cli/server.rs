@@ -85,6 +85,12 @@ struct RunArgs {
     /// per connection.
     #[arg(long)]
     mtu_discovery: bool,
+    /// Play in a browser: the WebTransport endpoint on this UDP address and
+    /// the page on this TCP address (the same port for both, e.g.
+    /// 127.0.0.1:8080; open http://127.0.0.1:8080/). The endpoint makes its
+    /// own short-lived certificate, which the page is told.
+    #[arg(long)]
+    web: Option<SocketAddr>,
     /// Accept `dev:<name>` tokens. For local development only.
     #[arg(long)]
     dev: bool,
@@ -198,6 +204,10 @@ fn serve(args: RunArgs) -> anyhow::Result<i32> {
     options.metrics = args.metrics;
     options.max_connections = args.max_connections;
     options.max_connections_per_ip = args.max_connections_per_ip;
+    options.web_transport = args.web.map(|listen| hoard_net::quic::server::WebTransportOptions {
+        listen,
+        certificate: hoard_net::quic::server::WebCertificate::Development,
+    });
     if let Some((directory, _)) = &directory {
         options.directory = directory.clone();
     }
@@ -258,6 +268,13 @@ fn serve(args: RunArgs) -> anyhow::Result<i32> {
     };
     {
         let server = app.world().resource::<HoardServer>();
+        let page = match (args.web, &server.handle.web) {
+            (Some(addr), Some(web)) => Some(super::web::serve(
+                addr,
+                super::web::PageInfo::of(web, server.handle.identity.to_string(), args.dev, game::registry()),
+            )?),
+            _ => None,
+        };
         println!(
             "{}",
             serde_json::json!({
@@ -265,6 +282,7 @@ fn serve(args: RunArgs) -> anyhow::Result<i32> {
                 "addr": server.handle.addr.to_string(),
                 "fingerprint": server.handle.identity.to_string(),
                 "metrics": server.handle.metrics_addr.map(|a| format!("http://{a}/metrics")),
+                "web": page.map(|a| format!("http://{a}/")),
                 "zones": zones,
                 "serving": args.zones.iter().map(ZoneId::as_str).collect::<Vec<_>>(),
                 // From taking the zones' leases to serving them (loading the world).

@@ -81,6 +81,13 @@ impl WebEndpoint {
         read(&self.hashes).clone()
     }
 
+    /// [`WebEndpoint::certificate_hashes`] as a function another thread
+    /// may keep (a page server answering after a renewal).
+    pub fn certificate_hashes_source(&self) -> impl Fn() -> Vec<[u8; 32]> + Send + Sync + 'static {
+        let hashes = self.hashes.clone();
+        move || read(&hashes).clone()
+    }
+
     pub(super) fn close(&self, code: ErrorCode, reason: &[u8]) {
         self.endpoint.close(close_code(code), reason);
         if let Some(rotation) = &self.rotation {
