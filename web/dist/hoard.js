@@ -1,31 +1,12 @@
-var __defProp = Object.defineProperty;
-var __getOwnPropNames = Object.getOwnPropertyNames;
-var __esm = (fn, res, err) => function __init() {
-  if (err) throw err[0];
-  try {
-    return fn && (res = (0, fn[__getOwnPropNames(fn)[0]])(fn = 0)), res;
-  } catch (e) {
-    throw err = [e], e;
-  }
-};
-var __export = (target, all) => {
-  for (var name in all)
-    __defProp(target, name, { get: all[name], enumerable: true });
-};
-
 // node_modules/@noble/hashes/_u64.js
-var fromNumH, fromNumL;
-var init_u64 = __esm({
-  "node_modules/@noble/hashes/_u64.js"() {
-    fromNumH = (n) => n / 2 ** 32 | 0;
-    fromNumL = (n) => n >>> 0;
-  }
-});
+var fromNumH = (n) => n / 2 ** 32 | 0;
+var fromNumL = (n) => n >>> 0;
 
 // node_modules/@noble/hashes/utils.js
 function isBytes(a) {
   return a instanceof Uint8Array || ArrayBuffer.isView(a) && a.constructor.name === "Uint8Array" && "BYTES_PER_ELEMENT" in a && a.BYTES_PER_ELEMENT === 1;
 }
+var atitle = (title) => title ? `"${title}" ` : "";
 function anumber(n, title = "") {
   if (typeof n !== "number")
     throw new TypeError(atitle(title) + "expected number, got " + typeof n);
@@ -49,6 +30,18 @@ function abytes(value, length, title = "") {
 function copyBytes(bytes) {
   return Uint8Array.from(abytes(bytes));
 }
+var aobject = (value, label) => {
+  if (value === null || typeof value !== "object" || Array.isArray(value))
+    throw new TypeError((label === "object" ? "" : `"${label}" `) + "expected object, got type=" + typeof value);
+};
+var aopts = (value, label) => {
+  aobject(value, label);
+  const proto = Object.getPrototypeOf(value);
+  if (proto !== Object.prototype && proto !== null)
+    throw new TypeError(`"${label}" expected plain object`);
+  if (Object.hasOwn(value, "__proto__"))
+    throw new TypeError(`"${label}.__proto__" is not allowed`);
+};
 function aexists(instance, checkFinished = true) {
   if (instance.destroyed)
     throw new Error("hash was destroyed");
@@ -76,15 +69,18 @@ function clean(...arrays) {
 function rotr(word, shift) {
   return word << 32 - shift | word >>> shift;
 }
+var isLE = /* @__PURE__ */ (() => new Uint8Array(new Uint32Array([287454020]).buffer)[0] === 68)();
 function byteSwap(word) {
   return word << 24 & 4278190080 | word << 8 & 16711680 | word >>> 8 & 65280 | word >>> 24 & 255;
 }
+var swap8IfBE = isLE ? (n) => n : (n) => byteSwap(n) >>> 0;
 function byteSwap32(arr2) {
   for (let i = 0; i < arr2.length; i++) {
     arr2[i] = byteSwap(arr2[i]);
   }
   return arr2;
 }
+var swap32IfBE = isLE ? (u) => u : byteSwap32;
 function checkOpts(defaults, opts, title = "opts") {
   aopts(defaults, "defaults");
   if (opts !== void 0)
@@ -105,44 +101,18 @@ function createHasher(hashCons, info = {}) {
   Object.assign(hashC, info);
   return Object.freeze(hashC);
 }
-var atitle, aobject, aopts, isLE, swap8IfBE, swap32IfBE;
-var init_utils = __esm({
-  "node_modules/@noble/hashes/utils.js"() {
-    atitle = (title) => title ? `"${title}" ` : "";
-    aobject = (value, label) => {
-      if (value === null || typeof value !== "object" || Array.isArray(value))
-        throw new TypeError((label === "object" ? "" : `"${label}" `) + "expected object, got type=" + typeof value);
-    };
-    aopts = (value, label) => {
-      aobject(value, label);
-      const proto = Object.getPrototypeOf(value);
-      if (proto !== Object.prototype && proto !== null)
-        throw new TypeError(`"${label}" expected plain object`);
-      if (Object.hasOwn(value, "__proto__"))
-        throw new TypeError(`"${label}.__proto__" is not allowed`);
-    };
-    isLE = /* @__PURE__ */ (() => new Uint8Array(new Uint32Array([287454020]).buffer)[0] === 68)();
-    swap8IfBE = isLE ? (n) => n : (n) => byteSwap(n) >>> 0;
-    swap32IfBE = isLE ? (u) => u : byteSwap32;
-  }
-});
 
 // node_modules/@noble/hashes/_md.js
-var SHA256_IV;
-var init_md = __esm({
-  "node_modules/@noble/hashes/_md.js"() {
-    SHA256_IV = /* @__PURE__ */ Uint32Array.from([
-      1779033703,
-      3144134277,
-      1013904242,
-      2773480762,
-      1359893119,
-      2600822924,
-      528734635,
-      1541459225
-    ]);
-  }
-});
+var SHA256_IV = /* @__PURE__ */ Uint32Array.from([
+  1779033703,
+  3144134277,
+  1013904242,
+  2773480762,
+  1359893119,
+  2600822924,
+  528734635,
+  1541459225
+]);
 
 // node_modules/@noble/hashes/_blake.js
 function G1s(a, b, c, d, x) {
@@ -159,13 +129,106 @@ function G2s(a, b, c, d, x) {
   b = rotr(b ^ c, 7);
   return { a, b, c, d };
 }
-var init_blake = __esm({
-  "node_modules/@noble/hashes/_blake.js"() {
-    init_utils();
-  }
-});
 
 // node_modules/@noble/hashes/blake2.js
+var _BLAKE2 = class {
+  buffer;
+  buffer32;
+  finished = false;
+  destroyed = false;
+  length = 0;
+  pos = 0;
+  blockLen;
+  outputLen;
+  canXOF = false;
+  constructor(blockLen, outputLen) {
+    anumber(blockLen);
+    anumber(outputLen);
+    this.blockLen = blockLen;
+    this.outputLen = outputLen;
+    this.buffer = new Uint8Array(blockLen);
+    this.buffer32 = u32(this.buffer);
+  }
+  update(data) {
+    aexists(this);
+    abytes(data);
+    const { blockLen, buffer, buffer32 } = this;
+    const len = data.length;
+    const offset = data.byteOffset;
+    const buf = data.buffer;
+    for (let pos = 0; pos < len; ) {
+      if (this.pos === blockLen) {
+        swap32IfBE(buffer32);
+        this.compress(buffer32, 0, false);
+        swap32IfBE(buffer32);
+        this.pos = 0;
+      }
+      const take = Math.min(blockLen - this.pos, len - pos);
+      const dataOffset = offset + pos;
+      if (take === blockLen && !(dataOffset % 4) && pos + take < len) {
+        const data32 = new Uint32Array(buf, dataOffset, Math.floor((len - pos) / 4));
+        swap32IfBE(data32);
+        for (let pos32 = 0; pos + blockLen < len; pos32 += buffer32.length, pos += blockLen) {
+          this.length += blockLen;
+          this.compress(data32, pos32, false);
+        }
+        swap32IfBE(data32);
+        continue;
+      }
+      buffer.set(pos === 0 && take === len ? data : data.subarray(pos, pos + take), this.pos);
+      this.pos += take;
+      this.length += take;
+      pos += take;
+    }
+    return this;
+  }
+  digestInto(out) {
+    aexists(this);
+    aoutput(out, this);
+    if (out.byteOffset & 3)
+      throw new RangeError('"output" expected 4-byte aligned byteOffset, got ' + out.byteOffset);
+    const { pos, buffer32 } = this;
+    this.finished = true;
+    this.buffer.fill(0, pos);
+    swap32IfBE(buffer32);
+    this.compress(buffer32, 0, true);
+    swap32IfBE(buffer32);
+    const state = this.get();
+    const out32 = out === this.buffer ? buffer32 : u32(out);
+    const full = Math.floor(this.outputLen / 4);
+    for (let i = 0; i < full; i++)
+      out32[i] = swap8IfBE(state[i]);
+    const tail = this.outputLen % 4;
+    if (!tail)
+      return;
+    const off = full * 4;
+    const word = state[full];
+    for (let i = 0; i < tail; i++)
+      out[off + i] = word >>> 8 * i;
+  }
+  digest() {
+    const { buffer, outputLen } = this;
+    this.digestInto(buffer);
+    const res = buffer.slice(0, outputLen);
+    this.destroy();
+    return res;
+  }
+  _cloneInto(to) {
+    const { buffer, length, finished, destroyed, outputLen, pos } = this;
+    to ||= new this.constructor({ dkLen: outputLen });
+    to.set(...this.get());
+    to.buffer.set(buffer);
+    to.destroyed = destroyed;
+    to.finished = finished;
+    to.length = length;
+    to.pos = pos;
+    to.outputLen = outputLen;
+    return to;
+  }
+  clone() {
+    return this._cloneInto();
+  }
+};
 function _compress(s, offset, msg, rounds, v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15) {
   let j = 0;
   for (let i = 0; i < rounds; i++) {
@@ -188,365 +251,252 @@ function _compress(s, offset, msg, rounds, v0, v1, v2, v3, v4, v5, v6, v7, v8, v
   }
   return { v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15 };
 }
-var _BLAKE2;
-var init_blake2 = __esm({
-  "node_modules/@noble/hashes/blake2.js"() {
-    init_blake();
-    init_utils();
-    _BLAKE2 = class {
-      buffer;
-      buffer32;
-      finished = false;
-      destroyed = false;
-      length = 0;
-      pos = 0;
-      blockLen;
-      outputLen;
-      canXOF = false;
-      constructor(blockLen, outputLen) {
-        anumber(blockLen);
-        anumber(outputLen);
-        this.blockLen = blockLen;
-        this.outputLen = outputLen;
-        this.buffer = new Uint8Array(blockLen);
-        this.buffer32 = u32(this.buffer);
-      }
-      update(data) {
-        aexists(this);
-        abytes(data);
-        const { blockLen, buffer, buffer32 } = this;
-        const len = data.length;
-        const offset = data.byteOffset;
-        const buf = data.buffer;
-        for (let pos = 0; pos < len; ) {
-          if (this.pos === blockLen) {
-            swap32IfBE(buffer32);
-            this.compress(buffer32, 0, false);
-            swap32IfBE(buffer32);
-            this.pos = 0;
-          }
-          const take = Math.min(blockLen - this.pos, len - pos);
-          const dataOffset = offset + pos;
-          if (take === blockLen && !(dataOffset % 4) && pos + take < len) {
-            const data32 = new Uint32Array(buf, dataOffset, Math.floor((len - pos) / 4));
-            swap32IfBE(data32);
-            for (let pos32 = 0; pos + blockLen < len; pos32 += buffer32.length, pos += blockLen) {
-              this.length += blockLen;
-              this.compress(data32, pos32, false);
-            }
-            swap32IfBE(data32);
-            continue;
-          }
-          buffer.set(pos === 0 && take === len ? data : data.subarray(pos, pos + take), this.pos);
-          this.pos += take;
-          this.length += take;
-          pos += take;
-        }
-        return this;
-      }
-      digestInto(out) {
-        aexists(this);
-        aoutput(out, this);
-        if (out.byteOffset & 3)
-          throw new RangeError('"output" expected 4-byte aligned byteOffset, got ' + out.byteOffset);
-        const { pos, buffer32 } = this;
-        this.finished = true;
-        this.buffer.fill(0, pos);
-        swap32IfBE(buffer32);
-        this.compress(buffer32, 0, true);
-        swap32IfBE(buffer32);
-        const state = this.get();
-        const out32 = out === this.buffer ? buffer32 : u32(out);
-        const full = Math.floor(this.outputLen / 4);
-        for (let i = 0; i < full; i++)
-          out32[i] = swap8IfBE(state[i]);
-        const tail = this.outputLen % 4;
-        if (!tail)
-          return;
-        const off = full * 4;
-        const word = state[full];
-        for (let i = 0; i < tail; i++)
-          out[off + i] = word >>> 8 * i;
-      }
-      digest() {
-        const { buffer, outputLen } = this;
-        this.digestInto(buffer);
-        const res = buffer.slice(0, outputLen);
-        this.destroy();
-        return res;
-      }
-      _cloneInto(to) {
-        const { buffer, length, finished, destroyed, outputLen, pos } = this;
-        to ||= new this.constructor({ dkLen: outputLen });
-        to.set(...this.get());
-        to.buffer.set(buffer);
-        to.destroyed = destroyed;
-        to.finished = finished;
-        to.length = length;
-        to.pos = pos;
-        to.outputLen = outputLen;
-        return to;
-      }
-      clone() {
-        return this._cloneInto();
-      }
-    };
-  }
-});
 
 // node_modules/@noble/hashes/blake3.js
-var B3_Flags, B3_IV, B3_SIGMA, _BLAKE3, blake3;
-var init_blake3 = __esm({
-  "node_modules/@noble/hashes/blake3.js"() {
-    init_md();
-    init_u64();
-    init_blake2();
-    init_utils();
-    B3_Flags = {
-      CHUNK_START: 1,
-      CHUNK_END: 2,
-      PARENT: 4,
-      ROOT: 8,
-      KEYED_HASH: 16,
-      DERIVE_KEY_CONTEXT: 32,
-      DERIVE_KEY_MATERIAL: 64
-    };
-    B3_IV = /* @__PURE__ */ SHA256_IV.slice();
-    B3_SIGMA = /* @__PURE__ */ (() => {
-      const Id = Array.from({ length: 16 }, (_, i) => i);
-      const permute = (arr2) => [2, 6, 3, 10, 7, 0, 4, 13, 1, 11, 12, 5, 9, 14, 15, 8].map((i) => arr2[i]);
-      const res = [];
-      for (let i = 0, v = Id; i < 7; i++, v = permute(v))
-        res.push(...v);
-      return Uint8Array.from(res);
-    })();
-    _BLAKE3 = class __BLAKE3 extends _BLAKE2 {
-      canXOF = true;
-      chunkPos = 0;
-      // Position of current block in chunk
-      // How many chunks we already have; exact while this stays within
-      // JS's safe-integer range.
-      chunksDone = 0;
-      flags = 0 | 0;
-      IV;
-      state;
-      stack = [];
-      // Output
-      posOut = 0;
-      bufferOut32 = new Uint32Array(16);
-      bufferOut;
-      // Index of output chunk; exact while this stays within JS's
-      // safe-integer range.
-      chunkOut = 0;
-      enableXOF = true;
-      constructor(opts = {}, flags = 0) {
-        opts = checkOpts({}, opts);
-        super(64, opts.dkLen === void 0 ? 32 : opts.dkLen);
-        const { key, context } = opts;
-        const hasContext = context !== void 0;
-        if (key !== void 0) {
-          if (hasContext)
-            throw new Error('cannot use both "key" and "context"');
-          abytes(key, 32, "key");
-          const k = copyBytes(key);
-          this.IV = u32(k);
-          swap32IfBE(this.IV);
-          this.flags = flags | B3_Flags.KEYED_HASH;
-        } else if (hasContext) {
-          abytes(context, void 0, "context");
-          const ctx = context;
-          const contextKey = new __BLAKE3({ dkLen: 32 }, B3_Flags.DERIVE_KEY_CONTEXT).update(ctx).digest();
-          this.IV = u32(contextKey);
-          swap32IfBE(this.IV);
-          this.flags = flags | B3_Flags.DERIVE_KEY_MATERIAL;
-        } else {
-          this.IV = B3_IV;
-          this.flags = flags;
-        }
-        this.state = this.IV.slice();
-        this.bufferOut = u8(this.bufferOut32);
-      }
-      // _BLAKE2's scalar-state hooks are unused here: BLAKE3 keeps its tree/XOF state in arrays and
-      // copies it directly in _cloneInto().
-      get() {
-        return [];
-      }
-      set() {
-      }
-      // Truncated chunk/parent compression: seed v8..v15 as IV[0..3], t0, t1,
-      // block length, and flags, then keep only the first 8 output words.
-      b2Compress(counter, flags, buf, bufPos = 0) {
-        const { state: s, pos } = this;
-        const t0 = fromNumL(counter);
-        const t1 = fromNumH(counter);
-        const { v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15 } = _compress(B3_SIGMA, bufPos, buf, 7, s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7], B3_IV[0], B3_IV[1], B3_IV[2], B3_IV[3], t0, t1, pos, flags);
-        s[0] = v0 ^ v8;
-        s[1] = v1 ^ v9;
-        s[2] = v2 ^ v10;
-        s[3] = v3 ^ v11;
-        s[4] = v4 ^ v12;
-        s[5] = v5 ^ v13;
-        s[6] = v6 ^ v14;
-        s[7] = v7 ^ v15;
-      }
-      compress(buf, bufPos = 0, isLast = false) {
-        let flags = this.flags;
-        if (!this.chunkPos)
-          flags |= B3_Flags.CHUNK_START;
-        if (this.chunkPos === 15 || isLast)
-          flags |= B3_Flags.CHUNK_END;
-        if (!isLast)
-          this.pos = this.blockLen;
-        this.b2Compress(this.chunksDone, flags, buf, bufPos);
-        this.chunkPos += 1;
-        if (this.chunkPos === 16 || isLast) {
-          let chunk = this.state;
-          this.state = this.IV.slice();
-          for (let last, chunks = this.chunksDone + 1; isLast || !(chunks & 1); chunks = Math.floor(chunks / 2)) {
-            if (!(last = this.stack.pop()))
-              break;
-            this.buffer32.set(last, 0);
-            this.buffer32.set(chunk, 8);
-            this.pos = this.blockLen;
-            this.b2Compress(0, this.flags | B3_Flags.PARENT, this.buffer32, 0);
-            chunk = this.state;
-            this.state = this.IV.slice();
-          }
-          this.chunksDone++;
-          this.chunkPos = 0;
-          this.stack.push(chunk);
-        }
-        this.pos = 0;
-      }
-      // Overriding hides _BLAKE2's flat implementation, which would otherwise be inherited
-      // and silently miss the tree state (CV stack, chunk counters; get()/set() are stubs here).
-      _cloneInto(to) {
-        const staleOutput = !!to && to.finished && !to.destroyed;
-        to = super._cloneInto(to);
-        const { IV, flags, state, chunkPos, posOut, chunkOut, stack, chunksDone } = this;
-        to.state.set(state);
-        to.stack = stack.map((i) => Uint32Array.from(i));
-        if (IV === B3_IV) {
-          if (to.IV !== B3_IV)
-            clean(to.IV);
-          to.IV = B3_IV;
-        } else if (to.IV === B3_IV) {
-          to.IV = IV.slice();
-        } else {
-          to.IV.set(IV);
-        }
-        to.flags = flags;
-        to.chunkPos = chunkPos;
-        to.chunksDone = chunksDone;
-        to.posOut = posOut;
-        to.chunkOut = chunkOut;
-        to.enableXOF = this.enableXOF;
-        if (this.finished) {
-          to.bufferOut32.set(this.bufferOut32);
-        } else if (staleOutput) {
-          clean(to.bufferOut32);
-        }
-        return to;
-      }
-      destroy() {
-        this.destroyed = true;
-        clean(this.state, this.buffer32, this.bufferOut32);
-        if (this.IV !== B3_IV)
-          clean(this.IV);
-        clean(...this.stack);
-      }
-      // Root/XOF compression: rerun the same ROOT inputs with incrementing output
-      // counter `t` and materialize all 16 output words.
-      // Same as b2Compress, but doesn't modify state and returns 16 u32 array (instead of 8)
-      b2CompressOut() {
-        const { state: s, pos, flags, buffer32, bufferOut32: out32 } = this;
-        const outCounter = this.chunkOut++;
-        const t0 = fromNumL(outCounter);
-        const t1 = fromNumH(outCounter);
-        swap32IfBE(buffer32);
-        const { v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15 } = _compress(B3_SIGMA, 0, buffer32, 7, s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7], B3_IV[0], B3_IV[1], B3_IV[2], B3_IV[3], t0, t1, pos, flags);
-        out32[0] = v0 ^ v8;
-        out32[1] = v1 ^ v9;
-        out32[2] = v2 ^ v10;
-        out32[3] = v3 ^ v11;
-        out32[4] = v4 ^ v12;
-        out32[5] = v5 ^ v13;
-        out32[6] = v6 ^ v14;
-        out32[7] = v7 ^ v15;
-        out32[8] = s[0] ^ v8;
-        out32[9] = s[1] ^ v9;
-        out32[10] = s[2] ^ v10;
-        out32[11] = s[3] ^ v11;
-        out32[12] = s[4] ^ v12;
-        out32[13] = s[5] ^ v13;
-        out32[14] = s[6] ^ v14;
-        out32[15] = s[7] ^ v15;
-        swap32IfBE(buffer32);
-        swap32IfBE(out32);
-        this.posOut = 0;
-      }
-      finish() {
-        if (this.finished)
-          return;
-        this.finished = true;
-        this.buffer.fill(0, this.pos);
-        let flags = this.flags | B3_Flags.ROOT;
-        if (this.stack.length) {
-          flags |= B3_Flags.PARENT;
-          swap32IfBE(this.buffer32);
-          this.compress(this.buffer32, 0, true);
-          swap32IfBE(this.buffer32);
-          this.chunksDone = 0;
-          this.pos = this.blockLen;
-        } else {
-          flags |= (!this.chunkPos ? B3_Flags.CHUNK_START : 0) | B3_Flags.CHUNK_END;
-        }
-        this.flags = flags;
-        this.b2CompressOut();
-      }
-      writeInto(out) {
-        aexists(this, false);
-        abytes(out);
-        this.finish();
-        const { blockLen, bufferOut } = this;
-        for (let pos = 0, len = out.length; pos < len; ) {
-          if (this.posOut >= blockLen)
-            this.b2CompressOut();
-          const take = Math.min(blockLen - this.posOut, len - pos);
-          out.set(bufferOut.subarray(this.posOut, this.posOut + take), pos);
-          this.posOut += take;
-          pos += take;
-        }
-        return out;
-      }
-      xofInto(out) {
-        if (!this.enableXOF)
-          throw new Error("no XOF after digest()");
-        return this.writeInto(out);
-      }
-      xof(bytes) {
-        anumber(bytes);
-        return this.xofInto(new Uint8Array(bytes));
-      }
-      digestInto(out) {
-        aoutput(out, this);
-        if (this.finished)
-          throw new Error("digest() was already called");
-        this.enableXOF = false;
-        this.writeInto(out.length === this.outputLen ? out : out.subarray(0, this.outputLen));
-        this.destroy();
-      }
-      digest() {
-        const out = new Uint8Array(this.outputLen);
-        this.digestInto(out);
-        return out;
-      }
-    };
-    blake3 = /* @__PURE__ */ createHasher((opts = {}) => new _BLAKE3(opts));
+var B3_Flags = {
+  CHUNK_START: 1,
+  CHUNK_END: 2,
+  PARENT: 4,
+  ROOT: 8,
+  KEYED_HASH: 16,
+  DERIVE_KEY_CONTEXT: 32,
+  DERIVE_KEY_MATERIAL: 64
+};
+var B3_IV = /* @__PURE__ */ SHA256_IV.slice();
+var B3_SIGMA = /* @__PURE__ */ (() => {
+  const Id = Array.from({ length: 16 }, (_, i) => i);
+  const permute = (arr2) => [2, 6, 3, 10, 7, 0, 4, 13, 1, 11, 12, 5, 9, 14, 15, 8].map((i) => arr2[i]);
+  const res = [];
+  for (let i = 0, v = Id; i < 7; i++, v = permute(v))
+    res.push(...v);
+  return Uint8Array.from(res);
+})();
+var _BLAKE3 = class __BLAKE3 extends _BLAKE2 {
+  canXOF = true;
+  chunkPos = 0;
+  // Position of current block in chunk
+  // How many chunks we already have; exact while this stays within
+  // JS's safe-integer range.
+  chunksDone = 0;
+  flags = 0 | 0;
+  IV;
+  state;
+  stack = [];
+  // Output
+  posOut = 0;
+  bufferOut32 = new Uint32Array(16);
+  bufferOut;
+  // Index of output chunk; exact while this stays within JS's
+  // safe-integer range.
+  chunkOut = 0;
+  enableXOF = true;
+  constructor(opts = {}, flags = 0) {
+    opts = checkOpts({}, opts);
+    super(64, opts.dkLen === void 0 ? 32 : opts.dkLen);
+    const { key, context } = opts;
+    const hasContext = context !== void 0;
+    if (key !== void 0) {
+      if (hasContext)
+        throw new Error('cannot use both "key" and "context"');
+      abytes(key, 32, "key");
+      const k = copyBytes(key);
+      this.IV = u32(k);
+      swap32IfBE(this.IV);
+      this.flags = flags | B3_Flags.KEYED_HASH;
+    } else if (hasContext) {
+      abytes(context, void 0, "context");
+      const ctx = context;
+      const contextKey = new __BLAKE3({ dkLen: 32 }, B3_Flags.DERIVE_KEY_CONTEXT).update(ctx).digest();
+      this.IV = u32(contextKey);
+      swap32IfBE(this.IV);
+      this.flags = flags | B3_Flags.DERIVE_KEY_MATERIAL;
+    } else {
+      this.IV = B3_IV;
+      this.flags = flags;
+    }
+    this.state = this.IV.slice();
+    this.bufferOut = u8(this.bufferOut32);
   }
-});
+  // _BLAKE2's scalar-state hooks are unused here: BLAKE3 keeps its tree/XOF state in arrays and
+  // copies it directly in _cloneInto().
+  get() {
+    return [];
+  }
+  set() {
+  }
+  // Truncated chunk/parent compression: seed v8..v15 as IV[0..3], t0, t1,
+  // block length, and flags, then keep only the first 8 output words.
+  b2Compress(counter, flags, buf, bufPos = 0) {
+    const { state: s, pos } = this;
+    const t0 = fromNumL(counter);
+    const t1 = fromNumH(counter);
+    const { v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15 } = _compress(B3_SIGMA, bufPos, buf, 7, s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7], B3_IV[0], B3_IV[1], B3_IV[2], B3_IV[3], t0, t1, pos, flags);
+    s[0] = v0 ^ v8;
+    s[1] = v1 ^ v9;
+    s[2] = v2 ^ v10;
+    s[3] = v3 ^ v11;
+    s[4] = v4 ^ v12;
+    s[5] = v5 ^ v13;
+    s[6] = v6 ^ v14;
+    s[7] = v7 ^ v15;
+  }
+  compress(buf, bufPos = 0, isLast = false) {
+    let flags = this.flags;
+    if (!this.chunkPos)
+      flags |= B3_Flags.CHUNK_START;
+    if (this.chunkPos === 15 || isLast)
+      flags |= B3_Flags.CHUNK_END;
+    if (!isLast)
+      this.pos = this.blockLen;
+    this.b2Compress(this.chunksDone, flags, buf, bufPos);
+    this.chunkPos += 1;
+    if (this.chunkPos === 16 || isLast) {
+      let chunk = this.state;
+      this.state = this.IV.slice();
+      for (let last, chunks = this.chunksDone + 1; isLast || !(chunks & 1); chunks = Math.floor(chunks / 2)) {
+        if (!(last = this.stack.pop()))
+          break;
+        this.buffer32.set(last, 0);
+        this.buffer32.set(chunk, 8);
+        this.pos = this.blockLen;
+        this.b2Compress(0, this.flags | B3_Flags.PARENT, this.buffer32, 0);
+        chunk = this.state;
+        this.state = this.IV.slice();
+      }
+      this.chunksDone++;
+      this.chunkPos = 0;
+      this.stack.push(chunk);
+    }
+    this.pos = 0;
+  }
+  // Overriding hides _BLAKE2's flat implementation, which would otherwise be inherited
+  // and silently miss the tree state (CV stack, chunk counters; get()/set() are stubs here).
+  _cloneInto(to) {
+    const staleOutput = !!to && to.finished && !to.destroyed;
+    to = super._cloneInto(to);
+    const { IV, flags, state, chunkPos, posOut, chunkOut, stack, chunksDone } = this;
+    to.state.set(state);
+    to.stack = stack.map((i) => Uint32Array.from(i));
+    if (IV === B3_IV) {
+      if (to.IV !== B3_IV)
+        clean(to.IV);
+      to.IV = B3_IV;
+    } else if (to.IV === B3_IV) {
+      to.IV = IV.slice();
+    } else {
+      to.IV.set(IV);
+    }
+    to.flags = flags;
+    to.chunkPos = chunkPos;
+    to.chunksDone = chunksDone;
+    to.posOut = posOut;
+    to.chunkOut = chunkOut;
+    to.enableXOF = this.enableXOF;
+    if (this.finished) {
+      to.bufferOut32.set(this.bufferOut32);
+    } else if (staleOutput) {
+      clean(to.bufferOut32);
+    }
+    return to;
+  }
+  destroy() {
+    this.destroyed = true;
+    clean(this.state, this.buffer32, this.bufferOut32);
+    if (this.IV !== B3_IV)
+      clean(this.IV);
+    clean(...this.stack);
+  }
+  // Root/XOF compression: rerun the same ROOT inputs with incrementing output
+  // counter `t` and materialize all 16 output words.
+  // Same as b2Compress, but doesn't modify state and returns 16 u32 array (instead of 8)
+  b2CompressOut() {
+    const { state: s, pos, flags, buffer32, bufferOut32: out32 } = this;
+    const outCounter = this.chunkOut++;
+    const t0 = fromNumL(outCounter);
+    const t1 = fromNumH(outCounter);
+    swap32IfBE(buffer32);
+    const { v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15 } = _compress(B3_SIGMA, 0, buffer32, 7, s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7], B3_IV[0], B3_IV[1], B3_IV[2], B3_IV[3], t0, t1, pos, flags);
+    out32[0] = v0 ^ v8;
+    out32[1] = v1 ^ v9;
+    out32[2] = v2 ^ v10;
+    out32[3] = v3 ^ v11;
+    out32[4] = v4 ^ v12;
+    out32[5] = v5 ^ v13;
+    out32[6] = v6 ^ v14;
+    out32[7] = v7 ^ v15;
+    out32[8] = s[0] ^ v8;
+    out32[9] = s[1] ^ v9;
+    out32[10] = s[2] ^ v10;
+    out32[11] = s[3] ^ v11;
+    out32[12] = s[4] ^ v12;
+    out32[13] = s[5] ^ v13;
+    out32[14] = s[6] ^ v14;
+    out32[15] = s[7] ^ v15;
+    swap32IfBE(buffer32);
+    swap32IfBE(out32);
+    this.posOut = 0;
+  }
+  finish() {
+    if (this.finished)
+      return;
+    this.finished = true;
+    this.buffer.fill(0, this.pos);
+    let flags = this.flags | B3_Flags.ROOT;
+    if (this.stack.length) {
+      flags |= B3_Flags.PARENT;
+      swap32IfBE(this.buffer32);
+      this.compress(this.buffer32, 0, true);
+      swap32IfBE(this.buffer32);
+      this.chunksDone = 0;
+      this.pos = this.blockLen;
+    } else {
+      flags |= (!this.chunkPos ? B3_Flags.CHUNK_START : 0) | B3_Flags.CHUNK_END;
+    }
+    this.flags = flags;
+    this.b2CompressOut();
+  }
+  writeInto(out) {
+    aexists(this, false);
+    abytes(out);
+    this.finish();
+    const { blockLen, bufferOut } = this;
+    for (let pos = 0, len = out.length; pos < len; ) {
+      if (this.posOut >= blockLen)
+        this.b2CompressOut();
+      const take = Math.min(blockLen - this.posOut, len - pos);
+      out.set(bufferOut.subarray(this.posOut, this.posOut + take), pos);
+      this.posOut += take;
+      pos += take;
+    }
+    return out;
+  }
+  xofInto(out) {
+    if (!this.enableXOF)
+      throw new Error("no XOF after digest()");
+    return this.writeInto(out);
+  }
+  xof(bytes) {
+    anumber(bytes);
+    return this.xofInto(new Uint8Array(bytes));
+  }
+  digestInto(out) {
+    aoutput(out, this);
+    if (this.finished)
+      throw new Error("digest() was already called");
+    this.enableXOF = false;
+    this.writeInto(out.length === this.outputLen ? out : out.subarray(0, this.outputLen));
+    this.destroy();
+  }
+  digest() {
+    const out = new Uint8Array(this.outputLen);
+    this.digestInto(out);
+    return out;
+  }
+};
+var blake3 = /* @__PURE__ */ createHasher((opts = {}) => new _BLAKE3(opts));
 
 // src/digest.ts
+var text = new TextEncoder();
 function u32le(n) {
   const b = new Uint8Array(4);
   new DataView(b.buffer).setUint32(0, n, true);
@@ -579,6 +529,7 @@ function registryHash(registry) {
   }
   return blake3(concat(parts));
 }
+var MOD = 1n << 256n;
 function leInt(bytes) {
   let n = 0n;
   for (let i = bytes.length - 1; i >= 0; i--) n = n << 8n | BigInt(bytes[i]);
@@ -614,105 +565,80 @@ function equalBytes(a, b) {
 function hex(b) {
   return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
 }
-var text, MOD;
-var init_digest = __esm({
-  "src/digest.ts"() {
-    "use strict";
-    init_blake3();
-    text = new TextEncoder();
-    MOD = 1n << 256n;
-  }
-});
 
 // src/cache.ts
-var cache_exports = {};
-__export(cache_exports, {
-  IndexedDbStore: () => IndexedDbStore,
-  MemoryStore: () => MemoryStore
-});
+var STORE = "shards";
+var MemoryStore = class {
+  zones = /* @__PURE__ */ new Map();
+  async load(zone) {
+    return new Map(this.zones.get(zone) ?? []);
+  }
+  async save(zone, copy) {
+    if (!this.zones.has(zone)) this.zones.set(zone, /* @__PURE__ */ new Map());
+    this.zones.get(zone).set(copy.shard, copy);
+  }
+};
 function request(r) {
   return new Promise((resolve, reject) => {
     r.onsuccess = () => resolve(r.result);
     r.onerror = () => reject(r.error);
   });
 }
-var STORE, MemoryStore, IndexedDbStore;
-var init_cache = __esm({
-  "src/cache.ts"() {
-    "use strict";
-    init_digest();
-    STORE = "shards";
-    MemoryStore = class {
-      zones = /* @__PURE__ */ new Map();
-      async load(zone) {
-        return new Map(this.zones.get(zone) ?? []);
-      }
-      async save(zone, copy) {
-        if (!this.zones.has(zone)) this.zones.set(zone, /* @__PURE__ */ new Map());
-        this.zones.get(zone).set(copy.shard, copy);
-      }
-    };
-    IndexedDbStore = class _IndexedDbStore {
-      constructor(db, prefix) {
-        this.db = db;
-        this.prefix = prefix;
-      }
-      db;
-      prefix;
-      /** Opens the cache of one world (`world`: its identity, hex), service and player. */
-      static async open(world, service, perspective) {
-        const open = indexedDB.open("hoard-cache", 1);
-        open.onupgradeneeded = () => open.result.createObjectStore(STORE);
-        const db = await request(open);
-        return new _IndexedDbStore(db, `${world}/${service}/${perspective}/`);
-      }
-      async load(zone) {
-        const prefix = `${this.prefix}${zone}/`;
-        const tx = this.db.transaction(STORE, "readonly");
-        const range = IDBKeyRange.bound(prefix, prefix + "\uFFFF");
-        const records = await request(tx.objectStore(STORE).getAll(range));
-        const copies = /* @__PURE__ */ new Map();
-        for (const copy of records) {
-          if (copy && Array.isArray(copy.objects) && equalBytes(digestOf(copy.objects), copy.digest)) {
-            copies.set(copy.shard, copy);
-          }
-        }
-        return copies;
-      }
-      async save(zone, copy) {
-        const key = `${this.prefix}${zone}/${copy.shard}`;
-        try {
-          await this.put(key, copy);
-        } catch (e) {
-          if (e?.name !== "QuotaExceededError") throw e;
-          await this.evictOtherZones(zone);
-          await this.put(key, copy);
-        }
-      }
-      async put(key, copy) {
-        const tx = this.db.transaction(STORE, "readwrite");
-        tx.objectStore(STORE).put(copy, key);
-        await new Promise((resolve, reject) => {
-          tx.oncomplete = () => resolve();
-          tx.onerror = () => reject(tx.error);
-          tx.onabort = () => reject(tx.error);
-        });
-      }
-      async evictOtherZones(keep) {
-        const tx = this.db.transaction(STORE, "readwrite");
-        const store = tx.objectStore(STORE);
-        const keys = await request(store.getAllKeys());
-        for (const key of keys) {
-          if (key.startsWith(this.prefix) && !key.startsWith(`${this.prefix}${keep}/`)) store.delete(key);
-        }
-      }
-    };
+var IndexedDbStore = class _IndexedDbStore {
+  constructor(db, prefix) {
+    this.db = db;
+    this.prefix = prefix;
   }
-});
-
-// src/client.ts
-init_cache();
-init_digest();
+  db;
+  prefix;
+  /** Opens the cache of one world (`world`: its identity, hex), service and player. */
+  static async open(world, service, perspective) {
+    const open = indexedDB.open("hoard-cache", 1);
+    open.onupgradeneeded = () => open.result.createObjectStore(STORE);
+    const db = await request(open);
+    return new _IndexedDbStore(db, `${world}/${service}/${perspective}/`);
+  }
+  async load(zone) {
+    const prefix = `${this.prefix}${zone}/`;
+    const tx = this.db.transaction(STORE, "readonly");
+    const range = IDBKeyRange.bound(prefix, prefix + "\uFFFF");
+    const records = await request(tx.objectStore(STORE).getAll(range));
+    const copies = /* @__PURE__ */ new Map();
+    for (const copy of records) {
+      if (copy && Array.isArray(copy.objects) && equalBytes(digestOf(copy.objects), copy.digest)) {
+        copies.set(copy.shard, copy);
+      }
+    }
+    return copies;
+  }
+  async save(zone, copy) {
+    const key = `${this.prefix}${zone}/${copy.shard}`;
+    try {
+      await this.put(key, copy);
+    } catch (e) {
+      if (e?.name !== "QuotaExceededError") throw e;
+      await this.evictOtherZones(zone);
+      await this.put(key, copy);
+    }
+  }
+  async put(key, copy) {
+    const tx = this.db.transaction(STORE, "readwrite");
+    tx.objectStore(STORE).put(copy, key);
+    await new Promise((resolve, reject) => {
+      tx.oncomplete = () => resolve();
+      tx.onerror = () => reject(tx.error);
+      tx.onabort = () => reject(tx.error);
+    });
+  }
+  async evictOtherZones(keep) {
+    const tx = this.db.transaction(STORE, "readwrite");
+    const store = tx.objectStore(STORE);
+    const keys = await request(store.getAllKeys());
+    for (const key of keys) {
+      if (key.startsWith(this.prefix) && !key.startsWith(`${this.prefix}${keep}/`)) store.delete(key);
+    }
+  }
+};
 
 // node_modules/@msgpack/msgpack/dist.esm/utils/utf8.mjs
 function utf8Count(str2) {
@@ -2560,7 +2486,6 @@ var HoardWebClient = class _HoardWebClient {
           const tags = bin(x[1]);
           const wrong = selected.filter((c, i) => tag(c) !== tags[i]);
           (wrong.length ? wrong : selected).forEach((c) => entry.failed.push(c.shard));
-          selected.filter((c) => !wrong.includes(c) && wrong.length).forEach((c) => next.set(c.shard, c));
         }
       } else if (f.type !== 153 /* HeadProof */ && f.type !== 145 /* UpToDate */) {
         throw new ProtocolError(`unexpected message type ${f.type} in an answer`);
@@ -2586,7 +2511,7 @@ var HoardWebClient = class _HoardWebClient {
       await this.store.save(zone, copy);
     } catch (e) {
       console.warn("hoard: could not cache a shard; going on uncached", e);
-      this.store = new (await Promise.resolve().then(() => (init_cache(), cache_exports))).MemoryStore();
+      this.store = new MemoryStore();
     }
   }
 };
@@ -2605,10 +2530,6 @@ function apply(base, f) {
   if (!equalBytes(digestOf(objects), digest)) return null;
   return { shard: base.shard, epoch: base.epoch, seq: big(x[3]), digest, objects };
 }
-
-// src/index.ts
-init_cache();
-init_digest();
 export {
   FrameDecoder,
   HoardWebClient,

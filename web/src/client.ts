@@ -7,7 +7,7 @@
 // dropped and its shard fetched whole on a second entry.
 
 import type { ShardCopy, ShardStore } from "./cache.js";
-import { IndexedDbStore } from "./cache.js";
+import { IndexedDbStore, MemoryStore } from "./cache.js";
 import type { Registered } from "./digest.js";
 import { digestOf, equalBytes, freshRoot, hex, registryHash, tag } from "./digest.js";
 import type { Frame, WireObject } from "./wire.js";
@@ -335,8 +335,9 @@ export class HoardWebClient {
           // Blame the copies whose tag differs; if none does, all of them.
           const tags = bin(x[1]);
           const wrong = selected.filter((c, i) => tag(c) !== tags[i]);
+          // None is kept on this answer: the next entry, without the blamed
+          // copies, confirms the others by a root of their own.
           (wrong.length ? wrong : selected).forEach((c) => entry.failed.push(c.shard));
-          selected.filter((c) => !wrong.includes(c) && wrong.length).forEach((c) => next.set(c.shard, c));
         }
       } else if (f.type !== Type.HeadProof && f.type !== Type.UpToDate) {
         throw new ProtocolError(`unexpected message type ${f.type} in an answer`);
@@ -366,7 +367,7 @@ export class HoardWebClient {
     } catch (e) {
       // Uncached from here on: the world is still right, only not kept.
       console.warn("hoard: could not cache a shard; going on uncached", e);
-      this.store = new (await import("./cache.js")).MemoryStore();
+      this.store = new MemoryStore();
     }
   }
 }
