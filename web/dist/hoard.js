@@ -1,645 +1,3 @@
-// node_modules/@noble/hashes/_u64.js
-var fromNumH = (n) => n / 2 ** 32 | 0;
-var fromNumL = (n) => n >>> 0;
-
-// node_modules/@noble/hashes/utils.js
-function isBytes(a) {
-  return a instanceof Uint8Array || ArrayBuffer.isView(a) && a.constructor.name === "Uint8Array" && "BYTES_PER_ELEMENT" in a && a.BYTES_PER_ELEMENT === 1;
-}
-var atitle = (title) => title ? `"${title}" ` : "";
-function anumber(n, title = "") {
-  if (typeof n !== "number")
-    throw new TypeError(atitle(title) + "expected number, got " + typeof n);
-  if (!Number.isSafeInteger(n) || n < 0)
-    throw new RangeError(atitle(title) + "expected integer >= 0, got " + n);
-  return n;
-}
-function abytes(value, length, title = "") {
-  if (isBytes(value) && (length === void 0 || value.length === length))
-    return value;
-  if (length !== void 0)
-    anumber(length, "length");
-  const bytes = isBytes(value);
-  const ofLen = length !== void 0 ? ` of length ${length}` : "";
-  const got = bytes ? `length=${value.length}` : `type=${typeof value}`;
-  const message = atitle(title) + "expected Uint8Array" + ofLen + ", got " + got;
-  if (!bytes)
-    throw new TypeError(message);
-  throw new RangeError(message);
-}
-function copyBytes(bytes) {
-  return Uint8Array.from(abytes(bytes));
-}
-var aobject = (value, label) => {
-  if (value === null || typeof value !== "object" || Array.isArray(value))
-    throw new TypeError((label === "object" ? "" : `"${label}" `) + "expected object, got type=" + typeof value);
-};
-var aopts = (value, label) => {
-  aobject(value, label);
-  const proto = Object.getPrototypeOf(value);
-  if (proto !== Object.prototype && proto !== null)
-    throw new TypeError(`"${label}" expected plain object`);
-  if (Object.hasOwn(value, "__proto__"))
-    throw new TypeError(`"${label}.__proto__" is not allowed`);
-};
-function aexists(instance, checkFinished = true) {
-  if (instance.destroyed)
-    throw new Error("hash was destroyed");
-  if (checkFinished && instance.finished)
-    throw new Error("digest() was already called");
-}
-function aoutput(out, instance) {
-  abytes(out, void 0, "output");
-  const min = instance.outputLen;
-  if (!(out.length >= min)) {
-    throw new RangeError('"output" expected length >= ' + min);
-  }
-}
-function u8(arr2) {
-  return new Uint8Array(arr2.buffer, arr2.byteOffset, arr2.byteLength);
-}
-function u32(arr2) {
-  return new Uint32Array(arr2.buffer, arr2.byteOffset, Math.floor(arr2.byteLength / 4));
-}
-function clean(...arrays) {
-  for (let i = 0; i < arrays.length; i++) {
-    arrays[i].fill(0);
-  }
-}
-function rotr(word, shift) {
-  return word << 32 - shift | word >>> shift;
-}
-var isLE = /* @__PURE__ */ (() => new Uint8Array(new Uint32Array([287454020]).buffer)[0] === 68)();
-function byteSwap(word) {
-  return word << 24 & 4278190080 | word << 8 & 16711680 | word >>> 8 & 65280 | word >>> 24 & 255;
-}
-var swap8IfBE = isLE ? (n) => n : (n) => byteSwap(n) >>> 0;
-function byteSwap32(arr2) {
-  for (let i = 0; i < arr2.length; i++) {
-    arr2[i] = byteSwap(arr2[i]);
-  }
-  return arr2;
-}
-var swap32IfBE = isLE ? (u) => u : byteSwap32;
-function checkOpts(defaults, opts, title = "opts") {
-  aopts(defaults, "defaults");
-  if (opts !== void 0)
-    aopts(opts, title);
-  const merged = Object.assign(/* @__PURE__ */ Object.create(null), defaults, opts);
-  return merged;
-}
-function createHasher(hashCons, info = {}) {
-  if (typeof hashCons !== "function")
-    throw new TypeError('"hashCons" expected function, got type=' + typeof hashCons);
-  info = checkOpts({}, info, "info");
-  const hashC = (msg, opts) => hashCons(opts).update(msg).digest();
-  const tmp = hashCons(void 0);
-  hashC.outputLen = tmp.outputLen;
-  hashC.blockLen = tmp.blockLen;
-  hashC.canXOF = tmp.canXOF;
-  hashC.create = (opts) => hashCons(opts);
-  Object.assign(hashC, info);
-  return Object.freeze(hashC);
-}
-
-// node_modules/@noble/hashes/_md.js
-var SHA256_IV = /* @__PURE__ */ Uint32Array.from([
-  1779033703,
-  3144134277,
-  1013904242,
-  2773480762,
-  1359893119,
-  2600822924,
-  528734635,
-  1541459225
-]);
-
-// node_modules/@noble/hashes/_blake.js
-function G1s(a, b, c, d, x) {
-  a = a + b + x | 0;
-  d = rotr(d ^ a, 16);
-  c = c + d | 0;
-  b = rotr(b ^ c, 12);
-  return { a, b, c, d };
-}
-function G2s(a, b, c, d, x) {
-  a = a + b + x | 0;
-  d = rotr(d ^ a, 8);
-  c = c + d | 0;
-  b = rotr(b ^ c, 7);
-  return { a, b, c, d };
-}
-
-// node_modules/@noble/hashes/blake2.js
-var _BLAKE2 = class {
-  buffer;
-  buffer32;
-  finished = false;
-  destroyed = false;
-  length = 0;
-  pos = 0;
-  blockLen;
-  outputLen;
-  canXOF = false;
-  constructor(blockLen, outputLen) {
-    anumber(blockLen);
-    anumber(outputLen);
-    this.blockLen = blockLen;
-    this.outputLen = outputLen;
-    this.buffer = new Uint8Array(blockLen);
-    this.buffer32 = u32(this.buffer);
-  }
-  update(data) {
-    aexists(this);
-    abytes(data);
-    const { blockLen, buffer, buffer32 } = this;
-    const len = data.length;
-    const offset = data.byteOffset;
-    const buf = data.buffer;
-    for (let pos = 0; pos < len; ) {
-      if (this.pos === blockLen) {
-        swap32IfBE(buffer32);
-        this.compress(buffer32, 0, false);
-        swap32IfBE(buffer32);
-        this.pos = 0;
-      }
-      const take = Math.min(blockLen - this.pos, len - pos);
-      const dataOffset = offset + pos;
-      if (take === blockLen && !(dataOffset % 4) && pos + take < len) {
-        const data32 = new Uint32Array(buf, dataOffset, Math.floor((len - pos) / 4));
-        swap32IfBE(data32);
-        for (let pos32 = 0; pos + blockLen < len; pos32 += buffer32.length, pos += blockLen) {
-          this.length += blockLen;
-          this.compress(data32, pos32, false);
-        }
-        swap32IfBE(data32);
-        continue;
-      }
-      buffer.set(pos === 0 && take === len ? data : data.subarray(pos, pos + take), this.pos);
-      this.pos += take;
-      this.length += take;
-      pos += take;
-    }
-    return this;
-  }
-  digestInto(out) {
-    aexists(this);
-    aoutput(out, this);
-    if (out.byteOffset & 3)
-      throw new RangeError('"output" expected 4-byte aligned byteOffset, got ' + out.byteOffset);
-    const { pos, buffer32 } = this;
-    this.finished = true;
-    this.buffer.fill(0, pos);
-    swap32IfBE(buffer32);
-    this.compress(buffer32, 0, true);
-    swap32IfBE(buffer32);
-    const state = this.get();
-    const out32 = out === this.buffer ? buffer32 : u32(out);
-    const full = Math.floor(this.outputLen / 4);
-    for (let i = 0; i < full; i++)
-      out32[i] = swap8IfBE(state[i]);
-    const tail = this.outputLen % 4;
-    if (!tail)
-      return;
-    const off = full * 4;
-    const word = state[full];
-    for (let i = 0; i < tail; i++)
-      out[off + i] = word >>> 8 * i;
-  }
-  digest() {
-    const { buffer, outputLen } = this;
-    this.digestInto(buffer);
-    const res = buffer.slice(0, outputLen);
-    this.destroy();
-    return res;
-  }
-  _cloneInto(to) {
-    const { buffer, length, finished, destroyed, outputLen, pos } = this;
-    to ||= new this.constructor({ dkLen: outputLen });
-    to.set(...this.get());
-    to.buffer.set(buffer);
-    to.destroyed = destroyed;
-    to.finished = finished;
-    to.length = length;
-    to.pos = pos;
-    to.outputLen = outputLen;
-    return to;
-  }
-  clone() {
-    return this._cloneInto();
-  }
-};
-function _compress(s, offset, msg, rounds, v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15) {
-  let j = 0;
-  for (let i = 0; i < rounds; i++) {
-    ({ a: v0, b: v4, c: v8, d: v12 } = G1s(v0, v4, v8, v12, msg[offset + s[j++]]));
-    ({ a: v0, b: v4, c: v8, d: v12 } = G2s(v0, v4, v8, v12, msg[offset + s[j++]]));
-    ({ a: v1, b: v5, c: v9, d: v13 } = G1s(v1, v5, v9, v13, msg[offset + s[j++]]));
-    ({ a: v1, b: v5, c: v9, d: v13 } = G2s(v1, v5, v9, v13, msg[offset + s[j++]]));
-    ({ a: v2, b: v6, c: v10, d: v14 } = G1s(v2, v6, v10, v14, msg[offset + s[j++]]));
-    ({ a: v2, b: v6, c: v10, d: v14 } = G2s(v2, v6, v10, v14, msg[offset + s[j++]]));
-    ({ a: v3, b: v7, c: v11, d: v15 } = G1s(v3, v7, v11, v15, msg[offset + s[j++]]));
-    ({ a: v3, b: v7, c: v11, d: v15 } = G2s(v3, v7, v11, v15, msg[offset + s[j++]]));
-    ({ a: v0, b: v5, c: v10, d: v15 } = G1s(v0, v5, v10, v15, msg[offset + s[j++]]));
-    ({ a: v0, b: v5, c: v10, d: v15 } = G2s(v0, v5, v10, v15, msg[offset + s[j++]]));
-    ({ a: v1, b: v6, c: v11, d: v12 } = G1s(v1, v6, v11, v12, msg[offset + s[j++]]));
-    ({ a: v1, b: v6, c: v11, d: v12 } = G2s(v1, v6, v11, v12, msg[offset + s[j++]]));
-    ({ a: v2, b: v7, c: v8, d: v13 } = G1s(v2, v7, v8, v13, msg[offset + s[j++]]));
-    ({ a: v2, b: v7, c: v8, d: v13 } = G2s(v2, v7, v8, v13, msg[offset + s[j++]]));
-    ({ a: v3, b: v4, c: v9, d: v14 } = G1s(v3, v4, v9, v14, msg[offset + s[j++]]));
-    ({ a: v3, b: v4, c: v9, d: v14 } = G2s(v3, v4, v9, v14, msg[offset + s[j++]]));
-  }
-  return { v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15 };
-}
-
-// node_modules/@noble/hashes/blake3.js
-var B3_Flags = {
-  CHUNK_START: 1,
-  CHUNK_END: 2,
-  PARENT: 4,
-  ROOT: 8,
-  KEYED_HASH: 16,
-  DERIVE_KEY_CONTEXT: 32,
-  DERIVE_KEY_MATERIAL: 64
-};
-var B3_IV = /* @__PURE__ */ SHA256_IV.slice();
-var B3_SIGMA = /* @__PURE__ */ (() => {
-  const Id = Array.from({ length: 16 }, (_, i) => i);
-  const permute = (arr2) => [2, 6, 3, 10, 7, 0, 4, 13, 1, 11, 12, 5, 9, 14, 15, 8].map((i) => arr2[i]);
-  const res = [];
-  for (let i = 0, v = Id; i < 7; i++, v = permute(v))
-    res.push(...v);
-  return Uint8Array.from(res);
-})();
-var _BLAKE3 = class __BLAKE3 extends _BLAKE2 {
-  canXOF = true;
-  chunkPos = 0;
-  // Position of current block in chunk
-  // How many chunks we already have; exact while this stays within
-  // JS's safe-integer range.
-  chunksDone = 0;
-  flags = 0 | 0;
-  IV;
-  state;
-  stack = [];
-  // Output
-  posOut = 0;
-  bufferOut32 = new Uint32Array(16);
-  bufferOut;
-  // Index of output chunk; exact while this stays within JS's
-  // safe-integer range.
-  chunkOut = 0;
-  enableXOF = true;
-  constructor(opts = {}, flags = 0) {
-    opts = checkOpts({}, opts);
-    super(64, opts.dkLen === void 0 ? 32 : opts.dkLen);
-    const { key, context } = opts;
-    const hasContext = context !== void 0;
-    if (key !== void 0) {
-      if (hasContext)
-        throw new Error('cannot use both "key" and "context"');
-      abytes(key, 32, "key");
-      const k = copyBytes(key);
-      this.IV = u32(k);
-      swap32IfBE(this.IV);
-      this.flags = flags | B3_Flags.KEYED_HASH;
-    } else if (hasContext) {
-      abytes(context, void 0, "context");
-      const ctx = context;
-      const contextKey = new __BLAKE3({ dkLen: 32 }, B3_Flags.DERIVE_KEY_CONTEXT).update(ctx).digest();
-      this.IV = u32(contextKey);
-      swap32IfBE(this.IV);
-      this.flags = flags | B3_Flags.DERIVE_KEY_MATERIAL;
-    } else {
-      this.IV = B3_IV;
-      this.flags = flags;
-    }
-    this.state = this.IV.slice();
-    this.bufferOut = u8(this.bufferOut32);
-  }
-  // _BLAKE2's scalar-state hooks are unused here: BLAKE3 keeps its tree/XOF state in arrays and
-  // copies it directly in _cloneInto().
-  get() {
-    return [];
-  }
-  set() {
-  }
-  // Truncated chunk/parent compression: seed v8..v15 as IV[0..3], t0, t1,
-  // block length, and flags, then keep only the first 8 output words.
-  b2Compress(counter, flags, buf, bufPos = 0) {
-    const { state: s, pos } = this;
-    const t0 = fromNumL(counter);
-    const t1 = fromNumH(counter);
-    const { v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15 } = _compress(B3_SIGMA, bufPos, buf, 7, s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7], B3_IV[0], B3_IV[1], B3_IV[2], B3_IV[3], t0, t1, pos, flags);
-    s[0] = v0 ^ v8;
-    s[1] = v1 ^ v9;
-    s[2] = v2 ^ v10;
-    s[3] = v3 ^ v11;
-    s[4] = v4 ^ v12;
-    s[5] = v5 ^ v13;
-    s[6] = v6 ^ v14;
-    s[7] = v7 ^ v15;
-  }
-  compress(buf, bufPos = 0, isLast = false) {
-    let flags = this.flags;
-    if (!this.chunkPos)
-      flags |= B3_Flags.CHUNK_START;
-    if (this.chunkPos === 15 || isLast)
-      flags |= B3_Flags.CHUNK_END;
-    if (!isLast)
-      this.pos = this.blockLen;
-    this.b2Compress(this.chunksDone, flags, buf, bufPos);
-    this.chunkPos += 1;
-    if (this.chunkPos === 16 || isLast) {
-      let chunk = this.state;
-      this.state = this.IV.slice();
-      for (let last, chunks = this.chunksDone + 1; isLast || !(chunks & 1); chunks = Math.floor(chunks / 2)) {
-        if (!(last = this.stack.pop()))
-          break;
-        this.buffer32.set(last, 0);
-        this.buffer32.set(chunk, 8);
-        this.pos = this.blockLen;
-        this.b2Compress(0, this.flags | B3_Flags.PARENT, this.buffer32, 0);
-        chunk = this.state;
-        this.state = this.IV.slice();
-      }
-      this.chunksDone++;
-      this.chunkPos = 0;
-      this.stack.push(chunk);
-    }
-    this.pos = 0;
-  }
-  // Overriding hides _BLAKE2's flat implementation, which would otherwise be inherited
-  // and silently miss the tree state (CV stack, chunk counters; get()/set() are stubs here).
-  _cloneInto(to) {
-    const staleOutput = !!to && to.finished && !to.destroyed;
-    to = super._cloneInto(to);
-    const { IV, flags, state, chunkPos, posOut, chunkOut, stack, chunksDone } = this;
-    to.state.set(state);
-    to.stack = stack.map((i) => Uint32Array.from(i));
-    if (IV === B3_IV) {
-      if (to.IV !== B3_IV)
-        clean(to.IV);
-      to.IV = B3_IV;
-    } else if (to.IV === B3_IV) {
-      to.IV = IV.slice();
-    } else {
-      to.IV.set(IV);
-    }
-    to.flags = flags;
-    to.chunkPos = chunkPos;
-    to.chunksDone = chunksDone;
-    to.posOut = posOut;
-    to.chunkOut = chunkOut;
-    to.enableXOF = this.enableXOF;
-    if (this.finished) {
-      to.bufferOut32.set(this.bufferOut32);
-    } else if (staleOutput) {
-      clean(to.bufferOut32);
-    }
-    return to;
-  }
-  destroy() {
-    this.destroyed = true;
-    clean(this.state, this.buffer32, this.bufferOut32);
-    if (this.IV !== B3_IV)
-      clean(this.IV);
-    clean(...this.stack);
-  }
-  // Root/XOF compression: rerun the same ROOT inputs with incrementing output
-  // counter `t` and materialize all 16 output words.
-  // Same as b2Compress, but doesn't modify state and returns 16 u32 array (instead of 8)
-  b2CompressOut() {
-    const { state: s, pos, flags, buffer32, bufferOut32: out32 } = this;
-    const outCounter = this.chunkOut++;
-    const t0 = fromNumL(outCounter);
-    const t1 = fromNumH(outCounter);
-    swap32IfBE(buffer32);
-    const { v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15 } = _compress(B3_SIGMA, 0, buffer32, 7, s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7], B3_IV[0], B3_IV[1], B3_IV[2], B3_IV[3], t0, t1, pos, flags);
-    out32[0] = v0 ^ v8;
-    out32[1] = v1 ^ v9;
-    out32[2] = v2 ^ v10;
-    out32[3] = v3 ^ v11;
-    out32[4] = v4 ^ v12;
-    out32[5] = v5 ^ v13;
-    out32[6] = v6 ^ v14;
-    out32[7] = v7 ^ v15;
-    out32[8] = s[0] ^ v8;
-    out32[9] = s[1] ^ v9;
-    out32[10] = s[2] ^ v10;
-    out32[11] = s[3] ^ v11;
-    out32[12] = s[4] ^ v12;
-    out32[13] = s[5] ^ v13;
-    out32[14] = s[6] ^ v14;
-    out32[15] = s[7] ^ v15;
-    swap32IfBE(buffer32);
-    swap32IfBE(out32);
-    this.posOut = 0;
-  }
-  finish() {
-    if (this.finished)
-      return;
-    this.finished = true;
-    this.buffer.fill(0, this.pos);
-    let flags = this.flags | B3_Flags.ROOT;
-    if (this.stack.length) {
-      flags |= B3_Flags.PARENT;
-      swap32IfBE(this.buffer32);
-      this.compress(this.buffer32, 0, true);
-      swap32IfBE(this.buffer32);
-      this.chunksDone = 0;
-      this.pos = this.blockLen;
-    } else {
-      flags |= (!this.chunkPos ? B3_Flags.CHUNK_START : 0) | B3_Flags.CHUNK_END;
-    }
-    this.flags = flags;
-    this.b2CompressOut();
-  }
-  writeInto(out) {
-    aexists(this, false);
-    abytes(out);
-    this.finish();
-    const { blockLen, bufferOut } = this;
-    for (let pos = 0, len = out.length; pos < len; ) {
-      if (this.posOut >= blockLen)
-        this.b2CompressOut();
-      const take = Math.min(blockLen - this.posOut, len - pos);
-      out.set(bufferOut.subarray(this.posOut, this.posOut + take), pos);
-      this.posOut += take;
-      pos += take;
-    }
-    return out;
-  }
-  xofInto(out) {
-    if (!this.enableXOF)
-      throw new Error("no XOF after digest()");
-    return this.writeInto(out);
-  }
-  xof(bytes) {
-    anumber(bytes);
-    return this.xofInto(new Uint8Array(bytes));
-  }
-  digestInto(out) {
-    aoutput(out, this);
-    if (this.finished)
-      throw new Error("digest() was already called");
-    this.enableXOF = false;
-    this.writeInto(out.length === this.outputLen ? out : out.subarray(0, this.outputLen));
-    this.destroy();
-  }
-  digest() {
-    const out = new Uint8Array(this.outputLen);
-    this.digestInto(out);
-    return out;
-  }
-};
-var blake3 = /* @__PURE__ */ createHasher((opts = {}) => new _BLAKE3(opts));
-
-// src/digest.ts
-var text = new TextEncoder();
-function u32le(n) {
-  const b = new Uint8Array(4);
-  new DataView(b.buffer).setUint32(0, n, true);
-  return b;
-}
-function u64le(n) {
-  const b = new Uint8Array(8);
-  new DataView(b.buffer).setBigUint64(0, n, true);
-  return b;
-}
-function concat(parts) {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-}
-function registryHash(registry) {
-  const byName = (a, b) => a.name < b.name ? -1 : a.name > b.name ? 1 : 0;
-  const parts = [text.encode("hoard-registry-v1")];
-  for (const c of registry.filter((r) => !r.intent).sort(byName)) {
-    const name = text.encode(c.name);
-    parts.push(u32le(name.length), name, u32le(c.version));
-  }
-  for (const i of registry.filter((r) => r.intent).sort(byName)) {
-    const name = text.encode("intent:" + i.name);
-    parts.push(u32le(name.length), name, u32le(i.version));
-  }
-  return blake3(concat(parts));
-}
-var MOD = 1n << 256n;
-function leInt(bytes) {
-  let n = 0n;
-  for (let i = bytes.length - 1; i >= 0; i--) n = n << 8n | BigInt(bytes[i]);
-  return n;
-}
-function leaf(o) {
-  return leInt(blake3(concat([u64le(o.id), u64le(o.version), blake3(o.state)])));
-}
-function digestOf(objects) {
-  let sum = 0n;
-  let count = 0n;
-  for (const o of objects) {
-    sum = (sum + leaf(o)) % MOD;
-    count += 1n;
-  }
-  const out = new Uint8Array(40);
-  for (let i = 0; i < 32; i++) out[i] = Number(sum >> BigInt(8 * i) & 0xffn);
-  out.set(u64le(count), 32);
-  return out;
-}
-function headBytes(h) {
-  return concat([u64le(h.shard), u64le(h.epoch), u64le(h.seq), h.digest]);
-}
-function freshRoot(heads) {
-  return blake3(concat([text.encode("hoard-fresh-root-v1"), ...heads.map(headBytes)]));
-}
-function tag(h) {
-  return blake3(headBytes(h))[0];
-}
-function equalBytes(a, b) {
-  return a.length === b.length && a.every((x, i) => x === b[i]);
-}
-function hex(b) {
-  return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
-}
-
-// src/cache.ts
-var STORE = "shards";
-var MemoryStore = class {
-  zones = /* @__PURE__ */ new Map();
-  async load(zone) {
-    return new Map(this.zones.get(zone) ?? []);
-  }
-  async save(zone, copy) {
-    if (!this.zones.has(zone)) this.zones.set(zone, /* @__PURE__ */ new Map());
-    this.zones.get(zone).set(copy.shard, copy);
-  }
-};
-function request(r) {
-  return new Promise((resolve, reject) => {
-    r.onsuccess = () => resolve(r.result);
-    r.onerror = () => reject(r.error);
-  });
-}
-var IndexedDbStore = class _IndexedDbStore {
-  constructor(db, prefix) {
-    this.db = db;
-    this.prefix = prefix;
-  }
-  db;
-  prefix;
-  /** Opens the cache of one world (`world`: its identity, hex), service and player. */
-  static async open(world, service, perspective) {
-    const open = indexedDB.open("hoard-cache", 1);
-    open.onupgradeneeded = () => open.result.createObjectStore(STORE);
-    const db = await request(open);
-    return new _IndexedDbStore(db, `${world}/${service}/${perspective}/`);
-  }
-  async load(zone) {
-    const prefix = `${this.prefix}${zone}/`;
-    const tx = this.db.transaction(STORE, "readonly");
-    const range = IDBKeyRange.bound(prefix, prefix + "\uFFFF");
-    const records = await request(tx.objectStore(STORE).getAll(range));
-    const copies = /* @__PURE__ */ new Map();
-    for (const copy of records) {
-      if (copy && Array.isArray(copy.objects) && equalBytes(digestOf(copy.objects), copy.digest)) {
-        copies.set(copy.shard, copy);
-      }
-    }
-    return copies;
-  }
-  async save(zone, copy) {
-    const key = `${this.prefix}${zone}/${copy.shard}`;
-    try {
-      await this.put(key, copy);
-    } catch (e) {
-      if (e?.name !== "QuotaExceededError") throw e;
-      await this.evictOtherZones(zone);
-      await this.put(key, copy);
-    }
-  }
-  async put(key, copy) {
-    const tx = this.db.transaction(STORE, "readwrite");
-    tx.objectStore(STORE).put(copy, key);
-    await new Promise((resolve, reject) => {
-      tx.oncomplete = () => resolve();
-      tx.onerror = () => reject(tx.error);
-      tx.onabort = () => reject(tx.error);
-    });
-  }
-  async evictOtherZones(keep) {
-    const tx = this.db.transaction(STORE, "readwrite");
-    const store = tx.objectStore(STORE);
-    const keys = await request(store.getAllKeys());
-    for (const key of keys) {
-      if (key.startsWith(this.prefix) && !key.startsWith(`${this.prefix}${keep}/`)) store.delete(key);
-    }
-  }
-};
-
 // node_modules/@msgpack/msgpack/dist.esm/utils/utf8.mjs
 function utf8Count(str2) {
   const strLength = str2.length;
@@ -2082,6 +1440,673 @@ function decode(buffer, options) {
   return decoder.decode(buffer);
 }
 
+// node_modules/@noble/hashes/_u64.js
+var fromNumH = (n) => n / 2 ** 32 | 0;
+var fromNumL = (n) => n >>> 0;
+
+// node_modules/@noble/hashes/utils.js
+function isBytes(a) {
+  return a instanceof Uint8Array || ArrayBuffer.isView(a) && a.constructor.name === "Uint8Array" && "BYTES_PER_ELEMENT" in a && a.BYTES_PER_ELEMENT === 1;
+}
+var atitle = (title) => title ? `"${title}" ` : "";
+function anumber(n, title = "") {
+  if (typeof n !== "number")
+    throw new TypeError(atitle(title) + "expected number, got " + typeof n);
+  if (!Number.isSafeInteger(n) || n < 0)
+    throw new RangeError(atitle(title) + "expected integer >= 0, got " + n);
+  return n;
+}
+function abytes(value, length, title = "") {
+  if (isBytes(value) && (length === void 0 || value.length === length))
+    return value;
+  if (length !== void 0)
+    anumber(length, "length");
+  const bytes = isBytes(value);
+  const ofLen = length !== void 0 ? ` of length ${length}` : "";
+  const got = bytes ? `length=${value.length}` : `type=${typeof value}`;
+  const message = atitle(title) + "expected Uint8Array" + ofLen + ", got " + got;
+  if (!bytes)
+    throw new TypeError(message);
+  throw new RangeError(message);
+}
+function copyBytes(bytes) {
+  return Uint8Array.from(abytes(bytes));
+}
+var aobject = (value, label) => {
+  if (value === null || typeof value !== "object" || Array.isArray(value))
+    throw new TypeError((label === "object" ? "" : `"${label}" `) + "expected object, got type=" + typeof value);
+};
+var aopts = (value, label) => {
+  aobject(value, label);
+  const proto = Object.getPrototypeOf(value);
+  if (proto !== Object.prototype && proto !== null)
+    throw new TypeError(`"${label}" expected plain object`);
+  if (Object.hasOwn(value, "__proto__"))
+    throw new TypeError(`"${label}.__proto__" is not allowed`);
+};
+function aexists(instance, checkFinished = true) {
+  if (instance.destroyed)
+    throw new Error("hash was destroyed");
+  if (checkFinished && instance.finished)
+    throw new Error("digest() was already called");
+}
+function aoutput(out, instance) {
+  abytes(out, void 0, "output");
+  const min = instance.outputLen;
+  if (!(out.length >= min)) {
+    throw new RangeError('"output" expected length >= ' + min);
+  }
+}
+function u8(arr2) {
+  return new Uint8Array(arr2.buffer, arr2.byteOffset, arr2.byteLength);
+}
+function u32(arr2) {
+  return new Uint32Array(arr2.buffer, arr2.byteOffset, Math.floor(arr2.byteLength / 4));
+}
+function clean(...arrays) {
+  for (let i = 0; i < arrays.length; i++) {
+    arrays[i].fill(0);
+  }
+}
+function rotr(word, shift) {
+  return word << 32 - shift | word >>> shift;
+}
+var isLE = /* @__PURE__ */ (() => new Uint8Array(new Uint32Array([287454020]).buffer)[0] === 68)();
+function byteSwap(word) {
+  return word << 24 & 4278190080 | word << 8 & 16711680 | word >>> 8 & 65280 | word >>> 24 & 255;
+}
+var swap8IfBE = isLE ? (n) => n : (n) => byteSwap(n) >>> 0;
+function byteSwap32(arr2) {
+  for (let i = 0; i < arr2.length; i++) {
+    arr2[i] = byteSwap(arr2[i]);
+  }
+  return arr2;
+}
+var swap32IfBE = isLE ? (u) => u : byteSwap32;
+function checkOpts(defaults, opts, title = "opts") {
+  aopts(defaults, "defaults");
+  if (opts !== void 0)
+    aopts(opts, title);
+  const merged = Object.assign(/* @__PURE__ */ Object.create(null), defaults, opts);
+  return merged;
+}
+function createHasher(hashCons, info = {}) {
+  if (typeof hashCons !== "function")
+    throw new TypeError('"hashCons" expected function, got type=' + typeof hashCons);
+  info = checkOpts({}, info, "info");
+  const hashC = (msg, opts) => hashCons(opts).update(msg).digest();
+  const tmp = hashCons(void 0);
+  hashC.outputLen = tmp.outputLen;
+  hashC.blockLen = tmp.blockLen;
+  hashC.canXOF = tmp.canXOF;
+  hashC.create = (opts) => hashCons(opts);
+  Object.assign(hashC, info);
+  return Object.freeze(hashC);
+}
+
+// node_modules/@noble/hashes/_md.js
+var SHA256_IV = /* @__PURE__ */ Uint32Array.from([
+  1779033703,
+  3144134277,
+  1013904242,
+  2773480762,
+  1359893119,
+  2600822924,
+  528734635,
+  1541459225
+]);
+
+// node_modules/@noble/hashes/_blake.js
+function G1s(a, b, c, d, x) {
+  a = a + b + x | 0;
+  d = rotr(d ^ a, 16);
+  c = c + d | 0;
+  b = rotr(b ^ c, 12);
+  return { a, b, c, d };
+}
+function G2s(a, b, c, d, x) {
+  a = a + b + x | 0;
+  d = rotr(d ^ a, 8);
+  c = c + d | 0;
+  b = rotr(b ^ c, 7);
+  return { a, b, c, d };
+}
+
+// node_modules/@noble/hashes/blake2.js
+var _BLAKE2 = class {
+  buffer;
+  buffer32;
+  finished = false;
+  destroyed = false;
+  length = 0;
+  pos = 0;
+  blockLen;
+  outputLen;
+  canXOF = false;
+  constructor(blockLen, outputLen) {
+    anumber(blockLen);
+    anumber(outputLen);
+    this.blockLen = blockLen;
+    this.outputLen = outputLen;
+    this.buffer = new Uint8Array(blockLen);
+    this.buffer32 = u32(this.buffer);
+  }
+  update(data) {
+    aexists(this);
+    abytes(data);
+    const { blockLen, buffer, buffer32 } = this;
+    const len = data.length;
+    const offset = data.byteOffset;
+    const buf = data.buffer;
+    for (let pos = 0; pos < len; ) {
+      if (this.pos === blockLen) {
+        swap32IfBE(buffer32);
+        this.compress(buffer32, 0, false);
+        swap32IfBE(buffer32);
+        this.pos = 0;
+      }
+      const take = Math.min(blockLen - this.pos, len - pos);
+      const dataOffset = offset + pos;
+      if (take === blockLen && !(dataOffset % 4) && pos + take < len) {
+        const data32 = new Uint32Array(buf, dataOffset, Math.floor((len - pos) / 4));
+        swap32IfBE(data32);
+        for (let pos32 = 0; pos + blockLen < len; pos32 += buffer32.length, pos += blockLen) {
+          this.length += blockLen;
+          this.compress(data32, pos32, false);
+        }
+        swap32IfBE(data32);
+        continue;
+      }
+      buffer.set(pos === 0 && take === len ? data : data.subarray(pos, pos + take), this.pos);
+      this.pos += take;
+      this.length += take;
+      pos += take;
+    }
+    return this;
+  }
+  digestInto(out) {
+    aexists(this);
+    aoutput(out, this);
+    if (out.byteOffset & 3)
+      throw new RangeError('"output" expected 4-byte aligned byteOffset, got ' + out.byteOffset);
+    const { pos, buffer32 } = this;
+    this.finished = true;
+    this.buffer.fill(0, pos);
+    swap32IfBE(buffer32);
+    this.compress(buffer32, 0, true);
+    swap32IfBE(buffer32);
+    const state = this.get();
+    const out32 = out === this.buffer ? buffer32 : u32(out);
+    const full = Math.floor(this.outputLen / 4);
+    for (let i = 0; i < full; i++)
+      out32[i] = swap8IfBE(state[i]);
+    const tail = this.outputLen % 4;
+    if (!tail)
+      return;
+    const off = full * 4;
+    const word = state[full];
+    for (let i = 0; i < tail; i++)
+      out[off + i] = word >>> 8 * i;
+  }
+  digest() {
+    const { buffer, outputLen } = this;
+    this.digestInto(buffer);
+    const res = buffer.slice(0, outputLen);
+    this.destroy();
+    return res;
+  }
+  _cloneInto(to) {
+    const { buffer, length, finished, destroyed, outputLen, pos } = this;
+    to ||= new this.constructor({ dkLen: outputLen });
+    to.set(...this.get());
+    to.buffer.set(buffer);
+    to.destroyed = destroyed;
+    to.finished = finished;
+    to.length = length;
+    to.pos = pos;
+    to.outputLen = outputLen;
+    return to;
+  }
+  clone() {
+    return this._cloneInto();
+  }
+};
+function _compress(s, offset, msg, rounds, v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15) {
+  let j = 0;
+  for (let i = 0; i < rounds; i++) {
+    ({ a: v0, b: v4, c: v8, d: v12 } = G1s(v0, v4, v8, v12, msg[offset + s[j++]]));
+    ({ a: v0, b: v4, c: v8, d: v12 } = G2s(v0, v4, v8, v12, msg[offset + s[j++]]));
+    ({ a: v1, b: v5, c: v9, d: v13 } = G1s(v1, v5, v9, v13, msg[offset + s[j++]]));
+    ({ a: v1, b: v5, c: v9, d: v13 } = G2s(v1, v5, v9, v13, msg[offset + s[j++]]));
+    ({ a: v2, b: v6, c: v10, d: v14 } = G1s(v2, v6, v10, v14, msg[offset + s[j++]]));
+    ({ a: v2, b: v6, c: v10, d: v14 } = G2s(v2, v6, v10, v14, msg[offset + s[j++]]));
+    ({ a: v3, b: v7, c: v11, d: v15 } = G1s(v3, v7, v11, v15, msg[offset + s[j++]]));
+    ({ a: v3, b: v7, c: v11, d: v15 } = G2s(v3, v7, v11, v15, msg[offset + s[j++]]));
+    ({ a: v0, b: v5, c: v10, d: v15 } = G1s(v0, v5, v10, v15, msg[offset + s[j++]]));
+    ({ a: v0, b: v5, c: v10, d: v15 } = G2s(v0, v5, v10, v15, msg[offset + s[j++]]));
+    ({ a: v1, b: v6, c: v11, d: v12 } = G1s(v1, v6, v11, v12, msg[offset + s[j++]]));
+    ({ a: v1, b: v6, c: v11, d: v12 } = G2s(v1, v6, v11, v12, msg[offset + s[j++]]));
+    ({ a: v2, b: v7, c: v8, d: v13 } = G1s(v2, v7, v8, v13, msg[offset + s[j++]]));
+    ({ a: v2, b: v7, c: v8, d: v13 } = G2s(v2, v7, v8, v13, msg[offset + s[j++]]));
+    ({ a: v3, b: v4, c: v9, d: v14 } = G1s(v3, v4, v9, v14, msg[offset + s[j++]]));
+    ({ a: v3, b: v4, c: v9, d: v14 } = G2s(v3, v4, v9, v14, msg[offset + s[j++]]));
+  }
+  return { v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15 };
+}
+
+// node_modules/@noble/hashes/blake3.js
+var B3_Flags = {
+  CHUNK_START: 1,
+  CHUNK_END: 2,
+  PARENT: 4,
+  ROOT: 8,
+  KEYED_HASH: 16,
+  DERIVE_KEY_CONTEXT: 32,
+  DERIVE_KEY_MATERIAL: 64
+};
+var B3_IV = /* @__PURE__ */ SHA256_IV.slice();
+var B3_SIGMA = /* @__PURE__ */ (() => {
+  const Id = Array.from({ length: 16 }, (_, i) => i);
+  const permute = (arr2) => [2, 6, 3, 10, 7, 0, 4, 13, 1, 11, 12, 5, 9, 14, 15, 8].map((i) => arr2[i]);
+  const res = [];
+  for (let i = 0, v = Id; i < 7; i++, v = permute(v))
+    res.push(...v);
+  return Uint8Array.from(res);
+})();
+var _BLAKE3 = class __BLAKE3 extends _BLAKE2 {
+  canXOF = true;
+  chunkPos = 0;
+  // Position of current block in chunk
+  // How many chunks we already have; exact while this stays within
+  // JS's safe-integer range.
+  chunksDone = 0;
+  flags = 0 | 0;
+  IV;
+  state;
+  stack = [];
+  // Output
+  posOut = 0;
+  bufferOut32 = new Uint32Array(16);
+  bufferOut;
+  // Index of output chunk; exact while this stays within JS's
+  // safe-integer range.
+  chunkOut = 0;
+  enableXOF = true;
+  constructor(opts = {}, flags = 0) {
+    opts = checkOpts({}, opts);
+    super(64, opts.dkLen === void 0 ? 32 : opts.dkLen);
+    const { key, context } = opts;
+    const hasContext = context !== void 0;
+    if (key !== void 0) {
+      if (hasContext)
+        throw new Error('cannot use both "key" and "context"');
+      abytes(key, 32, "key");
+      const k = copyBytes(key);
+      this.IV = u32(k);
+      swap32IfBE(this.IV);
+      this.flags = flags | B3_Flags.KEYED_HASH;
+    } else if (hasContext) {
+      abytes(context, void 0, "context");
+      const ctx = context;
+      const contextKey = new __BLAKE3({ dkLen: 32 }, B3_Flags.DERIVE_KEY_CONTEXT).update(ctx).digest();
+      this.IV = u32(contextKey);
+      swap32IfBE(this.IV);
+      this.flags = flags | B3_Flags.DERIVE_KEY_MATERIAL;
+    } else {
+      this.IV = B3_IV;
+      this.flags = flags;
+    }
+    this.state = this.IV.slice();
+    this.bufferOut = u8(this.bufferOut32);
+  }
+  // _BLAKE2's scalar-state hooks are unused here: BLAKE3 keeps its tree/XOF state in arrays and
+  // copies it directly in _cloneInto().
+  get() {
+    return [];
+  }
+  set() {
+  }
+  // Truncated chunk/parent compression: seed v8..v15 as IV[0..3], t0, t1,
+  // block length, and flags, then keep only the first 8 output words.
+  b2Compress(counter, flags, buf, bufPos = 0) {
+    const { state: s, pos } = this;
+    const t0 = fromNumL(counter);
+    const t1 = fromNumH(counter);
+    const { v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15 } = _compress(B3_SIGMA, bufPos, buf, 7, s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7], B3_IV[0], B3_IV[1], B3_IV[2], B3_IV[3], t0, t1, pos, flags);
+    s[0] = v0 ^ v8;
+    s[1] = v1 ^ v9;
+    s[2] = v2 ^ v10;
+    s[3] = v3 ^ v11;
+    s[4] = v4 ^ v12;
+    s[5] = v5 ^ v13;
+    s[6] = v6 ^ v14;
+    s[7] = v7 ^ v15;
+  }
+  compress(buf, bufPos = 0, isLast = false) {
+    let flags = this.flags;
+    if (!this.chunkPos)
+      flags |= B3_Flags.CHUNK_START;
+    if (this.chunkPos === 15 || isLast)
+      flags |= B3_Flags.CHUNK_END;
+    if (!isLast)
+      this.pos = this.blockLen;
+    this.b2Compress(this.chunksDone, flags, buf, bufPos);
+    this.chunkPos += 1;
+    if (this.chunkPos === 16 || isLast) {
+      let chunk = this.state;
+      this.state = this.IV.slice();
+      for (let last, chunks = this.chunksDone + 1; isLast || !(chunks & 1); chunks = Math.floor(chunks / 2)) {
+        if (!(last = this.stack.pop()))
+          break;
+        this.buffer32.set(last, 0);
+        this.buffer32.set(chunk, 8);
+        this.pos = this.blockLen;
+        this.b2Compress(0, this.flags | B3_Flags.PARENT, this.buffer32, 0);
+        chunk = this.state;
+        this.state = this.IV.slice();
+      }
+      this.chunksDone++;
+      this.chunkPos = 0;
+      this.stack.push(chunk);
+    }
+    this.pos = 0;
+  }
+  // Overriding hides _BLAKE2's flat implementation, which would otherwise be inherited
+  // and silently miss the tree state (CV stack, chunk counters; get()/set() are stubs here).
+  _cloneInto(to) {
+    const staleOutput = !!to && to.finished && !to.destroyed;
+    to = super._cloneInto(to);
+    const { IV, flags, state, chunkPos, posOut, chunkOut, stack, chunksDone } = this;
+    to.state.set(state);
+    to.stack = stack.map((i) => Uint32Array.from(i));
+    if (IV === B3_IV) {
+      if (to.IV !== B3_IV)
+        clean(to.IV);
+      to.IV = B3_IV;
+    } else if (to.IV === B3_IV) {
+      to.IV = IV.slice();
+    } else {
+      to.IV.set(IV);
+    }
+    to.flags = flags;
+    to.chunkPos = chunkPos;
+    to.chunksDone = chunksDone;
+    to.posOut = posOut;
+    to.chunkOut = chunkOut;
+    to.enableXOF = this.enableXOF;
+    if (this.finished) {
+      to.bufferOut32.set(this.bufferOut32);
+    } else if (staleOutput) {
+      clean(to.bufferOut32);
+    }
+    return to;
+  }
+  destroy() {
+    this.destroyed = true;
+    clean(this.state, this.buffer32, this.bufferOut32);
+    if (this.IV !== B3_IV)
+      clean(this.IV);
+    clean(...this.stack);
+  }
+  // Root/XOF compression: rerun the same ROOT inputs with incrementing output
+  // counter `t` and materialize all 16 output words.
+  // Same as b2Compress, but doesn't modify state and returns 16 u32 array (instead of 8)
+  b2CompressOut() {
+    const { state: s, pos, flags, buffer32, bufferOut32: out32 } = this;
+    const outCounter = this.chunkOut++;
+    const t0 = fromNumL(outCounter);
+    const t1 = fromNumH(outCounter);
+    swap32IfBE(buffer32);
+    const { v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15 } = _compress(B3_SIGMA, 0, buffer32, 7, s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7], B3_IV[0], B3_IV[1], B3_IV[2], B3_IV[3], t0, t1, pos, flags);
+    out32[0] = v0 ^ v8;
+    out32[1] = v1 ^ v9;
+    out32[2] = v2 ^ v10;
+    out32[3] = v3 ^ v11;
+    out32[4] = v4 ^ v12;
+    out32[5] = v5 ^ v13;
+    out32[6] = v6 ^ v14;
+    out32[7] = v7 ^ v15;
+    out32[8] = s[0] ^ v8;
+    out32[9] = s[1] ^ v9;
+    out32[10] = s[2] ^ v10;
+    out32[11] = s[3] ^ v11;
+    out32[12] = s[4] ^ v12;
+    out32[13] = s[5] ^ v13;
+    out32[14] = s[6] ^ v14;
+    out32[15] = s[7] ^ v15;
+    swap32IfBE(buffer32);
+    swap32IfBE(out32);
+    this.posOut = 0;
+  }
+  finish() {
+    if (this.finished)
+      return;
+    this.finished = true;
+    this.buffer.fill(0, this.pos);
+    let flags = this.flags | B3_Flags.ROOT;
+    if (this.stack.length) {
+      flags |= B3_Flags.PARENT;
+      swap32IfBE(this.buffer32);
+      this.compress(this.buffer32, 0, true);
+      swap32IfBE(this.buffer32);
+      this.chunksDone = 0;
+      this.pos = this.blockLen;
+    } else {
+      flags |= (!this.chunkPos ? B3_Flags.CHUNK_START : 0) | B3_Flags.CHUNK_END;
+    }
+    this.flags = flags;
+    this.b2CompressOut();
+  }
+  writeInto(out) {
+    aexists(this, false);
+    abytes(out);
+    this.finish();
+    const { blockLen, bufferOut } = this;
+    for (let pos = 0, len = out.length; pos < len; ) {
+      if (this.posOut >= blockLen)
+        this.b2CompressOut();
+      const take = Math.min(blockLen - this.posOut, len - pos);
+      out.set(bufferOut.subarray(this.posOut, this.posOut + take), pos);
+      this.posOut += take;
+      pos += take;
+    }
+    return out;
+  }
+  xofInto(out) {
+    if (!this.enableXOF)
+      throw new Error("no XOF after digest()");
+    return this.writeInto(out);
+  }
+  xof(bytes) {
+    anumber(bytes);
+    return this.xofInto(new Uint8Array(bytes));
+  }
+  digestInto(out) {
+    aoutput(out, this);
+    if (this.finished)
+      throw new Error("digest() was already called");
+    this.enableXOF = false;
+    this.writeInto(out.length === this.outputLen ? out : out.subarray(0, this.outputLen));
+    this.destroy();
+  }
+  digest() {
+    const out = new Uint8Array(this.outputLen);
+    this.digestInto(out);
+    return out;
+  }
+};
+var blake3 = /* @__PURE__ */ createHasher((opts = {}) => new _BLAKE3(opts));
+
+// src/digest.ts
+var text = new TextEncoder();
+function u32le(n) {
+  const b = new Uint8Array(4);
+  new DataView(b.buffer).setUint32(0, n, true);
+  return b;
+}
+function u64le(n) {
+  const b = new Uint8Array(8);
+  new DataView(b.buffer).setBigUint64(0, n, true);
+  return b;
+}
+function concat(parts) {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+function registryHash(registry) {
+  const byName = (a, b) => a.name < b.name ? -1 : a.name > b.name ? 1 : 0;
+  const parts = [text.encode("hoard-registry-v1")];
+  for (const c of registry.filter((r) => !r.intent).sort(byName)) {
+    const name = text.encode(c.name);
+    parts.push(u32le(name.length), name, u32le(c.version));
+  }
+  for (const i of registry.filter((r) => r.intent).sort(byName)) {
+    const name = text.encode("intent:" + i.name);
+    parts.push(u32le(name.length), name, u32le(i.version));
+  }
+  return blake3(concat(parts));
+}
+var MOD = 1n << 256n;
+function leInt(bytes) {
+  let n = 0n;
+  for (let i = bytes.length - 1; i >= 0; i--) n = n << 8n | BigInt(bytes[i]);
+  return n;
+}
+function leaf(o) {
+  return leInt(blake3(concat([u64le(o.id), u64le(o.version), blake3(o.state)])));
+}
+function digestOf(objects) {
+  let sum = 0n;
+  let count = 0n;
+  for (const o of objects) {
+    sum = (sum + leaf(o)) % MOD;
+    count += 1n;
+  }
+  const out = new Uint8Array(40);
+  for (let i = 0; i < 32; i++) out[i] = Number(sum >> BigInt(8 * i) & 0xffn);
+  out.set(u64le(count), 32);
+  return out;
+}
+function headBytes(h) {
+  return concat([u64le(h.shard), u64le(h.epoch), u64le(h.seq), h.digest]);
+}
+function freshRoot(heads) {
+  return blake3(concat([text.encode("hoard-fresh-root-v1"), ...heads.map(headBytes)]));
+}
+function tag(h) {
+  return blake3(headBytes(h))[0];
+}
+function equalBytes(a, b) {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+function hex(b) {
+  return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+}
+
+// src/cache.ts
+var STORE = "shards";
+function encodeCopy(copy) {
+  return encode([copy.shard, copy.epoch, copy.seq, copy.digest, copy.objects.map((o) => [o.id, o.version, o.state])], {
+    useBigInt64: true
+  });
+}
+function decodeCopy(record) {
+  if (!(record instanceof Uint8Array)) return null;
+  try {
+    const [shard, epoch, seq, digest, objects] = decode(record, { useBigInt64: true, maxDepth: 8 });
+    const asBig = (v) => typeof v === "bigint" ? v : BigInt(v);
+    if (!(digest instanceof Uint8Array) || digest.length !== 40 || !Array.isArray(objects)) return null;
+    return {
+      shard: asBig(shard),
+      epoch: asBig(epoch),
+      seq: asBig(seq),
+      digest,
+      objects: objects.map((o) => {
+        const [id, version, state] = o;
+        if (!(state instanceof Uint8Array)) throw new Error("a state is not bin");
+        return { id: asBig(id), version: asBig(version), state };
+      })
+    };
+  } catch {
+    return null;
+  }
+}
+var MemoryStore = class {
+  zones = /* @__PURE__ */ new Map();
+  async load(zone) {
+    return new Map(this.zones.get(zone) ?? []);
+  }
+  async save(zone, copy) {
+    if (!this.zones.has(zone)) this.zones.set(zone, /* @__PURE__ */ new Map());
+    this.zones.get(zone).set(copy.shard, copy);
+  }
+};
+function request(r) {
+  return new Promise((resolve, reject) => {
+    r.onsuccess = () => resolve(r.result);
+    r.onerror = () => reject(r.error);
+  });
+}
+var IndexedDbStore = class _IndexedDbStore {
+  constructor(db, prefix) {
+    this.db = db;
+    this.prefix = prefix;
+  }
+  db;
+  prefix;
+  /** Opens the cache of one world (`world`: its identity, hex), service and player. */
+  static async open(world, service, perspective) {
+    const open = indexedDB.open("hoard-cache", 1);
+    open.onupgradeneeded = () => open.result.createObjectStore(STORE);
+    const db = await request(open);
+    return new _IndexedDbStore(db, `${world}/${service}/${perspective}/`);
+  }
+  async load(zone) {
+    const prefix = `${this.prefix}${zone}/`;
+    const tx = this.db.transaction(STORE, "readonly");
+    const range = IDBKeyRange.bound(prefix, prefix + "\uFFFF");
+    const records = await request(tx.objectStore(STORE).getAll(range));
+    const copies = /* @__PURE__ */ new Map();
+    for (const record of records) {
+      const copy = decodeCopy(record);
+      if (copy && equalBytes(digestOf(copy.objects), copy.digest)) copies.set(copy.shard, copy);
+    }
+    return copies;
+  }
+  async save(zone, copy) {
+    const key = `${this.prefix}${zone}/${copy.shard}`;
+    try {
+      await this.put(key, copy);
+    } catch (e) {
+      if (e?.name !== "QuotaExceededError") throw e;
+      await this.evictOtherZones(zone);
+      await this.put(key, copy);
+    }
+  }
+  async put(key, copy) {
+    const tx = this.db.transaction(STORE, "readwrite");
+    tx.objectStore(STORE).put(encodeCopy(copy), key);
+    await new Promise((resolve, reject) => {
+      tx.oncomplete = () => resolve();
+      tx.onerror = () => reject(tx.error);
+      tx.onabort = () => reject(tx.error);
+    });
+  }
+  async evictOtherZones(keep) {
+    const tx = this.db.transaction(STORE, "readwrite");
+    const store = tx.objectStore(STORE);
+    const keys = await request(store.getAllKeys());
+    for (const key of keys) {
+      if (key.startsWith(this.prefix) && !key.startsWith(`${this.prefix}${keep}/`)) store.delete(key);
+    }
+  }
+};
+
 // src/wire.ts
 var MAX_BULK_FRAME = 32 * 1024 * 1024;
 var MAX_CONTROL_FRAME = 256 * 1024;
@@ -2118,8 +2143,12 @@ var Type = /* @__PURE__ */ ((Type2) => {
 })(Type || {});
 var ProtocolError = class extends Error {
 };
+function toShortest(v) {
+  return v >= 0n && v <= 0xffffffffn ? Number(v) : v;
+}
 function shortest(v) {
-  if (typeof v === "bigint") return v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v;
+  if (typeof v === "bigint") return toShortest(v);
+  if (typeof v === "number" && Number.isInteger(v) && v > 4294967295) return BigInt(v);
   if (Array.isArray(v)) return v.map(shortest);
   return v;
 }
@@ -2245,7 +2274,96 @@ function objectList(v) {
   });
 }
 
+// src/transient.ts
+var MAX_TRANSIENT = 64 * 1024;
+var MAX_PATCH_OPS = 4096;
+function applyPatch(base, ops) {
+  if (!Array.isArray(ops)) throw new ProtocolError("a patch's ops are not an array");
+  if (ops.length > MAX_PATCH_OPS) throw new ProtocolError(`a patch of ${ops.length} ops (at most ${MAX_PATCH_OPS})`);
+  const parts = [];
+  let size = 0;
+  for (const op of ops) {
+    if (!Array.isArray(op) || op.length !== 3) throw new ProtocolError("a patch op is not [offset, len, bytes]");
+    const offset = num(op[0]);
+    const len = num(op[1]);
+    const bytes = bin(op[2]);
+    if (offset + len > base.length) throw new ProtocolError("a patch op copies past the end of its base");
+    parts.push(base.subarray(offset, offset + len), bytes);
+    size += len + bytes.length;
+    if (size > MAX_TRANSIENT) throw new ProtocolError("a patched transient payload over 64 KiB");
+  }
+  const out = new Uint8Array(size);
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+var TransientState = class {
+  payloads = /* @__PURE__ */ new Map();
+  /** A whole `Transient`: the zone's payload from now on. */
+  replace(zone, payload) {
+    if (payload.length > MAX_TRANSIENT) throw new ProtocolError("a transient payload over 64 KiB");
+    this.payloads.set(zone, payload);
+  }
+  /**
+   * A `TransientPatch`: the zone's new payload, or `undefined` when the
+   * patch does not follow the payload held (dropped; the zone's payload is
+   * forgotten until the next whole one).
+   */
+  patch(zone, base, ops) {
+    const named = bin(base, 8);
+    const held = this.payloads.get(zone);
+    if (!held) return void 0;
+    if (!equalBytes(blake3(held).subarray(0, 8), named)) {
+      this.payloads.delete(zone);
+      return void 0;
+    }
+    const next = applyPatch(held, ops);
+    this.payloads.set(zone, next);
+    return next;
+  }
+  get(zone) {
+    return this.payloads.get(zone);
+  }
+  forget(zone) {
+    this.payloads.delete(zone);
+  }
+};
+
+// src/values.ts
+function shortest2(v) {
+  if (typeof v === "bigint") return toShortest(v);
+  if (typeof v === "number" && Number.isInteger(v) && v > 4294967295) return BigInt(v);
+  if (Array.isArray(v)) return v.map(shortest2);
+  if (v instanceof Uint8Array || v === null || typeof v !== "object") return v;
+  return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, shortest2(x)]));
+}
+function encodeValue(value) {
+  return encode(shortest2(value), { useBigInt64: true });
+}
+function decodeValue(bytes) {
+  return decode(bytes, { useBigInt64: true, maxDepth: 64 });
+}
+function components(state) {
+  const map = decode(state, { useBigInt64: true, maxDepth: 8 });
+  if (map === null || typeof map !== "object" || Array.isArray(map) || map instanceof Uint8Array) {
+    throw new ProtocolError("an object's state is not a map of components");
+  }
+  const out = /* @__PURE__ */ new Map();
+  for (const [name, bytes] of Object.entries(map)) {
+    if (!(bytes instanceof Uint8Array)) throw new ProtocolError(`component ${name} is not bin`);
+    out.set(name, decodeValue(bytes));
+  }
+  return out;
+}
+
 // src/client.ts
+function perspectiveOf(token) {
+  const name = token.startsWith("dev:") ? token.slice(4) : token.startsWith("v1.") ? token.split(".")[1] : null;
+  return name && /^[a-z0-9_-]{1,64}$/.test(name) ? name : null;
+}
 var ServerError = class extends Error {
   constructor(code, message) {
     super(message);
@@ -2253,6 +2371,17 @@ var ServerError = class extends Error {
   }
   code;
 };
+var ZoneElsewhere = class extends Error {
+  constructor(zone, address) {
+    super(`zone ${zone} is served by ${address}`);
+    this.zone = zone;
+    this.address = address;
+  }
+  zone;
+  address;
+};
+var MAX_PENDING_INTENTS = 256;
+var MAX_HELD_DELTAS = 4096;
 var HoardWebClient = class _HoardWebClient {
   constructor(wt, stream, options) {
     this.wt = wt;
@@ -2266,31 +2395,58 @@ var HoardWebClient = class _HoardWebClient {
   world = "";
   perspective = "";
   zones = [];
+  /** Server ticks per second. */
+  tickHz = 0;
+  /** The last `Status`: whether the world takes actions now, and why not. */
+  status = { writable: true, message: "" };
   writer;
   control;
   store;
   nextRequest = 1;
   nextSeq = 1;
+  /** Entered zones' copies. */
   live = /* @__PURE__ */ new Map();
+  /** Zones being entered (subscribed), with the deltas that came meanwhile. */
+  heldDeltas = /* @__PURE__ */ new Map();
+  /** Zones to enter again once their entry under way is done. */
+  again = /* @__PURE__ */ new Set();
+  transient = new TransientState();
   entries = /* @__PURE__ */ new Map();
-  listeners = [];
+  entering = /* @__PURE__ */ new Map();
+  /** Followed entries under way, by zone. */
+  inFlight = /* @__PURE__ */ new Map();
+  intents = /* @__PURE__ */ new Map();
+  zoneListeners = [];
+  transientListeners = [];
+  messageListeners = [];
   closedReason = null;
-  /** Connects and signs in. */
+  /**
+   * Connects and signs in. With `enter`, the zone's entry goes right
+   * behind `Hello` in the same flight (as PROTOCOL.md's pipelining allows),
+   * naming the copies kept for the world this URL served last time: a
+   * returning player's zone costs one round trip once the session is up.
+   * Its outcome is `firstEntry`.
+   */
   static async connect(options) {
     const wt = new WebTransport(options.url, {
       serverCertificateHashes: (options.certificateHashes ?? []).map((value) => ({ algorithm: "sha-256", value }))
     });
     await wt.ready;
     const client = new _HoardWebClient(wt, await wt.createBidirectionalStream(), options);
-    await client.send(
-      frame(1 /* Hello */, [
-        PROTOCOL_VERSION,
-        registryHash(options.registry),
-        options.service ?? "world",
-        options.token,
-        []
-      ])
-    );
+    const service = options.service ?? "world";
+    const rememberedAt = `hoard-world ${options.url} ${service}`;
+    const remembered = options.enter ? _HoardWebClient.recall(rememberedAt) : null;
+    const perspective = perspectiveOf(options.token);
+    if (options.enter && !options.store && remembered && perspective) {
+      client.store = await IndexedDbStore.open(remembered, service, perspective);
+    } else if (options.enter) {
+      client.store = options.store;
+    }
+    client.acceptStreams();
+    await client.send(frame(1 /* Hello */, [PROTOCOL_VERSION, registryHash(options.registry), service, options.token, []]));
+    const pipelined = options.enter && client.store ? client.enter(options.enter, true) : null;
+    pipelined?.catch(() => {
+    });
     const welcome = await client.control.next();
     if (!welcome) throw new ProtocolError("the server closed the control stream before Welcome");
     if (welcome.type === 130 /* Error */) throw new ServerError(num(welcome.fields[0]), str(welcome.fields[1]));
@@ -2298,78 +2454,198 @@ var HoardWebClient = class _HoardWebClient {
     client.world = hex(bin(welcome.fields[1], 32));
     client.perspective = str(welcome.fields[2]);
     client.zones = welcome.fields[3].map(str);
-    client.store = options.store ?? await IndexedDbStore.open(client.world, options.service ?? "world", client.perspective);
+    client.tickHz = welcome.fields.length > 4 ? num(welcome.fields[4]) : 0;
+    _HoardWebClient.remember(rememberedAt, client.world);
+    const guessed = client.store !== void 0 && (options.store !== void 0 || client.world === remembered && client.perspective === perspective);
+    if (!guessed) client.store = options.store ?? await IndexedDbStore.open(client.world, service, client.perspective);
     client.readControl();
-    client.acceptStreams();
     wt.closed.then(
       (info) => client.fail(new ServerError(info.closeCode ?? 0, info.reason || "connection closed")),
       (e) => client.fail(e instanceof Error ? e : new Error(String(e)))
     );
+    if (options.enter) {
+      client.firstEntry = pipelined && guessed ? pipelined : (
+        // Another world (or player) than the copies named: enter again,
+        // this time from the right cache (after the first answer, which
+        // went to the copies of the world remembered).
+        (pipelined ?? Promise.resolve(null)).catch(() => null).then(() => {
+          client.live.delete(options.enter);
+          client.inFlight.delete(options.enter);
+          return client.enter(options.enter, true);
+        })
+      );
+      client.inFlight.set(options.enter, client.firstEntry);
+    }
     return client;
+  }
+  /** The entry `ConnectOptions.enter` asked for. */
+  firstEntry = null;
+  static recall(key) {
+    try {
+      return globalThis.localStorage?.getItem(key) ?? null;
+    } catch {
+      return null;
+    }
+  }
+  static remember(key, world) {
+    try {
+      globalThis.localStorage?.setItem(key, world);
+    } catch {
+    }
   }
   /** Calls `listener` with a zone's copies on entry and after each change. */
   onZone(listener) {
-    this.listeners.push(listener);
+    this.zoneListeners.push(listener);
+  }
+  /** Calls `listener` with a zone's transient state whenever it changes. */
+  onTransient(listener) {
+    this.transientListeners.push(listener);
+  }
+  /** Calls `listener` with each of the game's messages. */
+  onMessage(listener) {
+    this.messageListeners.push(listener);
   }
   /** The copies of an entered zone. */
   shards(zone) {
     return this.live.get(zone);
   }
+  /** A zone's last transient state, if the client is in it and has one. */
+  transientOf(zone) {
+    return this.transient.get(zone);
+  }
+  /** Whether the session has ended (and why). */
+  get closed() {
+    return this.closedReason;
+  }
   /**
-   * Enters `zone` in one round trip: cached copies named by hwm, each answer
-   * checked; copies that fail are fetched whole by a second entry.
+   * Enters `zone` in one round trip and follows it: cached copies named by
+   * hwm, each answer checked; copies that fail are fetched whole by a
+   * second entry. Entering a zone already entered costs no message.
    */
   async enterZone(zone) {
-    const started = performance.now();
-    const first = await this.enterOnce(zone, await this.store.load(zone));
-    if (first.failed.length === 0) return this.ready(zone, first.stats, started);
-    const copies = first.copies;
-    for (const shard of first.failed) copies.delete(shard);
-    const second = await this.enterOnce(zone, copies);
-    if (second.failed.length > 0) throw new ProtocolError(`shards ${second.failed.join(", ")} failed twice`);
-    const stats = second.stats;
-    stats.repaired = first.failed.length;
-    stats.bytes_rx += first.stats.bytes_rx;
-    stats.bytes_tx += first.stats.bytes_tx;
-    return this.ready(zone, stats, started);
+    const flying = this.inFlight.get(zone);
+    if (flying) return flying;
+    const live = this.live.get(zone);
+    if (live) return this.summary(zone, live);
+    return this.enter(zone, true);
+  }
+  /**
+   * Fetches `zone` into the cache without following it (the zone a player
+   * walks towards): entering it later is all `Fresh`, or a few changes.
+   */
+  async prefetch(zone) {
+    return this.enter(zone, false);
+  }
+  /** Stops following `zone` and forgets its transient state; its copies stay cached. */
+  async leaveZone(zone) {
+    this.live.delete(zone);
+    this.heldDeltas.delete(zone);
+    this.again.delete(zone);
+    this.transient.forget(zone);
+    await this.send(frame(3 /* LeaveZone */, [zone]));
   }
   /** Sends an intent (its payload already MessagePack); returns its seq. */
   async sendIntent(kind, payload) {
-    const seq = this.nextSeq++;
-    await this.send(frame(5 /* Intent */, [seq, kind, payload]));
-    return seq;
+    return (await this.submit(kind, payload)).seq;
   }
+  /**
+   * Sends a typed intent (`value` encoded as rmp-serde reads it, see
+   * `encodeValue`) and resolves once the server has processed it durably
+   * (`Processed`); rejects with a `ServerError` carrying the game's code
+   * when refused, or when the session ends first.
+   */
+  async act(kind, value) {
+    return (await this.submit(kind, encodeValue(value))).outcome;
+  }
+  /** Ends the session (idempotent). */
   close() {
-    this.wt.close();
+    try {
+      this.wt.close();
+    } catch {
+    }
   }
-  ready(zone, stats, started) {
-    stats.ms = Math.round(performance.now() - started);
-    const shards = this.live.get(zone);
-    stats.objects = [...shards.values()].reduce((n, c) => n + c.objects.length, 0);
-    this.listeners.forEach((l) => l(zone, shards));
-    return stats;
+  async submit(kind, payload) {
+    if (this.intents.size >= MAX_PENDING_INTENTS) {
+      throw new Error(`${MAX_PENDING_INTENTS} intents await their outcome already; wait for some`);
+    }
+    const seq = this.nextSeq++;
+    const outcome = new Promise((resolve, reject) => this.intents.set(seq, { resolve, reject }));
+    outcome.catch(() => {
+    });
+    await this.send(frame(5 /* Intent */, [seq, kind, payload]));
+    return { seq, outcome };
   }
-  async enterOnce(zone, copies) {
+  /** Enters `zone` (following it with `subscribe`); one entry of a zone at a time is followed. */
+  enter(zone, subscribe) {
+    if (!subscribe) return this.enterNow(zone, false);
+    const entry = this.enterNow(zone, true).finally(() => {
+      if (this.inFlight.get(zone) === entry) this.inFlight.delete(zone);
+    });
+    this.inFlight.set(zone, entry);
+    return entry;
+  }
+  async enterNow(zone, subscribe) {
+    const started = performance.now();
+    if (subscribe) this.heldDeltas.set(zone, this.heldDeltas.get(zone) ?? []);
+    try {
+      const first = await this.enterOnce(zone, subscribe, await this.copiesOf(zone));
+      let stats = first.stats;
+      if (first.failed.length > 0) {
+        const copies = first.copies;
+        for (const shard of first.failed) copies.delete(shard);
+        const second = await this.enterOnce(zone, subscribe, copies);
+        if (second.failed.length > 0) throw new ProtocolError(`shards ${second.failed.join(", ")} failed twice`);
+        stats = second.stats;
+        stats.repaired = first.failed.length;
+        stats.bytes_rx += first.stats.bytes_rx;
+        stats.bytes_tx += first.stats.bytes_tx;
+      }
+      stats.ms = Math.round(performance.now() - started);
+      if (!subscribe) {
+        stats.objects = [...first.copies.values()].reduce((n, c) => n + c.objects.length, 0);
+        return stats;
+      }
+      await this.replayHeld(zone);
+      const live = this.live.get(zone);
+      stats.objects = [...live.values()].reduce((n, c) => n + c.objects.length, 0);
+      this.zoneListeners.forEach((l) => l(zone, live));
+      return stats;
+    } finally {
+      if (subscribe) this.heldDeltas.delete(zone);
+      if (subscribe && this.again.delete(zone) && !this.closedReason) {
+        this.enter(zone, true).catch((e) => this.fail(e));
+      }
+    }
+  }
+  /** The copies to name for `zone`: those kept live, else the store's that verify. */
+  async copiesOf(zone) {
+    const live = this.live.get(zone);
+    return live ? new Map(live) : await this.store.load(zone);
+  }
+  summary(zone, live) {
+    const objects = [...live.values()].reduce((n, c) => n + c.objects.length, 0);
+    return { zone, shards: live.size, fresh: live.size, delta: 0, snapshot: 0, repaired: 0, objects, bytes_rx: 0, bytes_tx: 0, ms: 0 };
+  }
+  async enterOnce(zone, subscribe, copies) {
     const request2 = this.nextRequest++;
     const held = [...copies.values()].sort((a, b) => a.shard < b.shard ? -1 : 1);
     const top = held.reduce((m, c) => c.seq > m ? c.seq : m, 0n);
     const message = frame(2 /* EnterZone */, [
       request2,
       zone,
-      true,
+      subscribe,
       [],
       [encodeIdList(held.map((c) => c.shard)), [top, ...held.map((c) => top - c.seq)]],
       false
     ]);
     const answered = new Promise((resolve, reject) => this.entries.set(request2, { resolve, reject }));
-    const entry = { zone, copies, held, failed: [] };
+    const entry = { zone, subscribe, copies, held, failed: [] };
     this.entering.set(request2, entry);
     await this.send(message);
     const stats = await answered;
     stats.bytes_tx = message.length;
     return { stats, failed: entry.failed, copies };
   }
-  entering = /* @__PURE__ */ new Map();
   async send(bytes) {
     if (this.closedReason) throw this.closedReason;
     await this.writer.write(bytes);
@@ -2379,15 +2655,29 @@ var HoardWebClient = class _HoardWebClient {
     this.closedReason = e;
     for (const entry of this.entries.values()) entry.reject(e);
     this.entries.clear();
+    for (const intent of this.intents.values()) intent.reject(e);
+    this.intents.clear();
   }
   async readControl() {
     try {
       for (let f = await this.control.next(); f; f = await this.control.next()) {
-        if (f.type === 130 /* Error */) this.fail(new ServerError(num(f.fields[0]), str(f.fields[1])));
-        if (f.type === 131 /* ZoneDenied */) {
-          const request2 = num(f.fields[0]);
-          this.entries.get(request2)?.reject(new ServerError(num(f.fields[2]), str(f.fields[3])));
+        const x = f.fields;
+        if (f.type === 130 /* Error */) {
+          this.fail(new ServerError(num(x[0]), str(x[1])));
+          this.close();
+          return;
+        }
+        if (f.type === 131 /* ZoneDenied */ || f.type === 133 /* ZoneElsewhere */) {
+          const request2 = num(x[0]);
+          const error = f.type === 131 /* ZoneDenied */ ? new ServerError(num(x[2]), str(x[3])) : new ZoneElsewhere(str(x[1]), str(x[2]));
+          this.entering.delete(request2);
+          this.entries.get(request2)?.reject(error);
           this.entries.delete(request2);
+        }
+        if (f.type === 132 /* IntentRejected */) {
+          const seq = num(x[0]);
+          this.intents.get(seq)?.reject(new ServerError(num(x[1]), str(x[2])));
+          this.intents.delete(seq);
         }
       }
     } catch (e) {
@@ -2452,9 +2742,13 @@ var HoardWebClient = class _HoardWebClient {
       const x = f.fields;
       if (f.type === 149 /* AnswerEnd */) {
         this.entering.delete(request2);
-        const live = this.live.get(entry.zone) ?? /* @__PURE__ */ new Map();
-        next.forEach((copy, shard) => live.set(shard, copy));
-        this.live.set(entry.zone, live);
+        if (entry.subscribe) {
+          const live = this.live.get(entry.zone) ?? /* @__PURE__ */ new Map();
+          next.forEach((copy, shard) => live.set(shard, copy));
+          this.live.set(entry.zone, live);
+        } else {
+          next.forEach((copy, shard) => entry.copies.set(shard, copy));
+        }
         await Promise.all([...next.values()].map((c) => this.save(entry.zone, c)));
         this.entries.get(request2)?.resolve(stats);
         this.entries.delete(request2);
@@ -2495,16 +2789,82 @@ var HoardWebClient = class _HoardWebClient {
   }
   /** A message on the delta stream. */
   async onPushed(f) {
-    if (f.type !== 160 /* Delta */) return;
-    const zone = str(f.fields[0]);
+    const x = f.fields;
+    switch (f.type) {
+      case 160 /* Delta */: {
+        const zone = str(x[0]);
+        const held = this.heldDeltas.get(zone);
+        if (held) {
+          if (held.length < MAX_HELD_DELTAS) held.push(f);
+          else this.again.add(zone);
+          return;
+        }
+        if (this.live.has(zone) && await this.applyDelta(zone, f)) {
+          this.zoneListeners.forEach((l) => l(zone, this.live.get(zone)));
+        }
+        return;
+      }
+      case 161 /* Transient */:
+      case 164 /* TransientPatch */: {
+        const zone = str(x[0]);
+        if (!this.live.has(zone) && !this.heldDeltas.has(zone)) return;
+        let payload;
+        if (f.type === 161 /* Transient */) {
+          payload = bin(x[1]);
+          this.transient.replace(zone, payload);
+        } else {
+          payload = this.transient.patch(zone, x[1], x[2]);
+        }
+        if (payload) this.transientListeners.forEach((l) => l(zone, payload));
+        return;
+      }
+      case 163 /* Processed */:
+        for (const seq of x[0]) {
+          this.intents.get(num(seq))?.resolve();
+          this.intents.delete(num(seq));
+        }
+        return;
+      case 162 /* Status */:
+        this.status = { writable: x[0] === true, message: str(x[1]) };
+        return;
+      case 165 /* GameMessage */: {
+        const zone = x[1] === null || x[1] === void 0 ? null : str(x[1]);
+        const payload = bin(x[2]);
+        this.messageListeners.forEach((l) => l(str(x[0]), zone, payload));
+        return;
+      }
+      default:
+        throw new ProtocolError(`unexpected message type ${f.type} on the delta stream`);
+    }
+  }
+  /** The deltas held while `zone` was being entered, in order, on the copies the entry left. */
+  async replayHeld(zone) {
+    for (const f of this.heldDeltas.get(zone) ?? []) await this.applyDelta(zone, f);
+    this.heldDeltas.set(zone, []);
+  }
+  /**
+   * Applies a `Delta` to the zone's live copy; `false` when already
+   * included. One that does not follow the copy, or whose digest differs,
+   * drops that copy and enters the zone again (the shard comes whole).
+   */
+  async applyDelta(zone, f) {
+    const shards = this.live.get(zone);
     const shard = big(f.fields[1]);
-    const copy = this.live.get(zone)?.get(shard);
-    if (!copy || big(f.fields[4]) <= copy.seq) return;
-    const applied = copy.epoch === big(f.fields[2]) && copy.seq === big(f.fields[3]) ? apply(copy, { ...f, fields: f.fields.slice(1) }) : null;
-    if (!applied) throw new ProtocolError(`zone ${zone} shard ${shard}: a delta that does not follow the copy`);
-    this.live.get(zone).set(shard, applied);
+    const copy = shards.get(shard);
+    if (!copy) return false;
+    if (big(f.fields[4]) <= copy.seq) return false;
+    const follows = copy.epoch === big(f.fields[2]) && copy.seq === big(f.fields[3]);
+    const applied = follows ? apply(copy, { ...f, fields: f.fields.slice(1) }) : null;
+    if (!applied) {
+      console.warn(`hoard: zone ${zone} shard ${shard}: a delta that does not follow the copy; entering the zone again`);
+      shards.delete(shard);
+      if (this.heldDeltas.has(zone)) this.again.add(zone);
+      else this.enter(zone, true).catch((e) => this.fail(e));
+      return false;
+    }
+    shards.set(shard, applied);
     await this.save(zone, applied);
-    this.listeners.forEach((l) => l(zone, this.live.get(zone)));
+    return true;
   }
   async save(zone, copy) {
     try {
@@ -2534,11 +2894,21 @@ export {
   FrameDecoder,
   HoardWebClient,
   IndexedDbStore,
+  MAX_HELD_DELTAS,
+  MAX_PATCH_OPS,
+  MAX_PENDING_INTENTS,
+  MAX_TRANSIENT,
   MemoryStore,
   ProtocolError,
   ServerError,
+  TransientState,
   Type,
+  ZoneElsewhere,
+  applyPatch,
+  components,
+  decodeValue,
   digestOf,
+  encodeValue,
   frame,
   freshRoot,
   hex,

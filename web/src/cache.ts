@@ -2,10 +2,12 @@
 // keyed by world identity, service, perspective, zone and shard (a world can
 // never read another's copies). A copy is used only after its digest is
 // recomputed from its objects and equals its recorded head: a torn, stale or
-// damaged record costs that shard's snapshot, never a wrong world. A full
+// damaged record costs that shard's snapshot, never a wrong world. Each
+// record is one MessagePack blob (`encodeCopy`). A full
 // quota evicts this world's other zones and tries once more; failing that,
 // the client goes on uncached (the entry still completes).
 
+import { decode, encode } from "@msgpack/msgpack";
 import type { Head } from "./digest.js";
 import { digestOf, equalBytes } from "./digest.js";
 import type { WireObject } from "./wire.js";
@@ -16,6 +18,40 @@ export interface ShardCopy extends Head {
 }
 
 const STORE = "shards";
+
+/**
+ * A copy as IndexedDB keeps it: one MessagePack blob,
+ * `[shard, epoch, seq, digest, [[id, version, state], …]]`, so a record is
+ * one allocation to clone however many objects it holds.
+ */
+export function encodeCopy(copy: ShardCopy): Uint8Array {
+  return encode([copy.shard, copy.epoch, copy.seq, copy.digest, copy.objects.map((o) => [o.id, o.version, o.state])], {
+    useBigInt64: true,
+  });
+}
+
+/** A record back as a copy; `null` for one that is not a copy (damaged, or an older layout). */
+export function decodeCopy(record: unknown): ShardCopy | null {
+  if (!(record instanceof Uint8Array)) return null;
+  try {
+    const [shard, epoch, seq, digest, objects] = decode(record, { useBigInt64: true, maxDepth: 8 } as never) as unknown[];
+    const asBig = (v: unknown) => (typeof v === "bigint" ? v : BigInt(v as number));
+    if (!(digest instanceof Uint8Array) || digest.length !== 40 || !Array.isArray(objects)) return null;
+    return {
+      shard: asBig(shard),
+      epoch: asBig(epoch),
+      seq: asBig(seq),
+      digest,
+      objects: objects.map((o) => {
+        const [id, version, state] = o as unknown[];
+        if (!(state instanceof Uint8Array)) throw new Error("a state is not bin");
+        return { id: asBig(id), version: asBig(version), state };
+      }),
+    };
+  } catch {
+    return null;
+  }
+}
 
 /** Where copies are kept. */
 export interface ShardStore {
@@ -63,14 +99,13 @@ export class IndexedDbStore implements ShardStore {
     const prefix = `${this.prefix}${zone}/`;
     const tx = this.db.transaction(STORE, "readonly");
     const range = IDBKeyRange.bound(prefix, prefix + "\uffff");
-    const records = (await request(tx.objectStore(STORE).getAll(range))) as ShardCopy[];
+    const records = (await request(tx.objectStore(STORE).getAll(range))) as unknown[];
     const copies = new Map<bigint, ShardCopy>();
-    for (const copy of records) {
+    for (const record of records) {
       // Shown only if it verifies: a record that does not is left to be
       // replaced by the shard's snapshot.
-      if (copy && Array.isArray(copy.objects) && equalBytes(digestOf(copy.objects), copy.digest)) {
-        copies.set(copy.shard, copy);
-      }
+      const copy = decodeCopy(record);
+      if (copy && equalBytes(digestOf(copy.objects), copy.digest)) copies.set(copy.shard, copy);
     }
     return copies;
   }
@@ -89,7 +124,7 @@ export class IndexedDbStore implements ShardStore {
 
   private async put(key: string, copy: ShardCopy): Promise<void> {
     const tx = this.db.transaction(STORE, "readwrite");
-    tx.objectStore(STORE).put(copy, key);
+    tx.objectStore(STORE).put(encodeCopy(copy), key);
     await new Promise<void>((resolve, reject) => {
       tx.oncomplete = () => resolve();
       tx.onerror = () => reject(tx.error);

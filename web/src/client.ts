@@ -2,14 +2,19 @@
 // (`Hello` → `Welcome`), enters zones in one round trip naming its cached
 // copies by hwm (`held`), checks every shard it receives against the
 // server's digest and every copy it keeps against the `Fresh` root, keeps
-// its copies in a ShardStore (IndexedDB by default), follows live deltas and
-// sends intents. A copy is used only once verified; a copy that fails is
-// dropped and its shard fetched whole on a second entry.
+// its copies in a ShardStore (IndexedDB by default), follows live deltas,
+// each zone's transient state and the game's messages, prefetches zones, and
+// sends intents whose outcome (`Processed` or `IntentRejected`) it reports.
+// A copy is used only once verified; a copy that fails is dropped and its
+// shard fetched whole by entering the zone again (a copy a delta does not
+// follow, likewise).
 
 import type { ShardCopy, ShardStore } from "./cache.js";
 import { IndexedDbStore, MemoryStore } from "./cache.js";
 import type { Registered } from "./digest.js";
 import { digestOf, equalBytes, freshRoot, hex, registryHash, tag } from "./digest.js";
+import { TransientState } from "./transient.js";
+import { encodeValue } from "./values.js";
 import type { Frame, WireObject } from "./wire.js";
 import {
   FrameReader,
@@ -42,6 +47,14 @@ export interface ConnectOptions {
   registry: Registered[];
   /** Where copies are kept (default: IndexedDB, per world and player). */
   store?: ShardStore;
+  /** A zone to enter in the same flight as `Hello` (see `firstEntry`). */
+  enter?: string;
+}
+
+/** The perspective a token names (`dev:<name>`, `v1.<player>.…`), if it can be read. */
+export function perspectiveOf(token: string): string | null {
+  const name = token.startsWith("dev:") ? token.slice(4) : token.startsWith("v1.") ? token.split(".")[1] : null;
+  return name && /^[a-z0-9_-]{1,64}$/.test(name) ? name : null;
 }
 
 /** What one zone entry cost and found (the headless client's `zone_ready` fields). */
@@ -58,7 +71,7 @@ export interface EntryStats {
   ms: number;
 }
 
-/** A refusal or failure the server reported. */
+/** A refusal or failure the server reported, with its code. */
 export class ServerError extends Error {
   constructor(
     readonly code: number,
@@ -68,12 +81,43 @@ export class ServerError extends Error {
   }
 }
 
+/**
+ * The zone is served by another server of the world (`ZoneElsewhere`):
+ * `address` is its raw QUIC endpoint; a browser reaches it only where that
+ * server also has a WebTransport endpoint.
+ */
+export class ZoneElsewhere extends Error {
+  constructor(
+    readonly zone: string,
+    readonly address: string,
+  ) {
+    super(`zone ${zone} is served by ${address}`);
+  }
+}
+
 /** Called with a zone's shard copies whenever they change. */
 export type ZoneListener = (zone: string, shards: ReadonlyMap<bigint, ShardCopy>) => void;
+/** Called with a zone's transient state (the game's own encoding) when it changes. */
+export type TransientListener = (zone: string, payload: Uint8Array) => void;
+/** Called with each message of the game (`GameMessage`). */
+export type MessageListener = (kind: string, zone: string | null, payload: Uint8Array) => void;
+
+/** Most intents awaiting their outcome at once. */
+export const MAX_PENDING_INTENTS = 256;
+/** Most deltas held for a zone while it is being entered; past it, the zone is entered again once ready. */
+export const MAX_HELD_DELTAS = 4096;
 
 interface PendingEntry {
   resolve: (stats: EntryStats) => void;
   reject: (e: Error) => void;
+}
+
+interface Entering {
+  zone: string;
+  subscribe: boolean;
+  copies: Map<bigint, ShardCopy>;
+  held: ShardCopy[];
+  failed: bigint[];
 }
 
 export class HoardWebClient {
@@ -81,14 +125,30 @@ export class HoardWebClient {
   world = "";
   perspective = "";
   zones: string[] = [];
+  /** Server ticks per second. */
+  tickHz = 0;
+  /** The last `Status`: whether the world takes actions now, and why not. */
+  status = { writable: true, message: "" };
   private readonly writer: WritableStreamDefaultWriter<Uint8Array>;
   private readonly control: FrameReader;
   private store: ShardStore | undefined;
   private nextRequest = 1;
   private nextSeq = 1;
+  /** Entered zones' copies. */
   private readonly live = new Map<string, Map<bigint, ShardCopy>>();
+  /** Zones being entered (subscribed), with the deltas that came meanwhile. */
+  private readonly heldDeltas = new Map<string, Frame[]>();
+  /** Zones to enter again once their entry under way is done. */
+  private readonly again = new Set<string>();
+  private readonly transient = new TransientState();
   private readonly entries = new Map<number, PendingEntry>();
-  private listeners: ZoneListener[] = [];
+  private readonly entering = new Map<number, Entering>();
+  /** Followed entries under way, by zone. */
+  private readonly inFlight = new Map<string, Promise<EntryStats>>();
+  private readonly intents = new Map<number, { resolve: () => void; reject: (e: Error) => void }>();
+  private zoneListeners: ZoneListener[] = [];
+  private transientListeners: TransientListener[] = [];
+  private messageListeners: MessageListener[] = [];
   private closedReason: Error | null = null;
 
   private constructor(
@@ -100,22 +160,34 @@ export class HoardWebClient {
     this.control = new FrameReader(stream.readable, MAX_CONTROL_FRAME);
   }
 
-  /** Connects and signs in. */
+  /**
+   * Connects and signs in. With `enter`, the zone's entry goes right
+   * behind `Hello` in the same flight (as PROTOCOL.md's pipelining allows),
+   * naming the copies kept for the world this URL served last time: a
+   * returning player's zone costs one round trip once the session is up.
+   * Its outcome is `firstEntry`.
+   */
   static async connect(options: ConnectOptions): Promise<HoardWebClient> {
     const wt = new WebTransport(options.url, {
       serverCertificateHashes: (options.certificateHashes ?? []).map((value) => ({ algorithm: "sha-256", value })),
     } as WebTransportOptions);
     await wt.ready;
     const client = new HoardWebClient(wt, await wt.createBidirectionalStream(), options);
-    await client.send(
-      frame(Type.Hello, [
-        PROTOCOL_VERSION,
-        registryHash(options.registry),
-        options.service ?? "world",
-        options.token,
-        [],
-      ]),
-    );
+    const service = options.service ?? "world";
+    // Where this URL's world was last time: its copies are named before
+    // `Welcome` says which world it is (every copy is checked all the same).
+    const rememberedAt = `hoard-world ${options.url} ${service}`;
+    const remembered = options.enter ? HoardWebClient.recall(rememberedAt) : null;
+    const perspective = perspectiveOf(options.token);
+    if (options.enter && !options.store && remembered && perspective) {
+      client.store = await IndexedDbStore.open(remembered, service, perspective);
+    } else if (options.enter) {
+      client.store = options.store;
+    }
+    client.acceptStreams();
+    await client.send(frame(Type.Hello, [PROTOCOL_VERSION, registryHash(options.registry), service, options.token, []]));
+    const pipelined = options.enter && client.store ? client.enter(options.enter, true) : null;
+    pipelined?.catch(() => {});
     const welcome = await client.control.next();
     if (!welcome) throw new ProtocolError("the server closed the control stream before Welcome");
     if (welcome.type === Type.Error) throw new ServerError(num(welcome.fields[0]), str(welcome.fields[1]));
@@ -123,20 +195,65 @@ export class HoardWebClient {
     client.world = hex(bin(welcome.fields[1], 32));
     client.perspective = str(welcome.fields[2]);
     client.zones = (welcome.fields[3] as unknown[]).map(str);
-    client.store =
-      options.store ?? (await IndexedDbStore.open(client.world, options.service ?? "world", client.perspective));
+    client.tickHz = welcome.fields.length > 4 ? num(welcome.fields[4]) : 0;
+    HoardWebClient.remember(rememberedAt, client.world);
+    const guessed = client.store !== undefined && (options.store !== undefined || (client.world === remembered && client.perspective === perspective));
+    if (!guessed) client.store = options.store ?? (await IndexedDbStore.open(client.world, service, client.perspective));
     client.readControl();
-    client.acceptStreams();
     wt.closed.then(
       (info) => client.fail(new ServerError(info.closeCode ?? 0, info.reason || "connection closed")),
       (e) => client.fail(e instanceof Error ? e : new Error(String(e))),
     );
+    if (options.enter) {
+      client.firstEntry =
+        pipelined && guessed
+          ? pipelined
+          : // Another world (or player) than the copies named: enter again,
+            // this time from the right cache (after the first answer, which
+            // went to the copies of the world remembered).
+            (pipelined ?? Promise.resolve(null)).catch(() => null).then(() => {
+              client.live.delete(options.enter!);
+              client.inFlight.delete(options.enter!);
+              return client.enter(options.enter!, true);
+            });
+      // `enterZone` of that zone meanwhile waits for this entry.
+      client.inFlight.set(options.enter, client.firstEntry);
+    }
     return client;
+  }
+
+  /** The entry `ConnectOptions.enter` asked for. */
+  firstEntry: Promise<EntryStats> | null = null;
+
+  private static recall(key: string): string | null {
+    try {
+      return globalThis.localStorage?.getItem(key) ?? null;
+    } catch {
+      return null; // storage off: no pipelining, nothing else lost
+    }
+  }
+
+  private static remember(key: string, world: string): void {
+    try {
+      globalThis.localStorage?.setItem(key, world);
+    } catch {
+      // storage off or full: the next visit waits for Welcome first
+    }
   }
 
   /** Calls `listener` with a zone's copies on entry and after each change. */
   onZone(listener: ZoneListener): void {
-    this.listeners.push(listener);
+    this.zoneListeners.push(listener);
+  }
+
+  /** Calls `listener` with a zone's transient state whenever it changes. */
+  onTransient(listener: TransientListener): void {
+    this.transientListeners.push(listener);
+  }
+
+  /** Calls `listener` with each of the game's messages. */
+  onMessage(listener: MessageListener): void {
+    this.messageListeners.push(listener);
   }
 
   /** The copies of an entered zone. */
@@ -144,48 +261,142 @@ export class HoardWebClient {
     return this.live.get(zone);
   }
 
+  /** A zone's last transient state, if the client is in it and has one. */
+  transientOf(zone: string): Uint8Array | undefined {
+    return this.transient.get(zone);
+  }
+
+  /** Whether the session has ended (and why). */
+  get closed(): Error | null {
+    return this.closedReason;
+  }
+
   /**
-   * Enters `zone` in one round trip: cached copies named by hwm, each answer
-   * checked; copies that fail are fetched whole by a second entry.
+   * Enters `zone` in one round trip and follows it: cached copies named by
+   * hwm, each answer checked; copies that fail are fetched whole by a
+   * second entry. Entering a zone already entered costs no message.
    */
   async enterZone(zone: string): Promise<EntryStats> {
-    const started = performance.now();
-    const first = await this.enterOnce(zone, await this.store!.load(zone));
-    if (first.failed.length === 0) return this.ready(zone, first.stats, started);
-    // A copy that did not verify: enter again without it (its shard comes
-    // whole; the others are confirmed fresh again).
-    const copies = first.copies;
-    for (const shard of first.failed) copies.delete(shard);
-    const second = await this.enterOnce(zone, copies);
-    if (second.failed.length > 0) throw new ProtocolError(`shards ${second.failed.join(", ")} failed twice`);
-    const stats = second.stats;
-    stats.repaired = first.failed.length;
-    stats.bytes_rx += first.stats.bytes_rx;
-    stats.bytes_tx += first.stats.bytes_tx;
-    return this.ready(zone, stats, started);
+    const flying = this.inFlight.get(zone);
+    if (flying) return flying;
+    const live = this.live.get(zone);
+    if (live) return this.summary(zone, live);
+    return this.enter(zone, true);
+  }
+
+  /**
+   * Fetches `zone` into the cache without following it (the zone a player
+   * walks towards): entering it later is all `Fresh`, or a few changes.
+   */
+  async prefetch(zone: string): Promise<EntryStats> {
+    return this.enter(zone, false);
+  }
+
+  /** Stops following `zone` and forgets its transient state; its copies stay cached. */
+  async leaveZone(zone: string): Promise<void> {
+    this.live.delete(zone);
+    this.heldDeltas.delete(zone);
+    this.again.delete(zone);
+    this.transient.forget(zone);
+    await this.send(frame(Type.LeaveZone, [zone]));
   }
 
   /** Sends an intent (its payload already MessagePack); returns its seq. */
   async sendIntent(kind: string, payload: Uint8Array): Promise<number> {
-    const seq = this.nextSeq++;
-    await this.send(frame(Type.Intent, [seq, kind, payload]));
-    return seq;
+    return (await this.submit(kind, payload)).seq;
   }
 
+  /**
+   * Sends a typed intent (`value` encoded as rmp-serde reads it, see
+   * `encodeValue`) and resolves once the server has processed it durably
+   * (`Processed`); rejects with a `ServerError` carrying the game's code
+   * when refused, or when the session ends first.
+   */
+  async act(kind: string, value: unknown): Promise<void> {
+    return (await this.submit(kind, encodeValue(value))).outcome;
+  }
+
+  /** Ends the session (idempotent). */
   close(): void {
-    this.wt.close();
+    try {
+      this.wt.close();
+    } catch {
+      // already closed
+    }
   }
 
-  private ready(zone: string, stats: EntryStats, started: number): EntryStats {
-    stats.ms = Math.round(performance.now() - started);
-    const shards = this.live.get(zone)!;
-    stats.objects = [...shards.values()].reduce((n, c) => n + c.objects.length, 0);
-    this.listeners.forEach((l) => l(zone, shards));
-    return stats;
+  private async submit(kind: string, payload: Uint8Array): Promise<{ seq: number; outcome: Promise<void> }> {
+    if (this.intents.size >= MAX_PENDING_INTENTS) {
+      throw new Error(`${MAX_PENDING_INTENTS} intents await their outcome already; wait for some`);
+    }
+    const seq = this.nextSeq++;
+    const outcome = new Promise<void>((resolve, reject) => this.intents.set(seq, { resolve, reject }));
+    // An outcome nobody awaits is not an unhandled rejection.
+    outcome.catch(() => {});
+    await this.send(frame(Type.Intent, [seq, kind, payload]));
+    return { seq, outcome };
+  }
+
+  /** Enters `zone` (following it with `subscribe`); one entry of a zone at a time is followed. */
+  private enter(zone: string, subscribe: boolean): Promise<EntryStats> {
+    if (!subscribe) return this.enterNow(zone, false);
+    const entry = this.enterNow(zone, true).finally(() => {
+      if (this.inFlight.get(zone) === entry) this.inFlight.delete(zone);
+    });
+    this.inFlight.set(zone, entry);
+    return entry;
+  }
+
+  private async enterNow(zone: string, subscribe: boolean): Promise<EntryStats> {
+    const started = performance.now();
+    if (subscribe) this.heldDeltas.set(zone, this.heldDeltas.get(zone) ?? []);
+    try {
+      const first = await this.enterOnce(zone, subscribe, await this.copiesOf(zone));
+      let stats = first.stats;
+      if (first.failed.length > 0) {
+        // A copy that did not verify: enter again without it (its shard
+        // comes whole; the others are confirmed fresh again).
+        const copies = first.copies;
+        for (const shard of first.failed) copies.delete(shard);
+        const second = await this.enterOnce(zone, subscribe, copies);
+        if (second.failed.length > 0) throw new ProtocolError(`shards ${second.failed.join(", ")} failed twice`);
+        stats = second.stats;
+        stats.repaired = first.failed.length;
+        stats.bytes_rx += first.stats.bytes_rx;
+        stats.bytes_tx += first.stats.bytes_tx;
+      }
+      stats.ms = Math.round(performance.now() - started);
+      if (!subscribe) {
+        stats.objects = [...first.copies.values()].reduce((n, c) => n + c.objects.length, 0);
+        return stats;
+      }
+      await this.replayHeld(zone);
+      const live = this.live.get(zone)!;
+      stats.objects = [...live.values()].reduce((n, c) => n + c.objects.length, 0);
+      this.zoneListeners.forEach((l) => l(zone, live));
+      return stats;
+    } finally {
+      if (subscribe) this.heldDeltas.delete(zone);
+      if (subscribe && this.again.delete(zone) && !this.closedReason) {
+        this.enter(zone, true).catch((e) => this.fail(e as Error));
+      }
+    }
+  }
+
+  /** The copies to name for `zone`: those kept live, else the store's that verify. */
+  private async copiesOf(zone: string): Promise<Map<bigint, ShardCopy>> {
+    const live = this.live.get(zone);
+    return live ? new Map(live) : await this.store!.load(zone);
+  }
+
+  private summary(zone: string, live: ReadonlyMap<bigint, ShardCopy>): EntryStats {
+    const objects = [...live.values()].reduce((n, c) => n + c.objects.length, 0);
+    return { zone, shards: live.size, fresh: live.size, delta: 0, snapshot: 0, repaired: 0, objects, bytes_rx: 0, bytes_tx: 0, ms: 0 };
   }
 
   private async enterOnce(
     zone: string,
+    subscribe: boolean,
     copies: Map<bigint, ShardCopy>,
   ): Promise<{ stats: EntryStats; failed: bigint[]; copies: Map<bigint, ShardCopy> }> {
     const request = this.nextRequest++;
@@ -194,24 +405,19 @@ export class HoardWebClient {
     const message = frame(Type.EnterZone, [
       request,
       zone,
-      true,
+      subscribe,
       [],
       [encodeIdList(held.map((c) => c.shard)), [top, ...held.map((c) => top - c.seq)]],
       false,
     ]);
     const answered = new Promise<EntryStats>((resolve, reject) => this.entries.set(request, { resolve, reject }));
-    const entry = { zone, copies, held, failed: [] as bigint[] };
+    const entry: Entering = { zone, subscribe, copies, held, failed: [] };
     this.entering.set(request, entry);
     await this.send(message);
     const stats = await answered;
     stats.bytes_tx = message.length;
     return { stats, failed: entry.failed, copies };
   }
-
-  private readonly entering = new Map<
-    number,
-    { zone: string; copies: Map<bigint, ShardCopy>; held: ShardCopy[]; failed: bigint[] }
-  >();
 
   private async send(bytes: Uint8Array): Promise<void> {
     if (this.closedReason) throw this.closedReason;
@@ -223,16 +429,35 @@ export class HoardWebClient {
     this.closedReason = e;
     for (const entry of this.entries.values()) entry.reject(e);
     this.entries.clear();
+    for (const intent of this.intents.values()) intent.reject(e);
+    this.intents.clear();
   }
 
   private async readControl(): Promise<void> {
     try {
       for (let f = await this.control.next(); f; f = await this.control.next()) {
-        if (f.type === Type.Error) this.fail(new ServerError(num(f.fields[0]), str(f.fields[1])));
-        if (f.type === Type.ZoneDenied) {
-          const request = num(f.fields[0]);
-          this.entries.get(request)?.reject(new ServerError(num(f.fields[2]), str(f.fields[3])));
+        const x = f.fields;
+        if (f.type === Type.Error) {
+          // Fatal: the server closes the session after it. Closing it
+          // from here first keeps the page alive (Chromium's renderer
+          // crashes when a server closes a session whose control stream it
+          // has already finished).
+          this.fail(new ServerError(num(x[0]), str(x[1])));
+          this.close();
+          return;
+        }
+        if (f.type === Type.ZoneDenied || f.type === Type.ZoneElsewhere) {
+          const request = num(x[0]);
+          const error =
+            f.type === Type.ZoneDenied ? new ServerError(num(x[2]), str(x[3])) : new ZoneElsewhere(str(x[1]), str(x[2]));
+          this.entering.delete(request);
+          this.entries.get(request)?.reject(error);
           this.entries.delete(request);
+        }
+        if (f.type === Type.IntentRejected) {
+          const seq = num(x[0]);
+          this.intents.get(seq)?.reject(new ServerError(num(x[1]), str(x[2])));
+          this.intents.delete(seq);
         }
       }
     } catch (e) {
@@ -301,9 +526,13 @@ export class HoardWebClient {
       const x = f.fields;
       if (f.type === Type.AnswerEnd) {
         this.entering.delete(request);
-        const live = this.live.get(entry.zone) ?? new Map<bigint, ShardCopy>();
-        next.forEach((copy, shard) => live.set(shard, copy));
-        this.live.set(entry.zone, live);
+        if (entry.subscribe) {
+          const live = this.live.get(entry.zone) ?? new Map<bigint, ShardCopy>();
+          next.forEach((copy, shard) => live.set(shard, copy));
+          this.live.set(entry.zone, live);
+        } else {
+          next.forEach((copy, shard) => entry.copies.set(shard, copy));
+        }
         await Promise.all([...next.values()].map((c) => this.save(entry.zone, c)));
         this.entries.get(request)?.resolve(stats);
         this.entries.delete(request);
@@ -348,17 +577,84 @@ export class HoardWebClient {
 
   /** A message on the delta stream. */
   private async onPushed(f: Frame): Promise<void> {
-    if (f.type !== Type.Delta) return;
-    const zone = str(f.fields[0]);
+    const x = f.fields;
+    switch (f.type) {
+      case Type.Delta: {
+        const zone = str(x[0]);
+        const held = this.heldDeltas.get(zone);
+        if (held) {
+          if (held.length < MAX_HELD_DELTAS) held.push(f);
+          else this.again.add(zone);
+          return;
+        }
+        if (this.live.has(zone) && (await this.applyDelta(zone, f))) {
+          this.zoneListeners.forEach((l) => l(zone, this.live.get(zone)!));
+        }
+        return;
+      }
+      case Type.Transient:
+      case Type.TransientPatch: {
+        const zone = str(x[0]);
+        if (!this.live.has(zone) && !this.heldDeltas.has(zone)) return; // not in that zone
+        let payload: Uint8Array | undefined;
+        if (f.type === Type.Transient) {
+          payload = bin(x[1]);
+          this.transient.replace(zone, payload);
+        } else {
+          payload = this.transient.patch(zone, x[1], x[2]);
+        }
+        if (payload) this.transientListeners.forEach((l) => l(zone, payload));
+        return;
+      }
+      case Type.Processed:
+        for (const seq of x[0] as unknown[]) {
+          this.intents.get(num(seq))?.resolve();
+          this.intents.delete(num(seq));
+        }
+        return;
+      case Type.Status:
+        this.status = { writable: x[0] === true, message: str(x[1]) };
+        return;
+      case Type.GameMessage: {
+        const zone = x[1] === null || x[1] === undefined ? null : str(x[1]);
+        const payload = bin(x[2]);
+        this.messageListeners.forEach((l) => l(str(x[0]), zone, payload));
+        return;
+      }
+      default:
+        throw new ProtocolError(`unexpected message type ${f.type} on the delta stream`);
+    }
+  }
+
+  /** The deltas held while `zone` was being entered, in order, on the copies the entry left. */
+  private async replayHeld(zone: string): Promise<void> {
+    for (const f of this.heldDeltas.get(zone) ?? []) await this.applyDelta(zone, f);
+    this.heldDeltas.set(zone, []);
+  }
+
+  /**
+   * Applies a `Delta` to the zone's live copy; `false` when already
+   * included. One that does not follow the copy, or whose digest differs,
+   * drops that copy and enters the zone again (the shard comes whole).
+   */
+  private async applyDelta(zone: string, f: Frame): Promise<boolean> {
+    const shards = this.live.get(zone)!;
     const shard = big(f.fields[1]);
-    const copy = this.live.get(zone)?.get(shard);
-    if (!copy || big(f.fields[4]) <= copy.seq) return; // not entered yet, or already included
-    const applied =
-      copy.epoch === big(f.fields[2]) && copy.seq === big(f.fields[3]) ? apply(copy, { ...f, fields: f.fields.slice(1) }) : null;
-    if (!applied) throw new ProtocolError(`zone ${zone} shard ${shard}: a delta that does not follow the copy`);
-    this.live.get(zone)!.set(shard, applied);
+    const copy = shards.get(shard);
+    if (!copy) return false; // a shard being fetched again
+    if (big(f.fields[4]) <= copy.seq) return false; // already included
+    const follows = copy.epoch === big(f.fields[2]) && copy.seq === big(f.fields[3]);
+    const applied = follows ? apply(copy, { ...f, fields: f.fields.slice(1) }) : null;
+    if (!applied) {
+      console.warn(`hoard: zone ${zone} shard ${shard}: a delta that does not follow the copy; entering the zone again`);
+      shards.delete(shard);
+      if (this.heldDeltas.has(zone)) this.again.add(zone);
+      else this.enter(zone, true).catch((e) => this.fail(e as Error));
+      return false;
+    }
+    shards.set(shard, applied);
     await this.save(zone, applied);
-    this.listeners.forEach((l) => l(zone, this.live.get(zone)!));
+    return true;
   }
 
   private async save(zone: string, copy: ShardCopy): Promise<void> {

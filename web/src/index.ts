@@ -1,8 +1,11 @@
 // @hoard/web: hoard's browser client. See client.ts.
-export { HoardWebClient, ServerError } from "./client.js";
-export type { ConnectOptions, EntryStats, ZoneListener } from "./client.js";
+export { HoardWebClient, MAX_HELD_DELTAS, MAX_PENDING_INTENTS, ServerError, ZoneElsewhere } from "./client.js";
+export type { ConnectOptions, EntryStats, MessageListener, TransientListener, ZoneListener } from "./client.js";
 export { IndexedDbStore, MemoryStore } from "./cache.js";
 export type { ShardCopy, ShardStore } from "./cache.js";
 export { digestOf, freshRoot, registryHash, hex } from "./digest.js";
 export type { Registered } from "./digest.js";
+export { MAX_PATCH_OPS, MAX_TRANSIENT, TransientState, applyPatch } from "./transient.js";
+export { components, decodeValue, encodeValue } from "./values.js";
 export { FrameDecoder, ProtocolError, frame, Type } from "./wire.js";
+export type { WireObject } from "./wire.js";

@@ -53,12 +53,23 @@ export interface Frame {
 export class ProtocolError extends Error {}
 
 /**
- * Integers in their shortest MessagePack form, as the protocol asks: a
- * bigint that fits a double exactly is written as a number (the encoder
- * writes every bigint as 9 bytes).
+ * An integer as the encoder writes it in its shortest MessagePack form, as
+ * the protocol asks: up to 2^32 − 1 as a number (fixint, uint8/16/32), above
+ * that as a bigint (uint64; @msgpack/msgpack writes a number above 2^32 as
+ * a float64, which no u64 field accepts).
+ */
+export function toShortest(v: bigint): number | bigint {
+  return v >= 0n && v <= 0xffffffffn ? Number(v) : v;
+}
+
+/**
+ * Integers in their shortest MessagePack form, as the protocol asks (the
+ * encoder writes every bigint as 9 bytes, and a number above 2^32 as a
+ * float64): see `toShortest`.
  */
 function shortest(v: unknown): unknown {
-  if (typeof v === "bigint") return v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v;
+  if (typeof v === "bigint") return toShortest(v);
+  if (typeof v === "number" && Number.isInteger(v) && v > 0xffffffff) return BigInt(v);
   if (Array.isArray(v)) return v.map(shortest);
   return v;
 }

@@ -1,10 +1,20 @@
 // The browser check: the demo server with --web, Debian's Chromium driven
-// headless by playwright-core (nothing downloaded). A first visit enters the
-// meadow cold (every shard a snapshot, digests checked); a reload enters
-// warm from the page's IndexedDB cache (every shard fresh); a browser
-// restart with the same profile directory is warm too. Writes a screenshot
-// and the entries' figures under $OUT (default: target/web-check).
+// headless by playwright-core (nothing downloaded). In one run:
 //
+// 1. ann's first visit enters the meadow cold (every shard a snapshot, every
+//    digest checked), beside a native headless client's cold entry of the
+//    same zone (its own empty cache), for the figures;
+// 2. ann walks two steps and plants or digs her tile: the action is
+//    processed and the page draws the changed tile (a live delta);
+// 3. bob, a native headless client, walks in: the page draws him where he
+//    stands, and bob sees ann where the page says she is;
+// 4. a reload enters warm from IndexedDB (every shard fresh, the changed one
+//    too: its delta was cached), and so does a browser restart with the same
+//    profile directory;
+// 5. a frame the server cannot decode ends the session with the server's
+//    code and reason, and the page lives on to show them.
+//
+// Writes the figures (target/web-check/web-check.json) and a screenshot.
 // Usage: node test/browser.mjs [path/to/hoard-demo]
 import { spawn } from "node:child_process";
 import { mkdtempSync, mkdirSync, writeFileSync, rmSync } from "node:fs";
@@ -19,35 +29,54 @@ const out = resolve(process.env.OUT ?? join(here, "../../target/web-check"));
 mkdirSync(out, { recursive: true });
 const scratch = mkdtempSync(join(tmpdir(), "hoard-web-"));
 const deadline = setTimeout(() => fail("the check took over 240 s"), 240_000);
+const children = [];
+// Whatever goes wrong, the servers and clients this check started go too.
+process.on("uncaughtException", (e) => fail(e.stack ?? String(e)));
+process.on("unhandledRejection", (e) => fail(e?.stack ?? String(e)));
 
 function fail(why) {
   console.error(`browser check FAILED: ${why}`);
-  process.exitCode = 1;
   cleanup();
   process.exit(1);
 }
 
-const server = spawn(demo, ["server", "--dev", "--data", join(scratch, "server"), "--listen", "127.0.0.1:0", "--web", "127.0.0.1:0"], {
-  stdio: ["ignore", "pipe", "inherit"],
-});
-let browser;
 function cleanup() {
   clearTimeout(deadline);
   browser?.close().catch(() => {});
-  server.kill("SIGTERM");
+  for (const child of children) child.kill("SIGKILL");
   rmSync(scratch, { recursive: true, force: true });
 }
 
-const listening = await new Promise((resolveLine, reject) => {
-  server.on("exit", (code) => reject(new Error(`the server exited with ${code}`)));
-  createInterface({ input: server.stdout }).on("line", (line) => {
+/** Runs hoard-demo; resolves each JSON line it prints to `onEvent`. */
+function run(args, onEvent) {
+  const child = spawn(demo, args, { stdio: ["ignore", "pipe", "inherit"] });
+  children.push(child);
+  createInterface({ input: child.stdout }).on("line", (line) => {
     try {
-      const event = JSON.parse(line);
-      if (event.event === "listening") resolveLine(event);
+      onEvent(JSON.parse(line));
     } catch {}
   });
-}).catch((e) => fail(e.message));
+  return child;
+}
+
+/** Waits for a JSON line of `child` with this `event`. */
+function event(args, name) {
+  return new Promise((resolveEvent, reject) => {
+    const child = run(args, (e) => e.event === name && resolveEvent(e));
+    child.on("exit", (code) => reject(new Error(`hoard-demo ${args[0]} exited with ${code} before ${name}`)));
+  });
+}
+
+let browser;
+const listening = await event(
+  ["server", "--dev", "--data", join(scratch, "server"), "--listen", "127.0.0.1:0", "--web", "127.0.0.1:0"],
+  "listening",
+).catch((e) => fail(e.message));
 if (!listening.web) fail("the server did not say where its page is");
+const native = (player, extra) => [
+  "client", "--headless", "--server", listening.addr, "--token", `dev:${player}`,
+  "--cache-dir", join(scratch, `native-${player}`), "--zone", "meadow", ...extra,
+];
 
 const profile = join(scratch, "profile");
 async function launch() {
@@ -56,7 +85,8 @@ async function launch() {
   return chromium.launchPersistentContext(profile, {
     executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
     headless: true,
-    args: ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+    viewport: { width: 1180, height: 600 },
+    args: ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"],
   });
 }
 
@@ -66,29 +96,91 @@ async function entry(page, reload) {
   await page.waitForFunction(() => document.getElementById("entry-stats").textContent.length > 0, null, { timeout: 60_000 });
   const stats = JSON.parse(await page.textContent("#entry-stats"));
   if (stats.error) fail(`the page failed: ${stats.error}`);
+  await page.waitForFunction(() => window.game !== undefined, null, { timeout: 30_000 });
   return stats;
+}
+
+/** Waits until `predicate(arg)` holds in the page, or fails saying `what`. */
+async function until(page, what, predicate, arg) {
+  await page.waitForFunction(predicate, arg, { timeout: 15_000 }).catch(async () => {
+    const state = await page.evaluate(() => ({ player: game.player, message: game.message, others: game.others }));
+    fail(`${what}; the page shows ${JSON.stringify(state)}`);
+  });
 }
 
 const results = {};
 browser = await launch();
 let page = await browser.newPage();
 page.on("console", (m) => console.log(`[page] ${m.text()}`));
+page.on("pageerror", (e) => fail(`the page threw: ${e.message}`));
+
+// 1. Cold, beside a native client's cold entry of the same zone.
 results.cold = await entry(page, false);
 const c = results.cold;
 if (c.shards < 1 || c.snapshot !== c.shards || c.fresh !== 0) fail(`a cold entry is all snapshots: ${JSON.stringify(c)}`);
+results.native_cold = await event(native("carl", ["--exit-after-ready"]), "zone_ready").catch((e) => fail(e.message));
+if (results.native_cold.objects !== c.objects) fail(`the native client sees ${results.native_cold.objects} objects, the page ${c.objects}`);
+
+// 2. Walk two steps south, then change the tile stood on.
+await until(page, "ann stands at the crossroads", () => game.player[0] === 128 && game.player[1] === 128);
+for (const y of [129, 130]) {
+  await until(page, "the game takes a step", () => game.canStep());
+  await page.keyboard.press("ArrowDown");
+  await until(page, `ann walks to (128, ${y})`, (y) => game.player[1] === y, y);
+}
+const before = await page.evaluate(() => game.tileAt(128, 130));
+const planted = before === 4 ? 1 : 4;
+await page.keyboard.press(planted === 4 ? "t" : "f");
+await until(page, "the tile ann changed is drawn changed", ([kind, n]) => game.tileAt(128, 130) === kind && game.processed >= n, [planted, 1]);
+results.changed_tile = { x: 128, y: 130, from: before, to: planted };
+
+// 3. bob (native) walks in; each sees the other where they stand.
+const bobSees = event(
+  native("bob", ["--act", '{"Move":{"zone":0,"x":131,"y":129}}', "--act", '{"Move":{"zone":0,"x":132,"y":129}}', "--expect-player", "ann"]),
+  "player",
+).catch((e) => fail(e.message));
+await until(page, "the page draws bob where he walked", () => game.others.some(([n, x, y]) => n === "bob" && x === 132 && y === 129));
+const seen = await bobSees;
+if (seen.x !== 128 || seen.y !== 130) fail(`bob sees ann at (${seen.x}, ${seen.y}), the page at (128, 130)`);
+results.players = { bob_on_page: [132, 129], ann_seen_by_bob: [seen.x, seen.y] };
+await page.screenshot({ path: join(out, "web-demo.png") });
+
+// 4. Warm: a reload, then a browser restart.
 results.reload = await entry(page, true);
 const w = results.reload;
 if (w.fresh !== w.shards || w.snapshot !== 0) fail(`a reload is all fresh: ${JSON.stringify(w)}`);
 if (w.objects !== c.objects) fail(`a warm entry shows the same objects: ${w.objects} vs ${c.objects}`);
-await page.screenshot({ path: join(out, "web-demo.png") });
+const kept = await page.evaluate(() => game.tileAt(128, 130));
+if (kept !== planted) fail(`the changed tile came back from the cache as ${kept}, not ${planted}`);
 await browser.close();
 browser = await launch();
 page = await browser.newPage();
 results.restart = await entry(page, false);
 const r = results.restart;
 if (r.fresh !== r.shards) fail(`after a browser restart the cache is still there: ${JSON.stringify(r)}`);
+
+// 5. Bad input: an EnterZone whose shard id is a float (no u64 field takes
+// one) ends the session with Protocol (1) and the server's reason, and the
+// page lives on to say so.
+await page.evaluate(async () => {
+  const { encodeValue } = await import("/hoard.js");
+  const body = encodeValue([9, "meadow", true, [], [[1.5], [0, 0]], false]);
+  const frame = new Uint8Array(5 + body.length);
+  new DataView(frame.buffer).setUint32(0, 1 + body.length);
+  frame[4] = 0x02;
+  frame.set(body, 5);
+  await hoard.send(frame);
+});
+await until(page, "the server's reason reaches the page", () => hoard.closed !== null);
+const refused = await page.evaluate(() => ({ code: hoard.closed.code, message: hoard.closed.message }));
+if (refused.code !== 1 || !refused.message.includes("does not decode")) fail(`a bad frame is refused as Protocol with its reason: ${JSON.stringify(refused)}`);
+results.bad_frame = refused;
 writeFileSync(join(out, "web-check.json"), JSON.stringify(results, null, 2));
 console.log(JSON.stringify(results));
-console.log(`browser check passed: cold ${c.snapshot} snapshots ${c.bytes_rx} B, reload ${w.fresh}/${w.shards} fresh ${w.bytes_rx} B down ${w.bytes_tx} B up`);
+const n = results.native_cold;
+console.log(
+  `browser check passed: cold ${c.snapshot} snapshots ${c.bytes_rx} B in ${c.ms} ms (native ${n.shards_snapshot} snapshots ${n.bytes_rx} B in ${n.elapsed_ms} ms); ` +
+    `a changed tile and bob seen; reload ${w.fresh}/${w.shards} fresh ${w.bytes_rx} B down ${w.bytes_tx} B up in ${w.ms} ms`,
+);
 cleanup();
 process.exit(0);

@@ -2,7 +2,9 @@
 // examples and the protocol's golden files (Node, no browser needed).
 import { readFileSync } from "node:fs";
 import assert from "node:assert/strict";
-import { FrameDecoder, digestOf, frame as encodeFrame, freshRoot, hex, registryHash } from "../dist/hoard.js";
+import {
+  FrameDecoder, TransientState, applyPatch, components, decodeValue, digestOf, encodeValue, frame as encodeFrame, freshRoot, hex, registryHash,
+} from "../dist/hoard.js";
 
 const golden = (name) => new Uint8Array(readFileSync(new URL(`../../proto/tests/golden/${name}`, import.meta.url)));
 
@@ -48,7 +50,46 @@ for (const name of ["01-hello.bin", "02-enter-zone.bin", "03-leave-zone.bin", "0
   assert.equal(hex(encodeFrame(f.type, f.fields)), hex(bytes), name);
 }
 
+// Integers above 2^32 go as uint64 (cf), never as a float: a player's
+// inventory shard (2^40 | …) named in an EnterZone's held list.
+assert.equal(
+  hex(encodeFrame(2, [5, "inventory", true, [], [[1709789706291n], [0n, 0n]], false])),
+  "0000001e029605a9696e76656e746f7279c39092" + "91cf0000018e17687833" + "920000c2",
+);
+assert.equal(hex(encodeValue({ PickUp: [1709789706291] })), "81a65069636b5570" + "91cf0000018e17687833");
+
 // Limits: a zero length and an oversized one are refused before buffering.
 assert.throws(() => { const d = new FrameDecoder(1024); d.push(Uint8Array.of(0, 0, 0, 0)); d.next(); });
 assert.throws(() => { const d = new FrameDecoder(1024); d.push(Uint8Array.of(0, 0, 4, 1)); d.next(); });
-console.log("vectors: registry hashes, digests, the Snapshot golden, the fresh root and frame limits agree with PROTOCOL.md");
+
+// Transient state (PROTOCOL.md, "Transient state"): the TransientPatch golden
+// turns ["ann", 7] into ["ann", 8] on the base its hash names.
+{
+  const d = new FrameDecoder(1024);
+  d.push(golden("a1-transient.bin"));
+  const whole = d.next();
+  d.push(golden("a4-transient-patch.bin"));
+  const patch = d.next();
+  const state = new TransientState();
+  assert.equal(state.patch("meadow", patch.fields[1], patch.fields[2]), undefined, "no payload held: dropped");
+  state.replace(whole.fields[0], whole.fields[1]);
+  assert.equal(hex(whole.fields[1]), "92a3616e6e07");
+  assert.equal(hex(patch.fields[1]), "c105738ee6c089bc");
+  assert.equal(hex(state.patch("meadow", patch.fields[1], patch.fields[2])), "92a3616e6e08");
+  assert.equal(state.patch("meadow", patch.fields[1], patch.fields[2]), undefined, "a base no longer held: dropped");
+  assert.equal(state.get("meadow"), undefined, "and the zone's payload forgotten until the next whole one");
+  assert.throws(() => applyPatch(Uint8Array.of(1, 2), [[1, 2, new Uint8Array()]]), /past the end/);
+  assert.throws(() => applyPatch(new Uint8Array(), Array.from({ length: 4097 }, () => [0, 0, new Uint8Array()])), /4097 ops/);
+  assert.throws(() => applyPatch(new Uint8Array(), [[0, 0, new Uint8Array(65 * 1024)]]), /64 KiB/);
+  assert.throws(() => state.patch("meadow", Uint8Array.of(1), []), /bin8/);
+}
+
+// The demo game's values (PROTOCOL.md, "The demo game"), as a page encodes them.
+assert.equal(hex(encodeValue({ Move: [2, 50, 50] })), "81a44d6f766593023232");
+assert.equal(hex(encodeValue({ Drop: [2174n] })), "81a444726f7091cd087e");
+assert.deepEqual(decodeValue(Uint8Array.from([0x94, 0xa4, 0x77, 0x6f, 0x6f, 0x64, 3, 10, 12])), ["wood", 3, 10, 12]);
+const itemState = Uint8Array.from([0x81, 0xa4, 0x69, 0x74, 0x65, 0x6d, 0xc4, 0x09, 0x94, 0xa4, 0x77, 0x6f, 0x6f, 0x64, 3, 10, 12]);
+assert.deepEqual([...components(itemState)], [["item", ["wood", 3, 10, 12]]]);
+assert.throws(() => components(Uint8Array.of(0x93, 1, 2, 3)), /not a map/);
+
+console.log("vectors: registry hashes, digests, the Snapshot golden, the fresh root, frame limits, transient patches and the demo's values agree with PROTOCOL.md");

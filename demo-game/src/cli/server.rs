@@ -255,6 +255,15 @@ fn serve(args: RunArgs) -> anyhow::Result<i32> {
             }
         }
     }
+    /// Where a browser player starts without `?zone=`: the meadow if served.
+    fn start_zone(zones: &[String]) -> String {
+        zones
+            .iter()
+            .find(|z| *z == "meadow")
+            .or(zones.first())
+            .cloned()
+            .unwrap_or_else(|| "meadow".to_owned())
+    }
     let zones = if zones.is_empty() {
         // A first start: the zones just imported.
         store
@@ -271,7 +280,10 @@ fn serve(args: RunArgs) -> anyhow::Result<i32> {
         let page = match (args.web, &server.handle.web) {
             (Some(addr), Some(web)) => Some(super::web::serve(
                 addr,
-                super::web::PageInfo::of(web, server.handle.identity.to_string(), args.dev, game::registry()),
+                super::web::PageInfo {
+                    start_zone: start_zone(&zones),
+                    ..super::web::PageInfo::of(web, server.handle.identity.to_string(), args.dev, game::registry())
+                },
             )?),
             _ => None,
         };

@@ -1,9 +1,11 @@
 //! `hoard-demo server --web ADDR`: the game in a browser. The server's
 //! WebTransport endpoint listens on UDP `ADDR`, and this small HTTP server
 //! (tiny_http, one thread) on TCP `ADDR` serves the page, the browser client
-//! (`web/dist/hoard.js`, built into the binary) and `/hoard.json`: where the
-//! WebTransport endpoint is, the development certificate's hashes, the
-//! world's identity, the game's registry and whether `dev:` tokens are taken.
+//! (`web/dist/hoard.js`) and the game drawn on a canvas (`web/dist/demo.js`),
+//! both built into the binary, and `/hoard.json`: where the WebTransport
+//! endpoint is, the development certificate's hashes, the world's identity,
+//! the game's registry, the zone a player starts in and whether `dev:`
+//! tokens are taken.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,6 +15,7 @@ use hoard_net::quic::server::{WEB_PATH, WebEndpoint};
 
 const INDEX: &str = include_str!("../../../web/static/index.html");
 const CLIENT: &str = include_str!("../../../web/dist/hoard.js");
+const GAME: &str = include_str!("../../../web/dist/demo.js");
 
 /// What the page is told about the server.
 pub(crate) struct PageInfo {
@@ -21,6 +24,8 @@ pub(crate) struct PageInfo {
     pub(crate) world: String,
     pub(crate) dev: bool,
     pub(crate) registry: PublishRegistry,
+    /// Where a player starts unless the page's URL names a zone.
+    pub(crate) start_zone: String,
 }
 
 impl PageInfo {
@@ -31,6 +36,7 @@ impl PageInfo {
             world,
             dev,
             registry,
+            start_zone: "meadow".to_owned(),
         }
     }
 
@@ -57,6 +63,7 @@ impl PageInfo {
             "world": self.world,
             "dev": self.dev,
             "registry": registry,
+            "startZone": self.start_zone,
         })
         .to_string()
     }
@@ -75,6 +82,7 @@ pub(crate) fn serve(addr: SocketAddr, info: PageInfo) -> anyhow::Result<SocketAd
             let (body, kind) = match request.url().split('?').next().unwrap_or("/") {
                 "/" | "/index.html" => (INDEX.to_owned(), "text/html; charset=utf-8"),
                 "/hoard.js" => (CLIENT.to_owned(), "text/javascript; charset=utf-8"),
+                "/demo.js" => (GAME.to_owned(), "text/javascript; charset=utf-8"),
                 "/hoard.json" => (info.json(), "application/json"),
                 "/favicon.ico" => {
                     let _ = request.respond(tiny_http::Response::empty(204));
