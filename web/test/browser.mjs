@@ -11,7 +11,8 @@
 // 4. a reload enters warm from IndexedDB (every shard fresh, the changed one
 //    too: its delta was cached), and so does a browser restart with the same
 //    profile directory;
-// 5. a frame the server cannot decode ends the session with the server's
+// 5. ann walks east into the forest: prefetched on the way, entered fresh;
+// 6. a frame the server cannot decode ends the session with the server's
 //    code and reason, and the page lives on to show them.
 //
 // Writes the figures (target/web-check/web-check.json) and a screenshot.
@@ -159,7 +160,23 @@ results.restart = await entry(page, false);
 const r = results.restart;
 if (r.fresh !== r.shards) fail(`after a browser restart the cache is still there: ${JSON.stringify(r)}`);
 
-// 5. Bad input: an EnterZone whose shard id is a float (no u64 field takes
+// 5. Walk east to the meadow's edge: the forest beyond is prefetched on
+// the way (within 32 tiles of the edge), so crossing into it is all fresh.
+const crossing = await page.evaluate(async () => {
+  const frame = () => new Promise((r) => requestAnimationFrame(r));
+  for (let steps = 0; game.zone === "meadow" && steps < 2000; steps++) {
+    while (!game.canStep()) await frame();
+    if (game.zone === "meadow") game.key("ArrowRight");
+  }
+  while (game.zone !== "forest" || game.lastEntry?.zone !== "forest") await frame();
+  return { entry: game.lastEntry, at: game.player, message: game.message };
+});
+const x = crossing.entry;
+if (x.shards < 1 || x.fresh !== x.shards) fail(`crossing into the prefetched forest is all fresh: ${JSON.stringify(crossing)}`);
+if (crossing.at[0] !== 0) fail(`ann arrives on the forest's west edge, not at ${crossing.at}`);
+results.crossing = x;
+
+// 6. Bad input: an EnterZone whose shard id is a float (no u64 field takes
 // one) ends the session with Protocol (1) and the server's reason, and the
 // page lives on to say so.
 await page.evaluate(async () => {
@@ -180,7 +197,8 @@ console.log(JSON.stringify(results));
 const n = results.native_cold;
 console.log(
   `browser check passed: cold ${c.snapshot} snapshots ${c.bytes_rx} B in ${c.ms} ms (native ${n.shards_snapshot} snapshots ${n.bytes_rx} B in ${n.elapsed_ms} ms); ` +
-    `a changed tile and bob seen; reload ${w.fresh}/${w.shards} fresh ${w.bytes_rx} B down ${w.bytes_tx} B up in ${w.ms} ms`,
+    `a changed tile and bob seen; reload ${w.fresh}/${w.shards} fresh ${w.bytes_rx} B down ${w.bytes_tx} B up in ${w.ms} ms; ` +
+    `into the prefetched forest ${x.fresh}/${x.shards} fresh ${x.bytes_rx} B`,
 );
 cleanup();
 process.exit(0);
