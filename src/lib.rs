@@ -340,7 +340,10 @@ pub use hoard_world_cache as world_cache;
 /// Serving a world: start a server with a game's world, schedule and
 /// intents; its handle issues tokens and reports a failure.
 pub mod server {
-    pub use hoard_net::quic::server::{Game, ServerError, ServerHandle, ServerOptions, ServerStats, start};
+    pub use hoard_net::quic::server::{
+        Game, ServerError, ServerHandle, ServerOptions, ServerStats, WEB_PATH, WebCertificate, WebEndpoint,
+        WebTransportOptions, start,
+    };
     pub use hoard_proto::auth::{TokenAuthority, TokenError};
     pub use hoard_proto::intents::{ConnectedPlayers, IncomingIntents, IntentRegistry, ReceivedIntent};
 }

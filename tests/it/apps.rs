@@ -124,8 +124,14 @@ fn add_stones(
 /// written as the crate docs show: a seed for a new world, the stored world
 /// loaded on every later start.
 pub(crate) fn server(data: &Path) -> App {
+    server_with(data, |_| {})
+}
+
+/// [`server`], its options changed by `configure` first.
+pub(crate) fn server_with(data: &Path, configure: impl FnOnce(&mut ServerOptions)) -> App {
     let store = Arc::new(RedbStore::open_dir(data).expect("store"));
-    let options = ServerOptions::new("127.0.0.1:0".parse().expect("addr"), data.to_owned());
+    let mut options = ServerOptions::new("127.0.0.1:0".parse().expect("addr"), data.to_owned());
+    configure(&mut options);
     let mut app = App::new();
     app.add_plugins(shared)
         .add_hoard_server(HoardServerPlugin::new(options, store).seed(seed))

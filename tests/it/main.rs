@@ -3,4 +3,5 @@
 //! and client Apps in one process on loopback.
 
 mod apps;
+mod browser;
 mod journeys;

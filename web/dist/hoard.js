@@ -2818,6 +2818,12 @@ var HoardWebClient = class _HoardWebClient {
         if (payload) this.transientListeners.forEach((l) => l(zone, payload));
         return;
       }
+      case 132 /* IntentRejected */: {
+        const seq = num(x[0]);
+        this.intents.get(seq)?.reject(new ServerError(num(x[1]), str(x[2])));
+        this.intents.delete(seq);
+        return;
+      }
       case 163 /* Processed */:
         for (const seq of x[0]) {
           this.intents.get(num(seq))?.resolve();

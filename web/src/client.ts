@@ -606,6 +606,13 @@ export class HoardWebClient {
         if (payload) this.transientListeners.forEach((l) => l(zone, payload));
         return;
       }
+      case Type.IntentRejected: {
+        // A refusal a tick decided (the game's own code, or Unavailable).
+        const seq = num(x[0]);
+        this.intents.get(seq)?.reject(new ServerError(num(x[1]), str(x[2])));
+        this.intents.delete(seq);
+        return;
+      }
       case Type.Processed:
         for (const seq of x[0] as unknown[]) {
           this.intents.get(num(seq))?.resolve();

@@ -1,0 +1,165 @@
+//! The cross-client test: a native client App and the browser client
+//! (`web/`, in Debian's Chromium driven by `web/test/cross.mjs`) in one zone
+//! of one server, which serves raw QUIC and WebTransport side by side; each
+//! sees the change the other makes.
+//!
+//! Needs `node`, `web/node_modules` (`npm ci` in `web/`) and Chromium at
+//! `/usr/bin/chromium` (or `$CHROMIUM`); `.ci/test` installs them.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{Receiver, channel};
+use std::time::{Duration, Instant};
+
+use bevy_app::App;
+use hoard::prelude::*;
+use hoard::server::{WEB_PATH, WebCertificate, WebTransportOptions};
+use serde_json::{Value, json};
+
+use super::apps::{AddStones, entered, run_until, server_with, stones_of};
+
+/// The browser half: a node process, killed when dropped.
+struct Browser {
+    child: Child,
+    commands: ChildStdin,
+    events: Receiver<Value>,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn web_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("web")
+}
+
+impl Browser {
+    fn start(options: &Value) -> Browser {
+        let web = web_dir();
+        assert!(
+            web.join("node_modules/playwright-core").is_dir(),
+            "the browser client's packages are missing: run `npm ci` in web/ (.ci/test does)"
+        );
+        let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+        assert!(
+            std::path::Path::new(&chromium).exists(),
+            "no Chromium at {chromium}: install Debian's `chromium` (.ci/test does) or set CHROMIUM"
+        );
+        let mut child = Command::new("node")
+            .arg(web.join("test/cross.mjs"))
+            .arg(options.to_string())
+            .current_dir(&web)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("node runs (Node 20 or later on PATH)");
+        let commands = child.stdin.take().expect("stdin");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, events) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(event) = serde_json::from_str::<Value>(&line)
+                    && tx.send(event).is_err()
+                {
+                    return;
+                }
+            }
+        });
+        Browser {
+            child,
+            commands,
+            events,
+        }
+    }
+
+    fn send(&mut self, command: Value) {
+        writeln!(self.commands, "{command}").expect("the browser half takes commands");
+    }
+
+    /// Steps the server and the native client until the browser half says
+    /// something, and returns it (failing on its `failed`, or after 60 s).
+    fn next(&self, server: &mut App, native: &mut App) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            server.update();
+            native.update();
+            if let Ok(event) = self.events.recv_timeout(Duration::from_millis(2)) {
+                assert_ne!(event["event"], "failed", "the browser half failed: {event}");
+                return event;
+            }
+            assert!(Instant::now() < deadline, "the browser half said nothing for 60 s");
+        }
+    }
+}
+
+#[test]
+fn a_native_client_and_a_browser_see_each_others_changes() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let cache = tempfile::tempdir().expect("cache");
+    let mut server = server_with(data.path(), |options| {
+        options.web_transport = Some(WebTransportOptions {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            certificate: WebCertificate::Development,
+        });
+    });
+    let mut ann = entered(&mut server, cache.path(), "ann");
+    let handle = &server.world().resource::<HoardServer>().handle;
+    let web = handle.web.as_ref().expect("a WebTransport endpoint");
+    let hex = |h: &[u8; 32]| h.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let token = handle
+        .auth
+        .issue("bob", chrono::Utc::now().timestamp() + 600)
+        .expect("token");
+    let mut bob = Browser::start(&json!({
+        "url": format!("https://127.0.0.1:{}{WEB_PATH}", web.addr.port()),
+        "certificateHashes": web.certificate_hashes().iter().map(hex).collect::<Vec<_>>(),
+        "token": token,
+        "registry": [
+            { "name": "crate", "version": 1 },
+            { "name": "add_stones", "version": 1, "intent": true },
+        ],
+        "zone": "meadow",
+    }));
+
+    let ready = bob.next(&mut server, &mut ann);
+    assert_eq!(ready["event"], "ready", "{ready}");
+    let stats = &ready["stats"];
+    assert_eq!(stats["objects"], 40, "the browser sees the meadow's 40 crates: {stats}");
+    assert_eq!(
+        stats["snapshot"], stats["shards"],
+        "a first visit is all snapshots: {stats}"
+    );
+
+    // The native player's change reaches the browser.
+    ann.world()
+        .resource::<Hoard>()
+        .send(&AddStones { object: 7, stones: 5 })
+        .expect("queued");
+    run_until(&mut server, &mut [&mut ann], |w| stones_of(w, 7) == Some(5));
+    bob.send(json!({ "expect": ["crate", 7, [5]] }));
+    let seen = bob.next(&mut server, &mut ann);
+    assert_eq!(seen["event"], "seen", "{seen}");
+
+    // The browser player's change reaches the native one, once processed.
+    bob.send(json!({ "act": ["add_stones", [8, 3]] }));
+    let outcome = bob.next(&mut server, &mut ann);
+    assert_eq!(outcome["event"], "processed", "{outcome}");
+    run_until(&mut server, &mut [&mut ann], |w| stones_of(w, 8) == Some(3));
+
+    // And a refusal reaches the browser with the game's code and reason.
+    bob.send(json!({ "act": ["add_stones", [8, 1000]] }));
+    let refused = bob.next(&mut server, &mut ann);
+    assert_eq!(refused["event"], "refused", "{refused}");
+    assert_eq!(refused["code"], super::apps::TOO_MANY, "{refused}");
+    assert!(
+        refused["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("100 stones at most")),
+        "{refused}"
+    );
+}
