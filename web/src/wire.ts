@@ -4,11 +4,18 @@
 // length is checked as soon as its four bytes arrive.
 
 import { decode, encode } from "@msgpack/msgpack";
+import { Decompress } from "fzstd";
 
 /** Largest frame on an answer or delta stream (32 MiB). */
 export const MAX_BULK_FRAME = 32 * 1024 * 1024;
 /** Largest frame on the control stream. */
 export const MAX_CONTROL_FRAME = 256 * 1024;
+/** `Packed` codec 1: Zstandard. */
+export const CODEC_ZSTD = 1;
+/** Largest content of a `Packed` frame (8 MiB). */
+export const MAX_PACKED_SIZE = 8 * 1024 * 1024;
+/** Most a `Packed` frame's content may exceed its data. */
+export const MAX_PACKED_RATIO = 64;
 /** The protocol version this client speaks. */
 export const PROTOCOL_VERSION = 10;
 
@@ -84,10 +91,46 @@ export function frame(type: Type, fields: unknown[]): Uint8Array {
   return out;
 }
 
-/** Splits a stream's bytes into frames, whatever the chunking. */
+/**
+ * Decompresses a `Packed` frame's Zstandard `data` into exactly `size`
+ * bytes (PROTOCOL.md, "Compressed frames"): the limits are checked before
+ * any decompressing, and decompressing stops as soon as the output would
+ * pass `size`, so a bomb costs at most `size` bytes.
+ */
+export function unpack(codec: number, size: number, data: Uint8Array): Uint8Array {
+  if (codec !== CODEC_ZSTD) throw new ProtocolError(`a Packed frame in codec ${codec}, which this client did not list`);
+  if (size > MAX_PACKED_SIZE || size > MAX_PACKED_RATIO * data.length) {
+    throw new ProtocolError(`a Packed frame of ${size} bytes from ${data.length} (at most 8 MiB and ${MAX_PACKED_RATIO}×)`);
+  }
+  const out = new Uint8Array(size);
+  let filled = 0;
+  const stream = new Decompress((chunk) => {
+    if (filled + chunk.length > size) throw new ProtocolError(`a Packed frame decompresses past its size ${size}`);
+    out.set(chunk, filled);
+    filled += chunk.length;
+  });
+  try {
+    stream.push(data, true);
+  } catch (e) {
+    if (e instanceof ProtocolError) throw e;
+    throw new ProtocolError(`a Packed frame does not decompress: ${(e as Error).message}`);
+  }
+  if (filled !== size) throw new ProtocolError(`a Packed frame decompresses to ${filled} bytes, not its size ${size}`);
+  return out;
+}
+
+/**
+ * Splits a stream's bytes into frames, whatever the chunking. With
+ * `packed`, a `Packed` frame is unpacked and the frames inside come out in
+ * its place, each charged its share of the `Packed` frame's length.
+ */
 export class FrameDecoder {
   private buf = new Uint8Array(0);
-  constructor(private readonly limit: number) {}
+  private readonly unpacked: Frame[] = [];
+  constructor(
+    private readonly limit: number,
+    private readonly packed = false,
+  ) {}
 
   push(chunk: Uint8Array): void {
     const next = new Uint8Array(this.buf.length + chunk.length);
@@ -98,21 +141,42 @@ export class FrameDecoder {
 
   /** The next whole frame, or `null` until more bytes arrive. */
   next(): Frame | null {
-    if (this.buf.length < 4) return null;
-    const length = new DataView(this.buf.buffer, this.buf.byteOffset).getUint32(0);
-    if (length === 0 || length > this.limit) {
-      throw new ProtocolError(`frame length ${length} outside 1..${this.limit}`);
+    for (;;) {
+      const queued = this.unpacked.shift();
+      if (queued) return queued;
+      if (this.buf.length < 4) return null;
+      const length = new DataView(this.buf.buffer, this.buf.byteOffset).getUint32(0);
+      if (length === 0 || length > this.limit) {
+        throw new ProtocolError(`frame length ${length} outside 1..${this.limit}`);
+      }
+      if (this.buf.length < 4 + length) return null;
+      const type = this.buf[4];
+      const body = this.buf.subarray(5, 4 + length);
+      this.buf = this.buf.slice(4 + length);
+      const fields = decodeBody(type, body);
+      if (type !== Type.Packed) return { type, fields, bytes: 4 + length };
+      if (!this.packed) throw new ProtocolError("a Packed frame where none may come (no codecs listed, or the control stream)");
+      this.unpack(fields, 4 + length);
     }
-    if (this.buf.length < 4 + length) return null;
-    const type = this.buf[4];
-    const body = this.buf.subarray(5, 4 + length);
-    this.buf = this.buf.slice(4 + length);
-    if (type === Type.Packed) {
-      throw new ProtocolError("a Packed frame, but this client lists no codecs");
-    }
-    const fields = decode(body, { useBigInt64: true, maxDepth: 1024 } as never);
-    if (!Array.isArray(fields)) throw new ProtocolError(`body of type ${type} is not an array`);
-    return { type, fields, bytes: 4 + length };
+  }
+
+  /** Queues the frames inside a `Packed` frame of `bytes` on the stream. */
+  private unpack(fields: unknown[], bytes: number): void {
+    const content = unpack(num(fields[0]), num(fields[1]), bin(fields[2]));
+    const inner = new FrameDecoder(this.limit);
+    inner.push(content);
+    const frames: Frame[] = [];
+    for (let f = inner.next(); f; f = inner.next()) frames.push(f);
+    if (inner.partial()) throw new ProtocolError("a Packed frame ends inside a frame");
+    // Each frame's share of the Packed frame, in proportion to its length;
+    // the shares add up to the Packed frame's length.
+    let charged = 0;
+    frames.forEach((f, i) => {
+      const share = i === frames.length - 1 ? bytes - charged : Math.floor((bytes * f.bytes) / content.length);
+      charged += share;
+      f.bytes = share;
+    });
+    this.unpacked.push(...frames);
   }
 
   /** Whether a frame was cut off by the end of the stream. */
@@ -121,12 +185,18 @@ export class FrameDecoder {
   }
 }
 
+function decodeBody(type: number, body: Uint8Array): unknown[] {
+  const fields = decode(body, { useBigInt64: true, maxDepth: 1024 } as never);
+  if (!Array.isArray(fields)) throw new ProtocolError(`body of type ${type} is not an array`);
+  return fields;
+}
+
 /** Reads frames off a WebTransport stream. */
 export class FrameReader {
   private readonly decoder: FrameDecoder;
   private readonly reader: ReadableStreamDefaultReader<Uint8Array>;
-  constructor(stream: ReadableStream<Uint8Array>, limit: number) {
-    this.decoder = new FrameDecoder(limit);
+  constructor(stream: ReadableStream<Uint8Array>, limit: number, packed = false) {
+    this.decoder = new FrameDecoder(limit, packed);
     this.reader = stream.getReader();
   }
 

@@ -3,7 +3,7 @@
 import { readFileSync } from "node:fs";
 import assert from "node:assert/strict";
 import {
-  FrameDecoder, TransientState, applyPatch, components, decodeValue, digestOf, encodeValue, frame as encodeFrame, freshRoot, hex, registryHash,
+  FrameDecoder, TransientState, unpack, applyPatch, components, decodeValue, digestOf, encodeValue, frame as encodeFrame, freshRoot, hex, registryHash,
 } from "../dist/hoard.js";
 
 const golden = (name) => new Uint8Array(readFileSync(new URL(`../../proto/tests/golden/${name}`, import.meta.url)));
@@ -58,6 +58,31 @@ assert.equal(
 );
 assert.equal(hex(encodeValue({ PickUp: [1709789706291] })), "81a65069636b5570" + "91cf0000018e17687833");
 
+// Packed (PROTOCOL.md, "Compressed frames"): the golden holds UpToDate { 3, 9 }
+// and AnswerEnd { 1 } in one raw Zstandard block; each frame is charged its
+// share of the 34 bytes.
+{
+  const packed = golden("9a-packed.bin");
+  const d = new FrameDecoder(32 * 1024 * 1024, true);
+  d.push(packed);
+  const a = d.next();
+  const b = d.next();
+  assert.deepEqual([a.type, a.fields, b.type, b.fields], [0x91, [3, 9], 0x95, [1]]);
+  assert.equal(a.bytes + b.bytes, packed.length);
+  assert.equal(d.next(), null);
+  const plain = new FrameDecoder(32 * 1024 * 1024);
+  plain.push(packed);
+  assert.throws(() => plain.next(), /Packed frame where none may come/);
+  const data = packed.subarray(packed.length - 24);
+  assert.equal(hex(unpack(1, 15, data)), "000000049192030900000003959101");
+  assert.throws(() => unpack(2, 15, data), /codec 2/);
+  assert.throws(() => unpack(1, 14, data), /past its size/);
+  assert.throws(() => unpack(1, 16, data), /not its size/);
+  assert.throws(() => unpack(1, 24 * 64 + 1, data), /64×/);
+  assert.throws(() => unpack(1, 8 * 1024 * 1024 + 1, new Uint8Array(1024 * 1024)), /8 MiB/);
+  assert.throws(() => unpack(1, 15, Uint8Array.of(1, 2, 3, 4, 5)), /does not decompress/);
+}
+
 // Limits: a zero length and an oversized one are refused before buffering.
 assert.throws(() => { const d = new FrameDecoder(1024); d.push(Uint8Array.of(0, 0, 0, 0)); d.next(); });
 assert.throws(() => { const d = new FrameDecoder(1024); d.push(Uint8Array.of(0, 0, 4, 1)); d.next(); });
@@ -92,4 +117,4 @@ const itemState = Uint8Array.from([0x81, 0xa4, 0x69, 0x74, 0x65, 0x6d, 0xc4, 0x0
 assert.deepEqual([...components(itemState)], [["item", ["wood", 3, 10, 12]]]);
 assert.throws(() => components(Uint8Array.of(0x93, 1, 2, 3)), /not a map/);
 
-console.log("vectors: registry hashes, digests, the Snapshot golden, the fresh root, frame limits, transient patches and the demo's values agree with PROTOCOL.md");
+console.log("vectors: registry hashes, digests, the Snapshot golden, the fresh root, frame limits, Packed frames, transient patches and the demo's values agree with PROTOCOL.md");
