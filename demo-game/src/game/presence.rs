@@ -94,4 +94,15 @@ mod tests {
         assert_eq!(decode(&after, "meadow"), vec![("ann".to_owned(), 1, 2)], "bob left");
         assert_eq!(decode(&after, "forest"), vec![("cleo".to_owned(), 9, 9)]);
     }
+
+    /// The bytes docs/PROTOCOL.md ("The demo game", who stands where) gives
+    /// a client written in another language.
+    #[test]
+    fn a_zones_presence_is_the_documented_list() {
+        let ann = Presence(vec![("ann".to_owned(), 128, 130)]);
+        let bytes = rmp_serde::to_vec(&ann).expect("encode");
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, "9193a3616e6ecc80cc82");
+        assert_eq!(Presence::decode(&bytes), ann);
+    }
 }
