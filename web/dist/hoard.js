@@ -2823,7 +2823,8 @@ function shortest(v) {
   if (typeof v === "bigint") return toShortest(v);
   if (typeof v === "number" && Number.isInteger(v) && v > 4294967295) return BigInt(v);
   if (Array.isArray(v)) return v.map(shortest);
-  return v;
+  if (v instanceof Uint8Array || v === null || typeof v !== "object") return v;
+  return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, shortest(x)]));
 }
 function frame(type, fields) {
   const body = encode(shortest(fields), { useBigInt64: true });
@@ -3012,13 +3013,7 @@ function applyPatch(base, ops) {
     size += len + bytes.length;
     if (size > MAX_TRANSIENT) throw new ProtocolError("a patched transient payload over 64 KiB");
   }
-  const out = new Uint8Array(size);
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
+  return concat(parts);
 }
 var TransientState = class {
   payloads = /* @__PURE__ */ new Map();
@@ -3053,15 +3048,8 @@ var TransientState = class {
 };
 
 // src/values.ts
-function shortest2(v) {
-  if (typeof v === "bigint") return toShortest(v);
-  if (typeof v === "number" && Number.isInteger(v) && v > 4294967295) return BigInt(v);
-  if (Array.isArray(v)) return v.map(shortest2);
-  if (v instanceof Uint8Array || v === null || typeof v !== "object") return v;
-  return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, shortest2(x)]));
-}
 function encodeValue(value) {
-  return encode(shortest2(value), { useBigInt64: true });
+  return encode(shortest(value), { useBigInt64: true });
 }
 function decodeValue(bytes) {
   return decode(bytes, { useBigInt64: true, maxDepth: 64 });

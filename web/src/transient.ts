@@ -5,7 +5,7 @@
 // payload forgotten until the next whole `Transient` (at most 20 sends away).
 
 import { blake3 } from "@noble/hashes/blake3.js";
-import { equalBytes } from "./digest.js";
+import { concat, equalBytes } from "./digest.js";
 import { ProtocolError, bin, num } from "./wire.js";
 
 /** Largest transient payload. */
@@ -32,13 +32,7 @@ export function applyPatch(base: Uint8Array, ops: unknown): Uint8Array {
     size += len + bytes.length;
     if (size > MAX_TRANSIENT) throw new ProtocolError("a patched transient payload over 64 KiB");
   }
-  const out = new Uint8Array(size);
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
+  return concat(parts);
 }
 
 /** The last payload of each zone, and what patches do to it. */

@@ -6,16 +6,7 @@
 // the variant's name to its fields; integers in their shortest form.
 
 import { decode, encode } from "@msgpack/msgpack";
-import { ProtocolError, toShortest } from "./wire.js";
-
-/** Integers in their shortest form (see `toShortest`). */
-function shortest(v: unknown): unknown {
-  if (typeof v === "bigint") return toShortest(v);
-  if (typeof v === "number" && Number.isInteger(v) && v > 0xffffffff) return BigInt(v);
-  if (Array.isArray(v)) return v.map(shortest);
-  if (v instanceof Uint8Array || v === null || typeof v !== "object") return v;
-  return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, shortest(x)]));
-}
+import { ProtocolError, shortest } from "./wire.js";
 
 /**
  * Encodes a value of the game (an intent, a component) as MessagePack,

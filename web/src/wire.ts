@@ -70,15 +70,17 @@ export function toShortest(v: bigint): number | bigint {
 }
 
 /**
- * Integers in their shortest MessagePack form, as the protocol asks (the
- * encoder writes every bigint as 9 bytes, and a number above 2^32 as a
- * float64): see `toShortest`.
+ * A value with its integers in their shortest MessagePack form, as the
+ * protocol asks (the encoder writes every bigint as 9 bytes, and a number
+ * above 2^32 as a float64): see `toShortest`. Arrays and plain objects are
+ * walked; bin (Uint8Array) and other values are kept.
  */
-function shortest(v: unknown): unknown {
+export function shortest(v: unknown): unknown {
   if (typeof v === "bigint") return toShortest(v);
   if (typeof v === "number" && Number.isInteger(v) && v > 0xffffffff) return BigInt(v);
   if (Array.isArray(v)) return v.map(shortest);
-  return v;
+  if (v instanceof Uint8Array || v === null || typeof v !== "object") return v;
+  return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, shortest(x)]));
 }
 
 /** Encodes one message as a frame. */
