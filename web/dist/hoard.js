@@ -3156,10 +3156,13 @@ var HoardWebClient = class _HoardWebClient {
     const pipelined = options.enter && client.store ? client.enter(options.enter, true) : null;
     pipelined?.catch(() => {
     });
-    const welcome = await client.control.next();
-    if (!welcome) throw new ProtocolError("the server closed the control stream before Welcome");
-    if (welcome.type === 130 /* Error */) throw new ServerError(num(welcome.fields[0]), str(welcome.fields[1]));
-    if (welcome.type !== 129 /* Welcome */) throw new ProtocolError(`expected Welcome, got type ${welcome.type}`);
+    const welcome = await client.control.next().catch((e) => e);
+    const refused = welcome instanceof Error ? welcome : !welcome ? new ProtocolError("the server closed the control stream before Welcome") : welcome.type === 130 /* Error */ ? new ServerError(num(welcome.fields[0]), str(welcome.fields[1])) : welcome.type !== 129 /* Welcome */ ? new ProtocolError(`expected Welcome, got type ${welcome.type}`) : null;
+    if (refused || !welcome || welcome instanceof Error) {
+      client.fail(refused ?? new ProtocolError("no Welcome"));
+      client.close();
+      throw refused;
+    }
     client.world = hex(bin(welcome.fields[1], 32));
     client.perspective = str(welcome.fields[2]);
     client.zones = welcome.fields[3].map(str);

@@ -195,10 +195,23 @@ export class HoardWebClient {
     await client.send(frame(Type.Hello, [PROTOCOL_VERSION, registryHash(options.registry), service, options.token, codecs]));
     const pipelined = options.enter && client.store ? client.enter(options.enter, true) : null;
     pipelined?.catch(() => {});
-    const welcome = await client.control.next();
-    if (!welcome) throw new ProtocolError("the server closed the control stream before Welcome");
-    if (welcome.type === Type.Error) throw new ServerError(num(welcome.fields[0]), str(welcome.fields[1]));
-    if (welcome.type !== Type.Welcome) throw new ProtocolError(`expected Welcome, got type ${welcome.type}`);
+    const welcome = await client.control.next().catch((e: Error) => e);
+    const refused =
+      welcome instanceof Error
+        ? welcome
+        : !welcome
+          ? new ProtocolError("the server closed the control stream before Welcome")
+          : welcome.type === Type.Error
+            ? new ServerError(num(welcome.fields[0]), str(welcome.fields[1]))
+            : welcome.type !== Type.Welcome
+              ? new ProtocolError(`expected Welcome, got type ${welcome.type}`)
+              : null;
+    if (refused || !welcome || welcome instanceof Error) {
+      // Not signed in: the session goes (and with it the pipelined entry).
+      client.fail(refused ?? new ProtocolError("no Welcome"));
+      client.close();
+      throw refused;
+    }
     client.world = hex(bin(welcome.fields[1], 32));
     client.perspective = str(welcome.fields[2]);
     client.zones = (welcome.fields[3] as unknown[]).map(str);

@@ -13,7 +13,8 @@
 //    profile directory;
 // 5. ann walks east into the forest: prefetched on the way, entered fresh;
 // 6. a frame the server cannot decode ends the session with the server's
-//    code and reason, and the page lives on to show them.
+//    code and reason, and the page lives on to show them; a forged token is
+//    refused at sign-in with its reason.
 //
 // Writes the figures (target/web-check/web-check.json) and a screenshot.
 // Usage: node test/browser.mjs [path/to/hoard-demo]
@@ -189,6 +190,13 @@ await page.evaluate(async () => {
   await hoard.send(frame);
 });
 await until(page, "the server's reason reaches the page", () => hoard.closed !== null);
+// A forged token is refused at sign-in, and the page says why.
+const forged = await browser.newPage();
+await forged.goto(`${listening.web}?zone=meadow#token=v1.ann.4102444800.${"00".repeat(32)}`);
+await forged.waitForFunction(() => document.getElementById("entry-stats").textContent.length > 0, null, { timeout: 30_000 });
+const signIn = JSON.parse(await forged.textContent("#entry-stats"));
+if (!/token/i.test(signIn.error ?? "")) fail(`a forged token is refused with the reason: ${JSON.stringify(signIn)}`);
+results.forged_token = signIn;
 const refused = await page.evaluate(() => ({ code: hoard.closed.code, message: hoard.closed.message }));
 if (refused.code !== 1 || !refused.message.includes("does not decode")) fail(`a bad frame is refused as Protocol with its reason: ${JSON.stringify(refused)}`);
 results.bad_frame = refused;
