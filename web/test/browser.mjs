@@ -4,8 +4,9 @@
 // 1. ann's first visit enters the meadow cold (every shard a snapshot, every
 //    digest checked), beside a native headless client's cold entry of the
 //    same zone (its own empty cache), for the figures;
-// 2. ann walks two steps and plants or digs her tile: the action is
-//    processed and the page draws the changed tile (a live delta);
+// 2. ann walks two steps and plants or digs her tile, builds a house there
+//    and demolishes it: each action is processed and the page draws what it
+//    changed (live deltas);
 // 3. bob, a native headless client, walks in: the page draws him where he
 //    stands, and bob sees ann where the page says she is;
 // 4. a reload enters warm from IndexedDB (every shard fresh, the changed one
@@ -105,7 +106,7 @@ async function entry(page, reload) {
 /** Waits until `predicate(arg)` holds in the page, or fails saying `what`. */
 async function until(page, what, predicate, arg) {
   await page.waitForFunction(predicate, arg, { timeout: 15_000 }).catch(async () => {
-    const state = await page.evaluate(() => ({ player: game.player, message: game.message, others: game.others }));
+    const state = await page.evaluate(() => ({ player: game.player, message: game.message, others: game.others, mine: game.houses.filter((h) => h.owner === "ann" && Math.abs(h.x - game.player[0]) < 3 && Math.abs(h.y - game.player[1]) < 3).map((h) => [String(h.id), h.x, h.y]) }));
     fail(`${what}; the page shows ${JSON.stringify(state)}`);
   });
 }
@@ -135,6 +136,12 @@ const planted = before === 4 ? 1 : 4;
 await page.keyboard.press(planted === 4 ? "t" : "f");
 await until(page, "the tile ann changed is drawn changed", ([kind, n]) => game.tileAt(128, 130) === kind && game.processed >= n, [planted, 1]);
 results.changed_tile = { x: 128, y: 130, from: before, to: planted };
+// Build a house where ann stands, then demolish it: both drawn once processed.
+await page.keyboard.press("b");
+await until(page, "ann's house is drawn", () => game.houses.some((h) => h.owner === "ann" && h.x === 128 && h.y === 130));
+await page.keyboard.press("x");
+await until(page, "ann's house is gone", () => !game.houses.some((h) => h.owner === "ann" && h.x === 128 && h.y === 130));
+results.built_and_demolished = true;
 
 // 3. bob (native) walks in; each sees the other where they stand.
 const bobSees = event(
