@@ -306,14 +306,22 @@ export class Game {
   /** Redraws the zone's things from its shards (each decoded once per digest). */
   private rebuild(shards: ReadonlyMap<bigint, ShardCopy>): void {
     const views = new Map<bigint, ShardView>();
+    const changed: ShardView[] = [];
     for (const [shard, copy] of shards) {
       const known = this.shardViews.get(shard);
-      views.set(shard, known && known.digest === hexOf(copy.digest) ? known : decodeShard(copy));
+      if (known && known.digest === hexOf(copy.digest)) {
+        views.set(shard, known);
+      } else {
+        const view = decodeShard(copy);
+        views.set(shard, view);
+        changed.push(view);
+      }
     }
     this.shardViews = views;
-    this.houses = [];
-    this.items = [];
-    for (const view of views.values()) {
+    this.houses = [...views.values()].flatMap((v) => v.houses);
+    this.items = [...views.values()].flatMap((v) => v.items);
+    // Only the changed shards' terrain is written again.
+    for (const view of changed) {
       if (view.info) this.info = view.info;
       for (const row of view.rows) {
         if (row.y >= ZONE_SIZE) continue;
@@ -321,8 +329,6 @@ export class Game {
           if (row.x + i < ZONE_SIZE) this.tiles[row.y * ZONE_SIZE + row.x + i] = t;
         });
       }
-      this.houses.push(...view.houses);
-      this.items.push(...view.items);
     }
     this.onChange();
   }

@@ -3455,6 +3455,7 @@ var HoardWebClient = class _HoardWebClient {
       const x = f.fields;
       if (f.type === 149 /* AnswerEnd */) {
         this.entering.delete(request2);
+        const changed = [...next.values()].filter((c) => entry.copies.get(c.shard) !== c);
         if (entry.subscribe) {
           const live = this.live.get(entry.zone) ?? /* @__PURE__ */ new Map();
           next.forEach((copy, shard) => live.set(shard, copy));
@@ -3462,7 +3463,7 @@ var HoardWebClient = class _HoardWebClient {
         } else {
           next.forEach((copy, shard) => entry.copies.set(shard, copy));
         }
-        await Promise.all([...next.values()].map((c) => this.save(entry.zone, c)));
+        await Promise.all(changed.map((c) => this.save(entry.zone, c)));
         this.entries.get(request2)?.resolve(stats);
         this.entries.delete(request2);
         return;

@@ -547,6 +547,9 @@ export class HoardWebClient {
       const x = f.fields;
       if (f.type === Type.AnswerEnd) {
         this.entering.delete(request);
+        // Only what the answer changed is written: a copy confirmed by
+        // `Fresh` is the very record the store holds already.
+        const changed = [...next.values()].filter((c) => entry.copies.get(c.shard) !== c);
         if (entry.subscribe) {
           const live = this.live.get(entry.zone) ?? new Map<bigint, ShardCopy>();
           next.forEach((copy, shard) => live.set(shard, copy));
@@ -554,7 +557,7 @@ export class HoardWebClient {
         } else {
           next.forEach((copy, shard) => entry.copies.set(shard, copy));
         }
-        await Promise.all([...next.values()].map((c) => this.save(entry.zone, c)));
+        await Promise.all(changed.map((c) => this.save(entry.zone, c)));
         this.entries.get(request)?.resolve(stats);
         this.entries.delete(request);
         return;
