@@ -266,6 +266,7 @@ async fn relay_of(origin: &Origin, dir: &Path) -> anyhow::Result<RelayHandle> {
             max_connections: 1000,
             max_connections_per_ip: 1000,
             carry_actions: false,
+            web_transport: None,
         },
         reference::registry(),
     )

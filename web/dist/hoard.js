@@ -2995,6 +2995,146 @@ function objectList(v) {
   });
 }
 
+// src/proofs.ts
+var MAX_SIGNATURE_BYTES = 512;
+var MAX_WORLD_KEY_BYTES = 1024;
+var MAX_REMEMBERED_HEADS = 65536;
+var SCHEME_ECDSA_P256_SHA256 = 1027;
+var SCHEME_ECDSA_P384_SHA384 = 1283;
+var SCHEME_ED25519 = 2055;
+var ProofError = class extends ProtocolError {
+};
+var text2 = new TextEncoder();
+function headProof(f) {
+  const x = f.fields;
+  const signature = bin(x[6]);
+  if (signature.length > MAX_SIGNATURE_BYTES) throw new ProtocolError(`a head's signature of ${signature.length} bytes`);
+  return {
+    shard: big(x[0]),
+    epoch: big(x[1]),
+    seq: big(x[2]),
+    digest: bin(x[3], 40),
+    root: bin(x[4], 32),
+    scheme: num(x[5]),
+    signature
+  };
+}
+function setRoot(objects) {
+  const h = blake3.create();
+  h.update(text2.encode("hoard-set-root-v1"));
+  for (const o of objects) {
+    h.update(u64le(o.id));
+    h.update(u64le(o.version));
+    h.update(blake3(o.state));
+  }
+  return h.digest();
+}
+function signedStatement(world, service, p) {
+  const name = text2.encode(service);
+  if (name.length > 255) throw new ProtocolError("a service name over 255 bytes");
+  return concat([
+    text2.encode("hoard-signed-head-v1"),
+    world,
+    Uint8Array.of(name.length),
+    name,
+    u64le(p.shard),
+    u64le(p.epoch),
+    u64le(p.seq),
+    p.digest,
+    p.root
+  ]);
+}
+function ecdsaRaw(der, width) {
+  let at = 0;
+  const length = () => {
+    const first = der[at++];
+    if (first === void 0) return null;
+    if (first < 128) return first;
+    if (first !== 129) return null;
+    const n = der[at++];
+    return n === void 0 || n < 128 ? null : n;
+  };
+  if (der[at++] !== 48) return null;
+  const total = length();
+  if (total === null || at + total !== der.length) return null;
+  const out = new Uint8Array(2 * width);
+  for (let i = 0; i < 2; i++) {
+    if (der[at++] !== 2) return null;
+    const n = length();
+    if (n === null || n === 0 || at + n > der.length) return null;
+    let value = der.subarray(at, at + n);
+    at += n;
+    if (value[0] & 128) return null;
+    while (value.length > 1 && value[0] === 0) value = value.subarray(1);
+    if (value.length > width) return null;
+    out.set(value, (i + 1) * width - value.length);
+  }
+  return at === der.length ? out : null;
+}
+var SCHEMES = /* @__PURE__ */ new Map([
+  [SCHEME_ECDSA_P256_SHA256, { import: { name: "ECDSA", namedCurve: "P-256" }, verify: { name: "ECDSA", hash: "SHA-256" }, width: 32 }],
+  [SCHEME_ECDSA_P384_SHA384, { import: { name: "ECDSA", namedCurve: "P-384" }, verify: { name: "ECDSA", hash: "SHA-384" }, width: 48 }],
+  [SCHEME_ED25519, { import: { name: "Ed25519" }, verify: { name: "Ed25519" }, width: 0 }]
+]);
+var ProofChecker = class _ProofChecker {
+  constructor(world, service, worldKey) {
+    this.world = world;
+    this.service = service;
+    this.worldKey = worldKey;
+  }
+  world;
+  service;
+  worldKey;
+  keys = /* @__PURE__ */ new Map();
+  /** The newest head verified per shard: an older one in the same epoch is a replay. */
+  newest = /* @__PURE__ */ new Map();
+  /**
+   * The checker for `world` (its identity) with the key a `Welcome` gave:
+   * refused unless the key's BLAKE3 is the world's identity.
+   */
+  static of(world, service, worldKey) {
+    if (worldKey.length === 0) throw new ProofError(`world ${hex(world)} sent no key: it cannot prove its shards`);
+    if (worldKey.length > MAX_WORLD_KEY_BYTES) throw new ProtocolError(`a world key of ${worldKey.length} bytes`);
+    if (!equalBytes(blake3(worldKey), world)) {
+      throw new ProofError(`the world key sent is not world ${hex(world)}'s (its BLAKE3 differs)`);
+    }
+    return new _ProofChecker(world, service, worldKey);
+  }
+  /** Checks `p`'s signature and that it is not older than a head held for its shard (`held`: the copy named). */
+  async check(p, held) {
+    const scheme = SCHEMES.get(p.scheme);
+    if (!scheme) throw new ProofError(`shard ${p.shard}: signature scheme 0x${p.scheme.toString(16)} is not one hoard takes`);
+    if (!this.keys.has(p.scheme)) {
+      const imported = crypto.subtle.importKey("spki", this.worldKey, scheme.import, false, ["verify"]).catch(() => null);
+      this.keys.set(p.scheme, imported);
+    }
+    const key = await this.keys.get(p.scheme);
+    const signature = scheme.width ? ecdsaRaw(p.signature, scheme.width) : p.signature;
+    const statement = signedStatement(this.world, this.service, p);
+    const good = key !== null && signature !== null && await crypto.subtle.verify(scheme.verify, key, signature, statement).catch(() => false);
+    if (!good) throw new ProofError(`shard ${p.shard}: the head's signature does not verify with the world's key`);
+    for (const h of [this.newest.get(p.shard), held]) {
+      if (h && h.epoch === p.epoch && p.seq < h.seq) {
+        throw new ProofError(`shard ${p.shard}: a signed head at seq ${p.seq} after one at ${h.seq} (an old head replayed)`);
+      }
+    }
+  }
+  /** Checks that `copy` is exactly the shard `p` (checked) signs, and records its head as the newest. */
+  checkCopy(p, copy) {
+    if (copy.shard !== p.shard || copy.epoch !== p.epoch || copy.seq !== p.seq || !equalBytes(copy.digest, p.digest)) {
+      throw new ProofError(
+        `shard ${p.shard}: the copy is at epoch ${copy.epoch} seq ${copy.seq}, the signed head says epoch ${p.epoch} seq ${p.seq}` + (equalBytes(copy.digest, p.digest) ? "" : " with another digest")
+      );
+    }
+    if (!equalBytes(setRoot(copy.objects), p.root)) {
+      throw new ProofError(`shard ${p.shard}: the objects are not the set the world signed (set root differs)`);
+    }
+    this.newest.delete(p.shard);
+    this.newest.set(p.shard, { epoch: p.epoch, seq: p.seq });
+    if (this.newest.size > MAX_REMEMBERED_HEADS) this.newest.delete(this.newest.keys().next().value);
+  }
+};
+
 // src/transient.ts
 var MAX_TRANSIENT = 64 * 1024;
 var MAX_PATCH_OPS = 4096;
@@ -3090,6 +3230,7 @@ var ZoneElsewhere = class extends Error {
 };
 var MAX_PENDING_INTENTS = 256;
 var MAX_HELD_DELTAS = 4096;
+var MAX_PENDING_PROOFS = 4096;
 var HoardWebClient = class _HoardWebClient {
   constructor(wt, stream, options) {
     this.wt = wt;
@@ -3128,6 +3269,11 @@ var HoardWebClient = class _HoardWebClient {
   transientListeners = [];
   messageListeners = [];
   closedReason = null;
+  /** With `ConnectOptions.world`: the checker of the world's signed heads, once `Welcome` gave its key. */
+  checker = null;
+  checkerRefused = null;
+  /** Signed heads read on the delta stream, awaiting their `Delta`. */
+  deltaProofs = /* @__PURE__ */ new Map();
   /**
    * Connects and signs in. With `enter`, the zone's entry goes right
    * behind `Hello` in the same flight (as PROTOCOL.md's pipelining allows),
@@ -3150,6 +3296,14 @@ var HoardWebClient = class _HoardWebClient {
     } else if (options.enter) {
       client.store = options.store;
     }
+    if (options.world) {
+      client.checker = new Promise((resolve, reject) => {
+        client.checkerRefused = reject;
+        client.checkerGiven = resolve;
+      });
+      client.checker.catch(() => {
+      });
+    }
     client.acceptStreams();
     const codecs = options.compression === false ? [] : [CODEC_ZSTD];
     await client.send(frame(1 /* Hello */, [PROTOCOL_VERSION, registryHash(options.registry), service, options.token, codecs]));
@@ -3167,6 +3321,19 @@ var HoardWebClient = class _HoardWebClient {
     client.perspective = str(welcome.fields[2]);
     client.zones = welcome.fields[3].map(str);
     client.tickHz = welcome.fields.length > 4 ? num(welcome.fields[4]) : 0;
+    if (options.world) {
+      try {
+        if (client.world !== options.world.toLowerCase()) {
+          throw new ProofError(`the server speaks for world ${client.world}, not ${options.world}`);
+        }
+        const key = welcome.fields.length > 5 ? bin(welcome.fields[5]) : new Uint8Array();
+        client.checkerGiven?.(ProofChecker.of(bin(welcome.fields[1], 32), service, key));
+      } catch (e) {
+        client.fail(e);
+        client.close();
+        throw e;
+      }
+    }
     _HoardWebClient.remember(rememberedAt, client.world);
     const guessed = client.store !== void 0 && (options.store !== void 0 || client.world === remembered && client.perspective === perspective);
     if (!guessed) client.store = options.store ?? await IndexedDbStore.open(client.world, service, client.perspective);
@@ -3192,6 +3359,7 @@ var HoardWebClient = class _HoardWebClient {
   }
   /** The entry `ConnectOptions.enter` asked for. */
   firstEntry = null;
+  checkerGiven = null;
   static recall(key) {
     try {
       return globalThis.localStorage?.getItem(key) ?? null;
@@ -3342,13 +3510,14 @@ var HoardWebClient = class _HoardWebClient {
     const request2 = this.nextRequest++;
     const held = [...copies.values()].sort((a, b) => a.shard < b.shard ? -1 : 1);
     const top = held.reduce((m, c) => c.seq > m ? c.seq : m, 0n);
+    const proofs = this.checker !== null;
     const message = frame(2 /* EnterZone */, [
       request2,
       zone,
       subscribe,
-      [],
-      [encodeIdList(held.map((c) => c.shard)), [top, ...held.map((c) => top - c.seq)]],
-      false
+      proofs ? held.map((c) => [c.shard, c.epoch, c.seq, c.digest]) : [],
+      proofs ? [[], [0]] : [encodeIdList(held.map((c) => c.shard)), [top, ...held.map((c) => top - c.seq)]],
+      proofs
     ]);
     const answered = new Promise((resolve, reject) => this.entries.set(request2, { resolve, reject }));
     const entry = { zone, subscribe, copies, held, failed: [] };
@@ -3369,6 +3538,7 @@ var HoardWebClient = class _HoardWebClient {
     this.entries.clear();
     for (const intent of this.intents.values()) intent.reject(e);
     this.intents.clear();
+    this.checkerRefused?.(e);
   }
   async readControl() {
     try {
@@ -3402,9 +3572,10 @@ var HoardWebClient = class _HoardWebClient {
       const { value, done } = await streams.read().catch(() => ({ value: void 0, done: true }));
       if (done || !value) return;
       const packed = this.options.compression !== false;
-      this.readStream(new FrameReader(value, MAX_BULK_FRAME, packed)).catch(
-        (e) => this.fail(e)
-      );
+      this.readStream(new FrameReader(value, MAX_BULK_FRAME, packed)).catch((e) => {
+        this.fail(e);
+        this.close();
+      });
     }
   }
   /** Reads a frame, joining `Parts` + message + `More`s into one message. */
@@ -3450,9 +3621,30 @@ var HoardWebClient = class _HoardWebClient {
     };
     if (!entry) return reader.cancel();
     const next = /* @__PURE__ */ new Map();
+    const checker = this.checker ? await this.checker : null;
+    const proven = /* @__PURE__ */ new Map();
+    const keep = (copy) => {
+      if (checker) {
+        const proof = proven.get(copy.shard);
+        if (!proof) throw new ProofError(`shard ${copy.shard} came without the world's signed head`);
+        proven.delete(copy.shard);
+        checker.checkCopy(proof, copy);
+      }
+      next.set(copy.shard, copy);
+    };
     for (let f = await _HoardWebClient.whole(reader); f; f = await _HoardWebClient.whole(reader)) {
       stats.bytes_rx += f.bytes;
       const x = f.fields;
+      if (f.type === 153 /* HeadProof */) {
+        if (!checker) continue;
+        const proof = headProof(f);
+        if (proven.size >= MAX_PENDING_PROOFS && !proven.has(proof.shard)) {
+          throw new ProtocolError(`more than ${MAX_PENDING_PROOFS} signed heads without their shards`);
+        }
+        await checker.check(proof, entry.copies.get(proof.shard));
+        proven.set(proof.shard, proof);
+        continue;
+      }
       if (f.type === 149 /* AnswerEnd */) {
         this.entering.delete(request2);
         const changed = [...next.values()].filter((c) => entry.copies.get(c.shard) !== c);
@@ -3471,19 +3663,27 @@ var HoardWebClient = class _HoardWebClient {
       if (f.type === 148 /* Snapshot */) {
         const copy = { shard: big(x[0]), epoch: big(x[1]), seq: big(x[2]), digest: bin(x[3], 40), objects: objectList(x[5]) };
         if (!equalBytes(digestOf(copy.objects), copy.digest)) throw new ProtocolError(`shard ${copy.shard}: snapshot digest mismatch`);
-        next.set(copy.shard, copy);
+        keep(copy);
         stats.snapshot++;
       } else if (f.type === 146 /* Changes */ || f.type === 147 /* Manifest */) {
         const shard = big(x[0]);
         const base = entry.copies.get(shard);
         const applied = base && base.epoch === big(x[1]) && base.seq === big(x[2]) ? apply(base, f) : null;
         if (applied) {
-          next.set(shard, applied);
+          keep(applied);
           stats.delta++;
         } else {
+          proven.delete(shard);
           entry.failed.push(shard);
         }
+      } else if (f.type === 145 /* UpToDate */) {
+        const shard = big(x[0]);
+        const copy = entry.copies.get(shard);
+        if (!copy || copy.seq !== big(x[1])) throw new ProtocolError(`shard ${shard}: UpToDate for a copy not named at that seq`);
+        keep(copy);
+        stats.fresh++;
       } else if (f.type === 152 /* Fresh */) {
+        if (checker) throw new ProofError("Fresh came for an entry that asked for signed heads (a Fresh carries none)");
         const mask = bin(x[0]);
         const selected = entry.held.filter((_, i) => mask[i >> 3] >> (i & 7) & 1);
         const root = freshRoot(selected);
@@ -3495,7 +3695,7 @@ var HoardWebClient = class _HoardWebClient {
           const wrong = selected.filter((c, i) => tag(c) !== tags[i]);
           (wrong.length ? wrong : selected).forEach((c) => entry.failed.push(c.shard));
         }
-      } else if (f.type !== 153 /* HeadProof */ && f.type !== 145 /* UpToDate */) {
+      } else {
         throw new ProtocolError(`unexpected message type ${f.type} in an answer`);
       }
     }
@@ -3505,15 +3705,29 @@ var HoardWebClient = class _HoardWebClient {
   async onPushed(f) {
     const x = f.fields;
     switch (f.type) {
+      case 153 /* HeadProof */: {
+        if (!this.checker) return;
+        const checker = await this.checker;
+        const proof = headProof(f);
+        if (this.deltaProofs.size >= MAX_PENDING_PROOFS && !this.deltaProofs.has(proof.shard)) {
+          throw new ProtocolError(`more than ${MAX_PENDING_PROOFS} signed heads without their deltas`);
+        }
+        await checker.check(proof);
+        this.deltaProofs.set(proof.shard, proof);
+        return;
+      }
       case 160 /* Delta */: {
         const zone = str(x[0]);
+        const shard = big(x[1]);
+        const pushed = { frame: f, proof: this.deltaProofs.get(shard) };
+        this.deltaProofs.delete(shard);
         const held = this.heldDeltas.get(zone);
         if (held) {
-          if (held.length < MAX_HELD_DELTAS) held.push(f);
+          if (held.length < MAX_HELD_DELTAS) held.push(pushed);
           else this.again.add(zone);
           return;
         }
-        if (this.live.has(zone) && await this.applyDelta(zone, f)) {
+        if (this.live.has(zone) && await this.applyDelta(zone, pushed)) {
           this.zoneListeners.forEach((l) => l(zone, this.live.get(zone)));
         }
         return;
@@ -3559,29 +3773,35 @@ var HoardWebClient = class _HoardWebClient {
   }
   /** The deltas held while `zone` was being entered, in order, on the copies the entry left. */
   async replayHeld(zone) {
-    for (const f of this.heldDeltas.get(zone) ?? []) await this.applyDelta(zone, f);
+    for (const pushed of this.heldDeltas.get(zone) ?? []) await this.applyDelta(zone, pushed);
     this.heldDeltas.set(zone, []);
   }
   /**
    * Applies a `Delta` to the zone's live copy; `false` when already
    * included. One that does not follow the copy, or whose digest differs,
-   * drops that copy and enters the zone again (the shard comes whole).
+   * or that came without the signed head the client asked for (the origin
+   * had moved on when it signed), drops that copy and enters the zone again
+   * (the shard comes whole, signed). A result that is not the signed head
+   * is a `ProofError`.
    */
-  async applyDelta(zone, f) {
+  async applyDelta(zone, { frame: f, proof }) {
     const shards = this.live.get(zone);
     const shard = big(f.fields[1]);
     const copy = shards.get(shard);
     if (!copy) return false;
     if (big(f.fields[4]) <= copy.seq) return false;
     const follows = copy.epoch === big(f.fields[2]) && copy.seq === big(f.fields[3]);
-    const applied = follows ? apply(copy, { ...f, fields: f.fields.slice(1) }) : null;
+    const unsigned = this.checker !== null && proof === void 0;
+    const applied = follows && !unsigned ? apply(copy, { ...f, fields: f.fields.slice(1) }) : null;
     if (!applied) {
-      console.warn(`hoard: zone ${zone} shard ${shard}: a delta that does not follow the copy; entering the zone again`);
+      const why = unsigned ? "a delta without its signed head" : "a delta that does not follow the copy";
+      console.warn(`hoard: zone ${zone} shard ${shard}: ${why}; entering the zone again`);
       shards.delete(shard);
       if (this.heldDeltas.has(zone)) this.again.add(zone);
       else this.enter(zone, true).catch((e) => this.fail(e));
       return false;
     }
+    if (proof) (await this.checker).checkCopy(proof, applied);
     shards.set(shard, applied);
     await this.save(zone, applied);
     return true;
@@ -3620,8 +3840,12 @@ export {
   MAX_PACKED_SIZE,
   MAX_PATCH_OPS,
   MAX_PENDING_INTENTS,
+  MAX_PENDING_PROOFS,
+  MAX_SIGNATURE_BYTES,
   MAX_TRANSIENT,
   MemoryStore,
+  ProofChecker,
+  ProofError,
   ProtocolError,
   ServerError,
   TransientState,
@@ -3636,5 +3860,7 @@ export {
   freshRoot,
   hex,
   registryHash,
+  setRoot,
+  signedStatement,
   unpack
 };

@@ -7,12 +7,16 @@
 // sends intents whose outcome (`Processed` or `IntentRejected`) it reports.
 // A copy is used only once verified; a copy that fails is dropped and its
 // shard fetched whole by entering the zone again (a copy a delta does not
-// follow, likewise).
+// follow, likewise). Given the world's identity (`ConnectOptions.world`), it
+// asks for the world's signed heads and checks each (proofs.ts): the way to
+// play through a relay, which cannot forge them.
 
 import type { ShardCopy, ShardStore } from "./cache.js";
 import { IndexedDbStore, MemoryStore } from "./cache.js";
 import type { Registered } from "./digest.js";
 import { digestOf, equalBytes, freshRoot, hex, registryHash, tag } from "./digest.js";
+import type { HeadProof } from "./proofs.js";
+import { ProofChecker, ProofError, headProof } from "./proofs.js";
 import { TransientState } from "./transient.js";
 import { encodeValue } from "./values.js";
 import type { Frame, WireObject } from "./wire.js";
@@ -55,6 +59,18 @@ export interface ConnectOptions {
    * default true. A cold entry of the demo's meadow is 22 KB instead of 131.
    */
   compression?: boolean;
+  /**
+   * The world's identity (64 hex digits) to require, for an endpoint whose
+   * certificate is not the world's: a relay (which serves the world's
+   * identity and key, not its own). With it the client refuses a `Welcome`
+   * naming another world, asks for the world's signed heads
+   * (`EnterZone.proofs`) and writes or shows no copy whose head and objects
+   * the world's key did not sign; a relay that alters, replays or withholds
+   * a signature ends the session with a `ProofError`. Copies are then named
+   * by full head, so a warm entry costs a signed head per shard (about 150
+   * bytes each) instead of one `Fresh`.
+   */
+  world?: string;
 }
 
 /** The perspective a token names (`dev:<name>`, `v1.<player>.…`), if it can be read. */
@@ -112,6 +128,14 @@ export type MessageListener = (kind: string, zone: string | null, payload: Uint8
 export const MAX_PENDING_INTENTS = 256;
 /** Most deltas held for a zone while it is being entered; past it, the zone is entered again once ready. */
 export const MAX_HELD_DELTAS = 4096;
+/** Most signed heads awaiting their shard's message at once (per answer, and on the delta stream). */
+export const MAX_PENDING_PROOFS = 4096;
+
+/** A `Delta` and the signed head that came before it (when the client asks for them). */
+interface Pushed {
+  frame: Frame;
+  proof?: HeadProof;
+}
 
 interface PendingEntry {
   resolve: (stats: EntryStats) => void;
@@ -143,7 +167,7 @@ export class HoardWebClient {
   /** Entered zones' copies. */
   private readonly live = new Map<string, Map<bigint, ShardCopy>>();
   /** Zones being entered (subscribed), with the deltas that came meanwhile. */
-  private readonly heldDeltas = new Map<string, Frame[]>();
+  private readonly heldDeltas = new Map<string, Pushed[]>();
   /** Zones to enter again once their entry under way is done. */
   private readonly again = new Set<string>();
   private readonly transient = new TransientState();
@@ -156,6 +180,11 @@ export class HoardWebClient {
   private transientListeners: TransientListener[] = [];
   private messageListeners: MessageListener[] = [];
   private closedReason: Error | null = null;
+  /** With `ConnectOptions.world`: the checker of the world's signed heads, once `Welcome` gave its key. */
+  private checker: Promise<ProofChecker> | null = null;
+  private checkerRefused: ((e: Error) => void) | null = null;
+  /** Signed heads read on the delta stream, awaiting their `Delta`. */
+  private readonly deltaProofs = new Map<bigint, HeadProof>();
 
   private constructor(
     private readonly wt: WebTransport,
@@ -190,6 +219,13 @@ export class HoardWebClient {
     } else if (options.enter) {
       client.store = options.store;
     }
+    if (options.world) {
+      client.checker = new Promise<ProofChecker>((resolve, reject) => {
+        client.checkerRefused = reject;
+        client.checkerGiven = resolve;
+      });
+      client.checker.catch(() => {});
+    }
     client.acceptStreams();
     const codecs = options.compression === false ? [] : [CODEC_ZSTD];
     await client.send(frame(Type.Hello, [PROTOCOL_VERSION, registryHash(options.registry), service, options.token, codecs]));
@@ -216,6 +252,19 @@ export class HoardWebClient {
     client.perspective = str(welcome.fields[2]);
     client.zones = (welcome.fields[3] as unknown[]).map(str);
     client.tickHz = welcome.fields.length > 4 ? num(welcome.fields[4]) : 0;
+    if (options.world) {
+      try {
+        if (client.world !== options.world.toLowerCase()) {
+          throw new ProofError(`the server speaks for world ${client.world}, not ${options.world}`);
+        }
+        const key = welcome.fields.length > 5 ? bin(welcome.fields[5]) : new Uint8Array();
+        client.checkerGiven?.(ProofChecker.of(bin(welcome.fields[1], 32), service, key));
+      } catch (e) {
+        client.fail(e as Error);
+        client.close();
+        throw e;
+      }
+    }
     HoardWebClient.remember(rememberedAt, client.world);
     const guessed = client.store !== undefined && (options.store !== undefined || (client.world === remembered && client.perspective === perspective));
     if (!guessed) client.store = options.store ?? (await IndexedDbStore.open(client.world, service, client.perspective));
@@ -244,6 +293,7 @@ export class HoardWebClient {
 
   /** The entry `ConnectOptions.enter` asked for. */
   firstEntry: Promise<EntryStats> | null = null;
+  private checkerGiven: ((checker: ProofChecker) => void) | null = null;
 
   private static recall(key: string): string | null {
     try {
@@ -422,13 +472,16 @@ export class HoardWebClient {
     const request = this.nextRequest++;
     const held = [...copies.values()].sort((a, b) => (a.shard < b.shard ? -1 : 1));
     const top = held.reduce((m, c) => (c.seq > m ? c.seq : m), 0n);
+    // Signed heads are asked with copies named by full head (`Fresh`, the
+    // answer to `held`, carries no signature).
+    const proofs = this.checker !== null;
     const message = frame(Type.EnterZone, [
       request,
       zone,
       subscribe,
-      [],
-      [encodeIdList(held.map((c) => c.shard)), [top, ...held.map((c) => top - c.seq)]],
-      false,
+      proofs ? held.map((c) => [c.shard, c.epoch, c.seq, c.digest]) : [],
+      proofs ? [[], [0]] : [encodeIdList(held.map((c) => c.shard)), [top, ...held.map((c) => top - c.seq)]],
+      proofs,
     ]);
     const answered = new Promise<EntryStats>((resolve, reject) => this.entries.set(request, { resolve, reject }));
     const entry: Entering = { zone, subscribe, copies, held, failed: [] };
@@ -451,6 +504,7 @@ export class HoardWebClient {
     this.entries.clear();
     for (const intent of this.intents.values()) intent.reject(e);
     this.intents.clear();
+    this.checkerRefused?.(e);
   }
 
   private async readControl(): Promise<void> {
@@ -491,9 +545,12 @@ export class HoardWebClient {
       const { value, done } = await streams.read().catch(() => ({ value: undefined, done: true }));
       if (done || !value) return;
       const packed = this.options.compression !== false;
-      this.readStream(new FrameReader(value as ReadableStream<Uint8Array>, MAX_BULK_FRAME, packed)).catch((e) =>
-        this.fail(e as Error),
-      );
+      this.readStream(new FrameReader(value as ReadableStream<Uint8Array>, MAX_BULK_FRAME, packed)).catch((e) => {
+        // A stream that breaks the protocol, or a copy the world did not
+        // sign: the session is over (take another route to the world).
+        this.fail(e as Error);
+        this.close();
+      });
     }
   }
 
@@ -542,9 +599,32 @@ export class HoardWebClient {
     };
     if (!entry) return reader.cancel(); // an abandoned entry's answer
     const next = new Map<bigint, ShardCopy>();
+    const checker = this.checker ? await this.checker : null;
+    /** Signed heads read, awaiting their shard's message. */
+    const proven = new Map<bigint, HeadProof>();
+    /** Keeps `copy` for this answer, once it is exactly the head the world signed (when asked). */
+    const keep = (copy: ShardCopy) => {
+      if (checker) {
+        const proof = proven.get(copy.shard);
+        if (!proof) throw new ProofError(`shard ${copy.shard} came without the world's signed head`);
+        proven.delete(copy.shard);
+        checker.checkCopy(proof, copy);
+      }
+      next.set(copy.shard, copy);
+    };
     for (let f = await HoardWebClient.whole(reader); f; f = await HoardWebClient.whole(reader)) {
       stats.bytes_rx += f.bytes;
       const x = f.fields;
+      if (f.type === Type.HeadProof) {
+        if (!checker) continue; // not asked for (a relay sends them all the same)
+        const proof = headProof(f);
+        if (proven.size >= MAX_PENDING_PROOFS && !proven.has(proof.shard)) {
+          throw new ProtocolError(`more than ${MAX_PENDING_PROOFS} signed heads without their shards`);
+        }
+        await checker.check(proof, entry.copies.get(proof.shard));
+        proven.set(proof.shard, proof);
+        continue;
+      }
       if (f.type === Type.AnswerEnd) {
         this.entering.delete(request);
         // Only what the answer changed is written: a copy confirmed by
@@ -565,19 +645,28 @@ export class HoardWebClient {
       if (f.type === Type.Snapshot) {
         const copy = { shard: big(x[0]), epoch: big(x[1]), seq: big(x[2]), digest: bin(x[3], 40), objects: objectList(x[5]) };
         if (!equalBytes(digestOf(copy.objects), copy.digest)) throw new ProtocolError(`shard ${copy.shard}: snapshot digest mismatch`);
-        next.set(copy.shard, copy);
+        keep(copy);
         stats.snapshot++;
       } else if (f.type === Type.Changes || f.type === Type.Manifest) {
         const shard = big(x[0]);
         const base = entry.copies.get(shard);
         const applied = base && base.epoch === big(x[1]) && base.seq === big(x[2]) ? apply(base, f) : null;
         if (applied) {
-          next.set(shard, applied);
+          keep(applied);
           stats.delta++;
         } else {
+          proven.delete(shard);
           entry.failed.push(shard);
         }
+      } else if (f.type === Type.UpToDate) {
+        // A copy named by full head is at the server's head.
+        const shard = big(x[0]);
+        const copy = entry.copies.get(shard);
+        if (!copy || copy.seq !== big(x[1])) throw new ProtocolError(`shard ${shard}: UpToDate for a copy not named at that seq`);
+        keep(copy);
+        stats.fresh++;
       } else if (f.type === Type.Fresh) {
+        if (checker) throw new ProofError("Fresh came for an entry that asked for signed heads (a Fresh carries none)");
         const mask = bin(x[0]);
         const selected = entry.held.filter((_, i) => (mask[i >> 3] >> (i & 7)) & 1);
         const root = freshRoot(selected);
@@ -592,7 +681,7 @@ export class HoardWebClient {
           // copies, confirms the others by a root of their own.
           (wrong.length ? wrong : selected).forEach((c) => entry.failed.push(c.shard));
         }
-      } else if (f.type !== Type.HeadProof && f.type !== Type.UpToDate) {
+      } else {
         throw new ProtocolError(`unexpected message type ${f.type} in an answer`);
       }
     }
@@ -603,15 +692,29 @@ export class HoardWebClient {
   private async onPushed(f: Frame): Promise<void> {
     const x = f.fields;
     switch (f.type) {
+      case Type.HeadProof: {
+        if (!this.checker) return; // not asked for (a relay sends them all the same)
+        const checker = await this.checker;
+        const proof = headProof(f);
+        if (this.deltaProofs.size >= MAX_PENDING_PROOFS && !this.deltaProofs.has(proof.shard)) {
+          throw new ProtocolError(`more than ${MAX_PENDING_PROOFS} signed heads without their deltas`);
+        }
+        await checker.check(proof);
+        this.deltaProofs.set(proof.shard, proof);
+        return;
+      }
       case Type.Delta: {
         const zone = str(x[0]);
+        const shard = big(x[1]);
+        const pushed: Pushed = { frame: f, proof: this.deltaProofs.get(shard) };
+        this.deltaProofs.delete(shard);
         const held = this.heldDeltas.get(zone);
         if (held) {
-          if (held.length < MAX_HELD_DELTAS) held.push(f);
+          if (held.length < MAX_HELD_DELTAS) held.push(pushed);
           else this.again.add(zone);
           return;
         }
-        if (this.live.has(zone) && (await this.applyDelta(zone, f))) {
+        if (this.live.has(zone) && (await this.applyDelta(zone, pushed))) {
           this.zoneListeners.forEach((l) => l(zone, this.live.get(zone)!));
         }
         return;
@@ -659,30 +762,36 @@ export class HoardWebClient {
 
   /** The deltas held while `zone` was being entered, in order, on the copies the entry left. */
   private async replayHeld(zone: string): Promise<void> {
-    for (const f of this.heldDeltas.get(zone) ?? []) await this.applyDelta(zone, f);
+    for (const pushed of this.heldDeltas.get(zone) ?? []) await this.applyDelta(zone, pushed);
     this.heldDeltas.set(zone, []);
   }
 
   /**
    * Applies a `Delta` to the zone's live copy; `false` when already
    * included. One that does not follow the copy, or whose digest differs,
-   * drops that copy and enters the zone again (the shard comes whole).
+   * or that came without the signed head the client asked for (the origin
+   * had moved on when it signed), drops that copy and enters the zone again
+   * (the shard comes whole, signed). A result that is not the signed head
+   * is a `ProofError`.
    */
-  private async applyDelta(zone: string, f: Frame): Promise<boolean> {
+  private async applyDelta(zone: string, { frame: f, proof }: Pushed): Promise<boolean> {
     const shards = this.live.get(zone)!;
     const shard = big(f.fields[1]);
     const copy = shards.get(shard);
     if (!copy) return false; // a shard being fetched again
     if (big(f.fields[4]) <= copy.seq) return false; // already included
     const follows = copy.epoch === big(f.fields[2]) && copy.seq === big(f.fields[3]);
-    const applied = follows ? apply(copy, { ...f, fields: f.fields.slice(1) }) : null;
+    const unsigned = this.checker !== null && proof === undefined;
+    const applied = follows && !unsigned ? apply(copy, { ...f, fields: f.fields.slice(1) }) : null;
     if (!applied) {
-      console.warn(`hoard: zone ${zone} shard ${shard}: a delta that does not follow the copy; entering the zone again`);
+      const why = unsigned ? "a delta without its signed head" : "a delta that does not follow the copy";
+      console.warn(`hoard: zone ${zone} shard ${shard}: ${why}; entering the zone again`);
       shards.delete(shard);
       if (this.heldDeltas.has(zone)) this.again.add(zone);
       else this.enter(zone, true).catch((e) => this.fail(e as Error));
       return false;
     }
+    if (proof) (await this.checker!).checkCopy(proof, applied);
     shards.set(shard, applied);
     await this.save(zone, applied);
     return true;

@@ -13,7 +13,7 @@ function u32le(n: number): Uint8Array {
   return b;
 }
 
-function u64le(n: bigint): Uint8Array {
+export function u64le(n: bigint): Uint8Array {
   const b = new Uint8Array(8);
   new DataView(b.buffer).setBigUint64(0, n, true);
   return b;

@@ -1,6 +1,8 @@
 // @hoard/web: hoard's browser client. See client.ts.
-export { HoardWebClient, MAX_HELD_DELTAS, MAX_PENDING_INTENTS, ServerError, ZoneElsewhere } from "./client.js";
+export { HoardWebClient, MAX_HELD_DELTAS, MAX_PENDING_PROOFS, MAX_PENDING_INTENTS, ServerError, ZoneElsewhere } from "./client.js";
 export type { ConnectOptions, EntryStats, MessageListener, TransientListener, ZoneListener } from "./client.js";
+export { MAX_SIGNATURE_BYTES, ProofChecker, ProofError, setRoot, signedStatement } from "./proofs.js";
+export type { HeadProof } from "./proofs.js";
 export { IndexedDbStore, MemoryStore } from "./cache.js";
 export type { ShardCopy, ShardStore } from "./cache.js";
 export { digestOf, freshRoot, registryHash, hex } from "./digest.js";

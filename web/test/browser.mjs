@@ -15,7 +15,12 @@
 // 5. ann walks east into the forest: prefetched on the way, entered fresh;
 // 6. a frame the server cannot decode ends the session with the server's
 //    code and reason, and the page lives on to show them; a forged token is
-//    refused at sign-in with its reason.
+//    refused at sign-in with its reason;
+// 7. through a relay (`hoard-demo relay --web`): its own page enters cold,
+//    every snapshot checked against the world's signed head; ann's page
+//    (`?relay=`) enters the meadow warm from the copies the origin gave her
+//    (the cache is the world's, whichever way the data came), every shard's
+//    signed head checked, and sees a house bob (native, at the origin) builds.
 //
 // Writes the figures (target/web-check/web-check.json) and a screenshot.
 // Usage: node test/browser.mjs [path/to/hoard-demo]
@@ -207,13 +212,45 @@ results.forged_token = signIn;
 const refused = await page.evaluate(() => ({ code: hoard.closed.code, message: hoard.closed.message }));
 if (refused.code !== 1 || !refused.message.includes("does not decode")) fail(`a bad frame is refused as Protocol with its reason: ${JSON.stringify(refused)}`);
 results.bad_frame = refused;
+
+// 7. Through a relay: the same copies, each checked against the world's signature.
+const relay = await event(
+  ["relay", "--dev", "--upstream", listening.addr, "--listen", "127.0.0.1:0", "--data", join(scratch, "relay"), "--token", "dev:relay", "--web", "127.0.0.1:0"],
+  "relaying",
+).catch((e) => fail(e.message));
+if (relay.world !== listening.fingerprint) fail(`the relay speaks for world ${relay.world}, the origin is ${listening.fingerprint}`);
+// The relay's own page is another origin, with a cache of its own: dora
+// enters cold, every snapshot checked against the world's signature.
+const own = await browser.newPage();
+own.on("pageerror", (e) => fail(`the relay's page threw: ${e.message}`));
+await own.goto(`${relay.web}?player=dora&zone=meadow`);
+await own.waitForFunction(() => document.getElementById("entry-stats").textContent.length > 0, null, { timeout: 60_000 });
+const rc = JSON.parse(await own.textContent("#entry-stats"));
+if (rc.error || rc.snapshot !== rc.shards || rc.objects !== c.objects) fail(`the relay's page enters cold, signed: ${JSON.stringify(rc)}`);
+await own.waitForFunction(() => /signed by the world/.test(document.getElementById("status").textContent), null, { timeout: 15_000 });
+results.relay_cold = rc;
+await own.close();
+// ann's page (the origin's, with her cache) through the relay: warm.
+const relayed = await browser.newPage();
+relayed.on("pageerror", (e) => fail(`the page through the relay threw: ${e.message}`));
+await relayed.goto(`${listening.web}?player=ann&zone=meadow&world=${listening.fingerprint}&relay=${encodeURIComponent(relay.web)}`);
+await relayed.waitForFunction(() => document.getElementById("entry-stats").textContent.length > 0, null, { timeout: 60_000 });
+const v = JSON.parse(await relayed.textContent("#entry-stats"));
+if (v.error) fail(`the page through the relay failed: ${v.error}`);
+if (v.fresh !== v.shards || v.snapshot !== 0 || v.objects !== c.objects) fail(`through the relay the origin's copies are up to date: ${JSON.stringify(v)}`);
+await relayed.waitForFunction(() => /signed by the world/.test(document.getElementById("status").textContent), null, { timeout: 15_000 });
+results.relay_warm = v;
+await event(native("bob", ["--act", '{"Move":{"zone":0,"x":132,"y":130}}', "--act", '{"Build":{"name":"relayed"}}', "--exit-after-ready"]), "zone_ready").catch((e) => fail(e.message));
+await until(relayed, "bob's house, built at the origin, is drawn through the relay", () => game.houses.some((h) => h.owner === "bob" && h.x === 132 && h.y === 130));
+results.relay_delta = true;
 writeFileSync(join(out, "web-check.json"), JSON.stringify(results, null, 2));
 console.log(JSON.stringify(results));
 const n = results.native_cold;
 console.log(
   `browser check passed: cold ${c.snapshot} snapshots ${c.bytes_rx} B in ${c.ms} ms (native ${n.shards_snapshot} snapshots ${n.bytes_rx} B in ${n.elapsed_ms} ms); ` +
     `a changed tile and bob seen; reload ${w.fresh}/${w.shards} fresh ${w.bytes_rx} B down ${w.bytes_tx} B up in ${w.ms} ms; ` +
-    `into the prefetched forest ${x.fresh}/${x.shards} fresh ${x.bytes_rx} B`,
+    `into the prefetched forest ${x.fresh}/${x.shards} fresh ${x.bytes_rx} B; ` +
+    `through a relay: cold ${rc.snapshot} signed snapshots ${rc.bytes_rx} B, warm ${v.fresh}/${v.shards} up to date and signed ${v.bytes_rx} B down ${v.bytes_tx} B up, bob's house seen`,
 );
 cleanup();
 process.exit(0);

@@ -4,13 +4,17 @@
 // server, then takes commands on stdin, one JSON line each, and answers on
 // stdout, one JSON line each:
 //
-//   (on start)                        → {"event":"ready","stats":{…}}
+//   (on start)                        → {"event":"ready","stats":{…}}, or
+//                                       {"event":"entry-failed","name":…,"message":…}
+//                                       when signing in or entering fails
 //   {"act":[kind, value]}             → {"event":"processed"} | {"event":"refused","code":…,"message":…}
 //   {"expect":[component, id, value]} → {"event":"seen"} once object `id`'s
 //                                       `component` decodes to `value` (JSON-equal)
 //
 // It ends when stdin closes, and after 120 s whatever happens.
-// Usage: node test/cross.mjs '{"url":…,"certificateHashes":[hex…],"token":…,"registry":[…],"zone":…}'
+// Usage: node test/cross.mjs '{"url":…,"certificateHashes":[hex…],"token":…,"registry":[…],"zone":…,"world":hex|null}'
+// (`world`: the world to require, checking every shard's signed head, as
+// through a relay).
 import { readFileSync, mkdtempSync, rmSync } from "node:fs";
 import { createServer } from "node:http";
 import { tmpdir } from "node:os";
@@ -54,16 +58,19 @@ browser = await chromium.launchPersistentContext(profile, {
 page = await browser.newPage();
 page.on("pageerror", (e) => end(1, `the page threw: ${e.message}`));
 await page.goto(`http://127.0.0.1:${http.address().port}/`);
-const stats = await page.evaluate(async (o) => {
+const entered = await page.evaluate(async (o) => {
   const lib = await import("/hoard.js");
   const unhex = (h) => new Uint8Array(h.match(/../g).map((b) => parseInt(b, 16)));
+  const failed = (e) => ({ error: { name: e?.constructor?.name ?? "Error", message: String(e?.message ?? e) } });
   const hoard = await lib.HoardWebClient.connect({
     url: o.url,
     certificateHashes: o.certificateHashes.map(unhex),
     token: o.token,
     registry: o.registry,
     enter: o.zone,
-  });
+    world: o.world ?? undefined,
+  }).catch((e) => e);
+  if (hoard instanceof Error) return failed(hoard);
   window.lib = lib;
   window.hoard = hoard;
   window.zone = o.zone;
@@ -75,9 +82,10 @@ const stats = await page.evaluate(async (o) => {
     }
     return null;
   };
-  return hoard.firstEntry;
+  return hoard.firstEntry.then((stats) => ({ stats }), failed);
 }, options);
-say({ event: "ready", stats });
+if (entered.error) say({ event: "entry-failed", name: entered.error.name, message: entered.error.message });
+else say({ event: "ready", stats: entered.stats });
 
 for await (const line of createInterface({ input: process.stdin })) {
   const command = JSON.parse(line);

@@ -1,9 +1,11 @@
 // The browser client's hashes and decoder against PROTOCOL.md's worked
 // examples and the protocol's golden files (Node, no browser needed).
 import { readFileSync } from "node:fs";
+import { generateKeyPairSync, sign } from "node:crypto";
 import assert from "node:assert/strict";
+import { blake3 } from "@noble/hashes/blake3.js";
 import {
-  FrameDecoder, TransientState, unpack, applyPatch, components, decodeValue, digestOf, encodeValue, frame as encodeFrame, freshRoot, hex, registryHash,
+  ProofChecker, ProofError, setRoot, signedStatement, FrameDecoder, TransientState, unpack, applyPatch, components, decodeValue, digestOf, encodeValue, frame as encodeFrame, freshRoot, hex, registryHash,
 } from "../dist/hoard.js";
 
 const golden = (name) => new Uint8Array(readFileSync(new URL(`../../proto/tests/golden/${name}`, import.meta.url)));
@@ -117,4 +119,56 @@ const itemState = Uint8Array.from([0x81, 0xa4, 0x69, 0x74, 0x65, 0x6d, 0xc4, 0x0
 assert.deepEqual([...components(itemState)], [["item", ["wood", 3, 10, 12]]]);
 assert.throws(() => components(Uint8Array.of(0x93, 1, 2, 3)), /not a map/);
 
-console.log("vectors: registry hashes, digests, the Snapshot golden, the fresh root, frame limits, Packed frames, transient patches and the demo's values agree with PROTOCOL.md");
+// Signed heads (PROTOCOL.md, "Signed shard heads and relays"): the worked
+// example's set root, statement and Ed25519 signature, from the goldens.
+{
+  const one = (name) => {
+    const d = new FrameDecoder(256 * 1024);
+    d.push(golden(name));
+    return d.next();
+  };
+  const welcome = one("81-welcome.bin");
+  const key = welcome.fields[5];
+  const world = welcome.fields[1];
+  assert.equal(hex(key), "302a300506032b65700321008a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c");
+  assert.equal(hex(world), "f4298f90fd6f9627a3f0f2678dcfca9c3019eacc227433144b6b41d1ac6f144c");
+  const f = one("99-head-proof.bin");
+  const proof = {
+    shard: BigInt(f.fields[0]), epoch: BigInt(f.fields[1]), seq: BigInt(f.fields[2]),
+    digest: f.fields[3], root: f.fields[4], scheme: f.fields[5], signature: f.fields[6],
+  };
+  assert.equal(hex(setRoot([o42, o43])), "bafe1864b8beaa3731b62dc495ea3a7de1726013576847911506829bbe930957");
+  assert.equal(hex(setRoot([])), hex(blake3(new TextEncoder().encode("hoard-set-root-v1"))));
+  assert.equal(
+    hex(signedStatement(world, "world", proof)),
+    "686f6172642d7369676e65642d686561642d7631" + hex(world) + "05776f726c64" +
+      "0300000000000000" + "0500000000000000" + "0b00000000000000" + two + "bafe1864b8beaa3731b62dc495ea3a7de1726013576847911506829bbe930957",
+  );
+  const checker = ProofChecker.of(world, "world", key);
+  await checker.check(proof);
+  const copy = { shard: 3n, epoch: 5n, seq: 11n, digest, objects: [o42, o43] };
+  checker.checkCopy(proof, copy);
+  // Each lie is caught: another set with the same head, another head, a
+  // flipped signature bit, an older head than one verified, another world's key.
+  assert.throws(() => checker.checkCopy(proof, { ...copy, objects: [o43, o42] }), /set root differs/);
+  assert.throws(() => checker.checkCopy(proof, { ...copy, seq: 12n }), /signed head says/);
+  const flipped = Uint8Array.from(proof.signature);
+  flipped[0] ^= 1;
+  await assert.rejects(checker.check({ ...proof, signature: flipped }), ProofError);
+  await assert.rejects(checker.check({ ...proof, seq: 10n }), /signature does not verify/);
+  await assert.rejects(ProofChecker.of(world, "world", key).check(proof, { epoch: 5n, seq: 12n }), /replayed/);
+  await assert.rejects(checker.check({ ...proof, scheme: 0x0401 }), /scheme 0x401/);
+  assert.throws(() => ProofChecker.of(new Uint8Array(32), "world", key), /BLAKE3 differs/);
+  assert.throws(() => ProofChecker.of(world, "world", new Uint8Array()), /sent no key/);
+  // ECDSA P-256, the scheme hoard's own keys sign with: DER signatures.
+  const { publicKey, privateKey } = generateKeyPairSync("ec", { namedCurve: "P-256" });
+  const spki = new Uint8Array(publicKey.export({ type: "spki", format: "der" }));
+  const p256World = blake3(spki);
+  const p256 = { ...proof, scheme: 0x0403, signature: new Uint8Array() };
+  p256.signature = new Uint8Array(sign("sha256", signedStatement(p256World, "world", p256), { key: privateKey, dsaEncoding: "der" }));
+  await ProofChecker.of(p256World, "world", spki).check(p256);
+  await assert.rejects(ProofChecker.of(p256World, "world", spki).check({ ...p256, scheme: 0x0807 }), /does not verify/);
+  await assert.rejects(ProofChecker.of(p256World, "world", spki).check({ ...p256, signature: p256.signature.subarray(1) }), /does not verify/);
+}
+
+console.log("vectors: registry hashes, digests, the Snapshot golden, the fresh root, frame limits, Packed frames, transient patches, signed heads and the demo's values agree with PROTOCOL.md");

@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::Args;
 use hoard_engine::{ServerIdentity, ZoneId};
 use hoard_net::quic::relay::{RelayOptions, start_relay};
+use hoard_net::quic::server::{WebCertificate, WebTransportOptions};
 
 use crate::game;
 
@@ -58,6 +59,13 @@ pub(crate) struct RelayArgs {
     /// Most simultaneous connections from one IP address.
     #[arg(long, default_value_t = 32)]
     max_connections_per_ip: usize,
+    /// Play through this relay in a browser: its WebTransport endpoint on
+    /// this UDP address and the page on this TCP address (the same port,
+    /// e.g. 127.0.0.1:8180; open http://127.0.0.1:8180/). The page checks
+    /// every shard against the world's signature, as a native client
+    /// through a relay does.
+    #[arg(long)]
+    web: Option<SocketAddr>,
 }
 
 pub(crate) fn run(args: RelayArgs) -> anyhow::Result<i32> {
@@ -80,11 +88,25 @@ pub(crate) fn run(args: RelayArgs) -> anyhow::Result<i32> {
                 max_connections: args.max_connections,
                 max_connections_per_ip: args.max_connections_per_ip,
                 carry_actions: args.carry_actions,
+                web_transport: args.web.map(|listen| WebTransportOptions {
+                    listen,
+                    certificate: WebCertificate::Development,
+                }),
             },
             game::registry(),
         )
         .await
         .context("starting the relay")?;
+        let page = match (args.web, &relay.server.web) {
+            (Some(addr), Some(web)) => Some(super::web::serve(
+                addr,
+                super::web::PageInfo {
+                    relay: true,
+                    ..super::web::PageInfo::of(web, relay.world.to_string(), args.dev, game::registry())
+                },
+            )?),
+            _ => None,
+        };
         println!(
             "{}",
             serde_json::json!({
@@ -93,6 +115,7 @@ pub(crate) fn run(args: RelayArgs) -> anyhow::Result<i32> {
                 "fingerprint": relay.server.identity.to_string(),
                 "world": relay.world.to_string(),
                 "upstream": args.upstream.to_string(),
+                "web": page.map(|a| format!("http://{a}/")),
             })
         );
         let signal = super::signals::stop_signal().await;

@@ -4,8 +4,9 @@
 //! (`web/dist/hoard.js`) and the game drawn on a canvas (`web/dist/demo.js`),
 //! both built into the binary, and `/hoard.json`: where the WebTransport
 //! endpoint is, the development certificate's hashes, the world's identity,
-//! the game's registry, the zone a player starts in and whether `dev:`
-//! tokens are taken.
+//! the game's registry, the zone a player starts in, whether `dev:`
+//! tokens are taken, and whether this is a relay (`hoard-demo relay --web`),
+//! through which the page asks for the world's signed heads.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,6 +27,9 @@ pub(crate) struct PageInfo {
     pub(crate) registry: PublishRegistry,
     /// Where a player starts unless the page's URL names a zone.
     pub(crate) start_zone: String,
+    /// A relay's page: the page checks every shard against the world's
+    /// signature (`world` in `HoardWebClient.connect`).
+    pub(crate) relay: bool,
 }
 
 impl PageInfo {
@@ -37,6 +41,7 @@ impl PageInfo {
             dev,
             registry,
             start_zone: "meadow".to_owned(),
+            relay: false,
         }
     }
 
@@ -64,6 +69,7 @@ impl PageInfo {
             "dev": self.dev,
             "registry": registry,
             "startZone": self.start_zone,
+            "relay": self.relay,
         })
         .to_string()
     }
@@ -93,9 +99,15 @@ pub(crate) fn serve(addr: SocketAddr, info: PageInfo) -> anyhow::Result<SocketAd
                     continue;
                 }
             };
-            let header = tiny_http::Header::from_bytes(&b"Content-Type"[..], kind.as_bytes());
             let mut response = tiny_http::Response::from_string(body);
-            if let Ok(header) = header {
+            if let Ok(header) = tiny_http::Header::from_bytes(&b"Content-Type"[..], kind.as_bytes()) {
+                response = response.with_header(header);
+            }
+            // Any page may read where this endpoint is (a game's own page
+            // playing through a relay, `?relay=`): it is public.
+            if kind == "application/json"
+                && let Ok(header) = tiny_http::Header::from_bytes(&b"Access-Control-Allow-Origin"[..], &b"*"[..])
+            {
                 response = response.with_header(header);
             }
             if let Err(e) = request.respond(response) {

@@ -33,7 +33,7 @@ use hoard_proto::sync::tick::{TickInput, TickOutput};
 use hoard_proto::wire::HeadProof;
 
 use super::client::{ClientError, ClientOptions, ClientUpdate, HoardClient};
-use super::server::{Command, GameRules, Outbox, ServerError, ServerHandle, ServerOptions, bind};
+use super::server::{Command, GameRules, Outbox, ServerError, ServerHandle, ServerOptions, WebTransportOptions, bind};
 
 /// How to run a relay.
 #[derive(Clone, Debug)]
@@ -68,6 +68,11 @@ pub struct RelayOptions {
     /// secret (`token.secret`), which lets it act as any player. Off: intents
     /// are refused with a reason and players act at the origin.
     pub carry_actions: bool,
+    /// A WebTransport endpoint for browsers beside the raw QUIC one (see
+    /// [`WebTransportOptions`]). A browser through a relay names the world
+    /// (`world` in `@hoard/web`'s `connect`) and checks every signed head,
+    /// as a native client does. Default: none.
+    pub web_transport: Option<WebTransportOptions>,
 }
 
 /// Why a relay could not start.
@@ -247,6 +252,7 @@ async fn start(
     server_options.dev_mode = options.dev_mode;
     server_options.max_connections = options.max_connections;
     server_options.max_connections_per_ip = options.max_connections_per_ip;
+    server_options.web_transport = options.web_transport.clone();
     let rules = GameRules {
         registry: registry.hash(),
         intents: hoard_proto::intents::IntentRegistry::any(),

@@ -39,6 +39,7 @@ fn relay_options(
         max_connections: 1000,
         max_connections_per_ip: 1000,
         carry_actions: false,
+        web_transport: None,
     }
 }
 
