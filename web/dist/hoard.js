@@ -2104,6 +2104,11 @@ var IndexedDbStore = class _IndexedDbStore {
     for (const key of keys) {
       if (key.startsWith(this.prefix) && !key.startsWith(`${this.prefix}${keep}/`)) store.delete(key);
     }
+    await new Promise((resolve, reject) => {
+      tx.oncomplete = () => resolve();
+      tx.onerror = () => reject(tx.error);
+      tx.onabort = () => reject(tx.error);
+    });
   }
 };
 
@@ -3393,6 +3398,12 @@ var HoardWebClient = class _HoardWebClient {
   transientOf(zone) {
     return this.transient.get(zone);
   }
+  /**
+   * False once the store refused a copy (the browser's quota full even
+   * after evicting the world's other zones): from then on the client keeps
+   * copies in memory only, and a later visit fetches what was not kept.
+   */
+  persistent = true;
   /** Whether the session has ended (and why). */
   get closed() {
     return this.closedReason;
@@ -3812,6 +3823,7 @@ var HoardWebClient = class _HoardWebClient {
     } catch (e) {
       console.warn("hoard: could not cache a shard; going on uncached", e);
       this.store = new MemoryStore();
+      this.persistent = false;
     }
   }
 };

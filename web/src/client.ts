@@ -336,6 +336,13 @@ export class HoardWebClient {
     return this.transient.get(zone);
   }
 
+  /**
+   * False once the store refused a copy (the browser's quota full even
+   * after evicting the world's other zones): from then on the client keeps
+   * copies in memory only, and a later visit fetches what was not kept.
+   */
+  persistent = true;
+
   /** Whether the session has ended (and why). */
   get closed(): Error | null {
     return this.closedReason;
@@ -804,6 +811,7 @@ export class HoardWebClient {
       // Uncached from here on: the world is still right, only not kept.
       console.warn("hoard: could not cache a shard; going on uncached", e);
       this.store = new MemoryStore();
+      this.persistent = false;
     }
   }
 }

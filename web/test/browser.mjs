@@ -21,6 +21,10 @@
 //    (`?relay=`) enters the meadow warm from the copies the origin gave her
 //    (the cache is the world's, whichever way the data came), every shard's
 //    signed head checked, and sees a house bob (native, at the origin) builds.
+// 8. a browser whose storage quota is full (Chromium's own quota, set small
+//    over CDP for a fresh origin) still enters the meadow whole, says it
+//    keeps nothing (`persistent` false), and plays on (a tile changed,
+//    drawn once processed).
 //
 // Writes the figures (target/web-check/web-check.json) and a screenshot.
 // Usage: node test/browser.mjs [path/to/hoard-demo]
@@ -243,6 +247,26 @@ results.relay_warm = v;
 await event(native("bob", ["--act", '{"Move":{"zone":0,"x":132,"y":130}}', "--act", '{"Build":{"name":"relayed"}}', "--exit-after-ready"]), "zone_ready").catch((e) => fail(e.message));
 await until(relayed, "bob's house, built at the origin, is drawn through the relay", () => game.houses.some((h) => h.owner === "bob" && h.x === 132 && h.y === 130));
 results.relay_delta = true;
+
+// 8. A full storage quota: the entry completes, the client goes on uncached.
+const fullOrigin = new URL(listening.web);
+fullOrigin.hostname = "localhost"; // another origin: storage of its own
+const full = await browser.newPage();
+full.on("pageerror", (e) => fail(`the page with a full quota threw: ${e.message}`));
+const cdp = await browser.newCDPSession(full);
+await cdp.send("Storage.overrideQuotaForOrigin", { origin: fullOrigin.origin, quotaSize: 16 * 1024 });
+await full.goto(`${fullOrigin.origin}/?player=erin&zone=meadow`);
+await full.waitForFunction(() => document.getElementById("entry-stats").textContent.length > 0, null, { timeout: 60_000 });
+const q = JSON.parse(await full.textContent("#entry-stats"));
+const now = await relayed.evaluate(() => [...hoard.shards("meadow").values()].reduce((n, copy) => n + copy.objects.length, 0));
+if (q.error || q.snapshot !== q.shards || q.objects !== now) fail(`a full quota still enters the whole zone: ${JSON.stringify(q)}`);
+await until(full, "the client says it keeps nothing", () => hoard.persistent === false);
+await until(full, "erin stands somewhere", () => game.player[0] > 0 && game.canStep());
+const [ex, ey] = await full.evaluate(() => game.player);
+const was = await full.evaluate(([x, y]) => game.tileAt(x, y), [ex, ey]);
+await full.keyboard.press(was === 4 ? "f" : "t");
+await until(full, "erin's change is drawn, uncached", ([x, y, was]) => game.tileAt(x, y) !== was && game.processed >= 1, [ex, ey, was]);
+results.quota_full = { entry: q, persistent: false, acted: true };
 writeFileSync(join(out, "web-check.json"), JSON.stringify(results, null, 2));
 console.log(JSON.stringify(results));
 const n = results.native_cold;
@@ -250,6 +274,7 @@ console.log(
   `browser check passed: cold ${c.snapshot} snapshots ${c.bytes_rx} B in ${c.ms} ms (native ${n.shards_snapshot} snapshots ${n.bytes_rx} B in ${n.elapsed_ms} ms); ` +
     `a changed tile and bob seen; reload ${w.fresh}/${w.shards} fresh ${w.bytes_rx} B down ${w.bytes_tx} B up in ${w.ms} ms; ` +
     `into the prefetched forest ${x.fresh}/${x.shards} fresh ${x.bytes_rx} B; ` +
+    `a full quota: ${q.snapshot} snapshots, uncached, playing on; ` +
     `through a relay: cold ${rc.snapshot} signed snapshots ${rc.bytes_rx} B, warm ${v.fresh}/${v.shards} up to date and signed ${v.bytes_rx} B down ${v.bytes_tx} B up, bob's house seen`,
 );
 cleanup();
