@@ -12,7 +12,8 @@
 // 4. a reload enters warm from IndexedDB (every shard fresh, the changed one
 //    too: its delta was cached), and so does a browser restart with the same
 //    profile directory;
-// 5. ann walks east into the forest: prefetched on the way, entered fresh;
+// 5. ann walks to the nearest item, picks it up and drops it at her feet;
+//    then east into the forest: prefetched on the way, entered fresh;
 // 6. a frame the server cannot decode ends the session with the server's
 //    code and reason, and the page lives on to show them; a forged token is
 //    refused at sign-in with its reason;
@@ -176,6 +177,27 @@ page = await browser.newPage();
 results.restart = await entry(page, false);
 const r = results.restart;
 if (r.fresh !== r.shards) fail(`after a browser restart the cache is still there: ${JSON.stringify(r)}`);
+
+// 4b. Walk to the nearest item, pick it up (it leaves the ground for ann's
+// inventory), and drop it where she then stands.
+const target = await page.evaluate(async () => {
+  const frame = () => new Promise((r) => requestAnimationFrame(r));
+  const away = (i) => Math.max(Math.abs(i.x - game.player[0]), Math.abs(i.y - game.player[1]));
+  const item = [...game.items].sort((a, b) => away(a) - away(b))[0];
+  if (!item) return null;
+  for (let steps = 0; away(item) > 1 && steps < 300; steps++) {
+    while (!game.canStep()) await frame();
+    const [x, y] = game.player;
+    game.key(item.x > x ? "ArrowRight" : item.x < x ? "ArrowLeft" : item.y > y ? "ArrowDown" : "ArrowUp");
+  }
+  return { id: String(item.id), kind: item.kind, at: [item.x, item.y], reached: away(item) <= 1 };
+});
+if (!target?.reached) fail(`ann reaches the nearest item: ${JSON.stringify(target)}`);
+await page.keyboard.press("g");
+await until(page, `item ${target.id} moves from the ground to ann's inventory`, (id) => game.inventory.some((i) => String(i.id) === id) && !game.items.some((i) => String(i.id) === id), target.id);
+await page.keyboard.press("r");
+await until(page, `item ${target.id} lies at ann's feet`, (id) => !game.inventory.some((i) => String(i.id) === id) && game.items.some((i) => String(i.id) === id && i.x === game.player[0] && i.y === game.player[1]), target.id);
+results.picked_up_and_dropped = target;
 
 // 5. Walk east to the meadow's edge: the forest beyond is prefetched on
 // the way (within 32 tiles of the edge), so crossing into it is all fresh.
