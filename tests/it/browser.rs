@@ -166,6 +166,22 @@ fn a_native_client_and_a_browser_see_each_others_changes() {
     assert_eq!(outcome["event"], "processed", "{outcome}");
     run_until(&mut server, &mut [&mut ann], |w| stones_of(w, 8) == Some(3));
 
+    // A live copy a delta does not follow (the page's copy of crate 10's
+    // shard made to claim one seq less) is repaired, and the change shows.
+    bob.send(json!({ "damage": 10 % 4 }));
+    assert_eq!(bob.next(&mut server, &mut ann)["event"], "damaged");
+    ann.world()
+        .resource::<Hoard>()
+        .send(&AddStones { object: 10, stones: 6 })
+        .expect("queued");
+    run_until(&mut server, &mut [&mut ann], |w| stones_of(w, 10) == Some(6));
+    bob.send(json!({ "expect": ["crate", 10, [6]] }));
+    let seen = bob.next(&mut server, &mut ann);
+    assert_eq!(seen["event"], "seen", "{seen}");
+    bob.send(json!({ "repairs": true }));
+    let repairs = bob.next(&mut server, &mut ann);
+    assert_eq!(repairs["live"], 1, "one repair mended the copy: {repairs}");
+
     // And a refusal reaches the browser with the game's code and reason.
     bob.send(json!({ "act": ["add_stones", [8, 1000]] }));
     let refused = bob.next(&mut server, &mut ann);

@@ -3140,6 +3140,28 @@ var ProofChecker = class _ProofChecker {
   }
 };
 
+// src/repair.ts
+var MAX_REPAIR_OBJECTS = 8192;
+function repairList(copy) {
+  return (copy?.objects ?? []).slice(0, MAX_REPAIR_OBJECTS).map((o) => [o.id, o.version, blake3(o.state).subarray(0, 8)]);
+}
+function rebuild(copy, manifest) {
+  if (manifest.type !== 147 /* Manifest */) throw new ProtocolError(`a repair answered with message type ${manifest.type}`);
+  const x = manifest.fields;
+  const shard = big(x[0]);
+  const mine = new Map((copy?.objects ?? []).map((o) => [o.id, o]));
+  const upserts = new Map(objectList(x[6]).map((o) => [o.id, o]));
+  const objects = [];
+  for (const id of idList(x[5])) {
+    const o = upserts.get(id) ?? mine.get(id);
+    if (!o) throw new ProtocolError(`shard ${shard}: the repair names object ${id} live but sends it nowhere`);
+    objects.push(o);
+  }
+  const digest = bin(x[4], 40);
+  if (!equalBytes(digestOf(objects), digest)) throw new ProtocolError(`shard ${shard}: the repaired copy's digest is not the server's`);
+  return { shard, epoch: big(x[1]), seq: big(x[3]), digest, objects };
+}
+
 // src/transient.ts
 var MAX_TRANSIENT = 64 * 1024;
 var MAX_PATCH_OPS = 4096;
@@ -3270,6 +3292,11 @@ var HoardWebClient = class _HoardWebClient {
   /** Followed entries under way, by zone. */
   inFlight = /* @__PURE__ */ new Map();
   intents = /* @__PURE__ */ new Map();
+  repairs = /* @__PURE__ */ new Map();
+  /** Live shards being repaired (`zone shard`), with the deltas that came meanwhile. */
+  mending = /* @__PURE__ */ new Map();
+  /** Live shards that need another repair once the one under way is done. */
+  mendAgain = /* @__PURE__ */ new Set();
   zoneListeners = [];
   transientListeners = [];
   messageListeners = [];
@@ -3318,9 +3345,10 @@ var HoardWebClient = class _HoardWebClient {
     const welcome = await client.control.next().catch((e) => e);
     const refused = welcome instanceof Error ? welcome : !welcome ? new ProtocolError("the server closed the control stream before Welcome") : welcome.type === 130 /* Error */ ? new ServerError(num(welcome.fields[0]), str(welcome.fields[1])) : welcome.type !== 129 /* Welcome */ ? new ProtocolError(`expected Welcome, got type ${welcome.type}`) : null;
     if (refused || !welcome || welcome instanceof Error) {
-      client.fail(refused ?? new ProtocolError("no Welcome"));
+      const why = refused instanceof ServerError ? refused : await _HoardWebClient.closeReason(wt) ?? refused ?? new ProtocolError("no Welcome");
+      client.fail(why);
       client.close();
-      throw refused;
+      throw why;
     }
     client.world = hex(bin(welcome.fields[1], 32));
     client.perspective = str(welcome.fields[2]);
@@ -3361,6 +3389,18 @@ var HoardWebClient = class _HoardWebClient {
       client.inFlight.set(options.enter, client.firstEntry);
     }
     return client;
+  }
+  /** The code and reason the server closed `wt` with, if it closes within 5 s. */
+  static async closeReason(wt) {
+    let timer;
+    const late = new Promise((resolve) => timer = setTimeout(() => resolve(null), 5e3));
+    const closed = wt.closed.then(
+      (info) => info.reason ? new ServerError(info.closeCode ?? 0, info.reason) : null,
+      () => null
+    );
+    const reason = await Promise.race([closed, late]);
+    clearTimeout(timer);
+    return reason;
   }
   /** The entry `ConnectOptions.enter` asked for. */
   firstEntry = null;
@@ -3404,6 +3444,8 @@ var HoardWebClient = class _HoardWebClient {
    * copies in memory only, and a later visit fetches what was not kept.
    */
   persistent = true;
+  /** Live copies repaired since connecting (a delta that did not follow its copy). */
+  liveRepairs = 0;
   /** Whether the session has ended (and why). */
   get closed() {
     return this.closedReason;
@@ -3480,17 +3522,8 @@ var HoardWebClient = class _HoardWebClient {
     if (subscribe) this.heldDeltas.set(zone, this.heldDeltas.get(zone) ?? []);
     try {
       const first = await this.enterOnce(zone, subscribe, await this.copiesOf(zone));
-      let stats = first.stats;
-      if (first.failed.length > 0) {
-        const copies = first.copies;
-        for (const shard of first.failed) copies.delete(shard);
-        const second = await this.enterOnce(zone, subscribe, copies);
-        if (second.failed.length > 0) throw new ProtocolError(`shards ${second.failed.join(", ")} failed twice`);
-        stats = second.stats;
-        stats.repaired = first.failed.length;
-        stats.bytes_rx += first.stats.bytes_rx;
-        stats.bytes_tx += first.stats.bytes_tx;
-      }
+      const stats = first.stats;
+      if (first.failed.length > 0 || first.unconfirmed.length > 0) await this.repairEntry(zone, subscribe, first, stats);
       stats.ms = Math.round(performance.now() - started);
       if (!subscribe) {
         stats.objects = [...first.copies.values()].reduce((n, c) => n + c.objects.length, 0);
@@ -3507,6 +3540,44 @@ var HoardWebClient = class _HoardWebClient {
         this.enter(zone, true).catch((e) => this.fail(e));
       }
     }
+  }
+  /**
+   * Repairs what an entry's answer did not verify (one more round trip):
+   * each failed copy; then the copies a mismatched `Fresh` selected are
+   * confirmed by its root over the repaired heads and theirs, or repaired
+   * too. A repair that does not verify either is fatal.
+   */
+  async repairEntry(zone, subscribe, first, stats) {
+    const fixed = /* @__PURE__ */ new Map();
+    const mend = async (shard) => {
+      const { copy, bytes, sent } = await this.repair(zone, shard, first.copies.get(shard));
+      fixed.set(shard, copy);
+      stats.repaired++;
+      stats.bytes_rx += bytes;
+      stats.bytes_tx += sent;
+    };
+    await Promise.all([...new Set(first.failed)].map(mend));
+    const confirmed = [];
+    for (const { selected, root } of first.unconfirmed) {
+      const others = selected.filter((c) => !fixed.has(c.shard));
+      if (equalBytes(freshRoot(selected.map((c) => fixed.get(c.shard) ?? c)), root)) confirmed.push(...others);
+      else await Promise.all(others.map((c) => mend(c.shard)));
+    }
+    stats.fresh += confirmed.length;
+    const into = subscribe ? this.live.get(zone) : first.copies;
+    for (const c of confirmed) into.set(c.shard, c);
+    fixed.forEach((copy, shard) => into.set(shard, copy));
+    await Promise.all([...fixed.values()].map((c) => this.save(zone, c)));
+  }
+  /** Sends a `Repair` of `shard` listing `copy`'s objects; resolves with the rebuilt, verified copy. */
+  async repair(zone, shard, copy) {
+    const request2 = this.nextRequest++;
+    const message = frame(4 /* Repair */, [request2, zone, shard, copy?.seq ?? 0n, repairList(copy)]);
+    const done = new Promise(
+      (resolve, reject) => this.repairs.set(request2, { zone, copy, resolve, reject })
+    );
+    await this.send(message);
+    return { ...await done, sent: message.length };
   }
   /** The copies to name for `zone`: those kept live, else the store's that verify. */
   async copiesOf(zone) {
@@ -3531,12 +3602,12 @@ var HoardWebClient = class _HoardWebClient {
       proofs
     ]);
     const answered = new Promise((resolve, reject) => this.entries.set(request2, { resolve, reject }));
-    const entry = { zone, subscribe, copies, held, failed: [] };
+    const entry = { zone, subscribe, copies, held, failed: [], unconfirmed: [] };
     this.entering.set(request2, entry);
     await this.send(message);
     const stats = await answered;
     stats.bytes_tx = message.length;
-    return { stats, failed: entry.failed, copies };
+    return { stats, failed: entry.failed, unconfirmed: entry.unconfirmed, copies };
   }
   async send(bytes) {
     if (this.closedReason) throw this.closedReason;
@@ -3549,6 +3620,8 @@ var HoardWebClient = class _HoardWebClient {
     this.entries.clear();
     for (const intent of this.intents.values()) intent.reject(e);
     this.intents.clear();
+    for (const repair of this.repairs.values()) repair.reject(e);
+    this.repairs.clear();
     this.checkerRefused?.(e);
   }
   async readControl() {
@@ -3612,6 +3685,7 @@ var HoardWebClient = class _HoardWebClient {
   async readStream(reader) {
     const first = await _HoardWebClient.whole(reader);
     if (!first) return;
+    if (first.type === 144 /* AnswerBegin */ && this.repairs.has(num(first.fields[0]))) return this.readRepair(reader, first);
     if (first.type === 144 /* AnswerBegin */) return this.readAnswer(reader, first);
     for (let f = first; f; f = await _HoardWebClient.whole(reader)) await this.onPushed(f);
   }
@@ -3705,12 +3779,41 @@ var HoardWebClient = class _HoardWebClient {
           const tags = bin(x[1]);
           const wrong = selected.filter((c, i) => tag(c) !== tags[i]);
           (wrong.length ? wrong : selected).forEach((c) => entry.failed.push(c.shard));
+          entry.unconfirmed.push({ selected, root: bin(x[2], 32) });
         }
       } else {
         throw new ProtocolError(`unexpected message type ${f.type} in an answer`);
       }
     }
     throw new ProtocolError("an answer stream ended before AnswerEnd");
+  }
+  /** A repair's answer: (a signed head,) the shard's `Manifest`, `AnswerEnd`. */
+  async readRepair(reader, begin) {
+    const request2 = num(begin.fields[0]);
+    const pending = this.repairs.get(request2);
+    const checker = this.checker ? await this.checker : null;
+    let proof;
+    let repaired;
+    let bytes = begin.bytes;
+    for (let f = await _HoardWebClient.whole(reader); f; f = await _HoardWebClient.whole(reader)) {
+      bytes += f.bytes;
+      if (f.type === 153 /* HeadProof */) {
+        if (!checker) continue;
+        proof = headProof(f);
+        await checker.check(proof, pending.copy);
+      } else if (f.type === 149 /* AnswerEnd */) {
+        if (!repaired) throw new ProtocolError(`repair ${request2} ended without its shard`);
+        this.repairs.delete(request2);
+        return pending.resolve({ copy: repaired, bytes });
+      } else {
+        repaired = rebuild(pending.copy, f);
+        if (checker) {
+          if (!proof || proof.shard !== repaired.shard) throw new ProofError(`shard ${repaired.shard}'s repair came without the world's signed head`);
+          checker.checkCopy(proof, repaired);
+        }
+      }
+    }
+    throw new ProtocolError("a repair's answer stream ended before AnswerEnd");
   }
   /** A message on the delta stream. */
   async onPushed(f) {
@@ -3736,6 +3839,11 @@ var HoardWebClient = class _HoardWebClient {
         if (held) {
           if (held.length < MAX_HELD_DELTAS) held.push(pushed);
           else this.again.add(zone);
+          return;
+        }
+        const mending = this.mending.get(`${zone} ${shard}`);
+        if (mending) {
+          if (mending.length < MAX_HELD_DELTAS) mending.push(pushed);
           return;
         }
         if (this.live.has(zone) && await this.applyDelta(zone, pushed)) {
@@ -3806,16 +3914,40 @@ var HoardWebClient = class _HoardWebClient {
     const applied = follows && !unsigned ? apply(copy, { ...f, fields: f.fields.slice(1) }) : null;
     if (!applied) {
       const why = unsigned ? "a delta without its signed head" : "a delta that does not follow the copy";
-      console.warn(`hoard: zone ${zone} shard ${shard}: ${why}; entering the zone again`);
-      shards.delete(shard);
-      if (this.heldDeltas.has(zone)) this.again.add(zone);
-      else this.enter(zone, true).catch((e) => this.fail(e));
+      console.warn(`hoard: zone ${zone} shard ${shard}: ${why}; repairing it`);
+      this.mendLive(zone, copy);
       return false;
     }
     if (proof) (await this.checker).checkCopy(proof, applied);
     shards.set(shard, applied);
     await this.save(zone, applied);
     return true;
+  }
+  /**
+   * Repairs a live copy a delta did not follow; the deltas that come
+   * meanwhile are held (bounded; past it, the next one that does not
+   * follow repairs again) and applied after.
+   */
+  mendLive(zone, copy) {
+    const key = `${zone} ${copy.shard}`;
+    if (this.mending.has(key)) {
+      this.mendAgain.add(key);
+      return;
+    }
+    this.mending.set(key, []);
+    this.repair(zone, copy.shard, copy).then(async ({ copy: repaired }) => {
+      const shards = this.live.get(zone);
+      if (!shards) return;
+      shards.set(copy.shard, repaired);
+      this.liveRepairs++;
+      await this.save(zone, repaired);
+      for (const pushed of this.mending.get(key) ?? []) await this.applyDelta(zone, pushed);
+      this.zoneListeners.forEach((l) => l(zone, shards));
+    }).catch((e) => this.fail(e)).finally(() => {
+      this.mending.delete(key);
+      const now = this.live.get(zone)?.get(copy.shard);
+      if (this.mendAgain.delete(key) && now && !this.closedReason) this.mendLive(zone, now);
+    });
   }
   async save(zone, copy) {
     try {
@@ -3853,6 +3985,7 @@ export {
   MAX_PATCH_OPS,
   MAX_PENDING_INTENTS,
   MAX_PENDING_PROOFS,
+  MAX_REPAIR_OBJECTS,
   MAX_SIGNATURE_BYTES,
   MAX_TRANSIENT,
   MemoryStore,
@@ -3865,13 +3998,17 @@ export {
   ZoneElsewhere,
   applyPatch,
   components,
+  decodeCopy,
   decodeValue,
   digestOf,
+  encodeCopy,
   encodeValue,
   frame,
   freshRoot,
   hex,
+  rebuild,
   registryHash,
+  repairList,
   setRoot,
   signedStatement,
   unpack

@@ -5,9 +5,9 @@
 // its copies in a ShardStore (IndexedDB by default), follows live deltas,
 // each zone's transient state and the game's messages, prefetches zones, and
 // sends intents whose outcome (`Processed` or `IntentRejected`) it reports.
-// A copy is used only once verified; a copy that fails is dropped and its
-// shard fetched whole by entering the zone again (a copy a delta does not
-// follow, likewise). Given the world's identity (`ConnectOptions.world`), it
+// A copy is used only once verified; a copy that fails is repaired in one
+// more round trip (`Repair`, repair.ts), as is a copy a live delta does not
+// follow. Given the world's identity (`ConnectOptions.world`), it
 // asks for the world's signed heads and checks each (proofs.ts): the way to
 // play through a relay, which cannot forge them.
 
@@ -17,6 +17,7 @@ import type { Registered } from "./digest.js";
 import { digestOf, equalBytes, freshRoot, hex, registryHash, tag } from "./digest.js";
 import type { HeadProof } from "./proofs.js";
 import { ProofChecker, ProofError, headProof } from "./proofs.js";
+import { rebuild, repairList } from "./repair.js";
 import { TransientState } from "./transient.js";
 import { encodeValue } from "./values.js";
 import type { Frame, WireObject } from "./wire.js";
@@ -147,7 +148,17 @@ interface Entering {
   subscribe: boolean;
   copies: Map<bigint, ShardCopy>;
   held: ShardCopy[];
+  /** Shards whose answer did not verify: each is repaired. */
   failed: bigint[];
+  /** Copies a `Fresh` selected whose root differed: confirmed once the blamed ones are repaired, or repaired too. */
+  unconfirmed: { selected: ShardCopy[]; root: Uint8Array }[];
+}
+
+interface PendingRepair {
+  zone: string;
+  copy: ShardCopy | undefined;
+  resolve: (repaired: { copy: ShardCopy; bytes: number }) => void;
+  reject: (e: Error) => void;
 }
 
 export class HoardWebClient {
@@ -176,6 +187,11 @@ export class HoardWebClient {
   /** Followed entries under way, by zone. */
   private readonly inFlight = new Map<string, Promise<EntryStats>>();
   private readonly intents = new Map<number, { resolve: () => void; reject: (e: Error) => void }>();
+  private readonly repairs = new Map<number, PendingRepair>();
+  /** Live shards being repaired (`zone shard`), with the deltas that came meanwhile. */
+  private readonly mending = new Map<string, Pushed[]>();
+  /** Live shards that need another repair once the one under way is done. */
+  private readonly mendAgain = new Set<string>();
   private zoneListeners: ZoneListener[] = [];
   private transientListeners: TransientListener[] = [];
   private messageListeners: MessageListener[] = [];
@@ -243,10 +259,13 @@ export class HoardWebClient {
               ? new ProtocolError(`expected Welcome, got type ${welcome.type}`)
               : null;
     if (refused || !welcome || welcome instanceof Error) {
-      // Not signed in: the session goes (and with it the pipelined entry).
-      client.fail(refused ?? new ProtocolError("no Welcome"));
+      // Not signed in. A server that refused closes the session with its
+      // code and reason, which may reach the page before (or instead of)
+      // its `Error` frame: that reason is the one to give.
+      const why = refused instanceof ServerError ? refused : ((await HoardWebClient.closeReason(wt)) ?? refused ?? new ProtocolError("no Welcome"));
+      client.fail(why);
       client.close();
-      throw refused;
+      throw why;
     }
     client.world = hex(bin(welcome.fields[1], 32));
     client.perspective = str(welcome.fields[2]);
@@ -289,6 +308,19 @@ export class HoardWebClient {
       client.inFlight.set(options.enter, client.firstEntry);
     }
     return client;
+  }
+
+  /** The code and reason the server closed `wt` with, if it closes within 5 s. */
+  private static async closeReason(wt: WebTransport): Promise<ServerError | null> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<null>((resolve) => (timer = setTimeout(() => resolve(null), 5000)));
+    const closed = wt.closed.then(
+      (info) => (info.reason ? new ServerError(info.closeCode ?? 0, info.reason) : null),
+      () => null,
+    );
+    const reason = await Promise.race([closed, late]);
+    clearTimeout(timer);
+    return reason;
   }
 
   /** The entry `ConnectOptions.enter` asked for. */
@@ -342,6 +374,8 @@ export class HoardWebClient {
    * copies in memory only, and a later visit fetches what was not kept.
    */
   persistent = true;
+  /** Live copies repaired since connecting (a delta that did not follow its copy). */
+  liveRepairs = 0;
 
   /** Whether the session has ended (and why). */
   get closed(): Error | null {
@@ -429,19 +463,8 @@ export class HoardWebClient {
     if (subscribe) this.heldDeltas.set(zone, this.heldDeltas.get(zone) ?? []);
     try {
       const first = await this.enterOnce(zone, subscribe, await this.copiesOf(zone));
-      let stats = first.stats;
-      if (first.failed.length > 0) {
-        // A copy that did not verify: enter again without it (its shard
-        // comes whole; the others are confirmed fresh again).
-        const copies = first.copies;
-        for (const shard of first.failed) copies.delete(shard);
-        const second = await this.enterOnce(zone, subscribe, copies);
-        if (second.failed.length > 0) throw new ProtocolError(`shards ${second.failed.join(", ")} failed twice`);
-        stats = second.stats;
-        stats.repaired = first.failed.length;
-        stats.bytes_rx += first.stats.bytes_rx;
-        stats.bytes_tx += first.stats.bytes_tx;
-      }
+      const stats = first.stats;
+      if (first.failed.length > 0 || first.unconfirmed.length > 0) await this.repairEntry(zone, subscribe, first, stats);
       stats.ms = Math.round(performance.now() - started);
       if (!subscribe) {
         stats.objects = [...first.copies.values()].reduce((n, c) => n + c.objects.length, 0);
@@ -460,6 +483,51 @@ export class HoardWebClient {
     }
   }
 
+  /**
+   * Repairs what an entry's answer did not verify (one more round trip):
+   * each failed copy; then the copies a mismatched `Fresh` selected are
+   * confirmed by its root over the repaired heads and theirs, or repaired
+   * too. A repair that does not verify either is fatal.
+   */
+  private async repairEntry(
+    zone: string,
+    subscribe: boolean,
+    first: { copies: Map<bigint, ShardCopy>; failed: bigint[]; unconfirmed: Entering["unconfirmed"] },
+    stats: EntryStats,
+  ): Promise<void> {
+    const fixed = new Map<bigint, ShardCopy>();
+    const mend = async (shard: bigint) => {
+      const { copy, bytes, sent } = await this.repair(zone, shard, first.copies.get(shard));
+      fixed.set(shard, copy);
+      stats.repaired++;
+      stats.bytes_rx += bytes;
+      stats.bytes_tx += sent;
+    };
+    await Promise.all([...new Set(first.failed)].map(mend));
+    const confirmed: ShardCopy[] = [];
+    for (const { selected, root } of first.unconfirmed) {
+      const others = selected.filter((c) => !fixed.has(c.shard));
+      if (equalBytes(freshRoot(selected.map((c) => fixed.get(c.shard) ?? c)), root)) confirmed.push(...others);
+      else await Promise.all(others.map((c) => mend(c.shard)));
+    }
+    stats.fresh += confirmed.length;
+    const into = subscribe ? this.live.get(zone)! : first.copies;
+    for (const c of confirmed) into.set(c.shard, c);
+    fixed.forEach((copy, shard) => into.set(shard, copy));
+    await Promise.all([...fixed.values()].map((c) => this.save(zone, c)));
+  }
+
+  /** Sends a `Repair` of `shard` listing `copy`'s objects; resolves with the rebuilt, verified copy. */
+  private async repair(zone: string, shard: bigint, copy: ShardCopy | undefined): Promise<{ copy: ShardCopy; bytes: number; sent: number }> {
+    const request = this.nextRequest++;
+    const message = frame(Type.Repair, [request, zone, shard, copy?.seq ?? 0n, repairList(copy)]);
+    const done = new Promise<{ copy: ShardCopy; bytes: number }>((resolve, reject) =>
+      this.repairs.set(request, { zone, copy, resolve, reject }),
+    );
+    await this.send(message);
+    return { ...(await done), sent: message.length };
+  }
+
   /** The copies to name for `zone`: those kept live, else the store's that verify. */
   private async copiesOf(zone: string): Promise<Map<bigint, ShardCopy>> {
     const live = this.live.get(zone);
@@ -475,7 +543,7 @@ export class HoardWebClient {
     zone: string,
     subscribe: boolean,
     copies: Map<bigint, ShardCopy>,
-  ): Promise<{ stats: EntryStats; failed: bigint[]; copies: Map<bigint, ShardCopy> }> {
+  ): Promise<{ stats: EntryStats; failed: bigint[]; unconfirmed: Entering["unconfirmed"]; copies: Map<bigint, ShardCopy> }> {
     const request = this.nextRequest++;
     const held = [...copies.values()].sort((a, b) => (a.shard < b.shard ? -1 : 1));
     const top = held.reduce((m, c) => (c.seq > m ? c.seq : m), 0n);
@@ -491,12 +559,12 @@ export class HoardWebClient {
       proofs,
     ]);
     const answered = new Promise<EntryStats>((resolve, reject) => this.entries.set(request, { resolve, reject }));
-    const entry: Entering = { zone, subscribe, copies, held, failed: [] };
+    const entry: Entering = { zone, subscribe, copies, held, failed: [], unconfirmed: [] };
     this.entering.set(request, entry);
     await this.send(message);
     const stats = await answered;
     stats.bytes_tx = message.length;
-    return { stats, failed: entry.failed, copies };
+    return { stats, failed: entry.failed, unconfirmed: entry.unconfirmed, copies };
   }
 
   private async send(bytes: Uint8Array): Promise<void> {
@@ -511,6 +579,8 @@ export class HoardWebClient {
     this.entries.clear();
     for (const intent of this.intents.values()) intent.reject(e);
     this.intents.clear();
+    for (const repair of this.repairs.values()) repair.reject(e);
+    this.repairs.clear();
     this.checkerRefused?.(e);
   }
 
@@ -585,6 +655,7 @@ export class HoardWebClient {
   private async readStream(reader: FrameReader): Promise<void> {
     const first = await HoardWebClient.whole(reader);
     if (!first) return;
+    if (first.type === Type.AnswerBegin && this.repairs.has(num(first.fields[0]))) return this.readRepair(reader, first);
     if (first.type === Type.AnswerBegin) return this.readAnswer(reader, first);
     for (let f: Frame | null = first; f; f = await HoardWebClient.whole(reader)) await this.onPushed(f);
   }
@@ -684,15 +755,46 @@ export class HoardWebClient {
           // Blame the copies whose tag differs; if none does, all of them.
           const tags = bin(x[1]);
           const wrong = selected.filter((c, i) => tag(c) !== tags[i]);
-          // None is kept on this answer: the next entry, without the blamed
-          // copies, confirms the others by a root of their own.
+          // The blamed copies are repaired; the others are confirmed by the
+          // root over the repaired heads and theirs (or repaired too).
           (wrong.length ? wrong : selected).forEach((c) => entry.failed.push(c.shard));
+          entry.unconfirmed.push({ selected, root: bin(x[2], 32) });
         }
       } else {
         throw new ProtocolError(`unexpected message type ${f.type} in an answer`);
       }
     }
     throw new ProtocolError("an answer stream ended before AnswerEnd");
+  }
+
+  /** A repair's answer: (a signed head,) the shard's `Manifest`, `AnswerEnd`. */
+  private async readRepair(reader: FrameReader, begin: Frame): Promise<void> {
+    const request = num(begin.fields[0]);
+    const pending = this.repairs.get(request)!;
+    const checker = this.checker ? await this.checker : null;
+    let proof: HeadProof | undefined;
+    let repaired: ShardCopy | undefined;
+    let bytes = begin.bytes;
+    for (let f = await HoardWebClient.whole(reader); f; f = await HoardWebClient.whole(reader)) {
+      bytes += f.bytes;
+      if (f.type === Type.HeadProof) {
+        if (!checker) continue;
+        proof = headProof(f);
+        await checker.check(proof, pending.copy);
+      } else if (f.type === Type.AnswerEnd) {
+        if (!repaired) throw new ProtocolError(`repair ${request} ended without its shard`);
+        this.repairs.delete(request);
+        return pending.resolve({ copy: repaired, bytes });
+      } else {
+        // A repair that does not verify is fatal (PROTOCOL.md): `rebuild` throws.
+        repaired = rebuild(pending.copy, f);
+        if (checker) {
+          if (!proof || proof.shard !== repaired.shard) throw new ProofError(`shard ${repaired.shard}'s repair came without the world's signed head`);
+          checker.checkCopy(proof, repaired);
+        }
+      }
+    }
+    throw new ProtocolError("a repair's answer stream ended before AnswerEnd");
   }
 
   /** A message on the delta stream. */
@@ -719,6 +821,11 @@ export class HoardWebClient {
         if (held) {
           if (held.length < MAX_HELD_DELTAS) held.push(pushed);
           else this.again.add(zone);
+          return;
+        }
+        const mending = this.mending.get(`${zone} ${shard}`);
+        if (mending) {
+          if (mending.length < MAX_HELD_DELTAS) mending.push(pushed);
           return;
         }
         if (this.live.has(zone) && (await this.applyDelta(zone, pushed))) {
@@ -792,16 +899,44 @@ export class HoardWebClient {
     const applied = follows && !unsigned ? apply(copy, { ...f, fields: f.fields.slice(1) }) : null;
     if (!applied) {
       const why = unsigned ? "a delta without its signed head" : "a delta that does not follow the copy";
-      console.warn(`hoard: zone ${zone} shard ${shard}: ${why}; entering the zone again`);
-      shards.delete(shard);
-      if (this.heldDeltas.has(zone)) this.again.add(zone);
-      else this.enter(zone, true).catch((e) => this.fail(e as Error));
+      console.warn(`hoard: zone ${zone} shard ${shard}: ${why}; repairing it`);
+      this.mendLive(zone, copy);
       return false;
     }
     if (proof) (await this.checker!).checkCopy(proof, applied);
     shards.set(shard, applied);
     await this.save(zone, applied);
     return true;
+  }
+
+  /**
+   * Repairs a live copy a delta did not follow; the deltas that come
+   * meanwhile are held (bounded; past it, the next one that does not
+   * follow repairs again) and applied after.
+   */
+  private mendLive(zone: string, copy: ShardCopy): void {
+    const key = `${zone} ${copy.shard}`;
+    if (this.mending.has(key)) {
+      this.mendAgain.add(key);
+      return;
+    }
+    this.mending.set(key, []);
+    this.repair(zone, copy.shard, copy)
+      .then(async ({ copy: repaired }) => {
+        const shards = this.live.get(zone);
+        if (!shards) return; // left meanwhile
+        shards.set(copy.shard, repaired);
+        this.liveRepairs++;
+        await this.save(zone, repaired);
+        for (const pushed of this.mending.get(key) ?? []) await this.applyDelta(zone, pushed);
+        this.zoneListeners.forEach((l) => l(zone, shards));
+      })
+      .catch((e) => this.fail(e as Error))
+      .finally(() => {
+        this.mending.delete(key);
+        const now = this.live.get(zone)?.get(copy.shard);
+        if (this.mendAgain.delete(key) && now && !this.closedReason) this.mendLive(zone, now);
+      });
   }
 
   private async save(zone: string, copy: ShardCopy): Promise<void> {

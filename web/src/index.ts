@@ -3,7 +3,8 @@ export { HoardWebClient, MAX_HELD_DELTAS, MAX_PENDING_PROOFS, MAX_PENDING_INTENT
 export type { ConnectOptions, EntryStats, MessageListener, TransientListener, ZoneListener } from "./client.js";
 export { MAX_SIGNATURE_BYTES, ProofChecker, ProofError, setRoot, signedStatement } from "./proofs.js";
 export type { HeadProof } from "./proofs.js";
-export { IndexedDbStore, MemoryStore } from "./cache.js";
+export { IndexedDbStore, MemoryStore, decodeCopy, encodeCopy } from "./cache.js";
+export { MAX_REPAIR_OBJECTS, rebuild, repairList } from "./repair.js";
 export type { ShardCopy, ShardStore } from "./cache.js";
 export { digestOf, freshRoot, registryHash, hex } from "./digest.js";
 export type { Registered } from "./digest.js";

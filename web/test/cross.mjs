@@ -10,6 +10,10 @@
 //   {"act":[kind, value]}             → {"event":"processed"} | {"event":"refused","code":…,"message":…}
 //   {"expect":[component, id, value]} → {"event":"seen"} once object `id`'s
 //                                       `component` decodes to `value` (JSON-equal)
+//   {"damage":shard}                  → {"event":"damaged"} once the live copy of
+//                                       `shard` claims one seq less than it has
+//                                       (the next delta will not follow it)
+//   {"repairs":true}                  → {"event":"repairs","live":n}
 //
 // It ends when stdin closes, and after 120 s whatever happens.
 // Usage: node test/cross.mjs '{"url":…,"certificateHashes":[hex…],"token":…,"registry":[…],"zone":…,"world":hex|null}'
@@ -100,6 +104,15 @@ for await (const line of createInterface({ input: process.stdin })) {
       [kind, value],
     );
     say(outcome);
+  } else if (command.damage !== undefined) {
+    await page.evaluate((shard) => {
+      const live = hoard.live.get(zone);
+      const copy = live.get(BigInt(shard));
+      live.set(copy.shard, { ...copy, seq: copy.seq - 1n });
+    }, command.damage);
+    say({ event: "damaged" });
+  } else if (command.repairs) {
+    say({ event: "repairs", live: await page.evaluate(() => hoard.liveRepairs) });
   } else if (command.expect) {
     const [component, id, value] = command.expect;
     await page.waitForFunction(([c, id, v]) => valueOf(c, id) === v, [component, id, JSON.stringify(value)], { timeout: 30_000 });

@@ -5,7 +5,7 @@ import { generateKeyPairSync, sign } from "node:crypto";
 import assert from "node:assert/strict";
 import { blake3 } from "@noble/hashes/blake3.js";
 import {
-  ProofChecker, ProofError, setRoot, signedStatement, FrameDecoder, TransientState, unpack, applyPatch, components, decodeValue, digestOf, encodeValue, frame as encodeFrame, freshRoot, hex, registryHash,
+  ProofChecker, ProofError, rebuild, repairList, setRoot, signedStatement, FrameDecoder, TransientState, unpack, applyPatch, components, decodeValue, digestOf, encodeValue, frame as encodeFrame, freshRoot, hex, registryHash,
 } from "../dist/hoard.js";
 
 const golden = (name) => new Uint8Array(readFileSync(new URL(`../../proto/tests/golden/${name}`, import.meta.url)));
@@ -44,7 +44,7 @@ const head = (shard) => ({ shard, epoch: 0x1122334455667788n, seq: 11n, digest }
 assert.equal(hex(freshRoot([head(4n), head(5n)])).slice(0, 8), "b6091ea3");
 
 // What the client sends is byte for byte the golden frames (shortest forms).
-for (const name of ["01-hello.bin", "02-enter-zone.bin", "03-leave-zone.bin", "05-intent.bin"]) {
+for (const name of ["01-hello.bin", "02-enter-zone.bin", "03-leave-zone.bin", "04-repair.bin", "05-intent.bin"]) {
   const bytes = golden(name);
   const d = new FrameDecoder(256 * 1024);
   d.push(bytes);
@@ -119,6 +119,28 @@ const itemState = Uint8Array.from([0x81, 0xa4, 0x69, 0x74, 0x65, 0x6d, 0xc4, 0x0
 assert.deepEqual([...components(itemState)], [["item", ["wood", 3, 10, 12]]]);
 assert.throws(() => components(Uint8Array.of(0x93, 1, 2, 3)), /not a map/);
 
+// Repairs: a copy's list is (id, version, first 8 bytes of BLAKE3(state));
+// the Manifest golden (live 42 and 43, 42 sent) rebuilds the two-object
+// shard from a copy holding 43 and a stale 41, and nothing else will do.
+{
+  const d = new FrameDecoder(1 << 20);
+  d.push(golden("93-manifest.bin"));
+  const manifest = d.next();
+  const o41 = { id: 41n, version: 1n, state: Uint8Array.of(0x80) };
+  const copy = { shard: 3n, epoch: 5n, seq: 2n, digest: new Uint8Array(40), objects: [o41, o43] };
+  assert.deepEqual(
+    repairList(copy).map(([id, v, h]) => [id, v, hex(h)]),
+    [[41n, 1n, hex(blake3(o41.state)).slice(0, 16)], [43n, 9n, hex(blake3(o43.state)).slice(0, 16)]],
+  );
+  assert.equal(repairList(undefined).length, 0);
+  const repaired = rebuild(copy, manifest);
+  assert.deepEqual([repaired.shard, repaired.epoch, repaired.seq, hex(repaired.digest)], [3n, 5n, 11n, two]);
+  assert.deepEqual(repaired.objects.map((o) => o.id), [42n, 43n]);
+  assert.throws(() => rebuild({ ...copy, objects: [o41] }, manifest), /object 43 live but sends it nowhere/);
+  const wrong43 = { ...o43, state: Uint8Array.of(0x80) };
+  assert.throws(() => rebuild({ ...copy, objects: [wrong43] }, manifest), /digest is not the server's/);
+}
+
 // Signed heads (PROTOCOL.md, "Signed shard heads and relays"): the worked
 // example's set root, statement and Ed25519 signature, from the goldens.
 {
@@ -171,4 +193,4 @@ assert.throws(() => components(Uint8Array.of(0x93, 1, 2, 3)), /not a map/);
   await assert.rejects(ProofChecker.of(p256World, "world", spki).check({ ...p256, signature: p256.signature.subarray(1) }), /does not verify/);
 }
 
-console.log("vectors: registry hashes, digests, the Snapshot golden, the fresh root, frame limits, Packed frames, transient patches, signed heads and the demo's values agree with PROTOCOL.md");
+console.log("vectors: registry hashes, digests, the Snapshot golden, the fresh root, frame limits, Packed frames, transient patches, repairs, signed heads and the demo's values agree with PROTOCOL.md");
