@@ -2946,6 +2946,25 @@ var FrameReader = class {
     });
   }
 };
+async function readWhole(reader) {
+  const f = await reader.next();
+  if (!f || f.type !== 150 /* Parts */) return f;
+  const count = num(f.fields[0]);
+  const message = await reader.next();
+  if (!message) throw new ProtocolError("the stream ended after Parts");
+  const list = message.type === 148 /* Snapshot */ ? 5 : message.type === 160 /* Delta */ ? 7 : 6;
+  const objects = objectList(message.fields[list]);
+  let bytes = f.bytes + message.bytes;
+  for (let i = 0; i < count; i++) {
+    const more = await reader.next();
+    if (!more || more.type !== 151 /* More */) throw new ProtocolError("Parts not followed by its More frames");
+    objects.push(...objectList(more.fields[0]));
+    bytes += more.bytes;
+  }
+  message.fields[list] = objects;
+  message.bytes = bytes;
+  return message;
+}
 function big(v) {
   if (typeof v === "bigint") return v;
   if (typeof v === "number" && Number.isInteger(v) && v >= 0) return BigInt(v);
@@ -3002,6 +3021,7 @@ function objectList(v) {
 
 // src/proofs.ts
 var MAX_SIGNATURE_BYTES = 512;
+var MAX_PENDING_PROOFS = 4096;
 var MAX_WORLD_KEY_BYTES = 1024;
 var MAX_REMEMBERED_HEADS = 65536;
 var SCHEME_ECDSA_P256_SHA256 = 1027;
@@ -3139,6 +3159,49 @@ var ProofChecker = class _ProofChecker {
     if (this.newest.size > MAX_REMEMBERED_HEADS) this.newest.delete(this.newest.keys().next().value);
   }
 };
+var PendingProofs = class {
+  /** `awaiting`: what they wait for, for the error past the bound. */
+  constructor(awaiting) {
+    this.awaiting = awaiting;
+  }
+  awaiting;
+  byShard = /* @__PURE__ */ new Map();
+  /** Checks the `HeadProof` frame `f` (against `held`, the copy named, if any) and keeps it for its shard. */
+  async hold(checker, f, held) {
+    const proof = headProof(f);
+    if (this.byShard.size >= MAX_PENDING_PROOFS && !this.byShard.has(proof.shard)) {
+      throw new ProtocolError(`more than ${MAX_PENDING_PROOFS} signed heads without their ${this.awaiting}`);
+    }
+    await checker.check(proof, held);
+    this.byShard.set(proof.shard, proof);
+  }
+  /** The head kept for `shard`, taken. */
+  take(shard) {
+    const proof = this.byShard.get(shard);
+    this.byShard.delete(shard);
+    return proof;
+  }
+};
+
+// src/shard.ts
+function objectsAfter(base, manifest, ids, upserts) {
+  const byId = new Map(base.map((o) => [o.id, o]));
+  if (manifest) {
+    const keep = new Set(ids);
+    for (const id of [...byId.keys()]) if (!keep.has(id)) byId.delete(id);
+  } else {
+    for (const id of ids) byId.delete(id);
+  }
+  for (const o of upserts) byId.set(o.id, o);
+  return [...byId.values()].sort((a, b) => a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+}
+function applyMessage(base, f) {
+  const x = f.fields;
+  const objects = objectsAfter(base.objects, f.type === 147 /* Manifest */, idList(x[5]), objectList(x[6]));
+  const digest = bin(x[4], 40);
+  if (!equalBytes(digestOf(objects), digest)) return null;
+  return { shard: base.shard, epoch: base.epoch, seq: big(x[3]), digest, objects };
+}
 
 // src/repair.ts
 var MAX_REPAIR_OBJECTS = 8192;
@@ -3149,14 +3212,11 @@ function rebuild(copy, manifest) {
   if (manifest.type !== 147 /* Manifest */) throw new ProtocolError(`a repair answered with message type ${manifest.type}`);
   const x = manifest.fields;
   const shard = big(x[0]);
-  const mine = new Map((copy?.objects ?? []).map((o) => [o.id, o]));
-  const upserts = new Map(objectList(x[6]).map((o) => [o.id, o]));
-  const objects = [];
-  for (const id of idList(x[5])) {
-    const o = upserts.get(id) ?? mine.get(id);
-    if (!o) throw new ProtocolError(`shard ${shard}: the repair names object ${id} live but sends it nowhere`);
-    objects.push(o);
-  }
+  const live = idList(x[5]);
+  const objects = objectsAfter(copy?.objects ?? [], true, live, objectList(x[6]));
+  const sent = new Set(objects.map((o) => o.id));
+  const missing = live.find((id) => !sent.has(id));
+  if (missing !== void 0) throw new ProtocolError(`shard ${shard}: the repair names object ${missing} live but sends it nowhere`);
   const digest = bin(x[4], 40);
   if (!equalBytes(digestOf(objects), digest)) throw new ProtocolError(`shard ${shard}: the repaired copy's digest is not the server's`);
   return { shard, epoch: big(x[1]), seq: big(x[3]), digest, objects };
@@ -3257,7 +3317,6 @@ var ZoneElsewhere = class extends Error {
 };
 var MAX_PENDING_INTENTS = 256;
 var MAX_HELD_DELTAS = 4096;
-var MAX_PENDING_PROOFS = 4096;
 var HoardWebClient = class _HoardWebClient {
   constructor(wt, stream, options) {
     this.wt = wt;
@@ -3305,7 +3364,7 @@ var HoardWebClient = class _HoardWebClient {
   checker = null;
   checkerRefused = null;
   /** Signed heads read on the delta stream, awaiting their `Delta`. */
-  deltaProofs = /* @__PURE__ */ new Map();
+  deltaProofs = new PendingProofs("deltas");
   /**
    * Connects and signs in. With `enter`, the zone's entry goes right
    * behind `Hello` in the same flight (as PROTOCOL.md's pipelining allows),
@@ -3662,32 +3721,12 @@ var HoardWebClient = class _HoardWebClient {
       });
     }
   }
-  /** Reads a frame, joining `Parts` + message + `More`s into one message. */
-  static async whole(reader) {
-    const f = await reader.next();
-    if (!f || f.type !== 150 /* Parts */) return f;
-    const count = num(f.fields[0]);
-    const message = await reader.next();
-    if (!message) throw new ProtocolError("the stream ended after Parts");
-    const list = message.type === 148 /* Snapshot */ ? 5 : message.type === 160 /* Delta */ ? 7 : 6;
-    const objects = objectList(message.fields[list]);
-    let bytes = f.bytes + message.bytes;
-    for (let i = 0; i < count; i++) {
-      const more = await reader.next();
-      if (!more || more.type !== 151 /* More */) throw new ProtocolError("Parts not followed by its More frames");
-      objects.push(...objectList(more.fields[0]));
-      bytes += more.bytes;
-    }
-    message.fields[list] = objects;
-    message.bytes = bytes;
-    return message;
-  }
   async readStream(reader) {
-    const first = await _HoardWebClient.whole(reader);
+    const first = await readWhole(reader);
     if (!first) return;
     if (first.type === 144 /* AnswerBegin */ && this.repairs.has(num(first.fields[0]))) return this.readRepair(reader, first);
     if (first.type === 144 /* AnswerBegin */) return this.readAnswer(reader, first);
-    for (let f = first; f; f = await _HoardWebClient.whole(reader)) await this.onPushed(f);
+    for (let f = first; f; f = await readWhole(reader)) await this.onPushed(f);
   }
   async readAnswer(reader, begin) {
     const request2 = num(begin.fields[0]);
@@ -3707,27 +3746,20 @@ var HoardWebClient = class _HoardWebClient {
     if (!entry) return reader.cancel();
     const next = /* @__PURE__ */ new Map();
     const checker = this.checker ? await this.checker : null;
-    const proven = /* @__PURE__ */ new Map();
+    const proven = new PendingProofs("shards");
     const keep = (copy) => {
       if (checker) {
-        const proof = proven.get(copy.shard);
+        const proof = proven.take(copy.shard);
         if (!proof) throw new ProofError(`shard ${copy.shard} came without the world's signed head`);
-        proven.delete(copy.shard);
         checker.checkCopy(proof, copy);
       }
       next.set(copy.shard, copy);
     };
-    for (let f = await _HoardWebClient.whole(reader); f; f = await _HoardWebClient.whole(reader)) {
+    for (let f = await readWhole(reader); f; f = await readWhole(reader)) {
       stats.bytes_rx += f.bytes;
       const x = f.fields;
       if (f.type === 153 /* HeadProof */) {
-        if (!checker) continue;
-        const proof = headProof(f);
-        if (proven.size >= MAX_PENDING_PROOFS && !proven.has(proof.shard)) {
-          throw new ProtocolError(`more than ${MAX_PENDING_PROOFS} signed heads without their shards`);
-        }
-        await checker.check(proof, entry.copies.get(proof.shard));
-        proven.set(proof.shard, proof);
+        if (checker) await proven.hold(checker, f, entry.copies.get(big(f.fields[0])));
         continue;
       }
       if (f.type === 149 /* AnswerEnd */) {
@@ -3753,12 +3785,12 @@ var HoardWebClient = class _HoardWebClient {
       } else if (f.type === 146 /* Changes */ || f.type === 147 /* Manifest */) {
         const shard = big(x[0]);
         const base = entry.copies.get(shard);
-        const applied = base && base.epoch === big(x[1]) && base.seq === big(x[2]) ? apply(base, f) : null;
+        const applied = base && base.epoch === big(x[1]) && base.seq === big(x[2]) ? applyMessage(base, f) : null;
         if (applied) {
           keep(applied);
           stats.delta++;
         } else {
-          proven.delete(shard);
+          proven.take(shard);
           entry.failed.push(shard);
         }
       } else if (f.type === 145 /* UpToDate */) {
@@ -3795,7 +3827,7 @@ var HoardWebClient = class _HoardWebClient {
     let proof;
     let repaired;
     let bytes = begin.bytes;
-    for (let f = await _HoardWebClient.whole(reader); f; f = await _HoardWebClient.whole(reader)) {
+    for (let f = await readWhole(reader); f; f = await readWhole(reader)) {
       bytes += f.bytes;
       if (f.type === 153 /* HeadProof */) {
         if (!checker) continue;
@@ -3820,21 +3852,13 @@ var HoardWebClient = class _HoardWebClient {
     const x = f.fields;
     switch (f.type) {
       case 153 /* HeadProof */: {
-        if (!this.checker) return;
-        const checker = await this.checker;
-        const proof = headProof(f);
-        if (this.deltaProofs.size >= MAX_PENDING_PROOFS && !this.deltaProofs.has(proof.shard)) {
-          throw new ProtocolError(`more than ${MAX_PENDING_PROOFS} signed heads without their deltas`);
-        }
-        await checker.check(proof);
-        this.deltaProofs.set(proof.shard, proof);
+        if (this.checker) await this.deltaProofs.hold(await this.checker, f);
         return;
       }
       case 160 /* Delta */: {
         const zone = str(x[0]);
         const shard = big(x[1]);
-        const pushed = { frame: f, proof: this.deltaProofs.get(shard) };
-        this.deltaProofs.delete(shard);
+        const pushed = { frame: f, proof: this.deltaProofs.take(shard) };
         const held = this.heldDeltas.get(zone);
         if (held) {
           if (held.length < MAX_HELD_DELTAS) held.push(pushed);
@@ -3911,7 +3935,7 @@ var HoardWebClient = class _HoardWebClient {
     if (big(f.fields[4]) <= copy.seq) return false;
     const follows = copy.epoch === big(f.fields[2]) && copy.seq === big(f.fields[3]);
     const unsigned = this.checker !== null && proof === void 0;
-    const applied = follows && !unsigned ? apply(copy, { ...f, fields: f.fields.slice(1) }) : null;
+    const applied = follows && !unsigned ? applyMessage(copy, { ...f, fields: f.fields.slice(1) }) : null;
     if (!applied) {
       const why = unsigned ? "a delta without its signed head" : "a delta that does not follow the copy";
       console.warn(`hoard: zone ${zone} shard ${shard}: ${why}; repairing it`);
@@ -3959,21 +3983,6 @@ var HoardWebClient = class _HoardWebClient {
     }
   }
 };
-function apply(base, f) {
-  const x = f.fields;
-  const byId = new Map(base.objects.map((o) => [o.id, o]));
-  if (f.type === 147 /* Manifest */) {
-    const keep = new Set(idList(x[5]));
-    for (const id of [...byId.keys()]) if (!keep.has(id)) byId.delete(id);
-  } else {
-    for (const id of idList(x[5])) byId.delete(id);
-  }
-  for (const o of objectList(x[6])) byId.set(o.id, o);
-  const objects = [...byId.values()].sort((a, b) => a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
-  const digest = bin(x[4], 40);
-  if (!equalBytes(digestOf(objects), digest)) return null;
-  return { shard: base.shard, epoch: base.epoch, seq: big(x[3]), digest, objects };
-}
 export {
   CODEC_ZSTD,
   FrameDecoder,

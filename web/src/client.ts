@@ -16,11 +16,12 @@ import { IndexedDbStore, MemoryStore } from "./cache.js";
 import type { Registered } from "./digest.js";
 import { digestOf, equalBytes, freshRoot, hex, registryHash, tag } from "./digest.js";
 import type { HeadProof } from "./proofs.js";
-import { ProofChecker, ProofError, headProof } from "./proofs.js";
+import { PendingProofs, ProofChecker, ProofError, headProof } from "./proofs.js";
 import { rebuild, repairList } from "./repair.js";
+import { applyMessage } from "./shard.js";
 import { TransientState } from "./transient.js";
 import { encodeValue } from "./values.js";
-import type { Frame, WireObject } from "./wire.js";
+import type { Frame } from "./wire.js";
 import {
   CODEC_ZSTD,
   FrameReader,
@@ -33,9 +34,9 @@ import {
   bin,
   encodeIdList,
   frame,
-  idList,
   num,
   objectList,
+  readWhole,
   str,
 } from "./wire.js";
 
@@ -129,8 +130,6 @@ export type MessageListener = (kind: string, zone: string | null, payload: Uint8
 export const MAX_PENDING_INTENTS = 256;
 /** Most deltas held for a zone while it is being entered; past it, the zone is entered again once ready. */
 export const MAX_HELD_DELTAS = 4096;
-/** Most signed heads awaiting their shard's message at once (per answer, and on the delta stream). */
-export const MAX_PENDING_PROOFS = 4096;
 
 /** A `Delta` and the signed head that came before it (when the client asks for them). */
 interface Pushed {
@@ -200,7 +199,7 @@ export class HoardWebClient {
   private checker: Promise<ProofChecker> | null = null;
   private checkerRefused: ((e: Error) => void) | null = null;
   /** Signed heads read on the delta stream, awaiting their `Delta`. */
-  private readonly deltaProofs = new Map<bigint, HeadProof>();
+  private readonly deltaProofs = new PendingProofs("deltas");
 
   private constructor(
     private readonly wt: WebTransport,
@@ -631,33 +630,12 @@ export class HoardWebClient {
     }
   }
 
-  /** Reads a frame, joining `Parts` + message + `More`s into one message. */
-  private static async whole(reader: FrameReader): Promise<Frame | null> {
-    const f = await reader.next();
-    if (!f || f.type !== Type.Parts) return f;
-    const count = num(f.fields[0]);
-    const message = await reader.next();
-    if (!message) throw new ProtocolError("the stream ended after Parts");
-    const list = message.type === Type.Snapshot ? 5 : message.type === Type.Delta ? 7 : 6;
-    const objects = objectList(message.fields[list]);
-    let bytes = f.bytes + message.bytes;
-    for (let i = 0; i < count; i++) {
-      const more = await reader.next();
-      if (!more || more.type !== Type.More) throw new ProtocolError("Parts not followed by its More frames");
-      objects.push(...objectList(more.fields[0]));
-      bytes += more.bytes;
-    }
-    message.fields[list] = objects;
-    message.bytes = bytes;
-    return message;
-  }
-
   private async readStream(reader: FrameReader): Promise<void> {
-    const first = await HoardWebClient.whole(reader);
+    const first = await readWhole(reader);
     if (!first) return;
     if (first.type === Type.AnswerBegin && this.repairs.has(num(first.fields[0]))) return this.readRepair(reader, first);
     if (first.type === Type.AnswerBegin) return this.readAnswer(reader, first);
-    for (let f: Frame | null = first; f; f = await HoardWebClient.whole(reader)) await this.onPushed(f);
+    for (let f: Frame | null = first; f; f = await readWhole(reader)) await this.onPushed(f);
   }
 
   private async readAnswer(reader: FrameReader, begin: Frame): Promise<void> {
@@ -679,28 +657,22 @@ export class HoardWebClient {
     const next = new Map<bigint, ShardCopy>();
     const checker = this.checker ? await this.checker : null;
     /** Signed heads read, awaiting their shard's message. */
-    const proven = new Map<bigint, HeadProof>();
+    const proven = new PendingProofs("shards");
     /** Keeps `copy` for this answer, once it is exactly the head the world signed (when asked). */
     const keep = (copy: ShardCopy) => {
       if (checker) {
-        const proof = proven.get(copy.shard);
+        const proof = proven.take(copy.shard);
         if (!proof) throw new ProofError(`shard ${copy.shard} came without the world's signed head`);
-        proven.delete(copy.shard);
         checker.checkCopy(proof, copy);
       }
       next.set(copy.shard, copy);
     };
-    for (let f = await HoardWebClient.whole(reader); f; f = await HoardWebClient.whole(reader)) {
+    for (let f = await readWhole(reader); f; f = await readWhole(reader)) {
       stats.bytes_rx += f.bytes;
       const x = f.fields;
       if (f.type === Type.HeadProof) {
-        if (!checker) continue; // not asked for (a relay sends them all the same)
-        const proof = headProof(f);
-        if (proven.size >= MAX_PENDING_PROOFS && !proven.has(proof.shard)) {
-          throw new ProtocolError(`more than ${MAX_PENDING_PROOFS} signed heads without their shards`);
-        }
-        await checker.check(proof, entry.copies.get(proof.shard));
-        proven.set(proof.shard, proof);
+        if (checker) await proven.hold(checker, f, entry.copies.get(big(f.fields[0])));
+        // (not asked for, it is ignored: a relay sends them all the same)
         continue;
       }
       if (f.type === Type.AnswerEnd) {
@@ -728,12 +700,12 @@ export class HoardWebClient {
       } else if (f.type === Type.Changes || f.type === Type.Manifest) {
         const shard = big(x[0]);
         const base = entry.copies.get(shard);
-        const applied = base && base.epoch === big(x[1]) && base.seq === big(x[2]) ? apply(base, f) : null;
+        const applied = base && base.epoch === big(x[1]) && base.seq === big(x[2]) ? applyMessage(base, f) : null;
         if (applied) {
           keep(applied);
           stats.delta++;
         } else {
-          proven.delete(shard);
+          proven.take(shard);
           entry.failed.push(shard);
         }
       } else if (f.type === Type.UpToDate) {
@@ -775,7 +747,7 @@ export class HoardWebClient {
     let proof: HeadProof | undefined;
     let repaired: ShardCopy | undefined;
     let bytes = begin.bytes;
-    for (let f = await HoardWebClient.whole(reader); f; f = await HoardWebClient.whole(reader)) {
+    for (let f = await readWhole(reader); f; f = await readWhole(reader)) {
       bytes += f.bytes;
       if (f.type === Type.HeadProof) {
         if (!checker) continue;
@@ -802,21 +774,14 @@ export class HoardWebClient {
     const x = f.fields;
     switch (f.type) {
       case Type.HeadProof: {
-        if (!this.checker) return; // not asked for (a relay sends them all the same)
-        const checker = await this.checker;
-        const proof = headProof(f);
-        if (this.deltaProofs.size >= MAX_PENDING_PROOFS && !this.deltaProofs.has(proof.shard)) {
-          throw new ProtocolError(`more than ${MAX_PENDING_PROOFS} signed heads without their deltas`);
-        }
-        await checker.check(proof);
-        this.deltaProofs.set(proof.shard, proof);
+        if (this.checker) await this.deltaProofs.hold(await this.checker, f);
+        // (not asked for, it is ignored: a relay sends them all the same)
         return;
       }
       case Type.Delta: {
         const zone = str(x[0]);
         const shard = big(x[1]);
-        const pushed: Pushed = { frame: f, proof: this.deltaProofs.get(shard) };
-        this.deltaProofs.delete(shard);
+        const pushed: Pushed = { frame: f, proof: this.deltaProofs.take(shard) };
         const held = this.heldDeltas.get(zone);
         if (held) {
           if (held.length < MAX_HELD_DELTAS) held.push(pushed);
@@ -896,7 +861,7 @@ export class HoardWebClient {
     if (big(f.fields[4]) <= copy.seq) return false; // already included
     const follows = copy.epoch === big(f.fields[2]) && copy.seq === big(f.fields[3]);
     const unsigned = this.checker !== null && proof === undefined;
-    const applied = follows && !unsigned ? apply(copy, { ...f, fields: f.fields.slice(1) }) : null;
+    const applied = follows && !unsigned ? applyMessage(copy, { ...f, fields: f.fields.slice(1) }) : null;
     if (!applied) {
       const why = unsigned ? "a delta without its signed head" : "a delta that does not follow the copy";
       console.warn(`hoard: zone ${zone} shard ${shard}: ${why}; repairing it`);
@@ -949,24 +914,4 @@ export class HoardWebClient {
       this.persistent = false;
     }
   }
-}
-
-/**
- * Applies `Changes` / `Manifest` / a `Delta` (fields from `shard` on) to
- * `base`; `null` if the result's digest is not the server's.
- */
-function apply(base: ShardCopy, f: Frame): ShardCopy | null {
-  const x = f.fields;
-  const byId = new Map<bigint, WireObject>(base.objects.map((o) => [o.id, o]));
-  if (f.type === Type.Manifest) {
-    const keep = new Set(idList(x[5]));
-    for (const id of [...byId.keys()]) if (!keep.has(id)) byId.delete(id);
-  } else {
-    for (const id of idList(x[5])) byId.delete(id);
-  }
-  for (const o of objectList(x[6])) byId.set(o.id, o);
-  const objects = [...byId.values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
-  const digest = bin(x[4], 40);
-  if (!equalBytes(digestOf(objects), digest)) return null;
-  return { shard: base.shard, epoch: base.epoch, seq: big(x[3]), digest, objects };
 }

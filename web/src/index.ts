@@ -1,7 +1,7 @@
 // @hoard/web: hoard's browser client. See client.ts.
-export { HoardWebClient, MAX_HELD_DELTAS, MAX_PENDING_PROOFS, MAX_PENDING_INTENTS, ServerError, ZoneElsewhere } from "./client.js";
+export { HoardWebClient, MAX_HELD_DELTAS, MAX_PENDING_INTENTS, ServerError, ZoneElsewhere } from "./client.js";
 export type { ConnectOptions, EntryStats, MessageListener, TransientListener, ZoneListener } from "./client.js";
-export { MAX_SIGNATURE_BYTES, ProofChecker, ProofError, setRoot, signedStatement } from "./proofs.js";
+export { MAX_PENDING_PROOFS, MAX_SIGNATURE_BYTES, ProofChecker, ProofError, setRoot, signedStatement } from "./proofs.js";
 export type { HeadProof } from "./proofs.js";
 export { IndexedDbStore, MemoryStore, decodeCopy, encodeCopy } from "./cache.js";
 export { MAX_REPAIR_OBJECTS, rebuild, repairList } from "./repair.js";

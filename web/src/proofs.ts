@@ -19,6 +19,8 @@ import { ProtocolError, big, bin, num } from "./wire.js";
 
 /** Longest signature a `HeadProof` may carry. */
 export const MAX_SIGNATURE_BYTES = 512;
+/** Most signed heads awaiting their shard's message at once (per answer, and on the delta stream). */
+export const MAX_PENDING_PROOFS = 4096;
 /** Longest world key a `Welcome` may carry. */
 export const MAX_WORLD_KEY_BYTES = 1024;
 
@@ -197,5 +199,30 @@ export class ProofChecker {
     this.newest.delete(p.shard);
     this.newest.set(p.shard, { epoch: p.epoch, seq: p.seq });
     if (this.newest.size > MAX_REMEMBERED_HEADS) this.newest.delete(this.newest.keys().next().value!);
+  }
+}
+
+/** Signed heads checked and awaiting their shard's message (bounded). */
+export class PendingProofs {
+  private readonly byShard = new Map<bigint, HeadProof>();
+
+  /** `awaiting`: what they wait for, for the error past the bound. */
+  constructor(private readonly awaiting: string) {}
+
+  /** Checks the `HeadProof` frame `f` (against `held`, the copy named, if any) and keeps it for its shard. */
+  async hold(checker: ProofChecker, f: Frame, held?: Head): Promise<void> {
+    const proof = headProof(f);
+    if (this.byShard.size >= MAX_PENDING_PROOFS && !this.byShard.has(proof.shard)) {
+      throw new ProtocolError(`more than ${MAX_PENDING_PROOFS} signed heads without their ${this.awaiting}`);
+    }
+    await checker.check(proof, held);
+    this.byShard.set(proof.shard, proof);
+  }
+
+  /** The head kept for `shard`, taken. */
+  take(shard: bigint): HeadProof | undefined {
+    const proof = this.byShard.get(shard);
+    this.byShard.delete(shard);
+    return proof;
   }
 }

@@ -4,12 +4,13 @@
 // `(id, version, hash8)` (the first 8,192 by id: one control frame's worth);
 // the server answers with a `Manifest` holding every live id and every live
 // object the list does not have at the same version and hash; the client
-// rebuilds the shard from the two and checks the digest again.
+// rebuilds the shard from the two (shard.ts) and checks the digest again.
 
 import { blake3 } from "@noble/hashes/blake3.js";
 import type { ShardCopy } from "./cache.js";
 import { digestOf, equalBytes } from "./digest.js";
-import type { Frame, WireObject } from "./wire.js";
+import { objectsAfter } from "./shard.js";
+import type { Frame } from "./wire.js";
 import { ProtocolError, Type, big, bin, idList, objectList } from "./wire.js";
 
 /** Most objects one `Repair` lists (the rest come as upserts). */
@@ -28,14 +29,11 @@ export function rebuild(copy: ShardCopy | undefined, manifest: Frame): ShardCopy
   if (manifest.type !== Type.Manifest) throw new ProtocolError(`a repair answered with message type ${manifest.type}`);
   const x = manifest.fields;
   const shard = big(x[0]);
-  const mine = new Map<bigint, WireObject>((copy?.objects ?? []).map((o) => [o.id, o]));
-  const upserts = new Map<bigint, WireObject>(objectList(x[6]).map((o) => [o.id, o]));
-  const objects: WireObject[] = [];
-  for (const id of idList(x[5])) {
-    const o = upserts.get(id) ?? mine.get(id);
-    if (!o) throw new ProtocolError(`shard ${shard}: the repair names object ${id} live but sends it nowhere`);
-    objects.push(o);
-  }
+  const live = idList(x[5]);
+  const objects = objectsAfter(copy?.objects ?? [], true, live, objectList(x[6]));
+  const sent = new Set(objects.map((o) => o.id));
+  const missing = live.find((id) => !sent.has(id));
+  if (missing !== undefined) throw new ProtocolError(`shard ${shard}: the repair names object ${missing} live but sends it nowhere`);
   const digest = bin(x[4], 40);
   if (!equalBytes(digestOf(objects), digest)) throw new ProtocolError(`shard ${shard}: the repaired copy's digest is not the server's`);
   return { shard, epoch: big(x[1]), seq: big(x[3]), digest, objects };

@@ -222,6 +222,27 @@ export class FrameReader {
 }
 
 /** A MessagePack integer as a bigint (u64 fields come as either). */
+/** Reads a frame, joining `Parts` + message + `More`s into one message (PROTOCOL.md "Messages larger than a frame"). */
+export async function readWhole(reader: FrameReader): Promise<Frame | null> {
+  const f = await reader.next();
+  if (!f || f.type !== Type.Parts) return f;
+  const count = num(f.fields[0]);
+  const message = await reader.next();
+  if (!message) throw new ProtocolError("the stream ended after Parts");
+  const list = message.type === Type.Snapshot ? 5 : message.type === Type.Delta ? 7 : 6;
+  const objects = objectList(message.fields[list]);
+  let bytes = f.bytes + message.bytes;
+  for (let i = 0; i < count; i++) {
+    const more = await reader.next();
+    if (!more || more.type !== Type.More) throw new ProtocolError("Parts not followed by its More frames");
+    objects.push(...objectList(more.fields[0]));
+    bytes += more.bytes;
+  }
+  message.fields[list] = objects;
+  message.bytes = bytes;
+  return message;
+}
+
 export function big(v: unknown): bigint {
   if (typeof v === "bigint") return v;
   if (typeof v === "number" && Number.isInteger(v) && v >= 0) return BigInt(v);
