@@ -41,8 +41,9 @@ struct RunArgs {
     #[arg(long, default_value = "hoard-server-data")]
     data: PathBuf,
     /// The world store: a PostgreSQL URL (`postgres://user@host:port/db`,
-    /// for a world shared by several servers). Default: the embedded store
-    /// in the data directory.
+    /// for a world shared by several servers; TLS with
+    /// `?sslmode=verify-full&sslrootcert=CA.pem`, see docs/STORE.md).
+    /// Default: the embedded store in the data directory.
     #[arg(long)]
     store: Option<String>,
     /// The PostgreSQL schema holding the world's tables (created if

@@ -1,7 +1,8 @@
 //! The PostgreSQL store's connections: a pool (deadpool-postgres) on a small
 //! tokio runtime the store owns, the bridge from the store's blocking
 //! interface to it, and a connection guard that throws away any connection
-//! whose transaction did not end cleanly.
+//! whose transaction did not end cleanly. TLS, when the connection string
+//! asks for it, is `tls.rs`'s verifying rustls connector.
 //!
 //! The [`WorldStore`](super::super::WorldStore) interface is blocking, and
 //! its callers run anywhere: a plain thread (the committer), a tokio worker
@@ -31,8 +32,10 @@ pub(crate) struct Connections {
 }
 
 impl Connections {
+    /// Connections to `config`, over TLS with `tls` (plain TCP without).
     pub(crate) fn new(
         config: tokio_postgres::Config,
+        tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
         pool_size: usize,
         op_timeout: Duration,
     ) -> std::io::Result<Connections> {
@@ -41,13 +44,13 @@ impl Connections {
             .thread_name("hoard-postgres")
             .enable_all()
             .build()?;
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match tls {
+            Some(tls) => Manager::from_config(config, tls, manager_config),
+            None => Manager::from_config(config, NoTls, manager_config),
+        };
         let pool = Pool::builder(manager)
             .max_size(pool_size.max(1))
             .runtime(Runtime::Tokio1)

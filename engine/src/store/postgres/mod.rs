@@ -17,6 +17,7 @@ mod conn;
 mod lease;
 mod migrations;
 mod overlay;
+mod tls;
 mod write;
 
 use std::collections::BTreeMap;
@@ -50,7 +51,12 @@ const ROWS_PER_STATEMENT: usize = 4096;
 #[derive(Clone, Debug)]
 pub struct PgOptions {
     /// A libpq-style connection string: `postgres://user@host:port/db` or
-    /// `host=... user=... dbname=...`.
+    /// `host=... user=... dbname=...`. TLS as libpq spells it:
+    /// `sslmode=verify-full` (the certificate chain and the host name
+    /// checked), `verify-ca` or `require` (the chain checked), `disable` (the
+    /// default: plain TCP); `sslrootcert=PATH` names a PEM file of trusted
+    /// roots (default, or `system`: the operating system's). `allow` and
+    /// `prefer` are refused: hoard never encrypts without verifying.
     pub url: String,
     /// The PostgreSQL schema holding the world's tables (created if
     /// missing); `None`: the connection's default (`public`). Lets one
@@ -133,10 +139,12 @@ impl PgStore {
     /// migrations. Fails with a clear error if the database cannot be
     /// reached or was written by a newer hoard.
     pub fn open(options: &PgOptions) -> Result<PgStore, OpenError> {
-        let mut config: tokio_postgres::Config = options.url.parse().map_err(|e| OpenError::Database {
+        let unparsable = |detail: String| OpenError::Database {
             database: "(unparsable connection string)".into(),
-            detail: format!("{e}"),
-        })?;
+            detail,
+        };
+        let tls = tls::split(&options.url).map_err(unparsable)?;
+        let mut config: tokio_postgres::Config = tls.url.parse().map_err(|e| unparsable(format!("{e}")))?;
         let label = label_of(&config);
         let open_err = |detail: String| OpenError::Database {
             database: label.clone(),
@@ -152,7 +160,12 @@ impl PgStore {
         }
         config.connect_timeout(options.op_timeout);
         config.application_name("hoard");
-        let conns = Connections::new(config, options.pool_size, options.op_timeout)
+        let connector = tls::connector(tls.mode, tls.root_cert.as_deref()).map_err(&open_err)?;
+        config.ssl_mode(match connector {
+            Some(_) => tokio_postgres::config::SslMode::Require,
+            None => tokio_postgres::config::SslMode::Disable,
+        });
+        let conns = Connections::new(config, connector, options.pool_size, options.op_timeout)
             .map_err(|e| open_err(format!("starting the store's runtime: {e}")))?;
         let store = PgStore {
             conns,
@@ -171,7 +184,7 @@ impl PgStore {
                 },
                 Migrate::Fault(fault) => open_err(fault.to_string()),
             })?;
-        tracing::info!(database = %label, schema = ?options.schema, "PostgreSQL world store open");
+        tracing::info!(database = %label, schema = ?options.schema, tls = ?tls.mode, "PostgreSQL world store open");
         Ok(store)
     }
 
