@@ -76,6 +76,8 @@ fn bench_client(server: &ServerHandle, addr: SocketAddr, cache: &Path) -> anyhow
         endpoint: None,
         cache_files: None,
         compression: true,
+        player_key: None,
+        token_keys: false,
     })
 }
 

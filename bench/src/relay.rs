@@ -248,6 +248,8 @@ fn options(server: SocketAddr, world: Option<ServerIdentity>, cache: &Path, name
         endpoint: None,
         cache_files: None,
         compression: true,
+        player_key: None,
+        token_keys: false,
     }
 }
 

@@ -189,6 +189,8 @@ async fn enter_all(
         endpoint: None,
         cache_files: None,
         compression: true,
+        player_key: None,
+        token_keys: false,
     };
     let client = HoardClient::connect(options, registry.clone()).await?;
     let mut entries = Entries::default();

@@ -74,6 +74,7 @@ pub fn hello_and_cold_entries(registry: [u8; 32], token: String, zone: &ZoneId, 
         service: "world".into(),
         token,
         codecs: Vec::new(),
+        token_keys: false,
     });
     let enters = (1..=entries).map(|request| {
         Message::EnterZone(EnterZone {

@@ -8,6 +8,7 @@ pub mod metrics;
 pub mod netsim;
 pub mod quic;
 pub mod tls;
+pub mod token_keys;
 
 /// Internals that hoard's own benches and tests reach (the `testing`
 /// feature): reading raw frames off a stream, and the transport settings,

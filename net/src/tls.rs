@@ -65,8 +65,11 @@ pub struct ServerKeys {
     pub key: PrivatePkcs8KeyDer<'static>,
     /// The identity clients pin.
     pub identity: ServerIdentity,
-    /// The secret that signs perspective tokens.
+    /// The secret of the previous protocol version's MAC tokens (still
+    /// accepted for this version).
     pub token_secret: [u8; 32],
+    /// The world's token keys (`token.key`, `token-keys`).
+    pub token_keys: crate::token_keys::WorldTokenKeys,
 }
 
 impl fmt::Debug for ServerKeys {
@@ -77,7 +80,7 @@ impl fmt::Debug for ServerKeys {
     }
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
     let io = |source| TlsError::Io {
         path: path.to_owned(),
         source,
@@ -186,12 +189,23 @@ impl ServerKeys {
                 secret
             }
         };
+        let token_keys = crate::token_keys::WorldTokenKeys::load_or_create(data_dir)?;
         Ok(ServerKeys {
             cert,
             key,
             identity,
             token_secret,
+            token_keys,
         })
+    }
+
+    /// The token authority of a server of this world: checks world tokens
+    /// with the world's accepted token keys (and mints them with its
+    /// `token.key`), and the previous version's MAC tokens with the secret.
+    pub fn authority(&self) -> hoard_proto::auth::TokenAuthority {
+        hoard_proto::auth::TokenAuthority::new(self.token_secret)
+            .with_world_tokens(self.token_keys.token_keys(self.identity))
+            .with_minter(self.token_keys.signing.clone())
     }
 
     /// The world's public key, SubjectPublicKeyInfo DER (its BLAKE3 is

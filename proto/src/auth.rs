@@ -1,9 +1,18 @@
-//! Perspective tokens: `v1.<player>.<expiry>.<mac>`, where `mac` is
-//! blake3's keyed hash (under the server's secret, kept in its data dir) of
-//! the player name and the expiry (Unix seconds). No cipher of our own: the
-//! keyed hash is blake3's MAC mode.
+//! Who a session is: the token checks a server makes at `Hello`.
+//!
+//! Three kinds of token are taken. **World tokens** (`v4.public.…`, see
+//! [`crate::world_token`]) are signed with the world's private token key and
+//! checked with its public ones, so relays check them without a secret;
+//! they may bind the player's intent key. **MAC tokens**
+//! (`v1.<player>.<expiry>.<mac>`, `mac` blake3's keyed hash under the
+//! server's secret of the name and expiry) are the previous protocol
+//! version's: still accepted where the server holds the secret, for this
+//! protocol version only. **Dev-mode names** (`dev:ann`) only on a server in
+//! dev mode.
 
 use hoard_engine::ids::validate_name;
+
+use crate::world_token::{TokenKeys, TokenSigningKey, VerifiedToken, WorldTokenError};
 
 const DOMAIN: &[u8] = b"hoard-token-v1\0";
 /// Prefix of dev-mode names (`dev:ann`), accepted only when dev mode is on.
@@ -28,42 +37,121 @@ pub enum TokenError {
     /// A dev-mode name while dev mode is off.
     #[error("dev-mode names are refused: the server is not in dev mode")]
     DevModeOff,
+    /// A world token that does not check out.
+    #[error(transparent)]
+    World(WorldTokenError),
+    /// A kind of token this server does not take (a MAC token where the
+    /// server holds no secret, a world token where it knows no token keys).
+    #[error("this server does not take {0} tokens")]
+    NotTaken(&'static str),
+}
+
+impl TokenError {
+    /// The expiry, if the token was refused only for being past it.
+    pub fn expired_at(&self) -> Option<i64> {
+        match self {
+            TokenError::Expired { expiry } | TokenError::World(WorldTokenError::Expired { expiry }) => Some(*expiry),
+            _ => None,
+        }
+    }
 }
 
 /// The player a token names, as [`TokenAuthority::verify`] would return it
 /// if the token is valid: the name of a dev-mode token (`dev:NAME`) or of a
 /// signed one (`v1.NAME.…`). Nothing is checked but the form, so a client
 /// can read its own perspective before the server confirms it.
-pub fn named_player(token: &str) -> Option<&str> {
+pub fn named_player(token: &str) -> Option<String> {
     if let Some(name) = token.strip_prefix(DEV_PREFIX) {
-        return validate_name(name).is_ok().then_some(name);
+        return validate_name(name).is_ok().then(|| name.to_owned());
+    }
+    if token.starts_with(crate::world_token::WORLD_TOKEN_PREFIX) {
+        return crate::world_token::named_player(token);
     }
     let mut parts = token.split('.');
     match (parts.next(), parts.next()) {
-        (Some("v1"), Some(name)) => validate_name(name).is_ok().then_some(name),
+        (Some("v1"), Some(name)) => validate_name(name).is_ok().then(|| name.to_owned()),
         _ => None,
     }
 }
 
-/// Issues and checks tokens with the server's secret key.
+/// Why a token could not be issued.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum IssueError {
+    /// Not a player name.
+    #[error(transparent)]
+    Name(#[from] hoard_engine::ids::NameError),
+    /// A key binding needs a world token, and this authority has no token key.
+    #[error("binding a player key needs a world token key, and this authority has none")]
+    NoTokenKey,
+    /// The authority holds neither a token key nor a MAC secret.
+    #[error("this authority holds no key to issue tokens with (a relay checks tokens, it does not mint them)")]
+    NoKey,
+}
+
+/// Checks tokens (and issues them where it holds a key to).
 #[derive(Clone)]
 pub struct TokenAuthority {
-    key: [u8; 32],
+    /// The MAC secret of the previous protocol version's tokens.
+    key: Option<[u8; 32]>,
     dev_mode: bool,
+    /// The world token keys accepted.
+    world: Option<TokenKeys>,
+    /// The private token key `issue` mints world tokens with.
+    minter: Option<TokenSigningKey>,
 }
 
 impl std::fmt::Debug for TokenAuthority {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TokenAuthority")
             .field("dev_mode", &self.dev_mode)
+            .field("mac_tokens", &self.key.is_some())
+            .field("world_tokens", &self.world)
             .finish_non_exhaustive()
     }
 }
 
 impl TokenAuthority {
-    /// An authority with this secret key.
+    /// An authority taking MAC tokens under this secret key (and issuing
+    /// them, until [`TokenAuthority::with_minter`] gives it a token key).
     pub fn new(key: [u8; 32]) -> TokenAuthority {
-        TokenAuthority { key, dev_mode: false }
+        TokenAuthority {
+            key: Some(key),
+            dev_mode: false,
+            world: None,
+            minter: None,
+        }
+    }
+
+    /// An authority taking world tokens signed with `keys` only (a relay
+    /// that holds no secret).
+    pub fn world_tokens(keys: TokenKeys) -> TokenAuthority {
+        TokenAuthority {
+            key: None,
+            dev_mode: false,
+            world: Some(keys),
+            minter: None,
+        }
+    }
+
+    /// Also takes world tokens signed with `keys`.
+    #[must_use]
+    pub fn with_world_tokens(mut self, keys: TokenKeys) -> TokenAuthority {
+        self.world = Some(keys);
+        self
+    }
+
+    /// Issues world tokens with `minter` (whose public half should be among
+    /// the accepted keys).
+    #[must_use]
+    pub fn with_minter(mut self, minter: TokenSigningKey) -> TokenAuthority {
+        self.minter = Some(minter);
+        self
+    }
+
+    /// The world token keys accepted, if any.
+    pub fn token_keys(&self) -> Option<&TokenKeys> {
+        self.world.as_ref()
     }
 
     /// Accepts `dev:<name>` as a token for any name. Logs loudly: for local
@@ -79,8 +167,8 @@ impl TokenAuthority {
         self
     }
 
-    fn mac(&self, player: &str, expiry: i64) -> blake3::Hash {
-        let mut h = blake3::Hasher::new_keyed(&self.key);
+    fn mac(&self, key: &[u8; 32], player: &str, expiry: i64) -> blake3::Hash {
+        let mut h = blake3::Hasher::new_keyed(key);
         h.update(DOMAIN);
         h.update(player.as_bytes());
         h.update(&[0]);
@@ -88,21 +176,68 @@ impl TokenAuthority {
         h.finalize()
     }
 
-    /// Issues a token for `player` valid until `expiry` (Unix seconds).
-    pub fn issue(&self, player: &str, expiry: i64) -> Result<String, hoard_engine::ids::NameError> {
+    /// Issues a token for `player` valid until `expiry` (Unix seconds): a
+    /// world token when the authority has a token key, else a MAC token.
+    pub fn issue(&self, player: &str, expiry: i64) -> Result<String, IssueError> {
+        self.issue_with_key(player, expiry, None)
+    }
+
+    /// Issues a token for `player`, binding `player_key` (their intent key)
+    /// when given; a key is bound only in a world token, so with one this
+    /// needs a token key ([`TokenAuthority::with_minter`]).
+    pub fn issue_with_key(
+        &self,
+        player: &str,
+        expiry: i64,
+        player_key: Option<&[u8; 32]>,
+    ) -> Result<String, IssueError> {
         validate_name(player)?;
-        Ok(format!("v1.{player}.{expiry}.{}", self.mac(player, expiry).to_hex()))
+        if let (Some(minter), Some(keys)) = (&self.minter, &self.world) {
+            return Ok(minter.mint(keys.world(), player, expiry, player_key)?);
+        }
+        let key = match (player_key, &self.key) {
+            (None, Some(key)) => key,
+            (Some(_), _) => return Err(IssueError::NoTokenKey),
+            (None, None) => return Err(IssueError::NoKey),
+        };
+        Ok(format!(
+            "v1.{player}.{expiry}.{}",
+            self.mac(key, player, expiry).to_hex()
+        ))
     }
 
     /// Checks a token at time `now` (Unix seconds); returns the player.
     pub fn verify(&self, token: &str, now: i64) -> Result<String, TokenError> {
+        self.check(token, now).map(|v| v.player)
+    }
+
+    /// Checks a token at time `now` (Unix seconds): the player, and the
+    /// intent key it binds if any.
+    pub fn check(&self, token: &str, now: i64) -> Result<VerifiedToken, TokenError> {
         if let Some(name) = token.strip_prefix(DEV_PREFIX) {
             if !self.dev_mode {
                 return Err(TokenError::DevModeOff);
             }
             validate_name(name).map_err(|_| TokenError::Malformed)?;
-            return Ok(name.to_owned());
+            return Ok(VerifiedToken {
+                player: name.to_owned(),
+                expiry: i64::MAX,
+                player_key: None,
+            });
         }
+        if token.starts_with(crate::world_token::WORLD_TOKEN_PREFIX) {
+            let Some(keys) = &self.world else {
+                return Err(TokenError::NotTaken("world"));
+            };
+            return keys.verify(token, now).map_err(TokenError::World);
+        }
+        let Some(key) = &self.key else {
+            return Err(if token.starts_with("v1.") {
+                TokenError::NotTaken("MAC (v1)")
+            } else {
+                TokenError::Malformed
+            });
+        };
         if token.len() > 256 {
             return Err(TokenError::Malformed);
         }
@@ -124,13 +259,17 @@ impl TokenAuthority {
         }
         let mac = blake3::Hash::from_hex(mac).map_err(|_| TokenError::Malformed)?;
         // blake3::Hash compares in constant time.
-        if mac != self.mac(player, expiry) {
+        if mac != self.mac(key, player, expiry) {
             return Err(TokenError::Forged);
         }
         if now >= expiry {
             return Err(TokenError::Expired { expiry });
         }
-        Ok(player.to_owned())
+        Ok(VerifiedToken {
+            player: player.to_owned(),
+            expiry,
+            player_key: None,
+        })
     }
 }
 
@@ -142,9 +281,9 @@ mod tests {
     fn the_named_player_is_the_one_verify_returns() {
         let auth = TokenAuthority::new([3; 32]).with_dev_mode(true);
         let token = auth.issue("ann", 2_000_000_000).expect("issue");
-        assert_eq!(named_player(&token), Some("ann"));
+        assert_eq!(named_player(&token).as_deref(), Some("ann"));
         assert_eq!(auth.verify(&token, 0).as_deref(), Ok("ann"));
-        assert_eq!(named_player("dev:bob"), Some("bob"));
+        assert_eq!(named_player("dev:bob").as_deref(), Some("bob"));
         assert_eq!(auth.verify("dev:bob", 0).as_deref(), Ok("bob"));
         for bad in ["", "v1", "v2.ann.1.00", "dev:", "v1.Ann.1.00", "garbage"] {
             assert_eq!(named_player(bad), None, "{bad:?}");

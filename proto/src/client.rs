@@ -132,6 +132,14 @@ pub enum ClientEvent {
         /// Their seqs.
         seqs: Vec<u32>,
     },
+    /// The server gave the nonce this session's intents are signed under
+    /// (the session's token binds the player's key): the client signs its
+    /// intents from now on, numbering them 1, 2, 3, … (hoard-net's client
+    /// does this itself; a relay passes the nonce to its player).
+    IntentNonce {
+        /// The nonce.
+        nonce: [u8; 16],
+    },
     /// The server stopped or resumed accepting actions (its world store
     /// failed or recovered); show `message` to the player.
     ServerStatus {

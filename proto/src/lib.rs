@@ -1,5 +1,6 @@
-//! hoard-proto: hoard's wire protocol ([`wire`]), perspective tokens
-//! ([`auth`]) and the sync logic as sans-IO state machines ([`sync`]).
+//! hoard-proto: hoard's wire protocol ([`wire`]), tokens ([`auth`],
+//! [`world_token`]), signed intents ([`intent_sig`])
+//! and the sync logic as sans-IO state machines ([`sync`]).
 //!
 //! Nothing in this crate opens a socket, spawns a thread, takes a lock,
 //! reads a clock or calls the world store: bytes and messages go in,
@@ -16,6 +17,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod intent_sig;
 pub mod intents;
 pub mod messages;
 pub mod proof;
@@ -23,3 +25,4 @@ pub mod relay;
 pub mod sync;
 pub mod transient;
 pub mod wire;
+pub mod world_token;

@@ -2788,7 +2788,7 @@ var MAX_CONTROL_FRAME = 256 * 1024;
 var CODEC_ZSTD = 1;
 var MAX_PACKED_SIZE = 8 * 1024 * 1024;
 var MAX_PACKED_RATIO = 64;
-var PROTOCOL_VERSION = 10;
+var PROTOCOL_VERSION = 11;
 var Type = /* @__PURE__ */ ((Type2) => {
   Type2[Type2["Hello"] = 1] = "Hello";
   Type2[Type2["EnterZone"] = 2] = "EnterZone";

@@ -17,7 +17,7 @@ export const MAX_PACKED_SIZE = 8 * 1024 * 1024;
 /** Most a `Packed` frame's content may exceed its data. */
 export const MAX_PACKED_RATIO = 64;
 /** The protocol version this client speaks. */
-export const PROTOCOL_VERSION = 10;
+export const PROTOCOL_VERSION = 11;
 
 export const enum Type {
   Hello = 0x01,

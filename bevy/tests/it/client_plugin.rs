@@ -85,6 +85,8 @@ fn a_client_app_enters_sees_entities_before_ready_and_sends_intents() {
                 endpoint: None,
                 cache_files: None,
                 compression: true,
+                player_key: None,
+                token_keys: false,
             },
             registry(),
         ))

@@ -108,6 +108,8 @@ fn a_bevy_app_serves_its_world_and_applies_typed_intents() {
                 endpoint: None,
                 cache_files: None,
                 compression: true,
+                player_key: None,
+                token_keys: false,
             },
             registry(),
         ))

@@ -40,6 +40,12 @@ pub(crate) struct ClientArgs {
     /// The player's token.
     #[arg(long)]
     token: String,
+    /// The player's intent key (a PASERK `k4.secret.…` file, as
+    /// `hoard-demo server token --new-key FILE` writes it), when the token
+    /// binds one: every action is then signed with it, so it can go
+    /// through any relay.
+    #[arg(long, value_name = "FILE")]
+    player_key: Option<PathBuf>,
     /// Require this server fingerprint (otherwise trust on first use).
     #[arg(long)]
     fingerprint: Option<ServerIdentity>,
@@ -87,6 +93,15 @@ impl ClientArgs {
     }
 }
 
+/// Reads a player key file (a PASERK `k4.secret.…`).
+fn read_player_key(path: &std::path::Path) -> anyhow::Result<hoard_proto::intent_sig::PlayerKey> {
+    let text = anyhow::Context::with_context(std::fs::read_to_string(path), || {
+        format!("reading the player key {}", path.display())
+    })?;
+    hoard_proto::intent_sig::PlayerKey::from_paserk(&text)
+        .map_err(|e| anyhow::anyhow!("--player-key {}: {e}", path.display()))
+}
+
 pub(crate) fn run(args: ClientArgs) -> anyhow::Result<i32> {
     let cache_dir = args.cache_dir.unwrap_or_else(crate::cli::cache::default_cache_dir);
     if !args.headless {
@@ -108,6 +123,11 @@ pub(crate) fn run(args: ClientArgs) -> anyhow::Result<i32> {
         endpoint: None,
         cache_files: None,
         compression: !args.no_compression,
+        player_key: match &args.player_key {
+            Some(path) => Some(read_player_key(path)?),
+            None => None,
+        },
+        token_keys: false,
     };
     // The client is a Bevy App on `HoardClientPlugin`; dropping it closes
     // the connection and releases the cache.

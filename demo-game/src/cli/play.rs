@@ -103,6 +103,8 @@ pub(crate) fn run(args: PlayArgs) -> anyhow::Result<i32> {
                 endpoint: None,
                 cache_files: None,
                 compression: true,
+                player_key: None,
+                token_keys: false,
             },
             &args.zone,
         )?;

@@ -11,7 +11,8 @@ use clap::{Args, Subcommand};
 use hoard_bevy::HoardServer;
 use hoard_net::quic::server::ServerOptions;
 use hoard_net::tls::ServerKeys;
-use hoard_proto::auth::TokenAuthority;
+use hoard_proto::intent_sig::PlayerKey;
+use hoard_proto::world_token::TokenKey;
 
 use hoard_engine::ZoneId;
 use hoard_engine::store::LeaseHolder;
@@ -123,17 +124,60 @@ enum ServerCommand {
         /// Hours the token stays valid.
         #[arg(long, default_value_t = 24 * 30)]
         hours: i64,
+        /// Bind this player intent key (a PASERK `k4.public.…` the player's
+        /// client made): their actions are then signed, and may go through
+        /// any relay.
+        #[arg(long, value_name = "K4PUBLIC", conflicts_with = "new_key")]
+        key: Option<String>,
+        /// Make a new player intent key, write it (PASERK `k4.secret.…`) to
+        /// FILE for the player's client (`hoard-demo client --player-key
+        /// FILE`), and bind it.
+        #[arg(long, value_name = "FILE")]
+        new_key: Option<PathBuf>,
+    },
+    /// List the world's token keys, or rotate, retire or add one.
+    ///
+    /// Tokens are signed with the key in `token.key`; every key listed is
+    /// accepted. Rotate (a new `token.key`; the old key stays accepted),
+    /// hand out new tokens, then retire the old key by its id. Every server
+    /// of the world needs the same files (restart them to take a change).
+    TokenKey {
+        /// The server's data directory.
+        #[arg(long, default_value = "hoard-server-data")]
+        data: PathBuf,
+        /// Make a new signing key; the current one stays accepted.
+        #[arg(long)]
+        rotate: bool,
+        /// Stop accepting the key of this id (`k4.pid.…`).
+        #[arg(long, value_name = "ID")]
+        retire: Option<String>,
+        /// Accept tokens signed with this key too (an account service's
+        /// own, a PASERK `k4.public.…`).
+        #[arg(long, value_name = "K4PUBLIC")]
+        accept: Option<String>,
     },
 }
 
 pub(crate) fn run(args: ServerArgs) -> anyhow::Result<i32> {
     match args.command {
-        Some(ServerCommand::Token { data, player, hours }) => token(&data, &player, hours),
+        Some(ServerCommand::Token {
+            data,
+            player,
+            hours,
+            key,
+            new_key,
+        }) => token(&data, &player, hours, key.as_deref(), new_key.as_deref()),
+        Some(ServerCommand::TokenKey {
+            data,
+            rotate,
+            retire,
+            accept,
+        }) => token_key(&data, rotate, retire.as_deref(), accept.as_deref()),
         None => serve(args.run),
     }
 }
 
-fn token(data: &Path, player: &str, hours: i64) -> anyhow::Result<i32> {
+fn token(data: &Path, player: &str, hours: i64, key: Option<&str>, new_key: Option<&Path>) -> anyhow::Result<i32> {
     let keys = ServerKeys::load_or_create(data).with_context(|| format!("reading keys in {}", data.display()))?;
     // Ten years at most: a longer token is a mistake, and a huge --hours
     // must not wrap round into an already-expired token.
@@ -142,7 +186,63 @@ fn token(data: &Path, player: &str, hours: i64) -> anyhow::Result<i32> {
         "--hours {hours}: a token must be valid for 1 hour to 10 years"
     );
     let expiry = chrono::Utc::now().timestamp() + hours * 3600;
-    println!("{}", TokenAuthority::new(keys.token_secret).issue(player, expiry)?);
+    let bound = match (key, new_key) {
+        (Some(key), _) => Some(
+            *TokenKey::from_paserk(key)
+                .map_err(|e| anyhow::anyhow!("--key: {e}"))?
+                .bytes(),
+        ),
+        (None, Some(path)) => {
+            let made = PlayerKey::generate();
+            write_secret(path, &made.paserk()).with_context(|| format!("writing {}", path.display()))?;
+            eprintln!(
+                "player key written to {} (give it to the player's client)",
+                path.display()
+            );
+            Some(made.public())
+        }
+        (None, None) => None,
+    };
+    println!("{}", keys.authority().issue_with_key(player, expiry, bound.as_ref())?);
+    Ok(0)
+}
+
+/// Writes a secret key file readable by its owner only.
+fn write_secret(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    writeln!(file, "{text}")?;
+    file.sync_all()
+}
+
+fn token_key(data: &Path, rotate: bool, retire: Option<&str>, accept: Option<&str>) -> anyhow::Result<i32> {
+    use hoard_net::token_keys::WorldTokenKeys;
+    if rotate {
+        let id = WorldTokenKeys::rotate(data)?;
+        println!("new token key {id}; the previous one is still accepted until retired");
+    }
+    if let Some(id) = retire {
+        anyhow::ensure!(WorldTokenKeys::retire(data, id)?, "no accepted key {id} to retire");
+        println!("retired {id}");
+    }
+    if let Some(key) = accept {
+        let key = TokenKey::from_paserk(key).map_err(|e| anyhow::anyhow!("--accept: {e}"))?;
+        WorldTokenKeys::accept(data, &key)?;
+        println!("now accepting {}", key.id());
+    }
+    let keys = WorldTokenKeys::load_or_create(data)?;
+    for key in &keys.accepted {
+        let role = if key == keys.signing.public() {
+            "signs new tokens"
+        } else {
+            "accepted"
+        };
+        println!("{}  {}  {role}", key.id(), key.paserk());
+    }
     Ok(0)
 }
 

@@ -64,6 +64,15 @@ pub struct ClientOptions {
     /// a cold entry of the reference zone is about 0.6 of its bytes, for a
     /// few milliseconds of CPU a megabyte on each side. On by default.
     pub compression: bool,
+    /// The player's intent key, when the token binds it (a world token's
+    /// `key` claim): the client then signs every intent with it, under the
+    /// nonce the server gives the session, so no relay between can alter,
+    /// drop, reorder or replay one unnoticed.
+    pub player_key: Option<hoard_proto::intent_sig::PlayerKey>,
+    /// Ask for the world's signed token keys in `Welcome` (a relay does,
+    /// to check its players' world tokens): see
+    /// [`HoardClient::token_keys`].
+    pub token_keys: bool,
 }
 
 /// A cache's file storage, for [`ClientOptions::cache_files`].
@@ -91,6 +100,8 @@ impl ClientOptions {
             endpoint: None,
             cache_files: None,
             compression: true,
+            player_key: None,
+            token_keys: false,
         }
     }
 
@@ -187,6 +198,8 @@ struct State {
 /// game-facing queue under its own (the game takes it every frame and must
 /// never wait behind the network), and the control stream's writer.
 struct Inner {
+    /// The nonce the server gave for signing intents, once it came.
+    intent_nonce: tokio::sync::watch::Sender<Option<[u8; 16]>>,
     state: Mutex<State>,
     cache: WorldCache,
     started: Instant,
@@ -210,8 +223,12 @@ pub struct HoardClient {
     identity: ServerIdentity,
     perspective: String,
     zones: Vec<ZoneId>,
-    /// The seq of the last intent given out.
+    /// The seq of the last intent given out (the first is 1).
     next_intent: std::sync::atomic::AtomicU32,
+    /// The key intents are signed with, if the token binds one.
+    player_key: Option<hoard_proto::intent_sig::PlayerKey>,
+    /// The world's signed token keys, if `Welcome` brought them.
+    token_keys: Option<hoard_proto::wire::SignedTokenKeys>,
     early_data: Option<bool>,
     /// The world's identity (the cache namespace) and key, from `Welcome`.
     world: ServerIdentity,
@@ -228,6 +245,9 @@ fn connect_err(addr: SocketAddr, e: impl std::fmt::Display) -> ClientError {
         detail: e.to_string(),
     }
 }
+
+/// How long a signed intent waits for its session's nonce.
+pub const NONCE_WAIT: Duration = Duration::from_secs(10);
 
 /// How long a client that failed to read or write waits for the
 /// connection's close, to learn the server's reason.
@@ -425,6 +445,7 @@ impl Opened {
             } else {
                 Vec::new()
             },
+            token_keys: options.token_keys,
         });
         let (send, recv, early, early_data) = match early {
             None => {
@@ -581,6 +602,7 @@ impl Inner {
             proofs: proven.then(|| hoard_proto::proof::ProofChecker::new(world, &options.service, world_key.clone())),
         });
         Arc::new(Inner {
+            intent_nonce: tokio::sync::watch::Sender::new(None),
             state: Mutex::new(State {
                 session,
                 waiting: HashMap::new(),
@@ -664,7 +686,7 @@ impl HoardClient {
             control,
             registry,
             (opened.identity, opened.early_data),
-            welcome,
+            (welcome, options.player_key.clone()),
         ))
     }
 
@@ -686,7 +708,7 @@ impl HoardClient {
         registry: PublishRegistry,
         zone: &ZoneId,
     ) -> Result<(HoardClient, PendingEntry), ClientError> {
-        let Some(guess) = hoard_proto::auth::named_player(&options.token).map(str::to_owned) else {
+        let Some(guess) = hoard_proto::auth::named_player(&options.token) else {
             let client = HoardClient::connect(options, registry).await?;
             let (tx, rx) = oneshot::channel();
             let _ = tx.send(client.enter_zone(zone).await);
@@ -752,7 +774,7 @@ impl HoardClient {
             control,
             registry,
             (opened.identity, early_data),
-            welcome,
+            (welcome, options.player_key.clone()),
         );
         Ok((client, PendingEntry(rx)))
     }
@@ -802,7 +824,7 @@ impl HoardClient {
         control: FrameReader,
         registry: PublishRegistry,
         (identity, early_data): (ServerIdentity, Option<bool>),
-        welcome: hoard_proto::wire::Welcome,
+        (welcome, player_key): (hoard_proto::wire::Welcome, Option<hoard_proto::intent_sig::PlayerKey>),
     ) -> HoardClient {
         let client = HoardClient {
             conn: conn.clone(),
@@ -811,7 +833,9 @@ impl HoardClient {
             identity,
             perspective: welcome.perspective,
             zones: welcome.zones,
-            next_intent: std::sync::atomic::AtomicU32::new(1),
+            next_intent: std::sync::atomic::AtomicU32::new(0),
+            player_key,
+            token_keys: welcome.token_keys,
             early_data,
             world: ServerIdentity(welcome.server),
             world_key: welcome.world_key,
@@ -1090,13 +1114,66 @@ impl HoardClient {
 
     /// Sends an intent already encoded (MessagePack) under a seq from
     /// [`HoardClient::next_intent_seq`].
+    ///
+    /// With a [`ClientOptions::player_key`] the intent is signed; the first
+    /// waits (at most [`NONCE_WAIT`]) for the session's nonce, and intents
+    /// must then be sent in seq order, each once (the server ends a session
+    /// whose intents skip, repeat or go back).
     pub async fn send_encoded_intent(&self, seq: u32, kind: &str, payload: Vec<u8>) -> Result<(), ClientError> {
+        let signature = match &self.player_key {
+            None => Vec::new(),
+            Some(key) => {
+                let nonce = self.intent_nonce().await?;
+                let statement = hoard_proto::intent_sig::intent_statement(
+                    &self.world,
+                    &nonce,
+                    &self.perspective,
+                    seq,
+                    kind,
+                    &payload,
+                );
+                key.sign(&statement).to_vec()
+            }
+        };
+        self.send_signed_intent(seq, kind, payload, signature).await
+    }
+
+    /// Sends an intent with a signature made elsewhere (a relay passing on
+    /// its player's signed intents).
+    pub async fn send_signed_intent(
+        &self,
+        seq: u32,
+        kind: &str,
+        payload: Vec<u8>,
+        signature: Vec<u8>,
+    ) -> Result<(), ClientError> {
         self.send_all(vec![Message::Intent(Intent {
             seq,
             kind: kind.to_owned(),
             payload,
+            signature,
         })])
         .await
+    }
+
+    /// The nonce this session's intents are signed under, waiting for it
+    /// (at most [`NONCE_WAIT`]) if it has not come yet.
+    pub async fn intent_nonce(&self) -> Result<[u8; 16], ClientError> {
+        let mut rx = self.inner.intent_nonce.subscribe();
+        match tokio::time::timeout(NONCE_WAIT, rx.wait_for(Option::is_some)).await {
+            Ok(Ok(nonce)) => Ok(nonce.unwrap_or_default()),
+            _ => Err(ClientError::Lost(
+                "the server gave no nonce to sign intents under (does it take world tokens binding a player key?)"
+                    .into(),
+            )),
+        }
+    }
+
+    /// The world's token keys, signed by the world's key, if `Welcome`
+    /// brought them ([`ClientOptions::token_keys`]); check them with
+    /// [`crate::token_keys::verify_token_keys`].
+    pub fn token_keys(&self) -> Option<&hoard_proto::wire::SignedTokenKeys> {
+        self.token_keys.as_ref()
     }
 
     async fn send_all(&self, messages: Vec<Message>) -> Result<(), ClientError> {
@@ -1305,6 +1382,9 @@ async fn flush(inner: &Inner) -> Result<(), ClientError> {
 }
 
 fn push(inner: &Inner, p: Pending) {
+    if let Pending::Event(ClientEvent::IntentNonce { nonce }) = &p {
+        inner.intent_nonce.send_replace(Some(*nonce));
+    }
     lock(&inner.pending).push(p);
     inner.changed.notify_one();
 }

@@ -12,8 +12,13 @@
 //! upstream goes away the relay keeps serving what it has, tells its
 //! clients it may be stale, reconnects with backoff and catches every zone
 //! up in one warm entry each. Perspective-scoped shards (inventories) are
-//! never relayed: the relay's own perspective sees none. Intents are
-//! refused with a reason; players act at the origin.
+//! never relayed: the relay's own perspective sees none. A player whose
+//! world token binds their key acts through any relay: the relay checks the
+//! token with the world's signed token keys (no secret), opens the
+//! player's own session at the origin with it, and passes their signed
+//! intents up, which it can neither forge nor alter, reorder or replay
+//! unnoticed. Other intents are refused with a reason, unless the relay is
+//! trusted to carry them ([`RelayOptions::carry_actions`]).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -62,11 +67,12 @@ pub struct RelayOptions {
     pub max_connections: usize,
     /// Most simultaneous client connections from one IP address.
     pub max_connections_per_ip: usize,
-    /// Carry players' actions to the origin (a *trusted* relay): each acting
-    /// player gets a session of their own at the origin, under a token this
-    /// relay issues — so its data directory must hold the world's token
-    /// secret (`token.secret`), which lets it act as any player. Off: intents
-    /// are refused with a reason and players act at the origin.
+    /// Carry the actions of players whose tokens bind no key (a *trusted*
+    /// relay, the previous protocol version's way): each gets a session of
+    /// their own at the origin under a MAC token this relay issues — so its
+    /// data directory must hold the world's token secret (`token.secret`),
+    /// which lets it act as any player. Signed actions (world tokens
+    /// binding the player's key) are carried whether or not this is on.
     pub carry_actions: bool,
     /// A WebTransport endpoint for browsers beside the raw QUIC one (see
     /// [`WebTransportOptions`]). A browser through a relay names the world
@@ -158,6 +164,9 @@ fn client_options(options: &RelayOptions) -> ClientOptions {
         endpoint: None,
         cache_files: None,
         compression: true,
+        player_key: None,
+        // The world's token keys, to check its players' world tokens.
+        token_keys: true,
     }
 }
 
@@ -207,7 +216,7 @@ async fn follow(
 /// Starts a relay: follows its zones upstream (failing if the upstream
 /// cannot be reached now), then serves them.
 pub async fn start_relay(options: RelayOptions, registry: PublishRegistry) -> Result<RelayHandle, RelayError> {
-    start(options, registry, |store| {
+    start(options, registry, None, |store| {
         let served: Arc<dyn hoard_engine::store::WorldStore> = store.clone();
         let proofs: Arc<dyn hoard_proto::proof::ProofSource> = store;
         (served, proofs)
@@ -224,7 +233,7 @@ pub async fn start_tampering_relay(
     registry: PublishRegistry,
     tamper: tamper::Tamper,
 ) -> Result<RelayHandle, RelayError> {
-    start(options, registry, |store| {
+    start(options, registry, None, |store| {
         let lying = Arc::new(tamper::TamperingStore::new(store, tamper));
         let served: Arc<dyn hoard_engine::store::WorldStore> = lying.clone();
         let proofs: Arc<dyn hoard_proto::proof::ProofSource> = lying;
@@ -238,9 +247,33 @@ type Served = (
     Arc<dyn hoard_proto::proof::ProofSource>,
 );
 
+/// Starts a relay that tampers with its players' signed intents on their
+/// way to the origin, to test that the origin catches it (hoard's own
+/// tests; see [`tamper::IntentTamper`]).
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub async fn start_intent_tampering_relay(
+    options: RelayOptions,
+    registry: PublishRegistry,
+    tamper: tamper::IntentTamper,
+) -> Result<RelayHandle, RelayError> {
+    start(options, registry, Some(tamper), |store| {
+        let served: Arc<dyn hoard_engine::store::WorldStore> = store.clone();
+        let proofs: Arc<dyn hoard_proto::proof::ProofSource> = store;
+        (served, proofs)
+    })
+    .await
+}
+
+#[cfg(not(feature = "testing"))]
+type IntentTamper = std::convert::Infallible;
+#[cfg(feature = "testing")]
+type IntentTamper = tamper::IntentTamper;
+
 async fn start(
     options: RelayOptions,
     registry: PublishRegistry,
+    intent_tamper: Option<IntentTamper>,
     serve: impl FnOnce(Arc<Locked<RelayWorld>>) -> Served,
 ) -> Result<RelayHandle, RelayError> {
     let store = Arc::new(Locked::new(RelayWorld::default()));
@@ -260,21 +293,59 @@ async fn start(
         on_join: None,
         on_leave: None,
     };
+    // The world's token keys, signed by the world: players' world tokens
+    // are checked with them (this relay holds no world secret).
+    let signed_keys = client.token_keys().cloned();
+    let token_keys = match &signed_keys {
+        Some(signed) => {
+            let verifier =
+                crate::heads::KeyVerifier::new(world, &world_key).map_err(|detail| RelayError::Unusable {
+                    upstream: options.upstream,
+                    detail,
+                })?;
+            let keys = crate::token_keys::verify_token_keys(&world, signed, &verifier).map_err(|detail| {
+                RelayError::Unusable {
+                    upstream: options.upstream,
+                    detail,
+                }
+            })?;
+            Some(keys)
+        }
+        None => {
+            tracing::warn!("the upstream sent no token keys: world tokens are refused here");
+            None
+        }
+    };
     let (served, proofs) = serve(store.clone());
-    let bound = bind(server_options.clone(), served, rules, |_, config| {
+    let dev_mode = options.dev_mode;
+    let bound = bind(server_options.clone(), served, rules, |keys, config| {
         config.server = world;
         config.world_key = world_key;
         config.proofs = Some(proofs);
         config.always_prove = true;
+        config.token_keys = signed_keys;
+        // Signed intents go up with their signatures, checked at the origin.
+        config.checks_intents = false;
+        // The relay's own token secret (its own MAC tokens) and the world's
+        // token keys; it mints no world tokens.
+        let mut auth = hoard_proto::auth::TokenAuthority::new(keys.token_secret).with_dev_mode(dev_mode);
+        if let Some(token_keys) = token_keys {
+            auth = auth.with_world_tokens(token_keys);
+        }
+        config.auth = auth;
         Ok(())
     })
     .await?;
     let stats = Arc::new(RelayStats::default());
     stats.connected.store(true, Ordering::SeqCst);
     let stop = Arc::new(AtomicBool::new(false));
-    let actions = options
-        .carry_actions
-        .then(|| actions::Actions::new(client_options(&options), registry.clone(), bound.handle.auth.clone()));
+    let actions = Some(actions::Actions::new(
+        client_options(&options),
+        registry.clone(),
+        bound.handle.auth.clone(),
+        options.carry_actions,
+        intent_tamper,
+    ));
     let link = RelayLink {
         core: RelayCore::new(store.clone()),
         store,
@@ -378,7 +449,7 @@ struct RelayLink {
     conns: Outbox,
     metrics: Arc<crate::metrics::ServerMetrics>,
     stats: Arc<RelayStats>,
-    /// Players' actions carried upstream (a trusted relay), if so.
+    /// Players' actions carried upstream.
     actions: Option<actions::Actions>,
 }
 
@@ -539,6 +610,19 @@ pub mod tamper {
     use hoard_proto::proof::ProofSource;
     use hoard_proto::wire::HeadProof;
 
+    /// How a relay tampers with its players' signed intents.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum IntentTamper {
+        /// Flips a bit of each intent's payload.
+        Alter,
+        /// Drops each player's first intent.
+        Drop,
+        /// Holds each player's first intent and sends it after the second.
+        Reorder,
+        /// Sends every intent twice.
+        Replay,
+    }
+
     /// How the relay lies.
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
     pub enum Tamper {
@@ -660,9 +744,14 @@ pub mod tamper {
     }
 }
 
-/// A trusted relay carrying players' actions to the origin: one upstream
-/// session per acting player, under a token the relay issues (it holds the
-/// world's token secret). Intents go up in order with the player's own
+/// Players' actions carried to the origin. A player whose world token binds
+/// their key gets their own session at the origin, opened with their own
+/// token as soon as they sign in here; the origin's nonce for it is passed
+/// down, and their signed intents go up unchanged (the origin checks them:
+/// this relay cannot forge, alter, reorder or replay one). A relay trusted
+/// with the world's token secret ([`super::RelayOptions::carry_actions`])
+/// also carries unsigned intents, under tokens it issues: one upstream
+/// session per acting player. Intents go up in order with the player's own
 /// seqs; the origin's `Processed` and `IntentRejected` come back to the
 /// player's session. The changes the actions cause reach the player through
 /// the relay's followed shards like everyone's, so a `Processed` may arrive
@@ -674,16 +763,20 @@ mod actions {
     use hoard_engine::PublishRegistry;
     use hoard_proto::auth::TokenAuthority;
     use hoard_proto::sync::tick::TickInput;
-    use hoard_proto::wire::{ErrorCode, IntentRejected, Message, Processed};
+    use hoard_proto::wire::{ErrorCode, IntentNonce, IntentRejected, Message, Processed};
     use tokio::sync::mpsc;
 
     use crate::quic::client::{ClientEvent, ClientOptions, ClientUpdate, HoardClient};
+
+    use super::IntentTamper;
 
     /// Intents queued for one player's upstream session; past this the
     /// player is told to slow down.
     const QUEUED: usize = 64;
     /// Answers waiting for the relay's loop (every player's).
     const ANSWERS: usize = 4096;
+    /// Most players' own upstream sessions at once.
+    const MAX_ACTORS: usize = 10_000;
     /// How long a player's upstream token is valid (a new session is made
     /// for a player whose session ended).
     const TOKEN_HOURS: i64 = 12;
@@ -693,27 +786,50 @@ mod actions {
         seq: u32,
         kind: String,
         payload: Vec<u8>,
+        signature: Vec<u8>,
+    }
+
+    /// Whose upstream session an actor is.
+    #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+    enum Actor {
+        /// One signed-in session's (its token binds the player's key): the
+        /// upstream session's nonce is that session's.
+        Session(u64),
+        /// A player's, under a token this relay issued (trusted relays).
+        Player(String),
     }
 
     pub(super) struct Actions {
         template: ClientOptions,
         registry: PublishRegistry,
         auth: TokenAuthority,
+        /// Whether unsigned intents are carried (the relay is trusted).
+        trusted: bool,
+        /// How this relay tampers with intents (tests only).
+        tamper: Option<IntentTamper>,
         /// Each session's player.
         players: HashMap<u64, String>,
-        /// Each acting player's upstream session.
-        actors: HashMap<String, mpsc::Sender<Forward>>,
+        /// Each upstream session.
+        actors: HashMap<Actor, mpsc::Sender<Forward>>,
         answers_tx: mpsc::Sender<(u64, Message)>,
         answers: mpsc::Receiver<(u64, Message)>,
     }
 
     impl Actions {
-        pub(super) fn new(template: ClientOptions, registry: PublishRegistry, auth: TokenAuthority) -> Actions {
+        pub(super) fn new(
+            template: ClientOptions,
+            registry: PublishRegistry,
+            auth: TokenAuthority,
+            trusted: bool,
+            tamper: Option<IntentTamper>,
+        ) -> Actions {
             let (answers_tx, answers) = mpsc::channel(ANSWERS);
             Actions {
                 template,
                 registry,
                 auth,
+                trusted,
+                tamper,
                 players: HashMap::new(),
                 actors: HashMap::new(),
                 answers_tx,
@@ -730,20 +846,39 @@ mod actions {
         /// session gone); gives back what the relay's core handles.
         pub(super) fn take(&mut self, input: TickInput) -> Option<TickInput> {
             match input {
-                TickInput::Joined { id, perspective } => {
+                TickInput::Joined {
+                    id,
+                    perspective,
+                    bound_token,
+                } => {
                     self.players.insert(id, perspective.clone());
-                    Some(TickInput::Joined { id, perspective })
+                    if let Some(token) = &bound_token {
+                        // Opened now, so the origin's nonce reaches the
+                        // player before their first action.
+                        self.open(Actor::Session(id), &perspective, token.clone(), Some(id));
+                    }
+                    Some(TickInput::Joined {
+                        id,
+                        perspective,
+                        bound_token,
+                    })
                 }
                 TickInput::Remove { id } => {
+                    self.actors.remove(&Actor::Session(id));
                     if let Some(player) = self.players.remove(&id)
                         && !self.players.values().any(|p| *p == player)
                     {
                         // Its upstream session ends with its queue.
-                        self.actors.remove(&player);
+                        self.actors.remove(&Actor::Player(player));
                     }
                     Some(TickInput::Remove { id })
                 }
-                TickInput::Intent { id, seq, intent } => {
+                TickInput::Intent {
+                    id,
+                    seq,
+                    intent,
+                    signature,
+                } => {
                     let Some(player) = self.players.get(&id).cloned() else {
                         self.reject(id, seq, ErrorCode::Unavailable, "your session is not ready to act yet");
                         return None;
@@ -753,18 +888,32 @@ mod actions {
                         seq,
                         kind: intent.kind,
                         payload: intent.payload,
+                        signature,
                     };
-                    let actor = self.actor(&player);
+                    let actor = if let Some(tx) = self.actors.get(&Actor::Session(id)) {
+                        tx.clone()
+                    } else if self.trusted {
+                        self.player_actor(&player)
+                    } else {
+                        self.reject(
+                            id,
+                            seq,
+                            ErrorCode::Unavailable,
+                            "this relay carries signed actions only (a world token binding your key); act at the world's server",
+                        );
+                        return None;
+                    };
                     if let Err(e) = actor.try_send(forward) {
                         let (code, message) = match e {
                             mpsc::error::TrySendError::Full(_) => {
                                 (ErrorCode::RateLimited, "too many actions in flight; slow down")
                             }
                             mpsc::error::TrySendError::Closed(_) => {
-                                self.actors.remove(&player);
+                                self.actors.remove(&Actor::Session(id));
+                                self.actors.remove(&Actor::Player(player));
                                 (
                                     ErrorCode::Unavailable,
-                                    "this relay lost your session at the world's server; act again",
+                                    "this relay lost your session at the world's server; sign in again",
                                 )
                             }
                         };
@@ -787,24 +936,86 @@ mod actions {
             ));
         }
 
-        /// The player's upstream session, opened on first use.
-        fn actor(&mut self, player: &str) -> mpsc::Sender<Forward> {
-            if let Some(tx) = self.actors.get(player).filter(|tx| !tx.is_closed()) {
+        /// A trusted relay's upstream session for `player`, opened on first
+        /// use under a token it issues.
+        fn player_actor(&mut self, player: &str) -> mpsc::Sender<Forward> {
+            let key = Actor::Player(player.to_owned());
+            if let Some(tx) = self.actors.get(&key).filter(|tx| !tx.is_closed()) {
                 return tx.clone();
             }
-            let (tx, rx) = mpsc::channel(QUEUED);
-            let mut options = self.template.clone();
-            options.proofs = false;
-            options.token = self
+            let token = self
                 .auth
                 .issue(player, chrono::Utc::now().timestamp() + TOKEN_HOURS * 3600)
                 .unwrap_or_default();
+            self.open(key, player, token, None)
+        }
+
+        /// Opens an upstream session for `player` with `token`; the nonce it
+        /// is given goes down to `nonce_to`.
+        fn open(&mut self, key: Actor, player: &str, token: String, nonce_to: Option<u64>) -> mpsc::Sender<Forward> {
+            let (tx, rx) = mpsc::channel(QUEUED);
+            if self.actors.len() >= MAX_ACTORS {
+                tracing::warn!(%player, "too many players acting through this relay; refusing another");
+                return tx;
+            }
+            let mut options = self.template.clone();
+            options.proofs = false;
+            options.token_keys = false;
+            options.token = token;
             // Its own cache folder: it enters no zone, and must not hold the
             // relay's cache lock.
-            options.cache_dir = options.cache_dir.join("actors").join(player);
-            tokio::spawn(act(options, self.registry.clone(), rx, self.answers_tx.clone()));
-            self.actors.insert(player.to_owned(), tx.clone());
+            let folder = match &key {
+                Actor::Session(id) => format!("{player}-{id}"),
+                Actor::Player(_) => player.to_owned(),
+            };
+            options.cache_dir = options.cache_dir.join("actors").join(folder);
+            tokio::spawn(act(
+                options,
+                self.registry.clone(),
+                rx,
+                self.answers_tx.clone(),
+                nonce_to,
+                self.tamper,
+            ));
+            self.actors.insert(key, tx.clone());
             tx
+        }
+    }
+
+    /// What goes up for `f`: `f` itself, unless this relay tampers (tests).
+    #[cfg(not(feature = "testing"))]
+    fn tampered(_: Option<IntentTamper>, f: Forward, _: &mut Option<Forward>) -> Vec<Forward> {
+        vec![f]
+    }
+
+    /// What goes up for `f`, as `tamper` has it (tests): `held` keeps an
+    /// intent back for reordering.
+    #[cfg(feature = "testing")]
+    fn tampered(tamper: Option<IntentTamper>, mut f: Forward, held: &mut Option<Forward>) -> Vec<Forward> {
+        let copy = |f: &Forward| Forward {
+            session: f.session,
+            seq: f.seq,
+            kind: f.kind.clone(),
+            payload: f.payload.clone(),
+            signature: f.signature.clone(),
+        };
+        match tamper {
+            None => vec![f],
+            Some(IntentTamper::Alter) => {
+                match f.payload.last_mut() {
+                    Some(b) => *b ^= 1,
+                    None => f.payload.push(0),
+                }
+                vec![f]
+            }
+            Some(IntentTamper::Drop) if f.seq == 1 => Vec::new(),
+            Some(IntentTamper::Drop) => vec![f],
+            Some(IntentTamper::Reorder) if f.seq == 1 => {
+                *held = Some(f);
+                Vec::new()
+            }
+            Some(IntentTamper::Reorder) => std::iter::once(f).chain(held.take()).collect(),
+            Some(IntentTamper::Replay) => vec![copy(&f), f],
         }
     }
 
@@ -815,6 +1026,8 @@ mod actions {
         registry: PublishRegistry,
         mut intents: mpsc::Receiver<Forward>,
         answers: mpsc::Sender<(u64, Message)>,
+        nonce_to: Option<u64>,
+        tamper: Option<IntentTamper>,
     ) {
         let reject = |session: u64, seq: u32, code: u16, message: String| {
             let answers = answers.clone();
@@ -841,6 +1054,7 @@ mod actions {
             }
         };
         let mut sessions: HashMap<u32, u64> = HashMap::new();
+        let mut held = None;
         loop {
             tokio::select! {
                 next = intents.recv() => {
@@ -850,8 +1064,10 @@ mod actions {
                         continue;
                     }
                     sessions.insert(f.seq, f.session);
-                    if let Err(e) = client.send_encoded_intent(f.seq, &f.kind, f.payload).await {
-                        reject(f.session, f.seq, ErrorCode::Unavailable as u16, format!("could not reach the world's server: {e}")).await;
+                    for f in tampered(tamper, f, &mut held) {
+                        if let Err(e) = client.send_signed_intent(f.seq, &f.kind, f.payload, f.signature).await {
+                            reject(f.session, f.seq, ErrorCode::Unavailable as u16, format!("could not reach the world's server: {e}")).await;
+                        }
                     }
                 }
                 () = client.changed() => {
@@ -862,6 +1078,13 @@ mod actions {
                             ClientUpdate::Event(ClientEvent::IntentRejected { seq, code, message }) => {
                                 if let Some(session) = sessions.remove(&seq) {
                                     reject(session, seq, code, message).await;
+                                }
+                            }
+                            // The origin's nonce for the player's session: the
+                            // player signs under it.
+                            ClientUpdate::Event(ClientEvent::IntentNonce { nonce }) => {
+                                if let Some(session) = nonce_to {
+                                    let _ = answers.send((session, Message::IntentNonce(IntentNonce { nonce }))).await;
                                 }
                             }
                             ClientUpdate::Event(ClientEvent::IntentsProcessed { seqs }) => {

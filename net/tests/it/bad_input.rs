@@ -121,6 +121,7 @@ fn hello(server: &ServerHandle, token: Option<String>) -> Vec<u8> {
         service: "world".into(),
         token,
         codecs: Vec::new(),
+        token_keys: false,
     })
     .to_frame()
 }

@@ -169,6 +169,8 @@ pub(crate) fn options(server: &ServerHandle, cache: &Path, player: &str) -> Clie
         endpoint: None,
         cache_files: None,
         compression: true,
+        player_key: None,
+        token_keys: false,
     }
 }
 

@@ -6,6 +6,7 @@ mod bad_input;
 mod commit_pipeline;
 mod e2e;
 mod relay;
+mod signed;
 mod store_failure;
 mod web;
 mod zero_rtt;

@@ -68,6 +68,8 @@ fn via(relay: &RelayHandle, world: ServerIdentity, cache: &Path, player: &str) -
         endpoint: None,
         cache_files: None,
         compression: true,
+        player_key: None,
+        token_keys: false,
     }
 }
 

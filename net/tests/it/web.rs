@@ -40,6 +40,7 @@ fn hello(server: &ServerHandle, player: &str) -> Message {
             .issue(player, chrono::Utc::now().timestamp() + 3600)
             .expect("token"),
         codecs: Vec::new(),
+        token_keys: false,
     })
 }
 
@@ -144,6 +145,7 @@ async fn a_browser_session_enters_cold_with_signed_heads_and_gets_live_deltas() 
             seq: 1,
             kind: "add_stones".into(),
             payload,
+            signature: Vec::new(),
         }),
     )
     .await;

@@ -229,6 +229,11 @@ pub enum Effect {
         /// The intents' seqs.
         seqs: Vec<u32>,
     },
+    /// The server gave the nonce to sign this session's intents under.
+    IntentNonce {
+        /// The nonce.
+        nonce: [u8; 16],
+    },
     /// Whether the server accepts actions changed (its store failed or
     /// recovered).
     Status {
@@ -839,6 +844,7 @@ impl ClientSync {
                 message: r.message,
             }),
             Message::Processed(p) => self.effects.push_back(Effect::Processed { seqs: p.seqs }),
+            Message::IntentNonce(n) => self.effects.push_back(Effect::IntentNonce { nonce: n.nonce }),
             Message::Status(st) => self.effects.push_back(Effect::Status {
                 writable: st.writable,
                 message: st.message,

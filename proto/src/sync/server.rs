@@ -13,11 +13,12 @@ use hoard_engine::store::{ReadError, StoreRead, StoreReply};
 use hoard_engine::{RegistryHash, Seq, ServerIdentity, ShardId, ZoneId};
 
 use super::answer::{AnswerPlan, Held};
-use crate::auth::{TokenAuthority, TokenError};
+use crate::auth::TokenAuthority;
+use crate::intent_sig::IntentChecker;
 use crate::proof::ProofSource;
 use crate::wire::{
-    EnterZone, ErrorCode, ErrorMsg, IntentRejected, MAX_INTENT_BYTES, MAX_REPAIR_OBJECTS, MAX_SHARDS_PER_ENTRY,
-    Message, PROTOCOL_VERSION, Repair, ShardHave, Welcome, ZoneDenied, ZoneElsewhere,
+    EnterZone, ErrorCode, ErrorMsg, IntentNonce, IntentRejected, MAX_INTENT_BYTES, MAX_REPAIR_OBJECTS,
+    MAX_SHARDS_PER_ENTRY, Message, PROTOCOL_VERSION, Repair, ShardHave, Welcome, ZoneDenied, ZoneElsewhere,
 };
 
 /// Messages a session holds while a store read is out (a driver that
@@ -132,6 +133,17 @@ pub struct SessionConfig {
     /// Every answer and delta carries signed heads, asked for or not (a
     /// relay: its clients cannot trust it without them).
     pub always_prove: bool,
+    /// The world's token keys signed by the world's key, sent in `Welcome`
+    /// to a client that asks (`Hello.token_keys`: a relay).
+    pub token_keys: Option<crate::wire::SignedTokenKeys>,
+    /// Whether sessions check their players' signed intents themselves (an
+    /// origin) or pass them on with their signatures (a relay, which sends
+    /// its upstream session's nonce down instead of its own).
+    pub checks_intents: bool,
+    /// The key each session's intent nonce is derived under (BLAKE3 keyed,
+    /// of the session id): drawn at random for each server start (hoard-net
+    /// does), so no two sessions of any run share a nonce.
+    pub intent_nonce_key: [u8; 32],
 }
 
 impl SessionConfig {
@@ -150,6 +162,9 @@ impl SessionConfig {
             world_key: Vec::new(),
             proofs: None,
             always_prove: false,
+            token_keys: None,
+            checks_intents: true,
+            intent_nonce_key: [0; 32],
         }
     }
 }
@@ -189,6 +204,9 @@ pub enum Output {
         payload: Vec<u8>,
         /// The client's seq for it.
         seq: u32,
+        /// The player's signature, passed on (a relay's sessions, which do
+        /// not check intents themselves); empty where checked or unsigned.
+        signature: Vec<u8>,
     },
     /// The session is signed in as `perspective` (its handshake complete):
     /// the driver records it in its [`LiveSessions`], and closes the
@@ -244,6 +262,15 @@ impl Bucket {
     }
 }
 
+/// A session's intent nonce: the first 16 bytes of BLAKE3 keyed with the
+/// server's nonce key, of the session id (u64 LE).
+fn intent_nonce(key: &[u8; 32], session: u64) -> [u8; 16] {
+    let hash = blake3::keyed_hash(key, &session.to_le_bytes());
+    let mut nonce = [0; 16];
+    nonce.copy_from_slice(&hash.as_bytes()[..16]);
+    nonce
+}
+
 /// What a session waits for a store read to go on with.
 enum Pending {
     /// The zones, for `Welcome`.
@@ -285,6 +312,14 @@ pub struct ServerSession {
     /// The codec this session's answers and deltas may be packed in: the
     /// first of the client's `Hello.codecs` this build writes.
     codec: Option<u8>,
+    /// Whether `Hello` asked for the world's token keys.
+    wants_token_keys: bool,
+    /// The check of the player's signed intents (the token binds a key, and
+    /// this server checks intents).
+    intent_check: Option<IntentChecker>,
+    /// The token, when it binds the player's key (a relay opens the player's
+    /// session upstream with it).
+    bound_token: Option<String>,
 }
 
 impl ServerSession {
@@ -306,7 +341,16 @@ impl ServerSession {
             pending: None,
             backlog: VecDeque::new(),
             codec: None,
+            wants_token_keys: false,
+            intent_check: None,
+            bound_token: None,
         }
+    }
+
+    /// The session's token if it binds the player's intent key (a relay
+    /// opens the player's own session upstream with it).
+    pub fn bound_token(&self) -> Option<&str> {
+        self.bound_token.as_deref()
     }
 
     /// A session on a connection whose TLS handshake is not complete yet,
@@ -498,6 +542,17 @@ impl ServerSession {
             ),
             (State::Ready { perspective }, Message::Intent(intent)) => {
                 let perspective = perspective.clone();
+                if let Some(check) = &mut self.intent_check
+                    && let Err(e) = check.check(intent.seq, &intent.kind, &intent.payload, &intent.signature)
+                {
+                    tracing::warn!(%perspective, error = %e, "a signed intent failed its check; ending the session");
+                    return self.fail(ErrorCode::BadIntent, e.to_string());
+                }
+                let signature = if self.config.checks_intents {
+                    Vec::new()
+                } else {
+                    intent.signature
+                };
                 let rejection = if intent.payload.len() > MAX_INTENT_BYTES {
                     Some((
                         ErrorCode::Limit,
@@ -522,6 +577,7 @@ impl ServerSession {
                         kind: intent.kind,
                         payload: intent.payload,
                         seq: intent.seq,
+                        signature,
                     }),
                 }
             }
@@ -562,13 +618,24 @@ impl ServerSession {
                 format!("no service {:?} here", hello.service),
             );
         }
-        let perspective = match self.config.auth.verify(&hello.token, unix_now) {
-            Ok(p) => p,
-            Err(TokenError::Expired { expiry }) => {
-                return self.fail(ErrorCode::Expired, format!("token expired at {expiry}; get a new one"));
+        let verified = match self.config.auth.check(&hello.token, unix_now) {
+            Ok(v) => v,
+            Err(e) => {
+                return match e.expired_at() {
+                    Some(expiry) => self.fail(ErrorCode::Expired, format!("token expired at {expiry}; get a new one")),
+                    None => self.fail(ErrorCode::BadToken, e.to_string()),
+                };
             }
-            Err(e) => return self.fail(ErrorCode::BadToken, e.to_string()),
         };
+        let perspective = verified.player;
+        if let Some(key) = verified.player_key {
+            self.bound_token = Some(hello.token.clone());
+            if self.config.checks_intents {
+                let nonce = intent_nonce(&self.config.intent_nonce_key, self.id);
+                self.intent_check = Some(IntentChecker::new(self.config.server, &perspective, key, nonce));
+            }
+        }
+        self.wants_token_keys = hello.token_keys;
         if self.early {
             self.takeover_pending = true;
         } else {
@@ -598,7 +665,17 @@ impl ServerSession {
             zones,
             tick_hz: self.config.tick_hz,
             world_key: self.config.world_key.clone(),
+            token_keys: if self.wants_token_keys {
+                self.config.token_keys.clone()
+            } else {
+                None
+            },
         })));
+        if let Some(check) = &self.intent_check {
+            self.out.push_back(Output::Control(Message::IntentNonce(IntentNonce {
+                nonce: *check.nonce(),
+            })));
+        }
     }
 
     fn deny(&mut self, request: u32, zone: ZoneId, code: ErrorCode, message: String) {
@@ -759,6 +836,7 @@ mod tests {
             service: "world".into(),
             token: "dev:ann".into(),
             codecs: vec![crate::wire::CODEC_ZSTD],
+            token_keys: false,
         })
     }
 
@@ -767,6 +845,7 @@ mod tests {
             seq: 1,
             kind: "act".into(),
             payload: vec![0xc0],
+            signature: Vec::new(),
         })
     }
 

@@ -288,6 +288,7 @@ impl ClientSession {
                 self.event(ClientEvent::IntentRejected { seq, code, message });
             }
             Effect::Processed { seqs } => self.event(ClientEvent::IntentsProcessed { seqs }),
+            Effect::IntentNonce { nonce } => self.event(ClientEvent::IntentNonce { nonce }),
             Effect::Status { writable, message } => {
                 if writable {
                     tracing::info!(%message, "server accepts actions again");

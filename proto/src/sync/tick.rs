@@ -92,6 +92,10 @@ pub enum TickInput {
         id: SessionId,
         /// Its perspective.
         perspective: String,
+        /// Its token, when the token binds the player's intent key (a relay
+        /// opens the player's own session upstream with it); the game's
+        /// tick ignores it.
+        bound_token: Option<String>,
     },
     /// A session ended (closed, lost, or dropped by the driver).
     Remove {
@@ -106,6 +110,9 @@ pub enum TickInput {
         seq: u32,
         /// The intent.
         intent: ReceivedIntent,
+        /// The player's signature over it, passed on by a relay's sessions
+        /// (empty where the session checked it, or it is unsigned).
+        signature: Vec<u8>,
     },
 }
 
@@ -497,7 +504,7 @@ impl TickCore {
                 }
             }
             TickInput::Unsubscribe { id, zone } => self.hub.unsubscribe(id, &zone),
-            TickInput::Joined { id, perspective } => {
+            TickInput::Joined { id, perspective, .. } => {
                 let Some(slot) = self.sessions.get_mut(&id) else { return };
                 *slot = Some(perspective.clone());
                 *world
@@ -523,7 +530,7 @@ impl TickCore {
                     }
                 }
             }
-            TickInput::Intent { id, seq, intent } => {
+            TickInput::Intent { id, seq, intent, .. } => {
                 if !self.sessions.contains_key(&id) {
                     return;
                 }

@@ -25,7 +25,7 @@ pub use parts::{Assembler, PART_BYTES, PartsError, object_bytes, split};
 /// The ALPN protocol id of hoard over QUIC.
 pub const ALPN: &[u8] = b"hoard/1";
 /// The protocol version carried in `Hello` and `Welcome`.
-pub const PROTOCOL_VERSION: u32 = 10;
+pub const PROTOCOL_VERSION: u32 = 11;
 
 /// Largest frame a client may send on the control stream.
 pub const MAX_CONTROL_FRAME: usize = 256 * 1024;

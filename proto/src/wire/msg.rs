@@ -256,6 +256,15 @@ pub struct Hello {
     /// an encoding means empty.
     #[serde(default)]
     pub codecs: Vec<u8>,
+    /// Whether the client wants the world's signed token keys in `Welcome`
+    /// (a relay does, to check its own players' world tokens). Absent in an
+    /// encoding means false, and false is not encoded.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub token_keys: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// `0x02` client → server: bring a zone's shards up to date (and subscribe).
@@ -315,6 +324,38 @@ pub struct Intent {
     /// The intent's MessagePack encoding.
     #[serde(with = "serde_bytes")]
     pub payload: Vec<u8>,
+    /// The player's Ed25519 signature over the intent
+    /// ([`crate::intent_sig::intent_statement`]) when the session's token
+    /// binds a key; empty (and not encoded) otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "serde_bytes")]
+    pub signature: Vec<u8>,
+}
+
+/// The world's token keys, signed by the world's key: what lets a relay
+/// (and a relay of relays) check world tokens without trusting whoever
+/// passed the list on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedTokenKeys {
+    /// The accepted token keys, each a 32-byte Ed25519 public key, at most
+    /// [`crate::world_token::MAX_TOKEN_KEYS`].
+    pub keys: Vec<serde_bytes::ByteArray<32>>,
+    /// The TLS `SignatureScheme` code of `signature`.
+    pub scheme: u16,
+    /// The world key's signature over
+    /// [`crate::world_token::token_keys_statement`].
+    #[serde(with = "serde_bytes")]
+    pub signature: Vec<u8>,
+}
+
+/// `0x86` server → client: sign your intents under this nonce (the session's
+/// token binds a key). Sent once, after `Welcome`; through a relay, the
+/// origin's nonce passed down when the relay's session for the player
+/// opens. Intents are numbered 1, 2, 3, … under it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IntentNonce {
+    /// 16 random bytes.
+    #[serde(with = "serde_bytes")]
+    pub nonce: [u8; 16],
 }
 
 /// `0x81` server → client: the handshake succeeded.
@@ -337,6 +378,10 @@ pub struct Welcome {
     /// that signs nothing).
     #[serde(default, with = "serde_bytes")]
     pub world_key: Vec<u8>,
+    /// The world's signed token keys, when `Hello.token_keys` asked for
+    /// them and the server has them; absent (not encoded) otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_keys: Option<SignedTokenKeys>,
 }
 
 /// Longest world key a `Welcome` may carry.
@@ -722,6 +767,9 @@ pub enum ErrorCode {
     Unavailable = 15,
     /// The connection did not finish its handshake or `Hello` in time.
     Timeout = 16,
+    /// A signed intent did not verify or came out of order: it was altered,
+    /// lost, reordered or replayed on the way (the session ends).
+    BadIntent = 17,
 }
 
 /// Declares [`Message`] and its type codes once, so encoding, decoding and
@@ -775,6 +823,7 @@ messages! {
     0x83 => ZoneDenied(ZoneDenied),
     0x84 => IntentRejected(IntentRejected),
     0x85 => ZoneElsewhere(ZoneElsewhere),
+    0x86 => IntentNonce(IntentNonce),
     0x90 => AnswerBegin(AnswerBegin),
     0x91 => UpToDate(UpToDate),
     0x92 => Changes(Changes),

@@ -100,6 +100,7 @@ fn messages() -> Vec<(&'static str, Message)> {
                 service: "world".into(),
                 token: "v1.ann.1700000000.00".into(),
                 codecs: vec![CODEC_ZSTD],
+                token_keys: false,
             }),
         ),
         (
@@ -139,8 +140,23 @@ fn messages() -> Vec<(&'static str, Message)> {
                 seq: 3,
                 kind: "pick_up".into(),
                 payload: vec![0x91, 0x2a],
+                signature: Vec::new(),
             }),
         ),
+        ("05-intent-signed", Message::Intent(signed_intent())),
+        (
+            "81-welcome-token-keys",
+            Message::Welcome(Welcome {
+                protocol: PROTOCOL_VERSION,
+                server: hoard_engine::ServerIdentity::of_key(&WORLD_KEY).0,
+                perspective: "relay-one".into(),
+                zones: vec![zone()],
+                tick_hz: 20,
+                world_key: WORLD_KEY.to_vec(),
+                token_keys: Some(signed_token_keys()),
+            }),
+        ),
+        ("86-intent-nonce", Message::IntentNonce(IntentNonce { nonce: NONCE })),
         (
             "81-welcome",
             Message::Welcome(Welcome {
@@ -151,6 +167,7 @@ fn messages() -> Vec<(&'static str, Message)> {
                 zones: vec![zone()],
                 tick_hz: 20,
                 world_key: WORLD_KEY.to_vec(),
+                token_keys: None,
             }),
         ),
         (
@@ -369,6 +386,83 @@ fn the_golden_snapshot_digest_is_the_digest_of_its_objects() {
 fn the_golden_fresh_root_is_the_documented_one() {
     let hex: String = fresh_root(&fresh_heads()).iter().map(|b| format!("{b:02x}")).collect();
     assert_eq!(hex, FRESH_ROOT, "the worked example of docs/PROTOCOL.md");
+}
+
+/// docs/PROTOCOL.md § World tokens: the world's token key is the Ed25519
+/// key of seed `[2; 32]`, the player's intent key that of seed `[3; 32]`.
+fn token_key() -> hoard_proto::world_token::TokenSigningKey {
+    hoard_proto::world_token::TokenSigningKey::from_seed([2; 32])
+}
+
+fn player_key() -> hoard_proto::intent_sig::PlayerKey {
+    hoard_proto::intent_sig::PlayerKey::from_seed([3; 32])
+}
+
+fn world() -> hoard_engine::ServerIdentity {
+    hoard_engine::ServerIdentity::of_key(&WORLD_KEY)
+}
+
+/// The session nonce of the signed-intent example: bytes 0x00 … 0x0f.
+const NONCE: [u8; 16] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
+
+/// ann's first intent under `NONCE`, signed with her key.
+fn signed_intent() -> Intent {
+    let (seq, kind, payload) = (1, "pick_up", vec![0x91, 0x2a]);
+    let statement = hoard_proto::intent_sig::intent_statement(&world(), &NONCE, "ann", seq, kind, &payload);
+    Intent {
+        seq,
+        kind: kind.into(),
+        payload,
+        signature: player_key().sign(&statement).to_vec(),
+    }
+}
+
+/// The world's one token key, signed with the world key (Ed25519, TLS
+/// scheme 0x0807).
+fn signed_token_keys() -> SignedTokenKeys {
+    let keys = [*token_key().public().bytes()];
+    let statement = hoard_proto::world_token::token_keys_statement(&world(), &keys);
+    let world_secret = ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new([1; 32]));
+    SignedTokenKeys {
+        keys: keys.into_iter().map(serde_bytes::ByteArray::new).collect(),
+        scheme: 0x0807,
+        signature: world_secret.sk.sign(&statement, None).to_vec(),
+    }
+}
+
+/// ann's world token of docs/PROTOCOL.md, binding her key, expiring at
+/// 2,000,000,000 (2033-05-18T03:33:20Z).
+#[test]
+fn the_golden_world_token_and_signatures_verify() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/token-v4.txt");
+    let minted = token_key()
+        .mint(&world(), "ann", 2_000_000_000, Some(&player_key().public()))
+        .expect("mint");
+    if std::env::var_os("HOARD_BLESS").is_some() {
+        std::fs::write(path, format!("{minted}\n")).expect("bless");
+    }
+    let golden = std::fs::read_to_string(path).expect("golden token");
+    assert_eq!(golden.trim(), minted, "token encoding changed");
+    let keys = hoard_proto::world_token::TokenKeys::new(world(), vec![token_key().public().clone()]);
+    let verified = keys.verify(golden.trim(), 1_999_999_999).expect("verifies");
+    assert_eq!(
+        (verified.player.as_str(), verified.player_key),
+        ("ann", Some(player_key().public()))
+    );
+    // The signed intent checks under the nonce, as the origin checks it.
+    let intent = signed_intent();
+    let mut check = hoard_proto::intent_sig::IntentChecker::new(world(), "ann", player_key().public(), NONCE);
+    assert_eq!(
+        check.check(intent.seq, &intent.kind, &intent.payload, &intent.signature),
+        Ok(())
+    );
+    // The token key list verifies with the world key.
+    let signed = signed_token_keys();
+    let raw = [signed.keys[0].into_array()];
+    let statement = hoard_proto::world_token::token_keys_statement(&world(), &raw);
+    let world_public = ed25519_compact::PublicKey::from_slice(&WORLD_KEY[12..]).expect("key");
+    let signature = ed25519_compact::Signature::from_slice(&signed.signature).expect("sig");
+    assert!(world_public.verify(&statement, &signature).is_ok());
 }
 
 /// docs/PROTOCOL.md § The fresh root.

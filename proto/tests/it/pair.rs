@@ -233,6 +233,7 @@ impl Pair {
                 service: "world".into(),
                 token: "dev:ann".into(),
                 codecs: Vec::new(),
+                token_keys: false,
             }),
         );
         // One session: its sign-in takes over from nobody.
@@ -256,6 +257,7 @@ impl Pair {
         let joined = TickInput::Joined {
             id: SESSION,
             perspective: "ann".into(),
+            bound_token: None,
         };
         pair.tick.handle(&mut pair.world, joined);
         pair
@@ -391,6 +393,7 @@ impl Pair {
                     kind,
                     payload,
                     seq,
+                    ..
                 } => {
                     let intent = ReceivedIntent {
                         id: Default::default(),
@@ -404,6 +407,7 @@ impl Pair {
                             id: SESSION,
                             seq,
                             intent,
+                            signature: Vec::new(),
                         },
                     );
                 }

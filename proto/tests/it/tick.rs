@@ -72,6 +72,7 @@ fn intent(pair: &mut Pair, seq: u32) {
             id: SESSION,
             seq,
             intent,
+            signature: Vec::new(),
         },
     );
 }

@@ -183,6 +183,8 @@ pub(crate) fn run(args: BotsArgs) -> anyhow::Result<i32> {
             endpoint: None,
             cache_files,
             compression: true,
+            player_key: None,
+            token_keys: false,
         };
         bots.push((name, options));
     }
@@ -248,7 +250,7 @@ impl Tokens {
                 );
                 let keys =
                     ServerKeys::load_or_create(dir).with_context(|| format!("reading keys in {}", dir.display()))?;
-                Tokens::Real(TokenAuthority::new(keys.token_secret))
+                Tokens::Real(keys.authority())
             }
             None => Tokens::Dev,
         })

@@ -421,9 +421,11 @@ pub(super) async fn control_loop(
         if !session.is_early()
             && let Some(perspective) = pending_join.take()
         {
-            let _ = shared
-                .commands
-                .send(Command::Tick(TickInput::Joined { id, perspective }));
+            let _ = shared.commands.send(Command::Tick(TickInput::Joined {
+                id,
+                perspective,
+                bound_token: session.bound_token().map(str::to_owned),
+            }));
         }
         while let Some(out) = session.poll_output() {
             match out {
@@ -473,6 +475,7 @@ pub(super) async fn control_loop(
                     kind,
                     payload,
                     seq,
+                    signature,
                 } => {
                     if !shared.writable.load(Ordering::SeqCst) {
                         shared.stats.unavailable_intents.fetch_add(1, Ordering::Relaxed);
@@ -494,6 +497,7 @@ pub(super) async fn control_loop(
                                 kind,
                                 payload,
                             },
+                            signature,
                         }));
                     } else {
                         shared.metrics.reject("unknown");
@@ -515,10 +519,13 @@ pub(super) async fn control_loop(
                 }
                 Output::SignedOut { perspective } => lock(&shared.live).sign_out(&perspective, session.id()),
                 Output::Close { code, reason } => {
-                    shared.metrics.disconnect(if code == ErrorCode::Timeout {
-                        "hello_timeout"
-                    } else {
-                        "refused"
+                    if code == ErrorCode::BadIntent {
+                        shared.stats.bad_intents.fetch_add(1, Ordering::Relaxed);
+                    }
+                    shared.metrics.disconnect(match code {
+                        ErrorCode::Timeout => "hello_timeout",
+                        ErrorCode::BadIntent => "bad_intent",
+                        _ => "refused",
                     });
                     // Let the Error frame reach the client before closing
                     // (closing discards unsent stream data); bounded wait.

@@ -156,6 +156,9 @@ pub struct ServerStats {
     /// Path MTU probes sent, over the connections that ended
     /// ([`ServerOptions::mtu_discovery`]).
     pub mtu_probes: AtomicU64,
+    /// Sessions ended because a signed intent failed its check (altered,
+    /// lost, reordered or replayed on the way: a relay between lied).
+    pub bad_intents: AtomicU64,
 }
 
 /// What a connection tells the world: a session to deliver to (with its
@@ -394,11 +397,17 @@ pub async fn start_linked(
     let bound = bind(options.clone(), store.clone(), rules, |keys, config| {
         // Every head this server publishes can be signed with the world's
         // key, for relays (and their clients) that ask.
-        let signer = crate::heads::KeySigner::new(&keys.key).map_err(ServerError::Config)?;
+        let signer = Arc::new(crate::heads::KeySigner::new(&keys.key).map_err(ServerError::Config)?);
+        // Relays ask for the world's token keys, signed, to check world
+        // tokens without holding a secret.
+        config.token_keys = Some(
+            crate::token_keys::sign_token_keys(&keys.identity, &keys.token_keys.accepted, &*signer)
+                .map_err(ServerError::Config)?,
+        );
         let source: Arc<dyn hoard_proto::proof::ProofSource> = Arc::new(hoard_proto::proof::OriginProofs::new(
             keys.identity,
             &config.service,
-            Arc::new(signer),
+            signer,
         ));
         config.world_key = keys.world_key().map_err(ServerError::Config)?;
         config.proofs = Some(source.clone());
@@ -505,12 +514,14 @@ pub(crate) async fn bind(
         addr: options.listen,
         source,
     })?;
-    let auth = TokenAuthority::new(keys.token_secret).with_dev_mode(options.dev_mode);
-    let mut session_config = SessionConfig::new(keys.identity, &options.service, rules.registry, auth.clone());
+    let auth = keys.authority().with_dev_mode(options.dev_mode);
+    let mut session_config = SessionConfig::new(keys.identity, &options.service, rules.registry, auth);
     session_config.tick_hz = options.tick_hz;
     session_config.access = rules.access.clone();
     session_config.directory = options.directory.clone();
+    getrandom::fill(&mut session_config.intent_nonce_key).map_err(|e| ServerError::Config(e.to_string()))?;
     configure(&keys, &mut session_config)?;
+    let auth = session_config.auth.clone();
     let stats = Arc::new(ServerStats::default());
     let metrics = Arc::new(ServerMetrics::new(Some(options.data_dir.clone())));
     let exporter = match options.metrics {
