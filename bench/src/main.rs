@@ -11,6 +11,7 @@
 //! cargo run --release -p hoard-bench -- relay
 //! cargo run --release -p hoard-bench -- slots --server-bin target/release/hoard-demo
 //! cargo run --release -p hoard-bench -- schema --demo-bin target/release/hoard-demo
+//! cargo run --release -p hoard-bench -- trust
 //! cargo run --release -p hoard-bench -- kills --demo-bin target/release/hoard-demo --seconds 240
 //! ```
 
@@ -25,6 +26,7 @@ mod report;
 mod schema;
 mod slots;
 mod stores;
+mod trust;
 
 use clap::{Parser, Subcommand};
 
@@ -56,6 +58,8 @@ enum Command {
     Kills(kills::Args),
     /// What one component's schema change costs a returning player of the demo world.
     Schema(schema::Args),
+    /// What signed trust costs: world token checks beside MAC tokens, intent signatures and their bytes.
+    Trust(trust::Args),
     /// The origin process of `relay` (started by it).
     #[command(hide = true)]
     RelayOrigin(relay::OriginArgs),
@@ -72,6 +76,7 @@ fn main() -> anyhow::Result<()> {
         Command::Slots(args) => slots::run(&args, &cli.out),
         Command::Schema(args) => schema::run(&args, &cli.out),
         Command::Kills(args) => kills::run(&args, &cli.out),
+        Command::Trust(args) => trust::run(&args, &cli.out),
         Command::RelayOrigin(args) => relay::origin(&args),
     }
 }

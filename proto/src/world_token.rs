@@ -309,14 +309,23 @@ impl TokenKeys {
 /// The player a world token names, read without checking anything (a
 /// client reads its own perspective before the server confirms it).
 pub fn named_player(token: &str) -> Option<String> {
+    unverified_claims(token).map(|c| c.player)
+}
+
+/// The player intent key a world token binds, read without checking
+/// anything (a client makes sure it holds the key its token binds).
+pub fn bound_key(token: &str) -> Option<[u8; 32]> {
+    unverified_claims(token)?.player_key
+}
+
+fn unverified_claims(token: &str) -> Option<Claims> {
     let body = token.strip_prefix(WORLD_TOKEN_PREFIX)?;
     if token.len() > MAX_TOKEN_BYTES {
         return None;
     }
     let message = Base64UrlSafeNoPadding::decode_to_vec(body.split('.').next()?, None).ok()?;
     let claims = message.get(..message.len().checked_sub(64)?)?;
-    let claims = read_claims(std::str::from_utf8(claims).ok()?).ok()?;
-    Some(claims.player)
+    read_claims(std::str::from_utf8(claims).ok()?).ok()
 }
 
 struct Claims {
@@ -409,6 +418,7 @@ mod tests {
         let token = signing.mint(&world(), "ann", 2_000, Some(&[9; 32])).expect("mint");
         assert!(token.starts_with("v4.public."));
         assert_eq!(named_player(&token).as_deref(), Some("ann"));
+        assert_eq!(bound_key(&token), Some([9; 32]));
         let verified = keys.verify(&token, 1_999).expect("verifies");
         assert_eq!(verified.player, "ann");
         assert_eq!(verified.expiry, 2_000);

@@ -93,6 +93,35 @@ impl ClientArgs {
     }
 }
 
+/// The player key to sign actions with: the one in `file`, which must be
+/// the key `token` binds; none if the token binds none.
+fn player_key(
+    token: &str,
+    file: Option<&std::path::Path>,
+) -> anyhow::Result<Option<hoard_proto::intent_sig::PlayerKey>> {
+    let bound = hoard_proto::world_token::bound_key(token);
+    match (bound, file) {
+        (None, None) => Ok(None),
+        (None, Some(path)) => anyhow::bail!(
+            "--player-key {}: the token binds no player key, so actions are not signed; mint a token with the key bound",
+            path.display()
+        ),
+        (Some(_), None) => anyhow::bail!(
+            "the token binds a player key: give its key file with --player-key FILE (actions are signed with it)"
+        ),
+        (Some(bound), Some(path)) => {
+            let key = read_player_key(path)?;
+            anyhow::ensure!(
+                key.public() == bound,
+                "--player-key {}: not the key the token binds ({})",
+                path.display(),
+                hoard_proto::world_token::TokenKey::from_bytes(bound).paserk()
+            );
+            Ok(Some(key))
+        }
+    }
+}
+
 /// Reads a player key file (a PASERK `k4.secret.…`).
 fn read_player_key(path: &std::path::Path) -> anyhow::Result<hoard_proto::intent_sig::PlayerKey> {
     let text = anyhow::Context::with_context(std::fs::read_to_string(path), || {
@@ -109,6 +138,7 @@ pub(crate) fn run(args: ClientArgs) -> anyhow::Result<i32> {
         crate::cli::logging::to_file(&log, "info,quinn=warn,rustls=warn");
         eprintln!("hoard-demo: logging to {}", log.display());
     }
+    let player_key = player_key(&args.token, args.player_key.as_deref())?;
     let options = ClientOptions {
         server: *args
             .server
@@ -123,10 +153,7 @@ pub(crate) fn run(args: ClientArgs) -> anyhow::Result<i32> {
         endpoint: None,
         cache_files: None,
         compression: !args.no_compression,
-        player_key: match &args.player_key {
-            Some(path) => Some(read_player_key(path)?),
-            None => None,
-        },
+        player_key,
         token_keys: false,
     };
     // The client is a Bevy App on `HoardClientPlugin`; dropping it closes

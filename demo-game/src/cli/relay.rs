@@ -47,10 +47,11 @@ pub(crate) struct RelayArgs {
     /// Accept `dev:<name>` tokens from players. For local development only.
     #[arg(long)]
     dev: bool,
-    /// Carry players' actions to the world's server (a trusted relay): copy
-    /// the world's `token.secret` into --data first; players then use the
-    /// world's tokens here. Without it actions are refused, and players act
-    /// at the world's server.
+    /// Also carry the actions of players whose tokens bind no key (a
+    /// trusted relay, the previous protocol's way): copy the world's
+    /// `token.secret` into --data first. Signed actions (world tokens
+    /// binding the player's key) are carried without it; other actions are
+    /// refused, and those players act at the world's server.
     #[arg(long)]
     carry_actions: bool,
     /// Most simultaneous player connections.

@@ -193,3 +193,47 @@ fn a_player_through_a_relay_sees_the_world_again_after_its_server_is_killed_and_
     );
     assert!(watcher.wait().expect("wait").success());
 }
+
+/// A relay holding none of the world's secrets (its own data directory,
+/// not trusted to carry unsigned actions) takes ann's world token and
+/// carries her signed action to the world's server: `server token
+/// --new-key` makes her key and binds it, `client --player-key` signs with
+/// it, and the client exits once the origin confirmed the move. Without the
+/// key file the client refuses to start, naming the flag.
+#[test]
+fn a_player_signs_her_actions_through_a_relay_that_holds_no_secret() {
+    let (data, relay_data, cache, keys) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let origin = server(data.path());
+    let relay = relay(&origin.addr, relay_data.path(), &token(data.path(), "relay-one"));
+    let key_file = keys.path().join("ann.key");
+    let out = demo()
+        .args(["server", "token", "--player", "ann", "--new-key"])
+        .arg(&key_file)
+        .arg("--data")
+        .arg(data.path())
+        .output()
+        .expect("token");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let ann = String::from_utf8(out.stdout).expect("utf-8").trim().to_owned();
+    assert!(ann.starts_with("v4.public."), "{ann}");
+    let act = |key: Option<&Path>| {
+        let mut cmd = headless(&relay.addr, "meadow", &ann);
+        cmd.args(["--world", &relay.world, "--act", r#"{"Move":{"zone":0,"x":40,"y":41}}"#])
+            .arg("--cache-dir")
+            .arg(cache.path());
+        if let Some(key) = key {
+            cmd.arg("--player-key").arg(key);
+        }
+        cmd.output().expect("client")
+    };
+    let out = act(Some(&key_file));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = act(None);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--player-key"));
+}

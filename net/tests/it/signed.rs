@@ -157,9 +157,48 @@ async fn a_relay_without_secrets_checks_world_tokens_and_carries_signed_actions(
         .await
         .expect("sent");
     assert_eq!(answers(&client, &[seq]).await, vec![Ok(seq)], "processed at the origin");
+    client.close_and_wait(Duration::from_secs(2)).await;
+    drop(client);
+
+    // A relay of that relay: the world's token keys come down signed by the
+    // world, and ann's signed action goes up two hops.
+    let second_data = tempfile::tempdir().expect("tempdir");
+    let mut second = untrusted(second_data.path(), &origin);
+    (second.upstream, second.upstream_pin, second.world) =
+        (relay.addr(), Some(relay.server.identity), Some(origin.identity));
+    second.token = origin.auth.issue("relay-two", now() + 3600).expect("token");
+    let second = start_relay(second, registry()).await.expect("second relay");
+    let key = PlayerKey::generate();
+    let token = origin
+        .auth
+        .issue_with_key("ann", now() + 3600, Some(&key.public()))
+        .expect("token");
+    let cache = tempfile::tempdir().expect("tempdir");
+    let client = HoardClient::connect(
+        ann(&second, origin.identity, cache.path(), token, Some(key)),
+        registry(),
+    )
+    .await
+    .expect("ann signs in two relays away");
+    let seq = client
+        .send_intent(
+            "add_stones",
+            &AddStones {
+                object: 2005,
+                stones: 1,
+            },
+        )
+        .await
+        .expect("sent");
+    assert_eq!(
+        answers(&client, &[seq]).await,
+        vec![Ok(seq)],
+        "processed at the origin, two hops up"
+    );
     assert_eq!(origin.stats.bad_intents.load(Ordering::Relaxed), 0);
     client.close_and_wait(Duration::from_secs(2)).await;
     drop(client);
+    second.shutdown().await;
     relay.shutdown().await;
     origin.shutdown().await;
 }
@@ -226,5 +265,58 @@ async fn the_origin_catches_a_relay_that_alters_drops_reorders_or_replays_an_int
         liar.shutdown().await;
     }
     assert_eq!(origin.stats.bad_intents.load(Ordering::Relaxed), 4);
+    origin.shutdown().await;
+}
+
+/// docs/examples/mint_token.py mints a token with a stock PASETO package
+/// (`pyseto`, as an account service in Python would) that signs in, binding
+/// the player's key, and whose signed action the origin processes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_minted_by_the_python_script_signs_in_and_acts() {
+    let (data, cache) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let origin = server(data.path(), 4, 25).await;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/examples/mint_token.py");
+    let key = PlayerKey::generate();
+    let minted = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(data.path().join("token.key"))
+        .arg(origin.identity.to_string())
+        .args(["ann", "1", &key.public_paserk()])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        minted.status.success(),
+        "mint_token.py failed (it needs `pip install pyseto`; .ci/test installs it): {}",
+        String::from_utf8_lossy(&minted.stderr)
+    );
+    let token = String::from_utf8(minted.stdout).expect("utf-8").trim().to_owned();
+    assert!(token.starts_with("v4.public."), "{token}");
+    let mut options = ClientOptions::new(origin.addr, cache.path().to_owned(), token).with_pin(origin.identity);
+    options.player_key = Some(key);
+    let client = HoardClient::connect(options, registry())
+        .await
+        .expect("the Python-minted token signs in");
+    assert_eq!(client.perspective(), "ann");
+    client.enter_zone(&zone()).await.expect("enter");
+    let seq = client
+        .send_intent(
+            "add_stones",
+            &AddStones {
+                object: 2005,
+                stones: 1,
+            },
+        )
+        .await
+        .expect("sent");
+    assert_eq!(
+        answers(&client, &[seq]).await,
+        vec![Ok(seq)],
+        "a signed action at the origin"
+    );
+    client.close_and_wait(Duration::from_secs(2)).await;
+    drop(client);
     origin.shutdown().await;
 }
