@@ -741,8 +741,8 @@ var Encoder = class _Encoder {
 
 // node_modules/@msgpack/msgpack/dist.esm/encode.mjs
 function encode(value, options) {
-  const encoder = new Encoder(options);
-  return encoder.encodeSharedRef(value);
+  const encoder2 = new Encoder(options);
+  return encoder2.encodeSharedRef(value);
 }
 
 // node_modules/@msgpack/msgpack/dist.esm/utils/prettyByte.mjs
@@ -2800,6 +2800,7 @@ var Type = /* @__PURE__ */ ((Type2) => {
   Type2[Type2["ZoneDenied"] = 131] = "ZoneDenied";
   Type2[Type2["IntentRejected"] = 132] = "IntentRejected";
   Type2[Type2["ZoneElsewhere"] = 133] = "ZoneElsewhere";
+  Type2[Type2["IntentNonce"] = 134] = "IntentNonce";
   Type2[Type2["AnswerBegin"] = 144] = "AnswerBegin";
   Type2[Type2["UpToDate"] = 145] = "UpToDate";
   Type2[Type2["Changes"] = 146] = "Changes";
@@ -3222,6 +3223,67 @@ function rebuild(copy, manifest) {
   return { shard, epoch: big(x[1]), seq: big(x[3]), digest, objects };
 }
 
+// src/signing.ts
+var encoder = new TextEncoder();
+function base64url(bytes) {
+  let text3 = "";
+  for (const b of bytes) text3 += String.fromCharCode(b);
+  return btoa(text3).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+function fromBase64url(text3) {
+  if (!/^[A-Za-z0-9_-]*$/.test(text3)) throw new Error("not base64url");
+  const padded = text3.replace(/-/g, "+").replace(/_/g, "/") + "===".slice((text3.length + 3) % 4);
+  return Uint8Array.from(atob(padded), (c) => c.charCodeAt(0));
+}
+function worldTokenClaims(token) {
+  if (!token.startsWith("v4.public.") || token.length > 1024) return null;
+  try {
+    const message = fromBase64url(token.slice("v4.public.".length).split(".")[0]);
+    if (message.length <= 64) return null;
+    const claims = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(message.subarray(0, message.length - 64)));
+    if (typeof claims?.sub !== "string") return null;
+    return { sub: claims.sub, key: typeof claims.key === "string" ? claims.key : null };
+  } catch {
+    return null;
+  }
+}
+async function importPlayerKey(paserk) {
+  if (!paserk.startsWith("k4.secret.")) throw new Error("a player key is a PASERK k4.secret.\u2026");
+  const bytes = fromBase64url(paserk.slice("k4.secret.".length).trim());
+  if (bytes.length !== 64) throw new Error("a player key is 64 bytes (seed and public key)");
+  const jwk = { kty: "OKP", crv: "Ed25519", d: base64url(bytes.subarray(0, 32)), x: base64url(bytes.subarray(32)) };
+  const key = await crypto.subtle.importKey("jwk", jwk, { name: "Ed25519" }, false, ["sign"]);
+  return { key, public: `k4.public.${base64url(bytes.subarray(32))}` };
+}
+function intentStatement(world, nonce, player, seq, kind, payload) {
+  const name = encoder.encode(player).subarray(0, 255);
+  const kindBytes = encoder.encode(kind).subarray(0, 255);
+  const context = encoder.encode("hoard-intent-v1");
+  const out = new Uint8Array(context.length + 32 + 16 + 1 + name.length + 4 + 1 + kindBytes.length + 4 + payload.length);
+  const view = new DataView(out.buffer);
+  let at = 0;
+  const put = (bytes) => {
+    out.set(bytes, at);
+    at += bytes.length;
+  };
+  put(context);
+  put(world);
+  put(nonce);
+  out[at++] = name.length;
+  put(name);
+  view.setUint32(at, seq >>> 0, true);
+  at += 4;
+  out[at++] = kindBytes.length;
+  put(kindBytes);
+  view.setUint32(at, payload.length, true);
+  at += 4;
+  put(payload);
+  return out;
+}
+async function signStatement(key, statement) {
+  return new Uint8Array(await crypto.subtle.sign({ name: "Ed25519" }, key, statement));
+}
+
 // src/transient.ts
 var MAX_TRANSIENT = 64 * 1024;
 var MAX_PATCH_OPS = 4096;
@@ -3296,7 +3358,7 @@ function components(state) {
 
 // src/client.ts
 function perspectiveOf(token) {
-  const name = token.startsWith("dev:") ? token.slice(4) : token.startsWith("v1.") ? token.split(".")[1] : null;
+  const name = token.startsWith("dev:") ? token.slice(4) : token.startsWith("v1.") ? token.split(".")[1] : worldTokenClaims(token)?.sub ?? null;
   return name && /^[a-z0-9_-]{1,64}$/.test(name) ? name : null;
 }
 var ServerError = class extends Error {
@@ -3339,6 +3401,15 @@ var HoardWebClient = class _HoardWebClient {
   store;
   nextRequest = 1;
   nextSeq = 1;
+  /** The player's key, when the token binds one (its intents are signed). */
+  signer = null;
+  /** The nonce intents are signed under, once `IntentNonce` came. */
+  nonce = null;
+  nonceWaiters = [];
+  /** The last signed intent's sending (the next waits for it). */
+  signedSends = Promise.resolve();
+  /** The world's identity, as bytes (signed intents name it). */
+  worldBytes = new Uint8Array(32);
   /** Entered zones' copies. */
   live = /* @__PURE__ */ new Map();
   /** Zones being entered (subscribed), with the deltas that came meanwhile. */
@@ -3377,7 +3448,12 @@ var HoardWebClient = class _HoardWebClient {
       serverCertificateHashes: (options.certificateHashes ?? []).map((value) => ({ algorithm: "sha-256", value }))
     });
     await wt.ready;
+    const bound = worldTokenClaims(options.token)?.key ?? null;
+    const signer = options.playerKey ? await importPlayerKey(options.playerKey) : null;
+    if (bound && !signer) throw new Error("the token binds a player key: give it as playerKey (intents are signed with it)");
+    if (signer && signer.public !== bound) throw new Error("playerKey is not the key the token binds");
     const client = new _HoardWebClient(wt, await wt.createBidirectionalStream(), options);
+    client.signer = signer;
     const service = options.service ?? "world";
     const rememberedAt = `hoard-world ${options.url} ${service}`;
     const remembered = options.enter ? _HoardWebClient.recall(rememberedAt) : null;
@@ -3409,7 +3485,8 @@ var HoardWebClient = class _HoardWebClient {
       client.close();
       throw why;
     }
-    client.world = hex(bin(welcome.fields[1], 32));
+    client.worldBytes = bin(welcome.fields[1], 32);
+    client.world = hex(client.worldBytes);
     client.perspective = str(welcome.fields[2]);
     client.zones = welcome.fields[3].map(str);
     client.tickHz = welcome.fields.length > 4 ? num(welcome.fields[4]) : 0;
@@ -3564,8 +3641,41 @@ var HoardWebClient = class _HoardWebClient {
     const outcome = new Promise((resolve, reject) => this.intents.set(seq, { resolve, reject }));
     outcome.catch(() => {
     });
-    await this.send(frame(5 /* Intent */, [seq, kind, payload]));
+    if (!this.signer) {
+      await this.send(frame(5 /* Intent */, [seq, kind, payload]));
+      return { seq, outcome };
+    }
+    const signer = this.signer;
+    const sent = this.signedSends.then(async () => {
+      const nonce = await this.intentNonce();
+      const statement = intentStatement(this.worldBytes, nonce, this.perspective, seq, kind, payload);
+      const signature = await signStatement(signer.key, statement);
+      await this.send(frame(5 /* Intent */, [seq, kind, payload, signature]));
+    });
+    this.signedSends = sent.catch(() => {
+    });
+    await sent;
     return { seq, outcome };
+  }
+  /** The nonce this session's intents are signed under, once the server gave it (10 s at most). */
+  intentNonce() {
+    if (this.nonce) return Promise.resolve(this.nonce);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(
+        () => reject(new Error("the server gave no nonce to sign intents under (does it take world tokens binding a key?)")),
+        1e4
+      );
+      this.nonceWaiters.push((nonce) => {
+        clearTimeout(timer);
+        resolve(nonce);
+      });
+    });
+  }
+  /** The server's `IntentNonce`: intents are signed under it from now on. */
+  takeNonce(nonce) {
+    if (nonce.length !== 16) throw new ProtocolError("an IntentNonce is 16 bytes");
+    this.nonce = nonce;
+    for (const waiter of this.nonceWaiters.splice(0)) waiter(nonce);
   }
   /** Enters `zone` (following it with `subscribe`); one entry of a zone at a time is followed. */
   enter(zone, subscribe) {
@@ -3704,6 +3814,7 @@ var HoardWebClient = class _HoardWebClient {
           this.intents.get(seq)?.reject(new ServerError(num(x[1]), str(x[2])));
           this.intents.delete(seq);
         }
+        if (f.type === 134 /* IntentNonce */) this.takeNonce(bin(x[0], 16));
       }
     } catch (e) {
       this.fail(e);
@@ -3904,6 +4015,9 @@ var HoardWebClient = class _HoardWebClient {
       case 162 /* Status */:
         this.status = { writable: x[0] === true, message: str(x[1]) };
         return;
+      case 134 /* IntentNonce */:
+        this.takeNonce(bin(x[0], 16));
+        return;
       case 165 /* GameMessage */: {
         const zone = x[1] === null || x[1] === void 0 ? null : str(x[1]);
         const payload = bin(x[2]);
@@ -4006,6 +4120,7 @@ export {
   Type,
   ZoneElsewhere,
   applyPatch,
+  base64url,
   components,
   decodeCopy,
   decodeValue,
@@ -4014,11 +4129,16 @@ export {
   encodeValue,
   frame,
   freshRoot,
+  fromBase64url,
   hex,
+  importPlayerKey,
+  intentStatement,
   rebuild,
   registryHash,
   repairList,
   setRoot,
+  signStatement,
   signedStatement,
-  unpack
+  unpack,
+  worldTokenClaims
 };

@@ -19,6 +19,7 @@ import type { HeadProof } from "./proofs.js";
 import { PendingProofs, ProofChecker, ProofError, headProof } from "./proofs.js";
 import { rebuild, repairList } from "./repair.js";
 import { applyMessage } from "./shard.js";
+import { importPlayerKey, intentStatement, signStatement, worldTokenClaims } from "./signing.js";
 import { TransientState } from "./transient.js";
 import { encodeValue } from "./values.js";
 import type { Frame } from "./wire.js";
@@ -73,11 +74,22 @@ export interface ConnectOptions {
    * bytes each) instead of one `Fresh`.
    */
   world?: string;
+  /**
+   * The player's intent key (a PASERK `k4.secret.…`), when the token binds
+   * it (its `key` claim): every intent is then signed with it, under the
+   * nonce the server gives the session, so the player can act through any
+   * relay (docs/PROTOCOL.md § Signed intents). Required with such a token.
+   */
+  playerKey?: string;
 }
 
-/** The perspective a token names (`dev:<name>`, `v1.<player>.…`), if it can be read. */
+/** The perspective a token names (`dev:<name>`, `v1.<player>.…`, a world token's `sub`), if it can be read. */
 export function perspectiveOf(token: string): string | null {
-  const name = token.startsWith("dev:") ? token.slice(4) : token.startsWith("v1.") ? token.split(".")[1] : null;
+  const name = token.startsWith("dev:")
+    ? token.slice(4)
+    : token.startsWith("v1.")
+      ? token.split(".")[1]
+      : (worldTokenClaims(token)?.sub ?? null);
   return name && /^[a-z0-9_-]{1,64}$/.test(name) ? name : null;
 }
 
@@ -174,6 +186,15 @@ export class HoardWebClient {
   private store: ShardStore | undefined;
   private nextRequest = 1;
   private nextSeq = 1;
+  /** The player's key, when the token binds one (its intents are signed). */
+  private signer: { key: CryptoKey; public: string } | null = null;
+  /** The nonce intents are signed under, once `IntentNonce` came. */
+  private nonce: Uint8Array | null = null;
+  private nonceWaiters: ((nonce: Uint8Array) => void)[] = [];
+  /** The last signed intent's sending (the next waits for it). */
+  private signedSends: Promise<void> = Promise.resolve();
+  /** The world's identity, as bytes (signed intents name it). */
+  private worldBytes: Uint8Array = new Uint8Array(32);
   /** Entered zones' copies. */
   private readonly live = new Map<string, Map<bigint, ShardCopy>>();
   /** Zones being entered (subscribed), with the deltas that came meanwhile. */
@@ -222,7 +243,13 @@ export class HoardWebClient {
       serverCertificateHashes: (options.certificateHashes ?? []).map((value) => ({ algorithm: "sha-256", value })),
     } as WebTransportOptions);
     await wt.ready;
+    // A token that binds the player's key needs that key: its intents are signed.
+    const bound = worldTokenClaims(options.token)?.key ?? null;
+    const signer = options.playerKey ? await importPlayerKey(options.playerKey) : null;
+    if (bound && !signer) throw new Error("the token binds a player key: give it as playerKey (intents are signed with it)");
+    if (signer && signer.public !== bound) throw new Error("playerKey is not the key the token binds");
     const client = new HoardWebClient(wt, await wt.createBidirectionalStream(), options);
+    client.signer = signer;
     const service = options.service ?? "world";
     // Where this URL's world was last time: its copies are named before
     // `Welcome` says which world it is (every copy is checked all the same).
@@ -266,7 +293,8 @@ export class HoardWebClient {
       client.close();
       throw why;
     }
-    client.world = hex(bin(welcome.fields[1], 32));
+    client.worldBytes = bin(welcome.fields[1], 32);
+    client.world = hex(client.worldBytes);
     client.perspective = str(welcome.fields[2]);
     client.zones = (welcome.fields[3] as unknown[]).map(str);
     client.tickHz = welcome.fields.length > 4 ? num(welcome.fields[4]) : 0;
@@ -443,8 +471,44 @@ export class HoardWebClient {
     const outcome = new Promise<void>((resolve, reject) => this.intents.set(seq, { resolve, reject }));
     // An outcome nobody awaits is not an unhandled rejection.
     outcome.catch(() => {});
-    await this.send(frame(Type.Intent, [seq, kind, payload]));
+    if (!this.signer) {
+      await this.send(frame(Type.Intent, [seq, kind, payload]));
+      return { seq, outcome };
+    }
+    // Signed intents go out in seq order (the server takes only the next
+    // one), so each waits for the one before it.
+    const signer = this.signer;
+    const sent = this.signedSends.then(async () => {
+      const nonce = await this.intentNonce();
+      const statement = intentStatement(this.worldBytes, nonce, this.perspective, seq, kind, payload);
+      const signature = await signStatement(signer.key, statement);
+      await this.send(frame(Type.Intent, [seq, kind, payload, signature]));
+    });
+    this.signedSends = sent.catch(() => {});
+    await sent;
     return { seq, outcome };
+  }
+
+  /** The nonce this session's intents are signed under, once the server gave it (10 s at most). */
+  private intentNonce(): Promise<Uint8Array> {
+    if (this.nonce) return Promise.resolve(this.nonce);
+    return new Promise<Uint8Array>((resolve, reject) => {
+      const timer = setTimeout(
+        () => reject(new Error("the server gave no nonce to sign intents under (does it take world tokens binding a key?)")),
+        10_000,
+      );
+      this.nonceWaiters.push((nonce) => {
+        clearTimeout(timer);
+        resolve(nonce);
+      });
+    });
+  }
+
+  /** The server's `IntentNonce`: intents are signed under it from now on. */
+  private takeNonce(nonce: Uint8Array): void {
+    if (nonce.length !== 16) throw new ProtocolError("an IntentNonce is 16 bytes");
+    this.nonce = nonce;
+    for (const waiter of this.nonceWaiters.splice(0)) waiter(nonce);
   }
 
   /** Enters `zone` (following it with `subscribe`); one entry of a zone at a time is followed. */
@@ -609,6 +673,7 @@ export class HoardWebClient {
           this.intents.get(seq)?.reject(new ServerError(num(x[1]), str(x[2])));
           this.intents.delete(seq);
         }
+        if (f.type === Type.IntentNonce) this.takeNonce(bin(x[0], 16));
       }
     } catch (e) {
       this.fail(e as Error);
@@ -827,6 +892,10 @@ export class HoardWebClient {
         return;
       case Type.Status:
         this.status = { writable: x[0] === true, message: str(x[1]) };
+        return;
+      case Type.IntentNonce:
+        // Through a relay, the world's server's nonce comes down here.
+        this.takeNonce(bin(x[0], 16));
         return;
       case Type.GameMessage: {
         const zone = x[1] === null || x[1] === undefined ? null : str(x[1]);

@@ -10,5 +10,6 @@ export { digestOf, freshRoot, registryHash, hex } from "./digest.js";
 export type { Registered } from "./digest.js";
 export { MAX_PATCH_OPS, MAX_TRANSIENT, TransientState, applyPatch } from "./transient.js";
 export { components, decodeValue, encodeValue } from "./values.js";
+export { base64url, fromBase64url, importPlayerKey, intentStatement, signStatement, worldTokenClaims } from "./signing.js";
 export { CODEC_ZSTD, FrameDecoder, MAX_PACKED_RATIO, MAX_PACKED_SIZE, ProtocolError, frame, unpack, Type } from "./wire.js";
 export type { WireObject } from "./wire.js";

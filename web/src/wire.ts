@@ -30,6 +30,7 @@ export const enum Type {
   ZoneDenied = 0x83,
   IntentRejected = 0x84,
   ZoneElsewhere = 0x85,
+  IntentNonce = 0x86,
   AnswerBegin = 0x90,
   UpToDate = 0x91,
   Changes = 0x92,

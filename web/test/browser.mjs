@@ -23,7 +23,9 @@
 //    every snapshot checked against the world's signed head; ann's page
 //    (`?relay=`) enters the meadow warm from the copies the origin gave her
 //    (the cache is the world's, whichever way the data came), every shard's
-//    signed head checked, and sees a house bob (native, at the origin) builds.
+//    signed head checked, and sees a house bob (native, at the origin) builds;
+//    fern, whose world token binds her key, acts through the relay: the page
+//    signs the action, the world's server checks it and applies it;
 // 8. a browser whose storage quota is full (Chromium's own quota, set small
 //    over CDP for a fresh origin) still enters the meadow whole, says it
 //    keeps nothing (`persistent` false), and plays on (a tile changed,
@@ -31,8 +33,8 @@
 //
 // Writes the figures (target/web-check/web-check.json) and a screenshot.
 // Usage: node test/browser.mjs [path/to/hoard-demo]
-import { spawn } from "node:child_process";
-import { mkdtempSync, mkdirSync, writeFileSync, rmSync } from "node:fs";
+import { spawn, spawnSync } from "node:child_process";
+import { mkdtempSync, mkdirSync, readFileSync, writeFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
@@ -299,6 +301,27 @@ await event(native("bob", ["--act", '{"Move":{"zone":0,"x":132,"y":130}}', "--ac
 await until(relayed, "bob's house, built at the origin, is drawn through the relay", () => game.houses.some((h) => h.owner === "bob" && h.x === 132 && h.y === 130));
 results.relay_delta = true;
 
+// 7b. A player whose world token binds her key acts through the relay: the
+// page signs each action (WebCrypto Ed25519), the relay passes it up, and
+// the world's server checks it before applying it.
+const keyFile = join(scratch, "fern.key");
+const minted = spawnSync(demo, ["server", "token", "--data", join(scratch, "server"), "--player", "fern", "--new-key", keyFile], { encoding: "utf8" });
+if (minted.status !== 0) fail(`minting fern's token: ${minted.stderr}`);
+const fernToken = minted.stdout.trim();
+const fernKey = readFileSync(keyFile, "utf8").trim();
+const signed = await browser.newPage();
+signed.on("pageerror", (e) => fail(`the signing page threw: ${e.message}`));
+await signed.goto(`${relay.web}?zone=meadow#token=${encodeURIComponent(fernToken)}&key=${encodeURIComponent(fernKey)}`);
+await signed.waitForFunction(() => document.getElementById("entry-stats").textContent.length > 0, null, { timeout: 60_000 });
+const s = JSON.parse(await signed.textContent("#entry-stats"));
+if (s.error) fail(`fern's page through the relay failed: ${s.error}`);
+await until(signed, "fern stands somewhere", () => game.player[0] > 0 && game.canStep());
+const [fx, fy] = await signed.evaluate(() => game.player);
+const fernWas = await signed.evaluate(([x, y]) => game.tileAt(x, y), [fx, fy]);
+await signed.keyboard.press(fernWas === 4 ? "f" : "t");
+await until(signed, "fern's signed action is processed at the origin and drawn", ([x, y, was]) => game.tileAt(x, y) !== was && game.processed >= 1, [fx, fy, fernWas]);
+results.relay_signed_action = { entry: s, acted: true };
+
 // 8. A full storage quota: the entry completes, the client goes on uncached.
 const fullOrigin = new URL(listening.web);
 fullOrigin.hostname = "localhost"; // another origin: storage of its own
@@ -326,7 +349,7 @@ console.log(
     `a changed tile and bob seen; a damaged copy repaired (${p.bytes_rx} B down, ${p.bytes_tx} B up); reload ${w.fresh}/${w.shards} fresh ${w.bytes_rx} B down ${w.bytes_tx} B up in ${w.ms} ms; ` +
     `into the prefetched forest ${x.fresh}/${x.shards} fresh ${x.bytes_rx} B; ` +
     `a full quota: ${q.snapshot} snapshots, uncached, playing on; ` +
-    `through a relay: cold ${rc.snapshot} signed snapshots ${rc.bytes_rx} B, warm ${v.fresh}/${v.shards} up to date and signed ${v.bytes_rx} B down ${v.bytes_tx} B up, bob's house seen`,
+    `through a relay: cold ${rc.snapshot} signed snapshots ${rc.bytes_rx} B, warm ${v.fresh}/${v.shards} up to date and signed ${v.bytes_rx} B down ${v.bytes_tx} B up, bob's house seen, fern's signed action applied`,
 );
 cleanup();
 process.exit(0);

@@ -5,6 +5,7 @@ import { generateKeyPairSync, sign } from "node:crypto";
 import assert from "node:assert/strict";
 import { blake3 } from "@noble/hashes/blake3.js";
 import {
+  importPlayerKey, intentStatement, signStatement, worldTokenClaims, base64url,
   ProofChecker, ProofError, rebuild, repairList, setRoot, signedStatement, FrameDecoder, TransientState, unpack, applyPatch, components, decodeValue, digestOf, encodeValue, frame as encodeFrame, freshRoot, hex, registryHash,
 } from "../dist/hoard.js";
 
@@ -193,4 +194,38 @@ assert.throws(() => components(Uint8Array.of(0x93, 1, 2, 3)), /not a map/);
   await assert.rejects(ProofChecker.of(p256World, "world", spki).check({ ...p256, signature: p256.signature.subarray(1) }), /does not verify/);
 }
 
-console.log("vectors: registry hashes, digests, the Snapshot golden, the fresh root, frame limits, Packed frames, transient patches, repairs, signed heads and the demo's values agree with PROTOCOL.md");
+// Signed intents (PROTOCOL.md § Signed intents): ann's key (seed [3; 32])
+// signs the `05-intent-signed` golden's intent under nonce 00…0f of the
+// golden world, byte for byte as the Rust client does; her world token
+// (token-v4.txt) names her and binds that key.
+{
+  const token = readFileSync(new URL("../../proto/tests/golden/token-v4.txt", import.meta.url), "utf8").trim();
+  const claims = worldTokenClaims(token);
+  assert.equal(claims.sub, "ann");
+  assert.equal(claims.key, "k4.public.7UkoxijRwsbq6QM4kFmVYSlZJzpcY_k2NsFGFKyHN9E");
+  assert.equal(worldTokenClaims("v1.ann.1.00"), null);
+  assert.equal(worldTokenClaims("v4.public.@@@"), null);
+  // Node's crypto makes the PASERK k4.secret of seed [3; 32].
+  const { createPrivateKey, createPublicKey } = await import("node:crypto");
+  const seed = new Uint8Array(32).fill(3);
+  const pkcs8 = Buffer.concat([Buffer.from("302e020100300506032b657004220420", "hex"), Buffer.from(seed)]);
+  const pub = createPublicKey(createPrivateKey({ key: pkcs8, format: "der", type: "pkcs8" })).export({ format: "der", type: "spki" }).subarray(12);
+  const paserk = `k4.secret.${base64url(new Uint8Array([...seed, ...pub]))}`;
+  const ann = await importPlayerKey(paserk);
+  assert.equal(ann.public, claims.key);
+  const welcome = new FrameDecoder(1 << 20);
+  welcome.push(golden("81-welcome.bin"));
+  const world = welcome.next().fields[1];
+  const signedGolden = golden("05-intent-signed.bin");
+  const decoder = new FrameDecoder(1 << 20);
+  decoder.push(signedGolden);
+  const intent = decoder.next();
+  const nonce = Uint8Array.from({ length: 16 }, (_, i) => i);
+  const statement = intentStatement(world, nonce, "ann", intent.fields[0], intent.fields[1], intent.fields[2]);
+  const signature = await signStatement(ann.key, statement);
+  assert.equal(hex(signature), hex(intent.fields[3]));
+  assert.deepEqual(encodeFrame(0x05, [1, "pick_up", Uint8Array.from([0x91, 0x2a]), signature]), signedGolden);
+  await assert.rejects(importPlayerKey("k4.public.abc"), /k4.secret/);
+}
+
+console.log("vectors: registry hashes, digests, the Snapshot golden, the fresh root, frame limits, Packed frames, transient patches, repairs, signed heads, signed intents and the demo's values agree with PROTOCOL.md");
