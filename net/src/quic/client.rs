@@ -227,6 +227,8 @@ pub struct HoardClient {
     next_intent: std::sync::atomic::AtomicU32,
     /// The key intents are signed with, if the token binds one.
     player_key: Option<hoard_proto::intent_sig::PlayerKey>,
+    /// Whether the token binds a player key (its intents must be signed).
+    token_binds_key: bool,
     /// The world's signed token keys, if `Welcome` brought them.
     token_keys: Option<hoard_proto::wire::SignedTokenKeys>,
     early_data: Option<bool>,
@@ -686,7 +688,7 @@ impl HoardClient {
             control,
             registry,
             (opened.identity, opened.early_data),
-            (welcome, options.player_key.clone()),
+            (welcome, &options),
         ))
     }
 
@@ -774,7 +776,7 @@ impl HoardClient {
             control,
             registry,
             (opened.identity, early_data),
-            (welcome, options.player_key.clone()),
+            (welcome, &options),
         );
         Ok((client, PendingEntry(rx)))
     }
@@ -824,8 +826,10 @@ impl HoardClient {
         control: FrameReader,
         registry: PublishRegistry,
         (identity, early_data): (ServerIdentity, Option<bool>),
-        (welcome, player_key): (hoard_proto::wire::Welcome, Option<hoard_proto::intent_sig::PlayerKey>),
+        (welcome, options): (hoard_proto::wire::Welcome, &ClientOptions),
     ) -> HoardClient {
+        let player_key = options.player_key.clone();
+        let token_binds_key = hoard_proto::world_token::bound_key(&options.token).is_some();
         let client = HoardClient {
             conn: conn.clone(),
             inner: inner.clone(),
@@ -835,6 +839,7 @@ impl HoardClient {
             zones: welcome.zones,
             next_intent: std::sync::atomic::AtomicU32::new(0),
             player_key,
+            token_binds_key,
             token_keys: welcome.token_keys,
             early_data,
             world: ServerIdentity(welcome.server),
@@ -1121,6 +1126,11 @@ impl HoardClient {
     /// whose intents skip, repeat or go back).
     pub async fn send_encoded_intent(&self, seq: u32, kind: &str, payload: Vec<u8>) -> Result<(), ClientError> {
         let signature = match &self.player_key {
+            None if self.token_binds_key => {
+                return Err(ClientError::Lost(
+                    "the token binds a player key: set ClientOptions::player_key to sign intents with it".into(),
+                ));
+            }
             None => Vec::new(),
             Some(key) => {
                 let nonce = self.intent_nonce().await?;

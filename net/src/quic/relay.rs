@@ -763,7 +763,7 @@ mod actions {
     use hoard_engine::PublishRegistry;
     use hoard_proto::auth::TokenAuthority;
     use hoard_proto::sync::tick::TickInput;
-    use hoard_proto::wire::{ErrorCode, IntentNonce, IntentRejected, Message, Processed};
+    use hoard_proto::wire::{ErrorCode, ErrorMsg, IntentNonce, IntentRejected, Message, Processed};
     use tokio::sync::mpsc;
 
     use crate::quic::client::{ClientEvent, ClientOptions, ClientUpdate, HoardClient};
@@ -1037,10 +1037,30 @@ mod actions {
                     .await;
             }
         };
+        // A signed player's session here cannot act without its session
+        // upstream (its nonce is that session's): when that one is refused
+        // or ends, the player's is ended too, with the reason, so their
+        // client signs in again instead of waiting for a nonce.
+        let end_player = |reason: String| {
+            let answers = answers.clone();
+            async move {
+                if let Some(session) = nonce_to {
+                    let error = Message::Error(ErrorMsg {
+                        code: ErrorCode::Unavailable as u16,
+                        message: reason,
+                    });
+                    let _ = answers.send((session, error)).await;
+                }
+            }
+        };
         let client = match HoardClient::connect(options, registry).await {
             Ok(client) => client,
             Err(e) => {
                 tracing::warn!(error = %e, "the world's server refused a player's session through this relay");
+                end_player(format!(
+                    "the world's server refused your session through this relay: {e}"
+                ))
+                .await;
                 while let Some(f) = intents.recv().await {
                     reject(
                         f.session,
@@ -1102,6 +1122,7 @@ mod actions {
                                 for (seq, session) in sessions.drain() {
                                     reject(session, seq, ErrorCode::Unavailable as u16, format!("the world's server closed your session: {reason}")).await;
                                 }
+                                end_player(format!("the world's server closed your session through this relay: {reason}; sign in again")).await;
                                 return;
                             }
                             _ => {}
