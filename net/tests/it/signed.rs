@@ -91,6 +91,16 @@ async fn answers(client: &HoardClient, seqs: &[u32]) -> Vec<Result<u32, String>>
     out
 }
 
+/// Sends one `add_stones` of `stones` to crate 2005 and waits for it to be
+/// processed at the origin.
+async fn acts(client: &HoardClient, stones: u32, why: &str) {
+    let seq = client
+        .send_intent("add_stones", &AddStones { object: 2005, stones })
+        .await
+        .expect("sent");
+    assert_eq!(answers(client, &[seq]).await, vec![Ok(seq)], "{why}");
+}
+
 /// Waits for the session to end; returns the seqs processed meanwhile and
 /// the reason it ended.
 async fn until_ended(client: &HoardClient) -> (Vec<u32>, String) {
@@ -188,17 +198,7 @@ async fn a_relay_without_secrets_checks_world_tokens_and_carries_signed_actions(
         .await
         .expect("ann signs in at the relay with her world token");
     client.enter_zone(&zone()).await.expect("enter");
-    let seq = client
-        .send_intent(
-            "add_stones",
-            &AddStones {
-                object: 2005,
-                stones: 10,
-            },
-        )
-        .await
-        .expect("sent");
-    assert_eq!(answers(&client, &[seq]).await, vec![Ok(seq)], "processed at the origin");
+    acts(&client, 10, "processed at the origin").await;
     client.close_and_wait(Duration::from_secs(2)).await;
     drop(client);
 
@@ -222,21 +222,7 @@ async fn a_relay_without_secrets_checks_world_tokens_and_carries_signed_actions(
     )
     .await
     .expect("ann signs in two relays away");
-    let seq = client
-        .send_intent(
-            "add_stones",
-            &AddStones {
-                object: 2005,
-                stones: 1,
-            },
-        )
-        .await
-        .expect("sent");
-    assert_eq!(
-        answers(&client, &[seq]).await,
-        vec![Ok(seq)],
-        "processed at the origin, two hops up"
-    );
+    acts(&client, 1, "processed at the origin, two hops up").await;
     assert_eq!(origin.stats.bad_intents.load(Ordering::Relaxed), 0);
     client.close_and_wait(Duration::from_secs(2)).await;
     drop(client);
@@ -344,21 +330,7 @@ async fn a_token_minted_by_the_python_script_signs_in_and_acts() {
         .expect("the Python-minted token signs in");
     assert_eq!(client.perspective(), "ann");
     client.enter_zone(&zone()).await.expect("enter");
-    let seq = client
-        .send_intent(
-            "add_stones",
-            &AddStones {
-                object: 2005,
-                stones: 1,
-            },
-        )
-        .await
-        .expect("sent");
-    assert_eq!(
-        answers(&client, &[seq]).await,
-        vec![Ok(seq)],
-        "a signed action at the origin"
-    );
+    acts(&client, 1, "a signed action at the origin").await;
     client.close_and_wait(Duration::from_secs(2)).await;
     drop(client);
     origin.shutdown().await;
