@@ -116,7 +116,18 @@ impl WorldTokenKeys {
     }
 }
 
+/// Longest key file read: 16 keys with comments fit in a few KB.
+const MAX_KEY_FILE_BYTES: u64 = 64 * 1024;
+
 fn read_text(path: &Path) -> Result<Option<String>, TlsError> {
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.len() > MAX_KEY_FILE_BYTES
+    {
+        return Err(TlsError::Invalid {
+            path: path.to_owned(),
+            detail: format!("{} bytes; a token key file is at most {MAX_KEY_FILE_BYTES}", meta.len()),
+        });
+    }
     match std::fs::read_to_string(path) {
         Ok(text) => Ok(Some(text)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -223,5 +234,15 @@ mod tests {
             .expect_err("refused")
             .to_string();
         assert!(err.contains("line 1"), "{err}");
+        std::fs::write(dir.path().join(ACCEPTED_KEYS_FILE), "#".repeat(70_000)).expect("write");
+        let err = WorldTokenKeys::load_or_create(dir.path())
+            .expect_err("refused")
+            .to_string();
+        assert!(err.contains("at most"), "{err}");
+        std::fs::write(dir.path().join(TOKEN_KEY_FILE), "k4.secret.garbage").expect("write");
+        assert!(
+            WorldTokenKeys::load_or_create(dir.path()).is_err(),
+            "a damaged token.key is named, not replaced"
+        );
     }
 }
