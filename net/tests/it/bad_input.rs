@@ -214,6 +214,14 @@ async fn malformed_streams_get_a_protocol_error_and_others_carry_on() {
     server.shutdown().await;
 }
 
+/// `token` with one character of its signed claims changed (a world token's
+/// claims are base64url: the 21st character is inside them).
+fn altered(token: &str) -> String {
+    let mut bytes = token.as_bytes().to_vec();
+    bytes[20] = if bytes[20] == b'A' { b'B' } else { b'A' };
+    String::from_utf8(bytes).expect("ascii")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_tokens_are_refused_by_reason() {
     let data = tempfile::tempdir().expect("tempdir");
@@ -221,11 +229,7 @@ async fn bad_tokens_are_refused_by_reason() {
     let server = server(data.path(), 100, false).await;
     let now = chrono::Utc::now().timestamp();
     let expired = server.auth.issue("mallory", now - 1).expect("token");
-    let forged = server
-        .auth
-        .issue("mallory", now + 60)
-        .expect("token")
-        .replace("mallory", "alice");
+    let forged = altered(&server.auth.issue("mallory", now + 60).expect("token"));
     for (token, want) in [
         (expired, ErrorCode::Expired),
         (forged, ErrorCode::BadToken),
@@ -266,11 +270,7 @@ async fn the_client_reports_the_servers_refusal_not_a_lost_stream() {
     let meadow = ZoneId::new("meadow").expect("zone");
     for round in 0..8 {
         let expired = server.auth.issue("mallory", now - 1).expect("token");
-        let altered = server
-            .auth
-            .issue("mallory", now + 60)
-            .expect("token")
-            .replace("mallory", "alice");
+        let altered = altered(&server.auth.issue("mallory", now + 60).expect("token"));
         let foreign = other.auth.issue("mallory", now + 60).expect("token");
         for (token, want) in [
             (expired, ErrorCode::Expired),

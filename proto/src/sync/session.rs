@@ -161,9 +161,13 @@ impl ClientSession {
             .into_iter()
             .map(super::client::CheckedCopy::from_verified_shared)
             .collect();
-        self.sync
-            .provide_copies(now, request, checked)
-            .map_err(|e| ClientError::Lost(e.to_string()))
+        // An answer that came before its copies is checked now: a forgery
+        // found here is the same error as one found on arrival (the caller
+        // leaves this route), not a lost connection.
+        self.sync.provide_copies(now, request, checked).map_err(|e| match e {
+            super::client::SyncError::Forged(proof) => ClientError::Forged(proof.to_string()),
+            other => ClientError::Lost(other.to_string()),
+        })
     }
 
     /// The game leaves `zone`: no more deltas, its objects go. Returns the
