@@ -243,6 +243,8 @@ pub struct VerifiedToken {
 pub struct TokenKeys {
     world: ServerIdentity,
     keys: Vec<TokenKey>,
+    /// Each key's PASERK id, computed once.
+    ids: Vec<String>,
 }
 
 impl TokenKeys {
@@ -251,7 +253,8 @@ impl TokenKeys {
     pub fn new(world: ServerIdentity, mut keys: Vec<TokenKey>) -> TokenKeys {
         keys.dedup();
         keys.truncate(MAX_TOKEN_KEYS);
-        TokenKeys { world, keys }
+        let ids = keys.iter().map(TokenKey::id).collect();
+        TokenKeys { world, keys, ids }
     }
 
     /// The keys accepted.
@@ -283,9 +286,10 @@ impl TokenKeys {
         let footer_bytes = canonical_b64(footer)?;
         let kid = read_footer(&footer_bytes)?;
         let key = self
-            .keys
+            .ids
             .iter()
-            .find(|k| k.id() == kid)
+            .position(|id| *id == kid)
+            .and_then(|i| self.keys.get(i))
             .ok_or_else(|| WorldTokenError::UnknownKey(kid.clone()))?;
         let public = key.pasetors().ok_or(WorldTokenError::Forged)?;
         let untrusted = UntrustedToken::<pasetors::Public, V4>::try_from(token)
