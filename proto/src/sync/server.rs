@@ -943,4 +943,100 @@ mod tests {
             "{out:?}"
         );
     }
+    /// A token binding the player's key: `Welcome` is followed by the
+    /// session's `IntentNonce`; the player's signed intents in order become
+    /// `Output::Intent`s; one signed under another session's nonce (a replay
+    /// from an earlier session) ends the session with `BadIntent`. A relay's
+    /// sessions (`checks_intents` off) send no nonce and pass the signature on.
+    #[test]
+    fn signed_intents_are_checked_against_the_sessions_nonce() {
+        use crate::intent_sig::{IntentSigner, PlayerKey};
+        use crate::world_token::{TokenKeys, TokenSigningKey};
+        let world = ServerIdentity([1; 32]);
+        let minter = TokenSigningKey::from_seed([4; 32]);
+        let player = PlayerKey::from_seed([5; 32]);
+        let auth = TokenAuthority::world_tokens(TokenKeys::new(world, vec![minter.public().clone()]));
+        let token = minter.mint(&world, "ann", 2_000, Some(&player.public())).expect("mint");
+        let mut config = SessionConfig::new(world, "world", RegistryHash([2; 32]), auth);
+        config.intent_nonce_key = [7; 32];
+        let config = Arc::new(config);
+        let store = MemoryStore::new();
+        let outputs = |session: &mut ServerSession, store: &MemoryStore| -> Vec<Output> {
+            let all = outputs(session, store);
+            all.into_iter()
+                .filter(|o| !matches!(o, Output::SignedIn { .. }))
+                .collect()
+        };
+        let signed_hello = || {
+            let Message::Hello(mut h) = hello() else { unreachable!() };
+            h.token = token.clone();
+            Message::Hello(h)
+        };
+        let nonce_of = |out: &[Output]| match out {
+            [
+                Output::Control(Message::Welcome(_)),
+                Output::Control(Message::IntentNonce(n)),
+                ..,
+            ] => n.nonce,
+            other => panic!("no nonce after Welcome: {other:?}"),
+        };
+        let mut first = ServerSession::new(config.clone(), 1);
+        first.handle(0.0, 0, signed_hello());
+        let first_nonce = nonce_of(&outputs(&mut first, &store));
+        let mut session = ServerSession::new(config.clone(), 2);
+        session.handle(0.0, 0, signed_hello());
+        let nonce = nonce_of(&outputs(&mut session, &store));
+        assert_ne!(nonce, first_nonce, "each session has its own nonce");
+        let signed = |signer: &mut IntentSigner, payload: &[u8]| {
+            let (seq, signature) = signer.sign_next("act", payload);
+            Message::Intent(Intent {
+                seq,
+                kind: "act".into(),
+                payload: payload.to_vec(),
+                signature: signature.to_vec(),
+            })
+        };
+        let mut signer = IntentSigner::new(world, "ann", player.clone(), nonce);
+        for (at, payload) in [(1.0, [0xc0]), (1.1, [0xc2])] {
+            session.handle(at, 0, signed(&mut signer, &payload));
+            assert!(matches!(outputs(&mut session, &store)[..], [Output::Intent { .. }]));
+        }
+        // The first session's intent 3, replayed into this one.
+        let mut old = IntentSigner::new(world, "ann", player.clone(), first_nonce);
+        for payload in [[0xc0], [0xc0]] {
+            let _ = signed(&mut old, &payload);
+        }
+        session.handle(1.2, 0, signed(&mut old, &[0xc3]));
+        let out = outputs(&mut session, &store);
+        assert!(
+            out.iter().any(|o| matches!(
+                o,
+                Output::Close {
+                    code: ErrorCode::BadIntent,
+                    ..
+                }
+            )),
+            "{out:?}"
+        );
+
+        // A relay's session: no nonce of its own, the signature passed on.
+        let mut relay_config = SessionConfig::new(
+            world,
+            "world",
+            RegistryHash([2; 32]),
+            TokenAuthority::world_tokens(TokenKeys::new(world, vec![minter.public().clone()])),
+        );
+        relay_config.checks_intents = false;
+        let mut relayed = ServerSession::new(Arc::new(relay_config), 3);
+        relayed.handle(0.0, 0, signed_hello());
+        let out = outputs(&mut relayed, &store);
+        assert!(matches!(out[..], [Output::Control(Message::Welcome(_))]), "{out:?}");
+        assert_eq!(relayed.bound_token(), Some(token.as_str()));
+        let mut upstream = IntentSigner::new(world, "ann", player, [8; 16]);
+        relayed.handle(1.0, 0, signed(&mut upstream, &[0xc0]));
+        assert!(matches!(
+            &outputs(&mut relayed, &store)[..],
+            [Output::Intent { signature, .. }] if signature.len() == 64
+        ));
+    }
 }
