@@ -123,7 +123,8 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
-fn read(path: &Path) -> Result<Option<Vec<u8>>, TlsError> {
+/// A file's bytes, or `None` if it does not exist.
+pub(crate) fn read(path: &Path) -> Result<Option<Vec<u8>>, TlsError> {
     match std::fs::read(path) {
         Ok(b) => Ok(Some(b)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),

@@ -128,14 +128,13 @@ fn read_text(path: &Path) -> Result<Option<String>, TlsError> {
             detail: format!("{} bytes; a token key file is at most {MAX_KEY_FILE_BYTES}", meta.len()),
         });
     }
-    match std::fs::read_to_string(path) {
-        Ok(text) => Ok(Some(text)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(TlsError::Io {
-            path: path.to_owned(),
-            source,
-        }),
-    }
+    let Some(bytes) = crate::tls::read(path)? else {
+        return Ok(None);
+    };
+    String::from_utf8(bytes).map(Some).map_err(|_| TlsError::Invalid {
+        path: path.to_owned(),
+        detail: "not UTF-8 text (a PASERK key a line)".into(),
+    })
 }
 
 fn accepted_path(data_dir: &Path) -> PathBuf {
