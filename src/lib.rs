@@ -357,6 +357,16 @@ pub mod client {
         ClientError, ClientEvent, ClientOptions, ClientUpdate, HoardClient, PendingEntry,
     };
     pub use hoard_proto::sync::client::EntryStats;
+
+    /// Carrying a client session over another transport: implement
+    /// [`WireTransport`](wire::WireTransport) and [`Wire`](wire::Wire) (they
+    /// only move messages) and give it to `HoardClientPlugin::with_transport`
+    /// with the [`SessionSettings`](wire::SessionSettings).
+    pub mod wire {
+        pub use hoard_client::SessionSettings;
+        pub use hoard_client::host::Inbound;
+        pub use hoard_client::wire::{Arrival, Wire, WireConnecting, WireTransport};
+    }
 }
 
 /// The names a game needs most.

@@ -1,25 +1,29 @@
 //! [`HoardClientPlugin`]: joins a world from a Bevy App. The plugin
 //! connects through its transport (QUIC by default, see
-//! [`transport`](crate::transport)); the game enters, prefetches and leaves zones
+//! [`transport`](crate::transport)) and drives the session from its systems
+//! ([`driver`](crate::driver)); the game enters, prefetches and leaves zones
 //! by writing [`ZoneRequest`] messages, sends intents through the [`Hoard`]
 //! resource, and reads what happened as [`HoardEvent`] messages. Published
 //! objects appear as entities with their components (and
 //! [`Replicated`](crate::Replicated)) before the
 //! `ZoneReady` event of their zone is seen, and are despawned on leave.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bevy_app::prelude::*;
 use bevy_ecs::prelude::*;
-use hoard_engine::{PublishRegistry, ShardId, ZoneId};
-use hoard_net::quic::client::{ClientError, ClientEvent, ClientOptions, HoardClient};
+use hoard_client::SessionSettings;
+use hoard_client::wire::{Wire, WireTransport};
+use hoard_engine::{PublishRegistry, ServerIdentity, ShardId, ZoneId};
+use hoard_net::quic::client::ClientOptions;
+use hoard_net::quic::wire::QuicWireTransport;
+use hoard_proto::client::{ClientError, ClientEvent};
 use hoard_proto::sync::client::EntryProgress;
 
 use serde::Serialize;
 
-pub use crate::transport::INTENT_QUEUE;
-use crate::transport::{ClientLink, ClientTransport, Connecting, QuicLink, QuicTransport};
+pub use crate::driver::INTENT_QUEUE;
+use crate::driver::{Driver, Link};
 
 /// Where hoard's client systems run: in `PreUpdate`, so the game's `Update`
 /// sees this frame's objects and events.
@@ -69,41 +73,60 @@ pub enum HoardEvent {
 /// The connection, once made: send intents with [`Hoard::send`].
 #[derive(Resource, Clone)]
 pub struct Hoard {
-    link: Arc<dyn ClientLink>,
+    pub(crate) link: Arc<Link>,
 }
 
 impl Hoard {
-    /// The connection, as the plugin's transport made it.
-    pub fn link(&self) -> &dyn ClientLink {
-        &*self.link
+    /// The transport's connection, for what the plugin does not wrap
+    /// (downcast [`Wire::as_any`] to
+    /// [`QuicWire`](crate::transport::QuicWire) for QUIC's path statistics).
+    pub fn wire(&self) -> &dyn Wire {
+        &*self.link.wire
     }
 
-    /// The QUIC client, when the plugin connects over QUIC (its default
-    /// transport), for what the plugin does not wrap.
-    pub fn client(&self) -> Option<&HoardClient> {
-        self.link.as_any().downcast_ref::<QuicLink>().map(QuicLink::client)
+    /// The server's identity, as the transport verified it (pinned, or
+    /// trusted on first use).
+    pub fn identity(&self) -> ServerIdentity {
+        self.link.wire.identity()
+    }
+
+    /// The world this client's cache and checks are for: the server's own
+    /// identity, or, through a relay, the world the relay carries.
+    pub fn world(&self) -> ServerIdentity {
+        self.link.world
     }
 
     /// The player the server knows this client as.
     pub fn perspective(&self) -> &str {
-        self.link.perspective()
+        &self.link.perspective
     }
 
-    /// Queues an intent, sent in order without blocking the frame; its
-    /// answer arrives as `IntentsProcessed` or `IntentRejected` (in
-    /// [`HoardEvent::Client`]) naming the returned seq. At most
-    /// [`INTENT_QUEUE`] wait to be sent; more is an error.
+    /// The zones this player may enter.
+    pub fn zones(&self) -> &[ZoneId] {
+        &self.link.zones
+    }
+
+    /// The registry objects are decoded with.
+    pub fn registry(&self) -> &PublishRegistry {
+        &self.link.registry
+    }
+
+    /// Sends an intent in order without blocking the frame; its answer
+    /// arrives as `IntentsProcessed` or `IntentRejected` (in
+    /// [`HoardEvent::Client`]) naming the returned seq. With a player key
+    /// the intent is signed; until the session's nonce has come, at most
+    /// [`INTENT_QUEUE`] wait for it (more is an error).
     pub fn send_intent<T: Serialize>(&self, kind: &str, intent: &T) -> Result<u32, ClientError> {
         let payload = rmp_serde::to_vec(intent).map_err(|e| ClientError::Lost(e.to_string()))?;
         self.link.send_intent(kind, payload)
     }
 
-    /// Queues an intent of a type registered in the client's registry
+    /// Sends an intent of a type registered in the client's registry
     /// (`PublishRegistry::builder().intent::<I>(name, version)`), under its
     /// registered name: no name repeated at the call site. Answered as
     /// [`Hoard::send_intent`]'s are.
     pub fn send<I: Serialize + 'static>(&self, intent: &I) -> Result<u32, ClientError> {
-        let Some(kind) = self.link.registry().intent_name::<I>().map(str::to_owned) else {
+        let Some(kind) = self.link.registry.intent_name::<I>().map(str::to_owned) else {
             return Err(ClientError::Lost(format!(
                 "intent type {} is not in the client's registry: register it with .intent::<I>(name, version)",
                 std::any::type_name::<I>()
@@ -123,24 +146,21 @@ impl Hoard {
         self.link.zone_shards(zone)
     }
 
-    /// Closes the connection and waits (at most half a second) until the
-    /// server has been told, so its session ends at once rather than after
-    /// its idle timeout. Call it from outside an async runtime (a game's
-    /// main thread) before dropping the App, as a client moving to another
+    /// Closes the connection and waits briefly until the server has been
+    /// told, so its session ends at once rather than after its idle
+    /// timeout. Call it from outside an async runtime (a game's main
+    /// thread) before dropping the App, as a client moving to another
     /// server does.
     pub fn close(&self) {
-        self.link.close();
+        self.link.wire.close(0, "bye");
     }
 }
-
-/// The connection being made.
-#[derive(Resource)]
-struct Joining(Box<dyn Connecting>);
 
 /// Joins a world: `app.add_plugins(HoardClientPlugin::new(options))` on an
 /// App that registered the game's components ([`HoardAppExt`](crate::HoardAppExt)).
 pub struct HoardClientPlugin {
-    transport: Arc<dyn ClientTransport>,
+    transport: Arc<dyn WireTransport>,
+    settings: SessionSettings,
     /// `None`: the App's registration.
     registry: Option<PublishRegistry>,
     entering: Option<ZoneId>,
@@ -221,14 +241,16 @@ impl HoardClientPlugin {
     /// `app.add_intent::<I>(..)`, `app.add_server_message::<M>(..)`),
     /// connecting with `options`. Register before adding the plugin.
     pub fn new(options: ClientOptions) -> HoardClientPlugin {
-        HoardClientPlugin::with_transport(QuicTransport::new(options))
+        HoardClientPlugin::with_transport(options.settings(), QuicWireTransport::new(options.clone()))
     }
 
-    /// A client of what the App registered, connecting through `transport`
-    /// instead of hoard-net's QUIC client (see [`transport`](crate::transport)).
-    pub fn with_transport(transport: impl ClientTransport) -> HoardClientPlugin {
+    /// A client of what the App registered, signing in and caching as
+    /// `settings` say, connecting through `transport` instead of QUIC (see
+    /// [`transport`](crate::transport)).
+    pub fn with_transport(settings: SessionSettings, transport: impl WireTransport) -> HoardClientPlugin {
         HoardClientPlugin {
             transport: Arc::new(transport),
+            settings,
             registry: None,
             entering: None,
             adders: Vec::new(),
@@ -287,94 +309,37 @@ impl Plugin for HoardClientPlugin {
                  HoardClientPlugin::with_registry"
             ),
         };
-        let connecting = self.transport.connect(registry, self.entering.clone());
+        let connecting = self.transport.connect(self.settings.hello(registry.hash()));
         app.add_message::<ZoneRequest>()
             .add_message::<HoardEvent>()
-            .insert_resource(Joining(connecting))
             .insert_resource(HoardConnection::Connecting)
             .configure_sets(PreUpdate, HoardClientSet)
-            .add_systems(PreUpdate, (connect, requests, apply).chain().in_set(HoardClientSet));
+            .add_systems(
+                PreUpdate,
+                (requests, crate::driver::drive).chain().in_set(HoardClientSet),
+            );
+        match Driver::start(self.settings.clone(), registry, connecting, self.entering.clone()) {
+            Ok(driver) => {
+                app.insert_resource(driver);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "could not start the client");
+                app.insert_resource(HoardConnection::Failed { reason: e.to_string() });
+                app.world_mut().write_message(HoardEvent::Failed(e));
+            }
+        }
         for add in adders.iter().chain(&self.adders) {
             add(app);
         }
     }
 }
 
-fn connect(world: &mut World) {
-    let Some(mut connecting) = world.get_resource_mut::<Joining>() else {
-        return;
-    };
-    let Some(result) = connecting.0.poll() else {
-        return;
-    };
-    world.remove_resource::<Joining>();
-    match result {
-        Ok(link) => {
-            tracing::info!(perspective = link.perspective(), "connected");
-            world.insert_resource(HoardConnection::Connected {
-                perspective: link.perspective().to_owned(),
-            });
-            let event = HoardEvent::Connected {
-                perspective: link.perspective().to_owned(),
-                zones: link.zones().to_vec(),
-            };
-            world.insert_resource(Hoard { link });
-            world.write_message(event);
+/// Hands the game's zone requests to the driver (those written before the
+/// connection is up wait in it).
+fn requests(mut requests: MessageReader<ZoneRequest>, driver: Option<ResMut<Driver>>) {
+    if let Some(mut driver) = driver {
+        for request in requests.read() {
+            driver.request(request.clone());
         }
-        Err(e) => {
-            tracing::error!(error = %e, "could not connect");
-            world.insert_resource(HoardConnection::Failed { reason: e.to_string() });
-            world.write_message(HoardEvent::Failed(e));
-        }
-    }
-}
-
-/// Zone requests written before the connection was up wait for it.
-fn requests(mut requests: MessageReader<ZoneRequest>, hoard: Option<Res<Hoard>>, mut waiting: Local<Vec<ZoneRequest>>) {
-    waiting.extend(requests.read().cloned());
-    if let Some(hoard) = hoard {
-        for request in waiting.drain(..) {
-            hoard.link.request(request);
-        }
-    }
-}
-
-/// The progress last reported per zone being entered.
-#[derive(Resource, Default)]
-struct ReportedProgress(BTreeMap<ZoneId, EntryProgress>);
-
-/// Materialises what arrived (entities before their events, through the
-/// App's [`Materialiser`](crate::Materialiser)), then writes the events: entry progress that
-/// moved, failures, what the client reported.
-fn apply(world: &mut World) {
-    let Some(hoard) = world.get_resource::<Hoard>().cloned() else {
-        return;
-    };
-    let arrived = hoard.link.take();
-    let mut moved = Vec::new();
-    {
-        let mut reported = world.get_resource_or_insert_with(ReportedProgress::default);
-        reported
-            .0
-            .retain(|zone, _| arrived.progress.iter().any(|(z, _)| z == zone));
-        for (zone, progress) in arrived.progress {
-            if reported.0.get(&zone) != Some(&progress) {
-                reported.0.insert(zone.clone(), progress);
-                moved.push(HoardEvent::EntryProgress { zone, progress });
-            }
-        }
-    }
-    for event in moved {
-        world.write_message(event);
-    }
-    let events = crate::materialise::apply_updates(hoard.link.registry(), arrived.updates, world);
-    for e in arrived.failures {
-        world.write_message(HoardEvent::Failed(e));
-    }
-    for event in events {
-        if let ClientEvent::Disconnected { reason } = &event {
-            world.insert_resource(HoardConnection::Failed { reason: reason.clone() });
-        }
-        world.write_message(HoardEvent::Client(event));
     }
 }

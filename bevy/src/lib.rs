@@ -11,6 +11,7 @@
 
 pub mod app;
 pub mod client;
+pub mod driver;
 pub mod log;
 pub mod materialise;
 pub mod server;

@@ -1,105 +1,88 @@
 //! The client plugin over a transport of the test's own (no sockets, no
-//! runtime): the plugin connects through it, hands it the game's zone
-//! requests and intents, and turns what it delivers into entities and Bevy
-//! messages — nothing in the plugin is tied to QUIC.
+//! runtime): the test plays the server, message by message. The plugin's
+//! systems drive the session over the scripted wire — `Hello` at connect,
+//! the zone's `EnterZone` once `Welcome` came, the answer applied, written
+//! to the cache and turned into entities, a game message into a Bevy
+//! message, an intent out, the connection's end into `Disconnected` —
+//! nothing in the plugin is tied to QUIC.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bevy_app::prelude::*;
 use bevy_ecs::prelude::*;
-use hoard_bevy::transport::{Arrived, ClientLink, ClientTransport, Connecting};
+use hoard_bevy::transport::{Arrival, Inbound, SessionSettings, Wire, WireConnecting, WireTransport};
 use hoard_bevy::{Hoard, HoardAppExt, HoardClientPlugin, HoardConnection, HoardEvent, Replicated, ZoneRequest};
-use hoard_engine::shard::{CachedObject, CachedShard, ShardHeader, ShardKey, recompute_digest};
+use hoard_engine::shard::{CachedObject, recompute_digest};
 use hoard_engine::state::StateBuilder;
-use hoard_engine::{Epoch, ObjectId, PublishRegistry, Seq, ServerIdentity, ShardId, ZoneId};
-use hoard_proto::client::{ClientError, ClientEvent, ClientUpdate};
-use hoard_proto::sync::client::{EntryProgress, EntryStats};
+use hoard_engine::{Epoch, ObjectId, Seq, ServerIdentity, ShardId, ZoneId};
+use hoard_proto::client::{ClientError, ClientEvent};
+use hoard_proto::wire::{
+    AnswerBegin, AnswerEnd, GameMessage, Hello, Message, PROTOCOL_VERSION, Snapshot, Welcome, WireObject,
+};
 
-use super::server_plugin::{AddStones, Crate, registry};
+use super::server_plugin::{AddStones, Crate};
 
-/// What the game did through the link, and what the test has it deliver.
+/// The server's side of the scripted connection.
 #[derive(Default)]
-struct Script {
-    requests: Vec<ZoneRequest>,
-    intents: Vec<(u32, String)>,
-    deliveries: VecDeque<Arrived>,
+struct Server {
+    hello: Option<Hello>,
+    /// What the client sent, in order.
+    sent: Vec<Message>,
+    /// What the test has the wire deliver next.
+    deliver: VecDeque<Arrival>,
+    closed: Option<(u32, String)>,
 }
 
-struct ScriptedTransport(Arc<Mutex<Script>>);
+struct ScriptedTransport(Arc<Mutex<Server>>);
 
 struct ScriptedConnecting {
-    script: Arc<Mutex<Script>>,
-    registry: PublishRegistry,
-    /// Frames until the connection is made.
+    server: Arc<Mutex<Server>>,
+    /// Frames until the connection is open.
     frames: u32,
 }
 
-struct ScriptedLink {
-    script: Arc<Mutex<Script>>,
-    registry: PublishRegistry,
-    zones: Vec<ZoneId>,
-}
+struct ScriptedWire(Arc<Mutex<Server>>);
 
-impl ClientTransport for ScriptedTransport {
-    fn connect(&self, registry: PublishRegistry, entering: Option<ZoneId>) -> Box<dyn Connecting> {
-        assert_eq!(entering, None);
+const IDENTITY: ServerIdentity = ServerIdentity([1; 32]);
+
+impl WireTransport for ScriptedTransport {
+    fn connect(&self, hello: Hello) -> Box<dyn WireConnecting> {
+        self.0.lock().expect("server").hello = Some(hello);
         Box::new(ScriptedConnecting {
-            script: self.0.clone(),
-            registry,
+            server: self.0.clone(),
             frames: 2,
         })
     }
 }
 
-impl Connecting for ScriptedConnecting {
-    fn poll(&mut self) -> Option<Result<Arc<dyn ClientLink>, ClientError>> {
+impl WireConnecting for ScriptedConnecting {
+    fn poll(&mut self) -> Option<Result<Box<dyn Wire>, ClientError>> {
         if self.frames > 0 {
             self.frames -= 1;
             return None;
         }
-        Some(Ok(Arc::new(ScriptedLink {
-            script: self.script.clone(),
-            registry: self.registry.clone(),
-            zones: vec![meadow()],
-        })))
+        Some(Ok(Box::new(ScriptedWire(self.server.clone()))))
     }
 }
 
-impl ClientLink for ScriptedLink {
-    fn perspective(&self) -> &str {
-        "ann"
+impl Wire for ScriptedWire {
+    fn identity(&self) -> ServerIdentity {
+        IDENTITY
     }
-    fn zones(&self) -> &[ZoneId] {
-        &self.zones
+    fn send(&self, messages: Vec<Message>) -> Result<(), ClientError> {
+        self.0.lock().expect("server").sent.extend(messages);
+        Ok(())
     }
-    fn registry(&self) -> &PublishRegistry {
-        &self.registry
+    fn receive(&self, into: &mut Vec<Arrival>, max: usize) {
+        let mut server = self.0.lock().expect("server");
+        let n = server.deliver.len().min(max);
+        into.extend(server.deliver.drain(..n));
     }
-    fn request(&self, request: ZoneRequest) {
-        self.script.lock().expect("script").requests.push(request);
+    fn close(&self, code: u32, reason: &str) {
+        self.0.lock().expect("server").closed = Some((code, reason.to_owned()));
     }
-    fn send_intent(&self, kind: &str, _payload: Vec<u8>) -> Result<u32, ClientError> {
-        let mut script = self.script.lock().expect("script");
-        let seq = script.intents.len() as u32 + 1;
-        script.intents.push((seq, kind.to_owned()));
-        Ok(seq)
-    }
-    fn take(&self) -> Arrived {
-        self.script
-            .lock()
-            .expect("script")
-            .deliveries
-            .pop_front()
-            .unwrap_or_default()
-    }
-    fn transient(&self, _: &ZoneId) -> Option<Vec<u8>> {
-        None
-    }
-    fn zone_shards(&self, _: &ZoneId) -> Vec<ShardId> {
-        Vec::new()
-    }
-    fn close(&self) {}
     fn as_any(&self) -> &dyn std::any::Any {
         self
     }
@@ -109,8 +92,13 @@ fn meadow() -> ZoneId {
     ZoneId::new("meadow").expect("zone")
 }
 
-fn shard_of_crates(stones: &[u32]) -> CachedShard {
-    let objects: Vec<CachedObject> = stones
+fn message(msg: Message, request: Option<u32>) -> Arrival {
+    Arrival::Message(Inbound { msg, len: 64, request })
+}
+
+/// The crates of a shard, as the server sends them.
+fn crates(stones: &[u32]) -> Vec<CachedObject> {
+    stones
         .iter()
         .enumerate()
         .map(|(i, s)| CachedObject {
@@ -120,19 +108,7 @@ fn shard_of_crates(stones: &[u32]) -> CachedShard {
                 .component("crate", rmp_serde::to_vec(&Crate { stones: *s }).expect("encode"))
                 .finish(),
         })
-        .collect();
-    let key = ShardKey::new(ServerIdentity([1; 32]), "world", None, meadow(), ShardId(0)).expect("key");
-    CachedShard {
-        header: ShardHeader {
-            key,
-            epoch: Epoch(1),
-            hwm: Seq(1),
-            digest: recompute_digest(&objects),
-            registry: registry().hash(),
-            snapshot_time: chrono::DateTime::UNIX_EPOCH,
-        },
-        objects,
-    }
+        .collect()
 }
 
 #[derive(Resource, Default)]
@@ -142,68 +118,147 @@ fn record(mut events: MessageReader<HoardEvent>, mut seen: ResMut<Events>) {
     seen.0.extend(events.read().cloned());
 }
 
+/// Runs frames until `done` holds (the plugin's worker thread reads and
+/// writes the cache between them); fails after 20 s.
+fn update_until(app: &mut App, what: &str, done: impl Fn(&mut App) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done(app) {
+        assert!(Instant::now() < deadline, "gave up waiting for {what}");
+        app.update();
+        std::thread::yield_now();
+    }
+}
+
 #[test]
-fn the_client_plugin_runs_over_any_transport() {
-    let script = Arc::new(Mutex::new(Script::default()));
+fn the_client_plugin_drives_the_session_over_any_transport() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Arc::new(Mutex::new(Server::default()));
+    let settings = SessionSettings {
+        cache_dir: dir.path().to_owned(),
+        cache_files: None,
+        token: "dev:ann".into(),
+        service: "world".into(),
+        world: None,
+        proofs: false,
+        compression: false,
+        player_key: None,
+        token_keys: false,
+    };
     let mut app = App::new();
     app.init_resource::<Events>()
         .publish::<Crate>("crate", 1)
         .add_intent::<AddStones>("add_stones", 1)
         .add_plugins(
-            HoardClientPlugin::with_transport(ScriptedTransport(script.clone())).server_message::<String>("note"),
+            HoardClientPlugin::with_transport(settings, ScriptedTransport(server.clone()))
+                .server_message::<String>("note"),
         )
         .add_systems(Update, record);
+    let hello = server
+        .lock()
+        .expect("server")
+        .hello
+        .clone()
+        .expect("hello said at connect");
+    assert_eq!((hello.token.as_str(), hello.service.as_str()), ("dev:ann", "world"));
+    assert_eq!(hello.codecs, Vec::<u8>::new(), "compression off");
+
+    // The zone request written while connecting waits for `Welcome`.
     app.world_mut().write_message(ZoneRequest::Enter(meadow()));
     app.update();
     assert_eq!(*app.world().resource::<HoardConnection>(), HoardConnection::Connecting);
     assert!(app.world().get_resource::<Hoard>().is_none());
-    app.update();
-    app.update();
+    server.lock().expect("server").deliver.push_back(message(
+        Message::Welcome(Welcome {
+            protocol: PROTOCOL_VERSION,
+            server: IDENTITY.0,
+            perspective: "ann".into(),
+            zones: vec![meadow()],
+            tick_hz: 10,
+            world_key: Vec::new(),
+            token_keys: None,
+        }),
+        None,
+    ));
+    update_until(&mut app, "Welcome", |app| app.world().get_resource::<Hoard>().is_some());
     assert!(
         matches!(app.world().resource::<HoardConnection>(), HoardConnection::Connected { perspective } if perspective == "ann")
     );
-    assert_eq!(
-        script.lock().expect("script").requests,
-        vec![ZoneRequest::Enter(meadow())],
-        "the request written while connecting was handed over"
+    assert_eq!(app.world().resource::<Hoard>().identity(), IDENTITY);
+
+    // `EnterZone` goes out once the (empty) cache was read.
+    let enter_of = |server: &Server| {
+        server.sent.iter().find_map(|m| match m {
+            Message::EnterZone(e) => Some(e.clone()),
+            _ => None,
+        })
+    };
+    update_until(&mut app, "EnterZone", |_| {
+        enter_of(&server.lock().expect("server")).is_some()
+    });
+    let enter = enter_of(&server.lock().expect("server")).expect("sent");
+    assert_eq!((enter.zone.clone(), enter.subscribe), (meadow(), true));
+    assert!(
+        enter.have.is_empty() && enter.held.is_empty(),
+        "a cold cache names no copies"
     );
 
-    let progress = EntryProgress {
-        shards: Some(1),
-        shards_done: 0,
-        bytes_rx: 100,
+    // The answer: one shard of two crates; a game message beside it.
+    let objects = crates(&[3, 5]);
+    let answer = Message::Snapshot(Snapshot {
+        shard: ShardId(0),
+        epoch: Epoch(1),
+        seq: Seq(4),
+        digest: recompute_digest(&objects),
+        perspective: None,
+        objects: objects
+            .iter()
+            .map(|o| WireObject {
+                id: o.id,
+                version: o.version,
+                state: o.state.as_bytes().to_vec(),
+            })
+            .collect(),
+    });
+    {
+        let mut server = server.lock().expect("server");
+        let r = Some(enter.request);
+        server.deliver.extend([
+            message(
+                Message::AnswerBegin(AnswerBegin {
+                    request: enter.request,
+                    zone: meadow(),
+                    shards: 1,
+                }),
+                r,
+            ),
+            message(answer, r),
+            message(Message::AnswerEnd(AnswerEnd { request: enter.request }), r),
+            message(
+                Message::GameMessage(GameMessage {
+                    kind: "note".into(),
+                    zone: Some(meadow()),
+                    payload: rmp_serde::to_vec(&"welcome".to_owned()).expect("encode"),
+                }),
+                None,
+            ),
+        ]);
+    }
+    let ready = |app: &mut App| {
+        app.world()
+            .resource::<Events>()
+            .0
+            .iter()
+            .any(|e| matches!(e, HoardEvent::Client(ClientEvent::ZoneReady { zone, .. }) if *zone == meadow()))
     };
-    let mut arriving = Arrived::default();
-    arriving.progress = vec![(meadow(), progress)];
-    let mut ready = Arrived::default();
-    ready.updates = vec![
-        ClientUpdate::ZoneLoaded {
-            zone: meadow(),
-            shards: vec![Arc::new(shard_of_crates(&[3, 5]))],
-            proofs: Vec::new(),
-        },
-        ClientUpdate::Event(ClientEvent::ZoneReady {
-            zone: meadow(),
-            stats: EntryStats::default(),
-        }),
-        ClientUpdate::Event(ClientEvent::GameMessage {
-            kind: "note".into(),
-            zone: Some(meadow()),
-            payload: rmp_serde::to_vec(&"welcome".to_owned()).expect("encode"),
-        }),
-    ];
-    ready.failures = vec![ClientError::Lost("a prefetch failed".into())];
-    script.lock().expect("script").deliveries.extend([arriving, ready]);
-    app.update();
-    app.update();
-    let mut crates: Vec<(u64, u32)> = app
+    update_until(&mut app, "ZoneReady", ready);
+    let mut seen: Vec<(u64, u32)> = app
         .world_mut()
         .query::<(&Replicated, &Crate)>()
         .iter(app.world())
         .map(|(r, c)| (r.object.0, c.stones))
         .collect();
-    crates.sort();
-    assert_eq!(crates, vec![(1, 3), (2, 5)]);
+    seen.sort();
+    assert_eq!(seen, vec![(1, 3), (2, 5)], "the entities came before their ZoneReady");
     let events = &app.world().resource::<Events>().0;
     assert!(
         events
@@ -213,18 +268,15 @@ fn the_client_plugin_runs_over_any_transport() {
     assert!(
         events
             .iter()
-            .any(|e| matches!(e, HoardEvent::EntryProgress { progress: p, .. } if p.bytes_rx == 100))
+            .any(|e| matches!(e, HoardEvent::EntryProgress { zone, .. } if *zone == meadow())),
+        "the entry's progress was reported while it was in flight"
     );
-    assert!(
-        events
-            .iter()
-            .any(|e| matches!(e, HoardEvent::Client(ClientEvent::ZoneReady { .. })))
-    );
-    assert!(
-        events
-            .iter()
-            .any(|e| matches!(e, HoardEvent::Failed(ClientError::Lost(m)) if m == "a prefetch failed"))
-    );
+    assert_eq!(app.world().resource::<Hoard>().zone_shards(&meadow()), vec![ShardId(0)]);
+    update_until(&mut app, "the game message", |app| {
+        !app.world()
+            .resource::<Messages<hoard_bevy::FromServer<String>>>()
+            .is_empty()
+    });
     let notes: Vec<String> = app
         .world_mut()
         .resource_mut::<Messages<hoard_bevy::FromServer<String>>>()
@@ -233,14 +285,112 @@ fn the_client_plugin_runs_over_any_transport() {
         .collect();
     assert_eq!(notes, vec!["welcome".to_owned()]);
 
+    // The zone was written to the cache before it was announced: a second
+    // reader of the folder finds the shard at the answer's seq.
+    let cache = hoard_world_cache::WorldCache::open_with(
+        dir.path(),
+        hoard_world_cache::LockPolicy::ReadOnlyIfBusy,
+        Arc::new(hoard_world_cache::FsStorage),
+    )
+    .expect("cache");
+    let keys = cache.zone_keys(IDENTITY, "world", Some("ann"), &meadow());
+    let heads: Vec<_> = cache
+        .read_heads(
+            &keys,
+            hoard_bevy::Hoard::registry(app.world().resource::<Hoard>()).hash(),
+        )
+        .into_iter()
+        .flatten()
+        .collect();
+    assert_eq!(heads.len(), 1);
+    assert_eq!((heads[0].hwm, heads[0].digest), (Seq(4), recompute_digest(&objects)));
+
+    // An intent goes out on the wire, numbered.
     let seq = app
         .world()
         .resource::<Hoard>()
         .send(&AddStones { object: 1, stones: 2 })
-        .expect("queued");
-    assert_eq!(
-        script.lock().expect("script").intents,
-        vec![(seq, "add_stones".to_owned())]
+        .expect("sent");
+    let intents: Vec<(u32, String, usize)> = server
+        .lock()
+        .expect("server")
+        .sent
+        .iter()
+        .filter_map(|m| match m {
+            Message::Intent(i) => Some((i.seq, i.kind.clone(), i.signature.len())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(intents, vec![(seq, "add_stones".to_owned(), 0)]);
+    assert_eq!(seq, 1);
+
+    // The connection's end reaches the game as `Disconnected`, with why.
+    server
+        .lock()
+        .expect("server")
+        .deliver
+        .push_back(Arrival::Ended(ClientError::Lost("the test hung up".into())));
+    update_until(
+        &mut app,
+        "Disconnected",
+        |app| matches!(app.world().resource::<HoardConnection>(), HoardConnection::Failed { reason } if reason.contains("the test hung up")),
     );
-    assert!(app.world().resource::<Hoard>().client().is_none(), "not a QUIC link");
+    assert!(
+        app.world()
+            .resource::<Events>()
+            .0
+            .iter()
+            .any(|e| matches!(e, HoardEvent::Client(ClientEvent::Disconnected { .. })))
+    );
+    assert!(
+        app.world()
+            .resource::<Hoard>()
+            .wire()
+            .as_any()
+            .downcast_ref::<ScriptedWire>()
+            .is_some(),
+        "the game reaches its transport's own connection"
+    );
+}
+
+#[test]
+fn a_refused_hello_is_reported_as_the_servers_reason() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Arc::new(Mutex::new(Server::default()));
+    let settings = SessionSettings {
+        cache_dir: dir.path().to_owned(),
+        cache_files: None,
+        token: "dev:ann".into(),
+        service: "world".into(),
+        world: None,
+        proofs: false,
+        compression: true,
+        player_key: None,
+        token_keys: false,
+    };
+    let mut app = App::new();
+    app.init_resource::<Events>()
+        .publish::<Crate>("crate", 1)
+        .add_plugins(HoardClientPlugin::with_transport(
+            settings,
+            ScriptedTransport(server.clone()),
+        ))
+        .add_systems(Update, record);
+    server.lock().expect("server").deliver.push_back(message(
+        Message::Error(hoard_proto::wire::ErrorMsg {
+            code: 2,
+            message: "no such player".into(),
+        }),
+        None,
+    ));
+    update_until(&mut app, "the refusal", |app| {
+        matches!(
+            app.world().resource::<HoardConnection>(),
+            HoardConnection::Failed { .. }
+        )
+    });
+    assert!(app.world().resource::<Events>().0.iter().any(
+        |e| matches!(e, HoardEvent::Failed(ClientError::Refused { code: 2, message }) if message == "no such player")
+    ));
+    assert!(app.world().get_resource::<Hoard>().is_none());
 }

@@ -195,11 +195,7 @@ impl ClientApp {
         address: &str,
         zone: &ZoneId,
     ) -> anyhow::Result<(ClientApp, EntryStats)> {
-        let hoard = self.hoard();
-        let identity = hoard
-            .client()
-            .map(|c| c.identity())
-            .ok_or_else(|| anyhow::anyhow!("the demo client connects over QUIC"))?;
+        let identity = self.hoard().identity();
         let options = redirected(&self.options, identity, address)?;
         if let Some(hoard) = self.app.world_mut().remove_resource::<Hoard>() {
             hoard.close();

@@ -1,19 +1,23 @@
-//! The QUIC client: connects (pinning the server identity), says hello,
-//! and carries out proto's [`ClientSession`] — the bytes of its messages,
-//! its timers, its cache writes (journals, whole copies, audits) and its
-//! entries' waiters — handing verified zones and live deltas to the game as
-//! [`ClientUpdate`]s ([`HoardClient::take_updates`]); turning them into
-//! entities is the client plugin's job (`hoard-bevy`'s `Materialiser`).
+//! The QUIC client: connects (pinning the server identity), says hello, and
+//! carries out proto's
+//! [`ClientSession`](hoard_proto::sync::session::ClientSession) — the bytes
+//! of its messages, its timers, its cache writes (journals, whole copies,
+//! audits) and its entries' waiters — handing verified zones and live deltas
+//! to the game as [`ClientUpdate`]s ([`HoardClient::take_updates`]); turning
+//! them into entities is the client plugin's job (`hoard-bevy`'s
+//! `Materialiser`).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use hoard_client::SessionSettings;
+use hoard_client::host::{ClientHost, Inbound, Locked, Outcome, Writes};
 use hoard_engine::lock::lock;
 use hoard_engine::{ObjectId, PublishRegistry, ServerIdentity, ShardId, ZoneId};
-use hoard_world_cache::{CachedObject, CachedShard, LockPolicy, ShardKey, ShardUpdate, WorldCache};
+use hoard_world_cache::{CachedObject, CachedShard, WorldCache};
 pub use quinn::Endpoint;
 use quinn::{Connection, SendStream};
 use serde::Serialize;
@@ -21,11 +25,10 @@ use tokio::sync::{Mutex as AsyncMutex, oneshot};
 
 use super::stream::{FrameReader, write_message};
 use crate::tls::{KnownServers, SERVER_NAME};
-use hoard_proto::sync::client::{ClientConfig, EntryStats};
-use hoard_proto::sync::session::{ClientSession, ClientStep};
-use hoard_proto::wire::{Hello, Intent, MAX_CONTROL_FRAME, Message, PROTOCOL_VERSION};
+use hoard_proto::sync::client::EntryStats;
+use hoard_proto::wire::{Intent, MAX_CONTROL_FRAME, Message};
 
-mod inbound;
+pub(crate) mod inbound;
 
 /// How to reach a server.
 #[derive(Clone, Debug)]
@@ -130,22 +133,20 @@ impl ClientOptions {
         self
     }
 
-    /// The world identity the cache is keyed by, for a server presenting
-    /// `tls_identity`, and whether shards are checked against signed heads.
-    fn world_and_proofs(&self, tls_identity: ServerIdentity) -> (ServerIdentity, bool) {
-        let world = self.world.unwrap_or(tls_identity);
-        (world, self.proofs || world != tls_identity)
-    }
-}
-
-/// The world's key, known once `Welcome` is read (answers and deltas are
-/// read only after that): checks signed heads.
-#[derive(Debug, Default)]
-struct WorldKey(std::sync::OnceLock<crate::heads::KeyVerifier>);
-
-impl hoard_proto::proof::HeadVerifier for WorldKey {
-    fn verify(&self, scheme: u16, statement: &[u8], signature: &[u8]) -> bool {
-        self.0.get().is_some_and(|k| k.verify(scheme, statement, signature))
+    /// Who the client is and where it caches, apart from how it reaches
+    /// the server: what any driver of the session needs.
+    pub fn settings(&self) -> SessionSettings {
+        SessionSettings {
+            cache_dir: self.cache_dir.clone(),
+            cache_files: self.cache_files.as_ref().map(|CacheFiles(files)| files.clone()),
+            token: self.token.clone(),
+            service: self.service.clone(),
+            world: self.world,
+            proofs: self.proofs,
+            compression: self.compression,
+            player_key: self.player_key.clone(),
+            token_keys: self.token_keys,
+        }
     }
 }
 
@@ -154,12 +155,7 @@ impl hoard_proto::proof::HeadVerifier for WorldKey {
 /// sync's own timer ([`hoard_proto::sync::client::ENTRY_TIMEOUT_SECS`]).
 pub const ENTRY_TIMEOUT: Duration = Duration::from_secs(hoard_proto::sync::client::ENTRY_TIMEOUT_SECS as u64);
 
-/// The cache is trimmed to this size (least recently used shards first) when
-/// a client connects.
-pub const CACHE_BUDGET_BYTES: u64 = 2 * 1024 * 1024 * 1024;
-
-/// Cached shards unused for this long are dropped when a client connects.
-pub const CACHE_MAX_AGE: Duration = Duration::from_secs(180 * 24 * 3600);
+pub use hoard_client::host::{CACHE_BUDGET_BYTES, CACHE_MAX_AGE};
 
 /// What a `hoard://` URL names ([`HoardClient::resolve`]).
 #[derive(Clone, Debug)]
@@ -178,13 +174,12 @@ pub use hoard_proto::client::{ClientError, ClientEvent, ClientUpdate};
 
 type Pending = ClientUpdate;
 
-/// A connection's state, under one lock (quinn's pattern: the sans-IO
-/// machine and what the driver keeps beside it). Held only for short,
-/// non-blocking steps: never across an await, a cache write or a send.
-struct State {
-    /// The connection's sans-IO session: the sync machine, visible zones,
-    /// transient state, the copies entries took on trust.
-    session: ClientSession,
+/// What the QUIC driver keeps under the connection's one lock, beside the
+/// sans-IO session ([`ClientHost::lock`], quinn's pattern). Held only for
+/// short, non-blocking steps: never across an await, a cache write or a
+/// send.
+#[derive(Default)]
+struct Driver {
     /// Callers waiting for each zone entry in flight (a second `enter_zone`
     /// of a zone joins the first instead of replacing it).
     waiting: HashMap<ZoneId, Vec<EntryWaiter>>,
@@ -194,15 +189,15 @@ struct State {
     early_log: Option<Vec<Message>>,
 }
 
-/// What a connection's tasks share: its [`State`] under one lock, the
-/// game-facing queue under its own (the game takes it every frame and must
-/// never wait behind the network), and the control stream's writer.
+/// What a connection's tasks share: its host (the session and the
+/// [`Driver`] state under one lock), the game-facing queue under its own
+/// (the game takes it every frame and must never wait behind the network),
+/// and the control stream's writer.
 struct Inner {
     /// The nonce the server gave for signing intents, once it came.
     intent_nonce: tokio::sync::watch::Sender<Option<[u8; 16]>>,
-    state: Mutex<State>,
-    cache: WorldCache,
-    started: Instant,
+    /// The session, the cache and this driver's own state.
+    host: ClientHost<Driver>,
     pending: Mutex<Vec<Pending>>,
     /// Signalled whenever something is pending for [`HoardClient::take_updates`].
     changed: tokio::sync::Notify,
@@ -211,8 +206,6 @@ struct Inner {
     timer: tokio::sync::Notify,
     /// The control stream, shared with the background readers (they send repairs).
     control: AsyncMutex<SendStream>,
-    /// The world's key, once `Welcome` brought it (proof mode).
-    world_key: Arc<WorldKey>,
 }
 
 /// A connected client.
@@ -241,7 +234,7 @@ pub struct HoardClient {
     own_endpoint: bool,
 }
 
-fn connect_err(addr: SocketAddr, e: impl std::fmt::Display) -> ClientError {
+pub(crate) fn connect_err(addr: SocketAddr, e: impl std::fmt::Display) -> ClientError {
     ClientError::Connect {
         addr,
         detail: e.to_string(),
@@ -270,7 +263,7 @@ async fn server_close_reason(conn: &Connection) -> Option<ClientError> {
 
 /// The server's refusal in a connection's close, if the server closed it
 /// with a code and reason.
-fn refusal_of(closed: &quinn::ConnectionError) -> Option<ClientError> {
+pub(crate) fn refusal_of(closed: &quinn::ConnectionError) -> Option<ClientError> {
     match closed {
         quinn::ConnectionError::ApplicationClosed(c) => Some(ClientError::Refused {
             code: c.error_code.into_inner().try_into().unwrap_or(u16::MAX),
@@ -342,7 +335,7 @@ fn wait_for_entry(
 ) -> Result<(oneshot::Receiver<Result<EntryStats, ClientError>>, bool), ClientError> {
     let (tx, rx) = oneshot::channel();
     let mut state = inner.state();
-    let waiters = state.waiting.entry(zone.clone()).or_default();
+    let waiters = state.driver.waiting.entry(zone.clone()).or_default();
     waiters.push(tx);
     Ok((rx, waiters.len() > 1))
 }
@@ -376,23 +369,72 @@ impl Opened {
         // Opening may wait for the lock and fsyncs a new folder: off the
         // async workers.
         let cache_dir = options.cache_dir.clone();
-        let files = match &options.cache_files {
-            Some(CacheFiles(files)) => files.clone(),
-            None => Arc::new(hoard_world_cache::FsStorage),
-        };
-        let cache = tokio::task::spawn_blocking(move || {
-            let wait = LockPolicy::WaitUpTo(std::time::Duration::from_secs(2));
-            match WorldCache::open_with(&cache_dir, wait, files.clone()) {
-                Ok(c) => Ok(c),
-                Err(hoard_world_cache::cache::OpenError::Busy { .. }) => {
-                    WorldCache::open_with(&cache_dir, LockPolicy::ReadOnlyIfBusy, files)
-                        .map_err(|e| ClientError::Cache(e.to_string()))
-                }
-                Err(e) => Err(ClientError::Cache(e.to_string())),
+        let files = options.cache_files.as_ref().map(|CacheFiles(files)| files.clone());
+        let cache = tokio::task::spawn_blocking(move || hoard_client::open_cache(&cache_dir, files))
+            .await
+            .map_err(|e| ClientError::Cache(e.to_string()))??;
+        let Dialed {
+            conn,
+            endpoint,
+            own_endpoint,
+            identity,
+            early,
+        } = Dialed::dial(options).await?;
+        let hello = Message::Hello(options.settings().hello(registry.hash()));
+        let (send, recv, early, early_data) = match early {
+            None => {
+                let (send, recv) = open_control(&conn, &hello).await.map_err(|e| connect_err(addr, e))?;
+                (send, recv, None, None)
             }
+            Some(accepted) => match open_control(&conn, &hello).await {
+                Ok((send, recv)) => {
+                    tracing::debug!(%addr, "hello sent as 0-RTT data");
+                    (send, recv, Some(accepted), None)
+                }
+                Err(e) => {
+                    // The handshake already ended with the early data
+                    // refused (a quick server that lost the ticket): say
+                    // hello over the completed connection instead.
+                    tracing::debug!(%addr, error = %e, "0-RTT refused before hello went out");
+                    let taken = accepted.await;
+                    let (send, recv) = open_control(&conn, &hello).await.map_err(|e| connect_err(addr, e))?;
+                    (send, recv, None, Some(taken))
+                }
+            },
+        };
+        Ok(Opened {
+            conn,
+            endpoint,
+            own_endpoint,
+            cache,
+            identity,
+            send,
+            recv,
+            early,
+            early_data,
+            hello,
         })
-        .await
-        .map_err(|e| ClientError::Cache(e.to_string()))??;
+    }
+}
+
+/// A QUIC connection to the server, its identity checked (pinned, or
+/// trusted on first use and remembered); with a session ticket from an
+/// earlier connection in this process it is 0-RTT, its handshake still
+/// under way.
+pub(crate) struct Dialed {
+    pub(crate) conn: Connection,
+    pub(crate) endpoint: Endpoint,
+    pub(crate) own_endpoint: bool,
+    pub(crate) identity: ServerIdentity,
+    /// Resolves when a 0-RTT connection's handshake completes: whether the
+    /// server took the early data.
+    pub(crate) early: Option<quinn::ZeroRttAccepted>,
+}
+
+impl Dialed {
+    /// Connects to `options.server`, pinning its identity.
+    pub(crate) async fn dial(options: &ClientOptions) -> Result<Dialed, ClientError> {
+        let addr = options.server;
         let known = KnownServers::new(options.cache_dir.join("known_servers"));
         let pin = options.pin.or_else(|| known.get(&addr.to_string()));
         // A server already met in this process is connected to with the same
@@ -437,56 +479,20 @@ impl Opened {
             // The tickets this connection receives serve the next one.
             crate::tls::keep_client_config(&addr_name, identity, known_path, tls);
         }
-        let hello = Message::Hello(Hello {
-            protocol: PROTOCOL_VERSION,
-            registry: registry.hash().0,
-            service: options.service.clone(),
-            token: options.token.clone(),
-            codecs: if options.compression {
-                hoard_proto::wire::CODECS.to_vec()
-            } else {
-                Vec::new()
-            },
-            token_keys: options.token_keys,
-        });
-        let (send, recv, early, early_data) = match early {
-            None => {
-                let (send, recv) = open_control(&conn, &hello).await.map_err(|e| connect_err(addr, e))?;
-                (send, recv, None, None)
-            }
-            Some(accepted) => match open_control(&conn, &hello).await {
-                Ok((send, recv)) => {
-                    tracing::debug!(%addr, "hello sent as 0-RTT data");
-                    (send, recv, Some(accepted), None)
-                }
-                Err(e) => {
-                    // The handshake already ended with the early data
-                    // refused (a quick server that lost the ticket): say
-                    // hello over the completed connection instead.
-                    tracing::debug!(%addr, error = %e, "0-RTT refused before hello went out");
-                    let taken = accepted.await;
-                    let (send, recv) = open_control(&conn, &hello).await.map_err(|e| connect_err(addr, e))?;
-                    (send, recv, None, Some(taken))
-                }
-            },
-        };
-        Ok(Opened {
+        Ok(Dialed {
             conn,
             endpoint,
             own_endpoint,
-            cache,
             identity,
-            send,
-            recv,
             early,
-            early_data,
-            hello,
         })
     }
 }
-
 /// Opens the control stream and writes `hello` on it.
-async fn open_control(conn: &Connection, hello: &Message) -> Result<(SendStream, quinn::RecvStream), String> {
+pub(crate) async fn open_control(
+    conn: &Connection,
+    hello: &Message,
+) -> Result<(SendStream, quinn::RecvStream), String> {
     let (mut send, recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
     write_message(&mut send, hello).await.map_err(|e| e.to_string())?;
     Ok((send, recv))
@@ -516,7 +522,11 @@ impl Opened {
 
 /// A resumed session's server must still be the pinned identity (its
 /// tickets are kept under it; checked again once the handshake is done).
-fn check_resumed_identity(conn: &Connection, addr: SocketAddr, identity: ServerIdentity) -> Result<(), ClientError> {
+pub(crate) fn check_resumed_identity(
+    conn: &Connection,
+    addr: SocketAddr,
+    identity: ServerIdentity,
+) -> Result<(), ClientError> {
     match crate::tls::peer_identity(conn) {
         Some(seen) if seen == identity => Ok(()),
         Some(seen) => Err(connect_err(
@@ -545,17 +555,30 @@ async fn finish_early(
     // Under the control stream's lock, so nothing is sent between taking
     // the log and replacing the stream.
     let mut control = inner.control.lock().await;
-    let sent_early = inner.state().early_log.take().unwrap_or_default();
+    let sent_early = inner.state().driver.early_log.take().unwrap_or_default();
     if taken {
         return Ok((recv, true));
     }
-    tracing::info!(%addr, messages = sent_early.len() + 1, "the server refused the 0-RTT data; sending it again");
-    let (mut send, recv) = conn.open_bi().await.map_err(|e| connect_err(addr, e))?;
-    for m in std::iter::once(hello).chain(&sent_early) {
-        write_message(&mut send, m).await.map_err(|e| connect_err(addr, e))?;
-    }
+    let (send, recv) = send_again(conn, addr, hello, &sent_early).await?;
     *control = send;
     Ok((recv, false))
+}
+
+/// After the server refused a connection's early data: a new control
+/// stream carrying `hello` and everything sent early again (the old stream
+/// is gone with the early data).
+pub(crate) async fn send_again(
+    conn: &Connection,
+    addr: SocketAddr,
+    hello: &Message,
+    sent_early: &[Message],
+) -> Result<(SendStream, quinn::RecvStream), ClientError> {
+    tracing::info!(%addr, messages = sent_early.len() + 1, "the server refused the 0-RTT data; sending it again");
+    let (mut send, recv) = conn.open_bi().await.map_err(|e| connect_err(addr, e))?;
+    for m in std::iter::once(hello).chain(sent_early) {
+        write_message(&mut send, m).await.map_err(|e| connect_err(addr, e))?;
+    }
+    Ok((send, recv))
 }
 
 /// Reads the server's answer to `Hello`: `Welcome`, or why it refused.
@@ -590,76 +613,37 @@ impl Inner {
         perspective: &str,
         early: bool,
     ) -> Arc<Inner> {
-        // The sync machine's clock: seconds since `started`, which is
-        // `wall_clock_at_zero` on the wall clock.
-        let started = Instant::now();
-        let (world, proven) = options.world_and_proofs(identity);
-        let world_key = Arc::new(WorldKey::default());
-        let session = ClientSession::new(ClientConfig {
-            server: world,
-            service: options.service.clone(),
-            perspective: perspective.to_owned(),
-            registry: registry.hash(),
-            wall_clock_at_zero: chrono::Utc::now(),
-            proofs: proven.then(|| hoard_proto::proof::ProofChecker::new(world, &options.service, world_key.clone())),
-        });
+        let config = options.settings().host_config(identity, perspective, registry.hash());
+        let driver = Driver {
+            waiting: HashMap::new(),
+            early_log: early.then(Vec::new),
+        };
         Arc::new(Inner {
             intent_nonce: tokio::sync::watch::Sender::new(None),
-            state: Mutex::new(State {
-                session,
-                waiting: HashMap::new(),
-                early_log: early.then(Vec::new),
-            }),
-            cache,
-            started,
+            host: ClientHost::new(cache, config, driver),
             pending: Mutex::new(Vec::new()),
             changed: tokio::sync::Notify::new(),
             timer: tokio::sync::Notify::new(),
             control: AsyncMutex::new(send),
-            world_key,
         })
     }
 
-    /// The connection's state, locked (see [`State`]).
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        lock(&self.state)
+    /// The connection's state, locked (see [`Driver`]).
+    fn state(&self) -> std::sync::MutexGuard<'_, Locked<Driver>> {
+        self.host.lock()
     }
 
     /// Checks `Welcome` names the world this client keys its cache by, and,
     /// when shards are checked against signed heads, takes the world's key
     /// from it.
     fn accept_welcome(&self, welcome: &hoard_proto::wire::Welcome, addr: SocketAddr) -> Result<(), ClientError> {
-        let (world, proven) = {
-            let state = self.state();
-            (
-                state.session.sync().config().server,
-                state.session.sync().config().proofs.is_some(),
-            )
-        };
-        if welcome.server != world.0 {
-            return Err(connect_err(
-                addr,
-                format!(
-                    "the server relays world {}, not {world}: connect with that world named",
-                    ServerIdentity(welcome.server)
-                ),
-            ));
-        }
-        if welcome.world_key.len() > hoard_proto::wire::MAX_WORLD_KEY_BYTES {
-            return Err(connect_err(
-                addr,
-                format!(
-                    "a world key of {} bytes; the limit is {}",
-                    welcome.world_key.len(),
-                    hoard_proto::wire::MAX_WORLD_KEY_BYTES
-                ),
-            ));
-        }
-        if proven {
-            let key = crate::heads::KeyVerifier::new(world, &welcome.world_key).map_err(|e| connect_err(addr, e))?;
-            let _ = self.world_key.0.set(key);
-        }
-        Ok(())
+        self.host
+            .accept_welcome(welcome, |world, key| {
+                crate::heads::KeyVerifier::new(world, key)
+                    .map(|k| Box::new(k) as Box<dyn hoard_proto::proof::HeadVerifier>)
+                    .map_err(|e| e.to_string())
+            })
+            .map_err(|e| connect_err(addr, e))
     }
 }
 
@@ -851,15 +835,7 @@ impl HoardClient {
         tokio::spawn(drive_timeouts(conn.clone(), inner.clone()));
         // Keep the cache bounded: trim it once per session, off the runtime.
         let trim = inner.clone();
-        tokio::task::spawn_blocking(move || {
-            if trim.cache.is_read_only() {
-                return;
-            }
-            match trim.cache.evict(CACHE_BUDGET_BYTES, CACHE_MAX_AGE) {
-                Ok(report) => tracing::debug!(?report, "cache trimmed"),
-                Err(e) => tracing::warn!(error = %e, "could not trim the cache"),
-            }
-        });
+        tokio::task::spawn_blocking(move || trim.host.trim());
         tokio::spawn(inbound::accept_streams(conn, inner));
         client
     }
@@ -934,7 +910,7 @@ impl HoardClient {
 
     /// The cache this client writes.
     pub fn cache(&self) -> &WorldCache {
-        &self.inner.cache
+        self.inner.host.cache()
     }
 
     async fn start_entry(&self, zone: &ZoneId, subscribe: bool) -> Result<(), ClientError> {
@@ -946,40 +922,10 @@ impl HoardClient {
     /// the zone is verified and written; its objects come with the next
     /// [`HoardClient::take_updates`]. A prefetched zone is entered at once.
     pub async fn enter_zone(&self, zone: &ZoneId) -> Result<EntryStats, ClientError> {
-        let live = {
-            let mut state = self.inner.state();
-            state.session.show(zone);
-            let s = state.session.sync();
-            s.live_shards(zone).map(|shards| {
-                let proofs = shards
-                    .iter()
-                    .filter_map(|c| s.proof(c.header.key.shard).cloned())
-                    .collect();
-                (shards, proofs)
-            })
-        };
-        if let Some((shards, proofs)) = live {
-            let stats = EntryStats {
-                shards: shards.len() as u32,
-                shards_fresh: shards.len() as u32,
-                objects: shards.iter().map(|s| s.objects.len() as u64).sum(),
-                ..EntryStats::default()
-            };
-            push(
-                &self.inner,
-                Pending::ZoneLoaded {
-                    zone: zone.clone(),
-                    shards,
-                    proofs,
-                },
-            );
-            push(
-                &self.inner,
-                Pending::Event(ClientEvent::ZoneReady {
-                    zone: zone.clone(),
-                    stats: stats.clone(),
-                }),
-            );
+        if let Some((stats, updates)) = self.inner.host.show(zone) {
+            for update in updates {
+                push(&self.inner, update);
+            }
             return Ok(stats);
         }
         self.entry(zone).await
@@ -1073,15 +1019,7 @@ impl HoardClient {
         // below are the zone's last state (a delta applied in between would
         // be journaled onto a copy that the whole write then replaces by
         // an older one, and the journal would no longer apply).
-        let (shards, messages) = {
-            let mut state = self.inner.state();
-            let shards = state.session.leave(zone);
-            let mut m = Vec::new();
-            while let Some(x) = state.session.poll_transmit() {
-                m.push(x);
-            }
-            (shards, m)
-        };
+        let (shards, messages) = self.inner.host.leave(zone);
         // Fold each journaled shard on exit: write the current copy whole,
         // off the async workers and outside the sync lock. A shard with no
         // journal is already on disk as it stands (its file was written
@@ -1091,11 +1029,7 @@ impl HoardClient {
             // The leave's steps first (the game's `ZoneLeft`, and anything
             // queued before it).
             process_effects(&writer);
-            for s in &shards {
-                if let Err(e) = writer.cache.fold_journal(s) {
-                    tracing::warn!(shard = %s.header.key, error = %e, "could not write shard on leaving");
-                }
-            }
+            writer.host.fold(&shards);
         })
         .await
         .map_err(|e| ClientError::Lost(e.to_string()))?;
@@ -1261,98 +1195,44 @@ impl Drop for HoardClient {
 /// Starts an entry (or prefetch) of `zone`: reads the cached heads, sends
 /// `EnterZone`, then loads and checks the cached copies while it is in flight.
 async fn start_entry(inner: &Arc<Inner>, zone: &ZoneId, subscribe: bool) -> Result<(), ClientError> {
-    let cfg = inner.state().session.sync().config().clone();
-    let keys = inner
-        .cache
-        .zone_keys(cfg.server, &cfg.service, Some(&cfg.perspective), zone);
-    let reader = inner.clone();
-    let registry = cfg.registry;
     // Small files are read whole with their heads, for the load below.
-    let (heads, kept): (Vec<_>, Vec<_>) =
-        tokio::task::spawn_blocking(move || reader.cache.read_heads_keeping(&keys, registry))
-            .await
-            .map_err(|e| ClientError::Lost(e.to_string()))?
-            .into_iter()
-            .flatten()
-            .map(|(head, file)| {
-                let key = head.key.clone();
-                (head, (key, file))
-            })
-            .unzip();
-    let now = inner.started.elapsed().as_secs_f64();
-    let (request, messages) = {
-        let mut state = inner.state();
-        let request = state
-            .session
-            .sync_mut()
-            .enter_zone(now, zone.clone(), &heads, subscribe);
-        inner.timer.notify_one();
-        let mut messages = Vec::new();
-        while let Some(m) = state.session.poll_transmit() {
-            messages.push(m);
-        }
-        (request, messages)
-    };
+    let reader = inner.clone();
+    let read = zone.clone();
+    let cached = blocking(move || reader.host.read_cached(&read)).await?;
+    let (request, messages) = inner.host.begin_entry(zone, &cached, subscribe);
+    inner.timer.notify_one();
     send_all(inner, messages).await?;
     // Load the full copies while the request is in flight. Each file's
     // checksums are checked as it is read; its digest, which its writer
     // checked before writing, is audited once the zone is ready (below),
     // off the path to the player's world.
     let loader = inner.clone();
-    let registry = cfg.registry;
-    let copies = tokio::task::spawn_blocking(move || {
-        loader
-            .cache
-            .load_many_kept(kept, registry)
-            .into_iter()
-            .flatten()
-            .map(Arc::new)
-            .collect::<Vec<_>>()
-    })
-    .await
-    .map_err(|e| ClientError::Lost(e.to_string()))?;
+    let copies = blocking(move || loader.host.load_copies(cached)).await?;
     // The game may prepare the copies while the answer is on its way; a
     // current copy becomes the live one as it is (the same `Arc`).
-    let now = inner.started.elapsed().as_secs_f64();
-    inner.state().session.provide_copies(now, request, zone, copies)?;
+    inner.host.provide_copies(request, zone, copies)?;
     // Effects write cache files: off the async workers.
     let effects = inner.clone();
-    tokio::task::spawn_blocking(move || process_effects(&effects))
-        .await
-        .map_err(|e| ClientError::Lost(e.to_string()))?;
+    blocking(move || process_effects(&effects)).await?;
     flush(inner).await
 }
 
-/// Recomputes the digests of the cached copies an entry took on trust (as
-/// loaded, in memory: the files are not read again), on a blocking thread
-/// once the zone is ready, and has the server repair any live shard whose
-/// copy's objects do not give its stated digest (which only a writer's bug
-/// could cause: the checksums held). The repair replaces the wrong objects
-/// in the world like a live change.
+/// Runs `work` on a blocking thread.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, ClientError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ClientError::Lost(e.to_string()))
+}
+
+/// Audits the copies an entry took on trust ([`ClientHost::audit`]), on a
+/// blocking thread once the zone is ready, and sends the repairs of any
+/// that fail.
 async fn audit_copies(inner: Arc<Inner>, zone: ZoneId, copies: Vec<Arc<CachedShard>>) {
     let auditor = inner.clone();
-    // One copy after another on this blocking thread, not on rayon's pool:
-    // the game is materialising the zone on that pool right now, and the
-    // audit must not queue ahead of it.
-    let failed = tokio::task::spawn_blocking(move || {
-        copies
-            .iter()
-            .filter(|c| !auditor.cache.audit_copy(c))
-            .map(|c| c.header.key.shard)
-            .collect::<Vec<_>>()
-    })
-    .await
-    .unwrap_or_default();
-    if failed.is_empty() {
-        return;
-    }
-    {
-        let mut state = inner.state();
-        for shard in failed {
-            state.session.sync_mut().repair_live_shard(&zone, shard);
-        }
-    }
-    if let Err(e) = flush(&inner).await {
+    let repairs = tokio::task::spawn_blocking(move || auditor.host.audit(&zone, &copies))
+        .await
+        .unwrap_or_default();
+    if repairs && let Err(e) = flush(&inner).await {
         tracing::debug!(error = %e, "could not send the audit's repairs");
     }
 }
@@ -1363,6 +1243,7 @@ async fn send_all(inner: &Inner, messages: Vec<Message>) -> Result<(), ClientErr
     // send again should the server refuse the early data.
     let early = inner
         .state()
+        .driver
         .early_log
         .as_mut()
         .map(|l| l.extend(messages.iter().cloned()))
@@ -1381,10 +1262,7 @@ async fn send_all(inner: &Inner, messages: Vec<Message>) -> Result<(), ClientErr
 
 /// Sends whatever the sync has queued (repairs, leaves).
 async fn flush(inner: &Inner) -> Result<(), ClientError> {
-    let messages: Vec<Message> = {
-        let mut state = inner.state();
-        std::iter::from_fn(|| state.session.poll_transmit()).collect()
-    };
+    let messages = inner.host.transmit();
     if messages.is_empty() {
         return Ok(());
     }
@@ -1407,90 +1285,35 @@ fn process_effects(inner: &Arc<Inner>) {
     debug_assert!(deferred.is_empty());
 }
 
-/// Where an effect's whole shard writes (each synced) happen.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Writes {
-    /// Here: the caller is a blocking thread.
-    Now,
-    /// Later: returned to the caller (an async task), which hands them to a
-    /// blocking thread. Journal appends, which do not sync, happen here.
-    Returned,
-}
-
-/// Writes shards whole, the newest copy of each once (a later copy of a
-/// shard includes an earlier one's changes).
-fn write_shards(inner: &Inner, shards: Vec<Arc<CachedShard>>) {
-    let mut newest: HashMap<ShardKey, Arc<CachedShard>> = HashMap::new();
-    for shard in shards {
-        newest.insert(shard.header.key.clone(), shard);
-    }
-    for shard in newest.into_values() {
-        if let Err(e) = inner.cache.write(&shard) {
-            tracing::warn!(shard = %shard.header.key, error = %e, "could not cache shard");
-        }
-    }
-}
-
 /// [`process_effects`], with whole shard writes done or returned as
-/// `writes` says. Returned writes are to be done before the next effects
-/// of the same shards are carried out.
+/// `writes` says ([`ClientHost::carry_out`]).
 fn process_effects_with(inner: &Arc<Inner>, writes: Writes) -> Vec<Arc<CachedShard>> {
-    let mut whole: Vec<Arc<CachedShard>> = Vec::new();
-    // Journals a delta; true if the shard is to be written whole instead
-    // (also when a whole write of it is already waiting: a journal must not
-    // get ahead of its file).
-    let journal = |whole: &[Arc<CachedShard>], shard: &Arc<CachedShard>, update: &ShardUpdate| {
-        if whole.iter().any(|w| w.header.key == shard.header.key) {
-            return true;
-        }
-        let journaled = match writes {
-            Writes::Now => inner.cache.record_delta(shard, update).map(Some),
-            Writes::Returned => inner.cache.journal_delta(shard, update),
-        };
-        match journaled {
-            Ok(written) => written.is_none(),
-            Err(e) => {
-                tracing::warn!(shard = %shard.header.key, error = %e, "could not journal a change");
-                false
+    inner.host.carry_out(writes, &mut |outcome| match outcome {
+        Outcome::Update(update) => push(inner, update),
+        Outcome::Audit { zone, copies } => match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn(audit_copies(inner.clone(), zone, copies))),
+            Err(e) => tracing::warn!(%zone, error = %e, "no runtime to audit the cached copies on"),
+        },
+        Outcome::EntryFinished { zone, result } => finish_waiters(inner, &zone, result),
+        Outcome::FailAll(error) => {
+            let waiting = std::mem::take(&mut inner.state().driver.waiting);
+            for tx in waiting.into_values().flatten() {
+                let _ = tx.send(Err(error.clone()));
             }
         }
-    };
-    let steps: Vec<ClientStep> = {
-        let mut state = inner.state();
-        std::iter::from_fn(|| state.session.poll_step()).collect()
-    };
-    for step in steps {
-        match step {
-            ClientStep::WriteShard(shard) => match writes {
-                Writes::Now => write_shards(inner, vec![shard]),
-                Writes::Returned => whole.push(shard),
-            },
-            ClientStep::JournalShard { shard, update } => {
-                if journal(&whole, &shard, &update) {
-                    whole.push(shard);
-                }
-            }
-            ClientStep::Update(update) => push(inner, update),
-            ClientStep::Audit { zone, copies } => match tokio::runtime::Handle::try_current() {
-                Ok(rt) => drop(rt.spawn(audit_copies(inner.clone(), zone, copies))),
-                Err(e) => tracing::warn!(%zone, error = %e, "no runtime to audit the cached copies on"),
-            },
-            ClientStep::EntryFinished { zone, result } => finish_waiters(inner, &zone, result),
-            ClientStep::FailAll(error) => {
-                let waiting = std::mem::take(&mut inner.state().waiting);
-                for tx in waiting.into_values().flatten() {
-                    let _ = tx.send(Err(error.clone()));
-                }
-            }
-        }
-    }
-    whole
+    })
 }
 
 async fn read_control(mut control: FrameReader, conn: Connection, inner: Arc<Inner>) {
     while let Ok(Some((msg, len))) = control.next().await {
-        let now = inner.started.elapsed().as_secs_f64();
-        let failed = inner.state().session.sync_mut().handle(now, msg, len).is_err();
+        let failed = inner
+            .host
+            .handle(vec![Inbound {
+                msg,
+                len,
+                request: None,
+            }])
+            .is_err();
         process_effects(&inner);
         if failed || flush(&inner).await.is_err() {
             break;
@@ -1508,13 +1331,10 @@ async fn read_control(mut control: FrameReader, conn: Connection, inner: Arc<Inn
 /// then lets it abandon what waited too long. Ends with the connection.
 async fn drive_timeouts(conn: Connection, inner: Arc<Inner>) {
     loop {
-        let next = inner.state().session.sync().poll_timeout();
+        let next = inner.host.next_timeout();
         let wake = async {
             match next {
-                Some(at) => {
-                    let at = inner.started + Duration::from_secs_f64(at.max(0.0));
-                    tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
-                }
+                Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
                 None => std::future::pending::<()>().await,
             }
         };
@@ -1523,8 +1343,7 @@ async fn drive_timeouts(conn: Connection, inner: Arc<Inner>) {
             _ = inner.timer.notified() => continue,
             _ = wake => {}
         }
-        let now = inner.started.elapsed().as_secs_f64();
-        inner.state().session.sync_mut().handle_timeout(now);
+        inner.host.handle_timeout();
         let effects = inner.clone();
         let _ = tokio::task::spawn_blocking(move || process_effects(&effects)).await;
         // An abandoned entry leaves its zone.
@@ -1539,7 +1358,7 @@ type EntryWaiter = oneshot::Sender<Result<EntryStats, ClientError>>;
 
 /// Answers everyone waiting for `zone`'s entry.
 fn finish_waiters(inner: &Inner, zone: &ZoneId, result: Result<EntryStats, ClientError>) {
-    let waiters = inner.state().waiting.remove(zone).unwrap_or_default();
+    let waiters = inner.state().driver.waiting.remove(zone).unwrap_or_default();
     for tx in waiters {
         let _ = tx.send(result.clone());
     }
@@ -1556,6 +1375,15 @@ enum Failure {
     Other(String),
 }
 
+impl From<hoard_client::ApplyError> for Failure {
+    fn from(e: hoard_client::ApplyError) -> Failure {
+        match e {
+            hoard_client::ApplyError::Forged(why) => Failure::Forged(why),
+            hoard_client::ApplyError::Other(why) => Failure::Other(why),
+        }
+    }
+}
+
 fn fail_all(inner: &Arc<Inner>, reason: &str) {
     fail_with(inner, reason, ClientError::Lost(reason.to_owned()));
 }
@@ -1568,7 +1396,7 @@ fn fail_with(inner: &Arc<Inner>, reason: &str, error: ClientError) {
             reason: reason.to_owned(),
         }),
     );
-    let waiting = std::mem::take(&mut inner.state().waiting);
+    let waiting = std::mem::take(&mut inner.state().driver.waiting);
     for tx in waiting.into_values().flatten() {
         let _ = tx.send(Err(error.clone()));
     }

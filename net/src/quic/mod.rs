@@ -16,3 +16,4 @@ mod slots;
 mod socket;
 pub(crate) mod stream;
 pub(crate) mod transport;
+pub mod wire;

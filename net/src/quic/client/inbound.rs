@@ -3,16 +3,17 @@
 //! by one task and applied by another: applying an answer hashes and merges
 //! objects and writes (and syncs) cache files on a blocking thread, while
 //! the next shards are read. The applier takes everything the reader has
-//! queued since its last batch (up to [`APPLY_BATCH`]) in one hand-off;
-//! the queue between them is bounded ([`READ_AHEAD`]). The delta stream is
-//! read and applied by one task, a batch of what arrived together at a
-//! time: its messages apply in microseconds, and a hand-off per message
-//! between two tasks cost a process of many clients (the bots) two
-//! wake-ups per live delta. A few pushed messages (up to [`INLINE_BATCH`])
-//! are applied on the task itself, only a whole write of a shard going to
-//! a thread. Either way a client that cannot keep up stops reading, and
-//! QUIC's flow control pushes back on the server, whose own bounded queue
-//! then ends the slow session.
+//! queued since its last batch (up to [`APPLY_BATCH`]) in one hand-off; the
+//! queue between them is bounded ([`READ_AHEAD`]). The delta stream is read
+//! and applied by one task, a batch of what arrived together at a time: its
+//! messages apply in microseconds, and a hand-off per message between two
+//! tasks cost a process of many clients (the bots) two wake-ups per live
+//! delta. A few pushed messages (up to
+//! [`INLINE_BATCH`](hoard_client::host::INLINE_BATCH)) are applied on the
+//! task itself, only a whole write of a shard going to a thread. Either way
+//! a client that cannot keep up stops reading, and QUIC's flow control
+//! pushes back on the server, whose own bounded queue then ends the slow
+//! session.
 
 use std::sync::Arc;
 
@@ -21,26 +22,18 @@ use quinn::{Connection, RecvStream};
 use tokio::sync::mpsc;
 
 use super::{
-    ClientError, Failure, Inner, Writes, fail_all, fail_closed, fail_with, flush, process_effects,
-    process_effects_with, write_shards,
+    ClientError, Failure, Inner, Writes, fail_all, fail_closed, fail_with, flush, process_effects, process_effects_with,
 };
 use crate::quic::stream::{FrameReader, StreamError};
+use hoard_client::host::Inbound;
 
 /// Messages read from one stream ahead of the applier, at most.
 const READ_AHEAD: usize = 256;
 /// Messages applied in one hand-off to a blocking thread, at most.
 const APPLY_BATCH: usize = 64;
 
-/// One whole message of a stream, with its frame length and the answer it
-/// belongs to (if the stream began with an `AnswerBegin`).
-struct Inbound {
-    msg: Message,
-    len: usize,
-    request: Option<u32>,
-}
-
 /// Why a stream stopped yielding messages.
-enum StreamEnd {
+pub(crate) enum StreamEnd {
     /// The connection ended (closed here, or by the server with its reason).
     Closed(String),
     /// The server sent bytes that are not a valid stream.
@@ -63,11 +56,7 @@ pub(super) async fn accept_streams(conn: Connection, inner: Arc<Inner>) {
 /// hand-off between two tasks for each cost a process of many clients (the
 /// bots) two wake-ups per live delta.
 async fn serve_stream(recv: RecvStream, conn: Connection, inner: Arc<Inner>) {
-    let mut reader = Reader {
-        frames: FrameReader::bulk(recv),
-        parts: Assembler::default(),
-        request: None,
-    };
+    let mut reader = Reader::bulk(recv);
     let first = match reader.next(&conn).await {
         Ok(Some(first)) => first,
         Ok(None) => return,
@@ -110,15 +99,24 @@ async fn serve_stream(recv: RecvStream, conn: Connection, inner: Arc<Inner>) {
 
 /// A stream's messages, whole (shard messages larger than a frame arrive
 /// in parts), each with the answer it belongs to.
-struct Reader {
+pub(crate) struct Reader {
     frames: FrameReader,
     parts: Assembler,
     request: Option<u32>,
 }
 
 impl Reader {
+    /// Reads one of the server's unidirectional streams.
+    pub(crate) fn bulk(recv: RecvStream) -> Reader {
+        Reader {
+            frames: FrameReader::bulk(recv),
+            parts: Assembler::default(),
+            request: None,
+        }
+    }
+
     /// The next whole message; `None` at a clean end of the stream.
-    async fn next(&mut self, conn: &Connection) -> Result<Option<Inbound>, StreamEnd> {
+    pub(crate) async fn next(&mut self, conn: &Connection) -> Result<Option<Inbound>, StreamEnd> {
         loop {
             match self.frames.next().await {
                 Ok(Some(read)) => {
@@ -257,43 +255,17 @@ fn finish(inner: &Arc<Inner>, conn: &Connection, end: StreamEnd) {
     }
 }
 
-/// Messages applied on the stream's task itself, at most, when all are
-/// pushed ones (live deltas, transient states, statuses): each applies in
-/// memory and appends to a journal in microseconds, where a hand-off to a
-/// blocking thread and back cost two wake-ups per batch, which a process of
-/// many clients spent a tenth of its time on. Whole shard writes (a
-/// journal's fold), which sync, still go to a blocking thread.
-const INLINE_BATCH: usize = 8;
-
-/// Whether `messages` can be applied on the async task (see
-/// [`INLINE_BATCH`]): answers write shards whole, so they never are.
-fn inline(messages: &[Inbound]) -> bool {
-    messages.len() <= INLINE_BATCH
-        && messages.iter().all(|m| {
-            m.request.is_none()
-                && matches!(
-                    m.msg,
-                    Message::Delta(_)
-                        | Message::Transient(_)
-                        | Message::TransientPatch(_)
-                        | Message::Status(_)
-                        | Message::Processed(_)
-                )
-        })
-}
-
 /// Applies `messages` in order (one lock of the sync for all of them),
 /// carries out their effects, then sends what the sync has to say. Small
 /// batches of pushed messages are applied here; others on a blocking thread.
 async fn apply(inner: &Arc<Inner>, messages: Vec<Inbound>) -> Result<(), Failure> {
-    let now = inner.started.elapsed().as_secs_f64();
-    if inline(&messages) {
-        let result = handle(inner, now, messages);
+    if Inbound::inline(&messages) {
+        let result = inner.host.handle(messages).map_err(Failure::from);
         // What was applied before a failure is still carried out.
         let whole = process_effects_with(inner, Writes::Returned);
         if !whole.is_empty() {
             let writer = inner.clone();
-            match tokio::task::spawn_blocking(move || write_shards(&writer, whole)).await {
+            match tokio::task::spawn_blocking(move || writer.host.write_shards(whole)).await {
                 Ok(()) => {}
                 Err(e) if e.is_cancelled() => return Err(Failure::Cancelled),
                 Err(e) => return Err(Failure::Other(e.to_string())),
@@ -303,7 +275,7 @@ async fn apply(inner: &Arc<Inner>, messages: Vec<Inbound>) -> Result<(), Failure
     } else {
         let applier = inner.clone();
         let applied = tokio::task::spawn_blocking(move || {
-            let result = handle(&applier, now, messages);
+            let result = applier.host.handle(messages).map_err(Failure::from);
             // What was applied before a failure is still carried out.
             process_effects(&applier);
             result
@@ -316,21 +288,4 @@ async fn apply(inner: &Arc<Inner>, messages: Vec<Inbound>) -> Result<(), Failure
         }
     }
     flush(inner).await.map_err(|e| Failure::Other(e.to_string()))
-}
-
-/// Hands `messages` to the sync in order, under one lock.
-fn handle(inner: &Inner, now: f64, messages: Vec<Inbound>) -> Result<(), Failure> {
-    let mut state = inner.state();
-    let sync = state.session.sync_mut();
-    for Inbound { msg, len, request } in messages {
-        match request {
-            Some(r) => sync.handle_answer(now, r, msg, len),
-            None => sync.handle(now, msg, len),
-        }
-        .map_err(|e| match e {
-            hoard_proto::sync::client::SyncError::Forged(f) => Failure::Forged(f.to_string()),
-            other => Failure::Other(other.to_string()),
-        })?;
-    }
-    Ok(())
 }

@@ -1,0 +1,791 @@
+//! The client machine, driven from the plugin's systems. Once a frame the
+//! plugin's system takes what the transport's [`Wire`] delivered, hands it
+//! to the connection's [`ClientHost`] (proto's sans-IO session beside the
+//! disk cache), carries out the session's steps and turns them into entities
+//! and Bevy messages right there; what it has to send goes back to the wire.
+//! The transport only moves messages (a task of its own for QUIC); the work
+//! that blocks — cache reads for an entry, applying an answer and writing
+//! its shards, audits, journal folds — runs on one worker thread, one job at
+//! a time in the order given, and the frame picks up each result. Pushed
+//! messages (live deltas, transient state) apply in the frame they arrive
+//! in, unless a job is still running: what arrived waits behind it, in
+//! order.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bevy_ecs::prelude::*;
+use hoard_client::host::{ApplyError, CachedZone, ClientHost, Inbound, Outcome, Writes};
+use hoard_client::wire::{Arrival, Wire, WireConnecting};
+use hoard_client::{SessionSettings, open_cache};
+use hoard_engine::lock::lock;
+use hoard_engine::{PublishRegistry, ServerIdentity, ShardId, ZoneId};
+use hoard_proto::client::{ClientError, ClientEvent, ClientUpdate};
+use hoard_proto::sync::client::EntryProgress;
+use hoard_proto::wire::{ErrorCode, Intent, Message, Welcome};
+use hoard_world_cache::{CachedShard, WorldCache};
+
+use crate::client::{HoardConnection, HoardEvent, ZoneRequest};
+
+/// Intents waiting to be sent (for the session's nonce), at most; more is
+/// an error to the caller.
+pub const INTENT_QUEUE: usize = 256;
+
+/// How long a signed intent waits for its session's nonce.
+pub const NONCE_WAIT: Duration = Duration::from_secs(10);
+
+/// Messages taken from the wire and not yet applied, at most: beyond it
+/// they stay with the transport, which then stops reading (pushing back on
+/// the server).
+const BACKLOG: usize = 256;
+
+/// Messages applied in one step (in the frame, or in one worker job).
+const APPLY_BATCH: usize = 64;
+
+/// Jobs queued for the worker, at most; a frame that would queue more
+/// waits for it.
+const WORKER_QUEUE: usize = 64;
+
+/// The connection as the game's [`Hoard`](crate::Hoard) resource reaches
+/// it: what it is, and its intents.
+pub(crate) struct Link {
+    pub(crate) host: Arc<ClientHost>,
+    pub(crate) wire: Arc<dyn Wire>,
+    pub(crate) registry: PublishRegistry,
+    pub(crate) perspective: String,
+    pub(crate) zones: Vec<ZoneId>,
+    pub(crate) world: ServerIdentity,
+    player_key: Option<hoard_proto::intent_sig::PlayerKey>,
+    token_binds_key: bool,
+    intents: Mutex<Intents>,
+}
+
+/// Intents' numbering, and signed ones waiting for the session's nonce.
+#[derive(Default)]
+struct Intents {
+    /// The seq given out last (the first is 1).
+    last: u32,
+    nonce: Option<[u8; 16]>,
+    /// Signed intents waiting for the nonce, and since when.
+    waiting: VecDeque<(u32, String, Vec<u8>)>,
+    since: Option<Instant>,
+    /// Why intents can no longer be sent, once that is so.
+    failed: Option<ClientError>,
+}
+
+impl Link {
+    /// Sends an encoded intent in order (see [`crate::Hoard::send_intent`]).
+    pub(crate) fn send_intent(&self, kind: &str, payload: Vec<u8>) -> Result<u32, ClientError> {
+        let mut intents = lock(&self.intents);
+        if let Some(failed) = &intents.failed {
+            return Err(failed.clone());
+        }
+        let seq = intents.last + 1;
+        if self.player_key.is_none() {
+            if self.token_binds_key {
+                return Err(ClientError::Lost(
+                    "the token binds a player key: set the player key in the client's settings to sign intents".into(),
+                ));
+            }
+            self.wire.send(vec![intent(seq, kind, payload, Vec::new())])?;
+        } else {
+            if intents.waiting.len() >= INTENT_QUEUE {
+                return Err(ClientError::Lost(format!(
+                    "more than {INTENT_QUEUE} intents waiting for the session's nonce"
+                )));
+            }
+            intents.since.get_or_insert_with(Instant::now);
+            intents.waiting.push_back((seq, kind.to_owned(), payload));
+            self.send_signed(&mut intents)?;
+        }
+        intents.last = seq;
+        Ok(seq)
+    }
+
+    /// Signs and sends the intents waiting, once the nonce is known.
+    fn send_signed(&self, intents: &mut Intents) -> Result<(), ClientError> {
+        let (Some(nonce), Some(key)) = (intents.nonce, &self.player_key) else {
+            return Ok(());
+        };
+        let messages = intents
+            .waiting
+            .drain(..)
+            .map(|(seq, kind, payload)| {
+                let statement = hoard_proto::intent_sig::intent_statement(
+                    &self.world,
+                    &nonce,
+                    &self.perspective,
+                    seq,
+                    &kind,
+                    &payload,
+                );
+                intent(seq, &kind, payload, key.sign(&statement).to_vec())
+            })
+            .collect();
+        intents.since = None;
+        self.wire.send(messages)
+    }
+
+    /// Takes the session's nonce and sends what waited for it.
+    fn nonce(&self, nonce: [u8; 16]) -> Result<(), ClientError> {
+        let mut intents = lock(&self.intents);
+        intents.nonce = Some(nonce);
+        self.send_signed(&mut intents)
+    }
+
+    /// Fails the intents that waited for the nonce longer than
+    /// [`NONCE_WAIT`]; returns the error once.
+    fn nonce_overdue(&self) -> Option<ClientError> {
+        let mut intents = lock(&self.intents);
+        if intents.since.is_none_or(|since| since.elapsed() < NONCE_WAIT) {
+            return None;
+        }
+        let error = ClientError::Lost(
+            "the server gave no nonce to sign intents under (does it take world tokens binding a player key?)".into(),
+        );
+        intents.waiting.clear();
+        intents.since = None;
+        intents.failed = Some(error.clone());
+        Some(error)
+    }
+
+    /// The latest transient state of an entered zone.
+    pub(crate) fn transient(&self, zone: &ZoneId) -> Option<Vec<u8>> {
+        self.host.session().transient(zone).map(<[u8]>::to_vec)
+    }
+
+    /// The shards of `zone` held live.
+    pub(crate) fn zone_shards(&self, zone: &ZoneId) -> Vec<ShardId> {
+        self.host
+            .session()
+            .sync()
+            .live_shards(zone)
+            .map(|shards| shards.iter().map(|s| s.header.key.shard).collect())
+            .unwrap_or_default()
+    }
+}
+
+fn intent(seq: u32, kind: &str, payload: Vec<u8>, signature: Vec<u8>) -> Message {
+    Message::Intent(Intent {
+        seq,
+        kind: kind.to_owned(),
+        payload,
+        signature,
+    })
+}
+
+/// A job for the worker thread.
+type Job = Box<dyn FnOnce() -> Done + Send>;
+
+/// What a worker job gives back to the frame.
+enum Done {
+    /// The cache, opened (or why not).
+    Opened(Result<WorldCache, ClientError>),
+    /// A zone's cached heads, read for its entry.
+    Cached {
+        zone: ZoneId,
+        cached: CachedZone,
+        subscribe: bool,
+    },
+    /// The cached copies of an entry in flight, loaded.
+    Loaded {
+        zone: ZoneId,
+        request: u32,
+        copies: Vec<Arc<CachedShard>>,
+    },
+    /// Messages applied and their steps' cache writes done: the rest of
+    /// the steps, in order.
+    Applied {
+        result: Result<(), ApplyError>,
+        outcomes: Vec<Outcome>,
+    },
+    /// Cache writes, an audit, a fold: done (an audit's repairs go out
+    /// with the frame's other messages).
+    Finished,
+}
+
+/// One thread doing the blocking work, one job at a time, in order.
+struct Worker {
+    jobs: Option<SyncSender<Job>>,
+    done: Mutex<Receiver<Done>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// Jobs given and not yet picked up.
+    running: usize,
+}
+
+impl Worker {
+    fn start() -> std::io::Result<Worker> {
+        let (jobs, queue) = std::sync::mpsc::sync_channel::<Job>(WORKER_QUEUE);
+        let (results, done) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("hoard-client-worker".into())
+            .spawn(move || {
+                while let Ok(job) = queue.recv() {
+                    if results.send(job()).is_err() {
+                        return;
+                    }
+                }
+            })?;
+        Ok(Worker {
+            jobs: Some(jobs),
+            done: Mutex::new(done),
+            thread: Some(thread),
+            running: 0,
+        })
+    }
+
+    /// Queues `job` (waiting if [`WORKER_QUEUE`] are queued).
+    fn submit(&mut self, job: impl FnOnce() -> Done + Send + 'static) -> Result<(), ClientError> {
+        let gone = || ClientError::Lost("the client's worker thread stopped".into());
+        self.jobs
+            .as_ref()
+            .ok_or_else(gone)?
+            .send(Box::new(job))
+            .map_err(|_| gone())?;
+        self.running += 1;
+        Ok(())
+    }
+
+    /// The next finished job's result, without waiting.
+    fn finished(&mut self) -> Result<Option<Done>, ClientError> {
+        match lock(&self.done).try_recv() {
+            Ok(done) => {
+                self.running -= 1;
+                Ok(Some(done))
+            }
+            Err(TryRecvError::Empty) => Ok(None),
+            Err(TryRecvError::Disconnected) => Err(ClientError::Lost(
+                "the client's worker thread stopped (a cache write panicked?)".into(),
+            )),
+        }
+    }
+}
+
+impl Drop for Worker {
+    /// Lets the jobs queued finish (the cache's writes and its lock end
+    /// with them).
+    fn drop(&mut self) {
+        self.jobs = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The client machine's driver (see the module docs): a resource of the
+/// App from the moment the plugin is added.
+#[derive(Resource)]
+pub(crate) struct Driver {
+    settings: SessionSettings,
+    registry: PublishRegistry,
+    worker: Worker,
+    connecting: Option<Box<dyn WireConnecting>>,
+    wire: Option<Arc<dyn Wire>>,
+    cache: Option<WorldCache>,
+    host: Option<Arc<ClientHost>>,
+    /// The perspective the host was made for before `Welcome` (the token's
+    /// player), to be confirmed by it.
+    guessed: Option<String>,
+    link: Option<Arc<Link>>,
+    /// The zone to enter as part of connecting.
+    first_zone: Option<ZoneId>,
+    /// The game's zone requests, until the connection is up.
+    requests: Vec<ZoneRequest>,
+    backlog: VecDeque<Inbound>,
+    /// Zones whose entry is in flight (their progress is reported).
+    entering: BTreeSet<ZoneId>,
+    reported: BTreeMap<ZoneId, EntryProgress>,
+    /// What the frame gives the game, in order.
+    updates: Vec<ClientUpdate>,
+    failures: Vec<ClientError>,
+    /// The session ended (its `Disconnected` was given).
+    ended: bool,
+}
+
+impl Driver {
+    /// A driver connecting through `connecting` as `settings` say, entering
+    /// `first_zone` as part of it.
+    pub(crate) fn start(
+        settings: SessionSettings,
+        registry: PublishRegistry,
+        connecting: Box<dyn WireConnecting>,
+        first_zone: Option<ZoneId>,
+    ) -> Result<Driver, ClientError> {
+        let mut worker = Worker::start().map_err(|e| ClientError::Lost(format!("cannot start a thread: {e}")))?;
+        let (dir, files) = (settings.cache_dir.clone(), settings.cache_files.clone());
+        worker.submit(move || Done::Opened(open_cache(&dir, files)))?;
+        let guessed = hoard_proto::auth::named_player(&settings.token);
+        Ok(Driver {
+            settings,
+            registry,
+            worker,
+            connecting: Some(connecting),
+            wire: None,
+            cache: None,
+            host: None,
+            guessed,
+            link: None,
+            first_zone,
+            requests: Vec::new(),
+            backlog: VecDeque::new(),
+            entering: BTreeSet::new(),
+            reported: BTreeMap::new(),
+            updates: Vec::new(),
+            failures: Vec::new(),
+            ended: false,
+        })
+    }
+
+    /// The game's zone requests, carried out once the connection is up.
+    pub(crate) fn request(&mut self, request: ZoneRequest) {
+        self.requests.push(request);
+    }
+
+    /// One frame's work (see the module docs).
+    fn frame(&mut self, world: &mut World) {
+        if self.ended {
+            return;
+        }
+        if let Err(e) = self.step(world) {
+            self.end(world, e);
+        }
+        self.give(world);
+    }
+
+    fn step(&mut self, world: &mut World) -> Result<(), ClientError> {
+        self.poll_connecting()?;
+        while let Some(done) = self.worker.finished()? {
+            self.done(done)?;
+        }
+        self.make_host()?;
+        self.receive(world)?;
+        if let Some(link) = self.link.clone() {
+            for request in std::mem::take(&mut self.requests) {
+                self.zone_request(request)?;
+            }
+            self.apply()?;
+            let host = link.host.clone();
+            if host.next_timeout().is_some_and(|at| at <= Instant::now()) {
+                host.handle_timeout();
+                self.carry_out(&host)?;
+            }
+            if let Some(e) = link.nonce_overdue() {
+                self.failures.push(e);
+            }
+            self.progress(world);
+        }
+        if let (Some(host), Some(wire)) = (&self.host, &self.wire) {
+            wire.send(host.transmit())?;
+        }
+        Ok(())
+    }
+
+    fn poll_connecting(&mut self) -> Result<(), ClientError> {
+        let Some(connecting) = &mut self.connecting else {
+            return Ok(());
+        };
+        if let Some(result) = connecting.poll() {
+            self.connecting = None;
+            self.wire = Some(Arc::from(result?));
+        }
+        Ok(())
+    }
+
+    /// Makes the host once the connection is open and the cache too, with
+    /// the token's player as its perspective (`Welcome` confirms it); the
+    /// first zone's entry then starts, riding right behind `Hello`. A token
+    /// that names no player waits for `Welcome`.
+    fn make_host(&mut self) -> Result<(), ClientError> {
+        if self.host.is_some() {
+            return Ok(());
+        }
+        let (Some(wire), Some(guess)) = (&self.wire, &self.guessed) else {
+            return Ok(());
+        };
+        let Some(cache) = self.cache.take() else {
+            return Ok(());
+        };
+        let config = self.settings.host_config(wire.identity(), guess, self.registry.hash());
+        self.host = Some(Arc::new(ClientHost::new(cache, config, ())));
+        if let Some(zone) = self.first_zone.take() {
+            self.enter(&zone)?;
+        }
+        Ok(())
+    }
+
+    /// Takes what the wire delivered: `Welcome` (or the refusal) first,
+    /// then messages for the session, up to [`BACKLOG`] waiting.
+    fn receive(&mut self, world: &mut World) -> Result<(), ClientError> {
+        let Some(wire) = self.wire.clone() else {
+            return Ok(());
+        };
+        // Nothing is read before the cache is open: `Welcome` may need it
+        // to make the host.
+        if self.host.is_none() && self.cache.is_none() {
+            return Ok(());
+        }
+        let room = BACKLOG.saturating_sub(self.backlog.len());
+        let mut arrivals = Vec::new();
+        wire.receive(&mut arrivals, room);
+        for arrival in arrivals {
+            match arrival {
+                Arrival::Ended(e) => return Err(e),
+                Arrival::Message(inbound) if self.link.is_none() => self.welcome(world, &wire, inbound)?,
+                Arrival::Message(inbound) => self.backlog.push_back(inbound),
+            }
+        }
+        Ok(())
+    }
+
+    /// The server's answer to `Hello`.
+    fn welcome(&mut self, world: &mut World, wire: &Arc<dyn Wire>, inbound: Inbound) -> Result<(), ClientError> {
+        let welcome: Welcome = match inbound.msg {
+            Message::Welcome(w) => w,
+            Message::Error(e) => {
+                return Err(ClientError::Refused {
+                    code: e.code,
+                    message: e.message,
+                });
+            }
+            other => {
+                return Err(ClientError::Lost(format!(
+                    "the server answered hello with message {:#04x}",
+                    other.kind()
+                )));
+            }
+        };
+        if let Some(guess) = &self.guessed
+            && welcome.perspective != *guess
+        {
+            // Never act on heads read under another perspective.
+            return Err(ClientError::Lost(format!(
+                "the token names {guess} but the server says {}",
+                welcome.perspective
+            )));
+        }
+        let host = match &self.host {
+            Some(host) => host.clone(),
+            None => {
+                let cache = self
+                    .cache
+                    .take()
+                    .ok_or_else(|| ClientError::Lost("the cache is not open".into()))?;
+                let config = self
+                    .settings
+                    .host_config(wire.identity(), &welcome.perspective, self.registry.hash());
+                let host = Arc::new(ClientHost::new(cache, config, ()));
+                self.host = Some(host.clone());
+                host
+            }
+        };
+        host.accept_welcome(&welcome, |world, key| {
+            hoard_net::heads::KeyVerifier::new(world, key)
+                .map(|k| Box::new(k) as Box<dyn hoard_proto::proof::HeadVerifier>)
+                .map_err(|e| e.to_string())
+        })
+        .map_err(|detail| ClientError::Lost(format!("the server's welcome: {detail}")))?;
+        let link = Arc::new(Link {
+            host: host.clone(),
+            wire: wire.clone(),
+            registry: self.registry.clone(),
+            perspective: welcome.perspective.clone(),
+            zones: welcome.zones.clone(),
+            world: ServerIdentity(welcome.server),
+            player_key: self.settings.player_key.clone(),
+            token_binds_key: hoard_proto::world_token::bound_key(&self.settings.token).is_some(),
+            intents: Mutex::new(Intents::default()),
+        });
+        self.link = Some(link.clone());
+        // A token naming no player: the first zone is entered now.
+        if let Some(zone) = self.first_zone.take() {
+            self.enter(&zone)?;
+        }
+        // Keep the cache bounded: trimmed once a session.
+        self.worker.submit(move || {
+            host.trim();
+            Done::Finished
+        })?;
+        tracing::info!(perspective = %welcome.perspective, "connected");
+        world.insert_resource(HoardConnection::Connected {
+            perspective: welcome.perspective.clone(),
+        });
+        world.insert_resource(crate::client::Hoard { link });
+        world.write_message(HoardEvent::Connected {
+            perspective: welcome.perspective,
+            zones: welcome.zones,
+        });
+        Ok(())
+    }
+
+    fn zone_request(&mut self, request: ZoneRequest) -> Result<(), ClientError> {
+        match request {
+            ZoneRequest::Enter(zone) => self.enter(&zone),
+            ZoneRequest::Prefetch(zone) => self.start_entry(&zone, true),
+            ZoneRequest::Leave(zone) => self.leave(&zone),
+        }
+    }
+
+    /// Enters `zone`: at once if it is held live (prefetched), else by an
+    /// entry; an entry of it in flight is joined.
+    fn enter(&mut self, zone: &ZoneId) -> Result<(), ClientError> {
+        let host = self.host()?;
+        if self.entering.contains(zone) {
+            host.session().show(zone);
+            return Ok(());
+        }
+        if let Some((_, updates)) = host.show(zone) {
+            self.updates.extend(updates);
+            return Ok(());
+        }
+        self.entering.insert(zone.clone());
+        self.start_entry(zone, true)
+    }
+
+    /// Starts an entry (or prefetch): the cached heads are read on the
+    /// worker, then `EnterZone` goes out and the copies load while it is in
+    /// flight ([`Done::Cached`], [`Done::Loaded`]).
+    fn start_entry(&mut self, zone: &ZoneId, subscribe: bool) -> Result<(), ClientError> {
+        let host = self.host()?;
+        let zone = zone.clone();
+        self.worker.submit(move || Done::Cached {
+            cached: host.read_cached(&zone),
+            zone,
+            subscribe,
+        })
+    }
+
+    /// Leaves `zone`; its journaled shards are folded on the worker.
+    fn leave(&mut self, zone: &ZoneId) -> Result<(), ClientError> {
+        let host = self.host()?;
+        self.entering.remove(zone);
+        let (shards, messages) = host.leave(zone);
+        let mut outcomes = Vec::new();
+        let whole = host.carry_out(Writes::Returned, &mut |o| outcomes.push(o));
+        for outcome in outcomes {
+            self.outcome(outcome)?;
+        }
+        self.worker.submit(move || {
+            host.write_shards(whole);
+            host.fold(&shards);
+            Done::Finished
+        })?;
+        self.wire()?.send(messages)
+    }
+
+    fn done(&mut self, done: Done) -> Result<(), ClientError> {
+        match done {
+            Done::Opened(cache) => self.cache = Some(cache?),
+            Done::Cached {
+                zone,
+                cached,
+                subscribe,
+            } => {
+                let host = self.host()?;
+                let (request, messages) = host.begin_entry(&zone, &cached, subscribe);
+                self.wire()?.send(messages)?;
+                self.worker.submit(move || Done::Loaded {
+                    copies: host.load_copies(cached),
+                    zone,
+                    request,
+                })?;
+            }
+            Done::Loaded { zone, request, copies } => {
+                let host = self.host()?;
+                if let Err(e) = host.provide_copies(request, &zone, copies) {
+                    self.entering.remove(&zone);
+                    return Err(e);
+                }
+                self.carry_out(&host)?;
+            }
+            Done::Applied { result, outcomes } => {
+                for outcome in outcomes {
+                    self.outcome(outcome)?;
+                }
+                result.map_err(|e| self.refuse_route(e))?;
+            }
+            Done::Finished => {}
+        }
+        Ok(())
+    }
+
+    /// Applies what arrived, in order: pushed messages in the frame, the
+    /// rest (answers, which write shards whole) on the worker; nothing
+    /// while a job runs, so cache writes keep their order.
+    fn apply(&mut self) -> Result<(), ClientError> {
+        let host = self.host()?;
+        while self.worker.running == 0 && !self.backlog.is_empty() {
+            let n = self.backlog.len().min(APPLY_BATCH);
+            let batch: Vec<Inbound> = self.backlog.drain(..n).collect();
+            if Inbound::inline(&batch) {
+                let result = host.handle(batch);
+                // What was applied before a failure is still carried out.
+                self.carry_out(&host)?;
+                result.map_err(|e| self.refuse_route(e))?;
+            } else {
+                let applier = host.clone();
+                self.worker.submit(move || {
+                    let result = applier.handle(batch);
+                    let mut outcomes = Vec::new();
+                    applier.carry_out(Writes::Now, &mut |o| outcomes.push(o));
+                    Done::Applied { result, outcomes }
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Carries out the session's steps in the frame: journal appends here,
+    /// whole writes on the worker (nothing applies until they are done).
+    fn carry_out(&mut self, host: &Arc<ClientHost>) -> Result<(), ClientError> {
+        let mut outcomes = Vec::new();
+        let whole = host.carry_out(Writes::Returned, &mut |o| outcomes.push(o));
+        for outcome in outcomes {
+            self.outcome(outcome)?;
+        }
+        if !whole.is_empty() {
+            let writer = host.clone();
+            self.worker.submit(move || {
+                writer.write_shards(whole);
+                Done::Finished
+            })?;
+        }
+        Ok(())
+    }
+
+    fn outcome(&mut self, outcome: Outcome) -> Result<(), ClientError> {
+        let host = self.host()?;
+        match outcome {
+            Outcome::Update(update) => {
+                if let ClientUpdate::Event(ClientEvent::IntentNonce { nonce }) = &update
+                    && let Some(link) = &self.link
+                {
+                    link.nonce(*nonce)?;
+                }
+                if host.for_game(&update) {
+                    self.updates.push(update);
+                }
+            }
+            Outcome::Audit { zone, copies } => {
+                self.worker.submit(move || {
+                    host.audit(&zone, &copies);
+                    Done::Finished
+                })?;
+            }
+            Outcome::EntryFinished { zone, result } => {
+                self.entering.remove(&zone);
+                if let Err(e) = result {
+                    if matches!(e, ClientError::ZoneElsewhere { .. }) {
+                        tracing::debug!(%zone, error = %e, "zone entry redirected");
+                    } else {
+                        tracing::warn!(%zone, error = %e, "zone entry failed");
+                    }
+                    self.failures.push(e);
+                }
+            }
+            Outcome::FailAll(e) => {
+                for _ in std::mem::take(&mut self.entering) {
+                    self.failures.push(e.clone());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A failure to apply what the server sent: a forgery closes the
+    /// connection as not faithful to the world (the route is not to be
+    /// used again).
+    fn refuse_route(&self, e: ApplyError) -> ClientError {
+        match e {
+            ApplyError::Forged(why) => {
+                tracing::error!(%why, "the server is not faithful to the world; disconnecting");
+                if let Some(wire) = &self.wire {
+                    wire.close(ErrorCode::Protocol as u32, "not faithful to the world");
+                }
+                ClientError::Forged(why)
+            }
+            ApplyError::Other(why) => {
+                tracing::warn!(error = %why, "sync failed");
+                ClientError::Lost(why)
+            }
+        }
+    }
+
+    /// Reports how far each entry in flight has come, where it moved.
+    fn progress(&mut self, world: &mut World) {
+        let Some(host) = &self.host else { return };
+        let now: BTreeMap<ZoneId, EntryProgress> = {
+            let session = host.session();
+            self.entering
+                .iter()
+                .filter_map(|zone| Some((zone.clone(), session.sync().entry_progress(zone)?)))
+                .collect()
+        };
+        self.reported.retain(|zone, _| now.contains_key(zone));
+        for (zone, progress) in now {
+            if self.reported.get(&zone) != Some(&progress) {
+                self.reported.insert(zone.clone(), progress);
+                world.write_message(HoardEvent::EntryProgress { zone, progress });
+            }
+        }
+    }
+
+    /// Ends the session: the game is told why, every entry in flight fails.
+    fn end(&mut self, world: &mut World, error: ClientError) {
+        self.ended = true;
+        if self.link.is_none() {
+            tracing::error!(error = %error, "could not connect");
+            world.insert_resource(HoardConnection::Failed {
+                reason: error.to_string(),
+            });
+            world.write_message(HoardEvent::Failed(error));
+            return;
+        }
+        for _ in std::mem::take(&mut self.entering) {
+            self.failures.push(error.clone());
+        }
+        self.updates.push(ClientUpdate::Event(ClientEvent::Disconnected {
+            reason: error.to_string(),
+        }));
+    }
+
+    /// Hands the frame's updates to the game: entities first (through the
+    /// App's [`Materialiser`](crate::Materialiser)), then failures, then
+    /// what the client reported.
+    fn give(&mut self, world: &mut World) {
+        if self.updates.is_empty() && self.failures.is_empty() {
+            return;
+        }
+        let events = crate::materialise::apply_updates(&self.registry, std::mem::take(&mut self.updates), world);
+        for e in std::mem::take(&mut self.failures) {
+            world.write_message(HoardEvent::Failed(e));
+        }
+        for event in events {
+            if let ClientEvent::Disconnected { reason } = &event {
+                world.insert_resource(HoardConnection::Failed { reason: reason.clone() });
+            }
+            world.write_message(HoardEvent::Client(event));
+        }
+    }
+
+    fn host(&self) -> Result<Arc<ClientHost>, ClientError> {
+        self.host
+            .clone()
+            .ok_or_else(|| ClientError::Lost("the connection is not up".into()))
+    }
+
+    fn wire(&self) -> Result<&Arc<dyn Wire>, ClientError> {
+        self.wire
+            .as_ref()
+            .ok_or_else(|| ClientError::Lost("the connection is not open".into()))
+    }
+}
+
+/// The plugin's system: one frame of the driver.
+pub(crate) fn drive(world: &mut World) {
+    if !world.contains_resource::<Driver>() {
+        return;
+    }
+    world.resource_scope(|world, mut driver: Mut<Driver>| driver.frame(world));
+}

@@ -1,0 +1,18 @@
+//! hoard-client: a hoard client without a runtime or a socket. proto's
+//! sans-IO [`ClientSession`](hoard_proto::sync::session::ClientSession)
+//! decides; [`ClientHost`] keeps what a driver keeps beside it (the disk
+//! cache, the session's clock, the world's key) and does the synchronous
+//! work it asks for (cache reads for an entry, applying what arrived, cache
+//! writes before the game sees anything, audits, journal folds); a
+//! [`wire::Wire`] is what a transport implements to carry its messages.
+//! hoard-net's async QUIC client and hoard-bevy's client plugin (whose
+//! systems drive the host each frame over any [`wire::WireTransport`]) are
+//! the two drivers hoard ships.
+
+pub mod host;
+pub mod settings;
+pub mod wire;
+
+pub use host::{ApplyError, CachedZone, ClientHost, HostConfig, Inbound, Outcome, Writes, open_cache};
+pub use settings::SessionSettings;
+pub use wire::{Arrival, Wire, WireConnecting, WireTransport};
