@@ -25,7 +25,7 @@ use hoard_engine::{PublishRegistry, ServerIdentity, ShardId, ZoneId};
 use hoard_proto::client::{ClientError, ClientEvent, ClientUpdate};
 use hoard_proto::sync::client::EntryProgress;
 use hoard_proto::wire::{ErrorCode, Intent, Message, Welcome};
-use hoard_world_cache::{CachedShard, WorldCache};
+use hoard_world_cache::WorldCache;
 
 use crate::client::{HoardConnection, HoardEvent, ZoneRequest};
 
@@ -189,11 +189,13 @@ enum Done {
         cached: CachedZone,
         subscribe: bool,
     },
-    /// The cached copies of an entry in flight, loaded.
+    /// The cached copies of an entry in flight, loaded and handed to the
+    /// session (or why they could not be), the steps that followed carried
+    /// out up to the game's.
     Loaded {
         zone: ZoneId,
-        request: u32,
-        copies: Vec<Arc<CachedShard>>,
+        result: Result<(), ClientError>,
+        outcomes: Vec<Outcome>,
     },
     /// Messages applied and their steps' cache writes done: the rest of
     /// the steps, in order.
@@ -369,7 +371,10 @@ impl Driver {
             let host = link.host.clone();
             if host.next_timeout().is_some_and(|at| at <= Instant::now()) {
                 host.handle_timeout();
-                self.carry_out(&host)?;
+                self.worker.submit(move || Done::Applied {
+                    result: Ok(()),
+                    outcomes: steps_now(&host),
+                })?;
             }
             if let Some(e) = link.nonce_overdue() {
                 self.failures.push(e);
@@ -561,15 +566,15 @@ impl Driver {
         let host = self.host()?;
         self.entering.remove(zone);
         let (shards, messages) = host.leave(zone);
-        let mut outcomes = Vec::new();
-        let whole = host.carry_out(Writes::Returned, &mut |o| outcomes.push(o));
-        for outcome in outcomes {
-            self.outcome(outcome)?;
-        }
+        // The leave's `ZoneLeft` (and what was queued before it), then
+        // each journaled shard folded: on the worker.
         self.worker.submit(move || {
-            host.write_shards(whole);
+            let outcomes = steps_now(&host);
             host.fold(&shards);
-            Done::Finished
+            Done::Applied {
+                result: Ok(()),
+                outcomes,
+            }
         })?;
         self.wire()?.send(messages)
     }
@@ -585,19 +590,27 @@ impl Driver {
                 let host = self.host()?;
                 let (request, messages) = host.begin_entry(&zone, &cached, subscribe);
                 self.wire()?.send(messages)?;
-                self.worker.submit(move || Done::Loaded {
-                    copies: host.load_copies(cached),
-                    zone,
-                    request,
+                // The copies load while the request is in flight; handed
+                // in, they may complete an entry whose answer came first:
+                // its shards are written here, before the game sees it.
+                self.worker.submit(move || {
+                    let copies = host.load_copies(cached);
+                    let result = host.provide_copies(request, &zone, copies);
+                    Done::Loaded {
+                        zone,
+                        result,
+                        outcomes: steps_now(&host),
+                    }
                 })?;
             }
-            Done::Loaded { zone, request, copies } => {
-                let host = self.host()?;
-                if let Err(e) = host.provide_copies(request, &zone, copies) {
+            Done::Loaded { zone, result, outcomes } => {
+                for outcome in outcomes {
+                    self.outcome(outcome)?;
+                }
+                if let Err(e) = result {
                     self.entering.remove(&zone);
                     return Err(e);
                 }
-                self.carry_out(&host)?;
             }
             Done::Applied { result, outcomes } => {
                 for outcome in outcomes {
@@ -625,19 +638,18 @@ impl Driver {
                 result.map_err(|e| self.refuse_route(e))?;
             } else {
                 let applier = host.clone();
-                self.worker.submit(move || {
-                    let result = applier.handle(batch);
-                    let mut outcomes = Vec::new();
-                    applier.carry_out(Writes::Now, &mut |o| outcomes.push(o));
-                    Done::Applied { result, outcomes }
+                self.worker.submit(move || Done::Applied {
+                    result: applier.handle(batch),
+                    outcomes: steps_now(&applier),
                 })?;
             }
         }
         Ok(())
     }
 
-    /// Carries out the session's steps in the frame: journal appends here,
-    /// whole writes on the worker (nothing applies until they are done).
+    /// Carries out the steps of pushed messages applied in the frame:
+    /// journal appends here, whole writes (a journal's fold) on the worker
+    /// (nothing applies until they are done).
     fn carry_out(&mut self, host: &Arc<ClientHost>) -> Result<(), ClientError> {
         let mut outcomes = Vec::new();
         let whole = host.carry_out(Writes::Returned, &mut |o| outcomes.push(o));
@@ -780,6 +792,14 @@ impl Driver {
             .as_ref()
             .ok_or_else(|| ClientError::Lost("the connection is not open".into()))
     }
+}
+
+/// Carries out the session's steps on the worker, cache writes first (a
+/// zone is written before it is announced); the rest is for the frame.
+fn steps_now(host: &ClientHost) -> Vec<Outcome> {
+    let mut outcomes = Vec::new();
+    host.carry_out(Writes::Now, &mut |o| outcomes.push(o));
+    outcomes
 }
 
 /// The plugin's system: one frame of the driver.

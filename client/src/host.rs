@@ -589,3 +589,201 @@ pub fn open_cache(
         Err(e) => Err(ClientError::Cache(e.to_string())),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hoard_engine::shard::{CachedObject, recompute_digest};
+    use hoard_engine::state::StateBuilder;
+    use hoard_engine::{Epoch, ObjectId, Seq};
+    use hoard_proto::wire::{AnswerBegin, AnswerEnd, Delta, Snapshot, WireObject};
+
+    const WORLD: ServerIdentity = ServerIdentity([1; 32]);
+
+    fn zone() -> ZoneId {
+        ZoneId::new("meadow").expect("zone")
+    }
+
+    fn host(dir: &std::path::Path) -> ClientHost {
+        let cache = open_cache(dir, Some(Arc::new(hoard_world_cache::MemStorage::new()))).expect("cache");
+        let config = HostConfig {
+            world: WORLD,
+            proofs: false,
+            service: "world".into(),
+            perspective: "ann".into(),
+            registry: RegistryHash([3; 32]),
+        };
+        ClientHost::new(cache, config, ())
+    }
+
+    fn objects(n: u64, version: u64) -> Vec<CachedObject> {
+        (1..=n)
+            .map(|i| CachedObject {
+                id: ObjectId(i),
+                version: Seq(version),
+                state: StateBuilder::new().component("crate", vec![0x90 + i as u8]).finish(),
+            })
+            .collect()
+    }
+
+    fn wire(objects: &[CachedObject]) -> Vec<WireObject> {
+        objects
+            .iter()
+            .map(|o| WireObject {
+                id: o.id,
+                version: o.version,
+                state: o.state.as_bytes().to_vec(),
+            })
+            .collect()
+    }
+
+    fn welcome(server: ServerIdentity, world_key: Vec<u8>) -> Welcome {
+        Welcome {
+            protocol: hoard_proto::wire::PROTOCOL_VERSION,
+            server: server.0,
+            perspective: "ann".into(),
+            zones: vec![zone()],
+            tick_hz: 10,
+            world_key,
+            token_keys: None,
+        }
+    }
+
+    fn no_key(_: ServerIdentity, _: &[u8]) -> Result<Box<dyn HeadVerifier>, String> {
+        Err("no key expected".into())
+    }
+
+    #[test]
+    fn welcome_must_name_the_world_the_cache_is_keyed_by_with_a_bounded_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let host = host(dir.path());
+        assert_eq!(host.accept_welcome(&welcome(WORLD, Vec::new()), no_key), Ok(()));
+        let other = host
+            .accept_welcome(&welcome(ServerIdentity([2; 32]), Vec::new()), no_key)
+            .expect_err("another world");
+        assert!(other.contains("relays world"), "{other}");
+        let long = host
+            .accept_welcome(
+                &welcome(WORLD, vec![0; hoard_proto::wire::MAX_WORLD_KEY_BYTES + 1]),
+                no_key,
+            )
+            .expect_err("an oversized key");
+        assert!(long.contains("the limit is"), "{long}");
+    }
+
+    /// An entry from an empty cache: `EnterZone` names no copies; the answer
+    /// applied, the shard is written before the zone is handed on (with
+    /// `Writes::Now`) or handed back to write (`Writes::Returned`); a live
+    /// delta afterwards is journaled, not written whole.
+    #[test]
+    fn an_entry_is_written_before_it_is_announced_and_a_delta_is_journaled() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let host = host(dir.path());
+        let cached = host.read_cached(&zone());
+        assert!(cached.heads().is_empty());
+        let (request, messages) = host.begin_entry(&zone(), &cached, true);
+        assert!(matches!(&messages[..], [Message::EnterZone(e)] if e.request == request && e.held.is_empty()));
+        host.provide_copies(request, &zone(), host.load_copies(cached))
+            .expect("no copies");
+        let first = objects(2, 1);
+        let answer = vec![
+            Message::AnswerBegin(AnswerBegin {
+                request,
+                zone: zone(),
+                shards: 1,
+            }),
+            Message::Snapshot(Snapshot {
+                shard: ShardId(0),
+                epoch: Epoch(1),
+                seq: Seq(1),
+                digest: recompute_digest(&first),
+                perspective: None,
+                objects: wire(&first),
+            }),
+            Message::AnswerEnd(AnswerEnd { request }),
+        ];
+        let inbound: Vec<Inbound> = answer
+            .into_iter()
+            .map(|msg| Inbound {
+                msg,
+                len: 10,
+                request: Some(request),
+            })
+            .collect();
+        assert!(!Inbound::inline(&inbound), "answers are never applied inline");
+        host.handle(inbound).expect("applied");
+        let mut seen = Vec::new();
+        let returned = host.carry_out(Writes::Returned, &mut |o| seen.push(o));
+        assert_eq!(returned.len(), 1, "the whole write is handed back");
+        assert!(
+            seen.iter()
+                .any(|o| matches!(o, Outcome::EntryFinished { result: Ok(_), .. }))
+        );
+        assert!(
+            host.read_cached(&zone()).heads().is_empty(),
+            "nothing written until the driver writes it"
+        );
+        host.write_shards(returned);
+        let heads = host.read_cached(&zone());
+        assert_eq!(heads.heads().len(), 1);
+        assert_eq!(heads.heads()[0].hwm, Seq(1));
+
+        // A live change: applied where it arrives, journaled (no whole write).
+        let added = objects(3, 2).remove(2);
+        let second: Vec<CachedObject> = first.iter().cloned().chain([added]).collect();
+        let delta = vec![Inbound {
+            msg: Message::Delta(Delta {
+                zone: zone(),
+                shard: ShardId(0),
+                epoch: Epoch(1),
+                base: Seq(1),
+                seq: Seq(2),
+                digest: recompute_digest(&second),
+                tombstones: Vec::new(),
+                upserts: wire(&second[2..]),
+            }),
+            len: 10,
+            request: None,
+        }];
+        assert!(Inbound::inline(&delta));
+        host.handle(delta).expect("delta");
+        let mut updates = Vec::new();
+        let whole = host.carry_out(Writes::Returned, &mut |o| {
+            if let Outcome::Update(u) = o {
+                updates.push(u)
+            }
+        });
+        assert!(whole.is_empty(), "a delta is journaled, not written whole");
+        assert_eq!(updates.len(), 1);
+        assert!(
+            !host.for_game(&updates[0]),
+            "the zone was prefetched, not shown to the game"
+        );
+        host.session().show(&zone());
+        assert!(host.for_game(&updates[0]));
+        let loaded = host.load_copies(host.read_cached(&zone()));
+        assert_eq!(loaded.len(), 1);
+        assert_eq!(
+            (loaded[0].header.hwm, loaded[0].objects.len()),
+            (Seq(2), 3),
+            "the journal holds the change"
+        );
+    }
+
+    #[test]
+    fn nine_pushed_messages_or_any_answer_are_not_applied_inline() {
+        let status = |request| Inbound {
+            msg: Message::Status(hoard_proto::wire::Status {
+                writable: true,
+                message: String::new(),
+            }),
+            len: 4,
+            request,
+        };
+        let eight: Vec<Inbound> = (0..INLINE_BATCH).map(|_| status(None)).collect();
+        assert!(Inbound::inline(&eight));
+        let nine: Vec<Inbound> = (0..=INLINE_BATCH).map(|_| status(None)).collect();
+        assert!(!Inbound::inline(&nine));
+        assert!(!Inbound::inline(&[status(Some(1))]));
+    }
+}
