@@ -3,13 +3,17 @@
 //! to the connection's [`ClientHost`] (proto's sans-IO session beside the
 //! disk cache), carries out the session's steps and turns them into entities
 //! and Bevy messages right there; what it has to send goes back to the wire.
-//! The transport only moves messages (a task of its own for QUIC); the work
-//! that blocks — cache reads for an entry, applying an answer and writing
-//! its shards, audits, journal folds — runs on one worker thread, one job at
-//! a time in the order given, and the frame picks up each result. Pushed
-//! messages (live deltas, transient state) apply in the frame they arrive
-//! in, unless a job is still running: what arrived waits behind it, in
-//! order.
+//! The transport only moves messages (a task of its own for QUIC). A little
+//! of what arrived (live deltas, a warm entry's answer: up to
+//! 64 KiB of frames) is applied in the frame it arrives in; the
+//! work that blocks or takes long — an entry's cache reads, a large answer
+//! and its shard writes, any whole write, journal folds — runs on one worker
+//! thread, one job at a time in the order given, each job also applying what
+//! arrives while it works, and the frame picks up each result. While a job
+//! runs the frame neither takes from the wire nor sends, so messages and
+//! cache writes keep their order; a zone reaches the game only once its
+//! shards are written. Audits of copies taken on trust run on a thread of
+//! their own.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
@@ -17,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bevy_ecs::prelude::*;
-use hoard_client::host::{ApplyError, CachedZone, ClientHost, Inbound, Outcome, Writes};
+use hoard_client::host::{ApplyError, ClientHost, Inbound, Outcome, Writes};
 use hoard_client::wire::{Arrival, Wire, WireConnecting};
 use hoard_client::{SessionSettings, open_cache};
 use hoard_engine::lock::lock;
@@ -25,7 +29,7 @@ use hoard_engine::{PublishRegistry, ServerIdentity, ShardId, ZoneId};
 use hoard_proto::client::{ClientError, ClientEvent, ClientUpdate};
 use hoard_proto::sync::client::EntryProgress;
 use hoard_proto::wire::{ErrorCode, Intent, Message, Welcome};
-use hoard_world_cache::WorldCache;
+use hoard_world_cache::{CachedShard, WorldCache};
 
 use crate::client::{HoardConnection, HoardEvent, ZoneRequest};
 
@@ -41,8 +45,10 @@ pub const NONCE_WAIT: Duration = Duration::from_secs(10);
 /// the server).
 const BACKLOG: usize = 256;
 
-/// Messages applied in one step (in the frame, or in one worker job).
-const APPLY_BATCH: usize = 64;
+/// What arrived is applied in the frame when its frames total at most
+/// this (a warm entry's answer, live deltas: well under a millisecond of
+/// hashing); more goes to the worker.
+pub const INLINE_BYTES: usize = 64 * 1024;
 
 /// Jobs queued for the worker, at most; a frame that would queue more
 /// waits for it.
@@ -183,29 +189,96 @@ type Job = Box<dyn FnOnce() -> Done + Send>;
 enum Done {
     /// The cache, opened (or why not).
     Opened(Result<WorldCache, ClientError>),
-    /// A zone's cached heads, read for its entry.
-    Cached {
-        zone: ZoneId,
-        cached: CachedZone,
-        subscribe: bool,
-    },
-    /// The cached copies of an entry in flight, loaded and handed to the
-    /// session (or why they could not be), the steps that followed carried
-    /// out up to the game's.
-    Loaded {
-        zone: ZoneId,
-        result: Result<(), ClientError>,
-        outcomes: Vec<Outcome>,
-    },
-    /// Messages applied and their steps' cache writes done: the rest of
-    /// the steps, in order.
-    Applied {
-        result: Result<(), ApplyError>,
-        outcomes: Vec<Outcome>,
-    },
-    /// Cache writes, an audit, a fold: done (an audit's repairs go out
-    /// with the frame's other messages).
-    Finished,
+    /// Session work done on the worker (see [`Run`]).
+    Ran(Run),
+}
+
+/// What a worker job did with the session: its steps carried out, cache
+/// writes first, the rest (`outcomes`, for the frame) in order; what it
+/// had to send sent; and, once the connection is up, what arrived on the
+/// wire meanwhile applied too, so a burst (a cold zone's answer) does not
+/// wait a frame per batch. `failed` ends the session.
+#[derive(Default)]
+struct Run {
+    outcomes: Vec<Outcome>,
+    failed: Option<ClientError>,
+}
+
+/// Rounds of taking what arrived on the wire at the end of one job, at
+/// most (the frame takes over after them).
+const PULL_ROUNDS: usize = 16;
+
+impl Run {
+    /// Carries out the session's steps (cache writes first) and sends what
+    /// the session has to send.
+    fn steps(&mut self, host: &ClientHost, wire: &dyn Wire) {
+        host.carry_out(Writes::Now, &mut |o| self.outcomes.push(o));
+        if let Err(e) = wire.send(host.transmit()) {
+            self.fail(e);
+        }
+    }
+
+    /// Applies `batch`, then its steps.
+    fn apply(&mut self, host: &ClientHost, wire: &dyn Wire, batch: Vec<Inbound>) {
+        let result = host.handle(batch);
+        // What was applied before a failure is still carried out.
+        self.steps(host, wire);
+        if let Err(e) = result {
+            self.fail(refuse_route(wire, e));
+        }
+    }
+
+    /// Applies what arrived on the wire since, a batch at a time.
+    fn pull(&mut self, host: &ClientHost, wire: &dyn Wire) {
+        for _ in 0..PULL_ROUNDS {
+            if self.failed.is_some() {
+                return;
+            }
+            let mut arrivals = Vec::new();
+            wire.receive(&mut arrivals, BACKLOG);
+            if arrivals.is_empty() {
+                return;
+            }
+            let mut batch = Vec::with_capacity(arrivals.len());
+            let mut ended = None;
+            for arrival in arrivals {
+                match arrival {
+                    Arrival::Message(inbound) => batch.push(inbound),
+                    Arrival::Ended(e) => {
+                        ended = Some(e);
+                        break;
+                    }
+                }
+            }
+            if !batch.is_empty() {
+                self.apply(host, wire, batch);
+            }
+            if let Some(e) = ended {
+                self.fail(e);
+            }
+        }
+    }
+
+    fn fail(&mut self, e: ClientError) {
+        self.failed.get_or_insert(e);
+    }
+}
+
+/// A failure to apply what the server sent: a forgery closes the
+/// connection as not faithful to the world (the route is not to be used
+/// again).
+fn refuse_route(wire: &dyn Wire, e: ApplyError) -> ClientError {
+    match e {
+        ApplyError::Forged(why) => {
+            tracing::error!(%why, "the server is not faithful to the world; disconnecting");
+            wire.close(ErrorCode::Protocol as u32, "not faithful to the world");
+            ClientError::Forged(why)
+        }
+        ApplyError::Other(why) => {
+            tracing::warn!(error = %why, "sync failed");
+            ClientError::Lost(why)
+        }
+    }
 }
 
 /// One thread doing the blocking work, one job at a time, in order.
@@ -276,6 +349,61 @@ impl Drop for Worker {
     }
 }
 
+/// Audits waiting for the auditor, at most; beyond it an audit is left
+/// out, and said so (it guards against a cache writer's bug only).
+const AUDIT_QUEUE: usize = 8;
+
+/// A thread recomputing the digests of copies entries took on trust
+/// ([`ClientHost::audit`]), beside the worker so a large zone's audit
+/// holds up nothing; the repairs it queues go out with the next frame's
+/// or job's messages.
+/// One audit: the host, the zone entered and the copies it took on trust.
+type Audit = (Arc<ClientHost>, ZoneId, Vec<Arc<CachedShard>>);
+
+struct Auditor {
+    audits: Option<SyncSender<Audit>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Auditor {
+    fn start() -> std::io::Result<Auditor> {
+        let (audits, queue) = std::sync::mpsc::sync_channel::<Audit>(AUDIT_QUEUE);
+        let thread = std::thread::Builder::new()
+            .name("hoard-client-audit".into())
+            .spawn(move || {
+                while let Ok((host, zone, copies)) = queue.recv() {
+                    if host.audit(&zone, &copies) {
+                        tracing::warn!(%zone, "cached copies did not give their digests; repairing them");
+                    }
+                }
+            })?;
+        Ok(Auditor {
+            audits: Some(audits),
+            thread: Some(thread),
+        })
+    }
+
+    fn audit(&self, host: Arc<ClientHost>, zone: ZoneId, copies: Vec<Arc<CachedShard>>) {
+        let Some(audits) = &self.audits else { return };
+        if let Err(e) = audits.try_send((host, zone, copies)) {
+            let zone = match e {
+                std::sync::mpsc::TrySendError::Full((_, zone, _))
+                | std::sync::mpsc::TrySendError::Disconnected((_, zone, _)) => zone,
+            };
+            tracing::warn!(%zone, "the cached copies of this entry were not audited: {AUDIT_QUEUE} audits are waiting");
+        }
+    }
+}
+
+impl Drop for Auditor {
+    fn drop(&mut self) {
+        self.audits = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// The client machine's driver (see the module docs): a resource of the
 /// App from the moment the plugin is added.
 #[derive(Resource)]
@@ -283,6 +411,7 @@ pub(crate) struct Driver {
     settings: SessionSettings,
     registry: PublishRegistry,
     worker: Worker,
+    auditor: Auditor,
     connecting: Option<Box<dyn WireConnecting>>,
     wire: Option<Arc<dyn Wire>>,
     cache: Option<WorldCache>,
@@ -315,7 +444,9 @@ impl Driver {
         connecting: Box<dyn WireConnecting>,
         first_zone: Option<ZoneId>,
     ) -> Result<Driver, ClientError> {
-        let mut worker = Worker::start().map_err(|e| ClientError::Lost(format!("cannot start a thread: {e}")))?;
+        let thread_error = |e: std::io::Error| ClientError::Lost(format!("cannot start a thread: {e}"));
+        let mut worker = Worker::start().map_err(thread_error)?;
+        let auditor = Auditor::start().map_err(thread_error)?;
         let (dir, files) = (settings.cache_dir.clone(), settings.cache_files.clone());
         worker.submit(move || Done::Opened(open_cache(&dir, files)))?;
         let guessed = hoard_proto::auth::named_player(&settings.token);
@@ -323,6 +454,7 @@ impl Driver {
             settings,
             registry,
             worker,
+            auditor,
             connecting: Some(connecting),
             wire: None,
             cache: None,
@@ -362,18 +494,25 @@ impl Driver {
             self.done(done)?;
         }
         self.make_host()?;
-        self.receive(world)?;
+        // While a job runs it has the session: the frame takes nothing
+        // from the wire and sends nothing, so everything keeps its order.
+        let idle = self.worker.running == 0;
+        if idle {
+            self.receive(world)?;
+        }
         if let Some(link) = self.link.clone() {
             for request in std::mem::take(&mut self.requests) {
                 self.zone_request(request)?;
             }
             self.apply()?;
             let host = link.host.clone();
-            if host.next_timeout().is_some_and(|at| at <= Instant::now()) {
+            if self.worker.running == 0 && host.next_timeout().is_some_and(|at| at <= Instant::now()) {
                 host.handle_timeout();
-                self.worker.submit(move || Done::Applied {
-                    result: Ok(()),
-                    outcomes: steps_now(&host),
+                let wire = link.wire.clone();
+                self.worker.submit(move || {
+                    let mut run = Run::default();
+                    run.steps(&host, &*wire);
+                    Done::Ran(run)
                 })?;
             }
             if let Some(e) = link.nonce_overdue() {
@@ -381,7 +520,9 @@ impl Driver {
             }
             self.progress(world);
         }
-        if let (Some(host), Some(wire)) = (&self.host, &self.wire) {
+        if self.worker.running == 0
+            && let (Some(host), Some(wire)) = (&self.host, &self.wire)
+        {
             wire.send(host.transmit())?;
         }
         Ok(())
@@ -507,11 +648,15 @@ impl Driver {
         if let Some(zone) = self.first_zone.take() {
             self.enter(&zone)?;
         }
-        // Keep the cache bounded: trimmed once a session.
-        self.worker.submit(move || {
-            host.trim();
-            Done::Finished
-        })?;
+        // Keep the cache bounded: trimmed once a session, on a thread of
+        // its own (a large cache's scan must not hold up the session's
+        // jobs).
+        if let Err(e) = std::thread::Builder::new()
+            .name("hoard-cache-trim".into())
+            .spawn(move || host.trim())
+        {
+            tracing::warn!(error = %e, "could not start the cache's trim");
+        }
         tracing::info!(perspective = %welcome.perspective, "connected");
         world.insert_resource(HoardConnection::Connected {
             perspective: welcome.perspective.clone(),
@@ -548,122 +693,120 @@ impl Driver {
         self.start_entry(zone, true)
     }
 
-    /// Starts an entry (or prefetch): the cached heads are read on the
-    /// worker, then `EnterZone` goes out and the copies load while it is in
-    /// flight ([`Done::Cached`], [`Done::Loaded`]).
+    /// Starts an entry (or prefetch), all on the worker: the cached heads
+    /// are read and `EnterZone` goes out at once, the copies load while it
+    /// is in flight and are handed in (an answer that came first then
+    /// completes the entry: its shards are written before the game sees
+    /// it), and what arrived meanwhile is applied.
     fn start_entry(&mut self, zone: &ZoneId, subscribe: bool) -> Result<(), ClientError> {
         let host = self.host()?;
+        let wire = self.wire()?.clone();
+        // Before `Welcome` (the first zone, entered as part of connecting)
+        // the frame alone reads the wire.
+        let pull = self.link.is_some();
         let zone = zone.clone();
-        self.worker.submit(move || Done::Cached {
-            cached: host.read_cached(&zone),
-            zone,
-            subscribe,
+        self.worker.submit(move || {
+            let mut run = Run::default();
+            let cached = host.read_cached(&zone);
+            let (request, messages) = host.begin_entry(&zone, &cached, subscribe);
+            if let Err(e) = wire.send(messages) {
+                run.fail(e);
+                return Done::Ran(run);
+            }
+            let copies = host.load_copies(cached);
+            if let Err(e) = host.provide_copies(request, &zone, copies) {
+                run.fail(e);
+            }
+            run.steps(&host, &*wire);
+            if pull {
+                run.pull(&host, &*wire);
+            }
+            Done::Ran(run)
         })
     }
 
-    /// Leaves `zone`; its journaled shards are folded on the worker.
+    /// Leaves `zone`, on the worker in order with everything else: its
+    /// `ZoneLeft` (after what was queued before it), `LeaveZone`, then each
+    /// journaled shard folded.
     fn leave(&mut self, zone: &ZoneId) -> Result<(), ClientError> {
         let host = self.host()?;
+        let wire = self.wire()?.clone();
         self.entering.remove(zone);
-        let (shards, messages) = host.leave(zone);
-        // The leave's `ZoneLeft` (and what was queued before it), then
-        // each journaled shard folded: on the worker.
+        let zone = zone.clone();
         self.worker.submit(move || {
-            let outcomes = steps_now(&host);
-            host.fold(&shards);
-            Done::Applied {
-                result: Ok(()),
-                outcomes,
+            let mut run = Run::default();
+            let (shards, messages) = host.leave(&zone);
+            run.steps(&host, &*wire);
+            if let Err(e) = wire.send(messages) {
+                run.fail(e);
             }
-        })?;
-        self.wire()?.send(messages)
+            host.fold(&shards);
+            run.pull(&host, &*wire);
+            Done::Ran(run)
+        })
     }
 
     fn done(&mut self, done: Done) -> Result<(), ClientError> {
         match done {
             Done::Opened(cache) => self.cache = Some(cache?),
-            Done::Cached {
-                zone,
-                cached,
-                subscribe,
-            } => {
-                let host = self.host()?;
-                let (request, messages) = host.begin_entry(&zone, &cached, subscribe);
-                self.wire()?.send(messages)?;
-                // The copies load while the request is in flight; handed
-                // in, they may complete an entry whose answer came first:
-                // its shards are written here, before the game sees it.
-                self.worker.submit(move || {
-                    let copies = host.load_copies(cached);
-                    let result = host.provide_copies(request, &zone, copies);
-                    Done::Loaded {
-                        zone,
-                        result,
-                        outcomes: steps_now(&host),
-                    }
-                })?;
-            }
-            Done::Loaded { zone, result, outcomes } => {
-                for outcome in outcomes {
+            Done::Ran(run) => {
+                for outcome in run.outcomes {
                     self.outcome(outcome)?;
                 }
-                if let Err(e) = result {
-                    self.entering.remove(&zone);
+                if let Some(e) = run.failed {
                     return Err(e);
                 }
             }
-            Done::Applied { result, outcomes } => {
-                for outcome in outcomes {
-                    self.outcome(outcome)?;
-                }
-                result.map_err(|e| self.refuse_route(e))?;
-            }
-            Done::Finished => {}
         }
         Ok(())
     }
 
-    /// Applies what arrived, in order: pushed messages in the frame, the
-    /// rest (answers, which write shards whole) on the worker; nothing
-    /// while a job runs, so cache writes keep their order.
+    /// Applies what arrived, in order: a little (up to [`INLINE_BYTES`])
+    /// in the frame, more on the worker with what arrives while it works;
+    /// nothing while a job runs, so cache writes keep their order.
     fn apply(&mut self) -> Result<(), ClientError> {
         let host = self.host()?;
+        let wire = self.wire()?.clone();
         while self.worker.running == 0 && !self.backlog.is_empty() {
-            let n = self.backlog.len().min(APPLY_BATCH);
-            let batch: Vec<Inbound> = self.backlog.drain(..n).collect();
-            if Inbound::inline(&batch) {
+            let bytes: usize = self.backlog.iter().map(|m| m.len).sum();
+            if bytes <= INLINE_BYTES {
+                let batch: Vec<Inbound> = self.backlog.drain(..).collect();
                 let result = host.handle(batch);
                 // What was applied before a failure is still carried out.
                 self.carry_out(&host)?;
-                result.map_err(|e| self.refuse_route(e))?;
+                result.map_err(|e| refuse_route(&*wire, e))?;
             } else {
-                let applier = host.clone();
-                self.worker.submit(move || Done::Applied {
-                    result: applier.handle(batch),
-                    outcomes: steps_now(&applier),
+                let batch: Vec<Inbound> = self.backlog.drain(..).collect();
+                let (applier, wire) = (host.clone(), wire.clone());
+                self.worker.submit(move || {
+                    let mut run = Run::default();
+                    run.apply(&applier, &*wire, batch);
+                    run.pull(&applier, &*wire);
+                    Done::Ran(run)
                 })?;
             }
         }
         Ok(())
     }
 
-    /// Carries out the steps of pushed messages applied in the frame:
-    /// journal appends here, whole writes (a journal's fold) on the worker
-    /// (nothing applies until they are done).
+    /// Carries out the steps of what was applied in the frame: journal
+    /// appends here; whole writes on the worker, the game getting the
+    /// steps only once they are done (a zone is written before it is
+    /// announced; nothing applies meanwhile).
     fn carry_out(&mut self, host: &Arc<ClientHost>) -> Result<(), ClientError> {
         let mut outcomes = Vec::new();
         let whole = host.carry_out(Writes::Returned, &mut |o| outcomes.push(o));
-        for outcome in outcomes {
-            self.outcome(outcome)?;
+        if whole.is_empty() {
+            for outcome in outcomes {
+                self.outcome(outcome)?;
+            }
+            return Ok(());
         }
-        if !whole.is_empty() {
-            let writer = host.clone();
-            self.worker.submit(move || {
-                writer.write_shards(whole);
-                Done::Finished
-            })?;
-        }
-        Ok(())
+        let writer = host.clone();
+        self.worker.submit(move || {
+            writer.write_shards(whole);
+            Done::Ran(Run { outcomes, failed: None })
+        })
     }
 
     fn outcome(&mut self, outcome: Outcome) -> Result<(), ClientError> {
@@ -679,12 +822,7 @@ impl Driver {
                     self.updates.push(update);
                 }
             }
-            Outcome::Audit { zone, copies } => {
-                self.worker.submit(move || {
-                    host.audit(&zone, &copies);
-                    Done::Finished
-                })?;
-            }
+            Outcome::Audit { zone, copies } => self.auditor.audit(host, zone, copies),
             Outcome::EntryFinished { zone, result } => {
                 self.entering.remove(&zone);
                 if let Err(e) = result {
@@ -703,25 +841,6 @@ impl Driver {
             }
         }
         Ok(())
-    }
-
-    /// A failure to apply what the server sent: a forgery closes the
-    /// connection as not faithful to the world (the route is not to be
-    /// used again).
-    fn refuse_route(&self, e: ApplyError) -> ClientError {
-        match e {
-            ApplyError::Forged(why) => {
-                tracing::error!(%why, "the server is not faithful to the world; disconnecting");
-                if let Some(wire) = &self.wire {
-                    wire.close(ErrorCode::Protocol as u32, "not faithful to the world");
-                }
-                ClientError::Forged(why)
-            }
-            ApplyError::Other(why) => {
-                tracing::warn!(error = %why, "sync failed");
-                ClientError::Lost(why)
-            }
-        }
     }
 
     /// Reports how far each entry in flight has come, where it moved.
@@ -756,6 +875,10 @@ impl Driver {
         }
         for _ in std::mem::take(&mut self.entering) {
             self.failures.push(error.clone());
+        }
+        // The server's session ends at once, not after its idle timeout.
+        if let Some(wire) = &self.wire {
+            wire.close(0, "session ended");
         }
         self.updates.push(ClientUpdate::Event(ClientEvent::Disconnected {
             reason: error.to_string(),
@@ -792,14 +915,6 @@ impl Driver {
             .as_ref()
             .ok_or_else(|| ClientError::Lost("the connection is not open".into()))
     }
-}
-
-/// Carries out the session's steps on the worker, cache writes first (a
-/// zone is written before it is announced); the rest is for the frame.
-fn steps_now(host: &ClientHost) -> Vec<Outcome> {
-    let mut outcomes = Vec::new();
-    host.carry_out(Writes::Now, &mut |o| outcomes.push(o));
-    outcomes
 }
 
 /// The plugin's system: one frame of the driver.

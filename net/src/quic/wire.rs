@@ -321,7 +321,10 @@ async fn write_control(
         if !taken {
             match send_again(&control.conn, control.addr, &control.hello, &sent_early).await {
                 Ok((send, recv)) => (control.send, control.recv) = (send, recv),
-                Err(e) => return fail(e),
+                Err(e) => {
+                    let refused = control.conn.close_reason().as_ref().and_then(refusal_of);
+                    return fail(refused.unwrap_or(e));
+                }
             }
         }
     }
@@ -329,7 +332,9 @@ async fn write_control(
     while let Some(messages) = out.recv().await {
         for m in &messages {
             if let Err(e) = write_message(&mut control.send, m).await {
-                return fail(ClientError::Lost(e.to_string()));
+                // The server's reason when it closed the connection (a
+                // newer session of this player, say), not the stream's.
+                return fail(closed(&control.conn, &e.to_string()));
             }
         }
     }
