@@ -277,7 +277,9 @@ impl HoardClientPlugin {
 
     /// Enters `zone` as part of connecting: its `EnterZone` goes right
     /// behind `Hello`, so a returning player's zone is ready after the
-    /// handshake and one round trip (`ZoneReady` follows `Connected`).
+    /// handshake and one round trip (`ZoneReady` follows `Connected`). A
+    /// `ZoneRequest` written before the connection is up does the same
+    /// when the token names its player (world and dev tokens do).
     #[must_use]
     pub fn entering(mut self, zone: ZoneId) -> HoardClientPlugin {
         self.entering = Some(zone);

@@ -422,7 +422,7 @@ pub(crate) struct Driver {
     link: Option<Arc<Link>>,
     /// The zone to enter as part of connecting.
     first_zone: Option<ZoneId>,
-    /// The game's zone requests, until the connection is up.
+    /// The game's zone requests, until the host is made.
     requests: Vec<ZoneRequest>,
     backlog: VecDeque<Inbound>,
     /// Zones whose entry is in flight (their progress is reported).
@@ -500,10 +500,15 @@ impl Driver {
         if idle {
             self.receive(world)?;
         }
-        if let Some(link) = self.link.clone() {
+        // Zone requests go out as soon as the host is made: before
+        // `Welcome` they ride right behind `Hello` (the token named the
+        // player), as the first zone's entry does.
+        if self.host.is_some() {
             for request in std::mem::take(&mut self.requests) {
                 self.zone_request(request)?;
             }
+        }
+        if let Some(link) = self.link.clone() {
             self.apply()?;
             let host = link.host.clone();
             if self.worker.running == 0 && host.next_timeout().is_some_and(|at| at <= Instant::now()) {

@@ -9,6 +9,80 @@
 //! sent them. Framing, TLS, pinning, 0-RTT and flow control are the
 //! transport's; everything else — the session, the cache, the game's
 //! updates — is the driver's. hoard-net's QUIC link is one implementation.
+//!
+//! A transport over some pipe of the game's own (a console's sockets, a
+//! relay service): the framing is PROTOCOL.md's (`Message::to_frame`, and
+//! `hoard_proto::wire::StreamDecoder` to read).
+//!
+//! ```
+//! use std::sync::Mutex;
+//! use hoard_client::wire::{Arrival, Wire, WireConnecting, WireTransport};
+//! use hoard_engine::ServerIdentity;
+//! use hoard_proto::client::ClientError;
+//! use hoard_proto::wire::{Hello, Message};
+//!
+//! /// Frames out, arrivals in: what the pipe's reader decoded.
+//! struct PipeWire {
+//!     out: Mutex<Vec<Vec<u8>>>,
+//!     arrived: Mutex<Vec<Arrival>>,
+//! }
+//!
+//! struct Pipe;
+//!
+//! impl WireTransport for Pipe {
+//!     fn connect(&self, hello: Hello) -> Box<dyn WireConnecting> {
+//!         let wire = PipeWire {
+//!             out: Mutex::new(vec![Message::Hello(hello).to_frame()]),
+//!             arrived: Mutex::new(Vec::new()),
+//!         };
+//!         Box::new(Opening(Some(wire)))
+//!     }
+//! }
+//!
+//! /// Opened at once here; a real pipe says `None` until it is.
+//! struct Opening(Option<PipeWire>);
+//!
+//! impl WireConnecting for Opening {
+//!     fn poll(&mut self) -> Option<Result<Box<dyn Wire>, ClientError>> {
+//!         self.0.take().map(|wire| Ok(Box::new(wire) as Box<dyn Wire>))
+//!     }
+//! }
+//!
+//! impl Wire for PipeWire {
+//!     fn identity(&self) -> ServerIdentity {
+//!         ServerIdentity([7; 32]) // what the pipe authenticated
+//!     }
+//!     fn send(&self, messages: Vec<Message>) -> Result<(), ClientError> {
+//!         self.out.lock().unwrap().extend(messages.iter().map(Message::to_frame));
+//!         Ok(())
+//!     }
+//!     fn receive(&self, into: &mut Vec<Arrival>, max: usize) {
+//!         let mut arrived = self.arrived.lock().unwrap();
+//!         let n = arrived.len().min(max);
+//!         into.extend(arrived.drain(..n));
+//!     }
+//!     fn close(&self, _code: u32, _reason: &str) {}
+//!     fn as_any(&self) -> &dyn std::any::Any {
+//!         self
+//!     }
+//! }
+//!
+//! let hello = Hello {
+//!     protocol: hoard_proto::wire::PROTOCOL_VERSION,
+//!     registry: [0; 32],
+//!     service: "world".into(),
+//!     token: "dev:ann".into(),
+//!     codecs: Vec::new(),
+//!     token_keys: false,
+//! };
+//! let wire = Pipe.connect(hello).poll().expect("open").expect("no error");
+//! wire.send(Vec::new()).expect("sent");
+//! let pipe = wire.as_any().downcast_ref::<PipeWire>().expect("ours");
+//! assert_eq!(pipe.out.lock().unwrap().len(), 1, "Hello went out first");
+//! ```
+//!
+//! `HoardClientPlugin::with_transport(settings, Pipe)` (hoard-bevy) then
+//! drives a session over it.
 
 use hoard_engine::ServerIdentity;
 use hoard_proto::client::ClientError;

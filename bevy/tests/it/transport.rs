@@ -1,7 +1,7 @@
 //! The client plugin over a transport of the test's own (no sockets, no
 //! runtime): the test plays the server, message by message. The plugin's
 //! systems drive the session over the scripted wire — `Hello` at connect,
-//! the zone's `EnterZone` once `Welcome` came, the answer applied, written
+//! the zone's `EnterZone` right behind it, before `Welcome`, the answer applied, written
 //! to the cache and turned into entities, a game message into a Bevy
 //! message, an intent out, the connection's end into `Disconnected` —
 //! nothing in the plugin is tied to QUIC.
@@ -162,11 +162,26 @@ fn the_client_plugin_drives_the_session_over_any_transport() {
     assert_eq!((hello.token.as_str(), hello.service.as_str()), ("dev:ann", "world"));
     assert_eq!(hello.codecs, Vec::<u8>::new(), "compression off");
 
-    // The zone request written while connecting waits for `Welcome`.
+    // The zone request written while connecting goes out right behind
+    // `Hello`, before `Welcome` (the token names the player).
     app.world_mut().write_message(ZoneRequest::Enter(meadow()));
     app.update();
     assert_eq!(*app.world().resource::<HoardConnection>(), HoardConnection::Connecting);
-    assert!(app.world().get_resource::<Hoard>().is_none());
+    let enter_of = |server: &Server| {
+        server.sent.iter().find_map(|m| match m {
+            Message::EnterZone(e) => Some(e.clone()),
+            _ => None,
+        })
+    };
+    update_until(&mut app, "EnterZone", |_| {
+        enter_of(&server.lock().expect("server")).is_some()
+    });
+    assert!(
+        app.world().get_resource::<Hoard>().is_none(),
+        "EnterZone went out before Welcome came"
+    );
+    let enter = enter_of(&server.lock().expect("server")).expect("sent");
+    assert_eq!((enter.zone.clone(), enter.subscribe), (meadow(), true));
     server.lock().expect("server").deliver.push_back(message(
         Message::Welcome(Welcome {
             protocol: PROTOCOL_VERSION,
@@ -184,19 +199,6 @@ fn the_client_plugin_drives_the_session_over_any_transport() {
         matches!(app.world().resource::<HoardConnection>(), HoardConnection::Connected { perspective } if perspective == "ann")
     );
     assert_eq!(app.world().resource::<Hoard>().identity(), IDENTITY);
-
-    // `EnterZone` goes out once the (empty) cache was read.
-    let enter_of = |server: &Server| {
-        server.sent.iter().find_map(|m| match m {
-            Message::EnterZone(e) => Some(e.clone()),
-            _ => None,
-        })
-    };
-    update_until(&mut app, "EnterZone", |_| {
-        enter_of(&server.lock().expect("server")).is_some()
-    });
-    let enter = enter_of(&server.lock().expect("server")).expect("sent");
-    assert_eq!((enter.zone.clone(), enter.subscribe), (meadow(), true));
     assert!(
         enter.have.is_empty() && enter.held.is_empty(),
         "a cold cache names no copies"
