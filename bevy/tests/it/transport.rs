@@ -111,6 +111,21 @@ fn crates(stones: &[u32]) -> Vec<CachedObject> {
         .collect()
 }
 
+/// Ann, a dev token, caching in `dir`.
+fn settings(dir: &std::path::Path, compression: bool) -> SessionSettings {
+    SessionSettings {
+        cache_dir: dir.to_owned(),
+        cache_files: None,
+        token: "dev:ann".into(),
+        service: "world".into(),
+        world: None,
+        proofs: false,
+        compression,
+        player_key: None,
+        token_keys: false,
+    }
+}
+
 #[derive(Resource, Default)]
 struct Events(Vec<HoardEvent>);
 
@@ -133,17 +148,7 @@ fn update_until(app: &mut App, what: &str, done: impl Fn(&mut App) -> bool) {
 fn the_client_plugin_drives_the_session_over_any_transport() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = Arc::new(Mutex::new(Server::default()));
-    let settings = SessionSettings {
-        cache_dir: dir.path().to_owned(),
-        cache_files: None,
-        token: "dev:ann".into(),
-        service: "world".into(),
-        world: None,
-        proofs: false,
-        compression: false,
-        player_key: None,
-        token_keys: false,
-    };
+    let settings = settings(dir.path(), false);
     let mut app = App::new();
     app.init_resource::<Events>()
         .publish::<Crate>("crate", 1)
@@ -359,17 +364,7 @@ fn the_client_plugin_drives_the_session_over_any_transport() {
 fn a_refused_hello_is_reported_as_the_servers_reason() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = Arc::new(Mutex::new(Server::default()));
-    let settings = SessionSettings {
-        cache_dir: dir.path().to_owned(),
-        cache_files: None,
-        token: "dev:ann".into(),
-        service: "world".into(),
-        world: None,
-        proofs: false,
-        compression: true,
-        player_key: None,
-        token_keys: false,
-    };
+    let settings = settings(dir.path(), true);
     let mut app = App::new();
     app.init_resource::<Events>()
         .publish::<Crate>("crate", 1)

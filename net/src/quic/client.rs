@@ -381,27 +381,7 @@ impl Opened {
             early,
         } = Dialed::dial(options).await?;
         let hello = Message::Hello(options.settings().hello(registry.hash()));
-        let (send, recv, early, early_data) = match early {
-            None => {
-                let (send, recv) = open_control(&conn, &hello).await.map_err(|e| connect_err(addr, e))?;
-                (send, recv, None, None)
-            }
-            Some(accepted) => match open_control(&conn, &hello).await {
-                Ok((send, recv)) => {
-                    tracing::debug!(%addr, "hello sent as 0-RTT data");
-                    (send, recv, Some(accepted), None)
-                }
-                Err(e) => {
-                    // The handshake already ended with the early data
-                    // refused (a quick server that lost the ticket): say
-                    // hello over the completed connection instead.
-                    tracing::debug!(%addr, error = %e, "0-RTT refused before hello went out");
-                    let taken = accepted.await;
-                    let (send, recv) = open_control(&conn, &hello).await.map_err(|e| connect_err(addr, e))?;
-                    (send, recv, None, Some(taken))
-                }
-            },
-        };
+        let (send, recv, early, early_data) = say_hello(&conn, addr, identity, early, &hello).await?;
         Ok(Opened {
             conn,
             endpoint,
@@ -488,11 +468,46 @@ impl Dialed {
         })
     }
 }
-/// Opens the control stream and writes `hello` on it.
-pub(crate) async fn open_control(
+/// Says `hello` on a new control stream of a dialed connection: as 0-RTT
+/// data when the connection is early; if its handshake already ended with
+/// the early data refused (a quick server that lost the ticket), again over
+/// the completed connection. Returns the stream, the handshake still under
+/// way if it is, and whether early data was taken when that is known.
+pub(crate) async fn say_hello(
     conn: &Connection,
+    addr: SocketAddr,
+    identity: ServerIdentity,
+    early: Option<quinn::ZeroRttAccepted>,
     hello: &Message,
-) -> Result<(SendStream, quinn::RecvStream), String> {
+) -> Result<
+    (
+        SendStream,
+        quinn::RecvStream,
+        Option<quinn::ZeroRttAccepted>,
+        Option<bool>,
+    ),
+    ClientError,
+> {
+    match (open_control(conn, hello).await, early) {
+        (Ok((send, recv)), early) => {
+            if early.is_some() {
+                tracing::debug!(%addr, "hello sent as 0-RTT data");
+            }
+            Ok((send, recv, early, None))
+        }
+        (Err(e), None) => Err(connect_err(addr, e)),
+        (Err(e), Some(accepted)) => {
+            tracing::debug!(%addr, error = %e, "0-RTT refused before hello went out");
+            let taken = accepted.await;
+            check_resumed_identity(conn, addr, identity)?;
+            let (send, recv) = open_control(conn, hello).await.map_err(|e| connect_err(addr, e))?;
+            Ok((send, recv, None, Some(taken)))
+        }
+    }
+}
+
+/// Opens the control stream and writes `hello` on it.
+async fn open_control(conn: &Connection, hello: &Message) -> Result<(SendStream, quinn::RecvStream), String> {
     let (mut send, recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
     write_message(&mut send, hello).await.map_err(|e| e.to_string())?;
     Ok((send, recv))

@@ -23,7 +23,7 @@ use quinn::{Connection, Endpoint, RecvStream, SendStream};
 use tokio::sync::{mpsc, oneshot};
 
 use super::client::inbound::{Reader, StreamEnd};
-use super::client::{ClientOptions, Dialed, check_resumed_identity, connect_err, open_control, refusal_of, send_again};
+use super::client::{ClientOptions, Dialed, check_resumed_identity, refusal_of, say_hello, send_again};
 use super::stream::{FrameReader, write_message};
 
 /// Messages the driver may queue for sending, at most (the control
@@ -118,34 +118,14 @@ struct Parts {
 /// Connects and says `hello`.
 async fn open(options: ClientOptions, hello: Hello) -> Result<Parts, ClientError> {
     let addr = options.server;
-    let Dialed {
-        conn,
-        endpoint,
-        own_endpoint,
-        identity,
-        early,
-    } = Dialed::dial(&options).await?;
+    let dialed = Dialed::dial(&options).await?;
     let hello = Message::Hello(hello);
-    let (send, recv, early) = match open_control(&conn, &hello).await {
-        Ok((send, recv)) => (send, recv, early),
-        Err(e) => {
-            let Some(accepted) = early else {
-                return Err(connect_err(addr, e));
-            };
-            // The handshake ended with the early data refused before hello
-            // went out: say it over the completed connection.
-            tracing::debug!(%addr, error = %e, "0-RTT refused before hello went out");
-            accepted.await;
-            check_resumed_identity(&conn, addr, identity)?;
-            let (send, recv) = open_control(&conn, &hello).await.map_err(|e| connect_err(addr, e))?;
-            (send, recv, None)
-        }
-    };
+    let (send, recv, early, _) = say_hello(&dialed.conn, addr, dialed.identity, dialed.early, &hello).await?;
     Ok(Parts {
-        conn,
-        endpoint,
-        own_endpoint,
-        identity,
+        conn: dialed.conn,
+        endpoint: dialed.endpoint,
+        own_endpoint: dialed.own_endpoint,
+        identity: dialed.identity,
         send,
         recv,
         early,
