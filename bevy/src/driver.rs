@@ -40,6 +40,9 @@ pub const INTENT_QUEUE: usize = 256;
 /// How long a signed intent waits for its session's nonce.
 pub const NONCE_WAIT: Duration = Duration::from_secs(10);
 
+/// Zone requests waiting for the connection's host, at most.
+pub const REQUESTS_WAITING: usize = 1024;
+
 /// Messages taken from the wire and not yet applied, at most: beyond it
 /// they stay with the transport, which then stops reading (pushing back on
 /// the server).
@@ -472,14 +475,30 @@ impl Driver {
         })
     }
 
-    /// The game's zone requests, carried out once the connection is up.
+    /// The game's zone requests, carried out once the host is made; at
+    /// most [`REQUESTS_WAITING`] wait for it, more are refused (in the
+    /// frame's `HoardEvent::Failed`).
     pub(crate) fn request(&mut self, request: ZoneRequest) {
+        if self.requests.len() >= REQUESTS_WAITING {
+            self.failures.push(ClientError::Lost(format!(
+                "{request:?} refused: {REQUESTS_WAITING} zone requests are waiting for the connection"
+            )));
+            return;
+        }
         self.requests.push(request);
     }
 
     /// One frame's work (see the module docs).
     fn frame(&mut self, world: &mut World) {
         if self.ended {
+            // A request after the session ended fails at once.
+            for request in std::mem::take(&mut self.requests) {
+                let e = ClientError::Lost(format!("{request:?} refused: the session has ended"));
+                world.write_message(HoardEvent::Failed(e));
+            }
+            for e in std::mem::take(&mut self.failures) {
+                world.write_message(HoardEvent::Failed(e));
+            }
             return;
         }
         if let Err(e) = self.step(world) {

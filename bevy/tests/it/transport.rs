@@ -349,6 +349,16 @@ fn the_client_plugin_drives_the_session_over_any_transport() {
             .iter()
             .any(|e| matches!(e, HoardEvent::Client(ClientEvent::Disconnected { .. })))
     );
+    // A request after the end fails at once, and says why.
+    app.world_mut().write_message(ZoneRequest::Enter(meadow()));
+    app.update();
+    assert!(
+        app.world()
+            .resource::<Events>()
+            .0
+            .iter()
+            .any(|e| matches!(e, HoardEvent::Failed(ClientError::Lost(m)) if m.contains("the session has ended")))
+    );
     assert!(
         app.world()
             .resource::<Hoard>()
