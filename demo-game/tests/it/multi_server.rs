@@ -495,7 +495,12 @@ fn bots_walking_round_the_world_follow_it_from_server_to_server() {
         .arg(work.path())
         .output()
         .expect("bots");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one json line");
     let bots = &v["bots"];
     assert!(bots["errors"].as_object().expect("errors").is_empty(), "{v}");
