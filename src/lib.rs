@@ -320,6 +320,8 @@
 //!
 //! - [`engine`]: the object model, publishing bevy_ecs components, the world store.
 //! - [`world_cache`]: the client's verified, crash-safe, per-shard disk cache.
+//! - [`trust`]: who a server is and what its world signs: the server's TLS
+//!   key and identity, clients' pins, signed shard heads, token keys.
 //! - [`net`]: the QUIC server and client, thin drivers of the sans-IO
 //!   machines of `hoard-proto` (the wire protocol, client sync, server
 //!   session, the server's tick core: no sockets, threads or clocks inside),
@@ -335,6 +337,7 @@
 pub use hoard_bevy as bevy;
 pub use hoard_engine as engine;
 pub use hoard_net as net;
+pub use hoard_trust as trust;
 pub use hoard_world_cache as world_cache;
 
 /// Serving a world: start a server with a game's world, schedule and

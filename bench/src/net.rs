@@ -14,9 +14,9 @@ use bevy_ecs::prelude::*;
 use hoard_bench::reference::{self, ReferenceZone};
 use hoard_engine::store::{ShardSpec, WorldStore};
 use hoard_engine::{ChangeSet, ObjectId, Publisher, RedbStore, ShardId, ZoneId};
-use hoard_net::netsim::{self, LinkConfig};
 use hoard_net::quic::client::{ClientOptions, HoardClient};
 use hoard_net::quic::server::{Game, ServerHandle, ServerOptions, start};
+use hoard_netsim::{self as netsim, LinkConfig};
 use hoard_proto::intents::IntentRegistry;
 use hoard_proto::sync::client::EntryStats;
 use serde_json::json;
@@ -163,7 +163,7 @@ async fn transfer(
     consume: impl FnOnce(&[u8]) -> anyhow::Result<()>,
 ) -> anyhow::Result<Sample> {
     let bytes = payload.len();
-    let keys = hoard_net::tls::ServerKeys::load_or_create(dir)?;
+    let keys = hoard_trust::tls::ServerKeys::load_or_create(dir)?;
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(keys.rustls_config()?)?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     config.transport_config(Arc::new(hoard_net::testing::server_transport()));
@@ -186,13 +186,13 @@ async fn transfer(
         }
     });
     let sim = netsim::start("127.0.0.1:0".parse()?, server_addr, link).await?;
-    let verifier = Arc::new(hoard_net::tls::PinnedVerifier::new("raw", Some(keys.identity), None));
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(hoard_net::tls::client_config(verifier)?)?;
+    let verifier = Arc::new(hoard_trust::tls::PinnedVerifier::new("raw", Some(keys.identity), None));
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(hoard_trust::tls::client_config(verifier)?)?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
     config.transport_config(Arc::new(hoard_net::testing::client_transport()));
     let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
     endpoint.set_default_client_config(config);
-    let conn = endpoint.connect(sim.addr, hoard_net::tls::SERVER_NAME)?.await?;
+    let conn = endpoint.connect(sim.addr, hoard_trust::tls::SERVER_NAME)?.await?;
     let (up0, down0) = sim.stats.bytes();
     let start = Instant::now();
     let (mut send, _recv) = conn.open_bi().await?;

@@ -162,7 +162,7 @@ pub(crate) fn origin(args: &OriginArgs) -> anyhow::Result<()> {
                 server
                     .metrics
                     .sent_bytes
-                    .get_or_create(&hoard_net::metrics::StreamLabel { stream })
+                    .get_or_create(&hoard_metrics::StreamLabel { stream })
                     .get()
             })
             .sum();
@@ -454,9 +454,9 @@ async fn hop(args: &Args) -> anyhow::Result<Hop> {
 fn signature(objects: u64) -> anyhow::Result<serde_json::Value> {
     use hoard_proto::proof::{HeadSigner, HeadVerifier, ProofSource};
     let dir = tempfile::tempdir()?;
-    let keys = hoard_net::tls::ServerKeys::load_or_create(dir.path())?;
-    let signer = Arc::new(hoard_net::heads::KeySigner::new(&keys.key).map_err(anyhow::Error::msg)?);
-    let verifier = hoard_net::heads::KeyVerifier::new(keys.identity, &keys.world_key().map_err(anyhow::Error::msg)?)
+    let keys = hoard_trust::tls::ServerKeys::load_or_create(dir.path())?;
+    let signer = Arc::new(hoard_trust::heads::KeySigner::new(&keys.key).map_err(anyhow::Error::msg)?);
+    let verifier = hoard_trust::heads::KeyVerifier::new(keys.identity, &keys.world_key().map_err(anyhow::Error::msg)?)
         .map_err(anyhow::Error::msg)?;
     let zone = reference::generate(objects, 1, 7);
     let snap = hoard_engine::store::ShardSnapshot {

@@ -651,7 +651,7 @@ impl Driver {
             }
         };
         host.accept_welcome(&welcome, |world, key| {
-            hoard_net::heads::KeyVerifier::new(world, key)
+            hoard_trust::heads::KeyVerifier::new(world, key)
                 .map(|k| Box::new(k) as Box<dyn hoard_proto::proof::HeadVerifier>)
                 .map_err(|e| e.to_string())
         })

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use hoard_engine::ServerIdentity;
-use hoard_net::heads::KeyVerifier;
+use hoard_trust::heads::KeyVerifier;
 use hoard_proto::proof::{HeadVerifier, ProofChecker};
 use hoard_proto::wire::{FrameDecoder, MAX_CONTROL_FRAME, Message};
 use libfuzzer_sys::fuzz_target;

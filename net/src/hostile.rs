@@ -11,7 +11,7 @@ use hoard_engine::{ServerIdentity, ZoneId};
 use hoard_proto::wire::{EnterZone, Hello, Message, PROTOCOL_VERSION};
 use quinn::{Connection, Endpoint, RecvStream, SendStream, VarInt};
 
-use crate::tls::{PinnedVerifier, SERVER_NAME, client_config};
+use hoard_trust::tls::{PinnedVerifier, SERVER_NAME, client_config};
 
 /// The receive window a frozen reader offers, per stream and per connection:
 /// the server may send this much and then waits for a client that never reads.

@@ -1,14 +1,10 @@
-//! hoard-net: the QUIC drivers of hoard (server, client), thin loops around
-//! the sans-IO machines of `hoard-proto`, plus TLS identity and pinning and
-//! a UDP network simulator for tests and measurements.
+//! hoard-net: the QUIC drivers of hoard (server, client, relay), thin loops
+//! around the sans-IO machines of `hoard-proto`. Who a server is and what
+//! its world signs is `hoard-trust`'s; the server's metrics are
+//! `hoard-metrics`'.
 
-pub mod heads;
 mod log_limit;
-pub mod metrics;
-pub mod netsim;
 pub mod quic;
-pub mod tls;
-pub mod token_keys;
 
 /// Internals that hoard's own benches and tests reach (the `testing`
 /// feature): reading raw frames off a stream, and the transport settings,

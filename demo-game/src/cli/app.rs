@@ -143,7 +143,7 @@ impl ClientApp {
                 redirect.address
             );
             hops += 1;
-            let known = hoard_net::tls::KnownServers::new(options.cache_dir.join("known_servers"));
+            let known = hoard_trust::tls::KnownServers::new(options.cache_dir.join("known_servers"));
             let identity = options
                 .pin
                 .or_else(|| known.get(&options.server.to_string()))

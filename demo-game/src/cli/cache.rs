@@ -220,7 +220,7 @@ fn state_json(state: &ObjectState) -> serde_json::Value {
 /// The URL of a service of the world `server`, at the first address this
 /// cache met it at (`None` if it only met it through relays).
 fn world_url(root: &Path, server: ServerIdentity, service: &str) -> Option<hoard_engine::HoardUrl> {
-    let known = hoard_net::tls::KnownServers::new(root.join("known_servers"));
+    let known = hoard_trust::tls::KnownServers::new(root.join("known_servers"));
     known.addresses_of(server).into_iter().find_map(|addr| {
         let addr: std::net::SocketAddr = addr.parse().ok()?;
         Some(hoard_engine::HoardUrl::service(
@@ -245,7 +245,7 @@ fn resolve(
         url.host.clone()
     };
     let address = format!("{host}:{}", url.port);
-    let known = hoard_net::tls::KnownServers::new(root.join("known_servers"));
+    let known = hoard_trust::tls::KnownServers::new(root.join("known_servers"));
     let world = world
         .or_else(|| known.get(&address))
         .with_context(|| format!("this cache met no world at {address}; name the world with --world FINGERPRINT"))?;

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use clap::Args;
-use hoard_net::netsim::{LinkConfig, start};
+use hoard_netsim::{LinkConfig, start};
 
 /// Options of the simulator.
 ///

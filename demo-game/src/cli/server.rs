@@ -10,9 +10,9 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use hoard_bevy::HoardServer;
 use hoard_net::quic::server::ServerOptions;
-use hoard_net::tls::ServerKeys;
 use hoard_proto::intent_sig::PlayerKey;
 use hoard_proto::world_token::TokenKey;
+use hoard_trust::tls::ServerKeys;
 
 use hoard_engine::ZoneId;
 use hoard_engine::store::LeaseHolder;
@@ -220,7 +220,7 @@ fn write_secret(path: &Path, text: &str) -> std::io::Result<()> {
 }
 
 fn token_key(data: &Path, rotate: bool, retire: Option<&str>, accept: Option<&str>) -> anyhow::Result<i32> {
-    use hoard_net::token_keys::WorldTokenKeys;
+    use hoard_trust::token_keys::WorldTokenKeys;
     if rotate {
         let id = WorldTokenKeys::rotate(data)?;
         println!("new token key {id}; the previous one is still accepted until retired");

@@ -24,9 +24,9 @@ use serde::Serialize;
 use tokio::sync::{Mutex as AsyncMutex, oneshot};
 
 use super::stream::{FrameReader, write_message};
-use crate::tls::{KnownServers, SERVER_NAME};
 use hoard_proto::sync::client::EntryStats;
 use hoard_proto::wire::{Intent, MAX_CONTROL_FRAME, Message};
+use hoard_trust::tls::{KnownServers, SERVER_NAME};
 
 pub(crate) mod inbound;
 
@@ -423,8 +423,8 @@ impl Dialed {
         let addr_name = addr.to_string();
         let known_path = Some(known.path().to_owned());
         let tls = match pin {
-            Some(identity) => crate::tls::resumable_client_config(&addr_name, identity, known_path.clone()),
-            None => crate::tls::new_client_config(&addr_name, None, known_path.clone()),
+            Some(identity) => super::resume::resumable_client_config(&addr_name, identity, known_path.clone()),
+            None => super::resume::new_client_config(&addr_name, None, known_path.clone()),
         }
         .map_err(|e| connect_err(addr, e))?;
         let quic =
@@ -450,14 +450,14 @@ impl Dialed {
         let identity = match (early.is_some(), pin) {
             (true, Some(pinned)) => pinned,
             (true, None) => return Err(connect_err(addr, "0-RTT without a pinned identity")),
-            (false, _) => crate::tls::peer_identity(&conn)
+            (false, _) => super::resume::peer_identity(&conn)
                 .ok_or_else(|| connect_err(addr, "the server presented no certificate"))?,
         };
         if pin.is_none() {
             tracing::info!(%addr, %identity, "trusting a new server on first use");
             let _ = known.remember(&addr_name, identity);
             // The tickets this connection receives serve the next one.
-            crate::tls::keep_client_config(&addr_name, identity, known_path, tls);
+            super::resume::keep_client_config(&addr_name, identity, known_path, tls);
         }
         Ok(Dialed {
             conn,
@@ -542,7 +542,7 @@ pub(crate) fn check_resumed_identity(
     addr: SocketAddr,
     identity: ServerIdentity,
 ) -> Result<(), ClientError> {
-    match crate::tls::peer_identity(conn) {
+    match super::resume::peer_identity(conn) {
         Some(seen) if seen == identity => Ok(()),
         Some(seen) => Err(connect_err(
             addr,
@@ -654,7 +654,7 @@ impl Inner {
     fn accept_welcome(&self, welcome: &hoard_proto::wire::Welcome, addr: SocketAddr) -> Result<(), ClientError> {
         self.host
             .accept_welcome(welcome, |world, key| {
-                crate::heads::KeyVerifier::new(world, key)
+                hoard_trust::heads::KeyVerifier::new(world, key)
                     .map(|k| Box::new(k) as Box<dyn hoard_proto::proof::HeadVerifier>)
                     .map_err(|e| e.to_string())
             })
@@ -1130,7 +1130,7 @@ impl HoardClient {
 
     /// The world's token keys, signed by the world's key, if `Welcome`
     /// brought them ([`ClientOptions::token_keys`]); check them with
-    /// [`crate::token_keys::verify_token_keys`].
+    /// [`hoard_trust::token_keys::verify_token_keys`].
     pub fn token_keys(&self) -> Option<&hoard_proto::wire::SignedTokenKeys> {
         self.token_keys.as_ref()
     }

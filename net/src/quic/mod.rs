@@ -11,6 +11,7 @@ pub mod client;
 mod committer;
 mod link;
 pub mod relay;
+pub mod resume;
 pub mod server;
 mod slots;
 mod socket;

@@ -299,11 +299,11 @@ async fn start(
     let token_keys = match &signed_keys {
         Some(signed) => {
             let verifier =
-                crate::heads::KeyVerifier::new(world, &world_key).map_err(|detail| RelayError::Unusable {
+                hoard_trust::heads::KeyVerifier::new(world, &world_key).map_err(|detail| RelayError::Unusable {
                     upstream: options.upstream,
                     detail,
                 })?;
-            let keys = crate::token_keys::verify_token_keys(&world, signed, &verifier).map_err(|detail| {
+            let keys = hoard_trust::token_keys::verify_token_keys(&world, signed, &verifier).map_err(|detail| {
                 RelayError::Unusable {
                     upstream: options.upstream,
                     detail,
@@ -447,7 +447,7 @@ struct RelayLink {
     store: Arc<Locked<RelayWorld>>,
     commands: std_mpsc::Receiver<Command>,
     conns: Outbox,
-    metrics: Arc<crate::metrics::ServerMetrics>,
+    metrics: Arc<hoard_metrics::ServerMetrics>,
     stats: Arc<RelayStats>,
     /// Players' actions carried upstream.
     actions: Option<actions::Actions>,

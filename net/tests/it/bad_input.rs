@@ -15,13 +15,13 @@ use hoard_engine::{Digest, Epoch, ObjectId, PublishRegistry, Published, Publishe
 use hoard_net::quic::client::HoardClient;
 use hoard_net::quic::server::{Game, ServerHandle, ServerOptions, start};
 use hoard_net::testing::FrameReader;
-use hoard_net::tls::{PinnedVerifier, SERVER_NAME, client_config};
 use hoard_proto::intents::IntentRegistry;
 use hoard_proto::sync::server::AccessPolicy;
 use hoard_proto::wire::{
     EnterZone, ErrorCode, Hello, MAX_BULK_FRAME, MAX_CONTROL_FRAME, MAX_SHARDS_PER_ENTRY, Message, PROTOCOL_VERSION,
     ShardHave, encode_frame,
 };
+use hoard_trust::tls::{PinnedVerifier, SERVER_NAME, client_config};
 use quinn::{Connection, RecvStream, SendStream, VarInt};
 
 use super::e2e::{Crate, in_meadow, options};

@@ -403,7 +403,7 @@ async fn the_server_identity_survives_a_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn entry_through_the_simulator_with_delay_and_loss() {
-    use hoard_net::netsim::{LinkConfig, start as netsim};
+    use hoard_netsim::{LinkConfig, start as netsim};
     let data = tempfile::tempdir().expect("tempdir");
     let cache = tempfile::tempdir().expect("tempdir");
     let server = server(data.path(), 4, 100).await;
@@ -914,7 +914,7 @@ async fn only_a_server_that_asks_for_it_probes_the_path_mtu() {
 /// datagrams it receives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_acknowledges_a_bulk_answer_sparingly() {
-    use hoard_net::netsim::{LinkConfig, start as netsim};
+    use hoard_netsim::{LinkConfig, start as netsim};
     use std::sync::atomic::Ordering;
     let data = tempfile::tempdir().expect("tempdir");
     let cache = tempfile::tempdir().expect("tempdir");

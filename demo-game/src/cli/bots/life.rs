@@ -195,7 +195,7 @@ async fn enter_following(
                     }
                 },
                 Err(ClientError::ZoneElsewhere { address, .. }) => {
-                    let known = hoard_net::tls::KnownServers::new(options.cache_dir.join("known_servers"));
+                    let known = hoard_trust::tls::KnownServers::new(options.cache_dir.join("known_servers"));
                     let identity = options
                         .pin
                         .or_else(|| known.get(&options.server.to_string()))

@@ -21,8 +21,8 @@ use anyhow::Context;
 use clap::Args;
 use hoard_engine::ServerIdentity;
 use hoard_net::quic::client::{CacheFiles, ClientOptions, client_endpoint};
-use hoard_net::tls::ServerKeys;
 use hoard_proto::auth::TokenAuthority;
+use hoard_trust::tls::ServerKeys;
 use hoard_world_cache::MemStorage;
 
 use record::{Record, Summary};

@@ -35,8 +35,7 @@ use super::link::Link;
 use super::slots::{AnswerSlots, FairPool, LIGHT_ANSWER_BYTES, Slot};
 use super::stream::{FrameReader, StreamError, packed, write_message};
 use crate::log_limit::LogLimit;
-use crate::metrics::{KindLabel, MetricsExporter, ServerMetrics, ZoneLabel};
-use crate::tls::{ServerKeys, TlsError};
+use hoard_metrics::{KindLabel, MetricsExporter, ServerMetrics, ZoneLabel};
 use hoard_proto::auth::TokenAuthority;
 use hoard_proto::intents::{IntentRegistry, ReceivedIntent};
 use hoard_proto::sync::answer::{AnswerKind, AnswerPlan, AnswerStep, Subscriptions};
@@ -44,6 +43,7 @@ use hoard_proto::sync::hub::{HubRead, SessionId};
 use hoard_proto::sync::server::{LiveSessions, Output, ServerSession, SessionConfig};
 use hoard_proto::sync::tick::{TickCore, TickInput, TickOutput};
 use hoard_proto::wire::{ErrorCode, IntentRejected, MAX_CONTROL_FRAME, Message, PART_BYTES, object_bytes, split};
+use hoard_trust::tls::{ServerKeys, TlsError};
 mod answer;
 mod control;
 mod options;
@@ -397,11 +397,11 @@ pub async fn start_linked(
     let bound = bind(options.clone(), store.clone(), rules, |keys, config| {
         // Every head this server publishes can be signed with the world's
         // key, for relays (and their clients) that ask.
-        let signer = Arc::new(crate::heads::KeySigner::new(&keys.key).map_err(ServerError::Config)?);
+        let signer = Arc::new(hoard_trust::heads::KeySigner::new(&keys.key).map_err(ServerError::Config)?);
         // Relays ask for the world's token keys, signed, to check world
         // tokens without holding a secret.
         config.token_keys = Some(
-            crate::token_keys::sign_token_keys(&keys.identity, &keys.token_keys.accepted, &*signer)
+            hoard_trust::token_keys::sign_token_keys(&keys.identity, &keys.token_keys.accepted, &*signer)
                 .map_err(ServerError::Config)?,
         );
         let source: Arc<dyn hoard_proto::proof::ProofSource> = Arc::new(hoard_proto::proof::OriginProofs::new(
@@ -415,7 +415,7 @@ pub async fn start_linked(
         Ok(())
     })
     .await?;
-    let metered: Arc<dyn WorldStore> = Arc::new(crate::metrics::MeteredStore::new(store, bound.metrics.clone()));
+    let metered: Arc<dyn WorldStore> = Arc::new(hoard_metrics::MeteredStore::new(store, bound.metrics.clone()));
     let committer = Committer::start(metered.clone()).map_err(|source| ServerError::Bind {
         addr: options.listen,
         source,

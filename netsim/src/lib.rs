@@ -1,4 +1,4 @@
-//! A UDP network simulator: a proxy between QUIC clients and a server that
+//! hoard-netsim, a UDP network simulator: a proxy between QUIC clients and a server that
 //! adds one-way delay, jitter, random loss and a bandwidth cap (with a
 //! bounded bottleneck buffer that drops its tail, as a router would), and
 //! counts bytes and packets in each direction. Used by tests and the bench;
@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use hoard_engine::lock::lock;
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
@@ -80,7 +81,7 @@ impl Link {
 
     fn random(&self) -> f64 {
         // xorshift64*: only for simulated loss and jitter, never for security.
-        let mut s = hoard_engine::lock::lock(&self.rng);
+        let mut s = lock(&self.rng);
         *s ^= *s >> 12;
         *s ^= *s << 25;
         *s ^= *s >> 27;
@@ -95,7 +96,7 @@ impl Link {
         let now = Instant::now();
         let departure = match self.config.rate_bps {
             Some(bps) if bps > 0 => {
-                let mut free = hoard_engine::lock::lock(&self.free_at);
+                let mut free = lock(&self.free_at);
                 let start = (*free).max(now);
                 let queued = start.saturating_duration_since(now).as_secs_f64() * bps as f64 / 8.0;
                 if queued > self.config.queue_bytes.unwrap_or(256 * 1024) as f64 {

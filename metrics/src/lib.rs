@@ -1,4 +1,4 @@
-//! The server's Prometheus metrics: what an operator watches (clients,
+//! hoard-metrics, a hoard server's Prometheus metrics: what an operator watches (clients,
 //! zone entries and their latency, bytes sent, tick and commit times, the
 //! commit queue, store size, subscribers per zone, rejected intents,
 //! disconnects by reason), kept with the `prometheus-client` crate and
