@@ -50,8 +50,9 @@ const BACKLOG: usize = 256;
 
 /// What arrived is applied in the frame when its frames total at most
 /// this (a warm entry's answer, live deltas: well under a millisecond of
-/// hashing); more goes to the worker.
-pub const INLINE_BYTES: usize = 64 * 1024;
+/// hashing); more goes to the worker. The rule is hoard-client's, shared
+/// by every driver ([`Inbound::inline`]).
+pub use hoard_client::host::INLINE_BYTES;
 
 /// Jobs queued for the worker, at most; a frame that would queue more
 /// waits for it.
@@ -792,8 +793,7 @@ impl Driver {
         let host = self.host()?;
         let wire = self.wire()?.clone();
         while self.worker.running == 0 && !self.backlog.is_empty() {
-            let bytes: usize = self.backlog.iter().map(|m| m.len).sum();
-            if bytes <= INLINE_BYTES {
+            if Inbound::inline(self.backlog.make_contiguous()) {
                 let batch: Vec<Inbound> = self.backlog.drain(..).collect();
                 let result = host.handle(batch);
                 // What was applied before a failure is still carried out.

@@ -31,13 +31,15 @@ pub const CACHE_BUDGET_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 /// Cached shards unused for this long are dropped by [`ClientHost::trim`].
 pub const CACHE_MAX_AGE: Duration = Duration::from_secs(180 * 24 * 3600);
 
-/// Pushed messages applied where they arrive (on a driver's async task, in
-/// a game's frame) rather than handed to a blocking thread, at most: each
-/// applies in memory and appends to a journal in microseconds, where a
-/// hand-off to a thread and back costs two wake-ups per batch (a process of
-/// many clients spent a tenth of its time on them). Whole shard writes,
-/// which sync, still go to a thread ([`Writes::Returned`]).
-pub const INLINE_BATCH: usize = 8;
+/// What arrived is applied where it arrived (on a driver's async task, in
+/// a game's frame) rather than handed to a thread when its frames total at
+/// most this ([`Inbound::inline`]): live deltas, a warm entry's answer —
+/// well under a millisecond of decoding and hashing, and a journal append
+/// each — where a hand-off to a thread and back costs two wake-ups per
+/// batch (a process of many clients spent a tenth of its time on them).
+/// Whole shard writes, which sync, still go to a thread
+/// ([`Writes::Returned`]), and what the game is told of waits for them.
+pub const INLINE_BYTES: usize = 64 * 1024;
 
 /// Who the connection speaks as, and what it checks.
 #[derive(Clone, Debug)]
@@ -81,21 +83,10 @@ pub struct Inbound {
 }
 
 impl Inbound {
-    /// Whether `messages` may be applied where they arrived (see
-    /// [`INLINE_BATCH`]): answers write shards whole, so they never are.
+    /// Whether `messages` may be applied where they arrived: their frames
+    /// total at most [`INLINE_BYTES`].
     pub fn inline(messages: &[Inbound]) -> bool {
-        messages.len() <= INLINE_BATCH
-            && messages.iter().all(|m| {
-                m.request.is_none()
-                    && matches!(
-                        m.msg,
-                        Message::Delta(_)
-                            | Message::Transient(_)
-                            | Message::TransientPatch(_)
-                            | Message::Status(_)
-                            | Message::Processed(_)
-                    )
-            })
+        messages.iter().map(|m| m.len).sum::<usize>() <= INLINE_BYTES
     }
 }
 
@@ -710,7 +701,7 @@ mod tests {
                 request: Some(request),
             })
             .collect();
-        assert!(!Inbound::inline(&inbound), "answers are never applied inline");
+        assert!(Inbound::inline(&inbound), "a small answer is applied where it arrives");
         host.handle(inbound).expect("applied");
         let mut seen = Vec::new();
         let returned = host.carry_out(Writes::Returned, &mut |o| seen.push(o));
@@ -771,19 +762,20 @@ mod tests {
     }
 
     #[test]
-    fn nine_pushed_messages_or_any_answer_are_not_applied_inline() {
-        let status = |request| Inbound {
+    fn what_arrived_is_applied_inline_up_to_its_bytes() {
+        let status = |len| Inbound {
             msg: Message::Status(hoard_proto::wire::Status {
                 writable: true,
                 message: String::new(),
             }),
-            len: 4,
-            request,
+            len,
+            request: None,
         };
-        let eight: Vec<Inbound> = (0..INLINE_BATCH).map(|_| status(None)).collect();
-        assert!(Inbound::inline(&eight));
-        let nine: Vec<Inbound> = (0..=INLINE_BATCH).map(|_| status(None)).collect();
-        assert!(!Inbound::inline(&nine));
-        assert!(!Inbound::inline(&[status(Some(1))]));
+        let small: Vec<Inbound> = (0..64).map(|_| status(INLINE_BYTES / 64)).collect();
+        assert!(Inbound::inline(&small));
+        let one_more: Vec<Inbound> = (0..64).map(|_| status(INLINE_BYTES / 64)).chain([status(1)]).collect();
+        assert!(!Inbound::inline(&one_more), "a byte over the limit goes to a thread");
+        assert!(!Inbound::inline(&[status(INLINE_BYTES + 1)]));
+        assert!(Inbound::inline(&[]));
     }
 }

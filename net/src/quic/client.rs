@@ -1292,18 +1292,17 @@ fn push(inner: &Inner, p: Pending) {
     inner.changed.notify_one();
 }
 
-/// Carries out the sync's effects: cache writes first (a zone is written
-/// before it is announced), then what the game will see. On a blocking
-/// thread: whole shard writes sync.
+/// Carries out the sync's steps with every shard written before this
+/// returns: cache writes here, what the game and waiters are told handed
+/// to [`tell`].
 fn process_effects(inner: &Arc<Inner>) {
-    let deferred = process_effects_with(inner, Writes::Now);
+    let deferred = inner.host.carry_out(Writes::Now, &mut |outcome| tell(inner, outcome));
     debug_assert!(deferred.is_empty());
 }
 
-/// [`process_effects`], with whole shard writes done or returned as
-/// `writes` says ([`ClientHost::carry_out`]).
-fn process_effects_with(inner: &Arc<Inner>, writes: Writes) -> Vec<Arc<CachedShard>> {
-    inner.host.carry_out(writes, &mut |outcome| match outcome {
+/// Tells the game, the entry's waiters or the auditor what a step says.
+fn tell(inner: &Arc<Inner>, outcome: Outcome) {
+    match outcome {
         Outcome::Update(update) => push(inner, update),
         Outcome::Audit { zone, copies } => match tokio::runtime::Handle::try_current() {
             Ok(rt) => drop(rt.spawn(audit_copies(inner.clone(), zone, copies))),
@@ -1316,7 +1315,7 @@ fn process_effects_with(inner: &Arc<Inner>, writes: Writes) -> Vec<Arc<CachedSha
                 let _ = tx.send(Err(error.clone()));
             }
         }
-    })
+    }
 }
 
 async fn read_control(mut control: FrameReader, conn: Connection, inner: Arc<Inner>) {

@@ -8,9 +8,10 @@
 //! and applied by one task, a batch of what arrived together at a time: its
 //! messages apply in microseconds, and a hand-off per message between two
 //! tasks cost a process of many clients (the bots) two wake-ups per live
-//! delta. A few pushed messages (up to
-//! [`INLINE_BATCH`](hoard_client::host::INLINE_BATCH)) are applied on the
-//! task itself, only a whole write of a shard going to a thread. Either way
+//! delta. What arrived together is applied on the task itself when it is
+//! small ([`Inbound::inline`]: a warm answer, live deltas), only a whole
+//! write of a shard going to a thread, the game and the entry's waiters
+//! told once it is done. Either way
 //! a client that cannot keep up stops reading, and QUIC's flow control
 //! pushes back on the server, whose own bounded queue then ends the slow
 //! session.
@@ -21,9 +22,7 @@ use hoard_proto::wire::{Assembler, ErrorCode, Message};
 use quinn::{Connection, RecvStream};
 use tokio::sync::mpsc;
 
-use super::{
-    ClientError, Failure, Inner, Writes, fail_all, fail_closed, fail_with, flush, process_effects, process_effects_with,
-};
+use super::{ClientError, Failure, Inner, Writes, fail_all, fail_closed, fail_with, flush, process_effects, tell};
 use crate::quic::stream::{FrameReader, StreamError};
 use hoard_client::host::Inbound;
 
@@ -261,8 +260,11 @@ fn finish(inner: &Arc<Inner>, conn: &Connection, end: StreamEnd) {
 async fn apply(inner: &Arc<Inner>, messages: Vec<Inbound>) -> Result<(), Failure> {
     if Inbound::inline(&messages) {
         let result = inner.host.handle(messages).map_err(Failure::from);
-        // What was applied before a failure is still carried out.
-        let whole = process_effects_with(inner, Writes::Returned);
+        // What was applied before a failure is still carried out; whole
+        // writes on a thread, and nobody is told of them before they are
+        // done (a zone is written before it is announced).
+        let mut outcomes = Vec::new();
+        let whole = inner.host.carry_out(Writes::Returned, &mut |o| outcomes.push(o));
         if !whole.is_empty() {
             let writer = inner.clone();
             match tokio::task::spawn_blocking(move || writer.host.write_shards(whole)).await {
@@ -270,6 +272,9 @@ async fn apply(inner: &Arc<Inner>, messages: Vec<Inbound>) -> Result<(), Failure
                 Err(e) if e.is_cancelled() => return Err(Failure::Cancelled),
                 Err(e) => return Err(Failure::Other(e.to_string())),
             }
+        }
+        for outcome in outcomes {
+            tell(inner, outcome);
         }
         result?;
     } else {
