@@ -18,27 +18,24 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bevy_ecs::prelude::*;
 use hoard_client::host::{ApplyError, ClientHost, Inbound, Outcome, Writes};
 use hoard_client::wire::{Arrival, Wire, WireConnecting};
-use hoard_client::{SessionSettings, open_cache};
+use hoard_client::{IntentQueue, IntentSigning, SessionSettings, open_cache};
 use hoard_engine::lock::lock;
 use hoard_engine::{PublishRegistry, ServerIdentity, ShardId, ZoneId};
 use hoard_proto::client::{ClientError, ClientEvent, ClientUpdate};
 use hoard_proto::sync::client::EntryProgress;
-use hoard_proto::wire::{ErrorCode, Intent, Message, Welcome};
+use hoard_proto::wire::{ErrorCode, Message, Welcome};
 use hoard_world_cache::{CachedShard, WorldCache};
 
 use crate::client::{HoardConnection, HoardEvent, ZoneRequest};
 
-/// Intents waiting to be sent (for the session's nonce), at most; more is
-/// an error to the caller.
-pub const INTENT_QUEUE: usize = 256;
-
-/// How long a signed intent waits for its session's nonce.
-pub const NONCE_WAIT: Duration = Duration::from_secs(10);
+/// Signed intents held for the session's nonce, at most, and how long;
+/// hoard-client's rule ([`IntentQueue`]).
+pub use hoard_client::intents::{INTENT_QUEUE, NONCE_WAIT};
 
 /// Zone requests waiting for the connection's host, at most.
 pub const REQUESTS_WAITING: usize = 1024;
@@ -67,98 +64,27 @@ pub(crate) struct Link {
     pub(crate) perspective: String,
     pub(crate) zones: Vec<ZoneId>,
     pub(crate) world: ServerIdentity,
-    player_key: Option<hoard_proto::intent_sig::PlayerKey>,
-    token_binds_key: bool,
-    intents: Mutex<Intents>,
-}
-
-/// Intents' numbering, and signed ones waiting for the session's nonce.
-#[derive(Default)]
-struct Intents {
-    /// The seq given out last (the first is 1).
-    last: u32,
-    nonce: Option<[u8; 16]>,
-    /// Signed intents waiting for the nonce, and since when.
-    waiting: VecDeque<(u32, String, Vec<u8>)>,
-    since: Option<Instant>,
-    /// Why intents can no longer be sent, once that is so.
-    failed: Option<ClientError>,
+    intents: Mutex<IntentQueue>,
 }
 
 impl Link {
     /// Sends an encoded intent in order (see [`crate::Hoard::send_intent`]).
     pub(crate) fn send_intent(&self, kind: &str, payload: Vec<u8>) -> Result<u32, ClientError> {
-        let mut intents = lock(&self.intents);
-        if let Some(failed) = &intents.failed {
-            return Err(failed.clone());
-        }
-        let seq = intents.last + 1;
-        if self.player_key.is_none() {
-            if self.token_binds_key {
-                return Err(ClientError::Lost(
-                    "the token binds a player key: set the player key in the client's settings to sign intents".into(),
-                ));
-            }
-            self.wire.send(vec![intent(seq, kind, payload, Vec::new())])?;
-        } else {
-            if intents.waiting.len() >= INTENT_QUEUE {
-                return Err(ClientError::Lost(format!(
-                    "more than {INTENT_QUEUE} intents waiting for the session's nonce"
-                )));
-            }
-            intents.since.get_or_insert_with(Instant::now);
-            intents.waiting.push_back((seq, kind.to_owned(), payload));
-            self.send_signed(&mut intents)?;
-        }
-        intents.last = seq;
+        let (seq, ready) = lock(&self.intents).push(Instant::now(), kind, payload)?;
+        self.wire.send(ready)?;
         Ok(seq)
-    }
-
-    /// Signs and sends the intents waiting, once the nonce is known.
-    fn send_signed(&self, intents: &mut Intents) -> Result<(), ClientError> {
-        let (Some(nonce), Some(key)) = (intents.nonce, &self.player_key) else {
-            return Ok(());
-        };
-        let messages = intents
-            .waiting
-            .drain(..)
-            .map(|(seq, kind, payload)| {
-                let statement = hoard_proto::intent_sig::intent_statement(
-                    &self.world,
-                    &nonce,
-                    &self.perspective,
-                    seq,
-                    &kind,
-                    &payload,
-                );
-                intent(seq, &kind, payload, key.sign(&statement).to_vec())
-            })
-            .collect();
-        intents.since = None;
-        self.wire.send(messages)
     }
 
     /// Takes the session's nonce and sends what waited for it.
     fn nonce(&self, nonce: [u8; 16]) -> Result<(), ClientError> {
-        let mut intents = lock(&self.intents);
-        intents.nonce = Some(nonce);
-        self.send_signed(&mut intents)
+        let ready = lock(&self.intents).nonce(nonce);
+        self.wire.send(ready)
     }
 
     /// Fails the intents that waited for the nonce longer than
     /// [`NONCE_WAIT`]; returns the error once.
     fn nonce_overdue(&self) -> Option<ClientError> {
-        let mut intents = lock(&self.intents);
-        if intents.since.is_none_or(|since| since.elapsed() < NONCE_WAIT) {
-            return None;
-        }
-        let error = ClientError::Lost(
-            "the server gave no nonce to sign intents under (does it take world tokens binding a player key?)".into(),
-        );
-        intents.waiting.clear();
-        intents.since = None;
-        intents.failed = Some(error.clone());
-        Some(error)
+        lock(&self.intents).overdue(Instant::now())
     }
 
     /// The latest transient state of an entered zone.
@@ -175,15 +101,6 @@ impl Link {
             .map(|shards| shards.iter().map(|s| s.header.key.shard).collect())
             .unwrap_or_default()
     }
-}
-
-fn intent(seq: u32, kind: &str, payload: Vec<u8>, signature: Vec<u8>) -> Message {
-    Message::Intent(Intent {
-        seq,
-        kind: kind.to_owned(),
-        payload,
-        signature,
-    })
 }
 
 /// A job for the worker thread.
@@ -664,9 +581,11 @@ impl Driver {
             perspective: welcome.perspective.clone(),
             zones: welcome.zones.clone(),
             world: ServerIdentity(welcome.server),
-            player_key: self.settings.player_key.clone(),
-            token_binds_key: hoard_proto::world_token::bound_key(&self.settings.token).is_some(),
-            intents: Mutex::new(Intents::default()),
+            intents: Mutex::new(IntentQueue::new(IntentSigning::new(
+                &self.settings,
+                ServerIdentity(welcome.server),
+                &welcome.perspective,
+            ))),
         });
         self.link = Some(link.clone());
         // A token naming no player: the first zone is entered now.

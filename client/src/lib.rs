@@ -10,9 +10,11 @@
 //! the two drivers hoard ships.
 
 pub mod host;
+pub mod intents;
 pub mod settings;
 pub mod wire;
 
 pub use host::{ApplyError, CachedZone, ClientHost, HostConfig, Inbound, Outcome, Writes, open_cache};
+pub use intents::{IntentQueue, IntentSigning};
 pub use settings::SessionSettings;
 pub use wire::{Arrival, Wire, WireConnecting, WireTransport};

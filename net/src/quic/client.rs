@@ -218,10 +218,8 @@ pub struct HoardClient {
     zones: Vec<ZoneId>,
     /// The seq of the last intent given out (the first is 1).
     next_intent: std::sync::atomic::AtomicU32,
-    /// The key intents are signed with, if the token binds one.
-    player_key: Option<hoard_proto::intent_sig::PlayerKey>,
-    /// Whether the token binds a player key (its intents must be signed).
-    token_binds_key: bool,
+    /// How intents are signed (hoard-client's rule).
+    signing: hoard_client::IntentSigning,
     /// The world's signed token keys, if `Welcome` brought them.
     token_keys: Option<hoard_proto::wire::SignedTokenKeys>,
     early_data: Option<bool>,
@@ -241,8 +239,8 @@ pub(crate) fn connect_err(addr: SocketAddr, e: impl std::fmt::Display) -> Client
     }
 }
 
-/// How long a signed intent waits for its session's nonce.
-pub const NONCE_WAIT: Duration = Duration::from_secs(10);
+/// How long a signed intent waits for its session's nonce (hoard-client's rule).
+pub use hoard_client::intents::NONCE_WAIT;
 
 /// How long a client that failed to read or write waits for the
 /// connection's close, to learn the server's reason.
@@ -827,8 +825,11 @@ impl HoardClient {
         (identity, early_data): (ServerIdentity, Option<bool>),
         (welcome, options): (hoard_proto::wire::Welcome, &ClientOptions),
     ) -> HoardClient {
-        let player_key = options.player_key.clone();
-        let token_binds_key = hoard_proto::world_token::bound_key(&options.token).is_some();
+        let signing = hoard_client::IntentSigning::new(
+            &options.settings(),
+            ServerIdentity(welcome.server),
+            &welcome.perspective,
+        );
         let client = HoardClient {
             conn: conn.clone(),
             inner: inner.clone(),
@@ -837,8 +838,7 @@ impl HoardClient {
             perspective: welcome.perspective,
             zones: welcome.zones,
             next_intent: std::sync::atomic::AtomicU32::new(0),
-            player_key,
-            token_binds_key,
+            signing,
             token_keys: welcome.token_keys,
             early_data,
             world: ServerIdentity(welcome.server),
@@ -1074,27 +1074,13 @@ impl HoardClient {
     /// must then be sent in seq order, each once (the server ends a session
     /// whose intents skip, repeat or go back).
     pub async fn send_encoded_intent(&self, seq: u32, kind: &str, payload: Vec<u8>) -> Result<(), ClientError> {
-        let signature = match &self.player_key {
-            None if self.token_binds_key => {
-                return Err(ClientError::Lost(
-                    "the token binds a player key: set ClientOptions::player_key to sign intents with it".into(),
-                ));
-            }
-            None => Vec::new(),
-            Some(key) => {
-                let nonce = self.intent_nonce().await?;
-                let statement = hoard_proto::intent_sig::intent_statement(
-                    &self.world,
-                    &nonce,
-                    &self.perspective,
-                    seq,
-                    kind,
-                    &payload,
-                );
-                key.sign(&statement).to_vec()
-            }
+        let nonce = if self.signing.signs()? {
+            self.intent_nonce().await?
+        } else {
+            [0; 16]
         };
-        self.send_signed_intent(seq, kind, payload, signature).await
+        self.send_all(vec![self.signing.intent(&nonce, seq, kind, payload)])
+            .await
     }
 
     /// Sends an intent with a signature made elsewhere (a relay passing on
@@ -1121,10 +1107,7 @@ impl HoardClient {
         let mut rx = self.inner.intent_nonce.subscribe();
         match tokio::time::timeout(NONCE_WAIT, rx.wait_for(Option::is_some)).await {
             Ok(Ok(nonce)) => Ok(nonce.unwrap_or_default()),
-            _ => Err(ClientError::Lost(
-                "the server gave no nonce to sign intents under (does it take world tokens binding a player key?)"
-                    .into(),
-            )),
+            _ => Err(hoard_client::intents::nonce_missing()),
         }
     }
 
