@@ -47,9 +47,8 @@ const BACKLOG: usize = 256;
 
 /// What arrived is applied in the frame when its frames total at most
 /// this (a warm entry's answer, live deltas: well under a millisecond of
-/// hashing); more goes to the worker. The rule is hoard-client's, shared
-/// by every driver ([`Inbound::inline`]).
-pub use hoard_client::host::INLINE_BYTES;
+/// hashing); more goes to the worker.
+pub const INLINE_BYTES: usize = 64 * 1024;
 
 /// Jobs queued for the worker, at most; a frame that would queue more
 /// waits for it.
@@ -712,7 +711,8 @@ impl Driver {
         let host = self.host()?;
         let wire = self.wire()?.clone();
         while self.worker.running == 0 && !self.backlog.is_empty() {
-            if Inbound::inline(self.backlog.make_contiguous()) {
+            let bytes: usize = self.backlog.iter().map(|m| m.len).sum();
+            if bytes <= INLINE_BYTES {
                 let batch: Vec<Inbound> = self.backlog.drain(..).collect();
                 let result = host.handle(batch);
                 // What was applied before a failure is still carried out.

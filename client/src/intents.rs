@@ -61,7 +61,8 @@ impl IntentSigning {
         match (&self.key, self.token_binds_key) {
             (Some(_), _) => Ok(true),
             (None, true) => Err(ClientError::Lost(
-                "the token binds a player key: give the client the player's key to sign intents with it".into(),
+                "the token binds a player key: give the client the player's key (its settings' player_key) to sign intents with it"
+                    .into(),
             )),
             (None, false) => Ok(false),
         }

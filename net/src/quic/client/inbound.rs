@@ -9,9 +9,9 @@
 //! messages apply in microseconds, and a hand-off per message between two
 //! tasks cost a process of many clients (the bots) two wake-ups per live
 //! delta. What arrived together is applied on the task itself when it is
-//! small ([`Inbound::inline`]: a warm answer, live deltas), only a whole
-//! write of a shard going to a thread, the game and the entry's waiters
-//! told once it is done. Either way
+//! a few small messages ([`Inbound::inline`]: live deltas, a warm answer),
+//! only a whole write of a shard going to a thread, the game and the
+//! entry's waiters told once it is done. Either way
 //! a client that cannot keep up stops reading, and QUIC's flow control
 //! pushes back on the server, whose own bounded queue then ends the slow
 //! session.
