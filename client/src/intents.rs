@@ -252,6 +252,21 @@ mod tests {
     }
 
     #[test]
+    fn a_token_binding_a_key_the_client_lacks_sends_no_intent() {
+        let world = ServerIdentity([1; 32]);
+        let player = PlayerKey::generate();
+        let token = hoard_proto::world_token::TokenSigningKey::generate()
+            .mint(&world, "ann", 4_000_000_000, Some(&player.public()))
+            .expect("token");
+        let mut settings = settings(None);
+        settings.token = token;
+        let mut queue = IntentQueue::new(IntentSigning::new(&settings, world, "ann"));
+        let refused = queue.push(Instant::now(), "walk", Vec::new()).expect_err("refused");
+        assert!(refused.to_string().contains("player_key"), "{refused}");
+        assert!(queue.nonce([1; 16]).is_empty(), "and nothing goes once the nonce comes");
+    }
+
+    #[test]
     fn intents_waiting_too_long_or_too_many_fail() {
         let signer = IntentSigning::new(&settings(Some(PlayerKey::generate())), ServerIdentity([1; 32]), "ann");
         let mut queue = IntentQueue::new(signer);
