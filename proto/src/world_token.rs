@@ -190,7 +190,8 @@ impl TokenSigningKey {
     }
 
     /// Mints a token for `player` of `world`, valid until `expiry` (Unix
-    /// seconds), binding `player_key` (the player's intent key) if given.
+    /// seconds; a later one than RFC 3339 can write, 9999-12-31T23:59:59Z,
+    /// is that), binding `player_key` (the player's intent key) if given.
     pub fn mint(
         &self,
         world: &ServerIdentity,
@@ -199,7 +200,7 @@ impl TokenSigningKey {
         player_key: Option<&[u8; 32]>,
     ) -> Result<String, hoard_engine::ids::NameError> {
         validate_name(player)?;
-        let exp = chrono::DateTime::from_timestamp(expiry, 0)
+        let exp = chrono::DateTime::from_timestamp(expiry.min(LAST_RFC3339_SECOND), 0)
             .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC)
             .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         let mut claims = serde_json::json!({
@@ -221,6 +222,10 @@ impl TokenSigningKey {
         .unwrap_or_default())
     }
 }
+
+/// 9999-12-31T23:59:59Z: the last time RFC 3339 (four-digit years) can
+/// write, so the latest expiry a token can carry.
+const LAST_RFC3339_SECOND: i64 = 253_402_300_799;
 
 fn unreachable_key() -> AsymmetricSecretKey<V4> {
     // `from` accepts any 64 bytes; this is never reached.
@@ -431,6 +436,11 @@ mod tests {
             keys.verify(&token, 2_000),
             Err(WorldTokenError::Expired { expiry: 2_000 })
         );
+        // An expiry past what RFC 3339 writes is its last second, not a
+        // token no server can read.
+        let forever = signing.mint(&world(), "ann", i64::MAX, Some(&[9; 32])).expect("mint");
+        assert_eq!(keys.verify(&forever, 0).expect("verifies").expiry, LAST_RFC3339_SECOND);
+        assert_eq!(bound_key(&forever), Some([9; 32]));
         let unbound = signing.mint(&world(), "bob", 2_000, None).expect("mint");
         assert_eq!(keys.verify(&unbound, 0).expect("verifies").player_key, None);
     }
