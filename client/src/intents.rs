@@ -27,8 +27,9 @@ pub const INTENT_QUEUE: usize = 256;
 /// (a server that does not take tokens binding a key sends none).
 pub const NONCE_WAIT: Duration = Duration::from_secs(10);
 
-/// Why signed intents cannot go: the server gave no nonce.
-fn no_nonce() -> ClientError {
+/// Why signed intents cannot go: the server gave no nonce within
+/// [`NONCE_WAIT`] (also for a driver that waits for it itself).
+pub fn nonce_missing() -> ClientError {
     ClientError::Lost(
         "the server gave no nonce to sign intents under (does it take world tokens binding a player key?)".into(),
     )
@@ -160,7 +161,7 @@ impl IntentQueue {
         if now.saturating_duration_since(since) < NONCE_WAIT {
             return None;
         }
-        let error = no_nonce();
+        let error = nonce_missing();
         self.waiting.clear();
         self.since = None;
         self.failed = Some(error.clone());
@@ -179,12 +180,6 @@ impl IntentQueue {
             .map(|(seq, kind, payload)| signer.intent(&nonce, seq, &kind, payload))
             .collect()
     }
-}
-
-/// The error for signed intents when the server gave no nonce within
-/// [`NONCE_WAIT`] (for a driver that waits for it itself).
-pub fn nonce_missing() -> ClientError {
-    no_nonce()
 }
 
 #[cfg(test)]

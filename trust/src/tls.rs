@@ -321,7 +321,7 @@ impl PinnedVerifier {
 
     /// The identity the server presented, once the handshake got that far.
     pub fn seen(&self) -> Option<ServerIdentity> {
-        self.seen.lock().ok().and_then(|s| *s)
+        *lock(&self.seen)
     }
 
     /// From now on, requires `identity` (after a first contact trusted it).
@@ -340,9 +340,7 @@ impl ServerCertVerifier for PinnedVerifier {
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         let identity = identity_of(end_entity).map_err(rustls::Error::General)?;
-        if let Ok(mut seen) = self.seen.lock() {
-            *seen = Some(identity);
-        }
+        *lock(&self.seen) = Some(identity);
         let pinned = *lock(&self.pinned);
         match pinned {
             Some(pinned) if pinned != identity => {
