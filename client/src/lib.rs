@@ -5,13 +5,16 @@
 //! work it asks for (cache reads for an entry, applying what arrived, cache
 //! writes before the game sees anything, audits, journal folds); a
 //! [`wire::Wire`] is what a transport implements to carry its messages.
-//! hoard-net's async QUIC client and hoard-bevy's client plugin (whose
-//! systems drive the host each frame over any [`wire::WireTransport`]) are
-//! the two drivers hoard ships.
+//! hoard ships two drivers of it: `tasks` (feature `tokio`), tokio tasks
+//! behind an async API over any control link, which hoard-net's QUIC
+//! client runs on; and hoard-bevy's client plugin, whose systems drive the
+//! host each frame over any [`wire::WireTransport`].
 
 pub mod host;
 pub mod intents;
 pub mod settings;
+#[cfg(feature = "tokio")]
+pub mod tasks;
 pub mod wire;
 
 pub use host::{ApplyError, CachedZone, ClientHost, HostConfig, Inbound, Outcome, Writes, open_cache};

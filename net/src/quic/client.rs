@@ -1,31 +1,30 @@
-//! The QUIC client: connects (pinning the server identity), says hello, and
-//! carries out proto's
-//! [`ClientSession`](hoard_proto::sync::session::ClientSession) — the bytes
-//! of its messages, its timers, its cache writes (journals, whole copies,
-//! audits) and its entries' waiters — handing verified zones and live deltas
-//! to the game as [`ClientUpdate`]s ([`HoardClient::take_updates`]); turning
-//! them into entities is the client plugin's job (`hoard-bevy`'s
-//! `Materialiser`).
+//! The QUIC client: connects (pinning the server identity, resuming a TLS
+//! session for 0-RTT where it can), says hello, reads `Welcome`, and then
+//! only moves bytes for hoard-client's async driver
+//! ([`hoard_client::tasks`]): the driver's messages onto the control
+//! stream ([`QuicLink`]), the server's streams' whole messages into the
+//! driver (`inbound`). What the game calls — entering zones, intents,
+//! [`AsyncClient::take_updates`] — is the driver's, reached through
+//! [`HoardClient`]; turning updates into entities is the client plugin's
+//! job (`hoard-bevy`'s `Materialiser`).
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hoard_client::SessionSettings;
-use hoard_client::host::{ClientHost, Inbound, Locked, Outcome, Writes};
-use hoard_engine::lock::lock;
-use hoard_engine::{ObjectId, PublishRegistry, ServerIdentity, ShardId, ZoneId};
-use hoard_world_cache::{CachedObject, CachedShard, WorldCache};
+use hoard_client::host::Inbound;
+use hoard_client::tasks::{AsyncClient, ControlLink, SessionTasks};
+use hoard_engine::{PublishRegistry, ServerIdentity, ZoneId};
+use hoard_world_cache::WorldCache;
 pub use quinn::Endpoint;
 use quinn::{Connection, SendStream};
-use serde::Serialize;
-use tokio::sync::{Mutex as AsyncMutex, oneshot};
+use tokio::sync::Mutex as AsyncMutex;
 
 use super::stream::{FrameReader, write_message};
 use hoard_proto::sync::client::EntryStats;
-use hoard_proto::wire::{Intent, MAX_CONTROL_FRAME, Message};
+use hoard_proto::wire::{MAX_CONTROL_FRAME, Message, Welcome};
 use hoard_trust::tls::{KnownServers, SERVER_NAME};
 
 pub(crate) mod inbound;
@@ -74,7 +73,7 @@ pub struct ClientOptions {
     pub player_key: Option<hoard_proto::intent_sig::PlayerKey>,
     /// Ask for the world's signed token keys in `Welcome` (a relay does,
     /// to check its players' world tokens): see
-    /// [`HoardClient::token_keys`].
+    /// [`AsyncClient::token_keys`].
     pub token_keys: bool,
 }
 
@@ -150,87 +149,9 @@ impl ClientOptions {
     }
 }
 
-/// Longest a zone entry may take before [`HoardClient::enter_zone`] gives up
-/// (a 100,000-object cold entry takes a few seconds on a slow link); the
-/// sync's own timer ([`hoard_proto::sync::client::ENTRY_TIMEOUT_SECS`]).
-pub const ENTRY_TIMEOUT: Duration = Duration::from_secs(hoard_proto::sync::client::ENTRY_TIMEOUT_SECS as u64);
-
 pub use hoard_client::host::{CACHE_BUDGET_BYTES, CACHE_MAX_AGE};
-
-/// What a `hoard://` URL names ([`HoardClient::resolve`]).
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub enum Resolved {
-    /// A zone: its shards this player may see.
-    Zone(Vec<Arc<CachedShard>>),
-    /// A shard, whole.
-    Shard(Arc<CachedShard>),
-    /// An object of a shard, or `None` if the shard does not hold it now
-    /// (it left, or never was there).
-    Object(Option<CachedObject>),
-}
-
+pub use hoard_client::tasks::{ENTRY_TIMEOUT, PendingEntry, Resolved};
 pub use hoard_proto::client::{ClientError, ClientEvent, ClientUpdate};
-
-type Pending = ClientUpdate;
-
-/// What the QUIC driver keeps under the connection's one lock, beside the
-/// sans-IO session ([`ClientHost::lock`], quinn's pattern). Held only for
-/// short, non-blocking steps: never across an await, a cache write or a
-/// send.
-#[derive(Default)]
-struct Driver {
-    /// Callers waiting for each zone entry in flight (a second `enter_zone`
-    /// of a zone joins the first instead of replacing it).
-    waiting: HashMap<ZoneId, Vec<EntryWaiter>>,
-    /// While a 0-RTT handshake is under way: what was sent as early data,
-    /// to send again if the server refuses it (bounded: a client sends only
-    /// `EnterZone` before its handshake completes).
-    early_log: Option<Vec<Message>>,
-}
-
-/// What a connection's tasks share: its host (the session and the
-/// [`Driver`] state under one lock), the game-facing queue under its own
-/// (the game takes it every frame and must never wait behind the network),
-/// and the control stream's writer.
-struct Inner {
-    /// The nonce the server gave for signing intents, once it came.
-    intent_nonce: tokio::sync::watch::Sender<Option<[u8; 16]>>,
-    /// The session, the cache and this driver's own state.
-    host: ClientHost<Driver>,
-    pending: Mutex<Vec<Pending>>,
-    /// Signalled whenever something is pending for [`HoardClient::take_updates`].
-    changed: tokio::sync::Notify,
-    /// Signalled when an entry starts, so the timer task re-reads the sync's
-    /// next timeout.
-    timer: tokio::sync::Notify,
-    /// The control stream, shared with the background readers (they send repairs).
-    control: AsyncMutex<SendStream>,
-}
-
-/// A connected client.
-pub struct HoardClient {
-    conn: Connection,
-    inner: Arc<Inner>,
-    registry: PublishRegistry,
-    identity: ServerIdentity,
-    perspective: String,
-    zones: Vec<ZoneId>,
-    /// The seq of the last intent given out (the first is 1).
-    next_intent: std::sync::atomic::AtomicU32,
-    /// How intents are signed (hoard-client's rule).
-    signing: hoard_client::IntentSigning,
-    /// The world's signed token keys, if `Welcome` brought them.
-    token_keys: Option<hoard_proto::wire::SignedTokenKeys>,
-    early_data: Option<bool>,
-    /// The world's identity (the cache namespace) and key, from `Welcome`.
-    world: ServerIdentity,
-    world_key: Vec<u8>,
-    endpoint: Endpoint,
-    /// Whether `endpoint` is this client's alone (it then waits for it to
-    /// go idle on closing).
-    own_endpoint: bool,
-}
 
 pub(crate) fn connect_err(addr: SocketAddr, e: impl std::fmt::Display) -> ClientError {
     ClientError::Connect {
@@ -271,16 +192,6 @@ pub(crate) fn refusal_of(closed: &quinn::ConnectionError) -> Option<ClientError>
     }
 }
 
-/// Ends the session of a connection that has closed: with the server's
-/// reason when it closed it (a newer session of the player, a slow
-/// consumer, a failing server), else as lost with `lost`.
-fn fail_closed(inner: &Arc<Inner>, conn: &Connection, lost: &str) {
-    match conn.close_reason().as_ref().and_then(refusal_of) {
-        Some(error) => fail_with(inner, &error.to_string(), error),
-        None => fail_all(inner, lost),
-    }
-}
-
 /// Why signing in failed after `failure` (a write or read of the control
 /// stream): the server's `Error` frame on `recv` if it sent one, else its
 /// close reason, else `failure` itself.
@@ -312,45 +223,15 @@ pub fn client_endpoint(server: SocketAddr) -> std::io::Result<Endpoint> {
     Endpoint::new(quinn::EndpointConfig::default(), None, socket, runtime)
 }
 
-/// A zone entry started by [`HoardClient::connect_and_enter`].
-#[derive(Debug)]
-pub struct PendingEntry(oneshot::Receiver<Result<EntryStats, ClientError>>);
-
-impl PendingEntry {
-    /// Waits until the zone is verified and written (or the entry failed).
-    pub async fn wait(self) -> Result<EntryStats, ClientError> {
-        self.0
-            .await
-            .map_err(|_| ClientError::Lost("the connection closed during zone entry".into()))?
-    }
-}
-
-/// Registers a caller waiting for the entry of `zone`; also says whether an
-/// entry of it was already in flight (the caller then joins it).
-fn wait_for_entry(
-    inner: &Inner,
-    zone: &ZoneId,
-) -> Result<(oneshot::Receiver<Result<EntryStats, ClientError>>, bool), ClientError> {
-    let (tx, rx) = oneshot::channel();
-    let mut state = inner.state();
-    let waiters = state.driver.waiting.entry(zone.clone()).or_default();
-    waiters.push(tx);
-    Ok((rx, waiters.len() > 1))
-}
-
 /// A connection whose `Hello` is sent: after its handshake, or — a
 /// resumed session — as 0-RTT data with the handshake still under way.
 struct Opened {
-    conn: Connection,
-    endpoint: Endpoint,
-    own_endpoint: bool,
+    /// The connection (its `early`: the handshake of a 0-RTT connection,
+    /// still under way).
+    dialed: Dialed,
     cache: WorldCache,
-    identity: ServerIdentity,
     send: SendStream,
     recv: quinn::RecvStream,
-    /// Resolves when the handshake of a 0-RTT connection completes: `true`
-    /// if the server took the early data, `false` if it must be sent again.
-    early: Option<quinn::ZeroRttAccepted>,
     /// Once settled: whether early data was sent and taken (`None`: a full
     /// handshake).
     early_data: Option<bool>,
@@ -371,24 +252,16 @@ impl Opened {
         let cache = tokio::task::spawn_blocking(move || hoard_client::open_cache(&cache_dir, files))
             .await
             .map_err(|e| ClientError::Cache(e.to_string()))??;
-        let Dialed {
-            conn,
-            endpoint,
-            own_endpoint,
-            identity,
-            early,
-        } = Dialed::dial(options).await?;
+        let mut dialed = Dialed::dial(options).await?;
         let hello = Message::Hello(options.settings().hello(registry.hash()));
-        let (send, recv, early, early_data) = say_hello(&conn, addr, identity, early, &hello).await?;
+        let (send, recv, early, early_data) =
+            say_hello(&dialed.conn, addr, dialed.identity, dialed.early.take(), &hello).await?;
+        dialed.early = early;
         Ok(Opened {
-            conn,
-            endpoint,
-            own_endpoint,
+            dialed,
             cache,
-            identity,
             send,
             recv,
-            early,
             early_data,
             hello,
         })
@@ -515,15 +388,15 @@ impl Opened {
     /// Waits for a 0-RTT connection's handshake; if the server refused the
     /// early data, sends `Hello` again on a new control stream.
     async fn settle(mut self, addr: SocketAddr) -> Result<Opened, ClientError> {
-        let Some(accepted) = self.early.take() else {
+        let Some(accepted) = self.dialed.early.take() else {
             return Ok(self);
         };
         let taken = accepted.await;
-        check_resumed_identity(&self.conn, addr, self.identity)?;
+        check_resumed_identity(&self.dialed.conn, addr, self.dialed.identity)?;
         self.early_data = Some(taken);
         if !taken {
             tracing::info!(%addr, "the server refused the 0-RTT data; saying hello again");
-            let (mut send, recv) = self.conn.open_bi().await.map_err(|e| connect_err(addr, e))?;
+            let (mut send, recv) = self.dialed.conn.open_bi().await.map_err(|e| connect_err(addr, e))?;
             write_message(&mut send, &self.hello)
                 .await
                 .map_err(|e| connect_err(addr, e))?;
@@ -548,33 +421,6 @@ pub(crate) fn check_resumed_identity(
         )),
         None => Err(connect_err(addr, "the server presented no certificate")),
     }
-}
-
-/// Ends a pipelined connection's 0-RTT phase once its handshake completes:
-/// if the server refused the early data, a new control stream carries
-/// `Hello` and everything sent early again (the old stream is gone with the
-/// early data). Returns the control stream to read `Welcome` from.
-async fn finish_early(
-    inner: &Inner,
-    conn: &Connection,
-    addr: SocketAddr,
-    accepted: quinn::ZeroRttAccepted,
-    identity: ServerIdentity,
-    hello: &Message,
-    recv: quinn::RecvStream,
-) -> Result<(quinn::RecvStream, bool), ClientError> {
-    let taken = accepted.await;
-    check_resumed_identity(conn, addr, identity)?;
-    // Under the control stream's lock, so nothing is sent between taking
-    // the log and replacing the stream.
-    let mut control = inner.control.lock().await;
-    let sent_early = inner.state().driver.early_log.take().unwrap_or_default();
-    if taken {
-        return Ok((recv, true));
-    }
-    let (send, recv) = send_again(conn, addr, hello, &sent_early).await?;
-    *control = send;
-    Ok((recv, false))
 }
 
 /// After the server refused a connection's early data: a new control
@@ -615,48 +461,145 @@ async fn read_welcome(
     }
 }
 
-impl Inner {
-    /// The shared state of a client about to talk as `perspective`.
-    fn new(
-        cache: WorldCache,
-        send: SendStream,
-        identity: ServerIdentity,
-        options: &ClientOptions,
-        registry: &PublishRegistry,
-        perspective: &str,
-        early: bool,
-    ) -> Arc<Inner> {
-        let config = options.settings().host_config(identity, perspective, registry.hash());
-        let driver = Driver {
-            waiting: HashMap::new(),
-            early_log: early.then(Vec::new),
-        };
-        Arc::new(Inner {
-            intent_nonce: tokio::sync::watch::Sender::new(None),
-            host: ClientHost::new(cache, config, driver),
-            pending: Mutex::new(Vec::new()),
-            changed: tokio::sync::Notify::new(),
-            timer: tokio::sync::Notify::new(),
-            control: AsyncMutex::new(send),
+/// The control stream's writing side, with what went out as early data.
+struct ControlSend {
+    stream: SendStream,
+    /// While a 0-RTT handshake is under way: what was sent as early data,
+    /// to send again if the server refuses it (bounded: a client sends only
+    /// `EnterZone` before its handshake completes).
+    early_log: Option<Vec<Message>>,
+}
+
+/// A QUIC connection as the async driver's [`ControlLink`]: writes its
+/// messages on the control stream (kept, while a 0-RTT handshake is under
+/// way, to send again should the server refuse the early data).
+pub struct QuicLink {
+    conn: Connection,
+    control: AsyncMutex<ControlSend>,
+}
+
+impl QuicLink {
+    fn new(conn: Connection, stream: SendStream, early: bool) -> QuicLink {
+        QuicLink {
+            conn,
+            control: AsyncMutex::new(ControlSend {
+                stream,
+                early_log: early.then(Vec::new),
+            }),
+        }
+    }
+
+    /// The QUIC connection.
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+impl ControlLink for QuicLink {
+    async fn send(&self, messages: Vec<Message>) -> Result<(), ClientError> {
+        let mut control = self.control.lock().await;
+        let control = &mut *control;
+        let early = control
+            .early_log
+            .as_mut()
+            .map(|log| log.extend(messages.iter().cloned()))
+            .is_some();
+        for m in messages {
+            if let Err(e) = write_message(&mut control.stream, &m).await {
+                if early {
+                    tracing::debug!(error = %e, "early data refused; it is sent again after the handshake");
+                    break;
+                }
+                return Err(ClientError::Lost(e.to_string()));
+            }
+        }
+        Ok(())
+    }
+
+    fn refusal(&self) -> Option<ClientError> {
+        self.conn.close_reason().as_ref().and_then(refusal_of)
+    }
+
+    fn close(&self, code: u32, reason: &str) {
+        self.conn.close(quinn::VarInt::from_u32(code), reason.as_bytes());
+    }
+
+    async fn closed(&self) {
+        self.conn.closed().await;
+    }
+}
+
+/// Ends a pipelined connection's 0-RTT phase once its handshake completes:
+/// if the server refused the early data, a new control stream carries
+/// `Hello` and everything sent early again (the old stream is gone with the
+/// early data). Returns the control stream to read `Welcome` from.
+async fn finish_early(
+    link: &QuicLink,
+    addr: SocketAddr,
+    accepted: quinn::ZeroRttAccepted,
+    identity: ServerIdentity,
+    hello: &Message,
+    recv: quinn::RecvStream,
+) -> Result<(quinn::RecvStream, bool), ClientError> {
+    let taken = accepted.await;
+    check_resumed_identity(&link.conn, addr, identity)?;
+    // Under the control stream's lock, so nothing is sent between taking
+    // the log and replacing the stream.
+    let mut control = link.control.lock().await;
+    let sent_early = control.early_log.take().unwrap_or_default();
+    if taken {
+        return Ok((recv, true));
+    }
+    let (send, recv) = send_again(&link.conn, addr, hello, &sent_early).await?;
+    control.stream = send;
+    Ok((recv, false))
+}
+
+/// The session's shared state for a client about to talk as `perspective`.
+fn session_tasks(
+    dialed: &Dialed,
+    cache: WorldCache,
+    send: SendStream,
+    options: &ClientOptions,
+    registry: &PublishRegistry,
+    perspective: &str,
+) -> Arc<SessionTasks<QuicLink>> {
+    let config = options
+        .settings()
+        .host_config(dialed.identity, perspective, registry.hash());
+    let link = QuicLink::new(dialed.conn.clone(), send, dialed.early.is_some());
+    SessionTasks::new(cache, config, link)
+}
+
+/// Checks `Welcome` names the world the cache is keyed by and, when shards
+/// are checked against signed heads, takes the world's key from it.
+fn accept_welcome(tasks: &SessionTasks<QuicLink>, welcome: &Welcome, addr: SocketAddr) -> Result<(), ClientError> {
+    tasks
+        .accept_welcome(welcome, |world, key| {
+            hoard_trust::heads::KeyVerifier::new(world, key)
+                .map(|k| Box::new(k) as Box<dyn hoard_proto::proof::HeadVerifier>)
+                .map_err(|e| e.to_string())
         })
-    }
+        .map_err(|e| connect_err(addr, e))
+}
 
-    /// The connection's state, locked (see [`Driver`]).
-    fn state(&self) -> std::sync::MutexGuard<'_, Locked<Driver>> {
-        self.host.lock()
-    }
+/// A connected client: hoard-client's [`AsyncClient`] (entering zones,
+/// intents, updates — reached through `Deref`) over a QUIC connection.
+pub struct HoardClient {
+    client: AsyncClient<QuicLink>,
+    identity: ServerIdentity,
+    early_data: Option<bool>,
+    endpoint: Endpoint,
+    /// Whether `endpoint` is this client's alone (it then waits for it to
+    /// go idle on closing).
+    own_endpoint: bool,
+}
 
-    /// Checks `Welcome` names the world this client keys its cache by, and,
-    /// when shards are checked against signed heads, takes the world's key
-    /// from it.
-    fn accept_welcome(&self, welcome: &hoard_proto::wire::Welcome, addr: SocketAddr) -> Result<(), ClientError> {
-        self.host
-            .accept_welcome(welcome, |world, key| {
-                hoard_trust::heads::KeyVerifier::new(world, key)
-                    .map(|k| Box::new(k) as Box<dyn hoard_proto::proof::HeadVerifier>)
-                    .map_err(|e| e.to_string())
-            })
-            .map_err(|e| connect_err(addr, e))
+impl std::ops::Deref for HoardClient {
+    type Target = AsyncClient<QuicLink>;
+
+    fn deref(&self) -> &AsyncClient<QuicLink> {
+        &self.client
     }
 }
 
@@ -664,28 +607,21 @@ impl HoardClient {
     /// Connects, pins the server identity, and completes the handshake
     /// (`Hello` → `Welcome`).
     pub async fn connect(options: ClientOptions, registry: PublishRegistry) -> Result<HoardClient, ClientError> {
-        let opened = Opened::open(&options, &registry).await?.settle(options.server).await?;
         let addr = options.server;
-        let mut control = FrameReader::new(opened.recv, MAX_CONTROL_FRAME);
-        let welcome = read_welcome(&mut control, &opened.conn, addr).await?;
-        let inner = Inner::new(
-            opened.cache,
-            opened.send,
-            opened.identity,
-            &options,
-            &registry,
-            &welcome.perspective,
-            false,
-        );
-        inner.accept_welcome(&welcome, addr)?;
+        let Opened {
+            dialed,
+            cache,
+            send,
+            recv,
+            early_data,
+            ..
+        } = Opened::open(&options, &registry).await?.settle(addr).await?;
+        let mut control = FrameReader::new(recv, MAX_CONTROL_FRAME);
+        let welcome = read_welcome(&mut control, &dialed.conn, addr).await?;
+        let tasks = session_tasks(&dialed, cache, send, &options, &registry, &welcome.perspective);
+        accept_welcome(&tasks, &welcome, addr)?;
         Ok(HoardClient::start(
-            inner,
-            opened.conn,
-            (opened.endpoint, opened.own_endpoint),
-            control,
-            registry,
-            (opened.identity, opened.early_data),
-            (welcome, &options),
+            tasks, dialed, early_data, control, registry, welcome, &options,
         ))
     }
 
@@ -701,7 +637,7 @@ impl HoardClient {
     /// that names no player (an unknown form) is connected and entered in
     /// two steps instead. Returns once `Welcome` is read, with the entry in
     /// flight: [`PendingEntry::wait`] returns once the zone is verified and
-    /// written, as [`HoardClient::enter_zone`] does.
+    /// written, as [`AsyncClient::enter_zone`] does.
     pub async fn connect_and_enter(
         options: ClientOptions,
         registry: PublishRegistry,
@@ -709,55 +645,39 @@ impl HoardClient {
     ) -> Result<(HoardClient, PendingEntry), ClientError> {
         let Some(guess) = hoard_proto::auth::named_player(&options.token) else {
             let client = HoardClient::connect(options, registry).await?;
-            let (tx, rx) = oneshot::channel();
-            let _ = tx.send(client.enter_zone(zone).await);
-            return Ok((client, PendingEntry(rx)));
+            let entered = client.enter_zone(zone).await;
+            return Ok((client, PendingEntry::ended(entered)));
         };
-        let opened = Opened::open(&options, &registry).await?;
         let addr = options.server;
-        let early = opened.early.is_some();
-        let inner = Inner::new(
-            opened.cache,
-            opened.send,
-            opened.identity,
-            &options,
-            &registry,
-            &guess,
-            early,
-        );
-        inner.state().session.show(zone);
-        let (rx, _) = wait_for_entry(&inner, zone)?;
+        let Opened {
+            mut dialed,
+            cache,
+            send,
+            recv,
+            early_data,
+            hello,
+        } = Opened::open(&options, &registry).await?;
+        let tasks = session_tasks(&dialed, cache, send, &options, &registry, &guess);
+        tasks.show(zone);
+        let (pending, _) = tasks.wait_for_entry(zone);
         // `EnterZone` is written now, behind `Hello`; the cached copies load
         // while both are in flight. A server that refused `Hello` stops
         // reading, so this write can fail first: the refusal is the reason.
-        if let Err(failure) = start_entry(&inner, zone, true).await {
-            return Err(refusal_or(Some(opened.recv), &opened.conn, failure).await);
+        if let Err(failure) = tasks.start_entry(zone, true).await {
+            return Err(refusal_or(Some(recv), &dialed.conn, failure).await);
         }
         // No intent is sent before the handshake completes: the client is
         // handed out only after this.
-        let (recv, early_data) = match opened.early {
-            Some(accepted) => {
-                let (recv, taken) = match finish_early(
-                    &inner,
-                    &opened.conn,
-                    addr,
-                    accepted,
-                    opened.identity,
-                    &opened.hello,
-                    opened.recv,
-                )
-                .await
-                {
-                    Ok(finished) => finished,
-                    Err(failure) => return Err(refusal_or(None, &opened.conn, failure).await),
-                };
-                (recv, Some(taken))
-            }
-            None => (opened.recv, opened.early_data),
+        let (recv, early_data) = match dialed.early.take() {
+            Some(accepted) => match finish_early(tasks.link(), addr, accepted, dialed.identity, &hello, recv).await {
+                Ok((recv, taken)) => (recv, Some(taken)),
+                Err(failure) => return Err(refusal_or(None, &dialed.conn, failure).await),
+            },
+            None => (recv, early_data),
         };
         let mut control = FrameReader::new(recv, MAX_CONTROL_FRAME);
-        let welcome = read_welcome(&mut control, &opened.conn, addr).await?;
-        inner.accept_welcome(&welcome, addr)?;
+        let welcome = read_welcome(&mut control, &dialed.conn, addr).await?;
+        accept_welcome(&tasks, &welcome, addr)?;
         if welcome.perspective != guess {
             // Cannot happen with the server's token forms; never act on heads
             // read under another perspective.
@@ -766,16 +686,8 @@ impl HoardClient {
                 welcome.perspective
             )));
         }
-        let client = HoardClient::start(
-            inner,
-            opened.conn,
-            (opened.endpoint, opened.own_endpoint),
-            control,
-            registry,
-            (opened.identity, early_data),
-            (welcome, &options),
-        );
-        Ok((client, PendingEntry(rx)))
+        let client = HoardClient::start(tasks, dialed, early_data, control, registry, welcome, &options);
+        Ok((client, pending))
     }
 
     /// Connects and enters `zone` through the first of `routes` that is
@@ -815,56 +727,27 @@ impl HoardClient {
         Err(last)
     }
 
-    /// Starts the background tasks of a client whose `Welcome` was read.
+    /// Starts the driver and the readers of a client whose `Welcome` was read.
     fn start(
-        inner: Arc<Inner>,
-        conn: Connection,
-        (endpoint, own_endpoint): (Endpoint, bool),
+        tasks: Arc<SessionTasks<QuicLink>>,
+        dialed: Dialed,
+        early_data: Option<bool>,
         control: FrameReader,
         registry: PublishRegistry,
-        (identity, early_data): (ServerIdentity, Option<bool>),
-        (welcome, options): (hoard_proto::wire::Welcome, &ClientOptions),
+        welcome: Welcome,
+        options: &ClientOptions,
     ) -> HoardClient {
-        let signing = hoard_client::IntentSigning::new(
-            &options.settings(),
-            ServerIdentity(welcome.server),
-            &welcome.perspective,
-        );
-        let client = HoardClient {
-            conn: conn.clone(),
-            inner: inner.clone(),
-            registry,
-            identity,
-            perspective: welcome.perspective,
-            zones: welcome.zones,
-            next_intent: std::sync::atomic::AtomicU32::new(0),
-            signing,
-            token_keys: welcome.token_keys,
+        let conn = dialed.conn;
+        let client = AsyncClient::start(tasks.clone(), welcome, &options.settings(), registry);
+        tokio::spawn(read_control(control, conn.clone(), tasks.clone()));
+        tokio::spawn(inbound::accept_streams(conn, tasks));
+        HoardClient {
+            client,
+            identity: dialed.identity,
             early_data,
-            world: ServerIdentity(welcome.server),
-            world_key: welcome.world_key,
-            endpoint,
-            own_endpoint,
-        };
-        tokio::spawn(read_control(control, conn.clone(), inner.clone()));
-        tokio::spawn(drive_timeouts(conn.clone(), inner.clone()));
-        // Keep the cache bounded: trim it once per session, off the runtime.
-        let trim = inner.clone();
-        tokio::task::spawn_blocking(move || trim.host.trim());
-        tokio::spawn(inbound::accept_streams(conn, inner));
-        client
-    }
-
-    /// The world this client's cache and checks are for: the server's own
-    /// identity, or, through a relay, the world the relay carries.
-    pub fn world(&self) -> ServerIdentity {
-        self.world
-    }
-
-    /// The world's public key (SubjectPublicKeyInfo DER) as `Welcome` gave
-    /// it: empty from a server that signs nothing.
-    pub fn world_key(&self) -> &[u8] {
-        &self.world_key
+            endpoint: dialed.endpoint,
+            own_endpoint: dialed.own_endpoint,
+        }
     }
 
     /// The server identity (pinned).
@@ -881,281 +764,10 @@ impl HoardClient {
         self.early_data
     }
 
-    /// The perspective the server authenticated.
-    pub fn perspective(&self) -> &str {
-        &self.perspective
-    }
-
     /// The connection's path as QUIC sees it: round trip, congestion
     /// window, packets and bytes lost, MTU and its probes.
     pub fn path_stats(&self) -> quinn::PathStats {
-        self.conn.stats().path
-    }
-
-    /// The zones this perspective may enter.
-    pub fn zones(&self) -> &[ZoneId] {
-        &self.zones
-    }
-
-    /// How far the entry of `zone` in flight has come (for a progress
-    /// display while [`HoardClient::enter_zone`] runs); `None` when none is.
-    pub fn entry_progress(&self, zone: &ZoneId) -> Option<hoard_proto::sync::client::EntryProgress> {
-        self.inner.state().session.sync().entry_progress(zone)
-    }
-
-    /// The latest transient state of `zone` (game data the server never
-    /// stores, such as who stands where), as the game encoded it; `None`
-    /// before any arrived, or after the zone was left.
-    pub fn transient(&self, zone: &ZoneId) -> Option<Vec<u8>> {
-        self.inner.state().session.transient(zone).map(<[u8]>::to_vec)
-    }
-
-    /// The shards of `zone` this client holds live (after its entry or
-    /// prefetch): what the zone holds, for finding its objects by
-    /// `Replicated::shard` (hoard-bevy). Empty for a zone not entered.
-    pub fn zone_shards(&self, zone: &ZoneId) -> Vec<ShardId> {
-        self.inner
-            .state()
-            .session
-            .sync()
-            .live_shards(zone)
-            .map(|shards| shards.iter().map(|s| s.header.key.shard).collect())
-            .unwrap_or_default()
-    }
-
-    /// The cache this client writes.
-    pub fn cache(&self) -> &WorldCache {
-        self.inner.host.cache()
-    }
-
-    async fn start_entry(&self, zone: &ZoneId, subscribe: bool) -> Result<(), ClientError> {
-        start_entry(&self.inner, zone, subscribe).await
-    }
-
-    /// Enters a zone: brings its shards up to date in one round trip (plus
-    /// one per repaired shard), subscribes to live deltas, and returns once
-    /// the zone is verified and written; its objects come with the next
-    /// [`HoardClient::take_updates`]. A prefetched zone is entered at once.
-    pub async fn enter_zone(&self, zone: &ZoneId) -> Result<EntryStats, ClientError> {
-        if let Some((stats, updates)) = self.inner.host.show(zone) {
-            for update in updates {
-                push(&self.inner, update);
-            }
-            return Ok(stats);
-        }
-        self.entry(zone).await
-    }
-
-    /// Starts (or joins) the entry of `zone`, live deltas following, and
-    /// waits for it.
-    async fn entry(&self, zone: &ZoneId) -> Result<EntryStats, ClientError> {
-        let (rx, in_flight) = wait_for_entry(&self.inner, zone)?;
-        if !in_flight && let Err(e) = self.start_entry(zone, true).await {
-            finish_waiters(&self.inner, zone, Err(e.clone()));
-            return Err(e);
-        }
-        // The sync's timer (driven by `drive_timeouts`) fails the entry
-        // after ENTRY_TIMEOUT, so this wait ends.
-        rx.await
-            .map_err(|_| ClientError::Lost("the connection closed during zone entry".into()))?
-    }
-
-    /// What a `hoard://` URL names, as the world has it now: from the live
-    /// copy when this client follows the URL's zone (no network), otherwise
-    /// after one round trip that brings the zone's shards up to date (and
-    /// keeps following them, as [`HoardClient::prefetch`] does). The URL's
-    /// host names where the world is found; it is resolved against the
-    /// world this client is connected to (directly or through relays), whose
-    /// service it must name.
-    pub async fn resolve(&self, url: &hoard_engine::HoardUrl) -> Result<Resolved, ClientError> {
-        let service = self.inner.state().session.sync().config().service.clone();
-        if url.service != service {
-            return Err(ClientError::Url(format!(
-                "{url} names service {}, this client is in {service}",
-                url.service
-            )));
-        }
-        let Some(zone) = &url.zone else {
-            return Err(ClientError::Url(format!(
-                "{url} names a service, not a zone or what is in one"
-            )));
-        };
-        let live = |client: &HoardClient| client.inner.state().session.sync().live_shards(zone);
-        let shards = match live(self) {
-            Some(shards) => shards,
-            None => {
-                self.entry(zone).await?;
-                live(self).ok_or_else(|| ClientError::Lost(format!("zone {zone} was left while resolving {url}")))?
-            }
-        };
-        let Some(shard) = url.shard else {
-            return Ok(Resolved::Zone(shards));
-        };
-        let copy = shards
-            .into_iter()
-            .find(|s| s.header.key.shard == shard)
-            .ok_or_else(|| ClientError::Url(format!("{url}: zone {zone} has no shard {shard} this player may see")))?;
-        Ok(match url.object {
-            None => Resolved::Shard(copy),
-            Some(id) => Resolved::Object(
-                copy.objects
-                    .binary_search_by_key(&id, |o| o.id)
-                    .ok()
-                    .map(|i| copy.objects[i].clone()),
-            ),
-        })
-    }
-
-    /// The URL of an object this client holds, with the world found at
-    /// `host:port`.
-    pub fn url_of(
-        &self,
-        host: &str,
-        port: u16,
-        zone: &ZoneId,
-        shard: ShardId,
-        object: ObjectId,
-    ) -> hoard_engine::HoardUrl {
-        let service = self.inner.state().session.sync().config().service.clone();
-        hoard_engine::HoardUrl::service(host, port, service).object(zone.clone(), shard, object)
-    }
-
-    /// Prefetches a zone in the background: its shards are brought up to
-    /// date, cached and kept current, so a later [`HoardClient::enter_zone`]
-    /// costs nothing on the network.
-    pub async fn prefetch(&self, zone: &ZoneId) -> Result<(), ClientError> {
-        self.start_entry(zone, true).await
-    }
-
-    /// Leaves a zone: no more deltas; its entities are despawned at the next update.
-    pub async fn leave_zone(&self, zone: &ZoneId) -> Result<(), ClientError> {
-        // The copies to keep and the leave itself under one lock: no delta
-        // is applied after the copies are taken, so the whole copies written
-        // below are the zone's last state (a delta applied in between would
-        // be journaled onto a copy that the whole write then replaces by
-        // an older one, and the journal would no longer apply).
-        let (shards, messages) = self.inner.host.leave(zone);
-        // Fold each journaled shard on exit: write the current copy whole,
-        // off the async workers and outside the sync lock. A shard with no
-        // journal is already on disk as it stands (its file was written
-        // when it was fetched, or loaded from it): no write, no fsync.
-        let writer = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            // The leave's steps first (the game's `ZoneLeft`, and anything
-            // queued before it).
-            process_effects(&writer);
-            writer.host.fold(&shards);
-        })
-        .await
-        .map_err(|e| ClientError::Lost(e.to_string()))?;
-        self.send_all(messages).await
-    }
-
-    /// Sends a game intent; returns its seq, which its answer
-    /// (`IntentsProcessed` or `IntentRejected`) names.
-    pub async fn send_intent<T: Serialize>(&self, kind: &str, intent: &T) -> Result<u32, ClientError> {
-        let payload = rmp_serde::to_vec(intent).map_err(|e| ClientError::Lost(e.to_string()))?;
-        let seq = self.next_intent_seq();
-        self.send_encoded_intent(seq, kind, payload).await?;
-        Ok(seq)
-    }
-
-    /// The seq for the next intent (for callers that queue intents and send
-    /// them later, in order, with [`HoardClient::send_encoded_intent`]).
-    pub fn next_intent_seq(&self) -> u32 {
-        self.next_intent.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
-    }
-
-    /// Sends an intent already encoded (MessagePack) under a seq from
-    /// [`HoardClient::next_intent_seq`].
-    ///
-    /// With a [`ClientOptions::player_key`] the intent is signed; the first
-    /// waits (at most [`NONCE_WAIT`]) for the session's nonce, and intents
-    /// must then be sent in seq order, each once (the server ends a session
-    /// whose intents skip, repeat or go back).
-    pub async fn send_encoded_intent(&self, seq: u32, kind: &str, payload: Vec<u8>) -> Result<(), ClientError> {
-        let nonce = if self.signing.signs()? {
-            self.intent_nonce().await?
-        } else {
-            [0; 16]
-        };
-        self.send_all(vec![self.signing.intent(&nonce, seq, kind, payload)])
-            .await
-    }
-
-    /// Sends an intent with a signature made elsewhere (a relay passing on
-    /// its player's signed intents).
-    pub async fn send_signed_intent(
-        &self,
-        seq: u32,
-        kind: &str,
-        payload: Vec<u8>,
-        signature: Vec<u8>,
-    ) -> Result<(), ClientError> {
-        self.send_all(vec![Message::Intent(Intent {
-            seq,
-            kind: kind.to_owned(),
-            payload,
-            signature,
-        })])
-        .await
-    }
-
-    /// The nonce this session's intents are signed under, waiting for it
-    /// (at most [`NONCE_WAIT`]) if it has not come yet.
-    pub async fn intent_nonce(&self) -> Result<[u8; 16], ClientError> {
-        let mut rx = self.inner.intent_nonce.subscribe();
-        match tokio::time::timeout(NONCE_WAIT, rx.wait_for(Option::is_some)).await {
-            Ok(Ok(nonce)) => Ok(nonce.unwrap_or_default()),
-            _ => Err(hoard_client::intents::nonce_missing()),
-        }
-    }
-
-    /// The world's token keys, signed by the world's key, if `Welcome`
-    /// brought them ([`ClientOptions::token_keys`]); check them with
-    /// [`hoard_trust::token_keys::verify_token_keys`].
-    pub fn token_keys(&self) -> Option<&hoard_proto::wire::SignedTokenKeys> {
-        self.token_keys.as_ref()
-    }
-
-    async fn send_all(&self, messages: Vec<Message>) -> Result<(), ClientError> {
-        send_all(&self.inner, messages).await
-    }
-
-    async fn flush(&self) -> Result<(), ClientError> {
-        flush(&self.inner).await
-    }
-
-    /// Sends anything the sync produced in the background (repairs).
-    pub async fn pump(&self) -> Result<(), ClientError> {
-        self.flush().await
-    }
-
-    /// Waits until something is pending for [`HoardClient::take_updates`].
-    pub async fn changed(&self) {
-        let ready = !lock(&self.inner.pending).is_empty();
-        if !ready {
-            self.inner.changed.notified().await;
-        }
-    }
-
-    /// Takes what arrived since the last call, in order (see
-    /// [`ClientUpdate`]); updates of zones that were only prefetched, or
-    /// were left meanwhile, are left out.
-    pub fn take_updates(&self) -> Vec<ClientUpdate> {
-        let pending = std::mem::take(&mut *lock(&self.inner.pending));
-        let state = self.inner.state();
-        pending.into_iter().filter(|p| state.session.for_game(p)).collect()
-    }
-
-    /// The component registry this client decodes objects with.
-    pub fn registry(&self) -> &PublishRegistry {
-        &self.registry
-    }
-
-    /// Closes the connection.
-    pub fn close(&self) {
-        self.conn.close(quinn::VarInt::from_u32(0), b"bye");
+        self.link().connection().stats().path
     }
 
     /// Closes the connection and waits, at most `within`, until the server
@@ -1175,9 +787,9 @@ impl HoardClient {
 impl std::fmt::Debug for HoardClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HoardClient")
-            .field("server", &self.conn.remote_address())
+            .field("server", &self.link().connection().remote_address())
             .field("identity", &self.identity)
-            .field("perspective", &self.perspective)
+            .field("perspective", &self.perspective())
             .finish_non_exhaustive()
     }
 }
@@ -1190,211 +802,22 @@ impl Drop for HoardClient {
     }
 }
 
-/// Starts an entry (or prefetch) of `zone`: reads the cached heads, sends
-/// `EnterZone`, then loads and checks the cached copies while it is in flight.
-async fn start_entry(inner: &Arc<Inner>, zone: &ZoneId, subscribe: bool) -> Result<(), ClientError> {
-    // Small files are read whole with their heads, for the load below.
-    let reader = inner.clone();
-    let read = zone.clone();
-    let cached = blocking(move || reader.host.read_cached(&read)).await?;
-    let (request, messages) = inner.host.begin_entry(zone, &cached, subscribe);
-    inner.timer.notify_one();
-    send_all(inner, messages).await?;
-    // Load the full copies while the request is in flight. Each file's
-    // checksums are checked as it is read; its digest, which its writer
-    // checked before writing, is audited once the zone is ready (below),
-    // off the path to the player's world.
-    let loader = inner.clone();
-    let copies = blocking(move || loader.host.load_copies(cached)).await?;
-    // The game may prepare the copies while the answer is on its way; a
-    // current copy becomes the live one as it is (the same `Arc`).
-    inner.host.provide_copies(request, zone, copies)?;
-    // Effects write cache files: off the async workers.
-    let effects = inner.clone();
-    blocking(move || process_effects(&effects)).await?;
-    flush(inner).await
-}
-
-/// Runs `work` on a blocking thread.
-async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, ClientError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| ClientError::Lost(e.to_string()))
-}
-
-/// Audits the copies an entry took on trust ([`ClientHost::audit`]), on a
-/// blocking thread once the zone is ready, and sends the repairs of any
-/// that fail.
-async fn audit_copies(inner: Arc<Inner>, zone: ZoneId, copies: Vec<Arc<CachedShard>>) {
-    let auditor = inner.clone();
-    let repairs = tokio::task::spawn_blocking(move || auditor.host.audit(&zone, &copies))
-        .await
-        .unwrap_or_default();
-    if repairs && let Err(e) = flush(&inner).await {
-        tracing::debug!(error = %e, "could not send the audit's repairs");
-    }
-}
-
-async fn send_all(inner: &Inner, messages: Vec<Message>) -> Result<(), ClientError> {
-    let mut control = inner.control.lock().await;
-    // While a 0-RTT handshake is under way, what goes out is also kept, to
-    // send again should the server refuse the early data.
-    let early = inner
-        .state()
-        .driver
-        .early_log
-        .as_mut()
-        .map(|l| l.extend(messages.iter().cloned()))
-        .is_some();
-    for m in messages {
-        if let Err(e) = write_message(&mut control, &m).await {
-            if early {
-                tracing::debug!(error = %e, "early data refused; it is sent again after the handshake");
-                break;
-            }
-            return Err(ClientError::Lost(e.to_string()));
-        }
-    }
-    Ok(())
-}
-
-/// Sends whatever the sync has queued (repairs, leaves).
-async fn flush(inner: &Inner) -> Result<(), ClientError> {
-    let messages = inner.host.transmit();
-    if messages.is_empty() {
-        return Ok(());
-    }
-    send_all(inner, messages).await
-}
-
-fn push(inner: &Inner, p: Pending) {
-    if let Pending::Event(ClientEvent::IntentNonce { nonce }) = &p {
-        inner.intent_nonce.send_replace(Some(*nonce));
-    }
-    lock(&inner.pending).push(p);
-    inner.changed.notify_one();
-}
-
-/// Carries out the sync's steps with every shard written before this
-/// returns: cache writes here, what the game and waiters are told handed
-/// to [`tell`].
-fn process_effects(inner: &Arc<Inner>) {
-    let deferred = inner.host.carry_out(Writes::Now, &mut |outcome| tell(inner, outcome));
-    debug_assert!(deferred.is_empty());
-}
-
-/// Tells the game, the entry's waiters or the auditor what a step says.
-fn tell(inner: &Arc<Inner>, outcome: Outcome) {
-    match outcome {
-        Outcome::Update(update) => push(inner, update),
-        Outcome::Audit { zone, copies } => match tokio::runtime::Handle::try_current() {
-            Ok(rt) => drop(rt.spawn(audit_copies(inner.clone(), zone, copies))),
-            Err(e) => tracing::warn!(%zone, error = %e, "no runtime to audit the cached copies on"),
-        },
-        Outcome::EntryFinished { zone, result } => finish_waiters(inner, &zone, result),
-        Outcome::FailAll(error) => {
-            let waiting = std::mem::take(&mut inner.state().driver.waiting);
-            for tx in waiting.into_values().flatten() {
-                let _ = tx.send(Err(error.clone()));
-            }
-        }
-    }
-}
-
-async fn read_control(mut control: FrameReader, conn: Connection, inner: Arc<Inner>) {
+/// Reads the control stream into the driver until it ends; then the
+/// session ends, with the server's reason if it closed the connection.
+async fn read_control(mut control: FrameReader, conn: Connection, tasks: Arc<SessionTasks<QuicLink>>) {
     while let Ok(Some((msg, len))) = control.next().await {
-        let failed = inner
-            .host
-            .handle(vec![Inbound {
-                msg,
-                len,
-                request: None,
-            }])
-            .is_err();
-        process_effects(&inner);
-        if failed || flush(&inner).await.is_err() {
+        let inbound = Inbound {
+            msg,
+            len,
+            request: None,
+        };
+        if !tasks.control(inbound).await {
             break;
         }
     }
-    // The server's reason when it closed the connection (a newer session
-    // of this player, a slow consumer, a failing server), not the stream's.
-    match server_close_reason(&conn).await {
-        Some(error @ ClientError::Refused { .. }) => fail_with(&inner, &error.to_string(), error),
-        _ => fail_all(&inner, "control stream closed"),
-    }
-}
-
-/// Runs the sync's timers: sleeps until its next timeout (or a new entry),
-/// then lets it abandon what waited too long. Ends with the connection.
-async fn drive_timeouts(conn: Connection, inner: Arc<Inner>) {
-    loop {
-        let next = inner.host.next_timeout();
-        let wake = async {
-            match next {
-                Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
-                None => std::future::pending::<()>().await,
-            }
-        };
-        tokio::select! {
-            _ = conn.closed() => return,
-            _ = inner.timer.notified() => continue,
-            _ = wake => {}
-        }
-        inner.host.handle_timeout();
-        let effects = inner.clone();
-        let _ = tokio::task::spawn_blocking(move || process_effects(&effects)).await;
-        // An abandoned entry leaves its zone.
-        if flush(&inner).await.is_err() {
-            return;
-        }
-    }
-}
-
-/// Where one `enter_zone` caller gets its result.
-type EntryWaiter = oneshot::Sender<Result<EntryStats, ClientError>>;
-
-/// Answers everyone waiting for `zone`'s entry.
-fn finish_waiters(inner: &Inner, zone: &ZoneId, result: Result<EntryStats, ClientError>) {
-    let waiters = inner.state().driver.waiting.remove(zone).unwrap_or_default();
-    for tx in waiters {
-        let _ = tx.send(result.clone());
-    }
-}
-
-/// Why applying what the server sent failed.
-enum Failure {
-    /// The server is not faithful to the world (a relay that lied).
-    Forged(String),
-    /// The runtime is shutting down (the client is being dropped with its
-    /// process): nothing failed.
-    Cancelled,
-    /// Anything else.
-    Other(String),
-}
-
-impl From<hoard_client::ApplyError> for Failure {
-    fn from(e: hoard_client::ApplyError) -> Failure {
-        match e {
-            hoard_client::ApplyError::Forged(why) => Failure::Forged(why),
-            hoard_client::ApplyError::Other(why) => Failure::Other(why),
-        }
-    }
-}
-
-fn fail_all(inner: &Arc<Inner>, reason: &str) {
-    fail_with(inner, reason, ClientError::Lost(reason.to_owned()));
-}
-
-/// Ends the session: the game is told, and every entry waiting gets `error`.
-fn fail_with(inner: &Arc<Inner>, reason: &str, error: ClientError) {
-    push(
-        inner,
-        Pending::Event(ClientEvent::Disconnected {
-            reason: reason.to_owned(),
-        }),
-    );
-    let waiting = std::mem::take(&mut inner.state().driver.waiting);
-    for tx in waiting.into_values().flatten() {
-        let _ = tx.send(Err(error.clone()));
-    }
+    // Wait briefly for the server's close: its reason (a newer session of
+    // this player, a slow consumer, a failing server) is the session's end,
+    // not the stream's.
+    let _ = server_close_reason(&conn).await;
+    tasks.ended("control stream closed");
 }

@@ -1,30 +1,32 @@
 //! The server's streams to a client (answers, live deltas, transient
-//! states), applied in the order sent, in batches. An answer stream is read
-//! by one task and applied by another: applying an answer hashes and merges
-//! objects and writes (and syncs) cache files on a blocking thread, while
-//! the next shards are read. The applier takes everything the reader has
-//! queued since its last batch (up to [`APPLY_BATCH`]) in one hand-off; the
-//! queue between them is bounded ([`READ_AHEAD`]). The delta stream is read
-//! and applied by one task, a batch of what arrived together at a time: its
-//! messages apply in microseconds, and a hand-off per message between two
-//! tasks cost a process of many clients (the bots) two wake-ups per live
-//! delta. What arrived together is applied on the task itself when it is
-//! a few small messages ([`Inbound::inline`]: live deltas, a warm answer),
-//! only a whole write of a shard going to a thread, the game and the
-//! entry's waiters told once it is done. Either way
-//! a client that cannot keep up stops reading, and QUIC's flow control
-//! pushes back on the server, whose own bounded queue then ends the slow
-//! session.
+//! states), read whole and handed to the async driver
+//! ([`SessionTasks::apply`]) in the order sent, in batches. An answer
+//! stream is read by one task and handed over by another: applying an
+//! answer hashes and merges objects and writes (and syncs) cache files,
+//! while the next shards are read. The applier takes everything the reader
+//! has queued since its last batch (up to [`APPLY_BATCH`]) in one hand-off;
+//! the queue between them is bounded ([`READ_AHEAD`]). The delta stream is
+//! read and handed over by one task, a batch of what arrived together at a
+//! time: its messages apply in microseconds (the driver applies a few small
+//! ones on this task: `Inbound::inline`), and a hand-off per message
+//! between two tasks cost a process of many clients (the bots) two
+//! wake-ups per live delta. Either way a client that cannot keep up stops
+//! reading, and QUIC's flow control pushes back on the server, whose own
+//! bounded queue then ends the slow session.
 
 use std::sync::Arc;
 
-use hoard_proto::wire::{Assembler, ErrorCode, Message};
+use hoard_client::host::Inbound;
+use hoard_client::tasks::SessionTasks;
+use hoard_proto::wire::{Assembler, Message};
 use quinn::{Connection, RecvStream};
 use tokio::sync::mpsc;
 
-use super::{ClientError, Failure, Inner, Writes, fail_all, fail_closed, fail_with, flush, process_effects, tell};
+use super::QuicLink;
 use crate::quic::stream::{FrameReader, StreamError};
-use hoard_client::host::Inbound;
+
+/// The driver the readers hand what they read to.
+type Tasks = Arc<SessionTasks<QuicLink>>;
 
 /// Messages read from one stream ahead of the applier, at most.
 const READ_AHEAD: usize = 256;
@@ -40,11 +42,11 @@ pub(crate) enum StreamEnd {
 }
 
 /// Accepts the server's streams until the connection ends.
-pub(super) async fn accept_streams(conn: Connection, inner: Arc<Inner>) {
+pub(super) async fn accept_streams(conn: Connection, tasks: Tasks) {
     while let Ok(recv) = conn.accept_uni().await {
-        tokio::spawn(serve_stream(recv, conn.clone(), inner.clone()));
+        tokio::spawn(serve_stream(recv, conn.clone(), tasks.clone()));
     }
-    fail_closed(&inner, &conn, "connection closed");
+    tasks.ended("connection closed");
 }
 
 /// Reads one of the server's streams and applies what it carries. An
@@ -54,16 +56,16 @@ pub(super) async fn accept_streams(conn: Connection, inner: Arc<Inner>) {
 /// arrived together at a time: its messages apply in microseconds, and a
 /// hand-off between two tasks for each cost a process of many clients (the
 /// bots) two wake-ups per live delta.
-async fn serve_stream(recv: RecvStream, conn: Connection, inner: Arc<Inner>) {
+async fn serve_stream(recv: RecvStream, conn: Connection, tasks: Tasks) {
     let mut reader = Reader::bulk(recv);
     let first = match reader.next(&conn).await {
         Ok(Some(first)) => first,
         Ok(None) => return,
-        Err(end) => return finish(&inner, &conn, end),
+        Err(end) => return finish(&tasks, end),
     };
     if first.request.is_some() {
         let (tx, rx) = mpsc::channel(READ_AHEAD);
-        tokio::spawn(apply_stream(rx, conn.clone(), inner));
+        tokio::spawn(apply_stream(rx, tasks));
         if tx.send(Ok(first)).await.is_ok() {
             read_stream(reader, &conn, tx).await;
         }
@@ -78,20 +80,20 @@ async fn serve_stream(recv: RecvStream, conn: Connection, inner: Arc<Inner>) {
                 Ok(None) => break,
                 Err(end) => {
                     // What came before the end is applied; then the end.
-                    if apply_or_end(&inner, &conn, std::mem::take(&mut batch)).await {
-                        finish(&inner, &conn, end);
+                    if tasks.apply(std::mem::take(&mut batch)).await {
+                        finish(&tasks, end);
                     }
                     return;
                 }
             }
         }
-        if !apply_or_end(&inner, &conn, std::mem::take(&mut batch)).await {
+        if !tasks.apply(std::mem::take(&mut batch)).await {
             return;
         }
         match reader.next(&conn).await {
             Ok(Some(next)) => batch.push(next),
             Ok(None) => return,
-            Err(end) => return finish(&inner, &conn, end),
+            Err(end) => return finish(&tasks, end),
         }
     }
 }
@@ -190,107 +192,31 @@ async fn read_stream(mut reader: Reader, conn: &Connection, tx: mpsc::Sender<Res
 
 /// Applies an answer stream's messages in the order read, a batch per
 /// hand-off; ends the session on the first failure.
-async fn apply_stream(mut rx: mpsc::Receiver<Result<Inbound, StreamEnd>>, conn: Connection, inner: Arc<Inner>) {
+async fn apply_stream(mut rx: mpsc::Receiver<Result<Inbound, StreamEnd>>, tasks: Tasks) {
     let mut batch = Vec::with_capacity(APPLY_BATCH);
     while rx.recv_many(&mut batch, APPLY_BATCH).await > 0 {
         // Messages before a stream's end are applied; the end comes after.
         let end = batch.iter().position(Result::is_err).map(|i| batch.drain(i..).next());
         let messages: Vec<Inbound> = batch.drain(..).filter_map(Result::ok).collect();
-        if !apply_or_end(&inner, &conn, messages).await {
+        if !tasks.apply(messages).await {
             return;
         }
         if let Some(Some(Err(end))) = end {
-            return finish(&inner, &conn, end);
-        }
-    }
-}
-
-/// Applies `messages`; `false` if that ended the session (a failure, or
-/// the runtime shutting down).
-async fn apply_or_end(inner: &Arc<Inner>, conn: &Connection, messages: Vec<Inbound>) -> bool {
-    if messages.is_empty() {
-        return true;
-    }
-    match apply(inner, messages).await {
-        Ok(()) => true,
-        Err(Failure::Cancelled) => {
-            // The runtime is shutting down (the client is being dropped
-            // with its process): nothing failed.
-            tracing::debug!("stream ended with the runtime");
-            false
-        }
-        Err(Failure::Forged(why)) => {
-            // Nothing of it was written or shown; this route to the world
-            // is not to be used.
-            tracing::error!(server = %conn.remote_address(), %why, "the server is not faithful to the world; disconnecting");
-            // Waiters learn why before the close ends the other streams
-            // with a vaguer reason.
-            fail_with(inner, &why, ClientError::Forged(why.clone()));
-            conn.close(
-                quinn::VarInt::from_u32(ErrorCode::Protocol as u32),
-                b"not faithful to the world",
-            );
-            false
-        }
-        Err(Failure::Other(e)) => {
-            tracing::warn!(error = %e, "sync failed");
-            fail_all(inner, &e);
-            false
+            return finish(&tasks, end);
         }
     }
 }
 
 /// A stream that ended other than by finishing: the session fails with why.
-fn finish(inner: &Arc<Inner>, conn: &Connection, end: StreamEnd) {
+fn finish(tasks: &Tasks, end: StreamEnd) {
     match end {
         StreamEnd::Closed(why) => {
             tracing::debug!(reason = %why, "stream ended with the connection");
-            fail_closed(inner, conn, &format!("connection closed: {why}"));
+            tasks.ended(&format!("connection closed: {why}"));
         }
         StreamEnd::Bad(e) => {
             tracing::warn!(error = %e, "bad stream from the server");
-            fail_all(inner, &format!("bad stream from the server: {e}"));
+            tasks.fail(&format!("bad stream from the server: {e}"));
         }
     }
-}
-
-/// Applies `messages` in order (one lock of the sync for all of them),
-/// carries out their effects, then sends what the sync has to say. Small
-/// batches of pushed messages are applied here; others on a blocking thread.
-async fn apply(inner: &Arc<Inner>, messages: Vec<Inbound>) -> Result<(), Failure> {
-    if Inbound::inline(&messages) {
-        let result = inner.host.handle(messages).map_err(Failure::from);
-        // What was applied before a failure is still carried out; whole
-        // writes on a thread, and nobody is told of them before they are
-        // done (a zone is written before it is announced).
-        let mut outcomes = Vec::new();
-        let whole = inner.host.carry_out(Writes::Returned, &mut |o| outcomes.push(o));
-        if !whole.is_empty() {
-            let writer = inner.clone();
-            match tokio::task::spawn_blocking(move || writer.host.write_shards(whole)).await {
-                Ok(()) => {}
-                Err(e) if e.is_cancelled() => return Err(Failure::Cancelled),
-                Err(e) => return Err(Failure::Other(e.to_string())),
-            }
-        }
-        for outcome in outcomes {
-            tell(inner, outcome);
-        }
-        result?;
-    } else {
-        let applier = inner.clone();
-        let applied = tokio::task::spawn_blocking(move || {
-            let result = applier.host.handle(messages).map_err(Failure::from);
-            // What was applied before a failure is still carried out.
-            process_effects(&applier);
-            result
-        })
-        .await;
-        match applied {
-            Ok(result) => result?,
-            Err(e) if e.is_cancelled() => return Err(Failure::Cancelled),
-            Err(e) => return Err(Failure::Other(e.to_string())),
-        }
-    }
-    flush(inner).await.map_err(|e| Failure::Other(e.to_string()))
 }
