@@ -13,6 +13,10 @@
 //! and a client behind that (or behind when the relay started following the
 //! shard) gets the live manifest instead, still in one round trip. Every
 //! change comes out as a [`Delta`] for the relay's own subscribers.
+//!
+//! [`actions`] decides how the relay carries its players' actions up.
+
+pub mod actions;
 
 use std::collections::{BTreeMap, VecDeque};
 

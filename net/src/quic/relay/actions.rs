@@ -1,26 +1,24 @@
-//! Players' actions carried to the origin. A player whose world token binds
-//! their key gets their own session at the origin, opened with their own
-//! token as soon as they sign in here; the origin's nonce for it is passed
-//! down, and their signed intents go up unchanged (the origin checks them:
-//! this relay cannot forge, alter, reorder or replay one). A relay trusted
-//! with the world's token secret ([`super::RelayOptions::carry_actions`])
-//! also carries unsigned intents, under tokens it issues: one upstream
-//! session per acting player. Intents go up in order with the player's own
-//! seqs; the origin's `Processed` and `IntentRejected` come back to the
-//! player's session. The changes the actions cause reach the player through
-//! the relay's followed shards like everyone's, so a `Processed` may arrive
-//! before them (at the origin it comes after).
+//! Players' actions carried to the origin: the driver of proto's
+//! [`ActionRoutes`] (which upstream session carries each player's intents,
+//! and what a player is told) and [`ActorBook`] (which player's session
+//! sent each seq). Each upstream session is a [`HoardClient`] on a task of
+//! its own, fed by a bounded queue; the origin's `Processed`,
+//! `IntentRejected` and nonce come back to the player's session. The
+//! changes the actions cause reach the player through the relay's followed
+//! shards like everyone's, so a `Processed` may arrive before them (at the
+//! origin it comes after).
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use hoard_engine::PublishRegistry;
 use hoard_proto::auth::TokenAuthority;
+use hoard_proto::relay::actions::{ActionRoutes, ActionStep, Actor, ActorBook, Forward, UpstreamToken};
 use hoard_proto::sync::tick::TickInput;
-use hoard_proto::wire::{ErrorCode, ErrorMsg, IntentNonce, IntentRejected, Message, Processed};
+use hoard_proto::wire::Message;
 use tokio::sync::mpsc;
 
-use crate::quic::client::{ClientEvent, ClientOptions, ClientUpdate, HoardClient};
+use crate::quic::client::{ClientOptions, ClientUpdate, HoardClient};
 
 use super::IntentTamper;
 
@@ -29,41 +27,18 @@ use super::IntentTamper;
 const QUEUED: usize = 64;
 /// Answers waiting for the relay's loop (every player's).
 const ANSWERS: usize = 4096;
-/// Most players' own upstream sessions at once.
-const MAX_ACTORS: usize = 10_000;
 /// How long a player's upstream token is valid (a new session is made
 /// for a player whose session ended).
 const TOKEN_HOURS: i64 = 12;
 
-struct Forward {
-    session: u64,
-    seq: u32,
-    kind: String,
-    payload: Vec<u8>,
-    signature: Vec<u8>,
-}
-
-/// Whose upstream session an actor is.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-enum Actor {
-    /// One signed-in session's (its token binds the player's key): the
-    /// upstream session's nonce is that session's.
-    Session(u64),
-    /// A player's, under a token this relay issued (trusted relays).
-    Player(String),
-}
-
 pub(super) struct Actions {
+    routes: ActionRoutes,
     template: ClientOptions,
     registry: PublishRegistry,
     auth: TokenAuthority,
-    /// Whether unsigned intents are carried (the relay is trusted).
-    trusted: bool,
     /// How this relay tampers with intents (tests only).
     tamper: Option<IntentTamper>,
-    /// Each session's player.
-    players: HashMap<u64, String>,
-    /// Each upstream session.
+    /// Each upstream session's queue.
     actors: HashMap<Actor, mpsc::Sender<Forward>>,
     answers_tx: mpsc::Sender<(u64, Message)>,
     answers: mpsc::Receiver<(u64, Message)>,
@@ -79,12 +54,11 @@ impl Actions {
     ) -> Actions {
         let (answers_tx, answers) = mpsc::channel(ANSWERS);
         Actions {
+            routes: ActionRoutes::new(trusted),
             template,
             registry,
             auth,
-            trusted,
             tamper,
-            players: HashMap::new(),
             actors: HashMap::new(),
             answers_tx,
             answers,
@@ -96,143 +70,73 @@ impl Actions {
         self.answers.try_recv().ok()
     }
 
-    /// Takes what concerns actions (a player known, an intent, a
-    /// session gone); gives back what the relay's core handles.
+    /// Takes what concerns actions (a player known, an intent, a session
+    /// gone) and carries out what the routes decide; gives back what the
+    /// relay's core handles.
     pub(super) fn take(&mut self, input: TickInput) -> Option<TickInput> {
-        match input {
-            TickInput::Joined {
-                id,
-                perspective,
-                bound_token,
-            } => {
-                self.players.insert(id, perspective.clone());
-                if let Some(token) = &bound_token {
-                    // Opened now, so the origin's nonce reaches the
-                    // player before their first action.
-                    self.open(Actor::Session(id), &perspective, token.clone(), Some(id));
-                }
-                Some(TickInput::Joined {
-                    id,
-                    perspective,
-                    bound_token,
-                })
-            }
-            TickInput::Remove { id } => {
-                self.actors.remove(&Actor::Session(id));
-                if let Some(player) = self.players.remove(&id)
-                    && !self.players.values().any(|p| *p == player)
-                {
-                    // Its upstream session ends with its queue.
-                    self.actors.remove(&Actor::Player(player));
-                }
-                Some(TickInput::Remove { id })
-            }
-            TickInput::Intent {
-                id,
-                seq,
-                intent,
-                signature,
-            } => {
-                let Some(player) = self.players.get(&id).cloned() else {
-                    self.reject(id, seq, ErrorCode::Unavailable, "your session is not ready to act yet");
-                    return None;
-                };
-                let forward = Forward {
-                    session: id,
-                    seq,
-                    kind: intent.kind,
-                    payload: intent.payload,
-                    signature,
-                };
-                let actor = if let Some(tx) = self.actors.get(&Actor::Session(id)) {
-                    tx.clone()
-                } else if self.trusted {
-                    self.player_actor(&player)
-                } else {
-                    self.reject(
-                        id,
-                        seq,
-                        ErrorCode::Unavailable,
-                        "this relay carries signed actions only (a world token binding your key); act at the world's server",
-                    );
-                    return None;
-                };
-                if let Err(e) = actor.try_send(forward) {
-                    let (code, message) = match e {
-                        mpsc::error::TrySendError::Full(_) => {
-                            (ErrorCode::RateLimited, "too many actions in flight; slow down")
-                        }
-                        mpsc::error::TrySendError::Closed(_) => {
-                            self.actors.remove(&Actor::Session(id));
-                            self.actors.remove(&Actor::Player(player));
-                            (
-                                ErrorCode::Unavailable,
-                                "this relay lost your session at the world's server; sign in again",
-                            )
-                        }
+        let rest = self.routes.take(input);
+        while let Some(step) = self.routes.poll_step() {
+            match step {
+                ActionStep::Open {
+                    actor,
+                    player,
+                    token,
+                    nonce_to,
+                } => self.open(actor, &player, token, nonce_to),
+                ActionStep::Forward { actor, intent } => {
+                    let Some(queue) = self.actors.get(&actor) else {
+                        self.routes.gone(&actor, &intent);
+                        continue;
                     };
-                    self.reject(id, seq, code, message);
+                    match queue.try_send(intent) {
+                        Ok(()) => {}
+                        Err(mpsc::error::TrySendError::Full(intent)) => self.routes.busy(&intent),
+                        Err(mpsc::error::TrySendError::Closed(intent)) => {
+                            self.actors.remove(&actor);
+                            self.routes.gone(&actor, &intent);
+                        }
+                    }
                 }
-                None
+                // Its upstream session ends with its queue.
+                ActionStep::Close { actor } => drop(self.actors.remove(&actor)),
+                ActionStep::Answer { to, message } => drop(self.answers_tx.try_send((to, message))),
             }
-            other => Some(other),
         }
+        rest
     }
 
-    fn reject(&self, to: u64, seq: u32, code: ErrorCode, message: &str) {
-        let _ = self.answers_tx.try_send((
-            to,
-            Message::IntentRejected(IntentRejected {
-                seq,
-                code: code as u16,
-                message: message.to_owned(),
-            }),
-        ));
-    }
-
-    /// A trusted relay's upstream session for `player`, opened on first
-    /// use under a token it issues.
-    fn player_actor(&mut self, player: &str) -> mpsc::Sender<Forward> {
-        let key = Actor::Player(player.to_owned());
-        if let Some(tx) = self.actors.get(&key).filter(|tx| !tx.is_closed()) {
-            return tx.clone();
-        }
-        let token = self
-            .auth
-            .issue(player, chrono::Utc::now().timestamp() + TOKEN_HOURS * 3600)
-            .unwrap_or_default();
-        self.open(key, player, token, None)
-    }
-
-    /// Opens an upstream session for `player` with `token`; the nonce it
-    /// is given goes down to `nonce_to`.
-    fn open(&mut self, key: Actor, player: &str, token: String, nonce_to: Option<u64>) -> mpsc::Sender<Forward> {
-        let (tx, rx) = mpsc::channel(QUEUED);
-        if self.actors.len() >= MAX_ACTORS {
-            tracing::warn!(%player, "too many players acting through this relay; refusing another");
-            return tx;
-        }
+    /// Opens `actor`'s upstream session as `player`; the nonce it is given
+    /// goes down to `nonce_to`.
+    fn open(&mut self, actor: Actor, player: &str, token: UpstreamToken, nonce_to: Option<u64>) {
+        let token = match token {
+            UpstreamToken::Player(token) => token,
+            UpstreamToken::Issue => self
+                .auth
+                .issue(player, chrono::Utc::now().timestamp() + TOKEN_HOURS * 3600)
+                .unwrap_or_default(),
+        };
         let mut options = self.template.clone();
         options.proofs = false;
         options.token_keys = false;
         options.token = token;
         // Its own cache folder: it enters no zone, and must not hold the
         // relay's cache lock.
-        let folder = match &key {
+        let folder = match &actor {
             Actor::Session(id) => format!("{player}-{id}"),
             Actor::Player(_) => player.to_owned(),
         };
         options.cache_dir = options.cache_dir.join("actors").join(folder);
+        let (tx, rx) = mpsc::channel(QUEUED);
+        let book = ActorBook::new(nonce_to);
         tokio::spawn(act(
             options,
             self.registry.clone(),
             rx,
             self.answers_tx.clone(),
-            nonce_to,
+            book,
             self.tamper,
         ));
-        self.actors.insert(key, tx.clone());
-        tx
+        self.actors.insert(actor, tx);
     }
 }
 
@@ -246,13 +150,6 @@ fn tampered(_: Option<IntentTamper>, f: Forward, _: &mut Option<Forward>) -> Vec
 /// intent back for reordering.
 #[cfg(feature = "testing")]
 fn tampered(tamper: Option<IntentTamper>, mut f: Forward, held: &mut Option<Forward>) -> Vec<Forward> {
-    let copy = |f: &Forward| Forward {
-        session: f.session,
-        seq: f.seq,
-        kind: f.kind.clone(),
-        payload: f.payload.clone(),
-        signature: f.signature.clone(),
-    };
     match tamper {
         None => vec![f],
         Some(IntentTamper::Alter) => {
@@ -269,118 +166,62 @@ fn tampered(tamper: Option<IntentTamper>, mut f: Forward, held: &mut Option<Forw
             Vec::new()
         }
         Some(IntentTamper::Reorder) => std::iter::once(f).chain(held.take()).collect(),
-        Some(IntentTamper::Replay) => vec![copy(&f), f],
+        Some(IntentTamper::Replay) => vec![f.clone(), f],
     }
 }
 
 /// One player's upstream session: sends their intents, brings the
-/// origin's answers back.
+/// origin's answers back (as `book` says where each goes).
 async fn act(
     options: ClientOptions,
     registry: PublishRegistry,
     mut intents: mpsc::Receiver<Forward>,
     answers: mpsc::Sender<(u64, Message)>,
-    nonce_to: Option<u64>,
+    mut book: ActorBook,
     tamper: Option<IntentTamper>,
 ) {
-    let reject = |session: u64, seq: u32, code: u16, message: String| {
-        let answers = answers.clone();
-        async move {
-            let _ = answers
-                .send((session, Message::IntentRejected(IntentRejected { seq, code, message })))
-                .await;
-        }
-    };
-    // A signed player's session here cannot act without its session
-    // upstream (its nonce is that session's): when that one is refused
-    // or ends, the player's is ended too, with the reason, so their
-    // client signs in again instead of waiting for a nonce.
-    let end_player = |reason: String| {
-        let answers = answers.clone();
-        async move {
-            if let Some(session) = nonce_to {
-                let error = Message::Error(ErrorMsg {
-                    code: ErrorCode::Unavailable as u16,
-                    message: reason,
-                });
-                let _ = answers.send((session, error)).await;
-            }
-        }
-    };
     let client = match HoardClient::connect(options, registry).await {
         Ok(client) => client,
         Err(e) => {
             tracing::warn!(error = %e, "the world's server refused a player's session through this relay");
-            end_player(format!(
-                "the world's server refused your session through this relay: {e}"
-            ))
-            .await;
+            let why = e.to_string();
+            if let Some(answer) = book.refused(&why) {
+                let _ = answers.send(answer).await;
+            }
             while let Some(f) = intents.recv().await {
-                reject(
-                    f.session,
-                    f.seq,
-                    ErrorCode::Unavailable as u16,
-                    format!("the world's server refused your session through this relay: {e}"),
-                )
-                .await;
+                let _ = answers.send(book.refused_intent(&f, &why)).await;
             }
             return;
         }
     };
-    let mut sessions: HashMap<u32, u64> = HashMap::new();
     let mut held = None;
+    let mut told = Vec::new();
     loop {
         tokio::select! {
             next = intents.recv() => {
                 let Some(f) = next else { break };
-                if sessions.len() >= QUEUED * 16 {
-                    reject(f.session, f.seq, ErrorCode::Unavailable as u16, "too many actions unanswered by the world's server".into()).await;
+                if let Some(answer) = book.sending(&f) {
+                    let _ = answers.send(answer).await;
                     continue;
                 }
-                sessions.insert(f.seq, f.session);
-                for f in tampered(tamper, f, &mut held) {
-                    if let Err(e) = client.send_signed_intent(f.seq, &f.kind, f.payload, f.signature).await {
-                        reject(f.session, f.seq, ErrorCode::Unavailable as u16, format!("could not reach the world's server: {e}")).await;
+                for Forward { session, seq, kind, payload, signature } in tampered(tamper, f, &mut held) {
+                    if let Err(e) = client.send_signed_intent(seq, &kind, payload, signature).await {
+                        let _ = answers.send(book.not_sent(session, seq, &e.to_string())).await;
                     }
                 }
             }
             () = client.changed() => {
+                let mut ended = false;
                 for update in client.take_updates() {
-                    match update {
-                        // The origin's code (the game's own, say) goes back
-                        // to the player as it is.
-                        ClientUpdate::Event(ClientEvent::IntentRejected { seq, code, message }) => {
-                            if let Some(session) = sessions.remove(&seq) {
-                                reject(session, seq, code, message).await;
-                            }
-                        }
-                        // The origin's nonce for the player's session: the
-                        // player signs under it.
-                        ClientUpdate::Event(ClientEvent::IntentNonce { nonce }) => {
-                            if let Some(session) = nonce_to {
-                                let _ = answers.send((session, Message::IntentNonce(IntentNonce { nonce }))).await;
-                            }
-                        }
-                        ClientUpdate::Event(ClientEvent::IntentsProcessed { seqs }) => {
-                            let mut by_session: HashMap<u64, Vec<u32>> = HashMap::new();
-                            for seq in seqs {
-                                if let Some(session) = sessions.remove(&seq) {
-                                    by_session.entry(session).or_default().push(seq);
-                                }
-                            }
-                            for (session, seqs) in by_session {
-                                let _ = answers.send((session, Message::Processed(Processed { seqs }))).await;
-                            }
-                        }
-                        ClientUpdate::Event(ClientEvent::Disconnected { reason }) => {
-                            for (seq, session) in sessions.drain() {
-                                reject(session, seq, ErrorCode::Unavailable as u16, format!("the world's server closed your session: {reason}")).await;
-                            }
-                            end_player(format!("the world's server closed your session through this relay: {reason}; sign in again")).await;
-                            return;
-                        }
-                        _ => {}
+                    if let ClientUpdate::Event(event) = update {
+                        ended |= book.event(event, &mut told);
                     }
+                }
+                for answer in told.drain(..) {
+                    let _ = answers.send(answer).await;
+                }
+                if ended {
+                    return;
                 }
             }
         }
