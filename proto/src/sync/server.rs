@@ -15,6 +15,7 @@ use hoard_engine::{RegistryHash, Seq, ServerIdentity, ShardId, ZoneId};
 use super::answer::{AnswerPlan, Held};
 use crate::auth::TokenAuthority;
 use crate::intent_sig::IntentChecker;
+use crate::intents::IntentRegistry;
 use crate::proof::ProofSource;
 use crate::wire::{
     EnterZone, ErrorCode, ErrorMsg, IntentNonce, IntentRejected, MAX_INTENT_BYTES, MAX_REPAIR_OBJECTS,
@@ -140,6 +141,10 @@ pub struct SessionConfig {
     /// origin) or pass them on with their signatures (a relay, which sends
     /// its upstream session's nonce down instead of its own).
     pub checks_intents: bool,
+    /// The intents the game takes (a name and a payload that decodes);
+    /// others are rejected. A relay's sessions pass every intent on
+    /// ([`IntentRegistry::any`], the default).
+    pub intents: IntentRegistry,
     /// The key each session's intent nonce is derived under (BLAKE3 keyed,
     /// of the session id): drawn at random for each server start (hoard-net
     /// does), so no two sessions of any run share a nonce.
@@ -164,6 +169,7 @@ impl SessionConfig {
             always_prove: false,
             token_keys: None,
             checks_intents: true,
+            intents: IntentRegistry::any(),
             intent_nonce_key: [0; 32],
         }
     }
@@ -194,7 +200,8 @@ pub enum Output {
         /// The zone.
         zone: ZoneId,
     },
-    /// A game intent for the game's systems.
+    /// A game intent for the game's systems: within the session's limits,
+    /// its check passed, one the game takes, the world writable.
     Intent {
         /// The sender.
         perspective: String,
@@ -320,6 +327,9 @@ pub struct ServerSession {
     /// The token, when it binds the player's key (a relay opens the player's
     /// session upstream with it).
     bound_token: Option<String>,
+    /// Whether the world can save what intents do now (its store is
+    /// writable); the driver says ([`ServerSession::set_writable`]).
+    writable: bool,
 }
 
 impl ServerSession {
@@ -344,6 +354,7 @@ impl ServerSession {
             wants_token_keys: false,
             intent_check: None,
             bound_token: None,
+            writable: true,
         }
     }
 
@@ -408,6 +419,13 @@ impl ServerSession {
             State::Ready { perspective } => Some(perspective),
             _ => None,
         }
+    }
+
+    /// Whether the world can save what intents do now: while it cannot (its
+    /// store is failing) intents are rejected as unavailable, each with
+    /// the reason, rather than taken and lost.
+    pub fn set_writable(&mut self, writable: bool) {
+        self.writable = writable;
     }
 
     /// The codec to pack this session's answer and delta frames in
@@ -560,6 +578,16 @@ impl ServerSession {
                     ))
                 } else if !self.intents.take(now) {
                     Some((ErrorCode::RateLimited, "too many intents; slow down".to_owned()))
+                } else if !self.writable {
+                    Some((
+                        ErrorCode::Unavailable,
+                        "the server cannot save the world right now; your action was not applied".to_owned(),
+                    ))
+                } else if !self.config.intents.accepts(&intent.kind, &intent.payload) {
+                    Some((
+                        ErrorCode::Protocol,
+                        format!("unknown intent {:?} or payload that does not decode", intent.kind),
+                    ))
                 } else {
                     None
                 };
@@ -873,6 +901,61 @@ mod tests {
             }
         }
         (rest, closed)
+    }
+
+    /// The session decides which intents the game gets: one the game does
+    /// not take (an unknown name, a payload that does not decode) is
+    /// rejected as a protocol error, and while the world cannot save, every
+    /// intent is rejected as unavailable — each with its seq and a reason,
+    /// none handed to the game and lost.
+    #[test]
+    fn intents_the_game_does_not_take_or_cannot_save_are_rejected_with_a_reason() {
+        let auth = TokenAuthority::new([9; 32]).with_dev_mode(true);
+        let mut config = SessionConfig::new(ServerIdentity([1; 32]), "world", RegistryHash([2; 32]), auth);
+        config.intents = IntentRegistry::new().intent::<u8>("act");
+        let store = MemoryStore::new();
+        let mut session = ServerSession::new(Arc::new(config), 1);
+        session.handle(0.0, 0, hello());
+        outputs(&mut session, &store);
+        let rejection = |out: &[Output]| match out {
+            [Output::Control(Message::IntentRejected(r))] => (r.seq, r.code),
+            other => panic!("expected a rejection, got {other:?}"),
+        };
+        let sent = |seq, kind: &str, payload: Vec<u8>| {
+            Message::Intent(Intent {
+                seq,
+                kind: kind.into(),
+                payload,
+                signature: Vec::new(),
+            })
+        };
+        session.handle(1.0, 0, sent(1, "act", vec![7]));
+        assert!(matches!(
+            outputs(&mut session, &store)[..],
+            [Output::Intent { seq: 1, .. }]
+        ));
+        session.handle(1.0, 0, sent(2, "fly", vec![7]));
+        assert_eq!(
+            rejection(&outputs(&mut session, &store)),
+            (2, ErrorCode::Protocol as u16)
+        );
+        session.handle(1.0, 0, sent(3, "act", vec![0xc1]));
+        assert_eq!(
+            rejection(&outputs(&mut session, &store)),
+            (3, ErrorCode::Protocol as u16)
+        );
+        session.set_writable(false);
+        session.handle(1.0, 0, sent(4, "act", vec![7]));
+        assert_eq!(
+            rejection(&outputs(&mut session, &store)),
+            (4, ErrorCode::Unavailable as u16)
+        );
+        session.set_writable(true);
+        session.handle(1.0, 0, sent(5, "act", vec![7]));
+        assert!(matches!(
+            outputs(&mut session, &store)[..],
+            [Output::Intent { seq: 5, .. }]
+        ));
     }
 
     /// A session opened by early data answers `Hello` but takes the

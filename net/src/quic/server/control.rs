@@ -390,6 +390,7 @@ pub(super) async fn control_loop(
                 let unix = chrono::Utc::now().timestamp();
                 let store = shared.store.clone();
                 let joined = session.perspective().is_some();
+                session.set_writable(shared.writable.load(Ordering::SeqCst));
                 session.handle(now, unix, msg);
                 if let Some(codec) = session.codec() {
                     let _ = control.codec.set(codec);
@@ -430,6 +431,9 @@ pub(super) async fn control_loop(
         while let Some(out) = session.poll_output() {
             match out {
                 Output::Control(m) => {
+                    if let Message::IntentRejected(rejected) = &m {
+                        count_rejection(shared, rejected.code);
+                    }
                     let bytes = write_message(send, &m).await?;
                     shared.metrics.sent("control", bytes);
                 }
@@ -477,38 +481,17 @@ pub(super) async fn control_loop(
                     seq,
                     signature,
                 } => {
-                    if !shared.writable.load(Ordering::SeqCst) {
-                        shared.stats.unavailable_intents.fetch_add(1, Ordering::Relaxed);
-                        shared.metrics.reject("unavailable");
-                        let rejected = Message::IntentRejected(IntentRejected {
-                            seq,
-                            code: ErrorCode::Unavailable as u16,
-                            message: "the server cannot save the world right now; your action was not applied".into(),
-                        });
-                        let bytes = write_message(send, &rejected).await?;
-                        shared.metrics.sent("control", bytes);
-                    } else if shared.intents.accepts(&kind, &payload) {
-                        let _ = shared.commands.send(Command::Tick(TickInput::Intent {
-                            id,
-                            seq,
-                            intent: ReceivedIntent {
-                                id: Default::default(),
-                                perspective,
-                                kind,
-                                payload,
-                            },
-                            signature,
-                        }));
-                    } else {
-                        shared.metrics.reject("unknown");
-                        let rejected = Message::IntentRejected(IntentRejected {
-                            seq,
-                            code: ErrorCode::Protocol as u16,
-                            message: format!("unknown intent {kind:?} or payload that does not decode"),
-                        });
-                        let bytes = write_message(send, &rejected).await?;
-                        shared.metrics.sent("control", bytes);
-                    }
+                    let _ = shared.commands.send(Command::Tick(TickInput::Intent {
+                        id,
+                        seq,
+                        intent: ReceivedIntent {
+                            id: Default::default(),
+                            perspective,
+                            kind,
+                            payload,
+                        },
+                        signature,
+                    }));
                 }
                 Output::SignedIn { perspective } => {
                     let previous = lock(&shared.live).sign_in(&perspective, session.id());
@@ -537,4 +520,18 @@ pub(super) async fn control_loop(
             }
         }
     }
+}
+
+/// Counts an intent the session rejected, by why (its code).
+fn count_rejection(shared: &Shared, code: u16) {
+    let reason = match code {
+        c if c == ErrorCode::Unavailable as u16 => {
+            shared.stats.unavailable_intents.fetch_add(1, Ordering::Relaxed);
+            "unavailable"
+        }
+        c if c == ErrorCode::Protocol as u16 => "unknown",
+        c if c == ErrorCode::RateLimited as u16 => "rate_limited",
+        _ => "too_large",
+    };
+    shared.metrics.reject(reason);
 }

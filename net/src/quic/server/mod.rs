@@ -42,7 +42,7 @@ use hoard_proto::sync::answer::{AnswerKind, AnswerPlan, AnswerStep, Subscription
 use hoard_proto::sync::hub::{HubRead, SessionId};
 use hoard_proto::sync::server::{LiveSessions, Output, ServerSession, SessionConfig};
 use hoard_proto::sync::tick::{TickCore, TickInput, TickOutput};
-use hoard_proto::wire::{ErrorCode, IntentRejected, MAX_CONTROL_FRAME, Message, PART_BYTES, object_bytes, split};
+use hoard_proto::wire::{ErrorCode, MAX_CONTROL_FRAME, Message, PART_BYTES, object_bytes, split};
 use hoard_trust::tls::{ServerKeys, TlsError};
 mod answer;
 mod control;
@@ -265,7 +265,6 @@ struct Shared {
     commands: std_mpsc::Sender<Command>,
     stats: Arc<ServerStats>,
     metrics: Arc<ServerMetrics>,
-    intents: IntentRegistry,
     started: Instant,
     delta_queue: usize,
     next_id: AtomicU64,
@@ -519,6 +518,7 @@ pub(crate) async fn bind(
     session_config.tick_hz = options.tick_hz;
     session_config.access = rules.access.clone();
     session_config.directory = options.directory.clone();
+    session_config.intents = rules.intents.clone();
     getrandom::fill(&mut session_config.intent_nonce_key).map_err(|e| ServerError::Config(e.to_string()))?;
     configure(&keys, &mut session_config)?;
     let auth = session_config.auth.clone();
@@ -540,7 +540,6 @@ pub(crate) async fn bind(
         commands,
         stats: stats.clone(),
         metrics: metrics.clone(),
-        intents: rules.intents.clone(),
         started: Instant::now(),
         delta_queue: options.delta_queue,
         next_id: AtomicU64::new(1),
