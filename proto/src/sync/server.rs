@@ -223,6 +223,24 @@ pub enum Output {
         /// Who.
         perspective: String,
     },
+    /// Prepare the game for `perspective` (the driver's join hook: an
+    /// inventory created, say, which may touch the store) and report how
+    /// it went with [`ServerSession::prepared`]. Comes once, right after
+    /// `Hello` is accepted, before the session's other outputs.
+    Prepare {
+        /// Who.
+        perspective: String,
+    },
+    /// The player is connected, for the game: prepared, and the
+    /// connection's handshake complete (a replayed early `Hello` never
+    /// gets here). Comes once, before any of the session's intents.
+    Joined {
+        /// Who.
+        perspective: String,
+        /// The token, when it binds the player's key (a relay opens the
+        /// player's session upstream with it).
+        bound_token: Option<String>,
+    },
     /// The session no longer acts as `perspective` (it failed or its
     /// connection closed): the driver takes it out of its [`LiveSessions`].
     SignedOut {
@@ -288,6 +306,19 @@ enum Pending {
     Repair(Repair),
 }
 
+/// Where the session is in showing its player to the game.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Join {
+    /// No `Hello` accepted yet.
+    Waiting,
+    /// [`Output::Prepare`] is out.
+    Preparing,
+    /// Prepared; announced once the handshake completes.
+    Prepared,
+    /// [`Output::Joined`] is out.
+    Announced,
+}
+
 enum State {
     AwaitHello,
     Ready { perspective: String },
@@ -330,6 +361,8 @@ pub struct ServerSession {
     /// Whether the world can save what intents do now (its store is
     /// writable); the driver says ([`ServerSession::set_writable`]).
     writable: bool,
+    /// Where the player's join is.
+    join: Join,
 }
 
 impl ServerSession {
@@ -355,6 +388,7 @@ impl ServerSession {
             intent_check: None,
             bound_token: None,
             writable: true,
+            join: Join::Waiting,
         }
     }
 
@@ -392,6 +426,43 @@ impl ServerSession {
         {
             let perspective = perspective.clone();
             self.take_over(&perspective);
+        }
+        self.announce();
+    }
+
+    /// How the driver's preparation for the player ([`Output::Prepare`])
+    /// went: prepared, the player is announced ([`Output::Joined`]) once the
+    /// handshake is complete; not, the session is refused with the reason.
+    pub fn prepared(&mut self, result: Result<(), String>) {
+        if self.is_closed() || self.join != Join::Preparing {
+            return;
+        }
+        match result {
+            Ok(()) => {
+                self.join = Join::Prepared;
+                self.announce();
+            }
+            Err(reason) => {
+                tracing::error!(perspective = self.perspective().unwrap_or("-"), %reason, "session not prepared; refusing it");
+                self.fail(
+                    ErrorCode::Unavailable,
+                    format!("the server could not prepare your session: {reason}"),
+                );
+            }
+        }
+    }
+
+    /// Shows the player to the game, once prepared and not early.
+    fn announce(&mut self) {
+        if self.join != Join::Prepared || self.early {
+            return;
+        }
+        if let State::Ready { perspective } = &self.state {
+            self.join = Join::Announced;
+            self.out.push_back(Output::Joined {
+                perspective: perspective.clone(),
+                bound_token: self.bound_token.clone(),
+            });
         }
     }
 
@@ -670,8 +741,12 @@ impl ServerSession {
             self.take_over(&perspective);
         }
         self.codec = crate::wire::Packer::choose(&hello.codecs);
-        // Signed in from here (a failed read signs out again); welcomed
-        // once the zones are read.
+        // Signed in from here (a failed read signs out again); prepared
+        // by the driver first, welcomed once the zones are read.
+        self.out.push_back(Output::Prepare {
+            perspective: perspective.clone(),
+        });
+        self.join = Join::Preparing;
         self.state = State::Ready { perspective };
         self.read(StoreRead::Zones, Pending::Welcome);
     }
@@ -883,10 +958,79 @@ mod tests {
         while let Some(output) = session.poll_output() {
             match output {
                 Output::Read(read) => session.read_done(read.run(store)),
+                // Joins are `the_game_sees_a_player_once_prepared_and_past_the_handshake`'s.
+                Output::Prepare { .. } => session.prepared(Ok(())),
+                Output::Joined { .. } => {}
                 other => out.push(other),
             }
         }
         out
+    }
+
+    /// The driver's part of a join: each output's name, the store read
+    /// performed and the preparation answered with `prepared`.
+    fn join_outputs(session: &mut ServerSession, store: &MemoryStore, prepared: &Result<(), String>) -> Vec<String> {
+        let mut names = Vec::new();
+        while let Some(output) = session.poll_output() {
+            names.push(match output {
+                Output::Read(read) => {
+                    session.read_done(read.run(store));
+                    "read".to_owned()
+                }
+                Output::Prepare { perspective } => {
+                    session.prepared(prepared.clone());
+                    format!("prepare {perspective}")
+                }
+                Output::Joined { perspective, .. } => format!("joined {perspective}"),
+                Output::Control(m) => format!("control {:#04x}", m.kind()),
+                Output::Intent { seq, .. } => format!("intent {seq}"),
+                Output::SignedIn { .. } => "signed in".to_owned(),
+                Output::SignedOut { .. } => "signed out".to_owned(),
+                Output::Close { code, .. } => format!("close {}", code as u16),
+                other => format!("{other:?}"),
+            });
+        }
+        names
+    }
+
+    /// The game is shown a player once the driver prepared them and the
+    /// handshake is complete, and before any of their intents: a replayed
+    /// early `Hello` never shows, and a player the driver could not prepare
+    /// is refused with the reason.
+    #[test]
+    fn the_game_sees_a_player_once_prepared_and_past_the_handshake() {
+        let auth = TokenAuthority::new([9; 32]).with_dev_mode(true);
+        let config = Arc::new(SessionConfig::new(
+            ServerIdentity([1; 32]),
+            "world",
+            RegistryHash([2; 32]),
+            auth,
+        ));
+        let store = MemoryStore::new();
+        let welcome = "control 0x81"; // Welcome's type code
+
+        let mut at_once = ServerSession::new(config.clone(), 1);
+        at_once.handle(0.0, 0, hello());
+        let out = join_outputs(&mut at_once, &store, &Ok(()));
+        assert_eq!(out, ["signed in", "prepare ann", "read", "joined ann", welcome]);
+
+        let mut early = ServerSession::early(config.clone(), 2);
+        early.handle(0.0, 0, hello());
+        let out = join_outputs(&mut early, &store, &Ok(()));
+        assert_eq!(out, ["prepare ann", "read", welcome], "not shown while early");
+        early.handshake_complete();
+        early.handle(1.0, 0, intent());
+        let out = join_outputs(&mut early, &store, &Ok(()));
+        assert_eq!(out, ["signed in", "joined ann", "intent 1"]);
+
+        let mut refused = ServerSession::new(config, 3);
+        refused.handle(0.0, 0, hello());
+        let out = join_outputs(&mut refused, &store, &Err("no inventory".into()));
+        assert!(
+            out.contains(&format!("close {}", ErrorCode::Unavailable as u16)),
+            "{out:?}"
+        );
+        assert!(!out.iter().any(|o| o.starts_with("joined")), "{out:?}");
     }
 
     /// Runs a driver's part for `session`'s outputs: sign-ins and sign-outs

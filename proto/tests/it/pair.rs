@@ -241,6 +241,12 @@ impl Pair {
             Some(Output::SignedIn { perspective }) => assert_eq!(perspective, "ann"),
             other => panic!("expected the sign-in, got {other:?}"),
         }
+        // Nothing to prepare for the player.
+        match pair.session.poll_output() {
+            Some(Output::Prepare { perspective }) => assert_eq!(perspective, "ann"),
+            other => panic!("expected the preparation, got {other:?}"),
+        }
+        pair.session.prepared(Ok(()));
         match pair.session.poll_output() {
             Some(Output::Read(read)) => {
                 let reply = pair.perform(&read);
@@ -248,18 +254,26 @@ impl Pair {
             }
             other => panic!("expected the zones read, got {other:?}"),
         }
+        pair.tick.prepare(&mut pair.world);
+        pair.tick.handle(&mut pair.world, TickInput::Register { id: SESSION });
+        match pair.session.poll_output() {
+            Some(Output::Joined {
+                perspective,
+                bound_token,
+            }) => {
+                let joined = TickInput::Joined {
+                    id: SESSION,
+                    perspective,
+                    bound_token,
+                };
+                pair.tick.handle(&mut pair.world, joined);
+            }
+            other => panic!("expected the player shown to the game, got {other:?}"),
+        }
         match pair.session.poll_output() {
             Some(Output::Control(Message::Welcome(_))) => {}
             other => panic!("expected welcome, got {other:?}"),
         }
-        pair.tick.prepare(&mut pair.world);
-        pair.tick.handle(&mut pair.world, TickInput::Register { id: SESSION });
-        let joined = TickInput::Joined {
-            id: SESSION,
-            perspective: "ann".into(),
-            bound_token: None,
-        };
-        pair.tick.handle(&mut pair.world, joined);
         pair
     }
 
@@ -412,7 +426,9 @@ impl Pair {
                     );
                 }
                 Output::Close { code, reason } => self.closed = Some((code, reason)),
-                Output::SignedIn { .. } | Output::SignedOut { .. } => {}
+                // The one join is the setup's (`Pair::new`).
+                Output::Prepare { .. } => self.session.prepared(Ok(())),
+                Output::Joined { .. } | Output::SignedIn { .. } | Output::SignedOut { .. } => {}
             }
         }
     }

@@ -304,9 +304,6 @@ pub(super) async fn control_loop(
     // The zones this connection wants live deltas of, and the entry (request)
     // whose answer will start them.
     let wanted: Wanted = Arc::new(std::sync::Mutex::new(Subscriptions::default()));
-    // A perspective whose `Hello` was answered, for the game once the
-    // handshake is complete.
-    let mut pending_join: Option<String> = None;
     loop {
         // The handshake completing is an event of its own (an early
         // session's perspective takes over then); messages are read
@@ -385,48 +382,13 @@ pub(super) async fn control_loop(
                 };
                 slot = Some(taken);
             }
-            {
-                let now = shared.started.elapsed().as_secs_f64();
-                let unix = chrono::Utc::now().timestamp();
-                let store = shared.store.clone();
-                let joined = session.perspective().is_some();
-                session.set_writable(shared.writable.load(Ordering::SeqCst));
-                session.handle(now, unix, msg);
-                if let Some(codec) = session.codec() {
-                    let _ = control.codec.set(codec);
-                }
-                // The game's join hook may touch the store: keep the
-                // runtime's other connections moving meanwhile.
-                tokio::task::block_in_place(|| {
-                    if !joined && let Some(perspective) = session.perspective().map(str::to_owned) {
-                        let prepared = shared
-                            .on_join
-                            .as_ref()
-                            .map_or(Ok(()), |hook| hook(&perspective, &*store));
-                        match prepared {
-                            Ok(()) => pending_join = Some(perspective),
-                            Err(reason) => {
-                                tracing::error!(%perspective, %reason, "session not prepared; refusing it");
-                                session.fail(
-                                    ErrorCode::Unavailable,
-                                    format!("the server could not prepare your session: {reason}"),
-                                );
-                            }
-                        }
-                    }
-                });
+            let now = shared.started.elapsed().as_secs_f64();
+            let unix = chrono::Utc::now().timestamp();
+            session.set_writable(shared.writable.load(Ordering::SeqCst));
+            session.handle(now, unix, msg);
+            if let Some(codec) = session.codec() {
+                let _ = control.codec.set(codec);
             }
-        }
-        // The game sees the player connected only once the handshake is
-        // complete: a replayed early `Hello` never shows as a player.
-        if !session.is_early()
-            && let Some(perspective) = pending_join.take()
-        {
-            let _ = shared.commands.send(Command::Tick(TickInput::Joined {
-                id,
-                perspective,
-                bound_token: session.bound_token().map(str::to_owned),
-            }));
         }
         while let Some(out) = session.poll_output() {
             match out {
@@ -491,6 +453,27 @@ pub(super) async fn control_loop(
                             payload,
                         },
                         signature,
+                    }));
+                }
+                Output::Prepare { perspective } => {
+                    // The game's join hook may touch the store: keep the
+                    // runtime's other connections moving meanwhile.
+                    let prepared = match &shared.on_join {
+                        Some(hook) => tokio::task::block_in_place(|| hook(&perspective, &*shared.store)),
+                        None => Ok(()),
+                    };
+                    session.prepared(prepared);
+                }
+                // Prepared and past the handshake (a replayed early `Hello`
+                // never shows as a player).
+                Output::Joined {
+                    perspective,
+                    bound_token,
+                } => {
+                    let _ = shared.commands.send(Command::Tick(TickInput::Joined {
+                        id,
+                        perspective,
+                        bound_token,
                     }));
                 }
                 Output::SignedIn { perspective } => {
