@@ -4,25 +4,29 @@
 //! same hoard session as on raw QUIC (`control::serve_web`, `link`), under
 //! the same connection limits, deadlines, answer slots and metrics.
 //!
-//! Certificates: a deployment names a real certificate
-//! ([`WebCertificate::Files`]); for development the server makes its own
-//! ([`WebCertificate::Development`]): ECDSA P-256, valid for
-//! [`DEV_CERT_VALIDITY`] (browsers accept a self-signed certificate through
-//! `serverCertificateHashes` only if it is valid for at most 14 days), made
-//! anew every [`DEV_CERT_ROTATE`]; [`WebEndpoint::certificate_hashes`] says
+//! Certificates (made and read by `hoard_trust::web`): a deployment names a
+//! real certificate ([`WebCertificate::Files`]); for development the
+//! server makes its own ([`WebCertificate::Development`]): ECDSA P-256,
+//! valid for [`DEV_CERT_VALIDITY`] (browsers accept a self-signed
+//! certificate through `serverCertificateHashes` only if it is valid for at
+//! most 14 days), made anew every [`DEV_CERT_ROTATE`]; [`WebEndpoint::certificate_hashes`] says
 //! the SHA-256 of the current and the previous one, for the page to pass to
 //! `new WebTransport(url, { serverCertificateHashes })`. This certificate
 //! is only the transport's: what a browser trusts about the world is the
 //! world's identity and key (`Welcome`), and its shards' signed heads.
 
-use std::path::Path;
 use std::sync::RwLock;
-use std::time::SystemTime;
 
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use hoard_trust::web;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::*;
 use hoard_engine::lock::{read, write};
+
+/// A certificate that could not be made or read, as the server reports it.
+fn config_err(e: hoard_trust::tls::TlsError) -> ServerError {
+    ServerError::Config(e.to_string())
+}
 
 /// The path of a hoard WebTransport session (`https://host:port/hoard`).
 pub const WEB_PATH: &str = "/hoard";
@@ -110,11 +114,15 @@ pub(super) fn bind_web(options: &WebTransportOptions, shared: &Arc<Shared>) -> R
     let hashes: Arc<RwLock<Vec<[u8; 32]>>> = Arc::default();
     let (chain, key, development) = match &options.certificate {
         WebCertificate::Development => {
-            let (cert, key) = development_certificate()?;
-            write(&hashes).push(sha256(&cert));
+            let (cert, key) = web::development_certificate(DEV_CERT_VALIDITY).map_err(config_err)?;
+            write(&hashes).push(web::certificate_sha256(&cert));
             (vec![cert], key, true)
         }
-        WebCertificate::Files { chain, key } => (read_chain(chain)?, read_key(key)?, false),
+        WebCertificate::Files { chain, key } => (
+            web::read_chain(chain).map_err(config_err)?,
+            web::read_key(key).map_err(config_err)?,
+            false,
+        ),
     };
     let socket = super::super::socket::bind(options.listen).map_err(bind_err)?;
     let runtime = quinn::default_runtime().ok_or_else(|| bind_err(std::io::Error::other("no async runtime")))?;
@@ -142,10 +150,12 @@ pub(super) fn bind_web(options: &WebTransportOptions, shared: &Arc<Shared>) -> R
 async fn rotate(endpoint: Endpoint, hashes: Arc<RwLock<Vec<[u8; 32]>>>) {
     loop {
         tokio::time::sleep(DEV_CERT_ROTATE).await;
-        let made = development_certificate().and_then(|(cert, key)| {
-            let hash = sha256(&cert);
-            Ok((server_config(vec![cert], key)?, hash))
-        });
+        let made = web::development_certificate(DEV_CERT_VALIDITY)
+            .map_err(config_err)
+            .and_then(|(cert, key)| {
+                let hash = web::certificate_sha256(&cert);
+                Ok((server_config(vec![cert], key)?, hash))
+            });
         match made {
             Ok((config, hash)) => {
                 endpoint.set_server_config(Some(config));
@@ -159,49 +169,6 @@ async fn rotate(endpoint: Endpoint, hashes: Arc<RwLock<Vec<[u8; 32]>>>) {
     }
 }
 
-/// An ECDSA P-256 certificate for `localhost` and the loopback addresses,
-/// valid from an hour ago for [`DEV_CERT_VALIDITY`] in all.
-fn development_certificate() -> Result<(CertificateDer<'static>, PrivateKeyDer<'static>), ServerError> {
-    let generate = |e: rcgen::Error| ServerError::Config(format!("making a development certificate: {e}"));
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(generate)?;
-    let mut params =
-        rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()])
-            .map_err(generate)?;
-    let start = SystemTime::now() - Duration::from_secs(3600);
-    params.not_before = start.into();
-    params.not_after = (start + DEV_CERT_VALIDITY).into();
-    let cert = params.self_signed(&key).map_err(generate)?;
-    Ok((
-        cert.der().clone(),
-        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-    ))
-}
-
-fn sha256(cert: &CertificateDer<'_>) -> [u8; 32] {
-    let digest = ring::digest::digest(&ring::digest::SHA256, cert.as_ref());
-    let mut out = [0u8; 32];
-    out.copy_from_slice(digest.as_ref());
-    out
-}
-
-fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, ServerError> {
-    use rustls::pki_types::pem::PemObject;
-    let bad = |e: &dyn std::fmt::Display| ServerError::Config(format!("{}: {e}", path.display()));
-    let chain = CertificateDer::pem_file_iter(path)
-        .map_err(|e| bad(&e))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| bad(&e))?;
-    if chain.is_empty() {
-        return Err(bad(&"no certificate in the file"));
-    }
-    Ok(chain)
-}
-
-fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, ServerError> {
-    use rustls::pki_types::pem::PemObject;
-    PrivateKeyDer::from_pem_file(path).map_err(|e| ServerError::Config(format!("{}: {e}", path.display())))
-}
-
 /// HTTP/3 for WebTransport: ALPN `h3`, TLS 1.3, no 0-RTT (a browser's
 /// WebTransport never sends early data), and the transport limits of
 /// [`super::super::transport::web_server`].
@@ -209,16 +176,9 @@ fn server_config(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
 ) -> Result<quinn::ServerConfig, ServerError> {
-    let config_err = |e: &dyn std::fmt::Display| ServerError::Config(format!("WebTransport TLS: {e}"));
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| config_err(&e))?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .map_err(|e| config_err(&e))?;
-    tls.alpn_protocols = vec![web_transport_quinn::ALPN.as_bytes().to_vec()];
-    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(|e| config_err(&e))?;
+    let tls = web::web_tls_config(chain, key, web_transport_quinn::ALPN.as_bytes()).map_err(config_err)?;
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
+        .map_err(|e| ServerError::Config(format!("WebTransport TLS: {e}")))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     config.transport_config(Arc::new(super::super::transport::web_server()));
     Ok(config)
