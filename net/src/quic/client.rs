@@ -384,25 +384,22 @@ async fn open_control(conn: &Connection, hello: &Message) -> Result<(SendStream,
     Ok((send, recv))
 }
 
-impl Opened {
-    /// Waits for a 0-RTT connection's handshake; if the server refused the
-    /// early data, sends `Hello` again on a new control stream.
-    async fn settle(mut self, addr: SocketAddr) -> Result<Opened, ClientError> {
-        let Some(accepted) = self.dialed.early.take() else {
-            return Ok(self);
-        };
-        let taken = accepted.await;
-        check_resumed_identity(&self.dialed.conn, addr, self.dialed.identity)?;
-        self.early_data = Some(taken);
-        if !taken {
-            tracing::info!(%addr, "the server refused the 0-RTT data; saying hello again");
-            let (mut send, recv) = self.dialed.conn.open_bi().await.map_err(|e| connect_err(addr, e))?;
-            write_message(&mut send, &self.hello)
-                .await
-                .map_err(|e| connect_err(addr, e))?;
-            (self.send, self.recv) = (send, recv);
-        }
-        Ok(self)
+/// Settles a connection's 0-RTT phase, if it had one, once its handshake
+/// completes ([`finish_early`]): returns the control stream to read
+/// `Welcome` from, and whether early data was taken.
+async fn settle(
+    link: &QuicLink,
+    dialed: &mut Dialed,
+    addr: SocketAddr,
+    hello: &Message,
+    recv: quinn::RecvStream,
+    early_data: Option<bool>,
+) -> Result<(quinn::RecvStream, Option<bool>), ClientError> {
+    match dialed.early.take() {
+        Some(accepted) => finish_early(link, addr, accepted, dialed.identity, hello, recv)
+            .await
+            .map(|(recv, taken)| (recv, Some(taken))),
+        None => Ok((recv, early_data)),
     }
 }
 
@@ -479,7 +476,7 @@ pub struct QuicLink {
 }
 
 impl QuicLink {
-    fn new(conn: Connection, stream: SendStream, early: bool) -> QuicLink {
+    pub(crate) fn new(conn: Connection, stream: SendStream, early: bool) -> QuicLink {
         QuicLink {
             conn,
             control: AsyncMutex::new(ControlSend {
@@ -533,7 +530,7 @@ impl ControlLink for QuicLink {
 /// if the server refused the early data, a new control stream carries
 /// `Hello` and everything sent early again (the old stream is gone with the
 /// early data). Returns the control stream to read `Welcome` from.
-async fn finish_early(
+pub(crate) async fn finish_early(
     link: &QuicLink,
     addr: SocketAddr,
     accepted: quinn::ZeroRttAccepted,
@@ -559,7 +556,7 @@ async fn finish_early(
 fn session_tasks(
     dialed: &Dialed,
     cache: WorldCache,
-    send: SendStream,
+    link: QuicLink,
     options: &ClientOptions,
     registry: &PublishRegistry,
     perspective: &str,
@@ -567,7 +564,6 @@ fn session_tasks(
     let config = options
         .settings()
         .host_config(dialed.identity, perspective, registry.hash());
-    let link = QuicLink::new(dialed.conn.clone(), send, dialed.early.is_some());
     SessionTasks::new(cache, config, link)
 }
 
@@ -609,16 +605,18 @@ impl HoardClient {
     pub async fn connect(options: ClientOptions, registry: PublishRegistry) -> Result<HoardClient, ClientError> {
         let addr = options.server;
         let Opened {
-            dialed,
+            mut dialed,
             cache,
             send,
             recv,
             early_data,
-            ..
-        } = Opened::open(&options, &registry).await?.settle(addr).await?;
+            hello,
+        } = Opened::open(&options, &registry).await?;
+        let link = QuicLink::new(dialed.conn.clone(), send, dialed.early.is_some());
+        let (recv, early_data) = settle(&link, &mut dialed, addr, &hello, recv, early_data).await?;
         let mut control = FrameReader::new(recv, MAX_CONTROL_FRAME);
         let welcome = read_welcome(&mut control, &dialed.conn, addr).await?;
-        let tasks = session_tasks(&dialed, cache, send, &options, &registry, &welcome.perspective);
+        let tasks = session_tasks(&dialed, cache, link, &options, &registry, &welcome.perspective);
         accept_welcome(&tasks, &welcome, addr)?;
         Ok(HoardClient::start(
             tasks, dialed, early_data, control, registry, welcome, &options,
@@ -657,7 +655,8 @@ impl HoardClient {
             early_data,
             hello,
         } = Opened::open(&options, &registry).await?;
-        let tasks = session_tasks(&dialed, cache, send, &options, &registry, &guess);
+        let link = QuicLink::new(dialed.conn.clone(), send, dialed.early.is_some());
+        let tasks = session_tasks(&dialed, cache, link, &options, &registry, &guess);
         tasks.show(zone);
         let (pending, _) = tasks.wait_for_entry(zone);
         // `EnterZone` is written now, behind `Hello`; the cached copies load
@@ -668,12 +667,9 @@ impl HoardClient {
         }
         // No intent is sent before the handshake completes: the client is
         // handed out only after this.
-        let (recv, early_data) = match dialed.early.take() {
-            Some(accepted) => match finish_early(tasks.link(), addr, accepted, dialed.identity, &hello, recv).await {
-                Ok((recv, taken)) => (recv, Some(taken)),
-                Err(failure) => return Err(refusal_or(None, &dialed.conn, failure).await),
-            },
-            None => (recv, early_data),
+        let (recv, early_data) = match settle(tasks.link(), &mut dialed, addr, &hello, recv, early_data).await {
+            Ok(settled) => settled,
+            Err(failure) => return Err(refusal_or(None, &dialed.conn, failure).await),
         };
         let mut control = FrameReader::new(recv, MAX_CONTROL_FRAME);
         let welcome = read_welcome(&mut control, &dialed.conn, addr).await?;

@@ -1,9 +1,10 @@
 //! hoard-client's byte link over QUIC ([`QuicWire`]): a connection whose
-//! tasks only move messages. One task writes the client's messages on the
-//! control stream in order (and, for a 0-RTT connection the server refused
-//! the early data of, opens a new control stream and sends `Hello` and
-//! everything sent early again); one reads the control stream and one each
-//! of the server's streams, handing whole messages to a bounded queue the
+//! tasks only move messages, on the async client's own pieces (dialing,
+//! [`QuicLink`], the stream readers). One task writes the client's messages
+//! on the control stream in order; one settles a 0-RTT connection (for one
+//! the server refused the early data of, a new control stream carries
+//! `Hello` and everything sent early again) and then reads the control
+//! stream; one reads each of the server's streams, handing whole messages to a bounded queue the
 //! driver takes from ([`Wire::receive`]). When the queue is full the
 //! readers wait, so a driver that falls behind stops the reading and QUIC's
 //! flow control pushes back on the server. The session, the cache and the
@@ -20,11 +21,12 @@ use hoard_engine::lock::lock;
 use hoard_proto::client::ClientError;
 use hoard_proto::wire::{Hello, MAX_CONTROL_FRAME, Message};
 use quinn::{Connection, Endpoint, RecvStream, SendStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use super::client::inbound::{Reader, StreamEnd};
-use super::client::{ClientOptions, Dialed, check_resumed_identity, refusal_of, say_hello, send_again};
-use super::stream::{FrameReader, write_message};
+use super::client::{ClientOptions, Dialed, QuicLink, finish_early, refusal_of, say_hello};
+use super::stream::FrameReader;
+use hoard_client::tasks::ControlLink;
 
 /// Messages the driver may queue for sending, at most (the control
 /// stream's writer takes them as fast as QUIC does; a full queue means the
@@ -162,22 +164,15 @@ impl QuicWire {
         let (outgoing, out_rx) = mpsc::channel(SEND_QUEUE);
         let (in_tx, incoming) = mpsc::channel(RECEIVE_QUEUE);
         let failed = Arc::new(Mutex::new(None));
-        let (recv_tx, recv_rx) = oneshot::channel();
-        runtime.spawn(write_control(
-            Control {
-                conn: parts.conn.clone(),
-                addr: parts.addr,
-                identity: parts.identity,
-                hello: parts.hello,
-                send: parts.send,
-                recv: parts.recv,
-                early: parts.early,
-            },
-            out_rx,
-            recv_tx,
-            failed.clone(),
-        ));
-        runtime.spawn(read_control(parts.conn.clone(), recv_rx, in_tx.clone()));
+        let link = Arc::new(QuicLink::new(parts.conn.clone(), parts.send, parts.early.is_some()));
+        runtime.spawn(write_control(link.clone(), out_rx, failed.clone()));
+        let settle = Settle {
+            early: parts.early,
+            addr: parts.addr,
+            identity: parts.identity,
+            hello: parts.hello,
+        };
+        runtime.spawn(read_control(link, settle, parts.recv, in_tx.clone(), failed.clone()));
         runtime.spawn(accept_streams(parts.conn.clone(), in_tx));
         QuicWire {
             conn: parts.conn,
@@ -253,81 +248,60 @@ impl Drop for QuicWire {
     }
 }
 
-/// The control stream as the writer holds it.
-struct Control {
-    conn: Connection,
+/// Writes the driver's messages on the control stream in order; while a
+/// 0-RTT handshake is under way the link keeps them, to send again should
+/// the server refuse the early data ([`read_control`] settles that).
+async fn write_control(
+    link: Arc<QuicLink>,
+    mut out: mpsc::Receiver<Vec<Message>>,
+    failed: Arc<Mutex<Option<ClientError>>>,
+) {
+    while let Some(messages) = out.recv().await {
+        if let Err(e) = link.send(messages).await {
+            // The server's reason when it closed the connection (a newer
+            // session of this player, say), not the stream's.
+            tracing::debug!(error = %e, "control stream write failed");
+            *lock(&failed) = Some(closed(link.connection(), &e.to_string()));
+            return;
+        }
+    }
+}
+
+/// What settling a 0-RTT connection needs.
+struct Settle {
+    /// The handshake, still under way (`None`: a full handshake, done).
+    early: Option<quinn::ZeroRttAccepted>,
     addr: std::net::SocketAddr,
     identity: ServerIdentity,
     hello: Message,
-    send: SendStream,
-    recv: RecvStream,
-    early: Option<quinn::ZeroRttAccepted>,
 }
 
-/// Writes the driver's messages on the control stream in order. While a
-/// 0-RTT handshake is under way what goes out is kept; if the server
-/// refuses the early data it all goes again on a new control stream. The
-/// control stream to read is handed to the reader once that is settled.
-async fn write_control(
-    mut control: Control,
-    mut out: mpsc::Receiver<Vec<Message>>,
-    read: oneshot::Sender<RecvStream>,
+/// Settles a 0-RTT connection once its handshake completes (the server
+/// must still be the pinned identity; early data it refused goes again on
+/// a new control stream), then reads the control stream (`Welcome` first).
+async fn read_control(
+    link: Arc<QuicLink>,
+    settle: Settle,
+    recv: RecvStream,
+    to: mpsc::Sender<Arrival>,
     failed: Arc<Mutex<Option<ClientError>>>,
 ) {
-    let fail = |e: ClientError| {
-        tracing::debug!(error = %e, "control stream write failed");
-        *lock(&failed) = Some(e);
-    };
-    if let Some(mut accepted) = control.early.take() {
-        let mut sent_early = Vec::new();
-        let taken = loop {
-            tokio::select! {
-                taken = &mut accepted => break taken,
-                next = out.recv() => {
-                    let Some(messages) = next else { return };
-                    for m in &messages {
-                        // A refused stream fails its writes: all of it
-                        // goes again below.
-                        let _ = write_message(&mut control.send, m).await;
-                    }
-                    sent_early.extend(messages);
-                }
-            }
-        };
-        if let Err(e) = check_resumed_identity(&control.conn, control.addr, control.identity) {
-            control.conn.close(quinn::VarInt::from_u32(0), b"not the pinned server");
-            return fail(e);
-        }
-        if !taken {
-            match send_again(&control.conn, control.addr, &control.hello, &sent_early).await {
-                Ok((send, recv)) => (control.send, control.recv) = (send, recv),
+    let conn = link.connection().clone();
+    let recv = match settle.early {
+        None => recv,
+        Some(accepted) => {
+            match finish_early(&link, settle.addr, accepted, settle.identity, &settle.hello, recv).await {
+                Ok((recv, _)) => recv,
                 Err(e) => {
-                    let refused = control.conn.close_reason().as_ref().and_then(refusal_of);
-                    return fail(refused.unwrap_or(e));
+                    let e = conn.close_reason().as_ref().and_then(refusal_of).unwrap_or(e);
+                    // Never talk on to a server that is not the pinned one.
+                    conn.close(quinn::VarInt::from_u32(0), b"the connection could not be settled");
+                    *lock(&failed) = Some(e.clone());
+                    let _ = to.send(Arrival::Ended(e)).await;
+                    return;
                 }
             }
         }
-    }
-    let _ = read.send(control.recv);
-    while let Some(messages) = out.recv().await {
-        for m in &messages {
-            if let Err(e) = write_message(&mut control.send, m).await {
-                // The server's reason when it closed the connection (a
-                // newer session of this player, say), not the stream's.
-                return fail(closed(&control.conn, &e.to_string()));
-            }
-        }
-    }
-}
-
-/// Reads the control stream (`Welcome` first) once the writer settled it.
-async fn read_control(conn: Connection, recv: oneshot::Receiver<RecvStream>, to: mpsc::Sender<Arrival>) {
-    let Ok(recv) = recv.await else {
-        // The writer failed before settling: the connection is of no use.
-        let _ = to
-            .send(Arrival::Ended(closed(&conn, "the control stream could not be opened")))
-            .await;
-        return;
     };
     let mut control = FrameReader::new(recv, MAX_CONTROL_FRAME);
     loop {
