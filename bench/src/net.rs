@@ -65,20 +65,8 @@ fn median_sample(samples: &[Sample]) -> Sample {
 /// The bench player's options for reaching `server` at `addr` (the
 /// simulator in front of it) with the cache at `cache`, its identity pinned.
 fn bench_client(server: &ServerHandle, addr: SocketAddr, cache: &Path) -> anyhow::Result<ClientOptions> {
-    Ok(ClientOptions {
-        server: addr,
-        cache_dir: cache.to_owned(),
-        token: server.auth.issue("bench", chrono::Utc::now().timestamp() + 3600)?,
-        service: "world".into(),
-        pin: Some(server.identity),
-        world: None,
-        proofs: false,
-        endpoint: None,
-        cache_files: None,
-        compression: true,
-        player_key: None,
-        token_keys: false,
-    })
+    let token = server.auth.issue("bench", chrono::Utc::now().timestamp() + 3600)?;
+    Ok(ClientOptions::new(addr, cache.to_owned(), token).with_pin(server.identity))
 }
 
 /// One measured zone entry through the simulator with the cache at `cache`.
@@ -100,10 +88,8 @@ async fn entry_with(
     compression: bool,
 ) -> anyhow::Result<(Sample, EntryStats)> {
     let sim = netsim::start("127.0.0.1:0".parse()?, server.addr, link).await?;
-    let options = ClientOptions {
-        compression,
-        ..bench_client(server, sim.addr, cache)?
-    };
+    let mut options = bench_client(server, sim.addr, cache)?;
+    options.compression = compression;
     let client = HoardClient::connect(options, reference::registry()).await?;
     // Zone entries happen on an established connection (one is kept across
     // zones): let the handshake's trailing traffic (path MTU probes, new

@@ -237,20 +237,9 @@ impl Origin {
 }
 
 fn options(server: SocketAddr, world: Option<ServerIdentity>, cache: &Path, name: &str) -> ClientOptions {
-    ClientOptions {
-        server,
-        cache_dir: cache.to_owned(),
-        token: format!("dev:{name}"),
-        service: "world".into(),
-        pin: None,
-        world,
-        proofs: false,
-        endpoint: None,
-        cache_files: None,
-        compression: true,
-        player_key: None,
-        token_keys: false,
-    }
+    let mut options = ClientOptions::new(server, cache.to_owned(), format!("dev:{name}"));
+    options.world = world;
+    options
 }
 
 async fn relay_of(origin: &Origin, dir: &Path) -> anyhow::Result<RelayHandle> {

@@ -178,20 +178,8 @@ async fn enter_all(
     registry: &PublishRegistry,
     zones: &[ZoneId],
 ) -> anyhow::Result<Entries> {
-    let options = ClientOptions {
-        server: server.addr,
-        cache_dir: cache.to_owned(),
-        token: server.auth.issue("returning", chrono::Utc::now().timestamp() + 3600)?,
-        service: "world".into(),
-        pin: Some(server.identity),
-        world: None,
-        proofs: false,
-        endpoint: None,
-        cache_files: None,
-        compression: true,
-        player_key: None,
-        token_keys: false,
-    };
+    let token = server.auth.issue("returning", chrono::Utc::now().timestamp() + 3600)?;
+    let options = ClientOptions::new(server.addr, cache.to_owned(), token).with_pin(server.identity);
     let client = HoardClient::connect(options, registry.clone()).await?;
     let mut entries = Entries::default();
     for zone in zones {

@@ -187,17 +187,10 @@ mod tests {
     use super::*;
 
     fn settings(key: Option<PlayerKey>) -> SessionSettings {
-        SessionSettings {
-            cache_dir: std::env::temp_dir(),
-            cache_files: None,
-            token: "player:ann".into(),
-            service: "demo".into(),
-            world: None,
-            proofs: false,
-            compression: false,
-            player_key: key,
-            token_keys: false,
-        }
+        let mut settings = SessionSettings::new(std::env::temp_dir(), "player:ann".into());
+        settings.service = "demo".into();
+        settings.player_key = key;
+        settings
     }
 
     fn seqs(messages: &[Message]) -> Vec<(u32, usize)> {

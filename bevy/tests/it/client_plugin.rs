@@ -74,20 +74,7 @@ fn a_client_app_enters_sees_entities_before_ready_and_sends_intents() {
     let mut client = App::new();
     client
         .add_plugins(HoardClientPlugin::with_registry(
-            ClientOptions {
-                server: addr,
-                cache_dir: cache.path().to_owned(),
-                token,
-                service: "world".into(),
-                pin: None,
-                world: None,
-                proofs: false,
-                endpoint: None,
-                cache_files: None,
-                compression: true,
-                player_key: None,
-                token_keys: false,
-            },
+            ClientOptions::new(addr, cache.path().to_owned(), token),
             registry(),
         ))
         .init_resource::<Seen>()

@@ -97,20 +97,7 @@ fn a_bevy_app_serves_its_world_and_applies_typed_intents() {
     let client_rt = tokio::runtime::Runtime::new().expect("runtime");
     let client = client_rt
         .block_on(HoardClient::connect(
-            ClientOptions {
-                server: addr,
-                cache_dir: cache.path().to_owned(),
-                token,
-                service: "world".into(),
-                pin: None,
-                world: None,
-                proofs: false,
-                endpoint: None,
-                cache_files: None,
-                compression: true,
-                player_key: None,
-                token_keys: false,
-            },
+            ClientOptions::new(addr, cache.path().to_owned(), token),
             registry(),
         ))
         .expect("connect");

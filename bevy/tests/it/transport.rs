@@ -113,17 +113,9 @@ fn crates(stones: &[u32]) -> Vec<CachedObject> {
 
 /// Ann, a dev token, caching in `dir`.
 fn settings(dir: &std::path::Path, compression: bool) -> SessionSettings {
-    SessionSettings {
-        cache_dir: dir.to_owned(),
-        cache_files: None,
-        token: "dev:ann".into(),
-        service: "world".into(),
-        world: None,
-        proofs: false,
-        compression,
-        player_key: None,
-        token_keys: false,
-    }
+    let mut settings = SessionSettings::new(dir.to_owned(), "dev:ann".into());
+    settings.compression = compression;
+    settings
 }
 
 #[derive(Resource, Default)]

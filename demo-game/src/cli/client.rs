@@ -139,23 +139,15 @@ pub(crate) fn run(args: ClientArgs) -> anyhow::Result<i32> {
         eprintln!("hoard-demo: logging to {}", log.display());
     }
     let player_key = player_key(&args.token, args.player_key.as_deref())?;
-    let options = ClientOptions {
-        server: *args
-            .server
-            .first()
-            .ok_or_else(|| anyhow::anyhow!("--server: give an address"))?,
-        cache_dir,
-        token: args.token,
-        service: "world".into(),
-        pin: args.fingerprint,
-        world: args.world,
-        proofs: false,
-        endpoint: None,
-        cache_files: None,
-        compression: !args.no_compression,
-        player_key,
-        token_keys: false,
-    };
+    let server = *args
+        .server
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("--server: give an address"))?;
+    let mut options = ClientOptions::new(server, cache_dir, args.token);
+    options.pin = args.fingerprint;
+    options.world = args.world;
+    options.compression = !args.no_compression;
+    options.player_key = player_key;
     // The client is a Bevy App on `HoardClientPlugin`; dropping it closes
     // the connection and releases the cache.
     // The zone is entered as part of connecting: `EnterZone` right behind

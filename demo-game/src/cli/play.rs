@@ -92,20 +92,12 @@ pub(crate) fn run(args: PlayArgs) -> anyhow::Result<i32> {
         .map_err(|_| anyhow::anyhow!("the embedded server did not start"))??;
     let result = (|| {
         let (app, stats) = ClientApp::connect_entered(
-            ClientOptions {
-                server: addr,
+            ClientOptions::new(
+                addr,
                 cache_dir,
-                token: format!("{}{}", hoard_proto::auth::DEV_PREFIX, args.player),
-                service: "world".into(),
-                pin: Some(identity),
-                world: None,
-                proofs: false,
-                endpoint: None,
-                cache_files: None,
-                compression: true,
-                player_key: None,
-                token_keys: false,
-            },
+                format!("{}{}", hoard_proto::auth::DEV_PREFIX, args.player),
+            )
+            .with_pin(identity),
             &args.zone,
         )?;
         let mut session = Session::start(app, args.zone, stats)?;

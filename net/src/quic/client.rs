@@ -29,81 +29,51 @@ use hoard_trust::tls::{KnownServers, SERVER_NAME};
 
 pub(crate) mod inbound;
 
-/// How to reach a server.
+/// How to reach a server, and who the client is there.
 #[derive(Clone, Debug)]
 pub struct ClientOptions {
     /// The server's address.
     pub server: SocketAddr,
-    /// The cache root (also holds `known_servers`).
-    pub cache_dir: PathBuf,
-    /// The perspective's token.
-    pub token: String,
-    /// The service.
-    pub service: String,
-    /// A fingerprint to require; otherwise `known_servers` (trust on first use).
+    /// A fingerprint to require; otherwise `known_servers` in the cache
+    /// folder (trust on first use).
     pub pin: Option<ServerIdentity>,
-    /// The world this server serves, when it is a relay of it: the cache is
-    /// keyed by the world (so it stays valid through any relay and at the
-    /// origin), and every shard is checked against the world's signed
-    /// heads. `None`: the server is the world's own.
-    pub world: Option<ServerIdentity>,
-    /// Ask for signed heads and check them even from the world's own server
-    /// (a relay's upstream does, to hand them on).
-    pub proofs: bool,
     /// A QUIC endpoint (one UDP socket and its driver) to connect from,
     /// shared with other connections; `None`: the connection gets an
     /// endpoint of its own. A process holding many connections at once (a
     /// load tester's bots) saves a socket, a driver task and a wake-up per
     /// received datagram for each. Its owner waits for it to go idle.
     pub endpoint: Option<Endpoint>,
-    /// Where the cache's files live, if not on disk under `cache_dir`
-    /// (`cache_dir` still holds the cache's lock and `known_servers`): a
-    /// process holding many clients whose caches need not outlive it (a
-    /// load tester's bots) keeps them in memory
-    /// ([`hoard_world_cache::MemStorage`]).
-    pub cache_files: Option<CacheFiles>,
-    /// Ask the server to compress zone answers and deltas (`Packed`, zstd):
-    /// a cold entry of the reference zone is about 0.6 of its bytes, for a
-    /// few milliseconds of CPU a megabyte on each side. On by default.
-    pub compression: bool,
-    /// The player's intent key, when the token binds it (a world token's
-    /// `key` claim): the client then signs every intent with it, under the
-    /// nonce the server gives the session, so no relay between can alter,
-    /// drop, reorder or replay one unnoticed.
-    pub player_key: Option<hoard_proto::intent_sig::PlayerKey>,
-    /// Ask for the world's signed token keys in `Welcome` (a relay does,
-    /// to check its players' world tokens): see
-    /// [`AsyncClient::token_keys`].
-    pub token_keys: bool,
+    /// Who the client is and where it caches, whatever the transport: the
+    /// token, service, cache folder, world, proofs, compression, player
+    /// key. Its fields are the options' too (`options.token`, through
+    /// `Deref`).
+    pub session: SessionSettings,
 }
 
-/// A cache's file storage, for [`ClientOptions::cache_files`].
-#[derive(Clone)]
-pub struct CacheFiles(pub Arc<dyn hoard_world_cache::Storage>);
+impl std::ops::Deref for ClientOptions {
+    type Target = SessionSettings;
 
-impl std::fmt::Debug for CacheFiles {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("CacheFiles(..)")
+    fn deref(&self) -> &SessionSettings {
+        &self.session
+    }
+}
+
+impl std::ops::DerefMut for ClientOptions {
+    fn deref_mut(&mut self) -> &mut SessionSettings {
+        &mut self.session
     }
 }
 
 impl ClientOptions {
     /// Options for the world's own server at `server`, service `world`,
-    /// trusting it on first use, with the cache at `cache_dir`.
+    /// trusting it on first use, with the cache at `cache_dir`
+    /// ([`SessionSettings::new`]'s defaults).
     pub fn new(server: SocketAddr, cache_dir: PathBuf, token: String) -> ClientOptions {
         ClientOptions {
             server,
-            cache_dir,
-            token,
-            service: "world".into(),
             pin: None,
-            world: None,
-            proofs: false,
             endpoint: None,
-            cache_files: None,
-            compression: true,
-            player_key: None,
-            token_keys: false,
+            session: SessionSettings::new(cache_dir, token),
         }
     }
 
@@ -135,17 +105,7 @@ impl ClientOptions {
     /// Who the client is and where it caches, apart from how it reaches
     /// the server: what any driver of the session needs.
     pub fn settings(&self) -> SessionSettings {
-        SessionSettings {
-            cache_dir: self.cache_dir.clone(),
-            cache_files: self.cache_files.as_ref().map(|CacheFiles(files)| files.clone()),
-            token: self.token.clone(),
-            service: self.service.clone(),
-            world: self.world,
-            proofs: self.proofs,
-            compression: self.compression,
-            player_key: self.player_key.clone(),
-            token_keys: self.token_keys,
-        }
+        self.session.clone()
     }
 }
 
@@ -248,7 +208,7 @@ impl Opened {
         // Opening may wait for the lock and fsyncs a new folder: off the
         // async workers.
         let cache_dir = options.cache_dir.clone();
-        let files = options.cache_files.as_ref().map(|CacheFiles(files)| files.clone());
+        let files = options.cache_files.clone();
         let cache = tokio::task::spawn_blocking(move || hoard_client::open_cache(&cache_dir, files))
             .await
             .map_err(|e| ClientError::Cache(e.to_string()))??;

@@ -155,23 +155,11 @@ pub(crate) async fn server_with(
 }
 
 pub(crate) fn options(server: &ServerHandle, cache: &Path, player: &str) -> ClientOptions {
-    ClientOptions {
-        server: server.addr,
-        cache_dir: cache.to_owned(),
-        token: server
-            .auth
-            .issue(player, chrono::Utc::now().timestamp() + 3600)
-            .expect("token"),
-        service: "world".into(),
-        pin: None,
-        world: None,
-        proofs: false,
-        endpoint: None,
-        cache_files: None,
-        compression: true,
-        player_key: None,
-        token_keys: false,
-    }
+    let token = server
+        .auth
+        .issue(player, chrono::Utc::now().timestamp() + 3600)
+        .expect("token");
+    ClientOptions::new(server.addr, cache.to_owned(), token)
 }
 
 /// `player`'s client of `server`, connected with `cache` and in the meadow.
@@ -961,10 +949,8 @@ async fn answers_and_deltas_travel_packed_to_a_client_that_asks() {
     let server = server(data.path(), 4, 250).await;
     let zone = ZoneId::new("meadow").expect("zone");
     let connect = |cache: &Path, compression: bool| {
-        let options = ClientOptions {
-            compression,
-            ..options(&server, cache, "ann")
-        };
+        let mut options = options(&server, cache, "ann");
+        options.compression = compression;
         HoardClient::connect(options, registry())
     };
     // Each in turn: one tick changing all 1,000 crates, and the bytes the

@@ -57,20 +57,10 @@ async fn relay(
 
 /// A player's options through `relay` of `world`.
 fn via(relay: &RelayHandle, world: ServerIdentity, cache: &Path, player: &str) -> ClientOptions {
-    ClientOptions {
-        server: relay.addr(),
-        cache_dir: cache.to_owned(),
-        token: format!("dev:{player}"),
-        service: "world".into(),
-        pin: Some(relay.server.identity),
-        world: Some(world),
-        proofs: false,
-        endpoint: None,
-        cache_files: None,
-        compression: true,
-        player_key: None,
-        token_keys: false,
-    }
+    let mut options =
+        ClientOptions::new(relay.addr(), cache.to_owned(), format!("dev:{player}")).with_pin(relay.server.identity);
+    options.world = Some(world);
+    options
 }
 
 /// Closes a client and lets go of its cache (so the next one may write it).
@@ -144,15 +134,11 @@ async fn chained_relays_serve_the_origins_world_and_a_cache_moves_between_routes
     // The relay packs its answers as the origin does: a client that does
     // not ask gets the same entry in more bytes.
     let plain_cache = tempfile::tempdir().expect("tempdir");
-    let plain = HoardClient::connect(
-        ClientOptions {
-            compression: false,
-            ..via(&second, world_id, plain_cache.path(), "cleo")
-        },
-        registry(),
-    )
-    .await
-    .expect("cleo connects through two relays");
+    let mut uncompressed = via(&second, world_id, plain_cache.path(), "cleo");
+    uncompressed.compression = false;
+    let plain = HoardClient::connect(uncompressed, registry())
+        .await
+        .expect("cleo connects through two relays");
     let unpacked = plain.enter_zone(&zone()).await.expect("enter");
     assert_eq!((unpacked.shards_snapshot, unpacked.objects), (4, 100));
     assert!(

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use hoard_engine::ServerIdentity;
-use hoard_net::quic::client::{CacheFiles, ClientOptions, client_endpoint};
+use hoard_net::quic::client::{ClientOptions, client_endpoint};
 use hoard_proto::auth::TokenAuthority;
 use hoard_trust::tls::ServerKeys;
 use hoard_world_cache::MemStorage;
@@ -166,26 +166,15 @@ pub(crate) fn run(args: BotsArgs) -> anyhow::Result<i32> {
                 }
                 None => MemStorage::new(),
             };
-            cache_files = Some(CacheFiles(Arc::new(files)));
+            cache_files = Some(Arc::new(files) as Arc<dyn hoard_world_cache::Storage>);
         } else if let Some(warm) = &args.warm_from
             && !cache_dir.exists()
         {
             copy_tree(warm, &cache_dir).with_context(|| format!("copying {} for {name}", warm.display()))?;
         }
-        let options = ClientOptions {
-            server: args.server,
-            cache_dir,
-            token: tokens.issue(&name)?,
-            service: "world".into(),
-            pin: args.fingerprint,
-            world: None,
-            proofs: false,
-            endpoint: None,
-            cache_files,
-            compression: true,
-            player_key: None,
-            token_keys: false,
-        };
+        let mut options = ClientOptions::new(args.server, cache_dir, tokens.issue(&name)?);
+        options.pin = args.fingerprint;
+        options.cache_files = cache_files;
         bots.push((name, options));
     }
     // Thousands of clients hand short file work (journal appends, cache

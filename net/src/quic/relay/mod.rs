@@ -153,21 +153,14 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
 const POLL: Duration = Duration::from_millis(5);
 
 fn client_options(options: &RelayOptions) -> ClientOptions {
-    ClientOptions {
-        server: options.upstream,
-        cache_dir: options.data_dir.join("cache"),
-        token: options.token.clone(),
-        service: options.service.clone(),
-        pin: options.upstream_pin,
-        world: options.world,
-        proofs: true,
-        endpoint: None,
-        cache_files: None,
-        compression: true,
-        player_key: None,
-        // The world's token keys, to check its players' world tokens.
-        token_keys: true,
-    }
+    let mut upstream = ClientOptions::new(options.upstream, options.data_dir.join("cache"), options.token.clone())
+        .with_service(options.service.clone());
+    upstream.pin = options.upstream_pin;
+    upstream.world = options.world;
+    upstream.proofs = true;
+    // The world's token keys, to check its players' world tokens.
+    upstream.token_keys = true;
+    upstream
 }
 
 /// Connects upstream and enters every zone to follow, installing each in
