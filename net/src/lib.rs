@@ -1,9 +1,9 @@
 //! hoard-net: the QUIC drivers of hoard (server, client, relay), thin loops
-//! around the sans-IO machines of `hoard-proto`. Who a server is and what
-//! its world signs is `hoard-trust`'s; the server's metrics are
-//! `hoard-metrics`'.
+//! around the sans-IO machines of `hoard-proto`, and the transport of the
+//! drivers that have none: hoard-client's async client, hoard-server's
+//! world link. Who a server is and what its world signs is
+//! `hoard-trust`'s; the server's metrics are `hoard-metrics`'.
 
-mod log_limit;
 pub mod quic;
 
 /// Internals that hoard's own benches and tests reach (the `testing`

@@ -120,6 +120,12 @@ impl Link {
     }
 }
 
+impl hoard_server::CloseLink for Link {
+    fn close(&self, code: ErrorCode, reason: &[u8]) {
+        Link::close(self, code, reason);
+    }
+}
+
 /// Reads one QUIC variable-length integer off a stream.
 async fn read_varint(recv: &mut RecvStream) -> Result<u64, quinn::ReadExactError> {
     let mut bytes = [0u8; 8];

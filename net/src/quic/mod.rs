@@ -8,7 +8,6 @@
 //! connection for live deltas. One connection is kept across zones.
 
 pub mod client;
-mod committer;
 mod link;
 pub mod relay;
 pub mod resume;

@@ -38,7 +38,8 @@ use hoard_proto::sync::tick::{TickInput, TickOutput};
 use hoard_proto::wire::HeadProof;
 
 use super::client::{ClientError, ClientOptions, ClientUpdate, HoardClient};
-use super::server::{Command, GameRules, Outbox, ServerError, ServerHandle, ServerOptions, WebTransportOptions, bind};
+use super::server::{GameRules, ServerError, ServerHandle, ServerOptions, WebTransportOptions, bind};
+use hoard_server::{Command, Outbox};
 
 /// How to run a relay.
 #[derive(Clone, Debug)]

@@ -108,7 +108,7 @@ async fn serve_link(
     let _ = shared.commands.send(Command::Register {
         id,
         deltas: delta_tx,
-        link: link.clone(),
+        link: Box::new(link.clone()),
     });
     // Live deltas (and transient states) on their own stream, opened on
     // first use. What a tick queued for the connection goes out as one

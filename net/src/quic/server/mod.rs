@@ -17,102 +17,45 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, mpsc as std_mpsc};
 use std::time::{Duration, Instant};
 
-use bevy_ecs::schedule::Schedule;
-use bevy_ecs::world::World;
+use hoard_engine::ServerIdentity;
+use hoard_engine::lock::lock;
 use hoard_engine::store::WorldStore;
-use hoard_engine::{Publisher, RegistryHash, ServerIdentity, ZoneId};
+use hoard_metrics::{KindLabel, MetricsExporter, ServerMetrics};
+use hoard_proto::auth::TokenAuthority;
+use hoard_proto::intents::ReceivedIntent;
+use hoard_proto::sync::answer::{AnswerKind, AnswerPlan, AnswerStep, Subscriptions};
+use hoard_proto::sync::hub::SessionId;
+use hoard_proto::sync::server::{LiveSessions, Output, ServerSession, SessionConfig};
+use hoard_proto::sync::tick::{TickCore, TickInput};
+use hoard_proto::wire::{ErrorCode, MAX_CONTROL_FRAME, Message, PART_BYTES, object_bytes, split};
+use hoard_server::committer::Committer;
+use hoard_server::log_limit::LogLimit;
+use hoard_server::{Command, Frames, WorldLinkParts, WorldThread};
+pub use hoard_server::{Game, GameRules, JoinHook, LeaveHook, ServerStats, TransientHook, WorldLink};
+use hoard_trust::tls::{ServerKeys, TlsError};
 use quinn::Endpoint;
 use tokio::sync::{Semaphore, mpsc, watch};
 
-use hoard_engine::lock::lock;
-
-use super::committer::Committer;
 use super::link::Link;
 use super::slots::{AnswerSlots, FairPool, LIGHT_ANSWER_BYTES, Slot};
 use super::stream::{FrameReader, StreamError, packed, write_message};
-use crate::log_limit::LogLimit;
-use hoard_metrics::{KindLabel, MetricsExporter, ServerMetrics, ZoneLabel};
-use hoard_proto::auth::TokenAuthority;
-use hoard_proto::intents::{IntentRegistry, ReceivedIntent};
-use hoard_proto::sync::answer::{AnswerKind, AnswerPlan, AnswerStep, Subscriptions};
-use hoard_proto::sync::hub::{HubRead, SessionId};
-use hoard_proto::sync::server::{LiveSessions, Output, ServerSession, SessionConfig};
-use hoard_proto::sync::tick::{TickCore, TickInput, TickOutput};
-use hoard_proto::wire::{ErrorCode, MAX_CONTROL_FRAME, Message, PART_BYTES, object_bytes, split};
-use hoard_trust::tls::{ServerKeys, TlsError};
+
 mod answer;
 mod control;
 mod options;
-mod outbox;
 mod web;
-mod world_link;
 
 use answer::*;
 use control::*;
 pub use options::*;
-pub(crate) use outbox::*;
 pub use web::{DEV_CERT_ROTATE, DEV_CERT_VALIDITY, WEB_PATH, WebCertificate, WebEndpoint, WebTransportOptions};
-use world_link::WorldThread;
-pub use world_link::*;
 
-/// The game the server runs: its world, its schedule and the publisher
-/// gathering the world's changes.
-pub struct Game {
-    /// The ECS world.
-    pub world: World,
-    /// The game's systems, run once per tick.
-    pub schedule: Schedule,
-    /// Gathers each tick's changes.
-    pub publisher: Publisher,
-    /// The intents the game accepts.
-    pub intents: IntentRegistry,
-    /// Which zones each perspective may enter.
-    pub access: Arc<dyn hoard_proto::sync::server::AccessPolicy>,
-    /// Called once per connection when its perspective is authenticated,
-    /// before any zone request of it is answered (the demo creates the
-    /// player's inventory shard here). An error refuses the session with
-    /// `Unavailable` and the reason, rather than letting the player act in a
-    /// world not ready for them.
-    pub on_join: Option<JoinHook>,
-    /// Called once per connection whose join hook ran, when it has ended
-    /// (on the connection's task, off the world thread; the world sees the
-    /// player leave through `ConnectedPlayers` as ever).
-    pub on_leave: Option<LeaveHook>,
-    /// Called once per tick after the schedule: each zone's transient state
-    /// (never stored — who stands where), encoded by the game. A zone's state
-    /// goes to the sessions in that zone when it differs from the last sent,
-    /// and to each session entering the zone; a zone left out is unchanged.
-    pub transient: Option<TransientHook>,
-}
-
-/// See [`Game::on_join`].
-pub type JoinHook = Arc<dyn Fn(&str, &dyn WorldStore) -> Result<(), String> + Send + Sync>;
-
-/// See [`Game::on_leave`].
-pub type LeaveHook = Arc<dyn Fn(&str) + Send + Sync>;
-
-/// See [`Game::transient`].
-pub type TransientHook = Arc<dyn Fn(&mut World) -> Vec<(ZoneId, Vec<u8>)> + Send + Sync>;
-
-impl Game {
-    /// A game open to every perspective, accepting `intents`.
-    pub fn new(world: World, schedule: Schedule, publisher: Publisher, intents: IntentRegistry) -> Game {
-        Game {
-            world,
-            schedule,
-            publisher,
-            intents,
-            access: Arc::new(hoard_proto::sync::server::OpenWorld),
-            on_join: None,
-            on_leave: None,
-            transient: None,
-        }
-    }
-}
+/// How long a stopping server waits for its closed connections to drain.
+const DRAIN_WAIT: Duration = Duration::from_secs(1);
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -132,45 +75,6 @@ pub enum ServerError {
     /// The TLS configuration was refused by QUIC.
     #[error("quic configuration: {0}")]
     Config(String),
-}
-
-/// Counters of a running server.
-#[derive(Debug, Default)]
-pub struct ServerStats {
-    /// Live connections.
-    pub connections: AtomicUsize,
-    /// Connections refused for the connection limit (total or per address).
-    pub refused: AtomicU64,
-    /// Connections closed for not saying `Hello` in time.
-    pub hello_timeouts: AtomicU64,
-    /// Commits that failed (each retried).
-    pub failed_commits: AtomicU64,
-    /// Intents rejected because the store was failing.
-    pub unavailable_intents: AtomicU64,
-    /// Ticks run.
-    pub ticks: AtomicU64,
-    /// Connections closed for reading too slowly.
-    pub slow_consumers: AtomicU64,
-    /// Objects committed.
-    pub committed_objects: AtomicU64,
-    /// Path MTU probes sent, over the connections that ended
-    /// ([`ServerOptions::mtu_discovery`]).
-    pub mtu_probes: AtomicU64,
-    /// Sessions ended because a signed intent failed its check (altered,
-    /// lost, reordered or replayed on the way: a relay between lied).
-    pub bad_intents: AtomicU64,
-}
-
-/// What a connection tells the world: a session to deliver to (with its
-/// delta queue and connection, which only the driver holds), or an input of
-/// the tick core.
-pub(crate) enum Command {
-    Register {
-        id: SessionId,
-        deltas: mpsc::Sender<Frames>,
-        link: Link,
-    },
-    Tick(TickInput),
 }
 
 /// A running server. Dropping it does not stop it; call [`ServerHandle::shutdown`].
@@ -314,35 +218,6 @@ impl Shared {
     }
 }
 
-/// What a server needs of the game besides its world: the registry clients
-/// must match, the intents it accepts, who may enter what, and the join hook.
-#[derive(Clone)]
-pub struct GameRules {
-    /// The registry hash clients must present in `Hello`.
-    pub registry: RegistryHash,
-    /// The intents the game accepts.
-    pub intents: IntentRegistry,
-    /// Which zones each perspective may enter.
-    pub access: Arc<dyn hoard_proto::sync::server::AccessPolicy>,
-    /// See [`Game::on_join`].
-    pub on_join: Option<JoinHook>,
-    /// See [`Game::on_leave`].
-    pub on_leave: Option<LeaveHook>,
-}
-
-impl GameRules {
-    /// The rules of `game`.
-    pub fn of(game: &Game) -> GameRules {
-        GameRules {
-            registry: game.publisher.registry().hash(),
-            intents: game.intents.clone(),
-            access: game.access.clone(),
-            on_join: game.on_join.clone(),
-            on_leave: game.on_leave.clone(),
-        }
-    }
-}
-
 /// Starts the server: binds, prints nothing (the caller announces), spawns
 /// the accept loop on the current tokio runtime and the world on a thread.
 pub async fn start(
@@ -427,22 +302,22 @@ pub async fn start_linked(
     if let Some(proofs) = proofs {
         core = core.with_proofs(proofs);
     }
-    let link = WorldLink {
+    let endpoints = bound.endpoints;
+    let link = WorldLink::new(WorldLinkParts {
         core,
         store: metered,
         committer,
-        fatal: None,
         commands: bound.commands,
         stats: bound.handle.stats.clone(),
         metrics: bound.metrics,
-        frame_started: None,
-        subscribers: HashMap::new(),
         writable: bound.writable,
         failure: bound.failure,
-        endpoints: bound.endpoints,
-        conns: Outbox::default(),
-        started: Instant::now(),
-    };
+        close_all: Box::new(move |code, reason| {
+            for endpoint in &endpoints {
+                endpoint.close(close_code(code), reason);
+            }
+        }),
+    });
     Ok((bound.handle, link))
 }
 

@@ -3,40 +3,86 @@
 //! commit thread, its outputs to the connections — and the world thread
 //! a standalone server runs it on.
 
-use super::*;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc as std_mpsc};
+use std::time::{Duration, Instant};
+
+use bevy_ecs::world::World;
+use hoard_engine::store::WorldStore;
+use hoard_engine::{Publisher, ZoneId};
+use hoard_metrics::{ServerMetrics, ZoneLabel};
+use hoard_proto::sync::hub::HubRead;
+use hoard_proto::sync::tick::{TickCore, TickInput, TickOutput};
+use hoard_proto::wire::{ErrorCode, Message};
+use tokio::sync::watch;
+
+use crate::committer::Committer;
+use crate::game::{Game, ServerStats, TransientHook};
+use crate::outbox::{Command, Outbox};
+
+/// Closes every connection of the server (its endpoints) with a code and
+/// reason: the transport's, for a server that fails.
+pub type CloseAll = Box<dyn Fn(ErrorCode, &[u8]) + Send>;
 
 /// The server's link to the world it serves: the commands from connections
 /// (joins, subscriptions, intents) going in before each frame of the world,
 /// and after each frame the gather, the durable commit and the publishing.
-/// [`start`] drives it from its own world thread; [`start_linked`] hands it
-/// to a caller whose world runs elsewhere (a `bevy_app` App), which calls
+/// A transport's server drives it from its own world thread
+/// ([`WorldThread`]; hoard-net's `start`) or hands it to a caller whose
+/// world runs elsewhere (a `bevy_app` App; hoard-net's `start_linked`),
+/// which calls
 /// [`WorldLink::before_frame`] and [`WorldLink::after_frame`] around the
 /// game's systems. The steps themselves are `hoard_proto`'s sans-IO
 /// [`TickCore`]; the link only carries its inputs and outputs to and from
 /// the connections.
 pub struct WorldLink {
-    pub(super) core: TickCore,
+    core: TickCore,
     /// Where the core's reads go (on this thread, between frames: the
     /// store is then at the last commit the core published).
-    pub(super) store: Arc<dyn WorldStore>,
+    store: Arc<dyn WorldStore>,
     /// Runs the core's commit jobs, so a frame never waits for an fsync.
-    pub(super) committer: Committer,
+    committer: Committer,
     /// A failure met between frames, reported by the next `after_frame`.
-    pub(super) fatal: Option<String>,
-    pub(super) commands: std_mpsc::Receiver<Command>,
-    pub(super) stats: Arc<ServerStats>,
-    pub(super) metrics: Arc<ServerMetrics>,
+    fatal: Option<String>,
+    commands: std_mpsc::Receiver<Command>,
+    stats: Arc<ServerStats>,
+    metrics: Arc<ServerMetrics>,
     /// When the current frame's inputs started going in (for `tick_seconds`).
-    pub(super) frame_started: Option<Instant>,
+    frame_started: Option<Instant>,
     /// Each zone's subscriber count as last reported, to update only changes.
-    pub(super) subscribers: HashMap<ZoneId, usize>,
-    pub(super) writable: Arc<AtomicBool>,
-    pub(super) failure: watch::Sender<Option<String>>,
-    /// The raw QUIC endpoint and the WebTransport one, if any.
-    pub(super) endpoints: Vec<Endpoint>,
-    pub(super) conns: Outbox,
+    subscribers: HashMap<ZoneId, usize>,
+    /// Whether the world can save now, for the sessions (which reject
+    /// intents while it cannot).
+    writable: Arc<AtomicBool>,
+    failure: watch::Sender<Option<String>>,
+    /// Closes every connection, for a server that fails.
+    close_all: CloseAll,
+    conns: Outbox,
     /// The core's clock: seconds since this instant.
-    pub(super) started: Instant,
+    started: Instant,
+}
+
+/// What a world link is made of ([`WorldLink::new`]).
+pub struct WorldLinkParts {
+    /// The tick core.
+    pub core: TickCore,
+    /// The store the core's reads go to (the one the commit thread writes).
+    pub store: Arc<dyn WorldStore>,
+    /// The commit thread.
+    pub committer: Committer,
+    /// What the connections send.
+    pub commands: std_mpsc::Receiver<Command>,
+    /// The server's counters.
+    pub stats: Arc<ServerStats>,
+    /// The server's metrics.
+    pub metrics: Arc<ServerMetrics>,
+    /// Whether the world can save now, as the sessions read it.
+    pub writable: Arc<AtomicBool>,
+    /// Where a failure is reported (the server handle's `failed`).
+    pub failure: watch::Sender<Option<String>>,
+    /// Closes every connection.
+    pub close_all: CloseAll,
 }
 
 impl std::fmt::Debug for WorldLink {
@@ -49,22 +95,22 @@ impl std::fmt::Debug for WorldLink {
 }
 
 /// How long a clean stop waits for the commit in flight.
-pub(super) const FINISH_COMMIT_WAIT: Duration = Duration::from_secs(30);
-
-/// How long a stopping server waits for its closed connections to drain.
-pub(super) const DRAIN_WAIT: Duration = Duration::from_secs(1);
+pub const FINISH_COMMIT_WAIT: Duration = Duration::from_secs(30);
 
 /// What the world thread owns besides the game and its link.
-pub(super) struct WorldThread {
-    pub(super) link: WorldLink,
-    pub(super) stop: Arc<AtomicBool>,
-    pub(super) tick: Duration,
+pub struct WorldThread {
+    /// The link it drives.
+    pub link: WorldLink,
+    /// Set to stop it (after the frame running).
+    pub stop: Arc<AtomicBool>,
+    /// The time between frames.
+    pub tick: Duration,
 }
 
 impl WorldThread {
     /// Runs the world until stopped. A panic in the game's systems, or a
     /// store that stays broken, ends it with a failure report.
-    pub(super) fn run(mut self, mut game: Game) -> Game {
+    pub fn run(mut self, mut game: Game) -> Game {
         self.link.prepare(&mut game.world);
         let mut next = Instant::now();
         while !self.stop.load(Ordering::SeqCst) {
@@ -108,6 +154,26 @@ impl WorldThread {
 }
 
 impl WorldLink {
+    /// A link of `parts`, its clock starting now.
+    pub fn new(parts: WorldLinkParts) -> WorldLink {
+        WorldLink {
+            core: parts.core,
+            store: parts.store,
+            committer: parts.committer,
+            fatal: None,
+            commands: parts.commands,
+            stats: parts.stats,
+            metrics: parts.metrics,
+            frame_started: None,
+            subscribers: HashMap::new(),
+            writable: parts.writable,
+            failure: parts.failure,
+            close_all: parts.close_all,
+            conns: Outbox::default(),
+            started: Instant::now(),
+        }
+    }
+
     /// Adds the resources hoard's steps use to `world`: call once, before
     /// the first frame.
     pub fn prepare(&mut self, world: &mut World) {
@@ -238,7 +304,7 @@ impl WorldLink {
     /// the server's own world thread), the frames meanwhile committed
     /// together as the next group. An error is a failure the server cannot
     /// recover from (its store stayed broken past
-    /// [`ServerOptions::store_retry_for`], or the commit thread died): call
+    /// hoard-net's `ServerOptions::store_retry_for`, or the commit thread died): call
     /// [`WorldLink::fail`] with it and stop.
     pub fn after_frame(
         &mut self,
@@ -318,12 +384,10 @@ impl WorldLink {
     }
 
     /// The server fails for good: every connection closed, the reason
-    /// reported through [`ServerHandle::failed`].
+    /// reported through hoard-net's `ServerHandle::failed`.
     pub fn fail(&mut self, reason: String) {
         tracing::error!(%reason, "the server stops");
-        for endpoint in &self.endpoints {
-            endpoint.close(close_code(ErrorCode::Server), b"server failed");
-        }
+        (self.close_all)(ErrorCode::Server, b"server failed");
         let _ = self.failure.send(Some(reason));
     }
 

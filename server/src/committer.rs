@@ -16,19 +16,21 @@ use hoard_engine::store::{CommitError, CommitReceipt, WorldStore, run_commit};
 use hoard_proto::sync::tick::CommitJob;
 
 /// What a commit job came to.
-pub(crate) type Done = (u64, Result<CommitReceipt, CommitError>);
+pub type Done = (u64, Result<CommitReceipt, CommitError>);
 
 /// Why the commit thread can take or give nothing more.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum CommitterGone {
+pub enum CommitterGone {
+    /// The thread ended (a panic in the store's commit).
     #[error("the commit thread stopped (a panic in the world store's commit)")]
     Stopped,
+    /// A job was handed over while one was in flight.
     #[error("a second commit job while one is in flight")]
     Busy,
 }
 
 /// The handle the world's driver keeps on its commit thread.
-pub(crate) struct Committer {
+pub struct Committer {
     jobs: Option<SyncSender<CommitJob>>,
     done: Receiver<Done>,
     /// Closes when the thread ends (its sender is dropped then, even by a
@@ -43,7 +45,7 @@ const EXIT_WAIT: Duration = Duration::from_secs(30);
 
 impl Committer {
     /// Starts the thread committing to `store`.
-    pub(crate) fn start(store: Arc<dyn WorldStore>) -> std::io::Result<Committer> {
+    pub fn start(store: Arc<dyn WorldStore>) -> std::io::Result<Committer> {
         let (jobs, job_rx) = mpsc::sync_channel::<CommitJob>(1);
         let (done_tx, done) = mpsc::sync_channel::<Done>(1);
         let (exit_tx, exited) = mpsc::sync_channel::<()>(0);
@@ -66,7 +68,7 @@ impl Committer {
     }
 
     /// Hands the thread a job (never blocks: at most one is in flight).
-    pub(crate) fn submit(&self, job: CommitJob) -> Result<(), CommitterGone> {
+    pub fn submit(&self, job: CommitJob) -> Result<(), CommitterGone> {
         let jobs = self.jobs.as_ref().ok_or(CommitterGone::Stopped)?;
         match jobs.try_send(job) {
             Ok(()) => Ok(()),
@@ -76,7 +78,7 @@ impl Committer {
     }
 
     /// A result, if one is ready.
-    pub(crate) fn try_done(&self) -> Result<Option<Done>, CommitterGone> {
+    pub fn try_done(&self) -> Result<Option<Done>, CommitterGone> {
         match self.done.try_recv() {
             Ok(done) => Ok(Some(done)),
             Err(mpsc::TryRecvError::Empty) => Ok(None),
@@ -85,7 +87,7 @@ impl Committer {
     }
 
     /// Waits up to `timeout` for a result.
-    pub(crate) fn wait_done(&self, timeout: Duration) -> Result<Option<Done>, CommitterGone> {
+    pub fn wait_done(&self, timeout: Duration) -> Result<Option<Done>, CommitterGone> {
         match self.done.recv_timeout(timeout) {
             Ok(done) => Ok(Some(done)),
             Err(RecvTimeoutError::Timeout) => Ok(None),

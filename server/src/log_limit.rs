@@ -8,18 +8,25 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// At most one line per place per window.
-pub(crate) const WINDOW: Duration = Duration::from_secs(5);
+pub const WINDOW: Duration = Duration::from_secs(5);
 
 /// One place's limit: `static REFUSED: LogLimit = LogLimit::new();`, then
 /// `if let Some(left_out) = REFUSED.allow() { tracing::warn!(left_out, ...) }`.
 #[derive(Debug)]
-pub(crate) struct LogLimit {
+pub struct LogLimit {
     last: Mutex<Option<Instant>>,
     left_out: AtomicU64,
 }
 
+impl Default for LogLimit {
+    fn default() -> LogLimit {
+        LogLimit::new()
+    }
+}
+
 impl LogLimit {
-    pub(crate) const fn new() -> LogLimit {
+    /// A limit that has logged nothing yet.
+    pub const fn new() -> LogLimit {
         LogLimit {
             last: Mutex::new(None),
             left_out: AtomicU64::new(0),
@@ -28,7 +35,7 @@ impl LogLimit {
 
     /// Whether to log now: `Some(n)` with the lines left out since the last
     /// one logged, or `None` (this one is counted and left out).
-    pub(crate) fn allow(&self) -> Option<u64> {
+    pub fn allow(&self) -> Option<u64> {
         self.allow_at(Instant::now())
     }
 
