@@ -507,9 +507,30 @@ pub(crate) async fn finish_early(
     if taken {
         return Ok((recv, true));
     }
+    if !lost_with_early_data(&mut control.stream) {
+        tracing::debug!(%addr, "the handshake ended before the control stream opened: nothing went early");
+        return Ok((recv, false));
+    }
     let (send, recv) = send_again(&link.conn, addr, hello, &sent_early).await?;
     control.stream = send;
     Ok((recv, false))
+}
+
+/// Whether what was written on `send` went with early data the server
+/// refused. A stream opened while the connection was early did (its writes
+/// now fail at once); one opened after a quick handshake had already
+/// completed — the refusal known before the stream was — is a stream like
+/// any other, and what it carries reached the server: sending it again on
+/// a new stream (and dropping this one, which finishes it) would end the
+/// session.
+fn lost_with_early_data(send: &mut SendStream) -> bool {
+    use std::future::Future;
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let mut probe = std::pin::pin!(send.write(&[]));
+    matches!(
+        probe.as_mut().poll(&mut cx),
+        std::task::Poll::Ready(Err(quinn::WriteError::ZeroRttRejected))
+    )
 }
 
 /// The session's shared state for a client about to talk as `perspective`.
