@@ -17,6 +17,9 @@
 //! [`actions`] decides how the relay carries its players' actions up.
 
 pub mod actions;
+mod world;
+
+pub use world::RelayWorld;
 
 use std::collections::{BTreeMap, VecDeque};
 

@@ -26,16 +26,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, mpsc as std_mpsc};
 use std::time::Duration;
 
-use hoard_engine::store::{
-    ChangesSince, CommitError, CommitReceipt, Locked, ReadError, ShardHead, ShardSnapshot, ShardSpec, StoreFault,
-    TrimReport, WorldStore, WriteError,
-};
-use hoard_engine::{ChangeSet, Epoch, ObjectId, PublishRegistry, Seq, ServerIdentity, ShardId, ZoneId};
-use hoard_proto::proof::ProofSource;
-use hoard_proto::relay::{RelayCore, RelayStore, Upstream};
+use hoard_engine::store::Locked;
+use hoard_engine::{PublishRegistry, ServerIdentity, ZoneId};
+pub use hoard_proto::relay::RelayWorld;
+use hoard_proto::relay::{RelayCore, Upstream};
 use hoard_proto::sync::hub::HubRead;
 use hoard_proto::sync::tick::{TickInput, TickOutput};
-use hoard_proto::wire::HeadProof;
 
 use super::client::{ClientError, ClientOptions, ClientUpdate, HoardClient};
 use super::server::{GameRules, ServerError, ServerHandle, ServerOptions, WebTransportOptions, bind};
@@ -358,81 +354,6 @@ async fn start(
         stop,
         task,
     })
-}
-
-/// What the relay holds, as the server machinery reads a world store:
-/// [`RelayStore`]'s reads, and every write refused (a relay's world is
-/// written by its origin only).
-#[derive(Debug, Default)]
-pub struct RelayWorld(RelayStore);
-
-impl std::ops::Deref for RelayWorld {
-    type Target = RelayStore;
-    fn deref(&self) -> &RelayStore {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for RelayWorld {
-    fn deref_mut(&mut self) -> &mut RelayStore {
-        &mut self.0
-    }
-}
-
-fn read_only() -> StoreFault {
-    StoreFault::Corrupt("a relay's world is written by its origin only".into())
-}
-
-impl WorldStore for RelayWorld {
-    fn create_zone(&self, _: &ZoneId, _: &[ShardSpec]) -> Result<(), WriteError> {
-        Err(read_only().into())
-    }
-    fn zones(&self) -> Result<Vec<ZoneId>, ReadError> {
-        Ok(self.0.zones())
-    }
-    fn zone_shards(&self, zone: &ZoneId) -> Result<Vec<ShardId>, ReadError> {
-        self.0.zone_shards(zone)
-    }
-    fn shard_head(&self, shard: ShardId) -> Result<ShardHead, ReadError> {
-        self.0.shard_head(shard)
-    }
-    fn commit(&self, _: &ChangeSet) -> Result<CommitReceipt, CommitError> {
-        Err(read_only().into())
-    }
-    fn changes_since(&self, shard: ShardId, since: Seq) -> Result<ChangesSince, ReadError> {
-        self.0.changes_since(shard, since)
-    }
-    fn manifest(&self, shard: ShardId) -> Result<(ShardHead, Vec<(ObjectId, Seq)>), ReadError> {
-        self.0.manifest(shard)
-    }
-    fn snapshot(&self, shard: ShardId) -> Result<ShardSnapshot, ReadError> {
-        self.0.snapshot(shard)
-    }
-    fn trim_tombstones(&self, _: chrono::DateTime<chrono::Utc>) -> Result<TrimReport, WriteError> {
-        Ok(TrimReport::default())
-    }
-    fn reset_epoch(&self, _: ShardId) -> Result<Epoch, WriteError> {
-        Err(read_only().into())
-    }
-    fn schema(&self) -> Result<std::collections::BTreeMap<String, u32>, ReadError> {
-        Ok(std::collections::BTreeMap::new())
-    }
-    fn commit_with_schema(
-        &self,
-        _: &ChangeSet,
-        _: &std::collections::BTreeMap<String, u32>,
-    ) -> Result<CommitReceipt, CommitError> {
-        Err(read_only().into())
-    }
-}
-
-impl ProofSource for RelayWorld {
-    fn prove(&self, snap: &ShardSnapshot) -> Result<HeadProof, String> {
-        self.0.prove(snap)
-    }
-    fn held(&self, shard: ShardId, seq: Seq) -> Option<HeadProof> {
-        self.0.held(shard, seq)
-    }
 }
 
 /// The relay's side of its connections.
