@@ -932,6 +932,12 @@ mod tests {
     use crate::wire::{Hello, Intent};
     use hoard_engine::MemoryStore;
 
+    /// A server's session configuration taking dev tokens.
+    fn dev_config() -> SessionConfig {
+        let auth = TokenAuthority::new([9; 32]).with_dev_mode(true);
+        SessionConfig::new(ServerIdentity([1; 32]), "world", RegistryHash([2; 32]), auth)
+    }
+
     fn hello() -> Message {
         Message::Hello(Hello {
             protocol: PROTOCOL_VERSION,
@@ -999,13 +1005,7 @@ mod tests {
     /// is refused with the reason.
     #[test]
     fn the_game_sees_a_player_once_prepared_and_past_the_handshake() {
-        let auth = TokenAuthority::new([9; 32]).with_dev_mode(true);
-        let config = Arc::new(SessionConfig::new(
-            ServerIdentity([1; 32]),
-            "world",
-            RegistryHash([2; 32]),
-            auth,
-        ));
+        let config = Arc::new(dev_config());
         let store = MemoryStore::new();
         let welcome = "control 0x81"; // Welcome's type code
 
@@ -1054,8 +1054,7 @@ mod tests {
     /// none handed to the game and lost.
     #[test]
     fn intents_the_game_does_not_take_or_cannot_save_are_rejected_with_a_reason() {
-        let auth = TokenAuthority::new([9; 32]).with_dev_mode(true);
-        let mut config = SessionConfig::new(ServerIdentity([1; 32]), "world", RegistryHash([2; 32]), auth);
+        let mut config = dev_config();
         config.intents = IntentRegistry::new().intent::<u8>("act");
         let store = MemoryStore::new();
         let mut session = ServerSession::new(Arc::new(config), 1);
@@ -1108,13 +1107,7 @@ mod tests {
     /// until then; a session that never completes leaves the live one be.
     #[test]
     fn an_early_session_takes_over_only_when_its_handshake_completes() {
-        let auth = TokenAuthority::new([9; 32]).with_dev_mode(true);
-        let config = Arc::new(SessionConfig::new(
-            ServerIdentity([1; 32]),
-            "world",
-            RegistryHash([2; 32]),
-            auth,
-        ));
+        let config = Arc::new(dev_config());
         let store = MemoryStore::new();
         let mut sessions = LiveSessions::default();
         let mut live = ServerSession::new(config.clone(), 1);
