@@ -4,8 +4,9 @@
 //! players through relays near them.
 //!
 //! The relay keeps its own world cache on disk (its upstream client's) and
-//! serves from a [`RelayStore`] in memory; every shard it serves goes with
-//! the origin's signed head, which it cannot forge, and it speaks for the
+//! serves from a [`RelayStore`](hoard_proto::relay::RelayStore) in memory;
+//! every shard it serves goes with the origin's signed head, which it
+//! cannot forge, and it speaks for the
 //! origin's world identity (the cache namespace), so a client's cache is
 //! valid through any relay and at the origin. Each change comes from
 //! upstream once and goes to each subscriber ([`RelayCore`]). If the
