@@ -8,7 +8,7 @@
 //! shards like everyone's, so a `Processed` may arrive before them (at the
 //! origin it comes after).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use hoard_engine::PublishRegistry;
@@ -40,6 +40,11 @@ pub(super) struct Actions {
     tamper: Option<IntentTamper>,
     /// Each upstream session's queue.
     actors: HashMap<Actor, mpsc::Sender<Forward>>,
+    /// What the routes told players in the last `take`s, for the relay's
+    /// loop to send (it takes them after each batch of commands, so this
+    /// holds at most a batch's worth).
+    told: VecDeque<(u64, Message)>,
+    /// The upstream sessions' answers (they wait for room: never dropped).
     answers_tx: mpsc::Sender<(u64, Message)>,
     answers: mpsc::Receiver<(u64, Message)>,
 }
@@ -60,14 +65,16 @@ impl Actions {
             auth,
             tamper,
             actors: HashMap::new(),
+            told: VecDeque::new(),
             answers_tx,
             answers,
         }
     }
 
-    /// An answer for a session, if one came back.
+    /// An answer for a session, if one is waiting: the routes' own first,
+    /// then those that came back from upstream.
     pub(super) fn answer(&mut self) -> Option<(u64, Message)> {
-        self.answers.try_recv().ok()
+        self.told.pop_front().or_else(|| self.answers.try_recv().ok())
     }
 
     /// Takes what concerns actions (a player known, an intent, a session
@@ -99,7 +106,7 @@ impl Actions {
                 }
                 // Its upstream session ends with its queue.
                 ActionStep::Close { actor } => drop(self.actors.remove(&actor)),
-                ActionStep::Answer { to, message } => drop(self.answers_tx.try_send((to, message))),
+                ActionStep::Answer { to, message } => self.told.push_back((to, message)),
             }
         }
         rest
