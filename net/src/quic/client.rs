@@ -190,7 +190,8 @@ struct Opened {
     /// still under way).
     dialed: Dialed,
     cache: WorldCache,
-    send: SendStream,
+    /// The control stream's writing side.
+    link: QuicLink,
     recv: quinn::RecvStream,
     /// Once settled: whether early data was sent and taken (`None`: a full
     /// handshake).
@@ -217,10 +218,11 @@ impl Opened {
         let (send, recv, early, early_data) =
             say_hello(&dialed.conn, addr, dialed.identity, dialed.early.take(), &hello).await?;
         dialed.early = early;
+        let link = QuicLink::new(dialed.conn.clone(), send, dialed.early.is_some());
         Ok(Opened {
             dialed,
             cache,
-            send,
+            link,
             recv,
             early_data,
             hello,
@@ -585,22 +587,35 @@ impl HoardClient {
     /// (`Hello` → `Welcome`).
     pub async fn connect(options: ClientOptions, registry: PublishRegistry) -> Result<HoardClient, ClientError> {
         let addr = options.server;
-        let Opened {
-            mut dialed,
-            cache,
-            send,
-            recv,
-            early_data,
-            hello,
-        } = Opened::open(&options, &registry).await?;
-        let link = QuicLink::new(dialed.conn.clone(), send, dialed.early.is_some());
-        let (recv, early_data) = settle(&link, &mut dialed, addr, &hello, recv, early_data).await?;
+        let mut opened = Opened::open(&options, &registry).await?;
+        let (recv, early_data) = settle(
+            &opened.link,
+            &mut opened.dialed,
+            addr,
+            &opened.hello,
+            opened.recv,
+            opened.early_data,
+        )
+        .await?;
         let mut control = FrameReader::new(recv, MAX_CONTROL_FRAME);
-        let welcome = read_welcome(&mut control, &dialed.conn, addr).await?;
-        let tasks = session_tasks(&dialed, cache, link, &options, &registry, &welcome.perspective);
+        let welcome = read_welcome(&mut control, &opened.dialed.conn, addr).await?;
+        let tasks = session_tasks(
+            &opened.dialed,
+            opened.cache,
+            opened.link,
+            &options,
+            &registry,
+            &welcome.perspective,
+        );
         accept_welcome(&tasks, &welcome, addr)?;
         Ok(HoardClient::start(
-            tasks, dialed, early_data, control, registry, welcome, &options,
+            tasks,
+            opened.dialed,
+            early_data,
+            control,
+            registry,
+            welcome,
+            &options,
         ))
     }
 
@@ -628,16 +643,9 @@ impl HoardClient {
             return Ok((client, PendingEntry::ended(entered)));
         };
         let addr = options.server;
-        let Opened {
-            mut dialed,
-            cache,
-            send,
-            recv,
-            early_data,
-            hello,
-        } = Opened::open(&options, &registry).await?;
-        let link = QuicLink::new(dialed.conn.clone(), send, dialed.early.is_some());
-        let tasks = session_tasks(&dialed, cache, link, &options, &registry, &guess);
+        let opened = Opened::open(&options, &registry).await?;
+        let (mut dialed, recv, hello) = (opened.dialed, opened.recv, opened.hello);
+        let tasks = session_tasks(&dialed, opened.cache, opened.link, &options, &registry, &guess);
         tasks.show(zone);
         let (pending, _) = tasks.wait_for_entry(zone);
         // `EnterZone` is written now, behind `Hello`; the cached copies load
@@ -648,7 +656,7 @@ impl HoardClient {
         }
         // No intent is sent before the handshake completes: the client is
         // handed out only after this.
-        let (recv, early_data) = match settle(tasks.link(), &mut dialed, addr, &hello, recv, early_data).await {
+        let (recv, early_data) = match settle(tasks.link(), &mut dialed, addr, &hello, recv, opened.early_data).await {
             Ok(settled) => settled,
             Err(failure) => return Err(refusal_or(None, &dialed.conn, failure).await),
         };
