@@ -127,6 +127,9 @@ pub trait Wire: Send + Sync + 'static {
     /// Moves what arrived since the last call into `into`, at most `max`
     /// arrivals (the rest waits, and the transport stops reading when its
     /// bounded queue is full, so a slow driver pushes back on the server).
+    /// The control stream's first message (the server's answer to
+    /// `Hello`) comes before anything from its other streams, however they
+    /// arrived: a driver reads `Welcome` before the session's messages.
     fn receive(&self, into: &mut Vec<Arrival>, max: usize);
     /// Closes the connection with an application `code` and `reason`,
     /// waiting briefly until the server was told. Called from outside any

@@ -232,7 +232,11 @@ pub(crate) fn run_until(server: &mut App, clients: &mut [&mut App], mut done: im
         if done(clients[0].world_mut()) {
             return;
         }
-        assert!(Instant::now() < deadline, "condition not reached in time");
+        assert!(
+            Instant::now() < deadline,
+            "condition not reached in time; the first client saw {:#?}",
+            clients[0].world().resource::<Seen>().events
+        );
         std::thread::sleep(Duration::from_millis(2)); // a frame's pace
     }
 }

@@ -172,8 +172,18 @@ impl QuicWire {
             identity: parts.identity,
             hello: parts.hello,
         };
-        runtime.spawn(read_control(link, settle, parts.recv, in_tx.clone(), failed.clone()));
-        runtime.spawn(accept_streams(parts.conn.clone(), in_tx));
+        let (answered, hello_answered) = tokio::sync::oneshot::channel();
+        runtime.spawn(read_control(
+            link,
+            settle,
+            parts.recv,
+            Control {
+                to: in_tx.clone(),
+                answered,
+                failed: failed.clone(),
+            },
+        ));
+        runtime.spawn(accept_streams(parts.conn.clone(), hello_answered, in_tx));
         QuicWire {
             conn: parts.conn,
             endpoint: parts.endpoint,
@@ -279,13 +289,11 @@ struct Settle {
 /// Settles a 0-RTT connection once its handshake completes (the server
 /// must still be the pinned identity; early data it refused goes again on
 /// a new control stream), then reads the control stream (`Welcome` first).
-async fn read_control(
-    link: Arc<QuicLink>,
-    settle: Settle,
-    recv: RecvStream,
-    to: mpsc::Sender<Arrival>,
-    failed: Arc<Mutex<Option<ClientError>>>,
-) {
+async fn read_control(link: Arc<QuicLink>, settle: Settle, recv: RecvStream, control: Control) {
+    let Control { to, answered, failed } = control;
+    // Dropped when this returns, so the streams are read even if the
+    // control stream ends before answering (its end is queued first).
+    let mut answered = Some(answered);
     let conn = link.connection().clone();
     let recv = match settle.early {
         None => recv,
@@ -319,11 +327,32 @@ async fn read_control(
         if to.send(arrival).await.is_err() || ended {
             return;
         }
+        if let Some(answered) = answered.take() {
+            let _ = answered.send(());
+        }
     }
 }
 
-/// Accepts the server's streams and reads each into the queue.
-async fn accept_streams(conn: Connection, to: mpsc::Sender<Arrival>) {
+/// What the control stream's reader hands on: arrivals to the queue, the
+/// word that the answer to `Hello` is queued, a failure to the wire.
+struct Control {
+    to: mpsc::Sender<Arrival>,
+    answered: tokio::sync::oneshot::Sender<()>,
+    failed: Arc<Mutex<Option<ClientError>>>,
+}
+
+/// Accepts the server's streams and reads each into the queue, once the
+/// answer to `Hello` is queued: streams are not ordered with each other,
+/// and an answer stream the server opened right after `Welcome` (a 0-RTT
+/// entry answered at once) may arrive first, but the driver must read
+/// `Welcome` before anything of the session. Streams opened meanwhile
+/// wait in QUIC, bounded by its stream and flow-control limits.
+async fn accept_streams(
+    conn: Connection,
+    hello_answered: tokio::sync::oneshot::Receiver<()>,
+    to: mpsc::Sender<Arrival>,
+) {
+    let _ = hello_answered.await;
     while let Ok(recv) = conn.accept_uni().await {
         tokio::spawn(read_stream(Reader::bulk(recv), conn.clone(), to.clone()));
     }

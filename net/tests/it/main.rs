@@ -9,4 +9,5 @@ mod relay;
 mod signed;
 mod store_failure;
 mod web;
+mod wire_order;
 mod zero_rtt;
