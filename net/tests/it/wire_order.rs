@@ -27,7 +27,10 @@ async fn answer_stream_before_welcome(endpoint: quinn::Endpoint, identity: [u8; 
         zone: ZoneId::new("meadow").expect("zone"),
         shards: 0,
     };
-    answer.write_all(&Message::AnswerBegin(begin).to_frame()).await.expect("write");
+    answer
+        .write_all(&Message::AnswerBegin(begin).to_frame())
+        .await
+        .expect("write");
     answer.finish().expect("finish");
     // Resolves once the client acknowledged the whole stream: it has it.
     answer.stopped().await.expect("acknowledged");
@@ -40,7 +43,10 @@ async fn answer_stream_before_welcome(endpoint: quinn::Endpoint, identity: [u8; 
         world_key: Vec::new(),
         token_keys: None,
     };
-    control.write_all(&Message::Welcome(welcome).to_frame()).await.expect("write");
+    control
+        .write_all(&Message::Welcome(welcome).to_frame())
+        .await
+        .expect("write");
     conn.closed().await;
 }
 
@@ -94,7 +100,11 @@ fn the_answer_to_hello_comes_before_what_the_other_streams_carry() {
             Arrival::Ended(e) => panic!("the connection ended: {e}"),
         })
         .collect();
-    assert_eq!(kinds, vec![0x81, 0x90], "Welcome first, then the answer stream's AnswerBegin");
+    assert_eq!(
+        kinds,
+        vec![0x81, 0x90],
+        "Welcome first, then the answer stream's AnswerBegin"
+    );
     drop(wire);
     server.abort();
 }
