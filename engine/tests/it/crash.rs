@@ -27,8 +27,53 @@ impl Target {
     fn args(&self) -> Vec<String> {
         match self {
             Target::Redb(path) => vec![path.display().to_string()],
-            Target::Postgres(schema) => vec!["postgres".into(), super::support::pg_url(), schema.name.clone()],
+            Target::Postgres(schema) => {
+                let url = super::support::pg_url();
+                let joiner = if url.contains('?') { '&' } else { '?' };
+                let url = format!("{url}{joiner}application_name={}", writer_name(schema));
+                vec!["postgres".into(), url, schema.name.clone()]
+            }
         }
+    }
+
+    /// Waits until the killed writer's work is over. A PostgreSQL backend
+    /// outlives its killed client until it notices the closed socket, and
+    /// finishes a `COMMIT` it already received: read before then, the shards
+    /// would be seen some before and some after that commit.
+    fn settle(&self) {
+        let Target::Postgres(schema) = self else {
+            return;
+        };
+        let name = writer_name(schema);
+        let url = super::support::pg_url();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .expect("the database answers");
+            tokio::spawn(conn);
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                let row = client
+                    .query_one(
+                        "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+                        &[&name],
+                    )
+                    .await
+                    .expect("pg_stat_activity");
+                if row.get::<_, i64>(0) == 0 {
+                    return;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the killed writer's database sessions ended"
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
     }
 
     fn open(&self) -> Box<dyn WorldStore> {
@@ -90,7 +135,13 @@ fn run_and_kill(target: &Target, acks: u64, rng: &mut fastrand::Rng) -> u64 {
     last
 }
 
+/// The application name the writer's database sessions carry.
+fn writer_name(schema: &PgSchema) -> String {
+    format!("crash_writer_{}", schema.name)
+}
+
 fn check(target: &Target, acked: u64) -> u64 {
+    target.settle();
     let store = target.open();
     let store = &*store;
     if store.zones().expect("zones").is_empty() {

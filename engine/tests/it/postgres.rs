@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hoard_engine::store::{
-    CommitError, LeaseError, LeaseHolder, LeaseKey, OpenError, PgStore, ShardScope, ShardSpec, WorldStore, verify,
+    CommitError, LeaseError, LeaseHolder, LeaseKey, OpenError, PgOptions, PgStore, ShardScope, ShardSpec, WorldStore,
+    verify,
 };
 use hoard_engine::{ChangeSet, ObjectId, Seq, ShardId, ZoneId};
 
@@ -76,6 +77,42 @@ fn a_database_migrated_by_a_newer_hoard_is_refused_by_name() {
         Err(OpenError::NewerSchema { found: 999, .. }) => {}
         other => panic!("expected NewerSchema, got {other:?}"),
     }
+}
+
+/// The store's sessions carry the connection string's `application_name`
+/// (an operator tells servers apart in `pg_stat_activity` by it), or
+/// "hoard".
+#[test]
+fn the_store_names_its_sessions_as_the_connection_string_says() {
+    let schema = super::support::PgSchema::new();
+    let name = format!("named_{}", schema.name);
+    let url = super::support::pg_url();
+    let joiner = if url.contains('?') { '&' } else { '?' };
+    let options = PgOptions::new(format!("{url}{joiner}application_name={name}")).with_schema(schema.name.clone());
+    let store = PgStore::open(&options).expect("open");
+    store
+        .create_zone(&zone("meadow"), &[ShardSpec::shared(ShardId(1))])
+        .expect("a session in use");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    let sessions: i64 = rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+        tokio::spawn(conn);
+        client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+                &[&name],
+            )
+            .await
+            .expect("pg_stat_activity")
+            .get(0)
+    });
+    assert!(sessions >= 1, "the store's sessions are named {name}");
+    drop(store);
 }
 
 #[test]

@@ -159,7 +159,10 @@ impl PgStore {
             config.options(format!("-c search_path={schema}"));
         }
         config.connect_timeout(options.op_timeout);
-        config.application_name("hoard");
+        // Named in `pg_stat_activity` as the connection string says, or "hoard".
+        if config.get_application_name().is_none() {
+            config.application_name("hoard");
+        }
         let connector = tls::connector(tls.mode, tls.root_cert.as_deref()).map_err(&open_err)?;
         config.ssl_mode(match connector {
             Some(_) => tokio_postgres::config::SslMode::Require,
