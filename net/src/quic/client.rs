@@ -18,8 +18,8 @@ use hoard_client::host::Inbound;
 use hoard_client::tasks::{AsyncClient, ControlLink, SessionTasks};
 use hoard_engine::{PublishRegistry, ServerIdentity, ZoneId};
 use hoard_world_cache::WorldCache;
-pub use quinn::Endpoint;
 use quinn::{Connection, SendStream};
+pub use quinn::{ConnectionStats, Endpoint};
 use tokio::sync::Mutex as AsyncMutex;
 
 use super::stream::{FrameReader, write_message};
@@ -753,6 +753,13 @@ impl HoardClient {
     /// window, packets and bytes lost, MTU and its probes.
     pub fn path_stats(&self) -> quinn::PathStats {
         self.link().connection().stats().path
+    }
+
+    /// What the connection has carried so far, as QUIC counts it: UDP
+    /// datagrams and bytes each way, and the frames in them (ACKs, stream
+    /// data, pings).
+    pub fn connection_stats(&self) -> ConnectionStats {
+        self.link().connection().stats()
     }
 
     /// Closes the connection and waits, at most `within`, until the server

@@ -67,6 +67,8 @@ struct InFlight {
 struct Bot {
     /// `None` only while moving to another server.
     client: Option<HoardClient>,
+    /// When `client` connected (what it carried is counted per second of it).
+    connected_at: Instant,
     /// How `client` connected (to move to another server of the world).
     options: ClientOptions,
     record: Arc<Record>,
@@ -148,6 +150,7 @@ pub(crate) async fn live(
     let pos = (rng.u16(..ZONE_SIZE), rng.u16(..ZONE_SIZE));
     let mut bot = Bot {
         client: Some(client),
+        connected_at: Instant::now(),
         options,
         record: record.clone(),
         rng,
@@ -163,6 +166,7 @@ pub(crate) async fn live(
     };
     bot.run(plan).await;
     if let Some(client) = &bot.client {
+        record.quic(&client.connection_stats(), bot.connected_at.elapsed());
         client.close();
     }
     bot.resolve_receipts(true);
@@ -412,6 +416,7 @@ impl Bot {
                 options.pin = Some(self.client().identity());
                 // Gone before the next connection opens the bot's cache.
                 if let Some(old) = self.client.take() {
+                    self.record.quic(&old.connection_stats(), self.connected_at.elapsed());
                     old.close_and_wait(Duration::from_millis(500)).await;
                 }
                 options.server = match std::net::ToSocketAddrs::to_socket_addrs(address.as_str())
@@ -427,6 +432,7 @@ impl Bot {
                 match enter_following(options, &zone_id(to)).await {
                     Ok((client, stats, options)) => {
                         self.client = Some(client);
+                        self.connected_at = Instant::now();
                         self.options = options;
                         self.record
                             .entry(entry_kind(&stats), due, stats.bytes_rx, stats.bytes_tx);

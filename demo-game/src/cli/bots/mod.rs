@@ -399,6 +399,18 @@ fn print_table(s: &Summary, steady: Option<&scrape::Steady>) {
         "actions sent {}, processed {}, rejected {}; live updates {} ({:.0}/s); {:.0} s",
         s.sent, s.processed, s.rejected, s.updates, s.updates_per_sec, s.seconds
     );
+    let q = &s.quic;
+    if let Some((up, down, acks)) = q.rates() {
+        println!(
+            "QUIC per connection-second ({} connections): datagrams down {down:.1} ({:.0} B each), \
+             up {up:.1} ({:.0} B each; {acks:.1} ACK frames, {:.2} stream frames, {:.2} pings)",
+            q.connections,
+            q.bytes_down as f64 / q.datagrams_down.max(1) as f64,
+            q.bytes_up as f64 / q.datagrams_up.max(1) as f64,
+            q.streams_up as f64 / q.seconds,
+            q.pings_up as f64 / q.seconds,
+        );
+    }
     if let Some(st) = steady {
         let ms = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("≤ {v:.0} ms"));
         println!(

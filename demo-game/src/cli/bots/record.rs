@@ -80,6 +80,47 @@ struct Inner {
     /// Bots in the run: while `connected` is this, play is steady.
     clients: u64,
     steady: SteadyHistograms,
+    quic: QuicTotals,
+}
+
+/// What the bots' QUIC connections carried, summed as each one ends (from
+/// quinn's connection statistics): which way the datagrams went and how
+/// many of the bots' were acknowledgments, what a server's packet budget is
+/// spent on.
+#[derive(Clone, Debug, Default, Serialize)]
+pub(crate) struct QuicTotals {
+    /// Connections counted.
+    pub(crate) connections: u64,
+    /// Their lifetimes, summed (connection-seconds).
+    pub(crate) seconds: f64,
+    /// UDP datagrams the bots sent (to the server) and received (from it).
+    pub(crate) datagrams_up: u64,
+    pub(crate) datagrams_down: u64,
+    /// UDP payload bytes, both ways.
+    pub(crate) bytes_up: u64,
+    pub(crate) bytes_down: u64,
+    /// ACK frames the bots sent and received.
+    pub(crate) acks_up: u64,
+    pub(crate) acks_down: u64,
+    /// Stream frames the bots sent and received (their messages).
+    pub(crate) streams_up: u64,
+    pub(crate) streams_down: u64,
+    /// PING frames the bots sent (keep-alives of an otherwise quiet side).
+    pub(crate) pings_up: u64,
+}
+
+impl QuicTotals {
+    /// Per connection-second: datagrams up, down; ACK frames up.
+    pub(crate) fn rates(&self) -> Option<(f64, f64, f64)> {
+        let s = self.seconds;
+        (s > 0.0).then(|| {
+            (
+                self.datagrams_up as f64 / s,
+                self.datagrams_down as f64 / s,
+                self.acks_up as f64 / s,
+            )
+        })
+    }
 }
 
 /// Latencies recorded while every bot was connected.
@@ -116,6 +157,23 @@ impl Inner {
 }
 
 impl Record {
+    /// A connection that ends, open for `lived`: what it carried.
+    pub(crate) fn quic(&self, stats: &hoard_net::quic::client::ConnectionStats, lived: Duration) {
+        let mut r = hoard_engine::lock::lock(&self.inner);
+        let q = &mut r.quic;
+        q.connections += 1;
+        q.seconds += lived.as_secs_f64();
+        q.datagrams_up += stats.udp_tx.datagrams;
+        q.datagrams_down += stats.udp_rx.datagrams;
+        q.bytes_up += stats.udp_tx.bytes;
+        q.bytes_down += stats.udp_rx.bytes;
+        q.acks_up += stats.frame_tx.acks;
+        q.acks_down += stats.frame_rx.acks;
+        q.streams_up += stats.frame_tx.stream;
+        q.streams_down += stats.frame_rx.stream;
+        q.pings_up += stats.frame_tx.ping;
+    }
+
     /// A record for a run of `clients` bots from `start`.
     pub(crate) fn new(start: Instant, clients: u64) -> Record {
         Record {
@@ -130,6 +188,7 @@ impl Record {
                 sent: 0,
                 processed: 0,
                 rejected: 0,
+                quic: QuicTotals::default(),
                 errors: BTreeMap::new(),
                 connected: 0,
                 now: Second::default(),
@@ -295,6 +354,7 @@ impl Record {
                 processed: r.processed,
                 rejected: r.rejected,
                 errors: r.errors.clone(),
+                quic: r.quic.clone(),
                 timeline: r.timeline.clone(),
                 steady: r.steady.span.map(|(from_s, to_s)| SteadyLatency {
                     from_s,
@@ -370,6 +430,8 @@ pub(crate) struct Summary {
     pub(crate) processed: u64,
     pub(crate) rejected: u64,
     pub(crate) errors: BTreeMap<String, u64>,
+    /// What the bots' connections carried.
+    pub(crate) quic: QuicTotals,
     pub(crate) timeline: Vec<Second>,
     /// The latencies while every bot was connected (`None`: never all).
     pub(crate) steady: Option<SteadyLatency>,
