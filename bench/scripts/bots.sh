@@ -12,6 +12,9 @@
 # the bots are up, and writes the hottest functions to profile.txt.
 # B=path/to/hoard-demo runs another build (e.g. an older commit's).
 # BOT_ARGS adds flags to the bots (e.g. BOT_ARGS=--caches-in-memory).
+# RTT_MS=n puts the bots behind `hoard-demo netsim` (that round trip, no
+# bandwidth cap): what a server sees of players on real paths (quinn asks
+# clients for ACK delays up to the round trip; on bare loopback, 25 ms).
 # PIN=1 pins the server to CPU 0 and the bots to CPU 1 (taskset): one core
 # each, so the server's capacity is measured apart from the bots' (see
 # bench/scripts/knee.sh).
@@ -44,6 +47,16 @@ read -r line <&"${SRV[0]}"
 ADDR=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["addr"])' "$line")
 METRICS=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["metrics"])' "$line")
 echo "server $ADDR (pid $SRV_PID), metrics $METRICS"
+SERVER_ADDR=$ADDR
+if [ -n "${RTT_MS:-}" ]; then
+  coproc SIM { exec $B netsim --listen 127.0.0.1:0 --upstream "$SERVER_ADDR" --rtt-ms "$RTT_MS" --rate-mbit 0 2>"$OUT/netsim.log"; }
+  read -r line <&"${SIM[0]}"
+  ADDR=$(echo "$line" | sed -E 's/^netsim: ([^ ]+) .*/\1/')
+  # Its per-second lines are drained, or a full pipe would stall it.
+  cat <&"${SIM[0]}" > "$OUT/netsim.out" &
+  trap 'kill "$SRV_PID" "$SIM_PID" 2>/dev/null || true; rm -rf "$W" "$C"' EXIT
+  echo "bots reach it through netsim $ADDR (round trip $RTT_MS ms)"
+fi
 # One bot tours the four zones to make the warm cache.
 $BOT_PIN $B bots --server "$ADDR" --server-data "$W/data" --clients 1 --duration 30 \
   --zone-change-every 5-6 --work "$C/seed" > /dev/null

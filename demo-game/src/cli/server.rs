@@ -87,6 +87,13 @@ struct RunArgs {
     /// per connection.
     #[arg(long)]
     mtu_discovery: bool,
+    /// Ask each player to hold acknowledgments of the server's packets up
+    /// to this many milliseconds (QUIC ACK frequency; at most the path's
+    /// round trip, at least 25 ms): fewer ACK datagrams for the server on
+    /// slow paths, a lost last packet resent that much later. 0: the
+    /// player's own delay (25 ms).
+    #[arg(long, default_value_t = 100)]
+    ack_delay_ms: u64,
     /// Play in a browser: the WebTransport endpoint on this UDP address and
     /// the page on this TCP address (the same port for both, e.g.
     /// 127.0.0.1:8080; open http://127.0.0.1:8080/). The endpoint makes its
@@ -300,6 +307,7 @@ fn serve(args: RunArgs) -> anyhow::Result<i32> {
     options.tick_hz = args.tick_hz;
     options.transient_hz = args.transient_hz;
     options.mtu_discovery = args.mtu_discovery;
+    options.ack_delay = (args.ack_delay_ms > 0).then(|| std::time::Duration::from_millis(args.ack_delay_ms));
     options.dev_mode = args.dev;
     options.advertise = args.advertise.clone();
     options.metrics = args.metrics;

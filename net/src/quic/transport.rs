@@ -59,12 +59,34 @@ fn base() -> TransportConfig {
     t
 }
 
-/// The server side with path MTU discovery on (quinn's defaults: probes up
-/// to 1,452 bytes, again every 10 minutes).
-pub(crate) fn server_with_mtu_discovery() -> TransportConfig {
+/// The server side as its options say: path MTU discovery on (quinn's
+/// defaults: probes up to 1,452 bytes, again every 10 minutes) or off, and
+/// the longest a client is asked to hold its acknowledgments (`None`:
+/// quinn's choice, the client's own `max_ack_delay`, 25 ms).
+///
+/// quinn asks a client for at most the path's round trip (and at least
+/// 25 ms): a longer `ack_delay` only tells on paths slower than that, where
+/// a client receiving a tick's packet every 50 ms otherwise acknowledges
+/// each one. What it costs: a lost packet at the end of a burst is resent
+/// up to `ack_delay` later (QUIC's probe timeout includes it).
+pub(crate) fn server_with(mtu_discovery: bool, ack_delay: Option<Duration>) -> TransportConfig {
     let mut t = server();
-    t.mtu_discovery_config(Some(quinn::MtuDiscoveryConfig::default()));
+    if mtu_discovery {
+        t.mtu_discovery_config(Some(quinn::MtuDiscoveryConfig::default()));
+    }
+    if ack_delay.is_some() {
+        t.ack_frequency_config(Some(ack_frequency(ack_delay)));
+    }
     t
+}
+
+/// What the server asks of a client's acknowledgments: one every
+/// [`ACK_EVERY`] packets, within `max_delay` (`None`: the client's own).
+fn ack_frequency(max_delay: Option<Duration>) -> quinn::AckFrequencyConfig {
+    let mut ack = quinn::AckFrequencyConfig::default();
+    ack.ack_eliciting_threshold(VarInt::from_u32(ACK_EVERY - 1));
+    ack.max_ack_delay(max_delay);
+    ack
 }
 
 /// The server side: a client may open one control stream (and a spare) and
@@ -72,9 +94,7 @@ pub(crate) fn server_with_mtu_discovery() -> TransportConfig {
 /// clients only send control messages.
 pub fn server() -> TransportConfig {
     let mut t = base();
-    let mut ack = quinn::AckFrequencyConfig::default();
-    ack.ack_eliciting_threshold(VarInt::from_u32(ACK_EVERY - 1));
-    t.ack_frequency_config(Some(ack));
+    t.ack_frequency_config(Some(ack_frequency(None)));
     t.max_concurrent_bidi_streams(VarInt::from_u32(2));
     t.max_concurrent_uni_streams(VarInt::from_u32(0));
     t.stream_receive_window(VarInt::from_u32(1024 * 1024));

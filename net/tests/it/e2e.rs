@@ -936,6 +936,60 @@ async fn a_client_acknowledges_a_bulk_answer_sparingly() {
     server.shutdown().await;
 }
 
+/// A server that asks its clients to hold their acknowledgments longer
+/// (`ack_delay`) gets fewer of them on a slow path: over a 200 ms round
+/// trip, a client receiving a change every 50 ms acknowledges each one
+/// within its own 25 ms otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_asked_to_hold_its_acks_sends_fewer_on_a_slow_path() {
+    use hoard_netsim::{LinkConfig, start as netsim};
+    const CHANGES: u32 = 30;
+    let mut acks = Vec::new();
+    for ack_delay in [None, Some(Duration::from_millis(200))] {
+        let data = tempfile::tempdir().expect("tempdir");
+        let (ann_cache, bob_cache) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
+        let server = server_with(data.path(), 1, 4, |o| o.ack_delay = ack_delay).await;
+        let link = LinkConfig {
+            delay: Duration::from_millis(100),
+            ..LinkConfig::default()
+        };
+        let sim = netsim("127.0.0.1:0".parse().expect("addr"), server.addr, link)
+            .await
+            .expect("netsim");
+        let mut opts = options(&server, ann_cache.path(), "ann");
+        opts.server = sim.addr;
+        let ann = HoardClient::connect(opts, registry()).await.expect("connect");
+        let zone = ZoneId::new("meadow").expect("zone");
+        ann.enter_zone(&zone).await.expect("enter");
+        let bob = in_meadow(&server, bob_cache.path(), "bob").await;
+        let mut world = World::new();
+        wait_for(&ann, &mut world, |w| stones(w).len() == 4).await;
+        let before = ann.connection_stats().frame_tx.acks;
+        // A change a tick, as a busy zone makes them.
+        for _ in 0..CHANGES {
+            bob.send_intent("add_stones", &AddStones { object: 1, stones: 1 })
+                .await
+                .expect("intent");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        wait_for(&ann, &mut world, |w| {
+            stones(w).iter().any(|&(id, n)| id == 1 && n == 1 + CHANGES)
+        })
+        .await;
+        acks.push(ann.connection_stats().frame_tx.acks - before);
+        ann.close();
+        bob.close();
+        server.shutdown().await;
+    }
+    let (own, held) = (acks[0], acks[1]);
+    println!("ACKs for {CHANGES} changes over a 200 ms round trip: {own} at the client's own delay, {held} held");
+    assert!(
+        own >= u64::from(CHANGES) / 2,
+        "each change acknowledged on its own: {own} ACKs for {CHANGES} changes"
+    );
+    assert!(held * 2 < own, "held: {held} ACKs against {own}");
+}
+
 /// A client that asks for compression gets its answers and deltas packed
 /// (zstd) and the same world as one that does not; each is verified by the
 /// same digests.

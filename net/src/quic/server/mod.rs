@@ -351,11 +351,10 @@ pub(crate) async fn bind(
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(keys.rustls_config()?)
         .map_err(|e| ServerError::Config(e.to_string()))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    config.transport_config(Arc::new(if options.mtu_discovery {
-        super::transport::server_with_mtu_discovery()
-    } else {
-        super::transport::server()
-    }));
+    config.transport_config(Arc::new(super::transport::server_with(
+        options.mtu_discovery,
+        options.ack_delay,
+    )));
     // Stateless resets with a key derived from the world's secret: a server
     // restarted after a crash answers packets of its predecessor's
     // connections with a reset their peers accept, so clients and relays

@@ -3,6 +3,10 @@
 
 use super::*;
 
+/// The longest a client is asked to hold its acknowledgments, by default
+/// (see [`ServerOptions::ack_delay`]).
+pub const DEFAULT_ACK_DELAY: Duration = Duration::from_millis(100);
+
 /// How the server runs.
 #[derive(Clone, Debug)]
 pub struct ServerOptions {
@@ -66,6 +70,17 @@ pub struct ServerOptions {
     /// links that carry them, at ~5.6 KB of probes per connection, which is
     /// most of a warm entry's bytes. Default: off.
     pub mtu_discovery: bool,
+    /// The longest each client is asked to hold its acknowledgments of the
+    /// server's packets (QUIC's ACK frequency extension; quinn asks for at
+    /// most the path's round trip, and at least 25 ms). Longer means fewer
+    /// ACK datagrams for the server to receive — a client gets a packet
+    /// each tick with changes, and acknowledges each one within 25 ms
+    /// otherwise — and a lost last packet resent that much later. `None`:
+    /// the client's own delay (25 ms). Default: 100 ms (over a 200 ms
+    /// round trip, a client getting a change every 50 ms sent 8 ACKs for 30
+    /// changes rather than 29; net's
+    /// `a_client_asked_to_hold_its_acks_sends_fewer_on_a_slow_path`).
+    pub ack_delay: Option<Duration>,
     /// A WebTransport (HTTP/3) endpoint for browsers beside the raw QUIC
     /// one (see [`WebTransportOptions`]). Default: none.
     pub web_transport: Option<WebTransportOptions>,
@@ -76,7 +91,7 @@ impl ServerOptions {
     /// deltas, `Hello` within 5 s, 2 answers in flight per connection (128
     /// light and 128 bulk in all, 16 of each per address), 15 s for a client
     /// to take an answer frame, 60 s of store retries, no dev mode, no path
-    /// MTU discovery.
+    /// MTU discovery, clients asked to hold their ACKs up to 100 ms.
     pub fn new(listen: SocketAddr, data_dir: PathBuf) -> ServerOptions {
         ServerOptions {
             listen,
@@ -98,6 +113,7 @@ impl ServerOptions {
             directory: Arc::new(hoard_proto::sync::server::OneServer),
             advertise: None,
             mtu_discovery: false,
+            ack_delay: Some(DEFAULT_ACK_DELAY),
             web_transport: None,
         }
     }
