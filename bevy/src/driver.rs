@@ -353,6 +353,9 @@ pub(crate) struct Driver {
     failures: Vec<ClientError>,
     /// The session ended (its `Disconnected` was given).
     ended: bool,
+    /// When the server must have answered `Hello` by (set once the
+    /// connection is open; [`SessionSettings::welcome_timeout`] after it).
+    welcome_due: Option<Instant>,
 }
 
 impl Driver {
@@ -389,6 +392,7 @@ impl Driver {
             updates: Vec::new(),
             failures: Vec::new(),
             ended: false,
+            welcome_due: None,
         })
     }
 
@@ -436,6 +440,12 @@ impl Driver {
         if idle {
             self.receive(world)?;
         }
+        if self.link.is_none() && self.welcome_due.is_some_and(|due| Instant::now() >= due) {
+            return Err(ClientError::Lost(format!(
+                "the server did not answer Hello within {:?}",
+                self.settings.welcome_timeout
+            )));
+        }
         // Zone requests go out as soon as the host is made: before
         // `Welcome` they ride right behind `Hello` (the token named the
         // player), as the first zone's entry does.
@@ -476,6 +486,7 @@ impl Driver {
         if let Some(result) = connecting.poll() {
             self.connecting = None;
             self.wire = Some(Arc::from(result?));
+            self.welcome_due = Some(Instant::now() + self.settings.welcome_timeout);
         }
         Ok(())
     }
@@ -810,6 +821,10 @@ impl Driver {
         self.ended = true;
         if self.link.is_none() {
             tracing::error!(error = %error, "could not connect");
+            // An open connection that never got to a session is closed too.
+            if let Some(wire) = &self.wire {
+                wire.close(0, "could not connect");
+            }
             world.insert_resource(HoardConnection::Failed {
                 reason: error.to_string(),
             });

@@ -6,6 +6,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use hoard_engine::{RegistryHash, ServerIdentity};
 use hoard_proto::intent_sig::PlayerKey;
@@ -55,7 +56,16 @@ pub struct SessionSettings {
     /// Ask for the world's signed token keys in `Welcome` (a relay does,
     /// to check its players' world tokens).
     pub token_keys: bool,
+    /// How long the server has to answer `Hello` once the connection is
+    /// open: a server that keeps the connection alive but never answers
+    /// ends the session with an error instead of leaving it waiting.
+    /// Default [`WELCOME_TIMEOUT`].
+    pub welcome_timeout: Duration,
 }
+
+/// How long a client waits for the server's answer to `Hello`, by default
+/// (a server gives a client 5 s to send `Hello`, and answers at once).
+pub const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl std::fmt::Debug for SessionSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -83,6 +93,7 @@ impl SessionSettings {
             compression: true,
             player_key: None,
             token_keys: false,
+            welcome_timeout: WELCOME_TIMEOUT,
         }
     }
 

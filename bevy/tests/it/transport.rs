@@ -393,3 +393,45 @@ fn a_refused_hello_is_reported_as_the_servers_reason() {
     ));
     assert!(app.world().get_resource::<Hoard>().is_none());
 }
+
+/// A server that opens the connection but never answers `Hello` ends the
+/// session within the settings' `welcome_timeout`, said as a failure, and
+/// the connection is closed — the game is not left connecting for ever.
+#[test]
+fn a_server_that_never_answers_hello_fails_the_connection_in_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Arc::new(Mutex::new(Server::default()));
+    let mut settings = settings(dir.path(), false);
+    settings.welcome_timeout = Duration::from_millis(200);
+    let mut app = App::new();
+    app.init_resource::<Events>()
+        .publish::<Crate>("crate", 1)
+        .add_plugins(HoardClientPlugin::with_transport(
+            settings,
+            ScriptedTransport(server.clone()),
+        ))
+        .add_systems(Update, record);
+    app.world_mut().write_message(ZoneRequest::Enter(meadow()));
+    update_until(&mut app, "the connection to fail", |app| {
+        matches!(
+            app.world().resource::<HoardConnection>(),
+            HoardConnection::Failed { .. }
+        )
+    });
+    let HoardConnection::Failed { reason } = app.world().resource::<HoardConnection>().clone() else {
+        unreachable!()
+    };
+    assert!(reason.contains("did not answer Hello"), "{reason}");
+    assert!(
+        app.world()
+            .resource::<Events>()
+            .0
+            .iter()
+            .any(|e| matches!(e, HoardEvent::Failed(_))),
+        "the game is told"
+    );
+    assert!(
+        server.lock().expect("server").closed.is_some(),
+        "the connection is closed"
+    );
+}

@@ -399,13 +399,22 @@ pub(crate) async fn send_again(
     Ok((send, recv))
 }
 
-/// Reads the server's answer to `Hello`: `Welcome`, or why it refused.
+/// Reads the server's answer to `Hello`: `Welcome`, or why it refused;
+/// closes the connection if none comes within `within`.
 async fn read_welcome(
     control: &mut FrameReader,
     conn: &Connection,
     addr: SocketAddr,
+    within: Duration,
 ) -> Result<hoard_proto::wire::Welcome, ClientError> {
-    match control.next().await {
+    let Ok(answer) = tokio::time::timeout(within, control.next()).await else {
+        conn.close(quinn::VarInt::from_u32(0), b"no answer to Hello");
+        return Err(connect_err(
+            addr,
+            format!("the server did not answer Hello within {within:?}"),
+        ));
+    };
+    match answer {
         Ok(Some((Message::Welcome(w), _))) => Ok(w),
         Ok(Some((Message::Error(e), _))) => Err(ClientError::Refused {
             code: e.code,
@@ -598,7 +607,7 @@ impl HoardClient {
         )
         .await?;
         let mut control = FrameReader::new(recv, MAX_CONTROL_FRAME);
-        let welcome = read_welcome(&mut control, &opened.dialed.conn, addr).await?;
+        let welcome = read_welcome(&mut control, &opened.dialed.conn, addr, options.welcome_timeout).await?;
         let tasks = session_tasks(
             &opened.dialed,
             opened.cache,
@@ -661,7 +670,7 @@ impl HoardClient {
             Err(failure) => return Err(refusal_or(None, &dialed.conn, failure).await),
         };
         let mut control = FrameReader::new(recv, MAX_CONTROL_FRAME);
-        let welcome = read_welcome(&mut control, &dialed.conn, addr).await?;
+        let welcome = read_welcome(&mut control, &dialed.conn, addr, options.welcome_timeout).await?;
         accept_welcome(&tasks, &welcome, addr)?;
         if welcome.perspective != guess {
             // Cannot happen with the server's token forms; never act on heads
