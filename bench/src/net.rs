@@ -41,6 +41,10 @@ pub(crate) struct Args {
     /// (`ServerOptions::mtu_discovery`; off by default).
     #[arg(long)]
     mtu_discovery: bool,
+    /// The longest the server asks clients to hold their ACKs, in ms
+    /// (`ServerOptions::ack_delay`; 0: the client's own 25 ms; default 100).
+    #[arg(long, default_value_t = 100)]
+    ack_delay_ms: u64,
 }
 
 struct Condition {
@@ -199,11 +203,7 @@ async fn transfer(
     })
 }
 
-async fn start_server(
-    zone: &ReferenceZone,
-    dir: &Path,
-    mtu_discovery: bool,
-) -> anyhow::Result<(ServerHandle, Arc<RedbStore>)> {
+async fn start_server(zone: &ReferenceZone, dir: &Path, args: &Args) -> anyhow::Result<(ServerHandle, Arc<RedbStore>)> {
     let store = Arc::new(RedbStore::open_dir(&dir.join("server"))?);
     let specs: Vec<ShardSpec> = (0..zone.shards).map(|s| ShardSpec::shared(ShardId(s))).collect();
     store.create_zone(&ZoneId::new("reference")?, &specs)?;
@@ -218,7 +218,8 @@ async fn start_server(
         IntentRegistry::new(),
     );
     let mut options = ServerOptions::new("127.0.0.1:0".parse::<SocketAddr>()?, dir.join("server"));
-    options.mtu_discovery = mtu_discovery;
+    options.mtu_discovery = args.mtu_discovery;
+    options.ack_delay = (args.ack_delay_ms > 0).then(|| std::time::Duration::from_millis(args.ack_delay_ms));
     let server = start(options, store.clone(), game).await?;
     Ok((server, store))
 }
@@ -395,7 +396,7 @@ async fn run_async(args: &Args, out: &Path) -> anyhow::Result<()> {
             .collect::<Vec<_>>(),
     )?);
     let dir = hoard_bench::scratch_dir()?;
-    let (server, store) = start_server(&zone_data, dir.path(), args.mtu_discovery).await?;
+    let (server, store) = start_server(&zone_data, dir.path(), args).await?;
     let zone = ZoneId::new("reference")?;
     println!(
         "reference zone: {} objects in {} shards, {:.2} MB of state",
