@@ -3,13 +3,13 @@
 
 use hoard_engine::{Epoch, RegistryHash, Seq, ServerIdentity, ShardId, ZoneId};
 use hoard_world_cache::format::{MAX_HEADER_BYTES, decode_header, decode_shard, encode_shard};
-use hoard_world_cache::{ApplyError, DiscardReason, LockPolicy, ShardKey, ShardUpdate, UpdateKind, WorldCache};
+use hoard_world_cache::{ApplyError, DiscardReason, ShardKey, ShardUpdate, UpdateKind, WorldCache};
 
 use super::support::{REGISTRY, key, shard};
 
 fn setup() -> (tempfile::TempDir, WorldCache) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let cache = WorldCache::open(dir.path(), LockPolicy::Fail).expect("open");
+    let cache = WorldCache::open(dir.path(), super::support::OPEN).expect("open");
     (dir, cache)
 }
 

@@ -77,7 +77,7 @@ fn a_failed_write_leaves_the_old_or_the_new_shard() {
         let dir = tempfile::tempdir().expect("tempdir");
         let old = shard(key(1), 5, 30);
         let new = shard(key(1), 6, 31);
-        WorldCache::open(dir.path(), LockPolicy::Fail)
+        WorldCache::open(dir.path(), super::support::OPEN)
             .expect("open")
             .write(&old)
             .expect("write old");
@@ -100,7 +100,7 @@ fn a_failed_journal_append_leaves_a_complete_prefix() {
     for fail_at in 0..6 {
         let dir = tempfile::tempdir().expect("tempdir");
         let base = shard(key(1), 5, 10);
-        WorldCache::open(dir.path(), LockPolicy::Fail)
+        WorldCache::open(dir.path(), super::support::OPEN)
             .expect("open")
             .write(&base)
             .expect("write base");

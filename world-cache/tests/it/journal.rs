@@ -5,7 +5,7 @@ use std::os::unix::fs::MetadataExt;
 
 use hoard_engine::{Epoch, Seq};
 use hoard_world_cache::format::recompute_digest;
-use hoard_world_cache::{LockPolicy, ShardUpdate, UpdateKind, WorldCache};
+use hoard_world_cache::{ShardUpdate, UpdateKind, WorldCache};
 
 use crate::support::{REGISTRY, key, object, shard};
 
@@ -15,7 +15,7 @@ use crate::support::{REGISTRY, key, object, shard};
 #[test]
 fn only_a_journaled_shard_is_written_again_when_folded() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let cache = WorldCache::open(dir.path(), LockPolicy::Fail).expect("open");
+    let cache = WorldCache::open(dir.path(), super::support::OPEN).expect("open");
     let base = shard(key(1), 5, 10);
     cache.write(&base).expect("write");
     let file = dir.path().join(key(1).file());

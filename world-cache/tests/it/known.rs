@@ -72,7 +72,7 @@ impl Storage for Counting {
 fn a_writer_journals_and_folds_its_own_files_without_lookups() {
     let dir = tempfile::tempdir().expect("tempdir");
     let storage = Arc::new(Counting::default());
-    let cache = WorldCache::open_with(dir.path(), LockPolicy::Fail, storage.clone()).expect("open");
+    let cache = WorldCache::open_with(dir.path(), super::support::OPEN, storage.clone()).expect("open");
     let mut copy = shard(key(1), 5, 40);
     cache.write(&copy).expect("write");
 
@@ -123,7 +123,7 @@ fn a_new_handle_replays_what_the_last_one_journaled() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut copy = shard(key(2), 5, 10);
     {
-        let cache = WorldCache::open(dir.path(), LockPolicy::Fail).expect("open");
+        let cache = WorldCache::open(dir.path(), super::support::OPEN).expect("open");
         cache.write(&copy).expect("write");
         assert!(cache.load(&key(2), REGISTRY).is_some());
         for n in 0..3 {
@@ -131,7 +131,7 @@ fn a_new_handle_replays_what_the_last_one_journaled() {
             cache.append_delta(&mut copy, update).expect("journaled");
         }
     }
-    let cache = WorldCache::open(dir.path(), LockPolicy::Fail).expect("reopen");
+    let cache = WorldCache::open(dir.path(), super::support::OPEN).expect("reopen");
     assert_eq!(cache.read_head(&key(2), REGISTRY).map(|h| h.hwm), Some(copy.header.hwm));
     assert_eq!(cache.load(&key(2), REGISTRY).map(|s| s.objects), Some(copy.objects));
 }
@@ -142,7 +142,7 @@ fn a_new_handle_replays_what_the_last_one_journaled() {
 #[test]
 fn a_copy_with_a_lying_header_fails_its_audit_in_memory() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let cache = WorldCache::open(dir.path(), LockPolicy::Fail).expect("open");
+    let cache = WorldCache::open(dir.path(), super::support::OPEN).expect("open");
     let honest = shard(key(3), 5, 10);
     let mut copy = honest.clone();
     copy.objects[2] = object(2, 5, 999); // the header's digest is of the honest object
@@ -173,7 +173,7 @@ fn a_zone_is_read_with_one_listing() {
     let keys: Vec<_> = (10..18).map(key).collect();
     let mut journaled = shard(key(12), 5, 10);
     {
-        let cache = WorldCache::open(dir.path(), LockPolicy::Fail).expect("open");
+        let cache = WorldCache::open(dir.path(), super::support::OPEN).expect("open");
         for k in &keys {
             cache.write(&shard(k.clone(), 5, 10)).expect("write");
         }
@@ -189,7 +189,7 @@ fn a_zone_is_read_with_one_listing() {
         .expect("age a file");
 
     let storage = Arc::new(Counting::default());
-    let cache = WorldCache::open_with(dir.path(), LockPolicy::Fail, storage.clone()).expect("reopen");
+    let cache = WorldCache::open_with(dir.path(), super::support::OPEN, storage.clone()).expect("reopen");
     let mut asked = keys.clone();
     asked.push(key(40)); // never cached
     let heads = cache.read_heads(&asked, REGISTRY);
@@ -236,7 +236,7 @@ fn a_zone_is_read_with_one_listing() {
 #[test]
 fn journal_delta_leaves_the_fold_to_its_caller() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let cache = WorldCache::open(dir.path(), LockPolicy::Fail).expect("open");
+    let cache = WorldCache::open(dir.path(), super::support::OPEN).expect("open");
     let mut copy = shard(key(20), 5, 4);
     cache.write(&copy).expect("write");
     let journal = dir.path().join(key(20).journal());
@@ -282,7 +282,7 @@ fn small_files_are_read_once_per_entry() {
     let small: Vec<_> = (50..54).map(key).collect();
     let large = key(60);
     {
-        let cache = WorldCache::open(dir.path(), LockPolicy::Fail).expect("open");
+        let cache = WorldCache::open(dir.path(), super::support::OPEN).expect("open");
         for k in &small {
             cache.write(&shard(k.clone(), 5, 10)).expect("write");
         }
@@ -295,7 +295,7 @@ fn small_files_are_read_once_per_entry() {
     );
 
     let storage = Arc::new(Counting::default());
-    let cache = WorldCache::open_with(dir.path(), LockPolicy::Fail, storage.clone()).expect("reopen");
+    let cache = WorldCache::open_with(dir.path(), super::support::OPEN, storage.clone()).expect("reopen");
     let mut keys = small.clone();
     keys.push(large.clone());
     let heads = cache.read_heads_keeping(&keys, REGISTRY);

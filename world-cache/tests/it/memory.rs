@@ -5,14 +5,14 @@
 use std::sync::Arc;
 
 use hoard_engine::Seq;
-use hoard_world_cache::{LockPolicy, MemStorage, WorldCache};
+use hoard_world_cache::{MemStorage, WorldCache};
 
 use crate::support::{REGISTRY, delta, key, shard};
 
 #[test]
 fn a_cache_in_memory_writes_journals_and_folds_as_on_disk() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let cache = WorldCache::open_with(dir.path(), LockPolicy::Fail, Arc::new(MemStorage::new())).expect("open");
+    let cache = WorldCache::open_with(dir.path(), super::support::OPEN, Arc::new(MemStorage::new())).expect("open");
     let base = shard(key(1), 5, 10);
     cache.write(&base).expect("write");
     assert!(!dir.path().join(key(1).file()).exists(), "nothing on disk");
@@ -44,13 +44,13 @@ fn a_cache_in_memory_writes_journals_and_folds_as_on_disk() {
 fn a_copy_of_a_cache_on_disk_starts_warm_in_memory() {
     let on_disk = tempfile::tempdir().expect("tempdir");
     {
-        let cache = WorldCache::open(on_disk.path(), LockPolicy::Fail).expect("open");
+        let cache = WorldCache::open(on_disk.path(), super::support::OPEN).expect("open");
         cache.write(&shard(key(1), 5, 10)).expect("write");
         cache.write(&shard(key(2), 7, 3)).expect("write");
     }
     let root = tempfile::tempdir().expect("tempdir");
     let storage = MemStorage::copy_of(on_disk.path(), root.path()).expect("copy");
-    let cache = WorldCache::open_with(root.path(), LockPolicy::Fail, Arc::new(storage)).expect("open");
+    let cache = WorldCache::open_with(root.path(), super::support::OPEN, Arc::new(storage)).expect("open");
     assert_eq!(cache.load(&key(1), REGISTRY), Some(shard(key(1), 5, 10)));
     assert_eq!(cache.load(&key(2), REGISTRY), Some(shard(key(2), 7, 3)));
 }

@@ -70,7 +70,7 @@ fn snapshot_update(hwm: u64, ids: &[u64]) -> ShardUpdate {
 
 fn run(ops: Vec<Op>) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut cache = WorldCache::open(dir.path(), LockPolicy::Fail).expect("open");
+    let mut cache = WorldCache::open(dir.path(), super::support::OPEN).expect("open");
     let mut model: BTreeMap<u64, Vec<State>> = (0..SHARDS).map(|s| (s, vec![None])).collect();
     let mut next_hwm = 1u64;
     for op in ops {

@@ -299,7 +299,7 @@ fn power_loss_at_random_moments_leaves_whole_shards_and_keeps_acknowledged_write
         let (u, t) = storage.crash(&mut rng);
         unsynced += u;
         torn += t;
-        let cache = WorldCache::open(dir.path(), LockPolicy::Fail).expect("the cache reopens after power loss");
+        let cache = WorldCache::open(dir.path(), super::support::OPEN).expect("the cache reopens after power loss");
         for key in &keys {
             let loaded = cache.load(key, REGISTRY);
             if let Some(l) = &loaded {

@@ -132,3 +132,11 @@ pub(crate) fn delta(copy: &CachedShard, id: u64, value: u64) -> ShardUpdate {
         upserts: vec![changed],
     }
 }
+
+/// How a test that is not about the cache's lock opens a cache: waiting up
+/// to 10 s for the lock. A cache just closed can look busy for a moment —
+/// a child process another test is spawning holds a copy of every open
+/// file, the lock's too, between its fork and its exec — and a test that
+/// reopens with `LockPolicy::Fail` then fails for no fault of the cache.
+pub(crate) const OPEN: hoard_world_cache::LockPolicy =
+    hoard_world_cache::LockPolicy::WaitUpTo(std::time::Duration::from_secs(10));

@@ -3,7 +3,7 @@
 use std::time::{Duration, SystemTime};
 
 use hoard_engine::{ServerIdentity, ZoneId};
-use hoard_world_cache::{ClearScope, LockPolicy, ShardKey, WorldCache};
+use hoard_world_cache::{ClearScope, ShardKey, WorldCache};
 
 use super::support::{key, shard};
 
@@ -16,7 +16,7 @@ fn other_server(shard_id: u64) -> ShardKey {
 #[test]
 fn inventory_lists_every_shard_with_its_header() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let cache = WorldCache::open(dir.path(), LockPolicy::Fail).expect("open");
+    let cache = WorldCache::open(dir.path(), super::support::OPEN).expect("open");
     cache.write(&shard(key(1), 3, 10)).expect("write");
     cache.write(&shard(key(2), 4, 20)).expect("write");
     cache.write(&shard(other_server(1), 5, 30)).expect("write");
@@ -37,7 +37,7 @@ fn inventory_lists_every_shard_with_its_header() {
 #[test]
 fn verify_lists_damaged_files() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let cache = WorldCache::open(dir.path(), LockPolicy::Fail).expect("open");
+    let cache = WorldCache::open(dir.path(), super::support::OPEN).expect("open");
     cache.write(&shard(key(1), 3, 10)).expect("write");
     cache.write(&shard(key(2), 3, 10)).expect("write");
     assert!(cache.verify().is_empty());
@@ -55,7 +55,7 @@ fn verify_lists_damaged_files() {
 #[test]
 fn clear_removes_one_server_service_or_zone() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let cache = WorldCache::open(dir.path(), LockPolicy::Fail).expect("open");
+    let cache = WorldCache::open(dir.path(), super::support::OPEN).expect("open");
     let mut desert = key(7);
     desert.zone = ZoneId::new("desert").expect("zone");
     for k in [key(1), key(2), desert.clone(), other_server(1)] {
@@ -84,7 +84,7 @@ fn clear_removes_one_server_service_or_zone() {
 #[test]
 fn eviction_keeps_the_most_recently_used_within_budget_and_drops_old_ones() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let cache = WorldCache::open(dir.path(), LockPolicy::Fail).expect("open");
+    let cache = WorldCache::open(dir.path(), super::support::OPEN).expect("open");
     let base = SystemTime::now() - Duration::from_secs(3600);
     for i in 0..6u64 {
         cache.write(&shard(key(i), 1, 50)).expect("write");
@@ -119,7 +119,7 @@ fn a_trim_beside_writes_into_new_zone_folders_loses_none() {
     // writes shards into folders it has just made; the trim's removal of
     // empty folders must never take one from under a write.
     let dir = tempfile::tempdir().expect("tempdir");
-    let cache = std::sync::Arc::new(WorldCache::open(dir.path(), LockPolicy::Fail).expect("open"));
+    let cache = std::sync::Arc::new(WorldCache::open(dir.path(), super::support::OPEN).expect("open"));
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let trimmer = {
         let (cache, done) = (cache.clone(), done.clone());
