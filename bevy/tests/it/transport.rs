@@ -121,6 +121,20 @@ fn settings(dir: &std::path::Path, compression: bool) -> SessionSettings {
 #[derive(Resource, Default)]
 struct Events(Vec<HoardEvent>);
 
+/// A client App publishing crates over the scripted connection to
+/// `server`, recording its events.
+fn scripted_app(settings: SessionSettings, server: &Arc<Mutex<Server>>) -> App {
+    let mut app = App::new();
+    app.init_resource::<Events>()
+        .publish::<Crate>("crate", 1)
+        .add_plugins(HoardClientPlugin::with_transport(
+            settings,
+            ScriptedTransport(server.clone()),
+        ))
+        .add_systems(Update, record);
+    app
+}
+
 fn record(mut events: MessageReader<HoardEvent>, mut seen: ResMut<Events>) {
     seen.0.extend(events.read().cloned());
 }
@@ -366,15 +380,7 @@ fn the_client_plugin_drives_the_session_over_any_transport() {
 fn a_refused_hello_is_reported_as_the_servers_reason() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = Arc::new(Mutex::new(Server::default()));
-    let settings = settings(dir.path(), true);
-    let mut app = App::new();
-    app.init_resource::<Events>()
-        .publish::<Crate>("crate", 1)
-        .add_plugins(HoardClientPlugin::with_transport(
-            settings,
-            ScriptedTransport(server.clone()),
-        ))
-        .add_systems(Update, record);
+    let mut app = scripted_app(settings(dir.path(), true), &server);
     server.lock().expect("server").deliver.push_back(message(
         Message::Error(hoard_proto::wire::ErrorMsg {
             code: 2,
@@ -403,14 +409,7 @@ fn a_server_that_never_answers_hello_fails_the_connection_in_time() {
     let server = Arc::new(Mutex::new(Server::default()));
     let mut settings = settings(dir.path(), false);
     settings.welcome_timeout = Duration::from_millis(200);
-    let mut app = App::new();
-    app.init_resource::<Events>()
-        .publish::<Crate>("crate", 1)
-        .add_plugins(HoardClientPlugin::with_transport(
-            settings,
-            ScriptedTransport(server.clone()),
-        ))
-        .add_systems(Update, record);
+    let mut app = scripted_app(settings, &server);
     app.world_mut().write_message(ZoneRequest::Enter(meadow()));
     update_until(&mut app, "the connection to fail", |app| {
         matches!(
