@@ -219,7 +219,7 @@ async fn start_server(zone: &ReferenceZone, dir: &Path, args: &Args) -> anyhow::
     );
     let mut options = ServerOptions::new("127.0.0.1:0".parse::<SocketAddr>()?, dir.join("server"));
     options.mtu_discovery = args.mtu_discovery;
-    options.ack_delay = (args.ack_delay_ms > 0).then(|| std::time::Duration::from_millis(args.ack_delay_ms));
+    options.ack_delay = hoard_net::quic::server::ack_delay_from_millis(args.ack_delay_ms);
     let server = start(options, store.clone(), game).await?;
     Ok((server, store))
 }

@@ -307,7 +307,7 @@ fn serve(args: RunArgs) -> anyhow::Result<i32> {
     options.tick_hz = args.tick_hz;
     options.transient_hz = args.transient_hz;
     options.mtu_discovery = args.mtu_discovery;
-    options.ack_delay = (args.ack_delay_ms > 0).then(|| std::time::Duration::from_millis(args.ack_delay_ms));
+    options.ack_delay = hoard_net::quic::server::ack_delay_from_millis(args.ack_delay_ms);
     options.dev_mode = args.dev;
     options.advertise = args.advertise.clone();
     options.metrics = args.metrics;
