@@ -7,7 +7,7 @@ use super::*;
 /// (see [`ServerOptions::ack_delay`]).
 pub const DEFAULT_ACK_DELAY: Duration = Duration::from_millis(100);
 
-/// An [`ServerOptions::ack_delay`] given in milliseconds, as a command
+/// A [`ServerOptions::ack_delay`] given in milliseconds, as a command
 /// line takes it: 0 for none (the client's own delay).
 pub fn ack_delay_from_millis(ms: u64) -> Option<Duration> {
     (ms > 0).then(|| Duration::from_millis(ms))
