@@ -8,6 +8,8 @@
 # SERVER_ARGS adds flags to the server (e.g. SERVER_ARGS="--transient-hz 0");
 # With perf (Debian's linux-perf) able to count system calls, the server's
 # are counted for 10 s once every bot is up (syscalls per player-second).
+# Both sides' CPU is reported over the whole run and over 10 s with every
+# bot up (steady play: the bots' setup and the ramp left out).
 # PROFILE=1 samples the server with perf (Debian's linux-perf) for 20 s once
 # the bots are up, and writes the hottest functions to profile.txt.
 # B=path/to/hoard-demo runs another build (e.g. an older commit's).
@@ -69,6 +71,18 @@ if [ "$SECS" -ge 30 ] && perf stat -e raw_syscalls:sys_enter -x, -- true > /dev/
   ( sleep $((N / ${RAMP:-100} + 10)); perf stat -e raw_syscalls:sys_enter -x, -p "$SRV_PID" -- sleep 10 2>&1 >/dev/null \
       | awk -F, '/raw_syscalls/ {print $1}' > "$W/syscalls.tmp" && mv "$W/syscalls.tmp" "$W/syscalls" ) &
 fi
+# CPU of the server and of the bots' process over 10 s with every bot up
+# (the bots' setup — copying a warm cache for each — and the ramp are not
+# in it): what a player costs each side in steady play.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+( sleep $((N / ${RAMP:-100} + 10))
+  BOTS_PID=$(pgrep -n -f -- "bots --server $ADDR .*--clients $N " || true)
+  [ -n "$BOTS_PID" ] || exit 0
+  S0=$(cpu_ticks "$SRV_PID"); B0=$(cpu_ticks "$BOTS_PID"); T0=$(date +%s.%N)
+  sleep 10
+  S1=$(cpu_ticks "$SRV_PID"); B1=$(cpu_ticks "$BOTS_PID"); T1=$(date +%s.%N)
+  python3 -c 'import sys,os; s0,s1,b0,b1,t0,t1=map(float,sys.argv[1:]); hz=os.sysconf("SC_CLK_TCK"); print((s1-s0)/hz/(t1-t0), (b1-b0)/hz/(t1-t0))' \
+    "$S0" "$S1" "$B0" "$B1" "$T0" "$T1" > "$W/steady.tmp" && mv "$W/steady.tmp" "$W/steady" ) &
 SRV_CPU_BEFORE=$(ps -o times= -p "$SRV_PID")
 # UDP datagrams sent on this machine (all of it goes over loopback between
 # the server and the bots; the machine's other services add little).
@@ -82,13 +96,17 @@ $BOT_PIN $B bots --server "$ADDR" --server-data "$W/data" --clients "$N" --durat
 ps -o rss= -p "$SRV_PID" | awk '{print "server RSS after the run: " $1 " KiB"}' | tee -a "$OUT/table.txt"
 # CPU used during the bots' run, in cores (CPU seconds over wall seconds).
 python3 - "$START" "$SRV_CPU_BEFORE" "$(ps -o times= -p "$SRV_PID")" "$(cat "$W/bots.time")" \
-  "$UDP_BEFORE" "$(udp_out)" "$N" "$(cat "$W/syscalls" 2>/dev/null || echo 0)" <<'PY' | tee -a "$OUT/table.txt"
+  "$UDP_BEFORE" "$(udp_out)" "$N" "$(cat "$W/syscalls" 2>/dev/null || echo 0)" "$(cat "$W/steady" 2>/dev/null || true)" <<'PY' | tee -a "$OUT/table.txt"
 import sys, time
 start, before, after, bots = float(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4].split()
 udp_before, udp_after, n = int(sys.argv[5]), int(sys.argv[6]), int(sys.argv[7])
 syscalls = int(sys.argv[8] or 0)
+steady = [float(v) for v in sys.argv[9].split()] if len(sys.argv) > 9 and sys.argv[9].strip() else None
 wall = time.time() - start
 print(f"cores used over {wall:.0f} s: server {(after - before) / wall:.2f}, bots process {(float(bots[0]) + float(bots[1])) / wall:.2f}")
+if steady:
+    print(f"cores used over 10 s with every bot up: server {steady[0]:.3f} ({steady[0] * 1000 / n:.3f} ms per player-second), "
+          f"bots process {steady[1]:.3f} ({n / steady[1] if steady[1] else 0:.0f} bots per core)")
 print(f"UDP datagrams over {wall:.0f} s, both ways: {(udp_after - udp_before) / wall:.0f}/s, {(udp_after - udp_before) / wall / n:.1f} per player-second")
 if syscalls:
     print(f"server system calls over 10 s with every bot up: {syscalls / 10:.0f}/s, {syscalls / 10 / n:.1f} per player-second")
@@ -97,7 +115,9 @@ with open(os.path.join(os.environ["OUT"], "cpu.json"), "w") as f:
     json.dump({"wall_s": wall, "server_cores": (after - before) / wall,
                "server_syscalls_per_player_s": syscalls / 10 / n if syscalls else None,
                "bots_cores": (float(bots[0]) + float(bots[1])) / wall,
-               "udp_per_player_s": (udp_after - udp_before) / wall / n}, f)
+               "udp_per_player_s": (udp_after - udp_before) / wall / n,
+               "steady_server_cores": steady[0] if steady else None,
+               "steady_bots_cores": steady[1] if steady else None}, f)
 PY
 if command -v chromium > /dev/null; then
   chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1360,1500 \
