@@ -57,6 +57,9 @@ pub struct HostConfig {
     pub perspective: String,
     /// The registry objects are encoded with.
     pub registry: RegistryHash,
+    /// Whether the copies an entry takes on trust are audited once the zone
+    /// is ready ([`SessionSettings::audit_cached_copies`](crate::SessionSettings::audit_cached_copies)).
+    pub audit: bool,
 }
 
 /// The world's key, known once `Welcome` is read (answers and deltas are
@@ -213,6 +216,8 @@ pub struct ClientHost<D = ()> {
     /// The session's clock reads 0 here ([`ClientHost::now`]).
     started: Instant,
     world_key: Arc<WorldKey>,
+    /// [`HostConfig::audit`].
+    audit: bool,
 }
 
 impl<D> std::fmt::Debug for ClientHost<D> {
@@ -243,6 +248,7 @@ impl<D> ClientHost<D> {
             cache,
             started: Instant::now(),
             world_key,
+            audit: config.audit,
         }
     }
 
@@ -429,7 +435,11 @@ impl<D> ClientHost<D> {
                     }
                 }
                 ClientStep::Update(update) => sink(Outcome::Update(update)),
-                ClientStep::Audit { zone, copies } => sink(Outcome::Audit { zone, copies }),
+                ClientStep::Audit { zone, copies } => {
+                    if self.audit {
+                        sink(Outcome::Audit { zone, copies });
+                    }
+                }
                 ClientStep::EntryFinished { zone, result } => sink(Outcome::EntryFinished { zone, result }),
                 ClientStep::FailAll(error) => sink(Outcome::FailAll(error)),
             }
@@ -613,15 +623,105 @@ mod tests {
     }
 
     fn host(dir: &std::path::Path) -> ClientHost {
-        let cache = open_cache(dir, Some(Arc::new(hoard_world_cache::MemStorage::new()))).expect("cache");
+        host_on(dir, Arc::new(hoard_world_cache::MemStorage::new()), true)
+    }
+
+    fn host_on(dir: &std::path::Path, files: Arc<dyn hoard_world_cache::Storage>, audit: bool) -> ClientHost {
+        let cache = open_cache(dir, Some(files)).expect("cache");
         let config = HostConfig {
             world: WORLD,
             proofs: false,
             service: "world".into(),
             perspective: "ann".into(),
             registry: RegistryHash([3; 32]),
+            audit,
         };
         ClientHost::new(cache, config, ())
+    }
+
+    fn inbound(messages: Vec<Message>, request: u32) -> Vec<Inbound> {
+        messages
+            .into_iter()
+            .map(|msg| Inbound {
+                msg,
+                len: 10,
+                request: Some(request),
+            })
+            .collect()
+    }
+
+    /// A warm entry whose copy the server finds fresh takes it on trust;
+    /// the host hands the copies to the driver to audit — unless its
+    /// configuration turns audits off, when the entry finishes the same
+    /// and nothing is handed on.
+    #[test]
+    fn copies_taken_on_trust_are_handed_to_the_audit_unless_audits_are_off() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files: Arc<dyn hoard_world_cache::Storage> = Arc::new(hoard_world_cache::MemStorage::new());
+        let first = objects(2, 1);
+        let digest = recompute_digest(&first);
+        {
+            let cold = host_on(dir.path(), files.clone(), true);
+            let cached = cold.read_cached(&zone());
+            let (request, _) = cold.begin_entry(&zone(), &cached, true);
+            cold.provide_copies(request, &zone(), Vec::new()).expect("no copies");
+            let answer = vec![
+                Message::AnswerBegin(AnswerBegin {
+                    request,
+                    zone: zone(),
+                    shards: 1,
+                }),
+                Message::Snapshot(Snapshot {
+                    shard: ShardId(0),
+                    epoch: Epoch(1),
+                    seq: Seq(1),
+                    digest,
+                    perspective: None,
+                    objects: wire(&first),
+                }),
+                Message::AnswerEnd(AnswerEnd { request }),
+            ];
+            cold.handle(inbound(answer, request)).expect("applied");
+            cold.carry_out(Writes::Now, &mut |_| {});
+        }
+        for audit in [true, false] {
+            let warm = host_on(dir.path(), files.clone(), audit);
+            let cached = warm.read_cached(&zone());
+            assert_eq!(cached.heads().len(), 1, "the cold entry's shard is cached");
+            let (request, _) = warm.begin_entry(&zone(), &cached, true);
+            warm.provide_copies(request, &zone(), warm.load_copies(cached))
+                .expect("copies");
+            let head = (ShardId(0), Epoch(1), Seq(1), digest);
+            let answer = vec![
+                Message::AnswerBegin(AnswerBegin {
+                    request,
+                    zone: zone(),
+                    shards: 1,
+                }),
+                Message::Fresh(hoard_proto::wire::Fresh {
+                    mask: vec![1],
+                    tags: vec![hoard_proto::wire::head_tag(head.0, head.1, head.2, &head.3)],
+                    root: hoard_proto::wire::fresh_root(&[head]),
+                }),
+                Message::AnswerEnd(AnswerEnd { request }),
+            ];
+            warm.handle(inbound(answer, request)).expect("applied");
+            let mut seen = Vec::new();
+            warm.carry_out(Writes::Now, &mut |o| seen.push(o));
+            assert!(
+                seen.iter()
+                    .any(|o| matches!(o, Outcome::EntryFinished { result: Ok(_), .. })),
+                "the warm entry finished (audit {audit})"
+            );
+            let audited: Vec<usize> = seen
+                .iter()
+                .filter_map(|o| match o {
+                    Outcome::Audit { copies, .. } => Some(copies.len()),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(audited, if audit { vec![1] } else { vec![] }, "audit {audit}");
+        }
     }
 
     fn objects(n: u64, version: u64) -> Vec<CachedObject> {

@@ -54,3 +54,27 @@ fn a_copy_of_a_cache_on_disk_starts_warm_in_memory() {
     assert_eq!(cache.load(&key(1), REGISTRY), Some(shard(key(1), 5, 10)));
     assert_eq!(cache.load(&key(2), REGISTRY), Some(shard(key(2), 7, 3)));
 }
+
+/// Appends behave as on a file system: a new file needs its folder, each
+/// append returns the file's length, a folder is not a file, and a file
+/// whose folder was removed went with it.
+#[test]
+fn appends_in_memory_need_the_folder_and_return_the_length() {
+    use hoard_world_cache::Storage;
+    use std::io::ErrorKind;
+    use std::path::Path;
+
+    let files = MemStorage::new();
+    let journal = Path::new("/cache/zone/shard.journal");
+    let missing = files.append(journal, b"abc").expect_err("no folder yet");
+    assert_eq!(missing.kind(), ErrorKind::NotFound);
+    files.create_dir_all(Path::new("/cache/zone")).expect("folder");
+    assert_eq!(files.append(journal, b"abc").expect("new file"), 3);
+    assert_eq!(files.append(journal, b"defg").expect("append"), 7);
+    assert_eq!(files.read(journal, 100).expect("read"), b"abcdefg");
+    let dir = files.append(Path::new("/cache/zone"), b"x").expect_err("a folder");
+    assert_eq!(dir.kind(), ErrorKind::IsADirectory);
+    files.remove_dir_all(Path::new("/cache/zone")).expect("remove");
+    let gone = files.append(journal, b"h").expect_err("its folder went, and it with it");
+    assert_eq!(gone.kind(), ErrorKind::NotFound);
+}

@@ -69,6 +69,12 @@ pub(crate) struct BotsArgs {
     /// system calls a player's one cache never adds up to.
     #[arg(long)]
     caches_in_memory: bool,
+    /// Skip the background audit of the cached copies each entry takes on
+    /// trust (`SessionSettings::audit_cached_copies`; it rehashes every
+    /// object of the zone, a tenth of a bot's CPU as bots change zones):
+    /// the bots still check every digest and root the server sends.
+    #[arg(long)]
+    no_audit: bool,
     /// The server's data directory, to mint real tokens with its secret;
     /// without it the bots use `dev:` names (the server needs `--dev`).
     #[arg(long)]
@@ -175,6 +181,7 @@ pub(crate) fn run(args: BotsArgs) -> anyhow::Result<i32> {
         let mut options = ClientOptions::new(args.server, cache_dir, tokens.issue(&name)?);
         options.pin = args.fingerprint;
         options.cache_files = cache_files;
+        options.audit_cached_copies = !args.no_audit;
         bots.push((name, options));
     }
     // Thousands of clients hand short file work (journal appends, cache
