@@ -3,10 +3,11 @@
 # bots to CPU 1 (bots.sh with PIN=1), at rising bot counts, until a target
 # breaks — steady warm-entry p99 over 100 ms, live-update-delay p99 over
 # 100 ms, server frame p99 over 50 ms, or any error. Prints one row a run
-# (server CPU per player-second, the bots' cores, UDP datagrams per
+# (server CPU per player-second and the bots' cores, both with every bot up;
+# UDP datagrams per
 # player-second, the steady p99s) and writes target/knee/knee.json.
 # Usage: bench/scripts/knee.sh [SECONDS] [N...]   (defaults 60; 500 1000 1500 2000 2500 3000)
-# BOT_ARGS (default --caches-in-memory) and SERVER_ARGS go to bots.sh; B=path runs another build.
+# BOT_ARGS (default --caches-in-memory --no-audit) and SERVER_ARGS go to bots.sh; B=path runs another build.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SECS=${1:-60}
@@ -19,7 +20,7 @@ if [ -z "${B:-}" ]; then
   cargo build --release -q -p hoard-demo
   export B=$PWD/target/release/hoard-demo
 fi
-export BOT_ARGS=${BOT_ARGS:---caches-in-memory}
+export BOT_ARGS=${BOT_ARGS:---caches-in-memory --no-audit}
 ROOT=$PWD/target/knee
 mkdir -p "$ROOT"
 for N in "${COUNTS[@]}"; do
@@ -54,9 +55,12 @@ for n in counts:
     if errors: broken.append(f"{errors} errors")
     # The bots' own core full: their scheduling, not the server, sets the
     # latencies from here (the server's capacity is not reached).
-    if broken and cpu["bots_cores"] >= 0.9: broken.append("bots saturated")
-    row = {"bots": n, "server_cores": cpu["server_cores"], "bots_cores": cpu["bots_cores"],
-           "server_ms_per_player_s": cpu["server_cores"] * 1000 / n,
+    # CPU with every bot up (steady play) where measured, else over the run.
+    server_cores = cpu.get("steady_server_cores") or cpu["server_cores"]
+    bots_cores = cpu.get("steady_bots_cores") or cpu["bots_cores"]
+    if broken and bots_cores >= 0.9: broken.append("bots saturated")
+    row = {"bots": n, "server_cores": server_cores, "bots_cores": bots_cores,
+           "server_ms_per_player_s": server_cores * 1000 / n,
            "udp_per_player_s": cpu["udp_per_player_s"], "entry_p99_ms": p99("entries"),
            "action_p99_ms": p99("actions"), "update_p99_ms": p99("update_delay"),
            "frame_p99_ms": frame, "errors": errors, "broken": broken}
