@@ -4,8 +4,8 @@
 # breaks — steady warm-entry p99 over 100 ms, live-update-delay p99 over
 # 100 ms, server frame p99 over 50 ms, or any error. Prints one row a run
 # (server CPU per player-second and the bots' cores, both with every bot up;
-# UDP datagrams per
-# player-second, the steady p99s) and writes target/knee/knee.json.
+# UDP datagrams per player-second; the steady p99s) and writes
+# target/knee/knee.json.
 # Usage: bench/scripts/knee.sh [SECONDS] [N...]   (defaults 60; 500 1000 1500 2000 2500 3000)
 # BOT_ARGS (default --caches-in-memory --no-audit) and SERVER_ARGS go to bots.sh; B=path runs another build.
 set -euo pipefail
