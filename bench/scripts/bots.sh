@@ -9,7 +9,7 @@
 # With perf (Debian's linux-perf) able to count system calls, the server's
 # are counted for 10 s once every bot is up (syscalls per player-second).
 # Both sides' CPU is reported over the whole run and over 10 s with every
-# bot up (steady play: the bots' setup and the ramp left out).
+# bot up (steady play: the bots' setup and the ramp left out), per player.
 # PROFILE=1 samples the server with perf (Debian's linux-perf) for 20 s once
 # the bots are up, and writes the hottest functions to profile.txt.
 # B=path/to/hoard-demo runs another build (e.g. an older commit's).
@@ -106,7 +106,7 @@ wall = time.time() - start
 print(f"cores used over {wall:.0f} s: server {(after - before) / wall:.2f}, bots process {(float(bots[0]) + float(bots[1])) / wall:.2f}")
 if steady:
     print(f"cores used over 10 s with every bot up: server {steady[0]:.3f} ({steady[0] * 1000 / n:.3f} ms per player-second), "
-          f"bots process {steady[1]:.3f} ({n / steady[1] if steady[1] else 0:.0f} bots per core)")
+          f"bots process {steady[1]:.3f} ({steady[1] * 1000 / n:.3f} ms per bot-second)")
 print(f"UDP datagrams over {wall:.0f} s, both ways: {(udp_after - udp_before) / wall:.0f}/s, {(udp_after - udp_before) / wall / n:.1f} per player-second")
 if syscalls:
     print(f"server system calls over 10 s with every bot up: {syscalls / 10:.0f}/s, {syscalls / 10 / n:.1f} per player-second")
