@@ -75,6 +75,8 @@ fn appends_in_memory_need_the_folder_and_return_the_length() {
     let dir = files.append(Path::new("/cache/zone"), b"x").expect_err("a folder");
     assert_eq!(dir.kind(), ErrorKind::IsADirectory);
     files.remove_dir_all(Path::new("/cache/zone")).expect("remove");
-    let gone = files.append(journal, b"h").expect_err("its folder went, and it with it");
+    let gone = files
+        .append(journal, b"h")
+        .expect_err("its folder went, and it with it");
     assert_eq!(gone.kind(), ErrorKind::NotFound);
 }
