@@ -650,6 +650,27 @@ mod tests {
             .collect()
     }
 
+    /// The answer to entry `request` that brings shard 0 as a snapshot of
+    /// `objects` at seq 1.
+    fn snapshot_answer(request: u32, objects: &[CachedObject]) -> Vec<Message> {
+        vec![
+            Message::AnswerBegin(AnswerBegin {
+                request,
+                zone: zone(),
+                shards: 1,
+            }),
+            Message::Snapshot(Snapshot {
+                shard: ShardId(0),
+                epoch: Epoch(1),
+                seq: Seq(1),
+                digest: recompute_digest(objects),
+                perspective: None,
+                objects: wire(objects),
+            }),
+            Message::AnswerEnd(AnswerEnd { request }),
+        ]
+    }
+
     /// A warm entry whose copy the server finds fresh takes it on trust;
     /// the host hands the copies to the driver to audit — unless its
     /// configuration turns audits off, when the entry finishes the same
@@ -665,23 +686,8 @@ mod tests {
             let cached = cold.read_cached(&zone());
             let (request, _) = cold.begin_entry(&zone(), &cached, true);
             cold.provide_copies(request, &zone(), Vec::new()).expect("no copies");
-            let answer = vec![
-                Message::AnswerBegin(AnswerBegin {
-                    request,
-                    zone: zone(),
-                    shards: 1,
-                }),
-                Message::Snapshot(Snapshot {
-                    shard: ShardId(0),
-                    epoch: Epoch(1),
-                    seq: Seq(1),
-                    digest,
-                    perspective: None,
-                    objects: wire(&first),
-                }),
-                Message::AnswerEnd(AnswerEnd { request }),
-            ];
-            cold.handle(inbound(answer, request)).expect("applied");
+            cold.handle(inbound(snapshot_answer(request, &first), request))
+                .expect("applied");
             cold.carry_out(Writes::Now, &mut |_| {});
         }
         for audit in [true, false] {
@@ -794,30 +800,7 @@ mod tests {
         host.provide_copies(request, &zone(), host.load_copies(cached))
             .expect("no copies");
         let first = objects(2, 1);
-        let answer = vec![
-            Message::AnswerBegin(AnswerBegin {
-                request,
-                zone: zone(),
-                shards: 1,
-            }),
-            Message::Snapshot(Snapshot {
-                shard: ShardId(0),
-                epoch: Epoch(1),
-                seq: Seq(1),
-                digest: recompute_digest(&first),
-                perspective: None,
-                objects: wire(&first),
-            }),
-            Message::AnswerEnd(AnswerEnd { request }),
-        ];
-        let inbound: Vec<Inbound> = answer
-            .into_iter()
-            .map(|msg| Inbound {
-                msg,
-                len: 10,
-                request: Some(request),
-            })
-            .collect();
+        let inbound = inbound(snapshot_answer(request, &first), request);
         assert!(
             !Inbound::inline(&inbound),
             "an answer with a snapshot is not applied inline"

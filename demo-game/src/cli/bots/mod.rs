@@ -71,7 +71,7 @@ pub(crate) struct BotsArgs {
     caches_in_memory: bool,
     /// Skip the background audit of the cached copies each entry takes on
     /// trust (`SessionSettings::audit_cached_copies`; it rehashes every
-    /// object of the zone, a tenth of a bot's CPU as bots change zones):
+    /// object of the zone, about 7% of a bot's CPU as bots change zones):
     /// the bots still check every digest and root the server sends.
     #[arg(long)]
     no_audit: bool,
