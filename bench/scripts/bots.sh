@@ -66,16 +66,19 @@ if [ -n "${PROFILE:-}" ]; then
   ( sleep $((N / 100 + 10)); perf record -F 199 -g -p "$SRV_PID" -o "$OUT/server.perf" -- sleep 20 2>/dev/null
     perf report -i "$OUT/server.perf" --stdio --no-children --percent-limit 1 2>/dev/null | grep -v '^$' | head -150 > "$OUT/profile.txt" ) &
 fi
+# Every bot is up this many seconds after the bots start (the ramp, and
+# slack): when the steady 10 s windows below begin.
+ALL_UP_AFTER=$((N / ${RAMP:-100} + 10))
 echo 0 > "$W/syscalls"
 if [ "$SECS" -ge 30 ] && perf stat -e raw_syscalls:sys_enter -x, -- true > /dev/null 2>&1; then
-  ( sleep $((N / ${RAMP:-100} + 10)); perf stat -e raw_syscalls:sys_enter -x, -p "$SRV_PID" -- sleep 10 2>&1 >/dev/null \
+  ( sleep "$ALL_UP_AFTER"; perf stat -e raw_syscalls:sys_enter -x, -p "$SRV_PID" -- sleep 10 2>&1 >/dev/null \
       | awk -F, '/raw_syscalls/ {print $1}' > "$W/syscalls.tmp" && mv "$W/syscalls.tmp" "$W/syscalls" ) &
 fi
 # CPU of the server and of the bots' process over 10 s with every bot up
 # (the bots' setup — copying a warm cache for each — and the ramp are not
 # in it): what a player costs each side in steady play.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
-( sleep $((N / ${RAMP:-100} + 10))
+( sleep "$ALL_UP_AFTER"
   BOTS_PID=$(pgrep -n -f -- "bots --server $ADDR .*--clients $N " || true)
   [ -n "$BOTS_PID" ] || exit 0
   S0=$(cpu_ticks "$SRV_PID"); B0=$(cpu_ticks "$BOTS_PID"); T0=$(date +%s.%N)
